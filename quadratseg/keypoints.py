@@ -1,0 +1,225 @@
+"""Keypoint templates of the quadrat and Hungarian matching of detections to them.
+
+Templates are in *normalized quadrat coordinates*: (0, 0) is the top-left corner of the
+quadrat, (1, 1) the bottom-right, x to the right, y down.
+
+- corners: 4 points TL, TR, BR, BL (clockwise from top-left), CVAT sublabels "1".."4".
+- grid: 9 rows x 13 columns = 117 intersections, row-major (left to right, then top to
+  bottom), CVAT sublabels "1".."117".
+
+Example:
+    >>> grid_template_xy().shape
+    (117, 2)
+    >>> m = match_to_template(corner_template_xy()[::-1] + 0.01, corner_template_xy(), max_cost=0.3)
+    >>> m.detection_index.tolist()
+    [3, 2, 1, 0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quadratseg.errors import TemplateError
+
+GRID_ROWS = 9
+GRID_COLS = 13
+N_CORNERS = 4
+N_GRID = GRID_ROWS * GRID_COLS  # 117
+CORNER_NAMES = ("TL", "TR", "BR", "BL")
+CORNER_MAX_COST = 0.3  # upstream values, normalized units
+GRID_MAX_COST = 0.12
+
+
+def corner_template_xy() -> np.ndarray:
+    """The 4 corners TL, TR, BR, BL as float (4, 2) in normalized quadrat coordinates."""
+    return np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+
+
+def grid_template_xy(rows: int = GRID_ROWS, cols: int = GRID_COLS) -> np.ndarray:
+    """Grid intersections, row-major, float (rows*cols, 2) in normalized quadrat coordinates.
+
+    Strings are evenly spaced inside the frame: column j at x = (j + 1) / (cols + 1), row i at
+    y = (i + 1) / (rows + 1).
+    """
+    xs = (np.arange(cols) + 1.0) / (cols + 1.0)
+    ys = (np.arange(rows) + 1.0) / (rows + 1.0)
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+def grid_neighbour_pairs(rows: int = GRID_ROWS, cols: int = GRID_COLS) -> np.ndarray:
+    """Index pairs (P, 2) of horizontally and vertically adjacent grid points (row-major order)."""
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    horizontal = np.stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()], axis=1)
+    vertical = np.stack([idx[:-1, :].ravel(), idx[1:, :].ravel()], axis=1)
+    return np.concatenate([horizontal, vertical])
+
+
+def grid_flip_index(rows: int = GRID_ROWS, cols: int = GRID_COLS) -> list[int]:
+    """Keypoint permutation under a horizontal flip (ultralytics ``flip_idx``) for the grid."""
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    return idx[:, ::-1].ravel().tolist()
+
+
+CORNER_FLIP_INDEX = [1, 0, 3, 2]  # TL<->TR, BR<->BL
+
+
+def save_template(template_xy: np.ndarray, path: str | Path) -> Path:
+    """Save a template (K, 2) as ``.npy``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(template_xy, dtype=np.float64))
+    return path
+
+
+def load_template(path: str | Path, n_points: int | None = None) -> np.ndarray:
+    """Load a template ``.npy`` and check it is (n_points, 2), finite, in normalized units."""
+    path = Path(path)
+    try:
+        arr = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise TemplateError(f"cannot read the keypoint template {path}: {exc}") from None
+    return validate_template(arr, n_points, str(path))
+
+
+def validate_template(template_xy: np.ndarray, n_points: int | None = None, where: str = "template") -> np.ndarray:
+    """Return the template as float (K, 2) or raise :class:`TemplateError` saying what is wrong."""
+    arr = np.asarray(template_xy, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise TemplateError(f"{where}: a template is an array (K, 2) of x, y; got shape {arr.shape}")
+    if n_points is not None and arr.shape[0] != n_points:
+        raise TemplateError(
+            f"{where}: expected {n_points} points ({'corners' if n_points == 4 else 'grid'}), got "
+            f"{arr.shape[0]}; use the template made for this task"
+        )
+    if not np.isfinite(arr).all():
+        raise TemplateError(f"{where}: the template contains NaN or infinite values")
+    if arr.min() < -0.5 or arr.max() > 1.5:
+        raise TemplateError(
+            f"{where}: values range {arr.min():.3g}..{arr.max():.3g}; templates are in normalized "
+            "quadrat units (0..1), divide pixel templates by the image size"
+        )
+    return arr
+
+
+@dataclass
+class TemplateMatch:
+    """Detections put in template order.
+
+    Attributes:
+        keypoints_xy: (K, 2) detections in template order, in the detections' frame; NaN
+            where the template point found no detection within ``max_cost``.
+        detection_index: (K,) index into the detections, -1 where missing.
+        cost: (K,) distance in normalized units to the (aligned) template point, NaN if missing.
+        n_extra: detections that were not assigned to any template point (dropped).
+    """
+
+    keypoints_xy: np.ndarray
+    detection_index: np.ndarray
+    cost: np.ndarray
+    n_extra: int
+
+    @property
+    def missing(self) -> np.ndarray:
+        """Template indices (sorted) that have no detection."""
+        return np.flatnonzero(self.detection_index < 0)
+
+    @property
+    def complete(self) -> bool:
+        """True when every template point was matched."""
+        return bool((self.detection_index >= 0).all())
+
+
+def _assign(det_n: np.ndarray, template_n: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.linalg.norm(template_n[:, None, :] - det_n[None, :, :], axis=2)
+    rows, cols = linear_sum_assignment(cost)
+    index = np.full(len(template_n), -1, dtype=np.int64)
+    costs = np.full(len(template_n), np.nan)
+    keep = cost[rows, cols] <= max_cost
+    index[rows[keep]] = cols[keep]
+    costs[rows[keep]] = cost[rows[keep], cols[keep]]
+    return index, costs
+
+
+def _fit_template_to_detections(
+    template_n: np.ndarray, det_n: np.ndarray, index: np.ndarray
+) -> np.ndarray | None:
+    """Project the template through the homography fitted on the current matches (None if < 4)."""
+    import cv2
+
+    ok = index >= 0
+    if ok.sum() < 4:
+        return None
+    src = template_n[ok].astype(np.float64)
+    dst = det_n[index[ok]].astype(np.float64)
+    method = cv2.RANSAC if ok.sum() >= 8 else 0
+    h, _ = cv2.findHomography(src, dst, method, 0.02)
+    if h is None or not np.isfinite(h).all():
+        return None
+    proj = np.c_[template_n, np.ones(len(template_n))] @ h.T
+    if np.any(np.abs(proj[:, 2]) < 1e-9):
+        return None
+    return proj[:, :2] / proj[:, 2:3]
+
+
+def match_to_template(
+    detections_xy: np.ndarray,
+    template_xy: np.ndarray,
+    max_cost: float,
+    frame_size: tuple[float, float] | None = None,
+    refine_iterations: int = 2,
+) -> TemplateMatch:
+    """Put detected keypoints in template order with Hungarian matching.
+
+    The cost is the Euclidean distance in normalized quadrat units; pairs whose cost exceeds
+    ``max_cost`` are rejected (the template point is reported missing, never invented, and
+    leftover detections are dropped). With ``refine_iterations`` > 0, a homography fitted to
+    the current matches aligns the template to the detections and matching runs again, which
+    absorbs camera tilt, shift and rotation that a fixed template cannot.
+
+    Args:
+        detections_xy: (M, 2) detected points, pixels if ``frame_size`` is given, else normalized.
+        template_xy: (K, 2) template in normalized quadrat coordinates.
+        max_cost: rejection threshold, normalized units (upstream: 0.3 corners, 0.12 grid).
+        frame_size: (width, height) that divides pixel detections into normalized units.
+        refine_iterations: homography re-alignment rounds (0 = plain Hungarian).
+    """
+    template_n = validate_template(template_xy)
+    det = np.asarray(detections_xy, dtype=np.float64).reshape(-1, 2)
+    det = det[np.isfinite(det).all(axis=1)] if len(det) else det
+    k = len(template_n)
+    if len(det) == 0:
+        return TemplateMatch(np.full((k, 2), np.nan), np.full(k, -1), np.full(k, np.nan), 0)
+    scale = np.array(frame_size, dtype=np.float64) if frame_size is not None else np.ones(2)
+    det_n = det / scale
+    # A second starting guess: template moved and scaled onto the detections' centroid/spread,
+    # which rescues shifted or zoomed grids whose plain match would be poor.
+    guesses = [template_n]
+    spread_t, spread_d = template_n.std(axis=0), det_n.std(axis=0)
+    if len(det_n) >= 4 and np.all(spread_t > 0) and np.all(spread_d > 0):
+        guesses.append((template_n - template_n.mean(axis=0)) / spread_t * spread_d + det_n.mean(axis=0))
+    best: tuple[int, float, np.ndarray, np.ndarray] | None = None
+    for guess in guesses:
+        aligned = guess
+        index, costs = _assign(det_n, aligned, max_cost)
+        for _ in range(refine_iterations):
+            projected = _fit_template_to_detections(template_n, det_n, index)
+            if projected is None:
+                break
+            aligned = projected
+            index, costs = _assign(det_n, aligned, max_cost)
+        n_ok = int((index >= 0).sum())
+        total = float(np.nansum(costs)) if n_ok else np.inf
+        if best is None or (n_ok, -total) > (best[0], -best[1]):
+            best = (n_ok, total, index, costs)
+    assert best is not None  # guesses is never empty
+    _, _, index, costs = best
+    keypoints = np.full((k, 2), np.nan)
+    keypoints[index >= 0] = det[index[index >= 0]]
+    n_extra = len(det) - int((index >= 0).sum())
+    return TemplateMatch(keypoints, index, costs, n_extra)

@@ -1,0 +1,244 @@
+"""Write a synthetic set: what CVAT would export for the three projects, plus the full truth.
+
+Layout of ``OUT_DIR``::
+
+    OUT_DIR/
+    ├── cvat_exports/
+    │   ├── corners/        annotations.xml + images/  raw photos, quadrat_corner skeletons
+    │   ├── grid/           annotations.xml + images/  warped photos, 117-point grid skeletons
+    │   └── segmentation/   annotations.xml + images/  warped photos without grid, coral polygons
+    ├── truth.json          every coordinate of every stage, per image (see :func:`image_truth`)
+    └── manifest.json       generator parameters, seed, counts
+
+Each export is a "CVAT for images 1.1" *project* export whose tasks are the subsets
+train/val/test. The folder appears only when complete: it is written to a temporary
+sibling and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from quadratseg.errors import QuadratsegError
+from quadratseg.formats.cvat_xml import CvatDocument, ImageAnnotations, Shape, TaskInfo, write_cvat_xml
+from quadratseg.labelsets import CORNER_LABEL, GRID_LABEL, coral_labels, corner_labels, grid_labels
+from quadratseg.synth.appearance import GENUS_LOOKS
+from quadratseg.synth.scene import SyntheticQuadrat, render_quadrat
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_VERSION = "1"
+SITES = ("SynthNorth", "SynthLagoon", "SynthSouth")
+SUBSETS = ("train", "val", "test")
+PROJECTS = {
+    "corners": ("synth_corner_annotation", 1),
+    "grid": ("synth_grid_annotation", 2),
+    "segmentation": ("synth_finegrained_annotated", 3),
+}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Parameters of a synthetic set (saved in manifest.json)."""
+
+    images: int = 20
+    seed: int = 0
+    size: int = 1024  # raw photo width; height is 3/4 of it
+    warped_size: int = 0  # 0: same as size
+    min_colonies: int = 7
+    max_colonies: int = 12
+    jpeg_quality: int = 95
+
+    @property
+    def raw_size(self) -> tuple[int, int]:
+        """(width, height) of the raw photos."""
+        return self.size, round(self.size * 0.75)
+
+    @property
+    def warped_side(self) -> int:
+        """Side of the square warped images."""
+        return self.warped_size or self.size
+
+    def validate(self) -> None:
+        """Raise a clear error for unusable parameters."""
+        if self.images < 1:
+            raise QuadratsegError(f"--images must be at least 1, got {self.images}")
+        if self.size < 128:
+            raise QuadratsegError(f"--size must be at least 128 px, got {self.size}")
+        if self.warped_size and self.warped_size < 128:
+            raise QuadratsegError(f"--warped-size must be at least 128 px, got {self.warped_size}")
+        if not 1 <= self.min_colonies <= self.max_colonies:
+            raise QuadratsegError("need 1 <= min_colonies <= max_colonies")
+
+
+def image_name(index: int) -> str:
+    """``{site}_{year}_{quadrat}.jpg``, the naming scheme of CRIOBE photos."""
+    return f"{SITES[index % len(SITES)]}_{2019 + (index // len(SITES)) % 6}_{index:03d}.jpg"
+
+
+def assign_subsets(n_images: int, seed: int) -> list[str]:
+    """Subset of each image: 60 / 20 / 20 % train / val / test (each non-empty when n >= 3)."""
+    order = np.random.default_rng([seed, 7]).permutation(n_images)
+    n_val = max(1, round(0.2 * n_images)) if n_images >= 3 else 0
+    n_test = max(1, round(0.2 * n_images)) if n_images >= 3 else 0
+    subsets = ["train"] * n_images
+    for rank, idx in enumerate(order):
+        if rank < n_val:
+            subsets[idx] = "val"
+        elif rank < n_val + n_test:
+            subsets[idx] = "test"
+    return subsets
+
+
+def genera_for_image(index: int, seed: int, count: int) -> list[str]:
+    """Genera of one image: a window over a seeded order of the 16 genera, so all appear often."""
+    names = sorted(GENUS_LOOKS)
+    order = np.random.default_rng([seed, 11]).permutation(len(names))
+    start = (index * 5) % len(names)
+    return [names[order[(start + j) % len(names)]] for j in range(count)]
+
+
+def image_truth(q: SyntheticQuadrat, name: str, subset: str) -> dict[str, Any]:
+    """Ground truth of one image, JSON-ready; coordinates in pixels of the named frame."""
+    return {
+        "name": name,
+        "subset": subset,
+        "raw_size": list(q.raw_size),
+        "warped_size": list(q.warped_size),
+        "corners_raw_xy": q.corners_raw_xy.round(3).tolist(),
+        "grid_raw_xy": q.grid_raw_xy.round(3).tolist(),
+        "grid_warped_xy": q.grid_warped_xy.round(3).tolist(),
+        "homography_warped_to_raw": q.homography_warped_to_raw.tolist(),
+        "grid_line_width_px": round(q.grid_line_width_px, 3),
+        "corals": [{"label": c.label, "polygon_xy": c.polygon_xy.round(2).tolist()} for c in q.colonies],
+    }
+
+
+def _render_one(args: tuple[SynthConfig, int, str, Path]) -> dict[str, Any]:
+    config, index, subset, root = args
+    rng = np.random.default_rng([config.seed, index])
+    n = int(rng.integers(config.min_colonies, config.max_colonies + 1))
+    q = render_quadrat(rng, config.raw_size, config.warped_side, genera_for_image(index, config.seed, n))
+    name = image_name(index)
+    params = [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
+    for folder, image in (("corners", q.raw), ("grid", q.warped), ("segmentation", q.warped_clean)):
+        path = root / "cvat_exports" / folder / "images" / name
+        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params):
+            raise OSError(f"could not write {path}")
+    return image_truth(q, name, subset)
+
+
+def _skeleton(label: str, points_xy: list[list[float]]) -> Shape:
+    elements = [Shape("points", str(i + 1), points=np.asarray([p])) for i, p in enumerate(points_xy)]
+    return Shape("skeleton", label, elements=elements, attributes={"confidence": "100"})
+
+
+def build_cvat_documents(truths: list[dict[str, Any]]) -> dict[str, CvatDocument]:
+    """The three project exports (corners, grid, segmentation) for the given image truths."""
+    docs: dict[str, CvatDocument] = {}
+    for folder, (project_name, project_id) in PROJECTS.items():
+        labels = {"corners": corner_labels, "grid": grid_labels, "segmentation": coral_labels}[folder]()
+        tasks = {
+            subset: TaskInfo(id=project_id * 10 + k, name=f"{project_name}_{subset}", subset=subset)
+            for k, subset in enumerate(SUBSETS)
+        }
+        doc = CvatDocument(labels=labels, project_name=project_name, project_id=project_id)
+        for image_id, truth in enumerate(truths):
+            task = tasks[truth["subset"]]
+            task.size += 1
+            size = truth["raw_size"] if folder == "corners" else truth["warped_size"]
+            image = ImageAnnotations(image_id, truth["name"], size[0], size[1], subset=task.subset, task_id=task.id)
+            if folder == "corners":
+                image.shapes.append(_skeleton(CORNER_LABEL, truth["corners_raw_xy"]))
+            elif folder == "grid":
+                image.shapes.append(_skeleton(GRID_LABEL, truth["grid_warped_xy"]))
+            else:
+                image.shapes.extend(
+                    Shape("polygon", c["label"], points=np.asarray(c["polygon_xy"]), attributes={"confidence": "100"})
+                    for c in truth["corals"]
+                )
+            doc.images.append(image)
+        doc.tasks = [t for t in tasks.values() if t.size]
+        docs[folder] = doc
+    return docs
+
+
+def generate_dataset(out_dir: str | Path, config: SynthConfig, overwrite: bool = False, workers: int = 0) -> Path:
+    """Render ``config.images`` quadrats and write the exports and truth under ``out_dir``.
+
+    Args:
+        out_dir: target folder; must not exist unless ``overwrite`` (replaced only on success).
+        config: generator parameters.
+        overwrite: replace an existing ``out_dir`` once the new set is complete.
+        workers: processes to render with (0: one per CPU core, capped at the image count).
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    config.validate()
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise QuadratsegError(f"{out} already exists; pass --overwrite to replace it, or choose another folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for folder in PROJECTS:
+            (tmp / "cvat_exports" / folder / "images").mkdir(parents=True)
+        subsets = assign_subsets(config.images, config.seed)
+        jobs = [(config, i, subsets[i], tmp) for i in range(config.images)]
+        n_workers = min(workers or os.cpu_count() or 1, config.images)
+        if n_workers > 1:
+            with ProcessPoolExecutor(n_workers) as pool:
+                truths = list(pool.map(_render_one, jobs))
+        else:
+            truths = [_render_one(job) for job in jobs]
+        for folder, doc in build_cvat_documents(truths).items():
+            write_cvat_xml(doc, tmp / "cvat_exports" / folder / "annotations.xml")
+        counts = Counter(c["label"] for t in truths for c in t["corals"])
+        manifest = {
+            "generator": "quadratseg.synth",
+            "version": GENERATOR_VERSION,
+            "config": {**config.__dict__, "raw_size": list(config.raw_size), "warped_size": config.warped_side},
+            "subsets": dict(Counter(subsets)),
+            "colonies_per_label": dict(sorted(counts.items())),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        (tmp / "truth.json").write_text(json.dumps({"images": truths}), encoding="utf-8")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info(
+        "wrote %d synthetic quadrats (%s) with %d colonies to %s in %.1f s",
+        config.images,
+        ", ".join(f"{k}: {v}" for k, v in manifest["subsets"].items()),
+        sum(counts.values()),
+        out,
+        time.perf_counter() - start,
+    )
+    return out
+
+
+def load_truth(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-image truth of a generated set (see :func:`image_truth`)."""
+    path = Path(out_dir) / "truth.json"
+    if not path.is_file():
+        raise QuadratsegError(f"{path} does not exist; generate the set with `python -m quadratseg.synth`")
+    return json.loads(path.read_text(encoding="utf-8"))["images"]

@@ -1,0 +1,227 @@
+"""One synthetic photo-quadrat with the ground truth of every stage.
+
+Frames: the *warped* frame is the quadrat interior seen straight from above, ``warped_size``
+pixels square, TL corner at (0, 0); the *raw* frame is the photo, ``raw_size=(width, height)``.
+``homography_warped_to_raw`` maps warped pixels to raw pixels (pixel-corner convention, see
+:mod:`quadratseg.warp`).
+
+Rendering order: clean warped interior (seabed + corals) -> with grid strings -> framed
+canvas -> perspective into the photo over a seabed background -> the photo's degradations.
+The clean photo is rendered with the same draws, so ``warped_clean`` differs from
+``warped`` only where the grid is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from quadratseg.geometry import polygon_to_mask
+from quadratseg.keypoints import corner_template_xy, grid_template_xy
+from quadratseg.synth.appearance import (
+    GENUS_LOOKS,
+    colony_outline,
+    degrade,
+    draw_photo_conditions,
+    paint_colony,
+    seabed,
+)
+from quadratseg.warp import check_quadrilateral, quadrat_homography, transform_points, warp_image
+
+FRAME_RGB = (225.0, 222.0, 205.0)  # PVC frame
+MARKER_RGB = (215.0, 40.0, 30.0)  # red tape on each corner
+STRING_RGB = (238.0, 236.0, 212.0)  # grid string
+
+
+@dataclass
+class Colony:
+    """A coral colony: finegrained ``label`` and its outline (N, 2) in warped pixels."""
+
+    label: str
+    polygon_xy: np.ndarray
+
+
+@dataclass
+class SyntheticQuadrat:
+    """Images (uint8 RGB) and ground truth of one quadrat."""
+
+    raw: np.ndarray
+    warped: np.ndarray
+    warped_clean: np.ndarray
+    corners_raw_xy: np.ndarray  # (4, 2) TL, TR, BR, BL
+    grid_raw_xy: np.ndarray  # (117, 2) row-major
+    grid_warped_xy: np.ndarray  # (117, 2) row-major
+    homography_warped_to_raw: np.ndarray  # (3, 3)
+    colonies: list[Colony] = field(default_factory=list)
+    grid_line_width_px: float = 0.0  # string width in the warped frame
+
+    @property
+    def raw_size(self) -> tuple[int, int]:
+        """(width, height) of the raw photo."""
+        return self.raw.shape[1], self.raw.shape[0]
+
+    @property
+    def warped_size(self) -> tuple[int, int]:
+        """(width, height) of the warped images."""
+        return self.warped.shape[1], self.warped.shape[0]
+
+
+def place_colonies(
+    rng: np.random.Generator, warped_size: int, genera: list[str], max_tries: int = 60
+) -> list[Colony]:
+    """Place non-overlapping colonies of the given genera inside the quadrat (warped pixels).
+
+    Colonies do not overlap, so every polygon is exactly the visible coral; a genus whose
+    colony cannot be placed after ``max_tries`` is skipped.
+    """
+    s = warped_size
+    occupied = np.zeros((s, s), dtype=bool)
+    colonies: list[Colony] = []
+    margin = 0.02 * s
+    for label in genera:
+        look = GENUS_LOOKS[label]
+        for _ in range(max_tries):
+            radius = look.size * s * rng.uniform(0.7, 1.3)
+            centre = rng.uniform(margin + radius, s - margin - radius, size=2)
+            polygon = colony_outline(rng, (float(centre[0]), float(centre[1])), radius, look.lobes)
+            if polygon.min() < margin or polygon.max() > s - margin:
+                continue
+            mask = polygon_to_mask(polygon, (s, s))
+            grown = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            if (grown & occupied).any():
+                continue
+            occupied |= mask
+            colonies.append(Colony(label, polygon))
+            break
+    return colonies
+
+
+def sample_camera_corners(
+    rng: np.random.Generator, raw_size: tuple[int, int], frame_fraction: float
+) -> np.ndarray:
+    """Raw-image positions (4, 2) of the quadrat's inner corners TL, TR, BR, BL under a tilted camera.
+
+    The outer frame edge (``frame_fraction`` of the side beyond the interior) stays inside the photo.
+    """
+    w, h = raw_size
+    for _ in range(200):
+        side = rng.uniform(0.55, 0.72) * min(w, h)
+        centre = np.array([w / 2, h / 2]) + rng.uniform(-0.06, 0.06, 2) * np.array([w, h])
+        angle = np.deg2rad(rng.uniform(-12, 12))
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        square = (corner_template_xy() - 0.5) * side
+        corners = centre + square @ rot.T + rng.normal(0, 0.045 * side, (4, 2))
+        try:
+            check_quadrilateral(corners)
+        except ValueError:
+            continue
+        outer = (corner_template_xy() - 0.5) * (1 + 2 * frame_fraction) + 0.5
+        h_wr = np.linalg.inv(quadrat_homography(corners, (1, 1)))
+        outer_raw = transform_points(outer, h_wr)
+        if outer_raw.min() > 2 and (outer_raw[:, 0] < w - 2).all() and (outer_raw[:, 1] < h - 2).all():
+            return corners
+    raise RuntimeError("could not place the quadrat inside the photo; use a larger --size")
+
+
+def _frame_canvas(interior: np.ndarray, band: int, rng: np.random.Generator) -> np.ndarray:
+    """The interior surrounded by the frame bar (``band`` px) with red corner markers."""
+    s = interior.shape[0]
+    canvas = np.empty((s + 2 * band, s + 2 * band, 3), dtype=np.float32)
+    canvas[:] = FRAME_RGB
+    canvas += rng.normal(0, 4, canvas.shape).astype(np.float32)
+    canvas[band : band + s, band : band + s] = interior
+    marker = int(band * 1.6)
+    for cx, cy in ((band, band), (band + s, band), (band + s, band + s), (band, band + s)):
+        x0, y0 = max(cx - marker, 0), max(cy - marker, 0)
+        x1, y1 = min(cx + marker, canvas.shape[1]), min(cy + marker, canvas.shape[0])
+        patch = canvas[y0:y1, x0:x1]
+        # tape only on the frame bar, not over the interior
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        on_bar = (xx < band) | (xx >= band + s) | (yy < band) | (yy >= band + s)
+        patch[on_bar] = MARKER_RGB
+    return canvas
+
+
+def draw_grid(image: np.ndarray, grid_xy: np.ndarray, width_px: float, rows: int, cols: int) -> np.ndarray:
+    """Draw strings through the grid points (row-major (rows*cols, 2)) across the whole interior."""
+    out = image.copy()
+    s = image.shape[0]
+    pts = grid_xy.reshape(rows, cols, 2)
+    thickness = max(1, round(width_px))
+    shift = 4
+    for j in range(cols):
+        x = pts[0, j, 0]
+        p0 = (round((x - 0.5) * 16), round(-0.5 * 16))
+        p1 = (round((x - 0.5) * 16), round((s - 0.5) * 16))
+        cv2.line(out, p0, p1, STRING_RGB, thickness, cv2.LINE_AA, shift)
+    for i in range(rows):
+        y = pts[i, 0, 1]
+        p0 = (round(-0.5 * 16), round((y - 0.5) * 16))
+        p1 = (round((s - 0.5) * 16), round((y - 0.5) * 16))
+        cv2.line(out, p0, p1, STRING_RGB, thickness, cv2.LINE_AA, shift)
+    return out
+
+
+def render_quadrat(
+    rng: np.random.Generator,
+    raw_size: tuple[int, int],
+    warped_size: int,
+    genera: list[str],
+    rows: int = 9,
+    cols: int = 13,
+) -> SyntheticQuadrat:
+    """Render one quadrat: raw photo, warped photo, warped photo without grid, and all truth.
+
+    Args:
+        rng: the quadrat's own generator (seeded per image for reproducibility).
+        raw_size: (width, height) of the raw photo.
+        warped_size: side of the square warped images.
+        genera: finegrained labels of the colonies to place (some may not fit).
+        rows, cols: grid intersections (9 x 13 = 117 by default).
+    """
+    s = warped_size
+    interior = seabed(rng, (s, s))
+    colonies = place_colonies(rng, s, genera)
+    for colony in colonies:
+        paint_colony(interior, colony.polygon_xy, GENUS_LOOKS[colony.label], rng)
+    grid_warped = grid_template_xy(rows, cols) * s
+    line_width = max(2.0, s / 220.0) * rng.uniform(0.8, 1.25)
+    gridded = draw_grid(interior, grid_warped, line_width, rows, cols)
+
+    frame_fraction = 0.045
+    band = max(3, round(frame_fraction * s))
+    corners_raw = sample_camera_corners(rng, raw_size, frame_fraction)
+    h_raw_to_warped = quadrat_homography(corners_raw, (s, s))
+    h_warped_to_raw = np.linalg.inv(h_raw_to_warped)
+    shift = np.array([[1, 0, -band], [0, 1, -band], [0, 0, 1]], dtype=np.float64)
+    h_canvas_to_raw = h_warped_to_raw @ shift
+
+    background = seabed(rng, (raw_size[1], raw_size[0]), darker=0.85)
+    conditions = draw_photo_conditions(rng)
+    noise = rng.normal(0, float(conditions["noise"]), (raw_size[1], raw_size[0], 3)).astype(np.float32)
+    canvas_rng_seed = int(rng.integers(0, 2**31))
+    alpha_src = np.ones((s + 2 * band, s + 2 * band), dtype=np.float32)
+    alpha = warp_image(alpha_src, h_canvas_to_raw, raw_size)[..., None]
+
+    def photograph(quadrat_interior: np.ndarray) -> np.ndarray:
+        canvas = _frame_canvas(quadrat_interior, band, np.random.default_rng(canvas_rng_seed))
+        projected = warp_image(canvas, h_canvas_to_raw, raw_size)
+        return degrade(projected * alpha + background * (1 - alpha), conditions, noise)
+
+    raw = photograph(gridded)
+    raw_clean = photograph(interior)
+    warped = warp_image(raw, h_raw_to_warped, (s, s))
+    warped_clean = warp_image(raw_clean, h_raw_to_warped, (s, s))
+    return SyntheticQuadrat(
+        raw=raw,
+        warped=warped,
+        warped_clean=warped_clean,
+        corners_raw_xy=corners_raw,
+        grid_raw_xy=transform_points(grid_warped, h_warped_to_raw),
+        grid_warped_xy=grid_warped,
+        homography_warped_to_raw=h_warped_to_raw,
+        colonies=colonies,
+        grid_line_width_px=float(line_width),
+    )

@@ -1,0 +1,121 @@
+"""Perspective warp of a quadrat from its 4 corners (image and points).
+
+Frames: *image* pixels (x right, y down, pixel (c, r) covers [c, c+1) x [r, r+1)) and *warped*
+pixels of an ``output_size=(width, height)`` image in which the quadrat's TL, TR, BR, BL
+corners land on (0, 0), (w, 0), (w, h), (0, h). Homographies map image -> warped and act on
+pixel coordinates in that convention; :func:`warp_image` converts to OpenCV's pixel-centre
+convention internally so image and points stay consistent to the sub-pixel.
+
+Example:
+    >>> corners = np.array([[10, 10], [90, 12], [95, 80], [5, 85]], float)
+    >>> H = quadrat_homography(corners, (100, 100))
+    >>> np.allclose(transform_points(corners, H), [[0, 0], [100, 0], [100, 100], [0, 100]])
+    True
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from quadratseg.errors import DegenerateQuadrilateralError
+
+
+def check_quadrilateral(corners_xy: np.ndarray, min_area: float = 16.0) -> None:
+    """Refuse corners that cannot define a warp.
+
+    Args:
+        corners_xy: (4, 2) TL, TR, BR, BL in image pixels.
+        min_area: smallest acceptable quadrilateral area, px^2.
+
+    Raises:
+        DegenerateQuadrilateralError: missing (NaN) corners, collinear or repeated corners,
+            self-crossing or wrongly ordered corners, a non-convex or tiny quadrilateral.
+    """
+    c = np.asarray(corners_xy, dtype=np.float64)
+    if c.shape != (4, 2):
+        raise DegenerateQuadrilateralError(f"a quadrat needs 4 corners (4, 2), got shape {c.shape}")
+    if not np.isfinite(c).all():
+        missing = [name for name, ok in zip(("TL", "TR", "BR", "BL"), np.isfinite(c).all(axis=1), strict=True) if not ok]
+        raise DegenerateQuadrilateralError(f"corner(s) {', '.join(missing)} are missing; cannot warp")
+    edges = np.roll(c, -1, axis=0) - c
+    cross = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    scale = max(float(np.abs(edges).max()), 1e-9) ** 2
+    if np.any(np.abs(cross) <= 1e-6 * scale):
+        raise DegenerateQuadrilateralError(f"corners {c.round(1).tolist()} are collinear or repeated")
+    if not (np.all(cross > 0) or np.all(cross < 0)):
+        raise DegenerateQuadrilateralError(
+            f"corners {c.round(1).tolist()} cross each other or make a non-convex shape; "
+            "they must be TL, TR, BR, BL around the quadrat"
+        )
+    if np.all(cross < 0):
+        raise DegenerateQuadrilateralError(
+            f"corners {c.round(1).tolist()} run counter-clockwise; the order must be TL, TR, BR, BL "
+            "(clockwise on the image)"
+        )
+    x, y = c[:, 0], c[:, 1]
+    area = abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0
+    if area < min_area:
+        raise DegenerateQuadrilateralError(f"the quadrilateral area {area:.1f} px^2 is below {min_area}")
+
+
+def quadrat_homography(corners_xy: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """Homography (3, 3) from image pixels to warped pixels (see module docstring).
+
+    Args:
+        corners_xy: (4, 2) TL, TR, BR, BL in image pixels; checked by :func:`check_quadrilateral`.
+        output_size: (width, height) of the warped image.
+    """
+    check_quadrilateral(corners_xy)
+    w, h = output_size
+    dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
+    return cv2.getPerspectiveTransform(np.asarray(corners_xy, np.float32), dst.astype(np.float32)).astype(
+        np.float64
+    )
+
+
+def transform_points(points_xy: np.ndarray, homography: np.ndarray) -> np.ndarray:
+    """Apply a homography to points (N, 2); NaN rows stay NaN."""
+    p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p).all(axis=1)
+    if ok.any():
+        hom = np.c_[p[ok], np.ones(ok.sum())] @ np.asarray(homography, dtype=np.float64).T
+        out[ok] = hom[:, :2] / hom[:, 2:3]
+    return out
+
+
+def _centre_convention(homography: np.ndarray) -> np.ndarray:
+    """The same mapping expressed on pixel-centre indices (OpenCV's convention)."""
+    to_corner = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]], dtype=np.float64)
+    to_centre = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]], dtype=np.float64)
+    return to_centre @ homography @ to_corner
+
+
+def warp_image(
+    image: np.ndarray,
+    homography: np.ndarray,
+    output_size: tuple[int, int],
+    interpolation: int = cv2.INTER_LINEAR,
+    border_value: float | tuple[float, ...] = 0,
+) -> np.ndarray:
+    """Warp an image (H, W[, C]) with an image->output homography into ``output_size=(w, h)``."""
+    return cv2.warpPerspective(
+        image,
+        _centre_convention(homography),
+        tuple(int(v) for v in output_size),
+        flags=interpolation,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=border_value,
+    )
+
+
+def warp_quadrat(
+    image: np.ndarray, corners_xy: np.ndarray, output_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop and rectify the quadrat: returns (warped image (h, w[, C]), homography image->warped).
+
+    Keep the homography to map points back with ``transform_points(p, np.linalg.inv(H))``.
+    """
+    homography = quadrat_homography(corners_xy, output_size)
+    return warp_image(image, homography, output_size), homography
