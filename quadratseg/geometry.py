@@ -18,9 +18,6 @@ import numpy as np
 
 from quadratseg.errors import QuadratsegError
 
-_SHIFT = 4  # sub-pixel bits for cv2.fillPoly
-_SCALE = 1 << _SHIFT
-
 
 @dataclass
 class PolygonWithHoles:
@@ -52,14 +49,52 @@ def polygon_area(polygon_xy: np.ndarray) -> float:
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
 
 
-def _fill(mask: np.ndarray, rings: Sequence[np.ndarray], value: int) -> None:
-    if not rings:
-        return
-    # Vertices lie on pixel-corner coordinates; pixel centres are at +0.5. Shift so that
-    # cv2 (which samples at integer positions) tests the centres.
-    pts = [np.round((as_polygon_xy(r) - 0.5) * _SCALE).astype(np.int32) for r in rings if len(r) >= 3]
-    if pts:
-        cv2.fillPoly(mask, pts, value, lineType=cv2.LINE_8, shift=_SHIFT)
+def _rasterize_even_odd(rings: Sequence[np.ndarray], frame_size: tuple[int, int]) -> np.ndarray:
+    """Pixels whose centre lies inside the rings under the even-odd rule, bool (H, W).
+
+    A scanline fill: exact for the pixel-centre test (a rectangle from x=2 to x=6 covers
+    columns 2..5), and holes given as extra rings are cut out by the same rule.
+    """
+    width, height = frame_size
+    mask = np.zeros((height, width), dtype=bool)
+    edges = []
+    for ring in rings:
+        r = as_polygon_xy(ring)
+        if len(r) >= 3:
+            edges.append(np.concatenate([r, np.roll(r, -1, axis=0)], axis=1))
+    if not edges:
+        return mask
+    e = np.concatenate(edges)  # (E, 4): x0, y0, x1, y1
+    e = e[e[:, 1] != e[:, 3]]  # horizontal edges never cross a scanline
+    if not len(e):
+        return mask
+    row0 = max(int(np.floor(min(e[:, 1].min(), e[:, 3].min()))) - 1, 0)
+    row1 = min(int(np.ceil(max(e[:, 1].max(), e[:, 3].max()))) + 1, height)
+    if row1 <= row0:
+        return mask
+    yc = np.arange(row0, row1, dtype=np.float64)[:, None] + 0.5  # (R, 1) pixel-centre rows
+    y0, y1 = e[None, :, 1], e[None, :, 3]
+    crosses = ((y0 <= yc) & (yc < y1)) | ((y1 <= yc) & (yc < y0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xs = e[None, :, 0] + (yc - y0) * (e[None, :, 2] - e[None, :, 0]) / (y1 - y0)
+    xs = np.where(crosses, xs, np.inf)
+    xs.sort(axis=1)
+    n_pairs = int(crosses.sum(axis=1).max()) // 2
+    if n_pairs == 0:
+        return mask
+    xs = xs[:, : 2 * n_pairs]
+    starts = np.ceil(xs[:, 0::2] - 0.5)
+    ends = np.ceil(xs[:, 1::2] - 0.5)
+    valid = np.isfinite(starts) & np.isfinite(ends)
+    starts = np.clip(np.where(valid, starts, 0), 0, width).astype(np.int64)
+    ends = np.clip(np.where(valid, ends, 0), 0, width).astype(np.int64)
+    diff = np.zeros((row1 - row0, width + 1), dtype=np.int32)
+    rows = np.broadcast_to(np.arange(row1 - row0)[:, None], starts.shape)
+    keep = valid & (ends > starts)
+    np.add.at(diff, (rows[keep], starts[keep]), 1)
+    np.add.at(diff, (rows[keep], ends[keep]), -1)
+    mask[row0:row1] = np.cumsum(diff, axis=1)[:, :width] > 0
+    return mask
 
 
 def polygons_to_mask(
@@ -76,16 +111,11 @@ def polygons_to_mask(
         8
     """
     width, height = frame_size
-    mask = np.zeros((height, width), dtype=np.uint8)
+    mask = np.zeros((height, width), dtype=bool)
     for poly in polygons:
-        if isinstance(poly, PolygonWithHoles):
-            single = np.zeros_like(mask)
-            _fill(single, [poly.exterior], 1)
-            _fill(single, poly.holes, 0)
-            mask |= single
-        else:
-            _fill(mask, [poly], 1)
-    return mask.astype(bool)
+        rings = [poly.exterior, *poly.holes] if isinstance(poly, PolygonWithHoles) else [poly]
+        mask |= _rasterize_even_odd(rings, frame_size)
+    return mask
 
 
 def polygon_to_mask(polygon_xy: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
@@ -94,7 +124,7 @@ def polygon_to_mask(polygon_xy: np.ndarray, frame_size: tuple[int, int]) -> np.n
 
 
 def mask_to_polygons(
-    mask: np.ndarray, min_area: float = 4.0, tolerance: float = 0.0
+    mask: np.ndarray, min_area: float = 4.0, tolerance: float = 0.0, _depth: int = 0
 ) -> list[PolygonWithHoles]:
     """Trace a bool mask (H, W) into polygons with holes, one per connected part.
 
@@ -142,12 +172,25 @@ def mask_to_polygons(
             filled = np.zeros((h, w), dtype=np.uint8)
             cv2.drawContours(filled, [contours[idx] - np.array([x, y])], -1, 1, thickness=-1)
             hole_mask = (filled & (up[y : y + h, x : x + w] == 0)).astype(np.uint8)
-            hole_contours, _ = cv2.findContours(hole_mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            for hc in hole_contours:
-                hole = to_xy(hc + np.array([x, y]))
-                if len(hole) >= 3 and polygon_area(hole) >= min_area:
-                    holes.append(hole)
+            # Holes are 4-connected background (foreground is 8-connected): trace each one
+            # alone, so two holes touching at a corner do not merge around foreground pixels.
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(hole_mask, connectivity=4)
+            for k in range(1, n):
+                hx, hy, hw, hh = stats[k, :4]
+                component = (labels[hy : hy + hh, hx : hx + hw] == k).astype(np.uint8)
+                component = cv2.copyMakeBorder(component, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+                hcs, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                for hc in hcs:
+                    hole = to_xy(hc + np.array([x + hx - 1, y + hy - 1]))
+                    if len(hole) >= 3 and polygon_area(hole) >= min_area:
+                        holes.append(hole)
         results.append(PolygonWithHoles(exterior, holes))
+    if results and _depth < 3:
+        # A foreground pixel joined to its part only by a corner can end up inside a hole
+        # outline; trace what the polygons miss as parts of their own so nothing is lost.
+        missed = m.astype(bool) & ~polygons_to_mask(results, (m.shape[1], m.shape[0]))
+        if missed.any():
+            results.extend(mask_to_polygons(missed, min_area, tolerance, _depth + 1))
     results.sort(key=lambda p: -p.area)
     return results
 

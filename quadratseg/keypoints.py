@@ -85,7 +85,9 @@ def load_template(path: str | Path, n_points: int | None = None) -> np.ndarray:
     return validate_template(arr, n_points, str(path))
 
 
-def validate_template(template_xy: np.ndarray, n_points: int | None = None, where: str = "template") -> np.ndarray:
+def validate_template(
+    template_xy: np.ndarray, n_points: int | None = None, where: str = "template"
+) -> np.ndarray:
     """Return the template as float (K, 2) or raise :class:`TemplateError` saying what is wrong."""
     arr = np.asarray(template_xy, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 2:
@@ -134,15 +136,24 @@ class TemplateMatch:
 
 
 def _assign(det_n: np.ndarray, template_n: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray]:
+    """Hungarian assignment with a "missing" option per template point that costs ``max_cost``.
+
+    Without that option a missing point would take its neighbour's detection and push a
+    whole row of points one place along (grid spacing is below the upstream ``max_cost``).
+    """
     from scipy.optimize import linear_sum_assignment
 
+    k, m = len(template_n), len(det_n)
     cost = np.linalg.norm(template_n[:, None, :] - det_n[None, :, :], axis=2)
-    rows, cols = linear_sum_assignment(cost)
-    index = np.full(len(template_n), -1, dtype=np.int64)
-    costs = np.full(len(template_n), np.nan)
-    keep = cost[rows, cols] <= max_cost
-    index[rows[keep]] = cols[keep]
-    costs[rows[keep]] = cost[rows[keep], cols[keep]]
+    padded = np.full((k, m + k), float(max_cost))
+    padded[:, :m] = np.where(cost <= max_cost, cost, 10.0 * max_cost + 1.0)
+    rows, cols = linear_sum_assignment(padded)
+    index = np.full(k, -1, dtype=np.int64)
+    costs = np.full(k, np.nan)
+    real = (cols < m) & (padded[rows, np.minimum(cols, m + k - 1)] <= max_cost)
+    real &= cols < m
+    index[rows[real]] = cols[real]
+    costs[rows[real]] = cost[rows[real], cols[real]]
     return index, costs
 
 
@@ -153,7 +164,7 @@ def _fit_template_to_detections(
     import cv2
 
     ok = index >= 0
-    if ok.sum() < 4:
+    if ok.sum() < 5:  # four points fit any homography exactly: nothing to learn from them
         return None
     src = template_n[ok].astype(np.float64)
     dst = det_n[index[ok]].astype(np.float64)
@@ -173,6 +184,8 @@ def match_to_template(
     max_cost: float,
     frame_size: tuple[float, float] | None = None,
     refine_iterations: int = 2,
+    outlier_factor: float | None = 5.0,
+    rotations_deg: tuple[float, ...] = (0.0, -6.0, 6.0, -12.0, 12.0),
 ) -> TemplateMatch:
     """Put detected keypoints in template order with Hungarian matching.
 
@@ -188,6 +201,12 @@ def match_to_template(
         max_cost: rejection threshold, normalized units (upstream: 0.3 corners, 0.12 grid).
         frame_size: (width, height) that divides pixel detections into normalized units.
         refine_iterations: homography re-alignment rounds (0 = plain Hungarian).
+        outlier_factor: after alignment, also reject matches farther than this many times the
+            median match distance (a false detection near a missing point is then not taken
+            for it); ``None`` keeps only ``max_cost``. Never tighter than 0.01 normalized.
+        rotations_deg: starting rotations tried for the centred template; the start whose
+            final assignment has the lowest objective (match distances plus ``max_cost`` per
+            missing point) wins.
     """
     template_n = validate_template(template_xy)
     det = np.asarray(detections_xy, dtype=np.float64).reshape(-1, 2)
@@ -202,7 +221,12 @@ def match_to_template(
     guesses = [template_n]
     spread_t, spread_d = template_n.std(axis=0), det_n.std(axis=0)
     if len(det_n) >= 4 and np.all(spread_t > 0) and np.all(spread_d > 0):
-        guesses.append((template_n - template_n.mean(axis=0)) / spread_t * spread_d + det_n.mean(axis=0))
+        centred = (template_n - template_n.mean(axis=0)) / spread_t * spread_d
+        # ... and turned by a few angles, for grids photographed askew
+        for degrees in rotations_deg:
+            a = np.deg2rad(degrees)
+            rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+            guesses.append(centred @ rot.T + det_n.mean(axis=0))
     best: tuple[int, float, np.ndarray, np.ndarray] | None = None
     for guess in guesses:
         aligned = guess
@@ -213,10 +237,13 @@ def match_to_template(
                 break
             aligned = projected
             index, costs = _assign(det_n, aligned, max_cost)
-        n_ok = int((index >= 0).sum())
-        total = float(np.nansum(costs)) if n_ok else np.inf
-        if best is None or (n_ok, -total) > (best[0], -best[1]):
-            best = (n_ok, total, index, costs)
+        if outlier_factor is not None and refine_iterations > 0 and (index >= 0).sum() >= 5:
+            tight = min(max_cost, max(outlier_factor * float(np.nanmedian(costs)), 0.01))
+            index, costs = _assign(det_n, aligned, tight)
+        # the assignment's own objective: distances of the matches, max_cost per missing point
+        total = float(np.nansum(costs)) + max_cost * int((index < 0).sum())
+        if best is None or total < best[1]:
+            best = (int((index >= 0).sum()), total, index, costs)
     assert best is not None  # guesses is never empty
     _, _, index, costs = best
     keypoints = np.full((k, 2), np.nan)

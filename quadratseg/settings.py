@@ -38,12 +38,16 @@ class Settings:
     """Every setting of the project. ``.env.example`` documents each one (a test keeps them in sync)."""
 
     # Where things go
-    data_dir: Path = _env("QUADRATSEG_DATA_DIR", "Root for datasets, media and training layouts.", Path("data"))
+    data_dir: Path = _env(
+        "QUADRATSEG_DATA_DIR", "Root for datasets, media and training layouts.", Path("data")
+    )
     media_dir: Path = _env(
         "QUADRATSEG_MEDIA_DIR", "Where pulled CVAT images are stored for FiftyOne.", Path("data/media")
     )
     outputs_dir: Path = _env("QUADRATSEG_OUTPUTS_DIR", "Runs, reports and zips.", Path("outputs"))
-    models_dir: Path = _env("QUADRATSEG_MODELS_DIR", "Local model weights (never downloaded).", Path("models"))
+    models_dir: Path = _env(
+        "QUADRATSEG_MODELS_DIR", "Local model weights (never downloaded).", Path("models")
+    )
     cache_dir: Path = _env(
         "QUADRATSEG_CACHE_DIR", "Framework caches (ultralytics settings, torch hub dir).", Path(".cache")
     )
@@ -117,9 +121,7 @@ def _parse(value: str, type_: Any, env_name: str, source: str) -> Any:
         ) from None
 
 
-def load_settings(
-    env_file: str | Path | None = ".env", environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(env_file: str | Path | None = ".env", environ: Mapping[str, str] | None = None) -> Settings:
     """Load settings from ``env_file`` (if it exists) and ``environ`` (default: ``os.environ``).
 
     Args:

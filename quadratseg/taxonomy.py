@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -129,7 +130,7 @@ def parse_taxonomy_rows(rows: list[dict[str, str]], source: str) -> Taxonomy:
         if row["finegrained"] in seen:
             raise QuadratsegError(f"{source}, line {line}: {row['finegrained']!r} is listed twice")
         seen.add(row["finegrained"])
-    for child, parent in zip(LEVELS[:-1], LEVELS[1:], strict=True):
+    for child, parent in itertools.pairwise(LEVELS):
         parents: dict[str, str] = {}
         for row in rows:
             previous = parents.setdefault(row[child], row[parent])

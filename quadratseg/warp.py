@@ -36,7 +36,11 @@ def check_quadrilateral(corners_xy: np.ndarray, min_area: float = 16.0) -> None:
     if c.shape != (4, 2):
         raise DegenerateQuadrilateralError(f"a quadrat needs 4 corners (4, 2), got shape {c.shape}")
     if not np.isfinite(c).all():
-        missing = [name for name, ok in zip(("TL", "TR", "BR", "BL"), np.isfinite(c).all(axis=1), strict=True) if not ok]
+        missing = [
+            name
+            for name, ok in zip(("TL", "TR", "BR", "BL"), np.isfinite(c).all(axis=1), strict=True)
+            if not ok
+        ]
         raise DegenerateQuadrilateralError(f"corner(s) {', '.join(missing)} are missing; cannot warp")
     edges = np.roll(c, -1, axis=0) - c
     cross = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]

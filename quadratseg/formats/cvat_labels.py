@@ -75,7 +75,9 @@ def label_from_raw(raw: dict[str, Any], where: str = "label config") -> LabelSpe
     if label_type == "rectangle":
         label_type = "bbox"
     if label_type not in LABEL_TYPES:
-        raise CvatFormatError(f"{where}: label {name!r} has type {label_type!r}; expected one of {LABEL_TYPES}")
+        raise CvatFormatError(
+            f"{where}: label {name!r} has type {label_type!r}; expected one of {LABEL_TYPES}"
+        )
     sublabels = [label_from_raw(s, f"{where} > {name}") for s in raw.get("sublabels", []) or []]
     if label_type == "skeleton" and not sublabels:
         raise CvatFormatError(f"{where}: skeleton label {name!r} has no sublabels (its points)")
@@ -156,7 +158,9 @@ def skeleton_label(name: str, point_names: list[str], color: str = "", svg: str 
     )
 
 
-def skeleton_svg(template_xy: list[list[float]] | tuple, names: list[str], edges: list[tuple[int, int]] = ()) -> str:
+def skeleton_svg(
+    template_xy: list[list[float]] | tuple, names: list[str], edges: list[tuple[int, int]] = ()
+) -> str:
     """CVAT's skeleton drawing: a circle per point (template in 0..1, drawn on CVAT's 100-unit canvas)
     and a line per edge (pairs of 0-based indices), with the data attributes CVAT reads."""
     pts = [(10 + 80 * float(x), 10 + 80 * float(y)) for x, y in template_xy]

@@ -314,7 +314,11 @@ def _labels_to_xml(parent: ET.Element, labels: list[LabelSpec]) -> None:
 
 
 def _shape_to_xml(parent: ET.Element, shape: Shape, in_skeleton: bool = False) -> None:
-    attrs: dict[str, str] = {"label": shape.label, "source": shape.source, "occluded": str(int(shape.occluded))}
+    attrs: dict[str, str] = {
+        "label": shape.label,
+        "source": shape.source,
+        "occluded": str(int(shape.occluded)),
+    }
     if in_skeleton:
         attrs["outside"] = str(int(shape.outside))
     if shape.type == "box":

@@ -55,7 +55,9 @@ def smooth_noise(rng: np.random.Generator, shape_hw: tuple[int, int], cells: int
     return cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
 
 
-def fractal_noise(rng: np.random.Generator, shape_hw: tuple[int, int], octaves: tuple[int, ...]) -> np.ndarray:
+def fractal_noise(
+    rng: np.random.Generator, shape_hw: tuple[int, int], octaves: tuple[int, ...]
+) -> np.ndarray:
     """Sum of :func:`smooth_noise` octaves (cells per side), normalized to 0..1, float32 (H, W)."""
     total = np.zeros(shape_hw, dtype=np.float32)
     weight_sum = 0.0
@@ -113,7 +115,11 @@ def _pattern(look: GenusLook, u: np.ndarray, v: np.ndarray, rng: np.random.Gener
 
 
 def colony_outline(
-    rng: np.random.Generator, center_xy: tuple[float, float], radius: float, lobes: float, n_vertices: int = 56
+    rng: np.random.Generator,
+    center_xy: tuple[float, float],
+    radius: float,
+    lobes: float,
+    n_vertices: int = 56,
 ) -> np.ndarray:
     """An irregular blob: ring (n_vertices, 2) in pixels around ``center_xy``.
 

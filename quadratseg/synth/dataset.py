@@ -160,14 +160,21 @@ def build_cvat_documents(truths: list[dict[str, Any]]) -> dict[str, CvatDocument
             task = tasks[truth["subset"]]
             task.size += 1
             size = truth["raw_size"] if folder == "corners" else truth["warped_size"]
-            image = ImageAnnotations(image_id, truth["name"], size[0], size[1], subset=task.subset, task_id=task.id)
+            image = ImageAnnotations(
+                image_id, truth["name"], size[0], size[1], subset=task.subset, task_id=task.id
+            )
             if folder == "corners":
                 image.shapes.append(_skeleton(CORNER_LABEL, truth["corners_raw_xy"]))
             elif folder == "grid":
                 image.shapes.append(_skeleton(GRID_LABEL, truth["grid_warped_xy"]))
             else:
                 image.shapes.extend(
-                    Shape("polygon", c["label"], points=np.asarray(c["polygon_xy"]), attributes={"confidence": "100"})
+                    Shape(
+                        "polygon",
+                        c["label"],
+                        points=np.asarray(c["polygon_xy"]),
+                        attributes={"confidence": "100"},
+                    )
                     for c in truth["corals"]
                 )
             doc.images.append(image)
@@ -176,7 +183,9 @@ def build_cvat_documents(truths: list[dict[str, Any]]) -> dict[str, CvatDocument
     return docs
 
 
-def generate_dataset(out_dir: str | Path, config: SynthConfig, overwrite: bool = False, workers: int = 0) -> Path:
+def generate_dataset(
+    out_dir: str | Path, config: SynthConfig, overwrite: bool = False, workers: int = 0
+) -> Path:
     """Render ``config.images`` quadrats and write the exports and truth under ``out_dir``.
 
     Args:
@@ -191,7 +200,9 @@ def generate_dataset(out_dir: str | Path, config: SynthConfig, overwrite: bool =
     config.validate()
     out = Path(out_dir)
     if out.exists() and not overwrite:
-        raise QuadratsegError(f"{out} already exists; pass --overwrite to replace it, or choose another folder")
+        raise QuadratsegError(
+            f"{out} already exists; pass --overwrite to replace it, or choose another folder"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -212,7 +223,11 @@ def generate_dataset(out_dir: str | Path, config: SynthConfig, overwrite: bool =
         manifest = {
             "generator": "quadratseg.synth",
             "version": GENERATOR_VERSION,
-            "config": {**config.__dict__, "raw_size": list(config.raw_size), "warped_size": config.warped_side},
+            "config": {
+                **config.__dict__,
+                "raw_size": list(config.raw_size),
+                "warped_size": config.warped_side,
+            },
             "subsets": dict(Counter(subsets)),
             "colonies_per_label": dict(sorted(counts.items())),
             "seconds": round(time.perf_counter() - start, 2),

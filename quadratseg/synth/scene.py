@@ -83,7 +83,7 @@ def place_colonies(
     for label in genera:
         look = GENUS_LOOKS[label]
         for _ in range(max_tries):
-            radius = look.size * s * rng.uniform(0.7, 1.3)
+            radius = look.size * s * rng.uniform(0.9, 1.6)
             centre = rng.uniform(margin + radius, s - margin - radius, size=2)
             polygon = colony_outline(rng, (float(centre[0]), float(centre[1])), radius, look.lobes)
             if polygon.min() < margin or polygon.max() > s - margin:

@@ -1,0 +1,45 @@
+# Two commands do the whole set-up on a fresh machine with python3.11 and make:
+#   make demo   - end-to-end demo on the synthetic set -> outputs/demo/{summary.json,report.html}
+#   make test   - the test suite
+# Each creates .venv when missing and installs the pinned stack (torch first), then skips the
+# install until pyproject.toml or this Makefile changes.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch must come first: installed alone, pip takes the pinned build (see docs/environment.md).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+EXTRAS ?= all,dev
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)-$(subst $(comma),_,$(EXTRAS))
+comma := ,
+
+.PHONY: install demo test lint format clean
+
+install: $(STAMP)
+
+$(STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --disable-pip-version-check $(TORCH_PINS)
+	$(PIP) install --disable-pip-version-check -e '.[$(EXTRAS)]'
+	$(PIP) check
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: install
+	$(PY) -m quadratseg.demo
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

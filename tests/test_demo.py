@@ -1,0 +1,33 @@
+import json
+import re
+
+from quadratseg.demo import run_demo
+from quadratseg.settings import Settings
+
+
+def test_demo_writes_summary_and_report(tmp_path):
+    summary = run_demo(Settings(), tmp_path / "demo", images=4, size=384, seed=1)
+    on_disk = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert on_disk == summary
+    core = summary["quadratseg"]
+    assert core["images"] == 4 and core["colonies"] > 4
+    assert core["warp_psnr_db"] > 30
+    assert core["template_matching_selfcheck_rate"] == 1.0
+    cover = core["mean_cover_percent"]["finegrained"]
+    assert 5 < sum(cover.values()) < 60
+    assert core["seconds"] > 0 and summary["demo"]["seconds"] >= core["seconds"]
+    html = (tmp_path / "demo" / "report.html").read_text()
+    images = re.findall(r"<img src='([^']+)'", html)
+    assert len(images) >= 4
+    assert all((tmp_path / "demo" / src).is_file() for src in images)
+
+
+def test_a_missing_stage_module_is_reported_not_dropped(tmp_path):
+    summary = run_demo(
+        Settings(),
+        tmp_path / "d",
+        images=1,
+        size=256,
+        stages=["quadratseg.demo:core_stage", "not_a_module.demo:stage"],
+    )
+    assert "No module named 'not_a_module'" in summary["not_a_module"]["skipped"]

@@ -1,0 +1,137 @@
+"""Template matching as a table of synthetic cases."""
+
+import numpy as np
+import pytest
+
+from quadratseg.errors import TemplateError
+from quadratseg.keypoints import (
+    CORNER_FLIP_INDEX,
+    CORNER_MAX_COST,
+    GRID_MAX_COST,
+    corner_template_xy,
+    grid_flip_index,
+    grid_neighbour_pairs,
+    grid_template_xy,
+    load_template,
+    match_to_template,
+    save_template,
+)
+from quadratseg.warp import transform_points
+
+SIZE = 1000.0
+
+
+def test_templates_shape_and_order():
+    grid = grid_template_xy()
+    assert grid.shape == (117, 2)
+    assert np.all(np.diff(grid[:13, 0]) > 0) and np.all(
+        grid[:13, 1] == grid[0, 1]
+    )  # first row, left to right
+    assert grid[13, 1] > grid[12, 1]  # then the next row
+    assert corner_template_xy().tolist() == [[0, 0], [1, 0], [1, 1], [0, 1]]
+    assert len(grid_neighbour_pairs()) == 9 * 12 + 8 * 13
+
+
+@pytest.mark.parametrize(
+    "template, flip", [(grid_template_xy(), grid_flip_index()), (corner_template_xy(), CORNER_FLIP_INDEX)]
+)
+def test_flip_index_mirrors_the_template(template, flip):
+    mirrored = template.copy()
+    mirrored[:, 0] = 1 - mirrored[:, 0]
+    assert np.allclose(mirrored[flip], template)
+    assert sorted(flip) == list(range(len(template)))
+
+
+def perspective(points_n, strength, angle_deg):
+    a = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    tilt = np.array([[1, 0, 0], [0, 1, 0], [strength, strength / 2, 1]])
+    centre = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+    back = np.array([[0.8, 0, 0.5], [0, 0.8, 0.5], [0, 0, 1]])
+    return transform_points(points_n, back @ tilt @ rot @ centre)
+
+
+CASES = {
+    # name: (transform of the normalized template, jitter px, (missing, extra) for the grid,
+    #        (missing, extra) for the corners)
+    "permuted": (lambda p: p, 0.0, (0, 0), (0, 0)),
+    "jittered": (lambda p: p, 4.0, (0, 0), (0, 0)),
+    "missing": (lambda p: p, 2.0, (8, 0), (1, 0)),
+    "extra": (lambda p: p, 2.0, (0, 10), (0, 2)),
+    "missing_and_extra": (lambda p: p, 2.0, (6, 6), (1, 1)),
+    "shifted_scaled": (lambda p: p * 0.7 + 0.15, 2.0, (3, 3), (0, 1)),
+    "rotated_8deg": (lambda p: perspective(p, 0.0, 8), 2.0, (0, 0), (1, 0)),
+    "perspective": (lambda p: perspective(p, 0.25, 3), 2.0, (4, 4), (1, 0)),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("which", ["grid", "corners"])
+def test_matching_table(name, which):
+    transform, jitter, grid_counts, corner_counts = CASES[name]
+    template = grid_template_xy() if which == "grid" else corner_template_xy()
+    max_cost = GRID_MAX_COST if which == "grid" else CORNER_MAX_COST
+    n_missing, n_extra = grid_counts if which == "grid" else corner_counts
+    successes, errors = 0, []
+    for trial in range(20):
+        rng = np.random.default_rng(trial)
+        true = transform(template) * SIZE
+        keep = np.sort(rng.permutation(len(true))[: len(true) - n_missing])
+        det = true[keep] + rng.normal(0, jitter, (len(keep), 2))
+        # false points away from every true point, as a detector's spurious hits on coral; a
+        # false corner within max_cost of a missing corner cannot be told apart, so corners'
+        # false points keep farther away
+        clearance = 0.03 if which == "grid" else max_cost
+        extras = []
+        while len(extras) < n_extra:
+            p = rng.uniform(0, SIZE, 2)
+            if np.linalg.norm(true - p, axis=1).min() > clearance * SIZE:
+                extras.append(p)
+        det = np.vstack([det, *extras]) if extras else det
+        order = rng.permutation(len(det))
+        match = match_to_template(det[order], template, max_cost, frame_size=(SIZE, SIZE))
+        position = np.argsort(order)
+        expected = np.full(len(true), -1)
+        expected[keep] = position[: len(keep)]
+        successes += int(np.array_equal(match.detection_index, expected))
+        ok = match.detection_index >= 0
+        errors.append(np.linalg.norm(match.keypoints_xy[ok] - true[ok], axis=1).mean())
+        assert match.n_extra == len(det) - ok.sum()
+        assert np.isnan(match.keypoints_xy[~ok]).all()
+    assert successes / 20 >= 0.95, f"{name}/{which}: {successes}/20"
+    assert np.mean(errors) < 3 * jitter + 1e-6
+
+
+def test_mirrored_grid_is_matched_in_template_order_not_detection_order():
+    template = grid_template_xy()
+    mirrored = template.copy()
+    mirrored[:, 0] = 1 - mirrored[:, 0]  # an image flipped left-right
+    match = match_to_template(mirrored * SIZE, template, GRID_MAX_COST, frame_size=(SIZE, SIZE))
+    assert match.complete
+    # the point found at template position i is the detection that now sits there
+    assert np.allclose(match.keypoints_xy / SIZE, template)
+    assert match.detection_index.tolist() == grid_flip_index()
+
+
+def test_nothing_detected_and_far_detections():
+    template = corner_template_xy()
+    empty = match_to_template(np.zeros((0, 2)), template, CORNER_MAX_COST)
+    assert not empty.complete and len(empty.missing) == 4
+    far = match_to_template(np.array([[5.0, 5.0]]), template, CORNER_MAX_COST)
+    assert len(far.missing) == 4 and far.n_extra == 1
+
+
+def test_template_files(tmp_path):
+    path = save_template(grid_template_xy(), tmp_path / "kp_template_grid.npy")
+    assert load_template(path, 117).shape == (117, 2)
+    with pytest.raises(TemplateError, match="expected 4 points"):
+        load_template(path, 4)
+    np.save(tmp_path / "px.npy", grid_template_xy() * 1920)
+    with pytest.raises(TemplateError, match="normalized"):
+        load_template(tmp_path / "px.npy", 117)
+    np.save(tmp_path / "bad.npy", np.zeros((117, 3)))
+    with pytest.raises(TemplateError, match="shape"):
+        load_template(tmp_path / "bad.npy")
+    (tmp_path / "corrupt.npy").write_bytes(b"nonsense")
+    with pytest.raises(TemplateError, match="cannot read"):
+        load_template(tmp_path / "corrupt.npy")
