@@ -1,0 +1,236 @@
+"""FiftyOne glue: CVAT shapes <-> FiftyOne labels, and the field names every module reads.
+
+Coordinates in FiftyOne are normalized to the image, (x / width, y / height).
+
+Fields of a pulled sample:
+- ``gt_polylines``: coral polygons as closed, filled ``Polylines`` (label at the project's
+  taxonomy level, ``confidence`` attribute when CVAT had it); ``gt_polylines_<level>`` hold the
+  same polygons with labels mapped to each coarser taxonomy level.
+- ``gt_corners`` / ``gt_grid``: the ``quadrat_corner`` / ``grid`` skeletons as ``Keypoints``
+  holding one ``Keypoint`` whose points are in template order (the skeleton's sublabel order).
+  Points marked ``outside`` keep their coordinates and get ``visible`` False; points missing
+  from the skeleton are NaN with ``visible`` False.
+- ``cvat_task_id``, ``cvat_task_name``, ``cvat_subset``, ``cvat_project_name``, ``cvat_frame``,
+  ``cvat_image_name``; ``area``, ``year``, ``quadrat_id`` from ``{site}_{year}_{quadrat}``
+  names; the subset as a tag.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from quadratseg.formats.cvat_labels import LabelSpec
+from quadratseg.formats.cvat_xml import Shape
+from quadratseg.geometry import cvat_rle_to_mask, mask_to_polygons, polygon_area, repair_polygon
+from quadratseg.taxonomy import LEVELS, Taxonomy
+
+POLYLINES_FIELD = "gt_polylines"
+SKELETON_FIELDS = {"quadrat_corner": "gt_corners", "grid": "gt_grid"}
+QUADRAT_NAME = re.compile(r"^(?P<area>[A-Za-z0-9-]+)_(?P<year>(?:19|20)\d\d)_(?P<quadrat>[A-Za-z0-9-]+)$")
+
+
+def level_field(level: str) -> str:
+    """Field holding the polygons mapped to a taxonomy level (the source level uses ``gt_polylines``)."""
+    return f"{POLYLINES_FIELD}_{level}"
+
+
+def skeleton_field(label: str) -> str:
+    """Field of a skeleton label: ``gt_corners``, ``gt_grid``, or ``gt_<label>`` for others."""
+    return SKELETON_FIELDS.get(label, f"gt_{re.sub(r'[^0-9A-Za-z]+', '_', label).strip('_').lower()}")
+
+
+def parse_quadrat_name(file_name: str) -> dict[str, Any]:
+    """``MooreaE2B_2020_05.jpg`` -> ``{"area": "MooreaE2B", "year": 2020, "quadrat_id": "05"}``; {} otherwise."""
+    stem = file_name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    match = QUADRAT_NAME.match(stem)
+    if not match:
+        return {}
+    return {"area": match["area"], "year": int(match["year"]), "quadrat_id": match["quadrat"]}
+
+
+@dataclass
+class ConversionLog:
+    """What the conversion dropped or repaired, with a few examples each (for grouped warnings)."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, example: str) -> None:
+        """Count one event of ``kind``; keep the first three examples."""
+        self.counts[kind] += 1
+        self.examples.setdefault(kind, [])
+        if len(self.examples[kind]) < 3:
+            self.examples[kind].append(example)
+
+    def lines(self) -> list[str]:
+        """One line per kind: ``dropped 12 polygons with < 3 points, e.g. ...``."""
+        return [f"{kind}: {n} (e.g. {'; '.join(self.examples[kind])})" for kind, n in sorted(self.counts.items())]
+
+
+def _valid_rings(points_xy: np.ndarray, where: str, log: ConversionLog) -> list[np.ndarray]:
+    p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    if len(np.unique(p, axis=0)) < 3:
+        log.add("polygons dropped (fewer than 3 distinct points)", where)
+        return []
+    if polygon_area(p) <= 0.5:
+        log.add("polygons dropped (zero area)", where)
+        return []
+    rings = repair_polygon(p, min_area=0.5)
+    if len(rings) != 1 or len(rings[0]) != len(p):
+        from shapely.geometry import Polygon
+
+        if not Polygon(p).is_valid:
+            log.add("polygons repaired (self-crossing)", where)
+            return rings
+    return [p]
+
+
+def shapes_to_polylines(
+    shapes: list[Shape], frame_size: tuple[int, int], where: str, log: ConversionLog
+) -> list[tuple[str, np.ndarray, dict[str, str]]]:
+    """Polygon and mask shapes -> (label, ring (N, 2) px, attributes), dropping or repairing bad ones."""
+    out = []
+    for shape in shapes:
+        if shape.type == "polygon":
+            out.extend((shape.label, ring, shape.attributes) for ring in _valid_rings(shape.points, where, log))
+        elif shape.type == "mask":
+            mask = cvat_rle_to_mask(shape.rle, frame_size)
+            parts = mask_to_polygons(mask, min_area=4.0, tolerance=0.5)
+            if any(p.holes for p in parts):
+                log.add("mask holes filled (polylines have no holes)", where)
+            out.extend((shape.label, part.exterior, shape.attributes) for part in parts)
+        elif shape.type in ("box", "polyline", "points"):
+            log.add(f"{shape.type} shapes ignored (not coral polygons)", f"{where} ({shape.label})")
+    return out
+
+
+def skeleton_points(
+    shape: Shape, spec: LabelSpec, where: str, log: ConversionLog
+) -> tuple[np.ndarray, list[bool]]:
+    """Skeleton elements in the order of the label's sublabels: (K, 2) px (NaN if missing), visible flags."""
+    order = [s.name for s in spec.sublabels]
+    index = {name: i for i, name in enumerate(order)}
+    points = np.full((len(order), 2), np.nan)
+    visible = [False] * len(order)
+    for element in shape.elements:
+        i = index.get(element.label)
+        if i is None or not len(element.points):
+            log.add("skeleton elements ignored (unknown point name)", f"{where} ({element.label})")
+            continue
+        points[i] = element.points[0]
+        visible[i] = not element.outside
+    n_missing = int(np.isnan(points[:, 0]).sum())
+    if n_missing:
+        log.add("skeleton points missing (stored as NaN, invisible)", f"{where} ({n_missing} of {len(order)})")
+    return points, visible
+
+
+def frame_labels(
+    shapes: list[Shape],
+    frame_size: tuple[int, int],
+    labels: dict[str, LabelSpec],
+    taxonomy: Taxonomy,
+    source_level: str = "finegrained",
+    aliases: dict[str, str] | None = None,
+    where: str = "",
+    log: ConversionLog | None = None,
+) -> dict[str, Any]:
+    """FiftyOne label fields of one image from its CVAT shapes (see module docstring)."""
+    import fiftyone as fo
+
+    log = log if log is not None else ConversionLog()
+    aliases = aliases or {}
+    w, h = frame_size
+    scale = np.array([w, h], dtype=np.float64)
+    fields: dict[str, Any] = {}
+    polylines = shapes_to_polylines(shapes, frame_size, where, log)
+    if polylines or any(lab.type in ("polygon", "mask", "any") for lab in labels.values()):
+        coarser = [lv for lv in LEVELS[LEVELS.index(source_level) + 1 :]]
+        canonical = [aliases.get(label, label) for label, _, _ in polylines]
+        mapped = {lv: taxonomy.map_labels(canonical, lv, source=source_level) for lv in coarser}
+
+        def make(level_labels: list[str]) -> fo.Polylines:
+            items = []
+            for (_, ring, attrs), name in zip(polylines, level_labels, strict=True):
+                poly = fo.Polyline(label=name, points=[[tuple(p) for p in (ring / scale).tolist()]], closed=True, filled=True)
+                conf = attrs.get("confidence", "")
+                if conf.replace(".", "", 1).isdigit():
+                    value = float(conf)
+                    poly.confidence = value / 100.0 if value > 1 else value
+                items.append(poly)
+            return fo.Polylines(polylines=items)
+
+        fields[POLYLINES_FIELD] = make(canonical)
+        for level in coarser:
+            fields[level_field(level)] = make(mapped[level])
+    for shape in shapes:
+        if shape.type != "skeleton":
+            continue
+        spec = labels.get(shape.label)
+        if spec is None or not spec.sublabels:
+            log.add("skeletons ignored (label not in the project)", f"{where} ({shape.label})")
+            continue
+        points_px, visible = skeleton_points(shape, spec, where, log)
+        field_name = skeleton_field(shape.label)
+        normalized = [
+            (float("nan"), float("nan")) if math.isnan(x) else (x / w, y / h) for x, y in points_px.tolist()
+        ]
+        keypoint = fo.Keypoint(label=shape.label, points=normalized, visible=visible)
+        if field_name in fields:
+            fields[field_name].keypoints.append(keypoint)
+            log.add("images with several skeletons of one label", f"{where} ({shape.label})")
+        else:
+            fields[field_name] = fo.Keypoints(keypoints=[keypoint])
+    return fields
+
+
+def keypoints_to_pixels(keypoint: Any, frame_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A FiftyOne Keypoint -> (K, 2) pixel coordinates (NaN where missing) and a visible (K,) bool array."""
+    w, h = frame_size
+    pts = np.asarray(keypoint.points, dtype=np.float64).reshape(-1, 2) * np.array([w, h])
+    visible = getattr(keypoint, "visible", None)
+    vis = np.asarray(visible if visible is not None else [True] * len(pts), dtype=bool)
+    vis &= np.isfinite(pts).all(axis=1)
+    return pts, vis
+
+
+def polylines_to_shapes(polylines: Any, frame_size: tuple[int, int]) -> list[Shape]:
+    """FiftyOne Polylines -> CVAT polygon shapes in pixels (confidence as an integer string 0..100)."""
+    w, h = frame_size
+    shapes = []
+    for poly in polylines.polylines if polylines is not None else []:
+        for ring in poly.points:
+            if len(ring) < 3:
+                continue
+            attributes = {}
+            if poly.confidence is not None:
+                attributes["confidence"] = str(round(100 * float(poly.confidence)))
+            shapes.append(
+                Shape("polygon", poly.label, points=np.asarray(ring, dtype=np.float64) * np.array([w, h]),
+                      attributes=attributes, source="auto" if poly.confidence is not None else "manual")
+            )
+    return shapes
+
+
+def keypoints_to_shapes(keypoints: Any, frame_size: tuple[int, int], spec: LabelSpec) -> list[Shape]:
+    """FiftyOne Keypoints -> CVAT skeletons whose elements follow ``spec``'s sublabels (missing -> outside)."""
+    shapes = []
+    for kp in keypoints.keypoints if keypoints is not None else []:
+        pts, vis = keypoints_to_pixels(kp, frame_size)
+        if len(pts) != len(spec.sublabels):
+            raise ValueError(
+                f"a {kp.label!r} keypoint has {len(pts)} points but the CVAT skeleton {spec.name!r} has "
+                f"{len(spec.sublabels)}; push it to a project with the matching skeleton"
+            )
+        elements = [
+            Shape("points", sub.name, points=np.nan_to_num(pts[i : i + 1]), outside=not bool(vis[i]))
+            for i, sub in enumerate(spec.sublabels)
+        ]
+        shapes.append(Shape("skeleton", spec.name, elements=elements))
+    return shapes
