@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -10,12 +12,33 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("QUADRATSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-# Offline switches before any framework import, with caches inside the test session.
+# Offline switches before any framework import, with caches inside the test session, and a
+# FiftyOne database of the session's own (never the user's).
 _CACHE = Path(os.environ.setdefault("QUADRATSEG_TEST_CACHE", str(REPO / ".cache" / "tests")))
+_FIFTYONE_DB = Path(tempfile.mkdtemp(prefix="quadratseg-test-fodb-"))
 from quadratseg.offline import apply_offline_environment  # noqa: E402
 from quadratseg.settings import Settings  # noqa: E402
 
-apply_offline_environment(Settings(cache_dir=_CACHE))
+apply_offline_environment(Settings(cache_dir=_CACHE, fiftyone_database_dir=_FIFTYONE_DB))
+os.environ.pop("FIFTYONE_DATABASE_URI", None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the session's mongod (if FiftyOne started one) and remove its database folder."""
+    import shutil
+    import sys
+
+    if "fiftyone" in sys.modules:
+        try:
+            import fiftyone.core.odm.database as fodb
+
+            fodb._disconnect()
+            service = getattr(fodb, "_db_service", None)
+            if service is not None:
+                service.stop()
+        except Exception:  # best effort: the folder is removed anyway
+            pass
+    shutil.rmtree(_FIFTYONE_DB, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +58,39 @@ def synthetic_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_dataset(
         out, SynthConfig(images=6, seed=0, size=256, min_colonies=4, max_colonies=6), workers=1
     )
+
+
+@pytest.fixture
+def cvat_server(shared_data):
+    """A CVAT-compatible server on 127.0.0.1 (user ``admin`` / ``admin-password``, token ``test-token``)."""
+    from cvat_server import CvatServer
+
+    server = CvatServer(shared_data).start()
+    yield server
+    server.stop()
+    assert not server.violations, "responses or requests that break CVAT's schema:\n" + "\n".join(server.violations[:20])
+
+
+@pytest.fixture
+def cvat_settings(cvat_server, tmp_path):
+    """Settings pointing at the test server, with quick retries."""
+    return Settings(
+        cvat_host=cvat_server.url,
+        cvat_username="admin",
+        cvat_password="admin-password",
+        cvat_timeout_s=2.0,
+        cvat_retries=1,
+        media_dir=tmp_path / "media",
+    )
+
+
+@pytest.fixture
+def dataset_name():
+    """A unique FiftyOne dataset name, deleted (with its staging copy) after the test."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    import fiftyone as fo
+
+    for candidate in (name, name + ".pulling"):
+        if fo.dataset_exists(candidate):
+            fo.delete_dataset(candidate)
