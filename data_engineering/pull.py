@@ -51,7 +51,7 @@ class PullSummary:
     project: str
     tasks_pulled: list[int] = field(default_factory=list)
     tasks_kept: list[int] = field(default_factory=list)
-    tasks_filtered: dict[int, str] = field(default_factory=dict)
+    tasks_filtered: dict[str, str] = field(default_factory=dict)  # task id -> why
     images: int = 0
     images_skipped: list[str] = field(default_factory=list)
     samples_per_split: dict[str, int] = field(default_factory=dict)
@@ -72,15 +72,15 @@ def safe_dir_name(name: str) -> str:
 
 def select_tasks(
     project: ProjectData, allowed_subsets: tuple[str, ...], statuses: tuple[str, ...]
-) -> tuple[list[TaskData], dict[int, str]]:
+) -> tuple[list[TaskData], dict[str, str]]:
     """Tasks to consider, and why the others were left out (status or subset)."""
     chosen, filtered = [], {}
     allowed = {s.lower() for s in allowed_subsets}
     for task in project.tasks:
         if statuses and task.status not in statuses:
-            filtered[task.id] = f"status {task.status!r} (only {', '.join(statuses)})"
+            filtered[str(task.id)] = f"status {task.status!r} (only {', '.join(statuses)})"
         elif allowed and task.subset.lower() not in allowed:
-            filtered[task.id] = f"subset {task.subset!r} (allowed: {', '.join(sorted(allowed))})"
+            filtered[str(task.id)] = f"subset {task.subset!r} (allowed: {', '.join(sorted(allowed))})"
         else:
             chosen.append(task)
     return chosen, filtered

@@ -103,7 +103,8 @@ def _set_timeout(client: Any, timeout_s: float) -> None:
     original = rest.request
 
     def request(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("_request_timeout", timeout_s)
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = timeout_s
         return original(*args, **kwargs)
 
     rest.request = request

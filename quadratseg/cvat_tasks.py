@@ -120,11 +120,13 @@ def _file_reader(path: Path) -> Callable[[], bytes]:
 
 
 def _frames_from_document(doc: CvatDocument, image_lookup: Callable[[str, str], Callable[[], bytes]]) -> dict[int, list[FrameData]]:
+    """Frames per task; frame numbers count within the task (a project export numbers images globally)."""
     by_task: dict[int, list[FrameData]] = {}
-    for image in doc.images:
+    for image in sorted(doc.images, key=lambda im: im.id):
         task_id = image.task_id if image.task_id is not None else 0
-        by_task.setdefault(task_id, []).append(
-            FrameData(image.id, image.name, image.width, image.height, image.shapes, image_lookup(image.name, image.subset))
+        frames = by_task.setdefault(task_id, [])
+        frames.append(
+            FrameData(len(frames), image.name, image.width, image.height, image.shapes, image_lookup(image.name, image.subset))
         )
     return by_task
 
@@ -132,7 +134,8 @@ def _frames_from_document(doc: CvatDocument, image_lookup: Callable[[str, str], 
 def project_from_xml_export(path: str | Path, project_name: str = "") -> ProjectData:
     """Read a "CVAT for images 1.1" export: a zip, a folder, or the annotations.xml itself.
 
-    Images are looked up as ``images/<name>``, ``images/<subset>/<name>`` or ``<name>`` beside
+    The project name comes from the export; ``project_name`` names task exports (which have none).
+    Images are looked up as ``images/<subset>/<name>``, ``images/<name>`` or ``<name>`` beside
     the XML. Task subsets come from the export; XML exports carry no task status, so every
     task counts as completed.
     """
@@ -152,7 +155,7 @@ def project_from_xml_export(path: str | Path, project_name: str = "") -> Project
         doc = read_cvat_xml(tmp_xml)
 
         def lookup(name: str, subset: str) -> Callable[[], bytes]:
-            for candidate in (f"images/{name}", f"images/{subset}/{name}", name):
+            for candidate in (f"images/{subset}/{name}", f"images/{name}", name):
                 member = posixpath.join(root, candidate) if root else candidate
                 if member in names:
                     return _zip_reader(path, member)
@@ -164,7 +167,7 @@ def project_from_xml_export(path: str | Path, project_name: str = "") -> Project
         doc = read_cvat_xml(xml_path)
 
         def lookup(name: str, subset: str) -> Callable[[], bytes]:
-            for candidate in (folder / "images" / name, folder / "images" / subset / name, folder / name):
+            for candidate in (folder / "images" / subset / name, folder / "images" / name, folder / name):
                 if candidate.is_file():
                     return _file_reader(candidate)
             return _missing(name, str(folder))
@@ -180,7 +183,7 @@ def project_from_xml_export(path: str | Path, project_name: str = "") -> Project
             subsets = {img.subset for img in doc.images if (img.task_id or 0) == task_id}
             subset = next(iter(subsets)) if len(subsets) == 1 else ""
         tasks.append(TaskData(task_id, name, subset.lower(), "completed", "", task_frames))
-    return ProjectData(project_name or doc.project_name or path.stem, doc.labels, tasks, f"xml:{path}")
+    return ProjectData(doc.project_name or project_name or path.stem, doc.labels, tasks, f"xml:{path}")
 
 
 def _missing(name: str, where: str) -> Callable[[], bytes]:
