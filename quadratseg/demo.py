@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 import logging
 import time
 from collections.abc import Callable
@@ -28,7 +30,7 @@ from quadratseg.cover import percent_cover
 from quadratseg.keypoints import GRID_MAX_COST, grid_neighbour_pairs, grid_template_xy, match_to_template
 from quadratseg.report import Report
 from quadratseg.settings import Settings
-from quadratseg.synth.dataset import SynthConfig, generate_dataset, load_truth
+from quadratseg.synth.dataset import SynthConfig, export_image_path, generate_dataset, load_truth
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import draw_keypoints, draw_polygons
 from quadratseg.warp import warp_quadrat
@@ -36,7 +38,7 @@ from quadratseg.warp import warp_quadrat
 logger = logging.getLogger(__name__)
 
 # Stages in pipeline order, as "module:function"; each module adds its own as it lands.
-STAGES: list[str] = ["quadratseg.demo:core_stage"]
+STAGES: list[str] = ["quadratseg.demo:core_stage", "data_engineering.demo:stage"]
 
 
 @dataclass
@@ -101,8 +103,8 @@ def core_stage(ctx: DemoContext) -> dict[str, Any]:
     exports = ctx.synthetic_dir / "cvat_exports"
     psnrs = []
     for t in truths:
-        raw = ctx.read_rgb(exports / "corners" / "images" / t["name"])
-        warped_truth = ctx.read_rgb(exports / "grid" / "images" / t["name"])
+        raw = ctx.read_rgb(export_image_path(exports / "corners", t["subset"], t["name"]))
+        warped_truth = ctx.read_rgb(export_image_path(exports / "grid", t["subset"], t["name"]))
         warped, _ = warp_quadrat(raw, np.asarray(t["corners_raw_xy"]), tuple(t["warped_size"]))
         psnrs.append(psnr(warped, warped_truth))
     taxonomy = load_taxonomy()
@@ -147,9 +149,9 @@ def core_stage(ctx: DemoContext) -> dict[str, Any]:
         )
     )
     t = truths[0]
-    raw = ctx.read_rgb(exports / "corners" / "images" / t["name"])
-    warped = ctx.read_rgb(exports / "grid" / "images" / t["name"])
-    clean = ctx.read_rgb(exports / "segmentation" / "images" / t["name"])
+    raw = ctx.read_rgb(export_image_path(exports / "corners", t["subset"], t["name"]))
+    warped = ctx.read_rgb(export_image_path(exports / "grid", t["subset"], t["name"]))
+    clean = ctx.read_rgb(export_image_path(exports / "segmentation", t["subset"], t["name"]))
     radius = max(3, raw.shape[1] // 300)
     overlay_raw = draw_keypoints(
         raw,
@@ -199,6 +201,9 @@ def run_demo(
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if settings.fiftyone_database_dir is None and not settings.fiftyone_database_uri and "fiftyone" not in sys.modules:
+        # the demo's datasets live in a database of its own, beside its outputs
+        os.environ["FIFTYONE_DATABASE_DIR"] = str((out / "fiftyone_db").resolve())
     synthetic_dir = out / "synthetic"
     synth_start = time.perf_counter()
     generate_dataset(synthetic_dir, SynthConfig(images=images, seed=seed, size=size), overwrite=True)

@@ -16,6 +16,7 @@ from quadratseg.errors import QuadratsegError, UnknownLabelError
 from quadratseg.formats.cvat_xml import read_cvat_xml, write_cvat_xml
 from quadratseg.settings import Settings
 from quadratseg.synth import load_truth
+from quadratseg.synth.dataset import export_image_path
 
 
 def settings_for(tmp_path):
@@ -184,8 +185,8 @@ def test_bad_images_and_shapes_are_reported_not_fatal(synthetic_set, tmp_path, d
     shutil.copytree(synthetic_set / "cvat_exports" / "segmentation", export)
     doc = read_cvat_xml(export / "annotations.xml")
     corrupt, missing, bad_shapes = doc.images[0], doc.images[1], doc.images[2]
-    (export / "images" / corrupt.name).write_bytes(b"not an image")
-    (export / "images" / missing.name).unlink()
+    export_image_path(export, corrupt.subset, corrupt.name).write_bytes(b"not an image")
+    export_image_path(export, missing.subset, missing.name).unlink()
     bad_shapes.shapes[0].points = bad_shapes.shapes[0].points[:2]  # 2 points
     bad_shapes.shapes[1].points = np.array([[5.0, 5.0], [6.0, 6.0], [7.0, 7.0]])  # zero area
     write_cvat_xml(doc, export / "annotations.xml")
@@ -234,9 +235,8 @@ def test_same_file_name_in_two_tasks_does_not_collide(synthetic_set, tmp_path, d
     doc = read_cvat_xml(export / "annotations.xml")
     a = next(i for i in doc.images if i.subset == "train")
     b = next(i for i in doc.images if i.subset == "val")
-    # b takes a's file name; its pixels live in images/<subset>/, as in CVAT project exports
-    (export / "images" / "val").mkdir()
-    (export / "images" / b.name).rename(export / "images" / "val" / a.name)
+    # b takes a's file name (each lives in its own images/<subset>/ folder)
+    export_image_path(export, b.subset, b.name).rename(export_image_path(export, b.subset, a.name))
     b.name = a.name
     write_cvat_xml(doc, export / "annotations.xml")
     run_pull(dataset_name, "xml", str(export), settings=settings_for(tmp_path))

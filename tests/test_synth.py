@@ -10,7 +10,7 @@ from quadratseg.geometry import polygon_to_mask
 from quadratseg.keypoints import GRID_COLS, GRID_ROWS, grid_template_xy
 from quadratseg.labelsets import coral_labels, corner_labels, grid_labels
 from quadratseg.synth import SynthConfig, generate_dataset, load_truth
-from quadratseg.synth.dataset import image_name
+from quadratseg.synth.dataset import export_image_path, image_name
 from quadratseg.warp import transform_points, warp_quadrat
 
 
@@ -37,7 +37,7 @@ def test_layout_and_exports(synthetic_set):
         assert [i.name for i in doc.images] == [t["name"] for t in truths]
         for image, truth in zip(doc.images, truths, strict=True):
             assert image.subset == truth["subset"]
-            assert (synthetic_set / "cvat_exports" / folder / "images" / image.name).is_file()
+            assert export_image_path(synthetic_set / "cvat_exports" / folder, image.subset, image.name).is_file()
             if folder == "corners":
                 (skeleton,) = image.shapes
                 assert np.allclose(
@@ -63,8 +63,8 @@ def test_truth_is_geometrically_consistent(synthetic_set):
             np.asarray(t["grid_warped_xy"]), grid_template_xy(GRID_ROWS, GRID_COLS) * size, atol=1e-3
         )
         assert np.allclose(transform_points(np.asarray(t["grid_warped_xy"]), h), t["grid_raw_xy"], atol=1e-2)
-        raw = read_rgb(exports / "corners" / "images" / t["name"])
-        warped = read_rgb(exports / "grid" / "images" / t["name"])
+        raw = read_rgb(export_image_path(exports / "corners", t["subset"], t["name"]))
+        warped = read_rgb(export_image_path(exports / "grid", t["subset"], t["name"]))
         rewarped, _ = warp_quadrat(raw, np.asarray(t["corners_raw_xy"]), (size, size))
         assert psnr(rewarped, warped) > 30
 
@@ -73,8 +73,8 @@ def test_clean_image_differs_from_warped_only_along_the_grid(synthetic_set):
     exports = synthetic_set / "cvat_exports"
     for t in load_truth(synthetic_set):
         size = t["warped_size"][0]
-        warped = read_rgb(exports / "grid" / "images" / t["name"])
-        clean = read_rgb(exports / "segmentation" / "images" / t["name"])
+        warped = read_rgb(export_image_path(exports / "grid", t["subset"], t["name"]))
+        clean = read_rgb(export_image_path(exports / "segmentation", t["subset"], t["name"]))
         grid = np.asarray(t["grid_warped_xy"]).reshape(GRID_ROWS, GRID_COLS, 2)
         near_grid = np.zeros((size, size), bool)
         band = t["grid_line_width_px"] + 3
@@ -89,7 +89,7 @@ def test_clean_image_differs_from_warped_only_along_the_grid(synthetic_set):
 def test_polygons_lie_on_coral_pixels(synthetic_set):
     exports = synthetic_set / "cvat_exports"
     for t in load_truth(synthetic_set):
-        clean = read_rgb(exports / "segmentation" / "images" / t["name"]).astype(float)
+        clean = read_rgb(export_image_path(exports / "segmentation", t["subset"], t["name"])).astype(float)
         size = tuple(t["warped_size"])
         coral = np.zeros(size[::-1], bool)
         for c in t["corals"]:
@@ -115,8 +115,9 @@ def test_same_seed_same_set_other_seed_other_set(tmp_path, synthetic_set):
     assert [{k: v for k, v in t.items() if k != "subset"} for t in load_truth(a)] == without_subset
     assert load_truth(a) != load_truth(c)
     name = image_name(0)
-    raw_a = (a / "cvat_exports" / "corners" / "images" / name).read_bytes()
-    assert raw_a == (b / "cvat_exports" / "corners" / "images" / name).read_bytes()
+    subset = load_truth(a)[0]["subset"]
+    raw_a = export_image_path(a / "cvat_exports" / "corners", subset, name).read_bytes()
+    assert raw_a == export_image_path(b / "cvat_exports" / "corners", subset, name).read_bytes()
 
 
 def test_existing_folder_is_kept_and_failures_leave_nothing(tmp_path, monkeypatch):

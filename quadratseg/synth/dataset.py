@@ -4,14 +4,14 @@ Layout of ``OUT_DIR``::
 
     OUT_DIR/
     ├── cvat_exports/
-    │   ├── corners/        annotations.xml + images/  raw photos, quadrat_corner skeletons
-    │   ├── grid/           annotations.xml + images/  warped photos, 117-point grid skeletons
-    │   └── segmentation/   annotations.xml + images/  warped photos without grid, coral polygons
+    │   ├── corners/        annotations.xml + images/<subset>/  raw photos, quadrat_corner skeletons
+    │   ├── grid/           annotations.xml + images/<subset>/  warped photos, 117-point grid skeletons
+    │   └── segmentation/   annotations.xml + images/<subset>/  warped photos without grid, coral polygons
     ├── truth.json          every coordinate of every stage, per image (see :func:`image_truth`)
     └── manifest.json       generator parameters, seed, counts
 
 Each export is a "CVAT for images 1.1" *project* export whose tasks are the subsets
-train/val/test. The folder appears only when complete: it is written to a temporary
+train/val/test; as in CVAT's project exports, images sit in ``images/<subset>/``. The folder appears only when complete: it is written to a temporary
 sibling and renamed at the end.
 """
 
@@ -84,6 +84,11 @@ class SynthConfig:
             raise QuadratsegError("need 1 <= min_colonies <= max_colonies")
 
 
+def export_image_path(export_dir: Path, subset: str, name: str) -> Path:
+    """Where a project export keeps an image: ``<export>/images/<subset>/<name>``."""
+    return Path(export_dir) / "images" / subset / name
+
+
 def image_name(index: int) -> str:
     """``{site}_{year}_{quadrat}.jpg``, the naming scheme of CRIOBE photos."""
     return f"{SITES[index % len(SITES)]}_{2019 + (index // len(SITES)) % 6}_{index:03d}.jpg"
@@ -135,7 +140,7 @@ def _render_one(args: tuple[SynthConfig, int, str, Path]) -> dict[str, Any]:
     name = image_name(index)
     params = [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
     for folder, image in (("corners", q.raw), ("grid", q.warped), ("segmentation", q.warped_clean)):
-        path = root / "cvat_exports" / folder / "images" / name
+        path = export_image_path(root / "cvat_exports" / folder, subset, name)
         if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params):
             raise OSError(f"could not write {path}")
     return image_truth(q, name, subset)
@@ -208,7 +213,8 @@ def generate_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         for folder in PROJECTS:
-            (tmp / "cvat_exports" / folder / "images").mkdir(parents=True)
+            for subset in SUBSETS:
+                (tmp / "cvat_exports" / folder / "images" / subset).mkdir(parents=True)
         subsets = assign_subsets(config.images, config.seed)
         jobs = [(config, i, subsets[i], tmp) for i in range(config.images)]
         n_workers = min(workers or os.cpu_count() or 1, config.images)

@@ -88,11 +88,15 @@ def place_colonies(
             polygon = colony_outline(rng, (float(centre[0]), float(centre[1])), radius, look.lobes)
             if polygon.min() < margin or polygon.max() > s - margin:
                 continue
-            mask = polygon_to_mask(polygon, (s, s))
+            # rasterize inside the colony's box only (a few px of margin for the spacing)
+            x0, y0 = np.floor(polygon.min(axis=0)).astype(int) - 3
+            x1, y1 = np.ceil(polygon.max(axis=0)).astype(int) + 3
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, s), min(y1, s)
+            mask = polygon_to_mask(polygon - [x0, y0], (x1 - x0, y1 - y0))
             grown = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-            if (grown & occupied).any():
+            if (grown & occupied[y0:y1, x0:x1]).any():
                 continue
-            occupied |= mask
+            occupied[y0:y1, x0:x1] |= mask
             colonies.append(Colony(label, polygon))
             break
     return colonies
