@@ -18,6 +18,7 @@ different tasks never collide.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -33,7 +34,13 @@ import numpy as np
 
 from quadratseg.cvat_tasks import ProjectData, TaskData, check_labels_defined
 from quadratseg.errors import QuadratsegError
-from quadratseg.fiftyone_io import POLYLINES_FIELD, ConversionLog, frame_labels, parse_quadrat_name
+from quadratseg.fiftyone_io import (
+    POLYLINES_FIELD,
+    ConversionLog,
+    derive_level_fields,
+    frame_labels,
+    parse_quadrat_name,
+)
 from quadratseg.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -219,7 +226,11 @@ def pull_project(
         samples = _task_samples(project, task, media_root, taxonomy, source_level, aliases, log, summary)
         staging.delete_samples(staging.match(F("cvat_task_id") == task.id))
         if samples:
-            staging.add_samples(samples, progress=False)
+            # the first sample is validated against the schema; the rest are built by the same
+            # code with the same field types, so their validation is skipped (half the time)
+            staging.add_samples(samples[:1], progress=False)
+            staging.add_samples(samples[1:], progress=False, validate=False)
+        del samples  # in-memory samples are reloaded by every later field edit: let them go
         done[str(task.id)] = task.fingerprint()
         staging.info[INFO_KEY] = done
         staging.save()
@@ -237,6 +248,8 @@ def pull_project(
         raise QuadratsegError(
             f"no image of project {project.name!r} could be read: " + "; ".join(summary.images_skipped[:3])
         )
+    gc.collect()
+    derive_level_fields(staging, taxonomy, source_level)
     staging.info[INFO_KEY] = done
     staging.info["cvat_project_name"] = project.name
     staging.info["cvat_source"] = project.source

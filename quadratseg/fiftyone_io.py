@@ -5,7 +5,8 @@ Coordinates in FiftyOne are normalized to the image, (x / width, y / height).
 Fields of a pulled sample:
 - ``gt_polylines``: coral polygons as closed, filled ``Polylines`` (label at the project's
   taxonomy level, ``confidence`` attribute when CVAT had it); ``gt_polylines_<level>`` hold the
-  same polygons with labels mapped to each coarser taxonomy level.
+  same polygons with labels mapped to each coarser taxonomy level (:func:`derive_level_fields`;
+  a polygon keeps its label id in every level's field, so it can be followed across levels).
 - ``gt_corners`` / ``gt_grid``: the ``quadrat_corner`` / ``grid`` skeletons as ``Keypoints``
   holding one ``Keypoint`` whose points are in template order (the skeleton's sublabel order).
   Points marked ``outside`` keep their coordinates and get ``visible`` False; points missing
@@ -73,32 +74,34 @@ class ConversionLog:
         return [f"{kind}: {n} (e.g. {'; '.join(self.examples[kind])})" for kind, n in sorted(self.counts.items())]
 
 
-def _valid_rings(points_xy: np.ndarray, where: str, log: ConversionLog) -> list[np.ndarray]:
+def _usable_ring(points_xy: np.ndarray, where: str, log: ConversionLog) -> np.ndarray | None:
+    """The ring (N, 2) if it has 3+ distinct points and an area; None (logged) otherwise."""
     p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
-    if len(np.unique(p, axis=0)) < 3:
+    if len(p) < 3:
         log.add("polygons dropped (fewer than 3 distinct points)", where)
-        return []
+        return None
     if polygon_area(p) <= 0.5:
-        log.add("polygons dropped (zero area)", where)
-        return []
-    rings = repair_polygon(p, min_area=0.5)
-    if len(rings) != 1 or len(rings[0]) != len(p):
-        from shapely.geometry import Polygon
-
-        if not Polygon(p).is_valid:
-            log.add("polygons repaired (self-crossing)", where)
-            return rings
-    return [p]
+        few = len(np.unique(p, axis=0)) < 3
+        log.add("polygons dropped (fewer than 3 distinct points)" if few else "polygons dropped (zero area)", where)
+        return None
+    return p
 
 
 def shapes_to_polylines(
     shapes: list[Shape], frame_size: tuple[int, int], where: str, log: ConversionLog
 ) -> list[tuple[str, np.ndarray, dict[str, str]]]:
-    """Polygon and mask shapes -> (label, ring (N, 2) px, attributes), dropping or repairing bad ones."""
-    out = []
+    """Polygon and mask shapes -> (label, ring (N, 2) px, attributes), dropping or repairing bad ones.
+
+    Self-crossing polygons are repaired with shapely (a bow-tie becomes two polygons).
+    """
+    import shapely
+
+    out: list[tuple[str, np.ndarray, dict[str, str]]] = []
     for shape in shapes:
         if shape.type == "polygon":
-            out.extend((shape.label, ring, shape.attributes) for ring in _valid_rings(shape.points, where, log))
+            ring = _usable_ring(shape.points, where, log)
+            if ring is not None:
+                out.append((shape.label, ring, shape.attributes))
         elif shape.type == "mask":
             mask = cvat_rle_to_mask(shape.rle, frame_size)
             parts = mask_to_polygons(mask, min_area=4.0, tolerance=0.5)
@@ -107,7 +110,19 @@ def shapes_to_polylines(
             out.extend((shape.label, part.exterior, shape.attributes) for part in parts)
         elif shape.type in ("box", "polyline", "points"):
             log.add(f"{shape.type} shapes ignored (not coral polygons)", f"{where} ({shape.label})")
-    return out
+    if not out:
+        return out
+    valid = shapely.is_valid(shapely.polygons([ring for _, ring, _ in out]))  # one vectorized check
+    if valid.all():
+        return out
+    repaired = []
+    for (label, ring, attrs), ok in zip(out, valid, strict=True):
+        if ok:
+            repaired.append((label, ring, attrs))
+        else:
+            log.add("polygons repaired (self-crossing)", where)
+            repaired.extend((label, part, attrs) for part in repair_polygon(ring, min_area=0.5))
+    return repaired
 
 
 def skeleton_points(
@@ -151,24 +166,20 @@ def frame_labels(
     fields: dict[str, Any] = {}
     polylines = shapes_to_polylines(shapes, frame_size, where, log)
     if polylines or any(lab.type in ("polygon", "mask", "any") for lab in labels.values()):
-        coarser = [lv for lv in LEVELS[LEVELS.index(source_level) + 1 :]]
-        canonical = [aliases.get(label, label) for label, _, _ in polylines]
-        mapped = {lv: taxonomy.map_labels(canonical, lv, source=source_level) for lv in coarser}
-
-        def make(level_labels: list[str]) -> fo.Polylines:
-            items = []
-            for (_, ring, attrs), name in zip(polylines, level_labels, strict=True):
-                poly = fo.Polyline(label=name, points=[[tuple(p) for p in (ring / scale).tolist()]], closed=True, filled=True)
-                conf = attrs.get("confidence", "")
-                if conf.replace(".", "", 1).isdigit():
-                    value = float(conf)
-                    poly.confidence = value / 100.0 if value > 1 else value
-                items.append(poly)
-            return fo.Polylines(polylines=items)
-
-        fields[POLYLINES_FIELD] = make(canonical)
-        for level in coarser:
-            fields[level_field(level)] = make(mapped[level])
+        items = []
+        for label, ring, attrs in polylines:
+            poly = fo.Polyline(
+                label=aliases.get(label, label),
+                points=[[tuple(p) for p in (ring / scale).tolist()]],  # tuples: mongoengine wraps lists
+                closed=True,
+                filled=True,
+            )
+            conf = attrs.get("confidence", "")
+            if conf.replace(".", "", 1).isdigit():
+                value = float(conf)
+                poly.confidence = value / 100.0 if value > 1 else value
+            items.append(poly)
+        fields[POLYLINES_FIELD] = fo.Polylines(polylines=items)
     for shape in shapes:
         if shape.type != "skeleton":
             continue
@@ -188,6 +199,26 @@ def frame_labels(
         else:
             fields[field_name] = fo.Keypoints(keypoints=[keypoint])
     return fields
+
+
+def derive_level_fields(samples: Any, taxonomy: Taxonomy, source_level: str = "finegrained") -> list[str]:
+    """(Re)write ``gt_polylines_<level>`` for every level coarser than ``source_level``.
+
+    Runs as one database pipeline per level (FiftyOne's ``map_labels`` + ``clone_sample_field``),
+    so it costs a fraction of building the labels in Python. Returns the fields written.
+    """
+    written = []
+    if POLYLINES_FIELD not in samples.get_field_schema():
+        return written
+    for level in LEVELS[LEVELS.index(source_level) + 1 :]:
+        target = level_field(level)
+        if target in samples.get_field_schema():
+            samples.delete_sample_field(target)
+        samples.map_labels(POLYLINES_FIELD, taxonomy.mapping(level, source_level)).clone_sample_field(
+            POLYLINES_FIELD, target
+        )
+        written.append(target)
+    return written
 
 
 def keypoints_to_pixels(keypoint: Any, frame_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
