@@ -18,7 +18,9 @@ from pathlib import Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--colonies", type=int, default=30)
     parser.add_argument("--size", type=int, default=384)
@@ -33,7 +35,9 @@ def main() -> None:
     from quadratseg.synth import SynthConfig, generate_dataset
 
     t0 = time.perf_counter()
-    config = SynthConfig(images=args.images, seed=0, size=args.size, min_colonies=args.colonies, max_colonies=args.colonies + 2)
+    config = SynthConfig(
+        images=args.images, seed=0, size=args.size, min_colonies=args.colonies, max_colonies=args.colonies + 2
+    )
     synth = generate_dataset(work / "synth", config)
     export = synth / "cvat_exports" / "segmentation"
     print(f"generated {args.images} images in {time.perf_counter() - t0:.1f} s")
@@ -46,12 +50,23 @@ def main() -> None:
     ours, theirs = [], []
     for i in range(args.repeat):
         t = time.perf_counter()
-        summary = run_pull("bench", "xml", str(export), dataset_name=f"ours-{i}", mode="force_refresh",
-                           settings=Settings(media_dir=work / f"media-{i}"))
+        summary = run_pull(
+            "bench",
+            "xml",
+            str(export),
+            dataset_name=f"ours-{i}",
+            mode="force_refresh",
+            settings=Settings(media_dir=work / f"media-{i}"),
+        )
         ours.append(time.perf_counter() - t)
         t = time.perf_counter()
-        ds = fo.Dataset.from_dir(dataset_dir=str(export), dataset_type=fo.types.CVATImageDataset,
-                                 data_path="images", labels_path="annotations.xml", name=f"fiftyone-{i}")
+        ds = fo.Dataset.from_dir(
+            dataset_dir=str(export),
+            dataset_type=fo.types.CVATImageDataset,
+            data_path="images",
+            labels_path="annotations.xml",
+            name=f"fiftyone-{i}",
+        )
         theirs.append(time.perf_counter() - t)
         n_theirs = ds.count("polylines.polylines") if "polylines" in ds.get_field_schema() else 0
     n_ours = sum(summary["shapes_per_label"].values())

@@ -41,14 +41,24 @@ def create_cvat_annotation_tasks(
 
     settings = load_settings()
     if not fo.dataset_exists(dataset):
-        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}; datasets: {', '.join(fo.list_datasets())}")
+        raise QuadratsegError(
+            f"no FiftyOne dataset named {dataset!r}; datasets: {', '.join(fo.list_datasets())}"
+        )
     view = fo.load_dataset(dataset)
     if tags:
         view = view.match_tags([t.strip() for t in tags.split(",") if t.strip()])
     from data_engineering.push import push_samples
 
-    task_ids = push_samples(view, project, label_field, kind, subset, task_name or f"{dataset}_{label_field}",
-                            settings, images_per_task)
+    task_ids = push_samples(
+        view,
+        project,
+        label_field,
+        kind,
+        subset,
+        task_name or f"{dataset}_{label_field}",
+        settings,
+        images_per_task,
+    )
     return json.dumps({"project": project, "task_ids": task_ids})
 
 

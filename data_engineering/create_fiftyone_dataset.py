@@ -1,8 +1,8 @@
 """CLI: pull a CVAT project into a FiftyOne dataset.
 
-    python -m data_engineering.create_fiftyone_dataset PROJECT_NAME --source xml --path export.zip
-    python -m data_engineering.create_fiftyone_dataset PROJECT_NAME --source backup --path backup.zip
-    python -m data_engineering.create_fiftyone_dataset PROJECT_NAME --source cvat   # CVAT_HOST, credentials
+python -m data_engineering.create_fiftyone_dataset PROJECT_NAME --source xml --path export.zip
+python -m data_engineering.create_fiftyone_dataset PROJECT_NAME --source backup --path backup.zip
+python -m data_engineering.create_fiftyone_dataset PROJECT_NAME --source cvat   # CVAT_HOST, credentials
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ def run_pull(
         allowed_subsets = tuple(s.strip() for s in allowed_subsets.split(",") if s.strip())
     project = load_project(source, path, project_name, settings)
     if source == "backup" and project_name and project.name != project_name:
-        logger.info("the backup holds project %r; naming the dataset %r", project.name, dataset_name or project_name)
+        logger.info(
+            "the backup holds project %r; naming the dataset %r", project.name, dataset_name or project_name
+        )
     statuses = ("completed",) if source in ("cvat", "backup") else ()
     summary = pull_project(
         project,
@@ -125,8 +127,18 @@ def create_fiftyone_dataset(
     Returns:
         The pull summary as JSON (tasks, images, shapes per label and split).
     """
-    summary = run_pull(project_name, source, path, dataset_name, mode, allowed_subsets, label_level,
-                       label_map, taxonomy, media_dir)
+    summary = run_pull(
+        project_name,
+        source,
+        path,
+        dataset_name,
+        mode,
+        allowed_subsets,
+        label_level,
+        label_map,
+        taxonomy,
+        media_dir,
+    )
     return json.dumps(summary, indent=2)
 
 

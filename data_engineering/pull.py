@@ -69,7 +69,7 @@ class PullSummary:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
-        return {k: v for k, v in self.__dict__.items()}
+        return dict(self.__dict__)
 
 
 def safe_dir_name(name: str) -> str:
@@ -132,8 +132,7 @@ def _task_samples(
         file_name = Path(frame.name).name
         seen[file_name] += 1
         if seen[file_name] > 1:  # same name twice in one task (different sub-folders in CVAT)
-            stem, suffix = os.path.splitext(file_name)
-            file_name = f"{stem}__frame{frame.frame}{suffix}"
+            file_name = f"{Path(file_name).stem}__frame{frame.frame}{Path(file_name).suffix}"
             log.add("duplicate file names within a task (renamed with the frame number)", where)
         target = folder / file_name
         try:
@@ -146,7 +145,9 @@ def _task_samples(
                 f"{where}: the image is {width}x{height} but CVAT says {frame.width}x{frame.height}"
             )
             continue
-        fields = frame_labels(frame.shapes, (width, height), labels, taxonomy, source_level, aliases, where, log)
+        fields = frame_labels(
+            frame.shapes, (width, height), labels, taxonomy, source_level, aliases, where, log
+        )
         sample = fo.Sample(
             filepath=str(target.resolve()),
             tags=[task.subset] if task.subset else [],
@@ -260,9 +261,11 @@ def pull_project(
     staging.name = dataset_name
 
     summary.images = staging.count()
-    summary.samples_per_split = {tag: n for tag, n in sorted(staging.count_sample_tags().items())}
+    summary.samples_per_split = dict(sorted(staging.count_sample_tags().items()))
     if POLYLINES_FIELD in staging.get_field_schema():
-        summary.shapes_per_label = dict(sorted(staging.count_values(f"{POLYLINES_FIELD}.polylines.label").items()))
+        summary.shapes_per_label = dict(
+            sorted(staging.count_values(f"{POLYLINES_FIELD}.polylines.label").items())
+        )
         for split in summary.samples_per_split:
             counts = staging.match_tags(split).count_values(f"{POLYLINES_FIELD}.polylines.label")
             summary.shapes_per_split_label[split] = dict(sorted(counts.items()))

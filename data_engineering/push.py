@@ -49,7 +49,15 @@ def sample_shapes(sample: Any, label_field: str, kind: str, skeleton_specs: dict
     for poly in polygons:
         mask = polygon_to_mask(poly.points, (width, height))
         if mask.any():
-            masks.append(Shape("mask", poly.label, rle=mask_to_cvat_rle(mask), attributes=poly.attributes, source=poly.source))
+            masks.append(
+                Shape(
+                    "mask",
+                    poly.label,
+                    rle=mask_to_cvat_rle(mask),
+                    attributes=poly.attributes,
+                    source=poly.source,
+                )
+            )
     return masks
 
 
@@ -69,14 +77,18 @@ def push_samples(
     if kind not in KINDS:
         raise QuadratsegError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if label_field not in samples.get_field_schema():
-        raise QuadratsegError(f"the dataset has no field {label_field!r}; fields: {sorted(samples.get_field_schema())}")
+        raise QuadratsegError(
+            f"the dataset has no field {label_field!r}; fields: {sorted(samples.get_field_schema())}"
+        )
     samples.compute_metadata()
     items = list(samples)
     if not items:
         raise QuadratsegError("no samples to push (is the view empty?)")
     with connect(settings) as client:
         project = find_project(client, project_name, settings.cvat_retries)
-        raw_labels = with_retries(lambda: project.get_labels(), "reading project labels", settings.cvat_retries)
+        raw_labels = with_retries(
+            lambda: project.get_labels(), "reading project labels", settings.cvat_retries
+        )
         specs = [label_from_raw(r.to_dict(), "CVAT project labels") for r in raw_labels]
         skeleton_specs = {s.name: s for s in specs if s.type == "skeleton"}
         converted = [sample_shapes(s, label_field, kind, skeleton_specs) for s in items]

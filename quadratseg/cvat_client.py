@@ -51,7 +51,14 @@ def with_retries(call: Callable[[], T], what: str, retries: int, base_delay_s: f
             last = exc
         if attempt < retries:
             delay = base_delay_s * 2**attempt
-            logger.warning("%s failed (%s); retrying in %.1f s (%d/%d)", what, type(last).__name__, delay, attempt + 1, retries)
+            logger.warning(
+                "%s failed (%s); retrying in %.1f s (%d/%d)",
+                what,
+                type(last).__name__,
+                delay,
+                attempt + 1,
+                retries,
+            )
             time.sleep(delay)
     raise CvatConnectionError(
         f"{what} failed after {retries + 1} attempts: {last}. Check that CVAT_HOST is right and the server "
@@ -79,14 +86,20 @@ def connect(settings: Settings) -> Iterator[Any]:
     client.api_client.configuration.retries = 0
     _set_timeout(client, settings.cvat_timeout_s)
     try:
-        with_retries(client.check_server_version, f"reading the version of {settings.cvat_host}", settings.cvat_retries)
+        with_retries(
+            client.check_server_version, f"reading the version of {settings.cvat_host}", settings.cvat_retries
+        )
         credentials: Any = (
             AccessTokenCredentials(settings.cvat_access_token)
             if settings.cvat_access_token
             else (settings.cvat_username, settings.cvat_password)
         )
         try:
-            with_retries(lambda: client.login(credentials), f"logging in to {settings.cvat_host}", settings.cvat_retries)
+            with_retries(
+                lambda: client.login(credentials),
+                f"logging in to {settings.cvat_host}",
+                settings.cvat_retries,
+            )
         except ApiException as exc:
             raise QuadratsegError(
                 f"CVAT at {settings.cvat_host} refused the credentials ({exc.status} {exc.reason}); "
@@ -135,10 +148,16 @@ def find_project(client: Any, name: str, retries: int) -> Any:
 
         names = sorted(p.name for p in projects)
         close = difflib.get_close_matches(name, names, n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else f" Projects: {', '.join(names) or 'none'}."
+        hint = (
+            f" Did you mean {', '.join(map(repr, close))}?"
+            if close
+            else f" Projects: {', '.join(names) or 'none'}."
+        )
         raise QuadratsegError(f"CVAT has no project named {name!r}.{hint}")
     if len(matches) > 1:
-        raise QuadratsegError(f"CVAT has {len(matches)} projects named {name!r} (ids {[p.id for p in matches]}); rename one")
+        raise QuadratsegError(
+            f"CVAT has {len(matches)} projects named {name!r} (ids {[p.id for p in matches]}); rename one"
+        )
     return matches[0]
 
 
@@ -155,10 +174,16 @@ def project_from_server(client: Any, name: str, settings: Settings) -> ProjectDa
     tasks = []
     for task in with_retries(lambda: project.get_tasks(), f"listing the tasks of project {name!r}", retries):
         if task.status != "completed":  # the pull filters by status; skip fetching what it will not use
-            tasks.append(TaskData(task.id, task.name, (task.subset or "").lower(), str(task.status), str(task.updated_date)))
+            tasks.append(
+                TaskData(
+                    task.id, task.name, (task.subset or "").lower(), str(task.status), str(task.updated_date)
+                )
+            )
             continue
         meta = with_retries(task.get_meta, f"reading the frames of task {task.id}", retries)
-        annotations = with_retries(task.get_annotations, f"reading the annotations of task {task.id}", retries)
+        annotations = with_retries(
+            task.get_annotations, f"reading the annotations of task {task.id}", retries
+        )
         by_frame: dict[int, list[Shape]] = {}
         for raw in annotations.shapes:
             data = raw.to_dict()
@@ -170,11 +195,22 @@ def project_from_server(client: Any, name: str, settings: Settings) -> ProjectDa
 
             def load(task: Any = task, i: int = i) -> bytes:
                 return with_retries(
-                    lambda: task.get_frame(i, quality="original").read(), f"downloading frame {i} of task {task.id}", retries
+                    lambda: task.get_frame(i, quality="original").read(),
+                    f"downloading frame {i} of task {task.id}",
+                    retries,
                 )
 
             frames.append(FrameData(i, frame.name, frame.width, frame.height, by_frame.get(i, []), load))
-        tasks.append(TaskData(task.id, task.name, (task.subset or "").lower(), str(task.status), str(task.updated_date), frames))
+        tasks.append(
+            TaskData(
+                task.id,
+                task.name,
+                (task.subset or "").lower(),
+                str(task.status),
+                str(task.updated_date),
+                frames,
+            )
+        )
     return ProjectData(name, specs, tasks, f"cvat:{settings.cvat_host}")
 
 
@@ -195,7 +231,9 @@ def create_task_with_annotations(
 
     retries = settings.cvat_retries
     project = find_project(client, project_name, retries)
-    raw_labels = with_retries(lambda: project.get_labels(), f"reading the labels of project {project_name!r}", retries)
+    raw_labels = with_retries(
+        lambda: project.get_labels(), f"reading the labels of project {project_name!r}", retries
+    )
     label_ids: dict[str, int] = {}
     attribute_ids: dict[tuple[str, str], int] = {}
     for raw in raw_labels:
@@ -208,7 +246,8 @@ def create_task_with_annotations(
     unknown = sorted({s.label for shapes in shapes_per_image for s in shapes} - set(label_ids))
     if unknown:
         raise QuadratsegError(
-            f"label(s) {unknown} are not in CVAT project {project_name!r} (labels: {sorted(k for k in label_ids if '/' not in k)}); "
+            f"label(s) {unknown} are not in CVAT project {project_name!r} "
+            f"(labels: {sorted(k for k in label_ids if '/' not in k)}); "
             "map them first or push to a project with these labels"
         )
     names = [n for n, _ in images]
@@ -221,7 +260,9 @@ def create_task_with_annotations(
             path.write_bytes(data)
             paths.append(path)
         spec = models.TaskWriteRequest(name=task_name, project_id=project.id, subset=subset)
-        task = client.tasks.create_from_data(spec=spec, resources=paths, data_params={"sorting_method": "predefined"})
+        task = client.tasks.create_from_data(
+            spec=spec, resources=paths, data_params={"sorting_method": "predefined"}
+        )
     rest_shapes = [
         shape_to_rest(shape, frame, label_ids, attribute_ids)
         for frame, shapes in enumerate(shapes_per_image)

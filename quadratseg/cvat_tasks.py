@@ -57,7 +57,7 @@ class TaskData:
     frames: list[FrameData] = field(default_factory=list)
 
     def fingerprint(self) -> str:
-        """Identifies the task's content: the server's update time if known, else a hash of the annotations."""
+        """The task's content version: CVAT's update time if known, else a hash of the annotations."""
         if self.updated:
             return f"updated:{self.updated}"
         digest = hashlib.sha1()
@@ -119,14 +119,23 @@ def _file_reader(path: Path) -> Callable[[], bytes]:
 # ----------------------------------------------------------------------------- XML exports
 
 
-def _frames_from_document(doc: CvatDocument, image_lookup: Callable[[str, str], Callable[[], bytes]]) -> dict[int, list[FrameData]]:
+def _frames_from_document(
+    doc: CvatDocument, image_lookup: Callable[[str, str], Callable[[], bytes]]
+) -> dict[int, list[FrameData]]:
     """Frames per task; frame numbers count within the task (a project export numbers images globally)."""
     by_task: dict[int, list[FrameData]] = {}
     for image in sorted(doc.images, key=lambda im: im.id):
         task_id = image.task_id if image.task_id is not None else 0
         frames = by_task.setdefault(task_id, [])
         frames.append(
-            FrameData(len(frames), image.name, image.width, image.height, image.shapes, image_lookup(image.name, image.subset))
+            FrameData(
+                len(frames),
+                image.name,
+                image.width,
+                image.height,
+                image.shapes,
+                image_lookup(image.name, image.subset),
+            )
         )
     return by_task
 
@@ -141,14 +150,18 @@ def project_from_xml_export(path: str | Path, project_name: str = "") -> Project
     """
     path = Path(path)
     if not path.exists():
-        raise QuadratsegError(f"{path} does not exist; pass a CVAT export zip, its folder or its annotations.xml")
+        raise QuadratsegError(
+            f"{path} does not exist; pass a CVAT export zip, its folder or its annotations.xml"
+        )
     if path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             check_zip_members(archive, str(path))
             names = set(archive.namelist())
             xml_members = [n for n in names if PurePosixPath(n).name == "annotations.xml"]
             if len(xml_members) != 1:
-                raise QuadratsegError(f"{path}: expected one annotations.xml in the zip, found {len(xml_members)}")
+                raise QuadratsegError(
+                    f"{path}: expected one annotations.xml in the zip, found {len(xml_members)}"
+                )
             xml_bytes = archive.read(xml_members[0])
         root = posixpath.dirname(xml_members[0])
         tmp_xml = _cache_xml(path, xml_bytes)
@@ -222,10 +235,21 @@ def _backup_frames(archive: zipfile.ZipFile, prefix: str) -> list[tuple[str, str
             entry = json.loads(line) if line.strip() else {}
             if "name" in entry:
                 file_name = entry["name"] + entry.get("extension", "")
-                frames.append((f"{prefix}data/{file_name}", file_name, int(entry.get("width", 0)), int(entry.get("height", 0))))
+                frames.append(
+                    (
+                        f"{prefix}data/{file_name}",
+                        file_name,
+                        int(entry.get("width", 0)),
+                        int(entry.get("height", 0)),
+                    )
+                )
         return frames
     images = sorted(
-        (n for n in names if n.startswith(f"{prefix}data/") and PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES),
+        (
+            n
+            for n in names
+            if n.startswith(f"{prefix}data/") and PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES
+        ),
         key=_natural_key,
     )
     return [(n, n[len(f"{prefix}data/") :], 0, 0) for n in images]
@@ -240,7 +264,9 @@ def project_from_backup(path: str | Path) -> ProjectData:
     """
     path = Path(path)
     if not path.is_file() or not zipfile.is_zipfile(path):
-        raise QuadratsegError(f"{path} is not a zip file; pass a CVAT project backup (project_<name>_backup_*.zip)")
+        raise QuadratsegError(
+            f"{path} is not a zip file; pass a CVAT project backup (project_<name>_backup_*.zip)"
+        )
     with zipfile.ZipFile(path) as archive:
         check_zip_members(archive, str(path))
         names = set(archive.namelist())
@@ -249,7 +275,9 @@ def project_from_backup(path: str | Path) -> ProjectData:
         project = _read_json(archive, "project.json", path)
         labels = labels_from_raw_config(project.get("labels", []))
         label_names = {lab.get("id"): lab["name"] for lab in project.get("labels", []) if "id" in lab}
-        task_dirs = sorted({n.split("/", 1)[0] for n in names if re.match(r"^task_\d+/", n)}, key=_natural_key)
+        task_dirs = sorted(
+            {n.split("/", 1)[0] for n in names if re.match(r"^task_\d+/", n)}, key=_natural_key
+        )
         tasks = []
         for task_dir in task_dirs:
             task_json = _read_json(archive, f"{task_dir}/task.json", path)
@@ -271,7 +299,8 @@ def project_from_backup(path: str | Path) -> ProjectData:
             extra = sorted(set(shapes_by_frame) - set(range(len(frames))))
             if extra:
                 raise QuadratsegError(
-                    f"{path.name}:{task_dir} has annotations on frame(s) {extra[:5]} but only {len(frames)} images"
+                    f"{path.name}:{task_dir} has annotations on frame(s) {extra[:5]} "
+                    f"but only {len(frames)} images"
                 )
             tasks.append(
                 TaskData(
@@ -333,30 +362,62 @@ def write_project_backup(project: ProjectData, path: str | Path) -> Path:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.writestr(
                 "project.json",
-                json.dumps({"name": project.name, "bug_tracker": "", "status": "annotation", "version": "1.0",
-                            "labels": [label_to_raw(lab) for lab in project.labels]}),
+                json.dumps(
+                    {
+                        "name": project.name,
+                        "bug_tracker": "",
+                        "status": "annotation",
+                        "version": "1.0",
+                        "labels": [label_to_raw(lab) for lab in project.labels],
+                    }
+                ),
             )
             for task in project.tasks:
                 prefix = f"task_{task.id}/"
                 archive.writestr(
                     prefix + "task.json",
-                    json.dumps({"name": task.name, "subset": task.subset, "status": task.status, "version": "1.0",
-                                "bug_tracker": "", "labels": [],
-                                "data": {"start_frame": 0, "stop_frame": max(len(task.frames) - 1, 0),
-                                         "image_quality": 95, "storage_method": "file_system", "storage": "local",
-                                         "sorting_method": "predefined", "chunk_type": "imageset"},
-                                "jobs": [{"start_frame": 0, "stop_frame": max(len(task.frames) - 1, 0),
-                                          "status": task.status}]}),
+                    json.dumps(
+                        {
+                            "name": task.name,
+                            "subset": task.subset,
+                            "status": task.status,
+                            "version": "1.0",
+                            "bug_tracker": "",
+                            "labels": [],
+                            "data": {
+                                "start_frame": 0,
+                                "stop_frame": max(len(task.frames) - 1, 0),
+                                "image_quality": 95,
+                                "storage_method": "file_system",
+                                "storage": "local",
+                                "sorting_method": "predefined",
+                                "chunk_type": "imageset",
+                            },
+                            "jobs": [
+                                {
+                                    "start_frame": 0,
+                                    "stop_frame": max(len(task.frames) - 1, 0),
+                                    "status": task.status,
+                                }
+                            ],
+                        }
+                    ),
                 )
                 shapes = [_shape_to_backup(s, f.frame) for f in task.frames for s in f.shapes]
-                archive.writestr(prefix + "annotations.json",
-                                 json.dumps([{"version": 0, "tags": [], "shapes": shapes, "tracks": []}]))
+                archive.writestr(
+                    prefix + "annotations.json",
+                    json.dumps([{"version": 0, "tags": [], "shapes": shapes, "tracks": []}]),
+                )
                 manifest = [json.dumps({"version": "1.1"}), json.dumps({"type": "images"})]
                 for i, f in enumerate(sorted(task.frames, key=lambda fr: fr.frame)):
                     if f.frame != i:
-                        raise QuadratsegError(f"task {task.name}: frames must be numbered 0..N-1, got {f.frame} at {i}")
+                        raise QuadratsegError(
+                            f"task {task.name}: frames must be numbered 0..N-1, got {f.frame} at {i}"
+                        )
                     stem, suffix = posixpath.splitext(f.name)
-                    manifest.append(json.dumps({"name": stem, "extension": suffix, "width": f.width, "height": f.height}))
+                    manifest.append(
+                        json.dumps({"name": stem, "extension": suffix, "width": f.width, "height": f.height})
+                    )
                     archive.writestr(prefix + "data/" + f.name, f.load_bytes())
                 archive.writestr(prefix + "data/manifest.jsonl", "\n".join(manifest) + "\n")
         tmp.replace(path)
@@ -379,4 +440,6 @@ def check_labels_defined(project: ProjectData) -> None:
     used = {s.label for _, f in iter_frames(project) for s in f.shapes}
     unknown = sorted(used - known)
     if known and unknown:
-        raise CvatFormatError(f"{project.source}: shapes use label(s) {unknown} that the project does not define")
+        raise CvatFormatError(
+            f"{project.source}: shapes use label(s) {unknown} that the project does not define"
+        )

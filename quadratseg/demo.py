@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -201,7 +201,11 @@ def run_demo(
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if settings.fiftyone_database_dir is None and not settings.fiftyone_database_uri and "fiftyone" not in sys.modules:
+    if (
+        settings.fiftyone_database_dir is None
+        and not settings.fiftyone_database_uri
+        and "fiftyone" not in sys.modules
+    ):
         # the demo's datasets live in a database of its own, beside its outputs
         os.environ["FIFTYONE_DATABASE_DIR"] = str((out / "fiftyone_db").resolve())
     synthetic_dir = out / "synthetic"

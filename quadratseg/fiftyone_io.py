@@ -47,7 +47,7 @@ def skeleton_field(label: str) -> str:
 
 
 def parse_quadrat_name(file_name: str) -> dict[str, Any]:
-    """``MooreaE2B_2020_05.jpg`` -> ``{"area": "MooreaE2B", "year": 2020, "quadrat_id": "05"}``; {} otherwise."""
+    """``MooreaE2B_2020_05.jpg`` -> ``{"area": "MooreaE2B", "year": 2020, "quadrat_id": "05"}``, else {}."""
     stem = file_name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     match = QUADRAT_NAME.match(stem)
     if not match:
@@ -71,7 +71,9 @@ class ConversionLog:
 
     def lines(self) -> list[str]:
         """One line per kind: ``dropped 12 polygons with < 3 points, e.g. ...``."""
-        return [f"{kind}: {n} (e.g. {'; '.join(self.examples[kind])})" for kind, n in sorted(self.counts.items())]
+        return [
+            f"{kind}: {n} (e.g. {'; '.join(self.examples[kind])})" for kind, n in sorted(self.counts.items())
+        ]
 
 
 def _usable_ring(points_xy: np.ndarray, where: str, log: ConversionLog) -> np.ndarray | None:
@@ -82,7 +84,10 @@ def _usable_ring(points_xy: np.ndarray, where: str, log: ConversionLog) -> np.nd
         return None
     if polygon_area(p) <= 0.5:
         few = len(np.unique(p, axis=0)) < 3
-        log.add("polygons dropped (fewer than 3 distinct points)" if few else "polygons dropped (zero area)", where)
+        log.add(
+            "polygons dropped (fewer than 3 distinct points)" if few else "polygons dropped (zero area)",
+            where,
+        )
         return None
     return p
 
@@ -142,7 +147,9 @@ def skeleton_points(
         visible[i] = not element.outside
     n_missing = int(np.isnan(points[:, 0]).sum())
     if n_missing:
-        log.add("skeleton points missing (stored as NaN, invisible)", f"{where} ({n_missing} of {len(order)})")
+        log.add(
+            "skeleton points missing (stored as NaN, invisible)", f"{where} ({n_missing} of {len(order)})"
+        )
     return points, visible
 
 
@@ -243,14 +250,19 @@ def polylines_to_shapes(polylines: Any, frame_size: tuple[int, int]) -> list[Sha
             if poly.confidence is not None:
                 attributes["confidence"] = str(round(100 * float(poly.confidence)))
             shapes.append(
-                Shape("polygon", poly.label, points=np.asarray(ring, dtype=np.float64) * np.array([w, h]),
-                      attributes=attributes, source="auto" if poly.confidence is not None else "manual")
+                Shape(
+                    "polygon",
+                    poly.label,
+                    points=np.asarray(ring, dtype=np.float64) * np.array([w, h]),
+                    attributes=attributes,
+                    source="auto" if poly.confidence is not None else "manual",
+                )
             )
     return shapes
 
 
 def keypoints_to_shapes(keypoints: Any, frame_size: tuple[int, int], spec: LabelSpec) -> list[Shape]:
-    """FiftyOne Keypoints -> CVAT skeletons whose elements follow ``spec``'s sublabels (missing -> outside)."""
+    """FiftyOne Keypoints -> CVAT skeletons, elements in ``spec``'s sublabel order (missing: outside)."""
     shapes = []
     for kp in keypoints.keypoints if keypoints is not None else []:
         pts, vis = keypoints_to_pixels(kp, frame_size)

@@ -68,7 +68,9 @@ def cvat_server(shared_data):
     server = CvatServer(shared_data).start()
     yield server
     server.stop()
-    assert not server.violations, "responses or requests that break CVAT's schema:\n" + "\n".join(server.violations[:20])
+    assert not server.violations, "responses or requests that break CVAT's schema:\n" + "\n".join(
+        server.violations[:20]
+    )
 
 
 @pytest.fixture

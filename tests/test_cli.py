@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CLIS = ["quadratseg.synth", "quadratseg.demo"]
+CLIS = [
+    "quadratseg.synth",
+    "quadratseg.demo",
+    "data_engineering.create_fiftyone_dataset",
+    "data_engineering.create_cvat_annotation_tasks",
+]
 
 
 def run(*args, cwd=REPO, env=None):
@@ -55,3 +60,22 @@ def test_bad_settings_stop_the_cli_with_the_variable_named(tmp_path):
     result = run("quadratseg.synth", "--help", env={"CVAT_RETRIES": "many"}, cwd=tmp_path)
     assert result.returncode != 0
     assert "CVAT_RETRIES='many'" in result.stderr
+
+
+def test_pull_cli_reports_an_unsafe_backup_in_one_line(tmp_path):
+    import zipfile
+
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("../escape.txt", "x")
+    result = run(
+        "data_engineering.create_fiftyone_dataset",
+        "p",
+        "--source",
+        "backup",
+        "--path",
+        str(bad),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "unsafe path '../escape.txt'" in result.stderr and "Traceback" not in result.stderr

@@ -8,7 +8,12 @@ import pytest
 
 from data_engineering.create_fiftyone_dataset import run_pull
 from data_engineering.push import push_samples
-from quadratseg.cvat_client import CvatConnectionError, connect, create_task_with_annotations, project_from_server
+from quadratseg.cvat_client import (
+    CvatConnectionError,
+    connect,
+    create_task_with_annotations,
+    project_from_server,
+)
 from quadratseg.cvat_tasks import project_from_xml_export
 from quadratseg.errors import QuadratsegError
 from quadratseg.formats.cvat_labels import labels_to_raw_config
@@ -30,7 +35,9 @@ def upload(settings, project, task_status):
         for task in project.tasks:
             images = [(f.name, f.load_bytes()) for f in task.frames]
             shapes = [f.shapes for f in task.frames]
-            ids[task.id] = create_task_with_annotations(client, project.name, task.name, task.subset, images, shapes, settings)
+            ids[task.id] = create_task_with_annotations(
+                client, project.name, task.name, task.subset, images, shapes, settings
+            )
     return ids
 
 
@@ -59,9 +66,14 @@ def test_pull_from_server_filters_status_and_subset(cvat_server, cvat_settings, 
         for poly, shape in zip(sample.gt_polylines.polylines, frame.shapes, strict=True):
             assert np.allclose(np.array(poly.points[0]) * [w, h], shape.points, atol=0.01)
     # nothing changed on the server: nothing is pulled again; an edit re-pulls that task only
-    assert run_pull(project.name, "cvat", dataset_name=dataset_name, settings=cvat_settings)["tasks_pulled"] == []
+    assert (
+        run_pull(project.name, "cvat", dataset_name=dataset_name, settings=cvat_settings)["tasks_pulled"]
+        == []
+    )
     cvat_server.state.touch(cvat_server.state.tasks[train_id])
-    assert run_pull(project.name, "cvat", dataset_name=dataset_name, settings=cvat_settings)["tasks_pulled"] == [train_id]
+    assert run_pull(project.name, "cvat", dataset_name=dataset_name, settings=cvat_settings)[
+        "tasks_pulled"
+    ] == [train_id]
     assert fo.load_dataset(dataset_name).count() == expected
 
 
@@ -77,15 +89,25 @@ def test_skeleton_project_through_the_server(cvat_server, cvat_settings, synthet
     frame = next(f for t in project.tasks for f in t.frames if f.name == sample.cvat_image_name)
     (kp,) = sample.gt_grid.keypoints
     expected = np.array([e.points[0] for e in frame.shapes[0].elements])
-    assert np.allclose(np.array(kp.points) * [sample.metadata.width, sample.metadata.height], expected, atol=0.01)
+    assert np.allclose(
+        np.array(kp.points) * [sample.metadata.width, sample.metadata.height], expected, atol=0.01
+    )
 
 
-def test_push_dataset_back_as_polygons_masks_and_skeletons(cvat_server, cvat_settings, synthetic_set, dataset_name):
+def test_push_dataset_back_as_polygons_masks_and_skeletons(
+    cvat_server, cvat_settings, synthetic_set, dataset_name
+):
     import fiftyone as fo
 
     from quadratseg.labelsets import coral_labels, corner_labels
 
-    run_pull("synth", "xml", str(synthetic_set / "cvat_exports" / "segmentation"), dataset_name=dataset_name, settings=cvat_settings)
+    run_pull(
+        "synth",
+        "xml",
+        str(synthetic_set / "cvat_exports" / "segmentation"),
+        dataset_name=dataset_name,
+        settings=cvat_settings,
+    )
     cvat_server.state.add_project("review", labels_to_raw_config(coral_labels()))
     view = fo.load_dataset(dataset_name).match_tags("val")
     (task_id,) = push_samples(view, "review", "gt_polylines", "polygons", "val", "review_val", cvat_settings)
@@ -104,21 +126,22 @@ def test_push_dataset_back_as_polygons_masks_and_skeletons(cvat_server, cvat_set
 
 def test_wrong_credentials_timeouts_and_retries(cvat_server, cvat_settings):
     bad = cvat_settings.replace(cvat_password="wrong")
-    with pytest.raises(QuadratsegError, match="refused the credentials"):
-        with connect(bad):
-            pass
-    with pytest.raises(QuadratsegError, match="no CVAT credentials"):
-        with connect(cvat_settings.replace(cvat_username="", cvat_password="")):
-            pass
+    with pytest.raises(QuadratsegError, match="refused the credentials"), connect(bad):
+        pass
+    no_credentials = cvat_settings.replace(cvat_username="", cvat_password="")
+    with pytest.raises(QuadratsegError, match="no CVAT credentials"), connect(no_credentials):
+        pass
     cvat_server.fail_next.append(("GET", r"/api/projects$", 503))
-    with connect(cvat_settings) as client:  # the 503 is retried, then the real answer comes
-        with pytest.raises(QuadratsegError, match="no project named 'nope'"):
-            project_from_server(client, "nope", cvat_settings)
+    # the 503 is retried, then the real answer comes
+    with connect(cvat_settings) as client, pytest.raises(QuadratsegError, match="no project named 'nope'"):
+        project_from_server(client, "nope", cvat_settings)
     assert cvat_server.requests_seen.count(("GET", "/api/projects")) == 2
     cvat_server.delay_s = 1.5  # longer than CVAT_TIMEOUT_S
-    with pytest.raises(CvatConnectionError, match="after 2 attempts.*CVAT_TIMEOUT_S"):
-        with connect(cvat_settings.replace(cvat_timeout_s=0.5)):
-            pass
+    with (
+        pytest.raises(CvatConnectionError, match=r"after 2 attempts.*CVAT_TIMEOUT_S"),
+        connect(cvat_settings.replace(cvat_timeout_s=0.5)),
+    ):
+        pass
     cvat_server.delay_s = 0.0
 
 
@@ -129,18 +152,31 @@ def test_token_login_and_corrupt_upload(cvat_server, cvat_settings):
     token = cvat_settings.replace(cvat_username="", cvat_password="", cvat_access_token="test-token")
     image = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
     with connect(token) as client:
-        tid = create_task_with_annotations(client, "p", "t", "train", [("a.png", image)],
-                                           [[Shape("polygon", "Porites", points=np.array([[1, 1], [6, 1], [6, 6]]))]], token)
+        tid = create_task_with_annotations(
+            client,
+            "p",
+            "t",
+            "train",
+            [("a.png", image)],
+            [[Shape("polygon", "Porites", points=np.array([[1, 1], [6, 1], [6, 6]]))]],
+            token,
+        )
         assert cvat_server.state.tasks[tid].shapes[0]["points"] == [1, 1, 6, 1, 6, 6]
         with pytest.raises(QuadratsegError, match="same file name"):
-            create_task_with_annotations(client, "p", "t2", "train", [("a.png", image), ("a.png", image)], [[], []], token)
+            create_task_with_annotations(
+                client, "p", "t2", "train", [("a.png", image), ("a.png", image)], [[], []], token
+            )
 
 
 def test_the_schema_checker_catches_bad_shapes(cvat_server):
     checker = cvat_server.checker
     assert checker.check_response("GET", "/api/server/about", 200, {"name": "x"})  # required keys missing
     assert checker.check_response("GET", "/api/tasks/1", 200, {"jobs": {}, "labels": {}, "id": "one"})
-    assert not checker.check_response("GET", "/api/server/about", 200,
-                                      {"name": "n", "description": "", "version": "2.80.0", "logo_url": "", "subtitle": ""})
+    assert not checker.check_response(
+        "GET",
+        "/api/server/about",
+        200,
+        {"name": "n", "description": "", "version": "2.80.0", "logo_url": "", "subtitle": ""},
+    )
     with pytest.raises(KeyError):
         checker.operation("GET", "/api/not-an-endpoint")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,12 +57,21 @@ def test_segmentation_export_to_fiftyone(synthetic_set, tmp_path, dataset_name):
         assert len(families) == len(polys) and "coral" not in families
         assert {p.label for p in sample.gt_polylines_agnostic.polylines} <= {"coral"}
     assert summary["shapes_per_label"] == dict(
-        sorted(__import__("collections").Counter(c["label"] for t in truths.values() for c in t["corals"]).items())
+        sorted(
+            __import__("collections")
+            .Counter(c["label"] for t in truths.values() for c in t["corals"])
+            .items()
+        )
     )
 
 
-@pytest.mark.parametrize("folder, field, key, n", [("corners", "gt_corners", "corners_raw_xy", 4), ("grid", "gt_grid", "grid_warped_xy", 117)])
-def test_skeletons_to_keypoints_in_template_order(synthetic_set, tmp_path, dataset_name, folder, field, key, n):
+@pytest.mark.parametrize(
+    "folder, field, key, n",
+    [("corners", "gt_corners", "corners_raw_xy", 4), ("grid", "gt_grid", "grid_warped_xy", 117)],
+)
+def test_skeletons_to_keypoints_in_template_order(
+    synthetic_set, tmp_path, dataset_name, folder, field, key, n
+):
     pull_xml(synthetic_set, folder, dataset_name, tmp_path)
     truths = {t["name"]: t for t in load_truth(synthetic_set)}
     for sample in load(dataset_name):
@@ -92,12 +102,21 @@ def test_task_tracking_skip_existing_force_refresh(synthetic_set, tmp_path, data
     assert ds.count() == n and len(set(ds.values("filepath"))) == n
     sample = ds.match({"cvat_image_name": val_image.name}).first()
     assert sample.gt_polylines.polylines[0].label == val_image.shapes[0].label
-    assert run_pull(dataset_name, "xml", str(export), mode="skip_existing", settings=settings_for(tmp_path))["tasks_pulled"] == []
-    refreshed = run_pull(dataset_name, "xml", str(export), mode="force_refresh", settings=settings_for(tmp_path))
+    assert (
+        run_pull(dataset_name, "xml", str(export), mode="skip_existing", settings=settings_for(tmp_path))[
+            "tasks_pulled"
+        ]
+        == []
+    )
+    refreshed = run_pull(
+        dataset_name, "xml", str(export), mode="force_refresh", settings=settings_for(tmp_path)
+    )
     assert len(refreshed["tasks_pulled"]) == len(first["tasks_pulled"]) and load(dataset_name).count() == n
 
 
-def test_interrupted_pull_keeps_the_dataset_and_the_next_run_completes(synthetic_set, tmp_path, dataset_name, monkeypatch):
+def test_interrupted_pull_keeps_the_dataset_and_the_next_run_completes(
+    synthetic_set, tmp_path, dataset_name, monkeypatch
+):
     import fiftyone as fo
 
     pull_xml(synthetic_set, "segmentation", dataset_name, tmp_path, allowed_subsets=("train",))
@@ -140,7 +159,9 @@ def test_unknown_labels_stop_the_pull_before_writing(synthetic_set, tmp_path, da
     with pytest.raises(UnknownLabelError, match="did you mean 'Acropora'"):
         run_pull(dataset_name, "xml", str(export), settings=settings_for(tmp_path))
     assert not fo.dataset_exists(dataset_name) and not (tmp_path / "media").exists()
-    summary = run_pull(dataset_name, "xml", str(export), label_map="Acropra=Acropora", settings=settings_for(tmp_path))
+    summary = run_pull(
+        dataset_name, "xml", str(export), label_map="Acropra=Acropora", settings=settings_for(tmp_path)
+    )
     assert summary["shapes_per_label"]["Acropora"] >= 1
 
 
@@ -160,7 +181,9 @@ def test_backup_round_trip_equals_the_xml_pull(synthetic_set, tmp_path, dataset_
     for a, b in zip(project.tasks, again.tasks, strict=True):
         assert [f.name for f in a.frames] == [f.name for f in b.frames]
         for fa, fb in zip(a.frames, b.frames, strict=True):
-            assert [(s.label, s.attributes) for s in fa.shapes] == [(s.label, s.attributes) for s in fb.shapes]
+            assert [(s.label, s.attributes) for s in fa.shapes] == [
+                (s.label, s.attributes) for s in fb.shapes
+            ]
             assert all(np.allclose(sa.points, sb.points) for sa, sb in zip(fa.shapes, fb.shapes, strict=True))
             assert fa.load_bytes() == fb.load_bytes()
     summary = run_pull(dataset_name, "backup", str(backup), settings=settings_for(tmp_path))
@@ -219,7 +242,7 @@ def test_skeleton_with_missing_and_outside_points(synthetic_set, tmp_path, datas
 
 
 def test_empty_and_filtered_projects_say_why(synthetic_set, tmp_path, dataset_name):
-    with pytest.raises(QuadratsegError, match="nothing to pull.*subset"):
+    with pytest.raises(QuadratsegError, match=r"nothing to pull.*subset"):
         pull_xml(synthetic_set, "segmentation", dataset_name, tmp_path, allowed_subsets=("holdout",))
     with pytest.raises(QuadratsegError, match="--path"):
         run_pull(dataset_name, "xml", None, settings=settings_for(tmp_path))
@@ -242,5 +265,5 @@ def test_same_file_name_in_two_tasks_does_not_collide(synthetic_set, tmp_path, d
     run_pull(dataset_name, "xml", str(export), settings=settings_for(tmp_path))
     paths = load(dataset_name).match({"cvat_image_name": a.name}).values("filepath")
     assert len(paths) == 2 and len(set(paths)) == 2
-    contents = {open(p, "rb").read() for p in paths}
+    contents = {Path(p).read_bytes() for p in paths}
     assert len(contents) == 2  # each sample kept its own image

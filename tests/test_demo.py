@@ -16,6 +16,10 @@ def test_demo_writes_summary_and_report(tmp_path):
     cover = core["mean_cover_percent"]["finegrained"]
     assert 5 < sum(cover.values()) < 60
     assert core["seconds"] > 0 and summary["demo"]["seconds"] >= core["seconds"]
+    data = summary["data_engineering"]
+    assert data["images"] == 4 and data["backup_matches_export"] is True
+    assert sum(data["samples_per_split"].values()) == 4
+    assert sum(data["polygons_per_label"].values()) == core["colonies"]
     html = (tmp_path / "demo" / "report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", html)
     assert len(images) >= 4

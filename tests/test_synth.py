@@ -37,7 +37,9 @@ def test_layout_and_exports(synthetic_set):
         assert [i.name for i in doc.images] == [t["name"] for t in truths]
         for image, truth in zip(doc.images, truths, strict=True):
             assert image.subset == truth["subset"]
-            assert export_image_path(synthetic_set / "cvat_exports" / folder, image.subset, image.name).is_file()
+            assert export_image_path(
+                synthetic_set / "cvat_exports" / folder, image.subset, image.name
+            ).is_file()
             if folder == "corners":
                 (skeleton,) = image.shapes
                 assert np.allclose(

@@ -21,8 +21,14 @@ import numpy as np
 from quadratseg.errors import CvatFormatError
 from quadratseg.formats.cvat_xml import Shape
 
-REST_TO_SHAPE = {"rectangle": "box", "polygon": "polygon", "polyline": "polyline", "points": "points",
-                 "mask": "mask", "skeleton": "skeleton"}
+REST_TO_SHAPE = {
+    "rectangle": "box",
+    "polygon": "polygon",
+    "polyline": "polyline",
+    "points": "points",
+    "mask": "mask",
+    "skeleton": "skeleton",
+}
 SHAPE_TO_REST = {v: k for k, v in REST_TO_SHAPE.items()}
 
 
@@ -32,7 +38,9 @@ def _label_name(raw: Mapping[str, Any], label_names: Mapping[int, str] | None, w
     label_id = raw.get("label_id")
     if label_names is not None and label_id in label_names:
         return label_names[label_id]
-    raise CvatFormatError(f"{where}: shape refers to label id {label_id!r}, which the project does not define")
+    raise CvatFormatError(
+        f"{where}: shape refers to label id {label_id!r}, which the project does not define"
+    )
 
 
 def _attributes(raw: Mapping[str, Any], attribute_names: Mapping[int, str] | None) -> dict[str, str]:
@@ -55,7 +63,9 @@ def shape_from_rest(
     """Convert one REST/backup shape dict into a :class:`Shape` (pixel coordinates)."""
     rest_type = raw.get("type")
     if rest_type not in REST_TO_SHAPE:
-        raise CvatFormatError(f"{where}: unsupported shape type {rest_type!r}; expected one of {list(REST_TO_SHAPE)}")
+        raise CvatFormatError(
+            f"{where}: unsupported shape type {rest_type!r}; expected one of {list(REST_TO_SHAPE)}"
+        )
     shape_type = REST_TO_SHAPE[rest_type]
     points = list(raw.get("points", []) or [])
     shape = Shape(
@@ -72,7 +82,8 @@ def shape_from_rest(
         shape.rle = [int(v) for v in points]
     elif shape_type == "skeleton":
         shape.elements = [
-            shape_from_rest(e, label_names, attribute_names, f"{where} > skeleton") for e in raw.get("elements", [])
+            shape_from_rest(e, label_names, attribute_names, f"{where} > skeleton")
+            for e in raw.get("elements", [])
         ]
     else:
         if len(points) % 2:
@@ -81,7 +92,9 @@ def shape_from_rest(
     return shape
 
 
-def shape_to_rest(shape: Shape, frame: int, label_ids: Mapping[str, int], attribute_ids: Mapping[tuple[str, str], int]) -> dict[str, Any]:
+def shape_to_rest(
+    shape: Shape, frame: int, label_ids: Mapping[str, int], attribute_ids: Mapping[tuple[str, str], int]
+) -> dict[str, Any]:
     """A :class:`Shape` as a REST ``LabeledShapeRequest`` dict (label and attribute ids resolved).
 
     ``label_ids`` maps top-level label names, and ``"skeleton/point"`` names of skeleton

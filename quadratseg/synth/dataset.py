@@ -4,14 +4,15 @@ Layout of ``OUT_DIR``::
 
     OUT_DIR/
     ├── cvat_exports/
-    │   ├── corners/        annotations.xml + images/<subset>/  raw photos, quadrat_corner skeletons
-    │   ├── grid/           annotations.xml + images/<subset>/  warped photos, 117-point grid skeletons
-    │   └── segmentation/   annotations.xml + images/<subset>/  warped photos without grid, coral polygons
+    │   ├── corners/        annotations.xml + images/<subset>/  raw photos, corner skeletons
+    │   ├── grid/           annotations.xml + images/<subset>/  warped photos, grid skeletons
+    │   └── segmentation/   annotations.xml + images/<subset>/  warped photos without grid, polygons
     ├── truth.json          every coordinate of every stage, per image (see :func:`image_truth`)
     └── manifest.json       generator parameters, seed, counts
 
 Each export is a "CVAT for images 1.1" *project* export whose tasks are the subsets
-train/val/test; as in CVAT's project exports, images sit in ``images/<subset>/``. The folder appears only when complete: it is written to a temporary
+train/val/test; as in CVAT's project exports, images sit in ``images/<subset>/``.
+The folder appears only when complete: it is written to a temporary
 sibling and renamed at the end.
 """
 

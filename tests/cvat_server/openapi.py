@@ -30,7 +30,9 @@ class OpenApiChecker:
     """Finds the operation of (method, path) and validates bodies against its schemas."""
 
     def __init__(self, schema_path: Path):
-        self.spec = yaml.load(schema_path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        self.spec = yaml.load(
+            schema_path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
         self.components = _convert(self.spec["components"])
         self.version = self.spec["info"]["version"]
         self._routes = []
@@ -59,7 +61,10 @@ class OpenApiChecker:
 
         root = {**_convert(copy.deepcopy(schema)), "components": self.components}
         validator = jsonschema.Draft4Validator(root)
-        return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:200]}" for e in validator.iter_errors(instance)]
+        return [
+            f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:200]}"
+            for e in validator.iter_errors(instance)
+        ]
 
     def check_response(self, method: str, path: str, status: int, body: Any) -> list[str]:
         """Schema violations of a JSON response (empty when it conforms)."""
@@ -68,7 +73,10 @@ class OpenApiChecker:
         if response is None:
             documented = ", ".join(op["responses"])
             return [f"{method} {template}: status {status} is not documented (documented: {documented})"]
-        return [f"{method} {template} -> {status}: {e}" for e in self._errors(self._json_schema(response.get("content")), body)]
+        return [
+            f"{method} {template} -> {status}: {e}"
+            for e in self._errors(self._json_schema(response.get("content")), body)
+        ]
 
     def check_request(self, method: str, path: str, body: Any) -> list[str]:
         """Schema violations of a JSON request body."""

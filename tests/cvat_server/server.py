@@ -83,7 +83,9 @@ class CvatState:
 
     # --------------------------------------------------------------------- labels
 
-    def _make_label(self, raw: dict[str, Any], owner: dict[str, int], parent_id: int | None = None) -> dict[str, Any]:
+    def _make_label(
+        self, raw: dict[str, Any], owner: dict[str, int], parent_id: int | None = None
+    ) -> dict[str, Any]:
         label = copy.deepcopy(self.label_template)
         label_id = self.new_id()
         label.update(
@@ -109,7 +111,14 @@ class CvatState:
         label.pop("project_id", None)
         label.update(owner)
         sublabels = [self._make_label(s, owner, label_id) for s in raw.get("sublabels", []) or []]
-        label["sublabels"] = [{k: v for k, v in s.items() if k not in ("project_id", "task_id", "has_parent", "parent_id", "sublabels", "svg")} for s in sublabels]
+        label["sublabels"] = [
+            {
+                k: v
+                for k, v in s.items()
+                if k not in ("project_id", "task_id", "has_parent", "parent_id", "sublabels", "svg")
+            }
+            for s in sublabels
+        ]
         if label["type"] == "skeleton":
             label["svg"] = raw.get("svg", "")
         self.labels[label_id] = label
@@ -140,7 +149,9 @@ class CvatState:
             self._make_label(raw, {"project_id": pid})
         return project
 
-    def add_task(self, name: str, project_id: int | None, subset: str = "", status: str = "annotation") -> FakeTask:
+    def add_task(
+        self, name: str, project_id: int | None, subset: str = "", status: str = "annotation"
+    ) -> FakeTask:
         record = copy.deepcopy(self.task_template)
         tid = self.new_id()
         record.update(
@@ -153,7 +164,12 @@ class CvatState:
             created_date=_now(),
             updated_date=_now(),
             labels={"url": f"{self.base_url}/api/labels?task_id={tid}"},
-            jobs={"completed": 0, "count": 0, "url": f"{self.base_url}/api/jobs?task_id={tid}", "validation": 0},
+            jobs={
+                "completed": 0,
+                "count": 0,
+                "url": f"{self.base_url}/api/jobs?task_id={tid}",
+                "validation": 0,
+            },
             url=f"{self.base_url}/api/tasks/{tid}",
         )
         task = FakeTask(record)
@@ -231,8 +247,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --------------------------------------------------------------------- plumbing
 
-    def _send(self, status: int, body: Any = None, content_type: str = "application/vnd.cvat+json",
-              headers: list[tuple[str, str]] | None = None, check: bool = True) -> None:
+    def _send(
+        self,
+        status: int,
+        body: Any = None,
+        content_type: str = "application/vnd.cvat+json",
+        headers: list[tuple[str, str]] | None = None,
+        check: bool = True,
+    ) -> None:
         raw = b""
         if isinstance(body, bytes):
             raw = body
@@ -240,7 +262,9 @@ class _Handler(BaseHTTPRequestHandler):
             raw = json.dumps(body).encode()
             if check and status < 400:
                 try:
-                    self.server.violations.extend(self.server.checker.check_response(self.command, self.path_only, status, body))
+                    self.server.violations.extend(
+                        self.server.checker.check_response(self.command, self.path_only, status, body)
+                    )
                 except KeyError as exc:
                     self.server.violations.append(str(exc))
         self.send_response(status)
@@ -262,7 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._body()
         body = json.loads(raw) if raw else {}
         try:
-            self.server.violations.extend(self.server.checker.check_request(self.command, self.path_only, body))
+            self.server.violations.extend(
+                self.server.checker.check_request(self.command, self.path_only, body)
+            )
         except KeyError as exc:
             self.server.violations.append(str(exc))
         return body
@@ -329,13 +355,21 @@ class _Handler(BaseHTTPRequestHandler):
                     return
         self._error(HTTPStatus.NOT_FOUND, f"no route for {self.command} {path}")
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch  # noqa: N815 (http.server names)
 
     # --------------------------------------------------------------------- endpoints
 
     def about(self, query):
-        self._send(200, {"name": "Computer Vision Annotation Tool", "description": "test server",
-                         "version": CVAT_VERSION, "logo_url": "", "subtitle": ""})
+        self._send(
+            200,
+            {
+                "name": "Computer Vision Annotation Tool",
+                "description": "test server",
+                "version": CVAT_VERSION,
+                "logo_url": "",
+                "subtitle": "",
+            },
+        )
 
     def login(self, query):
         body = self._json()
@@ -345,8 +379,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         session = uuid.uuid4().hex
         state.sessions.add(session)
-        self._send(200, {"key": session}, headers=[
-            ("Set-Cookie", f"sessionid={session}; Path=/"), ("Set-Cookie", f"csrftoken={uuid.uuid4().hex}; Path=/")])
+        self._send(
+            200,
+            {"key": session},
+            headers=[
+                ("Set-Cookie", f"sessionid={session}; Path=/"),
+                ("Set-Cookie", f"csrftoken={uuid.uuid4().hex}; Path=/"),
+            ],
+        )
 
     def logout(self, query):
         self._send(200, {"detail": "Successfully logged out."}, check=False)
@@ -427,9 +467,19 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # corrupt upload: CVAT fails the background request
                 status, message = "failed", f"could not read the uploaded images: {exc}"
             self.server.state.requests[rq_id] = {
-                "id": rq_id, "status": status, "message": message, "progress": 1.0,
-                "operation": {"type": "create:task", "target": "task", "task_id": tid, "project_id": task.record.get("project_id")},
-                "created_date": _now(), "started_date": _now(), "finished_date": _now(),
+                "id": rq_id,
+                "status": status,
+                "message": message,
+                "progress": 1.0,
+                "operation": {
+                    "type": "create:task",
+                    "target": "task",
+                    "task_id": tid,
+                    "project_id": task.record.get("project_id"),
+                },
+                "created_date": _now(),
+                "started_date": _now(),
+                "finished_date": _now(),
             }
             self._send(202, {"rq_id": rq_id})
         else:
@@ -446,13 +496,26 @@ class _Handler(BaseHTTPRequestHandler):
         if not task:
             self._error(404, "Not found.")
             return
-        self._send(200, {
-            "chunks_updated_date": task.record["updated_date"], "chunk_size": 72, "size": len(task.frames),
-            "image_quality": 70, "start_frame": 0, "stop_frame": max(len(task.frames) - 1, 0), "frame_filter": "",
-            "frames": [{"width": w, "height": h, "name": n, "related_files": 0, "has_related_context": False}
-                       for n, _, w, h in task.frames],
-            "deleted_frames": [], "included_frames": None, "storage": "local", "cloud_storage_id": None,
-        })
+        self._send(
+            200,
+            {
+                "chunks_updated_date": task.record["updated_date"],
+                "chunk_size": 72,
+                "size": len(task.frames),
+                "image_quality": 70,
+                "start_frame": 0,
+                "stop_frame": max(len(task.frames) - 1, 0),
+                "frame_filter": "",
+                "frames": [
+                    {"width": w, "height": h, "name": n, "related_files": 0, "has_related_context": False}
+                    for n, _, w, h in task.frames
+                ],
+                "deleted_frames": [],
+                "included_frames": None,
+                "storage": "local",
+                "cloud_storage_id": None,
+            },
+        )
 
     def get_annotations(self, query, tid):
         task = self.server.state.tasks.get(tid)
@@ -488,10 +551,16 @@ class _Handler(BaseHTTPRequestHandler):
         if "task_id" in query:
             tid = int(query["task_id"][0])
             pid = state.tasks[tid].record.get("project_id") if tid in state.tasks else None
-            items = [lab for lab in items if lab.get("task_id") == tid or (pid and lab.get("project_id") == pid)]
+            items = [
+                lab for lab in items if lab.get("task_id") == tid or (pid and lab.get("project_id") == pid)
+            ]
         if "job_id" in query:
             job = state.jobs.get(int(query["job_id"][0]), {})
-            items = [lab for lab in items if lab.get("project_id") == job.get("project_id") or lab.get("task_id") == job.get("task_id")]
+            items = [
+                lab
+                for lab in items
+                if lab.get("project_id") == job.get("project_id") or lab.get("task_id") == job.get("task_id")
+            ]
         self._send(200, self._paginate(items, query))
 
     def list_jobs(self, query):
