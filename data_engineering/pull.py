@@ -275,6 +275,17 @@ def pull_project(
     for line in summary.images_skipped[:10]:
         logger.warning("skipped %s", line)
     summary.seconds = round(time.perf_counter() - start, 2)
+    logger.info(
+        "%s: pulled %d task(s), kept %d, filtered %d; %d images (%s); %d skipped; %.1f s",
+        dataset_name,
+        len(summary.tasks_pulled),
+        len(summary.tasks_kept),
+        len(summary.tasks_filtered),
+        summary.images,
+        ", ".join(f"{k}: {v}" for k, v in summary.samples_per_split.items()),
+        len(summary.images_skipped),
+        summary.seconds,
+    )
     staging.info["last_pull"] = {k: v for k, v in summary.as_dict().items() if k != "shapes_per_split_label"}
     staging.save()
     return summary

@@ -325,21 +325,16 @@ def _read_json(archive: zipfile.ZipFile, member: str, path: Path) -> Any:
 
 
 def _shape_to_backup(shape: Shape, frame: int) -> dict[str, Any]:
-    from quadratseg.formats.cvat_rest import SHAPE_TO_REST
+    """A shape as a backup's annotations.json entry (labels and attributes by name)."""
+    from quadratseg.formats.cvat_rest import SHAPE_TO_REST, rest_points
 
-    if shape.type == "mask":
-        points = [float(v) for v in shape.rle]
-    elif shape.type == "skeleton":
-        points = []
-    else:
-        points = [float(v) for v in np.asarray(shape.points, dtype=np.float64).ravel()]
     raw: dict[str, Any] = {
         "type": SHAPE_TO_REST[shape.type],
         "occluded": shape.occluded,
         "outside": shape.outside,
         "z_order": shape.z_order,
         "rotation": 0.0,
-        "points": points,
+        "points": rest_points(shape),
         "frame": frame,
         "group": shape.group,
         "source": shape.source,

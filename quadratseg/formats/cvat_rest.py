@@ -92,6 +92,15 @@ def shape_from_rest(
     return shape
 
 
+def rest_points(shape: Shape) -> list[float]:
+    """A shape's flat REST ``points``: x0, y0, x1, y1... (mask: its RLE; skeleton: empty)."""
+    if shape.type == "mask":
+        return [float(v) for v in shape.rle]
+    if shape.type == "skeleton":
+        return []
+    return [float(v) for v in np.asarray(shape.points, dtype=np.float64).ravel()]
+
+
 def shape_to_rest(
     shape: Shape, frame: int, label_ids: Mapping[str, int], attribute_ids: Mapping[tuple[str, str], int]
 ) -> dict[str, Any]:
@@ -103,12 +112,7 @@ def shape_to_rest(
     """
     if shape.label not in label_ids:
         raise CvatFormatError(f"label {shape.label!r} is not in the CVAT project; known: {sorted(label_ids)}")
-    if shape.type == "mask":
-        points = [float(v) for v in shape.rle]
-    elif shape.type == "skeleton":
-        points = []
-    else:
-        points = [float(v) for v in np.asarray(shape.points, dtype=np.float64).ravel()]
+    points = rest_points(shape)
     out: dict[str, Any] = {
         "type": SHAPE_TO_REST[shape.type],
         "frame": frame,
