@@ -38,7 +38,11 @@ from quadratseg.warp import warp_quadrat
 logger = logging.getLogger(__name__)
 
 # Stages in pipeline order, as "module:function"; each module adds its own as it lands.
-STAGES: list[str] = ["quadratseg.demo:core_stage", "data_engineering.demo:stage"]
+STAGES: list[str] = [
+    "quadratseg.demo:core_stage",
+    "data_engineering.demo:stage",
+    "grid_inpainting.demo:stage",
+]
 
 
 @dataclass

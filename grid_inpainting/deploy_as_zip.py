@@ -1,0 +1,71 @@
+"""CLI: package the grid-removal function ``pth-lama`` as ``nuclio.zip`` for CVAT/Nuclio.
+
+    python -m grid_inpainting.deploy_as_zip pth-lama --weights models/big-lama.pt --output outputs/pth-lama
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quadratseg.errors import QuadratsegError
+from quadratseg.nuclio import FunctionSpec, write_nuclio_zip
+
+PIP = ("torch==2.14.1", "torchvision==0.29.1", "simple-lama-inpainting==0.1.0", "opencv-python-headless==4.14.0.94",
+       "numpy==2.4.6", "pillow==13.0.0", "scipy==1.17.1", "shapely==2.2.0", "PyYAML==6.0.3", "python-dotenv==1.2.4")
+
+
+def build_spec(
+    model_name: str = "pth-lama", weights: str | None = None, gpu: bool = False, backend: str = "lama"
+) -> FunctionSpec:
+    """The function spec: the handler, the core and this module's code, and ``big-lama.pt``."""
+    if backend not in ("lama", "opencv-telea", "opencv-ns"):
+        raise QuadratsegError(f"--backend must be lama, opencv-telea or opencv-ns, got {backend!r}")
+    files: dict[str, Path | bytes] = {}
+    if backend == "lama":
+        if not weights:
+            raise QuadratsegError(
+                "pth-lama needs LaMa weights: pass --weights path/to/big-lama.pt (TorchScript), "
+                "or package the OpenCV fallback explicitly with --backend opencv-telea"
+            )
+        files["big-lama.pt"] = Path(weights)
+    return FunctionSpec(
+        name=model_name,
+        display_name="Grid removal (LaMa)",
+        description="Removes the 9 x 13 string grid of a warped quadrat from its 117 keypoints",
+        labels=[],
+        main_py=Path(__file__).parent / "nuclio" / "main.py",
+        files=files,
+        packages=("quadratseg", "grid_inpainting"),
+        pip=PIP,
+        gpu=gpu,
+        env={"QUADRATSEG_INPAINT_BACKEND": backend},
+    )
+
+
+def deploy_as_zip(
+    model_name: str = "pth-lama",
+    weights: str | None = None,
+    output: str = "outputs/pth-lama",
+    gpu: bool = False,
+    backend: str = "lama",
+) -> str:
+    """Write nuclio.zip for the grid-removal function.
+
+    Args:
+        model_name: Nuclio function name (upstream: pth-lama).
+        weights: LaMa TorchScript file, stored as big-lama.pt (required for --backend lama).
+        output: folder (or .zip path) to write.
+        gpu: build for an NVIDIA GPU.
+        backend: lama, or an explicit OpenCV fallback (opencv-telea, opencv-ns) needing no weights;
+            every answer names the backend that made it.
+
+    Returns:
+        The path of the zip.
+    """
+    return str(write_nuclio_zip(build_spec(model_name, weights, gpu, backend), Path(output)))
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(deploy_as_zip, name="grid_inpainting.deploy_as_zip")

@@ -1,0 +1,68 @@
+"""CLI: image/mask pairs for fine-tuning LaMa, from a FiftyOne dataset with grid keypoints.
+
+    python -m grid_inpainting.prepare_data DATASET OUT_DIR [--field gt_grid]
+
+Writes ``<stem>.png`` and ``<stem>_mask001.png`` (255 where the grid is), the layout LaMa's
+training and prediction scripts read. Fine-tuning LaMa itself is not part of this project
+(upstream used the public big-lama weights); these pairs are what a fine-tune would need.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from grid_inpainting.masks import grid_mask
+from grid_inpainting.remove_grid import items_from_dataset, read_rgb
+from quadratseg.errors import QuadratsegError
+
+
+def prepare_data(dataset: str, out_dir: str, field: str = "gt_grid", line_width: float | None = None,
+                 dilation: int = 0, overwrite: bool = False) -> str:
+    """Write image/mask pairs for a LaMa fine-tune.
+
+    Args:
+        dataset: FiftyOne dataset with grid keypoints.
+        out_dir: output folder (created when complete).
+        field: keypoint field (default gt_grid).
+        line_width: mask width in px (default: 0.9 % of the image side).
+        dilation: extra dilation in px.
+        overwrite: replace out_dir if it exists.
+
+    Returns:
+        JSON with the number of pairs written.
+    """
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise QuadratsegError(f"{out} already exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    count = 0
+    try:
+        for item in items_from_dataset(dataset, field):
+            image = read_rgb(item.path)
+            mask = grid_mask(item.keypoints, (image.shape[1], image.shape[0]), line_width, dilation)
+            stem = f"{item.path.stem}_{item.source_id[-6:]}" if item.source_id else item.path.stem
+            cv2.imwrite(str(tmp / f"{stem}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(tmp / f"{stem}_mask001.png"), mask.astype(np.uint8) * 255)
+            count += 1
+        if count == 0:
+            raise QuadratsegError(f"dataset {dataset!r} has no sample with {field} keypoints")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return json.dumps({"pairs": count, "out_dir": str(out)})
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(prepare_data, name="grid_inpainting.prepare_data")

@@ -1,0 +1,242 @@
+"""CLI: remove the grid from images, with keypoints from FiftyOne, COCO keypoints JSON or YOLO pose txt.
+
+    python -m grid_inpainting.remove_grid OUT_DIR --dataset synth_grid [--new-dataset synth_clean]
+    python -m grid_inpainting.remove_grid OUT_DIR --images DIR --coco keypoints.json
+    python -m grid_inpainting.remove_grid OUT_DIR --images DIR --yolo LABELS_DIR
+
+Writes the clean images (same names) and ``grid_removal.json`` (per image: backend, line width,
+mask share) into OUT_DIR, which appears only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from grid_inpainting.inpaint import remove_grid, select_backend
+from quadratseg.errors import QuadratsegError
+from quadratseg.formats.keypoints_io import read_coco_keypoints, read_yolo_pose
+from quadratseg.keypoints import N_GRID
+from quadratseg.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass
+class GridItem:
+    """One image to clean: its path, its keypoints (117, 2) px, and where it came from."""
+
+    path: Path
+    keypoints: np.ndarray
+    source_id: str = ""
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """uint8 RGB (H, W, 3) of an image file; a clear error if it cannot be read."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise QuadratsegError(f"cannot read image {path} (missing or corrupt)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def items_from_dataset(dataset: str, field: str = "gt_grid") -> Iterator[GridItem]:
+    """Images and grid keypoints of a FiftyOne dataset (keypoints in template order, NaN if missing)."""
+    import fiftyone as fo
+
+    from quadratseg.fiftyone_io import keypoints_to_pixels
+
+    if not fo.dataset_exists(dataset):
+        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}")
+    ds = fo.load_dataset(dataset)
+    if field not in ds.get_field_schema():
+        raise QuadratsegError(f"dataset {dataset!r} has no keypoint field {field!r}")
+    ds.compute_metadata()
+    for sample in ds:
+        if sample[field] is None or not sample[field].keypoints:
+            logger.warning("%s has no %s keypoints: skipped", sample.filepath, field)
+            continue
+        kp, visible = keypoints_to_pixels(sample[field].keypoints[0], (sample.metadata.width, sample.metadata.height))
+        yield GridItem(Path(sample.filepath), kp, sample.id)
+
+
+def items_from_coco(images_dir: Path, coco_json: Path) -> Iterator[GridItem]:
+    """Images of a folder with keypoints from a COCO keypoints JSON (upstream's interface)."""
+    for name, (_size, kp) in read_coco_keypoints(coco_json, N_GRID).items():
+        yield GridItem(images_dir / name, kp)
+
+
+def items_from_yolo(images_dir: Path, labels_dir: Path) -> Iterator[GridItem]:
+    """Images of a folder with YOLO pose labels ``<labels_dir>/<stem>.txt``."""
+    for path in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise QuadratsegError(f"cannot read image {path}")
+        yield GridItem(path, read_yolo_pose(labels_dir / f"{path.stem}.txt", (image.shape[1], image.shape[0]), N_GRID))
+
+
+def clean_images(
+    items: list[GridItem],
+    out_dir: Path,
+    backend: Any,
+    line_width: float | None = None,
+    dilation: int = 0,
+    estimate_width: bool = False,
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """Remove the grid from every item and write the clean images and ``grid_removal.json``."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise QuadratsegError(f"{out_dir} already exists; pass --overwrite to replace it")
+    if not items:
+        raise QuadratsegError("no image to clean")
+    names = [item.path.name for item in items]
+    if len(set(names)) != len(names):
+        raise QuadratsegError("two input images have the same file name; clean them into separate folders")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    records = []
+    try:
+        from tqdm import tqdm
+
+        for item in tqdm(items, desc="removing grids", unit="image", disable=None):
+            image = read_rgb(item.path)
+            start = time.perf_counter()
+            (result,) = remove_grid([image], [item.keypoints], backend, line_width, dilation,
+                                    estimate_width=estimate_width)
+            target = tmp / item.path.name
+            params = [cv2.IMWRITE_JPEG_QUALITY, 95] if target.suffix.lower() in (".jpg", ".jpeg") else []
+            if not cv2.imwrite(str(target), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR), params):
+                raise OSError(f"could not write {target}")
+            records.append({
+                "image": item.path.name, "source": str(item.path), "source_sample_id": item.source_id,
+                "backend": result.backend, "line_width": round(result.line_width, 2),
+                "mask_share": round(float(result.mask.mean()), 4), "seconds": round(time.perf_counter() - start, 3),
+                "missing_keypoints": int((~np.isfinite(item.keypoints).all(axis=1)).sum()),
+            })
+        (tmp / "grid_removal.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return records
+
+
+def dataset_of_clean_images(source: str, new_name: str, out_dir: Path, records: list[dict[str, Any]]) -> str:
+    """A new FiftyOne dataset of the clean images, keeping each sample's fields and a link back."""
+    import fiftyone as fo
+
+    src = fo.load_dataset(source)
+    if fo.dataset_exists(new_name):
+        raise QuadratsegError(f"dataset {new_name!r} exists already; choose another --new-dataset name")
+    samples = []
+    for record in records:
+        original = src[record["source_sample_id"]]
+        sample = fo.Sample(filepath=str((out_dir / record["image"]).resolve()))
+        for key in original.field_names:
+            if key not in ("id", "filepath", "metadata", "created_at", "last_modified_at"):
+                sample[key] = original[key]
+        sample["source_sample_id"] = record["source_sample_id"]
+        sample["source_dataset"] = source
+        sample["inpaint_backend"] = record["backend"]
+        sample["grid_line_width"] = record["line_width"]
+        samples.append(sample)
+    ds = fo.Dataset(new_name, persistent=True)
+    ds.add_samples(samples, progress=False)
+    return new_name
+
+
+def run_remove_grid(
+    out_dir: str,
+    dataset: str | None = None,
+    field: str = "gt_grid",
+    images: str | None = None,
+    coco: str | None = None,
+    yolo: str | None = None,
+    backend: str = "auto",
+    lama_model: str | None = None,
+    line_width: float | None = None,
+    dilation: int = 0,
+    estimate_width: bool = False,
+    new_dataset: str | None = None,
+    overwrite: bool = False,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Library entry of the CLI; returns a summary."""
+    settings = settings or load_settings()
+    sources = [bool(dataset), bool(images and coco), bool(images and yolo)]
+    if sum(sources) != 1:
+        raise QuadratsegError("give exactly one input: --dataset NAME, --images DIR --coco FILE, or --images DIR --yolo DIR")
+    if dataset:
+        items = list(items_from_dataset(dataset, field))
+    elif coco:
+        items = list(items_from_coco(Path(images), Path(coco)))
+    else:
+        items = list(items_from_yolo(Path(images), Path(yolo)))
+    chosen = select_backend(backend, settings, lama_model)
+    records = clean_images(items, Path(out_dir), chosen, line_width, dilation, estimate_width, overwrite)
+    summary = {"images": len(records), "backend": chosen.name, "out_dir": str(out_dir),
+               "seconds_per_image": round(float(np.mean([r["seconds"] for r in records])), 3)}
+    if new_dataset:
+        if not dataset:
+            raise QuadratsegError("--new-dataset needs --dataset (the samples to copy fields from)")
+        summary["new_dataset"] = dataset_of_clean_images(dataset, new_dataset, Path(out_dir), records)
+    logger.info("cleaned %d images with %s into %s", len(records), chosen.name, out_dir)
+    return summary
+
+
+def main(
+    out_dir: str,
+    dataset: str | None = None,
+    field: str = "gt_grid",
+    images: str | None = None,
+    coco: str | None = None,
+    yolo: str | None = None,
+    backend: str = "auto",
+    lama_model: str | None = None,
+    line_width: float | None = None,
+    dilation: int = 0,
+    estimate_width: bool = False,
+    new_dataset: str | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Remove the 9 x 13 grid from images using their 117 grid keypoints.
+
+    Args:
+        out_dir: folder for the clean images and grid_removal.json (created when complete).
+        dataset: FiftyOne dataset whose samples have grid keypoints (see --field).
+        field: keypoint field of --dataset (default gt_grid).
+        images: folder of images (with --coco or --yolo).
+        coco: COCO keypoints JSON with 117 points per image (missing points with v=0).
+        yolo: folder of YOLO pose txt files named after the images.
+        backend: auto (LaMa if LAMA_MODEL is set, else OpenCV only if allowed), lama, opencv-telea, opencv-ns.
+        lama_model: LaMa TorchScript file (overrides LAMA_MODEL).
+        line_width: mask stroke width in px (default: 0.9 % of the image side).
+        dilation: extra dilation of the mask in px.
+        estimate_width: measure the string width on each image instead of the default.
+        new_dataset: also create this FiftyOne dataset of the clean images (with --dataset).
+        overwrite: replace out_dir if it exists.
+
+    Returns:
+        A JSON summary.
+    """
+    return json.dumps(run_remove_grid(out_dir, dataset, field, images, coco, yolo, backend, lama_model, line_width,
+                                      dilation, estimate_width, new_dataset, overwrite), indent=2)
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(main, name="grid_inpainting.remove_grid")

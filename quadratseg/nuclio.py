@@ -1,0 +1,199 @@
+"""Nuclio function packaging shared by every module's ``deploy_as_zip``.
+
+A function is a ``nuclio/`` folder with ``function.yaml`` (CVAT's annotations: name, type,
+framework, label ``spec``), ``main.py`` (``init_context`` loads the model once into
+``context.user_data``; ``handler`` serves one request), the weights under standard names and
+the project code the handler imports (``quadratseg/`` and the module's package), zipped as
+``nuclio.zip``. Deploy with ``nuctl deploy --project-name cvat --path ./nuclio --platform local``.
+
+Request and response helpers (:func:`decode_image_b64`, :func:`json_response`) live here too, so
+every handler speaks the same contract.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quadratseg.errors import QuadratsegError
+
+REPO_PACKAGES_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class FunctionSpec:
+    """What a Nuclio function for CVAT needs to be built.
+
+    Attributes:
+        name: function name (e.g. ``pth-lama``), also the image name suffix.
+        display_name: name CVAT shows.
+        description: one line.
+        labels: CVAT label spec (list of dicts, see :func:`quadratseg.formats.cvat_labels.label_to_raw`).
+        main_py: path of the handler module, written as ``nuclio/main.py``.
+        files: extra files, ``{path inside nuclio/: source path or bytes}`` (weights, templates).
+        packages: the project packages the handler imports, copied as sources.
+        pip: pip requirements installed in the image.
+        gpu: request an NVIDIA GPU and a CUDA base image.
+    """
+
+    name: str
+    display_name: str
+    description: str
+    labels: list[dict[str, Any]]
+    main_py: Path
+    files: dict[str, Path | bytes] = field(default_factory=dict)
+    packages: tuple[str, ...] = ("quadratseg",)
+    pip: tuple[str, ...] = ()
+    gpu: bool = False
+    kind: str = "detector"
+    framework: str = "pytorch"
+    event_timeout: str = "120s"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def function_yaml(spec: FunctionSpec) -> dict[str, Any]:
+    """The ``function.yaml`` document, shaped like CVAT's own serverless functions."""
+    base_image = "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04" if spec.gpu else "python:3.11-slim"
+    directives = [{"kind": "WORKDIR", "value": "/opt/nuclio"}]
+    if spec.gpu:
+        directives.insert(0, {"kind": "RUN", "value": "apt-get update && apt-get install -y --no-install-recommends "
+                                                       "python3.11 python3-pip libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*"})
+    else:
+        directives.insert(0, {"kind": "RUN", "value": "apt-get update && apt-get install -y --no-install-recommends "
+                                                       "libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*"})
+    if spec.pip:
+        directives.append({"kind": "RUN", "value": "pip install --no-cache-dir " + " ".join(spec.pip)})
+    document: dict[str, Any] = {
+        "metadata": {
+            "name": spec.name,
+            "namespace": "cvat",
+            "annotations": {
+                "name": spec.display_name,
+                "type": spec.kind,
+                "framework": spec.framework,
+                "spec": json.dumps(spec.labels, indent=2),
+            },
+        },
+        "spec": {
+            "description": spec.description,
+            "runtime": "python:3.11",
+            "handler": "main:handler",
+            "eventTimeout": spec.event_timeout,
+            "env": [{"name": k, "value": v} for k, v in {"PYTHONPATH": "/opt/nuclio", **spec.env}.items()],
+            "build": {
+                "image": f"cvat.{spec.name.replace('-', '.')}",
+                "baseImage": base_image,
+                "directives": {"preCopy": directives},
+            },
+            "triggers": {
+                "myHttpTrigger": {
+                    "numWorkers": 1 if spec.gpu else 2,
+                    "kind": "http",
+                    "workerAvailabilityTimeoutMilliseconds": 10000,
+                    "attributes": {"maxRequestBodySize": 134217728},  # 128 MB: 1920 px images in base64
+                }
+            },
+            "platform": {
+                "attributes": {"restartPolicy": {"name": "always", "maximumRetryCount": 3}, "mountMode": "volume"}
+            },
+        },
+    }
+    if spec.gpu:
+        document["spec"]["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    return document
+
+
+def _package_files(package: str) -> dict[str, Path]:
+    root = REPO_PACKAGES_ROOT / package
+    if not (root / "__init__.py").is_file():
+        raise QuadratsegError(f"cannot package {package!r}: {root} is not a Python package")
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in {".py", ".csv", ".json", ".yaml", ".npy"}:
+            files[f"{package}/{path.relative_to(root).as_posix()}"] = path
+    return files
+
+
+def write_nuclio_zip(spec: FunctionSpec, output: str | Path) -> Path:
+    """Write ``nuclio.zip`` (``nuclio/function.yaml``, ``nuclio/main.py``, code, weights); atomic.
+
+    Raises:
+        QuadratsegError: a listed file (weights, template) does not exist.
+    """
+    import yaml
+
+    output = Path(output)
+    if output.suffix != ".zip":
+        output = output / "nuclio.zip"
+    for arcname, source in spec.files.items():
+        if isinstance(source, Path) and not source.is_file():
+            raise QuadratsegError(f"cannot package {arcname}: {source} does not exist")
+    if not spec.main_py.is_file():
+        raise QuadratsegError(f"handler {spec.main_py} does not exist")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".zip.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("nuclio/function.yaml", yaml.safe_dump(function_yaml(spec), sort_keys=False, width=120))
+            archive.write(spec.main_py, "nuclio/main.py")
+            for package in spec.packages:
+                for arcname, path in _package_files(package).items():
+                    archive.write(path, f"nuclio/{arcname}")
+            for arcname, source in spec.files.items():
+                if isinstance(source, bytes):
+                    archive.writestr(f"nuclio/{arcname}", source)
+                else:
+                    archive.write(source, f"nuclio/{arcname}")
+        tmp.replace(output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return output
+
+
+def decode_image_b64(data: str) -> np.ndarray:
+    """A base64 image (CVAT's ``image`` field) -> uint8 RGB (H, W, 3); ValueError if unreadable."""
+    from PIL import Image
+
+    try:
+        raw = base64.b64decode(data, validate=False)
+        with Image.open(io.BytesIO(raw)) as image:
+            return np.asarray(image.convert("RGB"))
+    except Exception as exc:
+        raise ValueError(f"the 'image' field is not a base64-encoded image ({exc})") from None
+
+
+def encode_image_b64(image_rgb: np.ndarray, fmt: str = "PNG") -> str:
+    """uint8 RGB (H, W, 3) -> base64 PNG (lossless) or JPEG."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image_rgb).save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def parse_body(body: Any) -> dict[str, Any]:
+    """The request body as a dict (Nuclio passes bytes, str or an already decoded dict)."""
+    if isinstance(body, dict):
+        return body
+    if isinstance(body, bytes | bytearray):
+        body = body.decode("utf-8")
+    try:
+        data = json.loads(body)
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"the request body is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError("the request body must be a JSON object")
+    return data
+
+
+def json_response(context: Any, payload: Any, status_code: int = 200) -> Any:
+    """A Nuclio JSON response."""
+    return context.Response(body=json.dumps(payload), headers={}, content_type="application/json", status_code=status_code)
