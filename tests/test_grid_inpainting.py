@@ -1,0 +1,259 @@
+"""grid_inpainting: masks, the SimpleLama path with a tiny scripted model, OpenCV, CLIs, Nuclio handler."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from grid_inpainting.deploy_as_zip import deploy_as_zip
+from grid_inpainting.evaluate import load_pairs, width_coverage
+from grid_inpainting.inpaint import LamaBackend, OpenCVBackend, remove_grid, select_backend
+from grid_inpainting.masks import estimate_line_width, grid_mask, interpolate_missing
+from grid_inpainting.metrics import psnr, ssim
+from grid_inpainting.remove_grid import run_remove_grid
+from quadratseg.errors import QuadratsegError
+from quadratseg.formats.keypoints_io import coco_keypoints_document, yolo_pose_line
+from quadratseg.keypoints import grid_template_xy
+from quadratseg.settings import Settings
+from quadratseg.synth import load_truth
+
+
+class TinyLama(torch.nn.Module):
+    """Same signature as big-lama.pt: (image [B,3,H,W] 0-1, mask [B,1,H,W] 0/1) -> [B,3,H,W]."""
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.to(image.dtype)
+        fill = torch.nn.functional.avg_pool2d(image * (1 - m), 9, stride=1, padding=4)
+        weight = torch.nn.functional.avg_pool2d(1 - m, 9, stride=1, padding=4).clamp(min=1e-3)
+        return image * (1 - m) + (fill / weight) * m
+
+
+@pytest.fixture(scope="module")
+def tiny_lama(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("lama") / "big-lama.pt"
+    torch.jit.script(TinyLama()).save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pairs(synthetic_set):
+    return load_pairs(synthetic_set)
+
+
+def test_default_mask_covers_the_true_strings(tmp_path):
+    from quadratseg.synth import SynthConfig, generate_dataset
+
+    big = generate_dataset(tmp_path / "s1024", SynthConfig(images=2, seed=5, size=1024), workers=1)
+    coverage = width_coverage(load_pairs(big), [0.005, 0.009])
+    assert coverage["0.009"]["string_coverage"] > 0.95  # the default width, measured at 1024 px
+    assert coverage["0.009"]["mask_share"] < 0.3
+    assert coverage["0.005"]["string_coverage"] < coverage["0.009"]["string_coverage"]
+
+
+def test_missing_points_are_interpolated_or_skipped_never_drawn_to_the_origin():
+    kp = grid_template_xy() * 400
+    full = grid_mask(kp, (400, 400), line_width=5)
+    holed = kp.copy()
+    holed[[0, 1, 13, 60]] = np.nan
+    interpolated = grid_mask(holed, (400, 400), line_width=5)
+    assert (interpolated == full).mean() > 0.999
+    assert np.allclose(interpolate_missing(holed), kp, atol=1e-6)
+    skipped = grid_mask(holed, (400, 400), line_width=5, missing="skip")
+    assert skipped.sum() < full.sum()
+    assert not skipped[:5, :5].any() and not interpolated[:5, :5].any()  # nothing runs to (0, 0)
+
+
+@pytest.mark.parametrize(
+    "keypoints, message",
+    [
+        (np.zeros((100, 2)), "expected 117"),
+        (np.zeros((117, 3)), "shape"),
+        (grid_template_xy() * 4000, "outside the 400x400 image"),
+    ],
+)
+def test_bad_keypoints(keypoints, message):
+    with pytest.raises(QuadratsegError, match=message):
+        grid_mask(keypoints, (400, 400))
+
+
+def test_line_width_estimate_is_close_to_the_visible_width(synthetic_set, pairs):
+    truths = load_truth(synthetic_set)
+    for (_, gridded, _, kp), truth in zip(pairs[:3], truths[:3], strict=True):
+        estimate = estimate_line_width(gridded, kp)
+        assert 0.8 * truth["grid_line_width_px"] <= estimate <= 3.0 * truth["grid_line_width_px"] + 2
+
+
+def test_simplelama_path_shapes_dtype_cropping_and_batches(tiny_lama):
+    backend = LamaBackend(tiny_lama, device="cpu", batch_size=2)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (157, 203, 3), dtype=np.uint8) for _ in range(3)]
+    images.append(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))  # another size: its own batch
+    masks = [np.zeros(img.shape[:2], bool) for img in images]
+    for m in masks:
+        m[20:30, :] = True
+    out = backend.inpaint_batch(images, masks)
+    for img, m, o in zip(images, masks, out, strict=True):
+        assert o.shape == img.shape and o.dtype == np.uint8  # padded to 160x208 inside, cropped back
+        assert np.abs(o[~m].astype(int) - img[~m].astype(int)).max() <= 1  # untouched outside the mask
+        assert np.abs(o[m].astype(int) - img[m].astype(int)).mean() > 10  # filled inside
+    single = backend.inpaint_batch(images[:1], masks[:1])[0]
+    assert np.array_equal(single, out[0])  # batching does not change the result
+
+
+def test_lama_backend_improves_the_masked_region(tiny_lama, pairs):
+    backend = LamaBackend(tiny_lama, device="cpu")
+    (_, gridded, truth, kp) = pairs[0]
+    (result,) = remove_grid([gridded], [kp], backend)
+    assert result.backend == "lama"
+    assert psnr(result.image, truth, result.mask) > psnr(gridded, truth, result.mask) + 5
+
+
+def test_opencv_backends_improve_psnr_and_ssim(pairs):
+    for method in ("telea", "ns"):
+        (_, gridded, truth, kp) = pairs[1]
+        (result,) = remove_grid([gridded], [kp], OpenCVBackend(method))
+        assert result.backend == f"opencv-{method}"
+        assert psnr(result.image, truth, result.mask) > psnr(gridded, truth, result.mask) + 6
+        assert ssim(result.image, truth) > ssim(gridded, truth)
+
+
+def test_backend_selection_rules(tmp_path, tiny_lama, caplog):
+    with pytest.raises(QuadratsegError, match="LAMA_MODEL"):
+        select_backend("auto", Settings())
+    assert select_backend("auto", Settings(allow_opencv_inpaint=True)).name == "opencv-telea"
+    assert "falling back to OpenCV" in caplog.text
+    assert select_backend("opencv-ns", Settings()).name == "opencv-ns"
+    assert select_backend("auto", Settings(lama_model=tiny_lama)).name == "lama"
+    with pytest.raises(QuadratsegError, match="do not exist"):
+        select_backend("lama", Settings(lama_model=tmp_path / "missing.pt"))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not torchscript")
+    with pytest.raises(QuadratsegError, match="cannot be loaded"):
+        select_backend("lama", Settings(lama_model=corrupt))
+    with pytest.raises(QuadratsegError, match="--backend"):
+        select_backend("magic", Settings())
+
+
+def _write_images(pairs, folder: Path) -> list[tuple[str, tuple[int, int], np.ndarray]]:
+    folder.mkdir(parents=True)
+    items = []
+    for name, gridded, _, kp in pairs[:2]:
+        cv2.imwrite(str(folder / name), cv2.cvtColor(gridded, cv2.COLOR_RGB2BGR))
+        items.append((name, (gridded.shape[1], gridded.shape[0]), kp))
+    return items
+
+
+def test_remove_grid_from_coco_and_yolo_inputs(tmp_path, pairs):
+    items = _write_images(pairs, tmp_path / "images")
+    coco = tmp_path / "kp.json"
+    coco.write_text(json.dumps(coco_keypoints_document(items, "grid", [str(i) for i in range(1, 118)])))
+    summary = run_remove_grid(str(tmp_path / "clean_coco"), images=str(tmp_path / "images"), coco=str(coco),
+                              backend="opencv-telea", settings=Settings())
+    assert summary["images"] == 2 and summary["backend"] == "opencv-telea"
+    manifest = json.loads((tmp_path / "clean_coco" / "grid_removal.json").read_text())
+    assert {r["backend"] for r in manifest} == {"opencv-telea"}
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for name, size, kp in items:
+        (labels / f"{Path(name).stem}.txt").write_text(yolo_pose_line(kp, size) + "\n")
+    run_remove_grid(str(tmp_path / "clean_yolo"), images=str(tmp_path / "images"), yolo=str(labels),
+                    backend="opencv-telea", settings=Settings())
+    a = cv2.imread(str(tmp_path / "clean_coco" / items[0][0]))
+    b = cv2.imread(str(tmp_path / "clean_yolo" / items[0][0]))
+    assert psnr(a, b) > 40  # same keypoints either way
+    with pytest.raises(QuadratsegError, match="already exists"):
+        run_remove_grid(str(tmp_path / "clean_yolo"), images=str(tmp_path / "images"), yolo=str(labels),
+                        backend="opencv-telea", settings=Settings())
+    with pytest.raises(QuadratsegError, match="exactly one input"):
+        run_remove_grid(str(tmp_path / "x"), images=str(tmp_path / "images"), settings=Settings())
+
+
+def test_remove_grid_from_fiftyone_keeps_metadata_and_links_back(synthetic_set, tmp_path, dataset_name):
+    import fiftyone as fo
+
+    from data_engineering.create_fiftyone_dataset import run_pull
+
+    run_pull("g", "xml", str(synthetic_set / "cvat_exports" / "grid"), dataset_name=dataset_name,
+             settings=Settings(media_dir=tmp_path / "media"))
+    clean_name = dataset_name + "-clean"
+    try:
+        summary = run_remove_grid(str(tmp_path / "clean"), dataset=dataset_name, backend="opencv-telea",
+                                  new_dataset=clean_name, settings=Settings())
+        clean = fo.load_dataset(clean_name)
+        source = fo.load_dataset(dataset_name)
+        assert clean.count() == source.count() == summary["images"]
+        sample = clean.first()
+        original = source[sample.source_sample_id]
+        assert sample.cvat_image_name == original.cvat_image_name and sample.tags == original.tags
+        assert sample.inpaint_backend == "opencv-telea" and Path(sample.filepath).parent == (tmp_path / "clean").resolve()
+    finally:
+        if fo.dataset_exists(clean_name):
+            fo.delete_dataset(clean_name)
+
+
+def test_nuclio_zip_and_handler(tmp_path, tiny_lama, pairs, shared_data):
+    import yaml
+
+    zip_path = Path(deploy_as_zip("pth-lama", str(tiny_lama), str(tmp_path / "out")))
+    with zipfile.ZipFile(zip_path) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "unzipped")
+    assert {"nuclio/function.yaml", "nuclio/main.py", "nuclio/big-lama.pt"} <= names
+    assert "nuclio/grid_inpainting/inpaint.py" in names and "nuclio/quadratseg/nuclio.py" in names
+    ours = yaml.safe_load((tmp_path / "unzipped" / "nuclio" / "function.yaml").read_text())
+    real = yaml.safe_load((shared_data / "cvat" / "serverless" / "pytorch" / "mmpose" / "hrnet32" / "nuclio" / "function.yaml").read_text())
+    assert set(ours) == set(real) and ours["metadata"]["name"] == "pth-lama"
+    assert set(real["metadata"]["annotations"]) <= set(ours["metadata"]["annotations"]) | {"framework"}
+    for key in ("runtime", "handler", "eventTimeout", "build", "triggers", "platform"):
+        assert key in ours["spec"]
+    assert ours["spec"]["handler"] == real["spec"]["handler"] == "main:handler"
+    assert json.loads(ours["metadata"]["annotations"]["spec"]) == []
+
+    name, gridded, truth, kp = pairs[0]
+    request = {"image": base64.b64encode(cv2.imencode(".png", cv2.cvtColor(gridded, cv2.COLOR_RGB2BGR))[1]).decode(),
+               "keypoints": [None if np.isnan(p).any() else p for p in kp.tolist()]}
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    driver = """
+import json, sys, nuclio_sdk, nuclio_sdk.test
+import main, grid_inpainting
+platform = nuclio_sdk.test.Platform()
+body = open(sys.argv[1]).read()
+ok = platform.call_handler(main.handler, nuclio_sdk.Event(body=body))
+bad = platform.call_handler(main.handler, nuclio_sdk.Event(body=json.dumps({"image": "nope", "keypoints": []})))
+print(json.dumps({"ok": json.loads(ok.body), "status": ok.status_code, "bad": bad.status_code,
+                  "bad_body": json.loads(bad.body), "code": grid_inpainting.__file__}))
+"""
+    nuclio_dir = tmp_path / "unzipped" / "nuclio"
+    result = subprocess.run([sys.executable, "-c", driver, str(tmp_path / "request.json")], cwd=nuclio_dir,
+                            capture_output=True, text=True, env={"PYTHONPATH": str(nuclio_dir), "PATH": "/usr/bin:/bin"},
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["code"].startswith(str(nuclio_dir))  # the zip's own code, not the repository's
+    assert out["status"] == 200 and out["bad"] == 400 and "base64" in out["bad_body"]["error"]
+    response = out["ok"]
+    assert response["backend"] == "lama" and (response["width"], response["height"]) == (gridded.shape[1], gridded.shape[0])
+    from PIL import Image
+
+    cleaned = np.asarray(Image.open(io.BytesIO(base64.b64decode(response["image"]))).convert("RGB"))
+    assert cleaned.shape == gridded.shape
+    assert psnr(cleaned, truth) > psnr(gridded, truth)
+
+
+def test_deploy_needs_weights_unless_opencv_is_chosen(tmp_path):
+    with pytest.raises(QuadratsegError, match="--weights"):
+        deploy_as_zip("pth-lama", None, str(tmp_path / "a"))
+    path = deploy_as_zip("pth-lama", None, str(tmp_path / "b"), backend="opencv-telea")
+    with zipfile.ZipFile(path) as archive:
+        assert "nuclio/big-lama.pt" not in archive.namelist()
+        assert "opencv-telea" in archive.read("nuclio/function.yaml").decode()
