@@ -26,18 +26,30 @@ def stage(ctx: Any) -> dict[str, Any]:
     section = ctx.report.section("Grid removal (grid_inpainting)")
     section.paragraphs.append(
         f"Grid masks drawn from the 117 annotated keypoints of {len(pairs)} warped images, then inpainted. "
-        f"Inside the mask, the untouched input scores {scores[best]['psnr_masked_input']} dB PSNR against the "
+        "Inside the mask, the untouched input scores "
+        f"{scores[best]['psnr_masked_input']} dB PSNR against the "
         f"grid-free truth; {best} brings it to {scores[best]['psnr_masked']} dB. "
-        + ("" if ctx.settings.lama_model else "No LaMa weights are present (LAMA_MODEL is unset), so the OpenCV "
-           "backends were chosen explicitly; LaMa is scored when its weights are given.")
+        + (
+            ""
+            if ctx.settings.lama_model
+            else "No LaMa weights are present (LAMA_MODEL is unset), so the OpenCV "
+            "backends were chosen explicitly; LaMa is scored when its weights are given."
+        )
     )
     section.tables.append(
-        ("Per backend (means over images)", ["backend", "PSNR in mask", "input PSNR in mask", "PSNR", "SSIM", "s/image"],
-         [[n, s["psnr_masked"], s["psnr_masked_input"], s["psnr"], s["ssim"], s["seconds_per_image"]]
-          for n, s in scores.items()])
+        (
+            "Per backend (means over images)",
+            ["backend", "PSNR in mask", "input PSNR in mask", "PSNR", "SSIM", "s/image"],
+            [
+                [n, s["psnr_masked"], s["psnr_masked_input"], s["psnr"], s["ssim"], s["seconds_per_image"]]
+                for n, s in scores.items()
+            ],
+        )
     )
     for name, image in strips.items():
-        ctx.report.add_image(section, f"inpaint_{name}", image, f"{name}: gridded input | cleaned | truth", 1200)
+        ctx.report.add_image(
+            section, f"inpaint_{name}", image, f"{name}: gridded input | cleaned | truth", 1200
+        )
     return {
         "backend": best,
         "psnr_masked": scores[best]["psnr_masked"],

@@ -1,6 +1,6 @@
 """CLI: package the grid-removal function ``pth-lama`` as ``nuclio.zip`` for CVAT/Nuclio.
 
-    python -m grid_inpainting.deploy_as_zip pth-lama --weights models/big-lama.pt --output outputs/pth-lama
+python -m grid_inpainting.deploy_as_zip pth-lama --weights models/big-lama.pt --output outputs/pth-lama
 """
 
 from __future__ import annotations
@@ -10,8 +10,18 @@ from pathlib import Path
 from quadratseg.errors import QuadratsegError
 from quadratseg.nuclio import FunctionSpec, write_nuclio_zip
 
-PIP = ("torch==2.14.1", "torchvision==0.29.1", "simple-lama-inpainting==0.1.0", "opencv-python-headless==4.14.0.94",
-       "numpy==2.4.6", "pillow==13.0.0", "scipy==1.17.1", "shapely==2.2.0", "PyYAML==6.0.3", "python-dotenv==1.2.4")
+PIP = (
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "simple-lama-inpainting==0.1.0",
+    "opencv-python-headless==4.14.0.94",
+    "numpy==2.4.6",
+    "pillow==13.0.0",
+    "scipy==1.17.1",
+    "shapely==2.2.0",
+    "PyYAML==6.0.3",
+    "python-dotenv==1.2.4",
+)
 
 
 def build_spec(

@@ -40,25 +40,32 @@ def load_pairs(synthetic_dir: Path, limit: int = 0) -> list[tuple[str, np.ndarra
     truths = load_truth(synthetic_dir)
     truths = truths[:limit] if limit else truths
     return [
-        (t["name"],
-         read_rgb(export_image_path(exports / "grid", t["subset"], t["name"])),
-         read_rgb(export_image_path(exports / "segmentation", t["subset"], t["name"])),
-         np.asarray(t["grid_warped_xy"], dtype=np.float64))
+        (
+            t["name"],
+            read_rgb(export_image_path(exports / "grid", t["subset"], t["name"])),
+            read_rgb(export_image_path(exports / "segmentation", t["subset"], t["name"])),
+            np.asarray(t["grid_warped_xy"], dtype=np.float64),
+        )
         for t in truths
     ]
 
 
 def strip(before: np.ndarray, after: np.ndarray, truth: np.ndarray, height: int = 360) -> np.ndarray:
     """before | after | truth side by side, each resized to ``height``."""
+
     def fit(img: np.ndarray) -> np.ndarray:
-        return cv2.resize(img, (round(img.shape[1] * height / img.shape[0]), height), interpolation=cv2.INTER_AREA)
+        return cv2.resize(
+            img, (round(img.shape[1] * height / img.shape[0]), height), interpolation=cv2.INTER_AREA
+        )
 
     gap = np.full((height, 6, 3), 255, np.uint8)
     return np.hstack([fit(before), gap, fit(after), gap, fit(truth)])
 
 
 def evaluate_backends(
-    pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], backends: list[Any], line_width: float | None = None
+    pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    backends: list[Any],
+    line_width: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Scores per backend (means over images) and one strip per backend (first image)."""
     results: dict[str, Any] = {}
@@ -71,15 +78,17 @@ def evaluate_backends(
         seconds = (time.perf_counter() - start) / len(pairs)
         rows = []
         for (_, gridded, truth, _), r in zip(pairs, removed, strict=True):
-            rows.append({
-                "psnr_masked": psnr(r.image, truth, r.mask),
-                "psnr_masked_input": psnr(gridded, truth, r.mask),
-                "psnr": psnr(r.image, truth),
-                "psnr_input": psnr(gridded, truth),
-                "ssim": ssim(r.image, truth),
-                "ssim_masked": ssim(r.image, truth, r.mask),
-                "ssim_input": ssim(gridded, truth),
-            })
+            rows.append(
+                {
+                    "psnr_masked": psnr(r.image, truth, r.mask),
+                    "psnr_masked_input": psnr(gridded, truth, r.mask),
+                    "psnr": psnr(r.image, truth),
+                    "psnr_input": psnr(gridded, truth),
+                    "ssim": ssim(r.image, truth),
+                    "ssim_masked": ssim(r.image, truth, r.mask),
+                    "ssim_input": ssim(gridded, truth),
+                }
+            )
         results[backend.name] = {k: round(float(np.mean([row[k] for row in rows])), 3) for k in rows[0]}
         results[backend.name]["seconds_per_image"] = round(seconds, 3)
         results[backend.name]["line_width_px"] = round(removed[0].line_width, 2)
@@ -87,7 +96,9 @@ def evaluate_backends(
     return results, strips
 
 
-def width_coverage(pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], fractions: list[float]) -> dict[str, Any]:
+def width_coverage(
+    pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], fractions: list[float]
+) -> dict[str, Any]:
     """Share of the true string pixels (where gridded and clean differ) covered by the mask, per width."""
     out = {}
     for fraction in fractions:
@@ -98,7 +109,10 @@ def width_coverage(pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], 
             mask = grid_mask(kp, size, line_width=fraction * max(size))
             covered.append((strings & mask).sum() / max(strings.sum(), 1))
             area.append(mask.mean())
-        out[str(fraction)] = {"string_coverage": round(float(np.mean(covered)), 4), "mask_share": round(float(np.mean(area)), 4)}
+        out[str(fraction)] = {
+            "string_coverage": round(float(np.mean(covered)), 4),
+            "mask_share": round(float(np.mean(area)), 4),
+        }
     return out
 
 
@@ -130,9 +144,13 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if widths:
-        result: dict[str, Any] = {"width_coverage": width_coverage(pairs, [float(w) for w in str(widths).split(",")])}
+        result: dict[str, Any] = {
+            "width_coverage": width_coverage(pairs, [float(w) for w in str(widths).split(",")])
+        }
     else:
-        chosen = [select_backend(b.strip(), settings, lama_model) for b in str(backends).split(",") if b.strip()]
+        chosen = [
+            select_backend(b.strip(), settings, lama_model) for b in str(backends).split(",") if b.strip()
+        ]
         result, strips = evaluate_backends(pairs, chosen, line_width)
         for name, image in strips.items():
             cv2.imwrite(str(out / f"strip_{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

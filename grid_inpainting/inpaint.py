@@ -52,7 +52,10 @@ class OpenCVBackend:
 
     def inpaint_batch(self, images: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
         flag = cv2.INPAINT_TELEA if self.method == "telea" else cv2.INPAINT_NS
-        return [cv2.inpaint(img, m.astype(np.uint8), self.radius, flag) for img, m in zip(images, masks, strict=True)]
+        return [
+            cv2.inpaint(img, m.astype(np.uint8), self.radius, flag)
+            for img, m in zip(images, masks, strict=True)
+        ]
 
 
 @contextlib.contextmanager
@@ -108,19 +111,33 @@ class LamaBackend:
         for indices in by_size.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
-                prepared = [prepare_img_and_mask(images[i], masks[i].astype(np.uint8) * 255, self.lama.device) for i in chunk]
-                batch_images = torch.cat([p[0] for p in prepared])
-                batch_masks = torch.cat([p[1] for p in prepared])
+                prepared = [
+                    prepare_img_and_mask(images[i], masks[i].astype(np.uint8) * 255, self.lama.device)
+                    for i in chunk
+                ]
+                batch_images = torch.cat([p[0] for p in prepared]) if len(prepared) > 1 else prepared[0][0]
+                batch_masks = torch.cat([p[1] for p in prepared]) if len(prepared) > 1 else prepared[0][1]
                 with torch.inference_mode():
                     out = self.lama.model(batch_images, batch_masks)
-                out = (out.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+                    # to uint8 in place before the (strided) HWC permute: 10x cheaper at 1920 px
+                    out = (
+                        out.mul_(255)
+                        .clamp_(0, 255)
+                        .round_()
+                        .to(torch.uint8)
+                        .permute(0, 2, 3, 1)
+                        .cpu()
+                        .numpy()
+                    )
                 for k, i in enumerate(chunk):
                     h, w = images[i].shape[:2]
                     results[i] = np.ascontiguousarray(out[k, :h, :w])  # crop the padding back off
         return [r for r in results if r is not None]
 
 
-def select_backend(backend: str, settings: Settings, lama_model: str | Path | None = None, device: str = "auto") -> Any:
+def select_backend(
+    backend: str, settings: Settings, lama_model: str | Path | None = None, device: str = "auto"
+) -> Any:
     """The backend to use, by name; ``auto`` is LaMa when weights exist, else OpenCV only if allowed.
 
     Raises:
@@ -131,7 +148,9 @@ def select_backend(backend: str, settings: Settings, lama_model: str | Path | No
     model = Path(lama_model) if lama_model else settings.lama_model
     if backend == "lama" or (backend == "auto" and model is not None):
         if model is None:
-            raise QuadratsegError("--backend lama needs LaMa weights: set LAMA_MODEL in .env or pass --lama-model")
+            raise QuadratsegError(
+                "--backend lama needs LaMa weights: set LAMA_MODEL in .env or pass --lama-model"
+            )
         return LamaBackend(model, device if device != "auto" else settings.device)
     if backend == "auto":
         if not settings.allow_opencv_inpaint:

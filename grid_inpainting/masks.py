@@ -34,12 +34,16 @@ def default_line_width(frame_size: tuple[int, int]) -> float:
     return max(3.0, DEFAULT_WIDTH_FRACTION * max(frame_size))
 
 
-def check_grid_keypoints(keypoints_xy: np.ndarray, frame_size: tuple[int, int], where: str = "") -> np.ndarray:
+def check_grid_keypoints(
+    keypoints_xy: np.ndarray, frame_size: tuple[int, int], where: str = ""
+) -> np.ndarray:
     """Return keypoints as float (117, 2) or raise saying what is wrong (count, shape, outside the image)."""
     kp = np.asarray(keypoints_xy, dtype=np.float64)
     prefix = f"{where}: " if where else ""
     if kp.ndim != 2 or kp.shape[1] != 2:
-        raise QuadratsegError(f"{prefix}grid keypoints must be an array (117, 2) of x, y; got shape {kp.shape}")
+        raise QuadratsegError(
+            f"{prefix}grid keypoints must be an array (117, 2) of x, y; got shape {kp.shape}"
+        )
     if kp.shape[0] != N_GRID:
         raise QuadratsegError(
             f"{prefix}expected {N_GRID} grid keypoints (9 x 13, row-major), got {kp.shape[0]}; "
@@ -48,7 +52,12 @@ def check_grid_keypoints(keypoints_xy: np.ndarray, frame_size: tuple[int, int], 
     w, h = frame_size
     ok = np.isfinite(kp).all(axis=1)
     tolerance = 0.05 * max(w, h)
-    outside = ok & ((kp[:, 0] < -tolerance) | (kp[:, 0] > w + tolerance) | (kp[:, 1] < -tolerance) | (kp[:, 1] > h + tolerance))
+    outside = ok & (
+        (kp[:, 0] < -tolerance)
+        | (kp[:, 0] > w + tolerance)
+        | (kp[:, 1] < -tolerance)
+        | (kp[:, 1] > h + tolerance)
+    )
     if outside.any():
         idx = np.flatnonzero(outside)[:5].tolist()
         raise QuadratsegError(
@@ -75,7 +84,9 @@ def interpolate_missing(keypoints_xy: np.ndarray, rows: int = GRID_ROWS, cols: i
     return kp
 
 
-def _border_extensions(kp: np.ndarray, rows: int, cols: int, frame_size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _border_extensions(
+    kp: np.ndarray, rows: int, cols: int, frame_size: tuple[int, int]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Segments from the outer intersections to the image border, along each string."""
     w, h = frame_size
     grid = kp.reshape(rows, cols, 2)
@@ -155,7 +166,11 @@ def estimate_line_width(
     The profile perpendicular to a segment is compared with its ends (the background); the
     width is the run of samples that differ from the background by more than half the peak.
     """
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) if image.ndim == 3 else image.astype(np.float32)
+    gray = (
+        cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        if image.ndim == 3
+        else image.astype(np.float32)
+    )
     kp = np.asarray(keypoints_xy, dtype=np.float64)
     h, w = gray.shape
     half = int(max_width)
@@ -176,7 +191,9 @@ def estimate_line_width(
             ys = centre[1] + offsets * normal[1]
             if xs.min() < 0 or ys.min() < 0 or xs.max() > w - 1 or ys.max() > h - 1:
                 continue
-            profile = cv2.remap(gray, xs.astype(np.float32)[None, :], ys.astype(np.float32)[None, :], cv2.INTER_LINEAR)[0]
+            profile = cv2.remap(
+                gray, xs.astype(np.float32)[None, :], ys.astype(np.float32)[None, :], cv2.INTER_LINEAR
+            )[0]
             background = np.median(np.r_[profile[: half // 2], profile[-half // 2 :]])
             contrast = np.abs(profile - background)
             peak = contrast[half - 3 : half + 4].max()

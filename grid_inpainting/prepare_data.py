@@ -22,8 +22,14 @@ from grid_inpainting.remove_grid import items_from_dataset, read_rgb
 from quadratseg.errors import QuadratsegError
 
 
-def prepare_data(dataset: str, out_dir: str, field: str = "gt_grid", line_width: float | None = None,
-                 dilation: int = 0, overwrite: bool = False) -> str:
+def prepare_data(
+    dataset: str,
+    out_dir: str,
+    field: str = "gt_grid",
+    line_width: float | None = None,
+    dilation: int = 0,
+    overwrite: bool = False,
+) -> str:
     """Write image/mask pairs for a LaMa fine-tune.
 
     Args:

@@ -66,7 +66,9 @@ def items_from_dataset(dataset: str, field: str = "gt_grid") -> Iterator[GridIte
         if sample[field] is None or not sample[field].keypoints:
             logger.warning("%s has no %s keypoints: skipped", sample.filepath, field)
             continue
-        kp, visible = keypoints_to_pixels(sample[field].keypoints[0], (sample.metadata.width, sample.metadata.height))
+        kp, _visible = keypoints_to_pixels(
+            sample[field].keypoints[0], (sample.metadata.width, sample.metadata.height)
+        )
         yield GridItem(Path(sample.filepath), kp, sample.id)
 
 
@@ -82,7 +84,9 @@ def items_from_yolo(images_dir: Path, labels_dir: Path) -> Iterator[GridItem]:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise QuadratsegError(f"cannot read image {path}")
-        yield GridItem(path, read_yolo_pose(labels_dir / f"{path.stem}.txt", (image.shape[1], image.shape[0]), N_GRID))
+        yield GridItem(
+            path, read_yolo_pose(labels_dir / f"{path.stem}.txt", (image.shape[1], image.shape[0]), N_GRID)
+        )
 
 
 def clean_images(
@@ -112,18 +116,25 @@ def clean_images(
         for item in tqdm(items, desc="removing grids", unit="image", disable=None):
             image = read_rgb(item.path)
             start = time.perf_counter()
-            (result,) = remove_grid([image], [item.keypoints], backend, line_width, dilation,
-                                    estimate_width=estimate_width)
+            (result,) = remove_grid(
+                [image], [item.keypoints], backend, line_width, dilation, estimate_width=estimate_width
+            )
             target = tmp / item.path.name
             params = [cv2.IMWRITE_JPEG_QUALITY, 95] if target.suffix.lower() in (".jpg", ".jpeg") else []
             if not cv2.imwrite(str(target), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR), params):
                 raise OSError(f"could not write {target}")
-            records.append({
-                "image": item.path.name, "source": str(item.path), "source_sample_id": item.source_id,
-                "backend": result.backend, "line_width": round(result.line_width, 2),
-                "mask_share": round(float(result.mask.mean()), 4), "seconds": round(time.perf_counter() - start, 3),
-                "missing_keypoints": int((~np.isfinite(item.keypoints).all(axis=1)).sum()),
-            })
+            records.append(
+                {
+                    "image": item.path.name,
+                    "source": str(item.path),
+                    "source_sample_id": item.source_id,
+                    "backend": result.backend,
+                    "line_width": round(result.line_width, 2),
+                    "mask_share": round(float(result.mask.mean()), 4),
+                    "seconds": round(time.perf_counter() - start, 3),
+                    "missing_keypoints": int((~np.isfinite(item.keypoints).all(axis=1)).sum()),
+                }
+            )
         (tmp / "grid_removal.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -178,7 +189,9 @@ def run_remove_grid(
     settings = settings or load_settings()
     sources = [bool(dataset), bool(images and coco), bool(images and yolo)]
     if sum(sources) != 1:
-        raise QuadratsegError("give exactly one input: --dataset NAME, --images DIR --coco FILE, or --images DIR --yolo DIR")
+        raise QuadratsegError(
+            "give exactly one input: --dataset NAME, --images DIR --coco FILE, or --images DIR --yolo DIR"
+        )
     if dataset:
         items = list(items_from_dataset(dataset, field))
     elif coco:
@@ -187,8 +200,12 @@ def run_remove_grid(
         items = list(items_from_yolo(Path(images), Path(yolo)))
     chosen = select_backend(backend, settings, lama_model)
     records = clean_images(items, Path(out_dir), chosen, line_width, dilation, estimate_width, overwrite)
-    summary = {"images": len(records), "backend": chosen.name, "out_dir": str(out_dir),
-               "seconds_per_image": round(float(np.mean([r["seconds"] for r in records])), 3)}
+    summary = {
+        "images": len(records),
+        "backend": chosen.name,
+        "out_dir": str(out_dir),
+        "seconds_per_image": round(float(np.mean([r["seconds"] for r in records])), 3),
+    }
     if new_dataset:
         if not dataset:
             raise QuadratsegError("--new-dataset needs --dataset (the samples to copy fields from)")
@@ -232,8 +249,24 @@ def main(
     Returns:
         A JSON summary.
     """
-    return json.dumps(run_remove_grid(out_dir, dataset, field, images, coco, yolo, backend, lama_model, line_width,
-                                      dilation, estimate_width, new_dataset, overwrite), indent=2)
+    return json.dumps(
+        run_remove_grid(
+            out_dir,
+            dataset,
+            field,
+            images,
+            coco,
+            yolo,
+            backend,
+            lama_model,
+            line_width,
+            dilation,
+            estimate_width,
+            new_dataset,
+            overwrite,
+        ),
+        indent=2,
+    )
 
 
 if __name__ == "__main__":

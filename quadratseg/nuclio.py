@@ -63,11 +63,23 @@ def function_yaml(spec: FunctionSpec) -> dict[str, Any]:
     base_image = "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04" if spec.gpu else "python:3.11-slim"
     directives = [{"kind": "WORKDIR", "value": "/opt/nuclio"}]
     if spec.gpu:
-        directives.insert(0, {"kind": "RUN", "value": "apt-get update && apt-get install -y --no-install-recommends "
-                                                       "python3.11 python3-pip libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*"})
+        directives.insert(
+            0,
+            {
+                "kind": "RUN",
+                "value": "apt-get update && apt-get install -y --no-install-recommends "
+                "python3.11 python3-pip libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*",
+            },
+        )
     else:
-        directives.insert(0, {"kind": "RUN", "value": "apt-get update && apt-get install -y --no-install-recommends "
-                                                       "libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*"})
+        directives.insert(
+            0,
+            {
+                "kind": "RUN",
+                "value": "apt-get update && apt-get install -y --no-install-recommends "
+                "libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*",
+            },
+        )
     if spec.pip:
         directives.append({"kind": "RUN", "value": "pip install --no-cache-dir " + " ".join(spec.pip)})
     document: dict[str, Any] = {
@@ -101,7 +113,10 @@ def function_yaml(spec: FunctionSpec) -> dict[str, Any]:
                 }
             },
             "platform": {
-                "attributes": {"restartPolicy": {"name": "always", "maximumRetryCount": 3}, "mountMode": "volume"}
+                "attributes": {
+                    "restartPolicy": {"name": "always", "maximumRetryCount": 3},
+                    "mountMode": "volume",
+                }
             },
         },
     }
@@ -116,7 +131,11 @@ def _package_files(package: str) -> dict[str, Path]:
         raise QuadratsegError(f"cannot package {package!r}: {root} is not a Python package")
     files = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix in {".py", ".csv", ".json", ".yaml", ".npy"}:
+        if (
+            path.is_file()
+            and "__pycache__" not in path.parts
+            and path.suffix in {".py", ".csv", ".json", ".yaml", ".npy"}
+        ):
             files[f"{package}/{path.relative_to(root).as_posix()}"] = path
     return files
 
@@ -141,7 +160,9 @@ def write_nuclio_zip(spec: FunctionSpec, output: str | Path) -> Path:
     tmp = output.with_suffix(".zip.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("nuclio/function.yaml", yaml.safe_dump(function_yaml(spec), sort_keys=False, width=120))
+            archive.writestr(
+                "nuclio/function.yaml", yaml.safe_dump(function_yaml(spec), sort_keys=False, width=120)
+            )
             archive.write(spec.main_py, "nuclio/main.py")
             for package in spec.packages:
                 for arcname, path in _package_files(package).items():
@@ -196,4 +217,6 @@ def parse_body(body: Any) -> dict[str, Any]:
 
 def json_response(context: Any, payload: Any, status_code: int = 200) -> Any:
     """A Nuclio JSON response."""
-    return context.Response(body=json.dumps(payload), headers={}, content_type="application/json", status_code=status_code)
+    return context.Response(
+        body=json.dumps(payload), headers={}, content_type="application/json", status_code=status_code
+    )

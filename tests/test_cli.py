@@ -13,6 +13,10 @@ CLIS = [
     "quadratseg.demo",
     "data_engineering.create_fiftyone_dataset",
     "data_engineering.create_cvat_annotation_tasks",
+    "grid_inpainting.remove_grid",
+    "grid_inpainting.evaluate",
+    "grid_inpainting.prepare_data",
+    "grid_inpainting.deploy_as_zip",
 ]
 
 

@@ -157,8 +157,13 @@ def test_remove_grid_from_coco_and_yolo_inputs(tmp_path, pairs):
     items = _write_images(pairs, tmp_path / "images")
     coco = tmp_path / "kp.json"
     coco.write_text(json.dumps(coco_keypoints_document(items, "grid", [str(i) for i in range(1, 118)])))
-    summary = run_remove_grid(str(tmp_path / "clean_coco"), images=str(tmp_path / "images"), coco=str(coco),
-                              backend="opencv-telea", settings=Settings())
+    summary = run_remove_grid(
+        str(tmp_path / "clean_coco"),
+        images=str(tmp_path / "images"),
+        coco=str(coco),
+        backend="opencv-telea",
+        settings=Settings(),
+    )
     assert summary["images"] == 2 and summary["backend"] == "opencv-telea"
     manifest = json.loads((tmp_path / "clean_coco" / "grid_removal.json").read_text())
     assert {r["backend"] for r in manifest} == {"opencv-telea"}
@@ -166,14 +171,24 @@ def test_remove_grid_from_coco_and_yolo_inputs(tmp_path, pairs):
     labels.mkdir()
     for name, size, kp in items:
         (labels / f"{Path(name).stem}.txt").write_text(yolo_pose_line(kp, size) + "\n")
-    run_remove_grid(str(tmp_path / "clean_yolo"), images=str(tmp_path / "images"), yolo=str(labels),
-                    backend="opencv-telea", settings=Settings())
+    run_remove_grid(
+        str(tmp_path / "clean_yolo"),
+        images=str(tmp_path / "images"),
+        yolo=str(labels),
+        backend="opencv-telea",
+        settings=Settings(),
+    )
     a = cv2.imread(str(tmp_path / "clean_coco" / items[0][0]))
     b = cv2.imread(str(tmp_path / "clean_yolo" / items[0][0]))
     assert psnr(a, b) > 40  # same keypoints either way
     with pytest.raises(QuadratsegError, match="already exists"):
-        run_remove_grid(str(tmp_path / "clean_yolo"), images=str(tmp_path / "images"), yolo=str(labels),
-                        backend="opencv-telea", settings=Settings())
+        run_remove_grid(
+            str(tmp_path / "clean_yolo"),
+            images=str(tmp_path / "images"),
+            yolo=str(labels),
+            backend="opencv-telea",
+            settings=Settings(),
+        )
     with pytest.raises(QuadratsegError, match="exactly one input"):
         run_remove_grid(str(tmp_path / "x"), images=str(tmp_path / "images"), settings=Settings())
 
@@ -183,19 +198,32 @@ def test_remove_grid_from_fiftyone_keeps_metadata_and_links_back(synthetic_set, 
 
     from data_engineering.create_fiftyone_dataset import run_pull
 
-    run_pull("g", "xml", str(synthetic_set / "cvat_exports" / "grid"), dataset_name=dataset_name,
-             settings=Settings(media_dir=tmp_path / "media"))
+    run_pull(
+        "g",
+        "xml",
+        str(synthetic_set / "cvat_exports" / "grid"),
+        dataset_name=dataset_name,
+        settings=Settings(media_dir=tmp_path / "media"),
+    )
     clean_name = dataset_name + "-clean"
     try:
-        summary = run_remove_grid(str(tmp_path / "clean"), dataset=dataset_name, backend="opencv-telea",
-                                  new_dataset=clean_name, settings=Settings())
+        summary = run_remove_grid(
+            str(tmp_path / "clean"),
+            dataset=dataset_name,
+            backend="opencv-telea",
+            new_dataset=clean_name,
+            settings=Settings(),
+        )
         clean = fo.load_dataset(clean_name)
         source = fo.load_dataset(dataset_name)
         assert clean.count() == source.count() == summary["images"]
         sample = clean.first()
         original = source[sample.source_sample_id]
         assert sample.cvat_image_name == original.cvat_image_name and sample.tags == original.tags
-        assert sample.inpaint_backend == "opencv-telea" and Path(sample.filepath).parent == (tmp_path / "clean").resolve()
+        assert (
+            sample.inpaint_backend == "opencv-telea"
+            and Path(sample.filepath).parent == (tmp_path / "clean").resolve()
+        )
     finally:
         if fo.dataset_exists(clean_name):
             fo.delete_dataset(clean_name)
@@ -211,7 +239,18 @@ def test_nuclio_zip_and_handler(tmp_path, tiny_lama, pairs, shared_data):
     assert {"nuclio/function.yaml", "nuclio/main.py", "nuclio/big-lama.pt"} <= names
     assert "nuclio/grid_inpainting/inpaint.py" in names and "nuclio/quadratseg/nuclio.py" in names
     ours = yaml.safe_load((tmp_path / "unzipped" / "nuclio" / "function.yaml").read_text())
-    real = yaml.safe_load((shared_data / "cvat" / "serverless" / "pytorch" / "mmpose" / "hrnet32" / "nuclio" / "function.yaml").read_text())
+    real = yaml.safe_load(
+        (
+            shared_data
+            / "cvat"
+            / "serverless"
+            / "pytorch"
+            / "mmpose"
+            / "hrnet32"
+            / "nuclio"
+            / "function.yaml"
+        ).read_text()
+    )
     assert set(ours) == set(real) and ours["metadata"]["name"] == "pth-lama"
     assert set(real["metadata"]["annotations"]) <= set(ours["metadata"]["annotations"]) | {"framework"}
     for key in ("runtime", "handler", "eventTimeout", "build", "triggers", "platform"):
@@ -219,9 +258,11 @@ def test_nuclio_zip_and_handler(tmp_path, tiny_lama, pairs, shared_data):
     assert ours["spec"]["handler"] == real["spec"]["handler"] == "main:handler"
     assert json.loads(ours["metadata"]["annotations"]["spec"]) == []
 
-    name, gridded, truth, kp = pairs[0]
-    request = {"image": base64.b64encode(cv2.imencode(".png", cv2.cvtColor(gridded, cv2.COLOR_RGB2BGR))[1]).decode(),
-               "keypoints": [None if np.isnan(p).any() else p for p in kp.tolist()]}
+    _, gridded, truth, kp = pairs[0]
+    request = {
+        "image": base64.b64encode(cv2.imencode(".png", cv2.cvtColor(gridded, cv2.COLOR_RGB2BGR))[1]).decode(),
+        "keypoints": [None if np.isnan(p).any() else p for p in kp.tolist()],
+    }
     (tmp_path / "request.json").write_text(json.dumps(request))
     driver = """
 import json, sys, nuclio_sdk, nuclio_sdk.test
@@ -229,20 +270,29 @@ import main, grid_inpainting
 platform = nuclio_sdk.test.Platform()
 body = open(sys.argv[1]).read()
 ok = platform.call_handler(main.handler, nuclio_sdk.Event(body=body))
-bad = platform.call_handler(main.handler, nuclio_sdk.Event(body=json.dumps({"image": "nope", "keypoints": []})))
+bad_request = json.dumps({"image": "nope", "keypoints": []})
+bad = platform.call_handler(main.handler, nuclio_sdk.Event(body=bad_request))
 print(json.dumps({"ok": json.loads(ok.body), "status": ok.status_code, "bad": bad.status_code,
                   "bad_body": json.loads(bad.body), "code": grid_inpainting.__file__}))
 """
     nuclio_dir = tmp_path / "unzipped" / "nuclio"
-    result = subprocess.run([sys.executable, "-c", driver, str(tmp_path / "request.json")], cwd=nuclio_dir,
-                            capture_output=True, text=True, env={"PYTHONPATH": str(nuclio_dir), "PATH": "/usr/bin:/bin"},
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", driver, str(tmp_path / "request.json")],
+        cwd=nuclio_dir,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(nuclio_dir), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["code"].startswith(str(nuclio_dir))  # the zip's own code, not the repository's
     assert out["status"] == 200 and out["bad"] == 400 and "base64" in out["bad_body"]["error"]
     response = out["ok"]
-    assert response["backend"] == "lama" and (response["width"], response["height"]) == (gridded.shape[1], gridded.shape[0])
+    assert response["backend"] == "lama" and (response["width"], response["height"]) == (
+        gridded.shape[1],
+        gridded.shape[0],
+    )
     from PIL import Image
 
     cleaned = np.asarray(Image.open(io.BytesIO(base64.b64decode(response["image"]))).convert("RGB"))

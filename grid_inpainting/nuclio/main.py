@@ -38,14 +38,23 @@ def handler(context, event):
         if "image" not in data or "keypoints" not in data:
             raise ValueError("the request needs 'image' (base64) and 'keypoints' ([[x, y] x 117])")
         image = decode_image_b64(data["image"])
-        keypoints = np.array([[np.nan, np.nan] if p is None else p for p in data["keypoints"]], dtype=np.float64)
+        keypoints = np.array(
+            [[np.nan, np.nan] if p is None else p for p in data["keypoints"]], dtype=np.float64
+        )
         width = data.get("line_width")
-        (result,) = remove_grid([image], [keypoints], context.user_data.backend, float(width) if width else None)
+        (result,) = remove_grid(
+            [image], [keypoints], context.user_data.backend, float(width) if width else None
+        )
     except (ValueError, QuadratsegError) as exc:
         return json_response(context, {"error": str(exc)}, status_code=400)
     h, w = result.image.shape[:2]
     return json_response(
         context,
-        {"image": encode_image_b64(result.image), "width": w, "height": h, "backend": result.backend,
-         "line_width": result.line_width},
+        {
+            "image": encode_image_b64(result.image),
+            "width": w,
+            "height": h,
+            "backend": result.backend,
+            "line_width": result.line_width,
+        },
     )

@@ -40,11 +40,29 @@ def coco_keypoints_document(
         if len(present):
             x0, y0 = present.min(axis=0)
             x1, y1 = present.max(axis=0)
-            bbox = [round(float(x0), 3), round(float(y0), 3), round(float(x1 - x0), 3), round(float(y1 - y0), 3)]
-        annotations.append({"id": i, "image_id": i, "category_id": 1, "keypoints": flat, "num_keypoints": int(ok.sum()),
-                            "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
-    return {"images": images, "annotations": annotations,
-            "categories": [{"id": 1, "name": category, "keypoints": point_names, "skeleton": []}]}
+            bbox = [
+                round(float(x0), 3),
+                round(float(y0), 3),
+                round(float(x1 - x0), 3),
+                round(float(y1 - y0), 3),
+            ]
+        annotations.append(
+            {
+                "id": i,
+                "image_id": i,
+                "category_id": 1,
+                "keypoints": flat,
+                "num_keypoints": int(ok.sum()),
+                "bbox": bbox,
+                "area": bbox[2] * bbox[3],
+                "iscrowd": 0,
+            }
+        )
+    return {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": category, "keypoints": point_names, "skeleton": []}],
+    }
 
 
 def read_coco_keypoints(path: str | Path, n_points: int) -> dict[str, tuple[tuple[int, int], np.ndarray]]:
@@ -63,7 +81,9 @@ def read_coco_keypoints(path: str | Path, n_points: int) -> dict[str, tuple[tupl
     for ann in doc.get("annotations", []):
         image = images.get(ann.get("image_id"))
         if image is None:
-            raise QuadratsegError(f"{path}: annotation {ann.get('id')} refers to a missing image {ann.get('image_id')}")
+            raise QuadratsegError(
+                f"{path}: annotation {ann.get('id')} refers to a missing image {ann.get('image_id')}"
+            )
         flat = np.asarray(ann.get("keypoints", []), dtype=np.float64)
         if flat.size != 3 * n_points:
             raise QuadratsegError(
@@ -104,7 +124,9 @@ def parse_yolo_pose_line(line: str, frame_size: tuple[int, int], n_points: int) 
         return kp
     if len(rest) == 2 * n_points:
         return np.asarray(rest).reshape(n_points, 2) * [w, h]
-    raise QuadratsegError(f"a YOLO pose line has {len(rest)} keypoint values; expected {n_points} points (x y [v])")
+    raise QuadratsegError(
+        f"a YOLO pose line has {len(rest)} keypoint values; expected {n_points} points (x y [v])"
+    )
 
 
 def read_yolo_pose(path: str | Path, frame_size: tuple[int, int], n_points: int) -> np.ndarray:
