@@ -10,8 +10,6 @@ training and prediction scripts read. Fine-tuning LaMa itself is not part of thi
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -19,6 +17,7 @@ import numpy as np
 
 from grid_inpainting.masks import grid_mask
 from grid_inpainting.remove_grid import items_from_dataset, read_rgb
+from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 
 
@@ -44,12 +43,8 @@ def prepare_data(
         JSON with the number of pairs written.
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise QuadratsegError(f"{out} already exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     count = 0
-    try:
+    with atomic_output_dir(out, overwrite) as tmp:
         for item in items_from_dataset(dataset, field):
             image = read_rgb(item.path)
             mask = grid_mask(item.keypoints, (image.shape[1], image.shape[0]), line_width, dilation)
@@ -59,12 +54,6 @@ def prepare_data(
             count += 1
         if count == 0:
             raise QuadratsegError(f"dataset {dataset!r} has no sample with {field} keypoints")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return json.dumps({"pairs": count, "out_dir": str(out)})
 
 

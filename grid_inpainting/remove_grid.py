@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ import cv2
 import numpy as np
 
 from grid_inpainting.inpaint import remove_grid, select_backend
+from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.formats.keypoints_io import read_coco_keypoints, read_yolo_pose
 from quadratseg.keypoints import N_GRID
@@ -100,17 +99,13 @@ def clean_images(
 ) -> list[dict[str, Any]]:
     """Remove the grid from every item and write the clean images and ``grid_removal.json``."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise QuadratsegError(f"{out_dir} already exists; pass --overwrite to replace it")
     if not items:
         raise QuadratsegError("no image to clean")
     names = [item.path.name for item in items]
     if len(set(names)) != len(names):
         raise QuadratsegError("two input images have the same file name; clean them into separate folders")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     records = []
-    try:
+    with atomic_output_dir(out_dir, overwrite) as tmp:
         from tqdm import tqdm
 
         for item in tqdm(items, desc="removing grids", unit="image", disable=None):
@@ -136,12 +131,6 @@ def clean_images(
                 }
             )
         (tmp / "grid_removal.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return records
 
 

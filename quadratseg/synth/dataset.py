@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -33,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.formats.cvat_xml import CvatDocument, ImageAnnotations, Shape, TaskInfo, write_cvat_xml
 from quadratseg.labelsets import CORNER_LABEL, GRID_LABEL, coral_labels, corner_labels, grid_labels
@@ -205,14 +204,8 @@ def generate_dataset(
     """
     config.validate()
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise QuadratsegError(
-            f"{out} already exists; pass --overwrite to replace it, or choose another folder"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_output_dir(out, overwrite) as tmp:
         for folder in PROJECTS:
             for subset in SUBSETS:
                 (tmp / "cvat_exports" / folder / "images" / subset).mkdir(parents=True)
@@ -241,12 +234,6 @@ def generate_dataset(
         }
         (tmp / "truth.json").write_text(json.dumps({"images": truths}), encoding="utf-8")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info(
         "wrote %d synthetic quadrats (%s) with %d colonies to %s in %.1f s",
         config.images,
