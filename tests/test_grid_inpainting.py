@@ -224,6 +224,13 @@ def test_remove_grid_from_fiftyone_keeps_metadata_and_links_back(synthetic_set, 
             sample.inpaint_backend == "opencv-telea"
             and Path(sample.filepath).parent == (tmp_path / "clean").resolve()
         )
+        from grid_inpainting.prepare_data import prepare_data
+
+        assert json.loads(prepare_data(dataset_name, str(tmp_path / "pairs")))["pairs"] == source.count()
+        masks = sorted((tmp_path / "pairs").glob("*_mask001.png"))
+        assert len(masks) == source.count() == len(list((tmp_path / "pairs").glob("*.png"))) // 2
+        mask = cv2.imread(str(masks[0]), cv2.IMREAD_GRAYSCALE)
+        assert set(np.unique(mask)) == {0, 255} and 0.05 < (mask > 0).mean() < 0.6
     finally:
         if fo.dataset_exists(clean_name):
             fo.delete_dataset(clean_name)
