@@ -96,19 +96,32 @@ def read_coco_keypoints(path: str | Path, n_points: int) -> dict[str, tuple[tupl
     return out
 
 
-def yolo_pose_line(keypoints_xy: np.ndarray, frame_size: tuple[int, int], class_id: int = 0) -> str:
-    """One YOLO pose line (box around the present points, ``v`` 2 visible / 0 missing)."""
+def yolo_pose_line(
+    keypoints_xy: np.ndarray,
+    frame_size: tuple[int, int],
+    class_id: int = 0,
+    visible: np.ndarray | None = None,
+    box_xyxy: tuple[float, float, float, float] | None = None,
+) -> str:
+    """One YOLO pose line: ``class cx cy w h`` then ``x y v`` per point, normalized to the image.
+
+    ``v`` is 2 for a visible point, 0 for a missing one (NaN: written as 0 0 0) or one marked
+    invisible in ``visible`` (its coordinates are kept). The box defaults to the present points'.
+    """
     w, h = frame_size
     kp = np.asarray(keypoints_xy, dtype=np.float64)
     ok = np.isfinite(kp).all(axis=1)
-    if ok.any():
+    vis = ok if visible is None else (ok & np.asarray(visible, dtype=bool))
+    if box_xyxy is not None:
+        x0, y0, x1, y1 = box_xyxy
+    elif ok.any():
         x0, y0 = kp[ok].min(axis=0)
         x1, y1 = kp[ok].max(axis=0)
     else:
         x0 = y0 = x1 = y1 = 0.0
-    values = [class_id, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h]
-    for (x, y), visible in zip(kp.tolist(), ok, strict=True):
-        values += [x / w, y / h, 2] if visible else [0.0, 0.0, 0]
+    values: list[float | int] = [class_id, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h]
+    for (x, y), present, seen in zip(kp.tolist(), ok, vis, strict=True):
+        values += [x / w, y / h, 2 if seen else 0] if present else [0.0, 0.0, 0]
     return " ".join(str(v) if isinstance(v, int) else f"{v:.6f}" for v in values)
 
 

@@ -1,0 +1,82 @@
+"""CLI: package a pose model as ``nuclio.zip`` (``pth-yolo-gridcorners`` or ``pth-yolo-gridpose``).
+
+python -m grid_pose_detection.deploy_as_zip pth-yolo-gridpose best.pt kp_template_grid.npy --task gridpose
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grid_pose_detection.tasks import get_task
+from quadratseg.formats.cvat_labels import label_to_raw
+from quadratseg.keypoints import load_template
+from quadratseg.nuclio import FunctionSpec, write_nuclio_zip
+
+PIP = (
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "ultralytics==8.4.190",
+    "opencv-python-headless==4.14.0.94",
+    "numpy==2.4.6",
+    "pillow==13.0.0",
+    "scipy==1.17.1",
+    "shapely==2.2.0",
+    "PyYAML==6.0.3",
+    "python-dotenv==1.2.4",
+)
+
+
+def cvat_spec(task_name: str) -> list[dict]:
+    """The label spec of the function: the task's skeleton with numbered sublabels and its svg."""
+    raw = label_to_raw(get_task(task_name).cvat_labels()[0])
+    raw["id"] = 0
+    for i, sub in enumerate(raw["sublabels"]):
+        sub["id"] = i + 1
+    return [raw]
+
+
+def deploy_as_zip(
+    model_name: str,
+    weights: str,
+    template: str,
+    task: str | None = None,
+    output: str | None = None,
+    gpu: bool = False,
+) -> str:
+    """Write nuclio.zip for a corner or grid pose model.
+
+    Args:
+        model_name: function name: pth-yolo-gridcorners or pth-yolo-gridpose.
+        weights: trained model, stored as best.pt.
+        template: keypoint template .npy (4 or 117 points), stored as kp_template.npy.
+        task: gridcorners or gridpose (default: from the model name).
+        output: folder or .zip path (default: outputs/<model_name>).
+        gpu: build for an NVIDIA GPU.
+
+    Returns:
+        The path of the zip.
+    """
+    task = task or ("gridcorners" if "corner" in model_name else "gridpose")
+    spec_task = get_task(task)
+    load_template(template, spec_task.n_points)  # refuse a template of the wrong shape now, not in CVAT
+    spec = FunctionSpec(
+        name=model_name,
+        display_name="Quadrat corners (YOLO11-pose)"
+        if task == "gridcorners"
+        else "Quadrat grid (YOLO11-pose)",
+        description=f"{spec_task.n_points} keypoints of the quadrat in template order",
+        labels=cvat_spec(task),
+        main_py=Path(__file__).parent / "nuclio" / "main.py",
+        files={"best.pt": Path(weights), "kp_template.npy": Path(template)},
+        packages=("quadratseg", "grid_pose_detection"),
+        pip=PIP,
+        gpu=gpu,
+        env={"QUADRATSEG_POSE_TASK": task, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"},
+    )
+    return str(write_nuclio_zip(spec, Path(output or f"outputs/{model_name}")))
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(deploy_as_zip, name="grid_pose_detection.deploy_as_zip")

@@ -1,0 +1,131 @@
+"""CLI: keypoint errors, template-matching success and (corners) warp errors on a FiftyOne split.
+
+    python -m grid_pose_detection.evaluate gridpose best.pt DATASET [--split test] [--data data.yaml]
+
+- ``matching_success_rate``: share of images whose every true keypoint was found and matched.
+- ``mean_px_error`` / ``p95_px_error``: distance between matched and true keypoints (visible truth).
+- corners: ``warp_mean_px_error``: how far the predicted warp moves points of the true warped
+  quadrat (a 10 x 10 lattice), in warped pixels (``warp_size``).
+- with ``--data``: ultralytics' own pose mAP@0.5 and mAP@0.5:0.95 on the same split.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import cv2
+import numpy as np
+
+from grid_pose_detection.predictor import PosePredictor
+from grid_pose_detection.tasks import get_task
+from quadratseg.errors import QuadratsegError
+from quadratseg.fiftyone_io import keypoints_to_pixels
+from quadratseg.warp import quadrat_homography, transform_points
+
+
+def warp_error(true_corners: np.ndarray, predicted_h: np.ndarray, warp_size: int) -> float:
+    """Mean displacement (warped px) of a 10 x 10 lattice of the true warped quadrat under the predicted warp."""
+    true_h = quadrat_homography(true_corners, (warp_size, warp_size))
+    lattice = np.stack(np.meshgrid(np.linspace(0, warp_size, 10), np.linspace(0, warp_size, 10)), -1).reshape(
+        -1, 2
+    )
+    through = transform_points(transform_points(lattice, np.linalg.inv(true_h)), predicted_h)
+    return float(np.linalg.norm(through - lattice, axis=1).mean())
+
+
+def evaluate_samples(predictor: PosePredictor, samples: Any, warp_size: int = 1024) -> dict[str, Any]:
+    """Errors and matching success of ``predictor`` on FiftyOne samples holding the task's keypoints."""
+    task = predictor.task
+    errors, per_point, successes, warp_errors, images = [], [[] for _ in range(task.n_points)], 0, [], 0
+    for sample in samples:
+        value = sample[task.field]
+        if value is None or not value.keypoints:
+            continue
+        image = cv2.cvtColor(cv2.imread(sample.filepath), cv2.COLOR_BGR2RGB)
+        truth, visible = keypoints_to_pixels(value.keypoints[0], (image.shape[1], image.shape[0]))
+        (pred,) = predictor.predict([image])
+        images += 1
+        found = pred.visible & visible
+        successes += int(found.sum() == visible.sum())
+        d = np.linalg.norm(pred.keypoints_xy - truth, axis=1)
+        errors.extend(d[found].tolist())
+        for i in np.flatnonzero(found):
+            per_point[i].append(float(d[i]))
+        if task.name == "gridcorners" and pred.homography is not None and visible.all():
+            warp_errors.append(warp_error(truth, pred.homography, warp_size))
+    if images == 0:
+        raise QuadratsegError(f"no sample with {task.field} to evaluate")
+    result = {
+        "images": images,
+        "matching_success_rate": round(successes / images, 4),
+        "mean_px_error": round(float(np.mean(errors)), 3) if errors else None,
+        "p95_px_error": round(float(np.percentile(errors, 95)), 3) if errors else None,
+        "found_share": round(len(errors) / max(images * task.n_points, 1), 4),
+        "per_point_mean_px_error": [round(float(np.mean(v)), 2) if v else None for v in per_point],
+    }
+    if task.name == "gridcorners":
+        result["warped"] = len(warp_errors)
+        result["warp_mean_px_error"] = round(float(np.mean(warp_errors)), 3) if warp_errors else None
+        result["warp_p95_px_error"] = round(float(np.percentile(warp_errors, 95)), 3) if warp_errors else None
+    return result
+
+
+def ultralytics_metrics(weights: str, data: str, split: str, imgsz: int | None = None) -> dict[str, float]:
+    """Pose mAP from ultralytics' own validator on the prepared split."""
+    from quadratseg.yolo_train import build_model
+
+    model = build_model(weights)
+    args = {"data": data, "split": split, "plots": False, "verbose": False}
+    if imgsz:
+        args["imgsz"] = imgsz
+    metrics = model.val(**args)
+    return {
+        "pose_map50": round(float(metrics.pose.map50), 4),
+        "pose_map50_95": round(float(metrics.pose.map), 4),
+        "box_map50": round(float(metrics.box.map50), 4),
+    }
+
+
+def evaluate(
+    task: str,
+    weights: str,
+    dataset: str,
+    split: str = "test",
+    data: str | None = None,
+    kpt_conf: float = 0.5,
+    imgsz: int | None = None,
+    warp_size: int = 1024,
+) -> str:
+    """Evaluate a pose model on the samples of a FiftyOne dataset tagged with --split.
+
+    Args:
+        task: gridcorners or gridpose.
+        weights: trained model.
+        dataset: FiftyOne dataset with the task's keypoints.
+        split: sample tag to evaluate (test, val, train).
+        data: data.yaml of prepare_data, to add ultralytics' pose mAP.
+        kpt_conf: keypoint confidence threshold.
+        imgsz: inference size (default: the training size).
+        warp_size: warped side for the corner warp errors.
+
+    Returns:
+        The metrics as JSON.
+    """
+    import fiftyone as fo
+
+    spec = get_task(task)
+    if not fo.dataset_exists(dataset):
+        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}")
+    view = fo.load_dataset(dataset).match_tags(split)
+    predictor = PosePredictor(weights, spec, kpt_conf=kpt_conf, imgsz=imgsz)
+    result = evaluate_samples(predictor, view, warp_size)
+    if data:
+        result.update(ultralytics_metrics(weights, data, split, imgsz))
+    return json.dumps(result, indent=2)
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(evaluate, name="grid_pose_detection.evaluate")

@@ -1,0 +1,46 @@
+"""Nuclio handler of ``pth-yolo-gridcorners`` / ``pth-yolo-gridpose``: one CVAT skeleton per image.
+
+Request ``{"image": <base64>, "threshold": <keypoint confidence, optional>}``; answer: a list
+with one ``skeleton`` shape whose ``elements`` are the points in template order (``outside: 1``
+for points not found), or an empty list when no point was found. A thin adapter over
+:class:`grid_pose_detection.predictor.PosePredictor`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from grid_pose_detection.predictor import PosePredictor, skeleton_shape
+from grid_pose_detection.tasks import get_task
+from quadratseg.keypoints import load_template
+from quadratseg.nuclio import decode_image_b64, json_response, parse_body
+
+HERE = Path(__file__).resolve().parent
+
+
+def init_context(context):
+    """Load the model and template once."""
+    task = get_task(os.environ["QUADRATSEG_POSE_TASK"])
+    template = load_template(HERE / "kp_template.npy", task.n_points)
+    context.user_data.predictor = PosePredictor(
+        HERE / "best.pt", task, template, device=os.environ.get("QUADRATSEG_DEVICE", "auto")
+    )
+    context.user_data.task = task
+
+
+def handler(context, event):
+    """Serve one request."""
+    try:
+        data = parse_body(event.body)
+        image = decode_image_b64(data["image"]) if "image" in data else None
+        if image is None:
+            raise ValueError("the request needs 'image' (base64)")
+        predictor = context.user_data.predictor
+        predictor.kpt_conf = float(data.get("threshold", predictor.kpt_conf))
+    except (ValueError, TypeError) as exc:
+        return json_response(context, {"error": str(exc)}, status_code=400)
+    (prediction,) = predictor.predict([image])
+    if not prediction.visible.any():
+        return json_response(context, [])
+    return json_response(context, [skeleton_shape(prediction, context.user_data.task)])

@@ -1,0 +1,140 @@
+"""CLI: FiftyOne keypoints -> ultralytics pose layout, for ``gridcorners`` or ``gridpose``.
+
+    python -m grid_pose_detection.prepare_data gridpose DATASET OUT_DIR
+
+Writes ``images/<split>/``, ``labels/<split>/<stem>.txt`` (one object: box, then ``x y v`` per
+keypoint in template order; points marked outside keep their coordinates with ``v = 0``,
+missing points are ``0 0 0``) and ``data.yaml`` (absolute ``path``, ``kpt_shape``, ``flip_idx``).
+Splits come from the sample tags (train / val / test). FiftyOne refuses to export keypoints
+to YOLO, so the writer is ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from grid_pose_detection.tasks import PoseTask, get_task
+from quadratseg.atomic import atomic_output_dir
+from quadratseg.errors import QuadratsegError
+from quadratseg.fiftyone_io import keypoints_to_pixels
+from quadratseg.formats.keypoints_io import yolo_pose_line
+
+logger = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def object_box(
+    points_xy: np.ndarray, frame_size: tuple[int, int], margin: float
+) -> tuple[float, float, float, float]:
+    """Box around the present points grown by ``margin`` of its size, clipped to the image (xyxy px)."""
+    ok = np.isfinite(points_xy).all(axis=1)
+    if not ok.any():
+        raise QuadratsegError("no keypoint present: cannot place the object box")
+    (x0, y0), (x1, y1) = points_xy[ok].min(axis=0), points_xy[ok].max(axis=0)
+    dx, dy = (x1 - x0) * margin + 2, (y1 - y0) * margin + 2
+    w, h = frame_size
+    return max(x0 - dx, 0.0), max(y0 - dy, 0.0), min(x1 + dx, float(w)), min(y1 + dy, float(h))
+
+
+def data_yaml(task: PoseTask, root: Path) -> dict[str, Any]:
+    """The ultralytics dataset description of a pose layout."""
+    return {
+        "path": str(root.resolve()),
+        "train": "images/train",
+        "val": "images/val",
+        "test": "images/test",
+        "kpt_shape": [task.n_points, 3],
+        "flip_idx": list(task.flip_index),
+        "names": {0: task.label},
+    }
+
+
+def write_pose_layout(
+    task: PoseTask, samples: Any, out_dir: Path, overwrite: bool = False, link: bool = True
+) -> dict[str, Any]:
+    """Write the layout for FiftyOne ``samples`` holding ``task.field``; returns counts per split."""
+    counts = {split: 0 for split in SPLITS}
+    skipped = []
+    with atomic_output_dir(out_dir, overwrite) as tmp:
+        for split in SPLITS:
+            (tmp / "images" / split).mkdir(parents=True)
+            (tmp / "labels" / split).mkdir(parents=True)
+        for sample in samples:
+            split = next((t for t in SPLITS if t in sample.tags), None)
+            value = sample[task.field] if task.field in sample.field_names else None
+            if split is None or value is None or not value.keypoints:
+                skipped.append(
+                    f"{sample.filepath}: {'no split tag' if split is None else 'no ' + task.field}"
+                )
+                continue
+            size = (sample.metadata.width, sample.metadata.height)
+            points, visible = keypoints_to_pixels(value.keypoints[0], size)
+            if len(points) != task.n_points:
+                raise QuadratsegError(
+                    f"{sample.filepath}: {task.field} has {len(points)} points, the {task.name} task needs {task.n_points}"
+                )
+            # keep the stored coordinates of invisible points (keypoints_to_pixels NaNs only missing ones)
+            raw = np.asarray(value.keypoints[0].points, dtype=np.float64) * np.array(size)
+            stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
+            image_target = tmp / "images" / split / f"{stem}{Path(sample.filepath).suffix}"
+            if link:
+                os.symlink(Path(sample.filepath).resolve(), image_target)
+            else:
+                shutil.copyfile(sample.filepath, image_target)
+            box = object_box(raw, size, task.box_margin)
+            line = yolo_pose_line(raw, size, 0, visible, box)
+            (tmp / "labels" / split / f"{stem}.txt").write_text(line + "\n", encoding="utf-8")
+            counts[split] += 1
+        if counts["train"] == 0 or counts["val"] == 0:
+            raise QuadratsegError(
+                f"the dataset gives {counts['train']} train and {counts['val']} val images for {task.name}; "
+                "tag samples train/val (CVAT task subsets) before preparing"
+            )
+        final_root = Path(out_dir)
+        (tmp / "data.yaml").write_text(
+            yaml.safe_dump(data_yaml(task, final_root), sort_keys=False), encoding="utf-8"
+        )
+    for line in skipped[:10]:
+        logger.warning("skipped %s", line)
+    return {"images": counts, "skipped": len(skipped), "data_yaml": str(Path(out_dir) / "data.yaml")}
+
+
+def prepare_data(
+    task: str, dataset: str, out_dir: str, overwrite: bool = False, copy_images: bool = False
+) -> str:
+    """Export a FiftyOne dataset's corner or grid keypoints to an ultralytics pose dataset.
+
+    Args:
+        task: gridcorners (field gt_corners, 4 points) or gridpose (field gt_grid, 117 points).
+        dataset: FiftyOne dataset name.
+        out_dir: output folder (images/, labels/, data.yaml), created when complete.
+        overwrite: replace out_dir if it exists.
+        copy_images: copy images instead of symlinking them.
+
+    Returns:
+        JSON with the image counts per split and the data.yaml path.
+    """
+    import fiftyone as fo
+
+    spec = get_task(task)
+    if not fo.dataset_exists(dataset):
+        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}; pull it first with data_engineering")
+    samples = fo.load_dataset(dataset)
+    samples.compute_metadata()
+    return json.dumps(
+        write_pose_layout(spec, samples, Path(out_dir), overwrite, link=not copy_images), indent=2
+    )
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(prepare_data, name="grid_pose_detection.prepare_data")
