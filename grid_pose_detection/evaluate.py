@@ -25,7 +25,7 @@ from quadratseg.warp import quadrat_homography, transform_points
 
 
 def warp_error(true_corners: np.ndarray, predicted_h: np.ndarray, warp_size: int) -> float:
-    """Mean displacement (warped px) of a 10 x 10 lattice of the true warped quadrat under the predicted warp."""
+    """Mean displacement (warped px) of a 10 x 10 lattice of the true warped quadrat, predicted warp."""
     true_h = quadrat_homography(true_corners, (warp_size, warp_size))
     lattice = np.stack(np.meshgrid(np.linspace(0, warp_size, 10), np.linspace(0, warp_size, 10)), -1).reshape(
         -1, 2

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,7 @@ def write_pose_layout(
     task: PoseTask, samples: Any, out_dir: Path, overwrite: bool = False, link: bool = True
 ) -> dict[str, Any]:
     """Write the layout for FiftyOne ``samples`` holding ``task.field``; returns counts per split."""
-    counts = {split: 0 for split in SPLITS}
+    counts = dict.fromkeys(SPLITS, 0)
     skipped = []
     with atomic_output_dir(out_dir, overwrite) as tmp:
         for split in SPLITS:
@@ -79,14 +78,15 @@ def write_pose_layout(
             points, visible = keypoints_to_pixels(value.keypoints[0], size)
             if len(points) != task.n_points:
                 raise QuadratsegError(
-                    f"{sample.filepath}: {task.field} has {len(points)} points, the {task.name} task needs {task.n_points}"
+                    f"{sample.filepath}: {task.field} has {len(points)} points, "
+                    f"the {task.name} task needs {task.n_points}"
                 )
             # keep the stored coordinates of invisible points (keypoints_to_pixels NaNs only missing ones)
             raw = np.asarray(value.keypoints[0].points, dtype=np.float64) * np.array(size)
             stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
             image_target = tmp / "images" / split / f"{stem}{Path(sample.filepath).suffix}"
             if link:
-                os.symlink(Path(sample.filepath).resolve(), image_target)
+                image_target.symlink_to(Path(sample.filepath).resolve())
             else:
                 shutil.copyfile(sample.filepath, image_target)
             box = object_box(raw, size, task.box_margin)

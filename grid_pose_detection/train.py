@@ -20,9 +20,15 @@ def train(
     name: str | None = None,
     config: str | None = None,
     resume: bool = False,
-    **overrides: Any,
+    model: str | None = None,
+    epochs: int | None = None,
+    imgsz: int | None = None,
+    batch: int | None = None,
+    workers: int | None = None,
+    patience: int | None = None,
+    args: dict[str, Any] | None = None,
 ) -> str:
-    """Train a pose model from the task's experiment YAML; any ultralytics argument may be overridden.
+    """Train a pose model from the task's experiment YAML; the flags override it.
 
     Args:
         task: gridcorners or gridpose.
@@ -31,13 +37,28 @@ def train(
         name: run name (default: the task).
         config: experiment YAML (default: grid_pose_detection/configs/<task>.yaml).
         resume: continue the run's last.pt.
-        **overrides: ultralytics train arguments (--epochs, --imgsz, --batch, --model path.pt, ...).
+        model: architecture YAML (yolo11s-pose.yaml) or a local .pt to start from.
+        epochs: training epochs.
+        imgsz: training image size.
+        batch: batch size.
+        workers: data-loading workers.
+        patience: early-stopping patience in epochs.
+        args: any other ultralytics train arguments, e.g. --args '{"lr0": 0.01, "mosaic": 0}'.
 
     Returns:
         JSON with the weights paths and the resolved configuration.
     """
     spec = get_task(task)
     settings = load_settings()
+    overrides = {
+        "model": model,
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        "workers": workers,
+        "patience": patience,
+        **(args or {}),
+    }
     experiment = load_experiment(config or spec.config, overrides)
     result = train_yolo(
         experiment, data, project, name or spec.name, settings.num_threads, resume, settings.device

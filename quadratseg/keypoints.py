@@ -227,7 +227,7 @@ def match_to_template(
             a = np.deg2rad(degrees)
             rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
             guesses.append(centred @ rot.T + det_n.mean(axis=0))
-    best: tuple[int, float, np.ndarray, np.ndarray] | None = None
+    best: tuple[int, float, np.ndarray, np.ndarray] = (-1, np.inf, np.full(k, -1), np.full(k, np.nan))
     for guess in guesses:
         aligned = guess
         index, costs = _assign(det_n, aligned, max_cost)
@@ -244,7 +244,8 @@ def match_to_template(
         total = float(np.nansum(costs)) + max_cost * int((index < 0).sum())
         if best is None or total < best[1]:
             best = (int((index >= 0).sum()), total, index, costs)
-    assert best is not None  # guesses is never empty
+        if best[0] >= 0.9 * min(k, len(det_n)) and float(np.nanmax(best[3])) < max_cost / 6:
+            break  # nearly every point matched well within max_cost: other starts are not needed
     _, _, index, costs = best
     keypoints = np.full((k, 2), np.nan)
     keypoints[index >= 0] = det[index[index >= 0]]

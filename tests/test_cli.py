@@ -17,6 +17,11 @@ CLIS = [
     "grid_inpainting.evaluate",
     "grid_inpainting.prepare_data",
     "grid_inpainting.deploy_as_zip",
+    "grid_pose_detection.prepare_data",
+    "grid_pose_detection.train",
+    "grid_pose_detection.evaluate",
+    "grid_pose_detection.predict",
+    "grid_pose_detection.deploy_as_zip",
 ]
 
 

@@ -9,7 +9,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import yaml
@@ -134,14 +133,14 @@ def test_skeleton_answer_follows_cvat_contract():
 def test_warp_error_is_zero_for_the_true_corners_and_grows_with_a_shift():
     corners = np.array([[100.0, 80.0], [500.0, 90.0], [520.0, 470.0], [90.0, 460.0]])
     assert warp_error(corners, quadrat_homography(corners, (512, 512)), 512) < 1e-6
-    shifted = corners + [[4, 0], [4, 0], [4, 0], [4, 0]]
+    shifted = corners + np.array([4.0, 0.0])
     assert 3 < warp_error(corners, quadrat_homography(shifted, (512, 512)), 512) < 8
 
 
 def test_training_prediction_and_evaluation_mechanics(tiny_grid_model, pose_datasets):
     import fiftyone as fo
 
-    weights, root = tiny_grid_model
+    weights, _ = tiny_grid_model
     assert weights.is_file() and (weights.parent.parent / "quadratseg_config.json").is_file()
     config = json.loads((weights.parent.parent / "quadratseg_config.json").read_text())
     assert config["model"] == "yolo11n-pose.yaml" and config["imgsz"] == 64
@@ -152,7 +151,7 @@ def test_training_prediction_and_evaluation_mechanics(tiny_grid_model, pose_data
 
 
 def test_resume_and_bad_model_references(tiny_grid_model, tmp_path):
-    weights, root = tiny_grid_model
+    _, root = tiny_grid_model
     with pytest.raises(QuadratsegError, match="nothing to resume"):
         train_yolo(
             {"model": "yolo11n-pose.yaml"}, root / "layout" / "data.yaml", tmp_path, "none", resume=True
