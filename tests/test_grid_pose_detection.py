@@ -225,3 +225,16 @@ print(json.dumps({"ok": json.loads(ok.body), "bad": bad.status_code, "code": gri
     for shape in out["ok"]:  # an untrained model may find nothing: then the answer is []
         assert shape["type"] == "skeleton" and len(shape["elements"]) == 117
         assert all(e["outside"] in (0, 1) and len(e["points"]) == 2 for e in shape["elements"])
+
+
+def test_train_args_accept_json_and_fire_dicts():
+    from grid_pose_detection.train import parse_train_args
+
+    assert parse_train_args('{"lr0": 0.01, "plots": false}') == {"lr0": 0.01, "plots": False}
+    assert parse_train_args({"optimizer": "SGD", "plots": "false", "cache": "null"}) == {
+        "optimizer": "SGD",
+        "plots": False,
+        "cache": None,
+    }
+    with pytest.raises(QuadratsegError, match="JSON object"):
+        parse_train_args("[1, 2]")
