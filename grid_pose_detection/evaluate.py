@@ -24,9 +24,13 @@ from quadratseg.fiftyone_io import keypoints_to_pixels
 from quadratseg.warp import quadrat_homography, transform_points
 
 
-def warp_error(true_corners: np.ndarray, predicted_h: np.ndarray, warp_size: int) -> float:
-    """Mean displacement (warped px) of a 10 x 10 lattice of the true warped quadrat, predicted warp."""
+def warp_error(true_corners: np.ndarray, predicted_corners: np.ndarray, warp_size: int) -> float:
+    """Mean displacement (warped px) of a 10 x 10 lattice of the true warped quadrat, predicted warp.
+
+    Both warps map to the same ``warp_size`` square; 0 when the predicted corners are the true ones.
+    """
     true_h = quadrat_homography(true_corners, (warp_size, warp_size))
+    predicted_h = quadrat_homography(predicted_corners, (warp_size, warp_size))
     lattice = np.stack(np.meshgrid(np.linspace(0, warp_size, 10), np.linspace(0, warp_size, 10)), -1).reshape(
         -1, 2
     )
@@ -53,7 +57,7 @@ def evaluate_samples(predictor: PosePredictor, samples: Any, warp_size: int = 10
         for i in np.flatnonzero(found):
             per_point[i].append(float(d[i]))
         if task.name == "gridcorners" and pred.homography is not None and visible.all():
-            warp_errors.append(warp_error(truth, pred.homography, warp_size))
+            warp_errors.append(warp_error(truth, pred.keypoints_xy, warp_size))
     if images == 0:
         raise QuadratsegError(f"no sample with {task.field} to evaluate")
     result = {

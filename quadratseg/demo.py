@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 STAGES: list[str] = [
     "quadratseg.demo:core_stage",
     "data_engineering.demo:stage",
+    "grid_pose_detection.demo:stage",
     "grid_inpainting.demo:stage",
 ]
 
@@ -55,6 +56,8 @@ class DemoContext:
     report: Report
     seed: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
+    training_scale: float = 1.0  # share of each stage's training epochs (tests run tiny trainings)
+    shared: dict[str, Any] = field(default_factory=dict)  # results later stages use (e.g. predicted grids)
 
     def read_rgb(self, path: Path) -> np.ndarray:
         """Read an image file as uint8 RGB (H, W, 3)."""
@@ -196,6 +199,7 @@ def run_demo(
     size: int = 768,
     seed: int = 0,
     stages: list[str] | None = None,
+    training_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Generate the synthetic set and run every stage; write summary.json and report.html.
 
@@ -216,7 +220,7 @@ def run_demo(
     synth_start = time.perf_counter()
     generate_dataset(synthetic_dir, SynthConfig(images=images, seed=seed, size=size), overwrite=True)
     synth_seconds = time.perf_counter() - synth_start
-    ctx = DemoContext(out, synthetic_dir, settings, Report(out), seed)
+    ctx = DemoContext(out, synthetic_dir, settings, Report(out), seed, training_scale=training_scale)
     summary: dict[str, Any] = {}
     for stage in stages or STAGES:
         module_name = stage.split(":")[0]
