@@ -115,8 +115,6 @@ def _task_samples(
     project: ProjectData,
     task: TaskData,
     media_root: Path,
-    taxonomy: Taxonomy,
-    source_level: str,
     aliases: dict[str, str],
     log: ConversionLog,
     summary: PullSummary,
@@ -145,9 +143,7 @@ def _task_samples(
                 f"{where}: the image is {width}x{height} but CVAT says {frame.width}x{frame.height}"
             )
             continue
-        fields = frame_labels(
-            frame.shapes, (width, height), labels, taxonomy, source_level, aliases, where, log
-        )
+        fields = frame_labels(frame.shapes, (width, height), labels, aliases, where, log)
         sample = fo.Sample(
             filepath=str(target.resolve()),
             tags=[task.subset] if task.subset else [],
@@ -224,7 +220,7 @@ def pull_project(
     pulling = {t.id for t in to_pull}
     summary.tasks_kept = [t.id for t in tasks if t.id not in pulling]
     for task in tqdm(to_pull, desc=f"pulling {project.name}", unit="task", disable=None):
-        samples = _task_samples(project, task, media_root, taxonomy, source_level, aliases, log, summary)
+        samples = _task_samples(project, task, media_root, aliases, log, summary)
         staging.delete_samples(staging.match(F("cvat_task_id") == task.id))
         if samples:
             # the first sample is validated against the schema; the rest are built by the same

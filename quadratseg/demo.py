@@ -195,7 +195,7 @@ def _resolve(stage: str) -> Callable[[DemoContext], dict[str, Any]]:
 def run_demo(
     settings: Settings,
     out_dir: str | Path = "outputs/demo",
-    images: int = 12,
+    images: int = 24,
     size: int = 768,
     seed: int = 0,
     stages: list[str] | None = None,
@@ -250,7 +250,7 @@ def run_demo(
     return summary
 
 
-def main(out_dir: str = "outputs/demo", images: int = 12, size: int = 768, seed: int = 0) -> str:
+def main(out_dir: str = "outputs/demo", images: int = 24, size: int = 768, seed: int = 0) -> str:
     """Run the end-to-end demo on the synthetic set and write summary.json and report.html.
 
     Args:

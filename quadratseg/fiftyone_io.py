@@ -157,13 +157,16 @@ def frame_labels(
     shapes: list[Shape],
     frame_size: tuple[int, int],
     labels: dict[str, LabelSpec],
-    taxonomy: Taxonomy,
-    source_level: str = "finegrained",
     aliases: dict[str, str] | None = None,
     where: str = "",
     log: ConversionLog | None = None,
 ) -> dict[str, Any]:
-    """FiftyOne label fields of one image from its CVAT shapes (see module docstring)."""
+    """FiftyOne label fields of one image from its CVAT shapes (see module docstring).
+
+    Polygon labels are renamed through ``aliases``; coarser taxonomy fields are derived for a
+    whole dataset afterwards by :func:`derive_level_fields`. ``confidence`` (CVAT's 0..100
+    attribute) becomes the polyline's confidence in 0..1.
+    """
     import fiftyone as fo
 
     log = log if log is not None else ConversionLog()
@@ -183,8 +186,7 @@ def frame_labels(
             )
             conf = attrs.get("confidence", "")
             if conf.replace(".", "", 1).isdigit():
-                value = float(conf)
-                poly.confidence = value / 100.0 if value > 1 else value
+                poly.confidence = min(float(conf), 100.0) / 100.0
             items.append(poly)
         fields[POLYLINES_FIELD] = fo.Polylines(polylines=items)
     for shape in shapes:
