@@ -9,24 +9,8 @@ import json
 from typing import Any
 
 from grid_pose_detection.tasks import get_task
-from quadratseg.errors import QuadratsegError
 from quadratseg.settings import load_settings
-from quadratseg.yolo_train import load_experiment, train_yolo
-
-
-def parse_train_args(args: dict[str, Any] | str | None) -> dict[str, Any]:
-    """``--args`` as a dict or JSON text; JSON-style true/false/null given to fire become booleans/None."""
-    if not args:
-        return {}
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except json.JSONDecodeError as exc:
-            raise QuadratsegError(f"--args must be a JSON object, e.g. '{{\"lr0\": 0.01}}' ({exc})") from None
-    if not isinstance(args, dict):
-        raise QuadratsegError("--args must be a JSON object of ultralytics arguments")
-    words = {"true": True, "false": False, "null": None}
-    return {k: words.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
+from quadratseg.yolo_train import load_experiment, parse_train_args, train_yolo
 
 
 def train(

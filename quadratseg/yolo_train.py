@@ -44,6 +44,21 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     return config
 
 
+def parse_train_args(args: dict[str, Any] | str | None) -> dict[str, Any]:
+    """``--args`` as a dict or JSON text; JSON-style true/false/null given to fire become booleans/None."""
+    if not args:
+        return {}
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError as exc:
+            raise QuadratsegError(f"--args must be a JSON object, e.g. '{{\"lr0\": 0.01}}' ({exc})") from None
+    if not isinstance(args, dict):
+        raise QuadratsegError("--args must be a JSON object of ultralytics arguments")
+    words = {"true": True, "false": False, "null": None}
+    return {k: words.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
+
+
 def build_model(model: str | Path) -> Any:
     """A YOLO model from a YAML architecture or a local checkpoint; never a download."""
     from ultralytics import YOLO

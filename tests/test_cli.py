@@ -22,6 +22,8 @@ CLIS = [
     "grid_pose_detection.evaluate",
     "grid_pose_detection.predict",
     "grid_pose_detection.deploy_as_zip",
+    "coral_seg_yolo.prepare_data",
+    "coral_seg_yolo.train",
 ]
 
 

@@ -227,7 +227,7 @@ print(json.dumps({"ok": json.loads(ok.body), "bad": bad.status_code, "code": gri
 
 
 def test_train_args_accept_json_and_fire_dicts():
-    from grid_pose_detection.train import parse_train_args
+    from quadratseg.yolo_train import parse_train_args
 
     assert parse_train_args('{"lr0": 0.01, "plots": false}') == {"lr0": 0.01, "plots": False}
     assert parse_train_args({"optimizer": "SGD", "plots": "false", "cache": "null"}) == {

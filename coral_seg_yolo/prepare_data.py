@@ -1,0 +1,195 @@
+"""CLI: FiftyOne coral polygons -> ultralytics YOLO-seg layout, at any taxonomy level, optionally tiled.
+
+    python -m coral_seg_yolo.prepare_data DATASET OUT_DIR [--level main_family] [--tile 640 --overlap 0.2]
+
+Writes ``images/<split>/``, ``labels/<split>/<stem>.txt`` (one line per polygon: class index, then
+x y pairs normalized to the image) and ``data.yaml`` (absolute ``path``, ``names``). Splits come
+from the sample tags. With ``--tile``, each image is cut into tiles of that size with the given
+overlap (quadrats are 1920 px and more), and every polygon is clipped to each tile it touches;
+parts smaller than ``--min-area`` px^2 are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+
+from quadratseg.atomic import atomic_output_dir
+from quadratseg.errors import QuadratsegError
+from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
+from quadratseg.taxonomy import LEVELS, load_taxonomy
+
+logger = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of ``tile`` px tiles covering ``length`` px, ``overlap`` (0..0.9) between neighbours."""
+    if tile >= length:
+        return [0]
+    step = max(1, round(tile * (1 - overlap)))
+    starts = list(range(0, length - tile + 1, step))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+def clip_polygon_to_box(
+    ring_xy: np.ndarray, box_xyxy: tuple[float, float, float, float], min_area: float
+) -> list[np.ndarray]:
+    """Parts (each (N, 2) px) of a ring inside a box; slivers under ``min_area`` px^2 are dropped."""
+    from shapely.geometry import Polygon, box
+    from shapely.validation import make_valid
+
+    poly = Polygon(ring_xy)
+    if not poly.is_valid:
+        poly = make_valid(poly)
+    stack, out = [poly.intersection(box(*box_xyxy))], []
+    while stack:  # an intersection can be a Polygon, MultiPolygon or GeometryCollection
+        geom = stack.pop()
+        if isinstance(geom, Polygon):
+            if geom.area >= min_area:
+                out.append(np.asarray(geom.exterior.coords, dtype=np.float64)[:-1])
+        else:
+            stack.extend(getattr(geom, "geoms", []))
+    return out
+
+
+def yolo_seg_line(class_id: int, ring_xy: np.ndarray, frame_size: tuple[int, int]) -> str:
+    """``class x1 y1 x2 y2 ...`` with coordinates normalized to ``frame_size=(w, h)``, clipped to 0..1."""
+    w, h = frame_size
+    pts = np.clip(ring_xy / [w, h], 0.0, 1.0)
+    return f"{class_id} " + " ".join(f"{v:.6f}" for v in pts.ravel())
+
+
+def write_seg_layout(
+    samples: Any,
+    out_dir: Path,
+    level: str = "finegrained",
+    tile: int = 0,
+    overlap: float = 0.2,
+    min_area: float = 16.0,
+    overwrite: bool = False,
+    image_format: str = ".jpg",
+) -> dict[str, Any]:
+    """Write the YOLO-seg layout of FiftyOne ``samples`` (field ``gt_polylines`` or its ``level`` copy)."""
+    if level not in LEVELS:
+        raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
+    if tile and not 0 <= overlap < 0.9:
+        raise QuadratsegError(f"--overlap must be in [0, 0.9), got {overlap}")
+    field = POLYLINES_FIELD if level == "finegrained" else level_field(level)
+    if field not in samples.get_field_schema():
+        raise QuadratsegError(f"the dataset has no field {field!r}; pull it with data_engineering first")
+    names = load_taxonomy().classes(level)
+    index = {name: i for i, name in enumerate(names)}
+    counts: dict[str, int] = dict.fromkeys(SPLITS, 0)
+    instances: Counter = Counter()
+    with atomic_output_dir(out_dir, overwrite) as tmp:
+        for split in SPLITS:
+            (tmp / "images" / split).mkdir(parents=True)
+            (tmp / "labels" / split).mkdir(parents=True)
+        for sample in samples:
+            split = next((t for t in SPLITS if t in sample.tags), None)
+            if split is None:
+                continue
+            image = cv2.imread(sample.filepath)
+            if image is None:
+                raise QuadratsegError(f"cannot read image {sample.filepath}")
+            h, w = image.shape[:2]
+            polys = []
+            for poly in sample[field].polylines if sample[field] is not None else []:
+                if poly.label not in index:
+                    raise QuadratsegError(
+                        f"{sample.filepath}: label {poly.label!r} is not a {level} class {names}"
+                    )
+                for ring in poly.points:
+                    if len(ring) >= 3:
+                        polys.append((index[poly.label], np.asarray(ring, dtype=np.float64) * [w, h]))
+            stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
+            boxes = (
+                [
+                    (x, y, min(x + tile, w), min(y + tile, h))
+                    for y in tile_origins(h, tile, overlap)
+                    for x in tile_origins(w, tile, overlap)
+                ]
+                if tile
+                else [(0, 0, w, h)]
+            )
+            for k, (x0, y0, x1, y1) in enumerate(boxes):
+                lines = []
+                for class_id, ring in polys:
+                    for part in clip_polygon_to_box(ring, (x0, y0, x1, y1), min_area) if tile else [ring]:
+                        lines.append(yolo_seg_line(class_id, part - [x0, y0], (x1 - x0, y1 - y0)))
+                        instances[names[class_id]] += 1
+                name = f"{stem}_t{k:03d}" if tile else stem
+                cv2.imwrite(str(tmp / "images" / split / f"{name}{image_format}"), image[y0:y1, x0:x1])
+                (tmp / "labels" / split / f"{name}.txt").write_text(
+                    "\n".join(lines) + ("\n" if lines else "")
+                )
+                counts[split] += 1
+        if counts["train"] == 0 or counts["val"] == 0:
+            raise QuadratsegError(
+                f"{counts['train']} train and {counts['val']} val images: "
+                "tag samples train/val (CVAT subsets) first"
+            )
+        data = {
+            "path": str(Path(out_dir).resolve()),
+            "train": "images/train",
+            "val": "images/val",
+            "test": "images/test",
+            "names": dict(enumerate(names)),
+        }
+        (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return {
+        "images": counts,
+        "instances": dict(sorted(instances.items())),
+        "level": level,
+        "tile": tile,
+        "data_yaml": str(Path(out_dir) / "data.yaml"),
+    }
+
+
+def prepare_data(
+    dataset: str,
+    out_dir: str,
+    level: str = "finegrained",
+    tile: int = 0,
+    overlap: float = 0.2,
+    min_area: float = 16.0,
+    overwrite: bool = False,
+) -> str:
+    """Export a FiftyOne dataset's coral polygons to an ultralytics YOLO-seg dataset.
+
+    Args:
+        dataset: FiftyOne dataset pulled by data_engineering (gt_polylines and its level fields).
+        out_dir: output folder (images/, labels/, data.yaml), created when complete.
+        level: taxonomy level of the classes: finegrained, extended, main_family or agnostic.
+        tile: tile size in px (0: whole images).
+        overlap: overlap between neighbouring tiles (share of the tile).
+        min_area: smallest polygon part kept after clipping to a tile, px^2.
+        overwrite: replace out_dir if it exists.
+
+    Returns:
+        JSON with images per split, instances per class and the data.yaml path.
+    """
+    import fiftyone as fo
+
+    if not fo.dataset_exists(dataset):
+        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}; pull it with data_engineering first")
+    summary = write_seg_layout(
+        fo.load_dataset(dataset), Path(out_dir), level, tile, overlap, min_area, overwrite
+    )
+    return json.dumps(summary, indent=2)
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(prepare_data, name="coral_seg_yolo.prepare_data")

@@ -1,0 +1,69 @@
+"""CLI: train YOLO11-seg on a prepared coral dataset.
+
+python -m coral_seg_yolo.train --data outputs/coralseg/data.yaml --epochs 5 --imgsz 640
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from quadratseg.settings import load_settings
+from quadratseg.yolo_train import load_experiment, parse_train_args, train_yolo
+
+CONFIG = Path(__file__).parent / "configs" / "coralseg.yaml"
+
+
+def train(
+    data: str,
+    project: str = "outputs/runs/seg",
+    name: str = "coralseg",
+    config: str | None = None,
+    resume: bool = False,
+    model: str | None = None,
+    epochs: int | None = None,
+    imgsz: int | None = None,
+    batch: int | None = None,
+    workers: int | None = None,
+    patience: int | None = None,
+    args: dict[str, Any] | str | None = None,
+) -> str:
+    """Train YOLO11-seg from the experiment YAML; the flags override it.
+
+    Args:
+        data: data.yaml written by coral_seg_yolo.prepare_data.
+        project: folder of the runs.
+        name: run name.
+        config: experiment YAML (default: coral_seg_yolo/configs/coralseg.yaml).
+        resume: continue the run's last.pt.
+        model: architecture YAML (yolo11{n,s,m,l,x}-seg.yaml) or a local .pt to start from.
+        epochs: training epochs.
+        imgsz: training image size.
+        batch: batch size.
+        workers: data-loading workers.
+        patience: early-stopping patience in epochs.
+        args: any other ultralytics train arguments as JSON, e.g. --args '{"lr0": 0.01}'.
+
+    Returns:
+        JSON with the weights paths and the resolved configuration.
+    """
+    settings = load_settings()
+    overrides = {
+        "model": model,
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        "workers": workers,
+        "patience": patience,
+        **parse_train_args(args),
+    }
+    experiment = load_experiment(config or CONFIG, overrides)
+    result = train_yolo(experiment, data, project, name, settings.num_threads, resume, settings.device)
+    return json.dumps(result, indent=2, default=str)
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(train, name="coral_seg_yolo.train")
