@@ -24,6 +24,9 @@ CLIS = [
     "grid_pose_detection.deploy_as_zip",
     "coral_seg_yolo.prepare_data",
     "coral_seg_yolo.train",
+    "coral_seg_yolo.evaluate",
+    "coral_seg_yolo.predict",
+    "coral_seg_yolo.deploy_as_zip",
 ]
 
 

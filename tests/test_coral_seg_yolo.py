@@ -91,16 +91,19 @@ def test_bad_requests(coral_dataset, tmp_path):
         write_seg_layout(coral_dataset, tmp_path / "z")
 
 
-def test_one_epoch_of_training_from_the_layout(coral_dataset, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_seg_model(coral_dataset, tmp_path_factory):
+    """A YOLO11n-seg trained for one epoch at 64 px (mechanics, not accuracy), and its layout."""
     import json
 
     from coral_seg_yolo.train import train
 
-    write_seg_layout(coral_dataset, tmp_path / "seg", level="main_family")
+    root = tmp_path_factory.mktemp("seg")
+    write_seg_layout(coral_dataset, root / "seg", level="main_family")
     result = json.loads(
         train(
-            str(tmp_path / "seg" / "data.yaml"),
-            project=str(tmp_path / "runs"),
+            str(root / "seg" / "data.yaml"),
+            project=str(root / "runs"),
             epochs=1,
             imgsz=64,
             batch=2,
@@ -108,5 +111,147 @@ def test_one_epoch_of_training_from_the_layout(coral_dataset, tmp_path):
             args={"plots": False},
         )
     )
-    assert Path(result["best"]).is_file() and result["config"]["model"] == "yolo11n-seg.yaml"
+    return Path(result["best"]), root / "seg" / "data.yaml", result
+
+
+def test_one_epoch_of_training_from_the_layout(tiny_seg_model):
+    weights, _, result = tiny_seg_model
+    assert weights.is_file() and result["config"]["model"] == "yolo11n-seg.yaml"
     assert (Path(result["run_dir"]) / "quadratseg_config.json").is_file()
+
+
+def test_merging_joins_instances_cut_by_a_tile_border():
+    from coral_seg_yolo.predictor import Instance, merge_instances
+
+    left = Instance("Porites", 0.9, np.array([[10.0, 10.0], [50.0, 10.0], [50.0, 40.0], [10.0, 40.0]]))
+    right = Instance("Porites", 0.6, np.array([[50.0, 10.0], [80.0, 10.0], [80.0, 40.0], [50.0, 40.0]]))
+    other = Instance("Acropora", 0.8, np.array([[50.0, 12.0], [70.0, 12.0], [70.0, 30.0], [50.0, 30.0]]))
+    far = Instance("Porites", 0.7, np.array([[10.0, 80.0], [20.0, 80.0], [20.0, 95.0], [10.0, 95.0]]))
+    merged = merge_instances([right, left, other, far], (100, 100))
+    porites = sorted((i for i in merged if i.label == "Porites"), key=lambda i: -polygon_area(i.polygon_xy))
+    assert len(merged) == 3 and len(porites) == 2
+    assert polygon_area(porites[0].polygon_xy) == pytest.approx(70 * 30, rel=0.08) and porites[0].score == 0.9
+
+
+def test_cvat_answer_masks_decode_to_the_polygons():
+    from coral_seg_yolo.predictor import Instance, cvat_shapes
+    from quadratseg.geometry import cvat_rle_to_mask, polygon_to_mask
+
+    ring = np.array([[5.0, 5.0], [40.0, 8.0], [30.0, 30.0]])
+    shapes = cvat_shapes(
+        [Instance("Porites", 0.873, ring), Instance("Acropora", 0.2, ring)], (50, 40), threshold=0.5
+    )
+    assert len(shapes) == 1
+    (shape,) = shapes
+    assert shape["type"] == "mask" and shape["confidence"] == "87" and shape["confidence"].isnumeric()
+    assert np.array_equal(cvat_rle_to_mask(shape["mask"], (50, 40)), polygon_to_mask(ring, (50, 40)))
+    assert np.allclose(np.array(shape["points"]).reshape(-1, 2), ring)
+
+
+def test_evaluate_reports_ultralytics_validator_numbers(tiny_seg_model, tmp_path):
+    import json
+
+    from coral_seg_yolo.evaluate import evaluate
+    from quadratseg.yolo_train import build_model
+
+    weights, data, _ = tiny_seg_model
+    ours = json.loads(
+        evaluate(str(weights), str(data), split="val", imgsz=64, out_dir=str(tmp_path / "eval"))
+    )
+    theirs = build_model(weights).val(
+        data=str(data),
+        split="val",
+        imgsz=64,
+        plots=False,
+        verbose=False,
+        project=str(tmp_path / "v"),
+        name="v",
+    )
+    assert ours["mask_map50"] == round(float(theirs.seg.map50), 4)
+    assert ours["box_map50_95"] == round(float(theirs.box.map), 4)
+    assert any(p.endswith("confusion_matrix.png") for p in ours["plots"])
+    assert (tmp_path / "eval" / "evaluation.json").is_file()
+
+
+def test_predict_methods_and_outputs(tiny_seg_model, synthetic_set, tmp_path):
+    import json
+
+    from coral_seg_yolo.predict import predict
+    from coral_seg_yolo.predictor import SegPredictor
+
+    weights, _, _ = tiny_seg_model
+    images = next((synthetic_set / "cvat_exports" / "segmentation" / "images").iterdir())
+    for method in ("direct", "tiling", "overlapping"):
+        out = tmp_path / method
+        summary = json.loads(
+            predict(str(weights), str(images), str(out), method=method, tile=128, conf=0.001, imgsz=64)
+        )
+        doc = json.loads((out / "predictions_coco.json").read_text())
+        assert summary["images"] == len(doc["images"]) == len(list((out / "overlays").iterdir()))
+        assert {c["name"] for c in doc["categories"]} == set(load_taxonomy().classes("main_family"))
+    with pytest.raises(QuadratsegError, match="--method"):
+        SegPredictor(weights).predict(np.zeros((64, 64, 3), np.uint8), method="magic")
+
+
+def test_nuclio_zip_and_handler(tiny_seg_model, synthetic_set, tmp_path, shared_data):
+    import base64
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
+    from coral_seg_yolo.deploy_as_zip import deploy_as_zip
+    from quadratseg.synth import load_truth
+    from quadratseg.synth.dataset import export_image_path
+
+    weights, _, _ = tiny_seg_model
+    zip_path = Path(deploy_as_zip("pth-yolo-coralsegv4", str(weights), output=str(tmp_path / "out")))
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    nuclio_dir = tmp_path / "unzipped" / "nuclio"
+    ours = yaml.safe_load((nuclio_dir / "function.yaml").read_text())
+    real = yaml.safe_load(
+        (shared_data / "cvat/serverless/onnx/WongKinYiu/yolov7/nuclio/function.yaml").read_text()
+    )
+    assert (
+        set(ours) == set(real)
+        and ours["metadata"]["annotations"]["type"] == real["metadata"]["annotations"]["type"]
+    )
+    spec = json.loads(ours["metadata"]["annotations"]["spec"])
+    assert [s["name"] for s in spec] == load_taxonomy().classes("main_family")
+    assert set(spec[0]) >= set(json.loads(real["metadata"]["annotations"]["spec"])[0])
+    truth = load_truth(synthetic_set)[0]
+    image = export_image_path(synthetic_set / "cvat_exports" / "segmentation", truth["subset"], truth["name"])
+    (tmp_path / "req.json").write_text(
+        json.dumps({"image": base64.b64encode(image.read_bytes()).decode(), "threshold": 0.0})
+    )
+    driver = """
+import json, sys, nuclio_sdk, nuclio_sdk.test
+import main, coral_seg_yolo
+platform = nuclio_sdk.test.Platform()
+ok = platform.call_handler(main.handler, nuclio_sdk.Event(body=open(sys.argv[1]).read()))
+bad = platform.call_handler(main.handler, nuclio_sdk.Event(body="not json"))
+print(json.dumps({"ok": json.loads(ok.body), "bad": bad.status_code, "code": coral_seg_yolo.__file__}))
+"""
+    env = {
+        "PYTHONPATH": str(nuclio_dir),
+        "PATH": "/usr/bin:/bin",
+        "YOLO_OFFLINE": "1",
+        "YOLO_CONFIG_DIR": str(tmp_path / "y"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", driver, str(tmp_path / "req.json")],
+        cwd=nuclio_dir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["code"].startswith(str(nuclio_dir)) and out["bad"] == 400
+    from quadratseg.geometry import cvat_rle_to_mask
+
+    for shape in out["ok"]:
+        assert shape["type"] == "mask" and shape["confidence"].isnumeric()
+        assert cvat_rle_to_mask(shape["mask"], (truth["warped_size"][0], truth["warped_size"][1])).any()

@@ -1,0 +1,75 @@
+"""CLI: package a coral segmentation model as ``nuclio.zip`` for CVAT.
+
+python -m coral_seg_yolo.deploy_as_zip pth-yolo-coralsegv4 best.pt --output outputs/pth-yolo-coralsegv4
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quadratseg.formats.cvat_labels import LabelSpec, confidence_attribute, label_to_raw
+from quadratseg.nuclio import FunctionSpec, write_nuclio_zip
+
+PIP = (
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "ultralytics==8.4.190",
+    "opencv-python-headless==4.14.0.94",
+    "numpy==2.4.6",
+    "pillow==13.0.0",
+    "scipy==1.17.1",
+    "shapely==2.2.0",
+    "PyYAML==6.0.3",
+    "python-dotenv==1.2.4",
+)
+
+
+def cvat_spec(class_names: list[str]) -> list[dict]:
+    """The function's label spec: one mask label per model class, with the confidence attribute."""
+    spec = []
+    for i, name in enumerate(class_names):
+        raw = label_to_raw(LabelSpec(name=name, type="mask", attributes=[confidence_attribute()]))
+        spec.append({"id": i, **raw})
+    return spec
+
+
+def deploy_as_zip(
+    model_name: str, weights: str, output: str | None = None, method: str = "direct", gpu: bool = False
+) -> str:
+    """Write nuclio.zip for a YOLO-seg coral model; the label spec is built from the model's classes.
+
+    Args:
+        model_name: function name (upstream: pth-yolo-coralsegv4, pth-yolo-coralsegbanggai).
+        weights: trained model, stored as best.pt.
+        output: folder or .zip path (default: outputs/<model_name>).
+        method: direct, tiling or overlapping (large images).
+        gpu: build for an NVIDIA GPU.
+
+    Returns:
+        The path of the zip.
+    """
+    from coral_seg_yolo.predictor import METHODS, SegPredictor
+    from quadratseg.errors import QuadratsegError
+
+    if method not in METHODS:
+        raise QuadratsegError(f"--method must be one of {', '.join(METHODS)}")
+    names = SegPredictor(weights).names
+    spec = FunctionSpec(
+        name=model_name,
+        display_name="Coral colonies (YOLO11-seg)",
+        description="Instance segmentation of coral genera on warped, grid-free quadrats",
+        labels=cvat_spec([names[i] for i in sorted(names)]),
+        main_py=Path(__file__).parent / "nuclio" / "main.py",
+        files={"best.pt": Path(weights)},
+        packages=("quadratseg", "coral_seg_yolo"),
+        pip=PIP,
+        gpu=gpu,
+        env={"QUADRATSEG_SEG_METHOD": method, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"},
+    )
+    return str(write_nuclio_zip(spec, Path(output or f"outputs/{model_name}")))
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(deploy_as_zip, name="coral_seg_yolo.deploy_as_zip")

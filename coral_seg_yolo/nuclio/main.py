@@ -1,0 +1,39 @@
+"""Nuclio handler of the coral segmentation function (e.g. ``pth-yolo-coralsegv4``).
+
+Request ``{"image": <base64>, "threshold": <0..1, optional>}``; answer: CVAT ``mask`` shapes that
+also carry ``points`` (a polygon, used when CVAT converts masks to polygons), integer-string
+confidences. A thin adapter over :class:`coral_seg_yolo.predictor.SegPredictor`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from coral_seg_yolo.predictor import SegPredictor, cvat_shapes
+from quadratseg.nuclio import decode_image_b64, json_response, parse_body
+
+HERE = Path(__file__).resolve().parent
+
+
+def init_context(context):
+    """Load the model once."""
+    context.user_data.predictor = SegPredictor(
+        HERE / "best.pt", device=os.environ.get("QUADRATSEG_DEVICE", "auto")
+    )
+    context.user_data.method = os.environ.get("QUADRATSEG_SEG_METHOD", "direct")
+
+
+def handler(context, event):
+    """Serve one request."""
+    try:
+        data = parse_body(event.body)
+        if "image" not in data:
+            raise ValueError("the request needs 'image' (base64)")
+        image = decode_image_b64(data["image"])
+        threshold = float(data.get("threshold", 0.5))
+    except (ValueError, TypeError) as exc:
+        return json_response(context, {"error": str(exc)}, status_code=400)
+    predictor = context.user_data.predictor
+    instances = predictor.predict(image, method=context.user_data.method, conf=min(threshold, predictor.conf))
+    return json_response(context, cvat_shapes(instances, (image.shape[1], image.shape[0]), threshold))
