@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,14 @@ def write_seg_layout(
             split = next((t for t in SPLITS if t in sample.tags), None)
             if split is None:
                 continue
-            image = cv2.imread(sample.filepath)
-            if image is None:
-                raise QuadratsegError(f"cannot read image {sample.filepath}")
-            h, w = image.shape[:2]
+            image = None
+            if tile or sample.metadata is None or not sample.metadata.width:
+                image = cv2.imread(sample.filepath)
+                if image is None:
+                    raise QuadratsegError(f"cannot read image {sample.filepath}")
+                h, w = image.shape[:2]
+            else:
+                w, h = sample.metadata.width, sample.metadata.height
             polys = []
             for poly in sample[field].polylines if sample[field] is not None else []:
                 if poly.label not in index:
@@ -129,7 +134,12 @@ def write_seg_layout(
                         lines.append(yolo_seg_line(class_id, part - [x0, y0], (x1 - x0, y1 - y0)))
                         instances[names[class_id]] += 1
                 name = f"{stem}_t{k:03d}" if tile else stem
-                cv2.imwrite(str(tmp / "images" / split / f"{name}{image_format}"), image[y0:y1, x0:x1])
+                if image is None:  # whole image: the file as it is, no re-encoding
+                    shutil.copyfile(
+                        sample.filepath, tmp / "images" / split / f"{name}{Path(sample.filepath).suffix}"
+                    )
+                else:
+                    cv2.imwrite(str(tmp / "images" / split / f"{name}{image_format}"), image[y0:y1, x0:x1])
                 (tmp / "labels" / split / f"{name}.txt").write_text(
                     "\n".join(lines) + ("\n" if lines else "")
                 )
