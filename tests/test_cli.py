@@ -27,6 +27,7 @@ CLIS = [
     "coral_seg_yolo.evaluate",
     "coral_seg_yolo.predict",
     "coral_seg_yolo.deploy_as_zip",
+    "coral_seg_yolo.export",
 ]
 
 

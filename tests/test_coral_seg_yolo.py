@@ -255,3 +255,24 @@ print(json.dumps({"ok": json.loads(ok.body), "bad": bad.status_code, "code": cor
     for shape in out["ok"]:
         assert shape["type"] == "mask" and shape["confidence"].isnumeric()
         assert cvat_rle_to_mask(shape["mask"], (truth["warped_size"][0], truth["warped_size"][1])).any()
+
+
+def test_onnx_export_predicts_like_the_pytorch_model(tiny_seg_model, tmp_path):
+    import shutil
+
+    from coral_seg_yolo.export import export
+    from coral_seg_yolo.predictor import SegPredictor
+
+    weights, _, _ = tiny_seg_model
+    local = tmp_path / "best.pt"
+    shutil.copyfile(weights, local)
+    onnx_path = Path(export(str(local), imgsz=64))
+    assert onnx_path.suffix == ".onnx" and onnx_path.is_file()
+    pt_model, onnx_model = SegPredictor(local, imgsz=64), SegPredictor(onnx_path, imgsz=64)
+    assert onnx_model.names == pt_model.names
+    image = (np.random.default_rng(0).random((96, 96, 3)) * 255).astype(np.uint8)
+    a = pt_model.predict(image, conf=0.001)
+    b = onnx_model.predict(image, conf=0.001)
+    assert abs(len(a) - len(b)) <= max(2, len(a) // 10)
+    with pytest.raises(QuadratsegError, match=r"\.pt model"):
+        export(str(onnx_path))
