@@ -1,6 +1,6 @@
 """CLI: export a trained YOLO-seg model to ONNX (``predict`` and the handler accept the .onnx file).
 
-    python -m coral_seg_yolo.export best.pt [--imgsz 1920]
+python -m coral_seg_yolo.export best.pt [--imgsz 1920]
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ STAGES: list[str] = [
     "data_engineering.demo:stage",
     "grid_pose_detection.demo:stage",
     "grid_inpainting.demo:stage",
+    "coral_seg_yolo.demo:stage",
 ]
 
 

@@ -26,6 +26,9 @@ def test_demo_writes_summary_and_report(tmp_path):
     inpaint = summary["grid_inpainting"]
     assert inpaint["psnr_masked"] > inpaint["psnr_masked_input"] + 5
     assert "grid model predictions" in inpaint["keypoints"]
+    seg = summary["coral_seg_yolo"]
+    assert seg["epochs"] == 2 and 0 <= seg["mask_map50"] <= 1 and seg["train_seconds"] > 0
+    assert {"mask_map50", "mask_map50_95", "train_seconds"} <= set(seg)
     html = (tmp_path / "demo" / "report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", html)
     assert len(images) >= 4
