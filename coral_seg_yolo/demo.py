@@ -18,7 +18,9 @@ from quadratseg.visualize import draw_polygons
 from quadratseg.yolo_train import load_experiment, train_yolo
 
 DATASET = "demo_segmentation"
-LEVEL = "finegrained"
+# 24 synthetic images are too few for 16 genera in minutes (mask mAP@0.5 0.04 after 96 epochs);
+# the 7 main families reach about 0.4 in 150 epochs. Any level trains the same way.
+LEVEL = "main_family"
 EPOCHS = 150
 IMGSZ = 320
 # Short CPU training from scratch: SGD at lr 0.01, no early stopping, no plots during training.
