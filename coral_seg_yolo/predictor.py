@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from quadratseg.errors import QuadratsegError
-from quadratseg.geometry import mask_to_cvat_rle, polygon_to_mask
+from quadratseg.geometry import polygon_to_cvat_rle, polygon_to_mask
 
 METHODS = ("direct", "tiling", "overlapping")
 
@@ -152,8 +152,8 @@ def cvat_shapes(
     for inst in instances:
         if inst.score < threshold:
             continue
-        mask = polygon_to_mask(inst.polygon_xy, frame_size)
-        if not mask.any():
+        rle = polygon_to_cvat_rle(inst.polygon_xy, frame_size)
+        if rle is None:
             continue
         confidence = str(round(100 * inst.score))
         shapes.append(
@@ -161,7 +161,7 @@ def cvat_shapes(
                 "label": inst.label,
                 "type": "mask",
                 "points": [round(float(v), 2) for v in inst.polygon_xy.ravel()],
-                "mask": mask_to_cvat_rle(mask),
+                "mask": rle,
                 "confidence": confidence,
                 "attributes": [{"name": "confidence", "value": confidence}],
             }
