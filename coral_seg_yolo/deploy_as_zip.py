@@ -8,20 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from quadratseg.formats.cvat_labels import LabelSpec, confidence_attribute, label_to_raw
-from quadratseg.nuclio import FunctionSpec, write_nuclio_zip
+from quadratseg.nuclio import BASE_PIP, FunctionSpec, write_nuclio_zip
 
-PIP = (
-    "torch==2.14.1",
-    "torchvision==0.29.1",
-    "ultralytics==8.4.190",
-    "opencv-python-headless==4.14.0.94",
-    "numpy==2.4.6",
-    "pillow==13.0.0",
-    "scipy==1.17.1",
-    "shapely==2.2.0",
-    "PyYAML==6.0.3",
-    "python-dotenv==1.2.4",
-)
+PIP = (*BASE_PIP, "ultralytics==8.4.190")
 
 
 def cvat_spec(class_names: list[str]) -> list[dict]:

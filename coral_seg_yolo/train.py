@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from quadratseg.settings import load_settings
-from quadratseg.yolo_train import load_experiment, parse_train_args, train_yolo
+from quadratseg.yolo_train import run_training
 
 CONFIG = Path(__file__).parent / "configs" / "coralseg.yaml"
 
@@ -48,7 +47,6 @@ def train(
     Returns:
         JSON with the weights paths and the resolved configuration.
     """
-    settings = load_settings()
     overrides = {
         "model": model,
         "epochs": epochs,
@@ -56,10 +54,8 @@ def train(
         "batch": batch,
         "workers": workers,
         "patience": patience,
-        **parse_train_args(args),
     }
-    experiment = load_experiment(config or CONFIG, overrides)
-    result = train_yolo(experiment, data, project, name, settings.num_threads, resume, settings.device)
+    result = run_training(config or CONFIG, data, project, name, resume, overrides, args)
     return json.dumps(result, indent=2, default=str)
 
 

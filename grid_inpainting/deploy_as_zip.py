@@ -8,20 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from quadratseg.errors import QuadratsegError
-from quadratseg.nuclio import FunctionSpec, write_nuclio_zip
+from quadratseg.nuclio import BASE_PIP, FunctionSpec, write_nuclio_zip
 
-PIP = (
-    "torch==2.14.1",
-    "torchvision==0.29.1",
-    "simple-lama-inpainting==0.1.0",
-    "opencv-python-headless==4.14.0.94",
-    "numpy==2.4.6",
-    "pillow==13.0.0",
-    "scipy==1.17.1",
-    "shapely==2.2.0",
-    "PyYAML==6.0.3",
-    "python-dotenv==1.2.4",
-)
+PIP = (*BASE_PIP, "simple-lama-inpainting==0.1.0")
 
 
 def build_spec(

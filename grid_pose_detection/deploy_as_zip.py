@@ -10,20 +10,9 @@ from pathlib import Path
 from grid_pose_detection.tasks import get_task
 from quadratseg.formats.cvat_labels import label_to_raw
 from quadratseg.keypoints import load_template
-from quadratseg.nuclio import FunctionSpec, write_nuclio_zip
+from quadratseg.nuclio import BASE_PIP, FunctionSpec, write_nuclio_zip
 
-PIP = (
-    "torch==2.14.1",
-    "torchvision==0.29.1",
-    "ultralytics==8.4.190",
-    "opencv-python-headless==4.14.0.94",
-    "numpy==2.4.6",
-    "pillow==13.0.0",
-    "scipy==1.17.1",
-    "shapely==2.2.0",
-    "PyYAML==6.0.3",
-    "python-dotenv==1.2.4",
-)
+PIP = (*BASE_PIP, "ultralytics==8.4.190")
 
 
 def cvat_spec(task_name: str) -> list[dict]:

@@ -9,8 +9,7 @@ import json
 from typing import Any
 
 from grid_pose_detection.tasks import get_task
-from quadratseg.settings import load_settings
-from quadratseg.yolo_train import load_experiment, parse_train_args, train_yolo
+from quadratseg.yolo_train import run_training
 
 
 def train(
@@ -49,7 +48,6 @@ def train(
         JSON with the weights paths and the resolved configuration.
     """
     spec = get_task(task)
-    settings = load_settings()
     overrides = {
         "model": model,
         "epochs": epochs,
@@ -57,12 +55,8 @@ def train(
         "batch": batch,
         "workers": workers,
         "patience": patience,
-        **parse_train_args(args),
     }
-    experiment = load_experiment(config or spec.config, overrides)
-    result = train_yolo(
-        experiment, data, project, name or spec.name, settings.num_threads, resume, settings.device
-    )
+    result = run_training(config or spec.config, data, project, name or spec.name, resume, overrides, args)
     return json.dumps(result, indent=2, default=str)
 
 

@@ -26,6 +26,19 @@ from quadratseg.errors import QuadratsegError
 
 REPO_PACKAGES_ROOT = Path(__file__).resolve().parent.parent
 
+# What every function image installs (the project's pins); modules add their framework.
+BASE_PIP = (
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "opencv-python-headless==4.14.0.94",
+    "numpy==2.4.6",
+    "pillow==13.0.0",
+    "scipy==1.17.1",
+    "shapely==2.2.0",
+    "PyYAML==6.0.3",
+    "python-dotenv==1.2.4",
+)
+
 
 @dataclass
 class FunctionSpec:

@@ -129,3 +129,20 @@ def train_yolo(
         json.dumps(resolved, indent=2, default=str), encoding="utf-8"
     )
     return {"run_dir": str(run_dir), "best": str(best), "last": str(last), "config": resolved}
+
+
+def run_training(
+    config: str | Path,
+    data: str | Path,
+    project: str | Path,
+    name: str,
+    resume: bool = False,
+    overrides: dict[str, Any] | None = None,
+    args: dict[str, Any] | str | None = None,
+) -> dict[str, Any]:
+    """What every ``train`` CLI does: settings, experiment + overrides + ``--args``, training."""
+    from quadratseg.settings import load_settings
+
+    settings = load_settings()
+    experiment = load_experiment(config, {**(overrides or {}), **parse_train_args(args)})
+    return train_yolo(experiment, data, project, name, settings.num_threads, resume, settings.device)

@@ -196,9 +196,9 @@ def test_predict_methods_and_outputs(tiny_seg_model, synthetic_set, tmp_path):
 def test_nuclio_zip_and_handler(tiny_seg_model, synthetic_set, tmp_path, shared_data):
     import base64
     import json
-    import subprocess
-    import sys
     import zipfile
+
+    from nuclio_driver import call_handler
 
     from coral_seg_yolo.deploy_as_zip import deploy_as_zip
     from quadratseg.synth import load_truth
@@ -222,37 +222,12 @@ def test_nuclio_zip_and_handler(tiny_seg_model, synthetic_set, tmp_path, shared_
     assert set(spec[0]) >= set(json.loads(real["metadata"]["annotations"]["spec"])[0])
     truth = load_truth(synthetic_set)[0]
     image = export_image_path(synthetic_set / "cvat_exports" / "segmentation", truth["subset"], truth["name"])
-    (tmp_path / "req.json").write_text(
-        json.dumps({"image": base64.b64encode(image.read_bytes()).decode(), "threshold": 0.0})
-    )
-    driver = """
-import json, sys, nuclio_sdk, nuclio_sdk.test
-import main, coral_seg_yolo
-platform = nuclio_sdk.test.Platform()
-ok = platform.call_handler(main.handler, nuclio_sdk.Event(body=open(sys.argv[1]).read()))
-bad = platform.call_handler(main.handler, nuclio_sdk.Event(body="not json"))
-print(json.dumps({"ok": json.loads(ok.body), "bad": bad.status_code, "code": coral_seg_yolo.__file__}))
-"""
-    env = {
-        "PYTHONPATH": str(nuclio_dir),
-        "PATH": "/usr/bin:/bin",
-        "YOLO_OFFLINE": "1",
-        "YOLO_CONFIG_DIR": str(tmp_path / "y"),
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", driver, str(tmp_path / "req.json")],
-        cwd=nuclio_dir,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["code"].startswith(str(nuclio_dir)) and out["bad"] == 400
+    request = json.dumps({"image": base64.b64encode(image.read_bytes()).decode(), "threshold": 0.0})
+    ok, bad = call_handler(nuclio_dir, [request, "not json"], "coral_seg_yolo")
+    assert ok["status"] == 200 and bad["status"] == 400
     from quadratseg.geometry import cvat_rle_to_mask
 
-    for shape in out["ok"]:
+    for shape in ok["body"]:
         assert shape["type"] == "mask" and shape["confidence"].isnumeric()
         assert cvat_rle_to_mask(shape["mask"], (truth["warped_size"][0], truth["warped_size"][1])).any()
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from nuclio_driver import call_handler
 
 from grid_inpainting.deploy_as_zip import deploy_as_zip
 from grid_inpainting.evaluate import load_pairs, width_coverage
@@ -270,32 +269,12 @@ def test_nuclio_zip_and_handler(tmp_path, tiny_lama, pairs, shared_data):
         "image": base64.b64encode(cv2.imencode(".png", cv2.cvtColor(gridded, cv2.COLOR_RGB2BGR))[1]).decode(),
         "keypoints": [None if np.isnan(p).any() else p for p in kp.tolist()],
     }
-    (tmp_path / "request.json").write_text(json.dumps(request))
-    driver = """
-import json, sys, nuclio_sdk, nuclio_sdk.test
-import main, grid_inpainting
-platform = nuclio_sdk.test.Platform()
-body = open(sys.argv[1]).read()
-ok = platform.call_handler(main.handler, nuclio_sdk.Event(body=body))
-bad_request = json.dumps({"image": "nope", "keypoints": []})
-bad = platform.call_handler(main.handler, nuclio_sdk.Event(body=bad_request))
-print(json.dumps({"ok": json.loads(ok.body), "status": ok.status_code, "bad": bad.status_code,
-                  "bad_body": json.loads(bad.body), "code": grid_inpainting.__file__}))
-"""
     nuclio_dir = tmp_path / "unzipped" / "nuclio"
-    result = subprocess.run(
-        [sys.executable, "-c", driver, str(tmp_path / "request.json")],
-        cwd=nuclio_dir,
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(nuclio_dir), "PATH": "/usr/bin:/bin"},
-        timeout=300,
+    ok, bad = call_handler(
+        nuclio_dir, [json.dumps(request), json.dumps({"image": "nope", "keypoints": []})], "grid_inpainting"
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["code"].startswith(str(nuclio_dir))  # the zip's own code, not the repository's
-    assert out["status"] == 200 and out["bad"] == 400 and "base64" in out["bad_body"]["error"]
-    response = out["ok"]
+    assert ok["status"] == 200 and bad["status"] == 400 and "base64" in bad["body"]["error"]
+    response = ok["body"]
     assert response["backend"] == "lama" and (response["width"], response["height"]) == (
         gridded.shape[1],
         gridded.shape[0],

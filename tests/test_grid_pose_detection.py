@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from nuclio_driver import call_handler
 
 from data_engineering.create_fiftyone_dataset import run_pull
 from grid_pose_detection.deploy_as_zip import cvat_spec, deploy_as_zip
@@ -191,37 +190,13 @@ def test_nuclio_zip_and_handler(tiny_grid_model, tmp_path, synthetic_set, shared
 
     truth = load_truth(synthetic_set)[0]
     image_path = export_image_path(synthetic_set / "cvat_exports" / "grid", truth["subset"], truth["name"])
-    (tmp_path / "request.json").write_text(
-        json.dumps({"image": base64.b64encode(image_path.read_bytes()).decode(), "threshold": 0.0})
-    )
-    driver = """
-import json, sys, nuclio_sdk, nuclio_sdk.test
-import main, grid_pose_detection
-platform = nuclio_sdk.test.Platform()
-ok = platform.call_handler(main.handler, nuclio_sdk.Event(body=open(sys.argv[1]).read()))
-bad = platform.call_handler(main.handler, nuclio_sdk.Event(body="{}"))
-print(json.dumps({"ok": json.loads(ok.body), "bad": bad.status_code, "code": grid_pose_detection.__file__}))
-"""
+    request = json.dumps({"image": base64.b64encode(image_path.read_bytes()).decode(), "threshold": 0.0})
     nuclio_dir = tmp_path / "unzipped" / "nuclio"
-    env = {
-        "PYTHONPATH": str(nuclio_dir),
-        "PATH": "/usr/bin:/bin",
-        "QUADRATSEG_POSE_TASK": "gridpose",
-        "YOLO_OFFLINE": "1",
-        "YOLO_CONFIG_DIR": str(tmp_path / "yolo"),
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", driver, str(tmp_path / "request.json")],
-        cwd=nuclio_dir,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    ok, bad = call_handler(
+        nuclio_dir, [request, "{}"], "grid_pose_detection", {"QUADRATSEG_POSE_TASK": "gridpose"}
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["code"].startswith(str(nuclio_dir)) and out["bad"] == 400
-    for shape in out["ok"]:  # an untrained model may find nothing: then the answer is []
+    assert ok["status"] == 200 and bad["status"] == 400
+    for shape in ok["body"]:  # an untrained model may find nothing: then the answer is []
         assert shape["type"] == "skeleton" and len(shape["elements"]) == 117
         assert all(e["outside"] in (0, 1) and len(e["points"]) == 2 for e in shape["elements"])
 
