@@ -11,10 +11,9 @@ place. Prints both times (best of --repeat) and the ratio ours / FiftyOne.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
-from pathlib import Path
+
+from _common import isolated_workdir
 
 
 def main() -> None:
@@ -26,12 +25,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=384)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-import-"))
-    os.environ.setdefault("FIFTYONE_DATABASE_DIR", str(work / "db"))
-    from quadratseg.offline import apply_offline_environment
+    work = isolated_workdir("bench-import-")
     from quadratseg.settings import Settings
-
-    apply_offline_environment(Settings(cache_dir=work / "cache", fiftyone_database_dir=work / "db"))
     from quadratseg.synth import SynthConfig, generate_dataset
 
     t0 = time.perf_counter()

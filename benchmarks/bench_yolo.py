@@ -15,20 +15,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import statistics
-import tempfile
-import time
-from pathlib import Path
 
-
-def median_time(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _common import isolated_workdir, median_time
 
 
 def main() -> None:
@@ -40,12 +28,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--imgsz", type=int, default=640)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-yolo-"))
-    os.environ.setdefault("FIFTYONE_DATABASE_DIR", str(work / "db"))
-    from quadratseg.offline import apply_offline_environment
-    from quadratseg.settings import Settings
-
-    apply_offline_environment(Settings(cache_dir=work / "cache", fiftyone_database_dir=work / "db"))
+    work = isolated_workdir("bench-yolo-")
     import cv2
     import fiftyone as fo
     import numpy as np
@@ -54,6 +37,7 @@ def main() -> None:
     from coral_seg_yolo.prepare_data import write_seg_layout
     from data_engineering.create_fiftyone_dataset import run_pull
     from quadratseg.nuclio import decode_image_b64
+    from quadratseg.settings import Settings
     from quadratseg.synth import SynthConfig, generate_dataset
 
     synth = generate_dataset(work / "synth", SynthConfig(images=args.images, seed=0, size=512))
