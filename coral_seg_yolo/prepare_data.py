@@ -26,9 +26,9 @@ from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
 from quadratseg.taxonomy import LEVELS, load_taxonomy
+from quadratseg.yolo_layout import check_split_counts, make_split_dirs, sample_split
 
 logger = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
@@ -90,14 +90,11 @@ def write_seg_layout(
         raise QuadratsegError(f"the dataset has no field {field!r}; pull it with data_engineering first")
     names = load_taxonomy().classes(level)
     index = {name: i for i, name in enumerate(names)}
-    counts: dict[str, int] = dict.fromkeys(SPLITS, 0)
     instances: Counter = Counter()
     with atomic_output_dir(out_dir, overwrite) as tmp:
-        for split in SPLITS:
-            (tmp / "images" / split).mkdir(parents=True)
-            (tmp / "labels" / split).mkdir(parents=True)
+        counts = make_split_dirs(tmp)
         for sample in samples:
-            split = next((t for t in SPLITS if t in sample.tags), None)
+            split = sample_split(sample)
             if split is None:
                 continue
             image = None
@@ -144,11 +141,7 @@ def write_seg_layout(
                     "\n".join(lines) + ("\n" if lines else "")
                 )
                 counts[split] += 1
-        if counts["train"] == 0 or counts["val"] == 0:
-            raise QuadratsegError(
-                f"{counts['train']} train and {counts['val']} val images: "
-                "tag samples train/val (CVAT subsets) first"
-            )
+        check_split_counts(counts, "coral segmentation")
         data = {
             "path": str(Path(out_dir).resolve()),
             "train": "images/train",

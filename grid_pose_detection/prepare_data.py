@@ -25,9 +25,9 @@ from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import keypoints_to_pixels
 from quadratseg.formats.keypoints_io import yolo_pose_line
+from quadratseg.yolo_layout import check_split_counts, make_split_dirs, sample_split
 
 logger = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 def object_box(
@@ -60,14 +60,11 @@ def write_pose_layout(
     task: PoseTask, samples: Any, out_dir: Path, overwrite: bool = False, link: bool = True
 ) -> dict[str, Any]:
     """Write the layout for FiftyOne ``samples`` holding ``task.field``; returns counts per split."""
-    counts = dict.fromkeys(SPLITS, 0)
     skipped = []
     with atomic_output_dir(out_dir, overwrite) as tmp:
-        for split in SPLITS:
-            (tmp / "images" / split).mkdir(parents=True)
-            (tmp / "labels" / split).mkdir(parents=True)
+        counts = make_split_dirs(tmp)
         for sample in samples:
-            split = next((t for t in SPLITS if t in sample.tags), None)
+            split = sample_split(sample)
             value = sample[task.field] if task.field in sample.field_names else None
             if split is None or value is None or not value.keypoints:
                 skipped.append(
@@ -93,11 +90,7 @@ def write_pose_layout(
             line = yolo_pose_line(raw, size, 0, visible, box)
             (tmp / "labels" / split / f"{stem}.txt").write_text(line + "\n", encoding="utf-8")
             counts[split] += 1
-        if counts["train"] == 0 or counts["val"] == 0:
-            raise QuadratsegError(
-                f"the dataset gives {counts['train']} train and {counts['val']} val images for {task.name}; "
-                "tag samples train/val (CVAT task subsets) before preparing"
-            )
+        check_split_counts(counts, task.name)
         final_root = Path(out_dir)
         (tmp / "data.yaml").write_text(
             yaml.safe_dump(data_yaml(task, final_root), sort_keys=False), encoding="utf-8"
