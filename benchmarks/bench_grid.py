@@ -16,6 +16,7 @@ import statistics
 import time
 
 import numpy as np
+from _common import isolated_workdir
 
 
 def main() -> None:
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=1024)
     parser.add_argument("--task", default="gridpose")
     args = parser.parse_args()
+    work = isolated_workdir("bench-grid-")  # offline switches before ultralytics is imported
 
     from scipy.optimize import linear_sum_assignment
 
@@ -54,9 +56,6 @@ def main() -> None:
     )
 
     if args.weights:
-        import tempfile
-        from pathlib import Path
-
         import cv2
 
         from grid_pose_detection.predictor import PosePredictor
@@ -64,7 +63,7 @@ def main() -> None:
         from quadratseg.synth import SynthConfig, generate_dataset
         from quadratseg.synth.dataset import export_image_path, load_truth
 
-        synth = generate_dataset(Path(tempfile.mkdtemp()) / "s", SynthConfig(images=1, size=1920))
+        synth = generate_dataset(work / "s", SynthConfig(images=1, size=1920))
         truth = load_truth(synth)[0]
         folder = "corners" if args.task == "gridcorners" else "grid"
         image = cv2.cvtColor(

@@ -12,12 +12,10 @@ our wrapping: pre-processing, padding, cropping). Ratios are against the plain l
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 import cv2
 import numpy as np
-from _common import median_time
+from _common import isolated_workdir, median_time
 
 
 def main() -> None:
@@ -35,7 +33,7 @@ def main() -> None:
     from quadratseg.synth import SynthConfig, generate_dataset
     from quadratseg.synth.dataset import export_image_path, load_truth
 
-    work = Path(tempfile.mkdtemp(prefix="bench-inpaint-"))
+    work = isolated_workdir("bench-inpaint-")
     synth = generate_dataset(work / "s", SynthConfig(images=1, seed=0, size=args.size))
     truth = load_truth(synth)[0]
     image = cv2.cvtColor(
