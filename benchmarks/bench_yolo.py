@@ -33,9 +33,10 @@ def main() -> None:
     import fiftyone as fo
     import numpy as np
 
-    from coral_seg_yolo.predictor import SegPredictor, cvat_shapes
+    from coral_seg_yolo.predictor import SegPredictor
     from coral_seg_yolo.prepare_data import write_seg_layout
     from data_engineering.create_fiftyone_dataset import run_pull
+    from quadratseg.instances import cvat_shapes
     from quadratseg.nuclio import decode_image_b64
     from quadratseg.settings import Settings
     from quadratseg.synth import SynthConfig, generate_dataset

@@ -7,19 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quadratseg.formats.cvat_labels import LabelSpec, confidence_attribute, label_to_raw
+from quadratseg.formats.cvat_labels import mask_labels_spec
 from quadratseg.nuclio import BASE_PIP, FunctionSpec, write_nuclio_zip
 
 PIP = (*BASE_PIP, "ultralytics==8.4.190")
-
-
-def cvat_spec(class_names: list[str]) -> list[dict]:
-    """The function's label spec: one mask label per model class, with the confidence attribute."""
-    spec = []
-    for i, name in enumerate(class_names):
-        raw = label_to_raw(LabelSpec(name=name, type="mask", attributes=[confidence_attribute()]))
-        spec.append({"id": i, **raw})
-    return spec
 
 
 def deploy_as_zip(
@@ -47,7 +38,7 @@ def deploy_as_zip(
         name=model_name,
         display_name="Coral colonies (YOLO11-seg)",
         description="Instance segmentation of coral genera on warped, grid-free quadrats",
-        labels=cvat_spec([names[i] for i in sorted(names)]),
+        labels=mask_labels_spec([names[i] for i in sorted(names)]),
         main_py=Path(__file__).parent / "nuclio" / "main.py",
         files={"best.pt": Path(weights)},
         packages=("quadratseg", "coral_seg_yolo"),

@@ -13,26 +13,16 @@ to the image), so no full-resolution mask is built unless a CVAT ``mask`` answer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from quadratseg.errors import QuadratsegError
-from quadratseg.geometry import polygon_to_cvat_rle, polygon_to_mask
+from quadratseg.geometry import polygon_to_mask
+from quadratseg.instances import Instance
 
 METHODS = ("direct", "tiling", "overlapping")
-
-
-@dataclass
-class Instance:
-    """One coral colony: class name, score 0..1, outline (N, 2) px in the image frame."""
-
-    label: str
-    score: float
-    polygon_xy: np.ndarray
 
 
 def _tiles(width: int, height: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
@@ -138,32 +128,3 @@ class SegPredictor:
             offset = np.array([x0, y0], dtype=np.float64)
             instances.extend(Instance(i.label, i.score, i.polygon_xy + offset) for i in found)
         return merge_instances(instances, (w, h), merge_iou)
-
-
-def cvat_shapes(
-    instances: list[Instance], frame_size: tuple[int, int], threshold: float = 0.0
-) -> list[dict[str, Any]]:
-    """CVAT detector answer: ``mask`` shapes (RLE + box) that also carry ``points`` (the polygon).
-
-    Confidences are integer strings (CVAT's number attributes accept nothing else); instances
-    below ``threshold`` are left out.
-    """
-    shapes = []
-    for inst in instances:
-        if inst.score < threshold:
-            continue
-        rle = polygon_to_cvat_rle(inst.polygon_xy, frame_size)
-        if rle is None:
-            continue
-        confidence = str(round(100 * inst.score))
-        shapes.append(
-            {
-                "label": inst.label,
-                "type": "mask",
-                "points": [round(float(v), 2) for v in inst.polygon_xy.ravel()],
-                "mask": rle,
-                "confidence": confidence,
-                "attributes": [{"name": "confidence", "value": confidence}],
-            }
-        )
-    return shapes

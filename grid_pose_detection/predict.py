@@ -11,7 +11,6 @@ so points can be mapped back with its inverse). OUT_DIR appears only when comple
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,12 +18,10 @@ import numpy as np
 from grid_pose_detection.predictor import PosePredictor
 from grid_pose_detection.tasks import get_task
 from quadratseg.atomic import atomic_output_dir
-from quadratseg.errors import QuadratsegError
 from quadratseg.formats.keypoints_io import coco_keypoints_document, yolo_pose_line
+from quadratseg.instances import list_images
 from quadratseg.keypoints import grid_neighbour_pairs, load_template
 from quadratseg.visualize import draw_keypoints
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 
 def predict(
@@ -57,12 +54,7 @@ def predict(
         JSON summary: images, complete matches, warped images.
     """
     spec = get_task(task)
-    folder = Path(images)
-    paths = (
-        sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-    )
-    if not paths:
-        raise QuadratsegError(f"no image in {folder}")
+    paths = list_images(images)
     tmpl = load_template(template, spec.n_points) if template else None
     predictor = PosePredictor(weights, spec, tmpl, conf, kpt_conf, imgsz, warp_size=(warp_size, warp_size))
     names = [str(i + 1) for i in range(spec.n_points)]

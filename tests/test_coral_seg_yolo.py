@@ -121,7 +121,8 @@ def test_one_epoch_of_training_from_the_layout(tiny_seg_model):
 
 
 def test_merging_joins_instances_cut_by_a_tile_border():
-    from coral_seg_yolo.predictor import Instance, merge_instances
+    from coral_seg_yolo.predictor import merge_instances
+    from quadratseg.instances import Instance
 
     left = Instance("Porites", 0.9, np.array([[10.0, 10.0], [50.0, 10.0], [50.0, 40.0], [10.0, 40.0]]))
     right = Instance("Porites", 0.6, np.array([[50.0, 10.0], [80.0, 10.0], [80.0, 40.0], [50.0, 40.0]]))
@@ -134,8 +135,8 @@ def test_merging_joins_instances_cut_by_a_tile_border():
 
 
 def test_cvat_answer_masks_decode_to_the_polygons():
-    from coral_seg_yolo.predictor import Instance, cvat_shapes
     from quadratseg.geometry import cvat_rle_to_mask, polygon_to_mask
+    from quadratseg.instances import Instance, cvat_shapes
 
     ring = np.array([[5.0, 5.0], [40.0, 8.0], [30.0, 30.0]])
     shapes = cvat_shapes(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from coral_seg_yolo.predictor import SegPredictor, cvat_shapes
+from coral_seg_yolo.predictor import SegPredictor
+from quadratseg.instances import cvat_shapes
 from quadratseg.nuclio import decode_image_b64, json_response, parse_body
 
 HERE = Path(__file__).resolve().parent

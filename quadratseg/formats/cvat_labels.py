@@ -177,3 +177,11 @@ def skeleton_svg(
         for i, ((x, y), name) in enumerate(zip(pts, names, strict=True))
     ]
     return "".join(parts)
+
+
+def mask_labels_spec(class_names: list[str]) -> list[dict[str, Any]]:
+    """A segmentation function's label spec: one ``mask`` label per class with the confidence attribute."""
+    return [
+        {"id": i, **label_to_raw(LabelSpec(name=name, type="mask", attributes=[confidence_attribute()]))}
+        for i, name in enumerate(class_names)
+    ]

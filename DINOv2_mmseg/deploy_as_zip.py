@@ -1,0 +1,95 @@
+"""CLI: package a DINOv2 + SegFormer segmentor with its SAM/CoralSCoP refiner as ``nuclio.zip`` for CVAT.
+
+    python -m DINOv2_mmseg.deploy_as_zip pth-mmseg-coralscopsegformer \
+        work_dirs/segformer/best_mIoU_epoch_150.pth work_dirs/segformer/dinov2_vitb14_segformer_coral.py \
+        weights/vit_b_coralscop.pth --output outputs/pth-mmseg-coralscopsegformer
+
+Inside ``nuclio/``: ``best_segformer.pth`` (a plain state dict + class names, loadable with
+``weights_only=True``), ``best_segformer_config.py`` (the resolved config, no ``_base_``),
+``vit_b_coralscop.pth``, ``main.py``, ``function.yaml`` and the project code. Everything is
+checked before the zip is written: the checkpoint must fit the config, the SAM file must be SAM.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from quadratseg.formats.cvat_labels import mask_labels_spec
+from quadratseg.nuclio import BASE_PIP, FunctionSpec, write_nuclio_zip
+
+PIP = (
+    *BASE_PIP,
+    "mmengine==0.10.7",
+    "mmcv-lite==2.1.0",
+    "mmsegmentation==1.2.2",
+    "timm==1.0.31",
+    "segment-anything==1.0",
+    "ftfy==6.3.1",
+    "regex==2026.11.15",
+)
+SEGFORMER_WEIGHTS = "best_segformer.pth"
+SEGFORMER_CONFIG = "best_segformer_config.py"
+SAM_WEIGHTS = "vit_b_coralscop.pth"
+
+
+def deploy_as_zip(
+    model_name: str,
+    segformer_weights: str,
+    segformer_config: str,
+    sam_weights: str,
+    output: str | None = None,
+    min_threshold: float = 0.5,
+    unsure_threshold: float = 0.75,
+    gpu: bool = False,
+) -> str:
+    """Write nuclio.zip for the DINOv2 + SegFormer model refined with SAM/CoralSCoP.
+
+    Args:
+        model_name: function name (upstream: pth-mmseg-coralscopsegformer).
+        segformer_weights: trained checkpoint (best_mIoU_epoch_N.pth).
+        segformer_config: the config it was trained with (the work dir's copy).
+        sam_weights: SAM ViT-B or CoralSCoP checkpoint (a local file).
+        output: folder or .zip path (default: outputs/<model_name>).
+        min_threshold: least class probability to keep a colony.
+        unsure_threshold: colonies under this mean probability are marked unsure (low confidence).
+        gpu: build for an NVIDIA GPU.
+
+    Returns:
+        The path of the zip.
+    """
+    from DINOv2_mmseg.predictor import SemanticSegmenter, export_plain_checkpoint
+    from DINOv2_mmseg.refine import RefineConfig, load_sam
+    from DINOv2_mmseg.runner import load_config
+
+    RefineConfig(min_threshold, unsure_threshold)  # validates the thresholds
+    cfg = load_config(segformer_config)
+    segmenter = SemanticSegmenter(cfg, segformer_weights, "cpu")  # refuses a checkpoint of another model
+    load_sam(sam_weights, "cpu")  # refuses a file that is not SAM
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = export_plain_checkpoint(segformer_weights, Path(tmp) / SEGFORMER_WEIGHTS)
+        resolved = Path(tmp) / SEGFORMER_CONFIG
+        cfg.dump(str(resolved))
+        spec = FunctionSpec(
+            name=model_name,
+            display_name="Coral colonies (DINOv2 + SegFormer, CoralSCoP)",
+            description="Semantic segmentation of coral genera refined into colonies with SAM/CoralSCoP",
+            labels=mask_labels_spec(segmenter.classes[1:]),
+            main_py=Path(__file__).parent / "nuclio" / "main.py",
+            files={SEGFORMER_WEIGHTS: plain, SEGFORMER_CONFIG: resolved, SAM_WEIGHTS: Path(sam_weights)},
+            packages=("quadratseg", "DINOv2_mmseg"),
+            pip=PIP,
+            gpu=gpu,
+            event_timeout="300s",
+            env={
+                "QUADRATSEG_MIN_THRESHOLD": str(min_threshold),
+                "QUADRATSEG_UNSURE_THRESHOLD": str(unsure_threshold),
+            },
+        )
+        return str(write_nuclio_zip(spec, Path(output or f"outputs/{model_name}")))
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(deploy_as_zip, name="DINOv2_mmseg.deploy_as_zip")

@@ -1,0 +1,182 @@
+"""CLI: semantic segmentation refined into colonies with SAM/CoralSCoP, for an image or a folder.
+
+    python -m DINOv2_mmseg.predict CONFIG CHECKPOINT IMAGES OUT_DIR --sam-weights vit_b_coralscop.pth \
+        [--min-threshold 0.5 --unsure-threshold 0.75]
+
+(``python -m DINOv2_mmseg.inference_with_coralscop`` is the same command under its upstream name.)
+
+Writes, whole or not at all: ``semantic/<stem>.png`` (uint8 class index), ``instances/<stem>.png``
+(uint16 instance id, 0 = none; id k is annotation k of the image in the COCO file),
+``predictions_coco.json`` (polygons, scores, ``attributes``: unsure, source, sam_iou, area),
+``overlays/<stem>_semantic.jpg`` and ``overlays/<stem>_instances.jpg``, and ``summary.json``.
+Without ``--sam-weights`` the instances are the semantic seeds (refinement "none", recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from DINOv2_mmseg.refine import RefineConfig, load_sam, refine_instances, sam_predictor_for
+from quadratseg.atomic import atomic_output_dir
+from quadratseg.errors import QuadratsegError
+from quadratseg.geometry import polygon_to_mask
+from quadratseg.instances import CocoInstances, Instance, list_images
+from quadratseg.visualize import draw_polygons
+
+logger = logging.getLogger(__name__)
+
+
+def semantic_overlay(
+    image_rgb: np.ndarray, classes_map: np.ndarray, palette: list[list[int]], alpha: float = 0.5
+):
+    """Blend the class colours (palette RGB per class; background 0 left clear) over the image."""
+    colours = np.asarray(palette or [[0, 0, 0]] * (int(classes_map.max()) + 1), dtype=np.uint8)
+    painted = colours[classes_map]
+    out = image_rgb.copy()
+    coral = classes_map > 0
+    out[coral] = (alpha * painted[coral] + (1 - alpha) * image_rgb[coral]).astype(np.uint8)
+    return out
+
+
+def instance_id_map(instances: list[Instance], frame_size: tuple[int, int]) -> np.ndarray:
+    """uint16 (H, W) map: pixel = 1 + index of the instance whose outline covers it (later ones on top)."""
+    width, height = frame_size
+    ids = np.zeros((height, width), dtype=np.uint16)
+    for k, inst in enumerate(instances, start=1):
+        ids[polygon_to_mask(inst.polygon_xy, frame_size)] = k
+    return ids
+
+
+class CoralPipeline:
+    """Segmenter + optional SAM: the object the CLI, the demo and the Nuclio handler share."""
+
+    def __init__(
+        self,
+        config: Any,
+        checkpoint: str | Path,
+        sam_weights: str | Path | None = None,
+        refine: RefineConfig | None = None,
+        device: str = "auto",
+    ):
+        from DINOv2_mmseg.predictor import SemanticSegmenter
+
+        self.segmenter = SemanticSegmenter(config, checkpoint, device)
+        self.refine = refine or RefineConfig()
+        self.sam_report: dict[str, Any] | None = None
+        self.sam_predictor = None
+        if sam_weights:
+            sam, self.sam_report = load_sam(sam_weights, self.segmenter.device)
+            self.sam_predictor = sam_predictor_for(sam)
+        else:
+            logger.warning(
+                "no SAM weights given: colonies are the semantic seeds, not refined (refinement none)"
+            )
+        self.refinement = "sam" if self.sam_predictor is not None else "none"
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, background first."""
+        return self.segmenter.classes
+
+    def __call__(self, image_rgb: np.ndarray) -> tuple[np.ndarray, list[Instance]]:
+        """Class index map (H, W) uint8 and the colonies of one uint8 RGB image."""
+        probs = self.segmenter.predict_probs(image_rgb)
+        instances = refine_instances(image_rgb, probs, self.classes, self.sam_predictor, self.refine)
+        return probs.argmax(axis=0).astype(np.uint8), instances
+
+
+def predict(
+    config: str,
+    checkpoint: str,
+    images: str,
+    out_dir: str,
+    sam_weights: str | None = None,
+    min_threshold: float = 0.5,
+    unsure_threshold: float = 0.75,
+    min_area: int = 64,
+    min_agreement: float = 0.5,
+    device: str = "auto",
+    overwrite: bool = False,
+) -> str:
+    """Segment coral colonies: DINOv2 + SegFormer probabilities refined into instances with SAM/CoralSCoP.
+
+    Args:
+        config: the MMSeg config the checkpoint was trained with.
+        checkpoint: the segmentor checkpoint (training checkpoint or best_segformer.pth).
+        images: an image file or a folder of images.
+        out_dir: output folder, created when complete.
+        sam_weights: local SAM ViT-B or CoralSCoP checkpoint (vit_b_coralscop.pth); none: no refinement.
+        min_threshold: least class probability to seed and to keep a colony.
+        unsure_threshold: colonies under this mean probability are kept, marked unsure.
+        min_area: smallest colony in px.
+        min_agreement: least IoU between SAM's mask and the semantic seed to use SAM's mask.
+        device: auto, cpu or cuda:N.
+        overwrite: replace out_dir if it exists.
+
+    Returns:
+        JSON summary (images, colonies, unsure ones, refinement, seconds).
+    """
+    paths = list_images(images)
+    refine = RefineConfig(min_threshold, unsure_threshold, int(min_area), min_agreement)
+    pipeline = CoralPipeline(config, checkpoint, sam_weights, refine, device)
+    coral_classes = pipeline.classes[1:]
+    palette = pipeline.segmenter.palette
+    colors = (
+        {n: "#{:02x}{:02x}{:02x}".format(*palette[k + 1]) for k, n in enumerate(coral_classes)}
+        if palette
+        else {}
+    )
+    coco = CocoInstances(coral_classes)
+    start = time.perf_counter()
+    with atomic_output_dir(out_dir, overwrite) as tmp:
+        for sub in ("semantic", "instances", "overlays"):
+            (tmp / sub).mkdir()
+        for path in paths:
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise QuadratsegError(f"cannot read image {path}")
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            classes_map, instances = pipeline(rgb)
+            size = (rgb.shape[1], rgb.shape[0])
+            coco.add_image(path.name, size, instances)
+            cv2.imwrite(str(tmp / "semantic" / f"{path.stem}.png"), classes_map)
+            cv2.imwrite(str(tmp / "instances" / f"{path.stem}.png"), instance_id_map(instances, size))
+            sem = semantic_overlay(rgb, classes_map, palette)
+            inst = draw_polygons(
+                rgb,
+                [(i.label + ("?" if i.extra.get("unsure") else ""), i.polygon_xy) for i in instances],
+                colors,
+            )
+            cv2.imwrite(
+                str(tmp / "overlays" / f"{path.stem}_semantic.jpg"), cv2.cvtColor(sem, cv2.COLOR_RGB2BGR)
+            )
+            cv2.imwrite(
+                str(tmp / "overlays" / f"{path.stem}_instances.jpg"), cv2.cvtColor(inst, cv2.COLOR_RGB2BGR)
+            )
+        (tmp / "predictions_coco.json").write_text(json.dumps(coco.to_dict()), encoding="utf-8")
+        summary = {
+            "images": len(paths),
+            "colonies": len(coco.annotations),
+            "unsure": sum(1 for a in coco.annotations if a.get("attributes", {}).get("unsure")),
+            "refinement": pipeline.refinement,
+            "sam": pipeline.sam_report
+            and {k: v for k, v in pipeline.sam_report.items() if k != "extra_keys"},
+            "sam_extra_keys": len(pipeline.sam_report["extra_keys"]) if pipeline.sam_report else 0,
+            "thresholds": {"min": min_threshold, "unsure": unsure_threshold, "min_agreement": min_agreement},
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return json.dumps({**summary, "out_dir": out_dir}, indent=2)
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(predict, name="DINOv2_mmseg.predict")

@@ -1,0 +1,153 @@
+"""CLI: FiftyOne coral polygons -> MMSeg semantic layout, at any taxonomy level.
+
+    python -m DINOv2_mmseg.prepare_data DATASET OUT_DIR [--level finegrained] [--overwrite]
+
+Writes ``train|val|test/data/<stem><ext>`` (the image files as they are), ``train|val|test/labels/<stem>.png``
+(single-channel uint8 class-index masks), ``classes.txt`` (line k = class k; 0 is ``background``),
+``palette.txt`` (``r g b`` per class, the taxonomy's colours) and ``dataset.json`` (level, counts,
+pixels per class). Splits come from the sample tags. The registered ``CoralSegDataset`` reads it.
+
+Overlaps: where polygons overlap, the pixel takes the class of the polygon listed last (CVAT's
+drawing order: later shapes lie on top), the same rule as percent cover (``quadratseg.cover``).
+A polyline with several rings is filled with the even-odd rule, so inner rings are holes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from quadratseg.atomic import atomic_output_dir
+from quadratseg.errors import QuadratsegError
+from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
+from quadratseg.geometry import PolygonWithHoles, polygons_to_mask
+from quadratseg.taxonomy import LEVELS, load_taxonomy
+from quadratseg.visualize import hex_to_rgb
+from quadratseg.yolo_layout import SPLITS, check_split_counts, sample_split
+
+logger = logging.getLogger(__name__)
+
+BACKGROUND = "background"
+
+
+def class_table(level: str) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Classes (``background`` first, then the taxonomy's classes at ``level``) and their RGB colours."""
+    if level not in LEVELS:
+        raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
+    taxonomy = load_taxonomy()
+    names = taxonomy.classes(level)
+    return [BACKGROUND, *names], [(0, 0, 0), *(hex_to_rgb(taxonomy.color(n)) for n in names)]
+
+
+def class_index_mask(
+    labelled_rings: list[tuple[int, list[np.ndarray]]], frame_size: tuple[int, int]
+) -> np.ndarray:
+    """Paint (class index, rings px) in order into a uint8 mask (H, W); later polygons win overlaps.
+
+    Example:
+        >>> sq = np.array([[0, 0], [4, 0], [4, 4], [0, 4]], float)
+        >>> class_index_mask([(1, [sq]), (2, [sq + 2])], (6, 6))[3, 3]
+        2
+    """
+    width, height = frame_size
+    mask = np.zeros((height, width), dtype=np.uint8)
+    for class_id, rings in labelled_rings:
+        rings = [r for r in rings if len(r) >= 3]
+        if rings:
+            mask[polygons_to_mask([PolygonWithHoles(rings[0], rings[1:])], frame_size)] = class_id
+    return mask
+
+
+def write_mmseg_layout(
+    samples: Any, out_dir: Path, level: str = "finegrained", overwrite: bool = False
+) -> dict[str, Any]:
+    """Write the MMSeg layout of FiftyOne ``samples`` (field ``gt_polylines`` or its ``level`` copy)."""
+    classes, palette = class_table(level)
+    field = POLYLINES_FIELD if level == "finegrained" else level_field(level)
+    if field not in samples.get_field_schema():
+        raise QuadratsegError(f"the dataset has no field {field!r}; pull it with data_engineering first")
+    index = {name: i for i, name in enumerate(classes)}
+    pixels: Counter = Counter()
+    suffixes: set[str] = set()
+    with atomic_output_dir(out_dir, overwrite) as tmp:
+        counts = dict.fromkeys(SPLITS, 0)
+        for split in SPLITS:
+            (tmp / split / "data").mkdir(parents=True)
+            (tmp / split / "labels").mkdir(parents=True)
+        for sample in samples:
+            split = sample_split(sample)
+            if split is None:
+                continue
+            image = cv2.imread(sample.filepath, cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise QuadratsegError(f"cannot read image {sample.filepath}; re-pull the dataset")
+            h, w = image.shape[:2]
+            rings = []
+            for poly in sample[field].polylines if sample[field] is not None else []:
+                if poly.label not in index or poly.label == BACKGROUND:
+                    raise QuadratsegError(
+                        f"{sample.filepath}: label {poly.label!r} is not a {level} class {classes[1:]}"
+                    )
+                rings.append(
+                    (index[poly.label], [np.asarray(r, dtype=np.float64) * [w, h] for r in poly.points])
+                )
+            mask = class_index_mask(rings, (w, h))
+            pixels.update({classes[k]: int(v) for k, v in enumerate(np.bincount(mask.ravel())) if v})
+            suffix = Path(sample.filepath).suffix.lower().replace(".jpeg", ".jpg")
+            suffixes.add(suffix)
+            stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
+            shutil.copyfile(sample.filepath, tmp / split / "data" / f"{stem}{suffix}")
+            if not cv2.imwrite(str(tmp / split / "labels" / f"{stem}.png"), mask):
+                raise QuadratsegError(f"cannot write {tmp / split / 'labels' / stem}.png")
+            counts[split] += 1
+        check_split_counts(counts, "semantic segmentation")
+        if len(suffixes) > 1:
+            raise QuadratsegError(
+                f"the images have several formats {sorted(suffixes)}; MMSeg reads one suffix per dataset: "
+                "convert them to one format first"
+            )
+        (tmp / "classes.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
+        (tmp / "palette.txt").write_text("\n".join(f"{r} {g} {b}" for r, g, b in palette) + "\n", "utf-8")
+        summary = {
+            "level": level,
+            "classes": classes,
+            "img_suffix": suffixes.pop() if suffixes else ".jpg",
+            "images": counts,
+            "pixels": {name: pixels.get(name, 0) for name in classes},
+            "overlap_rule": "the polygon listed last wins (CVAT drawing order)",
+        }
+        (tmp / "dataset.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return {**summary, "data_root": str(out_dir)}
+
+
+def prepare_data(dataset: str, out_dir: str, level: str = "finegrained", overwrite: bool = False) -> str:
+    """Export a FiftyOne dataset's coral polygons to the MMSeg layout with class-index masks.
+
+    Args:
+        dataset: FiftyOne dataset pulled by data_engineering (gt_polylines and its level fields).
+        out_dir: output folder, created when complete (nothing is left behind on error).
+        level: taxonomy level of the classes: finegrained, extended, main_family or agnostic.
+        overwrite: replace out_dir if it exists.
+
+    Returns:
+        JSON with images per split, the classes and the pixels per class.
+    """
+    import fiftyone as fo
+
+    if not fo.dataset_exists(dataset):
+        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}; pull it with data_engineering first")
+    summary = write_mmseg_layout(fo.load_dataset(dataset), Path(out_dir), level, overwrite)
+    return json.dumps(summary, indent=2)
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(prepare_data, name="DINOv2_mmseg.prepare_data")

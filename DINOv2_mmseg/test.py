@@ -1,0 +1,74 @@
+"""CLI: test a checkpoint with mmengine's Runner and MMSeg's IoUMetric, like MMSeg's ``tools/test.py``.
+
+    python -m DINOv2_mmseg.test CONFIG CHECKPOINT [--show-dir DIR] [--data-root DIR] [--work-dir DIR]
+
+``--show-dir`` saves each test image with its predicted (and true) classes painted, by MMSeg's
+``SegVisualizationHook``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from quadratseg.errors import QuadratsegError
+
+
+def run_test(cfg: Any, checkpoint: str, work_dir: str | Path, show_dir: str | None = None) -> dict[str, Any]:
+    """Run the config's test loop on ``checkpoint``; return MMSeg's metrics."""
+    from mmengine.runner import Runner
+
+    from DINOv2_mmseg.runner import check_config
+
+    if not Path(checkpoint).is_file():
+        raise QuadratsegError(f"checkpoint {checkpoint} does not exist")
+    check_config(cfg, ("test_dataloader",))
+    cfg.work_dir = str(work_dir)
+    cfg.load_from = str(checkpoint)
+    cfg.train_dataloader = None
+    cfg.train_cfg = None
+    cfg.optim_wrapper = None
+    cfg.param_scheduler = None
+    if show_dir:
+        hook = cfg.default_hooks.visualization
+        hook.draw = True
+        hook.interval = 1
+        cfg.visualizer.save_dir = str(Path(show_dir).resolve())
+        cfg.visualizer.vis_backends = [{"type": "LocalVisBackend"}]
+    runner = Runner.from_cfg(cfg)
+    return {k: float(v) for k, v in runner.test().items()}
+
+
+def test(
+    config: str,
+    checkpoint: str,
+    show_dir: str | None = None,
+    data_root: str | None = None,
+    work_dir: str | None = None,
+    cfg_options: Any = None,
+) -> str:
+    """Test a segmentor checkpoint on the config's test split (mIoU, mAcc, aAcc from MMSeg's IoUMetric).
+
+    Args:
+        config: the MMSeg config the checkpoint was trained with.
+        checkpoint: checkpoint file.
+        show_dir: save painted predictions there.
+        data_root: prepared dataset (default: the config's data_root).
+        work_dir: logs (default: work_dirs/<config name>/test).
+        cfg_options: config overrides (JSON object or key=value items).
+
+    Returns:
+        JSON with the metrics.
+    """
+    from DINOv2_mmseg.runner import load_config
+
+    cfg = load_config(config, cfg_options, data_root)
+    work = work_dir or str(Path("work_dirs") / Path(config).stem / "test")
+    return json.dumps(run_test(cfg, checkpoint, work, show_dir), indent=2)
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(test, name="DINOv2_mmseg.test")
