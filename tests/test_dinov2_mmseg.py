@@ -336,3 +336,227 @@ def test_a_checkpoint_of_another_model_is_refused(trained, family_root):
     )
     with pytest.raises(QuadratsegError, match="does not fit the config's model"):
         SemanticSegmenter(other, work / "epoch_2.pth", "cpu")
+
+
+# --- refinement with SAM, predict, Nuclio -----------------------------------------------------
+
+
+def tiny_sam_file(path: Path, extra_head: bool = True) -> Path:
+    """A small SAM built from segment_anything's classes (64 px tokens grid), saved like a CoralSCoP file."""
+    import torch
+
+    from DINOv2_mmseg.refine import build_sam_model
+
+    torch.manual_seed(0)
+    sam = build_sam_model(
+        {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "img_size": 256}
+    )
+    state = sam.state_dict()
+    if extra_head:  # CoralSCoP's coral/non-coral head: keys vanilla SAM does not have
+        state["mask_decoder.cate_head.weight"] = torch.zeros(2, 256)
+    torch.save(state, path)
+    return path
+
+
+def square_probs(size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """An image and 3-class probabilities: a confident class-1 square, an unsure class-2 disc."""
+    probs = np.zeros((3, size, size), np.float32)
+    probs[0] = 1.0
+    probs[:, 10:40, 10:40] = np.array([0.05, 0.9, 0.05])[:, None, None]
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - 65) ** 2 + (xx - 65) ** 2 < 15**2
+    probs[:, disc] = np.array([0.35, 0.0, 0.65])[:, None]
+    image = np.full((size, size, 3), 80, np.uint8)
+    image[probs[1] > 0.5] = (200, 120, 60)
+    image[disc] = (60, 160, 200)
+    return image, probs
+
+
+def test_seeds_become_instances_with_scores_and_unsure_flags():
+    from DINOv2_mmseg.refine import RefineConfig, refine_instances
+
+    image, probs = square_probs()
+    found = refine_instances(image, probs, ["background", "A", "B"], None, RefineConfig(0.5, 0.75, 16))
+    assert [(i.label, round(i.score, 2), i.extra["unsure"], i.extra["source"]) for i in found] == [
+        ("A", 0.9, False, "semantic"),
+        ("B", 0.65, True, "semantic"),
+    ]
+    x0, y0 = found[0].polygon_xy.min(axis=0)
+    x1, y1 = found[0].polygon_xy.max(axis=0)
+    assert np.allclose((x0, y0, x1, y1), (10, 10, 40, 40), atol=0.5)
+    assert [
+        i.label for i in refine_instances(image, probs, ["bg", "A", "B"], None, RefineConfig(0.7, 0.8, 16))
+    ] == ["A"]
+    with pytest.raises(QuadratsegError, match="thresholds must satisfy"):
+        RefineConfig(0.8, 0.5)
+
+
+def test_sam_refinement_uses_sams_mask_or_keeps_the_seed(tmp_path, caplog):
+    import_mmseg()
+    from segment_anything import SamPredictor
+
+    from DINOv2_mmseg.refine import (
+        RefineConfig,
+        interior_point,
+        load_sam,
+        refine_instances,
+        sam_predictor_for,
+    )
+
+    sam, report = load_sam(tiny_sam_file(tmp_path / "vit_b_coralscop.pth"))
+    assert report["extra_keys"] == ["mask_decoder.cate_head.weight"] and "left out" in caplog.text
+    assert report["embed_dim"] == 32 and report["global_attn_indexes"] == [1]
+    image, probs = square_probs()
+    predictor = sam_predictor_for(sam)
+    taken = refine_instances(
+        image, probs, ["bg", "A", "B"], predictor, RefineConfig(0.0, 0.75, 1, min_agreement=0.0)
+    )
+    assert {i.extra["source"] for i in taken} == {"sam"} and all(
+        i.extra["sam_iou"] is not None for i in taken
+    )
+    # the first instance (nothing claimed before it) is SAM's own answer to a seed's box + interior point
+    bare = SamPredictor(sam)
+    bare.set_image(image)
+    areas = []
+    for class_id in (1, 2):
+        seed = probs.argmax(axis=0) == class_id
+        ys, xs = np.nonzero(seed)
+        masks, _, _ = bare.predict(
+            point_coords=np.array([interior_point(seed)], np.float32),
+            point_labels=np.array([1]),
+            box=np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32),
+            multimask_output=True,
+        )
+        areas += [int(m.sum()) for m in masks]
+    assert taken[0].extra["area"] in areas
+    kept = refine_instances(
+        image, probs, ["bg", "A", "B"], predictor, RefineConfig(0.5, 0.75, 16, min_agreement=1.01)
+    )
+    assert [i.extra["source"] for i in kept] == ["semantic", "semantic"]
+
+
+def test_sam_loading_refuses_other_files(tmp_path):
+    import torch
+
+    from DINOv2_mmseg.refine import load_sam
+
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "x.pth")
+    with pytest.raises(QuadratsegError, match="not a segment-anything checkpoint"):
+        load_sam(tmp_path / "x.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(QuadratsegError, match="cannot read SAM/CoralSCoP weights"):
+        load_sam(tmp_path / "junk.pth")
+
+
+@pytest.mark.slow
+def test_predict_writes_instances_coco_and_overlays(trained, family_root, tmp_path):
+    from DINOv2_mmseg.predict import predict
+
+    work, _, _ = trained
+    sam = tiny_sam_file(tmp_path / "sam.pth")
+    images = family_root / "val" / "data"
+    out = tmp_path / "pred"
+    summary = json.loads(
+        predict(
+            str(TINY),
+            str(work / "epoch_2.pth"),
+            str(images),
+            str(out),
+            sam_weights=str(sam),
+            min_threshold=0.0,
+            min_area=4,
+        )
+    )
+    assert summary["refinement"] == "sam" and summary["sam_extra_keys"] == 1
+    coco = json.loads((out / "predictions_coco.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == load_taxonomy().classes("main_family")
+    for image in coco["images"]:
+        stem = Path(image["file_name"]).stem
+        ids = cv2.imread(str(out / "instances" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        sem = cv2.imread(str(out / "semantic" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert ids.dtype == np.uint16 and ids.shape == sem.shape == (image["height"], image["width"])
+        n = sum(1 for a in coco["annotations"] if a["image_id"] == image["id"])
+        assert int(ids.max()) <= n
+        assert (out / "overlays" / f"{stem}_semantic.jpg").is_file() and (
+            out / "overlays" / f"{stem}_instances.jpg"
+        ).is_file()
+    with pytest.raises(QuadratsegError, match="already exists"):
+        predict(str(TINY), str(work / "epoch_2.pth"), str(images), str(out))
+    with pytest.raises(QuadratsegError, match="no image in"):
+        predict(str(TINY), str(work / "epoch_2.pth"), str(tmp_path / "empty"), str(tmp_path / "p2"))
+
+
+@pytest.mark.slow
+def test_nuclio_zip_and_handler(trained, family_root, tmp_path, shared_data):
+    import base64
+    import zipfile
+
+    import yaml
+    from nuclio_driver import call_handler
+
+    from DINOv2_mmseg.deploy_as_zip import deploy_as_zip
+    from quadratseg.geometry import cvat_rle_to_mask
+
+    work, _, _ = trained
+    sam = tiny_sam_file(tmp_path / "sam.pth")
+    config = work / "dinov2_tiny_segformer_cpu.py"
+    with pytest.raises(QuadratsegError, match="cannot read SAM/CoralSCoP weights"):
+        deploy_as_zip("pth-mmseg-coralscopsegformer", str(work / "epoch_2.pth"), str(config), str(config))
+    zip_path = Path(
+        deploy_as_zip(
+            "pth-mmseg-coralscopsegformer",
+            str(work / "epoch_2.pth"),
+            str(config),
+            str(sam),
+            output=str(tmp_path / "out"),
+            min_threshold=0.0,
+            unsure_threshold=0.5,
+        )
+    )
+    with zipfile.ZipFile(zip_path) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "unzipped")
+    assert {
+        f"nuclio/{n}"
+        for n in (
+            "best_segformer.pth",
+            "best_segformer_config.py",
+            "vit_b_coralscop.pth",
+            "main.py",
+            "function.yaml",
+        )
+    } <= names
+    nuclio_dir = tmp_path / "unzipped" / "nuclio"
+    import torch
+
+    torch.load(
+        nuclio_dir / "best_segformer.pth", weights_only=True
+    )  # the deployed file is a plain state dict
+    ours = yaml.safe_load((nuclio_dir / "function.yaml").read_text())
+    real = yaml.safe_load(
+        (
+            shared_data
+            / "cvat/serverless/openvino/omz/intel/semantic-segmentation-adas-0001/nuclio/function.yaml"
+        ).read_text()
+    )
+    assert set(ours) == set(real) and ours["metadata"]["annotations"]["type"] == "detector"
+    assert ours["metadata"]["name"] == "pth-mmseg-coralscopsegformer"
+    spec = json.loads(ours["metadata"]["annotations"]["spec"])
+    assert [s["name"] for s in spec] == load_taxonomy().classes("main_family") and {
+        s["type"] for s in spec
+    } == {"mask"}
+    image_path = next((family_root / "val" / "data").iterdir())
+    request = json.dumps({"image": base64.b64encode(image_path.read_bytes()).decode(), "threshold": 0.0})
+    ok, no_image, bad = call_handler(
+        nuclio_dir, [request, json.dumps({"threshold": 0.5}), "not json"], "DINOv2_mmseg"
+    )
+    assert ok["status"] == 200 and no_image["status"] == 400 and bad["status"] == 400
+    assert "image" in no_image["body"]["error"]
+    h, w = cv2.imread(str(image_path)).shape[:2]
+    for shape in ok["body"]:
+        assert (
+            shape["type"] == "mask"
+            and shape["confidence"].isnumeric()
+            and shape["label"] in load_taxonomy().classes("main_family")
+        )
+        assert cvat_rle_to_mask(shape["mask"], (w, h)).any() and len(shape["points"]) >= 6
