@@ -112,7 +112,8 @@ def predict(
         checkpoint: the segmentor checkpoint (training checkpoint or best_segformer.pth).
         images: an image file or a folder of images.
         out_dir: output folder, created when complete.
-        sam_weights: local SAM ViT-B or CoralSCoP checkpoint (vit_b_coralscop.pth); none: no refinement.
+        sam_weights: local SAM ViT-B or CoralSCoP checkpoint (vit_b_coralscop.pth); default SAM_CHECKPOINT;
+            none: no refinement (colonies are the semantic seeds; recorded in summary.json).
         min_threshold: least class probability to seed and to keep a colony.
         unsure_threshold: colonies under this mean probability are kept, marked unsure.
         min_area: smallest colony in px.
@@ -123,7 +124,10 @@ def predict(
     Returns:
         JSON summary (images, colonies, unsure ones, refinement, seconds).
     """
+    from quadratseg.settings import load_settings
+
     paths = list_images(images)
+    sam_weights = sam_weights or (str(load_settings().sam_checkpoint or "") or None)
     refine = RefineConfig(min_threshold, unsure_threshold, int(min_area), min_agreement)
     pipeline = CoralPipeline(config, checkpoint, sam_weights, refine, device)
     coral_classes = pipeline.classes[1:]

@@ -97,6 +97,9 @@ def train(
             or key=value items.
         seed: random seed.
 
+    The DINOv2 backbone loads ``model.backbone.checkpoint``, else ``DINOV2_CHECKPOINT`` from the
+    environment/.env, else starts from random weights (said in the log).
+
     Returns:
         JSON with the work dir, the best checkpoint and the last validation metrics.
     """
@@ -106,6 +109,14 @@ def train(
     settings = load_settings()
     set_threads(settings.num_threads)
     cfg = load_config(config, cfg_options, data_root)
+    backbone = cfg.model.get("backbone") or {}
+    if backbone.get("type") == "DINOv2" and not backbone.get("checkpoint") and settings.dinov2_checkpoint:
+        logger.info("backbone weights from DINOV2_CHECKPOINT=%s", settings.dinov2_checkpoint)
+        backbone["checkpoint"] = str(settings.dinov2_checkpoint)
+    elif backbone.get("type") == "DINOv2" and not backbone.get("checkpoint"):
+        logger.warning(
+            "the DINOv2 backbone starts from random weights (no checkpoint in the config or DINOV2_CHECKPOINT)"
+        )
     work = Path(work_dir or Path("work_dirs") / Path(config).stem)
     result = run_training(cfg, work, resume, amp, seed, settings.device)
     return json.dumps(result, indent=2)

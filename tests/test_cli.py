@@ -28,6 +28,13 @@ CLIS = [
     "coral_seg_yolo.predict",
     "coral_seg_yolo.deploy_as_zip",
     "coral_seg_yolo.export",
+    "DINOv2_mmseg.prepare_data",
+    "DINOv2_mmseg.train",
+    "DINOv2_mmseg.test",
+    "DINOv2_mmseg.evaluate",
+    "DINOv2_mmseg.predict",
+    "DINOv2_mmseg.inference_with_coralscop",
+    "DINOv2_mmseg.deploy_as_zip",
 ]
 
 
