@@ -115,7 +115,7 @@ def train(
         backbone["checkpoint"] = str(settings.dinov2_checkpoint)
     elif backbone.get("type") == "DINOv2" and not backbone.get("checkpoint"):
         logger.warning(
-            "the DINOv2 backbone starts from random weights (no checkpoint in the config or DINOV2_CHECKPOINT)"
+            "DINOv2 backbone from random weights (no checkpoint in the config, no DINOV2_CHECKPOINT)"
         )
     work = Path(work_dir or Path("work_dirs") / Path(config).stem)
     result = run_training(cfg, work, resume, amp, seed, settings.device)
