@@ -118,6 +118,10 @@ class SemanticSegmenter:
                 "train with a config whose classes match the data"
             )
         model.dataset_meta = {"classes": classes, "palette": meta.get("palette")}
+        if cfg.get("test_dataloader"):
+            # mmseg's inference_model reads cfg.test_pipeline: make it the test loader's pipeline, so
+            # inference sees images as the test/val loops do (the variable goes stale after overrides)
+            cfg.test_pipeline = cfg.test_dataloader.dataset.pipeline
         model.cfg = cfg
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()

@@ -44,6 +44,7 @@ STAGES: list[str] = [
     "grid_pose_detection.demo:stage",
     "grid_inpainting.demo:stage",
     "coral_seg_yolo.demo:stage",
+    "DINOv2_mmseg.demo:stage",
 ]
 
 

@@ -3,6 +3,7 @@ import re
 
 from quadratseg.demo import run_demo
 from quadratseg.settings import Settings
+from quadratseg.taxonomy import load_taxonomy
 
 
 def test_demo_writes_summary_and_report(tmp_path):
@@ -29,6 +30,9 @@ def test_demo_writes_summary_and_report(tmp_path):
     seg = summary["coral_seg_yolo"]
     assert seg["epochs"] == 2 and 0 <= seg["mask_map50"] <= 1 and seg["train_seconds"] > 0
     assert {"mask_map50", "mask_map50_95", "train_seconds"} <= set(seg)
+    mmseg = summary["DINOv2_mmseg"]
+    assert mmseg["epochs"] == 3 and 0 <= mmseg["miou"] <= 100 and mmseg["refinement"] == "none"
+    assert set(mmseg["per_class_iou"]) == {"background", *load_taxonomy().classes("main_family")}
     html = (tmp_path / "demo" / "report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", html)
     assert len(images) >= 4
