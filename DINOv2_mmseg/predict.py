@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from DINOv2_mmseg.refine import RefineConfig, load_sam, refine_instances, sam_predictor_for
+from DINOv2_mmseg.refine import RefineConfig, load_sam, refine_instances, sam_predictor_for, top_class
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import polygon_to_mask
@@ -89,7 +89,7 @@ class CoralPipeline:
         """Class index map (H, W) uint8 and the colonies of one uint8 RGB image."""
         probs = self.segmenter.predict_probs(image_rgb)
         instances = refine_instances(image_rgb, probs, self.classes, self.sam_predictor, self.refine)
-        return probs.argmax(axis=0).astype(np.uint8), instances
+        return top_class(probs)[0], instances
 
 
 def predict(

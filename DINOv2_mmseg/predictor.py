@@ -145,4 +145,6 @@ class SemanticSegmenter:
 
     def predict_classes(self, image_rgb: np.ndarray) -> np.ndarray:
         """Class index map (H, W) uint8 of one uint8 RGB image."""
-        return self.predict_probs(image_rgb).argmax(axis=0).astype(np.uint8)
+        from DINOv2_mmseg.refine import top_class
+
+        return top_class(self.predict_probs(image_rgb))[0]

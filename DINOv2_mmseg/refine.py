@@ -155,12 +155,61 @@ def load_sam(weights: str | Path, device: str = "cpu") -> tuple[Any, dict[str, A
     return sam.to(device).eval(), {**shape, "extra_keys": extra, "weights": str(weights)}
 
 
+@dataclass
+class Region:
+    """A mask kept as its box: ``xyxy`` (x0, y0, x1, y1; end-exclusive px), ``crop`` bool (y1-y0, x1-x0)."""
+
+    xyxy: tuple[int, int, int, int]
+    crop: np.ndarray
+
+    @classmethod
+    def from_full(cls, mask: np.ndarray) -> Region | None:
+        """The region of a full-frame bool mask (H, W); None when empty."""
+        x, y, w, h = cv2.boundingRect(mask.view(np.uint8))  # one pass over the non-zero pixels
+        if w == 0 or h == 0:
+            return None
+        return cls((x, y, x + w, y + h), mask[y : y + h, x : x + w].copy())
+
+    @property
+    def area(self) -> int:
+        """Pixels in the mask."""
+        return int(np.count_nonzero(self.crop))
+
+    def within(self, xyxy: tuple[int, int, int, int]) -> np.ndarray:
+        """The mask over the larger box ``xyxy`` (which must contain this region's box)."""
+        x0, y0, x1, y1 = xyxy
+        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        a0, b0, a1, b1 = self.xyxy
+        out[b0 - y0 : b1 - y0, a0 - x0 : a1 - x0] = self.crop
+        return out
+
+
+def union_box(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The smallest xyxy box holding both boxes."""
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def top_class(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Arg-max class (H, W) uint8 and its probability (H, W) of probs (C, H, W), one pass per class.
+
+    Equal to ``probs.argmax(0)`` / ``probs.max(0)`` (first class wins ties), several times faster on
+    large images than numpy's strided reduction over the first axis.
+    """
+    index = np.zeros(probs.shape[1:], dtype=np.uint8)
+    best = probs[0].copy()
+    for c in range(1, probs.shape[0]):
+        better = probs[c] > best
+        index[better] = c
+        np.maximum(best, probs[c], out=best)
+    return index, best
+
+
 def semantic_seeds(
     probs: np.ndarray, min_threshold: float, min_area: int, background: int = 0
-) -> list[tuple[int, np.ndarray]]:
-    """(class index, seed mask (H, W) bool) for each confident connected part of each coral class."""
-    top = probs.argmax(axis=0)
-    confident = probs.max(axis=0) >= min_threshold
+) -> list[tuple[int, Region]]:
+    """(class index, seed region) for each confident connected part of each coral class of probs (C, H, W)."""
+    top, best = top_class(probs)
+    confident = best >= min_threshold
     seeds = []
     for class_id in range(probs.shape[0]):
         if class_id == background:
@@ -170,35 +219,45 @@ def semantic_seeds(
             continue
         n, parts, stats, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
         for k in range(1, n):
-            if stats[k, cv2.CC_STAT_AREA] >= min_area:
-                seeds.append((class_id, parts == k))
+            x, y, w, h, area = (int(v) for v in stats[k])
+            if area >= min_area:
+                seeds.append((class_id, Region((x, y, x + w, y + h), parts[y : y + h, x : x + w] == k)))
     return seeds
 
 
 def interior_point(mask: np.ndarray) -> tuple[int, int]:
-    """(x, y) of the pixel farthest from the mask's border."""
+    """(x, y) of the pixel farthest from the mask's border (in the mask's own frame)."""
     dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
     y, x = np.unravel_index(int(dist.argmax()), dist.shape)
     return int(x), int(y)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two bool masks."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+    """Intersection over union of two bool masks of the same shape."""
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b) / union) if union else 0.0
 
 
-def sam_refine(predictor: Any, seed: np.ndarray) -> tuple[np.ndarray, float]:
-    """SAM mask (of three) agreeing best with ``seed`` (box + interior point prompt), and its IoU."""
-    ys, xs = np.nonzero(seed)
-    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
-    point = np.array([interior_point(seed)], dtype=np.float32)
+def sam_refine(predictor: Any, seed: Region) -> tuple[Region | None, float]:
+    """SAM's mask (of three) agreeing best with ``seed`` (prompt: its box and interior point), and the IoU."""
+    x0, y0, x1, y1 = seed.xyxy
+    px, py = interior_point(seed.crop)
     masks, _, _ = predictor.predict(
-        point_coords=point, point_labels=np.array([1]), box=box, multimask_output=True
+        point_coords=np.array([[x0 + px, y0 + py]], dtype=np.float32),
+        point_labels=np.array([1]),
+        box=np.array([x0, y0, x1, y1], dtype=np.float32),
+        multimask_output=True,
     )
-    ious = [mask_iou(m, seed) for m in masks]
-    best = int(np.argmax(ious))
-    return masks[best].astype(bool), ious[best]
+    best, best_iou = None, -1.0
+    for mask in masks:
+        region = Region.from_full(mask)
+        if region is None:
+            continue
+        box = union_box(region.xyxy, seed.xyxy)
+        iou = mask_iou(region.within(box), seed.within(box))
+        if iou > best_iou:
+            best, best_iou = region, iou
+    return best, max(best_iou, 0.0)
 
 
 def refine_instances(
@@ -211,7 +270,8 @@ def refine_instances(
     """Colonies of one image from class probabilities (C, H, W) and, when given, a SAM predictor.
 
     ``image_rgb`` is uint8 (H, W, 3); the instances' outlines are in its pixel frame, each with
-    ``extra`` = ``{"unsure", "source" ("sam" | "semantic"), "sam_iou", "area"}``.
+    ``extra`` = ``{"unsure", "source" ("sam" | "semantic"), "sam_iou", "area"}``. Every mask is
+    handled inside its bounding box, so memory and time follow the colonies, not the image size.
     """
     cfg = config or RefineConfig()
     if probs.shape[1:] != image_rgb.shape[:2]:
@@ -222,31 +282,32 @@ def refine_instances(
     if sam_predictor is not None and seeds:
         sam_predictor.set_image(image_rgb, image_format="RGB")
     candidates = []
-    for class_id, seed in seeds:
-        source, agreement = "semantic", None
-        mask = seed
+    for _, seed in seeds:
+        source, agreement, region = "semantic", None, seed
         if sam_predictor is not None:
             refined, agreement = sam_refine(sam_predictor, seed)
-            if agreement >= cfg.min_agreement:
-                mask, source = refined, "sam"
-        mean = probs[:, mask].mean(axis=1)
+            if refined is not None and agreement >= cfg.min_agreement:
+                region, source = refined, "sam"
+        x0, y0, x1, y1 = region.xyxy
+        mean = probs[:, y0:y1, x0:x1][:, region.crop].mean(axis=1)
         label_id = int(np.argmax(mean[1:]) + 1)  # a coral class: the seed was one
         score = float(mean[label_id])
-        if score < cfg.min_threshold:
-            continue
-        candidates.append((score, label_id, mask, source, agreement, class_id))
+        if score >= cfg.min_threshold:
+            candidates.append((score, label_id, region, source, agreement))
     candidates.sort(key=lambda c: -c[0])
     claimed = np.zeros(probs.shape[1:], dtype=bool)
     instances = []
-    for score, label_id, mask, source, agreement, _ in candidates:
-        own = mask & ~claimed
-        if own.sum() < cfg.min_area:
+    for score, label_id, region, source, agreement in candidates:
+        x0, y0, x1, y1 = region.xyxy
+        own = region.crop & ~claimed[y0:y1, x0:x1]
+        area = int(np.count_nonzero(own))
+        if area < cfg.min_area:
             continue
         polygons = mask_to_polygons(own, min_area=cfg.min_area)
         if not polygons:
             continue
-        claimed |= own
-        outline = max(polygons, key=lambda p: p.area).exterior
+        claimed[y0:y1, x0:x1] |= own
+        outline = max(polygons, key=lambda p: p.area).exterior + np.array([x0, y0])
         instances.append(
             Instance(
                 classes[label_id],
@@ -256,7 +317,7 @@ def refine_instances(
                     "unsure": score < cfg.unsure_threshold,
                     "source": source,
                     "sam_iou": None if agreement is None else round(agreement, 3),
-                    "area": int(own.sum()),
+                    "area": area,
                 },
             )
         )

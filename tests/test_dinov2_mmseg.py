@@ -372,6 +372,15 @@ def square_probs(size: int = 96) -> tuple[np.ndarray, np.ndarray]:
     return image, probs
 
 
+def test_top_class_equals_numpy_argmax_and_max():
+    from DINOv2_mmseg.refine import top_class
+
+    probs = np.random.default_rng(0).random((5, 40, 30)).astype(np.float32)
+    probs[:, 0, 0] = 0.5  # a tie: the first class wins, as in argmax
+    index, best = top_class(probs)
+    assert np.array_equal(index, probs.argmax(axis=0)) and np.array_equal(best, probs.max(axis=0))
+
+
 def test_seeds_become_instances_with_scores_and_unsure_flags():
     from DINOv2_mmseg.refine import RefineConfig, refine_instances
 
@@ -381,6 +390,7 @@ def test_seeds_become_instances_with_scores_and_unsure_flags():
         ("A", 0.9, False, "semantic"),
         ("B", 0.65, True, "semantic"),
     ]
+    assert found[0].extra["area"] == 30 * 30
     x0, y0 = found[0].polygon_xy.min(axis=0)
     x1, y1 = found[0].polygon_xy.max(axis=0)
     assert np.allclose((x0, y0, x1, y1), (10, 10, 40, 40), atol=0.5)
