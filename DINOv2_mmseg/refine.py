@@ -260,6 +260,14 @@ def sam_refine(predictor: Any, seed: Region) -> tuple[Region | None, float]:
     return best, max(best_iou, 0.0)
 
 
+def region_mean(probs: np.ndarray, region: Region) -> np.ndarray:
+    """Mean probability (C,) of each class over a region (a matrix-vector product over its box)."""
+    x0, y0, x1, y1 = region.xyxy
+    crop = np.ascontiguousarray(probs[:, y0:y1, x0:x1]).reshape(probs.shape[0], -1)
+    weights = region.crop.reshape(-1).astype(probs.dtype)
+    return crop @ weights / max(float(weights.sum()), 1.0)
+
+
 def refine_instances(
     image_rgb: np.ndarray,
     probs: np.ndarray,
@@ -288,8 +296,7 @@ def refine_instances(
             refined, agreement = sam_refine(sam_predictor, seed)
             if refined is not None and agreement >= cfg.min_agreement:
                 region, source = refined, "sam"
-        x0, y0, x1, y1 = region.xyxy
-        mean = probs[:, y0:y1, x0:x1][:, region.crop].mean(axis=1)
+        mean = region_mean(probs, region)
         label_id = int(np.argmax(mean[1:]) + 1)  # a coral class: the seed was one
         score = float(mean[label_id])
         if score >= cfg.min_threshold:
