@@ -92,8 +92,12 @@ def train_yolo(
     num_threads: int = 0,
     resume: bool = False,
     device: str = "auto",
+    callbacks: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a YOLO model; returns paths of the weights and the resolved configuration."""
+    """Train (or resume) a YOLO model; returns paths of the weights and the resolved configuration.
+
+    ``callbacks`` maps ultralytics events (``on_fit_epoch_end``...) to extra functions of the trainer.
+    """
     config = dict(config)
     model_ref = config.pop("model", None)
     run_dir = Path(project) / name
@@ -108,6 +112,8 @@ def train_yolo(
         model = build_model(model_ref)
     model.add_callback("on_pretrain_routine_end", _thread_callback(num_threads))
     model.add_callback("on_train_epoch_start", _thread_callback(num_threads))
+    for event, func in (callbacks or {}).items():
+        model.add_callback(event, func)
     args = {
         **config,
         "data": str(data_yaml),

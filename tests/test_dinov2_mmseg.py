@@ -312,6 +312,18 @@ def test_config_checks_name_the_problem(family_root, tmp_path):
     assert small["train_dataloader"]["smaller_than_crop"] == small["train_dataloader"]["images"]
 
 
+def test_amp_without_a_gpu_is_refused_before_training(family_root, tmp_path):
+    import torch
+
+    from DINOv2_mmseg.train import run_training
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: AMP is allowed")
+    with pytest.raises(QuadratsegError, match="--amp needs a CUDA GPU"):
+        run_training(tiny_cfg(family_root, 1), tmp_path / "w", amp=True)
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.slow
 def test_images_smaller_than_the_crop_train_padded(family_root, tmp_path):
     from DINOv2_mmseg.train import run_training

@@ -160,6 +160,37 @@ def test_resume_and_bad_model_references(tiny_grid_model, tmp_path):
         load_experiment(get_task("gridpose").config, {"epoch": 3})
 
 
+@pytest.mark.slow
+def test_an_interrupted_training_resumes_where_it_stopped(pose_datasets, tmp_path):
+    import csv
+
+    import fiftyone as fo
+
+    class KilledError(Exception):
+        pass
+
+    def stop_after_first_epoch(trainer):
+        if trainer.epoch == 0:
+            raise KilledError  # after last.pt of epoch 1 was saved, as a killed job would
+
+    task = get_task("gridcorners")
+    write_pose_layout(task, fo.load_dataset(pose_datasets["gridcorners"]), tmp_path / "layout")
+    config = load_experiment(
+        task.config, {"epochs": 2, "imgsz": 64, "batch": 2, "workers": 0, "plots": False}
+    )
+    data = tmp_path / "layout" / "data.yaml"
+    with pytest.raises(KilledError):
+        train_yolo(
+            config, data, tmp_path / "runs", "corners", callbacks={"on_fit_epoch_end": stop_after_first_epoch}
+        )
+    rows = list(csv.DictReader((tmp_path / "runs" / "corners" / "results.csv").open()))
+    assert len(rows) == 1
+    run = train_yolo(config, data, tmp_path / "runs", "corners", resume=True)
+    rows_after = list(csv.DictReader((tmp_path / "runs" / "corners" / "results.csv").open()))
+    assert [int(float(r["epoch"])) for r in rows_after] == [1, 2]  # continued at epoch 2, not restarted
+    assert rows_after[0] == rows[0] and Path(run["best"]).is_file()
+
+
 def test_nuclio_zip_and_handler(tiny_grid_model, tmp_path, synthetic_set, shared_data):
     weights, _ = tiny_grid_model
     template = save_template(grid_template_xy(), tmp_path / "kp_template_grid.npy")
