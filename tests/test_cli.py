@@ -101,3 +101,18 @@ def test_pull_cli_reports_an_unsafe_backup_in_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert "unsafe path '../escape.txt'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_mmseg_train_cli_names_a_missing_dataset_root(tmp_path):
+    result = run(
+        "DINOv2_mmseg.train",
+        "dinov2_tiny_segformer_cpu.py",
+        "--data-root",
+        str(tmp_path / "nowhere"),
+        "--work-dir",
+        str(tmp_path / "work"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "does not exist; run `python -m DINOv2_mmseg.prepare_data` first" in result.stderr
+    assert not (tmp_path / "work").exists()
