@@ -65,7 +65,10 @@ def run_training(
         cfg.randomness = {"seed": int(seed), "deterministic": False}
     runner = Runner.from_cfg(cfg)
     runner.train()
-    metrics = {k: v for k, v in runner.message_hub.log_scalars.items() if k.startswith("val/")}
+    timing = ("val/time", "val/data_time")
+    metrics = {
+        k: v for k, v in runner.message_hub.log_scalars.items() if k.startswith("val/") and k not in timing
+    }
     return {
         "work_dir": str(work_dir),
         "best_checkpoint": str(best_checkpoint(work_dir) or ""),
