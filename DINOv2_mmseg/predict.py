@@ -8,12 +8,14 @@
 Writes, whole or not at all: ``semantic/<stem>.png`` (uint8 class index), ``instances/<stem>.png``
 (uint16 instance id, 0 = none; id k is annotation k of the image in the COCO file),
 ``predictions_coco.json`` (polygons, scores, ``attributes``: unsure, source, sam_iou, area),
-``overlays/<stem>_semantic.jpg`` and ``overlays/<stem>_instances.jpg``, and ``summary.json``.
+``overlays/<stem>_semantic.jpg`` and ``overlays/<stem>_instances.jpg``, ``cover.csv`` (percent cover
+of each class per image, from the semantic map) and ``summary.json``.
 Without ``--sam-weights`` the instances are the semantic seeds (refinement "none", recorded).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import time
@@ -25,6 +27,7 @@ import numpy as np
 
 from DINOv2_mmseg.refine import RefineConfig, load_sam, refine_instances, sam_predictor_for, top_class
 from quadratseg.atomic import atomic_output_dir
+from quadratseg.cover import cover_from_class_map
 from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import polygon_to_mask
 from quadratseg.instances import CocoInstances, Instance, list_images
@@ -138,6 +141,7 @@ def predict(
         else {}
     )
     coco = CocoInstances(coral_classes)
+    cover_rows = []
     start = time.perf_counter()
     with atomic_output_dir(out_dir, overwrite) as tmp:
         for sub in ("semantic", "instances", "overlays"):
@@ -150,6 +154,8 @@ def predict(
             classes_map, instances = pipeline(rgb)
             size = (rgb.shape[1], rgb.shape[0])
             coco.add_image(path.name, size, instances)
+            cover = cover_from_class_map(classes_map, pipeline.classes)
+            cover_rows.append([path.name, *(cover[name] for name in coral_classes)])
             cv2.imwrite(str(tmp / "semantic" / f"{path.stem}.png"), classes_map)
             cv2.imwrite(str(tmp / "instances" / f"{path.stem}.png"), instance_id_map(instances, size))
             sem = semantic_overlay(rgb, classes_map, palette)
@@ -165,6 +171,10 @@ def predict(
                 str(tmp / "overlays" / f"{path.stem}_instances.jpg"), cv2.cvtColor(inst, cv2.COLOR_RGB2BGR)
             )
         (tmp / "predictions_coco.json").write_text(json.dumps(coco.to_dict()), encoding="utf-8")
+        with (tmp / "cover.csv").open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", *coral_classes])
+            writer.writerows(cover_rows)
         summary = {
             "images": len(paths),
             "colonies": len(coco.annotations),

@@ -53,7 +53,7 @@ def class_index_mask(
 
     Example:
         >>> sq = np.array([[0, 0], [4, 0], [4, 4], [0, 4]], float)
-        >>> class_index_mask([(1, [sq]), (2, [sq + 2])], (6, 6))[3, 3]
+        >>> int(class_index_mask([(1, [sq]), (2, [sq + 2])], (6, 6))[3, 3])
         2
     """
     width, height = frame_size

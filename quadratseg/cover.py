@@ -53,4 +53,22 @@ def percent_cover(
     index, names = label_map(pairs, frame_size)
     counts = np.bincount(index.ravel(), minlength=len(names) + 1)
     total = float(index.size)
-    return {name: round(100.0 * counts[i + 1] / total, 3) for i, name in enumerate(names)}
+    return {name: round(float(100.0 * counts[i + 1] / total), 3) for i, name in enumerate(names)}
+
+
+def cover_from_class_map(
+    class_map: np.ndarray, class_names: list[str], background: int = 0
+) -> dict[str, float]:
+    """Percent of the frame covered by each class of a class-index map (H, W), background left out.
+
+    Example:
+        >>> cover_from_class_map(np.array([[0, 1], [1, 2]]), ["background", "Acropora", "Porites"])
+        {'Acropora': 50.0, 'Porites': 25.0}
+    """
+    counts = np.bincount(class_map.ravel(), minlength=len(class_names))
+    total = float(class_map.size)
+    return {
+        name: round(float(100.0 * counts[k] / total), 3)
+        for k, name in enumerate(class_names)
+        if k != background
+    }

@@ -107,7 +107,7 @@ def polygons_to_mask(
         frame_size: (width, height) of the image.
 
     Example:
-        >>> polygons_to_mask([np.array([[0, 0], [4, 0], [4, 2], [0, 2]])], (6, 3)).sum()
+        >>> int(polygons_to_mask([np.array([[0, 0], [4, 0], [4, 2], [0, 2]])], (6, 3)).sum())
         8
     """
     width, height = frame_size

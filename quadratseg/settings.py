@@ -4,9 +4,9 @@ Precedence: process environment > ``.env`` file > defaults. Library code never r
 environment: CLIs call :func:`load_settings` once and pass the values down as arguments.
 
 Example:
-    >>> s = load_settings(env_file=None, environ={"CVAT_PORT": "8080"})
-    >>> s.cvat_port
-    8080
+    >>> s = load_settings(env_file=None, environ={"CVAT_RETRIES": "5"})
+    >>> s.cvat_retries
+    5
 """
 
 from __future__ import annotations

@@ -502,6 +502,12 @@ def test_predict_writes_instances_coco_and_overlays(trained, family_root, tmp_pa
         assert (out / "overlays" / f"{stem}_semantic.jpg").is_file() and (
             out / "overlays" / f"{stem}_instances.jpg"
         ).is_file()
+    import csv
+
+    rows = list(csv.DictReader((out / "cover.csv").open()))
+    assert len(rows) == len(coco["images"]) and list(rows[0])[1:] == load_taxonomy().classes("main_family")
+    sem = cv2.imread(str(out / "semantic" / f"{Path(rows[0]['image']).stem}.png"), cv2.IMREAD_UNCHANGED)
+    assert float(rows[0]["Acroporidae"]) == pytest.approx(100 * (sem == 1).mean(), abs=0.001)
     with pytest.raises(QuadratsegError, match="already exists"):
         predict(str(TINY), str(work / "epoch_2.pth"), str(images), str(out))
     with pytest.raises(QuadratsegError, match="no image in"):
