@@ -42,6 +42,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     from DINOv2_mmseg.prepare_data import write_mmseg_layout
     from DINOv2_mmseg.runner import load_config, set_threads
     from DINOv2_mmseg.train import run_training
+    from quadratseg.cover import cover_from_class_map
     from quadratseg.visualize import draw_polygons
 
     start = time.perf_counter()
@@ -67,6 +68,14 @@ def stage(ctx: Any) -> dict[str, Any]:
         m["IoU"] for name, m in metrics["per_class"].items() if name != "background" and m["IoU"] is not None
     ]
     mean_coral = round(float(np.mean(coral)), 2) if coral else None
+    # percent cover per class: predicted semantic map vs the annotated masks, on the val images
+    cover_errors = []
+    for image_path, mask_path in split_pairs(data_root, "val"):
+        rgb = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
+        predicted = cover_from_class_map(pipeline.segmenter.predict_classes(rgb), pipeline.classes)
+        true = cover_from_class_map(cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED), pipeline.classes)
+        cover_errors.extend(abs(predicted[name] - true[name]) for name in true)
+    cover_mae = round(float(np.mean(cover_errors)), 3)
 
     section = ctx.report.section("Coral segmentation (DINOv2_mmseg)")
     section.paragraphs.append(
@@ -74,7 +83,8 @@ def stage(ctx: Any) -> dict[str, Any]:
         f"for {epochs} epochs ({train_seconds:.0f} s) on the grid-free synthetic images, {LEVEL} level, "
         f"with the same code and registry entries as the ViT-B/14 config. On the val split: mIoU "
         f"{metrics['mIoU']} % over the classes present (background included; MMSeg's IoUMetric), "
-        f"mean coral IoU {mean_coral} %, pixel accuracy {metrics['aAcc']} %. "
+        f"mean coral IoU {mean_coral} %, pixel accuracy {metrics['aAcc']} %; percent cover per class "
+        f"within {cover_mae} percentage points of the annotated cover on average. "
         f"Colonies: refinement {pipeline.refinement}"
         + (
             " (no SAM/CoralSCoP weights offline: the colonies are the semantic seeds)."
@@ -106,6 +116,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     return {
         "miou": metrics["mIoU"],
         "mean_coral_iou": mean_coral,
+        "cover_mean_abs_error_pp": cover_mae,
         "aacc": metrics["aAcc"],
         "macc": metrics["mAcc"],
         "per_class_iou": {name: m["IoU"] for name, m in metrics["per_class"].items()},

@@ -32,6 +32,7 @@ def test_demo_writes_summary_and_report(tmp_path):
     assert {"mask_map50", "mask_map50_95", "train_seconds"} <= set(seg)
     mmseg = summary["DINOv2_mmseg"]
     assert mmseg["epochs"] == 3 and 0 <= mmseg["miou"] <= 100 and mmseg["refinement"] == "none"
+    assert 0 <= mmseg["cover_mean_abs_error_pp"] < 100
     assert set(mmseg["per_class_iou"]) == {"background", *load_taxonomy().classes("main_family")}
     html = (tmp_path / "demo" / "report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", html)
