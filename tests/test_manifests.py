@@ -140,3 +140,19 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in readme and "make demo" in readme
     assert "make test" in ci
+
+
+def test_wheels_carry_every_config_and_handler(pyproject):
+    """Files the code reads from its own package (configs, Nuclio handlers, data) match package-data."""
+    package_data = pyproject["tool"]["setuptools"]["package-data"]
+    missing = []
+    for package in ("quadratseg", "coral_seg_yolo", "grid_pose_detection", "grid_inpainting", "DINOv2_mmseg"):
+        root = REPO / package
+        carried = {p for g in package_data.get(package, []) for p in root.glob(g)}
+        for path in root.rglob("*"):
+            if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".md":
+                continue
+            in_a_package = (path.parent / "__init__.py").is_file() and path.suffix == ".py"
+            if not in_a_package and path not in carried:
+                missing.append(str(path.relative_to(REPO)))
+    assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
