@@ -24,6 +24,8 @@ def isolated_workdir(prefix: str) -> Path:
     """A temporary folder with its own FiftyOne database and caches, the frameworks set offline."""
     work = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ.setdefault("FIFTYONE_DATABASE_DIR", str(work / "db"))
+    # FiftyOne attaches to any running mongod of the user: a database name of our own keeps theirs apart
+    os.environ.setdefault("FIFTYONE_DATABASE_NAME", f"quadratseg_bench_{work.name}")
     from quadratseg.offline import apply_offline_environment
     from quadratseg.settings import Settings
 

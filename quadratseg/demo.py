@@ -216,8 +216,10 @@ def run_demo(
         and not settings.fiftyone_database_uri
         and "fiftyone" not in sys.modules
     ):
-        # the demo's datasets live in a database of its own, beside its outputs
+        # the demo's datasets live in a database of its own, beside its outputs, under a name of its
+        # own (FiftyOne attaches to any running mongod of the user, whatever its folder)
         os.environ["FIFTYONE_DATABASE_DIR"] = str((out / "fiftyone_db").resolve())
+        os.environ.setdefault("FIFTYONE_DATABASE_NAME", "quadratseg_demo")
     synthetic_dir = out / "synthetic"
     synth_start = time.perf_counter()
     generate_dataset(synthetic_dir, SynthConfig(images=images, seed=seed, size=size), overwrite=True)

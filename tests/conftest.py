@@ -21,6 +21,9 @@ from quadratseg.settings import Settings  # noqa: E402
 
 apply_offline_environment(Settings(cache_dir=_CACHE, fiftyone_database_dir=_FIFTYONE_DB))
 os.environ.pop("FIFTYONE_DATABASE_URI", None)
+# FiftyOne attaches to any mongod of this user that is already running (an open App, a demo), whatever
+# its folder: a database name of the session's own keeps the tests out of the user's datasets even then.
+os.environ["FIFTYONE_DATABASE_NAME"] = f"quadratseg_test_{uuid.uuid4().hex[:12]}"
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -32,6 +35,7 @@ def pytest_sessionfinish(session, exitstatus):
         try:
             import fiftyone.core.odm.database as fodb
 
+            fodb.get_db_client().drop_database(os.environ["FIFTYONE_DATABASE_NAME"])
             fodb._disconnect()
             service = getattr(fodb, "_db_service", None)
             if service is not None:

@@ -1,6 +1,7 @@
 """The suite runs with the network blocked except loopback (pytest-socket, see pyproject)."""
 
 import socket
+import tempfile
 import threading
 
 import pytest
@@ -22,3 +23,10 @@ def test_loopback_is_allowed():
     with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
         assert client.recv(2) == b"ok"
     server.close()
+
+
+def test_the_suite_uses_a_database_of_its_own():
+    import fiftyone as fo
+
+    assert fo.config.database_name.startswith("quadratseg_test_")
+    assert fo.config.database_dir.startswith(tempfile.gettempdir())
