@@ -22,7 +22,7 @@ def test_demo_writes_summary_and_report(tmp_path):
     assert sum(data["samples_per_split"].values()) == 6
     assert sum(data["polygons_per_label"].values()) == core["colonies"]
     pose = summary["grid_pose_detection"]
-    assert pose["gridcorners"]["epochs"] == 3 and pose["gridpose"]["epochs"] == 1  # training_scale 0.01
+    assert pose["gridcorners"]["epochs"] == 2 and pose["gridpose"]["epochs"] == 1  # training_scale 0.01
     assert 0 <= pose["matching_success_rate"] <= 1 and "corner_mean_px_error" in pose
     inpaint = summary["grid_inpainting"]
     assert inpaint["psnr_masked"] > inpaint["psnr_masked_input"] + 5
