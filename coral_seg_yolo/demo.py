@@ -18,9 +18,10 @@ from quadratseg.visualize import draw_polygons
 from quadratseg.yolo_train import load_experiment, train_yolo
 
 DATASET = "demo_segmentation"
-# 24 synthetic images are too few for 16 genera in minutes (mask mAP@0.5 0.04 after 96 epochs);
-# the 7 main families reach about 0.4 in 150 epochs. Any level trains the same way.
-LEVEL = "main_family"
+# The 16 genera, as upstream. With nbs = batch the optimizer steps every batch (ultralytics would
+# otherwise accumulate to a nominal batch of 64: one step every 4 epochs on 14 images); that took
+# mask mAP@0.5 on val from 0.41 to 0.99 at the main-family level and to 0.94 for the 16 genera.
+LEVEL = "finegrained"
 EPOCHS = 150
 IMGSZ = 320
 # Short CPU training from scratch: SGD at lr 0.01, no early stopping, no plots during training.
@@ -29,6 +30,7 @@ SHORT_RUN = {
     "lr0": 0.01,
     "patience": 0,
     "batch": 8,
+    "nbs": 8,
     "workers": 0,
     "plots": False,
     "imgsz": IMGSZ,
