@@ -228,6 +228,23 @@ def parse_body(body: Any) -> dict[str, Any]:
     return data
 
 
+def parse_image_request(body: Any, default_threshold: float) -> tuple[dict[str, Any], np.ndarray, float]:
+    """A detector request: the body as a dict, its ``image`` as uint8 RGB (H, W, 3), its ``threshold``.
+
+    Raises:
+        ValueError: the body is not a JSON object, has no ``image``, or a value does not parse
+            (handlers answer it with status 400).
+    """
+    data = parse_body(body)
+    if "image" not in data:
+        raise ValueError("the request needs 'image' (base64)")
+    try:
+        threshold = float(data.get("threshold", default_threshold))
+    except (TypeError, ValueError):
+        raise ValueError(f"'threshold' must be a number, got {data.get('threshold')!r}") from None
+    return data, decode_image_b64(data["image"]), threshold
+
+
 def json_response(context: Any, payload: Any, status_code: int = 200) -> Any:
     """A Nuclio JSON response."""
     return context.Response(

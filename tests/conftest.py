@@ -100,3 +100,22 @@ def dataset_name():
     for candidate in (name, name + ".pulling"):
         if fo.dataset_exists(candidate):
             fo.delete_dataset(candidate)
+
+
+@pytest.fixture(scope="module")
+def coral_dataset(synthetic_set, tmp_path_factory):
+    """The synthetic set's segmentation export pulled into a FiftyOne dataset (one per test module)."""
+    import fiftyone as fo
+
+    from data_engineering.create_fiftyone_dataset import run_pull
+
+    name = f"seg-{uuid.uuid4().hex[:6]}"
+    run_pull(
+        name,
+        "xml",
+        str(synthetic_set / "cvat_exports" / "segmentation"),
+        dataset_name=name,
+        settings=Settings(media_dir=tmp_path_factory.mktemp("media")),
+    )
+    yield fo.load_dataset(name)
+    fo.delete_dataset(name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -10,27 +9,9 @@ import pytest
 import yaml
 
 from coral_seg_yolo.prepare_data import clip_polygon_to_box, tile_origins, write_seg_layout
-from data_engineering.create_fiftyone_dataset import run_pull
 from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import polygon_area
-from quadratseg.settings import Settings
 from quadratseg.taxonomy import load_taxonomy
-
-
-@pytest.fixture(scope="module")
-def coral_dataset(synthetic_set, tmp_path_factory):
-    import fiftyone as fo
-
-    name = f"seg-{uuid.uuid4().hex[:6]}"
-    run_pull(
-        name,
-        "xml",
-        str(synthetic_set / "cvat_exports" / "segmentation"),
-        dataset_name=name,
-        settings=Settings(media_dir=tmp_path_factory.mktemp("media")),
-    )
-    yield fo.load_dataset(name)
-    fo.delete_dataset(name)
 
 
 def read_labels(root: Path) -> list[list[float]]:

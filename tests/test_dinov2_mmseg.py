@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from data_engineering.create_fiftyone_dataset import run_pull
 from DINOv2_mmseg.compat import import_mmseg
 from DINOv2_mmseg.prepare_data import class_index_mask, class_table, write_mmseg_layout
 from quadratseg.errors import QuadratsegError
-from quadratseg.settings import Settings
 from quadratseg.taxonomy import load_taxonomy
 
 TINY = Path(__file__).resolve().parents[1] / "DINOv2_mmseg" / "configs" / "dinov2_tiny_segformer_cpu.py"
-
-
-@pytest.fixture(scope="module")
-def coral_dataset(synthetic_set, tmp_path_factory):
-    import fiftyone as fo
-
-    name = f"mmseg-{uuid.uuid4().hex[:6]}"
-    run_pull(
-        name,
-        "xml",
-        str(synthetic_set / "cvat_exports" / "segmentation"),
-        dataset_name=name,
-        settings=Settings(media_dir=tmp_path_factory.mktemp("media")),
-    )
-    yield fo.load_dataset(name)
-    fo.delete_dataset(name)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from DINOv2_mmseg.predict import CoralPipeline
+from DINOv2_mmseg.pipeline import CoralPipeline
 from DINOv2_mmseg.refine import RefineConfig
 from quadratseg.instances import cvat_shapes
-from quadratseg.nuclio import decode_image_b64, json_response, parse_body
+from quadratseg.nuclio import json_response, parse_image_request
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,12 +36,8 @@ def init_context(context):
 def handler(context, event):
     """Serve one request."""
     try:
-        data = parse_body(event.body)
-        if "image" not in data:
-            raise ValueError("the request needs 'image' (base64)")
-        image = decode_image_b64(data["image"])
-        threshold = float(data.get("threshold", 0.0))
-    except (ValueError, TypeError) as exc:
+        _, image, threshold = parse_image_request(event.body, 0.0)
+    except ValueError as exc:
         return json_response(context, {"error": str(exc)}, status_code=400)
     _, instances = context.user_data.pipeline(image)
     return json_response(context, cvat_shapes(instances, (image.shape[1], image.shape[0]), threshold))

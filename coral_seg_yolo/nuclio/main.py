@@ -12,7 +12,7 @@ from pathlib import Path
 
 from coral_seg_yolo.predictor import SegPredictor
 from quadratseg.instances import cvat_shapes
-from quadratseg.nuclio import decode_image_b64, json_response, parse_body
+from quadratseg.nuclio import json_response, parse_image_request
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,12 +28,8 @@ def init_context(context):
 def handler(context, event):
     """Serve one request."""
     try:
-        data = parse_body(event.body)
-        if "image" not in data:
-            raise ValueError("the request needs 'image' (base64)")
-        image = decode_image_b64(data["image"])
-        threshold = float(data.get("threshold", 0.5))
-    except (ValueError, TypeError) as exc:
+        _, image, threshold = parse_image_request(event.body, 0.5)
+    except ValueError as exc:
         return json_response(context, {"error": str(exc)}, status_code=400)
     predictor = context.user_data.predictor
     instances = predictor.predict(image, method=context.user_data.method, conf=min(threshold, predictor.conf))

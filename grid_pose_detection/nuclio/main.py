@@ -14,7 +14,7 @@ from pathlib import Path
 from grid_pose_detection.predictor import PosePredictor, skeleton_shape
 from grid_pose_detection.tasks import get_task
 from quadratseg.keypoints import load_template
-from quadratseg.nuclio import decode_image_b64, json_response, parse_body
+from quadratseg.nuclio import json_response, parse_image_request
 
 HERE = Path(__file__).resolve().parent
 
@@ -32,13 +32,9 @@ def init_context(context):
 def handler(context, event):
     """Serve one request."""
     try:
-        data = parse_body(event.body)
-        image = decode_image_b64(data["image"]) if "image" in data else None
-        if image is None:
-            raise ValueError("the request needs 'image' (base64)")
         predictor = context.user_data.predictor
-        predictor.kpt_conf = float(data.get("threshold", predictor.kpt_conf))
-    except (ValueError, TypeError) as exc:
+        _, image, predictor.kpt_conf = parse_image_request(event.body, predictor.kpt_conf)
+    except ValueError as exc:
         return json_response(context, {"error": str(exc)}, status_code=400)
     (prediction,) = predictor.predict([image])
     if not prediction.visible.any():
