@@ -38,7 +38,8 @@ def stage(ctx: Any) -> dict[str, Any]:
     import fiftyone as fo
 
     from DINOv2_mmseg.evaluate import evaluate_segmenter, split_pairs
-    from DINOv2_mmseg.predict import CoralPipeline, semantic_overlay
+    from DINOv2_mmseg.pipeline import CoralPipeline
+    from DINOv2_mmseg.predict import semantic_overlay
     from DINOv2_mmseg.prepare_data import write_mmseg_layout
     from DINOv2_mmseg.runner import load_config, set_threads
     from DINOv2_mmseg.train import run_training

@@ -19,13 +19,12 @@ import csv
 import json
 import logging
 import time
-from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
-from DINOv2_mmseg.refine import RefineConfig, load_sam, refine_instances, sam_predictor_for, top_class
+from DINOv2_mmseg.pipeline import CoralPipeline
+from DINOv2_mmseg.refine import RefineConfig
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.cover import cover_from_class_map
 from quadratseg.errors import QuadratsegError
@@ -55,44 +54,6 @@ def instance_id_map(instances: list[Instance], frame_size: tuple[int, int]) -> n
     for k, inst in enumerate(instances, start=1):
         ids[polygon_to_mask(inst.polygon_xy, frame_size)] = k
     return ids
-
-
-class CoralPipeline:
-    """Segmenter + optional SAM: the object the CLI, the demo and the Nuclio handler share."""
-
-    def __init__(
-        self,
-        config: Any,
-        checkpoint: str | Path,
-        sam_weights: str | Path | None = None,
-        refine: RefineConfig | None = None,
-        device: str = "auto",
-    ):
-        from DINOv2_mmseg.predictor import SemanticSegmenter
-
-        self.segmenter = SemanticSegmenter(config, checkpoint, device)
-        self.refine = refine or RefineConfig()
-        self.sam_report: dict[str, Any] | None = None
-        self.sam_predictor = None
-        if sam_weights:
-            sam, self.sam_report = load_sam(sam_weights, self.segmenter.device)
-            self.sam_predictor = sam_predictor_for(sam)
-        else:
-            logger.warning(
-                "no SAM weights given: colonies are the semantic seeds, not refined (refinement none)"
-            )
-        self.refinement = "sam" if self.sam_predictor is not None else "none"
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names, background first."""
-        return self.segmenter.classes
-
-    def __call__(self, image_rgb: np.ndarray) -> tuple[np.ndarray, list[Instance]]:
-        """Class index map (H, W) uint8 and the colonies of one uint8 RGB image."""
-        probs = self.segmenter.predict_probs(image_rgb)
-        instances = refine_instances(image_rgb, probs, self.classes, self.sam_predictor, self.refine)
-        return top_class(probs)[0], instances
 
 
 def predict(

@@ -1,0 +1,52 @@
+"""The segmentor and its SAM refiner as one object: what ``predict``, the demo and the Nuclio handler call."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from DINOv2_mmseg.refine import RefineConfig, load_sam, refine_instances, sam_predictor_for, top_class
+from quadratseg.instances import Instance
+
+logger = logging.getLogger(__name__)
+
+
+class CoralPipeline:
+    """Segmenter + optional SAM: the object the CLI, the demo and the Nuclio handler share."""
+
+    def __init__(
+        self,
+        config: Any,
+        checkpoint: str | Path,
+        sam_weights: str | Path | None = None,
+        refine: RefineConfig | None = None,
+        device: str = "auto",
+    ):
+        from DINOv2_mmseg.predictor import SemanticSegmenter
+
+        self.segmenter = SemanticSegmenter(config, checkpoint, device)
+        self.refine = refine or RefineConfig()
+        self.sam_report: dict[str, Any] | None = None
+        self.sam_predictor = None
+        if sam_weights:
+            sam, self.sam_report = load_sam(sam_weights, self.segmenter.device)
+            self.sam_predictor = sam_predictor_for(sam)
+        else:
+            logger.warning(
+                "no SAM weights given: colonies are the semantic seeds, not refined (refinement none)"
+            )
+        self.refinement = "sam" if self.sam_predictor is not None else "none"
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, background first."""
+        return self.segmenter.classes
+
+    def __call__(self, image_rgb: np.ndarray) -> tuple[np.ndarray, list[Instance]]:
+        """Class index map (H, W) uint8 and the colonies of one uint8 RGB image."""
+        probs = self.segmenter.predict_probs(image_rgb)
+        instances = refine_instances(image_rgb, probs, self.classes, self.sam_predictor, self.refine)
+        return top_class(probs)[0], instances
