@@ -5,11 +5,14 @@
 
 (``python -m DINOv2_mmseg.inference_with_coralscop`` is the same command under its upstream name.)
 
-Writes, whole or not at all: ``semantic/<stem>.png`` (uint8 class index), ``instances/<stem>.png``
+Writes, whole or not at all, per image key (its path relative to IMAGES, suffix kept: ``site/a.jpg``):
+``semantic/<key>.png`` (uint8 class index), ``instances/<key>.png``
 (uint16 instance id, 0 = none; id k is annotation k of the image in the COCO file),
-``predictions_coco.json`` (polygons, scores, ``attributes``: unsure, source, sam_iou, area),
-``overlays/<stem>_semantic.jpg`` and ``overlays/<stem>_instances.jpg``, ``cover.csv`` (percent cover
-of each class per image, from the semantic map) and ``summary.json``.
+``predictions_coco.json`` (file_name = key; polygons, scores, ``attributes``: unsure, source, sam_iou,
+area), ``overlays/<key>_semantic.jpg`` and ``overlays/<key>_instances.jpg``, ``cover.csv`` (percent cover
+of each class per image, from the semantic map), ``failures.csv`` and ``summary.json``.
+Images are read upright (EXIF orientation applied); an image that fails is recorded in
+``failures.csv``, the others go on, and the CLI exits 3 (see :mod:`quadratseg.batch`).
 Without ``--sam-weights`` the instances are the semantic seeds (refinement "none", recorded).
 """
 
@@ -26,10 +29,11 @@ import numpy as np
 from DINOv2_mmseg.pipeline import CoralPipeline
 from DINOv2_mmseg.refine import RefineConfig
 from quadratseg.atomic import atomic_output_dir
+from quadratseg.batch import BatchItem, batch_items, run_batch
 from quadratseg.cover import cover_from_class_map
-from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import polygon_to_mask
-from quadratseg.instances import CocoInstances, Instance, list_images
+from quadratseg.images import output_name, read_image_rgb
+from quadratseg.instances import CocoInstances, Instance
 from quadratseg.visualize import draw_polygons
 
 logger = logging.getLogger(__name__)
@@ -74,7 +78,7 @@ def predict(
     Args:
         config: the MMSeg config the checkpoint was trained with.
         checkpoint: the segmentor checkpoint (training checkpoint or best_segformer.pth).
-        images: an image file or a folder of images.
+        images: an image file or a folder of images (sub-folders too).
         out_dir: output folder, created when complete.
         sam_weights: local SAM ViT-B or CoralSCoP checkpoint (vit_b_coralscop.pth); default SAM_CHECKPOINT;
             none: no refinement (colonies are the semantic seeds; recorded in summary.json).
@@ -90,7 +94,7 @@ def predict(
     """
     from quadratseg.settings import load_settings
 
-    paths = list_images(images)
+    items = batch_items(images)
     sam_weights = sam_weights or (str(load_settings().sam_checkpoint or "") or None)
     refine = RefineConfig(min_threshold, unsure_threshold, int(min_area), min_agreement)
     pipeline = CoralPipeline(config, checkpoint, sam_weights, refine, device)
@@ -104,40 +108,44 @@ def predict(
     coco = CocoInstances(coral_classes)
     cover_rows = []
     start = time.perf_counter()
+
+    def one(item: BatchItem) -> None:
+        rgb = read_image_rgb(item.path)
+        classes_map, instances = pipeline(rgb)
+        size = (rgb.shape[1], rgb.shape[0])
+        cover = cover_from_class_map(classes_map, pipeline.classes)
+        sem = semantic_overlay(rgb, classes_map, palette)
+        inst = draw_polygons(
+            rgb,
+            [(i.label + ("?" if i.extra.get("unsure") else ""), i.polygon_xy) for i in instances],
+            colors,
+        )
+        for sub, ext, array in (
+            ("semantic", ".png", classes_map),
+            ("instances", ".png", instance_id_map(instances, size)),
+            ("overlays", "_semantic.jpg", cv2.cvtColor(sem, cv2.COLOR_RGB2BGR)),
+            ("overlays", "_instances.jpg", cv2.cvtColor(inst, cv2.COLOR_RGB2BGR)),
+        ):
+            target = tmp / sub / output_name(item.key, ext)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(target), array):
+                raise OSError(f"cannot write {target}")
+        coco.add_image(item.key, size, instances)
+        cover_rows.append([item.key, *(cover[name] for name in coral_classes)])
+
     with atomic_output_dir(out_dir, overwrite) as tmp:
         for sub in ("semantic", "instances", "overlays"):
             (tmp / sub).mkdir()
-        for path in paths:
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise QuadratsegError(f"cannot read image {path}")
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            classes_map, instances = pipeline(rgb)
-            size = (rgb.shape[1], rgb.shape[0])
-            coco.add_image(path.name, size, instances)
-            cover = cover_from_class_map(classes_map, pipeline.classes)
-            cover_rows.append([path.name, *(cover[name] for name in coral_classes)])
-            cv2.imwrite(str(tmp / "semantic" / f"{path.stem}.png"), classes_map)
-            cv2.imwrite(str(tmp / "instances" / f"{path.stem}.png"), instance_id_map(instances, size))
-            sem = semantic_overlay(rgb, classes_map, palette)
-            inst = draw_polygons(
-                rgb,
-                [(i.label + ("?" if i.extra.get("unsure") else ""), i.polygon_xy) for i in instances],
-                colors,
-            )
-            cv2.imwrite(
-                str(tmp / "overlays" / f"{path.stem}_semantic.jpg"), cv2.cvtColor(sem, cv2.COLOR_RGB2BGR)
-            )
-            cv2.imwrite(
-                str(tmp / "overlays" / f"{path.stem}_instances.jpg"), cv2.cvtColor(inst, cv2.COLOR_RGB2BGR)
-            )
+        report = run_batch(items, one, "segmenting")
+        report.write(tmp)
         (tmp / "predictions_coco.json").write_text(json.dumps(coco.to_dict()), encoding="utf-8")
         with (tmp / "cover.csv").open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["image", *coral_classes])
             writer.writerows(cover_rows)
         summary = {
-            "images": len(paths),
+            "images": report.done,
+            "failed": len(report.failures),
             "colonies": len(coco.annotations),
             "unsure": sum(1 for a in coco.annotations if a.get("attributes", {}).get("unsure")),
             "refinement": pipeline.refinement,
@@ -148,7 +156,9 @@ def predict(
             "seconds": round(time.perf_counter() - start, 2),
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return json.dumps({**summary, "out_dir": out_dir}, indent=2)
+    result = json.dumps({**summary, "out_dir": out_dir}, indent=2)
+    report.raise_if_failed(out_dir, result)
+    return result
 
 
 if __name__ == "__main__":

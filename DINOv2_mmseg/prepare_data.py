@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
 from quadratseg.geometry import PolygonWithHoles, polygons_to_mask
+from quadratseg.images import image_size, write_upright
 from quadratseg.taxonomy import LEVELS, load_taxonomy
 from quadratseg.visualize import hex_to_rgb
 from quadratseg.yolo_layout import SPLITS, check_split_counts, sample_split
@@ -85,10 +85,7 @@ def write_mmseg_layout(
             split = sample_split(sample)
             if split is None:
                 continue
-            image = cv2.imread(sample.filepath, cv2.IMREAD_UNCHANGED)
-            if image is None:
-                raise QuadratsegError(f"cannot read image {sample.filepath}; re-pull the dataset")
-            h, w = image.shape[:2]
+            w, h = image_size(sample.filepath)  # upright (EXIF orientation applied)
             rings = []
             for poly in sample[field].polylines if sample[field] is not None else []:
                 if poly.label not in index or poly.label == BACKGROUND:
@@ -103,7 +100,7 @@ def write_mmseg_layout(
             suffix = Path(sample.filepath).suffix.lower().replace(".jpeg", ".jpg")
             suffixes.add(suffix)
             stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
-            shutil.copyfile(sample.filepath, tmp / split / "data" / f"{stem}{suffix}")
+            write_upright(sample.filepath, tmp / split / "data" / f"{stem}{suffix}")  # no EXIF turn left
             if not cv2.imwrite(str(tmp / split / "labels" / f"{stem}.png"), mask):
                 raise QuadratsegError(f"cannot write {tmp / split / 'labels' / stem}.png")
             counts[split] += 1

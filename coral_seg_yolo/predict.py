@@ -1,6 +1,9 @@
 """CLI: coral instances for a folder of images -> COCO-style JSON and overlay images.
 
 python -m coral_seg_yolo.predict best.pt IMAGES_DIR OUT_DIR [--method overlapping --tile 640]
+
+Images are read upright (EXIF orientation applied); see :mod:`quadratseg.batch` for the
+batch policy (failures.csv, exit code 3, outputs keyed by relative path).
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import cv2
 
 from coral_seg_yolo.predictor import SegPredictor
 from quadratseg.atomic import atomic_output_dir
-from quadratseg.errors import QuadratsegError
-from quadratseg.instances import CocoInstances, list_images
+from quadratseg.batch import BatchItem, batch_items, run_batch
+from quadratseg.images import output_name, read_image_rgb
+from quadratseg.instances import CocoInstances
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import draw_polygons
 
@@ -32,8 +36,9 @@ def predict(
 
     Args:
         weights: trained model (.pt, or .onnx exported from one).
-        images: folder of images.
-        out_dir: output folder (predictions_coco.json, overlays/), created when complete.
+        images: an image or a folder of images (sub-folders too).
+        out_dir: output folder (predictions_coco.json with file_name = the image's path relative to
+            IMAGES, overlays/<relative path>.jpg, failures.csv), created when complete.
         method: direct, tiling or overlapping (sliding windows with merging across borders).
         tile: tile size in px for tiling/overlapping.
         overlap: overlap between windows (overlapping).
@@ -42,29 +47,44 @@ def predict(
         overwrite: replace out_dir if it exists.
 
     Returns:
-        JSON summary.
+        JSON summary (images done, failed, instances).
+
+    Raises:
+        BatchFailedError: some images could not be read or segmented (recorded in failures.csv;
+            the others are written; the CLI exits 3).
     """
-    paths = list_images(images)
+    items = batch_items(images)
     predictor = SegPredictor(weights, imgsz, conf)
     coco = CocoInstances([n for _, n in sorted(predictor.names.items())])
     taxonomy = load_taxonomy()
     colors = {n: taxonomy.color(n) for n in predictor.names.values()}
+
+    def one(item: BatchItem) -> None:
+        rgb = read_image_rgb(item.path)
+        instances = predictor.predict(rgb, method, tile, overlap)
+        overlay = draw_polygons(rgb, [(i.label, i.polygon_xy) for i in instances], colors)
+        target = tmp / "overlays" / output_name(item.key, ".jpg")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(target), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"cannot write {target}")
+        coco.add_image(item.key, (rgb.shape[1], rgb.shape[0]), instances)
+
     with atomic_output_dir(out_dir, overwrite) as tmp:
         (tmp / "overlays").mkdir()
-        for path in paths:
-            bgr = cv2.imread(str(path))
-            if bgr is None:
-                raise QuadratsegError(f"cannot read image {path}")
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            instances = predictor.predict(rgb, method, tile, overlap)
-            coco.add_image(path.name, (rgb.shape[1], rgb.shape[0]), instances)
-            overlay = draw_polygons(rgb, [(i.label, i.polygon_xy) for i in instances], colors)
-            cv2.imwrite(str(tmp / "overlays" / f"{path.stem}.jpg"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        report = run_batch(items, one, "segmenting")
+        report.write(tmp)
         (tmp / "predictions_coco.json").write_text(json.dumps(coco.to_dict()), encoding="utf-8")
-    annotations = coco.annotations
-    return json.dumps(
-        {"images": len(paths), "instances": len(annotations), "method": method, "out_dir": out_dir}
+    summary = json.dumps(
+        {
+            "images": report.done,
+            "failed": len(report.failures),
+            "instances": len(coco.annotations),
+            "method": method,
+            "out_dir": out_dir,
+        }
     )
+    report.raise_if_failed(out_dir, summary)
+    return summary
 
 
 if __name__ == "__main__":

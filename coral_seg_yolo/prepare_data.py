@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import yaml
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
+from quadratseg.images import read_image_rgb, write_upright
 from quadratseg.taxonomy import LEVELS, load_taxonomy
 from quadratseg.yolo_layout import check_split_counts, make_split_dirs, sample_split
 
@@ -99,9 +99,7 @@ def write_seg_layout(
                 continue
             image = None
             if tile or sample.metadata is None or not sample.metadata.width:
-                image = cv2.imread(sample.filepath)
-                if image is None:
-                    raise QuadratsegError(f"cannot read image {sample.filepath}")
+                image = cv2.cvtColor(read_image_rgb(sample.filepath), cv2.COLOR_RGB2BGR)  # upright
                 h, w = image.shape[:2]
             else:
                 w, h = sample.metadata.width, sample.metadata.height
@@ -131,8 +129,8 @@ def write_seg_layout(
                         lines.append(yolo_seg_line(class_id, part - [x0, y0], (x1 - x0, y1 - y0)))
                         instances[names[class_id]] += 1
                 name = f"{stem}_t{k:03d}" if tile else stem
-                if image is None:  # whole image: the file as it is, no re-encoding
-                    shutil.copyfile(
+                if image is None:  # whole image: the file as it is (upright pixels if it has an EXIF turn)
+                    write_upright(
                         sample.filepath, tmp / "images" / split / f"{name}{Path(sample.filepath).suffix}"
                     )
                 else:

@@ -29,9 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 from quadratseg.cvat_tasks import ProjectData, TaskData, check_labels_defined
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import (
@@ -41,6 +38,7 @@ from quadratseg.fiftyone_io import (
     frame_labels,
     parse_quadrat_name,
 )
+from quadratseg.images import decode_image_rgb
 from quadratseg.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -98,15 +96,20 @@ def _polygon_labels(project: ProjectData, tasks: list[TaskData]) -> set[str]:
 
 
 def _write_media(data: bytes, target: Path) -> tuple[int, int]:
-    """Decode-check and store an image atomically; returns (width, height)."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError("not a readable image")
+    """Decode-check and store an image atomically (bytes as CVAT has them, EXIF kept).
+
+    Returns the (width, height) of the upright picture (EXIF orientation applied): the frame CVAT
+    shows, annotates and reports (its manifest swaps width and height for orientations 5..8).
+    """
+    image = decode_image_rgb(data, "from CVAT")  # ImageReadError is a ValueError
     target.parent.mkdir(parents=True, exist_ok=True)
     if not (target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data):
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        Path(tmp).chmod(0o666 & ~umask)  # mkstemp makes 0600 files; media are shared like any file
         Path(tmp).replace(target)
     return image.shape[1], image.shape[0]
 
@@ -140,7 +143,8 @@ def _task_samples(
             continue
         if (frame.width, frame.height) not in ((0, 0), (width, height)):
             summary.images_skipped.append(
-                f"{where}: the image is {width}x{height} but CVAT says {frame.width}x{frame.height}"
+                f"{where}: the image is {width}x{height} (upright, EXIF orientation applied) "
+                f"but CVAT says {frame.width}x{frame.height}"
             )
             continue
         fields = frame_labels(frame.shapes, (width, height), labels, aliases, where, log)

@@ -4,8 +4,11 @@
     python -m grid_inpainting.remove_grid OUT_DIR --images DIR --coco keypoints.json
     python -m grid_inpainting.remove_grid OUT_DIR --images DIR --yolo LABELS_DIR
 
-Writes the clean images (same names) and ``grid_removal.json`` (per image: backend, line width,
-mask share) into OUT_DIR, which appears only when complete.
+Writes the clean images (same names; with --images, the same relative paths: sub-folders are
+searched) and ``grid_removal.json`` (per image: backend, line width, mask share) into OUT_DIR,
+which appears only when complete. Images are read upright (EXIF orientation applied). An image
+that fails is listed in ``failures.csv``, the others go on, and the CLI exits 3 (see
+:mod:`quadratseg.batch`).
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ import numpy as np
 
 from grid_inpainting.inpaint import remove_grid, select_backend
 from quadratseg.atomic import atomic_output_dir
+from quadratseg.batch import BatchItem, BatchReport, run_batch
 from quadratseg.errors import QuadratsegError
 from quadratseg.formats.keypoints_io import read_coco_keypoints, read_yolo_pose
+from quadratseg.images import image_key, list_images, output_name, read_image_rgb
 from quadratseg.keypoints import N_GRID
 from quadratseg.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -39,14 +43,17 @@ class GridItem:
     path: Path
     keypoints: np.ndarray
     source_id: str = ""
+    key: str = ""  # output name (relative path, suffix kept); default: the file name
+    label_file: Path | None = None  # YOLO pose labels, read with the image (keypoints then unused)
+
+    @property
+    def name(self) -> str:
+        return self.key or self.path.name
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """uint8 RGB (H, W, 3) of an image file; a clear error if it cannot be read."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise QuadratsegError(f"cannot read image {path} (missing or corrupt)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """uint8 RGB (H, W, 3) of an image file, upright (EXIF applied); a clear error if it cannot be read."""
+    return read_image_rgb(path)
 
 
 def items_from_dataset(dataset: str, field: str = "gt_grid") -> Iterator[GridItem]:
@@ -74,18 +81,22 @@ def items_from_dataset(dataset: str, field: str = "gt_grid") -> Iterator[GridIte
 def items_from_coco(images_dir: Path, coco_json: Path) -> Iterator[GridItem]:
     """Images of a folder with keypoints from a COCO keypoints JSON (upstream's interface)."""
     for name, (_size, kp) in read_coco_keypoints(coco_json, N_GRID).items():
-        yield GridItem(images_dir / name, kp)
+        yield GridItem(images_dir / name, kp, key=name)
 
 
 def items_from_yolo(images_dir: Path, labels_dir: Path) -> Iterator[GridItem]:
-    """Images of a folder with YOLO pose labels ``<labels_dir>/<stem>.txt``."""
-    for path in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise QuadratsegError(f"cannot read image {path}")
-        yield GridItem(
-            path, read_yolo_pose(labels_dir / f"{path.stem}.txt", (image.shape[1], image.shape[0]), N_GRID)
-        )
+    """Images of a folder (sub-folders too) with YOLO pose labels ``<labels_dir>/<key>.txt``.
+
+    The key is the image's path relative to ``images_dir`` with its suffix (what
+    ``grid_pose_detection.predict`` writes); ``<relative stem>.txt`` (ultralytics' naming) is used
+    when there is no such file.
+    """
+    for path in list_images(images_dir):
+        key = image_key(path, images_dir)
+        label = labels_dir / output_name(key, ".txt")
+        if not label.is_file():
+            label = labels_dir / f"{key[: -len(path.suffix)]}.txt"
+        yield GridItem(path, np.empty((0, 2)), key=key, label_file=label)
 
 
 def clean_images(
@@ -96,42 +107,54 @@ def clean_images(
     dilation: int = 0,
     estimate_width: bool = False,
     overwrite: bool = False,
-) -> list[dict[str, Any]]:
-    """Remove the grid from every item and write the clean images and ``grid_removal.json``."""
+) -> tuple[list[dict[str, Any]], BatchReport]:
+    """Remove the grid from every item; write the clean images, ``grid_removal.json``, ``failures.csv``.
+
+    An item that fails (unreadable image, bad labels) is recorded and the others go on
+    (:mod:`quadratseg.batch`); the caller decides what failures mean.
+    """
     out_dir = Path(out_dir)
     if not items:
         raise QuadratsegError("no image to clean")
-    names = [item.path.name for item in items]
+    names = [item.name for item in items]
     if len(set(names)) != len(names):
         raise QuadratsegError("two input images have the same file name; clean them into separate folders")
     records = []
-    with atomic_output_dir(out_dir, overwrite) as tmp:
-        from tqdm import tqdm
 
-        for item in tqdm(items, desc="removing grids", unit="image", disable=None):
-            image = read_rgb(item.path)
-            start = time.perf_counter()
-            (result,) = remove_grid(
-                [image], [item.keypoints], backend, line_width, dilation, estimate_width=estimate_width
-            )
-            target = tmp / item.path.name
-            params = [cv2.IMWRITE_JPEG_QUALITY, 95] if target.suffix.lower() in (".jpg", ".jpeg") else []
-            if not cv2.imwrite(str(target), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR), params):
-                raise OSError(f"could not write {target}")
-            records.append(
-                {
-                    "image": item.path.name,
-                    "source": str(item.path),
-                    "source_sample_id": item.source_id,
-                    "backend": result.backend,
-                    "line_width": round(result.line_width, 2),
-                    "mask_share": round(float(result.mask.mean()), 4),
-                    "seconds": round(time.perf_counter() - start, 3),
-                    "missing_keypoints": int((~np.isfinite(item.keypoints).all(axis=1)).sum()),
-                }
-            )
+    def one(batch_item: BatchItem) -> None:
+        item = by_key[batch_item.key]
+        image = read_rgb(item.path)
+        keypoints = item.keypoints
+        if item.label_file is not None:
+            keypoints = read_yolo_pose(item.label_file, (image.shape[1], image.shape[0]), N_GRID)
+        start = time.perf_counter()
+        (result,) = remove_grid(
+            [image], [keypoints], backend, line_width, dilation, estimate_width=estimate_width
+        )
+        target = tmp / item.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95] if target.suffix.lower() in (".jpg", ".jpeg") else []
+        if not cv2.imwrite(str(target), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR), params):
+            raise OSError(f"could not write {target}")
+        records.append(
+            {
+                "image": item.name,
+                "source": str(item.path),
+                "source_sample_id": item.source_id,
+                "backend": result.backend,
+                "line_width": round(result.line_width, 2),
+                "mask_share": round(float(result.mask.mean()), 4),
+                "seconds": round(time.perf_counter() - start, 3),
+                "missing_keypoints": int((~np.isfinite(keypoints).all(axis=1)).sum()),
+            }
+        )
+
+    by_key = {item.name: item for item in items}
+    with atomic_output_dir(out_dir, overwrite) as tmp:
+        report = run_batch([BatchItem(item.path, item.name) for item in items], one, "removing grids")
+        report.write(tmp)
         (tmp / "grid_removal.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
-    return records
+    return records, report
 
 
 def dataset_of_clean_images(source: str, new_name: str, out_dir: Path, records: list[dict[str, Any]]) -> str:
@@ -188,18 +211,22 @@ def run_remove_grid(
     else:
         items = list(items_from_yolo(Path(images), Path(yolo)))
     chosen = select_backend(backend, settings, lama_model)
-    records = clean_images(items, Path(out_dir), chosen, line_width, dilation, estimate_width, overwrite)
+    records, report = clean_images(
+        items, Path(out_dir), chosen, line_width, dilation, estimate_width, overwrite
+    )
     summary = {
         "images": len(records),
+        "failed": len(report.failures),
         "backend": chosen.name,
         "out_dir": str(out_dir),
-        "seconds_per_image": round(float(np.mean([r["seconds"] for r in records])), 3),
+        "seconds_per_image": round(float(np.mean([r["seconds"] for r in records])), 3) if records else None,
     }
     if new_dataset:
         if not dataset:
             raise QuadratsegError("--new-dataset needs --dataset (the samples to copy fields from)")
         summary["new_dataset"] = dataset_of_clean_images(dataset, new_dataset, Path(out_dir), records)
     logger.info("cleaned %d images with %s into %s", len(records), chosen.name, out_dir)
+    report.raise_if_failed(out_dir, json.dumps(summary, indent=2))
     return summary
 
 

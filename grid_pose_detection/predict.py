@@ -2,10 +2,14 @@
 
     python -m grid_pose_detection.predict gridcorners best.pt IMAGES_DIR OUT_DIR [--warp-size 1024]
 
-Writes ``keypoints_coco.json`` (COCO keypoints, ``v = 0`` for missing points), ``labels/<stem>.txt``
-(YOLO pose), ``overlays/``, ``report.json`` (per image: points found, missing, extra detections,
-why no warp) and, for corners, ``warped/`` images with ``homographies.json`` (image -> warped,
-so points can be mapped back with its inverse). OUT_DIR appears only when complete.
+Each image has a key, its path relative to IMAGES_DIR with the suffix kept (``site/a.jpg``).
+Writes ``keypoints_coco.json`` (COCO keypoints, file_name = key, ``v = 0`` for missing points),
+``labels/<key>.txt`` (YOLO pose), ``overlays/<key>.jpg``, ``report.json`` (per image: points found,
+missing, extra detections, why no warp; or the error), ``failures.csv`` and, for corners,
+``warped/<key>`` images with ``homographies.json`` (key -> image-to-warped matrix, so points can be
+mapped back with its inverse). OUT_DIR appears only when complete. Images are read upright (EXIF
+orientation applied); an image that fails is recorded, the others go on, and the CLI exits 3
+(see :mod:`quadratseg.batch`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import numpy as np
 from grid_pose_detection.predictor import PosePredictor
 from grid_pose_detection.tasks import get_task
 from quadratseg.atomic import atomic_output_dir
+from quadratseg.batch import BatchItem, batch_items, run_batch
 from quadratseg.formats.keypoints_io import coco_keypoints_document, yolo_pose_line
-from quadratseg.instances import list_images
+from quadratseg.images import output_name, read_image_rgb
 from quadratseg.keypoints import grid_neighbour_pairs, load_template
 from quadratseg.visualize import draw_keypoints
 
@@ -41,7 +46,7 @@ def predict(
     Args:
         task: gridcorners or gridpose.
         weights: trained model (.pt or .onnx).
-        images: folder of images.
+        images: an image or a folder of images (sub-folders too).
         out_dir: output folder (created when complete).
         template: keypoint template .npy (default: the task's built-in template).
         conf: detection confidence threshold.
@@ -51,10 +56,13 @@ def predict(
         overwrite: replace out_dir if it exists.
 
     Returns:
-        JSON summary: images, complete matches, warped images.
+        JSON summary: images done, failed, complete matches, warped images.
+
+    Raises:
+        BatchFailedError: some images failed (listed in failures.csv; the CLI exits 3).
     """
     spec = get_task(task)
-    paths = list_images(images)
+    items = batch_items(images)
     tmpl = load_template(template, spec.n_points) if template else None
     predictor = PosePredictor(weights, spec, tmpl, conf, kpt_conf, imgsz, warp_size=(warp_size, warp_size))
     names = [str(i + 1) for i in range(spec.n_points)]
@@ -62,51 +70,67 @@ def predict(
         [(0, 1), (1, 2), (2, 3), (3, 0)] if spec.n_points == 4 else [tuple(p) for p in grid_neighbour_pairs()]
     )
     coco_items, report, homographies = [], [], {}
+
+    def one(item: BatchItem) -> None:
+        rgb = read_image_rgb(item.path)
+        (pred,) = predictor.predict([rgb])
+        entry = {
+            "image": item.key,
+            "found": int(pred.visible.sum()),
+            "missing": (np.flatnonzero(~pred.visible) + 1).tolist(),
+            "extra_detections": pred.match.n_extra,
+            "raw_detections": pred.n_raw,
+        }
+        writes = []
+        if pred.visible.any():
+            writes.append(("labels", ".txt", yolo_pose_line(pred.keypoints_xy, pred.frame_size) + "\n"))
+        radius = max(3, rgb.shape[1] // 300)
+        overlay = draw_keypoints(
+            rgb, pred.keypoints_xy, (255, 60, 60), radius, edges, numbered=spec.n_points == 4
+        )
+        writes.append(("overlays", ".jpg", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)))
+        if spec.name == "gridcorners":
+            warped = predictor.warp(rgb, pred)
+            if warped is None:
+                entry["warp"] = pred.warp_error or "no corners"
+            else:
+                writes.append(("warped", "", cv2.cvtColor(warped, cv2.COLOR_RGB2BGR)))
+                entry["warp"] = "ok"
+        for sub, ext, content in writes:
+            target = tmp / sub / output_name(item.key, ext)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, str):
+                target.write_text(content, encoding="utf-8")
+            elif not cv2.imwrite(str(target), content):
+                raise OSError(f"cannot write {target}")
+        if entry.get("warp") == "ok":
+            homographies[item.key] = pred.homography.tolist()
+        coco_items.append((item.key, pred.frame_size, pred.keypoints_xy))
+        report.append(entry)
+
     with atomic_output_dir(out_dir, overwrite) as tmp:
         for sub in ("labels", "overlays") + (("warped",) if spec.name == "gridcorners" else ()):
             (tmp / sub).mkdir()
-        for path in paths:
-            image = cv2.imread(str(path))
-            if image is None:
-                report.append({"image": path.name, "error": "unreadable image"})
-                continue
-            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            (pred,) = predictor.predict([rgb])
-            coco_items.append((path.name, pred.frame_size, pred.keypoints_xy))
-            if pred.visible.any():
-                (tmp / "labels" / f"{path.stem}.txt").write_text(
-                    yolo_pose_line(pred.keypoints_xy, pred.frame_size) + "\n"
-                )
-            radius = max(3, rgb.shape[1] // 300)
-            overlay = draw_keypoints(
-                rgb, pred.keypoints_xy, (255, 60, 60), radius, edges, numbered=spec.n_points == 4
-            )
-            cv2.imwrite(str(tmp / "overlays" / f"{path.stem}.jpg"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-            entry = {
-                "image": path.name,
-                "found": int(pred.visible.sum()),
-                "missing": (np.flatnonzero(~pred.visible) + 1).tolist(),
-                "extra_detections": pred.match.n_extra,
-                "raw_detections": pred.n_raw,
-            }
-            if spec.name == "gridcorners":
-                warped = predictor.warp(rgb, pred)
-                if warped is None:
-                    entry["warp"] = pred.warp_error or "no corners"
-                else:
-                    cv2.imwrite(str(tmp / "warped" / path.name), cv2.cvtColor(warped, cv2.COLOR_RGB2BGR))
-                    homographies[path.name] = pred.homography.tolist()
-                    entry["warp"] = "ok"
-            report.append(entry)
+        batch = run_batch(items, one, "detecting keypoints")
+        batch.write(tmp)
+        report.extend({"image": key, "error": reason} for key, _path, reason in batch.failures)
         doc = coco_keypoints_document(coco_items, spec.label, names)
         (tmp / "keypoints_coco.json").write_text(json.dumps(doc), encoding="utf-8")
         (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
         if spec.name == "gridcorners":
             (tmp / "homographies.json").write_text(json.dumps(homographies), encoding="utf-8")
     complete = sum(1 for r in report if r.get("found") == spec.n_points)
-    return json.dumps(
-        {"images": len(paths), "complete": complete, "warped": len(homographies), "out_dir": out_dir}
+    summary = json.dumps(
+        {
+            "images": batch.done,
+            "failed": len(batch.failures),
+            "complete": complete,
+            "warped": len(homographies),
+            "out_dir": out_dir,
+        }
     )
+    batch.raise_if_failed(out_dir, summary)
+    return summary
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import keypoints_to_pixels
 from quadratseg.formats.keypoints_io import yolo_pose_line
+from quadratseg.images import exif_orientation, write_upright
 from quadratseg.yolo_layout import check_split_counts, make_split_dirs, sample_split
 
 logger = logging.getLogger(__name__)
@@ -82,10 +82,10 @@ def write_pose_layout(
             raw = np.asarray(value.keypoints[0].points, dtype=np.float64) * np.array(size)
             stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
             image_target = tmp / "images" / split / f"{stem}{Path(sample.filepath).suffix}"
-            if link:
+            if link and exif_orientation(sample.filepath) == 1:
                 image_target.symlink_to(Path(sample.filepath).resolve())
-            else:
-                shutil.copyfile(sample.filepath, image_target)
+            else:  # a copy, with upright pixels if the photo has an EXIF turn (ultralytics sees it upright)
+                write_upright(sample.filepath, image_target)
             box = object_box(raw, size, task.box_margin)
             line = yolo_pose_line(raw, size, 0, visible, box)
             (tmp / "labels" / split / f"{stem}.txt").write_text(line + "\n", encoding="utf-8")

@@ -8,17 +8,35 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from quadratseg.errors import QuadratsegError
 
 
+def _new_sibling_dir(out: Path) -> Path:
+    """A new empty hidden sibling of ``out``, created with the umask's permissions.
+
+    (``tempfile.mkdtemp`` would make it 0700, and the renamed output would be unreadable to others.)
+    """
+    for _ in range(100):
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary folder next to {out}")
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``out_dir`` to fill; it replaces ``out_dir`` only on success.
+
+    The folder gets the permissions of any new folder (the umask's), like the files written in it.
 
     Raises:
         QuadratsegError: ``out_dir`` exists and ``overwrite`` is False (nothing is touched).
@@ -29,7 +47,7 @@ def atomic_output_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[
             f"{out} already exists; pass --overwrite to replace it, or choose another folder"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = _new_sibling_dir(out)
     try:
         yield tmp
         if out.exists():

@@ -44,6 +44,8 @@ def run(component: Callable[..., Any] | dict[str, Callable[..., Any]], name: str
     bootstrap()
     try:
         fire.Fire(component, name=name)
-    except QuadratsegError as exc:
+    except QuadratsegError as exc:  # a batch with failed images (outputs written) exits 3
+        if getattr(exc, "summary", None) is not None:
+            sys.stdout.write(f"{exc.summary}\n")
         logger.error("%s", exc)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))

@@ -1,6 +1,6 @@
 """Coral colonies as every segmentation module returns them, and their CVAT detector answer.
 
-COCO instance documents and image listing for the predict CLIs live here too.
+COCO instance documents live here too (image listing: :mod:`quadratseg.images`).
 
 One serving contract for YOLO-seg and DINOv2 + SAM alike: ``mask`` shapes (CVAT RLE inside
 the box) that also carry ``points`` (the polygon CVAT uses with ``conv_mask_to_poly``), and
@@ -10,12 +10,10 @@ integer-string confidences (CVAT's number attributes accept nothing else).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import polygon_area, polygon_to_cvat_rle, polygon_to_xyxy
 
 
@@ -58,20 +56,6 @@ def cvat_shapes(
             }
         )
     return shapes
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files of a folder (sorted), or the file itself; an error when there are none."""
-    path = Path(folder)
-    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        return [path]
-    paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else []
-    if not paths:
-        raise QuadratsegError(f"no image in {path} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return paths
 
 
 class CocoInstances:

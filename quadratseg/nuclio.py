@@ -193,15 +193,16 @@ def write_nuclio_zip(spec: FunctionSpec, output: str | Path) -> Path:
 
 
 def decode_image_b64(data: str) -> np.ndarray:
-    """A base64 image (CVAT's ``image`` field) -> uint8 RGB (H, W, 3); ValueError if unreadable."""
-    from PIL import Image
+    """A base64 image (CVAT's ``image`` field) -> uint8 RGB (H, W, 3), EXIF orientation applied.
 
-    try:
-        raw = base64.b64decode(data, validate=False)
-        with Image.open(io.BytesIO(raw)) as image:
-            return np.asarray(image.convert("RGB"))
-    except Exception as exc:
-        raise ValueError(f"the 'image' field is not a base64-encoded image ({exc})") from None
+    The one request decoder is :func:`quadratseg.images.decode_image_b64`; this name stays for handlers.
+
+    Raises:
+        ValueError: not a base64-encoded image (handlers answer it with status 400).
+    """
+    from quadratseg.images import decode_image_b64 as decode
+
+    return decode(data)
 
 
 def encode_image_b64(image_rgb: np.ndarray, fmt: str = "PNG") -> str:

@@ -1,0 +1,269 @@
+"""One image reader: EXIF orientation applied everywhere (reader, pull, prepare, handler), clear errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from exif_photos import (
+    HEIGHT,
+    RED_BOX,
+    RED_POLYGON,
+    UPRIGHT,
+    WIDTH,
+    close_to_upright,
+    jpeg_bytes,
+    stored_pixels,
+    write_oriented_jpegs,
+)
+
+from quadratseg.errors import QuadratsegError
+from quadratseg.images import (
+    ImageReadError,
+    decode_image_b64,
+    decode_image_rgb,
+    exif_orientation,
+    image_key,
+    image_size,
+    list_images,
+    output_name,
+    read_image_rgb,
+    write_upright,
+)
+
+ORIENTATIONS = range(1, 9)
+
+
+@pytest.fixture
+def oriented(tmp_path) -> dict[int, Path]:
+    return write_oriented_jpegs(tmp_path / "oriented")
+
+
+def _raw_pixels(path: Path) -> np.ndarray:
+    """The stored pixels, EXIF ignored (what a naive reader sees)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_the_fixture_stores_turned_pixels(oriented):
+    for n, path in oriented.items():
+        assert exif_orientation(path) == n
+        raw = _raw_pixels(path)
+        assert raw.shape == stored_pixels(n).shape
+        assert close_to_upright(raw) == (n == 1)  # ignoring EXIF gets 7 of the 8 wrong
+
+
+@pytest.mark.parametrize("n", ORIENTATIONS)
+def test_read_image_rgb_gives_the_upright_picture(oriented, n):
+    image = read_image_rgb(oriented[n])
+    assert image.dtype == np.uint8 and image.flags.c_contiguous
+    assert close_to_upright(image), n
+    assert image_size(oriented[n]) == (WIDTH, HEIGHT)
+    data = oriented[n].read_bytes()
+    assert image_size(data) == (WIDTH, HEIGHT)
+    assert close_to_upright(decode_image_rgb(data))
+
+
+def test_all_orientations_read_the_same(oriented):
+    images = [read_image_rgb(oriented[n]) for n in ORIENTATIONS]
+    for image in images[1:]:
+        assert np.abs(image.astype(int) - images[0]).max() <= 24  # JPEG noise only
+        assert np.abs(image.astype(int) - images[0]).mean() < 3
+
+
+@pytest.mark.parametrize("n", ORIENTATIONS)
+def test_request_images_are_decoded_upright(n):
+    from quadratseg.nuclio import decode_image_b64 as nuclio_decode
+    from quadratseg.nuclio import parse_image_request
+
+    b64 = base64.b64encode(jpeg_bytes(n)).decode()
+    assert close_to_upright(decode_image_b64(b64))
+    assert close_to_upright(nuclio_decode(b64))
+    _, image, threshold = parse_image_request(json.dumps({"image": b64, "threshold": 0.3}), 0.5)
+    assert close_to_upright(image) and threshold == 0.3
+
+
+def test_unreadable_images_say_which_and_why(tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"not an image at all")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(jpeg_bytes(6)[:400])
+    for path, why in (
+        (tmp_path / "missing.jpg", "does not exist"),
+        (corrupt, "not a readable image"),
+        (truncated, "truncated|broken|error"),
+        (tmp_path, "folder"),
+    ):
+        with pytest.raises(ImageReadError, match=why) as err:
+            read_image_rgb(path)
+        assert str(path) in str(err.value)
+        assert isinstance(err.value, QuadratsegError)
+    with pytest.raises(ImageReadError, match=r"missing\.jpg"):
+        image_size(tmp_path / "missing.jpg")
+    with pytest.raises(ValueError, match="base64"):
+        decode_image_b64("nope")
+    with pytest.raises(ValueError, match="not a base64-encoded image"):
+        decode_image_b64(base64.b64encode(b"GIF? no").decode())
+
+
+def test_grayscale_alpha_and_16_bit_images_become_rgb(tmp_path):
+    import cv2
+
+    gray16 = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "g16.png"), gray16)
+    rgba = np.dstack([UPRIGHT, np.full((HEIGHT, WIDTH), 100, np.uint8)])
+    cv2.imwrite(str(tmp_path / "rgba.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    g = read_image_rgb(tmp_path / "g16.png")
+    assert g.shape == (48, 64, 3) and g.dtype == np.uint8
+    assert np.array_equal(g[..., 0], (gray16 >> 8).astype(np.uint8))
+    assert np.array_equal(read_image_rgb(tmp_path / "rgba.png"), UPRIGHT)
+
+
+def test_write_upright_copies_plain_files_and_turns_tagged_ones(oriented, tmp_path):
+    plain = write_upright(oriented[1], tmp_path / "plain.jpg")
+    assert plain.read_bytes() == oriented[1].read_bytes()
+    for n in (3, 6, 7):
+        target = write_upright(oriented[n], tmp_path / f"up{n}.jpg")
+        assert exif_orientation(target) == 1
+        assert close_to_upright(_raw_pixels(target))  # even a reader that ignores EXIF sees it upright
+
+
+def test_list_images_is_recursive_and_keys_keep_the_suffix(tmp_path):
+    root = tmp_path / "photos"
+    for rel in (
+        "a.jpg",
+        "a.png",
+        "site/2020/b.JPG",
+        "site/c.tif",
+        ".hidden/d.jpg",
+        "site/.e.jpg",
+        "notes.txt",
+    ):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    paths = list_images(root)
+    keys = [image_key(p, root) for p in paths]
+    assert keys == ["a.jpg", "a.png", "site/2020/b.JPG", "site/c.tif"]
+    assert len({output_name(k, ".png") for k in keys}) == len(keys)
+    assert output_name("a.jpg", ".png") == "a.jpg.png"
+    assert [image_key(p, root) for p in list_images(root, recursive=False)] == ["a.jpg", "a.png"]
+    assert (
+        list_images(root / "a.png") == [root / "a.png"]
+        and image_key(root / "a.png", root / "a.png") == "a.png"
+    )
+    (tmp_path / "empty" / ".hidden").mkdir(parents=True)
+    (tmp_path / "empty" / ".hidden" / "x.jpg").write_bytes(b"x")
+    with pytest.raises(QuadratsegError, match="holds no image"):
+        list_images(tmp_path / "empty")
+    with pytest.raises(QuadratsegError, match="does not exist"):
+        list_images(tmp_path / "nowhere")
+    with pytest.raises(QuadratsegError, match="not an image file"):
+        list_images(root / "notes.txt")
+
+
+# ----------------------------------------------------------------------------- pull and prepare
+
+
+def _oriented_project():
+    from quadratseg.cvat_tasks import FrameData, ProjectData, TaskData
+    from quadratseg.formats.cvat_labels import LabelSpec
+    from quadratseg.formats.cvat_xml import Shape
+
+    def frames(names):
+        return [
+            FrameData(
+                frame=i,
+                name=f"{name}.jpg",
+                width=WIDTH,  # CVAT reports the upright size (swapped for orientations 5..8)
+                height=HEIGHT,
+                shapes=[Shape("polygon", "Acropora", RED_POLYGON.copy())],
+                load_bytes=lambda n=n: jpeg_bytes(n),
+            )
+            for i, (name, n) in enumerate(names)
+        ]
+
+    train = TaskData(1, "train task", "train", frames=frames([(f"o{n}", n) for n in ORIENTATIONS]))
+    val = TaskData(2, "val task", "val", frames=frames([("v6", 6), ("v8", 8)]))
+    return ProjectData("oriented", [LabelSpec("Acropora", "polygon")], [train, val], source="test")
+
+
+@pytest.fixture
+def oriented_dataset(tmp_path, dataset_name):
+    import fiftyone as fo
+
+    from data_engineering.pull import pull_project
+    from quadratseg.taxonomy import load_taxonomy
+
+    summary = pull_project(_oriented_project(), dataset_name, tmp_path / "media", load_taxonomy())
+    return summary, fo.load_dataset(dataset_name)
+
+
+def test_pull_imports_all_orientations_with_the_annotations_in_place(oriented_dataset):
+    summary, ds = oriented_dataset
+    assert summary.images_skipped == [] and summary.images == 10
+    assert ds.count() == 10
+    for sample in ds:
+        assert (sample.metadata.width, sample.metadata.height) == (WIDTH, HEIGHT)
+        image = read_image_rgb(sample.filepath)
+        assert close_to_upright(image), sample.cvat_image_name
+        (poly,) = sample.gt_polylines.polylines
+        xy = np.asarray(poly.points[0]) * [WIDTH, HEIGHT]
+        assert np.allclose(xy, RED_POLYGON, atol=0.01)
+        x0, y0, x1, y1 = RED_BOX
+        assert np.abs(image[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].astype(int) - (220, 30, 30)).max() < 20
+        assert oct(Path(sample.filepath).stat().st_mode & 0o777) != oct(0o600)  # readable by others
+
+
+def test_prepare_writes_upright_images_without_orientation(oriented_dataset, tmp_path):
+    from coral_seg_yolo.prepare_data import write_seg_layout
+    from DINOv2_mmseg.prepare_data import write_mmseg_layout
+
+    _, ds = oriented_dataset
+    write_seg_layout(ds, tmp_path / "yolo")
+    written = sorted((tmp_path / "yolo" / "images").rglob("*.jpg"))
+    assert len(written) == 10
+    for path in written:
+        assert exif_orientation(path) == 1 and close_to_upright(_raw_pixels(path)), path.name
+        label = (tmp_path / "yolo" / "labels" / path.parent.name / f"{path.stem}.txt").read_text().split()
+        xy = np.asarray(label[1:], float).reshape(-1, 2) * [WIDTH, HEIGHT]
+        assert np.allclose(xy, RED_POLYGON, atol=0.5)
+    write_seg_layout(ds, tmp_path / "tiles", tile=32, overlap=0.0)
+    for path in (tmp_path / "tiles" / "images").rglob("*.jpg"):
+        assert exif_orientation(path) == 1
+    write_mmseg_layout(ds, tmp_path / "mmseg")
+    for path in sorted((tmp_path / "mmseg").glob("*/data/*.jpg")):
+        assert exif_orientation(path) == 1 and close_to_upright(_raw_pixels(path)), path.name
+        mask = read_image_rgb(path.parent.parent / "labels" / f"{path.stem}.png")[..., 0]
+        x0, y0, x1, y1 = RED_BOX
+        assert mask[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].min() > 0 and mask[HEIGHT - 1, 0] == 0
+
+
+# ----------------------------------------------------------------------------- handler
+
+
+def test_handler_sees_the_upright_image(tmp_path):
+    from nuclio_driver import call_handler
+
+    from grid_inpainting.deploy_as_zip import deploy_as_zip
+
+    path = deploy_as_zip("pth-lama", None, str(tmp_path / "zip"), backend="opencv-telea")
+    with zipfile.ZipFile(path) as archive:
+        assert "nuclio/quadratseg/images.py" in archive.namelist()
+        archive.extractall(tmp_path / "unzipped")
+    keypoints = [None] * 117
+    bodies = [
+        json.dumps({"image": base64.b64encode(jpeg_bytes(n)).decode(), "keypoints": keypoints})
+        for n in (6, 3)
+    ]
+    env = {"QUADRATSEG_INPAINT_BACKEND": "opencv-telea"}
+    answers = call_handler(tmp_path / "unzipped" / "nuclio", bodies, "grid_inpainting", env)
+    for answer in answers:
+        assert answer["status"] == 200, answer
+        assert (answer["body"]["width"], answer["body"]["height"]) == (WIDTH, HEIGHT)
+        assert close_to_upright(decode_image_b64(answer["body"]["image"]))
