@@ -76,14 +76,18 @@ def evaluate(
         split: train, val or test.
         data_root: prepared dataset (default: the config's data_root).
         out_dir: where metrics.json and confusion_matrix.png go (default: <checkpoint dir>/eval_<split>).
-        device: auto, cpu or cuda:N.
+        device: cpu or cuda:N; auto: QUADRATSEG_DEVICE.
 
     Returns:
         The per-class table followed by the metrics as JSON.
     """
     from DINOv2_mmseg.predictor import SemanticSegmenter
     from DINOv2_mmseg.runner import load_config
+    from quadratseg.cli import current_settings, weights_path
+    from quadratseg.cli import device as choose_device
 
+    settings = current_settings()
+    checkpoint, device = weights_path(checkpoint, settings), choose_device(device, settings)
     cfg = load_config(config, data_root=data_root)
     root = data_root or cfg.get("data_root")
     segmenter = SemanticSegmenter(cfg, checkpoint, device)

@@ -55,17 +55,22 @@ def test(
         checkpoint: checkpoint file.
         show_dir: save painted predictions there.
         data_root: prepared dataset (default: the config's data_root).
-        work_dir: logs (default: work_dirs/<config name>/test).
+        work_dir: logs (default: QUADRATSEG_OUTPUTS_DIR/work_dirs/<config name>/test).
         cfg_options: config overrides (JSON object or key=value items).
 
     Returns:
         JSON with the metrics.
     """
+    from quadratseg.cli import current_settings, output_path, pin_device, weights_path
+
+    settings = current_settings()
+    pin_device(settings.device)  # before torch starts CUDA: mmengine uses the visible GPU
+
     from DINOv2_mmseg.runner import load_config
 
     cfg = load_config(config, cfg_options, data_root)
-    work = work_dir or str(Path("work_dirs") / Path(config).stem / "test")
-    return json.dumps(run_test(cfg, checkpoint, work, show_dir), indent=2)
+    work = output_path(work_dir, Path("work_dirs") / Path(config).stem / "test", settings)
+    return json.dumps(run_test(cfg, weights_path(checkpoint, settings), work, show_dir), indent=2)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ def train(
 
     Args:
         config: MMSeg config file (bundled names such as dinov2_tiny_segformer_cpu.py also work).
-        work_dir: where checkpoints, logs and the resolved config go (default: work_dirs/<config name>).
+        work_dir: where checkpoints, logs and the resolved config go
+            (default: QUADRATSEG_OUTPUTS_DIR/work_dirs/<config name>).
         data_root: prepared dataset (DINOv2_mmseg.prepare_data) for every split, overriding the config.
         resume: continue from the work dir's last checkpoint, or from the checkpoint path given.
         amp: mixed precision (CUDA only).
@@ -106,10 +107,13 @@ def train(
     Returns:
         JSON with the work dir, the best checkpoint and the last validation metrics.
     """
-    from DINOv2_mmseg.runner import load_config, set_threads
-    from quadratseg.settings import load_settings
+    from quadratseg.cli import current_settings, output_path, pin_device
 
-    settings = load_settings()
+    settings = current_settings()
+    device = pin_device(settings.device)  # before torch starts CUDA: mmengine uses the visible GPU
+
+    from DINOv2_mmseg.runner import load_config, set_threads
+
     set_threads(settings.num_threads)
     cfg = load_config(config, cfg_options, data_root)
     backbone = cfg.model.get("backbone") or {}
@@ -120,8 +124,8 @@ def train(
         logger.warning(
             "DINOv2 backbone from random weights (no checkpoint in the config, no DINOV2_CHECKPOINT)"
         )
-    work = Path(work_dir or Path("work_dirs") / Path(config).stem)
-    result = run_training(cfg, work, resume, amp, seed, settings.device)
+    work = output_path(work_dir, Path("work_dirs") / Path(config).stem, settings)
+    result = run_training(cfg, work, resume, amp, seed, device)
     return json.dumps(result, indent=2)
 
 

@@ -14,15 +14,17 @@ def export(weights: str, imgsz: int | None = None, simplify: bool = True) -> str
     """Export ``weights`` to ONNX beside it (onnxslim is installed, so nothing is fetched).
 
     Args:
-        weights: trained .pt model.
+        weights: trained .pt model (a relative path missing here is looked up in QUADRATSEG_MODELS_DIR).
         imgsz: export size (default: the training size).
         simplify: simplify the graph with onnxslim.
 
     Returns:
         The path of the .onnx file.
     """
+    from quadratseg.cli import weights_path
     from quadratseg.yolo_train import build_model
 
+    weights = weights_path(weights)
     if not str(weights).endswith(".pt"):
         raise QuadratsegError(f"{weights}: export takes a trained .pt model")
     model = build_model(weights)

@@ -16,7 +16,7 @@ CONFIG = Path(__file__).parent / "configs" / "coralseg.yaml"
 
 def train(
     data: str,
-    project: str = "outputs/runs/seg",
+    project: str | None = None,
     name: str = "coralseg",
     config: str | None = None,
     resume: bool = False,
@@ -32,11 +32,12 @@ def train(
 
     Args:
         data: data.yaml written by coral_seg_yolo.prepare_data.
-        project: folder of the runs.
+        project: folder of the runs (default: QUADRATSEG_OUTPUTS_DIR/runs/seg).
         name: run name.
         config: experiment YAML (default: coral_seg_yolo/configs/coralseg.yaml).
         resume: continue the run's last.pt.
-        model: architecture YAML (yolo11{n,s,m,l,x}-seg.yaml) or a local .pt to start from.
+        model: architecture YAML (yolo11{n,s,m,l,x}-seg.yaml) or a local .pt to start from (a relative
+            path missing here is looked up in QUADRATSEG_MODELS_DIR).
         epochs: training epochs.
         imgsz: training image size.
         batch: batch size.
@@ -47,15 +48,19 @@ def train(
     Returns:
         JSON with the weights paths and the resolved configuration.
     """
+    from quadratseg.cli import current_settings, output_path, weights_path
+
+    settings = current_settings()
     overrides = {
-        "model": model,
+        "model": weights_path(model, settings),
         "epochs": epochs,
         "imgsz": imgsz,
         "batch": batch,
         "workers": workers,
         "patience": patience,
     }
-    result = run_training(config or CONFIG, data, project, name, resume, overrides, args)
+    project_dir = output_path(project, "runs/seg", settings)
+    result = run_training(config or CONFIG, data, project_dir, name, resume, overrides, args, settings)
     return json.dumps(result, indent=2, default=str)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 from quadratseg.errors import QuadratsegError
-from quadratseg.settings import load_settings
 
 
 def create_cvat_annotation_tasks(
@@ -39,14 +38,17 @@ def create_cvat_annotation_tasks(
     """
     import fiftyone as fo
 
-    settings = load_settings()
+    from quadratseg.cli import as_name, as_names, current_settings
+
+    settings = current_settings()
+    dataset, project, task_name = as_name(dataset), as_name(project), as_name(task_name)
     if not fo.dataset_exists(dataset):
         raise QuadratsegError(
             f"no FiftyOne dataset named {dataset!r}; datasets: {', '.join(fo.list_datasets())}"
         )
     view = fo.load_dataset(dataset)
-    if tags:
-        view = view.match_tags([t.strip() for t in tags.split(",") if t.strip()])
+    if as_names(tags):
+        view = view.match_tags(as_names(tags))
     from data_engineering.push import push_samples
 
     task_ids = push_samples(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from quadratseg.errors import QuadratsegError
-from quadratseg.settings import Settings, load_settings
+from quadratseg.settings import Settings
 
 logger = logging.getLogger(__name__)
 SOURCES = ("cvat", "xml", "backup")
@@ -69,11 +69,12 @@ def run_pull(
     media_dir: str | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Library entry of the CLI: returns the pull summary as a dict."""
+    """Library entry of the CLI: returns the pull summary as a dict (``settings``: the CLI's, else
+    the defaults; CVAT_HOST and credentials come from them)."""
     from data_engineering.pull import pull_project
     from quadratseg.taxonomy import load_taxonomy
 
-    settings = settings or load_settings()
+    settings = settings if settings is not None else Settings()
     if isinstance(allowed_subsets, str):
         allowed_subsets = tuple(s.strip() for s in allowed_subsets.split(",") if s.strip())
     project = load_project(source, path, project_name, settings)
@@ -127,17 +128,20 @@ def create_fiftyone_dataset(
     Returns:
         The pull summary as JSON (tasks, images, shapes per label and split).
     """
+    from quadratseg.cli import as_name, as_names, current_settings
+
     summary = run_pull(
-        project_name,
+        as_name(project_name),
         source,
         path,
-        dataset_name,
+        as_name(dataset_name),
         mode,
-        allowed_subsets,
+        tuple(as_names(allowed_subsets)),
         label_level,
         label_map,
         taxonomy,
         media_dir,
+        current_settings(),
     )
     return json.dumps(summary, indent=2)
 

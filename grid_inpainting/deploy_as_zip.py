@@ -44,7 +44,7 @@ def build_spec(
 def deploy_as_zip(
     model_name: str = "pth-lama",
     weights: str | None = None,
-    output: str = "outputs/pth-lama",
+    output: str | None = None,
     gpu: bool = False,
     backend: str = "lama",
 ) -> str:
@@ -52,8 +52,9 @@ def deploy_as_zip(
 
     Args:
         model_name: Nuclio function name (upstream: pth-lama).
-        weights: LaMa TorchScript file, stored as big-lama.pt (required for --backend lama).
-        output: folder (or .zip path) to write.
+        weights: LaMa TorchScript file, stored as big-lama.pt (required for --backend lama; default:
+            LAMA_MODEL; a relative path missing here is looked up in QUADRATSEG_MODELS_DIR).
+        output: folder (or .zip path) to write (default: QUADRATSEG_OUTPUTS_DIR/MODEL_NAME).
         gpu: build for an NVIDIA GPU.
         backend: lama, or an explicit OpenCV fallback (opencv-telea, opencv-ns) needing no weights;
             every answer names the backend that made it.
@@ -61,7 +62,12 @@ def deploy_as_zip(
     Returns:
         The path of the zip.
     """
-    return str(write_nuclio_zip(build_spec(model_name, weights, gpu, backend), Path(output)))
+    from quadratseg.cli import current_settings, output_path, weights_path
+
+    settings = current_settings()
+    weights = weights_path(weights, settings) or (str(settings.lama_model) if settings.lama_model else None)
+    spec = build_spec(model_name, weights, gpu, backend)
+    return str(write_nuclio_zip(spec, output_path(output, model_name, settings)))
 
 
 if __name__ == "__main__":

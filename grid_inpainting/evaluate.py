@@ -22,7 +22,6 @@ from grid_inpainting.inpaint import remove_grid, select_backend
 from grid_inpainting.masks import grid_mask
 from grid_inpainting.metrics import psnr, ssim
 from quadratseg.errors import QuadratsegError
-from quadratseg.settings import Settings, load_settings
 from quadratseg.synth import load_truth
 from quadratseg.synth.dataset import export_image_path
 
@@ -119,7 +118,7 @@ def width_coverage(
 def evaluate(
     synthetic_dir: str,
     backends: str = "opencv-telea,opencv-ns",
-    out_dir: str = "outputs/grid_inpainting_eval",
+    out_dir: str | None = None,
     lama_model: str | None = None,
     line_width: float | None = None,
     limit: int = 0,
@@ -130,7 +129,8 @@ def evaluate(
     Args:
         synthetic_dir: a set made by `python -m quadratseg.synth`.
         backends: comma-separated: lama, opencv-telea, opencv-ns.
-        out_dir: where evaluation.json and the strips go.
+        out_dir: where evaluation.json and the strips go
+            (default: QUADRATSEG_OUTPUTS_DIR/grid_inpainting_eval).
         lama_model: LaMa TorchScript file for the lama backend (default: LAMA_MODEL).
         line_width: mask width in px (default: 0.9 % of the image side).
         limit: evaluate only the first N images (0: all).
@@ -139,18 +139,19 @@ def evaluate(
     Returns:
         The scores as JSON.
     """
-    settings: Settings = load_settings()
+    from quadratseg.cli import as_names, current_settings, output_path, weights_path
+
+    settings = current_settings()
     pairs = load_pairs(Path(synthetic_dir), limit)
-    out = Path(out_dir)
+    out = output_path(out_dir, "grid_inpainting_eval", settings)
     out.mkdir(parents=True, exist_ok=True)
     if widths:
         result: dict[str, Any] = {
-            "width_coverage": width_coverage(pairs, [float(w) for w in str(widths).split(",")])
+            "width_coverage": width_coverage(pairs, [float(w) for w in as_names(widths)])
         }
     else:
-        chosen = [
-            select_backend(b.strip(), settings, lama_model) for b in str(backends).split(",") if b.strip()
-        ]
+        lama = weights_path(lama_model, settings)
+        chosen = [select_backend(b, settings, lama) for b in as_names(backends)]
         result, strips = evaluate_backends(pairs, chosen, line_width)
         for name, image in strips.items():
             cv2.imwrite(str(out / f"strip_{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

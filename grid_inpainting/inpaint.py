@@ -60,6 +60,9 @@ class OpenCVBackend:
 
 @contextlib.contextmanager
 def _lama_model_env(path: Path) -> Iterator[None]:
+    """simple-lama's own switch: ``LAMA_MODEL`` set to ``path`` while ``SimpleLama`` loads, then
+    restored. The only environment access of library code, for that third-party API; the project's
+    own LAMA_MODEL setting reaches this module as an argument."""
     previous = os.environ.get("LAMA_MODEL")
     os.environ["LAMA_MODEL"] = str(path)
     try:

@@ -23,7 +23,7 @@ from quadratseg.errors import QuadratsegError
 
 def prepare_data(
     dataset: str,
-    out_dir: str,
+    out_dir: str | None = None,
     field: str = "gt_grid",
     line_width: float | None = None,
     dilation: int = 0,
@@ -33,7 +33,7 @@ def prepare_data(
 
     Args:
         dataset: FiftyOne dataset with grid keypoints.
-        out_dir: output folder (created when complete).
+        out_dir: output folder, created when complete (default: QUADRATSEG_DATA_DIR/lama/DATASET).
         field: keypoint field (default gt_grid).
         line_width: mask width in px (default: 0.9 % of the image side).
         dilation: extra dilation in px.
@@ -42,7 +42,9 @@ def prepare_data(
     Returns:
         JSON with the number of pairs written.
     """
-    out = Path(out_dir)
+    from quadratseg.cli import data_path
+
+    out = data_path(out_dir, Path("lama") / dataset)
     count = 0
     with atomic_output_dir(out, overwrite) as tmp:
         for item in items_from_dataset(dataset, field):

@@ -15,7 +15,7 @@ from quadratseg.yolo_train import run_training
 def train(
     task: str,
     data: str,
-    project: str = "outputs/runs/pose",
+    project: str | None = None,
     name: str | None = None,
     config: str | None = None,
     resume: bool = False,
@@ -32,11 +32,12 @@ def train(
     Args:
         task: gridcorners or gridpose.
         data: data.yaml written by grid_pose_detection.prepare_data.
-        project: folder of the runs.
+        project: folder of the runs (default: QUADRATSEG_OUTPUTS_DIR/runs/pose).
         name: run name (default: the task).
         config: experiment YAML (default: grid_pose_detection/configs/<task>.yaml).
         resume: continue the run's last.pt.
-        model: architecture YAML (yolo11s-pose.yaml) or a local .pt to start from.
+        model: architecture YAML (yolo11s-pose.yaml) or a local .pt to start from (a relative path
+            missing here is looked up in QUADRATSEG_MODELS_DIR).
         epochs: training epochs.
         imgsz: training image size.
         batch: batch size.
@@ -47,16 +48,28 @@ def train(
     Returns:
         JSON with the weights paths and the resolved configuration.
     """
+    from quadratseg.cli import current_settings, output_path, weights_path
+
+    settings = current_settings()
     spec = get_task(task)
     overrides = {
-        "model": model,
+        "model": weights_path(model, settings),
         "epochs": epochs,
         "imgsz": imgsz,
         "batch": batch,
         "workers": workers,
         "patience": patience,
     }
-    result = run_training(config or spec.config, data, project, name or spec.name, resume, overrides, args)
+    result = run_training(
+        config or spec.config,
+        data,
+        output_path(project, "runs/pose", settings),
+        name or spec.name,
+        resume,
+        overrides,
+        args,
+        settings,
+    )
     return json.dumps(result, indent=2, default=str)
 
 

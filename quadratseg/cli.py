@@ -3,20 +3,36 @@
 A stage script is a thin, typed, docstring'd function; :func:`run` loads the settings,
 sets the offline switches before any framework import, configures logging once and
 hands the function to fire (which turns its docstring into ``--help``).
+
+The helpers below are for entry points only (library code takes values as arguments):
+
+- :func:`current_settings`: the settings :func:`run` loaded (one ``.env`` read per process).
+- :func:`as_name` / :func:`as_names`: fire reads ``2024`` as an int and ``1,2`` as a tuple; names
+  and comma-separated lists come back as ``str`` and ``list[str]``. :func:`run` already hands
+  every ``str`` parameter its text as typed.
+- :func:`output_path`, :func:`data_path`: an output the user did not give goes under
+  ``QUADRATSEG_OUTPUTS_DIR`` (runs, reports, zips) or ``QUADRATSEG_DATA_DIR`` (prepared layouts).
+- :func:`weights_path`: a relative weights path missing from the current folder is looked up
+  in ``QUADRATSEG_MODELS_DIR``.
+- :func:`device`: ``auto`` (or nothing) on the command line means ``QUADRATSEG_DEVICE``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, get_type_hints
 
-from quadratseg.errors import QuadratsegError
+from quadratseg.errors import QuadratsegError, SettingsError
 from quadratseg.offline import apply_offline_environment
 from quadratseg.settings import Settings, load_settings
 
 logger = logging.getLogger("quadratseg")
+
+_settings: Settings | None = None
+_TEXT_TYPES = (str, str | None)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -29,21 +45,164 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
 
 
+def with_model_paths(settings: Settings) -> Settings:
+    """The settings with relative weight files (LAMA_MODEL, SAM_CHECKPOINT, DINOV2_CHECKPOINT)
+    looked up in ``QUADRATSEG_MODELS_DIR`` when they are not found from the current folder."""
+    changes = {
+        name: Path(weights_path(value, settings))
+        for name in ("lama_model", "sam_checkpoint", "dinov2_checkpoint")
+        if (value := getattr(settings, name)) is not None
+    }
+    return settings.replace(**changes)
+
+
 def bootstrap() -> Settings:
-    """Load settings, set the offline switches and logging; return the settings."""
-    settings = load_settings()
+    """Load settings, set the offline switches and logging; return the settings.
+
+    Raises:
+        SettingsError: a bad value in ``.env`` or the environment (the message names the variable).
+    """
+    global _settings
+    settings = with_model_paths(load_settings())
     apply_offline_environment(settings)
     configure_logging(settings.log_level)
+    _settings = settings
     return settings
 
 
-def run(component: Callable[..., Any] | dict[str, Callable[..., Any]], name: str | None = None) -> None:
-    """Run ``component`` as a fire CLI; project errors become one clear line and exit code 2."""
+def current_settings() -> Settings:
+    """The settings :func:`bootstrap` loaded; loaded now when a CLI function is called from Python."""
+    return _settings if _settings is not None else with_model_paths(load_settings())
+
+
+def as_name(value: Any) -> str | None:
+    """A dataset, project, task or label name as the user typed it (``None`` stays ``None``).
+
+    Example:
+        >>> as_name(2024), as_name(("a", "b")), as_name(None)
+        ('2024', 'a,b', None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def as_names(value: Any) -> list[str]:
+    """Comma-separated names (text, or the tuple fire makes of ``1,2``) -> a list of ``str``.
+
+    Example:
+        >>> as_names("val, test"), as_names((1, 2)), as_names(None)
+        (['val', 'test'], ['1', '2'], [])
+    """
+    if value is None:
+        return []
+    items = value if isinstance(value, list | tuple) else [value]
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
+def output_path(path: str | Path | None, default: str | Path, settings: Settings | None = None) -> Path:
+    """``path`` as given (relative to the current folder), else ``default`` under QUADRATSEG_OUTPUTS_DIR."""
+    if path not in (None, ""):
+        return Path(path)
+    settings = settings or current_settings()
+    return Path(settings.outputs_dir) / default
+
+
+def data_path(path: str | Path | None, default: str | Path, settings: Settings | None = None) -> Path:
+    """``path`` as given (relative to the current folder), else ``default`` under QUADRATSEG_DATA_DIR."""
+    if path not in (None, ""):
+        return Path(path)
+    settings = settings or current_settings()
+    return Path(settings.data_dir) / default
+
+
+def weights_path(path: str | Path | None, settings: Settings | None = None) -> str | None:
+    """A weights file as given when it exists (or is absolute); a relative one missing from the
+    current folder but present in QUADRATSEG_MODELS_DIR comes from there. Nothing is downloaded."""
+    if path is None or str(path) == "":
+        return None
+    given = Path(str(path)).expanduser()
+    if given.is_absolute() or given.exists():
+        return str(given)
+    settings = settings or current_settings()
+    candidate = Path(settings.models_dir) / given
+    return str(candidate) if candidate.exists() else str(given)
+
+
+def device(value: str | None = None, settings: Settings | None = None) -> str:
+    """The device of a command: the one given, or QUADRATSEG_DEVICE when ``auto`` or nothing is given."""
+    if value in (None, "", "auto"):
+        settings = settings or current_settings()
+        return settings.device
+    return str(value)
+
+
+def pin_device(value: str) -> str:
+    """Make ``value`` the only device frameworks without a device option see (mmengine's Runner
+    places the model on "the" device): ``cpu`` hides the GPUs, ``cuda:N`` shows GPU N alone.
+
+    Sets ``CUDA_VISIBLE_DEVICES`` before CUDA starts (process set-up, like the offline switches);
+    returns the device name to use from now on (``cuda:N`` becomes ``cuda:0``, the GPU left).
+    """
+    import os
+
+    if value == "cpu":
+        visible = ""
+    elif value.startswith("cuda:") and value[5:].isdigit():
+        visible = value[5:]
+    else:
+        return value
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        logger.warning("CUDA started before the device was chosen: QUADRATSEG_DEVICE=%s may not apply", value)
+        return value
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    return "cpu" if value == "cpu" else "cuda:0"
+
+
+def keep_text_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Tell fire to pass every ``str`` (or ``str | None``) parameter of ``func`` its text as typed.
+
+    Without it fire turns ``--dataset 2024`` into an int and ``--tags 1,2`` into a tuple.
+    """
+    from fire import decorators
+
+    try:
+        hints = get_type_hints(func)
+    except Exception:  # an annotation that cannot be resolved: leave fire's parsing as it is
+        return func
+    names = [name for name, hint in hints.items() if name != "return" and hint in _TEXT_TYPES]
+    if names:
+        decorators.SetParseFn(str, *names)(func)
+    return func
+
+
+def prepare(component: Callable[..., Any] | dict[str, Callable[..., Any]]) -> Any:
+    """``component`` (a function, or a dict of them) ready for fire: text parameters stay text."""
+    if isinstance(component, dict):
+        return {key: prepare(value) for key, value in component.items()}
+    return keep_text_arguments(component) if callable(component) else component
+
+
+def run(
+    component: Callable[..., Any] | dict[str, Callable[..., Any]],
+    name: str | None = None,
+    command: Sequence[str] | None = None,
+) -> None:
+    """Run ``component`` as a fire CLI; bad settings and project errors become one clear line and
+    exit code 2. ``command`` replaces ``sys.argv[1:]`` (tests)."""
     import fire
 
-    bootstrap()
     try:
-        fire.Fire(component, name=name)
+        bootstrap()
+    except SettingsError as exc:
+        configure_logging("INFO")
+        logger.error("%s", exc)
+        sys.exit(2)
+    try:
+        fire.Fire(prepare(component), command=None if command is None else list(command), name=name)
     except QuadratsegError as exc:  # a batch with failed images (outputs written) exits 3
         if getattr(exc, "summary", None) is not None:
             sys.stdout.write(f"{exc.summary}\n")

@@ -1,7 +1,9 @@
 """One typed settings object, loaded from ``.env`` with python-dotenv.
 
-Precedence: process environment > ``.env`` file > defaults. Library code never reads the
-environment: CLIs call :func:`load_settings` once and pass the values down as arguments.
+Precedence: process environment > ``.env`` file > defaults. The file is ``QUADRATSEG_ENV_FILE``
+when set, else the first ``.env`` found from the current folder upwards (:func:`find_env_file`).
+Library code never reads the environment: CLIs load the settings once (``quadratseg.cli``) and
+pass the values down as arguments.
 
 Example:
     >>> s = load_settings(env_file=None, environ={"CVAT_RETRIES": "5"})
@@ -39,14 +41,24 @@ class Settings:
 
     # Where things go
     data_dir: Path = _env(
-        "QUADRATSEG_DATA_DIR", "Root for datasets, media and training layouts.", Path("data")
+        "QUADRATSEG_DATA_DIR",
+        "Default root of pulled media and of the layouts prepare_data writes when OUT_DIR is not given.",
+        Path("data"),
     )
-    media_dir: Path = _env(
-        "QUADRATSEG_MEDIA_DIR", "Where pulled CVAT images are stored for FiftyOne.", Path("data/media")
+    media_dir: Path | None = _env(
+        "QUADRATSEG_MEDIA_DIR",
+        "Where pulled CVAT images are stored for FiftyOne; empty: QUADRATSEG_DATA_DIR/media.",
+        None,
     )
-    outputs_dir: Path = _env("QUADRATSEG_OUTPUTS_DIR", "Runs, reports and zips.", Path("outputs"))
+    outputs_dir: Path = _env(
+        "QUADRATSEG_OUTPUTS_DIR",
+        "Default root of runs, evaluations, predictions and zips when a command is given no output path.",
+        Path("outputs"),
+    )
     models_dir: Path = _env(
-        "QUADRATSEG_MODELS_DIR", "Local model weights (never downloaded).", Path("models")
+        "QUADRATSEG_MODELS_DIR",
+        "Relative weight paths not found from the current folder are looked up here (never downloaded).",
+        Path("models"),
     )
     cache_dir: Path = _env(
         "QUADRATSEG_CACHE_DIR", "Framework caches (ultralytics settings, torch hub dir).", Path(".cache")
@@ -62,9 +74,6 @@ class Settings:
     cvat_access_token: str = _env("CVAT_ACCESS_TOKEN", "CVAT personal access token.", "")
     cvat_timeout_s: float = _env("CVAT_TIMEOUT_S", "Seconds before a CVAT request is retried.", 30.0)
     cvat_retries: int = _env("CVAT_RETRIES", "Retries with back-off for CVAT requests.", 3)
-    webhook_secret: str = _env(
-        "CVAT_WEBHOOK_SECRET", "Secret CVAT signs webhooks with; empty disables checking.", ""
-    )
 
     # FiftyOne
     fiftyone_database_dir: Path | None = _env(
@@ -84,13 +93,23 @@ class Settings:
     sam_checkpoint: Path | None = _env("SAM_CHECKPOINT", "SAM ViT-B or CoralSCoP checkpoint file.")
     dinov2_checkpoint: Path | None = _env("DINOV2_CHECKPOINT", "Official DINOv2 backbone checkpoint file.")
 
+    def __post_init__(self) -> None:
+        if self.media_dir is None:  # follows the data folder unless set on its own
+            object.__setattr__(self, "media_dir", Path(self.data_dir) / "media")
+
     @classmethod
     def env_names(cls) -> dict[str, str]:
         """Map environment variable name -> field name."""
         return {f.metadata["env"]: f.name for f in fields(cls)}
 
     def replace(self, **changes: Any) -> Settings:
-        """Return a copy with some fields changed (settings are immutable)."""
+        """Return a copy with some fields changed (settings are immutable).
+
+        A media folder that followed the data folder keeps following it.
+        """
+        followed = self.media_dir == Path(self.data_dir) / "media"
+        if "data_dir" in changes and "media_dir" not in changes and followed:
+            changes["media_dir"] = None
         return dataclasses.replace(self, **changes)
 
 
@@ -121,11 +140,37 @@ def _parse(value: str, type_: Any, env_name: str, source: str) -> Any:
         ) from None
 
 
-def load_settings(env_file: str | Path | None = ".env", environ: Mapping[str, str] | None = None) -> Settings:
+ENV_FILE_VARIABLE = "QUADRATSEG_ENV_FILE"
+FIND = "find"  # load_settings(env_file=FIND): QUADRATSEG_ENV_FILE, else the nearest .env upwards
+
+
+def find_env_file(environ: Mapping[str, str] | None = None, start: str | Path | None = None) -> Path | None:
+    """The settings file: ``QUADRATSEG_ENV_FILE`` if set, else the first ``.env`` from ``start``
+    (default: the current folder) upwards; ``None`` when there is none.
+
+    Raises:
+        SettingsError: ``QUADRATSEG_ENV_FILE`` names a file that does not exist.
+    """
+    environ = os.environ if environ is None else environ
+    named = environ.get(ENV_FILE_VARIABLE, "").strip()
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise SettingsError(f"{ENV_FILE_VARIABLE}={named!r}: no such file")
+        return path
+    folder = Path(start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".env").is_file():
+            return candidate / ".env"
+    return None
+
+
+def load_settings(env_file: str | Path | None = FIND, environ: Mapping[str, str] | None = None) -> Settings:
     """Load settings from ``env_file`` (if it exists) and ``environ`` (default: ``os.environ``).
 
     Args:
-        env_file: a dotenv file; a missing file is fine (defaults apply), ``None`` skips it.
+        env_file: a dotenv file; a missing file is fine (defaults apply), ``None`` skips it,
+            ``"find"`` (the default) uses :func:`find_env_file`.
         environ: the process environment; overrides the file.
 
     Raises:
@@ -134,12 +179,14 @@ def load_settings(env_file: str | Path | None = ".env", environ: Mapping[str, st
     from dotenv import dotenv_values
 
     environ = os.environ if environ is None else environ
+    if isinstance(env_file, str) and env_file == FIND:
+        env_file = find_env_file(environ)
     names = Settings.env_names()
     file_values: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
         file_values = {k: v or "" for k, v in dotenv_values(env_file).items()}
         for key in file_values:
-            if key not in names:
+            if key not in names and key != ENV_FILE_VARIABLE:
                 close = difflib.get_close_matches(key, names, n=1)
                 if close:
                     logger.warning("%s: unknown setting %s (did you mean %s?)", env_file, key, close[0])

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from quadratseg.errors import QuadratsegError
+from quadratseg.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -145,10 +146,10 @@ def run_training(
     resume: bool = False,
     overrides: dict[str, Any] | None = None,
     args: dict[str, Any] | str | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """What every ``train`` CLI does: settings, experiment + overrides + ``--args``, training."""
-    from quadratseg.settings import load_settings
-
-    settings = load_settings()
+    """What every ``train`` CLI does: experiment + overrides + ``--args``, training with the
+    settings' threads and device (the CLI passes its settings; without them, the defaults)."""
+    settings = settings if settings is not None else Settings()
     experiment = load_experiment(config, {**(overrides or {}), **parse_train_args(args)})
     return train_yolo(experiment, data, project, name, settings.num_threads, resume, settings.device)

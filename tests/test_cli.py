@@ -80,8 +80,101 @@ def test_synth_cli_writes_a_set(tmp_path):
 
 def test_bad_settings_stop_the_cli_with_the_variable_named(tmp_path):
     result = run("quadratseg.synth", "--help", env={"CVAT_RETRIES": "many"}, cwd=tmp_path)
-    assert result.returncode != 0
-    assert "CVAT_RETRIES='many'" in result.stderr
+    assert result.returncode == 2
+    assert "CVAT_RETRIES='many'" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_bad_env_file_above_the_current_folder_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / ".env").write_text("QUADRATSEG_NUM_THREADS=lots\n")
+    below = tmp_path / "project" / "sub"
+    below.mkdir(parents=True)
+    env = {"QUADRATSEG_NUM_THREADS": "", "QUADRATSEG_ENV_FILE": ""}
+    environ = {k: v for k, v in os.environ.items() if k not in env}
+    result = subprocess.run(
+        [sys.executable, "-m", "grid_inpainting.deploy_as_zip", "--help"],
+        cwd=below,
+        capture_output=True,
+        text=True,
+        env={**environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "QUADRATSEG_NUM_THREADS='lots'" in lines[0] and str(tmp_path / ".env") in lines[0]
+    named = run(
+        "grid_inpainting.deploy_as_zip", "--help", env={"QUADRATSEG_ENV_FILE": str(tmp_path / "no.env")}
+    )
+    assert named.returncode == 2 and "QUADRATSEG_ENV_FILE=" in named.stderr
+
+
+def test_names_stay_text_and_outputs_and_weights_follow_the_settings(tmp_path):
+    """`deploy_as_zip 2024 ...`: fire alone would make the model name an int (a crash on `in`)."""
+    import zipfile
+
+    import numpy as np
+    import yaml
+
+    from grid_pose_detection.tasks import get_task
+
+    models, outputs = tmp_path / "models", tmp_path / "outputs"
+    models.mkdir()
+    (models / "best.pt").write_bytes(b"weights")
+    np.save(tmp_path / "corners.npy", get_task("gridcorners").template())
+    result = run(
+        "grid_pose_detection.deploy_as_zip",
+        "2024",
+        "best.pt",
+        "corners.npy",
+        "--task",
+        "gridcorners",
+        cwd=tmp_path,
+        env={"QUADRATSEG_MODELS_DIR": str(models), "QUADRATSEG_OUTPUTS_DIR": str(outputs)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = sorted(outputs.rglob("*.zip"))
+    assert [p.relative_to(outputs).parts[0] for p in written] == ["2024"]
+    with zipfile.ZipFile(written[0]) as z:
+        function = yaml.safe_load(z.read(next(n for n in z.namelist() if n.endswith("function.yaml"))))
+        assert function["metadata"]["name"] == "2024"
+        assert z.read(next(n for n in z.namelist() if n.endswith("best.pt"))) == b"weights"
+
+
+def test_dataset_2024_and_tags_1_2_reach_the_command_as_text(monkeypatch):
+    """Through fire with the same preparation `quadratseg.cli.run` gives every command."""
+    import types
+
+    import fire
+
+    import data_engineering.push
+    from data_engineering.create_cvat_annotation_tasks import create_cvat_annotation_tasks
+    from quadratseg.cli import prepare
+
+    seen = {}
+
+    class View:
+        def match_tags(self, tags):
+            seen["tags"] = tags
+            return self
+
+    fake = types.ModuleType("fiftyone")
+    fake.dataset_exists = lambda name: seen.setdefault("dataset", name) == name
+    fake.load_dataset = lambda name: View()
+    fake.list_datasets = list
+    monkeypatch.setitem(sys.modules, "fiftyone", fake)
+
+    def push_samples(view, project, label_field, kind, subset, task_name, settings, images_per_task):
+        seen.update(project=project, task_name=task_name)
+        return [7]
+
+    monkeypatch.setattr(data_engineering.push, "push_samples", push_samples)
+    out = fire.Fire(
+        prepare(create_cvat_annotation_tasks),
+        command=["2024", "007", "--tags", "1,2", "--task-name", "1.50"],
+    )
+    assert seen == {"dataset": "2024", "tags": ["1", "2"], "project": "007", "task_name": "1.50"}
+    assert '"task_ids": [7]' in out
 
 
 def test_pull_cli_reports_an_unsafe_backup_in_one_line(tmp_path):
