@@ -124,12 +124,15 @@ def write_mmseg_layout(
     return {**summary, "data_root": str(out_dir)}
 
 
-def prepare_data(dataset: str, out_dir: str, level: str = "finegrained", overwrite: bool = False) -> str:
+def prepare_data(
+    dataset: str, out_dir: str | None = None, level: str = "finegrained", overwrite: bool = False
+) -> str:
     """Export a FiftyOne dataset's coral polygons to the MMSeg layout with class-index masks.
 
     Args:
         dataset: FiftyOne dataset pulled by data_engineering (gt_polylines and its level fields).
-        out_dir: output folder, created when complete (nothing is left behind on error).
+        out_dir: output folder, created when complete (nothing is left behind on error; default:
+            QUADRATSEG_DATA_DIR/mmseg/DATASET).
         level: taxonomy level of the classes: finegrained, extended, main_family or agnostic.
         overwrite: replace out_dir if it exists.
 
@@ -138,9 +141,12 @@ def prepare_data(dataset: str, out_dir: str, level: str = "finegrained", overwri
     """
     import fiftyone as fo
 
+    from quadratseg.cli import data_path
+
     if not fo.dataset_exists(dataset):
         raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}; pull it with data_engineering first")
-    summary = write_mmseg_layout(fo.load_dataset(dataset), Path(out_dir), level, overwrite)
+    out = data_path(out_dir, Path("mmseg") / dataset)
+    summary = write_mmseg_layout(fo.load_dataset(dataset), out, level, overwrite)
     return json.dumps(summary, indent=2)
 
 

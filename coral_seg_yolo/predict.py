@@ -54,7 +54,9 @@ def predict(
             the others are written; the CLI exits 3).
     """
     items = batch_items(images)
-    predictor = SegPredictor(weights, imgsz, conf)
+    from quadratseg.cli import device, weights_path
+
+    predictor = SegPredictor(weights_path(weights), imgsz, conf, device=device())
     coco = CocoInstances([n for _, n in sorted(predictor.names.items())])
     taxonomy = load_taxonomy()
     colors = {n: taxonomy.color(n) for n in predictor.names.values()}

@@ -31,7 +31,7 @@ from quadratseg.errors import QuadratsegError
 from quadratseg.formats.keypoints_io import read_coco_keypoints, read_yolo_pose
 from quadratseg.images import image_key, list_images, output_name, read_image_rgb
 from quadratseg.keypoints import N_GRID
-from quadratseg.settings import Settings, load_settings
+from quadratseg.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ def run_remove_grid(
     overwrite: bool = False,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Library entry of the CLI; returns a summary."""
-    settings = settings or load_settings()
+    """Library entry of the CLI; returns a summary (``settings``: the CLI's, else the defaults)."""
+    settings = settings if settings is not None else Settings()
     sources = [bool(dataset), bool(images and coco), bool(images and yolo)]
     if sum(sources) != 1:
         raise QuadratsegError(
@@ -265,6 +265,9 @@ def main(
     Returns:
         A JSON summary.
     """
+    from quadratseg.cli import current_settings, weights_path
+
+    settings = current_settings()
     return json.dumps(
         run_remove_grid(
             out_dir,
@@ -274,12 +277,13 @@ def main(
             coco,
             yolo,
             backend,
-            lama_model,
+            weights_path(lama_model, settings),
             line_width,
             dilation,
             estimate_width,
             new_dataset,
             overwrite,
+            settings,
         ),
         indent=2,
     )

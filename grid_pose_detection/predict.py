@@ -61,10 +61,15 @@ def predict(
     Raises:
         BatchFailedError: some images failed (listed in failures.csv; the CLI exits 3).
     """
+    from quadratseg.cli import device, weights_path
+
+    weights = weights_path(weights)
     spec = get_task(task)
     items = batch_items(images)
     tmpl = load_template(template, spec.n_points) if template else None
-    predictor = PosePredictor(weights, spec, tmpl, conf, kpt_conf, imgsz, warp_size=(warp_size, warp_size))
+    predictor = PosePredictor(
+        weights, spec, tmpl, conf, kpt_conf, imgsz, device=device(), warp_size=(warp_size, warp_size)
+    )
     names = [str(i + 1) for i in range(spec.n_points)]
     edges = (
         [(0, 1), (1, 2), (2, 3), (3, 0)] if spec.n_points == 4 else [tuple(p) for p in grid_neighbour_pairs()]

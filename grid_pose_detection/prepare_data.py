@@ -101,14 +101,15 @@ def write_pose_layout(
 
 
 def prepare_data(
-    task: str, dataset: str, out_dir: str, overwrite: bool = False, copy_images: bool = False
+    task: str, dataset: str, out_dir: str | None = None, overwrite: bool = False, copy_images: bool = False
 ) -> str:
     """Export a FiftyOne dataset's corner or grid keypoints to an ultralytics pose dataset.
 
     Args:
         task: gridcorners (field gt_corners, 4 points) or gridpose (field gt_grid, 117 points).
         dataset: FiftyOne dataset name.
-        out_dir: output folder (images/, labels/, data.yaml), created when complete.
+        out_dir: output folder (images/, labels/, data.yaml), created when complete (default:
+            QUADRATSEG_DATA_DIR/pose/TASK/DATASET).
         overwrite: replace out_dir if it exists.
         copy_images: copy images instead of symlinking them.
 
@@ -117,13 +118,18 @@ def prepare_data(
     """
     import fiftyone as fo
 
+    from quadratseg.cli import data_path
+
     spec = get_task(task)
     if not fo.dataset_exists(dataset):
         raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}; pull it first with data_engineering")
     samples = fo.load_dataset(dataset)
     samples.compute_metadata()
     return json.dumps(
-        write_pose_layout(spec, samples, Path(out_dir), overwrite, link=not copy_images), indent=2
+        write_pose_layout(
+            spec, samples, data_path(out_dir, Path("pose") / task / dataset), overwrite, link=not copy_images
+        ),
+        indent=2,
     )
 
 
