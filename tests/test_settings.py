@@ -140,8 +140,14 @@ def test_cli_paths_and_device_come_from_the_settings(tmp_path, monkeypatch):
 
 # --- the code keeps the settings' word -------------------------------------------------------
 
-PACKAGES = ("quadratseg", "data_engineering", "grid_pose_detection", "grid_inpainting", "coral_seg_yolo",
-            "DINOv2_mmseg")
+PACKAGES = (
+    "quadratseg",
+    "data_engineering",
+    "grid_pose_detection",
+    "grid_inpainting",
+    "coral_seg_yolo",
+    "DINOv2_mmseg",
+)
 
 
 def _project_modules():
@@ -163,9 +169,7 @@ def _is_entry_point(name, tree):
 
     if name.endswith(".demo") or name == "quadratseg.cli":
         return True
-    return any(
-        isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body
-    )
+    return any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body)
 
 
 def test_every_setting_has_a_reader():
