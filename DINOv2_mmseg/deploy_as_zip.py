@@ -33,6 +33,43 @@ SEGFORMER_CONFIG = "best_segformer_config.py"
 SAM_WEIGHTS = "vit_b_coralscop.pth"
 
 
+def function_spec(
+    model_name: str,
+    class_names: list[str],
+    segformer_weights: str | Path,
+    segformer_config: str | Path,
+    sam_weights: str | Path,
+    min_threshold: float = 0.5,
+    unsure_threshold: float = 0.75,
+    gpu: bool = False,
+) -> FunctionSpec:
+    """The function spec for a segmentor with these classes (background excluded); reads no file.
+
+    ``segformer_weights`` is the plain state dict and ``segformer_config`` the resolved config that
+    :func:`deploy_as_zip` writes.
+    """
+    return FunctionSpec(
+        name=model_name,
+        display_name="Coral colonies (DINOv2 + SegFormer, CoralSCoP)",
+        description="Semantic segmentation of coral genera refined into colonies with SAM/CoralSCoP",
+        labels=mask_labels_spec(list(class_names)),
+        main_py=Path(__file__).parent / "nuclio" / "main.py",
+        files={
+            SEGFORMER_WEIGHTS: Path(segformer_weights),
+            SEGFORMER_CONFIG: Path(segformer_config),
+            SAM_WEIGHTS: Path(sam_weights),
+        },
+        packages=("quadratseg", "DINOv2_mmseg"),
+        pip=PIP,
+        gpu=gpu,
+        event_timeout="300s",
+        env={
+            "QUADRATSEG_MIN_THRESHOLD": str(min_threshold),
+            "QUADRATSEG_UNSURE_THRESHOLD": str(unsure_threshold),
+        },
+    )
+
+
 def deploy_as_zip(
     model_name: str,
     segformer_weights: str,
@@ -70,21 +107,15 @@ def deploy_as_zip(
         plain = export_plain_checkpoint(segformer_weights, Path(tmp) / SEGFORMER_WEIGHTS)
         resolved = Path(tmp) / SEGFORMER_CONFIG
         cfg.dump(str(resolved))
-        spec = FunctionSpec(
-            name=model_name,
-            display_name="Coral colonies (DINOv2 + SegFormer, CoralSCoP)",
-            description="Semantic segmentation of coral genera refined into colonies with SAM/CoralSCoP",
-            labels=mask_labels_spec(segmenter.classes[1:]),
-            main_py=Path(__file__).parent / "nuclio" / "main.py",
-            files={SEGFORMER_WEIGHTS: plain, SEGFORMER_CONFIG: resolved, SAM_WEIGHTS: Path(sam_weights)},
-            packages=("quadratseg", "DINOv2_mmseg"),
-            pip=PIP,
-            gpu=gpu,
-            event_timeout="300s",
-            env={
-                "QUADRATSEG_MIN_THRESHOLD": str(min_threshold),
-                "QUADRATSEG_UNSURE_THRESHOLD": str(unsure_threshold),
-            },
+        spec = function_spec(
+            model_name,
+            segmenter.classes[1:],
+            plain,
+            resolved,
+            sam_weights,
+            min_threshold,
+            unsure_threshold,
+            gpu,
         )
         return str(write_nuclio_zip(spec, Path(output or f"outputs/{model_name}")))
 

@@ -13,6 +13,24 @@ from quadratseg.nuclio import BASE_PIP, FunctionSpec, write_nuclio_zip
 PIP = (*BASE_PIP, "ultralytics==8.4.190")
 
 
+def function_spec(
+    model_name: str, class_names: list[str], weights: str, method: str = "direct", gpu: bool = False
+) -> FunctionSpec:
+    """The function spec for a model with these classes (in class-id order); reads no file."""
+    return FunctionSpec(
+        name=model_name,
+        display_name="Coral colonies (YOLO11-seg)",
+        description="Instance segmentation of coral genera on warped, grid-free quadrats",
+        labels=mask_labels_spec(list(class_names)),
+        main_py=Path(__file__).parent / "nuclio" / "main.py",
+        files={"best.pt": Path(weights)},
+        packages=("quadratseg", "coral_seg_yolo"),
+        pip=PIP,
+        gpu=gpu,
+        env={"QUADRATSEG_SEG_METHOD": method, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"},
+    )
+
+
 def deploy_as_zip(
     model_name: str, weights: str, output: str | None = None, method: str = "direct", gpu: bool = False
 ) -> str:
@@ -34,18 +52,7 @@ def deploy_as_zip(
     if method not in METHODS:
         raise QuadratsegError(f"--method must be one of {', '.join(METHODS)}")
     names = SegPredictor(weights).names
-    spec = FunctionSpec(
-        name=model_name,
-        display_name="Coral colonies (YOLO11-seg)",
-        description="Instance segmentation of coral genera on warped, grid-free quadrats",
-        labels=mask_labels_spec([names[i] for i in sorted(names)]),
-        main_py=Path(__file__).parent / "nuclio" / "main.py",
-        files={"best.pt": Path(weights)},
-        packages=("quadratseg", "coral_seg_yolo"),
-        pip=PIP,
-        gpu=gpu,
-        env={"QUADRATSEG_SEG_METHOD": method, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"},
-    )
+    spec = function_spec(model_name, [names[i] for i in sorted(names)], weights, method, gpu)
     return str(write_nuclio_zip(spec, Path(output or f"outputs/{model_name}")))
 
 

@@ -24,6 +24,33 @@ def cvat_spec(task_name: str) -> list[dict]:
     return [raw]
 
 
+def default_task(model_name: str) -> str:
+    """gridcorners for a corner model (``pth-yolo-gridcorners``), else gridpose."""
+    return "gridcorners" if "corner" in model_name else "gridpose"
+
+
+def function_spec(
+    model_name: str, weights: str, template: str, task: str | None = None, gpu: bool = False
+) -> FunctionSpec:
+    """The function spec (task from the model name unless given); reads no file."""
+    task = task or default_task(model_name)
+    spec_task = get_task(task)
+    return FunctionSpec(
+        name=model_name,
+        display_name="Quadrat corners (YOLO11-pose)"
+        if task == "gridcorners"
+        else "Quadrat grid (YOLO11-pose)",
+        description=f"{spec_task.n_points} keypoints of the quadrat in template order",
+        labels=cvat_spec(task),
+        main_py=Path(__file__).parent / "nuclio" / "main.py",
+        files={"best.pt": Path(weights), "kp_template.npy": Path(template)},
+        packages=("quadratseg", "grid_pose_detection"),
+        pip=PIP,
+        gpu=gpu,
+        env={"QUADRATSEG_POSE_TASK": task, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"},
+    )
+
+
 def deploy_as_zip(
     model_name: str,
     weights: str,
@@ -45,23 +72,9 @@ def deploy_as_zip(
     Returns:
         The path of the zip.
     """
-    task = task or ("gridcorners" if "corner" in model_name else "gridpose")
-    spec_task = get_task(task)
-    load_template(template, spec_task.n_points)  # refuse a template of the wrong shape now, not in CVAT
-    spec = FunctionSpec(
-        name=model_name,
-        display_name="Quadrat corners (YOLO11-pose)"
-        if task == "gridcorners"
-        else "Quadrat grid (YOLO11-pose)",
-        description=f"{spec_task.n_points} keypoints of the quadrat in template order",
-        labels=cvat_spec(task),
-        main_py=Path(__file__).parent / "nuclio" / "main.py",
-        files={"best.pt": Path(weights), "kp_template.npy": Path(template)},
-        packages=("quadratseg", "grid_pose_detection"),
-        pip=PIP,
-        gpu=gpu,
-        env={"QUADRATSEG_POSE_TASK": task, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"},
-    )
+    task = task or default_task(model_name)
+    load_template(template, get_task(task).n_points)  # refuse a template of the wrong shape now, not in CVAT
+    spec = function_spec(model_name, weights, template, task, gpu)
     return str(write_nuclio_zip(spec, Path(output or f"outputs/{model_name}")))
 
 

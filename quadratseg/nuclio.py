@@ -4,7 +4,15 @@ A function is a ``nuclio/`` folder with ``function.yaml`` (CVAT's annotations: n
 framework, label ``spec``), ``main.py`` (``init_context`` loads the model once into
 ``context.user_data``; ``handler`` serves one request), the weights under standard names and
 the project code the handler imports (``quadratseg/`` and the module's package), zipped as
-``nuclio.zip``. Deploy with ``nuctl deploy --project-name cvat --path ./nuclio --platform local``.
+``nuclio.zip``. Deploy with ``nuctl deploy`` (docs/nuclio.md gives the command for each function).
+
+The image: every function builds on ``python:3.11-slim-bookworm`` (:data:`BASE_IMAGE`), whose
+interpreter is the one the pins need (numpy 2.4 needs Python >= 3.11), and installs with that
+interpreter's own pip (``python3.11 -m pip``), wheels only, in one resolution. A GPU image takes
+PyPI's torch, whose wheels bundle CUDA (the host needs only the NVIDIA driver and container
+runtime); a CPU image takes the ``+cpu`` torch wheels from :data:`TORCH_CPU_INDEX`.
+``tests/test_nuclio_images.py`` resolves every function's requirement set for that Python and
+platform without installing, so a function whose image cannot build fails CI.
 
 Request and response helpers (:func:`decode_image_b64`, :func:`json_response`) live here too, so
 every handler speaks the same contract.
@@ -15,6 +23,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shlex
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +35,24 @@ from quadratseg.errors import QuadratsegError
 
 REPO_PACKAGES_ROOT = Path(__file__).resolve().parent.parent
 
+# The image of every function (CPU and GPU alike): its python and pip are the ones the pins need.
+IMAGE_PYTHON = "3.11"
+BASE_IMAGE = f"python:{IMAGE_PYTHON}-slim-bookworm"
+# What the image's pip accepts: Debian 12's glibc, x86_64 (the resolution test asks for these tags).
+IMAGE_GLIBC = (2, 36)
+IMAGE_ARCH = "x86_64"
+# CPU images take torch and torchvision as ``+cpu`` wheels from here (PyPI's Linux wheels are CUDA builds).
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+_CPU_WHEELS = ("torch", "torchvision")
+
 # What every function image installs (the project's pins); modules add their framework.
 BASE_PIP = (
     "torch==2.14.1",
     "torchvision==0.29.1",
-    "opencv-python-headless==4.14.0.94",
+    # One cv2 distribution: ultralytics, simple-lama-inpainting and mmengine require opencv-python,
+    # so a headless wheel beside it would write cv2/ a second time (pyproject pins both only because
+    # fiftyone, which no image installs, wants the headless one). Same version as pyproject.toml.
+    "opencv-python==4.14.0.94",
     "numpy==2.4.6",
     "pillow==13.0.0",
     "scipy==1.17.1",
@@ -70,31 +92,61 @@ class FunctionSpec:
     event_timeout: str = "120s"
     env: dict[str, str] = field(default_factory=dict)
 
+    def requirements(self) -> tuple[str, ...]:
+        """The exact pins the image installs: :attr:`pip`, torch and torchvision as ``+cpu`` wheels
+        unless ``gpu``.
+
+        >>> spec = FunctionSpec("f", "F", "", [], Path("main.py"), pip=("torch==2.14.1", "numpy==2.4.6"))
+        >>> spec.requirements()
+        ('torch==2.14.1+cpu', 'numpy==2.4.6')
+        """
+        if self.gpu:
+            return tuple(self.pip)
+        pins = []
+        for requirement in self.pip:
+            name, sep, version = requirement.partition("==")
+            if sep and name.strip().lower() in _CPU_WHEELS and "+" not in version:
+                requirement = f"{name}=={version.strip()}+cpu"
+            pins.append(requirement)
+        return tuple(pins)
+
+    def pip_options(self) -> tuple[str, ...]:
+        """pip's options for the image: wheels only (nothing compiles in the build), the CPU torch index."""
+        options = ("--only-binary=:all:",)
+        return options if self.gpu else (*options, "--extra-index-url", TORCH_CPU_INDEX)
+
+    def pip_command(self) -> list[str]:
+        """The image's one install command, run by the image's own interpreter."""
+        return [
+            f"python{IMAGE_PYTHON}",
+            "-m",
+            "pip",
+            "install",
+            "--no-cache-dir",
+            *self.pip_options(),
+            *self.requirements(),
+        ]
+
 
 def function_yaml(spec: FunctionSpec) -> dict[str, Any]:
     """The ``function.yaml`` document, shaped like CVAT's own serverless functions."""
-    base_image = "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04" if spec.gpu else "python:3.11-slim"
-    directives = [{"kind": "WORKDIR", "value": "/opt/nuclio"}]
+    directives: list[dict[str, str]] = []
     if spec.gpu:
-        directives.insert(
-            0,
-            {
-                "kind": "RUN",
-                "value": "apt-get update && apt-get install -y --no-install-recommends "
-                "python3.11 python3-pip libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*",
-            },
-        )
-    else:
-        directives.insert(
-            0,
-            {
-                "kind": "RUN",
-                "value": "apt-get update && apt-get install -y --no-install-recommends "
-                "libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*",
-            },
-        )
+        # the NVIDIA container runtime exposes the driver; torch's wheels bring the CUDA libraries
+        directives += [
+            {"kind": "ENV", "value": "NVIDIA_VISIBLE_DEVICES=all"},
+            {"kind": "ENV", "value": "NVIDIA_DRIVER_CAPABILITIES=compute,utility"},
+        ]
+    directives += [
+        {
+            "kind": "RUN",
+            "value": "apt-get update && apt-get install -y --no-install-recommends "
+            "libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*",
+        },
+        {"kind": "WORKDIR", "value": "/opt/nuclio"},
+    ]
     if spec.pip:
-        directives.append({"kind": "RUN", "value": "pip install --no-cache-dir " + " ".join(spec.pip)})
+        directives.append({"kind": "RUN", "value": shlex.join(spec.pip_command())})
     document: dict[str, Any] = {
         "metadata": {
             "name": spec.name,
@@ -108,13 +160,13 @@ def function_yaml(spec: FunctionSpec) -> dict[str, Any]:
         },
         "spec": {
             "description": spec.description,
-            "runtime": "python:3.11",
+            "runtime": f"python:{IMAGE_PYTHON}",
             "handler": "main:handler",
             "eventTimeout": spec.event_timeout,
             "env": [{"name": k, "value": v} for k, v in {"PYTHONPATH": "/opt/nuclio", **spec.env}.items()],
             "build": {
                 "image": f"cvat.{spec.name.replace('-', '.')}",
-                "baseImage": base_image,
+                "baseImage": BASE_IMAGE,
                 "directives": {"preCopy": directives},
             },
             "triggers": {
