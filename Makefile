@@ -10,8 +10,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch must come first: installed alone, pip takes the pinned build (see docs/environment.md).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# CVAT's own mask conversion for the contract tests, in a folder of its own (see the file).
+ORACLE_DIR := $(VENV)/cvat-oracle
+ORACLE_REQS := tests/cvat-oracle-requirements.txt
 EXTRAS ?= all,dev
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)-$(subst $(comma),_,$(EXTRAS))
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile tests/cvat-oracle-requirements.txt | sha256sum | cut -c1-16)-$(subst $(comma),_,$(EXTRAS))
 comma := ,
 
 .PHONY: install demo test lint format clean
@@ -24,6 +27,7 @@ $(STAMP):
 	$(PIP) install --disable-pip-version-check $(TORCH_PINS)
 	$(PIP) install --disable-pip-version-check -e '.[$(EXTRAS)]'
 	$(PIP) check
+	$(PIP) install --disable-pip-version-check --no-deps --upgrade --target $(ORACLE_DIR) -r $(ORACLE_REQS)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -87,7 +87,7 @@ def deploy_as_zip(
         segformer_weights: trained checkpoint (best_mIoU_epoch_N.pth).
         segformer_config: the config it was trained with (the work dir's copy).
         sam_weights: SAM ViT-B or CoralSCoP checkpoint (a local file).
-        output: folder or .zip path (default: outputs/<model_name>).
+        output: folder or .zip path (default: QUADRATSEG_OUTPUTS_DIR/<model_name>).
         min_threshold: least class probability to keep a colony.
         unsure_threshold: colonies under this mean probability are marked unsure (low confidence).
         gpu: build for an NVIDIA GPU.
@@ -98,7 +98,11 @@ def deploy_as_zip(
     from DINOv2_mmseg.predictor import SemanticSegmenter, export_plain_checkpoint
     from DINOv2_mmseg.refine import RefineConfig, load_sam
     from DINOv2_mmseg.runner import load_config
+    from quadratseg.cli import current_settings, output_path, weights_path
 
+    settings = current_settings()
+    segformer_weights = weights_path(segformer_weights, settings)
+    sam_weights = weights_path(sam_weights, settings)
     RefineConfig(min_threshold, unsure_threshold)  # validates the thresholds
     cfg = load_config(segformer_config)
     segmenter = SemanticSegmenter(cfg, segformer_weights, "cpu")  # refuses a checkpoint of another model
@@ -117,7 +121,7 @@ def deploy_as_zip(
             unsure_threshold,
             gpu,
         )
-        return str(write_nuclio_zip(spec, Path(output or f"outputs/{model_name}")))
+        return str(write_nuclio_zip(spec, output_path(output, model_name, settings)))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from DINOv2_mmseg.refine import RefineConfig
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.batch import BatchItem, batch_items, run_batch
 from quadratseg.cover import cover_from_class_map
-from quadratseg.geometry import polygon_to_mask
 from quadratseg.images import output_name, read_image_rgb
 from quadratseg.instances import CocoInstances, Instance
 from quadratseg.visualize import draw_polygons
@@ -52,11 +51,11 @@ def semantic_overlay(
 
 
 def instance_id_map(instances: list[Instance], frame_size: tuple[int, int]) -> np.ndarray:
-    """uint16 (H, W) map: pixel = 1 + index of the instance whose outline covers it (later ones on top)."""
+    """uint16 (H, W) map: pixel = 1 + index of the instance that covers it (later ones on top)."""
     width, height = frame_size
     ids = np.zeros((height, width), dtype=np.uint16)
     for k, inst in enumerate(instances, start=1):
-        ids[polygon_to_mask(inst.polygon_xy, frame_size)] = k
+        inst.paint(ids, k)
     return ids
 
 
@@ -86,16 +85,20 @@ def predict(
         unsure_threshold: colonies under this mean probability are kept, marked unsure.
         min_area: smallest colony in px.
         min_agreement: least IoU between SAM's mask and the semantic seed to use SAM's mask.
-        device: auto, cpu or cuda:N.
+        device: cpu or cuda:N; auto: QUADRATSEG_DEVICE.
         overwrite: replace out_dir if it exists.
 
     Returns:
         JSON summary (images, colonies, unsure ones, refinement, seconds).
     """
-    from quadratseg.settings import load_settings
+    from quadratseg.cli import current_settings, weights_path
+    from quadratseg.cli import device as choose_device
+
+    settings = current_settings()
+    checkpoint, device = weights_path(checkpoint, settings), choose_device(device, settings)
 
     items = batch_items(images)
-    sam_weights = sam_weights or (str(load_settings().sam_checkpoint or "") or None)
+    sam_weights = weights_path(sam_weights, settings) or (str(settings.sam_checkpoint or "") or None)
     refine = RefineConfig(min_threshold, unsure_threshold, int(min_area), min_agreement)
     pipeline = CoralPipeline(config, checkpoint, sam_weights, refine, device)
     coral_classes = pipeline.classes[1:]

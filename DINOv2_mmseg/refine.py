@@ -31,7 +31,6 @@ import cv2
 import numpy as np
 
 from quadratseg.errors import QuadratsegError
-from quadratseg.geometry import mask_to_polygons
 from quadratseg.instances import Instance
 
 logger = logging.getLogger(__name__)
@@ -310,24 +309,15 @@ def refine_instances(
         area = int(np.count_nonzero(own))
         if area < cfg.min_area:
             continue
-        polygons = mask_to_polygons(own, min_area=cfg.min_area)
-        if not polygons:
-            continue
         claimed[y0:y1, x0:x1] |= own
-        outline = max(polygons, key=lambda p: p.area).exterior + np.array([x0, y0])
-        instances.append(
-            Instance(
-                classes[label_id],
-                score,
-                outline,
-                {
-                    "unsure": score < cfg.unsure_threshold,
-                    "source": source,
-                    "sam_iou": None if agreement is None else round(agreement, 3),
-                    "area": area,
-                },
-            )
-        )
+        extra = {
+            "unsure": score < cfg.unsure_threshold,
+            "source": source,
+            "sam_iou": None if agreement is None else round(agreement, 3),
+            "area": area,
+        }
+        # every part and hole of the colony is kept: its area and its mask say the same
+        instances.append(Instance.from_mask(classes[label_id], score, own, (x0, y0), extra))
     return instances
 
 

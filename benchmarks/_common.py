@@ -31,3 +31,25 @@ def isolated_workdir(prefix: str) -> Path:
 
     apply_offline_environment(Settings(cache_dir=work / "cache", fiftyone_database_dir=work / "db"))
     return work
+
+
+def peak_rss_mb(fn: Callable[[], object]) -> float:
+    """Peak resident memory (MiB) of a forked child process that runs ``fn`` once.
+
+    The child starts as a copy of this process, so the figure includes what is already loaded
+    (the model); compare two paths measured the same way in the same run.
+    """
+    import multiprocessing
+    import resource
+
+    def child(queue: multiprocessing.Queue) -> None:
+        fn()
+        queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    peak = queue.get(timeout=600)
+    process.join()
+    return float(peak)

@@ -2,10 +2,12 @@
 
     .venv/bin/python benchmarks/bench_yolo.py [--weights best.pt] [--size 1920] [--images 40]
 
-1. On one synthetic image of ``--size`` px: time per image of the handler path (decode base64,
-   predict, polygons, CVAT masks as RLE, JSON) against a bare ``model.predict`` on the same array,
-   in the same run; the ratio is the cost of our wrapping. Without ``--weights`` a freshly built
-   yolo11n-seg (random weights, few detections) is trained for one epoch on the set first.
+1. On one synthetic image of ``--size`` px, at each ``--imgsz``: time per image of the handler
+   path (parse the request, decode base64, predict, box masks from ultralytics' masks, CVAT's
+   detector answer with outlines, JSON) against a bare ``model.predict`` on the same array, in the
+   same run; the ratio is the cost of our wrapping. Peak memory of each path is measured in a
+   forked process. Without ``--weights`` a freshly built yolo11n-seg is trained for one epoch on
+   the set first (at ``--conf`` 0.01 it still returns many instances).
 2. On a pulled synthetic dataset: our ``prepare_data`` against FiftyOne's ``YOLOv5Dataset``
    exporter of the same polylines.
 """
@@ -16,7 +18,7 @@ import argparse
 import base64
 import json
 
-from _common import isolated_workdir, median_time
+from _common import isolated_workdir, median_time, peak_rss_mb
 
 
 def main() -> None:
@@ -26,18 +28,19 @@ def main() -> None:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--size", type=int, default=1920)
     parser.add_argument("--images", type=int, default=40)
-    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--imgsz", type=int, nargs="+", default=[640, 1920])
+    parser.add_argument("--conf", type=float, default=0.01)
     args = parser.parse_args()
     work = isolated_workdir("bench-yolo-")
-    import cv2
     import fiftyone as fo
     import numpy as np
 
     from coral_seg_yolo.predictor import SegPredictor
     from coral_seg_yolo.prepare_data import write_seg_layout
     from data_engineering.create_fiftyone_dataset import run_pull
+    from quadratseg.images import read_image_rgb
     from quadratseg.instances import cvat_shapes
-    from quadratseg.nuclio import decode_image_b64
+    from quadratseg.nuclio import parse_image_request
     from quadratseg.settings import Settings
     from quadratseg.synth import SynthConfig, generate_dataset
 
@@ -84,27 +87,30 @@ def main() -> None:
         weights = result["best"]
     big = generate_dataset(work / "big", SynthConfig(images=1, seed=1, size=args.size))
     image_path = next((big / "cvat_exports" / "segmentation" / "images").rglob("*.jpg"))
-    payload = base64.b64encode(image_path.read_bytes()).decode()
-    predictor = SegPredictor(weights, imgsz=args.imgsz, conf=0.01)
-    rgb = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
+    body = json.dumps({"image": base64.b64encode(image_path.read_bytes()).decode(), "threshold": args.conf})
+    rgb = read_image_rgb(image_path)
     bgr = np.ascontiguousarray(rgb[..., ::-1])
+    for imgsz in args.imgsz:
+        predictor = SegPredictor(weights, imgsz=imgsz, conf=args.conf)
 
-    def handler_path() -> int:
-        image = decode_image_b64(payload)
-        shapes = cvat_shapes(predictor.predict(image), (image.shape[1], image.shape[0]), 0.01)
-        return len(json.dumps(shapes))
+        def handler_path(predictor=predictor) -> int:
+            _, image, threshold = parse_image_request(body, 0.5)
+            instances = predictor.predict(image, conf=threshold)
+            return len(json.dumps(cvat_shapes(instances, (image.shape[1], image.shape[0]), threshold)))
 
-    def bare() -> None:
-        predictor.model.predict(bgr, imgsz=args.imgsz, conf=0.01, verbose=False)
+        def bare(imgsz=imgsz, predictor=predictor) -> None:
+            predictor.model.predict(bgr, imgsz=imgsz, conf=args.conf, verbose=False)
 
-    handler_path()  # warm-up
-    ours = median_time(handler_path)
-    plain = median_time(bare)
-    n = len(predictor.predict(rgb))
-    print(
-        f"handler on a {rgb.shape[1]} px image ({n} instances): ours {ours:.2f} s, "
-        f"bare model.predict {plain:.2f} s, ratio {ours / plain:.2f}"
-    )
+        handler_path()  # warm-up
+        ours = median_time(handler_path)
+        plain = median_time(bare)
+        ours_mb, plain_mb = peak_rss_mb(handler_path), peak_rss_mb(bare)
+        n = len(predictor.predict(rgb))
+        print(
+            f"handler on a {rgb.shape[1]} px image at imgsz {imgsz} ({n} instances): ours {ours:.2f} s, "
+            f"bare model.predict {plain:.2f} s, ratio {ours / plain:.2f}; "
+            f"peak memory ours {ours_mb:.0f} MiB, bare {plain_mb:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

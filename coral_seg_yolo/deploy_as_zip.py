@@ -38,8 +38,9 @@ def deploy_as_zip(
 
     Args:
         model_name: function name (upstream: pth-yolo-coralsegv4, pth-yolo-coralsegbanggai).
-        weights: trained model, stored as best.pt.
-        output: folder or .zip path (default: outputs/<model_name>).
+        weights: trained model, stored as best.pt (a relative path missing here is looked up in
+            QUADRATSEG_MODELS_DIR).
+        output: folder or .zip path (default: QUADRATSEG_OUTPUTS_DIR/<model_name>).
         method: direct, tiling or overlapping (large images).
         gpu: build for an NVIDIA GPU.
 
@@ -47,13 +48,16 @@ def deploy_as_zip(
         The path of the zip.
     """
     from coral_seg_yolo.predictor import METHODS, SegPredictor
+    from quadratseg.cli import current_settings, output_path, weights_path
     from quadratseg.errors import QuadratsegError
 
+    settings = current_settings()
+    weights = weights_path(weights, settings)
     if method not in METHODS:
         raise QuadratsegError(f"--method must be one of {', '.join(METHODS)}")
     names = SegPredictor(weights).names
     spec = function_spec(model_name, [names[i] for i in sorted(names)], weights, method, gpu)
-    return str(write_nuclio_zip(spec, Path(output or f"outputs/{model_name}")))
+    return str(write_nuclio_zip(spec, output_path(output, model_name, settings)))
 
 
 if __name__ == "__main__":

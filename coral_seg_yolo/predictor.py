@@ -2,13 +2,16 @@
 
 Methods for large images:
 - ``direct``: the whole image at ``imgsz``;
-- ``tiling``: non-overlapping tiles of ``tile`` px, predictions shifted back;
-- ``overlapping``: tiles with ``overlap``; instances cut by tile borders are merged: same-class
-  instances whose masks overlap (IoU > ``merge_iou``) or touch across a border become one
-  (mask union, highest score).
+- ``tiling``: non-overlapping windows of ``tile`` px;
+- ``overlapping``: windows overlapping by ``overlap``.
+With windows, a colony cut by a window border is found in pieces; :func:`merge_across_windows`
+joins the pieces, and only those: same-class instances from *different* windows that cover the
+same pixels where the windows overlap (IoU > ``merge_iou`` there) or meet along a shared window
+border. Two abutting colonies inside one window stay two colonies.
 
-Polygons come from ultralytics' ``masks.xy`` (traced on the low-resolution masks and scaled
-to the image), so no full-resolution mask is built unless a CVAT ``mask`` answer needs it.
+Each instance's pixels come from ultralytics' own masks (the network's mask at its input
+resolution) resampled to the instance's box in the image frame (:func:`box_mask_from_input_mask`):
+no polygon is traced and re-rasterized, and no full-frame mask is built per instance.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import cv2
 import numpy as np
 
 from quadratseg.errors import QuadratsegError
-from quadratseg.geometry import polygon_to_mask
 from quadratseg.instances import Instance
 
 METHODS = ("direct", "tiling", "overlapping")
 
+Window = tuple[int, int, int, int]  # x0, y0, x1, y1 in the image frame, max exclusive
 
-def _tiles(width: int, height: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
-    from coral_seg_yolo.prepare_data import tile_origins
+
+def _tiles(width: int, height: int, tile: int, overlap: float) -> list[Window]:
+    from coral_seg_yolo.tiles import tile_origins
 
     return [
         (x, y, min(x + tile, width), min(y + tile, height))
@@ -35,36 +39,139 @@ def _tiles(width: int, height: int, tile: int, overlap: float) -> list[tuple[int
     ]
 
 
-def merge_instances(
-    instances: list[Instance], frame_size: tuple[int, int], merge_iou: float = 0.3
+def letterbox_transform(orig_hw: tuple[int, int], input_hw: tuple[int, int]) -> tuple[float, float, float]:
+    """(gain, pad_x, pad_y) of ultralytics' letterbox: input coordinate = gain * image coordinate + pad.
+
+    Coordinates are continuous (pixel k spans [k, k + 1)); ``orig_hw`` and ``input_hw`` are (H, W).
+    """
+    gain = min(input_hw[0] / orig_hw[0], input_hw[1] / orig_hw[1])
+    pad_x = (input_hw[1] - round(orig_hw[1] * gain)) / 2
+    pad_y = (input_hw[0] - round(orig_hw[0] * gain)) / 2
+    return gain, pad_x, pad_y
+
+
+def box_mask_from_input_mask(
+    input_mask: np.ndarray,
+    box_xyxy: tuple[int, int, int, int],
+    transform: tuple[float, float, float],
+    origin_xy: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """An instance's bool mask (h, w) over its integer box in the image frame, resampled
+    (bilinear, > 0.5) from the network's mask at its input resolution.
+
+    Args:
+        input_mask: float or bool (h_in, w_in) crop of the mask at input resolution whose top-left
+            input pixel is ``origin_xy`` (the whole mask: (0, 0)).
+        box_xyxy: (x0, y0, x1, y1) image pixels, max exclusive.
+        transform: (gain, pad_x, pad_y) of :func:`letterbox_transform`.
+    """
+    x0, y0, x1, y1 = box_xyxy
+    gain, pad_x, pad_y = transform
+    # dst pixel j (image x = x0 + j, centre x0 + j + 0.5) samples input index
+    # gain * (x0 + j + 0.5) + pad_x - 0.5 - origin_x.
+    matrix = np.array(
+        [
+            [gain, 0.0, gain * (x0 + 0.5) + pad_x - 0.5 - origin_xy[0]],
+            [0.0, gain, gain * (y0 + 0.5) + pad_y - 0.5 - origin_xy[1]],
+        ]
+    )
+    src = np.ascontiguousarray(input_mask, dtype=np.float32)
+    out = cv2.warpAffine(
+        src,
+        matrix,
+        (x1 - x0, y1 - y0),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
+    return out > 0.5
+
+
+def _contact(a: Instance, b: Instance, wa: Window, wb: Window, merge_iou: float) -> bool:
+    """Whether two pieces found in windows ``wa`` and ``wb`` belong to one colony cut by a border."""
+    ox0, oy0 = max(wa[0], wb[0]), max(wa[1], wb[1])
+    ox1, oy1 = min(wa[2], wb[2]), min(wa[3], wb[3])
+    if ox1 > ox0 and oy1 > oy0:  # the windows overlap: the pieces must agree there
+        region = (ox0, oy0, ox1, oy1)
+        ma, mb = _within(a, region), _within(b, region)
+        union = np.count_nonzero(ma | mb)
+        return union > 0 and np.count_nonzero(ma & mb) / union > merge_iou
+    # adjacent windows: pieces must meet along the shared border for most of their border run
+    if ox0 == ox1 and oy1 > oy0:  # vertical seam at x = ox0
+        left, right = (a, b) if wa[2] == ox0 else (b, a)
+        ra = _within(left, (ox0 - 1, oy0, ox0, oy1))[:, 0]
+        rb = _within(right, (ox0, oy0, ox0 + 1, oy1))[:, 0]
+    elif oy0 == oy1 and ox1 > ox0:  # horizontal seam at y = oy0
+        top, bottom = (a, b) if wa[3] == oy0 else (b, a)
+        ra = _within(top, (ox0, oy0 - 1, ox1, oy0))[0]
+        rb = _within(bottom, (ox0, oy0, ox1, oy0 + 1))[0]
+    else:
+        return False
+    shorter = min(np.count_nonzero(ra), np.count_nonzero(rb))
+    return shorter > 0 and np.count_nonzero(ra & rb) >= 0.5 * shorter
+
+
+def _within(inst: Instance, region: Window) -> np.ndarray:
+    """The instance's pixels inside ``region`` (x0, y0, x1, y1), bool (y1 - y0, x1 - x0)."""
+    x0, y0, x1, y1 = region
+    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    inst.shifted(-x0, -y0).paint(out, True)
+    return out
+
+
+def _boxes_near(a: Instance, b: Instance) -> bool:
+    ax0, ay0, ax1, ay1 = a.xyxy
+    bx0, by0, bx1, by1 = b.xyxy
+    return ax0 <= bx1 and bx0 <= ax1 and ay0 <= by1 and by0 <= ay1
+
+
+def merge_across_windows(
+    found: list[tuple[Window, list[Instance]]], merge_iou: float = 0.3
 ) -> list[Instance]:
-    """Merge same-class instances that overlap (IoU > merge_iou) or touch; the highest score wins."""
-    if len(instances) < 2:
-        return instances
-    order = sorted(instances, key=lambda i: -i.score)
-    kernel = np.ones((3, 3), np.uint8)
-    kept: list[tuple[Instance, np.ndarray]] = []
-    for inst in order:
-        mask = polygon_to_mask(inst.polygon_xy, frame_size)
-        if not mask.any():
-            continue
-        grown = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
-        for k, (other, other_mask) in enumerate(kept):
-            if other.label != inst.label:
+    """Join the pieces of colonies cut by window borders (see the module docstring).
+
+    Args:
+        found: per window (x0, y0, x1, y1 in the image frame), its instances in the image frame.
+        merge_iou: IoU, inside the windows' overlap, above which two pieces are one colony.
+
+    Returns:
+        Instances in the image frame; a joined colony has the union of its pieces' pixels, the
+        highest score and ``extra["pieces"]``.
+    """
+    items = [(w, inst) for w, instances in found for inst in instances]
+    parent = list(range(len(items)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, (wa, a) in enumerate(items):
+        for j in range(i + 1, len(items)):
+            wb, b = items[j]
+            if wa == wb or a.label != b.label or not _boxes_near(a, b) or root(i) == root(j):
                 continue
-            inter = (mask & other_mask).sum()
-            iou = inter / max((mask | other_mask).sum(), 1)
-            if iou > merge_iou or (grown & other_mask).sum() > 0.5 * min(mask.sum(), other_mask.sum()) ** 0.5:
-                union = mask | other_mask
-                contours, _ = cv2.findContours(
-                    union.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-                )
-                largest = max(contours, key=cv2.contourArea)[:, 0, :].astype(np.float64) + 0.5
-                kept[k] = (Instance(other.label, other.score, largest), union)
-                break
-        else:
-            kept.append((inst, mask))
-    return [inst for inst, _ in kept]
+            if _contact(a, b, wa, wb, merge_iou):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[Instance]] = {}
+    for i, (_, inst) in enumerate(items):
+        groups.setdefault(root(i), []).append(inst)
+    merged = []
+    for pieces in groups.values():
+        if len(pieces) == 1:
+            merged.append(pieces[0])
+            continue
+        boxes = np.array([p.xyxy for p in pieces])
+        x0, y0 = boxes[:, :2].min(axis=0)
+        x1, y1 = boxes[:, 2:].max(axis=0)
+        union = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        for p in pieces:
+            p.shifted(-x0, -y0).paint(union, True)
+        best = max(pieces, key=lambda p: p.score)
+        extra = {**best.extra, "pieces": len(pieces)}
+        merged.append(Instance.from_mask(best.label, best.score, union, (int(x0), int(y0)), extra))
+    return merged
 
 
 class SegPredictor:
@@ -90,19 +197,38 @@ class SegPredictor:
         results = self.model.predict(
             images_bgr, imgsz=self.imgsz, conf=conf, device=self.device, verbose=False
         )
-        out = []
-        for result in results:
-            instances = []
-            if result.masks is not None and result.boxes is not None:
-                for ring, cls, score in zip(
-                    result.masks.xy, result.boxes.cls.tolist(), result.boxes.conf.tolist(), strict=True
-                ):
-                    if len(ring) >= 3:
-                        instances.append(
-                            Instance(self.names[int(cls)], float(score), np.asarray(ring, dtype=np.float64))
-                        )
-            out.append(instances)
-        return out
+        return [self._instances(result) for result in results]
+
+    def _instances(self, result) -> list[Instance]:
+        """Instances of one ultralytics result, each mask resampled from ``result.masks.data``
+        (input resolution) to its box in the image frame."""
+        if result.masks is None or result.boxes is None or len(result.boxes) == 0:
+            return []
+        orig_h, orig_w = result.orig_shape
+        data = result.masks.data  # (N, h_in, w_in) at the network's input resolution
+        transform = letterbox_transform((orig_h, orig_w), tuple(data.shape[1:]))
+        gain, pad_x, pad_y = transform
+        instances = []
+        for k, (xyxy, cls, score) in enumerate(
+            zip(
+                result.boxes.xyxy.tolist(), result.boxes.cls.tolist(), result.boxes.conf.tolist(), strict=True
+            )
+        ):
+            x0, y0 = max(int(np.floor(xyxy[0])), 0), max(int(np.floor(xyxy[1])), 0)
+            x1, y1 = min(int(np.ceil(xyxy[2])), orig_w), min(int(np.ceil(xyxy[3])), orig_h)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            # the input-resolution crop that covers the box, one pixel of margin for bilinear
+            u0 = max(int(np.floor(gain * x0 + pad_x)) - 1, 0)
+            v0 = max(int(np.floor(gain * y0 + pad_y)) - 1, 0)
+            u1 = min(int(np.ceil(gain * x1 + pad_x)) + 1, data.shape[2])
+            v1 = min(int(np.ceil(gain * y1 + pad_y)) + 1, data.shape[1])
+            crop = data[k, v0:v1, u0:u1].float().cpu().numpy()
+            box_mask = box_mask_from_input_mask(crop, (x0, y0, x1, y1), transform, (u0, v0))
+            inst = Instance.from_mask(self.names[int(cls)], float(score), box_mask, (x0, y0))
+            if inst is not None:
+                instances.append(inst)
+        return instances
 
     def predict(
         self,
@@ -121,10 +247,10 @@ class SegPredictor:
         h, w = bgr.shape[:2]
         if method == "direct":
             return self._predict_arrays([bgr], conf)[0]
-        boxes = _tiles(w, h, tile, 0.0 if method == "tiling" else overlap)
-        crops = [bgr[y0:y1, x0:x1] for x0, y0, x1, y1 in boxes]
-        instances = []
-        for (x0, y0, _, _), found in zip(boxes, self._predict_arrays(crops, conf), strict=True):
-            offset = np.array([x0, y0], dtype=np.float64)
-            instances.extend(Instance(i.label, i.score, i.polygon_xy + offset) for i in found)
-        return merge_instances(instances, (w, h), merge_iou)
+        windows = _tiles(w, h, tile, 0.0 if method == "tiling" else overlap)
+        crops = [bgr[y0:y1, x0:x1] for x0, y0, x1, y1 in windows]
+        found = [
+            (window, [inst.shifted(window[0], window[1]) for inst in instances])
+            for window, instances in zip(windows, self._predict_arrays(crops, conf), strict=True)
+        ]
+        return merge_across_windows(found, merge_iou)

@@ -2,11 +2,13 @@
 
     python -m coral_seg_yolo.prepare_data DATASET OUT_DIR [--level main_family] [--tile 640 --overlap 0.2]
 
-Writes ``images/<split>/``, ``labels/<split>/<stem>.txt`` (one line per polygon: class index, then
+Writes ``images/<split>/``, ``labels/<split>/<stem>.txt`` (one line per colony: class index, then
 x y pairs normalized to the image) and ``data.yaml`` (absolute ``path``, ``names``). Splits come
-from the sample tags. With ``--tile``, each image is cut into tiles of that size with the given
-overlap (quadrats are 1920 px and more), and every polygon is clipped to each tile it touches;
-parts smaller than ``--min-area`` px^2 are dropped.
+from the sample tags. A colony is one FiftyOne polyline whose rings (parts and holes, even-odd)
+become one line, joined the way ultralytics' COCO converter joins segments. With ``--tile``, each
+image is cut into tiles of that size with the given overlap (quadrats are 1920 px and more), and
+every colony is clipped to each tile it touches; parts and holes smaller than ``--min-area`` px^2
+are dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import cv2
 import numpy as np
 import yaml
 
+from coral_seg_yolo.tiles import tile_origins
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
@@ -31,36 +34,52 @@ from quadratseg.yolo_layout import check_split_counts, make_split_dirs, sample_s
 logger = logging.getLogger(__name__)
 
 
-def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
-    """Start offsets of ``tile`` px tiles covering ``length`` px, ``overlap`` (0..0.9) between neighbours."""
-    if tile >= length:
-        return [0]
-    step = max(1, round(tile * (1 - overlap)))
-    starts = list(range(0, length - tile + 1, step))
-    if starts[-1] + tile < length:
-        starts.append(length - tile)
-    return starts
-
-
-def clip_polygon_to_box(
-    ring_xy: np.ndarray, box_xyxy: tuple[float, float, float, float], min_area: float
-) -> list[np.ndarray]:
-    """Parts (each (N, 2) px) of a ring inside a box; slivers under ``min_area`` px^2 are dropped."""
-    from shapely.geometry import Polygon, box
+def colony_geometry(rings_xy: list[np.ndarray]) -> Any:
+    """A colony's rings (each (N, 2) px) as one shapely geometry under the even-odd rule
+    (holes and parts alike: the symmetric difference of the rings), the model every stage uses."""
+    from shapely.geometry import Polygon
     from shapely.validation import make_valid
 
-    poly = Polygon(ring_xy)
-    if not poly.is_valid:
-        poly = make_valid(poly)
-    stack, out = [poly.intersection(box(*box_xyxy))], []
+    geometry = None
+    for ring in rings_xy:
+        part = Polygon(ring)
+        part = part if part.is_valid else make_valid(part)
+        geometry = part if geometry is None else geometry.symmetric_difference(part)
+    return geometry
+
+
+def clip_colony_to_box(
+    rings_xy: list[np.ndarray], box_xyxy: tuple[float, float, float, float], min_area: float
+) -> list[np.ndarray]:
+    """The rings (each (N, 2) px: exteriors and holes) of a colony's part inside a box; parts and
+    holes under ``min_area`` px^2 are dropped. Empty when nothing of the colony is in the box."""
+    from shapely.geometry import Polygon, box
+
+    stack, out = [colony_geometry(rings_xy).intersection(box(*box_xyxy))], []
     while stack:  # an intersection can be a Polygon, MultiPolygon or GeometryCollection
         geom = stack.pop()
         if isinstance(geom, Polygon):
             if geom.area >= min_area:
                 out.append(np.asarray(geom.exterior.coords, dtype=np.float64)[:-1])
+                out.extend(
+                    np.asarray(hole.coords, dtype=np.float64)[:-1]
+                    for hole in geom.interiors
+                    if Polygon(hole).area >= min_area
+                )
         else:
             stack.extend(getattr(geom, "geoms", []))
     return out
+
+
+def colony_segment(rings_xy: list[np.ndarray]) -> np.ndarray:
+    """One YOLO-seg outline (N, 2) for a colony of several rings: ultralytics cannot hold holes or
+    parts, so the rings are joined by thin bridges exactly as ultralytics' own COCO converter joins
+    an annotation's segments (``merge_multi_segment``); filled, the bridges vanish and holes stay."""
+    if len(rings_xy) == 1:
+        return rings_xy[0]
+    from ultralytics.data.converter import merge_multi_segment
+
+    return np.concatenate(merge_multi_segment([r.ravel().tolist() for r in rings_xy]), axis=0)
 
 
 def yolo_seg_line(class_id: int, ring_xy: np.ndarray, frame_size: tuple[int, int]) -> str:
@@ -103,15 +122,15 @@ def write_seg_layout(
                 h, w = image.shape[:2]
             else:
                 w, h = sample.metadata.width, sample.metadata.height
-            polys = []
+            colonies = []  # one per polyline: class id and its rings in px (parts and holes)
             for poly in sample[field].polylines if sample[field] is not None else []:
                 if poly.label not in index:
                     raise QuadratsegError(
                         f"{sample.filepath}: label {poly.label!r} is not a {level} class {names}"
                     )
-                for ring in poly.points:
-                    if len(ring) >= 3:
-                        polys.append((index[poly.label], np.asarray(ring, dtype=np.float64) * [w, h]))
+                rings = [np.asarray(r, dtype=np.float64) * [w, h] for r in poly.points if len(r) >= 3]
+                if rings:
+                    colonies.append((index[poly.label], rings))
             stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
             boxes = (
                 [
@@ -124,9 +143,11 @@ def write_seg_layout(
             )
             for k, (x0, y0, x1, y1) in enumerate(boxes):
                 lines = []
-                for class_id, ring in polys:
-                    for part in clip_polygon_to_box(ring, (x0, y0, x1, y1), min_area) if tile else [ring]:
-                        lines.append(yolo_seg_line(class_id, part - [x0, y0], (x1 - x0, y1 - y0)))
+                for class_id, rings in colonies:
+                    inside = clip_colony_to_box(rings, (x0, y0, x1, y1), min_area) if tile else rings
+                    if inside:
+                        segment = colony_segment([r - [x0, y0] for r in inside])
+                        lines.append(yolo_seg_line(class_id, segment, (x1 - x0, y1 - y0)))
                         instances[names[class_id]] += 1
                 name = f"{stem}_t{k:03d}" if tile else stem
                 if image is None:  # whole image: the file as it is (upright pixels if it has an EXIF turn)
@@ -159,7 +180,7 @@ def write_seg_layout(
 
 def prepare_data(
     dataset: str,
-    out_dir: str,
+    out_dir: str | None = None,
     level: str = "finegrained",
     tile: int = 0,
     overlap: float = 0.2,
@@ -170,7 +191,8 @@ def prepare_data(
 
     Args:
         dataset: FiftyOne dataset pulled by data_engineering (gt_polylines and its level fields).
-        out_dir: output folder (images/, labels/, data.yaml), created when complete.
+        out_dir: output folder (images/, labels/, data.yaml), created when complete (default:
+            QUADRATSEG_DATA_DIR/coralseg/DATASET).
         level: taxonomy level of the classes: finegrained, extended, main_family or agnostic.
         tile: tile size in px (0: whole images).
         overlap: overlap between neighbouring tiles (share of the tile).
@@ -182,11 +204,12 @@ def prepare_data(
     """
     import fiftyone as fo
 
+    from quadratseg.cli import data_path
+
     if not fo.dataset_exists(dataset):
         raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}; pull it with data_engineering first")
-    summary = write_seg_layout(
-        fo.load_dataset(dataset), Path(out_dir), level, tile, overlap, min_area, overwrite
-    )
+    out = data_path(out_dir, Path("coralseg") / dataset)
+    summary = write_seg_layout(fo.load_dataset(dataset), out, level, tile, overlap, min_area, overwrite)
     return json.dumps(summary, indent=2)
 
 

@@ -63,19 +63,24 @@ def deploy_as_zip(
 
     Args:
         model_name: function name: pth-yolo-gridcorners or pth-yolo-gridpose.
-        weights: trained model, stored as best.pt.
+        weights: trained model, stored as best.pt (a relative path missing here is looked up in
+            QUADRATSEG_MODELS_DIR).
         template: keypoint template .npy (4 or 117 points), stored as kp_template.npy.
         task: gridcorners or gridpose (default: from the model name).
-        output: folder or .zip path (default: outputs/<model_name>).
+        output: folder or .zip path (default: QUADRATSEG_OUTPUTS_DIR/<model_name>).
         gpu: build for an NVIDIA GPU.
 
     Returns:
         The path of the zip.
     """
+    from quadratseg.cli import current_settings, output_path, weights_path
+
+    settings = current_settings()
+    weights = weights_path(weights, settings)
     task = task or default_task(model_name)
     load_template(template, get_task(task).n_points)  # refuse a template of the wrong shape now, not in CVAT
     spec = function_spec(model_name, weights, template, task, gpu)
-    return str(write_nuclio_zip(spec, Path(output or f"outputs/{model_name}")))
+    return str(write_nuclio_zip(spec, output_path(output, model_name, settings)))
 
 
 if __name__ == "__main__":

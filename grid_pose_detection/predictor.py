@@ -92,14 +92,16 @@ class PosePredictor:
         self.device = None if device == "auto" else device
         self.warp_size = warp_size
 
-    def predict(self, images_rgb: list[np.ndarray]) -> list[PosePrediction]:
-        """Predictions for uint8 RGB images (H, W, 3)."""
+    def predict(self, images_rgb: list[np.ndarray], kpt_conf: float | None = None) -> list[PosePrediction]:
+        """Predictions for uint8 RGB images (H, W, 3); ``kpt_conf`` overrides the keypoint
+        confidence for this call only (a served request's ``threshold``)."""
+        kpt_conf = self.kpt_conf if kpt_conf is None else kpt_conf
         bgr = [np.ascontiguousarray(img[..., ::-1]) for img in images_rgb]  # ultralytics takes BGR arrays
         results = self.model.predict(bgr, imgsz=self.imgsz, conf=self.conf, device=self.device, verbose=False)
         out = []
         for image, result in zip(images_rgb, results, strict=True):
             size = (image.shape[1], image.shape[0])
-            det, scores = raw_keypoints(result, self.kpt_conf)
+            det, scores = raw_keypoints(result, kpt_conf)
             ordered, ordered_scores, match = order_keypoints(
                 det, scores, self.template, self.task.max_cost, size
             )

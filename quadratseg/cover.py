@@ -1,7 +1,9 @@
 """Percent cover of the quadrat by label, from coral polygons, at any taxonomy level.
 
 Cover is the share of the quadrat's pixels (warped frame) covered by each label; where
-polygons overlap, a pixel counts once, for the polygon listed last (CVAT's drawing order).
+colonies overlap, a pixel counts once, for the colony listed last (CVAT's drawing order). A colony
+is one ring (N, 2) or a list of rings (its parts and holes, even-odd rule), as FiftyOne polylines
+hold it.
 
 Example:
     >>> square = np.array([[0, 0], [5, 0], [5, 10], [0, 10]], float)
@@ -11,18 +13,19 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from quadratseg.geometry import polygon_to_mask
+from quadratseg.geometry import PolygonWithHoles, polygons_to_mask
 from quadratseg.taxonomy import Taxonomy
 
 
 def label_map(
-    labelled_polygons: Iterable[tuple[str, np.ndarray]], frame_size: tuple[int, int]
+    labelled_polygons: Iterable[tuple[str, np.ndarray | Sequence[np.ndarray]]], frame_size: tuple[int, int]
 ) -> tuple[np.ndarray, list[str]]:
-    """Rasterize (label, ring (N, 2)) pairs into an index map (H, W) int32 (0 = no coral).
+    """Rasterize (label, colony) pairs into an index map (H, W) int32 (0 = no coral); a colony is a
+    ring (N, 2) or a list of rings (parts and holes, even-odd).
 
     Returns the map and the label of each index starting at 1.
     """
@@ -32,7 +35,11 @@ def label_map(
     for label, polygon in labelled_polygons:
         if label not in names:
             names.append(label)
-        index[polygon_to_mask(polygon, frame_size)] = names.index(label) + 1
+        rings = [polygon] if isinstance(polygon, np.ndarray) and polygon.ndim == 2 else list(polygon)
+        if not rings:
+            continue
+        colony = PolygonWithHoles(np.asarray(rings[0], float), [np.asarray(r, float) for r in rings[1:]])
+        index[polygons_to_mask([colony], frame_size)] = names.index(label) + 1
     return index, names
 
 

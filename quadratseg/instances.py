@@ -1,56 +1,207 @@
 """Coral colonies as every segmentation module returns them, and their CVAT detector answer.
 
-COCO instance documents live here too (image listing: :mod:`quadratseg.images`).
+COCO instance documents live here too.
 
-One serving contract for YOLO-seg and DINOv2 + SAM alike: ``mask`` shapes (CVAT RLE inside
-the box) that also carry ``points`` (the polygon CVAT uses with ``conv_mask_to_poly``), and
-integer-string confidences (CVAT's number attributes accept nothing else).
+One model of a colony everywhere: **one instance = one colony**, which may have several parts
+(a colony split by a dead patch or by the frame) and holes (sand inside a ring of coral). An
+:class:`Instance` holds its exact pixels as a bool mask inside its box; polygons (with holes,
+one per part) are traced from that mask on demand with the core's exact mask -> polygon code.
+
+One serving contract for YOLO-seg and DINOv2 + SAM alike (:func:`cvat_shapes`): CVAT's detector
+``mask`` answer (the flat row-major 0/1 bitmap of the box followed by the inclusive box
+``xtl, ytl, xbr, ybr``; CVAT's lambda manager run-length encodes it itself), ``points`` beside it
+(the outline CVAT uses instead with ``conv_mask_to_poly``), and integer-string confidences
+(CVAT's number attributes accept nothing else).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from quadratseg.geometry import polygon_area, polygon_to_cvat_rle, polygon_to_xyxy
+from quadratseg.errors import QuadratsegError
+from quadratseg.geometry import (
+    PolygonWithHoles,
+    as_polygon_xy,
+    mask_to_polygons,
+    mask_to_xyxy,
+    polygons_to_mask,
+)
 
 
-@dataclass
+@dataclass(eq=False)
 class Instance:
-    """One coral colony: class name, score 0..1, outline (N, 2) px in the image frame.
+    """One coral colony: class name, score 0..1 and its exact pixels.
 
-    ``extra`` carries what a producer wants to report with it (e.g. ``{"unsure": True}``).
+    Attributes:
+        label: class name.
+        score: 0..1.
+        box_mask: bool (h, w), the colony's pixels inside its box; may hold several parts and holes.
+        origin_xy: (x0, y0), the image-frame pixel of ``box_mask[0, 0]``.
+        extra: what a producer wants to report with it (e.g. ``{"unsure": True}``).
+
+    Example:
+        >>> ring = np.array([[2, 1], [6, 1], [6, 4], [2, 4]], float)
+        >>> inst = Instance.from_polygons("Porites", 0.9, [ring])
+        >>> inst.xyxy, inst.area
+        ((2, 1, 6, 4), 12)
     """
 
     label: str
     score: float
-    polygon_xy: np.ndarray
+    box_mask: np.ndarray
+    origin_xy: tuple[int, int] = (0, 0)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        m = np.asarray(self.box_mask)
+        if m.ndim != 2 or m.dtype != np.bool_:
+            raise QuadratsegError(f"an instance mask must be bool (h, w), got {m.dtype} {m.shape}")
+        self.origin_xy = (int(self.origin_xy[0]), int(self.origin_xy[1]))
+
+    @classmethod
+    def from_mask(
+        cls,
+        label: str,
+        score: float,
+        mask: np.ndarray,
+        origin_xy: tuple[int, int] = (0, 0),
+        extra: dict[str, Any] | None = None,
+    ) -> Instance | None:
+        """An instance from a bool mask (h, w) whose top-left pixel is ``origin_xy`` in the image
+        frame (a full-frame mask: origin (0, 0)); cropped to its tight box; None when empty."""
+        box = mask_to_xyxy(mask)
+        if box is None:
+            return None
+        x0, y0, x1, y1 = box
+        crop = np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=bool)
+        return cls(label, float(score), crop, (origin_xy[0] + x0, origin_xy[1] + y0), dict(extra or {}))
+
+    @classmethod
+    def from_polygons(
+        cls,
+        label: str,
+        score: float,
+        polygons: Sequence[PolygonWithHoles | np.ndarray],
+        frame_size: tuple[int, int] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Instance | None:
+        """An instance from its parts: rings (N, 2) or :class:`PolygonWithHoles`, pixel frame.
+
+        Pixels are those whose centre lies inside (holes cut out, parts unioned), rasterized
+        inside the parts' box only; ``frame_size=(width, height)`` clips to the image. None when
+        no pixel centre is covered.
+        """
+        parts = [
+            p if isinstance(p, PolygonWithHoles) else PolygonWithHoles(as_polygon_xy(p)) for p in polygons
+        ]
+        if not parts:
+            return None
+        xy = np.concatenate([p.exterior for p in parts])
+        x0, y0 = (max(int(np.floor(v)), 0) for v in xy.min(axis=0))
+        x1, y1 = (int(np.ceil(v)) for v in xy.max(axis=0))
+        if frame_size is not None:
+            x1, y1 = min(x1, frame_size[0]), min(y1, frame_size[1])
+        if x1 <= x0 or y1 <= y0:
+            return None
+        shift = np.array([x0, y0], dtype=np.float64)
+        local = [PolygonWithHoles(p.exterior - shift, [h - shift for h in p.holes]) for p in parts]
+        return cls.from_mask(label, score, polygons_to_mask(local, (x1 - x0, y1 - y0)), (x0, y0), extra)
+
+    @property
+    def xyxy(self) -> tuple[int, int, int, int]:
+        """Box (x_min, y_min, x_max, y_max) in the image frame, max exclusive."""
+        x0, y0 = self.origin_xy
+        h, w = self.box_mask.shape
+        return x0, y0, x0 + w, y0 + h
+
+    @property
+    def area(self) -> int:
+        """Pixels of the colony (holes excluded, every part included)."""
+        return int(np.count_nonzero(self.box_mask))
+
+    @cached_property
+    def polygons(self) -> list[PolygonWithHoles]:
+        """Every part with its holes, traced exactly from the mask (largest first), image frame."""
+        shift = np.array(self.origin_xy, dtype=np.float64)
+        return [
+            PolygonWithHoles(p.exterior + shift, [h + shift for h in p.holes])
+            for p in mask_to_polygons(self.box_mask, min_area=0.0)
+        ]
+
+    @property
+    def polygon_xy(self) -> np.ndarray:
+        """Outline (N, 2) of the largest part: what a single CVAT polygon can carry."""
+        polygons = self.polygons
+        if not polygons:
+            raise QuadratsegError(f"instance {self.label!r} has no pixel")
+        return polygons[0].exterior
+
+    def full_mask(self, frame_size: tuple[int, int]) -> np.ndarray:
+        """The colony as a bool mask (H, W) of a ``frame_size=(width, height)`` image."""
+        width, height = frame_size
+        mask = np.zeros((height, width), dtype=bool)
+        self.paint(mask, True)
+        return mask
+
+    def paint(self, target: np.ndarray, value: Any) -> None:
+        """Set ``target[pixel] = value`` for the colony's pixels (``target`` is (H, W, ...), image frame)."""
+        x0, y0, x1, y1 = self.xyxy
+        h, w = target.shape[:2]
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return
+        crop = self.box_mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        target[cy0:cy1, cx0:cx1][crop] = value
+
+    def shifted(self, dx: int, dy: int) -> Instance:
+        """The same colony with its box moved by (dx, dy) px (e.g. from a tile to the image frame)."""
+        return Instance(
+            self.label,
+            self.score,
+            self.box_mask,
+            (self.origin_xy[0] + dx, self.origin_xy[1] + dy),
+            self.extra,
+        )
+
+
+def cvat_detector_mask(inst: Instance) -> list[int]:
+    """CVAT's detector ``mask`` for one colony: the flat row-major 0/1 bitmap of its box, then the
+    box ``xtl, ytl, xbr, ybr`` (inclusive), as CVAT's serverless ``to_cvat_mask`` writes it."""
+    x0, y0, x1, y1 = inst.xyxy
+    return [*inst.box_mask.ravel().astype(np.uint8).tolist(), x0, y0, x1 - 1, y1 - 1]
 
 
 def cvat_shapes(
     instances: list[Instance], frame_size: tuple[int, int], threshold: float = 0.0
 ) -> list[dict[str, Any]]:
-    """CVAT detector answer: ``mask`` shapes (RLE + box) that also carry ``points`` (the polygon).
+    """CVAT detector answer: one ``mask`` shape per colony, with ``points`` (the outline of its
+    largest part) for ``conv_mask_to_poly``.
 
-    Instances below ``threshold`` (0..1) are left out; ``frame_size=(width, height)``.
+    Instances below ``threshold`` (0..1) and those with no pixel inside the
+    ``frame_size=(width, height)`` image are left out.
     """
+    width, height = frame_size
     shapes = []
     for inst in instances:
         if inst.score < threshold:
             continue
-        rle = polygon_to_cvat_rle(inst.polygon_xy, frame_size)
-        if rle is None:
-            continue
+        x0, y0, x1, y1 = inst.xyxy
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            inst = Instance.from_mask(inst.label, inst.score, inst.full_mask(frame_size), extra=inst.extra)
+            if inst is None:
+                continue
         confidence = str(round(100 * inst.score))
         shapes.append(
             {
                 "label": inst.label,
                 "type": "mask",
+                "mask": cvat_detector_mask(inst),
                 "points": [round(float(v), 2) for v in inst.polygon_xy.ravel()],
-                "mask": rle,
                 "confidence": confidence,
                 "attributes": [{"name": "confidence", "value": confidence}],
             }
@@ -64,10 +215,10 @@ class CocoInstances:
     Example:
         >>> doc = CocoInstances(["Acropora"])
         >>> square = np.array([[0, 0], [4, 0], [4, 4], [0, 4]], float)
-        >>> doc.add_image("q.jpg", (8, 8), [Instance("Acropora", 0.9, square)])
+        >>> doc.add_image("q.jpg", (8, 8), [Instance.from_polygons("Acropora", 0.9, [square])])
         1
-        >>> doc.to_dict()["annotations"][0]["bbox"]
-        [0.0, 0.0, 4.0, 4.0]
+        >>> doc.to_dict()["annotations"][0]["bbox"], doc.to_dict()["annotations"][0]["area"]
+        ([0, 0, 4, 4], 16)
     """
 
     def __init__(self, class_names: list[str]):
@@ -83,14 +234,14 @@ class CocoInstances:
             {"id": image_id, "file_name": file_name, "width": frame_size[0], "height": frame_size[1]}
         )
         for inst in instances:
-            x0, y0, x1, y1 = polygon_to_xyxy(inst.polygon_xy)
+            x0, y0, x1, y1 = inst.xyxy
             self.annotations.append(
                 {
                     "id": len(self.annotations) + 1,
                     "image_id": image_id,
                     "category_id": self._category_id[inst.label],
-                    "segmentation": [np.round(inst.polygon_xy.ravel(), 2).tolist()],
-                    "area": polygon_area(inst.polygon_xy),
+                    "segmentation": coco_segmentation(inst, frame_size),
+                    "area": inst.area,
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
                     "score": round(inst.score, 4),
                     "iscrowd": 0,
@@ -102,3 +253,23 @@ class CocoInstances:
     def to_dict(self) -> dict[str, Any]:
         """The COCO document: ``images``, ``annotations``, ``categories``."""
         return {"images": self.images, "annotations": self.annotations, "categories": self.categories}
+
+
+def coco_segmentation(inst: Instance, frame_size: tuple[int, int]) -> list[list[float]] | dict[str, Any]:
+    """COCO ``segmentation`` of a colony in a ``frame_size=(width, height)`` image.
+
+    A colony without holes: one polygon per part (COCO unions the polygons of an annotation).
+    A colony with holes: uncompressed RLE (``{"size": [H, W], "counts": [...]}``, column-major
+    runs starting with background), the only COCO form that carries holes; pycocotools and
+    FiftyOne read both.
+    """
+    parts = inst.polygons
+    if not any(p.holes for p in parts):
+        return [np.round(p.exterior.ravel(), 2).tolist() for p in parts]
+    width, height = frame_size
+    flat = inst.full_mask(frame_size).ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate(([0], changes, [flat.size]))).tolist()
+    if flat.size and flat[0]:
+        runs = [0, *runs]
+    return {"size": [height, width], "counts": runs}

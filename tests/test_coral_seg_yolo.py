@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from coral_seg_yolo.prepare_data import clip_polygon_to_box, tile_origins, write_seg_layout
+from coral_seg_yolo.prepare_data import clip_colony_to_box, colony_segment, write_seg_layout
+from coral_seg_yolo.tiles import tile_origins
 from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import polygon_area
 from quadratseg.taxonomy import load_taxonomy
@@ -47,9 +48,12 @@ def test_tiles_cover_the_image_and_preserve_polygon_area(coral_dataset, tmp_path
     assert tile_origins(256, 128, 0.25) == [0, 96, 128]
     assert tile_origins(100, 128, 0.2) == [0]
     ring = np.array([[50.0, 50.0], [150.0, 50.0], [150.0, 150.0], [50.0, 150.0]])
-    parts = clip_polygon_to_box(ring, (0, 0, 100, 100), 1.0)
+    parts = clip_colony_to_box([ring], (0, 0, 100, 100), 1.0)
     assert len(parts) == 1 and polygon_area(parts[0]) == pytest.approx(2500)
-    assert clip_polygon_to_box(ring, (200, 200, 300, 300), 1.0) == []
+    assert clip_colony_to_box([ring], (200, 200, 300, 300), 1.0) == []
+    hole = np.array([[80.0, 80.0], [120.0, 80.0], [120.0, 120.0], [80.0, 120.0]])
+    rings = clip_colony_to_box([ring, hole], (0, 0, 100, 100), 1.0)
+    assert len(rings) == 1 and polygon_area(rings[0]) == pytest.approx(2500 - 400)  # the hole cuts the corner
     summary = write_seg_layout(coral_dataset, tmp_path / "tiles", tile=128, overlap=0.25, min_area=4)
     images = sorted((tmp_path / "tiles" / "images").rglob("*.jpg"))
     assert (
@@ -60,6 +64,24 @@ def test_tiles_cover_the_image_and_preserve_polygon_area(coral_dataset, tmp_path
     assert {cv2.imread(str(p)).shape[:2] for p in images} == {(128, 128)}
     # tiles overlap, so clipped instances outnumber the polygons
     assert sum(summary["instances"].values()) > coral_dataset.count("gt_polylines.polylines")
+
+
+def test_a_colony_with_a_hole_and_two_parts_is_one_label_line_ultralytics_fills_right():
+    """One colony = one line; ultralytics' own label rasterizer gives back the hole and both parts."""
+    from ultralytics.data.utils import polygon2mask
+
+    from quadratseg.geometry import PolygonWithHoles, polygons_to_mask
+
+    outer = np.array([[10.0, 10.0], [70.0, 10.0], [70.0, 70.0], [10.0, 70.0]])
+    hole = np.array([[30.0, 30.0], [50.0, 30.0], [50.0, 50.0], [30.0, 50.0]])
+    islet = np.array([[80.0, 20.0], [95.0, 20.0], [95.0, 40.0], [80.0, 40.0]])
+    segment = colony_segment([outer, hole, islet])
+    theirs = polygon2mask((100, 100), [segment.ravel()], color=1, downsample_ratio=1).astype(bool)
+    truth = polygons_to_mask([PolygonWithHoles(outer, [hole]), islet], (100, 100))
+    assert not theirs[40, 40] and theirs[20, 20] and theirs[30, 88]
+    # the bridges and edges drawn by ultralytics add a few pixels; nothing of the colony is lost
+    assert np.count_nonzero(theirs & truth) == np.count_nonzero(truth)
+    assert np.count_nonzero(theirs & truth) / np.count_nonzero(theirs | truth) > 0.9
 
 
 def test_bad_requests(coral_dataset, tmp_path):
@@ -101,33 +123,71 @@ def test_one_epoch_of_training_from_the_layout(tiny_seg_model):
     assert (Path(result["run_dir"]) / "quadratseg_config.json").is_file()
 
 
-def test_merging_joins_instances_cut_by_a_tile_border():
-    from coral_seg_yolo.predictor import merge_instances
+def rect(label: str, score: float, x0: int, y0: int, x1: int, y1: int):
     from quadratseg.instances import Instance
 
-    left = Instance("Porites", 0.9, np.array([[10.0, 10.0], [50.0, 10.0], [50.0, 40.0], [10.0, 40.0]]))
-    right = Instance("Porites", 0.6, np.array([[50.0, 10.0], [80.0, 10.0], [80.0, 40.0], [50.0, 40.0]]))
-    other = Instance("Acropora", 0.8, np.array([[50.0, 12.0], [70.0, 12.0], [70.0, 30.0], [50.0, 30.0]]))
-    far = Instance("Porites", 0.7, np.array([[10.0, 80.0], [20.0, 80.0], [20.0, 95.0], [10.0, 95.0]]))
-    merged = merge_instances([right, left, other, far], (100, 100))
-    porites = sorted((i for i in merged if i.label == "Porites"), key=lambda i: -polygon_area(i.polygon_xy))
-    assert len(merged) == 3 and len(porites) == 2
-    assert polygon_area(porites[0].polygon_xy) == pytest.approx(70 * 30, rel=0.08) and porites[0].score == 0.9
+    return Instance.from_mask(label, score, np.ones((y1 - y0, x1 - x0), bool), (x0, y0))
 
 
-def test_cvat_answer_masks_decode_to_the_polygons():
-    from quadratseg.geometry import cvat_rle_to_mask, polygon_to_mask
-    from quadratseg.instances import Instance, cvat_shapes
+def test_merging_joins_only_pieces_cut_by_a_window_border():
+    from coral_seg_yolo.predictor import merge_across_windows
 
-    ring = np.array([[5.0, 5.0], [40.0, 8.0], [30.0, 30.0]])
-    shapes = cvat_shapes(
-        [Instance("Porites", 0.873, ring), Instance("Acropora", 0.2, ring)], (50, 40), threshold=0.5
-    )
-    assert len(shapes) == 1
-    (shape,) = shapes
-    assert shape["type"] == "mask" and shape["confidence"] == "87" and shape["confidence"].isnumeric()
-    assert np.array_equal(cvat_rle_to_mask(shape["mask"], (50, 40)), polygon_to_mask(ring, (50, 40)))
-    assert np.allclose(np.array(shape["points"]).reshape(-1, 2), ring)
+    left_window, right_window = (0, 0, 50, 100), (50, 0, 100, 100)
+    left = rect("Porites", 0.9, 10, 10, 50, 40)  # cut by the seam at x = 50
+    right = rect("Porites", 0.6, 50, 10, 80, 40)
+    other = rect("Acropora", 0.8, 50, 12, 70, 30)  # another genus across the seam
+    # two abutting Porites colonies inside one window stay two colonies
+    abut_a, abut_b = rect("Porites", 0.7, 5, 60, 20, 90), rect("Porites", 0.7, 20, 60, 35, 90)
+    merged = merge_across_windows([(left_window, [left, abut_a, abut_b]), (right_window, [right, other])])
+    porites = sorted((i for i in merged if i.label == "Porites"), key=lambda i: -i.area)
+    assert len(merged) == 4 and len(porites) == 3
+    assert porites[0].area == 70 * 30 and porites[0].xyxy == (10, 10, 80, 40) and porites[0].score == 0.9
+    assert porites[0].extra["pieces"] == 2 and {p.area for p in porites[1:]} == {15 * 30}
+
+
+def test_merging_overlapping_windows_keeps_the_whole_union_exactly():
+    """A 4000 px colony seen in pieces by four overlapping windows comes back whole (no lost row/column)."""
+    from coral_seg_yolo.predictor import merge_across_windows
+    from quadratseg.instances import Instance
+
+    size, tile, step = 4000, 2400, 1600
+    colony = np.zeros((size, size), bool)
+    colony[100:3900, 100:3900] = True
+    colony[1900:2100, 1900:2100] = False  # a hole stays a hole
+    found = []
+    for y in (0, step):
+        for x in (0, step):
+            window = (x, y, x + tile, y + tile)
+            piece = Instance.from_mask("Porites", 0.5 + x / 1e5, colony[y : y + tile, x : x + tile], (x, y))
+            found.append((window, [piece]))
+    (whole,) = merge_across_windows(found)
+    assert whole.xyxy == (100, 100, 3900, 3900) and whole.area == int(colony.sum())
+    assert np.array_equal(whole.full_mask((size, size)), colony)
+
+
+def test_box_masks_follow_ultralytics_own_full_frame_masks(tiny_seg_model):
+    """Each instance's box mask agrees with ultralytics' own mask scaled to the image (ops.scale_masks)."""
+    from cvat_oracle import iou
+    from ultralytics.utils import ops
+
+    from coral_seg_yolo.predictor import SegPredictor
+
+    weights, _, _ = tiny_seg_model
+    predictor = SegPredictor(weights, imgsz=64)
+    image = (np.random.default_rng(0).random((90, 150, 3)) * 255).astype(np.uint8)
+    (result,) = predictor.model.predict(image[..., ::-1].copy(), imgsz=64, conf=0.001, verbose=False)
+    ours = predictor._instances(result)
+    assert len(ours) == len(result.boxes) > 0
+    theirs = (ops.scale_masks(result.masks.data[None].float(), (90, 150))[0] > 0.5).numpy()
+    compared = 0
+    for inst, mask, box in zip(ours, theirs, result.boxes.xyxy.round().int().tolist(), strict=True):
+        x0, y0, x1, y1 = box
+        clipped = np.zeros_like(mask)
+        clipped[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
+        if clipped.sum() >= 50:
+            compared += 1
+            assert iou(inst.full_mask((150, 90)), clipped) > 0.85
+    assert compared > 0
 
 
 def test_evaluate_reports_ultralytics_validator_numbers(tiny_seg_model, tmp_path):
@@ -205,13 +265,23 @@ def test_nuclio_zip_and_handler(tiny_seg_model, synthetic_set, tmp_path, shared_
     truth = load_truth(synthetic_set)[0]
     image = export_image_path(synthetic_set / "cvat_exports" / "segmentation", truth["subset"], truth["name"])
     request = json.dumps({"image": base64.b64encode(image.read_bytes()).decode(), "threshold": 0.0})
-    ok, bad = call_handler(nuclio_dir, [request, "not json"], "coral_seg_yolo")
-    assert ok["status"] == 200 and bad["status"] == 400
-    from quadratseg.geometry import cvat_rle_to_mask
+    strict = json.dumps({"image": base64.b64encode(image.read_bytes()).decode(), "threshold": 0.99})
+    ok, bad, high, again = call_handler(nuclio_dir, [request, "not json", strict, request], "coral_seg_yolo")
+    assert ok["status"] == 200 and bad["status"] == 400 and high["status"] == 200
+    assert again["body"] == ok["body"], "a request's threshold changed the next request's answer"
+    from cvat_oracle import cvat_mask
 
-    for shape in ok["body"]:
-        assert shape["type"] == "mask" and shape["confidence"].isnumeric()
-        assert cvat_rle_to_mask(shape["mask"], (truth["warped_size"][0], truth["warped_size"][1])).any()
+    from coral_seg_yolo.predictor import SegPredictor
+    from quadratseg.images import read_image_rgb
+
+    rgb = read_image_rgb(image)
+    frame = (rgb.shape[1], rgb.shape[0])
+    expected = SegPredictor(weights).predict(rgb, conf=0.0)
+    assert len(ok["body"]) == len(expected) > 0 and len(high["body"]) < len(ok["body"])
+    for shape, inst in zip(ok["body"], expected, strict=True):
+        assert shape["type"] == "mask" and shape["confidence"].isnumeric() and shape["label"] == inst.label
+        assert np.array_equal(cvat_mask(shape, frame), inst.full_mask(frame))
+        assert len(shape["points"]) >= 6
 
 
 def test_onnx_export_predicts_like_the_pytorch_model(tiny_seg_model, tmp_path):

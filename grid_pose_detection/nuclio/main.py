@@ -31,12 +31,12 @@ def init_context(context):
 
 def handler(context, event):
     """Serve one request."""
+    predictor = context.user_data.predictor
     try:
-        predictor = context.user_data.predictor
-        _, image, predictor.kpt_conf = parse_image_request(event.body, predictor.kpt_conf)
+        _, image, threshold = parse_image_request(event.body, predictor.kpt_conf)
     except ValueError as exc:
         return json_response(context, {"error": str(exc)}, status_code=400)
-    (prediction,) = predictor.predict([image])
+    (prediction,) = predictor.predict([image], kpt_conf=threshold)
     if not prediction.visible.any():
         return json_response(context, [])
     return json_response(context, [skeleton_shape(prediction, context.user_data.task)])
