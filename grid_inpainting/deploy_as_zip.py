@@ -1,6 +1,11 @@
-"""CLI: package the grid-removal function ``pth-lama`` as ``nuclio.zip`` for CVAT/Nuclio.
+"""CLI: package the grid-removal function ``pth-lama`` as ``nuclio.zip`` for Nuclio.
 
 python -m grid_inpainting.deploy_as_zip pth-lama --weights models/big-lama.pt --output outputs/pth-lama
+
+``pth-lama`` is not a CVAT model: it needs the 117 grid keypoints beside the image, which CVAT's
+auto-annotation cannot send. Its ``function.yaml`` carries no CVAT ``type``, so CVAT never lists it,
+and it is deployed in a Nuclio project of its own (``quadratseg``); the bridge and the pipeline call
+it over HTTP (docs/nuclio.md).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def build_spec(
         pip=PIP,
         gpu=gpu,
         env={"QUADRATSEG_INPAINT_BACKEND": backend},
+        kind=None,
     )
 
 

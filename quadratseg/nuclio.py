@@ -76,6 +76,8 @@ class FunctionSpec:
         packages: the project packages the handler imports, copied as sources.
         pip: pip requirements installed in the image.
         gpu: request an NVIDIA GPU and a CUDA base image.
+        kind: CVAT's function type (``detector``), or None for a service CVAT must not list (the
+            grid removal, called by the bridge and the pipeline with keypoints CVAT cannot send).
     """
 
     name: str
@@ -87,7 +89,7 @@ class FunctionSpec:
     packages: tuple[str, ...] = ("quadratseg",)
     pip: tuple[str, ...] = ()
     gpu: bool = False
-    kind: str = "detector"
+    kind: str | None = "detector"
     framework: str = "pytorch"
     event_timeout: str = "120s"
     env: dict[str, str] = field(default_factory=dict)
@@ -151,7 +153,11 @@ def function_yaml(spec: FunctionSpec) -> dict[str, Any]:
         "metadata": {
             "name": spec.name,
             "namespace": "cvat",
-            "annotations": {
+            # CVAT lists a function only with a ``type`` it knows (detector, interactor, tracker, reid);
+            # a service for other callers (kind None) carries no CVAT annotations at all
+            "annotations": {"name": spec.display_name}
+            if spec.kind is None
+            else {
                 "name": spec.display_name,
                 "type": spec.kind,
                 "framework": spec.framework,

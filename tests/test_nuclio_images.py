@@ -265,3 +265,18 @@ def test_image_requirements_resolve(name, gpu):
     elif checked_cpu_wheels:
         assert installed["torch"]["metadata"]["version"].endswith("+cpu")
         assert not cuda, f"the CPU image would install CUDA wheels: {cuda}"
+
+
+def test_grid_removal_is_never_listed_by_cvat_while_the_detectors_are():
+    """CVAT's lambda manager lists a function only when ``metadata.annotations.type`` is one of its
+    function kinds (detector, interactor, tracker, reid); pth-lama must not appear as a detector."""
+    from grid_inpainting.deploy_as_zip import build_spec
+
+    cvat_kinds = {"detector", "interactor", "tracker", "reid"}
+    lama = function_yaml(build_spec("pth-lama", backend="opencv-telea"))
+    assert lama["metadata"]["annotations"].get("type") not in cvat_kinds
+    assert "spec" not in lama["metadata"]["annotations"]
+    detectors = {n: s for n, s in function_specs(gpu=False).items() if n != "pth-lama"}
+    assert len(detectors) == 4
+    for name, spec in detectors.items():
+        assert function_yaml(spec)["metadata"]["annotations"]["type"] == "detector", name
