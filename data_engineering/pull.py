@@ -92,7 +92,9 @@ def select_tasks(
 
 
 def _polygon_labels(project: ProjectData, tasks: list[TaskData]) -> set[str]:
-    return {s.label for t in tasks for f in t.frames for s in f.shapes if s.type in ("polygon", "mask")}
+    # unlabelled shapes (label="") are dropped by the conversion, with a warning
+    shapes = (s for t in tasks for f in t.frames for s in f.shapes)
+    return {s.label for s in shapes if s.type in ("polygon", "mask") and s.label}
 
 
 def _write_media(data: bytes, target: Path) -> tuple[int, int]:
@@ -246,8 +248,16 @@ def pull_project(
         summary.warnings.append(f"removed the samples of tasks no longer selected: {sorted(stale)}")
     if staging.count() == 0:
         fo.delete_dataset(staging_name)
+        hint = ""
+        if all("missing" in line for line in summary.images_skipped):
+            hint = (
+                ". The export holds annotations only: export it again with images, or put the images "
+                "in images/ beside its annotations.xml"
+            )
         raise QuadratsegError(
-            f"no image of project {project.name!r} could be read: " + "; ".join(summary.images_skipped[:3])
+            f"no image of project {project.name!r} could be read: "
+            + "; ".join(summary.images_skipped[:3])
+            + hint
         )
     gc.collect()
     derive_level_fields(staging, taxonomy, source_level)

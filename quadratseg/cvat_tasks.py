@@ -432,7 +432,7 @@ def iter_frames(project: ProjectData) -> Iterable[tuple[TaskData, FrameData]]:
 def check_labels_defined(project: ProjectData) -> None:
     """Raise when shapes use labels the project does not define (a corrupt export)."""
     known = {lab.name for lab in project.labels}
-    used = {s.label for _, f in iter_frames(project) for s in f.shapes}
+    used = {s.label for _, f in iter_frames(project) for s in f.shapes if s.label}  # "": dropped later
     unknown = sorted(used - known)
     if known and unknown:
         raise CvatFormatError(

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from quadratseg.errors import QuadratsegError
 from quadratseg.formats.cvat_labels import LabelSpec
 from quadratseg.formats.cvat_xml import Shape
 from quadratseg.geometry import cvat_rle_to_mask, mask_to_polygons, polygon_area, repair_polygon
@@ -79,11 +80,16 @@ class ConversionLog:
 def _usable_ring(points_xy: np.ndarray, where: str, log: ConversionLog) -> np.ndarray | None:
     """The ring (N, 2) if it has 3+ distinct points and an area; None (logged) otherwise."""
     p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(p).all():
+        log.add("polygons dropped (non-finite coordinates)", where)
+        return None
     if len(p) < 3:
         log.add("polygons dropped (fewer than 3 distinct points)", where)
         return None
     if polygon_area(p) <= 0.5:
         few = len(np.unique(p, axis=0)) < 3
+        if not few and sum(polygon_area(r) for r in repair_polygon(p, min_area=0.5)) > 0.5:
+            return p  # self-crossing lobes whose signed areas cancel (a bow-tie): repaired later
         log.add(
             "polygons dropped (fewer than 3 distinct points)" if few else "polygons dropped (zero area)",
             where,
@@ -92,41 +98,104 @@ def _usable_ring(points_xy: np.ndarray, where: str, log: ConversionLog) -> np.nd
     return p
 
 
+def mask_rings(
+    rle: list[int], frame_size: tuple[int, int], where: str, log: ConversionLog
+) -> list[np.ndarray]:
+    """A CVAT mask (REST points: runs, then the inclusive box, px) -> exterior rings (N, 2) px.
+
+    Decoded and traced inside the mask's own box (a 7360 x 4912 photo is 36 Mpx; its masks are
+    small), with the core's exact :func:`cvat_rle_to_mask` and :func:`mask_to_polygons`, then
+    shifted into the image frame. Like repaired polygons, a mask gives one ring per part and its
+    holes are filled. Malformed masks, masks outside the image and empty masks are dropped
+    (logged); a box reaching past the image is clipped to it (logged).
+
+    Runs that stop short of the box (some third-party encoders never write the last run) get
+    the missing run back: runs alternate, so it takes the value that follows the last written
+    run (background after foreground, foreground after background), which keeps the box tight.
+    """
+    width, height = frame_size
+    try:
+        *runs, x1, y1, x2, y2 = (int(v) for v in rle)
+        box_w, box_h = x2 - x1 + 1, y2 - y1 + 1
+        if min(runs, default=-1) < 0 or box_w < 1 or box_h < 1:
+            raise QuadratsegError(f"box {[x1, y1, x2, y2]} or negative runs")
+        short = box_w * box_h - sum(runs)
+        if short > 0:  # encoders that forget to write the last run; CVAT shows the mask all the same
+            runs.append(short)
+            log.add("masks repaired (runs short of the box: the missing last run restored)", where)
+        local = cvat_rle_to_mask([*runs, 0, 0, box_w - 1, box_h - 1], (box_w, box_h))
+    except (QuadratsegError, ValueError) as exc:
+        log.add("masks dropped (malformed run-length encoding)", f"{where} ({exc})")
+        return []
+    cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2 + 1, width), min(y2 + 1, height)
+    if cx2 <= cx1 or cy2 <= cy1:
+        log.add("masks dropped (outside the image)", f"{where} (box {[x1, y1, x2, y2]})")
+        return []
+    if (cx1, cy1, cx2, cy2) != (x1, y1, x2 + 1, y2 + 1):
+        log.add("masks clipped to the image", f"{where} (box {[x1, y1, x2, y2]})")
+        local = local[cy1 - y1 : cy2 - y1, cx1 - x1 : cx2 - x1]
+    parts = mask_to_polygons(local, min_area=4.0, tolerance=0.5)
+    if not parts:
+        log.add("masks dropped (empty or under 4 px^2)", where)
+        return []
+    if any(p.holes for p in parts):
+        log.add("mask holes filled (polylines have no holes)", where)
+    if len(parts) > 1:
+        log.add("masks with several parts (one polyline per part)", f"{where} ({len(parts)} parts)")
+    return [p.exterior + np.array([cx1, cy1], dtype=np.float64) for p in parts]
+
+
+def invalid_rings(rings: list[np.ndarray]) -> np.ndarray:
+    """Which rings (each (N_i, 2) px, N_i >= 3, any mix of lengths) are invalid polygons, bool (R,).
+
+    One vectorized shapely check over the concatenated rings (``indices`` tells them apart).
+    """
+    import shapely
+
+    if not rings:
+        return np.zeros(0, dtype=bool)
+    coords = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in rings])
+    indices = np.repeat(np.arange(len(rings)), [len(r) for r in rings])
+    polygons = shapely.polygons(shapely.linearrings(coords, indices=indices))
+    return ~shapely.is_valid(polygons)
+
+
 def shapes_to_polylines(
     shapes: list[Shape], frame_size: tuple[int, int], where: str, log: ConversionLog
 ) -> list[tuple[str, np.ndarray, dict[str, str]]]:
     """Polygon and mask shapes -> (label, ring (N, 2) px, attributes), dropping or repairing bad ones.
 
-    Self-crossing polygons are repaired with shapely (a bow-tie becomes two polygons).
+    Self-crossing polygons are repaired with shapely (a bow-tie becomes two polygons); masks
+    become one ring per part (:func:`mask_rings`). Every shape that gives no ring is logged
+    with the reason, so a caller can account for each shape of the input.
     """
-    import shapely
-
     out: list[tuple[str, np.ndarray, dict[str, str]]] = []
     for shape in shapes:
-        if shape.type == "polygon":
+        if not shape.label:
+            log.add("shapes dropped (no label)", f"{where} (a {shape.type})")
+        elif shape.type == "polygon":
             ring = _usable_ring(shape.points, where, log)
             if ring is not None:
                 out.append((shape.label, ring, shape.attributes))
         elif shape.type == "mask":
-            mask = cvat_rle_to_mask(shape.rle, frame_size)
-            parts = mask_to_polygons(mask, min_area=4.0, tolerance=0.5)
-            if any(p.holes for p in parts):
-                log.add("mask holes filled (polylines have no holes)", where)
-            out.extend((shape.label, part.exterior, shape.attributes) for part in parts)
+            rings = mask_rings(shape.rle, frame_size, f"{where} ({shape.label})", log)
+            out.extend((shape.label, ring, shape.attributes) for ring in rings)
         elif shape.type in ("box", "polyline", "points"):
             log.add(f"{shape.type} shapes ignored (not coral polygons)", f"{where} ({shape.label})")
-    if not out:
-        return out
-    valid = shapely.is_valid(shapely.polygons([ring for _, ring, _ in out]))  # one vectorized check
-    if valid.all():
+    invalid = invalid_rings([ring for _, ring, _ in out])
+    if not invalid.any():
         return out
     repaired = []
-    for (label, ring, attrs), ok in zip(out, valid, strict=True):
-        if ok:
+    for (label, ring, attrs), bad in zip(out, invalid, strict=True):
+        if not bad:
             repaired.append((label, ring, attrs))
-        else:
-            log.add("polygons repaired (self-crossing)", where)
-            repaired.extend((label, part, attrs) for part in repair_polygon(ring, min_area=0.5))
+            continue
+        parts = repair_polygon(ring, min_area=0.5)
+        log.add(
+            "polygons repaired (self-crossing)" if parts else "polygons dropped (nothing left after repair)",
+            where,
+        )
+        repaired.extend((label, part, attrs) for part in parts)
     return repaired
 
 
@@ -190,7 +259,7 @@ def frame_labels(
             items.append(poly)
         fields[POLYLINES_FIELD] = fo.Polylines(polylines=items)
     for shape in shapes:
-        if shape.type != "skeleton":
+        if shape.type != "skeleton" or not shape.label:  # unlabelled: logged by shapes_to_polylines
             continue
         spec = labels.get(shape.label)
         if spec is None or not spec.sublabels:

@@ -267,3 +267,49 @@ def test_same_file_name_in_two_tasks_does_not_collide(synthetic_set, tmp_path, d
     assert len(paths) == 2 and len(set(paths)) == 2
     contents = {Path(p).read_bytes() for p in paths}
     assert len(contents) == 2  # each sample kept its own image
+
+
+def test_polygons_with_different_vertex_counts_in_one_image():
+    from quadratseg.fiftyone_io import ConversionLog, shapes_to_polylines
+    from quadratseg.formats.cvat_xml import Shape
+    from quadratseg.geometry import mask_to_cvat_rle
+
+    square = np.array([[2, 2], [12, 2], [12, 12], [2, 12]], float)
+    pentagon = np.array([[20, 2], [30, 2], [34, 8], [25, 14], [18, 8]], float)
+    bowtie = np.array([[40, 2], [50, 12], [50, 2], [40, 12]], float)  # self-crossing: two triangles
+    mask = np.zeros((64, 64), bool)
+    mask[30:40, 5:15] = mask[30:40, 30:45] = True  # two parts
+    mask[33:36, 35:38] = False  # a hole in the second part
+    shapes = [
+        Shape("polygon", "Acropora", points=square),
+        Shape("polygon", "Porites", points=pentagon),
+        Shape("polygon", "Pocillopora", points=bowtie),
+        Shape("mask", "Montipora", rle=mask_to_cvat_rle(mask)),
+        Shape("mask", "Montipora", rle=[64 * 64 + 1, 0, 0, 63, 63]),  # runs do not fill the box
+        Shape("mask", "Montipora", rle=[0, 4, 70, 0, 71, 1]),  # box outside the 64 x 64 image
+        Shape("polygon", "Porites", points=np.array([[1, 1], [np.nan, 2], [3, 5]])),
+    ]
+    log = ConversionLog()
+    out = shapes_to_polylines(shapes, (64, 64), "img.jpg", log)
+    assert [label for label, _, _ in out] == [
+        "Acropora",
+        "Porites",
+        "Pocillopora",
+        "Pocillopora",
+        "Montipora",
+        "Montipora",
+    ]
+    assert np.array_equal(out[0][1], square) and np.array_equal(out[1][1], pentagon)
+    assert all(len(ring) >= 3 for _, ring, _ in out)
+    assert log.counts["polygons repaired (self-crossing)"] == 1
+    assert log.counts["mask holes filled (polylines have no holes)"] == 1
+    assert log.counts["masks with several parts (one polyline per part)"] == 1
+    assert log.counts["masks dropped (malformed run-length encoding)"] == 1
+    assert log.counts["masks dropped (outside the image)"] == 1
+    assert log.counts["polygons dropped (non-finite coordinates)"] == 1
+
+
+def test_synthetic_polygons_have_different_vertex_counts(synthetic_set):
+    doc = read_cvat_xml(synthetic_set / "cvat_exports" / "segmentation" / "annotations.xml")
+    counts = [{len(s.points) for s in image.shapes} for image in doc.images]
+    assert all(len(c) > 1 for c in counts if c)  # real exports mix vertex counts in one image

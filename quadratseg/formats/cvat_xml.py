@@ -230,15 +230,19 @@ def read_cvat_xml(path: str | Path) -> CvatDocument:
             doc.project_id = int(pid) if pid and pid.strip().isdigit() else None
             task_elems = project.findall("tasks/task")
         else:
-            task_elems = [t for t in [meta.find("task")] if t is not None]
+            # a job export has <meta><job> (id, size, subset; no task id or name): the job
+            # stands for the task, named job_<id>
+            task_elems = [t for t in [meta.find("task"), meta.find("job")] if t is not None][:1]
         for t in task_elems:
             tid = (t.findtext("id") or "").strip()
+            size = (t.findtext("size") or "").strip()
+            name = t.findtext("name") or ""
             doc.tasks.append(
                 TaskInfo(
                     id=int(tid) if tid.isdigit() else 0,
-                    name=t.findtext("name") or "",
+                    name=name if name or t.tag != "job" else f"job_{tid}",
                     subset=t.findtext("subset") or "",
-                    size=int(t.findtext("size") or 0),
+                    size=int(size) if size.isdigit() else 0,
                 )
             )
     for elem in root.findall("image"):

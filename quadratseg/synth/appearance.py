@@ -119,13 +119,17 @@ def colony_outline(
     center_xy: tuple[float, float],
     radius: float,
     lobes: float,
-    n_vertices: int = 56,
+    n_vertices: int | None = None,
 ) -> np.ndarray:
     """An irregular blob: ring (n_vertices, 2) in pixels around ``center_xy``.
 
     The radius varies with a few harmonics; ``lobes`` (0..1) raises the high harmonics so
-    branching genera get deeper lobes than massive ones.
+    branching genera get deeper lobes than massive ones. By default the outline has about one
+    vertex per 3 px of circumference (24..160), so colonies of one image have different vertex
+    counts, as hand-drawn CVAT polygons do; the count uses no random draw.
     """
+    if n_vertices is None:
+        n_vertices = int(np.clip(round(2 * np.pi * radius / 3.0), 24, 160))
     angles = np.linspace(0, 2 * np.pi, n_vertices, endpoint=False)
     r = np.ones_like(angles)
     for k in range(2, 8):
