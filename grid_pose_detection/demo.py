@@ -46,6 +46,7 @@ SHORT_RUN = {
     "plots": False,
 }
 WARP_SIZE = 768
+EVAL_SPLIT = "test"
 
 
 def _train_and_evaluate(ctx: Any, task_name: str) -> tuple[dict[str, Any], PosePredictor]:
@@ -67,7 +68,8 @@ def _train_and_evaluate(ctx: Any, task_name: str) -> tuple[dict[str, Any], PoseP
     predictor = PosePredictor(
         run["best"], task, conf=0.05, kpt_conf=0.2, imgsz=imgsz, warp_size=(WARP_SIZE, WARP_SIZE)
     )
-    metrics = evaluate_samples(predictor, samples.match_tags(["val", "test"]), warp_size=WARP_SIZE)
+    # the test split: val picked the checkpoint (best.pt), so its figures would flatter the model
+    metrics = evaluate_samples(predictor, samples.match_tags(EVAL_SPLIT), warp_size=WARP_SIZE)
     metrics["train_seconds"] = round(seconds, 1)
     metrics["epochs"] = epochs
     metrics["imgsz"] = imgsz
@@ -85,19 +87,22 @@ def stage(ctx: Any) -> dict[str, Any]:
     section.paragraphs.append(
         f"YOLO11n-pose trained from scratch on CPU: {corners['epochs']} epochs on the raw photos at "
         f"{corners['imgsz']} px ({corners['train_seconds']} s) and {grid['epochs']} epochs on the "
-        f"warped photos at {grid['imgsz']} px ({grid['train_seconds']} s). On the val and test images: "
+        f"warped photos at {grid['imgsz']} px ({grid['train_seconds']} s). On the "
+        f"{corners['images']} test images: "
         f"corner error {corners['mean_px_error']} px and grid error {grid['mean_px_error']} px "
-        "(mean, image pixels); template matching complete on "
-        f"{100 * grid['matching_success_rate']:.0f} % of grids and "
-        f"{100 * corners['matching_success_rate']:.0f} % of corner sets. Upstream's targets (< 5 px corners, "
-        "< 3 px grid, > 95 % matching) are for fully trained models."
+        "(mean, image pixels); every point found and in its own template slot on "
+        f"{100 * grid['correct_assignment_rate']:.0f} % of grids and "
+        f"{100 * corners['correct_assignment_rate']:.0f} % of corner sets; PCK (within 1 % of the "
+        f"quadrat side) {grid['pck_1pct']} for the grid and {corners['pck_1pct']} for the corners. "
+        "Upstream's targets (< 5 px corners, < 3 px grid, > 95 % matching) are for fully trained models."
     )
     rows = [
         [
             t,
             m["mean_px_error"],
             m["p95_px_error"],
-            m["matching_success_rate"],
+            m["correct_assignment_rate"],
+            m["pck_1pct"],
             m["found_share"],
             m["train_seconds"],
         ]
@@ -105,8 +110,8 @@ def stage(ctx: Any) -> dict[str, Any]:
     ]
     section.tables.append(
         (
-            "Pose metrics (val + test)",
-            ["task", "mean px", "p95 px", "matching success", "found", "train s"],
+            f"Pose metrics ({EVAL_SPLIT} split)",
+            ["task", "mean px", "p95 px", "all in right slot", "PCK@1%", "found", "train s"],
             rows,
         )
     )
@@ -146,11 +151,14 @@ def stage(ctx: Any) -> dict[str, Any]:
     return {
         "corner_mean_px_error": corners["mean_px_error"],
         "grid_mean_px_error": grid["mean_px_error"],
-        "matching_success_rate": grid["matching_success_rate"],
-        "corner_matching_success_rate": corners["matching_success_rate"],
+        "correct_assignment_rate": grid["correct_assignment_rate"],
+        "corner_correct_assignment_rate": corners["correct_assignment_rate"],
+        "pck_1pct": grid["pck_1pct"],
+        "corner_pck_1pct": corners["pck_1pct"],
         "corner_warp_mean_px_error": corners.get("warp_mean_px_error"),
         "gridcorners": {k: v for k, v in corners.items() if k != "per_point_mean_px_error"},
         "gridpose": {k: v for k, v in grid.items() if k != "per_point_mean_px_error"},
-        "note": "val + test images of the demo set; errors in image pixels",
+        "split": EVAL_SPLIT,
+        "note": "test images of the demo set (val picked the checkpoints); errors in image pixels",
         "seconds": round(time.perf_counter() - start, 2),
     }

@@ -2,7 +2,14 @@
 
     python -m grid_pose_detection.evaluate gridpose best.pt DATASET [--split test] [--data data.yaml]
 
-- ``matching_success_rate``: share of images whose every true keypoint was found and matched.
+- ``correct_assignment_rate``: share of images whose every visible true keypoint was found *and*
+  put in its own template slot: the point predicted in slot i lies within half the distance from
+  true point i to its nearest neighbour (a grid found in the right place but shifted by a row or
+  mirrored counts as a failure).
+- ``complete_rate``: share of images whose every visible true keypoint was found (in some slot).
+- ``pck_1pct``: share of visible true keypoints whose predicted point (same slot) lies within
+  1 % of the quadrat side (the side measured on the truth: the mean edge of the true quadrat,
+  whose corners come from the template fitted to the true points); missing points count as misses.
 - ``mean_px_error`` / ``p95_px_error``: distance between matched and true keypoints (visible truth).
 - corners: ``warp_mean_px_error``: how far the predicted warp moves points of the true warped
   quadrat (a 10 x 10 lattice), in warped pixels (``warp_size``).
@@ -38,10 +45,59 @@ def warp_error(true_corners: np.ndarray, predicted_corners: np.ndarray, warp_siz
     return float(np.linalg.norm(through - lattice, axis=1).mean())
 
 
+PCK_SHARE = 0.01  # PCK tolerance: 1 % of the quadrat side
+
+
+def quadrat_side_px(truth_xy: np.ndarray, visible: np.ndarray, template_xy: np.ndarray) -> float | None:
+    """Mean edge length (px) of the quadrat whose template points are ``truth_xy`` (visible ones).
+
+    The homography template -> image is fitted to the visible true points (exact for the 4 corners)
+    and the template's unit square mapped through it. None with fewer than 4 visible points.
+    """
+    if int(visible.sum()) < 4:
+        return None
+    h, _ = cv2.findHomography(
+        template_xy[visible].astype(np.float64), truth_xy[visible].astype(np.float64), 0
+    )
+    if h is None:
+        return None
+    square = transform_points(np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]), h)
+    return float(np.linalg.norm(np.roll(square, -1, axis=0) - square, axis=1).mean())
+
+
+def slot_assignment(
+    predicted_xy: np.ndarray, truth_xy: np.ndarray, visible: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per true point: found (visible, with a prediction in its slot) and right (that prediction
+    lies closer to it than half the distance to its nearest other visible true point, so no other
+    true point is nearer). Both (K,) bool, False where the truth is not visible."""
+    found = np.isfinite(predicted_xy).all(axis=1) & visible
+    right = np.zeros(len(truth_xy), dtype=bool)
+    idx = np.flatnonzero(visible)
+    if found.any():
+        gaps = np.linalg.norm(truth_xy[idx][:, None, :] - truth_xy[idx][None, :, :], axis=2)
+        np.fill_diagonal(gaps, np.inf)
+        radius = np.full(len(truth_xy), np.inf)
+        radius[idx] = gaps.min(axis=1) / 2 if len(idx) > 1 else np.inf
+        d = np.linalg.norm(np.nan_to_num(predicted_xy, nan=np.inf) - truth_xy, axis=1)
+        right = found & (d < radius)
+    return found, right
+
+
+def pck(
+    predicted_xy: np.ndarray, truth_xy: np.ndarray, visible: np.ndarray, side_px: float
+) -> tuple[int, int]:
+    """(points within PCK_SHARE * side_px of their truth, visible true points)."""
+    d = np.linalg.norm(predicted_xy - truth_xy, axis=1)
+    hit = visible & np.isfinite(d) & (np.nan_to_num(d, nan=np.inf) <= PCK_SHARE * side_px)
+    return int(hit.sum()), int(visible.sum())
+
+
 def evaluate_samples(predictor: PosePredictor, samples: Any, warp_size: int = 1024) -> dict[str, Any]:
     """Errors and matching success of ``predictor`` on FiftyOne samples holding the task's keypoints."""
     task = predictor.task
     errors, per_point, successes, warp_errors, images = [], [[] for _ in range(task.n_points)], 0, [], 0
+    complete, pck_hits, pck_total, template = 0, 0, 0, task.template()
     for sample in samples:
         value = sample[task.field]
         if value is None or not value.keypoints:
@@ -50,8 +106,13 @@ def evaluate_samples(predictor: PosePredictor, samples: Any, warp_size: int = 10
         truth, visible = keypoints_to_pixels(value.keypoints[0], (image.shape[1], image.shape[0]))
         (pred,) = predictor.predict([image])
         images += 1
-        found = pred.visible & visible
-        successes += int(found.sum() == visible.sum())
+        found, right = slot_assignment(pred.keypoints_xy, truth, visible)
+        complete += int(found.sum() == visible.sum())
+        successes += int(right.sum() == visible.sum())
+        side = quadrat_side_px(truth, visible, template)
+        if side is not None:
+            hits, total = pck(pred.keypoints_xy, truth, visible, side)
+            pck_hits, pck_total = pck_hits + hits, pck_total + total
         d = np.linalg.norm(pred.keypoints_xy - truth, axis=1)
         errors.extend(d[found].tolist())
         for i in np.flatnonzero(found):
@@ -62,7 +123,9 @@ def evaluate_samples(predictor: PosePredictor, samples: Any, warp_size: int = 10
         raise QuadratsegError(f"no sample with {task.field} to evaluate")
     result = {
         "images": images,
-        "matching_success_rate": round(successes / images, 4),
+        "correct_assignment_rate": round(successes / images, 4),
+        "complete_rate": round(complete / images, 4),
+        "pck_1pct": round(pck_hits / pck_total, 4) if pck_total else None,
         "mean_px_error": round(float(np.mean(errors)), 3) if errors else None,
         "p95_px_error": round(float(np.percentile(errors, 95)), 3) if errors else None,
         "found_share": round(len(errors) / max(images * task.n_points, 1), 4),
@@ -118,6 +181,9 @@ def evaluate(
     """
     import fiftyone as fo
 
+    from quadratseg.cli import weights_path
+
+    weights = weights_path(weights)  # names and lists arrive as typed: quadratseg.cli.run keeps text
     spec = get_task(task)
     if not fo.dataset_exists(dataset):
         raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}")

@@ -7,6 +7,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -135,6 +136,92 @@ def test_warp_error_is_zero_for_the_true_corners_and_grows_with_a_shift():
     assert 3 < warp_error(corners, shifted, 512) < 8
 
 
+class HandMadePredictor:
+    """Returns, for each image of the samples, its true keypoints transformed by ``change``."""
+
+    def __init__(self, task, samples, change):
+        import cv2
+
+        from quadratseg.fiftyone_io import keypoints_to_pixels
+
+        self.task, self.answers = task, {}
+        for sample in samples:
+            image = cv2.cvtColor(cv2.imread(sample.filepath), cv2.COLOR_BGR2RGB)
+            truth, _ = keypoints_to_pixels(sample[task.field].keypoints[0], (image.shape[1], image.shape[0]))
+            self.answers[image.tobytes()] = change(truth)
+
+    def predict(self, images):
+        from quadratseg.keypoints import TemplateMatch
+
+        out = []
+        for image in images:
+            kp = self.answers[image.tobytes()]
+            n = len(kp)
+            match = TemplateMatch(kp, np.arange(n), np.zeros(n), 0)
+            out.append(PosePrediction(kp, np.ones(n), match, n, (image.shape[1], image.shape[0])))
+        return out
+
+
+def test_quadrat_side_slot_assignment_and_pck_on_analytic_points():
+    from grid_pose_detection.evaluate import pck, quadrat_side_px, slot_assignment
+
+    template = grid_template_xy()
+    truth = template * 300 + [50.0, 20.0]  # a 300 px quadrat
+    visible = np.ones(117, bool)
+    assert quadrat_side_px(truth, visible, template) == pytest.approx(300)
+    corners = np.array([[10.0, 10.0], [410.0, 10.0], [410.0, 310.0], [10.0, 310.0]])
+    assert quadrat_side_px(corners, np.ones(4, bool), get_task("gridcorners").template()) == pytest.approx(
+        350
+    )
+    assert quadrat_side_px(corners, np.array([1, 1, 1, 0], bool), get_task("gridcorners").template()) is None
+    # within 1 % of 300 px is 3 px: points moved 2.9 px pass, 3.1 px fail, missing ones fail
+    moved = truth + np.where(np.arange(117)[:, None] % 2 == 0, [2.9, 0.0], [0.0, 3.1])
+    moved[:10] = np.nan  # 5 even and 5 odd points missing
+    assert pck(moved, truth, visible, 300) == (59 - 5, 117)
+    assert pck(moved, truth, visible & (np.arange(117) >= 10), 300) == (
+        54,
+        107,
+    )  # invisible truth: not counted
+    found, right = slot_assignment(moved, truth, visible)
+    assert found.sum() == right.sum() == 107
+    swapped = truth.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]  # right positions, wrong slots
+    found, right = slot_assignment(swapped, truth, visible)
+    assert found.all() and right.sum() == 115 and not right[0] and not right[1]
+    shifted = truth + template[1] * 300 - template[0] * 300  # the whole grid one column over
+    assert slot_assignment(shifted, truth, visible)[1].sum() == 0
+
+
+@pytest.mark.parametrize("task_name", ["gridcorners", "gridpose"])
+def test_a_permuted_prediction_is_a_failure_and_pck_counts_points(pose_datasets, task_name):
+    import fiftyone as fo
+
+    from grid_pose_detection.evaluate import quadrat_side_px
+
+    task = get_task(task_name)
+    samples = fo.load_dataset(pose_datasets[task_name])
+    flip = np.array(task.flip_index)  # the left-right mirror of the template order
+    perfect = evaluate_samples(HandMadePredictor(task, samples, lambda t: t), samples)
+    assert perfect["images"] == samples.count() == 6
+    assert perfect["correct_assignment_rate"] == perfect["complete_rate"] == perfect["pck_1pct"] == 1.0
+    mirrored = evaluate_samples(HandMadePredictor(task, samples, lambda t: t[flip]), samples)
+    assert mirrored["complete_rate"] == 1.0  # every point found, at a true point's place ...
+    assert mirrored["correct_assignment_rate"] == 0.0  # ... but in the mirror slot: a failure
+    fixed = int((flip == np.arange(task.n_points)).sum())  # the grid's middle column mirrors onto itself
+    assert fixed == (9 if task_name == "gridpose" else 0)
+    assert mirrored["pck_1pct"] == pytest.approx(fixed / task.n_points, abs=1e-4)
+
+    def half_far(truth):  # every other point 0.2 % of the quadrat side off, the others 2 %
+        side = quadrat_side_px(truth, np.ones(len(truth), bool), task.template())
+        step = np.where(np.arange(len(truth))[:, None] % 2 == 0, 0.002, 0.02) * side
+        return truth + step * [1.0, 0.0]
+
+    if task_name == "gridpose":
+        shaken = evaluate_samples(HandMadePredictor(task, samples, half_far), samples)
+        assert shaken["correct_assignment_rate"] == 1.0
+        assert shaken["pck_1pct"] == pytest.approx(59 / 117, abs=1e-4)
+
+
 def test_training_prediction_and_evaluation_mechanics(tiny_grid_model, pose_datasets):
     import fiftyone as fo
 
@@ -144,7 +231,8 @@ def test_training_prediction_and_evaluation_mechanics(tiny_grid_model, pose_data
     assert config["model"] == "yolo11n-pose.yaml" and config["imgsz"] == 64
     predictor = PosePredictor(weights, get_task("gridpose"), kpt_conf=0.0, imgsz=64)
     result = evaluate_samples(predictor, fo.load_dataset(pose_datasets["gridpose"]).limit(2))
-    assert result["images"] == 2 and 0 <= result["matching_success_rate"] <= 1
+    assert result["images"] == 2
+    assert {"correct_assignment_rate", "complete_rate", "pck_1pct"} <= set(result)
     assert len(result["per_point_mean_px_error"]) == 117
 
 
@@ -191,8 +279,23 @@ def test_an_interrupted_training_resumes_where_it_stopped(pose_datasets, tmp_pat
     assert rows_after[0] == rows[0] and Path(run["best"]).is_file()
 
 
+def confident_copy(weights: Path, out: Path) -> Path:
+    """The model with its box-score biases raised so every box clears the handler's 0.25 box threshold:
+    a 1-epoch model finds no quadrat, and an answer that may be empty tests nothing."""
+    import torch
+
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    for key in ("model", "ema"):
+        if ckpt.get(key) is not None:
+            for branch in ckpt[key].model[-1].cv3:
+                branch[-1].bias.data.fill_(10.0)
+    torch.save(ckpt, out)
+    return out
+
+
 def test_nuclio_zip_and_handler(tiny_grid_model, tmp_path, synthetic_set, shared_data):
     weights, _ = tiny_grid_model
+    weights = confident_copy(weights, tmp_path / "best.pt")
     template = save_template(grid_template_xy(), tmp_path / "kp_template_grid.npy")
     bad = save_template(grid_template_xy()[:4], tmp_path / "bad.npy")
     with pytest.raises(TemplateError, match="expected 117"):
@@ -227,9 +330,18 @@ def test_nuclio_zip_and_handler(tiny_grid_model, tmp_path, synthetic_set, shared
         nuclio_dir, [request, "{}"], "grid_pose_detection", {"QUADRATSEG_POSE_TASK": "gridpose"}
     )
     assert ok["status"] == 200 and bad["status"] == 400
-    for shape in ok["body"]:  # an untrained model may find nothing: then the answer is []
-        assert shape["type"] == "skeleton" and len(shape["elements"]) == 117
-        assert all(e["outside"] in (0, 1) and len(e["points"]) == 2 for e in shape["elements"])
+    assert len(ok["body"]) == 1  # one skeleton per image
+    (shape,) = ok["body"]
+    assert shape["type"] == "skeleton" and len(shape["elements"]) == 117
+    assert all(e["outside"] in (0, 1) and len(e["points"]) == 2 for e in shape["elements"])
+    inside = [e for e in shape["elements"] if e["outside"] == 0]
+    assert inside and all(0 <= e["points"][0] <= truth["warped_size"][0] for e in inside)
+    # the same model as the handler, in this process: the same points in the same slots
+    (expected,) = PosePredictor(weights, get_task("gridpose"), kpt_conf=0.0).predict(
+        [cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)]
+    )
+    assert [e["outside"] == 0 for e in shape["elements"]] == expected.visible.tolist()
+    assert np.allclose([e["points"] for e in inside], expected.keypoints_xy[expected.visible], atol=0.5)
 
 
 def test_train_args_accept_json_and_fire_dicts():
