@@ -42,20 +42,23 @@ def sample_shapes(sample: Any, label_field: str, kind: str, skeleton_specs: dict
                 )
             shapes.extend(keypoints_to_shapes(type(value)(keypoints=[kp]), (width, height), spec))
         return shapes
-    polygons = polylines_to_shapes(value, (width, height))
+    shapes = polylines_to_shapes(value, (width, height))  # polygons; several-ring colonies as masks
     if kind == "polygons":
-        return polygons
+        return shapes
     masks = []
-    for poly in polygons:
-        mask = polygon_to_mask(poly.points, (width, height))
+    for shape in shapes:
+        if shape.type == "mask":
+            masks.append(shape)
+            continue
+        mask = polygon_to_mask(shape.points, (width, height))
         if mask.any():
             masks.append(
                 Shape(
                     "mask",
-                    poly.label,
+                    shape.label,
                     rle=mask_to_cvat_rle(mask),
-                    attributes=poly.attributes,
-                    source=poly.source,
+                    attributes=shape.attributes,
+                    source=shape.source,
                 )
             )
     return masks

@@ -101,13 +101,14 @@ def _usable_ring(points_xy: np.ndarray, where: str, log: ConversionLog) -> np.nd
 def mask_rings(
     rle: list[int], frame_size: tuple[int, int], where: str, log: ConversionLog
 ) -> list[np.ndarray]:
-    """A CVAT mask (REST points: runs, then the inclusive box, px) -> exterior rings (N, 2) px.
+    """A CVAT mask (REST points: runs, then the inclusive box, px) -> the rings (N, 2) px of one colony.
 
     Decoded and traced inside the mask's own box (a 7360 x 4912 photo is 36 Mpx; its masks are
     small), with the core's exact :func:`cvat_rle_to_mask` and :func:`mask_to_polygons`, then
-    shifted into the image frame. Like repaired polygons, a mask gives one ring per part and its
-    holes are filled. Malformed masks, masks outside the image and empty masks are dropped
-    (logged); a box reaching past the image is clipped to it (logged).
+    shifted into the image frame. One mask is one colony: its rings are every part's exterior and
+    every hole, read under the even-odd rule (the colony model of :mod:`quadratseg.instances`),
+    so one FiftyOne polyline holds them all. Malformed masks, masks outside the image and empty
+    masks are dropped (logged); a box reaching past the image is clipped to it (logged).
 
     Runs that stop short of the box (some third-party encoders never write the last run) get
     the missing run back: runs alternate, so it takes the value that follows the last written
@@ -138,11 +139,8 @@ def mask_rings(
     if not parts:
         log.add("masks dropped (empty or under 4 px^2)", where)
         return []
-    if any(p.holes for p in parts):
-        log.add("mask holes filled (polylines have no holes)", where)
-    if len(parts) > 1:
-        log.add("masks with several parts (one polyline per part)", f"{where} ({len(parts)} parts)")
-    return [p.exterior + np.array([cx1, cy1], dtype=np.float64) for p in parts]
+    shift = np.array([cx1, cy1], dtype=np.float64)
+    return [ring + shift for p in parts for ring in (p.exterior, *p.holes)]
 
 
 def invalid_rings(rings: list[np.ndarray]) -> np.ndarray:
@@ -162,41 +160,41 @@ def invalid_rings(rings: list[np.ndarray]) -> np.ndarray:
 
 def shapes_to_polylines(
     shapes: list[Shape], frame_size: tuple[int, int], where: str, log: ConversionLog
-) -> list[tuple[str, np.ndarray, dict[str, str]]]:
-    """Polygon and mask shapes -> (label, ring (N, 2) px, attributes), dropping or repairing bad ones.
+) -> list[tuple[str, list[np.ndarray], dict[str, str]]]:
+    """Polygon and mask shapes -> one (label, rings [(N, 2) px, ...], attributes) per colony.
 
-    Self-crossing polygons are repaired with shapely (a bow-tie becomes two polygons); masks
-    become one ring per part (:func:`mask_rings`). Every shape that gives no ring is logged
-    with the reason, so a caller can account for each shape of the input.
+    A polygon is one ring; a self-crossing one is repaired with shapely (a bow-tie becomes one
+    colony of two parts). A mask keeps its parts and holes (:func:`mask_rings`). Every shape that
+    gives no colony is logged with the reason, so a caller can account for each shape of the input.
     """
-    out: list[tuple[str, np.ndarray, dict[str, str]]] = []
+    out: list[tuple[str, list[np.ndarray], dict[str, str]]] = []
+    polygon_rows: list[int] = []  # rows of ``out`` that hold one drawn polygon, to check for validity
     for shape in shapes:
         if not shape.label:
             log.add("shapes dropped (no label)", f"{where} (a {shape.type})")
         elif shape.type == "polygon":
             ring = _usable_ring(shape.points, where, log)
             if ring is not None:
-                out.append((shape.label, ring, shape.attributes))
+                polygon_rows.append(len(out))
+                out.append((shape.label, [ring], shape.attributes))
         elif shape.type == "mask":
             rings = mask_rings(shape.rle, frame_size, f"{where} ({shape.label})", log)
-            out.extend((shape.label, ring, shape.attributes) for ring in rings)
+            if rings:
+                out.append((shape.label, rings, shape.attributes))
         elif shape.type in ("box", "polyline", "points"):
             log.add(f"{shape.type} shapes ignored (not coral polygons)", f"{where} ({shape.label})")
-    invalid = invalid_rings([ring for _, ring, _ in out])
-    if not invalid.any():
-        return out
-    repaired = []
-    for (label, ring, attrs), bad in zip(out, invalid, strict=True):
+    invalid = invalid_rings([out[row][1][0] for row in polygon_rows])
+    for row, bad in zip(polygon_rows, invalid, strict=True):
         if not bad:
-            repaired.append((label, ring, attrs))
             continue
+        label, (ring,), attrs = out[row]
         parts = repair_polygon(ring, min_area=0.5)
         log.add(
             "polygons repaired (self-crossing)" if parts else "polygons dropped (nothing left after repair)",
             where,
         )
-        repaired.extend((label, part, attrs) for part in parts)
-    return repaired
+        out[row] = (label, parts, attrs)
+    return [colony for colony in out if colony[1]]
 
 
 def skeleton_points(
@@ -246,10 +244,11 @@ def frame_labels(
     polylines = shapes_to_polylines(shapes, frame_size, where, log)
     if polylines or any(lab.type in ("polygon", "mask", "any") for lab in labels.values()):
         items = []
-        for label, ring, attrs in polylines:
+        for label, rings, attrs in polylines:
             poly = fo.Polyline(
                 label=aliases.get(label, label),
-                points=[[tuple(p) for p in (ring / scale).tolist()]],  # tuples: mongoengine wraps lists
+                # one polyline per colony, its rings read even-odd; tuples: mongoengine wraps lists
+                points=[[tuple(p) for p in (ring / scale).tolist()] for ring in rings],
                 closed=True,
                 filled=True,
             )
@@ -310,25 +309,30 @@ def keypoints_to_pixels(keypoint: Any, frame_size: tuple[int, int]) -> tuple[np.
 
 
 def polylines_to_shapes(polylines: Any, frame_size: tuple[int, int]) -> list[Shape]:
-    """FiftyOne Polylines -> CVAT polygon shapes in pixels (confidence as an integer string 0..100)."""
+    """FiftyOne Polylines -> CVAT shapes in pixels (confidence as an integer string 0..100).
+
+    A colony of one ring is a polygon; a colony of several rings (parts, holes: even-odd) is a
+    CVAT mask (REST run-length encoding), the only CVAT shape that holds it whole.
+    """
+    from quadratseg.geometry import PolygonWithHoles, mask_to_cvat_rle, polygons_to_mask
+
     w, h = frame_size
     shapes = []
     for poly in polylines.polylines if polylines is not None else []:
-        for ring in poly.points:
-            if len(ring) < 3:
-                continue
-            attributes = {}
-            if poly.confidence is not None:
-                attributes["confidence"] = str(round(100 * float(poly.confidence)))
-            shapes.append(
-                Shape(
-                    "polygon",
-                    poly.label,
-                    points=np.asarray(ring, dtype=np.float64) * np.array([w, h]),
-                    attributes=attributes,
-                    source="auto" if poly.confidence is not None else "manual",
-                )
-            )
+        rings = [np.asarray(r, dtype=np.float64) * np.array([w, h]) for r in poly.points if len(r) >= 3]
+        if not rings:
+            continue
+        attributes = {}
+        if poly.confidence is not None:
+            attributes["confidence"] = str(round(100 * float(poly.confidence)))
+        source = "auto" if poly.confidence is not None else "manual"
+        if len(rings) == 1:
+            shapes.append(Shape("polygon", poly.label, points=rings[0], attributes=attributes, source=source))
+            continue
+        mask = polygons_to_mask([PolygonWithHoles(rings[0], rings[1:])], frame_size)
+        if mask.any():
+            rle = mask_to_cvat_rle(mask)
+            shapes.append(Shape("mask", poly.label, rle=rle, attributes=attributes, source=source))
     return shapes
 
 

@@ -35,7 +35,7 @@ from quadratseg.cvat_tasks import project_from_xml_export
 from quadratseg.errors import CvatFormatError, QuadratsegError, UnknownLabelError
 from quadratseg.fiftyone_io import ConversionLog, shapes_to_polylines
 from quadratseg.formats.cvat_xml import read_cvat_xml
-from quadratseg.geometry import cvat_rle_to_mask, polygons_to_mask
+from quadratseg.geometry import PolygonWithHoles, cvat_rle_to_mask, polygons_to_mask
 from quadratseg.settings import Settings
 
 pytestmark = pytest.mark.shared_data
@@ -143,11 +143,14 @@ def test_every_mask_is_imported_repaired_or_dropped_with_a_reason(shared_data):
         for shape, rings, log in outcomes:
             if rings:
                 imported += 1
-                parts += len(rings)
-                # the polygons cover the mask's pixels (holes filled): compare inside the mask's box
+                parts += len(rings[0][1])
+                # one colony per mask; its rings (parts and holes, even-odd) cover the mask's pixels
+                assert len(rings) == 1
+                ((_, colony, _),) = rings
                 *_, x1, y1, x2, y2 = shape.rle
                 mask = box_mask(shape.rle)
-                drawn = polygons_to_mask([r - [x1, y1] for _, r, _ in rings], (x2 - x1 + 1, y2 - y1 + 1))
+                local = [r - [x1, y1] for r in colony]
+                drawn = polygons_to_mask([PolygonWithHoles(local[0], local[1:])], (x2 - x1 + 1, y2 - y1 + 1))
                 assert (mask & drawn).sum() >= 0.97 * mask.sum(), f"{image.name}: a mask lost pixels"
                 assert (drawn & ~mask).sum() <= 0.2 * mask.sum() + 50, f"{image.name}: a mask grew"
             else:

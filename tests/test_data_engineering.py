@@ -291,19 +291,17 @@ def test_polygons_with_different_vertex_counts_in_one_image():
     ]
     log = ConversionLog()
     out = shapes_to_polylines(shapes, (64, 64), "img.jpg", log)
-    assert [label for label, _, _ in out] == [
-        "Acropora",
-        "Porites",
-        "Pocillopora",
-        "Pocillopora",
-        "Montipora",
-        "Montipora",
-    ]
-    assert np.array_equal(out[0][1], square) and np.array_equal(out[1][1], pentagon)
-    assert all(len(ring) >= 3 for _, ring, _ in out)
+    # one entry per colony: the bow-tie is one colony of two parts, the mask one of two parts and a hole
+    assert [label for label, _, _ in out] == ["Acropora", "Porites", "Pocillopora", "Montipora"]
+    assert np.array_equal(out[0][1][0], square) and np.array_equal(out[1][1][0], pentagon)
+    assert len(out[2][1]) == 2 and len(out[3][1]) == 3
+    assert all(len(ring) >= 3 for _, rings, _ in out for ring in rings)
     assert log.counts["polygons repaired (self-crossing)"] == 1
-    assert log.counts["mask holes filled (polylines have no holes)"] == 1
-    assert log.counts["masks with several parts (one polyline per part)"] == 1
+    # the colony's rings, read even-odd, give back the mask exactly
+    from quadratseg.geometry import PolygonWithHoles, polygons_to_mask
+
+    rings = out[3][1]
+    assert np.array_equal(polygons_to_mask([PolygonWithHoles(rings[0], rings[1:])], (64, 64)), mask)
     assert log.counts["masks dropped (malformed run-length encoding)"] == 1
     assert log.counts["masks dropped (outside the image)"] == 1
     assert log.counts["polygons dropped (non-finite coordinates)"] == 1
