@@ -19,17 +19,59 @@ def test_image_and_points_warp_consistently():
     image = np.zeros((500, 640, 3), np.uint8)
     h = quadrat_homography(CORNERS, (400, 400))
     inside = transform_points(rng.uniform(60, 340, (12, 2)), np.linalg.inv(h))  # points inside the quadrat
+    assert len(inside) == 12 and np.isfinite(inside).all()
     for x, y in inside:
         image[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] = 255  # 3x3 dot centred on pixel (x, y)
     warped, h2 = warp_quadrat(image, CORNERS, (400, 400))
     assert warped.shape == (400, 400, 3) and np.allclose(h, h2)
     centres = np.floor(inside) + 0.5
+    checked = 0
     for p in transform_points(centres, h):
         x, y = p
         patch = warped[int(y) - 4 : int(y) + 5, int(x) - 4 : int(x) + 5, 0].astype(float)
+        assert patch.sum() > 0, f"no dot near {p}"
         yy, xx = np.mgrid[int(y) - 4 : int(y) + 5, int(x) - 4 : int(x) + 5]
         cx, cy = (patch * (xx + 0.5)).sum() / patch.sum(), (patch * (yy + 0.5)).sum() / patch.sum()
         assert abs(cx - x) < 0.35 and abs(cy - y) < 0.35
+        checked += 1
+    assert checked == 12
+
+
+def lattice_by_line_geometry(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Image points of the quadrat's (u, v) in {0, 1/2, 1}^2 without a homography: the centre where
+    the diagonals cross, edge midpoints where the line from the centre to the vanishing point of
+    the two other edges crosses the edge."""
+    hom = np.c_[corners, np.ones(4)]
+    tl, tr, br, bl = hom
+    centre = np.cross(np.cross(tl, br), np.cross(tr, bl))
+    v_lr = np.cross(np.cross(tl, bl), np.cross(tr, br))
+    v_tb = np.cross(np.cross(tl, tr), np.cross(bl, br))
+
+    def mid(a, b, vanishing):
+        return np.cross(np.cross(centre, vanishing), np.cross(a, b))
+
+    points = {
+        (0, 0): tl, (1, 0): tr, (1, 1): br, (0, 1): bl, (0.5, 0.5): centre,
+        (0.5, 0): mid(tl, tr, v_lr), (0.5, 1): mid(bl, br, v_lr),
+        (0, 0.5): mid(tl, bl, v_tb), (1, 0.5): mid(tr, br, v_tb),
+    }  # fmt: skip
+    return np.array([p[:2] / p[2] for p in points.values()]), np.array(list(points), dtype=float)
+
+
+def test_the_homography_puts_analytic_points_on_their_place():
+    for corners in (CORNERS, np.array([[10.0, 10.0], [300.0, 10.0], [300.0, 200.0], [10.0, 200.0]])):
+        points, uv = lattice_by_line_geometry(corners)
+        assert len(points) == 9
+        h = quadrat_homography(corners, (300, 200))
+        assert np.abs(transform_points(points, h) - uv * [300, 200]).max() < 1e-3
+    from quadratseg.demo import projective_lattice
+
+    points, uv = projective_lattice(CORNERS, depth=2)
+    assert len(points) == 25 and sorted(set(uv[:, 0])) == [0, 0.25, 0.5, 0.75, 1]
+    assert np.abs(transform_points(points, quadrat_homography(CORNERS, (400, 400))) - uv * 400).max() < 1e-3
+    # a wrong corner order would warp a different quadrilateral: the analytic points expose it
+    rolled = quadrat_homography(np.roll(CORNERS, 1, axis=0), (400, 400))
+    assert np.abs(transform_points(points, rolled) - uv * 400).max() > 50
 
 
 @pytest.mark.parametrize(
