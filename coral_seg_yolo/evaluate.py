@@ -1,11 +1,20 @@
 """CLI: mask/box mAP, precision, recall, F1 per class, confusion matrix, PR curves; FiftyOne evaluation.
 
-    python -m coral_seg_yolo.evaluate best.pt --data OUT/data.yaml [--split test] [--dataset DS]
+    python -m coral_seg_yolo.evaluate best.pt --data OUT/data.yaml [--split test] [--dataset DS
+        --pred-field yolo_predictions [--overwrite]]
 
 The mAP figures are ultralytics' own validator's on the prepared split (so they agree with it
 by construction); its confusion matrix and PR curves are saved as images. With ``--dataset``, the
-predictions are also written into the FiftyOne samples of that split (field ``predictions``)
-and scored with FiftyOne's COCO-style evaluation (``eval_key``), to browse errors in the App.
+predictions are also written into the FiftyOne samples of that split (field ``--pred-field``; an
+existing field is replaced only with ``--overwrite``) and scored with FiftyOne's COCO-style
+evaluation (``eval_key``), to browse errors in the App.
+
+The truth is taken at the model's taxonomy level: the level whose class list equals the model's
+class names (prepare_data writes every class of its level into data.yaml, so a trained model
+carries them; this works for any .pt or .onnx model, with nothing recorded beside it).
+``--level`` names it explicitly. A model whose classes match no level is refused. Predictions
+are made at ``--conf`` 0.001 (as ultralytics' validator): mAP integrates the whole
+precision-recall curve, which a 0.25 threshold would cut short.
 """
 
 from __future__ import annotations
@@ -18,6 +27,10 @@ import cv2
 
 from coral_seg_yolo.predictor import SegPredictor
 from quadratseg.errors import QuadratsegError
+from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
+from quadratseg.taxonomy import LEVELS, Taxonomy, load_taxonomy
+
+EVAL_CONF = 0.001  # ultralytics' validator's threshold: mAP needs the low-confidence tail
 
 
 def ultralytics_validation(
@@ -64,10 +77,91 @@ def ultralytics_validation(
     }
 
 
-def fiftyone_evaluation(predictor: SegPredictor, samples: Any, eval_key: str = "eval_yolo") -> dict[str, Any]:
-    """Write predictions (Polylines) into the samples and score them with FiftyOne's COCO-style evaluation."""
+def model_level(names: list[str] | dict[int, str], taxonomy: Taxonomy | None = None) -> str:
+    """The taxonomy level whose class list is the model's class names (the finest when several are).
+
+    Raises:
+        QuadratsegError: the names are no level's classes (a model trained on another label set).
+    """
+    taxonomy = taxonomy or load_taxonomy()
+    classes = sorted(set(names.values() if isinstance(names, dict) else names))
+    for level in LEVELS:
+        if classes == taxonomy.classes(level):
+            return level
+    partial = [level for level in LEVELS if set(classes) <= set(taxonomy.classes(level))]
+    hint = (
+        f"; they are a subset of the {partial[0]} classes, pass --level {partial[0]} to score at that level"
+        if partial
+        else ""
+    )
+    raise QuadratsegError(
+        f"the model's classes {classes} match no taxonomy level of {taxonomy.source} "
+        f"({', '.join(LEVELS)}){hint}"
+    )
+
+
+def truth_field(samples: Any, level: str) -> str:
+    """The FiftyOne field holding the polygons at ``level`` (``gt_polylines`` or its level copy)."""
+    schema = samples.get_field_schema()
+    if level_field(level) in schema:
+        return level_field(level)
+    if POLYLINES_FIELD in schema:
+        labels = set(samples.distinct(f"{POLYLINES_FIELD}.polylines.label"))
+        if labels <= set(load_taxonomy().classes(level)):
+            return POLYLINES_FIELD
+    raise QuadratsegError(
+        f"the dataset has no polygons at the {level} level (no field {level_field(level)!r}); "
+        "pull it with data_engineering, which writes every coarser level"
+    )
+
+
+def check_output_field(
+    samples: Any, pred_field: str, eval_key: str, gt_field: str, overwrite: bool = False
+) -> None:
+    """Refuse an empty split, a ground-truth field as output, or taking an existing field or
+    evaluation without ``overwrite``."""
+    if samples.count() == 0:
+        raise QuadratsegError("no samples to evaluate: the dataset has none tagged with the split")
+    dataset = samples._dataset
+    if pred_field in (POLYLINES_FIELD, gt_field) or pred_field.startswith(f"{POLYLINES_FIELD}_"):
+        raise QuadratsegError(f"--pred-field {pred_field!r} is a ground-truth field; name another")
+    taken = [
+        what
+        for what, present in (
+            (f"field {pred_field!r}", pred_field in dataset.get_field_schema()),
+            (f"evaluation {eval_key!r}", eval_key in dataset.list_evaluations()),
+        )
+        if present
+    ]
+    if taken and not overwrite:
+        raise QuadratsegError(
+            f"the dataset already has the {' and the '.join(taken)}; pass --overwrite to replace "
+            "them or name others (--pred-field, --eval-key)"
+        )
+
+
+def fiftyone_evaluation(
+    predictor: SegPredictor,
+    samples: Any,
+    eval_key: str = "eval_yolo",
+    pred_field: str = "yolo_predictions",
+    gt_field: str = POLYLINES_FIELD,
+    conf: float = EVAL_CONF,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write predictions (Polylines, from ``conf`` up) into ``pred_field`` and score them against
+    ``gt_field`` with FiftyOne's COCO-style evaluation.
+
+    An existing ``pred_field`` (or evaluation ``eval_key``) is replaced only with ``overwrite``.
+    """
     import fiftyone as fo
 
+    check_output_field(samples, pred_field, eval_key, gt_field, overwrite)
+    dataset = samples._dataset
+    if eval_key in dataset.list_evaluations():
+        dataset.delete_evaluation(eval_key)
+    if pred_field in dataset.get_field_schema():  # with overwrite: the field is replaced, whatever it held
+        dataset.delete_sample_field(pred_field)
     for sample in samples:
         image = cv2.cvtColor(cv2.imread(sample.filepath), cv2.COLOR_BGR2RGB)
         h, w = image.shape[:2]
@@ -79,14 +173,20 @@ def fiftyone_evaluation(predictor: SegPredictor, samples: Any, eval_key: str = "
                 filled=True,
                 confidence=i.score,
             )
-            for i in predictor.predict(image)
+            for i in predictor.predict(image, conf=conf)
         ]
-        sample["predictions"] = fo.Polylines(polylines=polylines)
+        sample[pred_field] = fo.Polylines(polylines=polylines)
         sample.save()
-    result = samples.evaluate_detections(
-        "predictions", gt_field="gt_polylines", eval_key=eval_key, compute_mAP=True
-    )
-    return {"fiftyone_map": round(float(result.mAP()), 4), "eval_key": eval_key, "samples": samples.count()}
+    result = samples.evaluate_detections(pred_field, gt_field=gt_field, eval_key=eval_key, compute_mAP=True)
+    return {
+        "fiftyone_map": round(float(result.mAP()), 4),
+        "eval_key": eval_key,
+        "pred_field": pred_field,
+        "gt_field": gt_field,
+        "conf": conf,
+        "samples": samples.count(),
+        "predictions": samples.count(f"{pred_field}.polylines"),
+    }
 
 
 def evaluate(
@@ -96,6 +196,11 @@ def evaluate(
     dataset: str | None = None,
     imgsz: int | None = None,
     out_dir: str = "outputs/coralseg_eval",
+    level: str | None = None,
+    pred_field: str = "yolo_predictions",
+    eval_key: str = "eval_yolo",
+    conf: float = EVAL_CONF,
+    overwrite: bool = False,
 ) -> str:
     """Evaluate a YOLO-seg model on a prepared split (and optionally inside a FiftyOne dataset).
 
@@ -106,20 +211,38 @@ def evaluate(
         dataset: FiftyOne dataset whose samples tagged --split receive the predictions.
         imgsz: inference size (default: the training size).
         out_dir: where the plots and evaluation.json go.
+        level: taxonomy level of the model's classes (default: inferred from its class names).
+        pred_field: FiftyOne field that receives the predictions (with --dataset).
+        eval_key: FiftyOne evaluation key (with --dataset).
+        conf: lowest confidence of the predictions scored with --dataset.
+        overwrite: replace an existing --pred-field (on every sample) / --eval-key.
 
     Returns:
         The metrics as JSON.
     """
+    from quadratseg.cli import weights_path
+
+    weights = weights_path(weights)  # names and lists arrive as typed: quadratseg.cli.run keeps text
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = ultralytics_validation(weights, data, split, imgsz, out)
-    if dataset:
+    if dataset:  # every refusal before the (long) validation
         import fiftyone as fo
 
         if not fo.dataset_exists(dataset):
             raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}")
+        predictor = SegPredictor(weights, imgsz)
+        if level is None:
+            level = model_level(predictor.names)
+        else:
+            load_taxonomy().check_labels(predictor.names.values(), level)
+        samples = fo.load_dataset(dataset).match_tags(split)
+        gt_field = truth_field(samples, level)
+        check_output_field(samples, pred_field, eval_key, gt_field, overwrite)
+    result = ultralytics_validation(weights, data, split, imgsz, out)
+    if dataset:
+        result["level"] = level
         result.update(
-            fiftyone_evaluation(SegPredictor(weights, imgsz), fo.load_dataset(dataset).match_tags(split))
+            fiftyone_evaluation(predictor, samples, eval_key, pred_field, gt_field, conf, overwrite)
         )
     (out / "evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return json.dumps(result, indent=2)

@@ -1,0 +1,184 @@
+"""coral_seg_yolo.evaluate with --dataset: the model's taxonomy level, low-confidence predictions,
+and the prediction field the user names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coral_seg_yolo.prepare_data import write_seg_layout
+from quadratseg.errors import QuadratsegError
+from quadratseg.taxonomy import LEVELS, load_taxonomy
+
+IMGSZ = 256  # the synthetic images' size
+
+
+@pytest.fixture(scope="module")
+def family_model(coral_dataset, tmp_path_factory):
+    """A YOLO11n-seg fitted to the 4 train images at the main-family level (scored on them: a
+    model that learnt them must score well there)."""
+    from coral_seg_yolo.train import train
+
+    root = tmp_path_factory.mktemp("seg_eval")
+    write_seg_layout(coral_dataset, root / "seg", level="main_family")
+    result = json.loads(
+        train(
+            str(root / "seg" / "data.yaml"),
+            project=str(root / "runs"),
+            epochs=120,  # about 70 s on 2 CPU cores: mask mAP@0.5 0.86 on these images
+            imgsz=IMGSZ,
+            batch=2,
+            workers=0,
+            patience=0,
+            args={
+                "plots": False,
+                "optimizer": "SGD",
+                "lr0": 0.01,
+                "nbs": 2,  # the optimizer steps every batch
+                "mosaic": 0.0,
+                "seed": 0,
+                "val": False,
+            },
+        )
+    )
+    weights = Path(result["last"]) if result.get("last") else Path(result["best"])
+    return weights, root / "seg" / "data.yaml"
+
+
+@pytest.fixture
+def clone(coral_dataset, dataset_name):
+    """A copy of the pulled dataset the test may write into."""
+    return coral_dataset.clone(dataset_name)
+
+
+def test_model_level_comes_from_its_class_names():
+    from coral_seg_yolo.evaluate import model_level
+
+    taxonomy = load_taxonomy()
+    for level in LEVELS:
+        names = dict(enumerate(taxonomy.classes(level)))
+        assert model_level(names) == level
+    with pytest.raises(QuadratsegError, match="match no taxonomy level"):
+        model_level({0: "Acropora", 1: "seagrass"})
+    with pytest.raises(QuadratsegError, match="--level main_family"):
+        model_level(taxonomy.classes("main_family")[:3])
+
+
+def test_a_family_model_is_scored_against_the_family_truth(family_model, clone, tmp_path):
+    from coral_seg_yolo.evaluate import evaluate
+
+    weights, data = family_model
+    result = json.loads(
+        evaluate(
+            str(weights),
+            str(data),
+            split="train",
+            dataset=clone.name,
+            imgsz=IMGSZ,
+            out_dir=str(tmp_path / "e"),
+        )
+    )
+    # scored against the genera (the old behaviour), family labels never match: mAP 0
+    assert result["fiftyone_map"] > 0.2, result
+    assert result["level"] == "main_family" and result["gt_field"] == "gt_polylines_main_family"
+    assert result["samples"] == len(clone.match_tags("train")) == 4
+
+
+def test_predictions_are_scored_from_low_confidence(family_model, clone, tmp_path):
+    import cv2
+
+    from coral_seg_yolo.evaluate import EVAL_CONF, evaluate
+    from coral_seg_yolo.predictor import SegPredictor
+
+    weights, data = family_model
+    result = json.loads(
+        evaluate(
+            str(weights),
+            str(data),
+            split="val",
+            dataset=clone.name,
+            imgsz=IMGSZ,
+            out_dir=str(tmp_path / "e"),
+            pred_field="scored",
+        )
+    )
+    assert EVAL_CONF <= 0.001
+    predictor = SegPredictor(weights, IMGSZ)
+    low = high = 0
+    for sample in clone.match_tags("val"):
+        image = cv2.cvtColor(cv2.imread(sample.filepath), cv2.COLOR_BGR2RGB)
+        low += len(predictor.predict(image, conf=EVAL_CONF))
+        high += len(predictor.predict(image, conf=0.25))
+        assert min(p.confidence for p in sample["scored"].polylines) < 0.25
+    assert result["predictions"] == clone.count("scored.polylines") == low > high
+
+
+def test_the_prediction_field_is_the_users_and_is_not_overwritten(family_model, clone, tmp_path):
+    import fiftyone as fo
+
+    from coral_seg_yolo.evaluate import evaluate
+
+    weights, data = family_model
+    mine = clone.match_tags("val").first()
+    mine["predictions"] = fo.Classification(label="my own")
+    mine.save()
+    evaluate(
+        str(weights), str(data), split="val", dataset=clone.name, imgsz=IMGSZ, out_dir=str(tmp_path / "a")
+    )
+    assert clone[mine.id]["predictions"].label == "my own"  # the default field is not `predictions`
+
+    with pytest.raises(QuadratsegError, match="already has the field 'predictions'"):
+        evaluate(
+            str(weights),
+            str(data),
+            split="val",
+            dataset=clone.name,
+            imgsz=IMGSZ,
+            out_dir=str(tmp_path / "b"),
+            pred_field="predictions",
+            eval_key="other",
+        )
+    assert clone[mine.id]["predictions"].label == "my own"
+    with pytest.raises(QuadratsegError, match="ground-truth field"):
+        evaluate(
+            str(weights),
+            str(data),
+            "train",
+            clone.name,
+            IMGSZ,
+            str(tmp_path / "c"),
+            pred_field="gt_polylines",
+        )
+    result = json.loads(
+        evaluate(
+            str(weights),
+            str(data),
+            split="val",
+            dataset=clone.name,
+            imgsz=IMGSZ,
+            out_dir=str(tmp_path / "d"),
+            pred_field="predictions",
+            eval_key="other",
+            overwrite=True,
+        )
+    )
+    assert result["pred_field"] == "predictions" and isinstance(clone[mine.id]["predictions"], fo.Polylines)
+    assert set(clone.list_evaluations()) == {"eval_yolo", "other"}
+
+
+def test_a_model_of_another_label_set_is_refused(family_model, clone, tmp_path):
+    from coral_seg_yolo.evaluate import evaluate
+
+    weights, data = family_model
+    with pytest.raises(QuadratsegError, match="not in the 'finegrained' taxonomy level"):
+        evaluate(
+            str(weights),
+            str(data),
+            split="val",
+            dataset=clone.name,
+            imgsz=IMGSZ,
+            out_dir=str(tmp_path / "e"),
+            level="finegrained",
+        )
