@@ -87,6 +87,7 @@ def test_bad_keypoints(keypoints, message):
 
 def test_line_width_estimate_is_close_to_the_visible_width(synthetic_set, pairs):
     truths = load_truth(synthetic_set)
+    assert len(pairs) >= 3 and len(truths) == len(pairs)
     for (_, gridded, _, kp), truth in zip(pairs[:3], truths[:3], strict=True):
         estimate = estimate_line_width(gridded, kp)
         assert 0.8 * truth["grid_line_width_px"] <= estimate <= 3.0 * truth["grid_line_width_px"] + 2
@@ -101,6 +102,7 @@ def test_simplelama_path_shapes_dtype_cropping_and_batches(tiny_lama):
     for m in masks:
         m[20:30, :] = True
     out = backend.inpaint_batch(images, masks)
+    assert len(out) == 4
     for img, m, o in zip(images, masks, out, strict=True):
         assert o.shape == img.shape and o.dtype == np.uint8  # padded to 160x208 inside, cropped back
         assert np.abs(o[~m].astype(int) - img[~m].astype(int)).max() <= 1  # untouched outside the mask
@@ -168,6 +170,7 @@ def test_remove_grid_from_coco_and_yolo_inputs(tmp_path, pairs):
     assert {r["backend"] for r in manifest} == {"opencv-telea"}
     labels = tmp_path / "labels"
     labels.mkdir()
+    assert len(items) == 2
     for name, size, kp in items:
         (labels / f"{Path(name).stem}.txt").write_text(yolo_pose_line(kp, size) + "\n")
     run_remove_grid(
@@ -215,7 +218,7 @@ def test_remove_grid_from_fiftyone_keeps_metadata_and_links_back(synthetic_set, 
         )
         clean = fo.load_dataset(clean_name)
         source = fo.load_dataset(dataset_name)
-        assert clean.count() == source.count() == summary["images"]
+        assert clean.count() == source.count() == summary["images"] == len(load_truth(synthetic_set)) > 0
         sample = clean.first()
         original = source[sample.source_sample_id]
         assert sample.cvat_image_name == original.cvat_image_name and sample.tags == original.tags
@@ -275,6 +278,7 @@ def test_nuclio_zip_and_handler(tmp_path, tiny_lama, pairs, shared_data):
     )
     assert ok["status"] == 200 and bad["status"] == 400 and "base64" in bad["body"]["error"]
     response = ok["body"]
+    assert response["image"]
     assert response["backend"] == "lama" and (response["width"], response["height"]) == (
         gridded.shape[1],
         gridded.shape[0],
