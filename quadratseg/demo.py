@@ -369,11 +369,12 @@ def run_demo(
     return summary
 
 
-def main(out_dir: str = "outputs/demo", images: int = 24, size: int = 768, seed: int = 0) -> str:
+def main(out_dir: str | None = None, images: int = 24, size: int = 768, seed: int = 0) -> str:
     """Run the end-to-end demo on the synthetic set and write summary.json and report.html.
 
     Args:
-        out_dir: output folder (summary.json, report.html, img/, synthetic/).
+        out_dir: output folder (summary.json, report.html, img/, synthetic/); default:
+            QUADRATSEG_OUTPUTS_DIR/demo.
         images: synthetic quadrats to generate.
         size: raw photo width in px.
         seed: random seed of the synthetic set.
@@ -381,10 +382,12 @@ def main(out_dir: str = "outputs/demo", images: int = 24, size: int = 768, seed:
     Returns:
         The path of report.html.
     """
-    from quadratseg.settings import load_settings
+    from quadratseg.cli import current_settings, output_path
 
-    run_demo(load_settings(), out_dir, images, size, seed)
-    return str(Path(out_dir) / "report.html")
+    settings = current_settings()
+    out = output_path(out_dir, "demo", settings)
+    run_demo(settings, out, images, size, seed)
+    return str(out / "report.html")
 
 
 if __name__ == "__main__":

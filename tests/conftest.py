@@ -119,3 +119,107 @@ def coral_dataset(synthetic_set, tmp_path_factory):
     )
     yield fo.load_dataset(name)
     fo.delete_dataset(name)
+
+
+# --- tiny trained models (mechanics, not accuracy), one per test module that asks -------------
+
+
+@pytest.fixture(scope="module")
+def tiny_seg_model(coral_dataset, tmp_path_factory):
+    """A YOLO11n-seg trained for one epoch at 64 px on the main families, and its layout."""
+    import json
+
+    from coral_seg_yolo.prepare_data import write_seg_layout
+    from coral_seg_yolo.train import train
+
+    root = tmp_path_factory.mktemp("seg")
+    write_seg_layout(coral_dataset, root / "seg", level="main_family")
+    result = json.loads(
+        train(
+            str(root / "seg" / "data.yaml"),
+            project=str(root / "runs"),
+            epochs=1,
+            imgsz=64,
+            batch=2,
+            workers=0,
+            args={"plots": False},
+        )
+    )
+    return Path(result["best"]), root / "seg" / "data.yaml", result
+
+
+@pytest.fixture(scope="module")
+def pose_datasets(synthetic_set, tmp_path_factory):
+    """FiftyOne datasets of the synthetic corner and grid exports (deleted afterwards)."""
+    import fiftyone as fo
+
+    from data_engineering.create_fiftyone_dataset import run_pull
+
+    media = tmp_path_factory.mktemp("media")
+    names = {}
+    for task, folder in (("gridcorners", "corners"), ("gridpose", "grid")):
+        name = f"pose-{folder}-{uuid.uuid4().hex[:6]}"
+        run_pull(
+            name,
+            "xml",
+            str(synthetic_set / "cvat_exports" / folder),
+            dataset_name=name,
+            settings=Settings(media_dir=media),
+        )
+        names[task] = name
+    yield names
+    for name in names.values():
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def train_tiny_pose(task_name: str, dataset: str, root: Path) -> Path:
+    """A pose model of ``task_name`` trained for one epoch at 64 px on a FiftyOne dataset."""
+    import fiftyone as fo
+
+    from grid_pose_detection.prepare_data import write_pose_layout
+    from grid_pose_detection.tasks import get_task
+    from quadratseg.yolo_train import load_experiment, train_yolo
+
+    task = get_task(task_name)
+    write_pose_layout(task, fo.load_dataset(dataset), root / "layout")
+    config = load_experiment(
+        task.config, {"epochs": 1, "imgsz": 64, "batch": 2, "workers": 0, "plots": False}
+    )
+    return Path(train_yolo(config, root / "layout" / "data.yaml", root / "runs", task_name)["best"])
+
+
+@pytest.fixture(scope="module")
+def tiny_grid_model(pose_datasets, tmp_path_factory):
+    """A gridpose model trained for one epoch at 64 px, and its folder."""
+    root = tmp_path_factory.mktemp("pose")
+    return train_tiny_pose("gridpose", pose_datasets["gridpose"], root), root
+
+
+@pytest.fixture(scope="module")
+def tiny_corner_model(pose_datasets, tmp_path_factory):
+    """A gridcorners model trained for one epoch at 64 px, and its folder."""
+    root = tmp_path_factory.mktemp("corners")
+    return train_tiny_pose("gridcorners", pose_datasets["gridcorners"], root), root
+
+
+@pytest.fixture(scope="module")
+def tiny_mmseg_model(coral_dataset, tmp_path_factory):
+    """The tiny DINOv2 + SegFormer config trained for one CPU epoch on the main families:
+    (resolved config, checkpoint, data root)."""
+    from DINOv2_mmseg.prepare_data import write_mmseg_layout
+    from DINOv2_mmseg.runner import load_config
+    from DINOv2_mmseg.train import run_training
+
+    root = tmp_path_factory.mktemp("mmseg")
+    write_mmseg_layout(coral_dataset, root / "data", level="main_family")
+    options = {
+        "train_cfg.max_epochs": 1,
+        "train_cfg.val_interval": 1,
+        "default_hooks.checkpoint.interval": 1,
+        "default_hooks.logger.interval": 1,
+        "param_scheduler": [],
+    }
+    config = REPO / "DINOv2_mmseg" / "configs" / "dinov2_tiny_segformer_cpu.py"
+    run_training(load_config(config, options, str(root / "data")), root / "work", seed=0)
+    return root / "work" / config.name, root / "work" / "epoch_1.pth", root / "data"

@@ -28,9 +28,15 @@ def call_handler(
     nuclio_dir: Path, bodies: list[str], package: str, env: dict[str, str] | None = None
 ) -> list[dict]:
     """Answers (status, decoded body) of the handler in ``nuclio_dir`` for each request body."""
+    import yaml
+
     requests = nuclio_dir.parent / "requests.json"
     requests.write_text(json.dumps(bodies))
+    # the environment Nuclio gives the function: function.yaml's spec.env (its PYTHONPATH is the folder)
+    document = yaml.safe_load((nuclio_dir / "function.yaml").read_text())
+    declared = {e["name"]: str(e["value"]) for e in document["spec"].get("env", [])}
     environ = {
+        **declared,
         "PYTHONPATH": str(nuclio_dir),
         "PATH": "/usr/bin:/bin",
         "YOLO_OFFLINE": "1",

@@ -94,29 +94,6 @@ def test_bad_requests(coral_dataset, tmp_path):
         write_seg_layout(coral_dataset, tmp_path / "z")
 
 
-@pytest.fixture(scope="module")
-def tiny_seg_model(coral_dataset, tmp_path_factory):
-    """A YOLO11n-seg trained for one epoch at 64 px (mechanics, not accuracy), and its layout."""
-    import json
-
-    from coral_seg_yolo.train import train
-
-    root = tmp_path_factory.mktemp("seg")
-    write_seg_layout(coral_dataset, root / "seg", level="main_family")
-    result = json.loads(
-        train(
-            str(root / "seg" / "data.yaml"),
-            project=str(root / "runs"),
-            epochs=1,
-            imgsz=64,
-            batch=2,
-            workers=0,
-            args={"plots": False},
-        )
-    )
-    return Path(result["best"]), root / "seg" / "data.yaml", result
-
-
 def test_one_epoch_of_training_from_the_layout(tiny_seg_model):
     weights, _, result = tiny_seg_model
     assert weights.is_file() and result["config"]["model"] == "yolo11n-seg.yaml"

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from tiny_models import tiny_sam_file
 
 from DINOv2_mmseg.compat import import_mmseg
 from DINOv2_mmseg.prepare_data import class_index_mask, class_table, write_mmseg_layout
@@ -332,23 +333,6 @@ def test_a_checkpoint_of_another_model_is_refused(trained, family_root):
 
 
 # --- refinement with SAM, predict, Nuclio -----------------------------------------------------
-
-
-def tiny_sam_file(path: Path, extra_head: bool = True) -> Path:
-    """A small SAM built from segment_anything's classes (64 px tokens grid), saved like a CoralSCoP file."""
-    import torch
-
-    from DINOv2_mmseg.refine import build_sam_model
-
-    torch.manual_seed(0)
-    sam = build_sam_model(
-        {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "img_size": 256}
-    )
-    state = sam.state_dict()
-    if extra_head:  # CoralSCoP's coral/non-coral head: keys vanilla SAM does not have
-        state["mask_decoder.cate_head.weight"] = torch.zeros(2, 256)
-    torch.save(state, path)
-    return path
 
 
 def square_probs(size: int = 96) -> tuple[np.ndarray, np.ndarray]:

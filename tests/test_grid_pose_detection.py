@@ -13,7 +13,6 @@ import pytest
 import yaml
 from nuclio_driver import call_handler
 
-from data_engineering.create_fiftyone_dataset import run_pull
 from grid_pose_detection.deploy_as_zip import cvat_spec, deploy_as_zip
 from grid_pose_detection.evaluate import evaluate_samples, warp_error
 from grid_pose_detection.predictor import PosePrediction, PosePredictor, order_keypoints, skeleton_shape
@@ -21,48 +20,7 @@ from grid_pose_detection.prepare_data import write_pose_layout
 from grid_pose_detection.tasks import get_task
 from quadratseg.errors import QuadratsegError, TemplateError
 from quadratseg.keypoints import grid_template_xy, save_template
-from quadratseg.settings import Settings
 from quadratseg.yolo_train import build_model, load_experiment, train_yolo
-
-
-@pytest.fixture(scope="module")
-def pose_datasets(synthetic_set, tmp_path_factory):
-    """FiftyOne datasets of the synthetic corner and grid exports (deleted afterwards)."""
-    import uuid
-
-    import fiftyone as fo
-
-    media = tmp_path_factory.mktemp("media")
-    names = {}
-    for task, folder in (("gridcorners", "corners"), ("gridpose", "grid")):
-        name = f"pose-{folder}-{uuid.uuid4().hex[:6]}"
-        run_pull(
-            name,
-            "xml",
-            str(synthetic_set / "cvat_exports" / folder),
-            dataset_name=name,
-            settings=Settings(media_dir=media),
-        )
-        names[task] = name
-    yield names
-    for name in names.values():
-        if fo.dataset_exists(name):
-            fo.delete_dataset(name)
-
-
-@pytest.fixture(scope="module")
-def tiny_grid_model(pose_datasets, tmp_path_factory):
-    """A gridpose model trained for one epoch at 64 px (mechanics, not accuracy)."""
-    import fiftyone as fo
-
-    root = tmp_path_factory.mktemp("pose")
-    task = get_task("gridpose")
-    write_pose_layout(task, fo.load_dataset(pose_datasets["gridpose"]), root / "layout")
-    config = load_experiment(
-        task.config, {"epochs": 1, "imgsz": 64, "batch": 2, "workers": 0, "plots": False}
-    )
-    run = train_yolo(config, root / "layout" / "data.yaml", root / "runs", "gridpose")
-    return Path(run["best"]), root
 
 
 def test_pose_layout_keeps_invisible_points_and_writes_flip_idx(pose_datasets, tmp_path):

@@ -1,0 +1,145 @@
+"""Real photo-quadrats (../shared/data/real_quadrats: 1024 px, metal frames, ``###`` in the names)
+through every stage and handler with tiny test models: no crash, every photo has an output or a
+recorded reason, names kept as they are.
+
+The tiny models are trained for one epoch on synthetic quadrats, so what they find on real photos
+is not the point; that every photo is accounted for, under its own name, is.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from quadratseg.batch import BatchFailedError
+
+
+@pytest.fixture(scope="module")
+def real_photos(shared_data) -> list[Path]:
+    photos = sorted((shared_data / "real_quadrats" / "coralscop").glob("*.jpg"))
+    assert len(photos) == 7 and all("###" in p.name for p in photos)
+    return photos
+
+
+def run_cli(function, *args, **kwargs) -> tuple[dict, list[dict]]:
+    """A batch CLI's summary and its recorded failures (a batch with failures raises after writing)."""
+    try:
+        summary = json.loads(function(*args, **kwargs))
+    except BatchFailedError as exc:
+        summary = json.loads(exc.summary)
+    out = Path(kwargs.get("out_dir") or args[-1])
+    with (out / "failures.csv").open(encoding="utf-8") as f:
+        failures = list(csv.DictReader(f))
+    return summary, failures
+
+
+def test_corners_grid_and_grid_removal_account_for_every_real_photo(
+    real_photos, tiny_corner_model, tiny_grid_model, tmp_path
+):
+    from grid_inpainting.remove_grid import run_remove_grid
+    from grid_pose_detection.predict import predict
+    from quadratseg.settings import Settings
+
+    folder = real_photos[0].parent
+    names = {p.name for p in real_photos}
+    corners, failures = run_cli(
+        predict, "gridcorners", str(tiny_corner_model[0]), str(folder), str(tmp_path / "c")
+    )
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert {r["image"] for r in report} == names and not failures
+    assert all(r.get("warp") == "ok" or r.get("warp") for r in report)  # warped, or why not
+    warped = sorted((tmp_path / "c" / "warped").rglob("*.jpg"))
+    assert corners["warped"] == len(warped) and {p.name for p in warped} <= names
+    # the grid stage runs on the warped photos, or on the raw ones when no frame was found
+    grid_input = tmp_path / "c" / "warped" if warped else folder
+    grid, failures = run_cli(
+        predict, "gridpose", str(tiny_grid_model[0]), str(grid_input), str(tmp_path / "g")
+    )
+    grid_report = json.loads((tmp_path / "g" / "report.json").read_text())
+    assert {r["image"] for r in grid_report} == {p.name for p in grid_input.glob("*.jpg")}
+    assert all("found" in r for r in grid_report) and grid["images"] == len(grid_report)
+    # grid removal: a photo without a usable grid is recorded with its reason, the others are cleaned
+    with contextlib.suppress(BatchFailedError):  # some photos failed: listed in failures.csv
+        run_remove_grid(
+            str(tmp_path / "clean"),
+            images=str(grid_input),
+            coco=str(tmp_path / "g" / "keypoints_coco.json"),
+            backend="opencv-telea",
+            settings=Settings(),
+        )
+    cleaned = {p.name for p in (tmp_path / "clean").glob("*.jpg")}
+    with (tmp_path / "clean" / "failures.csv").open(encoding="utf-8") as f:
+        recorded = {row["key"]: row["reason"] for row in csv.DictReader(f)}
+    assert cleaned | set(recorded) == {p.name for p in grid_input.glob("*.jpg")}
+    assert all(reason for reason in recorded.values())
+
+
+def test_segmentation_predicts_every_real_photo_under_its_own_name(
+    real_photos, tiny_seg_model, tiny_mmseg_model, tmp_path
+):
+    from coral_seg_yolo.predict import predict as yolo_predict
+    from DINOv2_mmseg.predict import predict as mmseg_predict
+
+    folder = real_photos[0].parent
+    names = {p.name for p in real_photos}
+    summary, failures = run_cli(
+        yolo_predict, str(tiny_seg_model[0]), str(folder), str(tmp_path / "yolo"), conf=0.001, imgsz=64
+    )
+    doc = json.loads((tmp_path / "yolo" / "predictions_coco.json").read_text())
+    assert {i["file_name"] for i in doc["images"]} == names and not failures
+    assert {(i["width"], i["height"]) for i in doc["images"]} == {(1024, 1024)}
+    assert len(list((tmp_path / "yolo" / "overlays").rglob("*.jpg"))) == 7
+    config, checkpoint, _ = tiny_mmseg_model
+    summary, failures = run_cli(
+        mmseg_predict, str(config), str(checkpoint), str(folder), str(tmp_path / "mm")
+    )
+    assert summary["images"] == 7 and not failures
+    rows = list(csv.DictReader((tmp_path / "mm" / "cover.csv").open(encoding="utf-8")))
+    assert {r["image"] for r in rows} == names
+
+
+def test_handlers_answer_a_real_photo(
+    real_photos, tiny_seg_model, tiny_corner_model, tiny_mmseg_model, tmp_path
+):
+    from cvat_oracle import cvat_mask
+    from nuclio_driver import call_handler
+    from tiny_models import tiny_sam_file
+
+    from coral_seg_yolo.deploy_as_zip import deploy_as_zip as seg_zip
+    from DINOv2_mmseg.deploy_as_zip import deploy_as_zip as mmseg_zip
+    from grid_pose_detection.deploy_as_zip import deploy_as_zip as pose_zip
+    from quadratseg.keypoints import corner_template_xy, save_template
+
+    body = json.dumps({"image": base64.b64encode(real_photos[0].read_bytes()).decode(), "threshold": 0.0})
+    template = save_template(corner_template_xy(), tmp_path / "corners.npy")
+    config, checkpoint, _ = tiny_mmseg_model
+    zips = {
+        "coral_seg_yolo": seg_zip("pth-yolo-coralsegv4", str(tiny_seg_model[0]), output=str(tmp_path / "y")),
+        "grid_pose_detection": pose_zip(
+            "pth-yolo-gridcorners", str(tiny_corner_model[0]), str(template), output=str(tmp_path / "p")
+        ),
+        "DINOv2_mmseg": mmseg_zip(
+            "pth-mmseg-coralscopsegformer",
+            str(checkpoint),
+            str(config),
+            str(tiny_sam_file(tmp_path / "sam.pth")),
+            output=str(tmp_path / "m"),
+        ),
+    }
+    for package, zip_path in zips.items():
+        folder = tmp_path / f"unzipped-{package}"
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extractall(folder)
+        (answer,) = call_handler(folder / "nuclio", [body], package)
+        assert answer["status"] == 200 and isinstance(answer["body"], list), (package, answer)
+        for shape in answer["body"]:
+            if shape["type"] == "mask":
+                assert cvat_mask(shape, (1024, 1024)).any(), package
+            else:
+                assert shape["type"] == "skeleton" and len(shape["elements"]) == 4, package
