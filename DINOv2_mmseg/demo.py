@@ -46,6 +46,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     from DINOv2_mmseg.runner import load_config, set_threads
     from DINOv2_mmseg.train import run_training
     from quadratseg.cover import cover_from_class_map
+    from quadratseg.images import read_image_rgb
     from quadratseg.visualize import draw_polygons
 
     start = time.perf_counter()
@@ -75,7 +76,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     # percent cover per class: predicted semantic map vs the annotated masks, on the test images
     cover_errors = []
     for image_path, mask_path in eval_pairs:
-        rgb = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
+        rgb = read_image_rgb(str(image_path))
         predicted = cover_from_class_map(pipeline.segmenter.predict_classes(rgb), pipeline.classes)
         true = cover_from_class_map(cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED), pipeline.classes)
         cover_errors.extend(abs(predicted[name] - true[name]) for name in true)
@@ -108,13 +109,13 @@ def stage(ctx: Any) -> dict[str, Any]:
     colors = {n: "#{:02x}{:02x}{:02x}".format(*palette[k]) for k, n in enumerate(pipeline.classes)}
     colonies = 0
     for i, (image_path, _) in enumerate(split_pairs(data_root, "test")[:2]):
-        rgb = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
+        rgb = read_image_rgb(str(image_path))
         classes_map, instances = pipeline(rgb)
         colonies += len(instances)
         ctx.report.add_image(
             section, f"mmseg_semantic_{i}", semantic_overlay(rgb, classes_map, palette), "semantic classes"
         )
-        overlay = draw_polygons(rgb, [(inst.label, inst.polygon_xy) for inst in instances], colors)
+        overlay = draw_polygons(rgb, [(inst.label, inst.rings) for inst in instances], colors)
         ctx.report.add_image(section, f"mmseg_instances_{i}", overlay, f"colonies ({pipeline.refinement})")
     matrix = cv2.cvtColor(cv2.imread(metrics["confusion_matrix_png"]), cv2.COLOR_BGR2RGB)
     ctx.report.add_image(section, "mmseg_confusion", matrix, f"confusion matrix ({EVAL_SPLIT})")

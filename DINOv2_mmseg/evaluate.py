@@ -18,6 +18,7 @@ import numpy as np
 
 from DINOv2_mmseg.metrics import confusion_matrix, format_table, metrics_from_confusion, save_confusion_png
 from quadratseg.errors import QuadratsegError
+from quadratseg.images import read_image_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,11 @@ def evaluate_segmenter(
     n = len(segmenter.classes)
     cm = np.zeros((n, n), dtype=np.int64)
     for image_path, mask_path in pairs:
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        gt = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
-        if image is None or gt is None:
-            raise QuadratsegError(f"cannot read {image_path} or {mask_path}")
-        pred = segmenter.predict_classes(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        image = read_image_rgb(image_path)
+        gt = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)  # a class-index PNG, not a photo
+        if gt is None:
+            raise QuadratsegError(f"cannot read the class map {mask_path}")
+        pred = segmenter.predict_classes(image)
         cm += confusion_matrix(pred, gt, n)
     metrics = metrics_from_confusion(cm, segmenter.classes)
     metrics["images"] = len(pairs)

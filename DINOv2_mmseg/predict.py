@@ -120,7 +120,7 @@ def predict(
         sem = semantic_overlay(rgb, classes_map, palette)
         inst = draw_polygons(
             rgb,
-            [(i.label + ("?" if i.extra.get("unsure") else ""), i.polygon_xy) for i in instances],
+            [(i.label + ("?" if i.extra.get("unsure") else ""), i.rings) for i in instances],
             colors,
         )
         for sub, ext, array in (

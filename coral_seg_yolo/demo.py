@@ -13,6 +13,7 @@ import cv2
 from coral_seg_yolo.evaluate import ultralytics_validation
 from coral_seg_yolo.predictor import SegPredictor
 from coral_seg_yolo.prepare_data import write_seg_layout
+from quadratseg.images import read_image_rgb
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import draw_polygons
 from quadratseg.yolo_train import load_experiment, train_yolo
@@ -84,9 +85,9 @@ def stage(ctx: Any) -> dict[str, Any]:
     taxonomy = load_taxonomy()
     colors = {name: taxonomy.color(name) for name in predictor.names.values()}
     for i, sample in enumerate(samples.match_tags("test").limit(2)):
-        image = cv2.cvtColor(cv2.imread(sample.filepath), cv2.COLOR_BGR2RGB)
+        image = read_image_rgb(sample.filepath)
         instances = predictor.predict(image)
-        overlay = draw_polygons(image, [(inst.label, inst.polygon_xy) for inst in instances], colors)
+        overlay = draw_polygons(image, [(inst.label, inst.rings) for inst in instances], colors)
         ctx.report.add_image(
             section, f"coralseg_{i}", overlay, f"predicted colonies on {sample.cvat_image_name}"
         )

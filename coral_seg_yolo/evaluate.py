@@ -23,11 +23,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cv2
-
 from coral_seg_yolo.predictor import SegPredictor
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
+from quadratseg.images import read_image_rgb
 from quadratseg.taxonomy import LEVELS, Taxonomy, load_taxonomy
 
 EVAL_CONF = 0.001  # ultralytics' validator's threshold: mAP needs the low-confidence tail
@@ -163,12 +162,12 @@ def fiftyone_evaluation(
     if pred_field in dataset.get_field_schema():  # with overwrite: the field is replaced, whatever it held
         dataset.delete_sample_field(pred_field)
     for sample in samples:
-        image = cv2.cvtColor(cv2.imread(sample.filepath), cv2.COLOR_BGR2RGB)
+        image = read_image_rgb(sample.filepath)
         h, w = image.shape[:2]
         polylines = [
             fo.Polyline(
                 label=i.label,
-                points=[[tuple(p) for p in (i.polygon_xy / [w, h]).tolist()]],
+                points=[[tuple(p) for p in (ring / [w, h]).tolist()] for ring in i.rings],
                 closed=True,
                 filled=True,
                 confidence=i.score,

@@ -64,7 +64,7 @@ def predict(
     def one(item: BatchItem) -> None:
         rgb = read_image_rgb(item.path)
         instances = predictor.predict(rgb, method, tile, overlap)
-        overlay = draw_polygons(rgb, [(i.label, i.polygon_xy) for i in instances], colors)
+        overlay = draw_polygons(rgb, [(i.label, i.rings) for i in instances], colors)
         target = tmp / "overlays" / output_name(item.key, ".jpg")
         target.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(target), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):

@@ -21,16 +21,14 @@ import numpy as np
 from grid_inpainting.inpaint import remove_grid, select_backend
 from grid_inpainting.masks import grid_mask
 from grid_inpainting.metrics import psnr, ssim
-from quadratseg.errors import QuadratsegError
+from quadratseg.images import read_image_rgb
 from quadratseg.synth import load_truth
 from quadratseg.synth.dataset import export_image_path
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path))
-    if image is None:
-        raise QuadratsegError(f"cannot read {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """uint8 RGB (H, W, 3), upright (the core's reader: EXIF orientation applied)."""
+    return read_image_rgb(path)
 
 
 def load_pairs(synthetic_dir: Path, limit: int = 0) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:

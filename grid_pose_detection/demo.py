@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
-
 from grid_pose_detection.evaluate import evaluate_samples
 from grid_pose_detection.predictor import PosePredictor
 from grid_pose_detection.prepare_data import write_pose_layout
 from grid_pose_detection.tasks import get_task
+from quadratseg.images import read_image_rgb
 from quadratseg.keypoints import grid_neighbour_pairs
 from quadratseg.visualize import draw_keypoints
 from quadratseg.yolo_train import load_experiment, train_yolo
@@ -116,7 +115,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         )
     )
     sample = fo.load_dataset(DATASETS["gridcorners"]).match_tags("test").first()
-    raw = cv2.cvtColor(cv2.imread(sample.filepath), cv2.COLOR_BGR2RGB)
+    raw = read_image_rgb(sample.filepath)
     (pred,) = corner_model.predict([raw])
     edges = [(0, 1), (1, 2), (2, 3), (3, 0)]
     overlay = draw_keypoints(
@@ -134,11 +133,11 @@ def stage(ctx: Any) -> dict[str, Any]:
     grid_samples = fo.load_dataset(DATASETS["gridpose"])
     predicted = {}
     for s in grid_samples:
-        image = cv2.cvtColor(cv2.imread(s.filepath), cv2.COLOR_BGR2RGB)
+        image = read_image_rgb(s.filepath)
         predicted[s.cvat_image_name] = grid_model.predict([image])[0].keypoints_xy
     ctx.shared["grid_keypoints"] = predicted
     gsample = grid_samples.match_tags("test").first()
-    gimage = cv2.cvtColor(cv2.imread(gsample.filepath), cv2.COLOR_BGR2RGB)
+    gimage = read_image_rgb(gsample.filepath)
     gkp = predicted[gsample.cvat_image_name]
     found = int((gkp == gkp).all(axis=1).sum())
     grid_edges = [tuple(p) for p in grid_neighbour_pairs()]

@@ -28,6 +28,7 @@ from grid_pose_detection.predictor import PosePredictor
 from grid_pose_detection.tasks import get_task
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import keypoints_to_pixels
+from quadratseg.images import read_image_rgb
 from quadratseg.warp import quadrat_homography, transform_points
 
 
@@ -102,7 +103,7 @@ def evaluate_samples(predictor: PosePredictor, samples: Any, warp_size: int = 10
         value = sample[task.field]
         if value is None or not value.keypoints:
             continue
-        image = cv2.cvtColor(cv2.imread(sample.filepath), cv2.COLOR_BGR2RGB)
+        image = read_image_rgb(sample.filepath)
         truth, visible = keypoints_to_pixels(value.keypoints[0], (image.shape[1], image.shape[0]))
         (pred,) = predictor.predict([image])
         images += 1

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from quadratseg.cover import percent_cover
@@ -69,11 +68,10 @@ class DemoContext:
     shared: dict[str, Any] = field(default_factory=dict)  # results later stages use (e.g. predicted grids)
 
     def read_rgb(self, path: Path) -> np.ndarray:
-        """Read an image file as uint8 RGB (H, W, 3)."""
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"cannot read image {path}")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        """Read an image file as uint8 RGB (H, W, 3), upright (the core's reader)."""
+        from quadratseg.images import read_image_rgb
+
+        return read_image_rgb(path)
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:

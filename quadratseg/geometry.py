@@ -242,27 +242,6 @@ def mask_to_cvat_rle(mask: np.ndarray, xyxy: Sequence[float] | None = None) -> l
     return [*runs, x1, y1, x2 - 1, y2 - 1]
 
 
-def polygon_to_cvat_rle(polygon_xy: np.ndarray, frame_size: tuple[int, int]) -> list[int] | None:
-    """CVAT mask ``points`` of a ring (N, 2) px, rasterized inside its own box only (fast for many
-    small instances on large images); None when the ring covers no pixel centre of the frame.
-
-    Equal to ``mask_to_cvat_rle(polygon_to_mask(polygon_xy, frame_size))``.
-    """
-    p = as_polygon_xy(polygon_xy)
-    width, height = frame_size
-    x0 = min(max(int(np.floor(p[:, 0].min())), 0), width)
-    y0 = min(max(int(np.floor(p[:, 1].min())), 0), height)
-    x1 = min(max(int(np.ceil(p[:, 0].max())), 0), width)
-    y1 = min(max(int(np.ceil(p[:, 1].max())), 0), height)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    local = polygons_to_mask([p - [x0, y0]], (x1 - x0, y1 - y0))
-    if not local.any():
-        return None
-    *runs, left, top, right, bottom = mask_to_cvat_rle(local)
-    return [*runs, left + x0, top + y0, right + x0, bottom + y0]
-
-
 def cvat_rle_to_mask(points: Sequence[float], frame_size: tuple[int, int]) -> np.ndarray:
     """Decode CVAT mask ``points`` (runs + inclusive box) into a bool mask (H, W).
 

@@ -134,6 +134,12 @@ class Instance:
         ]
 
     @property
+    def rings(self) -> list[np.ndarray]:
+        """Every ring (N, 2) of the colony, image frame: each part's exterior, then its holes
+        (read them with the even-odd rule, as FiftyOne polylines and :func:`draw_polygons` do)."""
+        return [ring for part in self.polygons for ring in (part.exterior, *part.holes)]
+
+    @property
     def polygon_xy(self) -> np.ndarray:
         """Outline (N, 2) of the largest part: what a single CVAT polygon can carry."""
         polygons = self.polygons

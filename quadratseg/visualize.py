@@ -5,7 +5,7 @@ All functions take and return uint8 RGB images (H, W, 3) and never modify their 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -61,28 +61,34 @@ def draw_keypoints(
 
 def draw_polygons(
     image: np.ndarray,
-    polygons: Iterable[tuple[str, np.ndarray]],
+    polygons: Iterable[tuple[str, np.ndarray | Sequence[np.ndarray]]],
     colors: dict[str, str] | None = None,
     alpha: float = 0.45,
     with_labels: bool = True,
 ) -> np.ndarray:
-    """Fill (label, ring (N, 2) px) polygons with their label colour, outline and name them."""
+    """Fill (label, colony) pairs with their label colour, outline and name them; a colony is a
+    ring (N, 2) px or a list of rings (parts and holes, even-odd: holes stay unfilled)."""
     out = image.copy()
     fill = image.copy()
-    items = list(polygons)
+    items = [
+        (label, [ring] if isinstance(ring, np.ndarray) and ring.ndim == 2 else list(ring))
+        for label, ring in polygons
+    ]
     colors = colors or {}
-    for label, ring in items:
+    for label, rings in items:
         color = hex_to_rgb(colors.get(label, "#ff00ff"))
-        pts = [np.round(np.asarray(ring)).astype(np.int32)]
-        cv2.fillPoly(fill, pts, color, cv2.LINE_AA)
+        pts = [np.round(np.asarray(r)).astype(np.int32) for r in rings]
+        cv2.fillPoly(fill, pts, color, cv2.LINE_AA)  # one call over all rings: even-odd
     out = cv2.addWeighted(fill, alpha, out, 1 - alpha, 0)
     scale = max(0.35, image.shape[1] / 2000)
-    for label, ring in items:
+    for label, rings in items:
+        if not rings:
+            continue
         color = hex_to_rgb(colors.get(label, "#ff00ff"))
-        pts = np.round(np.asarray(ring)).astype(np.int32)
-        cv2.polylines(out, [pts], True, color, max(1, image.shape[1] // 600), cv2.LINE_AA)
+        pts = [np.round(np.asarray(r)).astype(np.int32) for r in rings]
+        cv2.polylines(out, pts, True, color, max(1, image.shape[1] // 600), cv2.LINE_AA)
         if with_labels:
-            x, y = pts.min(axis=0)
+            x, y = pts[0].min(axis=0)
             cv2.putText(
                 out,
                 label,

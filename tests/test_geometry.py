@@ -10,7 +10,6 @@ from quadratseg.geometry import (
     mask_to_polygons,
     mask_to_xyxy,
     polygon_area,
-    polygon_to_cvat_rle,
     polygon_to_mask,
     polygon_to_xyxy,
     polygons_to_mask,
@@ -150,14 +149,17 @@ def test_repair_bow_tie_and_degenerate():
         repair_polygon(np.zeros((3, 3)))
 
 
-def test_polygon_rle_in_its_box_equals_the_full_frame_encoding():
+def test_an_instance_rasterized_in_its_box_equals_the_full_frame_raster():
+    from quadratseg.instances import Instance
+
     rng = np.random.default_rng(4)
     for _ in range(50):
         centre = rng.uniform(-10, 70, 2)
         angles = np.sort(rng.uniform(0, 2 * np.pi, 7))
         ring = centre + np.stack([np.cos(angles), np.sin(angles)], 1) * rng.uniform(2, 25, (7, 1))
         full = polygon_to_mask(ring, (64, 48))
-        fast = polygon_to_cvat_rle(ring, (64, 48))
-        assert (fast is None) == (not full.any())
-        if fast is not None:
-            assert fast == encode_mask(full)
+        inst = Instance.from_polygons("Porites", 0.5, [ring], (64, 48))
+        assert (inst is None) == (not full.any())
+        if inst is not None:
+            assert np.array_equal(inst.full_mask((64, 48)), full)
+            assert mask_to_cvat_rle(inst.full_mask((64, 48))) == encode_mask(full)
