@@ -33,9 +33,10 @@ EVAL_CONF = 0.001  # ultralytics' validator's threshold: mAP needs the low-confi
 
 
 def ultralytics_validation(
-    weights: str, data: str, split: str, imgsz: int | None, out_dir: Path
+    weights: str, data: str, split: str, imgsz: int | None, out_dir: Path, device: str = "auto"
 ) -> dict[str, Any]:
-    """Run ultralytics' validator; metrics per class and the paths of its plots."""
+    """Run ultralytics' validator (on ``device``, ``auto``: its own choice); metrics per class and
+    the paths of its plots."""
     from quadratseg.yolo_train import build_model
 
     model = build_model(weights)
@@ -50,6 +51,8 @@ def ultralytics_validation(
     }
     if imgsz:
         args["imgsz"] = imgsz
+    if device != "auto":
+        args["device"] = device
     metrics = model.val(**args)
     seg, box = metrics.seg, metrics.box
     f1 = 2 * seg.mp * seg.mr / (seg.mp + seg.mr) if (seg.mp + seg.mr) > 0 else 0.0
@@ -194,7 +197,7 @@ def evaluate(
     split: str = "val",
     dataset: str | None = None,
     imgsz: int | None = None,
-    out_dir: str = "outputs/coralseg_eval",
+    out_dir: str | None = None,
     level: str | None = None,
     pred_field: str = "yolo_predictions",
     eval_key: str = "eval_yolo",
@@ -209,7 +212,7 @@ def evaluate(
         split: val or test.
         dataset: FiftyOne dataset whose samples tagged --split receive the predictions.
         imgsz: inference size (default: the training size).
-        out_dir: where the plots and evaluation.json go.
+        out_dir: where the plots and evaluation.json go (default: QUADRATSEG_OUTPUTS_DIR/coralseg_eval).
         level: taxonomy level of the model's classes (default: inferred from its class names).
         pred_field: FiftyOne field that receives the predictions (with --dataset).
         eval_key: FiftyOne evaluation key (with --dataset).
@@ -219,17 +222,17 @@ def evaluate(
     Returns:
         The metrics as JSON.
     """
-    from quadratseg.cli import weights_path
+    from quadratseg.cli import device, output_path, weights_path
 
     weights = weights_path(weights)  # names and lists arrive as typed: quadratseg.cli.run keeps text
-    out = Path(out_dir)
+    out = output_path(out_dir, "coralseg_eval")
     out.mkdir(parents=True, exist_ok=True)
     if dataset:  # every refusal before the (long) validation
         import fiftyone as fo
 
         if not fo.dataset_exists(dataset):
             raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}")
-        predictor = SegPredictor(weights, imgsz)
+        predictor = SegPredictor(weights, imgsz, device=device())
         if level is None:
             level = model_level(predictor.names)
         else:
@@ -237,7 +240,7 @@ def evaluate(
         samples = fo.load_dataset(dataset).match_tags(split)
         gt_field = truth_field(samples, level)
         check_output_field(samples, pred_field, eval_key, gt_field, overwrite)
-    result = ultralytics_validation(weights, data, split, imgsz, out)
+    result = ultralytics_validation(weights, data, split, imgsz, out, device())
     if dataset:
         result["level"] = level
         result.update(

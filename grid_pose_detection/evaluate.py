@@ -139,14 +139,18 @@ def evaluate_samples(predictor: PosePredictor, samples: Any, warp_size: int = 10
     return result
 
 
-def ultralytics_metrics(weights: str, data: str, split: str, imgsz: int | None = None) -> dict[str, float]:
-    """Pose mAP from ultralytics' own validator on the prepared split."""
+def ultralytics_metrics(
+    weights: str, data: str, split: str, imgsz: int | None = None, device: str = "auto"
+) -> dict[str, float]:
+    """Pose mAP from ultralytics' own validator on the prepared split (``device`` auto: its choice)."""
     from quadratseg.yolo_train import build_model
 
     model = build_model(weights)
     args = {"data": data, "split": split, "plots": False, "verbose": False}
     if imgsz:
         args["imgsz"] = imgsz
+    if device != "auto":
+        args["device"] = device
     metrics = model.val(**args)
     return {
         "pose_map50": round(float(metrics.pose.map50), 4),
@@ -182,17 +186,17 @@ def evaluate(
     """
     import fiftyone as fo
 
-    from quadratseg.cli import weights_path
+    from quadratseg.cli import device, weights_path
 
     weights = weights_path(weights)  # names and lists arrive as typed: quadratseg.cli.run keeps text
     spec = get_task(task)
     if not fo.dataset_exists(dataset):
         raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}")
     view = fo.load_dataset(dataset).match_tags(split)
-    predictor = PosePredictor(weights, spec, kpt_conf=kpt_conf, imgsz=imgsz)
+    predictor = PosePredictor(weights, spec, kpt_conf=kpt_conf, imgsz=imgsz, device=device())
     result = evaluate_samples(predictor, view, warp_size)
     if data:
-        result.update(ultralytics_metrics(weights, data, split, imgsz))
+        result.update(ultralytics_metrics(weights, data, split, imgsz, device()))
     return json.dumps(result, indent=2)
 
 

@@ -56,7 +56,9 @@ def _open(source: Any, what: str):
         raise ImageReadError(f"cannot read image {what}: the file does not exist") from None
     except IsADirectoryError:
         raise ImageReadError(f"cannot read image {what}: it is a folder") from None
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):
+        # ImportError: once ultralytics is imported, its patched Image.open answers an unidentified
+        # file by importing an optional HEIF plugin, which is not installed
         raise ImageReadError(
             f"cannot read image {what}: not a readable image file (not an image, or an unsupported format)"
         ) from None

@@ -488,8 +488,6 @@ def test_nuclio_zip_and_handler(trained, family_root, tmp_path, shared_data):
     from nuclio_driver import call_handler
 
     from DINOv2_mmseg.deploy_as_zip import deploy_as_zip
-    from quadratseg.geometry import cvat_rle_to_mask
-
     work, _, _ = trained
     sam = tiny_sam_file(tmp_path / "sam.pth")
     config = work / "dinov2_tiny_segformer_cpu.py"
@@ -545,11 +543,23 @@ def test_nuclio_zip_and_handler(trained, family_root, tmp_path, shared_data):
     )
     assert ok["status"] == 200 and no_image["status"] == 400 and bad["status"] == 400
     assert "image" in no_image["body"]["error"]
-    h, w = cv2.imread(str(image_path)).shape[:2]
-    for shape in ok["body"]:
-        assert (
-            shape["type"] == "mask"
-            and shape["confidence"].isnumeric()
-            and shape["label"] in load_taxonomy().classes("main_family")
-        )
-        assert cvat_rle_to_mask(shape["mask"], (w, h)).any() and len(shape["points"]) >= 6
+    # CVAT's reading of the answer equals the colonies the same pipeline finds in process
+    from cvat_oracle import cvat_mask
+
+    from DINOv2_mmseg.pipeline import CoralPipeline
+    from DINOv2_mmseg.refine import RefineConfig
+    from quadratseg.images import read_image_rgb
+
+    rgb = read_image_rgb(image_path)
+    frame = (rgb.shape[1], rgb.shape[0])
+    _, expected = CoralPipeline(
+        nuclio_dir / "best_segformer_config.py",
+        nuclio_dir / "best_segformer.pth",
+        nuclio_dir / "vit_b_coralscop.pth",
+        RefineConfig(0.0, 0.5),
+    )(rgb)
+    assert len(ok["body"]) == len(expected) > 0
+    for shape, inst in zip(ok["body"], expected, strict=True):
+        assert shape["type"] == "mask" and shape["confidence"].isnumeric() and shape["label"] == inst.label
+        assert shape["label"] in load_taxonomy().classes("main_family")
+        assert np.array_equal(cvat_mask(shape, frame), inst.full_mask(frame)) and len(shape["points"]) >= 6

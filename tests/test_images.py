@@ -267,3 +267,16 @@ def test_handler_sees_the_upright_image(tmp_path):
         assert answer["status"] == 200, answer
         assert (answer["body"]["width"], answer["body"]["height"]) == (WIDTH, HEIGHT)
         assert close_to_upright(decode_image_b64(answer["body"]["image"]))
+
+
+def test_a_corrupt_file_is_a_clear_error_even_after_ultralytics_patched_pil(tmp_path):
+    """ultralytics replaces PIL's Image.open with one that imports a HEIF plugin for files PIL cannot
+    identify; the reader still says which file and why, in every process that imported ultralytics."""
+    import ultralytics  # noqa: F401  (the import installs the patch)
+
+    from quadratseg.images import ImageReadError, read_image_rgb
+
+    bad = tmp_path / "corrupt###name.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(ImageReadError, match=r"corrupt###name\.jpg: not a readable image file"):
+        read_image_rgb(bad)
