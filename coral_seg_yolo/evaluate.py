@@ -170,7 +170,7 @@ def fiftyone_evaluation(
         polylines = [
             fo.Polyline(
                 label=i.label,
-                points=[[tuple(p) for p in (ring / [w, h]).tolist()] for ring in i.rings],
+                points=[[tuple(p) for p in (ring / [w, h]).tolist()] for ring in i.outline_rings()],
                 closed=True,
                 filled=True,
                 confidence=i.score,

@@ -139,6 +139,12 @@ class Instance:
         (read them with the even-odd rule, as FiftyOne polylines and :func:`draw_polygons` do)."""
         return [ring for part in self.polygons for ring in (part.exterior, *part.holes)]
 
+    def outline_rings(self, tolerance: float = 1.0) -> list[np.ndarray]:
+        """:attr:`rings` simplified (Douglas-Peucker, ``tolerance`` px): what a polygon editor or
+        a polygon evaluation wants (a traced pixel outline has a vertex at every step). Rings that
+        collapse under 3 points are left out."""
+        return [simple for simple in (simplify_ring(r, tolerance) for r in self.rings) if len(simple) >= 3]
+
     @property
     def polygon_xy(self) -> np.ndarray:
         """Outline (N, 2) of the largest part: what a single CVAT polygon can carry."""
@@ -175,6 +181,16 @@ class Instance:
         )
 
 
+POINTS_TOLERANCE_PX = 1.0  # outline simplification for CVAT polygons (CVAT's own functions use 2.5)
+
+
+def simplify_ring(ring_xy: np.ndarray, tolerance: float) -> np.ndarray:
+    """A ring (N, 2) simplified with Douglas-Peucker (``tolerance`` px); may come back under 3 points."""
+    import cv2
+
+    return cv2.approxPolyDP(ring_xy.astype(np.float32), tolerance, True)[:, 0, :].astype(np.float64)
+
+
 def cvat_detector_mask(inst: Instance) -> list[int]:
     """CVAT's detector ``mask`` for one colony: the flat row-major 0/1 bitmap of its box, then the
     box ``xtl, ytl, xbr, ybr`` (inclusive), as CVAT's serverless ``to_cvat_mask`` writes it."""
@@ -186,7 +202,7 @@ def cvat_shapes(
     instances: list[Instance], frame_size: tuple[int, int], threshold: float = 0.0
 ) -> list[dict[str, Any]]:
     """CVAT detector answer: one ``mask`` shape per colony, with ``points`` (the outline of its
-    largest part) for ``conv_mask_to_poly``.
+    largest part, simplified by :data:`POINTS_TOLERANCE_PX`) for ``conv_mask_to_poly``.
 
     Instances below ``threshold`` (0..1) and those with no pixel inside the
     ``frame_size=(width, height)`` image are left out.
@@ -202,12 +218,14 @@ def cvat_shapes(
             if inst is None:
                 continue
         confidence = str(round(100 * inst.score))
+        outline = simplify_ring(inst.polygon_xy, POINTS_TOLERANCE_PX)
+        outline = outline if len(outline) >= 3 else inst.polygon_xy
         shapes.append(
             {
                 "label": inst.label,
                 "type": "mask",
                 "mask": cvat_detector_mask(inst),
-                "points": [round(float(v), 2) for v in inst.polygon_xy.ravel()],
+                "points": [round(float(v), 2) for v in outline.ravel()],
                 "confidence": confidence,
                 "attributes": [{"name": "confidence", "value": confidence}],
             }

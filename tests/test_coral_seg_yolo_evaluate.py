@@ -13,6 +13,9 @@ from quadratseg.errors import QuadratsegError
 from quadratseg.taxonomy import LEVELS, load_taxonomy
 
 IMGSZ = 256  # the synthetic images' size
+# FiftyOne's polygon evaluation of hundreds of low-confidence colonies per image takes minutes on 2
+# cores; the tests about levels and fields score the confident ones (the default is tested on its own)
+FAST_CONF = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +81,7 @@ def test_a_family_model_is_scored_against_the_family_truth(family_model, clone, 
             dataset=clone.name,
             imgsz=IMGSZ,
             out_dir=str(tmp_path / "e"),
+            conf=FAST_CONF,
         )
     )
     # scored against the genera (the old behaviour), family labels never match: mAP 0
@@ -125,7 +129,13 @@ def test_the_prediction_field_is_the_users_and_is_not_overwritten(family_model, 
     mine["predictions"] = fo.Classification(label="my own")
     mine.save()
     evaluate(
-        str(weights), str(data), split="val", dataset=clone.name, imgsz=IMGSZ, out_dir=str(tmp_path / "a")
+        str(weights),
+        str(data),
+        split="val",
+        dataset=clone.name,
+        imgsz=IMGSZ,
+        out_dir=str(tmp_path / "a"),
+        conf=FAST_CONF,
     )
     assert clone[mine.id]["predictions"].label == "my own"  # the default field is not `predictions`
 
@@ -162,6 +172,7 @@ def test_the_prediction_field_is_the_users_and_is_not_overwritten(family_model, 
             pred_field="predictions",
             eval_key="other",
             overwrite=True,
+            conf=FAST_CONF,
         )
     )
     assert result["pred_field"] == "predictions" and isinstance(clone[mine.id]["predictions"], fo.Polylines)
