@@ -243,7 +243,7 @@ class SegPredictor:
         if method not in METHODS:
             raise QuadratsegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
         conf = self.conf if conf is None else conf
-        bgr = np.ascontiguousarray(image_rgb[..., ::-1])
+        bgr = cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)  # ultralytics takes BGR
         h, w = bgr.shape[:2]
         if method == "direct":
             return self._predict_arrays([bgr], conf)[0]

@@ -99,7 +99,49 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
     Raises:
         ImageReadError: the file is missing, not an image or corrupt (the message says which file and why).
     """
-    return _to_rgb(_open(Path(path), str(path)), str(path))
+    path = Path(path)
+    if path.suffix.lower() in (".jpg", ".jpeg") and path.is_file():
+        fast = _decode_jpeg(path.read_bytes())
+        if fast is not None:
+            return fast
+    return _to_rgb(_open(path, str(path)), str(path))
+
+
+# EXIF orientation -> the numpy operation that turns the stored pixels upright (PIL's exif_transpose:
+# 2 FLIP_LEFT_RIGHT, 3 ROTATE_180, 4 FLIP_TOP_BOTTOM, 5 TRANSPOSE, 6 ROTATE_270, 7 TRANSVERSE, 8 ROTATE_90)
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray | None:
+    """A complete JPEG -> uint8 RGB upright, with OpenCV's decoder (libjpeg-turbo, about 3 times
+    faster than PIL's path here) and the orientation read from the EXIF header; None for anything
+    else (not a JPEG, no end marker, a decoder failure), which the PIL path then reads or refuses
+    with its clear errors. Both paths give the same pixels (tests/test_images.py)."""
+    import cv2
+
+    if not (data[:3] == b"\xff\xd8\xff" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"):
+        return None
+    try:
+        header = _open(data, "data")
+    except ImageReadError:
+        return None
+    try:
+        orientation = _orientation(header)
+    finally:
+        header.close()
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None:
+        return None
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(_UPRIGHT[orientation](rgb)) if orientation != 1 else rgb
 
 
 def decode_image_rgb(data: bytes, what: str = "data") -> np.ndarray:
@@ -108,6 +150,9 @@ def decode_image_rgb(data: bytes, what: str = "data") -> np.ndarray:
     Raises:
         ImageReadError: the bytes are not a readable image (``what`` names them in the message).
     """
+    fast = _decode_jpeg(bytes(data))
+    if fast is not None:
+        return fast
     return _to_rgb(_open(data, what), what)
 
 

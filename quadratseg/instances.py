@@ -191,18 +191,34 @@ def simplify_ring(ring_xy: np.ndarray, tolerance: float) -> np.ndarray:
     return cv2.approxPolyDP(ring_xy.astype(np.float32), tolerance, True)[:, 0, :].astype(np.float64)
 
 
-def cvat_detector_mask(inst: Instance) -> list[int]:
+def cvat_detector_mask(inst: Instance) -> np.ndarray:
     """CVAT's detector ``mask`` for one colony: the flat row-major 0/1 bitmap of its box, then the
-    box ``xtl, ytl, xbr, ybr`` (inclusive), as CVAT's serverless ``to_cvat_mask`` writes it."""
+    box ``xtl, ytl, xbr, ybr`` (inclusive), as CVAT's serverless ``to_cvat_mask`` writes it; a 1-D
+    integer array (a JSON list once written by :func:`quadratseg.nuclio.dumps`)."""
     x0, y0, x1, y1 = inst.xyxy
-    return [*inst.box_mask.ravel().astype(np.uint8).tolist(), x0, y0, x1 - 1, y1 - 1]
+    return np.concatenate([inst.box_mask.ravel().astype(np.int64), [x0, y0, x1 - 1, y1 - 1]])
+
+
+def outline_xy(inst: Instance, tolerance: float = POINTS_TOLERANCE_PX) -> np.ndarray:
+    """The outer outline (N, 2) px of a colony's largest part through pixel centres, simplified by
+    ``tolerance`` px: what CVAT keeps with ``conv_mask_to_poly`` (a CVAT polygon has one ring).
+    Traced directly on the box mask (cheap), unlike the exact :attr:`Instance.polygons`."""
+    import cv2
+
+    contours, _ = cv2.findContours(inst.box_mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    largest = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
+    simple = cv2.approxPolyDP(largest, tolerance, True) if len(largest) > 3 else largest
+    if len(simple) < 3:  # a line or a point: its box corners, so CVAT still gets a polygon
+        return inst.polygon_xy
+    return simple[:, 0, :].astype(np.float64) + np.array(inst.origin_xy) + 0.5
 
 
 def cvat_shapes(
     instances: list[Instance], frame_size: tuple[int, int], threshold: float = 0.0
 ) -> list[dict[str, Any]]:
-    """CVAT detector answer: one ``mask`` shape per colony, with ``points`` (the outline of its
-    largest part, simplified by :data:`POINTS_TOLERANCE_PX`) for ``conv_mask_to_poly``.
+    """CVAT detector answer: one ``mask`` shape per colony (:func:`cvat_detector_mask`), with
+    ``points`` (:func:`outline_xy` of its largest part) for ``conv_mask_to_poly``. Serialize it with
+    :func:`quadratseg.nuclio.dumps` (the masks are numpy arrays).
 
     Instances below ``threshold`` (0..1) and those with no pixel inside the
     ``frame_size=(width, height)`` image are left out.
@@ -218,8 +234,7 @@ def cvat_shapes(
             if inst is None:
                 continue
         confidence = str(round(100 * inst.score))
-        outline = simplify_ring(inst.polygon_xy, POINTS_TOLERANCE_PX)
-        outline = outline if len(outline) >= 3 else inst.polygon_xy
+        outline = outline_xy(inst)
         shapes.append(
             {
                 "label": inst.label,

@@ -304,8 +304,64 @@ def parse_image_request(body: Any, default_threshold: float) -> tuple[dict[str, 
     return data, decode_image_b64(data["image"]), threshold
 
 
+def _int_array_json(values: np.ndarray) -> str:
+    """A 1-D integer array as the JSON text ``json.dumps(values.tolist())`` gives, written fast: a
+    detector's flat mask bitmap is millions of 0/1 digits, which the json module encodes one by one."""
+    a = np.asarray(values).ravel().astype(np.int64, copy=False)
+    digit = (a >= 0) & (a <= 9)
+    n_digits = len(a) if digit.all() else int(np.argmin(digit))  # leading single-digit run
+    parts = []
+    if n_digits:
+        text = np.empty(3 * n_digits - 2, dtype=np.uint8)
+        text[0::3] = a[:n_digits] + ord("0")
+        text[1::3] = ord(",")
+        text[2::3] = ord(" ")
+        parts.append(text.tobytes().decode("ascii"))
+    if n_digits < len(a):
+        parts.append(", ".join(map(str, a[n_digits:].tolist())))
+    return "[" + ", ".join(parts) + "]"
+
+
+def dumps(payload: Any) -> str:
+    """``json.dumps`` that also takes integer numpy arrays (written as lists, fast) and numpy scalars.
+
+    The text equals ``json.dumps`` of the same payload with every array turned into a list.
+
+    Example:
+        >>> dumps([{"mask": np.array([0, 1, 1, 0, 12, 3]), "n": np.int64(2)}])
+        '[{"mask": [0, 1, 1, 0, 12, 3], "n": 2}]'
+    """
+    import secrets
+
+    arrays: list[np.ndarray] = []
+    marker = f"array-{secrets.token_hex(6)}-"  # a placeholder no payload string can hold by chance
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.ndarray) and obj.dtype.kind in "iub":
+            arrays.append(obj)
+            return f"\x00{marker}{len(arrays) - 1}\x00"
+        if isinstance(obj, np.integer):
+            return int(obj)
+        if isinstance(obj, np.floating):
+            return float(obj)
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+    text = json.dumps(payload, default=default)
+    if not arrays:
+        return text
+    pieces = text.split(f'"\\u0000{marker}')
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        index, rest = piece.split('\\u0000"', 1)
+        out.append(_int_array_json(arrays[int(index)]))
+        out.append(rest)
+    return "".join(out)
+
+
 def json_response(context: Any, payload: Any, status_code: int = 200) -> Any:
-    """A Nuclio JSON response."""
+    """A Nuclio JSON response (:func:`dumps`: numpy arrays allowed)."""
     return context.Response(
-        body=json.dumps(payload), headers={}, content_type="application/json", status_code=status_code
+        body=dumps(payload), headers={}, content_type="application/json", status_code=status_code
     )

@@ -126,26 +126,10 @@ def coral_dataset(synthetic_set, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_seg_model(coral_dataset, tmp_path_factory):
-    """A YOLO11n-seg trained for one epoch at 64 px on the main families, and its layout."""
-    import json
+    """A YOLO11n-seg trained for one epoch at 64 px on the main families: (weights, data.yaml, summary)."""
+    from tiny_models import train_family_seg_model
 
-    from coral_seg_yolo.prepare_data import write_seg_layout
-    from coral_seg_yolo.train import train
-
-    root = tmp_path_factory.mktemp("seg")
-    write_seg_layout(coral_dataset, root / "seg", level="main_family")
-    result = json.loads(
-        train(
-            str(root / "seg" / "data.yaml"),
-            project=str(root / "runs"),
-            epochs=1,
-            imgsz=64,
-            batch=2,
-            workers=0,
-            args={"plots": False},
-        )
-    )
-    return Path(result["best"]), root / "seg" / "data.yaml", result
+    return train_family_seg_model(coral_dataset, tmp_path_factory.mktemp("seg"), epochs=1, imgsz=64)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ datumaro lives in a folder of its own (tests/cvat-oracle-requirements.txt); it i
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,14 @@ def mask_to_rle():
 
 
 def cvat_stored_shape(answer_shape: dict[str, Any], conv_mask_to_poly: bool = False) -> dict[str, Any]:
-    """What CVAT stores for one shape of a detector's answer: ``{"type", "points"}``."""
+    """What CVAT stores for one shape of a detector's answer: ``{"type", "points"}``.
+
+    The shape first goes through JSON as the function's HTTP answer does (our handlers write it
+    with :func:`quadratseg.nuclio.dumps`).
+    """
+    from quadratseg.nuclio import dumps
+
+    answer_shape = json.loads(dumps(answer_shape))
     if answer_shape["type"] == "mask" and "points" in answer_shape and conv_mask_to_poly:
         return {"type": "polygon", "points": answer_shape["points"]}
     if answer_shape["type"] == "mask":

@@ -4,11 +4,9 @@ and the prediction field the user names."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from coral_seg_yolo.prepare_data import write_seg_layout
 from quadratseg.errors import QuadratsegError
 from quadratseg.taxonomy import LEVELS, load_taxonomy
 
@@ -22,32 +20,25 @@ FAST_CONF = 0.1
 def family_model(coral_dataset, tmp_path_factory):
     """A YOLO11n-seg fitted to the 4 train images at the main-family level (scored on them: a
     model that learnt them must score well there)."""
-    from coral_seg_yolo.train import train
+    from tiny_models import train_family_seg_model
 
-    root = tmp_path_factory.mktemp("seg_eval")
-    write_seg_layout(coral_dataset, root / "seg", level="main_family")
-    result = json.loads(
-        train(
-            str(root / "seg" / "data.yaml"),
-            project=str(root / "runs"),
-            epochs=120,  # about 70 s on 2 CPU cores: mask mAP@0.5 0.86 on these images
-            imgsz=IMGSZ,
-            batch=2,
-            workers=0,
-            patience=0,
-            args={
-                "plots": False,
-                "optimizer": "SGD",
-                "lr0": 0.01,
-                "nbs": 2,  # the optimizer steps every batch
-                "mosaic": 0.0,
-                "seed": 0,
-                "val": False,
-            },
-        )
+    weights, data, _ = train_family_seg_model(
+        coral_dataset,
+        tmp_path_factory.mktemp("seg_eval"),
+        epochs=120,  # about 70 s on 2 CPU cores: mask mAP@0.5 0.86 on these images
+        imgsz=IMGSZ,
+        patience=0,
+        args={
+            "plots": False,
+            "optimizer": "SGD",
+            "lr0": 0.01,
+            "nbs": 2,  # the optimizer steps every batch
+            "mosaic": 0.0,
+            "seed": 0,
+            "val": False,
+        },
     )
-    weights = Path(result["last"]) if result.get("last") else Path(result["best"])
-    return weights, root / "seg" / "data.yaml"
+    return weights, data
 
 
 @pytest.fixture

@@ -82,7 +82,20 @@ def test_threshold_confidence_and_frame_clipping():
     )
     assert [s["label"] for s in shapes] == ["Porites"]
     assert shapes[0]["confidence"] == "87" and shapes[0]["attributes"][0]["value"].isnumeric()
-    assert shapes[0]["mask"][-4:] == [0, 0, 9, 9]
+    assert shapes[0]["mask"][-4:].tolist() == [0, 0, 9, 9]
     assert np.array_equal(cvat_mask(shapes[0], (40, 40)), np.pad(np.ones((10, 10), bool), ((0, 30), (0, 30))))
     shifted = Instance.from_polygons("Porites", 0.9, [square + 100])
     assert cvat_shapes([shifted], (40, 40)) == []
+
+
+def test_the_answer_text_is_what_json_writes_of_the_same_lists():
+    """The handlers' fast writer of mask bitmaps gives the json module's text exactly."""
+    import json
+
+    from quadratseg.nuclio import dumps
+
+    shapes = cvat_shapes(
+        [Instance.from_mask("Porites", 0.8, blobs(np.random.default_rng(5), (160, 90)))], (160, 90)
+    )
+    as_lists = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()} for s in shapes]
+    assert dumps(shapes) == json.dumps(as_lists) and json.loads(dumps(shapes)) == as_lists

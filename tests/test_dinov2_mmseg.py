@@ -488,6 +488,7 @@ def test_nuclio_zip_and_handler(trained, family_root, tmp_path, shared_data):
     from nuclio_driver import call_handler
 
     from DINOv2_mmseg.deploy_as_zip import deploy_as_zip
+
     work, _, _ = trained
     sam = tiny_sam_file(tmp_path / "sam.pth")
     config = work / "dinov2_tiny_segformer_cpu.py"

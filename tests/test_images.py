@@ -280,3 +280,20 @@ def test_a_corrupt_file_is_a_clear_error_even_after_ultralytics_patched_pil(tmp_
     bad.write_bytes(b"not a jpeg at all")
     with pytest.raises(ImageReadError, match=r"corrupt###name\.jpg: not a readable image file"):
         read_image_rgb(bad)
+
+
+@pytest.mark.parametrize("n", ORIENTATIONS)
+def test_the_fast_jpeg_path_and_pils_path_give_the_same_pixels(oriented, n):
+    """JPEGs are decoded by OpenCV with the orientation applied by us; PIL with exif_transpose is
+    the reference (both use libjpeg, so the pixels agree to the rounding of the decoders)."""
+    from PIL import Image, ImageOps
+
+    from quadratseg.images import _decode_jpeg
+
+    fast = _decode_jpeg(oriented[n].read_bytes())
+    with Image.open(oriented[n]) as image:
+        reference = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    assert fast is not None and fast.shape == reference.shape and fast.flags.c_contiguous
+    assert np.abs(fast.astype(int) - reference).max() <= 2
+    truncated = oriented[n].read_bytes()[:-200]
+    assert _decode_jpeg(truncated) is None  # left to PIL, which says it is truncated
