@@ -26,11 +26,6 @@ from quadratseg.synth import load_truth
 from quadratseg.synth.dataset import export_image_path
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """uint8 RGB (H, W, 3), upright (the core's reader: EXIF orientation applied)."""
-    return read_image_rgb(path)
-
-
 def load_pairs(synthetic_dir: Path, limit: int = 0) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """(name, gridded warped image, clean truth, grid keypoints (117, 2)) for each synthetic image."""
     exports = Path(synthetic_dir) / "cvat_exports"
@@ -39,8 +34,8 @@ def load_pairs(synthetic_dir: Path, limit: int = 0) -> list[tuple[str, np.ndarra
     return [
         (
             t["name"],
-            read_rgb(export_image_path(exports / "grid", t["subset"], t["name"])),
-            read_rgb(export_image_path(exports / "segmentation", t["subset"], t["name"])),
+            read_image_rgb(export_image_path(exports / "grid", t["subset"], t["name"])),
+            read_image_rgb(export_image_path(exports / "segmentation", t["subset"], t["name"])),
             np.asarray(t["grid_warped_xy"], dtype=np.float64),
         )
         for t in truths

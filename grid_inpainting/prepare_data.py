@@ -16,9 +16,10 @@ import cv2
 import numpy as np
 
 from grid_inpainting.masks import grid_mask
-from grid_inpainting.remove_grid import items_from_dataset, read_rgb
+from grid_inpainting.remove_grid import items_from_dataset
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
+from quadratseg.images import read_image_rgb
 
 
 def prepare_data(
@@ -48,7 +49,7 @@ def prepare_data(
     count = 0
     with atomic_output_dir(out, overwrite) as tmp:
         for item in items_from_dataset(dataset, field):
-            image = read_rgb(item.path)
+            image = read_image_rgb(item.path)
             mask = grid_mask(item.keypoints, (image.shape[1], image.shape[0]), line_width, dilation)
             stem = f"{item.path.stem}_{item.source_id[-6:]}" if item.source_id else item.path.stem
             cv2.imwrite(str(tmp / f"{stem}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

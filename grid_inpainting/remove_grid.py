@@ -51,11 +51,6 @@ class GridItem:
         return self.key or self.path.name
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """uint8 RGB (H, W, 3) of an image file, upright (EXIF applied); a clear error if it cannot be read."""
-    return read_image_rgb(path)
-
-
 def items_from_dataset(dataset: str, field: str = "gt_grid") -> Iterator[GridItem]:
     """Images and grid keypoints of a FiftyOne dataset (keypoints in template order, NaN if missing)."""
     import fiftyone as fo
@@ -123,7 +118,7 @@ def clean_images(
 
     def one(batch_item: BatchItem) -> None:
         item = by_key[batch_item.key]
-        image = read_rgb(item.path)
+        image = read_image_rgb(item.path)
         keypoints = item.keypoints
         if item.label_file is not None:
             keypoints = read_yolo_pose(item.label_file, (image.shape[1], image.shape[0]), N_GRID)
