@@ -43,11 +43,11 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=640)
     parser.add_argument("--overlap", type=float, default=0.2)
     args = parser.parse_args()
-    from coral_seg_yolo.predictor import _tiles, merge_across_windows
+    from coral_seg_yolo.predictor import merge_across_windows, prediction_windows
     from quadratseg.instances import Instance
 
     truth = colonies(args.size, args.colonies, np.random.default_rng(0))
-    windows = _tiles(args.size, args.size, args.tile, args.overlap)
+    windows = prediction_windows(args.size, args.size, args.tile, args.overlap)
     found = []
     for window in windows:
         x0, y0, x1, y1 = window

@@ -29,7 +29,8 @@ METHODS = ("direct", "tiling", "overlapping")
 Window = tuple[int, int, int, int]  # x0, y0, x1, y1 in the image frame, max exclusive
 
 
-def _tiles(width: int, height: int, tile: int, overlap: float) -> list[Window]:
+def prediction_windows(width: int, height: int, tile: int, overlap: float) -> list[Window]:
+    """The windows (x0, y0, x1, y1) that ``tiling`` (overlap 0) and ``overlapping`` predict on."""
     from coral_seg_yolo.tiles import tile_origins
 
     return [
@@ -247,7 +248,7 @@ class SegPredictor:
         h, w = bgr.shape[:2]
         if method == "direct":
             return self._predict_arrays([bgr], conf)[0]
-        windows = _tiles(w, h, tile, 0.0 if method == "tiling" else overlap)
+        windows = prediction_windows(w, h, tile, 0.0 if method == "tiling" else overlap)
         crops = [bgr[y0:y1, x0:x1] for x0, y0, x1, y1 in windows]
         found = [
             (window, [inst.shifted(window[0], window[1]) for inst in instances])
