@@ -2,7 +2,7 @@
 
     python -m grid_pose_detection.evaluate gridpose best.pt DATASET [--split test] [--data data.yaml]
 
-- ``correct_assignment_rate``: share of images whose every visible true keypoint was found *and*
+- ``matching_success_rate``: share of images whose every visible true keypoint was found *and*
   put in its own template slot: the point predicted in slot i lies within half the distance from
   true point i to its nearest neighbour (a grid found in the right place but shifted by a row or
   mirrored counts as a failure).
@@ -13,7 +13,11 @@
 - ``mean_px_error`` / ``p95_px_error``: distance between matched and true keypoints (visible truth).
 - corners: ``warp_mean_px_error``: how far the predicted warp moves points of the true warped
   quadrat (a 10 x 10 lattice), in warped pixels (``warp_size``).
+- ``refined_share``: share of the predicted points that moved to image evidence (sub-pixel
+  refinement); ``filled``: grid points the model missed, proposed by the grid's homography and
+  confirmed by a string crossing; ``no_grid``: images taken to have no grid.
 - with ``--data``: ultralytics' own pose mAP@0.5 and mAP@0.5:0.95 on the same split.
+- with ``--ablation``: the same figures without refinement, under ``without_refinement``.
 """
 
 from __future__ import annotations
@@ -94,19 +98,42 @@ def pck(
     return int(hit.sum()), int(visible.sum())
 
 
-def evaluate_samples(predictor: PosePredictor, samples: Any, warp_size: int = 1024) -> dict[str, Any]:
-    """Errors and matching success of ``predictor`` on FiftyOne samples holding the task's keypoints."""
+def evaluate_samples(
+    predictor: PosePredictor,
+    samples: Any,
+    warp_size: int = 1024,
+    refine: bool | None = None,
+    ablation: bool = False,
+) -> dict[str, Any]:
+    """Errors and matching success of ``predictor`` on FiftyOne samples holding the task's keypoints.
+
+    ``refine`` overrides the predictor's sub-pixel refinement; ``ablation`` adds the figures
+    without it under ``without_refinement``.
+    """
+    result = _evaluate(predictor, samples, warp_size, refine)
+    if ablation:
+        plain = _evaluate(predictor, samples, warp_size, refine=False)
+        result["without_refinement"] = {k: v for k, v in plain.items() if k != "per_point_mean_px_error"}
+    return result
+
+
+def _evaluate(predictor: PosePredictor, samples: Any, warp_size: int, refine: bool | None) -> dict[str, Any]:
     task = predictor.task
     errors, per_point, successes, warp_errors, images = [], [[] for _ in range(task.n_points)], 0, [], 0
     complete, pck_hits, pck_total, template = 0, 0, 0, task.template()
+    refined = filled = no_grid = 0
     for sample in samples:
         value = sample[task.field]
         if value is None or not value.keypoints:
             continue
         image = read_image_rgb(sample.filepath)
         truth, visible = keypoints_to_pixels(value.keypoints[0], (image.shape[1], image.shape[0]))
-        (pred,) = predictor.predict([image])
+        (pred,) = predictor.predict([image], refine=refine)
         images += 1
+        if pred.refined is not None:
+            refined += int(pred.refined.sum())
+            filled += int(pred.filled.sum())
+        no_grid += int(bool(pred.no_grid))
         found, right = slot_assignment(pred.keypoints_xy, truth, visible)
         complete += int(found.sum() == visible.sum())
         successes += int(right.sum() == visible.sum())
@@ -124,12 +151,15 @@ def evaluate_samples(predictor: PosePredictor, samples: Any, warp_size: int = 10
         raise QuadratsegError(f"no sample with {task.field} to evaluate")
     result = {
         "images": images,
-        "correct_assignment_rate": round(successes / images, 4),
+        "matching_success_rate": round(successes / images, 4),
         "complete_rate": round(complete / images, 4),
         "pck_1pct": round(pck_hits / pck_total, 4) if pck_total else None,
         "mean_px_error": round(float(np.mean(errors)), 3) if errors else None,
         "p95_px_error": round(float(np.percentile(errors, 95)), 3) if errors else None,
         "found_share": round(len(errors) / max(images * task.n_points, 1), 4),
+        "refined_share": round(refined / max(len(errors), 1), 4),
+        "filled": filled,
+        "no_grid": no_grid,
         "per_point_mean_px_error": [round(float(np.mean(v)), 2) if v else None for v in per_point],
     }
     if task.name == "gridcorners":
@@ -168,6 +198,7 @@ def evaluate(
     kpt_conf: float = 0.5,
     imgsz: int | None = None,
     warp_size: int = 1024,
+    ablation: bool = False,
 ) -> str:
     """Evaluate a pose model on the samples of a FiftyOne dataset tagged with --split.
 
@@ -180,6 +211,7 @@ def evaluate(
         kpt_conf: keypoint confidence threshold.
         imgsz: inference size (default: the training size).
         warp_size: warped side for the corner warp errors.
+        ablation: also report the figures without sub-pixel refinement.
 
     Returns:
         The metrics as JSON.
@@ -194,7 +226,7 @@ def evaluate(
         raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}")
     view = fo.load_dataset(dataset).match_tags(split)
     predictor = PosePredictor(weights, spec, kpt_conf=kpt_conf, imgsz=imgsz, device=device())
-    result = evaluate_samples(predictor, view, warp_size)
+    result = evaluate_samples(predictor, view, warp_size, ablation=ablation)
     if data:
         result.update(ultralytics_metrics(weights, data, split, imgsz, device()))
     return json.dumps(result, indent=2)

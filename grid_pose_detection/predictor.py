@@ -1,10 +1,19 @@
 """Pose predictions put in template order: the function the CLI, the evaluation and the Nuclio handler share.
 
-Raw keypoints of every detected instance with a keypoint confidence above ``kpt_conf`` form an
-unordered set of detections; Hungarian matching against the task's template (normalized by
-the image size, ``max_cost`` as upstream) puts them in template order. Missing points stay
-missing (NaN), extra detections are dropped. For corners, the perspective warp of the quadrat
-follows, refused with a reason when fewer than 4 corners were found or they are degenerate.
+1. Raw keypoints of every detected object with a keypoint confidence above ``kpt_conf`` form an
+   unordered set of detections (one per object in the ``points`` layout, K per object in the
+   ``instance`` layout: the same code reads both).
+2. Hungarian matching against the task's template (isotropic costs, ``max_cost`` as upstream)
+   puts them in template order. Missing points stay missing (NaN), extra detections are dropped.
+3. Sub-pixel refinement on the image evidence (:mod:`quadratseg.refine`, ``refine=True``): the
+   corners move to the frame's inner corners, grid points to their string crossings. For the
+   grid, points the model missed are proposed by the homography of the matched ones and kept only
+   where a string crossing confirms them (flagged ``filled``). A point that does not refine keeps
+   the model's position (``refined`` False).
+4. Grid: fewer than ``MIN_GRID_SHARE`` of the intersections matched means "no grid" (a quadrat
+   photographed without one, as in two-stage surveys): no point is returned and ``no_grid``
+   says why. Corners: the perspective warp of the quadrat, refused with a reason when fewer than
+   4 corners were found or they are degenerate.
 """
 
 from __future__ import annotations
@@ -17,8 +26,19 @@ import numpy as np
 
 from grid_pose_detection.tasks import PoseTask
 from quadratseg.errors import DegenerateQuadrilateralError
-from quadratseg.keypoints import TemplateMatch, match_to_template, validate_template
-from quadratseg.warp import quadrat_homography, warp_image
+from quadratseg.keypoints import (
+    GRID_COLS,
+    GRID_ROWS,
+    TemplateMatch,
+    match_to_template,
+    point_spacing_px,
+    validate_template,
+)
+from quadratseg.refine import refine_grid_crossings, refine_quadrat_corners
+from quadratseg.warp import quadrat_homography, transform_points, warp_image
+
+MIN_GRID_SHARE = 0.25  # fewer matched intersections than this share: the photo has no grid
+STRING_WIDTH_SHARE = 0.07  # expected string width as a share of the grid spacing
 
 
 @dataclass
@@ -32,6 +52,10 @@ class PosePrediction:
     frame_size: tuple[int, int]
     homography: np.ndarray | None = None  # image -> warped (corners task)
     warp_error: str = ""  # why no warp was made
+    no_grid: str = ""  # grid task: why the photo is taken to have no grid ("" when it has one)
+    refined: np.ndarray | None = None  # (K,) bool: moved to image evidence (None: refinement off)
+    refine_confidence: np.ndarray | None = None  # (K,) 0..1
+    filled: np.ndarray | None = None  # (K,) bool: missed by the model, proposed and confirmed
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -66,8 +90,72 @@ def order_keypoints(
     return match.keypoints_xy, ordered_scores, match
 
 
+def homography_filled_grid(keypoints_xy: np.ndarray, template_xy: np.ndarray) -> np.ndarray | None:
+    """Every template point (K, 2) px through the homography fitted (RANSAC) on the found ones.
+
+    None with fewer than 8 found points or no fit; found points keep their own positions.
+    """
+    import cv2
+
+    found = np.isfinite(keypoints_xy).all(axis=1)
+    if found.sum() < 8:
+        return None
+    spacing = point_spacing_px(keypoints_xy)
+    h, _ = cv2.findHomography(
+        template_xy[found].astype(np.float64), keypoints_xy[found].astype(np.float64), cv2.RANSAC, spacing / 4
+    )
+    if h is None or not np.isfinite(h).all():
+        return None
+    out = transform_points(template_xy, h)
+    out[found] = keypoints_xy[found]
+    return out
+
+
+def refine_prediction(
+    image_rgb: np.ndarray, prediction: PosePrediction, task: PoseTask, template_xy: np.ndarray
+) -> None:
+    """Move the prediction's points to the image evidence, in place (see the module docstring);
+    ``template_xy`` (K, 2) proposes the grid points the model missed."""
+    kp = prediction.keypoints_xy
+    k = len(kp)
+    prediction.refined = np.zeros(k, dtype=bool)
+    prediction.refine_confidence = np.zeros(k)
+    prediction.filled = np.zeros(k, dtype=bool)
+    found = np.isfinite(kp).all(axis=1)
+    if task.name == "gridcorners":
+        if not found.all():
+            return
+        side = float(np.linalg.norm(np.roll(kp, -1, axis=0) - kp, axis=1).mean())
+        result = refine_quadrat_corners(image_rgb, kp, radius_px=max(4.0, task.refine_radius_share * side))
+    else:
+        if k != GRID_ROWS * GRID_COLS or found.sum() < 8:
+            return
+        proposed = homography_filled_grid(kp, template_xy)
+        candidates = kp if proposed is None else proposed
+        spacing = point_spacing_px(kp)
+        result = refine_grid_crossings(
+            image_rgb,
+            candidates,
+            radius_px=task.refine_radius_share * spacing,
+            string_width_px=max(2.0, STRING_WIDTH_SHARE * spacing),
+            grid_shape=(GRID_ROWS, GRID_COLS),
+        )
+        filled = ~found & result.refined
+        prediction.filled = filled
+        prediction.scores = np.where(filled, result.confidence, prediction.scores)
+        keep = found | filled
+        result.points_xy[~keep] = np.nan
+    prediction.keypoints_xy = result.points_xy
+    prediction.refined = result.refined
+    prediction.refine_confidence = result.confidence
+
+
 class PosePredictor:
-    """A trained YOLO-pose model for one task, with its template."""
+    """A trained YOLO-pose model for one task, with its template.
+
+    ``refine`` (default on) moves points to the image evidence; ``predict(..., refine=False)``
+    shows the model's own positions (the ablation of ``benchmarks/bench_grid.py``).
+    """
 
     def __init__(
         self,
@@ -79,6 +167,8 @@ class PosePredictor:
         imgsz: int | None = None,
         device: str = "auto",
         warp_size: tuple[int, int] = (1024, 1024),
+        refine: bool = True,
+        max_det: int = 300,
     ):
         from quadratseg.yolo_train import build_model
 
@@ -91,13 +181,20 @@ class PosePredictor:
         self.imgsz = imgsz or int(self.model.overrides.get("imgsz", 640) or 640)
         self.device = None if device == "auto" else device
         self.warp_size = warp_size
+        self.refine = refine
+        self.max_det = max(max_det, 3 * task.n_points)  # the points layout: one object per point
 
-    def predict(self, images_rgb: list[np.ndarray], kpt_conf: float | None = None) -> list[PosePrediction]:
-        """Predictions for uint8 RGB images (H, W, 3); ``kpt_conf`` overrides the keypoint
-        confidence for this call only (a served request's ``threshold``)."""
+    def predict(
+        self, images_rgb: list[np.ndarray], kpt_conf: float | None = None, refine: bool | None = None
+    ) -> list[PosePrediction]:
+        """Predictions for uint8 RGB images (H, W, 3); ``kpt_conf`` (a served request's
+        ``threshold``) and ``refine`` override the predictor's for this call only."""
         kpt_conf = self.kpt_conf if kpt_conf is None else kpt_conf
+        refine = self.refine if refine is None else refine
         bgr = [np.ascontiguousarray(img[..., ::-1]) for img in images_rgb]  # ultralytics takes BGR arrays
-        results = self.model.predict(bgr, imgsz=self.imgsz, conf=self.conf, device=self.device, verbose=False)
+        results = self.model.predict(
+            bgr, imgsz=self.imgsz, conf=self.conf, device=self.device, verbose=False, max_det=self.max_det
+        )
         out = []
         for image, result in zip(images_rgb, results, strict=True):
             size = (image.shape[1], image.shape[0])
@@ -106,6 +203,13 @@ class PosePredictor:
                 det, scores, self.template, self.task.max_cost, size
             )
             prediction = PosePrediction(ordered, ordered_scores, match, len(det), size)
+            if refine:
+                refine_prediction(image, prediction, self.task, self.template)
+            if self.task.name == "gridpose":
+                prediction.no_grid = no_grid_reason(prediction)
+                if prediction.no_grid:
+                    prediction.keypoints_xy = np.full_like(prediction.keypoints_xy, np.nan)
+                    prediction.scores = np.zeros_like(prediction.scores)
             if self.task.name == "gridcorners":
                 try:
                     prediction.homography = quadrat_homography(ordered, self.warp_size)
@@ -119,6 +223,18 @@ class PosePredictor:
         if prediction.homography is None:
             return None
         return warp_image(image_rgb, prediction.homography, self.warp_size)
+
+
+def no_grid_reason(prediction: PosePrediction) -> str:
+    """Why a grid prediction is taken as "no grid" ("" when enough intersections were matched)."""
+    k = len(prediction.keypoints_xy)
+    found = int(prediction.visible.sum())
+    if found >= MIN_GRID_SHARE * k:
+        return ""
+    return (
+        f"no grid: {found} of {k} intersections found ({prediction.n_raw} detections), fewer than "
+        f"{MIN_GRID_SHARE:.0%}; grid removal is skipped for this photo"
+    )
 
 
 def skeleton_shape(prediction: PosePrediction, task: PoseTask) -> dict[str, Any]:

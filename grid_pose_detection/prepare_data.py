@@ -2,9 +2,12 @@
 
     python -m grid_pose_detection.prepare_data gridpose DATASET OUT_DIR
 
-Writes ``images/<split>/``, ``labels/<split>/<stem>.txt`` (one object: box, then ``x y v`` per
-keypoint in template order; points marked outside keep their coordinates with ``v = 0``,
-missing points are ``0 0 0``) and ``data.yaml`` (absolute ``path``, ``kpt_shape``, ``flip_idx``).
+Writes ``images/<split>/``, ``labels/<split>/<stem>.txt`` and ``data.yaml`` (absolute ``path``,
+``kpt_shape``, ``flip_idx``, ``kpt_oks_sigmas``, ``layout``). In the ``points`` layout (default)
+every present keypoint is one object: a square box of ``point_box_share`` of the quadrat side
+centred on it, then ``x y v`` (points marked outside keep their coordinates with ``v = 0``;
+missing points are not written). In the ``instance`` layout one object holds all keypoints in
+template order (missing points are ``0 0 0``). See :mod:`grid_pose_detection.tasks`.
 Splits come from the sample tags (train / val / test). FiftyOne refuses to export keypoints
 to YOLO, so the writer is ours.
 """
@@ -19,12 +22,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from grid_pose_detection.tasks import PoseTask, get_task
+from grid_pose_detection.tasks import PoseTask, check_layout, get_task
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import keypoints_to_pixels
 from quadratseg.formats.keypoints_io import yolo_pose_line
 from quadratseg.images import exif_orientation, write_upright
+from quadratseg.keypoints import GRID_COLS, point_spacing_px
 from quadratseg.yolo_layout import check_split_counts, make_split_dirs, sample_split
 
 logger = logging.getLogger(__name__)
@@ -43,23 +47,67 @@ def object_box(
     return max(x0 - dx, 0.0), max(y0 - dy, 0.0), min(x1 + dx, float(w)), min(y1 + dy, float(h))
 
 
-def data_yaml(task: PoseTask, root: Path) -> dict[str, Any]:
-    """The ultralytics dataset description of a pose layout."""
+def data_yaml(task: PoseTask, root: Path, layout: str = "points") -> dict[str, Any]:
+    """The ultralytics dataset description of a pose layout (``layout`` is ours, ultralytics ignores it)."""
+    k = task.keypoints_per_object(layout)
     return {
         "path": str(root.resolve()),
         "train": "images/train",
         "val": "images/val",
         "test": "images/test",
-        "kpt_shape": [task.n_points, 3],
-        "flip_idx": list(task.flip_index),
+        "kpt_shape": [k, 3],
+        "flip_idx": task.object_flip_index(layout),
+        "kpt_oks_sigmas": [task.oks_sigma(layout)] * k,
         "names": {0: task.label},
+        "layout": layout,
+        "task": task.name,
     }
 
 
+def quadrat_side_of_points(task: PoseTask, points_xy: np.ndarray) -> float:
+    """Side length (px) of the quadrat the keypoints (K, 2) outline: the mean edge of the corners,
+    or for the grid the spacing times (columns + 1) (the strings divide the side evenly)."""
+    ok = np.isfinite(points_xy).all(axis=1)
+    if task.name == "gridcorners":
+        if not ok.all():
+            pts = points_xy[ok]
+            return float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)) / np.sqrt(2))
+        return float(np.linalg.norm(np.roll(points_xy, -1, axis=0) - points_xy, axis=1).mean())
+    return point_spacing_px(points_xy) * (GRID_COLS + 1)
+
+
+def point_lines(
+    task: PoseTask,
+    points_xy: np.ndarray,
+    visible: np.ndarray,
+    frame_size: tuple[int, int],
+    layout: str,
+) -> list[str]:
+    """The YOLO pose label lines of one image's keypoints (K, 2) px for ``layout``."""
+    if check_layout(layout) == "instance":
+        box = object_box(points_xy, frame_size, task.box_margin)
+        return [yolo_pose_line(points_xy, frame_size, 0, visible, box)]
+    half = task.point_box_share * quadrat_side_of_points(task, points_xy) / 2
+    lines = []
+    for point, seen in zip(points_xy, visible, strict=True):
+        if not np.isfinite(point).all():
+            continue
+        x, y = point
+        box = (x - half, y - half, x + half, y + half)
+        lines.append(yolo_pose_line(point[None], frame_size, 0, np.array([seen]), box))
+    return lines
+
+
 def write_pose_layout(
-    task: PoseTask, samples: Any, out_dir: Path, overwrite: bool = False, link: bool = True
+    task: PoseTask,
+    samples: Any,
+    out_dir: Path,
+    overwrite: bool = False,
+    link: bool = True,
+    layout: str = "points",
 ) -> dict[str, Any]:
     """Write the layout for FiftyOne ``samples`` holding ``task.field``; returns counts per split."""
+    check_layout(layout)
     skipped = []
     with atomic_output_dir(out_dir, overwrite) as tmp:
         counts = make_split_dirs(tmp)
@@ -86,22 +134,31 @@ def write_pose_layout(
                 image_target.symlink_to(Path(sample.filepath).resolve())
             else:  # a copy, with upright pixels if the photo has an EXIF turn (ultralytics sees it upright)
                 write_upright(sample.filepath, image_target)
-            box = object_box(raw, size, task.box_margin)
-            line = yolo_pose_line(raw, size, 0, visible, box)
-            (tmp / "labels" / split / f"{stem}.txt").write_text(line + "\n", encoding="utf-8")
+            lines = point_lines(task, raw, visible, size, layout)
+            (tmp / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
             counts[split] += 1
         check_split_counts(counts, task.name)
         final_root = Path(out_dir)
         (tmp / "data.yaml").write_text(
-            yaml.safe_dump(data_yaml(task, final_root), sort_keys=False), encoding="utf-8"
+            yaml.safe_dump(data_yaml(task, final_root, layout), sort_keys=False), encoding="utf-8"
         )
     for line in skipped[:10]:
         logger.warning("skipped %s", line)
-    return {"images": counts, "skipped": len(skipped), "data_yaml": str(Path(out_dir) / "data.yaml")}
+    return {
+        "images": counts,
+        "skipped": len(skipped),
+        "layout": layout,
+        "data_yaml": str(Path(out_dir) / "data.yaml"),
+    }
 
 
 def prepare_data(
-    task: str, dataset: str, out_dir: str | None = None, overwrite: bool = False, copy_images: bool = False
+    task: str,
+    dataset: str,
+    out_dir: str | None = None,
+    overwrite: bool = False,
+    copy_images: bool = False,
+    layout: str = "points",
 ) -> str:
     """Export a FiftyOne dataset's corner or grid keypoints to an ultralytics pose dataset.
 
@@ -112,6 +169,7 @@ def prepare_data(
             QUADRATSEG_DATA_DIR/pose/TASK/DATASET).
         overwrite: replace out_dir if it exists.
         copy_images: copy images instead of symlinking them.
+        layout: points (one object per keypoint, default) or instance (one object holding all).
 
     Returns:
         JSON with the image counts per split and the data.yaml path.
@@ -127,7 +185,12 @@ def prepare_data(
     samples.compute_metadata()
     return json.dumps(
         write_pose_layout(
-            spec, samples, data_path(out_dir, Path("pose") / task / dataset), overwrite, link=not copy_images
+            spec,
+            samples,
+            data_path(out_dir, Path("pose") / task / dataset),
+            overwrite,
+            link=not copy_images,
+            layout=layout,
         ),
         indent=2,
     )

@@ -67,6 +67,56 @@ def grid_flip_index(rows: int = GRID_ROWS, cols: int = GRID_COLS) -> list[int]:
 CORNER_FLIP_INDEX = [1, 0, 3, 2]  # TL<->TR, BR<->BL
 
 
+def point_spacing_px(points_xy: np.ndarray) -> float:
+    """Median distance from each present point of (N, 2) to its nearest other one (NaN with < 2).
+
+    For a grid it is the string spacing; NaN rows are ignored.
+    """
+    pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) < 2:
+        return float("nan")
+    gaps = np.linalg.norm(pts[:, None, :] - pts[None, :, :], axis=2)
+    np.fill_diagonal(gaps, np.inf)
+    return float(np.median(gaps.min(axis=1)))
+
+
+def fit_template(
+    normalized_xy: np.ndarray, min_samples: int = 3, mad_limit: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Template (K, 2) from annotated keypoints (N, K, 2) in normalized quadrat coordinates.
+
+    Per point and axis a robust mean: the mean of the values within ``mad_limit`` scaled median
+    absolute deviations of the median (a misplaced annotation does not pull the template);
+    NaN entries (points not annotated) are ignored.
+
+    Returns:
+        (template (K, 2), samples that placed each point (K,) int).
+
+    Raises:
+        TemplateError: no samples, or a point placed by fewer than ``min_samples`` samples.
+    """
+    stack = np.asarray(normalized_xy, dtype=np.float64)
+    if stack.ndim != 3 or stack.shape[2] != 2 or len(stack) == 0:
+        raise TemplateError(
+            f"need annotated keypoints (N, K, 2) from at least one sample, got shape {stack.shape}"
+        )
+    present = np.isfinite(stack).all(axis=2)
+    counts = present.sum(axis=0)
+    if (counts < min_samples).any():
+        short = (np.flatnonzero(counts < min_samples) + 1).tolist()
+        raise TemplateError(
+            f"keypoint(s) {short[:20]}{' ...' if len(short) > 20 else ''} are annotated on fewer than "
+            f"{min_samples} samples; annotate more images or lower --min-samples"
+        )
+    values = np.where(present[..., None], stack, np.nan)
+    median = np.nanmedian(values, axis=0)
+    mad = 1.4826 * np.nanmedian(np.abs(values - median), axis=0)
+    close = np.abs(values - median) <= np.maximum(mad_limit * mad, 1e-6)
+    kept = np.where(close, values, np.nan)
+    return np.nanmean(kept, axis=0), counts
+
+
 def save_template(template_xy: np.ndarray, path: str | Path) -> Path:
     """Save a template (K, 2) as ``.npy``."""
     path = Path(path)
@@ -189,7 +239,9 @@ def match_to_template(
 ) -> TemplateMatch:
     """Put detected keypoints in template order with Hungarian matching.
 
-    The cost is the Euclidean distance in normalized quadrat units; pairs whose cost exceeds
+    The cost is the Euclidean distance divided by one length for both axes (the frame's longer
+    side), so a point off by 10 px costs the same across and along a 4:3 photo; the template is
+    first laid over the whole frame (x by its width, y by its height). Pairs whose cost exceeds
     ``max_cost`` are rejected (the template point is reported missing, never invented, and
     leftover detections are dropped). With ``refine_iterations`` > 0, a homography fitted to
     the current matches aligns the template to the detections and matching runs again, which
@@ -198,8 +250,9 @@ def match_to_template(
     Args:
         detections_xy: (M, 2) detected points, pixels if ``frame_size`` is given, else normalized.
         template_xy: (K, 2) template in normalized quadrat coordinates.
-        max_cost: rejection threshold, normalized units (upstream: 0.3 corners, 0.12 grid).
-        frame_size: (width, height) that divides pixel detections into normalized units.
+        max_cost: rejection threshold, in units of the frame's longer side (upstream: 0.3
+            corners, 0.12 grid).
+        frame_size: (width, height) of the pixel frame of the detections.
         refine_iterations: homography re-alignment rounds (0 = plain Hungarian).
         outlier_factor: after alignment, also reject matches farther than this many times the
             median match distance (a false detection near a missing point is then not taken
@@ -214,11 +267,12 @@ def match_to_template(
     k = len(template_n)
     if len(det) == 0:
         return TemplateMatch(np.full((k, 2), np.nan), np.full(k, -1), np.full(k, np.nan), 0)
-    scale = np.array(frame_size, dtype=np.float64) if frame_size is not None else np.ones(2)
-    det_n = det / scale
-    # A second starting guess: template moved and scaled onto the detections' centroid/spread,
-    # which rescues shifted or zoomed grids whose plain match would be poor.
-    guesses = [template_n]
+    frame = np.array(frame_size, dtype=np.float64) if frame_size is not None else np.ones(2)
+    length = float(frame.max())  # one length for x and y: isotropic costs
+    det_n = det / length
+    # The first guess: the template laid over the whole frame. A second one: template moved and
+    # scaled onto the detections' centroid/spread, which rescues shifted or zoomed grids.
+    guesses = [template_n * (frame / length)]
     spread_t, spread_d = template_n.std(axis=0), det_n.std(axis=0)
     if len(det_n) >= 4 and np.all(spread_t > 0) and np.all(spread_d > 0):
         centred = (template_n - template_n.mean(axis=0)) / spread_t * spread_d

@@ -32,9 +32,9 @@ def test_demo_writes_summary_and_report(tmp_path):
     for task in ("gridcorners", "gridpose"):
         m = pose[task]
         assert m["images"] == n_test  # scored on the test images, each of them
-        assert m["correct_assignment_rate"] <= m["complete_rate"]  # a right slot needs a found point
+        assert m["matching_success_rate"] <= m["complete_rate"]  # a right slot needs a found point
         assert m["pck_1pct"] is not None and m["pck_1pct"] <= m["found_share"]  # a hit needs a found point
-    assert pose["correct_assignment_rate"] == pose["gridpose"]["correct_assignment_rate"]
+    assert pose["matching_success_rate"] == pose["gridpose"]["matching_success_rate"]
     inpaint = summary["grid_inpainting"]
     assert inpaint["split"] == "test" and inpaint["images"] == n_test
     assert inpaint["psnr_masked"] > inpaint["psnr_masked_input"] + 5

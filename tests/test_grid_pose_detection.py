@@ -23,7 +23,7 @@ from quadratseg.keypoints import grid_template_xy, save_template
 from quadratseg.yolo_train import build_model, load_experiment, train_yolo
 
 
-def test_pose_layout_keeps_invisible_points_and_writes_flip_idx(pose_datasets, tmp_path):
+def test_instance_layout_keeps_invisible_points_and_writes_flip_idx(pose_datasets, tmp_path):
     import fiftyone as fo
 
     ds = fo.load_dataset(pose_datasets["gridcorners"])
@@ -31,11 +31,12 @@ def test_pose_layout_keeps_invisible_points_and_writes_flip_idx(pose_datasets, t
     kp = sample.gt_corners.keypoints[0]
     kp.visible = [True, False, True, True]  # TR marked outside in CVAT
     sample.save()
-    result = write_pose_layout(get_task("gridcorners"), ds, tmp_path / "layout")
+    result = write_pose_layout(get_task("gridcorners"), ds, tmp_path / "layout", layout="instance")
     data = yaml.safe_load((tmp_path / "layout" / "data.yaml").read_text())
     assert (
         data["kpt_shape"] == [4, 3] and data["flip_idx"] == [1, 0, 3, 2] and Path(data["path"]).is_absolute()
     )
+    assert data["kpt_oks_sigmas"] == [0.05] * 4
     assert sum(result["images"].values()) == ds.count()
     label = (
         next((tmp_path / "layout" / "labels").rglob(f"{Path(sample.filepath).stem}_*.txt"))
@@ -47,9 +48,38 @@ def test_pose_layout_keeps_invisible_points_and_writes_flip_idx(pose_datasets, t
     assert values[1, 0] > 0  # the invisible corner keeps its coordinates
     w, h = sample.metadata.width, sample.metadata.height
     assert np.allclose(values[:, :2] * [w, h], np.array(kp.points) * [w, h], atol=0.01)
-    grid = write_pose_layout(get_task("gridpose"), fo.load_dataset(pose_datasets["gridpose"]), tmp_path / "g")
+    grid = write_pose_layout(
+        get_task("gridpose"), fo.load_dataset(pose_datasets["gridpose"]), tmp_path / "g", layout="instance"
+    )
     assert yaml.safe_load((tmp_path / "g" / "data.yaml").read_text())["kpt_shape"] == [117, 3]
     assert grid["images"]["train"] > 0
+    with pytest.raises(QuadratsegError, match="unknown layout"):
+        write_pose_layout(get_task("gridpose"), ds, tmp_path / "x", layout="one")
+
+
+def test_points_layout_is_one_object_per_keypoint_read_back_by_ultralytics(pose_datasets, tmp_path):
+    """Each keypoint is one object: a box centred on it; ultralytics' own loader reads them back."""
+    import fiftyone as fo
+    from ultralytics.data.utils import verify_image_label
+
+    task = get_task("gridpose")
+    ds = fo.load_dataset(pose_datasets["gridpose"])
+    write_pose_layout(task, ds, tmp_path / "layout")
+    data = yaml.safe_load((tmp_path / "layout" / "data.yaml").read_text())
+    assert data["kpt_shape"] == [1, 3] and data["flip_idx"] == [0] and data["layout"] == "points"
+    assert data["kpt_oks_sigmas"] == [0.3]
+    sample = ds.match_tags("train").first()
+    label = next((tmp_path / "layout" / "labels").rglob(f"{Path(sample.filepath).stem}_*.txt"))
+    image = next((tmp_path / "layout" / "images").rglob(f"{label.stem}.*"))
+    # ultralytics' label checker: (im_file, lb, shape, segments, keypoint, nm, nf, ne, nc, msg)
+    checked = verify_image_label((str(image), str(label), "", True, 1, 1, 3, False))
+    labels, keypoints, message = checked[1], checked[4], checked[-1]
+    assert message == "" and labels.shape == (117, 5) and keypoints.shape == (117, 1, 3)
+    w, h = sample.metadata.width, sample.metadata.height
+    truth = np.array(sample.gt_grid.keypoints[0].points) * [w, h]
+    assert np.allclose(keypoints[:, 0, :2] * [w, h], truth, atol=0.01)
+    assert np.allclose(labels[:, 1:3] * [w, h], truth, atol=0.01)  # boxes centred on the points
+    assert np.allclose(labels[:, 3] * w, task.point_box_share * w, rtol=0.05)  # warped image = quadrat
 
 
 def test_order_keypoints_puts_shuffled_detections_in_template_order():
@@ -108,7 +138,7 @@ class HandMadePredictor:
             truth, _ = keypoints_to_pixels(sample[task.field].keypoints[0], (image.shape[1], image.shape[0]))
             self.answers[image.tobytes()] = change(truth)
 
-    def predict(self, images):
+    def predict(self, images, refine=None):
         from quadratseg.keypoints import TemplateMatch
 
         out = []
@@ -161,10 +191,10 @@ def test_a_permuted_prediction_is_a_failure_and_pck_counts_points(pose_datasets,
     flip = np.array(task.flip_index)  # the left-right mirror of the template order
     perfect = evaluate_samples(HandMadePredictor(task, samples, lambda t: t), samples)
     assert perfect["images"] == samples.count() == 6
-    assert perfect["correct_assignment_rate"] == perfect["complete_rate"] == perfect["pck_1pct"] == 1.0
+    assert perfect["matching_success_rate"] == perfect["complete_rate"] == perfect["pck_1pct"] == 1.0
     mirrored = evaluate_samples(HandMadePredictor(task, samples, lambda t: t[flip]), samples)
     assert mirrored["complete_rate"] == 1.0  # every point found, at a true point's place ...
-    assert mirrored["correct_assignment_rate"] == 0.0  # ... but in the mirror slot: a failure
+    assert mirrored["matching_success_rate"] == 0.0  # ... but in the mirror slot: a failure
     fixed = int((flip == np.arange(task.n_points)).sum())  # the grid's middle column mirrors onto itself
     assert fixed == (9 if task_name == "gridpose" else 0)
     assert mirrored["pck_1pct"] == pytest.approx(fixed / task.n_points, abs=1e-4)
@@ -176,7 +206,7 @@ def test_a_permuted_prediction_is_a_failure_and_pck_counts_points(pose_datasets,
 
     if task_name == "gridpose":
         shaken = evaluate_samples(HandMadePredictor(task, samples, half_far), samples)
-        assert shaken["correct_assignment_rate"] == 1.0
+        assert shaken["matching_success_rate"] == 1.0
         assert shaken["pck_1pct"] == pytest.approx(59 / 117, abs=1e-4)
 
 
@@ -190,7 +220,7 @@ def test_training_prediction_and_evaluation_mechanics(tiny_grid_model, pose_data
     predictor = PosePredictor(weights, get_task("gridpose"), kpt_conf=0.0, imgsz=64)
     result = evaluate_samples(predictor, fo.load_dataset(pose_datasets["gridpose"]).limit(2))
     assert result["images"] == 2
-    assert {"correct_assignment_rate", "complete_rate", "pck_1pct"} <= set(result)
+    assert {"matching_success_rate", "complete_rate", "pck_1pct"} <= set(result)
     assert len(result["per_point_mean_px_error"]) == 117
 
 
