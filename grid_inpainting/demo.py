@@ -2,9 +2,10 @@
 
 No LaMa weights exist in the demo (nothing is downloaded): the OpenCV Telea and Navier-Stokes
 backends are selected explicitly and named in the summary; with ``LAMA_MODEL`` set, LaMa is
-scored too. Keypoints are the grid model's predictions where it found >= 90 % of the grid, the
-grid annotations of the CVAT export elsewhere. Scored on the test images (the grid model trained
-on train and val picked its checkpoint).
+scored too. Keypoints are the grid model's predictions on every image (no annotated fallback); a
+photo the grid model takes to have no grid is skipped, with its reason in the summary. The same
+scores with the annotated keypoints are shown beside them (what a perfect grid model would give).
+Scored on the test images (the grid model trained on train and val picked its checkpoint).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
-
 from grid_inpainting.evaluate import evaluate_backends, load_pairs
 from grid_inpainting.inpaint import select_backend
+from quadratseg.errors import QuadratsegError
 from quadratseg.synth.dataset import load_truth
 
 EVAL_SPLIT = "test"
@@ -26,26 +26,39 @@ def stage(ctx: Any) -> dict[str, Any]:
     start = time.perf_counter()
     names = {t["name"] for t in load_truth(ctx.synthetic_dir) if t["subset"] == EVAL_SPLIT}
     annotated = [pair for pair in load_pairs(ctx.synthetic_dir) if pair[0] in names]
-    predicted = ctx.shared.get("grid_keypoints", {})
-    # a grid model's keypoints are used for an image when it matched >= 90 % of the 117 points;
-    # otherwise that image uses its annotated keypoints, and the summary says how many did
-    usable = {
-        n: kp for n, kp in predicted.items() if n in names and np.isfinite(kp).all(axis=1).mean() >= 0.9
-    }
-    pairs = [(n, g, t, usable.get(n, kp)) for n, g, t, kp in annotated]
-    source = (
-        f"grid model predictions on {len(usable)} of {len(annotated)} images, "
-        "CVAT grid annotations on the rest"
-        if predicted
-        else "CVAT grid annotations (synthetic truth)"
-    )
+    predicted = ctx.shared.get("grid_keypoints")
+    no_grid = {n: r for n, r in ctx.shared.get("no_grid", {}).items() if n in names}
+    if predicted is None:  # the stage runs alone (no grid model ran): the annotations, said so
+        pairs = annotated
+        source = "CVAT grid annotations (no grid model ran before this stage)"
+    else:
+        missing = sorted(n for n, *_ in annotated if n not in predicted)
+        if missing:
+            raise QuadratsegError(f"the grid model gave no keypoints for {missing[:5]}")
+        pairs = [(n, g, t, predicted[n]) for n, g, t, _ in annotated if n not in no_grid]
+        source = f"grid model predictions on all {len(pairs)} images with a grid"
+    if not pairs:
+        section = ctx.report.section("Grid removal (grid_inpainting)")
+        section.paragraphs.append(
+            f"Skipped: the grid model found no grid on any of the {len(annotated)} {EVAL_SPLIT} images "
+            f"(for example: {next(iter(no_grid.values()), '')})."
+        )
+        return {
+            "skipped": "no test image has a grid the grid model found",
+            "keypoints": source,
+            "split": EVAL_SPLIT,
+            "images": 0,
+            "images_without_grid": no_grid,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
     names = ["opencv-telea", "opencv-ns"] + (["lama"] if ctx.settings.lama_model else [])
     backends = [select_backend(name, ctx.settings) for name in names]
     scores, strips = evaluate_backends(pairs, backends)
     best = max(scores, key=lambda name: scores[name]["psnr_masked"])
     reference = None
-    if usable:  # the same with the annotated keypoints: what a perfect grid model would give
-        reference, _ = evaluate_backends(annotated, [b for b in backends if b.name == best])
+    if predicted is not None:  # the same with the annotated keypoints: what a perfect grid model gives
+        with_grid = [pair for pair in annotated if pair[0] not in no_grid]
+        reference, _ = evaluate_backends(with_grid, [b for b in backends if b.name == best])
     section = ctx.report.section("Grid removal (grid_inpainting)")
     section.paragraphs.append(
         f"Grid masks drawn from the 117 keypoints ({source}) of the {len(pairs)} warped {EVAL_SPLIT} images, "
@@ -88,7 +101,8 @@ def stage(ctx: Any) -> dict[str, Any]:
         "keypoints": source,
         "split": EVAL_SPLIT,
         "images": len(pairs),
-        "images_with_predicted_keypoints": len(usable),
+        "images_with_predicted_keypoints": len(pairs) if predicted is not None else 0,
+        "images_without_grid": no_grid,
         "psnr_masked_with_annotated_keypoints": reference[best]["psnr_masked"] if reference else None,
         "seconds": round(time.perf_counter() - start, 2),
     }

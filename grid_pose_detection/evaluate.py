@@ -36,14 +36,18 @@ from quadratseg.images import read_image_rgb
 from quadratseg.warp import quadrat_homography, transform_points
 
 
-def warp_error(true_corners: np.ndarray, predicted_corners: np.ndarray, warp_size: int) -> float:
+def warp_error(
+    true_corners: np.ndarray, predicted_corners: np.ndarray, warp_size: int | tuple[int, int]
+) -> float:
     """Mean displacement (warped px) of a 10 x 10 lattice of the true warped quadrat, predicted warp.
 
-    Both warps map to the same ``warp_size`` square; 0 when the predicted corners are the true ones.
+    Both warps map to the same ``warp_size`` (a side, or (width, height) for rectangular
+    quadrats); 0 when the predicted corners are the true ones.
     """
-    true_h = quadrat_homography(true_corners, (warp_size, warp_size))
-    predicted_h = quadrat_homography(predicted_corners, (warp_size, warp_size))
-    lattice = np.stack(np.meshgrid(np.linspace(0, warp_size, 10), np.linspace(0, warp_size, 10)), -1).reshape(
+    size = (warp_size, warp_size) if isinstance(warp_size, int) else tuple(warp_size)
+    true_h = quadrat_homography(true_corners, size)
+    predicted_h = quadrat_homography(predicted_corners, size)
+    lattice = np.stack(np.meshgrid(np.linspace(0, size[0], 10), np.linspace(0, size[1], 10)), -1).reshape(
         -1, 2
     )
     through = transform_points(transform_points(lattice, np.linalg.inv(true_h)), predicted_h)

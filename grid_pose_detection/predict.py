@@ -27,6 +27,7 @@ from quadratseg.formats.keypoints_io import coco_keypoints_document, yolo_pose_l
 from quadratseg.images import output_name, read_image_rgb
 from quadratseg.keypoints import grid_neighbour_pairs, load_template
 from quadratseg.visualize import draw_keypoints
+from quadratseg.warp import warped_size
 
 
 def predict(
@@ -39,7 +40,9 @@ def predict(
     kpt_conf: float = 0.5,
     imgsz: int | None = None,
     warp_size: int = 1024,
+    aspect: float = 1.0,
     overwrite: bool = False,
+    refine: bool = True,
 ) -> str:
     """Predict ordered keypoints (and warped quadrats for corners) for every image of a folder.
 
@@ -52,8 +55,11 @@ def predict(
         conf: detection confidence threshold.
         kpt_conf: keypoint confidence threshold; points below it count as not detected.
         imgsz: inference size (default: the training size).
-        warp_size: side of the warped quadrat images (corners).
+        warp_size: width of the warped quadrat images (corners).
+        aspect: the quadrat's width / height (1: square; 2: a 1 x 0.5 m quadrat); the warped
+            height is ``warp_size / aspect``.
         overwrite: replace out_dir if it exists.
+        refine: move the points to the image evidence (frame corners, string crossings).
 
     Returns:
         JSON summary: images done, failed, complete matches, warped images.
@@ -68,7 +74,15 @@ def predict(
     items = batch_items(images)
     tmpl = load_template(template, spec.n_points) if template else None
     predictor = PosePredictor(
-        weights, spec, tmpl, conf, kpt_conf, imgsz, device=device(), warp_size=(warp_size, warp_size)
+        weights,
+        spec,
+        tmpl,
+        conf,
+        kpt_conf,
+        imgsz,
+        device=device(),
+        warp_size=warped_size(warp_size, aspect),
+        refine=refine,
     )
     names = [str(i + 1) for i in range(spec.n_points)]
     edges = (
@@ -86,6 +100,12 @@ def predict(
             "extra_detections": pred.match.n_extra,
             "raw_detections": pred.n_raw,
         }
+        if pred.refined is not None:
+            entry["refined"] = int(pred.refined.sum())
+            entry["not_refined"] = (np.flatnonzero(pred.visible & ~pred.refined) + 1).tolist()
+            entry["filled"] = (np.flatnonzero(pred.filled) + 1).tolist()
+        if pred.no_grid:
+            entry["no_grid"] = pred.no_grid
         writes = []
         if pred.visible.any():
             writes.append(("labels", ".txt", yolo_pose_line(pred.keypoints_xy, pred.frame_size) + "\n"))

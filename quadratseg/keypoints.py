@@ -273,6 +273,11 @@ def match_to_template(
     # The first guess: the template laid over the whole frame. A second one: template moved and
     # scaled onto the detections' centroid/spread, which rescues shifted or zoomed grids.
     guesses = [template_n * (frame / length)]
+    # ... laid over the detections' box (3 of 4 corners already span the quadrat's box)
+    t_lo, t_hi = template_n.min(axis=0), template_n.max(axis=0)
+    d_lo, d_hi = det_n.min(axis=0), det_n.max(axis=0)
+    if len(det_n) >= 3 and np.all(t_hi > t_lo) and np.all(d_hi > d_lo):
+        guesses.append((template_n - t_lo) / (t_hi - t_lo) * (d_hi - d_lo) + d_lo)
     spread_t, spread_d = template_n.std(axis=0), det_n.std(axis=0)
     if len(det_n) >= 4 and np.all(spread_t > 0) and np.all(spread_d > 0):
         centred = (template_n - template_n.mean(axis=0)) / spread_t * spread_d

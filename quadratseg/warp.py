@@ -63,6 +63,19 @@ def check_quadrilateral(corners_xy: np.ndarray, min_area: float = 16.0) -> None:
         raise DegenerateQuadrilateralError(f"the quadrilateral area {area:.1f} px^2 is below {min_area}")
 
 
+def warped_size(width_px: int, aspect: float = 1.0) -> tuple[int, int]:
+    """(width, height) px of a warped quadrat ``width_px`` wide whose sides are in ratio
+    ``aspect`` = width / height (1 for square quadrats, 2 for a 1 x 0.5 m one).
+
+    Example:
+        >>> warped_size(1000, 2.0)
+        (1000, 500)
+    """
+    if not aspect > 0:
+        raise ValueError(f"the quadrat aspect (width / height) must be positive, got {aspect}")
+    return int(width_px), max(1, round(width_px / aspect))
+
+
 def quadrat_homography(corners_xy: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
     """Homography (3, 3) from image pixels to warped pixels (see module docstring).
 

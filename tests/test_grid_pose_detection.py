@@ -343,3 +343,37 @@ def test_train_args_accept_json_and_fire_dicts():
     }
     with pytest.raises(QuadratsegError, match="JSON object"):
         parse_train_args("[1, 2]")
+
+
+def test_make_template_fits_the_annotated_grids(pose_datasets, tmp_path):
+    import fiftyone as fo
+
+    from grid_pose_detection.make_template import make_template, normalized_keypoints
+    from quadratseg.keypoints import load_template
+
+    out = tmp_path / "kp_template_grid.npy"
+    result = json.loads(make_template(pose_datasets["gridpose"], str(out)))
+    template = load_template(out, 117)
+    assert result["samples"] == 6 and result["points"] == 117
+    # the generator strings the grid evenly: the fitted template is the built-in one
+    assert np.abs(template - grid_template_xy()).max() < 0.002
+    assert result["max_deviation_from_even"] < 0.002
+    corners = json.loads(
+        make_template(pose_datasets["gridpose"], str(tmp_path / "c.npy"), task="gridcorners")
+    )
+    assert "unit square" in corners["note"]
+    with pytest.raises(QuadratsegError, match="fewer than 7"):
+        make_template(pose_datasets["gridpose"], str(tmp_path / "x.npy"), min_samples=7)
+    with pytest.raises(QuadratsegError, match=r"must end in \.npy"):
+        make_template(pose_datasets["gridpose"], str(tmp_path / "x.txt"))
+    # a grid annotated on the raw photo is brought into the quadrat through its own corners
+    w, h = 800, 600
+    corners_xy = np.array([[100.0, 80.0], [650.0, 100.0], [700.0, 560.0], [90.0, 520.0]])
+    from quadratseg.warp import quadrat_homography, transform_points
+
+    grid_raw = transform_points(grid_template_xy(), np.linalg.inv(quadrat_homography(corners_xy, (1, 1))))
+    sample = fo.Sample(filepath=str(tmp_path / "raw.jpg"))
+    sample.metadata = fo.ImageMetadata(width=w, height=h)
+    sample["gt_grid"] = fo.Keypoints(keypoints=[fo.Keypoint(points=(grid_raw / [w, h]).tolist())])
+    sample["gt_corners"] = fo.Keypoints(keypoints=[fo.Keypoint(points=(corners_xy / [w, h]).tolist())])
+    assert np.allclose(normalized_keypoints(sample, "gt_grid"), grid_template_xy(), atol=1e-6)

@@ -9,6 +9,7 @@ from quadratseg.keypoints import (
     CORNER_MAX_COST,
     GRID_MAX_COST,
     corner_template_xy,
+    fit_template,
     grid_flip_index,
     grid_neighbour_pairs,
     grid_template_xy,
@@ -135,3 +136,31 @@ def test_template_files(tmp_path):
     (tmp_path / "corrupt.npy").write_bytes(b"nonsense")
     with pytest.raises(TemplateError, match="cannot read"):
         load_template(tmp_path / "corrupt.npy")
+
+
+def test_matching_costs_are_isotropic_on_a_wide_frame():
+    """A point 40 px off across a 1600 x 400 frame costs what 40 px along it costs."""
+    template = corner_template_xy()
+    frame = (1600, 400)
+    corners = template * frame
+    moved = corners + np.array([[40.0, 0.0], [0.0, 40.0], [0.0, 0.0], [0.0, 0.0]])
+    match = match_to_template(moved, template, CORNER_MAX_COST, frame_size=frame, refine_iterations=0)
+    assert match.complete
+    assert match.cost[0] == pytest.approx(match.cost[1]) == pytest.approx(40 / 1600)
+
+
+def test_fit_template_is_a_robust_mean_and_refuses_thin_evidence():
+    rng = np.random.default_rng(0)
+    truth = grid_template_xy()
+    stack = truth + rng.normal(0, 0.002, (12, 117, 2))
+    stack[0] += 0.2  # one badly warped annotation
+    stack[1, :5] = np.nan  # five points not annotated on one image
+    template, counts = fit_template(stack)
+    assert np.abs(template - truth).max() < 0.003  # the outlier did not pull the template
+    assert counts[:5].tolist() == [11] * 5 and counts[5] == 12
+    with pytest.raises(
+        TemplateError, match=r"keypoint\(s\) \[1, 2, 3, 4, 5\] are annotated on fewer than 12"
+    ):
+        fit_template(stack, min_samples=12)
+    with pytest.raises(TemplateError, match="at least one sample"):
+        fit_template(np.zeros((0, 117, 2)))

@@ -154,3 +154,25 @@ def test_bad_parameters(tmp_path, config, message):
     with pytest.raises(QuadratsegError, match=message):
         generate_dataset(tmp_path / "x", config)
     assert not (tmp_path / "x").exists()
+
+
+def test_rectangular_and_gridless_quadrats():
+    """A 2:1 quadrat warps to a 2:1 image whose strings sit where the template puts them; a
+    quadrat without a grid differs from its clean photo nowhere."""
+    from quadratseg.demo import projective_lattice, string_offsets_px
+    from quadratseg.synth.scene import render_quadrat
+    from quadratseg.warp import quadrat_homography
+
+    q = render_quadrat(np.random.default_rng(3), (800, 600), 640, ["Acropora", "Porites"], aspect=2.0)
+    assert q.warped.shape == (320, 640, 3) and q.warped_size == (640, 320)
+    assert np.allclose(q.grid_warped_xy, grid_template_xy() * [640, 320])
+    assert string_offsets_px(q.warped, q.warped_clean, GRID_ROWS, GRID_COLS).max() < 0.9
+    # the photo's quadrat is twice as wide as high (lattice by line geometry, no homography)
+    points, uv = projective_lattice(q.corners_raw_xy)
+    warped = transform_points(points, quadrat_homography(q.corners_raw_xy, (640, 320)))
+    assert np.abs(warped - uv * [640, 320]).max() < 1e-3  # float32 in OpenCV
+    assert all(c.polygon_xy[:, 1].max() < 320 for c in q.colonies)
+    bare = render_quadrat(np.random.default_rng(3), (800, 600), 640, ["Acropora"], grid=False)
+    assert np.array_equal(bare.warped, bare.warped_clean)
+    with pytest.raises(QuadratsegError, match="aspect"):
+        SynthConfig(aspect=9).validate()

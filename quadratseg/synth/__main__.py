@@ -17,6 +17,7 @@ def synth(
     max_colonies: int = 12,
     overwrite: bool = False,
     workers: int = 0,
+    aspect: float = 1.0,
 ) -> str:
     """Make synthetic raw photo-quadrats and the CVAT exports of the three projects.
 
@@ -30,11 +31,12 @@ def synth(
         max_colonies: most coral colonies per quadrat.
         overwrite: replace out_dir if it exists (only once the new set is complete).
         workers: rendering processes (0: one per CPU core).
+        aspect: quadrat width / height (1: square; 2: a 1 x 0.5 m quadrat).
 
     Returns:
         The folder written.
     """
-    config = SynthConfig(images, seed, size, warped_size, min_colonies, max_colonies)
+    config = SynthConfig(images, seed, size, warped_size, min_colonies, max_colonies, aspect=aspect)
     return str(generate_dataset(Path(out_dir), config, overwrite=overwrite, workers=workers))
 
 

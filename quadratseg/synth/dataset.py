@@ -61,6 +61,7 @@ class SynthConfig:
     min_colonies: int = 7
     max_colonies: int = 12
     jpeg_quality: int = 95
+    aspect: float = 1.0  # quadrat width / height (1: square)
 
     @property
     def raw_size(self) -> tuple[int, int]:
@@ -69,7 +70,7 @@ class SynthConfig:
 
     @property
     def warped_side(self) -> int:
-        """Side of the square warped images."""
+        """Width of the warped images (their height is this / ``aspect``)."""
         return self.warped_size or self.size
 
     def validate(self) -> None:
@@ -80,6 +81,10 @@ class SynthConfig:
             raise QuadratsegError(f"--size must be at least 128 px, got {self.size}")
         if self.warped_size and self.warped_size < 128:
             raise QuadratsegError(f"--warped-size must be at least 128 px, got {self.warped_size}")
+        if not 0.25 <= self.aspect <= 4:
+            raise QuadratsegError(
+                f"--aspect (quadrat width / height) must be within 0.25..4, got {self.aspect}"
+            )
         if not 1 <= self.min_colonies <= self.max_colonies:
             raise QuadratsegError("need 1 <= min_colonies <= max_colonies")
 
@@ -136,7 +141,13 @@ def _render_one(args: tuple[SynthConfig, int, str, Path]) -> dict[str, Any]:
     config, index, subset, root = args
     rng = np.random.default_rng([config.seed, index])
     n = int(rng.integers(config.min_colonies, config.max_colonies + 1))
-    q = render_quadrat(rng, config.raw_size, config.warped_side, genera_for_image(index, config.seed, n))
+    q = render_quadrat(
+        rng,
+        config.raw_size,
+        config.warped_side,
+        genera_for_image(index, config.seed, n),
+        aspect=config.aspect,
+    )
     name = image_name(index)
     params = [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
     for folder, image in (("corners", q.raw), ("grid", q.warped), ("segmentation", q.warped_clean)):

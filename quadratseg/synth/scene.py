@@ -29,6 +29,7 @@ from quadratseg.synth.appearance import (
     seabed,
 )
 from quadratseg.warp import check_quadrilateral, quadrat_homography, transform_points, warp_image
+from quadratseg.warp import warped_size as warped_size_of
 
 FRAME_RGB = (225.0, 222.0, 205.0)  # PVC frame
 MARKER_RGB = (215.0, 40.0, 30.0)  # red tape on each corner
@@ -69,29 +70,32 @@ class SyntheticQuadrat:
 
 
 def place_colonies(
-    rng: np.random.Generator, warped_size: int, genera: list[str], max_tries: int = 60
+    rng: np.random.Generator, warped_size: int | tuple[int, int], genera: list[str], max_tries: int = 60
 ) -> list[Colony]:
     """Place non-overlapping colonies of the given genera inside the quadrat (warped pixels).
 
-    Colonies do not overlap, so every polygon is exactly the visible coral; a genus whose
-    colony cannot be placed after ``max_tries`` is skipped.
+    ``warped_size``: a side, or (width, height) of a rectangular quadrat. Colonies do not
+    overlap, so every polygon is exactly the visible coral; a genus whose colony cannot be
+    placed after ``max_tries`` is skipped.
     """
-    s = warped_size
-    occupied = np.zeros((s, s), dtype=bool)
+    sw, sh = (warped_size, warped_size) if isinstance(warped_size, int) else warped_size
+    s = min(sw, sh)  # colony sizes scale with the shorter side
+    occupied = np.zeros((sh, sw), dtype=bool)
     colonies: list[Colony] = []
     margin = 0.02 * s
+    limit = np.array([sw, sh], dtype=np.float64)
     for label in genera:
         look = GENUS_LOOKS[label]
         for _ in range(max_tries):
             radius = look.size * s * rng.uniform(0.9, 1.6)
-            centre = rng.uniform(margin + radius, s - margin - radius, size=2)
+            centre = rng.uniform(margin + radius, limit - margin - radius, size=2)
             polygon = colony_outline(rng, (float(centre[0]), float(centre[1])), radius, look.lobes)
-            if polygon.min() < margin or polygon.max() > s - margin:
+            if polygon.min() < margin or (polygon > limit - margin).any():
                 continue
             # rasterize inside the colony's box only (a few px of margin for the spacing)
             x0, y0 = np.floor(polygon.min(axis=0)).astype(int) - 3
             x1, y1 = np.ceil(polygon.max(axis=0)).astype(int) + 3
-            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, s), min(y1, s)
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, sw), min(y1, sh)
             mask = polygon_to_mask(polygon - [x0, y0], (x1 - x0, y1 - y0))
             grown = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
             if (grown & occupied[y0:y1, x0:x1]).any():
@@ -103,19 +107,21 @@ def place_colonies(
 
 
 def sample_camera_corners(
-    rng: np.random.Generator, raw_size: tuple[int, int], frame_fraction: float
+    rng: np.random.Generator, raw_size: tuple[int, int], frame_fraction: float, aspect: float = 1.0
 ) -> np.ndarray:
     """Raw-image positions (4, 2) of the quadrat's inner corners TL, TR, BR, BL under a tilted camera.
 
-    The outer frame edge (``frame_fraction`` of the side beyond the interior) stays inside the photo.
+    ``aspect`` is the quadrat's width / height. The outer frame edge (``frame_fraction`` of the
+    side beyond the interior) stays inside the photo.
     """
     w, h = raw_size
+    shape = np.array([max(aspect, 1.0), max(1.0 / aspect, 1.0)])  # the longer side is 1
     for _ in range(200):
-        side = rng.uniform(0.55, 0.72) * min(w, h)
+        side = rng.uniform(0.55, 0.72) * min(w / shape[0], h / shape[1])
         centre = np.array([w / 2, h / 2]) + rng.uniform(-0.06, 0.06, 2) * np.array([w, h])
         angle = np.deg2rad(rng.uniform(-12, 12))
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        square = (corner_template_xy() - 0.5) * side
+        square = (corner_template_xy() - 0.5) * side * shape
         corners = centre + square @ rot.T + rng.normal(0, 0.045 * side, (4, 2))
         try:
             check_quadrilateral(corners)
@@ -130,20 +136,20 @@ def sample_camera_corners(
 
 
 def _frame_canvas(interior: np.ndarray, band: int, rng: np.random.Generator) -> np.ndarray:
-    """The interior surrounded by the frame bar (``band`` px) with red corner markers."""
-    s = interior.shape[0]
-    canvas = np.empty((s + 2 * band, s + 2 * band, 3), dtype=np.float32)
+    """The interior (H, W, 3) surrounded by the frame bar (``band`` px) with red corner markers."""
+    sh, sw = interior.shape[:2]
+    canvas = np.empty((sh + 2 * band, sw + 2 * band, 3), dtype=np.float32)
     canvas[:] = FRAME_RGB
     canvas += rng.normal(0, 4, canvas.shape).astype(np.float32)
-    canvas[band : band + s, band : band + s] = interior
+    canvas[band : band + sh, band : band + sw] = interior
     marker = int(band * 1.6)
-    for cx, cy in ((band, band), (band + s, band), (band + s, band + s), (band, band + s)):
+    for cx, cy in ((band, band), (band + sw, band), (band + sw, band + sh), (band, band + sh)):
         x0, y0 = max(cx - marker, 0), max(cy - marker, 0)
         x1, y1 = min(cx + marker, canvas.shape[1]), min(cy + marker, canvas.shape[0])
         patch = canvas[y0:y1, x0:x1]
         # tape only on the frame bar, not over the interior
         yy, xx = np.mgrid[y0:y1, x0:x1]
-        on_bar = (xx < band) | (xx >= band + s) | (yy < band) | (yy >= band + s)
+        on_bar = (xx < band) | (xx >= band + sw) | (yy < band) | (yy >= band + sh)
         patch[on_bar] = MARKER_RGB
     return canvas
 
@@ -151,19 +157,19 @@ def _frame_canvas(interior: np.ndarray, band: int, rng: np.random.Generator) -> 
 def draw_grid(image: np.ndarray, grid_xy: np.ndarray, width_px: float, rows: int, cols: int) -> np.ndarray:
     """Draw strings through the grid points (row-major (rows*cols, 2)) across the whole interior."""
     out = image.copy()
-    s = image.shape[0]
+    sh, sw = image.shape[:2]
     pts = grid_xy.reshape(rows, cols, 2)
     thickness = max(1, round(width_px))
     shift = 4
     for j in range(cols):
         x = pts[0, j, 0]
         p0 = (round((x - 0.5) * 16), round(-0.5 * 16))
-        p1 = (round((x - 0.5) * 16), round((s - 0.5) * 16))
+        p1 = (round((x - 0.5) * 16), round((sh - 0.5) * 16))
         cv2.line(out, p0, p1, STRING_RGB, thickness, cv2.LINE_AA, shift)
     for i in range(rows):
         y = pts[i, 0, 1]
         p0 = (round(-0.5 * 16), round((y - 0.5) * 16))
-        p1 = (round((s - 0.5) * 16), round((y - 0.5) * 16))
+        p1 = (round((sw - 0.5) * 16), round((y - 0.5) * 16))
         cv2.line(out, p0, p1, STRING_RGB, thickness, cv2.LINE_AA, shift)
     return out
 
@@ -175,29 +181,35 @@ def render_quadrat(
     genera: list[str],
     rows: int = 9,
     cols: int = 13,
+    grid: bool = True,
+    aspect: float = 1.0,
 ) -> SyntheticQuadrat:
     """Render one quadrat: raw photo, warped photo, warped photo without grid, and all truth.
 
     Args:
         rng: the quadrat's own generator (seeded per image for reproducibility).
         raw_size: (width, height) of the raw photo.
-        warped_size: side of the square warped images.
+        warped_size: width of the warped images (their height is ``warped_size / aspect``).
         genera: finegrained labels of the colonies to place (some may not fit).
         rows, cols: grid intersections (9 x 13 = 117 by default).
+        grid: draw the strings; False renders a quadrat without a grid (two-stage surveys),
+            whose grid truth is then where the strings would be.
+        aspect: the quadrat's width / height (1: square; 2: a 1 x 0.5 m quadrat).
     """
-    s = warped_size
-    interior = seabed(rng, (s, s))
-    colonies = place_colonies(rng, s, genera)
+    sw, sh = warped_size_of(warped_size, aspect)
+    s = min(sw, sh)
+    interior = seabed(rng, (sh, sw))
+    colonies = place_colonies(rng, (sw, sh), genera)
     for colony in colonies:
         paint_colony(interior, colony.polygon_xy, GENUS_LOOKS[colony.label], rng)
-    grid_warped = grid_template_xy(rows, cols) * s
+    grid_warped = grid_template_xy(rows, cols) * [sw, sh]
     line_width = max(2.0, s / 220.0) * rng.uniform(0.8, 1.25)
-    gridded = draw_grid(interior, grid_warped, line_width, rows, cols)
+    gridded = draw_grid(interior, grid_warped, line_width, rows, cols) if grid else interior
 
     frame_fraction = 0.045
     band = max(3, round(frame_fraction * s))
-    corners_raw = sample_camera_corners(rng, raw_size, frame_fraction)
-    h_raw_to_warped = quadrat_homography(corners_raw, (s, s))
+    corners_raw = sample_camera_corners(rng, raw_size, frame_fraction, aspect)
+    h_raw_to_warped = quadrat_homography(corners_raw, (sw, sh))
     h_warped_to_raw = np.linalg.inv(h_raw_to_warped)
     shift = np.array([[1, 0, -band], [0, 1, -band], [0, 0, 1]], dtype=np.float64)
     h_canvas_to_raw = h_warped_to_raw @ shift
@@ -206,7 +218,7 @@ def render_quadrat(
     conditions = draw_photo_conditions(rng)
     noise = rng.normal(0, float(conditions["noise"]), (raw_size[1], raw_size[0], 3)).astype(np.float32)
     canvas_rng_seed = int(rng.integers(0, 2**31))
-    alpha_src = np.ones((s + 2 * band, s + 2 * band), dtype=np.float32)
+    alpha_src = np.ones((sh + 2 * band, sw + 2 * band), dtype=np.float32)
     alpha = warp_image(alpha_src, h_canvas_to_raw, raw_size)[..., None]
 
     def photograph(quadrat_interior: np.ndarray) -> np.ndarray:
@@ -216,8 +228,8 @@ def render_quadrat(
 
     raw = photograph(gridded)
     raw_clean = photograph(interior)
-    warped = warp_image(raw, h_raw_to_warped, (s, s))
-    warped_clean = warp_image(raw_clean, h_raw_to_warped, (s, s))
+    warped = warp_image(raw, h_raw_to_warped, (sw, sh))
+    warped_clean = warp_image(raw_clean, h_raw_to_warped, (sw, sh))
     return SyntheticQuadrat(
         raw=raw,
         warped=warped,
