@@ -89,6 +89,12 @@ def yolo_seg_line(class_id: int, ring_xy: np.ndarray, frame_size: tuple[int, int
     return f"{class_id} " + " ".join(f"{v:.6f}" for v in pts.ravel())
 
 
+def layout_stem(sample: Any) -> str:
+    """File stem of a sample's image and label in the layout: its file's stem and id (names repeat
+    across CVAT tasks)."""
+    return f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
+
+
 def write_seg_layout(
     samples: Any,
     out_dir: Path,
@@ -131,7 +137,7 @@ def write_seg_layout(
                 rings = [np.asarray(r, dtype=np.float64) * [w, h] for r in poly.points if len(r) >= 3]
                 if rings:
                     colonies.append((index[poly.label], rings))
-            stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
+            stem = layout_stem(sample)
             boxes = (
                 [
                     (x, y, min(x + tile, w), min(y + tile, h))

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from grid_inpainting.evaluate import evaluate_backends, load_pairs
-from grid_inpainting.inpaint import select_backend
+from grid_inpainting.inpaint import remove_grid, select_backend
 from quadratseg.errors import QuadratsegError
 from quadratseg.synth.dataset import load_truth
 
@@ -55,6 +55,9 @@ def stage(ctx: Any) -> dict[str, Any]:
     backends = [select_backend(name, ctx.settings) for name in names]
     scores, strips = evaluate_backends(pairs, backends)
     best = max(scores, key=lambda name: scores[name]["psnr_masked"])
+    # the cleaned test photos of the best backend, for the segmentation stages to run on
+    cleaned = remove_grid([p[1] for p in pairs], [p[3] for p in pairs], backends[list(scores).index(best)])
+    ctx.shared["grid_removed"] = {pair[0]: result.image for pair, result in zip(pairs, cleaned, strict=True)}
     reference = None
     if predicted is not None:  # the same with the annotated keypoints: what a perfect grid model gives
         with_grid = [pair for pair in annotated if pair[0] not in no_grid]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from grid_pose_detection.evaluate import evaluate_samples
+from grid_pose_detection.make_template import template_from_samples
 from grid_pose_detection.predictor import PosePredictor
 from grid_pose_detection.prepare_data import write_pose_layout
 from grid_pose_detection.tasks import get_task
@@ -48,6 +49,12 @@ DEMO_CONF = 0.01
 EVAL_SPLIT = "test"
 
 
+def fitted_template(samples: Any, task: Any) -> Any:
+    """The grid template fitted from the training split's annotations (``make_template``)."""
+    template, _ = template_from_samples(samples.match_tags("train"), task.field)
+    return template
+
+
 def _train_and_evaluate(ctx: Any, task_name: str) -> tuple[dict[str, Any], PosePredictor]:
     import fiftyone as fo
 
@@ -66,8 +73,16 @@ def _train_and_evaluate(ctx: Any, task_name: str) -> tuple[dict[str, Any], PoseP
     # low thresholds: a briefly trained model is unsure of its boxes (box confidence ~0.1) while its
     # points are already good (keypoint confidence ~0.98, 0.1-0.2 px after refinement); at 0.05 one
     # of 5 test photos lost a corner. Extra detections are dropped by the template matching.
+    # the template fitted from the annotated training grids, as make_template does for deployment
+    template = task.template() if task_name == "gridcorners" else fitted_template(samples, task)
     predictor = PosePredictor(
-        run["best"], task, conf=DEMO_CONF, kpt_conf=0.2, imgsz=imgsz, warp_size=(WARP_SIZE, WARP_SIZE)
+        run["best"],
+        task,
+        template,
+        conf=DEMO_CONF,
+        kpt_conf=0.2,
+        imgsz=imgsz,
+        warp_size=(WARP_SIZE, WARP_SIZE),
     )
     # the test split: val picked the checkpoint (best.pt), so its figures would flatter the model
     metrics = evaluate_samples(predictor, samples.match_tags(EVAL_SPLIT), warp_size=WARP_SIZE, ablation=True)

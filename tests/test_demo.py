@@ -45,6 +45,9 @@ def test_demo_writes_summary_and_report(tmp_path):
         assert inpaint["psnr_masked"] > inpaint["psnr_masked_input"] + 5
     assert pose["grid_images_without_grid"] >= len(inpaint["images_without_grid"])
     seg = summary["coral_seg_yolo"]
+    # segmentation also scored on the photos cleaned from the predicted grid (the chain)
+    assert seg["chain_images"] == inpaint["images"]
+    assert (seg["chain_mask_map50"] is None) == (inpaint["images"] == 0)
     assert seg["epochs"] == 2 and seg["train_seconds"] > 0
     assert seg["split"] == "test" and seg["images"] == n_test and seg["instances"] > 0
     assert seg["mask_map50_95"] <= seg["mask_map50"] and seg["box_map50_95"] <= seg["box_map50"]
