@@ -64,7 +64,8 @@ def _chain_split(samples: Any, data_dir: Path, removed: dict[str, np.ndarray]) -
         count += 1
     if count:
         description = yaml.safe_load((data_dir / "data.yaml").read_text(encoding="utf-8"))
-        description["chain"] = "images/chain"
+        # ultralytics resolves only train/val/test/minival against "path": an absolute path
+        description["chain"] = str((data_dir / "images" / "chain").resolve())
         (data_dir / "data.yaml").write_text(yaml.safe_dump(description, sort_keys=False), encoding="utf-8")
     return count
 

