@@ -146,6 +146,9 @@ def test_pose_predict_policy(images, tmp_path, monkeypatch):
                     n_raw=1,
                     warp_error=None,
                     homography=np.eye(3),
+                    refined=np.ones(4, bool),
+                    filled=np.zeros(4, bool),
+                    no_grid="",
                 )
             ]
 

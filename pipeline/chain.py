@@ -1,0 +1,134 @@
+"""The chain for one photo: corners -> warp -> grid -> grid removal -> segmentation -> cover.
+
+Every stage is one of the predictor objects the Nuclio functions serve, called in process:
+:class:`grid_pose_detection.predictor.PosePredictor` (corners and grid),
+:func:`grid_inpainting.inpaint.remove_grid` with a backend, and
+:class:`coral_seg_yolo.predictor.SegPredictor`. Variants, by which models are given:
+
+- three-stage: corners, grid, removal and segmentation;
+- two-stage (no grid model): corners -> warp -> segmentation;
+- single-stage (no corner model): the photos are already warped quadrats.
+
+A stage that finds nothing records its reason and the chain goes on where it can: a photo with
+no grid skips removal; a photo whose frame is not found stops there (cover needs the quadrat).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from quadratseg.cover_stats import CoverEstimate, instance_cover, visible_areas
+from quadratseg.instances import Instance
+
+
+@dataclass
+class ChainModels:
+    """The stages' models; ``None`` leaves a stage out (see the module docstring)."""
+
+    segment: Any  # SegPredictor
+    corners: Any = None  # PosePredictor of gridcorners
+    grid: Any = None  # PosePredictor of gridpose
+    inpaint: Any = None  # an inpainting backend (grid_inpainting.inpaint.select_backend)
+    include_inpainted: bool = False  # count the pixels under the grid mask in the cover
+
+    @property
+    def variant(self) -> str:
+        """three-stage, two-stage or single-stage."""
+        if self.corners is None:
+            return "single-stage"
+        return "three-stage" if self.grid is not None else "two-stage"
+
+
+@dataclass
+class PhotoResult:
+    """What the chain made of one photo (images in the warped frame unless named raw)."""
+
+    status: dict[str, str] = field(default_factory=dict)  # stage -> "ok", "skipped: ...", "stopped: ..."
+    warped: np.ndarray | None = None
+    clean: np.ndarray | None = None
+    homography: np.ndarray | None = None  # raw -> warped
+    corners_xy: np.ndarray | None = None  # (4, 2) raw px
+    grid_xy: np.ndarray | None = None  # (117, 2) warped px
+    grid_mask: np.ndarray | None = None  # (H, W) bool, pixels invented by inpainting
+    instances: list[Instance] = field(default_factory=list)
+    observed_hw: np.ndarray | None = None  # (H, W) bool, pixels the cover counts
+    cover: list[CoverEstimate] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """True when the photo reached a cover."""
+        return bool(self.cover) or self.status.get("cover") == "ok"
+
+    @property
+    def observed_share(self) -> float:
+        """Share of the quadrat's pixels that were seen (not invented by inpainting)."""
+        return float(self.observed_hw.mean()) if self.observed_hw is not None else float("nan")
+
+
+def cover_of_instances(
+    instances: list[Instance], frame_size: tuple[int, int], observed_hw: np.ndarray, classes: list[str]
+) -> list[CoverEstimate]:
+    """Cover per class over the observed pixels; overlaps go to the more confident colony."""
+    ordered = sorted(instances, key=lambda inst: inst.score)
+    areas = visible_areas([(inst.box_mask, inst.origin_xy) for inst in ordered], frame_size, observed_hw)
+    return instance_cover(
+        [inst.label for inst in ordered],
+        [inst.score for inst in ordered],
+        areas.tolist(),
+        int(observed_hw.sum()),
+        classes,
+    )
+
+
+def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
+    """Run the chain on one uint8 RGB photo (H, W, 3); see the module docstring."""
+    from grid_inpainting.inpaint import remove_grid
+
+    result = PhotoResult()
+    warped = image_rgb
+    if models.corners is not None:
+        (corners,) = models.corners.predict([image_rgb])
+        result.corners_xy = corners.keypoints_xy
+        if corners.homography is None:
+            result.status["corners"] = (
+                f"stopped: no quadrat frame ({corners.warp_error or 'no corner found'})"
+            )
+            return result
+        result.status["corners"] = "ok"
+        result.homography = corners.homography
+        warped = models.corners.warp(image_rgb, corners)
+    else:
+        result.status["corners"] = "skipped: single-stage (the photo is the quadrat)"
+    result.warped = warped
+    clean = warped
+    if models.grid is None:
+        result.status["grid"] = "skipped: two-stage (no grid model)"
+    else:
+        (grid,) = models.grid.predict([warped])
+        if grid.no_grid:
+            result.status["grid"] = f"skipped: {grid.no_grid}"
+        else:
+            result.status["grid"] = "ok"
+            result.grid_xy = grid.keypoints_xy
+            if models.inpaint is None:
+                result.status["removal"] = "skipped: no inpainting backend"
+            else:
+                (removal,) = remove_grid([warped], [grid.keypoints_xy], models.inpaint)
+                clean, result.grid_mask = removal.image, removal.mask
+                result.status["removal"] = f"ok ({removal.backend})"
+    result.status.setdefault("removal", "skipped: no grid")
+    result.clean = clean
+    result.instances = models.segment.predict(clean)
+    result.status["segmentation"] = f"ok ({len(result.instances)} colonies)"
+    height, width = clean.shape[:2]
+    observed = np.ones((height, width), dtype=bool)
+    if result.grid_mask is not None and not models.include_inpainted:
+        observed &= ~result.grid_mask
+    result.observed_hw = observed
+    classes = list(models.segment.names.values())
+    result.cover = cover_of_instances(result.instances, (width, height), observed, classes)
+    result.status["cover"] = "ok"
+    return result

@@ -1,0 +1,80 @@
+"""CoralNet interop on CoralNet's own exports (MCR LTER, shared/data/coralnet) and our CSV back."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from quadratseg.errors import QuadratsegError
+from quadratseg.formats.coralnet import (
+    check_codes,
+    human_points,
+    read_coralnet_csv,
+    read_label_mapping,
+    sample_points,
+    write_coralnet_csv,
+)
+from quadratseg.taxonomy import load_taxonomy
+
+HUMAN = "mcr_lter1_fringingreef_pole1-2_qu1_20080415.csv"
+MACHINE = "mcr_lter1_fringingreef_pole4-5_qu2_20080415.csv"
+
+
+def _mapping(tmp_path, rows):
+    path = tmp_path / "mapping.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["coralnet", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def test_a_coralnet_export_reads_with_machine_rows_recognized(shared_data):
+    people = read_coralnet_csv(shared_data / "coralnet" / HUMAN)
+    robot = read_coralnet_csv(shared_data / "coralnet" / MACHINE)
+    assert len(people) == len(robot) == 200
+    kept, left_out = human_points(people + robot)
+    assert len(kept) == 200 and left_out == 200  # the classifier's points are not truth
+    assert {p.annotator for p in kept} == {"Imported"}
+    first = people[0]  # Row 671 is y, Column 217 is x, as CoralNet writes them
+    assert (first.name, first.x, first.y, first.code) == (HUMAN.replace(".csv", ".jpg"), 217.0, 671.0, "Sand")
+    assert robot[0].extra["Machine suggestion 1"] == "CCA"
+    codes = {p.code for p in kept}
+    assert codes == {"Sand", "CCA", "Porit", "Macro", "Off"}
+
+
+def test_codes_without_a_mapping_stop_with_close_matches(shared_data, tmp_path):
+    taxonomy = load_taxonomy()
+    points, _ = human_points(read_coralnet_csv(shared_data / "coralnet" / HUMAN))
+    mapping = read_label_mapping(
+        _mapping(tmp_path, [["Porites", "Porites"], ["Sand", "substrate"], ["CCA", "substrate"]]),
+        taxonomy.classes(),
+    )
+    with pytest.raises(QuadratsegError, match=r"'Porit' \(close: Porites\)") as error:
+        check_codes(points, mapping, HUMAN)
+    assert "'Off'" in str(error.value) and "'Macro'" in str(error.value)
+    with pytest.raises(QuadratsegError, match="did you mean Porites"):
+        read_label_mapping(_mapping(tmp_path, [["Porit", "Poritess"]]), taxonomy.classes())
+    with pytest.raises(QuadratsegError, match="does not exist"):
+        read_label_mapping(tmp_path / "none.csv", taxonomy.classes())
+    with pytest.raises(QuadratsegError, match="not a CoralNet annotation export"):
+        bad = tmp_path / "bad.csv"
+        bad.write_text("Name,x,y\na.jpg,1,2\n")
+        read_coralnet_csv(bad)
+
+
+def test_our_points_csv_is_read_back_as_coralnet_writes_it(tmp_path):
+    points = sample_points((400, 300), 12, "grid")
+    assert points.shape == (12, 2) and (points[:, 0] < 400).all() and (points[:, 1] < 300).all()
+    random = sample_points((400, 300), 50, "random", seed=3)
+    assert np.array_equal(random, sample_points((400, 300), 50, "random", seed=3))
+    rows = [("a b###c.jpg", float(x), float(y), "Porites") for x, y in points]
+    path = write_coralnet_csv(rows, tmp_path / "ours.csv")
+    back = read_coralnet_csv(path)
+    assert [(p.name, p.x, p.y, p.code) for p in back] == [
+        (n, float(round(x)), float(round(y)), c) for n, x, y, c in rows
+    ]
+    with pytest.raises(QuadratsegError, match="random or grid"):
+        sample_points((10, 10), 3, "spiral")

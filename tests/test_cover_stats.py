@@ -1,0 +1,74 @@
+"""Cover over the observed quadrat, intervals and summaries, against hand-made masks and numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quadratseg.cover_stats import (
+    instance_cover,
+    interval_coverage,
+    mean_interval,
+    parse_photo_name,
+    regroup,
+    visible_areas,
+    wilson_interval,
+)
+
+
+def test_visible_areas_count_observed_pixels_once_for_the_last_colony():
+    frame = (10, 10)
+    a = (np.ones((4, 4), bool), (0, 0))
+    b = (np.ones((4, 4), bool), (2, 2))  # overlaps a on a 2 x 2 block, painted last
+    observed = np.ones((10, 10), bool)
+    observed[0, :] = False  # a grid string's row, invented by inpainting
+    areas = visible_areas([a, b], frame, observed)
+    assert areas.tolist() == [8, 16]  # a: 16 minus b's 2 x 2 block, minus its unobserved row
+
+
+def test_instance_cover_interval_follows_the_confidences():
+    sure = instance_cover(["Acropora"], [1.0], [500], 10_000, ["Acropora", "Porites"])
+    assert [e.label for e in sure] == ["Acropora", "Porites"]
+    assert sure[0].percent == sure[0].low == sure[0].high == 5.0 and sure[1].percent == 0.0
+    unsure = instance_cover(["Acropora", "Acropora"], [0.5, 0.9], [500, 300], 10_000)[0]
+    sd = np.sqrt(500**2 * 0.25 + 300**2 * 0.09) / 10_000 * 100
+    assert unsure.percent == 8.0 and unsure.colonies == 2
+    assert unsure.sd == pytest.approx(sd, abs=1e-3)
+    assert unsure.low == pytest.approx(8.0 - 1.96 * sd, abs=1e-2)
+    with pytest.raises(ValueError, match="no observed pixel"):
+        instance_cover([], [], [], 0)
+    grouped = regroup(
+        instance_cover(["Acropora", "Porites"], [0.5, 0.5], [100, 300], 1000), lambda label: "coral"
+    )
+    assert len(grouped) == 1 and grouped[0].percent == 40.0 and grouped[0].colonies == 2
+    assert grouped[0].sd == pytest.approx(np.hypot(5.0, 15.0), abs=1e-3)
+
+
+def test_intervals_and_summaries():
+    low, high = wilson_interval(20, 100)
+    assert low == pytest.approx(0.1333, abs=1e-3) and high == pytest.approx(0.2888, abs=1e-3)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    mean, se, lo, _ = mean_interval([10.0, 12.0, 14.0])
+    assert (mean, se) == (12.0, pytest.approx(2 / np.sqrt(3)))
+    assert lo == pytest.approx(12 - 4.3027 * 2 / np.sqrt(3), abs=1e-3)
+    assert np.isnan(mean_interval([5.0])[1])
+    assert interval_coverage([1.0, 5.0], [0.0, 0.0], [2.0, 4.0]) == 0.5
+    # the calibration check: normal draws inside their 95 % normal intervals, about 95 % of the time
+    rng = np.random.default_rng(0)
+    truth = rng.normal(10, 2, 4000)
+    assert 0.93 < interval_coverage(truth, np.full(4000, 10 - 1.96 * 2), np.full(4000, 10 + 1.96 * 2)) < 0.97
+
+
+@pytest.mark.parametrize(
+    ("stem", "expected"),
+    [
+        ("SynthNorth_2019_000", ("SynthNorth", "2019", "000")),
+        (
+            "AUSTRALES_AUS_RAI1###20M###20190504_UTP_QUADRAT_AUSRAI1_20M_10",
+            ("AUSTRALES_AUS_RAI1", "2019", "10"),
+        ),
+        ("mcr_lter1_fringingreef_pole1-2_qu1_20080415", ("", "", "")),
+    ],
+)
+def test_site_year_and_quadrat_from_photo_names(stem, expected):
+    assert tuple(parse_photo_name(stem).values()) == expected
