@@ -32,7 +32,7 @@ $(STAMP):
 	@touch $@
 
 demo: install
-	$(PY) -m quadratseg.demo
+	$(PY) -m pipeline.demo
 
 test: install
 	$(PY) -m pytest

@@ -126,6 +126,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         )
     )
     predictor = SegPredictor(run["best"], imgsz=IMGSZ, conf=0.25)
+    ctx.shared["seg_predictor"] = predictor  # for the chain on raw photos (pipeline.demo_process)
     taxonomy = load_taxonomy()
     colors = {name: taxonomy.color(name) for name in predictor.names.values()}
     for i, sample in enumerate(samples.match_tags("test").limit(2)):

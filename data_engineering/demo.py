@@ -1,6 +1,6 @@
 """Demo stage: the FiftyOne datasets of the three CVAT projects, from exports and from a backup.
 
-Runs inside ``python -m quadratseg.demo``; uses FiftyOne's bundled database in a folder of
+Runs inside ``python -m pipeline.demo``; uses FiftyOne's bundled database in a folder of
 the demo's own (``outputs/demo/fiftyone_db``) unless the settings name another.
 """
 

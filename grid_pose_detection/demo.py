@@ -159,6 +159,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         if prediction.no_grid:
             no_grid[s.cvat_image_name] = prediction.no_grid
     ctx.shared["grid_keypoints"] = predicted
+    ctx.shared["pose_predictors"] = {"gridcorners": corner_model, "gridpose": grid_model}
     ctx.shared["no_grid"] = no_grid
     gsample = grid_samples.match_tags("test").first()
     gimage = read_image_rgb(gsample.filepath)

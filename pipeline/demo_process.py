@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.chain import ChainModels
-from pipeline.coralnet import score_points
-from pipeline.process import process_folder
+from pipeline.points import score_points
+from pipeline.run import process_folder
 from quadratseg.cover import label_map, percent_cover
 from quadratseg.cover_stats import interval_coverage
 from quadratseg.formats.coralnet import SUBSTRATE, sample_points, write_coralnet_csv

@@ -1,6 +1,6 @@
 """Percent cover over the *observed* quadrat, with intervals, and summaries over quadrats.
 
-Pure arithmetic on masks and numbers (the chain in ``pipeline.process`` feeds it):
+Pure arithmetic on masks and numbers (the chain from raw photos to cover feeds it):
 
 - The denominator is the quadrat interior (the warped frame) minus the pixels nobody saw: under
   the grid mask the pixels were invented by inpainting, so by default they are no-data, left

@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CLIS = [
     "quadratseg.synth",
-    "quadratseg.demo",
+    "pipeline.demo",
     "data_engineering.create_fiftyone_dataset",
     "data_engineering.create_cvat_annotation_tasks",
     "grid_inpainting.remove_grid",

@@ -68,6 +68,7 @@ def test_codes_without_a_mapping_stop_with_close_matches(shared_data, tmp_path):
 def test_our_points_csv_is_read_back_as_coralnet_writes_it(tmp_path):
     points = sample_points((400, 300), 12, "grid")
     assert points.shape == (12, 2) and (points[:, 0] < 400).all() and (points[:, 1] < 300).all()
+    assert len(sample_points((500, 500), 50, "grid")) == 49  # 7 x 7: the nearest whole grid
     random = sample_points((400, 300), 50, "random", seed=3)
     assert np.array_equal(random, sample_points((400, 300), 50, "random", seed=3))
     rows = [("a b###c.jpg", float(x), float(y), "Porites") for x, y in points]

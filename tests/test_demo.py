@@ -1,7 +1,7 @@
 import json
 import re
 
-from quadratseg.demo import run_demo
+from pipeline.demo import run_demo
 from quadratseg.settings import Settings
 from quadratseg.taxonomy import load_taxonomy
 
@@ -77,6 +77,6 @@ def test_a_missing_stage_module_is_reported_not_dropped(tmp_path):
         tmp_path / "d",
         images=1,
         size=256,
-        stages=["quadratseg.demo:core_stage", "not_a_module.demo:stage"],
+        stages=["pipeline.demo:core_stage", "not_a_module.demo:stage"],
     )
     assert "No module named 'not_a_module'" in summary["not_a_module"]["skipped"]

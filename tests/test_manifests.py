@@ -17,10 +17,11 @@ ENV_EXTRAS = {
     "dinov2-mmseg": ["mmseg"],
     "grid-pose": ["grid"],
     "grid-inpainting": ["inpaint"],
+    "pipeline": ["pipeline"],
     "bridge": ["bridge"],
     "all": ["all", "dev"],
 }
-GPU_ENVS = {"coral-seg-yolo", "dinov2-mmseg", "grid-pose", "grid-inpainting"}
+GPU_ENVS = {"coral-seg-yolo", "dinov2-mmseg", "grid-pose", "grid-inpainting", "pipeline"}
 
 
 def load_toml(path):
@@ -84,7 +85,7 @@ def test_every_environment_installs_its_pyproject_extra(pixi, pyproject):
             "cuda" in pixi["feature"][f].get("system-requirements", {}) for f in features_of(spec)
         )
         assert needs_cuda == (env in GPU_ENVS), env
-    assert set(extras) == {"data", "yolo", "mmseg", "grid", "inpaint", "bridge", "all", "dev"}
+    assert set(extras) == {"data", "yolo", "mmseg", "grid", "inpaint", "bridge", "pipeline", "all", "dev"}
 
 
 def test_python_versions_agree(pixi, pyproject):

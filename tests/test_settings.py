@@ -147,6 +147,7 @@ PACKAGES = (
     "grid_inpainting",
     "coral_seg_yolo",
     "DINOv2_mmseg",
+    "pipeline",
 )
 
 
@@ -164,7 +165,7 @@ def _project_modules():
 
 
 def _is_entry_point(name, tree):
-    """A `python -m` stage (fire CLI through quadratseg.cli.run) or a demo stage run by quadratseg.demo."""
+    """A `python -m` stage (fire CLI through quadratseg.cli.run) or a demo stage run by pipeline.demo."""
     import ast
 
     if name.endswith(".demo") or name == "quadratseg.cli":

@@ -159,7 +159,7 @@ def test_bad_parameters(tmp_path, config, message):
 def test_rectangular_and_gridless_quadrats():
     """A 2:1 quadrat warps to a 2:1 image whose strings sit where the template puts them; a
     quadrat without a grid differs from its clean photo nowhere."""
-    from quadratseg.demo import projective_lattice, string_offsets_px
+    from quadratseg.synth.checks import projective_lattice, string_offsets_px
     from quadratseg.synth.scene import render_quadrat
     from quadratseg.warp import quadrat_homography
 

@@ -64,7 +64,7 @@ def test_the_homography_puts_analytic_points_on_their_place():
         assert len(points) == 9
         h = quadrat_homography(corners, (300, 200))
         assert np.abs(transform_points(points, h) - uv * [300, 200]).max() < 1e-3
-    from quadratseg.demo import projective_lattice
+    from quadratseg.synth.checks import projective_lattice
 
     points, uv = projective_lattice(CORNERS, depth=2)
     assert len(points) == 25 and sorted(set(uv[:, 0])) == [0, 0.25, 0.5, 0.75, 1]

@@ -11,8 +11,8 @@ A label mapping is a CSV ``coralnet,label`` from CoralNet codes to our finegrain
 to ``substrate`` (scored: not coral) or ``ignore`` (not scored: ``Off``, equipment, unclear).
 
 Example:
-    >>> sample_points((100, 50), 4, "grid").tolist()
-    [[25.0, 12.5], [75.0, 12.5], [25.0, 37.5], [75.0, 37.5]]
+    >>> sample_points((100, 100), 4, "grid").tolist()
+    [[25.0, 25.0], [75.0, 25.0], [25.0, 75.0], [75.0, 75.0]]
 """
 
 from __future__ import annotations
@@ -128,8 +128,9 @@ def check_codes(points: list[CoralNetPoint], mapping: dict[str, str], source: st
 
 
 def sample_points(frame_size: tuple[int, int], n: int, mode: str = "random", seed: int = 0) -> np.ndarray:
-    """``n`` points (n, 2) x, y px in a ``frame_size=(width, height)`` frame: uniform ``random`` or a
-    centred ``grid`` (the nearest rows x columns to n, as CPCe's stratified layouts)."""
+    """Points (N, 2) x, y px in a ``frame_size=(width, height)`` frame: ``n`` uniform ``random`` ones,
+    or a centred ``grid`` of the rows x columns nearest to ``n`` with square-ish cells (N may
+    differ from ``n``: 50 on a square frame gives 7 x 7)."""
     w, h = frame_size
     if n < 1:
         raise QuadratsegError(f"the number of points must be at least 1, got {n}")
@@ -137,11 +138,11 @@ def sample_points(frame_size: tuple[int, int], n: int, mode: str = "random", see
         return np.random.default_rng(seed).uniform([0, 0], [w, h], (n, 2))
     if mode == "grid":
         cols = max(1, round(np.sqrt(n * w / h)))
-        rows = max(1, int(np.ceil(n / cols)))
+        rows = max(1, round(n / cols))
         xs = (np.arange(cols) + 0.5) * w / cols
         ys = (np.arange(rows) + 0.5) * h / rows
         gx, gy = np.meshgrid(xs, ys)
-        return np.stack([gx.ravel(), gy.ravel()], axis=1)[:n]
+        return np.stack([gx.ravel(), gy.ravel()], axis=1)
     raise QuadratsegError(f"unknown point layout {mode!r}; choose random or grid")
 
 

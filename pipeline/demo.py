@@ -1,13 +1,13 @@
-"""The end-to-end demo on embedded defaults: ``python -m quadratseg.demo`` (``make demo``).
+"""The end-to-end demo on embedded defaults: ``python -m pipeline.demo`` (``make demo``).
 
 It generates a synthetic set, then runs each pipeline stage in order. Every stage is a
 function ``stage(ctx) -> dict`` that returns its metrics (with ``seconds``) and adds a
 section to the report; ``outputs/demo/summary.json`` holds one object per stage, named
 after its module, and ``outputs/demo/report.html`` shows the pictures.
 
-Stages of the pipeline modules are named by import path in :data:`STAGES`, so the core
-never imports a pipeline module; a stage whose module is not installed is reported as
-skipped with the reason, never silently dropped.
+Stages are named by import path in :data:`STAGES`: a stage whose module is not installed is
+reported as skipped with the reason, never silently dropped. The last stage runs the whole chain
+(:mod:`pipeline.process`) on the raw test photos with the models the earlier stages trained.
 """
 
 from __future__ import annotations
@@ -26,16 +26,10 @@ from typing import Any
 import numpy as np
 
 from quadratseg.cover import percent_cover
-from quadratseg.keypoints import (
-    GRID_COLS,
-    GRID_MAX_COST,
-    GRID_ROWS,
-    grid_neighbour_pairs,
-    grid_template_xy,
-    match_to_template,
-)
+from quadratseg.keypoints import GRID_COLS, GRID_ROWS, grid_neighbour_pairs, grid_template_xy
 from quadratseg.report import Report
 from quadratseg.settings import Settings
+from quadratseg.synth.checks import matching_selfcheck, projective_lattice, string_offsets_px
 from quadratseg.synth.dataset import SynthConfig, export_image_path, generate_dataset, load_truth
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import draw_keypoints, draw_polygons
@@ -43,15 +37,20 @@ from quadratseg.warp import transform_points, warp_quadrat
 
 logger = logging.getLogger(__name__)
 
-# Stages in pipeline order, as "module:function"; each module adds its own as it lands.
+# Stages in pipeline order, as "module:function"; summary.json names each after its module
+# (the synthetic set's checks: "quadratseg"; the chain: "process").
 STAGES: list[str] = [
-    "quadratseg.demo:core_stage",
+    "pipeline.demo:core_stage",
     "data_engineering.demo:stage",
     "grid_pose_detection.demo:stage",
     "grid_inpainting.demo:stage",
     "coral_seg_yolo.demo:stage",
     "DINOv2_mmseg.demo:stage",
+    "pipeline.demo_process:stage",
 ]
+
+
+STAGE_KEYS = {"pipeline.demo:core_stage": "quadratseg", "pipeline.demo_process:stage": "process"}
 
 
 @dataclass
@@ -72,134 +71,6 @@ class DemoContext:
         from quadratseg.images import read_image_rgb
 
         return read_image_rgb(path)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """PSNR in dB between two uint8 images (inside ``mask`` (H, W) bool when given)."""
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    if mask is not None:
-        diff = diff[mask]
-    mse = float(np.mean(diff**2)) if diff.size else 0.0
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
-
-
-def projective_lattice(corners_xy: np.ndarray, depth: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Image points of the quadrat's (u, v) lattice, u, v in steps of 1 / 2**depth, by line geometry.
-
-    The image of the quadrat's centre is where its diagonals cross, and the image of an edge
-    midpoint is where the line from the centre to the vanishing point of the two other edges
-    crosses that edge (parallel edges: the plain midpoint); subdividing ``depth`` times gives the
-    lattice without any homography, so it checks :func:`quadrat_homography` independently.
-
-    Returns:
-        (image points (N, 2), their (u, v) in the unit quadrat (N, 2)).
-    """
-
-    def line(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        return np.cross([*p, 1.0], [*q, 1.0])
-
-    def meet(l1: np.ndarray, l2: np.ndarray) -> np.ndarray:
-        x = np.cross(l1, l2)
-        return x[:2] / x[2]
-
-    def split(quad: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
-        tl, tr, br, bl = quad
-        centre = meet(line(tl, br), line(tr, bl))
-        v_lr = np.cross(line(tl, bl), line(tr, br))  # vanishing point of the left/right edges
-        v_tb = np.cross(line(tl, tr), line(bl, br))  # of the top/bottom edges
-
-        def mid(a: np.ndarray, b: np.ndarray, vanishing: np.ndarray) -> np.ndarray:
-            # homogeneous: a vanishing point at infinity (parallel edges) gives the parallel line
-            return meet(np.cross([*centre, 1.0], vanishing), line(a, b))
-
-        return {
-            (0, 0): tl,
-            (2, 0): tr,
-            (2, 2): br,
-            (0, 2): bl,
-            (1, 1): centre,
-            (1, 0): mid(tl, tr, v_lr),
-            (1, 2): mid(bl, br, v_lr),
-            (0, 1): mid(tl, bl, v_tb),
-            (2, 1): mid(tr, br, v_tb),
-        }
-
-    n = 2**depth
-    points = {(0, 0): corners_xy[0], (n, 0): corners_xy[1], (n, n): corners_xy[2], (0, n): corners_xy[3]}
-    cells = [((0, 0), n)]
-    while cells and cells[0][1] > 1:
-        next_cells = []
-        for (u0, v0), size in cells:
-            quad = np.array(
-                [
-                    points[(u0, v0)],
-                    points[(u0 + size, v0)],
-                    points[(u0 + size, v0 + size)],
-                    points[(u0, v0 + size)],
-                ],
-                dtype=np.float64,
-            )
-            half = size // 2
-            for (a, b), xy in split(quad).items():
-                points.setdefault((u0 + a * half, v0 + b * half), xy)
-            next_cells += [((u0 + a * half, v0 + b * half), half) for a in (0, 1) for b in (0, 1)]
-        cells = next_cells
-    keys = sorted(points)
-    return np.array([points[k] for k in keys]), np.array(keys, dtype=np.float64) / n
-
-
-def string_offsets_px(gridded: np.ndarray, clean: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Distance (px) of each grid string of a warped image from its analytic place.
-
-    The strings are where ``gridded`` and ``clean`` (the same photo without grid) differ; string
-    j of ``cols`` lies at x = (j + 1) / (cols + 1) of the width, string i at y = (i + 1) / (rows + 1)
-    of the height (pixel-corner coordinates). Each string's position is the centroid of the
-    difference profile within a third of the spacing around its analytic place (inf: none there).
-    """
-    diff = np.abs(gridded.astype(np.float64) - clean.astype(np.float64)).sum(axis=2)
-    offsets = []
-    for axis, n, length in ((0, cols, diff.shape[1]), (1, rows, diff.shape[0])):
-        profile = diff.mean(axis=axis)
-        profile = np.clip(profile - np.median(profile), 0.0, None)
-        spacing = length / (n + 1)
-        for k in range(n):
-            centre = (k + 1) * spacing
-            lo, hi = (
-                max(0, int(np.floor(centre - spacing / 3))),
-                min(length, int(np.ceil(centre + spacing / 3))),
-            )
-            window = profile[lo:hi]
-            mass = float(window.sum())
-            position = float((window * (np.arange(lo, hi) + 0.5)).sum() / mass) if mass > 0 else np.inf
-            offsets.append(abs(position - centre))
-    return np.array(offsets)
-
-
-def _matching_selfcheck(truths: list[dict[str, Any]], seed: int) -> float:
-    """Share of images whose jittered, shuffled, incomplete true grid (with false points) matches back.
-
-    Success: every true detection lands on its own template point, and no missing point
-    takes a true detection (a false point lying on a missing point's place may fill it: it
-    cannot be told apart).
-    """
-    rng = np.random.default_rng([seed, 3])
-    template = grid_template_xy()
-    ok = 0
-    for t in truths:
-        size = t["warped_size"]
-        true_xy = np.asarray(t["grid_warped_xy"])
-        keep = rng.permutation(len(true_xy))[: len(true_xy) - 5]
-        det = true_xy[keep] + rng.normal(0, 2.0, (len(keep), 2))
-        det = np.vstack([det, rng.uniform(0, size[0], (5, 2))])
-        order = rng.permutation(len(det))
-        match = match_to_template(det[order], template, GRID_MAX_COST, frame_size=tuple(size))
-        position = np.argsort(order)  # unshuffled detection j sits at position[j]
-        kept_ok = np.array_equal(match.detection_index[keep], position[: len(keep)])
-        missing = np.setdiff1d(np.arange(len(true_xy)), keep)
-        taken = match.detection_index[missing]
-        false_positions = set(position[len(keep) :].tolist())
-        ok += int(kept_ok and all(i < 0 or int(i) in false_positions for i in taken))
-    return ok / max(len(truths), 1)
 
 
 def core_stage(ctx: DemoContext) -> dict[str, Any]:
@@ -241,7 +112,7 @@ def core_stage(ctx: DemoContext) -> dict[str, Any]:
         "warp_grid_truth_max_error_px": round(max(grid_errors), 4),
         "warp_string_mean_offset_px": round(float(np.mean(string_offsets)), 3),
         "warp_string_max_offset_px": round(float(np.max(string_offsets)), 3),
-        "template_matching_selfcheck_rate": _matching_selfcheck(truths, ctx.seed),
+        "template_matching_selfcheck_rate": matching_selfcheck(truths, ctx.seed),
         "mean_cover_percent": mean_cover,
     }
 
@@ -341,7 +212,7 @@ def run_demo(
     summary: dict[str, Any] = {}
     for stage in stages or STAGES:
         module_name = stage.split(":")[0]
-        key = module_name.split(".")[0]
+        key = STAGE_KEYS.get(stage, module_name.split(".")[0])
         logger.info("demo stage %s", stage)
         try:
             func = _resolve(stage)
@@ -350,7 +221,7 @@ def run_demo(
             summary[key] = {"skipped": str(exc)}
             continue
         summary[key] = func(ctx)
-        if key == "quadratseg":
+        if stage.endswith(":core_stage"):
             summary[key]["synth_seconds"] = round(synth_seconds, 2)
         ctx.summary = summary
     summary["demo"] = {
@@ -391,4 +262,4 @@ def main(out_dir: str | None = None, images: int = 24, size: int = 768, seed: in
 if __name__ == "__main__":
     from quadratseg.cli import run
 
-    run(main, name="quadratseg.demo")
+    run(main, name="pipeline.demo")

@@ -1,0 +1,303 @@
+"""The chain over a folder of photos: outputs, resumability and the cover tables.
+
+The CLI is :mod:`pipeline.process`. Three-stage with ``--corners`` and ``--grid``, two-stage
+without ``--grid``, single-stage (the photos are already warped quadrats) without
+``--corners``; see :mod:`pipeline.chain`.
+
+Outputs in ``OUT`` (keys: the photo's path relative to IMAGES, suffix kept):
+
+- ``photos/<key>.json``: what each stage did, corners and homography (raw -> warped), grid
+  points, observed share, cover rows. Written last for each photo: a rerun skips the photos
+  whose record exists and was made with the same models and options, and redoes the others.
+- ``warped/``, ``clean/`` (grid removed), ``overlays/`` images; ``instances/<key>.json``:
+  colonies as polygons (warped frame) with label and confidence.
+- ``status.csv`` (one row per photo: each stage's outcome), ``cover.csv`` (one row per photo x
+  level x class: percent of the observed quadrat, 95 % interval, pixels, colonies, cm^2 with
+  ``--quadrat-cm``, site/year/quadrat parsed from the name), ``cover_summary.csv`` (per site,
+  year, level and class: quadrats, mean, standard error, 95 % t interval), ``failures.csv``,
+  ``timing.csv`` (seconds per stage).
+
+A photo that fails is recorded with its reason and the run goes on; the exit code is 3 when any
+photo failed. Memory holds one photo at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.chain import ChainModels, PhotoResult, run_chain
+from quadratseg.batch import BatchItem, batch_items, run_batch
+from quadratseg.cover_stats import CoverEstimate, mean_interval, parse_photo_name, regroup
+from quadratseg.images import output_name, read_image_rgb
+from quadratseg.taxonomy import LEVELS, load_taxonomy
+
+logger = logging.getLogger(__name__)
+
+COVER_COLUMNS = [
+    "photo",
+    "site",
+    "year",
+    "quadrat",
+    "level",
+    "label",
+    "percent",
+    "low",
+    "high",
+    "sd",
+    "pixels",
+    "observed_pixels",
+    "observed_share",
+    "area_cm2",
+    "colonies",
+    "method",
+]
+SUMMARY_COLUMNS = ["site", "year", "level", "label", "quadrats", "mean", "se", "low", "high"]
+STAGES = ("corners", "grid", "removal", "segmentation", "cover")
+
+
+def _write_image(path: Path, image_rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    if not cv2.imwrite(str(tmp), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
+    tmp.replace(path)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _nan_to_none(array: np.ndarray | None) -> Any:
+    if array is None:
+        return None
+    return [[None if not np.isfinite(v) else round(float(v), 3) for v in row] for row in np.asarray(array)]
+
+
+def cover_rows(
+    key: str,
+    estimates: list[CoverEstimate],
+    observed_share: float,
+    taxonomy: Any,
+    levels: tuple[str, ...] = LEVELS,
+    quadrat_cm: float | None = None,
+    warped_size: tuple[int, int] | None = None,
+) -> list[dict[str, Any]]:
+    """The ``cover.csv`` rows of one photo at every taxonomy level (regrouped from the finegrained
+    estimates); ``area_cm2`` when the quadrat's width in cm and the warped size are known."""
+    stem = Path(key).stem
+    names = parse_photo_name(stem)
+    cm2_per_px = None
+    if quadrat_cm and warped_size:
+        width_px, height_px = warped_size
+        cm2_per_px = (quadrat_cm / width_px) ** 2  # square pixels: the warp keeps the aspect
+        _ = height_px
+    rows = []
+    for level in levels:
+        estimates_at = (
+            estimates
+            if level == "finegrained"
+            else regroup(estimates, lambda label, level=level: taxonomy.map_label(label, level))
+        )
+        for e in estimates_at:
+            rows.append(
+                {
+                    "photo": key,
+                    **names,
+                    "level": level,
+                    "label": e.label,
+                    "percent": e.percent,
+                    "low": e.low,
+                    "high": e.high,
+                    "sd": e.sd,
+                    "pixels": e.pixels,
+                    "observed_pixels": e.observed_pixels,
+                    "observed_share": round(observed_share, 4),
+                    "area_cm2": round(e.pixels * cm2_per_px, 2) if cm2_per_px else "",
+                    "colonies": e.colonies,
+                    "method": e.method,
+                }
+            )
+    return rows
+
+
+def summarize_cover(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``cover_summary.csv``: per site, year, level and label, the mean cover over quadrats with its
+    standard error and 95 % Student-t interval."""
+    groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        groups[(row["site"], row["year"], row["level"], row["label"])].append(float(row["percent"]))
+    out = []
+    for (site, year, level, label), values in sorted(groups.items()):
+        mean, se, low, high = mean_interval(values)
+        out.append(
+            {
+                "site": site,
+                "year": year,
+                "level": level,
+                "label": label,
+                "quadrats": len(values),
+                "mean": round(mean, 4),
+                "se": round(se, 4) if np.isfinite(se) else "",
+                "low": round(max(low, 0.0), 4) if np.isfinite(low) else "",
+                "high": round(min(high, 100.0), 4) if np.isfinite(high) else "",
+            }
+        )
+    return out
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def photo_record(
+    key: str, result: PhotoResult, fingerprint: str, seconds: dict[str, float]
+) -> dict[str, Any]:
+    """The JSON record of one processed photo (the resumability marker)."""
+    return {
+        "photo": key,
+        "fingerprint": fingerprint,
+        "status": result.status,
+        "corners_xy": _nan_to_none(result.corners_xy),
+        "homography_raw_to_warped": result.homography.tolist() if result.homography is not None else None,
+        "grid_xy": _nan_to_none(result.grid_xy),
+        "warped_size": [int(result.warped.shape[1]), int(result.warped.shape[0])]
+        if result.warped is not None
+        else None,
+        "observed_share": round(result.observed_share, 4) if result.observed_hw is not None else None,
+        "colonies": len(result.instances),
+        "cover": [e.__dict__ for e in result.cover],
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
+
+
+def process_folder(
+    images: str | Path,
+    out_dir: str | Path,
+    models: ChainModels,
+    fingerprint: str,
+    quadrat_cm: float | None = None,
+    overlays: bool = True,
+) -> dict[str, Any]:
+    """Run the chain on every photo of ``images`` into ``out_dir`` (resumable); returns a summary."""
+    from quadratseg.visualize import draw_polygons
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items = batch_items(images)
+    taxonomy = load_taxonomy()
+    colors = {name: taxonomy.color(name) for name in taxonomy.classes()}
+    timing: dict[str, float] = defaultdict(float)
+    skipped = 0
+
+    def one(item: BatchItem) -> None:
+        nonlocal skipped
+        record_path = out / "photos" / output_name(item.key, ".json")
+        if record_path.is_file():
+            try:
+                if json.loads(record_path.read_text(encoding="utf-8")).get("fingerprint") == fingerprint:
+                    skipped += 1
+                    return
+            except json.JSONDecodeError:
+                pass  # a damaged record: redo the photo
+        start = time.perf_counter()
+        image = read_image_rgb(item.path)
+        seconds = {"read": time.perf_counter() - start}
+        start = time.perf_counter()
+        result = run_chain(image, models)
+        seconds["chain"] = time.perf_counter() - start
+        start = time.perf_counter()
+        if result.warped is not None:
+            _write_image(out / "warped" / output_name(item.key, ".png"), result.warped)
+        if result.clean is not None and result.grid_mask is not None:
+            _write_image(out / "clean" / output_name(item.key, ".png"), result.clean)
+        if result.clean is not None:
+            instances = [
+                {
+                    "label": inst.label,
+                    "score": round(inst.score, 4),
+                    "rings": [np.round(r, 2).tolist() for r in inst.rings],
+                }
+                for inst in result.instances
+            ]
+            _write_json(out / "instances" / output_name(item.key, ".json"), instances)
+            if overlays:
+                overlay = draw_polygons(result.clean, [(i.label, i.rings) for i in result.instances], colors)
+                _write_image(out / "overlays" / output_name(item.key, ".jpg"), overlay)
+        seconds["write"] = time.perf_counter() - start
+        for stage, value in seconds.items():
+            timing[stage] += value
+        _write_json(record_path, photo_record(item.key, result, fingerprint, seconds))
+        logger.info(
+            "%s: %s",
+            item.key,
+            "; ".join(f"{stage} {result.status.get(stage, '-')}" for stage in STAGES),
+        )
+
+    report = run_batch(items, one, "processing photos")
+    report.write(out)
+    # the tables are rebuilt from every photo record, so a resumed run reports all photos
+    taxonomy_rows, status_rows = [], []
+    failed = {key: reason for key, _path, reason in report.failures}
+    for item in items:
+        record_path = out / "photos" / output_name(item.key, ".json")
+        if item.key in failed or not record_path.is_file():
+            status_rows.append({"photo": item.key, "error": failed.get(item.key, "not processed")})
+            continue
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        status_rows.append(
+            {"photo": item.key, **record["status"], "colonies": record["colonies"], "error": ""}
+        )
+        if record["cover"]:
+            estimates = [CoverEstimate(**e) for e in record["cover"]]
+            taxonomy_rows.extend(
+                cover_rows(
+                    item.key,
+                    estimates,
+                    record["observed_share"],
+                    taxonomy,
+                    quadrat_cm=quadrat_cm,
+                    warped_size=tuple(record["warped_size"]),
+                )
+            )
+    _write_csv(out / "status.csv", ["photo", *STAGES, "colonies", "error"], status_rows)
+    _write_csv(out / "cover.csv", COVER_COLUMNS, taxonomy_rows)
+    _write_csv(out / "cover_summary.csv", SUMMARY_COLUMNS, summarize_cover(taxonomy_rows))
+    _write_csv(
+        out / "timing.csv",
+        ["stage", "seconds"],
+        [{"stage": k, "seconds": round(v, 3)} for k, v in timing.items()],
+    )
+    summary = {
+        "photos": len(items),
+        "processed": len(items) - len(failed) - skipped,
+        "resumed_skipped": skipped,
+        "failed": len(failed),
+        "with_cover": sum(1 for r in status_rows if r.get("cover") == "ok"),
+        "variant": models.variant,
+        "out_dir": str(out),
+    }
+    report.raise_if_failed(out, json.dumps(summary))
+    return summary
+
+
+def fingerprint_of(*parts: Any) -> str:
+    """A short hash of the models and options: a rerun with other ones redoes every photo."""
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]

@@ -1,0 +1,202 @@
+"""pipeline.process on synthetic raw photos, with stage models that answer the truth.
+
+The stages' models are replaced by stand-ins that return the generator's truth (corners, grid,
+colonies) for each photo, so every figure the chain writes has a known right value: the cover
+must be the true cover of the observed quadrat, the homography must map the true corners onto the
+warped frame, and CoralNet points sampled from the truth must read back their own labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pipeline.chain import ChainModels
+from pipeline.points import export_points, score_points
+from pipeline.run import process_folder
+from quadratseg.batch import BatchFailedError
+from quadratseg.cover import label_map
+from quadratseg.formats.coralnet import SUBSTRATE, read_coralnet_csv, write_coralnet_csv
+from quadratseg.instances import Instance
+from quadratseg.synth.dataset import export_image_path, load_truth
+from quadratseg.taxonomy import load_taxonomy
+from quadratseg.warp import quadrat_homography, transform_points, warp_image
+
+
+class TruthByOrder:
+    """Answers, call after call, the truth of the photos in the order the chain reads them."""
+
+    def __init__(self, truths):
+        self.truths, self.calls = truths, 0
+
+    def next_truth(self):
+        truth = self.truths[self.calls % len(self.truths)]
+        self.calls += 1
+        return truth
+
+
+class TrueCorners(TruthByOrder):
+    def __init__(self, truths, found=True):
+        super().__init__(truths)
+        self.found = found
+
+    def predict(self, images):
+        t = self.next_truth()
+        corners = np.asarray(t["corners_raw_xy"])
+        if not self.found:
+            return [
+                SimpleNamespace(
+                    keypoints_xy=np.full((4, 2), np.nan), homography=None, warp_error="corner(s) TL missing"
+                )
+            ]
+        h = quadrat_homography(corners, tuple(t["warped_size"]))
+        return [
+            SimpleNamespace(keypoints_xy=corners, homography=h, warp_error="", size=tuple(t["warped_size"]))
+        ]
+
+    def warp(self, image, prediction):
+        return warp_image(image, prediction.homography, prediction.size)
+
+
+class TrueGrid(TruthByOrder):
+    def __init__(self, truths, present=True):
+        super().__init__(truths)
+        self.present = present
+
+    def predict(self, images):
+        t = self.next_truth()
+        if not self.present:
+            return [SimpleNamespace(no_grid="no grid: 3 of 117 intersections found", keypoints_xy=None)]
+        return [SimpleNamespace(no_grid="", keypoints_xy=np.asarray(t["grid_warped_xy"]))]
+
+
+class TrueColonies(TruthByOrder):
+    def __init__(self, truths):
+        super().__init__(truths)
+        self.names = dict(enumerate(load_taxonomy().classes()))
+
+    def predict(self, image):
+        t = self.next_truth()
+        return [
+            Instance.from_polygons(
+                c["label"], 0.9, [np.asarray(c["polygon_xy"])], (image.shape[1], image.shape[0])
+            )
+            for c in t["corals"]
+        ]
+
+
+@pytest.fixture
+def raw_photos(synthetic_set, tmp_path):
+    """The raw photos in site/ sub-folders, one name with spaces and ###, and the truth in read order."""
+    from grid_inpainting.inpaint import OpenCVBackend
+
+    folder = tmp_path / "photos"
+    truths = load_truth(synthetic_set)
+    keyed = []
+    for i, t in enumerate(truths):
+        name = t["name"] if i else "quadrat ### 1.jpg"
+        target = folder / t["name"].split("_")[0] / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(
+            export_image_path(synthetic_set / "cvat_exports" / "corners", t["subset"], t["name"]), target
+        )
+        keyed.append((target.relative_to(folder).as_posix(), t))
+    keyed.sort()
+    return folder, [t for _, t in keyed], [k for k, _ in keyed], OpenCVBackend("telea")
+
+
+def test_the_chain_gives_the_true_cover_of_the_observed_quadrat(raw_photos, tmp_path):
+    folder, truths, keys, telea = raw_photos
+    models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea)
+    out = tmp_path / "out"
+    summary = process_folder(folder, out, models, "fp1")
+    assert summary["photos"] == summary["with_cover"] == len(truths) and summary["variant"] == "three-stage"
+    rows = list(csv.DictReader((out / "cover.csv").open()))
+    assert {r["level"] for r in rows} == {"finegrained", "extended", "main_family", "agnostic"}
+    for key, t in zip(keys, truths, strict=True):
+        record = json.loads((out / "photos" / f"{key}.json").read_text())
+        assert (
+            record["status"]["removal"].startswith("ok") and 0.5 < record["observed_share"] < 1.0
+        )  # 256 px: wide masks
+        # the homography maps the true corners onto the warped frame's corners
+        w, h = t["warped_size"]
+        corners = transform_points(
+            np.asarray(t["corners_raw_xy"]), np.asarray(record["homography_raw_to_warped"])
+        )
+        assert np.allclose(corners, [[0, 0], [w, 0], [w, h], [0, h]], atol=1e-3)
+        # the cover of the observed pixels, from the truth polygons
+        index, names = label_map([(c["label"], np.asarray(c["polygon_xy"])) for c in t["corals"]], (w, h))
+        clean_mask = np.ones((h, w), bool)
+        grid = np.asarray(t["grid_warped_xy"])
+        from grid_inpainting.masks import default_line_width, grid_mask
+
+        clean_mask &= ~grid_mask(grid, (w, h), default_line_width((w, h)))
+        for k, name in enumerate(names, start=1):
+            expected = 100 * ((index == k) & clean_mask).sum() / clean_mask.sum()
+            row = next(
+                r for r in rows if r["photo"] == key and r["level"] == "finegrained" and r["label"] == name
+            )
+            assert float(row["percent"]) == pytest.approx(expected, abs=0.3)  # outlines re-rasterized
+            assert float(row["low"]) <= float(row["percent"]) <= float(row["high"])
+    status = list(csv.DictReader((out / "status.csv").open()))
+    assert [r["photo"] for r in status] == keys and all(r["cover"] == "ok" for r in status)
+    summary_rows = list(csv.DictReader((out / "cover_summary.csv").open()))
+    assert {r["site"] for r in summary_rows} >= {"SynthNorth", "SynthLagoon"}
+    # a rerun with the same models skips every photo; other options redo them
+    again = process_folder(folder, out, models, "fp1")
+    assert again["resumed_skipped"] == len(truths) and again["processed"] == 0
+    assert list(csv.DictReader((out / "cover.csv").open())) == rows
+
+
+def test_a_bad_photo_no_grid_and_no_frame_are_recorded_and_the_run_goes_on(raw_photos, tmp_path):
+    folder, truths, keys, telea = raw_photos
+    (folder / "broken").mkdir()
+    (folder / "broken" / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
+    models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths, present=False), telea)
+    with pytest.raises(BatchFailedError, match="1 of 7 images failed"):
+        process_folder(folder, tmp_path / "out", models, "fp")
+    status = {r["photo"]: r for r in csv.DictReader((tmp_path / "out" / "status.csv").open())}
+    assert "cannot read image" in status["broken/cut.jpg"]["error"]
+    assert all(status[k]["grid"].startswith("skipped: no grid") and status[k]["cover"] == "ok" for k in keys)
+    record = json.loads((tmp_path / "out" / "photos" / f"{keys[0]}.json").read_text())
+    assert record["observed_share"] == 1.0  # nothing inpainted, every pixel seen
+    shutil.rmtree(folder / "broken")
+    lost = ChainModels(TrueColonies(truths), TrueCorners(truths, found=False), None, None)
+    summary = process_folder(folder, tmp_path / "lost", lost, "fp")
+    assert summary["with_cover"] == 0 and summary["variant"] == "two-stage"
+    status = list(csv.DictReader((tmp_path / "lost" / "status.csv").open()))
+    assert all(r["corners"].startswith("stopped: no quadrat frame") and r["cover"] == "" for r in status)
+
+
+def test_coralnet_points_from_the_truth_read_back_through_the_chain(raw_photos, tmp_path):
+    folder, truths, keys, telea = raw_photos
+    models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea)
+    out = tmp_path / "out"
+    process_folder(folder, out, models, "fp")
+    rows, rng = [], np.random.default_rng(0)
+    for key, t in zip(keys, truths, strict=True):
+        w, h = t["warped_size"]
+        index, names = label_map([(c["label"], np.asarray(c["polygon_xy"])) for c in t["corals"]], (w, h))
+        warped = rng.uniform([2, 2], [w - 2, h - 2], (40, 2))
+        raw = transform_points(warped, np.asarray(t["homography_warped_to_raw"]))
+        for (x, y), (u, v) in zip(raw, warped, strict=True):
+            k = index[int(v), int(u)]
+            rows.append((key.rsplit("/", 1)[-1], x, y, names[k - 1] if k else SUBSTRATE))
+    rows.append((rows[0][0], 1.0, 1.0, SUBSTRATE))  # on the photo's border: outside the quadrat
+    points = write_coralnet_csv(rows, tmp_path / "points.csv")
+    mapping = tmp_path / "mapping.csv"
+    mapping.write_text(
+        "coralnet,label\n"
+        + "".join(f"{c},{c}\n" for c in load_taxonomy().classes())
+        + "substrate,substrate\n"
+    )
+    result = score_points(out, points, mapping)
+    assert result["outside_quadrat"] == 1 and result["scored"] == len(rows) - 1
+    assert result["point_accuracy"] > 0.95  # points rounded to whole pixels by the CSV: a few flip at edges
+    exported = export_points(out, tmp_path / "ours.csv", points=25, layout="grid")
+    assert exported["photos"] == len(keys) and len(read_coralnet_csv(tmp_path / "ours.csv")) == 25 * len(keys)
