@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from quadratseg.cover_stats import CoverEstimate, instance_cover, visible_areas
+from quadratseg.cover_stats import CoverEstimate, boundary_length_px, instance_cover, visible_areas
 from quadratseg.instances import Instance
 
 
@@ -33,6 +33,7 @@ class ChainModels:
     grid: Any = None  # PosePredictor of gridpose
     inpaint: Any = None  # an inpainting backend (grid_inpainting.inpaint.select_backend)
     include_inpainted: bool = False  # count the pixels under the grid mask in the cover
+    boundary_px: float = 0.0  # outline uncertainty of the cover intervals (quadratseg.cover_stats)
 
     @property
     def variant(self) -> str:
@@ -69,7 +70,11 @@ class PhotoResult:
 
 
 def cover_of_instances(
-    instances: list[Instance], frame_size: tuple[int, int], observed_hw: np.ndarray, classes: list[str]
+    instances: list[Instance],
+    frame_size: tuple[int, int],
+    observed_hw: np.ndarray,
+    classes: list[str],
+    boundary_px: float = 0.0,
 ) -> list[CoverEstimate]:
     """Cover per class over the observed pixels; overlaps go to the more confident colony."""
     ordered = sorted(instances, key=lambda inst: inst.score)
@@ -80,6 +85,8 @@ def cover_of_instances(
         areas.tolist(),
         int(observed_hw.sum()),
         classes,
+        perimeters_px=[boundary_length_px(inst.box_mask) for inst in ordered],
+        boundary_px=boundary_px,
     )
 
 
@@ -129,6 +136,8 @@ def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
         observed &= ~result.grid_mask
     result.observed_hw = observed
     classes = list(models.segment.names.values())
-    result.cover = cover_of_instances(result.instances, (width, height), observed, classes)
+    result.cover = cover_of_instances(
+        result.instances, (width, height), observed, classes, models.boundary_px
+    )
     result.status["cover"] = "ok"
     return result

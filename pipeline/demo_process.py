@@ -20,12 +20,13 @@ from pipeline.chain import ChainModels
 from pipeline.points import score_points
 from pipeline.run import process_folder
 from quadratseg.cover import label_map, percent_cover
-from quadratseg.cover_stats import interval_coverage
+from quadratseg.cover_stats import Z95, calibrate_boundary_px, interval_coverage
 from quadratseg.formats.coralnet import SUBSTRATE, sample_points, write_coralnet_csv
 from quadratseg.synth.dataset import export_image_path, load_truth
 from quadratseg.warp import transform_points
 
 EVAL_SPLIT = "test"
+CALIBRATION_SPLIT = "val"
 POINTS_PER_PHOTO = 50
 
 
@@ -59,8 +60,45 @@ def identity_mapping(labels: list[str], path: Path) -> Path:
     return path
 
 
+def _run_split(
+    ctx: Any, split: str, models: ChainModels, root: Path
+) -> tuple[dict[str, Any], list, list, float]:
+    """The chain on the raw photos of one split: (summary, finegrained cover rows, truths, seconds)."""
+    truths = [t for t in load_truth(ctx.synthetic_dir) if t["subset"] == split]
+    photos = root / f"photos_{split}"
+    photos.mkdir(parents=True, exist_ok=True)
+    for t in truths:
+        link = photos / t["name"]
+        if not link.exists():
+            source = export_image_path(ctx.synthetic_dir / "cvat_exports" / "corners", split, t["name"])
+            link.symlink_to(source.resolve())
+    start = time.perf_counter()
+    summary = process_folder(photos, root / f"out_{split}", models, fingerprint=f"demo-{split}-{time.time()}")
+    seconds = time.perf_counter() - start
+    with (root / f"out_{split}" / "cover.csv").open(encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["level"] == "finegrained"]
+    return summary, rows, truths, seconds
+
+
+def compared(
+    truths: list[dict[str, Any]], rows: list[dict[str, str]]
+) -> list[tuple[float, dict[str, str] | None]]:
+    """(true cover, predicted row or None) per photo and class present in the truth or the prediction."""
+    predicted = {(r["photo"], r["label"]): r for r in rows}
+    pairs = []
+    for t in truths:
+        real = true_cover(t)
+        labels = {
+            label for (photo, label), r in predicted.items() if photo == t["name"] and float(r["percent"]) > 0
+        }
+        for label in sorted(labels | {k for k, v in real.items() if v > 0}):
+            pairs.append((real.get(label, 0.0), predicted.get((t["name"], label))))
+    return pairs
+
+
 def stage(ctx: Any) -> dict[str, Any]:
-    """Run ``pipeline.process`` on the raw test photos and score it against the truth."""
+    """Run the chain on the raw validation photos (to fit the intervals' outline term) and on the
+    raw test photos (scored against the truth)."""
     from grid_inpainting.inpaint import select_backend
     from quadratseg.taxonomy import load_taxonomy
 
@@ -69,43 +107,30 @@ def stage(ctx: Any) -> dict[str, Any]:
     segment = ctx.shared.get("seg_predictor")
     if segment is None or "gridcorners" not in pose or "gridpose" not in pose:
         return {"skipped": "the pose and segmentation stages did not run"}
-    truths = [t for t in load_truth(ctx.synthetic_dir) if t["subset"] == EVAL_SPLIT]
     root = ctx.out_dir / "process"
-    photos = root / "photos_in"
-    photos.mkdir(parents=True, exist_ok=True)
-    for t in truths:
-        link = photos / t["name"]
-        if not link.exists():
-            source = export_image_path(ctx.synthetic_dir / "cvat_exports" / "corners", EVAL_SPLIT, t["name"])
-            link.symlink_to(source.resolve())
     models = ChainModels(
         segment=segment,
         corners=pose["gridcorners"],
         grid=pose["gridpose"],
         inpaint=select_backend("opencv-telea", ctx.settings),
     )
-    chain_start = time.perf_counter()
-    summary = process_folder(photos, root / "out", models, fingerprint=f"demo-{time.time()}")
-    chain_seconds = time.perf_counter() - chain_start
-    # cover against the truth, per photo and class (classes in the truth or the prediction)
-    rows = list(csv.DictReader((root / "out" / "cover.csv").open(encoding="utf-8")))
-    predicted = {(r["photo"], r["label"]): r for r in rows if r["level"] == "finegrained"}
-    errors, truth_values, lows, highs = [], [], [], []
-    for t in truths:
-        real = true_cover(t)
-        labels = {
-            label for (photo, label), r in predicted.items() if photo == t["name"] and float(r["percent"]) > 0
-        }
-        for label in sorted(labels | {k for k, v in real.items() if v > 0}):
-            row = predicted.get((t["name"], label))
-            value = float(row["percent"]) if row else 0.0
-            errors.append(abs(value - real.get(label, 0.0)))
-            truth_values.append(real.get(label, 0.0))
-            lows.append(float(row["low"]) if row else 0.0)
-            highs.append(float(row["high"]) if row else 0.0)
+    # the outline term of the intervals, fitted on the validation photos (held out from the test)
+    _, val_rows, val_truths, _ = _run_split(ctx, CALIBRATION_SPLIT, models, root)
+    val_pairs = [(truth, row) for truth, row in compared(val_truths, val_rows) if row is not None]
+    models.boundary_px = calibrate_boundary_px(
+        [float(row["percent"]) - truth for truth, row in val_pairs],
+        [float(row["sd"]) for _, row in val_pairs],
+        [float(row["perimeter_px"]) / float(row["observed_pixels"]) for _, row in val_pairs],
+    )
+    summary, rows, truths, chain_seconds = _run_split(ctx, EVAL_SPLIT, models, root)
+    pairs = compared(truths, rows)
+    errors = [abs((float(row["percent"]) if row else 0.0) - truth) for truth, row in pairs]
+    lows = [float(row["low"]) if row else 0.0 for _, row in pairs]
+    highs = [float(row["high"]) if row else 0.0 for _, row in pairs]
+    truth_values = [truth for truth, _ in pairs]
     points_csv = truth_points_csv(truths, root / "truth_points.csv", ctx.seed)
     mapping = identity_mapping(load_taxonomy().classes(), root / "label_mapping.csv")
-    points = score_points(root / "out", points_csv, mapping)
+    points = score_points(root / f"out_{EVAL_SPLIT}", points_csv, mapping)
     metrics = {
         "photos": summary["photos"],
         "failed": summary["failed"],
@@ -115,6 +140,17 @@ def stage(ctx: Any) -> dict[str, Any]:
         "interval_coverage": round(interval_coverage(truth_values, lows, highs), 4) if errors else None,
         "cover_comparisons": len(errors),
         "interval_method": rows[0]["method"] if rows else None,
+        "boundary_px": round(models.boundary_px, 3),
+        "interval_coverage_on_calibration_split": round(
+            interval_coverage(
+                [truth for truth, _ in val_pairs],
+                [float(row["percent"]) - Z95 * float(row["sd"]) for _, row in val_pairs],
+                [float(row["percent"]) + Z95 * float(row["sd"]) for _, row in val_pairs],
+            ),
+            4,
+        )
+        if val_pairs
+        else None,
         "point_accuracy": points["point_accuracy"],
         "points_scored": points["scored"],
         "points_outside_quadrat": points["outside_quadrat"],
@@ -126,17 +162,18 @@ def stage(ctx: Any) -> dict[str, Any]:
     section = ctx.report.section("The chain on raw photos (pipeline.process)")
     section.paragraphs.append(
         f"pipeline.process ran the {metrics['variant']} chain on the {summary['photos']} raw "
-        f"{EVAL_SPLIT} photos "
-        f"with the models trained above (predicted corners and grid, no annotation): {summary['with_cover']} "
-        f"reached a cover, {summary['failed']} failed, {metrics['seconds_per_photo']} s per photo. "
-        f"Cover per genus over the observed quadrat (the pixels under the grid mask are left out) is "
-        f"{metrics['cover_mae_pp']} percentage points from the truth on average over "
-        f"{metrics['cover_comparisons']} photo x genus pairs; "
-        f"{100 * (metrics['interval_coverage'] or 0):.0f} % of the true covers lie inside the 95 % "
-        f"intervals ({metrics['interval_method']}: it reflects which colonies the model was unsure of, "
-        "not their outlines; a share far below 95 % says the intervals are too narrow). "
-        f"{points['scored']} CoralNet-style points sampled from the truth, mapped into the quadrat "
-        f"with the predicted corners: {100 * points['point_accuracy']:.1f} % labelled right."
+        f"{EVAL_SPLIT} photos with the models trained above (predicted corners and grid, no annotation): "
+        f"{summary['with_cover']} reached a cover, {summary['failed']} failed, "
+        f"{metrics['seconds_per_photo']} s per photo. Cover per genus over the observed quadrat (the "
+        f"pixels under the grid mask are left out) is {metrics['cover_mae_pp']} percentage points from "
+        f"the truth on average over {metrics['cover_comparisons']} photo x genus pairs. Intervals "
+        f"({metrics['interval_method']}): the outline term, {metrics['boundary_px']} px, was fitted on the "
+        f"{CALIBRATION_SPLIT} photos, where the confidence term alone held "
+        f"{100 * (metrics['interval_coverage_on_calibration_split'] or 0):.0f} % of the true covers; on "
+        f"the test photos {100 * (metrics['interval_coverage'] or 0):.0f} % of the true covers lie "
+        f"inside the 95 % intervals. {points['scored']} CoralNet-style points sampled from the truth, "
+        f"mapped into the quadrat with the predicted corners: {100 * points['point_accuracy']:.1f} % "
+        "labelled right."
     )
     section.tables.append(
         (

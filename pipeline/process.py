@@ -33,6 +33,7 @@ def process(
     yolo_imgsz: int | None = None,
     conf: float = 0.25,
     include_inpainted: bool = False,
+    boundary_px: float = 0.0,
     overlays: bool = True,
 ) -> str:
     """Colonies and percent cover for every photo of a folder (searched recursively).
@@ -53,6 +54,9 @@ def process(
         yolo_imgsz: inference size of the segmentation model.
         conf: confidence threshold of the colonies.
         include_inpainted: count the pixels under the grid (invented by inpainting) in the cover.
+        boundary_px: how far (px) a colony's outline may be off, for the cover intervals; 0 keeps the
+            confidence term only. Fit it on annotated photos (quadratseg.cover_stats.calibrate_boundary_px;
+            the demo fits it on its validation photos).
         overlays: write overlay images.
 
     Returns:
@@ -90,6 +94,7 @@ def process(
         else None,
         inpaint=select_backend(inpaint, settings) if grid else None,
         include_inpainted=include_inpainted,
+        boundary_px=boundary_px,
     )
     for name, model in (("--corners", models.corners), ("--grid", models.grid)):
         if model is not None and model.model.task != "pose":
@@ -98,7 +103,9 @@ def process(
         raise QuadratsegError(
             f"--yolo must be a YOLO segmentation model, got a {models.segment.model.task} model"
         )
-    fingerprint = fingerprint_of(yolo, corners, grid, inpaint, grid_template, size, conf, include_inpainted)
+    fingerprint = fingerprint_of(
+        yolo, corners, grid, inpaint, grid_template, size, conf, include_inpainted, boundary_px
+    )
     summary = process_folder(images, out_dir, models, fingerprint, quadrat_cm, overlays)
     return json.dumps(summary, indent=2)
 

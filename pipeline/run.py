@@ -59,6 +59,7 @@ COVER_COLUMNS = [
     "observed_share",
     "area_cm2",
     "colonies",
+    "perimeter_px",
     "method",
 ]
 SUMMARY_COLUMNS = ["site", "year", "level", "label", "quadrats", "mean", "se", "low", "high"]
@@ -127,6 +128,7 @@ def cover_rows(
                     "observed_share": round(observed_share, 4),
                     "area_cm2": round(e.pixels * cm2_per_px, 2) if cm2_per_px else "",
                     "colonies": e.colonies,
+                    "perimeter_px": e.perimeter_px,
                     "method": e.method,
                 }
             )

@@ -72,3 +72,23 @@ def test_intervals_and_summaries():
 )
 def test_site_year_and_quadrat_from_photo_names(stem, expected):
     assert tuple(parse_photo_name(stem).values()) == expected
+
+
+def test_outline_term_and_its_calibration_on_held_out_errors():
+    from quadratseg.cover_stats import boundary_length_px, calibrate_boundary_px
+
+    square = np.zeros((12, 12), bool)
+    square[1:11, 1:11] = True
+    assert boundary_length_px(square) == 36  # the 10 x 10 square's ring of pixels
+    with_outline = instance_cover(["Porites"], [1.0], [100], 1000, perimeters_px=[36], boundary_px=0.5)[0]
+    assert with_outline.sd == pytest.approx(100 * 36 * 0.5 / 1000) and with_outline.perimeter_px == 36
+    assert with_outline.method == "instance-confidence+boundary"
+    # held-out errors that grow with the outline: the fitted term makes 95 % of them fit
+    rng = np.random.default_rng(1)
+    share = rng.uniform(0.001, 0.02, 400)  # outline length / observed pixels
+    errors = rng.normal(0, 100 * share * 2.0)  # outlines 2 px off on average
+    b = calibrate_boundary_px(errors, np.zeros(400), share)
+    assert 1.5 < b < 2.6
+    inside = np.abs(errors) <= 1.96 * 100 * share * b + 1e-9
+    assert inside.mean() >= 0.95
+    assert calibrate_boundary_px([0.1], [1.0], [0.01]) == 0.0  # the confidence term already holds it
