@@ -287,6 +287,9 @@ def process_folder(
         ["stage", "seconds"],
         [{"stage": k, "seconds": round(v, 3)} for k, v in timing.items()],
     )
+    from pipeline.report import write_process_report
+
+    write_process_report(out)
     summary = {
         "photos": len(items),
         "processed": len(items) - len(failed) - skipped,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ from pipeline.points import export_points, score_points
 from pipeline.run import process_folder
 from quadratseg.batch import BatchFailedError
 from quadratseg.cover import label_map
+from quadratseg.errors import QuadratsegError
 from quadratseg.formats.coralnet import SUBSTRATE, read_coralnet_csv, write_coralnet_csv
 from quadratseg.instances import Instance
 from quadratseg.synth.dataset import export_image_path, load_truth
@@ -147,6 +149,10 @@ def test_the_chain_gives_the_true_cover_of_the_observed_quadrat(raw_photos, tmp_
     assert [r["photo"] for r in status] == keys and all(r["cover"] == "ok" for r in status)
     summary_rows = list(csv.DictReader((out / "cover_summary.csv").open()))
     assert {r["site"] for r in summary_rows} >= {"SynthNorth", "SynthLagoon"}
+    # the report scientists read: every picture it shows is there
+    html = (out / "report.html").read_text()
+    pictures = re.findall(r"<img src='([^']+)'", html)
+    assert len(pictures) >= 3 and all((out / p).is_file() for p in pictures)
     # a rerun with the same models skips every photo; other options redo them
     again = process_folder(folder, out, models, "fp1")
     assert again["resumed_skipped"] == len(truths) and again["processed"] == 0
@@ -200,3 +206,17 @@ def test_coralnet_points_from_the_truth_read_back_through_the_chain(raw_photos, 
     assert result["point_accuracy"] > 0.95  # points rounded to whole pixels by the CSV: a few flip at edges
     exported = export_points(out, tmp_path / "ours.csv", points=25, layout="grid")
     assert exported["photos"] == len(keys) and len(read_coralnet_csv(tmp_path / "ours.csv")) == 25 * len(keys)
+
+
+def test_the_command_refuses_a_model_of_the_wrong_kind(tiny_grid_model, tiny_seg_model, raw_photos, tmp_path):
+    from pipeline.process import process
+
+    folder, *_ = raw_photos
+    pose_weights, _ = tiny_grid_model
+    seg_weights = tiny_seg_model[0] if isinstance(tiny_seg_model, tuple) else tiny_seg_model
+    with pytest.raises(QuadratsegError, match="--yolo must be a YOLO segmentation model, got a pose model"):
+        process(str(folder), str(tmp_path / "a"), yolo=str(pose_weights))
+    with pytest.raises(QuadratsegError, match="--corners must be a YOLO pose model, got a segment model"):
+        process(str(folder), str(tmp_path / "b"), yolo=str(seg_weights), corners=str(seg_weights))
+    with pytest.raises(QuadratsegError, match="do not exist locally"):
+        process(str(folder), str(tmp_path / "c"), yolo=str(tmp_path / "none.pt"))
