@@ -2,8 +2,10 @@
 
 Every stage is one of the predictor objects the Nuclio functions serve, called in process:
 :class:`grid_pose_detection.predictor.PosePredictor` (corners and grid),
-:func:`grid_inpainting.inpaint.remove_grid` with a backend, and
-:class:`coral_seg_yolo.predictor.SegPredictor`. Variants, by which models are given:
+:func:`grid_inpainting.inpaint.remove_grid` with a backend, and either
+:class:`coral_seg_yolo.predictor.SegPredictor` (colonies; cover with the instance interval) or
+:class:`DINOv2_mmseg.predictor.SemanticSegmenter` (a class map; cover with the block interval).
+Variants, by which models are given:
 
 - three-stage: corners, grid, removal and segmentation;
 - two-stage (no grid model): corners -> warp -> segmentation;
@@ -20,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from quadratseg.cover_stats import CoverEstimate, boundary_length_px, instance_cover, visible_areas
+from quadratseg.cover_stats import (
+    CoverEstimate,
+    boundary_length_px,
+    instance_cover,
+    semantic_cover,
+    visible_areas,
+)
 from quadratseg.instances import Instance
 
 
@@ -28,12 +36,13 @@ from quadratseg.instances import Instance
 class ChainModels:
     """The stages' models; ``None`` leaves a stage out (see the module docstring)."""
 
-    segment: Any  # SegPredictor
+    segment: Any  # SegPredictor (colonies), or None with ``semantic``
     corners: Any = None  # PosePredictor of gridcorners
     grid: Any = None  # PosePredictor of gridpose
     inpaint: Any = None  # an inpainting backend (grid_inpainting.inpaint.select_backend)
     include_inpainted: bool = False  # count the pixels under the grid mask in the cover
     boundary_px: float = 0.0  # outline uncertainty of the cover intervals (quadratseg.cover_stats)
+    semantic: Any = None  # SemanticSegmenter: cover from its class map instead of colonies
 
     @property
     def variant(self) -> str:
@@ -55,6 +64,7 @@ class PhotoResult:
     grid_xy: np.ndarray | None = None  # (117, 2) warped px
     grid_mask: np.ndarray | None = None  # (H, W) bool, pixels invented by inpainting
     instances: list[Instance] = field(default_factory=list)
+    class_map: np.ndarray | None = None  # (H, W) uint8 class indices (semantic segmentation)
     observed_hw: np.ndarray | None = None  # (H, W) bool, pixels the cover counts
     cover: list[CoverEstimate] = field(default_factory=list)
 
@@ -128,16 +138,22 @@ def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
                 result.status["removal"] = f"ok ({removal.backend})"
     result.status.setdefault("removal", "skipped: no grid")
     result.clean = clean
-    result.instances = models.segment.predict(clean)
-    result.status["segmentation"] = f"ok ({len(result.instances)} colonies)"
     height, width = clean.shape[:2]
     observed = np.ones((height, width), dtype=bool)
     if result.grid_mask is not None and not models.include_inpainted:
         observed &= ~result.grid_mask
     result.observed_hw = observed
-    classes = list(models.segment.names.values())
-    result.cover = cover_of_instances(
-        result.instances, (width, height), observed, classes, models.boundary_px
-    )
+    if models.semantic is not None:
+        probs = models.semantic.predict_probs(clean)
+        result.class_map = probs.argmax(axis=0).astype(np.uint8)
+        result.status["segmentation"] = f"ok (class map, {len(models.semantic.classes)} classes)"
+        result.cover = semantic_cover(probs, models.semantic.classes, observed)
+    else:
+        result.instances = models.segment.predict(clean)
+        result.status["segmentation"] = f"ok ({len(result.instances)} colonies)"
+        classes = list(models.segment.names.values())
+        result.cover = cover_of_instances(
+            result.instances, (width, height), observed, classes, models.boundary_px
+        )
     result.status["cover"] = "ok"
     return result

@@ -138,6 +138,21 @@ def stage(ctx: Any) -> dict[str, Any]:
         "variant": summary["variant"],
         "cover_mae_pp": round(float(np.mean(errors)), 3) if errors else None,
         "interval_coverage": round(interval_coverage(truth_values, lows, highs), 4) if errors else None,
+        # the same on the classes the model predicted on the photo (a class it missed entirely is
+        # outside any interval of this method)
+        "interval_coverage_predicted_classes": round(
+            interval_coverage(
+                [truth for truth, row in pairs if row and int(row["colonies"]) > 0],
+                [float(row["low"]) for _, row in pairs if row and int(row["colonies"]) > 0],
+                [float(row["high"]) for _, row in pairs if row and int(row["colonies"]) > 0],
+            ),
+            4,
+        )
+        if any(row and int(row["colonies"]) > 0 for _, row in pairs)
+        else None,
+        "missed_classes": sum(
+            1 for truth, row in pairs if truth > 0 and not (row and int(row["colonies"]) > 0)
+        ),
         "cover_comparisons": len(errors),
         "interval_method": rows[0]["method"] if rows else None,
         "boundary_px": round(models.boundary_px, 3),
@@ -171,7 +186,10 @@ def stage(ctx: Any) -> dict[str, Any]:
         f"{CALIBRATION_SPLIT} photos, where the confidence term alone held "
         f"{100 * (metrics['interval_coverage_on_calibration_split'] or 0):.0f} % of the true covers; on "
         f"the test photos {100 * (metrics['interval_coverage'] or 0):.0f} % of the true covers lie "
-        f"inside the 95 % intervals. {points['scored']} CoralNet-style points sampled from the truth, "
+        f"inside the 95 % intervals ({100 * (metrics['interval_coverage_predicted_classes'] or 0):.0f} % "
+        f"on the classes the model predicted; {metrics['missed_classes']} photo x genus pairs were missed "
+        f"entirely, which no interval of this method covers). {points['scored']} CoralNet-style points "
+        "sampled from the truth, "
         f"mapped into the quadrat with the predicted corners: {100 * points['point_accuracy']:.1f} % "
         "labelled right."
     )

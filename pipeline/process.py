@@ -20,7 +20,7 @@ from quadratseg.errors import QuadratsegError
 def process(
     images: str,
     out_dir: str,
-    yolo: str,
+    yolo: str | None = None,
     corners: str | None = None,
     grid: str | None = None,
     inpaint: str = "lama",
@@ -35,13 +35,16 @@ def process(
     include_inpainted: bool = False,
     boundary_px: float = 0.0,
     overlays: bool = True,
+    segment: str = "yolo",
+    mmseg_config: str | None = None,
+    mmseg_weights: str | None = None,
 ) -> str:
     """Colonies and percent cover for every photo of a folder (searched recursively).
 
     Args:
         images: a photo or a folder of photos (site/year sub-folders are kept in the outputs).
         out_dir: output folder; a rerun into it skips the photos already done with the same options.
-        yolo: YOLO-seg weights (coral_seg_yolo) for the colonies.
+        yolo: YOLO-seg weights (coral_seg_yolo) for the colonies (--segment yolo).
         corners: corner model weights (gridcorners); without it the photos are taken as warped quadrats.
         grid: grid model weights (gridpose); without it no grid is removed (two-stage).
         inpaint: grid removal backend: lama (LAMA_MODEL weights), opencv-telea or opencv-ns.
@@ -58,6 +61,10 @@ def process(
             confidence term only. Fit it on annotated photos (quadratseg.cover_stats.calibrate_boundary_px;
             the demo fits it on its validation photos).
         overlays: write overlay images.
+        segment: yolo (colonies, instance interval) or mmseg (class map of DINOv2_mmseg, block
+            interval); the YOLO + MMSeg ensemble is not in the chain yet.
+        mmseg_config: the MMSeg config of --mmseg-weights (--segment mmseg).
+        mmseg_weights: the MMSeg checkpoint (--segment mmseg).
 
     Returns:
         JSON summary: photos, processed, skipped (resumed), failed, with cover, outputs.
@@ -72,8 +79,22 @@ def process(
 
     settings = current_settings()
     size = warped_size(warp_size, aspect)
+    if segment not in ("yolo", "mmseg"):
+        raise QuadratsegError(f"--segment must be yolo or mmseg, got {segment!r}")
+    if segment == "yolo" and not yolo:
+        raise QuadratsegError("--segment yolo needs --yolo WEIGHTS (a YOLO-seg model of coral_seg_yolo)")
+    if segment == "mmseg" and not (mmseg_config and mmseg_weights):
+        raise QuadratsegError("--segment mmseg needs --mmseg-config CONFIG and --mmseg-weights CHECKPOINT")
+    semantic = None
+    if segment == "mmseg":
+        from DINOv2_mmseg.predictor import SemanticSegmenter
+
+        semantic = SemanticSegmenter(mmseg_config, weights_path(mmseg_weights), device())
     models = ChainModels(
-        segment=SegPredictor(weights_path(yolo), imgsz=yolo_imgsz, conf=conf, device=device()),
+        segment=SegPredictor(weights_path(yolo), imgsz=yolo_imgsz, conf=conf, device=device())
+        if segment == "yolo"
+        else None,
+        semantic=semantic,
         corners=PosePredictor(
             weights_path(corners),
             get_task("gridcorners"),
@@ -99,12 +120,22 @@ def process(
     for name, model in (("--corners", models.corners), ("--grid", models.grid)):
         if model is not None and model.model.task != "pose":
             raise QuadratsegError(f"{name} must be a YOLO pose model, got a {model.model.task} model")
-    if models.segment.model.task != "segment":
+    if models.segment is not None and models.segment.model.task != "segment":
         raise QuadratsegError(
             f"--yolo must be a YOLO segmentation model, got a {models.segment.model.task} model"
         )
     fingerprint = fingerprint_of(
-        yolo, corners, grid, inpaint, grid_template, size, conf, include_inpainted, boundary_px
+        yolo,
+        corners,
+        grid,
+        inpaint,
+        grid_template,
+        size,
+        conf,
+        include_inpainted,
+        boundary_px,
+        segment,
+        mmseg_weights,
     )
     summary = process_folder(images, out_dir, models, fingerprint, quadrat_cm, overlays)
     return json.dumps(summary, indent=2)

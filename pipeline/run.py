@@ -87,30 +87,38 @@ def _nan_to_none(array: np.ndarray | None) -> Any:
     return [[None if not np.isfinite(v) else round(float(v), 3) for v in row] for row in np.asarray(array)]
 
 
+def model_level(labels: list[str], taxonomy: Any) -> str:
+    """The finest taxonomy level that holds every label a model predicts (its training level)."""
+    for level in LEVELS:
+        if set(labels) <= set(taxonomy.classes(level)):
+            return level
+    taxonomy.check_labels(labels, "finegrained")  # raises, naming the unknown labels
+    return "finegrained"
+
+
 def cover_rows(
     key: str,
     estimates: list[CoverEstimate],
     observed_share: float,
     taxonomy: Any,
-    levels: tuple[str, ...] = LEVELS,
     quadrat_cm: float | None = None,
     warped_size: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """The ``cover.csv`` rows of one photo at every taxonomy level (regrouped from the finegrained
-    estimates); ``area_cm2`` when the quadrat's width in cm and the warped size are known."""
+    """The ``cover.csv`` rows of one photo at the model's level and every coarser one (regrouped
+    from the same estimates); ``area_cm2`` when the quadrat's width in cm and the warped size are
+    known."""
     stem = Path(key).stem
     names = parse_photo_name(stem)
-    cm2_per_px = None
-    if quadrat_cm and warped_size:
-        width_px, height_px = warped_size
-        cm2_per_px = (quadrat_cm / width_px) ** 2  # square pixels: the warp keeps the aspect
-        _ = height_px
+    cm2_per_px = (quadrat_cm / warped_size[0]) ** 2 if quadrat_cm and warped_size else None  # square px
+    source = model_level([e.label for e in estimates], taxonomy)
     rows = []
-    for level in levels:
+    for level in LEVELS[LEVELS.index(source) :]:
         estimates_at = (
             estimates
-            if level == "finegrained"
-            else regroup(estimates, lambda label, level=level: taxonomy.map_label(label, level))
+            if level == source
+            else regroup(
+                estimates, lambda label, level=level: taxonomy.map_label(label, level, source=source)
+            )
         )
         for e in estimates_at:
             rows.append(
@@ -230,6 +238,13 @@ def process_folder(
             _write_image(out / "warped" / output_name(item.key, ".png"), result.warped)
         if result.clean is not None and result.grid_mask is not None:
             _write_image(out / "clean" / output_name(item.key, ".png"), result.clean)
+        if result.class_map is not None:
+            path = out / "class_maps" / output_name(item.key, ".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp.png")
+            if not cv2.imwrite(str(tmp), result.class_map):
+                raise OSError(f"cannot write {path}")
+            tmp.replace(path)
         if result.clean is not None:
             instances = [
                 {

@@ -92,3 +92,21 @@ def test_outline_term_and_its_calibration_on_held_out_errors():
     inside = np.abs(errors) <= 1.96 * 100 * share * b + 1e-9
     assert inside.mean() >= 0.95
     assert calibrate_boundary_px([0.1], [1.0], [0.01]) == 0.0  # the confidence term already holds it
+
+
+def test_semantic_cover_from_class_probabilities():
+    from quadratseg.cover_stats import semantic_cover
+
+    h = w = 32
+    probs = np.zeros((3, h, w))
+    probs[0] = 1.0
+    probs[:, :16, :16] = np.array([0.0, 1.0, 0.0])[:, None, None]  # a sure Acropora block
+    probs[:, 16:, 16:] = np.array([0.4, 0.0, 0.6])[:, None, None]  # an unsure Porites block
+    observed = np.ones((h, w), bool)
+    acro, pori = semantic_cover(probs, ["background", "Acropora", "Porites"], observed, block_px=16)
+    assert (acro.label, acro.percent, acro.sd) == ("Acropora", 25.0, 0.0)
+    assert pori.percent == 25.0 and pori.method == "class-probability-blocks"
+    assert pori.sd == pytest.approx(100 * np.sqrt(256**2 * 0.24) / 1024, abs=1e-3)
+    observed[:16, :16] = False  # the Acropora block unseen: out of numerator and denominator
+    acro, pori = semantic_cover(probs, ["background", "Acropora", "Porites"], observed, block_px=16)
+    assert acro.percent == 0.0 and pori.percent == pytest.approx(100 * 256 / 768, abs=1e-3)

@@ -220,3 +220,36 @@ def test_the_command_refuses_a_model_of_the_wrong_kind(tiny_grid_model, tiny_seg
         process(str(folder), str(tmp_path / "b"), yolo=str(seg_weights), corners=str(seg_weights))
     with pytest.raises(QuadratsegError, match="do not exist locally"):
         process(str(folder), str(tmp_path / "c"), yolo=str(tmp_path / "none.pt"))
+
+
+def test_the_chain_with_a_semantic_model_writes_class_maps_and_block_intervals(
+    synthetic_set, tiny_mmseg_model, tmp_path
+):
+    import cv2
+
+    from pipeline.process import process
+
+    config, checkpoint, _ = tiny_mmseg_model
+    folder = synthetic_set / "cvat_exports" / "segmentation" / "images"
+    out = tmp_path / "out"
+    summary = json.loads(
+        process(
+            str(folder), str(out), segment="mmseg", mmseg_config=str(config), mmseg_weights=str(checkpoint)
+        )
+    )
+    assert summary["variant"] == "single-stage" and summary["with_cover"] == summary["photos"] == 6
+    rows = [r for r in csv.DictReader((out / "cover.csv").open()) if r["level"] == "main_family"]
+    assert {r["method"] for r in rows} == {"class-probability-blocks"}
+    maps = sorted((out / "class_maps").rglob("*.png"))
+    assert len(maps) == 6
+    # the cover is the class map's share, read back with OpenCV
+    key = maps[0].relative_to(out / "class_maps").as_posix()[: -len(".png")]
+    class_map = cv2.imread(str(maps[0]), cv2.IMREAD_UNCHANGED)
+    record = json.loads((out / "photos" / f"{key}.json").read_text())
+    for k, estimate in enumerate(record["cover"], start=1):
+        assert estimate["pixels"] == int((class_map == k).sum())
+        assert estimate["low"] <= estimate["percent"] <= estimate["high"]
+    with pytest.raises(QuadratsegError, match="--segment mmseg needs"):
+        process(str(folder), str(tmp_path / "x"), segment="mmseg")
+    with pytest.raises(QuadratsegError, match="--segment must be yolo or mmseg"):
+        process(str(folder), str(tmp_path / "x"), segment="both")
