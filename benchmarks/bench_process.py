@@ -82,7 +82,7 @@ def main() -> None:
         models.corners.model.predict(bgr, imgsz=320, conf=0.01, verbose=False)
         w = cv2.warpPerspective(photo, result.homography, (side, side))
         models.grid.model.predict(np.ascontiguousarray(w[..., ::-1]), imgsz=256, conf=0.01, verbose=False)
-        clean = cv2.inpaint(warped, mask.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+        clean = cv2.inpaint(warped, mask.astype(np.uint8), models.inpaint.radius, cv2.INPAINT_TELEA)
         models.segment.model.predict(
             np.ascontiguousarray(clean[..., ::-1]), imgsz=320, conf=0.25, verbose=False
         )
