@@ -90,7 +90,7 @@ def score_points(
     for p in points:
         by_photo[p.name].append(p)
     confusion: Counter = Counter()
-    ignored = outside = no_record = 0
+    ignored = outside = outside_image = no_record = 0
     photos = []
     for name, photo_points in sorted(by_photo.items()):
         record = records.get(name)
@@ -104,10 +104,14 @@ def score_points(
         predicted = labels_at(warped, index, names)
         truth_counts: Counter = Counter()
         scored = 0
+        raw_w, raw_h = record.get("raw_size") or (np.inf, np.inf)
         for p, guess in zip(photo_points, predicted, strict=True):
             truth = mapping[p.code]
             if truth == IGNORE:
                 ignored += 1
+                continue
+            if not (0 <= p.x < raw_w and 0 <= p.y < raw_h):
+                outside_image += 1  # a point the photo does not hold (a resized re-export?)
                 continue
             if guess is None:
                 outside += 1
@@ -134,8 +138,9 @@ def score_points(
     scored_total = sum(confusion.values())
     if scored_total == 0:
         raise QuadratsegError(
-            f"no CoralNet point could be scored ({no_record} on photos not processed, {outside} outside "
-            f"the quadrat, {ignored} ignored): check that the Name column matches the processed photos"
+            f"no CoralNet point could be scored ({no_record} on photos not processed, {outside_image} "
+            f"outside the image, {outside} outside the quadrat, {ignored} ignored): check that the Name "
+            "column matches the processed photos and that Row/Column are pixels of the same image size"
         )
     correct = sum(v for (t, g), v in confusion.items() if t == g)
     per_label: dict[str, dict[str, Any]] = {}
@@ -154,6 +159,7 @@ def score_points(
         "scored": scored_total,
         "ignored": ignored,
         "outside_quadrat": outside,
+        "outside_image": outside_image,
         "on_photos_not_processed": no_record,
         "point_accuracy": round(correct / scored_total, 4),
         "per_label": per_label,

@@ -178,12 +178,17 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> No
 
 
 def photo_record(
-    key: str, result: PhotoResult, fingerprint: str, seconds: dict[str, float]
+    key: str,
+    result: PhotoResult,
+    fingerprint: str,
+    seconds: dict[str, float],
+    raw_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The JSON record of one processed photo (the resumability marker)."""
     return {
         "photo": key,
         "fingerprint": fingerprint,
+        "raw_size": list(raw_size) if raw_size else None,
         "status": result.status,
         "corners_xy": _nan_to_none(result.corners_xy),
         "homography_raw_to_warped": result.homography.tolist() if result.homography is not None else None,
@@ -261,7 +266,10 @@ def process_folder(
         seconds["write"] = time.perf_counter() - start
         for stage, value in seconds.items():
             timing[stage] += value
-        _write_json(record_path, photo_record(item.key, result, fingerprint, seconds))
+        _write_json(
+            record_path,
+            photo_record(item.key, result, fingerprint, seconds, (image.shape[1], image.shape[0])),
+        )
         logger.info(
             "%s: %s",
             item.key,

@@ -194,6 +194,7 @@ def test_coralnet_points_from_the_truth_read_back_through_the_chain(raw_photos, 
             k = index[int(v), int(u)]
             rows.append((key.rsplit("/", 1)[-1], x, y, names[k - 1] if k else SUBSTRATE))
     rows.append((rows[0][0], 1.0, 1.0, SUBSTRATE))  # on the photo's border: outside the quadrat
+    rows.append((rows[0][0], 99999.0, 5.0, SUBSTRATE))  # beyond the photo: reported, not scored
     points = write_coralnet_csv(rows, tmp_path / "points.csv")
     mapping = tmp_path / "mapping.csv"
     mapping.write_text(
@@ -202,7 +203,8 @@ def test_coralnet_points_from_the_truth_read_back_through_the_chain(raw_photos, 
         + "substrate,substrate\n"
     )
     result = score_points(out, points, mapping)
-    assert result["outside_quadrat"] == 1 and result["scored"] == len(rows) - 1
+    assert result["outside_quadrat"] == 1 and result["outside_image"] == 1
+    assert result["scored"] == len(rows) - 2
     assert result["point_accuracy"] > 0.95  # points rounded to whole pixels by the CSV: a few flip at edges
     exported = export_points(out, tmp_path / "ours.csv", points=25, layout="grid")
     assert exported["photos"] == len(keys) and len(read_coralnet_csv(tmp_path / "ours.csv")) == 25 * len(keys)
