@@ -255,3 +255,21 @@ def test_the_chain_with_a_semantic_model_writes_class_maps_and_block_intervals(
         process(str(folder), str(tmp_path / "x"), segment="mmseg")
     with pytest.raises(QuadratsegError, match="--segment must be yolo or mmseg"):
         process(str(folder), str(tmp_path / "x"), segment="both")
+
+
+def test_a_12_megapixel_photo_goes_through_the_chain(raw_photos, tmp_path):
+    import cv2
+
+    folder, truths, keys, _ = raw_photos
+    small = cv2.imread(str(folder / keys[0]))
+    scale = 4000 / small.shape[1]
+    big = cv2.resize(small, (4000, round(small.shape[0] * scale)), interpolation=cv2.INTER_LINEAR)
+    (tmp_path / "big").mkdir()
+    assert cv2.imwrite(str(tmp_path / "big" / "12 MP ###.jpg"), big)
+    truth = {**truths[0], "corners_raw_xy": (np.asarray(truths[0]["corners_raw_xy"]) * scale).tolist()}
+    models = ChainModels(TrueColonies([truths[0]]), TrueCorners([truth]))
+    summary = process_folder(tmp_path / "big", tmp_path / "out", models, "fp")
+    assert summary["with_cover"] == 1 and summary["variant"] == "two-stage"
+    record = json.loads((tmp_path / "out" / "photos" / "12 MP ###.jpg.json").read_text())
+    assert record["raw_size"] == [4000, big.shape[0]] and big.shape[0] * 4000 >= 12_000_000
+    assert record["warped_size"] == truths[0]["warped_size"]
