@@ -69,6 +69,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     pipeline = CoralPipeline(cfg, run["best_checkpoint"], ctx.settings.sam_checkpoint, device="cpu")
     eval_pairs = split_pairs(data_root, EVAL_SPLIT)
     metrics = evaluate_segmenter(pipeline.segmenter, eval_pairs, root / "eval")
+    ctx.shared["semantic_segmenter"] = pipeline.segmenter  # for the chain's ensemble (pipeline.demo_process)
     coral = [
         m["IoU"] for name, m in metrics["per_class"].items() if name != "background" and m["IoU"] is not None
     ]

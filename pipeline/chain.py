@@ -29,6 +29,7 @@ from quadratseg.cover_stats import (
     semantic_cover,
     visible_areas,
 )
+from quadratseg.ensemble import fuse_scores, instance_score_maps
 from quadratseg.instances import Instance
 
 
@@ -43,6 +44,8 @@ class ChainModels:
     include_inpainted: bool = False  # count the pixels under the grid mask in the cover
     boundary_px: float = 0.0  # outline uncertainty of the cover intervals (quadratseg.cover_stats)
     semantic: Any = None  # SemanticSegmenter: cover from its class map instead of colonies
+    ensemble: str = ""  # with both models: weighted or voting (quadratseg.ensemble)
+    ensemble_weight: float = 0.5  # the colonies' weight of the weighted ensemble
 
     @property
     def variant(self) -> str:
@@ -100,6 +103,27 @@ def cover_of_instances(
     )
 
 
+def fused_scores(instances: list[Instance], probs_chw: np.ndarray, models: ChainModels) -> np.ndarray:
+    """The colonies and the class probabilities fused (C, H, W) over the semantic model's classes;
+    colony labels finer than those classes are mapped up the taxonomy."""
+    from quadratseg.taxonomy import LEVELS, load_taxonomy
+
+    classes = list(models.semantic.classes)
+    taxonomy = load_taxonomy()
+    coral = classes[1:]
+    level = next((lv for lv in LEVELS if set(coral) <= set(taxonomy.classes(lv))), None)
+    index = {name: k for k, name in enumerate(classes)}
+    colonies = []
+    for inst in instances:
+        label = inst.label if inst.label in index or level is None else taxonomy.map_label(inst.label, level)
+        if label not in index:
+            raise ValueError(f"colony label {inst.label!r} has no class among the semantic model's {classes}")
+        colonies.append((index[label], inst.score, inst.box_mask, inst.origin_xy))
+    height, width = probs_chw.shape[1:]
+    scores = instance_score_maps(colonies, len(classes), (width, height))
+    return fuse_scores(scores, probs_chw, models.ensemble, models.ensemble_weight)
+
+
 def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
     """Run the chain on one uint8 RGB photo (H, W, 3); see the module docstring."""
     from grid_inpainting.inpaint import remove_grid
@@ -143,7 +167,16 @@ def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
     if result.grid_mask is not None and not models.include_inpainted:
         observed &= ~result.grid_mask
     result.observed_hw = observed
-    if models.semantic is not None:
+    if models.semantic is not None and models.segment is not None and models.ensemble:
+        probs = models.semantic.predict_probs(clean)
+        result.instances = models.segment.predict(clean)
+        fused = fused_scores(result.instances, probs, models)
+        result.class_map = fused.argmax(axis=0).astype(np.uint8)
+        result.status["segmentation"] = (
+            f"ok ({models.ensemble} ensemble of {len(result.instances)} colonies and a class map)"
+        )
+        result.cover = semantic_cover(fused, models.semantic.classes, observed)
+    elif models.semantic is not None:
         probs = models.semantic.predict_probs(clean)
         result.class_map = probs.argmax(axis=0).astype(np.uint8)
         result.status["segmentation"] = f"ok (class map, {len(models.semantic.classes)} classes)"

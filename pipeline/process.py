@@ -14,6 +14,7 @@ import json
 
 from pipeline.chain import ChainModels
 from pipeline.run import fingerprint_of, process_folder
+from quadratseg.ensemble import ENSEMBLES
 from quadratseg.errors import QuadratsegError
 
 
@@ -38,6 +39,8 @@ def process(
     segment: str = "yolo",
     mmseg_config: str | None = None,
     mmseg_weights: str | None = None,
+    ensemble: str = "weighted",
+    ensemble_weight: float = 0.5,
 ) -> str:
     """Colonies and percent cover for every photo of a folder (searched recursively).
 
@@ -61,10 +64,12 @@ def process(
             confidence term only. Fit it on annotated photos (quadratseg.cover_stats.calibrate_boundary_px;
             the demo fits it on its validation photos).
         overlays: write overlay images.
-        segment: yolo (colonies, instance interval) or mmseg (class map of DINOv2_mmseg, block
-            interval); the YOLO + MMSeg ensemble is not in the chain yet.
+        segment: yolo (colonies, instance interval), mmseg (class map of DINOv2_mmseg, block
+            interval) or both (the two fused per pixel by --ensemble, block interval).
         mmseg_config: the MMSeg config of --mmseg-weights (--segment mmseg).
         mmseg_weights: the MMSeg checkpoint (--segment mmseg).
+        ensemble: with --segment both: weighted (scores averaged) or voting (each model votes).
+        ensemble_weight: the colonies' weight in the weighted ensemble (0..1).
 
     Returns:
         JSON summary: photos, processed, skipped (resumed), failed, with cover, outputs.
@@ -79,22 +84,30 @@ def process(
 
     settings = current_settings()
     size = warped_size(warp_size, aspect)
-    if segment not in ("yolo", "mmseg"):
-        raise QuadratsegError(f"--segment must be yolo or mmseg, got {segment!r}")
-    if segment == "yolo" and not yolo:
-        raise QuadratsegError("--segment yolo needs --yolo WEIGHTS (a YOLO-seg model of coral_seg_yolo)")
-    if segment == "mmseg" and not (mmseg_config and mmseg_weights):
-        raise QuadratsegError("--segment mmseg needs --mmseg-config CONFIG and --mmseg-weights CHECKPOINT")
+    if segment not in ("yolo", "mmseg", "both"):
+        raise QuadratsegError(f"--segment must be yolo, mmseg or both, got {segment!r}")
+    if segment in ("yolo", "both") and not yolo:
+        raise QuadratsegError(
+            f"--segment {segment} needs --yolo WEIGHTS (a YOLO-seg model of coral_seg_yolo)"
+        )
+    if segment in ("mmseg", "both") and not (mmseg_config and mmseg_weights):
+        raise QuadratsegError(
+            f"--segment {segment} needs --mmseg-config CONFIG and --mmseg-weights CHECKPOINT"
+        )
+    if segment == "both" and ensemble not in ENSEMBLES:
+        raise QuadratsegError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
     semantic = None
-    if segment == "mmseg":
+    if segment in ("mmseg", "both"):
         from DINOv2_mmseg.predictor import SemanticSegmenter
 
         semantic = SemanticSegmenter(mmseg_config, weights_path(mmseg_weights), device())
     models = ChainModels(
         segment=SegPredictor(weights_path(yolo), imgsz=yolo_imgsz, conf=conf, device=device())
-        if segment == "yolo"
+        if segment in ("yolo", "both")
         else None,
         semantic=semantic,
+        ensemble=ensemble if segment == "both" else "",
+        ensemble_weight=ensemble_weight,
         corners=PosePredictor(
             weights_path(corners),
             get_task("gridcorners"),
@@ -136,6 +149,8 @@ def process(
         boundary_px,
         segment,
         mmseg_weights,
+        ensemble,
+        ensemble_weight,
     )
     summary = process_folder(images, out_dir, models, fingerprint, quadrat_cm, overlays)
     return json.dumps(summary, indent=2)

@@ -65,6 +65,17 @@ def test_demo_writes_summary_and_report(tmp_path):
     ious = [v for v in mmseg["per_class_iou"].values() if v is not None and v == v]
     assert ious and abs(sum(ious) / len(ious) - mmseg["miou"]) < 0.05
     assert set(mmseg["per_class_iou"]) == {"background", *load_taxonomy().classes("main_family")}
+    chain = summary["process"]  # the chain on the raw test photos with the one-epoch models
+    assert {
+        "photos",
+        "failed",
+        "cover_mae_pp",
+        "interval_coverage",
+        "point_accuracy",
+        "seconds_per_photo",
+    } <= set(chain)
+    assert chain["photos"] == n_test and chain["failed"] == 0 and chain["variant"] == "three-stage"
+    assert set(chain["main_family_cover_mae_pp"]) == {"yolo", "mmseg", "weighted", "voting"}
     html = (tmp_path / "demo" / "report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", html)
     assert len(images) >= 4

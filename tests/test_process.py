@@ -253,7 +253,9 @@ def test_the_chain_with_a_semantic_model_writes_class_maps_and_block_intervals(
         assert estimate["low"] <= estimate["percent"] <= estimate["high"]
     with pytest.raises(QuadratsegError, match="--segment mmseg needs"):
         process(str(folder), str(tmp_path / "x"), segment="mmseg")
-    with pytest.raises(QuadratsegError, match="--segment must be yolo or mmseg"):
+    with pytest.raises(QuadratsegError, match="--segment must be yolo, mmseg or both"):
+        process(str(folder), str(tmp_path / "x"), segment="all")
+    with pytest.raises(QuadratsegError, match="--segment both needs --yolo"):
         process(str(folder), str(tmp_path / "x"), segment="both")
 
 
@@ -273,3 +275,39 @@ def test_a_12_megapixel_photo_goes_through_the_chain(raw_photos, tmp_path):
     record = json.loads((tmp_path / "out" / "photos" / "12 MP ###.jpg.json").read_text())
     assert record["raw_size"] == [4000, big.shape[0]] and big.shape[0] * 4000 >= 12_000_000
     assert record["warped_size"] == truths[0]["warped_size"]
+
+
+def test_the_chain_fuses_colonies_and_class_maps(synthetic_set, tiny_seg_model, tiny_mmseg_model, tmp_path):
+    from pipeline.process import process
+
+    config, checkpoint, _ = tiny_mmseg_model
+    weights = tiny_seg_model[0]
+    folder = synthetic_set / "cvat_exports" / "segmentation" / "images"
+    for method in ("weighted", "voting"):
+        out = tmp_path / method
+        summary = json.loads(
+            process(
+                str(folder),
+                str(out),
+                yolo=str(weights),
+                segment="both",
+                ensemble=method,
+                mmseg_config=str(config),
+                mmseg_weights=str(checkpoint),
+                conf=0.01,
+            )
+        )
+        assert summary["with_cover"] == 6
+        status = list(csv.DictReader((out / "status.csv").open()))
+        assert all(f"{method} ensemble" in r["segmentation"] for r in status)
+        assert len(list((out / "class_maps").rglob("*.png"))) == 6
+    with pytest.raises(QuadratsegError, match="--ensemble must be one of weighted, voting"):
+        process(
+            str(folder),
+            str(tmp_path / "x"),
+            yolo=str(weights),
+            segment="both",
+            ensemble="nms",
+            mmseg_config=str(config),
+            mmseg_weights=str(checkpoint),
+        )
