@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import cv2
 import numpy as np
 
 from grid_pose_detection.predictor import PosePredictor
@@ -33,6 +32,7 @@ from grid_pose_detection.tasks import get_task
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import keypoints_to_pixels
 from quadratseg.images import read_image_rgb
+from quadratseg.keypoints import quadrat_side_px
 from quadratseg.warp import quadrat_homography, transform_points
 
 
@@ -55,23 +55,6 @@ def warp_error(
 
 
 PCK_SHARE = 0.01  # PCK tolerance: 1 % of the quadrat side
-
-
-def quadrat_side_px(truth_xy: np.ndarray, visible: np.ndarray, template_xy: np.ndarray) -> float | None:
-    """Mean edge length (px) of the quadrat whose template points are ``truth_xy`` (visible ones).
-
-    The homography template -> image is fitted to the visible true points (exact for the 4 corners)
-    and the template's unit square mapped through it. None with fewer than 4 visible points.
-    """
-    if int(visible.sum()) < 4:
-        return None
-    h, _ = cv2.findHomography(
-        template_xy[visible].astype(np.float64), truth_xy[visible].astype(np.float64), 0
-    )
-    if h is None:
-        return None
-    square = transform_points(np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]), h)
-    return float(np.linalg.norm(np.roll(square, -1, axis=0) - square, axis=1).mean())
 
 
 def slot_assignment(

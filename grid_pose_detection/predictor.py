@@ -32,6 +32,7 @@ from quadratseg.keypoints import (
     TemplateMatch,
     match_to_template,
     point_spacing_px,
+    quadrat_side_px,
     validate_template,
 )
 from quadratseg.refine import refine_grid_crossings, refine_quadrat_corners
@@ -125,7 +126,9 @@ def refine_prediction(
     if task.name == "gridcorners":
         if not found.all():
             return
-        side = float(np.linalg.norm(np.roll(kp, -1, axis=0) - kp, axis=1).mean())
+        side = quadrat_side_px(kp, found, template_xy)
+        if side is None:  # degenerate corners: nothing to search along
+            return
         result = refine_quadrat_corners(image_rgb, kp, radius_px=max(4.0, task.refine_radius_share * side))
     else:
         if k != GRID_ROWS * GRID_COLS or found.sum() < 8:

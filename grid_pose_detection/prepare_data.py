@@ -28,7 +28,7 @@ from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import keypoints_to_pixels
 from quadratseg.formats.keypoints_io import yolo_pose_line
 from quadratseg.images import exif_orientation, write_upright
-from quadratseg.keypoints import GRID_COLS, point_spacing_px
+from quadratseg.keypoints import quadrat_side_px
 from quadratseg.yolo_layout import check_split_counts, make_split_dirs, sample_split
 
 logger = logging.getLogger(__name__)
@@ -64,18 +64,6 @@ def data_yaml(task: PoseTask, root: Path, layout: str = "points") -> dict[str, A
     }
 
 
-def quadrat_side_of_points(task: PoseTask, points_xy: np.ndarray) -> float:
-    """Side length (px) of the quadrat the keypoints (K, 2) outline: the mean edge of the corners,
-    or for the grid the spacing times (columns + 1) (the strings divide the side evenly)."""
-    ok = np.isfinite(points_xy).all(axis=1)
-    if task.name == "gridcorners":
-        if not ok.all():
-            pts = points_xy[ok]
-            return float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)) / np.sqrt(2))
-        return float(np.linalg.norm(np.roll(points_xy, -1, axis=0) - points_xy, axis=1).mean())
-    return point_spacing_px(points_xy) * (GRID_COLS + 1)
-
-
 def point_lines(
     task: PoseTask,
     points_xy: np.ndarray,
@@ -87,7 +75,11 @@ def point_lines(
     if check_layout(layout) == "instance":
         box = object_box(points_xy, frame_size, task.box_margin)
         return [yolo_pose_line(points_xy, frame_size, 0, visible, box)]
-    half = task.point_box_share * quadrat_side_of_points(task, points_xy) / 2
+    side = quadrat_side_px(points_xy, np.ones(len(points_xy), bool), task.template())
+    if side is None:  # fewer than 4 points: the extent of those present
+        present = points_xy[np.isfinite(points_xy).all(axis=1)]
+        side = float((present.max(axis=0) - present.min(axis=0)).max()) if len(present) > 1 else 0.0
+    half = task.point_box_share * side / 2
     lines = []
     for point, seen in zip(points_xy, visible, strict=True):
         if not np.isfinite(point).all():

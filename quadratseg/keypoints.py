@@ -67,6 +67,27 @@ def grid_flip_index(rows: int = GRID_ROWS, cols: int = GRID_COLS) -> list[int]:
 CORNER_FLIP_INDEX = [1, 0, 3, 2]  # TL<->TR, BR<->BL
 
 
+def quadrat_side_px(points_xy: np.ndarray, visible: np.ndarray, template_xy: np.ndarray) -> float | None:
+    """Mean edge length (px) of the quadrat whose template points are ``points_xy`` (visible ones).
+
+    The homography template -> image is fitted to the visible points (exact for the 4 corners)
+    and the template's unit square mapped through it. None with fewer than 4 visible points.
+    """
+    import cv2
+
+    visible = np.asarray(visible, dtype=bool) & np.isfinite(points_xy).all(axis=1)
+    if int(visible.sum()) < 4:
+        return None
+    h, _ = cv2.findHomography(
+        np.asarray(template_xy, np.float64)[visible], np.asarray(points_xy, np.float64)[visible], 0
+    )
+    if h is None:
+        return None
+    square = np.c_[corner_template_xy(), np.ones(4)] @ h.T
+    square = square[:, :2] / square[:, 2:3]
+    return float(np.linalg.norm(np.roll(square, -1, axis=0) - square, axis=1).mean())
+
+
 def point_spacing_px(points_xy: np.ndarray) -> float:
     """Median distance from each present point of (N, 2) to its nearest other one (NaN with < 2).
 
