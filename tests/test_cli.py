@@ -22,6 +22,8 @@ CLIS = [
     "grid_pose_detection.evaluate",
     "grid_pose_detection.predict",
     "grid_pose_detection.deploy_as_zip",
+    "grid_pose_detection.make_template",
+    "pipeline.process",
     "coral_seg_yolo.prepare_data",
     "coral_seg_yolo.train",
     "coral_seg_yolo.evaluate",
@@ -209,3 +211,21 @@ def test_mmseg_train_cli_names_a_missing_dataset_root(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "does not exist; run `python -m DINOv2_mmseg.prepare_data` first" in result.stderr
     assert not (tmp_path / "work").exists()
+
+
+def test_coralnet_cli_has_help_per_command_and_stops_on_bad_input(tmp_path):
+    for command in ("score", "export"):
+        result = run("pipeline.coralnet", command, "--help")
+        assert result.returncode == 0 and "FLAGS" in result.stdout + result.stderr
+    result = run("pipeline.coralnet", "score", str(tmp_path / "none"), "a.csv", "m.csv", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot read the CoralNet export a.csv" in result.stderr
+
+
+def test_process_cli_names_missing_weights_in_one_line(tmp_path):
+    (tmp_path / "photos").mkdir()
+    result = run(
+        "pipeline.process", str(tmp_path / "photos"), str(tmp_path / "out"), "--yolo", "none.pt", cwd=tmp_path
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "do not exist locally (nothing is downloaded)" in result.stderr
