@@ -51,7 +51,7 @@ def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from quadratseg.images import read_image_rgb
+    from quadratseg.images import output_name, read_image_rgb
     from quadratseg.taxonomy import load_taxonomy
 
     out = Path(out_dir)
@@ -175,8 +175,6 @@ def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
         widths[r["photo"]] = max(widths[r["photo"]], float(r["high"]) - float(r["low"]))
     section = report.section("Widest intervals")
     for photo, width in sorted(widths.items(), key=lambda kv: -kv[1])[:worst]:
-        from quadratseg.images import output_name
-
         overlay = out / "overlays" / output_name(photo, ".jpg")
         if overlay.is_file():
             name = "worst_" + "".join(c if c.isalnum() else "_" for c in photo)

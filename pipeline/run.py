@@ -66,10 +66,12 @@ SUMMARY_COLUMNS = ["site", "year", "level", "label", "quadrats", "mean", "se", "
 STAGES = ("corners", "grid", "removal", "segmentation", "cover")
 
 
-def _write_image(path: Path, image_rgb: np.ndarray) -> None:
+def _write_image(path: Path, image: np.ndarray, rgb: bool = True) -> None:
+    """Write an RGB image (or a one-channel map, ``rgb=False``) atomically, in the format of the
+    path's suffix (the temporary file keeps that suffix: OpenCV picks the format from it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if rgb else image):
         raise OSError(f"cannot write {path}")
     tmp.replace(path)
 
@@ -244,12 +246,7 @@ def process_folder(
         if result.clean is not None and result.grid_mask is not None:
             _write_image(out / "clean" / output_name(item.key, ".png"), result.clean)
         if result.class_map is not None:
-            path = out / "class_maps" / output_name(item.key, ".png")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp.png")
-            if not cv2.imwrite(str(tmp), result.class_map):
-                raise OSError(f"cannot write {path}")
-            tmp.replace(path)
+            _write_image(out / "class_maps" / output_name(item.key, ".png"), result.class_map, rgb=False)
         if result.clean is not None:
             instances = [
                 {

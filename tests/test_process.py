@@ -153,6 +153,9 @@ def test_the_chain_gives_the_true_cover_of_the_observed_quadrat(raw_photos, tmp_
     html = (out / "report.html").read_text()
     pictures = re.findall(r"<img src='([^']+)'", html)
     assert len(pictures) >= 3 and all((out / p).is_file() for p in pictures)
+    overlays = sorted((out / "overlays").rglob("*.jpg"))
+    assert len(overlays) == len(truths) and all(p.read_bytes()[:3] == b"\xff\xd8\xff" for p in overlays)
+    assert not list(out.rglob("*.tmp*"))  # no temporary file left
     # a rerun with the same models skips every photo; other options redo them
     again = process_folder(folder, out, models, "fp1")
     assert again["resumed_skipped"] == len(truths) and again["processed"] == 0
