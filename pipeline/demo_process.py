@@ -43,17 +43,10 @@ def level_mae(truths: list[dict[str, Any]], cover_csv: Path, level: str) -> floa
     """Mean absolute cover error (percentage points) at ``level`` over photo x class pairs present in
     the truth or the prediction."""
     with cover_csv.open(encoding="utf-8") as handle:
-        rows = {
-            (r["photo"], r["label"]): float(r["percent"])
-            for r in csv.DictReader(handle)
-            if r["level"] == level
-        }
-    errors = []
-    for t in truths:
-        real = true_cover(t, level)
-        labels = {label for (photo, label), v in rows.items() if photo == t["name"] and v > 0}
-        for label in labels | {k for k, v in real.items() if v > 0}:
-            errors.append(abs(rows.get((t["name"], label), 0.0) - real.get(label, 0.0)))
+        rows = [r for r in csv.DictReader(handle) if r["level"] == level]
+    errors = [
+        abs((float(row["percent"]) if row else 0.0) - truth) for truth, row in compared(truths, rows, level)
+    ]
     return round(float(np.mean(errors)), 3) if errors else None
 
 
@@ -124,13 +117,14 @@ def _run_split(
 
 
 def compared(
-    truths: list[dict[str, Any]], rows: list[dict[str, str]]
+    truths: list[dict[str, Any]], rows: list[dict[str, str]], level: str = "finegrained"
 ) -> list[tuple[float, dict[str, str] | None]]:
-    """(true cover, predicted row or None) per photo and class present in the truth or the prediction."""
+    """(true cover, predicted row or None) per photo and class present in the truth or the prediction,
+    ``rows`` being cover.csv rows at ``level``."""
     predicted = {(r["photo"], r["label"]): r for r in rows}
     pairs = []
     for t in truths:
-        real = true_cover(t)
+        real = true_cover(t, level)
         labels = {
             label for (photo, label), r in predicted.items() if photo == t["name"] and float(r["percent"]) > 0
         }
