@@ -29,7 +29,7 @@ from quadratseg.cover_stats import (
     semantic_cover,
     visible_areas,
 )
-from quadratseg.ensemble import fuse_scores, instance_score_maps
+from quadratseg.ensemble import fuse_scores, instance_score_maps, nms_instances
 from quadratseg.instances import Instance
 
 
@@ -43,9 +43,11 @@ class ChainModels:
     inpaint: Any = None  # an inpainting backend (grid_inpainting.inpaint.select_backend)
     include_inpainted: bool = False  # count the pixels under the grid mask in the cover
     boundary_px: float = 0.0  # outline uncertainty of the cover intervals (quadratseg.cover_stats)
+    miss_pp: float = 0.0  # cover the model may miss entirely, added to the intervals' upper bounds
     semantic: Any = None  # SemanticSegmenter: cover from its class map instead of colonies
-    ensemble: str = ""  # with both models: weighted or voting (quadratseg.ensemble)
+    ensemble: str = ""  # with both models: weighted, voting or nms (quadratseg.ensemble)
     ensemble_weight: float = 0.5  # the colonies' weight of the weighted ensemble
+    nms_iou: float = 0.5  # the nms ensemble's IoU at which a less confident colony is dropped
 
     @property
     def variant(self) -> str:
@@ -88,6 +90,7 @@ def cover_of_instances(
     observed_hw: np.ndarray,
     classes: list[str],
     boundary_px: float = 0.0,
+    miss_pp: float = 0.0,
 ) -> list[CoverEstimate]:
     """Cover per class over the observed pixels; overlaps go to the more confident colony."""
     ordered = sorted(instances, key=lambda inst: inst.score)
@@ -100,28 +103,56 @@ def cover_of_instances(
         classes,
         perimeters_px=[boundary_length_px(inst.box_mask) for inst in ordered],
         boundary_px=boundary_px,
+        miss_pp=miss_pp,
     )
 
 
-def fused_scores(instances: list[Instance], probs_chw: np.ndarray, models: ChainModels) -> np.ndarray:
-    """The colonies and the class probabilities fused (C, H, W) over the semantic model's classes;
-    colony labels finer than those classes are mapped up the taxonomy."""
+def to_semantic_labels(instances: list[Instance], classes: list[str]) -> list[Instance]:
+    """The colonies relabelled to the semantic model's classes (background first): a label finer
+    than those classes is mapped up the taxonomy; a label with no class there is an error."""
+    from dataclasses import replace
+
     from quadratseg.taxonomy import LEVELS, load_taxonomy
 
-    classes = list(models.semantic.classes)
     taxonomy = load_taxonomy()
-    coral = classes[1:]
-    level = next((lv for lv in LEVELS if set(coral) <= set(taxonomy.classes(lv))), None)
-    index = {name: k for k, name in enumerate(classes)}
-    colonies = []
+    level = next((lv for lv in LEVELS if set(classes[1:]) <= set(taxonomy.classes(lv))), None)
+    out = []
     for inst in instances:
-        label = inst.label if inst.label in index or level is None else taxonomy.map_label(inst.label, level)
-        if label not in index:
+        label = (
+            inst.label if inst.label in classes or level is None else taxonomy.map_label(inst.label, level)
+        )
+        if label not in classes[1:]:
             raise ValueError(f"colony label {inst.label!r} has no class among the semantic model's {classes}")
-        colonies.append((index[label], inst.score, inst.box_mask, inst.origin_xy))
+        out.append(inst if label == inst.label else replace(inst, label=label))
+    return out
+
+
+def fused_scores(instances: list[Instance], probs_chw: np.ndarray, models: ChainModels) -> np.ndarray:
+    """The colonies and the class probabilities fused per pixel (C, H, W) over the semantic model's
+    classes (:func:`to_semantic_labels`)."""
+    classes = list(models.semantic.classes)
+    index = {name: k for k, name in enumerate(classes)}
+    colonies = [
+        (index[inst.label], inst.score, inst.box_mask, inst.origin_xy)
+        for inst in to_semantic_labels(instances, classes)
+    ]
     height, width = probs_chw.shape[1:]
     scores = instance_score_maps(colonies, len(classes), (width, height))
     return fuse_scores(scores, probs_chw, models.ensemble, models.ensemble_weight)
+
+
+def nms_colonies(
+    image_rgb: np.ndarray, instances: list[Instance], probs_chw: np.ndarray, models: ChainModels
+) -> tuple[list[Instance], int]:
+    """The instance ensemble: the semantic model's regions (DINOv2_mmseg's refinement without SAM,
+    score = the region's mean class probability) pooled with the colonies and suppressed by mask IoU
+    (:func:`quadratseg.ensemble.nms_instances`). Returns (colonies, number of semantic regions)."""
+    from DINOv2_mmseg.refine import refine_instances
+
+    classes = list(models.semantic.classes)
+    regions = refine_instances(image_rgb, probs_chw, classes)
+    pooled = to_semantic_labels(instances, classes) + regions
+    return nms_instances(pooled, models.nms_iou), len(regions)
 
 
 def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
@@ -167,7 +198,23 @@ def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
     if result.grid_mask is not None and not models.include_inpainted:
         observed &= ~result.grid_mask
     result.observed_hw = observed
-    if models.semantic is not None and models.segment is not None and models.ensemble:
+    if models.semantic is not None and models.segment is not None and models.ensemble == "nms":
+        probs = models.semantic.predict_probs(clean)
+        colonies = models.segment.predict(clean)
+        result.instances, regions = nms_colonies(clean, colonies, probs, models)
+        result.status["segmentation"] = (
+            f"ok (nms ensemble: {len(colonies)} colonies + {regions} class-map regions -> "
+            f"{len(result.instances)} colonies)"
+        )
+        result.cover = cover_of_instances(
+            result.instances,
+            (width, height),
+            observed,
+            list(models.semantic.classes)[1:],
+            models.boundary_px,
+            models.miss_pp,
+        )
+    elif models.semantic is not None and models.segment is not None and models.ensemble:
         probs = models.semantic.predict_probs(clean)
         result.instances = models.segment.predict(clean)
         fused = fused_scores(result.instances, probs, models)
@@ -186,7 +233,7 @@ def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
         result.status["segmentation"] = f"ok ({len(result.instances)} colonies)"
         classes = list(models.segment.names.values())
         result.cover = cover_of_instances(
-            result.instances, (width, height), observed, classes, models.boundary_px
+            result.instances, (width, height), observed, classes, models.boundary_px, models.miss_pp
         )
     result.status["cover"] = "ok"
     return result

@@ -20,7 +20,7 @@ from pipeline.chain import ChainModels
 from pipeline.points import score_points
 from pipeline.run import process_folder
 from quadratseg.cover import label_map, percent_cover
-from quadratseg.cover_stats import Z95, calibrate_boundary_px, interval_coverage
+from quadratseg.cover_stats import Z95, calibrate_boundary_px, calibrate_miss_pp, interval_coverage
 from quadratseg.formats.coralnet import SUBSTRATE, sample_points, write_coralnet_csv
 from quadratseg.synth.dataset import export_image_path, load_truth
 from quadratseg.warp import transform_points
@@ -51,7 +51,7 @@ def level_mae(truths: list[dict[str, Any]], cover_csv: Path, level: str) -> floa
 
 
 def compare_segmenters(ctx: Any, models: ChainModels, root: Path) -> dict[str, float | None]:
-    """Cover error at the main-family level on the test photos: YOLO alone, MMSeg alone and the two
+    """Cover error at the main-family level on the test photos: YOLO alone, MMSeg alone and the three
     ensembles, each through the whole chain (the demo's MMSeg model knows the main families)."""
     from dataclasses import replace
 
@@ -64,6 +64,7 @@ def compare_segmenters(ctx: Any, models: ChainModels, root: Path) -> dict[str, f
         "mmseg": replace(models, segment=None, semantic=semantic),
         "weighted": replace(models, semantic=semantic, ensemble="weighted"),
         "voting": replace(models, semantic=semantic, ensemble="voting"),
+        "nms": replace(models, semantic=semantic, ensemble="nms"),
     }
     photos = root / f"photos_{EVAL_SPLIT}"
     for name, variant in variants.items():
@@ -133,6 +134,35 @@ def compared(
     return pairs
 
 
+def fit_interval_terms(pairs: list[tuple[float, dict[str, str] | None]]) -> tuple[float, float, float]:
+    """(boundary_px, miss_pp, coverage of the confidence term alone) fitted on held-out (true cover,
+    cover.csv row) pairs of a chain run without either term (quadratseg.cover_stats)."""
+    predicted = [(truth, row) for truth, row in pairs if row is not None and int(row["colonies"]) > 0]
+    boundary = calibrate_boundary_px(
+        [float(row["percent"]) - truth for truth, row in predicted],
+        [float(row["sd"]) for _, row in predicted],
+        [float(row["perimeter_px"]) / float(row["observed_pixels"]) for _, row in predicted],
+    )
+    lows, highs = [], []
+    for _, row in pairs:
+        if row is None or int(row["colonies"]) == 0:
+            lows.append(0.0)
+            highs.append(0.0)
+            continue
+        per = 100 * float(row["perimeter_px"]) / float(row["observed_pixels"])
+        half = Z95 * float(np.hypot(float(row["sd"]), per * boundary))
+        lows.append(max(float(row["percent"]) - half, 0.0))
+        highs.append(min(float(row["percent"]) + half, 100.0))
+    truths = [truth for truth, _ in pairs]
+    miss = calibrate_miss_pp(truths, lows, highs)
+    alone = interval_coverage(
+        truths,
+        [float(row["low"]) if row else 0.0 for _, row in pairs],
+        [float(row["high"]) if row else 0.0 for _, row in pairs],
+    )
+    return boundary, miss, alone
+
+
 def stage(ctx: Any) -> dict[str, Any]:
     """Run the chain on the raw validation photos (to fit the intervals' outline term) and on the
     raw test photos (scored against the truth)."""
@@ -151,14 +181,10 @@ def stage(ctx: Any) -> dict[str, Any]:
         grid=pose["gridpose"],
         inpaint=select_backend("opencv-telea", ctx.settings),
     )
-    # the outline term of the intervals, fitted on the validation photos (held out from the test)
+    # the outline and miss terms of the intervals, fitted on the validation photos (held out)
     _, val_rows, val_truths, _ = _run_split(ctx, CALIBRATION_SPLIT, models, root)
-    val_pairs = [(truth, row) for truth, row in compared(val_truths, val_rows) if row is not None]
-    models.boundary_px = calibrate_boundary_px(
-        [float(row["percent"]) - truth for truth, row in val_pairs],
-        [float(row["sd"]) for _, row in val_pairs],
-        [float(row["perimeter_px"]) / float(row["observed_pixels"]) for _, row in val_pairs],
-    )
+    val_pairs = compared(val_truths, val_rows)
+    models.boundary_px, models.miss_pp, alone = fit_interval_terms(val_pairs)
     summary, rows, truths, chain_seconds = _run_split(ctx, EVAL_SPLIT, models, root)
     pairs = compared(truths, rows)
     errors = [abs((float(row["percent"]) if row else 0.0) - truth) for truth, row in pairs]
@@ -194,16 +220,9 @@ def stage(ctx: Any) -> dict[str, Any]:
         "cover_comparisons": len(errors),
         "interval_method": rows[0]["method"] if rows else None,
         "boundary_px": round(models.boundary_px, 3),
-        "interval_coverage_on_calibration_split": round(
-            interval_coverage(
-                [truth for truth, _ in val_pairs],
-                [float(row["percent"]) - Z95 * float(row["sd"]) for _, row in val_pairs],
-                [float(row["percent"]) + Z95 * float(row["sd"]) for _, row in val_pairs],
-            ),
-            4,
-        )
-        if val_pairs
-        else None,
+        "miss_pp": round(models.miss_pp, 3),
+        "calibration_pairs": len(val_pairs),
+        "interval_coverage_on_calibration_split": round(alone, 4) if val_pairs else None,
         "main_family_cover_mae_pp": segmenters,
         "point_accuracy": points["point_accuracy"],
         "points_scored": points["scored"],
@@ -221,18 +240,21 @@ def stage(ctx: Any) -> dict[str, Any]:
         f"{metrics['seconds_per_photo']} s per photo. Cover per genus over the observed quadrat (the "
         f"pixels under the grid mask are left out) is {metrics['cover_mae_pp']} percentage points from "
         f"the truth on average over {metrics['cover_comparisons']} photo x genus pairs. Intervals "
-        f"({metrics['interval_method']}): the outline term, {metrics['boundary_px']} px, was fitted on the "
-        f"{CALIBRATION_SPLIT} photos, where the confidence term alone held "
+        f"({metrics['interval_method']}): the outline term ({metrics['boundary_px']} px) and the miss "
+        f"term ({metrics['miss_pp']} percentage points on every upper bound) were fitted split-"
+        f"conformally on {metrics['calibration_pairs']} photo x genus pairs of the {CALIBRATION_SPLIT} "
+        "photos, where the confidence term alone held "
         f"{100 * (metrics['interval_coverage_on_calibration_split'] or 0):.0f} % of the true covers; on "
         f"the test photos {100 * (metrics['interval_coverage'] or 0):.0f} % of the true covers lie "
         f"inside the 95 % intervals ({100 * (metrics['interval_coverage_predicted_classes'] or 0):.0f} % "
         f"on the classes the model predicted; {metrics['missed_classes']} photo x genus pairs were missed "
-        f"entirely, which no interval of this method covers). {points['scored']} CoralNet-style points "
+        f"entirely, covered only by the miss term). {points['scored']} CoralNet-style points "
         "sampled from the truth, "
         f"mapped into the quadrat with the predicted corners: {100 * points['point_accuracy']:.1f} % "
         "labelled right. Main-family cover error by segmentation (percentage points): "
         + ", ".join(f"{k} {v}" for k, v in segmenters.items())
-        + " (YOLO alone, MMSeg alone, and the two fused per pixel)."
+        + " (YOLO alone, MMSeg alone, the two fused per pixel by weights or votes, and their colonies "
+        "pooled with mask NMS)."
     )
     section.tables.append(
         (

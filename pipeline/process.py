@@ -35,12 +35,14 @@ def process(
     conf: float = 0.25,
     include_inpainted: bool = False,
     boundary_px: float = 0.0,
+    miss_pp: float = 0.0,
     overlays: bool = True,
     segment: str = "yolo",
     mmseg_config: str | None = None,
     mmseg_weights: str | None = None,
     ensemble: str = "weighted",
     ensemble_weight: float = 0.5,
+    nms_iou: float = 0.5,
 ) -> str:
     """Colonies and percent cover for every photo of a folder (searched recursively).
 
@@ -63,13 +65,18 @@ def process(
         boundary_px: how far (px) a colony's outline may be off, for the cover intervals; 0 keeps the
             confidence term only. Fit it on annotated photos (quadratseg.cover_stats.calibrate_boundary_px;
             the demo fits it on its validation photos).
+        miss_pp: cover (percentage points) the model may miss entirely on a photo, added to every
+            upper bound (quadratseg.cover_stats.calibrate_miss_pp); 0 leaves it out.
         overlays: write overlay images.
         segment: yolo (colonies, instance interval), mmseg (class map of DINOv2_mmseg, block
-            interval) or both (the two fused per pixel by --ensemble, block interval).
+            interval) or both (the two combined by --ensemble).
         mmseg_config: the MMSeg config of --mmseg-weights (--segment mmseg).
         mmseg_weights: the MMSeg checkpoint (--segment mmseg).
-        ensemble: with --segment both: weighted (scores averaged) or voting (each model votes).
+        ensemble: with --segment both: weighted (scores averaged per pixel) or voting (each model
+            votes per pixel), both with the block interval; or nms (the colonies of both models
+            pooled, the less confident of two overlapping ones dropped; instance interval).
         ensemble_weight: the colonies' weight in the weighted ensemble (0..1).
+        nms_iou: the mask IoU at which the nms ensemble drops the less confident colony.
 
     Returns:
         JSON summary: photos, processed, skipped (resumed), failed, with cover, outputs.
@@ -108,6 +115,7 @@ def process(
         semantic=semantic,
         ensemble=ensemble if segment == "both" else "",
         ensemble_weight=ensemble_weight,
+        nms_iou=nms_iou,
         corners=PosePredictor(
             weights_path(corners),
             get_task("gridcorners"),
@@ -129,6 +137,7 @@ def process(
         inpaint=select_backend(inpaint, settings) if grid else None,
         include_inpainted=include_inpainted,
         boundary_px=boundary_px,
+        miss_pp=miss_pp,
     )
     for name, model in (("--corners", models.corners), ("--grid", models.grid)):
         if model is not None and model.model.task != "pose":
@@ -147,10 +156,12 @@ def process(
         conf,
         include_inpainted,
         boundary_px,
+        miss_pp,
         segment,
         mmseg_weights,
         ensemble,
         ensemble_weight,
+        nms_iou,
     )
     summary = process_folder(images, out_dir, models, fingerprint, quadrat_cm, overlays)
     return json.dumps(summary, indent=2)

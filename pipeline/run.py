@@ -140,6 +140,7 @@ def cover_rows(
                     "colonies": e.colonies,
                     "perimeter_px": e.perimeter_px,
                     "method": e.method,
+                    "miss_pp": e.miss_pp,
                 }
             )
     return rows

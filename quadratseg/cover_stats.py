@@ -12,7 +12,13 @@ Pure arithmetic on masks and numbers (the chain from raw photos to cover feeds i
   cover's variance is ``sum(a_i^2 p_i (1 - p_i) + (perimeter_i * boundary_px)^2) / V^2`` and the
   interval is the normal one, clipped to 0..100. The confidence term says which colonies the
   model was unsure of; the boundary term how well it drew them, with ``boundary_px`` fitted on
-  held-out photos (:func:`calibrate_boundary_px`): the demo fits it on the validation photos
+  held-out photos (:func:`calibrate_boundary_px`).
+- Neither term sees a colony the model missed entirely, and a missed colony only ever lowers the
+  cover: the miss term ``miss_pp`` (method ``+miss``) raises every upper bound, including those of
+  classes with no colony on the photo, by the cover the model is seen to miss on held-out photos
+  (:func:`calibrate_miss_pp`). Both terms are fitted split-conformally (:func:`conformal_count`):
+  with ``n`` held-out photo x class pairs, ``ceil((n + 1) * 0.95)`` of them must fall inside,
+  which for fewer than 19 pairs means all of them. The demo fits both on its validation photos
   and reports the share of true covers inside the 95 % intervals on the test photos.
 - Interval per photo from a semantic model, method ``class-probability-blocks``: the cover is the
   share of observed pixels whose most probable class is the label; pixels of one ``block_px``
@@ -58,6 +64,7 @@ class CoverEstimate:
     sd: float = 0.0  # standard deviation of ``percent``, percentage points
     method: str = INSTANCE_METHOD
     perimeter_px: int = 0  # summed outline length of the label's colonies
+    miss_pp: float = 0.0  # the miss term added to ``high`` (percentage points)
 
 
 def visible_areas(
@@ -101,11 +108,14 @@ def instance_cover(
     z: float = Z95,
     perimeters_px: Sequence[int] | None = None,
     boundary_px: float = 0.0,
+    miss_pp: float = 0.0,
 ) -> list[CoverEstimate]:
     """Cover per label from colonies (their labels, confidences, observed areas and outline
     lengths) with the interval of the module docstring; ``classes`` adds zero rows for labels
     without colonies, so every photo reports every class.
     """
+    if boundary_px < 0 or miss_pp < 0:
+        raise ValueError(f"interval terms must be >= 0, got boundary_px={boundary_px}, miss_pp={miss_pp}")
     if observed_px <= 0:
         raise ValueError("no observed pixel in the quadrat: cover is undefined")
     areas = np.asarray(areas_px, dtype=np.float64)
@@ -113,7 +123,7 @@ def instance_cover(
     perimeters = (
         np.zeros(len(areas)) if perimeters_px is None else np.asarray(perimeters_px, dtype=np.float64)
     )
-    method = BOUNDARY_METHOD if boundary_px > 0 else INSTANCE_METHOD
+    method = (BOUNDARY_METHOD if boundary_px > 0 else INSTANCE_METHOD) + ("+miss" if miss_pp > 0 else "")
     names = list(dict.fromkeys([*classes, *labels]))
     out = []
     for name in names:
@@ -132,14 +142,26 @@ def instance_cover(
                 int(observed_px),
                 round(100 * share, 4),
                 round(100 * max(share - z * sd, 0.0), 4),
-                round(100 * min(share + z * sd, 1.0), 4),
+                round(min(100 * (share + z * sd) + miss_pp, 100.0), 4),
                 int((sel & (areas > 0)).sum()),
                 round(100 * sd, 4),
                 method,
                 int(perimeters[sel].sum()) if sel.any() else 0,
+                miss_pp,
             )
         )
     return out
+
+
+def conformal_count(n: int, target: float = 0.95) -> int:
+    """How many of ``n`` held-out values a split-conformal fit must cover for ``target`` coverage of
+    a new one: ``ceil((n + 1) * target)``, at most ``n`` (then the level is not guaranteed).
+
+    Example:
+        >>> conformal_count(100), conformal_count(10)
+        (96, 10)
+    """
+    return min(n, math.ceil((n + 1) * target - 1e-9))
 
 
 def calibrate_boundary_px(
@@ -150,11 +172,11 @@ def calibrate_boundary_px(
     z: float = Z95,
     limit_px: float = 50.0,
 ) -> float:
-    """The smallest ``boundary_px`` whose intervals hold ``target`` of held-out errors.
+    """The smallest ``boundary_px`` whose intervals hold :func:`conformal_count` of held-out errors.
 
     Only rows with predicted colonies (``perimeter_share`` > 0) take part: an outline term cannot
-    explain a class the model did not predict at all (such misses stay outside any interval of
-    this method, and the calibration check reports them). Capped at ``limit_px``.
+    explain a class the model did not predict at all (:func:`calibrate_miss_pp` covers those).
+    Capped at ``limit_px``.
 
     Args:
         errors_pp: per photo and class, predicted minus true cover (percentage points).
@@ -167,18 +189,48 @@ def calibrate_boundary_px(
     sd = np.asarray(confidence_sd_pp, dtype=np.float64)[keep]
     per = per_all[keep]
 
-    def covered(b: float) -> float:
-        return float((e <= z * np.sqrt(sd**2 + (per * b) ** 2) + 1e-9).mean())
+    need = conformal_count(len(e), target)
 
-    if len(e) == 0 or covered(0.0) >= target:
+    def covered(b: float) -> int:
+        return int((e <= z * np.sqrt(sd**2 + (per * b) ** 2) + 1e-9).sum())
+
+    if len(e) == 0 or covered(0.0) >= need:
         return 0.0
-    if covered(limit_px) < target:
+    if covered(limit_px) < need:
         return limit_px
     lo, hi = 0.0, limit_px
     for _ in range(50):
         mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if covered(mid) >= target else (mid, hi)
+        lo, hi = (lo, mid) if covered(mid) >= need else (mid, hi)
     return hi
+
+
+def calibrate_miss_pp(
+    truths_pp: Sequence[float],
+    lows_pp: Sequence[float],
+    highs_pp: Sequence[float],
+    target: float = 0.95,
+) -> float:
+    """The smallest ``miss_pp`` that, added to the upper bounds, puts :func:`conformal_count` of the
+    held-out true covers inside their intervals.
+
+    Rows are every photo x class pair present in the truth or the prediction, a class the model
+    missed entirely having the interval (0, 0). Only true covers above their interval can be
+    reached; when too many lie below, the largest shortfall is returned.
+
+    Example:
+        >>> calibrate_miss_pp([1.0, 2.0, 0.5], [0.5, 0.0, 0.4], [1.5, 0.0, 0.6])
+        2.0
+    """
+    t, lo, hi = (np.asarray(v, dtype=np.float64) for v in (truths_pp, lows_pp, highs_pp))
+    inside = (t >= lo - 1e-9) & (t <= hi + 1e-9)
+    missing = conformal_count(len(t), target) - int(inside.sum())
+    if missing <= 0:
+        return 0.0
+    shortfalls = np.sort((t - hi)[(t > hi + 1e-9) & (t >= lo - 1e-9)])
+    if len(shortfalls) == 0:
+        return 0.0
+    return float(shortfalls[min(missing, len(shortfalls)) - 1])
 
 
 def semantic_cover(
@@ -303,6 +355,7 @@ def regroup(
         observed = members[0].observed_pixels
         pixels = sum(m.pixels for m in members)
         sd = math.sqrt(sum(m.sd**2 for m in members))  # independent colonies: variances add
+        miss = max(m.miss_pp for m in members)
         share = 100 * pixels / observed
         out.append(
             CoverEstimate(
@@ -311,11 +364,12 @@ def regroup(
                 observed,
                 round(share, 4),
                 round(max(share - z * sd, 0.0), 4),
-                round(min(share + z * sd, 100.0), 4),
+                round(min(share + z * sd + miss, 100.0), 4),
                 sum(m.colonies for m in members),
                 round(sd, 4),
                 members[0].method,
                 sum(m.perimeter_px for m in members),
+                miss,
             )
         )
     return out

@@ -13,6 +13,11 @@ Fusions (:func:`fuse_scores`), the result again (C, H, W) summing to 1 per pixel
   larger summed vote wins, and the fused scores are the vote shares (two models that agree give
   1, a disagreement gives the winner its share of the votes).
 
+Instance-level (:func:`nms_instances`), ``nms``: the colonies of both models (the semantic model's
+as connected regions of its class map) pooled, most confident first; a colony whose mask overlaps
+one already kept by IoU >= a threshold is dropped. Class-agnostic, since a pixel belongs to one
+colony: where the models disagree on a colony's genus, the surer one decides.
+
 Example:
     >>> a = np.array([[[0.2]], [[0.8]]]); b = np.array([[[0.6]], [[0.4]]])
     >>> fuse_scores(a, b, "weighted").round(2).ravel().tolist()
@@ -27,7 +32,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-ENSEMBLES = ("weighted", "voting")
+from quadratseg.instances import Instance
+
+ENSEMBLES = ("weighted", "voting", "nms")
+PIXEL_ENSEMBLES = ("weighted", "voting")
 
 
 def instance_score_maps(
@@ -70,4 +78,42 @@ def fuse_scores(colonies: np.ndarray, semantic: np.ndarray, method: str, weight:
                 votes, top[None], np.take_along_axis(votes, top[None], 0) + scores.max(axis=0)[None], 0
             )
         return votes / np.maximum(votes.sum(axis=0, keepdims=True), 1e-12)
-    raise ValueError(f"unknown ensemble {method!r}; choose one of {', '.join(ENSEMBLES)}")
+    raise ValueError(f"unknown pixel ensemble {method!r}; choose one of {', '.join(PIXEL_ENSEMBLES)}")
+
+
+def mask_iou(a: Instance, b: Instance) -> float:
+    """Intersection over union of two colonies' pixels (image frame), computed over their boxes' union."""
+    ax0, ay0, ax1, ay1 = a.xyxy
+    bx0, by0, bx1, by1 = b.xyxy
+    if ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0:
+        return 0.0
+    x0, y0, x1, y1 = min(ax0, bx0), min(ay0, by0), max(ax1, bx1), max(ay1, by1)
+    canvases = []
+    for inst in (a, b):
+        canvas = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        ox, oy = inst.origin_xy[0] - x0, inst.origin_xy[1] - y0
+        h, w = inst.box_mask.shape
+        canvas[oy : oy + h, ox : ox + w] = inst.box_mask
+        canvases.append(canvas)
+    union = np.count_nonzero(canvases[0] | canvases[1])
+    return float(np.count_nonzero(canvases[0] & canvases[1]) / union) if union else 0.0
+
+
+def nms_instances(instances: Sequence[Instance], iou_threshold: float = 0.5) -> list[Instance]:
+    """Greedy class-agnostic mask non-maximum suppression: colonies in descending score, each kept
+    unless its IoU with a kept one reaches ``iou_threshold`` (module docstring).
+
+    Example:
+        >>> big = Instance("Porites", 0.9, np.ones((4, 4), bool))
+        >>> same = Instance("Acropora", 0.6, np.ones((4, 3), bool))
+        >>> away = Instance("Pocillopora", 0.5, np.ones((2, 2), bool), (10, 10))
+        >>> [(i.label, i.score) for i in nms_instances([same, away, big])]
+        [('Porites', 0.9), ('Pocillopora', 0.5)]
+    """
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"the NMS IoU threshold must be within (0, 1], got {iou_threshold}")
+    kept: list[Instance] = []
+    for inst in sorted(instances, key=lambda i: -i.score):
+        if all(mask_iou(inst, other) < iou_threshold for other in kept):
+            kept.append(inst)
+    return kept

@@ -110,3 +110,30 @@ def test_semantic_cover_from_class_probabilities():
     observed[:16, :16] = False  # the Acropora block unseen: out of numerator and denominator
     acro, pori = semantic_cover(probs, ["background", "Acropora", "Porites"], observed, block_px=16)
     assert acro.percent == 0.0 and pori.percent == pytest.approx(100 * 256 / 768, abs=1e-3)
+
+
+def test_the_miss_term_lifts_every_upper_bound_and_is_fitted_on_missed_covers():
+    from quadratseg.cover_stats import calibrate_miss_pp, conformal_count
+
+    rows = instance_cover(["Porites"], [1.0], [100], 1000, classes=["Porites", "Acropora"], miss_pp=1.5)
+    by_label = {r.label: r for r in rows}
+    assert (
+        by_label["Acropora"].percent == 0 and by_label["Acropora"].high == 1.5
+    )  # a class it may have missed
+    assert by_label["Porites"].low == 10.0 and by_label["Porites"].high == 11.5
+    assert {r.method for r in rows} == {"instance-confidence+miss"}
+    with pytest.raises(ValueError, match="interval terms must be >= 0"):
+        instance_cover(["Porites"], [1.0], [100], 1000, miss_pp=-1)
+    # finite-sample level: with n held-out pairs, ceil((n + 1) * 0.95) must be inside
+    assert [conformal_count(n) for n in (1, 18, 19, 39)] == [1, 18, 19, 38]
+    # 40 held-out pairs: 30 inside, 8 missed classes (true cover above (0, 0)), 2 over-predicted
+    rng = np.random.default_rng(0)
+    truths = np.r_[rng.uniform(1, 5, 30), np.linspace(0.2, 3.0, 8), [0.5, 0.5]]
+    lows = np.r_[truths[:30] - 1, np.zeros(8), [1.0, 1.0]]
+    highs = np.r_[truths[:30] + 1, np.zeros(8), [2.0, 2.0]]
+    miss = calibrate_miss_pp(truths, lows, highs)
+    inside = (truths >= lows) & (truths <= highs + miss)
+    assert inside.sum() == 38 and miss == pytest.approx(3.0)  # all 8 misses must be reached
+    assert calibrate_miss_pp(truths[:30], lows[:30], highs[:30]) == 0.0
+    regrouped = regroup(rows, lambda label: "Scleractinia")
+    assert regrouped[0].high == pytest.approx(11.5) and regrouped[0].miss_pp == 1.5

@@ -35,5 +35,26 @@ def test_weighted_and_voting_fusions():
     assert voting[1, 0, 0] == pytest.approx(1.0)  # both vote for class 1
     assert voting.argmax(axis=0).tolist() == [[1, 2, 0]]  # the surer vote (0.8) wins the disagreement
     assert voting[2, 0, 1] == pytest.approx(0.8 / 1.55)
-    with pytest.raises(ValueError, match="unknown ensemble"):
+    with pytest.raises(ValueError, match="unknown pixel ensemble"):
         fuse_scores(colonies, semantic, "nms")
+
+
+def test_nms_keeps_the_surer_of_two_overlapping_colonies_whatever_their_genus():
+    from quadratseg.ensemble import mask_iou, nms_instances
+    from quadratseg.instances import Instance
+
+    disk = np.hypot(*np.mgrid[-10:11, -10:11]) <= 10
+    yolo = Instance("Porites", 0.8, disk, (20, 20))
+    shifted = Instance("Acropora", 0.9, disk, (22, 20))  # the same colony, 2 px off
+    apart = Instance("Porites", 0.3, disk, (60, 60))
+    touching = Instance("Pocillopora", 0.95, disk, (38, 20))  # overlaps by a sliver only
+    assert 0.5 < mask_iou(yolo, shifted) < 1.0 and mask_iou(yolo, apart) == 0.0
+    kept = nms_instances([yolo, shifted, apart, touching], 0.5)
+    assert [(i.label, i.origin_xy) for i in kept] == [
+        ("Pocillopora", (38, 20)),
+        ("Acropora", (22, 20)),
+        ("Porites", (60, 60)),
+    ]
+    assert len(nms_instances([yolo, shifted], 0.99)) == 2
+    with pytest.raises(ValueError, match="IoU threshold"):
+        nms_instances([yolo], 0.0)

@@ -286,7 +286,7 @@ def test_the_chain_fuses_colonies_and_class_maps(synthetic_set, tiny_seg_model, 
     config, checkpoint, _ = tiny_mmseg_model
     weights = tiny_seg_model[0]
     folder = synthetic_set / "cvat_exports" / "segmentation" / "images"
-    for method in ("weighted", "voting"):
+    for method in ("weighted", "voting", "nms"):
         out = tmp_path / method
         summary = json.loads(
             process(
@@ -303,14 +303,51 @@ def test_the_chain_fuses_colonies_and_class_maps(synthetic_set, tiny_seg_model, 
         assert summary["with_cover"] == 6
         status = list(csv.DictReader((out / "status.csv").open()))
         assert all(f"{method} ensemble" in r["segmentation"] for r in status)
-        assert len(list((out / "class_maps").rglob("*.png"))) == 6
-    with pytest.raises(QuadratsegError, match="--ensemble must be one of weighted, voting"):
+        if method == "nms":  # colonies, with the instance interval
+            assert len(list((out / "instances").rglob("*"))) >= 6
+            rows = list(csv.DictReader((out / "cover.csv").open()))
+            assert {r["method"] for r in rows} == {"instance-confidence"}
+        else:
+            assert len(list((out / "class_maps").rglob("*.png"))) == 6
+    with pytest.raises(QuadratsegError, match="--ensemble must be one of weighted, voting, nms"):
         process(
             str(folder),
             str(tmp_path / "x"),
             yolo=str(weights),
             segment="both",
-            ensemble="nms",
+            ensemble="mean",
             mmseg_config=str(config),
             mmseg_weights=str(checkpoint),
         )
+
+
+def test_an_exif_rotated_photo_is_read_upright_through_the_chain(raw_photos, tmp_path):
+    """A camera held sideways stores turned pixels and an orientation tag: the chain must see the
+    upright photo (same corners, same cover) and record its upright size."""
+    from PIL import Image
+
+    folder, truths, keys, telea = raw_photos
+    upright = Image.open(folder / keys[1]).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned; the reader turns it back 90 degrees clockwise
+    for name, image, tag in (
+        ("upright", upright, None),
+        ("turned", upright.transpose(Image.Transpose.ROTATE_90), 6),
+    ):
+        (tmp_path / name).mkdir()
+        kwargs = {"exif": exif.tobytes()} if tag else {}
+        image.save(tmp_path / name / "site_2020_q1.jpg", "JPEG", quality=95, **kwargs)
+    covers = {}
+    for name in ("upright", "turned"):
+        models = ChainModels(
+            TrueColonies([truths[1]]), TrueCorners([truths[1]]), TrueGrid([truths[1]]), telea
+        )
+        summary = process_folder(tmp_path / name, tmp_path / f"out_{name}", models, "fp")
+        assert summary["with_cover"] == 1, summary
+        record = json.loads((tmp_path / f"out_{name}" / "photos" / "site_2020_q1.jpg.json").read_text())
+        assert record["raw_size"] == list(upright.size)
+        rows = csv.DictReader((tmp_path / f"out_{name}" / "cover.csv").open())
+        covers[name] = {r["label"]: float(r["percent"]) for r in rows if r["level"] == "finegrained"}
+    assert covers["upright"] and any(v > 0 for v in covers["upright"].values())
+    for label, percent in covers["upright"].items():
+        assert covers["turned"][label] == pytest.approx(percent, abs=0.2)
