@@ -92,6 +92,69 @@ class Settings:
     )
     sam_checkpoint: Path | None = _env("SAM_CHECKPOINT", "SAM ViT-B or CoralSCoP checkpoint file.")
     dinov2_checkpoint: Path | None = _env("DINOV2_CHECKPOINT", "Official DINOv2 backbone checkpoint file.")
+    # Bridge (CVAT webhooks)
+    cvat_webhook_secret: str = _env(
+        "CVAT_WEBHOOK_SECRET",
+        "Secret of the CVAT webhooks; when set, deliveries without a valid X-Signature-256 are refused.",
+        "",
+    )
+    bridge_state_dir: Path = _env(
+        "BRIDGE_STATE_DIR",
+        "The bridge's queue, job records and frame cache.",
+        Path("outputs/bridge"),
+    )
+    bridge_redis_url: str = _env(
+        "BRIDGE_REDIS_URL",
+        "redis://host:port/db for a queue shared by several workers; empty: SQLite in BRIDGE_STATE_DIR.",
+        "",
+    )
+    bridge_workers: int = _env(
+        "BRIDGE_WORKERS",
+        "Background worker threads of the bridge.",
+        2,
+    )
+    bridge_functions: str = _env(
+        "BRIDGE_FUNCTIONS",
+        "Function addresses, name=url pairs separated by commas; others follow BRIDGE_FUNCTION_URL.",
+        "",
+    )
+    bridge_function_url: str = _env(
+        "BRIDGE_FUNCTION_URL",
+        "Address of a function by name ({name} is replaced), Nuclio's container convention by default.",
+        "http://nuclio-nuclio-{name}:8080",
+    )
+    bridge_function_timeout_s: float = _env(
+        "BRIDGE_FUNCTION_TIMEOUT_S",
+        "Seconds one function call may take before it is retried.",
+        900.0,
+    )
+    bridge_function_retries: int = _env(
+        "BRIDGE_FUNCTION_RETRIES",
+        "Retries with back-off of a function call answered 408, 429 or 5xx, or not answered.",
+        4,
+    )
+    bridge_function_body_limit: int = _env(
+        "BRIDGE_FUNCTION_BODY_LIMIT",
+        "Largest request body a function accepts, bytes (Nuclio's maxRequestBodySize); "
+        "bigger frames are re-encoded or downscaled.",
+        4194304,
+    )
+    bridge_function_in_flight: int = _env(
+        "BRIDGE_FUNCTION_IN_FLIGHT",
+        "Calls in flight per function at most (1 suits a GPU function with one worker).",
+        1,
+    )
+    bridge_inpaint: str = _env(
+        "BRIDGE_INPAINT",
+        "Grid removal: a function name (pth-lama) or local:BACKEND to run lama, "
+        "opencv-telea or opencv-ns in process.",
+        "pth-lama",
+    )
+    bridge_warp_size: int = _env(
+        "BRIDGE_WARP_SIZE",
+        "Width in px of the warped quadrats the bridge uploads.",
+        1920,
+    )
 
     def __post_init__(self) -> None:
         if self.media_dir is None:  # follows the data folder unless set on its own

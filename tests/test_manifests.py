@@ -21,7 +21,7 @@ ENV_EXTRAS = {
     "bridge": ["bridge"],
     "all": ["all", "dev"],
 }
-GPU_ENVS = {"coral-seg-yolo", "dinov2-mmseg", "grid-pose", "grid-inpainting", "pipeline"}
+GPU_ENVS = {"coral-seg-yolo", "dinov2-mmseg", "grid-pose", "grid-inpainting", "pipeline", "bridge"}
 
 
 def load_toml(path):

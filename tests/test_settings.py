@@ -148,6 +148,7 @@ PACKAGES = (
     "coral_seg_yolo",
     "DINOv2_mmseg",
     "pipeline",
+    "bridge",
 )
 
 

@@ -1,0 +1,68 @@
+"""``python -m bridge [--host H --port P --workers N]``: the HTTP app (uvicorn) and the queue's
+workers (huey) in one process. ``python -m bridge.worker`` runs workers alone, beside a serving
+process, for a Redis queue shared by several processes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+logger = logging.getLogger("bridge")
+
+
+def serve(
+    host: str = "127.0.0.1", port: int = 8000, workers: int | None = None, consumer: bool = True
+) -> None:
+    """Serve the CVAT webhooks (OpenAPI docs at /docs) and run the background workers.
+
+    Settings come from .env / the environment (CVAT_HOST and credentials, CVAT_WEBHOOK_SECRET,
+    BRIDGE_*; see .env.example). Unfinished jobs of an earlier run are resumed first.
+
+    Args:
+        host: address to listen on (0.0.0.0 inside a container that CVAT reaches through a gateway).
+        port: port to listen on.
+        workers: background worker threads (default BRIDGE_WORKERS).
+        consumer: run the workers in this process; --noconsumer serves HTTP only (run
+            python -m bridge.worker beside it, with BRIDGE_REDIS_URL).
+    """
+    import uvicorn
+
+    from bridge.app import create_app
+    from bridge.queue import BridgeQueue
+    from quadratseg.cli import current_settings
+
+    settings = current_settings()
+    queue = BridgeQueue(settings)
+    if not settings.cvat_webhook_secret:
+        logger.warning("CVAT_WEBHOOK_SECRET is not set: deliveries are accepted unsigned")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(queue, settings.cvat_webhook_secret), host=host, port=port, log_level="warning"
+        )
+    )
+    if not consumer:
+        server.run()
+        return
+    queue.recover(all_running_are_dead=not settings.bridge_redis_url)
+    thread = threading.Thread(target=server.run, name="bridge-http", daemon=True)
+    thread.start()
+    logger.info(
+        "bridge listening on http://%s:%d (docs at /docs), state in %s", host, port, settings.bridge_state_dir
+    )
+    try:
+        queue.consumer(workers).run()  # the main thread: huey handles SIGINT (graceful) and SIGTERM
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def main(argv: Any = None) -> None:
+    """Console entry ``quadratseg-bridge``."""
+    from quadratseg.cli import run
+
+    run(serve, name="python -m bridge", command=argv)
+
+
+if __name__ == "__main__":
+    main()

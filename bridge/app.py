@@ -1,0 +1,181 @@
+"""The bridge's HTTP face: FastAPI endpoints CVAT's webhooks call, and job status for people.
+
+Every webhook endpoint answers within milliseconds (CVAT waits 10 s, then records a 504 and, in
+newer versions, retries): it checks the signature, decides whether the event is due, records a job
+under an idempotency key (:class:`bridge.store.JobStore`) and queues it (:mod:`bridge.queue`).
+
+- ``X-Signature-256`` is checked over the raw body when ``CVAT_WEBHOOK_SECRET`` is set: missing or
+  wrong -> 401 and nothing queued. A ``ping`` gets 200 on every endpoint.
+- Detection (:func:`detection_due`) only on ``update:job`` whose ``before_update`` holds ``state``,
+  whose new state is ``in progress`` and whose type is ``annotation``: every annotation upload
+  (ours included) also fires ``update:job``, with ``before_update == {"updated_date": ...}``, and
+  must not loop.
+- Task completion (:func:`completion_due`): ``update:task`` with ``status`` changed to
+  ``completed``, or ``update:job`` with ``status`` changed to ``completed`` (CVAT derives the task's
+  status from its jobs; the worker checks that every job is completed). One job per source task and
+  stage, whichever event comes first.
+- Answers: 202 ``queued`` (new job), 200 ``duplicate`` (the same work was already queued or done),
+  200 ``ignored`` with the reason, 400 for a body that is not JSON.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DETECT_KIND, WARP_KIND, GRID_KIND = "detect", "warp", "remove_grid"
+
+
+def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
+    """Whether ``header`` is CVAT's ``sha256=<hex HMAC-SHA256(secret, body)>`` (constant-time compare).
+
+    Example:
+        >>> signature_ok("mykey", b"", "sha256=" + hmac.new(b"mykey", b"", "sha256").hexdigest())
+        True
+    """
+    if not header:
+        return False
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header.strip())
+
+
+def detection_due(payload: dict[str, Any]) -> str:
+    """ "" when a delivery asks for detection on its job, else why not (module docstring)."""
+    if payload.get("event") != "update:job":
+        return f"event {payload.get('event')!r} is not update:job"
+    job, before = payload.get("job") or {}, payload.get("before_update") or {}
+    if "state" not in before:
+        return f"the job's state did not change (changed: {sorted(before)})"
+    if job.get("state") != "in progress" or before.get("state") == "in progress":
+        return f"the job's state went {before.get('state')!r} -> {job.get('state')!r}, not to 'in progress'"
+    if job.get("type", "annotation") != "annotation":
+        return f"job type {job.get('type')!r} is not annotation"
+    return ""
+
+
+def completion_due(payload: dict[str, Any]) -> tuple[int | None, str]:
+    """(source task id, "") when a delivery says a task (or one of its jobs) became completed, else
+    (None, why not)."""
+    event, before = payload.get("event"), payload.get("before_update") or {}
+    if event == "update:task":
+        task = payload.get("task") or {}
+        if "status" in before and task.get("status") == "completed" and before["status"] != "completed":
+            return int(task["id"]), ""
+        return None, f"the task's status did not become completed (changed: {sorted(before)})"
+    if event == "update:job":
+        job = payload.get("job") or {}
+        if job.get("type", "annotation") != "annotation":
+            return None, f"job type {job.get('type')!r} is not annotation"
+        if "status" in before and job.get("status") == "completed" and before["status"] != "completed":
+            return int(job["task_id"]), ""
+        return None, f"the job's status did not become completed (changed: {sorted(before)})"
+    return None, f"event {event!r} is neither update:task nor update:job"
+
+
+def create_app(queue: Any, secret: str = "") -> Any:
+    """The FastAPI application over a :class:`bridge.queue.BridgeQueue` (or anything with ``store``
+    and ``enqueue``)."""
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(
+        title="QUADRATSEG bridge",
+        description="CVAT webhooks that pre-annotate jobs and chain the stages (docs/bridge.md).",
+    )
+    store = queue.store
+
+    async def read_payload(request: Request) -> dict[str, Any]:
+        body = await request.body()
+        if secret and not signature_ok(secret, body, request.headers.get("X-Signature-256")):
+            raise HTTPException(401, "missing or wrong X-Signature-256 (check CVAT_WEBHOOK_SECRET)")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise HTTPException(400, "the body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise HTTPException(400, "the body is not a JSON object")
+        return payload
+
+    def submit(key: str, kind: str, params: dict[str, Any]) -> JSONResponse:
+        job, new = store.claim(key, kind, params)
+        if not new:
+            return JSONResponse({"status": "duplicate", "job_id": job["id"], "state": job["state"]}, 200)
+        queue.enqueue(job["id"])
+        logger.info("queued bridge job %d: %s", job["id"], key)
+        return JSONResponse({"status": "queued", "job_id": job["id"]}, 202)
+
+    def ignored(reason: str) -> JSONResponse:
+        return JSONResponse({"status": "ignored", "reason": reason}, 200)
+
+    async def health() -> dict[str, Any]:
+        """Liveness (also a valid webhook ping target) and the number of jobs per state."""
+        return {"status": "healthy", "jobs": store.counts()}
+
+    for method in ("GET", "POST"):
+        app.add_api_route("/health", health, methods=[method], operation_id=f"health_{method.lower()}")
+
+    @app.post("/detect-model-webhook")
+    async def detect_model_webhook(
+        request: Request,
+        model_name: str = Query(..., description="the function to run, e.g. pth-yolo-gridcorners"),
+        conv_mask_to_poly: bool = Query(False, description="store masks as polygons"),
+        threshold: float | None = Query(None, ge=0.0, le=1.0, description="the function's threshold"),
+    ) -> JSONResponse:
+        """Pre-annotate a job with a function when an annotator opens it (state -> in progress)."""
+        payload = await read_payload(request)
+        if payload.get("event") == "ping":
+            return JSONResponse({"status": "pong"}, 200)
+        reason = detection_due(payload)
+        if reason:
+            return ignored(reason)
+        job = payload["job"]
+        key = f"detect:{model_name}:{job['id']}:{job.get('updated_date', '')}"
+        params = {
+            "job_id": int(job["id"]),
+            "function": model_name,
+            "conv_mask_to_poly": conv_mask_to_poly,
+            "threshold": threshold,
+        }
+        return submit(key, DETECT_KIND, params)
+
+    async def derived(request: Request, kind: str, target_proj_id: int) -> JSONResponse:
+        payload = await read_payload(request)
+        if payload.get("event") == "ping":
+            return JSONResponse({"status": "pong"}, 200)
+        task_id, reason = completion_due(payload)
+        if task_id is None:
+            return ignored(reason)
+        key = f"{kind}:{target_proj_id}:{task_id}"
+        return submit(key, kind, {"task_id": task_id, "target_project_id": target_proj_id})
+
+    @app.post("/crop-quadrat-and-create-new-task-webhook")
+    async def crop_quadrat(
+        request: Request, target_proj_id: int = Query(..., description="project of the warped task")
+    ) -> JSONResponse:
+        """A completed corner task -> its photos warped to the quadrat, as a task in ``target_proj_id``."""
+        return await derived(request, WARP_KIND, target_proj_id)
+
+    @app.post("/remove-grid-and-create-new-task-webhook")
+    async def remove_grid(
+        request: Request, target_proj_id: int = Query(..., description="project of the grid-free task")
+    ) -> JSONResponse:
+        """A completed grid task -> its quadrats with the grid removed, as a task in ``target_proj_id``."""
+        return await derived(request, GRID_KIND, target_proj_id)
+
+    @app.get("/jobs")
+    async def list_jobs(state: str | None = None, limit: int = Query(100, ge=1, le=10_000)) -> list[dict]:
+        """Background jobs, newest first: state, progress, errors, timings, result."""
+        return store.list(limit, state)
+
+    @app.get("/jobs/{job_id}")
+    async def get_job(job_id: int) -> dict[str, Any]:
+        """One background job."""
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return job
+
+    return app

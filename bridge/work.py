@@ -1,0 +1,286 @@
+"""The bridge's background work: detection on a job, and the derived tasks of the chain.
+
+Each function takes a job record of :class:`bridge.store.JobStore` and a :class:`Services` bundle
+and returns ``(final state, result)``; :func:`run_job` records the outcome. Work is resumable: the
+frames a detection already answered are cached under ``BRIDGE_STATE_DIR/cache/job-<id>/`` and
+not asked again after a restart; a derived task is created only once every image is ready, found
+again by name instead of created twice, and deleted when its upload fails.
+
+- ``detect``: every frame of the CVAT job -> the function (by name, HTTP) -> shapes for CVAT
+  (:mod:`bridge.convert`) -> one ``create`` request with all of them -> the auto shapes this
+  function made on this job before are deleted (manual shapes, and other functions' shapes, are never
+  touched). A frame whose call fails is recorded and the others go on.
+- ``warp``: a completed corner task -> each frame warped by its 4 corners (TL, TR, BR, BL) -> a task
+  ``<source>_warped`` in the target project, same subset and file stems -> its jobs set to
+  ``in progress`` (which fires the next project's detection webhook).
+- ``remove_grid``: a completed grid task -> the grid mask from the 117 points and inpainting (the
+  ``pth-lama`` function over HTTP, or ``local:<backend>`` in process) -> ``<source>_clean``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.convert import project_labels, to_cvat_shapes
+from bridge.functions import FunctionClient, FunctionError, encode_frame
+from bridge.store import JobStore
+from quadratseg.errors import QuadratsegError
+from quadratseg.keypoints import N_CORNERS, N_GRID
+from quadratseg.labelsets import CORNER_LABEL, GRID_LABEL
+
+logger = logging.getLogger(__name__)
+
+SUFFIX = {"warp": "_warped", "remove_grid": "_clean"}
+POINTS = {"warp": (CORNER_LABEL, N_CORNERS), "remove_grid": (GRID_LABEL, N_GRID)}
+
+
+@dataclass
+class Services:
+    """What the work needs: settings, the job store, function calls and a CVAT connection factory."""
+
+    settings: Any
+    store: JobStore
+    functions: FunctionClient
+    cvat: Callable[[], Any]  # a context manager yielding a bridge.cvat.Cvat
+
+    @property
+    def cache_dir(self) -> Path:
+        """Per-job caches and staged images."""
+        return Path(self.settings.bridge_state_dir) / "cache"
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload), encoding="utf-8")
+    tmp.replace(path)
+
+
+def previous_shape_ids(store: JobStore, key_prefix: str, job_id: int) -> list[int]:
+    """Ids of the shapes earlier detection jobs with the same key prefix (function and CVAT job) made."""
+    ids = []
+    for job in store.list(limit=10_000):
+        if job["id"] != job_id and job["key"].startswith(key_prefix):
+            ids.extend(job["result"].get("shape_ids", []))
+    return ids
+
+
+def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]]:
+    """Run a function on every frame of a CVAT job and replace its earlier auto shapes there."""
+    params = job["params"]
+    cvat_job, function = int(params["job_id"]), params["function"]
+    cache = services.cache_dir / f"job-{job['id']}"
+    cache.mkdir(parents=True, exist_ok=True)
+    timings = {"frames_s": 0.0, "upload_s": 0.0}
+    with services.cvat() as cvat:
+        frames = cvat.job_frames(cvat_job)
+        raw_labels = (
+            cvat.labels(project_id=frames.project_id)
+            if frames.project_id is not None
+            else cvat.labels(task_id=frames.task_id)
+        )
+        labels = project_labels(raw_labels)
+        failed, unknown, shapes = {}, set(), []
+        start = time.perf_counter()
+        for i, number in enumerate(frames.numbers):
+            answer_file = cache / f"frame-{number}.json"
+            if not answer_file.exists():
+                try:
+                    data = cvat.job_frame_bytes(cvat_job, number)
+                    image_b64, scale = encode_frame(data, services.functions.body_limit)
+                    body = {"image": image_b64}
+                    if params.get("threshold") is not None:
+                        body["threshold"] = float(params["threshold"])
+                    answer = services.functions.call(function, body)
+                    frame_shapes, frame_unknown = to_cvat_shapes(
+                        answer, labels, number, scale, bool(params.get("conv_mask_to_poly"))
+                    )
+                except (FunctionError, QuadratsegError, ValueError) as exc:
+                    failed[str(number)] = str(exc)
+                    logger.warning("job %d frame %d: %s", cvat_job, number, exc)
+                    services.store.progress(job["id"], i + 1, len(frames.numbers))
+                    continue
+                _write_json_atomic(answer_file, {"shapes": frame_shapes, "unknown": sorted(frame_unknown)})
+            cached = json.loads(answer_file.read_text(encoding="utf-8"))
+            shapes.extend(cached["shapes"])
+            unknown.update(cached["unknown"])
+            services.store.progress(job["id"], i + 1, len(frames.numbers))
+        timings["frames_s"] = round(time.perf_counter() - start, 3)
+        result: dict[str, Any] = {
+            "frames": len(frames.numbers),
+            "failed_frames": failed,
+            "unknown_labels": sorted(unknown),
+            "shapes": len(shapes),
+        }
+        if unknown:
+            logger.warning("job %d: labels unknown to the project, left out: %s", cvat_job, sorted(unknown))
+        if frames.numbers and len(failed) == len(frames.numbers):
+            return "failed", {**result, "error": f"every frame failed, e.g. {next(iter(failed.values()))}"}
+        start = time.perf_counter()
+        previous = previous_shape_ids(services.store, f"detect:{function}:{cvat_job}:", job["id"])
+        result["shape_ids"] = cvat.add_shapes(cvat_job, shapes)
+        services.store.note(job["id"], result)  # the new shapes are ours before the old ones go
+        result["replaced"] = cvat.remove_shapes(cvat_job, previous)
+        timings["upload_s"] = round(time.perf_counter() - start, 3)
+    shutil.rmtree(cache, ignore_errors=True)
+    return "done", {**result, "timings": timings}
+
+
+def skeleton_points(shapes: list[dict[str, Any]], labels: dict[str, Any], label_name: str, n: int) -> dict:
+    """{frame: (n, 2) float array, NaN for a point marked outside} of the skeletons named ``label_name``
+    (sublabels "1".."n" in template order); the first skeleton per frame counts."""
+    label = labels.get(label_name)
+    if label is None:
+        raise QuadratsegError(f"the source project has no label {label_name!r}; its labels: {sorted(labels)}")
+    order = {sub.id: int(name) - 1 for name, sub in label.sublabels.items() if name.isdigit()}
+    out: dict[int, np.ndarray] = {}
+    for shape in shapes:
+        if shape["label_id"] != label.id or shape["type"] != "skeleton" or shape["frame"] in out:
+            continue
+        points = np.full((n, 2), np.nan)
+        for element in shape.get("elements") or []:
+            k = order.get(element["label_id"])
+            if k is not None and k < n and not element.get("outside"):
+                points[k] = element["points"][:2]
+        out[shape["frame"]] = points
+    return out
+
+
+def _warp_frame(image: np.ndarray, corners: np.ndarray, settings: Any) -> np.ndarray:
+    from quadratseg.warp import quadrat_homography, warp_image, warped_size
+
+    if not np.isfinite(corners).all():
+        missing = [("TL", "TR", "BR", "BL")[i] for i in np.flatnonzero(~np.isfinite(corners).all(axis=1))]
+        raise QuadratsegError(f"corner(s) {', '.join(missing)} not annotated (marked outside or absent)")
+    size = warped_size(settings.bridge_warp_size)
+    return warp_image(image, quadrat_homography(corners, size), size)
+
+
+def _remove_grid_frame(image: np.ndarray, grid: np.ndarray, services: Services) -> np.ndarray:
+    choice = services.settings.bridge_inpaint
+    if choice.startswith("local:"):
+        from grid_inpainting.inpaint import remove_grid, select_backend
+
+        backend = select_backend(choice.split(":", 1)[1], services.settings)
+        (removal,) = remove_grid([image], [grid], backend)
+        return removal.image
+    from quadratseg.images import decode_image_b64
+    from quadratseg.nuclio import encode_image_b64
+
+    body = {
+        "image": encode_image_b64(image, "PNG"),
+        "keypoints": [None if not np.isfinite(p).all() else [float(p[0]), float(p[1])] for p in grid],
+    }
+    answer = services.functions.call(choice, body)
+    if not isinstance(answer, dict) or "image" not in answer:
+        raise FunctionError(f"{choice} answered without an 'image': {str(answer)[:200]}")
+    return decode_image_b64(answer["image"])
+
+
+def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]]:
+    """``warp`` or ``remove_grid``: a completed source task -> a new task in the target project."""
+    from PIL import Image
+
+    from quadratseg.images import decode_image_rgb
+
+    kind, params = job["kind"], job["params"]
+    task_id, target = int(params["task_id"]), int(params["target_project_id"])
+    label_name, n_points = POINTS[kind]
+    with services.cvat() as cvat:
+        task = cvat.task(task_id)
+        annotation_jobs = [j for j in cvat.task_jobs(task_id) if j.get("type", "annotation") == "annotation"]
+        if not annotation_jobs or any(j["status"] != "completed" for j in annotation_jobs):
+            return "skipped", {"reason": f"task {task_id} is not completed: its jobs are not all completed"}
+        if not cvat.project_exists(target):
+            return "failed", {"error": f"target project {target} does not exist (check target_proj_id)"}
+        name = f"{task['name']}{SUFFIX[kind]}"
+        existing = cvat.find_task(target, name)
+        if existing is not None:
+            return "done", {"task_id": existing["id"], "name": name, "created": False}
+        labels = project_labels(
+            cvat.labels(project_id=task["project_id"])
+            if task.get("project_id") is not None
+            else cvat.labels(task_id=task_id)
+        )
+        points = skeleton_points(cvat.task_shapes(task_id), labels, label_name, n_points)
+        numbers, names = cvat.task_frames(task_id)
+        stage = services.cache_dir / f"job-{job['id']}"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        failed, files = {}, []
+        for i, (number, frame_name) in enumerate(zip(numbers, names, strict=True)):
+            try:
+                if number not in points:
+                    raise QuadratsegError(f"no {label_name} skeleton on this frame")
+                image = decode_image_rgb(cvat.task_frame_bytes(task_id, number), frame_name)
+                if kind == "warp":
+                    out = _warp_frame(image, points[number], services.settings)
+                else:
+                    out = _remove_grid_frame(image, points[number], services)
+            except (QuadratsegError, ValueError) as exc:
+                failed[frame_name] = str(exc)
+                logger.warning("task %d frame %s: %s", task_id, frame_name, exc)
+                continue
+            finally:
+                services.store.progress(job["id"], i + 1, len(numbers))
+            path = stage / f"{Path(frame_name).stem}.jpg"
+            Image.fromarray(out).save(path, "JPEG", quality=95)
+            files.append(path)
+        if not files:
+            shutil.rmtree(stage, ignore_errors=True)
+            return "failed", {"error": "no frame could be processed", "failed_frames": failed}
+        try:
+            created = cvat.create_task(target, name, task.get("subset") or "", files)
+        except Exception:
+            orphan = cvat.find_task(target, name)
+            if orphan is not None:  # never leave a half-made task behind: the next attempt makes it whole
+                cvat.client.tasks.remove_by_ids([orphan["id"]])
+            raise
+        for derived_job in cvat.task_jobs(created["id"]):
+            cvat.set_job_state(derived_job["id"], "in progress")
+    shutil.rmtree(stage, ignore_errors=True)
+    return "done", {
+        "task_id": created["id"],
+        "name": name,
+        "created": True,
+        "frames": len(files),
+        "failed_frames": failed,
+    }
+
+
+WORK = {"detect": detect, "warp": derive_task, "remove_grid": derive_task}
+
+
+def run_job(job_id: int, services: Services) -> str:
+    """Run one stored job to its end and record it; the final state ("" when there was nothing to do)."""
+    store = services.store
+    job = store.get(job_id)
+    if job is None or not store.start(job_id):
+        return ""
+    start = time.perf_counter()
+    try:
+        state, result = WORK[job["kind"]](store.get(job_id), services)
+    except Exception as exc:  # recorded, not raised: the queue must go on with the next job
+        logger.exception("bridge job %d (%s) failed", job_id, job["key"])
+        store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}", timings=_took(start))
+        return "failed"
+    if state == "skipped" and job["kind"] in ("warp", "remove_grid"):
+        store.release(job_id, result.get("reason", ""))  # not due: a later event may claim the key
+        logger.info("bridge job %d: %s", job_id, result.get("reason"))
+        return "skipped"
+    timings = {**result.pop("timings", {}), **_took(start)}
+    store.finish(job_id, state, result, error=result.get("error", ""), timings=timings)
+    logger.info("bridge job %d (%s): %s %s", job_id, job["key"], state, result)
+    return state
+
+
+def _took(start: float) -> dict[str, float]:
+    return {"total_s": round(time.perf_counter() - start, 3)}

@@ -1,0 +1,350 @@
+"""The bridge's HTTP face and its calls to functions, each against a real server on 127.0.0.1.
+
+The bridge app runs under uvicorn with a real huey SQLite queue whose workers are not started, so
+what a delivery queued can be read back from the job store; the function client talks to a small
+HTTP server that answers what each test needs (errors, slowness, garbage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import numpy as np
+import pytest
+
+from quadratseg.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningApp:
+    """The bridge app under uvicorn in a thread."""
+
+    def __init__(self, tmp_path, secret=""):
+        import uvicorn
+
+        from bridge.app import create_app
+        from bridge.queue import BridgeQueue
+
+        self.settings = Settings(bridge_state_dir=tmp_path / "bridge", cvat_webhook_secret=secret)
+        self.queue = BridgeQueue(self.settings)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(self.queue, secret), host="127.0.0.1", port=self.port, log_level="error"
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.02)
+        assert self.server.started
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def app(tmp_path):
+    running = RunningApp(tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def signed_app(tmp_path):
+    running = RunningApp(tmp_path, secret="s3cret")
+    yield running
+    running.stop()
+
+
+def job_payload(
+    state="in progress", before=None, job_id=7, updated="2026-12-01T10:00:00.000000Z", kind="annotation"
+):
+    """An update:job delivery as CVAT builds it (the shape of rest_dumps/jobs.json)."""
+    return {
+        "event": "update:job",
+        "job": {
+            "id": job_id,
+            "task_id": 3,
+            "project_id": 1,
+            "state": state,
+            "stage": "annotation",
+            "status": "annotation",
+            "type": kind,
+            "updated_date": updated,
+        },
+        "before_update": before if before is not None else {"state": "new", "updated_date": "x"},
+        "webhook_id": 1,
+        "sender": {
+            "url": "http://cvat/api/users/1",
+            "id": 1,
+            "username": "anna",
+            "first_name": "",
+            "last_name": "",
+        },
+    }
+
+
+def post(url, payload, secret=None, signature=None):
+    body = json.dumps(payload).encode()  # what CVAT sends: json.dumps of the payload
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Signature-256"] = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if signature is not None:
+        headers["X-Signature-256"] = signature
+    return httpx.post(url, content=body, headers=headers, timeout=10)
+
+
+DETECT = "/detect-model-webhook?model_name=pth-yolo-gridcorners"
+ENDPOINTS = (
+    DETECT,
+    "/crop-quadrat-and-create-new-task-webhook?target_proj_id=2",
+    "/remove-grid-and-create-new-task-webhook?target_proj_id=3",
+)
+
+
+def test_ping_and_health_answer_on_every_endpoint(app):
+    ping = {"event": "ping", "webhook": {"id": 1}, "sender": {"id": 1}}
+    for path in ENDPOINTS:
+        answer = post(app.url + path, ping)
+        assert answer.status_code == 200 and answer.json()["status"] == "pong"
+    assert httpx.get(app.url + "/health").json()["status"] == "healthy"
+    assert httpx.post(app.url + "/health").status_code == 200  # CVAT's ping target in upstream's docs
+    assert app.queue.store.list() == []
+    assert "/detect-model-webhook" in httpx.get(app.url + "/openapi.json").json()["paths"]
+
+
+def test_signatures_are_checked_over_the_raw_body(signed_app):
+    url = signed_app.url + DETECT
+    assert post(url, job_payload()).status_code == 401  # no signature
+    assert post(url, job_payload(), secret="wrong").status_code == 401
+    tampered = job_payload()
+    good_signature = "sha256=" + hmac.new(b"s3cret", json.dumps(tampered).encode(), "sha256").hexdigest()
+    tampered["job"]["id"] = 8  # the body changed after signing
+    assert post(url, tampered, signature=good_signature).status_code == 401
+    assert signed_app.queue.store.list() == []  # nothing queued by refused deliveries
+    ok = post(url, job_payload(), secret="s3cret")
+    assert ok.status_code == 202 and ok.json()["status"] == "queued"
+
+
+def test_without_a_secret_unsigned_deliveries_are_accepted(app):
+    assert post(app.url + DETECT, job_payload()).status_code == 202
+
+
+def test_a_hundred_replays_of_one_delivery_make_one_job(app):
+    payload = job_payload()
+    answers = []
+
+    def send():
+        answers.append(post(app.url + DETECT, payload))
+
+    threads = [threading.Thread(target=send) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(a.json()["status"] for a in answers)
+    assert statuses.count("queued") == 1 and statuses.count("duplicate") == 99
+    jobs = app.queue.store.list()
+    assert len(jobs) == 1 and jobs[0]["params"] == {
+        "job_id": 7,
+        "function": "pth-yolo-gridcorners",
+        "conv_mask_to_poly": False,
+        "threshold": None,
+    }
+    assert app.queue.pending_job_ids() == {jobs[0]["id"]}  # one message in the persistent queue
+    # a new state change of the same job (reopened later) is new work
+    assert post(app.url + DETECT, job_payload(updated="2026-12-02T08:00:00.000000Z")).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (job_payload(before={"updated_date": "2026-12-01T09:00:00Z"}), "state did not change"),  # our upload
+        (job_payload(state="completed", before={"state": "in progress"}), "not to 'in progress'"),
+        (job_payload(before={"state": "in progress"}), "not to 'in progress'"),
+        (job_payload(kind="ground_truth"), "not annotation"),
+        (
+            {"event": "update:task", "task": {"id": 3}, "before_update": {"status": "annotation"}},
+            "not update:job",
+        ),
+        ({"event": "create:job", "job": {"id": 9}}, "not update:job"),
+    ],
+)
+def test_events_that_are_not_due_are_acknowledged_and_ignored(app, payload, why):
+    answer = post(app.url + DETECT, payload)
+    assert (
+        answer.status_code == 200 and answer.json()["status"] == "ignored" and why in answer.json()["reason"]
+    )
+    assert app.queue.store.list() == []
+
+
+def test_task_completion_from_the_task_or_its_last_job_is_one_job(app):
+    url = app.url + "/crop-quadrat-and-create-new-task-webhook?target_proj_id=2"
+    task_done = {
+        "event": "update:task",
+        "task": {"id": 3, "status": "completed", "name": "batch"},
+        "before_update": {"status": "annotation", "updated_date": "x"},
+    }
+    job_done = job_payload(state="completed", before={"status": "annotation", "stage": "annotation"})
+    job_done["job"].update(status="completed", stage="acceptance")
+    first, second = post(url, job_done), post(url, task_done)
+    assert first.status_code == 202 and second.json()["status"] == "duplicate"
+    touched = {**task_done, "before_update": {"updated_date": "y"}}  # an annotation write on the task
+    assert post(url, touched).json()["status"] == "ignored"
+    (job,) = app.queue.store.list()
+    assert job["kind"] == "warp" and job["params"] == {"task_id": 3, "target_project_id": 2}
+    assert post(url + "x", task_done).status_code == 422  # a bad query parameter: 4xx, not retried
+    assert httpx.post(url, content=b"{not json", timeout=5).status_code == 400
+
+
+def test_jobs_are_listed_and_shown(app):
+    job_id = post(app.url + DETECT, job_payload()).json()["job_id"]
+    assert [j["id"] for j in httpx.get(app.url + "/jobs").json()] == [job_id]
+    shown = httpx.get(f"{app.url}/jobs/{job_id}").json()
+    assert shown["state"] == "queued" and shown["kind"] == "detect"
+    assert httpx.get(f"{app.url}/jobs/999").status_code == 404
+
+
+def test_acknowledgement_is_fast_under_concurrent_deliveries(app):
+    latencies = []
+
+    def send(i):
+        start = time.perf_counter()
+        answer = post(app.url + DETECT, job_payload(job_id=1000 + i))
+        latencies.append(time.perf_counter() - start)
+        assert answer.status_code == 202
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(app.queue.store.list(limit=100)) == 50
+    assert max(latencies) < 5.0  # CVAT gives up after 10 s; benchmarks/bench_bridge.py measures p50/p99
+
+
+# ------------------------------------------------------------------ function calls
+
+
+class FunctionDouble:
+    """A function endpoint answering from a script: a list of (status, body bytes, delay s)."""
+
+    def __init__(self, script):
+        self.script, self.calls, self.bodies = list(script), 0, []
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                double.bodies.append(body)
+                status, answer, delay = double.script[min(double.calls, len(double.script) - 1)]
+                double.calls += 1
+                time.sleep(delay)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                try:
+                    self.wfile.write(answer)
+                except OSError:
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def client_for(double, **kwargs):
+    from bridge.functions import FunctionClient
+
+    return FunctionClient(urls={"fn": double.url}, backoff_s=0.01, **kwargs)
+
+
+def test_function_calls_retry_busy_answers_then_succeed():
+    double = FunctionDouble([(503, b"busy", 0), (429, b"slow down", 0), (200, b"[]", 0)])
+    assert client_for(double).call("fn", {"image": "x"}) == []
+    assert double.calls == 3
+    double.close()
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ([(400, b'{"error": "bad image"}', 0)], "HTTP 400"),  # not retried
+        ([(200, b"<html>oops", 0)], "not JSON"),
+        ([(500, b"boom", 0)], "after 3 attempts"),
+        ([(200, b"[]", 1.0)], "no answer within"),
+    ],
+)
+def test_function_failures_are_clear_errors(script, message):
+    from bridge.functions import FunctionError
+
+    double = FunctionDouble(script)
+    with pytest.raises(FunctionError, match=message):
+        client_for(double, retries=2, timeout_s=0.3).call("fn", {"image": "x"})
+    assert double.calls == (1 if message in ("HTTP 400", "not JSON") else 3)
+    double.close()
+
+
+def test_an_unreachable_function_is_named_with_its_address():
+    from bridge.functions import FunctionClient, FunctionError
+
+    client = FunctionClient(url_template="http://127.0.0.1:9/{name}", retries=1, backoff_s=0.01)
+    with pytest.raises(FunctionError, match=r"cannot reach http://127.0.0.1:9/pth-lama"):
+        client.call("pth-lama", {})
+    assert FunctionClient().url("pth-yolo-gridpose") == "http://nuclio-nuclio-pth-yolo-gridpose:8080"
+
+
+def test_calls_in_flight_are_limited_per_function():
+    double = FunctionDouble([(200, b"[]", 0.2)])
+    client = client_for(double, in_flight=1)
+    threads = [threading.Thread(target=client.call, args=("fn", {})) for _ in range(4)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.perf_counter() - start >= 0.75  # four 0.2 s calls one after the other
+    double.close()
+
+
+def test_frames_over_the_body_limit_are_reencoded_then_downscaled():
+    from PIL import Image
+
+    from bridge.functions import encode_frame
+    from quadratseg.images import decode_image_b64
+
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)  # noise: JPEG cannot shrink it much
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, "PNG")
+    png = buffer.getvalue()
+    same, scale = encode_frame(png, limit_bytes=4 * len(png))
+    assert scale == 1.0 and decode_image_b64(same).shape == (600, 800, 3)  # fits: sent as it is
+    small, scale = encode_frame(png, limit_bytes=200_000)
+    assert len(json.dumps({"image": small})) <= 200_000 and scale < 1.0
+    decoded = decode_image_b64(small)
+    assert decoded.shape[1] == round(800 * scale) and decoded.shape[0] == round(600 * scale)
