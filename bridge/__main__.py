@@ -33,6 +33,7 @@ def serve(
     from quadratseg.cli import current_settings
 
     settings = current_settings()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per function call is noise
     queue = BridgeQueue(settings)
     if not settings.cvat_webhook_secret:
         logger.warning("CVAT_WEBHOOK_SECRET is not set: deliveries are accepted unsigned")

@@ -37,18 +37,30 @@ class Cvat:
     def _call(self, what: str, call: Any) -> Any:
         return with_retries(call, what, self.retries)
 
+    def _plain(self, model: Any) -> dict[str, Any]:
+        """A model as CVAT's JSON (dates as ISO strings), not as Python objects."""
+        return self.client.api_client.sanitize_for_serialization(model)
+
     def job(self, job_id: int) -> dict[str, Any]:
         """JobRead of a job as a dict."""
-        return self._call(f"reading job {job_id}", lambda: self.client.jobs.retrieve(job_id)).to_dict()
+        api = self.client.api_client.jobs_api
+        return self._plain(self._call(f"reading job {job_id}", lambda: api.retrieve(job_id)[0]))
 
     def task(self, task_id: int) -> dict[str, Any]:
         """TaskRead of a task as a dict."""
-        return self._call(f"reading task {task_id}", lambda: self.client.tasks.retrieve(task_id)).to_dict()
+        api = self.client.api_client.tasks_api
+        return self._plain(self._call(f"reading task {task_id}", lambda: api.retrieve(task_id)[0]))
 
     def task_jobs(self, task_id: int) -> list[dict[str, Any]]:
-        """JobRead dicts of a task's jobs."""
-        task = self._call(f"reading task {task_id}", lambda: self.client.tasks.retrieve(task_id))
-        return [j.to_dict() for j in self._call(f"listing the jobs of task {task_id}", task.get_jobs)]
+        """JobRead dicts of a task's jobs, by start frame."""
+        from cvat_sdk.core.helpers import get_paginated_collection
+
+        api = self.client.api_client.jobs_api
+        found = self._call(
+            f"listing the jobs of task {task_id}",
+            lambda: get_paginated_collection(api.list_endpoint, task_id=task_id),
+        )
+        return sorted((self._plain(j) for j in found), key=lambda j: j["start_frame"])
 
     def job_frames(self, job_id: int) -> JobFrames:
         """The frames of a job (its meta lists the job's own frames, start to stop)."""
@@ -98,13 +110,13 @@ class Cvat:
         found = self._call(
             f"listing the labels of {query}", lambda: get_paginated_collection(api.list_endpoint, **query)
         )
-        return [label.to_dict() for label in found]
+        return [self._plain(label) for label in found]
 
     def task_shapes(self, task_id: int) -> list[dict[str, Any]]:
         """Every shape of a task (LabeledShape dicts)."""
         task = self.client.tasks.retrieve(task_id)
         data = self._call(f"reading the annotations of task {task_id}", task.get_annotations)
-        return [s.to_dict() for s in data.shapes]
+        return [self._plain(s) for s in data.shapes]
 
     def add_shapes(self, job_id: int, shapes: list[dict[str, Any]]) -> list[int]:
         """Create shapes in a job (one request: CVAT stores all or none); their new ids."""
@@ -153,7 +165,7 @@ class Cvat:
             f"looking for task {name!r} in project {project_id}",
             lambda: get_paginated_collection(api.list_endpoint, project_id=project_id, name=name),
         )
-        exact = [t.to_dict() for t in found if t.name == name]
+        exact = [self._plain(t) for t in found if t.name == name]
         return exact[0] if exact else None
 
     def project_exists(self, project_id: int) -> bool:
@@ -179,7 +191,7 @@ class Cvat:
                 "sorting_method": "predefined",
             },
         )
-        return task.to_dict()
+        return self.task(task.id)
 
     def set_job_state(self, job_id: int, state: str) -> None:
         """PATCH a job's state (``in progress`` fires the project's detection webhook)."""

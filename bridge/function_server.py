@@ -9,7 +9,8 @@ to the function folder: the function sees only its own code, as in its container
   (``--max-body`` overrides it, to try the bridge against Nuclio's 4 MiB default);
 - ``numWorkers``: that many requests at once; a request that waits longer than
   ``workerAvailabilityTimeoutMilliseconds`` for a worker gets 503;
-- ``eventTimeout``: not enforced (the caller's time limit is what the bridge tests).
+- ``eventTimeout``: not enforced (the caller's time limit is what the bridge tests);
+- ``env``: set in the process environment before the function is imported.
 
 Only the standard library, nuclio-sdk and PyYAML are imported here. For trying the bridge and for
 tests; a real deployment runs the zip in Nuclio.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,12 +28,17 @@ from pathlib import Path
 from typing import Any
 
 
-def trigger_limits(function_dir: Path) -> dict[str, Any]:
-    """maxRequestBodySize, numWorkers and the worker wait (s) of the function's HTTP trigger."""
+def read_spec(function_dir: Path) -> dict[str, Any]:
+    """The ``spec`` of the function's ``function.yaml``."""
     import yaml
 
     document = yaml.safe_load((function_dir / "function.yaml").read_text(encoding="utf-8"))
-    triggers = (document.get("spec") or {}).get("triggers") or {}
+    return document.get("spec") or {}
+
+
+def trigger_limits(function_dir: Path) -> dict[str, Any]:
+    """maxRequestBodySize, numWorkers and the worker wait (s) of the function's HTTP trigger."""
+    triggers = read_spec(function_dir).get("triggers") or {}
     http = next((t for t in triggers.values() if t.get("kind") == "http"), {})
     return {
         "max_body": int((http.get("attributes") or {}).get("maxRequestBodySize", 4 * 1024 * 1024)),
@@ -61,6 +68,8 @@ def make_server(function_dir: Path, port: int, max_body: int | None = None) -> T
     import nuclio_sdk
     import nuclio_sdk.test
 
+    for item in read_spec(function_dir).get("env") or []:  # the environment Nuclio gives the function
+        os.environ.setdefault(item["name"], str(item["value"]))
     sys.path.insert(0, str(function_dir))
     import main  # the function's own module
 

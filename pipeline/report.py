@@ -52,7 +52,7 @@ def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
     import matplotlib.pyplot as plt
 
     from quadratseg.images import output_name, read_image_rgb
-    from quadratseg.taxonomy import load_taxonomy
+    from quadratseg.taxonomy import LEVELS, load_taxonomy
 
     out = Path(out_dir)
     report = Report(out, title="QUADRATSEG cover report")
@@ -147,13 +147,19 @@ def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
         )
         report.add_image(section, "site_year", _figure_rgb(fig), "mean cover per site and year", 1100)
         plt.close(fig)
+    colonies = [
+        colony
+        for path in sorted((out / "instances").rglob("*.json"))
+        for colony in json.loads(path.read_text(encoding="utf-8"))
+        if colony["rings"]
+    ]
     areas: dict[str, list[float]] = defaultdict(list)
-    for path in sorted((out / "instances").rglob("*.json")):
-        for colony in json.loads(path.read_text(encoding="utf-8")):
-            if colony["rings"]:
-                areas[taxonomy.map_label(colony["label"], PLOT_LEVEL)].append(
-                    ring_area_px(colony["rings"][0])
-                )
+    if colonies:  # at the plot's level, or the colonies' own when they are coarser
+        source = taxonomy.finest_level(c["label"] for c in colonies)
+        target = max(PLOT_LEVEL, source, key=LEVELS.index)
+        for colony in colonies:
+            label = taxonomy.map_label(colony["label"], target, source=source)
+            areas[label].append(ring_area_px(colony["rings"][0]))
     if areas:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         every = np.concatenate([np.asarray(v) for v in areas.values()])

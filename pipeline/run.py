@@ -89,15 +89,6 @@ def _nan_to_none(array: np.ndarray | None) -> Any:
     return [[None if not np.isfinite(v) else round(float(v), 3) for v in row] for row in np.asarray(array)]
 
 
-def model_level(labels: list[str], taxonomy: Any) -> str:
-    """The finest taxonomy level that holds every label a model predicts (its training level)."""
-    for level in LEVELS:
-        if set(labels) <= set(taxonomy.classes(level)):
-            return level
-    taxonomy.check_labels(labels, "finegrained")  # raises, naming the unknown labels
-    return "finegrained"
-
-
 def cover_rows(
     key: str,
     estimates: list[CoverEstimate],
@@ -112,7 +103,7 @@ def cover_rows(
     stem = Path(key).stem
     names = parse_photo_name(stem)
     cm2_per_px = (quadrat_cm / warped_size[0]) ** 2 if quadrat_cm and warped_size else None  # square px
-    source = model_level([e.label for e in estimates], taxonomy)
+    source = taxonomy.finest_level(e.label for e in estimates)
     rows = []
     for level in LEVELS[LEVELS.index(source) :]:
         estimates_at = (

@@ -63,6 +63,19 @@ class Taxonomy:
             )
         return {row[source]: row[target] for row in self.rows}
 
+    def finest_level(self, labels: Iterable[str]) -> str:
+        """The finest level whose classes hold every label (the level predictions were made at).
+
+        Raises:
+            UnknownLabelError: a label is in no level, named with close finegrained matches.
+        """
+        wanted = set(labels)
+        for level in LEVELS:
+            if wanted <= set(self.classes(level)):
+                return level
+        self.check_labels(wanted - set().union(*(self.classes(lv) for lv in LEVELS)), "finegrained")
+        raise QuadratsegError(f"labels {sorted(wanted)} mix taxonomy levels; no single level holds them all")
+
     def check_labels(
         self, labels: Iterable[str], level: str = "finegrained", aliases: Mapping[str, str] | None = None
     ) -> None:
