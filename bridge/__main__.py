@@ -29,7 +29,7 @@ def serve(
     import uvicorn
 
     from bridge.app import create_app
-    from bridge.queue import BridgeQueue
+    from bridge.jobqueue import BridgeQueue
     from quadratseg.cli import current_settings
 
     settings = current_settings()

@@ -2,7 +2,7 @@
 
 Every webhook endpoint answers within milliseconds (CVAT waits 10 s, then records a 504 and, in
 newer versions, retries): it checks the signature, decides whether the event is due, records a job
-under an idempotency key (:class:`bridge.store.JobStore`) and queues it (:mod:`bridge.queue`).
+under an idempotency key (:class:`bridge.store.JobStore`) and queues it (:mod:`bridge.jobqueue`).
 
 - ``X-Signature-256`` is checked over the raw body when ``CVAT_WEBHOOK_SECRET`` is set: missing or
   wrong -> 401 and nothing queued. A ``ping`` gets 200 on every endpoint.
@@ -76,7 +76,7 @@ def completion_due(payload: dict[str, Any]) -> tuple[int | None, str]:
 
 
 def create_app(queue: Any, secret: str = "") -> Any:
-    """The FastAPI application over a :class:`bridge.queue.BridgeQueue` (or anything with ``store``
+    """The FastAPI application over a :class:`bridge.jobqueue.BridgeQueue` (or anything with ``store``
     and ``enqueue``)."""
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.responses import JSONResponse

@@ -118,19 +118,27 @@ class Cvat:
         data = self._call(f"reading the annotations of task {task_id}", task.get_annotations)
         return [self._plain(s) for s in data.shapes]
 
+    def shape_ids(self, job_id: int) -> set[int]:
+        """Ids of every shape in a job."""
+        job = self.client.jobs.retrieve(job_id)
+        data = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
+        return {s.id for s in data.shapes}
+
     def add_shapes(self, job_id: int, shapes: list[dict[str, Any]]) -> list[int]:
-        """Create shapes in a job (one request: CVAT stores all or none); their new ids."""
+        """Create shapes in a job (one request: CVAT stores all or none); their new ids, found as the
+        ids that were not there before (CVAT documents no answer body for a job's PATCH)."""
         from cvat_sdk import models
 
         if not shapes:
             return []
+        before = self.shape_ids(job_id)
         api = self.client.api_client.jobs_api
         request = models.PatchedLabeledDataRequest(shapes=[models.LabeledShapeRequest(**s) for s in shapes])
-        data, _ = self._call(
+        self._call(
             f"uploading {len(shapes)} shapes to job {job_id}",
             lambda: api.partial_update_annotations("create", job_id, patched_labeled_data_request=request),
         )
-        return [s.id for s in (data.shapes if data is not None else [])]
+        return sorted(self.shape_ids(job_id) - before)
 
     def remove_shapes(self, job_id: int, ids: list[int]) -> int:
         """Delete the shapes with these ids from a job (others, manual ones included, untouched);

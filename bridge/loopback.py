@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FUNCTION_SERVER = Path(__file__).resolve().parent / "function_server.py"
-
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
@@ -62,7 +60,7 @@ class FunctionProcess:
 
     def start(self, timeout_s: float = 120.0) -> FunctionProcess:
         """Start the server and wait until its model is loaded (it prints its address then)."""
-        command = [sys.executable, str(FUNCTION_SERVER), str(self.function_dir), "--port", "0"]
+        command = [sys.executable, "-m", "bridge.function_server", str(self.function_dir), "--port", "0"]
         if self.max_body is not None:
             command += ["--max-body", str(self.max_body)]
         env = {**os.environ, **self.env, "PYTHONPATH": str(self.function_dir)}
@@ -161,3 +159,155 @@ class BridgeProcess:
             return {"jobs": jobs} if all(j["state"] not in ("queued", "running") for j in jobs) else None
 
         return wait_for(idle, timeout_s, "the bridge's jobs", every_s=0.2)["jobs"]
+
+
+# ------------------------------------------------------------------ an annotator's three-stage day
+
+FUNCTION_NAMES = {
+    "corners": "pth-yolo-gridcorners",
+    "grid": "pth-yolo-gridpose",
+    "corals": "pth-yolo-coralsegv4",
+}
+
+
+def add_webhooks(
+    client: Any, bridge_url: str, projects: dict[str, int], secret: str, coral_threshold: float | None = None
+) -> None:
+    """The five webhooks of the three-stage set-up (docs/bridge.md), created through cvat-sdk."""
+    from cvat_sdk import models
+
+    threshold = "" if coral_threshold is None else f"&threshold={coral_threshold}"
+    job, both = ["update:job"], ["update:task", "update:job"]
+    hooks = [
+        ("corners", f"detect-model-webhook?model_name={FUNCTION_NAMES['corners']}", job),
+        ("corners", f"crop-quadrat-and-create-new-task-webhook?target_proj_id={projects['grid']}", both),
+        ("grid", f"detect-model-webhook?model_name={FUNCTION_NAMES['grid']}", job),
+        ("grid", f"remove-grid-and-create-new-task-webhook?target_proj_id={projects['corals']}", both),
+        (
+            "corals",
+            f"detect-model-webhook?model_name={FUNCTION_NAMES['corals']}&conv_mask_to_poly=true{threshold}",
+            job,
+        ),
+    ]
+    for project, path, events in hooks:
+        client.api_client.webhooks_api.create(
+            models.WebhookWriteRequest(
+                target_url=f"{bridge_url}/{path}",
+                type="project",
+                project_id=projects[project],
+                events=events,
+                secret=secret,
+                content_type="application/json",
+                is_active=True,
+            )
+        )
+
+
+def skeleton_shapes(points_by_frame: dict[int, Any], label: dict[str, Any]) -> list[dict[str, Any]]:
+    """Manual skeleton shapes (an annotator's corrections) from {frame: (n, 2) points in template order}."""
+    sub = {s["name"]: s["id"] for s in label["sublabels"]}
+    return [
+        {
+            "type": "skeleton",
+            "frame": frame,
+            "label_id": label["id"],
+            "source": "manual",
+            "points": [],
+            "elements": [
+                {
+                    "type": "points",
+                    "frame": frame,
+                    "label_id": sub[str(i + 1)],
+                    "points": [float(x), float(y)],
+                    "outside": False,
+                    "source": "manual",
+                }
+                for i, (x, y) in enumerate(points)
+            ],
+        }
+        for frame, points in points_by_frame.items()
+    ]
+
+
+def correct_and_complete(client: Any, job_id: int, shapes: list[dict[str, Any]]) -> None:
+    """What an annotator does: replace the job's annotations with corrected ones, then finish the job
+    (stage acceptance, state completed: CVAT then derives the task's status)."""
+    from cvat_sdk import models
+
+    client.jobs.retrieve(job_id).set_annotations(models.LabeledDataRequest(shapes=shapes, tags=[], tracks=[]))
+    client.api_client.jobs_api.partial_update(
+        job_id, patched_job_write_request=models.PatchedJobWriteRequest(stage="acceptance", state="completed")
+    )
+
+
+def auto_shapes(client: Any, job_id: int) -> list[Any]:
+    """The shapes of a job that a function made (``source: auto``)."""
+    return [s for s in client.jobs.retrieve(job_id).get_annotations().shapes if s.source == "auto"]
+
+
+def three_stage_day(
+    server: Any,
+    bridge: BridgeProcess,
+    client: Any,
+    photos: list[Path],
+    truth_by_name: dict[str, dict[str, Any]],
+    name: str = "moorea_2023_batch_01",
+    subset: str = "train",
+    timeout_s: float = 300.0,
+) -> dict[str, Any]:
+    """Drive the CVAT stand-in like an annotator through the three stages, the bridge doing the rest:
+    open the corner job (pre-annotated), correct it with the true corners and complete it; open the
+    warped task the bridge made (pre-annotated grid), correct it with the true grid and complete it;
+    the bridge makes the grid-free task, whose coral job it pre-annotates.
+
+    ``truth_by_name``: per photo file name, ``corners_raw_xy`` (4, 2) and ``grid_warped_xy`` (117, 2).
+    Returns the ids and what was seen on the way (auto shapes per stage, task names, frame names)."""
+    from bridge.cvat import Cvat
+
+    cvat = Cvat(client)
+    projects = {p["name"]: p["id"] for p in server.state.projects.values()}
+    seen: dict[str, Any] = {}
+
+    def settle(jobs_expected: int) -> list[dict[str, Any]]:
+        server.wait_deliveries(30)
+        wait_for(lambda: len(bridge.jobs()) >= jobs_expected, 60, f"{jobs_expected} bridge jobs")
+        return bridge.wait_idle(timeout_s)
+
+    source = cvat.create_task(projects["corners"], name, subset, photos)
+    (corner_job,) = cvat.task_jobs(source["id"])
+    cvat.set_job_state(corner_job["id"], "in progress")
+    seen["after_corners"] = settle(1)
+    seen["corner_auto"] = auto_shapes(client, corner_job["id"])
+    names = cvat.task_frames(source["id"])[1]
+    corner_label = next(
+        lab for lab in cvat.labels(project_id=projects["corners"]) if lab["name"] == "quadrat_corner"
+    )
+    corners = {i: truth_by_name[n]["corners_raw_xy"] for i, n in enumerate(names)}
+    correct_and_complete(client, corner_job["id"], skeleton_shapes(corners, corner_label))
+    seen["after_warp"] = settle(3)
+    warped = cvat.find_task(projects["grid"], f"{name}_warped")
+    if warped is None:
+        raise RuntimeError(f"the bridge made no warped task: {seen['after_warp']}")
+    (grid_job,) = cvat.task_jobs(warped["id"])
+    seen["grid_auto"] = auto_shapes(client, grid_job["id"])
+    grid_label = next(lab for lab in cvat.labels(project_id=projects["grid"]) if lab["name"] == "grid")
+    grids = {i: truth_by_name[n]["grid_warped_xy"] for i, n in enumerate(names)}
+    correct_and_complete(client, grid_job["id"], skeleton_shapes(grids, grid_label))
+    seen["after_clean"] = settle(5)
+    clean = cvat.find_task(projects["corals"], f"{name}_warped_clean")
+    if clean is None:
+        raise RuntimeError(f"the bridge made no grid-free task: {seen['after_clean']}")
+    (coral_job,) = cvat.task_jobs(clean["id"])
+    seen["coral_auto"] = auto_shapes(client, coral_job["id"])
+    return {
+        "projects": projects,
+        "source": source,
+        "warped": warped,
+        "clean": clean,
+        "jobs": {"corners": corner_job, "grid": grid_job, "corals": coral_job},
+        "frame_names": names,
+        "warped_names": cvat.task_frames(warped["id"])[1],
+        "clean_names": cvat.task_frames(clean["id"])[1],
+        "corners": corners,
+        "seen": seen,
+    }

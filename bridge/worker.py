@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def work(workers: int | None = None) -> None:
     """Run background workers only (BRIDGE_REDIS_URL shared with the serving process)."""
-    from bridge.queue import BridgeQueue
+    from bridge.jobqueue import BridgeQueue
     from quadratseg.cli import current_settings
 
     settings = current_settings()

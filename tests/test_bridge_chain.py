@@ -20,9 +20,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from tiny_models import confident_copy, tiny_lama_file
 
 from bridge.cvat import Cvat
-from bridge.loopback import BridgeProcess, FunctionProcess, unpack_zip, wait_for
+from bridge.loopback import (
+    BridgeProcess,
+    FunctionProcess,
+    add_webhooks,
+    three_stage_day,
+    unpack_zip,
+    wait_for,
+)
 from quadratseg.cvat_client import connect
 from quadratseg.formats.cvat_labels import labels_to_raw_config
 from quadratseg.labelsets import coral_labels, corner_labels, grid_labels
@@ -53,76 +61,30 @@ def settings_for(cvat_server):
     return Settings(cvat_host=cvat_server.url, cvat_username="admin", cvat_password="admin-password")
 
 
-def add_webhook(client, project_id, url, events):
-    from cvat_sdk import models
-
-    client.api_client.webhooks_api.create(
-        models.WebhookWriteRequest(
-            target_url=url,
-            type="project",
-            project_id=project_id,
-            events=events,
-            secret=SECRET,
-            content_type="application/json",
-            is_active=True,
-        )
-    )
-
-
-def skeleton_shapes(points_by_frame, label):
-    """Manual skeleton shapes (an annotator's correction) from {frame: (n, 2)}."""
-    sub = {s["name"]: s["id"] for s in label["sublabels"]}
-    return [
-        {
-            "type": "skeleton",
-            "frame": frame,
-            "label_id": label["id"],
-            "source": "manual",
-            "points": [],
-            "elements": [
-                {
-                    "type": "points",
-                    "frame": frame,
-                    "label_id": sub[str(i + 1)],
-                    "points": [float(x), float(y)],
-                    "outside": False,
-                    "source": "manual",
-                }
-                for i, (x, y) in enumerate(points)
-            ],
-        }
-        for frame, points in points_by_frame.items()
-    ]
-
-
-def correct_and_complete(client, cvat, job_id, shapes):
-    """What an annotator does: replace the job's annotations with corrected ones, then finish it."""
-    from cvat_sdk import models
-
-    client.jobs.retrieve(job_id).set_annotations(models.LabeledDataRequest(shapes=shapes, tags=[], tracks=[]))
-    client.api_client.jobs_api.partial_update(
-        job_id, patched_job_write_request=models.PatchedJobWriteRequest(stage="acceptance", state="completed")
-    )
-
-
 @pytest.fixture(scope="module")
 def function_dirs(tiny_corner_model, tiny_grid_model, tiny_seg_model, tmp_path_factory):
-    """The corner, grid and coral zips the project builds, unpacked as Nuclio would get them."""
+    """The corner, grid, coral and grid-removal zips the project builds, unpacked as Nuclio would get
+    them (the LaMa zip around a TorchScript stand-in with big-lama's signature)."""
     from coral_seg_yolo.deploy_as_zip import deploy_as_zip as seg_zip
+    from grid_inpainting.deploy_as_zip import deploy_as_zip as lama_zip
     from grid_pose_detection.deploy_as_zip import deploy_as_zip as pose_zip
     from quadratseg.keypoints import corner_template_xy, grid_template_xy, save_template
 
     root = tmp_path_factory.mktemp("zips")
     corners = save_template(corner_template_xy(), root / "corners.npy")
     grid = save_template(grid_template_xy(), root / "grid.npy")
+    # 1-epoch models made confident, so the answers are not empty (tests/tiny_models.py)
+    corner_weights = confident_copy(tiny_corner_model[0], root / "corners.pt")
+    grid_weights = confident_copy(tiny_grid_model[0], root / "grid.pt")
     zips = {
         "pth-yolo-gridcorners": pose_zip(
-            "pth-yolo-gridcorners", str(tiny_corner_model[0]), str(corners), output=str(root / "c")
+            "pth-yolo-gridcorners", str(corner_weights), str(corners), output=str(root / "c")
         ),
         "pth-yolo-gridpose": pose_zip(
-            "pth-yolo-gridpose", str(tiny_grid_model[0]), str(grid), output=str(root / "g")
+            "pth-yolo-gridpose", str(grid_weights), str(grid), output=str(root / "g")
         ),
         "pth-yolo-coralsegv4": seg_zip("pth-yolo-coralsegv4", str(tiny_seg_model[0]), output=str(root / "s")),
+        "pth-lama": lama_zip("pth-lama", str(tiny_lama_file(root / "big-lama.pt")), str(root / "l")),
     }
     return {name: unpack_zip(path, root / f"{name}-unzipped") for name, path in zips.items()}
 
@@ -138,120 +100,79 @@ def functions(function_dirs):
 def test_three_stage_chain_from_a_corner_task_to_pre_annotated_coral_jobs(
     cvat_server, functions, synthetic_set, tmp_path
 ):
+    from quadratseg.images import decode_image_rgb
     from quadratseg.synth.dataset import export_image_path, load_truth
+    from quadratseg.warp import quadrat_homography, warp_image
 
     truths = load_truth(synthetic_set)[:3]
-    warp_width = truths[0]["warped_size"][0]
     state = cvat_server.state
-    p_corners = state.add_project("corners", labels_to_raw_config(corner_labels()))["id"]
-    p_grid = state.add_project("grid", labels_to_raw_config(grid_labels()))["id"]
-    p_corals = state.add_project("corals", labels_to_raw_config(coral_labels(level="main_family")))["id"]
+    state.add_project("corners", labels_to_raw_config(corner_labels()))
+    state.add_project("grid", labels_to_raw_config(grid_labels()))
+    state.add_project("corals", labels_to_raw_config(coral_labels(level="main_family")))
     bridge = BridgeProcess(
         bridge_env(
             cvat_server,
             tmp_path,
             functions,
-            BRIDGE_INPAINT="local:opencv-telea",
-            BRIDGE_WARP_SIZE=str(warp_width),
+            BRIDGE_INPAINT="pth-lama",  # over HTTP, the zip's own mask and inpainting code
+            BRIDGE_WARP_SIZE=str(truths[0]["warped_size"][0]),
         ),
         log_path=tmp_path / "bridge.log",
     ).start()
+    photos = [
+        export_image_path(synthetic_set / "cvat_exports" / "corners", t["subset"], t["name"]) for t in truths
+    ]
     try:
         with connect(settings_for(cvat_server)) as client:
+            projects = {p["name"]: p["id"] for p in state.projects.values()}
+            add_webhooks(client, bridge.url, projects, SECRET, coral_threshold=0.0)
+            day = three_stage_day(cvat_server, bridge, client, photos, {t["name"]: t for t in truths})
             cvat = Cvat(client)
-            hook = bridge.url
-            add_webhook(
-                client,
-                p_corners,
-                f"{hook}/detect-model-webhook?model_name=pth-yolo-gridcorners",
-                ["update:job"],
+            seen = day["seen"]
+            # 1. opening the corner job pre-annotated it (the detection job's shapes are in CVAT)
+            (detect,) = seen["after_corners"]
+            assert (
+                detect["kind"] == "detect" and detect["state"] == "done" and detect["result"]["frames"] == 3
             )
-            add_webhook(
-                client,
-                p_corners,
-                f"{hook}/crop-quadrat-and-create-new-task-webhook?target_proj_id={p_grid}",
-                ["update:task", "update:job"],
-            )
-            add_webhook(
-                client, p_grid, f"{hook}/detect-model-webhook?model_name=pth-yolo-gridpose", ["update:job"]
-            )
-            add_webhook(
-                client,
-                p_grid,
-                f"{hook}/remove-grid-and-create-new-task-webhook?target_proj_id={p_corals}",
-                ["update:task", "update:job"],
-            )
-            add_webhook(
-                client,
-                p_corals,
-                f"{hook}/detect-model-webhook?model_name=pth-yolo-coralsegv4&conv_mask_to_poly=true&threshold=0.0",
-                ["update:job"],
-            )
-            photos = [
-                export_image_path(synthetic_set / "cvat_exports" / "corners", t["subset"], t["name"])
-                for t in truths
+            assert len(seen["corner_auto"]) == detect["result"]["shapes"]
+            assert all(s.type.value == "skeleton" and len(s.elements) == 4 for s in seen["corner_auto"])
+            # 2. the warped task: same subset and file stems, opened, its grid pre-annotated
+            warped = day["warped"]
+            assert warped["subset"] == "train" and warped["project_id"] == projects["grid"]
+            stems = [Path(n).stem for n in day["frame_names"]]
+            assert [Path(n).stem for n in day["warped_names"]] == stems
+            assert day["jobs"]["grid"]["state"] == "in progress"
+            (grid_detect,) = [
+                j for j in seen["after_warp"] if j["kind"] == "detect" and j["id"] != detect["id"]
             ]
-            source = cvat.create_task(p_corners, "moorea_2023_batch_01", "train", photos)
-            (job,) = cvat.task_jobs(source["id"])
-
-            # 1. the annotator opens the corner job: it is pre-annotated
-            cvat.set_job_state(job["id"], "in progress")
-            cvat_server.wait_deliveries(30)
-            jobs = bridge.wait_idle(120)
-            assert [(j["kind"], j["state"]) for j in jobs] == [("detect", "done")], jobs
-            auto = [s for s in client.jobs.retrieve(job["id"]).get_annotations().shapes if s.source == "auto"]
-            assert len(auto) == 3 and {s.type for s in auto} == {"skeleton"}
-
-            # 2. corrected and completed -> the warped task in the grid project, opened and pre-annotated
-            corner_label = next(
-                lab for lab in cvat.labels(project_id=p_corners) if lab["name"] == "quadrat_corner"
-            )
-            names = cvat.task_frames(source["id"])[1]
-            by_name = {t["name"]: t for t in truths}
-            corrected = {i: np.asarray(by_name[n]["corners_raw_xy"]) for i, n in enumerate(names)}
-            correct_and_complete(client, cvat, job["id"], skeleton_shapes(corrected, corner_label))
-            cvat_server.wait_deliveries(30)
-            wait_for(lambda: len(bridge.jobs()) >= 3, 60, "the warp job and the grid detection")
-            jobs = bridge.wait_idle(180)
-            warped = cvat.find_task(p_grid, "moorea_2023_batch_01_warped")
-            assert warped is not None and warped["subset"] == "train", jobs
-            warped_names = cvat.task_frames(warped["id"])[1]
-            assert [Path(n).stem for n in warped_names] == [Path(n).stem for n in names]
-            (grid_job,) = cvat.task_jobs(warped["id"])
-            assert grid_job["state"] == "in progress"
-            grid_auto = [
-                s for s in client.jobs.retrieve(grid_job["id"]).get_annotations().shapes if s.source == "auto"
-            ]
-            assert len(grid_auto) == 3 and all(len(s.elements) == 117 for s in grid_auto)
+            assert grid_detect["state"] == "done" and grid_detect["result"]["frames"] == 3
+            assert len(seen["grid_auto"]) == grid_detect["result"]["shapes"]  # a 1-epoch model: maybe none
+            assert all(len(s.elements) == 117 for s in seen["grid_auto"])
             # the warped frame is the quadrat of the raw photo, as the project's own warp makes it
-            from quadratseg.images import decode_image_rgb
-            from quadratseg.warp import quadrat_homography, warp_image
-
-            raw = decode_image_rgb(photos[0].read_bytes())
+            first = day["frame_names"].index(truths[0]["name"])
             size = tuple(truths[0]["warped_size"])
-            first = names.index(truths[0]["name"])
-            expected = warp_image(raw, quadrat_homography(corrected[first], size), size)
+            expected = warp_image(
+                decode_image_rgb(photos[0].read_bytes()),
+                quadrat_homography(day["corners"][first], size),
+                size,
+            )
             got = decode_image_rgb(cvat.task_frame_bytes(warped["id"], first))
             assert got.shape == expected.shape and np.abs(got.astype(int) - expected).mean() < 4
-
-            # 3. the grid corrected and completed -> the grid-free task in the coral project, pre-annotated
-            grid_label = next(lab for lab in cvat.labels(project_id=p_grid) if lab["name"] == "grid")
-            grids = {i: np.asarray(by_name[n]["grid_warped_xy"]) for i, n in enumerate(names)}
-            correct_and_complete(client, cvat, grid_job["id"], skeleton_shapes(grids, grid_label))
-            cvat_server.wait_deliveries(30)
-            wait_for(lambda: len(bridge.jobs()) >= 5, 60, "the grid removal job and the coral detection")
-            jobs = bridge.wait_idle(180)
-            clean = cvat.find_task(p_corals, "moorea_2023_batch_01_warped_clean")
-            assert clean is not None, jobs
-            (coral_job,) = cvat.task_jobs(clean["id"])
+            # 3. the grid-free task in the coral project, its job pre-annotated with polygons
+            assert [Path(n).stem for n in day["clean_names"]] == stems
+            jobs = seen["after_clean"]
             kinds = sorted((j["kind"], j["state"]) for j in jobs)
             assert kinds == [("detect", "done")] * 3 + [("remove_grid", "done"), ("warp", "done")], jobs
+            coral_job = day["jobs"]["corals"]
             coral_detect = next(j for j in jobs if j["params"].get("job_id") == coral_job["id"])
             assert coral_detect["result"]["frames"] == 3 and not coral_detect["result"]["failed_frames"]
-            shapes = client.jobs.retrieve(coral_job["id"]).get_annotations().shapes
-            coral_ids = {lab["id"] for lab in cvat.labels(project_id=p_corals)}
-            assert all(s.type == "polygon" and s.label_id in coral_ids and s.source == "auto" for s in shapes)
-            assert len(shapes) == coral_detect["result"]["shapes"]
+            coral_ids = {lab["id"] for lab in cvat.labels(project_id=projects["corals"])}
+            assert len(seen["coral_auto"]) == coral_detect["result"]["shapes"] > 0
+            assert sorted(s.id for s in seen["coral_auto"]) == coral_detect["result"]["shape_ids"]
+            assert all(s.type.value == "polygon" and s.label_id in coral_ids for s in seen["coral_auto"])
+            # the grid-free frames differ from the warped ones under the grid only
+            clean = decode_image_rgb(cvat.task_frame_bytes(day["clean"]["id"], first)).astype(int)
+            assert 0 < np.abs(clean - got).mean() < 40
 
         # our own uploads fired update:job deliveries (only updated_date changed): none looped
         touches = [
@@ -264,6 +185,9 @@ def test_three_stage_chain_from_a_corner_task_to_pre_annotated_coral_jobs(
         assert all(d["status_code"] in (200, 202) for d in cvat_server.deliveries), [
             (d["event"], d["status_code"]) for d in cvat_server.deliveries
         ]
+        # a task completed twice (its task and its last job both say so) made one warped task
+        answers = [json.loads(d["response"] or "{}").get("status") for d in cvat_server.deliveries]
+        assert answers.count("duplicate") >= 2
     finally:
         bridge.stop()
 
@@ -405,3 +329,96 @@ def test_cvat_down_during_the_upload_leaves_no_half_written_annotations(cvat_ser
         assert len(stored) == 4 and {s["source"] for s in stored} == {"auto"}
     finally:
         bridge.stop()
+
+
+def test_detection_again_replaces_its_own_shapes_and_never_manual_ones(cvat_server, tmp_path):
+    from cvat_sdk import models
+
+    genus = coral_labels(level="main_family")[0].name
+    polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
+    function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
+    project = cvat_server.state.add_project(
+        "corals", labels_to_raw_config(coral_labels(level="main_family"))
+    )["id"]
+    with connect(settings_for(cvat_server)) as client:
+        cvat = Cvat(client)
+        task = cvat.create_task(project, "t", "val", tiny_photos(tmp_path / "photos", 2))
+        (job,) = cvat.task_jobs(task["id"])
+        label_id = cvat.labels(project_id=project)[0]["id"]
+        manual = {"type": "polygon", "frame": 0, "label_id": label_id, "points": [2, 2, 5, 2, 5, 5]}
+        client.jobs.retrieve(job["id"]).set_annotations(models.LabeledDataRequest(shapes=[manual]))
+        bridge = BridgeProcess(bridge_env(cvat_server, tmp_path, {"fn": function.url})).start()
+        try:
+            url = f"{bridge.url}/detect-model-webhook?model_name=fn"
+            results = []
+            for updated in ("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z"):  # opened, later reopened
+                answer, _ = signed_post(url, opened_job_payload({**job, "updated_date": updated}))
+                job_id = answer.json()["job_id"]
+                results.append(
+                    wait_for(
+                        lambda job_id=job_id: bridge.job(job_id)["state"] == "done" and bridge.job(job_id),
+                        60,
+                        "job",
+                    )
+                )
+                shapes = client.jobs.retrieve(job["id"]).get_annotations().shapes
+                assert sorted(s.source for s in shapes) == ["auto", "auto", "manual"]
+                assert [s.points for s in shapes if s.source == "manual"] == [[2, 2, 5, 2, 5, 5]]
+        finally:
+            bridge.stop()
+    first, second = results
+    assert second["result"]["replaced"] == 2 and not set(first["result"]["shape_ids"]) & set(
+        second["result"]["shape_ids"]
+    )
+
+
+def test_frames_over_the_functions_body_limit_are_downscaled_and_mapped_back(
+    cvat_server, function_dirs, synthetic_set, tmp_path
+):
+    import base64
+
+    from PIL import Image
+
+    from quadratseg.synth.dataset import export_image_path, load_truth
+
+    limit = 150_000
+    function = FunctionProcess(function_dirs["pth-yolo-coralsegv4"], max_body=limit).start()
+    t = load_truth(synthetic_set)[0]
+    photo = Image.open(
+        export_image_path(synthetic_set / "cvat_exports" / "segmentation", t["subset"], t["name"])
+    )
+    (tmp_path / "big").mkdir()
+    big = tmp_path / "big" / "big_2024_001.png"
+    photo.convert("RGB").resize((1024, 1024), Image.Resampling.BICUBIC).save(big)
+    too_big = json.dumps({"image": base64.b64encode(big.read_bytes()).decode()})
+    assert len(too_big) > limit
+    assert httpx.post(function.url, content=too_big, timeout=30).status_code == 413  # as Nuclio answers
+    project = cvat_server.state.add_project(
+        "corals", labels_to_raw_config(coral_labels(level="main_family"))
+    )["id"]
+    with connect(settings_for(cvat_server)) as client:
+        cvat = Cvat(client)
+        task = cvat.create_task(project, "big", "test", [big])
+        (job,) = cvat.task_jobs(task["id"])
+    env = bridge_env(
+        cvat_server, tmp_path, {"pth-yolo-coralsegv4": function.url}, BRIDGE_FUNCTION_BODY_LIMIT=str(limit)
+    )
+    bridge = BridgeProcess(env, log_path=tmp_path / "bridge.log").start()
+    try:
+        url = f"{bridge.url}/detect-model-webhook?model_name=pth-yolo-coralsegv4&threshold=0.0"
+        answer, _ = signed_post(url, opened_job_payload(job))
+        job_id = answer.json()["job_id"]
+        done = wait_for(
+            lambda: bridge.job(job_id)["state"] in ("done", "failed") and bridge.job(job_id), 120, "job"
+        )
+        assert done["state"] == "done" and not done["result"]["failed_frames"], done
+        shapes = cvat_server.state.tasks[task["id"]].shapes
+        assert shapes and len(shapes) == done["result"]["shapes"]
+        assert {s["type"] for s in shapes} == {"mask"}
+        boxes = [s["points"][-4:] for s in shapes]  # a mask's points: run lengths, then its box
+        assert (
+            max(b[2] for b in boxes) <= 1023 and max(b[2] for b in boxes) > 600
+        )  # frame pixels, not sent ones
+    finally:
+        bridge.stop()
+        function.stop()

@@ -37,7 +37,7 @@ class RunningApp:
         import uvicorn
 
         from bridge.app import create_app
-        from bridge.queue import BridgeQueue
+        from bridge.jobqueue import BridgeQueue
 
         self.settings = Settings(bridge_state_dir=tmp_path / "bridge", cvat_webhook_secret=secret)
         self.queue = BridgeQueue(self.settings)

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from nuclio_driver import call_handler
+from tiny_models import tiny_lama_file
 
 from grid_inpainting.deploy_as_zip import deploy_as_zip
 from grid_inpainting.evaluate import load_pairs, width_coverage
@@ -27,21 +27,9 @@ from quadratseg.settings import Settings
 from quadratseg.synth import load_truth
 
 
-class TinyLama(torch.nn.Module):
-    """Same signature as big-lama.pt: (image [B,3,H,W] 0-1, mask [B,1,H,W] 0/1) -> [B,3,H,W]."""
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.to(image.dtype)
-        fill = torch.nn.functional.avg_pool2d(image * (1 - m), 9, stride=1, padding=4)
-        weight = torch.nn.functional.avg_pool2d(1 - m, 9, stride=1, padding=4).clamp(min=1e-3)
-        return image * (1 - m) + (fill / weight) * m
-
-
 @pytest.fixture(scope="module")
 def tiny_lama(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("lama") / "big-lama.pt"
-    torch.jit.script(TinyLama()).save(str(path))
-    return path
+    return tiny_lama_file(tmp_path_factory.mktemp("lama") / "big-lama.pt")
 
 
 @pytest.fixture(scope="module")

@@ -662,7 +662,9 @@ class CvatServer(ThreadingHTTPServer):
         if secret:
             digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
             headers["X-Signature-256"] = "sha256=" + digest
+        sent = time.perf_counter()
         status, response = self._post(target, body, headers, verify)
+        duration_ms = 1000 * (time.perf_counter() - sent)
         with self.state.lock:
             now = _now()
             record = {
@@ -679,6 +681,7 @@ class CvatServer(ThreadingHTTPServer):
                 "payload": payload,
                 "headers": headers,
                 "body": body,
+                "duration_ms": round(duration_ms, 2),  # until the receiver's answer (CVAT waits 10 s)
             }
             self.deliveries.append(record)
             hook.update(last_status=status, last_delivery_date=now)
