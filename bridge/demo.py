@@ -85,7 +85,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         export_image_path(ctx.synthetic_dir / "cvat_exports" / "corners", SPLIT, t["name"]) for t in truths
     ]
     server = CvatServer(shared).start()
-    functions = {name: FunctionProcess(path).start() for name, path in function_dirs.items()}
+    functions = FunctionProcess.start_all(function_dirs)
     bridge = BridgeProcess(
         {
             "CVAT_HOST": server.url,

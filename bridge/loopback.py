@@ -58,8 +58,8 @@ class FunctionProcess:
     process: subprocess.Popen | None = None
     url: str = ""
 
-    def start(self, timeout_s: float = 120.0) -> FunctionProcess:
-        """Start the server and wait until its model is loaded (it prints its address then)."""
+    def launch(self) -> FunctionProcess:
+        """Start the server process without waiting for it (see :meth:`ready`)."""
         command = [sys.executable, "-m", "bridge.function_server", str(self.function_dir), "--port", "0"]
         if self.max_body is not None:
             command += ["--max-body", str(self.max_body)]
@@ -67,12 +67,26 @@ class FunctionProcess:
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=self.function_dir
         )
-        line = self.process.stdout.readline()  # blocks until init_context ran
+        return self
+
+    def ready(self, timeout_s: float = 120.0) -> FunctionProcess:
+        """Wait until the model is loaded (the server prints its address then)."""
+        line = self.process.stdout.readline()
         if not line:
             _, err = self.process.communicate(timeout=timeout_s)
             raise RuntimeError(f"function server for {self.function_dir} did not start:\n{err[-3000:]}")
         self.url = json.loads(line)["url"]
         return self
+
+    def start(self, timeout_s: float = 120.0) -> FunctionProcess:
+        """Start the server and wait until it serves."""
+        return self.launch().ready(timeout_s)
+
+    @staticmethod
+    def start_all(function_dirs: dict[str, Path], **kwargs: Any) -> dict[str, FunctionProcess]:
+        """Several servers started side by side (their models load in parallel): {name: process}."""
+        launched = {name: FunctionProcess(path, **kwargs).launch() for name, path in function_dirs.items()}
+        return {name: process.ready() for name, process in launched.items()}
 
     def stop(self) -> None:
         """Stop the server."""

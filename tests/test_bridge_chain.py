@@ -91,7 +91,7 @@ def function_dirs(tiny_corner_model, tiny_grid_model, tiny_seg_model, tmp_path_f
 
 @pytest.fixture
 def functions(function_dirs):
-    running = {name: FunctionProcess(path).start() for name, path in function_dirs.items()}
+    running = FunctionProcess.start_all(function_dirs)
     yield {name: f.url for name, f in running.items()}
     for f in running.values():
         f.stop()
