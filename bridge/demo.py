@@ -17,7 +17,6 @@ it the stage is skipped with that reason.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -32,12 +31,6 @@ MODELS = {
     "gridpose": "pth-yolo-gridpose",
     "coralseg": "pth-yolo-coralsegv4",
 }
-
-
-def shared_data_dir() -> Path:
-    """``QUADRATSEG_SHARED_DATA`` or ``../shared/data`` beside the checkout."""
-    default = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return Path(os.environ.get("QUADRATSEG_SHARED_DATA", default))
 
 
 def build_functions(ctx: Any, root: Path) -> dict[str, Path]:
@@ -70,9 +63,9 @@ def stage(ctx: Any) -> dict[str, Any]:
     from quadratseg.synth.dataset import export_image_path, load_truth
 
     start = time.perf_counter()
-    shared = shared_data_dir()
-    if not (shared / "cvat" / "schema.yml").is_file():
-        return {"skipped": f"the CVAT stand-in needs {shared}/cvat (CVAT's schema and REST dumps)"}
+    shared = getattr(ctx, "shared_data", None) or Path(__file__).resolve().parents[2] / "shared" / "data"
+    if shared is None or not (shared / "cvat" / "schema.yml").is_file():
+        return {"skipped": "the CVAT stand-in needs ../shared/data/cvat (QUADRATSEG_SHARED_DATA): absent"}
     missing = [m for m in MODELS if not (ctx.out_dir / "runs" / m / "weights" / "best.pt").is_file()]
     if missing or "pose_predictors" not in ctx.shared:
         return {"skipped": f"the stages that train {', '.join(missing) or 'the pose models'} did not run"}

@@ -6,6 +6,10 @@ scored too. Keypoints are the grid model's predictions on every image (no annota
 photo the grid model takes to have no grid is skipped, with its reason in the summary. The same
 scores with the annotated keypoints are shown beside them (what a perfect grid model would give).
 Scored on the test images (the grid model trained on train and val picked its checkpoint).
+
+With the real third-party photos at hand (``QUADRATSEG_SHARED_DATA``), each backend is also scored
+on real reef texture: grid-shaped decoy masks beside the strings, filled and compared with the real
+pixels (:mod:`grid_inpainting.real_eval`).
 """
 
 from __future__ import annotations
@@ -16,9 +20,79 @@ from typing import Any
 from grid_inpainting.evaluate import evaluate_backends, load_pairs
 from grid_inpainting.inpaint import remove_grid, select_backend
 from quadratseg.errors import QuadratsegError
-from quadratseg.synth.dataset import load_truth
+from quadratseg.synth.dataset import export_image_path, load_truth
 
 EVAL_SPLIT = "test"
+REAL_FOLDERS = ("real_quadrats", "coralnet")
+REAL_MAX_SIDE = 768
+
+
+def real_photo_scores(ctx: Any, backends: list[Any]) -> dict[str, Any] | None:
+    """Per backend, PSNR/SSIM inside decoy masks on the real photos (None without them)."""
+    from grid_inpainting.real_eval import load_real_photos, score_real_photos
+
+    root = getattr(ctx, "shared_data", None)
+    folders = [root / name for name in REAL_FOLDERS if root is not None and (root / name).is_dir()]
+    if not folders:
+        return None
+    photos = [photo for folder in folders for photo in load_real_photos(folder, REAL_MAX_SIDE)]
+    scores, strips = score_real_photos(photos, backends, seed=ctx.seed)
+    section = ctx.report.section("Grid removal on real photos (grid_inpainting)")
+    section.paragraphs.append(
+        f"{len(photos)} real quadrat photos ({', '.join(REAL_FOLDERS)}; {REAL_MAX_SIDE} px on the long "
+        "side): the pixels under real strings are unknown, so grid-shaped decoy masks of the grid "
+        "mask's width are drawn where no string runs, filled by each backend, and scored against the "
+        "real reef texture that was there."
+    )
+    section.tables.append(
+        (
+            "Per backend on real photos (means over photos, inside the decoy masks)",
+            ["backend", "PSNR in mask", "SSIM in mask", "s/image"],
+            [[n, s["psnr_masked"], s["ssim_masked"], s["seconds_per_image"]] for n, s in scores.items()],
+        )
+    )
+    for name, image in strips.items():
+        ctx.report.add_image(section, f"real_inpaint_{name}", image, f"{name}: decoy | filled | photo", 1200)
+    return {
+        n: {k: v for k, v in s.items() if k != "photos"} | {"photos": len(s["photos"])}
+        for n, s in scores.items()
+    }
+
+
+def short_fine_tune(ctx: Any, section: Any) -> dict[str, Any] | str:
+    """With LaMa weights (LAMA_MODEL), a short self-supervised fine-tune on the grid-free training
+    quadrats (grid_inpainting.train): validation masked L1 before and after. Without them, why not."""
+    import json
+
+    from grid_inpainting.train import TrainConfig, fine_tune
+
+    if not ctx.settings.lama_model:
+        return "skipped: no LaMa weights (LAMA_MODEL is unset; nothing is downloaded)"
+    images = ctx.out_dir / "lama_train"
+    images.mkdir(parents=True, exist_ok=True)
+    for t in load_truth(ctx.synthetic_dir):
+        if t["subset"] == "train":
+            source = export_image_path(
+                ctx.synthetic_dir / "cvat_exports" / "segmentation", "train", t["name"]
+            )
+            (images / source.name).write_bytes(source.read_bytes())
+    cfg = TrainConfig(
+        str(images),
+        str(ctx.out_dir / "lama_finetune"),
+        str(ctx.settings.lama_model),
+        steps=30,
+        batch=2,
+        crop=256,
+        val_every=10,
+        seed=ctx.seed,
+    )
+    result = fine_tune(cfg)
+    section.paragraphs.append(
+        f"A 30-step fine-tune of LaMa on the grid-free training quadrats: validation masked L1 "
+        f"{result['val_masked_l1_before']} before, {result['val_masked_l1_after']} after "
+        f"({result['seconds']} s; {result['perceptual']})."
+    )
+    return json.loads(json.dumps(result))
 
 
 def stage(ctx: Any) -> dict[str, Any]:
@@ -95,7 +169,11 @@ def stage(ctx: Any) -> dict[str, Any]:
         ctx.report.add_image(
             section, f"inpaint_{name}", image, f"{name}: gridded input | cleaned | truth", 1200
         )
+    real = real_photo_scores(ctx, backends)
+    fine_tune = short_fine_tune(ctx, section)
     return {
+        "real_photos": real if real is not None else "skipped: no real photos (QUADRATSEG_SHARED_DATA)",
+        "fine_tune": fine_tune,
         "backend": best,
         "psnr_masked": scores[best]["psnr_masked"],
         "psnr_masked_input": scores[best]["psnr_masked_input"],

@@ -21,6 +21,7 @@ import numpy as np
 from grid_inpainting.inpaint import remove_grid, select_backend
 from grid_inpainting.masks import grid_mask
 from grid_inpainting.metrics import psnr, ssim
+from quadratseg.errors import QuadratsegError
 from quadratseg.images import read_image_rgb
 from quadratseg.synth import load_truth
 from quadratseg.synth.dataset import export_image_path
@@ -109,18 +110,25 @@ def width_coverage(
 
 
 def evaluate(
-    synthetic_dir: str,
+    synthetic_dir: str | None = None,
     backends: str = "opencv-telea,opencv-ns",
     out_dir: str | None = None,
     lama_model: str | None = None,
     line_width: float | None = None,
     limit: int = 0,
     widths: str | None = None,
+    real: str | None = None,
+    max_side: int = 1024,
+    seed: int = 0,
 ) -> str:
-    """Score grid removal against the clean truth of a synthetic set.
+    """Score grid removal against the clean truth of a synthetic set, or on real photos with --real.
+
+    On real photos the pixels under the strings are unknown: grid-shaped decoy masks are drawn beside
+    the strings (grid_inpainting.real_eval), filled by each backend, and scored against the real
+    pixels there (real_evaluation.json and one strip per backend: decoy, fill, photo).
 
     Args:
-        synthetic_dir: a set made by `python -m quadratseg.synth`.
+        synthetic_dir: a set made by `python -m quadratseg.synth` (not with --real).
         backends: comma-separated: lama, opencv-telea, opencv-ns.
         out_dir: where evaluation.json and the strips go
             (default: QUADRATSEG_OUTPUTS_DIR/grid_inpainting_eval).
@@ -128,6 +136,9 @@ def evaluate(
         line_width: mask width in px (default: 0.9 % of the image side).
         limit: evaluate only the first N images (0: all).
         widths: comma-separated width fractions to measure string coverage instead.
+        real: a folder of real photos (searched recursively) to score with decoy masks.
+        max_side: with --real, photos are downscaled to this many px on their long side (0: as they are).
+        seed: with --real, the seed of the decoy lattices.
 
     Returns:
         The scores as JSON.
@@ -135,8 +146,22 @@ def evaluate(
     from quadratseg.cli import as_names, current_settings, output_path, weights_path
 
     settings = current_settings()
-    pairs = load_pairs(Path(synthetic_dir), limit)
     out = output_path(out_dir, "grid_inpainting_eval", settings)
+    if real:
+        from grid_inpainting.real_eval import load_real_photos, score_real_photos
+
+        photos = load_real_photos(real, max_side)
+        lama = weights_path(lama_model, settings)
+        chosen = [select_backend(b, settings, lama) for b in as_names(backends)]
+        result, strips = score_real_photos(photos, chosen, line_width, seed)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, image in strips.items():
+            cv2.imwrite(str(out / f"real_strip_{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        (out / "real_evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        return json.dumps(result, indent=2)
+    if not synthetic_dir:
+        raise QuadratsegError("give a synthetic set (SYNTHETIC_DIR) or real photos (--real FOLDER)")
+    pairs = load_pairs(Path(synthetic_dir), limit)
     out.mkdir(parents=True, exist_ok=True)
     if widths:
         result: dict[str, Any] = {

@@ -66,6 +66,7 @@ class DemoContext:
     summary: dict[str, Any] = field(default_factory=dict)
     training_scale: float = 1.0  # share of each stage's training epochs (tests run tiny trainings)
     shared: dict[str, Any] = field(default_factory=dict)  # results later stages use (e.g. predicted grids)
+    shared_data: Path | None = None  # real third-party files (QUADRATSEG_SHARED_DATA), None when absent
 
     def read_rgb(self, path: Path) -> np.ndarray:
         """Read an image file as uint8 RGB (H, W, 3), upright (the core's reader)."""
@@ -210,6 +211,8 @@ def run_demo(
     generate_dataset(synthetic_dir, SynthConfig(images=images, seed=seed, size=size), overwrite=True)
     synth_seconds = time.perf_counter() - synth_start
     ctx = DemoContext(out, synthetic_dir, settings, Report(out), seed, training_scale=training_scale)
+    reference = settings.shared_data_dir or Path(__file__).resolve().parents[2] / "shared" / "data"
+    ctx.shared_data = reference if reference.is_dir() else None
     summary: dict[str, Any] = {}
     for stage in stages or STAGES:
         module_name = stage.split(":")[0]

@@ -92,6 +92,11 @@ class Settings:
     )
     sam_checkpoint: Path | None = _env("SAM_CHECKPOINT", "SAM ViT-B or CoralSCoP checkpoint file.")
     dinov2_checkpoint: Path | None = _env("DINOV2_CHECKPOINT", "Official DINOv2 backbone checkpoint file.")
+    shared_data_dir: Path | None = _env(
+        "QUADRATSEG_SHARED_DATA",
+        "Real third-party files for the demo's real-photo and CVAT stand-in stages; "
+        "empty: ../shared/data beside the checkout.",
+    )
     # Bridge (CVAT webhooks)
     cvat_webhook_secret: str = _env(
         "CVAT_WEBHOOK_SECRET",

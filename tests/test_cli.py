@@ -17,6 +17,8 @@ CLIS = [
     "grid_inpainting.evaluate",
     "grid_inpainting.prepare_data",
     "grid_inpainting.deploy_as_zip",
+    "grid_inpainting.train",
+    "grid_inpainting.predict",
     "grid_pose_detection.prepare_data",
     "grid_pose_detection.train",
     "grid_pose_detection.evaluate",
@@ -37,6 +39,8 @@ CLIS = [
     "DINOv2_mmseg.predict",
     "DINOv2_mmseg.inference_with_coralscop",
     "DINOv2_mmseg.deploy_as_zip",
+    "bridge",
+    "bridge.worker",
 ]
 
 

@@ -216,11 +216,20 @@ def test_remove_grid_from_fiftyone_keeps_metadata_and_links_back(synthetic_set, 
         )
         from grid_inpainting.prepare_data import prepare_data
 
-        assert json.loads(prepare_data(dataset_name, str(tmp_path / "pairs")))["pairs"] == source.count()
+        written = prepare_data(dataset_name, str(tmp_path / "pairs"), layout="predict")
+        assert json.loads(written)["pairs"] == source.count()
         masks = sorted((tmp_path / "pairs").glob("*_mask001.png"))
         assert len(masks) == source.count() == len(list((tmp_path / "pairs").glob("*.png"))) // 2
         mask = cv2.imread(str(masks[0]), cv2.IMREAD_GRAYSCALE)
         assert set(np.unique(mask)) == {0, 255} and 0.05 < (mask > 0).mean() < 0.6
+        # the fine-tune's layout: images and the pixels under the strings (twice the mask's width)
+        assert json.loads(prepare_data(dataset_name, str(tmp_path / "train")))["images"] == source.count()
+        unknown = sorted((tmp_path / "train" / "unknown").glob("*.png"))
+        assert [p.name for p in unknown] == sorted(
+            p.name for p in (tmp_path / "train" / "images").glob("*.png")
+        )
+        wide = cv2.imread(str(unknown[0]), cv2.IMREAD_GRAYSCALE) > 0
+        assert wide.mean() > (mask > 0).mean() and (wide | (mask == 0)).all()
     finally:
         if fo.dataset_exists(clean_name):
             fo.delete_dataset(clean_name)

@@ -75,3 +75,29 @@ def tiny_lama_file(path: Path) -> Path:
 
     torch.jit.script(TinyLama()).save(str(path))
     return path
+
+
+def tiny_trainable_lama_file(path: Path, seed: int = 0) -> Path:
+    """A small TorchScript network with big-lama.pt's signature and trainable weights (a few convolutions
+    that fill the mask from its surroundings), for fine-tuning tests on CPU."""
+    import torch
+
+    class TinyTrainableLama(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                torch.nn.Conv2d(4, 16, 5, padding=2),
+                torch.nn.ReLU(),
+                torch.nn.Conv2d(16, 16, 5, padding=4, dilation=2),
+                torch.nn.ReLU(),
+                torch.nn.Conv2d(16, 3, 3, padding=1),
+            )
+
+        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            m = mask.to(image.dtype)
+            fill = torch.sigmoid(self.body(torch.cat([image * (1 - m), m], dim=1)))
+            return image * (1 - m) + fill * m
+
+    torch.manual_seed(seed)
+    torch.jit.script(TinyTrainableLama()).save(str(path))
+    return path
