@@ -37,16 +37,17 @@ def build_functions(ctx: Any, root: Path) -> dict[str, Path]:
     """The three zips of the demo's models, unpacked: {function name: nuclio folder}."""
     from bridge.loopback import unpack_zip
     from coral_seg_yolo.deploy_as_zip import deploy_as_zip as seg_zip
+    from grid_pose_detection.demo import DEMO_CONF  # the pose stage's thresholds: briefly trained models
     from grid_pose_detection.deploy_as_zip import deploy_as_zip as pose_zip
-    from quadratseg.keypoints import save_template
 
     runs = ctx.out_dir / "runs"
-    pose = ctx.shared["pose_predictors"]
     out = {}
     for task in ("gridcorners", "gridpose"):
-        template = save_template(pose[task].template, root / f"{task}_template.npy")
+        template = runs / task / "kp_template.npy"  # the template the pose stage used
         weights = runs / task / "weights" / "best.pt"
-        out[MODELS[task]] = pose_zip(MODELS[task], str(weights), str(template), output=str(root / task))
+        out[MODELS[task]] = pose_zip(
+            MODELS[task], str(weights), str(template), output=str(root / task), box_conf=DEMO_CONF
+        )
     weights = runs / "coralseg" / "weights" / "best.pt"
     out[MODELS["coralseg"]] = seg_zip(MODELS["coralseg"], str(weights), output=str(root / "coralseg"))
     return {name: unpack_zip(path, root / f"{name}-unzipped") for name, path in out.items()}
@@ -56,6 +57,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     """Run the annotator's day through the bridge and report what it did (module docstring)."""
     from bridge.cvat_standin import CvatServer
     from bridge.loopback import BridgeProcess, FunctionProcess, add_webhooks, three_stage_day
+    from grid_pose_detection.demo import DEMO_KPT_CONF
     from quadratseg.cvat_client import connect
     from quadratseg.formats.cvat_labels import labels_to_raw_config
     from quadratseg.labelsets import coral_labels, corner_labels, grid_labels
@@ -66,9 +68,13 @@ def stage(ctx: Any) -> dict[str, Any]:
     shared = getattr(ctx, "shared_data", None) or Path(__file__).resolve().parents[2] / "shared" / "data"
     if shared is None or not (shared / "cvat" / "schema.yml").is_file():
         return {"skipped": "the CVAT stand-in needs ../shared/data/cvat (QUADRATSEG_SHARED_DATA): absent"}
-    missing = [m for m in MODELS if not (ctx.out_dir / "runs" / m / "weights" / "best.pt").is_file()]
-    if missing or "pose_predictors" not in ctx.shared:
-        return {"skipped": f"the stages that train {', '.join(missing) or 'the pose models'} did not run"}
+    runs = ctx.out_dir / "runs"
+    needed = [runs / m / "weights" / "best.pt" for m in MODELS] + [
+        runs / t / "kp_template.npy" for t in ("gridcorners", "gridpose")
+    ]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        return {"skipped": f"the stages that train the models did not run ({', '.join(missing)} missing)"}
     root = ctx.out_dir / "bridge"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -100,7 +106,10 @@ def stage(ctx: Any) -> dict[str, Any]:
         settings = Settings(cvat_host=server.url, cvat_username="admin", cvat_password="admin-password")
         with connect(settings) as client:
             projects = {p["name"]: p["id"] for p in state.projects.values()}
-            add_webhooks(client, bridge.url, projects, SECRET)
+            # the pose stage's keypoint threshold for its briefly trained models
+            add_webhooks(
+                client, bridge.url, projects, SECRET, {"corners": DEMO_KPT_CONF, "grid": DEMO_KPT_CONF}
+            )
             day = three_stage_day(
                 server, bridge, client, photos, {t["name"]: t for t in truths}, subset=SPLIT
             )

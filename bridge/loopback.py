@@ -60,6 +60,7 @@ class FunctionProcess:
 
     def launch(self) -> FunctionProcess:
         """Start the server process without waiting for it (see :meth:`ready`)."""
+        self.function_dir = Path(self.function_dir).resolve()
         command = [sys.executable, "-m", "bridge.function_server", str(self.function_dir), "--port", "0"]
         if self.max_body is not None:
             command += ["--max-body", str(self.max_body)]
@@ -185,21 +186,31 @@ FUNCTION_NAMES = {
 
 
 def add_webhooks(
-    client: Any, bridge_url: str, projects: dict[str, int], secret: str, coral_threshold: float | None = None
+    client: Any,
+    bridge_url: str,
+    projects: dict[str, int],
+    secret: str,
+    thresholds: dict[str, float] | None = None,
 ) -> None:
-    """The five webhooks of the three-stage set-up (docs/bridge.md), created through cvat-sdk."""
+    """The five webhooks of the three-stage set-up (docs/bridge.md), created through cvat-sdk;
+    ``thresholds`` per stage (corners, grid, corals) go into the detection URLs."""
     from cvat_sdk import models
 
-    threshold = "" if coral_threshold is None else f"&threshold={coral_threshold}"
+    given = thresholds or {}
+    threshold = {k: f"&threshold={given[k]}" if k in given else "" for k in FUNCTION_NAMES}
     job, both = ["update:job"], ["update:task", "update:job"]
     hooks = [
-        ("corners", f"detect-model-webhook?model_name={FUNCTION_NAMES['corners']}", job),
+        (
+            "corners",
+            f"detect-model-webhook?model_name={FUNCTION_NAMES['corners']}{threshold['corners']}",
+            job,
+        ),
         ("corners", f"crop-quadrat-and-create-new-task-webhook?target_proj_id={projects['grid']}", both),
-        ("grid", f"detect-model-webhook?model_name={FUNCTION_NAMES['grid']}", job),
+        ("grid", f"detect-model-webhook?model_name={FUNCTION_NAMES['grid']}{threshold['grid']}", job),
         ("grid", f"remove-grid-and-create-new-task-webhook?target_proj_id={projects['corals']}", both),
         (
             "corals",
-            f"detect-model-webhook?model_name={FUNCTION_NAMES['corals']}&conv_mask_to_poly=true{threshold}",
+            f"detect-model-webhook?model_name={FUNCTION_NAMES['corals']}&conv_mask_to_poly=true{threshold['corals']}",
             job,
         ),
     ]
@@ -284,7 +295,14 @@ def three_stage_day(
 
     def settle(jobs_expected: int) -> list[dict[str, Any]]:
         server.wait_deliveries(30)
-        wait_for(lambda: len(bridge.jobs()) >= jobs_expected, 60, f"{jobs_expected} bridge jobs")
+        try:
+            wait_for(lambda: len(bridge.jobs()) >= jobs_expected, 60, f"{jobs_expected} bridge jobs")
+        except TimeoutError as exc:
+            recent = [
+                (d["event"], d["webhook_id"], d["status_code"], str(d["response"])[:120])
+                for d in server.deliveries[-8:]
+            ]
+            raise TimeoutError(f"{exc}; jobs {bridge.jobs()}; last deliveries {recent}") from None
         return bridge.wait_idle(timeout_s)
 
     source = cvat.create_task(projects["corners"], name, subset, photos)

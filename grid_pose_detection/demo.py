@@ -18,7 +18,7 @@ from grid_pose_detection.predictor import PosePredictor
 from grid_pose_detection.prepare_data import write_pose_layout
 from grid_pose_detection.tasks import get_task
 from quadratseg.images import read_image_rgb
-from quadratseg.keypoints import grid_neighbour_pairs
+from quadratseg.keypoints import grid_neighbour_pairs, save_template
 from quadratseg.visualize import draw_keypoints
 from quadratseg.yolo_train import load_experiment, train_yolo
 
@@ -46,6 +46,7 @@ SHORT_RUN = {
 }
 WARP_SIZE = 768
 DEMO_CONF = 0.01
+DEMO_KPT_CONF = 0.2
 EVAL_SPLIT = "test"
 
 
@@ -75,12 +76,13 @@ def _train_and_evaluate(ctx: Any, task_name: str) -> tuple[dict[str, Any], PoseP
     # of 5 test photos lost a corner. Extra detections are dropped by the template matching.
     # the template fitted from the annotated training grids, as make_template does for deployment
     template = task.template() if task_name == "gridcorners" else fitted_template(samples, task)
+    save_template(template, Path(run["best"]).parents[1] / "kp_template.npy")  # beside the run, for zips
     predictor = PosePredictor(
         run["best"],
         task,
         template,
         conf=DEMO_CONF,
-        kpt_conf=0.2,
+        kpt_conf=DEMO_KPT_CONF,
         imgsz=imgsz,
         warp_size=(WARP_SIZE, WARP_SIZE),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from grid_pose_detection.tasks import get_task
+from quadratseg.errors import QuadratsegError
 from quadratseg.formats.cvat_labels import label_to_raw
 from quadratseg.keypoints import load_template
 from quadratseg.nuclio import BASE_PIP, FunctionSpec, write_nuclio_zip
@@ -30,7 +31,12 @@ def default_task(model_name: str) -> str:
 
 
 def function_spec(
-    model_name: str, weights: str, template: str, task: str | None = None, gpu: bool = False
+    model_name: str,
+    weights: str,
+    template: str,
+    task: str | None = None,
+    gpu: bool = False,
+    box_conf: float = 0.25,
 ) -> FunctionSpec:
     """The function spec (task from the model name unless given); reads no file."""
     task = task or default_task(model_name)
@@ -47,7 +53,12 @@ def function_spec(
         packages=("quadratseg", "grid_pose_detection"),
         pip=PIP,
         gpu=gpu,
-        env={"QUADRATSEG_POSE_TASK": task, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"},
+        env={
+            "QUADRATSEG_POSE_TASK": task,
+            "QUADRATSEG_POSE_BOX_CONF": str(box_conf),
+            "YOLO_OFFLINE": "1",
+            "YOLO_AUTOINSTALL": "0",
+        },
     )
 
 
@@ -58,6 +69,7 @@ def deploy_as_zip(
     task: str | None = None,
     output: str | None = None,
     gpu: bool = False,
+    box_conf: float = 0.25,
 ) -> str:
     """Write nuclio.zip for a corner or grid pose model.
 
@@ -69,6 +81,8 @@ def deploy_as_zip(
         task: gridcorners or gridpose (default: from the model name).
         output: folder or .zip path (default: QUADRATSEG_OUTPUTS_DIR/<model_name>).
         gpu: build for an NVIDIA GPU.
+        box_conf: the detections' box confidence threshold inside the function (the request's
+            ``threshold`` is the keypoints'); lower it for a briefly trained model (the demo: 0.01).
 
     Returns:
         The path of the zip.
@@ -79,7 +93,9 @@ def deploy_as_zip(
     weights = weights_path(weights, settings)
     task = task or default_task(model_name)
     load_template(template, get_task(task).n_points)  # refuse a template of the wrong shape now, not in CVAT
-    spec = function_spec(model_name, weights, template, task, gpu)
+    if not 0.0 <= box_conf <= 1.0:
+        raise QuadratsegError(f"--box-conf must be within 0..1, got {box_conf}")
+    spec = function_spec(model_name, weights, template, task, gpu, box_conf)
     return str(write_nuclio_zip(spec, output_path(output, model_name, settings)))
 
 

@@ -125,7 +125,7 @@ def test_three_stage_chain_from_a_corner_task_to_pre_annotated_coral_jobs(
     try:
         with connect(settings_for(cvat_server)) as client:
             projects = {p["name"]: p["id"] for p in state.projects.values()}
-            add_webhooks(client, bridge.url, projects, SECRET, coral_threshold=0.0)
+            add_webhooks(client, bridge.url, projects, SECRET, thresholds={"corals": 0.0})
             day = three_stage_day(cvat_server, bridge, client, photos, {t["name"]: t for t in truths})
             cvat = Cvat(client)
             seen = day["seen"]

@@ -24,7 +24,11 @@ def init_context(context):
     task = get_task(os.environ["QUADRATSEG_POSE_TASK"])
     template = load_template(HERE / "kp_template.npy", task.n_points)
     context.user_data.predictor = PosePredictor(
-        HERE / "best.pt", task, template, device=os.environ.get("QUADRATSEG_DEVICE", "auto")
+        HERE / "best.pt",
+        task,
+        template,
+        conf=float(os.environ.get("QUADRATSEG_POSE_BOX_CONF", "0.25")),
+        device=os.environ.get("QUADRATSEG_DEVICE", "auto"),
     )
     context.user_data.task = task
 
