@@ -80,6 +80,7 @@ def create_app(queue: Any, secret: str = "") -> Any:
     and ``enqueue``)."""
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(
         title="QUADRATSEG bridge",
@@ -99,11 +100,12 @@ def create_app(queue: Any, secret: str = "") -> Any:
             raise HTTPException(400, "the body is not a JSON object")
         return payload
 
-    def submit(key: str, kind: str, params: dict[str, Any]) -> JSONResponse:
-        job, new = store.claim(key, kind, params)
+    async def submit(key: str, kind: str, params: dict[str, Any]) -> JSONResponse:
+        # SQLite writes off the event loop: other deliveries and /health are answered meanwhile
+        job, new = await run_in_threadpool(store.claim, key, kind, params)
         if not new:
             return JSONResponse({"status": "duplicate", "job_id": job["id"], "state": job["state"]}, 200)
-        queue.enqueue(job["id"])
+        await run_in_threadpool(queue.enqueue, job["id"])
         logger.info("queued bridge job %d: %s", job["id"], key)
         return JSONResponse({"status": "queued", "job_id": job["id"]}, 202)
 
@@ -139,7 +141,7 @@ def create_app(queue: Any, secret: str = "") -> Any:
             "conv_mask_to_poly": conv_mask_to_poly,
             "threshold": threshold,
         }
-        return submit(key, DETECT_KIND, params)
+        return await submit(key, DETECT_KIND, params)
 
     async def derived(request: Request, kind: str, target_proj_id: int) -> JSONResponse:
         payload = await read_payload(request)
@@ -149,7 +151,7 @@ def create_app(queue: Any, secret: str = "") -> Any:
         if task_id is None:
             return ignored(reason)
         key = f"{kind}:{target_proj_id}:{task_id}"
-        return submit(key, kind, {"task_id": task_id, "target_project_id": target_proj_id})
+        return await submit(key, kind, {"task_id": task_id, "target_project_id": target_proj_id})
 
     @app.post("/crop-quadrat-and-create-new-task-webhook")
     async def crop_quadrat(

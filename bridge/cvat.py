@@ -33,6 +33,7 @@ class Cvat:
 
     def __init__(self, client: Any, retries: int = 3):
         self.client, self.retries = client, retries
+        self._jobs: dict[int, Any] = {}  # job proxies, fetched once per connection
 
     def _call(self, what: str, call: Any) -> Any:
         return with_retries(call, what, self.retries)
@@ -87,7 +88,11 @@ class Cvat:
 
     def job_frame_bytes(self, job_id: int, number: int) -> bytes:
         """The original bytes of absolute task frame ``number`` through its job."""
-        job = self.client.jobs.retrieve(job_id)
+        if job_id not in self._jobs:
+            self._jobs[job_id] = self._call(
+                f"reading job {job_id}", lambda: self.client.jobs.retrieve(job_id)
+            )
+        job = self._jobs[job_id]
         return self._call(
             f"downloading frame {number} of job {job_id}",
             lambda: job.get_frame(number, quality="original").read(),

@@ -24,6 +24,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,29 +91,46 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
         labels = project_labels(raw_labels)
         failed, unknown, shapes = {}, set(), []
         start = time.perf_counter()
-        for i, number in enumerate(frames.numbers):
-            answer_file = cache / f"frame-{number}.json"
-            if not answer_file.exists():
-                try:
-                    data = cvat.job_frame_bytes(cvat_job, number)
-                    image_b64, scale = encode_frame(data, services.functions.body_limit)
-                    body = {"image": image_b64}
-                    if params.get("threshold") is not None:
-                        body["threshold"] = float(params["threshold"])
-                    answer = services.functions.call(function, body)
-                    frame_shapes, frame_unknown = to_cvat_shapes(
-                        answer, labels, number, scale, bool(params.get("conv_mask_to_poly"))
+        todo = [n for n in frames.numbers if not (cache / f"frame-{n}.json").exists()]
+        pool = ThreadPoolExecutor(max_workers=1)  # the next frame downloads while this one is answered
+        downloads = {}
+
+        def prefetch(k: int) -> None:
+            if k < len(todo):
+                downloads[todo[k]] = pool.submit(cvat.job_frame_bytes, cvat_job, todo[k])
+
+        try:
+            prefetch(0)
+            fetched = 0
+            for i, number in enumerate(frames.numbers):
+                answer_file = cache / f"frame-{number}.json"
+                if not answer_file.exists():
+                    fetched += 1
+                    prefetch(fetched)
+                    try:
+                        data = downloads.pop(number).result()
+                        image_b64, scale = encode_frame(data, services.functions.body_limit)
+                        body = {"image": image_b64}
+                        if params.get("threshold") is not None:
+                            body["threshold"] = float(params["threshold"])
+                        answer = services.functions.call(function, body)
+                        frame_shapes, frame_unknown = to_cvat_shapes(
+                            answer, labels, number, scale, bool(params.get("conv_mask_to_poly"))
+                        )
+                    except (FunctionError, QuadratsegError, ValueError) as exc:
+                        failed[str(number)] = str(exc)
+                        logger.warning("job %d frame %d: %s", cvat_job, number, exc)
+                        services.store.progress(job["id"], i + 1, len(frames.numbers))
+                        continue
+                    _write_json_atomic(
+                        answer_file, {"shapes": frame_shapes, "unknown": sorted(frame_unknown)}
                     )
-                except (FunctionError, QuadratsegError, ValueError) as exc:
-                    failed[str(number)] = str(exc)
-                    logger.warning("job %d frame %d: %s", cvat_job, number, exc)
-                    services.store.progress(job["id"], i + 1, len(frames.numbers))
-                    continue
-                _write_json_atomic(answer_file, {"shapes": frame_shapes, "unknown": sorted(frame_unknown)})
-            cached = json.loads(answer_file.read_text(encoding="utf-8"))
-            shapes.extend(cached["shapes"])
-            unknown.update(cached["unknown"])
-            services.store.progress(job["id"], i + 1, len(frames.numbers))
+                cached = json.loads(answer_file.read_text(encoding="utf-8"))
+                shapes.extend(cached["shapes"])
+                unknown.update(cached["unknown"])
+                services.store.progress(job["id"], i + 1, len(frames.numbers))
+        finally:
+            pool.shutdown(cancel_futures=True)
         timings["frames_s"] = round(time.perf_counter() - start, 3)
         result: dict[str, Any] = {
             "frames": len(frames.numbers),
