@@ -199,6 +199,7 @@ def test_library_modules_read_no_environment_variables():
         "quadratseg.settings",  # load_settings/find_env_file: called by the entry points
         "quadratseg.offline",  # process set-up called by the entry points (writes only)
         "grid_inpainting.inpaint",  # sets simple-lama's LAMA_MODEL for its loader and restores it
+        "bridge.loopback",  # starts the bridge and function servers as processes with this environment
     }
     readers = []
     for name, rel, tree in _project_modules():
