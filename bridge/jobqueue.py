@@ -31,12 +31,13 @@ def make_huey(settings: Any) -> Any:
     if settings.bridge_redis_url:
         from huey import RedisHuey
 
-        return RedisHuey("quadratseg-bridge", url=settings.bridge_redis_url)
+        return RedisHuey("quadratseg-bridge", url=settings.bridge_redis_url, results=False)
     from huey import SqliteHuey
 
     state = Path(settings.bridge_state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey("quadratseg-bridge", filename=str(state / "queue.db"))
+    # results=False: outcomes live in the job store; huey would keep every return value forever
+    return SqliteHuey("quadratseg-bridge", filename=str(state / "queue.db"), results=False)
 
 
 def cvat_connection(settings: Any) -> Callable[[], Any]:
