@@ -146,7 +146,12 @@ def create_fiftyone_dataset(
     return json.dumps(summary, indent=2)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Console entry ``quadratseg-pull``."""
     from quadratseg.cli import run
 
-    run(create_fiftyone_dataset, name="data_engineering.create_fiftyone_dataset")
+    run(create_fiftyone_dataset, name="quadratseg-pull")
+
+
+if __name__ == "__main__":
+    main()

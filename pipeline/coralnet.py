@@ -42,7 +42,12 @@ def export(process_out: str, out_csv: str, points: int = 100, layout: str = "ran
     return json.dumps(export_points(process_out, out_csv, points, layout, seed))
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Console entry ``quadratseg-coralnet``."""
     from quadratseg.cli import run
 
-    run({"score": score, "export": export}, name="pipeline.coralnet")
+    run({"score": score, "export": export}, name="quadratseg-coralnet")
+
+
+if __name__ == "__main__":
+    main()

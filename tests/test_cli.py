@@ -233,3 +233,23 @@ def test_process_cli_names_missing_weights_in_one_line(tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "do not exist locally (nothing is downloaded)" in result.stderr
+
+
+def test_console_entries_of_pyproject_answer_help():
+    """Every [project.scripts] entry is installed beside the interpreter and answers --help."""
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"quadratseg-process", "quadratseg-pull", "quadratseg-bridge"} <= set(scripts)
+    for name in scripts:
+        script = Path(sys.executable).parent / name
+        assert script.is_file(), f"{name} is not installed: reinstall the project (make install)"
+        result = subprocess.run(
+            [str(script), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PAGER": "cat"},
+        )
+        assert result.returncode == 0, (name, result.stderr[-500:])
+        assert "FLAGS" in result.stdout + result.stderr or "COMMANDS" in result.stdout + result.stderr, name

@@ -40,7 +40,12 @@ def synth(
     return str(generate_dataset(Path(out_dir), config, overwrite=overwrite, workers=workers))
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Console entry ``quadratseg-synth``."""
     from quadratseg.cli import run
 
-    run(synth, name="quadratseg.synth")
+    run(synth, name="quadratseg-synth")
+
+
+if __name__ == "__main__":
+    main()
