@@ -39,7 +39,7 @@ def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
     if not header:
         return False
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.strip())
+    return hmac.compare_digest(expected.encode(), header.strip().encode("utf-8", "replace"))
 
 
 def detection_due(payload: dict[str, Any]) -> str:
@@ -105,7 +105,12 @@ def create_app(queue: Any, secret: str = "") -> Any:
         job, new = await run_in_threadpool(store.claim, key, kind, params)
         if not new:
             return JSONResponse({"status": "duplicate", "job_id": job["id"], "state": job["state"]}, 200)
-        await run_in_threadpool(queue.enqueue, job["id"])
+        try:
+            await run_in_threadpool(queue.enqueue, job["id"])
+        except Exception as exc:  # the queue is down: free the key so CVAT's retry can queue it
+            await run_in_threadpool(store.release, job["id"], f"could not be queued: {exc}")
+            logger.exception("bridge job %d could not be queued", job["id"])
+            raise HTTPException(503, f"the work queue is unavailable ({type(exc).__name__}); retry") from None
         logger.info("queued bridge job %d: %s", job["id"], key)
         return JSONResponse({"status": "queued", "job_id": job["id"]}, 202)
 

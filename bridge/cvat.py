@@ -146,8 +146,8 @@ class Cvat:
         return sorted(self.shape_ids(job_id) - before)
 
     def remove_shapes(self, job_id: int, ids: list[int]) -> int:
-        """Delete the shapes with these ids from a job (others, manual ones included, untouched);
-        the number deleted (ids no longer there are skipped)."""
+        """Delete the shapes with these ids that are still ``source: auto`` from a job (others, manual
+        and edited ones included, untouched); the number deleted (ids no longer there are skipped)."""
         from cvat_sdk import models
 
         if not ids:
@@ -155,7 +155,8 @@ class Cvat:
         job = self.client.jobs.retrieve(job_id)
         wanted = set(ids)
         current = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
-        doomed = [s for s in current.shapes if s.id in wanted]
+        # only shapes still as the function made them: an annotator's edit makes a shape theirs
+        doomed = [s for s in current.shapes if s.id in wanted and str(s.source) == "auto"]
         if doomed:
             request = models.PatchedLabeledDataRequest(
                 shapes=[models.LabeledShapeRequest(**s.to_dict()) for s in doomed]

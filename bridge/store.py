@@ -81,14 +81,22 @@ class JobStore:
         return out
 
     def claim(self, key: str, kind: str, params: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """(job, True) when ``key`` is new and the job was queued; (existing job, False) otherwise."""
+        """(job, True) when ``key`` is new, or its job had failed, and the job is (again) queued;
+        (existing job, False) otherwise."""
         with self._lock, self._connect() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO jobs (key, kind, params, created) VALUES (?, ?, ?, ?)",
                 (key, kind, json.dumps(params), time.time()),
             )
+            new = cursor.rowcount == 1
+            if not new:  # a failed job is work still to do: a retry or a redelivery queues it again
+                again = db.execute(
+                    "UPDATE jobs SET state = 'queued', finished = NULL WHERE key = ? AND state = 'failed'",
+                    (key,),
+                )
+                new = again.rowcount == 1
             row = db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
-        return self._row(row), cursor.rowcount == 1
+        return self._row(row), new
 
     def release(self, job_id: int, reason: str) -> None:
         """End a job as ``skipped`` and free its key (work that was not due yet, so a later event may

@@ -34,6 +34,7 @@ import numpy as np
 from bridge.convert import project_labels, to_cvat_shapes
 from bridge.functions import FunctionClient, FunctionError, encode_frame
 from bridge.store import JobStore
+from quadratseg.cvat_client import CvatConnectionError
 from quadratseg.errors import QuadratsegError
 from quadratseg.keypoints import N_CORNERS, N_GRID
 from quadratseg.labelsets import CORNER_LABEL, GRID_LABEL
@@ -117,6 +118,8 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
                         frame_shapes, frame_unknown = to_cvat_shapes(
                             answer, labels, number, scale, bool(params.get("conv_mask_to_poly"))
                         )
+                    except CvatConnectionError:
+                        raise  # CVAT is down: the whole job fails and can be retried, no frame is lost
                     except (FunctionError, QuadratsegError, ValueError) as exc:
                         failed[str(number)] = str(exc)
                         logger.warning("job %d frame %d: %s", cvat_job, number, exc)
@@ -144,6 +147,7 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
             return "failed", {**result, "error": f"every frame failed, e.g. {next(iter(failed.values()))}"}
         start = time.perf_counter()
         previous = previous_shape_ids(services.store, f"detect:{function}:{cvat_job}:", job["id"])
+        previous += job["result"].get("shape_ids", [])  # an earlier attempt of this job (resumed)
         result["shape_ids"] = cvat.add_shapes(cvat_job, shapes)
         services.store.note(job["id"], result)  # the new shapes are ours before the old ones go
         result["replaced"] = cvat.remove_shapes(cvat_job, previous)
@@ -221,7 +225,13 @@ def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str,
             return "failed", {"error": f"target project {target} does not exist (check target_proj_id)"}
         name = f"{task['name']}{SUFFIX[kind]}"
         existing = cvat.find_task(target, name)
-        if existing is not None:
+        if existing is not None and not existing.get("size"):  # left without data by a crash: remake it
+            cvat.client.tasks.remove_by_ids([existing["id"]])
+            existing = None
+        if existing is not None:  # made before; its jobs opened in case a crash came in between
+            for derived_job in cvat.task_jobs(existing["id"]):
+                if derived_job["state"] == "new":
+                    cvat.set_job_state(derived_job["id"], "in progress")
             return "done", {"task_id": existing["id"], "name": name, "created": False}
         labels = project_labels(
             cvat.labels(project_id=task["project_id"])
@@ -243,6 +253,8 @@ def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str,
                     out = _warp_frame(image, points[number], services.settings)
                 else:
                     out = _remove_grid_frame(image, points[number], services)
+            except (CvatConnectionError, FunctionError):
+                raise  # an outage, not a bad frame: fail the job rather than make a partial task
             except (QuadratsegError, ValueError) as exc:
                 failed[frame_name] = str(exc)
                 logger.warning("task %d frame %s: %s", task_id, frame_name, exc)
@@ -250,6 +262,8 @@ def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str,
             finally:
                 services.store.progress(job["id"], i + 1, len(numbers))
             path = stage / f"{Path(frame_name).stem}.jpg"
+            if path.exists():  # two frames with one stem (a/x.jpg, b/x.png): keep both
+                path = stage / f"{Path(frame_name).stem}_{number}.jpg"
             Image.fromarray(out).save(path, "JPEG", quality=95)
             files.append(path)
         if not files:
@@ -288,7 +302,8 @@ def run_job(job_id: int, services: Services) -> str:
         state, result = WORK[job["kind"]](store.get(job_id), services)
     except Exception as exc:  # recorded, not raised: the queue must go on with the next job
         logger.exception("bridge job %d (%s) failed", job_id, job["key"])
-        store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}", timings=_took(start))
+        so_far = (store.get(job_id) or {}).get("result") or {}  # keep what it changed (shape ids)
+        store.finish(job_id, "failed", so_far, error=f"{type(exc).__name__}: {exc}", timings=_took(start))
         return "failed"
     if state == "skipped" and job["kind"] in ("warp", "remove_grid"):
         store.release(job_id, result.get("reason", ""))  # not due: a later event may claim the key

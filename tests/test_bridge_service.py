@@ -347,3 +347,27 @@ def test_frames_over_the_body_limit_are_reencoded_then_downscaled():
     assert len(json.dumps({"image": small})) <= 200_000 and scale < 1.0
     decoded = decode_image_b64(small)
     assert decoded.shape[1] == round(800 * scale) and decoded.shape[0] == round(600 * scale)
+
+
+def test_a_failed_job_is_queued_again_by_the_next_delivery(tmp_path):
+    from bridge.store import JobStore
+
+    store = JobStore(tmp_path / "jobs.db")
+    job, new = store.claim("warp:2:3", "warp", {"task_id": 3})
+    assert new and store.start(job["id"])
+    store.note(job["id"], {"shape_ids": [5, 6]})
+    store.finish(job["id"], "failed", {"shape_ids": [5, 6]}, error="CVAT down")
+    again, new = store.claim("warp:2:3", "warp", {"task_id": 3})
+    assert new and again["id"] == job["id"] and again["state"] == "queued"
+    assert again["result"] == {"shape_ids": [5, 6]}  # what the failed attempt changed is remembered
+    assert store.start(job["id"]) and store.get(job["id"])["attempts"] == 2
+    store.finish(job["id"], "done")
+    assert store.claim("warp:2:3", "warp", {"task_id": 3})[1] is False  # done work is not redone
+
+
+def test_a_signature_with_odd_bytes_is_refused_not_crashed(signed_app):
+    body = json.dumps(job_payload()).encode()
+    answer = httpx.post(
+        signed_app.url + DETECT, content=body, headers=[(b"X-Signature-256", b"sha256=\xe9\xff")], timeout=10
+    )
+    assert answer.status_code == 401
