@@ -84,21 +84,23 @@ def stage(ctx: Any) -> dict[str, Any]:
         export_image_path(ctx.synthetic_dir / "cvat_exports" / "corners", SPLIT, t["name"]) for t in truths
     ]
     server = CvatServer(shared).start()
-    functions = FunctionProcess.start_all(function_dirs)
-    bridge = BridgeProcess(
-        {
-            "CVAT_HOST": server.url,
-            "CVAT_USERNAME": "admin",
-            "CVAT_PASSWORD": "admin-password",
-            "CVAT_WEBHOOK_SECRET": SECRET,
-            "BRIDGE_STATE_DIR": str(root / "state"),
-            "BRIDGE_FUNCTIONS": ",".join(f"{n}={f.url}" for n, f in functions.items()),
-            "BRIDGE_INPAINT": "local:opencv-telea",
-            "BRIDGE_WARP_SIZE": str(truths[0]["warped_size"][0]),
-        },
-        log_path=root / "bridge.log",
-    ).start()
+    functions: dict[str, Any] = {}
+    bridge = None
     try:
+        functions = FunctionProcess.start_all(function_dirs)
+        bridge = BridgeProcess(
+            {
+                "CVAT_HOST": server.url,
+                "CVAT_USERNAME": "admin",
+                "CVAT_PASSWORD": "admin-password",
+                "CVAT_WEBHOOK_SECRET": SECRET,
+                "BRIDGE_STATE_DIR": str(root / "state"),
+                "BRIDGE_FUNCTIONS": ",".join(f"{n}={f.url}" for n, f in functions.items()),
+                "BRIDGE_INPAINT": "local:opencv-telea",
+                "BRIDGE_WARP_SIZE": str(truths[0]["warped_size"][0]),
+            },
+            log_path=root / "bridge.log",
+        ).start()
         state = server.state
         state.add_project("corners", labels_to_raw_config(corner_labels()))
         state.add_project("grid", labels_to_raw_config(grid_labels()))
@@ -118,8 +120,9 @@ def stage(ctx: Any) -> dict[str, Any]:
             server.deliver(record["webhook_id"], record["payload"], redelivery=True)
         server.wait_deliveries(60)
         jobs = bridge.wait_idle(120)
-    finally:
-        bridge.stop()
+    finally:  # whatever started is stopped, even when a later start failed
+        if bridge is not None:
+            bridge.stop()
         for function in functions.values():
             function.stop()
         server.stop()

@@ -66,17 +66,42 @@ class FunctionProcess:
             command += ["--max-body", str(self.max_body)]
         env = {**os.environ, **self.env, "PYTHONPATH": str(self.function_dir)}
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=self.function_dir
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=self.function_dir,
         )
         return self
 
     def ready(self, timeout_s: float = 120.0) -> FunctionProcess:
-        """Wait until the model is loaded (the server prints its address then)."""
-        line = self.process.stdout.readline()
-        if not line:
-            _, err = self.process.communicate(timeout=timeout_s)
-            raise RuntimeError(f"function server for {self.function_dir} did not start:\n{err[-3000:]}")
-        self.url = json.loads(line)["url"]
+        """Wait until the model is loaded (the server prints its address then), then keep reading its
+        output in a thread (the last lines are kept in ``self.output``) so a chatty function never
+        blocks on a full pipe."""
+        import collections
+        import threading
+
+        self.output: collections.deque[str] = collections.deque(maxlen=200)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(
+                    f"function server for {self.function_dir} did not start:\n" + "".join(self.output)[-3000:]
+                )
+            self.output.append(line)
+            if line.startswith('{"url"'):
+                self.url = json.loads(line)["url"]
+                break
+        else:
+            raise TimeoutError(f"function server for {self.function_dir}: no address after {timeout_s} s")
+
+        def drain() -> None:
+            for rest in self.process.stdout:
+                self.output.append(rest)
+
+        threading.Thread(target=drain, name=f"drain-{self.function_dir.parent.name}", daemon=True).start()
         return self
 
     def start(self, timeout_s: float = 120.0) -> FunctionProcess:
