@@ -74,7 +74,7 @@ def main() -> None:
 
     from bridge.cvat import Cvat
     from bridge.cvat_standin import CvatServer
-    from bridge.loopback import BridgeProcess, FunctionProcess, unpack_zip, wait_for
+    from bridge.loopback import BridgeProcess, FunctionProcess, bridge_environment, unpack_zip
     from coral_seg_yolo.deploy_as_zip import deploy_as_zip
     from quadratseg.cvat_client import connect
     from quadratseg.formats.cvat_labels import labels_to_raw_config
@@ -100,18 +100,8 @@ def main() -> None:
     server = CvatServer(Path(args.shared_data)).start()
     function = FunctionProcess(function_dir).start()
     secret = "bench"
-    bridge = BridgeProcess(
-        {
-            "CVAT_HOST": server.url,
-            "CVAT_USERNAME": "admin",
-            "CVAT_PASSWORD": "admin-password",
-            "CVAT_WEBHOOK_SECRET": secret,
-            "BRIDGE_STATE_DIR": str(work / "bridge"),
-            "BRIDGE_FUNCTIONS": f"pth-yolo-coralsegv4={function.url}",
-        },
-        workers=1,
-        log_path=work / "bridge.log",
-    ).start()
+    env = bridge_environment(server.url, work / "bridge", {"pth-yolo-coralsegv4": function.url}, secret)
+    bridge = BridgeProcess(env, workers=1, log_path=work / "bridge.log").start()
     try:
         project = server.state.add_project("corals", labels_to_raw_config(coral_labels(level="main_family")))[
             "id"
@@ -140,9 +130,7 @@ def main() -> None:
         # detection throughput first, on an idle bridge
         body, headers = signed(delivery("bench-detect", job["id"]), secret)
         job_id = httpx.post(url, content=body, headers=headers, timeout=30).json()["job_id"]
-        done = wait_for(
-            lambda: bridge.job(job_id)["state"] in ("done", "failed") and bridge.job(job_id), 600, "job"
-        )
+        done = bridge.wait_job(job_id, 600)
         bridge_s = done["timings"]["frames_s"]
         # acknowledgements under concurrent deliveries (for jobs CVAT does not have: they fail fast later)
         latencies: list[float] = []

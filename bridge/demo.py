@@ -56,7 +56,13 @@ def build_functions(ctx: Any, root: Path) -> dict[str, Path]:
 def stage(ctx: Any) -> dict[str, Any]:
     """Run the annotator's day through the bridge and report what it did (module docstring)."""
     from bridge.cvat_standin import CvatServer
-    from bridge.loopback import BridgeProcess, FunctionProcess, add_webhooks, three_stage_day
+    from bridge.loopback import (
+        BridgeProcess,
+        FunctionProcess,
+        add_webhooks,
+        bridge_environment,
+        three_stage_day,
+    )
     from grid_pose_detection.demo import DEMO_KPT_CONF
     from quadratseg.cvat_client import connect
     from quadratseg.formats.cvat_labels import labels_to_raw_config
@@ -88,19 +94,15 @@ def stage(ctx: Any) -> dict[str, Any]:
     bridge = None
     try:
         functions = FunctionProcess.start_all(function_dirs)
-        bridge = BridgeProcess(
-            {
-                "CVAT_HOST": server.url,
-                "CVAT_USERNAME": "admin",
-                "CVAT_PASSWORD": "admin-password",
-                "CVAT_WEBHOOK_SECRET": SECRET,
-                "BRIDGE_STATE_DIR": str(root / "state"),
-                "BRIDGE_FUNCTIONS": ",".join(f"{n}={f.url}" for n, f in functions.items()),
-                "BRIDGE_INPAINT": "local:opencv-telea",
-                "BRIDGE_WARP_SIZE": str(truths[0]["warped_size"][0]),
-            },
-            log_path=root / "bridge.log",
-        ).start()
+        env = bridge_environment(
+            server.url,
+            root / "state",
+            {n: f.url for n, f in functions.items()},
+            SECRET,
+            BRIDGE_INPAINT="local:opencv-telea",
+            BRIDGE_WARP_SIZE=str(truths[0]["warped_size"][0]),
+        )
+        bridge = BridgeProcess(env, log_path=root / "bridge.log").start()
         state = server.state
         state.add_project("corners", labels_to_raw_config(corner_labels()))
         state.add_project("grid", labels_to_raw_config(grid_labels()))

@@ -124,6 +124,22 @@ class FunctionProcess:
                 self.process.kill()
 
 
+def bridge_environment(
+    cvat_url: str, state_dir: str | Path, functions: dict[str, str], secret: str = "", **extra: str
+) -> dict[str, str]:
+    """The settings (environment variables) of a bridge on the CVAT stand-in: its admin user, the
+    webhook secret, a state folder and the functions' addresses; ``extra`` adds or overrides."""
+    return {
+        "CVAT_HOST": cvat_url,
+        "CVAT_USERNAME": "admin",
+        "CVAT_PASSWORD": "admin-password",
+        "CVAT_WEBHOOK_SECRET": secret,
+        "BRIDGE_STATE_DIR": str(state_dir),
+        "BRIDGE_FUNCTIONS": ",".join(f"{name}={url}" for name, url in functions.items()),
+        **extra,
+    }
+
+
 @dataclass
 class BridgeProcess:
     """``python -m bridge`` with the given settings (environment variables) on a free port."""
@@ -190,6 +206,15 @@ class BridgeProcess:
         import httpx
 
         return httpx.get(f"{self.url}/jobs?limit=10000", timeout=10).json()
+
+    def wait_job(self, job_id: int, timeout_s: float = 120.0) -> dict[str, Any]:
+        """Wait until job ``job_id`` has ended (done, failed or skipped); the job."""
+
+        def ended() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job.get("state") in ("done", "failed", "skipped") else None
+
+        return wait_for(ended, timeout_s, f"bridge job {job_id}", every_s=0.1)
 
     def wait_idle(self, timeout_s: float = 300.0) -> list[dict[str, Any]]:
         """Wait until no job is queued or running; every job."""
@@ -336,20 +361,22 @@ def three_stage_day(
     seen["after_corners"] = settle(1)
     seen["corner_auto"] = auto_shapes(client, corner_job["id"])
     names = cvat.task_frames(source["id"])[1]
-    corner_label = next(
-        lab for lab in cvat.labels(project_id=projects["corners"]) if lab["name"] == "quadrat_corner"
-    )
-    corners = {i: truth_by_name[n]["corners_raw_xy"] for i, n in enumerate(names)}
-    correct_and_complete(client, corner_job["id"], skeleton_shapes(corners, corner_label))
+
+    def correct(job_id: int, project: str, label_name: str, truth_key: str) -> dict[int, Any]:
+        """The annotator puts the true points of every frame in and completes the job."""
+        label = next(lab for lab in cvat.labels(project_id=projects[project]) if lab["name"] == label_name)
+        points = {i: truth_by_name[n][truth_key] for i, n in enumerate(names)}
+        correct_and_complete(client, job_id, skeleton_shapes(points, label))
+        return points
+
+    corners = correct(corner_job["id"], "corners", "quadrat_corner", "corners_raw_xy")
     seen["after_warp"] = settle(3)
     warped = cvat.find_task(projects["grid"], f"{name}_warped")
     if warped is None:
         raise RuntimeError(f"the bridge made no warped task: {seen['after_warp']}")
     (grid_job,) = cvat.task_jobs(warped["id"])
     seen["grid_auto"] = auto_shapes(client, grid_job["id"])
-    grid_label = next(lab for lab in cvat.labels(project_id=projects["grid"]) if lab["name"] == "grid")
-    grids = {i: truth_by_name[n]["grid_warped_xy"] for i, n in enumerate(names)}
-    correct_and_complete(client, grid_job["id"], skeleton_shapes(grids, grid_label))
+    correct(grid_job["id"], "grid", "grid", "grid_warped_xy")
     seen["after_clean"] = settle(5)
     clean = cvat.find_task(projects["corals"], f"{name}_warped_clean")
     if clean is None:

@@ -127,6 +127,15 @@ class JobStore:
             rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [self._row(r) for r in rows]
 
+    def with_key_prefix(self, prefix: str) -> list[dict[str, Any]]:
+        """Every job whose key starts with ``prefix``, oldest first."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE key LIKE ? ESCAPE '\\' ORDER BY id", (pattern,)
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
     def start(self, job_id: int) -> bool:
         """Mark a queued job running (one more attempt); False when it is not queued (already running
         elsewhere or ended: a duplicate delivery of the queue message does nothing)."""

@@ -68,11 +68,12 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
 
 def previous_shape_ids(store: JobStore, key_prefix: str, job_id: int) -> list[int]:
     """Ids of the shapes earlier detection jobs with the same key prefix (function and CVAT job) made."""
-    ids = []
-    for job in store.list(limit=10_000):
-        if job["id"] != job_id and job["key"].startswith(key_prefix):
-            ids.extend(job["result"].get("shape_ids", []))
-    return ids
+    return [
+        i
+        for job in store.with_key_prefix(key_prefix)
+        if job["id"] != job_id
+        for i in job["result"].get("shape_ids", [])
+    ]
 
 
 def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]]:

@@ -27,6 +27,7 @@ from bridge.loopback import (
     BridgeProcess,
     FunctionProcess,
     add_webhooks,
+    bridge_environment,
     three_stage_day,
     unpack_zip,
     wait_for,
@@ -42,19 +43,17 @@ SECRET = "s3cret"
 
 
 def bridge_env(cvat_server, tmp_path, functions, **extra):
-    return {
-        "CVAT_HOST": cvat_server.url,
-        "CVAT_USERNAME": "admin",
-        "CVAT_PASSWORD": "admin-password",
-        "CVAT_RETRIES": "2",
-        "CVAT_TIMEOUT_S": "10",
-        "CVAT_WEBHOOK_SECRET": SECRET,
-        "BRIDGE_STATE_DIR": str(tmp_path / "bridge"),
-        "BRIDGE_FUNCTIONS": ",".join(f"{name}={url}" for name, url in functions.items()),
-        "BRIDGE_FUNCTION_RETRIES": "2",
-        "BRIDGE_FUNCTION_TIMEOUT_S": "60",
+    return bridge_environment(
+        cvat_server.url,
+        tmp_path / "bridge",
+        functions,
+        SECRET,
+        CVAT_RETRIES="2",
+        CVAT_TIMEOUT_S="10",
+        BRIDGE_FUNCTION_RETRIES="2",
+        BRIDGE_FUNCTION_TIMEOUT_S="60",
         **extra,
-    }
+    )
 
 
 def settings_for(cvat_server):
@@ -272,9 +271,7 @@ def test_a_500_frame_job_is_acknowledged_at_once_and_survives_a_restart(cvat_ser
     calls_before = function.calls
     bridge = BridgeProcess(env, workers=1, log_path=tmp_path / "bridge.log").start()
     try:
-        done = wait_for(
-            lambda: bridge.job(job_id)["state"] in ("done", "failed") and bridge.job(job_id), 300, "job"
-        )
+        done = bridge.wait_job(job_id, 300)
         assert done["state"] == "done" and done["result"]["frames"] == 500 and done["attempts"] == 2
         assert function.calls - calls_before <= 500 - 100 + 2  # the answered frames were not asked again
         again, _ = signed_post(f"{bridge.url}/detect-model-webhook?model_name=fn", opened_job_payload(job))
@@ -301,28 +298,14 @@ def test_cvat_down_during_the_upload_leaves_no_half_written_annotations(cvat_ser
         # CVAT answers 503 to every annotation upload for a while: retries, then a recorded failure
         cvat_server.fail_next = [("PATCH", r"/api/jobs/\d+/annotations", 503)] * 10
         answer, _ = signed_post(f"{bridge.url}/detect-model-webhook?model_name=fn", opened_job_payload(job))
-        done = wait_for(
-            lambda: (
-                bridge.job(answer.json()["job_id"])["state"] in ("done", "failed")
-                and bridge.job(answer.json()["job_id"])
-            ),
-            120,
-            "job",
-        )
+        done = bridge.wait_job(answer.json()["job_id"])
         assert done["state"] == "failed" and "uploading" in done["error"]
         assert cvat_server.state.tasks[task["id"]].shapes == []
         # a function answering garbage on some frames: those frames are recorded, the others go on
         cvat_server.fail_next = []
         later = {**job, "updated_date": "2026-12-02T00:00:00.000000Z"}
         answer, _ = signed_post(f"{bridge.url}/detect-model-webhook?model_name=fn", opened_job_payload(later))
-        done = wait_for(
-            lambda: (
-                bridge.job(answer.json()["job_id"])["state"] in ("done", "failed")
-                and bridge.job(answer.json()["job_id"])
-            ),
-            120,
-            "job",
-        )
+        done = bridge.wait_job(answer.json()["job_id"])
         assert done["state"] == "done" and len(done["result"]["failed_frames"]) == 2
         assert all("not JSON" in why for why in done["result"]["failed_frames"].values())
         stored = cvat_server.state.tasks[task["id"]].shapes
@@ -354,13 +337,8 @@ def test_detection_again_replaces_its_own_shapes_and_never_manual_ones(cvat_serv
             for updated in ("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z"):  # opened, later reopened
                 answer, _ = signed_post(url, opened_job_payload({**job, "updated_date": updated}))
                 job_id = answer.json()["job_id"]
-                results.append(
-                    wait_for(
-                        lambda job_id=job_id: bridge.job(job_id)["state"] == "done" and bridge.job(job_id),
-                        60,
-                        "job",
-                    )
-                )
+                results.append(bridge.wait_job(job_id, 60))
+                assert results[-1]["state"] == "done", results[-1]
                 shapes = client.jobs.retrieve(job["id"]).get_annotations().shapes
                 assert sorted(s.source for s in shapes) == ["auto", "auto", "manual"]
                 assert [s.points for s in shapes if s.source == "manual"] == [[2, 2, 5, 2, 5, 5]]
@@ -408,9 +386,7 @@ def test_frames_over_the_functions_body_limit_are_downscaled_and_mapped_back(
         url = f"{bridge.url}/detect-model-webhook?model_name=pth-yolo-coralsegv4&threshold=0.0"
         answer, _ = signed_post(url, opened_job_payload(job))
         job_id = answer.json()["job_id"]
-        done = wait_for(
-            lambda: bridge.job(job_id)["state"] in ("done", "failed") and bridge.job(job_id), 120, "job"
-        )
+        done = bridge.wait_job(job_id, 120)
         assert done["state"] == "done" and not done["result"]["failed_frames"], done
         shapes = cvat_server.state.tasks[task["id"]].shapes
         assert shapes and len(shapes) == done["result"]["shapes"]

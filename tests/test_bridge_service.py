@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import io
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,13 +20,8 @@ import httpx
 import numpy as np
 import pytest
 
+from bridge.loopback import free_port
 from quadratseg.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RunningApp:
