@@ -1,0 +1,203 @@
+"""The pretrained weights every command may start from, under standard names in ``QUADRATSEG_MODELS_DIR``.
+
+Nothing is ever downloaded: a user copies the files once (from the sources named here) into the
+models folder, and each command picks its default from there and says which file it used. A file
+that is missing is a :class:`MissingWeightsError` naming the path it looked at and where such a
+file comes from. Training from random initialisation is an explicit choice (``--from-scratch``).
+
+The layout (flat, official file names)::
+
+    $QUADRATSEG_MODELS_DIR/
+        yolo11{n,s,m,l,x}-seg.pt        coral_seg_yolo.train
+        yolo11{n,s,m,l,x}-pose.pt       grid_pose_detection.train
+        dinov2_vit{s,b,l,g}14_pretrain.pth   DINOv2_mmseg.train (backbone)
+        sam_vit_{b,l,h}_*.pth           DINOv2_mmseg refinement (SAM_CHECKPOINT)
+        vit_b_coralscop.pth             DINOv2_mmseg refinement (CoralSCoP)
+        big-lama.pt                     grid_inpainting (LAMA_MODEL)
+
+``python -m quadratseg.weights`` lists the catalogue and which files are present.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from quadratseg.errors import QuadratsegError
+
+YOLO_SIZES = ("n", "s", "m", "l", "x")
+DINOV2_ARCHS = {"vit_s": "s", "vit_b": "b", "vit_l": "l", "vit_g": "g"}
+
+_ULTRALYTICS = "the ultralytics assets release (github.com/ultralytics/assets/releases, tag v8.3.0)"
+_DINOV2 = "the DINOv2 repository's pretrained backbones (dl.fbaipublicfiles.com/dinov2/<name>/<file>)"
+_SAM = "the segment-anything repository's model checkpoints (github.com/facebookresearch/segment-anything)"
+
+
+class MissingWeightsError(QuadratsegError):
+    """A pretrained weights file the command needs is not in the models folder."""
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One pretrained file: its catalogue key, file name, what it is, where it comes from, who uses it."""
+
+    key: str
+    filename: str
+    kind: str
+    source: str
+    used_by: str
+
+
+def _catalogue() -> dict[str, WeightsFile]:
+    files: list[WeightsFile] = []
+    for size in YOLO_SIZES:
+        files.append(
+            WeightsFile(
+                f"yolo11{size}-seg",
+                f"yolo11{size}-seg.pt",
+                f"YOLO11{size} instance segmentation (COCO)",
+                _ULTRALYTICS,
+                "coral_seg_yolo.train",
+            )
+        )
+        files.append(
+            WeightsFile(
+                f"yolo11{size}-pose",
+                f"yolo11{size}-pose.pt",
+                f"YOLO11{size} pose (COCO keypoints)",
+                _ULTRALYTICS,
+                "grid_pose_detection.train",
+            )
+        )
+    for arch, letter in DINOV2_ARCHS.items():
+        files.append(
+            WeightsFile(
+                f"dinov2_{arch}",
+                f"dinov2_vit{letter}14_pretrain.pth",
+                f"DINOv2 ViT-{letter.upper()}/14 backbone (arch={arch})",
+                _DINOV2,
+                "DINOv2_mmseg.train",
+            )
+        )
+    for size, file in (
+        ("b", "sam_vit_b_01ec64.pth"),
+        ("l", "sam_vit_l_0b3195.pth"),
+        ("h", "sam_vit_h_4b8939.pth"),
+    ):
+        files.append(
+            WeightsFile(f"sam_vit_{size}", file, f"SAM ViT-{size.upper()}", _SAM, "DINOv2_mmseg refinement")
+        )
+    files.append(
+        WeightsFile(
+            "coralscop",
+            "vit_b_coralscop.pth",
+            "CoralSCoP (SAM ViT-B fine-tuned on corals)",
+            "the CoralSCoP authors' release (the checkpoint link in their repository's README)",
+            "DINOv2_mmseg refinement and its Nuclio zip",
+        )
+    )
+    files.append(
+        WeightsFile(
+            "big-lama",
+            "big-lama.pt",
+            "LaMa big-lama as TorchScript",
+            "simple-lama-inpainting's release (github.com/enesmsahin/simple-lama-inpainting/releases)",
+            "grid_inpainting (LAMA_MODEL)",
+        )
+    )
+    return {f.key: f for f in files}
+
+
+CATALOGUE: dict[str, WeightsFile] = _catalogue()
+
+
+def weights_file(key: str) -> WeightsFile:
+    """The catalogue entry of ``key`` (``yolo11n-seg``, ``dinov2_vit_b``, ``coralscop``...).
+
+    Example:
+        >>> weights_file("dinov2_vit_b").filename
+        'dinov2_vitb14_pretrain.pth'
+    """
+    try:
+        return CATALOGUE[key]
+    except KeyError:
+        raise QuadratsegError(f"no pretrained weights named {key!r}; known: {', '.join(CATALOGUE)}") from None
+
+
+def locate(key: str, models_dir: str | Path) -> Path:
+    """The file of ``key`` in ``models_dir``; a clear error naming the path and the source when absent.
+
+    Raises:
+        MissingWeightsError: the file is not there (nothing is downloaded).
+    """
+    entry = weights_file(key)
+    path = Path(models_dir) / entry.filename
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"pretrained weights {path} not found ({entry.kind}). Nothing is downloaded: copy "
+            f"{entry.filename} from {entry.source} into QUADRATSEG_MODELS_DIR ({Path(models_dir)}), "
+            "give a local file instead, or pass --from-scratch to train from random initialisation"
+        )
+    return path
+
+
+def yolo_key(architecture: str | Path) -> str | None:
+    """The catalogue key of the COCO weights of a YOLO11 architecture YAML, or None.
+
+    Example:
+        >>> yolo_key("yolo11s-pose.yaml"), yolo_key("configs/yolo11n-seg.yaml"), yolo_key("custom.yaml")
+        ('yolo11s-pose', 'yolo11n-seg', None)
+    """
+    match = re.fullmatch(r"(yolo11[nsmlx]-(?:seg|pose))\.ya?ml", Path(str(architecture)).name)
+    return match.group(1) if match else None
+
+
+def dinov2_key(arch: str) -> str | None:
+    """The catalogue key of the official DINOv2 backbone of an ``arch`` (``vit_b``), or None (``tiny``).
+
+    Example:
+        >>> dinov2_key("vit_b"), dinov2_key("tiny")
+        ('dinov2_vit_b', None)
+    """
+    return f"dinov2_{arch}" if arch in DINOV2_ARCHS else None
+
+
+def inventory(models_dir: str | Path) -> list[dict[str, str | bool]]:
+    """Every catalogue entry with its path in ``models_dir`` and whether the file is there."""
+    root = Path(models_dir)
+    return [
+        {
+            "key": f.key,
+            "file": str(root / f.filename),
+            "present": (root / f.filename).is_file(),
+            "kind": f.kind,
+            "used_by": f.used_by,
+            "source": f.source,
+        }
+        for f in CATALOGUE.values()
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m quadratseg.weights [MODELS_DIR]``: the catalogue, present files first."""
+    import sys
+
+    from quadratseg.settings import load_settings
+
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help"):
+        sys.stdout.write(f"{__doc__}\n")
+        return 0
+    models_dir = Path(args[0]) if args else Path(load_settings().models_dir)
+    rows = sorted(inventory(models_dir), key=lambda r: not r["present"])
+    lines = [f"QUADRATSEG_MODELS_DIR = {models_dir}"]
+    for row in rows:
+        mark = "present" if row["present"] else "missing"
+        lines.append(f"  {mark:8s} {Path(str(row['file'])).name:32s} {row['kind']} -> {row['used_by']}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
