@@ -183,7 +183,8 @@ def train_over_seeds(work, seeds, layouts, epochs):
                 if epochs:
                     recipe["epochs"] = epochs
                 start = time.perf_counter()
-                run = train_yolo(load_experiment(task.config, recipe), data, root / "runs", task_name)
+                config = load_experiment(task.config, recipe)
+                run = train_yolo(config, data, root / "runs", task_name, from_scratch=True)
                 seconds = time.perf_counter() - start
                 predictor = PosePredictor(
                     run["best"], task, conf=DEMO_CONF, kpt_conf=0.2, imgsz=TRAINING[task_name]["imgsz"]

@@ -85,6 +85,7 @@ def main() -> None:
                 imgsz=320,
                 batch=4,
                 workers=0,
+                from_scratch=True,
                 args={"plots": False, "nbs": 4, "val": False},  # the optimizer steps every batch
             )
         )

@@ -84,7 +84,12 @@ def stage(ctx: Any) -> dict[str, Any]:
     config = load_experiment(CONFIG, {**SHORT_RUN, "epochs": epochs, "seed": ctx.seed})
     train_start = time.perf_counter()
     run = train_yolo(
-        config, root / "data" / "data.yaml", ctx.out_dir / "runs", "coralseg", ctx.settings.num_threads
+        config,
+        root / "data" / "data.yaml",
+        ctx.out_dir / "runs",
+        "coralseg",
+        ctx.settings.num_threads,
+        from_scratch=True,
     )
     train_seconds = time.perf_counter() - train_start
     metrics = ultralytics_validation(

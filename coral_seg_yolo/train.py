@@ -26,6 +26,10 @@ def train(
     batch: int | None = None,
     workers: int | None = None,
     patience: int | None = None,
+    device: Any = None,
+    from_scratch: bool = False,
+    tensorboard: bool = True,
+    mlflow: str | None = None,
     args: dict[str, Any] | str | None = None,
 ) -> str:
     """Train YOLO11-seg from the experiment YAML; the flags override it.
@@ -43,6 +47,13 @@ def train(
         batch: batch size.
         workers: data-loading workers.
         patience: early-stopping patience in epochs.
+        device: cpu, a GPU (0) or several (0,1: ultralytics' own DDP); default QUADRATSEG_DEVICE.
+        from_scratch: start an architecture YAML from random weights. Without it the YAML starts from
+            its COCO weights in QUADRATSEG_MODELS_DIR (yolo11{n,s,m,l,x}-seg.pt; python -m quadratseg.weights
+            lists them) and a missing file is an error.
+        tensorboard: log the curves for TensorBoard in the run folder (--notensorboard turns it off;
+            open with tensorboard --logdir RUN_FOLDER).
+        mlflow: MLflow tracking URI to log to as well (needs the optional mlflow package).
         args: any other ultralytics train arguments as JSON, e.g. --args '{"lr0": 0.01}'.
 
     Returns:
@@ -60,7 +71,20 @@ def train(
         "patience": patience,
     }
     project_dir = output_path(project, "runs/seg", settings)
-    result = run_training(config or CONFIG, data, project_dir, name, resume, overrides, args, settings)
+    result = run_training(
+        config or CONFIG,
+        data,
+        project_dir,
+        name,
+        resume,
+        overrides,
+        args,
+        settings,
+        from_scratch=from_scratch,
+        tensorboard=tensorboard,
+        mlflow=mlflow,
+        device=device,
+    )
     return json.dumps(result, indent=2, default=str)
 
 

@@ -68,7 +68,14 @@ def _train_and_evaluate(ctx: Any, task_name: str) -> tuple[dict[str, Any], PoseP
         task.config, {**SHORT_RUN, **TRAINING[task_name], "epochs": epochs, "seed": ctx.seed}
     )
     start = time.perf_counter()
-    run = train_yolo(config, root / "data.yaml", ctx.out_dir / "runs", task_name, ctx.settings.num_threads)
+    run = train_yolo(
+        config,
+        root / "data.yaml",
+        ctx.out_dir / "runs",
+        task_name,
+        ctx.settings.num_threads,
+        from_scratch=True,
+    )
     seconds = time.perf_counter() - start
     imgsz = TRAINING[task_name]["imgsz"]
     # low thresholds: a briefly trained model is unsure of its boxes (box confidence ~0.1) while its

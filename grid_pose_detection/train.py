@@ -25,6 +25,10 @@ def train(
     batch: int | None = None,
     workers: int | None = None,
     patience: int | None = None,
+    device: Any = None,
+    from_scratch: bool = False,
+    tensorboard: bool = True,
+    mlflow: str | None = None,
     args: dict[str, Any] | None = None,
 ) -> str:
     """Train a pose model from the task's experiment YAML; the flags override it.
@@ -43,6 +47,13 @@ def train(
         batch: batch size.
         workers: data-loading workers.
         patience: early-stopping patience in epochs.
+        device: cpu, a GPU (0) or several (0,1: ultralytics' own DDP); default QUADRATSEG_DEVICE.
+        from_scratch: start an architecture YAML from random weights. Without it the YAML starts from
+            its COCO weights in QUADRATSEG_MODELS_DIR (yolo11{n,s,m,l,x}-pose.pt; python -m quadratseg.weights
+            lists them) and a missing file is an error.
+        tensorboard: log the curves for TensorBoard in the run folder (--notensorboard turns it off;
+            open with tensorboard --logdir RUN_FOLDER).
+        mlflow: MLflow tracking URI to log to as well (needs the optional mlflow package).
         args: any other ultralytics train arguments, e.g. --args '{"lr0": 0.01, "mosaic": 0}'.
 
     Returns:
@@ -69,6 +80,10 @@ def train(
         overrides,
         args,
         settings,
+        from_scratch=from_scratch,
+        tensorboard=tensorboard,
+        mlflow=mlflow,
+        device=device,
     )
     return json.dumps(result, indent=2, default=str)
 

@@ -179,6 +179,37 @@ def keep_text_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def negated_flags(
+    component: Callable[..., Any] | dict[str, Callable[..., Any]], argv: list[str]
+) -> list[str]:
+    """``--no-NAME`` -> ``--NAME=False`` for a boolean parameter ``NAME`` of the function called
+    (fire itself only knows ``--noNAME``); other words are left as they are.
+
+    Example:
+        >>> def train(data: str, tensorboard: bool = True, from_scratch: bool = False): ...
+        >>> negated_flags(train, ["d.yaml", "--no-tensorboard", "--from-scratch", "--no-such"])
+        ['d.yaml', '--tensorboard=False', '--from-scratch', '--no-such']
+    """
+    func = component
+    if isinstance(component, dict):
+        func = component.get(argv[0]) if argv else None
+    if not callable(func):
+        return argv
+    try:
+        hints = get_type_hints(func)
+    except Exception:
+        return argv
+    flags = {name.replace("_", "-") for name, hint in hints.items() if hint is bool}
+    out = []
+    for word in argv:
+        name = word[5:] if word.startswith("--no-") else None
+        if name is not None and name.replace("_", "-") in flags:
+            out.append(f"--{name}=False")
+        else:
+            out.append(word)
+    return out
+
+
 def prepare(component: Callable[..., Any] | dict[str, Callable[..., Any]]) -> Any:
     """``component`` (a function, or a dict of them) ready for fire: text parameters stay text."""
     if isinstance(component, dict):
@@ -201,8 +232,9 @@ def run(
         configure_logging("INFO")
         logger.error("%s", exc)
         sys.exit(2)
+    argv = sys.argv[1:] if command is None else list(command)
     try:
-        fire.Fire(prepare(component), command=None if command is None else list(command), name=name)
+        fire.Fire(prepare(component), command=negated_flags(component, argv), name=name)
     except QuadratsegError as exc:  # a batch with failed images (outputs written) exits 3
         if getattr(exc, "summary", None) is not None:
             sys.stdout.write(f"{exc.summary}\n")

@@ -5,6 +5,11 @@
 - An experiment YAML holds the model and any ultralytics train argument; the command line
   overrides it; the resolved configuration is saved next to the weights.
 - ``resume=True`` continues the run's ``last.pt``.
+- An architecture YAML starts from the matching COCO weights in ``QUADRATSEG_MODELS_DIR``
+  (``yolo11n-seg.yaml`` -> ``yolo11n-seg.pt``, transferred with ultralytics' ``YOLO(yaml).load(pt)``);
+  random initialisation is an explicit ``from_scratch=True``, logged as a warning and recorded.
+- Training curves go to TensorBoard (ultralytics' own callback, event files in the run folder) unless
+  ``tensorboard=False``; ``mlflow=URI`` turns on ultralytics' MLflow callback (needs ``mlflow``).
 - ultralytics sets ``torch.set_num_threads(cpu_count - 1)`` during device selection (one thread
   on 2 cores); a callback restores ``num_threads`` (0: every core) when training starts.
 """
@@ -76,6 +81,94 @@ def build_model(model: str | Path) -> Any:
     return YOLO(str(path))
 
 
+def starting_model(
+    model_ref: str | Path, from_scratch: bool, models_dir: str | Path
+) -> tuple[Any, dict[str, Any]]:
+    """The YOLO model a training starts from, and what it was started from (for the run's record).
+
+    - a local ``.pt``: that checkpoint (fine-tuning one's own or any local model);
+    - an architecture YAML: the COCO weights of that architecture from ``models_dir``
+      (:func:`quadratseg.weights.locate`: a clear error when absent), transferred layer by layer;
+    - an architecture YAML and ``from_scratch``: random initialisation, said loudly.
+    """
+    from quadratseg.weights import locate, yolo_key
+
+    text = str(model_ref)
+    is_yaml = text.endswith((".yaml", ".yml"))
+    if not is_yaml:
+        if from_scratch:
+            raise QuadratsegError(
+                f"--from-scratch with the checkpoint {text}: give an architecture YAML "
+                "(e.g. yolo11n-seg.yaml) to start from random weights, or drop --from-scratch"
+            )
+        return build_model(text), {"pretrained": text, "from_scratch": False}
+    if from_scratch:
+        logger.warning(
+            "TRAINING FROM RANDOM INITIALISATION (--from-scratch): %s gets no pretrained weights; "
+            "expect many more epochs than from COCO weights",
+            text,
+        )
+        return build_model(text), {"pretrained": None, "from_scratch": True}
+    key = yolo_key(text)
+    if key is None:
+        raise QuadratsegError(
+            f"no pretrained weights are known for the architecture {text}: pass a local .pt with --model, "
+            "or --from-scratch to start from random weights"
+        )
+    weights = locate(key, models_dir)
+    model = build_model(text)
+    model.load(str(weights))
+    logger.info("pretrained weights: %s (transferred onto %s)", weights, text)
+    return model, {"pretrained": str(weights), "from_scratch": False}
+
+
+def set_tracking(tensorboard: bool = True, mlflow: str | None = None) -> dict[str, Any]:
+    """Switch ultralytics' TensorBoard and MLflow callbacks for the next trainer (its SETTINGS are read
+    per trainer); returns what was switched on, for the run's record.
+
+    Raises:
+        QuadratsegError: ``mlflow`` given without the ``mlflow`` package.
+    """
+    from ultralytics.utils import SETTINGS
+
+    if mlflow:
+        try:
+            import mlflow as _mlflow  # noqa: F401
+        except ImportError:
+            raise QuadratsegError(
+                "--mlflow needs the mlflow package (pip install mlflow); it is optional and not installed"
+            ) from None
+        os.environ["MLFLOW_TRACKING_URI"] = str(mlflow)
+    SETTINGS.update({"tensorboard": bool(tensorboard), "mlflow": bool(mlflow)})
+    return {"tensorboard": bool(tensorboard), "mlflow": str(mlflow) if mlflow else None}
+
+
+def yolo_device(value: Any) -> str:
+    """A device for ultralytics: ``cpu``, ``auto``, one GPU (``0``, ``cuda:0``) or several (``0,1``, which
+    ultralytics trains with its own DDP); fire's tuple of ``--device 0,1`` and ``cuda:0,1`` included.
+
+    Example:
+        >>> yolo_device((0, 1)), yolo_device("cuda:0,1"), yolo_device("cuda"), yolo_device(None)
+        ('0,1', '0,1', '0', 'auto')
+    """
+    if value is None or str(value) in ("", "auto"):
+        return "auto"
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    parts = []
+    for item in items:
+        text = str(item).strip().lower()
+        if text.startswith("cuda"):
+            text = text[4:].lstrip(":") or "0"
+        if text:
+            parts.append(text)
+    if parts in (["cpu"], ["mps"]):
+        return parts[0]
+    bad = [part for part in parts if not part.isdigit()]
+    if bad:
+        raise QuadratsegError(f"device {value!r}: use cpu, auto, a GPU index (0) or a list of them (0,1)")
+    return ",".join(parts)
+
+
 def _thread_callback(num_threads: int):
     def restore_threads(trainer: Any) -> None:
         import torch
@@ -94,23 +187,32 @@ def train_yolo(
     resume: bool = False,
     device: str = "auto",
     callbacks: dict[str, Any] | None = None,
+    *,
+    from_scratch: bool = False,
+    models_dir: str | Path | None = None,
+    tensorboard: bool = True,
+    mlflow: str | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a YOLO model; returns paths of the weights and the resolved configuration.
 
     ``callbacks`` maps ultralytics events (``on_fit_epoch_end``...) to extra functions of the trainer.
+    The model starts as :func:`starting_model` says (pretrained from ``models_dir``, default
+    ``QUADRATSEG_MODELS_DIR``, unless ``from_scratch``); curves go where :func:`set_tracking` says.
     """
     config = dict(config)
     model_ref = config.pop("model", None)
     run_dir = Path(project) / name
     last = run_dir / "weights" / "last.pt"
+    tracking = set_tracking(tensorboard, mlflow)
     if resume:
         if not last.is_file():
             raise QuadratsegError(f"nothing to resume: {last} does not exist (train once without --resume)")
-        model = build_model(last)
+        model, start = build_model(last), {"pretrained": str(last), "from_scratch": False}
     else:
         if model_ref is None:
             raise QuadratsegError("the experiment sets no model (e.g. model: yolo11n-pose.yaml)")
-        model = build_model(model_ref)
+        models_dir = models_dir if models_dir is not None else Settings().models_dir
+        model, start = starting_model(model_ref, from_scratch, models_dir)
     model.add_callback("on_pretrain_routine_end", _thread_callback(num_threads))
     model.add_callback("on_train_epoch_start", _thread_callback(num_threads))
     for event, func in (callbacks or {}).items():
@@ -124,14 +226,23 @@ def train_yolo(
         "plots": config.get("plots", True),
         "verbose": False,
     }
+    device = yolo_device(device)
     if device != "auto":
         args["device"] = device
-    if resume:
-        model.train(resume=True)
-    else:
-        model.train(**args)
+    try:
+        if resume:
+            model.train(resume=True)
+        else:
+            model.train(**args)
+    except ValueError as exc:  # ultralytics' select_device: a GPU that is not there
+        if "device=" not in str(exc):
+            raise
+        raise QuadratsegError(
+            f"device {args.get('device')!r} is not available here ({str(exc).splitlines()[0]}); "
+            "use --device cpu, or the indices of visible GPUs (nvidia-smi)"
+        ) from None
     best = run_dir / "weights" / "best.pt"
-    resolved = {"model": str(model_ref or last), **args, "resume": resume}
+    resolved = {"model": str(model_ref or last), **args, "resume": resume, **start, **tracking}
     (run_dir / "quadratseg_config.json").write_text(
         json.dumps(resolved, indent=2, default=str), encoding="utf-8"
     )
@@ -147,9 +258,27 @@ def run_training(
     overrides: dict[str, Any] | None = None,
     args: dict[str, Any] | str | None = None,
     settings: Settings | None = None,
+    *,
+    from_scratch: bool = False,
+    tensorboard: bool = True,
+    mlflow: str | None = None,
+    device: Any = None,
 ) -> dict[str, Any]:
     """What every ``train`` CLI does: experiment + overrides + ``--args``, training with the
-    settings' threads and device (the CLI passes its settings; without them, the defaults)."""
+    settings' threads, models folder and device (``device`` wins when given; the CLI passes its
+    settings; without them, the defaults)."""
     settings = settings if settings is not None else Settings()
     experiment = load_experiment(config, {**(overrides or {}), **parse_train_args(args)})
-    return train_yolo(experiment, data, project, name, settings.num_threads, resume, settings.device)
+    return train_yolo(
+        experiment,
+        data,
+        project,
+        name,
+        settings.num_threads,
+        resume,
+        settings.device if device in (None, "", "auto") else device,
+        from_scratch=from_scratch,
+        models_dir=settings.models_dir,
+        tensorboard=tensorboard,
+        mlflow=mlflow,
+    )

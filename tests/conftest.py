@@ -170,7 +170,8 @@ def train_tiny_pose(task_name: str, dataset: str, root: Path) -> Path:
     config = load_experiment(
         task.config, {"epochs": 1, "imgsz": 64, "batch": 2, "workers": 0, "plots": False}
     )
-    return Path(train_yolo(config, root / "layout" / "data.yaml", root / "runs", task_name)["best"])
+    run = train_yolo(config, root / "layout" / "data.yaml", root / "runs", task_name, from_scratch=True)
+    return Path(run["best"])
 
 
 @pytest.fixture(scope="module")

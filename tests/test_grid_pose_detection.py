@@ -258,7 +258,12 @@ def test_an_interrupted_training_resumes_where_it_stopped(pose_datasets, tmp_pat
     data = tmp_path / "layout" / "data.yaml"
     with pytest.raises(KilledError):
         train_yolo(
-            config, data, tmp_path / "runs", "corners", callbacks={"on_fit_epoch_end": stop_after_first_epoch}
+            config,
+            data,
+            tmp_path / "runs",
+            "corners",
+            callbacks={"on_fit_epoch_end": stop_after_first_epoch},
+            from_scratch=True,
         )
     rows = list(csv.DictReader((tmp_path / "runs" / "corners" / "results.csv").open()))
     assert len(rows) == 1

@@ -36,7 +36,7 @@ def train_family_seg_model(
     from coral_seg_yolo.train import train
 
     write_seg_layout(samples, root / "seg", level="main_family")
-    options = {"batch": 2, "workers": 0, "args": {"plots": False}, **train_args}
+    options = {"batch": 2, "workers": 0, "from_scratch": True, "args": {"plots": False}, **train_args}
     result = json.loads(
         train(
             str(root / "seg" / "data.yaml"), project=str(root / "runs"), epochs=epochs, imgsz=imgsz, **options
