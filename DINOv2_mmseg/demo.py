@@ -64,7 +64,10 @@ def stage(ctx: Any) -> dict[str, Any]:
     }
     cfg = load_config(CONFIG, options, str(data_root))
     train_start = time.perf_counter()
-    run = run_training(cfg, root / "work", seed=ctx.seed)
+    # the tiny arch has no pretrained weights: from scratch, said explicitly (and logged as such)
+    run = run_training(
+        cfg, root / "work", seed=ctx.seed, from_scratch=True, models_dir=ctx.settings.models_dir
+    )
     train_seconds = time.perf_counter() - train_start
     pipeline = CoralPipeline(cfg, run["best_checkpoint"], ctx.settings.sam_checkpoint, device="cpu")
     eval_pairs = split_pairs(data_root, EVAL_SPLIT)

@@ -148,3 +148,76 @@ def set_threads(num_threads: int) -> None:
     import torch
 
     torch.set_num_threads(num_threads or os.cpu_count() or 1)
+
+
+TENSORBOARD = "TensorboardVisBackend"
+MLFLOW = "MLflowVisBackend"
+LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+
+
+def set_vis_backends(cfg: Any, tensorboard: bool = True, mlflow_uri: str | None = None) -> list[str]:
+    """Keep or drop the config's TensorBoard writer and add an MLflow one; return the backends' types.
+
+    ``LocalVisBackend`` (scalars.json in the run's ``vis_data``) always stays. TensorBoard writes
+    ``events.out.tfevents.*`` there (read with ``tensorboard --logdir WORK_DIR``); MLflow logs to
+    ``mlflow_uri`` (a tracking server URL or a local ``file:`` / folder path).
+
+    Raises:
+        QuadratsegError: TensorBoard or MLflow asked for but its package is not installed.
+    """
+    import importlib.util
+
+    backends = [dict(b) for b in cfg.visualizer.get("vis_backends", []) if b.get("type") != MLFLOW]
+    if not tensorboard:
+        backends = [b for b in backends if b.get("type") != TENSORBOARD]
+    elif not any(b.get("type") == TENSORBOARD for b in backends):
+        backends.append({"type": TENSORBOARD})
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise QuadratsegError(
+            "TensorBoard logging needs the tensorboard package: pip install tensorboard "
+            "(or pip install -e '.[mmseg]'), or pass --no-tensorboard"
+        )
+    if mlflow_uri:
+        if importlib.util.find_spec("mlflow") is None:
+            raise QuadratsegError(
+                f"--mlflow {mlflow_uri}: the mlflow package is not installed; pip install mlflow "
+                "(or leave --mlflow out: TensorBoard and the local scalars.json still record the run)"
+            )
+        name = Path(cfg.filename).stem if cfg.filename else "DINOv2_mmseg"
+        backends.append({"type": MLFLOW, "tracking_uri": str(mlflow_uri), "exp_name": name})
+    cfg.visualizer.vis_backends = backends
+    cfg.vis_backends = backends  # the resolved config saved in the work dir says the same
+    return [b["type"] for b in backends]
+
+
+def set_launcher(cfg: Any, launcher: str, cuda: bool) -> None:
+    """Distributed set-up as MMSeg's ``tools/train.py``: ``cfg.launcher`` (mmengine's Runner starts the
+    process group from the launcher's environment), NCCL between GPUs, gloo on CPU.
+
+    On CPU two things mmengine assumes a GPU for are done here: the process group (mmengine's
+    ``init_dist`` calls ``torch.cuda.set_device``) is started with gloo from torchrun's environment
+    (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``), and DDP gets no ``device_ids``.
+    """
+    if launcher not in LAUNCHERS:
+        raise QuadratsegError(f"--launcher {launcher!r}: choose one of {', '.join(LAUNCHERS)}")
+    cfg.launcher = launcher
+    if launcher == "none":
+        return
+    if not cuda:
+        if launcher != "pytorch":
+            raise QuadratsegError(
+                f"--launcher {launcher} needs GPUs; on CPU use torchrun with --launcher pytorch"
+            )
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo", init_method="env://")
+    cfg.env_cfg.setdefault("dist_cfg", {})
+    cfg.env_cfg.dist_cfg.backend = "nccl" if cuda else "gloo"
+    if not cuda and cfg.get("model_wrapper_cfg") is None:
+        cfg.model_wrapper_cfg = {
+            "type": "MMDistributedDataParallel",
+            "device_ids": None,
+            "broadcast_buffers": False,
+            "find_unused_parameters": bool(cfg.get("find_unused_parameters", False)),
+        }

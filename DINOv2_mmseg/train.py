@@ -1,16 +1,22 @@
 """CLI: train a segmentor from an MMSeg config over mmengine's Runner, like MMSeg's ``tools/train.py``.
 
     python -m DINOv2_mmseg.train DINOv2_mmseg/configs/dinov2_vitb14_segformer_coral.py \
-        --data-root data/mmseg_finegrained --work-dir work_dirs/segformer [--resume] [--amp]
+        --data-root data/mmseg_finegrained --work-dir work_dirs/segformer [--resume] [--amp] \
+        [--from-scratch] [--no-tensorboard] [--mlflow URI] [--launcher pytorch]
 
 The resolved config is saved in the work dir (``<config name>.py``) beside the checkpoints
-(``best_mIoU_epoch_N.pth``, ``epoch_N.pth``) and the logs.
+(``best_mIoU_epoch_N.pth``, ``epoch_N.pth``), the logs and the TensorBoard events
+(``<timestamp>/vis_data/events.out.tfevents.*``). The DINOv2 backbone starts from the official
+weights of its arch unless ``--from-scratch`` is given (:func:`choose_backbone_weights`).
+Several GPUs: ``torchrun --nproc_per_node=N -m DINOv2_mmseg.train CONFIG --launcher pytorch``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,105 @@ def best_checkpoint(work_dir: str | Path) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class BackboneWeights:
+    """Where a run's DINOv2 backbone starts from: ``path`` (None: random weights) and its ``source``.
+
+    Sources: ``config`` (model.backbone.checkpoint), ``DINOV2_CHECKPOINT``, ``QUADRATSEG_MODELS_DIR``
+    (the official file of the arch), ``load_from`` / ``resume`` (a checkpoint of the whole model
+    overwrites the backbone), ``from_scratch`` (random, asked for), ``not DINOv2`` (another backbone).
+    """
+
+    path: str | None
+    source: str
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.source == "from_scratch"
+
+
+def choose_backbone_weights(
+    backbone: Mapping[str, Any],
+    from_scratch: bool,
+    models_dir: str | Path | None,
+    dinov2_checkpoint: str | Path | None = None,
+    load_from: str | None = None,
+    resume_from: str | None = None,
+) -> BackboneWeights:
+    """Decide the DINOv2 backbone's starting weights; pretrained unless ``from_scratch`` is asked for.
+
+    In order: a checkpoint of the whole model the run resumes or starts from (``resume_from``,
+    ``load_from``); the config's ``checkpoint``; ``dinov2_checkpoint`` (DINOV2_CHECKPOINT); the official
+    file of the arch in ``models_dir`` (``dinov2_vitb14_pretrain.pth`` for ``vit_b``). ``from_scratch``
+    skips the last two (random weights); with a checkpoint in the config or ``load_from`` it is an error.
+
+    Raises:
+        MissingWeightsError: no weights found and ``from_scratch`` not given (also for archs without
+            official weights, such as ``tiny``).
+        QuadratsegError: ``from_scratch`` contradicts a checkpoint the config names.
+
+    Example:
+        >>> choose_backbone_weights({"type": "DINOv2", "arch": "tiny"}, True, "models")
+        BackboneWeights(path=None, source='from_scratch')
+    """
+    from quadratseg.weights import MissingWeightsError, dinov2_key, locate
+
+    if backbone.get("type") != "DINOv2":
+        return BackboneWeights(backbone.get("checkpoint"), "not DINOv2")
+    if resume_from:
+        return BackboneWeights(str(resume_from), "resume")
+    explicit = backbone.get("checkpoint") or load_from
+    if explicit and from_scratch:
+        which = "model.backbone.checkpoint" if backbone.get("checkpoint") else "load_from"
+        raise QuadratsegError(
+            f"--from-scratch contradicts {which}={explicit}: leave out --from-scratch to start from that "
+            f"file, or set {which}=None to train from random weights"
+        )
+    if load_from:
+        return BackboneWeights(str(load_from), "load_from")
+    if backbone.get("checkpoint"):
+        return BackboneWeights(str(backbone["checkpoint"]), "config")
+    if from_scratch:
+        return BackboneWeights(None, "from_scratch")
+    if dinov2_checkpoint:
+        return BackboneWeights(str(dinov2_checkpoint), "DINOV2_CHECKPOINT")
+    arch = str(backbone.get("arch", "vit_b"))
+    key = dinov2_key(arch)
+    if key is None:
+        raise MissingWeightsError(
+            f"the DINOv2 arch {arch!r} has no official pretrained weights; pass --from-scratch to train it "
+            "from random initialisation (or set model.backbone.checkpoint to a file of that size)"
+        )
+    if backbone.get("registers"):
+        raise MissingWeightsError(
+            f"the {arch!r} backbone has register tokens: set model.backbone.checkpoint (or "
+            "DINOV2_CHECKPOINT) to the official dinov2_vit*14_reg4_pretrain.pth, or pass --from-scratch"
+        )
+    if models_dir is None:
+        raise MissingWeightsError(f"no models folder to look for {arch!r} weights in; pass --from-scratch")
+    return BackboneWeights(str(locate(key, models_dir)), "QUADRATSEG_MODELS_DIR")
+
+
+def resolve_load_from(load_from: str | Path) -> str:
+    """``load_from`` as a checkpoint file: a work dir stands for its best checkpoint (else its last one).
+
+    Raises:
+        QuadratsegError: nothing to load there.
+    """
+    path = Path(load_from)
+    if path.is_dir():
+        found = best_checkpoint(path)
+        if found is None:
+            raise QuadratsegError(f"load_from={path} is a folder without checkpoints; train that stage first")
+        return str(found)
+    if not path.is_file():
+        raise QuadratsegError(
+            f"load_from={path} does not exist; train the stage it comes from first (the genus config starts "
+            "from the main-family run's work dir) or give --cfg-options load_from=FILE"
+        )
+    return str(path)
+
+
 def run_training(
     cfg: Any,
     work_dir: str | Path,
@@ -39,12 +144,32 @@ def run_training(
     amp: bool = False,
     seed: int | None = None,
     device: str = "auto",
+    *,
+    from_scratch: bool | None = None,
+    models_dir: str | Path | None = None,
+    dinov2_checkpoint: str | Path | None = None,
+    launcher: str = "none",
 ) -> dict[str, Any]:
-    """Train ``cfg`` (an mmengine Config) in ``work_dir``; return paths and the last validation metrics."""
-    import torch
-    from mmengine.runner import Runner
+    """Train ``cfg`` (an mmengine Config) in ``work_dir``; return paths and the last validation metrics.
 
-    from DINOv2_mmseg.runner import check_config
+    Args:
+        cfg: the config (``load_config``); its ``load_from`` may be a work dir (its best checkpoint).
+        work_dir: checkpoints, logs, the resolved config, TensorBoard events.
+        resume: continue from the work dir's last checkpoint, or from the checkpoint path given.
+        amp: mixed precision (CUDA only).
+        seed: random seed.
+        device: ``cpu`` keeps cuDNN settings off.
+        from_scratch: the DINOv2 backbone's weights as :func:`choose_backbone_weights` decides
+            (False: pretrained, an error when no file is found; True: random weights). None: the
+            config is trained as it is (its own checkpoint, or random weights, said in the log).
+        models_dir: QUADRATSEG_MODELS_DIR, where the official DINOv2 files are looked up.
+        dinov2_checkpoint: DINOV2_CHECKPOINT (used when the config names no checkpoint).
+        launcher: none, pytorch (torchrun), slurm or mpi; see :func:`DINOv2_mmseg.runner.set_launcher`.
+    """
+    import torch
+    from mmengine.runner import Runner, find_latest_checkpoint
+
+    from DINOv2_mmseg.runner import check_config, set_launcher
 
     checked = check_config(cfg)
     cfg.work_dir = str(work_dir)
@@ -53,14 +178,43 @@ def run_training(
             raise QuadratsegError("--amp needs a CUDA GPU (mmengine's AmpOptimWrapper); none is visible")
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.loss_scale = "dynamic"
-    if device == "cpu" or not torch.cuda.is_available():
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if not cuda:
         cfg.env_cfg.cudnn_benchmark = False
+    set_launcher(cfg, launcher, cuda)
+    resume_from = None
     if resume:
         cfg.resume = True
         if isinstance(resume, str):
             if not Path(resume).is_file():
                 raise QuadratsegError(f"--resume {resume}: no such checkpoint")
-            cfg.load_from = resume
+            cfg.load_from = resume_from = resume
+        elif (latest := find_latest_checkpoint(str(work_dir))) is not None:
+            cfg.load_from = None  # mmengine resumes from load_from when set: the work dir's last one here
+            resume_from = latest
+        else:
+            logger.info("--resume: no checkpoint in %s yet, starting", work_dir)
+            cfg.resume = False
+    if cfg.get("load_from") and resume_from is None:
+        cfg.load_from = resolve_load_from(cfg.load_from)
+    backbone = cfg.model.get("backbone") or {}
+    if from_scratch is None:
+        weights = BackboneWeights(backbone.get("checkpoint"), "config")
+    else:
+        weights = choose_backbone_weights(
+            backbone, from_scratch, models_dir, dinov2_checkpoint, cfg.get("load_from"), resume_from
+        )
+        if weights.source in ("DINOV2_CHECKPOINT", "QUADRATSEG_MODELS_DIR"):
+            backbone["checkpoint"] = weights.path
+    random_backbone = backbone.get("type") == "DINOv2" and weights.path is None
+    if random_backbone:
+        logger.warning(
+            "TRAINING FROM SCRATCH: the DINOv2 backbone starts from RANDOM weights (%s); real data needs "
+            "the pretrained file",
+            "--from-scratch" if weights.from_scratch else "no checkpoint in the config",
+        )
+    elif weights.path:
+        logger.info("backbone weights: %s (%s)", weights.path, weights.source)
     if seed is not None:
         cfg.randomness = {"seed": int(seed), "deterministic": False}
     runner = Runner.from_cfg(cfg)
@@ -76,6 +230,10 @@ def run_training(
         "epochs": runner.epoch,
         "val": {k[4:]: float(v.current()) for k, v in metrics.items()},
         "checked": checked,
+        "from_scratch": random_backbone,
+        "backbone_weights": weights.path,
+        "backbone_weights_source": weights.source,
+        "launcher": launcher,
     }
 
 
@@ -87,6 +245,10 @@ def train(
     amp: bool = False,
     cfg_options: Any = None,
     seed: int | None = None,
+    from_scratch: bool = False,
+    tensorboard: bool = True,
+    mlflow: str | None = None,
+    launcher: str = "none",
 ) -> str:
     """Train a DINOv2 + SegFormer segmentor (or any MMSeg config) with mmengine's Runner.
 
@@ -100,32 +262,49 @@ def train(
         cfg_options: config overrides, a JSON object such as '{"train_cfg.max_epochs": 50}'
             or key=value items.
         seed: random seed.
+        from_scratch: start the DINOv2 backbone from random weights (needed for the tiny CPU arch).
+        tensorboard: write TensorBoard events in the work dir (--no-tensorboard: off).
+        mlflow: also log to this MLflow tracking URI (needs `pip install mlflow`).
+        launcher: none, pytorch (under torchrun), slurm or mpi: mmengine's distributed set-up.
 
     The DINOv2 backbone loads ``model.backbone.checkpoint``, else ``DINOV2_CHECKPOINT`` from the
-    environment/.env, else starts from random weights (said in the log).
+    environment/.env, else the official file of its arch in QUADRATSEG_MODELS_DIR
+    (``dinov2_vitb14_pretrain.pth`` for vit_b); without one, training stops unless --from-scratch.
+    A config's ``load_from`` (the genus stage) may name a work dir, relative to the current folder or
+    to QUADRATSEG_OUTPUTS_DIR: its best checkpoint is loaded.
 
     Returns:
-        JSON with the work dir, the best checkpoint and the last validation metrics.
+        JSON with the work dir, the best checkpoint, the last validation metrics and the weights used.
     """
     from quadratseg.cli import current_settings, output_path, pin_device
 
     settings = current_settings()
-    device = pin_device(settings.device)  # before torch starts CUDA: mmengine uses the visible GPU
+    # before torch starts CUDA: mmengine uses the visible GPU; under a launcher each rank takes its own
+    device = pin_device(settings.device) if launcher == "none" or settings.device == "cpu" else "auto"
 
-    from DINOv2_mmseg.runner import load_config, set_threads
+    from DINOv2_mmseg.runner import load_config, set_threads, set_vis_backends
 
     set_threads(settings.num_threads)
     cfg = load_config(config, cfg_options, data_root)
-    backbone = cfg.model.get("backbone") or {}
-    if backbone.get("type") == "DINOv2" and not backbone.get("checkpoint") and settings.dinov2_checkpoint:
-        logger.info("backbone weights from DINOV2_CHECKPOINT=%s", settings.dinov2_checkpoint)
-        backbone["checkpoint"] = str(settings.dinov2_checkpoint)
-    elif backbone.get("type") == "DINOv2" and not backbone.get("checkpoint"):
-        logger.warning(
-            "DINOv2 backbone from random weights (no checkpoint in the config, no DINOV2_CHECKPOINT)"
-        )
+    set_vis_backends(cfg, tensorboard, mlflow)
+    load_from = cfg.get("load_from")
+    if load_from and not Path(load_from).is_absolute() and not Path(load_from).exists():
+        in_outputs = Path(settings.outputs_dir) / load_from
+        if in_outputs.exists():
+            cfg.load_from = str(in_outputs)
     work = output_path(work_dir, Path("work_dirs") / Path(config).stem, settings)
-    result = run_training(cfg, work, resume, amp, seed, device)
+    result = run_training(
+        cfg,
+        work,
+        resume,
+        amp,
+        seed,
+        device,
+        from_scratch=bool(from_scratch),
+        models_dir=settings.models_dir,
+        dinov2_checkpoint=settings.dinov2_checkpoint,
+        launcher=launcher,
+    )
     return json.dumps(result, indent=2)
 
 

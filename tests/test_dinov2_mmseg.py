@@ -179,8 +179,8 @@ def trained(family_root, tmp_path_factory):
     from DINOv2_mmseg.train import run_training
 
     work = tmp_path_factory.mktemp("work")
-    first = run_training(tiny_cfg(family_root, 1), work, seed=0)
-    resumed = run_training(tiny_cfg(family_root, 2), work, resume=True, seed=0)
+    first = run_training(tiny_cfg(family_root, 1), work, seed=0, from_scratch=True)
+    resumed = run_training(tiny_cfg(family_root, 2), work, resume=True, seed=0, from_scratch=True)
     return work, first, resumed
 
 
@@ -302,7 +302,7 @@ def test_amp_without_a_gpu_is_refused_before_training(family_root, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: AMP is allowed")
     with pytest.raises(QuadratsegError, match="--amp needs a CUDA GPU"):
-        run_training(tiny_cfg(family_root, 1), tmp_path / "w", amp=True)
+        run_training(tiny_cfg(family_root, 1), tmp_path / "w", amp=True, from_scratch=True)
     assert not (tmp_path / "w").exists()
 
 
@@ -313,7 +313,7 @@ def test_images_smaller_than_the_crop_train_padded(family_root, tmp_path):
     crop = (300, 300)  # the synthetic images are 256 px
     cfg = tiny_cfg(family_root, 1, crop_size=crop, **{"model.data_preprocessor.size": crop})
     cfg.train_dataloader.dataset.pipeline[3].crop_size = crop
-    result = run_training(cfg, tmp_path / "w")
+    result = run_training(cfg, tmp_path / "w", from_scratch=True)
     assert (
         result["checked"]["train_dataloader"]["smaller_than_crop"] > 0
         and (tmp_path / "w" / "epoch_1.pth").is_file()
