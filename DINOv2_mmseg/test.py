@@ -1,9 +1,11 @@
 """CLI: test a checkpoint with mmengine's Runner and MMSeg's IoUMetric, like MMSeg's ``tools/test.py``.
 
-    python -m DINOv2_mmseg.test CONFIG CHECKPOINT [--show-dir DIR] [--data-root DIR] [--work-dir DIR]
+    python -m DINOv2_mmseg.test CONFIG CHECKPOINT [--show-dir DIR] [--data-root DIR] [--work-dir DIR] [--tta]
 
 ``--show-dir`` saves each test image with its predicted (and true) classes painted, by MMSeg's
-``SegVisualizationHook``.
+``SegVisualizationHook``. ``--tta`` tests with the config's ``tta_pipeline`` (several scales, flips)
+through MMSeg's ``SegTTAModel``, which averages the predictions, as ``tools/test.py --tta`` does.
+Testing writes local logs only (no TensorBoard / MLflow run).
 """
 
 from __future__ import annotations
@@ -15,8 +17,24 @@ from typing import Any
 from quadratseg.errors import QuadratsegError
 
 
-def run_test(cfg: Any, checkpoint: str, work_dir: str | Path, show_dir: str | None = None) -> dict[str, Any]:
-    """Run the config's test loop on ``checkpoint``; return MMSeg's metrics."""
+def use_tta(cfg: Any) -> None:
+    """Test-time augmentation as MMSeg's ``tools/test.py --tta``: the config's ``tta_pipeline`` feeds
+    ``tta_model`` (``SegTTAModel``) wrapping the model."""
+    if not cfg.get("tta_pipeline") or not cfg.get("tta_model"):
+        raise QuadratsegError(
+            "--tta needs tta_pipeline and tta_model in the config "
+            "(as configs/_base_/datasets/coral_quadrats.py defines them)"
+        )
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
+def run_test(
+    cfg: Any, checkpoint: str, work_dir: str | Path, show_dir: str | None = None, tta: bool = False
+) -> dict[str, Any]:
+    """Run the config's test loop on ``checkpoint`` (with test-time augmentation when ``tta``); return
+    MMSeg's metrics."""
     from mmengine.runner import Runner
 
     from DINOv2_mmseg.runner import check_config
@@ -30,12 +48,14 @@ def run_test(cfg: Any, checkpoint: str, work_dir: str | Path, show_dir: str | No
     cfg.train_cfg = None
     cfg.optim_wrapper = None
     cfg.param_scheduler = None
+    cfg.visualizer.vis_backends = [{"type": "LocalVisBackend"}]
+    if tta:
+        use_tta(cfg)
     if show_dir:
         hook = cfg.default_hooks.visualization
         hook.draw = True
         hook.interval = 1
         cfg.visualizer.save_dir = str(Path(show_dir).resolve())
-        cfg.visualizer.vis_backends = [{"type": "LocalVisBackend"}]
     runner = Runner.from_cfg(cfg)
     return {k: float(v) for k, v in runner.test().items()}
 
@@ -47,6 +67,7 @@ def test(
     data_root: str | None = None,
     work_dir: str | None = None,
     cfg_options: Any = None,
+    tta: bool = False,
 ) -> str:
     """Test a segmentor checkpoint on the config's test split (mIoU, mAcc, aAcc from MMSeg's IoUMetric).
 
@@ -57,6 +78,7 @@ def test(
         data_root: prepared dataset (default: the config's data_root).
         work_dir: logs (default: QUADRATSEG_OUTPUTS_DIR/work_dirs/<config name>/test).
         cfg_options: config overrides (JSON object or key=value items).
+        tta: test-time augmentation: the config's tta_pipeline (scales, flips) averaged by SegTTAModel.
 
     Returns:
         JSON with the metrics.
@@ -70,7 +92,7 @@ def test(
 
     cfg = load_config(config, cfg_options, data_root)
     work = output_path(work_dir, Path("work_dirs") / Path(config).stem / "test", settings)
-    return json.dumps(run_test(cfg, weights_path(checkpoint, settings), work, show_dir), indent=2)
+    return json.dumps(run_test(cfg, weights_path(checkpoint, settings), work, show_dir, tta), indent=2)
 
 
 if __name__ == "__main__":
