@@ -30,6 +30,24 @@ test_pipeline = [
     dict(type="LoadAnnotations", reduce_zero_label=False),
     dict(type="PackSegInputs"),
 ]
+tta_pipeline = [  # as _base_/datasets/coral_quadrats.py, around this config's img_scale
+    dict(type="LoadImageFromFile"),
+    dict(
+        type="TestTimeAug",
+        transforms=[
+            [
+                dict(type="Resize", scale=(round(img_scale[0] * r), round(img_scale[1] * r)), keep_ratio=True)
+                for r in (0.75, 1.0, 1.25)
+            ],
+            [
+                dict(type="RandomFlip", prob=0.0, direction="horizontal"),
+                dict(type="RandomFlip", prob=1.0, direction="horizontal"),
+            ],
+            [dict(type="LoadAnnotations", reduce_zero_label=False)],
+            [dict(type="PackSegInputs")],
+        ],
+    ),
+]
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(arch="tiny", out_indices=(0, 1, 2, 3), img_size=112),

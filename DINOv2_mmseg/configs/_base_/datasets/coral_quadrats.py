@@ -40,6 +40,27 @@ test_pipeline = [
     dict(type="LoadAnnotations", reduce_zero_label=False),
     dict(type="PackSegInputs"),
 ]
+# test --tta: three scales around img_scale (0.75x, 1x, 1.25x; 777, 1036, 1295 px for a 1920 px
+# quadrat), each also flipped; SegTTAModel averages the six predictions (each made as model.test_cfg says)
+tta_scales = (0.75, 1.0, 1.25)
+tta_pipeline = [
+    dict(type="LoadImageFromFile"),
+    dict(
+        type="TestTimeAug",
+        transforms=[
+            [
+                dict(type="Resize", scale=(round(img_scale[0] * r), round(img_scale[1] * r)), keep_ratio=True)
+                for r in tta_scales
+            ],
+            [
+                dict(type="RandomFlip", prob=0.0, direction="horizontal"),
+                dict(type="RandomFlip", prob=1.0, direction="horizontal"),
+            ],
+            [dict(type="LoadAnnotations", reduce_zero_label=False)],
+            [dict(type="PackSegInputs")],
+        ],
+    ),
+]
 train_dataloader = dict(
     batch_size=5,
     num_workers=4,
