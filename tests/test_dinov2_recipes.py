@@ -74,3 +74,166 @@ def test_finetune_recipe_gives_the_head_four_scales(finetune_cfg):
         logits = model.decode_head(feats)
     assert [f.shape[-1] for f in feats] == [32, 16, 8, 4]  # stride 14 maps (8 px) at x4, x2, x1, x0.5
     assert logits.shape[:2] == (1, 17)
+
+
+# --- pretrained by default: the backbone weights decision (a table of cases) -------------------
+
+
+def _weights_case(tmp_path, case):
+    from DINOv2_mmseg.train import choose_backbone_weights
+
+    models = tmp_path / "models"
+    models.mkdir(exist_ok=True)
+    (models / "dinov2_vitb14_pretrain.pth").write_bytes(b"x")
+    backbone = {"type": "DINOv2", "arch": "vit_b", **case.get("backbone", {})}
+    return choose_backbone_weights(
+        backbone,
+        case.get("from_scratch", False),
+        tmp_path / case.get("models", "models"),
+        case.get("dinov2_checkpoint"),
+        case.get("load_from"),
+        case.get("resume_from"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "path", "source"),
+    [
+        ({}, "models/dinov2_vitb14_pretrain.pth", "QUADRATSEG_MODELS_DIR"),
+        ({"dinov2_checkpoint": "env.pth"}, "env.pth", "DINOV2_CHECKPOINT"),
+        ({"backbone": {"checkpoint": "cfg.pth"}, "dinov2_checkpoint": "env.pth"}, "cfg.pth", "config"),
+        ({"from_scratch": True, "dinov2_checkpoint": "env.pth"}, None, "from_scratch"),
+        ({"backbone": {"arch": "tiny"}, "from_scratch": True}, None, "from_scratch"),
+        ({"load_from": "family.pth", "models": "empty"}, "family.pth", "load_from"),
+        ({"resume_from": "epoch_3.pth", "from_scratch": True}, "epoch_3.pth", "resume"),
+        ({"backbone": {"type": "ResNetV1c"}, "from_scratch": True}, None, "not DINOv2"),
+    ],
+)
+def test_backbone_starts_pretrained_unless_from_scratch_is_asked(tmp_path, case, path, source):
+    weights = _weights_case(tmp_path, case)
+    expected = None if path is None else str(tmp_path / path) if path.startswith("models/") else path
+    assert (weights.path, weights.source) == (expected, source)
+    assert weights.from_scratch == (source == "from_scratch")
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "message"),
+    [
+        ({"models": "empty"}, "MissingWeightsError", "dinov2_vitb14_pretrain.pth from the DINOv2 repository"),
+        (
+            {"backbone": {"arch": "tiny"}},
+            "MissingWeightsError",
+            "'tiny' has no official pretrained weights; pass",
+        ),
+        ({"backbone": {"registers": 4}}, "MissingWeightsError", "_reg4_pretrain.pth, or pass --from-scratch"),
+        (
+            {"backbone": {"checkpoint": "c.pth"}, "from_scratch": True},
+            "QuadratsegError",
+            "contradicts model.backbone",
+        ),
+        (
+            {"load_from": "family.pth", "from_scratch": True},
+            "QuadratsegError",
+            "contradicts load_from=family.pth",
+        ),
+    ],
+)
+def test_missing_or_contradictory_backbone_weights_are_clear_errors(tmp_path, case, error, message):
+    from quadratseg.errors import QuadratsegError
+    from quadratseg.weights import MissingWeightsError
+
+    with pytest.raises(QuadratsegError) as info:
+        _weights_case(tmp_path, case)
+    assert isinstance(info.value, MissingWeightsError) == (error == "MissingWeightsError")
+    assert message in str(info.value)
+    if error == "MissingWeightsError":
+        assert "--from-scratch" in str(info.value)
+
+
+# --- TensorBoard / MLflow, launcher: what the config becomes -----------------------------------
+
+
+def test_vis_backends_tensorboard_by_default_off_by_flag_mlflow_needs_its_package(monkeypatch):
+    import importlib.util
+
+    from mmengine.config import Config
+
+    from DINOv2_mmseg.runner import set_vis_backends
+    from quadratseg.errors import QuadratsegError
+
+    cfg = Config.fromfile(str(CONFIGS / "dinov2_vitb14_segformer_coral.py"))
+    assert [b["type"] for b in cfg.visualizer.vis_backends] == ["LocalVisBackend", "TensorboardVisBackend"]
+    assert set_vis_backends(cfg) == ["LocalVisBackend", "TensorboardVisBackend"]
+    assert set_vis_backends(cfg, tensorboard=False) == ["LocalVisBackend"]
+    assert cfg.vis_backends == cfg.visualizer.vis_backends  # the saved config says the same
+    if importlib.util.find_spec("mlflow") is None:
+        with pytest.raises(QuadratsegError, match="pip install mlflow"):
+            set_vis_backends(cfg, mlflow_uri="file:///tmp/mlruns")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "mlflow" else real_find_spec(name, *a),
+    )
+    assert set_vis_backends(cfg, mlflow_uri="http://127.0.0.1:5000")[-1] == "MLflowVisBackend"
+    mlflow = cfg.visualizer.vis_backends[-1]
+    assert mlflow["tracking_uri"] == "http://127.0.0.1:5000"
+    assert mlflow["exp_name"] == "dinov2_vitb14_segformer_coral"
+
+
+def test_launcher_sets_gloo_on_cpu_nccl_on_gpu_and_refuses_unknown_names():
+    from mmengine.config import Config
+
+    from DINOv2_mmseg.runner import set_launcher
+    from quadratseg.errors import QuadratsegError
+
+    cfg = Config.fromfile(str(CONFIGS / "dinov2_vitb14_segformer_coral.py"))
+    set_launcher(cfg, "slurm", cuda=True)
+    assert cfg.launcher == "slurm" and cfg.env_cfg.dist_cfg.backend == "nccl"
+    assert cfg.get("model_wrapper_cfg") is None  # mmengine's DDP on the rank's GPU
+    set_launcher(cfg, "none", cuda=False)
+    assert cfg.launcher == "none"
+    with pytest.raises(QuadratsegError, match="needs GPUs; on CPU use torchrun"):
+        set_launcher(cfg, "mpi", cuda=False)
+    with pytest.raises(QuadratsegError, match="choose one of none, pytorch, slurm, mpi"):
+        set_launcher(cfg, "torchrun", cuda=True)
+
+
+# --- hierarchical configs, test-time configs --------------------------------------------------
+
+
+def test_hierarchical_configs_follow_the_taxonomy_and_chain_by_work_dir():
+    from mmengine.config import Config
+
+    from DINOv2_mmseg.prepare_data import class_table
+
+    family = Config.fromfile(str(CONFIGS / "dinov2_vitb14_segformer_coral_family.py"))
+    genus = Config.fromfile(str(CONFIGS / "dinov2_vitb14_segformer_coral_genus_from_family.py"))
+    for cfg, level in ((family, "main_family"), (genus, "finegrained")):
+        classes = class_table(level)[0]
+        assert cfg.model.decode_head.num_classes == len(classes)
+        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            assert list(cfg[loader].dataset.metainfo.classes) == classes
+    assert (family.model.decode_head.num_classes, genus.model.decode_head.num_classes) == (8, 17)
+    assert family.load_from is None
+    # stage 2 starts from stage 1's default work dir (train resolves a work dir to its best checkpoint)
+    assert Path(genus.load_from) == Path("work_dirs") / "dinov2_vitb14_segformer_coral_family"
+
+
+def test_tta_pipeline_and_full_resolution_slide_config_for_1920_px_quadrats():
+    from mmengine.config import Config
+
+    base = Config.fromfile(str(CONFIGS / "dinov2_vitb14_segformer_coral.py"))
+    transforms = base.tta_pipeline[1].transforms
+    assert [t["scale"] for t in transforms[0]] == [(777, 777), (1036, 1036), (1295, 1295)]
+    assert [t["prob"] for t in transforms[1]] == [0.0, 1.0]  # each scale as is and flipped
+    assert base.tta_model.type == "SegTTAModel"
+    slide = Config.fromfile(str(CONFIGS / "dinov2_vitb14_segformer_coral_slide1920.py"))
+    assert slide.test_dataloader.dataset.pipeline[1].scale == (1920, 1920)
+    assert slide.val_dataloader.dataset.pipeline[1].scale == (1036, 1036)  # validation stays cheap
+    test_cfg = slide.model.test_cfg
+    assert test_cfg.mode == "slide" and test_cfg.crop_size == (518, 518)
+    # MMSeg's slide_inference grid: windows per side, the last one reaching the border
+    crop, stride = test_cfg.crop_size[0], test_cfg.stride[0]
+    windows = max(1920 - crop + stride - 1, 0) // stride + 1
+    assert windows == 5 and (windows - 1) * stride + crop >= 1920 and crop - stride >= crop // 4
