@@ -1,6 +1,7 @@
 # Two commands do the whole set-up on a fresh machine with python3.11 and make:
 #   make demo   - end-to-end demo on the synthetic set -> outputs/demo/{summary.json,report.html}
 #   make test   - the test suite
+#   make docs   - the documentation site on http://127.0.0.1:8000 (make docs-build: outputs/site)
 # Each creates .venv when missing and installs the pinned stack (torch first), then skips the
 # install until pyproject.toml or this Makefile changes.
 
@@ -17,7 +18,7 @@ EXTRAS ?= all,dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile tests/cvat-oracle-requirements.txt | sha256sum | cut -c1-16)-$(subst $(comma),_,$(EXTRAS))
 comma := ,
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format clean docs docs-build
 
 install: $(STAMP)
 
@@ -36,6 +37,13 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# the documentation site (mkdocs.yml): served on http://127.0.0.1:8000, or built into outputs/site
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve -a 127.0.0.1:8000
+
+docs-build: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint: install
 	$(PY) -m ruff check .

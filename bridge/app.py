@@ -32,7 +32,7 @@ DETECT_KIND, WARP_KIND, GRID_KIND = "detect", "warp", "remove_grid"
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
     """Whether ``header`` is CVAT's ``sha256=<hex HMAC-SHA256(secret, body)>`` (constant-time compare).
 
-    Example:
+    Examples:
         >>> signature_ok("mykey", b"", "sha256=" + hmac.new(b"mykey", b"", "sha256").hexdigest())
         True
     """

@@ -15,7 +15,7 @@ A detector answers a list of ``{label, type, points | mask | elements, confidenc
 - coordinates divided by the scale the frame was sent at (:func:`bridge.functions.encode_frame`),
   so shapes land on the frame's own pixels; every shape ``source: "auto"``.
 
-Example:
+Examples:
     >>> labels = project_labels([{"id": 3, "name": "Porites", "type": "any", "attributes": []}])
     >>> shapes, unknown = to_cvat_shapes(
     ...     [{"label": "Porites", "type": "polygon", "points": [0, 0, 4, 0, 4, 4]},

@@ -11,7 +11,7 @@
   included) fits ``BRIDGE_FUNCTION_BODY_LIMIT`` (Nuclio's ``maxRequestBodySize``, 4 MiB by
   default); :func:`encode_frame` returns the scale so answers are mapped back to the frame's pixels.
 
-Example:
+Examples:
     >>> function_urls("a=http://127.0.0.1:9001, b=http://h:8080/")["b"]
     'http://h:8080/'
 """

@@ -8,7 +8,7 @@ seen twice does the work once. The row records what ``GET /jobs`` shows: state (
 A worker that dies leaves its job ``running`` with an old heartbeat; :meth:`JobStore.stale` finds
 those for the queue to resume.
 
-Example:
+Examples:
     >>> import tempfile, pathlib
     >>> store = JobStore(pathlib.Path(tempfile.mkdtemp()) / "jobs.db")
     >>> job, new = store.claim("detect:f:7:t0", "detect", {"job_id": 7})

@@ -6,7 +6,7 @@ from __future__ import annotations
 def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
     """Start offsets of ``tile`` px tiles covering ``length`` px, ``overlap`` (0..0.9) between neighbours.
 
-    Example:
+    Examples:
         >>> tile_origins(256, 128, 0.25)
         [0, 96, 128]
     """

@@ -6,7 +6,7 @@ border (the strings run on to the frame). Missing keypoints (NaN) are interpolat
 grid's other points through the homography of the template, or their segments are skipped;
 a segment is never drawn to (0, 0).
 
-Example:
+Examples:
     >>> from quadratseg.keypoints import grid_template_xy
     >>> mask = grid_mask((grid_template_xy() * 512), (512, 512), line_width=6)
     >>> mask.dtype, mask.shape

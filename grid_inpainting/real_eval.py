@@ -15,7 +15,7 @@ The decoy strings are never extended to the border (the frame's pixels are left 
 must cross the real strings that run across it; those crossings are inpainted with the rest but not
 scored (:func:`scored_pixels`: the decoy minus the real grid mask at twice its width).
 
-Example:
+Examples:
     >>> kp = decoy_keypoints((400, 300), seed=0)
     >>> kp.shape, bool((kp[:, 0] > 0).all() and (kp[:, 0] < 400).all())
     ((117, 2), True)

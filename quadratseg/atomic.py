@@ -1,6 +1,6 @@
 """Outputs that appear whole or not at all.
 
-Example:
+Examples:
     >>> with atomic_output_dir("outputs/clean", overwrite=True) as tmp:  # doctest: +SKIP
     ...     (tmp / "a.jpg").write_bytes(data)
 """

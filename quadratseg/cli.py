@@ -78,7 +78,7 @@ def current_settings() -> Settings:
 def as_name(value: Any) -> str | None:
     """A dataset, project, task or label name as the user typed it (``None`` stays ``None``).
 
-    Example:
+    Examples:
         >>> as_name(2024), as_name(("a", "b")), as_name(None)
         ('2024', 'a,b', None)
     """
@@ -92,7 +92,7 @@ def as_name(value: Any) -> str | None:
 def as_names(value: Any) -> list[str]:
     """Comma-separated names (text, or the tuple fire makes of ``1,2``) -> a list of ``str``.
 
-    Example:
+    Examples:
         >>> as_names("val, test"), as_names((1, 2)), as_names(None)
         (['val', 'test'], ['1', '2'], [])
     """
@@ -185,7 +185,7 @@ def negated_flags(
     """``--no-NAME`` -> ``--NAME=False`` for a boolean parameter ``NAME`` of the function called
     (fire itself only knows ``--noNAME``); other words are left as they are.
 
-    Example:
+    Examples:
         >>> def train(data: str, tensorboard: bool = True, from_scratch: bool = False): ...
         >>> negated_flags(train, ["d.yaml", "--no-tensorboard", "--from-scratch", "--no-such"])
         ['d.yaml', '--tensorboard=False', '--from-scratch', '--no-such']

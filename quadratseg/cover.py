@@ -5,7 +5,7 @@ colonies overlap, a pixel counts once, for the colony listed last (CVAT's drawin
 is one ring (N, 2) or a list of rings (its parts and holes, even-odd rule), as FiftyOne polylines
 hold it.
 
-Example:
+Examples:
     >>> square = np.array([[0, 0], [5, 0], [5, 10], [0, 10]], float)
     >>> percent_cover([("Acropora", square)], (10, 10))
     {'Acropora': 50.0}
@@ -68,7 +68,7 @@ def cover_from_class_map(
 ) -> dict[str, float]:
     """Percent of the frame covered by each class of a class-index map (H, W), background left out.
 
-    Example:
+    Examples:
         >>> cover_from_class_map(np.array([[0, 1], [1, 2]]), ["background", "Acropora", "Porites"])
         {'Acropora': 50.0, 'Porites': 25.0}
     """

@@ -30,7 +30,7 @@ Pure arithmetic on masks and numbers (the chain from raw photos to cover feeds i
 - Over quadrats (per site and year): mean, standard error and a Student-t interval
   (:func:`mean_interval`).
 
-Example:
+Examples:
     >>> round(wilson_interval(0, 10)[1], 3)
     0.278
 """
@@ -157,7 +157,7 @@ def conformal_count(n: int, target: float = 0.95) -> int:
     """How many of ``n`` held-out values a split-conformal fit must cover for ``target`` coverage of
     a new one: ``ceil((n + 1) * target)``, at most ``n`` (then the level is not guaranteed).
 
-    Example:
+    Examples:
         >>> conformal_count(100), conformal_count(10)
         (96, 10)
     """
@@ -218,7 +218,7 @@ def calibrate_miss_pp(
     missed entirely having the interval (0, 0). Only true covers above their interval can be
     reached; when too many lie below, the largest shortfall is returned.
 
-    Example:
+    Examples:
         >>> calibrate_miss_pp([1.0, 2.0, 0.5], [0.5, 0.0, 0.4], [1.5, 0.0, 0.6])
         2.0
     """
@@ -322,7 +322,7 @@ NAME_PATTERNS = (
 def parse_photo_name(stem: str, patterns: Sequence[str] = NAME_PATTERNS) -> dict[str, str]:
     """site, year and quadrat from a photo's file stem by the first matching pattern ("" if none).
 
-    Example:
+    Examples:
         >>> parse_photo_name("SynthNorth_2019_000")
         {'site': 'SynthNorth', 'year': '2019', 'quadrat': '000'}
     """

@@ -18,7 +18,7 @@ as connected regions of its class map) pooled, most confident first; a colony wh
 one already kept by IoU >= a threshold is dropped. Class-agnostic, since a pixel belongs to one
 colony: where the models disagree on a colony's genus, the surer one decides.
 
-Example:
+Examples:
     >>> a = np.array([[[0.2]], [[0.8]]]); b = np.array([[[0.6]], [[0.4]]])
     >>> fuse_scores(a, b, "weighted").round(2).ravel().tolist()
     [0.4, 0.6]
@@ -103,7 +103,7 @@ def nms_instances(instances: Sequence[Instance], iou_threshold: float = 0.5) -> 
     """Greedy class-agnostic mask non-maximum suppression: colonies in descending score, each kept
     unless its IoU with a kept one reaches ``iou_threshold`` (module docstring).
 
-    Example:
+    Examples:
         >>> big = Instance("Porites", 0.9, np.ones((4, 4), bool))
         >>> same = Instance("Acropora", 0.6, np.ones((4, 3), bool))
         >>> away = Instance("Pocillopora", 0.5, np.ones((2, 2), bool), (10, 10))

@@ -106,7 +106,7 @@ def polygons_to_mask(
         polygons: rings (N, 2) or :class:`PolygonWithHoles`, pixel coordinates.
         frame_size: (width, height) of the image.
 
-    Example:
+    Examples:
         >>> int(polygons_to_mask([np.array([[0, 0], [4, 0], [4, 2], [0, 2]])], (6, 3)).sum())
         8
     """

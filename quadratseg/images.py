@@ -17,7 +17,7 @@ Batch inputs: :func:`list_images` (recursive) and :func:`image_key` (the relativ
 its suffix, so ``a.jpg`` and ``a.png`` never share an output: outputs are ``<key><ext>``,
 e.g. ``site/2020/a.jpg`` -> ``overlays/site/2020/a.jpg.jpg``).
 
-Example:
+Examples:
     >>> image_key("photos/site/2020/a.jpg", "photos")
     'site/2020/a.jpg'
     >>> output_name("site/2020/a.jpg", ".png")

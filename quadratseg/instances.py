@@ -44,7 +44,7 @@ class Instance:
         origin_xy: (x0, y0), the image-frame pixel of ``box_mask[0, 0]``.
         extra: what a producer wants to report with it (e.g. ``{"unsure": True}``).
 
-    Example:
+    Examples:
         >>> ring = np.array([[2, 1], [6, 1], [6, 4], [2, 4]], float)
         >>> inst = Instance.from_polygons("Porites", 0.9, [ring])
         >>> inst.xyxy, inst.area
@@ -251,7 +251,7 @@ def cvat_shapes(
 class CocoInstances:
     """Accumulates images and their instances into a COCO instance-segmentation document.
 
-    Example:
+    Examples:
         >>> doc = CocoInstances(["Acropora"])
         >>> square = np.array([[0, 0], [4, 0], [4, 4], [0, 4]], float)
         >>> doc.add_image("q.jpg", (8, 8), [Instance.from_polygons("Acropora", 0.9, [square])])

@@ -7,7 +7,7 @@ quadrat, (1, 1) the bottom-right, x to the right, y down.
 - grid: 9 rows x 13 columns = 117 intersections, row-major (left to right, then top to
   bottom), CVAT sublabels "1".."117".
 
-Example:
+Examples:
     >>> grid_template_xy().shape
     (117, 2)
     >>> m = match_to_template(corner_template_xy()[::-1] + 0.01, corner_template_xy(), max_cost=0.3)

@@ -327,7 +327,7 @@ def dumps(payload: Any) -> str:
 
     The text equals ``json.dumps`` of the same payload with every array turned into a list.
 
-    Example:
+    Examples:
         >>> dumps([{"mask": np.array([0, 1, 1, 0, 12, 3]), "n": np.int64(2)}])
         '[{"mask": [0, 1, 1, 0, 12, 3], "n": 2}]'
     """

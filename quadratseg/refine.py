@@ -16,7 +16,7 @@ evidence is too weak or lies beyond the radius keeps its input position and is f
 refined. Frames: pixel-corner coordinates (pixel (c, r) covers [c, c+1) x [r, r+1)), as in
 :mod:`quadratseg.warp`.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> image = np.full((64, 64, 3), 60, np.uint8)
     >>> image[:, 30:32] = 230; image[20:22, :] = 230  # strings crossing at (31, 21)

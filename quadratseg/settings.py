@@ -5,7 +5,7 @@ when set, else the first ``.env`` found from the current folder upwards (:func:`
 Library code never reads the environment: CLIs load the settings once (``quadratseg.cli``) and
 pass the values down as arguments.
 
-Example:
+Examples:
     >>> s = load_settings(env_file=None, environ={"CVAT_RETRIES": "5"})
     >>> s.cvat_retries
     5

@@ -9,7 +9,7 @@ Class merging is applied when preparing training data and when reporting cover. 
 another table passes its path; a label outside the table raises :class:`UnknownLabelError`
 listing close matches, unless the user maps it with ``aliases``.
 
-Example:
+Examples:
     >>> tax = load_taxonomy()
     >>> tax.map_label("Goniastrea", "main_family")
     'Merulinidae'

@@ -6,7 +6,7 @@ corners land on (0, 0), (w, 0), (w, h), (0, h). Homographies map image -> warped
 pixel coordinates in that convention; :func:`warp_image` converts to OpenCV's pixel-centre
 convention internally so image and points stay consistent to the sub-pixel.
 
-Example:
+Examples:
     >>> corners = np.array([[10, 10], [90, 12], [95, 80], [5, 85]], float)
     >>> H = quadrat_homography(corners, (100, 100))
     >>> np.allclose(transform_points(corners, H), [[0, 0], [100, 0], [100, 100], [0, 100]])
@@ -67,7 +67,7 @@ def warped_size(width_px: int, aspect: float = 1.0) -> tuple[int, int]:
     """(width, height) px of a warped quadrat ``width_px`` wide whose sides are in ratio
     ``aspect`` = width / height (1 for square quadrats, 2 for a 1 x 0.5 m one).
 
-    Example:
+    Examples:
         >>> warped_size(1000, 2.0)
         (1000, 500)
     """

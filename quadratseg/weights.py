@@ -8,12 +8,12 @@ file comes from. Training from random initialisation is an explicit choice (``--
 The layout (flat, official file names)::
 
     $QUADRATSEG_MODELS_DIR/
-        yolo11{n,s,m,l,x}-seg.pt        coral_seg_yolo.train
-        yolo11{n,s,m,l,x}-pose.pt       grid_pose_detection.train
-        dinov2_vit{s,b,l,g}14_pretrain.pth   DINOv2_mmseg.train (backbone)
-        sam_vit_{b,l,h}_*.pth           DINOv2_mmseg refinement (SAM_CHECKPOINT)
-        vit_b_coralscop.pth             DINOv2_mmseg refinement (CoralSCoP)
-        big-lama.pt                     grid_inpainting (LAMA_MODEL)
+        yolo11{n,s,m,l,x}-seg.pt             coral segmentation training (YOLO)
+        yolo11{n,s,m,l,x}-pose.pt            corner and grid training (YOLO pose)
+        dinov2_vit{s,b,l,g}14_pretrain.pth   semantic segmentation training (DINOv2 backbone)
+        sam_vit_{b,l,h}_*.pth                colony refinement (SAM_CHECKPOINT)
+        vit_b_coralscop.pth                  colony refinement (CoralSCoP)
+        big-lama.pt                          grid removal (LAMA_MODEL)
 
 ``python -m quadratseg.weights`` lists the catalogue and which files are present.
 """
@@ -58,7 +58,7 @@ def _catalogue() -> dict[str, WeightsFile]:
                 f"yolo11{size}-seg.pt",
                 f"YOLO11{size} instance segmentation (COCO)",
                 _ULTRALYTICS,
-                "coral_seg_yolo.train",
+                "coral segmentation training (YOLO)",
             )
         )
         files.append(
@@ -67,7 +67,7 @@ def _catalogue() -> dict[str, WeightsFile]:
                 f"yolo11{size}-pose.pt",
                 f"YOLO11{size} pose (COCO keypoints)",
                 _ULTRALYTICS,
-                "grid_pose_detection.train",
+                "corner and grid training (YOLO pose)",
             )
         )
     for arch, letter in DINOV2_ARCHS.items():
@@ -77,7 +77,7 @@ def _catalogue() -> dict[str, WeightsFile]:
                 f"dinov2_vit{letter}14_pretrain.pth",
                 f"DINOv2 ViT-{letter.upper()}/14 backbone (arch={arch})",
                 _DINOV2,
-                "DINOv2_mmseg.train",
+                "semantic segmentation training (DINOv2 backbone)",
             )
         )
     for size, file in (
@@ -86,7 +86,9 @@ def _catalogue() -> dict[str, WeightsFile]:
         ("h", "sam_vit_h_4b8939.pth"),
     ):
         files.append(
-            WeightsFile(f"sam_vit_{size}", file, f"SAM ViT-{size.upper()}", _SAM, "DINOv2_mmseg refinement")
+            WeightsFile(
+                f"sam_vit_{size}", file, f"SAM ViT-{size.upper()}", _SAM, "colony refinement (SAM_CHECKPOINT)"
+            )
         )
     files.append(
         WeightsFile(
@@ -94,7 +96,7 @@ def _catalogue() -> dict[str, WeightsFile]:
             "vit_b_coralscop.pth",
             "CoralSCoP (SAM ViT-B fine-tuned on corals)",
             "the CoralSCoP authors' release (the checkpoint link in their repository's README)",
-            "DINOv2_mmseg refinement and its Nuclio zip",
+            "colony refinement and its Nuclio function",
         )
     )
     files.append(
@@ -103,7 +105,7 @@ def _catalogue() -> dict[str, WeightsFile]:
             "big-lama.pt",
             "LaMa big-lama as TorchScript",
             "simple-lama-inpainting's release (github.com/enesmsahin/simple-lama-inpainting/releases)",
-            "grid_inpainting (LAMA_MODEL)",
+            "grid removal (LAMA_MODEL)",
         )
     )
     return {f.key: f for f in files}
@@ -115,7 +117,7 @@ CATALOGUE: dict[str, WeightsFile] = _catalogue()
 def weights_file(key: str) -> WeightsFile:
     """The catalogue entry of ``key`` (``yolo11n-seg``, ``dinov2_vit_b``, ``coralscop``...).
 
-    Example:
+    Examples:
         >>> weights_file("dinov2_vit_b").filename
         'dinov2_vitb14_pretrain.pth'
     """
@@ -145,7 +147,7 @@ def locate(key: str, models_dir: str | Path) -> Path:
 def yolo_key(architecture: str | Path) -> str | None:
     """The catalogue key of the COCO weights of a YOLO11 architecture YAML, or None.
 
-    Example:
+    Examples:
         >>> yolo_key("yolo11s-pose.yaml"), yolo_key("configs/yolo11n-seg.yaml"), yolo_key("custom.yaml")
         ('yolo11s-pose', 'yolo11n-seg', None)
     """
@@ -156,7 +158,7 @@ def yolo_key(architecture: str | Path) -> str | None:
 def dinov2_key(arch: str) -> str | None:
     """The catalogue key of the official DINOv2 backbone of an ``arch`` (``vit_b``), or None (``tiny``).
 
-    Example:
+    Examples:
         >>> dinov2_key("vit_b"), dinov2_key("tiny")
         ('dinov2_vit_b', None)
     """

@@ -147,7 +147,7 @@ def yolo_device(value: Any) -> str:
     """A device for ultralytics: ``cpu``, ``auto``, one GPU (``0``, ``cuda:0``) or several (``0,1``, which
     ultralytics trains with its own DDP); fire's tuple of ``--device 0,1`` and ``cuda:0,1`` included.
 
-    Example:
+    Examples:
         >>> yolo_device((0, 1)), yolo_device("cuda:0,1"), yolo_device("cuda"), yolo_device(None)
         ('0,1', '0,1', '0', 'auto')
     """

@@ -19,6 +19,7 @@ ENV_EXTRAS = {
     "grid-inpainting": ["inpaint"],
     "pipeline": ["pipeline"],
     "bridge": ["bridge"],
+    "docs": ["docs"],
     "all": ["all", "dev"],
 }
 GPU_ENVS = {"coral-seg-yolo", "dinov2-mmseg", "grid-pose", "grid-inpainting", "pipeline", "bridge"}
@@ -85,7 +86,18 @@ def test_every_environment_installs_its_pyproject_extra(pixi, pyproject):
             "cuda" in pixi["feature"][f].get("system-requirements", {}) for f in features_of(spec)
         )
         assert needs_cuda == (env in GPU_ENVS), env
-    assert set(extras) == {"data", "yolo", "mmseg", "grid", "inpaint", "bridge", "pipeline", "all", "dev"}
+    assert set(extras) == {
+        "data",
+        "yolo",
+        "mmseg",
+        "grid",
+        "inpaint",
+        "bridge",
+        "pipeline",
+        "all",
+        "docs",
+        "dev",
+    }
 
 
 def test_python_versions_agree(pixi, pyproject):

@@ -10,7 +10,7 @@ classifier (``robot``) are machine output, not truth: :func:`read_coralnet_csv` 
 A label mapping is a CSV ``coralnet,label`` from CoralNet codes to our finegrained labels, or
 to ``substrate`` (scored: not coral) or ``ignore`` (not scored: ``Off``, equipment, unclear).
 
-Example:
+Examples:
     >>> sample_points((100, 100), 4, "grid").tolist()
     [[25.0, 25.0], [75.0, 25.0], [25.0, 75.0], [75.0, 75.0]]
 """

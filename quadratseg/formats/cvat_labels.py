@@ -3,7 +3,7 @@
 The same :class:`LabelSpec` serves the XML ``<labels>`` block, the REST ``labels`` payload and a
 Nuclio ``function.yaml`` spec. Skeleton labels carry their point ``sublabels`` and an ``svg``.
 
-Example:
+Examples:
     >>> labels = labels_from_raw_config([{"name": "coral", "type": "polygon", "attributes": []}])
     >>> labels[0].type
     'polygon'

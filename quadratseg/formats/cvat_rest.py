@@ -5,7 +5,7 @@ The REST API and project backups describe a shape as ``{"type", "label_id" | "la
 "elements": [...]}``; ``rectangle`` points are ``[xtl, ytl, xbr, ybr]`` and ``mask`` points are
 CVAT's mask RLE. Attributes carry ``spec_id`` (REST) or the attribute name (backups).
 
-Example:
+Examples:
     >>> s = shape_from_rest({"type": "polygon", "label": "Acropora", "points": [0, 0, 4, 0, 4, 3]})
     >>> s.points.tolist()
     [[0.0, 0.0], [4.0, 0.0], [4.0, 3.0]]

@@ -6,7 +6,7 @@ Coordinates are pixels in the image frame. Masks are stored as CVAT's REST ``poi
 (runs inside the box, then the inclusive box ``left, top, right, bottom``), see
 :func:`quadratseg.geometry.cvat_rle_to_mask`.
 
-Example:
+Examples:
     >>> doc = read_cvat_xml("annotations.xml")  # doctest: +SKIP
     >>> [s.label for s in doc.images[0].shapes]  # doctest: +SKIP
 """

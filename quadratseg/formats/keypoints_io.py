@@ -6,7 +6,7 @@ Keypoints are float (K, 2) pixel arrays in template order with NaN for missing p
   ``v = 0`` is a missing point (x = y = 0 by COCO's convention), 1 occluded, 2 visible.
 - YOLO pose: one line per object, ``class cx cy w h x1 y1 v1 ...`` normalized to the image.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> line = yolo_pose_line(np.array([[10.0, 20.0], [np.nan, np.nan]]), (100, 100))
     >>> parse_yolo_pose_line(line, (100, 100), 2).tolist()
