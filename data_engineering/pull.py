@@ -34,6 +34,7 @@ from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import (
     POLYLINES_FIELD,
     ConversionLog,
+    declare_skeletons,
     derive_level_fields,
     frame_labels,
     parse_quadrat_name,
@@ -261,6 +262,7 @@ def pull_project(
         )
     gc.collect()
     derive_level_fields(staging, taxonomy, source_level)
+    declare_skeletons(staging, project.labels)  # the App draws the corners' frame and the grid
     staging.info[INFO_KEY] = done
     staging.info["cvat_project_name"] = project.name
     staging.info["cvat_source"] = project.source

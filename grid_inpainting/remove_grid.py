@@ -67,8 +67,9 @@ def items_from_dataset(dataset: str, field: str = "gt_grid") -> Iterator[GridIte
         if sample[field] is None or not sample[field].keypoints:
             logger.warning("%s has no %s keypoints: skipped", sample.filepath, field)
             continue
+        # crossings marked outside (hidden by a coral) keep the place the annotator gave them
         kp, _visible = keypoints_to_pixels(
-            sample[field].keypoints[0], (sample.metadata.width, sample.metadata.height)
+            sample[field].keypoints[0], (sample.metadata.width, sample.metadata.height), with_outside=True
         )
         yield GridItem(Path(sample.filepath), kp, sample.id)
 
@@ -173,6 +174,8 @@ def dataset_of_clean_images(source: str, new_name: str, out_dir: Path, records: 
         samples.append(sample)
     ds = fo.Dataset(new_name, persistent=True)
     ds.add_samples(samples, progress=False)
+    if src.skeletons:  # the copied keypoint fields keep their skeletons (the App draws the grid)
+        ds.skeletons = dict(src.skeletons)
     return new_name
 
 

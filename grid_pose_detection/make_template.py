@@ -32,8 +32,7 @@ def normalized_keypoints(sample: Any, field: str, corners_field: str = "gt_corne
     if value is None or not value.keypoints:
         return None
     size = (sample.metadata.width, sample.metadata.height)
-    points, visible = keypoints_to_pixels(value.keypoints[0], size)
-    points[~visible] = np.nan
+    points, _visible = keypoints_to_pixels(value.keypoints[0], size)  # NaN where not visible
     corners = sample[corners_field] if corners_field in sample.field_names else None
     if corners is not None and corners.keypoints:
         corner_xy, corner_visible = keypoints_to_pixels(corners.keypoints[0], size)

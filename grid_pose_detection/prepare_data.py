@@ -112,21 +112,20 @@ def write_pose_layout(
                 )
                 continue
             size = (sample.metadata.width, sample.metadata.height)
-            points, visible = keypoints_to_pixels(value.keypoints[0], size)
+            # points CVAT marked outside keep their coordinates (written with v = 0)
+            points, visible = keypoints_to_pixels(value.keypoints[0], size, with_outside=True)
             if len(points) != task.n_points:
                 raise QuadratsegError(
                     f"{sample.filepath}: {task.field} has {len(points)} points, "
                     f"the {task.name} task needs {task.n_points}"
                 )
-            # keep the stored coordinates of invisible points (keypoints_to_pixels NaNs only missing ones)
-            raw = np.asarray(value.keypoints[0].points, dtype=np.float64) * np.array(size)
             stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
             image_target = tmp / "images" / split / f"{stem}{Path(sample.filepath).suffix}"
             if link and exif_orientation(sample.filepath) == 1:
                 image_target.symlink_to(Path(sample.filepath).resolve())
             else:  # a copy, with upright pixels if the photo has an EXIF turn (ultralytics sees it upright)
                 write_upright(sample.filepath, image_target)
-            lines = point_lines(task, raw, visible, size, layout)
+            lines = point_lines(task, points, visible, size, layout)
             (tmp / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
             counts[split] += 1
         check_split_counts(counts, task.name)

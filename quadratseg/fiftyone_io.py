@@ -8,9 +8,17 @@ Fields of a pulled sample:
   same polygons with labels mapped to each coarser taxonomy level (:func:`derive_level_fields`;
   a polygon keeps its label id in every level's field, so it can be followed across levels).
 - ``gt_corners`` / ``gt_grid``: the ``quadrat_corner`` / ``grid`` skeletons as ``Keypoints``
-  holding one ``Keypoint`` whose points are in template order (the skeleton's sublabel order).
-  Points marked ``outside`` keep their coordinates and get ``visible`` False; points missing
-  from the skeleton are NaN with ``visible`` False.
+  holding one ``Keypoint`` whose points are in template order (the skeleton's sublabel order);
+  other skeleton labels go to ``gt_<label>``. Points marked ``outside`` in CVAT and points
+  missing from the skeleton are NaN (FiftyOne's missing point: the App does not draw it, its
+  COCO export writes ``v = 0``). The coordinates CVAT keeps for outside points are not lost:
+  the ``Keypoint`` attribute ``cvat_outside_points`` (:data:`OUTSIDE_POINTS_ATTR`, only on
+  keypoints with an outside point) holds them, one (x, y) per point, NaN for every point that
+  is not outside; :func:`keypoints_to_pixels` gives them back for the push to CVAT and YOLO
+  pose labels. The dataset declares each skeleton field's ``KeypointSkeleton`` (point names in
+  template order, edges from the CVAT label's drawing or the core label sets: the corners as a
+  closed quadrilateral, the grid's neighbours along rows and columns), so the App draws the
+  frame and the grid (:func:`declare_skeletons`).
 - ``cvat_task_id``, ``cvat_task_name``, ``cvat_subset``, ``cvat_project_name``, ``cvat_frame``,
   ``cvat_image_name``; ``area``, ``year``, ``quadrat_id`` from ``{site}_{year}_{quadrat}``
   names; the subset as a tag.
@@ -18,9 +26,11 @@ Fields of a pulled sample:
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +40,14 @@ from quadratseg.errors import QuadratsegError
 from quadratseg.formats.cvat_labels import LabelSpec
 from quadratseg.formats.cvat_xml import Shape
 from quadratseg.geometry import cvat_rle_to_mask, mask_to_polygons, polygon_area, repair_polygon
+from quadratseg.labelsets import corner_labels, grid_labels
 from quadratseg.taxonomy import LEVELS, Taxonomy
 
 POLYLINES_FIELD = "gt_polylines"
 SKELETON_FIELDS = {"quadrat_corner": "gt_corners", "grid": "gt_grid"}
+OUTSIDE_POINTS_ATTR = "cvat_outside_points"  # Keypoint attribute: CVAT's coordinates of outside points
+_SVG_TAG = re.compile(r"<(line|circle)\b([^>]*)>")
+_SVG_ATTR = re.compile(r'([\w-]+)="([^"]*)"')
 QUADRAT_NAME = re.compile(r"^(?P<area>[A-Za-z0-9-]+)_(?P<year>(?:19|20)\d\d)_(?P<quadrat>[A-Za-z0-9-]+)$")
 
 
@@ -220,6 +234,74 @@ def skeleton_points(
     return points, visible
 
 
+def skeleton_edges(spec: LabelSpec) -> list[tuple[int, int]]:
+    """The edges of a CVAT skeleton label as pairs of 0-based sublabel indices, from its svg drawing.
+
+    CVAT draws a skeleton as ``<circle data-node-id=.. data-label-name=..>`` nodes and ``<line
+    data-node-from=.. data-node-to=..>`` edges (escaped or not). A node without a label name is
+    the sublabel at its position (node ids count from 1 in sublabel order). Edges naming an
+    unknown node are left out.
+
+    Examples:
+        >>> from quadratseg.labelsets import corner_labels
+        >>> skeleton_edges(corner_labels()[0])
+        [(0, 1), (1, 2), (2, 3), (3, 0)]
+    """
+    names = [s.name for s in spec.sublabels]
+    index = {name: i for i, name in enumerate(names)}
+    nodes: dict[str, int | None] = {}
+    lines = []
+    for tag, attributes in _SVG_TAG.findall(html.unescape(spec.svg or "")):
+        attrs = dict(_SVG_ATTR.findall(attributes))
+        if tag == "line" and attrs.get("data-type", "edge") == "edge":
+            lines.append((attrs.get("data-node-from", ""), attrs.get("data-node-to", "")))
+        elif tag == "circle" and attrs.get("data-node-id", "").isdigit():
+            node, name = attrs["data-node-id"], attrs.get("data-label-name")
+            nodes[node] = index.get(name) if name is not None else int(node) - 1
+
+    def node_index(node: str) -> int | None:
+        i = nodes[node] if node in nodes else (int(node) - 1 if node.isdigit() else None)
+        return i if i is not None and 0 <= i < len(names) else None
+
+    edges = [(node_index(a), node_index(b)) for a, b in lines]
+    return [(a, b) for a, b in edges if a is not None and b is not None and a != b]
+
+
+def keypoint_skeleton(spec: LabelSpec) -> Any:
+    """FiftyOne's ``KeypointSkeleton`` of a CVAT skeleton label: its sublabel names in order, its edges.
+
+    The edges are the label's own (:func:`skeleton_edges`). A label drawn without edges (CRIOBE's
+    corner and grid projects) takes those of the core label set of the same name and points
+    (:mod:`quadratseg.labelsets`: the 4 corners as a closed quadrilateral; each of the 9 x 13 grid
+    intersections joined to its neighbours along its row and its column).
+    """
+    import fiftyone as fo
+
+    names = [s.name for s in spec.sublabels]
+    edges = skeleton_edges(spec)
+    if not edges:
+        core = {c.name: c for c in (*corner_labels(), *grid_labels())}.get(spec.name)
+        if core is not None and [c.name for c in core.sublabels] == names:
+            edges = skeleton_edges(core)
+    return fo.KeypointSkeleton(labels=names, edges=[[a, b] for a, b in edges])
+
+
+def declare_skeletons(dataset: Any, labels: Iterable[LabelSpec]) -> list[str]:
+    """Declare the ``KeypointSkeleton`` of every skeleton label's field the dataset has (the App draws
+    the points' names and edges); returns the fields declared. Skeletons of other fields are kept."""
+    schema = dataset.get_field_schema()
+    skeletons = dict(dataset.skeletons)
+    declared = []
+    for spec in labels:
+        field_name = skeleton_field(spec.name)
+        if spec.sublabels and field_name in schema:
+            skeletons[field_name] = keypoint_skeleton(spec)
+            declared.append(field_name)
+    if declared:
+        dataset.skeletons = skeletons  # the setter saves the dataset
+    return declared
+
+
 def frame_labels(
     shapes: list[Shape],
     frame_size: tuple[int, int],
@@ -266,10 +348,13 @@ def frame_labels(
             continue
         points_px, visible = skeleton_points(shape, spec, where, log)
         field_name = skeleton_field(shape.label)
-        normalized = [
-            (float("nan"), float("nan")) if math.isnan(x) else (x / w, y / h) for x, y in points_px.tolist()
-        ]
-        keypoint = fo.Keypoint(label=shape.label, points=normalized, visible=visible)
+        nan = (float("nan"), float("nan"))
+        normalized = [nan if math.isnan(x) else (x / w, y / h) for x, y in points_px.tolist()]
+        shown = [p if seen else nan for p, seen in zip(normalized, visible, strict=True)]
+        outside = [nan if seen else p for p, seen in zip(normalized, visible, strict=True)]
+        keypoint = fo.Keypoint(label=shape.label, points=shown)
+        if any(not math.isnan(x) for x, _ in outside):  # CVAT's coordinates of its outside points
+            keypoint[OUTSIDE_POINTS_ATTR] = outside
         if field_name in fields:
             fields[field_name].keypoints.append(keypoint)
             log.add("images with several skeletons of one label", f"{where} ({shape.label})")
@@ -298,13 +383,45 @@ def derive_level_fields(samples: Any, taxonomy: Taxonomy, source_level: str = "f
     return written
 
 
-def keypoints_to_pixels(keypoint: Any, frame_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A FiftyOne Keypoint -> (K, 2) pixel coordinates (NaN where missing) and a visible (K,) bool array."""
-    w, h = frame_size
-    pts = np.asarray(keypoint.points, dtype=np.float64).reshape(-1, 2) * np.array([w, h])
-    visible = getattr(keypoint, "visible", None)
-    vis = np.asarray(visible if visible is not None else [True] * len(pts), dtype=bool)
-    vis &= np.isfinite(pts).all(axis=1)
+def keypoints_to_pixels(
+    keypoint: Any, frame_size: tuple[int, int], with_outside: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """A FiftyOne Keypoint -> (K, 2) float pixel coordinates and a visible (K,) bool array.
+
+    A point is visible when it has coordinates in ``points``; the others are NaN. With
+    ``with_outside``, points CVAT marked outside get back the coordinates kept in
+    ``cvat_outside_points`` (still not visible), as CVAT skeletons and YOLO pose labels (``v = 0``)
+    hold them. Keypoints pulled before outside points became NaN (outside coordinates in
+    ``points``, a ``visible`` list beside them) read the same way.
+
+    Examples:
+        >>> import fiftyone as fo
+        >>> nan = float("nan")
+        >>> kp = fo.Keypoint(points=[(0.5, 0.5), (nan, nan)], cvat_outside_points=[(nan, nan), (0.25, 1.0)])
+        >>> points, visible = keypoints_to_pixels(kp, (100, 10))
+        >>> points.tolist(), visible.tolist()
+        ([[50.0, 5.0], [nan, nan]], [True, False])
+        >>> keypoints_to_pixels(kp, (100, 10), with_outside=True)[0].tolist()
+        [[50.0, 5.0], [25.0, 10.0]]
+    """
+    scale = np.array(frame_size, dtype=np.float64)
+    pts = np.asarray(keypoint.points, dtype=np.float64).reshape(-1, 2) * scale
+    vis = np.isfinite(pts).all(axis=1)
+    legacy_visible = getattr(keypoint, "visible", None)
+    if legacy_visible is not None:
+        vis &= np.asarray(legacy_visible, dtype=bool)
+    outside = getattr(keypoint, OUTSIDE_POINTS_ATTR, None)
+    if not with_outside:
+        pts[~vis] = np.nan
+    elif outside is not None:
+        kept = np.asarray(outside, dtype=np.float64).reshape(-1, 2) * scale
+        if len(kept) != len(pts):
+            raise ValueError(
+                f"a {keypoint.label!r} keypoint has {len(pts)} points but {len(kept)} {OUTSIDE_POINTS_ATTR}; "
+                "pull it again from CVAT"
+            )
+        restore = ~vis & np.isfinite(kept).all(axis=1)
+        pts[restore] = kept[restore]
     return pts, vis
 
 
@@ -337,10 +454,14 @@ def polylines_to_shapes(polylines: Any, frame_size: tuple[int, int]) -> list[Sha
 
 
 def keypoints_to_shapes(keypoints: Any, frame_size: tuple[int, int], spec: LabelSpec) -> list[Shape]:
-    """FiftyOne Keypoints -> CVAT skeletons, elements in ``spec``'s sublabel order (missing: outside)."""
+    """FiftyOne Keypoints -> CVAT skeletons, elements in ``spec``'s sublabel order.
+
+    NaN points go out as ``outside``: at the coordinates kept in ``cvat_outside_points`` for the
+    points CVAT had marked outside, at (0, 0) for points missing from the skeleton.
+    """
     shapes = []
     for kp in keypoints.keypoints if keypoints is not None else []:
-        pts, vis = keypoints_to_pixels(kp, frame_size)
+        pts, vis = keypoints_to_pixels(kp, frame_size, with_outside=True)
         if len(pts) != len(spec.sublabels):
             raise ValueError(
                 f"a {kp.label!r} keypoint has {len(pts)} points but the CVAT skeleton {spec.name!r} has "

@@ -13,6 +13,7 @@ CLIS = [
     "pipeline.demo",
     "data_engineering.create_fiftyone_dataset",
     "data_engineering.create_cvat_annotation_tasks",
+    "data_engineering.app",
     "grid_inpainting.remove_grid",
     "grid_inpainting.evaluate",
     "grid_inpainting.prepare_data",

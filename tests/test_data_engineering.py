@@ -14,6 +14,7 @@ from data_engineering import pull as pull_module
 from data_engineering.create_fiftyone_dataset import parse_label_map, run_pull
 from quadratseg.cvat_tasks import project_from_backup, project_from_xml_export, write_project_backup
 from quadratseg.errors import QuadratsegError, UnknownLabelError
+from quadratseg.fiftyone_io import keypoints_to_shapes
 from quadratseg.formats.cvat_xml import read_cvat_xml, write_cvat_xml
 from quadratseg.settings import Settings
 from quadratseg.synth import load_truth
@@ -78,7 +79,7 @@ def test_skeletons_to_keypoints_in_template_order(
         truth = truths[sample.cvat_image_name]
         (kp,) = sample[field].keypoints
         w, h = sample.metadata.width, sample.metadata.height
-        assert len(kp.points) == n and all(kp.visible)
+        assert len(kp.points) == n and np.isfinite(np.array(kp.points, dtype=float)).all()
         assert np.allclose(np.array(kp.points) * [w, h], truth[key], atol=0.01)
 
 
@@ -236,9 +237,18 @@ def test_skeleton_with_missing_and_outside_points(synthetic_set, tmp_path, datas
     write_cvat_xml(doc, export / "annotations.xml")
     summary = run_pull(dataset_name, "xml", str(export), settings=settings_for(tmp_path))
     assert any("skeleton points missing" in w for w in summary["warnings"])
-    (kp,) = load(dataset_name).match({"cvat_image_name": doc.images[0].name}).first().gt_corners.keypoints
-    assert kp.visible == [True, False, False, True]
-    assert not math.isnan(kp.points[1][0]) and math.isnan(kp.points[2][0])
+    sample = load(dataset_name).match({"cvat_image_name": doc.images[0].name}).first()
+    (kp,) = sample.gt_corners.keypoints
+    # outside and missing points are both FiftyOne's missing point (NaN); CVAT's coordinates of the
+    # outside point are kept beside them, and go back to CVAT with the point still outside
+    assert [math.isnan(x) for x, _ in kp.points] == [False, True, True, False]
+    size = (sample.metadata.width, sample.metadata.height)
+    kept = np.array(kp.cvat_outside_points, dtype=float) * size
+    assert np.allclose(kept[1], skeleton.elements[1].points[0]) and np.isnan(kept[[0, 2, 3]]).all()
+    spec = next(lab for lab in doc.labels if lab.name == skeleton.label)
+    (pushed,) = keypoints_to_shapes(sample.gt_corners, size, spec)
+    assert [e.outside for e in pushed.elements] == [False, True, True, False]
+    assert np.allclose(pushed.elements[1].points, skeleton.elements[1].points)
 
 
 def test_empty_and_filtered_projects_say_why(synthetic_set, tmp_path, dataset_name):

@@ -210,6 +210,8 @@ def test_remove_grid_from_fiftyone_keeps_metadata_and_links_back(synthetic_set, 
         sample = clean.first()
         original = source[sample.source_sample_id]
         assert sample.cvat_image_name == original.cvat_image_name and sample.tags == original.tags
+        clean.reload()
+        assert len(clean.skeletons["gt_grid"].labels) == 117 and clean.skeletons == source.skeletons
         assert (
             sample.inpaint_backend == "opencv-telea"
             and Path(sample.filepath).parent == (tmp_path / "clean").resolve()

@@ -30,7 +30,10 @@ def test_instance_layout_keeps_invisible_points_and_writes_flip_idx(pose_dataset
     ds = fo.load_dataset(pose_datasets["gridcorners"])
     sample = ds.first()
     kp = sample.gt_corners.keypoints[0]
-    kp.visible = [True, False, True, True]  # TR marked outside in CVAT
+    annotated = [tuple(p) for p in kp.points]
+    nan = (float("nan"), float("nan"))
+    kp.points = [annotated[0], nan, *annotated[2:]]  # TR marked outside in CVAT, as the pull stores it
+    kp.cvat_outside_points = [nan, annotated[1], nan, nan]
     sample.save()
     result = write_pose_layout(get_task("gridcorners"), ds, tmp_path / "layout", layout="instance")
     data = yaml.safe_load((tmp_path / "layout" / "data.yaml").read_text())
@@ -48,7 +51,7 @@ def test_instance_layout_keeps_invisible_points_and_writes_flip_idx(pose_dataset
     assert values[:, 2].tolist() == [2, 0, 2, 2]
     assert values[1, 0] > 0  # the invisible corner keeps its coordinates
     w, h = sample.metadata.width, sample.metadata.height
-    assert np.allclose(values[:, :2] * [w, h], np.array(kp.points) * [w, h], atol=0.01)
+    assert np.allclose(values[:, :2] * [w, h], np.array(annotated) * [w, h], atol=0.01)
     grid = write_pose_layout(
         get_task("gridpose"), fo.load_dataset(pose_datasets["gridpose"]), tmp_path / "g", layout="instance"
     )
