@@ -49,8 +49,8 @@ def train(
         patience: early-stopping patience in epochs.
         device: cpu, a GPU (0) or several (0,1: ultralytics' own DDP); default QUADRATSEG_DEVICE.
         from_scratch: start an architecture YAML from random weights. Without it the YAML starts from
-            its COCO weights in QUADRATSEG_MODELS_DIR (yolo11{n,s,m,l,x}-seg.pt; python -m quadratseg.weights
-            lists them) and a missing file is an error.
+            its COCO weights in QUADRATSEG_MODELS_DIR (yolo11{n,s,m,l,x}-seg.pt; listed by
+            python -m quadratseg.list_weights) and a missing file is an error.
         tensorboard: log the curves for TensorBoard in the run folder (--notensorboard turns it off;
             open with tensorboard --logdir RUN_FOLDER).
         mlflow: MLflow tracking URI to log to as well (needs the optional mlflow package).

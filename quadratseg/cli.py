@@ -45,14 +45,28 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
 
 
+# settings left empty take the first of these files present in QUADRATSEG_MODELS_DIR (quadratseg.weights)
+MODEL_DEFAULTS = {"lama_model": ("big-lama",), "sam_checkpoint": ("coralscop", "sam_vit_b")}
+
+
 def with_model_paths(settings: Settings) -> Settings:
     """The settings with relative weight files (LAMA_MODEL, SAM_CHECKPOINT, DINOV2_CHECKPOINT)
-    looked up in ``QUADRATSEG_MODELS_DIR`` when they are not found from the current folder."""
+    looked up in ``QUADRATSEG_MODELS_DIR`` when they are not found from the current folder; an
+    empty LAMA_MODEL or SAM_CHECKPOINT takes its standard file from there when present (logged)."""
+    from quadratseg.weights import weights_file
+
     changes = {
         name: Path(weights_path(value, settings))
         for name in ("lama_model", "sam_checkpoint", "dinov2_checkpoint")
         if (value := getattr(settings, name)) is not None
     }
+    for name, keys in MODEL_DEFAULTS.items():
+        if getattr(settings, name) is not None:
+            continue
+        found = [p for key in keys if (p := Path(settings.models_dir) / weights_file(key).filename).is_file()]
+        if found:
+            logger.info("%s not set: using %s from QUADRATSEG_MODELS_DIR", name.upper(), found[0])
+            changes[name] = found[0]
     return settings.replace(**changes)
 
 

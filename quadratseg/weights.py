@@ -15,7 +15,7 @@ The layout (flat, official file names)::
         vit_b_coralscop.pth                  colony refinement (CoralSCoP)
         big-lama.pt                          grid removal (LAMA_MODEL)
 
-``python -m quadratseg.weights`` lists the catalogue and which files are present.
+``python -m quadratseg.list_weights`` lists the catalogue and which files are present.
 """
 
 from __future__ import annotations
@@ -179,27 +179,3 @@ def inventory(models_dir: str | Path) -> list[dict[str, str | bool]]:
         }
         for f in CATALOGUE.values()
     ]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m quadratseg.weights [MODELS_DIR]``: the catalogue, present files first."""
-    import sys
-
-    from quadratseg.settings import load_settings
-
-    args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in ("-h", "--help"):
-        sys.stdout.write(f"{__doc__}\n")
-        return 0
-    models_dir = Path(args[0]) if args else Path(load_settings().models_dir)
-    rows = sorted(inventory(models_dir), key=lambda r: not r["present"])
-    lines = [f"QUADRATSEG_MODELS_DIR = {models_dir}"]
-    for row in rows:
-        mark = "present" if row["present"] else "missing"
-        lines.append(f"  {mark:8s} {Path(str(row['file'])).name:32s} {row['kind']} -> {row['used_by']}")
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -136,6 +136,14 @@ def test_cli_paths_and_device_come_from_the_settings(tmp_path, monkeypatch):
     assert device("auto", s) == "cuda:1" and device(None, s) == "cuda:1" and device("cpu", s) == "cpu"
     resolved = with_model_paths(s.replace(sam_checkpoint=Path("sub/best.pt"), lama_model=Path("nope.pt")))
     assert resolved.sam_checkpoint == models / "sub" / "best.pt" and resolved.lama_model == Path("nope.pt")
+    assert with_model_paths(s).lama_model is None and with_model_paths(s).sam_checkpoint is None
+    (models / "big-lama.pt").write_bytes(b"x")  # the standard names, as quadratseg.weights lists them
+    (models / "sam_vit_b_01ec64.pth").write_bytes(b"x")
+    (models / "vit_b_coralscop.pth").write_bytes(b"x")
+    defaults = with_model_paths(s)
+    assert defaults.lama_model == models / "big-lama.pt"
+    assert defaults.sam_checkpoint == models / "vit_b_coralscop.pth"  # CoralSCoP before plain SAM
+    assert with_model_paths(s.replace(lama_model=Path("local.pt"))).lama_model == Path("local.pt")
 
 
 # --- the code keeps the settings' word -------------------------------------------------------
@@ -200,6 +208,7 @@ def test_library_modules_read_no_environment_variables():
         "quadratseg.offline",  # process set-up called by the entry points (writes only)
         "grid_inpainting.inpaint",  # sets simple-lama's LAMA_MODEL for its loader and restores it
         "bridge.loopback",  # starts the bridge and function servers as processes with this environment
+        "quadratseg.yolo_train",  # --mlflow: sets MLFLOW_TRACKING_URI for ultralytics' MLflow callback
     }
     readers = []
     for name, rel, tree in _project_modules():
