@@ -6,8 +6,7 @@
 # - a MultiLevelNeck (as MMSeg's ViT configs) turns the four stride-14 maps into four scales
 #   (x4, x2, x1, x0.5) for the SegFormer head, which fuses them.
 #   python -m DINOv2_mmseg.train DINOv2_mmseg/configs/dinov2_vitb14_segformer_coral_finetune.py \
-#       --data-root data/mmseg_finegrained \
-#       --cfg-options model.backbone.checkpoint=weights/dinov2_vitb14_pretrain.pth
+#       --data-root data/mmseg_finegrained   (backbone: dinov2_vitb14_pretrain.pth in QUADRATSEG_MODELS_DIR)
 _base_ = ["dinov2_vitb14_segformer_coral.py"]
 backbone_depth = 12
 backbone_lr_mult = 0.1

@@ -18,7 +18,7 @@ model = dict(
         arch="vit_b",
         out_indices=(2, 5, 8, 11),
         freeze_vit=False,
-        checkpoint=None,  # local path of dinov2_vitb14_pretrain.pth; random weights when None
+        checkpoint=None,  # None: train takes dinov2_vitb14_pretrain.pth from QUADRATSEG_MODELS_DIR
     ),
     decode_head=dict(
         type="SegformerHead",
