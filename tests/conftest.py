@@ -206,5 +206,5 @@ def tiny_mmseg_model(coral_dataset, tmp_path_factory):
         "param_scheduler": [],
     }
     config = REPO / "DINOv2_mmseg" / "configs" / "dinov2_tiny_segformer_cpu.py"
-    run_training(load_config(config, options, str(root / "data")), root / "work", seed=0)
+    run_training(load_config(config, options, str(root / "data")), root / "work", seed=0, from_scratch=True)
     return root / "work" / config.name, root / "work" / "epoch_1.pth", root / "data"
