@@ -17,6 +17,22 @@ from typing import Any
 from quadratseg.errors import QuadratsegError
 
 
+def resize_scales(pipeline: Any) -> list[tuple[int, int]]:
+    """The ``Resize`` scales of an MMSeg pipeline, inside ``TestTimeAug`` too (in pipeline order).
+
+    Examples:
+        >>> resize_scales([{"type": "Resize", "scale": (1920, 1920)}, {"type": "PackSegInputs"}])
+        [(1920, 1920)]
+    """
+    scales = []
+    for step in pipeline or []:
+        if step.get("type") == "Resize" and step.get("scale") is not None:
+            scales.append(tuple(step["scale"]))
+        for group in step.get("transforms", []) if step.get("type") == "TestTimeAug" else []:
+            scales += resize_scales(group)
+    return scales
+
+
 def use_tta(cfg: Any) -> None:
     """Test-time augmentation as MMSeg's ``tools/test.py --tta``: the config's ``tta_pipeline`` feeds
     ``tta_model`` (``SegTTAModel``) wrapping the model."""
@@ -24,6 +40,15 @@ def use_tta(cfg: Any) -> None:
         raise QuadratsegError(
             "--tta needs tta_pipeline and tta_model in the config "
             "(as configs/_base_/datasets/coral_quadrats.py defines them)"
+        )
+    test_scales, tta_scales = (
+        resize_scales(cfg.test_dataloader.dataset.pipeline),
+        resize_scales(cfg.tta_pipeline),
+    )
+    if test_scales and tta_scales and not set(test_scales) & set(tta_scales):
+        raise QuadratsegError(
+            f"--tta: the config's tta_pipeline resizes to {tta_scales} but its test pipeline to "
+            f"{test_scales}; give the config a tta_pipeline around its test scale (as slide1920 does)"
         )
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model

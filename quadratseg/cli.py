@@ -45,14 +45,15 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
 
 
-# settings left empty take the first of these files present in QUADRATSEG_MODELS_DIR (quadratseg.weights)
-MODEL_DEFAULTS = {"lama_model": ("big-lama",), "sam_checkpoint": ("coralscop", "sam_vit_b")}
+# settings left empty take the first of these files present in QUADRATSEG_MODELS_DIR (quadratseg.weights).
+# SAM_CHECKPOINT is not among them: an empty one means "no SAM refinement", a choice of its own.
+MODEL_DEFAULTS = {"lama_model": ("big-lama",)}
 
 
 def with_model_paths(settings: Settings) -> Settings:
     """The settings with relative weight files (LAMA_MODEL, SAM_CHECKPOINT, DINOV2_CHECKPOINT)
     looked up in ``QUADRATSEG_MODELS_DIR`` when they are not found from the current folder; an
-    empty LAMA_MODEL or SAM_CHECKPOINT takes its standard file from there when present (logged)."""
+    empty LAMA_MODEL takes its standard file (big-lama.pt) from there when present (logged)."""
     from quadratseg.weights import weights_file
 
     changes = {

@@ -84,7 +84,10 @@ class Settings:
     )
 
     # Weights (local files only)
-    lama_model: Path | None = _env("LAMA_MODEL", "LaMa TorchScript file (big-lama.pt) for grid removal.")
+    lama_model: Path | None = _env(
+        "LAMA_MODEL",
+        "LaMa TorchScript file for grid removal; empty: big-lama.pt in QUADRATSEG_MODELS_DIR if present.",
+    )
     allow_opencv_inpaint: bool = _env(
         "QUADRATSEG_ALLOW_OPENCV_INPAINT",
         "Allow the OpenCV inpainting backend when no LaMa weights are present (logged per output).",

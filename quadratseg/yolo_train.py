@@ -76,7 +76,8 @@ def build_model(model: str | Path) -> Any:
     if not path.is_file():
         raise QuadratsegError(
             f"weights {path} do not exist locally (nothing is downloaded); pass a local .pt file, or an "
-            "architecture such as yolo11n-pose.yaml to train from scratch"
+            "architecture such as yolo11n-pose.yaml (COCO weights from QUADRATSEG_MODELS_DIR, "
+            "or --from-scratch)"
         )
     return YOLO(str(path))
 
@@ -120,6 +121,17 @@ def starting_model(
     model.load(str(weights))
     logger.info("pretrained weights: %s (transferred onto %s)", weights, text)
     return model, {"pretrained": str(weights), "from_scratch": False}
+
+
+def started_from(run_dir: str | Path) -> dict[str, Any]:
+    """What a run was started from, as its ``quadratseg_config.json`` recorded (``pretrained``,
+    ``from_scratch``); unknown (None) for runs recorded before these fields existed."""
+    path = Path(run_dir) / "quadratseg_config.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        record = {}
+    return {"pretrained": record.get("pretrained"), "from_scratch": record.get("from_scratch")}
 
 
 def set_tracking(tensorboard: bool = True, mlflow: str | None = None) -> dict[str, Any]:
@@ -207,12 +219,20 @@ def train_yolo(
     if resume:
         if not last.is_file():
             raise QuadratsegError(f"nothing to resume: {last} does not exist (train once without --resume)")
-        model, start = build_model(last), {"pretrained": str(last), "from_scratch": False}
+        if from_scratch:
+            raise QuadratsegError("--resume continues a run from its last.pt: drop --from-scratch")
+        model, start = build_model(last), {**started_from(run_dir), "resumed_from": str(last)}
     else:
         if model_ref is None:
             raise QuadratsegError("the experiment sets no model (e.g. model: yolo11n-pose.yaml)")
-        models_dir = models_dir if models_dir is not None else Settings().models_dir
-        model, start = starting_model(model_ref, from_scratch, models_dir)
+        if models_dir is None and not from_scratch:
+            raise QuadratsegError(
+                "train_yolo needs models_dir (QUADRATSEG_MODELS_DIR) to find pretrained weights"
+            )
+        model, start = starting_model(model_ref, from_scratch, models_dir or ".")
+        for old in run_dir.glob("events.out.tfevents.*"):  # a new run in the same folder: new curves only
+            logger.info("removing %s (TensorBoard events of an earlier run in %s)", old.name, run_dir)
+            old.unlink()
     model.add_callback("on_pretrain_routine_end", _thread_callback(num_threads))
     model.add_callback("on_train_epoch_start", _thread_callback(num_threads))
     for event, func in (callbacks or {}).items():
@@ -229,6 +249,13 @@ def train_yolo(
     device = yolo_device(device)
     if device != "auto":
         args["device"] = device
+    resolved = {"model": str(model_ref or last), **args, "resume": resume, **start, **tracking}
+    run_dir.mkdir(
+        parents=True, exist_ok=True
+    )  # the record first: a run killed mid-way still says how it began
+    (run_dir / "quadratseg_config.json").write_text(
+        json.dumps(resolved, indent=2, default=str), encoding="utf-8"
+    )
     try:
         if resume:
             model.train(resume=True)
@@ -242,10 +269,6 @@ def train_yolo(
             "use --device cpu, or the indices of visible GPUs (nvidia-smi)"
         ) from None
     best = run_dir / "weights" / "best.pt"
-    resolved = {"model": str(model_ref or last), **args, "resume": resume, **start, **tracking}
-    (run_dir / "quadratseg_config.json").write_text(
-        json.dumps(resolved, indent=2, default=str), encoding="utf-8"
-    )
     return {"run_dir": str(run_dir), "best": str(best), "last": str(last), "config": resolved}
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from quadratseg.errors import QuadratsegError
+
 CONFIGS = Path(__file__).resolve().parents[1] / "DINOv2_mmseg" / "configs"
 
 
@@ -220,6 +222,22 @@ def test_hierarchical_configs_follow_the_taxonomy_and_chain_by_work_dir():
     assert Path(genus.load_from) == Path("work_dirs") / "dinov2_vitb14_segformer_coral_family"
 
 
+def test_tta_refuses_scales_that_miss_the_test_scale():
+    from mmengine.config import Config
+
+    from DINOv2_mmseg.test import use_tta
+
+    for name in ("dinov2_vitb14_segformer_coral.py", "dinov2_vitb14_segformer_coral_slide1920.py"):
+        cfg = Config.fromfile(str(CONFIGS / name))
+        use_tta(cfg)  # every bundled config's TTA holds its own test scale
+        assert cfg.model.type == "SegTTAModel"
+    slide = Config.fromfile(str(CONFIGS / "dinov2_vitb14_segformer_coral_slide1920.py"))
+    base = Config.fromfile(str(CONFIGS / "dinov2_vitb14_segformer_coral.py"))
+    slide.tta_pipeline = base.tta_pipeline  # 777-1295 px around a 1920 px test: silently downscaled
+    with pytest.raises(QuadratsegError, match="tta_pipeline resizes to"):
+        use_tta(slide)
+
+
 def test_tta_pipeline_and_full_resolution_slide_config_for_1920_px_quadrats():
     from mmengine.config import Config
 
@@ -231,6 +249,8 @@ def test_tta_pipeline_and_full_resolution_slide_config_for_1920_px_quadrats():
     slide = Config.fromfile(str(CONFIGS / "dinov2_vitb14_segformer_coral_slide1920.py"))
     assert slide.test_dataloader.dataset.pipeline[1].scale == (1920, 1920)
     assert slide.val_dataloader.dataset.pipeline[1].scale == (1036, 1036)  # validation stays cheap
+    tta = slide.tta_pipeline[1].transforms[0]
+    assert [t["scale"] for t in tta] == [(1440, 1440), (1920, 1920), (2400, 2400)]  # around 1920, not 1036
     test_cfg = slide.model.test_cfg
     assert test_cfg.mode == "slide" and test_cfg.crop_size == (518, 518)
     # MMSeg's slide_inference grid: windows per side, the last one reaching the border

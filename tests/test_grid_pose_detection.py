@@ -273,6 +273,11 @@ def test_an_interrupted_training_resumes_where_it_stopped(pose_datasets, tmp_pat
     run = train_yolo(config, data, tmp_path / "runs", "corners", resume=True)
     rows_after = list(csv.DictReader((tmp_path / "runs" / "corners" / "results.csv").open()))
     assert [int(float(r["epoch"])) for r in rows_after] == [1, 2]  # continued at epoch 2, not restarted
+    # the record still says how the run began, and that it was resumed
+    assert run["config"]["from_scratch"] is True and run["config"]["pretrained"] is None
+    assert run["config"]["resumed_from"] == str(tmp_path / "runs" / "corners" / "weights" / "last.pt")
+    with pytest.raises(QuadratsegError, match="drop --from-scratch"):
+        train_yolo(config, data, tmp_path / "runs", "corners", resume=True, from_scratch=True)
     assert rows_after[0] == rows[0] and Path(run["best"]).is_file()
 
 

@@ -142,7 +142,7 @@ def test_cli_paths_and_device_come_from_the_settings(tmp_path, monkeypatch):
     (models / "vit_b_coralscop.pth").write_bytes(b"x")
     defaults = with_model_paths(s)
     assert defaults.lama_model == models / "big-lama.pt"
-    assert defaults.sam_checkpoint == models / "vit_b_coralscop.pth"  # CoralSCoP before plain SAM
+    assert defaults.sam_checkpoint is None  # no SAM_CHECKPOINT is a choice: no refinement
     assert with_model_paths(s.replace(lama_model=Path("local.pt"))).lama_model == Path("local.pt")
 
 

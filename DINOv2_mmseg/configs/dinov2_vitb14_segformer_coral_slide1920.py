@@ -13,3 +13,19 @@ test_pipeline = [
 ]
 model = dict(test_cfg=dict(mode="slide", crop_size=(518, 518), stride=(351, 351)))
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+# --tta around the full resolution (0.75, 1 and 1.25 x 1920 px, each also flipped), not around 1036 px
+tta_pipeline = [
+    dict(type="LoadImageFromFile"),
+    dict(
+        type="TestTimeAug",
+        transforms=[
+            [dict(type="Resize", scale=(s, s), keep_ratio=True) for s in (1440, 1920, 2400)],
+            [
+                dict(type="RandomFlip", prob=0.0, direction="horizontal"),
+                dict(type="RandomFlip", prob=1.0, direction="horizontal"),
+            ],
+            [dict(type="LoadAnnotations", reduce_zero_label=False)],
+            [dict(type="PackSegInputs")],
+        ],
+    ),
+]
