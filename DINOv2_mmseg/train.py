@@ -279,6 +279,15 @@ def train(
     from quadratseg.cli import current_settings, output_path, pin_device
 
     settings = current_settings()
+    if launcher == "pytorch":
+        import os
+
+        missing = [v for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR") if v not in os.environ]
+        if missing:
+            raise QuadratsegError(
+                f"--launcher pytorch runs under torchrun, which sets {', '.join(missing)}: "
+                f"torchrun --nproc_per_node=N -m DINOv2_mmseg.train {config} --launcher pytorch ..."
+            )
     # before torch starts CUDA: mmengine uses the visible GPU; under a launcher each rank takes its own
     device = pin_device(settings.device) if launcher == "none" or settings.device == "cpu" else "auto"
 

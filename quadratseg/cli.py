@@ -23,7 +23,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 from quadratseg.errors import QuadratsegError, SettingsError
 from quadratseg.offline import apply_offline_environment
@@ -204,6 +204,9 @@ def negated_flags(
         >>> def train(data: str, tensorboard: bool = True, from_scratch: bool = False): ...
         >>> negated_flags(train, ["d.yaml", "--no-tensorboard", "--from-scratch", "--no-such"])
         ['d.yaml', '--tensorboard=False', '--from-scratch', '--no-such']
+        >>> def test(resume: bool | str = False): ...
+        >>> negated_flags(test, ["--no_resume", "--no-data"])
+        ['--resume=False', '--no-data']
     """
     func = component
     if isinstance(component, dict):
@@ -214,12 +217,12 @@ def negated_flags(
         hints = get_type_hints(func)
     except Exception:
         return argv
-    flags = {name.replace("_", "-") for name, hint in hints.items() if hint is bool}
+    flags = {name.replace("_", "-") for name, hint in hints.items() if hint is bool or bool in get_args(hint)}
     out = []
     for word in argv:
-        name = word[5:] if word.startswith("--no-") else None
+        name = word[5:] if word.startswith(("--no-", "--no_")) else None
         if name is not None and name.replace("_", "-") in flags:
-            out.append(f"--{name}=False")
+            out.append(f"--{name.replace('-', '_')}=False")
         else:
             out.append(word)
     return out

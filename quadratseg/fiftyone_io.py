@@ -26,7 +26,6 @@ Fields of a pulled sample:
 
 from __future__ import annotations
 
-import html
 import math
 import re
 from collections import Counter
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from quadratseg.errors import QuadratsegError
-from quadratseg.formats.cvat_labels import LabelSpec
+from quadratseg.formats.cvat_labels import LabelSpec, skeleton_edges
 from quadratseg.formats.cvat_xml import Shape
 from quadratseg.geometry import cvat_rle_to_mask, mask_to_polygons, polygon_area, repair_polygon
 from quadratseg.labelsets import corner_labels, grid_labels
@@ -46,8 +45,6 @@ from quadratseg.taxonomy import LEVELS, Taxonomy
 POLYLINES_FIELD = "gt_polylines"
 SKELETON_FIELDS = {"quadrat_corner": "gt_corners", "grid": "gt_grid"}
 OUTSIDE_POINTS_ATTR = "cvat_outside_points"  # Keypoint attribute: CVAT's coordinates of outside points
-_SVG_TAG = re.compile(r"<(line|circle)\b([^>]*)>")
-_SVG_ATTR = re.compile(r'([\w-]+)="([^"]*)"')
 QUADRAT_NAME = re.compile(r"^(?P<area>[A-Za-z0-9-]+)_(?P<year>(?:19|20)\d\d)_(?P<quadrat>[A-Za-z0-9-]+)$")
 
 
@@ -232,39 +229,6 @@ def skeleton_points(
             "skeleton points missing (stored as NaN, invisible)", f"{where} ({n_missing} of {len(order)})"
         )
     return points, visible
-
-
-def skeleton_edges(spec: LabelSpec) -> list[tuple[int, int]]:
-    """The edges of a CVAT skeleton label as pairs of 0-based sublabel indices, from its svg drawing.
-
-    CVAT draws a skeleton as ``<circle data-node-id=.. data-label-name=..>`` nodes and ``<line
-    data-node-from=.. data-node-to=..>`` edges (escaped or not). A node without a label name is
-    the sublabel at its position (node ids count from 1 in sublabel order). Edges naming an
-    unknown node are left out.
-
-    Examples:
-        >>> from quadratseg.labelsets import corner_labels
-        >>> skeleton_edges(corner_labels()[0])
-        [(0, 1), (1, 2), (2, 3), (3, 0)]
-    """
-    names = [s.name for s in spec.sublabels]
-    index = {name: i for i, name in enumerate(names)}
-    nodes: dict[str, int | None] = {}
-    lines = []
-    for tag, attributes in _SVG_TAG.findall(html.unescape(spec.svg or "")):
-        attrs = dict(_SVG_ATTR.findall(attributes))
-        if tag == "line" and attrs.get("data-type", "edge") == "edge":
-            lines.append((attrs.get("data-node-from", ""), attrs.get("data-node-to", "")))
-        elif tag == "circle" and attrs.get("data-node-id", "").isdigit():
-            node, name = attrs["data-node-id"], attrs.get("data-label-name")
-            nodes[node] = index.get(name) if name is not None else int(node) - 1
-
-    def node_index(node: str) -> int | None:
-        i = nodes[node] if node in nodes else (int(node) - 1 if node.isdigit() else None)
-        return i if i is not None and 0 <= i < len(names) else None
-
-    edges = [(node_index(a), node_index(b)) for a, b in lines]
-    return [(a, b) for a, b in edges if a is not None and b is not None and a != b]
 
 
 def keypoint_skeleton(spec: LabelSpec) -> Any:

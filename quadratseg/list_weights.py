@@ -1,34 +1,42 @@
 """CLI: the pretrained weights catalogue (:mod:`quadratseg.weights`) and which files are present.
 
-python -m quadratseg.list_weights [MODELS_DIR]     (default: QUADRATSEG_MODELS_DIR)
+python -m quadratseg.list_weights [--models-dir DIR]     (default: QUADRATSEG_MODELS_DIR)
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from quadratseg import weights
+from quadratseg.errors import QuadratsegError
 from quadratseg.weights import inventory
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m quadratseg.list_weights [MODELS_DIR]``: the catalogue, present files first."""
-    from quadratseg.settings import load_settings
+def list_weights(models_dir: str | None = None) -> str:
+    """List the pretrained files commands look for in the models folder, present ones first.
 
-    args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in ("-h", "--help"):
-        sys.stdout.write(f"{weights.__doc__}\n")
-        return 0
-    models_dir = Path(args[0]) if args else Path(load_settings().models_dir)
-    rows = sorted(inventory(models_dir), key=lambda r: not r["present"])
-    lines = [f"QUADRATSEG_MODELS_DIR = {models_dir}"]
+    Nothing is downloaded: copy the missing files you need from the sources the catalogue names
+    (docs/weights.md).
+
+    Args:
+        models_dir: the folder to look at (default: QUADRATSEG_MODELS_DIR).
+
+    Returns:
+        One line per file: present or missing, its name, what it is and which stage uses it.
+    """
+    from quadratseg.cli import current_settings
+
+    root = Path(models_dir) if models_dir else Path(current_settings().models_dir)
+    if models_dir and not root.is_dir():
+        raise QuadratsegError(f"--models-dir {root} is not a folder")
+    rows = sorted(inventory(root), key=lambda r: not r["present"])
+    lines = [f"QUADRATSEG_MODELS_DIR = {root}" + ("" if root.is_dir() else " (does not exist yet)")]
     for row in rows:
         mark = "present" if row["present"] else "missing"
         lines.append(f"  {mark:8s} {Path(str(row['file'])).name:32s} {row['kind']} -> {row['used_by']}")
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from quadratseg.cli import run
+
+    run(list_weights, name="quadratseg.list_weights")

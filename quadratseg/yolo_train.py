@@ -162,6 +162,8 @@ def yolo_device(value: Any) -> str:
     Examples:
         >>> yolo_device((0, 1)), yolo_device("cuda:0,1"), yolo_device("cuda"), yolo_device(None)
         ('0,1', '0,1', '0', 'auto')
+        >>> yolo_device(-1)  # ultralytics picks the idle GPUs
+        '-1'
     """
     if value is None or str(value) in ("", "auto"):
         return "auto"
@@ -175,9 +177,11 @@ def yolo_device(value: Any) -> str:
             parts.append(text)
     if parts in (["cpu"], ["mps"]):
         return parts[0]
-    bad = [part for part in parts if not part.isdigit()]
+    bad = [part for part in parts if not part.isdigit() and part != "-1"]  # -1: ultralytics picks idle GPUs
     if bad:
-        raise QuadratsegError(f"device {value!r}: use cpu, auto, a GPU index (0) or a list of them (0,1)")
+        raise QuadratsegError(
+            f"device {value!r}: use cpu, auto, a GPU index (0), a list of them (0,1) or -1 (idle GPUs)"
+        )
     return ",".join(parts)
 
 

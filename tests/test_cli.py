@@ -14,6 +14,8 @@ CLIS = [
     "data_engineering.create_fiftyone_dataset",
     "data_engineering.create_cvat_annotation_tasks",
     "data_engineering.app",
+    "data_engineering.label_config",
+    "quadratseg.list_weights",
     "grid_inpainting.remove_grid",
     "grid_inpainting.evaluate",
     "grid_inpainting.prepare_data",

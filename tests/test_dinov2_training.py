@@ -175,3 +175,15 @@ def test_torchrun_with_the_pytorch_launcher_trains_on_cpu_with_gloo(layouts, tmp
     logs = "".join(p.read_text() for p in (tmp_path / "work").rglob("*.log"))
     assert "Distributed launcher: pytorch" in logs and "'backend': 'gloo'" in logs
     assert "MMDistributedDataParallel" in logs
+
+
+def test_the_pytorch_launcher_outside_torchrun_says_how_to_start_it(monkeypatch):
+    from DINOv2_mmseg.train import train
+    from quadratseg.errors import QuadratsegError
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(
+        QuadratsegError, match=r"runs under torchrun, which sets RANK.*torchrun --nproc_per_node"
+    ):
+        train("dinov2_tiny_segformer_cpu.py", launcher="pytorch", from_scratch=True)

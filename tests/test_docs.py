@@ -9,7 +9,6 @@ import importlib.util
 import inspect
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -66,14 +65,17 @@ def test_the_weights_page_names_every_file_of_the_catalogue():
 
 
 def _commands(path: Path):
-    """``python -m MODULE ARGS`` lines of the page's fenced code blocks (continuations joined)."""
+    """``python -m MODULE ARGS`` (or ``torchrun ... -m MODULE ARGS``) in the page's fenced code blocks
+    and inline code (tables included), line continuations joined: (module, the text after it)."""
     text = path.read_text(encoding="utf-8")
-    for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split("#", 1)[0].strip()
-            match = re.search(r"(?:^|\s)python -m ([\w.]+)(.*)$", line)
-            if match:
-                yield match.group(1), match.group(2)
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+    inline = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()] + inline
+    for line in lines:
+        line = line.split(" #", 1)[0].strip()
+        match = re.search(r"(?:python -m|torchrun\b.*? -m) ([A-Za-z_][\w.]*)(.*)$", line)
+        if match:
+            yield match.group(1), match.group(2)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
@@ -88,14 +90,17 @@ def test_every_command_in_the_docs_exists_with_its_options(page):
         called = re.search(r"\brun\((\w+), name=", source)  # the function quadratseg.cli.run hands to fire
         if called is None:
             continue  # a dict of verbs, or a module with its own main(): its existence is what is checked
-        func = getattr(importlib.import_module(module), called.group(1))
+        name = called.group(1)
+        origin = re.search(rf"from ([\w.]+) import {name}\b", source)  # a CLI re-using another's function
+        func = getattr(importlib.import_module(origin.group(1) if origin else module), name)
         params = set(inspect.signature(func).parameters)
-        try:
-            words = shlex.split(args)
-        except ValueError:
-            continue
-        for word in words:
-            if word.startswith("--"):
-                name = word[2:].split("=", 1)[0].replace("-", "_")
-                name = name[3:] if name.startswith("no_") and name[3:] in params else name
-                assert name in params, f"{page.name}: python -m {module} has no option --{name}"
+        hints = inspect.signature(func).parameters
+        for flag in re.findall(r"(?<![\w-])--([A-Za-z][\w-]*)", args):
+            name = flag.replace("-", "_")
+            if name.startswith("no_") and name not in params:
+                target = hints.get(name[3:])
+                assert target is not None and "bool" in str(target.annotation), (
+                    f"{page.name}: python -m {module} has no boolean option --{name[3:]}"
+                )
+                continue
+            assert name in params, f"{page.name}: python -m {module} has no option --{flag}"

@@ -132,8 +132,8 @@ def test_pulled_corners_and_grid_declare_their_skeletons(synthetic_set, tmp_path
 
 def test_criobe_label_configs_without_edges_get_the_template_edges(shared_data):
     """CRIOBE's own corner and grid labels draw no edges: the core label sets' edges are used."""
-    from quadratseg.fiftyone_io import keypoint_skeleton, skeleton_edges
-    from quadratseg.formats.cvat_labels import label_from_raw
+    from quadratseg.fiftyone_io import keypoint_skeleton
+    from quadratseg.formats.cvat_labels import label_from_raw, skeleton_edges
 
     folder, *files = CRIOBE_CONFIGS
     corner, grid = (label_from_raw(json.loads((shared_data / folder / f).read_text())[0], f) for f in files)

@@ -50,14 +50,15 @@ def test_an_architecture_starts_from_its_coco_weights_in_the_models_folder(model
     assert not np.allclose(_first_conv(scratch), marked)
 
 
-def test_the_weights_listing_says_what_is_present(models_dir, capsys):
-    from quadratseg.list_weights import main
+def test_the_weights_listing_says_what_is_present(models_dir, tmp_path):
+    from quadratseg.list_weights import list_weights
 
     root, _ = models_dir
-    assert main([str(root)]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = list_weights(str(root)).splitlines()
     assert lines[1].split()[:2] == ["present", "yolo11n-seg.pt"]  # present files first
     assert sum(line.strip().startswith("missing") for line in lines) == len(lines) - 2
+    with pytest.raises(QuadratsegError, match="is not a folder"):
+        list_weights(str(tmp_path / "nowhere"))
 
 
 def test_missing_or_contradictory_weights_are_clear_errors(models_dir, tmp_path):

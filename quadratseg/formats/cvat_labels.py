@@ -11,7 +11,9 @@ Examples:
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,8 @@ class LabelSpec:
     attributes: list[AttributeSpec] = field(default_factory=list)
     sublabels: list[LabelSpec] = field(default_factory=list)
     svg: str = ""
+    # the server's database id (REST answers only); skeleton drawings may name sublabels by it
+    id: int | None = field(default=None, compare=False)
 
     def attribute(self, name: str) -> AttributeSpec | None:
         """The attribute called ``name``, or None."""
@@ -88,6 +92,7 @@ def label_from_raw(raw: dict[str, Any], where: str = "label config") -> LabelSpe
         attributes=[_attribute_from_raw(a, f"{where} > {name}") for a in raw.get("attributes", []) or []],
         sublabels=sublabels,
         svg=str(raw.get("svg", "") or ""),
+        id=int(raw["id"]) if isinstance(raw.get("id"), int) else None,
     )
 
 
@@ -156,6 +161,56 @@ def skeleton_label(name: str, point_names: list[str], color: str = "", svg: str 
         sublabels=[LabelSpec(name=p, type="points") for p in point_names],
         svg=svg,
     )
+
+
+SVG_TAG = re.compile(r"<(line|circle)\b([^>]*)>")
+SVG_ATTR = re.compile(r'([\w-]+)="([^"]*)"')
+
+
+def skeleton_edges(spec: LabelSpec) -> list[tuple[int, int]]:
+    """The edges of a CVAT skeleton label as pairs of 0-based sublabel indices, from its svg drawing.
+
+    CVAT draws a skeleton as ``<circle data-node-id=..>`` nodes and ``<line data-node-from=..
+    data-node-to=..>`` edges (escaped or not). A node names its sublabel by ``data-label-name``
+    (exports, backups, label configs) or by ``data-label-id``, the sublabel's database id (what the
+    server's REST API answers); a node with neither is the sublabel at its position (node ids count
+    from 1 in sublabel order). Edges naming an unknown node are left out.
+
+    Examples:
+        >>> spec = LabelSpec("s", "skeleton", sublabels=[LabelSpec("a", id=7), LabelSpec("b", id=5)])
+        >>> spec.svg = '<line data-node-from="1" data-node-to="2"></line>' + "".join(
+        ...     f'<circle data-node-id="{n}" data-label-id="{i}"></circle>' for n, i in ((1, 5), (2, 7)))
+        >>> skeleton_edges(spec)  # node 1 is sublabel id 5, the second sublabel
+        [(1, 0)]
+    """
+    names = [s.name for s in spec.sublabels]
+    index = {name: i for i, name in enumerate(names)}
+    by_id = {str(s.id): i for i, s in enumerate(spec.sublabels) if s.id is not None}
+    nodes: dict[str, int | None] = {}
+    lines = []
+    for tag, attributes in SVG_TAG.findall(html.unescape(spec.svg or "")):
+        attrs = dict(SVG_ATTR.findall(attributes))
+        if tag == "line" and attrs.get("data-type", "edge") == "edge":
+            lines.append((attrs.get("data-node-from", ""), attrs.get("data-node-to", "")))
+        elif tag == "circle" and attrs.get("data-node-id", "").isdigit():
+            node, name, label_id = (
+                attrs["data-node-id"],
+                attrs.get("data-label-name"),
+                attrs.get("data-label-id"),
+            )
+            if name is not None:
+                nodes[node] = index.get(name)
+            elif label_id is not None and by_id:
+                nodes[node] = by_id.get(label_id)
+            else:
+                nodes[node] = int(node) - 1
+
+    def node_index(node: str) -> int | None:
+        i = nodes[node] if node in nodes else (int(node) - 1 if node.isdigit() else None)
+        return i if i is not None and 0 <= i < len(names) else None
+
+    edges = [(node_index(a), node_index(b)) for a, b in lines]
+    return [(a, b) for a, b in edges if a is not None and b is not None and a != b]
 
 
 def skeleton_svg(
