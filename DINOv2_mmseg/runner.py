@@ -165,24 +165,15 @@ def set_vis_backends(cfg: Any, tensorboard: bool = True, mlflow_uri: str | None 
     Raises:
         QuadratsegError: TensorBoard or MLflow asked for but its package is not installed.
     """
-    import importlib.util
+    from quadratseg.tracking import require_trackers
 
+    require_trackers(tensorboard, mlflow_uri)
     backends = [dict(b) for b in cfg.visualizer.get("vis_backends", []) if b.get("type") != MLFLOW]
     if not tensorboard:
         backends = [b for b in backends if b.get("type") != TENSORBOARD]
     elif not any(b.get("type") == TENSORBOARD for b in backends):
         backends.append({"type": TENSORBOARD})
-    if tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise QuadratsegError(
-            "TensorBoard logging needs the tensorboard package: pip install tensorboard "
-            "(or pip install -e '.[mmseg]'), or pass --no-tensorboard"
-        )
     if mlflow_uri:
-        if importlib.util.find_spec("mlflow") is None:
-            raise QuadratsegError(
-                f"--mlflow {mlflow_uri}: the mlflow package is not installed; pip install mlflow "
-                "(or leave --mlflow out: TensorBoard and the local scalars.json still record the run)"
-            )
         name = Path(cfg.filename).stem if cfg.filename else "DINOv2_mmseg"
         backends.append({"type": MLFLOW, "tracking_uri": str(mlflow_uri), "exp_name": name})
     cfg.visualizer.vis_backends = backends

@@ -139,17 +139,14 @@ def set_tracking(tensorboard: bool = True, mlflow: str | None = None) -> dict[st
     per trainer); returns what was switched on, for the run's record.
 
     Raises:
-        QuadratsegError: ``mlflow`` given without the ``mlflow`` package.
+        QuadratsegError: a tracker asked for without its package (quadratseg.tracking).
     """
     from ultralytics.utils import SETTINGS
 
+    from quadratseg.tracking import require_trackers
+
+    require_trackers(tensorboard, mlflow)
     if mlflow:
-        try:
-            import mlflow as _mlflow  # noqa: F401
-        except ImportError:
-            raise QuadratsegError(
-                "--mlflow needs the mlflow package (pip install mlflow); it is optional and not installed"
-            ) from None
         os.environ["MLFLOW_TRACKING_URI"] = str(mlflow)
     SETTINGS.update({"tensorboard": bool(tensorboard), "mlflow": bool(mlflow)})
     return {"tensorboard": bool(tensorboard), "mlflow": str(mlflow) if mlflow else None}
