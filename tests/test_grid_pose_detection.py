@@ -139,7 +139,9 @@ class HandMadePredictor:
         self.task, self.answers = task, {}
         for sample in samples:
             image = cv2.cvtColor(cv2.imread(sample.filepath), cv2.COLOR_BGR2RGB)
-            truth, _ = keypoints_to_pixels(sample[task.field].keypoints[0], (image.shape[1], image.shape[0]))
+            # every annotated point, hidden ones included (a model that also found the hidden corner)
+            size = (image.shape[1], image.shape[0])
+            truth, _ = keypoints_to_pixels(sample[task.field].keypoints[0], size, with_outside=True)
             self.answers[image.tobytes()] = change(truth)
 
     def predict(self, images, refine=None):
