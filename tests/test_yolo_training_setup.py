@@ -159,6 +159,13 @@ def test_a_training_logs_its_curves_for_tensorboard(tmp_path):
     tags = set(reader.Tags()["scalars"])
     assert {"train/seg_loss", "train/box_loss"} <= tags, tags
     assert np.isfinite(reader.Scalars("train/seg_loss")[0].value)
+    # the same run with --no-tensorboard, in a fresh folder: no event file, and the record says so
+    quiet = [*command, "--no-tensorboard", "--name", "quiet"]
+    result = subprocess.run(quiet, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list((tmp_path / "runs" / "quiet").glob("events.out.tfevents.*"))
+    record = json.loads((tmp_path / "runs" / "quiet" / "quadratseg_config.json").read_text())
+    assert record["tensorboard"] is False and (tmp_path / "runs" / "quiet" / "weights" / "last.pt").is_file()
 
 
 def test_tracking_switches_reach_ultralytics_settings():
