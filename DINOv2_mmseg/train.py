@@ -145,7 +145,7 @@ def run_training(
     seed: int | None = None,
     device: str = "auto",
     *,
-    from_scratch: bool | None = None,
+    from_scratch: bool = False,
     models_dir: str | Path | None = None,
     dinov2_checkpoint: str | Path | None = None,
     launcher: str = "none",
@@ -160,8 +160,7 @@ def run_training(
         seed: random seed.
         device: ``cpu`` keeps cuDNN settings off.
         from_scratch: the DINOv2 backbone's weights as :func:`choose_backbone_weights` decides
-            (False: pretrained, an error when no file is found; True: random weights). None: the
-            config is trained as it is (its own checkpoint, or random weights, said in the log).
+            (False: pretrained, an error when no file is found; True: random weights).
         models_dir: QUADRATSEG_MODELS_DIR, where the official DINOv2 files are looked up.
         dinov2_checkpoint: DINOV2_CHECKPOINT (used when the config names no checkpoint).
         launcher: none, pytorch (torchrun), slurm or mpi; see :func:`DINOv2_mmseg.runner.set_launcher`.
@@ -198,21 +197,16 @@ def run_training(
     if cfg.get("load_from") and resume_from is None:
         cfg.load_from = resolve_load_from(cfg.load_from)
     backbone = cfg.model.get("backbone") or {}
-    if from_scratch is None:
-        weights = BackboneWeights(backbone.get("checkpoint"), "config")
-    else:
-        weights = choose_backbone_weights(
-            backbone, from_scratch, models_dir, dinov2_checkpoint, cfg.get("load_from"), resume_from
-        )
-        if weights.source in ("DINOV2_CHECKPOINT", "QUADRATSEG_MODELS_DIR"):
-            backbone["checkpoint"] = weights.path
-    random_backbone = backbone.get("type") == "DINOv2" and weights.path is None
+    weights = choose_backbone_weights(
+        backbone, from_scratch, models_dir, dinov2_checkpoint, cfg.get("load_from"), resume_from
+    )
+    if weights.source in ("DINOV2_CHECKPOINT", "QUADRATSEG_MODELS_DIR"):
+        backbone["checkpoint"] = weights.path
+    random_backbone = weights.from_scratch
     if random_backbone:
-        logger.warning(
-            "TRAINING FROM SCRATCH: the DINOv2 backbone starts from RANDOM weights (%s); real data needs "
-            "the pretrained file",
-            "--from-scratch" if weights.from_scratch else "no checkpoint in the config",
-        )
+        from quadratseg.weights import FROM_SCRATCH_WARNING
+
+        logger.warning(FROM_SCRATCH_WARNING, "the DINOv2 backbone")
     elif weights.path:
         logger.info("backbone weights: %s (%s)", weights.path, weights.source)
     if seed is not None:

@@ -34,6 +34,13 @@ _DINOV2 = "the DINOv2 repository's pretrained backbones (dl.fbaipublicfiles.com/
 _SAM = "the segment-anything repository's model checkpoints (github.com/facebookresearch/segment-anything)"
 
 
+# what every trainer logs when asked for random initialisation (%s: what starts from random weights)
+FROM_SCRATCH_WARNING = (
+    "TRAINING FROM RANDOM INITIALISATION (--from-scratch): %s gets no pretrained weights; real data "
+    "needs many more epochs than from the pretrained file (see docs/weights.md)"
+)
+
+
 class MissingWeightsError(QuadratsegError):
     """A pretrained weights file the command needs is not in the models folder."""
 

@@ -92,7 +92,7 @@ def starting_model(
       (:func:`quadratseg.weights.locate`: a clear error when absent), transferred layer by layer;
     - an architecture YAML and ``from_scratch``: random initialisation, said loudly.
     """
-    from quadratseg.weights import locate, yolo_key
+    from quadratseg.weights import FROM_SCRATCH_WARNING, locate, yolo_key
 
     text = str(model_ref)
     is_yaml = text.endswith((".yaml", ".yml"))
@@ -104,11 +104,7 @@ def starting_model(
             )
         return build_model(text), {"pretrained": text, "from_scratch": False}
     if from_scratch:
-        logger.warning(
-            "TRAINING FROM RANDOM INITIALISATION (--from-scratch): %s gets no pretrained weights; "
-            "expect many more epochs than from COCO weights",
-            text,
-        )
+        logger.warning(FROM_SCRATCH_WARNING, text)
         return build_model(text), {"pretrained": None, "from_scratch": True}
     key = yolo_key(text)
     if key is None:

@@ -1,18 +1,7 @@
 # A tiny DINOv2-shaped ViT (48-dim, 4 blocks) + SegFormer head for CPU tests and the demo:
 # the same code path as the ViT-B/14 config, sized to train in minutes on 2 cores.
-# Classes: the 7 main families + background (prepare_data --level main_family).
-_base_ = ["dinov2_vitb14_segformer_coral.py"]
-data_root = "data/mmseg_main_family"
-classes = (
-    "background",
-    "Acroporidae",
-    "Agariciidae",
-    "Merulinidae",
-    "Milleporidae",
-    "Other",
-    "Pocilloporidae",
-    "Poritidae",
-)
+# Classes: the 7 main families + background (prepare_data --level main_family), from the family config.
+_base_ = ["dinov2_vitb14_segformer_coral_family.py"]  # its data root, classes and 8-class head
 crop_size = (112, 112)
 img_scale = (224, 224)
 train_pipeline = [
@@ -51,24 +40,24 @@ tta_pipeline = [  # as _base_/datasets/coral_quadrats.py, around this config's i
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(arch="tiny", out_indices=(0, 1, 2, 3), img_size=112),
-    decode_head=dict(in_channels=[48, 48, 48, 48], channels=64, num_classes=8),
+    decode_head=dict(in_channels=[48, 48, 48, 48], channels=64),
     test_cfg=dict(mode="slide", crop_size=crop_size, stride=(84, 84)),
 )
 train_dataloader = dict(
     batch_size=4,
     num_workers=0,
     persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=dict(classes=classes), pipeline=train_pipeline),
+    dataset=dict(pipeline=train_pipeline),
 )
 val_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=dict(classes=classes), pipeline=test_pipeline),
+    dataset=dict(pipeline=test_pipeline),
 )
 test_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=dict(classes=classes), pipeline=test_pipeline),
+    dataset=dict(pipeline=test_pipeline),
 )
 optim_wrapper = dict(optimizer=dict(lr=0.002))
 param_scheduler = [dict(type="PolyLR", eta_min=0.0, power=1.0, begin=0, end=40, by_epoch=True)]
