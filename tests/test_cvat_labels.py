@@ -136,3 +136,19 @@ def test_the_label_config_command_prints_what_criobe_projects_hold(configs, proj
         ]
 
     assert shape(ours) == shape(theirs) and len(ours) >= 1
+
+
+def test_the_label_config_command_refuses_an_unknown_project():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run(
+        [sys.executable, "-m", "data_engineering.label_config", "corals"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert "unknown project 'corals': choose one of corners, grid, segmentation" in result.stderr

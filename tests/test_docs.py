@@ -51,6 +51,8 @@ def test_the_site_builds_strictly_with_every_guide_and_the_api_reference(site):
     # mkdocstrings rendered the docstrings, not just the headings
     assert "calibrate_miss_pp" in core and "split-conformal" in core.lower()
     assert "Quick start" in (site / "index.html").read_text(encoding="utf-8")  # the README is the home page
+    # nothing fetched from elsewhere when the site is opened (field stations are often offline)
+    assert not [p for p in site.rglob("*.html") if "fonts.googleapis.com" in p.read_text(encoding="utf-8")]
     assert (site / "weights" / "index.html").is_file() and (site / "training" / "index.html").is_file()
 
 
