@@ -139,14 +139,12 @@ def prepare_data(
     Returns:
         JSON with images per split, the classes and the pixels per class.
     """
-    import fiftyone as fo
-
     from quadratseg.cli import data_path
+    from quadratseg.fiftyone_io import load_dataset
 
-    if not fo.dataset_exists(dataset):
-        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}; pull it with data_engineering first")
+    samples = load_dataset(dataset)
     out = data_path(out_dir, Path("mmseg") / dataset)
-    summary = write_mmseg_layout(fo.load_dataset(dataset), out, level, overwrite)
+    summary = write_mmseg_layout(samples, out, level, overwrite)
     return json.dumps(summary, indent=2)
 
 

@@ -228,16 +228,15 @@ def evaluate(
     out = output_path(out_dir, "coralseg_eval")
     out.mkdir(parents=True, exist_ok=True)
     if dataset:  # every refusal before the (long) validation
-        import fiftyone as fo
+        from quadratseg.fiftyone_io import load_dataset
 
-        if not fo.dataset_exists(dataset):
-            raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}")
+        source = load_dataset(dataset)  # before the model: a wrong name fails at once
         predictor = SegPredictor(weights, imgsz, device=device())
         if level is None:
             level = model_level(predictor.names)
         else:
             load_taxonomy().check_labels(predictor.names.values(), level)
-        samples = fo.load_dataset(dataset).match_tags(split)
+        samples = source.match_tags(split)
         gt_field = truth_field(samples, level)
         check_output_field(samples, pred_field, eval_key, gt_field, overwrite)
     result = ultralytics_validation(weights, data, split, imgsz, out, device())

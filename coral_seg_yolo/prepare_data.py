@@ -208,14 +208,12 @@ def prepare_data(
     Returns:
         JSON with images per split, instances per class and the data.yaml path.
     """
-    import fiftyone as fo
-
     from quadratseg.cli import data_path
+    from quadratseg.fiftyone_io import load_dataset
 
-    if not fo.dataset_exists(dataset):
-        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}; pull it with data_engineering first")
+    samples = load_dataset(dataset)
     out = data_path(out_dir, Path("coralseg") / dataset)
-    summary = write_seg_layout(fo.load_dataset(dataset), out, level, tile, overlap, min_area, overwrite)
+    summary = write_seg_layout(samples, out, level, tile, overlap, min_area, overwrite)
     return json.dumps(summary, indent=2)
 
 

@@ -12,33 +12,15 @@ wrote) and the declared keypoint skeletons. The launch itself is :func:`launch_a
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 from typing import Any
 
-from quadratseg.errors import QuadratsegError
+from quadratseg.fiftyone_io import load_dataset
 
 logger = logging.getLogger(__name__)
 
 GROUND_TRUTH_PREFIX = "gt_"  # the pull's label fields: gt_polylines[_<level>], gt_corners, gt_grid, ...
-
-
-def load_dataset(name: str) -> Any:
-    """The FiftyOne dataset ``name``; a :class:`QuadratsegError` naming the datasets there are otherwise."""
-    import fiftyone as fo
-
-    if fo.dataset_exists(name):
-        return fo.load_dataset(name)
-    names = fo.list_datasets()
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-    listed = (
-        ", ".join(names)
-        if names
-        else "none yet; pull one with python -m data_engineering.create_fiftyone_dataset"
-    )
-    raise QuadratsegError(f"no FiftyOne dataset named {name!r}{hint}; datasets: {listed}")
 
 
 def describe_dataset(dataset: Any) -> dict[str, Any]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 
-from quadratseg.errors import QuadratsegError
-
 
 def create_cvat_annotation_tasks(
     dataset: str,
@@ -36,17 +34,12 @@ def create_cvat_annotation_tasks(
     Returns:
         JSON with the created task ids.
     """
-    import fiftyone as fo
-
     from quadratseg.cli import as_name, as_names, current_settings
+    from quadratseg.fiftyone_io import load_dataset
 
     settings = current_settings()
     dataset, project, task_name = as_name(dataset), as_name(project), as_name(task_name)
-    if not fo.dataset_exists(dataset):
-        raise QuadratsegError(
-            f"no FiftyOne dataset named {dataset!r}; datasets: {', '.join(fo.list_datasets())}"
-        )
-    view = fo.load_dataset(dataset)
+    view = load_dataset(dataset)
     if as_names(tags):
         view = view.match_tags(as_names(tags))
     from data_engineering.push import push_samples

@@ -53,13 +53,9 @@ class GridItem:
 
 def items_from_dataset(dataset: str, field: str = "gt_grid") -> Iterator[GridItem]:
     """Images and grid keypoints of a FiftyOne dataset (keypoints in template order, NaN if missing)."""
-    import fiftyone as fo
+    from quadratseg.fiftyone_io import keypoints_to_pixels, load_dataset
 
-    from quadratseg.fiftyone_io import keypoints_to_pixels
-
-    if not fo.dataset_exists(dataset):
-        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}")
-    ds = fo.load_dataset(dataset)
+    ds = load_dataset(dataset)
     if field not in ds.get_field_schema():
         raise QuadratsegError(f"dataset {dataset!r} has no keypoint field {field!r}")
     ds.compute_metadata()

@@ -203,15 +203,12 @@ def evaluate(
     Returns:
         The metrics as JSON.
     """
-    import fiftyone as fo
-
     from quadratseg.cli import device, weights_path
+    from quadratseg.fiftyone_io import load_dataset
 
     weights = weights_path(weights)  # names and lists arrive as typed: quadratseg.cli.run keeps text
     spec = get_task(task)
-    if not fo.dataset_exists(dataset):
-        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}")
-    view = fo.load_dataset(dataset).match_tags(split)
+    view = load_dataset(dataset).match_tags(split)
     predictor = PosePredictor(weights, spec, kpt_conf=kpt_conf, imgsz=imgsz, device=device())
     result = evaluate_samples(predictor, view, warp_size, ablation=ablation)
     if data:

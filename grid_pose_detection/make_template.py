@@ -78,7 +78,7 @@ def make_template(
         JSON: the file, samples used, spread of the annotations around the template and its
         largest deviation from the evenly spaced built-in template (normalized units).
     """
-    import fiftyone as fo
+    from quadratseg.fiftyone_io import load_dataset
 
     spec = get_task(task)
     if not str(out).endswith(".npy"):
@@ -86,9 +86,7 @@ def make_template(
     if spec.name == "gridcorners":
         path = save_template(spec.template(), out)
         return json.dumps({"template": str(path), "note": "the corners' template is the unit square"})
-    if not fo.dataset_exists(dataset):
-        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}; pull it first with data_engineering")
-    samples = fo.load_dataset(dataset)
+    samples = load_dataset(dataset)
     if split:
         samples = samples.match_tags(split)
     samples.compute_metadata()

@@ -165,14 +165,11 @@ def prepare_data(
     Returns:
         JSON with the image counts per split and the data.yaml path.
     """
-    import fiftyone as fo
-
     from quadratseg.cli import data_path
+    from quadratseg.fiftyone_io import load_dataset
 
     spec = get_task(task)
-    if not fo.dataset_exists(dataset):
-        raise QuadratsegError(f"no FiftyOne dataset named {dataset!r}; pull it first with data_engineering")
-    samples = fo.load_dataset(dataset)
+    samples = load_dataset(dataset)
     samples.compute_metadata()
     return json.dumps(
         write_pose_layout(

@@ -437,3 +437,21 @@ def keypoints_to_shapes(keypoints: Any, frame_size: tuple[int, int], spec: Label
         ]
         shapes.append(Shape("skeleton", spec.name, elements=elements))
     return shapes
+
+
+def load_dataset(name: str) -> Any:
+    """The FiftyOne dataset ``name``; a :class:`QuadratsegError` naming the datasets there are otherwise
+    (FiftyOne's own "not found" names none), with the closest names first."""
+    import difflib
+
+    import fiftyone as fo
+
+    if fo.dataset_exists(name):
+        return fo.load_dataset(name)
+    names = fo.list_datasets()
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+    listed = (
+        ", ".join(names) if names else "none yet: pull a CVAT project into FiftyOne first (quadratseg-pull)"
+    )
+    raise QuadratsegError(f"no FiftyOne dataset named {name!r}{hint}; datasets: {listed}")

@@ -253,6 +253,26 @@ def test_app_cli_names_the_datasets_there_are(evaluated_dataset):
     assert f"did you mean '{evaluated_dataset.name}'" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["coral_seg_yolo.prepare_data", "{name}", "{out}"],
+        ["grid_pose_detection.prepare_data", "gridcorners", "{name}", "{out}"],
+        ["DINOv2_mmseg.prepare_data", "{name}", "{out}"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_every_stage_names_the_datasets_there_are(evaluated_dataset, tmp_path, command):
+    """One loader for every stage that reads a dataset: a typo gets the same answer everywhere."""
+    words = [w.format(name=evaluated_dataset.name + "x", out=tmp_path / "out") for w in command]
+    result = subprocess.run(
+        [sys.executable, "-m", *words], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"did you mean '{evaluated_dataset.name}'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
 def test_the_app_server_serves_the_declared_skeletons(evaluated_dataset):
     """A real App server on 127.0.0.1 (about 6 s to start): its GraphQL API reports the skeleton."""
     from bridge.loopback import free_port
