@@ -20,6 +20,11 @@ import numpy as np
 
 from quadratseg.errors import DegenerateQuadrilateralError
 
+DEFAULT_WARP_SIZE = 1920
+"""Default side in px of a warped quadrat everywhere: what annotators label in the bridge and what
+the YOLO recipe trains at. A consumer takes the side from its model's card (``warp_size``) when the
+card has one; tests and the demo pass small sizes explicitly."""
+
 
 def check_quadrilateral(corners_xy: np.ndarray, min_area: float = 16.0) -> None:
     """Refuse corners that cannot define a warp.

@@ -2,9 +2,20 @@ import numpy as np
 import pytest
 
 from quadratseg.errors import DegenerateQuadrilateralError
-from quadratseg.warp import check_quadrilateral, quadrat_homography, transform_points, warp_quadrat
+from quadratseg.warp import (
+    DEFAULT_WARP_SIZE,
+    check_quadrilateral,
+    quadrat_homography,
+    transform_points,
+    warp_quadrat,
+)
 
 CORNERS = np.array([[120.0, 80.0], [520.0, 110.0], [560.0, 430.0], [90.0, 400.0]])
+
+
+def test_default_warp_size_is_the_annotated_and_trained_side():
+    # annotators label 1920 px quadrats in the bridge and the YOLO recipe trains at 1920 px
+    assert DEFAULT_WARP_SIZE == 1920
 
 
 def test_corners_map_to_the_output_square_and_back():
