@@ -38,7 +38,6 @@ Examples:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -310,28 +309,6 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     se = float(x.std(ddof=1) / math.sqrt(len(x)))
     half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1)) * se
     return mean, se, mean - half, mean + half
-
-
-# Photo names: the synthetic/CRIOBE "site_year_quadrat" and CRIOBE's "SITE###DEPTH###YYYYMMDD_..._N".
-NAME_PATTERNS = (
-    r"^(?P<site>[^#]+?)###[^#]*###(?P<year>(?:19|20)\d{2})\d{4}_.*?_(?P<quadrat>\d+)$",
-    r"^(?P<site>.+?)_(?P<year>(?:19|20)\d{2})_(?P<quadrat>[^_]+)$",
-)
-
-
-def parse_photo_name(stem: str, patterns: Sequence[str] = NAME_PATTERNS) -> dict[str, str]:
-    """site, year and quadrat from a photo's file stem by the first matching pattern ("" if none).
-
-    Examples:
-        >>> parse_photo_name("SynthNorth_2019_000")
-        {'site': 'SynthNorth', 'year': '2019', 'quadrat': '000'}
-    """
-    for pattern in patterns:
-        match = re.match(pattern, stem)
-        if match:
-            found = match.groupdict()
-            return {key: found.get(key) or "" for key in ("site", "year", "quadrat")}
-    return {"site": "", "year": "", "quadrat": ""}
 
 
 def interval_coverage(truths: Sequence[float], lows: Sequence[float], highs: Sequence[float]) -> float:

@@ -9,7 +9,6 @@ from quadratseg.cover_stats import (
     instance_cover,
     interval_coverage,
     mean_interval,
-    parse_photo_name,
     regroup,
     visible_areas,
     wilson_interval,
@@ -57,21 +56,6 @@ def test_intervals_and_summaries():
     rng = np.random.default_rng(0)
     truth = rng.normal(10, 2, 4000)
     assert 0.93 < interval_coverage(truth, np.full(4000, 10 - 1.96 * 2), np.full(4000, 10 + 1.96 * 2)) < 0.97
-
-
-@pytest.mark.parametrize(
-    ("stem", "expected"),
-    [
-        ("SynthNorth_2019_000", ("SynthNorth", "2019", "000")),
-        (
-            "AUSTRALES_AUS_RAI1###20M###20190504_UTP_QUADRAT_AUSRAI1_20M_10",
-            ("AUSTRALES_AUS_RAI1", "2019", "10"),
-        ),
-        ("mcr_lter1_fringingreef_pole1-2_qu1_20080415", ("", "", "")),
-    ],
-)
-def test_site_year_and_quadrat_from_photo_names(stem, expected):
-    assert tuple(parse_photo_name(stem).values()) == expected
 
 
 def test_outline_term_and_its_calibration_on_held_out_errors():
