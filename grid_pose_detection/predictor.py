@@ -5,7 +5,7 @@
    ``instance`` layout: the same code reads both).
 2. Hungarian matching against the task's template (isotropic costs, ``max_cost`` as upstream)
    puts them in template order. Missing points stay missing (NaN), extra detections are dropped.
-3. Sub-pixel refinement on the image evidence (:mod:`quadratseg.refine`, ``refine=True``): the
+3. Sub-pixel refinement on the image evidence (:mod:`quadratseg.keypoint_refine`, ``refine=True``): the
    corners move to the frame's inner corners, grid points to their string crossings. For the
    grid, points the model missed are proposed by the homography of the matched ones and kept only
    where a string crossing confirms them (flagged ``filled``). A point that does not refine keeps
@@ -35,7 +35,7 @@ from quadratseg.keypoints import (
     quadrat_side_px,
     validate_template,
 )
-from quadratseg.refine import refine_grid_crossings, refine_quadrat_corners
+from quadratseg.keypoint_refine import refine_grid_crossings, refine_quadrat_corners
 from quadratseg.warp import quadrat_homography, transform_points, warp_image
 
 MIN_GRID_SHARE = 0.25  # fewer matched intersections than this share: the photo has no grid
