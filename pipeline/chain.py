@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from quadratseg.cover_stats import (
+from quadratseg.cover import (
     CoverEstimate,
     boundary_length_px,
     instance_cover,
@@ -42,7 +42,7 @@ class ChainModels:
     grid: Any = None  # PosePredictor of gridpose
     inpaint: Any = None  # an inpainting backend (grid_inpainting.inpaint.select_backend)
     include_inpainted: bool = False  # count the pixels under the grid mask in the cover
-    boundary_px: float = 0.0  # outline uncertainty of the cover intervals (quadratseg.cover_stats)
+    boundary_px: float = 0.0  # outline uncertainty of the cover intervals (quadratseg.cover)
     miss_pp: float = 0.0  # cover the model may miss entirely, added to the intervals' upper bounds
     semantic: Any = None  # SemanticSegmenter: cover from its class map instead of colonies
     ensemble: str = ""  # with both models: weighted, voting or nms (quadratseg.ensemble)

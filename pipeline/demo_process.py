@@ -19,8 +19,14 @@ import numpy as np
 from pipeline.chain import ChainModels
 from pipeline.points import score_points
 from pipeline.run import process_folder
-from quadratseg.cover import label_map, percent_cover
-from quadratseg.cover_stats import Z95, calibrate_boundary_px, calibrate_miss_pp, interval_coverage
+from quadratseg.cover import (
+    Z95,
+    calibrate_boundary_px,
+    calibrate_miss_pp,
+    interval_coverage,
+    label_map,
+    percent_cover,
+)
 from quadratseg.formats.coralnet import SUBSTRATE, sample_points, write_coralnet_csv
 from quadratseg.synth.dataset import export_image_path, load_truth
 from quadratseg.warp import transform_points
@@ -136,7 +142,7 @@ def compared(
 
 def fit_interval_terms(pairs: list[tuple[float, dict[str, str] | None]]) -> tuple[float, float, float]:
     """(boundary_px, miss_pp, coverage of the confidence term alone) fitted on held-out (true cover,
-    cover.csv row) pairs of a chain run without either term (quadratseg.cover_stats)."""
+    cover.csv row) pairs of a chain run without either term (quadratseg.cover)."""
     predicted = [(truth, row) for truth, row in pairs if row is not None and int(row["colonies"]) > 0]
     boundary = calibrate_boundary_px(
         [float(row["percent"]) - truth for truth, row in predicted],

@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from quadratseg.cover import label_map
-from quadratseg.cover_stats import wilson_interval
+from quadratseg.cover import label_map, wilson_interval
 from quadratseg.errors import QuadratsegError
 from quadratseg.formats.coralnet import (
     IGNORE,

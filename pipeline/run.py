@@ -37,7 +37,7 @@ import numpy as np
 
 from pipeline.chain import ChainModels, PhotoResult, run_chain
 from quadratseg.batch import BatchItem, batch_items, run_batch
-from quadratseg.cover_stats import CoverEstimate, mean_interval, regroup
+from quadratseg.cover import CoverEstimate, mean_interval, regroup
 from quadratseg.images import output_name, read_image_rgb
 from quadratseg.photo_meta import parse_photo_name
 from quadratseg.taxonomy import LEVELS, load_taxonomy

@@ -1,7 +1,21 @@
+"""Cover of truth polygons and of predictions over the observed quadrat, intervals and summaries,
+against hand-made masks and numbers."""
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
 
-from quadratseg.cover import label_map, percent_cover
+from quadratseg.cover import (
+    instance_cover,
+    interval_coverage,
+    label_map,
+    mean_interval,
+    percent_cover,
+    regroup,
+    visible_areas,
+    wilson_interval,
+)
 from quadratseg.taxonomy import load_taxonomy
 
 
@@ -26,3 +40,111 @@ def test_cover_regrouped_by_taxonomy_level():
 def test_a_colony_with_a_hole_and_two_parts_covers_only_its_pixels():
     colony = [square(0, 0, 6, 6), square(2, 2, 4, 4), square(8, 8, 10, 10)]  # ring, hole, islet
     assert percent_cover([("Porites", colony)], (10, 10)) == {"Porites": 36.0 - 4.0 + 4.0}
+
+
+def test_visible_areas_count_observed_pixels_once_for_the_last_colony():
+    frame = (10, 10)
+    a = (np.ones((4, 4), bool), (0, 0))
+    b = (np.ones((4, 4), bool), (2, 2))  # overlaps a on a 2 x 2 block, painted last
+    observed = np.ones((10, 10), bool)
+    observed[0, :] = False  # a grid string's row, invented by inpainting
+    areas = visible_areas([a, b], frame, observed)
+    assert areas.tolist() == [8, 16]  # a: 16 minus b's 2 x 2 block, minus its unobserved row
+
+
+def test_instance_cover_interval_follows_the_confidences():
+    sure = instance_cover(["Acropora"], [1.0], [500], 10_000, ["Acropora", "Porites"])
+    assert [e.label for e in sure] == ["Acropora", "Porites"]
+    assert sure[0].percent == sure[0].low == sure[0].high == 5.0 and sure[1].percent == 0.0
+    unsure = instance_cover(["Acropora", "Acropora"], [0.5, 0.9], [500, 300], 10_000)[0]
+    sd = np.sqrt(500**2 * 0.25 + 300**2 * 0.09) / 10_000 * 100
+    assert unsure.percent == 8.0 and unsure.colonies == 2
+    assert unsure.sd == pytest.approx(sd, abs=1e-3)
+    assert unsure.low == pytest.approx(8.0 - 1.96 * sd, abs=1e-2)
+    with pytest.raises(ValueError, match="no observed pixel"):
+        instance_cover([], [], [], 0)
+    grouped = regroup(
+        instance_cover(["Acropora", "Porites"], [0.5, 0.5], [100, 300], 1000), lambda label: "coral"
+    )
+    assert len(grouped) == 1 and grouped[0].percent == 40.0 and grouped[0].colonies == 2
+    assert grouped[0].sd == pytest.approx(np.hypot(5.0, 15.0), abs=1e-3)
+
+
+def test_intervals_and_summaries():
+    low, high = wilson_interval(20, 100)
+    assert low == pytest.approx(0.1333, abs=1e-3) and high == pytest.approx(0.2888, abs=1e-3)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    mean, se, lo, _ = mean_interval([10.0, 12.0, 14.0])
+    assert (mean, se) == (12.0, pytest.approx(2 / np.sqrt(3)))
+    assert lo == pytest.approx(12 - 4.3027 * 2 / np.sqrt(3), abs=1e-3)
+    assert np.isnan(mean_interval([5.0])[1])
+    assert interval_coverage([1.0, 5.0], [0.0, 0.0], [2.0, 4.0]) == 0.5
+    # the calibration check: normal draws inside their 95 % normal intervals, about 95 % of the time
+    rng = np.random.default_rng(0)
+    truth = rng.normal(10, 2, 4000)
+    assert 0.93 < interval_coverage(truth, np.full(4000, 10 - 1.96 * 2), np.full(4000, 10 + 1.96 * 2)) < 0.97
+
+
+def test_outline_term_and_its_calibration_on_held_out_errors():
+    from quadratseg.cover import boundary_length_px, calibrate_boundary_px
+
+    square = np.zeros((12, 12), bool)
+    square[1:11, 1:11] = True
+    assert boundary_length_px(square) == 36  # the 10 x 10 square's ring of pixels
+    with_outline = instance_cover(["Porites"], [1.0], [100], 1000, perimeters_px=[36], boundary_px=0.5)[0]
+    assert with_outline.sd == pytest.approx(100 * 36 * 0.5 / 1000) and with_outline.perimeter_px == 36
+    assert with_outline.method == "instance-confidence+boundary"
+    # held-out errors that grow with the outline: the fitted term makes 95 % of them fit
+    rng = np.random.default_rng(1)
+    share = rng.uniform(0.001, 0.02, 400)  # outline length / observed pixels
+    errors = rng.normal(0, 100 * share * 2.0)  # outlines 2 px off on average
+    b = calibrate_boundary_px(errors, np.zeros(400), share)
+    assert 1.5 < b < 2.6
+    inside = np.abs(errors) <= 1.96 * 100 * share * b + 1e-9
+    assert inside.mean() >= 0.95
+    assert calibrate_boundary_px([0.1], [1.0], [0.01]) == 0.0  # the confidence term already holds it
+
+
+def test_semantic_cover_from_class_probabilities():
+    from quadratseg.cover import semantic_cover
+
+    h = w = 32
+    probs = np.zeros((3, h, w))
+    probs[0] = 1.0
+    probs[:, :16, :16] = np.array([0.0, 1.0, 0.0])[:, None, None]  # a sure Acropora block
+    probs[:, 16:, 16:] = np.array([0.4, 0.0, 0.6])[:, None, None]  # an unsure Porites block
+    observed = np.ones((h, w), bool)
+    acro, pori = semantic_cover(probs, ["background", "Acropora", "Porites"], observed, block_px=16)
+    assert (acro.label, acro.percent, acro.sd) == ("Acropora", 25.0, 0.0)
+    assert pori.percent == 25.0 and pori.method == "class-probability-blocks"
+    assert pori.sd == pytest.approx(100 * np.sqrt(256**2 * 0.24) / 1024, abs=1e-3)
+    observed[:16, :16] = False  # the Acropora block unseen: out of numerator and denominator
+    acro, pori = semantic_cover(probs, ["background", "Acropora", "Porites"], observed, block_px=16)
+    assert acro.percent == 0.0 and pori.percent == pytest.approx(100 * 256 / 768, abs=1e-3)
+
+
+def test_the_miss_term_lifts_every_upper_bound_and_is_fitted_on_missed_covers():
+    from quadratseg.cover import calibrate_miss_pp, conformal_count
+
+    rows = instance_cover(["Porites"], [1.0], [100], 1000, classes=["Porites", "Acropora"], miss_pp=1.5)
+    by_label = {r.label: r for r in rows}
+    assert (
+        by_label["Acropora"].percent == 0 and by_label["Acropora"].high == 1.5
+    )  # a class it may have missed
+    assert by_label["Porites"].low == 10.0 and by_label["Porites"].high == 11.5
+    assert {r.method for r in rows} == {"instance-confidence+miss"}
+    with pytest.raises(ValueError, match="interval terms must be >= 0"):
+        instance_cover(["Porites"], [1.0], [100], 1000, miss_pp=-1)
+    # finite-sample level: with n held-out pairs, ceil((n + 1) * 0.95) must be inside
+    assert [conformal_count(n) for n in (1, 18, 19, 39)] == [1, 18, 19, 38]
+    # 40 held-out pairs: 30 inside, 8 missed classes (true cover above (0, 0)), 2 over-predicted
+    rng = np.random.default_rng(0)
+    truths = np.r_[rng.uniform(1, 5, 30), np.linspace(0.2, 3.0, 8), [0.5, 0.5]]
+    lows = np.r_[truths[:30] - 1, np.zeros(8), [1.0, 1.0]]
+    highs = np.r_[truths[:30] + 1, np.zeros(8), [2.0, 2.0]]
+    miss = calibrate_miss_pp(truths, lows, highs)
+    inside = (truths >= lows) & (truths <= highs + miss)
+    assert inside.sum() == 38 and miss == pytest.approx(3.0)  # all 8 misses must be reached
+    assert calibrate_miss_pp(truths[:30], lows[:30], highs[:30]) == 0.0
+    regrouped = regroup(rows, lambda label: "Scleractinia")
+    assert regrouped[0].high == pytest.approx(11.5) and regrouped[0].miss_pp == 1.5
