@@ -12,16 +12,27 @@ from quadratseg.errors import QuadratsegError
 CONFIGS = Path(__file__).resolve().parents[1] / "DINOv2_mmseg" / "configs"
 
 
-@pytest.fixture
-def finetune_cfg():
+VIT_B_CONFIGS = (
+    "dinov2_vitb14_segformer_coral.py",
+    "dinov2_vitb14_segformer_coral_family.py",
+    "dinov2_vitb14_segformer_coral_genus_from_family.py",
+    "dinov2_vitb14_segformer_coral_slide1920.py",
+    "dinov2_vitb14_segformer_coral_multilevel.py",
+)
+TINY_CONFIG = "dinov2_tiny_segformer_cpu.py"
+
+
+def tiny_sized(name: str):
+    """A bundled config with its recipe as written, on the tiny DINOv2-shaped ViT (48-dim, 4 blocks) so
+    it builds in a second on CPU (only sizes change: arch, channels, the head's norm)."""
     from mmengine.config import Config
 
-    cfg = Config.fromfile(str(CONFIGS / "dinov2_vitb14_segformer_coral_finetune.py"))
-    # the same recipe on the tiny DINOv2-shaped ViT (48-dim, 4 blocks) so it builds in a second on CPU
+    cfg = Config.fromfile(str(CONFIGS / name))
     cfg.model.backbone.arch = "tiny"
     cfg.model.backbone.out_indices = (0, 1, 2, 3)
-    cfg.model.neck.in_channels = [48] * 4
-    cfg.model.neck.out_channels = 48
+    if cfg.model.get("neck"):
+        cfg.model.neck.in_channels = [48] * 4
+        cfg.model.neck.out_channels = 48
     cfg.model.decode_head.in_channels = [48] * 4
     cfg.model.decode_head.channels = 32
     cfg.model.decode_head.norm_cfg = {"type": "GN", "num_groups": 4, "requires_grad": True}
@@ -29,7 +40,8 @@ def finetune_cfg():
     return cfg
 
 
-def test_finetune_recipe_slows_the_backbone_and_spares_norms_and_embeddings_from_decay(finetune_cfg):
+def build_model_and_optimizer(cfg):
+    """The model and mmengine's optimizer wrapper, built from ``cfg`` as the Runner builds them."""
     from mmengine.optim import build_optim_wrapper
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
@@ -37,29 +49,95 @@ def test_finetune_recipe_slows_the_backbone_and_spares_norms_and_embeddings_from
     import DINOv2_mmseg.plugins  # noqa: F401  registers the backbone
 
     register_all_modules()
-    model = MODELS.build(finetune_cfg.model)
-    wrapper = build_optim_wrapper(model, finetune_cfg.optim_wrapper)
+    model = MODELS.build(cfg.model)
+    return model, build_optim_wrapper(model, cfg.optim_wrapper)
+
+
+@pytest.fixture
+def finetune_cfg():
+    return tiny_sized("dinov2_vitb14_segformer_coral_multilevel.py")
+
+
+@pytest.mark.parametrize("name", VIT_B_CONFIGS)
+def test_every_vit_b_config_fine_tunes_the_backbone_slower_and_spares_norms_and_embeddings(name):
+    """The configs a researcher starts from (base, family, genus, 1920 px, multi-level neck) all use the
+    fine-tuning recipe: backbone lr x 0.1, no decay on position embeddings, tokens and LayerNorms."""
+    cfg = tiny_sized(name)
+    model, wrapper = build_model_and_optimizer(cfg)
+    assert cfg.model.backbone.freeze_vit is False
     base_lr, base_wd = 1e-4, 0.05
+    assert (wrapper.optimizer.defaults["lr"], wrapper.optimizer.defaults["weight_decay"]) == (base_lr, base_wd)
     groups = {id(p): g for g in wrapper.optimizer.param_groups for p in g["params"]}
     checked = {"backbone_norm": 0, "embedding": 0, "backbone_weight": 0, "head": 0}
-    for name, param in model.named_parameters():
+    for param_name, param in model.named_parameters():
         group = groups[id(param)]
-        if name.startswith("backbone."):
-            assert group["lr"] == pytest.approx(0.1 * base_lr), name
-            no_decay = ".norm" in name or "pos_embed" in name or "cls_token" in name or "reg_token" in name
-            assert group["weight_decay"] == (0.0 if no_decay else pytest.approx(base_wd)), name
+        if param_name.startswith("backbone."):
+            assert group["lr"] == pytest.approx(0.1 * base_lr), param_name
+            no_decay = any(k in param_name for k in (".norm", "pos_embed", "cls_token", "reg_token"))
+            assert group["weight_decay"] == (0.0 if no_decay else pytest.approx(base_wd)), param_name
             kind = (
                 "embedding"
-                if "embed" in name or "token" in name
+                if "pos_embed" in param_name or "token" in param_name
                 else "backbone_norm"
                 if no_decay
                 else "backbone_weight"
             )
             checked[kind] += 1
         else:
-            assert group["lr"] == pytest.approx(base_lr), name
+            assert group["lr"] == pytest.approx(base_lr), param_name
             checked["head"] += 1
-    assert checked["backbone_norm"] >= 2 * 4 * 2 and all(checked.values()), checked  # 4 blocks x 2 norms
+    # 4 blocks x 2 LayerNorms x (weight, bias) + the final norm; pos_embed + cls_token
+    assert checked["backbone_norm"] == 4 * 2 * 2 + 2 and checked["embedding"] == 2, checked
+    assert checked["backbone_weight"] > 0 and checked["head"] > 0, checked
+
+
+def _one_training_step(model, wrapper, size: int = 112, classes: int = 8) -> None:
+    """One optimizer step of ``model`` on a random image and label map (the Runner's train_step)."""
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    torch.manual_seed(0)
+    sample = SegDataSample()
+    sample.gt_sem_seg = PixelData(data=torch.randint(0, classes, (1, size, size)))
+    sample.set_metainfo({"img_shape": (size, size), "pad_shape": (size, size), "ori_shape": (size, size)})
+    data = {"inputs": [torch.randint(0, 256, (3, size, size), dtype=torch.uint8)], "data_samples": [sample]}
+    model.train()
+    model.train_step(data, wrapper)
+
+
+def test_frozen_config_trains_the_head_only_and_keeps_the_vit_unchanged():
+    """The frozen-backbone baseline: no ViT parameter requires grad, one real training step leaves every
+    ViT tensor as it was and changes the head; upstream's schedule (AdamW lr 1e-3, wd 0.01)."""
+    import torch
+
+    cfg = tiny_sized("dinov2_vitb14_segformer_coral_frozen.py")
+    model, wrapper = build_model_and_optimizer(cfg)
+    assert cfg.model.backbone.freeze_vit is True
+    assert (wrapper.optimizer.defaults["lr"], wrapper.optimizer.defaults["weight_decay"]) == (1e-3, 0.01)
+    backbone = dict(model.backbone.named_parameters())
+    assert len(backbone) > 0 and not any(p.requires_grad for p in backbone.values())
+    head = dict(model.decode_head.named_parameters())
+    assert all(p.requires_grad for p in head.values())
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    _one_training_step(model, wrapper)
+    assert not model.backbone.vit.training  # a frozen ViT stays in eval mode (no stochastic depth)
+    after = model.state_dict()
+    vit_changed = [k for k in before if k.startswith("backbone.") and not torch.equal(before[k], after[k])]
+    head_changed = [k for k in before if k.startswith("decode_head.") and not torch.equal(before[k], after[k])]
+    assert vit_changed == []
+    assert "decode_head.conv_seg.weight" in head_changed
+
+
+def test_tiny_cpu_config_trains_from_scratch_with_one_plain_recipe():
+    """The tiny arch has no pretrained weights: every parameter at the same lr 0.002 and weight decay 0.01
+    (the fine-tuning multipliers of the ViT-B family are not inherited)."""
+    cfg = tiny_sized(TINY_CONFIG)
+    model, wrapper = build_model_and_optimizer(cfg)
+    groups = {id(p): g for g in wrapper.optimizer.param_groups for p in g["params"]}
+    settings = {(groups[id(p)]["lr"], groups[id(p)]["weight_decay"]) for p in model.parameters()}
+    assert settings == {(0.002, 0.01)}
+    assert cfg.model.get("neck") is None
 
 
 def test_finetune_recipe_gives_the_head_four_scales(finetune_cfg):

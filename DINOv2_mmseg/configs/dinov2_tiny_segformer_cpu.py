@@ -59,7 +59,14 @@ test_dataloader = dict(
     persistent_workers=False,
     dataset=dict(pipeline=test_pipeline),
 )
-optim_wrapper = dict(optimizer=dict(lr=0.002))
+# trained from scratch (the tiny arch has no pretrained weights): one plain AdamW for every parameter,
+# not the ViT-B family's fine-tuning multipliers
+optim_wrapper = dict(
+    _delete_=True,
+    type="OptimWrapper",
+    optimizer=dict(type="AdamW", lr=0.002, betas=(0.9, 0.999), weight_decay=0.01),
+    clip_grad=None,
+)
 param_scheduler = [dict(type="PolyLR", eta_min=0.0, power=1.0, begin=0, end=40, by_epoch=True)]
 train_cfg = dict(max_epochs=40, val_interval=10)
 default_hooks = dict(checkpoint=dict(interval=10), logger=dict(interval=5))
