@@ -11,9 +11,12 @@ resumability, ``status.csv``, ``cover.csv``, ``cover_summary.csv``); see their d
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from pipeline.chain import ChainModels
-from pipeline.run import fingerprint_of, process_folder
+from pipeline.run import RunConfig, process_folder, run_fingerprint
 from quadratseg.ensemble import ENSEMBLES
 from quadratseg.errors import QuadratsegError
 
@@ -26,12 +29,20 @@ def process(
     grid: str | None = None,
     inpaint: str = "lama",
     grid_template: str | None = None,
-    warp_size: int = 1024,
+    warp_size: int | None = None,
+    allow_warp_size_mismatch: bool = False,
     aspect: float = 1.0,
     quadrat_cm: float | None = None,
+    metadata: str | None = None,
     corners_imgsz: int | None = None,
     grid_imgsz: int | None = None,
     yolo_imgsz: int | None = None,
+    corners_conf: float | None = None,
+    corners_kpt_conf: float | None = None,
+    corners_max_cost: float | None = None,
+    grid_conf: float | None = None,
+    grid_kpt_conf: float | None = None,
+    grid_max_cost: float | None = None,
     conf: float = 0.25,
     include_inpainted: bool = False,
     boundary_px: float = 0.0,
@@ -46,6 +57,10 @@ def process(
 ) -> str:
     """Colonies and percent cover for every photo of a folder (searched recursively).
 
+    The options become one :class:`pipeline.run.RunConfig`; a rerun into OUT skips a photo only
+    when that configuration and the content of every file it names (weights, their model cards,
+    template, metadata, MMSeg config, LaMa weights) are unchanged.
+
     Args:
         images: a photo or a folder of photos (site/year sub-folders are kept in the outputs).
         out_dir: output folder; a rerun into it skips the photos already done with the same options.
@@ -53,13 +68,27 @@ def process(
         corners: corner model weights (gridcorners); without it the photos are taken as warped quadrats.
         grid: grid model weights (gridpose); without it no grid is removed (two-stage).
         inpaint: grid removal backend: lama (LAMA_MODEL weights), opencv-telea or opencv-ns.
-        grid_template: the grid template .npy of make_template (default: evenly spaced).
-        warp_size: width of the warped quadrat in px.
+        grid_template: the grid template .npy of make_template (default: the grid model's card's,
+            else evenly spaced).
+        warp_size: width of the warped quadrat in px. Default: the warp_size of the models' cards
+            (what they were trained on), else 1920 (what annotators label). A size that disagrees
+            with a card is refused.
+        allow_warp_size_mismatch: accept a --warp-size that disagrees with a model card.
         aspect: the quadrat's width / height (1: square).
-        quadrat_cm: the quadrat's inner width in cm, for colony areas in cm^2.
+        quadrat_cm: the quadrat's inner width in cm, for areas in cm^2 (cover.csv, colonies.csv).
+        metadata: CSV with columns photo (or key), site, year, quadrat: the photo's path relative
+            to IMAGES (or its file name) and its site, year and quadrat. Without it (or for photos
+            it does not list) they come from the folders of the key (site/year/photo.jpg), then
+            from the file name (site_year_quadrat, CRIOBE's SITE###...###YYYYMMDD_..._N).
         corners_imgsz: inference size of the corner model (default: its training size).
         grid_imgsz: inference size of the grid model.
         yolo_imgsz: inference size of the segmentation model.
+        corners_conf: detection threshold of the corner model (default: its model card's).
+        corners_kpt_conf: keypoint confidence threshold of the corner model (default: its card's).
+        corners_max_cost: template matching threshold of the corners (default: its card's).
+        grid_conf: detection threshold of the grid model (default: its model card's).
+        grid_kpt_conf: keypoint confidence threshold of the grid model (default: its card's).
+        grid_max_cost: template matching threshold of the grid points (default: its card's).
         conf: confidence threshold of the colonies.
         include_inpainted: count the pixels under the grid (invented by inpainting) in the cover.
         boundary_px: how far (px) a colony's outline may be off, for the cover intervals; 0 keeps the
@@ -81,90 +110,150 @@ def process(
     Returns:
         JSON summary: photos, processed, skipped (resumed), failed, with cover, outputs.
     """
+    options = dict(locals())
+    config = RunConfig(**{k: v for k, v in options.items() if k not in ("images", "out_dir")})
+    return json.dumps(process_with(images, out_dir, config), indent=2)
+
+
+def process_with(images: str | Path, out_dir: str | Path, config: RunConfig) -> dict[str, Any]:
+    """:func:`process` with its options as one :class:`RunConfig`; returns the summary."""
+    from quadratseg.cli import current_settings
+
+    settings = current_settings()
+    check_options(config)
+    config = replace(config, warp_size=resolve_warp_size(config))
+    models = build_models(config, settings)
+    lama = settings.lama_model if config.grid and config.inpaint == "lama" else None
+    fingerprint = run_fingerprint(config, {"lama": lama})
+    return process_folder(images, out_dir, models, fingerprint, config.quadrat_cm, config.overlays)
+
+
+def check_options(config: RunConfig) -> None:
+    """Refuse option combinations that cannot run, saying which option is missing."""
+    if config.segment not in ("yolo", "mmseg", "both"):
+        raise QuadratsegError(f"--segment must be yolo, mmseg or both, got {config.segment!r}")
+    if config.segment in ("yolo", "both") and not config.yolo:
+        raise QuadratsegError(
+            f"--segment {config.segment} needs --yolo WEIGHTS (a YOLO-seg model of coral_seg_yolo)"
+        )
+    if config.segment in ("mmseg", "both") and not (config.mmseg_config and config.mmseg_weights):
+        raise QuadratsegError(
+            f"--segment {config.segment} needs --mmseg-config CONFIG and --mmseg-weights CHECKPOINT"
+        )
+    if config.segment == "both" and config.ensemble not in ENSEMBLES:
+        raise QuadratsegError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {config.ensemble!r}")
+
+
+def resolve_warp_size(config: RunConfig) -> int:
+    """The warped quadrat's width in px: ``--warp-size``, else the models' cards' ``warp_size``,
+    else :data:`quadratseg.warp.DEFAULT_WARP_SIZE`.
+
+    Raises:
+        QuadratsegError: the cards disagree with each other, or ``--warp-size`` disagrees with a
+            card, and ``--allow-warp-size-mismatch`` is not given (the message names the sizes).
+    """
+    from quadratseg.cli import weights_path
+    from quadratseg.model_card import read_model_card
+    from quadratseg.warp import DEFAULT_WARP_SIZE
+
+    weights = {
+        "--corners": config.corners,
+        "--grid": config.grid,
+        "--yolo": config.yolo if config.segment in ("yolo", "both") else None,
+        "--mmseg-weights": config.mmseg_weights if config.segment in ("mmseg", "both") else None,
+    }
+    cards = {
+        option: int(card["warp_size"])
+        for option, path in weights.items()
+        if path and (card := read_model_card(weights_path(path))).get("warp_size")
+    }
+    named = ", ".join(f"{option} {size} px" for option, size in cards.items())
+    if config.allow_warp_size_mismatch and config.warp_size:
+        return int(config.warp_size)
+    if len(set(cards.values())) > 1:
+        raise QuadratsegError(
+            f"the models were made for different warped quadrat sizes ({named}); use models made "
+            "for one size, or pass --warp-size N --allow-warp-size-mismatch"
+        )
+    if config.warp_size is None:
+        return next(iter(cards.values()), DEFAULT_WARP_SIZE)
+    if cards and int(config.warp_size) not in cards.values():
+        raise QuadratsegError(
+            f"--warp-size {config.warp_size} disagrees with the model card ({named}): the models would "
+            f"see quadrats at another scale than they were trained on. Leave --warp-size out to use "
+            f"{next(iter(cards.values()))}, or pass --allow-warp-size-mismatch"
+        )
+    return int(config.warp_size)
+
+
+def _given(**thresholds: float | None) -> dict[str, float]:
+    """The thresholds given on the command line (None: the model card's, read by the predictor)."""
+    return {name: value for name, value in thresholds.items() if value is not None}
+
+
+def build_models(config: RunConfig, settings: Any) -> ChainModels:
+    """The chain's predictors for a checked configuration (``warp_size`` resolved).
+
+    Raises:
+        QuadratsegError: a model of the wrong kind (a pose model given as --yolo, ...).
+    """
     from coral_seg_yolo.predictor import SegPredictor
     from grid_inpainting.inpaint import select_backend
     from grid_pose_detection.predictor import PosePredictor
     from grid_pose_detection.tasks import get_task
-    from quadratseg.cli import current_settings, device, weights_path
+    from quadratseg.cli import device, weights_path
     from quadratseg.keypoints import load_template
     from quadratseg.warp import warped_size
 
-    settings = current_settings()
-    size = warped_size(warp_size, aspect)
-    if segment not in ("yolo", "mmseg", "both"):
-        raise QuadratsegError(f"--segment must be yolo, mmseg or both, got {segment!r}")
-    if segment in ("yolo", "both") and not yolo:
-        raise QuadratsegError(
-            f"--segment {segment} needs --yolo WEIGHTS (a YOLO-seg model of coral_seg_yolo)"
-        )
-    if segment in ("mmseg", "both") and not (mmseg_config and mmseg_weights):
-        raise QuadratsegError(
-            f"--segment {segment} needs --mmseg-config CONFIG and --mmseg-weights CHECKPOINT"
-        )
-    if segment == "both" and ensemble not in ENSEMBLES:
-        raise QuadratsegError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
     semantic = None
-    if segment in ("mmseg", "both"):
+    if config.segment in ("mmseg", "both"):
         from DINOv2_mmseg.predictor import SemanticSegmenter
 
-        semantic = SemanticSegmenter(mmseg_config, weights_path(mmseg_weights), device())
-    models = ChainModels(
-        segment=SegPredictor(weights_path(yolo), imgsz=yolo_imgsz, conf=conf, device=device())
-        if segment in ("yolo", "both")
-        else None,
-        semantic=semantic,
-        ensemble=ensemble if segment == "both" else "",
-        ensemble_weight=ensemble_weight,
-        nms_iou=nms_iou,
-        corners=PosePredictor(
-            weights_path(corners),
+        semantic = SemanticSegmenter(config.mmseg_config, weights_path(config.mmseg_weights), device())
+    segment = None
+    if config.segment in ("yolo", "both"):
+        segment = SegPredictor(
+            weights_path(config.yolo), imgsz=config.yolo_imgsz, conf=config.conf, device=device()
+        )
+    corners = grid = None
+    if config.corners:
+        corners = PosePredictor(
+            weights_path(config.corners),
             get_task("gridcorners"),
-            imgsz=corners_imgsz,
+            imgsz=config.corners_imgsz,
             device=device(),
-            warp_size=size,
+            warp_size=warped_size(config.warp_size, config.aspect),
+            **_given(
+                conf=config.corners_conf, kpt_conf=config.corners_kpt_conf, max_cost=config.corners_max_cost
+            ),
         )
-        if corners
-        else None,
-        grid=PosePredictor(
-            weights_path(grid),
+    if config.grid:
+        grid = PosePredictor(
+            weights_path(config.grid),
             get_task("gridpose"),
-            load_template(grid_template, 117) if grid_template else None,
-            imgsz=grid_imgsz,
+            load_template(config.grid_template, 117) if config.grid_template else None,
+            imgsz=config.grid_imgsz,
             device=device(),
+            **_given(conf=config.grid_conf, kpt_conf=config.grid_kpt_conf, max_cost=config.grid_max_cost),
         )
-        if grid
-        else None,
-        inpaint=select_backend(inpaint, settings) if grid else None,
-        include_inpainted=include_inpainted,
-        boundary_px=boundary_px,
-        miss_pp=miss_pp,
-    )
-    for name, model in (("--corners", models.corners), ("--grid", models.grid)):
+    for name, model in (("--corners", corners), ("--grid", grid)):
         if model is not None and model.model.task != "pose":
             raise QuadratsegError(f"{name} must be a YOLO pose model, got a {model.model.task} model")
-    if models.segment is not None and models.segment.model.task != "segment":
-        raise QuadratsegError(
-            f"--yolo must be a YOLO segmentation model, got a {models.segment.model.task} model"
-        )
-    fingerprint = fingerprint_of(
-        yolo,
-        corners,
-        grid,
-        inpaint,
-        grid_template,
-        size,
-        conf,
-        include_inpainted,
-        boundary_px,
-        miss_pp,
-        segment,
-        mmseg_weights,
-        ensemble,
-        ensemble_weight,
-        nms_iou,
+    if segment is not None and segment.model.task != "segment":
+        raise QuadratsegError(f"--yolo must be a YOLO segmentation model, got a {segment.model.task} model")
+    return ChainModels(
+        segment=segment,
+        semantic=semantic,
+        ensemble=config.ensemble if config.segment == "both" else "",
+        ensemble_weight=config.ensemble_weight,
+        nms_iou=config.nms_iou,
+        corners=corners,
+        grid=grid,
+        inpaint=select_backend(config.inpaint, settings) if config.grid else None,
+        include_inpainted=config.include_inpainted,
+        boundary_px=config.boundary_px,
+        miss_pp=config.miss_pp,
     )
-    summary = process_folder(images, out_dir, models, fingerprint, quadrat_cm, overlays)
-    return json.dumps(summary, indent=2)
 
 
 def main() -> None:

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import time
 from collections import defaultdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,10 @@ import cv2
 import numpy as np
 
 from pipeline.chain import ChainModels, PhotoResult, run_chain
+from quadratseg.atomic import atomic_write_bytes, atomic_write_text
 from quadratseg.batch import BatchItem, batch_items, run_batch
 from quadratseg.cover import CoverEstimate, mean_interval, regroup
+from quadratseg.errors import QuadratsegError
 from quadratseg.images import output_name, read_image_rgb
 from quadratseg.photo_meta import parse_photo_name
 from quadratseg.taxonomy import LEVELS, load_taxonomy
@@ -68,20 +72,16 @@ STAGES = ("corners", "grid", "removal", "segmentation", "cover")
 
 
 def _write_image(path: Path, image: np.ndarray, rgb: bool = True) -> None:
-    """Write an RGB image (or a one-channel map, ``rgb=False``) atomically, in the format of the
-    path's suffix (the temporary file keeps that suffix: OpenCV picks the format from it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if rgb else image):
-        raise OSError(f"cannot write {path}")
-    tmp.replace(path)
+    """Write an RGB image (or a one-channel map, ``rgb=False``) atomically under a temporary name no
+    other writer shares, encoded in the format of the path's suffix."""
+    ok, data = cv2.imencode(path.suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if rgb else image)
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    atomic_write_bytes(path, data.tobytes())
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(value, indent=1))
 
 
 def _nan_to_none(array: np.ndarray | None) -> Any:
@@ -164,12 +164,11 @@ def summarize_cover(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, handle.getvalue())
 
 
 def photo_record(
@@ -316,6 +315,87 @@ def process_folder(
     return summary
 
 
-def fingerprint_of(*parts: Any) -> str:
-    """A short hash of the models and options: a rerun with other ones redoes every photo."""
-    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class RunConfig:
+    """Every option of a ``pipeline.process`` run (their meaning: :func:`pipeline.process.process`).
+
+    The configuration is hashed whole, with the content of every file it names
+    (:func:`run_fingerprint`): a rerun skips a photo only when nothing it depends on changed.
+    """
+
+    yolo: str | None = None
+    corners: str | None = None
+    grid: str | None = None
+    inpaint: str = "lama"
+    grid_template: str | None = None
+    warp_size: int | None = None
+    allow_warp_size_mismatch: bool = False
+    aspect: float = 1.0
+    quadrat_cm: float | None = None
+    metadata: str | None = None
+    corners_imgsz: int | None = None
+    grid_imgsz: int | None = None
+    yolo_imgsz: int | None = None
+    corners_conf: float | None = None
+    corners_kpt_conf: float | None = None
+    corners_max_cost: float | None = None
+    grid_conf: float | None = None
+    grid_kpt_conf: float | None = None
+    grid_max_cost: float | None = None
+    conf: float = 0.25
+    include_inpainted: bool = False
+    boundary_px: float = 0.0
+    miss_pp: float = 0.0
+    overlays: bool = True
+    segment: str = "yolo"
+    mmseg_config: str | None = None
+    mmseg_weights: str | None = None
+    ensemble: str = "weighted"
+    ensemble_weight: float = 0.5
+    nms_iou: float = 0.5
+
+
+RUN_FILES = ("yolo", "corners", "grid", "grid_template", "mmseg_config", "mmseg_weights", "metadata")
+WEIGHT_FILES = ("yolo", "corners", "grid", "mmseg_weights")  # files that carry a model card
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's content (hex), read in 1 MiB chunks.
+
+    Raises:
+        QuadratsegError: the file does not exist.
+    """
+    target = Path(path)
+    if not target.is_file():
+        raise QuadratsegError(f"{target} does not exist (or is not a file)")
+    digest = hashlib.sha256()
+    with target.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_fingerprint(config: RunConfig, extra_files: dict[str, str | Path | None] | None = None) -> str:
+    """A short hash of the whole configuration, each file it names replaced by its content's hash
+    (weights, their model cards, template, metadata, MMSeg config) and ``extra_files`` (e.g. the
+    LaMa weights from the settings) hashed by content too.
+
+    Examples:
+        >>> run_fingerprint(RunConfig(conf=0.3)) != run_fingerprint(RunConfig(conf=0.4))
+        True
+    """
+    from quadratseg.cli import weights_path
+    from quadratseg.model_card import model_card_path
+
+    values: dict[str, Any] = asdict(config)
+    for name in RUN_FILES:
+        path = getattr(config, name)
+        if path:
+            resolved = weights_path(path) if name in WEIGHT_FILES else path
+            values[name] = {"sha256": file_sha256(resolved)}
+            card = model_card_path(resolved)
+            if name in WEIGHT_FILES and card.is_file():
+                values[name]["card_sha256"] = file_sha256(card)
+    for name, path in sorted((extra_files or {}).items()):
+        values[f"file:{name}"] = file_sha256(path) if path else None
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]

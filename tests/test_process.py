@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from chain_standins import FakePoseModel, FakeSegModel, TruthByOrder
 
 from pipeline.chain import ChainModels
 from pipeline.points import export_points, score_points
@@ -28,18 +29,6 @@ from quadratseg.instances import Instance
 from quadratseg.synth.dataset import export_image_path, load_truth
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.warp import quadrat_homography, transform_points, warp_image
-
-
-class TruthByOrder:
-    """Answers, call after call, the truth of the photos in the order the chain reads them."""
-
-    def __init__(self, truths):
-        self.truths, self.calls = truths, 0
-
-    def next_truth(self):
-        truth = self.truths[self.calls % len(self.truths)]
-        self.calls += 1
-        return truth
 
 
 class TrueCorners(TruthByOrder):
@@ -351,3 +340,77 @@ def test_an_exif_rotated_photo_is_read_upright_through_the_chain(raw_photos, tmp
     assert covers["upright"] and any(v > 0 for v in covers["upright"].values())
     for label, percent in covers["upright"].items():
         assert covers["turned"][label] == pytest.approx(percent, abs=0.2)
+
+
+@pytest.fixture
+def fake_weights(monkeypatch, tmp_path):
+    """Weights files whose ultralytics model is a stand-in: ``add(name, model)`` writes
+    ``<name>/best.pt`` (distinct bytes) and returns its path; building it returns ``model``."""
+    import quadratseg.yolo_train
+
+    models = {}
+
+    def add(name, model, payload=b""):
+        path = tmp_path / "weights" / name / "best.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"weights of " + name.encode() + payload)
+        models[str(path)] = model
+        return path
+
+    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: models[str(weights)])
+    return add
+
+
+@pytest.fixture
+def one_photo(raw_photos, tmp_path):
+    """One raw photo alone in a folder (``site/name.jpg``), with its truth."""
+    folder, truths, keys, _ = raw_photos
+    target = tmp_path / "one" / keys[1]
+    target.parent.mkdir(parents=True)
+    shutil.copy(folder / keys[1], target)
+    return tmp_path / "one", truths[1], keys[1]
+
+
+def _status(out):
+    return list(csv.DictReader((out / "status.csv").open()))
+
+
+def test_resume_is_keyed_by_the_weights_content_and_every_option(one_photo, fake_weights, tmp_path):
+    """Retraining into the same best.pt, or another inference size, redoes the photo; the same
+    files and options skip it."""
+    from pipeline.process import process
+
+    folder, truth, _ = one_photo
+    corners = fake_weights("corners", FakePoseModel([truth]))
+    seg = fake_weights("seg", FakeSegModel())
+    out = str(tmp_path / "out")
+
+    def run(**options):
+        options = {"yolo": str(seg), "corners": str(corners), "warp_size": 256, **options}
+        summary = json.loads(process(str(folder), out, **options))
+        return summary["processed"], summary["resumed_skipped"]
+
+    assert run() == (1, 0)
+    assert run() == (0, 1)
+    corners.write_bytes(b"retrained corner weights")  # same path, other model
+    assert run() == (1, 0)
+    assert run() == (0, 1)
+    assert run(yolo_imgsz=320) == (1, 0)
+    assert run(yolo_imgsz=320) == (0, 1)
+    assert run(yolo_imgsz=320, corners_imgsz=320) == (1, 0)
+
+
+def test_two_runs_on_one_output_folder_share_no_temporary_name(one_photo, fake_weights, tmp_path):
+    """Another process writing the same outputs holds its temporary files (stood for here by folders
+    at the names a fixed scheme would use): this run must still write every output."""
+    from pipeline.run import process_folder
+
+    folder, truth, key = one_photo
+    out = tmp_path / "out"
+    for name in (f"photos/{key}.json.tmp", "cover.csv.tmp", "status.csv.tmp", f"instances/{key}.json.tmp"):
+        (out / name).mkdir(parents=True)
+    models = ChainModels(TrueColonies([truth]), TrueCorners([truth]))
+    summary = process_folder(folder, out, models, "fp")
+    assert summary["with_cover"] == 1
+    assert json.loads((out / "photos" / f"{key}.json").read_text())["fingerprint"] == "fp"
+    assert len(list(csv.DictReader((out / "cover.csv").open()))) > 0
