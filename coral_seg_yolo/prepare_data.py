@@ -3,7 +3,9 @@
     python -m coral_seg_yolo.prepare_data DATASET OUT_DIR [--level main_family] [--tile 640 --overlap 0.2]
 
 Writes ``images/<split>/``, ``labels/<split>/<stem>.txt`` (one line per colony: class index, then
-x y pairs normalized to the image) and ``data.yaml`` (absolute ``path``, ``names``). Splits come
+x y pairs normalized to the image) and ``data.yaml`` (absolute ``path``, ``names``, and a
+``quadratseg`` block with the level, the tile size and the median width of the training quadrats,
+which ``coral_seg_yolo.train`` copies into the model card). Splits come
 from the sample tags. A colony is one FiftyOne polyline whose rings (parts and holes, even-odd)
 become one line, joined the way ultralytics' COCO converter joins segments. With ``--tile``, each
 image is cut into tiles of that size with the given overlap (quadrats are 1920 px and more), and
@@ -32,6 +34,9 @@ from quadratseg.taxonomy import LEVELS, load_taxonomy
 from quadratseg.yolo_layout import check_split_counts, make_split_dirs, sample_split
 
 logger = logging.getLogger(__name__)
+
+
+QUADRATSEG_KEY = "quadratseg"  # data.yaml block: level, tile and warp size of the layout
 
 
 def colony_geometry(rings_xy: list[np.ndarray]) -> Any:
@@ -116,6 +121,7 @@ def write_seg_layout(
     names = load_taxonomy().classes(level)
     index = {name: i for i, name in enumerate(names)}
     instances: Counter = Counter()
+    widths: list[int] = []  # of the training quadrats (before tiling): the warp size the model learns
     with atomic_output_dir(out_dir, overwrite) as tmp:
         counts = make_split_dirs(tmp)
         for sample in samples:
@@ -137,6 +143,8 @@ def write_seg_layout(
                 rings = [np.asarray(r, dtype=np.float64) * [w, h] for r in poly.points if len(r) >= 3]
                 if rings:
                     colonies.append((index[poly.label], rings))
+            if split == "train":
+                widths.append(w)
             stem = layout_stem(sample)
             boxes = (
                 [
@@ -173,6 +181,12 @@ def write_seg_layout(
             "val": "images/val",
             "test": "images/test",
             "names": dict(enumerate(names)),
+            # what a model trained on this layout must be fed (its model card takes them over)
+            QUADRATSEG_KEY: {
+                "level": level,
+                "tile": tile,
+                "warp_size": int(np.median(widths)) if widths else None,
+            },
         }
         (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return {

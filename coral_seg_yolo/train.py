@@ -1,6 +1,10 @@
 """CLI: train YOLO11-seg on a prepared coral dataset.
 
 python -m coral_seg_yolo.train --data outputs/coralseg/data.yaml --epochs 5 --imgsz 640
+
+Beside the weights it writes the model card (``model_card.json``, :mod:`quadratseg.model_card`):
+imgsz, the warp size of the training quadrats, tile, classes and level, which pipeline.process
+and coral_seg_yolo.predict read to feed the model quadrats at the scale it learned.
 """
 
 from __future__ import annotations
@@ -9,6 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
+
+from coral_seg_yolo.prepare_data import QUADRATSEG_KEY
+from quadratseg.errors import QuadratsegError
+from quadratseg.model_card import read_model_card, write_model_card
+from quadratseg.taxonomy import LEVELS, load_taxonomy
 from quadratseg.yolo_train import run_training
 
 CONFIG = Path(__file__).parent / "configs" / "coralseg.yaml"
@@ -85,7 +96,55 @@ def train(
         mlflow=mlflow,
         device=device,
     )
+    result["model_card"] = str(write_model_card(result["best"], layout_card(data, result["config"]["imgsz"])))
+    if result.get("last") and Path(result["last"]).parent != Path(result["best"]).parent:
+        write_model_card(result["last"], read_model_card(result["best"]))
     return json.dumps(result, indent=2, default=str)
+
+
+def median_image_width(folder: str | Path) -> int | None:
+    """The median width in px of the images of a folder (headers only), None when it has none."""
+    from PIL import Image
+
+    from quadratseg.images import list_images
+
+    widths = []
+    for path in list_images(folder):
+        with Image.open(path) as image:
+            widths.append(image.width)
+    return int(np.median(widths)) if widths else None
+
+
+def layout_card(data_yaml: str | Path, imgsz: int) -> dict[str, Any]:
+    """The model card of a YOLO-seg model trained at ``imgsz`` on a prepared layout: task, imgsz,
+    warp_size (the side of the training quadrats: the training images' median width, or, for a
+    tiled layout, the quadrats' width recorded by prepare_data), tile (0: whole quadrats), classes
+    and level.
+
+    Raises:
+        QuadratsegError: the data.yaml cannot be read.
+    """
+    path = Path(data_yaml)
+    if not path.is_file():
+        raise QuadratsegError(f"{path} does not exist; write it with coral_seg_yolo.prepare_data")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    names = data.get("names") or {}
+    classes = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    layout = data.get(QUADRATSEG_KEY) or {}
+    tile = int(layout.get("tile") or 0)
+    train_dir = Path(data.get("path") or path.parent) / str(data.get("train", "images/train"))
+    measured = median_image_width(train_dir) if train_dir.is_dir() else None
+    level = layout.get("level") or next(
+        (lv for lv in LEVELS if set(classes) <= set(load_taxonomy().classes(lv))), ""
+    )
+    return {
+        "task": "coralseg",
+        "imgsz": int(imgsz),
+        "warp_size": layout.get("warp_size") if tile else measured,
+        "tile": tile,
+        "classes": classes,
+        "level": level,
+    }
 
 
 if __name__ == "__main__":

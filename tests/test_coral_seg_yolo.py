@@ -95,9 +95,20 @@ def test_bad_requests(coral_dataset, tmp_path):
 
 
 def test_one_epoch_of_training_from_the_layout(tiny_seg_model):
+    from quadratseg.model_card import read_model_card
+
     weights, _, result = tiny_seg_model
     assert weights.is_file() and result["config"]["model"] == "yolo11n-seg.yaml"
     assert (Path(result["run_dir"]) / "quadratseg_config.json").is_file()
+    # the card: trained at 64 px on the synthetic set's 256 px warped quadrats (whole, not tiled)
+    assert read_model_card(weights) == {
+        "task": "coralseg",
+        "imgsz": 64,
+        "warp_size": 256,
+        "tile": 0,
+        "classes": load_taxonomy().classes("main_family"),
+        "level": "main_family",
+    }
 
 
 def rect(label: str, score: float, x0: int, y0: int, x1: int, y1: int):
@@ -203,7 +214,7 @@ def test_predict_methods_and_outputs(tiny_seg_model, synthetic_set, tmp_path):
     for method in ("direct", "tiling", "overlapping"):
         out = tmp_path / method
         summary = json.loads(
-            predict(str(weights), str(images), str(out), method=method, tile=128, conf=0.001, imgsz=64)
+            predict(str(weights), str(images), str(out), method=method, tile=128, conf=0.001, imgsz=32)
         )
         doc = json.loads((out / "predictions_coco.json").read_text())
         assert summary["images"] == len(doc["images"]) == len(list((out / "overlays").iterdir()))
@@ -280,3 +291,34 @@ def test_onnx_export_predicts_like_the_pytorch_model(tiny_seg_model, tmp_path):
     assert abs(len(a) - len(b)) <= max(2, len(a) // 10)
     with pytest.raises(QuadratsegError, match=r"\.pt model"):
         export(str(onnx_path))
+
+
+def test_tiled_prediction_takes_its_windows_from_the_model_card(tiny_seg_model, synthetic_set, tmp_path):
+    """The model saw 256 px quadrats at 64 px: windows default to 256 px (the same scale), and a
+    window fed at another scale than the training one is refused with both scales named."""
+    import json
+
+    from coral_seg_yolo.predict import predict
+
+    weights, _, _ = tiny_seg_model
+    images = next((synthetic_set / "cvat_exports" / "segmentation" / "images").iterdir())
+    summary = json.loads(predict(str(weights), str(images), str(tmp_path / "card"), method="tiling"))
+    assert (summary["tile"], summary["imgsz"]) == (256, 64)
+    refused = r"--tile 128 at --imgsz 64 .*scale of 0\.5, .*trained at 0\.25 \(256 px"
+    with pytest.raises(QuadratsegError, match=refused):
+        predict(str(weights), str(images), str(tmp_path / "x"), method="tiling", tile=128)
+    summary = json.loads(
+        predict(str(weights), str(images), str(tmp_path / "half"), method="overlapping", tile=128, imgsz=32)
+    )
+    assert (summary["tile"], summary["imgsz"]) == (128, 32)
+    summary = json.loads(
+        predict(
+            str(weights),
+            str(images),
+            str(tmp_path / "forced"),
+            method="tiling",
+            tile=128,
+            allow_scale_mismatch=True,
+        )
+    )
+    assert (summary["tile"], summary["imgsz"]) == (128, 64)

@@ -414,3 +414,42 @@ def test_two_runs_on_one_output_folder_share_no_temporary_name(one_photo, fake_w
     assert summary["with_cover"] == 1
     assert json.loads((out / "photos" / f"{key}.json").read_text())["fingerprint"] == "fp"
     assert len(list(csv.DictReader((out / "cover.csv").open()))) > 0
+
+
+def test_the_warp_size_comes_from_the_model_cards_and_a_disagreeing_one_is_refused(
+    one_photo, fake_weights, tmp_path
+):
+    from pipeline.process import process
+    from quadratseg.model_card import write_model_card
+
+    folder, truth, key = one_photo
+    corners = fake_weights("corners", FakePoseModel([truth]))
+    seg = fake_weights("seg", FakeSegModel())
+
+    def warped_size(out):
+        return json.loads((out / "photos" / f"{key}.json").read_text())["warped_size"]
+
+    process(str(folder), str(tmp_path / "default"), yolo=str(seg), corners=str(corners), overlays=False)
+    assert warped_size(tmp_path / "default") == [1920, 1920]  # no card: what annotators label
+    write_model_card(corners, {"warp_size": 320})
+    write_model_card(seg, {"warp_size": 320, "imgsz": 320})
+    process(str(folder), str(tmp_path / "card"), yolo=str(seg), corners=str(corners))
+    assert warped_size(tmp_path / "card") == [320, 320]
+    with pytest.raises(
+        QuadratsegError, match=r"--warp-size 1024 disagrees .*--corners 320 px, --yolo 320 px"
+    ):
+        process(str(folder), str(tmp_path / "x"), yolo=str(seg), corners=str(corners), warp_size=1024)
+    process(
+        str(folder),
+        str(tmp_path / "forced"),
+        yolo=str(seg),
+        corners=str(corners),
+        warp_size=400,
+        allow_warp_size_mismatch=True,
+    )
+    assert warped_size(tmp_path / "forced") == [400, 400]
+    write_model_card(seg, {"warp_size": 640})
+    with pytest.raises(
+        QuadratsegError, match=r"different warped quadrat sizes \(--corners 320 px, --yolo 640 px\)"
+    ):
+        process(str(folder), str(tmp_path / "y"), yolo=str(seg), corners=str(corners))
