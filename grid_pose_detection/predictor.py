@@ -12,8 +12,10 @@
    the model's position (``refined`` False).
 4. Grid: fewer than ``MIN_GRID_SHARE`` of the intersections matched means "no grid" (a quadrat
    photographed without one, as in two-stage surveys): no point is returned and ``no_grid``
-   says why. Corners: the perspective warp of the quadrat, refused with a reason when fewer than
-   4 corners were found or they are degenerate.
+   says why. Corners: the perspective warp of the quadrat, built from the corners the prediction
+   reports (the refined ones when refinement is on), refused with a reason when fewer than 4
+   corners were found, they are degenerate, or (refinement on) fewer than ``MIN_FRAME_SIDES`` of the
+   quadrat's sides lie on a straight edge of the photo: no frame rather than a wrong warp.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import numpy as np
 
 from grid_pose_detection.tasks import PoseTask
 from quadratseg.errors import DegenerateQuadrilateralError
+from quadratseg.keypoint_refine import MIN_EDGE_INLIERS, refine_grid_crossings, refine_quadrat_corners
 from quadratseg.keypoints import (
+    CORNER_NAMES,
     GRID_COLS,
     GRID_ROWS,
     TemplateMatch,
@@ -35,11 +39,12 @@ from quadratseg.keypoints import (
     quadrat_side_px,
     validate_template,
 )
-from quadratseg.keypoint_refine import refine_grid_crossings, refine_quadrat_corners
 from quadratseg.warp import quadrat_homography, transform_points, warp_image
 
 MIN_GRID_SHARE = 0.25  # fewer matched intersections than this share: the photo has no grid
 STRING_WIDTH_SHARE = 0.07  # expected string width as a share of the grid spacing
+MIN_FRAME_SIDES = 3  # corners: sides that must lie on a straight edge of the photo for a warp
+SIDE_NAMES = ("top", "right", "bottom", "left")
 
 
 @dataclass
@@ -57,6 +62,7 @@ class PosePrediction:
     refined: np.ndarray | None = None  # (K,) bool: moved to image evidence (None: refinement off)
     refine_confidence: np.ndarray | None = None  # (K,) 0..1
     filled: np.ndarray | None = None  # (K,) bool: missed by the model, proposed and confirmed
+    side_straightness: np.ndarray | None = None  # corners, refined: (4,) top, right, bottom, left
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -151,6 +157,31 @@ def refine_prediction(
     prediction.keypoints_xy = result.points_xy
     prediction.refined = result.refined
     prediction.refine_confidence = result.confidence
+    prediction.side_straightness = result.side_straightness
+
+
+def corner_warp(prediction: PosePrediction, output_size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+    """(homography image -> warped of ``output_size=(w, h)``, "") from the corners the prediction
+    reports (refined when refinement ran), or (None, why not).
+
+    Refused when a corner is missing or the four are degenerate, and, after refinement, when fewer than
+    ``MIN_FRAME_SIDES`` sides of the quadrat lie on a straight edge of the photo (the model put the
+    corners where the photo shows no frame).
+    """
+    straight = prediction.side_straightness
+    if straight is not None:
+        seen = straight >= MIN_EDGE_INLIERS
+        if int(seen.sum()) < MIN_FRAME_SIDES:
+            sides = ", ".join(n for n, ok in zip(SIDE_NAMES, seen, strict=True) if ok) or "none"
+            return None, (
+                f"corners {', '.join(CORNER_NAMES)} not confirmed by the frame: {int(seen.sum())} of 4 sides "
+                f"({sides}) lie on a straight edge of the photo, {MIN_FRAME_SIDES} needed; no warp "
+                "(--no-refine warps with the model's corners as they are)"
+            )
+    try:
+        return quadrat_homography(prediction.keypoints_xy, output_size), ""
+    except DegenerateQuadrilateralError as exc:
+        return None, str(exc)
 
 
 class PosePredictor:
@@ -214,10 +245,7 @@ class PosePredictor:
                     prediction.keypoints_xy = np.full_like(prediction.keypoints_xy, np.nan)
                     prediction.scores = np.zeros_like(prediction.scores)
             if self.task.name == "gridcorners":
-                try:
-                    prediction.homography = quadrat_homography(ordered, self.warp_size)
-                except DegenerateQuadrilateralError as exc:
-                    prediction.warp_error = str(exc)
+                prediction.homography, prediction.warp_error = corner_warp(prediction, self.warp_size)
             out.append(prediction)
         return out
 

@@ -36,6 +36,7 @@ from quadratseg.warp import quadrat_homography, transform_points, warp_image
 
 MIN_RIDGE_SNR = 3.0  # a string's peak must stand this many noise units above its shoulders
 MIN_EDGE_INLIERS = 0.5  # share of a side's edge samples on the fitted line
+STRAIGHT_EDGE_PX = 1.0  # a frame side is a straight edge: its samples lie this close to its line
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Refinement:
     refined: np.ndarray  # (K,) bool; False: the input position was kept
     confidence: np.ndarray  # (K,) 0..1; 0 where not refined
     shift_px: np.ndarray  # (K,) distance moved, 0 where not refined
+    side_straightness: np.ndarray | None = None  # corners: (4,) top, right, bottom, left (see below)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -247,6 +249,10 @@ def refine_quadrat_corners(
     back to the photo. A corner whose two lines are not both well supported (inlier share below
     ``min_inliers``) or that would move farther than ``radius_px`` keeps its input position.
 
+    ``side_straightness`` (top, right, bottom, left) is the share of each side's edge samples within
+    ``STRAIGHT_EDGE_PX`` of its fitted line: about 1 where the frame's straight edge runs along the
+    side, below 0.25 where the corners are far from the frame and the samples fall on texture.
+
     Args:
         image_rgb: uint8 (H, W, 3) or (H, W) photo.
         corners_xy: (4, 2) TL, TR, BR, BL in photo pixels; all four are needed.
@@ -256,7 +262,7 @@ def refine_quadrat_corners(
         min_inliers: share of a side's samples that must lie on its line.
     """
     corners = np.asarray(corners_xy, dtype=np.float64).reshape(4, 2)
-    unrefined = Refinement(corners.copy(), np.zeros(4, bool), np.zeros(4), np.zeros(4))
+    unrefined = Refinement(corners.copy(), np.zeros(4, bool), np.zeros(4), np.zeros(4), np.zeros(4))
     if not np.isfinite(corners).all():
         return unrefined
     side = float(np.linalg.norm(np.roll(corners, -1, axis=0) - corners, axis=1).mean())
@@ -270,12 +276,14 @@ def refine_quadrat_corners(
         return unrefined
     to_canvas = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1]], dtype=np.float64) @ to_square
     canvas = warp_image(_gray(image_rgb), to_canvas, (size + 2 * pad, size + 2 * pad))
-    lines, support = [], []
+    lines, support, straight = [], [], np.zeros(4)
     for k in range(4):
         samples = _edge_samples(canvas, k, pad, size, radius, chunk_px)
         line, share = _fit_line(samples, 1.0) if len(samples) >= 3 else (np.full(3, np.nan), 0.0)
         lines.append(line)
         support.append(share)
+        if np.isfinite(line).all():
+            straight[k] = float((np.abs(samples @ line[:2] + line[2]) <= STRAIGHT_EDGE_PX).mean())
     # corner i lies on sides i-1 and i (TL: left + top, TR: top + right, ...)
     out = corners.copy()
     refined = np.zeros(4, dtype=bool)
@@ -294,4 +302,4 @@ def refine_quadrat_corners(
             continue
         out[i], refined[i], shift[i] = point, True, moved
         confidence[i] = min(support[a], support[b])
-    return Refinement(out, refined, confidence, shift)
+    return Refinement(out, refined, confidence, shift, straight)

@@ -1,0 +1,158 @@
+"""The chain's geometry through the real PosePredictor: the warp is built from the corners it reports.
+
+The ultralytics model is a stand-in answering real ``ultralytics.engine.results.Results`` (one object
+per keypoint, the ``points`` layout) around a synthetic photo whose true corners are known; everything
+after the model (matching, refinement, homography, the CLI's ``warped/`` and ``homographies.json``)
+is the project's own code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from grid_pose_detection.predictor import PosePredictor
+from grid_pose_detection.tasks import get_task
+from quadratseg.synth.scene import render_quadrat
+from quadratseg.warp import quadrat_homography, transform_points
+
+RAW_SIZE = (640, 480)
+WARP = (256, 256)
+
+
+class PointsModel:
+    """An ultralytics pose model answering the given points (M, 2) px per call, keypoint confidence
+    ``kpt_conf`` each, box confidence 0.9."""
+
+    task = "pose"
+
+    def __init__(self, answers: list[np.ndarray], kpt_conf: float = 0.8):
+        self.answers, self.kpt_conf = list(answers), kpt_conf
+        self.overrides, self.names, self.calls = {"imgsz": 640}, {0: "corner"}, []
+
+    def predict(self, images_bgr, **kwargs):
+        import torch
+        from ultralytics.engine.results import Results
+
+        self.calls.append(kwargs)
+        out = []
+        for image in images_bgr:
+            points = np.asarray(self.answers.pop(0), dtype=np.float64).reshape(-1, 2)
+            boxes = [[x - 4, y - 4, x + 4, y + 4, 0.9, 0] for x, y in points]
+            keypoints = [[[x, y, self.kpt_conf]] for x, y in points]
+            out.append(
+                Results(
+                    image,
+                    path="photo.jpg",
+                    names=self.names,
+                    boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 6),
+                    keypoints=torch.tensor(keypoints, dtype=torch.float32).reshape(-1, 1, 3),
+                )
+            )
+        return out
+
+
+def predictor_over(model, monkeypatch, **options) -> PosePredictor:
+    """The real PosePredictor of the corner task whose weights build ``model``."""
+    import quadratseg.yolo_train
+
+    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: model)
+    return PosePredictor("stand-in.pt", get_task("gridcorners"), **{"warp_size": WARP, **options})
+
+
+def photo(seed: int):
+    """A synthetic photo-quadrat (640 x 480) with its true inner corners."""
+    return render_quadrat(np.random.default_rng(seed), RAW_SIZE, 256, ["Acropora", "Porites", "Fungia"])
+
+
+def homography_error_px(homography: np.ndarray, true_corners: np.ndarray, size=WARP) -> float:
+    """Largest distance (warped px) between where ``homography`` puts points of the quadrat and where
+    the true corners' homography puts them (a 17 x 17 lattice over the quadrat, corners included)."""
+    true_h = quadrat_homography(true_corners, size)
+    u, v = np.meshgrid(np.linspace(0, size[0], 17), np.linspace(0, size[1], 17))
+    warped = np.stack([u.ravel(), v.ravel()], axis=1)
+    raw = transform_points(warped, np.linalg.inv(true_h))
+    return float(np.linalg.norm(transform_points(raw, homography) - warped, axis=1).max())
+
+
+SEEDS = (1, 2, 3, 4)
+
+
+def test_the_homography_is_built_from_the_refined_corners(monkeypatch):
+    """True corners + N(0, 3 px): the refined corners are sub-pixel, and so must be the warp made of them
+    (before: the homography came from the model's corners, several px off). A corner the frame's edges
+    do not confirm within the search radius keeps the model's place, in the corners and in the warp."""
+    rng = np.random.default_rng(7)
+    scenes = [photo(seed) for seed in SEEDS]
+    noisy = [s.corners_raw_xy + rng.normal(0, 3.0, (4, 2)) for s in scenes]
+    model = PointsModel(noisy)
+    predictor = predictor_over(model, monkeypatch)
+    predictions = predictor.predict([s.raw for s in scenes])
+    model_errors, warp_errors = [], []
+    for scene, answer, pred in zip(scenes, noisy, predictions, strict=True):
+        assert pred.homography is not None and pred.warp_error == ""
+        model_errors.append(homography_error_px(quadrat_homography(answer, WARP), scene.corners_raw_xy))
+        warp_errors.append(homography_error_px(pred.homography, scene.corners_raw_xy))
+        assert predictor.warp(scene.raw, pred).shape == (256, 256, 3)
+    refined = [bool(p.refined.all()) for p in predictions]
+    # the third photo's TR corner is 6.9 px off, beyond the 6.9 px search radius (2.5 % of the side)
+    assert refined == [True, True, False, True]
+    assert [round(e, 1) for e in model_errors] == [3.8, 2.5, 7.1, 5.7]  # the stand-in's own warps
+    assert max(e for e, ok in zip(warp_errors, refined, strict=True) if ok) < 0.5, warp_errors
+    frame = [[0, 0], [256, 0], [256, 256], [0, 256]]
+    for pred in predictions:  # the homography is the one of the corners the prediction reports
+        assert np.allclose(transform_points(pred.keypoints_xy, pred.homography), frame, atol=1e-3)
+
+
+def test_a_model_that_disagrees_with_the_photo_gives_no_frame(monkeypatch):
+    """Corners shifted 60 px right and 20 px down, or put at the middles of the frame's sides (valid
+    quadrilaterals both), or only three of them: no frame and why, never a warp made of corners the
+    photo does not show."""
+    scene = photo(1)
+    true = scene.corners_raw_xy
+    shifted, diamond = true + np.array([60.0, 20.0]), (true + np.roll(true, -1, axis=0)) / 2
+    model = PointsModel([shifted, diamond, true[:3]])
+    predictor = predictor_over(model, monkeypatch)
+    predictions = predictor.predict([scene.raw] * 3)
+    for pred in predictions:
+        assert pred.homography is None and predictor.warp(scene.raw, pred) is None
+    assert predictions[0].warp_error.startswith("corners TL, TR, BR, BL not confirmed by the frame: 2 of 4")
+    assert "0 of 4 sides (none)" in predictions[1].warp_error
+    assert "BL" in predictions[2].warp_error and "missing" in predictions[2].warp_error
+    assert predictions[2].visible.tolist() == [True, True, True, False]
+    # refinement off: the model's own corners are used as they are (an explicit choice)
+    model.answers = [shifted]
+    (plain,) = predictor.predict([scene.raw], refine=False)
+    assert plain.homography is not None and plain.warp_error == ""
+    assert homography_error_px(plain.homography, true) > 50
+
+
+def test_the_predict_cli_warps_with_the_refined_corners(monkeypatch, tmp_path):
+    """``grid_pose_detection.predict``: ``homographies.json`` and ``warped/`` carry the warp of the refined
+    corners (the photo's true quadrat to a fraction of a pixel), not the model's."""
+    import json
+
+    import cv2
+
+    import quadratseg.yolo_train
+    from grid_pose_detection.predict import predict
+
+    scene = photo(2)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "q.png"), cv2.cvtColor(scene.raw, cv2.COLOR_RGB2BGR))
+    noisy = scene.corners_raw_xy + np.random.default_rng(7).normal(0, 3.0, (4, 2))
+    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: PointsModel([noisy]))
+    weights = tmp_path / "model" / "best.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"stand-in")
+    out = tmp_path / "out"
+    summary = json.loads(predict("gridcorners", str(weights), str(folder), str(out), warp_size=256))
+    assert summary["warped"] == 1
+    homography = np.asarray(json.loads((tmp_path / "out" / "homographies.json").read_text())["q.png"])
+    assert homography_error_px(quadrat_homography(noisy, WARP), scene.corners_raw_xy) > 2.0
+    assert homography_error_px(homography, scene.corners_raw_xy) < 0.5
+    warped = cv2.imread(str(tmp_path / "out" / "warped" / "q.png"))
+    truth = cv2.cvtColor(scene.warped, cv2.COLOR_RGB2BGR).astype(float)
+    assert warped.shape == (256, 256, 3)
+    # the delivered warp is the true quadrat: the same image as the generator's own warp, but the edges
+    assert np.abs(warped[8:-8, 8:-8].astype(float) - truth[8:-8, 8:-8]).mean() < 2.0
