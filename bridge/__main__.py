@@ -8,23 +8,31 @@ import logging
 import threading
 from typing import Any
 
+from quadratseg.errors import QuadratsegError
+
 logger = logging.getLogger("bridge")
 
 
 def serve(
-    host: str = "127.0.0.1", port: int = 8000, workers: int | None = None, consumer: bool = True
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int | None = None,
+    consumer: bool = True,
+    insecure: bool = False,
 ) -> None:
     """Serve the CVAT webhooks (OpenAPI docs at /docs) and run the background workers.
 
     Settings come from .env / the environment (CVAT_HOST and credentials, CVAT_WEBHOOK_SECRET,
-    BRIDGE_*; see .env.example). Unfinished jobs of an earlier run are resumed first.
+    BRIDGE_TOKEN, BRIDGE_*; see .env.example). Unfinished jobs of an earlier run are resumed first.
 
     Args:
-        host: address to listen on (0.0.0.0 inside a container that CVAT reaches through a gateway).
+        host: address to listen on (0.0.0.0 inside a container on CVAT's network).
         port: port to listen on.
         workers: background worker threads (default BRIDGE_WORKERS).
         consumer: run the workers in this process; --noconsumer serves HTTP only (run
             python -m bridge.worker beside it, with BRIDGE_REDIS_URL).
+        insecure: run without CVAT_WEBHOOK_SECRET, accepting unsigned deliveries (each logged as a
+            warning); without it the bridge refuses to start when no secret is set.
     """
     import uvicorn
 
@@ -34,14 +42,21 @@ def serve(
 
     settings = current_settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per function call is noise
-    queue = BridgeQueue(settings)
-    if not settings.cvat_webhook_secret:
-        logger.warning("CVAT_WEBHOOK_SECRET is not set: deliveries are accepted unsigned")
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(queue, settings.cvat_webhook_secret), host=host, port=port, log_level="warning"
+    secret = settings.cvat_webhook_secret
+    if not secret and not insecure:
+        raise QuadratsegError(
+            "CVAT_WEBHOOK_SECRET is not set: set it (the secret of the CVAT webhooks) in .env, or pass "
+            "--insecure to accept unsigned deliveries (never where others can reach the bridge)"
         )
+    if not secret:
+        logger.warning("--insecure: deliveries are accepted unsigned, and each one is logged")
+    if not settings.bridge_token:
+        logger.warning("BRIDGE_TOKEN is not set: /jobs answers 401 to everyone")
+    queue = BridgeQueue(settings)
+    app = create_app(
+        queue, secret, insecure=insecure, token=settings.bridge_token, max_body=settings.bridge_max_body
     )
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     if not consumer:
         server.run()
         return

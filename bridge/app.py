@@ -4,8 +4,16 @@ Every webhook endpoint answers within milliseconds (CVAT waits 10 s, then record
 newer versions, retries): it checks the signature, decides whether the event is due, records a job
 under an idempotency key (:class:`bridge.store.JobStore`) and queues it (:mod:`bridge.jobqueue`).
 
-- ``X-Signature-256`` is checked over the raw body when ``CVAT_WEBHOOK_SECRET`` is set: missing or
-  wrong -> 401 and nothing queued. A ``ping`` gets 200 on every endpoint.
+- A delivery's body is read up to ``BRIDGE_MAX_BODY`` bytes: a bigger one gets 413, refused on its
+  announced length before it is read.
+- ``X-Signature-256`` (CVAT's HMAC of the raw body with ``CVAT_WEBHOOK_SECRET``) must be valid, and
+  so must ``qsig``, the bridge's own HMAC of the URL's path and query (:func:`query_signature`; the
+  URLs come from ``python -m bridge.urls``): CVAT signs the body only, so without it a captured
+  delivery could be replayed with another ``target_proj_id`` or ``model_name``. Missing or wrong ->
+  401 and nothing queued. Only ``--insecure`` (no secret) accepts unsigned deliveries, each logged
+  as a warning. A ``ping`` gets 200 on every endpoint.
+- ``model_name`` must be an allowed function (:func:`bridge.functions.function_name_error`), else 400
+  before anything is queued: a name never chooses the host frames are sent to.
 - Detection (:func:`detection_due`) only on ``update:job`` whose ``before_update`` holds ``state``,
   whose new state is ``in progress`` and whose type is ``annotation``: every annotation upload
   (ours included) also fires ``update:job``, with ``before_update == {"updated_date": ...}``, and
@@ -14,15 +22,21 @@ under an idempotency key (:class:`bridge.store.JobStore`) and queues it (:mod:`b
   ``completed``, or ``update:job`` with ``status`` changed to ``completed`` (CVAT derives the task's
   status from its jobs; the worker checks that every job is completed). One job per source task and
   stage, whichever event comes first.
+- ``/jobs`` and ``/jobs/{id}`` need ``Authorization: Bearer <BRIDGE_TOKEN>`` (401 otherwise, and
+  always when no token is configured); ``/health`` stays open.
 - Answers: 202 ``queued`` (new job), 200 ``duplicate`` (the same work was already queued or done),
-  200 ``ignored`` with the reason, 400 for a body that is not JSON.
+  200 ``ignored`` with the reason, 400 for a body that is not JSON or a function that is not allowed.
 """
 
 import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlencode
+
+from quadratseg.errors import QuadratsegError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +54,35 @@ def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
         return False
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected.encode(), header.strip().encode("utf-8", "replace"))
+
+
+def query_signature(secret: str, path: str, query: Iterable[tuple[str, str]]) -> str:
+    """Hex HMAC-SHA256(secret, ``path?sorted query``) of a webhook URL, ``qsig`` itself left out: the
+    bridge's own signature of the query parameters, which CVAT's body signature does not cover.
+
+    Examples:
+        >>> a = query_signature("k", "/a", [("y", "2"), ("x", "1")])
+        >>> a == query_signature("k", "/a", [("x", "1"), ("y", "2"), ("qsig", "ignored")])
+        True
+    """
+    canonical = path + "?" + urlencode(sorted((k, v) for k, v in query if k != "qsig"))
+    return hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def _query_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def signed_path(secret: str, path: str, **params: Any) -> str:
+    """``path?params&qsig=...``: a webhook URL's path and query as ``python -m bridge.urls`` prints it
+    (parameters that are None are left out).
+
+    Examples:
+        >>> signed_path("k", "/crop-quadrat-and-create-new-task-webhook", target_proj_id=2)[:58]
+        '/crop-quadrat-and-create-new-task-webhook?target_proj_id=2'
+    """
+    query = [(k, _query_text(v)) for k, v in params.items() if v is not None]
+    return f"{path}?{urlencode([*query, ('qsig', query_signature(secret, path, query))])}"
 
 
 def detection_due(payload: dict[str, Any]) -> str:
@@ -75,23 +118,65 @@ def completion_due(payload: dict[str, Any]) -> tuple[int | None, str]:
     return None, f"event {event!r} is neither update:task nor update:job"
 
 
-def create_app(queue: Any, secret: str = "") -> Any:
-    """The FastAPI application over a :class:`bridge.jobqueue.BridgeQueue` (or anything with ``store``
-    and ``enqueue``)."""
-    from fastapi import FastAPI, HTTPException, Query, Request
+DEFAULT_MAX_BODY = 1024 * 1024  # BRIDGE_MAX_BODY's default: CVAT's payloads are a few kB
+
+
+def create_app(
+    queue: Any, secret: str = "", *, insecure: bool = False, token: str = "", max_body: int = DEFAULT_MAX_BODY
+) -> Any:
+    """The FastAPI application over a :class:`bridge.jobqueue.BridgeQueue` (module docstring).
+
+    Args:
+        queue: the queue (``store``, ``enqueue`` and ``services.functions``, the allowed functions).
+        secret: ``CVAT_WEBHOOK_SECRET``; empty only with ``insecure``.
+        insecure: accept unsigned deliveries (logged at each one).
+        token: ``BRIDGE_TOKEN`` of ``/jobs``; empty: ``/jobs`` answers 401.
+        max_body: largest delivery body read, bytes.
+    """
+    from fastapi import Depends, FastAPI, HTTPException, Query, Request
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
+    from bridge.functions import function_name_error
+
+    if not secret and not insecure:
+        raise QuadratsegError(
+            "CVAT_WEBHOOK_SECRET is not set: set it to the secret of the CVAT webhooks, or pass --insecure "
+            "to accept unsigned deliveries (never where others can reach the bridge)"
+        )
     app = FastAPI(
         title="QUADRATSEG bridge",
         description="CVAT webhooks that pre-annotate jobs and chain the stages (docs/bridge.md).",
     )
-    store = queue.store
+    store, functions = queue.store, queue.services.functions
+
+    async def read_body(request: Request) -> bytes:
+        announced = request.headers.get("content-length")
+        if announced is not None and (not announced.isdigit() or int(announced) > max_body):
+            raise HTTPException(413, f"the body is over {max_body} bytes (BRIDGE_MAX_BODY)")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise HTTPException(413, f"the body is over {max_body} bytes (BRIDGE_MAX_BODY)")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def read_payload(request: Request) -> dict[str, Any]:
-        body = await request.body()
-        if secret and not signature_ok(secret, body, request.headers.get("X-Signature-256")):
-            raise HTTPException(401, "missing or wrong X-Signature-256 (check CVAT_WEBHOOK_SECRET)")
+        body = await read_body(request)
+        if secret:
+            if not signature_ok(secret, body, request.headers.get("X-Signature-256")):
+                raise HTTPException(401, "missing or wrong X-Signature-256 (check CVAT_WEBHOOK_SECRET)")
+            expected = query_signature(secret, request.url.path, request.query_params.multi_items())
+            given = request.query_params.get("qsig", "")
+            if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
+                raise HTTPException(
+                    401,
+                    "the webhook URL's query is not signed for these parameters (qsig): make the URL with "
+                    "python -m bridge.urls and set it as the webhook's target URL in CVAT",
+                )
+        else:
+            logger.warning("unsigned delivery accepted (--insecure): POST %s", request.url.path)
         try:
             payload = json.loads(body)
         except ValueError:
@@ -99,6 +184,15 @@ def create_app(queue: Any, secret: str = "") -> Any:
         if not isinstance(payload, dict):
             raise HTTPException(400, "the body is not a JSON object")
         return payload
+
+    def require_token(request: Request) -> None:
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if not token or not hmac.compare_digest(given, f"Bearer {token}".encode()):
+            raise HTTPException(
+                401,
+                "send Authorization: Bearer <BRIDGE_TOKEN>" + ("" if token else " (BRIDGE_TOKEN is not set)"),
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     async def submit(key: str, kind: str, params: dict[str, Any]) -> JSONResponse:
         # SQLite writes off the event loop: other deliveries and /health are answered meanwhile
@@ -117,9 +211,14 @@ def create_app(queue: Any, secret: str = "") -> Any:
     def ignored(reason: str) -> JSONResponse:
         return JSONResponse({"status": "ignored", "reason": reason}, 200)
 
+    def allowed_function(model_name: str) -> None:
+        why = function_name_error(model_name, functions.urls, functions.url_template)
+        if why:
+            raise HTTPException(400, why)
+
     async def health() -> dict[str, Any]:
         """Liveness (also a valid webhook ping target) and the number of jobs per state."""
-        return {"status": "healthy", "jobs": store.counts()}
+        return {"status": "healthy", "jobs": await run_in_threadpool(store.counts)}
 
     for method in ("GET", "POST"):
         app.add_api_route("/health", health, methods=[method], operation_id=f"health_{method.lower()}")
@@ -130,9 +229,11 @@ def create_app(queue: Any, secret: str = "") -> Any:
         model_name: str = Query(..., description="the function to run, e.g. pth-yolo-gridcorners"),
         conv_mask_to_poly: bool = Query(False, description="store masks as polygons"),
         threshold: float | None = Query(None, ge=0.0, le=1.0, description="the function's threshold"),
+        qsig: str = Query("", description="the URL's signature (python -m bridge.urls)"),
     ) -> JSONResponse:
         """Pre-annotate a job with a function when an annotator opens it (state -> in progress)."""
         payload = await read_payload(request)
+        allowed_function(model_name)
         if payload.get("event") == "ping":
             return JSONResponse({"status": "pong"}, 200)
         reason = detection_due(payload)
@@ -160,27 +261,31 @@ def create_app(queue: Any, secret: str = "") -> Any:
 
     @app.post("/crop-quadrat-and-create-new-task-webhook")
     async def crop_quadrat(
-        request: Request, target_proj_id: int = Query(..., description="project of the warped task")
+        request: Request,
+        target_proj_id: int = Query(..., description="project of the warped task"),
+        qsig: str = Query("", description="the URL's signature (python -m bridge.urls)"),
     ) -> JSONResponse:
         """A completed corner task -> its photos warped to the quadrat, as a task in ``target_proj_id``."""
         return await derived(request, WARP_KIND, target_proj_id)
 
     @app.post("/remove-grid-and-create-new-task-webhook")
     async def remove_grid(
-        request: Request, target_proj_id: int = Query(..., description="project of the grid-free task")
+        request: Request,
+        target_proj_id: int = Query(..., description="project of the grid-free task"),
+        qsig: str = Query("", description="the URL's signature (python -m bridge.urls)"),
     ) -> JSONResponse:
         """A completed grid task -> its quadrats with the grid removed, as a task in ``target_proj_id``."""
         return await derived(request, GRID_KIND, target_proj_id)
 
-    @app.get("/jobs")
+    @app.get("/jobs", dependencies=[Depends(require_token)])
     async def list_jobs(state: str | None = None, limit: int = Query(100, ge=1, le=10_000)) -> list[dict]:
         """Background jobs, newest first: state, progress, errors, timings, result."""
-        return store.list(limit, state)
+        return await run_in_threadpool(store.list, limit, state)
 
-    @app.get("/jobs/{job_id}")
+    @app.get("/jobs/{job_id}", dependencies=[Depends(require_token)])
     async def get_job(job_id: int) -> dict[str, Any]:
         """One background job."""
-        job = store.get(job_id)
+        job = await run_in_threadpool(store.get, job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id}")
         return job

@@ -1,15 +1,19 @@
 """Calling Nuclio functions by name over HTTP, the way a busy GPU function needs to be called.
 
-- Address: ``BRIDGE_FUNCTIONS`` (``name=url`` pairs) or ``BRIDGE_FUNCTION_URL`` with ``{name}``
-  (Nuclio's ``http://nuclio-nuclio-<name>:8080`` container convention by default).
+- Address: ``BRIDGE_FUNCTIONS`` (``name=url`` pairs), else ``BRIDGE_FUNCTION_URL`` with ``{name}``
+  (Nuclio's ``http://nuclio-nuclio-<name>:8080`` container convention by default) for a name that
+  matches :data:`FUNCTION_NAME` (a Nuclio function name: lower-case letters, digits and inner dashes)
+  and lands in the URL's host exactly as the template's host says. Any other name is refused
+  (:func:`function_name_error`) before a URL is built: a webhook's ``model_name`` never picks a host.
 - At most ``BRIDGE_FUNCTION_IN_FLIGHT`` calls in flight per function (a semaphore): a GPU function
   with one worker rejects a request that waits more than 10 s for it.
 - Per-call time limit; retries with exponential back-off on 408, 429, 5xx and on connection errors
   or timeouts; any other 4xx, or an answer that is not JSON, is an error at once (the same request
   would fail the same way).
 - Frames are sent as JPEG, re-encoded at lower quality and then downscaled until the JSON body (base64
-  included) fits ``BRIDGE_FUNCTION_BODY_LIMIT`` (Nuclio's ``maxRequestBodySize``, 4 MiB by
-  default); :func:`encode_frame` returns the scale so answers are mapped back to the frame's pixels.
+  included) fits ``BRIDGE_FUNCTION_BODY_LIMIT`` (by default the ``maxRequestBodySize`` the project's
+  functions declare, :data:`quadratseg.settings.FUNCTION_BODY_LIMIT`); :func:`encode_frame` returns
+  the scale so answers are mapped back to the frame's pixels.
 
 Examples:
     >>> function_urls("a=http://127.0.0.1:9001, b=http://h:8080/")["b"]
@@ -22,16 +26,20 @@ import base64
 import io
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from quadratseg.errors import QuadratsegError
+from quadratseg.settings import FUNCTION_BODY_LIMIT
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+FUNCTION_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # a DNS label, as Nuclio names are
 JPEG_QUALITIES = (95, 85, 75)
 DOWNSCALE_STEP = 0.75
 
@@ -51,6 +59,34 @@ def function_urls(pairs: str) -> dict[str, str]:
             )
         out[name.strip()] = url.strip()
     return out
+
+
+def function_name_error(name: str, urls: dict[str, str], url_template: str) -> str:
+    """Why function ``name`` may not be called ("" when it may): it is listed in ``urls``
+    (``BRIDGE_FUNCTIONS``), or it matches :data:`FUNCTION_NAME` and ``url_template`` puts it into the
+    URL's host and nowhere else.
+
+    Examples:
+        >>> function_name_error("pth-lama", {}, "http://nuclio-nuclio-{name}:8080")
+        ''
+        >>> function_name_error("x@evil.example/", {}, "http://nuclio-nuclio-{name}:8080")[:44]
+        "model_name 'x@evil.example/' is not allowed"
+    """
+    if name in urls:
+        return ""
+    if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
+        return (
+            f"model_name {name!r} is not allowed: list it in BRIDGE_FUNCTIONS (name=url), or use a Nuclio "
+            "function name (lower-case letters, digits and inner dashes) reached through BRIDGE_FUNCTION_URL"
+        )
+    template_host = urlsplit(url_template).hostname or ""
+    url = url_template.format(name=name)
+    if "{name}" not in template_host or urlsplit(url).hostname != template_host.replace("{name}", name):
+        return (
+            f"model_name {name!r} is not listed in BRIDGE_FUNCTIONS and BRIDGE_FUNCTION_URL "
+            f"({url_template!r}) does not put the name into the host; list the function in BRIDGE_FUNCTIONS"
+        )
+    return ""
 
 
 def encode_frame(image_bytes: bytes, limit_bytes: int, overhead_bytes: int = 1024) -> tuple[str, float]:
@@ -99,7 +135,7 @@ class FunctionClient:
     url_template: str = "http://nuclio-nuclio-{name}:8080"
     timeout_s: float = 900.0
     retries: int = 4
-    body_limit: int = 4 * 1024 * 1024
+    body_limit: int = FUNCTION_BODY_LIMIT
     in_flight: int = 1
     backoff_s: float = 1.0
     _gates: dict[str, threading.BoundedSemaphore] = field(default_factory=dict, repr=False)
@@ -118,7 +154,11 @@ class FunctionClient:
         )
 
     def url(self, name: str) -> str:
-        """The address of function ``name``."""
+        """The address of function ``name``; FunctionError for a name that is not allowed
+        (:func:`function_name_error`)."""
+        why = function_name_error(name, self.urls, self.url_template)
+        if why:
+            raise FunctionError(why)
         return self.urls.get(name) or self.url_template.format(name=name)
 
     def _gate(self, name: str) -> threading.BoundedSemaphore:
@@ -135,7 +175,7 @@ class FunctionClient:
                 f"request to {name} is {len(payload)} bytes, over the {self.body_limit}-byte body limit "
                 "(BRIDGE_FUNCTION_BODY_LIMIT)"
             )
-        url, last = self.url(name), ""
+        url, last = self.url(name), ""  # a name that is not allowed fails here, before any network
         for attempt in range(self.retries + 1):
             if attempt:
                 delay = self.backoff_s * 2 ** (attempt - 1)

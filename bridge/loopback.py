@@ -124,11 +124,15 @@ class FunctionProcess:
                 self.process.kill()
 
 
+JOBS_TOKEN = "loopback-jobs-token"  # the bridge's BRIDGE_TOKEN in these set-ups
+
+
 def bridge_environment(
     cvat_url: str, state_dir: str | Path, functions: dict[str, str], secret: str = "", **extra: str
 ) -> dict[str, str]:
     """The settings (environment variables) of a bridge on the CVAT stand-in: its admin user, the
-    webhook secret, a state folder and the functions' addresses; ``extra`` adds or overrides."""
+    webhook secret, a state folder, the functions' addresses and the token of ``/jobs``
+    (:data:`JOBS_TOKEN`); ``extra`` adds or overrides."""
     return {
         "CVAT_HOST": cvat_url,
         "CVAT_USERNAME": "admin",
@@ -136,6 +140,7 @@ def bridge_environment(
         "CVAT_WEBHOOK_SECRET": secret,
         "BRIDGE_STATE_DIR": str(state_dir),
         "BRIDGE_FUNCTIONS": ",".join(f"{name}={url}" for name, url in functions.items()),
+        "BRIDGE_TOKEN": JOBS_TOKEN,
         **extra,
     }
 
@@ -149,6 +154,7 @@ class BridgeProcess:
     log_path: Path | None = None
     port: int = 0
     process: subprocess.Popen | None = None
+    args: list[str] = field(default_factory=list)  # more options of python -m bridge (--insecure)
 
     @property
     def url(self) -> str:
@@ -167,7 +173,11 @@ class BridgeProcess:
             env["QUADRATSEG_ENV_FILE"] = str(empty)
         log = self.log_path.open("a") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "--port", str(self.port), "--workers", str(self.workers)],
+            [
+                sys.executable,
+                *("-m", "bridge", "--port", str(self.port), "--workers", str(self.workers)),
+                *self.args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
@@ -195,17 +205,22 @@ class BridgeProcess:
             self.process.kill()
             self.process.wait(10)
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The credentials of ``/jobs`` (the environment's ``BRIDGE_TOKEN``)."""
+        return {"Authorization": f"Bearer {self.env.get('BRIDGE_TOKEN', '')}"}
+
     def job(self, job_id: int) -> dict[str, Any]:
         """``GET /jobs/{id}``."""
         import httpx
 
-        return httpx.get(f"{self.url}/jobs/{job_id}", timeout=10).json()
+        return httpx.get(f"{self.url}/jobs/{job_id}", headers=self.headers, timeout=10).json()
 
     def jobs(self) -> list[dict[str, Any]]:
         """``GET /jobs``."""
         import httpx
 
-        return httpx.get(f"{self.url}/jobs?limit=10000", timeout=10).json()
+        return httpx.get(f"{self.url}/jobs?limit=10000", headers=self.headers, timeout=10).json()
 
     def wait_job(self, job_id: int, timeout_s: float = 120.0) -> dict[str, Any]:
         """Wait until job ``job_id`` has ended (done, failed or skipped); the job."""
@@ -246,28 +261,41 @@ def add_webhooks(
     ``thresholds`` per stage (corners, grid, corals) go into the detection URLs."""
     from cvat_sdk import models
 
+    from bridge.app import signed_path
+
     given = thresholds or {}
-    threshold = {k: f"&threshold={given[k]}" if k in given else "" for k in FUNCTION_NAMES}
     job, both = ["update:job"], ["update:task", "update:job"]
+
+    def detect(stage: str, **more: Any) -> str:
+        return signed_path(
+            secret,
+            "/detect-model-webhook",
+            model_name=FUNCTION_NAMES[stage],
+            **more,
+            threshold=given.get(stage),
+        )
+
     hooks = [
+        ("corners", detect("corners"), job),
         (
             "corners",
-            f"detect-model-webhook?model_name={FUNCTION_NAMES['corners']}{threshold['corners']}",
-            job,
+            signed_path(secret, "/crop-quadrat-and-create-new-task-webhook", target_proj_id=projects["grid"]),
+            both,
         ),
-        ("corners", f"crop-quadrat-and-create-new-task-webhook?target_proj_id={projects['grid']}", both),
-        ("grid", f"detect-model-webhook?model_name={FUNCTION_NAMES['grid']}{threshold['grid']}", job),
-        ("grid", f"remove-grid-and-create-new-task-webhook?target_proj_id={projects['corals']}", both),
+        ("grid", detect("grid"), job),
         (
-            "corals",
-            f"detect-model-webhook?model_name={FUNCTION_NAMES['corals']}&conv_mask_to_poly=true{threshold['corals']}",
-            job,
+            "grid",
+            signed_path(
+                secret, "/remove-grid-and-create-new-task-webhook", target_proj_id=projects["corals"]
+            ),
+            both,
         ),
+        ("corals", detect("corals", conv_mask_to_poly=True), job),
     ]
     for project, path, events in hooks:
         client.api_client.webhooks_api.create(
             models.WebhookWriteRequest(
-                target_url=f"{bridge_url}/{path}",
+                target_url=f"{bridge_url}{path}",
                 type="project",
                 project_id=projects[project],
                 events=events,

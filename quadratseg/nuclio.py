@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from quadratseg.errors import QuadratsegError
+from quadratseg.settings import FUNCTION_BODY_LIMIT
 
 REPO_PACKAGES_ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,7 +181,7 @@ def function_yaml(spec: FunctionSpec) -> dict[str, Any]:
                     "numWorkers": 1 if spec.gpu else 2,
                     "kind": "http",
                     "workerAvailabilityTimeoutMilliseconds": 10000,
-                    "attributes": {"maxRequestBodySize": 134217728},  # 128 MB: 1920 px images in base64
+                    "attributes": {"maxRequestBodySize": FUNCTION_BODY_LIMIT},  # 1920 px images in base64
                 }
             },
             "platform": {

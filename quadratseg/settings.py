@@ -26,6 +26,10 @@ from quadratseg.errors import SettingsError
 
 logger = logging.getLogger(__name__)
 
+# The largest request body of the project's Nuclio functions (their HTTP trigger's maxRequestBodySize,
+# quadratseg/nuclio.py) and the bridge's default for it: a 1920 px frame in base64 fits with room.
+FUNCTION_BODY_LIMIT = 128 * 1024 * 1024
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -103,7 +107,8 @@ class Settings:
     # Bridge (CVAT webhooks)
     cvat_webhook_secret: str = _env(
         "CVAT_WEBHOOK_SECRET",
-        "Secret of the CVAT webhooks; when set, deliveries without a valid X-Signature-256 are refused.",
+        "Secret of the CVAT webhooks: deliveries without a valid X-Signature-256 are refused; the bridge "
+        "needs it (or --insecure).",
         "",
     )
     bridge_state_dir: Path = _env(
@@ -121,9 +126,20 @@ class Settings:
         "Background worker threads of the bridge.",
         2,
     )
+    bridge_token: str = _env(
+        "BRIDGE_TOKEN",
+        "Bearer token of the bridge's /jobs and /detect endpoints; empty: they answer 401.",
+        "",
+    )
+    bridge_max_body: int = _env(
+        "BRIDGE_MAX_BODY",
+        "Largest webhook delivery the bridge reads, bytes; a bigger one gets 413.",
+        1048576,
+    )
     bridge_functions: str = _env(
         "BRIDGE_FUNCTIONS",
-        "Function addresses, name=url pairs separated by commas; others follow BRIDGE_FUNCTION_URL.",
+        "The functions webhooks may name, name=url pairs separated by commas; other names must be Nuclio "
+        "names (a-z, 0-9, inner dashes) and go to BRIDGE_FUNCTION_URL.",
         "",
     )
     bridge_function_url: str = _env(
@@ -143,9 +159,9 @@ class Settings:
     )
     bridge_function_body_limit: int = _env(
         "BRIDGE_FUNCTION_BODY_LIMIT",
-        "Largest request body a function accepts, bytes (Nuclio's maxRequestBodySize); "
-        "bigger frames are re-encoded or downscaled.",
-        4194304,
+        "Largest request body a function accepts, bytes (Nuclio's maxRequestBodySize, as the project's "
+        "functions declare it); bigger frames are re-encoded or downscaled.",
+        FUNCTION_BODY_LIMIT,
     )
     bridge_function_in_flight: int = _env(
         "BRIDGE_FUNCTION_IN_FLIGHT",

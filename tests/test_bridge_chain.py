@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from tiny_models import confident_copy, tiny_lama_file
 
+from bridge.app import signed_path
 from bridge.cvat import Cvat
 from bridge.loopback import (
     BridgeProcess,
@@ -221,6 +222,11 @@ class SlowEmptyFunction:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+def detect_url(bridge, model_name, **more):
+    """The signed URL of a detection webhook (as python -m bridge.urls makes it)."""
+    return bridge.url + signed_path(SECRET, "/detect-model-webhook", model_name=model_name, **more)
+
+
 def signed_post(url, payload):
     body = json.dumps(payload).encode()
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
@@ -262,7 +268,7 @@ def test_a_500_frame_job_is_acknowledged_at_once_and_survives_a_restart(cvat_ser
         (job,) = cvat.task_jobs(task["id"])
     env = bridge_env(cvat_server, tmp_path, {"fn": function.url}, BRIDGE_FUNCTION_IN_FLIGHT="1")
     bridge = BridgeProcess(env, workers=1, log_path=tmp_path / "bridge.log").start()
-    url = f"{bridge.url}/detect-model-webhook?model_name=fn"
+    url = detect_url(bridge, "fn")
     answer, seconds = signed_post(url, opened_job_payload(job))
     assert answer.status_code == 202 and seconds < 1.0
     job_id = answer.json()["job_id"]
@@ -274,7 +280,7 @@ def test_a_500_frame_job_is_acknowledged_at_once_and_survives_a_restart(cvat_ser
         done = bridge.wait_job(job_id, 300)
         assert done["state"] == "done" and done["result"]["frames"] == 500 and done["attempts"] == 2
         assert function.calls - calls_before <= 500 - 100 + 2  # the answered frames were not asked again
-        again, _ = signed_post(f"{bridge.url}/detect-model-webhook?model_name=fn", opened_job_payload(job))
+        again, _ = signed_post(detect_url(bridge, "fn"), opened_job_payload(job))
         assert again.json()["status"] == "duplicate"  # the job store outlived the process
     finally:
         bridge.stop()
@@ -297,14 +303,14 @@ def test_cvat_down_during_the_upload_leaves_no_half_written_annotations(cvat_ser
     try:
         # CVAT answers 503 to every annotation upload for a while: retries, then a recorded failure
         cvat_server.fail_next = [("PATCH", r"/api/jobs/\d+/annotations", 503)] * 10
-        answer, _ = signed_post(f"{bridge.url}/detect-model-webhook?model_name=fn", opened_job_payload(job))
+        answer, _ = signed_post(detect_url(bridge, "fn"), opened_job_payload(job))
         done = bridge.wait_job(answer.json()["job_id"])
         assert done["state"] == "failed" and "uploading" in done["error"]
         assert cvat_server.state.tasks[task["id"]].shapes == []
         # a function answering garbage on some frames: those frames are recorded, the others go on
         cvat_server.fail_next = []
         later = {**job, "updated_date": "2026-12-02T00:00:00.000000Z"}
-        answer, _ = signed_post(f"{bridge.url}/detect-model-webhook?model_name=fn", opened_job_payload(later))
+        answer, _ = signed_post(detect_url(bridge, "fn"), opened_job_payload(later))
         done = bridge.wait_job(answer.json()["job_id"])
         assert done["state"] == "done" and len(done["result"]["failed_frames"]) == 2
         assert all("not JSON" in why for why in done["result"]["failed_frames"].values())
@@ -332,7 +338,7 @@ def test_detection_again_replaces_its_own_shapes_and_never_manual_ones(cvat_serv
         client.jobs.retrieve(job["id"]).set_annotations(models.LabeledDataRequest(shapes=[manual]))
         bridge = BridgeProcess(bridge_env(cvat_server, tmp_path, {"fn": function.url})).start()
         try:
-            url = f"{bridge.url}/detect-model-webhook?model_name=fn"
+            url = detect_url(bridge, "fn")
             results = []
             for updated in ("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z"):  # opened, later reopened
                 answer, _ = signed_post(url, opened_job_payload({**job, "updated_date": updated}))
@@ -383,7 +389,7 @@ def test_frames_over_the_functions_body_limit_are_downscaled_and_mapped_back(
     )
     bridge = BridgeProcess(env, log_path=tmp_path / "bridge.log").start()
     try:
-        url = f"{bridge.url}/detect-model-webhook?model_name=pth-yolo-coralsegv4&threshold=0.0"
+        url = detect_url(bridge, "pth-yolo-coralsegv4", threshold=0.0)
         answer, _ = signed_post(url, opened_job_payload(job))
         job_id = answer.json()["job_id"]
         done = bridge.wait_job(job_id, 120)

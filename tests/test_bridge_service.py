@@ -20,8 +20,12 @@ import httpx
 import numpy as np
 import pytest
 
+from bridge.app import signed_path
 from bridge.loopback import free_port
 from quadratseg.settings import Settings
+
+TOKEN = "jobs-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class RunningApp:
@@ -37,11 +41,8 @@ class RunningApp:
         self.queue = BridgeQueue(self.settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(self.queue, secret), host="127.0.0.1", port=self.port, log_level="error"
-            )
-        )
+        app = create_app(self.queue, secret, insecure=not secret, token=TOKEN)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.time() + 20
@@ -126,7 +127,7 @@ def test_ping_and_health_answer_on_every_endpoint(app):
 
 
 def test_signatures_are_checked_over_the_raw_body(signed_app):
-    url = signed_app.url + DETECT
+    url = signed_app.url + signed_path("s3cret", "/detect-model-webhook", model_name="pth-yolo-gridcorners")
     assert post(url, job_payload()).status_code == 401  # no signature
     assert post(url, job_payload(), secret="wrong").status_code == 401
     tampered = job_payload()
@@ -138,8 +139,18 @@ def test_signatures_are_checked_over_the_raw_body(signed_app):
     assert ok.status_code == 202 and ok.json()["status"] == "queued"
 
 
-def test_without_a_secret_unsigned_deliveries_are_accepted(app):
+def test_with_insecure_unsigned_deliveries_are_accepted(app):
     assert post(app.url + DETECT, job_payload()).status_code == 202
+
+
+def test_an_app_without_a_secret_needs_insecure(tmp_path):
+    from bridge.app import create_app
+    from bridge.jobqueue import BridgeQueue
+    from quadratseg.errors import QuadratsegError
+
+    queue = BridgeQueue(Settings(bridge_state_dir=tmp_path / "bridge"))
+    with pytest.raises(QuadratsegError, match="--insecure"):
+        create_app(queue, "")
 
 
 def test_a_hundred_replays_of_one_delivery_make_one_job(app):
@@ -211,10 +222,10 @@ def test_task_completion_from_the_task_or_its_last_job_is_one_job(app):
 
 def test_jobs_are_listed_and_shown(app):
     job_id = post(app.url + DETECT, job_payload()).json()["job_id"]
-    assert [j["id"] for j in httpx.get(app.url + "/jobs").json()] == [job_id]
-    shown = httpx.get(f"{app.url}/jobs/{job_id}").json()
+    assert [j["id"] for j in httpx.get(app.url + "/jobs", headers=AUTH).json()] == [job_id]
+    shown = httpx.get(f"{app.url}/jobs/{job_id}", headers=AUTH).json()
     assert shown["state"] == "queued" and shown["kind"] == "detect"
-    assert httpx.get(f"{app.url}/jobs/999").status_code == 404
+    assert httpx.get(f"{app.url}/jobs/999", headers=AUTH).status_code == 404
 
 
 def test_acknowledgement_is_fast_under_concurrent_deliveries(app):
@@ -305,7 +316,7 @@ def test_function_failures_are_clear_errors(script, message):
 def test_an_unreachable_function_is_named_with_its_address():
     from bridge.functions import FunctionClient, FunctionError
 
-    client = FunctionClient(url_template="http://127.0.0.1:9/{name}", retries=1, backoff_s=0.01)
+    client = FunctionClient(urls={"pth-lama": "http://127.0.0.1:9/pth-lama"}, retries=1, backoff_s=0.01)
     with pytest.raises(FunctionError, match=r"cannot reach http://127.0.0.1:9/pth-lama"):
         client.call("pth-lama", {})
     assert FunctionClient().url("pth-yolo-gridpose") == "http://nuclio-nuclio-pth-yolo-gridpose:8080"
@@ -362,6 +373,9 @@ def test_a_failed_job_is_queued_again_by_the_next_delivery(tmp_path):
 def test_a_signature_with_odd_bytes_is_refused_not_crashed(signed_app):
     body = json.dumps(job_payload()).encode()
     answer = httpx.post(
-        signed_app.url + DETECT, content=body, headers=[(b"X-Signature-256", b"sha256=\xe9\xff")], timeout=10
+        signed_app.url + signed_path("s3cret", "/detect-model-webhook", model_name="fn"),
+        content=body,
+        headers=[(b"X-Signature-256", b"sha256=\xe9\xff")],
+        timeout=10,
     )
     assert answer.status_code == 401
