@@ -125,7 +125,9 @@ def process_with(images: str | Path, out_dir: str | Path, config: RunConfig) -> 
     models = build_models(config, settings)
     lama = settings.lama_model if config.grid and config.inpaint == "lama" else None
     fingerprint = run_fingerprint(config, {"lama": lama})
-    return process_folder(images, out_dir, models, fingerprint, config.quadrat_cm, config.overlays)
+    return process_folder(
+        images, out_dir, models, fingerprint, config.quadrat_cm, config.overlays, metadata=config.metadata
+    )
 
 
 def check_options(config: RunConfig) -> None:

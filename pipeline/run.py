@@ -13,7 +13,8 @@ Outputs in ``OUT`` (keys: the photo's path relative to IMAGES, suffix kept):
   colonies as polygons (warped frame) with label and confidence.
 - ``status.csv`` (one row per photo: each stage's outcome), ``cover.csv`` (one row per photo x
   level x class: percent of the observed quadrat, 95 % interval, pixels, colonies, cm^2 with
-  ``--quadrat-cm``, site/year/quadrat parsed from the name), ``cover_summary.csv`` (per site,
+  ``--quadrat-cm``, site/year/quadrat from ``--metadata``, the key's ``site/year/`` folders or
+  the name), ``cover_summary.csv`` (per site,
   year, level and class: quadrats, mean, standard error, 95 % t interval), ``failures.csv``,
   ``timing.csv`` (seconds per stage).
 
@@ -43,7 +44,7 @@ from quadratseg.batch import BatchItem, batch_items, run_batch
 from quadratseg.cover import CoverEstimate, mean_interval, regroup
 from quadratseg.errors import QuadratsegError
 from quadratseg.images import output_name, read_image_rgb
-from quadratseg.photo_meta import parse_photo_name
+from quadratseg.photo_meta import photo_place, read_photo_metadata
 from quadratseg.taxonomy import LEVELS, load_taxonomy
 
 logger = logging.getLogger(__name__)
@@ -97,12 +98,12 @@ def cover_rows(
     taxonomy: Any,
     quadrat_cm: float | None = None,
     warped_size: tuple[int, int] | None = None,
+    place: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The ``cover.csv`` rows of one photo at the model's level and every coarser one (regrouped
     from the same estimates); ``area_cm2`` when the quadrat's width in cm and the warped size are
-    known."""
-    stem = Path(key).stem
-    names = parse_photo_name(stem)
+    known; site, year and quadrat from ``place`` (default: :func:`quadratseg.photo_meta.photo_place`)."""
+    names = place if place is not None else photo_place(key)
     cm2_per_px = (quadrat_cm / warped_size[0]) ** 2 if quadrat_cm and warped_size else None  # square px
     source = taxonomy.finest_level(e.label for e in estimates)
     rows = []
@@ -204,13 +205,31 @@ def process_folder(
     fingerprint: str,
     quadrat_cm: float | None = None,
     overlays: bool = True,
+    metadata: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run the chain on every photo of ``images`` into ``out_dir`` (resumable); returns a summary."""
+    """Run the chain on every photo of ``images`` into ``out_dir`` (resumable); returns a summary.
+
+    Site, year and quadrat of each photo come from the ``metadata`` CSV, else the key's folders,
+    else its name (:func:`quadratseg.photo_meta.photo_place`); photos left without a site or a
+    year are named in a warning and counted in the summary (``photos_without_site_or_year``).
+    """
     from quadratseg.visualize import draw_polygons
 
+    table = read_photo_metadata(metadata) if metadata else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = batch_items(images)
+    places = {item.key: photo_place(item.key, table) for item in items}
+    unplaced = [key for key, place in places.items() if not (place["site"] and place["year"])]
+    if unplaced:
+        logger.warning(
+            "%d photo%s no site or year (pooled as one unnamed site and year in cover_summary.csv): "
+            "%s%s; give them a --metadata CSV (photo,site,year,quadrat) or site/year/ folders",
+            len(unplaced),
+            " has" if len(unplaced) == 1 else "s have",
+            ", ".join(unplaced[:10]),
+            f" and {len(unplaced) - 10} more" if len(unplaced) > 10 else "",
+        )
     taxonomy = load_taxonomy()
     colors = {name: taxonomy.color(name) for name in taxonomy.classes()}
     timing: dict[str, float] = defaultdict(float)
@@ -289,6 +308,7 @@ def process_folder(
                     taxonomy,
                     quadrat_cm=quadrat_cm,
                     warped_size=tuple(record["warped_size"]),
+                    place=places[item.key],
                 )
             )
     _write_csv(out / "status.csv", ["photo", *STAGES, "colonies", "error"], status_rows)
@@ -308,6 +328,7 @@ def process_folder(
         "resumed_skipped": skipped,
         "failed": len(failed),
         "with_cover": sum(1 for r in status_rows if r.get("cover") == "ok"),
+        "photos_without_site_or_year": len(unplaced),
         "variant": models.variant,
         "out_dir": str(out),
     }

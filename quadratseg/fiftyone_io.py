@@ -20,8 +20,8 @@ Fields of a pulled sample:
   closed quadrilateral, the grid's neighbours along rows and columns), so the App draws the
   frame and the grid (:func:`declare_skeletons`).
 - ``cvat_task_id``, ``cvat_task_name``, ``cvat_subset``, ``cvat_project_name``, ``cvat_frame``,
-  ``cvat_image_name``; ``area``, ``year``, ``quadrat_id`` from ``{site}_{year}_{quadrat}``
-  names; the subset as a tag.
+  ``cvat_image_name``; ``area``, ``year``, ``quadrat_id`` from the image name's folders or name
+  (:func:`quadratseg.photo_meta.photo_place`, the pipeline's parser); the subset as a tag.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from quadratseg.formats.cvat_labels import LabelSpec, skeleton_edges
 from quadratseg.formats.cvat_xml import Shape
 from quadratseg.geometry import cvat_rle_to_mask, mask_to_polygons, polygon_area, repair_polygon
 from quadratseg.labelsets import corner_labels, grid_labels
+from quadratseg.photo_meta import photo_place
 from quadratseg.taxonomy import LEVELS, Taxonomy
 
 POLYLINES_FIELD = "gt_polylines"
 SKELETON_FIELDS = {"quadrat_corner": "gt_corners", "grid": "gt_grid"}
 OUTSIDE_POINTS_ATTR = "cvat_outside_points"  # Keypoint attribute: CVAT's coordinates of outside points
-QUADRAT_NAME = re.compile(r"^(?P<area>[A-Za-z0-9-]+)_(?P<year>(?:19|20)\d\d)_(?P<quadrat>[A-Za-z0-9-]+)$")
 
 
 def level_field(level: str) -> str:
@@ -59,12 +59,14 @@ def skeleton_field(label: str) -> str:
 
 
 def parse_quadrat_name(file_name: str) -> dict[str, Any]:
-    """``MooreaE2B_2020_05.jpg`` -> ``{"area": "MooreaE2B", "year": 2020, "quadrat_id": "05"}``, else {}."""
-    stem = file_name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    match = QUADRAT_NAME.match(stem)
-    if not match:
+    """The sample fields of a photo's place, by the pipeline's parser (folders, then name:
+    :func:`quadratseg.photo_meta.photo_place`): ``MooreaE2B_2020_05.jpg`` or
+    ``MooreaE2B/2020/05.jpg`` -> ``{"area": "MooreaE2B", "year": 2020, "quadrat_id": "05"}``; {} when
+    the site or the year is unknown."""
+    place = photo_place(file_name)
+    if not (place["site"] and place["year"]):
         return {}
-    return {"area": match["area"], "year": int(match["year"]), "quadrat_id": match["quadrat"]}
+    return {"area": place["site"], "year": int(place["year"]), "quadrat_id": place["quadrat"]}
 
 
 @dataclass

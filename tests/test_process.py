@@ -453,3 +453,71 @@ def test_the_warp_size_comes_from_the_model_cards_and_a_disagreeing_one_is_refus
         QuadratsegError, match=r"different warped quadrat sizes \(--corners 320 px, --yolo 640 px\)"
     ):
         process(str(folder), str(tmp_path / "y"), yolo=str(seg), corners=str(corners))
+
+
+class NoColonies:
+    """A segmentation stand-in that finds nothing (the cover rows are then 0 for every class)."""
+
+    def __init__(self):
+        self.names = {0: "Porites", 1: "Acropora"}
+
+    def predict(self, image):
+        return []
+
+
+@pytest.fixture
+def survey_folders(synthetic_set, tmp_path):
+    """Warped quadrats stored as a survey: site/year/Q1.jpg (names that say nothing)."""
+    images = sorted((synthetic_set / "cvat_exports" / "segmentation" / "images").rglob("*.jpg"))
+    folder = tmp_path / "survey"
+    keys = ["Tiahura/2019/Q1.jpg", "Tiahura/2019/Q2.jpg", "Tiahura/2020/Q1.jpg", "Haapiti/2019/Q1.jpg"]
+    for image, key in zip(images[:4], keys, strict=True):
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, folder / key)
+    return folder
+
+
+def test_site_and_year_come_from_a_metadata_csv_then_folders_then_names(survey_folders, tmp_path, caplog):
+    out = tmp_path / "out"
+    process_folder(survey_folders, out, ChainModels(NoColonies()), "fp")
+    rows = list(csv.DictReader((out / "cover.csv").open()))
+    places = {(r["photo"], r["site"], r["year"], r["quadrat"]) for r in rows}
+    assert places == {
+        ("Tiahura/2019/Q1.jpg", "Tiahura", "2019", "Q1"),
+        ("Tiahura/2019/Q2.jpg", "Tiahura", "2019", "Q2"),
+        ("Tiahura/2020/Q1.jpg", "Tiahura", "2020", "Q1"),
+        ("Haapiti/2019/Q1.jpg", "Haapiti", "2019", "Q1"),
+    }
+    summary = list(csv.DictReader((out / "cover_summary.csv").open()))
+    groups = {(r["site"], r["year"]): int(r["quadrats"]) for r in summary if r["label"] == "Porites"}
+    assert groups == {("Haapiti", "2019"): 1, ("Tiahura", "2019"): 2, ("Tiahura", "2020"): 1}
+    # a metadata CSV wins (by key, or by file name when unique); a photo it misses falls back
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text("photo,site,year,quadrat\nTiahura/2019/Q2.jpg,Temae,2018,T7\n")
+    shutil.copy(survey_folders / "Tiahura/2019/Q1.jpg", survey_folders / "loose.jpg")
+    with caplog.at_level("WARNING"):
+        process_folder(survey_folders, tmp_path / "meta", ChainModels(NoColonies()), "fp", metadata=metadata)
+    rows = list(csv.DictReader((tmp_path / "meta" / "cover.csv").open()))
+    places = {r["photo"]: (r["site"], r["year"], r["quadrat"]) for r in rows}
+    assert places["Tiahura/2019/Q2.jpg"] == ("Temae", "2018", "T7")
+    assert places["Tiahura/2019/Q1.jpg"] == ("Tiahura", "2019", "Q1")
+    assert places["loose.jpg"] == ("", "", "")
+    assert "1 photo has no site or year" in caplog.text and "loose.jpg" in caplog.text
+    with pytest.raises(QuadratsegError, match="site, year and quadrat"):
+        bad = tmp_path / "bad.csv"
+        bad.write_text("photo,place\na.jpg,x\n")
+        process_folder(survey_folders, tmp_path / "bad", ChainModels(NoColonies()), "fp", metadata=bad)
+
+
+def test_the_fiftyone_pull_parses_photo_places_with_the_same_parser():
+    from quadratseg.fiftyone_io import parse_quadrat_name
+
+    assert parse_quadrat_name("MooreaE2B_2020_05.jpg") == {
+        "area": "MooreaE2B",
+        "year": 2020,
+        "quadrat_id": "05",
+    }
+    assert parse_quadrat_name("Tiahura/2019/Q1.jpg") == {"area": "Tiahura", "year": 2019, "quadrat_id": "Q1"}
+    criobe = "TIAHURA###10m###20190412_IMG_0042_3.jpg"
+    assert parse_quadrat_name(criobe) == {"area": "TIAHURA", "year": 2019, "quadrat_id": "3"}
+    assert parse_quadrat_name("IMG_0042.jpg") == {}
