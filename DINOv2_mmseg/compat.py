@@ -8,21 +8,29 @@
    mmseg's guarded imports catch. Nothing is installed when a full mmcv (with ``mmcv._ext``) is
    present. The models this module uses (ViT + SegFormer head) need no compiled op.
 2. torch >= 2.6 loads checkpoints with ``weights_only=True``; mmengine's training checkpoints
-   hold its message hub (``HistoryBuffer``) and fail to load. :func:`install_trusted_checkpoint_loader`
-   makes mmengine's local loader (resume, ``load_from``, ``load_checkpoint``) read files with
-   ``weights_only=False``: these are the user's own training checkpoints. Weights that come from
-   elsewhere (DINOv2, SAM/CoralSCoP, deployed models) are read as plain state dicts with
-   ``weights_only=True`` by :func:`load_state_dict_file`.
+   also hold its message hub (``HistoryBuffer``, numpy arrays and scalars). :func:`load_checkpoint_file`
+   reads them with ``weights_only=True`` and exactly those types allowed
+   (:func:`mmengine_checkpoint_globals`), so the user's own training checkpoints load without
+   unrestricted unpickling. A file that needs anything else is refused, naming ``--trust-checkpoint``
+   (the only way to unpickle a file fully, which can run code it holds). mmengine's own loader (resume,
+   ``load_from``) reads through the same function inside :func:`project_checkpoint_loader`, which the
+   train and test CLIs open around their Runner; outside it mmengine's loader is left as it is. Weights
+   that come from elsewhere (DINOv2, SAM/CoralSCoP) are plain state dicts, read by
+   :func:`load_state_dict_file` with ``weights_only=True`` and their catalogue checksum checked.
 
 Call :func:`import_mmseg` (idempotent) instead of importing mmseg directly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import logging
+import pickle
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,20 +89,101 @@ def install_mmcv_ops_stand_in() -> bool:
     return True
 
 
-def _load_trusted(filename: str, map_location: Any = None) -> Any:
+TRUST_OPTION = "--trust-checkpoint"
+# HistoryBuffer keeps its statistics methods in the pickle as getattr(HistoryBuffer, name)
+HISTORY_BUFFER_METHODS = ("min", "max", "mean", "current")
+_TRUST: contextvars.ContextVar[bool] = contextvars.ContextVar("quadratseg_trust_checkpoint", default=False)
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` as an mmengine checkpoint uses it (a statistics method of HistoryBuffer), nothing else."""
+    from mmengine.logging import HistoryBuffer
+
+    if obj is HistoryBuffer and name in HISTORY_BUFFER_METHODS:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f"getattr({obj!r}, {name!r}) is not part of an mmengine checkpoint")
+
+
+def mmengine_checkpoint_globals() -> list[Any]:
+    """What an mmengine training checkpoint pickles besides tensors: the message hub's HistoryBuffer
+    (with its statistics methods), numpy arrays, dtypes and scalars (numpy 1 and 2 names)."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    dtypes = sorted({type(np.dtype(c)) for c in np.typecodes["All"] if c not in "OV"}, key=str)
+    return [
+        HistoryBuffer,
+        (_history_buffer_getattr, "builtins.getattr"),
+        np.ndarray,
+        np.dtype,
+        *dtypes,
+        multiarray._reconstruct,
+        multiarray.scalar,
+        (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+        (multiarray.scalar, "numpy.core.multiarray.scalar"),
+    ]
+
+
+def _unpickling_reason(exc: Exception) -> str:
+    """The line of torch's weights-only error that says what was refused."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    tail = text.split(marker, 1)[1] if marker in text else text
+    line = next((line.strip() for line in tail.splitlines() if line.strip()), "")
+    return line.split(" was not an allowed global")[0].split(". Please")[0][:200]
+
+
+def load_checkpoint_file(
+    path: str | Path, what: str = "checkpoint", trust: bool = False, map_location: Any = "cpu"
+) -> Any:
+    """A checkpoint file read without running code: ``weights_only=True`` with the types of an mmengine
+    training checkpoint allowed (:func:`mmengine_checkpoint_globals`).
+
+    ``trust=True`` (``--trust-checkpoint``) reads a file that needs more with full unpickling, which can
+    run code the file holds; without it such a file is a :class:`QuadratsegError` naming the flag.
+    """
     import torch
 
-    path = Path(filename).expanduser()
+    path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=False)
+        raise QuadratsegError(f"{what} {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust:
+            raise QuadratsegError(
+                f"{what} {path} holds Python objects beyond a plain or mmengine checkpoint "
+                f"({_unpickling_reason(exc)}); it was not loaded. Only if it is your own file or comes from "
+                f"a source you trust, pass {TRUST_OPTION} to unpickle it fully (this can run code it holds)"
+            ) from exc
+        logger.warning("%s %s unpickled fully (%s): it can run code it holds", what, path, TRUST_OPTION)
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise QuadratsegError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from exc
 
 
-def install_trusted_checkpoint_loader() -> None:
-    """Make mmengine's local checkpoint loader read the user's training checkpoints (weights_only=False)."""
+def _load_for_mmengine(filename: str, map_location: Any = None) -> Any:
+    """mmengine's local loader inside :func:`project_checkpoint_loader`."""
+    return load_checkpoint_file(filename, "checkpoint", trust=_TRUST.get(), map_location=map_location)
+
+
+@contextlib.contextmanager
+def project_checkpoint_loader(trust: bool = False) -> Iterator[None]:
+    """mmengine reads local checkpoints (resume, ``load_from``) with :func:`load_checkpoint_file` inside
+    this block; its own loader is back afterwards. ``trust``: ``--trust-checkpoint``."""
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    CheckpointLoader.register_scheme(prefixes="", loader=_load_trusted, force=True)
+    saved = dict(CheckpointLoader._schemes)
+    token = _TRUST.set(trust)
+    CheckpointLoader.register_scheme(prefixes="", loader=_load_for_mmengine, force=True)
+    try:
+        yield
+    finally:
+        CheckpointLoader._schemes.clear()
+        CheckpointLoader._schemes.update(saved)
+        _TRUST.reset(token)
 
 
 def import_mmseg() -> None:
@@ -111,25 +200,27 @@ def import_mmseg() -> None:
         from mmseg.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
-    install_trusted_checkpoint_loader()
     import DINOv2_mmseg.plugins  # noqa: F401  (registers the DINOv2 backbone and the coral dataset)
 
     _STATE["ready"] = True
 
 
 def load_state_dict_file(path: str | Path, what: str) -> dict[str, Any]:
-    """A state dict from a weights file read with ``weights_only=True`` (safe for files from elsewhere).
+    """A state dict from a weights file read with ``weights_only=True`` (safe for files from elsewhere),
+    after its sha256 is checked when the weights catalogue knows it
+    (:func:`quadratseg.weights.verify_weights_file`).
 
     Unwraps the usual containers (``state_dict``, ``model``, ``teacher``). ``what`` names the
     weights in error messages ("DINOv2 backbone", "SAM").
     """
-    import pickle
-
     import torch
+
+    from quadratseg.weights import verify_weights_file
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise QuadratsegError(f"{what} weights {path} do not exist; give the path of a local file")
+    verify_weights_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:

@@ -79,6 +79,7 @@ def deploy_as_zip(
     min_threshold: float = 0.5,
     unsure_threshold: float = 0.75,
     gpu: bool = False,
+    trust_checkpoint: bool = False,
 ) -> str:
     """Write nuclio.zip for the DINOv2 + SegFormer model refined with SAM/CoralSCoP.
 
@@ -91,6 +92,9 @@ def deploy_as_zip(
         min_threshold: least class probability to keep a colony.
         unsure_threshold: colonies under this mean probability are marked unsure (low confidence).
         gpu: build for an NVIDIA GPU.
+        trust_checkpoint: read a segformer checkpoint that holds Python objects beyond tensors and
+            mmengine's own types with full unpickling (it can run code: trusted files only); the zip gets
+            a plain state dict either way.
 
     Returns:
         The path of the zip.
@@ -105,10 +109,13 @@ def deploy_as_zip(
     sam_weights = weights_path(sam_weights, settings)
     RefineConfig(min_threshold, unsure_threshold)  # validates the thresholds
     cfg = load_config(segformer_config)
-    segmenter = SemanticSegmenter(cfg, segformer_weights, "cpu")  # refuses a checkpoint of another model
+    # refuses a checkpoint of another model
+    segmenter = SemanticSegmenter(cfg, segformer_weights, "cpu", bool(trust_checkpoint))
     load_sam(sam_weights, "cpu")  # refuses a file that is not SAM
     with tempfile.TemporaryDirectory() as tmp:
-        plain = export_plain_checkpoint(segformer_weights, Path(tmp) / SEGFORMER_WEIGHTS)
+        plain = export_plain_checkpoint(
+            segformer_weights, Path(tmp) / SEGFORMER_WEIGHTS, bool(trust_checkpoint)
+        )
         resolved = Path(tmp) / SEGFORMER_CONFIG
         cfg.dump(str(resolved))
         spec = function_spec(

@@ -68,6 +68,7 @@ def evaluate(
     data_root: str | None = None,
     out_dir: str | None = None,
     device: str = "auto",
+    trust_checkpoint: bool = False,
 ) -> str:
     """Per-class IoU/Acc, mIoU, mAcc and aAcc of a checkpoint on a prepared split, and a confusion matrix.
 
@@ -78,6 +79,8 @@ def evaluate(
         data_root: prepared dataset (default: the config's data_root).
         out_dir: where metrics.json and confusion_matrix.png go (default: <checkpoint dir>/eval_<split>).
         device: cpu or cuda:N; auto: QUADRATSEG_DEVICE.
+        trust_checkpoint: load a checkpoint that holds Python objects beyond tensors and mmengine's own
+            types with full unpickling (it can run code: trusted files only).
 
     Returns:
         The per-class table followed by the metrics as JSON.
@@ -91,7 +94,7 @@ def evaluate(
     checkpoint, device = weights_path(checkpoint, settings), choose_device(device, settings)
     cfg = load_config(config, data_root=data_root)
     root = data_root or cfg.get("data_root")
-    segmenter = SemanticSegmenter(cfg, checkpoint, device)
+    segmenter = SemanticSegmenter(cfg, checkpoint, device, bool(trust_checkpoint))
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval_{split}"
     metrics = evaluate_segmenter(segmenter, split_pairs(root, split), out)
     table = format_table(metrics)

@@ -24,10 +24,11 @@ class CoralPipeline:
         sam_weights: str | Path | None = None,
         refine: RefineConfig | None = None,
         device: str = "auto",
+        trust_checkpoint: bool = False,
     ):
         from DINOv2_mmseg.predictor import SemanticSegmenter
 
-        self.segmenter = SemanticSegmenter(config, checkpoint, device)
+        self.segmenter = SemanticSegmenter(config, checkpoint, device, trust_checkpoint)
         self.refine = refine or RefineConfig()
         self.sam_report: dict[str, Any] | None = None
         self.sam_predictor = None

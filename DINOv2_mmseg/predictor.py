@@ -2,16 +2,16 @@
 the refinement and the Nuclio handler share.
 
 Checkpoints: a deployed file (``best_segformer.pth``: a plain ``{"state_dict", "meta"}``
-written by :func:`export_plain_checkpoint`) is read with ``weights_only=True``; a training
-checkpoint from the user's own work dir (mmengine pickles its message hub into it) is read
-with ``weights_only=False`` and said so in the log. Either must fit the config's model exactly:
-a checkpoint of another architecture or class count is refused with the names that differ.
+written by :func:`export_plain_checkpoint`) and a training checkpoint from a work dir (mmengine
+pickles its message hub into it) are both read without running code
+(:func:`DINOv2_mmseg.compat.load_checkpoint_file`); a file that needs more is refused unless
+``trust_checkpoint`` (``--trust-checkpoint``). Either must fit the config's model exactly: a
+checkpoint of another architecture or class count is refused with the names that differ.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +22,12 @@ from quadratseg.errors import QuadratsegError
 logger = logging.getLogger(__name__)
 
 
-def read_segmentor_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``{"state_dict", "meta"}`` of a deployed or training checkpoint (see the module docstring)."""
-    import torch
+def read_segmentor_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
+    """``{"state_dict", "meta"}`` of a deployed or training checkpoint (see the module docstring);
+    ``trust``: unpickle a file that needs more than tensors and mmengine's types (``--trust-checkpoint``)."""
+    from DINOv2_mmseg.compat import load_checkpoint_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise QuadratsegError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        logger.info(
-            "%s is an mmengine training checkpoint: read as a trusted file (weights_only=False)", path
-        )
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError) as exc:
-        raise QuadratsegError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
+    ckpt = load_checkpoint_file(path, "segmentor checkpoint", trust=trust)
     if not isinstance(ckpt, dict):
         raise QuadratsegError(f"{path} is not a segmentor checkpoint")
     state = ckpt.get("state_dict", ckpt)
@@ -63,11 +53,11 @@ def check_state_dict_fits(model: Any, state: dict[str, Any], source: str) -> Non
         )
 
 
-def export_plain_checkpoint(checkpoint: str | Path, out_path: str | Path) -> Path:
+def export_plain_checkpoint(checkpoint: str | Path, out_path: str | Path, trust: bool = False) -> Path:
     """Write a training checkpoint as ``{"state_dict", "meta": {"dataset_meta"}}`` (loads weights_only)."""
     import torch
 
-    ckpt = read_segmentor_checkpoint(checkpoint)
+    ckpt = read_segmentor_checkpoint(checkpoint, trust)
     meta = ckpt["meta"].get("dataset_meta") or {}
     plain_meta = {
         "dataset_meta": {
@@ -90,9 +80,12 @@ def resolve_device(device: str = "auto") -> str:
 
 
 class SemanticSegmenter:
-    """A config + checkpoint, ready to give class probabilities for uint8 RGB images."""
+    """A config + checkpoint, ready to give class probabilities for uint8 RGB images
+    (``trust_checkpoint``: see :func:`read_segmentor_checkpoint`)."""
 
-    def __init__(self, config: Any, checkpoint: str | Path, device: str = "auto"):
+    def __init__(
+        self, config: Any, checkpoint: str | Path, device: str = "auto", trust_checkpoint: bool = False
+    ):
         from mmengine.config import Config
         from mmengine.registry import init_default_scope
         from mmseg.registry import MODELS
@@ -106,7 +99,7 @@ class SemanticSegmenter:
             cfg.model.backbone.checkpoint = None  # the segmentor checkpoint holds the backbone too
         init_default_scope(cfg.get("default_scope", "mmseg"))
         model = MODELS.build(cfg.model)
-        ckpt = read_segmentor_checkpoint(checkpoint)
+        ckpt = read_segmentor_checkpoint(checkpoint, trust_checkpoint)
         check_state_dict_fits(model, ckpt["state_dict"], str(checkpoint))
         model.load_state_dict(ckpt["state_dict"], strict=True)
         meta = ckpt["meta"].get("dataset_meta") or {}

@@ -56,12 +56,18 @@ def use_tta(cfg: Any) -> None:
 
 
 def run_test(
-    cfg: Any, checkpoint: str, work_dir: str | Path, show_dir: str | None = None, tta: bool = False
+    cfg: Any,
+    checkpoint: str,
+    work_dir: str | Path,
+    show_dir: str | None = None,
+    tta: bool = False,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Run the config's test loop on ``checkpoint`` (with test-time augmentation when ``tta``); return
-    MMSeg's metrics."""
+    MMSeg's metrics. ``trust_checkpoint``: see :func:`DINOv2_mmseg.compat.load_checkpoint_file`."""
     from mmengine.runner import Runner
 
+    from DINOv2_mmseg.compat import project_checkpoint_loader
     from DINOv2_mmseg.runner import check_config
 
     if not Path(checkpoint).is_file():
@@ -82,7 +88,8 @@ def run_test(
         hook.interval = 1
         cfg.visualizer.save_dir = str(Path(show_dir).resolve())
     runner = Runner.from_cfg(cfg)
-    return {k: float(v) for k, v in runner.test().items()}
+    with project_checkpoint_loader(trust_checkpoint):
+        return {k: float(v) for k, v in runner.test().items()}
 
 
 def test(
@@ -93,6 +100,7 @@ def test(
     work_dir: str | None = None,
     cfg_options: Any = None,
     tta: bool = False,
+    trust_checkpoint: bool = False,
 ) -> str:
     """Test a segmentor checkpoint on the config's test split (mIoU, mAcc, aAcc from MMSeg's IoUMetric).
 
@@ -104,6 +112,8 @@ def test(
         work_dir: logs (default: QUADRATSEG_OUTPUTS_DIR/work_dirs/<config name>/test).
         cfg_options: config overrides (JSON object or key=value items).
         tta: test-time augmentation: the config's tta_pipeline (scales, flips) averaged by SegTTAModel.
+        trust_checkpoint: load a checkpoint that holds Python objects beyond tensors and mmengine's own
+            types with full unpickling (it can run code: trusted files only).
 
     Returns:
         JSON with the metrics.
@@ -117,7 +127,8 @@ def test(
 
     cfg = load_config(config, cfg_options, data_root)
     work = output_path(work_dir, Path("work_dirs") / Path(config).stem / "test", settings)
-    return json.dumps(run_test(cfg, weights_path(checkpoint, settings), work, show_dir, tta), indent=2)
+    result = run_test(cfg, weights_path(checkpoint, settings), work, show_dir, tta, bool(trust_checkpoint))
+    return json.dumps(result, indent=2)
 
 
 if __name__ == "__main__":

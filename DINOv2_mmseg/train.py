@@ -149,6 +149,7 @@ def run_training(
     models_dir: str | Path | None = None,
     dinov2_checkpoint: str | Path | None = None,
     launcher: str = "none",
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg`` (an mmengine Config) in ``work_dir``; return paths and the last validation metrics.
 
@@ -164,10 +165,13 @@ def run_training(
         models_dir: QUADRATSEG_MODELS_DIR, where the official DINOv2 files are looked up.
         dinov2_checkpoint: DINOV2_CHECKPOINT (used when the config names no checkpoint).
         launcher: none, pytorch (torchrun), slurm or mpi; see :func:`DINOv2_mmseg.runner.set_launcher`.
+        trust_checkpoint: unpickle a resumed or ``load_from`` checkpoint fully even when it holds more
+            than tensors and mmengine's own types (:func:`DINOv2_mmseg.compat.load_checkpoint_file`).
     """
     import torch
     from mmengine.runner import Runner, find_latest_checkpoint
 
+    from DINOv2_mmseg.compat import project_checkpoint_loader
     from DINOv2_mmseg.runner import check_config, set_launcher
 
     checked = check_config(cfg)
@@ -212,7 +216,8 @@ def run_training(
     if seed is not None:
         cfg.randomness = {"seed": int(seed), "deterministic": False}
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    with project_checkpoint_loader(trust_checkpoint):
+        runner.train()
     timing = ("val/time", "val/data_time")
     metrics = {
         k: v for k, v in runner.message_hub.log_scalars.items() if k.startswith("val/") and k not in timing
@@ -243,6 +248,7 @@ def train(
     tensorboard: bool = True,
     mlflow: str | None = None,
     launcher: str = "none",
+    trust_checkpoint: bool = False,
 ) -> str:
     """Train a DINOv2 + SegFormer segmentor (or any MMSeg config) with mmengine's Runner.
 
@@ -260,6 +266,8 @@ def train(
         tensorboard: write TensorBoard events in the work dir (--no-tensorboard: off).
         mlflow: also log to this MLflow tracking URI (needs `pip install mlflow`).
         launcher: none, pytorch (under torchrun), slurm or mpi: mmengine's distributed set-up.
+        trust_checkpoint: load a --resume or load_from checkpoint that holds Python objects beyond
+            tensors and mmengine's own types with full unpickling (it can run code: trusted files only).
 
     The DINOv2 backbone loads ``model.backbone.checkpoint``, else ``DINOV2_CHECKPOINT`` from the
     environment/.env, else the official file of its arch in QUADRATSEG_MODELS_DIR
@@ -307,6 +315,7 @@ def train(
         models_dir=settings.models_dir,
         dinov2_checkpoint=settings.dinov2_checkpoint,
         launcher=launcher,
+        trust_checkpoint=bool(trust_checkpoint),
     )
     return json.dumps(result, indent=2)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quadratseg.errors import QuadratsegError
-from quadratseg.weights import inventory
+from quadratseg.weights import WeightsChecksumError, inventory
 
 
 def list_weights(models_dir: str | None = None) -> str:
@@ -21,7 +21,11 @@ def list_weights(models_dir: str | None = None) -> str:
         models_dir: the folder to look at (default: QUADRATSEG_MODELS_DIR).
 
     Returns:
-        One line per file: present or missing, its name, what it is and which stage uses it.
+        One line per file: present or missing, its name, what it is and which stage uses it, and for a
+        present file whose official sha256 is known, whether it matches.
+
+    Raises:
+        WeightsChecksumError: a present file's sha256 is not the official one (the listing is in the message).
     """
     from quadratseg.cli import current_settings
 
@@ -32,7 +36,15 @@ def list_weights(models_dir: str | None = None) -> str:
     lines = [f"QUADRATSEG_MODELS_DIR = {root}" + ("" if root.is_dir() else " (does not exist yet)")]
     for row in rows:
         mark = "present" if row["present"] else "missing"
-        lines.append(f"  {mark:8s} {Path(str(row['file'])).name:32s} {row['kind']} -> {row['used_by']}")
+        checked = {"ok": " [sha256 ok]", "mismatch": " [sha256 MISMATCH]"}.get(str(row["checksum"]), "")
+        name = Path(str(row["file"])).name
+        lines.append(f"  {mark:8s} {name:32s} {row['kind']} -> {row['used_by']}{checked}")
+    damaged = [Path(str(r["file"])).name for r in rows if r["checksum"] == "mismatch"]
+    if damaged:
+        raise WeightsChecksumError(
+            "\n".join(lines) + f"\n{', '.join(damaged)}: sha256 differs from the official release; the copy "
+            "is damaged or another file carries the official name: copy it again (docs/weights.md)"
+        )
     return "\n".join(lines)
 
 

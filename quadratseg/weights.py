@@ -16,10 +16,17 @@ The layout (flat, official file names)::
         big-lama.pt                          grid removal (LAMA_MODEL)
 
 ``python -m quadratseg.list_weights`` lists the catalogue and which files are present.
+
+Checksums: an entry whose sha256 is known carries it (the SAM files; their names embed the first
+six hex digits of the official md5, and the sha256 values are the ones independent projects verify
+these releases against). A catalogued file is hashed when it is loaded (:func:`verify_weights_file`)
+or listed; a mismatch is a :class:`WeightsChecksumError` (a truncated copy or another file under the
+official name). The other releases publish no checksum, so none is checked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,15 +52,21 @@ class MissingWeightsError(QuadratsegError):
     """A pretrained weights file the command needs is not in the models folder."""
 
 
+class WeightsChecksumError(QuadratsegError):
+    """A catalogued weights file whose sha256 is not the official one."""
+
+
 @dataclass(frozen=True)
 class WeightsFile:
-    """One pretrained file: its catalogue key, file name, what it is, where it comes from, who uses it."""
+    """One pretrained file: its catalogue key, file name, what it is, where it comes from, who uses it,
+    and its sha256 (hex) when the release's checksum is known."""
 
     key: str
     filename: str
     kind: str
     source: str
     used_by: str
+    sha256: str | None = None
 
 
 def _catalogue() -> dict[str, WeightsFile]:
@@ -87,14 +100,19 @@ def _catalogue() -> dict[str, WeightsFile]:
                 "semantic segmentation training (DINOv2 backbone)",
             )
         )
-    for size, file in (
-        ("b", "sam_vit_b_01ec64.pth"),
-        ("l", "sam_vit_l_0b3195.pth"),
-        ("h", "sam_vit_h_4b8939.pth"),
+    for size, file, sha256 in (
+        ("b", "sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+        ("l", "sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+        ("h", "sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
     ):
         files.append(
             WeightsFile(
-                f"sam_vit_{size}", file, f"SAM ViT-{size.upper()}", _SAM, "colony refinement (SAM_CHECKPOINT)"
+                f"sam_vit_{size}",
+                file,
+                f"SAM ViT-{size.upper()}",
+                _SAM,
+                "colony refinement (SAM_CHECKPOINT)",
+                sha256,
             )
         )
     files.append(
@@ -172,17 +190,74 @@ def dinov2_key(arch: str) -> str | None:
     return f"dinov2_{arch}" if arch in DINOV2_ARCHS else None
 
 
+_BY_FILENAME = {f.filename: f for f in CATALOGUE.values()}
+_HASHED: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) -> sha256, per process
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file, read in 1 MiB blocks; remembered while the file's size and mtime stay."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASHED[key] = digest.hexdigest()
+    return _HASHED[key]
+
+
+def checksum_status(path: str | Path) -> str:
+    """``ok`` or ``mismatch`` for a catalogued file whose sha256 is known, ``unchecked`` otherwise
+    (another name, or a release that publishes no checksum)."""
+    entry = _BY_FILENAME.get(Path(path).name)
+    if entry is None or entry.sha256 is None:
+        return "unchecked"
+    return "ok" if file_sha256(path) == entry.sha256 else "mismatch"
+
+
+def verify_weights_file(path: str | Path) -> str:
+    """Check a weights file against its catalogue sha256 (by file name) before it is loaded.
+
+    Returns:
+        ``ok`` or ``unchecked`` (see :func:`checksum_status`).
+
+    Raises:
+        WeightsChecksumError: the file carries a catalogued name but not the official content.
+
+    Examples:
+        >>> verify_weights_file("my_finetuned_model.pth")  # not a catalogued name: nothing to compare
+        'unchecked'
+    """
+    status = checksum_status(path)
+    if status == "mismatch":
+        entry = _BY_FILENAME[Path(path).name]
+        raise WeightsChecksumError(
+            f"{path} has sha256 {file_sha256(path)}, not the official {entry.filename}'s {entry.sha256}: the "
+            f"copy is damaged or another file carries the official name; copy {entry.filename} again from "
+            f"{entry.source}, or give your own file another name"
+        )
+    return status
+
+
 def inventory(models_dir: str | Path) -> list[dict[str, str | bool]]:
-    """Every catalogue entry with its path in ``models_dir`` and whether the file is there."""
+    """Every catalogue entry with its path in ``models_dir``, whether the file is there and, for a present
+    file with a known sha256, whether it matches (``checksum``: ok, mismatch, unchecked or missing)."""
     root = Path(models_dir)
-    return [
-        {
-            "key": f.key,
-            "file": str(root / f.filename),
-            "present": (root / f.filename).is_file(),
-            "kind": f.kind,
-            "used_by": f.used_by,
-            "source": f.source,
-        }
-        for f in CATALOGUE.values()
-    ]
+    rows: list[dict[str, str | bool]] = []
+    for f in CATALOGUE.values():
+        path = root / f.filename
+        present = path.is_file()
+        rows.append(
+            {
+                "key": f.key,
+                "file": str(path),
+                "present": present,
+                "checksum": checksum_status(path) if present else "missing",
+                "kind": f.kind,
+                "used_by": f.used_by,
+                "source": f.source,
+            }
+        )
+    return rows

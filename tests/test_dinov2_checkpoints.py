@@ -1,0 +1,181 @@
+"""Third-party and training checkpoints: nothing is unpickled beyond tensors and mmengine's own types
+unless --trust-checkpoint says so, catalogued weights are checked against their sha256, and official
+DINOv2 files (ViT-g with SwiGLU ``w12``/``w3``, ``_reg4`` with register tokens) load or are refused
+clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from quadratseg.errors import QuadratsegError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "DINOv2_mmseg" / "configs" / "dinov2_tiny_segformer_cpu.py"
+
+
+class Payload:
+    """Unpickling this creates ``marker``: what any code hidden in a pickle could do instead."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+class ForeignGetattr:
+    """Unpickles as ``getattr(HistoryBuffer, "register_statistics")``: the getattr an mmengine checkpoint
+    uses, on a name outside HistoryBuffer's statistics methods."""
+
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+
+        return (getattr, (HistoryBuffer, "register_statistics"))
+
+
+def _tiny_segmentor_state():
+    from mmseg.registry import MODELS
+
+    from DINOv2_mmseg.compat import import_mmseg
+    from DINOv2_mmseg.runner import load_config
+
+    import_mmseg()
+    cfg = load_config(TINY)
+    cfg.model.backbone.checkpoint = None
+    return cfg, MODELS.build(cfg.model).state_dict(), list(cfg.classes)
+
+
+def _training_checkpoint(path: Path, state: dict, classes: list[str], **extra) -> Path:
+    """A checkpoint shaped as mmengine's Runner saves one: meta, state_dict and the message hub (its
+    HistoryBuffer of scalars, numpy scalars in runtime info)."""
+    import numpy as np
+    import torch
+    from mmengine.logging import MessageHub
+
+    hub = MessageHub.get_instance(f"checkpoint-{path.stem}")
+    hub.update_scalar("train/loss", 0.5)
+    hub.update_scalar("val/mIoU", np.float64(41.0))
+    hub.update_info("best_score", np.float32(41.0))
+    meta = {"epoch": 2, "iter": 10, "dataset_meta": {"classes": classes}, **extra}
+    torch.save({"meta": meta, "state_dict": state, "message_hub": hub.state_dict()}, path)
+    return path
+
+
+def test_a_training_checkpoint_loads_without_unrestricted_unpickling(tmp_path):
+    """The Runner's own checkpoint (HistoryBuffer, numpy) loads through the segmenter with safe loading,
+    and through mmengine's loader inside the project's scope; the scope ends with mmengine's loader back."""
+    from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+
+    from DINOv2_mmseg.compat import project_checkpoint_loader
+    from DINOv2_mmseg.predictor import SemanticSegmenter
+
+    cfg, state, classes = _tiny_segmentor_state()
+    path = _training_checkpoint(tmp_path / "epoch_2.pth", state, classes)
+    segmenter = SemanticSegmenter(cfg, path, "cpu")
+    assert segmenter.classes == classes
+    mmengine_loader = CheckpointLoader._schemes[""]
+    with project_checkpoint_loader():
+        ckpt = _load_checkpoint(str(path), map_location="cpu")
+        assert CheckpointLoader._schemes[""] is not mmengine_loader
+    assert CheckpointLoader._schemes[""] is mmengine_loader
+    assert ckpt["message_hub"]["log_scalars"]["val/mIoU"].mean() == 41.0
+    assert float(ckpt["message_hub"]["runtime_info"]["best_score"]) == 41.0
+
+
+def test_a_pickle_with_a_payload_is_refused_unless_trusted(tmp_path):
+    """A segmentor checkpoint that also carries a payload: refused (the payload never runs) by the
+    segmenter, by the plain export and by mmengine's loader, each naming --trust-checkpoint; with the
+    flag it is unpickled fully (the payload runs: that is what the flag accepts)."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from DINOv2_mmseg.compat import project_checkpoint_loader
+    from DINOv2_mmseg.predictor import SemanticSegmenter, export_plain_checkpoint
+
+    cfg, state, classes = _tiny_segmentor_state()
+    marker = tmp_path / "payload-ran"
+    path = _training_checkpoint(tmp_path / "third_party.pth", state, classes, note=Payload(marker))
+
+    def mmengine_load(trust: bool = False):
+        with project_checkpoint_loader(trust):
+            return _load_checkpoint(str(path), map_location="cpu")
+
+    for load in (
+        lambda: SemanticSegmenter(cfg, path, "cpu"),
+        lambda: export_plain_checkpoint(path, tmp_path / "plain.pth"),
+        mmengine_load,
+    ):
+        with pytest.raises(QuadratsegError, match="--trust-checkpoint") as refused:
+            load()
+        assert "(Unsupported global: GLOBAL io.open)" in str(refused.value)
+        assert not marker.exists()
+    assert mmengine_load(trust=True)["meta"]["epoch"] == 2
+    assert marker.exists()
+    marker.unlink()
+    SemanticSegmenter(cfg, path, "cpu", trust_checkpoint=True)
+    assert marker.exists()
+
+
+def test_mmengine_getattr_is_allowed_for_history_buffer_statistics_only(tmp_path):
+    """The stand-in getattr accepts what mmengine pickles (HistoryBuffer.min/max/mean/current) and
+    nothing else, even on the same class."""
+    import torch
+
+    from DINOv2_mmseg.compat import load_checkpoint_file
+
+    path = tmp_path / "getattr.pth"
+    torch.save({"state_dict": {}, "meta": {"x": ForeignGetattr()}}, path)
+    with pytest.raises(QuadratsegError, match="register_statistics"):
+        load_checkpoint_file(path)
+
+
+# --- checksums of catalogued weights -----------------------------------------------------------
+
+
+def test_a_corrupted_catalogued_file_fails_its_checksum_when_loaded_or_listed(tmp_path):
+    """A SAM file under its official name whose bytes are not the official ones: refused by load_sam
+    with both hashes, and flagged by the weights listing; the same model under another name loads."""
+    from tiny_models import tiny_sam_file
+
+    from DINOv2_mmseg.refine import load_sam
+    from quadratseg.list_weights import list_weights
+    from quadratseg.weights import WeightsChecksumError, file_sha256, weights_file
+
+    official = weights_file("sam_vit_b")
+    assert official.sha256 == "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"
+    models = tmp_path / "models"
+    models.mkdir()
+    damaged = tiny_sam_file(models / official.filename, extra_head=False)
+    with pytest.raises(WeightsChecksumError) as info:
+        load_sam(damaged)
+    assert file_sha256(damaged) in str(info.value) and official.sha256 in str(info.value)
+    assert "copy sam_vit_b_01ec64.pth again" in str(info.value)
+    with pytest.raises(WeightsChecksumError) as listed:
+        list_weights(str(models))
+    line = next(x for x in str(listed.value).splitlines() if official.filename in x)
+    assert line.split()[0] == "present" and line.endswith("[sha256 MISMATCH]")
+    renamed = damaged.rename(models / "my_sam.pth")
+    _, report = load_sam(renamed)
+    assert report["embed_dim"] == 32
+
+
+def test_a_catalogued_file_with_the_official_hash_is_listed_as_checked(tmp_path, monkeypatch):
+    """The matching case (the catalogue entry pointed at this file's hash), and a catalogued name with no
+    published hash (CoralSCoP) stays unchecked."""
+    import dataclasses
+
+    from quadratseg import weights
+    from quadratseg.list_weights import list_weights
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "sam_vit_l_0b3195.pth").write_bytes(b"official bytes")
+    (models / "vit_b_coralscop.pth").write_bytes(b"anything")
+    entry = weights.CATALOGUE["sam_vit_l"]
+    patched = dataclasses.replace(entry, sha256=weights.file_sha256(models / entry.filename))
+    monkeypatch.setitem(weights._BY_FILENAME, entry.filename, patched)
+    lines = list_weights(str(models)).splitlines()
+    assert next(x for x in lines if "sam_vit_l_0b3195.pth" in x).endswith("[sha256 ok]")
+    assert "[sha256" not in next(x for x in lines if "vit_b_coralscop.pth" in x)
+    assert weights.verify_weights_file(models / "vit_b_coralscop.pth") == "unchecked"
