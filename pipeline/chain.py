@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from quadratseg.cover import (
+    CoverCalibration,
     CoverEstimate,
     boundary_length_px,
     instance_cover,
@@ -42,12 +43,19 @@ class ChainModels:
     grid: Any = None  # PosePredictor of gridpose
     inpaint: Any = None  # an inpainting backend (grid_inpainting.inpaint.select_backend)
     include_inpainted: bool = False  # count the pixels under the grid mask in the cover
-    boundary_px: float = 0.0  # outline uncertainty of the cover intervals (quadratseg.cover)
-    miss_pp: float = 0.0  # cover the model may miss entirely, added to the intervals' upper bounds
+    boundary_px: float = 0.0  # outline term of uncalibrated cover intervals (quadratseg.cover)
+    miss_pp: float = 0.0  # upper bound of uncalibrated intervals of a class not seen on the photo
+    calibration: CoverCalibration | None = None  # fitted interval terms (replace the two above)
     semantic: Any = None  # SemanticSegmenter: cover from its class map instead of colonies
     ensemble: str = ""  # with both models: weighted, voting or nms (quadratseg.ensemble)
     ensemble_weight: float = 0.5  # the colonies' weight of the weighted ensemble
     nms_iou: float = 0.5  # the nms ensemble's IoU at which a less confident colony is dropped
+
+    def cover_calibration(self, scores_are_probabilities: bool = True) -> CoverCalibration:
+        """The fitted interval terms, or the uncalibrated ones of ``boundary_px`` and ``miss_pp``."""
+        if self.calibration is not None:
+            return self.calibration
+        return CoverCalibration.uncalibrated(self.boundary_px, self.miss_pp, scores_are_probabilities)
 
     @property
     def variant(self) -> str:
@@ -89,8 +97,7 @@ def cover_of_instances(
     frame_size: tuple[int, int],
     observed_hw: np.ndarray,
     classes: list[str],
-    boundary_px: float = 0.0,
-    miss_pp: float = 0.0,
+    calibration: CoverCalibration,
 ) -> list[CoverEstimate]:
     """Cover per class over the observed pixels; overlaps go to the more confident colony."""
     ordered = sorted(instances, key=lambda inst: inst.score)
@@ -102,8 +109,7 @@ def cover_of_instances(
         int(observed_hw.sum()),
         classes,
         perimeters_px=[boundary_length_px(inst.box_mask) for inst in ordered],
-        boundary_px=boundary_px,
-        miss_pp=miss_pp,
+        calibration=calibration,
     )
 
 
@@ -211,8 +217,7 @@ def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
             (width, height),
             observed,
             list(models.semantic.classes)[1:],
-            models.boundary_px,
-            models.miss_pp,
+            models.cover_calibration(),
         )
     elif models.semantic is not None and models.segment is not None and models.ensemble:
         probs = models.semantic.predict_probs(clean)
@@ -222,18 +227,26 @@ def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
         result.status["segmentation"] = (
             f"ok ({models.ensemble} ensemble of {len(result.instances)} colonies and a class map)"
         )
-        result.cover = semantic_cover(fused, models.semantic.classes, observed)
+        result.cover = semantic_cover(
+            fused,
+            models.semantic.classes,
+            observed,
+            calibration=models.cover_calibration(models.ensemble != "voting"),
+            scores_are_probabilities=models.ensemble != "voting",
+        )
     elif models.semantic is not None:
         probs = models.semantic.predict_probs(clean)
         result.class_map = probs.argmax(axis=0).astype(np.uint8)
         result.status["segmentation"] = f"ok (class map, {len(models.semantic.classes)} classes)"
-        result.cover = semantic_cover(probs, models.semantic.classes, observed)
+        result.cover = semantic_cover(
+            probs, models.semantic.classes, observed, calibration=models.cover_calibration()
+        )
     else:
         result.instances = models.segment.predict(clean)
         result.status["segmentation"] = f"ok ({len(result.instances)} colonies)"
         classes = list(models.segment.names.values())
         result.cover = cover_of_instances(
-            result.instances, (width, height), observed, classes, models.boundary_px, models.miss_pp
+            result.instances, (width, height), observed, classes, models.cover_calibration()
         )
     result.status["cover"] = "ok"
     return result

@@ -10,6 +10,7 @@ scored at the chain's predictions through the chain's own homographies.
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,9 @@ from pipeline.chain import ChainModels
 from pipeline.points import score_points
 from pipeline.run import process_folder
 from quadratseg.cover import (
-    Z95,
-    calibrate_boundary_px,
-    calibrate_miss_pp,
+    CoverCalibration,
+    CoverEstimate,
+    fit_cover_calibration,
     interval_coverage,
     label_map,
     percent_cover,
@@ -56,27 +57,66 @@ def level_mae(truths: list[dict[str, Any]], cover_csv: Path, level: str) -> floa
     return round(float(np.mean(errors)), 3) if errors else None
 
 
-def compare_segmenters(ctx: Any, models: ChainModels, root: Path) -> dict[str, float | None]:
-    """Cover error at the main-family level on the test photos: YOLO alone, MMSeg alone and the three
-    ensembles, each through the whole chain (the demo's MMSeg model knows the main families)."""
+def segmenter_variants(models: ChainModels, semantic: Any) -> dict[str, ChainModels]:
+    """The chains the demo compares: YOLO alone and, with the demo's MMSeg model, MMSeg alone and
+    the three ensembles (all with the same corner, grid and removal stages)."""
     from dataclasses import replace
 
-    semantic = ctx.shared.get("semantic_segmenter")
-    truths = [t for t in load_truth(ctx.synthetic_dir) if t["subset"] == EVAL_SPLIT]
-    out = {"yolo": level_mae(truths, root / f"out_{EVAL_SPLIT}" / "cover.csv", ENSEMBLE_LEVEL)}
-    if semantic is None:
-        return out
-    variants = {
-        "mmseg": replace(models, segment=None, semantic=semantic),
-        "weighted": replace(models, semantic=semantic, ensemble="weighted"),
-        "voting": replace(models, semantic=semantic, ensemble="voting"),
-        "nms": replace(models, semantic=semantic, ensemble="nms"),
+    variants = {"yolo": models}
+    if semantic is not None:
+        variants["mmseg"] = replace(models, segment=None, semantic=semantic)
+        for method in ("weighted", "voting", "nms"):
+            variants[method] = replace(models, semantic=semantic, ensemble=method)
+    return variants
+
+
+def calibrated_run(ctx: Any, name: str, models: ChainModels, root: Path) -> dict[str, Any]:
+    """One segmenter's chain: its interval terms fitted on the validation photos (held out), then
+    the test photos with them, scored against the truth (interval coverage at the model's own
+    level, cover error at the main-family level)."""
+    from dataclasses import replace
+
+    val_dir, val_truths = split_photos(ctx, CALIBRATION_SPLIT, root)
+    val_out = root / f"out_{CALIBRATION_SPLIT}_{name}"
+    process_folder(val_dir, val_out, models, fingerprint=f"demo-{name}-val-{time.time()}")
+    calibration, pairs = fit_on_run(val_out, val_truths)
+    calibration.to_json(root / f"calibration_{name}.json")
+    test_dir, truths = split_photos(ctx, EVAL_SPLIT, root)
+    out = root / f"out_{EVAL_SPLIT}_{name}"
+    start = time.perf_counter()
+    summary = process_folder(
+        test_dir, out, replace(models, calibration=calibration), fingerprint=f"demo-{name}-{time.time()}"
+    )
+    estimates, values = record_pairs(out, truths)
+    return {
+        "summary": summary,
+        "seconds": time.perf_counter() - start,
+        "out": out,
+        "truths": truths,
+        "calibration": calibration,
+        "calibration_pairs": pairs,
+        "coverage": pair_coverage(estimates, values),
+        "main_family_mae": level_mae(truths, out / "cover.csv", ENSEMBLE_LEVEL),
     }
-    photos = root / f"photos_{EVAL_SPLIT}"
-    for name, variant in variants.items():
-        process_folder(photos, root / f"out_{name}", variant, fingerprint=f"demo-{name}-{time.time()}")
-        out[name] = level_mae(truths, root / f"out_{name}" / "cover.csv", ENSEMBLE_LEVEL)
-    return out
+
+
+def warp_error_px(out_dir: Path, truths: list[dict[str, Any]], points_per_side: int = 9) -> float | None:
+    """Mean distance (px, the chain's warped frame) between where the chain's raw -> warped
+    homography puts a grid of points of the true quadrat and where they belong, over the photos whose
+    frame was found: each point of the true warped frame is taken to the raw photo by the truth's
+    homography, then back by the chain's."""
+    errors = []
+    for t in truths:
+        record = json.loads((out_dir / "photos" / f"{t['name']}.json").read_text(encoding="utf-8"))
+        if record["homography_raw_to_warped"] is None:
+            continue
+        (tw, th), (pw, ph) = t["warped_size"], record["warped_size"]
+        u, v = np.meshgrid(np.linspace(0, tw, points_per_side), np.linspace(0, th, points_per_side))
+        true_xy = np.stack([u.ravel(), v.ravel()], axis=1)
+        raw_xy = transform_points(true_xy, np.asarray(t["homography_warped_to_raw"]))
+        chain_xy = transform_points(raw_xy, np.asarray(record["homography_raw_to_warped"]))
+        errors.append(float(np.linalg.norm(chain_xy - true_xy * [pw / tw, ph / th], axis=1).mean()))
+    return round(float(np.mean(errors)), 3) if errors else None
 
 
 def truth_points_csv(truths: list[dict[str, Any]], out_csv: Path, seed: int) -> Path:
@@ -103,10 +143,8 @@ def identity_mapping(labels: list[str], path: Path) -> Path:
     return path
 
 
-def _run_split(
-    ctx: Any, split: str, models: ChainModels, root: Path
-) -> tuple[dict[str, Any], list, list, float]:
-    """The chain on the raw photos of one split: (summary, finegrained cover rows, truths, seconds)."""
+def split_photos(ctx: Any, split: str, root: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """A folder of the raw photos of one split (links to the synthetic export) and their truth."""
     truths = [t for t in load_truth(ctx.synthetic_dir) if t["subset"] == split]
     photos = root / f"photos_{split}"
     photos.mkdir(parents=True, exist_ok=True)
@@ -115,12 +153,7 @@ def _run_split(
         if not link.exists():
             source = export_image_path(ctx.synthetic_dir / "cvat_exports" / "corners", split, t["name"])
             link.symlink_to(source.resolve())
-    start = time.perf_counter()
-    summary = process_folder(photos, root / f"out_{split}", models, fingerprint=f"demo-{split}-{time.time()}")
-    seconds = time.perf_counter() - start
-    with (root / f"out_{split}" / "cover.csv").open(encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["level"] == "finegrained"]
-    return summary, rows, truths, seconds
+    return photos, truths
 
 
 def compared(
@@ -140,37 +173,43 @@ def compared(
     return pairs
 
 
-def fit_interval_terms(pairs: list[tuple[float, dict[str, str] | None]]) -> tuple[float, float, float]:
-    """(boundary_px, miss_pp, coverage of the confidence term alone) fitted on held-out (true cover,
-    cover.csv row) pairs of a chain run without either term (quadratseg.cover)."""
-    predicted = [(truth, row) for truth, row in pairs if row is not None and int(row["colonies"]) > 0]
-    boundary = calibrate_boundary_px(
-        [float(row["percent"]) - truth for truth, row in predicted],
-        [float(row["sd"]) for _, row in predicted],
-        [float(row["perimeter_px"]) / float(row["observed_pixels"]) for _, row in predicted],
-    )
-    lows, highs = [], []
-    for _, row in pairs:
-        if row is None or int(row["colonies"]) == 0:
-            lows.append(0.0)
-            highs.append(0.0)
+def record_pairs(out_dir: Path, truths: list[dict[str, Any]]) -> tuple[list[CoverEstimate], list[float]]:
+    """(estimates, true covers) of every photo x class a chain run wrote in ``out_dir/photos/`` (at
+    the model's own taxonomy level), for the photos of ``truths`` that reached a cover."""
+    from quadratseg.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    estimates, values = [], []
+    for t in truths:
+        record = json.loads((out_dir / "photos" / f"{t['name']}.json").read_text(encoding="utf-8"))
+        found = [CoverEstimate(**e) for e in record["cover"]]
+        if not found:
             continue
-        per = 100 * float(row["perimeter_px"]) / float(row["observed_pixels"])
-        half = Z95 * float(np.hypot(float(row["sd"]), per * boundary))
-        lows.append(max(float(row["percent"]) - half, 0.0))
-        highs.append(min(float(row["percent"]) + half, 100.0))
-    truths = [truth for truth, _ in pairs]
-    miss = calibrate_miss_pp(truths, lows, highs)
-    alone = interval_coverage(
-        truths,
-        [float(row["low"]) if row else 0.0 for _, row in pairs],
-        [float(row["high"]) if row else 0.0 for _, row in pairs],
+        real = true_cover(t, taxonomy.finest_level(e.label for e in found))
+        estimates.extend(found)
+        values.extend(real.get(e.label, 0.0) for e in found)
+    return estimates, values
+
+
+def fit_on_run(out_dir: Path, truths: list[dict[str, Any]]) -> tuple[CoverCalibration, int]:
+    """The interval terms fitted on a chain run over held-out photos, and the pairs they used."""
+    estimates, values = record_pairs(out_dir, truths)
+    return fit_cover_calibration(estimates, values), len(estimates)
+
+
+def pair_coverage(estimates: list[CoverEstimate], values: list[float]) -> float | None:
+    """Share of true covers inside the intervals over the photo x class pairs present in the truth or
+    the prediction (a class absent from both is inside any interval of it)."""
+    kept = [(v, e) for v, e in zip(values, estimates, strict=True) if v > 0 or e.pixels > 0]
+    if not kept:
+        return None
+    return round(
+        interval_coverage([v for v, _ in kept], [e.low for _, e in kept], [e.high for _, e in kept]), 4
     )
-    return boundary, miss, alone
 
 
 def stage(ctx: Any) -> dict[str, Any]:
-    """Run the chain on the raw validation photos (to fit the intervals' outline term) and on the
+    """Run each segmenter's chain on the raw validation photos (to fit its interval terms) and on the
     raw test photos (scored against the truth)."""
     from grid_inpainting.inpaint import select_backend
     from quadratseg.taxonomy import load_taxonomy
@@ -187,78 +226,82 @@ def stage(ctx: Any) -> dict[str, Any]:
         grid=pose["gridpose"],
         inpaint=select_backend("opencv-telea", ctx.settings),
     )
-    # the outline and miss terms of the intervals, fitted on the validation photos (held out)
-    _, val_rows, val_truths, _ = _run_split(ctx, CALIBRATION_SPLIT, models, root)
-    val_pairs = compared(val_truths, val_rows)
-    models.boundary_px, models.miss_pp, alone = fit_interval_terms(val_pairs)
-    summary, rows, truths, chain_seconds = _run_split(ctx, EVAL_SPLIT, models, root)
+    runs = {
+        name: calibrated_run(ctx, name, variant, root)
+        for name, variant in segmenter_variants(models, ctx.shared.get("semantic_segmenter")).items()
+    }
+    yolo = runs["yolo"]
+    summary, truths, out = yolo["summary"], yolo["truths"], yolo["out"]
+    with (out / "cover.csv").open(encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["level"] == "finegrained"]
     pairs = compared(truths, rows)
     errors = [abs((float(row["percent"]) if row else 0.0) - truth) for truth, row in pairs]
-    lows = [float(row["low"]) if row else 0.0 for _, row in pairs]
-    highs = [float(row["high"]) if row else 0.0 for _, row in pairs]
-    truth_values = [truth for truth, _ in pairs]
-    segmenters = compare_segmenters(ctx, models, root)
+    estimates, values = record_pairs(out, truths)
+    calibration = yolo["calibration"]
     points_csv = truth_points_csv(truths, root / "truth_points.csv", ctx.seed)
     mapping = identity_mapping(load_taxonomy().classes(), root / "label_mapping.csv")
-    points = score_points(root / f"out_{EVAL_SPLIT}", points_csv, mapping)
+    points = score_points(out, points_csv, mapping)
     metrics = {
         "photos": summary["photos"],
         "failed": summary["failed"],
         "with_cover": summary["with_cover"],
         "variant": summary["variant"],
         "cover_mae_pp": round(float(np.mean(errors)), 3) if errors else None,
-        "interval_coverage": round(interval_coverage(truth_values, lows, highs), 4) if errors else None,
-        # the same on the classes the model predicted on the photo (a class it missed entirely is
-        # outside any interval of this method)
-        "interval_coverage_predicted_classes": round(
-            interval_coverage(
-                [truth for truth, row in pairs if row and int(row["colonies"]) > 0],
-                [float(row["low"]) for _, row in pairs if row and int(row["colonies"]) > 0],
-                [float(row["high"]) for _, row in pairs if row and int(row["colonies"]) > 0],
+        "centre_mae_pp": round(
+            float(
+                np.mean([abs(e.centre - v) for e, v in zip(estimates, values, strict=True) if v or e.pixels])
             ),
-            4,
+            3,
         )
-        if any(row and int(row["colonies"]) > 0 for _, row in pairs)
+        if estimates
         else None,
-        "missed_classes": sum(
-            1 for truth, row in pairs if truth > 0 and not (row and int(row["colonies"]) > 0)
-        ),
+        # per segmenter, on the test photos, photo x class pairs present in the truth or the prediction
+        "interval_coverage": {name: run["coverage"] for name, run in runs.items()},
+        "interval_method": estimates[0].method if estimates else None,
         "cover_comparisons": len(errors),
-        "interval_method": rows[0]["method"] if rows else None,
-        "boundary_px": round(models.boundary_px, 3),
-        "miss_pp": round(models.miss_pp, 3),
-        "calibration_pairs": len(val_pairs),
-        "interval_coverage_on_calibration_split": round(alone, 4) if val_pairs else None,
-        "main_family_cover_mae_pp": segmenters,
+        "warp_mean_px_error": warp_error_px(out, truths),
+        "calibration_pairs": yolo["calibration_pairs"],
+        "boundary_px": round(calibration.boundary_px, 3),
+        "confidence_scale": round(calibration.confidence_scale, 3),
+        "quantile": round(calibration.quantile, 3),
+        "miss_pp": round(calibration.miss_pooled_pp, 3),
+        "class_terms": {
+            name: {
+                "per_class_bias": sorted(run["calibration"].bias_pp),
+                "per_class_miss": sorted(run["calibration"].miss_by_class_pp),
+                "pairs": run["calibration"].pairs,
+            }
+            for name, run in runs.items()
+        },
+        "main_family_cover_mae_pp": {name: run["main_family_mae"] for name, run in runs.items()},
         "point_accuracy": points["point_accuracy"],
         "points_scored": points["scored"],
         "points_outside_quadrat": points["outside_quadrat"],
         "point_cover_mae_pp": points["cover_mae_pp"],
         "dense_inside_point_interval": points["dense_inside_point_interval"],
-        "seconds_per_photo": round(chain_seconds / max(summary["photos"], 1), 3),
+        "seconds_per_photo": round(yolo["seconds"] / max(summary["photos"], 1), 3),
         "seconds": round(time.perf_counter() - start, 2),
     }
     section = ctx.report.section("The chain on raw photos (pipeline.process)")
+    coverage = ", ".join(f"{k} {v}" for k, v in metrics["interval_coverage"].items())
     section.paragraphs.append(
         f"pipeline.process ran the {metrics['variant']} chain on the {summary['photos']} raw "
         f"{EVAL_SPLIT} photos with the models trained above (predicted corners and grid, no annotation): "
         f"{summary['with_cover']} reached a cover, {summary['failed']} failed, "
-        f"{metrics['seconds_per_photo']} s per photo. Cover per genus over the observed quadrat (the "
+        f"{metrics['seconds_per_photo']} s per photo; the chain's warp is {metrics['warp_mean_px_error']} px "
+        f"from the true quadrat on average. Cover per genus over the observed quadrat (the "
         f"pixels under the grid mask are left out) is {metrics['cover_mae_pp']} percentage points from "
-        f"the truth on average over {metrics['cover_comparisons']} photo x genus pairs. Intervals "
-        f"({metrics['interval_method']}): the outline term ({metrics['boundary_px']} px) and the miss "
-        f"term ({metrics['miss_pp']} percentage points on every upper bound) were fitted split-"
-        f"conformally on {metrics['calibration_pairs']} photo x genus pairs of the {CALIBRATION_SPLIT} "
-        "photos, where the confidence term alone held "
-        f"{100 * (metrics['interval_coverage_on_calibration_split'] or 0):.0f} % of the true covers; on "
-        f"the test photos {100 * (metrics['interval_coverage'] or 0):.0f} % of the true covers lie "
-        f"inside the 95 % intervals ({100 * (metrics['interval_coverage_predicted_classes'] or 0):.0f} % "
-        f"on the classes the model predicted; {metrics['missed_classes']} photo x genus pairs were missed "
-        f"entirely, covered only by the miss term). {points['scored']} CoralNet-style points "
+        f"the truth on average over {metrics['cover_comparisons']} photo x genus pairs "
+        f"({metrics['centre_mae_pp']} for the intervals' centres). Each segmenter's interval terms "
+        f"were fitted on its own run over the {CALIBRATION_SPLIT} photos (YOLO: "
+        f"{metrics['calibration_pairs']} photo x genus pairs, outline term {metrics['boundary_px']} px, "
+        f"confidence scale {metrics['confidence_scale']}, quantile {metrics['quantile']}, pooled miss "
+        f"term {metrics['miss_pp']} percentage points); share of the true covers inside the 95 % "
+        f"intervals on the test photos: {coverage}. {points['scored']} CoralNet-style points "
         "sampled from the truth, "
         f"mapped into the quadrat with the predicted corners: {100 * points['point_accuracy']:.1f} % "
         "labelled right. Main-family cover error by segmentation (percentage points): "
-        + ", ".join(f"{k} {v}" for k, v in segmenters.items())
+        + ", ".join(f"{k} {v}" for k, v in metrics["main_family_cover_mae_pp"].items())
         + " (YOLO alone, MMSeg alone, the two fused per pixel by weights or votes, and their colonies "
         "pooled with mask NMS)."
     )
@@ -270,6 +313,7 @@ def stage(ctx: Any) -> dict[str, Any]:
                 ["status.csv", "each stage's outcome per photo"],
                 ["cover.csv", "cover per photo x level x class with 95 % intervals"],
                 ["cover_summary.csv", "mean over quadrats per site/year with t intervals"],
+                ["calibration_<segmenter>.json", "each segmenter's interval terms, fitted on val photos"],
                 ["truth_points.csv", "CoralNet-style points from the truth (scored)"],
             ],
         )

@@ -1,53 +1,79 @@
 """Percent cover of the quadrat by label, with intervals, at any taxonomy level.
 
-Two kinds of input, one module:
+Truth (polygons): cover is the share of the quadrat's pixels (warped frame) covered by each label;
+where colonies overlap, a pixel counts once, for the colony listed last (CVAT's drawing order). A
+colony is one ring (N, 2) or a list of rings (its parts and holes, even-odd rule), as FiftyOne
+polylines hold it (:func:`percent_cover`, :func:`label_map`, :func:`cover_from_class_map`).
 
-- Truth (polygons): cover is the share of the quadrat's pixels (warped frame) covered by each label;
-  where colonies overlap, a pixel counts once, for the colony listed last (CVAT's drawing order). A
-  colony is one ring (N, 2) or a list of rings (its parts and holes, even-odd rule), as FiftyOne
-  polylines hold it (:func:`percent_cover`, :func:`label_map`, :func:`cover_from_class_map`).
+Predictions: cover over the *observed* quadrat, with an interval per photo and class, and
+summaries over quadrats. The denominator ``V`` is the quadrat interior (the warped frame) minus the
+pixels nobody saw: under the grid mask the pixels were invented by inpainting, so by default they
+are no-data, left out of the numerator and the denominator (``observed_hw``).
 
-- Predictions: cover over the *observed* quadrat, with intervals, and summaries over quadrats;
-  pure arithmetic on masks and numbers (the chain from raw photos to cover feeds it):
+The interval model (one for every segmenter; only the *units* differ):
 
-- The denominator is the quadrat interior (the warped frame) minus the pixels nobody saw: under
-  the grid mask the pixels were invented by inpainting, so by default they are no-data, left
-  out of the numerator and the denominator (:func:`instance_cover`, ``observed_hw``).
-- Interval per photo, method ``instance-confidence`` (+ ``boundary`` when ``boundary_px`` > 0):
-  each predicted colony ``i`` of a class is taken to exist with probability ``p_i`` (its
-  confidence), independently; its observed area is ``a_i`` pixels out of ``V``, and its outline
-  may sit ``boundary_px`` off all around, moving its area by ``perimeter_i * boundary_px``. The
-  cover's variance is ``sum(a_i^2 p_i (1 - p_i) + (perimeter_i * boundary_px)^2) / V^2`` and the
-  interval is the normal one, clipped to 0..100. The confidence term says which colonies the
-  model was unsure of; the boundary term how well it drew them, with ``boundary_px`` fitted on
-  held-out photos (:func:`calibrate_boundary_px`).
-- Neither term sees a colony the model missed entirely, and a missed colony only ever lowers the
-  cover: the miss term ``miss_pp`` (method ``+miss``) raises every upper bound, including those of
-  classes with no colony on the photo, by the cover the model is seen to miss on held-out photos
-  (:func:`calibrate_miss_pp`). Both terms are fitted split-conformally (:func:`conformal_count`):
-  with ``n`` held-out photo x class pairs, ``ceil((n + 1) * 0.95)`` of them must fall inside,
-  which for fewer than 19 pairs means all of them. The demo fits both on its validation photos
-  and reports the share of true covers inside the 95 % intervals on the test photos.
-- Interval per photo from a semantic model, method ``class-probability-blocks``: the cover is the
-  share of observed pixels whose most probable class is the label; pixels of one ``block_px``
-  square block share their fate (neighbouring pixels are not independent draws), blocks are
-  independent, and a block of ``n_b`` observed pixels whose mean probability of the label is
-  ``q_b`` adds ``n_b^2 q_b (1 - q_b)`` to the variance times ``V^2``
-  (:func:`semantic_cover`).
-- Point counts (CoralNet): the Wilson score interval of a binomial share (:func:`wilson_interval`).
-- Over quadrats (per site and year): mean, standard error and a Student-t interval
-  (:func:`mean_interval`).
+- Units: a segmenter's prediction of a class on a photo is a set of units ``u`` with an observed
+  area ``a_u`` (px), a score ``s_u`` and an outline length ``P_u`` (px). Instances
+  (:func:`instance_cover`): a unit is a colony, its score the model's confidence. Class maps
+  (:func:`semantic_cover`): a unit is the class's pixels in one ``block_px`` square block (pixels
+  of a block share their fate, blocks are independent), its score their mean probability of the
+  class (or vote share). ``percent`` is the masks' cover ``100 sum(a_u) / V``.
+- A class predicted on the photo (``percent`` > 0). The error of the masks' cover is modelled as
+  ``T - percent = m_c + sd * e``, ``e`` of median 0 and scale 1, with
+
+  - ``m_c`` (the class term, ``bias_pp``): the class's systematic error (colonies missed or drawn
+    wide, genus confusions), the mean of ``T - percent`` over held-out pairs of that class;
+  - ``sd^2 = k^2 C + (b P / V)^2`` (percentage points squared): the confidence term
+    ``C = sum(a_u^2 s_u (1 - s_u)) / V^2`` (``confidence_sd`` = ``100 sqrt(C)``), the spread of a
+    sum of units each right or wrong with odds given by its score, scaled by ``k``
+    (``confidence_scale``) because scores are not calibrated probabilities; and the outline term,
+    all outlines of the class on the photo off by ``b`` px together (``boundary_px``; ``P`` the
+    summed outline length, ``perimeter_px``), a model's outline error being systematic.
+
+  ``centre = percent + m_c`` (never below 0) and the interval is ``centre -+ q sd`` clipped to
+  0..100, ``q`` (``quantile``) making it hold 95 %. ``k`` and ``b`` are fitted by the moments of
+  the same formula (non-negative least squares of ``(T - centre)^2`` on ``C`` and ``(P / V)^2``),
+  ``q`` split-conformally on ``|T - centre| / sd`` (:func:`conformal_count`).
+- A class not predicted on the photo (``percent`` = 0): ``T`` is the cover the model missed
+  entirely, ``>= 0``. The interval is one-sided, ``[0, u_c]`` with centre 0 (``miss_pp`` = ``u_c``,
+  the class's miss term): ``u_c`` is the split-conformal 95 % bound of the true covers of held-out
+  pairs where the model saw none of the class (:func:`calibrate_miss_pp`).
+- Per class where the data allow, pooled otherwise: ``m_c`` and ``u_c`` are fitted per class when
+  the class has at least ``MIN_CLASS_PAIRS`` = 19 held-out pairs of that kind (the fewest for which
+  a split-conformal 95 % bound does not need every pair to be inside), and pooled over the classes
+  otherwise; ``fit`` says which ("per-class" or "pooled").
+- Assumptions: the held-out photos are exchangeable with the new ones (same model, same kind of
+  reef and imaging); the coverage is marginal over photo x class pairs of each kind (predicted /
+  not predicted) and, with per-class terms, per class. The class terms are fitted on the same
+  pairs as ``q``; with few pairs this makes the intervals a little too narrow.
+- Without a fit (:meth:`CoverCalibration.uncalibrated`, method without ``+calibrated``): ``m_c`` =
+  0, ``k`` = 1 (``s_u`` taken as a probability; 0 for vote shares, which are not probabilities),
+  ``q`` = 1.96, ``b`` and a pooled ``u`` as given (``--boundary-px``, ``--miss-pp``); such an
+  interval only holds the terms given.
+- Coarser taxonomy levels (:func:`regroup`): centres add; the members' half-widths add, which
+  holds 95 % whatever the correlation between the classes' errors (the standard deviation of a sum
+  is at most the sum of the standard deviations): exact when the errors move together (a shared
+  outline bias), wider when they cancel (genus confusions within the group).
+
+Point counts (CoralNet): the Wilson score interval of a binomial share (:func:`wilson_interval`).
+Over quadrats (per site and year): mean, standard error and a Student-t interval
+(:func:`mean_interval`); it covers the quadrat-to-quadrat variation only, not the model's error.
 
 Examples:
     >>> round(wilson_interval(0, 10)[1], 3)
     0.278
+    >>> (row,) = instance_cover(["Porites"], [1.0], [100], 1000, perimeters_px=[36], boundary_px=0.5)
+    >>> row.percent, row.centre, row.sd
+    (10.0, 10.0, 1.8)
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -56,25 +82,130 @@ from quadratseg.taxonomy import Taxonomy
 
 Z95 = 1.959963984540054
 INSTANCE_METHOD = "instance-confidence"
-BOUNDARY_METHOD = "instance-confidence+boundary"
 SEMANTIC_METHOD = "class-probability-blocks"
+VOTE_METHOD = "vote-share-blocks"
+CALIBRATED = "+calibrated"
+MIN_CLASS_PAIRS = 19  # held-out pairs a class needs for its own term (conformal_count(19) = 19)
 
 
 @dataclass(frozen=True)
 class CoverEstimate:
-    """Cover of one label on one photo: observed pixels, percent of the observed quadrat, interval."""
+    """Cover of one label on one photo: observed pixels, percent of the observed quadrat, the model's
+    centre and interval (module docstring; percentages and percentage points)."""
 
     label: str
     pixels: int
     observed_pixels: int
-    percent: float
+    percent: float  # the masks' cover
     low: float
     high: float
-    colonies: int
-    sd: float = 0.0  # standard deviation of ``percent``, percentage points
+    colonies: int  # units with observed pixels (colonies; blocks for a class map)
+    sd: float = 0.0  # of the two-sided part of the interval
     method: str = INSTANCE_METHOD
-    perimeter_px: int = 0  # summed outline length of the label's colonies
-    miss_pp: float = 0.0  # the miss term added to ``high`` (percentage points)
+    perimeter_px: int = 0  # summed outline length of the label's units
+    miss_pp: float = 0.0  # the one-sided miss term (a class not predicted on the photo)
+    centre: float | None = None  # the model's centre (percent + the class term); None: percent
+    confidence_sd: float = 0.0  # 100 sqrt(C), the unscaled confidence term
+    half_width: float = 0.0  # q * sd before clipping
+    fit: str = "uncalibrated"  # "per-class" or "pooled": how the class term was fitted
+
+
+@dataclass(frozen=True)
+class CoverCalibration:
+    """The fitted terms of the cover intervals of one segmenter (module docstring)."""
+
+    confidence_scale: float = 1.0  # k
+    boundary_px: float = 0.0  # b
+    quantile: float = Z95  # q
+    bias_pp: dict[str, float] = field(default_factory=dict)  # m_c of the classes fitted on their own
+    bias_pooled_pp: float = 0.0
+    miss_by_class_pp: dict[str, float] = field(default_factory=dict)  # u_c
+    miss_pooled_pp: float = 0.0
+    fitted: bool = False
+    pairs: dict[str, int] = field(default_factory=dict)  # held-out pairs: predicted, not predicted
+
+    @classmethod
+    def uncalibrated(
+        cls, boundary_px: float = 0.0, miss_pp: float = 0.0, scores_are_probabilities: bool = True
+    ) -> CoverCalibration:
+        """The terms without a fit: the given outline and miss terms, the scores taken as
+        probabilities (or left out, for vote shares).
+
+        Examples:
+            >>> CoverCalibration.uncalibrated(miss_pp=1.5).miss("Porites")
+            (1.5, 'uncalibrated')
+        """
+        if boundary_px < 0 or miss_pp < 0:
+            raise ValueError(f"interval terms must be >= 0, got boundary_px={boundary_px}, miss_pp={miss_pp}")
+        return cls(
+            confidence_scale=1.0 if scores_are_probabilities else 0.0,
+            boundary_px=boundary_px,
+            miss_pooled_pp=miss_pp,
+        )
+
+    def bias(self, label: str) -> tuple[float, str]:
+        """(m_c, how it was fitted) of a class predicted on the photo."""
+        if not self.fitted:
+            return 0.0, "uncalibrated"
+        if label in self.bias_pp:
+            return self.bias_pp[label], "per-class"
+        return self.bias_pooled_pp, "pooled"
+
+    def miss(self, label: str) -> tuple[float, str]:
+        """(u_c, how it was fitted) of a class not predicted on the photo."""
+        if not self.fitted:
+            return self.miss_pooled_pp, "uncalibrated"
+        if label in self.miss_by_class_pp:
+            return self.miss_by_class_pp[label], "per-class"
+        return self.miss_pooled_pp, "pooled"
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the terms as JSON (atomically); :meth:`from_json` reads them back."""
+        from quadratseg.atomic import atomic_write_json
+
+        return atomic_write_json(Path(path), asdict(self))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> CoverCalibration:
+        """Read the terms :meth:`to_json` wrote."""
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def class_estimate(
+    label: str,
+    pixels: int,
+    observed_px: int,
+    units: int,
+    confidence_var_px2: float,
+    perimeter_px: float,
+    method: str,
+    calibration: CoverCalibration,
+) -> CoverEstimate:
+    """The cover and interval of one class on one photo from its units' totals (module docstring):
+    observed pixels, number of units, ``sum(a_u^2 s_u (1 - s_u))`` (px^2) and summed outline (px)."""
+    share = 100.0 * pixels / observed_px
+    confidence_sd = 100.0 * math.sqrt(max(confidence_var_px2, 0.0)) / observed_px
+    method = method + (CALIBRATED if calibration.fitted else "")
+    if pixels <= 0:
+        upper, fit = calibration.miss(label)
+        if not calibration.fitted and upper > 0:
+            method += "+miss"
+        return CoverEstimate(
+            label, 0, int(observed_px), 0.0, 0.0, round(min(upper, 100.0), 4), 0, 0.0, method,
+            int(perimeter_px), round(upper, 4), 0.0, round(confidence_sd, 4), 0.0, fit,
+        )  # fmt: skip
+    bias, fit = calibration.bias(label)
+    if not calibration.fitted and calibration.boundary_px > 0:
+        method += "+boundary"
+    outline_sd = 100.0 * calibration.boundary_px * perimeter_px / observed_px
+    sd = math.hypot(calibration.confidence_scale * confidence_sd, outline_sd)
+    centre = max(share + bias, 0.0)
+    half = calibration.quantile * sd
+    return CoverEstimate(
+        label, int(pixels), int(observed_px), round(share, 4), round(max(centre - half, 0.0), 4),
+        round(min(centre + half, 100.0), 4), int(units), round(sd, 4), method, int(perimeter_px), 0.0,
+        round(centre, 4), round(confidence_sd, 4), round(half, 4), fit,
+    )  # fmt: skip
 
 
 def visible_areas(
@@ -119,45 +250,35 @@ def instance_cover(
     perimeters_px: Sequence[int] | None = None,
     boundary_px: float = 0.0,
     miss_pp: float = 0.0,
+    calibration: CoverCalibration | None = None,
 ) -> list[CoverEstimate]:
-    """Cover per label from colonies (their labels, confidences, observed areas and outline
-    lengths) with the interval of the module docstring; ``classes`` adds zero rows for labels
-    without colonies, so every photo reports every class.
+    """Cover per label from colonies (their labels, confidences, observed areas and outline lengths)
+    with the interval of the module docstring; ``classes`` adds rows for labels without colonies, so
+    every photo reports every class. Without ``calibration``, the uncalibrated terms
+    (``boundary_px``, ``miss_pp``, ``z``).
     """
-    if boundary_px < 0 or miss_pp < 0:
-        raise ValueError(f"interval terms must be >= 0, got boundary_px={boundary_px}, miss_pp={miss_pp}")
+    if calibration is None:
+        calibration = CoverCalibration.uncalibrated(boundary_px, miss_pp)
+        calibration = CoverCalibration(**{**asdict(calibration), "quantile": z})
     if observed_px <= 0:
         raise ValueError("no observed pixel in the quadrat: cover is undefined")
     areas = np.asarray(areas_px, dtype=np.float64)
     p = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
-    perimeters = (
-        np.zeros(len(areas)) if perimeters_px is None else np.asarray(perimeters_px, dtype=np.float64)
-    )
-    method = (BOUNDARY_METHOD if boundary_px > 0 else INSTANCE_METHOD) + ("+miss" if miss_pp > 0 else "")
-    names = list(dict.fromkeys([*classes, *labels]))
+    perimeters = np.zeros(len(areas)) if perimeters_px is None else np.asarray(perimeters_px, np.float64)
+    label_array = np.asarray(list(labels), dtype=object)
     out = []
-    for name in names:
-        sel = np.array([label == name for label in labels], dtype=bool)
-        pixels = float(areas[sel].sum()) if sel.any() else 0.0
-        var = (
-            float((areas[sel] ** 2 * p[sel] * (1 - p[sel]) + (perimeters[sel] * boundary_px) ** 2).sum())
-            if sel.any()
-            else 0.0
-        )
-        share, sd = pixels / observed_px, math.sqrt(var) / observed_px
+    for name in dict.fromkeys([*classes, *labels]):
+        sel = (label_array == name) & (areas > 0) if len(areas) else np.zeros(0, bool)
         out.append(
-            CoverEstimate(
+            class_estimate(
                 name,
-                int(pixels),
+                int(areas[sel].sum()),
                 int(observed_px),
-                round(100 * share, 4),
-                round(100 * max(share - z * sd, 0.0), 4),
-                round(min(100 * (share + z * sd) + miss_pp, 100.0), 4),
-                int((sel & (areas > 0)).sum()),
-                round(100 * sd, 4),
-                method,
-                int(perimeters[sel].sum()) if sel.any() else 0,
-                miss_pp,
+                int(sel.sum()),
+                float((areas[sel] ** 2 * p[sel] * (1 - p[sel])).sum()),
+                float(perimeters[sel].sum()),
+                INSTANCE_METHOD,
+                calibration,
             )
         )
     return out
@@ -174,73 +295,105 @@ def conformal_count(n: int, target: float = 0.95) -> int:
     return min(n, math.ceil((n + 1) * target - 1e-9))
 
 
-def calibrate_boundary_px(
-    errors_pp: Sequence[float],
-    confidence_sd_pp: Sequence[float],
-    perimeter_share: Sequence[float],
-    target: float = 0.95,
-    z: float = Z95,
-    limit_px: float = 50.0,
-) -> float:
-    """The smallest ``boundary_px`` whose intervals hold :func:`conformal_count` of held-out errors.
-
-    Only rows with predicted colonies (``perimeter_share`` > 0) take part: an outline term cannot
-    explain a class the model did not predict at all (:func:`calibrate_miss_pp` covers those).
-    Capped at ``limit_px``.
-
-    Args:
-        errors_pp: per photo and class, predicted minus true cover (percentage points).
-        confidence_sd_pp: the confidence term's standard deviation for the same rows.
-        perimeter_share: their summed outline length divided by the observed pixels (1/px).
-    """
-    per_all = 100 * np.asarray(perimeter_share, dtype=np.float64)
-    keep = per_all > 0
-    e = np.abs(np.asarray(errors_pp, dtype=np.float64))[keep]
-    sd = np.asarray(confidence_sd_pp, dtype=np.float64)[keep]
-    per = per_all[keep]
-
-    need = conformal_count(len(e), target)
-
-    def covered(b: float) -> int:
-        return int((e <= z * np.sqrt(sd**2 + (per * b) ** 2) + 1e-9).sum())
-
-    if len(e) == 0 or covered(0.0) >= need:
-        return 0.0
-    if covered(limit_px) < need:
-        return limit_px
-    lo, hi = 0.0, limit_px
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if covered(mid) >= need else (mid, hi)
-    return hi
-
-
-def calibrate_miss_pp(
-    truths_pp: Sequence[float],
-    lows_pp: Sequence[float],
-    highs_pp: Sequence[float],
-    target: float = 0.95,
-) -> float:
-    """The smallest ``miss_pp`` that, added to the upper bounds, puts :func:`conformal_count` of the
-    held-out true covers inside their intervals.
-
-    Rows are every photo x class pair present in the truth or the prediction, a class the model
-    missed entirely having the interval (0, 0). Only true covers above their interval can be
-    reached; when too many lie below, the largest shortfall is returned.
+def conformal_bound(scores: Sequence[float], target: float = 0.95) -> float:
+    """The split-conformal bound of held-out non-negative scores: the :func:`conformal_count`-th
+    smallest (0 without a score).
 
     Examples:
-        >>> calibrate_miss_pp([1.0, 2.0, 0.5], [0.5, 0.0, 0.4], [1.5, 0.0, 0.6])
-        2.0
+        >>> conformal_bound([0.1, 0.4, 0.2])
+        0.4
     """
-    t, lo, hi = (np.asarray(v, dtype=np.float64) for v in (truths_pp, lows_pp, highs_pp))
-    inside = (t >= lo - 1e-9) & (t <= hi + 1e-9)
-    missing = conformal_count(len(t), target) - int(inside.sum())
-    if missing <= 0:
-        return 0.0
-    shortfalls = np.sort((t - hi)[(t > hi + 1e-9) & (t >= lo - 1e-9)])
-    if len(shortfalls) == 0:
-        return 0.0
-    return float(shortfalls[min(missing, len(shortfalls)) - 1])
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    return float(s[conformal_count(len(s), target) - 1]) if len(s) else 0.0
+
+
+def calibrate_miss_pp(truths_pp: Sequence[float], target: float = 0.95) -> float:
+    """The miss term ``u_c``: the split-conformal bound of the true covers of held-out photo x class
+    pairs where the model predicted none of the class (the upper end of their one-sided interval).
+
+    Examples:
+        >>> calibrate_miss_pp([0.0] * 38 + [0.4, 2.0])
+        0.4
+    """
+    return conformal_bound(np.maximum(np.asarray(truths_pp, dtype=np.float64), 0.0), target)
+
+
+def fit_cover_calibration(
+    estimates: Sequence[CoverEstimate],
+    truths_pp: Sequence[float],
+    target: float = 0.95,
+    min_class_pairs: int = MIN_CLASS_PAIRS,
+) -> CoverCalibration:
+    """Fit the interval terms (module docstring) on held-out photo x class pairs.
+
+    Args:
+        estimates: the segmenter's estimates on held-out photos, every class on every photo (pass
+            ``classes`` to the cover functions), from a run with or without a calibration (only
+            ``percent``, ``confidence_sd``, ``perimeter_px`` and ``observed_pixels`` are read).
+        truths_pp: the true cover of each pair (percent of the quadrat).
+        target: the intervals' coverage.
+        min_class_pairs: the fewest pairs of a kind for a class's own term.
+    """
+    if len(estimates) != len(truths_pp):
+        raise ValueError(f"{len(estimates)} estimates for {len(truths_pp)} true covers")
+    truths = np.asarray(truths_pp, dtype=np.float64)
+    seen = np.array([e.pixels > 0 for e in estimates], dtype=bool)
+    labels = np.asarray([e.label for e in estimates], dtype=object)
+    percent = np.asarray([e.percent for e in estimates], dtype=np.float64)
+    miss_by_class = {
+        name: calibrate_miss_pp(truths[~seen & (labels == name)], target)
+        for name in dict.fromkeys(labels[~seen])
+        if int((~seen & (labels == name)).sum()) >= min_class_pairs
+    }
+    residual = truths - percent
+    bias_by_class = {
+        name: float(residual[seen & (labels == name)].mean())
+        for name in dict.fromkeys(labels[seen])
+        if int((seen & (labels == name)).sum()) >= min_class_pairs
+    }
+    bias_pooled = float(residual[seen].mean()) if seen.any() else 0.0
+    bias = np.array([bias_by_class.get(name, bias_pooled) for name in labels[seen]])
+    error = truths[seen] - np.maximum(percent[seen] + bias, 0.0)
+    confidence_var = np.asarray([e.confidence_sd for e in estimates], dtype=np.float64)[seen] ** 2
+    outline = np.asarray(
+        [100.0 * e.perimeter_px / e.observed_pixels for e in estimates], dtype=np.float64
+    )[seen]  # fmt: skip
+    k2, b2 = fit_variance_terms(error**2, confidence_var, outline**2)
+    sd = np.sqrt(k2 * confidence_var + b2 * outline**2)
+    scores = np.divide(np.abs(error), sd, out=np.where(np.abs(error) > 1e-9, np.inf, 0.0), where=sd > 0)
+    return CoverCalibration(
+        confidence_scale=math.sqrt(k2),
+        boundary_px=math.sqrt(b2),
+        quantile=conformal_bound(scores, target) if len(scores) else Z95,
+        bias_pp=bias_by_class,
+        bias_pooled_pp=bias_pooled,
+        miss_by_class_pp=miss_by_class,
+        miss_pooled_pp=calibrate_miss_pp(truths[~seen], target),
+        fitted=True,
+        pairs={"predicted": int(seen.sum()), "not_predicted": int((~seen).sum())},
+    )
+
+
+def fit_variance_terms(
+    squared_errors: np.ndarray, confidence_var: np.ndarray, outline_sq: np.ndarray
+) -> tuple[float, float]:
+    """(k^2, b^2) >= 0 of ``E[error^2] = k^2 C + b^2 (P / V)^2`` by non-negative least squares."""
+    from scipy.optimize import nnls
+
+    if len(squared_errors) == 0:
+        return 1.0, 0.0
+    design = np.stack([confidence_var, outline_sq], axis=1)
+    scale = np.maximum(np.abs(design).max(axis=0), 1e-12)
+    coef, _ = nnls(design / scale, squared_errors)
+    return float(coef[0] / scale[0]), float(coef[1] / scale[1])
+
+
+def block_sums(values_hw: np.ndarray, block_px: int) -> np.ndarray:
+    """Sums of a map (H, W) over ``block_px`` square blocks (ceil(H / block_px), ceil(W / block_px))."""
+    h, w = values_hw.shape
+    bh, bw = -(-h // block_px), -(-w // block_px)
+    padded = np.pad(values_hw, ((0, bh * block_px - h), (0, bw * block_px - w)))
+    return padded.reshape(bh, block_px, bw, block_px).sum(axis=(1, 3))
 
 
 def semantic_cover(
@@ -250,44 +403,54 @@ def semantic_cover(
     background: int = 0,
     block_px: int = 16,
     z: float = Z95,
+    calibration: CoverCalibration | None = None,
+    scores_are_probabilities: bool = True,
 ) -> list[CoverEstimate]:
-    """Cover per class of a class-probability map (C, H, W) over the observed pixels (H, W), with the
-    ``class-probability-blocks`` interval (module docstring); the background class is left out."""
-    c, h, w = probs_chw.shape
+    """Cover per class of a class-score map (C, H, W) over the observed pixels (H, W) with the
+    interval of the module docstring (units: the class's pixels in each block); the background class
+    is left out.
+
+    Args:
+        probs_chw: per-pixel class probabilities (softmax), or vote shares of an ensemble.
+        class_names: the C class names.
+        observed_hw: bool (H, W), pixels that count.
+        background: the index of the background class.
+        block_px: the side of a block of pixels sharing their fate.
+        z: the uncalibrated interval's normal quantile.
+        calibration: the fitted terms; without them the uncalibrated ones.
+        scores_are_probabilities: False for vote shares: without a calibration the confidence term
+            is then left out (a vote share is not a probability), and the method says so.
+    """
+    c = probs_chw.shape[0]
     if len(class_names) != c:
         raise ValueError(f"{len(class_names)} class names for {c} probability maps")
     observed = np.asarray(observed_hw, dtype=bool)
     total = int(observed.sum())
     if total <= 0:
         raise ValueError("no observed pixel in the quadrat: cover is undefined")
+    if calibration is None:
+        calibration = CoverCalibration.uncalibrated(scores_are_probabilities=scores_are_probabilities)
+        calibration = CoverCalibration(**{**asdict(calibration), "quantile": z})
+    method = SEMANTIC_METHOD if scores_are_probabilities else VOTE_METHOD
     top = probs_chw.argmax(axis=0)
-    bh, bw = -(-h // block_px), -(-w // block_px)
-    pad = ((0, bh * block_px - h), (0, bw * block_px - w))
-    obs_blocks = np.pad(observed, pad).reshape(bh, block_px, bw, block_px).sum(axis=(1, 3)).astype(np.float64)
     out = []
     for k, name in enumerate(class_names):
         if k == background:
             continue
-        pixels = int(((top == k) & observed).sum())
-        mass = (
-            np.pad(np.where(observed, probs_chw[k], 0.0), pad)
-            .reshape(bh, block_px, bw, block_px)
-            .sum(axis=(1, 3))
-        )
-        q = np.divide(mass, obs_blocks, out=np.zeros_like(mass), where=obs_blocks > 0)
-        sd = float(np.sqrt((obs_blocks**2 * q * (1 - q)).sum())) / total
-        share = pixels / total
+        mine = (top == k) & observed
+        n_b = block_sums(mine.astype(np.float64), block_px)
+        mass = block_sums(np.where(mine, probs_chw[k], 0.0), block_px)
+        q = np.divide(mass, n_b, out=np.zeros_like(mass), where=n_b > 0)
         out.append(
-            CoverEstimate(
+            class_estimate(
                 name,
-                pixels,
+                int(mine.sum()),
                 total,
-                round(100 * share, 4),
-                round(100 * max(share - z * sd, 0.0), 4),
-                round(100 * min(share + z * sd, 1.0), 4),
-                0,
-                round(100 * sd, 4),
-                SEMANTIC_METHOD,
+                int((n_b > 0).sum()),
+                float((n_b**2 * q * (1 - q)).sum()),
+                float(boundary_length_px(mine)),
+                method,
+                calibration,
             )
         )
     return out
@@ -333,8 +496,14 @@ def interval_coverage(truths: Sequence[float], lows: Sequence[float], highs: Seq
 def regroup(
     estimates: Sequence[CoverEstimate], mapping: Callable[[str], str], z: float = Z95
 ) -> list[CoverEstimate]:
-    """Cover at a coarser taxonomy level: pixels and variances of the labels that map together add up
-    (colonies of different labels are disjoint, so their pixel counts add)."""
+    """Cover at a coarser taxonomy level (module docstring): the pixels, centres and half-widths of
+    the labels that map together add up, and so do the miss terms of those not seen on the photo.
+
+    Adding the half-widths (not the variances) keeps 95 % whatever the correlation between the
+    classes' errors: exact when they move together (one outline bias for the photo), wider when they
+    cancel (pixels of one genus given to another of the same group). ``z`` is used for estimates
+    read from records without a half-width.
+    """
     groups: dict[str, list[CoverEstimate]] = {}
     for estimate in estimates:
         groups.setdefault(mapping(estimate.label), []).append(estimate)
@@ -342,22 +511,29 @@ def regroup(
     for name, members in groups.items():
         observed = members[0].observed_pixels
         pixels = sum(m.pixels for m in members)
-        sd = math.sqrt(sum(m.sd**2 for m in members))  # independent colonies: variances add
-        miss = max(m.miss_pp for m in members)
-        share = 100 * pixels / observed
+        seen = [m for m in members if m.pixels > 0]
+        centre = sum(m.percent if m.centre is None else m.centre for m in seen)
+        half = sum(m.half_width or z * m.sd for m in seen)
+        miss = sum(m.miss_pp for m in members if m.pixels <= 0)
+        suffixes = dict.fromkeys(part for m in members for part in m.method.split("+")[1:])
+        fits = {m.fit for m in members}
         out.append(
             CoverEstimate(
                 name,
                 pixels,
                 observed,
-                round(share, 4),
-                round(max(share - z * sd, 0.0), 4),
-                round(min(share + z * sd + miss, 100.0), 4),
+                round(100 * pixels / observed, 4),
+                round(max(centre - half, 0.0), 4),
+                round(min(centre + half + miss, 100.0), 4),
                 sum(m.colonies for m in members),
-                round(sd, 4),
-                members[0].method,
+                round(sum(m.sd for m in seen), 4),
+                "+".join([members[0].method.split("+")[0], *suffixes]),
                 sum(m.perimeter_px for m in members),
-                miss,
+                round(miss, 4),
+                round(centre, 4),
+                round(math.sqrt(sum(m.confidence_sd**2 for m in members)), 4),
+                round(half, 4),
+                "pooled" if "pooled" in fits else members[0].fit,
             )
         )
     return out
