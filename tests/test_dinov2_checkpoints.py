@@ -5,6 +5,7 @@ clearly."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,164 @@ def test_a_catalogued_file_with_the_official_hash_is_listed_as_checked(tmp_path,
     assert next(x for x in lines if "sam_vit_l_0b3195.pth" in x).endswith("[sha256 ok]")
     assert "[sha256" not in next(x for x in lines if "vit_b_coralscop.pth" in x)
     assert weights.verify_weights_file(models / "vit_b_coralscop.pth") == "unchecked"
+
+
+# --- official DINOv2 file formats (key names and layouts of the released files, sizes scaled down) ---
+
+
+def official_dinov2_state(dim: int, depth: int, swiglu: bool = False, registers: int = 0, grid: int = 37):
+    """A state dict with the key names and layout of facebookresearch/dinov2's released
+    ``dinov2_vit*14[_reg4]_pretrain.pth`` (``mask_token``, ``ls1.gamma``, ``register_tokens``; ViT-g's
+    fused SwiGLU as ``mlp.w12`` (2 x hidden, dim) and ``mlp.w3`` (dim, hidden) with DINOv2's hidden size
+    ``(int(4 * dim * 2 / 3) + 7) // 8 * 8``), random values; position embeddings for 518 px (37 x 37)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * 0.02
+
+    state = {
+        "cls_token": r(1, 1, dim),
+        "pos_embed": r(1, 1 + grid * grid, dim),
+        "mask_token": r(1, dim),
+        "patch_embed.proj.weight": r(dim, 3, 14, 14),
+        "patch_embed.proj.bias": r(dim),
+        "norm.weight": 1 + r(dim),
+        "norm.bias": r(dim),
+    }
+    if registers:
+        state["register_tokens"] = r(1, registers, dim)
+    hidden = (int(4 * dim * 2 / 3) + 7) // 8 * 8 if swiglu else 4 * dim
+    for i in range(depth):
+        b = f"blocks.{i}."
+        state |= {
+            b + "norm1.weight": 1 + r(dim),
+            b + "norm1.bias": r(dim),
+            b + "attn.qkv.weight": r(3 * dim, dim),
+            b + "attn.qkv.bias": r(3 * dim),
+            b + "attn.proj.weight": r(dim, dim),
+            b + "attn.proj.bias": r(dim),
+            b + "ls1.gamma": r(dim),
+            b + "norm2.weight": 1 + r(dim),
+            b + "norm2.bias": r(dim),
+            b + "ls2.gamma": r(dim),
+        }
+        if swiglu:
+            state |= {
+                b + "mlp.w12.weight": r(2 * hidden, dim),
+                b + "mlp.w12.bias": r(2 * hidden),
+                b + "mlp.w3.weight": r(dim, hidden),
+                b + "mlp.w3.bias": r(dim),
+            }
+        else:
+            state |= {
+                b + "mlp.fc1.weight": r(hidden, dim),
+                b + "mlp.fc1.bias": r(hidden),
+                b + "mlp.fc2.weight": r(dim, hidden),
+                b + "mlp.fc2.bias": r(dim),
+            }
+    return state
+
+
+@pytest.fixture
+def small_vit_g(monkeypatch):
+    """The vit_g entry of the backbone's size table scaled down (48-dim, 2 blocks, 2 heads): timm's
+    ViT-g builder (SwiGLU MLP) with the official layout, small enough for CPU."""
+    from DINOv2_mmseg.plugins import backbone
+
+    monkeypatch.setitem(
+        backbone.ARCHS,
+        "vit_g",
+        ("vit_giant_patch14_dinov2", {"embed_dim": 48, "depth": 2, "num_heads": 2}, 48, 2),
+    )
+    return backbone
+
+
+def test_an_official_vit_g_file_loads_its_swiglu_mlp_as_dinov2_computes_it(tmp_path, small_vit_g):
+    """``w12``/``w3`` land in timm's packed SwiGLU and one block's MLP gives DINOv2's own
+    ``w3(silu(x1) * x2)`` with ``x1, x2 = w12(x).chunk(2)``; the whole backbone runs."""
+    import torch
+    from torch.nn import functional
+
+    official = official_dinov2_state(48, 2, swiglu=True)
+    path = tmp_path / "dinov2_vitg14_pretrain.pth"
+    torch.save(official, path)
+    backbone = small_vit_g.DINOv2(arch="vit_g", checkpoint=str(path), out_indices=(0, 1))
+    backbone.init_weights()
+    mlp = backbone.vit.blocks[1].mlp
+    x = torch.randn(5, 48)
+    x1, x2 = functional.linear(
+        x, official["blocks.1.mlp.w12.weight"], official["blocks.1.mlp.w12.bias"]
+    ).chunk(2, -1)
+    expected = functional.linear(
+        functional.silu(x1) * x2, official["blocks.1.mlp.w3.weight"], official["blocks.1.mlp.w3.bias"]
+    )
+    with torch.no_grad():
+        assert torch.allclose(mlp(x), expected, atol=1e-6)
+        assert torch.equal(backbone.vit.blocks[0].ls2.gamma, official["blocks.0.ls2.gamma"])
+        maps = backbone(torch.randn(1, 3, 56, 70))
+    assert [tuple(m.shape) for m in maps] == [(1, 48, 4, 5), (1, 48, 4, 5)]
+
+
+def test_an_official_reg4_file_keeps_the_class_token_position_and_the_registers(tmp_path):
+    """DINOv2 with registers adds position 0 to the class token and none to the registers; after loading
+    a ``_reg4`` file the backbone's token sequence (class, 4 registers, patches) is DINOv2's exactly."""
+    import torch
+
+    from DINOv2_mmseg.plugins.backbone import DINOv2
+
+    official = official_dinov2_state(48, 4, registers=4)
+    path = tmp_path / "dinov2_vits14_reg4_pretrain.pth"
+    torch.save(official, path)
+    backbone = DINOv2(arch="tiny", checkpoint=str(path), registers=4)
+    backbone.init_weights()
+    patches = torch.randn(1, 37, 37, 48)
+    pos = official["pos_embed"]
+    expected = torch.cat(
+        [
+            official["cls_token"] + pos[:, :1],
+            official["register_tokens"],
+            patches.reshape(1, -1, 48) + pos[:, 1:],
+        ],
+        dim=1,
+    )
+    with torch.no_grad():
+        tokens = backbone.vit._pos_embed(patches)
+    assert tokens.shape == (1, 1 + 4 + 37 * 37, 48)
+    assert torch.allclose(tokens, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("file_registers", "backbone_registers", "message"),
+    [
+        (4, 0, "has 4 register tokens (a _reg4 file): set registers=4"),
+        (0, 4, "has no register tokens: set registers=0"),
+    ],
+)
+def test_a_register_mismatch_is_refused_with_the_setting_to_change(
+    tmp_path, file_registers, backbone_registers, message
+):
+    import torch
+
+    from DINOv2_mmseg.plugins.backbone import DINOv2
+
+    path = tmp_path / "dinov2.pth"
+    torch.save(official_dinov2_state(48, 4, registers=file_registers), path)
+    backbone = DINOv2(arch="tiny", checkpoint=str(path), registers=backbone_registers)
+    with pytest.raises(QuadratsegError, match=re.escape(message)):
+        backbone.init_weights()
+
+
+def test_a_vit_g_file_with_another_mlp_layout_is_refused_by_name(tmp_path, small_vit_g):
+    """The stand-in's disagreeing case: a ViT-g-sized file whose MLP is the plain fc1/fc2 of the smaller
+    sizes does not fit the SwiGLU backbone and is refused with the tensors that differ."""
+    import torch
+
+    path = tmp_path / "dinov2_vitg14_pretrain.pth"
+    torch.save(official_dinov2_state(48, 2, swiglu=False), path)
+    backbone = small_vit_g.DINOv2(arch="vit_g", checkpoint=str(path), out_indices=(0, 1))
+    with pytest.raises(
+        QuadratsegError, match=r"does not fit the 'vit_g' DINOv2 backbone: .* of another shape"
+    ):
+        backbone.init_weights()

@@ -63,7 +63,14 @@ def build_dinov2_vit(arch: str, img_size: int = 518, registers: int = 0, drop_pa
 
 
 def load_dinov2_weights(vit: Any, path: str | Path, arch: str) -> None:
-    """Load an official DINOv2 checkpoint file into ``vit``; fail clearly on a mismatched file."""
+    """Load an official DINOv2 checkpoint file into ``vit``; fail clearly on a mismatched file.
+
+    The released layouts are converted by timm's ``checkpoint_filter_fn``: ViT-g's fused SwiGLU
+    (``mlp.w12``, ``mlp.w3``) becomes timm's packed SwiGLU (``mlp.fc1``, ``mlp.fc2``), and a ``_reg4``
+    file's ``register_tokens`` become ``reg_token`` with the class token's position folded into it
+    (timm's register models give prefix tokens no position embedding). Size, patch and register count
+    are checked first, each naming the setting to change.
+    """
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     state = load_state_dict_file(path, "DINOv2 backbone")
@@ -83,6 +90,15 @@ def load_dinov2_weights(vit: Any, path: str | Path, arch: str) -> None:
     patch = tuple(state["patch_embed.proj.weight"].shape[-2:])
     if patch != (PATCH, PATCH):
         raise QuadratsegError(f"{path} has {patch} patches; DINOv2 uses 14 x 14")
+    file_registers = next((int(state[k].shape[1]) for k in ("register_tokens", "reg_token") if k in state), 0)
+    own_registers = int(getattr(vit, "num_reg_tokens", 0))
+    if file_registers != own_registers:
+        raise QuadratsegError(
+            f"{path} has {file_registers} register tokens (a _reg4 file): set registers={file_registers} "
+            "in model.backbone"
+            if file_registers
+            else f"{path} has no register tokens: set registers=0 in model.backbone, or give a _reg4 file"
+        )
     state = checkpoint_filter_fn(state, vit)
     own = vit.state_dict()
     missing = sorted(set(own) - set(state))
