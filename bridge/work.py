@@ -14,7 +14,8 @@ again by name instead of created twice, and deleted when its upload fails.
   ``<source>_warped`` in the target project, same subset and file stems -> its jobs set to
   ``in progress`` (which fires the next project's detection webhook).
 - ``remove_grid``: a completed grid task -> the grid mask from the 117 points and inpainting (the
-  ``pth-lama`` function over HTTP, or ``local:<backend>`` in process) -> ``<source>_clean``.
+  ``pth-lama`` function over HTTP, the frame sent through the same encoder as detection's, or
+  ``local:<backend>`` in process) -> ``<source>_clean``.
 """
 
 from __future__ import annotations
@@ -187,7 +188,13 @@ def _warp_frame(image: np.ndarray, corners: np.ndarray, settings: Any) -> np.nda
     return warp_image(image, quadrat_homography(corners, size), size)
 
 
-def _remove_grid_frame(image: np.ndarray, grid: np.ndarray, services: Services) -> np.ndarray:
+def _remove_grid_frame(image: np.ndarray, data: bytes, grid: np.ndarray, services: Services) -> np.ndarray:
+    """The frame (H, W, 3) without its grid; ``data`` is the frame's bytes as CVAT serves them and
+    ``grid`` the (117, 2) points in its pixels (NaN: not annotated).
+
+    A function gets the frame through :func:`bridge.functions.encode_frame`, as detection does: the
+    original bytes when they fit ``BRIDGE_FUNCTION_BODY_LIMIT``, else re-encoded, then downscaled; the
+    points go at the scale sent and the answer comes back to the frame's size."""
     choice = services.settings.bridge_inpaint
     if choice.startswith("local:"):
         from grid_inpainting.inpaint import remove_grid, select_backend
@@ -196,16 +203,27 @@ def _remove_grid_frame(image: np.ndarray, grid: np.ndarray, services: Services) 
         (removal,) = remove_grid([image], [grid], backend)
         return removal.image
     from quadratseg.images import decode_image_b64
-    from quadratseg.nuclio import encode_image_b64
 
+    points_room = 40 * len(grid)  # the keypoints' JSON beside the image
+    image_b64, scale = encode_frame(data, services.functions.body_limit, overhead_bytes=1024 + points_room)
     body = {
-        "image": encode_image_b64(image, "PNG"),
-        "keypoints": [None if not np.isfinite(p).all() else [float(p[0]), float(p[1])] for p in grid],
+        "image": image_b64,
+        "keypoints": [
+            None
+            if not np.isfinite(p).all()
+            else [round(float(p[0]) * scale, 3), round(float(p[1]) * scale, 3)]
+            for p in grid
+        ],
     }
     answer = services.functions.call(choice, body)
     if not isinstance(answer, dict) or "image" not in answer:
         raise FunctionError(f"{choice} answered without an 'image': {str(answer)[:200]}")
-    return decode_image_b64(answer["image"])
+    clean = decode_image_b64(answer["image"])
+    if clean.shape[:2] != image.shape[:2]:  # sent downscaled: back to the frame's pixels
+        import cv2
+
+        clean = cv2.resize(clean, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_CUBIC)
+    return clean
 
 
 def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]]:
@@ -249,11 +267,12 @@ def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str,
             try:
                 if number not in points:
                     raise QuadratsegError(f"no {label_name} skeleton on this frame")
-                image = decode_image_rgb(cvat.task_frame_bytes(task_id, number), frame_name)
+                data = cvat.task_frame_bytes(task_id, number)
+                image = decode_image_rgb(data, frame_name)
                 if kind == "warp":
                     out = _warp_frame(image, points[number], services.settings)
                 else:
-                    out = _remove_grid_frame(image, points[number], services)
+                    out = _remove_grid_frame(image, data, points[number], services)
             except (CvatConnectionError, FunctionError):
                 raise  # an outage, not a bad frame: fail the job rather than make a partial task
             except (QuadratsegError, ValueError) as exc:

@@ -29,6 +29,8 @@ from bridge.loopback import (
     FunctionProcess,
     add_webhooks,
     bridge_environment,
+    correct_and_complete,
+    skeleton_shapes,
     three_stage_day,
     unpack_zip,
     wait_for,
@@ -404,3 +406,75 @@ def test_frames_over_the_functions_body_limit_are_downscaled_and_mapped_back(
     finally:
         bridge.stop()
         function.stop()
+
+
+@pytest.mark.parametrize(
+    "function_limit",
+    [None, 4 * 1024 * 1024],  # the limit the project's functions declare; Nuclio's stock default
+    ids=["declared-limit", "nuclio-default-4MiB"],
+)
+def test_grid_removal_of_a_1920_px_quadrat_works_with_default_settings(
+    cvat_server, shared_data, tmp_path, function_limit
+):
+    """N3: the grid-removal frame went as a PNG outside the frame encoder (about 8 MB of JSON at 1920 px)
+    and failed the job against a 4 MiB limit. The pth-lama zip with its OpenCV backend stands in for
+    LaMa; the bridge runs with default settings (the function's address aside) unless the function has
+    Nuclio's stock 4 MiB limit, which the bridge is then told (BRIDGE_FUNCTION_BODY_LIMIT)."""
+    from PIL import Image
+
+    from grid_inpainting.deploy_as_zip import deploy_as_zip as lama_zip
+    from grid_inpainting.inpaint import OpenCVBackend, remove_grid
+    from quadratseg.images import decode_image_rgb
+    from quadratseg.keypoints import grid_template_xy
+    from quadratseg.settings import FUNCTION_BODY_LIMIT
+
+    zip_path = lama_zip("pth-lama", None, str(tmp_path / "lama"), backend="opencv-telea")
+    function_dir = unpack_zip(zip_path, tmp_path / "lama-unzipped")
+    name = "AUSTRALES_AUS_RAI1###20M###20190504_UTP_QUADRAT_AUSRAI1_20M_5.jpg"  # 1024 px, 6.2 MB as a PNG
+    photo = Image.open(shared_data / "real_quadrats" / "coralscop" / name).convert("RGB")
+    quadrat = tmp_path / "quadrat" / "moorea_2023_001.jpg"
+    quadrat.parent.mkdir()
+    photo.resize((1920, 1920), Image.Resampling.BICUBIC).save(quadrat, "JPEG", quality=95)
+    project = cvat_server.state.add_project("grid", labels_to_raw_config(grid_labels()))["id"]
+    target = cvat_server.state.add_project("corals", labels_to_raw_config(coral_labels(level="main_family")))
+    points = grid_template_xy() * 1920
+    function = FunctionProcess(function_dir, max_body=function_limit).start()
+    extra = {} if function_limit is None else {"BRIDGE_FUNCTION_BODY_LIMIT": str(function_limit)}
+    bridge = BridgeProcess(
+        bridge_env(cvat_server, tmp_path, {"pth-lama": function.url}, **extra), log_path=tmp_path / "b.log"
+    ).start()
+    try:
+        with connect(settings_for(cvat_server)) as client:
+            cvat = Cvat(client)
+            task = cvat.create_task(project, "moorea_2023_batch_01_warped", "train", [quadrat])
+            (job,) = cvat.task_jobs(task["id"])
+            label = next(lab for lab in cvat.labels(project_id=project) if lab["name"] == "grid")
+            correct_and_complete(client, job["id"], skeleton_shapes({0: points}, label))
+            url = bridge.url + signed_path(
+                SECRET, "/remove-grid-and-create-new-task-webhook", target_proj_id=target["id"]
+            )
+            completed = {
+                "event": "update:task",
+                "task": {**cvat.task(task["id"]), "status": "completed"},
+                "before_update": {"status": "annotation"},
+                "webhook_id": 1,
+                "sender": {"url": "", "id": 1, "username": "admin", "first_name": "", "last_name": ""},
+            }
+            answer, _ = signed_post(url, completed)
+            assert answer.status_code == 202, answer.text
+            done = bridge.wait_job(answer.json()["job_id"], 300)
+            assert done["state"] == "done" and done["result"]["created"], done
+            assert done["result"]["frames"] == 1 and done["result"]["failed_frames"] == {}
+            clean = decode_image_rgb(cvat.task_frame_bytes(done["result"]["task_id"], 0)).astype(int)
+        original = decode_image_rgb(quadrat.read_bytes())
+        assert clean.shape == original.shape == (1920, 1920, 3)
+        # what the function's own code makes of the full-size frame, in process (the zip runs the same)
+        (expected,) = remove_grid([original], [points], OpenCVBackend("telea"))
+        changed = np.abs(expected.image.astype(int) - original).max(axis=2) > 0
+        assert 0.05 < changed.mean() < 0.5  # the strings were inpainted, the rest kept
+        error = np.abs(clean - expected.image.astype(int)).mean(axis=2)
+        assert error[changed].mean() < 4 and error[~changed].mean() < 2  # JPEG's loss, no resampling
+    finally:
+        bridge.stop()
+        function.stop()
+    assert FUNCTION_BODY_LIMIT == 128 * 1024 * 1024
