@@ -4,7 +4,10 @@ Every stage is one of the predictor objects the Nuclio functions serve, called i
 :class:`grid_pose_detection.predictor.PosePredictor` (corners and grid),
 :func:`grid_inpainting.inpaint.remove_grid` with a backend, and either
 :class:`coral_seg_yolo.predictor.SegPredictor` (colonies; cover with the instance interval) or
-:class:`DINOv2_mmseg.predictor.SemanticSegmenter` (a class map; cover with the block interval).
+:class:`DINOv2_mmseg.predictor.SemanticSegmenter` (a class map; cover with the block interval), or
+both, fused. Each segmentation mode (:data:`SEGMENTATION_MODES`: ``instances``, ``semantic``,
+``pixel-ensemble``, ``nms``) is one small function that segments and computes the cover with its
+own units and interval terms (:mod:`quadratseg.cover`; the terms of :attr:`ChainModels.calibration`).
 Variants, by which models are given:
 
 - three-stage: corners, grid, removal and segmentation;
@@ -161,10 +164,101 @@ def nms_colonies(
     return nms_instances(pooled, models.nms_iou), len(regions)
 
 
+@dataclass
+class Segmentation:
+    """What a segmentation mode made of the clean quadrat (warped frame)."""
+
+    instances: list[Instance]
+    class_map: np.ndarray | None  # (H, W) uint8 class indices, for the modes with a class map
+    cover: list[CoverEstimate]
+    status: str
+
+
+def segment_instances(clean: np.ndarray, models: ChainModels, observed: np.ndarray) -> Segmentation:
+    """``instances`` (YOLO colonies): units are colonies with their confidences; every class of the
+    model gets a row."""
+    instances = models.segment.predict(clean)
+    height, width = clean.shape[:2]
+    cover = cover_of_instances(
+        instances, (width, height), observed, list(models.segment.names.values()), models.cover_calibration()
+    )
+    return Segmentation(instances, None, cover, f"ok ({len(instances)} colonies)")
+
+
+def segment_semantic(clean: np.ndarray, models: ChainModels, observed: np.ndarray) -> Segmentation:
+    """``semantic`` (an MMSeg class map): units are a class's pixels per block with their mean
+    softmax probability."""
+    probs = models.semantic.predict_probs(clean)
+    cover = semantic_cover(probs, models.semantic.classes, observed, calibration=models.cover_calibration())
+    return Segmentation(
+        [],
+        probs.argmax(axis=0).astype(np.uint8),
+        cover,
+        f"ok (class map, {len(models.semantic.classes)} classes)",
+    )
+
+
+def segment_pixel_ensemble(clean: np.ndarray, models: ChainModels, observed: np.ndarray) -> Segmentation:
+    """``pixel-ensemble`` (``weighted`` or ``voting``): the colonies and class probabilities fused per
+    pixel (:func:`fused_scores`); units as for ``semantic`` on the fused scores. ``voting``'s scores
+    are vote shares, not probabilities: without a fit its confidence term is left out."""
+    probs = models.semantic.predict_probs(clean)
+    instances = models.segment.predict(clean)
+    fused = fused_scores(instances, probs, models)
+    probabilities = models.ensemble != "voting"
+    cover = semantic_cover(
+        fused,
+        models.semantic.classes,
+        observed,
+        calibration=models.cover_calibration(probabilities),
+        scores_are_probabilities=probabilities,
+    )
+    return Segmentation(
+        instances,
+        fused.argmax(axis=0).astype(np.uint8),
+        cover,
+        f"ok ({models.ensemble} ensemble of {len(instances)} colonies and a class map)",
+    )
+
+
+def segment_nms(clean: np.ndarray, models: ChainModels, observed: np.ndarray) -> Segmentation:
+    """``nms``: both models' colonies pooled by mask NMS (:func:`nms_colonies`); units are the kept
+    colonies, as for ``instances``, over the semantic model's classes."""
+    probs = models.semantic.predict_probs(clean)
+    colonies = models.segment.predict(clean)
+    kept, regions = nms_colonies(clean, colonies, probs, models)
+    height, width = clean.shape[:2]
+    cover = cover_of_instances(
+        kept, (width, height), observed, list(models.semantic.classes)[1:], models.cover_calibration()
+    )
+    status = (
+        f"ok (nms ensemble: {len(colonies)} colonies + {regions} class-map regions -> {len(kept)} colonies)"
+    )
+    return Segmentation(kept, None, cover, status)
+
+
+SEGMENTATION_MODES = {
+    "instances": segment_instances,
+    "semantic": segment_semantic,
+    "pixel-ensemble": segment_pixel_ensemble,
+    "nms": segment_nms,
+}
+
+
+def segmentation_mode(models: ChainModels) -> str:
+    """The key of :data:`SEGMENTATION_MODES` the models ask for."""
+    if models.segment is None and models.semantic is None:
+        raise ValueError("no segmentation model: give a YOLO model (segment), a semantic model, or both")
+    if models.segment is not None and models.semantic is not None and models.ensemble:
+        return "nms" if models.ensemble == "nms" else "pixel-ensemble"
+    return "semantic" if models.semantic is not None else "instances"
+
+
 def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
     """Run the chain on one uint8 RGB photo (H, W, 3); see the module docstring."""
     from grid_inpainting.inpaint import remove_grid
 
+    mode = segmentation_mode(models)
     result = PhotoResult()
     warped = image_rgb
     if models.corners is not None:
@@ -204,49 +298,12 @@ def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
     if result.grid_mask is not None and not models.include_inpainted:
         observed &= ~result.grid_mask
     result.observed_hw = observed
-    if models.semantic is not None and models.segment is not None and models.ensemble == "nms":
-        probs = models.semantic.predict_probs(clean)
-        colonies = models.segment.predict(clean)
-        result.instances, regions = nms_colonies(clean, colonies, probs, models)
-        result.status["segmentation"] = (
-            f"ok (nms ensemble: {len(colonies)} colonies + {regions} class-map regions -> "
-            f"{len(result.instances)} colonies)"
-        )
-        result.cover = cover_of_instances(
-            result.instances,
-            (width, height),
-            observed,
-            list(models.semantic.classes)[1:],
-            models.cover_calibration(),
-        )
-    elif models.semantic is not None and models.segment is not None and models.ensemble:
-        probs = models.semantic.predict_probs(clean)
-        result.instances = models.segment.predict(clean)
-        fused = fused_scores(result.instances, probs, models)
-        result.class_map = fused.argmax(axis=0).astype(np.uint8)
-        result.status["segmentation"] = (
-            f"ok ({models.ensemble} ensemble of {len(result.instances)} colonies and a class map)"
-        )
-        result.cover = semantic_cover(
-            fused,
-            models.semantic.classes,
-            observed,
-            calibration=models.cover_calibration(models.ensemble != "voting"),
-            scores_are_probabilities=models.ensemble != "voting",
-        )
-    elif models.semantic is not None:
-        probs = models.semantic.predict_probs(clean)
-        result.class_map = probs.argmax(axis=0).astype(np.uint8)
-        result.status["segmentation"] = f"ok (class map, {len(models.semantic.classes)} classes)"
-        result.cover = semantic_cover(
-            probs, models.semantic.classes, observed, calibration=models.cover_calibration()
-        )
-    else:
-        result.instances = models.segment.predict(clean)
-        result.status["segmentation"] = f"ok ({len(result.instances)} colonies)"
-        classes = list(models.segment.names.values())
-        result.cover = cover_of_instances(
-            result.instances, (width, height), observed, classes, models.cover_calibration()
-        )
+    segmentation = SEGMENTATION_MODES[mode](clean, models, observed)
+    result.instances, result.class_map, result.cover = (
+        segmentation.instances,
+        segmentation.class_map,
+        segmentation.cover,
+    )
+    result.status["segmentation"] = segmentation.status
     result.status["cover"] = "ok"
     return result

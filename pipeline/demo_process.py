@@ -80,7 +80,8 @@ def calibrated_run(ctx: Any, name: str, models: ChainModels, root: Path) -> dict
     val_out = root / f"out_{CALIBRATION_SPLIT}_{name}"
     process_folder(val_dir, val_out, models, fingerprint=f"demo-{name}-val-{time.time()}")
     calibration, pairs = fit_on_run(val_out, val_truths)
-    calibration.to_json(root / f"calibration_{name}.json")
+    if calibration is not None:
+        calibration.to_json(root / f"calibration_{name}.json")
     test_dir, truths = split_photos(ctx, EVAL_SPLIT, root)
     out = root / f"out_{EVAL_SPLIT}_{name}"
     start = time.perf_counter()
@@ -93,7 +94,7 @@ def calibrated_run(ctx: Any, name: str, models: ChainModels, root: Path) -> dict
         "seconds": time.perf_counter() - start,
         "out": out,
         "truths": truths,
-        "calibration": calibration,
+        "calibration": calibration or CoverCalibration(),
         "calibration_pairs": pairs,
         "coverage": pair_coverage(estimates, values),
         "main_family_mae": level_mae(truths, out / "cover.csv", ENSEMBLE_LEVEL),
@@ -191,10 +192,11 @@ def record_pairs(out_dir: Path, truths: list[dict[str, Any]]) -> tuple[list[Cove
     return estimates, values
 
 
-def fit_on_run(out_dir: Path, truths: list[dict[str, Any]]) -> tuple[CoverCalibration, int]:
-    """The interval terms fitted on a chain run over held-out photos, and the pairs they used."""
+def fit_on_run(out_dir: Path, truths: list[dict[str, Any]]) -> tuple[CoverCalibration | None, int]:
+    """The interval terms fitted on a chain run over held-out photos (None when no photo reached a
+    cover), and the pairs they used."""
     estimates, values = record_pairs(out_dir, truths)
-    return fit_cover_calibration(estimates, values), len(estimates)
+    return (fit_cover_calibration(estimates, values) if estimates else None), len(estimates)
 
 
 def pair_coverage(estimates: list[CoverEstimate], values: list[float]) -> float | None:
@@ -240,7 +242,16 @@ def stage(ctx: Any) -> dict[str, Any]:
     calibration = yolo["calibration"]
     points_csv = truth_points_csv(truths, root / "truth_points.csv", ctx.seed)
     mapping = identity_mapping(load_taxonomy().classes(), root / "label_mapping.csv")
-    points = score_points(out, points_csv, mapping)
+    framed = [
+        t for t in truths if json.loads((out / "photos" / f"{t['name']}.json").read_text())["warped_size"]
+    ]
+    points = (
+        score_points(out, points_csv, mapping)
+        if framed
+        else dict.fromkeys(
+            ("point_accuracy", "scored", "outside_quadrat", "cover_mae_pp", "dense_inside_point_interval")
+        )
+    )
     metrics = {
         "photos": summary["photos"],
         "failed": summary["failed"],
@@ -299,7 +310,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         f"term {metrics['miss_pp']} percentage points); share of the true covers inside the 95 % "
         f"intervals on the test photos: {coverage}. {points['scored']} CoralNet-style points "
         "sampled from the truth, "
-        f"mapped into the quadrat with the predicted corners: {100 * points['point_accuracy']:.1f} % "
+        f"mapped into the quadrat with the predicted corners: {100 * (points['point_accuracy'] or 0):.1f} % "
         "labelled right. Main-family cover error by segmentation (percentage points): "
         + ", ".join(f"{k} {v}" for k, v in metrics["main_family_cover_mae_pp"].items())
         + " (YOLO alone, MMSeg alone, the two fused per pixel by weights or votes, and their colonies "

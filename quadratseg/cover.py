@@ -336,6 +336,11 @@ def fit_cover_calibration(
     """
     if len(estimates) != len(truths_pp):
         raise ValueError(f"{len(estimates)} estimates for {len(truths_pp)} true covers")
+    if not estimates:
+        raise ValueError(
+            "no held-out photo x class pair to fit the interval terms on: "
+            "annotate photos the model did not train on"
+        )
     truths = np.asarray(truths_pp, dtype=np.float64)
     seen = np.array([e.pixels > 0 for e in estimates], dtype=bool)
     labels = np.asarray([e.label for e in estimates], dtype=object)

@@ -279,3 +279,43 @@ def test_a_group_adds_the_miss_terms_of_its_classes_not_seen():
     assert (coral.percent, coral.low, coral.high, coral.miss_pp) == (10.0, 10.0, 13.0, 3.0)
     (unseen,) = regroup(rows[1:], lambda label: "Acroporidae")
     assert (unseen.percent, unseen.low, unseen.high) == (0.0, 0.0, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("segment", "semantic", "ensemble", "mode", "method"),
+    [
+        (True, False, "", "instances", "instance-confidence"),
+        (False, True, "", "semantic", "class-probability-blocks"),
+        (True, True, "weighted", "pixel-ensemble", "class-probability-blocks"),
+        (True, True, "voting", "pixel-ensemble", "vote-share-blocks"),
+        (True, True, "nms", "nms", "instance-confidence"),
+    ],
+)
+def test_each_segmentation_mode_has_its_own_cover_contract(segment, semantic, ensemble, mode, method):
+    from pipeline.chain import SEGMENTATION_MODES, ChainModels, run_chain, segmentation_mode
+
+    models = ChainModels(
+        TwoColonies() if segment else None, semantic=HalfPorites() if semantic else None, ensemble=ensemble
+    )
+    assert segmentation_mode(models) == mode and set(SEGMENTATION_MODES) == {
+        "instances", "semantic", "pixel-ensemble", "nms",
+    }  # fmt: skip
+    result = run_chain(np.zeros((64, 64, 3), np.uint8), models)
+    assert {e.method for e in result.cover} == {method}
+    assert (result.class_map is not None) == (mode in ("semantic", "pixel-ensemble"))
+    assert bool(result.instances) == (mode in ("instances", "nms", "pixel-ensemble"))
+
+
+def test_a_chain_without_a_segmenter_is_refused():
+    from pipeline.chain import ChainModels, run_chain
+
+    with pytest.raises(ValueError, match="no segmentation model"):
+        run_chain(np.zeros((64, 64, 3), np.uint8), ChainModels(None))
+
+
+def test_fitting_without_held_out_pairs_is_refused():
+    with pytest.raises(ValueError, match="no held-out photo x class pair"):
+        fit_cover_calibration([], [])
+    (row,) = instance_cover(["Porites"], [1.0], [100], 1000)
+    with pytest.raises(ValueError, match="1 estimates for 2 true covers"):
+        fit_cover_calibration([row], [1.0, 2.0])
