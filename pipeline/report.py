@@ -1,7 +1,7 @@
 """The HTML report of a ``pipeline.process`` output: what scientists read before the CSVs.
 
-Built from the output folder alone (``cover.csv``, ``cover_summary.csv``, ``status.csv``,
-``instances/``, ``overlays/``), so it can be rebuilt at any time: stacked cover per quadrat, cover
+Built from the output folder alone (``cover.csv``, ``colonies.csv``, ``cover_summary.csv``,
+``status.csv``, ``overlays/``), so it can be rebuilt at any time: stacked cover per quadrat, cover
 per site and year with intervals, colony size distribution, and the photos whose intervals are
 widest, with their overlays.
 """
@@ -9,7 +9,6 @@ widest, with their overlays.
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,6 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def ring_area_px(ring: list[list[float]]) -> float:
-    """Shoelace area (px^2) of a ring of (x, y) points."""
-    xy = np.asarray(ring, dtype=np.float64)
-    if len(xy) < 3:
-        return 0.0
-    x, y = xy[:, 0], xy[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
-
-
 def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
     """Write ``report.html`` (and ``img/``) into a ``pipeline.process`` output folder."""
     import matplotlib
@@ -52,7 +42,7 @@ def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
     import matplotlib.pyplot as plt
 
     from quadratseg.images import output_name, read_image_rgb
-    from quadratseg.taxonomy import LEVELS, load_taxonomy
+    from quadratseg.taxonomy import load_taxonomy
 
     out = Path(out_dir)
     report = Report(out, title="QUADRATSEG cover report")
@@ -135,6 +125,17 @@ def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
         section = report.section("Cover per site and year")
+        section.paragraphs.append(
+            "Mean cover over the quadrats of each site and year with a 95 % Student-t interval: it "
+            "covers the variation between quadrats only. A systematic error of the model (a class "
+            "always over- or under-predicted) moves every quadrat alike and is not in it; the "
+            "per-photo intervals of cover.csv carry the model's error."
+        )
+        if any(not (r["site"] and r["year"]) for r in summary):
+            section.paragraphs.append(
+                "Photos without a site or a year (no --metadata row, no site/year/ folders, no "
+                "parsable name) are pooled in the row marked '?': see the run's warning for their names."
+            )
         section.tables.append(
             (
                 "cover_summary.csv",
@@ -147,19 +148,13 @@ def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
         )
         report.add_image(section, "site_year", _figure_rgb(fig), "mean cover per site and year", 1100)
         plt.close(fig)
-    colonies = [
-        colony
-        for path in sorted((out / "instances").rglob("*.json"))
-        for colony in json.loads(path.read_text(encoding="utf-8"))
-        if colony["rings"]
-    ]
+    colonies = _rows(out / "colonies.csv")
+    unit = "cm^2" if colonies and colonies[0]["area_cm2"] else "warped px^2"
     areas: dict[str, list[float]] = defaultdict(list)
-    if colonies:  # at the plot's level, or the colonies' own when they are coarser
-        source = taxonomy.finest_level(c["label"] for c in colonies)
-        target = max(PLOT_LEVEL, source, key=LEVELS.index)
-        for colony in colonies:
-            label = taxonomy.map_label(colony["label"], target, source=source)
-            areas[label].append(ring_area_px(colony["rings"][0]))
+    for colony in colonies:  # at the plot's level, or the colonies' own when they are coarser
+        area = float(colony["area_cm2"] or colony["area_px"])
+        if area > 0:
+            areas[colony[PLOT_LEVEL] or colony["label"]].append(area)
     if areas:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         every = np.concatenate([np.asarray(v) for v in areas.values()])
@@ -167,7 +162,7 @@ def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
         for label, values in sorted(areas.items()):
             ax.hist(values, bins=bins, histtype="step", label=label, color=taxonomy.color(label))
         ax.set_xscale("log")
-        ax.set_xlabel("colony area (warped px^2)")
+        ax.set_xlabel(f"colony area ({unit}, every part, holes left out)")
         ax.set_ylabel("colonies")
         ax.legend(fontsize=6)
         fig.tight_layout()

@@ -11,12 +11,13 @@ Outputs in ``OUT`` (keys: the photo's path relative to IMAGES, suffix kept):
   whose record exists and was made with the same models and options, and redoes the others.
 - ``warped/``, ``clean/`` (grid removed), ``overlays/`` images; ``instances/<key>.json``:
   colonies as polygons (warped frame) with label and confidence.
-- ``status.csv`` (one row per photo: each stage's outcome), ``cover.csv`` (one row per photo x
-  level x class: percent of the observed quadrat, 95 % interval, pixels, colonies, cm^2 with
-  ``--quadrat-cm``, site/year/quadrat from ``--metadata``, the key's ``site/year/`` folders or
-  the name), ``cover_summary.csv`` (per site,
-  year, level and class: quadrats, mean, standard error, 95 % t interval), ``failures.csv``,
-  ``timing.csv`` (seconds per stage).
+- ``status.csv`` (one row per photo: each stage's outcome), and the tables of
+  :mod:`quadratseg.cover_table`: ``cover.csv`` (one row per photo x level x class: percent of the
+  observed quadrat, interval, pixels, colonies, with ``--quadrat-cm`` the area over the whole
+  quadrat and the observed area in cm^2; site/year/quadrat from ``--metadata``, the key's
+  ``site/year/`` folders or the name), ``colonies.csv`` (one row per colony), ``cover_summary.csv``
+  (per site, year, level and class: quadrats, mean, standard error, 95 % t interval);
+  ``failures.csv``, ``timing.csv`` (seconds per stage).
 
 A photo that fails is recorded with its reason and the run goes on; the exit code is 3 when any
 photo failed. Memory holds one photo at a time.
@@ -24,9 +25,7 @@ photo failed. Memory holds one photo at a time.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import time
@@ -41,34 +40,23 @@ import numpy as np
 from pipeline.chain import ChainModels, PhotoResult, run_chain
 from quadratseg.atomic import atomic_write_bytes, atomic_write_text
 from quadratseg.batch import BatchItem, batch_items, run_batch
-from quadratseg.cover import CoverEstimate, mean_interval, regroup
+from quadratseg.cover import CoverEstimate, boundary_length_px
+from quadratseg.cover_table import (
+    COLONY_COLUMNS,
+    COVER_COLUMNS,
+    SUMMARY_COLUMNS,
+    colony_rows,
+    cover_rows,
+    summarize_cover,
+    write_table,
+)
 from quadratseg.errors import QuadratsegError
 from quadratseg.images import output_name, read_image_rgb
 from quadratseg.photo_meta import photo_place, read_photo_metadata
-from quadratseg.taxonomy import LEVELS, load_taxonomy
+from quadratseg.taxonomy import load_taxonomy
 
 logger = logging.getLogger(__name__)
 
-COVER_COLUMNS = [
-    "photo",
-    "site",
-    "year",
-    "quadrat",
-    "level",
-    "label",
-    "percent",
-    "low",
-    "high",
-    "sd",
-    "pixels",
-    "observed_pixels",
-    "observed_share",
-    "area_cm2",
-    "colonies",
-    "perimeter_px",
-    "method",
-]
-SUMMARY_COLUMNS = ["site", "year", "level", "label", "quadrats", "mean", "se", "low", "high"]
 STAGES = ("corners", "grid", "removal", "segmentation", "cover")
 
 
@@ -89,87 +77,6 @@ def _nan_to_none(array: np.ndarray | None) -> Any:
     if array is None:
         return None
     return [[None if not np.isfinite(v) else round(float(v), 3) for v in row] for row in np.asarray(array)]
-
-
-def cover_rows(
-    key: str,
-    estimates: list[CoverEstimate],
-    observed_share: float,
-    taxonomy: Any,
-    quadrat_cm: float | None = None,
-    warped_size: tuple[int, int] | None = None,
-    place: dict[str, str] | None = None,
-) -> list[dict[str, Any]]:
-    """The ``cover.csv`` rows of one photo at the model's level and every coarser one (regrouped
-    from the same estimates); ``area_cm2`` when the quadrat's width in cm and the warped size are
-    known; site, year and quadrat from ``place`` (default: :func:`quadratseg.photo_meta.photo_place`)."""
-    names = place if place is not None else photo_place(key)
-    cm2_per_px = (quadrat_cm / warped_size[0]) ** 2 if quadrat_cm and warped_size else None  # square px
-    source = taxonomy.finest_level(e.label for e in estimates)
-    rows = []
-    for level in LEVELS[LEVELS.index(source) :]:
-        estimates_at = (
-            estimates
-            if level == source
-            else regroup(
-                estimates, lambda label, level=level: taxonomy.map_label(label, level, source=source)
-            )
-        )
-        for e in estimates_at:
-            rows.append(
-                {
-                    "photo": key,
-                    **names,
-                    "level": level,
-                    "label": e.label,
-                    "percent": e.percent,
-                    "low": e.low,
-                    "high": e.high,
-                    "sd": e.sd,
-                    "pixels": e.pixels,
-                    "observed_pixels": e.observed_pixels,
-                    "observed_share": round(observed_share, 4),
-                    "area_cm2": round(e.pixels * cm2_per_px, 2) if cm2_per_px else "",
-                    "colonies": e.colonies,
-                    "perimeter_px": e.perimeter_px,
-                    "method": e.method,
-                    "miss_pp": e.miss_pp,
-                }
-            )
-    return rows
-
-
-def summarize_cover(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``cover_summary.csv``: per site, year, level and label, the mean cover over quadrats with its
-    standard error and 95 % Student-t interval."""
-    groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
-    for row in rows:
-        groups[(row["site"], row["year"], row["level"], row["label"])].append(float(row["percent"]))
-    out = []
-    for (site, year, level, label), values in sorted(groups.items()):
-        mean, se, low, high = mean_interval(values)
-        out.append(
-            {
-                "site": site,
-                "year": year,
-                "level": level,
-                "label": label,
-                "quadrats": len(values),
-                "mean": round(mean, 4),
-                "se": round(se, 4) if np.isfinite(se) else "",
-                "low": round(max(low, 0.0), 4) if np.isfinite(low) else "",
-                "high": round(min(high, 100.0), 4) if np.isfinite(high) else "",
-            }
-        )
-    return out
-
-
-def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    handle = io.StringIO(newline="")
-    writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, handle.getvalue())
 
 
 def photo_record(
@@ -193,6 +100,15 @@ def photo_record(
         else None,
         "observed_share": round(result.observed_share, 4) if result.observed_hw is not None else None,
         "colonies": len(result.instances),
+        "colony_stats": [
+            {
+                "label": inst.label,
+                "score": round(inst.score, 4),
+                "area_px": inst.area,
+                "perimeter_px": boundary_length_px(inst.box_mask),
+            }
+            for inst in result.instances
+        ],
         "cover": [e.__dict__ for e in result.cover],
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
@@ -287,7 +203,7 @@ def process_folder(
     report = run_batch(items, one, "processing photos")
     report.write(out)
     # the tables are rebuilt from every photo record, so a resumed run reports all photos
-    taxonomy_rows, status_rows = [], []
+    taxonomy_rows, colony_table, status_rows = [], [], []
     failed = {key: reason for key, _path, reason in report.failures}
     for item in items:
         record_path = out / "photos" / output_name(item.key, ".json")
@@ -298,23 +214,28 @@ def process_folder(
         status_rows.append(
             {"photo": item.key, **record["status"], "colonies": record["colonies"], "error": ""}
         )
+        size = record["warped_size"]
         if record["cover"]:
             estimates = [CoverEstimate(**e) for e in record["cover"]]
             taxonomy_rows.extend(
                 cover_rows(
                     item.key,
+                    places[item.key],
                     estimates,
                     record["observed_share"],
                     taxonomy,
-                    quadrat_cm=quadrat_cm,
-                    warped_size=tuple(record["warped_size"]),
-                    place=places[item.key],
+                    quadrat_cm,
+                    size,
                 )
             )
-    _write_csv(out / "status.csv", ["photo", *STAGES, "colonies", "error"], status_rows)
-    _write_csv(out / "cover.csv", COVER_COLUMNS, taxonomy_rows)
-    _write_csv(out / "cover_summary.csv", SUMMARY_COLUMNS, summarize_cover(taxonomy_rows))
-    _write_csv(
+        colony_table.extend(
+            colony_rows(item.key, places[item.key], record["colony_stats"], taxonomy, quadrat_cm, size)
+        )
+    write_table(out / "status.csv", ["photo", *STAGES, "colonies", "error"], status_rows)
+    write_table(out / "cover.csv", COVER_COLUMNS, taxonomy_rows)
+    write_table(out / "colonies.csv", COLONY_COLUMNS, colony_table)
+    write_table(out / "cover_summary.csv", SUMMARY_COLUMNS, summarize_cover(taxonomy_rows))
+    write_table(
         out / "timing.csv",
         ["stage", "seconds"],
         [{"stage": k, "seconds": round(v, 3)} for k, v in timing.items()],

@@ -491,6 +491,7 @@ def test_site_and_year_come_from_a_metadata_csv_then_folders_then_names(survey_f
     summary = list(csv.DictReader((out / "cover_summary.csv").open()))
     groups = {(r["site"], r["year"]): int(r["quadrats"]) for r in summary if r["label"] == "Porites"}
     assert groups == {("Haapiti", "2019"): 1, ("Tiahura", "2019"): 2, ("Tiahura", "2020"): 1}
+    assert "covers the variation between quadrats only" in (out / "report.html").read_text()
     # a metadata CSV wins (by key, or by file name when unique); a photo it misses falls back
     metadata = tmp_path / "meta.csv"
     metadata.write_text("photo,site,year,quadrat\nTiahura/2019/Q2.jpg,Temae,2018,T7\n")
@@ -521,3 +522,72 @@ def test_the_fiftyone_pull_parses_photo_places_with_the_same_parser():
     criobe = "TIAHURA###10m###20190412_IMG_0042_3.jpg"
     assert parse_quadrat_name(criobe) == {"area": "TIAHURA", "year": 2019, "quadrat_id": "3"}
     assert parse_quadrat_name("IMG_0042.jpg") == {}
+
+
+class WholeQuadratColony(TruthByOrder):
+    """One Porites colony covering the whole warped quadrat, and the true colonies beside it."""
+
+    def __init__(self, truths):
+        super().__init__(truths)
+        self.names = dict(enumerate(load_taxonomy().classes()))
+
+    def predict(self, image):
+        h, w = image.shape[:2]
+        return [Instance.from_mask("Porites", 0.8, np.ones((h, w), bool), (0, 0))]
+
+
+def test_areas_in_cm2_are_over_the_whole_quadrat_and_each_colony_is_a_row(raw_photos, tmp_path):
+    """A quadrat of 100 cm fully covered by one colony is 10 000 cm^2 of coral even though the grid
+    hid part of it (before: the observed pixels only, ~20 % low); colonies.csv has one row per
+    colony with its class at every level, area and perimeter in px and cm, and confidence."""
+    from quadratseg.cover import boundary_length_px
+    from quadratseg.photo_meta import photo_place
+
+    folder, truths, keys, telea = raw_photos
+    full = ChainModels(WholeQuadratColony(truths), TrueCorners(truths), TrueGrid(truths), telea)
+    out = tmp_path / "full"
+    process_folder(folder, out, full, "fp", quadrat_cm=100.0)
+    rows = [r for r in csv.DictReader((out / "cover.csv").open()) if r["level"] == "finegrained"]
+    porites = [r for r in rows if r["label"] == "Porites"]
+    assert len(porites) == len(keys)
+    for row in porites:
+        share = float(row["observed_share"])
+        assert 0.5 < share < 0.95  # the grid hid part of the quadrat
+        assert float(row["percent"]) == 100.0
+        assert float(row["area_cm2"]) == pytest.approx(10_000.0)
+        assert float(row["observed_area_cm2"]) == pytest.approx(10_000.0 * share, rel=1e-3)
+        assert row["miss_pp"] == "0.0"
+    columns = next(csv.reader((out / "cover.csv").open()))
+    from dataclasses import fields
+
+    from quadratseg.cover import CoverEstimate
+
+    assert {f.name for f in fields(CoverEstimate)} <= set(columns)  # every field of the estimate
+    colonies = list(csv.DictReader((out / "colonies.csv").open()))
+    assert [(c["photo"], c["colony"], c["finegrained"], c["agnostic"]) for c in colonies] == [
+        (key, "0", "Porites", load_taxonomy().map_label("Porites", "agnostic")) for key in keys
+    ]
+    assert float(colonies[0]["area_cm2"]) == pytest.approx(10_000.0)
+    # the true colonies: one row each, areas and outlines of their masks
+    out = tmp_path / "truth"
+    models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea)
+    process_folder(folder, out, models, "fp", quadrat_cm=50.0)
+    colonies = list(csv.DictReader((out / "colonies.csv").open()))
+    assert len(colonies) == sum(len(t["corals"]) for t in truths)
+    taxonomy = load_taxonomy()
+    for key, t in zip(keys, truths, strict=True):
+        mine = [c for c in colonies if c["photo"] == key]
+        w, h = t["warped_size"]
+        cm_per_px = 50.0 / w
+        for c, coral in zip(mine, t["corals"], strict=True):
+            inst = Instance.from_polygons(coral["label"], 0.9, [np.asarray(coral["polygon_xy"])], (w, h))
+            assert (c["finegrained"], c["main_family"]) == (
+                coral["label"],
+                taxonomy.map_label(coral["label"], "main_family"),
+            )
+            assert int(c["area_px"]) == inst.area
+            assert float(c["area_cm2"]) == pytest.approx(inst.area * cm_per_px**2, abs=0.01)
+            assert int(c["perimeter_px"]) == boundary_length_px(inst.box_mask)
+            assert float(c["perimeter_cm"]) == pytest.approx(int(c["perimeter_px"]) * cm_per_px, abs=0.01)
+            assert float(c["confidence"]) == 0.9
+            assert (c["site"], c["year"], c["quadrat"]) == tuple(photo_place(key).values())

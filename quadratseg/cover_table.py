@@ -1,0 +1,201 @@
+"""The tables of a cover run: ``cover.csv``, ``colonies.csv`` and ``cover_summary.csv``.
+
+One schema for every writer (``pipeline.process`` and ``DINOv2_mmseg.predict``):
+
+- ``cover.csv``, long format, one row per photo x taxonomy level x label (:data:`COVER_COLUMNS`):
+  the photo's key and place (site, year, quadrat), the level and label, every field of
+  :class:`quadratseg.cover.CoverEstimate` (percent of the observed quadrat, interval, pixels,
+  ``miss_pp``...), the observed share, and with the quadrat's size in cm ``area_cm2`` = percent /
+  100 x the quadrat's area (the cover's estimate of the label's area over the whole quadrat) beside
+  ``observed_area_cm2`` (the label's pixels that were seen, in cm^2).
+- ``colonies.csv``, one row per colony per photo (:data:`COLONY_COLUMNS`): id (its index in the
+  photo's colonies), label, its class at every taxonomy level (empty at levels finer than the
+  model's), confidence, area and outline length in px and, with the quadrat's size, in cm^2 and cm.
+- ``cover_summary.csv`` (:data:`SUMMARY_COLUMNS`): per site, year, level and label the mean cover
+  over quadrats with its standard error and 95 % Student-t interval (:func:`summarize_cover`). It
+  covers the variation between quadrats only, not the model's error.
+
+Sizes in cm: the warped quadrat is ``quadrat_cm`` wide over its ``warped_size=(width, height)`` px
+(square pixels), so one pixel is ``(quadrat_cm / width)^2`` cm^2.
+
+Examples:
+    >>> cm_per_px(100.0, (1920, 1920))
+    0.052083333333333336
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quadratseg.atomic import atomic_write_text
+from quadratseg.cover import CoverEstimate, mean_interval, regroup
+from quadratseg.taxonomy import LEVELS, Taxonomy
+
+PLACE_COLUMNS = ["photo", "site", "year", "quadrat"]
+ESTIMATE_COLUMNS = [f.name for f in fields(CoverEstimate) if f.name != "label"]
+COVER_COLUMNS = [
+    *PLACE_COLUMNS,
+    "level",
+    "label",
+    *ESTIMATE_COLUMNS,
+    "observed_share",
+    "area_cm2",
+    "observed_area_cm2",
+]
+COLONY_COLUMNS = [
+    *PLACE_COLUMNS,
+    "colony",
+    "label",
+    *LEVELS,
+    "confidence",
+    "area_px",
+    "area_cm2",
+    "perimeter_px",
+    "perimeter_cm",
+]
+SUMMARY_COLUMNS = ["site", "year", "level", "label", "quadrats", "mean", "se", "low", "high"]
+
+
+def cm_per_px(quadrat_cm: float | None, warped_size: Sequence[int] | None) -> float | None:
+    """The side of a warped pixel in cm, for a quadrat ``quadrat_cm`` wide warped to
+    ``warped_size=(width, height)`` px; None when either is unknown."""
+    if not quadrat_cm or not warped_size:
+        return None
+    return float(quadrat_cm) / int(warped_size[0])
+
+
+def cover_rows(
+    photo: str,
+    place: Mapping[str, str],
+    estimates: Sequence[CoverEstimate],
+    observed_share: float,
+    taxonomy: Taxonomy,
+    quadrat_cm: float | None = None,
+    warped_size: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """The ``cover.csv`` rows of one photo at the estimates' level and every coarser one (regrouped
+    from the same estimates).
+
+    Args:
+        photo: the photo's key (its path relative to the survey folder).
+        place: its site, year and quadrat (:func:`quadratseg.photo_meta.photo_place`).
+        estimates: the cover per label at the model's level.
+        observed_share: share of the quadrat's pixels that were seen (0..1).
+        taxonomy: maps labels to coarser levels.
+        quadrat_cm: the quadrat's inner width in cm (None: no areas in cm^2).
+        warped_size: (width, height) px of the warped quadrat.
+    """
+    scale = cm_per_px(quadrat_cm, warped_size)
+    quadrat_cm2 = scale**2 * int(warped_size[0]) * int(warped_size[1]) if scale and warped_size else None
+    source = taxonomy.finest_level(e.label for e in estimates)
+    rows = []
+    for level in LEVELS[LEVELS.index(source) :]:
+        at_level = (
+            estimates
+            if level == source
+            else regroup(
+                estimates, lambda label, level=level: taxonomy.map_label(label, level, source=source)
+            )
+        )
+        for e in at_level:
+            values = asdict(e)
+            rows.append(
+                {
+                    "photo": photo,
+                    **{k: place.get(k, "") for k in PLACE_COLUMNS[1:]},
+                    "level": level,
+                    **values,
+                    "observed_share": round(observed_share, 4),
+                    "area_cm2": round(e.percent / 100 * quadrat_cm2, 2) if quadrat_cm2 else "",
+                    "observed_area_cm2": round(e.pixels * scale**2, 2) if scale else "",
+                }
+            )
+    return rows
+
+
+def colony_rows(
+    photo: str,
+    place: Mapping[str, str],
+    colonies: Sequence[Mapping[str, Any]],
+    taxonomy: Taxonomy,
+    quadrat_cm: float | None = None,
+    warped_size: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """The ``colonies.csv`` rows of one photo.
+
+    Args:
+        colonies: per colony ``label``, ``score`` (0..1), ``area_px`` and ``perimeter_px`` (warped
+            frame), in the photo's colony order (the row's ``colony`` id is the index).
+        place, taxonomy, quadrat_cm, warped_size: as :func:`cover_rows`.
+    """
+    if not colonies:
+        return []
+    scale = cm_per_px(quadrat_cm, warped_size)
+    source = taxonomy.finest_level(c["label"] for c in colonies)
+    coarser = LEVELS[LEVELS.index(source) :]
+    rows = []
+    for k, colony in enumerate(colonies):
+        label = colony["label"]
+        classes = {level: taxonomy.map_label(label, level, source=source) for level in coarser}
+        rows.append(
+            {
+                "photo": photo,
+                **{key: place.get(key, "") for key in PLACE_COLUMNS[1:]},
+                "colony": k,
+                "label": label,
+                **{level: classes.get(level, "") for level in LEVELS},
+                "confidence": round(float(colony["score"]), 4),
+                "area_px": int(colony["area_px"]),
+                "area_cm2": round(int(colony["area_px"]) * scale**2, 2) if scale else "",
+                "perimeter_px": int(colony["perimeter_px"]),
+                "perimeter_cm": round(int(colony["perimeter_px"]) * scale, 2) if scale else "",
+            }
+        )
+    return rows
+
+
+def summarize_cover(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``cover_summary.csv``: per site, year, level and label, the mean cover over quadrats with its
+    standard error and 95 % Student-t interval (variation between quadrats only)."""
+    groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        groups[(row["site"], row["year"], row["level"], row["label"])].append(float(row["percent"]))
+    out = []
+    for (site, year, level, label), values in sorted(groups.items()):
+        mean, se, low, high = mean_interval(values)
+        out.append(
+            {
+                "site": site,
+                "year": year,
+                "level": level,
+                "label": label,
+                "quadrats": len(values),
+                "mean": round(mean, 4),
+                "se": round(se, 4) if np.isfinite(se) else "",
+                "low": round(max(low, 0.0), 4) if np.isfinite(low) else "",
+                "high": round(min(high, 100.0), 4) if np.isfinite(high) else "",
+            }
+        )
+    return out
+
+
+def table_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """CSV text of ``rows`` under ``columns`` (keys outside them are left out)."""
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return handle.getvalue()
+
+
+def write_table(path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write a table as CSV atomically (a unique temporary name, then one rename)."""
+    return atomic_write_text(path, table_text(columns, rows))
