@@ -222,7 +222,6 @@ def _assign(det_n: np.ndarray, template_n: np.ndarray, max_cost: float) -> tuple
     index = np.full(k, -1, dtype=np.int64)
     costs = np.full(k, np.nan)
     real = (cols < m) & (padded[rows, np.minimum(cols, m + k - 1)] <= max_cost)
-    real &= cols < m
     index[rows[real]] = cols[real]
     costs[rows[real]] = cost[rows[real], cols[real]]
     return index, costs
@@ -249,6 +248,133 @@ def _fit_template_to_detections(
     return proj[:, :2] / proj[:, 2:3]
 
 
+ROTATION_STEP_DEG = 6.0  # the homography re-alignment absorbs the rest of a turn
+FULL_TRIES = 4  # turned starts matched in full (the best by a nearest-point score)
+
+
+def _principal_angle_deg(points: np.ndarray) -> float | None:
+    """Direction (degrees, image frame: y down) of the major axis of points (N, 2); None when the
+    spread is nearly isotropic (a square's corners) or there are fewer than 3 points."""
+    if len(points) < 3:
+        return None
+    cov = np.cov((points - points.mean(axis=0)).T)
+    values, vectors = np.linalg.eigh(cov)
+    if values[1] <= 1.2 * max(values[0], 1e-12):
+        return None
+    major = vectors[:, 1]
+    return float(np.degrees(np.arctan2(major[1], major[0])))
+
+
+def start_rotations_deg(template_n: np.ndarray, det_n: np.ndarray, step_deg: float) -> list[float]:
+    """Turns (degrees) to try for the centred template: those that bring the template's major axis
+    onto the detections' (both ways, and a quarter turn off), then every ``step_deg`` over the whole
+    turn, nearest to upright first.
+
+    Examples:
+        >>> start_rotations_deg(corner_template_xy(), corner_template_xy(), 90.0)
+        [0.0, 90.0, -90.0, 180.0]
+    """
+    starts: list[float] = []
+    template_axis, detection_axis = _principal_angle_deg(template_n), _principal_angle_deg(det_n)
+    if template_axis is not None and detection_axis is not None:
+        base = detection_axis - template_axis
+        starts += [base, base + 180.0, base + 90.0, base - 90.0]
+    sweep = np.arange(0.0, 180.0 + 1e-9, step_deg)
+    for degrees in sweep:
+        starts += [float(degrees)] if degrees in (0.0, 180.0) else [float(degrees), -float(degrees)]
+    return [float((a + 180.0) % 360.0 - 180.0) if a != 180.0 else 180.0 for a in starts]
+
+
+def template_symmetries(template_n: np.ndarray) -> list[np.ndarray]:
+    """Permutations (K,) of the template under the quarter turns that map it onto itself, identity
+    first: ``perm[i]`` is the point that point ``i`` lands on when the template turns clockwise (on
+    the image, y down) by ``90 * q`` degrees about its box centre. The corners have 4, the 9 x 13 grid
+    2 (a half turn), an irregular fitted template possibly 1.
+
+    Examples:
+        >>> [p.tolist() for p in template_symmetries(corner_template_xy())]
+        [[0, 1, 2, 3], [1, 2, 3, 0], [2, 3, 0, 1], [3, 0, 1, 2]]
+    """
+    t = np.asarray(template_n, dtype=np.float64)
+    centre = (t.min(axis=0) + t.max(axis=0)) / 2
+    gaps = np.linalg.norm(t[:, None] - t[None], axis=2)
+    np.fill_diagonal(gaps, np.inf)
+    tolerance = 0.25 * float(gaps.min()) if len(t) > 1 else 0.0
+    out = [np.arange(len(t))]
+    p = t - centre
+    for quarter in (1, 2, 3):
+        turned = p.copy()
+        for _ in range(quarter):  # clockwise on the image: (x, y) -> (-y, x)
+            turned = np.stack([-turned[:, 1], turned[:, 0]], axis=1)
+        dist = np.linalg.norm((turned + centre)[:, None] - t[None], axis=2)
+        perm = dist.argmin(axis=1)
+        if dist[np.arange(len(t)), perm].max() <= tolerance and len(set(perm.tolist())) == len(t):
+            out.append(perm)
+    return out
+
+
+def _x_axis_angle_deg(template_n: np.ndarray, det_n: np.ndarray, index: np.ndarray) -> float:
+    """Direction (degrees, image frame) of the template's x axis under the affine map fitted from the
+    matched template points to their detections (needs 3 matches)."""
+    ok = index >= 0
+    src = np.c_[template_n[ok], np.ones(int(ok.sum()))]
+    coef, *_ = np.linalg.lstsq(src, det_n[index[ok]], rcond=None)  # (3, 2): [x y 1] @ coef
+    return float(np.degrees(np.arctan2(coef[0, 1], coef[0, 0])))
+
+
+def follow_the_image(
+    template_n: np.ndarray, det_n: np.ndarray, index: np.ndarray, costs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Relabel a match (``index`` (K,) detection per template point, ``costs`` (K,)) by the template
+    symmetry that makes it follow the image: the placement whose template x axis points within
+    [-45, -45 + 360 / n) degrees of the image's x (n placements). Fewer than 3 matches: unchanged.
+
+    Examples:
+        >>> det = corner_template_xy()[[3, 0, 1, 2]]  # a square whose TL slot holds the image's BL
+        >>> follow_the_image(corner_template_xy(), det, np.arange(4), np.zeros(4))[0].tolist()
+        [1, 2, 3, 0]
+    """
+    symmetries = template_symmetries(template_n)
+    if len(symmetries) == 1 or int((index >= 0).sum()) < 3:
+        return index, costs
+    best, best_key = (index, costs), np.inf
+    for perm in symmetries:
+        relabelled, moved = np.full_like(index, -1), np.full_like(costs, np.nan)
+        relabelled[perm], moved[perm] = index, costs
+        key = (_x_axis_angle_deg(template_n, det_n, relabelled) + 45.0) % 360.0
+        if key < best_key:
+            best, best_key = (relabelled, moved), key
+    return best
+
+
+SMALL_TEMPLATE = 8  # templates this small are also laid through every pair of detections
+
+
+def pair_guesses(template_n: np.ndarray, det_n: np.ndarray) -> list[np.ndarray]:
+    """The template (K, 2) moved by each similarity (turn, scale, shift) that puts two of its points
+    on two detections, for every ordered pair of detections and of template points: a start at any
+    camera roll that needs neither the detections' centre nor their spread (three of four corners).
+
+    Examples:
+        >>> len(pair_guesses(corner_template_xy(), corner_template_xy()[:3]))
+        72
+    """
+    out = []
+    t = template_n[:, 0] + 1j * template_n[:, 1]
+    d = det_n[:, 0] + 1j * det_n[:, 1]
+    for a in range(len(d)):
+        for b in range(len(d)):
+            if a == b:
+                continue
+            for i in range(len(t)):
+                for j in range(len(t)):
+                    if i == j or abs(t[j] - t[i]) < 1e-9:
+                        continue
+                    z = (d[b] - d[a]) / (t[j] - t[i]) * (t - t[i]) + d[a]
+                    out.append(np.stack([z.real, z.imag], axis=1))
+    return out
+
+
 def match_to_template(
     detections_xy: np.ndarray,
     template_xy: np.ndarray,
@@ -256,7 +382,7 @@ def match_to_template(
     frame_size: tuple[float, float] | None = None,
     refine_iterations: int = 2,
     outlier_factor: float | None = 5.0,
-    rotations_deg: tuple[float, ...] = (0.0, -6.0, 6.0, -12.0, 12.0),
+    rotation_step_deg: float = ROTATION_STEP_DEG,
 ) -> TemplateMatch:
     """Put detected keypoints in template order with Hungarian matching.
 
@@ -278,9 +404,15 @@ def match_to_template(
         outlier_factor: after alignment, also reject matches farther than this many times the
             median match distance (a false detection near a missing point is then not taken
             for it); ``None`` keeps only ``max_cost``. Never tighter than 0.01 normalized.
-        rotations_deg: starting rotations tried for the centred template; the start whose
-            final assignment has the lowest objective (match distances plus ``max_cost`` per
-            missing point) wins.
+        rotation_step_deg: the centred template is also tried turned by every multiple of this
+            angle over the whole turn (any camera roll), first at the turns the detections'
+            principal axes suggest; the start whose final assignment has the lowest objective
+            (match distances plus ``max_cost`` per missing point) wins.
+
+    The slots then follow the image (:func:`follow_the_image`): of the template's own symmetric
+    placements (the corners' four quarter turns, the 9 x 13 grid's half turn), the one whose x axis
+    points within [-45, -45 + 360 / n) degrees of the image's x axis, n the number of placements:
+    corners come out TL, TR, BR, BL as the image shows them, whatever the camera's roll.
     """
     template_n = validate_template(template_xy)
     det = np.asarray(detections_xy, dtype=np.float64).reshape(-1, 2)
@@ -301,12 +433,21 @@ def match_to_template(
         guesses.append((template_n - t_lo) / (t_hi - t_lo) * (d_hi - d_lo) + d_lo)
     spread_t, spread_d = template_n.std(axis=0), det_n.std(axis=0)
     if len(det_n) >= 4 and np.all(spread_t > 0) and np.all(spread_d > 0):
-        centred = (template_n - template_n.mean(axis=0)) / spread_t * spread_d
-        # ... and turned by a few angles, for grids photographed askew
-        for degrees in rotations_deg:
+        # ... and turned, for quadrats photographed askew or with the camera rolled: the turns whose
+        # template lies closest to the detections (a cheap nearest-point score) are tried in full
+        scale = float(np.sqrt((spread_d**2).sum() / (spread_t**2).sum()))
+        centred = (template_n - template_n.mean(axis=0)) * scale
+        turned = []
+        for degrees in start_rotations_deg(template_n, det_n, rotation_step_deg):
             a = np.deg2rad(degrees)
             rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-            guesses.append(centred @ rot.T + det_n.mean(axis=0))
+            guess = centred @ rot.T + det_n.mean(axis=0)
+            nearest = np.linalg.norm(guess[:, None, :] - det_n[None, :, :], axis=2).min(axis=1)
+            turned.append((float(np.minimum(nearest, max_cost).sum()), len(turned), guess))
+        guesses += [guess for _, _, guess in sorted(turned, key=lambda t: t[:2])[:FULL_TRIES]]
+    if k <= SMALL_TEMPLATE and 2 <= len(det_n) <= 3 * SMALL_TEMPLATE:
+        # few points (the corners): the template through every pair of detections, any turn
+        guesses[1:1] = pair_guesses(template_n, det_n)
     best: tuple[int, float, np.ndarray, np.ndarray] = (-1, np.inf, np.full(k, -1), np.full(k, np.nan))
     for guess in guesses:
         aligned = guess
@@ -327,6 +468,7 @@ def match_to_template(
         if best[0] >= 0.9 * min(k, len(det_n)) and float(np.nanmax(best[3])) < max_cost / 6:
             break  # nearly every point matched well within max_cost: other starts are not needed
     _, _, index, costs = best
+    index, costs = follow_the_image(template_n, det_n, index, costs)
     keypoints = np.full((k, 2), np.nan)
     keypoints[index >= 0] = det[index[index >= 0]]
     n_extra = len(det) - int((index >= 0).sum())

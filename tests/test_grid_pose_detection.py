@@ -27,7 +27,7 @@ from quadratseg.yolo_train import build_model, load_experiment, train_yolo
 def test_instance_layout_keeps_invisible_points_and_writes_flip_idx(pose_datasets, tmp_path):
     import fiftyone as fo
 
-    ds = fo.load_dataset(pose_datasets["gridcorners"])
+    ds = fo.load_dataset(pose_datasets["gridcorners"]).clone()  # the session's dataset stays as it is
     sample = ds.first()
     kp = sample.gt_corners.keypoints[0]
     annotated = [tuple(p) for p in kp.points]

@@ -164,3 +164,53 @@ def test_fit_template_is_a_robust_mean_and_refuses_thin_evidence():
         fit_template(stack, min_samples=12)
     with pytest.raises(TemplateError, match="at least one sample"):
         fit_template(np.zeros((0, 117, 2)))
+
+
+def _expected_grid_slots(true: np.ndarray) -> tuple[np.ndarray, float]:
+    """Physical grid index in each slot (identity, or the half turn 116 - i) and the margin in degrees
+    of the first row's direction from the rule's boundary: rows run rightwards, or downwards for a
+    grid seen near a quarter turn (the row direction within [-45, 135) degrees of the image's x)."""
+    row = true[12] - true[0]
+    theta = np.degrees(np.arctan2(row[1], row[0]))
+    upright = -45 <= theta < 135
+    margin = min(abs(theta + 45), abs(theta - 135), abs(theta - 315), abs(theta + 225))
+    slots = np.arange(117) if upright else 116 - np.arange(117)
+    return slots, margin
+
+
+@pytest.mark.parametrize("angle", [30, 90, 135, 180, 270])
+@pytest.mark.parametrize("which", ["grid", "corners"])
+def test_any_camera_roll_is_matched_and_ordered_as_the_image_shows(which, angle):
+    """Quadrats photographed with the camera turned by any angle (mild perspective, 2 px jitter, a few
+    points missing, shuffled): every point lands in its slot, the slots following the image (corners
+    TL, TR, BR, BL as the image shows them; grid rows rightwards, or downwards near a quarter turn)."""
+    template = grid_template_xy() if which == "grid" else corner_template_xy()
+    max_cost = GRID_MAX_COST if which == "grid" else CORNER_MAX_COST
+    n_missing = 6 if which == "grid" else 1
+    definite = 0
+    for trial in range(10):
+        rng = np.random.default_rng(100 + trial)
+        true = perspective(template, 0.12, angle + rng.uniform(-3, 3)) * SIZE
+        keep = np.sort(rng.permutation(len(true))[n_missing:])
+        det = true[keep] + rng.normal(0, 2.0, (len(keep), 2))
+        order = rng.permutation(len(det))
+        match = match_to_template(det[order], template, max_cost, frame_size=(SIZE, SIZE))
+        if which == "corners":
+            first, second = np.argsort(true.sum(axis=1))[:2]
+            margin = float(true[second].sum() - true[first].sum())
+            # two corners within 20 px (2 % of the side) of the top-left: either may be the image's TL
+            starts = [first] if margin > 20 else [first, second]
+            candidates = [(start + np.arange(4)) % 4 for start in starts]
+        else:
+            physical, margin = _expected_grid_slots(true)
+            # within 5 degrees of the rule's boundary both placements are the same picture
+            candidates = [physical] if margin > 5 else [np.arange(117), 116 - np.arange(117)]
+        position = np.argsort(order)  # detection index of each kept true point
+        detection_of = np.full(len(true), -1)
+        detection_of[keep] = position
+        outcomes = [detection_of[c] for c in candidates]
+        assert any(np.array_equal(match.detection_index, o) for o in outcomes), (trial, match.detection_index)
+        definite += len(candidates) == 1
+    # a 135 degree roll puts the grid's rows on the diagonal, the rule's boundary (the two placements
+    # are the same picture); the corners' top-left is then decided by the perspective
+    assert definite == {("grid", 135): 0, ("corners", 135): 8}.get((which, angle), 10)
