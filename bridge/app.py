@@ -15,9 +15,12 @@ under an idempotency key (:class:`bridge.store.JobStore`) and queues it (:mod:`b
 - ``model_name`` must be an allowed function (:func:`bridge.functions.function_name_error`), else 400
   before anything is queued: a name never chooses the host frames are sent to.
 - Detection (:func:`detection_due`) only on ``update:job`` whose ``before_update`` holds ``state``,
-  whose new state is ``in progress`` and whose type is ``annotation``: every annotation upload
-  (ours included) also fires ``update:job``, with ``before_update == {"updated_date": ...}``, and
-  must not loop.
+  whose state went ``new`` -> ``in progress`` and whose type is ``annotation``: every annotation
+  upload (ours included) also fires ``update:job``, with ``before_update == {"updated_date": ...}``,
+  and must not loop; a rejected or completed job set back to ``in progress`` is a review loop, whose
+  corrections must not get a new layer of auto shapes. ``POST /detect?job_id=&model_name=`` (with the
+  token) runs detection on request; the worker never pre-annotates a frame a person worked on
+  (:func:`bridge.work.detect`).
 - Task completion (:func:`completion_due`): ``update:task`` with ``status`` changed to
   ``completed``, or ``update:job`` with ``status`` changed to ``completed`` (CVAT derives the task's
   status from its jobs; the worker checks that every job is completed). One job per source task and
@@ -32,6 +35,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
@@ -94,6 +98,11 @@ def detection_due(payload: dict[str, Any]) -> str:
         return f"the job's state did not change (changed: {sorted(before)})"
     if job.get("state") != "in progress" or before.get("state") == "in progress":
         return f"the job's state went {before.get('state')!r} -> {job.get('state')!r}, not to 'in progress'"
+    if before.get("state") != "new":
+        return (
+            f"the job went {before.get('state')!r} -> 'in progress': detection runs only new -> in progress "
+            "(a reviewed or reopened job keeps its annotations; POST /detect runs it on request)"
+        )
     if job.get("type", "annotation") != "annotation":
         return f"job type {job.get('type')!r} is not annotation"
     return ""
@@ -276,6 +285,25 @@ def create_app(
     ) -> JSONResponse:
         """A completed grid task -> its quadrats with the grid removed, as a task in ``target_proj_id``."""
         return await derived(request, GRID_KIND, target_proj_id)
+
+    @app.post("/detect", dependencies=[Depends(require_token)], status_code=202)
+    async def detect_on_request(
+        job_id: int = Query(..., description="the CVAT job"),
+        model_name: str = Query(..., description="the function to run, e.g. pth-yolo-gridcorners"),
+        conv_mask_to_poly: bool = Query(False, description="store masks as polygons"),
+        threshold: float | None = Query(None, ge=0.0, le=1.0, description="the function's threshold"),
+    ) -> JSONResponse:
+        """Run detection on a job now, whatever its state (needs BRIDGE_TOKEN): frames holding shapes
+        a person made or edited are left as they are."""
+        allowed_function(model_name)
+        key = f"detect:{model_name}:{job_id}:request-{time.time_ns()}"
+        params = {
+            "job_id": job_id,
+            "function": model_name,
+            "conv_mask_to_poly": conv_mask_to_poly,
+            "threshold": threshold,
+        }
+        return await submit(key, DETECT_KIND, params)
 
     @app.get("/jobs", dependencies=[Depends(require_token)])
     async def list_jobs(state: str | None = None, limit: int = Query(100, ge=1, le=10_000)) -> list[dict]:

@@ -8,6 +8,8 @@ touched (a ``PUT`` would replace them).
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,25 +131,71 @@ class Cvat:
         data = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
         return {s.id for s in data.shapes}
 
+    def human_frames(self, job_id: int) -> set[int]:
+        """Frames of a job holding a shape whose ``source`` is not ``auto`` (drawn, edited -
+        ``semi-auto`` - or imported by a person)."""
+        job = self.client.jobs.retrieve(job_id)
+        data = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
+        return {s.frame for s in data.shapes if str(s.source) != "auto"}
+
     def add_shapes(self, job_id: int, shapes: list[dict[str, Any]]) -> list[int]:
         """Create shapes in a job (one request: CVAT stores all or none); their new ids, found as the
-        ids that were not there before (CVAT documents no answer body for a job's PATCH)."""
+        ids that were not there before (CVAT documents no answer body for a job's PATCH).
+
+        A create is not idempotent, so it is never sent again blindly: when its answer is lost (time-out,
+        5xx, dropped connection) the job is read first, and if the shapes are there (new ``auto`` shapes
+        with the frames, labels and types sent) they count as created."""
+        import urllib3
         from cvat_sdk import models
+        from cvat_sdk.api_client.exceptions import ApiException
+
+        from quadratseg.cvat_client import CvatConnectionError
 
         if not shapes:
             return []
         before = self.shape_ids(job_id)
         api = self.client.api_client.jobs_api
         request = models.PatchedLabeledDataRequest(shapes=[models.LabeledShapeRequest(**s) for s in shapes])
-        self._call(
-            f"uploading {len(shapes)} shapes to job {job_id}",
-            lambda: api.partial_update_annotations("create", job_id, patched_labeled_data_request=request),
-        )
-        return sorted(self.shape_ids(job_id) - before)
+        what = f"uploading {len(shapes)} shapes to job {job_id}"
+        for attempt in range(self.retries + 1):
+            try:
+                api.partial_update_annotations("create", job_id, patched_labeled_data_request=request)
+                return sorted(self.shape_ids(job_id) - before)
+            except ApiException as exc:
+                if exc.status is not None and exc.status < 500:
+                    raise
+                last: Exception = exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                last = exc
+            landed = self._created(job_id, before, shapes)
+            if landed is not None:
+                logger.warning(
+                    "%s: the answer was lost (%s) but the shapes are there", what, type(last).__name__
+                )
+                return landed
+            if attempt < self.retries:
+                logger.warning("%s failed (%s), not stored; retrying", what, type(last).__name__)
+                time.sleep(0.5 * 2**attempt)
+        raise CvatConnectionError(f"{what} failed after {self.retries + 1} attempts: {last}")
 
-    def remove_shapes(self, job_id: int, ids: list[int]) -> int:
-        """Delete the shapes with these ids that are still ``source: auto`` from a job (others, manual
-        and edited ones included, untouched); the number deleted (ids no longer there are skipped)."""
+    def _created(self, job_id: int, before: set[int], shapes: list[dict[str, Any]]) -> list[int] | None:
+        """Ids of new ``auto`` shapes of the job matching ``shapes`` (frame, label, type), or None when
+        they are not all there."""
+        job = self.client.jobs.retrieve(job_id)
+        data = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
+        wanted = Counter((s["frame"], s["label_id"], s["type"]) for s in shapes)
+        found, ids = Counter(), []
+        for shape in data.shapes:
+            key = (shape.frame, shape.label_id, str(shape.type))
+            if shape.id not in before and str(shape.source) == "auto" and found[key] < wanted[key]:
+                found[key] += 1
+                ids.append(shape.id)
+        return sorted(ids) if found == wanted else None
+
+    def remove_shapes(self, job_id: int, ids: list[int], frames: set[int] | None = None) -> int:
+        """Delete the shapes with these ids that are still ``source: auto`` (and on ``frames``, when
+        given) from a job (others, manual and edited ones included, untouched); the number deleted
+        (ids no longer there are skipped)."""
         from cvat_sdk import models
 
         if not ids:
@@ -156,7 +204,11 @@ class Cvat:
         wanted = set(ids)
         current = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
         # only shapes still as the function made them: an annotator's edit makes a shape theirs
-        doomed = [s for s in current.shapes if s.id in wanted and str(s.source) == "auto"]
+        doomed = [
+            s
+            for s in current.shapes
+            if s.id in wanted and str(s.source) == "auto" and (frames is None or s.frame in frames)
+        ]
         if doomed:
             request = models.PatchedLabeledDataRequest(
                 shapes=[models.LabeledShapeRequest(**s.to_dict()) for s in doomed]

@@ -6,10 +6,12 @@ frames a detection already answered are cached under ``BRIDGE_STATE_DIR/cache/jo
 not asked again after a restart; a derived task is created only once every image is ready, found
 again by name instead of created twice, and deleted when its upload fails.
 
-- ``detect``: every frame of the CVAT job -> the function (by name, HTTP) -> shapes for CVAT
-  (:mod:`bridge.convert`) -> one ``create`` request with all of them -> the auto shapes this
-  function made on this job before are deleted (manual shapes, and other functions' shapes, are never
-  touched). A frame whose call fails is recorded and the others go on.
+- ``detect``: every frame of the CVAT job that holds no shape a person made or edited (source other
+  than ``auto``: such frames are listed in ``skipped_frames`` and left as they are) -> the function
+  (by name, HTTP) -> shapes for CVAT (:mod:`bridge.convert`) -> one ``create`` request with all of
+  them (never sent twice: :meth:`bridge.cvat.Cvat.add_shapes`) -> the auto shapes this function made
+  on those frames before are deleted (manual and edited shapes, and other functions' shapes, are
+  never touched). A frame whose call fails is recorded and the others go on.
 - ``warp``: a completed corner task -> each frame warped by its 4 corners (TL, TR, BR, BL) -> a task
   ``<source>_warped`` in the target project, same subset and file stems -> its jobs set to
   ``in progress`` (which fires the next project's detection webhook).
@@ -86,6 +88,9 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
     timings = {"frames_s": 0.0, "upload_s": 0.0}
     with services.cvat() as cvat:
         frames = cvat.job_frames(cvat_job)
+        # a frame a person drew or edited a shape on is theirs: never pre-annotated again
+        skipped = sorted(cvat.human_frames(cvat_job) & set(frames.numbers))
+        numbers = [n for n in frames.numbers if n not in skipped]
         raw_labels = (
             cvat.labels(project_id=frames.project_id)
             if frames.project_id is not None
@@ -94,7 +99,7 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
         labels = project_labels(raw_labels)
         failed, unknown, shapes = {}, set(), []
         start = time.perf_counter()
-        todo = [n for n in frames.numbers if not (cache / f"frame-{n}.json").exists()]
+        todo = [n for n in numbers if not (cache / f"frame-{n}.json").exists()]
         pool = ThreadPoolExecutor(max_workers=1)  # the next frame downloads while this one is answered
         downloads = {}
 
@@ -105,7 +110,7 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
         try:
             prefetch(0)
             fetched = 0
-            for i, number in enumerate(frames.numbers):
+            for i, number in enumerate(numbers):
                 answer_file = cache / f"frame-{number}.json"
                 if not answer_file.exists():
                     fetched += 1
@@ -125,7 +130,7 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
                     except (FunctionError, QuadratsegError, ValueError) as exc:
                         failed[str(number)] = str(exc)
                         logger.warning("job %d frame %d: %s", cvat_job, number, exc)
-                        services.store.progress(job["id"], i + 1, len(frames.numbers))
+                        services.store.progress(job["id"], i + 1, len(numbers))
                         continue
                     _write_json_atomic(
                         answer_file, {"shapes": frame_shapes, "unknown": sorted(frame_unknown)}
@@ -133,26 +138,27 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
                 cached = json.loads(answer_file.read_text(encoding="utf-8"))
                 shapes.extend(cached["shapes"])
                 unknown.update(cached["unknown"])
-                services.store.progress(job["id"], i + 1, len(frames.numbers))
+                services.store.progress(job["id"], i + 1, len(numbers))
         finally:
             pool.shutdown(cancel_futures=True)
         timings["frames_s"] = round(time.perf_counter() - start, 3)
         result: dict[str, Any] = {
-            "frames": len(frames.numbers),
+            "frames": len(numbers),
+            "skipped_frames": skipped,
             "failed_frames": failed,
             "unknown_labels": sorted(unknown),
             "shapes": len(shapes),
         }
         if unknown:
             logger.warning("job %d: labels unknown to the project, left out: %s", cvat_job, sorted(unknown))
-        if frames.numbers and len(failed) == len(frames.numbers):
+        if numbers and len(failed) == len(numbers):
             return "failed", {**result, "error": f"every frame failed, e.g. {next(iter(failed.values()))}"}
         start = time.perf_counter()
         previous = previous_shape_ids(services.store, f"detect:{function}:{cvat_job}:", job["id"])
         previous += job["result"].get("shape_ids", [])  # an earlier attempt of this job (resumed)
         result["shape_ids"] = cvat.add_shapes(cvat_job, shapes)
         services.store.note(job["id"], result)  # the new shapes are ours before the old ones go
-        result["replaced"] = cvat.remove_shapes(cvat_job, previous)
+        result["replaced"] = cvat.remove_shapes(cvat_job, previous, frames=set(numbers))
         timings["upload_s"] = round(time.perf_counter() - start, 3)
     shutil.rmtree(cache, ignore_errors=True)
     return "done", {**result, "timings": timings}

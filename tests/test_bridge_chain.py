@@ -348,12 +348,14 @@ def test_detection_again_replaces_its_own_shapes_and_never_manual_ones(cvat_serv
                 results.append(bridge.wait_job(job_id, 60))
                 assert results[-1]["state"] == "done", results[-1]
                 shapes = client.jobs.retrieve(job["id"]).get_annotations().shapes
-                assert sorted(s.source for s in shapes) == ["auto", "auto", "manual"]
+                # frame 0 holds a person's shape: never pre-annotated; frame 1 gets the function's
+                assert sorted((s.frame, s.source) for s in shapes) == [(0, "manual"), (1, "auto")]
                 assert [s.points for s in shapes if s.source == "manual"] == [[2, 2, 5, 2, 5, 5]]
+                assert results[-1]["result"]["skipped_frames"] == [0]
         finally:
             bridge.stop()
     first, second = results
-    assert second["result"]["replaced"] == 2 and not set(first["result"]["shape_ids"]) & set(
+    assert second["result"]["replaced"] == 1 and not set(first["result"]["shape_ids"]) & set(
         second["result"]["shape_ids"]
     )
 
@@ -478,3 +480,98 @@ def test_grid_removal_of_a_1920_px_quadrat_works_with_default_settings(
         bridge.stop()
         function.stop()
     assert FUNCTION_BODY_LIMIT == 128 * 1024 * 1024
+
+
+def coral_job(cvat_server, tmp_path, frames):
+    """A coral project with one task of ``frames`` tiny photos: (project id, JobRead dict)."""
+    project = cvat_server.state.add_project(
+        "corals", labels_to_raw_config(coral_labels(level="main_family"))
+    )["id"]
+    with connect(settings_for(cvat_server)) as client:
+        cvat = Cvat(client)
+        task = cvat.create_task(project, "t", "val", tiny_photos(tmp_path / "photos", frames))
+        (job,) = cvat.task_jobs(task["id"])
+    return project, job
+
+
+def test_a_review_loop_never_puts_auto_shapes_on_an_annotators_corrections(cvat_server, tmp_path):
+    """N4: reject -> in progress and completed -> in progress re-ran detection, and the new auto shapes
+    landed beside the ones the annotator had corrected (semi-auto). Now only new -> in progress or an
+    explicit request runs it, and a frame a person worked on is never pre-annotated again."""
+    from cvat_sdk import models
+    from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
+
+    genus = coral_labels(level="main_family")[0].name
+    polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
+    function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
+    _, job = coral_job(cvat_server, tmp_path, 3)
+    bridge = BridgeProcess(bridge_env(cvat_server, tmp_path, {"fn": function.url})).start()
+    try:
+        with connect(settings_for(cvat_server)) as client:
+            first, _ = signed_post(detect_url(bridge, "fn"), opened_job_payload(job))
+            assert bridge.wait_job(first.json()["job_id"])["state"] == "done"
+            shapes = sorted(client.jobs.retrieve(job["id"]).get_annotations().shapes, key=lambda s: s.frame)
+            assert [(s.frame, s.source) for s in shapes] == [(0, "auto"), (1, "auto"), (2, "auto")]
+            # the annotator corrects frame 0's colony (CVAT's UI makes it semi-auto) and draws one on 1
+            corrected = cvat_server.state.edit_shape(shapes[0].id, points=[2.0, 2.0, 8.0, 2.0, 8.0, 8.0])
+            assert corrected["source"] == "semi-auto"
+            label_id = shapes[0].label_id
+            drawn = {"type": "polygon", "frame": 1, "label_id": label_id, "points": [3, 3, 6, 3, 6, 6]}
+            client.jobs.retrieve(job["id"]).update_annotations(
+                models.PatchedLabeledDataRequest(shapes=[drawn]), action=AnnotationUpdateAction.CREATE
+            )
+            # a reviewer rejects the job, the annotator reopens it; later it is completed and reopened
+            calls = function.calls
+            for before in ("rejected", "completed"):
+                reopened = opened_job_payload({**job, "updated_date": f"2026-12-0{len(before)}T00:00:00Z"})
+                reopened["before_update"]["state"] = before
+                answer, _ = signed_post(detect_url(bridge, "fn"), reopened)
+                assert answer.status_code == 200 and answer.json()["status"] == "ignored", answer.text
+            assert function.calls == calls and len(bridge.jobs()) == 1
+            # detection asked for explicitly (ops, with the token): frame 2 only is pre-annotated again
+            asked = httpx.post(
+                f"{bridge.url}/detect",
+                params={"job_id": job["id"], "model_name": "fn"},
+                headers=bridge.headers,
+                timeout=10,
+            )
+            assert asked.status_code == 202, asked.text
+            done = bridge.wait_job(asked.json()["job_id"])
+            assert done["state"] == "done" and done["result"]["skipped_frames"] == [0, 1], done
+            assert function.calls == calls + 1 and done["result"]["replaced"] == 1
+            after = client.jobs.retrieve(job["id"]).get_annotations().shapes
+            by_frame = sorted((s.frame, s.source, s.id) for s in after)
+            assert [(f, src) for f, src, _ in by_frame] == [
+                (0, "semi-auto"),
+                (1, "auto"),
+                (1, "manual"),
+                (2, "auto"),
+            ]
+            assert by_frame[0][2] == shapes[0].id and by_frame[1][2] == shapes[1].id  # kept as they were
+            assert by_frame[3][2] not in {s.id for s in shapes}  # frame 2's auto shape is the new one
+            assert [s.points for s in after if s.source == "semi-auto"] == [[2.0, 2.0, 8.0, 2.0, 8.0, 8.0]]
+    finally:
+        bridge.stop()
+
+
+def test_a_create_committed_but_answered_late_leaves_one_copy(cvat_server, tmp_path):
+    """N13: CVAT stores the shapes, then its answer is lost (a proxy's 504): the bridge looks before it
+    tries again, and the job ends with one copy. A plain retry would have stored two."""
+    genus = coral_labels(level="main_family")[0].name
+    polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
+    function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
+    _, job = coral_job(cvat_server, tmp_path, 2)
+    bridge = BridgeProcess(bridge_env(cvat_server, tmp_path, {"fn": function.url})).start()
+    try:
+        cvat_server.fail_after_commit = [("PATCH", r"/api/jobs/\d+/annotations", 504)]
+        answer, _ = signed_post(detect_url(bridge, "fn"), opened_job_payload(job))
+        done = bridge.wait_job(answer.json()["job_id"])
+        assert cvat_server.fail_after_commit == []  # the stand-in did store, then answered 504
+        stored = cvat_server.state.tasks[job["task_id"]].shapes
+        assert done["state"] == "done" and done["result"]["shapes"] == 2, done
+        assert sorted(s["frame"] for s in stored) == [0, 1]  # one copy per frame
+        assert sorted(s["id"] for s in stored) == done["result"]["shape_ids"]
+        creates = [r for r in cvat_server.requests_seen if r[0] == "PATCH" and "annotations" in r[1]]
+        assert len(creates) == 1  # looked, found them, did not send them again
+    finally:
+        bridge.stop()

@@ -185,6 +185,9 @@ def test_a_hundred_replays_of_one_delivery_make_one_job(app):
         (job_payload(before={"updated_date": "2026-12-01T09:00:00Z"}), "state did not change"),  # our upload
         (job_payload(state="completed", before={"state": "in progress"}), "not to 'in progress'"),
         (job_payload(before={"state": "in progress"}), "not to 'in progress'"),
+        # a review loop or a reopened job: detection runs on new -> in progress only
+        (job_payload(before={"state": "completed", "updated_date": "x"}), "only new -> in progress"),
+        (job_payload(before={"state": "rejected", "updated_date": "x"}), "only new -> in progress"),
         (job_payload(kind="ground_truth"), "not annotation"),
         (
             {"event": "update:task", "task": {"id": 3}, "before_update": {"status": "annotation"}},
@@ -379,3 +382,21 @@ def test_a_signature_with_odd_bytes_is_refused_not_crashed(signed_app):
         timeout=10,
     )
     assert answer.status_code == 401
+
+
+def test_detection_on_request_needs_the_token_and_an_allowed_function(app):
+    url = app.url + "/detect"
+    query = {"job_id": 7, "model_name": "pth-yolo-gridcorners"}
+    assert httpx.post(url, params=query, timeout=10).status_code == 401
+    assert httpx.post(url, params=query, headers={"Authorization": "Bearer x"}, timeout=10).status_code == 401
+    bad = httpx.post(url, params={**query, "model_name": "x@evil.example/"}, headers=AUTH, timeout=10)
+    assert bad.status_code == 400 and app.queue.store.list() == []
+    first = httpx.post(url, params=query, headers=AUTH, timeout=10)
+    second = httpx.post(url, params={**query, "threshold": 0.3}, headers=AUTH, timeout=10)
+    assert first.status_code == second.status_code == 202  # each request is new work
+    jobs = sorted(app.queue.store.list(), key=lambda j: j["id"])
+    assert [j["params"] for j in jobs] == [
+        {"job_id": 7, "function": "pth-yolo-gridcorners", "conv_mask_to_poly": False, "threshold": None},
+        {"job_id": 7, "function": "pth-yolo-gridcorners", "conv_mask_to_poly": False, "threshold": 0.3},
+    ]
+    assert all(j["key"].startswith("detect:pth-yolo-gridcorners:7:request-") for j in jobs)

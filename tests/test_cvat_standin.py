@@ -437,3 +437,35 @@ def test_ping_timeout_and_unreachable_receiver(cvat_server, cvat_settings, recei
         slow.shutdown()
         slow.server_close()
     assert cvat_server.violations == []
+
+
+def test_an_annotators_edit_of_an_auto_shape_makes_it_semi_auto(cvat_server, cvat_settings):
+    """CVAT's client (cvat-core ``computeNewSource``) marks an edited shape: auto and semi-auto ->
+    semi-auto, consensus stays, anything else -> manual; the edit is a job-level update."""
+    from cvat_sdk.api_client import models
+    from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
+
+    from bridge.cvat_standin.server import compute_new_source
+
+    project, _, (first, _) = seed(cvat_server)
+    ids = label_ids(cvat_server, project["id"])
+    with connect(cvat_settings) as client:
+        job = client.jobs.retrieve(first["id"])
+        job.update_annotations(
+            models.PatchedLabeledDataRequest(
+                shapes=[polygon(ids, 0, source="auto"), polygon(ids, 1, source="file"), polygon(ids, 1)]
+            ),
+            action=AnnotationUpdateAction.CREATE,
+        )
+        auto, imported, manual = job.get_annotations().shapes
+        edited = cvat_server.state.edit_shape(auto.id, points=[2.0, 2.0, 7.0, 2.0, 7.0, 7.0])
+        assert edited["source"] == "semi-auto"
+        assert cvat_server.state.edit_shape(auto.id, points=[3.0, 3.0, 7.0, 2.0, 7.0, 7.0])["source"] == (
+            "semi-auto"
+        )
+        assert cvat_server.state.edit_shape(imported.id, occluded=True)["source"] == "manual"
+        assert cvat_server.state.edit_shape(manual.id, occluded=True)["source"] == "manual"
+        after = {s.id: s for s in job.get_annotations().shapes}
+        assert after[auto.id].source == "semi-auto" and after[auto.id].points[0] == 3.0
+        assert (after[imported.id].source, after[imported.id].occluded) == ("manual", True)
+        assert compute_new_source("consensus") == "consensus" and compute_new_source("file") == "manual"

@@ -52,7 +52,12 @@ replaced, and every JSON request and response is checked against CVAT's OpenAPI 
 collected in ``server.violations`` (tests assert it stays empty).
 
 Fault injection for robustness tests, on every route: ``server.delay_s`` (slow answers),
-``server.fail_next`` (a list of (method, path regex, status) consumed in order).
+``server.fail_next`` (a list of (method, path regex, status) consumed in order: refused, nothing done),
+``server.fail_after_commit`` (the same, but the request is carried out and its answer replaced by that
+status: a proxy's 504 after the server committed).
+
+An annotator's edit in CVAT's UI is :meth:`CvatState.edit_shape`: the UI, not the server, marks an
+edited ``auto`` shape ``semi-auto`` (:func:`compute_new_source`).
 """
 
 from __future__ import annotations
@@ -89,6 +94,14 @@ CVAT_VERSION = "2.80.0"  # what /api/server/about reports: the cvat-sdk pinned h
 WEBHOOK_TIMEOUT_S = 10.0  # CVAT's fixed WEBHOOK_TIMEOUT
 RESPONSE_SIZE_LIMIT = 1024 * 1024  # CVAT keeps a receiver's answer up to 1 MiB
 ANNOTATION_ACTIONS = ("create", "update", "delete")
+
+
+def compute_new_source(source: str) -> str:
+    """The ``source`` CVAT's client (cvat-core's ``computeNewSource``) gives a shape an annotator edits:
+    ``auto`` and ``semi-auto`` become ``semi-auto``, ``consensus`` stays, anything else is ``manual``."""
+    if source in ("auto", "semi-auto"):
+        return "semi-auto"
+    return "consensus" if source == "consensus" else "manual"
 
 
 def _now() -> str:
@@ -559,6 +572,21 @@ class CvatState:
             self._touch_after_annotations(job)
         return result
 
+    def edit_shape(self, shape_id: int, **changes: Any) -> dict[str, Any]:
+        """What CVAT's UI saves when an annotator edits a shape (moves its points, relabels it...): the
+        shape with ``changes`` and the source :func:`compute_new_source` gives it, as a job-level
+        ``update`` (so the job is touched and its events go out); the shape as stored."""
+        with self.lock:
+            for task in self.tasks.values():
+                shape = next((s for s in task.shapes if s["id"] == shape_id), None)
+                if shape is None:
+                    continue
+                job = next(j for j in self.task_jobs(task) if shape["frame"] in self.job_frames(j))
+                edited = {**copy.deepcopy(shape), **changes, "source": compute_new_source(shape["source"])}
+                (stored,) = self.write_job_annotations(job, "update", {"shapes": [edited]})
+                return stored
+        raise CvatError(HTTPStatus.NOT_FOUND, f"no shape {shape_id}")
+
     def write_task_annotations(
         self, task: FakeTask, action: str, data: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
@@ -606,6 +634,7 @@ class CvatServer(ThreadingHTTPServer):
         self.requests_seen: list[tuple[str, str]] = []
         self.delay_s = 0.0
         self.fail_next: list[tuple[str, str, int]] = []
+        self.fail_after_commit: list[tuple[str, str, int]] = []
         self.webhook_timeout_s = WEBHOOK_TIMEOUT_S
         self.deliveries: list[dict[str, Any]] = []
         self._outbox: queue.Queue[tuple[int, dict[str, Any], bool] | None] = queue.Queue()
@@ -734,6 +763,15 @@ class _Handler(BaseHTTPRequestHandler):
         headers: list[tuple[str, str]] | None = None,
         check: bool = True,
     ) -> None:
+        if getattr(self, "_reply_instead", 0):  # fail_after_commit: done, but answered with an error
+            status, body, content_type, headers, self._reply_instead = (
+                self._reply_instead,
+                {"detail": "injected failure after the change was made"},
+                "application/json",
+                [],
+                0,
+            )
+            check = False
         raw = b""
         if isinstance(body, bytes):
             raw = body
@@ -823,6 +861,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._body()  # read the request out, or keep-alive would take it for the next one
                 self._error(status, "injected failure")
                 return
+        self._reply_instead = 0
+        for i, (method, pattern, status) in enumerate(self.server.fail_after_commit):
+            if method == self.command and re.search(pattern, self.path_only):
+                self.server.fail_after_commit.pop(i)
+                self._reply_instead = status  # the request is carried out, its answer is lost
+                break
         path = self.path_only.rstrip("/")
         for method, pattern, handler, public in ROUTES:
             match = re.fullmatch(pattern, path)
