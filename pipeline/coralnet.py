@@ -19,7 +19,8 @@ def score(process_out: str, coralnet_csv: str, mapping: str, report: str | None 
 
     Args:
         process_out: the output folder of pipeline.process.
-        coralnet_csv: a CoralNet annotation export (Name, Row, Column, Label, ...).
+        coralnet_csv: a CoralNet annotation export (Name, Row, Column, Label, ...); Name is matched
+            to a photo's key, or to its file name when only one photo has it.
         mapping: CSV coralnet,label from CoralNet codes to our labels, substrate or ignore.
         report: also write the full result (per label, per photo) as JSON here.
     """
@@ -34,7 +35,8 @@ def export(process_out: str, out_csv: str, points: int = 100, layout: str = "ran
 
     Args:
         process_out: the output folder of pipeline.process.
-        out_csv: the CSV to write (Name, Row, Column, Label; raw-photo pixels).
+        out_csv: the CSV to write (Name: the photo's path relative to IMAGES; Row, Column: raw-photo
+            pixels; Label).
         points: points per quadrat.
         layout: random or grid.
         seed: random seed of the points.

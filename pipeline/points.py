@@ -1,23 +1,29 @@
 """CoralNet points against the chain's dense predictions, and our points out as CoralNet CSV.
 
-The CLI is :mod:`pipeline.coralnet`. :func:`score_points` maps each human point (CoralNet's
-classifier rows are left out) from the raw photo into
-the quadrat with the photo's corner homography (``photos/<key>.json`` of ``pipeline.process``);
-points outside the quadrat or mapped to ``ignore`` (``Off``: frame, tape) are counted, not
-scored. At each point it reads the predicted label (a colony's genus, else ``substrate``) and
-reports accuracy and the confusion per label, and per photo the cover from the dense prediction
-against the point estimate with its Wilson interval: bias, mean absolute error and the share of
-photos whose dense cover falls inside the point interval.
+The CLI is :mod:`pipeline.coralnet`. :func:`score_points` matches each CoralNet ``Name`` to a
+processed photo by its key (the path relative to IMAGES), or by its file name when exactly one
+photo has it (a file name several photos share is counted apart, never guessed), and maps each
+human point (CoralNet's classifier rows are left out) from the raw photo into the quadrat with
+the photo's corner homography (``photos/<key>.json`` of ``pipeline.process``). Points outside the
+quadrat, on the grid mask (pixels inpainting invented: ``grid_masks/``), or mapped to ``ignore``
+(``Off``: frame, tape) are counted, each in its own column, not scored. At each point it reads the
+predicted label from the photo's class map when the run made one (``class_maps/``: ``--segment
+mmseg``, weighted or voting ensembles), else from its colonies (a colony's label, else
+``substrate``), and reports accuracy and the confusion per label, and per photo the cover from the
+dense prediction against the point estimate with its Wilson interval: bias, mean absolute error and
+the share of photos whose dense cover falls inside the point interval.
 
-:func:`export_points` samples points in each processed quadrat (``random`` or ``grid``), maps them back to
-the raw photo and writes the predicted label at each one as a CoralNet annotation CSV.
+:func:`export_points` samples points in each processed quadrat (``random`` or ``grid``), maps them
+back to the raw photo and writes the predicted label at each one as a CoralNet annotation CSV, the
+photo named by its key.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from pathlib import Path
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -38,7 +44,7 @@ from quadratseg.warp import transform_points
 
 
 def load_records(process_out: str | Path) -> dict[str, dict[str, Any]]:
-    """The photo records of a ``pipeline.process`` output, by photo file name (and by key)."""
+    """The photo records of a ``pipeline.process`` output, by photo key (path relative to IMAGES)."""
     folder = Path(process_out) / "photos"
     if not folder.is_dir():
         raise QuadratsegError(f"{process_out} holds no photos/ folder: run pipeline.process into it first")
@@ -46,19 +52,80 @@ def load_records(process_out: str | Path) -> dict[str, dict[str, Any]]:
     for path in sorted(folder.rglob("*.json")):
         record = json.loads(path.read_text(encoding="utf-8"))
         records[record["photo"]] = record
-        records.setdefault(Path(record["photo"]).name, record)
     return records
 
 
+def match_photo_names(names: Iterable[str], keys: Iterable[str]) -> tuple[dict[str, str], dict[str, int]]:
+    """CoralNet ``Name`` values matched to photo keys: the key itself, else the one key with that
+    file name. Returns (name -> key, ambiguous name -> how many keys share it); a name that
+    matches nothing is in neither.
+
+    Examples:
+        >>> match_photo_names(["a/Q1.jpg", "Q1.jpg", "Q2.jpg"], ["a/Q1.jpg", "b/Q1.jpg", "b/Q2.jpg"])
+        ({'a/Q1.jpg': 'a/Q1.jpg', 'Q2.jpg': 'b/Q2.jpg'}, {'Q1.jpg': 2})
+    """
+    by_file: dict[str, list[str]] = defaultdict(list)
+    known = set()
+    for key in keys:
+        known.add(key)
+        by_file[PurePosixPath(key).name].append(key)
+    matched, ambiguous = {}, {}
+    for name in names:
+        if name in known:
+            matched[name] = name
+        elif len(by_file.get(name, [])) == 1:
+            matched[name] = by_file[name][0]
+        elif len(by_file.get(name, [])) > 1:
+            ambiguous[name] = len(by_file[name])
+    return matched, ambiguous
+
+
 def predicted_label_map(process_out: str | Path, record: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
-    """The photo's predicted colonies as a label index map (H, W) of the warped frame (0: none)."""
+    """The photo's prediction as a label index map (H, W) of the warped frame (0: none) and the
+    label of each index from 1: its class map when the run made one (``class_maps/``, semantic
+    and weighted or voting ensembles), else its colonies (``instances/``)."""
+    import cv2
+
     from quadratseg.images import output_name
 
+    classes = record.get("class_map_classes")
+    class_map = Path(process_out) / "class_maps" / output_name(record["photo"], ".png")
+    if classes and class_map.is_file():
+        index = cv2.imread(str(class_map), cv2.IMREAD_UNCHANGED)
+        if index is None or index.shape[::-1] != tuple(record["warped_size"]):
+            raise QuadratsegError(
+                f"{class_map} is not the class map of {record['photo']}: rerun pipeline.process"
+            )
+        return index.astype(np.int32), list(classes[1:])
     path = Path(process_out) / "instances" / output_name(record["photo"], ".json")
     colonies = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
     colonies.sort(key=lambda c: c["score"])  # the surest colony is painted last
     pairs = [(c["label"], [np.asarray(r, dtype=np.float64) for r in c["rings"]]) for c in colonies]
     return label_map(pairs, tuple(record["warped_size"]))
+
+
+def grid_mask_of(process_out: str | Path, record: dict[str, Any]) -> np.ndarray | None:
+    """The photo's grid mask (H, W) bool, warped frame: pixels inpainting invented (None: no grid removed)."""
+    import cv2
+
+    from quadratseg.images import output_name
+
+    path = Path(process_out) / "grid_masks" / output_name(record["photo"], ".png")
+    if not path.is_file():
+        return None
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED) > 0
+
+
+def on_mask(points_xy: np.ndarray, mask_hw: np.ndarray | None) -> np.ndarray:
+    """(N,) bool: the warped-frame point falls on a True pixel of ``mask_hw`` (False outside it)."""
+    out = np.zeros(len(points_xy), dtype=bool)
+    if mask_hw is None:
+        return out
+    h, w = mask_hw.shape
+    for k, (x, y) in enumerate(points_xy):
+        if np.isfinite(x) and np.isfinite(y) and 0 <= x < w and 0 <= y < h:
+            out[k] = bool(mask_hw[int(y), int(x)])
+    return out
 
 
 def labels_at(points_xy: np.ndarray, index: np.ndarray, names: list[str]) -> list[str | None]:
@@ -88,23 +155,25 @@ def score_points(
     by_photo: dict[str, list] = defaultdict(list)
     for p in points:
         by_photo[p.name].append(p)
+    matched, ambiguous = match_photo_names(by_photo, records)
     confusion: Counter = Counter()
-    ignored = outside = outside_image = no_record = 0
+    ignored = outside = outside_image = no_record = on_grid = 0
     photos = []
     for name, photo_points in sorted(by_photo.items()):
-        record = records.get(name)
+        record = records.get(matched.get(name, ""))
         if record is None or record.get("warped_size") is None:
-            no_record += len(photo_points)
+            no_record += 0 if name in ambiguous else len(photo_points)
             continue
         index, names = predicted_label_map(process_out, record)
         raw = np.array([[p.x, p.y] for p in photo_points], dtype=np.float64)
         homography = record.get("homography_raw_to_warped")
         warped = transform_points(raw, np.asarray(homography)) if homography is not None else raw
         predicted = labels_at(warped, index, names)
+        invented = on_mask(warped, grid_mask_of(process_out, record))
         truth_counts: Counter = Counter()
-        scored = 0
+        scored = photo_on_grid = 0
         raw_w, raw_h = record.get("raw_size") or (np.inf, np.inf)
-        for p, guess in zip(photo_points, predicted, strict=True):
+        for p, guess, hidden in zip(photo_points, predicted, invented, strict=True):
             truth = mapping[p.code]
             if truth == IGNORE:
                 ignored += 1
@@ -115,9 +184,13 @@ def score_points(
             if guess is None:
                 outside += 1
                 continue
+            if hidden:  # under the grid: the prediction there is of inpainted pixels
+                photo_on_grid += 1
+                continue
             confusion[(truth, guess)] += 1
             truth_counts[truth] += 1
             scored += 1
+        on_grid += photo_on_grid
         dense = {c["label"]: c["percent"] for c in record.get("cover", [])}
         for label in sorted(set(truth_counts) | {k for k, v in dense.items() if v > 0}):
             if label == SUBSTRATE:
@@ -125,9 +198,10 @@ def score_points(
             low, high = wilson_interval(truth_counts[label], scored)
             photos.append(
                 {
-                    "photo": name,
+                    "photo": record["photo"],
                     "label": label,
                     "points": scored,
+                    "on_grid_mask": photo_on_grid,
                     "point_percent": round(100 * truth_counts[label] / max(scored, 1), 3),
                     "point_low": round(100 * low, 3),
                     "point_high": round(100 * high, 3),
@@ -137,9 +211,11 @@ def score_points(
     scored_total = sum(confusion.values())
     if scored_total == 0:
         raise QuadratsegError(
-            f"no CoralNet point could be scored ({no_record} on photos not processed, {outside_image} "
-            f"outside the image, {outside} outside the quadrat, {ignored} ignored): check that the Name "
-            "column matches the processed photos and that Row/Column are pixels of the same image size"
+            f"no CoralNet point could be scored ({no_record} on photos not processed, "
+            f"{sum(len(by_photo[n]) for n in ambiguous)} on names several photos share, {outside_image} "
+            f"outside the image, {outside} outside the quadrat, {on_grid} on the grid mask, {ignored} "
+            "ignored): check that the Name column matches the processed photos' keys (their paths "
+            "relative to IMAGES) and that Row/Column are pixels of the same image size"
         )
     correct = sum(v for (t, g), v in confusion.items() if t == g)
     per_label: dict[str, dict[str, Any]] = {}
@@ -160,6 +236,9 @@ def score_points(
         "outside_quadrat": outside,
         "outside_image": outside_image,
         "on_photos_not_processed": no_record,
+        "on_grid_mask": on_grid,
+        "on_ambiguous_names": sum(len(by_photo[n]) for n in ambiguous),
+        "ambiguous_names": ambiguous,
         "point_accuracy": round(correct / scored_total, 4),
         "per_label": per_label,
         "cover_bias_pp": round(float(diffs.mean()), 3) if len(diffs) else None,
@@ -176,14 +255,14 @@ def export_points(
     rows = []
     photos = 0
     for key, record in sorted(load_records(process_out).items()):
-        if key != record["photo"] or record.get("warped_size") is None:
-            continue  # the file-name alias of a record, or a photo without a quadrat
+        if record.get("warped_size") is None:
+            continue  # a photo without a quadrat
         index, names = predicted_label_map(process_out, record)
         warped = sample_points(tuple(record["warped_size"]), points, layout, seed)
         homography = record.get("homography_raw_to_warped")
         raw = transform_points(warped, np.linalg.inv(homography)) if homography is not None else warped
         for (x, y), label in zip(raw, labels_at(warped, index, names), strict=True):
-            rows.append((Path(key).name, float(x), float(y), label or SUBSTRATE))
+            rows.append((key, float(x), float(y), label or SUBSTRATE))
         photos += 1
     if not rows:
         raise QuadratsegError(f"{process_out} holds no processed quadrat to export")

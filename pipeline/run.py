@@ -10,7 +10,9 @@ Outputs in ``OUT`` (keys: the photo's path relative to IMAGES, suffix kept):
   points, observed share, cover rows. Written last for each photo: a rerun skips the photos
   whose record exists and was made with the same models and options, and redoes the others.
 - ``warped/``, ``clean/`` (grid removed), ``overlays/`` images; ``instances/<key>.json``:
-  colonies as polygons (warped frame) with label and confidence.
+  colonies as polygons (warped frame) with label and confidence; ``class_maps/<key>.png`` (a
+  semantic model's class indices, the classes in the record); ``grid_masks/<key>.png`` (255 on
+  the pixels inpainting invented).
 - ``status.csv`` (one row per photo: each stage's outcome), and the tables of
   :mod:`quadratseg.cover_table`: ``cover.csv`` (one row per photo x level x class: percent of the
   observed quadrat, interval, pixels, colonies, with ``--quadrat-cm`` the area over the whole
@@ -85,8 +87,10 @@ def photo_record(
     fingerprint: str,
     seconds: dict[str, float],
     raw_size: tuple[int, int] | None = None,
+    class_names: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The JSON record of one processed photo (the resumability marker)."""
+    """The JSON record of one processed photo (the resumability marker); ``class_names``: the
+    classes of its class map's indices (background first), when it has one."""
     return {
         "photo": key,
         "fingerprint": fingerprint,
@@ -110,6 +114,7 @@ def photo_record(
             for inst in result.instances
         ],
         "cover": [e.__dict__ for e in result.cover],
+        "class_map_classes": list(class_names) if class_names and result.class_map is not None else None,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
 
@@ -174,6 +179,9 @@ def process_folder(
             _write_image(out / "clean" / output_name(item.key, ".png"), result.clean)
         if result.class_map is not None:
             _write_image(out / "class_maps" / output_name(item.key, ".png"), result.class_map, rgb=False)
+        if result.grid_mask is not None:
+            mask = result.grid_mask.astype(np.uint8) * 255
+            _write_image(out / "grid_masks" / output_name(item.key, ".png"), mask, rgb=False)
         if result.clean is not None:
             instances = [
                 {
@@ -192,7 +200,14 @@ def process_folder(
             timing[stage] += value
         _write_json(
             record_path,
-            photo_record(item.key, result, fingerprint, seconds, (image.shape[1], image.shape[0])),
+            photo_record(
+                item.key,
+                result,
+                fingerprint,
+                seconds,
+                (image.shape[1], image.shape[0]),
+                list(models.semantic.classes) if models.semantic is not None else None,
+            ),
         )
         logger.info(
             "%s: %s",

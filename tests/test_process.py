@@ -180,7 +180,8 @@ def test_coralnet_points_from_the_truth_read_back_through_the_chain(raw_photos, 
     for key, t in zip(keys, truths, strict=True):
         w, h = t["warped_size"]
         index, names = label_map([(c["label"], np.asarray(c["polygon_xy"])) for c in t["corals"]], (w, h))
-        warped = rng.uniform([2, 2], [w - 2, h - 2], (40, 2))
+        seen = np.argwhere(seen_far_from_the_grid(t, (w, h)))[:, ::-1] + 0.5  # (x, y) pixel centres
+        warped = seen[rng.choice(len(seen), 40, replace=False)]  # off the grid mask (counted apart)
         raw = transform_points(warped, np.asarray(t["homography_warped_to_raw"]))
         for (x, y), (u, v) in zip(raw, warped, strict=True):
             k = index[int(v), int(u)]
@@ -195,7 +196,7 @@ def test_coralnet_points_from_the_truth_read_back_through_the_chain(raw_photos, 
         + "substrate,substrate\n"
     )
     result = score_points(out, points, mapping)
-    assert result["outside_quadrat"] == 1 and result["outside_image"] == 1
+    assert result["outside_quadrat"] == 1 and result["outside_image"] == 1 and result["on_grid_mask"] == 0
     assert result["scored"] == len(rows) - 2
     assert result["point_accuracy"] > 0.95  # points rounded to whole pixels by the CSV: a few flip at edges
     exported = export_points(out, tmp_path / "ours.csv", points=25, layout="grid")
@@ -591,3 +592,108 @@ def test_areas_in_cm2_are_over_the_whole_quadrat_and_each_colony_is_a_row(raw_ph
             assert float(c["perimeter_cm"]) == pytest.approx(int(c["perimeter_px"]) * cm_per_px, abs=0.01)
             assert float(c["confidence"]) == 0.9
             assert (c["site"], c["year"], c["quadrat"]) == tuple(photo_place(key).values())
+
+
+class HalfPorites(TruthByOrder):
+    """A semantic-model stand-in: Porites (probability 0.9) on the left half of the quadrat, or on
+    the right half for the photos listed in ``right`` (by read order), background elsewhere."""
+
+    def __init__(self, count, right=()):
+        super().__init__(list(range(count)))
+        self.classes, self.right = ["background", "Porites", "Acropora"], set(right)
+
+    def predict_probs(self, image):
+        h, w = image.shape[:2]
+        porites = np.zeros((h, w), bool)
+        if self.next_truth() in self.right:
+            porites[:, w // 2 :] = True
+        else:
+            porites[:, : w // 2] = True
+        probs = np.full((3, h, w), 0.05, np.float32)
+        probs[1][porites] = 0.9
+        probs[0][~porites] = 0.9
+        return probs
+
+
+def _points_csv(path, rows):
+    return write_coralnet_csv(rows, path)
+
+
+def _mapping_csv(path):
+    path.write_text(
+        "coralnet,label\n"
+        + "".join(f"{c},{c}\n" for c in load_taxonomy().classes())
+        + "substrate,substrate\n"
+    )
+    return path
+
+
+def test_coralnet_scores_a_semantic_run_from_its_class_maps_and_matches_photos_by_key(
+    survey_folders, tmp_path
+):
+    """Porites covers the left half of three quadrats named Q1.jpg in different folders and the right
+    half of one (Tiahura/2020/Q1.jpg): points are read from the class maps (before: from an empty
+    colony list, every Porites point 'substrate'), each photo by its key."""
+    keys = sorted(p.relative_to(survey_folders).as_posix() for p in survey_folders.rglob("*.jpg"))
+    right = keys.index("Tiahura/2020/Q1.jpg")
+    out = tmp_path / "out"
+    process_folder(survey_folders, out, ChainModels(None, semantic=HalfPorites(len(keys), [right])), "fp")
+    rows = []
+    for k, key in enumerate(keys):
+        for x in (30.0, 60.0, 190.0, 220.0):
+            for y in (40.0, 128.0, 200.0):
+                on_right = x > 128
+                rows.append((key, x, y, "Porites" if on_right == (k == right) else SUBSTRATE))
+    result = score_points(out, _points_csv(tmp_path / "points.csv", rows), _mapping_csv(tmp_path / "map.csv"))
+    assert result["scored"] == len(rows) == 48
+    assert result["point_accuracy"] == 1.0
+    assert result["per_label"]["Porites"] == {"points": 24, "accuracy": 1.0, "predicted_as": {"Porites": 24}}
+    # a bare file name that three photos share is not guessed: counted apart and named
+    ambiguous = [("Q1.jpg", 30.0, 40.0, "Porites"), ("Q2.jpg", 30.0, 40.0, "Porites")]
+    result = score_points(out, _points_csv(tmp_path / "ambiguous.csv", ambiguous), tmp_path / "map.csv")
+    assert (result["scored"], result["on_ambiguous_names"]) == (1, 1)
+    assert result["ambiguous_names"] == {"Q1.jpg": 3}
+    # the export names each photo by its key, and reads the class maps
+    export_points(out, tmp_path / "ours.csv", points=16, layout="grid")
+    exported = read_coralnet_csv(tmp_path / "ours.csv")
+    assert sorted({p.name for p in exported}) == keys
+    for p in exported:
+        porites = (p.x > 128) == (p.name == "Tiahura/2020/Q1.jpg")
+        assert p.code == ("Porites" if porites else SUBSTRATE)
+
+
+def test_coralnet_points_on_the_grid_mask_are_counted_apart(raw_photos, tmp_path):
+    folder, truths, keys, telea = raw_photos
+    models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea)
+    out = tmp_path / "out"
+    process_folder(folder, out, models, "fp")
+    rows = []
+    for key, t in zip(keys, truths, strict=True):
+        grid = np.asarray(t["grid_warped_xy"])[[30, 40, 50]]  # three inner intersections: on the strings
+        raw = transform_points(grid, np.asarray(t["homography_warped_to_raw"]))
+        rows.extend((key, x, y, SUBSTRATE) for x, y in raw)
+        w, h = t["warped_size"]
+        index, names = label_map([(c["label"], np.asarray(c["polygon_xy"])) for c in t["corals"]], (w, h))
+        seen = np.argwhere(seen_far_from_the_grid(t, (w, h)))
+        v, u = seen[len(seen) // 2]  # one pixel the grid did not hide
+        ((x, y),) = transform_points(
+            np.array([[u + 0.5, v + 0.5]]), np.asarray(t["homography_warped_to_raw"])
+        )
+        k = index[v, u]
+        rows.append((key, x, y, names[k - 1] if k else SUBSTRATE))
+    result = score_points(out, _points_csv(tmp_path / "p.csv", rows), _mapping_csv(tmp_path / "map.csv"))
+    assert (result["on_grid_mask"], result["scored"]) == (3 * len(keys), len(keys))
+    assert all(p["on_grid_mask"] == 3 for p in result["per_photo"])
+
+
+def seen_far_from_the_grid(truth, size, margin_px=4):
+    """(H, W) bool: pixels at least ``margin_px`` from the true grid's mask and the quadrat's border
+    (whole-pixel rounding of CoralNet's Row/Column cannot move a point from there onto either)."""
+    import cv2
+
+    from grid_inpainting.masks import default_line_width, grid_mask
+
+    mask = grid_mask(np.asarray(truth["grid_warped_xy"]), size, default_line_width(size))
+    near = cv2.dilate(mask.astype(np.uint8), np.ones((2 * margin_px + 1,) * 2, np.uint8)) > 0
+    near[:margin_px], near[-margin_px:], near[:, :margin_px], near[:, -margin_px:] = True, True, True, True
+    return ~near
