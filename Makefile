@@ -1,6 +1,7 @@
 # Two commands do the whole set-up on a fresh machine with python3.11 and make:
 #   make demo   - end-to-end demo on the synthetic set -> outputs/demo/{summary.json,report.html}
-#   make test   - the test suite
+#   make test   - the test suite (make test-fast: without the tests that train or build)
+#   make lint   - ruff check and ruff format --check (CI runs make lint and make test)
 #   make docs   - the documentation site on http://127.0.0.1:8000 (make docs-build: outputs/site)
 # Each creates .venv when missing and installs the pinned stack (torch first), then skips the
 # install until pyproject.toml or this Makefile changes.
@@ -18,7 +19,7 @@ EXTRAS ?= all,dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile tests/cvat-oracle-requirements.txt | sha256sum | cut -c1-16)-$(subst $(comma),_,$(EXTRAS))
 comma := ,
 
-.PHONY: install demo test lint format clean docs docs-build
+.PHONY: install demo test test-fast lint format clean docs docs-build
 
 install: $(STAMP)
 
@@ -36,7 +37,11 @@ demo: install
 	$(PY) -m pipeline.demo
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
+
+# the loop to run while working: every test but those marked slow (they train or build; tests/conftest.py)
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 # the documentation site (mkdocs.yml): served on http://127.0.0.1:8000, or built into outputs/site
 docs: install
