@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import re
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quadratseg.atomic import atomic_write_bytes
 from quadratseg.cvat_tasks import ProjectData, TaskData, check_labels_defined
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import (
@@ -107,13 +106,7 @@ def _write_media(data: bytes, target: Path) -> tuple[int, int]:
     image = decode_image_rgb(data, "from CVAT")  # ImageReadError is a ValueError
     target.parent.mkdir(parents=True, exist_ok=True)
     if not (target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data):
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        Path(tmp).chmod(0o666 & ~umask)  # mkstemp makes 0600 files; media are shared like any file
-        Path(tmp).replace(target)
+        atomic_write_bytes(target, data)  # the umask's permissions: media are shared like any file
     return image.shape[1], image.shape[0]
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from grid_inpainting.items import items_from_dataset
 from grid_inpainting.masks import grid_mask
-from grid_inpainting.remove_grid import items_from_dataset
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.images import read_image_rgb

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,70 +23,16 @@ import cv2
 import numpy as np
 
 from grid_inpainting.inpaint import remove_grid, select_backend
+from grid_inpainting.items import GridItem, items_from_coco, items_from_dataset, items_from_yolo
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.batch import BatchItem, BatchReport, run_batch
 from quadratseg.errors import QuadratsegError
-from quadratseg.formats.keypoints_io import read_coco_keypoints, read_yolo_pose
-from quadratseg.images import image_key, list_images, output_name, read_image_rgb
+from quadratseg.formats.keypoints_io import read_yolo_pose
+from quadratseg.images import read_image_rgb
 from quadratseg.keypoints import N_GRID
 from quadratseg.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class GridItem:
-    """One image to clean: its path, its keypoints (117, 2) px, and where it came from."""
-
-    path: Path
-    keypoints: np.ndarray
-    source_id: str = ""
-    key: str = ""  # output name (relative path, suffix kept); default: the file name
-    label_file: Path | None = None  # YOLO pose labels, read with the image (keypoints then unused)
-
-    @property
-    def name(self) -> str:
-        return self.key or self.path.name
-
-
-def items_from_dataset(dataset: str, field: str = "gt_grid") -> Iterator[GridItem]:
-    """Images and grid keypoints of a FiftyOne dataset (keypoints in template order, NaN if missing)."""
-    from quadratseg.fiftyone_io import keypoints_to_pixels, load_dataset
-
-    ds = load_dataset(dataset)
-    if field not in ds.get_field_schema():
-        raise QuadratsegError(f"dataset {dataset!r} has no keypoint field {field!r}")
-    ds.compute_metadata()
-    for sample in ds:
-        if sample[field] is None or not sample[field].keypoints:
-            logger.warning("%s has no %s keypoints: skipped", sample.filepath, field)
-            continue
-        # crossings marked outside (hidden by a coral) keep the place the annotator gave them
-        kp, _visible = keypoints_to_pixels(
-            sample[field].keypoints[0], (sample.metadata.width, sample.metadata.height), with_outside=True
-        )
-        yield GridItem(Path(sample.filepath), kp, sample.id)
-
-
-def items_from_coco(images_dir: Path, coco_json: Path) -> Iterator[GridItem]:
-    """Images of a folder with keypoints from a COCO keypoints JSON (upstream's interface)."""
-    for name, (_size, kp) in read_coco_keypoints(coco_json, N_GRID).items():
-        yield GridItem(images_dir / name, kp, key=name)
-
-
-def items_from_yolo(images_dir: Path, labels_dir: Path) -> Iterator[GridItem]:
-    """Images of a folder (sub-folders too) with YOLO pose labels ``<labels_dir>/<key>.txt``.
-
-    The key is the image's path relative to ``images_dir`` with its suffix (what
-    ``grid_pose_detection.predict`` writes); ``<relative stem>.txt`` (ultralytics' naming) is used
-    when there is no such file.
-    """
-    for path in list_images(images_dir):
-        key = image_key(path, images_dir)
-        label = labels_dir / output_name(key, ".txt")
-        if not label.is_file():
-            label = labels_dir / f"{key[: -len(path.suffix)]}.txt"
-        yield GridItem(path, np.empty((0, 2)), key=key, label_file=label)
 
 
 def clean_images(

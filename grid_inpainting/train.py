@@ -33,6 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from quadratseg.atomic import atomic_write_bytes
 from quadratseg.errors import QuadratsegError
 
 logger = logging.getLogger(__name__)
@@ -213,11 +214,14 @@ def load_scripted(path: Path, device: str) -> Any:
 
 
 def _save_scripted(model: Any, path: Path) -> None:
+    """Save a TorchScript module to ``path`` whole (serialised in memory, then one atomic write)."""
+    import io
+
     import torch
 
-    tmp = path.with_suffix(".tmp")
-    torch.jit.save(model, str(tmp))
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.jit.save(model, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def fine_tune(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:

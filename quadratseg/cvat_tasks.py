@@ -29,8 +29,7 @@ from quadratseg.errors import CvatFormatError, QuadratsegError
 from quadratseg.formats.cvat_labels import LabelSpec, label_to_raw, labels_from_raw_config
 from quadratseg.formats.cvat_rest import shape_from_rest
 from quadratseg.formats.cvat_xml import CvatDocument, Shape, read_cvat_xml
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+from quadratseg.images import IMAGE_SUFFIXES
 
 
 @dataclass

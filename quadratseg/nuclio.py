@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from quadratseg.atomic import atomic_write_bytes
 from quadratseg.errors import QuadratsegError
 from quadratseg.settings import FUNCTION_BODY_LIMIT
 
@@ -228,27 +229,21 @@ def write_nuclio_zip(spec: FunctionSpec, output: str | Path) -> Path:
             raise QuadratsegError(f"cannot package {arcname}: {source} does not exist")
     if not spec.main_py.is_file():
         raise QuadratsegError(f"handler {spec.main_py} does not exist")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".zip.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(
-                "nuclio/function.yaml", yaml.safe_dump(function_yaml(spec), sort_keys=False, width=120)
-            )
-            archive.write(spec.main_py, "nuclio/main.py")
-            for package in spec.packages:
-                for arcname, path in _package_files(package).items():
-                    archive.write(path, f"nuclio/{arcname}")
-            for arcname, source in spec.files.items():
-                if isinstance(source, bytes):
-                    archive.writestr(f"nuclio/{arcname}", source)
-                else:
-                    archive.write(source, f"nuclio/{arcname}")
-        tmp.replace(output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return output
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(
+            "nuclio/function.yaml", yaml.safe_dump(function_yaml(spec), sort_keys=False, width=120)
+        )
+        archive.write(spec.main_py, "nuclio/main.py")
+        for package in spec.packages:
+            for arcname, path in _package_files(package).items():
+                archive.write(path, f"nuclio/{arcname}")
+        for arcname, source in spec.files.items():
+            if isinstance(source, bytes):
+                archive.writestr(f"nuclio/{arcname}", source)
+            else:
+                archive.write(source, f"nuclio/{arcname}")
+    return atomic_write_bytes(output, buffer.getvalue())
 
 
 def decode_image_b64(data: str) -> np.ndarray:

@@ -15,6 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from quadratseg.atomic import atomic_write_text
+
 
 @dataclass
 class Section:
@@ -93,9 +95,4 @@ class Report:
 
     def write(self, summary: dict[str, Any] | None = None) -> Path:
         """Write ``report.html`` (atomically) and return its path."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / "report.html"
-        tmp = path.with_suffix(".html.tmp")
-        tmp.write_text(self.to_html(summary), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return atomic_write_text(self.out_dir / "report.html", self.to_html(summary))
