@@ -90,6 +90,8 @@ def install_mmcv_ops_stand_in() -> bool:
 
 
 TRUST_OPTION = "--trust-checkpoint"
+# what torch.load raises on a file that is not a checkpoint at all (a text file, a truncated zip)
+NOT_A_CHECKPOINT = (RuntimeError, EOFError, ValueError, IndexError, KeyError, TypeError)
 # HistoryBuffer keeps its statistics methods in the pickle as getattr(HistoryBuffer, name)
 HISTORY_BUFFER_METHODS = ("min", "max", "mean", "current")
 _TRUST: contextvars.ContextVar[bool] = contextvars.ContextVar("quadratseg_trust_checkpoint", default=False)
@@ -160,7 +162,7 @@ def load_checkpoint_file(
             ) from exc
         logger.warning("%s %s unpickled fully (%s): it can run code it holds", what, path, TRUST_OPTION)
         return torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, ValueError) as exc:
+    except NOT_A_CHECKPOINT as exc:
         raise QuadratsegError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from exc
 
 
@@ -223,7 +225,7 @@ def load_state_dict_file(path: str | Path, what: str) -> dict[str, Any]:
     verify_weights_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+    except (pickle.UnpicklingError, *NOT_A_CHECKPOINT) as exc:
         raise QuadratsegError(
             f"cannot read {what} weights {path} as a PyTorch state dict: {str(exc).splitlines()[0]}"
         ) from exc

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from DINOv2_mmseg.refine import RefineConfig, load_sam, refine_instances, sam_predictor_for, top_class
+from DINOv2_mmseg.sam_refine import RefineConfig, load_sam, refine_instances, sam_predictor_for, top_class
 from quadratseg.instances import Instance
 
 logger = logging.getLogger(__name__)

@@ -100,8 +100,8 @@ def deploy_as_zip(
         The path of the zip.
     """
     from DINOv2_mmseg.predictor import SemanticSegmenter, export_plain_checkpoint
-    from DINOv2_mmseg.refine import RefineConfig, load_sam
     from DINOv2_mmseg.runner import load_config
+    from DINOv2_mmseg.sam_refine import RefineConfig, load_sam
     from quadratseg.cli import current_settings, output_path, weights_path
 
     settings = current_settings()

@@ -3,14 +3,14 @@
     python -m DINOv2_mmseg.predict CONFIG CHECKPOINT IMAGES OUT_DIR --sam-weights vit_b_coralscop.pth \
         [--min-threshold 0.5 --unsure-threshold 0.75]
 
-(``python -m DINOv2_mmseg.inference_with_coralscop`` is the same command under its upstream name.)
-
 Writes, whole or not at all, per image key (its path relative to IMAGES, suffix kept: ``site/a.jpg``):
 ``semantic/<key>.png`` (uint8 class index), ``instances/<key>.png``
 (uint16 instance id, 0 = none; id k is annotation k of the image in the COCO file),
 ``predictions_coco.json`` (file_name = key; polygons, scores, ``attributes``: unsure, source, sam_iou,
-area), ``overlays/<key>_semantic.jpg`` and ``overlays/<key>_instances.jpg``, ``cover.csv`` (percent cover
-of each class per image, from the semantic map), ``failures.csv`` and ``summary.json``.
+area), ``overlays/<key>_semantic.jpg`` and ``overlays/<key>_instances.jpg``, ``cover.csv`` and
+``colonies.csv`` (the tables of ``pipeline.process``, :mod:`quadratseg.cover_table`: cover per image x
+level x class from the class probabilities with the block interval; without grid keypoints the whole
+frame counts as observed), ``failures.csv`` and ``summary.json``.
 Images are read upright (EXIF orientation applied); an image that fails is recorded in
 ``failures.csv``, the others go on, and the CLI exits 3 (see :mod:`quadratseg.batch`).
 Without ``--sam-weights`` the instances are the semantic seeds (refinement "none", recorded).
@@ -18,7 +18,6 @@ Without ``--sam-weights`` the instances are the semantic seeds (refinement "none
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -26,13 +25,16 @@ import time
 import cv2
 import numpy as np
 
-from DINOv2_mmseg.pipeline import CoralPipeline
-from DINOv2_mmseg.refine import RefineConfig
+from DINOv2_mmseg.coral_pipeline import CoralPipeline
+from DINOv2_mmseg.sam_refine import RefineConfig, refine_instances, top_class
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.batch import BatchItem, batch_items, run_batch
-from quadratseg.cover import cover_from_class_map
+from quadratseg.cover import boundary_length_px, semantic_cover
+from quadratseg.cover_table import COLONY_COLUMNS, COVER_COLUMNS, colony_rows, cover_rows, write_table
 from quadratseg.images import output_name, read_image_rgb
 from quadratseg.instances import CocoInstances, Instance
+from quadratseg.photo_meta import photo_place
+from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import draw_polygons
 
 logger = logging.getLogger(__name__)
@@ -109,14 +111,30 @@ def predict(
         else {}
     )
     coco = CocoInstances(coral_classes)
-    cover_rows = []
+    taxonomy = load_taxonomy()
+    cover_table, colony_table = [], []
     start = time.perf_counter()
 
     def one(item: BatchItem) -> None:
         rgb = read_image_rgb(item.path)
-        classes_map, instances = pipeline(rgb)
+        probs = pipeline.segmenter.predict_probs(rgb)  # kept for the cover's interval
+        classes_map = top_class(probs)[0]
+        instances = refine_instances(rgb, probs, pipeline.classes, pipeline.sam_predictor, pipeline.refine)
         size = (rgb.shape[1], rgb.shape[0])
-        cover = cover_from_class_map(classes_map, pipeline.classes)
+        place = photo_place(item.key)
+        whole_frame = np.ones(classes_map.shape, dtype=bool)  # no grid keypoints: every pixel observed
+        estimates = semantic_cover(probs, pipeline.classes, whole_frame)
+        cover_table.extend(cover_rows(item.key, place, estimates, 1.0, taxonomy))
+        stats = [
+            {
+                "label": i.label,
+                "score": i.score,
+                "area_px": i.area,
+                "perimeter_px": boundary_length_px(i.box_mask),
+            }
+            for i in instances
+        ]
+        colony_table.extend(colony_rows(item.key, place, stats, taxonomy))
         sem = semantic_overlay(rgb, classes_map, palette)
         inst = draw_polygons(
             rgb,
@@ -134,7 +152,6 @@ def predict(
             if not cv2.imwrite(str(target), array):
                 raise OSError(f"cannot write {target}")
         coco.add_image(item.key, size, instances)
-        cover_rows.append([item.key, *(cover[name] for name in coral_classes)])
 
     with atomic_output_dir(out_dir, overwrite) as tmp:
         for sub in ("semantic", "instances", "overlays"):
@@ -142,10 +159,11 @@ def predict(
         report = run_batch(items, one, "segmenting")
         report.write(tmp)
         (tmp / "predictions_coco.json").write_text(json.dumps(coco.to_dict()), encoding="utf-8")
-        with (tmp / "cover.csv").open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", *coral_classes])
-            writer.writerows(cover_rows)
+        order = {item.key: k for k, item in enumerate(items)}  # rows in image order, whatever finished first
+        write_table(tmp / "cover.csv", COVER_COLUMNS, sorted(cover_table, key=lambda r: order[r["photo"]]))
+        write_table(
+            tmp / "colonies.csv", COLONY_COLUMNS, sorted(colony_table, key=lambda r: order[r["photo"]])
+        )
         summary = {
             "images": report.done,
             "failed": len(report.failures),

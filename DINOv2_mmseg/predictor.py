@@ -138,6 +138,6 @@ class SemanticSegmenter:
 
     def predict_classes(self, image_rgb: np.ndarray) -> np.ndarray:
         """Class index map (H, W) uint8 of one uint8 RGB image."""
-        from DINOv2_mmseg.refine import top_class
+        from DINOv2_mmseg.sam_refine import top_class
 
         return top_class(self.predict_probs(image_rgb))[0]

@@ -1,7 +1,9 @@
 """Semantic probabilities -> coral colonies, refined with segment-anything (SAM or CoralSCoP weights).
 
 1. Seeds: connected parts of each coral class in the arg-max map, keeping pixels whose top
-   probability reaches ``min_threshold``; parts under ``min_area`` px are dropped.
+   probability reaches ``min_threshold``; parts under ``min_area`` px are dropped. Seeds and SAM's
+   masks are :class:`quadratseg.instances.Instance` (a mask kept inside its box), compared with the
+   core's :func:`quadratseg.instances.mask_iou`.
 2. Refinement: each seed prompts SAM with its box and its most interior point (largest
    distance to the seed's border); of SAM's three masks, the one agreeing best with the seed
    (IoU) is kept. When even that one agrees less than ``min_agreement`` (SAM leaked into the
@@ -11,7 +13,9 @@
    that mean. Instances under ``min_threshold`` are dropped; those under ``unsure_threshold``
    are kept with ``unsure=True``.
 4. Overlaps: instances claim pixels in order of score; a later one loses the pixels already
-   claimed and is dropped when less than ``min_area`` remains. The outline is the largest part.
+   claimed and is dropped when less than ``min_area`` remains. Every part and hole of what is left
+   is kept (the instance's area and mask say the same; its largest part is what a single CVAT
+   polygon carries).
 
 Without SAM weights the seeds are the instances (``refinement="none"``, logged and recorded).
 SAM is built from segment_anything's modelling classes with the encoder's size read from the
@@ -31,7 +35,7 @@ import cv2
 import numpy as np
 
 from quadratseg.errors import QuadratsegError
-from quadratseg.instances import Instance
+from quadratseg.instances import Instance, mask_iou
 
 logger = logging.getLogger(__name__)
 
@@ -154,38 +158,12 @@ def load_sam(weights: str | Path, device: str = "cpu") -> tuple[Any, dict[str, A
     return sam.to(device).eval(), {**shape, "extra_keys": extra, "weights": str(weights)}
 
 
-@dataclass
-class Region:
-    """A mask kept as its box: ``xyxy`` (x0, y0, x1, y1; end-exclusive px), ``crop`` bool (y1-y0, x1-x0)."""
-
-    xyxy: tuple[int, int, int, int]
-    crop: np.ndarray
-
-    @classmethod
-    def from_full(cls, mask: np.ndarray) -> Region | None:
-        """The region of a full-frame bool mask (H, W); None when empty."""
-        x, y, w, h = cv2.boundingRect(mask.view(np.uint8))  # one pass over the non-zero pixels
-        if w == 0 or h == 0:
-            return None
-        return cls((x, y, x + w, y + h), mask[y : y + h, x : x + w].copy())
-
-    @property
-    def area(self) -> int:
-        """Pixels in the mask."""
-        return int(np.count_nonzero(self.crop))
-
-    def within(self, xyxy: tuple[int, int, int, int]) -> np.ndarray:
-        """The mask over the larger box ``xyxy`` (which must contain this region's box)."""
-        x0, y0, x1, y1 = xyxy
-        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        a0, b0, a1, b1 = self.xyxy
-        out[b0 - y0 : b1 - y0, a0 - x0 : a1 - x0] = self.crop
-        return out
-
-
-def union_box(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    """The smallest xyxy box holding both boxes."""
-    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+def instance_from_full(mask: np.ndarray, label: str = "") -> Instance | None:
+    """The instance of a full-frame bool mask (H, W), cropped to its box; None when empty."""
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))  # one pass over the non-zero pixels
+    if w == 0 or h == 0:
+        return None
+    return Instance(label, 0.0, mask[y : y + h, x : x + w].copy(), (x, y))
 
 
 def top_class(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -204,9 +182,15 @@ def top_class(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def semantic_seeds(
-    probs: np.ndarray, min_threshold: float, min_area: int, background: int = 0
-) -> list[tuple[int, Region]]:
-    """(class index, seed region) for each confident connected part of each coral class of probs (C, H, W)."""
+    probs: np.ndarray,
+    min_threshold: float,
+    min_area: int,
+    background: int = 0,
+    classes: list[str] | None = None,
+) -> list[tuple[int, Instance]]:
+    """(class index, seed) for each confident connected part of each coral class of probs (C, H, W); a
+    seed is an :class:`Instance` labelled ``classes[index]`` (the index as text without ``classes``),
+    score 0 (scored after refinement)."""
     top, best = top_class(probs)
     confident = best >= min_threshold
     seeds = []
@@ -220,7 +204,8 @@ def semantic_seeds(
         for k in range(1, n):
             x, y, w, h, area = (int(v) for v in stats[k])
             if area >= min_area:
-                seeds.append((class_id, Region((x, y, x + w, y + h), parts[y : y + h, x : x + w] == k)))
+                label = classes[class_id] if classes else str(class_id)
+                seeds.append((class_id, Instance(label, 0.0, parts[y : y + h, x : x + w] == k, (x, y))))
     return seeds
 
 
@@ -231,16 +216,10 @@ def interior_point(mask: np.ndarray) -> tuple[int, int]:
     return int(x), int(y)
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two bool masks of the same shape."""
-    union = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b) / union) if union else 0.0
-
-
-def sam_refine(predictor: Any, seed: Region) -> tuple[Region | None, float]:
+def sam_refine(predictor: Any, seed: Instance) -> tuple[Instance | None, float]:
     """SAM's mask (of three) agreeing best with ``seed`` (prompt: its box and interior point), and the IoU."""
     x0, y0, x1, y1 = seed.xyxy
-    px, py = interior_point(seed.crop)
+    px, py = interior_point(seed.box_mask)
     masks, _, _ = predictor.predict(
         point_coords=np.array([[x0 + px, y0 + py]], dtype=np.float32),
         point_labels=np.array([1]),
@@ -249,21 +228,20 @@ def sam_refine(predictor: Any, seed: Region) -> tuple[Region | None, float]:
     )
     best, best_iou = None, -1.0
     for mask in masks:
-        region = Region.from_full(mask)
-        if region is None:
+        candidate = instance_from_full(mask, seed.label)
+        if candidate is None:
             continue
-        box = union_box(region.xyxy, seed.xyxy)
-        iou = mask_iou(region.within(box), seed.within(box))
+        iou = mask_iou(candidate, seed)
         if iou > best_iou:
-            best, best_iou = region, iou
+            best, best_iou = candidate, iou
     return best, max(best_iou, 0.0)
 
 
-def region_mean(probs: np.ndarray, region: Region) -> np.ndarray:
-    """Mean probability (C,) of each class over a region (a matrix-vector product over its box)."""
+def region_mean(probs: np.ndarray, region: Instance) -> np.ndarray:
+    """Mean probability (C,) of each class over an instance's pixels (a matrix-vector product, box only)."""
     x0, y0, x1, y1 = region.xyxy
     crop = np.ascontiguousarray(probs[:, y0:y1, x0:x1]).reshape(probs.shape[0], -1)
-    weights = region.crop.reshape(-1).astype(probs.dtype)
+    weights = region.box_mask.reshape(-1).astype(probs.dtype)
     return crop @ weights / max(float(weights.sum()), 1.0)
 
 
@@ -285,7 +263,7 @@ def refine_instances(
         raise QuadratsegError(
             f"probabilities {probs.shape[1:]} and image {image_rgb.shape[:2]} differ in size"
         )
-    seeds = semantic_seeds(probs, cfg.min_threshold, cfg.min_area)
+    seeds = semantic_seeds(probs, cfg.min_threshold, cfg.min_area, classes=classes)
     if sam_predictor is not None and seeds:
         sam_predictor.set_image(image_rgb, image_format="RGB")
     candidates = []
@@ -305,7 +283,7 @@ def refine_instances(
     instances = []
     for score, label_id, region, source, agreement in candidates:
         x0, y0, x1, y1 = region.xyxy
-        own = region.crop & ~claimed[y0:y1, x0:x1]
+        own = region.box_mask & ~claimed[y0:y1, x0:x1]
         area = int(np.count_nonzero(own))
         if area < cfg.min_area:
             continue

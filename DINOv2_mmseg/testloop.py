@@ -1,6 +1,7 @@
 """CLI: test a checkpoint with mmengine's Runner and MMSeg's IoUMetric, like MMSeg's ``tools/test.py``.
 
-    python -m DINOv2_mmseg.test CONFIG CHECKPOINT [--show-dir DIR] [--data-root DIR] [--work-dir DIR] [--tta]
+    python -m DINOv2_mmseg.testloop CONFIG CHECKPOINT [--show-dir DIR] [--data-root DIR] [--work-dir DIR] \
+        [--tta] [--trust-checkpoint]
 
 ``--show-dir`` saves each test image with its predicted (and true) classes painted, by MMSeg's
 ``SegVisualizationHook``. ``--tta`` tests with the config's ``tta_pipeline`` (several scales, flips)
@@ -134,4 +135,4 @@ def test(
 if __name__ == "__main__":
     from quadratseg.cli import run
 
-    run(test, name="DINOv2_mmseg.test")
+    run(test, name="DINOv2_mmseg.testloop")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,22 @@ from quadratseg.errors import QuadratsegError
 logger = logging.getLogger(__name__)
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The epoch or iteration N of mmengine's ``..._epoch_N.pth`` / ``..._iter_N.pth`` names, else -1.
+
+    Examples:
+        >>> checkpoint_step("best_mIoU_epoch_12.pth"), checkpoint_step("best_mIoU_iter_300.pth")
+        (12, 300)
+    """
+    match = re.search(r"_(?:epoch|iter)_(\d+)\.pth$", Path(path).name)
+    return int(match.group(1)) if match else -1
+
+
 def best_checkpoint(work_dir: str | Path) -> Path | None:
-    """The best checkpoint of a work dir (highest epoch among ``best_*.pth``), else the last one."""
+    """The best checkpoint of a work dir: the highest epoch (or iteration) among mmengine's
+    ``best_<metric>_epoch_<N>.pth``, whatever the files' times; else the last checkpoint; else None."""
     work = Path(work_dir)
-    best = sorted(work.glob("best_*.pth"), key=lambda p: p.stat().st_mtime)
+    best = sorted(work.glob("best_*.pth"), key=lambda p: (checkpoint_step(p), p.name))
     if best:
         return best[-1]
     last = work / "last_checkpoint"

@@ -47,14 +47,14 @@ def main() -> None:
 
     from DINOv2_mmseg.predictor import SemanticSegmenter
     from DINOv2_mmseg.prepare_data import class_index_mask, class_table
-    from DINOv2_mmseg.refine import (
+    from DINOv2_mmseg.runner import load_config
+    from DINOv2_mmseg.sam_refine import (
         RefineConfig,
         build_sam_model,
         interior_point,
         refine_instances,
         semantic_seeds,
     )
-    from DINOv2_mmseg.runner import load_config
     from quadratseg.synth import SynthConfig, generate_dataset, load_truth
     from quadratseg.synth.dataset import export_image_path
 
@@ -114,7 +114,7 @@ def main() -> None:
         predictor.set_image(rgb)
         for _, seed in seeds:
             x0, y0, x1, y1 = seed.xyxy
-            px, py = interior_point(seed.crop)
+            px, py = interior_point(seed.box_mask)
             predictor.predict(
                 point_coords=np.array([[x0 + px, y0 + py]], np.float32),
                 point_labels=np.array([1]),

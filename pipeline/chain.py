@@ -156,7 +156,7 @@ def nms_colonies(
     """The instance ensemble: the semantic model's regions (DINOv2_mmseg's refinement without SAM,
     score = the region's mean class probability) pooled with the colonies and suppressed by mask IoU
     (:func:`quadratseg.ensemble.nms_instances`). Returns (colonies, number of semantic regions)."""
-    from DINOv2_mmseg.refine import refine_instances
+    from DINOv2_mmseg.sam_refine import refine_instances
 
     classes = list(models.semantic.classes)
     regions = refine_instances(image_rgb, probs_chw, classes)

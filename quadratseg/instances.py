@@ -170,6 +170,14 @@ class Instance:
         crop = self.box_mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
         target[cy0:cy1, cx0:cx1][crop] = value
 
+    def within(self, xyxy: tuple[int, int, int, int]) -> np.ndarray:
+        """The colony as a bool mask (y1 - y0, x1 - x0) over the box ``xyxy`` (x0, y0, x1, y1; image
+        frame, max exclusive), larger or smaller than its own box (pixels outside are left out)."""
+        x0, y0, x1, y1 = xyxy
+        canvas = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        self.shifted(-x0, -y0).paint(canvas, True)
+        return canvas
+
     def shifted(self, dx: int, dy: int) -> Instance:
         """The same colony with its box moved by (dx, dy) px (e.g. from a tile to the image frame)."""
         return Instance(
@@ -179,6 +187,25 @@ class Instance:
             (self.origin_xy[0] + dx, self.origin_xy[1] + dy),
             self.extra,
         )
+
+
+def mask_iou(a: Instance, b: Instance) -> float:
+    """Intersection over union of two colonies' pixels (image frame), computed over their boxes' union.
+
+    Examples:
+        >>> a = Instance("A", 1.0, np.ones((4, 4), bool))
+        >>> b = Instance("B", 1.0, np.ones((4, 4), bool), (2, 0))
+        >>> round(mask_iou(a, b), 3), mask_iou(a, Instance("C", 1.0, np.ones((2, 2), bool), (9, 9)))
+        (0.333, 0.0)
+    """
+    ax0, ay0, ax1, ay1 = a.xyxy
+    bx0, by0, bx1, by1 = b.xyxy
+    if ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0:
+        return 0.0
+    box = (min(ax0, bx0), min(ay0, by0), max(ax1, bx1), max(ay1, by1))
+    first, second = a.within(box), b.within(box)
+    union = np.count_nonzero(first | second)
+    return float(np.count_nonzero(first & second) / union) if union else 0.0
 
 
 POINTS_TOLERANCE_PX = 1.0  # outline simplification for CVAT polygons (CVAT's own functions use 2.5)

@@ -139,7 +139,7 @@ def test_a_corrupted_catalogued_file_fails_its_checksum_when_loaded_or_listed(tm
     with both hashes, and flagged by the weights listing; the same model under another name loads."""
     from tiny_models import tiny_sam_file
 
-    from DINOv2_mmseg.refine import load_sam
+    from DINOv2_mmseg.sam_refine import load_sam
     from quadratseg.list_weights import list_weights
     from quadratseg.weights import WeightsChecksumError, file_sha256, weights_file
 

@@ -205,7 +205,7 @@ def test_training_saves_checkpoints_config_and_resumes(trained):
 def test_evaluate_equals_the_runner_metric_and_test_cli_draws(trained, family_root, tmp_path):
     from DINOv2_mmseg.evaluate import evaluate_segmenter, split_pairs
     from DINOv2_mmseg.predictor import SemanticSegmenter
-    from DINOv2_mmseg.test import run_test
+    from DINOv2_mmseg.testloop import run_test
 
     work, _, resumed = trained
     segmenter = SemanticSegmenter(tiny_cfg(family_root, 2), work / "epoch_2.pth", "cpu")
@@ -350,7 +350,7 @@ def square_probs(size: int = 96) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_top_class_equals_numpy_argmax_and_max():
-    from DINOv2_mmseg.refine import top_class
+    from DINOv2_mmseg.sam_refine import top_class
 
     probs = np.random.default_rng(0).random((5, 40, 30)).astype(np.float32)
     probs[:, 0, 0] = 0.5  # a tie: the first class wins, as in argmax
@@ -359,7 +359,7 @@ def test_top_class_equals_numpy_argmax_and_max():
 
 
 def test_seeds_become_instances_with_scores_and_unsure_flags():
-    from DINOv2_mmseg.refine import RefineConfig, refine_instances
+    from DINOv2_mmseg.sam_refine import RefineConfig, refine_instances
 
     image, probs = square_probs()
     found = refine_instances(image, probs, ["background", "A", "B"], None, RefineConfig(0.5, 0.75, 16))
@@ -382,7 +382,7 @@ def test_sam_refinement_uses_sams_mask_or_keeps_the_seed(tmp_path, caplog):
     import_mmseg()
     from segment_anything import SamPredictor
 
-    from DINOv2_mmseg.refine import (
+    from DINOv2_mmseg.sam_refine import (
         RefineConfig,
         interior_point,
         load_sam,
@@ -425,7 +425,7 @@ def test_sam_refinement_uses_sams_mask_or_keeps_the_seed(tmp_path, caplog):
 def test_sam_loading_refuses_other_files(tmp_path):
     import torch
 
-    from DINOv2_mmseg.refine import load_sam
+    from DINOv2_mmseg.sam_refine import load_sam
 
     torch.save({"weight": torch.zeros(2)}, tmp_path / "x.pth")
     with pytest.raises(QuadratsegError, match="not a segment-anything checkpoint"):
@@ -547,8 +547,8 @@ def test_nuclio_zip_and_handler(trained, family_root, tmp_path, shared_data):
     # CVAT's reading of the answer equals the colonies the same pipeline finds in process
     from cvat_oracle import cvat_mask
 
-    from DINOv2_mmseg.pipeline import CoralPipeline
-    from DINOv2_mmseg.refine import RefineConfig
+    from DINOv2_mmseg.coral_pipeline import CoralPipeline
+    from DINOv2_mmseg.sam_refine import RefineConfig
     from quadratseg.images import read_image_rgb
 
     rgb = read_image_rgb(image_path)

@@ -305,7 +305,7 @@ def test_hierarchical_configs_follow_the_taxonomy_and_chain_by_work_dir():
 def test_tta_refuses_scales_that_miss_the_test_scale():
     from mmengine.config import Config
 
-    from DINOv2_mmseg.test import use_tta
+    from DINOv2_mmseg.testloop import use_tta
 
     for name in ("dinov2_vitb14_segformer_coral.py", "dinov2_vitb14_segformer_coral_slide1920.py"):
         cfg = Config.fromfile(str(CONFIGS / name))

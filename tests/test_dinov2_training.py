@@ -118,7 +118,7 @@ def test_genus_stage_starts_from_the_family_backbone_with_a_fresh_head(family_ru
 
 def test_tta_and_full_resolution_sliding_windows_give_iou_metrics(family_run, tmp_path):
     from DINOv2_mmseg.runner import load_config
-    from DINOv2_mmseg.test import run_test
+    from DINOv2_mmseg.testloop import run_test
 
     config, checkpoint = family_run["config"], family_run["best_checkpoint"]
     single = run_test(load_config(config), checkpoint, tmp_path / "single")

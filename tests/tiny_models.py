@@ -9,7 +9,7 @@ def tiny_sam_file(path: Path, extra_head: bool = True) -> Path:
     """A small SAM built from segment_anything's classes (64 px tokens grid), saved like a CoralSCoP file."""
     import torch
 
-    from DINOv2_mmseg.refine import build_sam_model
+    from DINOv2_mmseg.sam_refine import build_sam_model
 
     torch.manual_seed(0)
     sam = build_sam_model(

@@ -2,7 +2,7 @@
 # 351 px stride (5 x 5 windows over 1920 px, 167 px overlap), the windows' logits averaged where they
 # overlap. Training is unchanged (multi-scale 518-2072 px around 1036, so 1920 px is inside the range
 # the model saw).
-#   python -m DINOv2_mmseg.test dinov2_vitb14_segformer_coral_slide1920.py CHECKPOINT [--tta]
+#   python -m DINOv2_mmseg.testloop dinov2_vitb14_segformer_coral_slide1920.py CHECKPOINT [--tta]
 _base_ = ["dinov2_vitb14_segformer_coral.py"]
 test_scale = (1920, 1920)
 test_pipeline = [

@@ -2,7 +2,7 @@
 
 Request ``{"image": <base64>, "threshold": <0..1, optional>}``; answer: CVAT ``mask`` shapes that
 also carry ``points``, with integer-string confidences (the colony's mean class probability).
-A thin adapter over :class:`DINOv2_mmseg.predict.CoralPipeline`.
+A thin adapter over :class:`DINOv2_mmseg.coral_pipeline.CoralPipeline`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from DINOv2_mmseg.pipeline import CoralPipeline
-from DINOv2_mmseg.refine import RefineConfig
+from DINOv2_mmseg.coral_pipeline import CoralPipeline
+from DINOv2_mmseg.sam_refine import RefineConfig
 from quadratseg.instances import cvat_shapes
 from quadratseg.nuclio import json_response, parse_image_request
 
