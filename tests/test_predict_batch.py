@@ -102,7 +102,7 @@ def test_yolo_predict_policy(images, tmp_path, monkeypatch, umask_022):
 
     class FakeSegPredictor:
         def __init__(self, *args, **kwargs):
-            self.names = {0: "Acropora"}
+            self.names, self.imgsz = {0: "Acropora"}, 640
 
         def predict(self, rgb, *args, **kwargs):
             shapes[rgb.shape] = close_to_upright(rgb) if rgb.shape == (HEIGHT, WIDTH, 3) else None
@@ -173,20 +173,30 @@ def test_pose_predict_policy(images, tmp_path, monkeypatch):
 
 
 def test_mmseg_predict_policy(images, tmp_path, monkeypatch):
+    """DINOv2's predict writes the chain's cover.csv (quadratseg.cover_table: long format, the block
+    interval from the class probabilities, the whole frame observed) and colonies.csv; before: a wide
+    table of the class-map shares under an ``image`` column."""
     import DINOv2_mmseg.predict as module
+    from DINOv2_mmseg.sam_refine import RefineConfig
+    from quadratseg.cover_table import COLONY_COLUMNS, COVER_COLUMNS
 
     seen = []
+
+    def probs_of(rgb):  # Acropora (0.9) on the left quarter of the image
+        seen.append(rgb.shape)
+        h, w = rgb.shape[:2]
+        probs = np.zeros((2, h, w), np.float32)
+        probs[0], probs[1] = 0.9, 0.1
+        probs[0, :, : w // 4], probs[1, :, : w // 4] = 0.1, 0.9
+        return probs
 
     class FakePipeline:
         def __init__(self, *args, **kwargs):
             self.classes = ["background", "Acropora"]
-            self.segmenter = SimpleNamespace(palette=[[0, 0, 0], [255, 0, 0]])
+            self.segmenter = SimpleNamespace(palette=[[0, 0, 0], [255, 0, 0]], predict_probs=probs_of)
+            self.sam_predictor, self.refine = None, RefineConfig()
             self.refinement = "none"
             self.sam_report = None
-
-        def __call__(self, rgb):
-            seen.append(rgb.shape)
-            return np.zeros(rgb.shape[:2], np.uint8), []
 
     monkeypatch.setattr(module, "CoralPipeline", FakePipeline)
     out = tmp_path / "mmseg_out"
@@ -197,12 +207,24 @@ def test_mmseg_predict_policy(images, tmp_path, monkeypatch):
     semantic = sorted(p.relative_to(out / "semantic").as_posix() for p in (out / "semantic").rglob("*.png"))
     assert semantic == ["a.jpg.png", "a.png.png", "deep/x/o8.jpg.png", "site/o6.jpg.png"]
     with (out / "cover.csv").open() as f:
-        assert [row["image"] for row in csv.DictReader(f)] == [
-            "a.jpg",
-            "a.png",
-            "deep/x/o8.jpg",
-            "site/o6.jpg",
-        ]
+        assert next(csv.reader(f)) == COVER_COLUMNS
+    with (out / "cover.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    finest = [r for r in rows if r["level"] == "finegrained"]
+    assert [r["photo"] for r in finest] == ["a.jpg", "a.png", "deep/x/o8.jpg", "site/o6.jpg"]
+    assert {r["level"] for r in rows} == {"finegrained", "extended", "main_family", "agnostic"}
+    small = next(r for r in finest if r["photo"] == "a.png")  # 30 x 20: 7 columns of 30
+    assert (float(small["percent"]), float(small["observed_share"])) == (round(100 * 7 / 30, 4), 1.0)
+    assert small["pixels"] == str(7 * 20) and small["observed_pixels"] == str(30 * 20)
+    assert small["method"] == "class-probability-blocks"
+    assert float(small["low"]) < float(small["percent"]) < float(small["high"])
+    with (out / "colonies.csv").open() as f:
+        assert next(csv.reader(f)) == COLONY_COLUMNS
+    with (out / "colonies.csv").open() as f:
+        colonies = list(csv.DictReader(f))
+    assert [(c["photo"], c["label"], c["area_px"]) for c in colonies if c["photo"] == "a.png"] == [
+        ("a.png", "Acropora", str(7 * 20))
+    ]
     assert seen.count((HEIGHT, WIDTH, 3)) == 3
     assert json.loads((out / "summary.json").read_text())["failed"] == 1
 
@@ -214,7 +236,16 @@ def test_all_good_images_return_normally(images, tmp_path, monkeypatch):
     monkeypatch.setattr(
         module,
         "SegPredictor",
-        type("P", (), {"names": {0: "Acropora"}, "__init__": lambda *a, **k: None, "predict": lambda *a: []}),
+        type(
+            "P",
+            (),
+            {
+                "names": {0: "Acropora"},
+                "imgsz": 640,
+                "__init__": lambda *a, **k: None,
+                "predict": lambda *a: [],
+            },
+        ),
     )
     summary = json.loads(module.predict("w.pt", str(images), str(tmp_path / "ok")))
     assert summary["images"] == 4 and summary["failed"] == 0
