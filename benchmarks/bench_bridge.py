@@ -72,11 +72,10 @@ def main() -> None:
 
     import httpx
 
-    from bridge.cvat import Cvat
     from bridge.cvat_standin import CvatServer
     from bridge.loopback import BridgeProcess, FunctionProcess, bridge_environment, unpack_zip
     from coral_seg_yolo.deploy_as_zip import deploy_as_zip
-    from quadratseg.cvat_client import connect
+    from quadratseg.cvat_client import Cvat, connect
     from quadratseg.formats.cvat_labels import labels_to_raw_config
     from quadratseg.labelsets import coral_labels
     from quadratseg.settings import Settings

@@ -7,8 +7,9 @@ A detector answers a list of ``{label, type, points | mask | elements, confidenc
 - ``label`` (a name) -> ``label_id`` of the project's label of that name; unknown labels are left
   out and reported (CVAT drops them too);
 - ``mask``: the detector's flat box bitmap + ``xtl, ytl, xbr, ybr`` -> CVAT's run-length encoding
-  (``cvat_sdk.masks.encode_mask``), or with ``conv_mask_to_poly`` the answer's ``points`` as a
-  ``polygon`` (as CVAT does: only when the answer carries points);
+  (:func:`quadratseg.geometry.mask_to_cvat_rle`, equal to ``cvat_sdk.masks.encode_mask``), or with
+  ``conv_mask_to_poly`` the answer's ``points`` as a ``polygon`` (as CVAT does: only when the answer
+  carries points);
 - ``skeleton``: each element's label (a sublabel name) -> that sublabel's id, ``outside`` kept;
 - attributes by name -> ``spec_id``; a ``number`` attribute is kept only when its value is an
   integer string, as CVAT requires;
@@ -26,52 +27,41 @@ Examples:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class LabelInfo:
-    """One CVAT label: id, attribute ids and types by name, and sublabels (skeletons) by name."""
-
-    id: int
-    type: str = "any"
-    attributes: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (spec_id, input_type)
-    sublabels: dict[str, LabelInfo] = field(default_factory=dict)
+from quadratseg.formats.cvat_labels import LabelSpec, label_from_raw
 
 
-def _label_info(raw: dict[str, Any]) -> LabelInfo:
-    return LabelInfo(
-        int(raw["id"]),
-        raw.get("type") or "any",
-        {a["name"]: (int(a["id"]), a.get("input_type", "")) for a in raw.get("attributes") or []},
-        {s["name"]: _label_info(s) for s in raw.get("sublabels") or []},
-    )
+def project_labels(raw_labels: list[dict[str, Any]]) -> dict[str, LabelSpec]:
+    """{name: :class:`quadratseg.formats.cvat_labels.LabelSpec`} (ids of labels, sublabels and
+    attributes included) of the labels CVAT lists (``GET /api/labels?project_id=``)."""
+    return {
+        raw["name"]: label_from_raw(raw, "CVAT project labels")
+        for raw in raw_labels
+        if not raw.get("has_parent")
+    }
 
 
-def project_labels(raw_labels: list[dict[str, Any]]) -> dict[str, LabelInfo]:
-    """{name: :class:`LabelInfo`} of the labels CVAT lists (``GET /api/labels?project_id=``)."""
-    return {raw["name"]: _label_info(raw) for raw in raw_labels if not raw.get("has_parent")}
-
-
-def _attributes(answer: dict[str, Any], label: LabelInfo) -> list[dict[str, Any]]:
+def _attributes(answer: dict[str, Any], label: LabelSpec) -> list[dict[str, Any]]:
     out = []
     for item in answer.get("attributes") or []:
-        spec = label.attributes.get(item.get("name"))
+        spec = label.attribute(str(item.get("name")))
         value = str(item.get("value", ""))
-        if spec is None or (spec[1] == "number" and not value.isnumeric()):
+        if spec is None or spec.id is None or (spec.input_type == "number" and not value.isnumeric()):
             continue
-        out.append({"spec_id": spec[0], "value": value})
+        out.append({"spec_id": spec.id, "value": value})
     return out
 
 
 def mask_to_rle(flat_mask: list[float], scale: float = 1.0) -> list[float]:
     """A detector mask (flat 0/1 bitmap of its box, then ``xtl, ytl, xbr, ybr`` inclusive) in a frame
-    sent at ``scale`` -> CVAT's RLE ``points`` (``cvat_sdk.masks.encode_mask``) in frame pixels."""
+    sent at ``scale`` -> CVAT's RLE ``points`` in frame pixels (the project's one encoder,
+    :func:`quadratseg.geometry.mask_to_cvat_rle`)."""
     import cv2
-    from cvat_sdk.masks import encode_mask
+
+    from quadratseg.geometry import mask_to_cvat_rle
 
     xtl, ytl, xbr, ybr = (int(v) for v in flat_mask[-4:])
     width, height = xbr - xtl + 1, ybr - ytl + 1
@@ -87,7 +77,7 @@ def mask_to_rle(flat_mask: list[float], scale: float = 1.0) -> list[float]:
     box = bitmap.astype(bool)
     if not box.any():
         raise ValueError("empty mask")
-    encoded = encode_mask(box, bbox=[0, 0, box.shape[1], box.shape[0]])
+    encoded = mask_to_cvat_rle(box, (0, 0, box.shape[1], box.shape[0]))
     return [*encoded[:-4], encoded[-4] + xtl, encoded[-3] + ytl, encoded[-2] + xtl, encoded[-1] + ytl]
 
 
@@ -97,7 +87,7 @@ def _scaled(points: list[float], scale: float) -> list[float]:
 
 def to_cvat_shapes(
     answers: list[dict[str, Any]],
-    labels: dict[str, LabelInfo],
+    labels: dict[str, LabelSpec],
     frame: int,
     scale: float = 1.0,
     conv_mask_to_poly: bool = False,
@@ -133,8 +123,8 @@ def to_cvat_shapes(
         elif kind == "skeleton":
             elements = []
             for element in answer.get("elements") or []:
-                sub = label.sublabels.get(str(element.get("label")))
-                if sub is None:
+                sub = label.sublabel(str(element.get("label")))
+                if sub is None or sub.id is None:
                     unknown.add(f"{answer['label']}/{element.get('label')}")
                     continue
                 elements.append(

@@ -69,7 +69,7 @@ def function_name_error(name: str, urls: dict[str, str], url_template: str) -> s
     Examples:
         >>> function_name_error("pth-lama", {}, "http://nuclio-nuclio-{name}:8080")
         ''
-        >>> function_name_error("x@evil.example/", {}, "http://nuclio-nuclio-{name}:8080")[:44]
+        >>> function_name_error("x@evil.example/", {}, "http://nuclio-nuclio-{name}:8080")[:43]
         "model_name 'x@evil.example/' is not allowed"
     """
     if name in urls:

@@ -41,12 +41,11 @@ def make_huey(settings: Any) -> Any:
 
 
 def cvat_connection(settings: Any) -> Callable[[], Any]:
-    """A factory of CVAT connections (a context manager yielding :class:`bridge.cvat.Cvat`)."""
+    """A factory of CVAT connections (a context manager yielding :class:`quadratseg.cvat_client.Cvat`)."""
 
     @contextlib.contextmanager
     def connection() -> Iterator[Any]:
-        from bridge.cvat import Cvat
-        from quadratseg.cvat_client import connect
+        from quadratseg.cvat_client import Cvat, connect
 
         with connect(settings) as client:
             yield Cvat(client, settings.cvat_retries)

@@ -365,7 +365,7 @@ def three_stage_day(
 
     ``truth_by_name``: per photo file name, ``corners_raw_xy`` (4, 2) and ``grid_warped_xy`` (117, 2).
     Returns the ids and what was seen on the way (auto shapes per stage, task names, frame names)."""
-    from bridge.cvat import Cvat
+    from quadratseg.cvat_client import Cvat
 
     cvat = Cvat(client)
     projects = {p["name"]: p["id"] for p in server.state.projects.values()}

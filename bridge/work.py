@@ -9,9 +9,9 @@ again by name instead of created twice, and deleted when its upload fails.
 - ``detect``: every frame of the CVAT job that holds no shape a person made or edited (source other
   than ``auto``: such frames are listed in ``skipped_frames`` and left as they are) -> the function
   (by name, HTTP) -> shapes for CVAT (:mod:`bridge.convert`) -> one ``create`` request with all of
-  them (never sent twice: :meth:`bridge.cvat.Cvat.add_shapes`) -> the auto shapes this function made
-  on those frames before are deleted (manual and edited shapes, and other functions' shapes, are
-  never touched). A frame whose call fails is recorded and the others go on.
+  them (never sent twice: :meth:`quadratseg.cvat_client.Cvat.add_shapes`) -> the auto shapes this
+  function made on those frames before are deleted (manual and edited shapes, and other functions'
+  shapes, are never touched). A frame whose call fails is recorded and the others go on.
 - ``warp``: a completed corner task -> each frame warped by its 4 corners (TL, TR, BR, BL) -> a task
   ``<source>_warped`` in the target project, same subset and file stems -> its jobs set to
   ``in progress`` (which fires the next project's detection webhook).
@@ -55,7 +55,7 @@ class Services:
     settings: Any
     store: JobStore
     functions: FunctionClient
-    cvat: Callable[[], Any]  # a context manager yielding a bridge.cvat.Cvat
+    cvat: Callable[[], Any]  # a context manager yielding a quadratseg.cvat_client.Cvat
 
     @property
     def cache_dir(self) -> Path:
@@ -170,7 +170,7 @@ def skeleton_points(shapes: list[dict[str, Any]], labels: dict[str, Any], label_
     label = labels.get(label_name)
     if label is None:
         raise QuadratsegError(f"the source project has no label {label_name!r}; its labels: {sorted(labels)}")
-    order = {sub.id: int(name) - 1 for name, sub in label.sublabels.items() if name.isdigit()}
+    order = {sub.id: int(sub.name) - 1 for sub in label.sublabels if sub.name.isdigit()}
     out: dict[int, np.ndarray] = {}
     for shape in shapes:
         if shape["label_id"] != label.id or shape["type"] != "skeleton" or shape["frame"] in out:

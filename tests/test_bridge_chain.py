@@ -23,7 +23,6 @@ import pytest
 from tiny_models import confident_copy, tiny_lama_file
 
 from bridge.app import signed_path
-from bridge.cvat import Cvat
 from bridge.loopback import (
     BridgeProcess,
     FunctionProcess,
@@ -35,7 +34,7 @@ from bridge.loopback import (
     unpack_zip,
     wait_for,
 )
-from quadratseg.cvat_client import connect
+from quadratseg.cvat_client import Cvat, connect
 from quadratseg.formats.cvat_labels import labels_to_raw_config
 from quadratseg.labelsets import coral_labels, corner_labels, grid_labels
 from quadratseg.settings import Settings

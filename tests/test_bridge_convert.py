@@ -90,7 +90,7 @@ def test_skeletons_carry_sublabel_ids_and_outside(cvat_labels):
     labels = project_labels(cvat_labels)
     (shape,), unknown = to_cvat_shapes(answer, labels, frame=2)
     corner = labels["quadrat_corner"]
-    assert [e["label_id"] for e in shape["elements"]] == [corner.sublabels[str(i)].id for i in (1, 2, 3, 4)]
+    assert [e["label_id"] for e in shape["elements"]] == [corner.sublabel(str(i)).id for i in (1, 2, 3, 4)]
     assert [e["outside"] for e in shape["elements"]] == [False, False, True, False]
     assert shape["points"] == [] and shape["label_id"] == corner.id and unknown == set()
     answer[0]["elements"][0]["label"] = "99"
@@ -127,3 +127,34 @@ def test_malformed_answers_are_refused_with_the_reason(cvat_labels):
         to_cvat_shapes([{"points": [1, 2]}], labels, 0)
     with pytest.raises(ValueError, match="values for a"):
         mask_to_rle([1, 1, 1, 0, 0, 3, 3])
+
+
+def test_the_cvat_seam_has_one_piece_of_code_per_idea(cvat_labels):
+    """One CVAT client wrapper (quadratseg.cvat_client), one label model (LabelSpec, ids included), one
+    mask -> CVAT RLE encoder (quadratseg.geometry.mask_to_cvat_rle) for the bridge and the data tools."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    from quadratseg.cvat_client import Cvat
+    from quadratseg.formats.cvat_labels import LabelSpec
+
+    assert importlib.util.find_spec("bridge.cvat") is None and Cvat.__module__ == "quadratseg.cvat_client"
+    labels = project_labels(cvat_labels)
+    corner, coral = labels["quadrat_corner"], labels["Porites"]
+    assert isinstance(corner, LabelSpec) and isinstance(coral, LabelSpec)
+    assert coral.id == cvat_labels[1]["id"] and coral.attribute("confidence").id == 901
+    assert [s.id for s in corner.sublabels] == [s["id"] for s in cvat_labels[0]["sublabels"]]
+    bridge_dir = Path(__file__).resolve().parent.parent / "bridge"
+    named = {
+        node.module
+        for path in bridge_dir.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert "cvat_sdk.masks" not in named  # the core's encoder, not a second one
+    assert not any(
+        isinstance(node, ast.ClassDef) and node.name in ("LabelInfo", "Cvat")
+        for path in bridge_dir.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+    )

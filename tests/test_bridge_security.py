@@ -21,7 +21,7 @@ import yaml
 
 from bridge.app import signed_path
 from bridge.loopback import BridgeProcess, bridge_environment, free_port, wait_for
-from quadratseg.cvat_client import connect
+from quadratseg.cvat_client import Cvat, connect
 from quadratseg.formats.cvat_labels import labels_to_raw_config
 from quadratseg.labelsets import coral_labels
 from quadratseg.settings import Settings
@@ -121,8 +121,6 @@ def bridge(tmp_path):
 def test_a_function_name_that_is_not_allowed_gets_400_and_reaches_no_network(cvat_server, tmp_path):
     """N2: ``model_name=x@host/`` turned the function URL's host into ``host``."""
     from PIL import Image
-
-    from bridge.cvat import Cvat
 
     listener = Listener()
     project = cvat_server.state.add_project("corals", labels_to_raw_config(coral_labels(level="main_family")))

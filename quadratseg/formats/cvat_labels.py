@@ -33,6 +33,8 @@ class AttributeSpec:
     mutable: bool = False
     values: list[str] = field(default_factory=list)
     default_value: str = ""
+    # the server's database id (REST answers only): the ``spec_id`` of an annotation's attribute value
+    id: int | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -52,6 +54,10 @@ class LabelSpec:
         """The attribute called ``name``, or None."""
         return next((a for a in self.attributes if a.name == name), None)
 
+    def sublabel(self, name: str) -> LabelSpec | None:
+        """The sublabel (skeleton point) called ``name``, or None."""
+        return next((s for s in self.sublabels if s.name == name), None)
+
 
 def _attribute_from_raw(raw: dict[str, Any], where: str) -> AttributeSpec:
     if "name" not in raw:
@@ -67,6 +73,7 @@ def _attribute_from_raw(raw: dict[str, Any], where: str) -> AttributeSpec:
         mutable=bool(raw.get("mutable", False)),
         values=[str(v) for v in raw.get("values", [])],
         default_value=str(raw.get("default_value", "")),
+        id=int(raw["id"]) if isinstance(raw.get("id"), int) else None,
     )
 
 
