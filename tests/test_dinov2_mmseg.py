@@ -469,10 +469,11 @@ def test_predict_writes_instances_coco_and_overlays(trained, family_root, tmp_pa
         ).is_file()
     import csv
 
-    rows = list(csv.DictReader((out / "cover.csv").open()))
-    assert len(rows) == len(coco["images"]) and list(rows[0])[1:] == load_taxonomy().classes("main_family")
-    sem = cv2.imread(str(out / "semantic" / f"{rows[0]['image']}.png"), cv2.IMREAD_UNCHANGED)
-    assert float(rows[0]["Acroporidae"]) == pytest.approx(100 * (sem == 1).mean(), abs=0.001)
+    rows = [r for r in csv.DictReader((out / "cover.csv").open()) if r["level"] == "main_family"]
+    classes = load_taxonomy().classes("main_family")  # the chain's long table (quadratseg.cover_table)
+    assert len(rows) == len(coco["images"]) * len(classes) and [r["label"] for r in rows[:5]] == classes[:5]
+    sem = cv2.imread(str(out / "semantic" / f"{rows[0]['photo']}.png"), cv2.IMREAD_UNCHANGED)
+    assert float(rows[0]["percent"]) == pytest.approx(100 * (sem == 1).mean(), abs=0.001)
     with pytest.raises(QuadratsegError, match="already exists"):
         predict(str(TINY), str(work / "epoch_2.pth"), str(images), str(out))
     with pytest.raises(QuadratsegError, match=r"holds no image|does not exist"):
