@@ -334,15 +334,15 @@ def file_sha256(path: str | Path) -> str:
 
 def run_fingerprint(config: RunConfig, extra_files: dict[str, str | Path | None] | None = None) -> str:
     """A short hash of the whole configuration, each file it names replaced by its content's hash
-    (weights, their model cards, template, metadata, MMSeg config) and ``extra_files`` (e.g. the
-    LaMa weights from the settings) hashed by content too.
+    (weights, their model cards and the templates the cards name, template, metadata, MMSeg config)
+    and ``extra_files`` (e.g. the LaMa weights from the settings) hashed by content too.
 
     Examples:
         >>> run_fingerprint(RunConfig(conf=0.3)) != run_fingerprint(RunConfig(conf=0.4))
         True
     """
     from quadratseg.cli import weights_path
-    from quadratseg.model_card import model_card_path
+    from quadratseg.model_card import model_card_path, read_model_card
 
     values: dict[str, Any] = asdict(config)
     for name in RUN_FILES:
@@ -353,6 +353,9 @@ def run_fingerprint(config: RunConfig, extra_files: dict[str, str | Path | None]
             card = model_card_path(resolved)
             if name in WEIGHT_FILES and card.is_file():
                 values[name]["card_sha256"] = file_sha256(card)
+                template = read_model_card(resolved).get("template")  # a file beside the card
+                if template:
+                    values[name]["template_sha256"] = file_sha256(card.parent / str(template))
     for name, path in sorted((extra_files or {}).items()):
         values[f"file:{name}"] = file_sha256(path) if path else None
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]

@@ -399,6 +399,16 @@ def test_resume_is_keyed_by_the_weights_content_and_every_option(one_photo, fake
     assert run(yolo_imgsz=320) == (1, 0)
     assert run(yolo_imgsz=320) == (0, 1)
     assert run(yolo_imgsz=320, corners_imgsz=320) == (1, 0)
+    # a template the corner model's card names is part of the model: changing it redoes the photo
+    from grid_pose_detection.tasks import get_task
+    from quadratseg.model_card import write_model_card
+
+    np.save(corners.parent / "kp_template.npy", get_task("gridcorners").template())
+    write_model_card(corners, {"template": "kp_template.npy"})
+    assert run() == (1, 0)
+    assert run() == (0, 1)
+    np.save(corners.parent / "kp_template.npy", get_task("gridcorners").template().astype(np.float32))
+    assert run() == (1, 0)
 
 
 def test_two_runs_on_one_output_folder_share_no_temporary_name(one_photo, fake_weights, tmp_path):
