@@ -179,7 +179,14 @@ class SegPredictor:
     """A trained YOLO-seg model (.pt or .onnx) with its class names."""
 
     def __init__(
-        self, weights: str | Path, imgsz: int | None = None, conf: float = 0.25, device: str = "auto"
+        self,
+        weights: str | Path,
+        imgsz: int | None = None,
+        conf: float = 0.25,
+        device: str = "auto",
+        method: str = "direct",
+        tile: int = 640,
+        overlap: float = 0.2,
     ):
         from quadratseg.yolo_train import build_model
 
@@ -193,6 +200,9 @@ class SegPredictor:
         self.imgsz = imgsz or int(overrides.get("imgsz", 640) or 640)
         self.conf = conf
         self.device = None if device == "auto" else device
+        if method not in METHODS:
+            raise QuadratsegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        self.method, self.tile, self.overlap = method, tile, overlap  # predict()'s defaults
 
     def _predict_arrays(self, images_bgr: list[np.ndarray], conf: float) -> list[list[Instance]]:
         results = self.model.predict(
@@ -234,13 +244,17 @@ class SegPredictor:
     def predict(
         self,
         image_rgb: np.ndarray,
-        method: str = "direct",
-        tile: int = 640,
-        overlap: float = 0.2,
+        method: str | None = None,
+        tile: int | None = None,
+        overlap: float | None = None,
         conf: float | None = None,
         merge_iou: float = 0.3,
     ) -> list[Instance]:
-        """Instances of one uint8 RGB image (H, W, 3), coordinates in the image frame."""
+        """Instances of one uint8 RGB image (H, W, 3), coordinates in the image frame; ``method``,
+        ``tile``, ``overlap`` and ``conf`` default to the predictor's."""
+        method = self.method if method is None else method
+        tile = self.tile if tile is None else tile
+        overlap = self.overlap if overlap is None else overlap
         if method not in METHODS:
             raise QuadratsegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
         conf = self.conf if conf is None else conf

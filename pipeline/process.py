@@ -205,6 +205,7 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
     from grid_pose_detection.tasks import get_task
     from quadratseg.cli import device, weights_path
     from quadratseg.keypoints import load_template
+    from quadratseg.model_card import read_model_card
     from quadratseg.warp import warped_size
 
     semantic = None
@@ -214,8 +215,14 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
         semantic = SemanticSegmenter(config.mmseg_config, weights_path(config.mmseg_weights), device())
     segment = None
     if config.segment in ("yolo", "both"):
+        tile = int(read_model_card(weights_path(config.yolo)).get("tile") or 0)  # trained on tiles
         segment = SegPredictor(
-            weights_path(config.yolo), imgsz=config.yolo_imgsz, conf=config.conf, device=device()
+            weights_path(config.yolo),
+            imgsz=config.yolo_imgsz,
+            conf=config.conf,
+            device=device(),
+            method="overlapping" if tile else "direct",
+            tile=tile or 640,
         )
     corners = grid = None
     if config.corners:

@@ -59,12 +59,13 @@ class FakeSegModel:
     task = "segment"
 
     def __init__(self):
-        self.overrides, self.names = {"imgsz": 256}, {0: "Porites", 1: "Acropora"}
+        self.overrides, self.names, self.shapes = {"imgsz": 256}, {0: "Porites", 1: "Acropora"}, []
 
     def predict(self, images_bgr, **kwargs):
         import torch
         from ultralytics.engine.results import Results
 
+        self.shapes.extend(image.shape for image in images_bgr)
         return [
             Results(image, path="photo.jpg", names=self.names, boxes=torch.zeros((0, 6)))
             for image in images_bgr

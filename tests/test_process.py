@@ -707,3 +707,21 @@ def seen_far_from_the_grid(truth, size, margin_px=4):
     near = cv2.dilate(mask.astype(np.uint8), np.ones((2 * margin_px + 1,) * 2, np.uint8)) > 0
     near[:margin_px], near[-margin_px:], near[:, :margin_px], near[:, -margin_px:] = True, True, True, True
     return ~near
+
+
+def test_a_model_trained_on_tiles_is_fed_tiles_of_the_warped_quadrat(one_photo, fake_weights, tmp_path):
+    """A YOLO model whose card says it learned 160 px tiles of 320 px quadrats sees 160 px windows of
+    the chain's 320 px quadrat (before: the whole quadrat, at a scale it never saw)."""
+    from pipeline.process import process
+    from quadratseg.model_card import write_model_card
+
+    folder, truth, _ = one_photo
+    corners = fake_weights("corners", FakePoseModel([truth]))
+    seg_model = FakeSegModel()
+    seg = fake_weights("seg", seg_model)
+    write_model_card(seg, {"task": "coralseg", "imgsz": 160, "warp_size": 320, "tile": 160})
+    process(str(folder), str(tmp_path / "out"), yolo=str(seg), corners=str(corners), overlays=False)
+    assert seg_model.shapes == [(160, 160, 3)] * 9  # overlapping windows (0.2): 3 x 3 over 320 px
+    write_model_card(seg, {"tile": 0, "imgsz": 320})
+    process(str(folder), str(tmp_path / "whole"), yolo=str(seg), corners=str(corners), overlays=False)
+    assert seg_model.shapes[9:] == [(320, 320, 3)]
