@@ -1,4 +1,5 @@
-"""The segmentor and its SAM refiner as one object: what ``predict``, the demo and the Nuclio handler call."""
+"""The segmentor and its SAM refiner as one object: what ``predict``, the demo and the Nuclio handler call,
+and its CVAT detector answer (:func:`cvat_answer`: the core's shapes plus each colony's ``unsure`` flag)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,27 @@ from typing import Any
 import numpy as np
 
 from DINOv2_mmseg.sam_refine import RefineConfig, load_sam, refine_instances, sam_predictor_for, top_class
-from quadratseg.instances import Instance
+from quadratseg.instances import Instance, cvat_shapes
 
 logger = logging.getLogger(__name__)
+
+
+UNSURE_ATTRIBUTE = "unsure"  # a checkbox attribute of every label of the deployed function
+
+
+def cvat_answer(
+    instances: list[Instance], frame_size: tuple[int, int], threshold: float = 0.0
+) -> list[dict[str, Any]]:
+    """CVAT's detector answer for colonies (:func:`quadratseg.instances.cvat_shapes`, ``frame_size=(width,
+    height)``, ``threshold`` 0..1), each shape also carrying ``unsure`` as CVAT's checkbox values
+    ``"true"``/``"false"`` so annotators can filter the colonies the model doubted."""
+    shapes = []
+    for inst in instances:
+        for shape in cvat_shapes([inst], frame_size, threshold):
+            unsure = "true" if inst.extra.get("unsure") else "false"
+            shape["attributes"].append({"name": UNSURE_ATTRIBUTE, "value": unsure})
+            shapes.append(shape)
+    return shapes
 
 
 class CoralPipeline:

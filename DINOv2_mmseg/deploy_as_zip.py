@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from quadratseg.formats.cvat_labels import mask_labels_spec
+from DINOv2_mmseg.coral_pipeline import UNSURE_ATTRIBUTE
+from quadratseg.formats.cvat_labels import AttributeSpec, LabelSpec, confidence_attribute, label_to_raw
 from quadratseg.nuclio import BASE_PIP, FunctionSpec, write_nuclio_zip
 
 PIP = (
@@ -31,6 +33,16 @@ PIP = (
 SEGFORMER_WEIGHTS = "best_segformer.pth"
 SEGFORMER_CONFIG = "best_segformer_config.py"
 SAM_WEIGHTS = "vit_b_coralscop.pth"
+
+
+def dinov2_labels_spec(class_names: list[str]) -> list[dict[str, Any]]:
+    """The function's label spec: one ``mask`` label per class with the confidence (number) and the
+    ``unsure`` (checkbox, default false) attributes its answers carry."""
+    unsure = AttributeSpec(UNSURE_ATTRIBUTE, "checkbox", True, ["false"], "false")
+    return [
+        {"id": i, **label_to_raw(LabelSpec(name, "mask", attributes=[confidence_attribute(), unsure]))}
+        for i, name in enumerate(class_names)
+    ]
 
 
 def function_spec(
@@ -52,7 +64,7 @@ def function_spec(
         name=model_name,
         display_name="Coral colonies (DINOv2 + SegFormer, CoralSCoP)",
         description="Semantic segmentation of coral genera refined into colonies with SAM/CoralSCoP",
-        labels=mask_labels_spec(list(class_names)),
+        labels=dinov2_labels_spec(list(class_names)),
         main_py=Path(__file__).parent / "nuclio" / "main.py",
         files={
             SEGFORMER_WEIGHTS: Path(segformer_weights),

@@ -538,6 +538,15 @@ def test_nuclio_zip_and_handler(trained, family_root, tmp_path, shared_data):
     assert [s["name"] for s in spec] == load_taxonomy().classes("main_family") and {
         s["type"] for s in spec
     } == {"mask"}
+    # every label declares confidence (number) and unsure (checkbox), as cvat-sdk's own model reads them
+    from cvat_sdk.api_client import models
+
+    declared = {
+        (a.name, a.input_type.value)
+        for s in spec
+        for a in (models.AttributeRequest(**x) for x in s["attributes"])
+    }
+    assert declared == {("confidence", "number"), ("unsure", "checkbox")}
     image_path = next((family_root / "val" / "data").iterdir())
     request = json.dumps({"image": base64.b64encode(image_path.read_bytes()).decode(), "threshold": 0.0})
     ok, no_image, bad = call_handler(
@@ -565,3 +574,7 @@ def test_nuclio_zip_and_handler(trained, family_root, tmp_path, shared_data):
         assert shape["type"] == "mask" and shape["confidence"].isnumeric() and shape["label"] == inst.label
         assert shape["label"] in load_taxonomy().classes("main_family")
         assert np.array_equal(cvat_mask(shape, frame), inst.full_mask(frame)) and len(shape["points"]) >= 6
+        assert {a["name"]: a["value"] for a in shape["attributes"]} == {
+            "confidence": str(round(100 * inst.score)),
+            "unsure": "true" if inst.extra["unsure"] else "false",
+        }

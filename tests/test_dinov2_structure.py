@@ -152,3 +152,25 @@ def test_demo_cover_error_averages_over_classes_present_in_truth_or_prediction()
     predicted = {"Acropora": 30.0, "Porites": 0.0, "Pocillopora": 5.0, "Millepora": 0.0}
     true = {"Acropora": 40.0, "Porites": 0.0, "Pocillopora": 0.0, "Millepora": 2.0}
     assert cover_abs_errors(predicted, true) == {"Acropora": 10.0, "Pocillopora": 5.0, "Millepora": 2.0}
+
+
+def test_unsure_colonies_reach_cvat_as_a_checkbox_attribute():
+    """The DINOv2 answer marks each colony's ``unsure`` flag as a checkbox value CVAT accepts ("true" or
+    "false", the attribute the deployed label spec declares), beside the confidence."""
+    from cvat_sdk.api_client import models
+
+    from DINOv2_mmseg.coral_pipeline import cvat_answer
+    from DINOv2_mmseg.deploy_as_zip import dinov2_labels_spec
+    from quadratseg.instances import Instance
+
+    sure = Instance("Porites", 0.9, np.ones((3, 3), bool), (1, 1), {"unsure": False})
+    doubted = Instance("Acropora", 0.6, np.ones((2, 4), bool), (6, 2), {"unsure": True})
+    dropped = Instance("Acropora", 0.2, np.ones((2, 2), bool), (0, 8), {"unsure": True})  # under threshold
+    shapes = cvat_answer([sure, doubted, dropped], (12, 12), threshold=0.5)
+    assert [(s["label"], {a["name"]: a["value"] for a in s["attributes"]}) for s in shapes] == [
+        ("Porites", {"confidence": "90", "unsure": "false"}),
+        ("Acropora", {"confidence": "60", "unsure": "true"}),
+    ]
+    spec = dinov2_labels_spec(["Porites", "Acropora"])
+    unsure = models.AttributeRequest(**next(a for a in spec[1]["attributes"] if a["name"] == "unsure"))
+    assert (unsure.input_type.value, unsure.default_value, unsure.mutable) == ("checkbox", "false", True)

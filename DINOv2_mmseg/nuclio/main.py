@@ -1,7 +1,8 @@
 """Nuclio handler of ``pth-mmseg-coralscopsegformer``: DINOv2 + SegFormer, refined with SAM/CoralSCoP.
 
 Request ``{"image": <base64>, "threshold": <0..1, optional>}``; answer: CVAT ``mask`` shapes that
-also carry ``points``, with integer-string confidences (the colony's mean class probability).
+also carry ``points``, with integer-string confidences (the colony's mean class probability) and the
+``unsure`` checkbox attribute (``"true"`` under ``QUADRATSEG_UNSURE_THRESHOLD``).
 A thin adapter over :class:`DINOv2_mmseg.coral_pipeline.CoralPipeline`.
 """
 
@@ -10,9 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from DINOv2_mmseg.coral_pipeline import CoralPipeline
+from DINOv2_mmseg.coral_pipeline import CoralPipeline, cvat_answer
 from DINOv2_mmseg.sam_refine import RefineConfig
-from quadratseg.instances import cvat_shapes
 from quadratseg.nuclio import json_response, parse_image_request
 
 HERE = Path(__file__).resolve().parent
@@ -40,4 +40,4 @@ def handler(context, event):
     except ValueError as exc:
         return json_response(context, {"error": str(exc)}, status_code=400)
     _, instances = context.user_data.pipeline(image)
-    return json_response(context, cvat_shapes(instances, (image.shape[1], image.shape[0]), threshold))
+    return json_response(context, cvat_answer(instances, (image.shape[1], image.shape[0]), threshold))
