@@ -129,12 +129,13 @@ def colony_rows(
     quadrat_cm: float | None = None,
     warped_size: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """The ``colonies.csv`` rows of one photo.
+    """The ``colonies.csv`` rows of one photo (``place``, ``taxonomy``, ``quadrat_cm`` and
+    ``warped_size`` as in :func:`cover_rows`).
 
     Args:
+        photo: the photo's key.
         colonies: per colony ``label``, ``score`` (0..1), ``area_px`` and ``perimeter_px`` (warped
             frame), in the photo's colony order (the row's ``colony`` id is the index).
-        place, taxonomy, quadrat_cm, warped_size: as :func:`cover_rows`.
     """
     if not colonies:
         return []
