@@ -21,6 +21,9 @@ comma := ,
 
 .PHONY: install demo test test-fast lint format clean docs docs-build
 
+# With the dev extra, install also installs the bridge's test and demo equipment (loopback/, a
+# distribution of its own that the project's wheel does not carry).
+
 install: $(STAMP)
 
 $(STAMP):
@@ -28,6 +31,7 @@ $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --disable-pip-version-check $(TORCH_PINS)
 	$(PIP) install --disable-pip-version-check -e '.[$(EXTRAS)]'
+	$(if $(filter dev,$(subst $(comma), ,$(EXTRAS))),$(PIP) install --disable-pip-version-check --no-deps -e ./loopback)
 	$(PIP) check
 	$(PIP) install --disable-pip-version-check --no-deps --upgrade --target $(ORACLE_DIR) -r $(ORACLE_REQS)
 	@rm -f $(VENV)/.installed-*

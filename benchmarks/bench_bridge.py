@@ -72,9 +72,9 @@ def main() -> None:
 
     import httpx
 
-    from bridge.cvat_standin import CvatServer
-    from bridge.loopback import BridgeProcess, FunctionProcess, bridge_environment, unpack_zip
     from coral_seg_yolo.deploy_as_zip import deploy_as_zip
+    from loopback.cvat_standin import CvatServer
+    from loopback.harness import BridgeProcess, FunctionProcess, bridge_environment, unpack_zip
     from quadratseg.cvat_client import Cvat, connect
     from quadratseg.formats.cvat_labels import labels_to_raw_config
     from quadratseg.labelsets import coral_labels

@@ -47,7 +47,7 @@ STAGES: list[str] = [
     "coral_seg_yolo.demo:stage",
     "DINOv2_mmseg.demo:stage",
     "pipeline.demo_process:stage",
-    "bridge.demo:stage",
+    "loopback.demo:stage",
 ]
 
 

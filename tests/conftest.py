@@ -214,7 +214,7 @@ def synthetic_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def cvat_server(shared_data):
     """The CVAT stand-in on 127.0.0.1 (user ``admin`` / ``admin-password``, token ``test-token``)."""
-    from bridge.cvat_standin import CvatServer
+    from loopback.cvat_standin import CvatServer
 
     server = CvatServer(shared_data).start()
     yield server

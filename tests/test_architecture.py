@@ -14,6 +14,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 MODULES = ("data_engineering", "grid_pose_detection", "grid_inpainting", "coral_seg_yolo", "DINOv2_mmseg")
 TOP = ("pipeline", "bridge")
+# test and demo equipment above the top floor (the CVAT stand-in, the function server, the bridge's
+# process harness and demo): installed for development only, never named by the runtime packages
+EQUIPMENT = ("loopback",)
 
 
 def packages_named(path: Path) -> set[str]:
@@ -35,9 +38,9 @@ def packages_named(path: Path) -> set[str]:
             found.add(node.module.split(".")[0])
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             head = node.value.split(":")[0].split(".")[0]
-            if head in MODULES + TOP and ("." in node.value or ":" in node.value):
+            if head in MODULES + TOP + EQUIPMENT and ("." in node.value or ":" in node.value):
                 found.add(head)
-    return found & set(MODULES + TOP + ("quadratseg",))
+    return found & set(MODULES + TOP + EQUIPMENT + ("quadratseg",))
 
 
 def files(package: str) -> list[Path]:
@@ -181,3 +184,34 @@ def test_the_duplicate_checks_see_what_they_look_for(tmp_path):
     assert renames(probe) == [6, 7]
     assert cli_entry_points(probe) == {"f"}
     assert cli_entry_points(REPO / "quadratseg" / "atomic.py") is None
+
+
+def test_the_bridge_is_the_service_alone():
+    """The runtime bridge names none of the test equipment, which is not in the project's wheel but its
+    own small distribution (loopback/pyproject.toml) that the development set-ups install."""
+    import tomllib
+    from fnmatch import fnmatch
+
+    offenders = {str(p.relative_to(REPO)): sorted(packages_named(p)) for p in files("bridge")}
+    assert {k: v for k, v in offenders.items() if "loopback" in v} == {}
+    assert sorted(p.name for p in (REPO / "bridge").iterdir() if p.name != "__pycache__") == [
+        "__init__.py",
+        "__main__.py",
+        "app.py",
+        "convert.py",
+        "functions.py",
+        "jobqueue.py",
+        "store.py",
+        "urls.py",
+        "work.py",
+        "worker.py",
+    ]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert not [pattern for pattern in include if fnmatch("loopback", pattern)]
+    equipment = tomllib.loads((REPO / "loopback" / "pyproject.toml").read_text(encoding="utf-8"))
+    assert equipment["tool"]["setuptools"]["packages"] == ["loopback", "loopback.cvat_standin"]
+    assert (
+        "-e ./loopback" in (REPO / "Makefile").read_text()
+        and "-e ./loopback" in (REPO / "pixi.toml").read_text()
+    )

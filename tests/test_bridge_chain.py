@@ -23,7 +23,7 @@ import pytest
 from tiny_models import confident_copy, tiny_lama_file
 
 from bridge.app import signed_path
-from bridge.loopback import (
+from loopback.harness import (
     BridgeProcess,
     FunctionProcess,
     add_webhooks,

@@ -99,7 +99,7 @@ def test_skeletons_carry_sublabel_ids_and_outside(cvat_labels):
 
 
 def test_the_requests_satisfy_cvats_schema(cvat_labels, shared_data):
-    from bridge.cvat_standin.openapi import load_checker
+    from loopback.cvat_standin.openapi import load_checker
 
     checker = load_checker(shared_data / "cvat" / "schema.yml")
     disk = np.hypot(*np.mgrid[-6:7, -6:7]) <= 6

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from bridge.app import signed_path
-from bridge.loopback import BridgeProcess, bridge_environment, free_port, wait_for
+from loopback.harness import BridgeProcess, bridge_environment, free_port, wait_for
 from quadratseg.cvat_client import Cvat, connect
 from quadratseg.formats.cvat_labels import labels_to_raw_config
 from quadratseg.labelsets import coral_labels

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from bridge.app import signed_path
-from bridge.loopback import free_port
+from loopback.harness import free_port
 from quadratseg.settings import Settings
 
 TOKEN = "jobs-token"

@@ -445,7 +445,7 @@ def test_an_annotators_edit_of_an_auto_shape_makes_it_semi_auto(cvat_server, cva
     from cvat_sdk.api_client import models
     from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
 
-    from bridge.cvat_standin.server import compute_new_source
+    from loopback.cvat_standin.server import compute_new_source
 
     project, _, (first, _) = seed(cvat_server)
     ids = label_ids(cvat_server, project["id"])

@@ -135,7 +135,7 @@ def test_tta_and_full_resolution_sliding_windows_give_iou_metrics(family_run, tm
 
 
 def test_torchrun_with_the_pytorch_launcher_trains_on_cpu_with_gloo(layouts, tmp_path):
-    from bridge.loopback import free_port
+    from loopback.harness import free_port
 
     port = free_port()
     env = {

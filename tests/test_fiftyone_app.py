@@ -275,8 +275,8 @@ def test_every_stage_names_the_datasets_there_are(evaluated_dataset, tmp_path, c
 
 def test_the_app_server_serves_the_declared_skeletons(evaluated_dataset):
     """A real App server on 127.0.0.1 (about 6 s to start): its GraphQL API reports the skeleton."""
-    from bridge.loopback import free_port
     from data_engineering.app import launch_app
+    from loopback.harness import free_port
 
     port = free_port()
     session = launch_app(evaluated_dataset, port=port, address="127.0.0.1", remote=True, wait=None)

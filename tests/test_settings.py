@@ -207,7 +207,7 @@ def test_library_modules_read_no_environment_variables():
         "quadratseg.settings",  # load_settings/find_env_file: called by the entry points
         "quadratseg.offline",  # process set-up called by the entry points (writes only)
         "grid_inpainting.inpaint",  # sets simple-lama's LAMA_MODEL for its loader and restores it
-        "bridge.loopback",  # starts the bridge and function servers as processes with this environment
+        "loopback.harness",  # starts the bridge and function servers as processes with this environment
         "quadratseg.yolo_train",  # --mlflow: sets MLFLOW_TRACKING_URI for ultralytics' MLflow callback
     }
     readers = []

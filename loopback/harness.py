@@ -1,5 +1,5 @@
 """The bridge and its functions as real processes on 127.0.0.1, for the tests, the benchmark and the
-demo: Nuclio zips served by :mod:`bridge.function_server`, and ``python -m bridge`` itself.
+demo: Nuclio zips served by :mod:`loopback.function_server`, and ``python -m bridge`` itself.
 
 Nothing here is used by a deployment (there, Nuclio serves the functions and the bridge runs in its
 container); it only starts processes and waits for them the way an operator would.
@@ -50,7 +50,7 @@ def unpack_zip(zip_path: str | Path, into: str | Path) -> Path:
 
 @dataclass
 class FunctionProcess:
-    """One Nuclio function folder served over HTTP by :mod:`bridge.function_server`."""
+    """One Nuclio function folder served over HTTP by :mod:`loopback.function_server`."""
 
     function_dir: Path
     max_body: int | None = None
@@ -61,7 +61,7 @@ class FunctionProcess:
     def launch(self) -> FunctionProcess:
         """Start the server process without waiting for it (see :meth:`ready`)."""
         self.function_dir = Path(self.function_dir).resolve()
-        command = [sys.executable, "-m", "bridge.function_server", str(self.function_dir), "--port", "0"]
+        command = [sys.executable, "-m", "loopback.function_server", str(self.function_dir), "--port", "0"]
         if self.max_body is not None:
             command += ["--max-body", str(self.max_body)]
         env = {**os.environ, **self.env, "PYTHONPATH": str(self.function_dir)}

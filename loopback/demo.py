@@ -1,9 +1,9 @@
 """Demo stage: the bridge for real, on 127.0.0.1, with the models the demo trained.
 
-The CVAT stand-in (``bridge/cvat_standin``, never used with a real CVAT) delivers signed webhooks as
+The CVAT stand-in (``loopback/cvat_standin``, never used with a real CVAT) delivers signed webhooks as
 CVAT does; the demo's corner, grid and coral models are packed into their Nuclio zips and served by
-``bridge.function_server``; ``python -m bridge`` runs as its own process. An annotator's day on the
-raw test photos (:func:`bridge.loopback.three_stage_day`): the corner task is opened (pre-annotated),
+``loopback.function_server``; ``python -m bridge`` runs as its own process. An annotator's day on the
+raw test photos (:func:`loopback.harness.three_stage_day`): the corner task is opened (pre-annotated),
 corrected with the true corners and completed; the bridge makes the warped task and opens it (grid
 pre-annotated); the grid is corrected and completed; the bridge makes the grid-free task and
 pre-annotates its corals. Then every delivery of the day is sent again (as CVAT's retries or a
@@ -35,10 +35,10 @@ MODELS = {
 
 def build_functions(ctx: Any, root: Path) -> dict[str, Path]:
     """The three zips of the demo's models, unpacked: {function name: nuclio folder}."""
-    from bridge.loopback import unpack_zip
     from coral_seg_yolo.deploy_as_zip import deploy_as_zip as seg_zip
     from grid_pose_detection.demo import DEMO_CONF  # the pose stage's thresholds: briefly trained models
     from grid_pose_detection.deploy_as_zip import deploy_as_zip as pose_zip
+    from loopback.harness import unpack_zip
 
     runs = ctx.out_dir / "runs"
     out = {}
@@ -55,15 +55,15 @@ def build_functions(ctx: Any, root: Path) -> dict[str, Path]:
 
 def stage(ctx: Any) -> dict[str, Any]:
     """Run the annotator's day through the bridge and report what it did (module docstring)."""
-    from bridge.cvat_standin import CvatServer
-    from bridge.loopback import (
+    from grid_pose_detection.demo import DEMO_KPT_CONF
+    from loopback.cvat_standin import CvatServer
+    from loopback.harness import (
         BridgeProcess,
         FunctionProcess,
         add_webhooks,
         bridge_environment,
         three_stage_day,
     )
-    from grid_pose_detection.demo import DEMO_KPT_CONF
     from quadratseg.cvat_client import connect
     from quadratseg.formats.cvat_labels import labels_to_raw_config
     from quadratseg.labelsets import coral_labels, corner_labels, grid_labels

@@ -1,6 +1,6 @@
 """Serve one unpacked Nuclio function zip over HTTP on 127.0.0.1, the way Nuclio's HTTP trigger does.
 
-``python -m bridge.function_server FUNCTION_DIR --port P``, run from the function folder with
+``python -m loopback.function_server FUNCTION_DIR --port P``, run from the function folder with
 ``PYTHONPATH`` set to it, so the function's own modules come first, as in its container. The function's
 ``init_context`` runs once through nuclio-sdk's platform, then every ``POST /`` becomes a
 ``nuclio_sdk.Event`` for its ``handler``. From ``function.yaml``, like Nuclio:
