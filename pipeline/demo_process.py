@@ -278,6 +278,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         "miss_pp": round(calibration.miss_pooled_pp, 3),
         "class_terms": {
             name: {
+                "fitted": run["calibration"].fitted,
                 "per_class_bias": sorted(run["calibration"].bias_pp),
                 "per_class_miss": sorted(run["calibration"].miss_by_class_pp),
                 "pairs": run["calibration"].pairs,

@@ -144,8 +144,9 @@ class CoverCalibration:
         )
 
     def bias(self, label: str) -> tuple[float, str]:
-        """(m_c, how it was fitted) of a class predicted on the photo."""
-        if not self.fitted:
+        """(m_c, how it was fitted) of a class predicted on the photo ("uncalibrated" when the fit
+        had no such pair: then ``k``, ``b`` and ``q`` are the uncalibrated ones too)."""
+        if not self.fitted or self.pairs.get("predicted") == 0:
             return 0.0, "uncalibrated"
         if label in self.bias_pp:
             return self.bias_pp[label], "per-class"
@@ -153,7 +154,7 @@ class CoverCalibration:
 
     def miss(self, label: str) -> tuple[float, str]:
         """(u_c, how it was fitted) of a class not predicted on the photo."""
-        if not self.fitted:
+        if not self.fitted or self.pairs.get("not_predicted") == 0:
             return self.miss_pooled_pp, "uncalibrated"
         if label in self.miss_by_class_pp:
             return self.miss_by_class_pp[label], "per-class"

@@ -1,9 +1,18 @@
 import json
 import re
 
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
 from pipeline.demo import run_demo
 from quadratseg.settings import Settings
 from quadratseg.taxonomy import load_taxonomy
+
+# bounds from the measured run (images=6, seed 1, one-epoch models), with margin
+COVER_MAE_MAX = 10.0  # percentage points
+MMSEG_COVER_MAE_MAX = 15.0
+MIN_COVERAGE = 0.5  # one test photo: its photo x class pairs are few (measured 0.6 to 0.9)
 
 
 def test_demo_writes_summary_and_report(tmp_path):
@@ -61,37 +70,44 @@ def test_demo_writes_summary_and_report(tmp_path):
     assert mmseg["split"] == "test" and mmseg["images"] == n_test
     # cover compared for every coral class on every test image
     assert mmseg["cover_comparisons"] == n_test * (len(mmseg["per_class_iou"]) - 1)  # background left out
-    assert mmseg["cover_mean_abs_error_pp"] < 100 and mmseg["aacc"] > 0
+    assert 0 < mmseg["cover_mean_abs_error_pp"] < MMSEG_COVER_MAE_MAX and mmseg["aacc"] > 0
     ious = [v for v in mmseg["per_class_iou"].values() if v is not None and v == v]
     assert ious and abs(sum(ious) / len(ious) - mmseg["miou"]) < 0.05
     assert set(mmseg["per_class_iou"]) == {"background", *load_taxonomy().classes("main_family")}
     chain = summary["process"]  # the chain on the raw test photos with the one-epoch models
-    assert {
-        "photos",
-        "failed",
-        "cover_mae_pp",
-        "interval_coverage",
-        "point_accuracy",
-        "seconds_per_photo",
-    } <= set(chain)
     assert chain["photos"] == n_test and chain["failed"] == 0 and chain["variant"] == "three-stage"
-    assert set(chain["main_family_cover_mae_pp"]) == {"yolo", "mmseg", "weighted", "voting", "nms"}
-    assert chain["calibration_pairs"] > 0 and chain["miss_pp"] >= 0 and chain["boundary_px"] >= 0
-    # grid removal scored on the real photos too (decoy masks), when ../shared/data is beside us
-    real = inpaint["real_photos"]
-    assert isinstance(real, str) or all(r["photos"] == 9 and r["psnr_masked"] > 10 for r in real.values())
+    assert chain["with_cover"] == n_test  # every test photo's frame found
+    assert 0 < chain["cover_mae_pp"] < COVER_MAE_MAX and 0 < chain["centre_mae_pp"] < COVER_MAE_MAX
+    # the warp of the one-epoch corner model against the true quadrat, px of the warped frame: such a
+    # model's corners are far off (measured 1429 px with refinement off); the metric itself is
+    # checked against known homographies in test_the_warp_error_is_measured_against_the_true_quadrat
+    assert np.isfinite(chain["warp_mean_px_error"]) and chain["warp_mean_px_error"] > 0
+    # each segmenter's intervals, fitted on its validation run, checked on the test photos
+    segmenters = {"yolo", "mmseg", "weighted", "voting", "nms"}
+    assert set(chain["interval_coverage"]) == set(chain["main_family_cover_mae_pp"]) == segmenters
+    for name in segmenters:
+        assert MIN_COVERAGE <= chain["interval_coverage"][name] <= 1.0, name
+        assert 0 <= chain["main_family_cover_mae_pp"][name] < COVER_MAE_MAX, name
+        terms = chain["class_terms"][name]
+        assert terms["fitted"] and terms["pairs"]["predicted"] + terms["pairs"]["not_predicted"] > 0
+    assert chain["calibration_pairs"] > 0 and chain["quantile"] > 0 and chain["miss_pp"] >= 0
+    assert chain["interval_method"].startswith("instance-confidence")
+    assert 0 < chain["point_accuracy"] <= 1 and chain["points_scored"] > 0
     assert inpaint["fine_tune"].startswith("skipped: no LaMa weights")
-    bridge = summary["bridge"]  # the bridge on loopback with the CVAT stand-in (needs ../shared/data)
-    if "skipped" not in bridge:
-        assert (
-            bridge["tasks_created"] == 2 and bridge["failed_jobs"] == 0 and bridge["schema_violations"] == 0
-        )
-        assert bridge["frames"] == 3 * n_test and bridge["replayed"] > 0 and bridge["duplicates"] > 0
-        assert bridge["ack_p99_ms"] < 1000
     html = (tmp_path / "demo" / "report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", html)
     assert len(images) >= 4
     assert all((tmp_path / "demo" / src).is_file() for src in images)
+    # grid removal scored on the real photos (decoy masks) and the bridge run with the CVAT stand-in,
+    # both from the real files of ../shared/data
+    real, bridge = inpaint["real_photos"], summary["bridge"]
+    if not SHARED_DATA.is_dir():
+        assert real.startswith("skipped: no real photos") and "skipped" in bridge
+        return
+    assert len(real) >= 1 and all(r["photos"] == 9 and r["psnr_masked"] > 10 for r in real.values())
+    assert bridge["tasks_created"] == 2 and bridge["failed_jobs"] == 0 and bridge["schema_violations"] == 0
+    assert bridge["frames"] == 3 * n_test and bridge["replayed"] > 0 and bridge["duplicates"] > 0
+    assert bridge["ack_p99_ms"] < 1000
 
 
 def test_a_missing_stage_module_is_reported_not_dropped(tmp_path):
@@ -103,3 +119,46 @@ def test_a_missing_stage_module_is_reported_not_dropped(tmp_path):
         stages=["pipeline.demo:core_stage", "not_a_module.demo:stage"],
     )
     assert "No module named 'not_a_module'" in summary["not_a_module"]["skipped"]
+
+
+def test_the_warp_error_is_measured_against_the_true_quadrat(tmp_path):
+    from pipeline.demo_process import warp_error_px
+    from quadratseg.warp import quadrat_homography
+
+    corners = np.array([[30.0, 20.0], [330.0, 35.0], [320.0, 260.0], [25.0, 250.0]])
+    truth_h = quadrat_homography(corners, (200, 200))  # raw -> warped
+    truth = {
+        "name": "a.jpg",
+        "warped_size": [200, 200],
+        "homography_warped_to_raw": np.linalg.inv(truth_h).tolist(),
+    }
+    (tmp_path / "photos").mkdir()
+    record = tmp_path / "photos" / "a.jpg.json"
+    errors = {}
+    for shift, size in ((0.0, 200), (3.0, 200), (0.0, 400)):
+        chain_h = quadrat_homography(np.add(corners, [shift, 0.0]), (size, size))  # corners shift px right
+        record.write_text(
+            json.dumps({"homography_raw_to_warped": chain_h.tolist(), "warped_size": [size, size]})
+        )
+        errors[shift, size] = warp_error_px(tmp_path, [truth])
+    # the true corners (at any warp size) give 0; corners 3 px right in a 300 px wide quadrat warped to
+    # 200 px move the warped points by 2 px at the top, less elsewhere
+    assert errors[0.0, 200] == pytest.approx(0.0, abs=1e-6) and errors[0.0, 400] == pytest.approx(
+        0.0, abs=1e-6
+    )
+    assert 1.5 < errors[3.0, 200] < 2.1
+    record.write_text(json.dumps({"homography_raw_to_warped": None, "warped_size": None}))
+    assert warp_error_px(tmp_path, [truth]) is None  # no frame found: nothing to measure
+
+
+def test_interval_coverage_counts_the_pairs_present_in_the_truth_or_the_prediction():
+    from pipeline.demo_process import pair_coverage
+    from quadratseg.cover import instance_cover
+
+    rows = instance_cover(["Porites"], [1.0], [100], 1000, ["Acropora", "Fungia"], miss_pp=1.0)
+    # Acropora: 0.5 true, none seen, inside [0, 1]; Fungia: absent from both, left out;
+    # Porites: 10 % predicted exactly, 12 % true: outside [10, 10]
+    by_label = {r.label: r for r in rows}
+    values = {"Acropora": 0.5, "Fungia": 0.0, "Porites": 12.0}
+    assert pair_coverage(rows, [values[r.label] for r in rows]) == 0.5
+    assert by_label["Fungia"].high == 1.0 and pair_coverage([by_label["Fungia"]], [0.0]) is None
