@@ -75,6 +75,7 @@ def test_skeletons_to_keypoints_in_template_order(
 ):
     pull_xml(synthetic_set, folder, dataset_name, tmp_path)
     truths = {t["name"]: t for t in load_truth(synthetic_set)}
+    assert load(dataset_name).count() == len(truths) == 6
     for sample in load(dataset_name):
         truth = truths[sample.cvat_image_name]
         (kp,) = sample[field].keypoints

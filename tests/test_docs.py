@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = sorted((REPO / "docs").rglob("*.md")) + sorted(REPO.glob("*/README.md")) + [REPO / "README.md"]
+PAGES = (
+    sorted((REPO / "docs").rglob("*.md"))
+    + sorted(p for p in REPO.glob("*/README.md") if not p.parent.name.startswith("."))  # no tool's cache
+    + [REPO / "README.md"]
+)
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +110,22 @@ def test_every_command_in_the_docs_exists_with_its_options(page):
                 )
                 continue
             assert name in params, f"{page.name}: python -m {module} has no option --{flag}"
+
+
+def test_the_command_check_reads_every_page_that_shows_commands():
+    """The pages checked above are the project's own (no tool's folder) and the command reader finds
+    the commands of every module's README, every guide that is not an include, and the main guides."""
+    pages = {str(p.relative_to(REPO)) for p in PAGES}
+    assert {p for p in pages if p.startswith(".")} == set()
+    with_commands = {str(p.relative_to(REPO)) for p in PAGES if list(_commands(p))}
+    readmes = {f"{m}/README.md" for m in ("data_engineering", "grid_pose_detection", "grid_inpainting")}
+    readmes |= {"coral_seg_yolo/README.md", "DINOv2_mmseg/README.md", "pipeline/README.md", "README.md"}
+    guides = {str(p.relative_to(REPO)) for p in (REPO / "docs" / "guides").glob("*.md")}
+    guides -= {"docs/guides/chain.md"}  # an include of pipeline/README.md
+    assert len(guides) == 5
+    assert (
+        sorted((readmes | guides | {"docs/training.md", "docs/nuclio.md", "docs/bridge.md"}) - with_commands)
+        == []
+    )
+    flags = re.findall(r"--([\w-]+)", dict(_commands(REPO / "pipeline" / "README.md"))["pipeline.process"])
+    assert flags[:2] == ["yolo", "corners"]  # the options the check compares with the function

@@ -233,11 +233,14 @@ def test_prepare_writes_upright_images_without_orientation(oriented_dataset, tmp
         label = (tmp_path / "yolo" / "labels" / path.parent.name / f"{path.stem}.txt").read_text().split()
         xy = np.asarray(label[1:], float).reshape(-1, 2) * [WIDTH, HEIGHT]
         assert np.allclose(xy, RED_POLYGON, atol=0.5)
-    write_seg_layout(ds, tmp_path / "tiles", tile=32, overlap=0.0)
-    for path in (tmp_path / "tiles" / "images").rglob("*.jpg"):
-        assert exif_orientation(path) == 1
+    summary = write_seg_layout(ds, tmp_path / "tiles", tile=32, overlap=0.0)
+    tiles = sorted((tmp_path / "tiles" / "images").rglob("*.jpg"))
+    assert len(tiles) == sum(summary["images"].values()) > len(written)
+    assert [exif_orientation(path) for path in tiles] == [1] * len(tiles)
     write_mmseg_layout(ds, tmp_path / "mmseg")
-    for path in sorted((tmp_path / "mmseg").glob("*/data/*.jpg")):
+    mmseg_images = sorted((tmp_path / "mmseg").glob("*/data/*.jpg"))
+    assert len(mmseg_images) == 10
+    for path in mmseg_images:
         assert exif_orientation(path) == 1 and close_to_upright(_raw_pixels(path)), path.name
         mask = read_image_rgb(path.parent.parent / "labels" / f"{path.stem}.png")[..., 0]
         x0, y0, x1, y1 = RED_BOX
@@ -263,6 +266,7 @@ def test_handler_sees_the_upright_image(tmp_path):
     ]
     env = {"QUADRATSEG_INPAINT_BACKEND": "opencv-telea"}
     answers = call_handler(tmp_path / "unzipped" / "nuclio", bodies, "grid_inpainting", env)
+    assert len(answers) == len(bodies) == 2
     for answer in answers:
         assert answer["status"] == 200, answer
         assert (answer["body"]["width"], answer["body"]["height"]) == (WIDTH, HEIGHT)
