@@ -88,15 +88,17 @@ def pck(
 def evaluate_samples(
     predictor: PosePredictor,
     samples: Any,
-    warp_size: int = 1024,
+    warp_size: int | tuple[int, int] | None = None,
     refine: bool | None = None,
     ablation: bool = False,
 ) -> dict[str, Any]:
     """Errors and matching success of ``predictor`` on FiftyOne samples holding the task's keypoints.
 
+    ``warp_size`` (a side or (width, height)) of the corner warp errors defaults to the predictor's.
     ``refine`` overrides the predictor's sub-pixel refinement; ``ablation`` adds the figures
     without it under ``without_refinement``.
     """
+    warp_size = predictor.warp_size if warp_size is None else warp_size
     result = _evaluate(predictor, samples, warp_size, refine)
     if ablation:
         plain = _evaluate(predictor, samples, warp_size, refine=False)
@@ -104,7 +106,9 @@ def evaluate_samples(
     return result
 
 
-def _evaluate(predictor: PosePredictor, samples: Any, warp_size: int, refine: bool | None) -> dict[str, Any]:
+def _evaluate(
+    predictor: PosePredictor, samples: Any, warp_size: int | tuple[int, int], refine: bool | None
+) -> dict[str, Any]:
     task = predictor.task
     errors, per_point, successes, warp_errors, images = [], [[] for _ in range(task.n_points)], 0, [], 0
     complete, pck_hits, pck_total, template = 0, 0, 0, task.template()
@@ -182,9 +186,11 @@ def evaluate(
     dataset: str,
     split: str = "test",
     data: str | None = None,
-    kpt_conf: float = 0.5,
+    conf: float | None = None,
+    kpt_conf: float | None = None,
+    max_cost: float | None = None,
     imgsz: int | None = None,
-    warp_size: int = 1024,
+    warp_size: int | None = None,
     ablation: bool = False,
 ) -> str:
     """Evaluate a pose model on the samples of a FiftyOne dataset tagged with --split.
@@ -195,9 +201,12 @@ def evaluate(
         dataset: FiftyOne dataset with the task's keypoints.
         split: sample tag to evaluate (test, val, train).
         data: data.yaml of prepare_data, to add ultralytics' pose mAP.
-        kpt_conf: keypoint confidence threshold.
+        conf: detection (box) confidence threshold (default: the model card's, else 0.25).
+        kpt_conf: keypoint confidence threshold (default: the model card's, else 0.5).
+        max_cost: matching threshold, share of the photo's longer side (default: the card's, else
+            the task's).
         imgsz: inference size (default: the training size).
-        warp_size: warped side for the corner warp errors.
+        warp_size: warped side for the corner warp errors (default: the card's, else 1920).
         ablation: also report the figures without sub-pixel refinement.
 
     Returns:
@@ -209,8 +218,24 @@ def evaluate(
     weights = weights_path(weights)  # names and lists arrive as typed: quadratseg.cli.run keeps text
     spec = get_task(task)
     view = load_dataset(dataset).match_tags(split)
-    predictor = PosePredictor(weights, spec, kpt_conf=kpt_conf, imgsz=imgsz, device=device())
-    result = evaluate_samples(predictor, view, warp_size, ablation=ablation)
+    predictor = PosePredictor(
+        weights,
+        spec,
+        conf=conf,
+        kpt_conf=kpt_conf,
+        max_cost=max_cost,
+        imgsz=imgsz,
+        device=device(),
+        warp_size=warp_size,
+        allow_warp_size_mismatch=True,  # the warp error is measured at any size
+    )
+    result = evaluate_samples(predictor, view, predictor.warp_size, ablation=ablation)
+    result["settings"] = {
+        "conf": predictor.conf,
+        "kpt_conf": predictor.kpt_conf,
+        "max_cost": predictor.max_cost,
+        "from": predictor.settings.sources,
+    }
     if data:
         result.update(ultralytics_metrics(weights, data, split, imgsz, device()))
     return json.dumps(result, indent=2)

@@ -1,6 +1,11 @@
 """CLI: corners or grid keypoints for a folder of images, in template order.
 
-    python -m grid_pose_detection.predict gridcorners best.pt IMAGES_DIR OUT_DIR [--warp-size 1024]
+    python -m grid_pose_detection.predict gridcorners best.pt IMAGES_DIR OUT_DIR [--warp-size 1920]
+
+Thresholds, template and warp size left out come from the model's card (``model_card.json`` beside
+the weights, written by ``grid_pose_detection.train``), else the defaults (box ``conf`` 0.25,
+``kpt_conf`` 0.5, the task's ``max_cost``, 1920 px warps); see
+:func:`grid_pose_detection.predictor.pose_settings`.
 
 Each image has a key, its path relative to IMAGES_DIR with the suffix kept (``site/a.jpg``).
 Writes ``keypoints_coco.json`` (COCO keypoints, file_name = key, ``v = 0`` for missing points),
@@ -36,13 +41,15 @@ def predict(
     images: str,
     out_dir: str,
     template: str | None = None,
-    conf: float = 0.25,
-    kpt_conf: float = 0.5,
+    conf: float | None = None,
+    kpt_conf: float | None = None,
+    max_cost: float | None = None,
     imgsz: int | None = None,
-    warp_size: int = 1024,
+    warp_size: int | None = None,
     aspect: float = 1.0,
     overwrite: bool = False,
     refine: bool = True,
+    allow_warp_size_mismatch: bool = False,
 ) -> str:
     """Predict ordered keypoints (and warped quadrats for corners) for every image of a folder.
 
@@ -51,15 +58,20 @@ def predict(
         weights: trained model (.pt or .onnx).
         images: an image or a folder of images (sub-folders too).
         out_dir: output folder (created when complete).
-        template: keypoint template .npy (default: the task's built-in template).
-        conf: detection confidence threshold.
-        kpt_conf: keypoint confidence threshold; points below it count as not detected.
+        template: keypoint template .npy (default: the card's, else the task's built-in one).
+        conf: detection (box) confidence threshold (default: the card's, else 0.25).
+        kpt_conf: keypoint confidence threshold; points below it count as not detected (default:
+            the card's, else 0.5).
+        max_cost: matching threshold in units of the photo's longer side (default: the card's,
+            else 0.3 corners / 0.12 grid).
         imgsz: inference size (default: the training size).
-        warp_size: width of the warped quadrat images (corners).
+        warp_size: width of the warped quadrat images (corners; default: the card's
+            ``warp_size``, else 1920). One that disagrees with the card is refused.
         aspect: the quadrat's width / height (1: square; 2: a 1 x 0.5 m quadrat); the warped
             height is ``warp_size / aspect``.
         overwrite: replace out_dir if it exists.
         refine: move the points to the image evidence (frame corners, string crossings).
+        allow_warp_size_mismatch: accept a --warp-size other than the card's.
 
     Returns:
         JSON summary: images done, failed, complete matches, warped images.
@@ -81,8 +93,11 @@ def predict(
         kpt_conf,
         imgsz,
         device=device(),
-        warp_size=warped_size(warp_size, aspect),
+        warp_size=None if warp_size is None else warped_size(warp_size, aspect),
         refine=refine,
+        max_cost=max_cost,
+        aspect=aspect,
+        allow_warp_size_mismatch=allow_warp_size_mismatch,
     )
     names = [str(i + 1) for i in range(spec.n_points)]
     edges = (

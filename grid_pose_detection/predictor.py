@@ -27,22 +27,26 @@ from typing import Any
 import numpy as np
 
 from grid_pose_detection.tasks import PoseTask
-from quadratseg.errors import DegenerateQuadrilateralError
+from quadratseg.errors import DegenerateQuadrilateralError, QuadratsegError
 from quadratseg.keypoint_refine import MIN_EDGE_INLIERS, refine_grid_crossings, refine_quadrat_corners
 from quadratseg.keypoints import (
     CORNER_NAMES,
     GRID_COLS,
     GRID_ROWS,
     TemplateMatch,
+    load_template,
     match_to_template,
     point_spacing_px,
     quadrat_side_px,
     validate_template,
 )
-from quadratseg.warp import quadrat_homography, transform_points, warp_image
+from quadratseg.model_card import model_card_path, read_model_card
+from quadratseg.warp import DEFAULT_WARP_SIZE, quadrat_homography, transform_points, warp_image, warped_size
 
 MIN_GRID_SHARE = 0.25  # fewer matched intersections than this share: the photo has no grid
 STRING_WIDTH_SHARE = 0.07  # expected string width as a share of the grid spacing
+DEFAULT_CONF = 0.25  # box confidence when neither the caller nor the model's card gives one
+DEFAULT_KPT_CONF = 0.5  # keypoint confidence, likewise
 MIN_FRAME_SIDES = 3  # corners: sides that must lie on a straight edge of the photo for a warp
 SIDE_NAMES = ("top", "right", "bottom", "left")
 
@@ -184,11 +188,107 @@ def corner_warp(prediction: PosePrediction, output_size: tuple[int, int]) -> tup
         return None, str(exc)
 
 
-class PosePredictor:
-    """A trained YOLO-pose model for one task, with its template.
+@dataclass(frozen=True)
+class PoseSettings:
+    """What a pose model is run with, each value from the caller, else the model's card, else the
+    documented default; ``sources`` says which (``given``, ``card``, ``default``) per name."""
 
-    ``refine`` (default on) moves points to the image evidence; ``predict(..., refine=False)``
-    shows the model's own positions (the ablation of ``benchmarks/bench_grid.py``).
+    conf: float
+    kpt_conf: float
+    max_cost: float
+    warp_size: tuple[int, int]  # (width, height) of the warped quadrat
+    template_xy: np.ndarray  # (K, 2) normalized quadrat coordinates
+    sources: dict[str, str]
+
+
+def pose_settings(
+    weights: str | Path,
+    task: PoseTask,
+    template_xy: np.ndarray | None = None,
+    conf: float | None = None,
+    kpt_conf: float | None = None,
+    max_cost: float | None = None,
+    warp_size: int | tuple[int, int] | None = None,
+    aspect: float = 1.0,
+    allow_warp_size_mismatch: bool = False,
+) -> PoseSettings:
+    """Resolve a pose model's settings: every ``None`` is taken from the card beside ``weights``
+    (:mod:`quadratseg.model_card`), else the default (``DEFAULT_CONF``, ``DEFAULT_KPT_CONF``, the
+    task's ``max_cost`` and template, ``DEFAULT_WARP_SIZE`` wide at ``aspect`` = width / height).
+
+    Raises:
+        QuadratsegError: the card is of another task; its template file is missing or of the wrong
+            shape; a ``warp_size`` given disagrees with the card's (the side of the warped quadrats the
+            model was trained on, or is meant to produce) unless ``allow_warp_size_mismatch``.
+
+    Examples:
+        >>> from grid_pose_detection.tasks import get_task
+        >>> s = pose_settings("no/card/best.pt", get_task("gridpose"))
+        >>> s.conf, s.warp_size, s.sources["conf"]
+        (0.25, (1920, 1920), 'default')
+    """
+    card = read_model_card(weights)
+    if card.get("task") not in (None, task.name):
+        raise QuadratsegError(
+            f"{weights} is a {card['task']} model (its card {model_card_path(weights)}), not {task.name}; "
+            "give the weights of the right task"
+        )
+    sources: dict[str, str] = {}
+
+    def pick(name: str, given: Any, default: Any) -> Any:
+        if given is not None:
+            sources[name] = "given"
+            return given
+        if card.get(name) is not None:
+            sources[name] = "card"
+            return card[name]
+        sources[name] = "default"
+        return default
+
+    card_side = card.get("warp_size")
+    if warp_size is not None:
+        size = (int(warp_size), round(int(warp_size) / aspect)) if np.isscalar(warp_size) else warp_size
+        size = tuple(int(v) for v in size)
+        if card_side is not None and int(card_side) != size[0] and not allow_warp_size_mismatch:
+            raise QuadratsegError(
+                f"--warp-size {size[0]} disagrees with the {task.name} model's card "
+                f"({model_card_path(weights)}: warp_size {card_side} px, the warped quadrats it was trained "
+                "on or is meant to produce); "
+                f"leave --warp-size out to use {card_side}, or pass --allow-warp-size-mismatch"
+            )
+        sources["warp_size"] = "given"
+    else:
+        side = int(pick("warp_size", None, DEFAULT_WARP_SIZE))
+        size = warped_size(side, aspect)
+    if template_xy is not None:
+        template, sources["template"] = validate_template(template_xy, task.n_points), "given"
+    elif card.get("template"):
+        path = Path(weights).parent / str(card["template"])
+        if not path.is_file():
+            raise QuadratsegError(
+                f"the card {model_card_path(weights)} names the template {card['template']}, but {path} does "
+                "not exist; copy the template beside the weights or give --template"
+            )
+        template, sources["template"] = load_template(path, task.n_points), "card"
+    else:
+        template, sources["template"] = validate_template(task.template(), task.n_points), "default"
+    return PoseSettings(
+        conf=float(pick("conf", conf, DEFAULT_CONF)),
+        kpt_conf=float(pick("kpt_conf", kpt_conf, DEFAULT_KPT_CONF)),
+        max_cost=float(pick("max_cost", max_cost, task.max_cost)),
+        warp_size=size,
+        template_xy=template,
+        sources=sources,
+    )
+
+
+class PosePredictor:
+    """A trained YOLO-pose model for one task, with its template and thresholds.
+
+    Every threshold, the template and the warp size left ``None`` come from the model's card
+    (:func:`pose_settings`); ``refine`` (default on) moves points to the image evidence;
+    ``predict(..., refine=False)`` shows the model's own positions (the ablation of
+    ``benchmarks/bench_grid.py``).
     """
 
     def __init__(
@@ -196,25 +296,33 @@ class PosePredictor:
         weights: str | Path,
         task: PoseTask,
         template_xy: np.ndarray | None = None,
-        conf: float = 0.25,
-        kpt_conf: float = 0.5,
+        conf: float | None = None,
+        kpt_conf: float | None = None,
         imgsz: int | None = None,
         device: str = "auto",
-        warp_size: tuple[int, int] = (1024, 1024),
+        warp_size: int | tuple[int, int] | None = None,
         refine: bool = True,
         max_det: int = 300,
+        max_cost: float | None = None,
+        aspect: float = 1.0,
+        allow_warp_size_mismatch: bool = False,
     ):
         from quadratseg.yolo_train import build_model
 
+        self.settings = pose_settings(
+            weights, task, template_xy, conf, kpt_conf, max_cost, warp_size, aspect, allow_warp_size_mismatch
+        )
         self.model = build_model(weights)
         self.task = task
-        self.template = validate_template(
-            template_xy if template_xy is not None else task.template(), task.n_points
+        self.template = self.settings.template_xy
+        self.conf, self.kpt_conf, self.max_cost = (
+            self.settings.conf,
+            self.settings.kpt_conf,
+            self.settings.max_cost,
         )
-        self.conf, self.kpt_conf = conf, kpt_conf
         self.imgsz = imgsz or int(self.model.overrides.get("imgsz", 640) or 640)
         self.device = None if device == "auto" else device
-        self.warp_size = warp_size
+        self.warp_size = self.settings.warp_size
         self.refine = refine
         self.max_det = max(max_det, 3 * task.n_points)  # the points layout: one object per point
 
@@ -233,9 +341,7 @@ class PosePredictor:
         for image, result in zip(images_rgb, results, strict=True):
             size = (image.shape[1], image.shape[0])
             det, scores = raw_keypoints(result, kpt_conf)
-            ordered, ordered_scores, match = order_keypoints(
-                det, scores, self.template, self.task.max_cost, size
-            )
+            ordered, ordered_scores, match = order_keypoints(det, scores, self.template, self.max_cost, size)
             prediction = PosePrediction(ordered, ordered_scores, match, len(det), size)
             if refine:
                 refine_prediction(image, prediction, self.task, self.template)

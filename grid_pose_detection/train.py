@@ -1,6 +1,10 @@
 """CLI: train YOLO11-pose for ``gridcorners`` or ``gridpose``.
 
 python -m grid_pose_detection.train gridpose --data outputs/pose/gridpose/data.yaml --epochs 5 --imgsz 320
+
+After training, the model's card (``model_card.json``) and template (``kp_template.npy``) are written
+beside the weights, with the box threshold chosen on the val split where the data allow
+(:mod:`grid_pose_detection.card`); every consumer of the weights reads them.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from grid_pose_detection.card import write_pose_card
 from grid_pose_detection.tasks import get_task
 from quadratseg.yolo_train import run_training
 
@@ -30,6 +35,8 @@ def train(
     tensorboard: bool = True,
     mlflow: str | None = None,
     args: dict[str, Any] | None = None,
+    template: str | None = None,
+    choose_thresholds: bool = True,
 ) -> str:
     """Train a pose model from the task's experiment YAML; the flags override it.
 
@@ -55,9 +62,13 @@ def train(
             open with tensorboard --logdir RUN_FOLDER).
         mlflow: MLflow tracking URI to log to as well (needs the optional mlflow package).
         args: any other ultralytics train arguments, e.g. --args '{"lr0": 0.01, "mosaic": 0}'.
+        template: keypoint template .npy (make_template) copied beside the weights for every
+            consumer (default: the task's built-in template).
+        choose_thresholds: choose the recommended box threshold on the val split (written to the
+            card with how it was chosen); --nochoose_thresholds skips it.
 
     Returns:
-        JSON with the weights paths and the resolved configuration.
+        JSON with the weights paths, the resolved configuration and the model card.
     """
     from quadratseg.cli import current_settings, output_path, weights_path
 
@@ -84,6 +95,9 @@ def train(
         tensorboard=tensorboard,
         mlflow=mlflow,
         device=device,
+    )
+    result["card"] = write_pose_card(
+        result["best"], spec.name, data, template, choose_thresholds, imgsz=result["config"].get("imgsz")
     )
     return json.dumps(result, indent=2, default=str)
 

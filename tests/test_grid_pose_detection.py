@@ -136,7 +136,7 @@ class HandMadePredictor:
 
         from quadratseg.fiftyone_io import keypoints_to_pixels
 
-        self.task, self.answers = task, {}
+        self.task, self.answers, self.warp_size = task, {}, (1920, 1920)
         for sample in samples:
             image = cv2.cvtColor(cv2.imread(sample.filepath), cv2.COLOR_BGR2RGB)
             # every annotated point, hidden ones included (a model that also found the hidden corner)
@@ -332,6 +332,31 @@ def test_nuclio_zip_and_handler(tiny_grid_model, tmp_path, synthetic_set, shared
     )
     assert [e["outside"] == 0 for e in shape["elements"]] == expected.visible.tolist()
     assert np.allclose([e["points"] for e in inside], expected.keypoints_xy[expected.visible], atol=0.5)
+    # the card and its template travel in the zip and the handler reads them: the confident copy's boxes
+    # score 0.99995, so a card asking for 1.0 finds nothing, and --box-conf given overrides the card
+    from quadratseg.model_card import write_model_card
+
+    (tmp_path / "carded").mkdir()
+    carded = confident_copy(tiny_grid_model[0], tmp_path / "carded" / "best.pt")
+    fitted = grid_template_xy() * 0.98 + 0.01
+    save_template(fitted, tmp_path / "carded" / "fitted.npy")
+    write_model_card(carded, {"task": "gridpose", "conf": 1.0, "template": "fitted.npy", "warp_size": 256})
+    bodies = {}
+    for name, box_conf in (("strict", None), ("given", 0.25)):
+        zipped = deploy_as_zip(
+            "pth-yolo-gridpose", str(carded), output=str(tmp_path / name), box_conf=box_conf
+        )
+        with zipfile.ZipFile(zipped) as archive:
+            archive.extractall(tmp_path / f"{name}-unzipped")
+        folder = tmp_path / f"{name}-unzipped" / "nuclio"
+        card = json.loads((folder / "model_card.json").read_text())
+        assert card["conf"] == (1.0 if box_conf is None else 0.25) and card["template"] == "kp_template.npy"
+        assert card["warp_size"] == 256 and np.allclose(np.load(folder / "kp_template.npy"), fitted)
+        (answer,) = call_handler(
+            folder, [request], "grid_pose_detection", {"QUADRATSEG_POSE_TASK": "gridpose"}
+        )
+        bodies[name] = answer["body"]
+    assert bodies["strict"] == [] and len(bodies["given"]) == 1
 
 
 def test_train_args_accept_json_and_fire_dicts():
@@ -379,3 +404,74 @@ def test_make_template_fits_the_annotated_grids(pose_datasets, tmp_path):
     sample["gt_grid"] = fo.Keypoints(keypoints=[fo.Keypoint(points=(grid_raw / [w, h]).tolist())])
     sample["gt_corners"] = fo.Keypoints(keypoints=[fo.Keypoint(points=(corners_xy / [w, h]).tolist())])
     assert np.allclose(normalized_keypoints(sample, "gt_grid"), grid_template_xy(), atol=1e-6)
+
+
+def test_training_writes_the_model_card_and_the_template_beside_the_weights(tiny_grid_model, tmp_path):
+    """The card of a trained grid model: task, sizes, template copied beside the weights, thresholds
+    chosen on the val split where the data allow (a 1-epoch model completes no val grid: not chosen,
+    said why), read back by the predictor."""
+    import shutil
+
+    from grid_pose_detection.card import write_pose_card
+    from quadratseg.keypoints import load_template
+    from quadratseg.model_card import read_model_card
+
+    weights, root = tiny_grid_model
+    copy = tmp_path / "weights" / "best.pt"
+    copy.parent.mkdir()
+    shutil.copy(weights, copy)  # the session's model stays as it is
+    template = save_template(grid_template_xy() * 0.99 + 0.005, tmp_path / "fitted.npy")
+    card = write_pose_card(copy, "gridpose", root / "layout" / "data.yaml", template=str(template))
+    assert read_model_card(copy) == card
+    assert card["task"] == "gridpose" and card["imgsz"] == 64 and card["warp_size"] == 256
+    assert card["template"] == "kp_template.npy" and card["max_cost"] == get_task("gridpose").max_cost
+    assert np.allclose(load_template(copy.parent / "kp_template.npy", 117), grid_template_xy() * 0.99 + 0.005)
+    chosen = card["thresholds"]
+    assert chosen["split"] == "val" and chosen["images"] == 1 and "conf" not in card
+    assert chosen["success_by_conf"] == {
+        "0.5": 0.0,
+        "0.25": 0.0,
+        "0.1": 0.0,
+        "0.05": 0.0,
+        "0.01": 0.0,
+        "0.001": 0.0,
+    }
+    assert chosen["how"].startswith("not chosen: no box threshold")
+    predictor = PosePredictor(copy, get_task("gridpose"))
+    assert predictor.warp_size == (256, 256) and np.allclose(
+        predictor.template, grid_template_xy() * 0.99 + 0.005
+    )
+
+
+def test_the_conf_chosen_is_the_one_that_succeeds_most_on_val():
+    from grid_pose_detection.card import choose_conf
+
+    assert choose_conf({0.5: 0.2, 0.25: 0.8, 0.1: 0.8, 0.01: 0.6}) == 0.25  # ties: the highest
+    assert choose_conf({0.5: 0.0, 0.1: 0.0}) is None
+
+
+def test_the_predict_cli_reads_the_card_of_a_trained_model(tiny_corner_model, synthetic_set, tmp_path):
+    """A real (1-epoch) corner model through the CLI with its defaults: the card's thresholds decide
+    what is found, an absurd card threshold finds nothing."""
+    import shutil
+
+    from grid_pose_detection.predict import predict
+    from quadratseg.model_card import write_model_card
+
+    copy = tmp_path / "w" / "best.pt"
+    copy.parent.mkdir()
+    shutil.copy(tiny_corner_model[0], copy)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    raw = sorted((synthetic_set / "cvat_exports" / "corners" / "images").rglob("*.jpg"))[:2]
+    for path in raw:
+        shutil.copy(path, photos / path.name)
+    write_model_card(copy, {"task": "gridcorners", "conf": 0.0001, "kpt_conf": 0.0, "warp_size": 128})
+    json.loads(predict("gridcorners", str(copy), str(photos), str(tmp_path / "low")))
+    low = json.loads((tmp_path / "low" / "report.json").read_text())
+    assert [r["found"] for r in low] == [4, 4]
+    write_model_card(copy, {"conf": 0.9999})
+    json.loads(predict("gridcorners", str(copy), str(photos), str(tmp_path / "high")))
+    high = json.loads((tmp_path / "high" / "report.json").read_text())
+    assert [r["found"] for r in high] == [0, 0]
+    assert [r["warp"] for r in high] == ["corner(s) TL, TR, BR, BL are missing; cannot warp"] * 2

@@ -13,21 +13,20 @@ from pathlib import Path
 
 from grid_pose_detection.predictor import PosePredictor, skeleton_shape
 from grid_pose_detection.tasks import get_task
-from quadratseg.keypoints import load_template
 from quadratseg.nuclio import json_response, parse_image_request
 
 HERE = Path(__file__).resolve().parent
 
 
 def init_context(context):
-    """Load the model and template once."""
+    """Load the model once; thresholds and template from the card beside it (``model_card.json``,
+    ``kp_template.npy``), the box threshold overridden by ``QUADRATSEG_POSE_BOX_CONF`` when set."""
     task = get_task(os.environ["QUADRATSEG_POSE_TASK"])
-    template = load_template(HERE / "kp_template.npy", task.n_points)
+    box_conf = os.environ.get("QUADRATSEG_POSE_BOX_CONF", "")
     context.user_data.predictor = PosePredictor(
         HERE / "best.pt",
         task,
-        template,
-        conf=float(os.environ.get("QUADRATSEG_POSE_BOX_CONF", "0.25")),
+        conf=float(box_conf) if box_conf else None,
         device=os.environ.get("QUADRATSEG_DEVICE", "auto"),
     )
     context.user_data.task = task
