@@ -73,6 +73,7 @@ def predict(
     min_agreement: float = 0.5,
     device: str = "auto",
     overwrite: bool = False,
+    trust_checkpoint: bool = False,
 ) -> str:
     """Segment coral colonies: DINOv2 + SegFormer probabilities refined into instances with SAM/CoralSCoP.
 
@@ -89,6 +90,8 @@ def predict(
         min_agreement: least IoU between SAM's mask and the semantic seed to use SAM's mask.
         device: cpu or cuda:N; auto: QUADRATSEG_DEVICE.
         overwrite: replace out_dir if it exists.
+        trust_checkpoint: load a checkpoint that holds Python objects beyond tensors and mmengine's own
+            types with full unpickling (it can run code: trusted files only).
 
     Returns:
         JSON summary (images, colonies, unsure ones, refinement, seconds).
@@ -102,7 +105,7 @@ def predict(
     items = batch_items(images)
     sam_weights = weights_path(sam_weights, settings) or (str(settings.sam_checkpoint or "") or None)
     refine = RefineConfig(min_threshold, unsure_threshold, int(min_area), min_agreement)
-    pipeline = CoralPipeline(config, checkpoint, sam_weights, refine, device)
+    pipeline = CoralPipeline(config, checkpoint, sam_weights, refine, device, bool(trust_checkpoint))
     coral_classes = pipeline.classes[1:]
     palette = pipeline.segmenter.palette
     colors = (

@@ -5,6 +5,7 @@ clearly."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -341,3 +342,25 @@ def test_a_vit_g_file_with_another_mlp_layout_is_refused_by_name(tmp_path, small
         QuadratsegError, match=r"does not fit the 'vit_g' DINOv2 backbone: .* of another shape"
     ):
         backbone.init_weights()
+
+
+def test_predict_refuses_a_payload_checkpoint_unless_trusted(tmp_path):
+    """The predict CLI function: the same refusal before any image is read; --trust-checkpoint loads it."""
+    import cv2
+    import numpy as np
+
+    from DINOv2_mmseg.predict import predict
+
+    _, state, classes = _tiny_segmentor_state()
+    marker = tmp_path / "payload-ran"
+    path = _training_checkpoint(tmp_path / "third_party.pth", state, classes, note=Payload(marker))
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "q.png"), np.full((64, 64, 3), 90, np.uint8))
+    with pytest.raises(QuadratsegError, match="--trust-checkpoint"):
+        predict(str(TINY), str(path), str(images), str(tmp_path / "out"), device="cpu")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    summary = json.loads(
+        predict(str(TINY), str(path), str(images), str(tmp_path / "out"), device="cpu", trust_checkpoint=True)
+    )
+    assert marker.exists() and summary["images"] == 1
