@@ -9,6 +9,7 @@ is the project's own code.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from grid_pose_detection.predictor import PosePredictor
 from grid_pose_detection.tasks import get_task
@@ -156,3 +157,21 @@ def test_the_predict_cli_warps_with_the_refined_corners(monkeypatch, tmp_path):
     assert warped.shape == (256, 256, 3)
     # the delivered warp is the true quadrat: the same image as the generator's own warp, but the edges
     assert np.abs(warped[8:-8, 8:-8].astype(float) - truth[8:-8, 8:-8]).mean() < 2.0
+
+
+@pytest.mark.parametrize("roll, turns", [(90, -1), (180, 2), (-90, 1)])
+def test_a_rolled_camera_gives_corners_and_warp_as_the_photo_shows_them(monkeypatch, roll, turns):
+    """The camera turned by a quarter or half turn: the model's corners (the quadrat's own TL, TR, BR, BL,
+    shuffled, 1 px off) come out clockwise from the photo's top-left, refined, and the warp shows the
+    quadrat as the photo does (the generator's upright warp turned by the same roll)."""
+    scene = render_quadrat(np.random.default_rng(3), RAW_SIZE, 256, ["Acropora", "Porites"], roll_deg=roll)
+    rng = np.random.default_rng(0)
+    answer = scene.corners_raw_xy[rng.permutation(4)] + rng.normal(0, 1.0, (4, 2))
+    predictor = predictor_over(PointsModel([answer]), monkeypatch)
+    (pred,) = predictor.predict([scene.raw])
+    image_order = (int(np.argmin(scene.corners_raw_xy.sum(axis=1))) + np.arange(4)) % 4
+    assert np.abs(pred.keypoints_xy - scene.corners_raw_xy[image_order]).max() < 0.5
+    assert pred.refined.all() and pred.homography is not None
+    warped = predictor.warp(scene.raw, pred).astype(float)
+    as_shown = np.rot90(scene.warped, turns).astype(float)  # np.rot90 turns counter-clockwise for k > 0
+    assert np.abs(warped[8:-8, 8:-8] - as_shown[8:-8, 8:-8]).mean() < 2.0

@@ -107,19 +107,25 @@ def place_colonies(
 
 
 def sample_camera_corners(
-    rng: np.random.Generator, raw_size: tuple[int, int], frame_fraction: float, aspect: float = 1.0
+    rng: np.random.Generator,
+    raw_size: tuple[int, int],
+    frame_fraction: float,
+    aspect: float = 1.0,
+    roll_deg: float = 0.0,
 ) -> np.ndarray:
     """Raw-image positions (4, 2) of the quadrat's inner corners TL, TR, BR, BL under a tilted camera.
 
     ``aspect`` is the quadrat's width / height. The outer frame edge (``frame_fraction`` of the
-    side beyond the interior) stays inside the photo.
+    side beyond the interior) stays inside the photo. ``roll_deg`` turns the camera (the quadrat
+    turns clockwise on the photo) on top of the random +-12 degrees; the corners stay the
+    quadrat's own TL, TR, BR, BL.
     """
     w, h = raw_size
     shape = np.array([max(aspect, 1.0), max(1.0 / aspect, 1.0)])  # the longer side is 1
     for _ in range(200):
         side = rng.uniform(0.55, 0.72) * min(w / shape[0], h / shape[1])
         centre = np.array([w / 2, h / 2]) + rng.uniform(-0.06, 0.06, 2) * np.array([w, h])
-        angle = np.deg2rad(rng.uniform(-12, 12))
+        angle = np.deg2rad(rng.uniform(-12, 12) + roll_deg)
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         square = (corner_template_xy() - 0.5) * side * shape
         corners = centre + square @ rot.T + rng.normal(0, 0.045 * side, (4, 2))
@@ -183,6 +189,7 @@ def render_quadrat(
     cols: int = 13,
     grid: bool = True,
     aspect: float = 1.0,
+    roll_deg: float = 0.0,
 ) -> SyntheticQuadrat:
     """Render one quadrat: raw photo, warped photo, warped photo without grid, and all truth.
 
@@ -195,6 +202,7 @@ def render_quadrat(
         grid: draw the strings; False renders a quadrat without a grid (two-stage surveys),
             whose grid truth is then where the strings would be.
         aspect: the quadrat's width / height (1: square; 2: a 1 x 0.5 m quadrat).
+        roll_deg: the camera's roll added to the random one (see :func:`sample_camera_corners`).
     """
     sw, sh = warped_size_of(warped_size, aspect)
     s = min(sw, sh)
@@ -208,7 +216,7 @@ def render_quadrat(
 
     frame_fraction = 0.045
     band = max(3, round(frame_fraction * s))
-    corners_raw = sample_camera_corners(rng, raw_size, frame_fraction, aspect)
+    corners_raw = sample_camera_corners(rng, raw_size, frame_fraction, aspect, roll_deg)
     h_raw_to_warped = quadrat_homography(corners_raw, (sw, sh))
     h_warped_to_raw = np.linalg.inv(h_raw_to_warped)
     shift = np.array([[1, 0, -band], [0, 1, -band], [0, 0, 1]], dtype=np.float64)
