@@ -188,11 +188,6 @@ def resolve_warp_size(config: RunConfig) -> int:
     return int(config.warp_size)
 
 
-def _given(**thresholds: float | None) -> dict[str, float]:
-    """The thresholds given on the command line (None: the model card's, read by the predictor)."""
-    return {name: value for name, value in thresholds.items() if value is not None}
-
-
 def build_models(config: RunConfig, settings: Any) -> ChainModels:
     """The chain's predictors for a checked configuration (``warp_size`` resolved).
 
@@ -206,7 +201,6 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
     from quadratseg.cli import device, weights_path
     from quadratseg.keypoints import load_template
     from quadratseg.model_card import read_model_card
-    from quadratseg.warp import warped_size
 
     semantic = None
     if config.segment in ("mmseg", "both"):
@@ -225,25 +219,29 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
             tile=tile or 640,
         )
     corners = grid = None
-    if config.corners:
+    if config.corners:  # thresholds left None come from the model's card (PosePredictor)
         corners = PosePredictor(
             weights_path(config.corners),
             get_task("gridcorners"),
+            conf=config.corners_conf,
+            kpt_conf=config.corners_kpt_conf,
+            max_cost=config.corners_max_cost,
             imgsz=config.corners_imgsz,
             device=device(),
-            warp_size=warped_size(config.warp_size, config.aspect),
-            **_given(
-                conf=config.corners_conf, kpt_conf=config.corners_kpt_conf, max_cost=config.corners_max_cost
-            ),
+            warp_size=config.warp_size,
+            aspect=config.aspect,
+            allow_warp_size_mismatch=config.allow_warp_size_mismatch,
         )
     if config.grid:
         grid = PosePredictor(
             weights_path(config.grid),
             get_task("gridpose"),
             load_template(config.grid_template, 117) if config.grid_template else None,
+            conf=config.grid_conf,
+            kpt_conf=config.grid_kpt_conf,
+            max_cost=config.grid_max_cost,
             imgsz=config.grid_imgsz,
             device=device(),
-            **_given(conf=config.grid_conf, kpt_conf=config.grid_kpt_conf, max_cost=config.grid_max_cost),
         )
     for name, model in (("--corners", corners), ("--grid", grid)):
         if model is not None and model.model.task != "pose":
