@@ -211,8 +211,13 @@ def test_the_command_refuses_a_model_of_the_wrong_kind(tiny_grid_model, tiny_seg
     seg_weights = tiny_seg_model[0] if isinstance(tiny_seg_model, tuple) else tiny_seg_model
     with pytest.raises(QuadratsegError, match="--yolo must be a YOLO segmentation model, got a pose model"):
         process(str(folder), str(tmp_path / "a"), yolo=str(pose_weights))
-    with pytest.raises(QuadratsegError, match="--corners must be a YOLO pose model, got a segment model"):
+    with pytest.raises(QuadratsegError, match=r"is a coralseg model \(its card .*\), not gridcorners"):
         process(str(folder), str(tmp_path / "b"), yolo=str(seg_weights), corners=str(seg_weights))
+    no_card = tmp_path / "no_card" / "seg.pt"  # without a card, the network's own task says it
+    no_card.parent.mkdir()
+    shutil.copy(seg_weights, no_card)
+    with pytest.raises(QuadratsegError, match="--corners must be a YOLO pose model, got a segment model"):
+        process(str(folder), str(tmp_path / "b2"), yolo=str(seg_weights), corners=str(no_card))
     with pytest.raises(QuadratsegError, match="do not exist locally"):
         process(str(folder), str(tmp_path / "c"), yolo=str(tmp_path / "none.pt"))
 
