@@ -81,11 +81,16 @@ SLOW_FIXTURES = frozenset(
         "test_docs.py::site",  # the mkdocs --strict build
     }
 )
-# Tests that train, build or resolve in their own body, where no fixture shows it (file::name; a
-# parametrized test counts whole).
+# Tests that train, build or run a whole chain of processes in their own body, where no fixture shows
+# it (file::name; a parametrized test counts whole). Each takes over 10 s on 2 cores.
 SLOW_TESTS = frozenset(
     {
         "test_demo.py::test_demo_writes_summary_and_report",  # the whole demo: every stage trains
+        "test_dinov2_checkpoints.py::test_a_training_checkpoint_loads_without_unrestricted_unpickling",
+        "test_bridge_chain.py::test_grid_removal_of_a_1920_px_quadrat_works_with_default_settings",
+        "test_bridge_chain.py::test_a_500_frame_job_is_acknowledged_at_once_and_survives_a_restart",
+        "test_bridge_chain.py::test_a_review_loop_never_puts_auto_shapes_on_an_annotators_corrections",
+        "test_fiftyone_app.py::test_the_app_server_serves_the_declared_skeletons",  # the App's server
     }
 )
 
