@@ -252,37 +252,18 @@ ROTATION_STEP_DEG = 6.0  # the homography re-alignment absorbs the rest of a tur
 FULL_TRIES = 4  # turned starts matched in full (the best by a nearest-point score)
 
 
-def _principal_angle_deg(points: np.ndarray) -> float | None:
-    """Direction (degrees, image frame: y down) of the major axis of points (N, 2); None when the
-    spread is nearly isotropic (a square's corners) or there are fewer than 3 points."""
-    if len(points) < 3:
-        return None
-    cov = np.cov((points - points.mean(axis=0)).T)
-    values, vectors = np.linalg.eigh(cov)
-    if values[1] <= 1.2 * max(values[0], 1e-12):
-        return None
-    major = vectors[:, 1]
-    return float(np.degrees(np.arctan2(major[1], major[0])))
-
-
-def start_rotations_deg(template_n: np.ndarray, det_n: np.ndarray, step_deg: float) -> list[float]:
-    """Turns (degrees) to try for the centred template: those that bring the template's major axis
-    onto the detections' (both ways, and a quarter turn off), then every ``step_deg`` over the whole
-    turn, nearest to upright first.
+def start_rotations_deg(step_deg: float) -> list[float]:
+    """Turns (degrees) to try for the centred template: every ``step_deg`` over the whole turn,
+    nearest to upright first (so that, of equally good starts, the upright one is kept).
 
     Examples:
-        >>> start_rotations_deg(corner_template_xy(), corner_template_xy(), 90.0)
+        >>> start_rotations_deg(90.0)
         [0.0, 90.0, -90.0, 180.0]
     """
     starts: list[float] = []
-    template_axis, detection_axis = _principal_angle_deg(template_n), _principal_angle_deg(det_n)
-    if template_axis is not None and detection_axis is not None:
-        base = detection_axis - template_axis
-        starts += [base, base + 180.0, base + 90.0, base - 90.0]
-    sweep = np.arange(0.0, 180.0 + 1e-9, step_deg)
-    for degrees in sweep:
+    for degrees in np.arange(0.0, 180.0 + 1e-9, step_deg):
         starts += [float(degrees)] if degrees in (0.0, 180.0) else [float(degrees), -float(degrees)]
-    return [float((a + 180.0) % 360.0 - 180.0) if a != 180.0 else 180.0 for a in starts]
+    return starts
 
 
 def template_symmetries(template_n: np.ndarray) -> list[np.ndarray]:
@@ -405,9 +386,9 @@ def match_to_template(
             median match distance (a false detection near a missing point is then not taken
             for it); ``None`` keeps only ``max_cost``. Never tighter than 0.01 normalized.
         rotation_step_deg: the centred template is also tried turned by every multiple of this
-            angle over the whole turn (any camera roll), first at the turns the detections'
-            principal axes suggest; the start whose final assignment has the lowest objective
-            (match distances plus ``max_cost`` per missing point) wins.
+            angle over the whole turn (any camera roll); the ``FULL_TRIES`` turns lying closest to
+            the detections are matched in full. Of all starts, the one whose final assignment has
+            the lowest objective (match distances plus ``max_cost`` per missing point) wins.
 
     The slots then follow the image (:func:`follow_the_image`): of the template's own symmetric
     placements (the corners' four quarter turns, the 9 x 13 grid's half turn), the one whose x axis
@@ -438,7 +419,7 @@ def match_to_template(
         scale = float(np.sqrt((spread_d**2).sum() / (spread_t**2).sum()))
         centred = (template_n - template_n.mean(axis=0)) * scale
         turned = []
-        for degrees in start_rotations_deg(template_n, det_n, rotation_step_deg):
+        for degrees in start_rotations_deg(rotation_step_deg):
             a = np.deg2rad(degrees)
             rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
             guess = centred @ rot.T + det_n.mean(axis=0)
