@@ -493,3 +493,37 @@ def test_the_predict_cli_reads_the_card_of_a_trained_model(tiny_corner_model, sy
     high = json.loads((tmp_path / "high" / "report.json").read_text())
     assert [r["found"] for r in high] == [0, 0]
     assert [r["warp"] for r in high] == ["corner(s) TL, TR, BR, BL are missing; cannot warp"] * 2
+
+
+def test_the_train_cli_leaves_the_card_beside_the_weights(pose_datasets, tmp_path):
+    """``python -m grid_pose_detection.train`` (one epoch at 64 px): the card and the template are
+    beside best.pt, and the answer carries the card."""
+    import fiftyone as fo
+
+    from grid_pose_detection.train import train
+    from quadratseg.keypoints import corner_template_xy, load_template
+    from quadratseg.model_card import read_model_card
+
+    write_pose_layout(
+        get_task("gridcorners"), fo.load_dataset(pose_datasets["gridcorners"]), tmp_path / "layout"
+    )
+    answer = json.loads(
+        train(
+            "gridcorners",
+            str(tmp_path / "layout" / "data.yaml"),
+            project=str(tmp_path / "runs"),
+            epochs=1,
+            imgsz=64,
+            batch=2,
+            workers=0,
+            from_scratch=True,
+            tensorboard=False,
+            args={"plots": False},
+        )
+    )
+    best = Path(answer["best"])
+    card = read_model_card(best)
+    assert answer["card"] == card and card["task"] == "gridcorners" and card["imgsz"] == 64
+    assert "warp_size" not in card  # a corner model is not trained on warped quadrats
+    assert card["max_cost"] == get_task("gridcorners").max_cost and card["thresholds"]["images"] == 1
+    assert np.array_equal(load_template(best.parent / card["template"], 4), corner_template_xy())
