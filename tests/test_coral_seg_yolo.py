@@ -239,6 +239,11 @@ def test_nuclio_zip_and_handler(tiny_seg_model, synthetic_set, tmp_path, shared_
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(tmp_path / "unzipped")
     nuclio_dir = tmp_path / "unzipped" / "nuclio"
+    from quadratseg.model_card import read_model_card
+
+    # the model travels with its card (the handler reads its tile and the pipeline its sizes)
+    assert json.loads((nuclio_dir / "model_card.json").read_text()) == read_model_card(weights)
+    assert read_model_card(weights)["task"] == "coralseg"
     ours = yaml.safe_load((nuclio_dir / "function.yaml").read_text())
     real = yaml.safe_load(
         (shared_data / "cvat/serverless/onnx/WongKinYiu/yolov7/nuclio/function.yaml").read_text()

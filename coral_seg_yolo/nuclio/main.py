@@ -18,9 +18,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def init_context(context):
-    """Load the model once."""
+    """Load the model once; windows of the size its card says it was trained on (a tiled model)."""
+    from quadratseg.model_card import read_model_card
+
+    tile = int(read_model_card(HERE / "best.pt").get("tile") or 0)
     context.user_data.predictor = SegPredictor(
-        HERE / "best.pt", device=os.environ.get("QUADRATSEG_DEVICE", "auto")
+        HERE / "best.pt", device=os.environ.get("QUADRATSEG_DEVICE", "auto"), tile=tile or 640
     )
     context.user_data.method = os.environ.get("QUADRATSEG_SEG_METHOD", "direct")
 
