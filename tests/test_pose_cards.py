@@ -12,6 +12,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from test_pose_geometry import RAW_SIZE as RAW
 from test_pose_geometry import PointsModel, photo
 
 from grid_pose_detection.predict import predict
@@ -127,3 +128,54 @@ def test_the_corner_card_template_is_read(monkeypatch, tmp_path):
     predictor = PosePredictor(weights, get_task("gridcorners"))
     assert np.allclose(predictor.template, corner_template_xy() * 0.9) and predictor.kpt_conf == 0.3
     assert predictor.warp_size == (1920, 1920)
+
+
+def test_the_recommended_conf_is_the_one_that_completes_the_val_photos(monkeypatch, tmp_path):
+    """A stand-in whose boxes score 0.12 (found from a threshold of 0.1 down) and whose top-left corner
+    goes 25 px astray below a threshold of 0.005 (a worse box winning): 0.1, 0.05 and 0.01 complete every
+    val photo, 0.001 none, 0.25 and 0.5 none (nothing found); the highest of the best, 0.1, is written
+    with how."""
+    import yaml
+
+    import quadratseg.yolo_train
+    from grid_pose_detection.card import write_pose_card
+    from quadratseg.formats.keypoints_io import yolo_pose_line
+
+    scenes = [photo(seed) for seed in (5, 6)]
+    root = tmp_path / "layout"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+    for i, scene in enumerate(scenes):
+        cv2.imwrite(str(root / "images" / "val" / f"{i}.png"), cv2.cvtColor(scene.raw, cv2.COLOR_RGB2BGR))
+        lines = [yolo_pose_line(p[None], RAW) for p in scene.corners_raw_xy]  # the points layout
+        (root / "labels" / "val" / f"{i}.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text(
+        yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val"})
+    )
+    truths = {scene.raw.tobytes(): scene.corners_raw_xy for scene in scenes}
+
+    class ThresholdedModel(PointsModel):
+        def predict(self, images_bgr, **kwargs):
+            self.answers = []
+            for bgr in images_bgr:
+                points = (
+                    truths[np.ascontiguousarray(bgr[..., ::-1]).tobytes()] if kwargs["conf"] <= 0.12 else []
+                )
+                if kwargs["conf"] <= 0.005:
+                    points = points + np.array([[25.0, 0.0], [0, 0], [0, 0], [0, 0]])
+                self.answers.append(np.asarray(points, dtype=np.float64).reshape(-1, 2))
+            return super().predict(images_bgr, **kwargs)
+
+    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: ThresholdedModel([]))
+    weights = tmp_path / "weights" / "best.pt"
+    weights.parent.mkdir()
+    card = write_pose_card(weights, "gridcorners", root / "data.yaml", imgsz=640)
+    assert card["thresholds"]["success_by_conf"] == {
+        "0.5": 0.0, "0.25": 0.0, "0.1": 1.0, "0.05": 1.0, "0.01": 1.0, "0.001": 0.0
+    }  # fmt: skip
+    assert card["conf"] == 0.1 and card["thresholds"]["images"] == 2
+    assert card["thresholds"]["how"].startswith(
+        "the box threshold that completed the most val images (100% of 2"
+    )
+    assert PosePredictor(weights, get_task("gridcorners")).conf == 0.1  # what every consumer then uses
