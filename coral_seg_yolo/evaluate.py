@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from coral_seg_yolo.predictor import SegPredictor
+from coral_seg_yolo.predictor import SegPredictor, card_windows
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
 from quadratseg.images import read_image_rgb
@@ -231,7 +231,7 @@ def evaluate(
         from quadratseg.fiftyone_io import load_dataset
 
         source = load_dataset(dataset)  # before the model: a wrong name fails at once
-        predictor = SegPredictor(weights, imgsz, device=device())
+        predictor = SegPredictor(weights, imgsz, device=device(), **card_windows(weights))  # whole quadrats
         if level is None:
             level = model_level(predictor.names)
         else:

@@ -17,6 +17,7 @@ no polygon is traced and re-rasterized, and no full-frame mask is built per inst
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -173,6 +174,16 @@ def merge_across_windows(
         extra = {**best.extra, "pieces": len(pieces)}
         merged.append(Instance.from_mask(best.label, best.score, union, (int(x0), int(y0)), extra))
     return merged
+
+
+def card_windows(weights: str | Path) -> dict[str, Any]:
+    """How to predict whole warped quadrats with a model, from its card: overlapping windows of its
+    training tile when it was trained on tiles (``{"method": "overlapping", "tile": 640}``), else the
+    whole image (``{"method": "direct"}``); :class:`SegPredictor` takes them as keywords."""
+    from quadratseg.model_card import read_model_card
+
+    tile = int(read_model_card(weights).get("tile") or 0)
+    return {"method": "overlapping", "tile": tile} if tile else {"method": "direct"}
 
 
 class SegPredictor:

@@ -194,13 +194,12 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
     Raises:
         QuadratsegError: a model of the wrong kind (a pose model given as --yolo, ...).
     """
-    from coral_seg_yolo.predictor import SegPredictor
+    from coral_seg_yolo.predictor import SegPredictor, card_windows
     from grid_inpainting.inpaint import select_backend
     from grid_pose_detection.predictor import PosePredictor
     from grid_pose_detection.tasks import get_task
     from quadratseg.cli import device, weights_path
     from quadratseg.keypoints import load_template
-    from quadratseg.model_card import read_model_card
 
     semantic = None
     if config.segment in ("mmseg", "both"):
@@ -209,14 +208,12 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
         semantic = SemanticSegmenter(config.mmseg_config, weights_path(config.mmseg_weights), device())
     segment = None
     if config.segment in ("yolo", "both"):
-        tile = int(read_model_card(weights_path(config.yolo)).get("tile") or 0)  # trained on tiles
         segment = SegPredictor(
             weights_path(config.yolo),
             imgsz=config.yolo_imgsz,
             conf=config.conf,
             device=device(),
-            method="overlapping" if tile else "direct",
-            tile=tile or 640,
+            **card_windows(weights_path(config.yolo)),  # a model trained on tiles sees tiles
         )
     corners = grid = None
     if config.corners:  # thresholds left None come from the model's card (PosePredictor)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from coral_seg_yolo.predictor import SegPredictor
+from coral_seg_yolo.predictor import SegPredictor, card_windows
 from quadratseg.instances import cvat_shapes
 from quadratseg.nuclio import json_response, parse_image_request
 
@@ -19,11 +19,9 @@ HERE = Path(__file__).resolve().parent
 
 def init_context(context):
     """Load the model once; windows of the size its card says it was trained on (a tiled model)."""
-    from quadratseg.model_card import read_model_card
-
-    tile = int(read_model_card(HERE / "best.pt").get("tile") or 0)
+    windows = card_windows(HERE / "best.pt")
     context.user_data.predictor = SegPredictor(
-        HERE / "best.pt", device=os.environ.get("QUADRATSEG_DEVICE", "auto"), tile=tile or 640
+        HERE / "best.pt", device=os.environ.get("QUADRATSEG_DEVICE", "auto"), tile=windows.get("tile", 640)
     )
     context.user_data.method = os.environ.get("QUADRATSEG_SEG_METHOD", "direct")
 
