@@ -99,7 +99,7 @@ class CoverEstimate:
     percent: float  # the masks' cover
     low: float
     high: float
-    colonies: int  # units with observed pixels (colonies; blocks for a class map)
+    colonies: int  # colonies with observed pixels (0 for a class map)
     sd: float = 0.0  # of the two-sided part of the interval
     method: str = INSTANCE_METHOD
     perimeter_px: int = 0  # summed outline length of the label's units
@@ -452,7 +452,7 @@ def semantic_cover(
                 name,
                 int(mine.sum()),
                 total,
-                int((n_b > 0).sum()),
+                0,  # a class map has no colonies
                 float((n_b**2 * q * (1 - q)).sum()),
                 float(boundary_length_px(mine)),
                 method,

@@ -11,7 +11,8 @@ Fusions (:func:`fuse_scores`), the result again (C, H, W) summing to 1 per pixel
 - ``weighted``: ``w * colonies + (1 - w) * semantic``, renormalized;
 - ``voting``: each model votes for its most likely class with its own score; the class with the
   larger summed vote wins, and the fused scores are the vote shares (two models that agree give
-  1, a disagreement gives the winner its share of the votes).
+  1, a disagreement gives the winner its share of the votes). A vote share is not a probability:
+  the cover intervals use it only with fitted terms (:mod:`quadratseg.cover`).
 
 Instance-level (:func:`nms_instances`), ``nms``: the colonies of both models (the semantic model's
 as connected regions of its class map) pooled, most confident first; a colony whose mask overlaps
