@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.chain import ChainModels
-from pipeline.run import RunConfig, process_folder, run_fingerprint
+from pipeline.run import WEIGHT_FILES, RunConfig, process_folder, run_fingerprint
 from quadratseg.ensemble import ENSEMBLES
 from quadratseg.errors import QuadratsegError
 
@@ -117,9 +117,11 @@ def process(
 
 def process_with(images: str | Path, out_dir: str | Path, config: RunConfig) -> dict[str, Any]:
     """:func:`process` with its options as one :class:`RunConfig`; returns the summary."""
-    from quadratseg.cli import current_settings
+    from quadratseg.cli import current_settings, weights_path
 
     settings = current_settings()
+    # weights named relative to QUADRATSEG_MODELS_DIR become the files they are, once, here
+    config = replace(config, **{name: weights_path(getattr(config, name), settings) for name in WEIGHT_FILES})
     check_options(config)
     config = replace(config, warp_size=resolve_warp_size(config))
     models = build_models(config, settings)

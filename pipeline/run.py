@@ -341,14 +341,13 @@ def run_fingerprint(config: RunConfig, extra_files: dict[str, str | Path | None]
         >>> run_fingerprint(RunConfig(conf=0.3)) != run_fingerprint(RunConfig(conf=0.4))
         True
     """
-    from quadratseg.cli import weights_path
     from quadratseg.model_card import model_card_path, read_model_card
 
     values: dict[str, Any] = asdict(config)
     for name in RUN_FILES:
         path = getattr(config, name)
         if path:
-            resolved = weights_path(path) if name in WEIGHT_FILES else path
+            resolved = path  # weights paths are resolved by the CLI (pipeline.process.process_with)
             values[name] = {"sha256": file_sha256(resolved)}
             card = model_card_path(resolved)
             if name in WEIGHT_FILES and card.is_file():
