@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from grid_pose_detection.card import write_pose_card
 from grid_pose_detection.evaluate import evaluate_samples
 from grid_pose_detection.make_template import template_from_samples
 from grid_pose_detection.predictor import PosePredictor
@@ -19,6 +20,7 @@ from grid_pose_detection.prepare_data import write_pose_layout
 from grid_pose_detection.tasks import get_task
 from quadratseg.images import read_image_rgb
 from quadratseg.keypoints import grid_neighbour_pairs, save_template
+from quadratseg.model_card import write_model_card
 from quadratseg.visualize import draw_keypoints
 from quadratseg.yolo_train import load_experiment, train_yolo
 
@@ -83,16 +85,21 @@ def _train_and_evaluate(ctx: Any, task_name: str) -> tuple[dict[str, Any], PoseP
     # of 5 test photos lost a corner. Extra detections are dropped by the template matching.
     # the template fitted from the annotated training grids, as make_template does for deployment
     template = task.template() if task_name == "gridcorners" else fitted_template(samples, task)
-    save_template(template, Path(run["best"]).parents[1] / "kp_template.npy")  # beside the run, for zips
-    predictor = PosePredictor(
+    template_path = save_template(template, Path(run["best"]).parents[1] / "kp_template.npy")  # for zips
+    # the model's card carries these thresholds and the template, so the CLIs and zips given the
+    # demo's weights predict as the demo does
+    write_pose_card(run["best"], task_name, root / "data.yaml", str(template_path), False, imgsz)
+    write_model_card(
         run["best"],
-        task,
-        template,
-        conf=DEMO_CONF,
-        kpt_conf=DEMO_KPT_CONF,
-        imgsz=imgsz,
-        warp_size=(WARP_SIZE, WARP_SIZE),
+        {
+            "conf": DEMO_CONF,
+            "kpt_conf": DEMO_KPT_CONF,
+            "thresholds": {"how": "the demo's own: a briefly trained model is unsure of its boxes"},
+        },
     )
+    # the grid model's warp size is its card's (the warped photos it was trained on)
+    warp = (WARP_SIZE, WARP_SIZE) if task_name == "gridcorners" else None
+    predictor = PosePredictor(run["best"], task, imgsz=imgsz, warp_size=warp)
     # the test split: val picked the checkpoint (best.pt), so its figures would flatter the model
     metrics = evaluate_samples(predictor, samples.match_tags(EVAL_SPLIT), warp_size=WARP_SIZE, ablation=True)
     metrics["train_seconds"] = round(seconds, 1)
