@@ -12,8 +12,8 @@ from grid_pose_detection.predictor import (
     refine_prediction,
 )
 from grid_pose_detection.tasks import get_task
-from quadratseg.keypoints import TemplateMatch, grid_template_xy
 from quadratseg.keypoint_refine import on_straight_strings, refine_grid_crossings, refine_quadrat_corners
+from quadratseg.keypoints import TemplateMatch, grid_template_xy
 from quadratseg.synth.scene import render_quadrat
 
 
