@@ -223,7 +223,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     if segment is None or "gridcorners" not in pose or "gridpose" not in pose:
         return {"skipped": "the pose and segmentation stages did not run"}
     root = ctx.out_dir / "process"
-    # the demo's one-epoch corner model is too rough for the frame check of the corner refinement (no
+    # the demo's corner model (trained for minutes) is too rough for the frame check of the refinement (no
     # side of its quadrat lies on an edge of the photo): the demo warps with its corners as they are,
     # says so, and measures how far that warp is from the true quadrat
     corners = copy.copy(pose["gridcorners"])
@@ -277,7 +277,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         "interval_method": estimates[0].method if estimates else None,
         "cover_comparisons": len(errors),
         "warp_mean_px_error": warp_error_px(out, truths),
-        "corner_refinement": "off (the one-epoch corner model's frame is too rough for the frame check)",
+        "corner_refinement": "off (the demo corner model, trained for minutes, fails the frame check)",
         "calibration_pairs": yolo["calibration_pairs"],
         "boundary_px": round(calibration.boundary_px, 3),
         "confidence_scale": round(calibration.confidence_scale, 3),
