@@ -186,18 +186,15 @@ def class_estimate(
     observed pixels, number of units, ``sum(a_u^2 s_u (1 - s_u))`` (px^2) and summed outline (px)."""
     share = 100.0 * pixels / observed_px
     confidence_sd = 100.0 * math.sqrt(max(confidence_var_px2, 0.0)) / observed_px
-    method = method + (CALIBRATED if calibration.fitted else "")
     if pixels <= 0:
         upper, fit = calibration.miss(label)
-        if not calibration.fitted and upper > 0:
-            method += "+miss"
+        method += CALIBRATED if fit != "uncalibrated" else ("+miss" if upper > 0 else "")
         return CoverEstimate(
             label, 0, int(observed_px), 0.0, 0.0, round(min(upper, 100.0), 4), 0, 0.0, method,
             int(perimeter_px), round(upper, 4), 0.0, round(confidence_sd, 4), 0.0, fit,
         )  # fmt: skip
     bias, fit = calibration.bias(label)
-    if not calibration.fitted and calibration.boundary_px > 0:
-        method += "+boundary"
+    method += CALIBRATED if fit != "uncalibrated" else ("+boundary" if calibration.boundary_px > 0 else "")
     outline_sd = 100.0 * calibration.boundary_px * perimeter_px / observed_px
     sd = math.hypot(calibration.confidence_scale * confidence_sd, outline_sd)
     centre = max(share + bias, 0.0)

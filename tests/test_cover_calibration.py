@@ -328,3 +328,4 @@ def test_a_kind_of_pair_absent_from_the_fit_is_reported_uncalibrated():
     acropora, porites = instance_cover(["Porites"], [0.5], [100], 1000, ["Acropora"], calibration=calibration)
     assert (porites.fit, porites.sd) == ("uncalibrated", 5.0) and porites.centre == porites.percent
     assert (acropora.fit, acropora.high) == ("pooled", 0.5)
+    assert (porites.method, acropora.method) == ("instance-confidence", "instance-confidence+calibrated")
