@@ -19,6 +19,7 @@ from quadratseg.cover import (
     fit_cover_calibration,
     instance_cover,
     interval_coverage,
+    semantic_cover,
 )
 
 CLASSES = ("Acropora", "Porites", "Pocillopora", "Montipora", "Fungia")
@@ -329,3 +330,52 @@ def test_a_kind_of_pair_absent_from_the_fit_is_reported_uncalibrated():
     assert (porites.fit, porites.sd) == ("uncalibrated", 5.0) and porites.centre == porites.percent
     assert (acropora.fit, acropora.high) == ("pooled", 0.5)
     assert (porites.method, acropora.method) == ("instance-confidence", "instance-confidence+calibrated")
+
+
+CLASS_NAMES = ["background", "Acropora", "Porites", "Pocillopora"]
+
+
+def simulate_class_map(rng, size=64):
+    """One photo of a semantic model: (probabilities (C, H, W), true cover per class). Colonies are
+    disks; the model's logits are the truth plus spatially correlated noise, Porites under-called, and
+    its softmax over-confident (temperature 1/4)."""
+    from scipy.ndimage import gaussian_filter
+
+    truth = np.zeros((size, size), int)
+    yy, xx = np.mgrid[:size, :size]
+    for k, mean in ((1, 3.0), (2, 2.0), (3, 0.5)):
+        for _ in range(rng.poisson(mean)):
+            cy, cx = rng.uniform(0, size, 2)
+            truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= rng.uniform(3, 9) ** 2] = k
+    logits = 3.0 * np.eye(len(CLASS_NAMES))[truth].transpose(2, 0, 1)
+    logits += 6.0 * np.stack([gaussian_filter(rng.normal(size=(size, size)), 3) for _ in CLASS_NAMES])
+    logits[2] -= 0.8
+    probs = np.exp(4 * logits - (4 * logits).max(axis=0))
+    real = {name: 100 * float((truth == k).mean()) for k, name in enumerate(CLASS_NAMES) if k}
+    return probs / probs.sum(axis=0), real
+
+
+def test_class_map_intervals_fitted_on_held_out_photos_hold_95_percent():
+    rng = np.random.default_rng(0)
+    observed = np.ones((64, 64), bool)
+
+    def run(photos, calibration=None):
+        estimates, truths = [], []
+        for probs, real in photos:
+            for e in semantic_cover(probs, CLASS_NAMES, observed, block_px=8, calibration=calibration):
+                estimates.append(e)
+                truths.append(real[e.label])
+        return estimates, truths
+
+    calibration_photos = [simulate_class_map(rng) for _ in range(400)]
+    fresh_photos = [simulate_class_map(rng) for _ in range(1000)]
+    calibration = fit_cover_calibration(*run(calibration_photos))
+    estimates, truths = run(fresh_photos, calibration)
+    # the softmax is over-confident: the fit widens its term (k q above the normal 1.96)
+    assert len(estimates) == 3000 and calibration.confidence_scale * calibration.quantile > Z95
+    coverage = interval_coverage(truths, [e.low for e in estimates], [e.high for e in estimates])
+    assert 0.93 <= coverage <= 0.97, coverage
+    # the same maps with the softmax taken at its word: 84.5 % (and 100 % with the former block
+    # interval, which gave every class the spread of the whole block)
+    plain, truths = run(fresh_photos)
+    assert interval_coverage(truths, [e.low for e in plain], [e.high for e in plain]) < 0.88
