@@ -469,3 +469,80 @@ def test_an_annotators_edit_of_an_auto_shape_makes_it_semi_auto(cvat_server, cva
         assert after[auto.id].source == "semi-auto" and after[auto.id].points[0] == 3.0
         assert (after[imported.id].source, after[imported.id].occluded) == ("manual", True)
         assert compute_new_source("consensus") == "consensus" and compute_new_source("file") == "manual"
+
+
+def test_only_geometry_edits_make_an_auto_shape_semi_auto(cvat_server, cvat_settings):
+    """cvat-core's Shape.save calls computeNewSource only when points, rotation, occluded, outside or
+    z_order change: a relabel or an attribute edit leaves an auto shape ``auto``."""
+    from cvat_sdk.api_client import models
+    from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
+
+    project = cvat_server.state.add_project("reef", [*LABELS, {"name": "rock", "type": "polygon"}])
+    task = cvat_server.state.add_task("t", project["id"], "train", segment_size=2)
+    cvat_server.state.set_frames(task, FRAMES[:2])
+    (first,) = cvat_server.state.task_jobs(task)
+    ids = label_ids(cvat_server, project["id"])
+    with connect(cvat_settings) as client:
+        job = client.jobs.retrieve(first["id"])
+        job.update_annotations(
+            models.PatchedLabeledDataRequest(
+                shapes=[polygon(ids, 0, source="auto"), polygon(ids, 1, "auto")]
+            ),
+            action=AnnotationUpdateAction.CREATE,
+        )
+        a, b = sorted(job.get_annotations().shapes, key=lambda s: s.frame)
+    relabelled = cvat_server.state.edit_shape(a.id, label_id=ids["rock"], attributes=[])
+    assert (relabelled["source"], relabelled["label_id"]) == ("auto", ids["rock"])
+    retyped = cvat_server.state.edit_shape(b.id, attributes=[{"spec_id": ids["confidence"], "value": "12"}])
+    assert (retyped["source"], retyped["attributes"][0]["value"]) == ("auto", "12")
+    for change in ({"z_order": 3}, {"rotation": 10.0}, {"outside": True}, {"points": [2.0, 2, 6, 1, 6, 6]}):
+        fresh = cvat_server.state.edit_shape(b.id, **change)
+        assert fresh["source"] == "semi-auto", change
+        cvat_server.state.tasks[task.record["id"]].shapes[-1]["source"] = "auto"  # back, for the next change
+
+
+def test_a_create_answered_504_can_be_committed_seconds_later(cvat_server, cvat_settings):
+    """A proxy's 504 usually comes while CVAT is still writing: ``commit_late`` answers at once and
+    carries the request out ``delay_s`` later."""
+    from cvat_sdk.api_client import models
+    from cvat_sdk.api_client.exceptions import ApiException
+
+    project, _, (first, _) = seed(cvat_server)
+    ids = label_ids(cvat_server, project["id"])
+    cvat_server.commit_late = [("PATCH", r"/api/jobs/\d+/annotations", 504, 1.5)]
+    with connect(cvat_settings) as client:
+        api = client.api_client.jobs_api
+        request = models.PatchedLabeledDataRequest(
+            shapes=[models.LabeledShapeRequest(**polygon(ids, 0, "auto"))]
+        )
+        start = time.perf_counter()
+        with pytest.raises(ApiException) as raised:
+            api.partial_update_annotations("create", first["id"], patched_labeled_data_request=request)
+        assert raised.value.status == 504 and time.perf_counter() - start < 1.0
+        assert client.jobs.retrieve(first["id"]).get_annotations().shapes == []  # not yet
+        time.sleep(2.0)
+        (stored,) = client.jobs.retrieve(first["id"]).get_annotations().shapes
+        assert (stored.frame, stored.source) == (0, "auto")
+    assert cvat_server.commit_late == []
+
+
+@pytest.mark.parametrize(
+    ("target_url", "status"),
+    [
+        ("http://bridge:8000/detect-model-webhook", 400),  # a single-label host: Django's URLField refuses
+        ("http://nuclio-bridge:8000/x", 400),
+        ("http://bridge.cvat.internal:8000/detect-model-webhook?model_name=a", 201),
+        ("http://127.0.0.1:8000/x", 201),
+        ("http://localhost:8000/x", 201),
+        ("ftp2://bridge.cvat.internal/x", 400),
+    ],
+)
+def test_webhook_target_urls_follow_djangos_url_rule(cvat_server, target_url, status):
+    project, _, _ = seed(cvat_server)
+    body = {
+        "target_url": target_url,
+        "type": "project",
+        "project_id": project["id"],
+        "events": ["update:job"],
+    }
+    assert raw_request(cvat_server, "POST", "/api/webhooks", body) == status

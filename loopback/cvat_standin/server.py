@@ -54,7 +54,13 @@ collected in ``server.violations`` (tests assert it stays empty).
 Fault injection for robustness tests, on every route: ``server.delay_s`` (slow answers),
 ``server.fail_next`` (a list of (method, path regex, status) consumed in order: refused, nothing done),
 ``server.fail_after_commit`` (the same, but the request is carried out and its answer replaced by that
-status: a proxy's 504 after the server committed).
+status: a proxy's 504 after the server committed), ``server.commit_late`` (a list of (method, path
+regex, status, delay_s): answered with that status at once, carried out ``delay_s`` later: a proxy's 504
+while the server is still writing), ``server.on_request`` (a list of (method, path regex, callable):
+the callable runs, once, as the request arrives: something else changing CVAT at that moment).
+
+Webhook target URLs are checked with Django's URLValidator, as CVAT's ``URLField`` does
+(:func:`url_error`): ``http://bridge:8000`` (a single-label host) is refused with 400.
 
 An annotator's edit in CVAT's UI is :meth:`CvatState.edit_shape`: the UI, not the server, marks an
 edited ``auto`` shape ``semi-auto`` (:func:`compute_new_source`).
@@ -94,6 +100,42 @@ CVAT_VERSION = "2.80.0"  # what /api/server/about reports: the cvat-sdk pinned h
 WEBHOOK_TIMEOUT_S = 10.0  # CVAT's fixed WEBHOOK_TIMEOUT
 RESPONSE_SIZE_LIMIT = 1024 * 1024  # CVAT keeps a receiver's answer up to 1 MiB
 ANNOTATION_ACTIONS = ("create", "update", "delete")
+
+
+# the shape fields whose change makes cvat-core's Shape.save call computeNewSource (savePoints,
+# saveRotation, saveOccluded, saveOutside, saveZOrder); saveLabel and saveAttributes leave the source
+SOURCE_CHANGING_FIELDS = frozenset({"points", "rotation", "occluded", "outside", "z_order"})
+
+# Django's URLValidator (CVAT's Webhook.target_url is a URLField): a host is an IPv4 or IPv6 address,
+# ``localhost`` or a dotted name whose last label is a TLD; a single-label name such as ``bridge`` is refused
+_UL = "\u00a1-\uffff"
+_OCTET = r"(?:0|25[0-5]|2[0-4][0-9]|1[0-9]?[0-9]?|[1-9][0-9]?)"
+_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_IPV6 = r"\[[0-9a-f:.]+\]"
+_HOSTNAME = rf"[a-z{_UL}0-9](?:[a-z{_UL}0-9-]{{0,61}}[a-z{_UL}0-9])?"
+_DOMAIN = rf"(?:\.(?!-)[a-z{_UL}0-9-]{{1,63}}(?<!-))*"
+_TLD = rf"\.(?!-)(?:[a-z{_UL}-]{{2,63}}|xn--[a-z0-9]{{1,59}})(?<!-)\.?"
+DJANGO_URL = re.compile(
+    r"^(?:[a-z0-9.+-]*)://(?:[^\s:@/]+(?::[^\s:@/]*)?@)?"
+    rf"(?:{_IPV4}|{_IPV6}|(?:{_HOSTNAME}{_DOMAIN}{_TLD}|localhost))"
+    r"(?::[0-9]{1,5})?(?:[/?#][^\s]*)?\Z",
+    re.IGNORECASE,
+)
+URL_SCHEMES = ("http", "https", "ftp", "ftps")
+
+
+def url_error(url: str) -> str:
+    """Why Django's URLValidator (CVAT's check of a webhook's ``target_url``) refuses ``url``, or "".
+
+    Examples:
+        >>> url_error("http://bridge.cvat.internal:8000/health")
+        ''
+        >>> url_error("http://bridge:8000/health")
+        'Enter a valid URL.'
+    """
+    if not isinstance(url, str) or len(url) > 2048 or url.split("://")[0].lower() not in URL_SCHEMES:
+        return "Enter a valid URL."
+    return "" if DJANGO_URL.match(url) else "Enter a valid URL."
 
 
 def compute_new_source(source: str) -> str:
@@ -574,15 +616,18 @@ class CvatState:
 
     def edit_shape(self, shape_id: int, **changes: Any) -> dict[str, Any]:
         """What CVAT's UI saves when an annotator edits a shape (moves its points, relabels it...): the
-        shape with ``changes`` and the source :func:`compute_new_source` gives it, as a job-level
-        ``update`` (so the job is touched and its events go out); the shape as stored."""
+        shape with ``changes``, as a job-level ``update`` (so the job is touched and its events go out);
+        the shape as stored. As in cvat-core, only a change of :data:`SOURCE_CHANGING_FIELDS` gives it
+        the source :func:`compute_new_source` makes: a relabel or an attribute edit keeps ``auto``."""
         with self.lock:
             for task in self.tasks.values():
                 shape = next((s for s in task.shapes if s["id"] == shape_id), None)
                 if shape is None:
                     continue
                 job = next(j for j in self.task_jobs(task) if shape["frame"] in self.job_frames(j))
-                edited = {**copy.deepcopy(shape), **changes, "source": compute_new_source(shape["source"])}
+                edited = {**copy.deepcopy(shape), **changes}
+                if SOURCE_CHANGING_FIELDS & set(changes):
+                    edited["source"] = compute_new_source(shape["source"])
                 (stored,) = self.write_job_annotations(job, "update", {"shapes": [edited]})
                 return stored
         raise CvatError(HTTPStatus.NOT_FOUND, f"no shape {shape_id}")
@@ -635,6 +680,8 @@ class CvatServer(ThreadingHTTPServer):
         self.delay_s = 0.0
         self.fail_next: list[tuple[str, str, int]] = []
         self.fail_after_commit: list[tuple[str, str, int]] = []
+        self.commit_late: list[tuple[str, str, int, float]] = []
+        self.on_request: list[tuple[str, str, Any]] = []
         self.webhook_timeout_s = WEBHOOK_TIMEOUT_S
         self.deliveries: list[dict[str, Any]] = []
         self._outbox: queue.Queue[tuple[int, dict[str, Any], bool] | None] = queue.Queue()
@@ -861,12 +908,33 @@ class _Handler(BaseHTTPRequestHandler):
                 self._body()  # read the request out, or keep-alive would take it for the next one
                 self._error(status, "injected failure")
                 return
+        for i, (method, pattern, hook) in enumerate(self.server.on_request):
+            if method == self.command and re.search(pattern, self.path_only):
+                self.server.on_request.pop(i)
+                hook()
+                break
+        for i, (method, pattern, status, delay_s) in enumerate(self.server.commit_late):
+            if method == self.command and re.search(pattern, self.path_only):
+                self.server.commit_late.pop(i)
+                body = self._body()
+                detail = {"detail": "injected failure; the request is carried out later"}
+                # this thread is busy until then: the client's next request must take another connection
+                self._send(status, detail, "application/json", headers=[("Connection", "close")], check=False)
+                self.wfile.flush()
+                time.sleep(delay_s)
+                self.rfile, self.wfile = io.BytesIO(body), io.BytesIO()  # the late answer goes nowhere
+                self._reply_instead = 0
+                self._route(query)
+                return
         self._reply_instead = 0
         for i, (method, pattern, status) in enumerate(self.server.fail_after_commit):
             if method == self.command and re.search(pattern, self.path_only):
                 self.server.fail_after_commit.pop(i)
                 self._reply_instead = status  # the request is carried out, its answer is lost
                 break
+        self._route(query)
+
+    def _route(self, query: dict[str, list[str]]) -> None:
         path = self.path_only.rstrip("/")
         for method, pattern, handler, public in ROUTES:
             match = re.fullmatch(pattern, path)
@@ -1204,6 +1272,8 @@ class _Handler(BaseHTTPRequestHandler):
     def create_webhook(self, query):
         body = self._json()
         state = self.server.state
+        if url_error(body.get("target_url", "")):
+            raise CvatError(HTTPStatus.BAD_REQUEST, f"target_url: {url_error(body.get('target_url', ''))}")
         project_id = body.get("project_id")
         if body.get("type") == "project" and project_id not in state.projects:
             raise CvatError(HTTPStatus.BAD_REQUEST, f"project_id: project {project_id} does not exist")
@@ -1225,6 +1295,8 @@ class _Handler(BaseHTTPRequestHandler):
     def update_webhook(self, query, wid):
         hook = self._webhook(wid)
         body = self._json()
+        if "target_url" in body and url_error(body["target_url"]):
+            raise CvatError(HTTPStatus.BAD_REQUEST, f"target_url: {url_error(body['target_url'])}")
         for key in ("target_url", "description", "is_active", "enable_ssl", "content_type"):
             if key in body:
                 hook[key] = body[key]
