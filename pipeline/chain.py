@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from quadratseg.cover import (
+    TERMS_TWICE,
     CoverCalibration,
     CoverEstimate,
     boundary_length_px,
@@ -57,6 +58,8 @@ class ChainModels:
     def cover_calibration(self, scores_are_probabilities: bool = True) -> CoverCalibration:
         """The fitted interval terms, or the uncalibrated ones of ``boundary_px`` and ``miss_pp``."""
         if self.calibration is not None:
+            if self.boundary_px or self.miss_pp:
+                raise ValueError(TERMS_TWICE)
             return self.calibration
         return CoverCalibration.uncalibrated(self.boundary_px, self.miss_pp, scores_are_probabilities)
 

@@ -85,6 +85,10 @@ INSTANCE_METHOD = "instance-confidence"
 SEMANTIC_METHOD = "class-probability-blocks"
 VOTE_METHOD = "vote-share-blocks"
 CALIBRATED = "+calibrated"
+TERMS_TWICE = (
+    "either fitted terms or --boundary-px/--miss-pp, not both: the fitted terms include the outline "
+    "and miss terms"
+)
 MIN_CLASS_PAIRS = 19  # held-out pairs a class needs for its own term (conformal_count(19) = 19)
 
 
@@ -258,6 +262,8 @@ def instance_cover(
     if calibration is None:
         calibration = CoverCalibration.uncalibrated(boundary_px, miss_pp)
         calibration = CoverCalibration(**{**asdict(calibration), "quantile": z})
+    elif boundary_px or miss_pp:
+        raise ValueError(TERMS_TWICE)
     if observed_px <= 0:
         raise ValueError("no observed pixel in the quadrat: cover is undefined")
     areas = np.asarray(areas_px, dtype=np.float64)

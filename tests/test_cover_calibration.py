@@ -379,3 +379,13 @@ def test_class_map_intervals_fitted_on_held_out_photos_hold_95_percent():
     # interval, which gave every class the spread of the whole block)
     plain, truths = run(fresh_photos)
     assert interval_coverage(truths, [e.low for e in plain], [e.high for e in plain]) < 0.88
+
+
+def test_fitted_terms_and_uncalibrated_terms_together_are_refused():
+    from pipeline.chain import ChainModels
+
+    fitted = CoverCalibration(fitted=True)
+    with pytest.raises(ValueError, match="either fitted terms or --boundary-px/--miss-pp"):
+        instance_cover(["Porites"], [1.0], [100], 1000, boundary_px=1.0, calibration=fitted)
+    with pytest.raises(ValueError, match="either fitted terms or --boundary-px/--miss-pp"):
+        chain_cover(ChainModels(TwoColonies(), miss_pp=1.0, calibration=fitted))
