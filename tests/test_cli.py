@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 CLIS = [
     "quadratseg.synth",
@@ -238,6 +240,7 @@ def test_pull_cli_reports_an_unsafe_backup_in_one_line(tmp_path):
     assert "unsafe path '../escape.txt'" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a process that imports mmseg and mmengine: over 10 s on 2 cores
 def test_mmseg_train_cli_names_a_missing_dataset_root(tmp_path):
     result = run(
         "DINOv2_mmseg.train",

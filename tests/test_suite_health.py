@@ -77,7 +77,7 @@ def collect(tmp_path: Path, *args: str) -> dict[str, dict]:
     return json.loads(dump.read_text())
 
 
-def test_key(nodeid: str) -> str:
+def slow_key(nodeid: str) -> str:
     """``tests/test_x.py::test_y[case]`` -> ``test_x.py::test_y`` (how conftest's SLOW_TESTS names tests)."""
     path, name = nodeid.split("::", 1)
     return f"{Path(path).name}::{name.split('[')[0]}"
@@ -108,8 +108,8 @@ def test_every_test_that_trains_or_builds_is_outside_the_fast_loop(suite, fast_l
     assert sorted(trainers & set(fast_loop)) == []
     from conftest import SLOW_TESTS
 
-    listed = {n for n in suite if test_key(n) in SLOW_TESTS}
-    assert sorted(SLOW_TESTS - {test_key(n) for n in listed}) == []  # each name is a real test
+    listed = {n for n in suite if slow_key(n) in SLOW_TESTS}
+    assert sorted(SLOW_TESTS - {slow_key(n) for n in listed}) == []  # each name is a real test
     assert sorted(listed & set(fast_loop)) == []
     assert sorted(set(KNOWN_HEAVY) - set(suite)) == []  # the list names real tests
     assert sorted(set(KNOWN_HEAVY) & set(fast_loop)) == []
@@ -175,6 +175,7 @@ def test_uses_its_database_around_another_session():
 """
 
 
+@pytest.mark.slow  # two pytest sessions, each with its own mongod
 def test_two_sessions_at_once_keep_their_own_fiftyone_databases(tmp_path):
     """Two pytest sessions on one machine (two people, or a run beside the fast loop): the first one
     ends while the second still uses FiftyOne, and the second is not affected."""
