@@ -54,11 +54,11 @@ def run(*args, cwd=REPO, env=None):
     )
 
 
-# ``python -m MODULE --help`` for each module in turn, in one interpreter (what ``python -m`` does:
-# the module run as ``__main__``), so that torch, mmseg and FiftyOne are imported once, not 34 times:
-# module -> [exit code, what it wrote].
+# ``python -m MODULE --help`` (or ``python SCRIPT.py --help``) for each in turn, in one interpreter
+# (run as ``__main__``, as python does), so that torch, mmseg and FiftyOne are imported once, not once
+# per CLI: module or script -> [exit code, what it wrote].
 HELP_ALL = """
-import contextlib, io, json, runpy, sys
+import contextlib, io, json, os, runpy, sys
 
 answers = {}
 for module in sys.argv[1:]:
@@ -66,7 +66,11 @@ for module in sys.argv[1:]:
     text, code = io.StringIO(), 0
     with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
         try:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            if module.endswith(".py"):
+                sys.path.insert(0, os.path.dirname(module))
+                runpy.run_path(module, run_name="__main__")
+            else:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except Exception as exc:
@@ -76,10 +80,11 @@ print(json.dumps(answers))
 """
 
 
-def test_every_cli_answers_help():
+def help_answers(entries: list[str]) -> dict[str, list]:
+    """``--help`` of each module or script, all in one interpreter: entry -> [exit code, text]."""
     environ = {**os.environ, "PAGER": "cat"}
     result = subprocess.run(
-        [sys.executable, "-c", HELP_ALL, *CLIS],
+        [sys.executable, "-c", HELP_ALL, *entries],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -88,13 +93,28 @@ def test_every_cli_answers_help():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     answers = json.loads(result.stdout.strip().splitlines()[-1])
-    assert sorted(answers) == sorted(CLIS)
+    assert sorted(answers) == sorted(entries)
+    return answers
+
+
+def test_every_cli_answers_help():
+    answers = help_answers(CLIS)
     broken = {m: text[-500:] for m, (code, text) in answers.items() if code != 0}
     assert broken == {}
     unhelpful = sorted(
         m for m, (_, text) in answers.items() if "FLAGS" not in text or "DESCRIPTION" not in text
     )
     assert unhelpful == []
+
+
+def test_every_benchmark_answers_help():
+    """The benchmarks run in no test, so their imports and options would rot unseen: each answers
+    --help (argparse's usage and its own docstring)."""
+    scripts = sorted(str(p.relative_to(REPO)) for p in (REPO / "benchmarks").glob("bench_*.py"))
+    assert len(scripts) == 8
+    answers = help_answers(scripts)
+    assert {s: code for s, (code, _) in answers.items() if code != 0} == {}
+    assert sorted(s for s, (_, text) in answers.items() if not text.startswith("usage: ")) == []
 
 
 def test_synth_cli_refuses_an_existing_folder(tmp_path):
