@@ -54,7 +54,7 @@ from quadratseg.cover_table import (
 )
 from quadratseg.errors import QuadratsegError
 from quadratseg.images import output_name, read_image_rgb
-from quadratseg.photo_meta import photo_place, read_photo_metadata
+from quadratseg.photo_meta import photo_places, read_photo_metadata
 from quadratseg.taxonomy import load_taxonomy
 
 logger = logging.getLogger(__name__)
@@ -131,8 +131,10 @@ def process_folder(
     """Run the chain on every photo of ``images`` into ``out_dir`` (resumable); returns a summary.
 
     Site, year and quadrat of each photo come from the ``metadata`` CSV, else the key's folders,
-    else its name (:func:`quadratseg.photo_meta.photo_place`); photos left without a site or a
-    year are named in a warning and counted in the summary (``photos_without_site_or_year``).
+    else its name (:func:`quadratseg.photo_meta.photo_places`); photos left without a site or a
+    year, metadata rows that match no photo or several, and folders and names that disagree are
+    named in warnings; the photos without site or year are counted in the summary
+    (``photos_without_site_or_year``).
     """
     from quadratseg.visualize import draw_polygons
 
@@ -140,7 +142,9 @@ def process_folder(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = batch_items(images)
-    places = {item.key: photo_place(item.key, table) for item in items}
+    places, notes = photo_places([item.key for item in items], table)
+    for note in notes:  # unused metadata rows, folders and names that disagree
+        logger.warning("%s", note)
     unplaced = [key for key, place in places.items() if not (place["site"] and place["year"])]
     if unplaced:
         logger.warning(

@@ -1,14 +1,24 @@
 """Site, year and quadrat of a photo: from a metadata CSV, else its folders, else its file name.
 
-A photo's *key* is its path relative to the survey folder (``Tiahura/2019/Q1.jpg``). Each field
-takes the first source that has it (:func:`photo_place`):
+A photo's *key* is its path relative to the survey folder (``Tiahura/2019/Q1.jpg``). Each photo
+takes its place from one source, whole (:func:`photo_places`):
 
 1. a metadata table (:func:`read_photo_metadata`: a CSV with columns ``photo`` or ``key``,
-   ``site``, ``year``, ``quadrat``), matched by key, else by file name when that name is unique;
-2. the folders of the key: ``site/year/photo.jpg`` (a folder that is a year, 1900-2099, and the
-   folder above it as the site; the quadrat is then the file stem);
+   ``site``, ``year``, ``quadrat``). Keys are normalised (``\\`` -> ``/``, ``./`` dropped); a row
+   matches the photo whose key it equals, or whose key ends with it, or that it ends with (the
+   survey folder's own name in front, ``images/Tiahura/2019/Q1.jpg``); a row without an
+   extension matches by stem; a row without folders names a file and places the one photo of
+   that name. A row that matches no photo, or several, is named in a note and not used; a key
+   listed twice is refused. An empty cell stays empty.
+2. the folders of the key: ``site/year/[transect/]photo.jpg`` (the last folder that is a year,
+   1900-2099; the nearest folder above it that is not a generic name (:data:`GENERIC_FOLDERS`:
+   ``images``, ``photos``, ``raw``...) is the site; the folders below it and the file's quadrat
+   (the name's, when a name pattern matches, else its stem) form the quadrat, ``T1/Q1``);
 3. the file name (:data:`NAME_PATTERNS`): ``site_year_quadrat`` and CRIOBE's
    ``SITE###DEPTH###YYYYMMDD_..._N``.
+
+When the folders and the name both give a site and a year and they disagree, the folders are used
+and the photo is named in a note.
 
 Examples:
     >>> parse_photo_name("SynthNorth_2019_000")["site"]
@@ -21,7 +31,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from quadratseg.errors import QuadratsegError
@@ -33,8 +43,24 @@ NAME_PATTERNS = (
     r"^(?P<site>.+?)_(?P<year>(?:19|20)\d{2})_(?P<quadrat>[^_]+)$",
 )
 YEAR_FOLDER = re.compile(r"^(?:19|20)\d{2}$")
+# folder names that say how photos are stored, not where they were taken: never a site
+GENERIC_FOLDERS = frozenset(
+    {"images", "image", "imgs", "img", "photos", "photo", "pictures", "raw", "jpg", "jpeg", "data", "dcim"}
+)
+EMPTY_PLACE = {"site": "", "year": "", "quadrat": ""}
 
-PhotoTable = Mapping[str, Mapping[str, str]]  # key or file name -> site, year, quadrat
+PhotoTable = Mapping[str, Mapping[str, str]]  # normalised key -> site, year, quadrat
+
+
+def normalize_key(key: str) -> str:
+    """A photo key with ``/`` separators, without a leading ``./`` or ``/``.
+
+    Examples:
+        >>> normalize_key(".\\\\Tiahura\\\\2019\\\\Q1.jpg")
+        'Tiahura/2019/Q1.jpg'
+    """
+    parts = [p for p in key.strip().replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts)
 
 
 def parse_photo_name(stem: str, patterns: Sequence[str] = NAME_PATTERNS) -> dict[str, str]:
@@ -49,38 +75,71 @@ def parse_photo_name(stem: str, patterns: Sequence[str] = NAME_PATTERNS) -> dict
         if match:
             found = match.groupdict()
             return {key: found.get(key) or "" for key in PLACE_FIELDS}
-    return {"site": "", "year": "", "quadrat": ""}
+    return dict(EMPTY_PLACE)
 
 
 def parse_photo_folders(key: str) -> dict[str, str]:
-    """site, year and quadrat from the folders of a relative key ``.../site/year/photo.jpg``.
+    """site, year and quadrat from the folders of a relative key ``.../site/year/[T1/]photo.jpg``.
 
-    The last folder that is a year gives the year, the folder above it the site, and the file
-    stem the quadrat; a key without a year folder gives nothing ("" everywhere).
+    The last folder that is a year gives the year, the nearest folder above it that is not generic
+    (:data:`GENERIC_FOLDERS`) the site, and the folders below it with the file stem the quadrat; a
+    key without a year folder gives nothing ("" everywhere).
 
     Examples:
-        >>> parse_photo_folders("survey/Tiahura/2019/Q1.jpg")
-        {'site': 'Tiahura', 'year': '2019', 'quadrat': 'Q1'}
+        >>> parse_photo_folders("survey/Tiahura/2019/T1/Q1.jpg")
+        {'site': 'Tiahura', 'year': '2019', 'quadrat': 'T1/Q1'}
         >>> parse_photo_folders("Tiahura/Q1.jpg")
         {'site': '', 'year': '', 'quadrat': ''}
     """
-    path = PurePosixPath(key.replace("\\", "/"))
+    path = PurePosixPath(normalize_key(key))
     folders = list(path.parts[:-1])
     years = [k for k, part in enumerate(folders) if YEAR_FOLDER.match(part)]
     if not years:
-        return {"site": "", "year": "", "quadrat": ""}
+        return dict(EMPTY_PLACE)
     k = years[-1]
-    return {"site": folders[k - 1] if k > 0 else "", "year": folders[k], "quadrat": path.stem}
+    site = next((f for f in reversed(folders[:k]) if f.lower() not in GENERIC_FOLDERS), "")
+    return {"site": site, "year": folders[k], "quadrat": "/".join([*folders[k + 1 :], path.stem])}
+
+
+def path_place(key: str) -> tuple[dict[str, str], str]:
+    """site, year and quadrat from the key's folders (when they hold a year and a site), else from
+    its name, each source taken whole; and a note ("" if none) when both give a site and year and
+    they disagree (the folders are used). Under a year folder, the quadrat is the name's when a
+    name pattern matches.
+
+    Examples:
+        >>> path_place("Tiahura/2019/Tiahura_2019_05.jpg")
+        ({'site': 'Tiahura', 'year': '2019', 'quadrat': '05'}, '')
+    """
+    key = normalize_key(key)
+    folders = parse_photo_folders(key)
+    name = parse_photo_name(PurePosixPath(key).stem)
+    if not folders["year"]:
+        return name, ""
+    if name["year"]:
+        below = folders["quadrat"].split("/")[:-1]
+        folders["quadrat"] = "/".join([*below, name["quadrat"]])
+    if not folders["site"] and name["site"]:
+        return name, ""  # e.g. images/2020/MooreaE2B_2020_05.jpg: the name says it all
+    note = ""
+    if name["site"] and (name["site"].lower(), name["year"]) != (folders["site"].lower(), folders["year"]):
+        note = (
+            f"{key}: its folders say {folders['site']} {folders['year']}, its name {name['site']} "
+            f"{name['year']} (the folders are used)"
+        )
+    return folders, note
 
 
 def read_photo_metadata(path: str | Path) -> dict[str, dict[str, str]]:
-    """A metadata CSV as a table: key (and, when unique, file name) -> site, year, quadrat.
+    """A metadata CSV as a table: normalised key (:func:`normalize_key`) -> site, year, quadrat.
 
     Columns: ``photo`` or ``key`` (the photo's path relative to the survey folder, or its file
-    name), ``site``, ``year``, ``quadrat`` (a missing column is an error; empty cells are allowed).
+    name, with or without the extension), ``site``, ``year``, ``quadrat`` (a missing column is an
+    error; empty cells are allowed). Match it to photos with :func:`photo_places`.
 
     Raises:
-        QuadratsegError: the file is missing, or lacks a photo column or site, year and quadrat.
+        QuadratsegError: the file is missing, lacks a photo column or site, year and quadrat, or
+            lists a key twice.
     """
     source = Path(path)
     if not source.is_file():
@@ -96,27 +155,84 @@ def read_photo_metadata(path: str | Path) -> dict[str, dict[str, str]]:
                 f"{', '.join(reader.fieldnames or []) or 'none'}"
             )
         rows = [
-            (row[photo_column].strip(), {f: (row[columns[f]] or "").strip() for f in PLACE_FIELDS})
+            (
+                normalize_key(row[photo_column] or ""),
+                {f: (row[columns[f]] or "").strip() for f in PLACE_FIELDS},
+            )
             for row in reader
         ]
     table: dict[str, dict[str, str]] = {}
-    names: dict[str, list[str]] = {}
-    for key, place in rows:
-        table[key] = place
-        names.setdefault(PurePosixPath(key).name, []).append(key)
-    for name, keys in names.items():
-        if len(keys) == 1 and name not in table:
-            table[name] = table[keys[0]]
+    line: dict[str, int] = {}
+    for k, (key, place) in enumerate(rows, start=2):
+        if not key:
+            raise QuadratsegError(f"{source} row {k} has no photo key")
+        if key in table:
+            raise QuadratsegError(
+                f"{source} lists {key} twice (rows {line[key]} and {k}): keep one row per photo"
+            )
+        table[key], line[key] = place, k
     return table
 
 
-def photo_place(key: str, table: PhotoTable | None = None) -> dict[str, str]:
-    """site, year and quadrat of the photo ``key``: each from the metadata ``table`` (by key, else
-    by file name), else the key's folders (:func:`parse_photo_folders`), else the file name
-    (:func:`parse_photo_name`); "" where no source has it."""
-    sources = [
-        (table or {}).get(key) or (table or {}).get(PurePosixPath(key).name) or {},
-        parse_photo_folders(key),
-        parse_photo_name(PurePosixPath(key).stem),
-    ]
-    return {f: next((s[f] for s in sources if s.get(f)), "") for f in PLACE_FIELDS}
+def _row_matches(row_key: str, key: str) -> bool:
+    """The metadata ``row_key`` names the photo ``key`` (both normalised): equal, one ending with
+    the other by whole folders (a row without folders: the file name), by stem when the row has no
+    extension."""
+    row, photo = PurePosixPath(row_key).parts, PurePosixPath(key).parts
+    if not PurePosixPath(row_key).suffix:
+        photo = (*photo[:-1], PurePosixPath(key).stem)
+    if len(row) == 1:
+        return row[0] == photo[-1]
+    n = min(len(row), len(photo))
+    return row[-n:] == photo[-n:]
+
+
+def match_metadata(table: PhotoTable, keys: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+    """Which metadata row places each photo: (photo key -> row key, notes). A row equal to a key
+    places that photo only; else a row places the one photo it names (:func:`_row_matches`). Rows
+    that match no photo or several are named in the notes and not used."""
+    keys = list(keys)
+    normal = {key: normalize_key(key) for key in keys}
+    claims: dict[str, list[tuple[bool, int, str]]] = {}
+    notes = []
+    for row_key in table:
+        exact = [key for key in keys if normal[key] == row_key]
+        found = exact or [key for key in keys if _row_matches(row_key, normal[key])]
+        if len(found) == 1:
+            claims.setdefault(found[0], []).append((bool(exact), len(PurePosixPath(row_key).parts), row_key))
+        elif not found:
+            notes.append(f"metadata row {row_key} matches no photo: not used")
+        else:
+            named = ", ".join(sorted(found)[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+            notes.append(f"metadata row {row_key} matches {len(found)} photos ({named}): not used")
+    chosen = {}
+    for key, rows in claims.items():
+        *others, (_, _, best) = sorted(rows)  # the exact key, else the row naming most folders
+        chosen[key] = best
+        notes.extend(f"metadata row {row} not used: row {best} places {key}" for _, _, row in others)
+    return chosen, notes
+
+
+def photo_places(
+    keys: Iterable[str], table: PhotoTable | None = None
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """site, year and quadrat of each photo key: its metadata row when ``table`` has one
+    (:func:`match_metadata`), else :func:`path_place`; and notes for the user (unused metadata rows,
+    folders and names that disagree)."""
+    keys = list(keys)
+    rows, notes = match_metadata(table, keys) if table else ({}, [])
+    places = {}
+    for key in keys:
+        if key in rows:
+            places[key] = dict(table[rows[key]])  # type: ignore[index]
+            continue
+        places[key], note = path_place(key)
+        if note:
+            notes.append(note)
+    return places, notes
+
+
+def photo_place(key: str) -> dict[str, str]:
+    """site, year and quadrat of the photo ``key`` from its folders, else its name
+    (:func:`path_place`; with a metadata table: :func:`photo_places`)."""
+    return path_place(key)[0]

@@ -520,6 +520,14 @@ def test_site_and_year_come_from_a_metadata_csv_then_folders_then_names(survey_f
     assert places["Tiahura/2019/Q1.jpg"] == ("Tiahura", "2019", "Q1")
     assert places["loose.jpg"] == ("", "", "")
     assert "1 photo has no site or year" in caplog.text and "loose.jpg" in caplog.text
+    # a row that matches no photo is named, not dropped silently
+    metadata.write_text(
+        "photo,site,year,quadrat\nTiahura/2019/Q2.jpg,Temae,2018,T7\nTemae/Q9.jpg,Temae,2018,9\n"
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        process_folder(survey_folders, tmp_path / "meta2", ChainModels(NoColonies()), "fp", metadata=metadata)
+    assert "metadata row Temae/Q9.jpg matches no photo: not used" in caplog.text
     with pytest.raises(QuadratsegError, match="site, year and quadrat"):
         bad = tmp_path / "bad.csv"
         bad.write_text("photo,place\na.jpg,x\n")
