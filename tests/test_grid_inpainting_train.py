@@ -37,6 +37,7 @@ def test_string_masks_vary_like_real_grids():
     assert len({m.tobytes() for m in masks}) == 20
 
 
+@pytest.mark.slow  # fine-tunes a small network
 def test_fine_tune_lowers_the_masked_l1_and_saves_a_lama_file(grid_free_images, synthetic_set, tmp_path):
     start = tiny_trainable_lama_file(tmp_path / "start.pt")
     out = tmp_path / "run"
@@ -94,6 +95,7 @@ def test_fine_tune_lowers_the_masked_l1_and_saves_a_lama_file(grid_free_images, 
     assert steps[-1] == 50 and steps.count(41) == 1
 
 
+@pytest.mark.slow  # builds a ResNet-18 and fine-tunes with it
 def test_the_perceptual_term_uses_local_weights_only(grid_free_images, tmp_path):
     import torch
     import torchvision
