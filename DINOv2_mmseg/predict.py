@@ -29,8 +29,15 @@ from DINOv2_mmseg.coral_pipeline import CoralPipeline
 from DINOv2_mmseg.sam_refine import RefineConfig, refine_instances, top_class
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.batch import BatchItem, batch_items, run_batch
-from quadratseg.cover import boundary_length_px, semantic_cover
-from quadratseg.cover_table import COLONY_COLUMNS, COVER_COLUMNS, colony_rows, cover_rows, write_table
+from quadratseg.cover import semantic_cover
+from quadratseg.cover_table import (
+    COLONY_COLUMNS,
+    COVER_COLUMNS,
+    colony_rows,
+    colony_stats,
+    cover_rows,
+    write_table,
+)
 from quadratseg.images import output_name, read_image_rgb
 from quadratseg.instances import CocoInstances, Instance
 from quadratseg.photo_meta import photo_place
@@ -115,6 +122,7 @@ def predict(
     )
     coco = CocoInstances(coral_classes)
     taxonomy = load_taxonomy()
+    level = taxonomy.finest_level(coral_classes)  # the model's level, the same on every photo
     cover_table, colony_table = [], []
     start = time.perf_counter()
 
@@ -127,17 +135,8 @@ def predict(
         place = photo_place(item.key)
         whole_frame = np.ones(classes_map.shape, dtype=bool)  # no grid keypoints: every pixel observed
         estimates = semantic_cover(probs, pipeline.classes, whole_frame)
-        cover_table.extend(cover_rows(item.key, place, estimates, 1.0, taxonomy))
-        stats = [
-            {
-                "label": i.label,
-                "score": i.score,
-                "area_px": i.area,
-                "perimeter_px": boundary_length_px(i.box_mask),
-            }
-            for i in instances
-        ]
-        colony_table.extend(colony_rows(item.key, place, stats, taxonomy))
+        covers = cover_rows(item.key, place, estimates, 1.0, taxonomy, level)
+        colonies = colony_rows(item.key, place, colony_stats(instances), taxonomy, level)
         sem = semantic_overlay(rgb, classes_map, palette)
         inst = draw_polygons(
             rgb,
@@ -155,6 +154,8 @@ def predict(
             if not cv2.imwrite(str(target), array):
                 raise OSError(f"cannot write {target}")
         coco.add_image(item.key, size, instances)
+        cover_table.extend(covers)  # last: a photo that fails on the way leaves no row
+        colony_table.extend(colonies)
 
     with atomic_output_dir(out_dir, overwrite) as tmp:
         for sub in ("semantic", "instances", "overlays"):

@@ -6,12 +6,16 @@ photo has it (a file name several photos share is counted apart, never guessed),
 human point (CoralNet's classifier rows are left out) from the raw photo into the quadrat with
 the photo's corner homography (``photos/<key>.json`` of ``pipeline.process``). Points outside the
 quadrat, on the grid mask (pixels inpainting invented: ``grid_masks/``), or mapped to ``ignore``
-(``Off``: frame, tape) are counted, each in its own column, not scored. At each point it reads the
-predicted label from the photo's class map when the run made one (``class_maps/``: ``--segment
-mmseg``, weighted or voting ensembles), else from its colonies (a colony's label, else
-``substrate``), and reports accuracy and the confusion per label, and per photo the cover from the
-dense prediction against the point estimate with its Wilson interval: bias, mean absolute error and
-the share of photos whose dense cover falls inside the point interval.
+(``Off``: frame, tape) are counted, each in its own column, not scored. Only the records of the
+latest run are read (``run.json``: its photos and fingerprint; others are named in
+``records_left_out``), and a grid mask only when the record says the run made one. Each truth
+label is taken to the level of the run's model (a family model is scored against families). At
+each point it reads the predicted label from the photo's class map when the run made one
+(``class_maps/``: ``--segment mmseg``, weighted or voting ensembles), else from its colonies (a
+colony's label, else ``substrate``), and reports accuracy and the confusion per label, and per
+photo the cover from the dense prediction against the point estimate with its Wilson interval:
+bias, mean absolute error and the share of photos whose dense cover falls inside the point
+interval.
 
 :func:`export_points` samples points in each processed quadrat (``random`` or ``grid``), maps them
 back to the raw photo and writes the predicted label at each one as a CoralNet annotation CSV, the
@@ -43,16 +47,26 @@ from quadratseg.formats.coralnet import (
 from quadratseg.warp import transform_points
 
 
-def load_records(process_out: str | Path) -> dict[str, dict[str, Any]]:
-    """The photo records of a ``pipeline.process`` output, by photo key (path relative to IMAGES)."""
-    folder = Path(process_out) / "photos"
-    if not folder.is_dir():
-        raise QuadratsegError(f"{process_out} holds no photos/ folder: run pipeline.process into it first")
-    records = {}
+def load_records(process_out: str | Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The photo records of the latest ``pipeline.process`` run into ``process_out``, by photo key
+    (path relative to IMAGES), and the keys of the records left out: those of photos that run did
+    not hold or did not complete, or made with other models or options (``run.json``'s photos and
+    fingerprint)."""
+    from pipeline.run import RUN_FILE
+
+    folder, run_file = Path(process_out) / "photos", Path(process_out) / RUN_FILE
+    if not folder.is_dir() or not run_file.is_file():
+        raise QuadratsegError(f"{process_out} holds no finished pipeline.process run: run it into it first")
+    run = json.loads(run_file.read_text(encoding="utf-8"))
+    current = set(run["photos"])
+    records, left_out = {}, []
     for path in sorted(folder.rglob("*.json")):
         record = json.loads(path.read_text(encoding="utf-8"))
-        records[record["photo"]] = record
-    return records
+        if record["photo"] in current and record.get("fingerprint") == run["fingerprint"]:
+            records[record["photo"]] = record
+        else:
+            left_out.append(record["photo"])
+    return records, sorted(left_out)
 
 
 def match_photo_names(names: Iterable[str], keys: Iterable[str]) -> tuple[dict[str, str], dict[str, int]]:
@@ -105,15 +119,23 @@ def predicted_label_map(process_out: str | Path, record: dict[str, Any]) -> tupl
 
 
 def grid_mask_of(process_out: str | Path, record: dict[str, Any]) -> np.ndarray | None:
-    """The photo's grid mask (H, W) bool, warped frame: pixels inpainting invented (None: no grid removed)."""
+    """The photo's grid mask (H, W) bool, warped frame: pixels inpainting invented (None: the
+    record says no grid was removed).
+
+    Raises:
+        QuadratsegError: the record has a grid mask that is missing or of another size.
+    """
     import cv2
 
     from quadratseg.images import output_name
 
-    path = Path(process_out) / "grid_masks" / output_name(record["photo"], ".png")
-    if not path.is_file():
+    if not record.get("grid_mask"):
         return None
-    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED) > 0
+    path = Path(process_out) / "grid_masks" / output_name(record["photo"], ".png")
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    if mask is None or mask.shape[::-1] != tuple(record["warped_size"]):
+        raise QuadratsegError(f"{path} is not the grid mask of {record['photo']}: rerun pipeline.process")
+    return mask > 0
 
 
 def on_mask(points_xy: np.ndarray, mask_hw: np.ndarray | None) -> np.ndarray:
@@ -141,6 +163,19 @@ def labels_at(points_xy: np.ndarray, index: np.ndarray, names: list[str]) -> lis
     return out
 
 
+def at_level(label: str, level: str, taxonomy: Any) -> str:
+    """A truth label (``substrate`` and ``ignore`` kept) at the model's taxonomy ``level``.
+
+    Raises:
+        QuadratsegError: ``level`` is empty (a record of an older run: rerun pipeline.process).
+    """
+    if label in (SUBSTRATE, IGNORE):
+        return label
+    if not level:
+        raise QuadratsegError("the photo record names no model level: rerun pipeline.process")
+    return taxonomy.map_label(label, level)
+
+
 def score_points(
     process_out: str | Path, coralnet_csv: str | Path, mapping_csv: str | Path
 ) -> dict[str, Any]:
@@ -151,7 +186,7 @@ def score_points(
     points, machine = human_points(read_coralnet_csv(coralnet_csv))
     mapping = read_label_mapping(mapping_csv, taxonomy.classes())
     check_codes(points, mapping, str(coralnet_csv))
-    records = load_records(process_out)
+    records, left_out = load_records(process_out)
     by_photo: dict[str, list] = defaultdict(list)
     for p in points:
         by_photo[p.name].append(p)
@@ -174,7 +209,7 @@ def score_points(
         scored = photo_on_grid = 0
         raw_w, raw_h = record.get("raw_size") or (np.inf, np.inf)
         for p, guess, hidden in zip(photo_points, predicted, invented, strict=True):
-            truth = mapping[p.code]
+            truth = at_level(mapping[p.code], record["level"], taxonomy)
             if truth == IGNORE:
                 ignored += 1
                 continue
@@ -236,6 +271,7 @@ def score_points(
         "outside_quadrat": outside,
         "outside_image": outside_image,
         "on_photos_not_processed": no_record,
+        "records_left_out": left_out,
         "on_grid_mask": on_grid,
         "on_ambiguous_names": sum(len(by_photo[n]) for n in ambiguous),
         "ambiguous_names": ambiguous,
@@ -254,7 +290,8 @@ def export_points(
     """Predicted labels at ``points`` points per processed quadrat, in raw-photo pixels, as CoralNet CSV."""
     rows = []
     photos = 0
-    for key, record in sorted(load_records(process_out).items()):
+    records, left_out = load_records(process_out)
+    for key, record in sorted(records.items()):
         if record.get("warped_size") is None:
             continue  # a photo without a quadrat
         index, names = predicted_label_map(process_out, record)
@@ -267,4 +304,4 @@ def export_points(
     if not rows:
         raise QuadratsegError(f"{process_out} holds no processed quadrat to export")
     write_coralnet_csv(rows, out_csv)
-    return {"photos": photos, "points": len(rows), "csv": str(out_csv)}
+    return {"photos": photos, "points": len(rows), "csv": str(out_csv), "records_left_out": left_out}

@@ -42,12 +42,13 @@ import numpy as np
 from pipeline.chain import ChainModels, PhotoResult, run_chain
 from quadratseg.atomic import atomic_write_bytes, atomic_write_text
 from quadratseg.batch import BatchItem, batch_items, run_batch
-from quadratseg.cover import CoverEstimate, boundary_length_px
+from quadratseg.cover import CoverEstimate
 from quadratseg.cover_table import (
     COLONY_COLUMNS,
     COVER_COLUMNS,
     SUMMARY_COLUMNS,
     colony_rows,
+    colony_stats,
     cover_rows,
     summarize_cover,
     write_table,
@@ -55,11 +56,49 @@ from quadratseg.cover_table import (
 from quadratseg.errors import QuadratsegError
 from quadratseg.images import output_name, read_image_rgb
 from quadratseg.photo_meta import photo_places, read_photo_metadata
-from quadratseg.taxonomy import load_taxonomy
+from quadratseg.taxonomy import Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("corners", "grid", "removal", "segmentation", "cover")
+# per-photo outputs: folder and suffix (a rerun removes those the new result lacks)
+PHOTO_OUTPUTS = {
+    "warped": ".png",
+    "clean": ".png",
+    "class_maps": ".png",
+    "grid_masks": ".png",
+    "instances": ".json",
+    "overlays": ".jpg",
+}
+RUN_FILE = "run.json"  # the current run: its fingerprint and photo keys (pipeline.points reads it)
+
+
+def model_classes(models: ChainModels) -> list[str]:
+    """The labels the run's models can give (the colony model's names, then the class map's
+    classes without its background), in model order, each once."""
+    names = list(models.segment.names.values()) if models.segment is not None else []
+    if models.semantic is not None:
+        names.extend(models.semantic.classes[1:])
+    return list(dict.fromkeys(names))
+
+
+def check_model_classes(models: ChainModels, taxonomy: Taxonomy) -> str:
+    """The taxonomy level of the models' classes (the finest level holding them all).
+
+    Raises:
+        QuadratsegError: a class is in no taxonomy level (named, with close matches) or the
+            classes mix levels; before any photo is processed.
+    """
+    classes = model_classes(models)
+    if not classes:
+        raise QuadratsegError("the segmentation model names no class")
+    try:
+        return taxonomy.finest_level(classes)
+    except QuadratsegError as error:
+        raise QuadratsegError(
+            f"the model's classes do not fit the taxonomy ({error}); train it on taxonomy labels or "
+            "point QUADRATSEG_TAXONOMY at a taxonomy that holds them"
+        ) from error
 
 
 def _write_image(path: Path, image: np.ndarray, rgb: bool = True) -> None:
@@ -88,9 +127,13 @@ def photo_record(
     seconds: dict[str, float],
     raw_size: tuple[int, int] | None = None,
     class_names: list[str] | None = None,
+    classes: list[str] | None = None,
+    level: str = "",
 ) -> dict[str, Any]:
     """The JSON record of one processed photo (the resumability marker); ``class_names``: the
-    classes of its class map's indices (background first), when it has one."""
+    classes of its class map's indices (background first), when it has one; ``classes`` and
+    ``level``: the labels the models can give and their taxonomy level. ``grid_mask`` says whether
+    ``grid_masks/<key>.png`` belongs to this record."""
     return {
         "photo": key,
         "fingerprint": fingerprint,
@@ -104,15 +147,10 @@ def photo_record(
         else None,
         "observed_share": round(result.observed_share, 4) if result.observed_hw is not None else None,
         "colonies": len(result.instances),
-        "colony_stats": [
-            {
-                "label": inst.label,
-                "score": round(inst.score, 4),
-                "area_px": inst.area,
-                "perimeter_px": boundary_length_px(inst.box_mask),
-            }
-            for inst in result.instances
-        ],
+        "colony_stats": colony_stats(result.instances),
+        "classes": list(classes or []),
+        "level": level,
+        "grid_mask": result.grid_mask is not None,
         "cover": [e.__dict__ for e in result.cover],
         "class_map_classes": list(class_names) if class_names and result.class_map is not None else None,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
@@ -156,6 +194,8 @@ def process_folder(
             f" and {len(unplaced) - 10} more" if len(unplaced) > 10 else "",
         )
     taxonomy = load_taxonomy()
+    classes = model_classes(models)
+    level = check_model_classes(models, taxonomy)
     colors = {name: taxonomy.color(name) for name in taxonomy.classes()}
     timing: dict[str, float] = defaultdict(float)
     skipped = 0
@@ -177,6 +217,8 @@ def process_folder(
         result = run_chain(image, models)
         seconds["chain"] = time.perf_counter() - start
         start = time.perf_counter()
+        for folder, suffix in PHOTO_OUTPUTS.items():  # an earlier run's outputs this result lacks
+            (out / folder / output_name(item.key, suffix)).unlink(missing_ok=True)
         if result.warped is not None:
             _write_image(out / "warped" / output_name(item.key, ".png"), result.warped)
         if result.clean is not None and result.grid_mask is not None:
@@ -211,6 +253,8 @@ def process_folder(
                 seconds,
                 (image.shape[1], image.shape[0]),
                 list(models.semantic.classes) if models.semantic is not None else None,
+                classes,
+                level,
             ),
         )
         logger.info(
@@ -243,13 +287,16 @@ def process_folder(
                     estimates,
                     record["observed_share"],
                     taxonomy,
+                    level,
                     quadrat_cm,
                     size,
                 )
             )
         colony_table.extend(
-            colony_rows(item.key, places[item.key], record["colony_stats"], taxonomy, quadrat_cm, size)
+            colony_rows(item.key, places[item.key], record["colony_stats"], taxonomy, level, quadrat_cm, size)
         )
+    current = [r["photo"] for r in status_rows if not r["error"]]
+    _write_json(out / RUN_FILE, {"fingerprint": fingerprint, "photos": current})
     write_table(out / "status.csv", ["photo", *STAGES, "colonies", "error"], status_rows)
     write_table(out / "cover.csv", COVER_COLUMNS, taxonomy_rows)
     write_table(out / "colonies.csv", COLONY_COLUMNS, colony_table)

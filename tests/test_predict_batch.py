@@ -229,6 +229,45 @@ def test_mmseg_predict_policy(images, tmp_path, monkeypatch):
     assert json.loads((out / "summary.json").read_text())["failed"] == 1
 
 
+def test_mmseg_predict_leaves_no_table_row_of_a_photo_that_failed(images, tmp_path, monkeypatch):
+    """A photo that fails after its cover was measured (here its overlay) has no row in cover.csv or
+    colonies.csv (before: its rows were kept beside its failures.csv line)."""
+    import DINOv2_mmseg.predict as module
+    from DINOv2_mmseg.sam_refine import RefineConfig
+
+    def probs_of(rgb):
+        h, w = rgb.shape[:2]
+        probs = np.zeros((2, h, w), np.float32)
+        probs[0], probs[1] = 0.1, 0.9
+        return probs
+
+    class FakePipeline:
+        def __init__(self, *args, **kwargs):
+            self.classes = ["background", "Acropora"]
+            self.segmenter = SimpleNamespace(palette=[[0, 0, 0], [255, 0, 0]], predict_probs=probs_of)
+            self.sam_predictor, self.refine = None, RefineConfig()
+            self.refinement = "none"
+            self.sam_report = None
+
+    overlay = module.semantic_overlay
+
+    def failing_overlay(rgb, classes_map, palette):
+        if rgb.shape[:2] == (20, 30):  # a.png
+            raise OSError("disk full")
+        return overlay(rgb, classes_map, palette)
+
+    monkeypatch.setattr(module, "CoralPipeline", FakePipeline)
+    monkeypatch.setattr(module, "semantic_overlay", failing_overlay)
+    out = tmp_path / "out"
+    with pytest.raises(BatchFailedError):
+        module.predict("c.py", "c.pth", str(images), str(out), sam_weights="none")
+    assert sorted(r["key"] for r in _failures(out)) == ["a.png", "bad.jpg"]
+    for table in ("cover.csv", "colonies.csv"):
+        with (out / table).open() as f:
+            photos = sorted({r["photo"] for r in csv.DictReader(f)})
+        assert photos == ["a.jpg", "deep/x/o8.jpg", "site/o6.jpg"], table
+
+
 def test_all_good_images_return_normally(images, tmp_path, monkeypatch):
     import coral_seg_yolo.predict as module
 

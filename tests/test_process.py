@@ -564,7 +564,7 @@ def test_areas_in_cm2_are_over_the_whole_quadrat_and_each_colony_is_a_row(raw_ph
     """A quadrat of 100 cm fully covered by one colony is 10 000 cm^2 of coral even though the grid
     hid part of it (before: the observed pixels only, ~20 % low); colonies.csv has one row per
     colony with its class at every level, area and perimeter in px and cm, and confidence."""
-    from quadratseg.cover import boundary_length_px
+    from quadratseg.cover_table import outline_length_px
     from quadratseg.photo_meta import photo_place
 
     folder, truths, keys, telea = raw_photos
@@ -611,8 +611,8 @@ def test_areas_in_cm2_are_over_the_whole_quadrat_and_each_colony_is_a_row(raw_ph
             )
             assert int(c["area_px"]) == inst.area
             assert float(c["area_cm2"]) == pytest.approx(inst.area * cm_per_px**2, abs=0.01)
-            assert int(c["perimeter_px"]) == boundary_length_px(inst.box_mask)
-            assert float(c["perimeter_cm"]) == pytest.approx(int(c["perimeter_px"]) * cm_per_px, abs=0.01)
+            assert float(c["perimeter_px"]) == round(outline_length_px(inst.box_mask), 1)
+            assert float(c["perimeter_cm"]) == pytest.approx(float(c["perimeter_px"]) * cm_per_px, abs=0.01)
             assert float(c["confidence"]) == 0.9
             assert (c["site"], c["year"], c["quadrat"]) == tuple(photo_place(key).values())
 
@@ -685,11 +685,9 @@ def test_coralnet_scores_a_semantic_run_from_its_class_maps_and_matches_photos_b
         assert p.code == ("Porites" if porites else SUBSTRATE)
 
 
-def test_coralnet_points_on_the_grid_mask_are_counted_apart(raw_photos, tmp_path):
-    folder, truths, keys, telea = raw_photos
-    models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea)
-    out = tmp_path / "out"
-    process_folder(folder, out, models, "fp")
+def _grid_and_seen_points(keys, truths):
+    """Per photo three CoralNet points on inner grid intersections (substrate) and one on a pixel
+    the grid did not hide (its true label), raw photo pixels."""
     rows = []
     for key, t in zip(keys, truths, strict=True):
         grid = np.asarray(t["grid_warped_xy"])[[30, 40, 50]]  # three inner intersections: on the strings
@@ -704,6 +702,15 @@ def test_coralnet_points_on_the_grid_mask_are_counted_apart(raw_photos, tmp_path
         )
         k = index[v, u]
         rows.append((key, x, y, names[k - 1] if k else SUBSTRATE))
+    return rows
+
+
+def test_coralnet_points_on_the_grid_mask_are_counted_apart(raw_photos, tmp_path):
+    folder, truths, keys, telea = raw_photos
+    models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea)
+    out = tmp_path / "out"
+    process_folder(folder, out, models, "fp")
+    rows = _grid_and_seen_points(keys, truths)
     result = score_points(out, _points_csv(tmp_path / "p.csv", rows), _mapping_csv(tmp_path / "map.csv"))
     assert (result["on_grid_mask"], result["scored"]) == (3 * len(keys), len(keys))
     assert all(p["on_grid_mask"] == 3 for p in result["per_photo"])
@@ -738,3 +745,101 @@ def test_a_model_trained_on_tiles_is_fed_tiles_of_the_warped_quadrat(one_photo, 
     write_model_card(seg, {"tile": 0, "imgsz": 320})
     process(str(folder), str(tmp_path / "whole"), yolo=str(seg), corners=str(corners), overlays=False)
     assert seg_model.shapes[9:] == [(320, 320, 3)]
+
+
+class HalfFamily(HalfPorites):
+    """HalfPorites at the main_family level: Poritidae on the left half of every quadrat."""
+
+    def __init__(self, count):
+        super().__init__(count)
+        self.classes = ["background", "Poritidae", "Acroporidae"]
+
+
+def test_coralnet_scores_a_family_model_against_finegrained_points_at_the_models_level(
+    survey_folders, tmp_path
+):
+    """Truth points say Porites, the model says Poritidae at the same pixels: every point is right
+    (before: 0 of 24 Porites points right, accuracy 0.5 over all points)."""
+    keys = sorted(p.relative_to(survey_folders).as_posix() for p in survey_folders.rglob("*.jpg"))
+    out = tmp_path / "out"
+    process_folder(survey_folders, out, ChainModels(None, semantic=HalfFamily(len(keys))), "fp")
+    rows = [
+        (key, x, y, "Porites" if x < 128 else SUBSTRATE)
+        for key in keys
+        for x in (30.0, 60.0, 190.0, 220.0)
+        for y in (40.0, 128.0, 200.0)
+    ]
+    result = score_points(out, _points_csv(tmp_path / "p.csv", rows), _mapping_csv(tmp_path / "map.csv"))
+    assert (result["scored"], result["point_accuracy"]) == (48, 1.0)
+    assert result["per_label"]["Poritidae"] == {
+        "points": 24,
+        "accuracy": 1.0,
+        "predicted_as": {"Poritidae": 24},
+    }
+    poritidae = [p for p in result["per_photo"] if p["label"] == "Poritidae"]
+    assert [(p["point_percent"], p["dense_percent"]) for p in poritidae] == [(50.0, 50.0)] * 4
+
+
+class FamilyColonies(TruthByOrder):
+    """A main_family colony model: on each photo one colony of the label given for it, whole quadrat."""
+
+    def __init__(self, labels):
+        super().__init__(labels)
+        self.names = dict(enumerate(load_taxonomy().classes("main_family")))
+
+    def predict(self, image):
+        h, w = image.shape[:2]
+        return [Instance.from_mask(self.next_truth(), 0.8, np.ones((h, w), bool), (0, 0))]
+
+
+def test_colonies_and_cover_rows_are_at_the_models_level_on_every_photo(survey_folders, tmp_path):
+    """A family model's Merulinidae colony (a name the finegrained level has too) fills no
+    finegrained column (before: finegrained and extended filled on that photo only)."""
+    out = tmp_path / "out"
+    labels = ["Merulinidae", "Acroporidae", "Poritidae", "Merulinidae"]
+    process_folder(survey_folders, out, ChainModels(FamilyColonies(labels)), "fp")
+    colonies = list(csv.DictReader((out / "colonies.csv").open()))
+    assert [(c["finegrained"], c["extended"], c["main_family"]) for c in colonies] == [
+        ("", "", label) for label in labels
+    ]
+    levels = {r["level"] for r in csv.DictReader((out / "cover.csv").open())}
+    assert levels == {"main_family", "agnostic"}
+
+
+def test_points_read_only_what_the_current_run_made(raw_photos, tmp_path):
+    """A photo redone without --grid does not keep its old grid mask for CoralNet (before: every
+    point on the former grid still counted on_grid_mask), and the records of photos no longer in
+    IMAGES, or that failed in the current run, are left out of score and export, and named."""
+    folder, truths, keys, telea = raw_photos
+    out = tmp_path / "out"
+    process_folder(
+        folder, out, ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea), "a"
+    )
+    assert len(list((out / "grid_masks").rglob("*.png"))) == len(keys)
+    points = _points_csv(tmp_path / "p.csv", _grid_and_seen_points(keys, truths))
+    assert score_points(out, points, _mapping_csv(tmp_path / "map.csv"))["on_grid_mask"] == 3 * len(keys)
+    # the same photos, two-stage now (another fingerprint), one of them gone from IMAGES
+    (folder / keys[0]).unlink()
+    process_folder(folder, out, ChainModels(TrueColonies(truths[1:]), TrueCorners(truths[1:])), "b")
+    left = [p.relative_to(out / "grid_masks").as_posix() for p in (out / "grid_masks").rglob("*.png")]
+    assert left == [f"{keys[0]}.png"]  # only the gone photo's, whose record is left out
+    result = score_points(out, points, tmp_path / "map.csv")
+    assert (result["on_grid_mask"], result["scored"]) == (0, 4 * (len(keys) - 1))
+    assert (result["on_photos_not_processed"], result["records_left_out"]) == (4, [keys[0]])
+    export = export_points(out, tmp_path / "ours.csv", points=4, layout="grid")
+    assert export["photos"] == len(keys) - 1
+    assert sorted({p.name for p in read_coralnet_csv(tmp_path / "ours.csv")}) == sorted(keys[1:])
+
+
+def test_a_model_class_outside_the_taxonomy_is_refused_before_any_photo(one_photo, fake_weights, tmp_path):
+    """Before: every photo was processed, then the tables crashed on the unknown label."""
+    from pipeline.process import process
+
+    folder, _, _ = one_photo
+    model = FakeSegModel()
+    model.names = {0: "Porites", 1: "Acroproa"}
+    seg = fake_weights("seg", model)
+    out = tmp_path / "out"
+    with pytest.raises(QuadratsegError, match=r"Acroproa.*Acropora"):
+        process(str(folder), str(out), yolo=str(seg), warp_size=256)
+    assert not (out / "photos").exists()
