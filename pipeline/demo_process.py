@@ -9,7 +9,6 @@ scored at the chain's predictions through the chain's own homographies.
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import time
@@ -223,14 +222,9 @@ def stage(ctx: Any) -> dict[str, Any]:
     if segment is None or "gridcorners" not in pose or "gridpose" not in pose:
         return {"skipped": "the pose and segmentation stages did not run"}
     root = ctx.out_dir / "process"
-    # the demo's corner model (trained for minutes) is too rough for the frame check of the refinement (no
-    # side of its quadrat lies on an edge of the photo): the demo warps with its corners as they are,
-    # says so, and measures how far that warp is from the true quadrat
-    corners = copy.copy(pose["gridcorners"])
-    corners.refine = False
     models = ChainModels(
         segment=segment,
-        corners=corners,
+        corners=pose["gridcorners"],
         grid=pose["gridpose"],
         inpaint=select_backend("opencv-telea", ctx.settings),
     )
@@ -277,7 +271,6 @@ def stage(ctx: Any) -> dict[str, Any]:
         "interval_method": estimates[0].method if estimates else None,
         "cover_comparisons": len(errors),
         "warp_mean_px_error": warp_error_px(out, truths),
-        "corner_refinement": "off (the demo corner model, trained for minutes, fails the frame check)",
         "calibration_pairs": yolo["calibration_pairs"],
         "boundary_px": round(calibration.boundary_px, 3),
         "confidence_scale": round(calibration.confidence_scale, 3),
