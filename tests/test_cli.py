@@ -47,11 +47,17 @@ CLIS = [
 ]
 
 
-def run(*args, cwd=REPO, env=None):
+def python(*args, cwd=REPO, env=None):
+    """This interpreter run with ``args`` (its output captured, no pager)."""
     environ = {**os.environ, "PAGER": "cat", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, env=environ, timeout=300
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=environ, timeout=300
     )
+
+
+def run(*args, cwd=REPO, env=None):
+    """``python -m`` with ``args``."""
+    return python("-m", *args, cwd=cwd, env=env)
 
 
 # ``python -m MODULE --help`` (or ``python SCRIPT.py --help``) for each in turn, in one interpreter
@@ -82,15 +88,7 @@ print(json.dumps(answers))
 
 def help_answers(entries: list[str]) -> dict[str, list]:
     """``--help`` of each module or script, all in one interpreter: entry -> [exit code, text]."""
-    environ = {**os.environ, "PAGER": "cat"}
-    result = subprocess.run(
-        [sys.executable, "-c", HELP_ALL, *entries],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=600,
-    )
+    result = python("-c", HELP_ALL, *entries)
     assert result.returncode == 0, result.stderr[-3000:]
     answers = json.loads(result.stdout.strip().splitlines()[-1])
     assert sorted(answers) == sorted(entries)
