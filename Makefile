@@ -16,7 +16,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 ORACLE_DIR := $(VENV)/cvat-oracle
 ORACLE_REQS := tests/cvat-oracle-requirements.txt
 EXTRAS ?= all,dev
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile tests/cvat-oracle-requirements.txt | sha256sum | cut -c1-16)-$(subst $(comma),_,$(EXTRAS))
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml loopback/pyproject.toml Makefile tests/cvat-oracle-requirements.txt | sha256sum | cut -c1-16)-$(subst $(comma),_,$(EXTRAS))
 comma := ,
 
 .PHONY: install demo test test-fast lint format clean docs docs-build

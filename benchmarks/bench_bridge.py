@@ -72,6 +72,7 @@ def main() -> None:
 
     import httpx
 
+    from bridge.app import signed_path
     from coral_seg_yolo.deploy_as_zip import deploy_as_zip
     from loopback.cvat_standin import CvatServer
     from loopback.harness import BridgeProcess, FunctionProcess, bridge_environment, unpack_zip
@@ -115,7 +116,13 @@ def main() -> None:
             cvat = Cvat(client)
             task = cvat.create_task(project, "bench", "test", files)
             (job,) = cvat.task_jobs(task["id"])
-        url = f"{bridge.url}/detect-model-webhook?model_name=pth-yolo-coralsegv4&threshold=0.25"
+        url = bridge.url + signed_path(  # the URL python -m bridge.urls makes (an unsigned one gets 401)
+            secret,
+            "/detect-model-webhook",
+            model_name="pth-yolo-coralsegv4",
+            threshold=0.25,
+            project_id=project,
+        )
 
         def delivery(updated: str, job_id: int) -> dict:
             return {

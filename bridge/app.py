@@ -10,7 +10,10 @@ under an idempotency key (:class:`bridge.store.JobStore`) and queues it (:mod:`b
   so must ``qsig``, the bridge's own HMAC of the URL's path and query (:func:`query_signature`; the
   URLs come from ``python -m bridge.urls``): CVAT signs the body only, so without it a captured
   delivery could be replayed with another ``target_proj_id`` or ``model_name``. Missing or wrong ->
-  401 and nothing queued. Only ``--insecure`` (no secret) accepts unsigned deliveries, each logged
+  401 and nothing queued. The signed query names the project whose webhook the URL is
+  (``project_id``, required when deliveries are signed): one key signs every URL and CVAT shows
+  target URLs to whoever can list webhooks, so a delivery whose job or task belongs to another
+  project gets 401 as well. Only ``--insecure`` (no secret) accepts unsigned deliveries, each logged
   as a warning. A ``ping`` gets 200 on every endpoint.
 - ``model_name`` must be an allowed function (:func:`bridge.functions.function_name_error`), else 400
   before anything is queued: a name never chooses the host frames are sent to.
@@ -20,7 +23,8 @@ under an idempotency key (:class:`bridge.store.JobStore`) and queues it (:mod:`b
   and must not loop; a rejected or completed job set back to ``in progress`` is a review loop, whose
   corrections must not get a new layer of auto shapes. ``POST /detect?job_id=&model_name=`` (with the
   token) runs detection on request; the worker never pre-annotates a frame a person worked on
-  (:func:`bridge.work.detect`).
+  (:func:`bridge.work.detect`). One detection per CVAT job at a time: ``/detect`` answers 409 while
+  one is queued or running on that job (the worker also holds a lease per CVAT job).
 - Task completion (:func:`completion_due`): ``update:task`` with ``status`` changed to
   ``completed``, or ``update:job`` with ``status`` changed to ``completed`` (CVAT derives the task's
   status from its jobs; the worker checks that every job is completed). One job per source task and
@@ -105,6 +109,40 @@ def detection_due(payload: dict[str, Any]) -> str:
         )
     if job.get("type", "annotation") != "annotation":
         return f"job type {job.get('type')!r} is not annotation"
+    return ""
+
+
+def payload_project(payload: dict[str, Any]) -> int | None:
+    """The project of the job or task a delivery is about (None when it names none)."""
+    for key in ("job", "task"):
+        found = (payload.get(key) or {}).get("project_id")
+        if found is not None:
+            return int(found)
+    return None
+
+
+def project_error(payload: dict[str, Any], project_id: int | None, signed: bool) -> str:
+    """Why a delivery may not come through a URL made for project ``project_id`` ("" when it may).
+
+    Examples:
+        >>> project_error({"job": {"project_id": 2}}, 1, True)[:42]
+        'the delivery is about project 2, this webh'
+        >>> project_error({"job": {"project_id": 1}}, 1, True)
+        ''
+    """
+    if project_id is None:
+        if signed:
+            return (
+                "the webhook URL names no project: make it with python -m bridge.urls --project_id <the "
+                "project of the webhook> and set it as the webhook's target URL in CVAT"
+            )
+        return ""
+    found = payload_project(payload)
+    if found != project_id:
+        return (
+            f"the delivery is about project {found}, this webhook URL is project {project_id}'s "
+            "(python -m bridge.urls --project_id): a delivery replayed to another webhook is refused"
+        )
     return ""
 
 
@@ -217,6 +255,11 @@ def create_app(
         logger.info("queued bridge job %d: %s", job["id"], key)
         return JSONResponse({"status": "queued", "job_id": job["id"]}, 202)
 
+    def check_project(payload: dict[str, Any], project_id: int | None) -> None:
+        why = project_error(payload, project_id, signed=bool(secret))
+        if why:
+            raise HTTPException(401, why)
+
     def ignored(reason: str) -> JSONResponse:
         return JSONResponse({"status": "ignored", "reason": reason}, 200)
 
@@ -238,6 +281,7 @@ def create_app(
         model_name: str = Query(..., description="the function to run, e.g. pth-yolo-gridcorners"),
         conv_mask_to_poly: bool = Query(False, description="store masks as polygons"),
         threshold: float | None = Query(None, ge=0.0, le=1.0, description="the function's threshold"),
+        project_id: int | None = Query(None, description="the project whose webhook this is"),
         qsig: str = Query("", description="the URL's signature (python -m bridge.urls)"),
     ) -> JSONResponse:
         """Pre-annotate a job with a function when an annotator opens it (state -> in progress)."""
@@ -245,6 +289,7 @@ def create_app(
         allowed_function(model_name)
         if payload.get("event") == "ping":
             return JSONResponse({"status": "pong"}, 200)
+        check_project(payload, project_id)
         reason = detection_due(payload)
         if reason:
             return ignored(reason)
@@ -258,10 +303,13 @@ def create_app(
         }
         return await submit(key, DETECT_KIND, params)
 
-    async def derived(request: Request, kind: str, target_proj_id: int) -> JSONResponse:
+    async def derived(
+        request: Request, kind: str, target_proj_id: int, project_id: int | None
+    ) -> JSONResponse:
         payload = await read_payload(request)
         if payload.get("event") == "ping":
             return JSONResponse({"status": "pong"}, 200)
+        check_project(payload, project_id)
         task_id, reason = completion_due(payload)
         if task_id is None:
             return ignored(reason)
@@ -272,19 +320,21 @@ def create_app(
     async def crop_quadrat(
         request: Request,
         target_proj_id: int = Query(..., description="project of the warped task"),
+        project_id: int | None = Query(None, description="the project whose webhook this is"),
         qsig: str = Query("", description="the URL's signature (python -m bridge.urls)"),
     ) -> JSONResponse:
         """A completed corner task -> its photos warped to the quadrat, as a task in ``target_proj_id``."""
-        return await derived(request, WARP_KIND, target_proj_id)
+        return await derived(request, WARP_KIND, target_proj_id, project_id)
 
     @app.post("/remove-grid-and-create-new-task-webhook")
     async def remove_grid(
         request: Request,
         target_proj_id: int = Query(..., description="project of the grid-free task"),
+        project_id: int | None = Query(None, description="the project whose webhook this is"),
         qsig: str = Query("", description="the URL's signature (python -m bridge.urls)"),
     ) -> JSONResponse:
         """A completed grid task -> its quadrats with the grid removed, as a task in ``target_proj_id``."""
-        return await derived(request, GRID_KIND, target_proj_id)
+        return await derived(request, GRID_KIND, target_proj_id, project_id)
 
     @app.post("/detect", dependencies=[Depends(require_token)], status_code=202)
     async def detect_on_request(
@@ -294,8 +344,16 @@ def create_app(
         threshold: float | None = Query(None, ge=0.0, le=1.0, description="the function's threshold"),
     ) -> JSONResponse:
         """Run detection on a job now, whatever its state (needs BRIDGE_TOKEN): frames holding shapes
-        a person made or edited are left as they are."""
+        a person made or edited are left as they are; 409 while a detection on the job is queued or
+        running."""
         allowed_function(model_name)
+        busy = await run_in_threadpool(store.active_detection, job_id)
+        if busy is not None:
+            raise HTTPException(
+                409,
+                f"bridge job {busy['id']} is already detecting on CVAT job {job_id} ({busy['state']}); "
+                "ask again once it has ended (GET /jobs/{id})",
+            )
         key = f"detect:{model_name}:{job_id}:request-{time.time_ns()}"
         params = {
             "job_id": job_id,

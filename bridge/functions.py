@@ -2,8 +2,10 @@
 
 - Address: ``BRIDGE_FUNCTIONS`` (``name=url`` pairs), else ``BRIDGE_FUNCTION_URL`` with ``{name}``
   (Nuclio's ``http://nuclio-nuclio-<name>:8080`` container convention by default) for a name that
-  matches :data:`FUNCTION_NAME` (a Nuclio function name: lower-case letters, digits and inner dashes)
-  and lands in the URL's host exactly as the template's host says. Any other name is refused
+  matches :data:`FUNCTION_NAME` (a Nuclio function name: lower-case letters, digits and inner dashes,
+  with at least one letter, so never an address such as ``2130706433`` or ``0``) and lands in the URL's
+  host exactly as the template's host says; a template whose host is the name alone (``http://{name}``,
+  where ``localhost`` would do) is refused. Any other name is refused
   (:func:`function_name_error`) before a URL is built: a webhook's ``model_name`` never picks a host.
 - At most ``BRIDGE_FUNCTION_IN_FLIGHT`` calls in flight per function (a semaphore): a GPU function
   with one worker rejects a request that waits more than 10 s for it.
@@ -39,7 +41,8 @@ from quadratseg.settings import FUNCTION_BODY_LIMIT
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-FUNCTION_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # a DNS label, as Nuclio names are
+# a DNS label, as Nuclio names are, with a letter (a name of digits alone is an IPv4 address to a resolver)
+FUNCTION_NAME = re.compile(r"(?=[a-z0-9-]*[a-z])[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 JPEG_QUALITIES = (95, 85, 75)
 DOWNSCALE_STEP = 0.75
 
@@ -77,9 +80,17 @@ def function_name_error(name: str, urls: dict[str, str], url_template: str) -> s
     if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
         return (
             f"model_name {name!r} is not allowed: list it in BRIDGE_FUNCTIONS (name=url), or use a Nuclio "
-            "function name (lower-case letters, digits and inner dashes) reached through BRIDGE_FUNCTION_URL"
+            "function name (lower-case letters, digits and inner dashes, at least one letter) reached "
+            "through BRIDGE_FUNCTION_URL"
         )
     template_host = urlsplit(url_template).hostname or ""
+    if template_host == "{name}":
+        return (
+            f"model_name {name!r} is not listed in BRIDGE_FUNCTIONS and BRIDGE_FUNCTION_URL "
+            f"({url_template!r}) makes the name the whole host (localhost would reach the bridge's own "
+            "machine); give the host a fixed part (http://nuclio-nuclio-{name}:8080) or list the function "
+            "in BRIDGE_FUNCTIONS"
+        )
     url = url_template.format(name=name)
     if "{name}" not in template_host or urlsplit(url).hostname != template_host.replace("{name}", name):
         return (

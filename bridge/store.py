@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL,
     heartbeat REAL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    job_id INTEGER NOT NULL,
+    since REAL NOT NULL
+);
 """
 FINAL_STATES = ("done", "failed", "skipped")
 JSON_COLUMNS = ("params", "result", "timings")
@@ -112,6 +117,44 @@ class JobStore:
         """Record a running job's result so far (what it already changed in CVAT)."""
         with self._lock, self._connect() as db:
             db.execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(result), job_id))
+
+    def active_detection(self, cvat_job_id: int) -> dict[str, Any] | None:
+        """The oldest detection job on CVAT job ``cvat_job_id`` that is queued or running, or None."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT * FROM jobs WHERE kind = 'detect' AND state IN ('queued', 'running')"
+                " AND json_extract(params, '$.job_id') = ? ORDER BY id LIMIT 1",
+                (int(cvat_job_id),),
+            ).fetchone()
+        return self._row(row)
+
+    @contextmanager
+    def lease(self, name: str, job_id: int, every_s: float = 0.5) -> Iterator[None]:
+        """Hold ``name`` for job ``job_id`` while the block runs (one detection per CVAT job at a time,
+        across the worker threads and processes that share this file): waits while another running job
+        holds it; a lease left by a job that is no longer running (a dead worker) is taken over."""
+        while True:
+            with self._lock, self._connect() as db:
+                db.execute("BEGIN IMMEDIATE")
+                row = db.execute(
+                    "SELECT l.job_id, j.state FROM leases l LEFT JOIN jobs j ON j.id = l.job_id"
+                    " WHERE l.name = ?",
+                    (name,),
+                ).fetchone()
+                if row is None or row["job_id"] == job_id or row["state"] != "running":
+                    db.execute(
+                        "INSERT OR REPLACE INTO leases (name, job_id, since) VALUES (?, ?, ?)",
+                        (name, job_id, time.time()),
+                    )
+                    db.execute("COMMIT")
+                    break
+                db.execute("COMMIT")
+            time.sleep(every_s)
+        try:
+            yield
+        finally:
+            with self._lock, self._connect() as db:
+                db.execute("DELETE FROM leases WHERE name = ? AND job_id = ?", (name, job_id))
 
     def get(self, job_id: int) -> dict[str, Any] | None:
         """The job with this id, or None."""

@@ -6,12 +6,17 @@ frames a detection already answered are cached under ``BRIDGE_STATE_DIR/cache/jo
 not asked again after a restart; a derived task is created only once every image is ready, found
 again by name instead of created twice, and deleted when its upload fails.
 
-- ``detect``: every frame of the CVAT job that holds no shape a person made or edited (source other
-  than ``auto``: such frames are listed in ``skipped_frames`` and left as they are) -> the function
-  (by name, HTTP) -> shapes for CVAT (:mod:`bridge.convert`) -> one ``create`` request with all of
-  them (never sent twice: :meth:`quadratseg.cvat_client.Cvat.add_shapes`) -> the auto shapes this
-  function made on those frames before are deleted (manual and edited shapes, and other functions'
-  shapes, are never touched). A frame whose call fails is recorded and the others go on.
+- ``detect`` (one per CVAT job at a time: a lease in the job store): every frame of the CVAT job that
+  no person worked on (no shape whose source is not ``auto``, and every auto shape the bridge made
+  there still as its fingerprint recorded it: CVAT keeps a relabelled or re-attributed shape ``auto``
+  and a deleted one leaves no trace; other frames are listed in ``skipped_frames`` and left as they
+  are) -> the function (by name, HTTP) -> shapes for CVAT (:mod:`bridge.convert`) -> the frames read
+  again, and those a person touched meanwhile dropped -> the job's shape ids noted
+  (``pending_create``) -> one ``create`` request with all of them (never sent twice:
+  :meth:`quadratseg.cvat_client.Cvat.add_shapes`; a create whose answer never came is resolved from
+  the note when the job runs again) -> the new shapes' ids and fingerprints recorded -> the auto shapes
+  this function made on those frames before are deleted (manual and edited shapes, and other
+  functions' shapes, are never touched). A frame whose call fails is recorded and the others go on.
 - ``warp``: a completed corner task -> each frame warped by its 4 corners (TL, TR, BR, BL) -> a task
   ``<source>_warped`` in the target project, same subset and file stems -> its jobs set to
   ``in progress`` (which fires the next project's detection webhook).
@@ -37,7 +42,7 @@ import numpy as np
 from bridge.convert import project_labels, to_cvat_shapes
 from bridge.functions import FunctionClient, FunctionError, encode_frame
 from bridge.store import JobStore
-from quadratseg.cvat_client import CvatConnectionError
+from quadratseg.cvat_client import CvatConnectionError, shape_keys
 from quadratseg.errors import QuadratsegError
 from quadratseg.keypoints import N_CORNERS, N_GRID
 from quadratseg.labelsets import CORNER_LABEL, GRID_LABEL
@@ -79,8 +84,56 @@ def previous_shape_ids(store: JobStore, key_prefix: str, job_id: int) -> list[in
     ]
 
 
+def detections_on(store: JobStore, cvat_job: int) -> list[dict[str, Any]]:
+    """Every detection job (any function) on CVAT job ``cvat_job``, oldest first."""
+    return [j for j in store.with_key_prefix("detect:") if int(j["params"]["job_id"]) == cvat_job]
+
+
+def created_record(detections: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """``{str(shape id): [frame, fingerprint]}`` of the auto shapes the bridge made on a CVAT job and did
+    not delete itself since: each detection's ``fingerprints`` less every detection's ``removed_ids``.
+
+    Examples:
+        >>> made = [{"result": {"fingerprints": {"4": [0, "a"], "5": [1, "b"]}}}]
+        >>> created_record([*made, {"result": {"removed_ids": [4]}}])
+        {'5': [1, 'b']}
+    """
+    record: dict[str, list[Any]] = {}
+    for job in detections:
+        record.update(job["result"].get("fingerprints") or {})
+    for job in detections:
+        for removed in job["result"].get("removed_ids") or []:
+            record.pop(str(removed), None)
+    return record
+
+
+def resolve_pending_creates(cvat: Any, store: JobStore, detections: list[dict[str, Any]]) -> None:
+    """A detection that failed or stopped after sending a create whose answer never came (its result
+    holds ``pending_create``: the job's shape ids before, and what was sent) gets the shapes that did
+    land counted as its own (``shape_ids``, ``fingerprints``), so nothing sends or keeps them twice."""
+    for job in detections:
+        pending = job["result"].get("pending_create")
+        if not pending:
+            continue
+        cvat_job = int(job["params"]["job_id"])
+        ids, complete = cvat.created_ids(cvat_job, set(pending["before"]), pending["keys"])
+        result = {k: v for k, v in job["result"].items() if k != "pending_create"}
+        if complete and ids:
+            result["shape_ids"] = ids
+            result["fingerprints"] = cvat.fingerprints(cvat_job, ids)
+            logger.warning("bridge job %d: its unanswered create did land (%d shapes)", job["id"], len(ids))
+        store.note(job["id"], result)
+        job["result"] = result
+
+
 def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]]:
-    """Run a function on every frame of a CVAT job and replace its earlier auto shapes there."""
+    """Run a function on every frame of a CVAT job and replace its earlier auto shapes there; one
+    detection per CVAT job at a time (a lease in the job store)."""
+    with services.store.lease(f"detect-on-cvat-job:{int(job['params']['job_id'])}", job["id"]):
+        return _detect(services.store.get(job["id"]) or job, services)
+
+
+def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]]:
     params = job["params"]
     cvat_job, function = int(params["job_id"]), params["function"]
     cache = services.cache_dir / f"job-{job['id']}"
@@ -88,8 +141,13 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
     timings = {"frames_s": 0.0, "upload_s": 0.0}
     with services.cvat() as cvat:
         frames = cvat.job_frames(cvat_job)
-        # a frame a person drew or edited a shape on is theirs: never pre-annotated again
-        skipped = sorted(cvat.human_frames(cvat_job) & set(frames.numbers))
+        detections = detections_on(services.store, cvat_job)
+        resolve_pending_creates(cvat, services.store, detections)
+        mine = next((j for j in detections if j["id"] == job["id"]), job)
+        landed = mine["result"].get("shape_ids") if mine["result"].get("fingerprints") else None
+        record = created_record(detections)
+        # a frame a person drew, edited, relabelled or deleted a shape on is theirs: never pre-annotated again
+        skipped = sorted(cvat.human_frames(cvat_job, record) & set(frames.numbers))
         numbers = [n for n in frames.numbers if n not in skipped]
         raw_labels = (
             cvat.labels(project_id=frames.project_id)
@@ -142,6 +200,28 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
         finally:
             pool.shutdown(cancel_futures=True)
         timings["frames_s"] = round(time.perf_counter() - start, 3)
+        if unknown:
+            logger.warning("job %d: labels unknown to the project, left out: %s", cvat_job, sorted(unknown))
+        if numbers and len(failed) == len(numbers):
+            return "failed", {
+                "frames": len(numbers),
+                "skipped_frames": skipped,
+                "failed_frames": failed,
+                "unknown_labels": sorted(unknown),
+                "shapes": 0,
+                "error": f"every frame failed, e.g. {next(iter(failed.values()))}",
+            }
+        start = time.perf_counter()
+        if landed is None:
+            # read again just before the upload: the annotator may have started on a frame meanwhile
+            late = (cvat.human_frames(cvat_job, record) & set(numbers)) - set(skipped)
+            if late:
+                logger.info(
+                    "job %d: frames %s were worked on during detection, left out", cvat_job, sorted(late)
+                )
+                shapes = [s for s in shapes if s["frame"] not in late]
+                numbers = [n for n in numbers if n not in late]
+                skipped = sorted(set(skipped) | late)
         result: dict[str, Any] = {
             "frames": len(numbers),
             "skipped_frames": skipped,
@@ -149,16 +229,21 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
             "unknown_labels": sorted(unknown),
             "shapes": len(shapes),
         }
-        if unknown:
-            logger.warning("job %d: labels unknown to the project, left out: %s", cvat_job, sorted(unknown))
-        if numbers and len(failed) == len(numbers):
-            return "failed", {**result, "error": f"every frame failed, e.g. {next(iter(failed.values()))}"}
-        start = time.perf_counter()
         previous = previous_shape_ids(services.store, f"detect:{function}:{cvat_job}:", job["id"])
-        previous += job["result"].get("shape_ids", [])  # an earlier attempt of this job (resumed)
-        result["shape_ids"] = cvat.add_shapes(cvat_job, shapes)
+        if landed is None:
+            before = sorted(cvat.shape_ids(cvat_job))
+            # noted before sending: a crash or a failure after this point finds the shapes that landed
+            services.store.note(
+                job["id"], {**result, "pending_create": {"before": before, "keys": shape_keys(shapes)}}
+            )
+            landed = cvat.add_shapes(
+                cvat_job, shapes, before=set(before), settle_s=services.settings.bridge_create_settle_s
+            )
+        result["shape_ids"] = landed
+        result["fingerprints"] = cvat.fingerprints(cvat_job, landed)
         services.store.note(job["id"], result)  # the new shapes are ours before the old ones go
-        result["replaced"] = cvat.remove_shapes(cvat_job, previous, frames=set(numbers))
+        removed = cvat.remove_shapes(cvat_job, previous, frames=set(numbers), created=record)
+        result["removed_ids"], result["replaced"] = removed, len(removed)
         timings["upload_s"] = round(time.perf_counter() - start, 3)
     shutil.rmtree(cache, ignore_errors=True)
     return "done", {**result, "timings": timings}

@@ -273,20 +273,29 @@ def add_webhooks(
             model_name=FUNCTION_NAMES[stage],
             **more,
             threshold=given.get(stage),
+            project_id=projects[stage],
         )
 
     hooks = [
         ("corners", detect("corners"), job),
         (
             "corners",
-            signed_path(secret, "/crop-quadrat-and-create-new-task-webhook", target_proj_id=projects["grid"]),
+            signed_path(
+                secret,
+                "/crop-quadrat-and-create-new-task-webhook",
+                target_proj_id=projects["grid"],
+                project_id=projects["corners"],
+            ),
             both,
         ),
         ("grid", detect("grid"), job),
         (
             "grid",
             signed_path(
-                secret, "/remove-grid-and-create-new-task-webhook", target_proj_id=projects["corals"]
+                secret,
+                "/remove-grid-and-create-new-task-webhook",
+                target_proj_id=projects["corals"],
+                project_id=projects["grid"],
             ),
             both,
         ),

@@ -279,6 +279,50 @@ def create_task_with_annotations(
     return int(task.id)
 
 
+def shape_keys(shapes: list[dict[str, Any]]) -> list[list[Any]]:
+    """``[frame, label_id, type]`` of each shape: what a create is matched by in the job afterwards.
+
+    Examples:
+        >>> shape_keys([{"frame": 2, "label_id": 7, "type": "polygon", "points": [1, 2]}])
+        [[2, 7, 'polygon']]
+    """
+    return [[s["frame"], s["label_id"], str(s["type"])] for s in shapes]
+
+
+def shape_fingerprint(shape: dict[str, Any]) -> str:
+    """A short hash of what an annotator can change in a shape (LabeledShape dict): label, type, points
+    (to 0.01 px), rotation, occluded, outside, z-order, attributes and, for a skeleton, its elements.
+    Ids, ``source`` and ``group`` are left out.
+
+    Examples:
+        >>> a = {"label_id": 3, "type": "polygon", "points": [1.0, 2.0, 3.0, 4.0, 5.0, 1.0]}
+        >>> shape_fingerprint(a) == shape_fingerprint({**a, "id": 9, "source": "auto"})
+        True
+        >>> shape_fingerprint(a) == shape_fingerprint({**a, "label_id": 4})
+        False
+    """
+    import hashlib
+    import json
+
+    def plain(item: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "label_id": item.get("label_id"),
+            "type": str(item.get("type")),
+            "points": [round(float(v), 2) for v in item.get("points") or []],
+            "rotation": round(float(item.get("rotation") or 0.0), 2),
+            "occluded": bool(item.get("occluded")),
+            "outside": bool(item.get("outside")),
+            "z_order": int(item.get("z_order") or 0),
+            "attributes": sorted((int(a["spec_id"]), str(a["value"])) for a in item.get("attributes") or []),
+        }
+
+    elements = sorted(
+        (plain(e) for e in shape.get("elements") or []), key=lambda e: json.dumps(e, sort_keys=True)
+    )
+    text = json.dumps({**plain(shape), "elements": elements}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class JobFrames:
     """A job's frames: absolute task frame numbers and file names (deleted frames left out)."""
@@ -388,87 +432,157 @@ class Cvat:
         data = self._call(f"reading the annotations of task {task_id}", task.get_annotations)
         return [self._plain(s) for s in data.shapes]
 
+    def job_shapes(self, job_id: int) -> list[dict[str, Any]]:
+        """Every shape of a job (LabeledShape dicts)."""
+        job = self.client.jobs.retrieve(job_id)
+        data = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
+        return [self._plain(s) for s in data.shapes]
+
     def shape_ids(self, job_id: int) -> set[int]:
         """Ids of every shape in a job."""
-        job = self.client.jobs.retrieve(job_id)
-        data = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
-        return {s.id for s in data.shapes}
+        return {s["id"] for s in self.job_shapes(job_id)}
 
-    def human_frames(self, job_id: int) -> set[int]:
-        """Frames of a job holding a shape whose ``source`` is not ``auto`` (drawn, edited -
-        ``semi-auto`` - or imported by a person)."""
-        job = self.client.jobs.retrieve(job_id)
-        data = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
-        return {s.frame for s in data.shapes if str(s.source) != "auto"}
+    def fingerprints(self, job_id: int, ids: list[int]) -> dict[str, list[Any]]:
+        """``{str(id): [frame, shape_fingerprint]}`` of these shapes of a job, as stored now (what
+        :meth:`human_frames` compares with later)."""
+        wanted = set(ids)
+        return {
+            str(s["id"]): [s["frame"], shape_fingerprint(s)]
+            for s in self.job_shapes(job_id)
+            if s["id"] in wanted
+        }
 
-    def add_shapes(self, job_id: int, shapes: list[dict[str, Any]]) -> list[int]:
-        """Create shapes in a job (one request: CVAT stores all or none); their new ids, found as the
-        ids that were not there before (CVAT documents no answer body for a job's PATCH).
+    def human_frames(self, job_id: int, created: dict[str, list[Any]] | None = None) -> set[int]:
+        """Frames of a job a person worked on: holding a shape whose ``source`` is not ``auto`` (drawn,
+        imported, or edited in its geometry: ``semi-auto``), or where a shape of ``created``
+        (:meth:`fingerprints` of the shapes a detection made) is gone or no longer as it was made (CVAT
+        keeps a relabelled auto shape, or one whose attributes changed, ``auto``)."""
+        record = created or {}
+        frames, present = set(), set()
+        for shape in self.job_shapes(job_id):
+            key = str(shape["id"])
+            present.add(key)
+            if str(shape["source"]) != "auto" or (
+                key in record and record[key][1] != shape_fingerprint(shape)
+            ):
+                frames.add(shape["frame"])
+        frames.update(frame for key, (frame, _) in record.items() if key not in present)
+        return frames
 
-        A create is not idempotent, so it is never sent again blindly: when its answer is lost (time-out,
-        5xx, dropped connection) the job is read first, and if the shapes are there (new ``auto`` shapes
-        with the frames, labels and types sent) they count as created."""
+    def add_shapes(
+        self,
+        job_id: int,
+        shapes: list[dict[str, Any]],
+        before: set[int] | None = None,
+        settle_s: float = 0.0,
+    ) -> list[int]:
+        """Create shapes in a job (one request: CVAT stores all or none); their new ids: the new
+        ``auto`` shapes matching the ones sent (frame, label, type; :meth:`created_ids`), never another
+        writer's (CVAT documents no answer body for a job's PATCH).
+
+        ``before`` is the job's shape ids before the create (read here when not given; a caller notes
+        it first so that a crash in between can be resolved). A create is not idempotent, so it is
+        never sent again blindly: when its answer is lost (time-out, 5xx, dropped connection) the job is
+        read with back-off for up to ``settle_s`` seconds (a proxy's 504 comes while CVAT is still
+        writing; a 503, a request not taken in, is looked at once), and if the shapes are there they
+        count as created."""
         import urllib3
         from cvat_sdk import models
         from cvat_sdk.api_client.exceptions import ApiException
 
         if not shapes:
             return []
-        before = self.shape_ids(job_id)
+        before = self.shape_ids(job_id) if before is None else set(before)
+        keys = shape_keys(shapes)
         api = self.client.api_client.jobs_api
         request = models.PatchedLabeledDataRequest(shapes=[models.LabeledShapeRequest(**s) for s in shapes])
         what = f"uploading {len(shapes)} shapes to job {job_id}"
         for attempt in range(self.retries + 1):
             try:
                 api.partial_update_annotations("create", job_id, patched_labeled_data_request=request)
-                return sorted(self.shape_ids(job_id) - before)
+                ids, _ = self.created_ids(job_id, before, keys)
+                return ids
             except ApiException as exc:
                 if exc.status is not None and exc.status < 500:
                     raise
                 last: Exception = exc
+                refused = exc.status == 503  # not taken in: one look is enough
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                last = exc
-            landed = self._created(job_id, before, shapes)
+                last, refused = exc, False
+            landed = self._settled(job_id, before, keys, 0.0 if refused else settle_s)
             if landed is not None:
                 logger.warning(
                     "%s: the answer was lost (%s) but the shapes are there", what, type(last).__name__
                 )
                 return landed
             if attempt < self.retries:
-                logger.warning("%s failed (%s), not stored; retrying", what, type(last).__name__)
-                time.sleep(0.5 * 2**attempt)
+                logger.warning(
+                    "%s failed (%s), not stored after %.0f s; sending again",
+                    what,
+                    type(last).__name__,
+                    settle_s,
+                )
         raise CvatConnectionError(f"{what} failed after {self.retries + 1} attempts: {last}")
 
-    def _created(self, job_id: int, before: set[int], shapes: list[dict[str, Any]]) -> list[int] | None:
-        """Ids of new ``auto`` shapes of the job matching ``shapes`` (frame, label, type), or None when
-        they are not all there."""
-        job = self.client.jobs.retrieve(job_id)
-        data = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
-        wanted = Counter((s["frame"], s["label_id"], s["type"]) for s in shapes)
-        found, ids = Counter(), []
-        for shape in data.shapes:
-            key = (shape.frame, shape.label_id, str(shape.type))
-            if shape.id not in before and str(shape.source) == "auto" and found[key] < wanted[key]:
-                found[key] += 1
-                ids.append(shape.id)
-        return sorted(ids) if found == wanted else None
+    def _settled(
+        self, job_id: int, before: set[int], keys: list[list[Any]], settle_s: float
+    ) -> list[int] | None:
+        """The ids of a create whose answer was lost, read until they are all there or ``settle_s`` has
+        passed (at 0.5, 1, 2, 4... s); None when they never all came."""
+        deadline, delay = time.monotonic() + settle_s, 0.5
+        while True:
+            ids, complete = self.created_ids(job_id, before, keys)
+            if complete:
+                return ids
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(delay, left))
+            delay *= 2
 
-    def remove_shapes(self, job_id: int, ids: list[int], frames: set[int] | None = None) -> int:
-        """Delete the shapes with these ids that are still ``source: auto`` (and on ``frames``, when
-        given) from a job (others, manual and edited ones included, untouched); the number deleted
-        (ids no longer there are skipped)."""
+    def created_ids(self, job_id: int, before: set[int], keys: list[list[Any]]) -> tuple[list[int], bool]:
+        """(ids, all found) of the job's ``auto`` shapes not in ``before`` that match ``keys``
+        (:func:`shape_keys` of the shapes sent), each key counted as often as it was sent."""
+        wanted = Counter(tuple(k) for k in keys)
+        found, ids = Counter(), []
+        for shape in self.job_shapes(job_id):
+            key = (shape["frame"], shape["label_id"], str(shape["type"]))
+            if shape["id"] not in before and str(shape["source"]) == "auto" and found[key] < wanted[key]:
+                found[key] += 1
+                ids.append(shape["id"])
+        return sorted(ids), found == wanted
+
+    def remove_shapes(
+        self,
+        job_id: int,
+        ids: list[int],
+        frames: set[int] | None = None,
+        created: dict[str, list[Any]] | None = None,
+    ) -> list[int]:
+        """Delete the shapes with these ids that are still ``source: auto`` (on ``frames``, when given,
+        and still as ``created`` recorded them, when given) from a job; others, manual and edited ones
+        included, are untouched, and ids no longer there are skipped. The ids deleted."""
         from cvat_sdk import models
 
         if not ids:
-            return 0
+            return []
         job = self.client.jobs.retrieve(job_id)
         wanted = set(ids)
         current = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
+        record = created or {}
+
+        def untouched(shape: Any) -> bool:
+            known = record.get(str(shape.id))
+            return known is None or known[1] == shape_fingerprint(self._plain(shape))
+
         # only shapes still as the function made them: an annotator's edit makes a shape theirs
         doomed = [
             s
             for s in current.shapes
-            if s.id in wanted and str(s.source) == "auto" and (frames is None or s.frame in frames)
+            if s.id in wanted
+            and str(s.source) == "auto"
+            and (frames is None or s.frame in frames)
+            and untouched(s)
         ]
         if doomed:
             request = models.PatchedLabeledDataRequest(
@@ -481,7 +595,7 @@ class Cvat:
                     "delete", job_id, patched_labeled_data_request=request
                 ),
             )
-        return len(doomed)
+        return sorted(s.id for s in doomed)
 
     def find_task(self, project_id: int, name: str) -> dict[str, Any] | None:
         """The task of that name in a project, or None."""

@@ -139,12 +139,13 @@ class Settings:
     bridge_functions: str = _env(
         "BRIDGE_FUNCTIONS",
         "The functions webhooks may name, name=url pairs separated by commas; other names must be Nuclio "
-        "names (a-z, 0-9, inner dashes) and go to BRIDGE_FUNCTION_URL.",
+        "names (a-z, 0-9, inner dashes, a letter at least) and go to BRIDGE_FUNCTION_URL.",
         "",
     )
     bridge_function_url: str = _env(
         "BRIDGE_FUNCTION_URL",
-        "Address of a function by name ({name} is replaced), Nuclio's container convention by default.",
+        "Address of a function by name ({name} is replaced), Nuclio's container convention by default; "
+        "its host needs a fixed part beside {name}.",
         "http://nuclio-nuclio-{name}:8080",
     )
     bridge_function_timeout_s: float = _env(
@@ -167,6 +168,12 @@ class Settings:
         "BRIDGE_FUNCTION_IN_FLIGHT",
         "Calls in flight per function at most (1 suits a GPU function with one worker).",
         1,
+    )
+    bridge_create_settle_s: float = _env(
+        "BRIDGE_CREATE_SETTLE_S",
+        "Seconds the bridge keeps reading a job whose shape upload went unanswered before it sends the "
+        "shapes again (longer than a proxy's time-out).",
+        120.0,
     )
     bridge_inpaint: str = _env(
         "BRIDGE_INPAINT",

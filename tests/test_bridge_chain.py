@@ -45,17 +45,14 @@ SECRET = "s3cret"
 
 
 def bridge_env(cvat_server, tmp_path, functions, **extra):
-    return bridge_environment(
-        cvat_server.url,
-        tmp_path / "bridge",
-        functions,
-        SECRET,
-        CVAT_RETRIES="2",
-        CVAT_TIMEOUT_S="10",
-        BRIDGE_FUNCTION_RETRIES="2",
-        BRIDGE_FUNCTION_TIMEOUT_S="60",
-        **extra,
-    )
+    quick = {
+        "CVAT_RETRIES": "2",
+        "CVAT_TIMEOUT_S": "10",
+        "BRIDGE_FUNCTION_RETRIES": "2",
+        "BRIDGE_FUNCTION_TIMEOUT_S": "60",
+        "BRIDGE_CREATE_SETTLE_S": "5",
+    }
+    return bridge_environment(cvat_server.url, tmp_path / "bridge", functions, SECRET, **{**quick, **extra})
 
 
 def settings_for(cvat_server):
@@ -200,7 +197,7 @@ class SlowEmptyFunction:
     """A detector that answers ``answer`` (default ``[]``) after ``delay_s``, counting calls, and
     garbage on every ``garbage_every``-th call."""
 
-    def __init__(self, delay_s=0.0, garbage_every=0, answer=b"[]"):
+    def __init__(self, delay_s=0.0, garbage_every=0, answer=b"[]", on_call=None):
         self.calls, self.delay_s = 0, delay_s
         double = self
 
@@ -211,6 +208,8 @@ class SlowEmptyFunction:
             def do_POST(self):
                 self.rfile.read(int(self.headers["Content-Length"]))
                 double.calls += 1
+                if on_call is not None:
+                    on_call(double.calls)  # what happens in CVAT while the frame is answered
                 time.sleep(double.delay_s)
                 body = b"<garbage" if garbage_every and double.calls % garbage_every == 0 else answer
                 self.send_response(200)
@@ -223,9 +222,11 @@ class SlowEmptyFunction:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def detect_url(bridge, model_name, **more):
-    """The signed URL of a detection webhook (as python -m bridge.urls makes it)."""
-    return bridge.url + signed_path(SECRET, "/detect-model-webhook", model_name=model_name, **more)
+def detect_url(bridge, model_name, project_id, **more):
+    """The signed URL of a project's detection webhook (as python -m bridge.urls makes it)."""
+    return bridge.url + signed_path(
+        SECRET, "/detect-model-webhook", model_name=model_name, project_id=project_id, **more
+    )
 
 
 def signed_post(url, payload):
@@ -269,7 +270,7 @@ def test_a_500_frame_job_is_acknowledged_at_once_and_survives_a_restart(cvat_ser
         (job,) = cvat.task_jobs(task["id"])
     env = bridge_env(cvat_server, tmp_path, {"fn": function.url}, BRIDGE_FUNCTION_IN_FLIGHT="1")
     bridge = BridgeProcess(env, workers=1, log_path=tmp_path / "bridge.log").start()
-    url = detect_url(bridge, "fn")
+    url = detect_url(bridge, "fn", project_id=project)
     answer, seconds = signed_post(url, opened_job_payload(job))
     assert answer.status_code == 202 and seconds < 1.0
     job_id = answer.json()["job_id"]
@@ -281,7 +282,7 @@ def test_a_500_frame_job_is_acknowledged_at_once_and_survives_a_restart(cvat_ser
         done = bridge.wait_job(job_id, 300)
         assert done["state"] == "done" and done["result"]["frames"] == 500 and done["attempts"] == 2
         assert function.calls - calls_before <= 500 - 100 + 2  # the answered frames were not asked again
-        again, _ = signed_post(detect_url(bridge, "fn"), opened_job_payload(job))
+        again, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(job))
         assert again.json()["status"] == "duplicate"  # the job store outlived the process
     finally:
         bridge.stop()
@@ -304,14 +305,14 @@ def test_cvat_down_during_the_upload_leaves_no_half_written_annotations(cvat_ser
     try:
         # CVAT answers 503 to every annotation upload for a while: retries, then a recorded failure
         cvat_server.fail_next = [("PATCH", r"/api/jobs/\d+/annotations", 503)] * 10
-        answer, _ = signed_post(detect_url(bridge, "fn"), opened_job_payload(job))
+        answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(job))
         done = bridge.wait_job(answer.json()["job_id"])
         assert done["state"] == "failed" and "uploading" in done["error"]
         assert cvat_server.state.tasks[task["id"]].shapes == []
         # a function answering garbage on some frames: those frames are recorded, the others go on
         cvat_server.fail_next = []
         later = {**job, "updated_date": "2026-12-02T00:00:00.000000Z"}
-        answer, _ = signed_post(detect_url(bridge, "fn"), opened_job_payload(later))
+        answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(later))
         done = bridge.wait_job(answer.json()["job_id"])
         assert done["state"] == "done" and len(done["result"]["failed_frames"]) == 2
         assert all("not JSON" in why for why in done["result"]["failed_frames"].values())
@@ -339,7 +340,7 @@ def test_detection_again_replaces_its_own_shapes_and_never_manual_ones(cvat_serv
         client.jobs.retrieve(job["id"]).set_annotations(models.LabeledDataRequest(shapes=[manual]))
         bridge = BridgeProcess(bridge_env(cvat_server, tmp_path, {"fn": function.url})).start()
         try:
-            url = detect_url(bridge, "fn")
+            url = detect_url(bridge, "fn", project_id=project)
             results = []
             for updated in ("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z"):  # opened, later reopened
                 answer, _ = signed_post(url, opened_job_payload({**job, "updated_date": updated}))
@@ -392,7 +393,7 @@ def test_frames_over_the_functions_body_limit_are_downscaled_and_mapped_back(
     )
     bridge = BridgeProcess(env, log_path=tmp_path / "bridge.log").start()
     try:
-        url = detect_url(bridge, "pth-yolo-coralsegv4", threshold=0.0)
+        url = detect_url(bridge, "pth-yolo-coralsegv4", project_id=project, threshold=0.0)
         answer, _ = signed_post(url, opened_job_payload(job))
         job_id = answer.json()["job_id"]
         done = bridge.wait_job(job_id, 120)
@@ -452,7 +453,10 @@ def test_grid_removal_of_a_1920_px_quadrat_works_with_default_settings(
             label = next(lab for lab in cvat.labels(project_id=project) if lab["name"] == "grid")
             correct_and_complete(client, job["id"], skeleton_shapes({0: points}, label))
             url = bridge.url + signed_path(
-                SECRET, "/remove-grid-and-create-new-task-webhook", target_proj_id=target["id"]
+                SECRET,
+                "/remove-grid-and-create-new-task-webhook",
+                target_proj_id=target["id"],
+                project_id=project,
             )
             completed = {
                 "event": "update:task",
@@ -503,11 +507,11 @@ def test_a_review_loop_never_puts_auto_shapes_on_an_annotators_corrections(cvat_
     genus = coral_labels(level="main_family")[0].name
     polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
     function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
-    _, job = coral_job(cvat_server, tmp_path, 3)
+    project, job = coral_job(cvat_server, tmp_path, 3)
     bridge = BridgeProcess(bridge_env(cvat_server, tmp_path, {"fn": function.url})).start()
     try:
         with connect(settings_for(cvat_server)) as client:
-            first, _ = signed_post(detect_url(bridge, "fn"), opened_job_payload(job))
+            first, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(job))
             assert bridge.wait_job(first.json()["job_id"])["state"] == "done"
             shapes = sorted(client.jobs.retrieve(job["id"]).get_annotations().shapes, key=lambda s: s.frame)
             assert [(s.frame, s.source) for s in shapes] == [(0, "auto"), (1, "auto"), (2, "auto")]
@@ -524,7 +528,7 @@ def test_a_review_loop_never_puts_auto_shapes_on_an_annotators_corrections(cvat_
             for before in ("rejected", "completed"):
                 reopened = opened_job_payload({**job, "updated_date": f"2026-12-0{len(before)}T00:00:00Z"})
                 reopened["before_update"]["state"] = before
-                answer, _ = signed_post(detect_url(bridge, "fn"), reopened)
+                answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), reopened)
                 assert answer.status_code == 200 and answer.json()["status"] == "ignored", answer.text
             assert function.calls == calls and len(bridge.jobs()) == 1
             # detection asked for explicitly (ops, with the token): frame 2 only is pre-annotated again
@@ -559,11 +563,11 @@ def test_a_create_committed_but_answered_late_leaves_one_copy(cvat_server, tmp_p
     genus = coral_labels(level="main_family")[0].name
     polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
     function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
-    _, job = coral_job(cvat_server, tmp_path, 2)
+    project, job = coral_job(cvat_server, tmp_path, 2)
     bridge = BridgeProcess(bridge_env(cvat_server, tmp_path, {"fn": function.url})).start()
     try:
         cvat_server.fail_after_commit = [("PATCH", r"/api/jobs/\d+/annotations", 504)]
-        answer, _ = signed_post(detect_url(bridge, "fn"), opened_job_payload(job))
+        answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(job))
         done = bridge.wait_job(answer.json()["job_id"])
         assert cvat_server.fail_after_commit == []  # the stand-in did store, then answered 504
         stored = cvat_server.state.tasks[job["task_id"]].shapes
@@ -574,3 +578,164 @@ def test_a_create_committed_but_answered_late_leaves_one_copy(cvat_server, tmp_p
         assert len(creates) == 1  # looked, found them, did not send them again
     finally:
         bridge.stop()
+
+
+def detect_on_request(bridge, job_id, model_name="fn"):
+    asked = httpx.post(
+        f"{bridge.url}/detect",
+        params={"job_id": job_id, "model_name": model_name},
+        headers=bridge.headers,
+        timeout=10,
+    )
+    assert asked.status_code == 202, asked.text
+    return bridge.wait_job(asked.json()["job_id"])
+
+
+def test_a_relabelled_or_deleted_auto_shape_keeps_its_frame_the_annotators(cvat_server, tmp_path):
+    """CVAT keeps a relabelled auto shape ``auto`` (cvat-core calls computeNewSource for geometry only) and
+    a deleted one leaves no trace: the bridge compares the job with what it created (label, points,
+    attributes per shape id) and leaves a frame whose auto shapes differ, or are gone, as it is."""
+    from cvat_sdk import models
+    from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
+
+    labels = coral_labels(level="main_family")
+    genus, other = labels[0].name, labels[1].name
+    polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
+    function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
+    project, job = coral_job(cvat_server, tmp_path, 3)
+    bridge = BridgeProcess(bridge_env(cvat_server, tmp_path, {"fn": function.url})).start()
+    try:
+        with connect(settings_for(cvat_server)) as client:
+            first, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(job))
+            assert bridge.wait_job(first.json()["job_id"])["state"] == "done"
+            shapes = sorted(client.jobs.retrieve(job["id"]).get_annotations().shapes, key=lambda s: s.frame)
+            other_id = next(
+                lab["id"] for lab in Cvat(client).labels(project_id=project) if lab["name"] == other
+            )
+            # the annotator fixes frame 0's genus (CVAT keeps it auto) and deletes frame 1's false positive
+            relabelled = cvat_server.state.edit_shape(shapes[0].id, label_id=other_id, attributes=[])
+            assert relabelled["source"] == "auto"
+            client.jobs.retrieve(job["id"]).update_annotations(
+                models.PatchedLabeledDataRequest(shapes=[models.LabeledShapeRequest(**shapes[1].to_dict())]),
+                action=AnnotationUpdateAction.DELETE,
+            )
+            calls = function.calls
+            done = detect_on_request(bridge, job["id"])
+            assert done["state"] == "done" and done["result"]["skipped_frames"] == [0, 1], done
+            assert function.calls == calls + 1 and done["result"]["replaced"] == 1
+            # the job reset to new and opened again: the same
+            reopened = opened_job_payload({**job, "updated_date": "2026-12-05T00:00:00Z"})
+            again, _ = signed_post(detect_url(bridge, "fn", project_id=project), reopened)
+            assert bridge.wait_job(again.json()["job_id"])["result"]["skipped_frames"] == [0, 1]
+            after = sorted(client.jobs.retrieve(job["id"]).get_annotations().shapes, key=lambda s: s.frame)
+            assert [(s.frame, s.label_id, s.source) for s in after] == [
+                (0, other_id, "auto"),
+                (2, shapes[2].label_id, "auto"),
+            ]
+            assert after[0].id == shapes[0].id and after[1].id not in {s.id for s in shapes}
+    finally:
+        bridge.stop()
+
+
+def test_a_frame_the_annotator_works_on_during_inference_is_left_out_of_the_upload(cvat_server, tmp_path):
+    """The webhook fires as the annotator opens the job: the frames a person touched are read again just
+    before the upload, and their new auto shapes are dropped (listed as skipped)."""
+    genus = coral_labels(level="main_family")[0].name
+    polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
+    project, job = coral_job(cvat_server, tmp_path, 3)
+    label_id = cvat_server.state.project_labels(project)[0]["id"]
+    drawn = {"type": "polygon", "frame": 0, "label_id": label_id, "points": [3, 3, 6, 3, 6, 6]}
+
+    def annotator_draws_on_frame_0(call):
+        if call == 3:  # frames 0 and 1 are answered, frame 2 is being answered
+            with cvat_server.state.lock:
+                cvat_server.state.write_job_annotations(
+                    cvat_server.state.jobs[job["id"]], "create", {"shapes": [drawn]}
+                )
+
+    function = SlowEmptyFunction(answer=json.dumps(polygon).encode(), on_call=annotator_draws_on_frame_0)
+    bridge = BridgeProcess(bridge_env(cvat_server, tmp_path, {"fn": function.url})).start()
+    try:
+        answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(job))
+        done = bridge.wait_job(answer.json()["job_id"])
+        assert done["state"] == "done" and done["result"]["skipped_frames"] == [0], done
+        assert done["result"]["shapes"] == 2 and function.calls == 3
+        stored = cvat_server.state.tasks[job["task_id"]].shapes
+        assert sorted((s["frame"], s["source"]) for s in stored) == [(0, "manual"), (1, "auto"), (2, "auto")]
+    finally:
+        bridge.stop()
+
+
+def test_a_create_answered_504_and_committed_seconds_later_leaves_one_copy(cvat_server, tmp_path):
+    """A proxy's 504 arrives while CVAT is still writing: the bridge keeps looking (with back-off, up to
+    BRIDGE_CREATE_SETTLE_S) before it sends the shapes again."""
+    genus = coral_labels(level="main_family")[0].name
+    polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
+    function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
+    project, job = coral_job(cvat_server, tmp_path, 2)
+    env = bridge_env(cvat_server, tmp_path, {"fn": function.url}, BRIDGE_CREATE_SETTLE_S="20")
+    bridge = BridgeProcess(env).start()
+    try:
+        cvat_server.commit_late = [("PATCH", r"/api/jobs/\d+/annotations", 504, 3.0)]
+        start = time.perf_counter()
+        answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(job))
+        done = bridge.wait_job(answer.json()["job_id"])
+        wait_for(lambda: cvat_server.late_commits, 15, "the create carried out late")
+        assert cvat_server.commit_late == [] and time.perf_counter() - start > 3.0
+        stored = cvat_server.state.tasks[job["task_id"]].shapes
+        assert sorted(s["frame"] for s in stored) == [0, 1]  # one copy per frame
+        assert done["state"] == "done" and sorted(s["id"] for s in stored) == done["result"]["shape_ids"]
+    finally:
+        bridge.stop()
+
+
+def test_a_job_failed_after_an_unclear_create_resumes_without_a_second_copy(cvat_server, tmp_path):
+    """The create is stored, its answer lost and CVAT unreadable afterwards: the job fails without shape
+    ids. The redelivery re-queues it; the shapes noted as a pending create are found, not sent again."""
+    genus = coral_labels(level="main_family")[0].name
+    polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
+    function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
+    project, job = coral_job(cvat_server, tmp_path, 2)
+    env = bridge_env(cvat_server, tmp_path, {"fn": function.url}, BRIDGE_CREATE_SETTLE_S="1")
+    bridge = BridgeProcess(env).start()
+
+    def cvat_unreadable_after_the_create():
+        cvat_server.fail_next = [("GET", r"/api/jobs/\d+/annotations", 503)] * 1000
+
+    try:
+        cvat_server.on_request = [("PATCH", r"/api/jobs/\d+/annotations", cvat_unreadable_after_the_create)]
+        cvat_server.fail_after_commit = [("PATCH", r"/api/jobs/\d+/annotations", 504)]
+        url, payload = detect_url(bridge, "fn", project_id=project), opened_job_payload(job)
+        answer, _ = signed_post(url, payload)
+        failed = bridge.wait_job(answer.json()["job_id"])
+        assert failed["state"] == "failed" and len(cvat_server.state.tasks[job["task_id"]].shapes) == 2
+        cvat_server.fail_next = []
+        again, _ = signed_post(url, payload)  # CVAT's redelivery of the same event
+        assert again.status_code == 202 and again.json()["job_id"] == failed["id"]
+        done = bridge.wait_job(failed["id"])
+        stored = cvat_server.state.tasks[job["task_id"]].shapes
+        assert sorted(s["frame"] for s in stored) == [0, 1]
+        assert done["state"] == "done" and sorted(s["id"] for s in stored) == done["result"]["shape_ids"]
+    finally:
+        bridge.stop()
+
+
+def test_add_shapes_claims_only_the_shapes_it_sent(cvat_server, tmp_path):
+    """Another detection's auto shape stored at the same moment is not counted as this create's."""
+    labels = coral_labels(level="main_family")
+    project, job = coral_job(cvat_server, tmp_path, 2)
+    ids = {lab["name"]: lab["id"] for lab in cvat_server.state.project_labels(project)}
+    ours = {"type": "polygon", "frame": 0, "label_id": ids[labels[0].name], "points": [1, 1, 9, 1, 9, 9]}
+    theirs = {**ours, "label_id": ids[labels[1].name], "source": "auto", "frame": 1}
+
+    def another_detection_stores_a_shape():
+        with cvat_server.state.lock:
+            cvat_server.state.write_job_annotations(
+                cvat_server.state.jobs[job["id"]], "create", {"shapes": [theirs]}
+            )
+
+    cvat_server.on_request = [("PATCH", r"/api/jobs/\d+/annotations", another_detection_stores_a_shape)]
+    with connect(settings_for(cvat_server)) as client:
+        created = Cvat(client).add_shapes(job["id"], [{**ours, "source": "auto"}])
+    stored = {s["label_id"]: s["id"] for s in cvat_server.state.tasks[job["task_id"]].shapes}
+    assert created == [stored[ours["label_id"]]] and len(stored) == 2

@@ -127,7 +127,9 @@ def test_ping_and_health_answer_on_every_endpoint(app):
 
 
 def test_signatures_are_checked_over_the_raw_body(signed_app):
-    url = signed_app.url + signed_path("s3cret", "/detect-model-webhook", model_name="pth-yolo-gridcorners")
+    url = signed_app.url + signed_path(
+        "s3cret", "/detect-model-webhook", model_name="pth-yolo-gridcorners", project_id=1
+    )
     assert post(url, job_payload()).status_code == 401  # no signature
     assert post(url, job_payload(), secret="wrong").status_code == 401
     tampered = job_payload()
@@ -376,7 +378,7 @@ def test_a_failed_job_is_queued_again_by_the_next_delivery(tmp_path):
 def test_a_signature_with_odd_bytes_is_refused_not_crashed(signed_app):
     body = json.dumps(job_payload()).encode()
     answer = httpx.post(
-        signed_app.url + signed_path("s3cret", "/detect-model-webhook", model_name="fn"),
+        signed_app.url + signed_path("s3cret", "/detect-model-webhook", model_name="fn", project_id=1),
         content=body,
         headers=[(b"X-Signature-256", b"sha256=\xe9\xff")],
         timeout=10,
@@ -392,11 +394,31 @@ def test_detection_on_request_needs_the_token_and_an_allowed_function(app):
     bad = httpx.post(url, params={**query, "model_name": "x@evil.example/"}, headers=AUTH, timeout=10)
     assert bad.status_code == 400 and app.queue.store.list() == []
     first = httpx.post(url, params=query, headers=AUTH, timeout=10)
-    second = httpx.post(url, params={**query, "threshold": 0.3}, headers=AUTH, timeout=10)
-    assert first.status_code == second.status_code == 202  # each request is new work
+    other = httpx.post(url, params={**query, "job_id": 8, "threshold": 0.3}, headers=AUTH, timeout=10)
+    assert first.status_code == other.status_code == 202  # each request is new work
     jobs = sorted(app.queue.store.list(), key=lambda j: j["id"])
     assert [j["params"] for j in jobs] == [
         {"job_id": 7, "function": "pth-yolo-gridcorners", "conv_mask_to_poly": False, "threshold": None},
-        {"job_id": 7, "function": "pth-yolo-gridcorners", "conv_mask_to_poly": False, "threshold": 0.3},
+        {"job_id": 8, "function": "pth-yolo-gridcorners", "conv_mask_to_poly": False, "threshold": 0.3},
     ]
-    assert all(j["key"].startswith("detect:pth-yolo-gridcorners:7:request-") for j in jobs)
+    assert [j["key"].rsplit(":", 1)[0] for j in jobs] == [
+        "detect:pth-yolo-gridcorners:7",
+        "detect:pth-yolo-gridcorners:8",
+    ]
+    assert all(j["key"].split(":")[-1].startswith("request-") for j in jobs)
+
+
+def test_one_detection_per_cvat_job_at_a_time(app):
+    """A request for a job whose detection (a webhook's, or another request's) is queued or running
+    gets 409: two detections on one job would each claim the other's shapes."""
+    url = app.url + "/detect"
+    opened = post(app.url + DETECT, job_payload(job_id=7))
+    assert opened.status_code == 202
+    busy = httpx.post(url, params={"job_id": 7, "model_name": "fn"}, headers=AUTH, timeout=10)
+    assert busy.status_code == 409 and str(opened.json()["job_id"]) in busy.json()["detail"]
+    assert (
+        httpx.post(url, params={"job_id": 9, "model_name": "fn"}, headers=AUTH, timeout=10).status_code == 202
+    )
+    again = httpx.post(url, params={"job_id": 9, "model_name": "fn"}, headers=AUTH, timeout=10)
+    assert again.status_code == 409
+    assert sorted(j["params"]["job_id"] for j in app.queue.store.list()) == [7, 9]

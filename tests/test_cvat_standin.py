@@ -523,7 +523,7 @@ def test_a_create_answered_504_can_be_committed_seconds_later(cvat_server, cvat_
         time.sleep(2.0)
         (stored,) = client.jobs.retrieve(first["id"]).get_annotations().shapes
         assert (stored.frame, stored.source) == (0, "auto")
-    assert cvat_server.commit_late == []
+    assert cvat_server.commit_late == [] and len(cvat_server.late_commits) == 1
 
 
 @pytest.mark.parametrize(

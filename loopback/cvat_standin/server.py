@@ -681,6 +681,7 @@ class CvatServer(ThreadingHTTPServer):
         self.fail_next: list[tuple[str, str, int]] = []
         self.fail_after_commit: list[tuple[str, str, int]] = []
         self.commit_late: list[tuple[str, str, int, float]] = []
+        self.late_commits: list[tuple[str, str]] = []  # the commit_late requests carried out so far
         self.on_request: list[tuple[str, str, Any]] = []
         self.webhook_timeout_s = WEBHOOK_TIMEOUT_S
         self.deliveries: list[dict[str, Any]] = []
@@ -925,6 +926,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile, self.wfile = io.BytesIO(body), io.BytesIO()  # the late answer goes nowhere
                 self._reply_instead = 0
                 self._route(query)
+                self.server.late_commits.append((self.command, self.path_only))
                 return
         self._reply_instead = 0
         for i, (method, pattern, status) in enumerate(self.server.fail_after_commit):
