@@ -58,8 +58,9 @@ def process(
     """Colonies and percent cover for every photo of a folder (searched recursively).
 
     The options become one :class:`pipeline.run.RunConfig`; a rerun into OUT skips a photo only
-    when that configuration and the content of every file it names (weights, their model cards,
-    template, metadata, MMSeg config, LaMa weights) are unchanged.
+    when that configuration, the package version and the content of every file it names (weights,
+    their model cards, template, the MMSeg config with its _base_ chain, LaMa weights) are
+    unchanged; --quadrat-cm and --metadata only rebuild the tables.
 
     Args:
         images: a photo or a folder of photos (site/year sub-folders are kept in the outputs).
@@ -92,10 +93,10 @@ def process(
         conf: confidence threshold of the colonies.
         include_inpainted: count the pixels under the grid (invented by inpainting) in the cover.
         boundary_px: how far (px) a colony's outline may be off, for the cover intervals; 0 keeps the
-            confidence term only. Fit it on annotated photos (quadratseg.cover_stats.calibrate_boundary_px;
-            the demo fits it on its validation photos).
+            confidence term only. Fit the interval terms on annotated photos
+            (quadratseg.cover.fit_cover_calibration; the demo fits them on its validation photos).
         miss_pp: cover (percentage points) the model may miss entirely on a photo, added to every
-            upper bound (quadratseg.cover_stats.calibrate_miss_pp); 0 leaves it out.
+            upper bound (quadratseg.cover.calibrate_miss_pp); 0 leaves it out.
         overlays: write overlay images.
         segment: yolo (colonies, instance interval), mmseg (class map of DINOv2_mmseg, block
             interval) or both (the two combined by --ensemble).

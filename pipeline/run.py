@@ -327,7 +327,7 @@ def process_folder(
 class RunConfig:
     """Every option of a ``pipeline.process`` run (their meaning: :func:`pipeline.process.process`).
 
-    The configuration is hashed whole, with the content of every file it names
+    The configuration is hashed (but the table options), with the content of every file it names
     (:func:`run_fingerprint`): a rerun skips a photo only when nothing it depends on changed.
     """
 
@@ -363,8 +363,11 @@ class RunConfig:
     nms_iou: float = 0.5
 
 
-RUN_FILES = ("yolo", "corners", "grid", "grid_template", "mmseg_config", "mmseg_weights", "metadata")
+RUN_FILES = ("yolo", "corners", "grid", "grid_template", "mmseg_weights")  # hashed by content
 WEIGHT_FILES = ("yolo", "corners", "grid", "mmseg_weights")  # files that carry a model card
+# options that change only the tables, rebuilt from the photo records on every run: not hashed
+# (--overlays is hashed: overlays are images written per photo)
+TABLE_OPTIONS = ("quadrat_cm", "metadata")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -383,18 +386,37 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def mmseg_config_text(config: str | Path) -> str:
+    """The resolved text of an MMSeg config (its ``_base_`` chain merged), found as
+    :func:`DINOv2_mmseg.runner.load_config` finds it (a bundled config may be given by name).
+
+    Raises:
+        QuadratsegError: no such config (the bundled ones are named).
+    """
+    from DINOv2_mmseg.runner import load_config
+
+    return load_config(config).pretty_text
+
+
 def run_fingerprint(config: RunConfig, extra_files: dict[str, str | Path | None] | None = None) -> str:
-    """A short hash of the whole configuration, each file it names replaced by its content's hash
-    (weights, their model cards and the templates the cards name, template, metadata, MMSeg config)
-    and ``extra_files`` (e.g. the LaMa weights from the settings) hashed by content too.
+    """A short hash of the whole configuration but the table options (:data:`TABLE_OPTIONS`), with
+    the package version, each file it names replaced by its content's hash (weights, their model
+    cards and the templates the cards name, template), the MMSeg config by its resolved text
+    (:func:`mmseg_config_text`: an edit of a ``_base_`` file counts) and ``extra_files`` (e.g. the
+    LaMa weights from the settings) hashed by content too.
 
     Examples:
         >>> run_fingerprint(RunConfig(conf=0.3)) != run_fingerprint(RunConfig(conf=0.4))
         True
     """
+    import quadratseg
     from quadratseg.model_card import model_card_path, read_model_card
 
-    values: dict[str, Any] = asdict(config)
+    values: dict[str, Any] = {k: v for k, v in asdict(config).items() if k not in TABLE_OPTIONS}
+    values["quadratseg_version"] = quadratseg.__version__
+    if config.mmseg_config:
+        text = mmseg_config_text(config.mmseg_config)
+        values["mmseg_config"] = {"text_sha256": hashlib.sha256(text.encode()).hexdigest()}
     for name in RUN_FILES:
         path = getattr(config, name)
         if path:

@@ -843,3 +843,33 @@ def test_a_model_class_outside_the_taxonomy_is_refused_before_any_photo(one_phot
     with pytest.raises(QuadratsegError, match=r"Acroproa.*Acropora"):
         process(str(folder), str(out), yolo=str(seg), warp_size=256)
     assert not (out / "photos").exists()
+
+
+def test_the_fingerprint_follows_an_mmseg_configs_base_chain_and_leaves_table_options_out(
+    tmp_path, monkeypatch
+):
+    """Editing a config's _base_ file reprocesses (before: only the top file was hashed); a bundled
+    config given by name is found as the runner finds it (before: an error after the models were
+    built); --quadrat-cm and --metadata only change the tables, rebuilt from the records (before:
+    every photo redone); the package version is part of the fingerprint."""
+    import quadratseg
+    from DINOv2_mmseg.runner import CONFIG_DIR
+    from pipeline.run import RunConfig, run_fingerprint
+
+    (tmp_path / "base.py").write_text("model = dict(type='EncoderDecoder', test_cfg=dict(mode='slide'))\n")
+    top = tmp_path / "top.py"
+    top.write_text("_base_ = ['./base.py']\ncrop_size = (64, 64)\n")
+    config = RunConfig(segment="mmseg", mmseg_config=str(top))
+    before = run_fingerprint(config)
+    (tmp_path / "base.py").write_text("model = dict(type='EncoderDecoder', test_cfg=dict(mode='whole'))\n")
+    assert run_fingerprint(config) != before
+    bundled = sorted(CONFIG_DIR.glob("*.py"))[0]
+    by_name = run_fingerprint(RunConfig(segment="mmseg", mmseg_config=bundled.name))
+    assert by_name == run_fingerprint(RunConfig(segment="mmseg", mmseg_config=str(bundled)))
+    metadata = tmp_path / "m.csv"
+    metadata.write_text("photo,site,year,quadrat\n")
+    plain = run_fingerprint(RunConfig())
+    assert run_fingerprint(RunConfig(quadrat_cm=50.0, metadata=str(metadata))) == plain
+    assert run_fingerprint(RunConfig(overlays=False)) != plain  # overlays are per-photo images
+    monkeypatch.setattr(quadratseg, "__version__", "0.0.0-other")
+    assert run_fingerprint(RunConfig()) != plain
