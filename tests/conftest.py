@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -56,6 +57,15 @@ def _start_mongod(folder: Path) -> tuple[subprocess.Popen, str]:
 _CACHE = Path(os.environ.setdefault("QUADRATSEG_TEST_CACHE", str(REPO / ".cache" / "tests")))
 _FIFTYONE_DB = Path(tempfile.mkdtemp(prefix="quadratseg-test-fodb-"))
 _MONGOD, _FIFTYONE_URI = _start_mongod(_FIFTYONE_DB)
+
+
+def _interrupt(signum, frame):
+    """SIGTERM (``timeout``, CI) ends the run like Ctrl-C: pytest still tears down and finishes the
+    session, which stops the session's mongod and removes its folder."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+signal.signal(signal.SIGTERM, _interrupt)
 from quadratseg.offline import apply_offline_environment  # noqa: E402
 from quadratseg.settings import Settings  # noqa: E402
 

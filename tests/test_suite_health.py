@@ -231,3 +231,32 @@ def test_ci_runs_the_linters_then_the_whole_suite(tmp_path):
         "ruff format --check .",
         "pytest --durations=15",
     ]
+
+
+@pytest.mark.slow  # a pytest session stopped from outside
+def test_a_session_stopped_with_sigterm_stops_its_mongod_and_removes_its_folder(tmp_path):
+    """``timeout`` (or CI) ends a run with SIGTERM: the session's mongod and database folder go with it."""
+    import signal
+
+    (tmp_path / "test_sleep.py").write_text(
+        "import os, time\nfrom pathlib import Path\n\n\ndef test_sleeps():\n"
+        "    Path(os.environ['READY']).write_text(os.environ['FIFTYONE_DATABASE_DIR'])\n    time.sleep(120)\n"
+    )
+    ready = tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]), "READY": str(ready)}
+    session = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider", "test_sleep.py"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    folder = Path(ready.read_text())
+    assert folder.is_dir()
+    session.send_signal(signal.SIGTERM)
+    session.wait(timeout=60)
+    mongods = subprocess.run(["pgrep", "-f", f"mongod --dbpath {folder}"], capture_output=True, text=True)
+    assert (mongods.stdout.strip(), folder.exists()) == ("", False)
