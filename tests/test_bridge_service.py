@@ -422,3 +422,62 @@ def test_one_detection_per_cvat_job_at_a_time(app):
     again = httpx.post(url, params={"job_id": 9, "model_name": "fn"}, headers=AUTH, timeout=10)
     assert again.status_code == 409
     assert sorted(j["params"]["job_id"] for j in app.queue.store.list()) == [7, 9]
+
+
+def test_two_detections_on_one_cvat_job_run_one_after_the_other(tmp_path):
+    """Two workers (BRIDGE_WORKERS=2) with detections on one CVAT job: the second waits for the first's
+    lease; a lease left by a job that is no longer running is taken over."""
+    from bridge.store import JobStore
+    from bridge.work import Services, detect
+
+    store = JobStore(tmp_path / "jobs.db")
+    inside, overlaps, lock = [], [], threading.Lock()
+
+    class Probe:
+        """A CVAT connection whose first read records who is inside detection on the job."""
+
+        def __enter__(self):
+            with lock:
+                if inside:
+                    overlaps.append(tuple(inside))
+                inside.append(threading.get_ident())
+            time.sleep(0.5)
+            with lock:
+                inside.remove(threading.get_ident())
+            raise RuntimeError("probe: stop here")
+
+        def __exit__(self, *exc):
+            return False
+
+    services = Services(Settings(bridge_state_dir=tmp_path / "b"), store, None, Probe)
+    jobs = []
+    for key in ("detect:fn:7:a", "detect:other:7:b"):
+        job, _ = store.claim(key, "detect", {"job_id": 7, "function": key.split(":")[1]})
+        assert store.start(job["id"])
+        jobs.append(store.get(job["id"]))
+    errors = []
+
+    def run(job):
+        try:
+            detect(job, services)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=run, args=(j,)) for j in jobs]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert overlaps == [] and time.perf_counter() - start > 0.9
+    assert errors == ["probe: stop here"] * 2
+    with store.lease("detect-on-cvat-job:7", 99):  # job 99 is not running: held at once
+        pass
+    store.finish(jobs[0]["id"], "failed")
+    with store._connect() as db:  # a dead worker's lease, left behind
+        db.execute(
+            "INSERT INTO leases (name, job_id, since) VALUES ('detect-on-cvat-job:7', ?, 0)", (jobs[0]["id"],)
+        )
+    start = time.perf_counter()
+    with store.lease("detect-on-cvat-job:7", jobs[1]["id"]):
+        assert time.perf_counter() - start < 0.5
