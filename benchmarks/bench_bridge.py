@@ -4,7 +4,7 @@
 
 Needs ``make demo`` (its YOLO-seg model and synthetic photos) and ``../shared/data`` (the CVAT
 stand-in's schema and REST dumps). Everything runs on 127.0.0.1: the CVAT stand-in, the coral
-function zip served by ``bridge/function_server.py``, and ``python -m bridge`` as a process.
+function zip served by ``loopback/function_server.py``, and ``python -m bridge`` as a process.
 
 - Acknowledgement: ``--deliveries`` signed ``update:job`` deliveries sent at once, each a new state
   change (so each is recorded and queued); p50 and p99 of the time to the answer (CVAT waits 10 s).
