@@ -9,9 +9,9 @@ See :mod:`pipeline.points`.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from pipeline.points import export_points, score_points
+from quadratseg.atomic import atomic_write_text
 
 
 def score(process_out: str, coralnet_csv: str, mapping: str, report: str | None = None) -> str:
@@ -22,26 +22,35 @@ def score(process_out: str, coralnet_csv: str, mapping: str, report: str | None 
         coralnet_csv: a CoralNet annotation export (Name, Row, Column, Label, ...); Name is matched
             to a photo's key, or to its file name when only one photo has it.
         mapping: CSV coralnet,label from CoralNet codes to our labels, substrate or ignore.
-        report: also write the full result (per label, per photo) as JSON here.
+        report: also write the full result (per label, per photo) as JSON here (atomically).
     """
     result = score_points(process_out, coralnet_csv, mapping)
     if report:
-        Path(report).write_text(json.dumps(result, indent=2), encoding="utf-8")
+        atomic_write_text(report, json.dumps(result, indent=2))
     return json.dumps({k: v for k, v in result.items() if k != "per_photo"}, indent=2)
 
 
-def export(process_out: str, out_csv: str, points: int = 100, layout: str = "random", seed: int = 0) -> str:
+def export(
+    process_out: str,
+    out_csv: str,
+    points: int = 100,
+    layout: str = "random",
+    seed: int = 0,
+    name: str = "file",
+) -> str:
     """Write the chain's predictions at sampled points as a CoralNet annotation CSV.
 
     Args:
         process_out: the output folder of pipeline.process.
-        out_csv: the CSV to write (Name: the photo's path relative to IMAGES; Row, Column: raw-photo
-            pixels; Label).
+        out_csv: the CSV to write (Name, Row, Column: raw-photo pixels, Label, and Key: the photo's
+            path relative to IMAGES).
         points: points per quadrat.
         layout: random or grid.
         seed: random seed of the points.
+        name: what the Name column holds: file (the image's file name, as CoralNet names images;
+            file names several photos share are refused) or key (the path relative to IMAGES).
     """
-    return json.dumps(export_points(process_out, out_csv, points, layout, seed))
+    return json.dumps(export_points(process_out, out_csv, points, layout, seed, name))
 
 
 def main() -> None:

@@ -42,7 +42,6 @@ from quadratseg.formats.coralnet import (
     read_coralnet_csv,
     read_label_mapping,
     sample_points,
-    write_coralnet_csv,
 )
 from quadratseg.warp import transform_points
 
@@ -284,24 +283,69 @@ def score_points(
     }
 
 
+def export_names(keys: Iterable[str], name: str = "file") -> dict[str, str]:
+    """The CoralNet ``Name`` of each photo key: its file name (``name="file"``, as CoralNet names
+    images) or the key itself (``name="key"``).
+
+    Raises:
+        QuadratsegError: ``name`` is neither, or several photos share a file name.
+
+    Examples:
+        >>> export_names(["Tiahura/2019/Q1.jpg", "Tiahura/2019/Q2.jpg"])
+        {'Tiahura/2019/Q1.jpg': 'Q1.jpg', 'Tiahura/2019/Q2.jpg': 'Q2.jpg'}
+    """
+    if name not in ("file", "key"):
+        raise QuadratsegError(f"--name must be file or key, got {name!r}")
+    keys = list(keys)
+    if name == "key":
+        return {key: key for key in keys}
+    names = {key: PurePosixPath(key).name for key in keys}
+    shared = Counter(names.values())
+    clashes = sorted(f"{n} ({k} photos)" for n, k in shared.items() if k > 1)
+    if clashes:
+        raise QuadratsegError(
+            f"several photos share the file name{'s' if len(clashes) > 1 else ''} {', '.join(clashes[:10])}: "
+            "CoralNet would take them for one image. Rename them as uploaded to CoralNet, or pass "
+            "--name key (the path relative to IMAGES in the Name column)"
+        )
+    return names
+
+
 def export_points(
-    process_out: str | Path, out_csv: str | Path, points: int = 100, layout: str = "random", seed: int = 0
+    process_out: str | Path,
+    out_csv: str | Path,
+    points: int = 100,
+    layout: str = "random",
+    seed: int = 0,
+    name: str = "file",
 ) -> dict[str, Any]:
-    """Predicted labels at ``points`` points per processed quadrat, in raw-photo pixels, as CoralNet CSV."""
+    """Predicted labels at ``points`` points per processed quadrat, in raw-photo pixels, as CoralNet
+    CSV (``Name,Row,Column,Label,Key``; ``name``: :func:`export_names`), written atomically."""
+    from quadratseg.cover_table import write_table
+
     rows = []
     photos = 0
     records, left_out = load_records(process_out)
+    names = export_names(records, name)
     for key, record in sorted(records.items()):
         if record.get("warped_size") is None:
             continue  # a photo without a quadrat
-        index, names = predicted_label_map(process_out, record)
+        index, classes = predicted_label_map(process_out, record)
         warped = sample_points(tuple(record["warped_size"]), points, layout, seed)
         homography = record.get("homography_raw_to_warped")
         raw = transform_points(warped, np.linalg.inv(homography)) if homography is not None else warped
-        for (x, y), label in zip(raw, labels_at(warped, index, names), strict=True):
-            rows.append((key, float(x), float(y), label or SUBSTRATE))
+        for (x, y), label in zip(raw, labels_at(warped, index, classes), strict=True):
+            rows.append(
+                {
+                    "Name": names[key],
+                    "Row": round(float(y)),
+                    "Column": round(float(x)),
+                    "Label": label or SUBSTRATE,
+                    "Key": key,
+                }
+            )
         photos += 1
     if not rows:
         raise QuadratsegError(f"{process_out} holds no processed quadrat to export")
-    write_coralnet_csv(rows, out_csv)
+    write_table(out_csv, ["Name", "Row", "Column", "Label", "Key"], rows)
     return {"photos": photos, "points": len(rows), "csv": str(out_csv), "records_left_out": left_out}

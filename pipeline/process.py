@@ -31,6 +31,7 @@ def process(
     grid_template: str | None = None,
     warp_size: int | None = None,
     allow_warp_size_mismatch: bool = False,
+    allow_scale_mismatch: bool = False,
     aspect: float = 1.0,
     quadrat_cm: float | None = None,
     metadata: str | None = None,
@@ -74,7 +75,10 @@ def process(
         warp_size: width of the warped quadrat in px. Default: the warp_size of the models' cards
             (what they were trained on), else 1920 (what annotators label). A size that disagrees
             with a card is refused.
-        allow_warp_size_mismatch: accept a --warp-size that disagrees with a model card.
+        allow_warp_size_mismatch: accept a --warp-size that disagrees with a model card. Without
+            --corners the photos (warped quadrats) are resized to the warp size.
+        allow_scale_mismatch: accept a --yolo-imgsz that feeds the YOLO model its windows (its
+            card's tile, else the whole warped quadrat) at another scale than it learned.
         aspect: the quadrat's width / height (1: square).
         quadrat_cm: the quadrat's inner width in cm, for areas in cm^2 (cover.csv, colonies.csv).
         metadata: CSV with columns photo (or key), site, year, quadrat: the photo's path relative
@@ -128,8 +132,17 @@ def process_with(images: str | Path, out_dir: str | Path, config: RunConfig) -> 
     models = build_models(config, settings)
     lama = settings.lama_model if config.grid and config.inpaint == "lama" else None
     fingerprint = run_fingerprint(config, {"lama": lama})
+    from quadratseg.warp import warped_size
+
     return process_folder(
-        images, out_dir, models, fingerprint, config.quadrat_cm, config.overlays, metadata=config.metadata
+        images,
+        out_dir,
+        models,
+        fingerprint,
+        config.quadrat_cm,
+        config.overlays,
+        metadata=config.metadata,
+        warp_size=warped_size(config.warp_size, config.aspect),
     )
 
 
@@ -197,12 +210,14 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
     Raises:
         QuadratsegError: a model of the wrong kind (a pose model given as --yolo, ...).
     """
+    from coral_seg_yolo.predict import window_size
     from coral_seg_yolo.predictor import SegPredictor, card_windows
     from grid_inpainting.inpaint import select_backend
     from grid_pose_detection.predictor import PosePredictor
     from grid_pose_detection.tasks import get_task
     from quadratseg.cli import device, weights_path
     from quadratseg.keypoints import load_template
+    from quadratseg.model_card import read_model_card
 
     semantic = None
     if config.segment in ("mmseg", "both"):
@@ -211,12 +226,17 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
         semantic = SemanticSegmenter(config.mmseg_config, weights_path(config.mmseg_weights), device())
     segment = None
     if config.segment in ("yolo", "both"):
+        windows = card_windows(weights_path(config.yolo))  # a model trained on tiles sees tiles
+        if config.yolo_imgsz:  # the windows (a tile, else the whole quadrat) at the scale it learned
+            side = windows.get("tile") or int(config.warp_size)
+            window_size(
+                read_model_card(weights_path(config.yolo)),
+                side,
+                config.yolo_imgsz,
+                config.allow_scale_mismatch,
+            )
         segment = SegPredictor(
-            weights_path(config.yolo),
-            imgsz=config.yolo_imgsz,
-            conf=config.conf,
-            device=device(),
-            **card_windows(weights_path(config.yolo)),  # a model trained on tiles sees tiles
+            weights_path(config.yolo), imgsz=config.yolo_imgsz, conf=config.conf, device=device(), **windows
         )
     corners = grid = None
     if config.corners:  # thresholds left None come from the model's card (PosePredictor)

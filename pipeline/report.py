@@ -159,6 +159,7 @@ def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         every = np.concatenate([np.asarray(v) for v in areas.values()])
         bins = np.logspace(np.log10(max(every.min(), 1.0)), np.log10(max(every.max(), 2.0)), 20)
+        below = int(np.sum(every < bins[0]))  # under the first bin: counted in the caption
         for label, values in sorted(areas.items()):
             ax.hist(values, bins=bins, histtype="step", label=label, color=taxonomy.color(label))
         ax.set_xscale("log")
@@ -167,7 +168,13 @@ def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
         ax.legend(fontsize=6)
         fig.tight_layout()
         report.add_image(
-            report.section("Colony sizes"), "colony_sizes", _figure_rgb(fig), "colony areas", 900
+            report.section("Colony sizes"),
+            "colony_sizes",
+            _figure_rgb(fig),
+            f"colony areas ({below} colon{'y' if below == 1 else 'ies'} under 1 {unit} not shown)"
+            if below
+            else "colony areas",
+            900,
         )
         plt.close(fig)
     finegrained = [r for r in _rows(out / "cover.csv") if r["level"] == "finegrained"]

@@ -120,6 +120,22 @@ def _nan_to_none(array: np.ndarray | None) -> Any:
     return [[None if not np.isfinite(v) else round(float(v), 3) for v in row] for row in np.asarray(array)]
 
 
+def single_stage_scaling(
+    image_shape: tuple[int, ...], warp_size: tuple[int, int] | None
+) -> np.ndarray | None:
+    """The (3, 3) homography (raw px -> warped px) resizing an already-warped quadrat photo of
+    ``image_shape`` (H, W, ...) to ``warp_size=(width, height)``; None when there is no size or the
+    photo has it already.
+
+    Examples:
+        >>> single_stage_scaling((256, 256, 3), (512, 512)).tolist()
+        [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    if warp_size is None or tuple(warp_size) == (image_shape[1], image_shape[0]):
+        return None
+    return np.diag([warp_size[0] / image_shape[1], warp_size[1] / image_shape[0], 1.0])
+
+
 def photo_record(
     key: str,
     result: PhotoResult,
@@ -165,8 +181,13 @@ def process_folder(
     quadrat_cm: float | None = None,
     overlays: bool = True,
     metadata: str | Path | None = None,
+    warp_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Run the chain on every photo of ``images`` into ``out_dir`` (resumable); returns a summary.
+
+    Without a corner model (single-stage: the photos are warped quadrats) each photo is resized to
+    ``warp_size=(width, height)`` px when given (the size the models and ``quadrat_cm`` assume), the
+    record's homography being that scaling (raw -> warped, for CoralNet points).
 
     Site, year and quadrat of each photo come from the ``metadata`` CSV, else the key's folders,
     else its name (:func:`quadratseg.photo_meta.photo_places`); photos left without a site or a
@@ -214,7 +235,13 @@ def process_folder(
         image = read_image_rgb(item.path)
         seconds = {"read": time.perf_counter() - start}
         start = time.perf_counter()
-        result = run_chain(image, models)
+        scaling = single_stage_scaling(image.shape, warp_size) if models.corners is None else None
+        if scaling is not None:
+            interpolation = cv2.INTER_AREA if scaling[0, 0] < 1 else cv2.INTER_LINEAR
+            result = run_chain(cv2.resize(image, warp_size, interpolation=interpolation), models)
+            result.homography = scaling
+        else:
+            result = run_chain(image, models)
         seconds["chain"] = time.perf_counter() - start
         start = time.perf_counter()
         for folder, suffix in PHOTO_OUTPUTS.items():  # an earlier run's outputs this result lacks
@@ -338,6 +365,7 @@ class RunConfig:
     grid_template: str | None = None
     warp_size: int | None = None
     allow_warp_size_mismatch: bool = False
+    allow_scale_mismatch: bool = False
     aspect: float = 1.0
     quadrat_cm: float | None = None
     metadata: str | None = None

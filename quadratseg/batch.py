@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,13 +77,15 @@ class BatchReport:
         return self.total - len(self.failures)
 
     def write(self, folder: str | Path) -> Path:
-        """Write ``failures.csv`` (``key,path,reason``) into ``folder``."""
-        target = Path(folder) / FAILURES_FILE
-        with target.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["key", "path", "reason"])
-            writer.writerows(self.failures)
-        return target
+        """Write ``failures.csv`` (``key,path,reason``) into ``folder`` atomically (a unique
+        temporary name, then one rename: :mod:`quadratseg.atomic`)."""
+        from quadratseg.atomic import atomic_write_text
+
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(["key", "path", "reason"])
+        writer.writerows(self.failures)
+        return atomic_write_text(Path(folder) / FAILURES_FILE, text.getvalue())
 
     def raise_if_failed(self, out_dir: str | Path, summary: Any = None) -> None:
         """Raise :class:`BatchFailedError` (carrying ``summary``) if any image failed."""

@@ -677,7 +677,7 @@ def test_coralnet_scores_a_semantic_run_from_its_class_maps_and_matches_photos_b
     assert (result["scored"], result["on_ambiguous_names"]) == (1, 1)
     assert result["ambiguous_names"] == {"Q1.jpg": 3}
     # the export names each photo by its key, and reads the class maps
-    export_points(out, tmp_path / "ours.csv", points=16, layout="grid")
+    export_points(out, tmp_path / "ours.csv", points=16, layout="grid", name="key")
     exported = read_coralnet_csv(tmp_path / "ours.csv")
     assert sorted({p.name for p in exported}) == keys
     for p in exported:
@@ -826,7 +826,7 @@ def test_points_read_only_what_the_current_run_made(raw_photos, tmp_path):
     result = score_points(out, points, tmp_path / "map.csv")
     assert (result["on_grid_mask"], result["scored"]) == (0, 4 * (len(keys) - 1))
     assert (result["on_photos_not_processed"], result["records_left_out"]) == (4, [keys[0]])
-    export = export_points(out, tmp_path / "ours.csv", points=4, layout="grid")
+    export = export_points(out, tmp_path / "ours.csv", points=4, layout="grid", name="key")
     assert export["photos"] == len(keys) - 1
     assert sorted({p.name for p in read_coralnet_csv(tmp_path / "ours.csv")}) == sorted(keys[1:])
 
@@ -873,3 +873,113 @@ def test_the_fingerprint_follows_an_mmseg_configs_base_chain_and_leaves_table_op
     assert run_fingerprint(RunConfig(overlays=False)) != plain  # overlays are per-photo images
     monkeypatch.setattr(quadratseg, "__version__", "0.0.0-other")
     assert run_fingerprint(RunConfig()) != plain
+
+
+def test_a_yolo_inference_size_at_another_scale_than_the_model_learned_is_refused(
+    one_photo, fake_weights, tmp_path
+):
+    """160 px tiles of 320 px quadrats learned at imgsz 160: --yolo-imgsz 320 would show colonies
+    twice as large (before: it ran silently); the whole-quadrat model likewise."""
+    from pipeline.process import process
+    from quadratseg.model_card import write_model_card
+
+    folder, truth, _ = one_photo
+    corners = fake_weights("corners", FakePoseModel([truth, truth]))
+    seg_model = FakeSegModel()
+    seg = fake_weights("seg", seg_model)
+    write_model_card(seg, {"task": "coralseg", "imgsz": 160, "warp_size": 320, "tile": 160})
+    options = {"yolo": str(seg), "corners": str(corners), "overlays": False}
+    with pytest.raises(QuadratsegError, match=r"--tile 160 at --imgsz 320 feeds the model at a scale of 2"):
+        process(str(folder), str(tmp_path / "tiles"), yolo_imgsz=320, **options)
+    write_model_card(seg, {"tile": 0, "imgsz": 320})
+    with pytest.raises(QuadratsegError, match=r"scale of 2, but it was trained at 1"):
+        process(str(folder), str(tmp_path / "whole"), yolo_imgsz=640, **options)
+    process(str(folder), str(tmp_path / "ok"), yolo_imgsz=320, **options)
+    process(str(folder), str(tmp_path / "forced"), yolo_imgsz=640, allow_scale_mismatch=True, **options)
+    assert len(seg_model.shapes) == 2
+
+
+def test_single_stage_photos_are_resized_to_the_warp_size_and_points_follow(survey_folders, tmp_path):
+    """Already-warped 256 px quadrats with --warp-size 512 are segmented at 512 px (before: at their
+    own size, with cm per pixel taken as if they were 512 px), and a CoralNet point in the photo's
+    own pixels still reads the label under it."""
+    keys = sorted(p.relative_to(survey_folders).as_posix() for p in survey_folders.rglob("*.jpg"))
+    out = tmp_path / "out"
+    semantic = HalfPorites(len(keys))
+    summary = process_folder(
+        survey_folders, out, ChainModels(None, semantic=semantic), "fp", warp_size=(512, 512)
+    )
+    assert summary["with_cover"] == len(keys)
+    record = json.loads((out / "photos" / f"{keys[0]}.json").read_text())
+    assert (record["raw_size"], record["warped_size"]) == ([256, 256], [512, 512])
+    rows = [
+        (key, x, 100.0, "Porites" if x < 128 else SUBSTRATE)
+        for key in keys
+        for x in (20.0, 100.0, 150.0, 240.0)
+    ]
+    result = score_points(out, _points_csv(tmp_path / "p.csv", rows), _mapping_csv(tmp_path / "map.csv"))
+    assert (result["scored"], result["point_accuracy"]) == (16, 1.0)
+
+
+def test_failures_and_the_score_report_are_replaced_whole_not_rewritten_in_place(survey_folders, tmp_path):
+    """failures.csv and coralnet score --report are written under a temporary name and renamed (a
+    reader holding the old file keeps a whole one; before: truncated and rewritten in place)."""
+    from pipeline.coralnet import score
+
+    keys = sorted(p.relative_to(survey_folders).as_posix() for p in survey_folders.rglob("*.jpg"))
+    out = tmp_path / "out"
+    models = ChainModels(None, semantic=HalfPorites(len(keys)))
+    process_folder(survey_folders, out, models, "fp")
+    failures = (out / "failures.csv").stat().st_ino
+    models = ChainModels(None, semantic=HalfPorites(len(keys)))
+    process_folder(survey_folders, out, models, "fp2")
+    assert (out / "failures.csv").stat().st_ino != failures
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    before = report.stat().st_ino
+    rows = [(key, 30.0, 40.0, "Porites") for key in keys]
+    score(
+        str(out),
+        str(_points_csv(tmp_path / "p.csv", rows)),
+        str(_mapping_csv(tmp_path / "m.csv")),
+        str(report),
+    )
+    assert report.stat().st_ino != before
+    assert json.loads(report.read_text())["scored"] == 4
+
+
+def test_the_coralnet_export_names_photos_as_coralnet_does(survey_folders, tmp_path):
+    """CoralNet's Name is the image's file name (as in its own exports); the key goes in a Key
+    column. File names several photos share are refused unless --name key (before: Name held the
+    key, which CoralNet never matches)."""
+    keys = sorted(p.relative_to(survey_folders).as_posix() for p in survey_folders.rglob("*.jpg"))
+    out = tmp_path / "out"
+    process_folder(survey_folders, out, ChainModels(None, semantic=HalfPorites(len(keys))), "fp")
+    with pytest.raises(QuadratsegError, match=r"Q1.jpg \(3 photos\).*--name key"):
+        export_points(out, tmp_path / "x.csv", points=4, layout="grid")
+    export_points(out, tmp_path / "keys.csv", points=4, layout="grid", name="key")
+    assert sorted({p.name for p in read_coralnet_csv(tmp_path / "keys.csv")}) == keys
+    (survey_folders / "Tiahura/2019/Q1.jpg").rename(survey_folders / "Tiahura/2019/Q3.jpg")
+    (survey_folders / "Tiahura/2020/Q1.jpg").rename(survey_folders / "Tiahura/2020/Q4.jpg")
+    out = tmp_path / "unique"
+    process_folder(survey_folders, out, ChainModels(None, semantic=HalfPorites(len(keys))), "fp")
+    export_points(out, tmp_path / "names.csv", points=4, layout="grid")
+    with (tmp_path / "names.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted({(r["Name"], r["Key"]) for r in rows}) == [
+        ("Q1.jpg", "Haapiti/2019/Q1.jpg"),
+        ("Q2.jpg", "Tiahura/2019/Q2.jpg"),
+        ("Q3.jpg", "Tiahura/2019/Q3.jpg"),
+        ("Q4.jpg", "Tiahura/2020/Q4.jpg"),
+    ]
+    result = score_points(out, tmp_path / "names.csv", _mapping_csv(tmp_path / "map.csv"))
+    assert (result["scored"], result["point_accuracy"]) == (16, 1.0)
+
+
+def test_the_report_says_how_many_colonies_the_size_histogram_leaves_out(survey_folders, tmp_path):
+    """Colonies under 1 cm^2 are below the histogram's first bin: the figure's caption counts them
+    (before: left out silently)."""
+    out = tmp_path / "out"
+    labels = ["Merulinidae", "Acroporidae", "Poritidae", "Merulinidae"]
+    process_folder(survey_folders, out, ChainModels(FamilyColonies(labels)), "fp", quadrat_cm=0.5)
+    assert "4 colonies under 1 cm^2 not shown" in (out / "report.html").read_text()
