@@ -183,7 +183,7 @@ def segment_instances(clean: np.ndarray, models: ChainModels, observed: np.ndarr
     instances = models.segment.predict(clean)
     height, width = clean.shape[:2]
     cover = cover_of_instances(
-        instances, (width, height), observed, list(models.segment.names.values()), models.cover_calibration()
+        instances, (width, height), observed, cover_classes(models), models.cover_calibration()
     )
     return Segmentation(instances, None, cover, f"ok ({len(instances)} colonies)")
 
@@ -232,7 +232,7 @@ def segment_nms(clean: np.ndarray, models: ChainModels, observed: np.ndarray) ->
     kept, regions = nms_colonies(clean, colonies, probs, models)
     height, width = clean.shape[:2]
     cover = cover_of_instances(
-        kept, (width, height), observed, list(models.semantic.classes)[1:], models.cover_calibration()
+        kept, (width, height), observed, cover_classes(models), models.cover_calibration()
     )
     status = (
         f"ok (nms ensemble: {len(colonies)} colonies + {regions} class-map regions -> {len(kept)} colonies)"
@@ -255,6 +255,16 @@ def segmentation_mode(models: ChainModels) -> str:
     if models.segment is not None and models.semantic is not None and models.ensemble:
         return "nms" if models.ensemble == "nms" else "pixel-ensemble"
     return "semantic" if models.semantic is not None else "instances"
+
+
+def cover_classes(models: ChainModels) -> list[str]:
+    """The labels the cover of the models' segmentation mode reports, in order, known before any
+    photo: the colony model's names for ``instances``; the class map's classes without its
+    background for ``semantic`` and the ensembles, whose colonies take the class map's labels
+    (:func:`to_semantic_labels`)."""
+    if segmentation_mode(models) == "instances":
+        return list(dict.fromkeys(models.segment.names.values()))
+    return list(models.semantic.classes)[1:]
 
 
 def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:

@@ -293,7 +293,7 @@ def test_a_group_adds_the_miss_terms_of_its_classes_not_seen():
     ],
 )
 def test_each_segmentation_mode_has_its_own_cover_contract(segment, semantic, ensemble, mode, method):
-    from pipeline.chain import SEGMENTATION_MODES, ChainModels, run_chain, segmentation_mode
+    from pipeline.chain import SEGMENTATION_MODES, ChainModels, cover_classes, run_chain, segmentation_mode
 
     models = ChainModels(
         TwoColonies() if segment else None, semantic=HalfPorites() if semantic else None, ensemble=ensemble
@@ -303,6 +303,9 @@ def test_each_segmentation_mode_has_its_own_cover_contract(segment, semantic, en
     }  # fmt: skip
     result = run_chain(np.zeros((64, 64, 3), np.uint8), models)
     assert {e.method for e in result.cover} == {method}
+    # the labels of the mode's cover, known before any photo: an ensemble reports the class map's
+    assert [e.label for e in result.cover] == cover_classes(models)
+    assert cover_classes(models) == (["Acropora"] if mode == "instances" else ["Porites", "Acropora"])
     assert (result.class_map is not None) == (mode in ("semantic", "pixel-ensemble"))
     assert bool(result.instances) == (mode in ("instances", "nms", "pixel-ensemble"))
 
