@@ -74,31 +74,39 @@ RUN_FILE = "run.json"  # the current run: its fingerprint and photo keys (pipeli
 
 
 def model_classes(models: ChainModels) -> list[str]:
-    """The labels the run's models can give (the colony model's names, then the class map's
-    classes without its background), in model order, each once."""
-    names = list(models.segment.names.values()) if models.segment is not None else []
+    """The labels the run gives, in model order: the class map's classes without its background
+    when there is a semantic model (an ensemble relabels the colonies to them), else the colony
+    model's names."""
     if models.semantic is not None:
-        names.extend(models.semantic.classes[1:])
-    return list(dict.fromkeys(names))
+        return list(models.semantic.classes[1:])
+    return list(models.segment.names.values()) if models.segment is not None else []
 
 
 def check_model_classes(models: ChainModels, taxonomy: Taxonomy) -> str:
-    """The taxonomy level of the models' classes (the finest level holding them all).
+    """The taxonomy level of the run's labels (:func:`model_classes`), each model's classes checked.
 
     Raises:
-        QuadratsegError: a class is in no taxonomy level (named, with close matches) or the
-            classes mix levels; before any photo is processed.
+        QuadratsegError: a model's class is in no taxonomy level (named, with close matches), or a
+            model's classes mix levels; before any photo is processed.
     """
+    models_classes = {
+        "colony model": list(models.segment.names.values()) if models.segment is not None else [],
+        "semantic model": list(models.semantic.classes[1:]) if models.semantic is not None else [],
+    }
+    for name, classes in models_classes.items():
+        if not classes:
+            continue
+        try:
+            taxonomy.finest_level(classes)
+        except QuadratsegError as error:
+            raise QuadratsegError(
+                f"the {name}'s classes do not fit the taxonomy ({error}); train it on taxonomy labels "
+                "or point QUADRATSEG_TAXONOMY at a taxonomy that holds them"
+            ) from error
     classes = model_classes(models)
     if not classes:
         raise QuadratsegError("the segmentation model names no class")
-    try:
-        return taxonomy.finest_level(classes)
-    except QuadratsegError as error:
-        raise QuadratsegError(
-            f"the model's classes do not fit the taxonomy ({error}); train it on taxonomy labels or "
-            "point QUADRATSEG_TAXONOMY at a taxonomy that holds them"
-        ) from error
+    return taxonomy.finest_level(classes)
 
 
 def _write_image(path: Path, image: np.ndarray, rgb: bool = True) -> None:

@@ -983,3 +983,13 @@ def test_the_report_says_how_many_colonies_the_size_histogram_leaves_out(survey_
     labels = ["Merulinidae", "Acroporidae", "Poritidae", "Merulinidae"]
     process_folder(survey_folders, out, ChainModels(FamilyColonies(labels)), "fp", quadrat_cm=0.5)
     assert "4 colonies under 1 cm^2 not shown" in (out / "report.html").read_text()
+
+
+def test_an_ensemble_of_a_genus_and_a_family_model_reports_at_the_family_level(survey_folders, tmp_path):
+    """The colonies are relabelled to the class map's families: the run's level is the semantic
+    model's (the union of both models' classes mixes levels and was refused)."""
+    keys = sorted(p.relative_to(survey_folders).as_posix() for p in survey_folders.rglob("*.jpg"))
+    models = ChainModels(NoColonies(), semantic=HalfFamily(len(keys)), ensemble="weighted")
+    process_folder(survey_folders, tmp_path / "out", models, "fp")
+    record = json.loads((tmp_path / "out" / "photos" / f"{keys[0]}.json").read_text())
+    assert (record["level"], record["classes"]) == ("main_family", ["Poritidae", "Acroporidae"])
