@@ -97,7 +97,7 @@ def calibrated_run(ctx: Any, name: str, models: ChainModels, root: Path) -> dict
         "calibration": calibration or CoverCalibration(),
         "calibration_pairs": pairs,
         "coverage": pair_coverage(estimates, values),
-        "main_family_mae": level_mae(truths, out / "cover.csv", ENSEMBLE_LEVEL),
+        "main_family_mae": level_mae(covered(out, truths), out / "cover.csv", ENSEMBLE_LEVEL),
     }
 
 
@@ -174,6 +174,16 @@ def compared(
     return pairs
 
 
+def covered(out_dir: Path, truths: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The truths of the photos a chain run in ``out_dir`` took to a cover (a photo whose frame was
+    not found has no cover to score)."""
+    return [
+        t
+        for t in truths
+        if json.loads((out_dir / "photos" / f"{t['name']}.json").read_text(encoding="utf-8"))["cover"]
+    ]
+
+
 def record_pairs(out_dir: Path, truths: list[dict[str, Any]]) -> tuple[list[CoverEstimate], list[float]]:
     """(estimates, true covers) of every photo x class a chain run wrote in ``out_dir/photos/`` (at
     the model's own taxonomy level), for the photos of ``truths`` that reached a cover."""
@@ -236,7 +246,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     summary, truths, out = yolo["summary"], yolo["truths"], yolo["out"]
     with (out / "cover.csv").open(encoding="utf-8") as handle:
         rows = [r for r in csv.DictReader(handle) if r["level"] == "finegrained"]
-    pairs = compared(truths, rows)
+    pairs = compared(covered(out, truths), rows)
     errors = [abs((float(row["percent"]) if row else 0.0) - truth) for truth, row in pairs]
     estimates, values = record_pairs(out, truths)
     calibration = yolo["calibration"]

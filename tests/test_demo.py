@@ -10,9 +10,7 @@ from quadratseg.settings import Settings
 from quadratseg.taxonomy import load_taxonomy
 
 # bounds from the measured run (images=6, seed 1, one-epoch models), with margin
-COVER_MAE_MAX = 10.0  # percentage points
 MMSEG_COVER_MAE_MAX = 15.0
-MIN_COVERAGE = 0.5  # one test photo: its photo x class pairs are few (measured 0.6 to 0.9)
 
 
 def test_demo_writes_summary_and_report(tmp_path):
@@ -76,23 +74,19 @@ def test_demo_writes_summary_and_report(tmp_path):
     assert set(mmseg["per_class_iou"]) == {"background", *load_taxonomy().classes("main_family")}
     chain = summary["process"]  # the chain on the raw test photos with the one-epoch models
     assert chain["photos"] == n_test and chain["failed"] == 0 and chain["variant"] == "three-stage"
-    assert chain["with_cover"] == n_test and chain["corner_refinement"].startswith("off")  # stated
-    assert 0 < chain["cover_mae_pp"] < COVER_MAE_MAX and 0 < chain["centre_mae_pp"] < COVER_MAE_MAX
-    # the warp of the one-epoch corner model against the true quadrat, px of the warped frame: such a
-    # model's corners are far off (measured 1429 px with refinement off); the metric itself is
-    # checked against known homographies in test_the_warp_error_is_measured_against_the_true_quadrat
-    assert np.isfinite(chain["warp_mean_px_error"]) and chain["warp_mean_px_error"] > 0
-    # each segmenter's intervals, fitted on its validation run, checked on the test photos
     segmenters = {"yolo", "mmseg", "weighted", "voting", "nms"}
     assert set(chain["interval_coverage"]) == set(chain["main_family_cover_mae_pp"]) == segmenters
-    for name in segmenters:
-        assert MIN_COVERAGE <= chain["interval_coverage"][name] <= 1.0, name
-        assert 0 <= chain["main_family_cover_mae_pp"][name] < COVER_MAE_MAX, name
-        terms = chain["class_terms"][name]
-        assert terms["fitted"] and terms["pairs"]["predicted"] + terms["pairs"]["not_predicted"] > 0
-    assert chain["calibration_pairs"] > 0 and chain["quantile"] > 0 and chain["miss_pp"] >= 0
-    assert chain["interval_method"].startswith("instance-confidence")
-    assert 0 < chain["point_accuracy"] <= 1 and chain["points_scored"] > 0
+    # The corner model runs with the product's defaults: refinement and its frame check on. The
+    # one-epoch model's corners are too rough for the frame check, so no photo reaches a cover, and
+    # the demo says so instead of scoring an absent cover as 0 (the former cover_mae_pp 2.771 was
+    # the true cover itself). The figures of a trained run come from make demo; the metrics
+    # themselves are checked below on known inputs (warp error, coverage) and, for the intervals,
+    # by the simulations of tests/test_cover_calibration.py.
+    assert chain["with_cover"] == 0 and chain["calibration_pairs"] == 0 and chain["points_scored"] is None
+    assert chain["cover_mae_pp"] is None and chain["warp_mean_px_error"] is None
+    assert all(chain["interval_coverage"][name] is None for name in segmenters)
+    assert all(chain["main_family_cover_mae_pp"][name] is None for name in segmenters)
+    assert not any(chain["class_terms"][name]["fitted"] for name in segmenters)
     assert inpaint["fine_tune"].startswith("skipped: no LaMa weights")
     html = (tmp_path / "demo" / "report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", html)
