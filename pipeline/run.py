@@ -39,7 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.chain import ChainModels, PhotoResult, run_chain
+from pipeline.chain import ChainModels, PhotoResult, cover_classes, run_chain
 from quadratseg.atomic import atomic_write_bytes, atomic_write_text
 from quadratseg.batch import BatchItem, batch_items, run_batch
 from quadratseg.cover import CoverEstimate
@@ -73,17 +73,9 @@ PHOTO_OUTPUTS = {
 RUN_FILE = "run.json"  # the current run: its fingerprint and photo keys (pipeline.points reads it)
 
 
-def model_classes(models: ChainModels) -> list[str]:
-    """The labels the run gives, in model order: the class map's classes without its background
-    when there is a semantic model (an ensemble relabels the colonies to them), else the colony
-    model's names."""
-    if models.semantic is not None:
-        return list(models.semantic.classes[1:])
-    return list(models.segment.names.values()) if models.segment is not None else []
-
-
 def check_model_classes(models: ChainModels, taxonomy: Taxonomy) -> str:
-    """The taxonomy level of the run's labels (:func:`model_classes`), each model's classes checked.
+    """The taxonomy level of the run's labels (:func:`pipeline.chain.cover_classes`), each model's
+    classes checked.
 
     Raises:
         QuadratsegError: a model's class is in no taxonomy level (named, with close matches), or a
@@ -103,7 +95,7 @@ def check_model_classes(models: ChainModels, taxonomy: Taxonomy) -> str:
                 f"the {name}'s classes do not fit the taxonomy ({error}); train it on taxonomy labels "
                 "or point QUADRATSEG_TAXONOMY at a taxonomy that holds them"
             ) from error
-    classes = model_classes(models)
+    classes = cover_classes(models)
     if not classes:
         raise QuadratsegError("the segmentation model names no class")
     return taxonomy.finest_level(classes)
@@ -223,8 +215,8 @@ def process_folder(
             f" and {len(unplaced) - 10} more" if len(unplaced) > 10 else "",
         )
     taxonomy = load_taxonomy()
-    classes = model_classes(models)
     level = check_model_classes(models, taxonomy)
+    classes = cover_classes(models)
     colors = {name: taxonomy.color(name) for name in taxonomy.classes()}
     timing: dict[str, float] = defaultdict(float)
     skipped = 0
