@@ -203,10 +203,11 @@ def segment_semantic(clean: np.ndarray, models: ChainModels, observed: np.ndarra
 
 def segment_pixel_ensemble(clean: np.ndarray, models: ChainModels, observed: np.ndarray) -> Segmentation:
     """``pixel-ensemble`` (``weighted`` or ``voting``): the colonies and class probabilities fused per
-    pixel (:func:`fused_scores`); units as for ``semantic`` on the fused scores. ``voting``'s scores
+    pixel (:func:`fused_scores`); units as for ``semantic`` on the fused scores, the colonies reported
+    with the class map's labels (:func:`to_semantic_labels`). ``voting``'s scores
     are vote shares, not probabilities: without a fit its confidence term is left out."""
     probs = models.semantic.predict_probs(clean)
-    instances = models.segment.predict(clean)
+    instances = to_semantic_labels(models.segment.predict(clean), list(models.semantic.classes))
     fused = fused_scores(instances, probs, models)
     probabilities = models.ensemble != "voting"
     cover = semantic_cover(

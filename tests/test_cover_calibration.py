@@ -392,3 +392,18 @@ def test_fitted_terms_and_uncalibrated_terms_together_are_refused():
         instance_cover(["Porites"], [1.0], [100], 1000, boundary_px=1.0, calibration=fitted)
     with pytest.raises(ValueError, match="either fitted terms or --boundary-px/--miss-pp"):
         chain_cover(ChainModels(TwoColonies(), miss_pp=1.0, calibration=fitted))
+
+
+def test_an_ensemble_reports_its_colonies_at_the_class_map_s_level():
+    from pipeline.chain import ChainModels, cover_classes, run_chain
+
+    class Families(HalfPorites):
+        classes = ("background", "Poritidae", "Acroporidae")  # main families; the colonies are genera
+
+    for ensemble in ("weighted", "voting", "nms"):
+        models = ChainModels(TwoColonies(), semantic=Families(), ensemble=ensemble)
+        result = run_chain(np.zeros((64, 64, 3), np.uint8), models)
+        assert cover_classes(models) == ["Poritidae", "Acroporidae"]
+        assert result.instances and {i.label for i in result.instances} <= {"Poritidae", "Acroporidae"}, (
+            ensemble
+        )
