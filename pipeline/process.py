@@ -41,6 +41,7 @@ def process(
     corners_conf: float | None = None,
     corners_kpt_conf: float | None = None,
     corners_max_cost: float | None = None,
+    corners_refine: bool = True,
     grid_conf: float | None = None,
     grid_kpt_conf: float | None = None,
     grid_max_cost: float | None = None,
@@ -91,6 +92,10 @@ def process(
         corners_conf: detection threshold of the corner model (default: its model card's).
         corners_kpt_conf: keypoint confidence threshold of the corner model (default: its card's).
         corners_max_cost: template matching threshold of the corners (default: its card's).
+        corners_refine: move the corners to the frame's inner edges and refuse a frame whose sides
+            are not straight edges of the photo (default); --no-corners-refine warps with the
+            model's corners as they are (the frame check does not yet confirm every real frame:
+            see grid_pose_detection/README.md).
         grid_conf: detection threshold of the grid model (default: its model card's).
         grid_kpt_conf: keypoint confidence threshold of the grid model (default: its card's).
         grid_max_cost: template matching threshold of the grid points (default: its card's).
@@ -251,6 +256,7 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
             warp_size=config.warp_size,
             aspect=config.aspect,
             allow_warp_size_mismatch=config.allow_warp_size_mismatch,
+            refine=config.corners_refine,
         )
     if config.grid:
         grid = PosePredictor(

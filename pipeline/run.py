@@ -375,6 +375,7 @@ class RunConfig:
     corners_conf: float | None = None
     corners_kpt_conf: float | None = None
     corners_max_cost: float | None = None
+    corners_refine: bool = True
     grid_conf: float | None = None
     grid_kpt_conf: float | None = None
     grid_max_cost: float | None = None

@@ -73,14 +73,15 @@ def demo_photos(tmp_path_factory):
     return folder, truths, by_key
 
 
-def run_process(folder, out, corners_model, fake_weights):  # noqa: F811
+def run_process(folder, out, corners_model, fake_weights, **options):  # noqa: F811
     """pipeline.process on ``folder`` with its defaults (refinement, thresholds) and the demo's warp."""
     from pipeline.process import process
     from quadratseg.model_card import write_model_card
 
     corners = fake_weights("corners", corners_model)
     write_model_card(corners, {"task": "gridcorners", "warp_size": WARP_SIZE})
-    process(str(folder), str(out), yolo=str(fake_weights("seg", FakeSegModel())), corners=str(corners))
+    seg = str(fake_weights("seg", FakeSegModel()))
+    process(str(folder), str(out), yolo=seg, corners=str(corners), **options)
     return json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else None
 
 
@@ -124,6 +125,11 @@ def test_a_model_far_from_the_frame_gets_no_frame_in_the_chain(demo_photos, fake
     run_process(folder, out, model, fake_weights)
     status = [json.loads((out / "photos" / f"{t['name']}.json").read_text())["status"] for t in truths]
     assert [s["corners"].startswith("stopped: no quadrat frame") for s in status] == [True] * len(truths)
+    # --no-corners-refine: the frame check is the refinement's, so the model's corners warp as they are
+    loose = tmp_path / "loose"
+    run_process(folder, loose, model, fake_weights, corners_refine=False)
+    status = [json.loads((loose / "photos" / f"{t['name']}.json").read_text())["status"] for t in truths]
+    assert [s["corners"] for s in status] == ["ok"] * len(truths)
 
 
 def test_the_demo_chain_runs_the_corner_model_with_the_predictors_defaults(monkeypatch, tmp_path):
