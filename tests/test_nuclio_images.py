@@ -68,8 +68,8 @@ def function_specs(gpu: bool) -> dict[str, FunctionSpec]:
 
     classes = load_taxonomy().classes("main_family")
     return {
-        "pth-yolo-gridcorners": pose_spec("pth-yolo-gridcorners", "best.pt", "kp_template.npy", gpu=gpu),
-        "pth-yolo-gridpose": pose_spec("pth-yolo-gridpose", "best.pt", "kp_template.npy", gpu=gpu),
+        "pth-yolo-gridcorners": pose_spec("pth-yolo-gridcorners", "best.pt", gpu=gpu),
+        "pth-yolo-gridpose": pose_spec("pth-yolo-gridpose", "best.pt", gpu=gpu),
         "pth-lama": lama_spec("pth-lama", "big-lama.pt", gpu=gpu),
         "pth-yolo-coralsegv4": seg_spec("pth-yolo-coralsegv4", classes, "best.pt", gpu=gpu),
         "pth-mmseg-coralscopsegformer": mmseg_spec(
