@@ -13,7 +13,6 @@ reported as skipped with the reason, never silently dropped. The last stage runs
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import sys
@@ -25,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from quadratseg.atomic import atomic_write_json
 from quadratseg.cover import percent_cover
+from quadratseg.errors import QuadratsegError
 from quadratseg.keypoints import GRID_COLS, GRID_ROWS, grid_neighbour_pairs, grid_template_xy
 from quadratseg.report import Report
 from quadratseg.settings import Settings
@@ -222,7 +223,7 @@ def run_demo(
             func = _resolve(stage)
         except ImportError as exc:
             logger.warning("stage %s skipped: %s (install its extra, see README)", stage, exc)
-            summary[key] = {"skipped": str(exc)}
+            summary[key] = {"skipped": str(exc), "missing_package": exc.name}
             continue
         summary[key] = func(ctx)
         if stage.endswith(":core_stage"):
@@ -234,9 +235,7 @@ def run_demo(
         "size": size,
         "seed": seed,
     }
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    tmp.replace(out / "summary.json")
+    atomic_write_json(out / "summary.json", summary)
     report_path = ctx.report.write(summary)
     logger.info("wrote %s and %s", out / "summary.json", report_path)
     return summary
@@ -259,8 +258,27 @@ def main(out_dir: str | None = None, images: int = 24, size: int = 768, seed: in
 
     settings = current_settings()
     out = output_path(out_dir, "demo", settings)
-    run_demo(settings, out, images, size, seed)
+    summary = run_demo(settings, out, images, size, seed)
+    skipped = skipped_stages(summary)
+    if skipped:
+        raise QuadratsegError(
+            f"the demo ran without the stages {', '.join(skipped)} ({out / 'summary.json'} says why): "
+            "install every extra with make install (pip install -e '.[all,dev]' and ./loopback)"
+        )
     return str(out / "report.html")
+
+
+def skipped_stages(summary: dict[str, Any]) -> list[str]:
+    """The stages a demo summary marks skipped for a missing package (the demo then fails; a stage
+    skipped for missing data, such as ../shared/data, is not one of them).
+
+    Examples:
+        >>> skipped_stages({"bridge": {"skipped": "x", "missing_package": "loopback"}, "demo": {}})
+        ['bridge']
+        >>> skipped_stages({"bridge": {"skipped": "the CVAT stand-in needs ../shared/data"}})
+        []
+    """
+    return [key for key, value in summary.items() if isinstance(value, dict) and value.get("missing_package")]
 
 
 if __name__ == "__main__":

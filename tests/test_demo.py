@@ -156,3 +156,23 @@ def test_interval_coverage_counts_the_pairs_present_in_the_truth_or_the_predicti
     values = {"Acropora": 0.5, "Fungia": 0.0, "Porites": 12.0}
     assert pair_coverage(rows, [values[r.label] for r in rows]) == 0.5
     assert by_label["Fungia"].high == 1.0 and pair_coverage([by_label["Fungia"]], [0.0]) is None
+
+
+def test_make_demo_fails_when_a_stage_lacked_its_package(monkeypatch, tmp_path):
+    """A stage skipped for a missing package fails the demo's CLI (before: "skipped" and exit 0); a
+    stage skipped for missing data (../shared/data) does not."""
+    import pytest
+
+    import pipeline.demo as demo
+    from quadratseg.errors import QuadratsegError
+
+    summaries = iter(
+        [
+            {"bridge": {"skipped": "No module named 'loopback'", "missing_package": "loopback"}},
+            {"bridge": {"skipped": "the CVAT stand-in needs ../shared/data/cvat: absent"}},
+        ]
+    )
+    monkeypatch.setattr(demo, "run_demo", lambda *args, **kwargs: next(summaries))
+    with pytest.raises(QuadratsegError, match="bridge"):
+        demo.main(str(tmp_path / "a"))
+    assert demo.main(str(tmp_path / "b")).endswith("report.html")
