@@ -69,9 +69,11 @@ class Services:
 
 
 def _write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload), encoding="utf-8")
-    tmp.replace(path)
+    """``payload`` as JSON at ``path``, whole or not at all, under a temporary name no other worker
+    shares (several huey workers write to one state folder)."""
+    from quadratseg.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(payload))
 
 
 def previous_shape_ids(store: JobStore, key_prefix: str, job_id: int) -> list[int]:

@@ -211,9 +211,9 @@ def _cache_xml(zip_path: Path, xml_bytes: bytes) -> Path:
     digest = hashlib.sha1(xml_bytes).hexdigest()[:16]
     target = Path(tempfile.gettempdir()) / f"quadratseg-xml-{digest}.xml"
     if not target.exists():
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(xml_bytes)
-        tmp.replace(target)
+        from quadratseg.atomic import atomic_write_bytes
+
+        atomic_write_bytes(target, xml_bytes)  # two readers of one export never share a temporary name
     return target
 
 
