@@ -1,0 +1,227 @@
+"""CLI: a corner model on real photo-quadrats with hand-annotated corners (frame found, corner error).
+
+    python -m grid_pose_detection.evaluate_real best.pt [--photos DIR] [--out real_frames.json] [--no-refine]
+
+``DIR`` holds the photos and a ``corners.json`` of hand corners (the inner corners TL, TR, BR, BL of each
+photo, pixel-corner coordinates; the layout of ``shared/data/real_quadrats/coralscop/corners.json``:
+``{"photos": {name: {"corners": [[x, y] * 4], ...}}}``). Default ``DIR``: ``real_quadrats/coralscop`` of
+the shared data folder (``QUADRATSEG_SHARED_DATA``, else ``../shared/data`` beside the checkout).
+
+Per photo: whether a frame was found (a warp was made) and, if not, the predictor's reason; the mean
+distance of the reported corners (refined when refinement is on) from the hand corners in px and as a
+share of the quadrat side (the mean edge of the hand quadrilateral); whether that share is within
+``WITHIN_SHARE`` (1.5 %). A photo without a frame never counts as within, whatever its corners. A photo
+that cannot be read or matched is a row with its reason; it does not stop the others.
+
+The summary (``summary``, and :func:`real_frames` for the demo's ``summary.json``) gives ``photos``,
+``found``, ``within_1_5pct`` (photos found and within 1.5 %), ``mean_error_pct`` (over the photos
+found; None when none was) and ``weights``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quadratseg.errors import QuadratsegError
+
+WITHIN_SHARE = 0.015  # a corner set "within": mean corner error at most 1.5 % of the quadrat side
+REAL_SUBFOLDER = Path("real_quadrats") / "coralscop"
+CORNERS_FILE = "corners.json"
+
+
+def load_hand_corners(folder: str | Path) -> dict[str, np.ndarray]:
+    """Hand corners (4, 2) px TL, TR, BR, BL per photo name, read from ``folder/corners.json``.
+
+    Raises:
+        QuadratsegError: the file is missing, is not JSON of the expected layout, or a photo's corners
+            are not 4 finite (x, y) pairs.
+    """
+    path = Path(folder) / CORNERS_FILE
+    if not path.is_file():
+        raise QuadratsegError(
+            f"{path} does not exist: the real-photo evaluation needs the photos' hand corners there "
+            '({"photos": {name: {"corners": [[x, y], ...4]}}}); give --photos a folder that has one'
+        )
+    try:
+        photos = json.loads(path.read_text(encoding="utf-8"))["photos"]
+        out = {str(name): np.asarray(entry["corners"], dtype=np.float64) for name, entry in photos.items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise QuadratsegError(
+            f"{path} is not a corners file ({type(exc).__name__}: {exc}); expected "
+            '{"photos": {name: {"corners": [[x, y], ...4]}}}'
+        ) from exc
+    for name, corners in out.items():
+        if corners.shape != (4, 2) or not np.isfinite(corners).all():
+            raise QuadratsegError(
+                f"{path}: the corners of {name} are not 4 finite (x, y) pairs (shape {corners.shape}); "
+                "fix the file"
+            )
+    if not out:
+        raise QuadratsegError(f"{path} lists no photo; nothing to evaluate")
+    return out
+
+
+def quadrat_side(corners_xy: np.ndarray) -> float:
+    """Mean edge length (px) of a quadrilateral (4, 2) TL, TR, BR, BL."""
+    c = np.asarray(corners_xy, dtype=np.float64)
+    return float(np.linalg.norm(np.roll(c, -1, axis=0) - c, axis=1).mean())
+
+
+def corner_error(predicted_xy: np.ndarray, truth_xy: np.ndarray) -> tuple[float, float]:
+    """(mean distance px, that distance as a share of the true quadrat's side) of 4 predicted corners
+    (4, 2) px from the true ones; (nan, nan) when a predicted corner is missing (NaN).
+
+    Examples:
+        >>> truth = np.array([[0, 0], [100, 0], [100, 100], [0, 100]], dtype=float)
+        >>> corner_error(truth + [1.0, 0.0], truth)
+        (1.0, 0.01)
+    """
+    p, t = np.asarray(predicted_xy, dtype=np.float64), np.asarray(truth_xy, dtype=np.float64)
+    if p.shape != (4, 2) or not np.isfinite(p).all():
+        return float("nan"), float("nan")
+    mean = float(np.linalg.norm(p - t, axis=1).mean())
+    return mean, mean / quadrat_side(t)
+
+
+def photo_row(name: str, prediction: Any, truth_xy: np.ndarray) -> dict[str, Any]:
+    """One photo's row from a corners :class:`~grid_pose_detection.predictor.PosePrediction`."""
+    found = prediction.homography is not None
+    mean_px, share = corner_error(prediction.keypoints_xy, truth_xy)
+    corners = prediction.keypoints_xy
+    return {
+        "photo": name,
+        "found": found,
+        "reason": "" if found else (prediction.warp_error or "no frame"),
+        "corners_xy": None if not np.isfinite(corners).all() else np.round(corners, 2).tolist(),
+        "mean_error_px": None if not np.isfinite(mean_px) else round(mean_px, 2),
+        "mean_error_pct": None if not np.isfinite(share) else round(100 * share, 3),
+        "within_1_5pct": bool(found and np.isfinite(share) and share <= WITHIN_SHARE),
+        "refined": None if prediction.refined is None else prediction.refined.tolist(),
+        "side_straightness": (
+            None
+            if prediction.side_straightness is None
+            else np.round(prediction.side_straightness, 3).tolist()
+        ),
+    }
+
+
+def evaluate_photos(predictor: Any, folder: str | Path) -> list[dict[str, Any]]:
+    """Rows (see :func:`photo_row`) of every photo of ``folder/corners.json``, predicted one by one with
+    ``predictor`` (a corners :class:`~grid_pose_detection.predictor.PosePredictor`); a photo that cannot
+    be read or predicted is a row with ``found`` False and its reason."""
+    from quadratseg.images import read_image_rgb
+
+    folder = Path(folder)
+    rows = []
+    for name, truth in sorted(load_hand_corners(folder).items()):
+        try:
+            image = read_image_rgb(folder / name)
+            (prediction,) = predictor.predict([image])
+        except (OSError, ValueError, QuadratsegError) as exc:
+            rows.append(
+                {
+                    "photo": name,
+                    "found": False,
+                    "reason": f"not evaluated: {type(exc).__name__}: {exc}",
+                    "corners_xy": None,
+                    "mean_error_px": None,
+                    "mean_error_pct": None,
+                    "within_1_5pct": False,
+                    "refined": None,
+                    "side_straightness": None,
+                }
+            )
+            continue
+        rows.append(photo_row(name, prediction, truth))
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]], weights: str | None) -> dict[str, Any]:
+    """``{"photos", "found", "within_1_5pct", "mean_error_pct", "weights"}`` of the rows; the mean error
+    is over the photos whose frame was found (None when none was)."""
+    found = [r for r in rows if r["found"] and r["mean_error_pct"] is not None]
+    return {
+        "photos": len(rows),
+        "found": sum(1 for r in rows if r["found"]),
+        "within_1_5pct": sum(1 for r in rows if r["within_1_5pct"]),
+        "mean_error_pct": round(float(np.mean([r["mean_error_pct"] for r in found])), 3) if found else None,
+        "weights": weights,
+    }
+
+
+def default_photos_folder(settings: Any = None) -> Path:
+    """``real_quadrats/coralscop`` of the shared data folder (the settings', else ``../shared/data``)."""
+    root = getattr(settings, "shared_data_dir", None) if settings is not None else None
+    if root is None:
+        root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(root) / REAL_SUBFOLDER
+
+
+def real_frames(predictor: Any, weights: str | Path | None, folder: str | Path) -> dict[str, Any]:
+    """The summary of a corners predictor on the real photos of ``folder`` (for ``summary.json``'s
+    ``grid_pose_detection.real_frames``), with the per-photo rows under ``rows``."""
+    rows = evaluate_photos(predictor, folder)
+    return {**summarize(rows, None if weights is None else str(weights)), "rows": rows}
+
+
+def evaluate_real(
+    weights: str,
+    photos: str | None = None,
+    out: str | None = None,
+    refine: bool = True,
+    conf: float | None = None,
+    kpt_conf: float | None = None,
+    imgsz: int | None = None,
+) -> str:
+    """Evaluate a corner model on real photos with hand corners (see the module docstring).
+
+    Args:
+        weights: trained gridcorners model (its model card's thresholds are used unless given).
+        photos: folder with the photos and corners.json (default: the shared data's
+            real_quadrats/coralscop).
+        out: JSON file to write the summary and rows to (atomically); none when not given.
+        refine: sub-pixel refinement and the frame check (``--no-refine``: the model's corners as they are).
+        conf: box confidence threshold (default: the card's, else 0.25).
+        kpt_conf: keypoint confidence threshold (default: the card's, else 0.5).
+        imgsz: inference size (default: the training size).
+
+    Returns:
+        The summary and per-photo rows as JSON.
+    """
+    from grid_pose_detection.predictor import PosePredictor
+    from grid_pose_detection.tasks import get_task
+    from quadratseg.atomic import atomic_write_json
+    from quadratseg.cli import current_settings, device, weights_path
+
+    weights = weights_path(weights)
+    folder = Path(photos) if photos else default_photos_folder(current_settings())
+    if not folder.is_dir():
+        raise QuadratsegError(
+            f"{folder} is not a folder of photos; give --photos DIR (photos and corners.json)"
+        )
+    predictor = PosePredictor(
+        weights,
+        get_task("gridcorners"),
+        conf=conf,
+        kpt_conf=kpt_conf,
+        imgsz=imgsz,
+        device=device(),
+        refine=refine,
+    )
+    result = real_frames(predictor, weights, folder)
+    result["refine"] = bool(refine)
+    result["within_share"] = WITHIN_SHARE
+    result["photos_folder"] = str(folder)
+    if out:
+        atomic_write_json(out, result)
+    return json.dumps(result, indent=2)
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(evaluate_real, name="grid_pose_detection.evaluate_real")

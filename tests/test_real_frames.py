@@ -1,0 +1,108 @@
+"""The corner model on the 7 real CoralSCOP photos with hand corners (grid_pose_detection.evaluate_real).
+
+The ultralytics model is a stand-in answering chosen corners on the real photos; everything after it
+(matching, refinement, frame check, the figures, the JSON) is the project's own code. The hand corners
+are ``../shared/data/real_quadrats/coralscop/corners.json`` (inner corners, TL TR BR BL).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from test_pose_geometry import PointsModel
+
+from grid_pose_detection.evaluate_real import corner_error, evaluate_real, load_hand_corners, summarize
+from quadratseg.errors import QuadratsegError
+
+
+@pytest.fixture(scope="module")
+def real_folder(shared_data):
+    return shared_data / "real_quadrats" / "coralscop"
+
+
+@pytest.fixture(scope="module")
+def hand(real_folder):
+    return dict(sorted(load_hand_corners(real_folder).items()))
+
+
+def run_real(model, monkeypatch, folder, tmp_path, **options) -> dict:
+    """evaluate_real (the CLI's function) over a stand-in model; the JSON it wrote (equal to its answer)."""
+    import quadratseg.yolo_train
+
+    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: model)
+    out = tmp_path / "real_frames.json"
+    answer = json.loads(evaluate_real("stand-in.pt", photos=str(folder), out=str(out), **options))
+    assert json.loads(out.read_text()) == answer
+    return answer
+
+
+def test_the_hand_corners_as_answered_are_found_with_no_error(real_folder, hand, monkeypatch, tmp_path):
+    result = run_real(PointsModel(list(hand.values())), monkeypatch, real_folder, tmp_path, refine=False)
+    summary = {k: result[k] for k in ("photos", "found", "within_1_5pct", "mean_error_pct", "weights")}
+    assert summary == {
+        "photos": 7,
+        "found": 7,
+        "within_1_5pct": 7,
+        "mean_error_pct": 0.0,
+        "weights": "stand-in.pt",
+    }
+    assert [r["photo"] for r in result["rows"]] == list(hand)
+    assert all(r["reason"] == "" and r["mean_error_px"] == 0.0 for r in result["rows"])
+
+
+def test_corners_two_percent_of_the_side_off_are_found_not_within(real_folder, hand, monkeypatch, tmp_path):
+    """A model whose corners all sit 2 % of the side to the right: found (refinement off), 2.0 % off, none
+    within 1.5 %; one answering nothing: no frame, with the reason, and no error figure."""
+    sides = {name: np.linalg.norm(np.roll(c, -1, 0) - c, axis=1).mean() for name, c in hand.items()}
+    shifted = [c + np.array([0.02 * sides[name], 0.0]) for name, c in hand.items()]
+    result = run_real(PointsModel(shifted), monkeypatch, real_folder, tmp_path, refine=False)
+    assert (result["found"], result["within_1_5pct"]) == (7, 0)
+    assert result["mean_error_pct"] == pytest.approx(2.0, abs=1e-3)
+    nothing = [np.zeros((0, 2))] * 7
+    result = run_real(PointsModel(nothing), monkeypatch, real_folder, tmp_path)
+    assert (result["found"], result["within_1_5pct"], result["mean_error_pct"]) == (0, 0, None)
+    assert all("corner" in r["reason"] and r["mean_error_px"] is None for r in result["rows"])
+
+
+def test_a_bad_photo_is_a_row_with_its_reason_and_a_bad_corners_file_is_refused(
+    real_folder, hand, monkeypatch, tmp_path
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = list(hand)[:2]
+    shutil.copy(real_folder / names[0], folder / names[0])
+    (folder / names[1]).write_bytes(b"not a jpeg")
+    doc = {"photos": {n: {"corners": hand[n].tolist()} for n in names}}
+    (folder / "corners.json").write_text(json.dumps(doc))
+    result = run_real(PointsModel([hand[names[0]]]), monkeypatch, folder, tmp_path, refine=False)
+    rows = {r["photo"]: r for r in result["rows"]}
+    assert rows[names[0]]["found"] and rows[names[0]]["within_1_5pct"]
+    assert not rows[names[1]]["found"] and rows[names[1]]["reason"].startswith("not evaluated:")
+    assert (result["photos"], result["found"]) == (2, 1)
+    (folder / "corners.json").write_text(json.dumps({"photos": {names[0]: {"corners": [[1, 2], [3, 4]]}}}))
+    with pytest.raises(QuadratsegError, match="not 4 finite"):
+        load_hand_corners(folder)
+    (folder / "corners.json").unlink()
+    with pytest.raises(QuadratsegError, match=r"corners\.json does not exist"):
+        load_hand_corners(folder)
+
+
+def test_summary_counts_only_found_photos_within():
+    truth = np.array([[0, 0], [100, 0], [100, 100], [0, 100]], dtype=float)
+    assert corner_error(truth + np.array([0.0, 1.0]), truth) == (1.0, 0.01)
+    assert np.isnan(corner_error(np.full((4, 2), np.nan), truth)[0])
+    rows = [
+        {"found": True, "within_1_5pct": True, "mean_error_pct": 1.0},
+        {"found": True, "within_1_5pct": False, "mean_error_pct": 3.0},
+        {"found": False, "within_1_5pct": False, "mean_error_pct": 0.5},
+    ]
+    assert summarize(rows, "w.pt") == {
+        "photos": 3,
+        "found": 2,
+        "within_1_5pct": 1,
+        "mean_error_pct": 2.0,
+        "weights": "w.pt",
+    }
