@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pipeline.chain import ChainModels
-from pipeline.run import WEIGHT_FILES, RunConfig, process_folder, run_fingerprint
+from pipeline.claims import DEFAULT_CLAIM_TTL_S
+from pipeline.run import ENGINES, WEIGHT_FILES, EngineOptions, RunConfig, process_folder, run_fingerprint
 from quadratseg.ensemble import ENSEMBLES
 from quadratseg.errors import QuadratsegError
 
@@ -56,6 +58,11 @@ def process(
     ensemble: str = "weighted",
     ensemble_weight: float = 0.5,
     nms_iou: float = 0.5,
+    engine: str = "local",
+    ray_address: str | None = None,
+    ray_workers: int = 1,
+    ray_gpus_per_model: float = 0.0,
+    claim_ttl: float = DEFAULT_CLAIM_TTL_S,
 ) -> str:
     """Colonies and percent cover for every photo of a folder (searched recursively).
 
@@ -116,25 +123,57 @@ def process(
             pooled, the less confident of two overlapping ones dropped; instance interval).
         ensemble_weight: the colonies' weight in the weighted ensemble (0..1).
         nms_iou: the mask IoU at which the nms ensemble drops the less confident colony.
+        engine: local (this process, reading and writing overlapped with the chain) or ray (Ray
+            Data over the photo paths, the models in a pool of actors: needs the ``ray`` extra).
+            The engine options are not part of the run's fingerprint: a run resumes across engines.
+        ray_address: the Ray cluster to join (``auto``: the one ``ray start`` made on this machine;
+            ``ray://HOST:10001``); default: a Ray instance of this process's own.
+        ray_workers: how many chain actors (each holds every model of the chain).
+        ray_gpus_per_model: GPUs each actor asks per model it holds (fractions share a GPU: 0.25
+            with two models puts two actors on one GPU); 0 runs on CPUs.
+        claim_ttl: seconds after which a photo claimed by a run that stopped (its heartbeat is
+            touched every claim_ttl / 4 s) is taken over by another run on the same OUT.
 
     Returns:
         JSON summary: photos, processed, skipped (resumed), failed, with cover, outputs.
     """
     options = dict(locals())
-    config = RunConfig(**{k: v for k, v in options.items() if k not in ("images", "out_dir")})
-    return json.dumps(process_with(images, out_dir, config), indent=2)
+    config = RunConfig(
+        **{k: v for k, v in options.items() if k not in ("images", "out_dir", *ENGINE_OPTIONS)}
+    )
+    engine_options = EngineOptions(
+        engine=engine,
+        ray_address=ray_address,
+        ray_workers=int(ray_workers),
+        ray_gpus_per_model=float(ray_gpus_per_model),
+        claim_ttl_s=float(claim_ttl),
+    )
+    return json.dumps(process_with(images, out_dir, config, engine_options), indent=2)
 
 
-def process_with(images: str | Path, out_dir: str | Path, config: RunConfig) -> dict[str, Any]:
-    """:func:`process` with its options as one :class:`RunConfig`; returns the summary."""
+# options of how a run executes, not of what it computes: left out of RunConfig and the fingerprint
+ENGINE_OPTIONS = ("engine", "ray_address", "ray_workers", "ray_gpus_per_model", "claim_ttl")
+
+
+def process_with(
+    images: str | Path, out_dir: str | Path, config: RunConfig, engine: EngineOptions | None = None
+) -> dict[str, Any]:
+    """:func:`process` with its options as one :class:`RunConfig` (and how to run it, ``engine``);
+    returns the summary. The Ray engine's actors build the models with :func:`build_models` from the
+    same configuration."""
     from quadratseg.cli import current_settings, weights_path
 
     settings = current_settings()
     # weights named relative to QUADRATSEG_MODELS_DIR become the files they are, once, here
     config = replace(config, **{name: weights_path(getattr(config, name), settings) for name in WEIGHT_FILES})
     check_options(config)
+    engine = engine or EngineOptions()
+    if engine.engine not in ENGINES:
+        raise QuadratsegError(f"--engine must be one of {', '.join(ENGINES)}, got {engine.engine!r}")
     config = replace(config, warp_size=resolve_warp_size(config))
     models = build_models(config, settings)
+    if engine.engine == "ray":
+        engine = replace(engine, models_factory=partial(build_models, config, settings))
     lama = settings.lama_model if config.grid and config.inpaint == "lama" else None
     fingerprint = run_fingerprint(config, {"lama": lama})
     from quadratseg.warp import warped_size
@@ -148,6 +187,7 @@ def process_with(images: str | Path, out_dir: str | Path, config: RunConfig) -> 
         config.overlays,
         metadata=config.metadata,
         warp_size=warped_size(config.warp_size, config.aspect),
+        engine=engine,
     )
 
 

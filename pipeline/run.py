@@ -32,7 +32,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,9 @@ import cv2
 import numpy as np
 
 from pipeline.chain import ChainModels, PhotoResult, cover_classes, run_chain
+from pipeline.claims import DEFAULT_CLAIM_TTL_S
 from quadratseg.atomic import atomic_write_bytes, atomic_write_text
-from quadratseg.batch import BatchItem, batch_items, run_batch
+from quadratseg.batch import BatchItem, BatchReport, batch_items
 from quadratseg.cover import CoverEstimate
 from quadratseg.cover_table import (
     COLONY_COLUMNS,
@@ -173,6 +174,186 @@ def photo_record(
     }
 
 
+@dataclass(frozen=True)
+class PhotoJob:
+    """What every photo of a run needs besides its models (plain values: it travels to Ray's actors).
+
+    ``warp_size=(width, height)`` resizes single-stage photos; ``classes``, ``level`` and
+    ``class_names`` go into each record (:func:`photo_record`); ``colors``: label -> RGB of the
+    overlays.
+    """
+
+    out: Path
+    fingerprint: str
+    overlays: bool = True
+    warp_size: tuple[int, int] | None = None
+    classes: tuple[str, ...] = ()
+    level: str = ""
+    class_names: tuple[str, ...] | None = None
+    colors: dict[str, Any] | None = None
+
+    def record_path(self, key: str) -> Path:
+        """``photos/<key>.json``, the photo's record (written last)."""
+        return self.out / "photos" / output_name(key, ".json")
+
+    def done(self, key: str) -> bool:
+        """True when the photo's record exists and was made with this run's fingerprint."""
+        path = self.record_path(key)
+        if not path.is_file():
+            return False
+        try:
+            return json.loads(path.read_text(encoding="utf-8")).get("fingerprint") == self.fingerprint
+        except (json.JSONDecodeError, OSError):
+            return False  # a damaged record: redo the photo
+
+
+def photo_job(
+    out_dir: str | Path,
+    models: ChainModels,
+    fingerprint: str,
+    overlays: bool = True,
+    warp_size: tuple[int, int] | None = None,
+    taxonomy: Taxonomy | None = None,
+) -> PhotoJob:
+    """The :class:`PhotoJob` of a run: the models' classes checked (:func:`check_model_classes`)
+    and the overlay colours of ``taxonomy`` (default: the configured one).
+
+    Raises:
+        QuadratsegError: a model's classes do not fit the taxonomy.
+    """
+    taxonomy = taxonomy or load_taxonomy()
+    return PhotoJob(
+        out=Path(out_dir),
+        fingerprint=fingerprint,
+        overlays=overlays,
+        warp_size=tuple(warp_size) if warp_size is not None else None,
+        classes=tuple(cover_classes(models)),
+        level=check_model_classes(models, taxonomy),
+        class_names=tuple(models.semantic.classes) if models.semantic is not None else None,
+        colors={name: taxonomy.color(name) for name in taxonomy.classes()},
+    )
+
+
+def read_photo(item: BatchItem) -> tuple[np.ndarray, float]:
+    """The photo as uint8 RGB (H, W, 3), EXIF-upright, and the seconds the read took."""
+    start = time.perf_counter()
+    image = read_image_rgb(item.path)
+    return image, time.perf_counter() - start
+
+
+def chain_photo(image: np.ndarray, models: ChainModels, warp_size: tuple[int, int] | None) -> PhotoResult:
+    """:func:`pipeline.chain.run_chain` on one raw photo (H, W, 3); without a corner model the photo
+    (an already-warped quadrat) is resized to ``warp_size=(width, height)`` first, the result's
+    homography being that scaling (raw px -> warped px)."""
+    scaling = single_stage_scaling(image.shape, warp_size) if models.corners is None else None
+    if scaling is None:
+        return run_chain(image, models)
+    interpolation = cv2.INTER_AREA if scaling[0, 0] < 1 else cv2.INTER_LINEAR
+    result = run_chain(cv2.resize(image, warp_size, interpolation=interpolation), models)
+    result.homography = scaling
+    return result
+
+
+def write_photo(
+    job: PhotoJob, key: str, raw_shape: tuple[int, ...], result: PhotoResult, seconds: dict[str, float]
+) -> dict[str, float]:
+    """Write one photo's outputs (images, instances, overlay) and then its record, each atomically;
+    outputs of an earlier run that this result lacks are removed first. ``raw_shape``: the raw
+    photo's (H, W, ...). Returns ``seconds`` with the ``write`` time added (as in the record)."""
+    from quadratseg.visualize import draw_polygons
+
+    out = job.out
+    start = time.perf_counter()
+    for folder, suffix in PHOTO_OUTPUTS.items():  # an earlier run's outputs this result lacks
+        (out / folder / output_name(key, suffix)).unlink(missing_ok=True)
+    if result.warped is not None:
+        _write_image(out / "warped" / output_name(key, ".png"), result.warped)
+    if result.clean is not None and result.grid_mask is not None:
+        _write_image(out / "clean" / output_name(key, ".png"), result.clean)
+    if result.class_map is not None:
+        _write_image(out / "class_maps" / output_name(key, ".png"), result.class_map, rgb=False)
+    if result.grid_mask is not None:
+        mask = result.grid_mask.astype(np.uint8) * 255
+        _write_image(out / "grid_masks" / output_name(key, ".png"), mask, rgb=False)
+    if result.clean is not None:
+        instances = [
+            {
+                "label": inst.label,
+                "score": round(inst.score, 4),
+                "rings": [np.round(r, 2).tolist() for r in inst.rings],
+            }
+            for inst in result.instances
+        ]
+        _write_json(out / "instances" / output_name(key, ".json"), instances)
+        if job.overlays:
+            overlay = draw_polygons(
+                result.clean, [(i.label, i.rings) for i in result.instances], dict(job.colors or {})
+            )
+            _write_image(out / "overlays" / output_name(key, ".jpg"), overlay)
+    seconds = {**seconds, "write": time.perf_counter() - start}
+    _write_json(
+        job.record_path(key),
+        photo_record(
+            key,
+            result,
+            job.fingerprint,
+            seconds,
+            (raw_shape[1], raw_shape[0]),
+            list(job.class_names) if job.class_names is not None else None,
+            list(job.classes),
+            job.level,
+        ),
+    )
+    logger.info("%s: %s", key, "; ".join(f"{stage} {result.status.get(stage, '-')}" for stage in STAGES))
+    return seconds
+
+
+def process_photo(job: PhotoJob, item: BatchItem, models: ChainModels) -> dict[str, float]:
+    """Read, chain and write one photo (the three steps the local engine overlaps); returns the
+    seconds per step (``read``, ``chain``, ``write``). Raises what the photo raised."""
+    image, read_s = read_photo(item)
+    start = time.perf_counter()
+    result = chain_photo(image, models, job.warp_size)
+    return write_photo(
+        job, item.key, image.shape, result, {"read": read_s, "chain": time.perf_counter() - start}
+    )
+
+
+@dataclass
+class EngineOutcome:
+    """What an engine did with a run's photos: failures ``(key, path, reason)`` in any order,
+    seconds per step summed over the photos processed, the photos skipped (done with this
+    fingerprint, by an earlier run or a concurrent one) and the photos processed."""
+
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    skipped: int = 0
+    processed: int = 0
+
+    def add_seconds(self, seconds: dict[str, float]) -> None:
+        for stage, value in seconds.items():
+            self.timing[stage] += value
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How a run is executed; none of it is part of the run's fingerprint (a run resumes across
+    engines). ``models_factory``: a picklable callable returning the run's :class:`ChainModels`,
+    which each Ray actor calls once (the CLI passes one built from the :class:`RunConfig`)."""
+
+    engine: str = "local"
+    prefetch: int = 2  # local: photos decoded ahead of the chain, and results queued for writing
+    claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
+    ray_address: str | None = None
+    ray_workers: int = 1
+    ray_gpus_per_model: float = 0.0
+    ray_cpus_per_worker: float = 1.0
+    models_factory: Any = None
+
+
+ENGINES = ("local", "ray")
+
+
 def process_folder(
     images: str | Path,
     out_dir: str | Path,
@@ -182,6 +363,7 @@ def process_folder(
     overlays: bool = True,
     metadata: str | Path | None = None,
     warp_size: tuple[int, int] | None = None,
+    engine: EngineOptions | None = None,
 ) -> dict[str, Any]:
     """Run the chain on every photo of ``images`` into ``out_dir`` (resumable); returns a summary.
 
@@ -194,9 +376,15 @@ def process_folder(
     year, metadata rows that match no photo or several, and folders and names that disagree are
     named in warnings; the photos without site or year are counted in the summary
     (``photos_without_site_or_year``).
-    """
-    from quadratseg.visualize import draw_polygons
 
+    ``engine`` (:class:`EngineOptions`): ``local`` (default: this process, reading and writing
+    overlapped with the chain, :mod:`pipeline.engine_local`) or ``ray`` (:mod:`pipeline.engine_ray`).
+    Either claims each photo in ``out_dir`` before it reads it (:mod:`pipeline.claims`): two runs on
+    one output folder share its photos, each done once.
+    """
+    options = engine or EngineOptions()
+    if options.engine not in ENGINES:
+        raise QuadratsegError(f"--engine must be one of {', '.join(ENGINES)}, got {options.engine!r}")
     table = read_photo_metadata(metadata) if metadata else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,88 +403,24 @@ def process_folder(
             f" and {len(unplaced) - 10} more" if len(unplaced) > 10 else "",
         )
     taxonomy = load_taxonomy()
-    level = check_model_classes(models, taxonomy)
-    classes = cover_classes(models)
-    colors = {name: taxonomy.color(name) for name in taxonomy.classes()}
-    timing: dict[str, float] = defaultdict(float)
-    skipped = 0
+    job = photo_job(out, models, fingerprint, overlays, warp_size, taxonomy)
+    level = job.level
+    if options.engine == "ray":
+        from pipeline.engine_ray import run_ray
 
-    def one(item: BatchItem) -> None:
-        nonlocal skipped
-        record_path = out / "photos" / output_name(item.key, ".json")
-        if record_path.is_file():
-            try:
-                if json.loads(record_path.read_text(encoding="utf-8")).get("fingerprint") == fingerprint:
-                    skipped += 1
-                    return
-            except json.JSONDecodeError:
-                pass  # a damaged record: redo the photo
-        start = time.perf_counter()
-        image = read_image_rgb(item.path)
-        seconds = {"read": time.perf_counter() - start}
-        start = time.perf_counter()
-        scaling = single_stage_scaling(image.shape, warp_size) if models.corners is None else None
-        if scaling is not None:
-            interpolation = cv2.INTER_AREA if scaling[0, 0] < 1 else cv2.INTER_LINEAR
-            result = run_chain(cv2.resize(image, warp_size, interpolation=interpolation), models)
-            result.homography = scaling
-        else:
-            result = run_chain(image, models)
-        seconds["chain"] = time.perf_counter() - start
-        start = time.perf_counter()
-        for folder, suffix in PHOTO_OUTPUTS.items():  # an earlier run's outputs this result lacks
-            (out / folder / output_name(item.key, suffix)).unlink(missing_ok=True)
-        if result.warped is not None:
-            _write_image(out / "warped" / output_name(item.key, ".png"), result.warped)
-        if result.clean is not None and result.grid_mask is not None:
-            _write_image(out / "clean" / output_name(item.key, ".png"), result.clean)
-        if result.class_map is not None:
-            _write_image(out / "class_maps" / output_name(item.key, ".png"), result.class_map, rgb=False)
-        if result.grid_mask is not None:
-            mask = result.grid_mask.astype(np.uint8) * 255
-            _write_image(out / "grid_masks" / output_name(item.key, ".png"), mask, rgb=False)
-        if result.clean is not None:
-            instances = [
-                {
-                    "label": inst.label,
-                    "score": round(inst.score, 4),
-                    "rings": [np.round(r, 2).tolist() for r in inst.rings],
-                }
-                for inst in result.instances
-            ]
-            _write_json(out / "instances" / output_name(item.key, ".json"), instances)
-            if overlays:
-                overlay = draw_polygons(result.clean, [(i.label, i.rings) for i in result.instances], colors)
-                _write_image(out / "overlays" / output_name(item.key, ".jpg"), overlay)
-        seconds["write"] = time.perf_counter() - start
-        for stage, value in seconds.items():
-            timing[stage] += value
-        _write_json(
-            record_path,
-            photo_record(
-                item.key,
-                result,
-                fingerprint,
-                seconds,
-                (image.shape[1], image.shape[0]),
-                list(models.semantic.classes) if models.semantic is not None else None,
-                classes,
-                level,
-            ),
-        )
-        logger.info(
-            "%s: %s",
-            item.key,
-            "; ".join(f"{stage} {result.status.get(stage, '-')}" for stage in STAGES),
-        )
+        outcome = run_ray(items, job, models, options)
+    else:
+        from pipeline.engine_local import run_local
 
-    report = run_batch(items, one, "processing photos")
+        outcome = run_local(items, job, models, options)
+    order = {item.key: index for index, item in enumerate(items)}
+    report = BatchReport(total=len(items), failures=sorted(outcome.failures, key=lambda f: order[f[0]]))
     report.write(out)
     # the tables are rebuilt from every photo record, so a resumed run reports all photos
     taxonomy_rows, colony_table, status_rows = [], [], []
     failed = {key: reason for key, _path, reason in report.failures}
     for item in items:
-        record_path = out / "photos" / output_name(item.key, ".json")
+        record_path = job.record_path(item.key)
         if item.key in failed or not record_path.is_file():
             status_rows.append({"photo": item.key, "error": failed.get(item.key, "not processed")})
             continue
@@ -331,19 +455,20 @@ def process_folder(
     write_table(
         out / "timing.csv",
         ["stage", "seconds"],
-        [{"stage": k, "seconds": round(v, 3)} for k, v in timing.items()],
+        [{"stage": k, "seconds": round(v, 3)} for k, v in outcome.timing.items()],
     )
     from pipeline.report import write_process_report
 
     write_process_report(out)
     summary = {
         "photos": len(items),
-        "processed": len(items) - len(failed) - skipped,
-        "resumed_skipped": skipped,
+        "processed": outcome.processed,
+        "resumed_skipped": outcome.skipped,
         "failed": len(failed),
         "with_cover": sum(1 for r in status_rows if r.get("cover") == "ok"),
         "photos_without_site_or_year": len(unplaced),
         "variant": models.variant,
+        "engine": options.engine,
         "out_dir": str(out),
     }
     report.raise_if_failed(out, json.dumps(summary))

@@ -1,0 +1,146 @@
+"""Claims on photos: several runs (processes, machines, engines) share one output folder.
+
+A run claims a photo before it reads it by creating ``OUT/.claims/<key>.claim`` with ``O_EXCL``
+(one creator wins, on a local disk and on NFS v3+ alike); the file names the run (host, pid and a
+random token). While the run lives, a heartbeat thread touches the claims it holds every
+``ttl_s / 4`` seconds; a claim whose file was not touched for ``ttl_s`` seconds belongs to a dead run
+and is taken over (renamed away first, so two runs taking over one claim cannot both win). A claim
+is released (its file removed) once the photo's record is written, or when the photo failed.
+
+The claims are the run's, not a worker's: the Ray engine's actors claim under the driver's run token
+and the driver's heartbeat keeps them alive, so an actor that dies mid-photo leaves the claim to the
+retry of the same run, and a driver that dies leaves every claim to expire.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+
+from quadratseg.images import output_name
+
+CLAIMS_DIR = ".claims"
+DEFAULT_CLAIM_TTL_S = 120.0
+
+
+def new_run_token() -> str:
+    """A token naming one run: host, pid and 8 random hex digits (``host:pid:hex``)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def claim_path(out_dir: str | Path, key: str) -> Path:
+    """The claim file of photo ``key`` in ``out_dir``."""
+    return Path(out_dir) / CLAIMS_DIR / output_name(key, ".claim")
+
+
+def claim_owner(path: Path) -> str | None:
+    """The run token written in a claim file, or None when it is gone or not yet written."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class PhotoClaims:
+    """The claims of one run (``token``) on the photos of one output folder.
+
+    Args:
+        out_dir: the run's output folder (claims in ``out_dir/.claims``).
+        token: the run's token (:func:`new_run_token`); the Ray engine's actors pass the driver's.
+        ttl_s: seconds after its last heartbeat at which another run takes a claim over.
+    """
+
+    def __init__(self, out_dir: str | Path, token: str | None = None, ttl_s: float = DEFAULT_CLAIM_TTL_S):
+        if ttl_s <= 0:
+            raise ValueError(f"the claim time-to-live must be positive, got {ttl_s}")
+        self.out = Path(out_dir)
+        self.token = token or new_run_token()
+        self.ttl_s = float(ttl_s)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def claim(self, key: str) -> bool:
+        """Claim photo ``key`` for this run: True when it is ours (new, already ours, or taken over
+        from a run whose heartbeat stopped ``ttl_s`` ago), False while another live run holds it."""
+        path = claim_path(self.out, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = claim_owner(path)
+                if owner == self.token:
+                    return True
+                if not self._expired(path):
+                    return False
+                stale = path.with_name(f".{path.name}.stale-{secrets.token_hex(4)}")
+                try:  # one rename wins; the others find the file gone and race on O_EXCL again
+                    path.rename(stale)
+                    stale.unlink(missing_ok=True)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps({"run": self.token, "since": time.time()}))
+            return True
+        return False
+
+    def _expired(self, path: Path) -> bool:
+        try:
+            return time.time() - path.stat().st_mtime > self.ttl_s
+        except FileNotFoundError:
+            return True
+
+    def held_by_other(self, key: str) -> bool:
+        """True while another live run holds the claim on ``key``."""
+        path = claim_path(self.out, key)
+        if not path.exists():
+            return False
+        owner = claim_owner(path)
+        if owner is None:  # being written: look again shortly
+            return not self._expired(path)
+        return owner != self.token and not self._expired(path)
+
+    def release(self, key: str) -> None:
+        """Drop this run's claim on ``key`` (another run's is left alone)."""
+        path = claim_path(self.out, key)
+        if claim_owner(path) == self.token:
+            path.unlink(missing_ok=True)
+
+    def heartbeat(self) -> int:
+        """Touch every claim file this run holds; returns how many."""
+        folder = self.out / CLAIMS_DIR
+        if not folder.is_dir():
+            return 0
+        touched = 0
+        for path in folder.rglob("*.claim"):
+            if claim_owner(path) == self.token:
+                try:
+                    os.utime(path)
+                    touched += 1
+                except FileNotFoundError:
+                    pass
+        return touched
+
+    def __enter__(self) -> PhotoClaims:
+        """Start the heartbeat thread (every ``ttl_s / 4`` s)."""
+
+        def beat() -> None:
+            while not self._stop.wait(self.ttl_s / 4):
+                self.heartbeat()
+
+        self._stop.clear()
+        self._thread = threading.Thread(target=beat, name="photo-claims-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop the heartbeat thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -1,0 +1,171 @@
+"""The local engine: the chain in this process, with reading and writing overlapped.
+
+Three steps per photo, each on its own thread, joined by bounded queues (``prefetch`` photos each):
+
+- a reader claims the next photo (:mod:`pipeline.claims`), skips it when its record is already
+  there with this run's fingerprint, and decodes it;
+- this thread runs the chain (:func:`pipeline.run.chain_photo`) photo after photo, in the photos'
+  order: the models are called from one thread, as without the overlap;
+- a writer writes the photo's outputs and then its record (:func:`pipeline.run.write_photo`) and
+  releases the claim.
+
+Memory holds at most ``2 * prefetch + 3`` photos. The outputs are those of the photos processed one
+after the other (the same functions write them). A photo another live run holds is left for last:
+once the queues are empty the engine waits for it, and takes it over if that run's claim expires
+(its heartbeat stopped). A photo that fails (read, chain or write) is recorded with its reason and
+the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from pipeline.chain import ChainModels
+from pipeline.claims import PhotoClaims
+from pipeline.run import EngineOptions, EngineOutcome, PhotoJob, chain_photo, read_photo, write_photo
+from quadratseg.batch import BatchItem
+from quadratseg.errors import QuadratsegError
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The reason a photo failed, as :func:`quadratseg.batch.run_batch` words it."""
+    return str(exc) if isinstance(exc, QuadratsegError) else f"{type(exc).__name__}: {exc}"
+
+
+class _StoppedError(Exception):
+    """The run stopped (an interrupt on the main thread): the helper threads leave."""
+
+
+def _put(target: queue.Queue, value: Any, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _StoppedError
+        try:
+            target.put(value, timeout=0.2)
+            return
+        except queue.Full:
+            continue
+
+
+def _pass(
+    items: list[BatchItem],
+    job: PhotoJob,
+    models: ChainModels,
+    claims: PhotoClaims,
+    outcome: EngineOutcome,
+    prefetch: int,
+) -> list[BatchItem]:
+    """One pass over ``items``; returns the items another live run holds (left for later)."""
+    lock = threading.Lock()
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    results: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    deferred: list[BatchItem] = []
+
+    def fail(item: BatchItem, exc: BaseException) -> None:
+        reason = failure_reason(exc)
+        logger.warning("%s failed: %s", item.key, reason)
+        logger.debug("%s failed", item.key, exc_info=exc)
+        with lock:
+            outcome.failures.append((item.key, str(item.path), reason))
+        claims.release(item.key)
+
+    def reader() -> None:
+        try:
+            for item in items:
+                if job.done(item.key):
+                    with lock:
+                        outcome.skipped += 1
+                    continue
+                if not claims.claim(item.key):
+                    deferred.append(item)
+                    continue
+                if job.done(item.key):  # finished by another run between the look and the claim
+                    claims.release(item.key)
+                    with lock:
+                        outcome.skipped += 1
+                    continue
+                try:
+                    image, read_s = read_photo(item)
+                except Exception as exc:
+                    fail(item, exc)
+                    continue
+                _put(decoded, (item, image, read_s), stop)
+            _put(decoded, _END, stop)
+        except _StoppedError:
+            return
+
+    def writer() -> None:
+        while True:
+            entry = results.get()
+            if entry is _END:
+                return
+            item, shape, result, seconds = entry
+            try:
+                seconds = write_photo(job, item.key, shape, result, seconds)
+            except Exception as exc:
+                fail(item, exc)
+                continue
+            claims.release(item.key)
+            with lock:
+                outcome.add_seconds(seconds)
+                outcome.processed += 1
+
+    threads = [
+        threading.Thread(target=reader, name="photo-reader", daemon=True),
+        threading.Thread(target=writer, name="photo-writer", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        while True:
+            entry = decoded.get()
+            if entry is _END:
+                break
+            item, image, read_s = entry
+            start = time.perf_counter()
+            try:
+                result = chain_photo(image, models, job.warp_size)
+            except Exception as exc:
+                fail(item, exc)
+                continue
+            seconds = {"read": read_s, "chain": time.perf_counter() - start}
+            _put(results, (item, image.shape, result, seconds), stop)
+            del image, result
+        _put(results, _END, stop)
+    except BaseException:
+        stop.set()  # an interrupt: the reader leaves; the writer finishes what it holds
+        results.put(_END)
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
+    return deferred
+
+
+def run_local(
+    items: list[BatchItem], job: PhotoJob, models: ChainModels, options: EngineOptions
+) -> EngineOutcome:
+    """Process ``items`` into ``job.out`` in this process (see the module docstring)."""
+    from tqdm import tqdm
+
+    outcome = EngineOutcome()
+    with PhotoClaims(job.out, ttl_s=options.claim_ttl_s) as claims:
+        pending = items
+        with tqdm(total=len(items), desc="processing photos", unit="image", disable=None) as bar:
+            while pending:
+                before = outcome.processed + outcome.skipped + len(outcome.failures)
+                pending = _pass(pending, job, models, claims, outcome, options.prefetch)
+                bar.update(outcome.processed + outcome.skipped + len(outcome.failures) - before)
+                if pending:  # held by another live run: wait for it to finish them or to die
+                    logger.info("%d photos are being processed by another run; waiting", len(pending))
+                    time.sleep(min(1.0, claims.ttl_s / 4))
+    return outcome

@@ -1,0 +1,214 @@
+"""The local engine: claims on one output folder shared by several runs, and reading and writing
+overlapped with the chain (pipeline.claims, pipeline.engine_local)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.chain import ChainModels
+from pipeline.claims import PhotoClaims, claim_path
+from pipeline.run import EngineOptions, photo_job, process_folder, process_photo
+from quadratseg.batch import batch_items
+from quadratseg.instances import Instance
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class SquareColonies:
+    """A segmentation stand-in: one Porites square per photo, its size from the photo's mean
+    brightness (so each photo has its own answer whatever order or thread asks)."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.names = {0: "Porites", 1: "Acropora"}
+        self.delay_s, self.threads = delay_s, set()
+
+    def predict(self, image):
+        self.threads.add(threading.get_ident())
+        time.sleep(self.delay_s)
+        side = 20 + int(image.mean()) % 60
+        polygon = np.array([[10, 10], [10 + side, 10], [10 + side, 10 + side], [10, 10 + side]], float)
+        return [Instance.from_polygons("Porites", 0.8, [polygon], (image.shape[1], image.shape[0]))]
+
+
+@pytest.fixture
+def quadrats(synthetic_set, tmp_path):
+    """Twelve warped quadrats (256 px) as site/year/Qn.jpg: the synthetic set's six, twice (the
+    second time flipped, so every photo differs)."""
+    images = sorted((synthetic_set / "cvat_exports" / "segmentation" / "images").rglob("*.jpg"))
+    folder = tmp_path / "survey"
+    for index in range(12):
+        image = cv2.imread(str(images[index % len(images)]))
+        if index >= len(images):
+            image = image[:, ::-1]
+        target = folder / ("Tiahura" if index % 2 else "Haapiti") / "2020" / f"Q{index}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(target), image)
+    return folder
+
+
+def output_files(out: Path) -> dict[str, bytes]:
+    """Every output file's bytes by relative path, the per-photo seconds of the records and the
+    timing table left out (wall times differ from run to run)."""
+    files = {}
+    for path in sorted(out.rglob("*")):
+        relative = path.relative_to(out).as_posix()
+        if not path.is_file() or relative in ("timing.csv",) or relative.startswith(".claims"):
+            continue
+        data = path.read_bytes()
+        if relative.startswith("photos/"):
+            record = json.loads(data)
+            record.pop("seconds")
+            data = json.dumps(record, sort_keys=True).encode()
+        files[relative] = data
+    return files
+
+
+def test_the_overlapped_engine_writes_the_bytes_one_photo_after_the_other_writes(quadrats, tmp_path):
+    """The outputs of the engine (reader and writer threads) against the photos processed one after
+    the other through the same function, file for file."""
+    models = ChainModels(SquareColonies())
+    out = tmp_path / "engine"
+    summary = process_folder(quadrats, out, models, "fp", warp_size=(320, 320))
+    assert (summary["processed"], summary["resumed_skipped"], summary["failed"]) == (12, 0, 0)
+
+    sequential = tmp_path / "sequential"
+    job = photo_job(sequential, models, "fp", warp_size=(320, 320))
+    for item in batch_items(quadrats):
+        process_photo(job, item, models)
+    ours, theirs = output_files(out), output_files(sequential)
+    per_photo = sorted(k for k in ours if k.split("/")[0] in ("photos", "warped", "instances", "overlays"))
+    assert len(per_photo) == 12 * 4 and per_photo == sorted(theirs)
+    for name in per_photo:
+        assert ours[name] == theirs[name], name
+
+
+def test_reading_and_writing_overlap_the_chain(quadrats, tmp_path, monkeypatch):
+    """Reads of 0.15 s and a chain of 0.15 s per photo: one after the other 12 photos take 3.6 s;
+    overlapped about 1.95 s (the chain's 1.8 s and one read)."""
+    import pipeline.run
+
+    real_read = pipeline.run.read_image_rgb
+
+    def slow_read(path):
+        time.sleep(0.15)
+        return real_read(path)
+
+    monkeypatch.setattr(pipeline.run, "read_image_rgb", slow_read)
+    models = ChainModels(SquareColonies(delay_s=0.15))
+    start = time.perf_counter()
+    summary = process_folder(quadrats, tmp_path / "out", models, "fp", overlays=False)
+    wall = time.perf_counter() - start
+    assert summary["processed"] == 12
+    assert len(models.segment.threads) == 1  # the models are called from one thread
+    timing = {r["stage"]: float(r["seconds"]) for r in csv.DictReader((tmp_path / "out/timing.csv").open())}
+    assert timing["read"] >= 12 * 0.15 and timing["chain"] >= 12 * 0.15
+    assert wall < 0.8 * (timing["read"] + timing["chain"] + timing["write"]), (wall, timing)
+
+
+def test_a_photo_that_fails_is_recorded_and_its_claim_released(quadrats, tmp_path):
+    bad = quadrats / "Haapiti" / "2020" / "Q0.jpg"
+    bad.write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="1 of 12 images failed"):
+        process_folder(quadrats, out, ChainModels(SquareColonies()), "fp")
+    rows = list(csv.DictReader((out / "status.csv").open()))
+    assert [r["photo"] for r in rows if r["error"]] == ["Haapiti/2020/Q0.jpg"]
+    assert not list((out / ".claims").rglob("*.claim"))
+    failures = list(csv.DictReader((out / "failures.csv").open()))
+    assert [f["key"] for f in failures] == ["Haapiti/2020/Q0.jpg"]
+
+
+def test_a_dead_runs_claim_expires_and_a_live_runs_claim_is_waited_for(quadrats, tmp_path):
+    """A claim not touched for the time-to-live (its run died) is taken over at once; a claim a live
+    run keeps touching is waited for until that run lets the photo go."""
+    out = tmp_path / "out"
+    keys = [item.key for item in batch_items(quadrats)]
+    dead = PhotoClaims(out, token="gone:1:dead", ttl_s=2.0)
+    assert dead.claim(keys[0])
+    old = time.time() - 60
+    os.utime(claim_path(out, keys[0]), (old, old))
+    live = PhotoClaims(out, token="other:2:live", ttl_s=2.0)
+    assert live.claim(keys[1])
+    assert not PhotoClaims(out, ttl_s=2.0).claim(keys[1])
+
+    released = threading.Event()
+
+    def let_go():
+        with live:  # its heartbeat keeps the claim fresh for 2.5 s, then the photo is let go
+            time.sleep(2.5)
+        live.release(keys[1])
+        released.set()
+
+    holder = threading.Thread(target=let_go)
+    holder.start()
+    summary = process_folder(
+        quadrats, out, ChainModels(SquareColonies()), "fp", engine=EngineOptions(claim_ttl_s=2.0)
+    )
+    holder.join()
+    assert released.is_set()
+    assert (summary["processed"], summary["failed"]) == (12, 0)
+    assert not list((out / ".claims").rglob("*.claim"))
+
+
+def untrained_seg(tmp_path: Path) -> Path:
+    from engine_models import untrained_seg_weights
+
+    from quadratseg.taxonomy import load_taxonomy
+
+    return untrained_seg_weights(tmp_path / "weights" / "seg.pt", load_taxonomy().classes("main_family"))
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_output_folder_do_each_photo_once(quadrats, tmp_path):
+    """Two ``python -m pipeline.process`` started together on one OUT: each photo is processed by
+    one of them (before: both processed every photo), every record is there, status.csv has one row
+    per photo, and both runs end with the whole tables."""
+    weights = untrained_seg(tmp_path)
+    for index in range(12, 24):  # 24 photos of 1024 px: each run has seconds of work
+        source = quadrats / ("Tiahura" if index % 2 else "Haapiti") / "2020" / f"Q{index - 12}.jpg"
+        image = cv2.resize(cv2.imread(str(source)), (1024, 1024))
+        cv2.imwrite(str(source.with_name(f"Q{index}.jpg")), cv2.flip(image, 0))
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.process",
+        str(quadrats),
+        str(out),
+        "--yolo",
+        str(weights),
+        "--yolo-imgsz",
+        "64",
+        "--warp-size",
+        "1024",
+    ]
+    environ = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [
+        subprocess.Popen(command, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    summaries = []
+    for run in runs:
+        stdout, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr.decode()[-3000:]
+        text = stdout.decode()
+        summaries.append(json.loads(text[text.index("{\n") :]))  # after any library notice
+    assert sum(s["processed"] for s in summaries) == 24, summaries
+    assert all(s["processed"] + s["resumed_skipped"] == 24 for s in summaries), summaries
+    rows = list(csv.DictReader((out / "status.csv").open()))
+    assert len(rows) == len({r["photo"] for r in rows}) == 24
+    assert all(r["cover"] == "ok" and not r["error"] for r in rows)
+    assert len(list((out / "photos").rglob("*.json"))) == 24
+    assert not list((out / ".claims").rglob("*.claim"))
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
