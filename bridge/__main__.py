@@ -58,9 +58,11 @@ def serve(
     )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     if not consumer:
+        queue.start_reaper()  # queues what a lost message or a dead worker left behind
         server.run()
         return
     queue.recover(all_running_are_dead=not settings.bridge_redis_url)
+    queue.start_reaper()
     thread = threading.Thread(target=server.run, name="bridge-http", daemon=True)
     thread.start()
     logger.info(
@@ -69,6 +71,7 @@ def serve(
     try:
         queue.consumer(workers).run()  # the main thread: huey handles SIGINT (graceful) and SIGTERM
     finally:
+        queue.stop()
         server.should_exit = True
         thread.join(timeout=10)
 

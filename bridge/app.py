@@ -165,6 +165,55 @@ def completion_due(payload: dict[str, Any]) -> tuple[int | None, str]:
     return None, f"event {event!r} is neither update:task nor update:job"
 
 
+class ClaimBatcher:
+    """Claims of concurrent deliveries committed together: one thread takes every claim waiting and
+    records them in one transaction of the job store (one disk flush, one round trip), so 200
+    deliveries at once cost a few commits, not 200 in a row. A batch that fails is tried claim by
+    claim, so one bad delivery never sinks the others."""
+
+    def __init__(self, store: Any, most: int = 500):
+        import queue as stdqueue
+        import threading
+
+        self.store, self.most = store, most
+        self._waiting: Any = stdqueue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="bridge-claims", daemon=True)
+        self._thread.start()
+
+    async def claim(
+        self, key: str, kind: str, params: dict[str, Any], again_if_busy: bool = False
+    ) -> tuple[dict[str, Any], bool]:
+        """:meth:`bridge.store.JobStore.claim`, committed with the other claims waiting now."""
+        import asyncio
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        self._waiting.put(((key, kind, params, again_if_busy), future))
+        return await asyncio.wrap_future(future)
+
+    def _loop(self) -> None:
+        import queue as stdqueue
+
+        while True:
+            batch = [self._waiting.get()]
+            while len(batch) < self.most:
+                try:
+                    batch.append(self._waiting.get_nowait())
+                except stdqueue.Empty:
+                    break
+            try:
+                results = self.store.claim_many([item for item, _ in batch])
+            except Exception:
+                for item, future in batch:
+                    try:
+                        future.set_result(self.store.claim_many([item])[0])
+                    except Exception as exc:
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                future.set_result(result)
+
+
 DEFAULT_MAX_BODY = 1024 * 1024  # BRIDGE_MAX_BODY's default: CVAT's payloads are a few kB
 
 
@@ -196,6 +245,7 @@ def create_app(
         description="CVAT webhooks that pre-annotate jobs and chain the stages (docs/bridge.md).",
     )
     store, functions = queue.store, queue.services.functions
+    claims = ClaimBatcher(store)
 
     async def read_body(request: Request) -> bytes:
         announced = request.headers.get("content-length")
@@ -241,17 +291,19 @@ def create_app(
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    async def submit(key: str, kind: str, params: dict[str, Any]) -> JSONResponse:
-        # SQLite writes off the event loop: other deliveries and /health are answered meanwhile
-        job, new = await run_in_threadpool(store.claim, key, kind, params)
+    async def submit(
+        key: str, kind: str, params: dict[str, Any], again_if_busy: bool = False
+    ) -> JSONResponse:
+        # recorded durably (committed) before the answer; the queue message follows from the dispatcher
+        # thread, and a message that never makes it is sent again by the reaper (the job is stored)
+        try:
+            job, new = await claims.claim(key, kind, params, again_if_busy)
+        except Exception as exc:  # the job store is down: nothing recorded, CVAT's retry brings it again
+            logger.exception("a delivery could not be recorded (%s)", key)
+            raise HTTPException(503, f"the job store is unavailable ({type(exc).__name__}); retry") from None
         if not new:
             return JSONResponse({"status": "duplicate", "job_id": job["id"], "state": job["state"]}, 200)
-        try:
-            await run_in_threadpool(queue.enqueue, job["id"])
-        except Exception as exc:  # the queue is down: free the key so CVAT's retry can queue it
-            await run_in_threadpool(store.release, job["id"], f"could not be queued: {exc}")
-            logger.exception("bridge job %d could not be queued", job["id"])
-            raise HTTPException(503, f"the work queue is unavailable ({type(exc).__name__}); retry") from None
+        queue.enqueue_soon(job["id"])
         logger.info("queued bridge job %d: %s", job["id"], key)
         return JSONResponse({"status": "queued", "job_id": job["id"]}, 202)
 
@@ -314,7 +366,9 @@ def create_app(
         if task_id is None:
             return ignored(reason)
         key = f"{kind}:{target_proj_id}:{task_id}"
-        return await submit(key, kind, {"task_id": task_id, "target_project_id": target_proj_id})
+        # a completion that comes while the same key's job is still deciding makes it decide again
+        params = {"task_id": task_id, "target_project_id": target_proj_id}
+        return await submit(key, kind, params, again_if_busy=True)
 
     @app.post("/crop-quadrat-and-create-new-task-webhook")
     async def crop_quadrat(

@@ -1,37 +1,47 @@
 """The bridge's persistent work queue: huey (SQLite in ``BRIDGE_STATE_DIR`` by default, embedded, no
-server; Redis with ``BRIDGE_REDIS_URL`` for several workers or machines) carrying job ids of
-:class:`bridge.store.JobStore`.
+server; Redis with ``BRIDGE_REDIS_URL`` for several worker processes or machines) carrying job ids of
+the job store (:func:`bridge.store.open_store`: SQLite, or PostgreSQL with ``BRIDGE_DATABASE_URL``).
 
-The queue message is only a job id; the job's state lives in the store. A restart loses nothing:
-:meth:`BridgeQueue.recover` puts back every job that was running when the process stopped (its
-cached frames are reused) and every queued job whose message is no longer in the queue; a message
-delivered twice runs the job once (:meth:`bridge.store.JobStore.start` only starts a queued job).
+The queue message is only a job id; the job's state lives in the store, which is the truth: a message
+lost (a worker killed after taking it, Redis restarted before it was written to disk, the queue down
+when a delivery came) costs nothing, because :meth:`BridgeQueue.recover` queues again every queued job
+whose message is not in the queue and every running job whose lease expired (its worker died), and a
+message delivered twice runs the job once (:meth:`bridge.store.JobStore.start` only starts a queued
+job). Every worker process runs :meth:`BridgeQueue.recover` at start and then every ``lease_s / 2``
+seconds (:meth:`BridgeQueue.start_reaper`).
+
+A delivery is acknowledged once its job is recorded in the store; the queue message is sent just after,
+by a dispatcher thread (:meth:`BridgeQueue.enqueue_soon`), so a delivery never waits on the queue.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
+import queue as stdqueue
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from bridge.functions import FunctionClient
-from bridge.store import JobStore
+from bridge.store import JobStore, open_store
 from bridge.work import Services, run_job
 
 logger = logging.getLogger(__name__)
-
-STALE_AFTER_S = 600.0  # a running job whose heartbeat is older belongs to a dead worker (Redis setups)
 
 
 def make_huey(settings: Any) -> Any:
     """A huey instance for the settings' backend."""
     if settings.bridge_redis_url:
         from huey import RedisHuey
+        from redis import ConnectionPool
 
-        return RedisHuey("quadratseg-bridge", url=settings.bridge_redis_url, results=False)
+        pool = ConnectionPool.from_url(
+            settings.bridge_redis_url, health_check_interval=5, socket_timeout=10, socket_connect_timeout=5
+        )
+        # read_timeout: a worker waits at most 1 s on the queue, so it notices a Redis restart quickly
+        return RedisHuey("quadratseg-bridge", connection_pool=pool, results=False, read_timeout=1)
     from huey import SqliteHuey
 
     state = Path(settings.bridge_state_dir)
@@ -56,9 +66,15 @@ def cvat_connection(settings: Any) -> Callable[[], Any]:
 class BridgeQueue:
     """The job store, the huey queue and the task that runs a job, for one process."""
 
-    def __init__(self, settings: Any, functions: FunctionClient | None = None, cvat: Callable | None = None):
+    def __init__(
+        self,
+        settings: Any,
+        functions: FunctionClient | None = None,
+        cvat: Callable | None = None,
+        store: JobStore | None = None,
+    ):
         self.settings = settings
-        self.store = JobStore(Path(settings.bridge_state_dir) / "jobs.db")
+        self.store = store or open_store(settings)
         self.huey = make_huey(settings)
         self.services = Services(
             settings,
@@ -67,36 +83,84 @@ class BridgeQueue:
             cvat or cvat_connection(settings),
         )
         self._task = self.huey.task(name="bridge.run_job")(self._run)
+        self._outbox: stdqueue.Queue[int] = stdqueue.Queue()
+        self._dispatcher: threading.Thread | None = None
+        self._dispatcher_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
 
     def _run(self, job_id: int) -> str:
-        return run_job(job_id, self.services)
+        return run_job(job_id, self.services, enqueue=self.enqueue)
 
     def enqueue(self, job_id: int) -> None:
-        """Queue a stored job."""
+        """Queue a stored job (sends the message now)."""
         self._task(job_id)
+
+    def enqueue_soon(self, job_id: int) -> None:
+        """Queue a stored job from the dispatcher thread (the caller does not wait); a message that
+        cannot be sent is left to :meth:`recover` (the job is in the store)."""
+        with self._dispatcher_lock:
+            if self._dispatcher is None or not self._dispatcher.is_alive():
+                self._dispatcher = threading.Thread(
+                    target=self._dispatch, name="bridge-dispatch", daemon=True
+                )
+                self._dispatcher.start()
+        self._outbox.put(job_id)
+
+    def _dispatch(self) -> None:
+        while True:
+            job_id = self._outbox.get()
+            try:
+                self.enqueue(job_id)
+            except Exception as exc:  # the queue is down: the reaper queues it once it is back
+                logger.warning("bridge job %d not queued yet (%s); the reaper will", job_id, exc)
 
     def pending_job_ids(self) -> set[int]:
         """Job ids whose message waits in the queue."""
         return {int(task.args[0]) for task in self.huey.pending() if task.args}
 
-    def recover(self, all_running_are_dead: bool = True) -> list[int]:
-        """Queue again the jobs a stopped process left unfinished (module docstring); their ids.
+    def recover(self, all_running_are_dead: bool = False) -> list[int]:
+        """Queue again what no worker is doing (module docstring); the ids queued.
 
-        With the SQLite queue the process that recovers is the only worker, so every running job is
-        dead; with Redis only those whose heartbeat is older than :data:`STALE_AFTER_S`."""
-        pending, now, again = self.pending_job_ids(), time.time(), []
-        for job in self.store.unfinished():
-            if job["state"] == "running":
-                if not all_running_are_dead and now - (job["heartbeat"] or 0) < STALE_AFTER_S:
-                    continue
-                self.store.requeue(job["id"])
-            elif job["id"] in pending:
-                continue
-            self.enqueue(job["id"])
-            again.append(job["id"])
+        Running jobs whose lease expired are taken over; with ``all_running_are_dead`` (the SQLite
+        queue, whose one process is the only worker) every running job is. Queued jobs whose message
+        is not in the queue get one."""
+        again = set(self.store.take_over_expired())
+        unfinished = self.store.unfinished()
+        if all_running_are_dead:
+            for job in unfinished:
+                if job["state"] == "running":
+                    self.store.requeue(job["id"])
+                    again.add(job["id"])
+        pending = self.pending_job_ids()
+        for job in unfinished:
+            if job["state"] == "queued" and job["id"] not in pending:
+                again.add(job["id"])
+        for job_id in sorted(again):
+            self.enqueue(job_id)
         if again:
-            logger.info("resumed %d unfinished bridge job(s): %s", len(again), again)
-        return again
+            logger.info("queued again %d bridge job(s) no worker was doing: %s", len(again), sorted(again))
+        return sorted(again)
+
+    def start_reaper(self, every_s: float | None = None) -> threading.Thread:
+        """Run :meth:`recover` every ``every_s`` seconds (``lease_s / 2``) in a thread until
+        :meth:`stop`."""
+        every = every_s or max(self.store.lease_s / 2.0, 0.2)
+
+        def reap() -> None:
+            while not self._stop.wait(every):
+                try:
+                    self.recover()
+                except Exception as exc:  # the store or the queue is down for now: next turn
+                    logger.warning("recovering unfinished bridge jobs failed (%s); retrying", exc)
+
+        self._reaper = threading.Thread(target=reap, name="bridge-reaper", daemon=True)
+        self._reaper.start()
+        return self._reaper
+
+    def stop(self) -> None:
+        """Stop the reaper."""
+        self._stop.set()
 
     def consumer(self, workers: int | None = None) -> Any:
         """A huey consumer with worker threads running the queued jobs."""

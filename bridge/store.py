@@ -1,12 +1,23 @@
-"""Job records of the bridge in SQLite: one row per unit of background work, keyed for idempotency.
+"""Job records of the bridge: one row per unit of background work, keyed for idempotency, in SQLite
+(embedded, the default) or PostgreSQL (``BRIDGE_DATABASE_URL``, for several worker processes or
+machines); one interface, two backends (:func:`open_store`).
 
 A webhook delivery becomes at most one job: :meth:`JobStore.claim` inserts the job under its
 idempotency key (``detect:<function>:<job id>:<state change>``, ``warp:<target project>:<task>``,
 ...) or returns the job already there, so a replayed delivery, a CVAT retry or the same state change
 seen twice does the work once. The row records what ``GET /jobs`` shows: state (``queued``,
 ``running``, ``done``, ``failed``, ``skipped``), progress, error, per-step timings and the result.
-A worker that dies leaves its job ``running`` with an old heartbeat; :meth:`JobStore.stale` finds
-those for the queue to resume.
+
+Leases: a worker starts a job under an owner token (:meth:`JobStore.start`) with a lease of
+``lease_s`` seconds on the database's clock, which it renews while the job runs
+(:meth:`JobStore.renew`, :class:`Heartbeat`). A running job whose lease has expired belongs to a dead
+worker: :meth:`JobStore.take_over_expired` queues it again for another worker. A live job is never
+started twice: :meth:`JobStore.start` only starts a queued job, and only an expired lease is taken over.
+
+A delivery that arrives while an earlier job with the same key is still queued or running (a task's
+second job completed while the first completion is still deciding) marks that job ``again``
+(:meth:`JobStore.claim` with ``again_if_busy``): when the job then ends as not due,
+:meth:`JobStore.release_or_again` queues it once more instead of dropping the later event.
 
 Examples:
     >>> import tempfile, pathlib
@@ -19,53 +30,85 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT UNIQUE NOT NULL,
-    kind TEXT NOT NULL,
-    params TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'queued',
-    progress INTEGER NOT NULL DEFAULT 0,
-    total INTEGER NOT NULL DEFAULT 0,
-    error TEXT NOT NULL DEFAULT '',
-    result TEXT NOT NULL DEFAULT '{}',
-    timings TEXT NOT NULL DEFAULT '{}',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    heartbeat REAL
-);
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    job_id INTEGER NOT NULL,
-    since REAL NOT NULL
-);
-"""
+logger = logging.getLogger(__name__)
+
 FINAL_STATES = ("done", "failed", "skipped")
 JSON_COLUMNS = ("params", "result", "timings")
+LEASE_S = 15.0  # a running job's lease; renewed every LEASE_S / 3 by its worker
+RECONNECT_S = 120.0  # how long a PostgreSQL call waits for the server to come back (a restart)
+
+# column -> type; the same names in both backends ({REAL}, {ID} filled per backend)
+COLUMNS = {
+    "key": "TEXT UNIQUE NOT NULL",
+    "kind": "TEXT NOT NULL",
+    "params": "TEXT NOT NULL",
+    "state": "TEXT NOT NULL DEFAULT 'queued'",
+    "progress": "INTEGER NOT NULL DEFAULT 0",
+    "total": "INTEGER NOT NULL DEFAULT 0",
+    "error": "TEXT NOT NULL DEFAULT ''",
+    "result": "TEXT NOT NULL DEFAULT '{}'",
+    "timings": "TEXT NOT NULL DEFAULT '{}'",
+    "attempts": "INTEGER NOT NULL DEFAULT 0",
+    "created": "{REAL} NOT NULL",
+    "started": "{REAL}",
+    "finished": "{REAL}",
+    "heartbeat": "{REAL}",
+    "owner": "TEXT NOT NULL DEFAULT ''",
+    "lease_until": "{REAL}",
+    "again": "INTEGER NOT NULL DEFAULT 0",
+    "token": "TEXT NOT NULL DEFAULT ''",
+}
+ADDED_LATER = ("owner", "lease_until", "again", "token")  # columns a jobs.db of an older bridge lacks
+
+
+def _schema(real: str, id_column: str, job_id: str) -> list[str]:
+    columns = ",\n".join(f"{name} {kind.replace('{REAL}', real)}" for name, kind in COLUMNS.items())
+    return [
+        f"CREATE TABLE IF NOT EXISTS jobs (\n{id_column},\n{columns}\n)",
+        f"CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, job_id {job_id} NOT NULL,"
+        f" since {real} NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state)",
+    ]
 
 
 class JobStore:
-    """Thread- and process-safe job records in one SQLite file (WAL mode)."""
+    """Thread- and process-safe job records; SQLite in one file (WAL mode) unless a subclass says
+    otherwise (:class:`PostgresJobStore`). SQL is written once with ``?`` placeholders."""
 
-    def __init__(self, path: str | Path):
+    backend = "sqlite"
+    NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # the database's clock, epoch seconds
+    JOB_OF_PARAMS = "CAST(json_extract(params, '$.job_id') AS INTEGER)"
+
+    def __init__(self, path: str | Path, lease_s: float = LEASE_S):
         self.path = Path(path)
+        self.lease_s = float(lease_s)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+            for statement in _schema("REAL", "id INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER"):
+                db.execute(statement)
+            have = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+            for name in ADDED_LATER:
+                if name not in have:
+                    db.execute(
+                        f"ALTER TABLE jobs ADD COLUMN {name} {COLUMNS[name].replace('{REAL}', 'REAL')}"
+                    )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path})"
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -76,8 +119,24 @@ class JobStore:
         finally:
             db.close()
 
+    def _do(self, work: Callable[[Callable[..., Any]], Any], write: bool = True) -> Any:
+        """Run ``work(q)`` in one transaction; ``q(sql, args)`` executes a statement and returns its
+        cursor (rows as dicts through :meth:`_row`)."""
+        with self._lock if write else _nothing(), self._connect() as db:
+            if write:
+                db.execute("BEGIN IMMEDIATE")
+            try:
+                out = work(lambda sql, args=(): db.execute(sql, tuple(args)))
+            except BaseException:
+                if write:
+                    db.execute("ROLLBACK")
+                raise
+            if write:
+                db.execute("COMMIT")
+            return out
+
     @staticmethod
-    def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    def _row(row: Any) -> dict[str, Any] | None:
         if row is None:
             return None
         out = dict(row)
@@ -85,119 +144,238 @@ class JobStore:
             out[key] = json.loads(out[key])
         return out
 
-    def claim(self, key: str, kind: str, params: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    # ------------------------------------------------------------------ claims
+
+    def claim(
+        self, key: str, kind: str, params: dict[str, Any], again_if_busy: bool = False
+    ) -> tuple[dict[str, Any], bool]:
         """(job, True) when ``key`` is new, or its job had failed, and the job is (again) queued;
-        (existing job, False) otherwise."""
-        with self._lock, self._connect() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO jobs (key, kind, params, created) VALUES (?, ?, ?, ?)",
-                (key, kind, json.dumps(params), time.time()),
-            )
-            new = cursor.rowcount == 1
-            if not new:  # a failed job is work still to do: a retry or a redelivery queues it again
-                again = db.execute(
-                    "UPDATE jobs SET state = 'queued', finished = NULL WHERE key = ? AND state = 'failed'",
-                    (key,),
-                )
-                new = again.rowcount == 1
-            row = db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
-        return self._row(row), new
+        (existing job, False) otherwise. With ``again_if_busy`` an existing job still queued or
+        running is marked ``again`` (module docstring). Safe to retry: a claim that committed but
+        whose answer was lost is still reported new (its token is on the row)."""
+        return self.claim_many([(key, kind, params, again_if_busy)])[0]
+
+    def claim_many(
+        self, items: list[tuple[str, str, dict[str, Any], bool]]
+    ) -> list[tuple[dict[str, Any], bool]]:
+        """:meth:`claim` of several deliveries in one transaction (one disk flush for all)."""
+        tokens = [uuid.uuid4().hex for _ in items]
+        now = time.time()
+
+        def work(q: Callable[..., Any]) -> list[tuple[dict[str, Any], bool]]:
+            out = []
+            for (key, kind, params, again_if_busy), token in zip(items, tokens, strict=True):
+                for _ in range(10):  # a key released meanwhile is claimed anew on the next turn
+                    q(
+                        "INSERT INTO jobs (key, kind, params, created, token) VALUES (?, ?, ?, ?, ?)"
+                        " ON CONFLICT (key) DO NOTHING",
+                        (key, kind, json.dumps(params), now, token),
+                    )
+                    row = q("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+                    if row is not None:
+                        break
+                job = dict(row)
+                new = job["token"] == token
+                if not new and job["state"] == "failed":  # work still to do: a retry queues it again
+                    q(
+                        "UPDATE jobs SET state = 'queued', finished = NULL, token = ? WHERE id = ?",
+                        (token, job["id"]),
+                    )
+                    new = True
+                elif not new and again_if_busy and job["state"] in ("queued", "running"):
+                    q("UPDATE jobs SET again = 1 WHERE id = ?", (job["id"],))
+                row = q("SELECT * FROM jobs WHERE id = ?", (job["id"],)).fetchone()
+                out.append((self._row(row), new))
+            return out
+
+        return self._do(work)
 
     def release(self, job_id: int, reason: str) -> None:
         """End a job as ``skipped`` and free its key (work that was not due yet, so a later event may
         claim it); the record stays, under the key ``<key>#released-<id>``."""
-        with self._lock, self._connect() as db:
-            db.execute(
-                "UPDATE jobs SET key = key || '#released-' || id, state = 'skipped', error = ?, finished = ?"
-                " WHERE id = ?",
+        self._do(
+            lambda q: q(
+                "UPDATE jobs SET key = key || '#released-' || CAST(id AS TEXT), state = 'skipped',"
+                " error = ?, finished = ?, owner = '', lease_until = NULL"
+                " WHERE id = ? AND state IN ('queued', 'running')",
                 (reason, time.time(), job_id),
             )
+        )
+
+    def release_or_again(self, job_id: int, reason: str) -> bool:
+        """A job found not due: queued once more (True) when a delivery marked it ``again`` while it
+        ran, else released (:meth:`release`, False)."""
+
+        def work(q: Callable[..., Any]) -> bool:
+            again = q(
+                "UPDATE jobs SET state = 'queued', again = 0, owner = '', lease_until = NULL"
+                " WHERE id = ? AND again = 1 AND state IN ('queued', 'running')",
+                (job_id,),
+            ).rowcount
+            if again:
+                return True
+            q(
+                "UPDATE jobs SET key = key || '#released-' || CAST(id AS TEXT), state = 'skipped',"
+                " error = ?, finished = ?, owner = '', lease_until = NULL"
+                " WHERE id = ? AND state IN ('queued', 'running')",
+                (reason, time.time(), job_id),
+            )
+            return False
+
+        return self._do(work)
 
     def note(self, job_id: int, result: dict[str, Any]) -> None:
         """Record a running job's result so far (what it already changed in CVAT)."""
-        with self._lock, self._connect() as db:
-            db.execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(result), job_id))
+        self._do(lambda q: q("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(result), job_id)))
 
     def active_detection(self, cvat_job_id: int) -> dict[str, Any] | None:
         """The oldest detection job on CVAT job ``cvat_job_id`` that is queued or running, or None."""
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT * FROM jobs WHERE kind = 'detect' AND state IN ('queued', 'running')"
-                " AND json_extract(params, '$.job_id') = ? ORDER BY id LIMIT 1",
-                (int(cvat_job_id),),
-            ).fetchone()
-        return self._row(row)
+        return self._do(
+            lambda q: self._row(
+                q(
+                    "SELECT * FROM jobs WHERE kind = 'detect' AND state IN ('queued', 'running')"
+                    f" AND {self.JOB_OF_PARAMS} = ? ORDER BY id LIMIT 1",
+                    (int(cvat_job_id),),
+                ).fetchone()
+            ),
+            write=False,
+        )
+
+    # ------------------------------------------------------------------ named leases
+
+    def try_lease(self, name: str, job_id: int) -> bool:
+        """Take ``name`` for job ``job_id`` unless a live job holds it (running, its lease not expired)."""
+        sql = (
+            f"INSERT INTO leases (name, job_id, since) VALUES (?, ?, {self.NOW})"
+            " ON CONFLICT (name) DO UPDATE SET job_id = excluded.job_id, since = excluded.since"
+            " WHERE leases.job_id = excluded.job_id OR NOT EXISTS (SELECT 1 FROM jobs j WHERE"
+            f" j.id = leases.job_id AND j.state = 'running' AND j.lease_until >= {self.NOW})"
+        )
+        return bool(self._do(lambda q: q(sql, (name, job_id)).rowcount))
 
     @contextmanager
     def lease(self, name: str, job_id: int, every_s: float = 0.5) -> Iterator[None]:
         """Hold ``name`` for job ``job_id`` while the block runs (one detection per CVAT job at a time,
-        across the worker threads and processes that share this file): waits while another running job
-        holds it; a lease left by a job that is no longer running (a dead worker) is taken over."""
-        while True:
-            with self._lock, self._connect() as db:
-                db.execute("BEGIN IMMEDIATE")
-                row = db.execute(
-                    "SELECT l.job_id, j.state FROM leases l LEFT JOIN jobs j ON j.id = l.job_id"
-                    " WHERE l.name = ?",
-                    (name,),
-                ).fetchone()
-                if row is None or row["job_id"] == job_id or row["state"] != "running":
-                    db.execute(
-                        "INSERT OR REPLACE INTO leases (name, job_id, since) VALUES (?, ?, ?)",
-                        (name, job_id, time.time()),
-                    )
-                    db.execute("COMMIT")
-                    break
-                db.execute("COMMIT")
+        across the worker threads, processes and machines that share this store): waits while another
+        live job holds it; a lease left by a job that is no longer running, or whose worker's lease
+        expired (a dead worker), is taken over."""
+        while not self.try_lease(name, job_id):
             time.sleep(every_s)
         try:
             yield
         finally:
-            with self._lock, self._connect() as db:
-                db.execute("DELETE FROM leases WHERE name = ? AND job_id = ?", (name, job_id))
+            self._do(lambda q: q("DELETE FROM leases WHERE name = ? AND job_id = ?", (name, job_id)))
+
+    # ------------------------------------------------------------------ reading
 
     def get(self, job_id: int) -> dict[str, Any] | None:
         """The job with this id, or None."""
-        with self._connect() as db:
-            return self._row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+        return self._do(
+            lambda q: self._row(q("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()), write=False
+        )
 
     def list(self, limit: int = 100, state: str | None = None) -> list[dict[str, Any]]:
         """The newest jobs first, optionally in one state."""
         query, args = "SELECT * FROM jobs", []
         if state:
             query, args = query + " WHERE state = ?", [state]
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [self._row(r) for r in rows]
+        return self._do(
+            lambda q: [
+                self._row(r) for r in q(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+            ],
+            write=False,
+        )
 
     def with_key_prefix(self, prefix: str) -> list[dict[str, Any]]:
         """Every job whose key starts with ``prefix``, oldest first."""
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT * FROM jobs WHERE key LIKE ? ESCAPE '\\' ORDER BY id", (pattern,)
-            ).fetchall()
-        return [self._row(r) for r in rows]
+        return self._do(
+            lambda q: [
+                self._row(r)
+                for r in q(
+                    "SELECT * FROM jobs WHERE key LIKE ? ESCAPE '\\' ORDER BY id", (pattern,)
+                ).fetchall()
+            ],
+            write=False,
+        )
 
-    def start(self, job_id: int) -> bool:
-        """Mark a queued job running (one more attempt); False when it is not queued (already running
-        elsewhere or ended: a duplicate delivery of the queue message does nothing)."""
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Jobs queued or running, oldest first."""
+        return self._do(
+            lambda q: [
+                self._row(r)
+                for r in q("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY id").fetchall()
+            ],
+            write=False,
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs per state."""
+        rows = self._do(
+            lambda q: q("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall(), write=False
+        )
+        return {r["state"]: int(r["n"]) for r in rows}
+
+    # ------------------------------------------------------------------ running
+
+    def start(self, job_id: int, owner: str = "") -> bool:
+        """Mark a queued job running under ``owner`` (one more attempt) with a lease of ``lease_s``;
+        False when it is not queued (running elsewhere or ended: a duplicate delivery of the queue
+        message does nothing). Safe to retry with the same owner."""
+        owner = owner or uuid.uuid4().hex
         now = time.time()
-        with self._lock, self._connect() as db:
-            cursor = db.execute(
+
+        def work(q: Callable[..., Any]) -> bool:
+            started = q(
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1, started = COALESCE(started, ?),"
-                " heartbeat = ?, error = '' WHERE id = ? AND state = 'queued'",
-                (now, now, job_id),
+                f" heartbeat = {self.NOW}, lease_until = {self.NOW} + ?, owner = ?, error = ''"
+                " WHERE id = ? AND state = 'queued'",
+                (now, self.lease_s, owner, job_id),
+            ).rowcount
+            mine = "SELECT 1 FROM jobs WHERE id = ? AND state = 'running' AND owner = ?"
+            return bool(started or q(mine, (job_id, owner)).fetchone())  # a retry after a lost answer
+
+        return self._do(work)
+
+    def renew(self, job_id: int, owner: str) -> bool:
+        """Extend a running job's lease by ``lease_s`` (its worker is alive); False when the job is no
+        longer this owner's (taken over after an expired lease, or ended)."""
+        return bool(
+            self._do(
+                lambda q: (
+                    q(
+                        f"UPDATE jobs SET heartbeat = {self.NOW}, lease_until = {self.NOW} + ?"
+                        " WHERE id = ? AND owner = ? AND state = 'running'",
+                        (self.lease_s, job_id, owner),
+                    ).rowcount
+                )
             )
-        return cursor.rowcount == 1
+        )
+
+    def take_over_expired(self) -> list[int]:
+        """Queue again every running job whose lease has expired (its worker died); their ids."""
+
+        def work(q: Callable[..., Any]) -> list[int]:
+            rows = q(
+                "SELECT id FROM jobs WHERE state = 'running'"
+                f" AND (lease_until IS NULL OR lease_until < {self.NOW})"
+            ).fetchall()
+            ids = []
+            for row in rows:
+                if q(
+                    "UPDATE jobs SET state = 'queued', owner = '', lease_until = NULL"
+                    " WHERE id = ? AND state = 'running'"
+                    f" AND (lease_until IS NULL OR lease_until < {self.NOW})",
+                    (row["id"],),
+                ).rowcount:
+                    ids.append(int(row["id"]))
+            return ids
+
+        return self._do(work)
 
     def progress(self, job_id: int, done: int, total: int) -> None:
-        """Record progress (frames done of total) and beat the heart."""
-        with self._connect() as db:
-            db.execute(
-                "UPDATE jobs SET progress = ?, total = ?, heartbeat = ? WHERE id = ?",
-                (done, total, time.time(), job_id),
-            )
+        """Record progress (frames done of total)."""
+        self._do(lambda q: q("UPDATE jobs SET progress = ?, total = ? WHERE id = ?", (done, total, job_id)))
 
     def finish(
         self,
@@ -210,27 +388,174 @@ class JobStore:
         """End a job in ``done``, ``failed`` or ``skipped`` with its result, error and timings."""
         if state not in FINAL_STATES:
             raise ValueError(f"a job ends in one of {FINAL_STATES}, not {state!r}")
-        with self._lock, self._connect() as db:
-            db.execute(
-                "UPDATE jobs SET state = ?, result = ?, error = ?, timings = ?, finished = ? WHERE id = ?",
+        self._do(
+            lambda q: q(
+                "UPDATE jobs SET state = ?, result = ?, error = ?, timings = ?, finished = ?, again = 0,"
+                " lease_until = NULL WHERE id = ?",
                 (state, json.dumps(result or {}), error, json.dumps(timings or {}), time.time(), job_id),
             )
+        )
 
     def requeue(self, job_id: int) -> None:
         """Put an unfinished job back in ``queued`` (before it is enqueued again)."""
-        with self._lock, self._connect() as db:
-            db.execute("UPDATE jobs SET state = 'queued' WHERE id = ? AND state = 'running'", (job_id,))
+        self._do(
+            lambda q: q(
+                "UPDATE jobs SET state = 'queued', owner = '', lease_until = NULL"
+                " WHERE id = ? AND state = 'running'",
+                (job_id,),
+            )
+        )
 
-    def unfinished(self) -> list[dict[str, Any]]:
-        """Jobs queued or running, oldest first."""
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
-            ).fetchall()
-        return [self._row(r) for r in rows]
+    def close(self) -> None:
+        """Release connections (nothing is held between calls with SQLite)."""
 
-    def counts(self) -> dict[str, int]:
-        """Number of jobs per state."""
-        with self._connect() as db:
-            rows = db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
-        return {r["state"]: r["n"] for r in rows}
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+class PostgresJobStore(JobStore):
+    """The same records in PostgreSQL (``BRIDGE_DATABASE_URL``, psycopg 3): one connection per thread,
+    each call one transaction, retried on a lost connection (a server restart) for up to
+    ``reconnect_s`` seconds. Every call is safe to retry (claims and starts carry tokens)."""
+
+    backend = "postgres"
+    NOW = "extract(epoch from clock_timestamp())::float8"
+    JOB_OF_PARAMS = "(params::jsonb ->> 'job_id')::bigint"
+
+    def __init__(self, url: str, lease_s: float = LEASE_S, reconnect_s: float = RECONNECT_S):
+        self.url, self.path = url, url
+        self.lease_s, self.reconnect_s = float(lease_s), float(reconnect_s)
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._connections_lock = threading.Lock()
+
+        def create(q: Callable[..., Any]) -> None:
+            q("SELECT pg_advisory_xact_lock(7243001)")  # several workers may start at once
+            for statement in _schema("DOUBLE PRECISION", "id BIGSERIAL PRIMARY KEY", "BIGINT"):
+                q(statement)
+            for name in ADDED_LATER:
+                kind = COLUMNS[name].replace("{REAL}", "DOUBLE PRECISION")
+                q(f"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS {name} {kind}")
+
+        self._do(create)
+
+    def __repr__(self) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return f"PostgresJobStore({parts.hostname}:{parts.port}{parts.path})"  # never the password
+
+    def _connection(self) -> Any:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        db = getattr(self._local, "db", None)
+        if db is None or db.closed or db.broken:
+            db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=5)
+            self._local.db = db
+            with self._connections_lock:
+                self._connections.append(db)
+        return db
+
+    def _do(self, work: Callable[[Callable[..., Any]], Any], write: bool = True) -> Any:
+        import psycopg
+
+        deadline, delay = time.monotonic() + self.reconnect_s, 0.1
+        while True:
+            try:
+                db = self._connection()
+
+                def q(sql: str, args: Any = (), db: Any = db) -> Any:
+                    return db.execute(sql.replace("?", "%s"), tuple(args))
+
+                with db.transaction():
+                    return work(q)
+            except psycopg.OperationalError as exc:
+                self._local.db = None
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("PostgreSQL job store unreachable (%s); retrying", str(exc).strip()[:200])
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        with self._connections_lock:
+            for db in self._connections:
+                with contextlib.suppress(Exception):  # a broken connection is closed anyway
+                    db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def database_url(settings: Any) -> str:
+    """``BRIDGE_DATABASE_URL`` from the settings (or the environment when the settings have no such
+    field); empty: the SQLite file in ``BRIDGE_STATE_DIR``."""
+    import os
+
+    return str(
+        getattr(settings, "bridge_database_url", "") or os.environ.get("BRIDGE_DATABASE_URL", "")
+    ).strip()
+
+
+def lease_seconds(settings: Any) -> float:
+    """``BRIDGE_LEASE_S`` (settings or environment), else :data:`LEASE_S`."""
+    import os
+
+    given = getattr(settings, "bridge_lease_s", None) or os.environ.get("BRIDGE_LEASE_S", "")
+    if given in ("", None):
+        return LEASE_S
+    value = float(given)
+    if value <= 0:
+        from quadratseg.errors import QuadratsegError
+
+        raise QuadratsegError(f"BRIDGE_LEASE_S must be a positive number of seconds, not {given!r}")
+    return value
+
+
+def open_store(settings: Any) -> JobStore:
+    """The job store the settings name: PostgreSQL at ``BRIDGE_DATABASE_URL``, else SQLite at
+    ``BRIDGE_STATE_DIR/jobs.db``."""
+    url, lease_s = database_url(settings), lease_seconds(settings)
+    if url:
+        if not url.startswith(("postgresql://", "postgres://")):
+            from quadratseg.errors import QuadratsegError
+
+            raise QuadratsegError(
+                f"BRIDGE_DATABASE_URL must be a postgresql:// URL (got {url.split(':', 1)[0]}://...); "
+                "leave it empty for the SQLite file in BRIDGE_STATE_DIR"
+            )
+        return PostgresJobStore(url, lease_s=lease_s)
+    return JobStore(Path(settings.bridge_state_dir) / "jobs.db", lease_s=lease_s)
+
+
+class Heartbeat:
+    """Renews a running job's lease every ``lease_s / 3`` seconds in a thread while the block runs;
+    ``lost`` is set when the lease was taken from it."""
+
+    def __init__(self, store: JobStore, job_id: int, owner: str):
+        self.store, self.job_id, self.owner = store, job_id, owner
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
+
+    def _beat(self) -> None:
+        every = max(self.store.lease_s / 3.0, 0.05)
+        while not self._stop.wait(every):
+            try:
+                if not self.store.renew(self.job_id, self.owner):
+                    self.lost.set()
+                    logger.error("bridge job %d: its lease was lost (taken over or ended)", self.job_id)
+                    return
+            except Exception:  # the store is unreachable for longer than its retries: try again
+                logger.exception("bridge job %d: renewing its lease failed", self.job_id)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)

@@ -31,6 +31,7 @@ import json
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ import numpy as np
 
 from bridge.convert import project_labels, to_cvat_shapes
 from bridge.functions import FunctionClient, FunctionError, encode_frame
-from bridge.store import JobStore
+from bridge.store import Heartbeat, JobStore
 from quadratseg.cvat_client import CvatConnectionError, shape_keys
 from quadratseg.errors import QuadratsegError
 from quadratseg.keypoints import N_CORNERS, N_GRID
@@ -120,9 +121,16 @@ def resolve_pending_creates(cvat: Any, store: JobStore, detections: list[dict[st
         cvat_job = int(job["params"]["job_id"])
         ids, complete = cvat.created_ids(cvat_job, set(pending["before"]), pending["keys"])
         result = {k: v for k, v in job["result"].items() if k != "pending_create"}
-        if complete and ids:
-            result["shape_ids"] = ids
-            result["fingerprints"] = cvat.fingerprints(cvat_job, ids)
+        if complete and ids:  # added to the batches that landed before it
+            result["shape_ids"] = sorted({*(result.get("shape_ids") or []), *ids})
+            result["fingerprints"] = {
+                **(result.get("fingerprints") or {}),
+                **cvat.fingerprints(cvat_job, ids),
+            }
+            if "frames" in pending:
+                result["uploaded_frames"] = sorted(
+                    {*(result.get("uploaded_frames") or []), *pending["frames"]}
+                )
             logger.warning("bridge job %d: its unanswered create did land (%d shapes)", job["id"], len(ids))
         store.note(job["id"], result)
         job["result"] = result
@@ -135,21 +143,58 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
         return _detect(services.store.get(job["id"]) or job, services)
 
 
+UPLOAD_BATCH_FRAMES = 8  # frames per annotation upload (BRIDGE_UPLOAD_BATCH)
+
+
+def upload_batch_frames(settings: Any) -> int:
+    """Frames per annotation upload: ``BRIDGE_UPLOAD_BATCH`` (settings or environment), else
+    :data:`UPLOAD_BATCH_FRAMES`."""
+    import os
+
+    given = getattr(settings, "bridge_upload_batch", None) or os.environ.get("BRIDGE_UPLOAD_BATCH", "")
+    if given in ("", None):
+        return UPLOAD_BATCH_FRAMES
+    if not str(given).isdigit() or int(given) < 1:
+        raise QuadratsegError(f"BRIDGE_UPLOAD_BATCH must be a whole number of frames >= 1, not {given!r}")
+    return int(given)
+
+
+class _Throttled:
+    """Progress written at most every ``every_s`` seconds (and at the end), not once per frame."""
+
+    def __init__(self, store: JobStore, job_id: int, every_s: float = 0.5):
+        self.store, self.job_id, self.every_s, self.last = store, job_id, every_s, 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - self.last >= self.every_s:
+            self.last = now
+            self.store.progress(self.job_id, done, total)
+
+
 def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]]:
     params = job["params"]
     cvat_job, function = int(params["job_id"]), params["function"]
     cache = services.cache_dir / f"job-{job['id']}"
     cache.mkdir(parents=True, exist_ok=True)
     timings = {"frames_s": 0.0, "upload_s": 0.0}
+    batch_frames = upload_batch_frames(services.settings)
+    progress = _Throttled(services.store, job["id"])
     with services.cvat() as cvat:
         frames = cvat.job_frames(cvat_job)
         detections = detections_on(services.store, cvat_job)
         resolve_pending_creates(cvat, services.store, detections)
         mine = next((j for j in detections if j["id"] == job["id"]), job)
-        landed = mine["result"].get("shape_ids") if mine["result"].get("fingerprints") else None
+        so_far = mine["result"]
+        # batches an earlier attempt uploaded (its shapes are in CVAT): never computed nor sent again
+        uploaded = set(so_far.get("uploaded_frames") or [])
+        if so_far.get("fingerprints") and not so_far.get("uploaded_frames"):
+            uploaded = set(frames.numbers)  # one whole upload, recorded by an older bridge
+        landed_ids: list[int] = list(so_far.get("shape_ids") or [])
+        landed_prints: dict[str, list[Any]] = dict(so_far.get("fingerprints") or {})
         record = created_record(detections)
         # a frame a person drew, edited, relabelled or deleted a shape on is theirs: never pre-annotated again
-        skipped = sorted(cvat.human_frames(cvat_job, record) & set(frames.numbers))
+        skipped = set(cvat.human_frames(cvat_job, record) & set(frames.numbers)) - uploaded
         numbers = [n for n in frames.numbers if n not in skipped]
         raw_labels = (
             cvat.labels(project_id=frames.project_id)
@@ -157,98 +202,129 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
             else cvat.labels(task_id=frames.task_id)
         )
         labels = project_labels(raw_labels)
-        failed, unknown, shapes = {}, set(), []
+        failed: dict[str, str] = {}
+        unknown: set[str] = set()
         start = time.perf_counter()
-        todo = [n for n in numbers if not (cache / f"frame-{n}.json").exists()]
-        pool = ThreadPoolExecutor(max_workers=1)  # the next frame downloads while this one is answered
-        downloads = {}
+        todo = [n for n in numbers if n not in uploaded]
 
-        def prefetch(k: int) -> None:
-            if k < len(todo):
-                downloads[todo[k]] = pool.submit(cvat.job_frame_bytes, cvat_job, todo[k])
+        def answer(number: int) -> dict[str, Any]:
+            """The frame's shapes: cached, or downloaded, sent to the function and converted."""
+            answer_file = cache / f"frame-{number}.json"
+            if answer_file.exists():
+                return json.loads(answer_file.read_text(encoding="utf-8"))
+            data = cvat.job_frame_bytes(cvat_job, number)
+            image_b64, scale = encode_frame(data, services.functions.body_limit)
+            body = {"image": image_b64}
+            if params.get("threshold") is not None:
+                body["threshold"] = float(params["threshold"])
+            reply = services.functions.call(function, body)
+            frame_shapes, frame_unknown = to_cvat_shapes(
+                reply, labels, number, scale, bool(params.get("conv_mask_to_poly"))
+            )
+            out = {"shapes": frame_shapes, "unknown": sorted(frame_unknown)}
+            _write_json_atomic(answer_file, out)
+            return out
 
+        # frames flow through a pipeline: the next frames download and encode while one is with the
+        # function (its in-flight limit holds the calls), and each batch uploads while later ones compute
+        pool = ThreadPoolExecutor(max_workers=services.functions.in_flight + 1, thread_name_prefix="frame")
+        futures = {n: pool.submit(answer, n) for n in todo}
+        upload_s, done = 0.0, len(numbers) - len(todo)
         try:
-            prefetch(0)
-            fetched = 0
-            for i, number in enumerate(numbers):
-                answer_file = cache / f"frame-{number}.json"
-                if not answer_file.exists():
-                    fetched += 1
-                    prefetch(fetched)
+            for offset in range(0, len(todo), batch_frames):
+                batch, shapes = todo[offset : offset + batch_frames], []
+                for number in batch:
                     try:
-                        data = downloads.pop(number).result()
-                        image_b64, scale = encode_frame(data, services.functions.body_limit)
-                        body = {"image": image_b64}
-                        if params.get("threshold") is not None:
-                            body["threshold"] = float(params["threshold"])
-                        answer = services.functions.call(function, body)
-                        frame_shapes, frame_unknown = to_cvat_shapes(
-                            answer, labels, number, scale, bool(params.get("conv_mask_to_poly"))
-                        )
+                        cached = futures.pop(number).result()
                     except CvatConnectionError:
                         raise  # CVAT is down: the whole job fails and can be retried, no frame is lost
                     except (FunctionError, QuadratsegError, ValueError) as exc:
                         failed[str(number)] = str(exc)
                         logger.warning("job %d frame %d: %s", cvat_job, number, exc)
-                        services.store.progress(job["id"], i + 1, len(numbers))
-                        continue
-                    _write_json_atomic(
-                        answer_file, {"shapes": frame_shapes, "unknown": sorted(frame_unknown)}
+                    else:
+                        shapes.extend(cached["shapes"])
+                        unknown.update(cached["unknown"])
+                    done += 1
+                    progress(done, len(numbers))
+                sent = [n for n in batch if str(n) not in failed]
+                if not sent:
+                    continue
+                began = time.perf_counter()
+                # read again just before the upload: the annotator may have started on a frame meanwhile
+                late = (cvat.human_frames(cvat_job, {**record, **landed_prints}) & set(sent)) - uploaded
+                if late:
+                    logger.info(
+                        "job %d: frames %s were worked on during detection, left out", cvat_job, sorted(late)
                     )
-                cached = json.loads(answer_file.read_text(encoding="utf-8"))
-                shapes.extend(cached["shapes"])
-                unknown.update(cached["unknown"])
-                services.store.progress(job["id"], i + 1, len(numbers))
+                    shapes = [s for s in shapes if s["frame"] not in late]
+                    sent = [n for n in sent if n not in late]
+                    skipped |= late
+                ids, prints = _upload_batch(cvat, services, job["id"], cvat_job, shapes, sent, so_far)
+                landed_ids += ids
+                landed_prints.update(prints)
+                uploaded.update(sent)
+                so_far = {
+                    **so_far,
+                    "shape_ids": sorted(landed_ids),
+                    "fingerprints": landed_prints,
+                    "uploaded_frames": sorted(uploaded),
+                }
+                services.store.note(job["id"], so_far)
+                upload_s += time.perf_counter() - began
         finally:
             pool.shutdown(cancel_futures=True)
-        timings["frames_s"] = round(time.perf_counter() - start, 3)
+        progress(len(numbers), len(numbers))
+        timings["frames_s"] = round(time.perf_counter() - start - upload_s, 3)
         if unknown:
             logger.warning("job %d: labels unknown to the project, left out: %s", cvat_job, sorted(unknown))
+        result: dict[str, Any] = {
+            "frames": len([n for n in numbers if n not in skipped]),
+            "skipped_frames": sorted(skipped),
+            "failed_frames": failed,
+            "unknown_labels": sorted(unknown),
+            "shapes": len(landed_ids),
+        }
         if numbers and len(failed) == len(numbers):
             return "failed", {
+                **result,
                 "frames": len(numbers),
-                "skipped_frames": skipped,
-                "failed_frames": failed,
-                "unknown_labels": sorted(unknown),
                 "shapes": 0,
                 "error": f"every frame failed, e.g. {next(iter(failed.values()))}",
             }
-        start = time.perf_counter()
-        if landed is None:
-            # read again just before the upload: the annotator may have started on a frame meanwhile
-            late = (cvat.human_frames(cvat_job, record) & set(numbers)) - set(skipped)
-            if late:
-                logger.info(
-                    "job %d: frames %s were worked on during detection, left out", cvat_job, sorted(late)
-                )
-                shapes = [s for s in shapes if s["frame"] not in late]
-                numbers = [n for n in numbers if n not in late]
-                skipped = sorted(set(skipped) | late)
-        result: dict[str, Any] = {
-            "frames": len(numbers),
-            "skipped_frames": skipped,
-            "failed_frames": failed,
-            "unknown_labels": sorted(unknown),
-            "shapes": len(shapes),
-        }
+        began = time.perf_counter()
         previous = previous_shape_ids(services.store, f"detect:{function}:{cvat_job}:", job["id"])
-        if landed is None:
-            before = sorted(cvat.shape_ids(cvat_job))
-            # noted before sending: a crash or a failure after this point finds the shapes that landed
-            services.store.note(
-                job["id"], {**result, "pending_create": {"before": before, "keys": shape_keys(shapes)}}
-            )
-            landed = cvat.add_shapes(
-                cvat_job, shapes, before=set(before), settle_s=services.settings.bridge_create_settle_s
-            )
-        result["shape_ids"] = landed
-        result["fingerprints"] = cvat.fingerprints(cvat_job, landed)
+        result["shape_ids"] = sorted(landed_ids)
+        result["fingerprints"] = landed_prints
+        result["uploaded_frames"] = sorted(uploaded)
         services.store.note(job["id"], result)  # the new shapes are ours before the old ones go
-        removed = cvat.remove_shapes(cvat_job, previous, frames=set(numbers), created=record)
+        replaced_frames = set(uploaded) - skipped
+        removed = cvat.remove_shapes(cvat_job, previous, frames=replaced_frames, created=record)
         result["removed_ids"], result["replaced"] = removed, len(removed)
-        timings["upload_s"] = round(time.perf_counter() - start, 3)
+        timings["upload_s"] = round(upload_s + time.perf_counter() - began, 3)
     shutil.rmtree(cache, ignore_errors=True)
     return "done", {**result, "timings": timings}
+
+
+def _upload_batch(
+    cvat: Any,
+    services: Services,
+    job_id: int,
+    cvat_job: int,
+    shapes: list[dict[str, Any]],
+    frames: list[int],
+    so_far: dict[str, Any],
+) -> tuple[list[int], dict[str, list[Any]]]:
+    """One ``PATCH .../annotations?action=create`` with a batch's shapes, noted as pending first (a
+    crash or a lost answer after this point finds the shapes that landed); their ids and fingerprints."""
+    if not shapes:
+        return [], {}
+    before = sorted(cvat.shape_ids(cvat_job))
+    pending = {"before": before, "keys": shape_keys(shapes), "frames": sorted(frames)}
+    services.store.note(job_id, {**so_far, "pending_create": pending})
+    ids = cvat.add_shapes(
+        cvat_job, shapes, before=set(before), settle_s=services.settings.bridge_create_settle_s
+    )
+    return ids, cvat.fingerprints(cvat_job, ids)
 
 
 def skeleton_points(shapes: list[dict[str, Any]], labels: dict[str, Any], label_name: str, n: int) -> dict:
@@ -404,22 +480,36 @@ def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str,
 WORK = {"detect": detect, "warp": derive_task, "remove_grid": derive_task}
 
 
-def run_job(job_id: int, services: Services) -> str:
-    """Run one stored job to its end and record it; the final state ("" when there was nothing to do)."""
+def run_job(job_id: int, services: Services, enqueue: Callable[[int], None] | None = None) -> str:
+    """Run one stored job to its end and record it; the final state ("" when there was nothing to do).
+
+    The job runs under a lease renewed by a :class:`bridge.store.Heartbeat` (another worker takes it
+    over only once the lease expires: this worker died). A derived task found not due is released,
+    unless a delivery marked it ``again`` meanwhile: then it is queued once more (``enqueue``), so a
+    completion event that came during the decision is never lost."""
     store = services.store
     job = store.get(job_id)
-    if job is None or not store.start(job_id):
+    owner = uuid.uuid4().hex
+    if job is None or not store.start(job_id, owner):
         return ""
     start = time.perf_counter()
-    try:
-        state, result = WORK[job["kind"]](store.get(job_id), services)
-    except Exception as exc:  # recorded, not raised: the queue must go on with the next job
-        logger.exception("bridge job %d (%s) failed", job_id, job["key"])
-        so_far = (store.get(job_id) or {}).get("result") or {}  # keep what it changed (shape ids)
-        store.finish(job_id, "failed", so_far, error=f"{type(exc).__name__}: {exc}", timings=_took(start))
-        return "failed"
+    with Heartbeat(store, job_id, owner):
+        try:
+            state, result = WORK[job["kind"]](store.get(job_id), services)
+        except Exception as exc:  # recorded, not raised: the queue must go on with the next job
+            logger.exception("bridge job %d (%s) failed", job_id, job["key"])
+            so_far = (store.get(job_id) or {}).get("result") or {}  # keep what it changed (shape ids)
+            store.finish(job_id, "failed", so_far, error=f"{type(exc).__name__}: {exc}", timings=_took(start))
+            return "failed"
     if state == "skipped" and job["kind"] in ("warp", "remove_grid"):
-        store.release(job_id, result.get("reason", ""))  # not due: a later event may claim the key
+        # not due: a later event may claim the key, or one that came meanwhile runs it again
+        if store.release_or_again(job_id, result.get("reason", "")):
+            logger.info(
+                "bridge job %d: %s; a later delivery came meanwhile: again", job_id, result.get("reason")
+            )
+            if enqueue is not None:
+                enqueue(job_id)
+            return "queued"
         logger.info("bridge job %d: %s", job_id, result.get("reason"))
         return "skipped"
     timings = {**result.pop("timings", {}), **_took(start)}
