@@ -2,6 +2,7 @@
 
     python -m data_engineering.label_config corners > corners.json
     python -m data_engineering.label_config segmentation --level main_family
+    python -m data_engineering.label_config segmentation --lineage   # colonies tracked across surveys
 
 CVAT: Projects > + > Create a new project > Constructor > Raw, paste, Done. The label sets are the
 core's (:mod:`quadratseg.labelsets`), equal to CRIOBE's own configurations.
@@ -16,13 +17,15 @@ from quadratseg.errors import QuadratsegError
 PROJECTS = ("corners", "grid", "segmentation")
 
 
-def label_config(project: str, level: str = "finegrained") -> str:
+def label_config(project: str, level: str = "finegrained", lineage: bool = False) -> str:
     """Print the Raw label configuration (JSON) of one of the three CVAT projects.
 
     Args:
         project: corners (skeleton quadrat_corner, 4 points), grid (skeleton grid, 117 points) or
             segmentation (one polygon label per class, with the confidence attribute).
         level: taxonomy level of the segmentation classes (finegrained, extended, main_family, agnostic).
+        lineage: give the segmentation labels the ``lineage`` text attribute (a colony's lineage id
+            across surveys, which annotators can correct and the next pull brings back).
 
     Returns:
         The JSON list CVAT's Raw tab takes.
@@ -33,7 +36,7 @@ def label_config(project: str, level: str = "finegrained") -> str:
     builders = {
         "corners": corner_labels,
         "grid": grid_labels,
-        "segmentation": lambda: coral_labels(level=level),
+        "segmentation": lambda: coral_labels(level=level, lineage=lineage),
     }
     if project not in builders:
         raise QuadratsegError(f"unknown project {project!r}: choose one of {', '.join(PROJECTS)}")

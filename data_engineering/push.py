@@ -3,7 +3,9 @@
 A label field becomes polygons (``Polylines`` as ``polygon`` shapes), masks (``Polylines``
 rasterized into CVAT ``mask`` shapes) or skeletons (``Keypoints``, elements in the order of the
 project's skeleton). Everything is converted and checked against the project's labels
-before the first task is created.
+before the first task is created. A polyline's ``lineage`` (a colony's lineage id across
+surveys) goes out as the label's ``lineage`` text attribute; a project whose labels lack it is
+refused (CVAT would drop the values), naming the labels.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from quadratseg.fiftyone_io import keypoints_to_shapes, polylines_to_shapes
 from quadratseg.formats.cvat_labels import label_from_raw
 from quadratseg.formats.cvat_xml import Shape
 from quadratseg.geometry import mask_to_cvat_rle, polygon_to_mask
+from quadratseg.labelsets import LINEAGE_ATTRIBUTE
 from quadratseg.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,34 @@ def sample_shapes(sample: Any, label_field: str, kind: str, skeleton_specs: dict
     return masks
 
 
+def check_lineage_defined(shapes_per_image: list[list[Shape]], specs: list[Any], project_name: str) -> None:
+    """Refuse shapes whose ``lineage`` attribute the project's label does not define.
+
+    CVAT keeps only the attributes a label declares, so the lineage ids would be lost in silence.
+
+    Raises:
+        QuadratsegError: naming the labels without the attribute and how to add it.
+    """
+    by_name = {spec.name: spec for spec in specs}
+    lacking = sorted(
+        {
+            shape.label
+            for shapes in shapes_per_image
+            for shape in shapes
+            if LINEAGE_ATTRIBUTE in shape.attributes
+            and shape.label in by_name
+            and by_name[shape.label].attribute(LINEAGE_ATTRIBUTE) is None
+        }
+    )
+    if lacking:
+        raise QuadratsegError(
+            f"the colonies carry lineage ids but the labels {', '.join(map(repr, lacking))} of CVAT project "
+            f"{project_name!r} have no {LINEAGE_ATTRIBUTE!r} attribute, so CVAT would drop them: push to a "
+            "project made from `python -m data_engineering.label_config segmentation --lineage`, or add a "
+            f"text attribute {LINEAGE_ATTRIBUTE!r} to those labels in CVAT"
+        )
+
+
 def push_samples(
     samples: Any,
     project_name: str,
@@ -95,6 +126,7 @@ def push_samples(
         specs = [label_from_raw(r.to_dict(), "CVAT project labels") for r in raw_labels]
         skeleton_specs = {s.name: s for s in specs if s.type == "skeleton"}
         converted = [sample_shapes(s, label_field, kind, skeleton_specs) for s in items]
+        check_lineage_defined(converted, specs, project_name)
         task_ids = []
         for start in range(0, len(items), images_per_task):
             chunk = items[start : start + images_per_task]

@@ -7,6 +7,9 @@ Fields of a pulled sample:
   taxonomy level, ``confidence`` attribute when CVAT had it); ``gt_polylines_<level>`` hold the
   same polygons with labels mapped to each coarser taxonomy level (:func:`derive_level_fields`;
   a polygon keeps its label id in every level's field, so it can be followed across levels).
+  A colony whose CVAT shape has a non-empty ``lineage`` attribute (its lineage id across
+  surveys, :func:`quadratseg.labelsets.lineage_attribute`) has the polyline attribute
+  ``lineage`` (a string), which the push sends back to CVAT.
 - ``gt_corners`` / ``gt_grid``: the ``quadrat_corner`` / ``grid`` skeletons as ``Keypoints``
   holding one ``Keypoint`` whose points are in template order (the skeleton's sublabel order);
   other skeleton labels go to ``gt_<label>``. Points marked ``outside`` in CVAT and points
@@ -39,7 +42,7 @@ from quadratseg.errors import QuadratsegError
 from quadratseg.formats.cvat_labels import LabelSpec, skeleton_edges
 from quadratseg.formats.cvat_xml import Shape
 from quadratseg.geometry import cvat_rle_to_mask, mask_to_polygons, polygon_area, repair_polygon
-from quadratseg.labelsets import corner_labels, grid_labels
+from quadratseg.labelsets import LINEAGE_ATTRIBUTE, corner_labels, grid_labels
 from quadratseg.photo_meta import photo_place
 from quadratseg.taxonomy import LEVELS, Taxonomy
 
@@ -280,7 +283,8 @@ def frame_labels(
 
     Polygon labels are renamed through ``aliases``; coarser taxonomy fields are derived for a
     whole dataset afterwards by :func:`derive_level_fields`. ``confidence`` (CVAT's 0..100
-    attribute) becomes the polyline's confidence in 0..1.
+    attribute) becomes the polyline's confidence in 0..1; a non-empty ``lineage`` attribute the
+    polyline's ``lineage`` string.
     """
     import fiftyone as fo
 
@@ -303,6 +307,9 @@ def frame_labels(
             conf = attrs.get("confidence", "")
             if conf.replace(".", "", 1).isdigit():
                 poly.confidence = min(float(conf), 100.0) / 100.0
+            lineage = str(attrs.get(LINEAGE_ATTRIBUTE, "")).strip()
+            if lineage:  # CVAT's default for a text attribute is "": no lineage given
+                poly[LINEAGE_ATTRIBUTE] = lineage
             items.append(poly)
         fields[POLYLINES_FIELD] = fo.Polylines(polylines=items)
     for shape in shapes:
@@ -392,7 +399,8 @@ def keypoints_to_pixels(
 
 
 def polylines_to_shapes(polylines: Any, frame_size: tuple[int, int]) -> list[Shape]:
-    """FiftyOne Polylines -> CVAT shapes in pixels (confidence as an integer string 0..100).
+    """FiftyOne Polylines -> CVAT shapes in pixels (confidence as an integer string 0..100, the
+    ``lineage`` attribute as its string when the polyline has one).
 
     A colony of one ring is a polygon; a colony of several rings (parts, holes: even-odd) is a
     CVAT mask (REST run-length encoding), the only CVAT shape that holds it whole.
@@ -408,6 +416,9 @@ def polylines_to_shapes(polylines: Any, frame_size: tuple[int, int]) -> list[Sha
         attributes = {}
         if poly.confidence is not None:
             attributes["confidence"] = str(round(100 * float(poly.confidence)))
+        lineage = poly.get_field(LINEAGE_ATTRIBUTE) if poly.has_field(LINEAGE_ATTRIBUTE) else None
+        if lineage is not None and str(lineage).strip():
+            attributes[LINEAGE_ATTRIBUTE] = str(lineage).strip()
         source = "auto" if poly.confidence is not None else "manual"
         if len(rings) == 1:
             shapes.append(Shape("polygon", poly.label, points=rings[0], attributes=attributes, source=source))

@@ -3,11 +3,21 @@
 These equal CRIOBE's raw label configurations (corner skeleton ``quadrat_corner`` with points
 "1".."4", grid skeleton ``grid`` with points "1".."117", 16 genus polygons with a
 ``confidence`` number attribute); a conformance test compares them with the real files.
+
+Colony labels can also carry the ``lineage`` text attribute (:func:`lineage_attribute`): the id
+of the colony's lineage across surveys, which annotators read and correct in CVAT and which a
+pull brings back into FiftyOne (the polyline attribute of the same name).
 """
 
 from __future__ import annotations
 
-from quadratseg.formats.cvat_labels import LabelSpec, confidence_attribute, skeleton_label, skeleton_svg
+from quadratseg.formats.cvat_labels import (
+    AttributeSpec,
+    LabelSpec,
+    confidence_attribute,
+    skeleton_label,
+    skeleton_svg,
+)
 from quadratseg.keypoints import (
     GRID_COLS,
     GRID_ROWS,
@@ -21,6 +31,16 @@ from quadratseg.taxonomy import Taxonomy, load_taxonomy
 
 CORNER_LABEL = "quadrat_corner"
 GRID_LABEL = "grid"
+LINEAGE_ATTRIBUTE = "lineage"
+
+
+def lineage_attribute() -> AttributeSpec:
+    """The ``lineage`` text attribute of a colony label: the colony's lineage id across surveys.
+
+    A text attribute as CVAT stores one (``values`` holds the default, here empty), so an
+    annotator can type a corrected id; per shape, not per track frame (``mutable`` false).
+    """
+    return AttributeSpec(LINEAGE_ATTRIBUTE, "text", False, [""], "")
 
 
 def corner_labels() -> list[LabelSpec]:
@@ -39,15 +59,19 @@ def grid_labels() -> list[LabelSpec]:
     return [skeleton_label(GRID_LABEL, names, color="#7571e6", svg=svg)]
 
 
-def coral_labels(taxonomy: Taxonomy | None = None, level: str = "finegrained") -> list[LabelSpec]:
-    """Polygon labels of a taxonomy level, each with the ``confidence`` attribute."""
+def coral_labels(
+    taxonomy: Taxonomy | None = None, level: str = "finegrained", lineage: bool = False
+) -> list[LabelSpec]:
+    """Polygon labels of a taxonomy level, each with the ``confidence`` attribute, and with
+    ``lineage`` (:func:`lineage_attribute`) for projects of colonies tracked across surveys."""
     taxonomy = taxonomy or load_taxonomy()
+    extra = [lineage_attribute()] if lineage else []
     return [
         LabelSpec(
             name=name,
             type="polygon",
             color=taxonomy.color(name) if level == "finegrained" else "",
-            attributes=[confidence_attribute()],
+            attributes=[confidence_attribute(), *extra],
         )
         for name in taxonomy.classes(level)
     ]
