@@ -1,0 +1,165 @@
+"""benchmarks/gpu_check.py: every CUDA path once, run here on CPU at tiny shapes so that it cannot rot
+before a GPU is lent; one step's failure, crash or overrun is recorded and the others still run."""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+STATUSES = {"ok", "skipped", "failed", "timeout"}
+
+
+def load_gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_check(
+    tmp_path: Path, *options: str, timeout: float = 500
+) -> tuple[dict, subprocess.CompletedProcess]:
+    out = tmp_path / "gpu_check.json"
+    command = [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--out", str(out)]
+    command += ["--work", str(tmp_path / "work"), *options]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert out.is_file(), done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(out.read_text(encoding="utf-8")), done
+
+
+@pytest.mark.slow
+def test_the_tiny_check_runs_every_path_on_cpu_and_says_so(tmp_path):
+    gc = load_gpu_check()
+    report, done = run_check(tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert set(report["steps"]) == set(gc.STEPS)
+    assert report["tiny"] is True and report["versions"]["torch"] and report["versions"]["ultralytics"]
+    assert report["device"]["name"]
+    for name, step in report["steps"].items():
+        assert step["status"] in STATUSES, (name, step)
+        if step["status"] != "ok":  # a path that did not run says why, and is listed
+            assert step["reason"], (name, step)
+            assert any(s["step"] == name and s["reason"] for s in report["skipped"])
+            continue
+        assert step["seconds"] > 0 and step["peak_rss_mib"] > 0
+        if name != "prepare":
+            assert step["device"] == "cpu" and step["cpu"] is True
+            assert step["peak_gpu_memory_mib"] is None  # no GPU: no figure, rather than a zero
+            assert "no CUDA device visible" in " ".join(step["notes"]) or "cpu asked for" in " ".join(
+                step["notes"]
+            )
+            assert (step.get("images_per_s") or step.get("photos_per_s")) > 0, name
+            assert {
+                "step": name,
+                "status": "cpu",
+                "reason": "ran on CPU at tiny shapes, not on a GPU",
+            } in report["skipped"]
+    # every path but the Ray chain (another area, still landing) runs here
+    broken = [n for n, s in report["steps"].items() if s["status"] != "ok" and n != "chain_ray"]
+    assert not broken, {n: report["steps"][n].get("traceback_tail") for n in broken}
+    assert "fp32 on CPU" in " ".join(report["steps"]["yolo_seg_train"]["notes"])
+    assert report["steps"]["dinov2_train_amp"]["config"] == "dinov2_tiny_segformer_cpu.py"
+    assert report["steps"]["dinov2_train_amp"]["iterations"] >= 2
+    assert "no LAMA_MODEL" in " ".join(report["steps"]["lama_batch"]["notes"])
+    assert report["steps"]["chain_local"]["processed"] == report["shapes"]["chain_photos"]
+    projection = report["projection"]
+    assert projection["basis"] == "chain" and projection["measured_on"] == ["cpu"]
+    assert projection["photos_per_gpu_day"] == int(86400 / projection["seconds_per_photo"])
+    assert projection["seconds_per_photo"] == pytest.approx(sum(projection["parts_s"].values()), abs=1e-3)
+
+
+@pytest.mark.slow
+def test_a_step_that_fails_is_recorded_and_the_others_still_run(tmp_path):
+    report, done = run_check(
+        tmp_path,
+        "--steps",
+        "dinov2_train_amp,lama_batch",
+        "--dinov2-config",
+        str(tmp_path / "no_such_config.py"),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = report["steps"]
+    assert set(steps) == {"prepare", "dinov2_train_amp", "lama_batch"}  # prepare always comes first
+    assert steps["dinov2_train_amp"]["status"] == "failed"
+    assert "no_such_config.py does not exist" in steps["dinov2_train_amp"]["reason"]
+    assert steps["dinov2_train_amp"]["traceback_tail"]
+    assert steps["prepare"]["status"] == "ok" and steps["lama_batch"]["status"] == "ok"
+    assert [s["step"] for s in report["skipped"] if s["status"] == "failed"] == ["dinov2_train_amp"]
+    # the projection falls back to the stages that ran, and says so
+    assert report["projection"]["basis"].startswith("sum of the stage steps")
+
+
+def test_a_step_that_overruns_its_guard_is_killed_and_recorded(tmp_path, monkeypatch):
+    gc = load_gpu_check()
+    monkeypatch.setattr(gc, "step_command", lambda *a: [sys.executable, "-c", "import time; time.sleep(60)"])
+    args = gc.argparse.Namespace(device="cpu", tiny=True, dinov2_config=None)
+    start = time.perf_counter()
+    record = gc.run_guarded("sam_refine", tmp_path, args, limit_s=1.0)
+    assert time.perf_counter() - start < 10
+    assert record["status"] == "timeout" and "after 1 s" in record["reason"]
+
+
+def test_a_step_process_that_dies_without_a_record_is_a_failure_with_its_log(tmp_path, monkeypatch):
+    gc = load_gpu_check()
+    crash = "import sys; print('CUDA error: an illegal memory access'); sys.exit(3)"
+    monkeypatch.setattr(gc, "step_command", lambda *a: [sys.executable, "-c", crash])
+    args = gc.argparse.Namespace(device="cpu", tiny=True, dinov2_config=None)
+    record = gc.run_guarded("lama_batch", tmp_path, args, limit_s=30)
+    assert record["status"] == "failed" and "code 3" in record["reason"]
+    assert record["traceback_tail"] == ["CUDA error: an illegal memory access"]
+
+
+def test_the_report_is_written_even_when_the_driver_is_interrupted(tmp_path, monkeypatch):
+    gc = load_gpu_check()
+
+    def interrupted(name, *a):
+        if name == "prepare":
+            return {"step": name, "status": "ok", "seconds": 0.1, "device": "cpu"}
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gc, "run_guarded", interrupted)
+    out = tmp_path / "gpu_check.json"
+    with pytest.raises(KeyboardInterrupt):
+        gc.main(["--tiny", "--device", "cpu", "--out", str(out), "--work", str(tmp_path / "w")])
+    report = json.loads(out.read_text())
+    assert list(report["steps"]) == ["prepare"] and report["projection"]["photos_per_gpu_day"] is None
+    assert not list(tmp_path.glob(".gpu_check.json.tmp-*"))
+
+
+def test_without_an_engine_option_the_ray_path_is_skipped_with_the_reason(tmp_path, monkeypatch):
+    import pipeline.process
+
+    gc = load_gpu_check()
+
+    def old_process(images, out_dir, yolo=None, grid=None):  # a pipeline.process before --engine
+        raise AssertionError("must not be called")
+
+    monkeypatch.setattr(pipeline.process, "process", old_process)
+    with pytest.raises(gc.SkippedPathError, match="no --engine option"):
+        gc.step_chain_ray(gc.StepContext(tmp_path, "cpu", True, None))
+
+
+def test_the_projection_adds_the_stages_the_chain_skipped_and_the_examples_hold():
+    gc = load_gpu_check()
+    failures, _ = doctest.testmod(gc)
+    assert failures == 0
+    steps = {
+        "chain_local": {"status": "ok", "seconds_per_photo": 2.0, "device": "cuda:0"},
+        "pose_predict": {"status": "ok", "seconds_per_image": 0.25, "device": "cuda:0"},
+        "lama_batch": {"status": "timeout", "reason": "stopped by its time guard after 40 s"},
+    }
+    projection = gc.projection(steps)
+    assert projection["seconds_per_photo"] == 2.25 and projection["photos_per_gpu_day"] == 38400
+    assert projection["measured_on"] == ["cuda:0"]
+    assert gc.skipped_list(steps) == [
+        {"step": "lama_batch", "status": "timeout", "reason": "stopped by its time guard after 40 s"}
+    ]
