@@ -1,0 +1,272 @@
+"""Two surveys of one quadrat aligned in the rectified frame, from the photos themselves.
+
+The warp to the quadrat's corners removes most of the difference between two years, not all of it
+(corner error, a frame placed a few cm off, another lens), and a quadrat photographed turned by a
+quarter or half turn comes out of the warp turned. :func:`register_photos` finds the homography
+*moving px -> fixed px* (both warped frames) from SIFT features matched with Lowe's ratio test and
+a RANSAC homography, on contrast-normalised grey images (another year's light), with the grid
+strings and the frame's margin left out (they sit at the same place in every year whatever the reef
+did). The quarter turn (0, 90, 180, 270 degrees, clockwise) is read from the homography and
+undone by it; what is left must look like a re-placed frame (:class:`RegistrationLimits`), else
+the pair is refused with the reason (different quadrats paired by mistake, a photo that shows too
+little of the reef).
+
+:func:`register_masks` aligns two maps from their colony outlines alone (TagLab projects without
+photos): ECC on the blurred union of the colonies, a Euclidean motion.
+
+The residual is the median distance (fixed px) between each inlier's fixed point and its moving
+point mapped by the homography.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from quadratseg.warp import transform_points
+
+
+@dataclass(frozen=True)
+class RegistrationLimits:
+    """What a pair of surveys of one quadrat may differ by, after the quarter turn is undone.
+
+    Attributes:
+        min_inliers: fewest RANSAC inliers.
+        min_inlier_share: fewest inliers as a share of the ratio-test matches.
+        max_shift: largest shift of the quadrat's centre, as a share of the side.
+        max_scale: largest scale change (and 1 / it the smallest).
+        max_angle_deg: largest rotation beyond the quarter turn.
+        max_residual_px: largest median residual, as px of a 1024 px side.
+        feature_side_px: photos are resized to this longer side to find features.
+    """
+
+    min_inliers: int = 25
+    min_inlier_share: float = 0.15
+    max_shift: float = 0.2
+    max_scale: float = 1.25
+    max_angle_deg: float = 20.0
+    max_residual_px: float = 6.0
+    feature_side_px: int = 1024
+
+
+@dataclass
+class Registration:
+    """The outcome of aligning a moving survey to a fixed one.
+
+    Attributes:
+        ok: True when the pair is aligned.
+        reason: why not, when ``ok`` is False.
+        homography: (3, 3) moving px -> fixed px (warped frames), None when refused.
+        turn_deg: the quarter turn found (0, 90, 180, 270; clockwise), undone by the homography.
+        residual_px: median inlier residual in fixed px.
+        inliers, matches: RANSAC inliers and ratio-test matches.
+        shift_px, scale, angle_deg: what is left after the quarter turn (the frame re-placed).
+    """
+
+    ok: bool
+    reason: str = ""
+    homography: np.ndarray | None = None
+    turn_deg: int = 0
+    residual_px: float = float("nan")
+    inliers: int = 0
+    matches: int = 0
+    shift_px: float = float("nan")
+    scale: float = float("nan")
+    angle_deg: float = float("nan")
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready fields (the homography as a list)."""
+        values = asdict(self)
+        values["homography"] = self.homography.tolist() if self.homography is not None else None
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in values.items()}
+
+
+def quarter_turn(turn_deg: int, size: tuple[int, int]) -> np.ndarray:
+    """The homography (3, 3) turning a ``size=(w, h)`` image clockwise by ``turn_deg`` (0, 90, 180,
+    270), pixel-corner convention: the turned image is (h, w) for 90 and 270.
+
+    Examples:
+        >>> quarter_turn(90, (4, 2)) @ [0, 0, 1]  # TL goes to the top right of the (2, 4) image
+        array([2., 0., 1.])
+    """
+    w, h = size
+    turns = {
+        0: [[1, 0, 0], [0, 1, 0]],
+        90: [[0, -1, h], [1, 0, 0]],
+        180: [[-1, 0, w], [0, -1, h]],
+        270: [[0, 1, 0], [-1, 0, w]],
+    }
+    if turn_deg % 360 not in turns:
+        raise ValueError(f"a quarter turn is 0, 90, 180 or 270 degrees, got {turn_deg}")
+    return np.array([*turns[turn_deg % 360], [0, 0, 1]], dtype=np.float64)
+
+
+def _grey(image_rgb: np.ndarray, scale: float) -> np.ndarray:
+    grey = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY) if image_rgb.ndim == 3 else image_rgb
+    if scale != 1.0:
+        grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(grey)
+
+
+def _feature_mask(shape_hw: tuple[int, int], ignore: np.ndarray | None, scale: float) -> np.ndarray:
+    """255 where features may be taken: off the frame's margin (3 % of the side) and, dilated,
+    off the ``ignore`` pixels (the grid strings)."""
+    h, w = shape_hw
+    mask = np.zeros((h, w), np.uint8)
+    margin = max(2, round(0.03 * min(h, w)))
+    mask[margin : h - margin, margin : w - margin] = 255
+    if ignore is not None:
+        small = cv2.resize(ignore.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        small = cv2.dilate(small, np.ones((7, 7), np.uint8))
+        mask[small > 0] = 0
+    return mask
+
+
+def _features(grey: np.ndarray, mask: np.ndarray) -> tuple[list[cv2.KeyPoint], np.ndarray | None]:
+    sift = cv2.SIFT_create(nfeatures=4000)
+    return sift.detectAndCompute(grey, mask)
+
+
+def decompose(homography: np.ndarray, size: tuple[int, int]) -> tuple[int, float, float, float]:
+    """The quarter turn of a moving -> fixed homography and what is left after it: (turn_deg,
+    shift of the centre in px, scale, angle in degrees), for a fixed frame of ``size=(w, h)``."""
+    a = homography[:2, :2] / homography[2, 2]
+    angle = float(np.degrees(np.arctan2(a[1, 0], a[0, 0])))
+    turn = round(angle / 90.0) % 4 * 90
+    rest = angle - turn
+    rest = (rest + 180) % 360 - 180
+    scale = float(np.sqrt(abs(np.linalg.det(a))))
+    w, h = size
+    centre = np.array([[w / 2, h / 2]])
+    # where the moving frame's centre lands, against the fixed centre (equal sizes, any turn)
+    shift = float(np.linalg.norm(transform_points(centre, homography) - centre))
+    return turn, shift, scale, float(rest)
+
+
+def register_photos(
+    fixed_rgb: np.ndarray,
+    moving_rgb: np.ndarray,
+    fixed_ignore: np.ndarray | None = None,
+    moving_ignore: np.ndarray | None = None,
+    limits: RegistrationLimits | None = None,
+) -> Registration:
+    """Align the warped photo ``moving_rgb`` to ``fixed_rgb`` (HWC uint8 RGB or grey, warped frames).
+
+    Args:
+        fixed_rgb, moving_rgb: the two surveys' warped (grid-free when available) photos.
+        fixed_ignore, moving_ignore: bool (H, W) pixels to leave out (grid masks), or None.
+        limits: what a pair may differ by (:class:`RegistrationLimits`; its defaults when None).
+
+    Returns:
+        A :class:`Registration`; ``ok`` False with the reason when the pair cannot be aligned.
+    """
+    limits = limits or RegistrationLimits()
+    fh, fw = fixed_rgb.shape[:2]
+    mh, mw = moving_rgb.shape[:2]
+    f_scale = min(1.0, limits.feature_side_px / max(fh, fw))
+    m_scale = min(1.0, limits.feature_side_px / max(mh, mw))
+    f_grey, m_grey = _grey(fixed_rgb, f_scale), _grey(moving_rgb, m_scale)
+    kf, df = _features(f_grey, _feature_mask(f_grey.shape, fixed_ignore, f_scale))
+    km, dm = _features(m_grey, _feature_mask(m_grey.shape, moving_ignore, m_scale))
+    if df is None or dm is None or len(kf) < limits.min_inliers or len(km) < limits.min_inliers:
+        return Registration(
+            False,
+            f"too few features ({len(kf)} and {len(km)}; need {limits.min_inliers}): a photo shows too "
+            "little texture (blank, blurred or dark)",
+        )
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(dm, df, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
+    if len(good) < limits.min_inliers:
+        return Registration(
+            False,
+            f"only {len(good)} feature matches (need {limits.min_inliers}): the photos do not show the "
+            "same reef; different quadrats paired by mistake?",
+            matches=len(good),
+        )
+    # points in corner-convention px of the full-size warped frames
+    src = (np.array([km[g.queryIdx].pt for g in good]) + 0.5) / m_scale
+    dst = (np.array([kf[g.trainIdx].pt for g in good]) + 0.5) / f_scale
+    threshold = 3.0 / f_scale
+    homography, inlier_mask = cv2.findHomography(
+        src, dst, cv2.RANSAC, threshold, maxIters=5000, confidence=0.999
+    )
+    inliers = int(inlier_mask.sum()) if inlier_mask is not None else 0
+    if homography is None or inliers < limits.min_inliers or inliers < limits.min_inlier_share * len(good):
+        return Registration(
+            False,
+            f"{inliers} of {len(good)} feature matches agree on one alignment (need {limits.min_inliers} "
+            f"and {limits.min_inlier_share:.0%}): the photos do not show the same reef; different quadrats "
+            "paired by mistake?",
+            inliers=inliers,
+            matches=len(good),
+        )
+    keep = inlier_mask.ravel().astype(bool)
+    residual = float(np.median(np.linalg.norm(transform_points(src[keep], homography) - dst[keep], axis=1)))
+    turn, shift, scale, angle = decompose(homography, (fw, fh))
+    result = Registration(True, "", homography, turn, residual, inliers, len(good), shift, scale, angle)
+    side = min(fw, fh)
+    problems = []
+    if shift > limits.max_shift * side:
+        problems.append(
+            f"the centre moves {shift:.0f} px ({shift / side:.0%} of the side; limit {limits.max_shift:.0%})"
+        )
+    if not 1 / limits.max_scale <= scale <= limits.max_scale:
+        problems.append(f"scale {scale:.2f} (limit {limits.max_scale})")
+    if abs(angle) > limits.max_angle_deg:
+        problems.append(f"a turn of {angle:.0f} degrees beyond {turn} (limit {limits.max_angle_deg:.0f})")
+    if residual > limits.max_residual_px * side / 1024:
+        problems.append(f"median residual {residual:.1f} px")
+    if problems:
+        result.ok = False
+        result.homography = None
+        result.reason = (
+            "the alignment is more than a re-placed frame (" + "; ".join(problems) + "): different quadrats "
+            "paired by mistake, or a warp gone wrong in one survey"
+        )
+    return result
+
+
+def register_masks(
+    fixed_hw: np.ndarray, moving_hw: np.ndarray, iterations: int = 200, blur_px: float = 0.0
+) -> Registration:
+    """Align two maps from their colonies alone (bool (H, W) unions of the colony masks, same size):
+    ECC with a Euclidean motion on the blurred masks. The residual is the mean distance (px) between
+    the two outlines after alignment.
+
+    Returns:
+        A :class:`Registration` (homography moving px -> fixed px), refused when ECC does not converge.
+    """
+    h, w = fixed_hw.shape
+    sigma = blur_px or max(2.0, 0.01 * max(h, w))
+    f = cv2.GaussianBlur(fixed_hw.astype(np.float32), (0, 0), sigma)
+    m = cv2.GaussianBlur(moving_hw.astype(np.float32), (0, 0), sigma)
+    warp = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-6)
+    try:
+        _, warp = cv2.findTransformECC(f, m, warp, cv2.MOTION_EUCLIDEAN, criteria, None, 5)
+    except cv2.error as error:
+        return Registration(
+            False, f"the colony outlines could not be aligned (ECC: {str(error).strip()[:80]})"
+        )
+    # ECC's warp maps fixed (template) pixel centres to moving ones; invert to moving -> fixed
+    centre_h = np.vstack([warp.astype(np.float64), [0, 0, 1]])
+    to_corner = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    homography = to_corner @ np.linalg.inv(centre_h) @ np.linalg.inv(to_corner)
+    from quadratseg.warp import warp_image
+
+    aligned = warp_image(moving_hw.astype(np.uint8), homography, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    residual = _outline_distance(fixed_hw, aligned)
+    turn, shift, scale, angle = decompose(homography, (w, h))
+    return Registration(True, "", homography, turn, residual, 0, 0, shift, scale, angle)
+
+
+def _outline_distance(a_hw: np.ndarray, b_hw: np.ndarray) -> float:
+    """Mean distance (px) from the outline pixels of ``a_hw`` to the nearest outline pixel of ``b_hw``."""
+    edge_a = cv2.morphologyEx(a_hw.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    edge_b = cv2.morphologyEx(b_hw.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    if not edge_a.any() or not edge_b.any():
+        return float("nan")
+    distance = cv2.distanceTransform((~edge_b).astype(np.uint8), cv2.DIST_L2, 3)
+    return float(distance[edge_a].mean())

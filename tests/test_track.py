@@ -1,0 +1,253 @@
+"""Colonies followed across years (quadratseg.track): matching, events, lineages, registration,
+demography, scored on synthetic worlds with true lineages (quadratseg.synth.years)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quadratseg.errors import QuadratsegError
+from quadratseg.instances import Instance
+from quadratseg.synth.years import YearRates, YearsConfig, paint_interior, simulate_quadrat, true_rows
+from quadratseg.track.demography import demography_rows
+from quadratseg.track.evaluate import LinkScore, pair_with_truth, score_interval
+from quadratseg.track.lineage import assign_lineages, track_quadrat
+from quadratseg.track.matching import Link, link_event, match_graph, match_taglab
+from quadratseg.track.registration import quarter_turn, register_photos
+from quadratseg.track.survey import Survey
+
+
+def disk(label: str, cx: float, cy: float, r: float, size: int = 200) -> Instance:
+    yy, xx = np.mgrid[0:size, 0:size]
+    return Instance.from_mask(label, 1.0, (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 < r * r)
+
+
+def rows_of(links: list[Link]) -> set[tuple]:
+    return {(k.source, k.target, k.event, k.split_fuse) for k in links}
+
+
+def test_taglab_rule_events_split_fuse_dead_born():
+    before = [disk("Porites", 50, 50, 20), disk("Acropora", 150, 50, 20), disk("Pocillopora", 50, 150, 10)]
+    after = [
+        disk("Porites", 50, 50, 22),  # grows (area x 1.21)
+        disk("Acropora", 140, 50, 8),  # split: two pieces inside the old outline
+        disk("Acropora", 160, 50, 8),
+        disk("Fungia", 150, 150, 6),  # recruit
+    ]
+    rows = rows_of(match_taglab(before, after))
+    assert rows == {
+        (0, 0, "grow", "none"),
+        (1, 1, "shrink", "split"),
+        (1, 2, "shrink", "split"),
+        (2, None, "dead", "none"),
+        (None, 3, "born", "none"),
+    }
+    assert (link_event(100, 105), link_event(100, 105.1), link_event(105, 100)) == ("same", "grow", "same")
+    fused = rows_of(
+        match_taglab(
+            [disk("Porites", 40, 50, 12), disk("Porites", 66, 50, 12)], [disk("Porites", 53, 50, 28)]
+        )
+    )
+    assert fused == {(0, 0, "grow", "fuse"), (1, 0, "grow", "fuse")}
+
+
+def test_graph_matcher_keeps_a_colony_whose_genus_call_changed_where_taglab_loses_it():
+    """A stand-in segmenter that calls the same colony another genus next year: TagLab's rule (same
+    class only) reports a death and a recruit; the graph matcher keeps the link."""
+    before = [disk("Porites", 60, 60, 25)]
+    after = [disk("Goniastrea", 62, 60, 26)]
+    assert rows_of(match_taglab(before, after)) == {(0, None, "dead", "none"), (None, 0, "born", "none")}
+    assert rows_of(match_graph(before, after)) == {(0, 0, "grow", "none")}
+
+
+def test_graph_matcher_assigns_crowded_groups_one_to_one():
+    """Two colonies side by side that both grew into each other's old place: overlap >= 60 % of the
+    smaller colony links all four pairs for TagLab (a false fusion and split); the assignment keeps
+    the two true links."""
+    before = [disk("Porites", 80, 100, 14), disk("Porites", 108, 100, 12)]
+    after = [disk("Porites", 78, 100, 22), disk("Porites", 112, 100, 13)]
+    assert {(r.source, r.target) for r in match_graph(before, after) if r.event not in ("dead", "born")} == {
+        (0, 0),
+        (1, 1),
+    }
+
+
+def test_lineages_keep_ancestry_through_split_and_fusion():
+    s0 = Survey("a", "2019", (200, 200), 0.5, [disk("Porites", 50, 50, 20), disk("Porites", 90, 50, 12)])
+    s1 = Survey("b", "2020", (200, 200), 0.5, [disk("Porites", 65, 50, 35)])
+    s2 = Survey(
+        "c",
+        "2021",
+        (200, 200),
+        0.5,
+        [disk("Porites", 45, 50, 14), disk("Porites", 85, 50, 14), disk("Fungia", 160, 160, 5)],
+    )
+    lineages, parents = assign_lineages(
+        [s0, s1, s2], [match_graph(s0.colonies, s1.colonies), match_graph(s1.colonies, s2.colonies)]
+    )
+    assert lineages == [["L1", "L2"], ["L1"], ["L1.1", "L1.2", "L3"]]
+    assert parents[1] == ["L1;L2"]
+    track = track_quadrat([s0, s1, s2], [None, None])
+    fates = {(r["survey"], r["lineage"]): r["fate"] for r in track.colonies}
+    assert fates[("a", "L1")] == "grow+fuse" and fates[("b", "L1")] == "shrink+split"
+
+
+def test_same_date_refused_with_both_names():
+    a = Survey("Q1_2019.jpg", "2019", (200, 200), 0.5, [disk("Porites", 50, 50, 20)])
+    b = Survey("Q1_2019b.jpg", "2019", (200, 200), 0.5, [disk("Porites", 50, 50, 20)])
+    with pytest.raises(QuadratsegError, match=r"Q1_2019.jpg and Q1_2019b.jpg .* same date 2019"):
+        track_quadrat([a, b], [None])
+
+
+def world_links_score(matcher, config: YearsConfig, quadrats: int) -> dict:
+    """Track simulated quadrats from their true masks (aligned by the true frame placements) and
+    score against the true rows."""
+    total = LinkScore()
+    for q in range(quadrats):
+        world = simulate_quadrat(config, q)
+        surveys = [
+            Survey(
+                f"y{y}",
+                str(2019 + y),
+                (config.size,) * 2,
+                0.2,
+                [Instance.from_mask(c.label, 1.0, m) for c, m in zip(cs, ms, strict=True)],
+            )
+            for y, (cs, ms) in enumerate(zip(world.colonies, world.masks, strict=True))
+        ]
+        homographies = [
+            world.placements[y] @ np.linalg.inv(world.placements[y + 1]) for y in range(config.years - 1)
+        ]
+        track = track_quadrat(surveys, homographies, matcher)
+        for y, interval in enumerate(track.intervals):
+            labels = ([c.label for c in world.colonies[y]], [c.label for c in world.colonies[y + 1]])
+            truth = true_rows(world.masks[y], world.masks[y + 1], labels, world.pairs[y])
+            identity = [{i: i for i in range(len(s.colonies))} for s in (surveys[y], surveys[y + 1])]
+            areas = ([s.area_cm2(i) for i in range(len(s.colonies))] for s in (surveys[y], surveys[y + 1]))
+            a = tuple(areas)
+            total.add(score_interval(interval.links, truth, identity[0], identity[1], a, a))
+    return total.metrics()
+
+
+def test_true_masks_give_links_above_95_percent_for_both_matchers():
+    config = YearsConfig(years=3, size=384, colonies=14)
+    graph = world_links_score(match_graph, config, 6)
+    taglab = world_links_score(match_taglab, config, 6)
+    print("graph", graph, "taglab", taglab)
+    assert graph["true_links"] > 80
+    assert graph["link_precision"] >= 0.95 and graph["link_recall"] >= 0.95
+    assert graph["event_accuracy"] >= 0.95
+    assert taglab["link_precision"] >= 0.9
+
+
+def test_years_simulation_has_every_fate():
+    config = YearsConfig(years=3, size=384, colonies=14, rates=YearRates(split=0.15, dead=0.1))
+    events, marks = set(), set()
+    for q in range(4):
+        world = simulate_quadrat(config, q)
+        for y in range(2):
+            labels = ([c.label for c in world.colonies[y]], [c.label for c in world.colonies[y + 1]])
+            for row in true_rows(world.masks[y], world.masks[y + 1], labels, world.pairs[y]):
+                events.add(row.event)
+                marks.add(row.split_fuse)
+    assert events == {"same", "grow", "shrink", "dead", "born"} and marks == {"none", "split", "fuse"}
+
+
+def test_registration_finds_replaced_frame_and_quarter_turn_and_refuses_another_quadrat():
+    config = YearsConfig(years=2, size=384, colonies=14, max_shift=0.03, max_turn_deg=2.0)
+    world = simulate_quadrat(config, 0)
+    images = [
+        paint_interior(world.seabed, world.colonies[y], world.masks[y], world.placements[y], 0, 0).astype(
+            np.uint8
+        )
+        for y in range(2)
+    ]
+    truth = world.placements[0] @ np.linalg.inv(world.placements[1])  # year 1 px -> year 0 px
+    grid = np.linspace(40, 344, 5)
+    points = np.array([[x, y] for x in grid for y in grid])
+    from quadratseg.warp import transform_points, warp_image
+
+    reg = register_photos(images[0], images[1])
+    assert reg.ok, reg.reason
+    assert reg.turn_deg == 0 and reg.residual_px < 1.5
+    assert np.abs(transform_points(points, reg.homography) - transform_points(points, truth)).max() < 1.5
+    turn = quarter_turn(90, (384, 384))
+    turned = warp_image(images[1], turn, (384, 384))
+    reg = register_photos(images[0], turned)
+    assert reg.ok and reg.turn_deg == 270
+    expected = truth @ np.linalg.inv(turn)
+    assert np.abs(transform_points(points, reg.homography) - transform_points(points, expected)).max() < 1.5
+    other = simulate_quadrat(config, 5)
+    stranger = paint_interior(
+        other.seabed, other.colonies[0], other.masks[0], other.placements[0], 0, 5
+    ).astype(np.uint8)
+    refused = register_photos(images[0], stranger)
+    assert not refused.ok and "different quadrats" in refused.reason and refused.homography is None
+
+
+def test_demography_rates_and_bootstrap_interval():
+    def rows(q: str, dead: int, born: int, start: int) -> list[dict]:
+        out = [
+            {
+                "site": "S",
+                "quadrat": q,
+                "date": "2019",
+                "label": "Porites",
+                "area_cm2": 20.0,
+                "event": "",
+                "fate": "dead" if k < dead else "grow",
+                "growth_cm2_per_year": "",
+                "partial_mortality_share": "0.1",
+            }
+            for k in range(start)
+        ]
+        out += [
+            {
+                "site": "S",
+                "quadrat": q,
+                "date": "2020",
+                "label": "Porites",
+                "area_cm2": 30.0,
+                "event": "grow",
+                "fate": "",
+                "growth_cm2_per_year": "10",
+                "partial_mortality_share": "",
+            }
+            for _ in range(start - dead)
+        ]
+        out += [
+            {
+                "site": "S",
+                "quadrat": q,
+                "date": "2020",
+                "label": "Porites",
+                "area_cm2": 2.0,
+                "event": "born",
+                "fate": "",
+                "growth_cm2_per_year": "",
+                "partial_mortality_share": "",
+            }
+            for _ in range(born)
+        ]
+        return out
+
+    table = demography_rows(rows("Q1", 1, 2, 4) + rows("Q2", 3, 0, 4), {("S", "Q1"): 1.0, ("S", "Q2"): 1.0})
+    (row,) = table
+    assert (row["recruits"], row["deaths"], row["colonies_start"]) == (2, 4, 8)
+    assert row["recruits_per_m2"] == 1.0 and row["mortality_rate"] == 0.5
+    assert (
+        row["mortality_rate_low"] <= 0.5 <= row["mortality_rate_high"]
+        and row["mortality_rate_low"] < row["mortality_rate_high"]
+    )
+    assert row["growth_median_cm2_per_year"] == 10.0 and row["size_10_50_cm2"] == 8
+    assert "bootstrap over 2 quadrats" in row["interval_method"]
+
+
+def test_scoring_counts_a_wrong_link_against_precision():
+    truth = [Link(0, 0, "Porites", "grow"), Link(1, None, "Acropora", "dead")]
+    wrong = [Link(0, 0, "Porites", "grow"), Link(1, 0, "Acropora", "shrink", "fuse")]
+    areas = ([10.0, 5.0], [12.0])
+    ident = {0: 0, 1: 1}
+    score = score_interval(wrong, truth, ident, {0: 0}, areas, areas).metrics()
+    assert score["link_precision"] == 0.5 and score["link_recall"] == 1.0 and score["event_accuracy"] == 0.5
+    assert pair_with_truth([disk("Porites", 50, 50, 20)], [disk("Porites", 52, 50, 20)]) == {0: 0}
