@@ -1,4 +1,4 @@
-"""CLI: ``python -m quadratseg.synth OUT_DIR --images N --seed S --size PX``."""
+"""CLI: ``python -m quadratseg.synth OUT_DIR --images N --seed S --size PX [--world varied]``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def synth(
     overwrite: bool = False,
     workers: int = 0,
     aspect: float = 1.0,
+    world: str = "simple",
 ) -> str:
     """Make synthetic raw photo-quadrats and the CVAT exports of the three projects.
 
@@ -32,11 +33,15 @@ def synth(
         overwrite: replace out_dir if it exists (only once the new set is complete).
         workers: rendering processes (0: one per CPU core).
         aspect: quadrat width / height (1: square; 2: a 1 x 0.5 m quadrat).
+        world: "simple" (pale frame, flat seabed, smooth blobs: fast tests) or "varied" (frames,
+            reef, water and occluders drawn per photo from documented distributions).
 
     Returns:
         The folder written.
     """
-    config = SynthConfig(images, seed, size, warped_size, min_colonies, max_colonies, aspect=aspect)
+    config = SynthConfig(
+        images, seed, size, warped_size, min_colonies, max_colonies, aspect=aspect, world=world
+    )
     return str(generate_dataset(Path(out_dir), config, overwrite=overwrite, workers=workers))
 
 

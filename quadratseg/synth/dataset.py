@@ -7,8 +7,10 @@ Layout of ``OUT_DIR``::
     │   ├── corners/        annotations.xml + images/<subset>/  raw photos, corner skeletons
     │   ├── grid/           annotations.xml + images/<subset>/  warped photos, grid skeletons
     │   └── segmentation/   annotations.xml + images/<subset>/  warped photos without grid, polygons
+    ├── masks/              varied world only: strings/<subset>/<stem>.png (warped frame, 255 on the
+    │                       strings) and occluders/<subset>/<stem>.png (raw frame, occluder codes)
     ├── truth.json          every coordinate of every stage, per image (see :func:`image_truth`)
-    └── manifest.json       generator parameters, seed, counts
+    └── manifest.json       generator parameters (the world among them), seed, counts
 
 Each export is a "CVAT for images 1.1" *project* export whose tasks are the subsets
 train/val/test; as in CVAT's project exports, images sit in ``images/<subset>/``.
@@ -34,13 +36,14 @@ import numpy as np
 from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.formats.cvat_xml import CvatDocument, ImageAnnotations, Shape, TaskInfo, write_cvat_xml
+from quadratseg.geometry import PolygonWithHoles, mask_to_cvat_rle, polygons_to_mask
 from quadratseg.labelsets import CORNER_LABEL, GRID_LABEL, coral_labels, corner_labels, grid_labels
 from quadratseg.synth.appearance import GENUS_LOOKS
-from quadratseg.synth.scene import SyntheticQuadrat, render_quadrat
+from quadratseg.synth.scene import WORLDS, SyntheticQuadrat, render_quadrat
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: the varied world (the simple world renders as in 1)
 SITES = ("SynthNorth", "SynthLagoon", "SynthSouth")
 SUBSETS = ("train", "val", "test")
 PROJECTS = {
@@ -62,6 +65,7 @@ class SynthConfig:
     max_colonies: int = 12
     jpeg_quality: int = 95
     aspect: float = 1.0  # quadrat width / height (1: square)
+    world: str = "simple"  # "simple" (fast unit tests) or "varied" (see quadratseg.synth.varied)
 
     @property
     def raw_size(self) -> tuple[int, int]:
@@ -85,6 +89,8 @@ class SynthConfig:
             raise QuadratsegError(
                 f"--aspect (quadrat width / height) must be within 0.25..4, got {self.aspect}"
             )
+        if self.world not in WORLDS:
+            raise QuadratsegError(f"--world must be one of {', '.join(WORLDS)}, got {self.world!r}")
         if not 1 <= self.min_colonies <= self.max_colonies:
             raise QuadratsegError("need 1 <= min_colonies <= max_colonies")
 
@@ -122,19 +128,68 @@ def genera_for_image(index: int, seed: int, count: int) -> list[str]:
 
 
 def image_truth(q: SyntheticQuadrat, name: str, subset: str) -> dict[str, Any]:
-    """Ground truth of one image, JSON-ready; coordinates in pixels of the named frame."""
-    return {
+    """Ground truth of one image, JSON-ready; coordinates in pixels of the named frame.
+
+    Simple world: as generator version 1. Varied world, in addition: ``world``; ``frame`` and
+    ``strings`` (``grid``, ``diagonals`` or ``none``); ``grid_raw_xy`` and ``grid_warped_xy`` are
+    null when the frame has no grid; ``exif_orientation`` of the stored raw file (coordinates are
+    in the displayed orientation); ``jpeg_quality``, ``depth_m``, ``cover`` (visible coral share
+    of the interior); ``string_mask`` and ``occluder_mask`` (paths under the set); each coral has
+    ``holes_xy`` (rings) and ``colony`` (the index of the colony it is a visible part of).
+    """
+    truth: dict[str, Any] = {
         "name": name,
         "subset": subset,
         "raw_size": list(q.raw_size),
         "warped_size": list(q.warped_size),
         "corners_raw_xy": q.corners_raw_xy.round(3).tolist(),
-        "grid_raw_xy": q.grid_raw_xy.round(3).tolist(),
-        "grid_warped_xy": q.grid_warped_xy.round(3).tolist(),
+        "grid_raw_xy": None if q.grid_raw_xy is None else q.grid_raw_xy.round(3).tolist(),
+        "grid_warped_xy": None if q.grid_warped_xy is None else q.grid_warped_xy.round(3).tolist(),
         "homography_warped_to_raw": q.homography_warped_to_raw.tolist(),
         "grid_line_width_px": round(q.grid_line_width_px, 3),
         "corals": [{"label": c.label, "polygon_xy": c.polygon_xy.round(2).tolist()} for c in q.colonies],
     }
+    if q.world != "simple":
+        info = dict(q.shot_info)
+        colony_of_part = info.pop("colony_of_part", [None] * len(q.colonies))
+        for coral, c, k in zip(truth["corals"], q.colonies, colony_of_part, strict=True):
+            coral["holes_xy"] = [np.asarray(h).round(2).tolist() for h in c.holes_xy]
+            coral["colony"] = k
+        stem = Path(name).stem
+        truth.update(
+            world=q.world,
+            exif_orientation=q.exif_orientation,
+            string_mask=f"masks/strings/{subset}/{stem}.png",
+            occluder_mask=f"masks/occluders/{subset}/{stem}.png",
+            **info,
+        )
+    return truth
+
+
+def coral_rings(coral: dict[str, Any]) -> list[np.ndarray]:
+    """A truth coral's rings: its outline, then its holes (the form ``quadratseg.cover.label_map`` takes)."""
+    return [
+        np.asarray(coral["polygon_xy"], float),
+        *(np.asarray(h, float) for h in coral.get("holes_xy", [])),
+    ]
+
+
+def write_raw_photo(path: Path, image: np.ndarray, quality: int, orientation: int = 1) -> None:
+    """Write the raw photo (uint8 RGB, displayed orientation) as JPEG; an ``orientation`` other than
+    1 stores the pixels turned and tags the file with it, so an EXIF-aware reader shows ``image``."""
+    if orientation == 1:
+        if not cv2.imwrite(
+            str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+        ):
+            raise OSError(f"could not write {path}")
+        return
+    from PIL import Image
+
+    from quadratseg.synth.varied import to_stored
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(to_stored(image, orientation)).save(path, "JPEG", quality=quality, exif=exif.tobytes())
 
 
 def _render_one(args: tuple[SynthConfig, int, str, Path]) -> dict[str, Any]:
@@ -147,14 +202,32 @@ def _render_one(args: tuple[SynthConfig, int, str, Path]) -> dict[str, Any]:
         config.warped_side,
         genera_for_image(index, config.seed, n),
         aspect=config.aspect,
+        world=config.world,
     )
     name = image_name(index)
-    params = [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
-    for folder, image in (("corners", q.raw), ("grid", q.warped), ("segmentation", q.warped_clean)):
-        path = export_image_path(root / "cvat_exports" / folder, subset, name)
-        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params):
+    if config.world == "simple":
+        params = [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
+        for folder, image in (("corners", q.raw), ("grid", q.warped), ("segmentation", q.warped_clean)):
+            path = export_image_path(root / "cvat_exports" / folder, subset, name)
+            if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params):
+                raise OSError(f"could not write {path}")
+        return image_truth(q, name, subset)
+    truth = image_truth(q, name, subset)
+    quality = int(truth["jpeg_quality"])
+    write_raw_photo(
+        export_image_path(root / "cvat_exports" / "corners", subset, name), q.raw, quality, q.exif_orientation
+    )
+    for folder, image in (("grid", q.warped), ("segmentation", q.warped_clean)):
+        write_raw_photo(export_image_path(root / "cvat_exports" / folder, subset, name), image, quality)
+    for key, mask in (
+        ("string_mask", q.string_mask_warped.astype(np.uint8) * 255),
+        ("occluder_mask", q.occluder_codes_raw),
+    ):
+        path = root / truth[key]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(path), mask):
             raise OSError(f"could not write {path}")
-    return image_truth(q, name, subset)
+    return truth
 
 
 def _skeleton(label: str, points_xy: list[list[float]]) -> Shape:
@@ -162,8 +235,26 @@ def _skeleton(label: str, points_xy: list[list[float]]) -> Shape:
     return Shape("skeleton", label, elements=elements, attributes={"confidence": "100"})
 
 
+def _coral_shape(coral: dict[str, Any], size_wh: tuple[int, int]) -> Shape:
+    """A truth coral as CVAT has it: a polygon, or a mask (CVAT's RLE) when it has holes (CVAT
+    polygons have none)."""
+    if not coral.get("holes_xy"):
+        return Shape(
+            "polygon",
+            coral["label"],
+            points=np.asarray(coral["polygon_xy"]),
+            attributes={"confidence": "100"},
+        )
+    rings = coral_rings(coral)
+    mask = polygons_to_mask([PolygonWithHoles(rings[0], rings[1:])], size_wh)
+    return Shape("mask", coral["label"], rle=mask_to_cvat_rle(mask), attributes={"confidence": "100"})
+
+
 def build_cvat_documents(truths: list[dict[str, Any]]) -> dict[str, CvatDocument]:
-    """The three project exports (corners, grid, segmentation) for the given image truths."""
+    """The three project exports (corners, grid, segmentation) for the given image truths.
+
+    A frame without a grid has no grid skeleton; a coral with holes is a CVAT mask.
+    """
     docs: dict[str, CvatDocument] = {}
     for folder, (project_name, project_id) in PROJECTS.items():
         labels = {"corners": corner_labels, "grid": grid_labels, "segmentation": coral_labels}[folder]()
@@ -182,17 +273,10 @@ def build_cvat_documents(truths: list[dict[str, Any]]) -> dict[str, CvatDocument
             if folder == "corners":
                 image.shapes.append(_skeleton(CORNER_LABEL, truth["corners_raw_xy"]))
             elif folder == "grid":
-                image.shapes.append(_skeleton(GRID_LABEL, truth["grid_warped_xy"]))
+                if truth["grid_warped_xy"] is not None:  # a frame without a grid: no skeleton
+                    image.shapes.append(_skeleton(GRID_LABEL, truth["grid_warped_xy"]))
             else:
-                image.shapes.extend(
-                    Shape(
-                        "polygon",
-                        c["label"],
-                        points=np.asarray(c["polygon_xy"]),
-                        attributes={"confidence": "100"},
-                    )
-                    for c in truth["corals"]
-                )
+                image.shapes.extend(_coral_shape(c, (size[0], size[1])) for c in truth["corals"])
             doc.images.append(image)
         doc.tasks = [t for t in tasks.values() if t.size]
         docs[folder] = doc

@@ -14,6 +14,7 @@ The clean photo is rendered with the same draws, so ``warped_clean`` differs fro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,20 +29,15 @@ from quadratseg.synth.appearance import (
     paint_colony,
     seabed,
 )
+from quadratseg.synth.reef import Colony
 from quadratseg.warp import check_quadrilateral, quadrat_homography, transform_points, warp_image
 from quadratseg.warp import warped_size as warped_size_of
+
+WORLDS = ("simple", "varied")
 
 FRAME_RGB = (225.0, 222.0, 205.0)  # PVC frame
 MARKER_RGB = (215.0, 40.0, 30.0)  # red tape on each corner
 STRING_RGB = (238.0, 236.0, 212.0)  # grid string
-
-
-@dataclass
-class Colony:
-    """A coral colony: finegrained ``label`` and its outline (N, 2) in warped pixels."""
-
-    label: str
-    polygon_xy: np.ndarray
 
 
 @dataclass
@@ -52,11 +48,19 @@ class SyntheticQuadrat:
     warped: np.ndarray
     warped_clean: np.ndarray
     corners_raw_xy: np.ndarray  # (4, 2) TL, TR, BR, BL
-    grid_raw_xy: np.ndarray  # (117, 2) row-major
-    grid_warped_xy: np.ndarray  # (117, 2) row-major
+    grid_raw_xy: np.ndarray | None  # (117, 2) row-major; None: the frame has no grid
+    grid_warped_xy: np.ndarray | None  # (117, 2) row-major; None: the frame has no grid
     homography_warped_to_raw: np.ndarray  # (3, 3)
     colonies: list[Colony] = field(default_factory=list)
     grid_line_width_px: float = 0.0  # string width in the warped frame
+    world: str = "simple"
+    # varied world only: bool (H, W) strings in the warped frame, uint8 (H, W) occluder codes in the
+    # raw frame (see quadratseg.synth.varied.OCCLUDER_CODES), EXIF orientation of the stored file,
+    # and what the shot drew (frame, strings, depth, JPEG quality...)
+    string_mask_warped: np.ndarray | None = None
+    occluder_codes_raw: np.ndarray | None = None
+    exif_orientation: int = 1
+    shot_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def raw_size(self) -> tuple[int, int]:
@@ -190,6 +194,10 @@ def render_quadrat(
     grid: bool = True,
     aspect: float = 1.0,
     roll_deg: float = 0.0,
+    colonies: list[Colony] | None = None,
+    world: str = "simple",
+    shot: Any = None,
+    interior: np.ndarray | None = None,
 ) -> SyntheticQuadrat:
     """Render one quadrat: raw photo, warped photo, warped photo without grid, and all truth.
 
@@ -197,35 +205,64 @@ def render_quadrat(
         rng: the quadrat's own generator (seeded per image for reproducibility).
         raw_size: (width, height) of the raw photo.
         warped_size: width of the warped images (their height is ``warped_size / aspect``).
-        genera: finegrained labels of the colonies to place (some may not fit).
+        genera: finegrained labels of the colonies to place (some may not fit); unused when
+            ``colonies`` is given.
         rows, cols: grid intersections (9 x 13 = 117 by default).
         grid: draw the strings; False renders a quadrat without a grid (two-stage surveys),
-            whose grid truth is then where the strings would be.
+            whose grid truth is then where the strings would be (simple world) or none (varied).
         aspect: the quadrat's width / height (1: square; 2: a 1 x 0.5 m quadrat).
         roll_deg: the camera's roll added to the random one (see :func:`sample_camera_corners`).
+        colonies: paint these colonies (warped pixels) as given, in order, instead of placing
+            new ones (several renderings of one quadrat, e.g. over survey years). Simple world:
+            their polygons are the truth as given (the caller keeps them apart); varied world:
+            later ones cover earlier ones and the truth is each one's visible part.
+        world: ``"simple"`` (pale frame, flat seabed, smooth blobs: fast unit tests) or
+            ``"varied"`` (see :mod:`quadratseg.synth.varied`).
+        shot: fixes the frame, camera and light draws: None draws them from ``rng``; an int
+            seeds them; in the varied world also a :class:`quadratseg.synth.varied.Shot`. The
+            same ``rng`` seed with another shot photographs the same quadrat again.
+        interior: a painted interior (float32 RGB (H, W, 3) in 0..255, the warped frame) to
+            photograph instead of painting one; ``colonies`` are then its truth as given.
     """
+    if world not in WORLDS:
+        raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
+    if world == "varied":
+        return _render_varied_quadrat(
+            rng, raw_size, warped_size, genera, rows, cols, grid, aspect, roll_deg, colonies, shot, interior
+        )
     sw, sh = warped_size_of(warped_size, aspect)
     s = min(sw, sh)
-    interior = seabed(rng, (sh, sw))
-    colonies = place_colonies(rng, (sw, sh), genera)
-    for colony in colonies:
-        paint_colony(interior, colony.polygon_xy, GENUS_LOOKS[colony.label], rng)
+    if interior is not None:
+        interior = np.asarray(interior, np.float32).copy()
+        if interior.shape[:2] != (sh, sw):
+            raise ValueError(
+                f"interior must be {sh} x {sw} (H x W) for this quadrat, got {interior.shape[:2]}"
+            )
+        colonies = list(colonies or [])
+    else:
+        interior = seabed(rng, (sh, sw))
+        colonies = place_colonies(rng, (sw, sh), genera) if colonies is None else list(colonies)
+        for colony in colonies:
+            paint_colony(interior, colony.polygon_xy, GENUS_LOOKS[colony.label], rng)
     grid_warped = grid_template_xy(rows, cols) * [sw, sh]
     line_width = max(2.0, s / 220.0) * rng.uniform(0.8, 1.25)
     gridded = draw_grid(interior, grid_warped, line_width, rows, cols) if grid else interior
 
+    if shot is not None and not isinstance(shot, int | np.integer):
+        shot = int(shot.camera_seed)
+    cam_rng = rng if shot is None else np.random.default_rng([int(shot), 5])
     frame_fraction = 0.045
     band = max(3, round(frame_fraction * s))
-    corners_raw = sample_camera_corners(rng, raw_size, frame_fraction, aspect, roll_deg)
+    corners_raw = sample_camera_corners(cam_rng, raw_size, frame_fraction, aspect, roll_deg)
     h_raw_to_warped = quadrat_homography(corners_raw, (sw, sh))
     h_warped_to_raw = np.linalg.inv(h_raw_to_warped)
     shift = np.array([[1, 0, -band], [0, 1, -band], [0, 0, 1]], dtype=np.float64)
     h_canvas_to_raw = h_warped_to_raw @ shift
 
-    background = seabed(rng, (raw_size[1], raw_size[0]), darker=0.85)
-    conditions = draw_photo_conditions(rng)
-    noise = rng.normal(0, float(conditions["noise"]), (raw_size[1], raw_size[0], 3)).astype(np.float32)
-    canvas_rng_seed = int(rng.integers(0, 2**31))
+    background = seabed(cam_rng, (raw_size[1], raw_size[0]), darker=0.85)
+    conditions = draw_photo_conditions(cam_rng)
+    noise = cam_rng.normal(0, float(conditions["noise"]), (raw_size[1], raw_size[0], 3)).astype(np.float32)
+    canvas_rng_seed = int(cam_rng.integers(0, 2**31))
     alpha_src = np.ones((sh + 2 * band, sw + 2 * band), dtype=np.float32)
     alpha = warp_image(alpha_src, h_canvas_to_raw, raw_size)[..., None]
 
@@ -248,4 +285,63 @@ def render_quadrat(
         homography_warped_to_raw=h_warped_to_raw,
         colonies=colonies,
         grid_line_width_px=float(line_width),
+    )
+
+
+def _render_varied_quadrat(
+    rng: np.random.Generator,
+    raw_size: tuple[int, int],
+    warped_size: int,
+    genera: list[str],
+    rows: int,
+    cols: int,
+    grid: bool,
+    aspect: float,
+    roll_deg: float,
+    colonies: list[Colony] | None,
+    shot: Any,
+    interior: np.ndarray | None,
+) -> SyntheticQuadrat:
+    """:func:`render_quadrat` in the varied world (see :mod:`quadratseg.synth.varied`)."""
+    from quadratseg.synth.varied import render_varied
+
+    sw, sh = warped_size_of(warped_size, aspect)
+    r = render_varied(rng, raw_size, (sw, sh), genera, rows, cols, grid, roll_deg, colonies, shot, interior)
+    h_raw_to_warped = np.linalg.inv(r.homography_warped_to_raw)
+    parts = [
+        Colony(
+            p.label,
+            p.polygon.exterior,
+            list(p.polygon.holes),
+            r.colonies[p.colony].seed,
+            r.colonies[p.colony].form,
+        )
+        for p in r.parts
+    ]
+    grid_raw = (
+        None if r.grid_warped_xy is None else transform_points(r.grid_warped_xy, r.homography_warped_to_raw)
+    )
+    info = {
+        "frame": r.frame.style,
+        "strings": r.frame.strings,
+        "depth_m": round(r.optics["depth_m"], 2),
+        "jpeg_quality": int(r.optics["jpeg_quality"]),
+        "cover": round(r.cover, 4),
+        "colony_of_part": [p.colony for p in r.parts],
+    }
+    return SyntheticQuadrat(
+        raw=r.raw,
+        warped=warp_image(r.raw, h_raw_to_warped, (sw, sh)),
+        warped_clean=warp_image(r.raw_clean, h_raw_to_warped, (sw, sh)),
+        corners_raw_xy=r.corners_raw_xy,
+        grid_raw_xy=grid_raw,
+        grid_warped_xy=r.grid_warped_xy,
+        homography_warped_to_raw=r.homography_warped_to_raw,
+        colonies=parts,
+        grid_line_width_px=r.string_width_px,
+        world="varied",
+        string_mask_warped=r.string_mask_warped,
+        occluder_codes_raw=r.occluder_codes_raw,
+        exif_orientation=r.exif_orientation,
+        shot_info=info,
     )

@@ -1,0 +1,882 @@
+"""The varied world: frames, strings, camera, light and occluders drawn per photo, over a dense reef.
+
+One photo is rendered in two planes:
+
+* the *plane* image: the reef seen from above at warped-pixel scale, ``offset`` px of reef on
+  every side of the quadrat's interior (interior TL at plane pixel (offset, offset)), with the
+  frame, its tape, legs and label card, the strings and their shadows drawn in it;
+* the *photo* (raw frame): the plane image through a pinhole camera tilted and rolled as a
+  diver holds it, then the water and the camera (colour cast with depth, backscatter, caustics,
+  vignetting, defocus, motion blur, exposure, noise), and the occluders (fish, fins, the
+  photographer's shadow, coral overhanging the frame).
+
+Every draw of the frame, the camera, the light and the occluders comes from a :class:`Shot`,
+whose seeds a caller may fix: the same reef re-photographed with the frame re-placed and other
+light is the same scene generator with another ``Shot``.
+
+Truth: the inner corners (TL TR BR BL) are the interior's corners through the camera; the grid
+points are where the drawn strings cross (strings sag, so they are not the template's points
+exactly), or none when the frame has no grid; the string mask is what the strings cover in the
+warped frame; the occluder mask says what hides the reef in the photo. Colony truth is the part
+of each colony a human annotator would outline: the visible part (colonies above it and dead
+patches cut it), not cut by transient occluders (fish, fins, shadow), which the occluder mask
+marks instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from quadratseg.geometry import polygons_to_mask
+from quadratseg.keypoints import grid_template_xy
+from quadratseg.synth.appearance import smooth_noise
+from quadratseg.synth.reef import (
+    Colony,
+    PlaneMap,
+    VisiblePart,
+    outside_colonies,
+    paint_reef,
+    place_varied_colonies,
+    substrate,
+    visible_parts,
+)
+from quadratseg.warp import check_quadrilateral, transform_points, warp_image
+
+FRAMES = ("criobe", "black_tape", "metal", "pvc")
+FRAME_WEIGHTS = (0.3, 0.25, 0.3, 0.15)
+STRINGS = ("grid", "diagonals", "none")
+EXIF_ORIENTATIONS = (1, 3, 6, 8)
+OCCLUDER_CODES = {"fish": 1, "fin": 2, "shadow": 3, "overhang": 4}
+
+STRING_COLOURS = {
+    "white": (236, 234, 222),
+    "yellow": (226, 210, 92),
+    "orange": (232, 118, 58),
+    "red": (205, 60, 50),
+    "green": (90, 170, 90),
+    "black": (30, 30, 30),
+}
+TAPE_COLOURS = [(40, 170, 160), (60, 200, 215), (215, 60, 70), (30, 140, 100), (230, 200, 60), (60, 90, 200)]
+PVC_COLOURS = [(228, 226, 214), (150, 152, 150), (225, 120, 40), (225, 200, 60), (60, 100, 190), (40, 40, 40)]
+
+
+@dataclass(frozen=True)
+class Shot:
+    """The draws of one photograph: frame, camera, light and occluders, each from its own seed.
+
+    ``frame`` and ``strings`` fix the frame style and strings (None: drawn from ``frame_seed``);
+    ``exif_orientation`` fixes how the file is stored (None: drawn from ``camera_seed``).
+    Keep ``frame_seed`` and change ``camera_seed`` / ``light_seed`` to photograph the same
+    quadrat again with the frame re-placed and other light.
+    """
+
+    frame_seed: int
+    camera_seed: int
+    light_seed: int
+    occluder_seed: int
+    frame: str | None = None
+    strings: str | None = None
+    exif_orientation: int | None = None
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, **fixed) -> Shot:
+        """Four seeds from ``rng`` (always four draws, whatever is fixed), then the ``fixed`` fields."""
+        seeds = rng.integers(0, 2**31, 4)
+        shot = cls(*(int(s) for s in seeds))
+        return replace(shot, **fixed) if fixed else shot
+
+
+@dataclass
+class FrameStyle:
+    """A drawn frame: style, bar width (share of the side), colours, strings and their look."""
+
+    style: str
+    strings: str
+    bar: float
+    rgb: tuple[float, float, float]
+    string_rgb: tuple[float, float, float]
+    string_width: float  # share of the side
+    sag: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per string, share of the side
+    shadow_offset: tuple[float, float] = (0.0, 0.0)  # share of the side
+    legs: bool = False
+    seed: int = 0
+
+
+def draw_frame_style(shot: Shot) -> FrameStyle:
+    """The frame of a shot (see the distributions table in docs/synthetic.md)."""
+    rng = np.random.default_rng([shot.frame_seed, 1])
+    style = shot.frame or FRAMES[int(rng.choice(len(FRAMES), p=FRAME_WEIGHTS))]
+    if shot.strings is not None:
+        strings = shot.strings
+    elif style == "criobe":
+        strings = "grid"
+    elif style == "black_tape":
+        strings = "diagonals"
+    elif style == "metal":
+        strings = "none" if rng.random() < 0.6 else "grid"
+    else:
+        strings = "grid" if rng.random() < 0.7 else "none"
+    if style == "criobe":
+        rgb, bar = (225.0, 222.0, 205.0), rng.uniform(0.035, 0.05)
+        string_names = ["white", "yellow"]
+    elif style == "black_tape":
+        rgb, bar = (32.0, 32.0, 34.0), rng.uniform(0.04, 0.07)
+        string_names = ["orange", "red", "yellow"]
+    elif style == "metal":
+        rgb, bar = tuple(rng.uniform(150, 200) + rng.uniform(-8, 8, 3)), rng.uniform(0.025, 0.04)
+        string_names = ["white", "yellow", "black"]
+    else:
+        rgb, bar = (
+            tuple(float(v) for v in PVC_COLOURS[int(rng.integers(len(PVC_COLOURS)))]),
+            rng.uniform(0.03, 0.05),
+        )
+        string_names = list(STRING_COLOURS)
+    string = STRING_COLOURS[string_names[int(rng.integers(len(string_names)))]]
+    n_strings = {"grid": 22, "diagonals": 2, "none": 0}[strings]
+    sag = rng.uniform(-1, 1, n_strings) * rng.uniform(0.0, 0.004)
+    angle = rng.uniform(0, 2 * np.pi)
+    dist = rng.uniform(0.002, 0.008)
+    return FrameStyle(
+        style=style,
+        strings=strings,
+        bar=float(bar),
+        rgb=tuple(float(v) for v in rgb),
+        string_rgb=tuple(float(v) for v in string),
+        string_width=float(rng.uniform(0.0025, 0.006)),
+        sag=sag,
+        shadow_offset=(float(dist * np.cos(angle)), float(dist * np.sin(angle))),
+        legs=style == "metal" or (style == "pvc" and rng.random() < 0.3),
+        seed=int(rng.integers(0, 2**31)),
+    )
+
+
+# ---------------------------------------------------------------- strings
+
+
+def _bow(t: np.ndarray) -> np.ndarray:
+    return 4.0 * t * (1.0 - t)
+
+
+def string_curves(frame: FrameStyle, size_wh: tuple[int, int], rows: int, cols: int) -> list[np.ndarray]:
+    """The strings as polylines (N, 2) in warped pixels, each sagging sideways by its ``sag``."""
+    sw, sh = size_wh
+    s = min(sw, sh)
+    t = np.linspace(0.0, 1.0, 97)
+    curves = []
+    if frame.strings == "grid":
+        template = grid_template_xy(rows, cols) * [sw, sh]
+        xs = template.reshape(rows, cols, 2)[0, :, 0]
+        ys = template.reshape(rows, cols, 2)[:, 0, 1]
+        for j, x in enumerate(xs):
+            curves.append(np.stack([x + frame.sag[j] * s * _bow(t), t * sh], axis=1))
+        for i, y in enumerate(ys):
+            curves.append(np.stack([t * sw, y + frame.sag[cols + i] * s * _bow(t)], axis=1))
+    elif frame.strings == "diagonals":
+        for k, (a, b) in enumerate((((0, 0), (sw, sh)), ((sw, 0), (0, sh)))):
+            a, b = np.array(a, float), np.array(b, float)
+            normal = np.array([-(b - a)[1], (b - a)[0]]) / np.linalg.norm(b - a)
+            curves.append(a + (b - a) * t[:, None] + normal * frame.sag[k] * s * _bow(t)[:, None])
+    return curves
+
+
+def grid_crossings(frame: FrameStyle, size_wh: tuple[int, int], rows: int, cols: int) -> np.ndarray:
+    """Where the sagging grid strings cross, (rows * cols, 2) row-major in warped pixels.
+
+    Vertical string j: x = x_j + a_j s bow(y / H); horizontal string i: y = y_i + b_i s bow(x / W);
+    the crossing is their common point, found by fixed-point iteration (sags are < 1 % of the side,
+    so it converges to 1e-9 px in a few steps).
+    """
+    sw, sh = size_wh
+    s = min(sw, sh)
+    template = grid_template_xy(rows, cols) * [sw, sh]
+    xy = template.copy().reshape(rows, cols, 2)
+    a = frame.sag[:cols][None, :] * s
+    b = frame.sag[cols : cols + rows][:, None] * s
+    x0, y0 = xy[..., 0].copy(), xy[..., 1].copy()
+    x, y = x0.copy(), y0.copy()
+    for _ in range(50):
+        x_new = x0 + a * _bow(y / sh)
+        y_new = y0 + b * _bow(x_new / sw)
+        done = max(np.abs(x_new - x).max(), np.abs(y_new - y).max()) < 1e-10
+        x, y = x_new, y_new
+        if done:
+            break
+    return np.stack([x, y], axis=-1).reshape(rows * cols, 2)
+
+
+def string_alpha(
+    curves: list[np.ndarray], plane_hw: tuple[int, int], offset: float, width_px: float
+) -> np.ndarray:
+    """Coverage in 0..1 (H, W) float32 of the strings drawn in the plane image (antialiased)."""
+    alpha = np.zeros(plane_hw, np.uint8)
+    thickness = max(1, round(width_px))
+    for curve in curves:
+        pts = np.round((curve + offset - 0.5) * 16).astype(np.int32)
+        cv2.polylines(alpha, [pts], False, 255, thickness, cv2.LINE_AA, 4)
+    return alpha.astype(np.float32) / 255.0
+
+
+# ---------------------------------------------------------------- the frame in the plane image
+
+
+def _bar_shading(length: int, width: int, style: str, rng: np.random.Generator) -> np.ndarray:
+    """Across-bar shading (width,) for a bar: a cylinder's specular ridge for metal, flat otherwise."""
+    t = (np.arange(width) + 0.5) / width
+    if style == "metal":
+        centre = rng.uniform(0.3, 0.6)
+        return 0.55 + 0.35 * np.sin(np.pi * t) + 0.6 * np.exp(-(((t - centre) / 0.08) ** 2))
+    if style == "black_tape":
+        return 0.9 + 0.2 * np.sin(np.pi * t)
+    return 0.8 + 0.25 * np.sin(np.pi * t)
+
+
+def draw_frame(plane: np.ndarray, to_plane: PlaneMap, frame: FrameStyle) -> np.ndarray:
+    """Draw the frame's bars, tape, legs, ruler and label card into ``plane`` in place.
+
+    The bars lie outside the interior (their inner edges are the quadrat's edges). Returns a
+    bool mask (H, W) of the frame's pixels in the plane image.
+    """
+    rng = np.random.default_rng([frame.seed, 2])
+    sw, sh = to_plane.interior_wh
+    s = min(sw, sh)
+    ph, pw = plane.shape[:2]
+    b = max(3, round(frame.bar * s))
+    ox, oy = to_plane.offset
+    rgb = np.array(frame.rgb, np.float32)
+    mask = np.zeros((ph, pw), bool)
+    # bars as (x0, y0, x1, y1, horizontal)
+    bars = [
+        (ox - b, oy - b, ox + sw + b, oy, True),
+        (ox - b, oy + sh, ox + sw + b, oy + sh + b, True),
+        (ox - b, oy - b, ox, oy + sh + b, False),
+        (ox + sw, oy - b, ox + sw + b, oy + sh + b, False),
+    ]
+    if frame.legs:  # diagonal legs from each outer corner, drawn under the bars
+        leg = max(2, round(b * 0.7))
+        for cx, cy, dx, dy in (
+            (ox - b, oy - b, -1, -1),
+            (ox + sw + b, oy - b, 1, -1),
+            (ox + sw + b, oy + sh + b, 1, 1),
+            (ox - b, oy + sh + b, -1, 1),
+        ):
+            length = s * rng.uniform(0.15, 0.35)
+            ang = np.deg2rad(45 + rng.uniform(-15, 15))
+            end = (cx + dx * length * np.cos(ang), cy + dy * length * np.sin(ang))
+            layer = np.zeros((ph, pw), np.uint8)
+            cv2.line(layer, (int(cx), int(cy)), (int(end[0]), int(end[1])), 1, leg, cv2.LINE_AA)
+            m = layer.astype(bool)
+            plane[m] = rgb * 0.85
+            mask |= m
+    for x0, y0, x1, y1, horizontal in bars:
+        x0c, y0c, x1c, y1c = max(x0, 0), max(y0, 0), min(x1, pw), min(y1, ph)
+        if x1c <= x0c or y1c <= y0c:
+            continue
+        width = (y1 - y0) if horizontal else (x1 - x0)
+        shade = _bar_shading(0, width, frame.style, rng).astype(np.float32)
+        if horizontal:
+            prof = shade[y0c - y0 : y1c - y0][:, None, None]
+        else:
+            prof = shade[x0c - x0 : x1c - x0][None, :, None]
+        region = plane[y0c:y1c, x0c:x1c]
+        grain = 1.0 + 0.04 * (smooth_noise(rng, region.shape[:2], max(2, max(region.shape[:2]) // 20)) - 0.5)
+        region[:] = np.clip(rgb * prof * grain[..., None], 0, 255)
+        mask[y0c:y1c, x0c:x1c] = True
+
+    # tape: blocks along the bars
+    def block(x0: float, y0: float, x1: float, y1: float, colour: np.ndarray) -> None:
+        x0i, y0i = max(int(x0), 0), max(int(y0), 0)
+        x1i, y1i = min(int(np.ceil(x1)), pw), min(int(np.ceil(y1)), ph)
+        if x1i > x0i and y1i > y0i:
+            region = plane[y0i:y1i, x0i:x1i]
+            region[:] = colour * (0.9 + 0.2 * rng.random((y1i - y0i, x1i - x0i, 1)).astype(np.float32))
+            mask[y0i:y1i, x0i:x1i] = True
+
+    if frame.style == "criobe":
+        for cx, cy in ((ox, oy), (ox + sw, oy), (ox + sw, oy + sh), (ox, oy + sh)):
+            m = b * 1.6
+            for x0, y0, x1, y1, _h in bars:
+                bx0, by0, bx1, by1 = max(x0, cx - m), max(y0, cy - m), min(x1, cx + m), min(y1, cy + m)
+                if bx1 > bx0 and by1 > by0:
+                    block(bx0, by0, bx1, by1, np.array((215.0, 40.0, 30.0), np.float32))
+    elif frame.style == "black_tape":
+        for x0, y0, x1, y1, horizontal in bars:
+            n = int(rng.integers(2, 6))
+            length = (x1 - x0) if horizontal else (y1 - y0)
+            for _ in range(n):
+                colour = np.array(TAPE_COLOURS[int(rng.integers(len(TAPE_COLOURS)))], np.float32)
+                start, size = rng.uniform(0.1, 0.8) * length, rng.uniform(0.06, 0.14) * length
+                if horizontal:
+                    block(x0 + start, y0, x0 + start + size, y1, colour)
+                else:
+                    block(x0, y0 + start, x1, y0 + start + size, colour)
+        # ruler along the right bar, label card on the bottom bar
+        x0, y0, x1, y1, _ = bars[3]
+        block(
+            x0 + 0.15 * b,
+            y0 + 0.3 * sh,
+            x1 - 0.15 * b,
+            y0 + 0.75 * sh,
+            np.array((150.0, 140.0, 215.0), np.float32),
+        )
+        for k in range(12):
+            yk = y0 + 0.3 * sh + k * 0.45 * sh / 12
+            block(x0 + 0.2 * b, yk, x0 + 0.6 * b, yk + 1, np.array((30.0, 30.0, 60.0), np.float32))
+        x0, y0, x1, y1, _ = bars[1]
+        cx = x0 + rng.uniform(0.55, 0.8) * (x1 - x0)
+        block(cx, y0 + 0.1 * b, cx + 0.25 * sw, y1 + 0.4 * b, np.array((235.0, 235.0, 228.0), np.float32))
+        for k in range(8):  # "text": dark strokes on the card
+            xk = cx + 0.02 * sw + k * 0.028 * sw
+            block(
+                xk, y0 + 0.35 * b, xk + 0.018 * sw, y0 + 0.75 * b, np.array((40.0, 60.0, 140.0), np.float32)
+            )
+    elif frame.style == "metal":
+        sleeve = np.array((205.0, 208.0, 212.0), np.float32)
+        for x0, y0, x1, y1, horizontal in bars:
+            length = (x1 - x0) if horizontal else (y1 - y0)
+            for f in (0.15, 0.38, 0.62, 0.85):
+                size = 0.07 * length
+                if horizontal:
+                    block(
+                        x0 + f * length - size / 2,
+                        y0 - 0.15 * b,
+                        x0 + f * length + size / 2,
+                        y1 + 0.15 * b,
+                        sleeve,
+                    )
+                else:
+                    block(
+                        x0 - 0.15 * b,
+                        y0 + f * length - size / 2,
+                        x1 + 0.15 * b,
+                        y0 + f * length + size / 2,
+                        sleeve,
+                    )
+            if not horizontal:  # graduated strip along the inner edge
+                inner = x1 - 0.35 * b if x0 < ox else x0
+                block(inner, y0 + b, inner + 0.35 * b, y1 - b, np.array((225.0, 222.0, 200.0), np.float32))
+                for k in range(40):
+                    yk = y0 + b + k * (y1 - y0 - 2 * b) / 40
+                    block(inner, yk, inner + 0.35 * b, yk + 1, np.array((40.0, 40.0, 40.0), np.float32))
+        if rng.random() < 0.7:  # coloured blocks and a camera mount on the top bar
+            x0, y0, x1, y1, _ = bars[0]
+            blue = np.array(TAPE_COLOURS[5], np.float32)
+            for f in (0.2, 0.8):
+                block(
+                    x0 + (f - 0.06) * (x1 - x0), y0 - 0.5 * b, x0 + (f + 0.06) * (x1 - x0), y1 + 0.2 * b, blue
+                )
+            block(
+                x0 + 0.46 * (x1 - x0),
+                y0 - 0.8 * b,
+                x0 + 0.54 * (x1 - x0),
+                y1 + 0.1 * b,
+                np.array((35.0, 35.0, 40.0), np.float32),
+            )
+    else:  # pvc: tape at the corners in a contrasting colour
+        tape = np.array(TAPE_COLOURS[int(rng.integers(len(TAPE_COLOURS)))], np.float32)
+        for cx, cy in ((ox, oy), (ox + sw, oy), (ox + sw, oy + sh), (ox, oy + sh)):
+            m = b * 1.4
+            for x0, y0, x1, y1, _h in bars:
+                bx0, by0, bx1, by1 = max(x0, cx - m), max(y0, cy - m), min(x1, cx + m), min(y1, cy + m)
+                if bx1 > bx0 and by1 > by0:
+                    block(bx0, by0, bx1, by1, tape)
+    # blocks never reach into the interior
+    return mask
+
+
+# ---------------------------------------------------------------- camera
+
+
+def camera_homography(
+    shot: Shot, raw_size: tuple[int, int], size_wh: tuple[int, int], roll_deg: float = 0.0
+) -> np.ndarray:
+    """Warped -> raw homography of a pinhole camera over the quadrat, tilted and rolled as a diver holds it.
+
+    Tilt (pitch, yaw) ~ N(0, 7 deg) clipped to +-20 deg; roll ~ N(0, 8 deg) clipped to +-25 deg,
+    plus ``roll_deg``; the quadrat's mean inner side is U(0.55, 0.95) of the photo's shorter
+    side (the outer frame is then often partly outside the photo); the inner corners stay inside
+    the photo (draws that put one outside are drawn again).
+    """
+    rng = np.random.default_rng([shot.camera_seed, 1])
+    w, h = raw_size
+    sw, sh = size_wh
+    for _ in range(300):
+        pitch, yaw = np.deg2rad(np.clip(rng.normal(0, 7, 2), -20, 20))
+        roll = np.deg2rad(np.clip(rng.normal(0, 8), -25, 25) + roll_deg)
+        rx = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
+        ry = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+        rz = np.array([[np.cos(roll), -np.sin(roll), 0], [np.sin(roll), np.cos(roll), 0], [0, 0, 1]])
+        rot = rz @ rx @ ry
+        distance = max(sw, sh) * rng.uniform(0.9, 1.4)
+        centre = np.array([sw / 2, sh / 2, 0.0]) + np.r_[rng.normal(0, 0.04, 2) * [sw, sh], 0]
+        cam = centre - rot.T @ np.array([0.0, 0.0, distance])  # the camera looks at the centre
+        h_plane = np.column_stack([rot[:, 0], rot[:, 1], -rot @ cam])  # plane (x, y, 1) -> camera
+        inner = np.array([[0, 0], [sw, 0], [sw, sh], [0, sh]], float)
+        f = 1.0
+        k = np.diag([f, f, 1.0])
+        pts = transform_points(inner, k @ h_plane)
+        span = np.linalg.norm(pts - np.roll(pts, -1, axis=0), axis=1).mean()  # mean inner side
+        fill = rng.uniform(0.55, 0.95)
+        f = fill * min(w, h) / span
+        shift = np.array([w / 2, h / 2]) + rng.normal(0, 0.03, 2) * [w, h]
+        k = np.array([[f, 0, shift[0]], [0, f, shift[1]], [0, 0, 1.0]])
+        hom = k @ h_plane
+        hom = hom / hom[2, 2]
+        corners = transform_points(inner, hom)
+        try:
+            check_quadrilateral(corners)
+        except ValueError:
+            continue
+        if corners.min() < 2 or (corners[:, 0] > w - 2).any() or (corners[:, 1] > h - 2).any():
+            continue
+        # a point behind the camera would fold the plane: keep the whole plane in front
+        return hom
+    raise RuntimeError("could not place the quadrat inside the photo; use a larger --size")
+
+
+# ---------------------------------------------------------------- light and water
+
+
+def draw_optics(shot: Shot, raw_size: tuple[int, int]) -> dict:
+    """The water and camera conditions of a shot (see the distributions table in docs/synthetic.md)."""
+    rng = np.random.default_rng([shot.light_seed, 1])
+    depth = float(rng.uniform(3, 25))
+    # attenuation per metre of water (red lost first), partly undone by the camera's white balance
+    atten = np.array([0.12, 0.035, 0.025]) * rng.uniform(0.7, 1.3)
+    wb = rng.uniform(0.35, 0.8)
+    cast = np.exp(-atten * depth * (1 - wb) * 2.0)
+    cast = cast / cast.max() * rng.uniform(0.9, 1.05)
+    water = np.array([rng.uniform(10, 50), rng.uniform(95, 150), rng.uniform(120, 175)])
+    if rng.random() < 0.3:  # green, turbid lagoon water
+        water = np.array([rng.uniform(60, 95), rng.uniform(110, 140), rng.uniform(90, 120)])
+    scale = min(raw_size) / 768.0
+    return {
+        "depth_m": depth,
+        "cast": cast.astype(np.float32),
+        "water": water.astype(np.float32),
+        "backscatter": float(np.clip(0.04 + depth * rng.uniform(0.004, 0.012), 0, 0.4)),
+        "caustics": float(rng.uniform(0.1, 0.35) if depth < 10 and rng.random() < 0.6 else 0.0),
+        "caustic_scale": float(rng.uniform(0.05, 0.12)),
+        "vignette": float(rng.uniform(0.15, 0.6)),
+        "defocus_px": float(rng.uniform(0.3, 1.6) * scale),
+        "motion_px": float(rng.uniform(2, 7) * scale if rng.random() < 0.15 else 0.0),
+        "motion_angle": float(rng.uniform(0, 180)),
+        "exposure": float(rng.lognormal(0, 0.18)),
+        "gamma": float(rng.uniform(0.85, 1.15)),
+        "saturation": float(rng.uniform(0.9, 1.5)),
+        "noise": float(rng.uniform(1.0, 5.0)),
+        "jpeg_quality": int(rng.integers(60, 96)),
+        "seed": int(rng.integers(0, 2**31)),
+    }
+
+
+def caustics(rng: np.random.Generator, shape_hw: tuple[int, int], scale: float) -> np.ndarray:
+    """A caustic web in 0..1 (H, W): bright thin ridges of two crossing noise fields."""
+    cells = max(2, int(1.0 / max(scale, 1e-3)))
+    a = smooth_noise(rng, shape_hw, cells)
+    b = smooth_noise(rng, shape_hw, int(cells * 1.3))
+    ridge = np.exp(-((a - 0.5) ** 2) / 0.002) + np.exp(-((b - 0.5) ** 2) / 0.002)
+    return cv2.GaussianBlur(ridge.astype(np.float32), (0, 0), 1.0).clip(0, 1)
+
+
+def apply_optics(image: np.ndarray, optics: dict, noise: np.ndarray) -> np.ndarray:
+    """The water and the camera on a photo (float32 RGB (H, W, 3), 0..255) -> uint8 RGB."""
+    h, w = image.shape[:2]
+    img = image * optics["cast"][None, None, :]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
+    # backscatter: more away from the strobe's centre and towards the top (farther water)
+    haze = optics["backscatter"] * (0.7 + 0.3 * r2 / 2 + 0.2 * (1 - yy / h))
+    img = img * (1 - haze[..., None]) + optics["water"][None, None, :] * haze[..., None]
+    img *= (1.0 - optics["vignette"] * r2 / 2.0)[..., None]
+    grey = img.mean(axis=2, keepdims=True)
+    img = grey + (img - grey) * optics["saturation"]
+    if optics["defocus_px"] > 0.05:
+        img = cv2.GaussianBlur(img, (0, 0), optics["defocus_px"])
+    if optics["motion_px"] > 0.5:
+        n = int(np.ceil(optics["motion_px"])) * 2 + 1
+        kernel = np.zeros((n, n), np.float32)
+        kernel[n // 2, :] = 1.0
+        rot = cv2.getRotationMatrix2D((n / 2 - 0.5, n / 2 - 0.5), optics["motion_angle"], 1.0)
+        kernel = cv2.warpAffine(kernel, rot, (n, n))
+        img = cv2.filter2D(img, -1, kernel / kernel.sum())
+    img = 255.0 * (np.clip(img * optics["exposure"], 0, None) / 255.0) ** optics["gamma"]
+    img += noise
+    return img.clip(0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- occluders
+
+
+def draw_occluders(shot: Shot, raw_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fish, fins and the photographer's shadow in the photo: colour (H, W, 3), alpha and codes (H, W).
+
+    Fish: 0..5 (40 % of shots none), fin: 10 % of shots, shadow: 15 % of shots. ``alpha`` blends the
+    colour over the photo (the shadow darkens: its colour is black at part alpha); ``codes`` holds
+    :data:`OCCLUDER_CODES` where an occluder covers at least half the pixel.
+    """
+    rng = np.random.default_rng([shot.occluder_seed, 1])
+    w, h = raw_size
+    s = min(w, h)
+    colour = np.zeros((h, w, 3), np.float32)
+    alpha = np.zeros((h, w), np.float32)
+    codes = np.zeros((h, w), np.uint8)
+
+    def put(layer: np.ndarray, rgb: np.ndarray, code: int, strength: float = 1.0) -> None:
+        a = layer * strength
+        colour[:] = colour * (1 - a[..., None]) + rgb * a[..., None]
+        np.maximum(alpha, a, out=alpha)
+        codes[layer > 0.5] = code
+
+    if rng.random() < 0.15:  # photographer's shadow: a soft dark blob from one edge
+        layer = np.zeros((h, w), np.float32)
+        edge = int(rng.integers(4))
+        cx, cy = [
+            (rng.uniform(0, w), 0),
+            (w, rng.uniform(0, h)),
+            (rng.uniform(0, w), h),
+            (0, rng.uniform(0, h)),
+        ][edge]
+        cv2.ellipse(
+            layer,
+            (int(cx), int(cy)),
+            (int(s * rng.uniform(0.2, 0.4)), int(s * rng.uniform(0.3, 0.5))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            1.0,
+            -1,
+        )
+        layer = cv2.GaussianBlur(layer, (0, 0), s * 0.04)
+        put(layer, np.zeros(3, np.float32), OCCLUDER_CODES["shadow"], rng.uniform(0.3, 0.5))
+    n_fish = 0 if rng.random() < 0.4 else int(rng.integers(1, 6))
+    for _ in range(n_fish):
+        layer = np.zeros((h, w), np.float32)
+        length = s * rng.uniform(0.04, 0.14)
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        angle = rng.uniform(0, 360)
+        cv2.ellipse(
+            layer,
+            (int(cx), int(cy)),
+            (int(length / 2), max(2, int(length * rng.uniform(0.15, 0.3)))),
+            angle,
+            0,
+            360,
+            1.0,
+            -1,
+            cv2.LINE_AA,
+        )
+        a = np.deg2rad(angle)
+        tail = np.array([cx - np.cos(a) * length * 0.5, cy - np.sin(a) * length * 0.5])
+        fin_pts = np.array(
+            [
+                tail,
+                tail + length * 0.25 * np.array([-np.cos(a - 0.5), -np.sin(a - 0.5)]),
+                tail + length * 0.25 * np.array([-np.cos(a + 0.5), -np.sin(a + 0.5)]),
+            ]
+        )
+        cv2.fillPoly(layer, [fin_pts.astype(np.int32)], 1.0, cv2.LINE_AA)
+        rgb = np.array(
+            [(230, 200, 40), (40, 80, 190), (220, 220, 215), (60, 60, 70), (200, 120, 60)][
+                int(rng.integers(5))
+            ],
+            np.float32,
+        )
+        put(layer, rgb * rng.uniform(0.7, 1.1), OCCLUDER_CODES["fish"], 1.0)
+    if rng.random() < 0.10:  # a diver's fin entering from a photo edge
+        layer = np.zeros((h, w), np.float32)
+        edge = int(rng.integers(4))
+        base = [
+            (rng.uniform(0.2, 0.8) * w, -0.05 * h),
+            (1.05 * w, rng.uniform(0.2, 0.8) * h),
+            (rng.uniform(0.2, 0.8) * w, 1.05 * h),
+            (-0.05 * w, rng.uniform(0.2, 0.8) * h),
+        ][edge]
+        inward = np.array([(0, 1), (-1, 0), (0, -1), (1, 0)][edge], float)
+        side = np.array([-inward[1], inward[0]])
+        reach = s * rng.uniform(0.15, 0.35)
+        half = s * rng.uniform(0.08, 0.14)
+        b0 = np.array(base)
+        pts = np.array(
+            [
+                b0 - side * half * 0.6,
+                b0 + side * half * 0.6,
+                b0 + inward * reach + side * half,
+                b0 + inward * reach - side * half,
+            ]
+        )
+        cv2.fillPoly(layer, [pts.astype(np.int32)], 1.0, cv2.LINE_AA)
+        put(
+            layer,
+            np.array([(25, 25, 30), (30, 60, 140), (200, 200, 60)][int(rng.integers(3))], np.float32),
+            OCCLUDER_CODES["fin"],
+            1.0,
+        )
+    return colour, alpha, codes
+
+
+# ---------------------------------------------------------------- EXIF
+
+
+def to_stored(image: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels to store (H, W[, C]) so that a reader applying EXIF ``orientation`` shows ``image``.
+
+    Orientation 3: the stored file is upside down; 6: a reader turns it 90 deg clockwise (so the
+    stored pixels are the picture turned 90 deg counter-clockwise); 8: the other way.
+    """
+    if orientation == 1:
+        return image
+    if orientation == 3:
+        return np.ascontiguousarray(image[::-1, ::-1])
+    if orientation == 6:
+        return np.ascontiguousarray(np.rot90(image, 1))
+    if orientation == 8:
+        return np.ascontiguousarray(np.rot90(image, -1))
+    raise ValueError(f"EXIF orientation {orientation} is not drawn by the varied world (1, 3, 6, 8)")
+
+
+def draw_exif_orientation(shot: Shot) -> int:
+    """1 (as stored) in 85 % of the shots, else 3, 6 or 8 (fixed by ``shot.exif_orientation``)."""
+    if shot.exif_orientation is not None:
+        return int(shot.exif_orientation)
+    rng = np.random.default_rng([shot.camera_seed, 2])
+    return 1 if rng.random() < 0.85 else int(rng.choice([3, 6, 8]))
+
+
+# ---------------------------------------------------------------- the whole photo
+
+
+@dataclass
+class VariedRender:
+    """What :func:`render_varied` makes, in the displayed orientation."""
+
+    raw: np.ndarray
+    raw_clean: np.ndarray
+    homography_warped_to_raw: np.ndarray
+    corners_raw_xy: np.ndarray
+    grid_warped_xy: np.ndarray | None
+    parts: list[VisiblePart]
+    colonies: list[Colony]
+    string_mask_warped: np.ndarray  # bool (H, W)
+    occluder_codes_raw: np.ndarray  # uint8 (H, W)
+    frame: FrameStyle
+    optics: dict
+    exif_orientation: int
+    string_width_px: float
+    cover: float
+
+
+def plane_map(h_warped_to_raw: np.ndarray, raw_size: tuple[int, int], size_wh: tuple[int, int]) -> PlaneMap:
+    """Where the plane image puts the interior: its scale (the photo's pixels per warped pixel,
+    x1.3, within 0.3..1) and the margins that make it cover the whole photo (up to 1.6 sides)."""
+    sw, sh = size_wh
+    w, h = raw_size
+    corners = transform_points(np.array([[0, 0], [sw, 0], [sw, sh], [0, sh]], float), h_warped_to_raw)
+    x, y = corners[:, 0], corners[:, 1]
+    area = 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+    k = float(np.clip(np.sqrt(area / (sw * sh)) * 1.3, 0.3, 1.0))
+    iw, ih = max(8, round(sw * k)), max(8, round(sh * k))
+    kx, ky = iw / sw, ih / sh
+    photo = transform_points(
+        np.array([[0, 0], [w, 0], [w, h], [0, h]], float), np.linalg.inv(h_warped_to_raw)
+    )
+    cap = 1.6 * max(sw, sh)
+    lo = np.clip(-photo.min(axis=0), 0, cap) + 0.06 * max(sw, sh)  # the frame and its legs
+    hi = np.clip(photo.max(axis=0) - [sw, sh], 0, cap) + 0.06 * max(sw, sh)
+    ox, oy = int(np.ceil(lo[0] * kx)) + 2, int(np.ceil(lo[1] * ky)) + 2
+    return PlaneMap((kx, ky), (ox, oy), (iw, ih)), (
+        int(np.ceil(hi[0] * kx)) + 2,
+        int(np.ceil(hi[1] * ky)) + 2,
+    )
+
+
+def render_varied(
+    rng: np.random.Generator,
+    raw_size: tuple[int, int],
+    size_wh: tuple[int, int],
+    genera: list[str],
+    rows: int = 9,
+    cols: int = 13,
+    grid: bool = True,
+    roll_deg: float = 0.0,
+    colonies: list[Colony] | None = None,
+    shot: Shot | int | None = None,
+    interior: np.ndarray | None = None,
+) -> VariedRender:
+    """Render one photo of the varied world (see the module docstring).
+
+    Args:
+        rng: the quadrat's generator: the reef (substrate, colonies) and, unless ``shot`` is
+            given, the shot's seeds. The shot's four seeds are drawn first whether or not a
+            ``shot`` is given, so a fixed shot leaves the reef as it is.
+        raw_size: (width, height) of the photo.
+        size_wh: (width, height) of the warped interior.
+        genera: labels of the colonies to place (ignored when ``colonies`` is given).
+        rows, cols: grid intersections when the frame has a grid.
+        grid: False: no strings at all, whatever the frame.
+        roll_deg: camera roll added to the drawn one.
+        colonies: paint these (warped pixels, in order: later ones cover earlier ones) instead
+            of placing new ones; their ``seed`` fixes their look.
+        shot: a :class:`Shot`, an int (the seed of a drawn shot) or None (drawn from ``rng``).
+        interior: a painted interior (float32 RGB (H, W, 3), the warped frame) shown inside the
+            frame instead of the painted colonies; ``colonies`` are then its truth.
+    """
+    drawn = Shot.draw(rng)
+    if isinstance(shot, int | np.integer):
+        shot = Shot.draw(np.random.default_rng(int(shot)))
+    shot = shot or drawn
+    sw, sh = size_wh
+    s = min(sw, sh)
+    frame = draw_frame_style(shot if grid else replace(shot, strings="none"))
+    h_warped_to_raw = camera_homography(shot, raw_size, (sw, sh), roll_deg)
+    to_plane, (right, bottom) = plane_map(h_warped_to_raw, raw_size, (sw, sh))
+    (ox, oy), (iw, ih) = to_plane.offset, to_plane.interior_wh
+    plane_hw = (oy + ih + bottom, ox + iw + right)
+    ps = min(iw, ih)
+
+    # reef (warped pixels for truth, painted in the plane)
+    reef_seed = int(rng.integers(0, 2**31))
+    if colonies is None:
+        colonies = place_varied_colonies(rng, (sw, sh), genera)
+    else:
+        colonies = [
+            c
+            if c.seed is not None
+            else Colony(
+                c.label,
+                np.asarray(c.polygon_xy, float),
+                list(c.holes_xy),
+                int(rng.integers(0, 2**31)),
+                c.form,
+            )
+            for c in colonies
+        ]
+    reef_rng = np.random.default_rng([reef_seed, 1])
+    plane = substrate(reef_rng, plane_hw, float(ps))
+    extent = (
+        -ox / to_plane.scale[0],
+        -oy / to_plane.scale[1],
+        sw + right / to_plane.scale[0],
+        sh + bottom / to_plane.scale[1],
+    )
+    n_beyond = int(reef_rng.integers(6, 18) * (plane_hw[0] * plane_hw[1]) / (iw * ih))
+    beyond = outside_colonies(reef_rng, (sw, sh), extent, min(n_beyond, 60))
+    parts = visible_parts(colonies, (sw, sh))
+    paint_reef(plane, to_plane, colonies, parts, beyond)
+    if interior is not None:
+        interior = np.asarray(interior, np.float32)
+        if interior.shape[:2] != (sh, sw):
+            raise ValueError(
+                f"interior must be {sh} x {sw} (H x W) for this quadrat, got {interior.shape[:2]}"
+            )
+        plane[oy : oy + ih, ox : ox + iw] = cv2.resize(interior, (iw, ih), interpolation=cv2.INTER_AREA)
+
+    # light on the reef, then the frame and the strings
+    light_rng = np.random.default_rng([shot.light_seed, 2])
+    optics = draw_optics(shot, raw_size)
+    if optics["caustics"] > 0:
+        plane *= (
+            1.0
+            + optics["caustics"] * caustics(light_rng, plane_hw, optics["caustic_scale"] * ps / max(plane_hw))
+        )[..., None]
+    clean_plane = plane.copy()
+    frame_mask = draw_frame(plane, to_plane, frame)
+    clean_plane[frame_mask] = plane[frame_mask]
+    curves = string_curves(frame, (sw, sh), rows, cols)
+    width_px = max(1.5, frame.string_width * s)  # warped pixels
+    plane_curves = [to_plane(c) for c in curves]
+    alpha = string_alpha(plane_curves, plane_hw, 0.0, max(1.0, width_px * to_plane.mean_scale))
+    inside = np.zeros(plane_hw, np.float32)
+    inside[max(oy - 1, 0) : oy + ih + 1, max(ox - 1, 0) : ox + iw + 1] = 1.0
+    alpha *= inside
+    if alpha.any():
+        dx, dy = frame.shadow_offset[0] * ps, frame.shadow_offset[1] * ps
+        shadow = cv2.warpAffine(alpha, np.float32([[1, 0, dx], [0, 1, dy]]), (plane_hw[1], plane_hw[0]))
+        shadow = (
+            cv2.GaussianBlur(shadow, (0, 0), max(0.8, width_px * to_plane.mean_scale * 0.6)) * ~frame_mask
+        )
+        plane *= (1.0 - 0.45 * shadow)[..., None]
+        shade = 0.85 + 0.15 * smooth_noise(light_rng, plane_hw, 30)
+        string_rgb = np.array(frame.string_rgb, np.float32) * shade[..., None]
+        plane = plane * (1 - alpha[..., None]) + string_rgb * alpha[..., None]
+    string_mask = string_alpha(curves, (sh, sw), 0.0, width_px)[:sh, :sw] >= 0.5
+
+    h_plane_to_raw = h_warped_to_raw @ np.linalg.inv(
+        np.array([[to_plane.scale[0], 0, ox], [0, to_plane.scale[1], oy], [0, 0, 1]], dtype=np.float64)
+    )
+    occ_colour, occ_alpha, occ_codes = draw_occluders(shot, raw_size)
+    # coral overhanging the frame: a colony blob over a bar's outer edge, never over the interior
+    orng = np.random.default_rng([shot.occluder_seed, 2])
+    if orng.random() < 0.2:
+        overhang = np.zeros(plane_hw, np.float32)
+        side = int(orng.integers(4))
+        t = orng.uniform(0.1, 0.9)
+        b = frame.bar * ps
+        cx, cy = [
+            (ox + t * iw, oy - b),
+            (ox + iw + b, oy + t * ih),
+            (ox + t * iw, oy + ih + b),
+            (ox - b, oy + t * ih),
+        ][side]
+        r = ps * orng.uniform(0.03, 0.07)
+        cv2.ellipse(
+            overhang, (int(cx), int(cy)), (int(r * 1.5), int(r)), float(orng.uniform(0, 180)), 0, 360, 1.0, -1
+        )
+        overhang *= 1.0 - inside
+        over_rgb = (
+            np.array([150, 120, 90], np.float32)
+            * (0.7 + 0.5 * smooth_noise(orng, plane_hw, max(2, plane_hw[1] // 8)))[..., None]
+        )
+        plane = plane * (1 - overhang[..., None]) + over_rgb * overhang[..., None]
+        clean_plane = clean_plane * (1 - overhang[..., None]) + over_rgb * overhang[..., None]
+        overhang_raw = warp_image(overhang, h_plane_to_raw, raw_size) > 0.5
+        occ_codes[overhang_raw & (occ_codes == 0)] = OCCLUDER_CODES["overhang"]
+
+    noise_rng = np.random.default_rng([optics["seed"], 1])
+    noise = noise_rng.normal(0, optics["noise"], (raw_size[1], raw_size[0], 3)).astype(np.float32)
+
+    def photograph(p: np.ndarray) -> np.ndarray:
+        projected = warp_image(p, h_plane_to_raw, raw_size, border_value=(60, 80, 90))
+        projected = projected * (1 - occ_alpha[..., None]) + occ_colour * occ_alpha[..., None]
+        return apply_optics(projected, optics, noise)
+
+    raw = photograph(plane)
+    raw_clean = photograph(clean_plane) if alpha.any() else raw.copy()
+    grid_xy = grid_crossings(frame, (sw, sh), rows, cols) if frame.strings == "grid" else None
+    corners = transform_points(np.array([[0, 0], [sw, 0], [sw, sh], [0, sh]], float), h_warped_to_raw)
+    cover = float(polygons_to_mask([p.polygon for p in parts], (sw, sh)).mean()) if parts else 0.0
+    return VariedRender(
+        raw=raw,
+        raw_clean=raw_clean,
+        homography_warped_to_raw=h_warped_to_raw,
+        corners_raw_xy=corners,
+        grid_warped_xy=grid_xy,
+        parts=parts,
+        colonies=colonies,
+        string_mask_warped=string_mask,
+        occluder_codes_raw=occ_codes,
+        frame=frame,
+        optics=optics,
+        exif_orientation=draw_exif_orientation(shot),
+        string_width_px=float(width_px),
+        cover=cover,
+    )
+
+
+def parts_mask(parts: list[VisiblePart], size_wh: tuple[int, int]) -> np.ndarray:
+    """Coral pixels (H, W) bool of the visible parts (their polygons with holes)."""
+    return polygons_to_mask([p.polygon for p in parts], size_wh)
+
+
+__all__ = [
+    "FRAMES",
+    "STRINGS",
+    "Shot",
+    "VariedRender",
+    "draw_frame_style",
+    "grid_crossings",
+    "render_varied",
+    "to_stored",
+]

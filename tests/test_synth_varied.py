@@ -1,0 +1,272 @@
+"""The varied synthetic world: presets, exact truth (corners, grid or none, string masks, colonies
+with holes), reproducibility, EXIF, and the simple world kept byte for byte."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from quadratseg.cover import label_map
+from quadratseg.errors import QuadratsegError
+from quadratseg.formats.cvat_xml import read_cvat_xml
+from quadratseg.geometry import PolygonWithHoles, cvat_rle_to_mask, polygons_to_mask
+from quadratseg.images import read_image_rgb
+from quadratseg.synth import SynthConfig, generate_dataset, load_truth
+from quadratseg.synth.dataset import coral_rings, export_image_path, write_raw_photo
+from quadratseg.synth.reef import Colony
+from quadratseg.synth.scene import render_quadrat
+from quadratseg.synth.varied import FRAMES, Shot, draw_frame_style, render_varied
+from quadratseg.warp import transform_points, warp_image
+
+# sha256 of the simple world's images and truth (3 quadrats, seed 0, 256 px, 4..6 colonies) as
+# generator version 1 wrote them: the rest of the suite keeps its figures while these hold.
+SIMPLE_IMAGES_SHA = "6fb1b2784ca0fd812bd441c156064a65f89f3239aaf06ca18e5b15d85c9ef908"
+SIMPLE_TRUTH_SHA = "ae9829790e1c1036933375fc7470a2e87e3f80a6c3676e6b2132f47937bca9aa"
+
+
+@pytest.fixture(scope="module")
+def varied_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("varied") / "set"
+    config = SynthConfig(images=8, seed=3, size=256, min_colonies=5, max_colonies=9, world="varied")
+    return generate_dataset(out, config, workers=1)
+
+
+def test_simple_world_is_byte_identical_to_version_1(tmp_path):
+    config = SynthConfig(images=3, seed=0, size=256, min_colonies=4, max_colonies=6)
+    out = generate_dataset(tmp_path / "s", config, workers=1)
+    h = hashlib.sha256()
+    for p in sorted(out.rglob("*.jpg")):
+        h.update(p.relative_to(out).as_posix().encode())
+        h.update(p.read_bytes())
+    assert h.hexdigest() == SIMPLE_IMAGES_SHA
+    truth = json.loads((out / "truth.json").read_text())["images"]
+    assert hashlib.sha256(json.dumps(truth, sort_keys=True).encode()).hexdigest() == SIMPLE_TRUTH_SHA
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["world"] == "simple" and manifest["version"] == "2"
+    assert not (out / "masks").exists()
+
+
+def test_world_preset_from_the_command_line(tmp_path):
+    out = tmp_path / "cli"
+    args = [sys.executable, "-m", "quadratseg.synth", str(out), "--images", "2", "--size", "192"]
+    subprocess.run([*args, "--world", "varied", "--workers", "1"], check=True, capture_output=True)
+    assert json.loads((out / "manifest.json").read_text())["config"]["world"] == "varied"
+    assert all(t["world"] == "varied" for t in load_truth(out))
+    bad = subprocess.run([*args, "--world", "lagoon"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--world" in bad.stderr and not (tmp_path / "x").exists()
+    with pytest.raises(QuadratsegError, match="--world"):
+        SynthConfig(world="lagoon").validate()
+
+
+def test_every_frame_and_string_option_is_reachable():
+    seen = {(f.style, f.strings) for f in (draw_frame_style(Shot(i, 0, 0, 0)) for i in range(300))}
+    assert {style for style, _ in seen} == set(FRAMES)
+    assert {strings for _, strings in seen} == {"grid", "diagonals", "none"}
+    for frame in FRAMES:  # a caller can fix the frame and strings
+        fixed = draw_frame_style(Shot(1, 0, 0, 0, frame=frame, strings="none"))
+        assert (fixed.style, fixed.strings) == (frame, "none")
+
+
+def _inner_edge_contrast(raw, corners, size, band):
+    """Mean grey just outside minus just inside the quadrat's edges (warped frame, ``band`` px)."""
+    m = 2 * band
+    hom = np.linalg.inv(_homography(corners, size, m))
+    big = warp_image(raw.astype(np.float32).mean(axis=2), hom, (size + 2 * m, size + 2 * m))
+    outside = np.concatenate(
+        [big[m - band : m, m : m + size].ravel(), big[m + size : m + size + band, m : m + size].ravel()]
+    )
+    inside = np.concatenate(
+        [big[m : m + band, m : m + size].ravel(), big[m + size - band : m + size, m : m + size].ravel()]
+    )
+    return float(outside.mean() - inside.mean())
+
+
+def _homography(corners, size, margin):
+    from quadratseg.warp import quadrat_homography
+
+    h_raw_to_warped = quadrat_homography(np.asarray(corners, float), (size, size))
+    shift = np.array([[1, 0, margin], [0, 1, margin], [0, 0, 1]], float)
+    return np.linalg.inv(shift @ h_raw_to_warped)  # big warped -> raw
+
+
+def test_corner_truth_is_the_frame_inner_corner():
+    """The light metal frame lies just outside the true quadrat edges, the reef just inside; corners
+    moved inward by a bar width (a stand-in truth) see no such step."""
+    size = 384
+    for seed in range(3):
+        shot = Shot(seed, seed, seed, 10**6, frame="criobe", strings="none")
+        q = render_quadrat(
+            np.random.default_rng(seed), (512, 384), size, ["Porites"], world="varied", shot=shot
+        )
+        band = max(2, round(draw_frame_style(shot).bar * size * 0.6))
+        assert _inner_edge_contrast(q.raw, q.corners_raw_xy, size, band) > 25
+        h = q.homography_warped_to_raw
+        inward = transform_points(
+            np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]]) * 2 * band
+            + [[0, 0], [size, 0], [size, size], [0, size]],
+            h,
+        )
+        assert _inner_edge_contrast(q.raw, inward, size, band) < 25
+        square = np.array([[0, 0], [size, 0], [size, size], [0, size]], float)
+        assert np.allclose(transform_points(square, h), q.corners_raw_xy, atol=1e-6)
+
+
+def test_grid_truth_at_string_crossings_and_string_masks_where_strings_are():
+    size = 384
+    for seed in range(3):
+        shot = Shot(seed, seed + 1, seed + 2, 10**6, frame="pvc", strings="grid")
+        q = render_quadrat(
+            np.random.default_rng(seed), (512, 384), size, ["Acropora"], world="varied", shot=shot
+        )
+        assert q.grid_warped_xy.shape == (117, 2) and q.string_mask_warped.any()
+        ij = np.round(q.grid_warped_xy - 0.5).astype(int)
+        assert q.string_mask_warped[ij[:, 1], ij[:, 0]].all()  # every point on a string crossing
+        assert np.allclose(transform_points(q.grid_warped_xy, q.homography_warped_to_raw), q.grid_raw_xy)
+        diff = np.abs(q.warped.astype(float) - q.warped_clean.astype(float)).sum(axis=2)
+        near = cv2.dilate(q.string_mask_warped.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        assert diff[q.string_mask_warped].mean() > 30  # the strings are visible where the mask says
+        assert diff[~near].mean() < 1.0  # and nowhere else (their shadows lie beside them)
+    for strings in ("diagonals", "none"):
+        shot = Shot(5, 5, 5, 5, frame="black_tape", strings=strings)
+        q = render_quadrat(np.random.default_rng(5), (512, 384), size, ["Porites"], world="varied", shot=shot)
+        assert q.grid_warped_xy is None and q.grid_raw_xy is None
+        assert q.string_mask_warped.any() == (strings == "diagonals")
+
+
+def test_truth_json_and_cvat_exports_carry_no_grid_holes_and_exif(varied_set):
+    truths = load_truth(varied_set)
+    exports = varied_set / "cvat_exports"
+    grid_doc = read_cvat_xml(exports / "grid" / "annotations.xml")
+    seg_doc = read_cvat_xml(exports / "segmentation" / "annotations.xml")
+    for t, gimage, simage in zip(truths, grid_doc.images, seg_doc.images, strict=True):
+        assert t["world"] == "varied"
+        assert (t["grid_warped_xy"] is None) == (t["strings"] != "grid") == (not gimage.shapes)
+        size = tuple(t["warped_size"])
+        for coral, shape in zip(t["corals"], simage.shapes, strict=True):
+            truth_mask = polygons_to_mask(
+                [PolygonWithHoles(coral_rings(coral)[0], coral_rings(coral)[1:])], size
+            )
+            if coral["holes_xy"]:
+                assert shape.type == "mask"
+                assert np.array_equal(cvat_rle_to_mask(shape.rle, size), truth_mask)
+            else:
+                assert shape.type == "polygon"
+        strings = cv2.imread(str(varied_set / t["string_mask"]), cv2.IMREAD_UNCHANGED)
+        assert strings.shape == size[::-1] and (strings.any() == (t["strings"] != "none"))
+        occluders = cv2.imread(str(varied_set / t["occluder_mask"]), cv2.IMREAD_UNCHANGED)
+        assert occluders.shape == tuple(t["raw_size"])[::-1]
+        raw = read_image_rgb(export_image_path(exports / "corners", t["subset"], t["name"]))
+        assert raw.shape[:2] == tuple(t["raw_size"])[::-1]  # displayed orientation, as the truth
+        assert 0.0 <= t["cover"] <= 0.95
+    assert any(c["holes_xy"] for t in truths for c in t["corals"])
+
+
+def test_class_maps_from_polygons_with_holes():
+    """A small colony on a big one: the big one's truth has a hole, and a class map drawn from the
+    rings (outline and holes) counts the painted pixels; a reader ignoring holes (a stand-in) does not."""
+    big = Colony("Porites", _circle((96, 96), 60), seed=1, form="massive")
+    small = Colony("Pocillopora", _circle((96, 96), 20), seed=2, form="branching")
+    dead = Colony(
+        "Acropora", _circle((40, 160), 18), holes_xy=[_circle((40, 160), 8)], seed=3, form="plating"
+    )
+    q = render_quadrat(
+        np.random.default_rng(0), (256, 192), 192, [], colonies=[big, small, dead], world="varied", shot=4
+    )
+    by_label = {c.label: c for c in q.colonies}
+    assert len(by_label["Porites"].holes_xy) == 1 and len(by_label["Acropora"].holes_xy) == 1
+    rings = [(c.label, [c.polygon_xy, *c.holes_xy]) for c in q.colonies]
+    index, names = label_map(rings, (192, 192))
+    area = {n: int((index == k + 1).sum()) for k, n in enumerate(names)}
+    assert abs(area["Pocillopora"] - np.pi * 20**2) < 0.03 * np.pi * 20**2
+    assert abs(area["Porites"] - np.pi * (60**2 - 20**2)) < 0.03 * np.pi * 60**2
+    assert abs(area["Acropora"] - np.pi * (18**2 - 8**2)) < 0.05 * np.pi * 18**2
+    assert abs(q.shot_info["cover"] - (index > 0).mean()) < 1e-4  # rounded to 4 places
+    # a reader that takes the outline alone (a CVAT polygon has no holes) counts the hole as coral
+    outline_only = polygons_to_mask([by_label["Porites"].polygon_xy], (192, 192)).sum()
+    assert outline_only - area["Porites"] > 0.9 * np.pi * 20**2
+
+
+def _circle(centre, r, n=64):
+    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([centre[0] + r * np.cos(a), centre[1] + r * np.sin(a)], axis=1)
+
+
+def test_painted_reef_matches_its_truth():
+    """Painted coral pixels (the photo before light and occluders) are the truth's class map: paint
+    the same reef with a flat colour per colony and compare pixel for pixel."""
+    from quadratseg.synth import reef as reef_mod
+
+    rng = np.random.default_rng(7)
+    colonies = reef_mod.place_varied_colonies(
+        rng, (160, 160), ["Porites", "Acropora", "Fungia", "Montipora"] * 3
+    )
+    parts = reef_mod.visible_parts(colonies, (160, 160))
+    plane = np.zeros((200, 200, 3), np.float32)
+    to_plane = reef_mod.PlaneMap((1.0, 1.0), (20, 20), (160, 160))
+    painted = np.zeros((200, 200), np.int32)
+
+    def flat(plane_, mask, box_xy, c, _to_plane):
+        x0, y0 = box_xy
+        painted[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask] = (
+            next(k for k, x in enumerate(colonies) if x is c) + 1
+        )
+
+    original = reef_mod._paint
+    reef_mod._paint = flat
+    try:
+        reef_mod.paint_reef(plane, to_plane, colonies, parts, [])
+    finally:
+        reef_mod._paint = original
+    truth = np.zeros((160, 160), np.int32)
+    for p in parts:
+        truth[polygons_to_mask([p.polygon], (160, 160))] = p.colony + 1
+    inner = painted[20:180, 20:180]
+    assert (inner != truth).mean() < 0.002  # pixel centres on a shared edge aside
+
+
+def test_seeds_reproduce_and_a_new_shot_rephotographs_the_same_reef(tmp_path):
+    kwargs = {"raw_size": (320, 240), "size_wh": (256, 256), "genera": ["Porites", "Acropora", "Pocillopora"]}
+    a = render_varied(np.random.default_rng([9, 1]), **kwargs)
+    b = render_varied(np.random.default_rng([9, 1]), **kwargs)
+    assert np.array_equal(a.raw, b.raw) and np.array_equal(a.corners_raw_xy, b.corners_raw_xy)
+    c = render_varied(np.random.default_rng([9, 1]), **kwargs, shot=Shot(1, 2, 3, 4, frame="metal"))
+    assert not np.allclose(a.corners_raw_xy, c.corners_raw_xy)
+    assert [p.label for p in a.parts] == [p.label for p in c.parts]
+    assert all(
+        np.array_equal(p.polygon.exterior, r.polygon.exterior) for p, r in zip(a.parts, c.parts, strict=True)
+    )
+    config = SynthConfig(images=2, seed=4, size=192, world="varied")
+    one = generate_dataset(tmp_path / "one", config, workers=1)
+    two = generate_dataset(tmp_path / "two", config, workers=2)
+    assert load_truth(one) == load_truth(two)
+    name, subset = load_truth(one)[0]["name"], load_truth(one)[0]["subset"]
+    assert (
+        export_image_path(one / "cvat_exports" / "corners", subset, name).read_bytes()
+        == export_image_path(two / "cvat_exports" / "corners", subset, name).read_bytes()
+    )
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_stored_turned_read_upright(tmp_path, orientation):
+    from PIL import Image
+
+    q = render_quadrat(
+        np.random.default_rng(2),
+        (320, 240),
+        192,
+        ["Porites"],
+        world="varied",
+        shot=Shot(2, 2, 2, 2, exif_orientation=orientation),
+    )
+    assert q.exif_orientation == orientation
+    path = tmp_path / "turned.jpg"
+    write_raw_photo(path, q.raw, 95, q.exif_orientation)
+    with Image.open(path) as stored:
+        assert stored.size == ((240, 320) if orientation in (6, 8) else (320, 240))
+    upright = read_image_rgb(path)
+    assert upright.shape == q.raw.shape
+    assert np.abs(upright.astype(float) - q.raw.astype(float)).mean() < 4  # JPEG aside
