@@ -22,7 +22,7 @@ path neither eats the budget nor stops the others):
 - ``chain_local``: ``pipeline.process`` (local engine) on a few quadrats (single-stage: grid model,
   LaMa backend, YOLO-seg);
 - ``chain_ray``: the same through ``pipeline.process --engine ray`` with GPUs per actor
-  (``--ray-gpus-per-model 0.5``: the actor's two models share one GPU; 0 on CPU), or skipped with
+  (``--ray-gpus-per-model 0.25``: the actor's models share one GPU; 0 on CPU), or skipped with
   the reason when this checkout's ``pipeline.process`` has no ``engine`` option.
 
 The JSON (written atomically, also when steps fail or time out) holds per step its ``status`` (``ok``,
@@ -462,8 +462,8 @@ def step_dinov2_train_amp(ctx: StepContext) -> dict[str, Any]:
     epochs = max(1, -(-shapes["dinov2_iters"] // iters_per_epoch))
     if not ctx.cuda:
         ctx.notes.append("--amp needs CUDA: trained in fp32 on CPU")
-    if ctx.tiny:
-        ctx.notes.append(f"--tiny: {config} instead of the ViT-B/14 config")
+    if config != check_shapes(False)["dinov2_config"]:
+        ctx.notes.append(f"{config} instead of the ViT-B/14 config")
     options = {
         "train_cfg.max_epochs": epochs,
         "train_cfg.val_interval": epochs + 1,  # no validation: the check times training
@@ -653,8 +653,8 @@ def step_chain_ray(ctx: StepContext) -> dict[str, Any]:
     if importlib.util.find_spec("ray") is None:
         raise SkippedPathError("ray is not installed (the optional ray[data] extra)")
     options: dict[str, Any] = {"engine": "ray"}
-    if "ray_gpus_per_model" in params:  # two models per actor (grid, segmentation): one GPU in all
-        options["ray_gpus_per_model"] = 0.5 if ctx.cuda else 0.0
+    if "ray_gpus_per_model" in params:  # up to four models per actor fit one GPU
+        options["ray_gpus_per_model"] = 0.25 if ctx.cuda else 0.0
     elif "num_gpus" in params:
         options["num_gpus"] = 1 if ctx.cuda else 0
     elif ctx.cuda:
@@ -769,6 +769,11 @@ def step_command(name: str, work: Path, args: argparse.Namespace) -> list[str]:
     return command
 
 
+def log_tail(log: Path, lines: int = 12) -> list[str]:
+    """The last ``lines`` lines of a step's log (the JSON keeps them: the work folder may be gone)."""
+    return log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+
+
 def run_guarded(name: str, work: Path, args: argparse.Namespace, limit_s: float) -> dict[str, Any]:
     """Run a step in its own process group, killed at ``limit_s``; its record, or why there is none."""
     result_file = work / "steps" / f"{name}.json"
@@ -791,11 +796,12 @@ def run_guarded(name: str, work: Path, args: argparse.Namespace, limit_s: float)
                 "reason": f"stopped by its time guard after {limit_s:.0f} s",
                 "seconds": round(time.perf_counter() - start, 3),
                 "log": str(log),
+                "log_tail": log_tail(log),
             }
     if result_file.is_file():
         record = json.loads(result_file.read_text(encoding="utf-8"))
     else:
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]
+        tail = log_tail(log)
         record = {
             "step": name,
             "status": "failed",

@@ -98,14 +98,18 @@ def test_a_step_that_fails_is_recorded_and_the_others_still_run(tmp_path):
     assert report["projection"]["basis"].startswith("sum of the stage steps")
 
 
+SLOW_STEP = "import time; print('loading the model', flush=True); time.sleep(60)"
+
+
 def test_a_step_that_overruns_its_guard_is_killed_and_recorded(tmp_path, monkeypatch):
     gc = load_gpu_check()
-    monkeypatch.setattr(gc, "step_command", lambda *a: [sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(gc, "step_command", lambda *a: [sys.executable, "-c", SLOW_STEP])
     args = gc.argparse.Namespace(device="cpu", tiny=True, dinov2_config=None)
     start = time.perf_counter()
     record = gc.run_guarded("sam_refine", tmp_path, args, limit_s=1.0)
     assert time.perf_counter() - start < 10
     assert record["status"] == "timeout" and "after 1 s" in record["reason"]
+    assert record["log_tail"] == ["loading the model"]  # what it printed before it was stopped
 
 
 def test_a_step_process_that_dies_without_a_record_is_a_failure_with_its_log(tmp_path, monkeypatch):
