@@ -124,6 +124,17 @@ class FunctionProcess:
                 self.process.kill()
 
 
+def _only_these_settings(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with an empty ``QUADRATSEG_ENV_FILE`` unless it names one: a process started here gets
+    only the settings given, never a .env lying around."""
+    env = dict(env)
+    if "QUADRATSEG_ENV_FILE" not in env:
+        empty = Path(tempfile.mkdtemp(prefix="bridge-env-")) / ".env"
+        empty.write_text("")
+        env["QUADRATSEG_ENV_FILE"] = str(empty)
+    return env
+
+
 JOBS_TOKEN = "loopback-jobs-token"  # the bridge's BRIDGE_TOKEN in these set-ups
 
 
@@ -166,11 +177,7 @@ class BridgeProcess:
         import httpx
 
         self.port = self.port or free_port()
-        env = dict(self.env)
-        if "QUADRATSEG_ENV_FILE" not in env:  # only the settings given here, never a .env lying around
-            empty = Path(tempfile.mkdtemp(prefix="bridge-env-")) / ".env"
-            empty.write_text("")
-            env["QUADRATSEG_ENV_FILE"] = str(empty)
+        env = _only_these_settings(self.env)
         log = self.log_path.open("a") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [
@@ -239,6 +246,45 @@ class BridgeProcess:
             return {"jobs": jobs} if all(j["state"] not in ("queued", "running") for j in jobs) else None
 
         return wait_for(idle, timeout_s, "the bridge's jobs", every_s=0.2)["jobs"]
+
+
+@dataclass
+class WorkerProcess:
+    """``python -m bridge.worker``: background workers only, beside a ``python -m bridge --noconsumer``
+    that shares ``BRIDGE_REDIS_URL`` and ``BRIDGE_DATABASE_URL`` with it (and nothing else: give each
+    its own ``BRIDGE_STATE_DIR``)."""
+
+    env: dict[str, str]
+    workers: int = 1
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        """Start the worker process (it has no address to wait for: it takes jobs once it is up)."""
+        log = self.log_path.open("a") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bridge.worker", "--workers", str(self.workers)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **_only_these_settings(self.env)},
+        )
+        return self
+
+    def kill(self) -> None:
+        """``kill -9``: the worker dies mid-job, its lease left to expire."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM (huey stops its workers), then SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 # ------------------------------------------------------------------ an annotator's three-stage day

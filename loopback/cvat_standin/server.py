@@ -208,6 +208,9 @@ class CvatState:
         self.webhooks: dict[int, dict[str, Any]] = {}  # WebhookRead records
         self.webhook_secrets: dict[int, str] = {}
         self.on_event: Any = lambda webhook_id, payload: None
+        # every annotation write as (job id or None for a task-level write, action, shapes): what the
+        # tests count (uploads in batches, nothing sent twice)
+        self.annotation_writes: list[tuple[int | None, str, int]] = []
         self._next_id = 100
         self.lock = threading.RLock()
 
@@ -582,6 +585,7 @@ class CvatState:
         frames = self.job_frames(job)
         if action in ("put", "create", "update"):
             self._check_shapes(task, shapes, frames, f"job {job['id']}")
+        self.annotation_writes.append((job["id"], action, len(shapes)))
         if action == "put":
             removed = [s for s in task.shapes if s["frame"] in frames]
             result = [self._stored_shape(s, keep_id=False) for s in shapes]
@@ -613,6 +617,18 @@ class CvatState:
         if changed:
             self._touch_after_annotations(job)
         return result
+
+    def duplicate_shapes(self, job: dict[str, Any]) -> int:
+        """How many shapes of a job repeat another one of it (same frame, label, type, points, source
+        and attributes): 0 when nothing was created twice."""
+        seen: set[str] = set()
+        repeated = 0
+        for shape in self.job_shapes(job):
+            plain = {k: shape.get(k) for k in ("frame", "label_id", "type", "points", "source", "attributes")}
+            key = json.dumps(plain, sort_keys=True)
+            repeated += key in seen
+            seen.add(key)
+        return repeated
 
     def edit_shape(self, shape_id: int, **changes: Any) -> dict[str, Any]:
         """What CVAT's UI saves when an annotator edits a shape (moves its points, relabels it...): the
