@@ -251,3 +251,19 @@ def test_scoring_counts_a_wrong_link_against_precision():
     score = score_interval(wrong, truth, ident, {0: 0}, areas, areas).metrics()
     assert score["link_precision"] == 0.5 and score["link_recall"] == 1.0 and score["event_accuracy"] == 0.5
     assert pair_with_truth([disk("Porites", 50, 50, 20)], [disk("Porites", 52, 50, 20)]) == {0: 0}
+
+
+def test_warped_colonies_match_the_whole_frame_warp():
+    """Each colony moved inside its own window gives the pixels of the whole-frame warp."""
+    from quadratseg.track.survey import warp_instances
+    from quadratseg.warp import warp_image
+
+    colonies = [disk("Porites", 60, 70, 25), disk("Acropora", 150, 40, 18), disk("Fungia", 190, 190, 15)]
+    angle = np.radians(3.0)
+    homography = np.array(
+        [[np.cos(angle), -np.sin(angle), 7.3], [np.sin(angle), np.cos(angle), -4.6], [1e-5, 0, 1]]
+    )
+    moved = warp_instances(colonies, homography, (200, 200), (200, 200))
+    for inst, got in zip(colonies, moved, strict=True):
+        whole = warp_image(inst.full_mask((200, 200)).astype(np.uint8), homography, (200, 200), 0) > 0
+        assert np.array_equal(got.full_mask((200, 200)), whole)

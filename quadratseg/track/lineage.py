@@ -257,9 +257,10 @@ def track_quadrat(
                 marks = {link.split_fuse for link in went} - {"none"}
                 row["fate"] = went[0].event + (f"+{'/'.join(sorted(marks))}" if marks else "")
                 targets = [moved_targets[k][link.target] for link in went if link.target is not None]
-                lost = partial_mortality_px(colony, targets) if targets else colony.area
-                row["partial_mortality_cm2"] = round(lost * survey.cm_per_px**2, 2)
-                row["partial_mortality_share"] = round(lost / max(colony.area, 1), 4)
+                if targets:  # a dead colony's loss is whole-colony mortality, not partial
+                    lost = partial_mortality_px(colony, targets)
+                    row["partial_mortality_cm2"] = round(lost * survey.cm_per_px**2, 2)
+                    row["partial_mortality_share"] = round(lost / max(colony.area, 1), 4)
             if len(came) == 1 and came[0].split_fuse == "none" and came[0].source is not None:
                 before = surveys[k - 1]
                 years = survey.year - before.year

@@ -77,10 +77,15 @@ class Registration:
     angle_deg: float = float("nan")
 
     def summary(self) -> dict[str, object]:
-        """JSON-ready fields (the homography as a list)."""
+        """JSON-ready fields (the homography as a list, what was not measured None)."""
         values = asdict(self)
         values["homography"] = self.homography.tolist() if self.homography is not None else None
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in values.items()}
+        out: dict[str, object] = {}
+        for key, value in values.items():
+            if isinstance(value, float):
+                value = round(value, 3) if np.isfinite(value) else None  # NaN: not measured
+            out[key] = value
+        return out
 
 
 def quarter_turn(turn_deg: int, size: tuple[int, int]) -> np.ndarray:

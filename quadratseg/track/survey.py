@@ -99,15 +99,38 @@ def warp_instances(
     """Colonies moved by ``homography`` (3, 3; src px -> dst px, pixel-corner convention of
     :mod:`quadratseg.warp`) from a ``src_size=(w, h)`` frame into a ``dst_size=(w, h)`` frame.
 
-    Nearest-neighbour resampling of each colony's full mask; a colony that leaves the frame is None
-    (kept in place so indices still name the same colony).
-    """
-    from quadratseg.warp import warp_image
+    Each colony's box is resampled (nearest neighbour) into the window its corners map to, clipped to
+    the destination frame; a colony that leaves the frame is None (kept in place so indices still
+    name the same colony). The identity between frames of one size returns the colonies as they are.
 
+    Examples:
+        >>> inst = Instance("Porites", 1.0, np.ones((2, 3), bool), (4, 5))
+        >>> shift = np.array([[1, 0, 10], [0, 1, 20], [0, 0, 1]], float)
+        >>> warp_instances([inst], shift, (50, 50), (50, 50))[0].xyxy
+        (14, 25, 17, 27)
+    """
+    from quadratseg.warp import transform_points, warp_image
+
+    homography = np.asarray(homography, dtype=np.float64)
+    if tuple(src_size) == tuple(dst_size) and np.allclose(homography / homography[2, 2], np.eye(3)):
+        return list(instances)
     out: list[Instance | None] = []
     for inst in instances:
-        full = np.zeros((src_size[1], src_size[0]), np.uint8)
-        inst.paint(full, 1)
-        moved = warp_image(full, homography, dst_size, interpolation=cv2.INTER_NEAREST) > 0
-        out.append(Instance.from_mask(inst.label, inst.score, moved, extra=dict(inst.extra)))
+        x0, y0, x1, y1 = inst.xyxy
+        corners = transform_points(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float), homography)
+        wx0, wy0 = (max(int(np.floor(v)) - 1, 0) for v in corners.min(axis=0))
+        wx1 = min(int(np.ceil(corners[:, 0].max())) + 1, dst_size[0])
+        wy1 = min(int(np.ceil(corners[:, 1].max())) + 1, dst_size[1])
+        if wx1 <= wx0 or wy1 <= wy0:
+            out.append(None)
+            continue
+        local = (
+            np.array([[1, 0, -wx0], [0, 1, -wy0], [0, 0, 1]], float)
+            @ homography
+            @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], float)
+        )
+        moved = (
+            warp_image(inst.box_mask.astype(np.uint8), local, (wx1 - wx0, wy1 - wy0), cv2.INTER_NEAREST) > 0
+        )
+        out.append(Instance.from_mask(inst.label, inst.score, moved, (wx0, wy0), dict(inst.extra)))
     return out

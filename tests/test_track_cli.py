@@ -1,0 +1,167 @@
+"""python -m pipeline.track over real pipeline.process outputs of synthetic years (single-stage, a
+segmenter that answers each photo's true colonies): tables, lineages, refused pairs, report."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from quadratseg.instances import Instance
+from quadratseg.synth.appearance import GENUS_LOOKS
+from quadratseg.synth.years import YearsConfig, paint_interior, photo_name, simulate_quadrat, true_rows
+from quadratseg.track.evaluate import LinkScore, score_interval
+from quadratseg.track.matching import Link
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = YearsConfig(quadrats=3, years=2, size=320, colonies=12)
+
+
+def python_m(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+class TruthSegmenter:
+    """A colony model that answers each photo's true colonies (found by the photo's pixels)."""
+
+    def __init__(self):
+        self.answers: dict[str, list[Instance]] = {}
+        self.names = dict(enumerate(sorted(GENUS_LOOKS)))
+
+    def add(self, image: np.ndarray, instances: list[Instance]) -> None:
+        self.answers[hashlib.sha256(image.tobytes()).hexdigest()] = instances
+
+    def predict(self, image: np.ndarray) -> list[Instance]:
+        return self.answers[hashlib.sha256(image.tobytes()).hexdigest()]
+
+
+@pytest.fixture(scope="module")
+def surveys(tmp_path_factory):
+    """Two yearly pipeline.process outputs of three quadrats: Q00 as it is, Q01 whose 2020 photo the
+    segmenter finds no colony on, Q02 whose 2020 photo shows another quadrat's reef."""
+    from pipeline.chain import ChainModels
+    from pipeline.run import process_folder
+
+    root = tmp_path_factory.mktemp("years")
+    segmenter = TruthSegmenter()
+    worlds = [simulate_quadrat(CONFIG, q) for q in range(3)]
+    stranger = simulate_quadrat(CONFIG, 9)
+    outs = []
+    for y in range(2):
+        year = 2019 + y
+        folder = root / f"photos{year}"
+        folder.mkdir()
+        for q, world in enumerate(worlds):
+            shown = stranger if (q == 2 and y == 1) else world
+            image = paint_interior(shown.seabed, shown.colonies[y], shown.masks[y], shown.placements[y], 0, q)
+            image = image.astype(np.uint8)
+            name = photo_name(year, q).replace(".jpg", ".png")
+            cv2.imwrite(str(folder / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            truth = [
+                Instance.from_mask(c.label, 0.9, m)
+                for c, m in zip(shown.colonies[y], shown.masks[y], strict=True)
+            ]
+            segmenter.add(image, [] if (q == 1 and y == 1) else [t for t in truth if t is not None])
+        out = root / f"out{year}"
+        process_folder(folder, out, ChainModels(segment=segmenter), "test", quadrat_cm=100.0, overlays=False)
+        outs.append(out)
+    return root, outs, worlds
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_track_cli_follows_the_quadrats_it_can_and_names_the_refused_pairs(surveys):
+    root, outs, worlds = surveys
+    result = python_m("pipeline.track", str(outs[0]), str(outs[1]), "--out", str(root / "track"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    track = root / "track"
+    links = read_csv(track / "links.csv")
+    assert list(links[0]) == [
+        "source_survey", "source_id", "target_survey", "target_id", "class", "event", "split_fuse",
+        "area_source_cm2", "area_target_cm2", "iou",
+    ]  # fmt: skip
+    problems = {p["quadrat"]: p["problem"] for p in read_csv(track / "problems.csv")}
+    assert set(problems) == {"Q01", "Q02"}
+    assert "has no colonies" in problems["Q01"]
+    assert "different quadrats" in problems["Q02"]
+    # Q00: the links through the photos' alignment against the true rows
+    world = worlds[0]
+    predicted = [
+        Link(
+            int(r["source_id"]) if r["source_id"] else None,
+            int(r["target_id"]) if r["target_id"] else None,
+            r["class"],
+            r["event"],
+            r["split_fuse"],
+        )
+        for r in links
+    ]
+    labels = ([c.label for c in world.colonies[0]], [c.label for c in world.colonies[1]])
+    truth = true_rows(world.masks[0], world.masks[1], labels, world.pairs[0])
+    n0, n1 = len(world.colonies[0]), len(world.colonies[1])
+    score = LinkScore()
+    areas = ([0.0] * n0, [0.0] * n1)
+    score.add(
+        score_interval(predicted, truth, {i: i for i in range(n0)}, {j: j for j in range(n1)}, areas, areas)
+    )
+    metrics = score.metrics()
+    assert metrics["link_precision"] >= 0.95 and metrics["link_recall"] >= 0.95, metrics
+    registrations = read_csv(track / "registrations.csv")
+    q0 = next(r for r in registrations if r["quadrat"] == "Q00")
+    assert q0["ok"] == "True" and float(q0["residual_px"]) < 1.0
+    colonies = read_csv(track / "colonies.csv")
+    assert {
+        "lineage",
+        "parents",
+        "growth_cm2_per_year",
+        "partial_mortality_cm2",
+        "fate",
+        "main_family",
+    } <= set(colonies[0])
+    assert {r["quadrat"] for r in colonies} == {"Q00"}
+    demography = read_csv(track / "demography.csv")
+    assert demography and all(r["site"] == "SynthReef" and r["interval"] == "2019-2020" for r in demography)
+    assert "one quadrat" in demography[0]["interval_method"]
+    summary = json.loads((track / "summary.json").read_text())
+    assert summary["refused_pairs"] == 2 and summary["quadrats"] == 1
+    html = (track / "report.html").read_text()
+    assert "img/pair_0_0.jpg" in html and "size_frequency" in html and "fate_flows" in html
+
+
+@pytest.mark.slow
+def test_same_date_is_refused_by_name_and_nothing_left_stops_with_the_reason(surveys, tmp_path):
+    _, outs, _ = surveys
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text(
+        "photo,site,year,quadrat\n"
+        + "".join(f"{photo_name(y, 0).replace('.jpg', '.png')},SynthReef,2019,Q00\n" for y in (2019, 2020)),
+        encoding="utf-8",
+    )
+    from pipeline.track import track_process_outputs
+    from quadratseg.errors import QuadratsegError
+
+    # Q00's two photos given one year, Q01 without colonies, Q02 another reef: nothing to follow
+    with pytest.raises(QuadratsegError, match=r"no quadrat has two surveys .* have the same date 2019"):
+        track_process_outputs(outs, tmp_path / "t", metadata=metadata)
+
+
+def test_track_cli_help_and_bad_arguments():
+    result = python_m("pipeline.track", "--help")
+    assert result.returncode == 0 and "--matcher" in result.stdout + result.stderr
+    result = python_m("pipeline.track", "--out", "x")
+    assert result.returncode == 2 and "give two or more pipeline.process output folders" in result.stderr
+    result = python_m("pipeline.track", "a", "b", "--out", "x", "--matcher", "nearest")
+    assert result.returncode == 2 and "not a matcher" in result.stderr
