@@ -25,12 +25,14 @@ path neither eats the budget nor stops the others):
   (``--ray-gpus-per-model 0.25``: the actor's models share one GPU; 0 on CPU), or skipped with
   the reason when this checkout's ``pipeline.process`` has no ``engine`` option.
 
-The JSON (written atomically, also when steps fail or time out) holds per step its ``status`` (``ok``,
-``skipped``, ``failed``, ``timeout``), seconds, images (or photos) per second, peak GPU memory
-(``torch.cuda.max_memory_allocated``, reset per step), the device and notes; the device name, the
-versions, a ``skipped`` list with the reason per path, and ``projection``: the photos per GPU-day
-from the chain's per-photo cost (random models find no grid, so the stages the chain skipped, such
-as grid removal, are added from their own steps; the basis is written beside the figure).
+The JSON is written atomically after every step, and at the end also when steps fail or time out
+or the check is stopped by Ctrl-C or SIGTERM (``complete`` says whether every step got its turn).
+Per step: its ``status`` (``ok``, ``skipped``, ``failed``, ``timeout``, ``interrupted``) with the
+reason, seconds, images (or photos) per second, peak GPU memory (``torch.cuda.max_memory_allocated``,
+reset per step), the device and notes. At the top: the device name, the versions, a ``skipped``
+list with the reason per path, and ``projection``: the photos per GPU-day from the chain's per-photo
+cost (random models find no grid, so the stages the chain skipped, such as grid removal, are added
+from their own steps; the basis is written beside the figure).
 
 Without CUDA the steps are skipped with that reason, unless ``--tiny``: every path then runs on CPU
 at tiny shapes (256 px, the tiny DINOv2 config, a tiny SAM) and each step says it ran on CPU. The
@@ -788,8 +790,6 @@ def run_guarded(name: str, work: Path, args: argparse.Namespace, limit_s: float)
         try:
             process.wait(timeout=limit_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
             return {
                 "step": name,
                 "status": "timeout",
@@ -798,6 +798,10 @@ def run_guarded(name: str, work: Path, args: argparse.Namespace, limit_s: float)
                 "log": str(log),
                 "log_tail": log_tail(log),
             }
+        finally:  # a guard, an interrupt or a signal: the step and whatever it started go
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     if result_file.is_file():
         record = json.loads(result_file.read_text(encoding="utf-8"))
     else:
@@ -907,6 +911,8 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
         "steps": {},
     }
     steps: dict[str, dict[str, Any]] = report["steps"]
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `timeout` and schedulers send it
+    name, finished = "", False
     try:
         for name in STEPS:
             if name not in selected:
@@ -918,16 +924,36 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[gpu_check] {name} (guard {min(GUARD_S[name], left):.0f} s)", flush=True)
             steps[name] = run_guarded(name, work, args, min(GUARD_S[name], left))
             print(f"[gpu_check] {name}: {steps[name]['status']} {steps[name].get('reason', '')}", flush=True)
+            write_report(Path(args.out), summarise(report, start, complete=False))  # kept if killed later
+        finished = True
+    except (KeyboardInterrupt, CheckInterruptedError) as exc:
+        if name and name not in steps:
+            steps[name] = {"step": name, "status": "interrupted", "reason": str(exc) or "interrupted"}
+        raise
     finally:
-        first = next(
-            (r for r in steps.values() if r.get("status") == "ok" and r.get("device") != "cpu"), None
-        )
-        first = first or next((r for r in steps.values() if r.get("device_facts")), {})
-        report["device"] = first.get("device_facts")
-        report["skipped"] = skipped_list(steps)
-        report["projection"] = projection(steps)
-        report["total_s"] = round(time.perf_counter() - start, 3)
-        write_report(Path(args.out), report)
+        signal.signal(signal.SIGTERM, previous)
+        write_report(Path(args.out), summarise(report, start, complete=finished))
+    return report
+
+
+class CheckInterruptedError(Exception):
+    """SIGTERM arrived: the running step is stopped and the report of what ran is written."""
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise CheckInterruptedError(f"stopped by signal {signal.Signals(signum).name} during the step")
+
+
+def summarise(report: dict[str, Any], start: float, complete: bool) -> dict[str, Any]:
+    """The report with its summary fields (device, skipped, projection, total_s) from its steps."""
+    steps = report["steps"]
+    first = next((r for r in steps.values() if r.get("status") == "ok" and r.get("device") != "cpu"), None)
+    first = first or next((r for r in steps.values() if r.get("device_facts")), {})
+    report["device"] = first.get("device_facts")
+    report["skipped"] = skipped_list(steps)
+    report["projection"] = projection(steps)
+    report["total_s"] = round(time.perf_counter() - start, 3)
+    report["complete"] = complete
     return report
 
 

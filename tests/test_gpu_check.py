@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
-STATUSES = {"ok", "skipped", "failed", "timeout"}
+STATUSES = {"ok", "skipped", "failed", "timeout", "interrupted"}
 
 
 def load_gpu_check():
@@ -135,8 +135,32 @@ def test_the_report_is_written_even_when_the_driver_is_interrupted(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         gc.main(["--tiny", "--device", "cpu", "--out", str(out), "--work", str(tmp_path / "w")])
     report = json.loads(out.read_text())
-    assert list(report["steps"]) == ["prepare"] and report["projection"]["photos_per_gpu_day"] is None
+    assert list(report["steps"]) == ["prepare", "yolo_seg_train"] and report["complete"] is False
+    assert report["steps"]["yolo_seg_train"]["status"] == "interrupted"
+    assert report["projection"]["photos_per_gpu_day"] is None
     assert not list(tmp_path.glob(".gpu_check.json.tmp-*"))
+
+
+def test_sigterm_stops_the_running_step_and_leaves_the_report(tmp_path, monkeypatch):
+    import os
+    import signal
+    import threading
+
+    gc = load_gpu_check()
+    pid_file = tmp_path / "step.pid"
+    step = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    monkeypatch.setattr(gc, "step_command", lambda *a: [sys.executable, "-c", step])
+    out = tmp_path / "gpu_check.json"
+    threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    with pytest.raises(gc.CheckInterruptedError):
+        gc.main(["--tiny", "--device", "cpu", "--out", str(out), "--work", str(tmp_path / "w")])
+    assert signal.getsignal(signal.SIGTERM) is not gc._stop_on_sigterm  # the handler is put back
+    report = json.loads(out.read_text())
+    assert report["steps"]["prepare"]["status"] == "interrupted" and report["complete"] is False
+    assert "SIGTERM" in report["steps"]["prepare"]["reason"]
+    step_pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # the step's process did not outlive the check
+        os.kill(step_pid, 0)
 
 
 def test_without_an_engine_option_the_ray_path_is_skipped_with_the_reason(tmp_path, monkeypatch):
