@@ -127,9 +127,10 @@ def test_grid_truth_at_string_crossings_and_string_masks_where_strings_are():
         assert q.string_mask_warped[ij[:, 1], ij[:, 0]].all()  # every point on a string crossing
         assert np.allclose(transform_points(q.grid_warped_xy, q.homography_warped_to_raw), q.grid_raw_xy)
         diff = np.abs(q.warped.astype(float) - q.warped_clean.astype(float)).sum(axis=2)
-        near = cv2.dilate(q.string_mask_warped.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        # beside the strings: their shadows (up to 0.8 % of the side away) and the lens blur
+        near = cv2.dilate(q.string_mask_warped.astype(np.uint8), np.ones((21, 21), np.uint8)).astype(bool)
         assert diff[q.string_mask_warped].mean() > 30  # the strings are visible where the mask says
-        assert diff[~near].mean() < 1.0  # and nowhere else (their shadows lie beside them)
+        assert diff[~near].mean() < 0.5  # and nowhere else
     for strings in ("diagonals", "none"):
         shot = Shot(5, 5, 5, 5, frame="black_tape", strings=strings)
         q = render_quadrat(np.random.default_rng(5), (512, 384), size, ["Porites"], world="varied", shot=shot)
@@ -270,3 +271,43 @@ def test_exif_orientation_stored_turned_read_upright(tmp_path, orientation):
     upright = read_image_rgb(path)
     assert upright.shape == q.raw.shape
     assert np.abs(upright.astype(float) - q.raw.astype(float)).mean() < 4  # JPEG aside
+
+
+# The 9 real photos of ../shared/data (7 CoralSCoP metal-frame quadrats, 2 MCR LTER CoralNet
+# quadrats) measured with quadratseg.synth.stats (benchmarks/measure_real_photos.py): mean, std.
+REAL_STATS = {
+    "L_mean": (44.168, 13.479),
+    "L_std": (19.235, 3.660),
+    "L_p5": (15.033, 16.463),
+    "L_p95": (78.344, 9.326),
+    "a_mean": (-4.279, 3.397),
+    "b_mean": (-0.912, 6.259),
+    "saturation": (0.413, 0.113),
+    "cast_gb_r": (1.279, 0.254),
+    "spectrum_slope": (-2.153, 0.205),
+    "edge_density": (0.151, 0.055),
+}
+
+
+def _world_distance(world):
+    from quadratseg.synth.dataset import genera_for_image
+    from quadratseg.synth.stats import distance, photo_stats, summarize
+
+    photos = [
+        render_quadrat(
+            np.random.default_rng([0, i]), (512, 384), 384, genera_for_image(i, 0, 10), world=world
+        ).raw
+        for i in range(6)
+    ]
+    unit = {k: max(std, 0.1 * abs(mean)) for k, (mean, std) in REAL_STATS.items()}
+    return distance(summarize(photo_stats(p) for p in photos), REAL_STATS, unit)
+
+
+def test_varied_world_statistics_are_near_the_real_photos():
+    """Six small varied photos: every figure's mean within 1.25 real standard deviations of the
+    real photos' mean (measured 0.03..0.99); the simple world, a stand-in, is not (L_std, a*, edges)."""
+    varied = _world_distance("varied")
+    assert max(varied.values()) < 1.25, varied
+    assert np.mean(list(varied.values())) < 0.7, varied
+    simple = _world_distance("simple")
+    assert max(simple.values()) > 2.0, simple

@@ -198,6 +198,8 @@ def paint_colony_pixels(
     v = (yy + y0 + 0.5 - centre_xy[1]) / radius_px
     p = form_texture(form, u, v, rng, radius_px).astype(np.float32)
     colour = base[None, None, :] * (1 - p[..., None]) + accent[None, None, :] * p[..., None]
+    grain = smooth_noise(rng, (bh, bw), max(2, int(max(bh, bw) / rng.uniform(1.5, 3.0))))
+    colour *= (0.6 + 0.8 * grain)[..., None]  # polyps and corallites: a crisp pixel-scale grain
     # relief: darker towards the rim (domes) or in the gaps (branches); a soft light direction
     inside = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
     relief = {"massive": 0.45, "branching": 0.3, "digitate": 0.3, "solitary": 0.3}.get(form, 0.15)
@@ -212,47 +214,51 @@ def paint_colony_pixels(
     region[mask] = colour[mask].clip(0, 255)
 
 
+# Substrate kinds: base colour (RGB), then weights of the shared fields (constant, fine grain,
+# crisp specks, medium blotches, sand ripples) that modulate it.
+SUBSTRATES: dict[str, tuple[tuple[int, int, int], tuple[float, float, float, float, float]]] = {
+    "sand": ((196, 186, 160), (0.8, 0.2, 0.12, 0.0, 0.1)),
+    "rubble": ((132, 124, 108), (0.35, 0.35, 0.45, 0.45, 0.0)),
+    "turf": ((98, 92, 62), (0.45, 0.55, 0.35, 0.2, 0.0)),
+    "crustose_algae": ((176, 110, 132), (0.55, 0.3, 0.2, 0.35, 0.0)),
+    "macroalgae": ((86, 118, 52), (0.3, 0.5, 0.7, 0.2, 0.0)),
+    "soft_coral": ((146, 116, 152), (0.45, 0.35, 0.3, 0.5, 0.0)),
+}
+
+
 def substrate(rng: np.random.Generator, shape_hw: tuple[int, int], scale_px: float) -> np.ndarray:
     """Non-coral seabed, float32 RGB (H, W, 3): sand ripples, rubble, turf, crustose algae,
-    macroalgae and soft corals, mixed by large-scale noise. ``scale_px``: pixels per quadrat side."""
+    macroalgae and soft corals (:data:`SUBSTRATES`), each image with its own mix drawn from a
+    Dirichlet, laid out by large-scale noise; ``scale_px``: pixels per quadrat side."""
     h, w = shape_hw
     side = max(h, w)
     k = side / max(scale_px, 1.0)  # quadrat sides across the image
-    n = lambda cells: smooth_noise(rng, shape_hw, max(2, int(cells * k)))  # noqa: E731
-    fine = smooth_noise(rng, shape_hw, max(2, side // 3))
-    medium = smooth_noise(rng, shape_hw, max(2, side // 14))
-    # sand with ripples
+    kinds = list(SUBSTRATES)
+    mix = rng.dirichlet([1.2, 1.6, 1.5, 1.0, 0.6, 0.4])
+    cells = (2.5, 4, 3, 5, 6, 5)
+    small = (max(8, h // 4), max(8, w // 4))  # the layout is smooth: drawn at a quarter scale
+    fields = np.stack(
+        [smooth_noise(rng, small, max(2, int(c * k))) * m for c, m in zip(cells, mix, strict=True)]
+    )
+    owner = cv2.resize(fields.argmax(axis=0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    fine = smooth_noise(rng, shape_hw, max(2, side // 2)) - 0.5
+    specks = (smooth_noise(rng, shape_hw, max(2, side // 2)) > 0.62).astype(np.float32) - 0.2
+    medium = smooth_noise(rng, shape_hw, max(2, int(side / (0.05 * scale_px)))) - 0.5
     angle = rng.uniform(0, np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     wavelength = scale_px * rng.uniform(0.03, 0.07)
-    bend = 6.0 * n(3)
-    ripples = 0.5 + 0.5 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) / wavelength * 2 * np.pi + bend)
-    sand = (
-        np.array([188, 178, 150], np.float32) * (0.85 + 0.15 * ripples[..., None])
-        + (fine[..., None] - 0.5) * 30
+    bend = 6.0 * cv2.resize(smooth_noise(rng, small, max(2, int(3 * k))), (w, h))
+    ripples = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) / wavelength * 2 * np.pi + bend)
+    base = np.array([SUBSTRATES[n][0] for n in kinds], np.float32)
+    weights = np.array([SUBSTRATES[n][1] for n in kinds], np.float32)
+    wk = weights[owner]  # (H, W, 5)
+    mod = wk[..., 0] + 1.3 * wk[..., 1] * fine + 1.2 * wk[..., 2] * specks + 1.2 * wk[..., 3] * medium
+    mod += 0.5 * wk[..., 4] * ripples
+    image = base[owner] * mod[..., None]
+    shade = 0.35 + 0.95 * cv2.resize(
+        fractal_noise(rng, small, (max(2, int(3 * k)), max(2, int(9 * k)))), (w, h)
     )
-    # rubble: pebbles
-    rubble = (
-        np.array([120, 112, 96], np.float32) * (0.6 + 0.8 * medium[..., None]) + (fine[..., None] - 0.5) * 50
-    )
-    turf = np.array([96, 92, 64], np.float32) * (0.7 + 0.6 * fine[..., None])
-    cca = np.array([172, 108, 128], np.float32) * (0.8 + 0.4 * medium[..., None])
-    macro = np.array([88, 118, 52], np.float32) * (0.5 + 0.9 * (fine[..., None] > 0.45))
-    soft = np.array([140, 110, 150], np.float32) * (
-        0.65 + 0.5 * smooth_noise(rng, shape_hw, max(2, side // 6))[..., None]
-    )
-    layers = [sand, rubble, turf, cca, macro, soft]
-    # weights per layer: each image has its own mix (sandy lagoon to crusted reef)
-    mix = rng.dirichlet([1.2, 1.5, 1.5, 1.0, 0.6, 0.4])
-    fields = np.stack([n(c) * m for c, m in zip((2.5, 4, 3, 5, 6, 5), mix, strict=True)])
-    fields = fields**3
-    owner = fields.argmax(axis=0)
-    image = np.zeros((h, w, 3), np.float32)
-    for i, layer in enumerate(layers):
-        image[owner == i] = layer[owner == i]
-    image = cv2.GaussianBlur(image, (0, 0), 0.7)
-    shade = 0.7 + 0.45 * fractal_noise(rng, shape_hw, (max(2, int(3 * k)), max(2, int(9 * k))))
-    return (image * shade[..., None]).clip(0, 255)
+    return (image * (shade / mod.mean().clip(0.3, None) * 0.75)[..., None]).clip(0, 255)
 
 
 def place_varied_colonies(
@@ -418,7 +424,7 @@ def outside_colonies(
         label = names[int(rng.integers(len(names)))]
         seed = int(rng.integers(0, 2**31))
         form = colony_form(label, seed)
-        radius = s * rng.uniform(0.04, 0.14)
+        radius = s * rng.uniform(0.04, 0.16)
         for _try in range(50):
             c = rng.uniform([x0, y0], [x1, y1])
             if not (0 <= c[0] <= sw and 0 <= c[1] <= sh):

@@ -443,29 +443,30 @@ def draw_optics(shot: Shot, raw_size: tuple[int, int]) -> dict:
     """The water and camera conditions of a shot (see the distributions table in docs/synthetic.md)."""
     rng = np.random.default_rng([shot.light_seed, 1])
     depth = float(rng.uniform(3, 25))
-    # attenuation per metre of water (red lost first), partly undone by the camera's white balance
-    atten = np.array([0.12, 0.035, 0.025]) * rng.uniform(0.7, 1.3)
-    wb = rng.uniform(0.35, 0.8)
-    cast = np.exp(-atten * depth * (1 - wb) * 2.0)
-    cast = cast / cast.max() * rng.uniform(0.9, 1.05)
-    water = np.array([rng.uniform(10, 50), rng.uniform(95, 150), rng.uniform(120, 175)])
+    # what is left of each channel after the water and the camera's white balance: red is lost
+    # first, with depth
+    red = float(np.clip(1.0 - depth * rng.uniform(0.015, 0.04), 0.35, 1.0))
+    cast = np.array([red, rng.uniform(0.85, 0.97), rng.uniform(1.0, 1.15)])
+    water = np.array([rng.uniform(20, 55), rng.uniform(90, 125), rng.uniform(140, 190)])
     if rng.random() < 0.3:  # green, turbid lagoon water
-        water = np.array([rng.uniform(60, 95), rng.uniform(110, 140), rng.uniform(90, 120)])
-    scale = min(raw_size) / 768.0
+        water = np.array([rng.uniform(70, 110), rng.uniform(120, 150), rng.uniform(100, 130)])
+    scale = min(raw_size) / 576.0
+    blurry = rng.random() < 0.15
     return {
         "depth_m": depth,
         "cast": cast.astype(np.float32),
+        "strobe": float(rng.uniform(0.5, 1.1) if rng.random() < 0.6 else 0.0),
         "water": water.astype(np.float32),
-        "backscatter": float(np.clip(0.04 + depth * rng.uniform(0.004, 0.012), 0, 0.4)),
+        "backscatter": float(np.clip(0.03 + depth * rng.uniform(0.002, 0.01), 0, 0.3)),
         "caustics": float(rng.uniform(0.1, 0.35) if depth < 10 and rng.random() < 0.6 else 0.0),
         "caustic_scale": float(rng.uniform(0.05, 0.12)),
-        "vignette": float(rng.uniform(0.15, 0.6)),
-        "defocus_px": float(rng.uniform(0.3, 1.6) * scale),
-        "motion_px": float(rng.uniform(2, 7) * scale if rng.random() < 0.15 else 0.0),
+        "vignette": float(rng.uniform(0.1, 0.5)),
+        "defocus_px": float((rng.uniform(0.8, 2.0) if blurry else rng.uniform(0.0, 0.7)) * scale),
+        "motion_px": float(rng.uniform(2, 6) * scale if rng.random() < 0.1 else 0.0),
         "motion_angle": float(rng.uniform(0, 180)),
-        "exposure": float(rng.lognormal(0, 0.18)),
-        "gamma": float(rng.uniform(0.85, 1.15)),
-        "saturation": float(rng.uniform(0.9, 1.5)),
+        "exposure": float(rng.lognormal(0.3, 0.2)),
+        "gamma": float(rng.uniform(0.8, 1.1)),
+        "saturation": float(rng.uniform(0.95, 1.4)),
         "noise": float(rng.uniform(1.0, 5.0)),
         "jpeg_quality": int(rng.integers(60, 96)),
         "seed": int(rng.integers(0, 2**31)),
@@ -484,9 +485,13 @@ def caustics(rng: np.random.Generator, shape_hw: tuple[int, int], scale: float) 
 def apply_optics(image: np.ndarray, optics: dict, noise: np.ndarray) -> np.ndarray:
     """The water and the camera on a photo (float32 RGB (H, W, 3), 0..255) -> uint8 RGB."""
     h, w = image.shape[:2]
-    img = image * optics["cast"][None, None, :]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
+    cast = optics["cast"][None, None, :]
+    if optics["strobe"] > 0:  # a strobe restores the colours near the centre, the water's cast beyond
+        far = np.clip(r2 / (2 * optics["strobe"] ** 2), 0, 1)[..., None]
+        cast = 1.0 + (cast - 1.0) * (0.25 + 0.75 * far)
+    img = image * cast
     # backscatter: more away from the strobe's centre and towards the top (farther water)
     haze = optics["backscatter"] * (0.7 + 0.3 * r2 / 2 + 0.2 * (1 - yy / h))
     img = img * (1 - haze[..., None]) + optics["water"][None, None, :] * haze[..., None]
@@ -761,8 +766,8 @@ def render_varied(
         sw + right / to_plane.scale[0],
         sh + bottom / to_plane.scale[1],
     )
-    n_beyond = int(reef_rng.integers(6, 18) * (plane_hw[0] * plane_hw[1]) / (iw * ih))
-    beyond = outside_colonies(reef_rng, (sw, sh), extent, min(n_beyond, 60))
+    n_beyond = int(reef_rng.integers(12, 30) * (plane_hw[0] * plane_hw[1]) / (iw * ih))
+    beyond = outside_colonies(reef_rng, (sw, sh), extent, min(n_beyond, 90))
     parts = visible_parts(colonies, (sw, sh))
     paint_reef(plane, to_plane, colonies, parts, beyond)
     if interior is not None:

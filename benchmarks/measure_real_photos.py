@@ -1,0 +1,89 @@
+"""Statistics of the real quadrat photos beside the varied and the simple synthetic worlds, and
+the time to render one synthetic photo.
+
+    .venv/bin/python benchmarks/measure_real_photos.py [--data ../shared/data] [--images 12] [--size 768]
+        [--timing-sizes 768,1920]
+
+Real photos: every JPEG in ``DATA/real_quadrats/coralscop`` (metal frames) and ``DATA/coralnet``
+(MCR LTER black frames), read in their displayed orientation. Synthetic: ``--images`` raw photos
+of each world at ``--size`` px (seed 0). Every photo is scaled to a 384 px shorter side before
+measuring (see :mod:`quadratseg.synth.stats` for what each figure is). Prints, per figure, the
+mean +- standard deviation over the photos of each set and the distance of each world's mean
+from the real mean in units of the real photos' spread (std, floored at a tenth of the mean's
+magnitude). Then the seconds per photo of each world at each ``--timing-sizes`` (one process,
+median of 3 photos). Nothing of the real photos is written anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import isolated_workdir
+
+
+def real_photo_paths(data: Path) -> list[Path]:
+    """The real quadrat photos under the shared data folder."""
+    return sorted((data / "real_quadrats" / "coralscop").glob("*.jpg")) + sorted(
+        (data / "coralnet").glob("*.jpg")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--size", type=int, default=768)
+    parser.add_argument("--timing-sizes", default="768,1920")
+    args = parser.parse_args()
+
+    from quadratseg.images import read_image_rgb
+    from quadratseg.synth import SynthConfig, generate_dataset, load_truth
+    from quadratseg.synth.dataset import export_image_path, genera_for_image
+    from quadratseg.synth.scene import render_quadrat
+    from quadratseg.synth.stats import STAT_NAMES, photo_stats, summarize
+
+    paths = real_photo_paths(Path(args.data))
+    if not paths:
+        raise SystemExit(f"no real photos under {args.data}; pass --data ../shared/data")
+    sets = {"real": summarize(photo_stats(read_image_rgb(p)) for p in paths)}
+    work = isolated_workdir("measure-real-")
+    for world in ("varied", "simple"):
+        out = generate_dataset(
+            work / world, SynthConfig(images=args.images, seed=0, size=args.size, world=world)
+        )
+        photos = [
+            read_image_rgb(export_image_path(out / "cvat_exports" / "corners", t["subset"], t["name"]))
+            for t in load_truth(out)
+        ]
+        sets[world] = summarize(photo_stats(p) for p in photos)
+    real = sets["real"]
+    print(f"{len(paths)} real photos, {args.images} synthetic photos per world at {args.size} px")
+    print(f"{'figure':16s} {'real':>16s} {'varied':>16s} {'simple':>16s} {'d varied':>9s} {'d simple':>9s}")
+    for k in STAT_NAMES:
+        unit = max(real[k][1], 0.1 * abs(real[k][0]), 1e-6)
+        cells = [f"{sets[s][k][0]:8.3f} +-{sets[s][k][1]:6.3f}" for s in ("real", "varied", "simple")]
+        dv, ds = (abs(sets[s][k][0] - real[k][0]) / unit for s in ("varied", "simple"))
+        print(f"{k:16s} {cells[0]:>16s} {cells[1]:>16s} {cells[2]:>16s} {dv:9.2f} {ds:9.2f}")
+
+    print("\nseconds per photo (render only, one process, median of 3)")
+    for size in (int(s) for s in args.timing_sizes.split(",") if s):
+        row = []
+        for world in ("simple", "varied"):
+            times = []
+            for i in range(3):
+                rng = np.random.default_rng([0, i])
+                start = time.perf_counter()
+                render_quadrat(rng, (size, round(size * 0.75)), size, genera_for_image(i, 0, 10), world=world)
+                times.append(time.perf_counter() - start)
+            row.append(f"{world} {statistics.median(times):.2f}")
+        print(f"{size:5d} px: " + ", ".join(row))
+
+
+if __name__ == "__main__":
+    main()
