@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 from servers import postgres_server, redis_server  # noqa: F401 (pytest fixtures)
 
@@ -150,3 +151,107 @@ def test_open_store_refuses_a_database_url_that_is_not_postgresql(tmp_path, monk
         open_store(Settings(bridge_state_dir=tmp_path))
     monkeypatch.setenv("BRIDGE_DATABASE_URL", "")
     assert type(open_store(Settings(bridge_state_dir=tmp_path))) is JobStore
+
+
+@pytest.mark.shared_data
+def test_a_task_completion_during_a_slow_decision_is_not_lost(cvat_server, tmp_path):
+    """A corner task of two jobs: the first job's completion starts a warp job whose decision reads
+    the task's jobs (the second still open) and is slow; the second job completes meanwhile, and its
+    deliveries (update:job, update:task) come while that decision runs. The warped task must still be
+    made, once."""
+    import contextlib
+    import io
+
+    import uvicorn
+    from PIL import Image
+
+    from bridge.app import create_app, signed_path
+    from bridge.jobqueue import BridgeQueue, cvat_connection
+    from loopback.harness import correct_and_complete, free_port, skeleton_shapes, wait_for
+    from quadratseg.cvat_client import Cvat, connect
+    from quadratseg.formats.cvat_labels import labels_to_raw_config
+    from quadratseg.labelsets import corner_labels, grid_labels
+    from quadratseg.settings import Settings
+
+    secret, state = "s3cret", cvat_server.state
+    corners = state.add_project("corners", labels_to_raw_config(corner_labels()))["id"]
+    grid = state.add_project("grid", labels_to_raw_config(grid_labels()))["id"]
+    task = state.add_task("site_2024", corners, subset="train", segment_size=1)
+    frames = []
+    for i in range(2):
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((160, 200, 3), 40 * (i + 1), np.uint8)).save(buffer, "JPEG")
+        frames.append((f"site_2024_q{i}.jpg", buffer.getvalue()))
+    state.set_frames(task, frames, segment_size=1)
+    settings = Settings(
+        cvat_host=cvat_server.url,
+        cvat_username="admin",
+        cvat_password="admin-password",
+        bridge_state_dir=tmp_path / "bridge",
+        cvat_webhook_secret=secret,
+    )
+    deciding, go_on, reads = threading.Event(), threading.Event(), []
+    connection = cvat_connection(settings)
+
+    @contextlib.contextmanager
+    def slow_deciding_cvat():
+        """CVAT as it is, but the first read of a task's jobs answers only once the test says so
+        (with what it read before: the decision is made on the state of that moment)."""
+        with connection() as cvat:
+            real = cvat.task_jobs
+
+            def task_jobs(task_id):
+                jobs = real(task_id)
+                reads.append(sorted(j["status"] for j in jobs))
+                if len(reads) == 1:
+                    deciding.set()
+                    go_on.wait(30)
+                return jobs
+
+            cvat.task_jobs = task_jobs
+            yield cvat
+
+    queue = BridgeQueue(settings, cvat=slow_deciding_cvat)
+    queue.huey.immediate = True  # jobs run in the dispatcher thread as soon as they are queued
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(queue, secret, token="t"), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 20, "the bridge app")
+    path = signed_path(
+        secret, "/crop-quadrat-and-create-new-task-webhook", target_proj_id=grid, project_id=corners
+    )
+    state.add_webhook(
+        f"http://127.0.0.1:{port}{path}", ["update:job", "update:task"], project_id=corners, secret=secret
+    )
+    try:
+        with connect(settings) as client:
+            cvat = Cvat(client)
+            label = next(lab for lab in cvat.labels(project_id=corners) if lab["name"] == "quadrat_corner")
+            square = np.array([[20.0, 20.0], [180.0, 20.0], [180.0, 140.0], [20.0, 140.0]])
+            first, second = cvat.task_jobs(task.record["id"])
+            correct_and_complete(client, first["id"], skeleton_shapes({0: square}, label))
+            assert deciding.wait(30), "the first completion started no decision"
+            correct_and_complete(client, second["id"], skeleton_shapes({1: square}, label))
+            cvat_server.wait_deliveries(30)  # the second job's deliveries came during the decision
+            go_on.set()
+
+            def ended():
+                jobs = queue.store.list()
+                return (
+                    jobs if jobs and all(j["state"] in ("done", "failed", "skipped") for j in jobs) else None
+                )
+
+            jobs = wait_for(ended, 60, "the warp job")
+            warped = cvat.find_task(grid, "site_2024_warped")
+    finally:
+        go_on.set()
+        server.should_exit = True
+        thread.join(10)
+    assert reads[0] == ["annotation", "completed"]  # decided while the second job was open
+    assert reads[1] == ["completed", "completed"]  # and decided again once it was not
+    assert [(j["kind"], j["state"]) for j in jobs] == [("warp", "done")], jobs
+    assert warped is not None and warped["size"] == 2
+    assert [t.record["name"] for t in state.tasks.values()].count("site_2024_warped") == 1
