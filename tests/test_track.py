@@ -267,3 +267,29 @@ def test_warped_colonies_match_the_whole_frame_warp():
     for inst, got in zip(colonies, moved, strict=True):
         whole = warp_image(inst.full_mask((200, 200)).astype(np.uint8), homography, (200, 200), 0) > 0
         assert np.array_equal(got.full_mask((200, 200)), whole)
+
+
+def test_generate_years_writes_one_survey_layout_per_year_with_lineages(tmp_path):
+    import json
+
+    from quadratseg.synth.years import generate_years
+
+    out = generate_years(tmp_path / "years", YearsConfig(quadrats=2, years=2, size=192, colonies=8))
+    intervals = json.loads((out / "lineages.json").read_text())["intervals"]
+    assert [(i["source_survey"], i["target_survey"]) for i in intervals] == [
+        ("SynthReef_2019_Q00.jpg", "SynthReef_2020_Q00.jpg"),
+        ("SynthReef_2019_Q01.jpg", "SynthReef_2020_Q01.jpg"),
+    ]
+    for year in (2019, 2020):
+        truths = json.loads((out / str(year) / "truth.json").read_text())["images"]
+        assert [t["name"] for t in truths] == [f"SynthReef_{year}_Q00.jpg", f"SynthReef_{year}_Q01.jpg"]
+        for folder in ("corners", "grid", "segmentation"):
+            assert (
+                out / str(year) / "cvat_exports" / folder / "images" / "test" / truths[0]["name"]
+            ).is_file()
+    first = json.loads((out / "2019" / "truth.json").read_text())["images"][0]
+    second = json.loads((out / "2020" / "truth.json").read_text())["images"][0]
+    for row in intervals[0]["rows"]:
+        if row["source"] is not None and row["target"] is not None and row["split_fuse"] == "none":
+            assert first["corals"][row["source"]]["lineage"] == second["corals"][row["target"]]["lineage"]
+            assert row["area_source_px"] == first["corals"][row["source"]]["area_px"]

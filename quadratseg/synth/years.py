@@ -82,6 +82,7 @@ class YearsConfig:
     colonies: int = 12
     max_shift: float = 0.02  # frame re-placed: shift as a share of the side
     max_turn_deg: float = 1.5
+    world: str = "simple"  # frames, light and reef look: "simple" or "varied" (quadratseg.synth.scene)
     rates: YearRates = field(default_factory=YearRates)
 
     def validate(self) -> None:
@@ -92,6 +93,8 @@ class YearsConfig:
             )
         if self.size < 128:
             raise QuadratsegError(f"--size must be at least 128 px, got {self.size}")
+        if self.world not in ("simple", "varied"):
+            raise QuadratsegError(f"--world must be simple or varied, got {self.world!r}")
 
 
 @dataclass
@@ -286,22 +289,41 @@ def paint_interior(
     placement: np.ndarray,
     seed: int,
     quadrat: int,
+    world: str = "simple",
 ) -> np.ndarray:
     """The survey's clean warped interior (float32 RGB (S, S, 3)): the world's seabed seen through the
-    frame placement, each colony painted on its survey mask with its lineage's texture."""
+    frame placement, each colony painted on its survey mask with its lineage's look (the same every
+    year): the simple world's genus look (:func:`quadratseg.synth.appearance.paint_colony`) or the
+    varied world's growth form, colour and texture (:func:`quadratseg.synth.reef.paint_colony_pixels`)."""
+    from quadratseg.synth.reef import colony_form, paint_colony_pixels
     from quadratseg.warp import warp_image
 
     size = world_seabed.shape[0]
-    canvas = warp_image(world_seabed, placement, (size, size), border_value=(150.0, 140.0, 112.0)).astype(
-        np.float32
-    )
+    border = tuple(float(v) for v in world_seabed.reshape(-1, 3).mean(axis=0))
+    canvas = warp_image(world_seabed, placement, (size, size), border_value=border).astype(np.float32)
     for colony, mask in zip(colonies, masks, strict=True):
-        parts = mask_to_polygons(mask)
-        if not parts:
+        if not mask.any():
             continue
-        rng = np.random.default_rng(lineage_seed(seed, quadrat, colony.lineage))
+        look_seed = lineage_seed(seed, quadrat, colony.lineage)
+        if world == "varied":
+            ys, xs = np.nonzero(mask)
+            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            appearance = int(np.random.default_rng(look_seed).integers(0, 2**31))
+            centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
+            paint_colony_pixels(
+                canvas,
+                mask[y0:y1, x0:x1],
+                (int(x0), int(y0)),
+                colony.label,
+                appearance,
+                colony_form(colony.label, appearance),
+                centre,
+                max(_radius(mask), 2.0),
+            )
+            continue
+        parts = mask_to_polygons(mask)
         texture = canvas.copy()
-        paint_colony(texture, parts[0].exterior, GENUS_LOOKS[colony.label], rng)
+        paint_colony(texture, parts[0].exterior, GENUS_LOOKS[colony.label], np.random.default_rng(look_seed))
         canvas[mask] = texture[mask]
     return canvas
 
@@ -334,7 +356,12 @@ def simulate_quadrat(config: YearsConfig, index: int) -> QuadratYears:
     """The world of quadrat ``index`` over ``config.years`` years (no rendering)."""
     rng = np.random.default_rng([config.seed, index, 31])
     size = config.size
-    world_seabed = seabed(rng, (size, size))
+    if config.world == "varied":
+        from quadratseg.synth.reef import substrate
+
+        world_seabed = substrate(rng, (size, size), float(size))
+    else:
+        world_seabed = seabed(rng, (size, size))
     colonies = [first_world(rng, size, config.colonies)]
     pairs: list[list[tuple[int, int]]] = []
     next_lineage = len(colonies[0]) + 1
@@ -358,14 +385,15 @@ def generate_years(out_dir: str | Path, config: YearsConfig, overwrite: bool = F
     """Write ``config.years`` surveys of ``config.quadrats`` quadrats and their true lineages.
 
     Each year is a folder in the layout of one synthetic set (:mod:`quadratseg.synth.dataset`), its
-    photos in the ``test`` subset: raw photos rendered by :func:`quadratseg.synth.scene.render_quadrat`
-    around the survey's interior (:func:`paint_interior`), grid and clean warped photos, and
-    ``truth.json`` whose corals carry their ``lineage``. ``lineages.json`` holds the true rows of
-    every interval. The folder appears only when complete.
+    photos in the ``test`` subset: the survey's interior (:func:`paint_interior`) photographed by
+    :func:`quadratseg.synth.scene.render_quadrat` (frame, camera and light drawn per photo, in the
+    config's world), grid and clean warped photos, and ``truth.json`` whose corals carry their
+    ``lineage`` and ``area_px``. ``lineages.json`` holds the true rows of every interval (colony
+    indices into each photo's ``corals``). The folder appears only when complete.
     """
     from quadratseg.formats.cvat_xml import write_cvat_xml
-    from quadratseg.synth.dataset import build_cvat_documents, export_image_path, image_truth
-    from quadratseg.synth.scene import Colony, render_quadrat
+    from quadratseg.synth.dataset import build_cvat_documents, image_truth
+    from quadratseg.synth.reef import Colony
 
     config.validate()
     out = Path(out_dir)
@@ -374,60 +402,44 @@ def generate_years(out_dir: str | Path, config: YearsConfig, overwrite: bool = F
         lineages: list[dict[str, Any]] = []
         for q in range(config.quadrats):
             world = simulate_quadrat(config, q)
+            kept = [[k for k, m in enumerate(masks) if m.any()] for masks in world.masks]
             for y in range(config.years):
                 year = config.first_year + y
                 name = photo_name(year, q)
                 interior = paint_interior(
-                    world.seabed, world.colonies[y], world.masks[y], world.placements[y], config.seed, q
+                    world.seabed,
+                    world.colonies[y],
+                    world.masks[y],
+                    world.placements[y],
+                    config.seed,
+                    q,
+                    config.world,
                 )
-                kept = [(c, m) for c, m in zip(world.colonies[y], world.masks[y], strict=True) if m.any()]
-                corals = [Colony(c.label, mask_to_polygons(m)[0].exterior) for c, m in kept]
-                rng = np.random.default_rng([config.seed, q, year])
-                scene = render_quadrat(
-                    rng,
-                    (round(config.size * 1.25), round(config.size * 0.94)),
-                    config.size,
-                    [],
-                    interior=interior,
-                    colonies=corals,
-                )
-                root = tmp / str(year) / "cvat_exports"
-                for folder, image in (
-                    ("corners", scene.raw),
-                    ("grid", scene.warped),
-                    ("segmentation", scene.warped_clean),
-                ):
-                    path = export_image_path(root / folder, "test", name)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    if not cv2.imwrite(
-                        str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]
-                    ):
-                        raise OSError(f"could not write {path}")
+                corals = []
+                for k in kept[y]:
+                    part = mask_to_polygons(world.masks[y][k])[0]  # the survey's colonies are one part each
+                    corals.append(Colony(world.colonies[y][k].label, part.exterior, list(part.holes)))
+                scene = render_quadrat_for_year(config, q, year, interior, corals)
                 truth = image_truth(scene, name, "test")
-                for coral, (colony, mask) in zip(truth["corals"], kept, strict=True):
-                    coral["lineage"] = colony.lineage
-                    coral["area_px"] = int(mask.sum())
+                write_survey_photo(tmp / str(year), scene, truth, name)
+                for coral, k, colony in zip(truth["corals"], kept[y], corals, strict=True):
+                    coral.setdefault("holes_xy", [np.round(h, 2).tolist() for h in colony.holes_xy])
+                    coral["lineage"] = world.colonies[y][k].lineage
+                    coral["area_px"] = int(world.masks[y][k].sum())
                 truth["site"], truth["year"], truth["quadrat"] = SITE, year, f"Q{q:02d}"
                 truths[y].append(truth)
             for y in range(config.years - 1):
-                keep_a = [k for k, m in enumerate(world.masks[y]) if m.any()]
-                keep_b = [k for k, m in enumerate(world.masks[y + 1]) if m.any()]
-                pairs = [
-                    (keep_a.index(i), keep_b.index(j))
-                    for i, j in world.pairs[y]
-                    if i in keep_a and j in keep_b
-                ]
+                a, b = kept[y], kept[y + 1]
+                pairs = [(a.index(i), b.index(j)) for i, j in world.pairs[y] if i in a and j in b]
                 rows = true_rows(
-                    [world.masks[y][k] for k in keep_a],
-                    [world.masks[y + 1][k] for k in keep_b],
-                    (
-                        [world.colonies[y][k].label for k in keep_a],
-                        [world.colonies[y + 1][k].label for k in keep_b],
-                    ),
+                    [world.masks[y][k] for k in a],
+                    [world.masks[y + 1][k] for k in b],
+                    ([world.colonies[y][k].label for k in a], [world.colonies[y + 1][k].label for k in b]),
                     pairs,
                 )
                 lineages.append(
                     {
+                        "site": SITE,
                         "quadrat": f"Q{q:02d}",
                         "source_survey": photo_name(config.first_year + y, q),
                         "target_survey": photo_name(config.first_year + y + 1, q),
@@ -441,10 +453,52 @@ def generate_years(out_dir: str | Path, config: YearsConfig, overwrite: bool = F
             (year_dir / "truth.json").write_text(json.dumps({"images": year_truths}), encoding="utf-8")
             manifest = {
                 "generator": "quadratseg.synth.years",
-                "config": {**asdict(config)},
+                "config": asdict(config),
                 "year": config.first_year + y,
             }
             (year_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         (tmp / "lineages.json").write_text(json.dumps({"intervals": lineages}), encoding="utf-8")
     logger.info("wrote %d quadrats over %d years to %s", config.quadrats, config.years, out)
     return out
+
+
+def render_quadrat_for_year(
+    config: YearsConfig, quadrat: int, year: int, interior: np.ndarray, corals: list[Any]
+) -> Any:
+    """The survey's photo around its interior: raw photo 1.25 x 0.94 the warped side, frame, camera
+    and light drawn from the quadrat's and year's own seed (another light every year)."""
+    from quadratseg.synth.scene import render_quadrat
+
+    rng = np.random.default_rng([config.seed, quadrat, year])
+    raw_size = (round(config.size * 1.25), round(config.size * 0.94))
+    return render_quadrat(
+        rng, raw_size, config.size, [], colonies=corals, world=config.world, interior=interior
+    )
+
+
+def write_survey_photo(year_dir: Path, scene: Any, truth: dict[str, Any], name: str) -> None:
+    """The photo's files in one survey's layout (:mod:`quadratseg.synth.dataset`): the raw photo
+    (``corners``), the warped photo (``grid``) and the grid-free one (``segmentation``) in the
+    ``test`` subset, and in the varied world its string and occluder masks."""
+    from quadratseg.synth.dataset import export_image_path, write_raw_photo
+
+    root = year_dir / "cvat_exports"
+    quality = int(truth.get("jpeg_quality", 95))
+    for folder, image in (
+        ("corners", scene.raw),
+        ("grid", scene.warped),
+        ("segmentation", scene.warped_clean),
+    ):
+        path = export_image_path(root / folder, "test", name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        orientation = int(truth.get("exif_orientation", 1)) if folder == "corners" else 1
+        write_raw_photo(path, image, quality, orientation)
+    if truth.get("world", "simple") != "simple":
+        for key, mask in (
+            ("string_mask", scene.string_mask_warped.astype(np.uint8) * 255),
+            ("occluder_mask", scene.occluder_codes_raw),
+        ):
+            path = year_dir / truth[key]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), mask):
+                raise OSError(f"could not write {path}")
