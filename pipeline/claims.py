@@ -4,8 +4,9 @@ A run claims a photo before it reads it by creating ``OUT/.claims/<key>.claim`` 
 (one creator wins, on a local disk and on NFS v3+ alike); the file names the run (host, pid and a
 random token). While the run lives, a heartbeat thread touches the claims it holds every
 ``ttl_s / 4`` seconds; a claim whose file was not touched for ``ttl_s`` seconds belongs to a dead run
-and is taken over (renamed away first, so two runs taking over one claim cannot both win). A claim
-is released (its file removed) once the photo's record is written, or when the photo failed.
+(a claim naming a process of this machine that is gone, at once) and is taken over (renamed away
+first, so two runs taking over one claim cannot both win). A claim is released (its file removed)
+once the photo's record is written, or when the photo failed.
 
 The claims are the run's, not a worker's: the Ray engine's actors claim under the driver's run token
 and the driver's heartbeat keeps them alive, so an actor that dies mid-photo leaves the claim to the
@@ -31,6 +32,22 @@ DEFAULT_CLAIM_TTL_S = 120.0
 def new_run_token() -> str:
     """A token naming one run: host, pid and 8 random hex digits (``host:pid:hex``)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def run_alive(token: str) -> bool:
+    """False when ``token`` names a process of this machine that no longer runs; True otherwise
+    (a run of another machine is judged by its heartbeat alone)."""
+    host, _, rest = token.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def claim_path(out_dir: str | Path, key: str) -> Path:
@@ -91,10 +108,15 @@ class PhotoClaims:
         return False
 
     def _expired(self, path: Path) -> bool:
+        """True when the claim's heartbeat stopped ``ttl_s`` ago, or at once when its run was a
+        process of this machine that is gone (a run killed here is taken over without waiting)."""
         try:
-            return time.time() - path.stat().st_mtime > self.ttl_s
+            if time.time() - path.stat().st_mtime > self.ttl_s:
+                return True
         except FileNotFoundError:
             return True
+        owner = claim_owner(path)
+        return owner is not None and not run_alive(owner)
 
     def held_by_other(self, key: str) -> bool:
         """True while another live run holds the claim on ``key``."""

@@ -94,26 +94,36 @@ def test_the_overlapped_engine_writes_the_bytes_one_photo_after_the_other_writes
 
 
 def test_reading_and_writing_overlap_the_chain(quadrats, tmp_path, monkeypatch):
-    """Reads of 0.15 s and a chain of 0.15 s per photo: one after the other 12 photos take 3.6 s;
-    overlapped about 1.95 s (the chain's 1.8 s and one read)."""
+    """Reads of 0.15 s and a chain of 0.15 s per photo: the next photos are decoded while the chain
+    runs (one after the other, no read overlaps a chain call), the models called from one thread."""
     import pipeline.run
 
     real_read = pipeline.run.read_image_rgb
+    reads, chains = [], []
 
     def slow_read(path):
+        start = time.perf_counter()
         time.sleep(0.15)
-        return real_read(path)
+        image = real_read(path)
+        reads.append((start, time.perf_counter()))
+        return image
+
+    class TimedColonies(SquareColonies):
+        def predict(self, image):
+            start = time.perf_counter()
+            found = super().predict(image)
+            chains.append((start, time.perf_counter()))
+            return found
 
     monkeypatch.setattr(pipeline.run, "read_image_rgb", slow_read)
-    models = ChainModels(SquareColonies(delay_s=0.15))
+    models = ChainModels(TimedColonies(delay_s=0.15))
     start = time.perf_counter()
     summary = process_folder(quadrats, tmp_path / "out", models, "fp", overlays=False)
     wall = time.perf_counter() - start
     assert summary["processed"] == 12
     assert len(models.segment.threads) == 1  # the models are called from one thread
-    timing = {r["stage"]: float(r["seconds"]) for r in csv.DictReader((tmp_path / "out/timing.csv").open())}
-    assert timing["read"] >= 12 * 0.15 and timing["chain"] >= 12 * 0.15
-    assert wall < 0.8 * (timing["read"] + timing["chain"] + timing["write"]), (wall, timing)
+    overlapping = sum(any(r0 < c1 and c0 < r1 for c0, c1 in chains) for r0, r1 in reads)
+    assert overlapping >= 8, (overlapping, wall)  # 11 possible: every read but the first
 
 
 def test_a_photo_that_fails_is_recorded_and_its_claim_released(quadrats, tmp_path):

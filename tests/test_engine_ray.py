@@ -1,0 +1,205 @@
+"""``pipeline.process --engine ray``: the same files as the local engine, resume across engines, and
+faults (an actor killed mid-run) on a real Ray started once for the module (2 CPUs, pools of one
+actor)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """Ray on this machine, 2 CPUs, no dashboard; shut down after the module."""
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def survey(synthetic_set, tmp_path_factory):
+    """Twelve 256 px warped quadrats as site/year/Qn.jpg, and an untrained YOLO11n-seg of the main
+    families that finds colonies on them (a real model every process can load)."""
+    from engine_models import untrained_seg_weights
+
+    from quadratseg.taxonomy import load_taxonomy
+
+    root = tmp_path_factory.mktemp("ray-survey")
+    images = sorted((synthetic_set / "cvat_exports" / "segmentation" / "images").rglob("*.jpg"))
+    folder = root / "survey"
+    for index in range(12):
+        image = cv2.imread(str(images[index % len(images)]))
+        if index >= len(images):
+            image = image[:, ::-1]
+        target = folder / ("Tiahura" if index % 2 else "Haapiti") / str(2019 + index % 3) / f"Q{index}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(target), image)
+    weights = untrained_seg_weights(root / "weights" / "seg.pt", load_taxonomy().classes("main_family"))
+    return folder, weights
+
+
+def run_process(survey, out: Path, **options) -> dict:
+    from pipeline.process import process
+
+    folder, weights = survey
+    return json.loads(
+        process(
+            str(folder), str(out), yolo=str(weights), yolo_imgsz=64, warp_size=256, quadrat_cm=50, **options
+        )
+    )
+
+
+def comparable(out: Path) -> dict[str, bytes]:
+    """Every file of a run's folder by relative path, normalised where runs legitimately differ: the
+    records' ``seconds`` (wall times) and ``timing.csv`` (their sums) are left out; nothing else."""
+    files = {}
+    for path in sorted(out.rglob("*")):
+        relative = path.relative_to(out).as_posix()
+        if not path.is_file() or relative == "timing.csv" or relative.startswith(".claims"):
+            continue
+        data = path.read_bytes()
+        if relative.startswith("photos/"):
+            record = json.loads(data)
+            record.pop("seconds")
+            data = json.dumps(record, sort_keys=True).encode()
+        files[relative] = data
+    return files
+
+
+def test_ray_writes_the_local_engines_files_byte_for_byte(ray_session, survey, tmp_path):
+    local = run_process(survey, tmp_path / "local")
+    on_ray = run_process(survey, tmp_path / "ray", engine="ray")
+    assert (local["processed"], on_ray["processed"], on_ray["engine"]) == (12, 12, "ray")
+    ours, theirs = comparable(tmp_path / "local"), comparable(tmp_path / "ray")
+    assert sorted(ours) == sorted(theirs)
+    for name in ("status.csv", "cover.csv", "cover_summary.csv", "colonies.csv", "report.html", "run.json"):
+        assert name in ours
+    assert sum(1 for name in ours if name.startswith("instances/")) == 12
+    assert any(json.loads(ours[n]) for n in ours if n.startswith("instances/"))  # colonies were found
+    different = [name for name in ours if ours[name] != theirs[name]]
+    assert not different
+
+
+def _records(out: Path) -> int:
+    return len(list((out / "photos").rglob("*.json"))) if (out / "photos").is_dir() else 0
+
+
+def test_a_local_run_killed_midway_is_resumed_on_ray_each_photo_once(ray_session, survey, tmp_path):
+    """``python -m pipeline.process`` killed (SIGKILL) after a few photos; the run resumed with
+    ``--engine ray`` does the others only, and takes over the dead run's claims at once."""
+    import cv2 as _cv2
+
+    folder, weights = survey
+    big = tmp_path / "big"
+    for path in sorted(folder.rglob("*.jpg")):  # 768 px: the killed run is slow enough to catch
+        target = big / path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _cv2.imwrite(str(target), _cv2.resize(_cv2.imread(str(path)), (768, 768)))
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "pipeline.process", str(big), str(out),
+        "--yolo", str(weights), "--yolo-imgsz", "64", "--warp-size", "256", "--quadrat-cm", "50",
+    ]  # fmt: skip
+    child = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while _records(out) < 3 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    before = _records(out)
+    assert 3 <= before < 12, "the local run was not caught midway"
+    from pipeline.process import process
+
+    summary = json.loads(
+        process(
+            str(big), str(out), yolo=str(weights), yolo_imgsz=64, warp_size=256, quadrat_cm=50, engine="ray"
+        )
+    )
+    assert (summary["processed"], summary["resumed_skipped"], summary["failed"]) == (12 - before, before, 0)
+    again = json.loads(
+        process(str(big), str(out), yolo=str(weights), yolo_imgsz=64, warp_size=256, quadrat_cm=50)
+    )
+    assert (again["processed"], again["resumed_skipped"]) == (0, 12)  # and back on the local engine
+    assert not list((out / ".claims").rglob("*.claim"))
+    # the only temporary files are the killed process's unfinished ones (hidden, never renamed)
+    leftovers = [p.name for p in out.rglob("*") if ".tmp-" in p.name]
+    assert all(name.startswith(".") and f".tmp-{child.pid}-" in name for name in leftovers), leftovers
+
+
+def _chain_worker_pids() -> list[int]:
+    import psutil
+
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if any("ChainWorker" in part for part in (p.info["cmdline"] or []))
+    ]
+
+
+def test_an_actor_killed_mid_run_costs_a_retry_not_a_half_written_or_duplicated_photo(
+    ray_session, survey, tmp_path
+):
+    out = tmp_path / "out"
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(run_process(survey, out, engine="ray")))
+    runner.start()
+    deadline = time.monotonic() + 120
+    while _records(out) < 2 and runner.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed = _chain_worker_pids()
+    assert killed, "no chain actor found"
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    runner.join(timeout=300)
+    assert result, "the run did not end"
+    # the killed actor's photo is retried; one whose record was already written is skipped by the retry
+    assert result["processed"] + result["resumed_skipped"] == 12 and result["resumed_skipped"] <= 1, result
+    assert result["failed"] == 0
+    fingerprints = {json.loads(p.read_text())["fingerprint"] for p in (out / "photos").rglob("*.json")}
+    assert len(list((out / "photos").rglob("*.json"))) == 12 and len(fingerprints) == 1
+    rows = (out / "status.csv").read_text().splitlines()[1:]
+    assert len(rows) == len(set(rows)) == 12
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert set(_chain_worker_pids()).isdisjoint(killed) or not _chain_worker_pids()
+
+
+def test_a_photo_that_fails_on_ray_is_recorded_and_not_retried(ray_session, survey, tmp_path):
+    folder, weights = survey
+    photos = tmp_path / "photos"
+    for path in sorted(folder.rglob("*.jpg"))[:3]:
+        target = photos / path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    bad = sorted(photos.rglob("*.jpg"))[1]
+    bad.write_bytes(b"not a jpeg")
+    from quadratseg.batch import BatchFailedError
+
+    with pytest.raises(BatchFailedError) as failed:
+        run_process((photos, weights), tmp_path / "out", engine="ray")
+    summary = json.loads(failed.value.summary)
+    assert (summary["processed"], summary["failed"]) == (2, 1)
+    failures = (tmp_path / "out" / "failures.csv").read_text().splitlines()
+    assert len(failures) == 2 and bad.relative_to(photos).as_posix() in failures[1]
