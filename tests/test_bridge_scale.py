@@ -14,7 +14,7 @@ import uuid
 
 import numpy as np
 import pytest
-from servers import postgres_server, redis_server  # noqa: F401 (pytest fixtures)
+from servers import _or_fail, postgres_server, redis_server  # noqa: F401 (pytest fixtures)
 
 from bridge.store import JobStore, PostgresJobStore
 
@@ -255,3 +255,15 @@ def test_a_task_completion_during_a_slow_decision_is_not_lost(cvat_server, tmp_p
     assert [(j["kind"], j["state"]) for j in jobs] == [("warp", "done")], jobs
     assert warped is not None and warped["size"] == 2
     assert [t.record["name"] for t in state.tasks.values()].count("site_2024_warped") == 1
+
+
+def test_a_missing_server_binary_fails_with_the_install_command(monkeypatch, tmp_path):
+    """Never a skip: CI must run the server tests, so a missing binary is a failure that says what to
+    install."""
+    import loopback.servers
+    from loopback.servers import RedisServer
+
+    monkeypatch.setattr(loopback.servers.shutil, "which", lambda name: None)
+    monkeypatch.setattr(loopback.servers, "POSTGRES_ROOT", tmp_path / "none")
+    with pytest.raises(pytest.fail.Exception, match=r"redis-server is not installed.*ensure_servers\.sh"):
+        _or_fail(lambda: RedisServer(tmp_path / "redis"))
