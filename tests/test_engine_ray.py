@@ -203,3 +203,28 @@ def test_a_photo_that_fails_on_ray_is_recorded_and_not_retried(ray_session, surv
     assert (summary["processed"], summary["failed"]) == (2, 1)
     failures = (tmp_path / "out" / "failures.csv").read_text().splitlines()
     assert len(failures) == 2 and bad.relative_to(photos).as_posix() in failures[1]
+
+
+def test_a_node_removed_mid_run_costs_a_retry_on_the_other_node(survey, tmp_path):
+    """A cluster of a head and two 1-CPU nodes on 127.0.0.1 (a Ray of its own, in a child process);
+    the node holding the chain actor is removed after two photos: the run ends with every photo done
+    once on the other node."""
+    folder, weights = survey
+    out = tmp_path / "out"
+    child = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "ray_two_nodes.py"), str(folder), str(out), str(weights)],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    report = json.loads(child.stdout.strip().splitlines()[-1])
+    summary = report["summary"]
+    assert report["removed_nodes"] == 1
+    assert summary["processed"] + summary["resumed_skipped"] == 12 and summary["failed"] == 0, summary
+    assert summary["resumed_skipped"] <= 1, summary
+    rows = (out / "status.csv").read_text().splitlines()[1:]
+    assert len(rows) == len(set(rows)) == 12
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]

@@ -1,0 +1,79 @@
+"""A run on a two-node Ray cluster on 127.0.0.1 (``ray.cluster_utils.Cluster``) whose chain actor's
+node is removed mid-run; run as a script by tests/test_engine_ray.py (a Ray of its own, apart from
+the test session's):
+
+    python tests/ray_two_nodes.py PHOTOS OUT WEIGHTS
+
+Prints one JSON line: the run's summary and the removed node's count.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+
+def chain_worker_node(nodes) -> object | None:
+    """The node (of ``nodes``) whose raylet is the parent of a ChainWorker actor's process."""
+    import psutil
+    from ray._private import ray_constants
+
+    raylets = {node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid: node for node in nodes}
+    for process in psutil.process_iter(["cmdline"]):
+        if any("ChainWorker" in part for part in (process.info["cmdline"] or [])):
+            parent = process.parent()
+            while parent is not None and parent.pid not in raylets:
+                parent = parent.parent()
+            if parent is not None:
+                return raylets[parent.pid]
+    return None
+
+
+def main(photos: str, out: str, weights: str) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from pipeline.process import build_models, resolve_warp_size
+    from pipeline.run import EngineOptions, RunConfig, process_folder, run_fingerprint
+    from quadratseg.cli import current_settings
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
+    ray.init(address=cluster.address, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    config = RunConfig(yolo=weights, yolo_imgsz=64, warp_size=256)
+    config = RunConfig(**{**config.__dict__, "warp_size": resolve_warp_size(config)})
+    settings = current_settings()
+    models = build_models(config, settings)
+    options = EngineOptions(engine="ray", models_factory=partial(build_models, config, settings))
+    result: dict = {}
+
+    def run() -> None:
+        result.update(
+            process_folder(photos, out, models, run_fingerprint(config), warp_size=(256, 256), engine=options)
+        )
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    removed = 0
+    deadline = time.monotonic() + 180
+    while runner.is_alive() and time.monotonic() < deadline:
+        done = len(list((Path(out) / "photos").rglob("*.json"))) if (Path(out) / "photos").is_dir() else 0
+        node = chain_worker_node(nodes) if done >= 2 else None
+        if node is not None:
+            cluster.remove_node(node)
+            removed += 1
+            break
+        time.sleep(0.05)
+    runner.join(timeout=300)
+    print(json.dumps({"summary": result, "removed_nodes": removed}))
+    ray.shutdown()
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
