@@ -1,5 +1,5 @@
 """Statistics of the real quadrat photos beside the varied and the simple synthetic worlds, and
-the time to render one synthetic photo.
+the CPU time to render one synthetic photo.
 
     .venv/bin/python benchmarks/measure_real_photos.py [--data ../shared/data] [--images 12] [--size 768]
         [--timing-sizes 768,1920]
@@ -10,7 +10,7 @@ of each world at ``--size`` px (seed 0). Every photo is scaled to a 384 px short
 measuring (see :mod:`quadratseg.synth.stats` for what each figure is). Prints, per figure, the
 mean +- standard deviation over the photos of each set and the distance of each world's mean
 from the real mean in units of the real photos' spread (std, floored at a tenth of the mean's
-magnitude). Then the seconds per photo of each world at each ``--timing-sizes`` (one process,
+magnitude). Then the CPU seconds per photo of each world at each ``--timing-sizes`` (one process,
 median of 3 photos). Nothing of the real photos is written anywhere.
 """
 
@@ -71,16 +71,16 @@ def main() -> None:
         dv, ds = (abs(sets[s][k][0] - real[k][0]) / unit for s in ("varied", "simple"))
         print(f"{k:16s} {cells[0]:>16s} {cells[1]:>16s} {cells[2]:>16s} {dv:9.2f} {ds:9.2f}")
 
-    print("\nseconds per photo (render only, one process, median of 3)")
+    print("\nCPU seconds per photo (render only, one process, median of 3)")
     for size in (int(s) for s in args.timing_sizes.split(",") if s):
         row = []
         for world in ("simple", "varied"):
             times = []
             for i in range(3):
                 rng = np.random.default_rng([0, i])
-                start = time.perf_counter()
+                start = time.process_time()
                 render_quadrat(rng, (size, round(size * 0.75)), size, genera_for_image(i, 0, 10), world=world)
-                times.append(time.perf_counter() - start)
+                times.append(time.process_time() - start)
             row.append(f"{world} {statistics.median(times):.2f}")
         print(f"{size:5d} px: " + ", ".join(row))
 
