@@ -222,3 +222,34 @@ def test_two_processes_on_one_output_folder_do_each_photo_once(quadrats, tmp_pat
     assert len(list((out / "photos").rglob("*.json"))) == 24
     assert not list((out / ".claims").rglob("*.claim"))
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def test_the_local_engine_needs_no_ray_and_a_wrong_engine_is_named(quadrats, tmp_path):
+    code = (
+        "import sys, pipeline.process, pipeline.engine_local, pipeline.claims; "
+        "assert 'ray' not in sys.modules, 'ray imported'"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    from quadratseg.errors import QuadratsegError
+
+    with pytest.raises(QuadratsegError, match="--engine must be one of local, ray, got 'spark'"):
+        process_folder(
+            quadrats, tmp_path / "out", ChainModels(SquareColonies()), "fp", engine=EngineOptions("spark")
+        )
+
+
+def test_ray_missing_is_named_with_the_extra_to_install(quadrats, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the ray extra were not installed
+    from quadratseg.errors import QuadratsegError
+
+    with pytest.raises(QuadratsegError, match=r"quadratseg\[ray\]"):
+        process_folder(
+            quadrats,
+            tmp_path / "out",
+            ChainModels(SquareColonies()),
+            "fp",
+            engine=EngineOptions(engine="ray", models_factory=lambda: None),
+        )
