@@ -1,31 +1,40 @@
-"""The bridge's acknowledgement latency and its detection overhead, against the bare handler.
+"""The bridge on Redis and PostgreSQL with 1 and 3 workers against the bare handler, and its
+acknowledgement latency under concurrent deliveries.
 
-    .venv/bin/python benchmarks/bench_bridge.py [--demo outputs/demo] [--frames 20] [--deliveries 50]
+    .venv/bin/python benchmarks/bench_bridge.py [--demo outputs/demo] [--frames 20] [--jobs 3]
+        [--workers 1,3] [--deliveries 200]
+    .venv/bin/python benchmarks/bench_bridge.py --weights seg.pt --photos DIR   # any YOLO-seg, any JPEGs
 
-Needs ``make demo`` (its YOLO-seg model and synthetic photos) and ``../shared/data`` (the CVAT
-stand-in's schema and REST dumps). Everything runs on 127.0.0.1: the CVAT stand-in, the coral
-function zip served by ``loopback/function_server.py``, and ``python -m bridge`` as a process.
+Needs a coral YOLO-seg model and photos (``make demo``'s, or ``--weights`` and ``--photos``),
+``../shared/data`` (the CVAT stand-in's schema and REST dumps), and Debian's ``redis-server`` and
+PostgreSQL (``scripts/ensure_servers.sh``). Everything runs on 127.0.0.1: the CVAT stand-in, the
+coral function zip served by ``loopback/function_server.py``, a ``redis-server`` and a throwaway
+PostgreSQL cluster (:mod:`loopback.servers`), ``python -m bridge --noconsumer`` and
+``python -m bridge.worker`` processes sharing nothing but those two.
 
-- Acknowledgement: ``--deliveries`` signed ``update:job`` deliveries sent at once, each a new state
-  change (so each is recorded and queued); p50 and p99 of the time to the answer (CVAT waits 10 s).
-- Detection: one job of ``--frames`` photos through the bridge (frame download, re-encoding check,
-  HTTP call to the function, shapes converted, one upload), frames per minute from the job's own
-  timings, against the zip's ``handler`` called directly on the same frames in one process. The ratio
-  is what the bridge adds per frame.
+- Detection: ``--jobs`` CVAT jobs of ``--frames`` photos each, all opened at once, worked by 1 and by
+  3 worker processes; frames per minute from the first job's start to the last job's end (downloads,
+  re-encoding check, HTTP calls to the function, conversion, uploads in batches), against the zip's
+  ``handler`` called directly on the same frames in one process.
+- Acknowledgement: ``--deliveries`` signed ``update:job`` deliveries sent at once (each a new state
+  change, so each is recorded and queued) to the serving process; p50 and p99 of the time to the
+  answer (CVAT waits 10 s); every answered delivery is then counted in PostgreSQL (recorded before
+  its answer).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -42,6 +51,7 @@ for body in bodies:
     platform.call_handler(main.handler, nuclio_sdk.Event(body=body))
 print(json.dumps({"seconds": time.perf_counter() - start}))
 """
+FUNCTION = "pth-yolo-coralsegv4"
 
 
 def signed(payload: dict, secret: str) -> tuple[bytes, dict[str, str]]:
@@ -54,37 +64,82 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def delivery(job: dict, updated: str, job_id: int | None = None) -> dict:
+    """An ``update:job`` delivery opening ``job`` (state new -> in progress)."""
+    return {
+        "event": "update:job",
+        "job": {**job, "id": job_id or job["id"], "state": "in progress", "updated_date": updated},
+        "before_update": {"state": "new"},
+        "webhook_id": 1,
+        "sender": {"url": "", "id": 1, "username": "admin", "first_name": "", "last_name": ""},
+    }
+
+
+async def send_all(url: str, bodies: list[tuple[bytes, dict[str, str]]]) -> list[tuple[int, float]]:
+    """Every delivery at once over its own connection (opened beforehand); (status, seconds) each."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=len(bodies) + 10, max_keepalive_connections=len(bodies) + 10)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        health = url.split("/detect-model-webhook")[0] + "/health"
+        await asyncio.gather(*(client.get(health) for _ in bodies))  # connections open, as CVAT's are
+
+        async def one(body: bytes, headers: dict[str, str]) -> tuple[int, float]:
+            start = time.perf_counter()
+            answer = await client.post(url, content=body, headers=headers)
+            return answer.status_code, time.perf_counter() - start
+
+        return await asyncio.gather(*(one(b, h) for b, h in bodies))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--demo", default="outputs/demo")
+    parser.add_argument("--weights", default="", help="a coral YOLO-seg .pt (default: the demo's)")
+    parser.add_argument("--photos", default="", help="a folder of JPEG photos (default: the demo's)")
     parser.add_argument("--shared-data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    parser.add_argument("--frames", type=int, default=20)
-    parser.add_argument("--deliveries", type=int, default=50)
+    parser.add_argument("--frames", type=int, default=20, help="photos per CVAT job")
+    parser.add_argument("--jobs", type=int, default=3, help="CVAT jobs opened at once")
+    parser.add_argument("--workers", default="1,3", help="worker process counts to measure")
+    parser.add_argument("--deliveries", type=int, default=200)
     args = parser.parse_args()
     demo = Path(args.demo).resolve()
-    weights = demo / "runs" / "coralseg" / "weights" / "best.pt"
-    photos = sorted((demo / "synthetic" / "cvat_exports" / "segmentation").rglob("*.jpg"))
+    weights = (
+        Path(args.weights).resolve() if args.weights else demo / "runs" / "coralseg" / "weights" / "best.pt"
+    )
+    photo_dir = (
+        Path(args.photos).resolve() if args.photos else demo / "synthetic" / "cvat_exports" / "segmentation"
+    )
+    photos = sorted(photo_dir.rglob("*.jpg"))
     if not weights.is_file() or not photos:
-        raise SystemExit(f"no trained model or photos under {demo}: run `make demo` first (or pass --demo)")
+        raise SystemExit(
+            f"no model ({weights}) or no photos under {photo_dir}: run `make demo` first, or pass "
+            "--weights and --photos"
+        )
     work = isolated_workdir("bench-bridge-")
 
-    import httpx
-
     from bridge.app import signed_path
+    from bridge.store import PostgresJobStore
     from coral_seg_yolo.deploy_as_zip import deploy_as_zip
     from loopback.cvat_standin import CvatServer
-    from loopback.harness import BridgeProcess, FunctionProcess, bridge_environment, unpack_zip
+    from loopback.harness import (
+        BridgeProcess,
+        FunctionProcess,
+        WorkerProcess,
+        bridge_environment,
+        unpack_zip,
+        wait_for,
+    )
+    from loopback.servers import PostgresCluster, RedisServer
     from quadratseg.cvat_client import Cvat, connect
     from quadratseg.formats.cvat_labels import labels_to_raw_config
     from quadratseg.labelsets import coral_labels
     from quadratseg.settings import Settings
 
     frames = [photos[i % len(photos)] for i in range(args.frames)]
-    function_dir = unpack_zip(
-        deploy_as_zip("pth-yolo-coralsegv4", str(weights), output=str(work / "zip")), work / "fn"
-    )
+    function_dir = unpack_zip(deploy_as_zip(FUNCTION, str(weights), output=str(work / "zip")), work / "fn")
     bodies = work / "bodies.json"
     bodies.write_text(json.dumps([base64.b64encode(p.read_bytes()).decode() for p in frames]))
     direct = subprocess.run(
@@ -99,73 +154,121 @@ def main() -> None:
 
     server = CvatServer(Path(args.shared_data)).start()
     function = FunctionProcess(function_dir).start()
+    redis = RedisServer(work / "redis").start()
+    postgres = PostgresCluster().start()  # its own folder, open to the postgres user
     secret = "bench"
-    env = bridge_environment(server.url, work / "bridge", {"pth-yolo-coralsegv4": function.url}, secret)
-    bridge = BridgeProcess(env, workers=1, log_path=work / "bridge.log").start()
-    try:
-        project = server.state.add_project("corals", labels_to_raw_config(coral_labels(level="main_family")))[
-            "id"
-        ]
-        settings = Settings(cvat_host=server.url, cvat_username="admin", cvat_password="admin-password")
-        staged = Path(tempfile.mkdtemp(dir=work))
-        files = []
-        for i, photo in enumerate(frames):
-            files.append(staged / f"frame_{i:04d}.jpg")
-            files[-1].write_bytes(photo.read_bytes())
-        with connect(settings) as client:
-            cvat = Cvat(client)
-            task = cvat.create_task(project, "bench", "test", files)
-            (job,) = cvat.task_jobs(task["id"])
-        url = bridge.url + signed_path(  # the URL python -m bridge.urls makes (an unsigned one gets 401)
+    settings = Settings(cvat_host=server.url, cvat_username="admin", cvat_password="admin-password")
+    # genus and family labels: the demo's model answers families, a genus model genera
+    by_name = {label.name: label for label in [*coral_labels(), *coral_labels(level="main_family")]}
+    labels = labels_to_raw_config(list(by_name.values()))
+    staged = Path(tempfile.mkdtemp(dir=work))
+    files = []
+    for i, photo in enumerate(frames):
+        files.append(staged / f"frame_{i:04d}.jpg")
+        files[-1].write_bytes(photo.read_bytes())
+    runs, processes = {}, []
+
+    def env(name: str, database: str) -> dict[str, str]:
+        return bridge_environment(
+            server.url,
+            work / name,
+            {FUNCTION: function.url},
             secret,
-            "/detect-model-webhook",
-            model_name="pth-yolo-coralsegv4",
-            threshold=0.25,
-            project_id=project,
+            BRIDGE_REDIS_URL=redis.url,
+            BRIDGE_DATABASE_URL=database,
         )
 
-        def delivery(updated: str, job_id: int) -> dict:
-            return {
-                "event": "update:job",
-                "job": {**job, "id": job_id, "state": "in progress", "updated_date": updated},
-                "before_update": {"state": "new"},
-                "webhook_id": 1,
-                "sender": {"url": "", "id": 1, "username": "admin", "first_name": "", "last_name": ""},
+    def stop_all() -> None:
+        while processes:
+            processes.pop().stop()
+
+    try:
+        for count in [int(n) for n in args.workers.split(",") if n.strip()]:
+            project = server.state.add_project(f"corals-{count}", labels)["id"]
+            with connect(settings) as client:
+                cvat = Cvat(client)
+                jobs = []
+                for j in range(args.jobs):
+                    task = cvat.create_task(project, f"bench-{count}-{j}", "test", files)
+                    jobs.extend(cvat.task_jobs(task["id"]))
+            database = postgres.new_database(f"bench_{count}")
+            redis.flush()
+            http = BridgeProcess(env(f"http-{count}", database), args=["--noconsumer"]).start()
+            processes.append(http)
+            for w in range(count):
+                processes.append(WorkerProcess(env(f"worker-{count}-{w}", database)).start())
+            url = http.url + signed_path(
+                secret, "/detect-model-webhook", model_name=FUNCTION, threshold=0.25, project_id=project
+            )
+            answers = asyncio.run(send_all(url, [signed(delivery(job, "bench"), secret) for job in jobs]))
+            assert all(status == 202 for status, _ in answers), answers
+
+            def ended(http=http) -> list[dict] | None:
+                done = http.jobs()
+                return (
+                    done
+                    if len(done) == args.jobs and all(j["state"] not in ("queued", "running") for j in done)
+                    else None
+                )
+
+            done = wait_for(ended, 1800, f"{args.jobs} detection jobs on {count} worker(s)", every_s=0.5)
+            span = max(j["finished"] for j in done) - min(j["started"] for j in done)
+            runs[count] = {
+                "states": sorted({j["state"] for j in done}),
+                "frames_per_min": round(60 * args.jobs * args.frames / span, 1),
+                "job_total_s": [j["timings"].get("total_s") for j in done],
+                "job_upload_s": [j["timings"].get("upload_s") for j in done],
+                "shapes": [j["result"].get("shapes") for j in done],
             }
-
-        # detection throughput first, on an idle bridge
-        body, headers = signed(delivery("bench-detect", job["id"]), secret)
-        job_id = httpx.post(url, content=body, headers=headers, timeout=30).json()["job_id"]
-        done = bridge.wait_job(job_id, 600)
-        bridge_s = done["timings"]["frames_s"]
-        # acknowledgements under concurrent deliveries (for jobs CVAT does not have: they fail fast later)
-        latencies: list[float] = []
-
-        def send(i: int) -> None:
-            body, headers = signed(delivery(f"ack-{i}", 10_000_000 + i), secret)
-            start = time.perf_counter()
-            answer = httpx.post(url, content=body, headers=headers, timeout=30)
-            latencies.append(time.perf_counter() - start)
-            assert answer.status_code == 202, answer.text
-
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(args.deliveries)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            stop_all()
+        # acknowledgement: the serving process alone (no worker competes for the cores); fresh store
+        project = server.state.add_project("corals-ack", labels)["id"]
+        with connect(settings) as client:
+            cvat = Cvat(client)
+            (job,) = cvat.task_jobs(cvat.create_task(project, "ack", "test", files[:1])["id"])
+        database = postgres.new_database("bench_ack")
+        http = BridgeProcess(env("http-ack", database), args=["--noconsumer"]).start()
+        processes.append(http)
+        url = http.url + signed_path(
+            secret, "/detect-model-webhook", model_name=FUNCTION, threshold=0.25, project_id=project
+        )
+        rounds = []
+        for r in range(3):
+            sent = [
+                signed(delivery(job, f"ack-{r}-{i}", 10_000_000 + r * 100_000 + i), secret)
+                for i in range(args.deliveries)
+            ]
+            rounds.append(asyncio.run(send_all(url, sent)))
+        stop_all()
+        store = PostgresJobStore(database, reconnect_s=5)
+        recorded = sum(store.counts().values())
+        store.close()
     finally:
-        bridge.stop()
+        stop_all()
         function.stop()
         server.stop()
+        redis.stop()
+        postgres.stop("immediate")
+        shutil.rmtree(postgres.folder, ignore_errors=True)
+    last = rounds[-1]
+    latencies = [seconds for _, seconds in last]
+    direct_fpm = 60 * args.frames / direct_s
     result = {
-        "state": done["state"],
-        "frames": args.frames,
-        "bridge_frames_per_min": round(60 * args.frames / bridge_s, 1),
-        "direct_frames_per_min": round(60 * args.frames / direct_s, 1),
-        "overhead_ratio": round(bridge_s / direct_s, 3),
+        "model": str(weights),
+        "frames_per_job": args.frames,
+        "jobs": args.jobs,
+        "direct_frames_per_min": round(direct_fpm, 1),
+        **{f"bridge_{n}_workers": run for n, run in runs.items()},
+        **{f"ratio_{n}_workers": round(run["frames_per_min"] / direct_fpm, 3) for n, run in runs.items()},
         "deliveries": args.deliveries,
+        "ack_statuses": sorted({status for status, _ in last}),
         "ack_p50_ms": round(1000 * percentile(latencies, 0.5), 1),
         "ack_p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+        "ack_p99_ms_each_round": [round(1000 * percentile([s for _, s in r], 0.99), 1) for r in rounds],
+        "ack_recorded": recorded,
+        "ack_sent": 3 * args.deliveries,
+        "cpu_cores": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
 

@@ -133,20 +133,27 @@ def _as_postgres(command: list[str]) -> list[str]:
 class PostgresCluster:
     """A throwaway PostgreSQL cluster (``initdb``) on 127.0.0.1, controlled by ``pg_ctl``."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path | None = None):
+        """``folder``: where the cluster lives (a new temporary folder when None); as root, every
+        folder above it must be open to the ``postgres`` user (``/tmp/...`` made by mkdtemp is not
+        when nested: give None or a folder directly in /tmp)."""
+        import tempfile
+
         self.initdb, self.pg_ctl = find_binary("initdb"), find_binary("pg_ctl")
-        self.folder = Path(folder)
+        self.folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="qs-postgres-"))
         self.data = self.folder / "data"
         self.port = free_port()
         self.folder.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             _as_postgres(["true"])  # creates the user when absent
             shutil.chown(self.folder, "postgres")
-        subprocess.run(
+        done = subprocess.run(
             _as_postgres([self.initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8"]),
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb in {self.data} failed: {done.stderr.strip()[-1500:]}")
 
     @property
     def url(self) -> str:
