@@ -69,6 +69,7 @@ def _pass(
     decoded: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     results: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     deferred: list[BatchItem] = []
+    held: set[str] = set()  # claimed by this pass, record not yet written nor failure recorded
 
     def fail(item: BatchItem, exc: BaseException) -> None:
         reason = failure_reason(exc)
@@ -76,6 +77,7 @@ def _pass(
         logger.debug("%s failed", item.key, exc_info=exc)
         with lock:
             outcome.failures.append((item.key, str(item.path), reason))
+            held.discard(item.key)
         claims.release(item.key)
 
     def reader() -> None:
@@ -88,10 +90,13 @@ def _pass(
                 if not claims.claim(item.key):
                     deferred.append(item)
                     continue
+                with lock:
+                    held.add(item.key)
                 if job.done(item.key):  # finished by another run between the look and the claim
                     claims.release(item.key)
                     with lock:
                         outcome.skipped += 1
+                        held.discard(item.key)
                     continue
                 try:
                     image, read_s = read_photo(item)
@@ -118,6 +123,7 @@ def _pass(
             with lock:
                 outcome.add_seconds(seconds)
                 outcome.processed += 1
+                held.discard(item.key)
 
     threads = [
         threading.Thread(target=reader, name="photo-reader", daemon=True),
@@ -144,10 +150,13 @@ def _pass(
     except BaseException:
         stop.set()  # an interrupt: the reader leaves; the writer finishes what it holds
         results.put(_END)
-        raise
-    finally:
         for thread in threads:
             thread.join()
+        for key in list(held):  # photos claimed but not written: another run may take them at once
+            claims.release(key)
+        raise
+    for thread in threads:
+        thread.join()
     return deferred
 
 

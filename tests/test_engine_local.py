@@ -253,3 +253,25 @@ def test_ray_missing_is_named_with_the_extra_to_install(quadrats, tmp_path, monk
             "fp",
             engine=EngineOptions(engine="ray", models_factory=lambda: None),
         )
+
+
+def test_an_interrupted_run_lets_its_claims_go_and_a_rerun_does_the_rest(quadrats, tmp_path):
+    class InterruptedAt(SquareColonies):
+        def __init__(self, at):
+            super().__init__()
+            self.calls, self.at = 0, at
+
+        def predict(self, image):
+            self.calls += 1
+            if self.calls == self.at:
+                raise KeyboardInterrupt
+            return super().predict(image)
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        process_folder(quadrats, out, ChainModels(InterruptedAt(5)), "fp")
+    written = len(list((out / "photos").rglob("*.json")))
+    assert written == 4
+    assert not list((out / ".claims").rglob("*.claim"))  # the photos read ahead are free again
+    summary = process_folder(quadrats, out, ChainModels(SquareColonies()), "fp")
+    assert (summary["processed"], summary["resumed_skipped"]) == (8, 4)
