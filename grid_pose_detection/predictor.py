@@ -15,7 +15,8 @@
    says why. Corners: the perspective warp of the quadrat, built from the corners the prediction
    reports (the refined ones when refinement is on), refused with a reason when fewer than 4
    corners were found, they are degenerate, or (refinement on) fewer than ``MIN_FRAME_SIDES`` of the
-   quadrat's sides lie on a straight edge of the photo: no frame rather than a wrong warp.
+   quadrat's sides lie on a straight edge of the photo or one side has less than ``MIN_WEAKEST_SIDE``
+   of the evidence: no frame rather than a wrong warp.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ STRING_WIDTH_SHARE = 0.07  # expected string width as a share of the grid spacin
 DEFAULT_CONF = 0.25  # box confidence when neither the caller nor the model's card gives one
 DEFAULT_KPT_CONF = 0.5  # keypoint confidence, likewise
 MIN_FRAME_SIDES = 3  # corners: sides that must lie on a straight edge of the photo for a warp
+MIN_WEAKEST_SIDE = 0.4  # corners: and no side's evidence below this (a wrong quadrat has one off the frame)
 SIDE_NAMES = ("top", "right", "bottom", "left")
 
 
@@ -169,18 +171,21 @@ def corner_warp(prediction: PosePrediction, output_size: tuple[int, int]) -> tup
     reports (refined when refinement ran), or (None, why not).
 
     Refused when a corner is missing or the four are degenerate, and, after refinement, when fewer than
-    ``MIN_FRAME_SIDES`` sides of the quadrat lie on a straight edge of the photo (the model put the
-    corners where the photo shows no frame).
+    ``MIN_FRAME_SIDES`` sides of the quadrat lie on a straight edge of the photo, or one side's evidence
+    (its ``side_straightness``) is below ``MIN_WEAKEST_SIDE`` (the model put the corners where the photo
+    shows no frame).
     """
     straight = prediction.side_straightness
     if straight is not None:
         seen = straight >= MIN_EDGE_INLIERS
-        if int(seen.sum()) < MIN_FRAME_SIDES:
+        weakest = int(np.argmin(straight))
+        if int(seen.sum()) < MIN_FRAME_SIDES or straight[weakest] < MIN_WEAKEST_SIDE:
             sides = ", ".join(n for n, ok in zip(SIDE_NAMES, seen, strict=True) if ok) or "none"
             return None, (
                 f"corners {', '.join(CORNER_NAMES)} not confirmed by the frame: {int(seen.sum())} of 4 sides "
-                f"({sides}) lie on a straight edge of the photo, {MIN_FRAME_SIDES} needed; no warp "
-                "(--no-refine warps with the model's corners as they are)"
+                f"({sides}) lie on a straight edge of the photo, {MIN_FRAME_SIDES} needed, and every side at "
+                f"least {MIN_WEAKEST_SIDE:.0%} of the way (the {SIDE_NAMES[weakest]} side: "
+                f"{straight[weakest]:.0%}); no warp (--no-refine warps with the model's corners as they are)"
             )
     try:
         return quadrat_homography(prediction.keypoints_xy, output_size), ""

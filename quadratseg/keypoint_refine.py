@@ -37,6 +37,10 @@ from quadratseg.warp import quadrat_homography, transform_points, warp_image
 MIN_RIDGE_SNR = 3.0  # a string's peak must stand this many noise units above its shoulders
 MIN_EDGE_INLIERS = 0.5  # share of a side's edge samples on the fitted line
 STRAIGHT_EDGE_PX = 1.0  # a frame side is a straight edge: its samples lie this close to its line
+EDGE_SEGMENTS = 12  # a side is cut into this many pieces, each averaged along the side
+EDGE_SNR = 4.0  # an edge of a piece's mean profile stands this many noise units above the profile's
+SUPPORT_WEIGHT = 0.25  # choosing a side's edge: a segment more on a line outweighs 1/48 of the radius nearer
+MIN_EDGE_NOISE = 0.5  # gray levels per px: the noise floor of a flat (rendered) profile
 
 
 @dataclass
@@ -193,45 +197,182 @@ def _fit_line(points_xy: np.ndarray, tolerance_px: float, rounds: int = 3) -> tu
     return line, float(inliers.mean())
 
 
-def _edge_samples(canvas: np.ndarray, side: int, pad: int, size: int, radius: int, chunk: int) -> np.ndarray:
-    """Edge points (N, 2) in canvas px across one side of the quadrat (0 top, 1 right, 2 bottom,
-    3 left), searched within ``radius`` of where the side should be, in chunks of ``chunk`` px.
+def _side_view(canvas: np.ndarray, side: int) -> np.ndarray:
+    """The canvas turned so that ``side`` (0 top, 1 right, 2 bottom, 3 left) is at the top: rows run
+    across the side (the interior below), columns along it."""
+    return np.rot90(canvas, k=side)  # rot90 k times counter-clockwise: side k comes to the top
 
-    The strongest gradient across the side is taken, with the polarity (interior darker or
-    brighter than the frame) shared by most chunks of that side.
-    """
-    # put every side in the "top" orientation: rows across the side, the interior below
-    view = np.rot90(canvas, k=side)  # rot90 k times counter-clockwise: side k comes to the top
-    lo, hi = pad - radius, pad + radius + 1
-    along = np.arange(pad + int(0.12 * size), pad + int(0.88 * size) - chunk + 1, chunk)
-    if len(along) < 3 or lo < 1:
-        return np.zeros((0, 2))
-    strip = view[lo - 1 : hi + 1]  # rows lo-1 .. hi
-    profiles = np.stack([strip[:, a : a + chunk].mean(axis=1) for a in along])  # (chunks, rows)
-    grad = (profiles[:, 2:] - profiles[:, :-2]) / 2.0  # at rows lo .. hi-1
-    signs = np.sign(grad[np.arange(len(grad)), np.argmax(np.abs(grad), axis=1)])
-    sign = 1.0 if (signs >= 0).sum() >= (signs < 0).sum() else -1.0
-    g = sign * grad
-    k = np.argmax(g, axis=1)
-    rows = k.astype(np.float64)
-    inner = (k > 0) & (k < g.shape[1] - 1)
-    left, mid, right = g[inner, k[inner] - 1], g[inner, k[inner]], g[inner, k[inner] + 1]
-    denom = left - 2 * mid + right
-    rows[inner] += np.where(np.abs(denom) > 1e-9, 0.5 * (left - right) / np.where(denom == 0, 1, denom), 0.0)
-    strong = g[np.arange(len(g)), k] > 0
-    y = lo + rows + 0.5  # pixel-corner coordinate of the edge, across the side
-    x = along + chunk / 2.0
-    pts_view = np.stack([x, y], axis=1)[strong]
-    # back from the rotated view to canvas coordinates (the canvas is square, side n)
-    n = canvas.shape[0]
+
+def _view_to_canvas(points_view: np.ndarray, side: int, n: int) -> np.ndarray:
+    """Points (N, 2) of :func:`_side_view` back to canvas coordinates (the canvas is square, side n)."""
+    pts = np.asarray(points_view, dtype=np.float64).reshape(-1, 2)
     for _ in range(side % 4):  # undo one counter-clockwise turn: (x, y) -> (n - y, x)
-        pts_view = np.stack([n - pts_view[:, 1], pts_view[:, 0]], axis=1)
-    return pts_view
+        pts = np.stack([n - pts[:, 1], pts[:, 0]], axis=1)
+    return pts
+
+
+def _parabolic_peak(values: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Sub-sample offsets (in [-0.5, 0.5]) of the peaks at indices ``k`` of the rows of ``values``."""
+    k = np.asarray(k)
+    out = np.zeros(len(k))
+    inner = (k > 0) & (k < values.shape[1] - 1)
+    rows = np.flatnonzero(inner)
+    left, mid, right = values[rows, k[inner] - 1], values[rows, k[inner]], values[rows, k[inner] + 1]
+    denom = left - 2 * mid + right
+    safe = np.abs(denom) > 1e-9
+    out[rows[safe]] = np.clip(0.5 * (left[safe] - right[safe]) / denom[safe], -0.5, 0.5)
+    return out
+
+
+def side_edge_candidates(
+    view: np.ndarray,
+    pad: int,
+    size: int,
+    radius: int,
+    segments: int = EDGE_SEGMENTS,
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[np.ndarray], float]:
+    """Straight-edge candidates across one side of the quadrat, segment by segment.
+
+    The middle 76 % of the side (``view``: :func:`_side_view`, the side's expected edge at row ``pad``) is
+    cut into ``segments`` pieces; each piece's mean profile across the side (rows ``pad - radius - 1`` to
+    ``pad + radius + 1``, ``pad >= radius + 3``) averages texture away while a straight edge along the
+    side keeps its full step.
+    Candidates are the local maxima of the profile's absolute gradient that stand ``EDGE_SNR`` noise
+    units above it (either polarity: a bar may be brighter or darker than the reef, a part of the side
+    either).
+
+    ``valid`` (the view's shape, bool): pixels inside the photo; a segment reaching outside it has no
+    candidate (the photo's own border is a straight edge too).
+
+    Returns:
+        (segment centres along the side (S,) px, per segment an array of candidate rows (pixel-corner,
+        across the side, sub-pixel), the side's bar coherence: the median correlation of the segments'
+        mean profiles with their median profile, about 1 along a bar (its stripes and edges run along the
+        side), low over reef texture).
+    """
+    lo, hi = pad - radius - 1, pad + radius + 2  # one row more each side: a peak at the radius is a peak
+    first, last = pad + int(0.12 * size), pad + int(0.88 * size)
+    length = max((last - first) // segments, 4)
+    starts = np.arange(first, last - length + 1, length)
+    strip = view[lo - 1 : hi + 1].astype(np.float64)
+    profiles = np.stack([strip[:, a : a + length].mean(axis=1) for a in starts])  # (S, rows lo-1 .. hi)
+    inside = (
+        np.ones(len(starts), dtype=bool)
+        if valid is None
+        else np.array([bool(valid[lo - 1 : hi + 1, a : a + length].all()) for a in starts])
+    )
+    z = profiles - profiles.mean(axis=1, keepdims=True)
+    z /= z.std(axis=1, keepdims=True) + 1e-6
+    typical = np.median(z[inside], axis=0) if inside.any() else np.zeros(z.shape[1])
+    typical = (typical - typical.mean()) / (typical.std() + 1e-6)
+    coherence = float(np.median(np.where(inside, (z * typical).mean(axis=1), 0.0)))
+    grad = np.abs(profiles[:, 2:] - profiles[:, :-2]) / 2.0  # at rows lo .. hi-1
+    # the noise of a piece's mean gradient: the photo's pixel noise along the side, averaged over the piece
+    pixel_noise = 1.4826 * float(np.median(np.abs(np.diff(strip, axis=1)))) / np.sqrt(2)
+    noise = max(pixel_noise / np.sqrt(2 * length), MIN_EDGE_NOISE)
+    peak = np.zeros_like(grad, dtype=bool)
+    peak[:, 1:-1] = (grad[:, 1:-1] > grad[:, :-2]) & (grad[:, 1:-1] >= grad[:, 2:])
+    peak &= (grad >= EDGE_SNR * noise) & inside[:, None]
+    candidates = []
+    for i in range(len(starts)):
+        k = np.flatnonzero(peak[i])
+        candidates.append(lo + k + _parabolic_peak(grad[i : i + 1].repeat(len(k), 0), k) + 0.5)
+    return starts + length / 2.0, candidates, coherence
+
+
+def best_side_line(
+    centres: np.ndarray,
+    candidates: list[np.ndarray],
+    expected_row: float,
+    tolerance_px: float = 1.5,
+    radius_px: float = 10.0,
+) -> tuple[np.ndarray | None, float]:
+    """The straight edge of one side: (row = a + b * along as (a, b), share of segments on it).
+
+    Every line through two candidates of different segments is scored by the share of segments with a
+    candidate within ``tolerance_px`` of it. Of the lines on at least ``MIN_EDGE_INLIERS`` of the
+    segments, the one nearest ``expected_row`` over the side (the larger distance at its two ends) is
+    taken, less ``SUPPORT_WEIGHT * radius_px`` per share of segments on it (a bar has several straight
+    edges: the tube's, a strip's, tape; the model's corners say which); with none that well supported,
+    the best supported one and its share. (None, 0) without two segments holding a candidate.
+    """
+    pts = [(c, r) for c, rows in zip(centres, candidates, strict=True) for r in rows]
+    if len({c for c, _ in pts}) < 2:
+        return None, 0.0
+    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    seg = np.searchsorted(np.unique(xs), xs)
+    ends = np.array([centres[0], centres[-1]], dtype=np.float64)
+    i, j = np.triu_indices(len(xs), k=1)
+    keep = xs[i] != xs[j]
+    i, j = i[keep], j[keep]
+    slope = (ys[j] - ys[i]) / (xs[j] - xs[i])
+    intercept = ys[i] - slope * xs[i]
+    residual = np.abs(intercept[:, None] + slope[:, None] * xs[None, :] - ys[None, :]) <= tolerance_px
+    n_seg = len(centres)
+    support = np.array([len(np.unique(seg[r])) for r in residual]) / n_seg
+    off = np.abs(intercept[:, None] + slope[:, None] * ends[None, :] - expected_row).max(axis=1)
+    good = support >= MIN_EDGE_INLIERS
+    score = np.where(good, off - SUPPORT_WEIGHT * radius_px * support, np.inf) if good.any() else -support
+    best = int(np.argmin(score))
+    on = residual[best]
+    if on.sum() >= 2:  # least squares through the candidates on the line
+        b, a = np.polyfit(xs[on], ys[on], 1)
+        return np.array([a, b]), float(support[best])
+    return np.array([intercept[best], slope[best]]), float(support[best])
+
+
+def _edge_samples(
+    view: np.ndarray, line: np.ndarray, pad: int, size: int, window: float, chunk: int
+) -> np.ndarray:
+    """Edge points (N, 2) in view px along one side: every ``chunk`` px, the strongest gradient (either
+    polarity) within ``window`` px of the side's straight edge ``line`` (row = a + b * along), sub-pixel."""
+    along = np.arange(pad + int(0.12 * size), pad + int(0.88 * size) - chunk + 1, chunk)
+    centre = along + chunk / 2.0
+    expected = line[0] + line[1] * centre
+    w = int(np.ceil(window)) + 1
+    base = np.floor(expected).astype(int) - w  # rows base .. base + 2w
+    n = view.shape[0]
+    if len(along) < 3 or base.min() < 1 or base.max() + 2 * w + 1 >= n:
+        return np.zeros((0, 2))
+    offsets = np.arange(-1, 2 * w + 2)
+    rows = base[:, None] + offsets[None, :]  # (chunks, 2w + 3)
+    cols = along[:, None] + np.arange(chunk)[None, :]
+    profiles = np.stack([view[rows[c]][:, cols[c]].mean(axis=1) for c in range(len(along))])
+    grad = np.abs(profiles[:, 2:] - profiles[:, :-2]) / 2.0  # at rows base .. base + 2w
+    position = base[:, None] + np.arange(2 * w + 1)[None, :] + 0.5
+    grad = np.where(np.abs(position - expected[:, None]) <= window, grad, -1.0)
+    k = np.argmax(grad, axis=1)
+    y = base + k + _parabolic_peak(grad, k) + 0.5
+    strong = grad[np.arange(len(k)), k] > 0
+    return np.stack([centre, y], axis=1)[strong]
 
 
 def _intersect(l1: np.ndarray, l2: np.ndarray) -> np.ndarray:
     p = np.cross(l1, l2)
     return p[:2] / p[2] if abs(p[2]) > 1e-12 else np.array([np.nan, np.nan])
+
+
+def _side_line(
+    view: np.ndarray, valid: np.ndarray, pad: int, size: int, radius: int, chunk: int
+) -> tuple[np.ndarray | None, float]:
+    """The inner frame edge of one side in view px (row = a + b * along as (a, b), or None) and how well
+    the photo confirms it: the smaller of the share of the side's segments on the line
+    (:func:`best_side_line`) and the bar coherence (:func:`side_edge_candidates`). The line is then
+    refitted, sub-pixel, to the strongest gradient within ``STRAIGHT_EDGE_PX + 0.5`` of it every ``chunk``
+    px when at least ``MIN_EDGE_INLIERS`` of those samples lie within ``STRAIGHT_EDGE_PX`` of the refit."""
+    centres, candidates, coherence = side_edge_candidates(view, pad, size, radius, valid=valid)
+    coarse, share = best_side_line(centres, candidates, float(pad), radius_px=float(radius))
+    if coarse is None:
+        return None, 0.0
+    share = min(share, max(coherence, 0.0))
+    samples = _edge_samples(view, coarse, pad, size, STRAIGHT_EDGE_PX + 0.5, chunk)
+    if len(samples) >= 3:
+        fine, inliers = _fit_line(samples, STRAIGHT_EDGE_PX)
+        if inliers >= MIN_EDGE_INLIERS and np.isfinite(fine).all() and abs(fine[1]) > 1e-6:
+            # a x + b y + c = 0 -> y = -(c + a x) / b
+            return np.array([-fine[2] / fine[1], -fine[0] / fine[1]]), share
+    return coarse, share
 
 
 def refine_quadrat_corners(
@@ -249,9 +390,10 @@ def refine_quadrat_corners(
     back to the photo. A corner whose two lines are not both well supported (inlier share below
     ``min_inliers``) or that would move farther than ``radius_px`` keeps its input position.
 
-    ``side_straightness`` (top, right, bottom, left) is the share of each side's edge samples within
-    ``STRAIGHT_EDGE_PX`` of its fitted line: about 1 where the frame's straight edge runs along the
-    side, below 0.25 where the corners are far from the frame and the samples fall on texture.
+    ``side_straightness`` (top, right, bottom, left) is the share of each side's segments whose mean
+    profile has an edge on the side's straight line (:func:`best_side_line`): about 1 where the frame's
+    straight edge runs along the whole side, over half where coral, tape or a camera mount hide parts of a
+    real bar, below half where the corners are far from the frame and the segments' edges fall on texture.
 
     Args:
         image_rgb: uint8 (H, W, 3) or (H, W) photo.
@@ -276,14 +418,23 @@ def refine_quadrat_corners(
         return unrefined
     to_canvas = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1]], dtype=np.float64) @ to_square
     canvas = warp_image(_gray(image_rgb), to_canvas, (size + 2 * pad, size + 2 * pad))
+    inside = warp_image(
+        np.ones(image_rgb.shape[:2], np.uint8), to_canvas, canvas.shape[::-1], cv2.INTER_NEAREST
+    )
+    n = canvas.shape[0]
     lines, support, straight = [], [], np.zeros(4)
     for k in range(4):
-        samples = _edge_samples(canvas, k, pad, size, radius, chunk_px)
-        line, share = _fit_line(samples, 1.0) if len(samples) >= 3 else (np.full(3, np.nan), 0.0)
-        lines.append(line)
+        line, share = _side_line(
+            _side_view(canvas, k), _side_view(inside, k) > 0, pad, size, radius, chunk_px
+        )
+        straight[k] = share
         support.append(share)
-        if np.isfinite(line).all():
-            straight[k] = float((np.abs(samples @ line[:2] + line[2]) <= STRAIGHT_EDGE_PX).mean())
+        if line is None:
+            lines.append(np.full(3, np.nan))
+            continue
+        ends = np.array([[pad, line[0] + line[1] * pad], [pad + size, line[0] + line[1] * (pad + size)]])
+        p, q = np.c_[_view_to_canvas(ends, k, n), np.ones(2)]
+        lines.append(np.cross(p, q))
     # corner i lies on sides i-1 and i (TL: left + top, TR: top + right, ...)
     out = corners.copy()
     refined = np.zeros(4, dtype=bool)
