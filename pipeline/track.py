@@ -91,10 +91,11 @@ def instances_from_json(items: Sequence[dict[str, Any]], frame_size: tuple[int, 
 
 
 def read_process_output(
-    out_dir: str | Path, quadrat_cm: float, metadata: str | Path | None = None
+    out_dir: str | Path, quadrat_cm: float, metadata: str | Path | None = None, label: str | None = None
 ) -> tuple[list[PhotoSurvey], list[dict[str, str]]]:
     """The surveys of one ``pipeline.process`` output folder (its latest run's photos, ``run.json``,
-    else every record) and the photos left out with the reason (no quadrat found, no instances)."""
+    else every record) and the photos left out with the reason (no quadrat found, no instances).
+    Each survey is named ``<label>/<key>`` (``label``: the folder's name by default)."""
     out = Path(out_dir)
     if not (out / "photos").is_dir():
         raise QuadratsegError(
@@ -114,7 +115,7 @@ def read_process_output(
     for key in keys:
         place = places[key]
         record = json.loads((out / "photos" / output_name(key, ".json")).read_text(encoding="utf-8"))
-        name = f"{out.name}/{key}"
+        name = f"{label or out.name}/{key}"
         problem = {
             "site": place["site"],
             "quadrat": place["quadrat"],
@@ -324,8 +325,10 @@ def track_process_outputs(
     """Follow the colonies of ``pipeline.process`` outputs (see the module docstring)."""
     get_matcher(matcher)
     photo_surveys, problems = [], []
-    for folder in surveys:
-        found, skipped = read_process_output(folder, quadrat_cm, metadata)
+    names = [Path(folder).name for folder in surveys]
+    for folder, name in zip(surveys, names, strict=True):
+        label = name if names.count(name) == 1 else Path(folder).as_posix()  # two folders of one name
+        found, skipped = read_process_output(folder, quadrat_cm, metadata, label)
         photo_surveys.extend(found)
         problems.extend(skipped)
     tracks, reg_rows = [], []

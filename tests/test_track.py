@@ -174,7 +174,7 @@ def test_registration_finds_replaced_frame_and_quarter_turn_and_refuses_another_
     turn = quarter_turn(90, (384, 384))
     turned = warp_image(images[1], turn, (384, 384))
     reg = register_photos(images[0], turned)
-    assert reg.ok and reg.turn_deg == 270
+    assert reg.ok and reg.turn_deg == 90
     expected = truth @ np.linalg.inv(turn)
     assert np.abs(transform_points(points, reg.homography) - transform_points(points, expected)).max() < 1.5
     other = simulate_quadrat(config, 5)

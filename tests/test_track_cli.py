@@ -46,14 +46,15 @@ class TruthSegmenter:
 
 @pytest.fixture(scope="module")
 def surveys(tmp_path_factory):
-    """Two yearly pipeline.process outputs of three quadrats: Q00 as it is, Q01 whose 2020 photo the
-    segmenter finds no colony on, Q02 whose 2020 photo shows another quadrat's reef."""
+    """Two yearly pipeline.process outputs of four quadrats: Q00 as it is, Q01 whose 2020 photo the
+    segmenter finds no colony on, Q02 whose 2020 photo shows another quadrat's reef, Q03 photographed
+    a quarter turn clockwise in 2020 (its warp turned with it)."""
     from pipeline.chain import ChainModels
     from pipeline.run import process_folder
 
     root = tmp_path_factory.mktemp("years")
     segmenter = TruthSegmenter()
-    worlds = [simulate_quadrat(CONFIG, q) for q in range(3)]
+    worlds = [simulate_quadrat(CONFIG, q) for q in range(4)]
     stranger = simulate_quadrat(CONFIG, 9)
     outs = []
     for y in range(2):
@@ -64,10 +65,12 @@ def surveys(tmp_path_factory):
             shown = stranger if (q == 2 and y == 1) else world
             image = paint_interior(shown.seabed, shown.colonies[y], shown.masks[y], shown.placements[y], 0, q)
             image = image.astype(np.uint8)
+            turn = 3 if (q == 3 and y == 1) else 0  # np.rot90 k=3: a quarter turn clockwise
+            image = np.ascontiguousarray(np.rot90(image, turn))
             name = photo_name(year, q).replace(".jpg", ".png")
             cv2.imwrite(str(folder / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             truth = [
-                Instance.from_mask(c.label, 0.9, m)
+                Instance.from_mask(c.label, 0.9, np.rot90(m, turn))
                 for c, m in zip(shown.colonies[y], shown.masks[y], strict=True)
             ]
             segmenter.add(image, [] if (q == 1 and y == 1) else [t for t in truth if t is not None])
@@ -75,6 +78,32 @@ def surveys(tmp_path_factory):
         process_folder(folder, out, ChainModels(segment=segmenter), "test", quadrat_cm=100.0, overlays=False)
         outs.append(out)
     return root, outs, worlds
+
+
+def quadrat_metrics(links: list[dict[str, str]], world, q: int) -> dict:
+    """Link precision and recall of quadrat ``q``'s rows of links.csv against its true rows (the
+    photos' colonies are the world's non-empty masks, in order)."""
+    rows = [r for r in links if f"_Q{q:02d}." in r["source_survey"]]
+    kept = [[k for k, m in enumerate(masks) if m.any()] for masks in world.masks]
+    predicted = [
+        Link(
+            kept[0][int(r["source_id"])] if r["source_id"] else None,
+            kept[1][int(r["target_id"])] if r["target_id"] else None,
+            r["class"],
+            r["event"],
+            r["split_fuse"],
+        )
+        for r in rows
+    ]
+    labels = ([c.label for c in world.colonies[0]], [c.label for c in world.colonies[1]])
+    truth = true_rows(world.masks[0], world.masks[1], labels, world.pairs[0])
+    n0, n1 = len(world.colonies[0]), len(world.colonies[1])
+    areas = ([0.0] * n0, [0.0] * n1)
+    score = LinkScore()
+    score.add(
+        score_interval(predicted, truth, {i: i for i in range(n0)}, {j: j for j in range(n1)}, areas, areas)
+    )
+    return score.metrics()
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -97,31 +126,15 @@ def test_track_cli_follows_the_quadrats_it_can_and_names_the_refused_pairs(surve
     assert set(problems) == {"Q01", "Q02"}
     assert "has no colonies" in problems["Q01"]
     assert "different quadrats" in problems["Q02"]
-    # Q00: the links through the photos' alignment against the true rows
-    world = worlds[0]
-    predicted = [
-        Link(
-            int(r["source_id"]) if r["source_id"] else None,
-            int(r["target_id"]) if r["target_id"] else None,
-            r["class"],
-            r["event"],
-            r["split_fuse"],
-        )
-        for r in links
-    ]
-    labels = ([c.label for c in world.colonies[0]], [c.label for c in world.colonies[1]])
-    truth = true_rows(world.masks[0], world.masks[1], labels, world.pairs[0])
-    n0, n1 = len(world.colonies[0]), len(world.colonies[1])
-    score = LinkScore()
-    areas = ([0.0] * n0, [0.0] * n1)
-    score.add(
-        score_interval(predicted, truth, {i: i for i in range(n0)}, {j: j for j in range(n1)}, areas, areas)
-    )
-    metrics = score.metrics()
-    assert metrics["link_precision"] >= 0.95 and metrics["link_recall"] >= 0.95, metrics
+    # Q00 and the turned Q03: the links through the photos' alignment against the true rows
+    for q in (0, 3):
+        metrics = quadrat_metrics(links, worlds[q], q)
+        assert metrics["link_precision"] >= 0.95 and metrics["link_recall"] >= 0.95, (q, metrics)
     registrations = read_csv(track / "registrations.csv")
     q0 = next(r for r in registrations if r["quadrat"] == "Q00")
-    assert q0["ok"] == "True" and float(q0["residual_px"]) < 1.0
+    assert q0["ok"] == "True" and float(q0["residual_px"]) < 1.0 and q0["turn_deg"] == "0"
+    q3 = next(r for r in registrations if r["quadrat"] == "Q03")
+    assert q3["ok"] == "True" and float(q3["residual_px"]) < 1.0 and q3["turn_deg"] == "90"
     colonies = read_csv(track / "colonies.csv")
     assert {
         "lineage",
@@ -131,12 +144,12 @@ def test_track_cli_follows_the_quadrats_it_can_and_names_the_refused_pairs(surve
         "fate",
         "main_family",
     } <= set(colonies[0])
-    assert {r["quadrat"] for r in colonies} == {"Q00"}
+    assert {r["quadrat"] for r in colonies} == {"Q00", "Q03"}
     demography = read_csv(track / "demography.csv")
     assert demography and all(r["site"] == "SynthReef" and r["interval"] == "2019-2020" for r in demography)
-    assert "one quadrat" in demography[0]["interval_method"]
+    assert any("bootstrap over 2 quadrats" in r["interval_method"] for r in demography)
     summary = json.loads((track / "summary.json").read_text())
-    assert summary["refused_pairs"] == 2 and summary["quadrats"] == 1
+    assert summary["refused_pairs"] == 2 and summary["quadrats"] == 2
     html = (track / "report.html").read_text()
     assert "img/pair_0_0.jpg" in html and "size_frequency" in html and "fate_flows" in html
 
@@ -147,13 +160,14 @@ def test_same_date_is_refused_by_name_and_nothing_left_stops_with_the_reason(sur
     metadata = tmp_path / "meta.csv"
     metadata.write_text(
         "photo,site,year,quadrat\n"
-        + "".join(f"{photo_name(y, 0).replace('.jpg', '.png')},SynthReef,2019,Q00\n" for y in (2019, 2020)),
+        + "".join(f"{photo_name(y, 0).replace('.jpg', '.png')},SynthReef,2019,Q00\n" for y in (2019, 2020))
+        + "".join(f"{photo_name(y, 3).replace('.jpg', '.png')},SynthReef,2020,Q03\n" for y in (2019, 2020)),
         encoding="utf-8",
     )
     from pipeline.track import track_process_outputs
     from quadratseg.errors import QuadratsegError
 
-    # Q00's two photos given one year, Q01 without colonies, Q02 another reef: nothing to follow
+    # Q00's and Q03's photos each given one year, Q01 without colonies, Q02 another reef: nothing left
     with pytest.raises(QuadratsegError, match=r"no quadrat has two surveys .* have the same date 2019"):
         track_process_outputs(outs, tmp_path / "t", metadata=metadata)
 

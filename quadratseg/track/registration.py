@@ -59,7 +59,8 @@ class Registration:
         ok: True when the pair is aligned.
         reason: why not, when ``ok`` is False.
         homography: (3, 3) moving px -> fixed px (warped frames), None when refused.
-        turn_deg: the quarter turn found (0, 90, 180, 270; clockwise), undone by the homography.
+        turn_deg: how far the moving photo is turned clockwise against the fixed one (0, 90, 180,
+            270); the homography undoes it.
         residual_px: median inlier residual in fixed px.
         inliers, matches: RANSAC inliers and ratio-test matches.
         shift_px, scale, angle_deg: what is left after the quarter turn (the frame re-placed).
@@ -135,12 +136,20 @@ def _features(grey: np.ndarray, mask: np.ndarray) -> tuple[list[cv2.KeyPoint], n
 
 
 def decompose(homography: np.ndarray, size: tuple[int, int]) -> tuple[int, float, float, float]:
-    """The quarter turn of a moving -> fixed homography and what is left after it: (turn_deg,
-    shift of the centre in px, scale, angle in degrees), for a fixed frame of ``size=(w, h)``."""
+    """What a moving -> fixed homography says of the moving photo: (turn_deg, how far it is turned
+    clockwise against the fixed one, 0, 90, 180 or 270, which the homography undoes; the shift of the
+    centre in px, the scale and the angle in degrees left after that turn), for a fixed frame of
+    ``size=(w, h)``.
+
+    Examples:
+        >>> decompose(quarter_turn(270, (10, 10)), (10, 10))[0]  # undoes a photo turned 90 clockwise
+        90
+    """
     a = homography[:2, :2] / homography[2, 2]
-    angle = float(np.degrees(np.arctan2(a[1, 0], a[0, 0])))
-    turn = round(angle / 90.0) % 4 * 90
-    rest = angle - turn
+    angle = float(np.degrees(np.arctan2(a[1, 0], a[0, 0])))  # the homography's clockwise turn
+    undo = round(angle / 90.0) % 4 * 90
+    turn = (360 - undo) % 360
+    rest = angle - undo
     rest = (rest + 180) % 360 - 180
     scale = float(np.sqrt(abs(np.linalg.det(a))))
     w, h = size
