@@ -150,6 +150,14 @@ def test_track_cli_follows_the_quadrats_it_can_and_names_the_refused_pairs(surve
     assert any("bootstrap over 2 quadrats" in r["interval_method"] for r in demography)
     summary = json.loads((track / "summary.json").read_text())
     assert summary["refused_pairs"] == 2 and summary["quadrats"] == 2
+    from quadratseg.formats.taglab import read_taglab_project
+
+    exported = read_taglab_project(track / "taglab" / "SynthReef_Q00.json")  # TagLab's format, read back
+    q00 = [r for r in links if "_Q00." in r["source_survey"]]
+    assert [s.date for s in exported.surveys] == ["2019-01-01", "2020-01-01"] and len(exported.links) == len(
+        q00
+    )
+    assert sum(len(s.regions) for s in exported.surveys) == sum(1 for r in colonies if r["quadrat"] == "Q00")
     html = (track / "report.html").read_text()
     assert "img/pair_0_0.jpg" in html and "size_frequency" in html and "fate_flows" in html
 
