@@ -11,11 +11,12 @@ again by name instead of created twice, and deleted when its upload fails.
   there still as its fingerprint recorded it: CVAT keeps a relabelled or re-attributed shape ``auto``
   and a deleted one leaves no trace; other frames are listed in ``skipped_frames`` and left as they
   are) -> the function (by name, HTTP) -> shapes for CVAT (:mod:`bridge.convert`) -> the frames read
-  again, and those a person touched meanwhile dropped -> the job's shape ids noted
-  (``pending_create``) -> one ``create`` request with all of them (never sent twice:
-  :meth:`quadratseg.cvat_client.Cvat.add_shapes`; a create whose answer never came is resolved from
-  the note when the job runs again) -> the new shapes' ids and fingerprints recorded -> the auto shapes
-  this function made on those frames before are deleted (manual and edited shapes, and other
+  again, and those a person touched meanwhile dropped -> in batches of ``BRIDGE_UPLOAD_BATCH`` frames
+  (uploaded while later frames compute), each batch noted (``pending_create``) then sent as one
+  ``create`` request (never sent twice: :meth:`quadratseg.cvat_client.Cvat.add_shapes`; a create
+  whose answer never came is resolved from the note when the job runs again, and the batches that
+  landed are not computed nor sent again) -> the new shapes' ids and fingerprints recorded -> the auto
+  shapes this function made on those frames before are deleted (manual and edited shapes, and other
   functions' shapes, are never touched). A frame whose call fails is recorded and the others go on.
 - ``warp``: a completed corner task -> each frame warped by its 4 corners (TL, TR, BR, BL) -> a task
   ``<source>_warped`` in the target project, same subset and file stems -> its jobs set to
