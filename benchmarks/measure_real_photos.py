@@ -32,6 +32,29 @@ def real_photo_paths(data: Path) -> list[Path]:
     )
 
 
+def write_contact_sheet(photos: list[np.ndarray], path: Path, columns: int = 4, width: int = 192) -> None:
+    """Synthetic photos (uint8 RGB) as thumbnails ``width`` px wide, ``columns`` per row, in one PNG."""
+    import cv2
+
+    from quadratseg.atomic import atomic_write_bytes
+
+    thumbs = [
+        cv2.resize(p, (width, round(width * p.shape[0] / p.shape[1])), interpolation=cv2.INTER_AREA)
+        for p in photos
+    ]
+    h = max(t.shape[0] for t in thumbs)
+    thumbs = [cv2.copyMakeBorder(t, 0, h - t.shape[0], 0, 0, cv2.BORDER_CONSTANT) for t in thumbs]
+    while len(thumbs) % columns:
+        thumbs.append(np.zeros_like(thumbs[0]))
+    rows = [np.hstack(thumbs[i : i + columns]) for i in range(0, len(thumbs), columns)]
+    ok, data = cv2.imencode(
+        ".png", cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]
+    )
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic_write_bytes(path, data.tobytes())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -40,6 +63,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--size", type=int, default=768)
     parser.add_argument("--timing-sizes", default="768,1920")
+    parser.add_argument(
+        "--contact-sheet", default="", help="write the varied photos' contact sheet (PNG) here"
+    )
     args = parser.parse_args()
 
     from quadratseg.images import read_image_rgb
@@ -62,6 +88,8 @@ def main() -> None:
             for t in load_truth(out)
         ]
         sets[world] = summarize(photo_stats(p) for p in photos)
+        if world == "varied" and args.contact_sheet:
+            write_contact_sheet(photos, Path(args.contact_sheet))
     real = sets["real"]
     print(f"{len(paths)} real photos, {args.images} synthetic photos per world at {args.size} px")
     print(f"{'figure':16s} {'real':>16s} {'varied':>16s} {'simple':>16s} {'d varied':>9s} {'d simple':>9s}")

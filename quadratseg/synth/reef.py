@@ -197,21 +197,21 @@ def paint_colony_pixels(
     u = (xx + x0 + 0.5 - centre_xy[0]) / radius_px
     v = (yy + y0 + 0.5 - centre_xy[1]) / radius_px
     p = form_texture(form, u, v, rng, radius_px).astype(np.float32)
-    colour = base[None, None, :] * (1 - p[..., None]) + accent[None, None, :] * p[..., None]
     grain = smooth_noise(rng, (bh, bw), max(2, int(max(bh, bw) / rng.uniform(1.5, 3.0))))
-    colour *= (0.6 + 0.8 * grain)[..., None]  # polyps and corallites: a crisp pixel-scale grain
     # relief: darker towards the rim (domes) or in the gaps (branches); a soft light direction
     inside = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
     relief = {"massive": 0.45, "branching": 0.3, "digitate": 0.3, "solitary": 0.3}.get(form, 0.15)
-    shade = (1 - relief) + relief * np.clip(inside / (0.4 * radius_px), 0, 1)
-    light = 1.0 + 0.12 * (u * np.cos(seed % 7) + v * np.sin(seed % 7)) / 2
-    colour *= (shade * light)[..., None]
+    m = mask
+    shade = (1 - relief) + relief * np.clip(inside[m] / (0.4 * radius_px), 0, 1)
+    light = 1.0 + 0.06 * (u[m] * np.cos(seed % 7) + v[m] * np.sin(seed % 7))
+    # polyps and corallites: a crisp pixel-scale grain
+    scalar = (0.6 + 0.8 * grain[m]) * shade * light
+    colour = (base + (accent - base) * p[m][:, None]) * scalar[:, None]
     if rng.random() < 0.15:  # bleached patch: whiter, still live coral
-        patch = smooth_noise(rng, (bh, bw), 4) > rng.uniform(0.55, 0.75)
+        patch = (smooth_noise(rng, (bh, bw), 4) > rng.uniform(0.55, 0.75))[m]
         colour[patch] = colour[patch] * 0.3 + np.array([232, 232, 222], np.float32) * 0.7
-    colour += rng.normal(0, 5, colour.shape).astype(np.float32)
     region = canvas[y0 : y0 + bh, x0 : x0 + bw]
-    region[mask] = colour[mask].clip(0, 255)
+    region[m] = colour.clip(0, 255)
 
 
 # Substrate kinds: base colour (RGB), then weights of the shared fields (constant, fine grain,
