@@ -1,0 +1,60 @@
+"""The frame model of a programme without corner annotations (grid_pose_detection.frame_model): the
+varied world's corners in the ultralytics pose layout, read back by ultralytics' own label checker."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from grid_pose_detection.frame_model import corner_layout
+from quadratseg.errors import QuadratsegError
+
+
+@pytest.fixture(scope="module")
+def varied_set(tmp_path_factory):
+    from quadratseg.synth import SynthConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("varied") / "set"
+    return generate_dataset(out, SynthConfig(images=5, seed=4, size=256, world="varied"), workers=1)
+
+
+def test_the_corners_of_the_varied_world_are_read_back_by_ultralytics(varied_set, tmp_path):
+    from ultralytics.data.utils import verify_image_label
+
+    from quadratseg.images import read_image_rgb
+    from quadratseg.synth.dataset import load_truth
+
+    layout = corner_layout(varied_set, tmp_path / "layout")
+    data = yaml.safe_load((tmp_path / "layout" / "data.yaml").read_text())
+    assert data["kpt_shape"] == [1, 3] and data["flip_idx"] == [0] and data["task"] == "gridcorners"
+    truths = load_truth(varied_set)
+    assert sum(layout["images"].values()) == len(truths) and min(layout["images"].values()) >= 1
+    for t in truths:
+        image = tmp_path / "layout" / "images" / t["subset"] / t["name"]
+        label = tmp_path / "layout" / "labels" / t["subset"] / f"{image.stem}.txt"
+        # ultralytics' label checker: (im_file, lb, shape, segments, keypoint, nm, nf, ne, nc, msg)
+        checked = verify_image_label((str(image), str(label), "", True, 1, 1, 3, False))
+        labels, keypoints, message = checked[1], checked[4], checked[-1]
+        h, w = read_image_rgb(image).shape[:2]  # the photo ultralytics sees (upright)
+        corners = np.asarray(t["corners_raw_xy"])
+        inside = (corners >= 0).all(axis=1) & (corners[:, 0] <= w) & (corners[:, 1] <= h)
+        assert message == "" and labels.shape == (4, 5) and keypoints.shape == (4, 1, 3), message
+        assert np.allclose(keypoints[:, 0, :2] * [w, h], corners, atol=0.01)
+        assert (keypoints[:, 0, 2] > 0).tolist() == inside.tolist()
+
+
+def test_a_set_without_a_split_is_refused_and_nothing_is_written(varied_set, tmp_path):
+    from quadratseg.synth.dataset import load_truth
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    truths = load_truth(varied_set)
+    for name in ("cvat_exports",):
+        (broken / name).symlink_to((varied_set / name).resolve())
+    (broken / "truth.json").write_text(json.dumps({"images": [t for t in truths if t["subset"] != "val"]}))
+    with pytest.raises(QuadratsegError, match="no photo in the val split"):
+        corner_layout(broken, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
