@@ -375,3 +375,26 @@ def test_consumers_read_the_varied_exports(varied_set, tmp_path):
         for name in names.values():
             if fo.dataset_exists(name):
                 fo.delete_dataset(name)
+
+
+def test_matching_selfcheck_leaves_out_frames_without_a_grid(varied_set):
+    from quadratseg.synth.checks import matching_selfcheck
+
+    truths = load_truth(varied_set)
+    assert any(t["grid_warped_xy"] is None for t in truths)
+    assert matching_selfcheck(truths, 0) == 1.0  # the sagging grids still match their template
+
+
+def test_every_exif_orientation_and_occluder_is_reachable():
+    from quadratseg.synth.varied import OCCLUDER_CODES, draw_exif_orientation, draw_occluders
+
+    orientations = {draw_exif_orientation(Shot(0, i, 0, 0)) for i in range(200)}
+    assert orientations == {1, 3, 6, 8}
+    codes = set()
+    for i in range(60):
+        codes |= set(np.unique(draw_occluders(Shot(0, 0, 0, i), (96, 72))[2]).tolist())
+    assert codes >= {0, OCCLUDER_CODES["fish"], OCCLUDER_CODES["fin"], OCCLUDER_CODES["shadow"]}
+    q = render_quadrat(
+        np.random.default_rng(1), (256, 192), 160, ["Porites"], world="varied", shot=Shot(0, 0, 0, 1)
+    )
+    assert q.occluder_codes_raw.shape == (192, 256)

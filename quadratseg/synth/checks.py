@@ -112,11 +112,12 @@ def matching_selfcheck(truths: list[dict[str, Any]], seed: int) -> float:
 
     Success: every true detection lands on its own template point, and no missing point
     takes a true detection (a false point lying on a missing point's place may fill it: it
-    cannot be told apart).
+    cannot be told apart). Images whose frame has no grid (``grid_warped_xy`` null) are left out.
     """
     rng = np.random.default_rng([seed, 3])
     template = grid_template_xy()
     ok = 0
+    truths = [t for t in truths if t.get("grid_warped_xy") is not None]  # frames without a grid
     for t in truths:
         size = t["warped_size"]
         true_xy = np.asarray(t["grid_warped_xy"])
