@@ -318,6 +318,7 @@ class PosePredictor:
             weights, task, template_xy, conf, kpt_conf, max_cost, warp_size, aspect, allow_warp_size_mismatch
         )
         self.model = build_model(weights)
+        self.weights = str(weights)
         self.task = task
         self.template = self.settings.template_xy
         self.conf, self.kpt_conf, self.max_cost = (

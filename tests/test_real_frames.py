@@ -127,3 +127,30 @@ def test_the_real_frames_are_confirmed_at_the_hand_corners_and_wrong_quadrats_ar
         assert all(r.startswith("corners TL, TR, BR, BL not confirmed by the frame") for r in reasons), (
             reasons
         )
+
+
+def test_the_demo_reports_its_corner_model_on_the_real_photos(shared_data, hand, monkeypatch, tmp_path):
+    """grid_pose_detection.demo.real_frames_summary: the summary.json entry (the lead's
+    ``grid_pose_detection.real_frames``) for the corner predictor the demo trained; None without the
+    shared data."""
+    import types
+
+    import quadratseg.yolo_train
+    from grid_pose_detection.demo import real_frames_summary
+    from grid_pose_detection.predictor import PosePredictor
+    from grid_pose_detection.tasks import get_task
+
+    answers = list(hand.values())
+    answers[0] = np.zeros((0, 2))  # no corner found on the first photo
+    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: PointsModel(answers))
+    predictor = PosePredictor(tmp_path / "best.pt", get_task("gridcorners"), refine=False)
+    summary = real_frames_summary(types.SimpleNamespace(shared_data=shared_data), predictor)
+    first = next(iter(hand))
+    assert {k: summary[k] for k in ("photos", "found", "within_1_5pct", "weights")} == {
+        "photos": 7,
+        "found": 6,
+        "within_1_5pct": 6,
+        "weights": str(tmp_path / "best.pt"),
+    }
+    assert summary["mean_error_pct"] == 0.0 and list(summary["reasons"]) == [first]
+    assert real_frames_summary(types.SimpleNamespace(shared_data=None), predictor) is None
