@@ -29,10 +29,11 @@ The JSON is written atomically after every step, and at the end also when steps 
 or the check is stopped by Ctrl-C or SIGTERM (``complete`` says whether every step got its turn).
 Per step: its ``status`` (``ok``, ``skipped``, ``failed``, ``timeout``, ``interrupted``) with the
 reason, seconds, images (or photos) per second, peak GPU memory (``torch.cuda.max_memory_allocated``,
-reset per step), the device and notes. At the top: the device name, the versions, a ``skipped``
-list with the reason per path, and ``projection``: the photos per GPU-day from the chain's per-photo
-cost (random models find no grid, so the stages the chain skipped, such as grid removal, are added
-from their own steps; the basis is written beside the figure).
+reset per step) and of the whole GPU (``peak_device_memory_mib``: every process on it, the Ray
+actors too, sampled through NVML), the device and notes. At the top: the device name, the
+versions, a ``skipped`` list with the reason per path, and ``projection``: the photos per GPU-day
+from the chain's per-photo cost (random models find no grid, so the stages the chain skipped, such
+as grid removal, are added from their own steps; the basis is written beside the figure).
 
 Without CUDA the steps are skipped with that reason, unless ``--tiny``: every path then runs on CPU
 at tiny shapes (256 px, the tiny DINOv2 config, a tiny SAM) and each step says it ran on CPU. The
@@ -247,26 +248,36 @@ def write_mmseg_layout(work: Path, out: Path, classes: list[str]) -> Path:
     return out
 
 
-def random_yolo_weights(work: Path, task: str, kpt_shape: tuple[int, int] = (1, 3), nc: int = 1) -> Path:
-    """A YOLO11n model of ``task`` (``pose`` or ``segment``) with random weights saved as a local .pt
-    (built from ultralytics' own YAML, nothing downloaded); pose in the ``points`` layout by default."""
+def random_yolo_weights(work: Path, task: str, names: list[str], kpt_shape: tuple[int, int] = (1, 3)) -> Path:
+    """A YOLO11n model of ``task`` (``pose`` or ``segment``) with random weights and the class
+    ``names``, saved as a local .pt (built from ultralytics' own YAML, nothing downloaded); pose in
+    the ``points`` layout (one keypoint per object) by default."""
     import yaml
     from ultralytics import YOLO
     from ultralytics.nn.tasks import yaml_model_load
 
     suffix = {"pose": "pose", "segment": "seg"}[task]
-    path = work / "models" / f"random-{suffix}-{nc}-{kpt_shape[0]}.pt"
+    path = work / "models" / f"random-{suffix}-{len(names)}-{kpt_shape[0]}.pt"
     if path.is_file():
         return path
     spec = yaml_model_load(f"yolo11n-{suffix}.yaml")
-    spec["nc"] = nc
+    spec["nc"] = len(names)
     if task == "pose":
         spec["kpt_shape"] = list(kpt_shape)
     arch = work / "models" / f"yolo11n-{suffix}.yaml"  # the name keeps the scale: n
     arch.parent.mkdir(parents=True, exist_ok=True)
     arch.write_text(yaml.safe_dump({k: v for k, v in spec.items() if k != "yaml_file"}), encoding="utf-8")
-    YOLO(str(arch)).save(str(path))
+    model = YOLO(str(arch))
+    model.model.names = dict(enumerate(names))
+    model.save(str(path))
     return path
+
+
+def grid_model(work: Path) -> Path:
+    """A random-init grid model (YOLO11n-pose, one point per object, the grid task's label)."""
+    from grid_pose_detection.tasks import get_task
+
+    return random_yolo_weights(work, "pose", [get_task("gridpose").label])
 
 
 def tiny_lama_network(path: Path) -> Path:
@@ -398,8 +409,10 @@ def seg_weights(ctx: StepContext) -> Path:
     record = ctx.work / "models" / "trained-seg.txt"
     if record.is_file() and Path(record.read_text().strip()).is_file():
         return Path(record.read_text().strip())
-    ctx.notes.append("no model from yolo_seg_train: a random-init YOLO11n-seg (16 classes) instead")
-    return random_yolo_weights(ctx.work, "segment", nc=16)
+    ctx.notes.append("no model from yolo_seg_train: a random-init YOLO11n-seg (the 16 genera) instead")
+    from quadratseg.taxonomy import load_taxonomy
+
+    return random_yolo_weights(ctx.work, "segment", load_taxonomy().classes("finegrained"))
 
 
 def timed_per_image(
@@ -426,7 +439,10 @@ def step_pose_predict(ctx: StepContext) -> dict[str, Any]:
 
     imgsz = ctx.shapes["predict_imgsz"]
     predictor = PosePredictor(
-        random_yolo_weights(ctx.work, "pose"), get_task("gridpose"), imgsz=imgsz, device=ctx.device
+        grid_model(ctx.work),
+        get_task("gridpose"),
+        imgsz=imgsz,
+        device=ctx.device,
     )
     images = [rgb_quadrat(p) for p in quadrat_images(ctx.work)[:3]]
     per_image = timed_per_image(ctx, lambda image: predictor.predict([image]), images)
@@ -592,7 +608,7 @@ def chain_inputs(ctx: StepContext, engine: str) -> tuple[Path, dict[str, Any]]:
     os.environ["LAMA_MODEL"] = str(lama_model(ctx.work, ctx.notes))
     options = {
         "yolo": str(seg_weights(ctx)),
-        "grid": str(random_yolo_weights(ctx.work, "pose")),
+        "grid": str(grid_model(ctx.work)),
         "inpaint": "lama",
         "warp_size": ctx.shapes["image_px"],
         "allow_warp_size_mismatch": True,
@@ -624,7 +640,13 @@ def run_process(ctx: StepContext, label: str, **engine_options: Any) -> dict[str
     summary = json.loads(process(str(photos), str(ctx.work / f"out_{label}"), **options, **engine_options))
     all_s = time.perf_counter() - start
     n = ctx.shapes["chain_photos"]
-    marginal = (all_s - one_s) / (n - 1) if n > 1 and all_s > one_s else all_s / n
+    if n > 1 and all_s > one_s:
+        marginal, basis = (
+            (all_s - one_s) / (n - 1),
+            "(all photos - one photo) / (photos - 1): loading cancels",
+        )
+    else:  # too few photos, or the second run loaded faster than the first: loading stays in
+        marginal, basis = all_s / n, "all photos / photos, model loading included (an upper bound)"
     return {
         "photos": n,
         "processed": summary.get("processed"),
@@ -633,7 +655,7 @@ def run_process(ctx: StepContext, label: str, **engine_options: Any) -> dict[str
         "seconds_all_photos_with_load": round(all_s, 3),
         "seconds_per_photo": round(marginal, 4),
         "photos_per_s": round(1 / marginal, 3),
-        "per_photo_basis": "(all photos - one photo) / (photos - 1): the model loading cancels out",
+        "per_photo_basis": basis,
     }
 
 
@@ -661,8 +683,23 @@ def step_chain_ray(ctx: StepContext) -> dict[str, Any]:
         options["num_gpus"] = 1 if ctx.cuda else 0
     elif ctx.cuda:
         ctx.notes.append("pipeline.process has no GPU option for Ray: the engine's own GPU share per actor")
-    ctx.notes.append("peak GPU memory is this process's: the Ray actors' own memory is not in it")
-    return {**run_process(ctx, "ray", **options), "ray_options": options}
+    ctx.notes.append(
+        "peak_gpu_memory_mib is this process's (the driver's models); the Ray actors' memory is in "
+        "peak_device_memory_mib (the whole GPU)"
+    )
+    import ray
+
+    # one Ray instance for both runs (pipeline.process joins the one this process started)
+    ray.init(
+        num_cpus=2 if ctx.tiny else None,  # pools of one actor on a few CPUs: the tests' advice
+        num_gpus=1 if ctx.cuda else 0,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    try:
+        return {**run_process(ctx, "ray", **options), "ray_options": options}
+    finally:
+        ray.shutdown()
 
 
 STEP_FUNCS: dict[str, Callable[[StepContext], dict[str, Any]]] = {
@@ -682,12 +719,63 @@ CPU_STEPS = {"prepare"}  # runs without CUDA whatever the mode
 # --- one step, in its own process ---------------------------------------------------------------------
 
 
+class DeviceMemorySampler:
+    """Peak memory in use on the whole GPU (every process on it: Ray actors too, the CUDA context
+    included), read through NVML (``torch.cuda.device_memory_used``) every ``period_s`` seconds in a
+    thread. ``device`` None (CPU): nothing is sampled and ``peak_mib`` stays None."""
+
+    def __init__(self, device: str | None, period_s: float = 0.2):
+        import threading
+
+        self.device, self.period_s = device, period_s
+        self.peak_mib: float | None = None
+        self.error = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self) -> None:
+        import torch
+
+        used = torch.cuda.device_memory_used(self.device) / 2**20
+        self.peak_mib = round(max(self.peak_mib or 0.0, used), 1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self._read()
+            except Exception:  # the figure is optional: the first read said why it is missing
+                return
+
+    def __enter__(self) -> DeviceMemorySampler:
+        if self.device is not None:
+            try:
+                self._read()
+                self._thread.start()
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self.device is not None and not self.error:
+            try:
+                self._read()
+            except Exception as error:
+                self.error = f"{type(error).__name__}: {error}"
+
+
 def resolve_device(requested: str, tiny: bool) -> tuple[str | None, str]:
     """(torch device to use or None to skip, why): the requested CUDA device, else CPU with --tiny."""
     import torch
 
     if requested == "cpu":
-        return ("cpu", "cpu asked for") if tiny else (None, "--device cpu runs only with --tiny")
+        return (
+            ("cpu", "--device cpu: ran on CPU at tiny shapes")
+            if tiny
+            else (None, "--device cpu runs only with --tiny")
+        )
     if torch.cuda.is_available():
         return requested, "cuda"
     if tiny:
@@ -734,12 +822,16 @@ def run_step(name: str, work: Path, requested: str, tiny: bool, dinov2_config: s
         if ctx.cuda:
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
-        measured = STEP_FUNCS[name](ctx)
-        ctx.sync()
+        with DeviceMemorySampler(device if ctx.cuda else None) as sampler:
+            measured = STEP_FUNCS[name](ctx)
+            ctx.sync()
         record.update(status="ok", seconds=round(time.perf_counter() - start, 3), **measured)
         record["peak_gpu_memory_mib"] = (
             round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if ctx.cuda else None
         )
+        record["peak_device_memory_mib"] = sampler.peak_mib
+        if sampler.error:
+            ctx.notes.append(f"no whole-GPU memory figure: {sampler.error}")
         record["notes"] = ctx.notes
     except SkippedPathError as exc:
         record.update(status="skipped", reason=str(exc))
