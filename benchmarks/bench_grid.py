@@ -2,12 +2,21 @@
 
     .venv/bin/python benchmarks/bench_grid.py [--images 200] [--weights best.pt --imgsz 1024]
     .venv/bin/python benchmarks/bench_grid.py --train [--seeds 0 1 2] [--layouts points instance]
+        [--world varied|simple] [--synth-images 60]
+    .venv/bin/python benchmarks/bench_grid.py --frame-check [--synth-images 40]
 
-With ``--train`` it makes the demo's synthetic set (24 photos, 768 px, seed 0), trains the corner
-and the grid model with the demo's recipe (``grid_pose_detection.demo``) once per seed and
-layout, and prints per task the mean and spread over seeds of the test-split errors, matching
-success and PCK@1 %, with and without sub-pixel refinement, and the training time: one lucky
-run does not decide a recipe.
+With ``--train`` it makes a synthetic set (``--world varied``, the default: 60 photos of 768 px, seed 0,
+12 of them in the test split; ``--world simple --synth-images 24``: the earlier demo's set), trains the
+corner and the grid model with the demo's recipe (``grid_pose_detection.demo``) once per seed and layout,
+and prints per task the mean and spread over seeds of the test-split errors, matching success and PCK@1 %,
+with and without sub-pixel refinement, and the training time: one lucky run does not decide a recipe.
+Targets: corners <= 5 px, grid <= 3 px. Photos of the varied world without a grid (diagonal strings, no
+strings) are left out of the grid task; corners outside the photo are written with visibility 0.
+
+With ``--frame-check`` it calibrates the corner refinement's frame check
+(``grid_pose_detection.predictor.corner_warp``) on the varied world: the share of frames confirmed at the
+true corners moved by N(0, 1 % of the side), and of wrong quadrats confirmed (the true ones shrunk to 80 %
+or 60 %, or moved by 8 to 25 % of the side in a random direction), per frame style.
 
 On the same cost problems (117 template points, 110 jittered detections + 10 false ones, shuffled)
 it times ``match_to_template`` (Hungarian with a "missing" option, homography re-alignment,
@@ -39,10 +48,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--layouts", nargs="+", default=["points"])
     parser.add_argument("--epochs", type=int, default=0, help="override the demo recipe's epochs")
+    parser.add_argument("--world", default="varied", choices=["varied", "simple"])
+    parser.add_argument("--synth-images", type=int, default=0, help="default: 60 (varied), 24 (simple)")
+    parser.add_argument("--frame-check", action="store_true", help="calibrate the frame check (minutes)")
     args = parser.parse_args()
     work = isolated_workdir("bench-grid-")  # offline switches before ultralytics is imported
+    if args.frame_check:
+        frame_check_rates(args.synth_images or 40, args.seeds[0])
+        return
     if args.train:
-        train_over_seeds(work, args.seeds, args.layouts, args.epochs)
+        images = args.synth_images or (60 if args.world == "varied" else 24)
+        train_over_seeds(work, args.seeds, args.layouts, args.epochs, args.world, images)
         return
 
     from scipy.optimize import linear_sum_assignment
@@ -110,25 +126,32 @@ def main() -> None:
 
 
 def _layout_from_truth(task, synthetic_dir, out, layout):
-    """The pose layout of the synthetic set, written from its truth with the module's label writer."""
+    """The pose layout of the synthetic set, written from its truth with the module's label writer
+    (photos with an EXIF turn written upright; photos without the task's points left out; points outside
+    the photo at visibility 0)."""
     import yaml
 
     from grid_pose_detection.prepare_data import data_yaml, point_lines
+    from quadratseg.images import exif_orientation, read_image_rgb, write_upright
     from quadratseg.synth.dataset import export_image_path, load_truth
 
-    folder, key, size_key = (
-        ("corners", "corners_raw_xy", "raw_size")
-        if task.name == "gridcorners"
-        else ("grid", "grid_warped_xy", "warped_size")
-    )
+    folder, key = ("corners", "corners_raw_xy") if task.name == "gridcorners" else ("grid", "grid_warped_xy")
     for split in ("train", "val", "test"):
         (out / "images" / split).mkdir(parents=True)
         (out / "labels" / split).mkdir(parents=True)
     for t in load_truth(synthetic_dir):
+        if t.get(key) is None:  # a varied-world frame without a grid
+            continue
         source = export_image_path(synthetic_dir / "cvat_exports" / folder, t["subset"], t["name"])
-        (out / "images" / t["subset"] / t["name"]).symlink_to(source.resolve())
+        target = out / "images" / t["subset"] / t["name"]
+        if exif_orientation(source) == 1:
+            target.symlink_to(source.resolve())
+        else:
+            write_upright(source, target)
+        height, width = read_image_rgb(source).shape[:2]
         points = np.asarray(t[key], dtype=np.float64)
-        lines = point_lines(task, points, np.ones(len(points), bool), tuple(t[size_key]), layout)
+        inside = (points >= 0).all(axis=1) & (points[:, 0] <= width) & (points[:, 1] <= height)
+        lines = point_lines(task, points, inside, (width, height), layout)
         (out / "labels" / t["subset"] / f"{Path(t['name']).stem}.txt").write_text("\n".join(lines) + "\n")
     (out / "data.yaml").write_text(yaml.safe_dump(data_yaml(task, out, layout), sort_keys=False))
     return out / "data.yaml"
@@ -143,7 +166,7 @@ def _score(predictor, task, synthetic_dir, refine):
     folder, key = ("corners", "corners_raw_xy") if task.name == "gridcorners" else ("grid", "grid_warped_xy")
     errors, success, hits, total, images = [], 0, 0, 0, 0
     for t in load_truth(synthetic_dir):
-        if t["subset"] != "test":
+        if t["subset"] != "test" or t.get(key) is None:
             continue
         image = read_image_rgb(export_image_path(synthetic_dir / "cvat_exports" / folder, "test", t["name"]))
         (pred,) = predictor.predict([image], refine=refine)
@@ -162,15 +185,19 @@ def _score(predictor, task, synthetic_dir, refine):
     }
 
 
-def train_over_seeds(work, seeds, layouts, epochs):
-    """Train the demo recipe per seed and layout; print mean and spread of the test figures."""
+def train_over_seeds(work, seeds, layouts, epochs, world="varied", images=60):
+    """Train the demo recipe per seed and layout on a ``world`` set of ``images`` photos; print mean and
+    spread of the test figures."""
     from grid_pose_detection.demo import DEMO_CONF, SHORT_RUN, TRAINING
     from grid_pose_detection.predictor import PosePredictor
     from grid_pose_detection.tasks import get_task
     from quadratseg.synth import SynthConfig, generate_dataset
     from quadratseg.yolo_train import load_experiment, train_yolo
 
-    synthetic_dir = generate_dataset(work / "synthetic", SynthConfig(images=24, size=768, seed=0))
+    synthetic_dir = generate_dataset(
+        work / "synthetic", SynthConfig(images=images, size=768, seed=0, world=world)
+    )
+    print(f"synthetic set: {images} photos of the {world} world, 768 px, seed 0")
     rows = []
     for task_name in ("gridcorners", "gridpose"):
         task = get_task(task_name)
@@ -204,6 +231,51 @@ def train_over_seeds(work, seeds, layouts, epochs):
     print(f"\n{'task':12} {'layout':9} {'figure':22} {'mean':>9} {'spread (sd)':>12}   over seeds {seeds}")
     for task_name, layout, key, mean, sd in rows:
         print(f"{task_name:12} {layout:9} {key:22} {mean:9.3f} {sd:12.3f}")
+
+
+def frame_check_rates(images: int, seed: int) -> dict:
+    """Frames confirmed by the refinement's frame check on the varied world (see the module docstring)."""
+    from grid_pose_detection.predictor import MIN_FRAME_SIDES, MIN_WEAKEST_SIDE
+    from quadratseg.keypoint_refine import MIN_EDGE_INLIERS, refine_quadrat_corners
+    from quadratseg.synth.scene import render_quadrat
+
+    def confirmed(straight):
+        return bool(
+            (straight >= MIN_EDGE_INLIERS).sum() >= MIN_FRAME_SIDES and straight.min() >= MIN_WEAKEST_SIDE
+        )
+
+    rng = np.random.default_rng(seed)
+    rows: dict[str, dict[str, list[bool]]] = {}
+    for i in range(images):
+        q = render_quadrat(
+            np.random.default_rng([seed, i]), (768, 576), 256, ["Acropora", "Porites"], world="varied"
+        )
+        truth = q.corners_raw_xy
+        side = float(np.linalg.norm(np.roll(truth, -1, 0) - truth, axis=1).mean())
+        centre = truth.mean(axis=0)
+        style = str(q.shot_info.get("frame", "varied"))
+        row = rows.setdefault(style, {"true": [], "wrong": []})
+        row["true"].append(
+            confirmed(
+                refine_quadrat_corners(q.raw, truth + rng.normal(0, 0.01 * side, (4, 2))).side_straightness
+            )
+        )
+        angle = rng.uniform(0, 2 * np.pi, 2)
+        wrong = [
+            (truth - centre) * 0.8 + centre,
+            (truth - centre) * 0.6 + centre,
+            *(truth + rng.uniform(0.08, 0.25) * side * np.array([np.cos(a), np.sin(a)]) for a in angle),
+        ]
+        row["wrong"] += [confirmed(refine_quadrat_corners(q.raw, w).side_straightness) for w in wrong]
+    print(f"frame check on {images} varied-world photos (768 x 576), seed {seed}")
+    print(f"{'frame':14} {'photos':>6} {'true corners confirmed':>23} {'wrong quadrats confirmed':>25}")
+    for style, row in sorted(rows.items()):
+        print(f"{style:14} {len(row['true']):6d} {np.mean(row['true']):23.2f} {np.mean(row['wrong']):25.2f}")
+    every = {k: [v for row in rows.values() for v in row[k]] for k in ("true", "wrong")}
+    print(
+        f"{'all':14} {len(every['true']):6d} {np.mean(every['true']):23.2f} {np.mean(every['wrong']):25.2f}"
+    )
+    return rows
 
 
 if __name__ == "__main__":
