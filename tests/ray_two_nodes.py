@@ -23,13 +23,17 @@ def chain_worker_node(nodes) -> object | None:
     from ray._private import ray_constants
 
     raylets = {node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid: node for node in nodes}
-    for process in psutil.process_iter(["cmdline"]):
-        if any("ChainWorker" in part for part in (process.info["cmdline"] or [])):
-            parent = process.parent()
-            while parent is not None and parent.pid not in raylets:
-                parent = parent.parent()
-            if parent is not None:
-                return raylets[parent.pid]
+    for pid, node in raylets.items():
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            continue
+        for process in children:
+            try:
+                if any("ChainWorker" in part for part in process.cmdline()):
+                    return node
+            except psutil.Error:
+                continue
     return None
 
 

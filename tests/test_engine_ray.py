@@ -150,13 +150,21 @@ def test_a_local_run_killed_midway_is_resumed_on_ray_each_photo_once(ray_session
 
 
 def _chain_worker_pids() -> list[int]:
+    """The chain actors' processes of this test session's Ray (children of its raylet), never
+    another program's."""
     import psutil
+    from ray._private import ray_constants
 
-    return [
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if any("ChainWorker" in part for part in (p.info["cmdline"] or []))
-    ]
+    node = ray._private.worker.global_worker.node
+    raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+    pids = []
+    for process in psutil.Process(raylet).children(recursive=True):
+        try:
+            if any("ChainWorker" in part for part in process.cmdline()):
+                pids.append(process.pid)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return pids
 
 
 def test_an_actor_killed_mid_run_costs_a_retry_not_a_half_written_or_duplicated_photo(
@@ -228,3 +236,37 @@ def test_a_node_removed_mid_run_costs_a_retry_on_the_other_node(survey, tmp_path
     rows = (out / "status.csv").read_text().splitlines()[1:]
     assert len(rows) == len(set(rows)) == 12
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def test_a_ray_run_interrupted_midway_is_resumed_locally_each_photo_once(survey, tmp_path):
+    """``python -m pipeline.process --engine ray`` (a Ray of its own) interrupted with Ctrl-C
+    (SIGINT) after a few photos; the local engine then does the others only."""
+    folder, weights = survey
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "pipeline.process", str(folder), str(out), "--engine", "ray",
+        "--yolo", str(weights), "--yolo-imgsz", "64", "--warp-size", "256", "--quadrat-cm", "50",
+    ]  # fmt: skip
+    child = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while _records(out) < 3 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    try:
+        child.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    before = _records(out)
+    assert 3 <= before < 12, "the Ray run was not caught midway"
+    summary = run_process(survey, out)
+    assert (summary["processed"], summary["resumed_skipped"], summary["failed"]) == (12 - before, before, 0)
+    rows = (out / "status.csv").read_text().splitlines()[1:]
+    assert len(rows) == len(set(rows)) == 12
+    assert not list((out / ".claims").rglob("*.claim"))
