@@ -49,7 +49,7 @@ FRAMES = ("criobe", "black_tape", "metal", "pvc")
 FRAME_WEIGHTS = (0.3, 0.25, 0.3, 0.15)
 STRINGS = ("grid", "diagonals", "none")
 EXIF_ORIENTATIONS = (1, 3, 6, 8)
-OCCLUDER_CODES = {"fish": 1, "fin": 2, "shadow": 3, "overhang": 4}
+OCCLUDER_CODES = {"fish": 1, "fin": 2, "shadow": 3, "overhang": 4, "frame": 5}
 
 STRING_COLOURS = {
     "white": (236, 234, 222),
@@ -126,7 +126,7 @@ def draw_frame_style(shot: Shot) -> FrameStyle:
         rgb, bar = (32.0, 32.0, 34.0), rng.uniform(0.04, 0.07)
         string_names = ["orange", "red", "yellow"]
     elif style == "metal":
-        rgb, bar = tuple(rng.uniform(150, 200) + rng.uniform(-8, 8, 3)), rng.uniform(0.025, 0.04)
+        rgb, bar = tuple(rng.uniform(150, 200) + rng.uniform(-8, 8, 3)), rng.uniform(0.022, 0.035)
         string_names = ["white", "yellow", "black"]
     else:
         rgb, bar = (
@@ -236,8 +236,10 @@ def _bar_shading(length: int, width: int, style: str, rng: np.random.Generator) 
 def draw_frame(plane: np.ndarray, to_plane: PlaneMap, frame: FrameStyle) -> np.ndarray:
     """Draw the frame's bars, tape, legs, ruler and label card into ``plane`` in place.
 
-    The bars lie outside the interior (their inner edges are the quadrat's edges). Returns a
-    bool mask (H, W) of the frame's pixels in the plane image.
+    The bars lie outside the interior (their inner edges are the quadrat's edges); tape sleeves
+    and blocks bulge a little over the interior, as on real frames (the corner truth follows the
+    bars, as in ``corners.json`` of the real photos). Returns a bool mask (H, W) of the frame's
+    pixels in the plane image.
     """
     rng = np.random.default_rng([frame.seed, 2])
     sw, sh = to_plane.interior_wh
@@ -255,14 +257,14 @@ def draw_frame(plane: np.ndarray, to_plane: PlaneMap, frame: FrameStyle) -> np.n
         (ox + sw, oy - b, ox + sw + b, oy + sh + b, False),
     ]
     if frame.legs:  # diagonal legs from each outer corner, drawn under the bars
-        leg = max(2, round(b * 0.7))
+        leg = max(2, round(b * rng.uniform(0.8, 1.2)))
         for cx, cy, dx, dy in (
             (ox - b, oy - b, -1, -1),
             (ox + sw + b, oy - b, 1, -1),
             (ox + sw + b, oy + sh + b, 1, 1),
             (ox - b, oy + sh + b, -1, 1),
         ):
-            length = s * rng.uniform(0.15, 0.35)
+            length = s * rng.uniform(0.25, 0.6)
             ang = np.deg2rad(45 + rng.uniform(-15, 15))
             end = (cx + dx * length * np.cos(ang), cy + dy * length * np.sin(ang))
             layer = np.zeros((ph, pw), np.uint8)
@@ -382,7 +384,6 @@ def draw_frame(plane: np.ndarray, to_plane: PlaneMap, frame: FrameStyle) -> np.n
                 bx0, by0, bx1, by1 = max(x0, cx - m), max(y0, cy - m), min(x1, cx + m), min(y1, cy + m)
                 if bx1 > bx0 and by1 > by0:
                     block(bx0, by0, bx1, by1, tape)
-    # blocks never reach into the interior
     return mask
 
 
@@ -838,6 +839,13 @@ def render_varied(
         clean_plane = clean_plane * (1 - overhang[..., None]) + over_rgb * overhang[..., None]
         overhang_raw = warp_image(overhang, h_plane_to_raw, raw_size) > 0.5
         occ_codes[overhang_raw & (occ_codes == 0)] = OCCLUDER_CODES["overhang"]
+
+    # tape bulging over the interior hides a few pixels of reef: the occluder mask says which
+    bulge = np.zeros(plane_hw, np.float32)
+    bulge[oy : oy + ih, ox : ox + iw] = frame_mask[oy : oy + ih, ox : ox + iw]
+    if bulge.any():
+        bulge_raw = warp_image(bulge, h_plane_to_raw, raw_size) > 0.5
+        occ_codes[bulge_raw & (occ_codes == 0)] = OCCLUDER_CODES["frame"]
 
     noise_rng = np.random.default_rng([optics["seed"], 1])
     noise = noise_rng.normal(0, optics["noise"], (raw_size[1], raw_size[0], 3)).astype(np.float32)
