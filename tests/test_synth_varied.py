@@ -385,9 +385,12 @@ def test_matching_selfcheck_leaves_out_frames_without_a_grid(varied_set):
     assert matching_selfcheck(truths, 0) == 1.0  # the sagging grids still match their template
 
 
-def test_every_exif_orientation_and_occluder_is_reachable():
+def test_every_growth_form_exif_orientation_and_occluder_is_reachable():
     from quadratseg.synth.varied import OCCLUDER_CODES, draw_exif_orientation, draw_occluders
 
+    from quadratseg.synth.reef import GENUS_FORMS, GROWTH_FORMS, colony_form
+
+    assert {colony_form(label, seed) for label in GENUS_FORMS for seed in range(40)} == set(GROWTH_FORMS)
     orientations = {draw_exif_orientation(Shot(0, i, 0, 0)) for i in range(200)}
     assert orientations == {1, 3, 6, 8}
     codes = set()
