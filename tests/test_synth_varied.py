@@ -386,9 +386,8 @@ def test_matching_selfcheck_leaves_out_frames_without_a_grid(varied_set):
 
 
 def test_every_growth_form_exif_orientation_and_occluder_is_reachable():
-    from quadratseg.synth.varied import OCCLUDER_CODES, draw_exif_orientation, draw_occluders
-
     from quadratseg.synth.reef import GENUS_FORMS, GROWTH_FORMS, colony_form
+    from quadratseg.synth.varied import OCCLUDER_CODES, draw_exif_orientation, draw_occluders
 
     assert {colony_form(label, seed) for label in GENUS_FORMS for seed in range(40)} == set(GROWTH_FORMS)
     orientations = {draw_exif_orientation(Shot(0, i, 0, 0)) for i in range(200)}
