@@ -43,6 +43,7 @@ test suite runs ``--tiny`` on CPU (tests/test_gpu_check.py), so the check cannot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -53,7 +54,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -364,6 +365,27 @@ def step_prepare(ctx: StepContext) -> dict[str, Any]:
     return {"images": shapes["images"], "image_px": shapes["image_px"]}
 
 
+@contextlib.contextmanager
+def downloads_refused_at_once(notes: list[str]) -> Iterator[None]:
+    """HTTP(S) requests to other hosts go to a closed local port while the block runs, so that a
+    library's download attempt fails at once instead of waiting on a network that drops packets
+    (ultralytics' AMP check asks for yolo26n.pt on a GPU: offline, it keeps AMP on, as documented)."""
+    names = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy")
+    saved = {name: os.environ.get(name) for name in names}
+    closed = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    os.environ.update(dict.fromkeys(names[:4], closed))
+    os.environ.update(dict.fromkeys(names[4:], "127.0.0.1,localhost,::1"))
+    notes.append("downloads refused at once during training (ultralytics' AMP check finds no yolo26n.pt)")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def step_yolo_seg_train(ctx: StepContext) -> dict[str, Any]:
     from coral_seg_yolo.train import train
 
@@ -374,21 +396,28 @@ def step_yolo_seg_train(ctx: StepContext) -> dict[str, Any]:
     if not amp:
         ctx.notes.append("AMP needs CUDA: trained in fp32 on CPU")
     start = time.perf_counter()
-    result = json.loads(
-        train(
-            str(data),
-            project=str(ctx.work / "runs"),
-            name="coralseg",
-            epochs=1,
-            imgsz=shapes["train_imgsz"],
-            batch=shapes["train_batch"],
-            workers=0 if ctx.tiny else 4,
-            device=ctx.device.replace("cuda:", "") if ctx.cuda else "cpu",
-            from_scratch=True,
-            tensorboard=False,
-            args={"amp": amp, "val": False, "plots": False, "nbs": shapes["train_batch"], "exist_ok": True},
+    with downloads_refused_at_once(ctx.notes if amp else []):  # the AMP check runs on CUDA only
+        result = json.loads(
+            train(
+                str(data),
+                project=str(ctx.work / "runs"),
+                name="coralseg",
+                epochs=1,
+                imgsz=shapes["train_imgsz"],
+                batch=shapes["train_batch"],
+                workers=0 if ctx.tiny else 4,
+                device=ctx.device.replace("cuda:", "") if ctx.cuda else "cpu",
+                from_scratch=True,
+                tensorboard=False,
+                args={
+                    "amp": amp,
+                    "val": False,
+                    "plots": False,
+                    "nbs": shapes["train_batch"],
+                    "exist_ok": True,
+                },
+            )
         )
-    )
     seconds = time.perf_counter() - start
     weights = result.get("last") or result["best"]
     (ctx.work / "models").mkdir(parents=True, exist_ok=True)
