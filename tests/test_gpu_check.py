@@ -185,6 +185,18 @@ def test_the_whole_gpu_memory_is_sampled_and_a_missing_nvml_is_said_not_fatal(mo
     assert sampler.peak_mib == 3072.0 and sampler.error == ""
 
 
+def test_without_cuda_and_without_tiny_a_gpu_path_is_skipped_with_the_way_to_run_it(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the path runs")
+    gc = load_gpu_check()
+    record = gc.run_step("pose_predict", tmp_path, "cuda:0", tiny=False, dinov2_config=None)
+    assert record["status"] == "skipped"
+    assert record["reason"] == "no CUDA device visible: pass --tiny to run this path on CPU at tiny shapes"
+    assert gc.skipped_list({"pose_predict": record})[0]["reason"] == record["reason"]
+
+
 def test_without_an_engine_option_the_ray_path_is_skipped_with_the_reason(tmp_path, monkeypatch):
     import pipeline.process
 
