@@ -72,15 +72,21 @@ class BridgeQueue:
         functions: FunctionClient | None = None,
         cvat: Callable | None = None,
         store: JobStore | None = None,
+        options: dict[str, Any] | None = None,
     ):
+        """``options``: ``database_url``, ``lease_s``, ``upload_batch`` (BRIDGE_DATABASE_URL,
+        BRIDGE_LEASE_S, BRIDGE_UPLOAD_BATCH as :func:`bridge.worker.environment_options` reads them);
+        each not given comes from the settings when they have that field."""
         self.settings = settings
-        self.store = store or open_store(settings)
+        options = options or {}
+        self.store = store or open_store(settings, options.get("database_url"), options.get("lease_s"))
         self.huey = make_huey(settings)
         self.services = Services(
             settings,
             self.store,
             functions or FunctionClient.from_settings(settings),
             cvat or cvat_connection(settings),
+            upload_batch=options.get("upload_batch"),
         )
         self._task = self.huey.task(name="bridge.run_job")(self._run)
         self._outbox: stdqueue.Queue[int] = stdqueue.Queue()

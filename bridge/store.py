@@ -490,45 +490,27 @@ class PostgresJobStore(JobStore):
         self._local = threading.local()
 
 
-def database_url(settings: Any) -> str:
-    """``BRIDGE_DATABASE_URL`` from the settings (or the environment when the settings have no such
-    field); empty: the SQLite file in ``BRIDGE_STATE_DIR``."""
-    import os
+def open_store(settings: Any, database_url: str | None = None, lease_s: float | None = None) -> JobStore:
+    """The job store: PostgreSQL at ``database_url`` (``BRIDGE_DATABASE_URL``), else SQLite at
+    ``BRIDGE_STATE_DIR/jobs.db``; leases of ``lease_s`` seconds (``BRIDGE_LEASE_S``, :data:`LEASE_S`).
+    Each value not given is the settings' field of that name when they have one."""
+    from quadratseg.errors import QuadratsegError
 
-    return str(
-        getattr(settings, "bridge_database_url", "") or os.environ.get("BRIDGE_DATABASE_URL", "")
-    ).strip()
-
-
-def lease_seconds(settings: Any) -> float:
-    """``BRIDGE_LEASE_S`` (settings or environment), else :data:`LEASE_S`."""
-    import os
-
-    given = getattr(settings, "bridge_lease_s", None) or os.environ.get("BRIDGE_LEASE_S", "")
-    if given in ("", None):
-        return LEASE_S
-    value = float(given)
-    if value <= 0:
-        from quadratseg.errors import QuadratsegError
-
+    url = str(
+        database_url if database_url is not None else getattr(settings, "bridge_database_url", "") or ""
+    )
+    given = lease_s if lease_s is not None else getattr(settings, "bridge_lease_s", None)
+    lease = LEASE_S if given in (None, "") else float(given)
+    if lease <= 0:
         raise QuadratsegError(f"BRIDGE_LEASE_S must be a positive number of seconds, not {given!r}")
-    return value
-
-
-def open_store(settings: Any) -> JobStore:
-    """The job store the settings name: PostgreSQL at ``BRIDGE_DATABASE_URL``, else SQLite at
-    ``BRIDGE_STATE_DIR/jobs.db``."""
-    url, lease_s = database_url(settings), lease_seconds(settings)
-    if url:
-        if not url.startswith(("postgresql://", "postgres://")):
-            from quadratseg.errors import QuadratsegError
-
+    if url.strip():
+        if not url.strip().startswith(("postgresql://", "postgres://")):
             raise QuadratsegError(
                 f"BRIDGE_DATABASE_URL must be a postgresql:// URL (got {url.split(':', 1)[0]}://...); "
                 "leave it empty for the SQLite file in BRIDGE_STATE_DIR"
             )
-        return PostgresJobStore(url, lease_s=lease_s)
-    return JobStore(Path(settings.bridge_state_dir) / "jobs.db", lease_s=lease_s)
+        return PostgresJobStore(url.strip(), lease_s=lease)
+    return JobStore(Path(settings.bridge_state_dir) / "jobs.db", lease_s=lease)
 
 
 class Heartbeat:

@@ -63,6 +63,7 @@ class Services:
     store: JobStore
     functions: FunctionClient
     cvat: Callable[[], Any]  # a context manager yielding a quadratseg.cvat_client.Cvat
+    upload_batch: int | None = None  # BRIDGE_UPLOAD_BATCH (frames per annotation upload)
 
     @property
     def cache_dir(self) -> Path:
@@ -147,13 +148,11 @@ def detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any]
 UPLOAD_BATCH_FRAMES = 8  # frames per annotation upload (BRIDGE_UPLOAD_BATCH)
 
 
-def upload_batch_frames(settings: Any) -> int:
-    """Frames per annotation upload: ``BRIDGE_UPLOAD_BATCH`` (settings or environment), else
-    :data:`UPLOAD_BATCH_FRAMES`."""
-    import os
-
-    given = getattr(settings, "bridge_upload_batch", None) or os.environ.get("BRIDGE_UPLOAD_BATCH", "")
-    if given in ("", None):
+def upload_batch_frames(services: Services) -> int:
+    """Frames per annotation upload: ``BRIDGE_UPLOAD_BATCH`` (the services' ``upload_batch``, else the
+    settings' field of that name when they have one), else :data:`UPLOAD_BATCH_FRAMES`."""
+    given = services.upload_batch or getattr(services.settings, "bridge_upload_batch", None)
+    if given in (None, ""):
         return UPLOAD_BATCH_FRAMES
     if not str(given).isdigit() or int(given) < 1:
         raise QuadratsegError(f"BRIDGE_UPLOAD_BATCH must be a whole number of frames >= 1, not {given!r}")
@@ -179,7 +178,7 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
     cache = services.cache_dir / f"job-{job['id']}"
     cache.mkdir(parents=True, exist_ok=True)
     timings = {"frames_s": 0.0, "upload_s": 0.0}
-    batch_frames = upload_batch_frames(services.settings)
+    batch_frames = upload_batch_frames(services)
     progress = _Throttled(services.store, job["id"])
     with services.cvat() as cvat:
         frames = cvat.job_frames(cvat_job)

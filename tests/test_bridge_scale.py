@@ -141,16 +141,27 @@ def test_an_older_sqlite_job_file_gains_the_lease_columns(tmp_path):
     assert store.start(job["id"], "w") and store.get(job["id"])["owner"] == "w"
 
 
-def test_open_store_refuses_a_database_url_that_is_not_postgresql(tmp_path, monkeypatch):
+def test_the_scale_options_come_from_the_environment_and_are_checked(tmp_path, monkeypatch):
     from bridge.store import open_store
+    from bridge.worker import environment_options
     from quadratseg.errors import QuadratsegError
     from quadratseg.settings import Settings
 
+    settings = Settings(bridge_state_dir=tmp_path)
     monkeypatch.setenv("BRIDGE_DATABASE_URL", "mysql://u@h/db")
+    monkeypatch.setenv("BRIDGE_LEASE_S", "4")
+    monkeypatch.setenv("BRIDGE_UPLOAD_BATCH", "3")
+    options = environment_options(settings)
+    assert options == {"database_url": "mysql://u@h/db", "lease_s": 4.0, "upload_batch": "3"}
     with pytest.raises(QuadratsegError, match="postgresql://"):
-        open_store(Settings(bridge_state_dir=tmp_path))
-    monkeypatch.setenv("BRIDGE_DATABASE_URL", "")
-    assert type(open_store(Settings(bridge_state_dir=tmp_path))) is JobStore
+        open_store(settings, options["database_url"])
+    with pytest.raises(QuadratsegError, match="BRIDGE_LEASE_S"):
+        open_store(settings, "", -1)
+    sqlite = open_store(settings, "", options["lease_s"])
+    assert type(sqlite) is JobStore and sqlite.lease_s == 4.0
+    monkeypatch.setenv("BRIDGE_LEASE_S", "soon")
+    with pytest.raises(QuadratsegError, match="BRIDGE_LEASE_S must be a number"):
+        environment_options(settings)
 
 
 @pytest.mark.shared_data
