@@ -179,3 +179,9 @@ def test_the_recommended_conf_is_the_one_that_completes_the_val_photos(monkeypat
         "the box threshold that completed the most val images (100% of 2"
     )
     assert PosePredictor(weights, get_task("gridcorners")).conf == 0.1  # what every consumer then uses
+    # the card states when a prediction is taken to show no frame, with the predictor's own thresholds
+    from grid_pose_detection.predictor import MIN_FRAME_SIDES, MIN_WEAKEST_SIDE
+
+    check = card["frame_check"]
+    assert (check["sides_needed"], check["weakest_side"]) == (MIN_FRAME_SIDES, MIN_WEAKEST_SIDE)
+    assert check["rule"].startswith("no frame unless 3 of the 4 sides")
