@@ -293,3 +293,66 @@ def test_generate_years_writes_one_survey_layout_per_year_with_lineages(tmp_path
         if row["source"] is not None and row["target"] is not None and row["split_fuse"] == "none":
             assert first["corals"][row["source"]]["lineage"] == second["corals"][row["target"]]["lineage"]
             assert row["area_source_px"] == first["corals"][row["source"]]["area_px"]
+
+
+def noisy_segmentation(rng, colonies, masks, miss=0.05, relabel=0.15, false_colonies=1):
+    """A stand-in segmenter's colonies from the truth: some missed, some called another genus,
+    outlines 0-2 px wide or narrow, a false colony; and predicted index -> true index."""
+    import cv2
+
+    from quadratseg.synth.appearance import GENUS_LOOKS
+
+    genera = sorted(GENUS_LOOKS)
+    out, to_truth = [], {}
+    for k, (colony, mask) in enumerate(zip(colonies, masks, strict=True)):
+        if not mask.any() or rng.random() < miss:
+            continue
+        label = str(rng.choice(genera)) if rng.random() < relabel else colony.label
+        step = int(rng.integers(-2, 3))
+        kernel = np.ones((3, 3), np.uint8)
+        m = mask.astype(np.uint8)
+        m = (
+            cv2.dilate(m, kernel, iterations=step)
+            if step > 0
+            else cv2.erode(m, kernel, iterations=-step)
+            if step < 0
+            else m
+        )
+        inst = Instance.from_mask(label, 0.9, m.astype(bool))
+        if inst is not None:
+            to_truth[len(out)] = k
+            out.append(inst)
+    size = masks[0].shape[0]
+    for _ in range(false_colonies):
+        cx, cy = rng.uniform(20, size - 20, 2)
+        out.append(disk(str(rng.choice(genera)), cx, cy, rng.uniform(5, 9), size))
+    return out, to_truth
+
+
+@pytest.mark.slow
+def test_graph_matcher_keeps_more_links_than_taglab_under_segmentation_noise():
+    """Both matchers on the same noisy colonies (5 % missed, 15 % called another genus, outlines
+    +-2 px, a false colony per survey): the graph matcher keeps the links whose genus call changed."""
+    config = YearsConfig(years=3, size=384, colonies=14)
+    rng = np.random.default_rng(7)
+    scores = {"graph": LinkScore(), "taglab": LinkScore()}
+    for q in range(6):
+        world = simulate_quadrat(config, q)
+        noisy = [noisy_segmentation(rng, world.colonies[y], world.masks[y]) for y in range(config.years)]
+        surveys = [Survey(f"y{y}", str(2019 + y), (384, 384), 0.26, noisy[y][0]) for y in range(config.years)]
+        homographies = [
+            world.placements[y] @ np.linalg.inv(world.placements[y + 1]) for y in range(config.years - 1)
+        ]
+        for name, matcher in (("graph", match_graph), ("taglab", match_taglab)):
+            track = track_quadrat(surveys, homographies, matcher)
+            for y, interval in enumerate(track.intervals):
+                labels = ([c.label for c in world.colonies[y]], [c.label for c in world.colonies[y + 1]])
+                truth = true_rows(world.masks[y], world.masks[y + 1], labels, world.pairs[y])
+                areas = ([0.0] * 64, [0.0] * 64)
+                scores[name].add(
+                    score_interval(interval.links, truth, noisy[y][1], noisy[y + 1][1], areas, areas)
+                )
+    graph, taglab = scores["graph"].metrics(), scores["taglab"].metrics()
+    print("noisy segmentation: graph", graph, "taglab", taglab)
+    assert graph["link_recall"] >= taglab["link_recall"] + 0.1
+    assert graph["link_precision"] >= 0.95 and graph["link_recall"] >= 0.85
