@@ -1,0 +1,60 @@
+"""Few-shot fine-tuning of a synthetic frame model on a programme's annotated photos (leave-one-out)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from grid_pose_detection.few_shot import few_shot, training_photos
+from quadratseg.errors import QuadratsegError
+
+
+def test_the_held_out_photo_is_never_among_the_training_photos():
+    names = [f"p{i}.jpg" for i in range(7)]
+    for held in names:
+        sets = [training_photos(names, held, k, seed=0) for k in (0, 1, 3, 5, 6)]
+        assert all(held not in s for s in sets)
+        assert [len(s) for s in sets] == [0, 1, 3, 5, 6]
+        assert all(sets[i] == sets[i + 1][: len(sets[i])] for i in range(len(sets) - 1))  # nested
+    with pytest.raises(QuadratsegError, match="K = 7 needs 7 photos"):
+        training_photos(names, names[0], 7, seed=0)
+
+
+@pytest.mark.slow
+def test_few_shot_fine_tunes_on_other_photos_and_scores_the_held_out_one(
+    tiny_corner_model, shared_data, tmp_path
+):
+    """K = 0 scores the base model, K = 1 fine-tunes it (one epoch) on one other photo only; the held-out
+    photo's row is in the curve and in neither training layout."""
+    source = shared_data / "real_quadrats" / "coralscop"
+    corners = json.loads((source / "corners.json").read_text())
+    names = sorted(corners["photos"])[:3]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(source / name, folder / name)
+    (folder / "corners.json").write_text(json.dumps({"photos": {n: corners["photos"][n] for n in names}}))
+    base, _ = tiny_corner_model
+    result = json.loads(
+        few_shot(
+            str(base),
+            str(tmp_path / "out"),
+            photos=str(folder),
+            ks=[0, 1],
+            epochs=1,
+            imgsz=64,
+            held_out=[names[0]],
+        )
+    )
+    assert set(result["curve"]) == {"0", "1"}
+    for k in ("0", "1"):
+        curve = result["curve"][k]
+        assert curve["photos"] == 1 and [r["photo"] for r in curve["rows"]] == [names[0]]
+        assert curve["rows"][0]["found"] or curve["rows"][0]["reason"]
+    layout = tmp_path / "out" / "k1" / "held_00" / "layout"
+    assert len(list((layout / "images" / "train").iterdir())) == 1
+    card = json.loads(next((tmp_path / "out" / "k1").rglob("model_card.json")).read_text())
+    assert len(card["fine_tuned_on"]) == 1 and names[0] not in card["fine_tuned_on"]
+    assert json.loads((tmp_path / "out" / "few_shot.json").read_text()) == result
