@@ -447,7 +447,7 @@ def draw_optics(shot: Shot, raw_size: tuple[int, int]) -> dict:
     # what is left of each channel after the water and the camera's white balance: red is lost
     # first, with depth
     red = float(np.clip(1.0 - depth * rng.uniform(0.015, 0.04), 0.35, 1.0))
-    cast = np.array([red, rng.uniform(0.85, 0.97), rng.uniform(1.0, 1.15)])
+    cast = np.array([red, rng.uniform(0.82, 0.94), rng.uniform(1.0, 1.15)])
     water = np.array([rng.uniform(20, 55), rng.uniform(90, 125), rng.uniform(140, 190)])
     if rng.random() < 0.3:  # green, turbid lagoon water
         water = np.array([rng.uniform(70, 110), rng.uniform(120, 150), rng.uniform(100, 130)])
