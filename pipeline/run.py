@@ -22,7 +22,8 @@ Outputs in ``OUT`` (keys: the photo's path relative to IMAGES, suffix kept):
   ``failures.csv``, ``timing.csv`` (seconds per stage).
 
 A photo that fails is recorded with its reason and the run goes on; the exit code is 3 when any
-photo failed. Memory holds one photo at a time.
+photo failed. Memory holds a few photos at a time (the local engine reads ahead and writes behind:
+:mod:`pipeline.engine_local`).
 """
 
 from __future__ import annotations
