@@ -401,3 +401,28 @@ def test_every_growth_form_exif_orientation_and_occluder_is_reachable():
         np.random.default_rng(1), (256, 192), 160, ["Porites"], world="varied", shot=Shot(0, 0, 0, 1)
     )
     assert q.occluder_codes_raw.shape == (192, 256)
+
+
+def test_yolo_export_keeps_the_holes_of_the_truth(varied_set):
+    """coral_seg_yolo joins a colony's rings into one YOLO outline; ultralytics' own rasterizer
+    (polygon2mask, the oracle) gives back the truth's pixels with the holes open, where the outline
+    alone (a stand-in that drops the holes) does not."""
+    from ultralytics.data.utils import polygon2mask
+
+    from coral_seg_yolo.prepare_data import colony_segment
+
+    holed = [(t, c) for t in load_truth(varied_set) for c in t["corals"] if c["holes_xy"]]
+    assert holed
+    stand_in_fails = 0
+    for t, coral in holed:
+        w, h = t["warped_size"]
+        rings = coral_rings(coral)
+        truth = polygons_to_mask([PolygonWithHoles(rings[0], rings[1:])], (w, h))
+        yolo = polygon2mask((h, w), [colony_segment(rings).ravel()]).astype(bool)
+        outline = polygon2mask((h, w), [rings[0].ravel()]).astype(bool)
+        iou = (yolo & truth).sum() / (yolo | truth).sum()
+        hole_px = int(outline.sum() - truth.sum())
+        assert iou > 0.9, (t["name"], coral["label"], iou)
+        assert abs(int(yolo.sum()) - int(truth.sum())) < 0.5 * hole_px + 0.05 * truth.sum()
+        stand_in_fails += hole_px >= 0.5 * hole_px + 0.05 * truth.sum()
+    assert stand_in_fails > 0
