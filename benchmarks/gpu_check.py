@@ -627,8 +627,12 @@ def step_lama_batch(ctx: StepContext) -> dict[str, Any]:
 
 def chain_inputs(ctx: StepContext, engine: str) -> tuple[Path, dict[str, Any]]:
     """A folder of ``chain_photos`` quadrats and the options of ``pipeline.process`` for them."""
+    import shutil
+
     photos = ctx.work / f"chain_photos_{engine}"
-    photos.mkdir(parents=True, exist_ok=True)
+    for folder in (photos, *(ctx.work / f"{kind}_{engine}" for kind in ("chain_one", "out_one", "out"))):
+        shutil.rmtree(folder, ignore_errors=True)  # a rerun in the same --work would resume, not measure
+    photos.mkdir(parents=True)
     for path in (quadrat_images(ctx.work) * ctx.shapes["chain_photos"])[: ctx.shapes["chain_photos"]]:
         target = photos / path.name
         if target.exists():
