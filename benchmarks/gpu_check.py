@@ -828,7 +828,17 @@ def device_facts(device: str) -> dict[str, Any]:
             "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version(),
         }
-    return {"name": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads()}
+    return {"name": cpu_name(), "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+
+
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo), else the machine type."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def run_step(name: str, work: Path, requested: str, tiny: bool, dinov2_config: str | None) -> dict[str, Any]:
