@@ -202,11 +202,18 @@ class JobStore:
             )
         )
 
-    def release_or_again(self, job_id: int, reason: str) -> bool:
+    def release_or_again(self, job_id: int, reason: str, owner: str | None = None) -> bool:
         """A job found not due: queued once more (True) when a delivery marked it ``again`` while it
-        ran, else released (:meth:`release`, False)."""
+        ran, else released (:meth:`release`, False); with ``owner``, only while it is that worker's."""
 
         def work(q: Callable[..., Any]) -> bool:
+            if (
+                owner is not None
+                and not q(
+                    "SELECT 1 FROM jobs WHERE id = ? AND owner = ? AND state = 'running'", (job_id, owner)
+                ).fetchone()
+            ):
+                return False  # taken over: its new owner decides
             again = q(
                 "UPDATE jobs SET state = 'queued', again = 0, owner = '', lease_until = NULL"
                 " WHERE id = ? AND again = 1 AND state IN ('queued', 'running')",
@@ -384,17 +391,19 @@ class JobStore:
         result: dict[str, Any] | None = None,
         error: str = "",
         timings: dict[str, float] | None = None,
-    ) -> None:
-        """End a job in ``done``, ``failed`` or ``skipped`` with its result, error and timings."""
+        owner: str | None = None,
+    ) -> bool:
+        """End a job in ``done``, ``failed`` or ``skipped`` with its result, error and timings; with
+        ``owner``, only while the job is still that worker's (False otherwise: it was taken over)."""
         if state not in FINAL_STATES:
             raise ValueError(f"a job ends in one of {FINAL_STATES}, not {state!r}")
-        self._do(
-            lambda q: q(
-                "UPDATE jobs SET state = ?, result = ?, error = ?, timings = ?, finished = ?, again = 0,"
-                " lease_until = NULL WHERE id = ?",
-                (state, json.dumps(result or {}), error, json.dumps(timings or {}), time.time(), job_id),
-            )
+        mine = "" if owner is None else " AND owner = ? AND state = 'running'"
+        args = (state, json.dumps(result or {}), error, json.dumps(timings or {}), time.time(), job_id)
+        sql = (
+            "UPDATE jobs SET state = ?, result = ?, error = ?, timings = ?, finished = ?, again = 0,"
+            f" lease_until = NULL WHERE id = ?{mine}"
         )
+        return bool(self._do(lambda q: q(sql, args if owner is None else (*args, owner)).rowcount))
 
     def requeue(self, job_id: int) -> None:
         """Put an unfinished job back in ``queued`` (before it is enqueued again)."""
@@ -513,9 +522,30 @@ def open_store(settings: Any, database_url: str | None = None, lease_s: float | 
     return JobStore(Path(settings.bridge_state_dir) / "jobs.db", lease_s=lease)
 
 
+class LeaseLostError(RuntimeError):
+    """This worker's job was taken over (its lease expired: the store was unreachable for longer than
+    the lease); the worker stops the job and leaves it to its new owner."""
+
+
+_running = threading.local()  # the Heartbeat of the job this thread runs
+
+
+def check_lease() -> None:
+    """Renew the lease of the job this thread runs (a no-op outside a job) right before a change that
+    must not be made twice (an upload, a task creation); :class:`LeaseLostError` when it was taken
+    over meanwhile."""
+    beat = getattr(_running, "beat", None)
+    if beat is None:
+        return
+    if beat.lost.is_set() or not beat.store.renew(beat.job_id, beat.owner):
+        beat.lost.set()
+        raise LeaseLostError(f"bridge job {beat.job_id} was taken over by another worker (its lease expired)")
+
+
 class Heartbeat:
     """Renews a running job's lease every ``lease_s / 3`` seconds in a thread while the block runs;
-    ``lost`` is set when the lease was taken from it."""
+    ``lost`` is set when the lease was taken from it. The job's own thread reaches it through
+    :func:`check_lease`."""
 
     def __init__(self, store: JobStore, job_id: int, owner: str):
         self.store, self.job_id, self.owner = store, job_id, owner
@@ -535,9 +565,11 @@ class Heartbeat:
                 logger.exception("bridge job %d: renewing its lease failed", self.job_id)
 
     def __enter__(self) -> Heartbeat:
+        _running.beat = self
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        _running.beat = None
         self._stop.set()
         self._thread.join(5)

@@ -43,7 +43,7 @@ import numpy as np
 
 from bridge.convert import project_labels, to_cvat_shapes
 from bridge.functions import FunctionClient, FunctionError, encode_frame
-from bridge.store import Heartbeat, JobStore
+from bridge.store import Heartbeat, JobStore, LeaseLostError, check_lease
 from quadratseg.cvat_client import CvatConnectionError, shape_keys
 from quadratseg.errors import QuadratsegError
 from quadratseg.keypoints import N_CORNERS, N_GRID
@@ -318,6 +318,7 @@ def _upload_batch(
     crash or a lost answer after this point finds the shapes that landed); their ids and fingerprints."""
     if not shapes:
         return [], {}
+    check_lease()  # a worker whose job was taken over sends nothing more
     before = sorted(cvat.shape_ids(cvat_job))
     pending = {"before": before, "keys": shape_keys(shapes), "frames": sorted(frames)}
     services.store.note(job_id, {**so_far, "pending_create": pending})
@@ -458,6 +459,7 @@ def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str,
         if not files:
             shutil.rmtree(stage, ignore_errors=True)
             return "failed", {"error": "no frame could be processed", "failed_frames": failed}
+        check_lease()  # a worker whose job was taken over creates nothing
         try:
             created = cvat.create_task(target, name, task.get("subset") or "", files)
         except Exception:
@@ -496,14 +498,18 @@ def run_job(job_id: int, services: Services, enqueue: Callable[[int], None] | No
     with Heartbeat(store, job_id, owner):
         try:
             state, result = WORK[job["kind"]](store.get(job_id), services)
+        except LeaseLostError as exc:  # another worker has the job now: leave it to that one
+            logger.error("%s; this worker stops it", exc)
+            return "lost"
         except Exception as exc:  # recorded, not raised: the queue must go on with the next job
             logger.exception("bridge job %d (%s) failed", job_id, job["key"])
             so_far = (store.get(job_id) or {}).get("result") or {}  # keep what it changed (shape ids)
-            store.finish(job_id, "failed", so_far, error=f"{type(exc).__name__}: {exc}", timings=_took(start))
+            error = f"{type(exc).__name__}: {exc}"
+            store.finish(job_id, "failed", so_far, error=error, timings=_took(start), owner=owner)
             return "failed"
     if state == "skipped" and job["kind"] in ("warp", "remove_grid"):
         # not due: a later event may claim the key, or one that came meanwhile runs it again
-        if store.release_or_again(job_id, result.get("reason", "")):
+        if store.release_or_again(job_id, result.get("reason", ""), owner=owner):
             logger.info(
                 "bridge job %d: %s; a later delivery came meanwhile: again", job_id, result.get("reason")
             )
@@ -513,7 +519,9 @@ def run_job(job_id: int, services: Services, enqueue: Callable[[int], None] | No
         logger.info("bridge job %d: %s", job_id, result.get("reason"))
         return "skipped"
     timings = {**result.pop("timings", {}), **_took(start)}
-    store.finish(job_id, state, result, error=result.get("error", ""), timings=timings)
+    if not store.finish(job_id, state, result, error=result.get("error", ""), timings=timings, owner=owner):
+        logger.error("bridge job %d was taken over before it ended here; its new owner records it", job_id)
+        return "lost"
     logger.info("bridge job %d (%s): %s %s", job_id, job["key"], state, result)
     return state
 

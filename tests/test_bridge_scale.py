@@ -91,6 +91,31 @@ def test_a_live_job_is_never_started_twice_and_an_expired_lease_is_taken_over(st
     assert store.get(job["id"])["attempts"] == 2
 
 
+def test_a_worker_whose_job_was_taken_over_changes_nothing_more(store):
+    """A live worker cut off from the store for longer than its lease (a PostgreSQL restart): once
+    another worker took the job over, the first one neither uploads nor records an end."""
+    import bridge.store
+    from bridge.store import Heartbeat, LeaseLostError, check_lease
+
+    job, _ = store.claim("detect:f:7:t", "detect", {"job_id": 7})
+    assert store.start(job["id"], "worker-a")
+    beat = Heartbeat(store, job["id"], "worker-a")  # its thread is not started: no renewal came through
+    bridge.store._running.beat = beat
+    try:
+        check_lease()  # still its own: renewed
+        time.sleep(LEASE_S + 0.3)
+        assert store.take_over_expired() == [job["id"]] and store.start(job["id"], "worker-b")
+        with pytest.raises(LeaseLostError, match="taken over"):
+            check_lease()  # before its next upload
+    finally:
+        bridge.store._running.beat = None
+    assert not store.finish(job["id"], "done", {"shapes": 1}, owner="worker-a")
+    assert not store.release_or_again(job["id"], "not due", owner="worker-a")
+    now = store.get(job["id"])
+    assert (now["state"], now["owner"], now["result"]) == ("running", "worker-b", {})
+    assert store.finish(job["id"], "done", {"shapes": 1}, owner="worker-b")
+
+
 def test_a_named_lease_waits_for_a_live_holder_and_takes_over_a_dead_one(store):
     first, _ = store.claim("detect:f:7:a", "detect", {"job_id": 7})
     second, _ = store.claim("detect:g:7:b", "detect", {"job_id": 7})
