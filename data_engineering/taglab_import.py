@@ -1,0 +1,376 @@
+"""CLI: import a TagLab project into a FiftyOne dataset (and from there into CVAT).
+
+    python -m data_engineering.taglab_import PROJECT.json --mapping taglab_classes.csv \\
+        --dataset plot_a [--images-dir maps/] [--cvat-project "Plot A colonies" --subset train]
+
+Each TagLab image (a survey) becomes one sample whose file is the survey's RGB map (found in
+``--images-dir`` by file name, else at the path the project names, relative to the project file).
+Each region becomes one closed, filled ``Polyline`` in ``gt_polylines``: its outer contour then its
+inner contours (holes) as rings read even-odd, the project's colony model
+(:mod:`quadratseg.fiftyone_io`); the push sends a colony with holes to CVAT as a mask. TagLab's
+contours step along pixel edges; points within 0.05 px of the line through their neighbours are
+dropped (about half of them; areas change by less than 0.01 %), so that a whole map fits in one
+sample (MongoDB's 16 MB per document, every taxonomy level's copy included); a survey that still
+does not fit is skipped with that reason.
+
+Classes go through a mapping file, a CSV ``taglab,label``: one row per TagLab class, ``label``
+a class of our taxonomy at ``--level`` or ``ignore`` (regions left out: sand, algae...). A TagLab
+class used by a region with no row stops the import before anything is written, naming close
+rows and close taxonomy labels. The scale comes from TagLab's ``map_px_to_mm_factor``.
+
+What a sample holds: ``gt_polylines`` (and ``gt_polylines_<level>`` for every coarser level),
+each polyline with ``taglab_id`` (the region's TagLab id), ``taglab_class`` and ``area_cm2``
+(TagLab's pixel count x mm^2 per px / 100); ``taglab_survey`` (the image id), ``acquisition_date``,
+``year``, ``px_to_mm`` (mm per map pixel) and ``taglab_project`` (the file name).
+
+A survey whose map is missing or of another size than the project says is skipped with its
+reason; the import fails only when no survey is left. The dataset is built under a staging name
+and takes ``--dataset``'s name once complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gc
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quadratseg.errors import QuadratsegError
+from quadratseg.formats.taglab import PIXEL_CENTRE_OFFSET, TaglabProject, TaglabSurvey, read_taglab_project
+from quadratseg.taxonomy import LEVELS, Taxonomy
+
+logger = logging.getLogger(__name__)
+IGNORE = "ignore"
+STAGING_SUFFIX = ".importing"
+SIMPLIFY_PX = 0.05  # contour points closer than this to their neighbours' line are dropped
+MAX_SAMPLE_BYTES = 15_000_000  # MongoDB's documents stop at 16 MiB; FiftyOne keeps a sample in one
+
+
+def read_class_mapping(path: str | Path) -> dict[str, str]:
+    """TagLab class -> our label (or ``ignore``) from a CSV ``taglab,label``.
+
+    Raises:
+        QuadratsegError: the file is missing, its header is not ``taglab,label``, or a class is listed twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise QuadratsegError(
+            f"class mapping {path} does not exist; write a CSV 'taglab,label' with one row per TagLab class "
+            f"(label: one of our taxonomy's labels, or {IGNORE})"
+        )
+    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
+    if not rows or not {"taglab", "label"} <= set(rows[0]):
+        raise QuadratsegError(f"{path}: the header must be 'taglab,label'")
+    mapping: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        name, label = (row["taglab"] or "").strip(), (row["label"] or "").strip()
+        if not name or not label:
+            raise QuadratsegError(f"{path}, line {line}: empty TagLab class or label")
+        if name in mapping:
+            raise QuadratsegError(f"{path}, line {line}: TagLab class {name!r} is listed twice")
+        mapping[name] = label
+    return mapping
+
+
+def check_class_mapping(
+    project: TaglabProject, mapping: dict[str, str], taxonomy: Taxonomy, level: str, source: str
+) -> dict[str, str]:
+    """The mapping of every class a region uses, checked: each has a row, each row's label is in the
+    taxonomy at ``level`` (or is ``ignore``).
+
+    Raises:
+        QuadratsegError: every unmapped class named with the mapping's close rows and the close
+            taxonomy labels (difflib); every target outside the taxonomy with close labels.
+    """
+    used = sorted({r.class_name for s in project.surveys for r in s.regions})
+    known = taxonomy.classes(level)
+    problems = []
+    for name in used:
+        if name not in mapping:
+            rows = difflib.get_close_matches(name, list(mapping), n=3, cutoff=0.6)
+            labels = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            labels += [lab for lab in known if lab.lower() in name.lower() and lab not in labels]
+            hint = []
+            if rows:
+                hint.append(f"close rows: {', '.join(map(repr, rows))}")
+            if labels:
+                hint.append(f"close {level} labels: {', '.join(map(repr, labels[:3]))}")
+            problems.append(f"{name!r} has no mapping" + (f" ({'; '.join(hint)})" if hint else ""))
+        elif mapping[name] != IGNORE and mapping[name] not in known:
+            close = difflib.get_close_matches(mapping[name], known, n=3, cutoff=0.6)
+            problems.append(
+                f"{name!r} maps to {mapping[name]!r}, which is not a {level} label"
+                + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+            )
+    if problems:
+        raise QuadratsegError(
+            f"{source}: TagLab classes the mapping does not place: {'; '.join(problems)}. Add a row "
+            f"'<TagLab class>,<label>' per class (label: a {level} label or {IGNORE})"
+        )
+    return {name: mapping[name] for name in used}
+
+
+def thin_ring(ring_xy: np.ndarray, tolerance_px: float = SIMPLIFY_PX) -> np.ndarray:
+    """A ring (N, 2) px without the points that lie within ``tolerance_px`` of the line through
+    their neighbours (Douglas-Peucker); the ring itself when fewer than 3 points would be left.
+
+    TagLab traces contours along pixel edges at half-pixel steps: about half their points sit on
+    straight runs, and a whole map of colonies must fit in one FiftyOne sample.
+    """
+    import shapely
+
+    ring = np.asarray(ring_xy, dtype=np.float64).reshape(-1, 2)
+    if tolerance_px <= 0 or len(ring) < 4:
+        return ring
+    line = shapely.LineString(np.vstack([ring, ring[:1]])).simplify(tolerance_px, preserve_topology=False)
+    thinned = np.asarray(line.coords, dtype=np.float64)[:-1]
+    return thinned if len(thinned) >= 3 else ring
+
+
+def region_rings_normalized(
+    contour_xy: np.ndarray,
+    holes_xy: list[np.ndarray],
+    frame_size: tuple[int, int],
+    tolerance_px: float = SIMPLIFY_PX,
+) -> list[list[tuple[float, float]]]:
+    """A region's rings (TagLab map px, pixel centres at integers) -> FiftyOne's normalized rings.
+
+    Each ring is thinned (:func:`thin_ring`), shifted by
+    :data:`~quadratseg.formats.taglab.PIXEL_CENTRE_OFFSET` into the core's frame (pixel centres at
+    half pixels), then divided by ``frame_size = (width, height)``; outer ring first, holes after
+    (even-odd).
+    """
+    scale = np.array(frame_size, dtype=np.float64)
+    return [
+        [tuple(p) for p in ((thin_ring(ring, tolerance_px) + PIXEL_CENTRE_OFFSET) / scale).tolist()]
+        for ring in (contour_xy, *holes_xy)
+    ]
+
+
+def find_survey_image(survey: TaglabSurvey, project_path: Path, images_dir: Path | None) -> Path:
+    """The survey's RGB map on disk.
+
+    Raises:
+        QuadratsegError: the project names no map, or it is in neither place (both named).
+    """
+    if not survey.image_path:
+        raise QuadratsegError(f"survey {survey.name!r} names no RGB map in the project")
+    name = Path(survey.image_path.replace("\\", "/")).name
+    candidates = [images_dir / name] if images_dir is not None else []
+    given = Path(survey.image_path)
+    candidates += (
+        [given] if given.is_absolute() else [project_path.parent / given, project_path.parent / name]
+    )
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise QuadratsegError(
+        f"survey {survey.name!r}: its map {survey.image_path!r} is not at {', '.join(map(str, candidates))}; "
+        "pass --images-dir with the folder holding the maps"
+    )
+
+
+def survey_sample(
+    survey: TaglabSurvey, image: Path, mapping: dict[str, str], project_name: str, label_copies: int = 1
+) -> tuple[Any, dict[str, int]]:
+    """One FiftyOne sample of a survey (see the module docstring) and its polylines per label.
+
+    ``label_copies``: how many polyline fields the sample will hold (``gt_polylines`` and one per
+    coarser taxonomy level), to check that it fits in one database document.
+
+    Raises:
+        QuadratsegError: the map's size is not the survey's width x height, or its colonies are too
+            many points for one FiftyOne sample.
+    """
+    import bson
+    import fiftyone as fo
+    from PIL import Image
+
+    with Image.open(image) as im:
+        size = im.size
+    if size != (survey.width, survey.height):
+        raise QuadratsegError(
+            f"survey {survey.name!r}: map {image} is {size[0]}x{size[1]} px but the project says "
+            f"{survey.width}x{survey.height}; pass the map the project was annotated on"
+        )
+    polylines, counts = [], {}
+    cm2_per_px = survey.px_to_mm**2 / 100.0
+    for region in survey.regions:
+        label = mapping[region.class_name]
+        if label == IGNORE:
+            continue
+        poly = fo.Polyline(
+            label=label,
+            points=region_rings_normalized(region.contour_xy, region.inner_contours_xy, size),
+            closed=True,
+            filled=True,
+        )
+        poly["taglab_id"] = int(region.id)
+        poly["taglab_class"] = region.class_name
+        poly["area_cm2"] = round(region.area_px * cm2_per_px, 4)
+        polylines.append(poly)
+        counts[label] = counts.get(label, 0) + 1
+    field = fo.Polylines(polylines=polylines)
+    size_bytes = len(bson.encode({"gt_polylines": field.to_dict()})) * label_copies
+    if size_bytes > MAX_SAMPLE_BYTES:
+        raise QuadratsegError(
+            f"survey {survey.name!r}: its {len(polylines)} colonies take {size_bytes / 1e6:.0f} MB over "
+            f"{label_copies} label field(s), more than one FiftyOne sample holds (16 MB); export the map "
+            "in tiles from TagLab (File > Export > Export New Training Dataset) or import fewer classes"
+        )
+    sample = fo.Sample(
+        filepath=str(image.resolve()),
+        metadata=fo.ImageMetadata(width=size[0], height=size[1], size_bytes=image.stat().st_size),
+        taglab_project=project_name,
+        taglab_survey=survey.name,
+        acquisition_date=survey.date,
+        year=int(survey.date[:4]) if survey.date else None,
+        px_to_mm=float(survey.px_to_mm),
+        gt_polylines=field,
+    )
+    return sample, counts
+
+
+def import_taglab_project(
+    project_path: str | Path,
+    mapping_path: str | Path,
+    dataset_name: str,
+    taxonomy: Taxonomy,
+    level: str = "finegrained",
+    images_dir: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Import a TagLab project into the FiftyOne dataset ``dataset_name`` (module docstring).
+
+    Everything that can be checked is checked before the dataset is touched: the project, the
+    class mapping, the dataset name. Returns a summary: surveys imported and skipped (with the
+    reason), regions per label, regions ignored.
+
+    Raises:
+        QuadratsegError: the project or the mapping is invalid, a class has no mapping, the dataset
+            exists and ``overwrite`` is off, or no survey could be imported.
+    """
+    import fiftyone as fo
+
+    from quadratseg.fiftyone_io import derive_level_fields
+
+    project_path = Path(project_path)
+    project = read_taglab_project(project_path)
+    mapping = check_class_mapping(
+        project, read_class_mapping(mapping_path), taxonomy, level, str(project_path)
+    )
+    if fo.dataset_exists(dataset_name) and not overwrite:
+        raise QuadratsegError(f"FiftyOne dataset {dataset_name!r} exists; pass --overwrite to replace it")
+    images = Path(images_dir) if images_dir is not None else None
+    copies = len(LEVELS) - LEVELS.index(level)  # gt_polylines and one field per coarser level
+    samples, skipped, per_label = [], {}, {}
+    for survey in project.surveys:
+        try:
+            sample, counts = survey_sample(
+                survey, find_survey_image(survey, project_path, images), mapping, project_path.name, copies
+            )
+        except (QuadratsegError, OSError) as exc:
+            skipped[survey.name] = str(exc)
+            logger.warning("skipped %s", exc)
+            continue
+        samples.append(sample)
+        for label, n in counts.items():
+            per_label[label] = per_label.get(label, 0) + n
+    if not samples:
+        raise QuadratsegError(
+            f"no survey of {project_path} could be imported: "
+            + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        )
+    staging_name = dataset_name + STAGING_SUFFIX
+    if fo.dataset_exists(staging_name):
+        fo.delete_dataset(staging_name)
+    staging = fo.Dataset(staging_name, persistent=True)
+    imported = [sample.taglab_survey for sample in samples]
+    try:
+        staging.add_samples(samples, progress=False)
+        # in-memory samples are reloaded by every later field edit (minutes for a map of colonies)
+        del samples, sample
+        gc.collect()
+        derive_level_fields(staging, taxonomy, level)
+        staging.info["taglab_project"] = str(project_path.resolve())
+        staging.info["taglab_class_mapping"] = mapping
+        staging.save()
+    except BaseException:
+        fo.delete_dataset(staging_name)
+        raise
+    if fo.dataset_exists(dataset_name):
+        fo.delete_dataset(dataset_name)
+    staging.name = dataset_name
+    regions = sum(len(s.regions) for s in project.surveys if s.name not in skipped)
+    return {
+        "dataset": dataset_name,
+        "surveys_imported": imported,
+        "surveys_skipped": skipped,
+        "regions_per_label": dict(sorted(per_label.items())),
+        "regions_ignored": regions - sum(per_label.values()),
+    }
+
+
+def taglab_import(
+    project: str,
+    mapping: str,
+    dataset: str | None = None,
+    images_dir: str | None = None,
+    level: str = "finegrained",
+    taxonomy: str | None = None,
+    overwrite: bool = False,
+    cvat_project: str | None = None,
+    subset: str = "train",
+    task_name: str | None = None,
+) -> str:
+    """Import a TagLab project into FiftyOne, and optionally push it into a CVAT project.
+
+    Args:
+        project: the TagLab project (.json).
+        mapping: CSV 'taglab,label': our label (at --level) or 'ignore' for every TagLab class in use.
+        dataset: FiftyOne dataset to write (default: the project file's name without .json).
+        images_dir: folder holding the surveys' RGB maps (default: the paths the project names,
+            relative to the project file).
+        level: taxonomy level of the mapping's labels (finegrained, extended, main_family, agnostic).
+        taxonomy: another taxonomy CSV (default: the built-in one).
+        overwrite: replace an existing dataset of that name.
+        cvat_project: push the imported colonies into this CVAT project (its labels must hold ours;
+            colonies with holes go as masks), through the same push as create_cvat_annotation_tasks.
+        subset: CVAT subset of the pushed task.
+        task_name: name of the pushed task (default: the dataset's name).
+
+    Returns:
+        JSON: the import summary, with the CVAT task ids when pushed.
+    """
+    from quadratseg.cli import as_name, current_settings
+    from quadratseg.taxonomy import load_taxonomy
+
+    dataset = as_name(dataset) or Path(project).stem
+    summary = import_taglab_project(
+        project, mapping, dataset, load_taxonomy(taxonomy), level, images_dir, overwrite=overwrite
+    )
+    if cvat_project:
+        from data_engineering.push import push_samples
+        from quadratseg.fiftyone_io import load_dataset
+
+        summary["cvat_task_ids"] = push_samples(
+            load_dataset(dataset),
+            as_name(cvat_project),
+            "gt_polylines",
+            "polygons",
+            subset,
+            as_name(task_name) or dataset,
+            current_settings(),
+        )
+    return json.dumps(summary, indent=2)
+
+
+if __name__ == "__main__":
+    from quadratseg.cli import run
+
+    run(taglab_import, name="data_engineering.taglab_import")
