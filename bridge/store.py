@@ -505,10 +505,11 @@ def open_store(settings: Any, database_url: str | None = None, lease_s: float | 
     Each value not given is the settings' field of that name when they have one."""
     from quadratseg.errors import QuadratsegError
 
-    url = str(
-        database_url if database_url is not None else getattr(settings, "bridge_database_url", "") or ""
-    )
-    given = lease_s if lease_s is not None else getattr(settings, "bridge_lease_s", None)
+    if database_url is None:
+        database_url = settings.bridge_database_url if hasattr(settings, "bridge_database_url") else ""
+    if lease_s is None:
+        lease_s = settings.bridge_lease_s if hasattr(settings, "bridge_lease_s") else None
+    url, given = str(database_url or ""), lease_s
     lease = LEASE_S if given in (None, "") else float(given)
     if lease <= 0:
         raise QuadratsegError(f"BRIDGE_LEASE_S must be a positive number of seconds, not {given!r}")

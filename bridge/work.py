@@ -151,7 +151,10 @@ UPLOAD_BATCH_FRAMES = 8  # frames per annotation upload (BRIDGE_UPLOAD_BATCH)
 def upload_batch_frames(services: Services) -> int:
     """Frames per annotation upload: ``BRIDGE_UPLOAD_BATCH`` (the services' ``upload_batch``, else the
     settings' field of that name when they have one), else :data:`UPLOAD_BATCH_FRAMES`."""
-    given = services.upload_batch or getattr(services.settings, "bridge_upload_batch", None)
+    settings = services.settings
+    given = services.upload_batch or (
+        settings.bridge_upload_batch if hasattr(settings, "bridge_upload_batch") else None
+    )
     if given in (None, ""):
         return UPLOAD_BATCH_FRAMES
     if not str(given).isdigit() or int(given) < 1:
