@@ -18,7 +18,9 @@ Covered (CVAT 2.x REST semantics, schema v2.51.0 in ``../shared/data/cvat/schema
   validation, else completed);
 - annotations (shapes) of jobs and tasks: GET, PUT (replace), PATCH ``?action=create|update|delete``,
   DELETE; shapes keep ``source`` (``manual`` unless given); new shapes and their skeleton elements get
-  new ids; a task-level write is split over the task's jobs as CVAT does;
+  new ids; a task-level write is split over the task's jobs as CVAT does; every job-level write is
+  counted in ``annotation_writes`` (job, action, shapes) and ``duplicate_shapes(job)`` counts shapes
+  stored twice, for the tests of uploads in batches;
 - webhooks: create, list, read, update, delete, ping, deliveries (list, read, redelivery).
 
 Events go to the active *project* webhooks of the resource's project whose events list holds the event
