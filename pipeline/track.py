@@ -54,6 +54,8 @@ REGISTRATION_COLUMNS = [
     "source_survey",
     "target_survey",
     "ok",
+    "method",
+    "correlation",
     "turn_deg",
     "residual_px",
     "inliers",

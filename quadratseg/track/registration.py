@@ -40,6 +40,8 @@ class RegistrationLimits:
         max_angle_deg: largest rotation beyond the quarter turn.
         max_residual_px: largest median residual, as px of a 1024 px side.
         feature_side_px: photos are resized to this longer side to find features.
+        min_correlation: lowest correlation of the photos after an intensity alignment (the same
+            quadrat gave 0.73-0.90 through the chain at 256 px, different quadrats at most 0.27).
     """
 
     min_inliers: int = 25
@@ -49,6 +51,7 @@ class RegistrationLimits:
     max_angle_deg: float = 20.0
     max_residual_px: float = 6.0
     feature_side_px: int = 1024
+    min_correlation: float = 0.5
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Registration:
         residual_px: median inlier residual in fixed px.
         inliers, matches: RANSAC inliers and ratio-test matches.
         shift_px, scale, angle_deg: what is left after the quarter turn (the frame re-placed).
+        method: ``features`` or ``intensity``; correlation: the photos' correlation (intensity).
     """
 
     ok: bool
@@ -76,6 +80,8 @@ class Registration:
     shift_px: float = float("nan")
     scale: float = float("nan")
     angle_deg: float = float("nan")
+    method: str = ""
+    correlation: float = float("nan")
 
     def summary(self) -> dict[str, object]:
         """JSON-ready fields (the homography as a list, what was not measured None)."""
@@ -166,7 +172,10 @@ def register_photos(
     moving_ignore: np.ndarray | None = None,
     limits: RegistrationLimits | None = None,
 ) -> Registration:
-    """Align the warped photo ``moving_rgb`` to ``fixed_rgb`` (HWC uint8 RGB or grey, warped frames).
+    """Align the warped photo ``moving_rgb`` to ``fixed_rgb`` (HWC uint8 RGB or grey, warped frames):
+    features first (:func:`register_features`); when too few agree (blurred, small or low-texture
+    photos), intensity (:func:`register_intensity`); the outcome checked against ``limits``
+    (:func:`check_plausible`).
 
     Args:
         fixed_rgb, moving_rgb: the two surveys' warped (grid-free when available) photos.
@@ -174,9 +183,33 @@ def register_photos(
         limits: what a pair may differ by (:class:`RegistrationLimits`; its defaults when None).
 
     Returns:
-        A :class:`Registration`; ``ok`` False with the reason when the pair cannot be aligned.
+        A :class:`Registration` (``method`` says which one aligned it); ``ok`` False with the reasons
+        of both methods when the pair cannot be aligned.
     """
     limits = limits or RegistrationLimits()
+    by_features = register_features(fixed_rgb, moving_rgb, fixed_ignore, moving_ignore, limits)
+    if by_features.ok:
+        return check_plausible(by_features, fixed_rgb.shape[:2], limits)
+    by_intensity = register_intensity(fixed_rgb, moving_rgb, fixed_ignore, limits)
+    if by_intensity.ok:
+        return check_plausible(by_intensity, fixed_rgb.shape[:2], limits)
+    by_intensity.reason = (
+        f"the photos do not show the same reef (features: {by_features.reason}; intensity: "
+        f"{by_intensity.reason}): different quadrats paired by mistake, or a photo too blurred or dark"
+    )
+    by_intensity.matches, by_intensity.inliers = by_features.matches, by_features.inliers
+    return by_intensity
+
+
+def register_features(
+    fixed_rgb: np.ndarray,
+    moving_rgb: np.ndarray,
+    fixed_ignore: np.ndarray | None,
+    moving_ignore: np.ndarray | None,
+    limits: RegistrationLimits,
+) -> Registration:
+    """SIFT features, Lowe's ratio test and a RANSAC homography (moving px -> fixed px); the residual
+    is the inliers' median distance (fixed px)."""
     fh, fw = fixed_rgb.shape[:2]
     mh, mw = moving_rgb.shape[:2]
     f_scale = min(1.0, limits.feature_side_px / max(fh, fw))
@@ -189,15 +222,16 @@ def register_photos(
             False,
             f"too few features ({len(kf)} and {len(km)}; need {limits.min_inliers}): a photo shows too "
             "little texture (blank, blurred or dark)",
+            method="features",
         )
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(dm, df, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
     if len(good) < limits.min_inliers:
         return Registration(
             False,
-            f"only {len(good)} feature matches (need {limits.min_inliers}): the photos do not show the "
-            "same reef; different quadrats paired by mistake?",
+            f"only {len(good)} feature matches (need {limits.min_inliers})",
             matches=len(good),
+            method="features",
         )
     # points in corner-convention px of the full-size warped frames
     src = (np.array([km[g.queryIdx].pt for g in good]) + 0.5) / m_scale
@@ -211,27 +245,148 @@ def register_photos(
         return Registration(
             False,
             f"{inliers} of {len(good)} feature matches agree on one alignment (need {limits.min_inliers} "
-            f"and {limits.min_inlier_share:.0%}): the photos do not show the same reef; different quadrats "
-            "paired by mistake?",
+            f"and {limits.min_inlier_share:.0%})",
             inliers=inliers,
             matches=len(good),
+            method="features",
         )
     keep = inlier_mask.ravel().astype(bool)
     residual = float(np.median(np.linalg.norm(transform_points(src[keep], homography) - dst[keep], axis=1)))
     turn, shift, scale, angle = decompose(homography, (fw, fh))
-    result = Registration(True, "", homography, turn, residual, inliers, len(good), shift, scale, angle)
+    return Registration(
+        True, "", homography, turn, residual, inliers, len(good), shift, scale, angle, "features"
+    )
+
+
+def _intensity_image(grey: np.ndarray, homography: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A grey photo (H, W) resampled by ``homography`` into ``size=(w, h)`` working px, its light's slow
+    changes removed (minus a blur of 1/12 of the side), lightly blurred and standardised, float32."""
+    from quadratseg.warp import warp_image
+
+    image = warp_image(grey.astype(np.float32), homography, size)
+    image = image - cv2.GaussianBlur(image, (0, 0), max(size) / 12)
+    image = cv2.GaussianBlur(image, (0, 0), 1.5)
+    return ((image - image.mean()) / (image.std() + 1e-6)).astype(np.float32)
+
+
+def register_intensity(
+    fixed_rgb: np.ndarray,
+    moving_rgb: np.ndarray,
+    fixed_ignore: np.ndarray | None,
+    limits: RegistrationLimits,
+    side_px: int = 256,
+) -> Registration:
+    """Intensity registration (ECC) of two warped photos: at ``side_px`` a Euclidean motion from each
+    quarter turn, the best one refined to a homography at twice that side; accepted when the
+    correlation reaches ``limits.min_correlation`` (photos of different reefs stay far below). The
+    residual is the median shift (fixed px) left between the aligned photos in 4 x 4 tiles (phase
+    correlation): an upper bound, as it also holds the reef's own changes between the surveys."""
+    grey_f = cv2.cvtColor(fixed_rgb, cv2.COLOR_RGB2GRAY) if fixed_rgb.ndim == 3 else fixed_rgb
+    grey_m = cv2.cvtColor(moving_rgb, cv2.COLOR_RGB2GRAY) if moving_rgb.ndim == 3 else moving_rgb
+    fh, fw = grey_f.shape
+    mh, mw = grey_m.shape
+    to_fixed = np.diag([fw / mw, fh / mh, 1.0])  # the moving frame's size onto the fixed one's
+    turns = (0, 90, 180, 270) if fw == fh else (0, 180)
+    best: tuple[float, np.ndarray, np.ndarray, float] | None = None  # (cc, warp, start, scale)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+    for level, side in enumerate((side_px, 2 * side_px)):
+        s = min(1.0, side / max(fw, fh))
+        work = (max(8, round(fw * s)), max(8, round(fh * s)))
+        zoom = np.diag([s, s, 1.0])
+        fixed = _intensity_image(grey_f, zoom, work)
+        mask = None
+        if fixed_ignore is not None:
+            small = cv2.resize(fixed_ignore.astype(np.uint8), work, interpolation=cv2.INTER_NEAREST)
+            mask = (cv2.dilate(small, np.ones((3, 3), np.uint8)) == 0).astype(np.uint8) * 255
+        candidates = turns if level == 0 else [None]
+        for turn in candidates:
+            if turn is None:  # refine the best turn as a homography at this level
+                assert best is not None
+                start, motion = best[2], cv2.MOTION_HOMOGRAPHY
+                rescale = np.diag([s / best[3], s / best[3], 1.0])
+                warp = (rescale @ best[1] @ np.linalg.inv(rescale)).astype(np.float32)
+            else:
+                start = quarter_turn((360 - turn) % 360, (fw, fh)) @ to_fixed
+                motion, warp = cv2.MOTION_EUCLIDEAN, np.eye(2, 3, dtype=np.float32)
+            moving = _intensity_image(grey_m, zoom @ start, work)
+            try:
+                cc, warp = cv2.findTransformECC(fixed, moving, warp, motion, criteria, mask, 5)
+            except cv2.error:
+                continue
+            warp3 = warp if warp.shape == (3, 3) else np.vstack([warp, [0, 0, 1]]).astype(np.float32)
+            if best is None or turn is None or cc > best[0]:
+                best = (float(cc), warp3.astype(np.float64), start, s)
+    if best is None or best[0] < limits.min_correlation:
+        found = f"{best[0]:.2f}" if best else "none"
+        return Registration(
+            False,
+            f"the photos' correlation after the best alignment is {found} (need {limits.min_correlation})",
+            method="intensity",
+            correlation=round(best[0], 3) if best else float("nan"),
+        )
+    cc, warp, start, s = best
+    zoom = np.diag([s, s, 1.0])
+    # ECC's warp maps fixed working px to moving working px, pixel centres: to pixel corners
+    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    fixed_to_moving_work = shift @ warp @ np.linalg.inv(shift)
+    homography = np.linalg.inv(zoom) @ np.linalg.inv(fixed_to_moving_work) @ zoom @ start
+    homography /= homography[2, 2]
+    residual = tile_residual_px(grey_f, grey_m, homography)
+    turn, shift, scale, angle = decompose(homography, (fw, fh))
+    return Registration(
+        True, "", homography, turn, residual, 0, 0, shift, scale, angle, "intensity", round(cc, 3)
+    )
+
+
+def tile_residual_px(
+    fixed_grey: np.ndarray, moving_grey: np.ndarray, homography: np.ndarray, tiles: int = 4
+) -> float:
+    """The median shift (fixed px) left between the fixed photo and the moving one aligned by
+    ``homography``, measured by phase correlation in ``tiles`` x ``tiles`` tiles (those with a clear
+    peak)."""
+    from quadratseg.warp import warp_image
+
+    h, w = fixed_grey.shape
+    aligned = warp_image(moving_grey.astype(np.float32), homography, (w, h))
+    fixed = fixed_grey.astype(np.float32)
+    th, tw = h // tiles, w // tiles
+    window = cv2.createHanningWindow((tw, th), cv2.CV_32F)
+    shifts = []
+    for i in range(tiles):
+        for j in range(tiles):
+            a = fixed[i * th : (i + 1) * th, j * tw : (j + 1) * tw]
+            b = aligned[i * th : (i + 1) * th, j * tw : (j + 1) * tw]
+            (dx, dy), response = cv2.phaseCorrelate(a - a.mean(), b - b.mean(), window)
+            if response > 0.05:
+                shifts.append(float(np.hypot(dx, dy)))
+    return float(np.median(shifts)) if shifts else float("nan")
+
+
+def check_plausible(
+    result: Registration, fixed_shape_hw: tuple[int, int], limits: RegistrationLimits
+) -> Registration:
+    """Refuse an alignment that is more than a re-placed frame after its quarter turn (shift, scale,
+    turn beyond ``limits``, and for features the residual), with the reasons."""
+    fh, fw = fixed_shape_hw
     side = min(fw, fh)
     problems = []
-    if shift > limits.max_shift * side:
+    if result.shift_px > limits.max_shift * side:
         problems.append(
-            f"the centre moves {shift:.0f} px ({shift / side:.0%} of the side; limit {limits.max_shift:.0%})"
+            f"the centre moves {result.shift_px:.0f} px ({result.shift_px / side:.0%} of the side; "
+            f"limit {limits.max_shift:.0%})"
         )
-    if not 1 / limits.max_scale <= scale <= limits.max_scale:
-        problems.append(f"scale {scale:.2f} (limit {limits.max_scale})")
-    if abs(angle) > limits.max_angle_deg:
-        problems.append(f"a turn of {angle:.0f} degrees beyond {turn} (limit {limits.max_angle_deg:.0f})")
-    if residual > limits.max_residual_px * side / 1024:
-        problems.append(f"median residual {residual:.1f} px")
+    if not 1 / limits.max_scale <= result.scale <= limits.max_scale:
+        problems.append(f"scale {result.scale:.2f} (limit {limits.max_scale})")
+    if abs(result.angle_deg) > limits.max_angle_deg:
+        problems.append(
+            f"a turn of {result.angle_deg:.0f} degrees beyond {result.turn_deg} "
+            f"(limit {limits.max_angle_deg:.0f})"
+        )
+    # the features' residual is the alignment's own; the intensity tiles' shifts also hold what the reef
+    # did between the years (growth, new colonies), so there the correlation is the check
+    features = result.method == "features"
+    if features and result.residual_px > limits.max_residual_px * side / 1024:
+        problems.append(f"median residual {result.residual_px:.1f} px")
     if problems:
         result.ok = False
         result.homography = None
