@@ -242,3 +242,26 @@ def test_imported_colonies_reach_cvat_as_taglab_drew_them(
         both = (drawn[label] & truth).sum()
         covered, iou = both / truth.sum(), both / (drawn[label] | truth).sum()
         assert covered > 0.995 and iou > 0.96, (label, covered, iou)
+
+
+def test_command_line_names_the_bad_input(tmp_path):
+    """``python -m data_engineering.taglab_import``: --help, and a clear one-line error (exit 2)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(*args):
+        env = {**os.environ, "PAGER": "cat"}
+        command = [sys.executable, "-m", "data_engineering.taglab_import", *args]
+        return subprocess.run(command, cwd=repo, capture_output=True, text=True, env=env, timeout=300)
+
+    shown = run("--help")
+    assert shown.returncode == 0 and "MAPPING" in shown.stderr and "--images_dir" in shown.stderr
+    project = tmp_path / "plot.json"
+    project.write_text(json.dumps({"labels": {}, "images": [{"id": "2019", "width": 10}]}))
+    failed = run(str(project), "--mapping", str(tmp_path / "m.csv"))
+    assert failed.returncode == 2
+    assert "image 0 ('2019'): the image lacks 'height', 'map_px_to_mm_factor', 'annotations'" in failed.stderr
+    assert "Traceback" not in failed.stderr

@@ -283,9 +283,10 @@ def _read_region(data: Any, where: str) -> TaglabRegion:
 
 
 def _read_survey(data: Any, where: str) -> TaglabSurvey:
+    if isinstance(data, dict) and "id" in data:
+        where = f"{where} ({str(data['id'])!r})"
     _require(data, IMAGE_KEYS, where, "image")
     name = str(data["id"])
-    where = f"{where} ({name!r})"
     scale = str(data["map_px_to_mm_factor"]).strip()
     try:
         px_to_mm = float(scale)
