@@ -154,6 +154,8 @@ class ChainStandIns:
             from quadratseg.warp import transform_points
 
             truth, homography = self.outer.current
+            if truth["grid_raw_xy"] is None:  # a varied-world frame without the 9 x 13 grid
+                return [SimpleNamespace(no_grid="no grid on this frame", keypoints_xy=None)]
             points = transform_points(np.asarray(truth["grid_raw_xy"]), homography)
             return [SimpleNamespace(no_grid="", keypoints_xy=points)]
 
