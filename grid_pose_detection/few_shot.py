@@ -17,6 +17,7 @@ answer gives the photos whose frame was found, those within 1.5 % of the side an
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,10 @@ def few_shot(
                     tensorboard=False,
                 )
                 weights = run["last"]  # the held-out photo picks no checkpoint
+                if card.get("template"):  # the card names the base model's template: it goes along
+                    shutil.copyfile(
+                        Path(base).parent / card["template"], Path(weights).parent / card["template"]
+                    )
                 write_model_card(weights, {**card, "fine_tuned_on": chosen, "imgsz": size})
             predictor = PosePredictor(weights, task, imgsz=size, device=device(settings=settings))
             (prediction,) = predictor.predict([read_image_rgb(folder / name)])
