@@ -36,7 +36,15 @@ def test_few_shot_fine_tunes_on_other_photos_and_scores_the_held_out_one(
     for name in names:
         shutil.copy(source / name, folder / name)
     (folder / "corners.json").write_text(json.dumps({"photos": {n: corners["photos"][n] for n in names}}))
-    base, _ = tiny_corner_model
+    from quadratseg.keypoints import corner_template_xy, save_template
+    from quadratseg.model_card import read_model_card, write_model_card
+
+    tiny, _ = tiny_corner_model
+    base = tmp_path / "base" / "best.pt"  # a copy whose card names a template, as a trained model's does
+    base.parent.mkdir()
+    shutil.copy(tiny, base)
+    save_template(corner_template_xy(), base.parent / "kp_template.npy")
+    write_model_card(base, {**read_model_card(tiny), "task": "gridcorners", "template": "kp_template.npy"})
     result = json.loads(
         few_shot(
             str(base),
@@ -55,6 +63,8 @@ def test_few_shot_fine_tunes_on_other_photos_and_scores_the_held_out_one(
         assert curve["rows"][0]["found"] or curve["rows"][0]["reason"]
     layout = tmp_path / "out" / "k1" / "held_00" / "layout"
     assert len(list((layout / "images" / "train").iterdir())) == 1
-    card = json.loads(next((tmp_path / "out" / "k1").rglob("model_card.json")).read_text())
+    card_path = next((tmp_path / "out" / "k1").rglob("model_card.json"))
+    card = json.loads(card_path.read_text())
     assert len(card["fine_tuned_on"]) == 1 and names[0] not in card["fine_tuned_on"]
+    assert card["template"] and (card_path.parent / card["template"]).is_file()  # what the predictor reads
     assert json.loads((tmp_path / "out" / "few_shot.json").read_text()) == result
