@@ -40,7 +40,9 @@ $(STAMP):
 demo: install
 	$(PY) -m pipeline.demo
 
+# the bridge's tests start Debian's redis-server and PostgreSQL: installed here when missing
 test: install
+	scripts/ensure_servers.sh
 	$(PY) -m pytest --durations=15
 
 # the loop to run while working: every test but those marked slow (they train or build; tests/conftest.py)

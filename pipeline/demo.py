@@ -48,11 +48,16 @@ STAGES: list[str] = [
     "coral_seg_yolo.demo:stage",
     "DINOv2_mmseg.demo:stage",
     "pipeline.demo_process:stage",
+    "pipeline.track_demo:stage",
     "loopback.demo:stage",
 ]
 
 
-STAGE_KEYS = {"pipeline.demo:core_stage": "quadratseg", "pipeline.demo_process:stage": "process"}
+STAGE_KEYS = {
+    "pipeline.demo:core_stage": "quadratseg",
+    "pipeline.demo_process:stage": "process",
+    "pipeline.track_demo:stage": "track",
+}
 
 
 @dataclass

@@ -69,7 +69,7 @@ def truth_in_chain_frame(truth: dict[str, Any], record: dict[str, Any]) -> list[
 
 def read_instances(out_dir: Path, key: str, size: Sequence[int]) -> list[Instance]:
     """The chain's colonies of one photo (``instances/<key>.json``)."""
-    from pipeline.track import instances_from_json
+    from pipeline.tracking import instances_from_json
 
     path = out_dir / "instances" / output_name(key, ".json")
     if not path.is_file():
@@ -168,7 +168,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     from grid_inpainting.inpaint import select_backend
     from pipeline.chain import ChainModels
     from pipeline.run import process_folder
-    from pipeline.track import track_process_outputs
+    from pipeline.tracking import track_process_outputs
 
     start = time.perf_counter()
     pose = ctx.shared.get("pose_predictors", {})

@@ -121,6 +121,23 @@ class Settings:
         "redis://host:port/db for a queue shared by several workers; empty: SQLite in BRIDGE_STATE_DIR.",
         "",
     )
+    bridge_database_url: str = _env(
+        "BRIDGE_DATABASE_URL",
+        "postgresql://user:password@host:port/db for the job store shared by several workers; empty: "
+        "SQLite in BRIDGE_STATE_DIR.",
+        "",
+    )
+    bridge_lease_s: float = _env(
+        "BRIDGE_LEASE_S",
+        "Seconds a running job's lease lasts; its worker renews it every third of that, and another worker "
+        "takes the job over once it lapses.",
+        15.0,
+    )
+    bridge_upload_batch: int = _env(
+        "BRIDGE_UPLOAD_BATCH",
+        "Frames per annotation upload to CVAT.",
+        8,
+    )
     bridge_workers: int = _env(
         "BRIDGE_WORKERS",
         "Background worker threads of the bridge.",

@@ -18,11 +18,12 @@ ENV_EXTRAS = {
     "grid-pose": ["grid"],
     "grid-inpainting": ["inpaint"],
     "pipeline": ["pipeline"],
+    "ray": ["ray"],
     "bridge": ["bridge"],
     "docs": ["docs"],
     "all": ["all", "dev"],
 }
-GPU_ENVS = {"coral-seg-yolo", "dinov2-mmseg", "grid-pose", "grid-inpainting", "pipeline", "bridge"}
+GPU_ENVS = {"coral-seg-yolo", "dinov2-mmseg", "grid-pose", "grid-inpainting", "pipeline", "ray", "bridge"}
 
 
 def load_toml(path):
@@ -94,6 +95,7 @@ def test_every_environment_installs_its_pyproject_extra(pixi, pyproject):
         "inpaint",
         "bridge",
         "pipeline",
+        "ray",
         "all",
         "docs",
         "dev",
@@ -110,7 +112,7 @@ def requirement_pins(requirements):
     for req in requirements:
         if req.startswith("quadratseg["):
             continue
-        match = re.match(r"^([A-Za-z0-9_.\-]+)==([^;\s]+)", req)
+        match = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[A-Za-z0-9_,\-]+\])?==([^;\s]+)", req)
         assert match, f"{req!r} is not pinned with =="
         pins.setdefault(match.group(1).lower(), set()).add(match.group(2))
     return pins

@@ -172,7 +172,7 @@ def test_same_date_is_refused_by_name_and_nothing_left_stops_with_the_reason(sur
         + "".join(f"{photo_name(y, 3).replace('.jpg', '.png')},SynthReef,2020,Q03\n" for y in (2019, 2020)),
         encoding="utf-8",
     )
-    from pipeline.track import track_process_outputs
+    from pipeline.tracking import track_process_outputs
     from quadratseg.errors import QuadratsegError
 
     # Q00's and Q03's photos each given one year, Q01 without colonies, Q02 another reef: nothing left

@@ -68,8 +68,8 @@ def years(tmp_path_factory):
 
 @pytest.mark.slow
 def test_scores_true_colonies_through_the_photos_alignment_and_a_segmenter_that_misses_some(years, tmp_path):
-    from pipeline.track import track_process_outputs
     from pipeline.track_demo import score_tracking, true_mask_outputs
+    from pipeline.tracking import track_process_outputs
 
     outs = process_years(years, tmp_path / "truth", TruthSegmenter())
     summary = track_process_outputs(outs, tmp_path / "track", quadrat_cm=100.0, report=False)

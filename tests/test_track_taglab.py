@@ -119,7 +119,7 @@ def test_taglab_project_links_keep_region_ids_and_come_back_as_correspondences(t
 def test_shifted_maps_lose_links_unless_aligned_from_outlines(tmp_path):
     project, truth, ids = synthetic_project(shift=(9.0, -7.0))
     write_taglab_project(project, tmp_path / "plot.json")
-    from pipeline.track import track_taglab_project
+    from pipeline.tracking import track_taglab_project
 
     as_given = track_taglab_project(tmp_path / "plot.json", tmp_path / "given", report=False)
     aligned = track_taglab_project(

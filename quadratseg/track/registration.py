@@ -100,8 +100,8 @@ def quarter_turn(turn_deg: int, size: tuple[int, int]) -> np.ndarray:
     270), pixel-corner convention: the turned image is (h, w) for 90 and 270.
 
     Examples:
-        >>> quarter_turn(90, (4, 2)) @ [0, 0, 1]  # TL goes to the top right of the (2, 4) image
-        array([2., 0., 1.])
+        >>> (quarter_turn(90, (4, 2)) @ [0, 0, 1]).tolist()  # TL goes to the top right of the (2, 4) image
+        [2.0, 0.0, 1.0]
     """
     w, h = size
     turns = {

@@ -1,0 +1,474 @@
+"""Colonies followed across yearly surveys of fixed quadrats: the work behind ``python -m pipeline.track``.
+
+Reads ``pipeline.process`` output folders (:func:`track_process_outputs`) or a TagLab project
+(:func:`track_taglab_project`), aligns each consecutive pair of surveys, matches and follows their
+colonies, and writes the outputs listed in :mod:`pipeline.track`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quadratseg.atomic import atomic_write_json
+from quadratseg.cover_table import cm_per_px, write_table
+from quadratseg.errors import QuadratsegError
+from quadratseg.geometry import PolygonWithHoles
+from quadratseg.images import output_name, read_image_rgb
+from quadratseg.instances import Instance
+from quadratseg.photo_meta import photo_places, read_photo_metadata
+from quadratseg.taxonomy import LEVELS, load_taxonomy
+from quadratseg.track.demography import DEMOGRAPHY_COLUMNS, demography_rows
+from quadratseg.track.lineage import COLONY_TRACK_COLUMNS, LINK_COLUMNS, QuadratTrack, track_quadrat
+from quadratseg.track.matching import get_matcher
+from quadratseg.track.registration import Registration, RegistrationLimits, register_masks, register_photos
+from quadratseg.track.survey import Survey
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_COLUMNS = ["site", "quadrat", "source_survey", "target_survey", "problem"]
+REGISTRATION_COLUMNS = [
+    "site",
+    "quadrat",
+    "source_survey",
+    "target_survey",
+    "ok",
+    "method",
+    "correlation",
+    "turn_deg",
+    "residual_px",
+    "inliers",
+    "matches",
+    "shift_px",
+    "scale",
+    "angle_deg",
+    "reason",
+]
+
+
+@dataclass
+class PhotoSurvey:
+    """A survey read from a ``pipeline.process`` output: its colonies and where its photo is."""
+
+    survey: Survey
+    image: Path | None  # grid-free photo when there is one, else the warped photo
+    grid_mask: Path | None
+
+
+def instances_from_json(items: Sequence[dict[str, Any]], frame_size: tuple[int, int]) -> list[Instance]:
+    """Colonies of an ``instances/<key>.json`` file (rings read even-odd, warped frame); a colony
+    without pixels is left out."""
+    out = []
+    for item in items:
+        rings = [np.asarray(r, dtype=np.float64) for r in item.get("rings", [])]
+        if not rings:
+            continue
+        inst = Instance.from_polygons(
+            item["label"], float(item.get("score", 1.0)), [PolygonWithHoles(rings[0], rings[1:])], frame_size
+        )
+        if inst is not None:
+            out.append(inst)
+    return out
+
+
+def read_process_output(
+    out_dir: str | Path, quadrat_cm: float, metadata: str | Path | None = None, label: str | None = None
+) -> tuple[list[PhotoSurvey], list[dict[str, str]]]:
+    """The surveys of one ``pipeline.process`` output folder (its latest run's photos, ``run.json``,
+    else every record) and the photos left out with the reason (no quadrat found, no instances).
+    Each survey is named ``<label>/<key>`` (``label``: the folder's name by default)."""
+    out = Path(out_dir)
+    if not (out / "photos").is_dir():
+        raise QuadratsegError(
+            f"{out} is not a pipeline.process output (no photos/ folder); "
+            "run python -m pipeline.process first"
+        )
+    run_file = out / "run.json"
+    if run_file.is_file():
+        keys = json.loads(run_file.read_text(encoding="utf-8"))["photos"]
+    else:
+        keys = sorted(
+            str(p.relative_to(out / "photos"))[: -len(".json")] for p in (out / "photos").rglob("*.json")
+        )
+    table = read_photo_metadata(metadata) if metadata else None
+    places, _notes = photo_places(keys, table)
+    surveys, problems = [], []
+    for key in keys:
+        place = places[key]
+        record = json.loads((out / "photos" / output_name(key, ".json")).read_text(encoding="utf-8"))
+        name = f"{label or out.name}/{key}"
+        problem = {
+            "site": place["site"],
+            "quadrat": place["quadrat"],
+            "source_survey": name,
+            "target_survey": "",
+        }
+        if not place["year"]:
+            problems.append({**problem, "problem": f"{key}: no year (give --metadata or site/year/ folders)"})
+            continue
+        size = record.get("warped_size")
+        instances_path = out / "instances" / output_name(key, ".json")
+        if not size or not instances_path.is_file():
+            status = record.get("status", {})
+            problems.append({**problem, "problem": f"{key}: no colonies to follow (stages: {status})"})
+            continue
+        frame = (int(size[0]), int(size[1]))
+        colonies = instances_from_json(json.loads(instances_path.read_text(encoding="utf-8")), frame)
+        clean = out / "clean" / output_name(key, ".png")
+        warped = out / "warped" / output_name(key, ".png")
+        grid = out / "grid_masks" / output_name(key, ".png")
+        survey = Survey(
+            name,
+            str(place["year"]),
+            frame,
+            cm_per_px(quadrat_cm, frame) or 1.0,
+            colonies,
+            site=place["site"],
+            quadrat=place["quadrat"],
+        )
+        image = clean if clean.is_file() else warped if warped.is_file() else None
+        surveys.append(PhotoSurvey(survey, image, grid if grid.is_file() else None))
+    return surveys, problems
+
+
+def group_by_quadrat(surveys: Sequence[PhotoSurvey]) -> dict[tuple[str, str], list[PhotoSurvey]]:
+    """Surveys per (site, quadrat), in date order."""
+    groups: dict[tuple[str, str], list[PhotoSurvey]] = defaultdict(list)
+    for s in surveys:
+        groups[(s.survey.site, s.survey.quadrat)].append(s)
+    return {k: sorted(v, key=lambda s: s.survey.year) for k, v in sorted(groups.items())}
+
+
+def align_photos(fixed: PhotoSurvey, moving: PhotoSurvey, limits: RegistrationLimits) -> Registration:
+    """Register ``moving`` to ``fixed`` from their photos (grid masks left out)."""
+    import cv2
+
+    if fixed.image is None or moving.image is None:
+        missing = fixed if fixed.image is None else moving
+        return Registration(False, f"{missing.survey.name} has no warped photo to align with")
+    ignore = [
+        cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 0 if p is not None else None
+        for p in (fixed.grid_mask, moving.grid_mask)
+    ]
+    return register_photos(
+        read_image_rgb(fixed.image), read_image_rgb(moving.image), ignore[0], ignore[1], limits
+    )
+
+
+def pair_problem(source: Survey, target: Survey) -> str:
+    """Why a pair cannot be matched before any alignment (a survey without colonies), else ''."""
+    empty = [s.name for s in (source, target) if not s.colonies]
+    if empty:
+        return (
+            f"{' and '.join(empty)} has no colonies: matching it would count every colony dead or born; "
+            "check its segmentation (status.csv) before following this quadrat"
+        )
+    return ""
+
+
+def track_runs(
+    group: Sequence[Survey],
+    align: Any,
+    matcher_name: str,
+) -> tuple[list[QuadratTrack], list[dict[str, Any]], list[dict[str, str]]]:
+    """Follow one quadrat's surveys (date order): each consecutive pair is checked
+    (:func:`pair_problem`, same date) and aligned (``align(k) -> Registration`` for surveys k, k + 1);
+    a refused pair ends a run of linked surveys and the next survey starts a new one (lineage ids
+    then carry the run, ``r2-L1``). Returns the tracks, the registration rows and the problems."""
+    matcher = get_matcher(matcher_name)
+    tracks, reg_rows, problems = [], [], []
+    site, quadrat = group[0].site, group[0].quadrat
+    runs: list[list[int]] = [[0]]
+    homographies: list[list[np.ndarray | None]] = [[]]
+    registrations: list[list[dict[str, Any]]] = [[]]
+    for k in range(len(group) - 1):
+        source, target = group[k], group[k + 1]
+        where = {"site": site, "quadrat": quadrat, "source_survey": source.name, "target_survey": target.name}
+        reason = pair_problem(source, target)
+        if not reason and source.year == target.year:
+            reason = (
+                f"surveys {source.name} and {target.name} have the same date {source.date}; keep one, "
+                "or give each its own date (metadata CSV)"
+            )
+        registration = Registration(False, reason) if reason else align(k)
+        summary = registration.summary()
+        reg_rows.append({**where, **{c: summary.get(c, "") for c in REGISTRATION_COLUMNS[4:]}})
+        if not registration.ok:
+            problems.append({**where, "problem": registration.reason})
+            logger.warning("%s -> %s refused: %s", source.name, target.name, registration.reason)
+            runs.append([k + 1])
+            homographies.append([])
+            registrations.append([])
+            continue
+        runs[-1].append(k + 1)
+        homographies[-1].append(registration.homography)
+        registrations[-1].append(summary)
+    for r, (members, hs, regs) in enumerate(zip(runs, homographies, registrations, strict=True)):
+        if len(members) < 2:
+            continue
+        track = track_quadrat([group[i] for i in members], hs, matcher, regs)
+        if len(runs) > 1 and r > 0:
+            for row in track.colonies:
+                row["lineage"] = f"r{r + 1}-{row['lineage']}"
+                row["parents"] = ";".join(f"r{r + 1}-{p}" for p in row["parents"].split(";") if p)
+        tracks.append(track)
+    return tracks, reg_rows, problems
+
+
+def with_taxonomy(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``colonies.csv`` rows with the class at every taxonomy level (empty at levels finer than the
+    labels', or everywhere when the labels are not taxonomy classes: TagLab's own names)."""
+    taxonomy = load_taxonomy()
+    labels = {r["label"] for r in rows}
+    try:
+        level = taxonomy.finest_level(labels) if labels else LEVELS[0]
+    except QuadratsegError:
+        return [{**r, **dict.fromkeys(LEVELS, "")} for r in rows]
+    coarser = LEVELS[LEVELS.index(level) :]
+    return [
+        {
+            **r,
+            **{
+                lv: taxonomy.map_label(r["label"], lv, source=level) if lv in coarser else "" for lv in LEVELS
+            },
+        }
+        for r in rows
+    ]
+
+
+def write_outputs(
+    out_dir: str | Path,
+    tracks: Sequence[QuadratTrack],
+    reg_rows: Sequence[dict[str, Any]],
+    problems: Sequence[dict[str, str]],
+    quadrat_area_m2: dict[tuple[str, str], float],
+    summary_extra: dict[str, Any] | None = None,
+    report: bool = True,
+    images: dict[str, Path] | None = None,
+    taglab_export: bool = True,
+) -> dict[str, Any]:
+    """Write every table, ``summary.json``, the report and (``taglab_export``) each quadrat's
+    colonies and links as a TagLab project ``taglab/<site>_<quadrat>.json``; returns the summary."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    links = [row for t in tracks for row in t.link_rows()]
+    colonies = with_taxonomy([row for t in tracks for row in t.colonies])
+    demography = demography_rows(colonies, quadrat_area_m2)
+    write_table(out / "links.csv", LINK_COLUMNS, links)
+    write_table(
+        out / "colonies.csv", [*COLONY_TRACK_COLUMNS[:8], *LEVELS, *COLONY_TRACK_COLUMNS[8:]], colonies
+    )
+    write_table(out / "demography.csv", DEMOGRAPHY_COLUMNS, demography)
+    write_table(out / "registrations.csv", REGISTRATION_COLUMNS, reg_rows)
+    write_table(out / "problems.csv", PROBLEM_COLUMNS, problems)
+    events: dict[str, int] = defaultdict(int)
+    for row in links:
+        events[row["event"]] += 1
+    residuals = [float(r["residual_px"]) for r in reg_rows if r.get("ok") is True]
+    summary = {
+        "quadrats": len({(t.surveys[0].site, t.surveys[0].quadrat) for t in tracks}),
+        "surveys": sum(len(t.surveys) for t in tracks),
+        "intervals": sum(len(t.intervals) for t in tracks),
+        "links": sum(1 for r in links if r["source_id"] != "" and r["target_id"] != ""),
+        "events": dict(sorted(events.items())),
+        "lineages": len({(r["site"], r["quadrat"], r["lineage"]) for r in colonies}),
+        "registration_residual_px": round(float(np.median(residuals)), 3) if residuals else None,
+        "refused_pairs": len(problems),
+        **(summary_extra or {}),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    if taglab_export:
+        from quadratseg.formats.taglab import write_taglab_project
+
+        names: set[str] = set()
+        for t in tracks:
+            first = t.surveys[0]
+            name = f"{first.site}_{first.quadrat}".replace("/", "_")
+            name = name if name not in names else f"{name}_from_{first.date}"  # a run after a refused pair
+            names.add(name)
+            write_taglab_project(track_to_taglab(t), out / "taglab" / f"{name}.json")
+    if report:
+        from pipeline.track_report import write_track_report
+
+        write_track_report(out, tracks, images)
+    return summary
+
+
+def track_process_outputs(
+    surveys: Sequence[str | Path],
+    out_dir: str | Path,
+    matcher: str = "graph",
+    metadata: str | Path | None = None,
+    quadrat_cm: float = 100.0,
+    limits: RegistrationLimits | None = None,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Follow the colonies of ``pipeline.process`` outputs (see the module docstring)."""
+    get_matcher(matcher)
+    photo_surveys, problems = [], []
+    names = [Path(folder).name for folder in surveys]
+    for folder, name in zip(surveys, names, strict=True):
+        label = name if names.count(name) == 1 else Path(folder).as_posix()  # two folders of one name
+        found, skipped = read_process_output(folder, quadrat_cm, metadata, label)
+        photo_surveys.extend(found)
+        problems.extend(skipped)
+    tracks, reg_rows = [], []
+    area_m2 = (quadrat_cm / 100.0) ** 2
+    areas: dict[tuple[str, str], float] = {}
+    for key, group in group_by_quadrat(photo_surveys).items():
+        if len(group) < 2:
+            problems.append(
+                {
+                    "site": key[0],
+                    "quadrat": key[1],
+                    "source_survey": group[0].survey.name,
+                    "target_survey": "",
+                    "problem": "only one survey of this quadrat: nothing to follow",
+                }
+            )
+            continue
+        frame = group[0].survey.frame_size
+        areas[key] = area_m2 * frame[1] / frame[0]  # a rectangular quadrat: quadrat_cm is its width
+
+        def align(k: int, group: list[PhotoSurvey] = group) -> Registration:
+            return align_photos(group[k], group[k + 1], limits or RegistrationLimits())
+
+        found_tracks, rows, refused = track_runs([s.survey for s in group], align, matcher)
+        tracks.extend(found_tracks)
+        reg_rows.extend(rows)
+        problems.extend(refused)
+    if not tracks:
+        raise QuadratsegError(
+            f"no quadrat has two surveys that could be followed ({len(photo_surveys)} surveys read; "
+            + (f"first problem: {problems[0]['problem']}" if problems else "pair them by site and quadrat")
+            + ")"
+        )
+    images = {s.survey.name: s.image for s in photo_surveys if s.image is not None}
+    return write_outputs(out_dir, tracks, reg_rows, problems, areas, {"matcher": matcher}, report, images)
+
+
+def track_taglab_project(
+    project_path: str | Path,
+    out_dir: str | Path,
+    matcher: str = "graph",
+    align_outlines: bool = False,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Follow the regions of a TagLab project's surveys (images, ordered by acquisition date); ids in
+    ``links.csv`` are TagLab's region ids. The project with our correspondences is written as
+    ``taglab_project.json``."""
+    from dataclasses import replace
+
+    from quadratseg.formats.taglab import PIXEL_CENTRE_OFFSET, read_taglab_project, write_taglab_project
+
+    get_matcher(matcher)
+    project = read_taglab_project(project_path)
+    surveys = []
+    for s in project.surveys:
+        frame = (int(s.width), int(s.height))
+        colonies, ids = [], []
+        for region in s.regions:
+            rings = [
+                np.asarray(ring, float) + PIXEL_CENTRE_OFFSET
+                for ring in (region.contour_xy, *region.inner_contours_xy)
+            ]
+            inst = Instance.from_polygons(
+                region.class_name, 1.0, [PolygonWithHoles(rings[0], rings[1:])], frame
+            )
+            if inst is not None:
+                colonies.append(inst)
+                ids.append(int(region.id))
+        plot = Path(project_path).stem
+        surveys.append(Survey(s.name, str(s.date), frame, float(s.px_to_mm) / 10.0, colonies, ids, "", plot))
+    if len(surveys) < 2:
+        raise QuadratsegError(
+            f"{project_path} has {len(surveys)} survey(s); following colonies needs two or more"
+        )
+    undated = [s.name for s in surveys if not s.date]
+    if undated:
+        raise QuadratsegError(
+            f"{project_path}: survey(s) {', '.join(undated)} have no acquisition date; set it in TagLab "
+            "(image info) so the surveys can be ordered"
+        )
+    surveys.sort(key=lambda s: s.year)
+
+    def align(k: int) -> Registration:
+        source, target = surveys[k], surveys[k + 1]
+        if not align_outlines:
+            if source.frame_size != target.frame_size:
+                return Registration(
+                    False,
+                    f"maps {source.name} {source.frame_size} and {target.name} {target.frame_size} differ "
+                    "in size; align them in TagLab, or pass --align-outlines",
+                )
+            return Registration(True, "", np.eye(3), 0, 0.0)
+        union = [np.zeros((s.frame_size[1], s.frame_size[0]), bool) for s in (source, target)]
+        for mask, survey in zip(union, (source, target), strict=True):
+            for inst in survey.colonies:
+                inst.paint(mask, True)
+        return register_masks(union[0], union[1])
+
+    tracks, reg_rows, problems = track_runs(surveys, align, matcher)
+    if not tracks:
+        raise QuadratsegError(
+            f"no pair of surveys in {project_path} could be followed: {problems[0]['problem']}"
+        )
+    first = surveys[0]
+    area = {("", first.quadrat): first.frame_size[0] * first.frame_size[1] * (first.cm_per_px / 100) ** 2}
+    extra = {"matcher": matcher, "taglab": str(project_path)}
+    summary = write_outputs(out_dir, tracks, reg_rows, problems, area, extra, report, taglab_export=False)
+    links = [link for t in tracks for link in taglab_links(t)]
+    write_taglab_project(replace(project, links=links), Path(out_dir) / "taglab_project.json")
+    return summary
+
+
+def taglab_links(track: QuadratTrack) -> list[Any]:
+    """The track's rows as TagLab correspondences (region ids: the surveys' colony ids)."""
+    from quadratseg.formats.taglab import TaglabLink
+
+    return [
+        TaglabLink(
+            row["source_survey"],
+            int(row["source_id"]) if row["source_id"] != "" else None,
+            row["target_survey"],
+            int(row["target_id"]) if row["target_id"] != "" else None,
+            row["event"],
+            row["split_fuse"],
+        )
+        for row in track.link_rows()
+    ]
+
+
+def track_to_taglab(track: QuadratTrack) -> Any:
+    """One quadrat's surveys, colonies and links as a TagLab project: regions in TagLab's map pixels
+    (the largest part of each colony with its holes), classes with the taxonomy's colours, mm per
+    px from the surveys' scale, a year-only date as 1 January of that year."""
+    from quadratseg.formats.taglab import PIXEL_CENTRE_OFFSET, TaglabProject, TaglabRegion, TaglabSurvey
+
+    taxonomy = load_taxonomy()
+    surveys, classes = [], {}
+    for survey in track.surveys:
+        regions = []
+        for colony_id, inst in zip(survey.ids, survey.colonies, strict=True):
+            part = inst.polygons[0]
+            regions.append(
+                TaglabRegion(
+                    int(colony_id),
+                    inst.label,
+                    part.exterior - PIXEL_CENTRE_OFFSET,
+                    [hole - PIXEL_CENTRE_OFFSET for hole in part.holes],
+                )
+            )
+            colour = taxonomy.color(inst.label).lstrip("#")
+            classes[inst.label] = tuple(int(colour[k : k + 2], 16) for k in (0, 2, 4))
+        date = survey.date if len(survey.date) == 10 else f"{survey.date[:4]}-01-01"
+        width, height = survey.frame_size
+        surveys.append(TaglabSurvey(survey.name, date, width, height, survey.cm_per_px * 10, regions))
+    return TaglabProject(surveys, classes, taglab_links(track))
