@@ -42,7 +42,7 @@ import numpy as np
 
 from pipeline.chain import ChainModels, PhotoResult, cover_classes, run_chain
 from pipeline.claims import DEFAULT_CLAIM_TTL_S
-from quadratseg.atomic import atomic_write_bytes, atomic_write_text
+from quadratseg.atomic import atomic_write_bytes, atomic_write_text, sweep_stale_temporaries
 from quadratseg.batch import BatchItem, BatchReport, batch_items
 from quadratseg.cover import CoverEstimate
 from quadratseg.cover_table import (
@@ -389,6 +389,15 @@ def process_folder(
     table = read_photo_metadata(metadata) if metadata else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    swept = sweep_stale_temporaries(out, options.claim_ttl_s)
+    if swept:
+        logger.warning(
+            "removed %d temporar%s left by a killed writer (untouched for over %g s): %s",
+            len(swept),
+            "y" if len(swept) == 1 else "ies",
+            options.claim_ttl_s,
+            ", ".join(str(p.relative_to(out)) for p in swept[:5]),
+        )
     items = batch_items(images)
     places, notes = photo_places([item.key for item in items], table)
     for note in notes:  # unused metadata rows, folders and names that disagree

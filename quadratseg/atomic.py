@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from quadratseg.errors import QuadratsegError
+
+# ``.NAME.tmp-PID-HEX``: the temporaries of atomic_output_dir and atomic_write_bytes
+TEMPORARY_NAME = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]{8}$")
 
 
 def _new_sibling_dir(out: Path) -> Path:
@@ -86,3 +91,38 @@ def atomic_write_json(path: str | Path, value: object) -> Path:
     import json
 
     return atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def sweep_stale_temporaries(root: str | Path, older_than_s: float, now: float | None = None) -> list[Path]:
+    """Remove the temporaries a killed writer left under ``root`` (files and folders named
+    ``.NAME.tmp-PID-HEX``) that were not modified for ``older_than_s`` seconds; return them.
+
+    A live writer renames its temporary within seconds, so one older than a run's claim time-out
+    belongs to no one (on a shared disk too, where its pid may be another machine's). Other files,
+    hidden or not, are never touched.
+
+    Examples:
+        >>> [bool(TEMPORARY_NAME.match(n)) for n in (".cover.csv.tmp-4242-deadbeef", "a.tmp-1-2")]
+        [True, False]
+    """
+    if older_than_s <= 0:
+        raise QuadratsegError(f"older_than_s must be positive, got {older_than_s}")
+    limit = (time.time() if now is None else now) - older_than_s
+    removed = []
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            if not TEMPORARY_NAME.match(name):
+                continue
+            try:
+                if path.lstat().st_mtime > limit:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except FileNotFoundError:  # renamed or removed by its writer meanwhile
+                continue
+            removed.append(path)
+        dirs[:] = [d for d in dirs if not TEMPORARY_NAME.match(d)]
+    return removed

@@ -275,3 +275,39 @@ def test_an_interrupted_run_lets_its_claims_go_and_a_rerun_does_the_rest(quadrat
     assert not list((out / ".claims").rglob("*.claim"))  # the photos read ahead are free again
     summary = process_folder(quadrats, out, ChainModels(SquareColonies()), "fp")
     assert (summary["processed"], summary["resumed_skipped"]) == (8, 4)
+
+
+def test_a_run_sweeps_temporaries_a_killed_writer_left_and_keeps_fresh_ones(quadrats, tmp_path):
+    """A writer killed between its write and its rename leaves ``.NAME.tmp-PID-HEX`` behind (a file,
+    or a folder of atomic_output_dir): the next run on the folder removes those untouched for longer
+    than the claim time-out, and leaves a live writer's fresh temporary and every other file alone."""
+    out = tmp_path / "out"
+    models = ChainModels(SquareColonies())
+    process_folder(quadrats, out, models, "fp")
+    before = output_files(out)
+    stale = [
+        out / "photos" / "Haapiti" / "2020" / ".Q0.json.tmp-4242-0a1b2c3d",
+        out / ".cover.csv.tmp-4242-deadbeef",
+        out / "warped" / ".folder.tmp-4242-00ff00ff",
+    ]
+    fresh = out / "instances" / ".Q1.json.tmp-4343-12345678"
+    other = [out / ".notes.txt", out / "my.tmp-1-2"]
+    for path in [*stale, fresh, *other]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.name.startswith(".folder"):
+            path.mkdir()
+            (path / "half.jpg").write_bytes(b"half")
+        else:
+            path.write_bytes(b"half")
+    old = time.time() - 600
+    for path in [*stale, *other]:
+        os.utime(path, (old, old))
+    summary = process_folder(quadrats, out, models, "fp", engine=EngineOptions(claim_ttl_s=120))
+    assert summary["resumed_skipped"] == 12
+    assert [p for p in stale if p.exists()] == []
+    assert fresh.exists() and all(p.exists() for p in other)
+    fresh.unlink()
+    after = output_files(out)
+    for path in other:
+        after.pop(path.relative_to(out).as_posix())
+    assert after == before
