@@ -5,7 +5,9 @@ backends are selected explicitly and named in the summary; with ``LAMA_MODEL`` s
 scored too. Keypoints are the grid model's predictions on every image (no annotated fallback); a
 photo the grid model takes to have no grid is skipped, with its reason in the summary. The same
 scores with the annotated keypoints are shown beside them (what a perfect grid model would give).
-Scored on the test images (the grid model trained on train and val picked its checkpoint).
+Scored on the test images (the grid model trained on train and val picked its checkpoint). A test
+photo whose frame has no grid (the varied world's diagonal strings or none) has nothing to remove:
+it is left out and counted, with how many of them the grid model rightly found no grid on.
 
 With the real third-party photos at hand (``QUADRATSEG_SHARED_DATA``), each backend is also scored
 on real reef texture: grid-shaped decoy masks beside the strings, filled and compared with the real
@@ -17,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from grid_inpainting.evaluate import evaluate_backends, load_pairs
+from grid_inpainting.evaluate import evaluate_backends, has_grid, load_pairs
 from grid_inpainting.inpaint import remove_grid, select_backend
 from quadratseg.errors import QuadratsegError
 from quadratseg.synth.dataset import export_image_path, load_truth
@@ -98,10 +100,18 @@ def short_fine_tune(ctx: Any, section: Any) -> dict[str, Any] | str:
 def stage(ctx: Any) -> dict[str, Any]:
     """Score grid removal per backend on the synthetic warped images."""
     start = time.perf_counter()
-    names = {t["name"] for t in load_truth(ctx.synthetic_dir) if t["subset"] == EVAL_SPLIT}
+    test = [t for t in load_truth(ctx.synthetic_dir) if t["subset"] == EVAL_SPLIT]
+    names = {t["name"] for t in test if has_grid(t)}  # the test photos whose frame has a grid
+    gridless = sorted(t["name"] for t in test if not has_grid(t))
     annotated = [pair for pair in load_pairs(ctx.synthetic_dir) if pair[0] in names]
     predicted = ctx.shared.get("grid_keypoints")
-    no_grid = {n: r for n, r in ctx.shared.get("no_grid", {}).items() if n in names}
+    said_no_grid = ctx.shared.get("no_grid", {})
+    no_grid = {n: r for n, r in said_no_grid.items() if n in names}  # grids the grid model missed
+    without_truth = {
+        "images": len(gridless),
+        # the grid model's answer on them: "no grid" is right
+        "found_no_grid": sum(n in said_no_grid for n in gridless) if predicted is not None else None,
+    }
     if predicted is None:  # the stage runs alone (no grid model ran): the annotations, said so
         pairs = annotated
         source = "CVAT grid annotations (no grid model ran before this stage)"
@@ -115,7 +125,8 @@ def stage(ctx: Any) -> dict[str, Any]:
         section = ctx.report.section("Grid removal (grid_inpainting)")
         section.paragraphs.append(
             f"Skipped: the grid model found no grid on any of the {len(annotated)} {EVAL_SPLIT} images "
-            f"(for example: {next(iter(no_grid.values()), '')})."
+            f"with a grid (for example: {next(iter(no_grid.values()), '')}); {len(gridless)} more have "
+            "a frame without one."
         )
         return {
             "skipped": "no test image has a grid the grid model found",
@@ -123,6 +134,7 @@ def stage(ctx: Any) -> dict[str, Any]:
             "split": EVAL_SPLIT,
             "images": 0,
             "images_without_grid": no_grid,
+            "images_without_grid_truth": without_truth,
             "seconds": round(time.perf_counter() - start, 2),
         }
     names = ["opencv-telea", "opencv-ns"] + (["lama"] if ctx.settings.lama_model else [])
@@ -139,8 +151,14 @@ def stage(ctx: Any) -> dict[str, Any]:
     section = ctx.report.section("Grid removal (grid_inpainting)")
     section.paragraphs.append(
         f"Grid masks drawn from the 117 keypoints ({source}) of the {len(pairs)} warped {EVAL_SPLIT} images, "
-        "then inpainted. "
-        "Inside the mask, the untouched input scores "
+        "then inpainted"
+        + (
+            f" ({len(gridless)} more {EVAL_SPLIT} photos have a frame without a grid and are left out; the "
+            f"grid model found no grid on {without_truth['found_no_grid']} of them). "
+            if gridless
+            else ". "
+        )
+        + "Inside the mask, the untouched input scores "
         f"{scores[best]['psnr_masked_input']} dB PSNR against the "
         f"grid-free truth; {best} brings it to {scores[best]['psnr_masked']} dB. "
         + (
@@ -184,6 +202,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         "images": len(pairs),
         "images_with_predicted_keypoints": len(pairs) if predicted is not None else 0,
         "images_without_grid": no_grid,
+        "images_without_grid_truth": without_truth,
         "psnr_masked_with_annotated_keypoints": reference[best]["psnr_masked"] if reference else None,
         "seconds": round(time.perf_counter() - start, 2),
     }

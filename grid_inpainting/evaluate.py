@@ -5,12 +5,15 @@
 
 For each backend: PSNR inside the grid mask and on the whole image, SSIM, against the
 clean truth; the untouched gridded input is scored the same way (``psnr_masked_input``) so
-the gain is visible. Writes ``evaluation.json`` and before/after/truth strips.
+the gain is visible. Writes ``evaluation.json`` and before/after/truth strips. Photos whose frame
+has no grid (the varied world's diagonal strings or none) have nothing to remove: they are left
+out and counted (``images_without_grid``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -21,17 +24,41 @@ import numpy as np
 from grid_inpainting.inpaint import remove_grid, select_backend
 from grid_inpainting.masks import grid_mask
 from grid_inpainting.metrics import psnr, ssim
+from quadratseg.atomic import atomic_write_text
 from quadratseg.errors import QuadratsegError
 from quadratseg.images import read_image_rgb
 from quadratseg.synth import load_truth
 from quadratseg.synth.dataset import export_image_path
 
+logger = logging.getLogger(__name__)
+
+
+def has_grid(truth: dict[str, Any]) -> bool:
+    """Whether a synthetic photo's frame has a grid (its warped grid truth is neither null nor empty).
+
+    Examples:
+        >>> has_grid({"grid_warped_xy": None}), has_grid({"grid_warped_xy": []})
+        (False, False)
+    """
+    points = truth.get("grid_warped_xy")
+    return points is not None and len(points) > 0
+
+
+def photos_without_grid(synthetic_dir: Path, limit: int = 0) -> list[str]:
+    """Names of the synthetic photos (the first ``limit``; 0: all) whose frame has no grid."""
+    truths = load_truth(synthetic_dir)
+    return [t["name"] for t in (truths[:limit] if limit else truths) if not has_grid(t)]
+
 
 def load_pairs(synthetic_dir: Path, limit: int = 0) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """(name, gridded warped image, clean truth, grid keypoints (117, 2)) for each synthetic image."""
+    """(name, gridded warped image, clean truth, grid keypoints (117, 2) warped px) for each synthetic
+    image whose frame has a grid (of the first ``limit``; 0: all); the others are left out, and logged."""
     exports = Path(synthetic_dir) / "cvat_exports"
     truths = load_truth(synthetic_dir)
     truths = truths[:limit] if limit else truths
+    kept = [t for t in truths if has_grid(t)]
+    if len(kept) < len(truths):
+        logger.info("%d of %d photos have no grid: left out", len(truths) - len(kept), len(truths))
     return [
         (
             t["name"],
@@ -39,7 +66,7 @@ def load_pairs(synthetic_dir: Path, limit: int = 0) -> list[tuple[str, np.ndarra
             read_image_rgb(export_image_path(exports / "segmentation", t["subset"], t["name"])),
             np.asarray(t["grid_warped_xy"], dtype=np.float64),
         )
-        for t in truths
+        for t in kept
     ]
 
 
@@ -141,7 +168,7 @@ def evaluate(
         seed: with --real, the seed of the decoy lattices.
 
     Returns:
-        The scores as JSON.
+        The scores as JSON: per backend, and ``images`` (scored) and ``images_without_grid`` (left out).
     """
     from quadratseg.cli import as_names, current_settings, output_path, weights_path
 
@@ -157,11 +184,17 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         for name, image in strips.items():
             cv2.imwrite(str(out / f"real_strip_{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        (out / "real_evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        atomic_write_text(out / "real_evaluation.json", json.dumps(result, indent=2))
         return json.dumps(result, indent=2)
     if not synthetic_dir:
         raise QuadratsegError("give a synthetic set (SYNTHETIC_DIR) or real photos (--real FOLDER)")
     pairs = load_pairs(Path(synthetic_dir), limit)
+    without = photos_without_grid(Path(synthetic_dir), limit)
+    if not pairs:
+        raise QuadratsegError(
+            f"no photo of {synthetic_dir} has a grid ({len(without)} frames without one): "
+            "generate a set with gridded frames (the simple world, or more varied photos)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if widths:
         result: dict[str, Any] = {
@@ -173,7 +206,9 @@ def evaluate(
         result, strips = evaluate_backends(pairs, chosen, line_width)
         for name, image in strips.items():
             cv2.imwrite(str(out / f"strip_{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    (out / "evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    result["images"] = len(pairs)
+    result["images_without_grid"] = len(without)
+    atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2))
     return json.dumps(result, indent=2)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from quadratseg.atomic import atomic_write_json
@@ -31,7 +32,13 @@ from quadratseg.keypoints import GRID_COLS, GRID_ROWS, grid_neighbour_pairs, gri
 from quadratseg.report import Report
 from quadratseg.settings import Settings
 from quadratseg.synth.checks import matching_selfcheck, projective_lattice, string_offsets_px
-from quadratseg.synth.dataset import SynthConfig, export_image_path, generate_dataset, load_truth
+from quadratseg.synth.dataset import (
+    SynthConfig,
+    coral_rings,
+    export_image_path,
+    generate_dataset,
+    load_truth,
+)
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import draw_keypoints, draw_polygons
 from quadratseg.warp import transform_points, warp_quadrat
@@ -53,6 +60,14 @@ STAGES: list[str] = [
 ]
 
 
+# The demo's synthetic set per world: enough photos for at least 12 test photos in the varied world
+# (the generator's 60/20/20 split), the simple world as before (5 test photos, fast).
+DEMO_IMAGES = {"simple": 24, "varied": 60}
+DEFAULT_WORLD = "simple"
+# Photos whose true grid crossings lie within this many px of the template count as having straight
+# strings: the strings' offsets from their analytic places are measured on them only.
+STRAIGHT_SAG_PX = 0.5
+
 STAGE_KEYS = {
     "pipeline.demo:core_stage": "quadratseg",
     "pipeline.demo_process:stage": "process",
@@ -73,6 +88,7 @@ class DemoContext:
     training_scale: float = 1.0  # share of each stage's training epochs (tests run tiny trainings)
     shared: dict[str, Any] = field(default_factory=dict)  # results later stages use (e.g. predicted grids)
     shared_data: Path | None = None  # real third-party files (QUADRATSEG_SHARED_DATA), None when absent
+    world: str = "simple"  # the synthetic world of the set (quadratseg.synth: simple or varied)
 
     def read_rgb(self, path: Path) -> np.ndarray:
         """Read an image file as uint8 RGB (H, W, 3), upright (the core's reader)."""
@@ -81,32 +97,78 @@ class DemoContext:
         return read_image_rgb(path)
 
 
+def truth_grid(truth: dict[str, Any], frame: str = "warped") -> np.ndarray | None:
+    """A photo's true grid points (117, 2) in the ``raw`` or ``warped`` frame, or None when its frame
+    has no grid (the varied world's diagonal strings or none: the truth's grid is null or empty).
+
+    Examples:
+        >>> truth_grid({"grid_warped_xy": None}) is None, truth_grid({"grid_raw_xy": []}, "raw") is None
+        (True, True)
+    """
+    points = truth.get(f"grid_{frame}_xy")
+    return None if points is None or len(points) == 0 else np.asarray(points, dtype=np.float64)
+
+
+def grid_sag_px(truth: dict[str, Any]) -> float | None:
+    """How far (px, warped frame) a photo's true grid crossings lie from the template's straight-string
+    places at most (the varied world's strings sag), or None without a grid."""
+    grid = truth_grid(truth)
+    if grid is None:
+        return None
+    return float(np.abs(grid - grid_template_xy() * np.asarray(truth["warped_size"], float)).max())
+
+
+def true_colonies(truth: dict[str, Any]) -> list[tuple[str, list[np.ndarray]]]:
+    """(label, rings) of a photo's true colonies: outline then holes (``coral_rings``), the form cover
+    and label maps take, so a dead patch inside a colony is not counted as coral."""
+    return [(c["label"], coral_rings(c)) for c in truth["corals"]]
+
+
 def core_stage(ctx: DemoContext) -> dict[str, Any]:
-    """Synthetic quadrats: what was made, warp and matching self-checks, and the true cover."""
+    """Synthetic quadrats: what was made, warp and matching self-checks, and the true cover.
+
+    Photos whose frame has no grid (varied world) have no grid checks; the string offsets are
+    measured on the photos whose strings are straight (true crossings within
+    :data:`STRAIGHT_SAG_PX` of the template), a sagging string being off its analytic place by design,
+    and in the varied world inside the true string mask (the strings' shadows are not strings).
+    """
     start = time.perf_counter()
     truths = load_truth(ctx.synthetic_dir)
     exports = ctx.synthetic_dir / "cvat_exports"
     # Warp checks against analytic truth (not against another output of the same warp): lattice
     # points built by line geometry from the corners, the exported grid points, and the strings of
     # the warped photo, each compared with where the quadrat's geometry puts them.
-    lattice_errors, grid_errors, string_offsets = [], [], []
+    lattice_errors, grid_errors, string_offsets, sags = [], [], [], []
+    straight = 0
     for t in truths:
         raw = ctx.read_rgb(export_image_path(exports / "corners", t["subset"], t["name"]))
-        clean = ctx.read_rgb(export_image_path(exports / "segmentation", t["subset"], t["name"]))
         size = tuple(t["warped_size"])
         corners = np.asarray(t["corners_raw_xy"], dtype=np.float64)
         warped, homography = warp_quadrat(raw, corners, size)
         points, uv = projective_lattice(corners)
         lattice_errors.append(float(np.abs(transform_points(points, homography) - uv * size).max()))
-        grid = transform_points(np.asarray(t["grid_raw_xy"]), homography)
-        grid_errors.append(float(np.abs(grid - grid_template_xy() * size).max()))
-        string_offsets.extend(string_offsets_px(warped, clean, GRID_ROWS, GRID_COLS).tolist())
+        grid_raw = truth_grid(t, "raw")
+        if grid_raw is None:
+            continue
+        # the true crossings in the warped frame: the template's places, moved by any sag
+        grid = transform_points(grid_raw, homography)
+        grid_errors.append(float(np.abs(grid - truth_grid(t)).max()))
+        sags.append(grid_sag_px(t))
+        if sags[-1] <= STRAIGHT_SAG_PX:
+            clean = ctx.read_rgb(export_image_path(exports / "segmentation", t["subset"], t["name"]))
+            if t.get("string_mask"):  # varied world: the strings' own pixels, their shadows left out
+                on_strings = cv2.imread(str(ctx.synthetic_dir / t["string_mask"]), cv2.IMREAD_GRAYSCALE) > 0
+                warped, clean = warped * on_strings[..., None], clean * on_strings[..., None]
+            string_offsets.extend(string_offsets_px(warped, clean, GRID_ROWS, GRID_COLS).tolist())
+            straight += 1
+    with_grid = [t for t in truths if truth_grid(t) is not None]
     taxonomy = load_taxonomy()
     covers: dict[str, dict[str, list[float]]] = {"finegrained": {}, "main_family": {}}
     for t in truths:
-        pairs = [(c["label"], np.asarray(c["polygon_xy"])) for c in t["corals"]]
         for level in covers:
-            for label, value in percent_cover(pairs, tuple(t["warped_size"]), taxonomy, level).items():
+            for label, value in percent_cover(
+                true_colonies(t), tuple(t["warped_size"]), taxonomy, level
+            ).items():
                 covers[level].setdefault(label, []).append(value)
     n = len(truths)
     mean_cover = {
@@ -115,25 +177,56 @@ def core_stage(ctx: DemoContext) -> dict[str, Any]:
     }
     metrics = {
         "images": n,
+        "world": ctx.world,
         "colonies": sum(len(t["corals"]) for t in truths),
+        "photos_without_grid": n - len(with_grid),
         "warp_lattice_max_error_px": round(max(lattice_errors), 6),
-        "warp_grid_truth_max_error_px": round(max(grid_errors), 4),
-        "warp_string_mean_offset_px": round(float(np.mean(string_offsets)), 3),
-        "warp_string_max_offset_px": round(float(np.max(string_offsets)), 3),
-        "template_matching_selfcheck_rate": matching_selfcheck(truths, ctx.seed),
+        "warp_grid_truth_max_error_px": round(max(grid_errors), 4) if grid_errors else None,
+        # the string offsets over the photos with straight strings only (the others sag)
+        "warp_string_photos": straight,
+        "warp_string_mean_offset_px": round(float(np.mean(string_offsets)), 3) if string_offsets else None,
+        "warp_string_max_offset_px": round(float(np.max(string_offsets)), 3) if string_offsets else None,
+        "grid_sag_max_px": round(max(sags), 3) if sags else None,
+        "grid_sag_mean_px": round(float(np.mean(sags)), 3) if sags else None,
+        "template_matching_selfcheck_rate": matching_selfcheck(with_grid, ctx.seed) if with_grid else None,
         "mean_cover_percent": mean_cover,
     }
 
     section = ctx.report.section("Synthetic quadrats (quadratseg)")
     section.paragraphs.append(
-        f"{n} synthetic photo-quadrats with the truth of every stage. The warp from the true corners "
+        f"{n} synthetic photo-quadrats ({ctx.world} world) with the truth of every stage"
+        + (
+            f"; {metrics['photos_without_grid']} of them have a frame without a grid (diagonal strings or "
+            "none), so they have no grid checks"
+            if metrics["photos_without_grid"]
+            else ""
+        )
+        + ". The warp from the true corners "
         f"puts a 5 x 5 lattice built from the corners by line geometry on its analytic place within "
         f"{metrics['warp_lattice_max_error_px']} px and the true grid points within "
-        f"{metrics['warp_grid_truth_max_error_px']} px; in the warped photos the grid strings lie "
-        f"{metrics['warp_string_mean_offset_px']} px (mean; max {metrics['warp_string_max_offset_px']} px) "
-        "from their analytic place; "
-        f"template matching recovers the jittered, shuffled, incomplete true grid (5 points removed, "
-        f"5 false points added) on {100 * metrics['template_matching_selfcheck_rate']:.0f} % of images."
+        f"{metrics['warp_grid_truth_max_error_px']} px of their true warped places; "
+        + (
+            f"in the warped photos of the {straight} quadrats whose strings are straight (true crossings "
+            f"within {STRAIGHT_SAG_PX} px of the template) the strings lie "
+            f"{metrics['warp_string_mean_offset_px']} px (mean; max {metrics['warp_string_max_offset_px']} "
+            "px) from their analytic place"
+            if straight
+            else "no quadrat has straight strings to measure the strings' offsets on"
+        )
+        + (
+            f" (the strings sag by up to {metrics['grid_sag_max_px']} px, {metrics['grid_sag_mean_px']} px "
+            "on average over the photos with a grid)"
+            if sags and metrics["grid_sag_max_px"] > STRAIGHT_SAG_PX
+            else ""
+        )
+        + "; "
+        + (
+            f"template matching recovers the jittered, shuffled, incomplete true grid (5 points removed, "
+            f"5 false points added) on {100 * metrics['template_matching_selfcheck_rate']:.0f} % of the "
+            "photos with a grid."
+            if with_grid
+            else "no photo has a grid for the template matching self-check."
+        )
     )
     section.tables.append(
         (
@@ -149,18 +242,20 @@ def core_stage(ctx: DemoContext) -> dict[str, Any]:
             [[k, v] for k, v in mean_cover["main_family"].items()],
         )
     )
-    t = truths[0]
+    t = with_grid[0] if with_grid else truths[0]  # a photo with a grid shows every truth
     raw = ctx.read_rgb(export_image_path(exports / "corners", t["subset"], t["name"]))
     warped = ctx.read_rgb(export_image_path(exports / "grid", t["subset"], t["name"]))
     clean = ctx.read_rgb(export_image_path(exports / "segmentation", t["subset"], t["name"]))
     radius = max(3, raw.shape[1] // 300)
-    overlay_raw = draw_keypoints(
-        raw,
-        np.asarray(t["grid_raw_xy"]),
-        (250, 220, 40),
-        max(2, radius // 2),
-        edges=[tuple(p) for p in grid_neighbour_pairs()],
-    )
+    overlay_raw = raw
+    if truth_grid(t, "raw") is not None:
+        overlay_raw = draw_keypoints(
+            raw,
+            truth_grid(t, "raw"),
+            (250, 220, 40),
+            max(2, radius // 2),
+            edges=[tuple(p) for p in grid_neighbour_pairs()],
+        )
     overlay_raw = draw_keypoints(
         overlay_raw,
         np.asarray(t["corners_raw_xy"]),
@@ -170,13 +265,11 @@ def core_stage(ctx: DemoContext) -> dict[str, Any]:
         numbered=True,
     )
     colors = {name: taxonomy.color(name) for name in taxonomy.classes()}
-    overlay_clean = draw_polygons(
-        clean, [(c["label"], np.asarray(c["polygon_xy"])) for c in t["corals"]], colors
-    )
+    overlay_clean = draw_polygons(clean, true_colonies(t), colors)
     ctx.report.add_image(section, "synth_raw", raw, f"raw photo {t['name']}")
     ctx.report.add_image(section, "synth_raw_truth", overlay_raw, "true corners (red, 1-4) and grid (yellow)")
     ctx.report.add_image(section, "synth_warped", warped, "warped with the true corners")
-    ctx.report.add_image(section, "synth_clean_truth", overlay_clean, "grid-free truth with coral polygons")
+    ctx.report.add_image(section, "synth_clean_truth", overlay_clean, "grid-free truth with coral colonies")
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     return metrics
 
@@ -189,13 +282,24 @@ def _resolve(stage: str) -> Callable[[DemoContext], dict[str, Any]]:
 def run_demo(
     settings: Settings,
     out_dir: str | Path = "outputs/demo",
-    images: int = 24,
+    images: int = 0,
     size: int = 768,
     seed: int = 0,
     stages: list[str] | None = None,
     training_scale: float = 1.0,
+    world: str = DEFAULT_WORLD,
 ) -> dict[str, Any]:
     """Generate the synthetic set and run every stage; write summary.json and report.html.
+
+    Args:
+        settings: the project's settings.
+        out_dir: output folder (summary.json, report.html, img/, synthetic/).
+        images: synthetic quadrats to generate (0: the world's :data:`DEMO_IMAGES`).
+        size: raw photo width in px.
+        seed: random seed of the synthetic set and of the trainings.
+        stages: "module:function" names to run (default: :data:`STAGES`).
+        training_scale: share of each stage's training epochs.
+        world: the synthetic world, ``simple`` or ``varied`` (see docs/synthetic.md).
 
     Returns:
         The summary: one object per stage (named after its module) plus ``demo`` totals.
@@ -212,11 +316,17 @@ def run_demo(
         # own (FiftyOne attaches to any running mongod of the user, whatever its folder)
         os.environ["FIFTYONE_DATABASE_DIR"] = str((out / "fiftyone_db").resolve())
         os.environ.setdefault("FIFTYONE_DATABASE_NAME", "quadratseg_demo")
+    config = SynthConfig(
+        images=images or DEMO_IMAGES.get(world, DEMO_IMAGES["simple"]), seed=seed, size=size, world=world
+    )
+    config.validate()  # a wrong world or size stops here, before any folder is replaced
     synthetic_dir = out / "synthetic"
     synth_start = time.perf_counter()
-    generate_dataset(synthetic_dir, SynthConfig(images=images, seed=seed, size=size), overwrite=True)
+    generate_dataset(synthetic_dir, config, overwrite=True)
     synth_seconds = time.perf_counter() - synth_start
-    ctx = DemoContext(out, synthetic_dir, settings, Report(out), seed, training_scale=training_scale)
+    ctx = DemoContext(
+        out, synthetic_dir, settings, Report(out), seed, training_scale=training_scale, world=world
+    )
     reference = settings.shared_data_dir or Path(__file__).resolve().parents[2] / "shared" / "data"
     ctx.shared_data = reference if reference.is_dir() else None
     summary: dict[str, Any] = {}
@@ -236,9 +346,15 @@ def run_demo(
         ctx.summary = summary
     summary["demo"] = {
         "seconds": round(time.perf_counter() - start, 2),
-        "images": images,
+        "world": world,
+        "images": config.images,
         "size": size,
         "seed": seed,
+        "stage_seconds": {
+            key: value["seconds"]
+            for key, value in summary.items()
+            if isinstance(value, dict) and "seconds" in value
+        },
     }
     atomic_write_json(out / "summary.json", summary)
     report_path = ctx.report.write(summary)
@@ -246,15 +362,20 @@ def run_demo(
     return summary
 
 
-def main(out_dir: str | None = None, images: int = 24, size: int = 768, seed: int = 0) -> str:
+def main(
+    out_dir: str | None = None, images: int = 0, size: int = 768, seed: int = 0, world: str = DEFAULT_WORLD
+) -> str:
     """Run the end-to-end demo on the synthetic set and write summary.json and report.html.
 
     Args:
         out_dir: output folder (summary.json, report.html, img/, synthetic/); default:
             QUADRATSEG_OUTPUTS_DIR/demo.
-        images: synthetic quadrats to generate.
+        images: synthetic quadrats to generate (0: 24 in the simple world, 60 in the varied one, which
+            gives 12 test photos).
         size: raw photo width in px.
         seed: random seed of the synthetic set.
+        world: ``simple`` (a pale frame on sand, fast) or ``varied`` (frames, reefs and water drawn
+            per photo, figures in the range of real data; docs/synthetic.md).
 
     Returns:
         The path of report.html.
@@ -263,7 +384,7 @@ def main(out_dir: str | None = None, images: int = 24, size: int = 768, seed: in
 
     settings = current_settings()
     out = output_path(out_dir, "demo", settings)
-    summary = run_demo(settings, out, images, size, seed)
+    summary = run_demo(settings, out, images, size, seed, world=world)
     skipped = skipped_stages(summary)
     if skipped:
         raise QuadratsegError(

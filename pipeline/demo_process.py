@@ -29,7 +29,7 @@ from quadratseg.cover import (
     percent_cover,
 )
 from quadratseg.formats.coralnet import SUBSTRATE, sample_points, write_coralnet_csv
-from quadratseg.synth.dataset import export_image_path, load_truth
+from quadratseg.synth.dataset import coral_rings, export_image_path, load_truth
 from quadratseg.warp import transform_points
 
 EVAL_SPLIT = "test"
@@ -39,10 +39,11 @@ POINTS_PER_PHOTO = 50
 
 
 def true_cover(truth: dict[str, Any], level: str = "finegrained") -> dict[str, float]:
-    """Cover (%) of one synthetic quadrat over its whole warped interior at a taxonomy level."""
+    """Cover (%) of one synthetic quadrat over its whole warped interior at a taxonomy level (a
+    colony's holes, its dead patches, are not coral)."""
     from quadratseg.taxonomy import load_taxonomy
 
-    pairs = [(c["label"], np.asarray(c["polygon_xy"])) for c in truth["corals"]]
+    pairs = [(c["label"], coral_rings(c)) for c in truth["corals"]]
     return percent_cover(pairs, tuple(truth["warped_size"]), load_taxonomy(), level)
 
 
@@ -122,11 +123,11 @@ def warp_error_px(out_dir: Path, truths: list[dict[str, Any]], points_per_side: 
 
 def truth_points_csv(truths: list[dict[str, Any]], out_csv: Path, seed: int) -> Path:
     """A CoralNet-style CSV of points labelled from the truth: sampled in each true quadrat, written
-    in raw-photo pixels, label = the true genus there (``substrate`` off colonies)."""
+    in raw-photo pixels, label = the true genus there (``substrate`` off colonies and in their holes)."""
     rows = []
     for t in truths:
         size = tuple(t["warped_size"])
-        index, names = label_map([(c["label"], np.asarray(c["polygon_xy"])) for c in t["corals"]], size)
+        index, names = label_map([(c["label"], coral_rings(c)) for c in t["corals"]], size)
         warped = sample_points(size, POINTS_PER_PHOTO, "random", seed)
         raw = transform_points(warped, np.asarray(t["homography_warped_to_raw"]))
         for (x, y), (u, v) in zip(raw, warped, strict=True):
