@@ -263,9 +263,9 @@ def test_exif_orientation_stored_turned_read_upright(tmp_path, orientation):
         192,
         ["Porites"],
         world="varied",
-        shot=Shot(2, 2, 2, 2, exif_orientation=orientation),
+        shot=Shot(2, 7, 2, 2, exif_orientation=orientation),  # a camera seed drawing a 4:3 photo
     )
-    assert q.exif_orientation == orientation
+    assert q.exif_orientation == orientation and q.raw.shape[:2] == (240, 320)
     path = tmp_path / "turned.jpg"
     write_raw_photo(path, q.raw, 95, q.exif_orientation)
     with Image.open(path) as stored:
@@ -426,3 +426,127 @@ def test_yolo_export_keeps_the_holes_of_the_truth(varied_set):
         assert abs(int(yolo.sum()) - int(truth.sum())) < 0.5 * hole_px + 0.05 * truth.sum()
         stand_in_fails += hole_px >= 0.5 * hole_px + 0.05 * truth.sum()
     assert stand_in_fails > 0
+
+
+# ------------------------------------------------------------------ the tube frame, photo shape, no frame
+
+
+def _side_profiles(raw, corners, size=400, margin=60):
+    """Median RGB (4 sides, distance bins, 3) outward from the inner edge, per 2 px of a ``size`` px
+    interior (the quadrat warped square with ``margin`` px of frame around it)."""
+    from quadratseg.warp import quadrat_homography
+
+    h = quadrat_homography(np.asarray(corners, float), (size, size))
+    shift = np.array([[1, 0, margin], [0, 1, margin], [0, 0, 1]], float)
+    big = warp_image(np.asarray(raw, np.float32), shift @ h, (size + 2 * margin, size + 2 * margin))
+    span = slice(margin + 40, margin + size - 40)
+    out = []
+    for side in "TRBL":
+        rows = []
+        for k in range(0, 24, 2):
+            px = {
+                "T": big[margin - 1 - k, span],
+                "B": big[margin + size + k, span],
+                "L": big[span, margin - 1 - k],
+                "R": big[span, margin + size + k],
+            }[side]
+            rows.append(np.median(px, axis=0))
+        out.append(rows)
+    return np.asarray(out)
+
+
+def _frame_look(raw, corners):
+    """What the real tube frames show (see test below): the strip's darkness against the tube's
+    brightness, the tube's brightness over the reef inside, blue tape on the top bar."""
+    prof = _side_profiles(raw, corners)
+    grey = prof.mean(axis=2)  # (4, 12)
+    strip, tube = grey[:, :4].mean(axis=1), grey[:, 5:9].max(axis=1)
+    hsv = cv2.cvtColor(np.clip(prof, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV)
+    return {
+        "tube_over_strip": float(np.median(tube - strip)),
+        "blue_top": float((hsv[0, 6:, 0] > 100).mean() * (hsv[0, 6:, 1] > 120).mean()),
+    }
+
+
+@pytest.fixture(scope="module")
+def real_tube_looks(shared_data):
+    from grid_pose_detection.evaluate_real import load_hand_corners
+
+    folder = shared_data / "real_quadrats" / "coralscop"
+    return [
+        _frame_look(read_image_rgb(folder / name), corners)
+        for name, corners in sorted(load_hand_corners(folder).items())
+    ]
+
+
+def test_the_tube_frame_looks_like_the_real_coralscop_frames(real_tube_looks):
+    """Across the bars of the 7 real photos (hand corners): a graduated strip on the inner side,
+    darker than the bright silver tube beyond it (tube - strip, median over sides: 60..110 grey
+    levels), and blue tape on the top bar. The varied world's tube frame shows both (photographed
+    through water, camera and light of 6 shots); its older thin metal bar, a stand-in, has no strip
+    and no blue top."""
+    real_gap = [look["tube_over_strip"] for look in real_tube_looks]
+    assert min(real_gap) > 30 and all(look["blue_top"] > 0 for look in real_tube_looks), real_tube_looks
+    looks = {}
+    for frame in ("tube", "metal"):
+        looks[frame] = []
+        for seed in range(6):
+            shot = Shot(seed, seed, seed, 10**6 + seed, frame=frame, strings="none", exif_orientation=1)
+            q = render_quadrat(
+                np.random.default_rng(seed), (512, 512), 384, ["Porites"], world="varied", shot=shot
+            )
+            looks[frame].append(_frame_look(q.raw, q.corners_raw_xy))
+    gap = [look["tube_over_strip"] for look in looks["tube"]]
+    assert np.median(gap) > 0.5 * np.median(real_gap), (gap, real_gap)
+    assert np.mean([look["blue_top"] > 0 for look in looks["tube"]]) >= 0.5, looks["tube"]
+    assert np.median([look["tube_over_strip"] for look in looks["metal"]]) < 0.5 * np.median(real_gap)
+
+
+def test_tube_shots_are_square_and_filled_like_the_real_photos():
+    """The real CoralSCoP photos are square, the quadrat's mean inner side 0.71 of the photo's side
+    (a camera fixed to the frame); most tube-frame shots are drawn so, other frames keep the set's
+    photo shape in most shots."""
+    from quadratseg.synth.stats import quadrat_fill
+
+    fills, square = [], []
+    for seed in range(24):
+        shot = Shot(seed, seed, seed, 10**6, frame="tube", strings="none", exif_orientation=1)
+        r = render_varied(np.random.default_rng(seed), (256, 192), (160, 160), [], shot=shot)
+        fills.append(quadrat_fill(r.corners_raw_xy, r.raw.shape[1::-1]))
+        square.append(r.raw.shape[0] == r.raw.shape[1])
+        assert r.occluder_codes_raw.shape == r.raw.shape[:2]
+    assert np.mean(square) >= 0.6 and 0.64 < np.median(fills) < 0.78, (square, fills)
+    other = [
+        render_varied(
+            np.random.default_rng(s), (256, 192), (160, 160), [], shot=Shot(s, s, s, 0, frame="pvc")
+        )
+        for s in range(8)
+    ]
+    assert np.mean([o.raw.shape[:2] == (192, 256) for o in other]) >= 0.5
+
+
+def test_a_photo_without_a_frame_on_request_only():
+    """``no_frame_share`` (0 by default): that share of the shots shows reef alone, no frame, no
+    strings; the truth says ``frame`` "none" and keeps the quadrat's corners (where it would be).
+    The same shot with the share at 0 has its frame, whose pixels differ along the edges."""
+    shot = Shot(3, 3, 3, 10**6, exif_orientation=1)
+    with_frame = render_quadrat(
+        np.random.default_rng(3), (320, 240), 192, ["Porites"], world="varied", shot=shot
+    )
+    assert with_frame.shot_info["frame"] in FRAMES
+    bare = render_quadrat(
+        np.random.default_rng(3), (320, 240), 192, ["Porites"], world="varied", shot=shot, no_frame_share=1.0
+    )
+    assert bare.shot_info["frame"] == "none" and bare.shot_info["strings"] == "none"
+    assert bare.grid_warped_xy is None and not bare.string_mask_warped.any()
+    assert np.allclose(bare.corners_raw_xy, with_frame.corners_raw_xy)
+    assert not (bare.occluder_codes_raw == 5).any()  # nothing of a frame bulges over the interior
+    fixed = draw_frame_style(Shot(1, 0, 0, 0, frame="none"))
+    assert (fixed.style, fixed.strings) == ("none", "none")
+    styles = [draw_frame_style(Shot(i, 0, 0, 0), no_frame_share=0.3).style for i in range(300)]
+    assert 0.2 < np.mean([s == "none" for s in styles]) < 0.4
+    assert all(draw_frame_style(Shot(i, 0, 0, 0)).style != "none" for i in range(300))
+    with pytest.raises(ValueError, match="no_frame_share"):
+        draw_frame_style(Shot(1, 0, 0, 0), no_frame_share=1.5)
+    with pytest.raises(ValueError, match="frame"):
+        draw_frame_style(Shot(1, 0, 0, 0, frame="bamboo"))

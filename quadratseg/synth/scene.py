@@ -198,6 +198,7 @@ def render_quadrat(
     world: str = "simple",
     shot: Any = None,
     interior: np.ndarray | None = None,
+    no_frame_share: float = 0.0,
 ) -> SyntheticQuadrat:
     """Render one quadrat: raw photo, warped photo, warped photo without grid, and all truth.
 
@@ -223,12 +224,31 @@ def render_quadrat(
             same ``rng`` seed with another shot photographs the same quadrat again.
         interior: a painted interior (float32 RGB (H, W, 3) in 0..255, the warped frame) to
             photograph instead of painting one; ``colonies`` are then its truth as given.
+        no_frame_share: varied world only: share of the photos with no frame at all (reef alone;
+            the truth's ``frame`` is ``"none"`` and its corners say where the quadrat would be), to
+            calibrate "no frame" answers; 0 (every photo framed) by default.
     """
     if world not in WORLDS:
         raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
     if world == "varied":
         return _render_varied_quadrat(
-            rng, raw_size, warped_size, genera, rows, cols, grid, aspect, roll_deg, colonies, shot, interior
+            rng,
+            raw_size,
+            warped_size,
+            genera,
+            rows,
+            cols,
+            grid,
+            aspect,
+            roll_deg,
+            colonies,
+            shot,
+            interior,
+            no_frame_share,
+        )
+    if no_frame_share:
+        raise ValueError(
+            "no_frame_share is a draw of the varied world; the simple world always has its frame"
         )
     sw, sh = warped_size_of(warped_size, aspect)
     s = min(sw, sh)
@@ -301,12 +321,15 @@ def _render_varied_quadrat(
     colonies: list[Colony] | None,
     shot: Any,
     interior: np.ndarray | None,
+    no_frame_share: float = 0.0,
 ) -> SyntheticQuadrat:
     """:func:`render_quadrat` in the varied world (see :mod:`quadratseg.synth.varied`)."""
     from quadratseg.synth.varied import render_varied
 
     sw, sh = warped_size_of(warped_size, aspect)
-    r = render_varied(rng, raw_size, (sw, sh), genera, rows, cols, grid, roll_deg, colonies, shot, interior)
+    r = render_varied(
+        rng, raw_size, (sw, sh), genera, rows, cols, grid, roll_deg, colonies, shot, interior, no_frame_share
+    )
     h_raw_to_warped = np.linalg.inv(r.homography_warped_to_raw)
     parts = [
         Colony(

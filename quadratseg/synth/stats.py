@@ -99,3 +99,15 @@ def distance(
 ) -> dict[str, float]:
     """Per statistic, |mean synthetic - mean real| / ``scale`` (the tolerance unit of each figure)."""
     return {k: abs(synthetic[k][0] - real[k][0]) / scale[k] for k in STAT_NAMES}
+
+
+def quadrat_fill(corners_xy: np.ndarray, photo_wh: tuple[int, int]) -> float:
+    """How much of the photo the quadrat fills: its mean inner side (corners (4, 2) px, TL TR BR BL)
+    over the photo's shorter side (the 7 CoralSCoP photos: 0.71).
+
+    Examples:
+        >>> quadrat_fill(np.array([[10, 10], [90, 10], [90, 90], [10, 90]]), (100, 120))
+        0.8
+    """
+    c = np.asarray(corners_xy, dtype=np.float64)
+    return float(np.linalg.norm(np.roll(c, -1, axis=0) - c, axis=1).mean() / min(photo_wh))

@@ -45,8 +45,9 @@ from quadratseg.synth.reef import (
 )
 from quadratseg.warp import check_quadrilateral, transform_points, warp_image
 
-FRAMES = ("criobe", "black_tape", "metal", "pvc")
-FRAME_WEIGHTS = (0.3, 0.25, 0.3, 0.15)
+FRAMES = ("criobe", "black_tape", "metal", "pvc", "tube")
+FRAME_WEIGHTS = (0.2, 0.2, 0.15, 0.1, 0.35)
+NO_FRAME = "none"  # a shot of reef alone (``no_frame_share``, or ``Shot(frame="none")``)
 STRINGS = ("grid", "diagonals", "none")
 EXIF_ORIENTATIONS = (1, 3, 6, 8)
 OCCLUDER_CODES = {"fish": 1, "fin": 2, "shadow": 3, "overhang": 4, "frame": 5}
@@ -61,6 +62,10 @@ STRING_COLOURS = {
 }
 TAPE_COLOURS = [(40, 170, 160), (60, 200, 215), (215, 60, 70), (30, 140, 100), (230, 200, 60), (60, 90, 200)]
 PVC_COLOURS = [(228, 226, 214), (150, 152, 150), (225, 120, 40), (225, 200, 60), (60, 100, 190), (40, 40, 40)]
+# the graduated strip of a tube frame (a metal ruler): brass, brown, steel, pale translucent
+# (darker than the tube in every real photo); drawn with STRIP_WEIGHTS
+STRIP_COLOURS = [(105.0, 75.0, 48.0), (90.0, 92.0, 92.0), (150.0, 120.0, 60.0), (170.0, 178.0, 165.0)]
+STRIP_WEIGHTS = (0.35, 0.3, 0.2, 0.15)
 
 
 @dataclass(frozen=True)
@@ -103,10 +108,28 @@ class FrameStyle:
     shadow_offset: tuple[float, float] = (0.0, 0.0)  # share of the side
     legs: bool = False
     seed: int = 0
+    strip: float = 0.0  # tube frames: the graduated strip's width (share of the side), part of ``bar``
 
 
-def draw_frame_style(shot: Shot) -> FrameStyle:
-    """The frame of a shot (see the distributions table in docs/synthetic.md)."""
+def draw_frame_style(shot: Shot, no_frame_share: float = 0.0) -> FrameStyle:
+    """The frame of a shot (see the distributions table in docs/synthetic.md).
+
+    ``no_frame_share`` of the shots (drawn from the frame seed's own stream, so the other shots keep
+    their frames) have no frame at all: style and strings ``"none"`` (``Shot(frame="none")`` fixes it).
+
+    Raises:
+        ValueError: ``no_frame_share`` outside 0..1, or ``shot.frame`` not a frame of :data:`FRAMES`
+            nor ``"none"``.
+    """
+    if not 0.0 <= no_frame_share <= 1.0:
+        raise ValueError(f"no_frame_share must be within 0..1 (a share of the shots), got {no_frame_share}")
+    if shot.frame is not None and shot.frame not in (*FRAMES, NO_FRAME):
+        raise ValueError(f"frame must be one of {', '.join((*FRAMES, NO_FRAME))}, got {shot.frame!r}")
+    bare = shot.frame == NO_FRAME or (
+        no_frame_share > 0 and np.random.default_rng([shot.frame_seed, 3]).random() < no_frame_share
+    )
+    if bare:
+        return FrameStyle(NO_FRAME, "none", 0.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.0)
     rng = np.random.default_rng([shot.frame_seed, 1])
     style = shot.frame or FRAMES[int(rng.choice(len(FRAMES), p=FRAME_WEIGHTS))]
     if shot.strings is not None:
@@ -117,6 +140,8 @@ def draw_frame_style(shot: Shot) -> FrameStyle:
         strings = "diagonals"
     elif style == "metal":
         strings = "none" if rng.random() < 0.6 else "grid"
+    elif style == "tube":
+        strings = "none" if rng.random() < 0.8 else "grid"
     else:
         strings = "grid" if rng.random() < 0.7 else "none"
     if style == "criobe":
@@ -127,6 +152,11 @@ def draw_frame_style(shot: Shot) -> FrameStyle:
         string_names = ["orange", "red", "yellow"]
     elif style == "metal":
         rgb, bar = tuple(rng.uniform(150, 200) + rng.uniform(-8, 8, 3)), rng.uniform(0.022, 0.035)
+        string_names = ["white", "yellow", "black"]
+    elif style == "tube":  # silver tube outside, graduated strip inside: about 1.5 % + 2.5 % of the side
+        rgb = tuple(rng.uniform(215, 240) + rng.uniform(-6, 6, 3))
+        strip = rng.uniform(0.018, 0.03)
+        bar = strip + rng.uniform(0.012, 0.02)
         string_names = ["white", "yellow", "black"]
     else:
         rgb, bar = (
@@ -150,6 +180,7 @@ def draw_frame_style(shot: Shot) -> FrameStyle:
         shadow_offset=(float(dist * np.cos(angle)), float(dist * np.sin(angle))),
         legs=style == "metal" or (style == "pvc" and rng.random() < 0.3),
         seed=int(rng.integers(0, 2**31)),
+        strip=float(strip) if style == "tube" else 0.0,
     )
 
 
@@ -241,6 +272,10 @@ def draw_frame(plane: np.ndarray, to_plane: PlaneMap, frame: FrameStyle) -> np.n
     bars, as in ``corners.json`` of the real photos). Returns a bool mask (H, W) of the frame's
     pixels in the plane image.
     """
+    if frame.style == NO_FRAME:
+        return np.zeros(plane.shape[:2], bool)
+    if frame.style == "tube":
+        return draw_tube_frame(plane, to_plane, frame)
     rng = np.random.default_rng([frame.seed, 2])
     sw, sh = to_plane.interior_wh
     s = min(sw, sh)
@@ -387,25 +422,239 @@ def draw_frame(plane: np.ndarray, to_plane: PlaneMap, frame: FrameStyle) -> np.n
     return mask
 
 
+def _paste(plane: np.ndarray, mask: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, x0: int, y0: int) -> None:
+    """Put ``rgb`` (h, w, 3) where ``alpha`` (h, w) is set, its TL at plane pixel (x0, y0), clipped."""
+    ph, pw = plane.shape[:2]
+    h, w = alpha.shape
+    px0, py0, px1, py1 = max(x0, 0), max(y0, 0), min(x0 + w, pw), min(y0 + h, ph)
+    if px1 <= px0 or py1 <= py0:
+        return
+    a = alpha[py0 - y0 : py1 - y0, px0 - x0 : px1 - x0]
+    region = plane[py0:py1, px0:px1]
+    region[a] = rgb[py0 - y0 : py1 - y0, px0 - x0 : px1 - x0][a]
+    mask[py0:py1, px0:px1] |= a
+
+
+def _tube_widths(frame: FrameStyle, s: float) -> tuple[int, int]:
+    """(strip, tube) widths in px of a tube frame on an interior whose shorter side is ``s`` px."""
+    st = max(2, round(frame.strip * s))
+    return st, max(2, round(frame.bar * s) - st)
+
+
+def _cylinder(t: np.ndarray, centre: float) -> np.ndarray:
+    """Brightness across a lit tube, ``t`` in 0..1 edge to edge: dark edges, a specular ridge."""
+    return 0.45 + 0.35 * np.sin(np.pi * np.clip(t, 0, 1)) + 0.55 * np.exp(-(((t - centre) / 0.1) ** 2))
+
+
+def tube_bar_patch(
+    rng: np.random.Generator, frame: FrameStyle, length: int, s: float, top: bool
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """One side of a tube frame drawn straight: (rgb (H, L, 3), alpha (H, L), inward, overrun).
+
+    Rows run outward from ``inward`` rows inside the interior (row ``inward`` is the first row beyond
+    the inner edge); columns along the side, ``overrun`` columns before the interior's corner. From the
+    inner edge out: the graduated strip (1 cm ticks, longer every 5 and 10), the silver tube; over
+    them silver tape sleeves (an orange band and a white cable tie in most) bulging a few pixels over
+    the interior and well beyond the tube; on the ``top`` side blue tape blocks near both ends and the
+    camera mount (a black housing and its screen) in the middle, reaching a little into the interior.
+    """
+    st, tube = _tube_widths(frame, s)
+    b = st + tube
+    bulge = max(1, round(s * rng.uniform(0.001, 0.004)))
+    cam_in = round(s * rng.uniform(0.008, 0.016))
+    inward = max(bulge, cam_in) + 1
+    out = b + round(0.13 * s)
+    overrun = b
+    n = length + 2 * overrun
+    rgb = np.zeros((inward + out, n, 3), np.float32)
+    alpha = np.zeros((inward + out, n), bool)
+    grain = 0.92 + 0.16 * smooth_noise(rng, (inward + out, n), max(2, n // 12))
+    # strip: a ruler, its ticks from the inner edge
+    strip_rgb = np.array(STRIP_COLOURS[int(rng.choice(len(STRIP_COLOURS), p=STRIP_WEIGHTS))], np.float32)
+    strip_rgb = strip_rgb * rng.uniform(0.85, 1.1)
+    rows = slice(inward, inward + st)
+    rgb[rows] = strip_rgb
+    alpha[rows] = True
+    tick_rgb = np.array((35.0, 32.0, 30.0), np.float32) * rng.uniform(0.8, 1.4)
+    cm = length / 100.0
+    tick_w = max(1, round(cm * 0.25))
+    for k in range(101):
+        c = overrun + round(k * cm)
+        reach = st * (0.75 if k % 10 == 0 else 0.5 if k % 5 == 0 else 0.3)
+        rgb[inward : inward + max(1, round(reach)), c : c + tick_w] = tick_rgb
+        if k % 10 == 5 and st >= 6:  # a number between the long ticks
+            rgb[
+                inward + round(0.45 * st) : inward + round(0.85 * st),
+                c + 2 * tick_w : c + 2 * tick_w + max(2, round(1.5 * cm)),
+            ] = tick_rgb
+    # tube
+    t = (np.arange(tube) + 0.5) / tube
+    shade = _cylinder(t, rng.uniform(0.3, 0.6))[:, None, None]
+    rgb[inward + st : inward + b] = np.array(frame.rgb, np.float32) * shade
+    alpha[inward + st : inward + b] = True
+    # sleeves of silver tape: 3 or 4 along the side, each 11..18 % of the side long
+    k_sleeves = int(rng.integers(3, 5))
+    centres = (np.arange(k_sleeves) + 0.5) / k_sleeves + rng.uniform(-0.06, 0.06, k_sleeves)
+    for f in centres:
+        size = s * rng.uniform(0.11, 0.18)
+        c0 = int(overrun + f * length - size / 2)
+        c1 = int(c0 + size)
+        r0, r1 = inward - bulge, inward + b + round(b * rng.uniform(0.5, 1.6))
+        c0, c1 = max(c0, 0), min(c1, n)
+        if c1 <= c0:
+            continue
+        tape = np.array((192.0, 196.0, 200.0), np.float32) * rng.uniform(0.85, 1.1)
+        crinkle = 0.75 + 0.45 * smooth_noise(rng, (r1 - r0, c1 - c0), max(3, (c1 - c0) // 4))
+        across = 0.85 + 0.2 * np.sin(np.pi * (np.arange(r1 - r0) + 0.5) / (r1 - r0))[:, None]
+        rgb[r0:r1, c0:c1] = tape * (crinkle * across)[..., None]
+        alpha[r0:r1, c0:c1] = True
+        if rng.random() < 0.75:  # an orange band with a white cable tie
+            mid, half = (c0 + c1) // 2, max(1, round((c1 - c0) * rng.uniform(0.08, 0.14)))
+            rgb[r0:r1, mid - half : mid + half] = np.array((225.0, 130.0, 50.0)) * rng.uniform(0.8, 1.1)
+            tie = max(1, round(s * 0.003))
+            rgb[r0:r1, mid - tie // 2 : mid - tie // 2 + tie] = (235.0, 235.0, 228.0)
+    if top and rng.random() < 0.85:  # blue tape blocks and the camera mount
+        blue = np.array((35.0, 70.0, 215.0), np.float32) * rng.uniform(0.8, 1.1)
+        for f in (rng.uniform(0.08, 0.16), rng.uniform(0.84, 0.92)):
+            size = s * rng.uniform(0.14, 0.2)
+            c0, c1 = (
+                max(int(overrun + f * length - size / 2), 0),
+                min(int(overrun + f * length + size / 2), n),
+            )
+            r0, r1 = inward - bulge, inward + b + round(s * rng.uniform(0.06, 0.1))
+            across = 0.7 + 0.4 * np.sin(np.pi * (np.arange(r1 - r0) + 0.5) / (r1 - r0))[:, None, None]
+            rgb[r0:r1, c0:c1] = blue * across
+            alpha[r0:r1, c0:c1] = True
+        half = round(s * rng.uniform(0.04, 0.055))
+        mid = overrun + length // 2 + round(s * rng.uniform(-0.02, 0.02))
+        r0, r1 = inward - cam_in, inward + b + round(s * rng.uniform(0.06, 0.1))
+        rgb[r0:r1, mid - half : mid + half] = np.array((24.0, 24.0, 28.0), np.float32)
+        alpha[r0:r1, mid - half : mid + half] = True
+        sr0, sr1 = r0 + (r1 - r0) // 3, r1 - (r1 - r0) // 5
+        rgb[sr0:sr1, mid - half * 2 // 3 : mid + half * 2 // 3] = (70.0, 95.0, 120.0)
+    return np.clip(rgb * grain[..., None], 0, 255), alpha, inward, overrun
+
+
+def draw_tube_frame(plane: np.ndarray, to_plane: PlaneMap, frame: FrameStyle) -> np.ndarray:
+    """Draw a CoralSCoP-style metal tube frame into ``plane`` in place; its pixels' mask (H, W) bool.
+
+    Each side is :func:`tube_bar_patch` turned into place (its inner edge on the quadrat's edge; the
+    strip's inner edge is the corner truth, as in the real photos' ``corners.json``); under them a
+    thick leg from each outer corner, running out diagonally (a white end cap on some); over them a
+    black connector on some corners, hiding the inner corner itself on a few (as on the real TL).
+    """
+    rng = np.random.default_rng([frame.seed, 2])
+    sw, sh = to_plane.interior_wh
+    s = float(min(sw, sh))
+    ox, oy = to_plane.offset
+    ph, pw = plane.shape[:2]
+    mask = np.zeros((ph, pw), bool)
+    b = sum(_tube_widths(frame, s))
+    corners_out = (
+        (ox - b, oy - b, -1, -1),
+        (ox + sw + b, oy - b, 1, -1),
+        (ox + sw + b, oy + sh + b, 1, 1),
+        (ox - b, oy + sh + b, -1, 1),
+    )
+    leg_rgb = np.array(frame.rgb, np.float32) * 0.8
+    for cx, cy, dx, dy in corners_out:  # legs, under the bars
+        thick = max(3, round(s * rng.uniform(0.025, 0.045)))
+        length = s * rng.uniform(0.5, 1.0)
+        ang = np.deg2rad(45 + rng.uniform(-12, 12))
+        start = np.array([cx + dx * b * 0.5, cy + dy * b * 0.5])
+        end = start + length * np.array([dx * np.cos(ang), dy * np.sin(ang)])
+        layer = np.zeros((ph, pw), np.uint8)
+        cv2.line(layer, tuple(int(v) for v in start), tuple(int(v) for v in end), 1, thick, cv2.LINE_AA)
+        m = layer.astype(bool)
+        # across-leg shading from the distance to the leg's axis
+        yy, xx = np.nonzero(m)
+        axis = (end - start) / np.linalg.norm(end - start)
+        across = ((xx - start[0]) * -axis[1] + (yy - start[1]) * axis[0]) / thick + 0.5
+        plane[yy, xx] = leg_rgb * _cylinder(across, 0.4)[:, None]
+        mask |= m
+        if rng.random() < 0.5:  # a white end cap
+            cap = start + rng.uniform(0.1, 0.2) * s * (end - start) / np.linalg.norm(end - start)
+            layer[:] = 0
+            cv2.circle(layer, tuple(int(v) for v in cap), max(2, round(thick * 0.7)), 1, -1, cv2.LINE_AA)
+            m = layer.astype(bool)
+            plane[m] = (228.0, 226.0, 218.0)
+            mask |= m
+    for side in ("top", "right", "bottom", "left"):
+        length = sw if side in ("top", "bottom") else sh
+        rgb, alpha, inward, overrun = tube_bar_patch(rng, frame, length, s, side == "top")
+        height = alpha.shape[0]
+        if side == "top":  # rows outward = up
+            _paste(plane, mask, rgb[::-1], alpha[::-1], ox - overrun, oy - height + inward)
+        elif side == "bottom":
+            _paste(plane, mask, rgb, alpha, ox - overrun, oy + sh - inward)
+        elif side == "left":  # rows outward = left
+            _paste(
+                plane, mask, rgb[::-1].transpose(1, 0, 2), alpha[::-1].T, ox - height + inward, oy - overrun
+            )
+        else:
+            _paste(plane, mask, rgb.transpose(1, 0, 2), alpha.T, ox + sw - inward, oy - overrun)
+    for k, (cx, cy, dx, dy) in enumerate(corners_out):  # black connectors over the corners
+        if rng.random() < (0.7 if k == 0 else 0.35):
+            size = s * rng.uniform(0.05, 0.08)
+            reach = rng.uniform(0.3, 1.0) if rng.random() < 0.4 else rng.uniform(-0.8, -0.3)
+            centre = (
+                cx - dx * reach * b * 1.5 + dx * size * 0.3,
+                cy - dy * reach * b * 1.5 + dy * size * 0.3,
+            )
+            layer = np.zeros((ph, pw), np.uint8)
+            box = ((float(centre[0]), float(centre[1])), (size, size * 1.5), 45.0 * dx * dy)
+            cv2.fillPoly(layer, [cv2.boxPoints(box).astype(np.int32)], 1, cv2.LINE_AA)
+            m = layer.astype(bool)
+            plane[m] = np.array((26.0, 26.0, 30.0)) * (0.8 + 0.4 * rng.random((int(m.sum()), 1)))
+            mask |= m
+    return mask
+
+
 # ---------------------------------------------------------------- camera
 
 
+SQUARE_SHARE = {"tube": 0.8}  # share of square photos per frame style; others: SQUARE_SHARE_OTHERS
+SQUARE_SHARE_OTHERS = 0.25
+MOUNTED_SHARE = 0.8  # tube frames photographed by a camera fixed to the frame's camera bar
+
+
+def draw_photo_size(shot: Shot, raw_size: tuple[int, int], frame: FrameStyle) -> tuple[int, int]:
+    """(width, height) of the shot's photo: ``raw_size``, or a square of its shorter side in
+    :data:`SQUARE_SHARE` of the shots (the real CoralSCoP photos are square)."""
+    rng = np.random.default_rng([shot.camera_seed, 3])
+    share = SQUARE_SHARE.get(frame.style, SQUARE_SHARE_OTHERS)
+    side = min(raw_size)
+    return (side, side) if rng.random() < share else (int(raw_size[0]), int(raw_size[1]))
+
+
+def draw_mounted(shot: Shot, frame: FrameStyle) -> bool:
+    """Whether a camera fixed to the frame took the shot (:data:`MOUNTED_SHARE` of tube frames)."""
+    return frame.style == "tube" and np.random.default_rng([shot.camera_seed, 4]).random() < MOUNTED_SHARE
+
+
 def camera_homography(
-    shot: Shot, raw_size: tuple[int, int], size_wh: tuple[int, int], roll_deg: float = 0.0
+    shot: Shot,
+    raw_size: tuple[int, int],
+    size_wh: tuple[int, int],
+    roll_deg: float = 0.0,
+    mounted: bool = False,
 ) -> np.ndarray:
     """Warped -> raw homography of a pinhole camera over the quadrat, tilted and rolled as a diver holds it.
 
     Tilt (pitch, yaw) ~ N(0, 7 deg) clipped to +-20 deg; roll ~ N(0, 8 deg) clipped to +-25 deg,
     plus ``roll_deg``; the quadrat's mean inner side is U(0.55, 0.95) of the photo's shorter
     side (the outer frame is then often partly outside the photo); the inner corners stay inside
-    the photo (draws that put one outside are drawn again).
+    the photo (draws that put one outside are drawn again). ``mounted``: a camera fixed to the
+    frame (the CoralSCoP rig): tilt N(0, 2.5 deg) clipped to +-8 deg, roll N(0, 3 deg) clipped to
+    +-10 deg, mean inner side N(0.71, 0.035) clipped to 0.62..0.8 of the shorter side, aim N(0, 2 %).
     """
     rng = np.random.default_rng([shot.camera_seed, 1])
     w, h = raw_size
     sw, sh = size_wh
+    tilt_sd, tilt_max, roll_sd, roll_max, aim_sd = (2.5, 8, 3, 10, 0.02) if mounted else (7, 20, 8, 25, 0.03)
     for _ in range(300):
-        pitch, yaw = np.deg2rad(np.clip(rng.normal(0, 7, 2), -20, 20))
-        roll = np.deg2rad(np.clip(rng.normal(0, 8), -25, 25) + roll_deg)
+        pitch, yaw = np.deg2rad(np.clip(rng.normal(0, tilt_sd, 2), -tilt_max, tilt_max))
+        roll = np.deg2rad(np.clip(rng.normal(0, roll_sd), -roll_max, roll_max) + roll_deg)
         rx = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
         ry = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
         rz = np.array([[np.cos(roll), -np.sin(roll), 0], [np.sin(roll), np.cos(roll), 0], [0, 0, 1]])
@@ -419,9 +668,9 @@ def camera_homography(
         k = np.diag([f, f, 1.0])
         pts = transform_points(inner, k @ h_plane)
         span = np.linalg.norm(pts - np.roll(pts, -1, axis=0), axis=1).mean()  # mean inner side
-        fill = rng.uniform(0.55, 0.95)
+        fill = np.clip(rng.normal(0.71, 0.035), 0.62, 0.8) if mounted else rng.uniform(0.55, 0.95)
         f = fill * min(w, h) / span
-        shift = np.array([w / 2, h / 2]) + rng.normal(0, 0.03, 2) * [w, h]
+        shift = np.array([w / 2, h / 2]) + rng.normal(0, aim_sd, 2) * [w, h]
         k = np.array([[f, 0, shift[0]], [0, f, shift[1]], [0, 0, 1.0]])
         hom = k @ h_plane
         hom = hom / hom[2, 2]
@@ -710,6 +959,7 @@ def render_varied(
     colonies: list[Colony] | None = None,
     shot: Shot | int | None = None,
     interior: np.ndarray | None = None,
+    no_frame_share: float = 0.0,
 ) -> VariedRender:
     """Render one photo of the varied world (see the module docstring).
 
@@ -728,6 +978,10 @@ def render_varied(
         shot: a :class:`Shot`, an int (the seed of a drawn shot) or None (drawn from ``rng``).
         interior: a painted interior (float32 RGB (H, W, 3), the warped frame) shown inside the
             frame instead of the painted colonies; ``colonies`` are then its truth.
+        no_frame_share: share of the shots photographed without any frame (reef alone, frame
+            "none"; 0: every photo has its frame), to calibrate "no frame" answers.
+
+    The photo is ``raw_size``, or a square of its shorter side (see :func:`draw_photo_size`).
     """
     drawn = Shot.draw(rng)
     if isinstance(shot, int | np.integer):
@@ -735,8 +989,9 @@ def render_varied(
     shot = shot or drawn
     sw, sh = size_wh
     s = min(sw, sh)
-    frame = draw_frame_style(shot if grid else replace(shot, strings="none"))
-    h_warped_to_raw = camera_homography(shot, raw_size, (sw, sh), roll_deg)
+    frame = draw_frame_style(shot if grid else replace(shot, strings="none"), no_frame_share)
+    raw_size = draw_photo_size(shot, raw_size, frame)
+    h_warped_to_raw = camera_homography(shot, raw_size, (sw, sh), roll_deg, draw_mounted(shot, frame))
     to_plane, (right, bottom) = plane_map(h_warped_to_raw, raw_size, (sw, sh))
     (ox, oy), (iw, ih) = to_plane.offset, to_plane.interior_wh
     plane_hw = (oy + ih + bottom, ox + iw + right)
@@ -815,7 +1070,7 @@ def render_varied(
     occ_colour, occ_alpha, occ_codes = draw_occluders(shot, raw_size)
     # coral overhanging the frame: a colony blob over a bar's outer edge, never over the interior
     orng = np.random.default_rng([shot.occluder_seed, 2])
-    if orng.random() < 0.2:
+    if orng.random() < 0.2 and frame.style != NO_FRAME:
         overhang = np.zeros(plane_hw, np.float32)
         side = int(orng.integers(4))
         t = orng.uniform(0.1, 0.9)
@@ -885,10 +1140,12 @@ def parts_mask(parts: list[VisiblePart], size_wh: tuple[int, int]) -> np.ndarray
 
 __all__ = [
     "FRAMES",
+    "NO_FRAME",
     "STRINGS",
     "Shot",
     "VariedRender",
     "draw_frame_style",
+    "draw_photo_size",
     "grid_crossings",
     "render_varied",
     "to_stored",
