@@ -97,7 +97,7 @@ def few_shot(
     epochs: int = 20,
     imgsz: int | None = None,
     seed: int = 0,
-    held_out: Any = None,
+    held_out: str | None = None,
 ) -> str:
     """Leave-one-out few-shot curve of a synthetic frame model on annotated photos (see the module docstring).
 
@@ -110,7 +110,8 @@ def few_shot(
         epochs: fine-tuning epochs.
         imgsz: training and inference size (default: the base model card's).
         seed: which K photos are drawn, and the training seed.
-        held_out: photo names to hold out in turn (default: every photo).
+        held_out: photo names to hold out in turn, comma-separated (or a list from Python; default:
+            every photo). Taken as typed: real names hold ``#`` (``AUSTRALES_AUS_RAI1###20M###...``).
 
     Returns:
         JSON: per K the summary over the held-out photos and their rows.
@@ -118,7 +119,7 @@ def few_shot(
     from grid_pose_detection.evaluate_real import default_photos_folder
     from grid_pose_detection.predictor import PosePredictor
     from quadratseg.atomic import atomic_write_json
-    from quadratseg.cli import current_settings, device, weights_path
+    from quadratseg.cli import as_names, current_settings, device, weights_path
     from quadratseg.images import read_image_rgb
     from quadratseg.model_card import read_model_card, write_model_card
     from quadratseg.yolo_train import load_experiment, train_yolo
@@ -129,15 +130,12 @@ def few_shot(
     hand = load_hand_corners(folder)
     names = sorted(hand)
     ks = [int(k) for k in (ks if isinstance(ks, list | tuple) else str(ks).split(","))]
-    held = (
-        names
-        if held_out is None
-        else [str(n) for n in (held_out if isinstance(held_out, list | tuple) else [held_out])]
-    )
+    held = names if held_out is None else as_names(held_out)
     unknown = sorted(set(held) - set(names))
-    if unknown:
+    if unknown or not held:
         raise QuadratsegError(
-            f"--held-out names photos not in {folder / 'corners.json'}: {', '.join(unknown)}"
+            f"--held-out names photos not in {folder / 'corners.json'}: "
+            f"{', '.join(unknown) or '(none given)'}; its photos are {', '.join(names)}"
         )
     card = read_model_card(base)
     size = int(imgsz or card.get("imgsz") or 640)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from grid_pose_detection.few_shot import few_shot, training_photos
@@ -68,3 +69,37 @@ def test_few_shot_fine_tunes_on_other_photos_and_scores_the_held_out_one(
     assert len(card["fine_tuned_on"]) == 1 and names[0] not in card["fine_tuned_on"]
     assert card["template"] and (card_path.parent / card["template"]).is_file()  # what the predictor reads
     assert json.loads((tmp_path / "out" / "few_shot.json").read_text()) == result
+
+
+def test_held_out_names_with_hashes_from_the_command_line(shared_data, monkeypatch, tmp_path):
+    """``--held-out`` takes the real photo names as typed (they hold ``###``, which fire's literal
+    parser reads as the start of a comment and cut to ``AUSTRALES_AUS_RAI1``); two names comma-separated
+    hold out both. The model is a stand-in answering the hand corners (K = 0: no training); a name not
+    in corners.json is still refused with the names it knows."""
+    from test_pose_geometry import PointsModel
+
+    import quadratseg.yolo_train
+    from quadratseg.cli import run
+
+    source = shared_data / "real_quadrats" / "coralscop"
+    corners = json.loads((source / "corners.json").read_text())
+    names = sorted(corners["photos"])[:3]
+    assert all("###" in n for n in names)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(source / name, folder / name)
+    (folder / "corners.json").write_text(json.dumps({"photos": {n: corners["photos"][n] for n in names}}))
+    answers = [np.asarray(corners["photos"][n]["corners"]) for n in names]
+    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: PointsModel(list(answers)))
+    base = tmp_path / "stand-in.pt"
+    command = [str(base), str(tmp_path / "out"), "--photos", str(folder), "--ks", "0"]
+    run(few_shot, command=[*command, "--held-out", names[1]])
+    result = json.loads((tmp_path / "out" / "few_shot.json").read_text())
+    assert [r["photo"] for r in result["curve"]["0"]["rows"]] == [names[1]]
+    run(few_shot, command=[*command, "--held-out", f"{names[0]},{names[2]}"])
+    result = json.loads((tmp_path / "out" / "few_shot.json").read_text())
+    assert [r["photo"] for r in result["curve"]["0"]["rows"]] == [names[0], names[2]]
+    with pytest.raises(SystemExit) as exit_info:
+        run(few_shot, command=[*command, "--held-out", "AUSTRALES_AUS_RAI1###nothing.jpg"])
+    assert exit_info.value.code == 2
