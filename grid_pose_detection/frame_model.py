@@ -39,7 +39,8 @@ def corner_layout(synth_dir: str | Path, out_dir: str | Path, overwrite: bool = 
 
     Corners are the generator's truth (TL, TR, BR, BL in the displayed orientation); a photo stored with
     an EXIF turn is written upright; a corner outside the photo (a frame partly out of the shot) is
-    written with visibility 0.
+    written with visibility 0; a photo with no frame (truth ``frame`` "none") gets an empty label file
+    (an ultralytics background image).
 
     Returns:
         ``{"images": {split: n}, "data_yaml": path}``.
@@ -68,9 +69,13 @@ def corner_layout(synth_dir: str | Path, out_dir: str | Path, overwrite: bool = 
             corners = np.asarray(t["corners_raw_xy"], dtype=np.float64)
             height, width = read_image_rgb(source).shape[:2]  # the displayed photo (EXIF turn applied)
             inside = (corners >= 0).all(axis=1) & (corners[:, 0] <= width) & (corners[:, 1] <= height)
-            lines = point_lines(task, corners, inside, (width, height), "points")
+            lines = (
+                []  # a photo with no frame (no_frame_share): a background image, nothing to find
+                if t.get("frame") == "none"
+                else point_lines(task, corners, inside, (width, height), "points")
+            )
             (tmp / "labels" / t["subset"] / f"{Path(t['name']).stem}.txt").write_text(
-                "\n".join(lines) + "\n", encoding="utf-8"
+                "".join(f"{line}\n" for line in lines), encoding="utf-8"
             )
             counts[t["subset"]] += 1
         empty = [s for s, n in counts.items() if n == 0]

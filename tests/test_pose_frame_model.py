@@ -58,3 +58,29 @@ def test_a_set_without_a_split_is_refused_and_nothing_is_written(varied_set, tmp
     with pytest.raises(QuadratsegError, match="no photo in the val split"):
         corner_layout(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_photo_without_a_frame_is_a_background_image_for_ultralytics(varied_set, tmp_path):
+    """A photo whose truth says ``frame`` "none" (``no_frame_share``) gets an empty label file, which
+    ultralytics' label checker reads as a background image (no object), not four corners."""
+    from ultralytics.data.utils import verify_image_label
+
+    from quadratseg.synth.dataset import load_truth
+
+    truths = load_truth(varied_set)
+    truths[0]["frame"] = "none"
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "cvat_exports").symlink_to((varied_set / "cvat_exports").resolve())
+    (folder / "truth.json").write_text(json.dumps({"images": truths}))
+    corner_layout(folder, tmp_path / "layout")
+    for k, t in enumerate(truths[:2]):
+        image = tmp_path / "layout" / "images" / t["subset"] / t["name"]
+        label = tmp_path / "layout" / "labels" / t["subset"] / f"{image.stem}.txt"
+        checked = verify_image_label((str(image), str(label), "", True, 1, 1, 3, False))
+        labels, found, empty, message = checked[1], checked[6], checked[7], checked[-1]
+        assert message == ""
+        if k == 0:
+            assert labels.shape == (0, 5) and empty == 1
+        else:
+            assert labels.shape == (4, 5) and found == 1
