@@ -492,19 +492,19 @@ def tube_bar_patch(
     shade = _cylinder(t, rng.uniform(0.3, 0.6))[:, None, None]
     rgb[inward + st : inward + b] = np.array(frame.rgb, np.float32) * shade
     alpha[inward + st : inward + b] = True
-    # sleeves of silver tape: 3 or 4 along the side, each 11..18 % of the side long
+    # sleeves of silver tape: 3 or 4 along the side, each 11..16 % of the side long, 6..10 % across
     k_sleeves = int(rng.integers(3, 5))
     centres = (np.arange(k_sleeves) + 0.5) / k_sleeves + rng.uniform(-0.06, 0.06, k_sleeves)
     for f in centres:
-        size = s * rng.uniform(0.11, 0.18)
+        size = s * rng.uniform(0.11, 0.16)
         c0 = int(overrun + f * length - size / 2)
         c1 = int(c0 + size)
-        r0, r1 = inward - bulge, inward + b + round(b * rng.uniform(0.5, 1.6))
+        r0, r1 = inward - bulge, inward + max(b + 2, round(s * rng.uniform(0.06, 0.1)))
         c0, c1 = max(c0, 0), min(c1, n)
         if c1 <= c0:
             continue
-        tape = np.array((192.0, 196.0, 200.0), np.float32) * rng.uniform(0.85, 1.1)
-        crinkle = 0.75 + 0.45 * smooth_noise(rng, (r1 - r0, c1 - c0), max(3, (c1 - c0) // 4))
+        tape = np.array((200.0, 205.0, 210.0), np.float32) * rng.uniform(0.85, 1.1)
+        crinkle = 0.85 + 0.3 * smooth_noise(rng, (r1 - r0, c1 - c0), max(2, (c1 - c0) // 14))
         across = 0.85 + 0.2 * np.sin(np.pi * (np.arange(r1 - r0) + 0.5) / (r1 - r0))[:, None]
         rgb[r0:r1, c0:c1] = tape * (crinkle * across)[..., None]
         alpha[r0:r1, c0:c1] = True
