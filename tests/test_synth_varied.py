@@ -481,10 +481,10 @@ def real_tube_looks(shared_data):
 
 def test_the_tube_frame_looks_like_the_real_coralscop_frames(real_tube_looks):
     """Across the bars of the 7 real photos (hand corners): a graduated strip on the inner side,
-    darker than the bright silver tube beyond it (tube - strip, median over sides: 60..110 grey
-    levels), and blue tape on the top bar. The varied world's tube frame shows both (photographed
-    through water, camera and light of 6 shots); its older thin metal bar, a stand-in, has no strip
-    and no blue top."""
+    darker than the bright silver tube beyond it (tube - strip, median over sides: 61..94 grey
+    levels, median 68), and blue tape on the top bar. The varied world's tube frame shows both
+    (photographed through the water, camera and light of 6 shots; measured: gap median 64, blue on
+    5 of 6 top bars); its older thin metal bar, a stand-in, is brighter inside than out (gap -42..-21)."""
     real_gap = [look["tube_over_strip"] for look in real_tube_looks]
     assert min(real_gap) > 30 and all(look["blue_top"] > 0 for look in real_tube_looks), real_tube_looks
     looks = {}
@@ -497,7 +497,7 @@ def test_the_tube_frame_looks_like_the_real_coralscop_frames(real_tube_looks):
             )
             looks[frame].append(_frame_look(q.raw, q.corners_raw_xy))
     gap = [look["tube_over_strip"] for look in looks["tube"]]
-    assert np.median(gap) > 0.5 * np.median(real_gap), (gap, real_gap)
+    assert np.median(gap) > 0.7 * np.median(real_gap), (gap, real_gap)
     assert np.mean([look["blue_top"] > 0 for look in looks["tube"]]) >= 0.5, looks["tube"]
     assert np.median([look["tube_over_strip"] for look in looks["metal"]]) < 0.5 * np.median(real_gap)
 
