@@ -16,7 +16,7 @@ from quadratseg.formats.cvat_xml import read_cvat_xml
 from quadratseg.geometry import PolygonWithHoles, cvat_rle_to_mask, polygons_to_mask
 from quadratseg.images import read_image_rgb
 from quadratseg.synth import SynthConfig, generate_dataset, load_truth
-from quadratseg.synth.dataset import coral_rings, export_image_path, write_raw_photo
+from quadratseg.synth.dataset import GENERATOR_VERSION, coral_rings, export_image_path, write_raw_photo
 from quadratseg.synth.reef import Colony
 from quadratseg.synth.scene import render_quadrat
 from quadratseg.synth.varied import FRAMES, Shot, draw_frame_style, render_varied
@@ -48,7 +48,7 @@ def test_simple_world_is_byte_identical_to_version_1(tmp_path):
     truth = json.loads((out / "truth.json").read_text())["images"]
     assert hashlib.sha256(json.dumps(truth, sort_keys=True).encode()).hexdigest() == SIMPLE_TRUTH_SHA
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["config"]["world"] == "simple" and manifest["version"] == "2"
+    assert manifest["config"]["world"] == "simple" and manifest["version"] == GENERATOR_VERSION
     assert not (out / "masks").exists()
 
 
