@@ -14,7 +14,9 @@ MMSEG_COVER_MAE_MAX = 15.0
 
 
 def test_demo_writes_summary_and_report(tmp_path):
-    summary = run_demo(Settings(), tmp_path / "demo", images=6, size=384, seed=1, training_scale=0.01)
+    summary = run_demo(
+        Settings(), tmp_path / "demo", images=6, size=384, seed=1, training_scale=0.01, world="simple"
+    )
     on_disk = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert on_disk == summary
     core = summary["quadratseg"]
