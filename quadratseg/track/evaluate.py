@@ -85,10 +85,12 @@ def score_interval(
     """Score one interval's predicted rows against the true rows.
 
     Args:
-        predicted, truth: the interval's rows (:class:`quadratseg.track.matching.Link`).
-        source_pairs, target_pairs: predicted -> true colony index in the source and target survey
-            (:func:`pair_with_truth`).
-        predicted_area_cm2, true_area_cm2: (source areas, target areas) per colony index.
+        predicted: the interval's predicted rows (:class:`quadratseg.track.matching.Link`).
+        truth: the interval's true rows.
+        source_pairs: predicted -> true colony index in the source survey (:func:`pair_with_truth`).
+        target_pairs: the same in the target survey.
+        predicted_area_cm2: (source areas, target areas) per predicted colony index.
+        true_area_cm2: (source areas, target areas) per true colony index.
         years: the interval's length, for growth per year.
     """
     score = LinkScore()

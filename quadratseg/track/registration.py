@@ -178,8 +178,10 @@ def register_photos(
     (:func:`check_plausible`).
 
     Args:
-        fixed_rgb, moving_rgb: the two surveys' warped (grid-free when available) photos.
-        fixed_ignore, moving_ignore: bool (H, W) pixels to leave out (grid masks), or None.
+        fixed_rgb: the earlier survey's warped (grid-free when available) photo.
+        moving_rgb: the later survey's photo, in the same form.
+        fixed_ignore: bool (H, W) pixels of ``fixed_rgb`` to leave out (grid masks), or None.
+        moving_ignore: the same for ``moving_rgb``.
         limits: what a pair may differ by (:class:`RegistrationLimits`; its defaults when None).
 
     Returns:
