@@ -970,8 +970,8 @@ def render_varied(
         raw_size: (width, height) of the photo.
         size_wh: (width, height) of the warped interior.
         genera: labels of the colonies to place (ignored when ``colonies`` is given).
-        rows: grid intersections per column when the frame has a grid.
-        cols: grid intersections per row when the frame has a grid.
+        rows: rows of grid intersections when the frame has a grid.
+        cols: columns of grid intersections when the frame has a grid.
         grid: False: no strings at all, whatever the frame.
         roll_deg: camera roll added to the drawn one.
         colonies: paint these (warped pixels, in order: later ones cover earlier ones) instead
