@@ -40,7 +40,8 @@ TRAINING = {
     "gridpose": {"epochs": 60, "imgsz": 256},
 }
 # The varied world's demo set has 36 training photos (14 in the simple one; the grid model trains on
-# those with a grid): about as many optimizer steps in fewer epochs, so the demo keeps its time.
+# the ~20 with a grid): fewer epochs over the larger split (100 and 75 optimizer steps against 120),
+# for the demo's time on 2 cores.
 VARIED_EPOCHS = {"gridcorners": 20, "gridpose": 25}
 SHORT_RUN = {
     "optimizer": "SGD",
