@@ -52,9 +52,7 @@ def serve(
         logger.warning("--insecure: deliveries are accepted unsigned, and each one is logged")
     if not settings.bridge_token:
         logger.warning("BRIDGE_TOKEN is not set: /jobs answers 401 to everyone")
-    from bridge.worker import environment_options
-
-    queue = BridgeQueue(settings, options=environment_options(settings))
+    queue = BridgeQueue(settings)
     app = create_app(
         queue, secret, insecure=insecure, token=settings.bridge_token, max_body=settings.bridge_max_body
     )

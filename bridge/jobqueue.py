@@ -74,9 +74,8 @@ class BridgeQueue:
         store: JobStore | None = None,
         options: dict[str, Any] | None = None,
     ):
-        """``options``: ``database_url``, ``lease_s``, ``upload_batch`` (BRIDGE_DATABASE_URL,
-        BRIDGE_LEASE_S, BRIDGE_UPLOAD_BATCH as :func:`bridge.worker.environment_options` reads them);
-        each not given comes from the settings when they have that field."""
+        """``options``: ``database_url``, ``lease_s``, ``upload_batch`` overriding the settings'
+        ``BRIDGE_DATABASE_URL``, ``BRIDGE_LEASE_S`` and ``BRIDGE_UPLOAD_BATCH``."""
         self.settings = settings
         options = options or {}
         self.store = store or open_store(settings, options.get("database_url"), options.get("lease_s"))

@@ -166,27 +166,36 @@ def test_an_older_sqlite_job_file_gains_the_lease_columns(tmp_path):
     assert store.start(job["id"], "w") and store.get(job["id"])["owner"] == "w"
 
 
-def test_the_scale_options_come_from_the_environment_and_are_checked(tmp_path, monkeypatch):
+def test_the_scale_options_come_from_the_environment_and_are_checked(tmp_path):
+    """BRIDGE_DATABASE_URL, BRIDGE_LEASE_S and BRIDGE_UPLOAD_BATCH are settings (read from the
+    environment or .env, typed); the store refuses a URL that is not PostgreSQL's and a lease that is
+    not positive, naming the variable."""
     from bridge.store import open_store
-    from bridge.worker import environment_options
+    from bridge.work import Services, upload_batch_frames
     from quadratseg.errors import QuadratsegError
-    from quadratseg.settings import Settings
+    from quadratseg.settings import SettingsError, load_settings
 
-    settings = Settings(bridge_state_dir=tmp_path)
-    monkeypatch.setenv("BRIDGE_DATABASE_URL", "mysql://u@h/db")
-    monkeypatch.setenv("BRIDGE_LEASE_S", "4")
-    monkeypatch.setenv("BRIDGE_UPLOAD_BATCH", "3")
-    options = environment_options(settings)
-    assert options == {"database_url": "mysql://u@h/db", "lease_s": 4.0, "upload_batch": "3"}
+    environ = {
+        "BRIDGE_STATE_DIR": str(tmp_path),
+        "BRIDGE_DATABASE_URL": "mysql://u@h/db",
+        "BRIDGE_LEASE_S": "4",
+        "BRIDGE_UPLOAD_BATCH": "3",
+    }
+    settings = load_settings(None, environ=environ)
+    assert (settings.bridge_database_url, settings.bridge_lease_s, settings.bridge_upload_batch) == (
+        "mysql://u@h/db",
+        4.0,
+        3,
+    )
     with pytest.raises(QuadratsegError, match="postgresql://"):
-        open_store(settings, options["database_url"])
-    with pytest.raises(QuadratsegError, match="BRIDGE_LEASE_S"):
-        open_store(settings, "", -1)
-    sqlite = open_store(settings, "", options["lease_s"])
+        open_store(settings)
+    sqlite = open_store(settings.replace(bridge_database_url=""))
     assert type(sqlite) is JobStore and sqlite.lease_s == 4.0
-    monkeypatch.setenv("BRIDGE_LEASE_S", "soon")
-    with pytest.raises(QuadratsegError, match="BRIDGE_LEASE_S must be a number"):
-        environment_options(settings)
+    with pytest.raises(QuadratsegError, match="BRIDGE_LEASE_S"):
+        open_store(settings.replace(bridge_database_url="", bridge_lease_s=-1.0))
+    assert upload_batch_frames(Services(settings, sqlite, None, None)) == 3
+    with pytest.raises(SettingsError, match="BRIDGE_LEASE_S"):
+        load_settings(None, environ={**environ, "BRIDGE_LEASE_S": "soon"})
 
 
 @pytest.mark.shared_data
