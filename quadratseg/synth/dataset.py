@@ -43,7 +43,7 @@ from quadratseg.synth.scene import WORLDS, SyntheticQuadrat, render_quadrat
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "2"  # 2: the varied world (the simple world renders as in 1)
+GENERATOR_VERSION = "3"  # 2: the varied world (the simple world renders as in 1); 3: its tube frame and square shots
 SITES = ("SynthNorth", "SynthLagoon", "SynthSouth")
 SUBSETS = ("train", "val", "test")
 PROJECTS = {
