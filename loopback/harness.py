@@ -362,7 +362,8 @@ def add_webhooks(
 
 
 def skeleton_shapes(points_by_frame: dict[int, Any], label: dict[str, Any]) -> list[dict[str, Any]]:
-    """Manual skeleton shapes (an annotator's corrections) from {frame: (n, 2) points in template order}."""
+    """Manual skeleton shapes (an annotator's corrections) from {frame: (n, 2) points in template order};
+    a frame whose points are None or empty (a quadrat without a grid) gets no skeleton."""
     sub = {s["name"]: s["id"] for s in label["sublabels"]}
     return [
         {
@@ -384,6 +385,7 @@ def skeleton_shapes(points_by_frame: dict[int, Any], label: dict[str, Any]) -> l
             ],
         }
         for frame, points in points_by_frame.items()
+        if points is not None and len(points)
     ]
 
 

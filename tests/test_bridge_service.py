@@ -481,3 +481,14 @@ def test_two_detections_on_one_cvat_job_run_one_after_the_other(tmp_path):
     start = time.perf_counter()
     with store.lease("detect-on-cvat-job:7", jobs[1]["id"]):
         assert time.perf_counter() - start < 0.5
+
+
+def test_the_annotator_leaves_a_frame_without_a_grid_empty():
+    """A varied-world quadrat without a grid has no grid truth (None, or an empty list): the
+    annotator's corrections give it no skeleton, and the other frames keep theirs."""
+    from loopback.harness import skeleton_shapes
+
+    label = {"id": 7, "sublabels": [{"name": "1", "id": 71}, {"name": "2", "id": 72}]}
+    shapes = skeleton_shapes({0: [[1.0, 2.0], [3.0, 4.0]], 1: None, 2: []}, label)
+    assert [s["frame"] for s in shapes] == [0]
+    assert [e["label_id"] for e in shapes[0]["elements"]] == [71, 72]
