@@ -22,7 +22,7 @@ from quadratseg.cover_table import cm_per_px, write_table
 from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import PolygonWithHoles
 from quadratseg.images import output_name, read_image_rgb
-from quadratseg.instances import Instance
+from quadratseg.instances import Instance, exclusive_instances
 from quadratseg.photo_meta import photo_places, read_photo_metadata
 from quadratseg.taxonomy import LEVELS, load_taxonomy
 from quadratseg.track.demography import DEMOGRAPHY_COLUMNS, demography_rows
@@ -32,6 +32,8 @@ from quadratseg.track.registration import Registration, RegistrationLimits, regi
 from quadratseg.track.survey import Survey
 
 logger = logging.getLogger(__name__)
+
+MIN_KEPT_SHARE = 0.5  # share of its pixels a colony keeps where answers overlap, else left out
 
 PROBLEM_COLUMNS = ["site", "quadrat", "source_survey", "target_survey", "problem"]
 REGISTRATION_COLUMNS = [
@@ -120,7 +122,10 @@ def read_process_output(
             problems.append({**problem, "problem": f"{key}: no colonies to follow (stages: {status})"})
             continue
         frame = (int(size[0]), int(size[1]))
-        colonies = instances_from_json(json.loads(instances_path.read_text(encoding="utf-8")), frame)
+        answers = instances_from_json(json.loads(instances_path.read_text(encoding="utf-8")), frame)
+        # a pixel of the reef is one colony: overlapping answers (a colony answered twice with two
+        # genera, a low-score outline around surer ones) leave the surer one; ids stay the file's
+        exclusive = exclusive_instances(answers, frame, MIN_KEPT_SHARE)
         clean = out / "clean" / output_name(key, ".png")
         warped = out / "warped" / output_name(key, ".png")
         grid = out / "grid_masks" / output_name(key, ".png")
@@ -129,7 +134,8 @@ def read_process_output(
             str(place["year"]),
             frame,
             cm_per_px(quadrat_cm, frame) or 1.0,
-            colonies,
+            [colony for _, colony in exclusive],
+            ids=[index for index, _ in exclusive],
             site=place["site"],
             quadrat=place["quadrat"],
         )

@@ -208,6 +208,54 @@ def mask_iou(a: Instance, b: Instance) -> float:
     return float(np.count_nonzero(first & second) / union) if union else 0.0
 
 
+def exclusive_instances(
+    instances: Sequence[Instance], frame_size: tuple[int, int], min_kept: float = 0.5
+) -> list[tuple[int, Instance]]:
+    """Colonies as a map of the reef, where a pixel belongs to one colony: each pixel goes to the
+    surest colony covering it (highest score; the later one on a tie), each colony is cut to the
+    pixels it keeps, and one that keeps less than ``min_kept`` of its area is left out (a second
+    answer on a colony with another genus, a low-score outline around surer ones).
+
+    Args:
+        instances: colonies in one frame of ``frame_size=(width, height)`` px.
+        frame_size: (width, height) of that frame.
+        min_kept: share of its own pixels a colony must keep, 0..1.
+
+    Returns:
+        (index in ``instances``, the colony cut to its own pixels) for each colony kept, in input order.
+
+    Examples:
+        >>> sure = Instance("Porites", 0.9, np.ones((4, 4), bool))
+        >>> again = Instance("Acropora", 0.4, np.ones((4, 4), bool))
+        >>> edge = Instance("Acropora", 0.5, np.ones((4, 4), bool), (3, 0))
+        >>> [(i, c.label, c.area) for i, c in exclusive_instances([again, sure, edge], (8, 4))]
+        [(1, 'Porites', 16), (2, 'Acropora', 12)]
+    """
+    if not 0.0 <= min_kept <= 1.0:
+        raise QuadratsegError(f"min_kept must be within 0..1, got {min_kept}")
+    width, height = frame_size
+    owner = np.full((height, width), -1, dtype=np.int32)
+    for index in sorted(range(len(instances)), key=lambda i: instances[i].score):
+        instances[index].paint(owner, index)
+    kept = []
+    for index, inst in enumerate(instances):
+        own = inst.box_mask & (owner_box(owner, inst.xyxy) == index)
+        if own.any() and np.count_nonzero(own) >= min_kept * inst.area:
+            kept.append((index, Instance(inst.label, inst.score, own, inst.origin_xy, inst.extra)))
+    return kept
+
+
+def owner_box(owner_hw: np.ndarray, xyxy: tuple[int, int, int, int]) -> np.ndarray:
+    """``owner_hw`` (H, W) over the box ``xyxy`` (x0, y0, x1, y1; max exclusive), -1 outside the frame."""
+    x0, y0, x1, y1 = xyxy
+    height, width = owner_hw.shape
+    box = np.full((y1 - y0, x1 - x0), -1, dtype=owner_hw.dtype)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if cx1 > cx0 and cy1 > cy0:
+        box[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = owner_hw[cy0:cy1, cx0:cx1]
+    return box
+
+
 POINTS_TOLERANCE_PX = 1.0  # outline simplification for CVAT polygons (CVAT's own functions use 2.5)
 
 
