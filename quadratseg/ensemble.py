@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from quadratseg.instances import Instance
+from quadratseg.instances import Instance, mask_iou
 
 ENSEMBLES = ("weighted", "voting", "nms")
 PIXEL_ENSEMBLES = ("weighted", "voting")
@@ -80,24 +80,6 @@ def fuse_scores(colonies: np.ndarray, semantic: np.ndarray, method: str, weight:
             )
         return votes / np.maximum(votes.sum(axis=0, keepdims=True), 1e-12)
     raise ValueError(f"unknown pixel ensemble {method!r}; choose one of {', '.join(PIXEL_ENSEMBLES)}")
-
-
-def mask_iou(a: Instance, b: Instance) -> float:
-    """Intersection over union of two colonies' pixels (image frame), computed over their boxes' union."""
-    ax0, ay0, ax1, ay1 = a.xyxy
-    bx0, by0, bx1, by1 = b.xyxy
-    if ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0:
-        return 0.0
-    x0, y0, x1, y1 = min(ax0, bx0), min(ay0, by0), max(ax1, bx1), max(ay1, by1)
-    canvases = []
-    for inst in (a, b):
-        canvas = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        ox, oy = inst.origin_xy[0] - x0, inst.origin_xy[1] - y0
-        h, w = inst.box_mask.shape
-        canvas[oy : oy + h, ox : ox + w] = inst.box_mask
-        canvases.append(canvas)
-    union = np.count_nonzero(canvases[0] | canvases[1])
-    return float(np.count_nonzero(canvases[0] & canvases[1]) / union) if union else 0.0
 
 
 def nms_instances(instances: Sequence[Instance], iou_threshold: float = 0.5) -> list[Instance]:

@@ -40,8 +40,8 @@ def test_weighted_and_voting_fusions():
 
 
 def test_nms_keeps_the_surer_of_two_overlapping_colonies_whatever_their_genus():
-    from quadratseg.ensemble import mask_iou, nms_instances
-    from quadratseg.instances import Instance
+    from quadratseg.ensemble import nms_instances
+    from quadratseg.instances import Instance, mask_iou
 
     disk = np.hypot(*np.mgrid[-10:11, -10:11]) <= 10
     yolo = Instance("Porites", 0.8, disk, (20, 20))
