@@ -43,7 +43,8 @@ from quadratseg.synth.scene import WORLDS, SyntheticQuadrat, render_quadrat
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "3"  # 2: the varied world (the simple world renders as in 1); 3: its tube frame and square shots
+# 2: the varied world (the simple world renders as in 1); 3: its tube frame and square shots
+GENERATOR_VERSION = "3"
 SITES = ("SynthNorth", "SynthLagoon", "SynthSouth")
 SUBSETS = ("train", "val", "test")
 PROJECTS = {
