@@ -19,10 +19,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from grid_inpainting.evaluate import evaluate_backends, has_grid, load_pairs
+from grid_inpainting.evaluate import evaluate_backends, load_pairs
 from grid_inpainting.inpaint import remove_grid, select_backend
 from quadratseg.errors import QuadratsegError
-from quadratseg.synth.dataset import export_image_path, load_truth
+from quadratseg.synth.dataset import export_image_path, load_truth, truth_grid
 
 EVAL_SPLIT = "test"
 REAL_FOLDERS = ("real_quadrats", "coralnet")
@@ -101,8 +101,8 @@ def stage(ctx: Any) -> dict[str, Any]:
     """Score grid removal per backend on the synthetic warped images."""
     start = time.perf_counter()
     test = [t for t in load_truth(ctx.synthetic_dir) if t["subset"] == EVAL_SPLIT]
-    names = {t["name"] for t in test if has_grid(t)}  # the test photos whose frame has a grid
-    gridless = sorted(t["name"] for t in test if not has_grid(t))
+    names = {t["name"] for t in test if truth_grid(t) is not None}  # the test photos whose frame has a grid
+    gridless = sorted(t["name"] for t in test if truth_grid(t) is None)
     annotated = [pair for pair in load_pairs(ctx.synthetic_dir) if pair[0] in names]
     predicted = ctx.shared.get("grid_keypoints")
     said_no_grid = ctx.shared.get("no_grid", {})

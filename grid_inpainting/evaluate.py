@@ -28,26 +28,15 @@ from quadratseg.atomic import atomic_write_text
 from quadratseg.errors import QuadratsegError
 from quadratseg.images import read_image_rgb
 from quadratseg.synth import load_truth
-from quadratseg.synth.dataset import export_image_path
+from quadratseg.synth.dataset import export_image_path, truth_grid
 
 logger = logging.getLogger(__name__)
-
-
-def has_grid(truth: dict[str, Any]) -> bool:
-    """Whether a synthetic photo's frame has a grid (its warped grid truth is neither null nor empty).
-
-    Examples:
-        >>> has_grid({"grid_warped_xy": None}), has_grid({"grid_warped_xy": []})
-        (False, False)
-    """
-    points = truth.get("grid_warped_xy")
-    return points is not None and len(points) > 0
 
 
 def photos_without_grid(synthetic_dir: Path, limit: int = 0) -> list[str]:
     """Names of the synthetic photos (the first ``limit``; 0: all) whose frame has no grid."""
     truths = load_truth(synthetic_dir)
-    return [t["name"] for t in (truths[:limit] if limit else truths) if not has_grid(t)]
+    return [t["name"] for t in (truths[:limit] if limit else truths) if truth_grid(t) is None]
 
 
 def load_pairs(synthetic_dir: Path, limit: int = 0) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
@@ -56,7 +45,7 @@ def load_pairs(synthetic_dir: Path, limit: int = 0) -> list[tuple[str, np.ndarra
     exports = Path(synthetic_dir) / "cvat_exports"
     truths = load_truth(synthetic_dir)
     truths = truths[:limit] if limit else truths
-    kept = [t for t in truths if has_grid(t)]
+    kept = [t for t in truths if truth_grid(t) is not None]
     if len(kept) < len(truths):
         logger.info("%d of %d photos have no grid: left out", len(truths) - len(kept), len(truths))
     return [

@@ -39,6 +39,7 @@ from quadratseg.synth.dataset import (
     export_image_path,
     generate_dataset,
     load_truth,
+    truth_grid,
 )
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import draw_keypoints, draw_polygons
@@ -96,18 +97,6 @@ class DemoContext:
         from quadratseg.images import read_image_rgb
 
         return read_image_rgb(path)
-
-
-def truth_grid(truth: dict[str, Any], frame: str = "warped") -> np.ndarray | None:
-    """A photo's true grid points (117, 2) in the ``raw`` or ``warped`` frame, or None when its frame
-    has no grid (the varied world's diagonal strings or none: the truth's grid is null or empty).
-
-    Examples:
-        >>> truth_grid({"grid_warped_xy": None}) is None, truth_grid({"grid_raw_xy": []}, "raw") is None
-        (True, True)
-    """
-    points = truth.get(f"grid_{frame}_xy")
-    return None if points is None or len(points) == 0 else np.asarray(points, dtype=np.float64)
 
 
 def grid_sag_px(truth: dict[str, Any]) -> float | None:

@@ -167,6 +167,18 @@ def image_truth(q: SyntheticQuadrat, name: str, subset: str) -> dict[str, Any]:
     return truth
 
 
+def truth_grid(truth: dict[str, Any], frame: str = "warped") -> np.ndarray | None:
+    """A photo's true grid points (117, 2) in the ``raw`` or ``warped`` frame, or None when its frame
+    has no grid (the varied world's diagonal strings or none: the truth's grid is null or empty).
+
+    Examples:
+        >>> truth_grid({"grid_warped_xy": None}) is None, truth_grid({"grid_raw_xy": []}, "raw") is None
+        (True, True)
+    """
+    points = truth.get(f"grid_{frame}_xy")
+    return None if points is None or len(points) == 0 else np.asarray(points, dtype=np.float64)
+
+
 def coral_rings(coral: dict[str, Any]) -> list[np.ndarray]:
     """A truth coral's rings: its outline, then its holes (the form ``quadratseg.cover.label_map`` takes)."""
     return [
@@ -274,7 +286,7 @@ def build_cvat_documents(truths: list[dict[str, Any]]) -> dict[str, CvatDocument
             if folder == "corners":
                 image.shapes.append(_skeleton(CORNER_LABEL, truth["corners_raw_xy"]))
             elif folder == "grid":
-                if truth["grid_warped_xy"] is not None:  # a frame without a grid: no skeleton
+                if truth_grid(truth) is not None:  # a frame without a grid: no skeleton
                     image.shapes.append(_skeleton(GRID_LABEL, truth["grid_warped_xy"]))
             else:
                 image.shapes.extend(_coral_shape(c, (size[0], size[1])) for c in truth["corals"])
