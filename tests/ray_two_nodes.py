@@ -2,9 +2,10 @@
 node is removed mid-run; run as a script by tests/test_engine_ray.py (a Ray of its own, apart from
 the test session's):
 
-    python tests/ray_two_nodes.py PHOTOS OUT WEIGHTS
+    python tests/ray_two_nodes.py PHOTOS OUT WEIGHTS REPORT
 
-Prints one JSON line: the run's summary and the removed node's count.
+Writes REPORT, a JSON file: the run's summary and the removed node's count (a file, not stdout,
+which Ray's own shutdown messages may share).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def chain_worker_node(nodes) -> object | None:
     return None
 
 
-def main(photos: str, out: str, weights: str) -> None:
+def main(photos: str, out: str, weights: str, report: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
@@ -74,10 +75,10 @@ def main(photos: str, out: str, weights: str) -> None:
             break
         time.sleep(0.05)
     runner.join(timeout=300)
-    print(json.dumps({"summary": result, "removed_nodes": removed}))
+    Path(report).write_text(json.dumps({"summary": result, "removed_nodes": removed}))
     ray.shutdown()
     cluster.shutdown()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -218,9 +218,16 @@ def test_a_node_removed_mid_run_costs_a_retry_on_the_other_node(survey, tmp_path
     the node holding the chain actor is removed after two photos: the run ends with every photo done
     once on the other node."""
     folder, weights = survey
-    out = tmp_path / "out"
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
     child = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "ray_two_nodes.py"), str(folder), str(out), str(weights)],
+        [
+            sys.executable,
+            str(REPO / "tests" / "ray_two_nodes.py"),
+            str(folder),
+            str(out),
+            str(weights),
+            str(report_path),
+        ],
         cwd=REPO,
         env={**os.environ, "OMP_NUM_THREADS": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"},
         capture_output=True,
@@ -228,7 +235,7 @@ def test_a_node_removed_mid_run_costs_a_retry_on_the_other_node(survey, tmp_path
         timeout=600,
     )
     assert child.returncode == 0, child.stderr[-3000:]
-    report = json.loads(child.stdout.strip().splitlines()[-1])
+    report = json.loads(report_path.read_text())
     summary = report["summary"]
     assert report["removed_nodes"] == 1
     assert summary["processed"] + summary["resumed_skipped"] == 12 and summary["failed"] == 0, summary
