@@ -19,6 +19,7 @@ def serve(
     workers: int | None = None,
     consumer: bool = True,
     insecure: bool = False,
+    http_processes: int = 1,
 ) -> None:
     """Serve the CVAT webhooks (OpenAPI docs at /docs) and run the background workers.
 
@@ -33,11 +34,10 @@ def serve(
             python -m bridge.worker beside it, with BRIDGE_REDIS_URL).
         insecure: run without CVAT_WEBHOOK_SECRET, accepting unsigned deliveries (each logged as a
             warning); without it the bridge refuses to start when no secret is set.
+        http_processes: serving processes sharing the port, each recording deliveries in the job store
+            on its own (with --noconsumer, BRIDGE_REDIS_URL and BRIDGE_DATABASE_URL: a burst of
+            deliveries is answered by every core instead of one).
     """
-    import uvicorn
-
-    from bridge.app import create_app
-    from bridge.jobqueue import BridgeQueue
     from quadratseg.cli import current_settings
 
     settings = current_settings()
@@ -48,15 +48,27 @@ def serve(
             "CVAT_WEBHOOK_SECRET is not set: set it (the secret of the CVAT webhooks) in .env, or pass "
             "--insecure to accept unsigned deliveries (never where others can reach the bridge)"
         )
+    if http_processes < 1:
+        raise QuadratsegError(f"--http-processes must be 1 or more, not {http_processes}")
+    if http_processes > 1 and (consumer or not settings.bridge_redis_url or not settings.bridge_database_url):
+        raise QuadratsegError(
+            f"--http-processes {http_processes} needs --noconsumer, BRIDGE_REDIS_URL and "
+            "BRIDGE_DATABASE_URL: several serving processes share the queue and the job store only "
+            "through Redis and PostgreSQL, and the workers run apart (python -m bridge.worker)"
+        )
     if not secret:
         logger.warning("--insecure: deliveries are accepted unsigned, and each one is logged")
     if not settings.bridge_token:
         logger.warning("BRIDGE_TOKEN is not set: /jobs answers 401 to everyone")
-    queue = BridgeQueue(settings)
-    app = create_app(
-        queue, secret, insecure=insecure, token=settings.bridge_token, max_body=settings.bridge_max_body
-    )
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    if http_processes > 1:
+        from bridge.serving import serve_processes
+
+        serve_processes(host, port, http_processes, insecure)
+        return
+    from bridge.serving import build_app, uvicorn_server
+
+    app, queue = build_app(settings, insecure)
+    server = uvicorn_server(app, host, port)
     if not consumer:
         queue.start_reaper()  # queues what a lost message or a dead worker left behind
         server.run()

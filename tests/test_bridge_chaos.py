@@ -1,6 +1,7 @@
 """The bridge as several processes sharing nothing but a real Redis and a real PostgreSQL
 (tests/servers.py), under faults: a worker killed with ``kill -9`` mid-job, Redis restarted mid-run,
-PostgreSQL restarted mid-run, and 200 concurrent signed deliveries with replays.
+PostgreSQL restarted mid-run, 200 concurrent signed deliveries with replays, and those deliveries
+answered by two serving processes, one of them killed with ``kill -9``.
 
 Each run ends with every job done exactly once, nothing lost and no duplicate shape in the CVAT
 stand-in; the counts go to the test's output (``-s``). The detection function is a small Nuclio
@@ -74,7 +75,17 @@ class Deployment:
     """The CVAT stand-in with ``tasks`` one-job tasks of ``frames`` frames, the function, the serving
     bridge (``--noconsumer``) and ``workers`` worker processes, each with its own state folder."""
 
-    def __init__(self, cvat_server, redis, postgres, tmp_path: Path, tasks: int, frames: int, **extra: str):
+    def __init__(
+        self,
+        cvat_server,
+        redis,
+        postgres,
+        tmp_path: Path,
+        tasks: int,
+        frames: int,
+        http_args: tuple[str, ...] = (),
+        **extra: str,
+    ):
         self.server, self.redis, self.postgres, self.tmp = cvat_server, redis, postgres, tmp_path
         redis.flush()
         database = postgres.new_database(f"chaos_{uuid.uuid4().hex[:10]}")
@@ -117,7 +128,9 @@ class Deployment:
             )
 
         self.env = env
-        self.http = BridgeProcess(env("http"), args=["--noconsumer"], log_path=tmp_path / "http.log").start()
+        self.http = BridgeProcess(
+            env("http"), args=["--noconsumer", *http_args], log_path=tmp_path / "http.log"
+        ).start()
         self.workers: list[WorkerProcess] = []
         self.url = self.http.url + signed_path(
             SECRET,
@@ -295,3 +308,62 @@ def test_200_concurrent_signed_deliveries_with_replays(deployment):
     assert counts["attempts"] == len(d.jobs)
     # the latency is printed, not asserted: here the workers, the function and the CVAT stand-in share
     # two cores with the deliveries; benchmarks/bench_bridge.py measures the acknowledgement alone
+
+
+def serving_processes(bridge: BridgeProcess) -> list[int]:
+    """Pids of the serving processes ``python -m bridge --http-processes N`` started (the children that run
+    multiprocessing's spawn entry; its resource tracker is left out)."""
+    import psutil
+
+    pids = []
+    for child in psutil.Process(bridge.process.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.Error:  # ended (a zombie until the bridge reaps it)
+            continue
+    return sorted(pids)
+
+
+def test_two_serving_processes_record_each_delivery_once_and_one_killed_is_replaced(deployment):
+    """``--http-processes 2``: 40 jobs opened, each delivery sent 5 times at once, answered by two
+    processes on one port that share only PostgreSQL: 40 recorded (202), 160 duplicates (200), each job
+    done once. One serving process killed with ``kill -9`` is replaced, and deliveries go on being
+    answered."""
+    import os
+    import signal
+
+    d = deployment(tasks=40, frames=1, PAUSE_S="0.02", http_args=("--http-processes", "2"))
+    first = wait_for(
+        lambda: (p := serving_processes(d.http)) and len(p) == 2 and p, 30, "2 serving processes"
+    )
+    sends = [job for job in d.jobs[:30] for _ in range(5)]
+
+    async def deliver_all(jobs: list[dict]) -> list[tuple[int, dict]]:
+        limits = httpx.Limits(max_connections=len(jobs) + 10, max_keepalive_connections=0)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+            async def one(job: dict) -> tuple[int, dict]:
+                body, headers = signed(d.delivery(job))
+                answer = await client.post(d.url, content=body, headers=headers)
+                return answer.status_code, answer.json()
+
+            return await asyncio.gather(*(one(job) for job in jobs))
+
+    statuses = [status for status, _ in asyncio.run(deliver_all(sends))]
+    assert statuses.count(202) == 30 and statuses.count(200) == len(sends) - 30, statuses
+    os.kill(first[0], signal.SIGKILL)
+    again = wait_for(
+        lambda: (p := serving_processes(d.http)) and len(p) == 2 and first[0] not in p and p,
+        60,
+        "a serving process in place of the killed one",
+    )
+    assert first[1] in again  # the other one went on serving
+    later = [job for job in d.jobs[30:] for _ in range(2)]
+    statuses = [status for status, _ in asyncio.run(deliver_all(later))]
+    assert statuses.count(202) == 10 and statuses.count(200) == 10, statuses
+    d.add_worker()
+    jobs = d.wait_done(len(d.jobs))
+    counts = d.check_exactly_once(jobs)
+    assert counts["attempts"] == len(d.jobs)
+    assert "ended with exit code -9; starting another" in (d.tmp / "http.log").read_text()

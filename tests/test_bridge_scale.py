@@ -312,3 +312,39 @@ def test_a_missing_server_binary_fails_with_the_install_command(monkeypatch, tmp
     monkeypatch.setattr(loopback.servers, "POSTGRES_ROOT", tmp_path / "none")
     with pytest.raises(pytest.fail.Exception, match=r"redis-server is not installed.*ensure_servers\.sh"):
         _or_fail(lambda: RedisServer(tmp_path / "redis"))
+
+
+@pytest.mark.parametrize(
+    "args, environ",
+    [
+        (
+            ["--http-processes", "2"],
+            {"BRIDGE_REDIS_URL": "redis://127.0.0.1:1/0", "BRIDGE_DATABASE_URL": "postgresql://u@h/d"},
+        ),
+        (["--http-processes", "2", "--noconsumer"], {"BRIDGE_DATABASE_URL": "postgresql://u@h/d"}),
+        (["--http-processes", "2", "--noconsumer"], {"BRIDGE_REDIS_URL": "redis://127.0.0.1:1/0"}),
+    ],
+    ids=["workers-in-process", "no-redis", "no-postgresql"],
+)
+def test_several_serving_processes_need_the_shared_queue_and_store(args, environ, tmp_path):
+    """``python -m bridge --http-processes 2`` with its workers in the same process, or without Redis or
+    PostgreSQL to share, stops before serving (exit 2) and says what it needs."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "CVAT_"))} | {
+        "CVAT_WEBHOOK_SECRET": "s",
+        "BRIDGE_STATE_DIR": str(tmp_path),
+        **environ,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "--port", "0", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "needs --noconsumer, BRIDGE_REDIS_URL and BRIDGE_DATABASE_URL" in done.stderr
