@@ -35,7 +35,7 @@ from quadratseg.cover import (
     visible_areas,
 )
 from quadratseg.ensemble import fuse_scores, instance_score_maps, nms_instances
-from quadratseg.instances import Instance
+from quadratseg.instances import Instance, exclusive_instances
 
 
 @dataclass
@@ -96,6 +96,15 @@ class PhotoResult:
     def observed_share(self) -> float:
         """Share of the quadrat's pixels that were seen (not invented by inpainting)."""
         return float(self.observed_hw.mean()) if self.observed_hw is not None else float("nan")
+
+
+def reef_colonies(instances: list[Instance], frame_size: tuple[int, int]) -> list[Instance]:
+    """The colonies as one map of the reef, a pixel to one colony
+    (:func:`quadratseg.instances.exclusive_instances`): a colony answered twice with two genera keeps the
+    surer answer, a low-score outline around surer colonies that keeps under half its pixels is left
+    out, and each colony kept is cut to its own pixels, so that the cover, ``colonies.csv``, the
+    instances file and tracking count every pixel once."""
+    return [colony for _, colony in exclusive_instances(instances, frame_size)]
 
 
 def cover_of_instances(
@@ -167,6 +176,12 @@ def nms_colonies(
     return nms_instances(pooled, models.nms_iou), len(regions)
 
 
+def colony_count(kept: list[Instance], answers: list[Instance]) -> str:
+    """ "N colonies", and how many overlapping answers :func:`reef_colonies` left out."""
+    left = len(answers) - len(kept)
+    return f"{len(kept)} colonies" + (f"; {left} overlapping answers left out" if left else "")
+
+
 @dataclass
 class Segmentation:
     """What a segmentation mode made of the clean quadrat (warped frame)."""
@@ -180,12 +195,13 @@ class Segmentation:
 def segment_instances(clean: np.ndarray, models: ChainModels, observed: np.ndarray) -> Segmentation:
     """``instances`` (YOLO colonies): units are colonies with their confidences; every class of the
     model gets a row."""
-    instances = models.segment.predict(clean)
+    answers = models.segment.predict(clean)
     height, width = clean.shape[:2]
+    instances = reef_colonies(answers, (width, height))
     cover = cover_of_instances(
         instances, (width, height), observed, cover_classes(models), models.cover_calibration()
     )
-    return Segmentation(instances, None, cover, f"ok ({len(instances)} colonies)")
+    return Segmentation(instances, None, cover, f"ok ({colony_count(instances, answers)})")
 
 
 def segment_semantic(clean: np.ndarray, models: ChainModels, observed: np.ndarray) -> Segmentation:
@@ -207,7 +223,8 @@ def segment_pixel_ensemble(clean: np.ndarray, models: ChainModels, observed: np.
     with the class map's labels (:func:`to_semantic_labels`). ``voting``'s scores
     are vote shares, not probabilities: without a fit its confidence term is left out."""
     probs = models.semantic.predict_probs(clean)
-    instances = to_semantic_labels(models.segment.predict(clean), list(models.semantic.classes))
+    answers = to_semantic_labels(models.segment.predict(clean), list(models.semantic.classes))
+    instances = reef_colonies(answers, (clean.shape[1], clean.shape[0]))
     fused = fused_scores(instances, probs, models)
     probabilities = models.ensemble != "voting"
     cover = semantic_cover(
@@ -221,7 +238,7 @@ def segment_pixel_ensemble(clean: np.ndarray, models: ChainModels, observed: np.
         instances,
         fused.argmax(axis=0).astype(np.uint8),
         cover,
-        f"ok ({models.ensemble} ensemble of {len(instances)} colonies and a class map)",
+        f"ok ({models.ensemble} ensemble of {colony_count(instances, answers)} and a class map)",
     )
 
 
@@ -230,13 +247,15 @@ def segment_nms(clean: np.ndarray, models: ChainModels, observed: np.ndarray) ->
     colonies, as for ``instances``, over the semantic model's classes."""
     probs = models.semantic.predict_probs(clean)
     colonies = models.segment.predict(clean)
-    kept, regions = nms_colonies(clean, colonies, probs, models)
+    pooled, regions = nms_colonies(clean, colonies, probs, models)
     height, width = clean.shape[:2]
+    kept = reef_colonies(pooled, (width, height))
     cover = cover_of_instances(
         kept, (width, height), observed, cover_classes(models), models.cover_calibration()
     )
     status = (
-        f"ok (nms ensemble: {len(colonies)} colonies + {regions} class-map regions -> {len(kept)} colonies)"
+        f"ok (nms ensemble: {len(colonies)} colonies + {regions} class-map regions -> "
+        f"{colony_count(kept, pooled)})"
     )
     return Segmentation(kept, None, cover, status)
 

@@ -33,7 +33,6 @@ from quadratseg.track.survey import Survey
 
 logger = logging.getLogger(__name__)
 
-MIN_KEPT_SHARE = 0.5  # share of its pixels a colony keeps where answers overlap, else left out
 
 PROBLEM_COLUMNS = ["site", "quadrat", "source_survey", "target_survey", "problem"]
 REGISTRATION_COLUMNS = [
@@ -123,9 +122,9 @@ def read_process_output(
             continue
         frame = (int(size[0]), int(size[1]))
         answers = instances_from_json(json.loads(instances_path.read_text(encoding="utf-8")), frame)
-        # a pixel of the reef is one colony: overlapping answers (a colony answered twice with two
-        # genera, a low-score outline around surer ones) leave the surer one; ids stay the file's
-        exclusive = exclusive_instances(answers, frame, MIN_KEPT_SHARE)
+        # a pixel of the reef is one colony (pipeline.chain.reef_colonies, which a run before it made
+        # its instances files without): overlapping answers leave the surer one; ids stay the file's
+        exclusive = exclusive_instances(answers, frame)
         clean = out / "clean" / output_name(key, ".png")
         warped = out / "warped" / output_name(key, ".png")
         grid = out / "grid_masks" / output_name(key, ".png")

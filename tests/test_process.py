@@ -617,6 +617,68 @@ def test_areas_in_cm2_are_over_the_whole_quadrat_and_each_colony_is_a_row(raw_ph
             assert (c["site"], c["year"], c["quadrat"]) == tuple(photo_place(key).values())
 
 
+class EachColonyTwice(TruthByOrder):
+    """Each true colony answered twice, as a model whose suppression works per class leaves it: its genus
+    at 0.9 and another genus at 0.4; and a low-score (0.3) outline around them all (their union grown by
+    2 px)."""
+
+    def __init__(self, truths):
+        super().__init__(truths)
+        self.names = dict(enumerate(load_taxonomy().classes()))
+
+    def predict(self, image):
+        t = self.next_truth()
+        frame = (image.shape[1], image.shape[0])
+        import cv2
+
+        union = np.zeros(image.shape[:2], np.uint8)
+        for c in t["corals"]:
+            union |= Instance.from_polygons("x", 1.0, [np.asarray(c["polygon_xy"])], frame).within(
+                (0, 0, *frame)
+            )
+        union = cv2.dilate(union, np.ones((5, 5), np.uint8)).astype(bool)
+        out = [Instance.from_mask("Acropora", 0.3, union, (0, 0))]
+        for c in t["corals"]:
+            ring = [np.asarray(c["polygon_xy"])]
+            other = "Pocillopora" if c["label"] != "Pocillopora" else "Montipora"
+            out += [
+                Instance.from_polygons(other, 0.4, ring, frame),
+                Instance.from_polygons(c["label"], 0.9, ring, frame),
+            ]
+        return out
+
+
+def test_a_colony_answered_twice_is_one_row_of_colonies_csv_and_of_the_cover(raw_photos, tmp_path):
+    """A pixel of the reef is one colony in every output: a colony answered twice with two genera is
+    one row of colonies.csv (the surer genus) and of the instances file, and an outline around the
+    colonies at a lower score, which keeps under half its pixels, is left out; the cover is the true
+    colonies' (before: two rows per colony and the outline's row in colonies.csv, and the outline's
+    ring counted as Acropora cover)."""
+    folder, truths, keys, telea = raw_photos
+    out = tmp_path / "out"
+    models = ChainModels(EachColonyTwice(truths), TrueCorners(truths), TrueGrid(truths), telea)
+    process_folder(folder, out, models, "fp", quadrat_cm=50.0)
+    truth_out = tmp_path / "truth"
+    process_folder(
+        folder,
+        truth_out,
+        ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea),
+        "fp",
+        quadrat_cm=50.0,
+    )
+
+    def table(folder, name, columns):
+        return sorted(tuple(r[c] for c in columns) for r in csv.DictReader((folder / name).open()))
+
+    colony_columns = ("photo", "finegrained", "area_px", "perimeter_px")
+    assert table(out, "colonies.csv", colony_columns) == table(truth_out, "colonies.csv", colony_columns)
+    cover_columns = ("photo", "level", "label", "pixels", "percent")
+    assert table(out, "cover.csv", cover_columns) == table(truth_out, "cover.csv", cover_columns)
+    for key, t in zip(keys, truths, strict=True):
+        answered = json.loads((out / "instances" / f"{key}.json").read_text())
+        assert sorted(c["label"] for c in answered) == sorted(c["label"] for c in t["corals"])
+
+
 class HalfPorites(TruthByOrder):
     """A semantic-model stand-in: Porites (probability 0.9) on the left half of the quadrat, or on
     the right half for the photos listed in ``right`` (by read order), background elsewhere."""
