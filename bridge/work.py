@@ -44,7 +44,7 @@ import numpy as np
 from bridge.convert import project_labels, to_cvat_shapes
 from bridge.functions import FunctionClient, FunctionError, encode_frame
 from bridge.store import Heartbeat, JobStore, LeaseLostError, check_lease
-from quadratseg.cvat_client import CvatConnectionError, shape_keys
+from quadratseg.cvat_client import CvatConnectionError, human_frames_of, shape_keys
 from quadratseg.errors import QuadratsegError
 from quadratseg.keypoints import N_CORNERS, N_GRID
 from quadratseg.labelsets import CORNER_LABEL, GRID_LABEL
@@ -121,14 +121,12 @@ def resolve_pending_creates(cvat: Any, store: JobStore, detections: list[dict[st
         if not pending:
             continue
         cvat_job = int(job["params"]["job_id"])
-        ids, complete = cvat.created_ids(cvat_job, set(pending["before"]), pending["keys"])
+        made, complete = cvat.created_shapes(cvat_job, set(pending["before"]), pending["keys"])
+        ids = sorted(int(key) for key in made)
         result = {k: v for k, v in job["result"].items() if k != "pending_create"}
         if complete and ids:  # added to the batches that landed before it
             result["shape_ids"] = sorted({*(result.get("shape_ids") or []), *ids})
-            result["fingerprints"] = {
-                **(result.get("fingerprints") or {}),
-                **cvat.fingerprints(cvat_job, ids),
-            }
+            result["fingerprints"] = {**(result.get("fingerprints") or {}), **made}
             if "frames" in pending:
                 result["uploaded_frames"] = sorted(
                     {*(result.get("uploaded_frames") or []), *pending["frames"]}
@@ -253,8 +251,10 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
                 if not sent:
                     continue
                 began = time.perf_counter()
-                # read again just before the upload: the annotator may have started on a frame meanwhile
-                late = (cvat.human_frames(cvat_job, {**record, **landed_prints}) & set(sent)) - uploaded
+                # read again just before the upload: the annotator may have started on a frame meanwhile;
+                # the same read gives the job's shape ids before the create
+                current = cvat.job_shapes(cvat_job)
+                late = (human_frames_of(current, {**record, **landed_prints}) & set(sent)) - uploaded
                 if late:
                     logger.info(
                         "job %d: frames %s were worked on during detection, left out", cvat_job, sorted(late)
@@ -262,7 +262,8 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
                     shapes = [s for s in shapes if s["frame"] not in late]
                     sent = [n for n in sent if n not in late]
                     skipped |= late
-                ids, prints = _upload_batch(cvat, services, job["id"], cvat_job, shapes, sent, so_far)
+                before = sorted(shape["id"] for shape in current)
+                ids, prints = _upload_batch(cvat, services, job["id"], cvat_job, shapes, sent, so_far, before)
                 landed_ids += ids
                 landed_prints.update(prints)
                 uploaded.update(sent)
@@ -316,19 +317,20 @@ def _upload_batch(
     shapes: list[dict[str, Any]],
     frames: list[int],
     so_far: dict[str, Any],
+    before: list[int],
 ) -> tuple[list[int], dict[str, list[Any]]]:
-    """One ``PATCH .../annotations?action=create`` with a batch's shapes, noted as pending first (a
-    crash or a lost answer after this point finds the shapes that landed); their ids and fingerprints."""
+    """One ``PATCH .../annotations?action=create`` with a batch's shapes, noted as pending first with
+    ``before``, the job's shape ids read just before (a crash or a lost answer after this point finds
+    the shapes that landed); their ids and fingerprints, from one read after the create."""
     if not shapes:
         return [], {}
     check_lease()  # a worker whose job was taken over sends nothing more
-    before = sorted(cvat.shape_ids(cvat_job))
     pending = {"before": before, "keys": shape_keys(shapes), "frames": sorted(frames)}
     services.store.note(job_id, {**so_far, "pending_create": pending})
-    ids = cvat.add_shapes(
+    made = cvat.add_shapes(
         cvat_job, shapes, before=set(before), settle_s=services.settings.bridge_create_settle_s
     )
-    return ids, cvat.fingerprints(cvat_job, ids)
+    return sorted(int(key) for key in made), made
 
 
 def skeleton_points(shapes: list[dict[str, Any]], labels: dict[str, Any], label_name: str, n: int) -> dict:

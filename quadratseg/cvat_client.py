@@ -323,6 +323,47 @@ def shape_fingerprint(shape: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def human_frames_of(shapes: list[dict[str, Any]], created: dict[str, list[Any]] | None = None) -> set[int]:
+    """Frames a person worked on, from a job's shapes (LabeledShape dicts, as read): holding a shape whose
+    ``source`` is not ``auto`` (drawn, imported, or edited in its geometry: ``semi-auto``), or where a
+    shape of ``created`` (``{str(id): [frame, shape_fingerprint]}`` of the shapes a detection made) is
+    gone or no longer as it was made (CVAT keeps a relabelled auto shape, or one whose attributes
+    changed, ``auto``).
+
+    Examples:
+        >>> made = {"id": 7, "frame": 0, "source": "auto", "label_id": 1, "type": "polygon", "points": [0, 0]}
+        >>> record = {"7": [0, shape_fingerprint(made)], "8": [2, "gone"]}
+        >>> sorted(human_frames_of([made, {**made, "id": 9, "frame": 1, "source": "manual"}], record))
+        [1, 2]
+    """
+    record = created or {}
+    frames, present = set(), set()
+    for shape in shapes:
+        key = str(shape["id"])
+        present.add(key)
+        if str(shape["source"]) != "auto" or (key in record and record[key][1] != shape_fingerprint(shape)):
+            frames.add(shape["frame"])
+    frames.update(frame for key, (frame, _) in record.items() if key not in present)
+    return frames
+
+
+def created_of(
+    shapes: list[dict[str, Any]], before: set[int], keys: list[list[Any]]
+) -> tuple[dict[str, list[Any]], bool]:
+    """(``{str(id): [frame, shape_fingerprint]}``, all found) of the ``auto`` shapes of a job's shapes (as
+    read after a create) not in ``before`` that match ``keys`` (:func:`shape_keys` of the shapes sent),
+    each key counted as often as it was sent: what the create made, as it was stored."""
+    wanted = Counter(tuple(k) for k in keys)
+    found: Counter = Counter()
+    made = {}
+    for shape in sorted(shapes, key=lambda s: s["id"]):
+        key = (shape["frame"], shape["label_id"], str(shape["type"]))
+        if shape["id"] not in before and str(shape["source"]) == "auto" and found[key] < wanted[key]:
+            found[key] += 1
+            made[str(shape["id"])] = [shape["frame"], shape_fingerprint(shape)]
+    return made, found == wanted
+
+
 @dataclass(frozen=True)
 class JobFrames:
     """A job's frames: absolute task frame numbers and file names (deleted frames left out)."""
@@ -438,36 +479,9 @@ class Cvat:
         data = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
         return [self._plain(s) for s in data.shapes]
 
-    def shape_ids(self, job_id: int) -> set[int]:
-        """Ids of every shape in a job."""
-        return {s["id"] for s in self.job_shapes(job_id)}
-
-    def fingerprints(self, job_id: int, ids: list[int]) -> dict[str, list[Any]]:
-        """``{str(id): [frame, shape_fingerprint]}`` of these shapes of a job, as stored now (what
-        :meth:`human_frames` compares with later)."""
-        wanted = set(ids)
-        return {
-            str(s["id"]): [s["frame"], shape_fingerprint(s)]
-            for s in self.job_shapes(job_id)
-            if s["id"] in wanted
-        }
-
     def human_frames(self, job_id: int, created: dict[str, list[Any]] | None = None) -> set[int]:
-        """Frames of a job a person worked on: holding a shape whose ``source`` is not ``auto`` (drawn,
-        imported, or edited in its geometry: ``semi-auto``), or where a shape of ``created``
-        (:meth:`fingerprints` of the shapes a detection made) is gone or no longer as it was made (CVAT
-        keeps a relabelled auto shape, or one whose attributes changed, ``auto``)."""
-        record = created or {}
-        frames, present = set(), set()
-        for shape in self.job_shapes(job_id):
-            key = str(shape["id"])
-            present.add(key)
-            if str(shape["source"]) != "auto" or (
-                key in record and record[key][1] != shape_fingerprint(shape)
-            ):
-                frames.add(shape["frame"])
-        frames.update(frame for key, (frame, _) in record.items() if key not in present)
-        return frames
+        """Frames of a job a person worked on (:func:`human_frames_of` of its shapes as read now)."""
+        return human_frames_of(self.job_shapes(job_id), created)
 
     def add_shapes(
         self,
@@ -475,10 +489,11 @@ class Cvat:
         shapes: list[dict[str, Any]],
         before: set[int] | None = None,
         settle_s: float = 0.0,
-    ) -> list[int]:
-        """Create shapes in a job (one request: CVAT stores all or none); their new ids: the new
-        ``auto`` shapes matching the ones sent (frame, label, type; :meth:`created_ids`), never another
-        writer's (CVAT documents no answer body for a job's PATCH).
+    ) -> dict[str, list[Any]]:
+        """Create shapes in a job (one request: CVAT stores all or none); the new shapes as
+        ``{str(id): [frame, shape_fingerprint]}``: the new ``auto`` shapes matching the ones sent
+        (frame, label, type; :func:`created_of`), never another writer's (CVAT documents no answer body
+        for a job's PATCH), read once after the create.
 
         ``before`` is the job's shape ids before the create (read here when not given; a caller notes
         it first so that a crash in between can be resolved). A create is not idempotent, so it is
@@ -491,8 +506,8 @@ class Cvat:
         from cvat_sdk.api_client.exceptions import ApiException
 
         if not shapes:
-            return []
-        before = self.shape_ids(job_id) if before is None else set(before)
+            return {}
+        before = {s["id"] for s in self.job_shapes(job_id)} if before is None else set(before)
         keys = shape_keys(shapes)
         api = self.client.api_client.jobs_api
         request = models.PatchedLabeledDataRequest(shapes=[models.LabeledShapeRequest(**s) for s in shapes])
@@ -500,8 +515,8 @@ class Cvat:
         for attempt in range(self.retries + 1):
             try:
                 api.partial_update_annotations("create", job_id, patched_labeled_data_request=request)
-                ids, _ = self.created_ids(job_id, before, keys)
-                return ids
+                made, _ = self.created_shapes(job_id, before, keys)
+                return made
             except ApiException as exc:
                 if exc.status is not None and exc.status < 500:
                     raise
@@ -526,31 +541,25 @@ class Cvat:
 
     def _settled(
         self, job_id: int, before: set[int], keys: list[list[Any]], settle_s: float
-    ) -> list[int] | None:
-        """The ids of a create whose answer was lost, read until they are all there or ``settle_s`` has
-        passed (at 0.5, 1, 2, 4... s); None when they never all came."""
+    ) -> dict[str, list[Any]] | None:
+        """The shapes of a create whose answer was lost (as :meth:`created_shapes`), read until they are
+        all there or ``settle_s`` has passed (at 0.5, 1, 2, 4... s); None when they never all came."""
         deadline, delay = time.monotonic() + settle_s, 0.5
         while True:
-            ids, complete = self.created_ids(job_id, before, keys)
+            made, complete = self.created_shapes(job_id, before, keys)
             if complete:
-                return ids
+                return made
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
             time.sleep(min(delay, left))
             delay *= 2
 
-    def created_ids(self, job_id: int, before: set[int], keys: list[list[Any]]) -> tuple[list[int], bool]:
-        """(ids, all found) of the job's ``auto`` shapes not in ``before`` that match ``keys``
-        (:func:`shape_keys` of the shapes sent), each key counted as often as it was sent."""
-        wanted = Counter(tuple(k) for k in keys)
-        found, ids = Counter(), []
-        for shape in self.job_shapes(job_id):
-            key = (shape["frame"], shape["label_id"], str(shape["type"]))
-            if shape["id"] not in before and str(shape["source"]) == "auto" and found[key] < wanted[key]:
-                found[key] += 1
-                ids.append(shape["id"])
-        return sorted(ids), found == wanted
+    def created_shapes(
+        self, job_id: int, before: set[int], keys: list[list[Any]]
+    ) -> tuple[dict[str, list[Any]], bool]:
+        """:func:`created_of` of the job's shapes as read now."""
+        return created_of(self.job_shapes(job_id), before, keys)
 
     def remove_shapes(
         self,
