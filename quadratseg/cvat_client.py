@@ -467,17 +467,25 @@ class Cvat:
         )
         return [self._plain(label) for label in found]
 
+    def _shapes(self, api: Any, kind: str, object_id: int) -> list[dict[str, Any]]:
+        """The ``shapes`` of a task's or a job's annotations as CVAT's JSON: one GET, read as JSON rather
+        than into cvat-sdk's models and back (the same dicts: 11 ms instead of 60 for a job of 190
+        polygons; a job's annotations are the largest answer the bridge reads, once or twice a batch)."""
+        import json
+
+        def read() -> list[dict[str, Any]]:
+            _, response = api.retrieve_annotations(object_id, _parse_response=False)
+            return json.loads(response.data)["shapes"]
+
+        return self._call(f"reading the annotations of {kind} {object_id}", read)
+
     def task_shapes(self, task_id: int) -> list[dict[str, Any]]:
         """Every shape of a task (LabeledShape dicts)."""
-        task = self.client.tasks.retrieve(task_id)
-        data = self._call(f"reading the annotations of task {task_id}", task.get_annotations)
-        return [self._plain(s) for s in data.shapes]
+        return self._shapes(self.client.api_client.tasks_api, "task", task_id)
 
     def job_shapes(self, job_id: int) -> list[dict[str, Any]]:
         """Every shape of a job (LabeledShape dicts)."""
-        job = self.client.jobs.retrieve(job_id)
-        data = self._call(f"reading the annotations of job {job_id}", job.get_annotations)
-        return [self._plain(s) for s in data.shapes]
+        return self._shapes(self.client.api_client.jobs_api, "job", job_id)
 
     def human_frames(self, job_id: int, created: dict[str, list[Any]] | None = None) -> set[int]:
         """Frames of a job a person worked on (:func:`human_frames_of` of its shapes as read now)."""

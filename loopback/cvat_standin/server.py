@@ -683,7 +683,10 @@ class CvatServer(ThreadingHTTPServer):
     ``deliveries`` lists the webhook deliveries made, oldest first: WebhookDeliveryRead fields
     (``request`` is the payload, ``response`` the receiver's answer as text) plus ``payload`` (the same
     as ``request``) and the ``headers`` and raw ``body`` that were sent. ``webhook_timeout_s`` is the
-    delivery timeout (CVAT: 10 s).
+    delivery timeout (CVAT: 10 s). ``check_schema`` (on by default) checks every JSON request and answer
+    against CVAT's schema (``violations``); a benchmark that shares the bridge's cores turns it off, for
+    the stand-in's own checking is not a cost CVAT puts on the bridge (100-160 ms for a job's
+    annotations of 190 polygons, which the stand-in answers in about 10 ms).
     """
 
     daemon_threads = True
@@ -694,6 +697,7 @@ class CvatServer(ThreadingHTTPServer):
         self.checker: OpenApiChecker = load_checker(str(shared_data / "cvat" / "schema.yml"))
         self.state = CvatState(shared_data / "cvat" / "rest_dumps", self.url)
         self.violations: list[str] = []
+        self.check_schema = True
         self.requests_seen: list[tuple[str, str]] = []
         self.delay_s = 0.0
         self.fail_next: list[tuple[str, str, int]] = []
@@ -843,7 +847,7 @@ class _Handler(BaseHTTPRequestHandler):
             raw = body
         elif body is not None:
             raw = json.dumps(body).encode()
-            if check and status < 400:
+            if check and status < 400 and self.server.check_schema:
                 try:
                     self.server.violations.extend(
                         self.server.checker.check_response(self.command, self.path_only, status, body)
@@ -868,6 +872,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self) -> Any:
         raw = self._body()
         body = json.loads(raw) if raw else {}
+        if not self.server.check_schema:
+            return body
         try:
             self.server.violations.extend(
                 self.server.checker.check_request(self.command, self.path_only, body)
