@@ -159,9 +159,13 @@ def main() -> None:
     process_folder(photos, work / "local", models, fingerprint, warp_size=size)
     local = time.perf_counter() - start
     stages: dict[str, float] = {}
-    for record in (work / "local" / "photos").rglob("*.json"):
-        for stage, seconds in json.loads(record.read_text())["seconds"].items():
+    colonies = 0
+    for record_file in (work / "local" / "photos").rglob("*.json"):
+        record = json.loads(record_file.read_text())
+        colonies += record.get("colonies") or 0
+        for stage, seconds in record["seconds"].items():
             stages[stage] = stages.get(stage, 0.0) + seconds / n
+    figures["colonies_per_photo"] = round(colonies / n, 1)  # the chain's work beyond the model grows with it
     runs = {"bare": bare, "sequential": sequential, "local": local}
     if not args.no_ray:
         from functools import partial

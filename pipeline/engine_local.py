@@ -6,10 +6,11 @@ Three steps per photo, each on its own thread, joined by bounded queues (``prefe
   there with this run's fingerprint, and decodes it;
 - this thread runs the chain (:func:`pipeline.run.chain_photo`) photo after photo, in the photos'
   order: the models are called from one thread, as without the overlap;
-- a writer writes the photo's outputs and then its record (:func:`pipeline.run.write_photo`) and
-  releases the claim.
+- ``writers`` writer threads each write a photo's outputs and then its record
+  (:func:`pipeline.run.write_photo`) and release its claim; photos are written several at a time, for
+  encoding a 1920 px PNG takes longer than a GPU's chain on it (OpenCV's encoders release the GIL).
 
-Memory holds at most ``2 * prefetch + 3`` photos. The outputs are those of the photos processed one
+Memory holds at most ``2 * prefetch + 2 + writers`` photos. The outputs are those of the photos processed one
 after the other (the same functions write them). A photo another live run holds is left for last:
 once the queues are empty the engine waits for it, and takes it over if that run's claim expires
 (its heartbeat stopped). A photo that fails (read, chain or write) is recorded with its reason and
@@ -62,6 +63,7 @@ def _pass(
     claims: PhotoClaims,
     outcome: EngineOutcome,
     prefetch: int,
+    writers: int = 1,
 ) -> list[BatchItem]:
     """One pass over ``items``; returns the items another live run holds (left for later)."""
     lock = threading.Lock()
@@ -127,7 +129,7 @@ def _pass(
 
     threads = [
         threading.Thread(target=reader, name="photo-reader", daemon=True),
-        threading.Thread(target=writer, name="photo-writer", daemon=True),
+        *(threading.Thread(target=writer, name=f"photo-writer-{i}", daemon=True) for i in range(writers)),
     ]
     for thread in threads:
         thread.start()
@@ -146,10 +148,12 @@ def _pass(
             seconds = {"read": read_s, "chain": time.perf_counter() - start}
             _put(results, (item, image.shape, result, seconds), stop)
             del image, result
-        _put(results, _END, stop)
+        for _ in range(writers):
+            _put(results, _END, stop)
     except BaseException:
-        stop.set()  # an interrupt: the reader leaves; the writer finishes what it holds
-        results.put(_END)
+        stop.set()  # an interrupt: the reader leaves; the writers finish what they hold
+        for _ in range(writers):
+            results.put(_END)
         for thread in threads:
             thread.join()
         for key in list(held):  # photos claimed but not written: another run may take them at once
@@ -172,7 +176,7 @@ def run_local(
         with tqdm(total=len(items), desc="processing photos", unit="image", disable=None) as bar:
             while pending:
                 before = outcome.processed + outcome.skipped + len(outcome.failures)
-                pending = _pass(pending, job, models, claims, outcome, options.prefetch)
+                pending = _pass(pending, job, models, claims, outcome, options.prefetch, options.writers)
                 bar.update(outcome.processed + outcome.skipped + len(outcome.failures) - before)
                 if pending:  # held by another live run: wait for it to finish them or to die
                     logger.info("%d photos are being processed by another run; waiting", len(pending))

@@ -344,12 +344,19 @@ class EngineOptions:
 
     engine: str = "local"
     prefetch: int = 2  # local: photos decoded ahead of the chain, and results queued for writing
+    writers: int = 2  # local: threads writing photos' outputs at once (image encoding releases the GIL)
     claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
     ray_address: str | None = None
     ray_workers: int = 1
     ray_gpus_per_model: float = 0.0
     ray_cpus_per_worker: float = 1.0
     models_factory: Any = None
+
+    def __post_init__(self) -> None:
+        if self.writers < 1 or self.prefetch < 1:
+            raise QuadratsegError(
+                f"--writers and prefetch must be 1 or more, not {self.writers} and {self.prefetch}"
+            )
 
 
 ENGINES = ("local", "ray")

@@ -126,6 +126,43 @@ def test_reading_and_writing_overlap_the_chain(quadrats, tmp_path, monkeypatch):
     assert overlapping >= 8, (overlapping, wall)  # 11 possible: every read but the first
 
 
+def test_writers_write_several_photos_at_once_and_the_same_bytes(quadrats, tmp_path, monkeypatch):
+    """Writes of 0.2 s per photo and a chain of 0.02 s: with ``writers=3`` three photos are written at
+    the same time (the writing, not the chain, was the run's pace), and every output file is the one
+    writer's, byte for byte."""
+    import pipeline.engine_local
+
+    real_write = pipeline.engine_local.write_photo
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_write(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.2)
+        try:
+            return real_write(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(pipeline.engine_local, "write_photo", slow_write)
+    out = {}
+    for writers in (1, 3):
+        most[0] = 0
+        out[writers] = tmp_path / f"writers-{writers}"
+        options = EngineOptions(writers=writers, prefetch=4)
+        summary = process_folder(
+            quadrats, out[writers], ChainModels(SquareColonies(0.02)), "fp", engine=options
+        )
+        assert (summary["processed"], summary["failed"]) == (12, 0)
+        assert most[0] == writers
+    assert output_files(out[3]) == output_files(out[1])
+    with pytest.raises(ValueError, match="writers"):
+        EngineOptions(writers=0)
+
+
 def test_a_photo_that_fails_is_recorded_and_its_claim_released(quadrats, tmp_path):
     bad = quadrats / "Haapiti" / "2020" / "Q0.jpg"
     bad.write_bytes(b"not a jpeg")
