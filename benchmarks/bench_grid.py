@@ -16,7 +16,11 @@ strings) are left out of the grid task; corners outside the photo are written wi
 With ``--frame-check`` it calibrates the corner refinement's frame check
 (``grid_pose_detection.predictor.corner_warp``) on the varied world: the share of frames confirmed at the
 true corners moved by N(0, 1 % of the side), and of wrong quadrats confirmed (the true ones shrunk to 80 %
-or 60 %, or moved by 8 to 25 % of the side in a random direction), per frame style.
+or 60 %, or moved by 8 to 25 % of the side in a random direction), per frame style; and on the same
+reef and camera with no frame at all (``no_frame_share=1``) the share of quadrats confirmed where the frame
+would be and at the wrong quadrats: each one a false frame. Then the rule (sides needed, a side's evidence,
+the weakest side's) swept over a grid, keeping the rules that confirm all 7 real CoralSCOP frames at their
+hand corners (``../shared/data``), fewest false frames first.
 
 On the same cost problems (117 template points, 110 jittered detections + 10 false ones, shuffled)
 it times ``match_to_template`` (Hungarian with a "missing" option, homography re-alignment,
@@ -234,18 +238,24 @@ def train_over_seeds(work, seeds, layouts, epochs, world="varied", images=60):
 
 
 def frame_check_rates(images: int, seed: int) -> dict:
-    """Frames confirmed by the refinement's frame check on the varied world (see the module docstring)."""
+    """Frames confirmed by the refinement's frame check on the varied world, and the rule swept over its
+    thresholds (see the module docstring)."""
+    from grid_pose_detection.evaluate_real import default_photos_folder, load_hand_corners
     from grid_pose_detection.predictor import MIN_FRAME_SIDES, MIN_WEAKEST_SIDE
+    from quadratseg.images import read_image_rgb
     from quadratseg.keypoint_refine import MIN_EDGE_INLIERS, refine_quadrat_corners
     from quadratseg.synth.scene import render_quadrat
 
-    def confirmed(straight):
-        return bool(
-            (straight >= MIN_EDGE_INLIERS).sum() >= MIN_FRAME_SIDES and straight.min() >= MIN_WEAKEST_SIDE
-        )
+    def confirmed(straight, sides=MIN_FRAME_SIDES, evidence=MIN_EDGE_INLIERS, weakest=MIN_WEAKEST_SIDE):
+        return bool((straight >= evidence).sum() >= sides and straight.min() >= weakest)
+
+    def straightness(image, corners):
+        return refine_quadrat_corners(image, corners).side_straightness
 
     rng = np.random.default_rng(seed)
-    rows: dict[str, dict[str, list[bool]]] = {}
+    # (kind, frame style, (4,) side straightness): kind "true" (a frame at its corners), "wrong" (a wrong
+    # quadrat on a photo with a frame), "none" (a photo with no frame), "real" (a real frame, hand corners)
+    samples: list[tuple[str, str, np.ndarray]] = []
     for i in range(images):
         q = render_quadrat(
             np.random.default_rng([seed, i]), (768, 576), 256, ["Acropora", "Porites"], world="varied"
@@ -254,28 +264,60 @@ def frame_check_rates(images: int, seed: int) -> dict:
         side = float(np.linalg.norm(np.roll(truth, -1, 0) - truth, axis=1).mean())
         centre = truth.mean(axis=0)
         style = str(q.shot_info.get("frame", "varied"))
-        row = rows.setdefault(style, {"true": [], "wrong": []})
-        row["true"].append(
-            confirmed(
-                refine_quadrat_corners(q.raw, truth + rng.normal(0, 0.01 * side, (4, 2))).side_straightness
-            )
-        )
+        samples.append(("true", style, straightness(q.raw, truth + rng.normal(0, 0.01 * side, (4, 2)))))
         angle = rng.uniform(0, 2 * np.pi, 2)
         wrong = [
             (truth - centre) * 0.8 + centre,
             (truth - centre) * 0.6 + centre,
             *(truth + rng.uniform(0.08, 0.25) * side * np.array([np.cos(a), np.sin(a)]) for a in angle),
         ]
-        row["wrong"] += [confirmed(refine_quadrat_corners(q.raw, w).side_straightness) for w in wrong]
-    print(f"frame check on {images} varied-world photos (768 x 576), seed {seed}")
-    print(f"{'frame':14} {'photos':>6} {'true corners confirmed':>23} {'wrong quadrats confirmed':>25}")
-    for style, row in sorted(rows.items()):
-        print(f"{style:14} {len(row['true']):6d} {np.mean(row['true']):23.2f} {np.mean(row['wrong']):25.2f}")
-    every = {k: [v for row in rows.values() for v in row[k]] for k in ("true", "wrong")}
-    print(
-        f"{'all':14} {len(every['true']):6d} {np.mean(every['true']):23.2f} {np.mean(every['wrong']):25.2f}"
+        samples += [("wrong", style, straightness(q.raw, w)) for w in wrong]
+        # the same reef and camera with no frame at all: a quadrat confirmed there is a false frame
+        bare = render_quadrat(
+            np.random.default_rng([seed, i]),
+            (768, 576),
+            256,
+            ["Acropora", "Porites"],
+            world="varied",
+            no_frame_share=1.0,
+        )
+        where = [bare.corners_raw_xy, *(w - centre + bare.corners_raw_xy.mean(axis=0) for w in wrong)]
+        samples += [("none", "none", straightness(bare.raw, w)) for w in where]
+    real = default_photos_folder()
+    if real.is_dir():
+        for name, corners in sorted(load_hand_corners(real).items()):
+            samples.append(("real", "real", straightness(read_image_rgb(real / name), corners)))
+
+    def rate(kind, style=None, **rule):
+        hits = [confirmed(x, **rule) for k, st, x in samples if k == kind and style in (None, st)]
+        return (float(np.mean(hits)) if hits else float("nan")), len(hits)
+
+    print(f"frame check on {images} varied-world photos (768 x 576), seed {seed}: the rule in use")
+    print(f"{'frame':10} {'frames at their corners':>24} {'wrong quadrats':>15} {'no frame':>9}")
+    for style in sorted({st for k, st, _ in samples if k == "true"}):
+        (t, n), (w, _) = rate("true", style), rate("wrong", style)
+        print(f"{style:10} {t:18.2f} of {n:3d} {w:15.2f} {'':>9}")
+    (t, n), (w, _), (f, _), (r, nr) = rate("true"), rate("wrong"), rate("none"), rate("real")
+    print(f"{'all':10} {t:18.2f} of {n:3d} {w:15.2f} {f:9.2f}   real frames at hand corners {r:.2f} of {nr}")
+    rows = []
+    for sides in (2, 3, 4):
+        for evidence in (0.4, 0.5, 0.6, 0.7):
+            for weakest in (0.0, 0.2, 0.3, 0.4, 0.5):
+                rule = {"sides": sides, "evidence": evidence, "weakest": weakest}
+                rows.append((rule, *(rate(kind, **rule)[0] for kind in ("true", "wrong", "none", "real"))))
+    # rules that confirm every real frame at its corners, by false frames (no frame, then wrong quadrats)
+    # and then by frames confirmed
+    usable = sorted(
+        (row for row in rows if row[4] == 1.0 or np.isnan(row[4])), key=lambda r: (r[3] + r[2], -r[1])
     )
-    return rows
+    print("\nthe rule swept (those that confirm every real frame at its hand corners; fewest false first)")
+    print(f"{'sides':>5} {'evidence':>8} {'weakest':>7} {'frames':>7} {'wrong':>6} {'no frame':>8}")
+    current = {"sides": MIN_FRAME_SIDES, "evidence": MIN_EDGE_INLIERS, "weakest": MIN_WEAKEST_SIDE}
+    for rule, t, w, f, _ in usable[:12]:
+        mark = "   <- in use" if rule == current else ""
+        sides, evidence, weakest = rule["sides"], rule["evidence"], rule["weakest"]
+        print(f"{sides:5d} {evidence:8.1f} {weakest:7.1f} {t:7.2f} {w:6.2f} {f:8.2f}{mark}")
+    return {"samples": len(samples), "rows": rows}
 
 
 if __name__ == "__main__":
