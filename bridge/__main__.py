@@ -63,7 +63,7 @@ def serve(
     if http_processes > 1:
         from bridge.serving import serve_processes
 
-        serve_processes(host, port, http_processes, insecure)
+        serve_processes(host, port, http_processes, settings, insecure)
         return
     from bridge.serving import build_app, uvicorn_server
 

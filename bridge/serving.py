@@ -37,13 +37,10 @@ def uvicorn_server(app: Any, host: str, port: int) -> Any:
     return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
 
 
-def serving_process(sock: socket.socket, insecure: bool) -> None:
+def serving_process(sock: socket.socket, settings: Any, insecure: bool) -> None:
     """One of ``--http-processes``: the app over the listening socket the parent opened (the kernel hands
     each new connection to one of the processes waiting on it), with its own job-store connection."""
-    from quadratseg.cli import current_settings
-
     logging.basicConfig(level=logging.WARNING)
-    settings = current_settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app, queue = build_app(settings, insecure)
     queue.start_reaper()
@@ -54,7 +51,7 @@ def serving_process(sock: socket.socket, insecure: bool) -> None:
 RESTARTS_PER_MINUTE = 5  # a serving process that ends more often than this is a crash loop: the bridge stops
 
 
-def serve_processes(host: str, port: int, count: int, insecure: bool) -> None:
+def serve_processes(host: str, port: int, count: int, settings: Any, insecure: bool) -> None:
     """``count`` serving processes on one listening socket until SIGINT or SIGTERM (passed on to each).
 
     A process that ends by itself (killed, out of memory) is replaced; the connections it held are lost
@@ -72,7 +69,9 @@ def serve_processes(host: str, port: int, count: int, insecure: bool) -> None:
     context = multiprocessing.get_context("spawn")  # nothing of this process's threads or sockets leaks in
 
     def start(i: int) -> Any:
-        child = context.Process(target=serving_process, args=(sock, insecure), name=f"bridge-http-{i}")
+        child = context.Process(
+            target=serving_process, args=(sock, settings, insecure), name=f"bridge-http-{i}"
+        )
         child.start()
         return child
 

@@ -201,6 +201,7 @@ def test_the_bridge_is_the_service_alone():
         "convert.py",
         "functions.py",
         "jobqueue.py",
+        "serving.py",
         "store.py",
         "urls.py",
         "work.py",
