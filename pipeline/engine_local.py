@@ -63,7 +63,7 @@ def _pass(
     claims: PhotoClaims,
     outcome: EngineOutcome,
     prefetch: int,
-    writers: int = 1,
+    writers: int,
 ) -> list[BatchItem]:
     """One pass over ``items``; returns the items another live run holds (left for later)."""
     lock = threading.Lock()
