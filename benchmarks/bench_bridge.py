@@ -16,6 +16,8 @@ PostgreSQL cluster (:mod:`loopback.servers`), ``python -m bridge --noconsumer`` 
   3 worker processes; frames per minute from the first job's start to the last job's end (downloads,
   re-encoding check, HTTP calls to the function, conversion, uploads in batches), against the zip's
   ``handler`` called directly on the same frames in one process.
+- Annotation reads: a job's annotations of 190 polygons read as JSON (the bridge's way) against the plain
+  cvat-sdk call, and the stand-in's schema check of that answer, which it leaves off for the rest.
 - Acknowledgement: ``--deliveries`` signed ``update:job`` deliveries sent at once (each a new state
   change, so each is recorded and queued) to ``python -m bridge --noconsumer --http-processes N`` for
   each N of ``--http-processes``; p50 and p99 of the time to the answer (CVAT waits 10 s); every
@@ -103,6 +105,60 @@ async def send_all(url: str, bodies: list[tuple[bytes, dict[str, str]]]) -> list
         return int(answer.split(b" ", 2)[1]), time.perf_counter() - start
 
     return await asyncio.gather(*(one(b, h) for b, h in bodies))
+
+
+def annotation_reads(server, settings, labels: list, files: list[Path], polygons: int = 190) -> dict:
+    """Seconds to read a job's annotations of ``polygons`` polygons (40 vertices each) from the CVAT
+    stand-in: :meth:`quadratseg.cvat_client.Cvat.job_shapes` (the answer's JSON as it is) against the
+    plain cvat-sdk call (``get_annotations`` into its models, serialized back to dicts), median of 20
+    reads each; and the stand-in's own schema check of that answer (off while the bridge is measured)."""
+    import numpy as np
+
+    from quadratseg.cvat_client import Cvat, connect
+
+    project = server.state.add_project("corals-reads", labels)["id"]
+    rng = np.random.default_rng(0)
+    with connect(settings) as client:
+        cvat = Cvat(client)
+        (job,) = cvat.task_jobs(cvat.create_task(project, "reads", "test", files)["id"])
+        label = server.state.project_labels(project)[0]["id"]
+        shapes = [
+            {
+                "type": "polygon",
+                "frame": i % len(files),
+                "label_id": label,
+                "points": rng.uniform(0, 60, 80).round(1).tolist(),
+                "source": "auto",
+            }
+            for i in range(polygons)
+        ]
+        with server.state.lock:
+            server.state.write_job_annotations(server.state.jobs[job["id"]], "create", {"shapes": shapes})
+
+        def sdk() -> list:
+            found = client.jobs.retrieve(job["id"]).get_annotations().shapes
+            return [client.api_client.sanitize_for_serialization(shape) for shape in found]
+
+        def median_s(call) -> float:
+            call()
+            times = []
+            for _ in range(20):
+                start = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - start)
+            return float(np.median(times))
+
+        ours, plain = median_s(lambda: cvat.job_shapes(job["id"])), median_s(sdk)
+        answer = {"shapes": cvat.job_shapes(job["id"]), "tags": [], "tracks": [], "version": 0}
+        path = f"/api/jobs/{job['id']}/annotations/"
+        check = median_s(lambda: server.checker.check_response("GET", path, 200, answer))
+    return {
+        "polygons": polygons,
+        "json_read_ms": round(1000 * ours, 1),
+        "cvat_sdk_read_ms": round(1000 * plain, 1),
+        "json_over_cvat_sdk": round(ours / plain, 3),
+        "standin_schema_check_ms": round(1000 * check, 1),
+    }
 
 
 def main() -> None:
@@ -194,6 +250,7 @@ def main() -> None:
     for i, photo in enumerate(frames):
         files.append(staged / f"frame_{i:04d}.jpg")
         files[-1].write_bytes(photo.read_bytes())
+    reads = annotation_reads(server, settings, labels, files)
     runs, processes = {}, []
 
     def env(name: str, database: str) -> dict[str, str]:
@@ -309,6 +366,7 @@ def main() -> None:
             f"frames_phase_ratio_{n}_workers": round(run["frames_phase_frames_per_min"] / direct_fpm, 3)
             for n, run in runs.items()
         },
+        "annotation_reads": reads,
         "deliveries": args.deliveries,
         **{f"ack_{n}_http_processes": ack for n, ack in acks.items()},
         "cpu_cores": os.cpu_count(),

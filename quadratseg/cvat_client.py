@@ -469,8 +469,9 @@ class Cvat:
 
     def _shapes(self, api: Any, kind: str, object_id: int) -> list[dict[str, Any]]:
         """The ``shapes`` of a task's or a job's annotations as CVAT's JSON: one GET, read as JSON rather
-        than into cvat-sdk's models and back (the same dicts: 11 ms instead of 60 for a job of 190
-        polygons; a job's annotations are the largest answer the bridge reads, once or twice a batch)."""
+        than into cvat-sdk's models and back (the same dicts: 12 ms instead of 98 for a job of 190
+        polygons, ``benchmarks/bench_bridge.py``; a job's annotations are the largest answer the bridge
+        reads, twice a batch)."""
         import json
 
         def read() -> list[dict[str, Any]]:
