@@ -134,8 +134,9 @@ def process(
             with two models puts two actors on one GPU); 0 runs on CPUs.
         claim_ttl: seconds after which a photo claimed by a run that stopped (its heartbeat is
             touched every claim_ttl / 4 s) is taken over by another run on the same OUT.
-        writers: local engine: threads writing photos' outputs at once (a 1920 px PNG takes about
-            0.1 s to encode; more writers keep up with a fast GPU on a machine with cores to spare).
+        writers: local engine: threads writing photos' outputs at once (a 1920 px photo's outputs take
+            about 0.15 s of CPU, benchmarks/bench_scale.py; more writers keep up with a fast GPU on a
+            machine with cores to spare).
 
     Returns:
         JSON summary: photos, processed, skipped (resumed), failed, with cover, outputs.
