@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 FINAL_STATES = ("done", "failed", "skipped")
 JSON_COLUMNS = ("params", "result", "timings")
 LEASE_S = 15.0  # a running job's lease; renewed every LEASE_S / 3 by its worker
+CLAIMS_PER_STATEMENT = 500  # keys per insert of a batch (5 parameters each)
 RECONNECT_S = 120.0  # how long a PostgreSQL call waits for the server to come back (a restart)
 
 # column -> type; the same names in both backends ({REAL}, {ID} filled per backend)
@@ -158,33 +159,59 @@ class JobStore:
     def claim_many(
         self, items: list[tuple[str, str, dict[str, Any], bool]]
     ) -> list[tuple[dict[str, Any], bool]]:
-        """:meth:`claim` of several deliveries in one transaction (one disk flush for all)."""
+        """:meth:`claim` of several deliveries in one transaction (one disk flush for all), answered as
+        the same claims made one by one in this order. The new keys are inserted by one statement and
+        every key read back by another, whatever the batch's size (a round trip per statement is what
+        a PostgreSQL batch costs); keys go in sorted, so two batches sharing keys never deadlock."""
         tokens = [uuid.uuid4().hex for _ in items]
         now = time.time()
+        first: dict[str, int] = {}  # key -> its first item in the batch, the one that may insert it
+        for index, (key, *_) in enumerate(items):
+            first.setdefault(key, index)
 
         def work(q: Callable[..., Any]) -> list[tuple[dict[str, Any], bool]]:
+            rows: dict[str, Any] = {}
+            keys = sorted(first)
+            for start in range(0, len(keys), CLAIMS_PER_STATEMENT):
+                chunk = keys[start : start + CLAIMS_PER_STATEMENT]
+                values = [
+                    (key, items[first[key]][1], json.dumps(items[first[key]][2]), now, tokens[first[key]])
+                    for key in chunk
+                ]
+                q(
+                    "INSERT INTO jobs (key, kind, params, created, token) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+                    + " ON CONFLICT (key) DO NOTHING",
+                    [value for row in values for value in row],
+                )
+                found = q(f"SELECT * FROM jobs WHERE key IN ({', '.join(['?'] * len(chunk))})", chunk)
+                rows.update((row["key"], row) for row in found.fetchall())
             out = []
             for (key, kind, params, again_if_busy), token in zip(items, tokens, strict=True):
-                for _ in range(10):  # a key released meanwhile is claimed anew on the next turn
+                row = rows.get(key)
+                for _ in range(10):  # released by another transaction meanwhile: claimed anew
+                    if row is not None:
+                        break
                     q(
                         "INSERT INTO jobs (key, kind, params, created, token) VALUES (?, ?, ?, ?, ?)"
                         " ON CONFLICT (key) DO NOTHING",
                         (key, kind, json.dumps(params), now, token),
                     )
                     row = q("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
-                    if row is not None:
-                        break
                 job = dict(row)
                 new = job["token"] == token
+                changed = False
                 if not new and job["state"] == "failed":  # work still to do: a retry queues it again
                     q(
                         "UPDATE jobs SET state = 'queued', finished = NULL, token = ? WHERE id = ?",
                         (token, job["id"]),
                     )
-                    new = True
-                elif not new and again_if_busy and job["state"] in ("queued", "running"):
+                    new = changed = True
+                elif not new and again_if_busy and job["state"] in ("queued", "running") and not job["again"]:
                     q("UPDATE jobs SET again = 1 WHERE id = ?", (job["id"],))
-                row = q("SELECT * FROM jobs WHERE id = ?", (job["id"],)).fetchone()
+                    changed = True
+                if changed:  # read back: a later delivery of this key in the batch sees the change
+                    row = rows[key] = q("SELECT * FROM jobs WHERE id = ?", (job["id"],)).fetchone()
                 out.append((self._row(row), new))
             return out
 

@@ -74,6 +74,74 @@ def test_concurrent_claims_of_the_same_keys_make_one_job_each(store):
     assert all(new for _, new in many) and store.counts() == {"queued": 150}
 
 
+def _statements_counted(store) -> list[str]:
+    """The statements ``store`` sends from now on (each a round trip to PostgreSQL), listed."""
+    sent: list[str] = []
+    real_do = store._do
+
+    def counting_do(work, write=True):
+        def counted(q):
+            def q_counted(sql, args=()):
+                sent.append(sql)
+                return q(sql, args)
+
+            return work(q_counted)
+
+        return real_do(counted, write)
+
+    store._do = counting_do
+    return sent
+
+
+def _claim_mix(store) -> list:
+    """A queued, a running, a done and a failed job, as deliveries have left them."""
+    queued, _ = store.claim("detect:f:1:t", "detect", {"job_id": 1})
+    running, _ = store.claim("derive:2", "derive", {"task_id": 2})
+    assert store.start(running["id"], "w")
+    done, _ = store.claim("warp:3:t", "warp", {"task_id": 3})
+    assert store.start(done["id"], "w") and store.finish(done["id"], "done")
+    failed, _ = store.claim("warp:4:t", "warp", {"task_id": 4})
+    assert store.start(failed["id"], "w") and store.finish(failed["id"], "failed", error="CVAT down")
+    return [
+        ("warp:4:t", "warp", {"task_id": 4}, False),  # failed: queued again, new
+        ("detect:f:9:t", "detect", {"job_id": 9}, False),  # new
+        ("derive:2", "derive", {"task_id": 2}, True),  # running: marked again
+        ("detect:f:9:t", "detect", {"job_id": 9}, False),  # the same delivery twice in one batch
+        ("warp:4:t", "warp", {"task_id": 4}, False),  # queued by its first claim above: not new
+        ("warp:3:t", "warp", {"task_id": 3}, True),  # done: left as it is
+        ("detect:f:1:t", "detect", {"job_id": 1}, True),  # queued: marked again
+        ("a:0", "detect", {"job_id": 0}, False),  # new, sorts first
+    ]
+
+
+def test_a_batch_of_claims_answers_as_the_same_claims_one_by_one(store, tmp_path):
+    twin = JobStore(tmp_path / "twin.db", lease_s=LEASE_S)
+    batch, one_by_one = _claim_mix(store), _claim_mix(twin)
+    together = store.claim_many(batch)
+    alone = [twin.claim(key, kind, params, again) for key, kind, params, again in one_by_one]
+
+    def seen(job: dict, new: bool) -> tuple:
+        return job["key"], job["state"], job["again"], job["params"], new
+
+    assert [seen(*answer) for answer in together] == [seen(*answer) for answer in alone]
+    assert [new for _, new in together] == [True, True, False, False, False, False, False, True]
+    assert together[1][0]["id"] == together[3][0]["id"]  # one job for the delivery sent twice
+    assert store.counts() == twin.counts() == {"queued": 4, "running": 1, "done": 1}
+
+
+def test_a_batch_of_claims_costs_the_same_few_statements_whatever_its_size(store):
+    """200 deliveries acknowledged together: one insert and one read for the lot, not three round
+    trips each (on PostgreSQL, 200 claims took 120-210 ms that way, the whole acknowledgement budget)."""
+    sent = _statements_counted(store)
+    answers = store.claim_many([(f"detect:f:{i}:t", "detect", {"job_id": i}, False) for i in range(200)])
+    assert all(new for _, new in answers) and len({job["id"] for job, _ in answers}) == 200
+    assert len(sent) <= 2, f"{len(sent)} statements for one batch of 200 claims"
+    del sent[:]
+    again = store.claim_many([(f"detect:f:{i}:t", "detect", {"job_id": i}, False) for i in range(200)])
+    assert not any(new for _, new in again) and len(sent) <= 2
+    assert [job["id"] for job, _ in again] == [job["id"] for job, _ in answers]
+
+
 def test_a_live_job_is_never_started_twice_and_an_expired_lease_is_taken_over(store):
     job, _ = store.claim("detect:f:7:t", "detect", {"job_id": 7})
     assert store.start(job["id"], "worker-a")
