@@ -95,7 +95,7 @@ def _statements_counted(store) -> list[str]:
 
 def _claim_mix(store) -> list:
     """A queued, a running, a done and a failed job, as deliveries have left them."""
-    queued, _ = store.claim("detect:f:1:t", "detect", {"job_id": 1})
+    store.claim("detect:f:1:t", "detect", {"job_id": 1})
     running, _ = store.claim("derive:2", "derive", {"task_id": 2})
     assert store.start(running["id"], "w")
     done, _ = store.claim("warp:3:t", "warp", {"task_id": 3})
