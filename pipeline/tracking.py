@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.run import photo_output
 from quadratseg.atomic import atomic_write_json
 from quadratseg.cover_table import cm_per_px, write_table
 from quadratseg.errors import QuadratsegError
@@ -125,8 +126,7 @@ def read_process_output(
         # a pixel of the reef is one colony (pipeline.chain.reef_colonies, which a run before it made
         # its instances files without): overlapping answers leave the surer one; ids stay the file's
         exclusive = exclusive_instances(answers, frame)
-        clean = out / "clean" / output_name(key, ".png")
-        warped = out / "warped" / output_name(key, ".png")
+        clean, warped = (photo_output(out, folder, key) for folder in ("clean", "warped"))
         grid = out / "grid_masks" / output_name(key, ".png")
         survey = Survey(
             name,
