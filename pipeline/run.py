@@ -436,6 +436,7 @@ def process_folder(
     taxonomy = load_taxonomy()
     job = photo_job(out, models, fingerprint, overlays, warp_size, taxonomy)
     level = job.level
+    started = time.perf_counter()
     if options.engine == "ray":
         from pipeline.engine_ray import run_ray
 
@@ -444,6 +445,7 @@ def process_folder(
         from pipeline.engine_local import run_local
 
         outcome = run_local(items, job, models, options)
+    photos_s = time.perf_counter() - started
     order = {item.key: index for index, item in enumerate(items)}
     report = BatchReport(total=len(items), failures=sorted(outcome.failures, key=lambda f: order[f[0]]))
     report.write(out)
@@ -491,7 +493,12 @@ def process_folder(
     from pipeline.report import write_process_report
 
     write_process_report(out)
-    summary = {
+    summary: dict[str, Any] = {
+        # wall seconds of the photos' pass (the engine) and of the tables and report after it
+        "seconds": {
+            "photos": round(photos_s, 3),
+            "tables": round(time.perf_counter() - started - photos_s, 3),
+        },
         "photos": len(items),
         "processed": outcome.processed,
         "resumed_skipped": outcome.skipped,
