@@ -216,23 +216,62 @@ def visible_areas(
     """Observed pixels of each colony (N,) after overlaps: a pixel belongs to the colony listed
     last that covers it (pass colonies in ascending confidence so the surest one wins).
 
+    Counted box by box: a colony's box mask, cut to the frame and to the observed pixels, minus the
+    masks of the later colonies whose boxes meet its box, so the cost follows the colonies' boxes,
+    not the frame's size; when the boxes add up to more than the frame (colonies piled on each
+    other), one frame-sized owner map is painted instead (``benchmarks/bench_cover.py``).
+
     Args:
         masks: per colony its bool box mask (h, w) and its box origin (x0, y0) in the frame.
         frame_size: (width, height) of the frame.
         observed_hw: bool (H, W), pixels that count (the quadrat minus no-data).
     """
     width, height = frame_size
-    owner = np.full((height, width), -1, dtype=np.int32)
+    boxes = np.zeros((len(masks), 4), dtype=np.int64)  # xa, ya, xb, yb, cut to the frame
+    cut: list[np.ndarray | None] = []
     for i, (box, (x0, y0)) in enumerate(masks):
         h, w = box.shape
         xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, width), min(y0 + h, height)
         if xa >= xb or ya >= yb:
+            cut.append(None)
             continue
-        region = owner[ya:yb, xa:xb]
-        region[box[ya - y0 : yb - y0, xa - x0 : xb - x0]] = i
+        boxes[i] = xa, ya, xb, yb
+        cut.append(np.asarray(box[ya - y0 : yb - y0, xa - x0 : xb - x0], dtype=bool))
+    if int(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sum()) > width * height:
+        return _owner_map_areas(cut, boxes, frame_size, observed_hw)  # boxes piled up: one map is cheaper
+    areas = np.zeros(len(masks), dtype=np.int64)
+    for i, mine in enumerate(cut):
+        if mine is None:
+            continue
+        xa, ya, xb, yb = (int(v) for v in boxes[i])
+        mine = mine & observed_hw[ya:yb, xa:xb]
+        later = boxes[i + 1 :]
+        meets = (later[:, 0] < xb) & (later[:, 2] > xa) & (later[:, 1] < yb) & (later[:, 3] > ya)
+        for j in np.flatnonzero(meets) + i + 1:
+            other = cut[j]
+            if other is None:
+                continue
+            ja, jb = int(boxes[j, 0]), int(boxes[j, 1])
+            ia, ib = max(xa, ja), max(ya, jb)
+            ic, id_ = min(xb, int(boxes[j, 2])), min(yb, int(boxes[j, 3]))
+            mine[ib - ya : id_ - ya, ia - xa : ic - xa] &= ~other[ib - jb : id_ - jb, ia - ja : ic - ja]
+        areas[i] = int(mine.sum())
+    return areas
+
+
+def _owner_map_areas(
+    cut: list[np.ndarray | None], boxes: np.ndarray, frame_size: tuple[int, int], observed_hw: np.ndarray
+) -> np.ndarray:
+    """:func:`visible_areas` on a frame-sized map: each colony's mask (cut to the frame, its box
+    ``boxes[i]`` = xa, ya, xb, yb) painted in order, then the observed pixels counted per owner."""
+    width, height = frame_size
+    owner = np.full((height, width), -1, dtype=np.int32)
+    for i, mine in enumerate(cut):
+        if mine is not None:
+            xa, ya, xb, yb = (int(v) for v in boxes[i])
+            owner[ya:yb, xa:xb][mine] = i
     owner[~observed_hw] = -1
-    counts = np.bincount(owner.ravel() + 1, minlength=len(masks) + 1)
-    return counts[1:].astype(np.int64)
+    return np.bincount(owner.ravel() + 1, minlength=len(cut) + 1)[1:].astype(np.int64)
 
 
 def boundary_length_px(box_mask: np.ndarray) -> int:

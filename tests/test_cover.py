@@ -52,6 +52,27 @@ def test_visible_areas_count_observed_pixels_once_for_the_last_colony():
     assert areas.tolist() == [8, 16]  # a: 16 minus b's 2 x 2 block, minus its unobserved row
 
 
+def test_visible_areas_equal_painting_the_colonies_in_order_pixel_by_pixel():
+    """Box-wise counting against the plain rule, painted pixel by pixel: overlapping chains, boxes
+    partly or wholly outside the frame, empty masks and unobserved pixels."""
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        width, height = int(rng.integers(5, 40)), int(rng.integers(5, 40))
+        observed = rng.random((height, width)) > 0.2
+        masks = []
+        for _ in range(int(rng.integers(0, 12))):
+            h, w = int(rng.integers(1, 15)), int(rng.integers(1, 15))
+            origin = (int(rng.integers(-8, width + 2)), int(rng.integers(-8, height + 2)))
+            masks.append((rng.random((h, w)) > rng.choice([0.0, 0.4, 1.0]), origin))
+        owner = -np.ones((height, width), int)
+        for k, (box, (x0, y0)) in enumerate(masks):
+            for (r, c), inside in np.ndenumerate(box):
+                if inside and 0 <= x0 + c < width and 0 <= y0 + r < height:
+                    owner[y0 + r, x0 + c] = k
+        expected = [int(((owner == k) & observed).sum()) for k in range(len(masks))]
+        assert visible_areas(masks, (width, height), observed).tolist() == expected
+
+
 def test_instance_cover_interval_follows_the_confidences():
     sure = instance_cover(["Acropora"], [1.0], [500], 10_000, ["Acropora", "Porites"])
     assert [e.label for e in sure] == ["Acropora", "Porites"]
