@@ -131,16 +131,15 @@ class BridgeQueue:
         queue, whose one process is the only worker) every running job is. Queued jobs whose message
         is not in the queue get one."""
         again = set(self.store.take_over_expired())
-        unfinished = self.store.unfinished()
+        unfinished = self.store.unfinished_states()
         if all_running_are_dead:
-            for job in unfinished:
-                if job["state"] == "running":
-                    self.store.requeue(job["id"])
-                    again.add(job["id"])
-        pending = self.pending_job_ids()
-        for job in unfinished:
-            if job["state"] == "queued" and job["id"] not in pending:
-                again.add(job["id"])
+            for job_id, state in unfinished.items():
+                if state == "running":
+                    self.store.requeue(job_id)
+                    again.add(job_id)
+        queued = {job_id for job_id, state in unfinished.items() if state == "queued"} - again
+        if queued:  # the queue's messages are read only when some job waits for one
+            again |= queued - self.pending_job_ids()
         for job_id in sorted(again):
             self.enqueue(job_id)
         if again:
@@ -149,13 +148,16 @@ class BridgeQueue:
 
     def start_reaper(self, every_s: float | None = None) -> threading.Thread:
         """Run :meth:`recover` every ``every_s`` seconds (``lease_s / 2``) in a thread until
-        :meth:`stop`."""
+        :meth:`stop`, when this process has the turn: the reapers of every process sharing the
+        store take one turn per period between them (:meth:`bridge.store.JobStore.take_turn`), so
+        the queue and the unfinished jobs are read once per period, not once per process."""
         every = every_s or max(self.store.lease_s / 2.0, 0.2)
 
         def reap() -> None:
             while not self._stop.wait(every):
                 try:
-                    self.recover()
+                    if self.store.take_turn("reaper", 0.9 * every):  # 0.9: a lone reaper's every turn
+                        self.recover()
                 except Exception as exc:  # the store or the queue is down for now: next turn
                     logger.warning("recovering unfinished bridge jobs failed (%s); retrying", exc)
 

@@ -287,6 +287,17 @@ class JobStore:
         )
         return bool(self._do(lambda q: q(sql, (name, job_id)).rowcount))
 
+    def take_turn(self, name: str, every_s: float) -> bool:
+        """True for one caller per ``every_s`` seconds across every process sharing this store (the
+        database's clock): the turn ``name`` is this caller's when nobody took it within the last
+        ``every_s`` seconds. Recorded as a row ``turn:<name>`` of the named leases."""
+        sql = (
+            f"INSERT INTO leases (name, job_id, since) VALUES (?, 0, {self.NOW})"
+            " ON CONFLICT (name) DO UPDATE SET since = excluded.since"
+            " WHERE leases.since <= excluded.since - ?"
+        )
+        return bool(self._do(lambda q: q(sql, (f"turn:{name}", float(every_s))).rowcount))
+
     @contextmanager
     def lease(self, name: str, job_id: int, every_s: float = 0.5) -> Iterator[None]:
         """Hold ``name`` for job ``job_id`` while the block runs (one detection per CVAT job at a time,
@@ -332,6 +343,14 @@ class JobStore:
             ],
             write=False,
         )
+
+    def unfinished_states(self) -> dict[int, str]:
+        """Job id -> state of the jobs queued or running (their ids and states alone)."""
+        rows = self._do(
+            lambda q: q("SELECT id, state FROM jobs WHERE state IN ('queued', 'running')").fetchall(),
+            write=False,
+        )
+        return {int(row["id"]): row["state"] for row in rows}
 
     def unfinished(self) -> list[dict[str, Any]]:
         """Jobs queued or running, oldest first."""

@@ -142,6 +142,42 @@ def test_a_batch_of_claims_costs_the_same_few_statements_whatever_its_size(store
     assert [job["id"] for job, _ in again] == [job["id"] for job, _ in answers]
 
 
+def _same_store(store):
+    """Another process's connection to ``store``'s database."""
+    if isinstance(store, PostgresJobStore):
+        return PostgresJobStore(store.url, lease_s=LEASE_S)
+    return JobStore(store.path, lease_s=LEASE_S)
+
+
+def test_one_reaping_turn_per_period_whatever_the_number_of_processes(store):
+    """Every serving and worker process has a reaper; each asks for the turn, and one of them gets it
+    per period (each reaping reads every unfinished job and every queued message)."""
+    processes = [store, _same_store(store), _same_store(store)]
+    assert sum(p.take_turn("reaper", 0.6) for p in processes) == 1
+    assert not any(p.take_turn("reaper", 0.6) for p in processes)  # within the period: nobody
+    assert processes[1].take_turn("another", 0.6)  # turns of other names are their own
+    time.sleep(0.7)
+    assert sum(p.take_turn("reaper", 0.6) for p in processes) == 1
+
+
+def test_the_reapers_of_several_processes_reap_once_per_period_between_them(tmp_path):
+    from bridge.jobqueue import BridgeQueue
+    from quadratseg.settings import Settings
+
+    settings = Settings(bridge_state_dir=tmp_path / "bridge")
+    queues = [BridgeQueue(settings) for _ in range(3)]
+    reaped = []
+    for i, queue in enumerate(queues):
+        queue.recover = lambda i=i: reaped.append(i) or []
+    for queue in queues:
+        queue.start_reaper(every_s=0.1)
+    time.sleep(2.0)
+    for queue in queues:
+        queue.stop()
+    # three reapers alone would reap about 60 times in 2 s; one turn per 0.1 s period, about 20
+    assert 5 <= len(reaped) <= 26, reaped
+
+
 def test_a_live_job_is_never_started_twice_and_an_expired_lease_is_taken_over(store):
     job, _ = store.claim("detect:f:7:t", "detect", {"job_id": 7})
     assert store.start(job["id"], "worker-a")
