@@ -7,8 +7,9 @@ lost (a worker killed after taking it, Redis restarted before it was written to 
 when a delivery came) costs nothing, because :meth:`BridgeQueue.recover` queues again every queued job
 whose message is not in the queue and every running job whose lease expired (its worker died), and a
 message delivered twice runs the job once (:meth:`bridge.store.JobStore.start` only starts a queued
-job). Every worker process runs :meth:`BridgeQueue.recover` at start and then every ``lease_s / 2``
-seconds (:meth:`BridgeQueue.start_reaper`).
+job). Every worker process runs :meth:`BridgeQueue.recover` at start; then the processes sharing the
+store take turns, one :meth:`BridgeQueue.recover` every ``lease_s / 2`` seconds between them
+(:meth:`BridgeQueue.start_reaper`).
 
 A delivery is acknowledged once its job is recorded in the store; the queue message is sent just after,
 by a dispatcher thread (:meth:`BridgeQueue.enqueue_soon`), so a delivery never waits on the queue.
