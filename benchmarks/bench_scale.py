@@ -23,6 +23,9 @@ Figures:
 - ``local``: ``pipeline.process``'s local engine (reader and writer threads), its tables and report
   included; ``local_photos_over_bare`` is its photos' pass alone (the run's ``seconds.photos``), the
   figure that matters for a survey of thousands of photos.
+- ``steady_photos_per_min``: each engine once running, from its first photo record's write time to
+  its last one's (Ray's start, which loads the models in the actors, and the tables left out);
+  ``ray1_over_local_steady`` compares the two engines there.
 - ``ray-N``: ``--engine ray`` with N actors on a Ray of N CPUs started here (the actors' start,
   which loads the models, included).
 
@@ -61,6 +64,15 @@ def make_photos(folder: Path, count: int, size: int) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(target), image)
     return folder
+
+
+def steady_photos_per_min(out: Path) -> float | None:
+    """Photos per minute of a run once it runs: (records - 1) over the span of the photo records'
+    write times (a photo's record is written last); None under 3 records."""
+    times = sorted(path.stat().st_mtime for path in (out / "photos").rglob("*.json"))
+    if len(times) < 3 or times[-1] <= times[0]:
+        return None
+    return round(60 * (len(times) - 1) / (times[-1] - times[0]), 1)
 
 
 def bare_seconds(models, items, warp_size) -> float:
@@ -192,6 +204,11 @@ def main() -> None:
             runs[f"ray-{workers}"] = time.perf_counter() - start
             ray.shutdown()
     figures["photos_per_min"] = {name: round(60 * n / seconds, 1) for name, seconds in runs.items()}
+    # once running: from the first photo's record to the last one's (each written last for its photo),
+    # without the start (Ray's actors loading the models) and the tables; for a survey's thousands
+    figures["steady_photos_per_min"] = {
+        name: steady_photos_per_min(work / name) for name in runs if name not in ("bare", "sequential")
+    }
     figures["seconds"] = {name: round(seconds, 2) for name, seconds in runs.items()}
     figures["local_over_bare"] = round(local / bare, 2)
     # the photos' pass alone: the run's tables and report (about a second, whatever the photos) left out
@@ -200,6 +217,9 @@ def main() -> None:
     figures["sequential_over_bare"] = round(sequential / bare, 2)
     if "ray-1" in runs:
         figures["ray1_over_local"] = round(runs["ray-1"] / local, 2)
+        steady = figures["steady_photos_per_min"]
+        if steady.get("ray-1") and steady.get("local"):
+            figures["ray1_over_local_steady"] = round(steady["local"] / steady["ray-1"], 2)
     figures["seconds_per_photo_by_stage"] = {k: round(v, 3) for k, v in stages.items()}
     figures["bare_model_seconds_per_photo"] = round(bare / n, 3)
     slowest = max(stages.get("chain", 0.0), stages.get("read", 0.0), stages.get("write", 0.0))
