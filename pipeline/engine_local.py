@@ -56,7 +56,7 @@ def _put(target: queue.Queue, value: Any, stop: threading.Event) -> None:
             continue
 
 
-def _pass(
+def run_pass(
     items: list[BatchItem],
     job: PhotoJob,
     models: ChainModels,
@@ -123,8 +123,7 @@ def _pass(
                 continue
             claims.release(item.key)
             with lock:
-                outcome.add_seconds(seconds)
-                outcome.processed += 1
+                outcome.add_done(item.key, seconds)
                 held.discard(item.key)
 
     threads = [
@@ -176,7 +175,7 @@ def run_local(
         with tqdm(total=len(items), desc="processing photos", unit="image", disable=None) as bar:
             while pending:
                 before = outcome.processed + outcome.skipped + len(outcome.failures)
-                pending = _pass(pending, job, models, claims, outcome, options.prefetch, options.writers)
+                pending = run_pass(pending, job, models, claims, outcome, options.prefetch, options.writers)
                 bar.update(outcome.processed + outcome.skipped + len(outcome.failures) - before)
                 if pending:  # held by another live run: wait for it to finish them or to die
                     logger.info("%d photos are being processed by another run; waiting", len(pending))

@@ -6,14 +6,17 @@ a cluster.
   ``docs/cluster.md``).
 - The models live in a pool of stateful actors (:class:`ChainWorker`, ``ray_workers`` of them), each
   built once from the run's configuration by ``models_factory`` and asking ``ray_gpus_per_model``
-  GPUs per model it holds (fractions let small models share a GPU). An actor reads, runs the chain
-  and writes the photo's files through the same functions as the local engine
-  (:func:`pipeline.run.process_photo`), so the files are the same; the driver builds the tables
-  (``status.csv``, the cover tables, the report) as the local engine does.
+  GPUs per model it holds (fractions let small models share a GPU). An actor takes
+  :data:`PHOTOS_PER_TASK` photos at a time through the local engine's pass
+  (:func:`pipeline.engine_local.run_pass`: reading the next photo and writing the last one while the
+  models work), so the files are the same and one actor keeps the local engine's pace; the driver
+  builds the tables (``status.csv``, the cover tables, the report) as the local engine does.
 - Streaming: Ray Data's executor bounds the rows in flight; only small rows (key, outcome, seconds)
   come back to the driver.
-- Faults: an actor that dies mid-photo is restarted and the photo retried (Ray Data's actor pools
-  default to unbounded ``max_restarts`` and ``max_task_retries``; one photo per block); its files
+- Faults: an actor that dies mid-task is restarted and the task retried (Ray Data's actor pools
+  default to unbounded ``max_restarts`` and ``max_task_retries``): the retry skips the task's photos
+  whose records were written (counted as this run's: the driver sent them because they were not
+  done) and redoes the others; a photo's files
   are written atomically and its record last, so the retry leaves no half-written or duplicated
   output, and a photo whose record was written before the loss is skipped by the retry. A photo
   that fails for its own reasons is caught in the actor and recorded as the local engine records
@@ -35,7 +38,7 @@ from typing import Any
 
 from pipeline.chain import ChainModels
 from pipeline.claims import PhotoClaims
-from pipeline.run import EngineOptions, EngineOutcome, PhotoJob, process_photo
+from pipeline.run import EngineOptions, EngineOutcome, PhotoJob
 from quadratseg.batch import BatchItem
 from quadratseg.errors import QuadratsegError
 
@@ -43,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 OUTCOMES = ("done", "skipped", "held", "failed")
 MAX_BLOCKS = 2000  # blocks of the photos' dataset; beyond, a block holds several photos
+# photos per actor task: the overlap of reading and writing with the models lasts a task, and an actor
+# lost mid-task costs the retry of its photos not yet written
+PHOTOS_PER_TASK = 8
 
 
 def models_held(models: ChainModels) -> int:
@@ -52,47 +58,54 @@ def models_held(models: ChainModels) -> int:
 
 
 class ChainWorker:
-    """A Ray Data actor: the chain's models, built once, over batches of ``{key, path}`` rows.
+    """A Ray Data actor: the chain's models, built once, over batches of ``{key, path}`` rows; a
+    batch goes through the local engine's overlapped pass (:func:`pipeline.engine_local.run_pass`:
+    the next photo read and the last one written while the models work on this one).
 
     Args:
         models_factory: a picklable callable returning the run's :class:`ChainModels`.
         job: the run's :class:`PhotoJob`.
         token: the driver's claim token (:class:`pipeline.claims.PhotoClaims`).
         claim_ttl_s: the claims' time-to-live.
+        prefetch, writers: the pass's photos read ahead and writer threads.
     """
 
-    def __init__(self, models_factory: Any, job: PhotoJob, token: str, claim_ttl_s: float):
+    def __init__(
+        self,
+        models_factory: Any,
+        job: PhotoJob,
+        token: str,
+        claim_ttl_s: float,
+        prefetch: int = 2,
+        writers: int = 2,
+    ):
         self.models = models_factory()
         self.job = job
         self.claims = PhotoClaims(job.out, token=token, ttl_s=claim_ttl_s)
-
-    def one(self, key: str, path: str) -> tuple[str, str, dict[str, float]]:
-        """(outcome, reason, seconds) of one photo; outcome one of :data:`OUTCOMES`."""
-        from pipeline.engine_local import failure_reason
-
-        if self.job.done(key):
-            return "skipped", "", {}
-        if not self.claims.claim(key):
-            return "held", "", {}
-        if self.job.done(key):  # finished by another run between the look and the claim
-            self.claims.release(key)
-            return "skipped", "", {}
-        try:
-            seconds = process_photo(self.job, BatchItem(Path(path), key), self.models)
-        except Exception as exc:  # the photo's own failure: recorded, not retried
-            self.claims.release(key)
-            logger.warning("%s failed: %s", key, failure_reason(exc))
-            return "failed", failure_reason(exc), {}
-        self.claims.release(key)
-        return "done", "", seconds
+        self.prefetch, self.writers = prefetch, writers
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        from pipeline.engine_local import run_pass
+
+        items = [
+            BatchItem(Path(str(path)), str(key))
+            for key, path in zip(batch["key"], batch["path"], strict=True)
+        ]
+        outcome = EngineOutcome(by_key={})
+        held = {
+            item.key
+            for item in run_pass(
+                items, self.job, self.models, self.claims, outcome, self.prefetch, self.writers
+            )
+        }
+        failed = {key: reason for key, _path, reason in outcome.failures}
         rows: dict[str, list[Any]] = {"key": [], "path": [], "outcome": [], "reason": [], "seconds": []}
-        for key, path in zip(batch["key"], batch["path"], strict=True):
-            outcome, reason, seconds = self.one(str(key), str(path))
-            for name, value in zip(
-                rows, (str(key), str(path), outcome, reason, json.dumps(seconds)), strict=True
-            ):
+        for item in items:
+            done = outcome.by_key.get(item.key)
+            kind = "failed" if item.key in failed else "held" if item.key in held else "done"
+            kind = "skipped" if kind == "done" and done is None else kind
+            row = (item.key, str(item.path), kind, failed.get(item.key, ""), json.dumps(done or {}))
+            for name, value in zip(rows, row, strict=True):
                 rows[name].append(value)
         return rows
 
@@ -101,7 +114,7 @@ def chain_dataset(
     items: list[BatchItem], job: PhotoJob, options: EngineOptions, models: ChainModels, token: str
 ) -> Any:
     """The Ray dataset of ``items``' outcomes: keys and paths mapped by a pool of
-    ``options.ray_workers`` :class:`ChainWorker` actors, one photo per batch."""
+    ``options.ray_workers`` :class:`ChainWorker` actors, :data:`PHOTOS_PER_TASK` photos per batch."""
     import ray
 
     rows = [{"key": item.key, "path": str(item.path)} for item in items]
@@ -114,8 +127,10 @@ def chain_dataset(
             "job": job,
             "token": token,
             "claim_ttl_s": options.claim_ttl_s,
+            "prefetch": options.prefetch,
+            "writers": options.writers,
         },
-        batch_size=1,
+        batch_size=PHOTOS_PER_TASK,
         compute=ray.data.ActorPoolStrategy(size=max(1, options.ray_workers)),
         num_cpus=options.ray_cpus_per_worker,
         num_gpus=options.ray_gpus_per_model * models_held(models),
@@ -158,10 +173,12 @@ def run_ray(
                 for row in chain_dataset(pending, job, options, models, claims.token).iter_rows():
                     kind = row["outcome"]
                     if kind == "done":
-                        outcome.processed += 1
-                        outcome.add_seconds(json.loads(row["seconds"]))
+                        outcome.add_done(row["key"], json.loads(row["seconds"]))
                     elif kind == "skipped":
-                        outcome.skipped += 1
+                        # sent because it was not done: a task Ray retried (its actor lost) did it
+                        # before the loss; counted as this run's, with its record's seconds
+                        record = json.loads(job.record_path(row["key"]).read_text(encoding="utf-8"))
+                        outcome.add_done(row["key"], record.get("seconds", {}))
                     elif kind == "failed":
                         outcome.failures.append((row["key"], row["path"], row["reason"]))
                     else:

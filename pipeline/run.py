@@ -338,16 +338,25 @@ def process_photo(job: PhotoJob, item: BatchItem, models: ChainModels) -> dict[s
 class EngineOutcome:
     """What an engine did with a run's photos: failures ``(key, path, reason)`` in any order,
     seconds per step summed over the photos processed, the photos skipped (done with this
-    fingerprint, by an earlier run or a concurrent one) and the photos processed."""
+    fingerprint, by an earlier run or a concurrent one) and the photos processed; with ``by_key`` a
+    dict, each processed photo's seconds by key too (a Ray actor's rows)."""
 
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     skipped: int = 0
     processed: int = 0
+    by_key: dict[str, dict[str, float]] | None = None
 
     def add_seconds(self, seconds: dict[str, float]) -> None:
         for stage, value in seconds.items():
             self.timing[stage] += value
+
+    def add_done(self, key: str, seconds: dict[str, float]) -> None:
+        """Count a photo processed, its seconds per step."""
+        self.add_seconds(seconds)
+        self.processed += 1
+        if self.by_key is not None:
+            self.by_key[key] = seconds
 
 
 @dataclass(frozen=True)
@@ -357,8 +366,10 @@ class EngineOptions:
     which each Ray actor calls once (the CLI passes one built from the :class:`RunConfig`)."""
 
     engine: str = "local"
-    prefetch: int = 2  # local: photos decoded ahead of the chain, and results queued for writing
-    writers: int = 2  # local: threads writing photos' outputs at once (image encoding releases the GIL)
+    prefetch: int = (
+        2  # photos decoded ahead of the chain, and results queued for writing (each Ray actor too)
+    )
+    writers: int = 2  # threads writing photos' outputs at once (image encoding releases the GIL)
     claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
     ray_address: str | None = None
     ray_workers: int = 1

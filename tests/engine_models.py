@@ -24,3 +24,28 @@ def untrained_seg_weights(path: Path, names: list[str], seed: int = 0, confident
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model, "train_args": {"task": "segment", "imgsz": 64}, "epoch": -1}, path)
     return path
+
+
+class SlowColonies:
+    """A colony model that answers no colony after ``seconds``, writing when each call started to
+    ``log`` (a line per call, epoch seconds): shows whether an engine reads and writes photos while
+    its model works."""
+
+    def __init__(self, log: str, seconds: float, names: list[str]):
+        self.log, self.seconds = log, seconds
+        self.names = dict(enumerate(names))
+
+    def predict(self, image) -> list:
+        import time
+
+        with open(self.log, "a", encoding="utf-8") as handle:
+            handle.write(f"{time.time():.6f}\n")
+        time.sleep(self.seconds)
+        return []
+
+
+def slow_chain_models(log: str, seconds: float, names: list[str]):
+    """The chain's models (single-stage) with :class:`SlowColonies` as the colony model."""
+    from pipeline.chain import ChainModels
+
+    return ChainModels(segment=SlowColonies(log, seconds, names))
