@@ -228,6 +228,9 @@ def stage(ctx: Any) -> dict[str, Any]:
         "growth_mae_cm2": chain["growth_mae_cm2"],
         "registration_residual_px": summaries["graph"].get("registration_residual_px"),
         "true_links": chain["true_links"],
+        # true links whose two colonies the segmentation found (IoU >= 0.5): the rest no matcher can find
+        "reachable_links": chain["reachable_links"],
+        "link_recall_of_reachable": chain["link_recall_of_reachable"],
         "refused_pairs": summaries["graph"].get("refused_pairs"),
         "taglab_rule": figures["taglab"],
         "true_masks": true_figures,
@@ -240,9 +243,10 @@ def stage(ctx: Any) -> dict[str, Any]:
         "few cm off, another light), each photo through the chain with the models trained above (predicted "
         "corners and grid, grid removal, YOLO colonies), then python -m pipeline.track. Links through the "
         f"chain (overlap graph): precision {chain['link_precision']}, recall {chain['link_recall']} over "
-        f"{chain['true_links']} true links; event accuracy {chain['event_accuracy']}; growth error "
-        f"{chain['growth_mae_cm2']} cm^2 per year; alignment residual "
-        f"{metrics['registration_residual_px']} px. TagLab's rule on the same colonies: precision "
+        f"{chain['true_links']} true links ({chain['reachable_links']} with both colonies found by the "
+        f"segmentation, of which {chain['link_recall_of_reachable']} linked); event accuracy "
+        f"{chain['event_accuracy']}; growth error {chain['growth_mae_cm2']} cm^2 per year; alignment "
+        f"residual {metrics['registration_residual_px']} px. TagLab's rule on the same colonies: precision "
         f"{figures['taglab']['link_precision']}, recall {figures['taglab']['link_recall']}. With the true "
         f"masks: precision {true_figures['link_precision']}, recall {true_figures['link_recall']}."
     )

@@ -250,6 +250,11 @@ def test_scoring_counts_a_wrong_link_against_precision():
     ident = {0: 0, 1: 1}
     score = score_interval(wrong, truth, ident, {0: 0}, areas, areas).metrics()
     assert score["link_precision"] == 0.5 and score["link_recall"] == 1.0 and score["event_accuracy"] == 0.5
+    # a true link whose target colony the segmentation missed: out of any matcher's reach
+    truth = [Link(0, 0, "Porites", "grow"), Link(1, 1, "Acropora", "same")]
+    missed = score_interval([Link(0, 0, "Porites", "grow")], truth, ident, {0: 0}, areas, areas).metrics()
+    assert (missed["true_links"], missed["reachable_links"]) == (2, 1)
+    assert missed["link_recall"] == 0.5 and missed["link_recall_of_reachable"] == 1.0
     assert pair_with_truth([disk("Porites", 50, 50, 20)], [disk("Porites", 52, 50, 20)]) == {0: 0}
 
 

@@ -5,7 +5,9 @@ mask IoU, pairs below ``min_iou`` dropped; a predicted colony left unpaired is a
 Then, per interval:
 
 - link precision: predicted links (source and target both present) whose two colonies are paired
-  with two true colonies that the truth links; recall: true links found that way;
+  with two true colonies that the truth links; recall: true links found that way; reachable links:
+  true links whose two colonies are both paired with predicted ones (the links a matcher could find
+  at all: the rest were lost by the segmentation), and the recall over them;
 - event accuracy: true rows (links with their event and split/fuse mark, dead and born colonies)
   that the prediction gives the same event and mark (a true colony without a predicted partner
   counts as wrong);
@@ -43,6 +45,7 @@ class LinkScore:
 
     predicted_links: int = 0
     true_links: int = 0
+    reachable_links: int = 0
     correct_links: int = 0
     true_rows: int = 0
     correct_events: int = 0
@@ -52,13 +55,15 @@ class LinkScore:
         """Add another interval's counts."""
         self.predicted_links += other.predicted_links
         self.true_links += other.true_links
+        self.reachable_links += other.reachable_links
         self.correct_links += other.correct_links
         self.true_rows += other.true_rows
         self.correct_events += other.correct_events
         self.growth_errors_cm2.extend(other.growth_errors_cm2)
 
     def metrics(self) -> dict[str, float | int | None]:
-        """link_precision, link_recall, event_accuracy, growth_mae_cm2 (None where nothing to score)."""
+        """link_precision, link_recall, event_accuracy, growth_mae_cm2, link_recall_of_reachable (None
+        where nothing to score) and the counts."""
         return {
             "link_precision": round(self.correct_links / self.predicted_links, 4)
             if self.predicted_links
@@ -68,7 +73,11 @@ class LinkScore:
             "growth_mae_cm2": round(float(np.mean(self.growth_errors_cm2)), 3)
             if self.growth_errors_cm2
             else None,
+            "link_recall_of_reachable": round(self.correct_links / self.reachable_links, 4)
+            if self.reachable_links
+            else None,
             "true_links": self.true_links,
+            "reachable_links": self.reachable_links,
             "predicted_links": self.predicted_links,
         }
 
@@ -105,6 +114,8 @@ def score_interval(
             score.correct_links += 1
             found[key] = link  # type: ignore[index]
     score.true_links = len(true_pairs)
+    paired_sources, paired_targets = set(source_pairs.values()), set(target_pairs.values())
+    score.reachable_links = sum(s in paired_sources and t in paired_targets for s, t in true_pairs)
     dead = {source_pairs.get(p.source) for p in predicted if p.event == "dead" and p.source is not None}
     born = {target_pairs.get(p.target) for p in predicted if p.event == "born" and p.target is not None}
     for row in truth:
