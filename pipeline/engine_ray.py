@@ -67,7 +67,8 @@ class ChainWorker:
         job: the run's :class:`PhotoJob`.
         token: the driver's claim token (:class:`pipeline.claims.PhotoClaims`).
         claim_ttl_s: the claims' time-to-live.
-        prefetch, writers: the pass's photos read ahead and writer threads.
+        prefetch: the pass's photos read ahead.
+        writers: the pass's writer threads.
     """
 
     def __init__(

@@ -123,6 +123,40 @@ def photo_output(out: Path, folder: str, key: str) -> Path:
     return legacy if not path.is_file() and legacy.is_file() else path
 
 
+def sweep_orphan_temporaries(job: PhotoJob) -> list[str]:
+    """Remove the temporaries (``.NAME.tmp-PID-HEX``) of photo outputs that a writer killed mid-write
+    left and a retry then finished: those of a photo whose record exists, is newer than the
+    temporary (the record is written last, by the attempt that finished) and is claimed by no run
+    now (a claim is the only way to write a photo's outputs). Returns their paths, relative to OUT.
+    Other temporaries are left to :func:`quadratseg.atomic.sweep_stale_temporaries`."""
+    import os
+
+    from pipeline.claims import claim_path
+    from quadratseg.atomic import TEMPORARY_NAME
+
+    removed = []
+    for folder, suffix in [*PHOTO_OUTPUTS.items(), ("photos", ".json")]:
+        root = job.out / folder
+        for parent, _dirs, files in os.walk(root):
+            for name in files:
+                if not TEMPORARY_NAME.match(name):
+                    continue
+                path = Path(parent) / name
+                target = name[1:].rsplit(".tmp-", 1)[0]
+                if not target.endswith(suffix):
+                    continue
+                key = (path.parent / target[: -len(suffix)]).relative_to(root).as_posix()
+                record = job.record_path(key)
+                try:
+                    if claim_path(job.out, key).exists() or record.stat().st_mtime <= path.stat().st_mtime:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:  # no record yet, or renamed by its writer meanwhile
+                    continue
+                removed.append(path.relative_to(job.out).as_posix())
+    return removed
+
+
 def _write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=1))
 
@@ -457,6 +491,9 @@ def process_folder(
 
         outcome = run_local(items, job, models, options)
     photos_s = time.perf_counter() - started
+    orphans = sweep_orphan_temporaries(job)
+    if orphans:
+        logger.info("removed %d temporaries of photos a retry finished: %s", len(orphans), orphans[:5])
     order = {item.key: index for index, item in enumerate(items)}
     report = BatchReport(total=len(items), failures=sorted(outcome.failures, key=lambda f: order[f[0]]))
     report.write(out)

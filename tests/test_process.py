@@ -198,6 +198,41 @@ def test_warped_and_grid_free_photos_are_jpeg_and_an_earlier_versions_png_is_rep
         assert "\n" not in instances and json.loads(instances)
 
 
+def test_a_killed_writers_temporaries_go_once_a_retry_finished_the_photo(raw_photos, tmp_path):
+    """A writer killed mid-write (a Ray actor lost) leaves ``.NAME.tmp-PID-HEX``; once the photo's
+    record is written by the retry, the run removes it at once, not after --claim-ttl. A temporary
+    newer than the record (another run writing the photo again) or of a photo claimed or not done
+    is left alone."""
+    import os
+    import time as _time
+
+    from pipeline.claims import claim_path
+
+    folder, truths, keys, telea = raw_photos
+    out = tmp_path / "out"
+    models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea)
+    process_folder(folder, out, models, "fp")
+    old = _time.time() - 60
+
+    def temporary(sub: str, key: str, suffix: str, mtime: float):
+        parent, _, name = key.rpartition("/")
+        path = out / sub / parent / f".{name}{suffix}.tmp-4242-deadbeef"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+        os.utime(path, (mtime, mtime))
+        return path
+
+    orphans = [temporary("warped", keys[0], ".jpg", old), temporary("photos", keys[1], ".json", old)]
+    newer = temporary("warped", keys[2], ".jpg", _time.time() + 60)
+    claimed = temporary("clean", keys[3], ".jpg", old)
+    claim_path(out, keys[3]).parent.mkdir(parents=True, exist_ok=True)
+    claim_path(out, keys[3]).write_text("another-host:1:abcd")
+    not_done = temporary("warped", "site/never.jpg", ".jpg", old)
+    process_folder(folder, out, models, "fp")  # a rerun: every photo done, nothing redone
+    assert not any(path.exists() for path in orphans)
+    assert newer.exists() and claimed.exists() and not_done.exists()
+
+
 def test_coralnet_points_from_the_truth_read_back_through_the_chain(raw_photos, tmp_path):
     folder, truths, keys, telea = raw_photos
     models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea)
