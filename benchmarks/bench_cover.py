@@ -19,8 +19,8 @@ import numpy as np
 from _common import median_time
 
 
-def owner_map_areas(masks, frame_size, observed_hw) -> np.ndarray:
-    """The plain rule: a frame-sized owner map painted in order, then counted."""
+def owner_map(masks, frame_size) -> np.ndarray:
+    """A frame-sized int32 map (H, W): the index of the colony painted last on each pixel, else -1."""
     width, height = frame_size
     owner = np.full((height, width), -1, dtype=np.int32)
     for i, (box, (x0, y0)) in enumerate(masks):
@@ -28,19 +28,19 @@ def owner_map_areas(masks, frame_size, observed_hw) -> np.ndarray:
         xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, width), min(y0 + h, height)
         if xa < xb and ya < yb:
             owner[ya:yb, xa:xb][box[ya - y0 : yb - y0, xa - x0 : xb - x0]] = i
+    return owner
+
+
+def owner_map_areas(masks, frame_size, observed_hw) -> np.ndarray:
+    """The plain rule: a frame-sized owner map painted in order, then counted."""
+    owner = owner_map(masks, frame_size)
     owner[~observed_hw] = -1
     return np.bincount(owner.ravel() + 1, minlength=len(masks) + 1)[1:]
 
 
 def exclusive(masks, frame_size) -> list:
     """Each colony cut to the pixels it owns after the later ones, in a box of its own pixels."""
-    width, height = frame_size
-    paint = np.full((height, width), -1, dtype=np.int32)
-    for i, (box, (x0, y0)) in enumerate(masks):
-        h, w = box.shape
-        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, width), min(y0 + h, height)
-        if xa < xb and ya < yb:
-            paint[ya:yb, xa:xb][box[ya - y0 : yb - y0, xa - x0 : xb - x0]] = i
+    paint = owner_map(masks, frame_size)
     out = []
     for i in range(len(masks)):
         ys, xs = np.nonzero(paint == i)
