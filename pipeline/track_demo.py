@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,8 +136,6 @@ def score_tracking(years_dir: Path, outs: Sequence[Path], track_dir: Path) -> di
 def true_mask_outputs(years_dir: Path, outs: Sequence[Path], root: Path) -> list[Path]:
     """Copies of the chain's outputs whose colonies are the truth (mapped into the chain's frame):
     tracking them measures registration and matching without the segmentation's errors."""
-    import shutil
-
     copies = []
     for out in outs:
         copy = root / out.name
@@ -180,6 +179,10 @@ def stage(ctx: Any) -> dict[str, Any]:
     world = manifest.get("config", {}).get("world", "simple")
     size = int(manifest.get("config", {}).get("warped_size", 512))
     root = Path(ctx.out_dir) / "track"
+    if root.exists():
+        # an earlier demo's outputs: its photo records would be resumed (same photo names and run
+        # fingerprint) and their colonies, made by that demo's models, scored as these models'
+        shutil.rmtree(root)
     config = YearsConfig(quadrats=QUADRATS, years=YEARS, seed=ctx.seed, size=size, world=world)
     years_dir = generate_years(root / "years", config, overwrite=True)
     models = ChainModels(

@@ -253,3 +253,47 @@ def test_stage_runs_the_chain_on_two_years_and_reports_the_track_object(tmp_path
     assert metrics["link_precision"] >= 0.9 and metrics["link_recall"] >= 0.85, metrics
     assert metrics["true_masks"]["link_recall"] >= 0.95 and metrics["registration_residual_px"] < 10.0
     assert ctx.report.sections[0].title.startswith("Colonies across years")
+
+
+@pytest.mark.slow
+def test_a_second_demo_run_tracks_the_colonies_of_its_own_models(tmp_path):
+    """The stage run again over the same output folder (as ``make demo`` does) with other models
+    scores those models: never the colonies an earlier run's models left in the folder."""
+    from types import SimpleNamespace
+
+    from pipeline.track_demo import stage
+    from quadratseg.cli import current_settings
+    from quadratseg.images import read_image_rgb
+    from quadratseg.report import Report
+
+    synthetic = tmp_path / "synthetic"
+    synthetic.mkdir()
+    (synthetic / "manifest.json").write_text(json.dumps({"config": {"world": "simple", "warped_size": 256}}))
+
+    def run(segment):
+        models = ChainStandIns(tmp_path / "track" / "years")
+        ctx = SimpleNamespace(
+            shared={
+                "pose_predictors": {"gridcorners": models.corners, "gridpose": models.grid},
+                "seg_predictor": segment(models),
+            },
+            out_dir=tmp_path,
+            synthetic_dir=synthetic,
+            seed=0,
+            settings=current_settings(),
+            report=Report(tmp_path),
+            read_rgb=read_image_rgb,
+        )
+        return stage(ctx)
+
+    class FindsNothing:
+        def __init__(self, models):
+            self.names = models.names
+
+        def predict(self, image):
+            return []
+
+    first = run(lambda models: models.segment)
+    assert first["reachable_links"] > 10, first
+    second = run(FindsNothing)
+    assert second["reachable_links"] == 0 and second["link_recall"] == 0.0, second
