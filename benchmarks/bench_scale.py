@@ -83,7 +83,7 @@ def bare_seconds(models, items, warp_size) -> float:
 
     total = 0.0
     for item in items:
-        image, _ = read_photo(item)
+        image, _, _ = read_photo(item)
         result = chain_photo(image, models, warp_size)  # the arrays each model sees
         calls = []
         if models.corners is not None:

@@ -85,7 +85,7 @@ def run_pass(
     def reader() -> None:
         try:
             for item in items:
-                if job.done(item.key):
+                if job.done(item.key, item.path):
                     with lock:
                         outcome.skipped += 1
                     continue
@@ -94,18 +94,18 @@ def run_pass(
                     continue
                 with lock:
                     held.add(item.key)
-                if job.done(item.key):  # finished by another run between the look and the claim
+                if job.done(item.key, item.path):  # finished by another run between the look and the claim
                     claims.release(item.key)
                     with lock:
                         outcome.skipped += 1
                         held.discard(item.key)
                     continue
                 try:
-                    image, read_s = read_photo(item)
+                    image, read_s, source = read_photo(item)
                 except Exception as exc:
                     fail(item, exc)
                     continue
-                _put(decoded, (item, image, read_s), stop)
+                _put(decoded, (item, image, read_s, source), stop)
             _put(decoded, _END, stop)
         except _StoppedError:
             return
@@ -115,9 +115,9 @@ def run_pass(
             entry = results.get()
             if entry is _END:
                 return
-            item, shape, result, seconds = entry
+            item, shape, result, seconds, source = entry
             try:
-                seconds = write_photo(job, item.key, shape, result, seconds)
+                seconds = write_photo(job, item.key, shape, result, seconds, source)
             except Exception as exc:
                 fail(item, exc)
                 continue
@@ -137,7 +137,7 @@ def run_pass(
             entry = decoded.get()
             if entry is _END:
                 break
-            item, image, read_s = entry
+            item, image, read_s, source = entry
             start = time.perf_counter()
             try:
                 result = chain_photo(image, models, job.warp_size)
@@ -145,7 +145,7 @@ def run_pass(
                 fail(item, exc)
                 continue
             seconds = {"read": read_s, "chain": time.perf_counter() - start}
-            _put(results, (item, image.shape, result, seconds), stop)
+            _put(results, (item, image.shape, result, seconds, source), stop)
             del image, result
         for _ in range(writers):
             _put(results, _END, stop)

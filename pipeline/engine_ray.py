@@ -195,7 +195,7 @@ def run_ray(
 
 
 def _skip_done(job: PhotoJob, item: BatchItem, outcome: EngineOutcome) -> bool:
-    if job.done(item.key):
+    if job.done(item.key, item.path):
         outcome.skipped += 1
         return True
     return False

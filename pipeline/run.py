@@ -192,14 +192,17 @@ def photo_record(
     class_names: list[str] | None = None,
     classes: list[str] | None = None,
     level: str = "",
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON record of one processed photo (the resumability marker); ``class_names``: the
     classes of its class map's indices (background first), when it has one; ``classes`` and
     ``level``: the labels the models can give and their taxonomy level. ``grid_mask`` says whether
-    ``grid_masks/<key>.png`` belongs to this record."""
+    ``grid_masks/<key>.png`` belongs to this record; ``source``: the photo file it was made from
+    (:func:`photo_source`)."""
     return {
         "photo": key,
         "fingerprint": fingerprint,
+        "source": source,
         "raw_size": list(raw_size) if raw_size else None,
         "status": result.status,
         "corners_xy": _nan_to_none(result.corners_xy),
@@ -242,15 +245,17 @@ class PhotoJob:
         """``photos/<key>.json``, the photo's record (written last)."""
         return self.out / "photos" / output_name(key, ".json")
 
-    def done(self, key: str) -> bool:
-        """True when the photo's record exists and was made with this run's fingerprint."""
+    def done(self, key: str, photo: Path) -> bool:
+        """True when the photo's record exists, was made with this run's fingerprint and from the
+        file now at ``photo`` (:func:`same_photo`: a photo replaced under its name is redone)."""
         path = self.record_path(key)
         if not path.is_file():
             return False
         try:
-            return json.loads(path.read_text(encoding="utf-8")).get("fingerprint") == self.fingerprint
+            record = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, OSError):
             return False  # a damaged record: redo the photo
+        return record.get("fingerprint") == self.fingerprint and same_photo(record.get("source"), photo)
 
 
 def photo_job(
@@ -280,11 +285,40 @@ def photo_job(
     )
 
 
-def read_photo(item: BatchItem) -> tuple[np.ndarray, float]:
-    """The photo as uint8 RGB (H, W, 3), EXIF-upright, and the seconds the read took."""
+def photo_source(path: Path) -> dict[str, Any]:
+    """What a record keeps of the photo file it was made from: ``bytes``, ``mtime_ns`` and the
+    content's ``sha256``."""
+    stat = Path(path).stat()
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path)}
+
+
+def same_photo(source: dict[str, Any] | None, path: Path) -> bool:
+    """Whether ``path`` holds the photo a record's ``source`` (:func:`photo_source`) describes: the
+    same size and modification time, or (a copied or touched file) the same size and content hash.
+    A record without a source (or a photo gone) is not the same.
+
+    Examples:
+        >>> same_photo(None, Path("any.jpg"))
+        False
+    """
+    if not source:
+        return False
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return False
+    if stat.st_size != source.get("bytes"):
+        return False
+    return stat.st_mtime_ns == source.get("mtime_ns") or file_sha256(path) == source.get("sha256")
+
+
+def read_photo(item: BatchItem) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """The photo as uint8 RGB (H, W, 3), EXIF-upright, the seconds the read took and the file it was
+    read from (:func:`photo_source`, taken first: a file replaced during the read is redone)."""
     start = time.perf_counter()
+    source = photo_source(item.path)
     image = read_image_rgb(item.path)
-    return image, time.perf_counter() - start
+    return image, time.perf_counter() - start, source
 
 
 def chain_photo(image: np.ndarray, models: ChainModels, warp_size: tuple[int, int] | None) -> PhotoResult:
@@ -301,11 +335,17 @@ def chain_photo(image: np.ndarray, models: ChainModels, warp_size: tuple[int, in
 
 
 def write_photo(
-    job: PhotoJob, key: str, raw_shape: tuple[int, ...], result: PhotoResult, seconds: dict[str, float]
+    job: PhotoJob,
+    key: str,
+    raw_shape: tuple[int, ...],
+    result: PhotoResult,
+    seconds: dict[str, float],
+    source: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Write one photo's outputs (images, instances, overlay) and then its record, each atomically;
     outputs of an earlier run that this result lacks are removed first. ``raw_shape``: the raw
-    photo's (H, W, ...). Returns ``seconds`` with the ``write`` time added (as in the record)."""
+    photo's (H, W, ...); ``source``: the file it was read from (:func:`photo_source`; without it a
+    rerun redoes the photo). Returns ``seconds`` with the ``write`` time added (as in the record)."""
     from quadratseg.visualize import draw_polygons
 
     out = job.out
@@ -351,6 +391,7 @@ def write_photo(
             list(job.class_names) if job.class_names is not None else None,
             list(job.classes),
             job.level,
+            source,
         ),
     )
     logger.info("%s: %s", key, "; ".join(f"{stage} {result.status.get(stage, '-')}" for stage in STAGES))
@@ -360,11 +401,11 @@ def write_photo(
 def process_photo(job: PhotoJob, item: BatchItem, models: ChainModels) -> dict[str, float]:
     """Read, chain and write one photo (the three steps the local engine overlaps); returns the
     seconds per step (``read``, ``chain``, ``write``). Raises what the photo raised."""
-    image, read_s = read_photo(item)
+    image, read_s, source = read_photo(item)
     start = time.perf_counter()
     result = chain_photo(image, models, job.warp_size)
     return write_photo(
-        job, item.key, image.shape, result, {"read": read_s, "chain": time.perf_counter() - start}
+        job, item.key, image.shape, result, {"read": read_s, "chain": time.perf_counter() - start}, source
     )
 
 

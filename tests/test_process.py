@@ -1117,3 +1117,32 @@ def test_an_ensemble_of_a_genus_and_a_family_model_reports_at_the_family_level(s
     process_folder(survey_folders, tmp_path / "out", models, "fp")
     record = json.loads((tmp_path / "out" / "photos" / f"{keys[0]}.json").read_text())
     assert (record["level"], record["classes"]) == ("main_family", ["Poritidae", "Acroporidae"])
+
+
+def test_a_photo_replaced_under_its_name_is_redone_and_a_copied_archive_is_not(raw_photos, tmp_path):
+    """Resume compares each photo with the one its record was made from (size and modification
+    time, then the content's hash): a photo replaced under the same name is processed again and its
+    record describes the new photo; a copied or touched archive (same bytes, new times) is skipped."""
+    import os
+
+    folder, truths, keys, telea = raw_photos
+
+    def models(order):
+        return ChainModels(TrueColonies(order), TrueCorners(order), TrueGrid(order), telea)
+
+    out = tmp_path / "out"
+    first = process_folder(folder, out, models(truths), "fp1")
+    assert first["processed"] == len(keys)
+    # the photo of keys[0] replaced by the bytes of keys[1] (a re-export, a corrected file)
+    shutil.copy(folder / keys[1], folder / keys[0])
+    again = process_folder(folder, out, models([truths[1]]), "fp1")
+    assert (again["processed"], again["resumed_skipped"]) == (1, len(keys) - 1), again
+    record = json.loads((out / "photos" / f"{keys[0]}.json").read_text())
+    assert np.allclose(record["corners_xy"], truths[1]["corners_raw_xy"])
+    # the same bytes with other times: a copy of the archive, a touched file
+    copy = tmp_path / "copied"
+    shutil.copytree(folder, copy)  # copytree keeps times; set new ones as a plain copy would
+    for path in copy.rglob("*.jpg"):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    moved = process_folder(copy, out, models([]), "fp1")
+    assert (moved["processed"], moved["resumed_skipped"]) == (0, len(keys)), moved
