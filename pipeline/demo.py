@@ -271,6 +271,38 @@ def _resolve(stage: str) -> Callable[[DemoContext], dict[str, Any]]:
     return getattr(importlib.import_module(module_name), func_name)
 
 
+DEMO_MARK = ".quadratseg-demo"  # written into the output folder: a rerun may empty it
+KEEP = ("fiftyone_db",)  # the demo's FiftyOne database (its datasets are replaced by name)
+
+
+def fresh_demo_folder(out: Path) -> None:
+    """Make ``out`` an empty demo folder: every stage starts from nothing, so an earlier run's files
+    (photo records a stage would resume, links to another set's photos, trained weights) are never
+    taken for this run's. The FiftyOne database folder (:data:`KEEP`) stays.
+
+    Raises:
+        QuadratsegError: ``out`` holds files and is not an earlier demo's folder (no
+            :data:`DEMO_MARK`, no ``summary.json``); nothing in it is touched.
+    """
+    import shutil
+
+    if out.exists() and any(out.iterdir()):
+        if not ((out / DEMO_MARK).is_file() or (out / "summary.json").is_file()):
+            raise QuadratsegError(
+                f"{out} is not a demo's output folder (no {DEMO_MARK} or summary.json) and is not empty: "
+                "the demo empties its folder before a run; give --out a new or empty folder"
+            )
+        for entry in out.iterdir():
+            if entry.name in KEEP:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).write_text("an output folder of python -m pipeline.demo; a rerun empties it\n")
+
+
 def run_demo(
     settings: Settings,
     out_dir: str | Path = "outputs/demo",
@@ -285,7 +317,8 @@ def run_demo(
 
     Args:
         settings: the project's settings.
-        out_dir: output folder (summary.json, report.html, img/, synthetic/).
+        out_dir: output folder (summary.json, report.html, img/, synthetic/), emptied first
+            (:func:`fresh_demo_folder`).
         images: synthetic quadrats to generate (0: the world's :data:`DEMO_IMAGES`).
         size: raw photo width in px.
         seed: random seed of the synthetic set and of the trainings.
@@ -298,7 +331,11 @@ def run_demo(
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    config = SynthConfig(
+        images=images or DEMO_IMAGES.get(world, DEMO_IMAGES["simple"]), seed=seed, size=size, world=world
+    )
+    config.validate()  # a wrong world or size stops here, before any folder is emptied
+    fresh_demo_folder(out)
     if (
         settings.fiftyone_database_dir is None
         and not settings.fiftyone_database_uri
@@ -308,10 +345,6 @@ def run_demo(
         # own (FiftyOne attaches to any running mongod of the user, whatever its folder)
         os.environ["FIFTYONE_DATABASE_DIR"] = str((out / "fiftyone_db").resolve())
         os.environ.setdefault("FIFTYONE_DATABASE_NAME", "quadratseg_demo")
-    config = SynthConfig(
-        images=images or DEMO_IMAGES.get(world, DEMO_IMAGES["simple"]), seed=seed, size=size, world=world
-    )
-    config.validate()  # a wrong world or size stops here, before any folder is replaced
     synthetic_dir = out / "synthetic"
     synth_start = time.perf_counter()
     generate_dataset(synthetic_dir, config, overwrite=True)
@@ -361,7 +394,8 @@ def main(
     """Run the end-to-end demo on the synthetic set and write summary.json and report.html.
 
     Args:
-        out_dir: output folder (summary.json, report.html, img/, synthetic/); default:
+        out_dir: output folder (summary.json, report.html, img/, synthetic/), emptied first but for
+            its FiftyOne database (a folder of anything else is refused); default:
             QUADRATSEG_OUTPUTS_DIR/demo.
         images: synthetic quadrats to generate (0: 24 in the simple world, 60 in the varied one, which
             gives 12 test photos).

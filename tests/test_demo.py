@@ -6,6 +6,7 @@ import pytest
 from conftest import SHARED_DATA
 
 from pipeline.demo import run_demo
+from quadratseg.errors import QuadratsegError
 from quadratseg.settings import Settings
 from quadratseg.taxonomy import load_taxonomy
 
@@ -115,6 +116,28 @@ def test_a_missing_stage_module_is_reported_not_dropped(tmp_path):
         stages=["pipeline.demo:core_stage", "not_a_module.demo:stage"],
     )
     assert "No module named 'not_a_module'" in summary["not_a_module"]["skipped"]
+
+
+def test_a_rerun_starts_from_an_empty_folder_and_a_foreign_folder_is_refused(tmp_path):
+    """A demo rerun into its folder never takes an earlier run's files for its own (records a stage
+    would resume, links to photos of another set, trained weights); the FiftyOne database is kept. A
+    folder with files of something else is refused and left untouched."""
+    out = tmp_path / "d"
+    run_demo(Settings(), out, images=1, size=256, stages=["pipeline.demo:core_stage"])
+    stale = out / "track" / "process" / "2019" / "photos" / "SynthReef_2019_Q00.jpg.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    (out / "fiftyone_db").mkdir(exist_ok=True)
+    (out / "fiftyone_db" / "keep").write_text("db")
+    run_demo(Settings(), out, images=1, size=256, stages=["pipeline.demo:core_stage"])
+    assert not (out / "track").exists() and (out / "summary.json").is_file()
+    assert (out / "fiftyone_db" / "keep").read_text() == "db"
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "field_notes.txt").write_text("2019 survey")
+    with pytest.raises(QuadratsegError, match="not a demo's output folder"):
+        run_demo(Settings(), foreign, images=1, size=256, stages=["pipeline.demo:core_stage"])
+    assert sorted(p.name for p in foreign.iterdir()) == ["field_notes.txt"]
 
 
 def test_the_warp_error_is_measured_against_the_true_quadrat(tmp_path):
