@@ -176,7 +176,9 @@ def process_with(
     if engine.engine not in ENGINES:
         raise QuadratsegError(f"--engine must be one of {', '.join(ENGINES)}, got {engine.engine!r}")
     config = replace(config, warp_size=resolve_warp_size(config))
-    models = build_models(config, settings)
+    # a Ray run's driver only checks the models and reads their classes: it builds them on the CPU,
+    # whatever device the actors use (a cluster's head node may have no GPU)
+    models = build_models(config, settings.replace(device="cpu") if engine.engine == "ray" else settings)
     if engine.engine == "ray":
         engine = replace(engine, models_factory=partial(build_models, config, settings))
     lama = settings.lama_model if config.grid and config.inpaint == "lama" else None
@@ -255,7 +257,8 @@ def resolve_warp_size(config: RunConfig) -> int:
 
 
 def build_models(config: RunConfig, settings: Any) -> ChainModels:
-    """The chain's predictors for a checked configuration (``warp_size`` resolved).
+    """The chain's predictors for a checked configuration (``warp_size`` resolved), on the device of
+    ``settings``.
 
     Raises:
         QuadratsegError: a model of the wrong kind (a pose model given as --yolo, ...).
@@ -269,11 +272,12 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
     from quadratseg.keypoints import load_template
     from quadratseg.model_card import read_model_card
 
+    on = device(settings=settings)
     semantic = None
     if config.segment in ("mmseg", "both"):
         from DINOv2_mmseg.predictor import SemanticSegmenter
 
-        semantic = SemanticSegmenter(config.mmseg_config, weights_path(config.mmseg_weights), device())
+        semantic = SemanticSegmenter(config.mmseg_config, weights_path(config.mmseg_weights), on)
     segment = None
     if config.segment in ("yolo", "both"):
         windows = card_windows(weights_path(config.yolo))  # a model trained on tiles sees tiles
@@ -286,7 +290,7 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
                 config.allow_scale_mismatch,
             )
         segment = SegPredictor(
-            weights_path(config.yolo), imgsz=config.yolo_imgsz, conf=config.conf, device=device(), **windows
+            weights_path(config.yolo), imgsz=config.yolo_imgsz, conf=config.conf, device=on, **windows
         )
     corners = grid = None
     if config.corners:  # thresholds left None come from the model's card (PosePredictor)
@@ -297,7 +301,7 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
             kpt_conf=config.corners_kpt_conf,
             max_cost=config.corners_max_cost,
             imgsz=config.corners_imgsz,
-            device=device(),
+            device=on,
             warp_size=config.warp_size,
             aspect=config.aspect,
             allow_warp_size_mismatch=config.allow_warp_size_mismatch,
@@ -312,7 +316,7 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
             kpt_conf=config.grid_kpt_conf,
             max_cost=config.grid_max_cost,
             imgsz=config.grid_imgsz,
-            device=device(),
+            device=on,
         )
     for name, model in (("--corners", corners), ("--grid", grid)):
         if model is not None and model.model.task != "pose":

@@ -319,6 +319,35 @@ def test_the_chain_with_a_semantic_model_writes_class_maps_and_block_intervals(
         process(str(folder), str(tmp_path / "x"), segment="both")
 
 
+@pytest.mark.slow
+def test_a_ray_runs_driver_builds_the_models_on_the_cpu_and_the_actors_on_the_set_device(
+    synthetic_set, tiny_mmseg_model, monkeypatch, tmp_path
+):
+    """QUADRATSEG_DEVICE=cuda on a head node without a GPU (this machine): the driver, which only
+    checks the models and reads their classes, builds them on the CPU; the actors' factory keeps the
+    device. MMSeg's model refuses CUDA here, so a driver on the set device stops the run."""
+    import pipeline.engine_ray
+    from pipeline.process import process
+    from pipeline.run import EngineOutcome
+
+    config, checkpoint, _ = tiny_mmseg_model
+    folder = synthetic_set / "cvat_exports" / "segmentation" / "images"
+    monkeypatch.setenv("QUADRATSEG_DEVICE", "cuda")
+    seen = {}
+
+    def engine(items, job, models, options):  # the driver's side only: no actor can run CUDA here
+        seen["driver"] = str(next(models.semantic.model.parameters()).device)
+        seen["actors"] = options.models_factory.args[1].device
+        return EngineOutcome()
+
+    monkeypatch.setattr(pipeline.engine_ray, "run_ray", engine)
+    options = {"segment": "mmseg", "mmseg_config": str(config), "mmseg_weights": str(checkpoint)}
+    process(str(folder), str(tmp_path / "out"), engine="ray", **options)
+    assert seen == {"driver": "cpu", "actors": "cuda"}
+    with pytest.raises((RuntimeError, AssertionError), match=r"(?i)cuda|nvidia"):
+        process(str(folder), str(tmp_path / "local"), **options)  # the local engine: the set device
+
+
 def test_a_12_megapixel_photo_goes_through_the_chain(raw_photos, tmp_path):
     import cv2
 
