@@ -265,7 +265,11 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     links = [row for t in tracks for row in t.link_rows()]
     colonies = with_taxonomy([row for t in tracks for row in t.colonies])
-    demography = demography_rows(colonies, quadrat_area_m2)
+    # the intervals tracked: a refused pair between two runs of a quadrat is no interval
+    tracked = {
+        (i.source.site, i.source.quadrat, i.source.date, i.target.date) for t in tracks for i in t.intervals
+    }
+    demography = demography_rows(colonies, quadrat_area_m2, intervals=tracked)
     write_table(out / "links.csv", LINK_COLUMNS, links)
     write_table(
         out / "colonies.csv", [*COLONY_TRACK_COLUMNS[:8], *LEVELS, *COLONY_TRACK_COLUMNS[8:]], colonies

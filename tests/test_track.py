@@ -243,6 +243,53 @@ def test_demography_rates_and_bootstrap_interval():
     assert "bootstrap over 2 quadrats" in row["interval_method"]
 
 
+def _colony(quadrat, date, label, event="", fate="", area=20.0):
+    return {
+        "site": "S",
+        "quadrat": quadrat,
+        "date": date,
+        "label": label,
+        "area_cm2": area,
+        "event": event,
+        "fate": fate,
+        "growth_cm2_per_year": "",
+        "partial_mortality_share": "",
+    }
+
+
+def test_recruits_per_m2_count_every_quadrat_surveyed_not_only_those_with_the_genus():
+    """Two 1 m^2 quadrats surveyed in 2019 and 2020; Porites recruits twice in Q1 and is absent from
+    Q2 (Acropora only): 2 recruits over 2 m^2 is 1 per m^2, over both quadrats."""
+    rows = [
+        _colony("Q1", "2019", "Porites", fate="grow"),
+        _colony("Q1", "2020", "Porites", event="grow"),
+        _colony("Q1", "2020", "Porites", event="born", area=2.0),
+        _colony("Q1", "2020", "Porites", event="born", area=2.0),
+        _colony("Q2", "2019", "Acropora", fate="grow"),
+        _colony("Q2", "2020", "Acropora", event="grow"),
+    ]
+    table = {r["genus"]: r for r in demography_rows(rows, {("S", "Q1"): 1.0, ("S", "Q2"): 1.0})}
+    porites = table["Porites"]
+    assert (porites["quadrats"], porites["area_m2"], porites["recruits"]) == (2, 2.0, 2), porites
+    assert porites["recruits_per_m2"] == 1.0
+    assert table["Acropora"]["quadrats"] == 2 and table["Acropora"]["recruits_per_m2"] == 0.0
+
+
+def test_an_interval_whose_alignment_was_refused_is_left_out_of_the_demography():
+    """2019 -> 2020 was refused (the tracks start again in 2020): the colonies of 2019 have no fate
+    and those of 2020 no event, which is not "nobody died and nobody recruited"."""
+    rows = [
+        _colony("Q1", "2019", "Porites", fate=""),
+        _colony("Q1", "2020", "Porites", event=""),
+        _colony("Q1", "2020", "Porites", event="", fate="dead"),
+        _colony("Q1", "2021", "Porites", event="grow"),
+    ]
+    tracked = {("S", "Q1", "2020", "2021")}
+    table = demography_rows(rows, {("S", "Q1"): 1.0}, intervals=tracked)
+    assert [r["interval"] for r in table] == ["2020-2021"]
+    assert table[0]["deaths"] == 1 and table[0]["colonies_start"] == 2
+
+
 def test_scoring_counts_a_wrong_link_against_precision():
     truth = [Link(0, 0, "Porites", "grow"), Link(1, None, "Acropora", "dead")]
     wrong = [Link(0, 0, "Porites", "grow"), Link(1, 0, "Acropora", "shrink", "fuse")]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,20 @@ def _growth_median(quadrats: Sequence[Mapping[str, Any]]) -> float:
     return float(np.median(values)) if values else float("nan")
 
 
+def _absent(years: float, area_m2: float, size_classes: int) -> dict[str, Any]:
+    """A quadrat's numbers for a genus it had at neither date of an interval."""
+    return {
+        "years": years,
+        "area_m2": area_m2,
+        "start": 0,
+        "deaths": 0,
+        "recruits": 0,
+        "growth": [],
+        "partial": [],
+        "sizes": np.zeros(size_classes, dtype=np.int64),
+    }
+
+
 def _num(value: Any) -> float | None:
     if value in ("", None):
         return None
@@ -120,8 +134,13 @@ def demography_rows(
     quadrat_area_m2: Mapping[tuple[str, str], float],
     genus_column: str = "label",
     seed: int = 0,
+    intervals: Collection[tuple[str, str, str, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """``demography.csv`` rows (:data:`DEMOGRAPHY_COLUMNS`) from ``colonies.csv`` rows.
+
+    A site's interval counts every quadrat surveyed at both its dates, with or without the genus
+    (a quadrat where a genus is absent adds its area to the recruits' denominator, and zeros to
+    the bootstrap).
 
     Args:
         colonies: per-colony rows of every tracked quadrat (site, quadrat, survey, date, label,
@@ -129,6 +148,9 @@ def demography_rows(
         quadrat_area_m2: each (site, quadrat)'s surveyed area in m^2.
         genus_column: the column that names the genus (``label``, or a taxonomy level's column).
         seed: the bootstrap's seed.
+        intervals: the (site, quadrat, start date, end date) pairs that were tracked; consecutive
+            surveys of a quadrat outside it (an alignment refused between them: no fates, no
+            events) are left out. None: every consecutive pair.
     """
     from quadratseg.track.survey import date_to_year
 
@@ -140,11 +162,18 @@ def demography_rows(
             dates[key].append(row["date"])
     # per site and interval: each quadrat's numbers per genus
     table: dict[tuple[str, str, str], dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
+    surveyed: dict[tuple[str, str], dict[tuple[str, str], tuple[float, float]]] = defaultdict(dict)
     edges = SIZE_CLASSES_CM2
     for (site, quadrat), quadrat_dates in dates.items():
         ordered = sorted(quadrat_dates, key=date_to_year)
         for start, end in itertools.pairwise(ordered):
+            if intervals is not None and (site, quadrat, start, end) not in intervals:
+                continue
             interval = f"{start}-{end}"
+            surveyed[(site, interval)][(site, quadrat)] = (
+                date_to_year(end) - date_to_year(start),
+                float(quadrat_area_m2[(site, quadrat)]),
+            )
             at_start = [r for r in rows if (r["site"], r["quadrat"], r["date"]) == (site, quadrat, start)]
             at_end = [r for r in rows if (r["site"], r["quadrat"], r["date"]) == (site, quadrat, end)]
             genera = {r[genus_column] for r in at_start} | {
@@ -174,6 +203,9 @@ def demography_rows(
                     "sizes": np.histogram([float(r["area_cm2"]) for r in starting], bins=edges)[0],
                 }
                 table[(site, interval, genus)][(site, quadrat)] = numbers
+    for (site, interval, _genus), per_quadrat in table.items():  # the quadrats without the genus
+        for key, (years, area) in surveyed[(site, interval)].items():
+            per_quadrat.setdefault(key, _absent(years, area, len(edges) - 1))
     out = []
     rng = np.random.default_rng(seed)
     for (site, interval, genus), per_quadrat in sorted(table.items()):
