@@ -343,13 +343,15 @@ def write_photo(
     source: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Write one photo's outputs (images, instances, overlay) and then its record, each atomically;
-    outputs of an earlier run that this result lacks are removed first. ``raw_shape``: the raw
+    the earlier record and the outputs of an earlier run that this result lacks are removed first. ``raw_shape``: the raw
     photo's (H, W, ...); ``source``: the file it was read from (:func:`photo_source`; without it a
     rerun redoes the photo). Returns ``seconds`` with the ``write`` time added (as in the record)."""
     from quadratseg.visualize import draw_polygons
 
     out = job.out
     start = time.perf_counter()
+    # the earlier record first: a failure below must not leave it beside outputs it no longer has
+    job.record_path(key).unlink(missing_ok=True)
     for folder, suffix in [*PHOTO_OUTPUTS.items(), *LEGACY_OUTPUTS.items()]:  # what this result lacks
         (out / folder / output_name(key, suffix)).unlink(missing_ok=True)
     if result.warped is not None:

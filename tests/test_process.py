@@ -1175,3 +1175,33 @@ def test_a_photo_replaced_under_its_name_is_redone_and_a_copied_archive_is_not(r
         os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     moved = process_folder(copy, out, models([]), "fp1")
     assert (moved["processed"], moved["resumed_skipped"]) == (0, len(keys)), moved
+
+
+def test_a_write_that_fails_midway_leaves_no_record_of_the_earlier_run(raw_photos, monkeypatch, tmp_path):
+    """A rerun with other options removes a photo's earlier outputs before writing its new ones; a
+    failure in between must not leave the earlier record beside the outputs it no longer has (a run
+    with the earlier options would take the photo as done, its warped quadrat gone)."""
+    import pipeline.run
+
+    folder, truths, keys, telea = raw_photos
+
+    def models(order):
+        return ChainModels(TrueColonies(order), TrueCorners(order), TrueGrid(order), telea)
+
+    out = tmp_path / "out"
+    process_folder(folder, out, models(truths), "fp1")
+    write_image = pipeline.run._write_image
+
+    def failing(path, image, rgb=True):
+        if path.relative_to(out).as_posix().startswith(f"warped/{keys[0]}"):
+            raise OSError("disk full")
+        return write_image(path, image, rgb)
+
+    monkeypatch.setattr(pipeline.run, "_write_image", failing)
+    with pytest.raises(BatchFailedError):
+        process_folder(folder, out, models(truths), "fp2")
+    monkeypatch.setattr(pipeline.run, "_write_image", write_image)
+    assert not (out / "photos" / f"{keys[0]}.json").exists()
+    again = process_folder(folder, out, models(truths), "fp1")  # the earlier options again
+    assert again["processed"] == len(keys), again  # the photo too: its record went with its outputs
+    assert (out / "warped" / f"{keys[0]}.jpg").is_file()
