@@ -345,7 +345,8 @@ def write_photo(
     """Write one photo's outputs (images, instances, overlay) and then its record, each atomically;
     the earlier record and the outputs of an earlier run that this result lacks are removed first.
     ``raw_shape``: the raw photo's (H, W, ...); ``source``: the file it was read from
-    (:func:`photo_source`; without it a rerun redoes the photo). Returns ``seconds`` with the ``write`` time added (as in the record)."""
+    (:func:`photo_source`; without it a rerun redoes the photo). Returns ``seconds`` with the
+    ``write`` time added (as in the record)."""
     from quadratseg.visualize import draw_polygons
 
     out = job.out
