@@ -92,6 +92,29 @@ def test_lineages_keep_ancestry_through_split_and_fusion():
     assert fates[("a", "L1")] == "grow+fuse" and fates[("b", "L1")] == "shrink+split"
 
 
+def test_a_colony_the_alignment_puts_outside_the_earlier_frame_is_no_recruit():
+    """The later photo is shifted 30 px against the earlier one: its colony along the shifted edge
+    lies outside the earlier survey's frame once aligned, so nothing says it was not there before;
+    it starts a lineage without being counted as born."""
+    s0 = Survey("a", "2019", (200, 200), 0.5, [disk("Porites", 100, 100, 20)], site="S", quadrat="Q")
+    s1 = Survey(
+        "b",
+        "2020",
+        (200, 200),
+        0.5,
+        [disk("Porites", 130, 100, 20), disk("Fungia", 10, 100, 6)],
+        site="S",
+        quadrat="Q",
+    )
+    shift = np.array([[1.0, 0.0, -30.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # later px -> earlier px
+    track = track_quadrat([s0, s1], [shift])
+    events = {(r["survey"], r["label"]): r["event"] for r in track.colonies}
+    assert events[("b", "Porites")] == "same" and events[("b", "Fungia")] == "", events
+    assert all(r["event"] != "born" for r in track.link_rows())
+    table = demography_rows(track.colonies, {("S", "Q"): 0.01})
+    assert sum(r["recruits"] for r in table) == 0
+
+
 def test_same_date_refused_with_both_names():
     a = Survey("Q1_2019.jpg", "2019", (200, 200), 0.5, [disk("Porites", 50, 50, 20)])
     b = Survey("Q1_2019b.jpg", "2019", (200, 200), 0.5, [disk("Porites", 50, 50, 20)])

@@ -142,6 +142,15 @@ def match_interval(
     return matcher(list(source.colonies), moved), moved
 
 
+def _unlinked_event(k: int, moved_targets: Sequence[Sequence[Instance | None]], j: int) -> str:
+    """The event of colony ``j`` of survey ``k`` that no link brought: ``born`` when it lies in the
+    earlier survey's frame once aligned; "" in the first survey, or when the alignment put it outside
+    that frame (nothing says it was not there before)."""
+    if k == 0 or moved_targets[k - 1][j] is None:
+        return ""
+    return "born"
+
+
 def assign_lineages(
     surveys: Sequence[Survey], intervals: Sequence[list[Link]]
 ) -> tuple[list[list[str]], list[list[str]]]:
@@ -245,7 +254,7 @@ def track_quadrat(
                 "colony_id": survey.ids[j],
                 "label": colony.label,
                 "area_cm2": round(area, 2),
-                "event": came[0].event if came else ("" if k == 0 else "born"),
+                "event": came[0].event if came else _unlinked_event(k, moved_targets, j),
                 "split_fuse": came[0].split_fuse if came else "none",
                 "growth_cm2_per_year": "",
                 "radial_extension_cm_per_year": "",
