@@ -463,6 +463,10 @@ class EngineOptions:
 
 
 ENGINES = ("local", "ray")
+SUPERSEDED = (
+    "redone by another run with other models or options on this output folder since this run's pass; "
+    "not in this run's tables (rerun to redo it with this run's)"
+)
 
 
 def process_folder(
@@ -541,7 +545,8 @@ def process_folder(
     order = {item.key: index for index, item in enumerate(items)}
     report = BatchReport(total=len(items), failures=sorted(outcome.failures, key=lambda f: order[f[0]]))
     report.write(out)
-    # the tables are rebuilt from every photo record, so a resumed run reports all photos
+    # the tables are rebuilt from every photo record of this run's fingerprint, so a resumed run
+    # reports all photos, and one another run redid with other options meanwhile is not taken for its own
     taxonomy_rows, colony_table, status_rows = [], [], []
     failed = {key: reason for key, _path, reason in report.failures}
     for item in items:
@@ -550,6 +555,9 @@ def process_folder(
             status_rows.append({"photo": item.key, "error": failed.get(item.key, "not processed")})
             continue
         record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record.get("fingerprint") != fingerprint:  # rewritten since this run's pass
+            status_rows.append({"photo": item.key, "error": SUPERSEDED})
+            continue
         status_rows.append(
             {"photo": item.key, **record["status"], "colonies": record["colonies"], "error": ""}
         )

@@ -1205,3 +1205,30 @@ def test_a_write_that_fails_midway_leaves_no_record_of_the_earlier_run(raw_photo
     again = process_folder(folder, out, models(truths), "fp1")  # the earlier options again
     assert again["processed"] == len(keys), again  # the photo too: its record went with its outputs
     assert (out / "warped" / f"{keys[0]}.jpg").is_file()
+
+
+def test_the_tables_leave_out_a_photo_another_run_redid_with_other_options(raw_photos, monkeypatch, tmp_path):
+    """Two runs with other models or options on one OUT: a photo the other run rewrote after this
+    run's pass is not reported as this run's (its cover is of other models); its status says why."""
+    import pipeline.engine_local
+
+    folder, truths, keys, telea = raw_photos
+    models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea)
+    run_local = pipeline.engine_local.run_local
+
+    def racing(items, job, chain_models, options):
+        outcome = run_local(items, job, chain_models, options)
+        record_path = job.record_path(keys[0])  # the other run's record arrives meanwhile
+        record = json.loads(record_path.read_text())
+        record["fingerprint"] = "other-options"
+        record_path.write_text(json.dumps(record))
+        return outcome
+
+    monkeypatch.setattr(pipeline.engine_local, "run_local", racing)
+    out = tmp_path / "out"
+    process_folder(folder, out, models, "fp1")
+    status = {r["photo"]: r for r in _status(out)}
+    assert "another run" in status[keys[0]]["error"], status[keys[0]]
+    assert not [r for r in csv.DictReader((out / "cover.csv").open()) if r["photo"] == keys[0]]
+    assert keys[0] not in json.loads((out / "run.json").read_text())["photos"]
+    assert all(not status[k]["error"] for k in keys[1:])
