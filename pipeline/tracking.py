@@ -84,7 +84,8 @@ def read_process_output(
     out_dir: str | Path, quadrat_cm: float, metadata: str | Path | None = None, label: str | None = None
 ) -> tuple[list[PhotoSurvey], list[dict[str, str]]]:
     """The surveys of one ``pipeline.process`` output folder (its latest run's photos, ``run.json``,
-    else every record) and the photos left out with the reason (no quadrat found, no instances).
+    else every record) and the photos left out with the reason (no quadrat found, no instances, a
+    record another run with other models or options rewrote since).
     Each survey is named ``<label>/<key>`` (``label``: the folder's name by default)."""
     out = Path(out_dir)
     if not (out / "photos").is_dir():
@@ -93,8 +94,10 @@ def read_process_output(
             "run python -m pipeline.process first"
         )
     run_file = out / "run.json"
+    fingerprint = None
     if run_file.is_file():
-        keys = json.loads(run_file.read_text(encoding="utf-8"))["photos"]
+        run = json.loads(run_file.read_text(encoding="utf-8"))
+        keys, fingerprint = run["photos"], run.get("fingerprint")
     else:
         keys = sorted(
             str(p.relative_to(out / "photos"))[: -len(".json")] for p in (out / "photos").rglob("*.json")
@@ -114,6 +117,15 @@ def read_process_output(
         }
         if not place["year"]:
             problems.append({**problem, "problem": f"{key}: no year (give --metadata or site/year/ folders)"})
+            continue
+        if fingerprint is not None and record.get("fingerprint") != fingerprint:
+            problems.append(
+                {
+                    **problem,
+                    "problem": f"{key}: redone by a run with other models or options after this folder's "
+                    "latest run (run.json); rerun pipeline.process into it",
+                }
+            )
             continue
         size = record.get("warped_size")
         instances_path = out / "instances" / output_name(key, ".json")

@@ -431,3 +431,30 @@ def test_graph_matcher_keeps_more_links_than_taglab_under_segmentation_noise():
     print("noisy segmentation: graph", graph, "taglab", taglab)
     assert graph["link_recall"] >= taglab["link_recall"] + 0.1
     assert graph["link_precision"] >= 0.95 and graph["link_recall"] >= 0.85
+
+
+def test_tracking_reads_only_the_records_of_the_folders_latest_run(tmp_path):
+    """A record rewritten by a run with other models or options after the folder's latest run
+    (``run.json``) is not followed as that run's: the photo is named in the problems."""
+    import json
+
+    from pipeline.tracking import read_process_output
+
+    out = tmp_path / "2019"
+    keys = ["S1/2019/Q1.jpg", "S1/2019/Q2.jpg"]
+    for key in keys:
+        for folder in ("photos", "instances"):
+            (out / folder / key).parent.mkdir(parents=True, exist_ok=True)
+        record = {"photo": key, "fingerprint": "fp1", "warped_size": [100, 100], "status": {}}
+        (out / "photos" / f"{key}.json").write_text(json.dumps(record))
+        rings = [[[10, 10], [40, 10], [40, 40], [10, 40]]]
+        (out / "instances" / f"{key}.json").write_text(
+            json.dumps([{"label": "Porites", "score": 0.9, "rings": rings}])
+        )
+    (out / "run.json").write_text(json.dumps({"fingerprint": "fp1", "photos": keys}))
+    later = json.loads((out / "photos" / f"{keys[1]}.json").read_text())
+    later["fingerprint"] = "other-options"
+    (out / "photos" / f"{keys[1]}.json").write_text(json.dumps(later))
+    surveys, problems = read_process_output(out, 100.0)
+    assert [s.survey.name for s in surveys] == [f"2019/{keys[0]}"]
+    assert len(problems) == 1 and "other models or options" in problems[0]["problem"], problems
