@@ -63,7 +63,10 @@ class TaskData:
         for f in self.frames:
             digest.update(f"{f.frame}|{f.name}|{f.width}|{f.height}".encode())
             for s in f.shapes:
-                digest.update(f"{s.type}|{s.label}|{s.outside}|{sorted(s.attributes.items())}".encode())
+                # z_order: which colony is on top where two overlap
+                digest.update(
+                    f"{s.type}|{s.label}|{s.outside}|{s.z_order}|{sorted(s.attributes.items())}".encode()
+                )
                 digest.update(np.round(np.asarray(s.points, dtype=np.float64), 2).tobytes())
                 digest.update(str(s.rle).encode())
                 for e in s.elements:

@@ -177,7 +177,9 @@ def invalid_rings(rings: list[np.ndarray]) -> np.ndarray:
 def shapes_to_polylines(
     shapes: list[Shape], frame_size: tuple[int, int], where: str, log: ConversionLog
 ) -> list[tuple[str, list[np.ndarray], dict[str, str]]]:
-    """Polygon and mask shapes -> one (label, rings [(N, 2) px, ...], attributes) per colony.
+    """Polygon and mask shapes -> one (label, rings [(N, 2) px, ...], attributes) per colony, in
+    CVAT's drawing order (``z_order``, then as listed): where colonies overlap, the later one is on
+    top, as every consumer of the colonies reads them (a pixel belongs to the last colony over it).
 
     A polygon is one ring; a self-crossing one is repaired with shapely (a bow-tie becomes one
     colony of two parts). A mask keeps its parts and holes (:func:`mask_rings`). Every shape that
@@ -185,7 +187,8 @@ def shapes_to_polylines(
     """
     out: list[tuple[str, list[np.ndarray], dict[str, str]]] = []
     polygon_rows: list[int] = []  # rows of ``out`` that hold one drawn polygon, to check for validity
-    for shape in shapes:
+    # CVAT's stacking: by z_order, ties as listed (a stable sort); the last colony is on top
+    for shape in sorted(shapes, key=lambda s: s.z_order):
         if not shape.label:
             log.add("shapes dropped (no label)", f"{where} (a {shape.type})")
         elif shape.type == "polygon":

@@ -322,3 +322,43 @@ def test_synthetic_polygons_have_different_vertex_counts(synthetic_set):
     doc = read_cvat_xml(synthetic_set / "cvat_exports" / "segmentation" / "annotations.xml")
     counts = [{len(s.points) for s in image.shapes} for image in doc.images]
     assert all(len(c) > 1 for c in counts if c)  # real exports mix vertex counts in one image
+
+
+def test_a_colony_cvat_draws_on_top_owns_its_pixels_whatever_its_place_in_the_file(tmp_path):
+    """CVAT stacks shapes by z_order: an annotator who sends a whole-frame colony to the back
+    (z_order 0) and keeps a small one in front (z_order 1) sees the small one; listed first in the
+    export, it must still own its pixels in the colonies and the true cover."""
+    from quadratseg.cover import label_map
+    from quadratseg.fiftyone_io import ConversionLog, shapes_to_polylines
+
+    xml = tmp_path / "annotations.xml"
+    xml.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><annotations><version>1.1</version>'
+        '<image id="0" name="q.jpg" width="100" height="100">'
+        '<polygon label="Acropora" source="manual" occluded="0" z_order="1" '
+        'points="10.00,10.00;30.00,10.00;30.00,30.00;10.00,30.00"></polygon>'
+        '<polygon label="Porites" source="manual" occluded="0" z_order="0" '
+        'points="0.00,0.00;100.00,0.00;100.00,100.00;0.00,100.00"></polygon>'
+        "</image></annotations>"
+    )
+    (image,) = read_cvat_xml(xml).images
+    colonies = shapes_to_polylines(image.shapes, (100, 100), image.name, ConversionLog())
+    assert [label for label, _, _ in colonies] == ["Porites", "Acropora"]  # drawn bottom to top
+    index, names = label_map([(label, rings[0]) for label, rings, _ in colonies], (100, 100))
+    share = {name: float((index == k).mean()) for k, name in enumerate(names, start=1)}
+    assert share == {"Porites": 0.96, "Acropora": 0.04}
+
+
+def test_a_task_whose_shapes_changed_only_their_stacking_is_pulled_again():
+    """Sending a colony to the back in CVAT changes who owns the overlap: the task's content
+    fingerprint (tasks without an update time) changes, so an incremental pull takes it again."""
+    from quadratseg.cvat_tasks import FrameData, TaskData
+    from quadratseg.formats.cvat_xml import Shape
+
+    def task(z_order):
+        square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
+        shapes = [Shape("polygon", "Acropora", points=square, z_order=z_order)]
+        return TaskData(1, "t", frames=[FrameData(0, "q.jpg", 10, 10, shapes, lambda: b"")])
+
+    assert task(0).fingerprint() != task(1).fingerprint()
+    assert task(1).fingerprint() == task(1).fingerprint()
