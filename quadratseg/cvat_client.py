@@ -194,7 +194,10 @@ def project_from_server(client: Any, name: str, settings: Settings) -> ProjectDa
                 shape_from_rest(data, label_names, attribute_names, f"task {task.id}, frame {data['frame']}")
             )
         frames = []
+        deleted = set(meta.deleted_frames or [])  # deleted in CVAT, kept in the task's data
         for i, frame in enumerate(meta.frames):
+            if i in deleted:
+                continue
 
             def load(task: Any = task, i: int = i) -> bytes:
                 return with_retries(

@@ -77,6 +77,27 @@ def test_pull_from_server_filters_status_and_subset(cvat_server, cvat_settings, 
     assert fo.load_dataset(dataset_name).count() == expected
 
 
+def test_a_frame_deleted_in_cvat_is_not_pulled(cvat_server, cvat_settings, synthetic_set, dataset_name):
+    """An annotator deletes a blurred photo from a task (CVAT keeps it in the task's data, listed in
+    ``deleted_frames``): the pull leaves it out, as CVAT's own export does."""
+    import fiftyone as fo
+
+    project = seed_project_from_export(cvat_server, synthetic_set / "cvat_exports" / "segmentation")
+    ids = upload(cvat_settings, project, "completed")
+    task = next(t for t in project.tasks if len(t.frames) > 1)
+    tid = ids[task.id]
+    for number in ids.values():
+        cvat_server.state.tasks[number].record["status"] = "completed"
+    with connect(cvat_settings) as client:  # CVAT's own call: PATCH /api/tasks/{id}/data/meta
+        client.api_client.tasks_api.partial_update_data_meta(
+            tid, patched_data_meta_write_request={"deleted_frames": [0]}
+        )
+    summary = run_pull(project.name, "cvat", dataset_name=dataset_name, settings=cvat_settings)
+    assert tid in summary["tasks_pulled"]
+    names = set(fo.load_dataset(dataset_name).distinct("cvat_image_name"))
+    assert task.frames[0].name not in names and task.frames[1].name in names
+
+
 def test_skeleton_project_through_the_server(cvat_server, cvat_settings, synthetic_set, dataset_name):
     project = seed_project_from_export(cvat_server, synthetic_set / "cvat_exports" / "grid")
     ids = upload(cvat_settings, project, "completed")

@@ -174,6 +174,7 @@ class FakeTask:
     frames: list[tuple[str, bytes, int, int]] = field(default_factory=list)  # name, bytes, width, height
     shapes: list[dict[str, Any]] = field(default_factory=list)
     uploads: list[tuple[str, bytes]] = field(default_factory=list)
+    deleted_frames: list[int] = field(default_factory=list)  # PATCH /api/tasks/{id}/data/meta
 
 
 class CvatState:
@@ -1171,7 +1172,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {"width": w, "height": h, "name": n, "related_files": 0, "has_related_context": False}
                 for n, _, w, h in task.frames[frames.start : frames.stop]
             ],
-            "deleted_frames": [],
+            "deleted_frames": [n for n in task.deleted_frames if n in frames],
             "included_frames": None,
             "storage": "local",
             "cloud_storage_id": None,
@@ -1179,6 +1180,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def data_meta(self, query, tid):
         task = self._task(tid)
+        self._send(200, self._meta(task, range(len(task.frames))))
+
+    def patch_data_meta(self, query, tid):
+        """CVAT's frame deletion: ``{"deleted_frames": [...]}`` replaces the task's deleted frames."""
+        task = self._task(tid)
+        body = self._json()
+        if "deleted_frames" in body:
+            numbers = sorted({int(n) for n in body["deleted_frames"]})
+            if any(not 0 <= n < len(task.frames) for n in numbers):
+                raise CvatError(HTTPStatus.BAD_REQUEST, f"deleted_frames {numbers} outside the task's frames")
+            task.deleted_frames = numbers
+            self.server.state.touch(task)
         self._send(200, self._meta(task, range(len(task.frames))))
 
     def job_data(self, query, jid):
@@ -1393,6 +1406,7 @@ ROUTES = [
     ("POST", r"/api/tasks/(\d+)/data", _Handler.task_data, False),
     ("GET", r"/api/tasks/(\d+)/data", _Handler.task_data, False),
     ("GET", r"/api/tasks/(\d+)/data/meta", _Handler.data_meta, False),
+    ("PATCH", r"/api/tasks/(\d+)/data/meta", _Handler.patch_data_meta, False),
     ("GET", r"/api/tasks/(\d+)/annotations", _Handler.get_annotations, False),
     ("PUT", r"/api/tasks/(\d+)/annotations", _Handler.put_annotations, False),
     ("PATCH", r"/api/tasks/(\d+)/annotations", _Handler.patch_annotations, False),
