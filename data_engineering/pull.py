@@ -220,6 +220,7 @@ def pull_project(
     pulling = {t.id for t in to_pull}
     summary.tasks_kept = [t.id for t in tasks if t.id not in pulling]
     for task in tqdm(to_pull, desc=f"pulling {project.name}", unit="task", disable=None):
+        skipped_before = len(summary.images_skipped)
         samples = _task_samples(project, task, media_root, aliases, log, summary)
         staging.delete_samples(staging.match(F("cvat_task_id") == task.id))
         if samples:
@@ -228,7 +229,11 @@ def pull_project(
             staging.add_samples(samples[:1], progress=False)
             staging.add_samples(samples[1:], progress=False, validate=False)
         del samples  # in-memory samples are reloaded by every later field edit: let them go
-        done[str(task.id)] = task.fingerprint()
+        if len(summary.images_skipped) > skipped_before:
+            # an image of it could not be read: the task is not done, the next pull takes it again
+            done.pop(str(task.id), None)
+        else:
+            done[str(task.id)] = task.fingerprint()
         staging.info[INFO_KEY] = done
         staging.save()
         summary.tasks_pulled.append(task.id)

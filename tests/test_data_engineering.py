@@ -362,3 +362,27 @@ def test_a_task_whose_shapes_changed_only_their_stacking_is_pulled_again():
 
     assert task(0).fingerprint() != task(1).fingerprint()
     assert task(1).fingerprint() == task(1).fingerprint()
+
+
+def test_a_task_with_an_image_that_failed_is_pulled_again_once_the_image_is_back(
+    synthetic_set, tmp_path, dataset_name
+):
+    """An image that could not be read (missing, corrupt, a download that failed) leaves its task
+    unfinished: the next incremental pull takes the task again, so the image and its colonies come
+    back without a full refresh."""
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(synthetic_set / "cvat_exports" / "segmentation", export)
+    doc = read_cvat_xml(export / "annotations.xml")
+    missing = doc.images[1]
+    image = export_image_path(export, missing.subset, missing.name)
+    kept = tmp_path / "kept.jpg"
+    shutil.move(image, kept)
+    first = run_pull(dataset_name, "xml", str(export), settings=settings_for(tmp_path))
+    assert first["images"] == len(doc.images) - 1
+    shutil.move(kept, image)  # the image is back (a download that failed once, a file restored)
+    second = run_pull(dataset_name, "xml", str(export), settings=settings_for(tmp_path))
+    assert second["tasks_pulled"], second
+    assert load(dataset_name).count() == len(doc.images)
+    assert load(dataset_name).match({"cvat_image_name": missing.name}).count() == 1
