@@ -19,6 +19,8 @@ different tasks never collide.
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import logging
 import re
 import time
@@ -45,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 MODES = ("task_tracking", "skip_existing", "force_refresh")
 STAGING_SUFFIX = ".pulling"
-INFO_KEY = "cvat_tasks"  # dataset.info[INFO_KEY] = {task id: fingerprint}
+INFO_KEY = "cvat_tasks"  # dataset.info[INFO_KEY] = {task id: its content fingerprint | the label map's}
 
 
 @dataclass
@@ -207,12 +209,19 @@ def pull_project(
     else:
         staging = fo.Dataset(staging_name, persistent=True)
     done: dict[str, str] = dict(staging.info.get(INFO_KEY, {}))
+    # what a task's samples depend on besides its CVAT content: the label map renames its colonies
+    conversion = hashlib.sha1(
+        json.dumps({"aliases": sorted(aliases.items()), "level": source_level}).encode()
+    ).hexdigest()[:12]
+
+    def version(task: TaskData) -> str:
+        return f"{task.fingerprint()}|labels:{conversion}"
 
     def needs_pull(task: TaskData) -> bool:
         key = str(task.id)
         if mode == "skip_existing":
             return key not in done
-        return done.get(key) != task.fingerprint()
+        return done.get(key) != version(task)
 
     media_root = Path(media_dir) / safe_dir_name(project.name)
     log = ConversionLog()
@@ -233,7 +242,7 @@ def pull_project(
             # an image of it could not be read: the task is not done, the next pull takes it again
             done.pop(str(task.id), None)
         else:
-            done[str(task.id)] = task.fingerprint()
+            done[str(task.id)] = version(task)
         staging.info[INFO_KEY] = done
         staging.save()
         summary.tasks_pulled.append(task.id)

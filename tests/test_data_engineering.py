@@ -386,3 +386,21 @@ def test_a_task_with_an_image_that_failed_is_pulled_again_once_the_image_is_back
     assert second["tasks_pulled"], second
     assert load(dataset_name).count() == len(doc.images)
     assert load(dataset_name).match({"cvat_image_name": missing.name}).count() == 1
+
+
+def test_a_changed_label_map_relabels_the_tasks_already_pulled(synthetic_set, tmp_path, dataset_name):
+    """A label map given by mistake and then corrected: the next incremental pull converts the tasks
+    again with the corrected map (their CVAT content did not change, their colonies' names did)."""
+    export = synthetic_set / "cvat_exports" / "segmentation"
+    doc = read_cvat_xml(export / "annotations.xml")
+    labels = sorted({s.label for image in doc.images for s in image.shapes if s.type == "polygon"})
+    wrong, other = labels[0], labels[1]
+
+    def names():
+        return set(load(dataset_name).distinct("gt_polylines.polylines.label"))
+
+    run_pull(dataset_name, "xml", str(export), label_map={wrong: other}, settings=settings_for(tmp_path))
+    assert wrong not in names()
+    again = run_pull(dataset_name, "xml", str(export), settings=settings_for(tmp_path))
+    assert again["tasks_pulled"] and wrong in names(), again
+    assert run_pull(dataset_name, "xml", str(export), settings=settings_for(tmp_path))["tasks_pulled"] == []
