@@ -294,15 +294,18 @@ def project_from_backup(path: str | Path) -> ProjectData:
                         shape_from_rest(raw, label_names, None, where)
                     )
             task_id = int(task_dir.split("_", 1)[1])
+            # frames deleted in CVAT stay in the task's data; its backup lists them (data.deleted_frames)
+            deleted = {int(n) for n in (task_json.get("data") or {}).get("deleted_frames") or []}
             frames = [
                 FrameData(i, name, w, h, shapes_by_frame.get(i, []), _zip_reader(path, member))
                 for i, (member, name, w, h) in enumerate(frames_info)
+                if i not in deleted
             ]
-            extra = sorted(set(shapes_by_frame) - set(range(len(frames))))
+            extra = sorted(set(shapes_by_frame) - set(range(len(frames_info))))
             if extra:
                 raise QuadratsegError(
                     f"{path.name}:{task_dir} has annotations on frame(s) {extra[:5]} "
-                    f"but only {len(frames)} images"
+                    f"but only {len(frames_info)} images"
                 )
             tasks.append(
                 TaskData(

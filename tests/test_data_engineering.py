@@ -404,3 +404,23 @@ def test_a_changed_label_map_relabels_the_tasks_already_pulled(synthetic_set, tm
     again = run_pull(dataset_name, "xml", str(export), settings=settings_for(tmp_path))
     assert again["tasks_pulled"] and wrong in names(), again
     assert run_pull(dataset_name, "xml", str(export), settings=settings_for(tmp_path))["tasks_pulled"] == []
+
+
+def test_a_backups_deleted_frames_are_left_out(synthetic_set, tmp_path):
+    """CVAT's task backup keeps a deleted frame's image and lists it in task.json's
+    ``data.deleted_frames``: reading the backup leaves it out, as CVAT's export does."""
+    project = project_from_xml_export(synthetic_set / "cvat_exports" / "segmentation")
+    backup = write_project_backup(project, tmp_path / "project_backup.zip")
+    edited = tmp_path / "edited.zip"
+    with zipfile.ZipFile(backup) as source, zipfile.ZipFile(edited, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename.endswith("task.json"):
+                manifest = json.loads(data)
+                manifest["data"]["deleted_frames"] = [0]
+                data = json.dumps(manifest).encode()
+            target.writestr(item, data)
+    full, pruned = project_from_backup(backup), project_from_backup(edited)
+    for a, b in zip(full.tasks, pruned.tasks, strict=True):
+        assert [f.name for f in b.frames] == [f.name for f in a.frames[1:]]
+        assert [len(f.shapes) for f in b.frames] == [len(f.shapes) for f in a.frames[1:]]
