@@ -98,6 +98,7 @@ def calibrated_run(ctx: Any, name: str, models: ChainModels, root: Path) -> dict
         "calibration": calibration or CoverCalibration(),
         "calibration_pairs": pairs,
         "coverage": pair_coverage(estimates, values),
+        "median_width": pair_median_width(estimates, values),
         "main_family_mae": level_mae(covered(out, truths), out / "cover.csv", ENSEMBLE_LEVEL),
     }
 
@@ -210,6 +211,13 @@ def fit_on_run(out_dir: Path, truths: list[dict[str, Any]]) -> tuple[CoverCalibr
     return (fit_cover_calibration(estimates, values) if estimates else None), len(estimates)
 
 
+def pair_median_width(estimates: list[CoverEstimate], values: list[float]) -> float | None:
+    """Median width (percentage points) of the intervals over the pairs :func:`pair_coverage`
+    scores: a coverage means little beside intervals as wide as 0..100."""
+    widths = [e.high - e.low for v, e in zip(values, estimates, strict=True) if v > 0 or e.pixels > 0]
+    return round(float(np.median(widths)), 3) if widths else None
+
+
 def pair_coverage(estimates: list[CoverEstimate], values: list[float]) -> float | None:
     """Share of true covers inside the intervals over the photo x class pairs present in the truth or
     the prediction (a class absent from both is inside any interval of it)."""
@@ -279,6 +287,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         else None,
         # per segmenter, on the test photos, photo x class pairs present in the truth or the prediction
         "interval_coverage": {name: run["coverage"] for name, run in runs.items()},
+        "interval_median_width_pp": {name: run["median_width"] for name, run in runs.items()},
         "interval_method": estimates[0].method if estimates else None,
         "cover_comparisons": len(errors),
         "warp_mean_px_error": warp_error_px(out, truths),
@@ -286,6 +295,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         "boundary_px": round(calibration.boundary_px, 3),
         "confidence_scale": round(calibration.confidence_scale, 3),
         "quantile": round(calibration.quantile, 3),
+        "floor_pp": round(calibration.floor_pp, 3),
         "miss_pp": round(calibration.miss_pooled_pp, 3),
         "class_terms": {
             name: {
@@ -306,7 +316,10 @@ def stage(ctx: Any) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - start, 2),
     }
     section = ctx.report.section("The chain on raw photos (pipeline.process)")
-    coverage = ", ".join(f"{k} {v}" for k, v in metrics["interval_coverage"].items())
+    coverage = ", ".join(
+        f"{k} {v} (median width {metrics['interval_median_width_pp'][k]} pp)"
+        for k, v in metrics["interval_coverage"].items()
+    )
     section.paragraphs.append(
         f"pipeline.process ran the {metrics['variant']} chain on the {summary['photos']} raw "
         f"{EVAL_SPLIT} photos with the models trained above (predicted corners and grid, no annotation): "
@@ -318,7 +331,8 @@ def stage(ctx: Any) -> dict[str, Any]:
         f"({metrics['centre_mae_pp']} for the intervals' centres). Each segmenter's interval terms "
         f"were fitted on its own run over the {CALIBRATION_SPLIT} photos (YOLO: "
         f"{metrics['calibration_pairs']} photo x genus pairs, outline term {metrics['boundary_px']} px, "
-        f"confidence scale {metrics['confidence_scale']}, quantile {metrics['quantile']}, pooled miss "
+        f"confidence scale {metrics['confidence_scale']}, floor {metrics['floor_pp']} percentage points, "
+        f"quantile {metrics['quantile']}, pooled miss "
         f"term {metrics['miss_pp']} percentage points); share of the true covers inside the 95 % "
         f"intervals on the test photos: {coverage}. {points['scored']} CoralNet-style points "
         "sampled from the truth, "

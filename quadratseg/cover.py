@@ -23,16 +23,19 @@ The interval model (one for every segmenter; only the *units* differ):
 
   - ``m_c`` (the class term, ``bias_pp``): the class's systematic error (colonies missed or drawn
     wide, genus confusions), the mean of ``T - percent`` over held-out pairs of that class;
-  - ``sd^2 = k^2 C + (b P / V)^2`` (percentage points squared): the confidence term
+  - ``sd^2 = k^2 C + (b P / V)^2 + a^2`` (percentage points squared): the confidence term
     ``C = sum(a_u^2 s_u (1 - s_u)) / V^2`` (``confidence_sd`` = ``100 sqrt(C)``), the spread of a
     sum of units each right or wrong with odds given by its score, scaled by ``k``
     (``confidence_scale``) because scores are not calibrated probabilities; and the outline term,
     all outlines of the class on the photo off by ``b`` px together (``boundary_px``; ``P`` the
-    summed outline length, ``perimeter_px``), a model's outline error being systematic.
+    summed outline length, ``perimeter_px``), a model's outline error being systematic; and the
+    floor ``a`` (``floor_pp``), the error neither explains (without it a speck the model is sure
+    of, whose two terms are about 0, gets a score in the hundreds, and the split-conformal ``q``
+    of a few dozen pairs, their largest score, widens every interval to 0..100).
 
   ``centre = percent + m_c`` (never below 0) and the interval is ``centre -+ q sd`` clipped to
-  0..100, ``q`` (``quantile``) making it hold 95 %. ``k`` and ``b`` are fitted by the moments of
-  the same formula (non-negative least squares of ``(T - centre)^2`` on ``C`` and ``(P / V)^2``),
+  0..100, ``q`` (``quantile``) making it hold 95 %. ``k``, ``b`` and ``a`` are fitted by the moments
+  of the same formula (non-negative least squares of ``(T - centre)^2`` on ``C``, ``(P / V)^2`` and 1),
   ``q`` split-conformally on ``|T - centre| / sd`` (:func:`conformal_count`).
 - A class not predicted on the photo (``percent`` = 0): ``T`` is the cover the model missed
   entirely, ``>= 0``. The interval is one-sided, ``[0, u_c]`` with centre 0 (``miss_pp`` = ``u_c``,
@@ -121,6 +124,7 @@ class CoverCalibration:
     confidence_scale: float = 1.0  # k
     boundary_px: float = 0.0  # b
     quantile: float = Z95  # q
+    floor_pp: float = 0.0  # a: the error neither the confidence nor the outline term explains
     bias_pp: dict[str, float] = field(default_factory=dict)  # m_c of the classes fitted on their own
     bias_pooled_pp: float = 0.0
     miss_by_class_pp: dict[str, float] = field(default_factory=dict)  # u_c
@@ -200,7 +204,9 @@ def class_estimate(
     bias, fit = calibration.bias(label)
     method += CALIBRATED if fit != "uncalibrated" else ("+boundary" if calibration.boundary_px > 0 else "")
     outline_sd = 100.0 * calibration.boundary_px * perimeter_px / observed_px
-    sd = math.hypot(calibration.confidence_scale * confidence_sd, outline_sd)
+    sd = math.sqrt(
+        (calibration.confidence_scale * confidence_sd) ** 2 + outline_sd**2 + calibration.floor_pp**2
+    )
     centre = max(share + bias, 0.0)
     half = calibration.quantile * sd
     return CoverEstimate(
@@ -406,12 +412,13 @@ def fit_cover_calibration(
     outline = np.asarray(
         [100.0 * e.perimeter_px / e.observed_pixels for e in estimates], dtype=np.float64
     )[seen]  # fmt: skip
-    k2, b2 = fit_variance_terms(error**2, confidence_var, outline**2)
-    sd = np.sqrt(k2 * confidence_var + b2 * outline**2)
+    k2, b2, a2 = fit_variance_terms(error**2, confidence_var, outline**2)
+    sd = np.sqrt(k2 * confidence_var + b2 * outline**2 + a2)
     scores = np.divide(np.abs(error), sd, out=np.where(np.abs(error) > 1e-9, np.inf, 0.0), where=sd > 0)
     return CoverCalibration(
         confidence_scale=math.sqrt(k2),
         boundary_px=math.sqrt(b2),
+        floor_pp=math.sqrt(a2),
         quantile=conformal_bound(scores, target) if len(scores) else Z95,
         bias_pp=bias_by_class,
         bias_pooled_pp=bias_pooled,
@@ -424,16 +431,17 @@ def fit_cover_calibration(
 
 def fit_variance_terms(
     squared_errors: np.ndarray, confidence_var: np.ndarray, outline_sq: np.ndarray
-) -> tuple[float, float]:
-    """(k^2, b^2) >= 0 of ``E[error^2] = k^2 C + b^2 (P / V)^2`` by non-negative least squares."""
+) -> tuple[float, float, float]:
+    """(k^2, b^2, a^2) >= 0 of ``E[error^2] = k^2 C + b^2 (P / V)^2 + a^2`` by non-negative least
+    squares (``a``: the error of a pair whose confidence and outline terms are both about 0)."""
     from scipy.optimize import nnls
 
     if len(squared_errors) == 0:
-        return 1.0, 0.0
-    design = np.stack([confidence_var, outline_sq], axis=1)
+        return 1.0, 0.0, 0.0
+    design = np.stack([confidence_var, outline_sq, np.ones_like(confidence_var)], axis=1)
     scale = np.maximum(np.abs(design).max(axis=0), 1e-12)
     coef, _ = nnls(design / scale, squared_errors)
-    return float(coef[0] / scale[0]), float(coef[1] / scale[1])
+    return float(coef[0] / scale[0]), float(coef[1] / scale[1]), float(coef[2] / scale[2])
 
 
 def block_sums(values_hw: np.ndarray, block_px: int) -> np.ndarray:

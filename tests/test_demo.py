@@ -181,6 +181,10 @@ def test_interval_coverage_counts_the_pairs_present_in_the_truth_or_the_predicti
     values = {"Acropora": 0.5, "Fungia": 0.0, "Porites": 12.0}
     assert pair_coverage(rows, [values[r.label] for r in rows]) == 0.5
     assert by_label["Fungia"].high == 1.0 and pair_coverage([by_label["Fungia"]], [0.0]) is None
+    # beside it, the median width of the same pairs' intervals (Acropora 1.0, Porites 0.0)
+    from pipeline.demo_process import pair_median_width
+
+    assert pair_median_width(rows, [values[r.label] for r in rows]) == 0.5
 
 
 def test_make_demo_fails_when_a_stage_lacked_its_package(monkeypatch, tmp_path):
