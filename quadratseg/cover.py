@@ -504,7 +504,9 @@ def semantic_cover(
                 total,
                 0,  # a class map has no colonies
                 float((n_b**2 * q * (1 - q)).sum()),
-                float(boundary_length_px(mine)),
+                # the region's own outline (under the grid mask too, as a colony's mask has it):
+                # the mask's edges are no outline of the class
+                float(boundary_length_px(top == k)),
                 method,
                 calibration,
             )

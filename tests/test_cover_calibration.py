@@ -434,3 +434,17 @@ def test_a_speck_with_no_spread_does_not_blow_every_interval_up():
     )
     assert row.high - row.low < 20.0, (fitted, row)
     assert fitted.quantile < 50.0, fitted
+
+
+def test_a_class_maps_outline_is_its_regions_not_the_grid_masks_edges():
+    """The outline term counts where the class's region meets another class: the grid mask that
+    crosses a region (pixels left out of the cover) adds no outline, as a colony's own mask has none
+    there either (the instance path measures each colony's whole mask)."""
+    probs = np.zeros((2, 64, 64))
+    probs[0] = 1.0
+    probs[:, 16:48, 16:48] = [[[0.0]], [[1.0]]]  # one 32 x 32 region of class 1
+    observed = np.ones((64, 64), bool)
+    (whole,) = semantic_cover(probs, ["background", "Porites"], observed, background=0)
+    observed[:, 30:33] = False  # a string's mask across the region
+    (crossed,) = semantic_cover(probs, ["background", "Porites"], observed, background=0)
+    assert whole.perimeter_px == 124 and crossed.perimeter_px == whole.perimeter_px, (whole, crossed)
