@@ -332,7 +332,10 @@ def test_a_ray_runs_driver_builds_the_models_on_the_cpu_and_the_actors_on_the_se
 
     config, checkpoint, _ = tiny_mmseg_model
     folder = synthetic_set / "cvat_exports" / "segmentation" / "images"
+    import quadratseg.cli
+
     monkeypatch.setenv("QUADRATSEG_DEVICE", "cuda")
+    monkeypatch.setattr(quadratseg.cli, "_settings", None)  # settings an earlier command loaded
     seen = {}
 
     def engine(items, job, models, options):  # the driver's side only: no actor can run CUDA here
