@@ -212,25 +212,23 @@ class ChainStandIns:
             return out
 
 
-@pytest.mark.slow
-def test_stage_runs_the_chain_on_two_years_and_reports_the_track_object(tmp_path):
-    """The stage through the real chain (warp, grid removal with OpenCV, pipeline.track) with
-    stand-ins for the trained models: the summary's track object and the report's section."""
+def stage_context(tmp_path, segment):
+    """The demo context the tracking stage reads: a simple-world manifest, the chain's stand-ins
+    (``segment(models)`` gives its segmenter), settings, a report."""
     from types import SimpleNamespace
 
-    from pipeline.track_demo import stage
     from quadratseg.cli import current_settings
     from quadratseg.images import read_image_rgb
     from quadratseg.report import Report
 
     synthetic = tmp_path / "synthetic"
-    synthetic.mkdir()
+    synthetic.mkdir(exist_ok=True)
     (synthetic / "manifest.json").write_text(json.dumps({"config": {"world": "simple", "warped_size": 256}}))
     models = ChainStandIns(tmp_path / "track" / "years")
-    ctx = SimpleNamespace(
+    return SimpleNamespace(
         shared={
             "pose_predictors": {"gridcorners": models.corners, "gridpose": models.grid},
-            "seg_predictor": models.segment,
+            "seg_predictor": segment(models),
         },
         out_dir=tmp_path,
         synthetic_dir=synthetic,
@@ -239,6 +237,15 @@ def test_stage_runs_the_chain_on_two_years_and_reports_the_track_object(tmp_path
         report=Report(tmp_path),
         read_rgb=read_image_rgb,
     )
+
+
+@pytest.mark.slow
+def test_stage_runs_the_chain_on_two_years_and_reports_the_track_object(tmp_path):
+    """The stage through the real chain (warp, grid removal with OpenCV, pipeline.track) with
+    stand-ins for the trained models: the summary's track object and the report's section."""
+    from pipeline.track_demo import stage
+
+    ctx = stage_context(tmp_path, lambda models: models.segment)
     metrics = stage(ctx)
     print("stand-in chain", json.dumps(metrics))
     for key in (
@@ -259,32 +266,10 @@ def test_stage_runs_the_chain_on_two_years_and_reports_the_track_object(tmp_path
 def test_a_second_demo_run_tracks_the_colonies_of_its_own_models(tmp_path):
     """The stage run again over the same output folder (as ``make demo`` does) with other models
     scores those models: never the colonies an earlier run's models left in the folder."""
-    from types import SimpleNamespace
-
     from pipeline.track_demo import stage
-    from quadratseg.cli import current_settings
-    from quadratseg.images import read_image_rgb
-    from quadratseg.report import Report
-
-    synthetic = tmp_path / "synthetic"
-    synthetic.mkdir()
-    (synthetic / "manifest.json").write_text(json.dumps({"config": {"world": "simple", "warped_size": 256}}))
 
     def run(segment):
-        models = ChainStandIns(tmp_path / "track" / "years")
-        ctx = SimpleNamespace(
-            shared={
-                "pose_predictors": {"gridcorners": models.corners, "gridpose": models.grid},
-                "seg_predictor": segment(models),
-            },
-            out_dir=tmp_path,
-            synthetic_dir=synthetic,
-            seed=0,
-            settings=current_settings(),
-            report=Report(tmp_path),
-            read_rgb=read_image_rgb,
-        )
-        return stage(ctx)
+        return stage(stage_context(tmp_path, segment))
 
     class FindsNothing:
         def __init__(self, models):
