@@ -94,10 +94,12 @@ def read_process_output(
             "run python -m pipeline.process first"
         )
     run_file = out / "run.json"
-    fingerprint = None
+    current: dict[str, dict[str, Any]] | None = None  # the latest run's records (None: no run.json)
     if run_file.is_file():
-        run = json.loads(run_file.read_text(encoding="utf-8"))
-        keys, fingerprint = run["photos"], run.get("fingerprint")
+        from pipeline.points import load_records
+
+        keys = json.loads(run_file.read_text(encoding="utf-8"))["photos"]
+        current, _others = load_records(out)
     else:
         keys = sorted(
             str(p.relative_to(out / "photos"))[: -len(".json")] for p in (out / "photos").rglob("*.json")
@@ -107,7 +109,11 @@ def read_process_output(
     surveys, problems = [], []
     for key in keys:
         place = places[key]
-        record = json.loads((out / "photos" / output_name(key, ".json")).read_text(encoding="utf-8"))
+        record = (
+            current.get(key)
+            if current is not None
+            else json.loads((out / "photos" / output_name(key, ".json")).read_text(encoding="utf-8"))
+        )
         name = f"{label or out.name}/{key}"
         problem = {
             "site": place["site"],
@@ -118,7 +124,7 @@ def read_process_output(
         if not place["year"]:
             problems.append({**problem, "problem": f"{key}: no year (give --metadata or site/year/ folders)"})
             continue
-        if fingerprint is not None and record.get("fingerprint") != fingerprint:
+        if record is None:  # rewritten with other models or options since (pipeline.points.load_records)
             problems.append(
                 {
                     **problem,
