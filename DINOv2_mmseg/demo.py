@@ -19,8 +19,8 @@ import numpy as np
 DATASET = "demo_segmentation"
 LEVEL = "main_family"  # as the YOLO stage: 7 families + background train in minutes; 16 genera do not
 EPOCHS = 300  # about 70 s on 2 CPU cores
-# The varied world's demo set has 36 training photos (14 in the simple one): fewer epochs over the
-# larger split (900 iterations of 4 photos against 1200), for the demo's time on 2 cores.
+# The varied world's demo set has 36 training photos (12 in the simple one): fewer epochs over the
+# larger split (900 iterations of 4 photos, as the simple world's), for the demo's time on 2 cores.
 EPOCHS_BY_WORLD = {"simple": EPOCHS, "varied": 100}
 EVAL_SPLIT = "test"  # val picks the checkpoint: the reported figures come from the test split
 CONFIG = Path(__file__).parent / "configs" / "dinov2_tiny_segformer_cpu.py"

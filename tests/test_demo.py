@@ -75,6 +75,11 @@ def test_demo_writes_summary_and_report(tmp_path):
     ious = [v for v in mmseg["per_class_iou"].values() if v is not None and v == v]
     assert ious and abs(sum(ious) / len(ious) - mmseg["miou"]) < 0.05
     assert set(mmseg["per_class_iou"]) == {"background", *load_taxonomy().classes("main_family")}
+    # no ultralytics run picks its checkpoint on val: the chain fits its cover intervals on the val
+    # photos, which must be held out from every choice (best.pt is the last epoch's)
+    for run in ("gridcorners", "gridpose", "coralseg"):
+        args = (tmp_path / "demo" / "runs" / run / "args.yaml").read_text()
+        assert re.search(r"^val: false$", args, re.M), run
     chain = summary["process"]  # the chain on the raw test photos with the one-epoch models
     assert chain["photos"] == n_test and chain["failed"] == 0 and chain["variant"] == "three-stage"
     segmenters = {"yolo", "mmseg", "weighted", "voting", "nms"}
@@ -88,6 +93,7 @@ def test_demo_writes_summary_and_report(tmp_path):
     assert chain["with_cover"] == 0 and chain["calibration_pairs"] == 0 and chain["points_scored"] is None
     assert chain["cover_mae_pp"] is None and chain["warp_mean_px_error"] is None
     assert all(chain["interval_coverage"][name] is None for name in segmenters)
+    assert all(chain["interval_coverage_counts"][name]["pairs"] == 0 for name in segmenters)
     assert all(chain["main_family_cover_mae_pp"][name] is None for name in segmenters)
     assert not any(chain["class_terms"][name]["fitted"] for name in segmenters)
     assert inpaint["fine_tune"].startswith("skipped: no LaMa weights")
@@ -185,6 +191,12 @@ def test_interval_coverage_counts_the_pairs_present_in_the_truth_or_the_predicti
     from pipeline.demo_process import pair_median_width
 
     assert pair_median_width(rows, [values[r.label] for r in rows]) == 0.5
+    # and the same coverage as counts with the Wilson interval of the share (one of two pairs inside)
+    from pipeline.demo_process import pair_coverage_counts
+
+    counts = pair_coverage_counts(rows, [values[r.label] for r in rows])
+    assert counts == {"inside": 1, "pairs": 2, "wilson_95": [0.095, 0.905]}
+    assert pair_coverage_counts([by_label["Fungia"]], [0.0])["pairs"] == 0
 
 
 def test_make_demo_fails_when_a_stage_lacked_its_package(monkeypatch, tmp_path):
@@ -205,3 +217,18 @@ def test_make_demo_fails_when_a_stage_lacked_its_package(monkeypatch, tmp_path):
     with pytest.raises(QuadratsegError, match="bridge"):
         demo.main(str(tmp_path / "a"))
     assert demo.main(str(tmp_path / "b")).endswith("report.html")
+
+
+@pytest.mark.parametrize("world", ["simple", "varied"])
+def test_the_default_demo_set_scores_and_calibrates_on_at_least_12_photos_each(world):
+    """Five test photos made the demo's interval coverage one photo's luck (a single photo's missed
+    colony moved YOLO's coverage by 0.06): each world's default set holds out 12 or more photos for
+    the interval calibration (val) and 12 or more for the scores (test)."""
+    from collections import Counter
+
+    from pipeline.demo import demo_synth_config
+    from quadratseg.synth.dataset import assign_subsets
+
+    config = demo_synth_config(world, images=0, seed=0, size=768)
+    counts = Counter(assign_subsets(config.images, config.seed, config.holdout_share))
+    assert counts["val"] >= 12 and counts["test"] >= 12 and counts["train"] >= 12

@@ -176,3 +176,25 @@ def test_rectangular_and_gridless_quadrats():
     assert np.array_equal(bare.warped, bare.warped_clean)
     with pytest.raises(QuadratsegError, match="aspect"):
         SynthConfig(aspect=9).validate()
+
+
+def test_the_held_out_share_sets_the_validation_and_test_photos_from_the_command_line(tmp_path):
+    """``--holdout-share`` gives val and test each that share of the photos (the demo holds out a
+    third so that its interval calibration and its scores rest on 12 photos each); the images are
+    those of the default split, only their subsets move."""
+    import subprocess
+    import sys
+    from collections import Counter
+
+    out = tmp_path / "third"
+    args = [sys.executable, "-m", "quadratseg.synth", str(out), "--images", "9", "--size", "160"]
+    subprocess.run([*args, "--holdout-share", "0.3333", "--workers", "1"], check=True, capture_output=True)
+    truths = load_truth(out)
+    assert Counter(t["subset"] for t in truths) == {"train": 3, "val": 3, "test": 3}
+    assert json.loads((out / "manifest.json").read_text())["config"]["holdout_share"] == 0.3333
+    for t in truths:
+        assert export_image_path(out / "cvat_exports" / "corners", t["subset"], t["name"]).is_file()
+    bad = subprocess.run([*args, "--holdout-share", "0.5"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--holdout-share" in bad.stderr
+    with pytest.raises(QuadratsegError, match="--holdout-share"):
+        SynthConfig(holdout_share=0.0).validate()

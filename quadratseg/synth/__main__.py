@@ -19,6 +19,7 @@ def synth(
     workers: int = 0,
     aspect: float = 1.0,
     world: str = "simple",
+    holdout_share: float = 0.2,
 ) -> str:
     """Make synthetic raw photo-quadrats and the CVAT exports of the three projects.
 
@@ -35,12 +36,21 @@ def synth(
         aspect: quadrat width / height (1: square; 2: a 1 x 0.5 m quadrat).
         world: "simple" (pale frame, flat seabed, smooth blobs: fast tests) or "varied" (frames,
             reef, water and occluders drawn per photo from documented distributions).
+        holdout_share: share of the photos in val, and again in test (0.2: 60/20/20 %).
 
     Returns:
         The folder written.
     """
     config = SynthConfig(
-        images, seed, size, warped_size, min_colonies, max_colonies, aspect=aspect, world=world
+        images,
+        seed,
+        size,
+        warped_size,
+        min_colonies,
+        max_colonies,
+        aspect=aspect,
+        world=world,
+        holdout_share=holdout_share,
     )
     return str(generate_dataset(Path(out_dir), config, overwrite=overwrite, workers=workers))
 

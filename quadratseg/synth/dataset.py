@@ -67,6 +67,7 @@ class SynthConfig:
     jpeg_quality: int = 95
     aspect: float = 1.0  # quadrat width / height (1: square)
     world: str = "simple"  # "simple" (fast unit tests) or "varied" (see quadratseg.synth.varied)
+    holdout_share: float = 0.2  # share of the photos in val, and again in test (the rest train)
 
     @property
     def raw_size(self) -> tuple[int, int]:
@@ -92,6 +93,10 @@ class SynthConfig:
             )
         if self.world not in WORLDS:
             raise QuadratsegError(f"--world must be one of {', '.join(WORLDS)}, got {self.world!r}")
+        if not 0 < self.holdout_share < 0.5:
+            raise QuadratsegError(
+                f"--holdout-share (of val, and again of test) must be within 0..0.5, got {self.holdout_share}"
+            )
         if not 1 <= self.min_colonies <= self.max_colonies:
             raise QuadratsegError("need 1 <= min_colonies <= max_colonies")
 
@@ -106,11 +111,18 @@ def image_name(index: int) -> str:
     return f"{SITES[index % len(SITES)]}_{2019 + (index // len(SITES)) % 6}_{index:03d}.jpg"
 
 
-def assign_subsets(n_images: int, seed: int) -> list[str]:
-    """Subset of each image: 60 / 20 / 20 % train / val / test (each non-empty when n >= 3)."""
+def assign_subsets(n_images: int, seed: int, holdout_share: float = 0.2) -> list[str]:
+    """Subset of each image: ``holdout_share`` of them in val, as many in test, the rest in train
+    (60 / 20 / 20 % by default; each subset non-empty when n >= 3).
+
+    Example:
+        >>> from collections import Counter
+        >>> Counter(assign_subsets(36, seed=0, holdout_share=1 / 3))
+        Counter({'train': 12, 'val': 12, 'test': 12})
+    """
     order = np.random.default_rng([seed, 7]).permutation(n_images)
-    n_val = max(1, round(0.2 * n_images)) if n_images >= 3 else 0
-    n_test = max(1, round(0.2 * n_images)) if n_images >= 3 else 0
+    n_val = max(1, round(holdout_share * n_images)) if n_images >= 3 else 0
+    n_test = max(1, round(holdout_share * n_images)) if n_images >= 3 else 0
     subsets = ["train"] * n_images
     for rank, idx in enumerate(order):
         if rank < n_val:
@@ -317,7 +329,7 @@ def generate_dataset(
         for folder in PROJECTS:
             for subset in SUBSETS:
                 (tmp / "cvat_exports" / folder / "images" / subset).mkdir(parents=True)
-        subsets = assign_subsets(config.images, config.seed)
+        subsets = assign_subsets(config.images, config.seed, config.holdout_share)
         jobs = [(config, i, subsets[i], tmp) for i in range(config.images)]
         n_workers = min(workers or os.cpu_count() or 1, config.images)
         if n_workers > 1:
