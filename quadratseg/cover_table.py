@@ -13,8 +13,9 @@ One schema for every writer (``pipeline.process`` and ``DINOv2_mmseg.predict``):
   model's, the same levels on every photo), confidence, area and outline length
   (:func:`outline_length_px`) in px and, with the quadrat's size, in cm^2 and cm.
 - ``cover_summary.csv`` (:data:`SUMMARY_COLUMNS`): per site, year, level and label the mean cover
-  over quadrats with its standard error and 95 % Student-t interval (:func:`summarize_cover`). It
-  covers the variation between quadrats only, not the model's error.
+  over quadrats with its standard error and 95 % Student-t interval (:func:`summarize_cover`; the
+  photos of one quadrat make one value). It covers the variation between quadrats only, not the
+  model's error.
 
 Sizes in cm: the warped quadrat is ``quadrat_cm`` wide over its ``warped_size=(width, height)`` px
 (square pixels), so one pixel is ``(quadrat_cm / width)^2`` cm^2.
@@ -63,7 +64,7 @@ COLONY_COLUMNS = [
     "perimeter_px",
     "perimeter_cm",
 ]
-SUMMARY_COLUMNS = ["site", "year", "level", "label", "quadrats", "mean", "se", "low", "high"]
+SUMMARY_COLUMNS = ["site", "year", "level", "label", "quadrats", "photos", "mean", "se", "low", "high"]
 
 
 def cm_per_px(quadrat_cm: float | None, warped_size: Sequence[int] | None) -> float | None:
@@ -205,20 +206,32 @@ def colony_rows(
 
 def summarize_cover(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``cover_summary.csv``: per site, year, level and label, the mean cover over quadrats with its
-    standard error and 95 % Student-t interval (variation between quadrats only)."""
-    groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    standard error and 95 % Student-t interval (variation between quadrats only).
+
+    The photos of one quadrat (same site, year and quadrat id: a retake) make one value, the mean of
+    their covers, so a quadrat photographed twice does not count twice; a photo without a site, a
+    year or a quadrat id counts as a quadrat of its own. ``quadrats`` counts the quadrats,
+    ``photos`` the photos.
+    """
+    # (site, year, level, label) -> quadrat (or photo) -> its photos' covers
+    groups: dict[tuple[str, ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        groups[(row["site"], row["year"], row["level"], row["label"])].append(float(row["percent"]))
+        quadrat = str(row.get("quadrat") or "")
+        known = quadrat and row["site"] and row["year"]  # unplaced photos pool sites: no merging
+        groups[(row["site"], row["year"], row["level"], row["label"])][
+            f"quadrat {quadrat}" if known else f"photo {row['photo']}"
+        ].append(float(row["percent"]))
     out = []
-    for (site, year, level, label), values in sorted(groups.items()):
-        mean, se, low, high = mean_interval(values)
+    for (site, year, level, label), by_quadrat in sorted(groups.items()):
+        mean, se, low, high = mean_interval([float(np.mean(v)) for v in by_quadrat.values()])
         out.append(
             {
                 "site": site,
                 "year": year,
                 "level": level,
                 "label": label,
-                "quadrats": len(values),
+                "quadrats": len(by_quadrat),
+                "photos": sum(len(v) for v in by_quadrat.values()),
                 "mean": round(mean, 4),
                 "se": round(se, 4) if np.isfinite(se) else "",
                 "low": round(max(low, 0.0), 4) if np.isfinite(low) else "",

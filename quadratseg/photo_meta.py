@@ -229,7 +229,29 @@ def photo_places(
         places[key], note = path_place(key)
         if note:
             notes.append(note)
-    return places, notes
+    return places, notes + retake_notes(places)
+
+
+def retake_notes(places: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """A note per quadrat (site, year and quadrat id all known) that several photos show: they count
+    as one quadrat, the mean of their covers, in ``cover_summary.csv``.
+
+    Example:
+        >>> retake_notes({"a.jpg": {"site": "T", "year": "2019", "quadrat": "1"},
+        ...               "b.jpg": {"site": "T", "year": "2019", "quadrat": "1"}})
+        ['T 2019 quadrat 1: 2 photos (a.jpg, b.jpg), counted as one quadrat (the mean of their covers)']
+    """
+    by_quadrat: dict[tuple[str, str, str], list[str]] = {}
+    for key, place in places.items():
+        where = tuple(str(place.get(k) or "") for k in ("site", "year", "quadrat"))
+        if all(where):
+            by_quadrat.setdefault(where, []).append(key)  # type: ignore[arg-type]
+    return [
+        f"{site} {year} quadrat {quadrat}: {len(keys)} photos ({', '.join(sorted(keys))}), counted as "
+        "one quadrat (the mean of their covers)"
+        for (site, year, quadrat), keys in sorted(by_quadrat.items())
+        if len(keys) > 1
+    ]
 
 
 def photo_place(key: str) -> dict[str, str]:

@@ -628,6 +628,51 @@ def test_site_and_year_come_from_a_metadata_csv_then_folders_then_names(survey_f
         process_folder(survey_folders, tmp_path / "bad", ChainModels(NoColonies()), "fp", metadata=bad)
 
 
+class BrightnessColony:
+    """One Porites colony over the left part of the photo, its width the photo's mean brightness
+    (so different photos get different covers and a copied photo the same)."""
+
+    def __init__(self):
+        self.names = {0: "Porites", 1: "Acropora"}
+
+    def predict(self, image):
+        h, w = image.shape[:2]
+        mask = np.zeros((h, w), bool)
+        mask[:, : max(1, round(w * float(image.mean()) / 255))] = True
+        return [Instance.from_mask("Porites", 0.9, mask, (0, 0))]
+
+
+def test_a_quadrat_photographed_twice_counts_once_in_the_summary(survey_folders, tmp_path, caplog):
+    """A retake of Tiahura 2019 Q1 (named so in the metadata) was counted as a third quadrat: the
+    mean over quadrats weighted Q1 twice, ``quadrats`` said 3 and the t interval was too narrow. The
+    photos of one quadrat now make one value (their mean), the summary counts distinct quadrats and
+    names its photos, and the run warns."""
+    shutil.copy(survey_folders / "Tiahura/2019/Q1.jpg", survey_folders / "Tiahura/2019/Q1b.jpg")
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text("photo,site,year,quadrat\nTiahura/2019/Q1b.jpg,Tiahura,2019,Q1\n")
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        process_folder(survey_folders, out, ChainModels(BrightnessColony()), "fp", metadata=metadata)
+    rows = [
+        r
+        for r in csv.DictReader((out / "cover.csv").open())
+        if (r["site"], r["year"], r["level"], r["label"]) == ("Tiahura", "2019", "finegrained", "Porites")
+    ]
+    percent = {r["photo"]: float(r["percent"]) for r in rows}
+    assert sorted(percent) == ["Tiahura/2019/Q1.jpg", "Tiahura/2019/Q1b.jpg", "Tiahura/2019/Q2.jpg"]
+    assert percent["Tiahura/2019/Q1.jpg"] != percent["Tiahura/2019/Q2.jpg"]
+    summary = next(
+        r
+        for r in csv.DictReader((out / "cover_summary.csv").open())
+        if (r["site"], r["year"], r["level"], r["label"]) == ("Tiahura", "2019", "finegrained", "Porites")
+    )
+    quadrats = [percent["Tiahura/2019/Q1.jpg"], percent["Tiahura/2019/Q2.jpg"]]
+    assert int(summary["quadrats"]) == 2 and int(summary["photos"]) == 3
+    assert float(summary["mean"]) == pytest.approx(np.mean(quadrats), abs=1e-3)
+    assert float(summary["se"]) == pytest.approx(np.std(quadrats, ddof=1) / np.sqrt(2), abs=1e-3)
+    assert "Tiahura 2019 quadrat Q1: 2 photos" in caplog.text
+
+
 def test_the_fiftyone_pull_parses_photo_places_with_the_same_parser():
     from quadratseg.fiftyone_io import parse_quadrat_name
 
