@@ -122,7 +122,12 @@ def predict(
     )
     coco = CocoInstances(coral_classes)
     taxonomy = load_taxonomy()
-    level = taxonomy.finest_level(coral_classes)  # the model's level, the same on every photo
+    from quadratseg.model_card import read_model_card
+
+    # the model's level, the same on every photo: its card's (model_card.json beside the checkpoint)
+    level, note = taxonomy.model_level(coral_classes, str(read_model_card(checkpoint).get("level") or ""))
+    if note:
+        logger.warning("%s", note)
     cover_table, colony_table = [], []
     start = time.perf_counter()
 

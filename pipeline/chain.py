@@ -54,6 +54,9 @@ class ChainModels:
     ensemble: str = ""  # with both models: weighted, voting or nms (quadratseg.ensemble)
     ensemble_weight: float = 0.5  # the colonies' weight of the weighted ensemble
     nms_iou: float = 0.5  # the nms ensemble's IoU at which a less confident colony is dropped
+    # taxonomy level of the classes the cover reports, as the model's card declares it ("": the
+    # finest level that holds them; pipeline.run.check_model_classes)
+    level: str = ""
 
     def cover_calibration(self, scores_are_probabilities: bool = True) -> CoverCalibration:
         """The fitted interval terms, or the uncalibrated ones of ``boundary_px`` and ``miss_pp``."""

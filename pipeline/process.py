@@ -326,6 +326,14 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
     return ChainModels(
         segment=segment,
         semantic=semantic,
+        # the card (model_card.json beside the weights) of the model whose classes the cover reports
+        # names their level: the colony model's alone, else the class map's
+        level=str(
+            read_model_card(
+                weights_path(config.yolo if config.segment == "yolo" else config.mmseg_weights)
+            ).get("level")
+            or ""
+        ),
         ensemble=config.ensemble if config.segment == "both" else "",
         ensemble_weight=config.ensemble_weight,
         nms_iou=config.nms_iou,

@@ -79,12 +79,14 @@ RUN_FILE = "run.json"  # the current run: its fingerprint and photo keys (pipeli
 
 
 def check_model_classes(models: ChainModels, taxonomy: Taxonomy) -> str:
-    """The taxonomy level of the run's labels (:func:`pipeline.chain.cover_classes`), each model's
-    classes checked.
+    """The taxonomy level of the run's labels (:func:`pipeline.chain.cover_classes`): the level the
+    model's card declares (``models.level``), else the finest that holds them (a warning when
+    several do, :meth:`quadratseg.taxonomy.Taxonomy.model_level`), each model's classes checked.
 
     Raises:
-        QuadratsegError: a model's class is in no taxonomy level (named, with close matches), or a
-            model's classes mix levels; before any photo is processed.
+        QuadratsegError: a model's class is in no taxonomy level (named, with close matches), a
+            model's classes mix levels, or they are not of the level its card declares; before any
+            photo is processed.
     """
     models_classes = {
         "colony model": list(models.segment.names.values()) if models.segment is not None else [],
@@ -103,7 +105,10 @@ def check_model_classes(models: ChainModels, taxonomy: Taxonomy) -> str:
     classes = cover_classes(models)
     if not classes:
         raise QuadratsegError("the segmentation model names no class")
-    return taxonomy.finest_level(classes)
+    level, note = taxonomy.model_level(classes, models.level)
+    if note:
+        logger.warning("%s", note)
+    return level
 
 
 def _write_image(path: Path, image: np.ndarray, rgb: bool = True) -> None:

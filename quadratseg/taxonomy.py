@@ -76,6 +76,46 @@ class Taxonomy:
         self.check_labels(wanted - set().union(*(self.classes(lv) for lv in LEVELS)), "finegrained")
         raise QuadratsegError(f"labels {sorted(wanted)} mix taxonomy levels; no single level holds them all")
 
+    def model_level(self, labels: Iterable[str], declared: str = "") -> tuple[str, str]:
+        """(level, note) of a model's classes: the level its card ``declared`` (checked), else the
+        finest level that holds every label, with a note for the user when several levels hold them
+        (every extended class name is also a genus name: a model trained at the extended level,
+        without a card saying so, would be reported as genera).
+
+        Raises:
+            QuadratsegError: the declared level is unknown or does not hold every label.
+            UnknownLabelError: a label is in no level (from :meth:`finest_level`).
+
+        Examples:
+            >>> tax = load_taxonomy()
+            >>> tax.model_level(tax.classes("extended"), declared="extended")
+            ('extended', '')
+            >>> tax.model_level(["Acropora", "Porites"])[1][:58]
+            "the model's classes fit the taxonomy levels finegrained, e"
+        """
+        wanted = list(dict.fromkeys(labels))
+        if declared:
+            if declared not in LEVELS:
+                raise QuadratsegError(f"unknown taxonomy level {declared!r}; levels are {', '.join(LEVELS)}")
+            outside = sorted(set(wanted) - set(self.classes(declared)))
+            if outside:
+                raise QuadratsegError(
+                    f"the model's card says its classes are of the {declared} level, but "
+                    f"{', '.join(outside)} {'is' if len(outside) == 1 else 'are'} not {declared} classes; "
+                    "correct the card's level"
+                )
+            return declared, ""
+        level = self.finest_level(wanted)
+        fitting = [lv for lv in LEVELS if set(wanted) <= set(self.classes(lv))]
+        note = (
+            f"the model's classes fit the taxonomy levels {', '.join(fitting)}; its cover is reported "
+            f"at the finest, {level}. A model trained at a coarser level: write its level in the "
+            "model_card.json beside its weights ('level')"
+            if len(fitting) > 1
+            else ""
+        )
+        return level, note
+
     def check_labels(
         self, labels: Iterable[str], level: str = "finegrained", aliases: Mapping[str, str] | None = None
     ) -> None:

@@ -673,6 +673,40 @@ def test_a_quadrat_photographed_twice_counts_once_in_the_summary(survey_folders,
     assert "Tiahura 2019 quadrat Q1: 2 photos" in caplog.text
 
 
+def test_a_model_trained_at_the_extended_level_reports_extended_rows_not_genera(
+    survey_folders, tmp_path, caplog
+):
+    """Every extended class name (Acropora, ..., Merulinidae, Other) is also a genus name, so a
+    10-class extended model (Banggai's) was reported at the finegrained level: cover.csv said
+    'finegrained Merulinidae' for the whole family. The level now comes from the model's card; a
+    model without one whose classes fit several levels is reported at the finest, with a warning."""
+    from engine_models import untrained_seg_weights
+
+    from pipeline.process import process
+    from quadratseg.model_card import model_card_path, write_model_card
+
+    extended = load_taxonomy().classes("extended")
+    weights = untrained_seg_weights(tmp_path / "banggai" / "best.pt", extended)
+    write_model_card(weights, {"task": "coralseg", "classes": extended, "level": "extended"})
+    out = tmp_path / "out"
+    process(str(survey_folders), str(out), yolo=str(weights), yolo_imgsz=64, conf=0.01)
+    rows = list(csv.DictReader((out / "cover.csv").open()))
+    assert {r["level"] for r in rows} == {"extended", "main_family", "agnostic"}
+    record = json.loads(next((out / "photos").rglob("*.json")).read_text())
+    assert record["level"] == "extended"
+    # a card that names a level the classes are not of stops the run before any photo
+    write_model_card(weights, {"task": "coralseg", "classes": extended, "level": "main_family"})
+    with pytest.raises(QuadratsegError, match="main_family"):
+        process(str(survey_folders), str(tmp_path / "bad"), yolo=str(weights), yolo_imgsz=64)
+    assert not list((tmp_path / "bad").rglob("*.json"))
+    # without a card's level: the finest level, named as a guess
+    model_card_path(weights).unlink()
+    write_model_card(weights, {"task": "coralseg", "classes": extended})
+    with caplog.at_level("WARNING"):
+        process(str(survey_folders), str(tmp_path / "guess"), yolo=str(weights), yolo_imgsz=64, conf=0.01)
+    assert "fit the taxonomy levels finegrained, extended" in caplog.text
+
+
 def test_the_fiftyone_pull_parses_photo_places_with_the_same_parser():
     from quadratseg.fiftyone_io import parse_quadrat_name
 
