@@ -62,6 +62,7 @@ class PhotoSurvey:
     survey: Survey
     image: Path | None  # grid-free photo when there is one, else the warped photo
     grid_mask: Path | None
+    level: str = ""  # the taxonomy level of its labels, as its record says (pipeline.run)
 
 
 def instances_from_json(items: Sequence[dict[str, Any]], frame_size: tuple[int, int]) -> list[Instance]:
@@ -157,7 +158,9 @@ def read_process_output(
             quadrat=place["quadrat"],
         )
         image = clean if clean.is_file() else warped if warped.is_file() else None
-        surveys.append(PhotoSurvey(survey, image, grid if grid.is_file() else None))
+        surveys.append(
+            PhotoSurvey(survey, image, grid if grid.is_file() else None, str(record.get("level") or ""))
+        )
     return surveys, problems
 
 
@@ -245,13 +248,15 @@ def track_runs(
     return tracks, reg_rows, problems
 
 
-def with_taxonomy(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_taxonomy(rows: list[dict[str, Any]], level: str = "") -> list[dict[str, Any]]:
     """``colonies.csv`` rows with the class at every taxonomy level (empty at levels finer than the
-    labels', or everywhere when the labels are not taxonomy classes: TagLab's own names)."""
+    labels', or everywhere when the labels are not taxonomy classes: TagLab's own names). ``level``:
+    the labels' level as the surveys' records say it (an extended model's labels are also genus
+    names); "" takes the finest that holds them."""
     taxonomy = load_taxonomy()
     labels = {r["label"] for r in rows}
     try:
-        level = taxonomy.finest_level(labels) if labels else LEVELS[0]
+        level = taxonomy.model_level(labels, level)[0] if labels else level or LEVELS[0]
     except QuadratsegError:
         return [{**r, **dict.fromkeys(LEVELS, "")} for r in rows]
     coarser = LEVELS[LEVELS.index(level) :]
@@ -276,13 +281,15 @@ def write_outputs(
     report: bool = True,
     images: dict[str, Path] | None = None,
     taglab_export: bool = True,
+    level: str = "",
 ) -> dict[str, Any]:
     """Write every table, ``summary.json``, the report and (``taglab_export``) each quadrat's
-    colonies and links as a TagLab project ``taglab/<site>_<quadrat>.json``; returns the summary."""
+    colonies and links as a TagLab project ``taglab/<site>_<quadrat>.json``; returns the summary.
+    ``level``: the labels' taxonomy level (:func:`with_taxonomy`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     links = [row for t in tracks for row in t.link_rows()]
-    colonies = with_taxonomy([row for t in tracks for row in t.colonies])
+    colonies = with_taxonomy([row for t in tracks for row in t.colonies], level)
     # the intervals tracked: a refused pair between two runs of a quadrat is no interval
     tracked = {
         (i.source.site, i.source.quadrat, i.source.date, i.target.date) for t in tracks for i in t.intervals
@@ -346,6 +353,12 @@ def track_process_outputs(
         found, skipped = read_process_output(folder, quadrat_cm, metadata, label)
         photo_surveys.extend(found)
         problems.extend(skipped)
+    levels = sorted({s.level for s in photo_surveys if s.level})
+    if len(levels) > 1:
+        raise QuadratsegError(
+            f"the surveys were segmented at different taxonomy levels ({', '.join(levels)}): their "
+            "colonies' classes cannot be compared; process them with models of one level"
+        )
     tracks, reg_rows = [], []
     area_m2 = (quadrat_cm / 100.0) ** 2
     areas: dict[tuple[str, str], float] = {}
@@ -378,7 +391,17 @@ def track_process_outputs(
             + ")"
         )
     images = {s.survey.name: s.image for s in photo_surveys if s.image is not None}
-    return write_outputs(out_dir, tracks, reg_rows, problems, areas, {"matcher": matcher}, report, images)
+    return write_outputs(
+        out_dir,
+        tracks,
+        reg_rows,
+        problems,
+        areas,
+        {"matcher": matcher},
+        report,
+        images,
+        level="".join(levels),
+    )
 
 
 def track_taglab_project(

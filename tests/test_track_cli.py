@@ -187,3 +187,53 @@ def test_track_cli_help_and_bad_arguments():
     assert result.returncode == 2 and "give two or more pipeline.process output folders" in result.stderr
     result = python_m("pipeline.track", "a", "b", "--out", "x", "--matcher", "nearest")
     assert result.returncode == 2 and "not a matcher" in result.stderr
+
+
+class FamilySegmenter:
+    """A colony model of the extended level (Banggai's 10 classes, every one also a genus name):
+    each colony of the photo as one Merulinidae."""
+
+    def __init__(self, masks: dict[str, list[np.ndarray]]):
+        from quadratseg.taxonomy import load_taxonomy
+
+        self.masks = masks
+        self.names = dict(enumerate(load_taxonomy().classes("extended")))
+
+    def predict(self, image: np.ndarray) -> list[Instance]:
+        found = (
+            Instance.from_mask("Merulinidae", 0.9, m) for m in self.masks[hashlib.sha256(image).hexdigest()]
+        )
+        return [f for f in found if f is not None]
+
+
+def test_colonies_of_an_extended_model_are_not_reported_as_genera(tmp_path):
+    """The process records say their labels' level; tracking took the finest level that held the
+    labels, so an extended model's Merulinidae (the family) became the genus Merulinidae in
+    colonies.csv. Surveys of two levels cannot be compared and stop with the reason."""
+    from pipeline.chain import ChainModels
+    from pipeline.run import process_folder
+    from pipeline.tracking import track_process_outputs
+
+    world = simulate_quadrat(CONFIG, 0)
+    masks, outs = {}, []
+    for y, level in enumerate(["extended", "extended", ""]):
+        year = 2019 + min(y, 1)
+        folder = tmp_path / f"photos{y}"
+        folder.mkdir()
+        image = paint_interior(
+            world.seabed, world.colonies[min(y, 1)], world.masks[min(y, 1)], world.placements[min(y, 1)], 0, 0
+        )
+        image = np.ascontiguousarray(image.astype(np.uint8))
+        cv2.imwrite(
+            str(folder / photo_name(year, 0).replace(".jpg", ".png")), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        )
+        masks[hashlib.sha256(image).hexdigest()] = [m for m in world.masks[min(y, 1)] if m.any()]
+        out = tmp_path / f"out{y}"
+        models = ChainModels(segment=FamilySegmenter(masks), level=level)
+        process_folder(folder, out, models, "test", quadrat_cm=100.0, overlays=False)
+        outs.append(out)
+    track_process_outputs(outs[:2], tmp_path / "track", report=False)
+    colonies = read_csv(tmp_path / "track" / "colonies.csv")
+    assert colonies and {(c["finegrained"], c["extended"]) for c in colonies} == {("", "Merulinidae")}
+    with pytest.raises(Exception, match="different taxonomy levels"):
+        track_process_outputs([outs[0], outs[2]], tmp_path / "mixed", report=False)
