@@ -91,6 +91,9 @@ class JobStore:
     backend = "sqlite"
     NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # the database's clock, epoch seconds
     JOB_OF_PARAMS = "CAST(json_extract(params, '$.job_id') AS INTEGER)"
+    # rows a deciding transaction reads are locked until it ends (SQLite's writers are serialised by
+    # BEGIN IMMEDIATE already; PostgreSQL's READ COMMITTED needs the lock)
+    FOR_UPDATE = ""
 
     def __init__(self, path: str | Path, lease_s: float = LEASE_S):
         self.path = Path(path)
@@ -184,7 +187,11 @@ class JobStore:
                     + " ON CONFLICT (key) DO NOTHING",
                     [value for row in values for value in row],
                 )
-                found = q(f"SELECT * FROM jobs WHERE key IN ({', '.join(['?'] * len(chunk))})", chunk)
+                found = q(
+                    f"SELECT * FROM jobs WHERE key IN ({', '.join(['?'] * len(chunk))}) ORDER BY key"
+                    + self.FOR_UPDATE,
+                    chunk,
+                )
                 rows.update((row["key"], row) for row in found.fetchall())
             out = []
             for (key, kind, params, again_if_busy), token in zip(items, tokens, strict=True):
@@ -197,7 +204,7 @@ class JobStore:
                         " ON CONFLICT (key) DO NOTHING",
                         (key, kind, json.dumps(params), now, token),
                     )
-                    row = q("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+                    row = q("SELECT * FROM jobs WHERE key = ?" + self.FOR_UPDATE, (key,)).fetchone()
                 job = dict(row)
                 new = job["token"] == token
                 changed = False
@@ -208,7 +215,10 @@ class JobStore:
                     )
                     new = changed = True
                 elif not new and again_if_busy and job["state"] in ("queued", "running") and not job["again"]:
-                    q("UPDATE jobs SET again = 1 WHERE id = ?", (job["id"],))
+                    q(
+                        "UPDATE jobs SET again = 1 WHERE id = ? AND state IN ('queued', 'running')",
+                        (job["id"],),
+                    )
                     changed = True
                 if changed:  # read back: a later delivery of this key in the batch sees the change
                     row = rows[key] = q("SELECT * FROM jobs WHERE id = ?", (job["id"],)).fetchone()
@@ -234,12 +244,10 @@ class JobStore:
         ran, else released (:meth:`release`, False); with ``owner``, only while it is that worker's."""
 
         def work(q: Callable[..., Any]) -> bool:
-            if (
-                owner is not None
-                and not q(
-                    "SELECT 1 FROM jobs WHERE id = ? AND owner = ? AND state = 'running'", (job_id, owner)
-                ).fetchone()
-            ):
+            # the row stays locked until the decision ends: a delivery's claim of its key waits for
+            # it, then sees the job queued again or released (and claims the key anew)
+            row = q("SELECT owner, state FROM jobs WHERE id = ?" + self.FOR_UPDATE, (job_id,)).fetchone()
+            if owner is not None and not (row and row["owner"] == owner and row["state"] == "running"):
                 return False  # taken over: its new owner decides
             again = q(
                 "UPDATE jobs SET state = 'queued', again = 0, owner = '', lease_until = NULL"
@@ -478,6 +486,7 @@ class PostgresJobStore(JobStore):
     backend = "postgres"
     NOW = "extract(epoch from clock_timestamp())::float8"
     JOB_OF_PARAMS = "(params::jsonb ->> 'job_id')::bigint"
+    FOR_UPDATE = " FOR UPDATE"
 
     def __init__(self, url: str, lease_s: float = LEASE_S, reconnect_s: float = RECONNECT_S):
         self.url, self.path = url, url

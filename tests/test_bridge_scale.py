@@ -251,6 +251,81 @@ def test_a_completion_during_a_decision_makes_the_job_decide_again(store):
     assert new and fresh["id"] != job["id"]
 
 
+def _meanwhile(store, prefix: str, action, after: bool = False) -> list:
+    """From now on, when ``store`` sends a statement starting with ``prefix`` (inside its
+    transaction; ``after``: once it ran), ``action`` starts in another thread (another worker or
+    serving process on the same database) and is given 0.5 s to act, or to wait for this
+    transaction, before the statement goes on. Returns [thread, its answer] once started."""
+    started: list = []
+    real_do = store._do
+
+    def hooked_do(work, write=True):
+        def hooked(q):
+            def q_hooked(sql, args=()):
+                fire = sql.startswith(prefix) and not started
+                if fire and not after:
+                    _start(started, action)
+                cursor = q(sql, args)
+                if fire and after:
+                    _start(started, action)
+                return cursor
+
+            return work(q_hooked)
+
+        return real_do(hooked, write)
+
+    store._do = hooked_do
+    return started
+
+
+def _start(started: list, action) -> None:
+    answer: list = []
+    thread = threading.Thread(target=lambda: answer.append(action()))
+    thread.start()
+    started.extend([thread, answer])
+    time.sleep(0.5)
+
+
+def _unfinished_for(store, key: str) -> list[dict]:
+    rows = [store.get(i) for i in range(1, 50)]
+    return [r for r in rows if r and r["key"] == key and r["state"] in ("queued", "running")]
+
+
+def test_a_completion_that_lands_while_a_worker_releases_the_job_is_never_lost(store):
+    """Two interleavings on one database (PostgreSQL's READ COMMITTED let both lose the event): a
+    delivery's claim reads the job running, the worker then releases it, the claim marks the
+    released row ``again``; and a delivery lands between the worker's 'queue again?' and its
+    release. Either way no job was left to do the work the delivery asked for."""
+    params = {"task_id": 5, "target_project_id": 2}
+    worker = _same_store(store)
+    # 1. the worker decides while the delivery's claim is between its read and its 'again'
+    job, _ = store.claim("warp:2:5", "warp", params)
+    assert worker.start(job["id"], "W")
+    started = _meanwhile(
+        store, "UPDATE jobs SET again = 1", lambda: worker.release_or_again(job["id"], "not yet", owner="W")
+    )
+    store.claim("warp:2:5", "warp", params, again_if_busy=True)
+    thread, answer = started
+    thread.join(10)
+    assert answer, "the worker's decision never ended"
+    assert len(_unfinished_for(store, "warp:2:5")) == 1  # queued again, or claimed anew
+    # 2. the delivery lands between the worker's two statements
+    del store._do  # the store's own transactions again
+    job, _ = store.claim("warp:2:6", "warp", {**params, "task_id": 6})
+    assert worker.start(job["id"], "W")
+    started = _meanwhile(
+        worker,
+        "UPDATE jobs SET state = 'queued', again = 0",
+        lambda: store.claim("warp:2:6", "warp", {**params, "task_id": 6}, again_if_busy=True),
+        after=True,
+    )
+    worker.release_or_again(job["id"], "not yet", owner="W")
+    thread, answer = started
+    thread.join(10)
+    assert answer, "the delivery's claim never ended"
+    assert len(_unfinished_for(store, "warp:2:6")) == 1
+
+
 def test_an_older_sqlite_job_file_gains_the_lease_columns(tmp_path):
     import sqlite3
 
