@@ -287,13 +287,19 @@ class JobStore:
 
     def try_lease(self, name: str, job_id: int) -> bool:
         """Take ``name`` for job ``job_id`` unless a live job holds it (running, its lease not expired)."""
+        return self._take_lease(name, job_id) is not None
+
+    def _take_lease(self, name: str, job_id: int) -> float | None:
+        """:meth:`try_lease`, answering the lease's ``since`` (which names this taking of it), or None."""
         sql = (
             f"INSERT INTO leases (name, job_id, since) VALUES (?, ?, {self.NOW})"
             " ON CONFLICT (name) DO UPDATE SET job_id = excluded.job_id, since = excluded.since"
             " WHERE leases.job_id = excluded.job_id OR NOT EXISTS (SELECT 1 FROM jobs j WHERE"
             f" j.id = leases.job_id AND j.state = 'running' AND j.lease_until >= {self.NOW})"
+            " RETURNING since"
         )
-        return bool(self._do(lambda q: q(sql, (name, job_id)).rowcount))
+        row = self._do(lambda q: q(sql, (name, job_id)).fetchone())
+        return None if row is None else float(row["since"])
 
     def take_turn(self, name: str, every_s: float) -> bool:
         """True for one caller per ``every_s`` seconds across every process sharing this store (the
@@ -311,13 +317,19 @@ class JobStore:
         """Hold ``name`` for job ``job_id`` while the block runs (one detection per CVAT job at a time,
         across the worker threads, processes and machines that share this store): waits while another
         live job holds it; a lease left by a job that is no longer running, or whose worker's lease
-        expired (a dead worker), is taken over."""
-        while not self.try_lease(name, job_id):
+        expired (a dead worker), is taken over. Leaving frees only this taking of it: after a
+        takeover the job's new owner holds it under the same job id, and the old worker's end must
+        not free it."""
+        while (since := self._take_lease(name, job_id)) is None:
             time.sleep(every_s)
         try:
             yield
-        finally:
-            self._do(lambda q: q("DELETE FROM leases WHERE name = ? AND job_id = ?", (name, job_id)))
+        finally:  # this taking of the lease only: the job's new owner (a takeover) may hold it now
+            self._do(
+                lambda q: q(
+                    "DELETE FROM leases WHERE name = ? AND job_id = ? AND since = ?", (name, job_id, since)
+                )
+            )
 
     # ------------------------------------------------------------------ reading
 

@@ -234,6 +234,24 @@ def test_a_named_lease_waits_for_a_live_holder_and_takes_over_a_dead_one(store):
     assert store.try_lease("detect-on-cvat-job:7", second["id"])
 
 
+def test_a_worker_whose_job_was_taken_over_does_not_free_its_new_owners_lease(store):
+    """The old worker's lease on the CVAT job ended after a takeover (its ``finally``) and deleted
+    the lease the job's new owner had taken under the same job id: another detection on that CVAT
+    job then ran beside the new owner's."""
+    first, _ = store.claim("detect:f:7:a", "detect", {"job_id": 7})
+    second, _ = store.claim("detect:g:7:b", "detect", {"job_id": 7})
+    assert store.start(first["id"], "old")
+    old_worker = store.lease("detect-on-cvat-job:7", first["id"])
+    old_worker.__enter__()
+    time.sleep(LEASE_S + 0.3)  # the old worker's heartbeats stopped: its job is taken over
+    assert store.take_over_expired() == [first["id"]] and store.start(first["id"], "new")
+    with store.lease("detect-on-cvat-job:7", first["id"]):  # the new owner's detection
+        old_worker.__exit__(None, None, None)  # the old worker ends (its lease lost)
+        assert store.start(second["id"], "other")
+        assert not store.try_lease("detect-on-cvat-job:7", second["id"])  # still the new owner's
+    assert store.try_lease("detect-on-cvat-job:7", second["id"])
+
+
 def test_a_completion_during_a_decision_makes_the_job_decide_again(store):
     """The first job of a task completed: its job decides "not all completed" while the second job
     completes; that delivery must not be lost as a duplicate of the running job."""
