@@ -420,6 +420,7 @@ def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str,
         name = f"{task['name']}{SUFFIX[kind]}"
         existing = cvat.find_task(target, name)
         if existing is not None and not existing.get("size"):  # left without data by a crash: remake it
+            check_lease()  # unless this job was taken over: the new owner's task may be filling now
             cvat.client.tasks.remove_by_ids([existing["id"]])
             existing = None
         if existing is not None:  # made before; its jobs opened in case a crash came in between
@@ -465,13 +466,8 @@ def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str,
             shutil.rmtree(stage, ignore_errors=True)
             return "failed", {"error": "no frame could be processed", "failed_frames": failed}
         check_lease()  # a worker whose job was taken over creates nothing
-        try:
-            created = cvat.create_task(target, name, task.get("subset") or "", files)
-        except Exception:
-            orphan = cvat.find_task(target, name)
-            if orphan is not None:  # never leave a half-made task behind: the next attempt makes it whole
-                cvat.client.tasks.remove_by_ids([orphan["id"]])
-            raise
+        # a task whose data did not arrive is removed by its own id (Cvat.create_task), never by name
+        created = cvat.create_task(target, name, task.get("subset") or "", files)
         for derived_job in cvat.task_jobs(created["id"]):
             cvat.set_job_state(derived_job["id"], "in progress")
     shutil.rmtree(stage, ignore_errors=True)

@@ -641,18 +641,25 @@ class Cvat:
         return True
 
     def create_task(self, project_id: int, name: str, subset: str, files: list[Path]) -> dict[str, Any]:
-        """A task in a project with these images (in this order), data upload awaited."""
+        """A task in a project with these images (in this order), data upload awaited. A task whose
+        data did not arrive is removed, by its id (never a namesake: another worker's or a user's
+        task of the same name), and the error raised: nothing half-made is left."""
         from cvat_sdk import models
 
         spec = models.TaskWriteRequest(name=name, project_id=project_id, subset=subset or "")
-        task = self.client.tasks.create_from_data(
-            spec,
-            [str(f) for f in files],
-            data_params={
-                "image_quality": 100,
-                "sorting_method": "predefined",
-            },
-        )
+        task = self.client.tasks.create(spec=spec)  # the steps of cvat-sdk's create_from_data
+        try:
+            task.upload_data(
+                resources=[str(f) for f in files],
+                params={"image_quality": 100, "sorting_method": "predefined"},
+                wait_for_completion=True,
+            )
+        except BaseException:
+            try:
+                self.client.tasks.remove_by_ids([task.id])
+            except Exception as cleanup:  # CVAT unreachable: the next attempt finds it empty by name
+                logger.warning("task %d left without data: %s", task.id, cleanup)
+            raise
         return self.task(task.id)
 
     def set_job_state(self, job_id: int, state: str) -> None:

@@ -288,6 +288,22 @@ def test_a_500_frame_job_is_acknowledged_at_once_and_survives_a_restart(cvat_ser
         bridge.stop()
 
 
+def test_a_task_whose_data_upload_failed_is_removed_by_id_and_a_namesake_is_left_alone(cvat_server, tmp_path):
+    """A derived task's data upload failed: the cleanup deleted whatever task of the project had its
+    name (another worker's finished one after a takeover, or someone's own). Only the task this
+    attempt created goes, and nothing half-made is left."""
+    project = cvat_server.state.add_project("warped", labels_to_raw_config(grid_labels()))["id"]
+    photos = tiny_photos(tmp_path / "photos", 2)
+    with connect(settings_for(cvat_server)) as client:
+        cvat = Cvat(client)
+        namesake = cvat.create_task(project, "batch_01_warped", "train", photos)
+        cvat_server.fail_next = [("POST", r"/api/tasks/\d+/data", 503)]
+        with pytest.raises(Exception, match="503"):
+            cvat.create_task(project, "batch_01_warped", "train", photos)
+        left = {i: t for i, t in cvat_server.state.tasks.items() if t.record["name"] == "batch_01_warped"}
+    assert list(left) == [namesake["id"]] and left[namesake["id"]].frames
+
+
 def test_cvat_down_during_the_upload_leaves_no_half_written_annotations(cvat_server, tmp_path):
     genus = coral_labels(level="main_family")[0].name
     polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]

@@ -1071,6 +1071,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.state.emit("update:task", "task", task.record, _diff(before, task.record))
         self._send(200, task.record)
 
+    def delete_task(self, query, tid):
+        """CVAT's ``DELETE /api/tasks/{id}``: the task and its jobs go (204)."""
+        state = self.server.state
+        task = self._task(tid)
+        for jid in [j["id"] for j in state.task_jobs(task)]:
+            del state.jobs[jid]
+        del state.tasks[tid]
+        state.emit("delete:task", "task", task.record)
+        self._send(204)
+
     def create_task(self, query):
         body = self._json()
         state = self.server.state
@@ -1403,6 +1413,7 @@ ROUTES = [
     ("POST", r"/api/tasks", _Handler.create_task, False),
     ("GET", r"/api/tasks/(\d+)", _Handler.get_task, False),
     ("PATCH", r"/api/tasks/(\d+)", _Handler.patch_task, False),
+    ("DELETE", r"/api/tasks/(\d+)", _Handler.delete_task, False),
     ("POST", r"/api/tasks/(\d+)/data", _Handler.task_data, False),
     ("GET", r"/api/tasks/(\d+)/data", _Handler.task_data, False),
     ("GET", r"/api/tasks/(\d+)/data/meta", _Handler.data_meta, False),
