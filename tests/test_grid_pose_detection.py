@@ -377,6 +377,30 @@ def test_nuclio_zip_and_handler(tiny_grid_model, tmp_path, synthetic_set, shared
     assert bodies["strict"] == [] and len(bodies["given"]) == 1
 
 
+def test_the_corner_function_answers_no_frame_where_the_predictor_refused_one(tiny_corner_model, tmp_path):
+    """On a photo with no frame (noise) the confident model puts four corners somewhere and the
+    frame check refuses them (``warp_error``); the CVAT function still answered them as a skeleton,
+    handing annotators, and the bridge's warp after them, a confident quadrat that is none. It now
+    answers no shape, as for a photo where no point was found."""
+    weights = confident_copy(tiny_corner_model[0], tmp_path / "best.pt")
+    zip_path = deploy_as_zip("pth-yolo-gridcorners", str(weights), output=str(tmp_path / "out"))
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    noise = cv2.GaussianBlur(noise, (0, 0), 3)
+    ok, data = cv2.imencode(".jpg", noise)
+    request = json.dumps({"image": base64.b64encode(data.tobytes()).decode(), "threshold": 0.0})
+    (expected,) = PosePredictor(weights, get_task("gridcorners"), kpt_conf=0.0).predict([noise[..., ::-1]])
+    assert expected.visible.sum() == 4 and expected.warp_error  # four corners, refused by the frame check
+    (answer,) = call_handler(
+        tmp_path / "unzipped" / "nuclio",
+        [request],
+        "grid_pose_detection",
+        {"QUADRATSEG_POSE_TASK": "gridcorners"},
+    )
+    assert answer["status"] == 200 and answer["body"] == []
+
+
 def test_train_args_accept_json_and_fire_dicts():
     from quadratseg.yolo_train import parse_train_args
 
