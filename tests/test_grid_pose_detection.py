@@ -388,7 +388,7 @@ def test_the_corner_function_answers_no_frame_where_the_predictor_refused_one(ti
         archive.extractall(tmp_path / "unzipped")
     noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
     noise = cv2.GaussianBlur(noise, (0, 0), 3)
-    ok, data = cv2.imencode(".jpg", noise)
+    _, data = cv2.imencode(".jpg", noise)
     request = json.dumps({"image": base64.b64encode(data.tobytes()).decode(), "threshold": 0.0})
     (expected,) = PosePredictor(weights, get_task("gridcorners"), kpt_conf=0.0).predict([noise[..., ::-1]])
     assert expected.visible.sum() == 4 and expected.warp_error  # four corners, refused by the frame check
