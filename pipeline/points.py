@@ -39,6 +39,7 @@ from quadratseg.formats.coralnet import (
     SUBSTRATE,
     check_codes,
     human_points,
+    pixel_index,
     read_coralnet_csv,
     read_label_mapping,
     sample_points,
@@ -338,8 +339,8 @@ def export_points(
             rows.append(
                 {
                     "Name": names[key],
-                    "Row": round(float(y)),
-                    "Column": round(float(x)),
+                    "Row": pixel_index(y),  # the pixel that holds the point, as CoralNet names it
+                    "Column": pixel_index(x),
                     "Label": label or SUBSTRATE,
                     "Key": key,
                 }

@@ -38,8 +38,8 @@ def test_a_coralnet_export_reads_with_machine_rows_recognized(shared_data):
     kept, left_out = human_points(people + robot)
     assert len(kept) == 200 and left_out == 200  # the classifier's points are not truth
     assert {p.annotator for p in kept} == {"Imported"}
-    first = people[0]  # Row 671 is y, Column 217 is x, as CoralNet writes them
-    assert (first.name, first.x, first.y, first.code) == (HUMAN.replace(".csv", ".jpg"), 217.0, 671.0, "Sand")
+    first = people[0]  # Row 671 is y, Column 217 is x, as CoralNet writes them: that pixel's centre
+    assert (first.name, first.x, first.y, first.code) == (HUMAN.replace(".csv", ".jpg"), 217.5, 671.5, "Sand")
     assert robot[0].extra["Machine suggestion 1"] == "CCA"
     codes = {p.code for p in kept}
     assert codes == {"Sand", "CCA", "Porit", "Macro", "Off"}
@@ -74,8 +74,21 @@ def test_our_points_csv_is_read_back_as_coralnet_writes_it(tmp_path):
     rows = [("a b###c.jpg", float(x), float(y), "Porites") for x, y in points]
     path = write_coralnet_csv(rows, tmp_path / "ours.csv")
     back = read_coralnet_csv(path)
-    assert [(p.name, p.x, p.y, p.code) for p in back] == [
-        (n, float(round(x)), float(round(y)), c) for n, x, y, c in rows
+    assert [(p.name, p.x, p.y, p.code) for p in back] == [  # the centres of the pixels holding them
+        (n, np.floor(x) + 0.5, np.floor(y) + 0.5, c) for n, x, y, c in rows
     ]
     with pytest.raises(QuadratsegError, match="random or grid"):
         sample_points((10, 10), 3, "spiral")
+
+
+def test_a_coralnet_point_is_the_pixel_it_names_both_ways(tmp_path):
+    """CoralNet's Row and Column are 0-based pixel indices (its annotation design notes): a point is
+    read as that pixel's centre (continuous coordinates, pixel k spanning [k, k + 1), as the chain's
+    label maps are indexed) and a point is written as the pixel that holds it. Before: read as the
+    pixel's corner (half a pixel up and left) and written rounded (x = 10.7, in pixel 10, became
+    Column 11: another pixel, on a colony's edge another label)."""
+    path = write_coralnet_csv([("a.jpg", 10.7, 5.2, "A"), ("a.jpg", 0.2, 299.9, "B")], tmp_path / "p.csv")
+    with path.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["Column"], r["Row"]) for r in rows] == [("10", "5"), ("0", "299")]
+    assert [(p.x, p.y) for p in read_coralnet_csv(path)] == [(10.5, 5.5), (0.5, 299.5)]

@@ -7,6 +7,11 @@ image metadata columns (kept in ``extra``, never required). Rows whose annotator
 classifier (``robot``) are machine output, not truth: :func:`read_coralnet_csv` marks them and
 :func:`human_points` leaves them out.
 
+Positions: CoralNet's ``Row`` and ``Column`` are 0-based pixel indices (the top-left pixel is row 0,
+column 0). Ours are continuous, pixel ``k`` spanning ``[k, k + 1)`` (as the chain's label maps are
+indexed): a point is read as the centre of the pixel it names (:func:`pixel_centre`) and written as
+the pixel that holds it (:func:`pixel_index`).
+
 A label mapping is a CSV ``coralnet,label`` from CoralNet codes to our finegrained labels, or
 to ``substrate`` (scored: not coral) or ``ignore`` (not scored: ``Off``, equipment, unclear).
 
@@ -32,9 +37,30 @@ SUBSTRATE = "substrate"
 IGNORE = "ignore"
 
 
+def pixel_centre(index: float) -> float:
+    """The continuous coordinate of CoralNet pixel ``index`` (a Row or Column): its centre.
+
+    Example:
+        >>> pixel_centre(10)
+        10.5
+    """
+    return float(index) + 0.5
+
+
+def pixel_index(coordinate: float) -> int:
+    """The CoralNet pixel (Row or Column) that holds a continuous coordinate.
+
+    Example:
+        >>> pixel_index(10.7), pixel_index(10.2)
+        (10, 10)
+    """
+    return int(np.floor(coordinate))
+
+
 @dataclass
 class CoralNetPoint:
-    """One annotated point: image name, pixel position (x = Column, y = Row), label code."""
+    """One annotated point: image name, position (x from Column, y from Row: the centre of that
+    pixel, :func:`pixel_centre`), label code."""
 
     name: str
     x: float
@@ -67,7 +93,7 @@ def read_coralnet_csv(path: str | Path) -> list[CoralNetPoint]:
     points = []
     for line, row in enumerate(reader, start=2):
         try:
-            x, y = float(row["Column"]), float(row["Row"])
+            x, y = pixel_centre(float(row["Column"])), pixel_centre(float(row["Row"]))
         except (TypeError, ValueError):
             raise QuadratsegError(
                 f"{path}, line {line}: Row/Column must be pixel numbers, "
@@ -148,7 +174,7 @@ def sample_points(frame_size: tuple[int, int], n: int, mode: str = "random", see
 
 def write_coralnet_csv(rows: list[tuple[str, float, float, str]], path: str | Path) -> Path:
     """Write (name, x, y, label) points as a CoralNet annotation CSV (``Name,Row,Column,Label``),
-    rows and columns rounded to whole pixels as CoralNet stores them."""
+    each as the pixel that holds it (:func:`pixel_index`), as CoralNet stores them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -156,6 +182,6 @@ def write_coralnet_csv(rows: list[tuple[str, float, float, str]], path: str | Pa
         writer = csv.writer(handle)
         writer.writerow(REQUIRED)
         for name, x, y, label in rows:
-            writer.writerow([name, round(y), round(x), label])
+            writer.writerow([name, pixel_index(y), pixel_index(x), label])
     tmp.replace(path)
     return path
