@@ -197,6 +197,8 @@ def test_interval_coverage_counts_the_pairs_present_in_the_truth_or_the_predicti
     counts = pair_coverage_counts(rows, [values[r.label] for r in rows])
     assert counts == {"inside": 1, "pairs": 2, "wilson_95": [0.095, 0.905]}
     assert pair_coverage_counts([by_label["Fungia"]], [0.0])["pairs"] == 0
+    every = pair_coverage_counts(rows, [values[r.label] for r in rows], every_pair=True)
+    assert (every["inside"], every["pairs"]) == (2, 3)  # Fungia, absent from both, is inside [0, 1]
 
 
 def test_make_demo_fails_when_a_stage_lacked_its_package(monkeypatch, tmp_path):
