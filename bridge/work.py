@@ -333,23 +333,41 @@ def _upload_batch(
     return sorted(int(key) for key in made), made
 
 
-def skeleton_points(shapes: list[dict[str, Any]], labels: dict[str, Any], label_name: str, n: int) -> dict:
+def skeleton_points(
+    shapes: list[dict[str, Any]], labels: dict[str, Any], label_name: str, n: int
+) -> dict[int, np.ndarray | str]:
     """{frame: (n, 2) float array, NaN for a point marked outside} of the skeletons named ``label_name``
-    (sublabels "1".."n" in template order); the first skeleton per frame counts."""
+    (sublabels "1".."n" in template order). A skeleton an annotator drew or corrected (any ``source``
+    but ``auto``) wins over a model's left beside it; a frame with several of the winning kind has,
+    instead of points, the reason it is refused (which one to warp by is not ours to guess)."""
     label = labels.get(label_name)
     if label is None:
         raise QuadratsegError(f"the source project has no label {label_name!r}; its labels: {sorted(labels)}")
     order = {sub.id: int(sub.name) - 1 for sub in label.sublabels if sub.name.isdigit()}
-    out: dict[int, np.ndarray] = {}
+    by_frame: dict[int, dict[bool, list[np.ndarray]]] = {}
     for shape in shapes:
-        if shape["label_id"] != label.id or shape["type"] != "skeleton" or shape["frame"] in out:
+        if shape["label_id"] != label.id or shape["type"] != "skeleton":
             continue
         points = np.full((n, 2), np.nan)
         for element in shape.get("elements") or []:
             k = order.get(element["label_id"])
             if k is not None and k < n and not element.get("outside"):
                 points[k] = element["points"][:2]
-        out[shape["frame"]] = points
+        by_hand = shape.get("source", "manual") != "auto"
+        by_frame.setdefault(shape["frame"], {True: [], False: []})[by_hand].append(points)
+    out: dict[int, np.ndarray | str] = {}
+    for frame, kinds in by_frame.items():
+        by_hand = bool(kinds[True])
+        found = kinds[by_hand]
+        if len(found) == 1:
+            out[frame] = found[0]
+        else:
+            out[frame] = (
+                f"{len(found)} {label_name} skeletons drawn by hand on this frame: delete all but one"
+                if by_hand
+                else f"{len(found)} {label_name} skeletons of the model on this frame and none drawn by "
+                "hand: delete all but one"
+            )
     return out
 
 
@@ -443,6 +461,8 @@ def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str,
             try:
                 if number not in points:
                     raise QuadratsegError(f"no {label_name} skeleton on this frame")
+                if isinstance(points[number], str):  # several skeletons: which to follow is not a guess
+                    raise QuadratsegError(points[number])
                 data = cvat.task_frame_bytes(task_id, number)
                 image = decode_image_rgb(data, frame_name)
                 if kind == "warp":

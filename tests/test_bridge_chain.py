@@ -36,7 +36,7 @@ from loopback.harness import (
 )
 from quadratseg.cvat_client import Cvat, connect
 from quadratseg.formats.cvat_labels import labels_to_raw_config
-from quadratseg.labelsets import coral_labels, corner_labels, grid_labels
+from quadratseg.labelsets import CORNER_LABEL, coral_labels, corner_labels, grid_labels
 from quadratseg.settings import Settings
 
 pytestmark = pytest.mark.shared_data
@@ -789,3 +789,34 @@ def test_add_shapes_claims_only_the_shapes_it_sent(cvat_server, tmp_path):
         created = Cvat(client).add_shapes(job["id"], [{**ours, "source": "auto"}])
     stored = {s["label_id"]: s["id"] for s in cvat_server.state.tasks[job["task_id"]].shapes}
     assert sorted(map(int, created)) == [stored[ours["label_id"]]] and len(stored) == 2
+
+
+def test_the_warp_takes_the_annotators_corners_not_the_models_left_beside_them(cvat_server, tmp_path):
+    """An annotator who drew the right corners without deleting the model's (``source: auto``) had
+    the photo warped with whichever skeleton CVAT listed first. The corners drawn by hand win; a frame
+    with two hand-drawn corner skeletons is refused with the reason (no guess between them)."""
+    from cvat_sdk import models
+
+    from bridge.convert import project_labels
+    from bridge.work import skeleton_points
+
+    project = cvat_server.state.add_project("corners", labels_to_raw_config(corner_labels()))["id"]
+    right = np.array([[10.0, 10.0], [50.0, 12.0], [52.0, 55.0], [8.0, 50.0]])
+    with connect(settings_for(cvat_server)) as client:
+        cvat = Cvat(client)
+        task = cvat.create_task(project, "t", "train", tiny_photos(tmp_path / "photos", 2))
+        (job,) = cvat.task_jobs(task["id"])
+        raw_labels = cvat.labels(project_id=project)
+        label = next(lab for lab in raw_labels if lab["name"] == CORNER_LABEL)
+        model = skeleton_shapes({0: right + 7.0}, label)
+        for shape in model:  # the model's answer, listed first
+            shape["source"] = "auto"
+            for element in shape["elements"]:
+                element["source"] = "auto"
+        hand = skeleton_shapes({0: right, 1: right}, label) + skeleton_shapes({1: right + 3.0}, label)
+        client.jobs.retrieve(job["id"]).set_annotations(
+            models.LabeledDataRequest(shapes=model + hand, tags=[], tracks=[])
+        )
+        points = skeleton_points(cvat.task_shapes(task["id"]), project_labels(raw_labels), CORNER_LABEL, 4)
+    assert np.allclose(points[0], right)
+    assert isinstance(points[1], str) and "2 quadrat_corner skeletons drawn by hand" in points[1]
