@@ -328,7 +328,11 @@ def _upload_batch(
     pending = {"before": before, "keys": shape_keys(shapes), "frames": sorted(frames)}
     services.store.note(job_id, {**so_far, "pending_create": pending})
     made = cvat.add_shapes(
-        cvat_job, shapes, before=set(before), settle_s=services.settings.bridge_create_settle_s
+        cvat_job,
+        shapes,
+        before=set(before),
+        settle_s=services.settings.bridge_create_settle_s,
+        before_send=check_lease,  # a create sent again after a takeover would land twice
     )
     return sorted(int(key) for key in made), made
 

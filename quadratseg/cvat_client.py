@@ -501,6 +501,7 @@ class Cvat:
         shapes: list[dict[str, Any]],
         before: set[int] | None = None,
         settle_s: float = 0.0,
+        before_send: Callable[[], None] | None = None,
     ) -> dict[str, list[Any]]:
         """Create shapes in a job (one request: CVAT stores all or none); the new shapes as
         ``{str(id): [frame, shape_fingerprint]}``: the new ``auto`` shapes matching the ones sent
@@ -512,7 +513,8 @@ class Cvat:
         never sent again blindly: when its answer is lost (time-out, 5xx, dropped connection) the job is
         read with back-off for up to ``settle_s`` seconds (a proxy's 504 comes while CVAT is still
         writing; a 503, a request not taken in, is looked at once), and if the shapes are there they
-        count as created."""
+        count as created. ``before_send`` is called before every send, the first and each one again (the
+        bridge checks there that the job is still its worker's: raising stops the upload)."""
         import urllib3
         from cvat_sdk import models
         from cvat_sdk.api_client.exceptions import ApiException
@@ -525,6 +527,8 @@ class Cvat:
         request = models.PatchedLabeledDataRequest(shapes=[models.LabeledShapeRequest(**s) for s in shapes])
         what = f"uploading {len(shapes)} shapes to job {job_id}"
         for attempt in range(self.retries + 1):
+            if before_send is not None:
+                before_send()
             try:
                 api.partial_update_annotations("create", job_id, patched_labeled_data_request=request)
                 made, _ = self.created_shapes(job_id, before, keys)

@@ -791,6 +791,29 @@ def test_add_shapes_claims_only_the_shapes_it_sent(cvat_server, tmp_path):
     assert sorted(map(int, created)) == [stored[ours["label_id"]]] and len(stored) == 2
 
 
+def test_a_create_is_not_sent_again_once_the_job_is_no_longer_this_workers(cvat_server, tmp_path):
+    """The lease was checked once before an upload; a create sent again after a refusal (up to four
+    times, with a settle wait each) went out even when the job had been taken over meanwhile, and
+    the new owner's copy of the same shapes landed beside it. Every send asks first."""
+    from bridge.store import LeaseLostError
+
+    labels = coral_labels(level="main_family")
+    project, job = coral_job(cvat_server, tmp_path, 1)
+    ids = {lab["name"]: lab["id"] for lab in cvat_server.state.project_labels(project)}
+    shape = {"type": "polygon", "frame": 0, "label_id": ids[labels[0].name], "points": [1, 1, 9, 1, 9, 9]}
+    asked = []
+
+    def still_mine():
+        asked.append(1)
+        if len(asked) > 1:  # taken over while the first send was refused
+            raise LeaseLostError("job taken over")
+
+    cvat_server.fail_next = [("PATCH", r"/api/jobs/\d+/annotations", 503)]
+    with connect(settings_for(cvat_server)) as client, pytest.raises(LeaseLostError):
+        Cvat(client).add_shapes(job["id"], [{**shape, "source": "auto"}], before_send=still_mine)
+    assert len(asked) == 2 and cvat_server.state.tasks[job["task_id"]].shapes == []
+
+
 def test_the_warp_takes_the_annotators_corners_not_the_models_left_beside_them(cvat_server, tmp_path):
     """An annotator who drew the right corners without deleting the model's (``source: auto``) had
     the photo warped with whichever skeleton CVAT listed first. The corners drawn by hand win; a frame
