@@ -381,7 +381,9 @@ def _warp_frame(image: np.ndarray, corners: np.ndarray, settings: Any) -> np.nda
     if not np.isfinite(corners).all():
         missing = [("TL", "TR", "BR", "BL")[i] for i in np.flatnonzero(~np.isfinite(corners).all(axis=1))]
         raise QuadratsegError(f"corner(s) {', '.join(missing)} not annotated (marked outside or absent)")
-    size = warped_size(settings.bridge_warp_size)
+    size = warped_size(
+        settings.bridge_warp_size, settings.bridge_quadrat_aspect
+    )  # as pipeline.process --aspect
     return warp_image(image, quadrat_homography(corners, size), size)
 
 

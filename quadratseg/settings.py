@@ -203,6 +203,12 @@ class Settings:
         "Width in px of the warped quadrats the bridge uploads.",
         1920,
     )
+    bridge_quadrat_aspect: float = _env(
+        "BRIDGE_QUADRAT_ASPECT",
+        "The quadrats' width / height (1: square; 2: a 1 x 0.5 m quadrat): the warped quadrats the "
+        "bridge uploads are BRIDGE_WARP_SIZE wide and this much less tall.",
+        1.0,
+    )
 
     def __post_init__(self) -> None:
         if self.media_dir is None:  # follows the data folder unless set on its own

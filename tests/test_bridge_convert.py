@@ -158,3 +158,17 @@ def test_the_cvat_seam_has_one_piece_of_code_per_idea(cvat_labels):
         for path in bridge_dir.rglob("*.py")
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
     )
+
+
+def test_the_bridge_warps_a_rectangular_quadrat_to_its_own_proportions():
+    """The bridge warped every quadrat to a square, so a 1 x 0.5 m quadrat reached the grid and coral
+    projects stretched 2:1 while pipeline.process --aspect 2 warps it to its shape: the training sets
+    made through CVAT and the chain's inputs differed. BRIDGE_QUADRAT_ASPECT sets it, as --aspect."""
+    from bridge.work import _warp_frame
+    from quadratseg.settings import load_settings
+
+    image = np.zeros((700, 1400, 3), np.uint8)
+    corners = np.array([[0.0, 0.0], [1400.0, 0.0], [1400.0, 700.0], [0.0, 700.0]])
+    settings = load_settings(None, {"BRIDGE_QUADRAT_ASPECT": "2", "BRIDGE_WARP_SIZE": "1920"})
+    warped = _warp_frame(image, corners, settings)
+    assert warped.shape[:2] == (960, 1920)
