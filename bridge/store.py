@@ -351,6 +351,21 @@ class JobStore:
             write=False,
         )
 
+    def detections_on(self, cvat_job_id: int) -> list[dict[str, Any]]:
+        """Every detection job (any function, any state) on CVAT job ``cvat_job_id``, oldest first:
+        selected by the database, so a detection reads its own CVAT job's rows, not every detection
+        the store ever held."""
+        return self._do(
+            lambda q: [
+                self._row(r)
+                for r in q(
+                    f"SELECT * FROM jobs WHERE kind = 'detect' AND {self.JOB_OF_PARAMS} = ? ORDER BY id",
+                    (int(cvat_job_id),),
+                ).fetchall()
+            ],
+            write=False,
+        )
+
     def with_key_prefix(self, prefix: str) -> list[dict[str, Any]]:
         """Every job whose key starts with ``prefix``, oldest first."""
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

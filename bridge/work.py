@@ -89,11 +89,6 @@ def previous_shape_ids(store: JobStore, key_prefix: str, job_id: int) -> list[in
     ]
 
 
-def detections_on(store: JobStore, cvat_job: int) -> list[dict[str, Any]]:
-    """Every detection job (any function) on CVAT job ``cvat_job``, oldest first."""
-    return [j for j in store.with_key_prefix("detect:") if int(j["params"]["job_id"]) == cvat_job]
-
-
 def created_record(detections: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """``{str(shape id): [frame, fingerprint]}`` of the auto shapes the bridge made on a CVAT job and did
     not delete itself since: each detection's ``fingerprints`` less every detection's ``removed_ids``.
@@ -183,7 +178,7 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
     progress = _Throttled(services.store, job["id"])
     with services.cvat() as cvat:
         frames = cvat.job_frames(cvat_job)
-        detections = detections_on(services.store, cvat_job)
+        detections = services.store.detections_on(cvat_job)
         resolve_pending_creates(cvat, services.store, detections)
         mine = next((j for j in detections if j["id"] == job["id"]), job)
         so_far = mine["result"]

@@ -344,6 +344,20 @@ def test_a_completion_that_lands_while_a_worker_releases_the_job_is_never_lost(s
     assert len(_unfinished_for(store, "warp:2:6")) == 1
 
 
+def test_a_detection_reads_the_rows_of_its_own_cvat_job_only(store):
+    """Every detection read every detection row the store ever held (parsing each one's shape
+    fingerprints) to find those of its CVAT job: the cost grew with the archive. The database now
+    selects them: 300 detections on other CVAT jobs are not read."""
+    store.claim_many([(f"detect:f:{i}:t", "detect", {"job_id": i}, False) for i in range(300)])
+    ours = [store.claim(f"detect:{f}:7000:t", "detect", {"job_id": 7000})[0] for f in ("f", "g")]
+    store.claim("warp:2:7000", "warp", {"task_id": 7000, "target_project_id": 2})  # not a detection
+    read = []
+    parse = store._row
+    store._row = lambda row: read.append(1) or parse(row)
+    found = store.detections_on(7000)
+    assert [j["id"] for j in found] == [j["id"] for j in ours] and len(read) == 2
+
+
 def test_an_older_sqlite_job_file_gains_the_lease_columns(tmp_path):
     import sqlite3
 
