@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from quadratseg.keypoints import (
     GRID_ROWS,
     TemplateMatch,
     load_template,
+    long_side_first,
     match_to_template,
     point_spacing_px,
     quadrat_side_px,
@@ -348,6 +349,15 @@ class PosePredictor:
             size = (image.shape[1], image.shape[0])
             det, scores = raw_keypoints(result, kpt_conf)
             ordered, ordered_scores, match = order_keypoints(det, scores, self.template, self.max_cost, size)
+            if self.task.name == "gridcorners":  # a rectangular quadrat: its long side where the warp's is
+                turn = long_side_first(ordered, self.warp_size[0] / self.warp_size[1])
+                ordered, ordered_scores = ordered[turn], ordered_scores[turn]
+                match = replace(
+                    match,
+                    keypoints_xy=match.keypoints_xy[turn],
+                    detection_index=match.detection_index[turn],
+                    cost=match.cost[turn],
+                )
             prediction = PosePrediction(ordered, ordered_scores, match, len(det), size)
             if refine:
                 refine_prediction(image, prediction, self.task, self.template)

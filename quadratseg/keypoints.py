@@ -328,6 +328,27 @@ def follow_the_image(
     return best
 
 
+def long_side_first(corners_xy: np.ndarray, aspect: float) -> np.ndarray:
+    """Slot order (4,) that gives a rectangular quadrat's corners (4, 2: TL, TR, BR, BL as the image
+    shows them) the sides the warp expects: for ``aspect`` = width / height > 1 the TL-TR and BR-BL
+    sides are the longer pair in the photo (< 1: the shorter). ``[0, 1, 2, 3]`` when they already
+    are (a square quadrat, a corner missing), else the quarter turn ``[3, 0, 1, 2]``: the image's BL
+    becomes TL. A square template cannot tell a quadrat's width from its height; the photo can.
+
+    Examples:
+        >>> portrait = np.array([[0, 0], [50, 0], [50, 100], [0, 100]], float)  # 1 x 0.5 m, upright
+        >>> long_side_first(portrait, 2.0).tolist(), long_side_first(portrait, 0.5).tolist()
+        ([3, 0, 1, 2], [0, 1, 2, 3])
+    """
+    corners = np.asarray(corners_xy, dtype=np.float64)
+    keep = np.arange(4)
+    if abs(float(aspect) - 1.0) < 1e-9 or corners.shape != (4, 2) or not np.isfinite(corners).all():
+        return keep
+    side = [float(np.linalg.norm(corners[(i + 1) % 4] - corners[i])) for i in range(4)]
+    across = side[0] + side[2] >= side[1] + side[3]  # TL-TR and BR-BL: the longer pair
+    return keep if across == (aspect > 1.0) else np.array([3, 0, 1, 2])
+
+
 SMALL_TEMPLATE = 8  # templates this small are also laid through every pair of detections
 
 

@@ -174,3 +174,22 @@ def test_a_rolled_camera_gives_corners_and_warp_as_the_photo_shows_them(monkeypa
     warped = predictor.warp(scene.raw, pred).astype(float)
     as_shown = np.rot90(scene.warped, turns).astype(float)  # np.rot90 turns counter-clockwise for k > 0
     assert np.abs(warped[8:-8, 8:-8] - as_shown[8:-8, 8:-8]).mean() < 2.0
+
+
+@pytest.mark.parametrize("turn", [0, 1])
+def test_a_rectangular_quadrat_warps_to_its_proportions_whichever_way_it_was_photographed(monkeypatch, turn):
+    """A 1 x 0.5 m quadrat (aspect 2) photographed with its long side up the photo was labelled by the
+    photo's x axis: its short side became TL-TR and was stretched to the warp's width (4:1 out of
+    proportion). The corners now take the labelling whose TL-TR side is the long one."""
+    wide = np.array([[100.0, 150.0], [500.0, 150.0], [500.0, 350.0], [100.0, 350.0]])  # 400 x 200 px
+    corners = wide if turn == 0 else np.array([[220.0, 40.0], [420.0, 40.0], [420.0, 440.0], [220.0, 440.0]])
+    predictor = predictor_over(PointsModel([corners]), monkeypatch, warp_size=(512, 256), refine=False)
+    (prediction,) = predictor.predict([np.zeros((480, 640, 3), np.uint8)])
+    tl, tr, _, bl = prediction.keypoints_xy
+    assert np.linalg.norm(tr - tl) == pytest.approx(400.0) and np.linalg.norm(bl - tl) == pytest.approx(200.0)
+    h = prediction.homography
+    scale = [
+        np.linalg.norm(transform_points(np.array([tl + d]), h)[0] - transform_points(np.array([tl]), h)[0])
+        for d in ((tr - tl) / 400.0, (bl - tl) / 200.0)
+    ]
+    assert scale[0] == pytest.approx(scale[1], rel=0.01)  # one scale along both sides: no stretch
