@@ -1,5 +1,6 @@
 """Demo stage: train the tiny DINOv2 + SegFormer config on the synthetic clean images for a few CPU
-minutes, score it on the test split (mIoU, IoU per class; val picks the checkpoint), and show
+minutes, score it on the test split (mIoU, IoU per class; the last epoch's checkpoint: val is read
+only at the end, and picks nothing), and show
 semantic and colony overlays.
 
 Uses the ``demo_segmentation`` FiftyOne dataset built by the data_engineering stage. No SAM or
@@ -22,7 +23,7 @@ EPOCHS = 300  # about 70 s on 2 CPU cores
 # The varied world's demo set has 36 training photos (12 in the simple one): fewer epochs over the
 # larger split (900 iterations of 4 photos, as the simple world's), for the demo's time on 2 cores.
 EPOCHS_BY_WORLD = {"simple": EPOCHS, "varied": 100}
-EVAL_SPLIT = "test"  # val picks the checkpoint: the reported figures come from the test split
+EVAL_SPLIT = "test"  # the last epoch's checkpoint (val only at the end): the figures come from test
 CONFIG = Path(__file__).parent / "configs" / "dinov2_tiny_segformer_cpu.py"
 # The demo's images are 768 px: train at half size with 192 px crops. Pipeline steps and schedulers are
 # set by their type (set_by_type), wherever they sit in the config's lists.

@@ -46,7 +46,7 @@ from bridge.functions import FunctionClient, FunctionError, encode_frame
 from bridge.store import Heartbeat, JobStore, LeaseLostError, check_lease
 from quadratseg.cvat_client import CvatConnectionError, human_frames_of, shape_keys
 from quadratseg.errors import QuadratsegError
-from quadratseg.keypoints import N_CORNERS, N_GRID
+from quadratseg.keypoints import N_CORNERS, N_GRID, long_side_first
 from quadratseg.labelsets import CORNER_LABEL, GRID_LABEL
 
 logger = logging.getLogger(__name__)
@@ -376,9 +376,10 @@ def _warp_frame(image: np.ndarray, corners: np.ndarray, settings: Any) -> np.nda
     if not np.isfinite(corners).all():
         missing = [("TL", "TR", "BR", "BL")[i] for i in np.flatnonzero(~np.isfinite(corners).all(axis=1))]
         raise QuadratsegError(f"corner(s) {', '.join(missing)} not annotated (marked outside or absent)")
-    size = warped_size(
-        settings.bridge_warp_size, settings.bridge_quadrat_aspect
-    )  # as pipeline.process --aspect
+    aspect = settings.bridge_quadrat_aspect  # as pipeline.process --aspect
+    size = warped_size(settings.bridge_warp_size, aspect)
+    # the skeleton's corners follow the photo's axes; a rectangle's long side goes where the warp's is
+    corners = corners[long_side_first(corners, aspect)]
     return warp_image(image, quadrat_homography(corners, size), size)
 
 

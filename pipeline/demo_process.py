@@ -230,20 +230,17 @@ def pair_coverage_counts(
     split-conformal terms hold 95 % for (a class the model did not see gets ``[0, miss]`` whether
     it is absent or missed); the default leaves out the pairs absent from truth and prediction."""
     kept = [(v, e) for v, e in zip(values, estimates, strict=True) if every_pair or v > 0 or e.pixels > 0]
-    inside = sum(e.low - 1e-9 <= v <= e.high + 1e-9 for v, e in kept)
+    share = interval_coverage([v for v, _ in kept], [e.low for _, e in kept], [e.high for _, e in kept])
+    inside = round(share * len(kept)) if kept else 0
     low, high = wilson_interval(inside, len(kept))
-    return {"inside": int(inside), "pairs": len(kept), "wilson_95": [round(low, 3), round(high, 3)]}
+    return {"inside": inside, "pairs": len(kept), "wilson_95": [round(low, 3), round(high, 3)]}
 
 
 def pair_coverage(estimates: list[CoverEstimate], values: list[float]) -> float | None:
     """Share of true covers inside the intervals over the photo x class pairs present in the truth or
     the prediction (a class absent from both is inside any interval of it)."""
-    kept = [(v, e) for v, e in zip(values, estimates, strict=True) if v > 0 or e.pixels > 0]
-    if not kept:
-        return None
-    return round(
-        interval_coverage([v for v, _ in kept], [e.low for _, e in kept], [e.high for _, e in kept]), 4
-    )
+    counts = pair_coverage_counts(estimates, values)
+    return round(counts["inside"] / counts["pairs"], 4) if counts["pairs"] else None
 
 
 def stage(ctx: Any) -> dict[str, Any]:

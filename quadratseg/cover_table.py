@@ -128,7 +128,8 @@ def cover_rows(
         estimates: the cover per label at the model's level.
         observed_share: share of the quadrat's pixels that were seen (0..1).
         taxonomy: maps labels to coarser levels.
-        level: the model's level (``taxonomy.finest_level`` of its classes, not of one photo's).
+        level: the model's level (its card's, else the finest that holds its classes:
+            ``Taxonomy.model_level``; the model's, not one photo's).
         quadrat_cm: the quadrat's inner width in cm (None: no areas in cm^2).
         warped_size: (width, height) px of the warped quadrat.
     """

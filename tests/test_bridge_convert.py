@@ -172,3 +172,12 @@ def test_the_bridge_warps_a_rectangular_quadrat_to_its_own_proportions():
     settings = load_settings(None, {"BRIDGE_QUADRAT_ASPECT": "2", "BRIDGE_WARP_SIZE": "1920"})
     warped = _warp_frame(image, corners, settings)
     assert warped.shape[:2] == (960, 1920)
+    # photographed with its long side up the photo: the skeleton's TL-TR (the photo's x axis) is the
+    # short side; the warp still puts the long side along its width, with one scale on both sides
+    upright = np.zeros((1400, 700, 3), np.uint8)
+    upright[:, :350] = 255  # the photo's left half white: after the quarter turn, one half of the warp
+    corners = np.array([[0.0, 0.0], [700.0, 0.0], [700.0, 1400.0], [0.0, 1400.0]])
+    warped = _warp_frame(upright, corners, settings)
+    assert warped.shape[:2] == (960, 1920)
+    white = warped[..., 0] > 127
+    assert abs(white.mean() - 0.5) < 0.01 and (white.all(axis=1) | ~white.any(axis=1)).mean() > 0.99

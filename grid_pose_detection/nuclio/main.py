@@ -3,8 +3,8 @@
 Request ``{"image": <base64>, "threshold": <keypoint confidence, optional>}``; answer: a list
 with one ``skeleton`` shape whose ``elements`` are the points in template order (``outside: 1``
 for points not found), or an empty list when no point was found or, for the corners, when the
-predictor refused them as a frame (its ``warp_error``, logged): an annotator is never handed a
-confident quadrat that the chain itself would not warp. A thin adapter over
+predictor found all four and refused them as a frame (its ``warp_error``, logged): an annotator is
+never handed a confident quadrat that the chain itself would not warp. A thin adapter over
 :class:`grid_pose_detection.predictor.PosePredictor`.
 """
 
@@ -42,7 +42,9 @@ def handler(context, event):
     except ValueError as exc:
         return json_response(context, {"error": str(exc)}, status_code=400)
     (prediction,) = predictor.predict([image], kpt_conf=threshold)
-    if prediction.warp_error:  # corners the frame check refused: no quadrat, never a confident wrong one
+    if prediction.warp_error and prediction.visible.all():
+        # four corners the frame check refused: no quadrat, never a confident wrong one (with a corner
+        # missing the skeleton still goes, that corner outside, for the annotator to place)
         context.logger.info(f"no frame answered: {prediction.warp_error}")
         return json_response(context, [])
     if not prediction.visible.any():
