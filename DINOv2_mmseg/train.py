@@ -231,6 +231,7 @@ def run_training(
     runner = Runner.from_cfg(cfg)
     with project_checkpoint_loader(trust_checkpoint):
         runner.train()
+    write_layout_card(cfg, work_dir)
     timing = ("val/time", "val/data_time")
     metrics = {
         k: v for k, v in runner.message_hub.log_scalars.items() if k.startswith("val/") and k not in timing
@@ -247,6 +248,23 @@ def run_training(
         "backbone_weights_source": weights.source,
         "launcher": launcher,
     }
+
+
+def write_layout_card(cfg: Any, work_dir: str | Path) -> Path | None:
+    """Write the work dir's model card (``model_card.json`` beside its checkpoints) with the taxonomy
+    ``level`` and ``classes`` of the layout the config trained on (its ``dataset.json``, written by
+    :mod:`DINOv2_mmseg.prepare_data`): ``pipeline.process`` and ``DINOv2_mmseg.predict`` report the
+    cover at that level (an extended model's class names are also genus names). None when the layout
+    has no ``dataset.json`` (a layout made by hand)."""
+    from quadratseg.model_card import write_model_card
+
+    root = cfg.get("train_dataloader", {}).get("dataset", {}).get("data_root") or cfg.get("data_root")
+    layout = Path(str(root)) / "dataset.json" if root else None
+    if layout is None or not layout.is_file():
+        return None
+    summary = json.loads(layout.read_text(encoding="utf-8"))
+    card = {"task": "mmseg", "level": summary.get("level", ""), "classes": summary.get("classes", [])}
+    return write_model_card(Path(work_dir) / "checkpoint.pth", card)
 
 
 def train(

@@ -187,3 +187,17 @@ def test_the_pytorch_launcher_outside_torchrun_says_how_to_start_it(monkeypatch)
         QuadratsegError, match=r"runs under torchrun, which sets RANK.*torchrun --nproc_per_node"
     ):
         train("dinov2_tiny_segformer_cpu.py", launcher="pytorch", from_scratch=True)
+
+
+def test_training_writes_the_layouts_taxonomy_level_beside_the_checkpoints(tiny_mmseg_model):
+    """MMSeg training wrote no model card, so the cover of an extended-level MMSeg model (class names
+    that are also genus names) was taken at the finest level that holds them, as genera. The card
+    beside the checkpoints now carries the layout's level, which pipeline.process and
+    DINOv2_mmseg.predict read."""
+    from quadratseg.model_card import read_model_card
+
+    _config, checkpoint, data_root = tiny_mmseg_model
+    card = read_model_card(checkpoint)
+    layout = json.loads((data_root / "dataset.json").read_text())
+    assert card["task"] == "mmseg" and card["level"] == layout["level"] == "main_family"
+    assert card["classes"] == layout["classes"]
