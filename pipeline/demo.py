@@ -35,6 +35,7 @@ from quadratseg.settings import Settings
 from quadratseg.synth.checks import matching_selfcheck, projective_lattice, string_offsets_px
 from quadratseg.synth.dataset import (
     SynthConfig,
+    assign_subsets,
     coral_rings,
     export_image_path,
     generate_dataset,
@@ -305,12 +306,35 @@ def fresh_demo_folder(out: Path) -> None:
     (out / DEMO_MARK).write_text("an output folder of python -m pipeline.demo; a rerun empties it\n")
 
 
+MIN_TRAIN_PHOTOS = 3  # the grid template is fitted on the training photos, each point on 3 or more
+TRAINING_STAGES = ("grid_pose_detection.demo:stage",)  # the stages that need MIN_TRAIN_PHOTOS
+
+
 def demo_synth_config(world: str, images: int, seed: int, size: int) -> SynthConfig:
     """The demo's synthetic set: ``images`` photos (0: the world's default of :data:`DEMO_SETS`)
     split with the world's held-out share."""
     default_images, holdout_share = DEMO_SETS.get(world, DEMO_SETS["simple"])
     return SynthConfig(
         images=images or default_images, seed=seed, size=size, world=world, holdout_share=holdout_share
+    )
+
+
+def check_training_photos(config: SynthConfig, stages: list[str]) -> None:
+    """Stop before anything is written when the split leaves fewer than :data:`MIN_TRAIN_PHOTOS`
+    training photos and a stage that needs them runs (the message names the fewest ``--images``
+    that do)."""
+
+    def train_photos(n: int) -> int:
+        return assign_subsets(n, config.seed, config.holdout_share).count("train")
+
+    if not set(stages) & set(TRAINING_STAGES) or train_photos(config.images) >= MIN_TRAIN_PHOTOS:
+        return
+    enough = next(n for n in range(config.images + 1, 100) if train_photos(n) >= MIN_TRAIN_PHOTOS)
+    raise QuadratsegError(
+        f"--images {config.images}: the {config.world} world's demo holds out "
+        f"{config.holdout_share:.0%} of the photos for validation and as many for test, which leaves "
+        f"{train_photos(config.images)} to train on; the grid template needs {MIN_TRAIN_PHOTOS}: give "
+        f"--images {enough} or more"
     )
 
 
@@ -343,7 +367,10 @@ def run_demo(
     start = time.perf_counter()
     out = Path(out_dir)
     config = demo_synth_config(world, images, seed, size)
-    config.validate()  # a wrong world or size stops here, before any folder is emptied
+    config.validate()
+    check_training_photos(
+        config, stages or STAGES
+    )  # a wrong world or size stops here, before any folder is emptied
     fresh_demo_folder(out)
     if (
         settings.fiftyone_database_dir is None

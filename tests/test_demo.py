@@ -10,18 +10,18 @@ from quadratseg.errors import QuadratsegError
 from quadratseg.settings import Settings
 from quadratseg.taxonomy import load_taxonomy
 
-# bounds from the measured run (images=6, seed 1, one-epoch models), with margin
+# bounds from the measured run (images=9, seed 1, one-epoch models), with margin
 MMSEG_COVER_MAE_MAX = 15.0
 
 
 def test_demo_writes_summary_and_report(tmp_path):
     summary = run_demo(
-        Settings(), tmp_path / "demo", images=6, size=384, seed=1, training_scale=0.01, world="simple"
+        Settings(), tmp_path / "demo", images=9, size=384, seed=1, training_scale=0.01, world="simple"
     )
     on_disk = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert on_disk == summary
     core = summary["quadratseg"]
-    assert core["images"] == 6 and core["colonies"] > 6
+    assert core["images"] == 9 and core["colonies"] > 9
     # the warp against analytic places (a wrong corner order, a half-pixel shift or OpenCV's
     # pixel-centre convention left unconverted break these: measured 5 px, 0.5 px and 0.5 px mean)
     assert core["warp_lattice_max_error_px"] < 0.01 and core["warp_grid_truth_max_error_px"] < 0.01
@@ -31,8 +31,8 @@ def test_demo_writes_summary_and_report(tmp_path):
     assert 5 < sum(cover.values()) < 60
     assert core["seconds"] > 0 and summary["demo"]["seconds"] >= core["seconds"]
     data = summary["data_engineering"]
-    assert data["images"] == 6 and data["backup_matches_export"] is True
-    assert sum(data["samples_per_split"].values()) == 6
+    assert data["images"] == 9 and data["backup_matches_export"] is True
+    assert sum(data["samples_per_split"].values()) == 9
     assert sum(data["polygons_per_label"].values()) == core["colonies"]
     n_test = data["samples_per_split"]["test"]
     assert n_test >= 1
@@ -111,6 +111,15 @@ def test_demo_writes_summary_and_report(tmp_path):
     assert bridge["tasks_created"] == 2 and bridge["failed_jobs"] == 0 and bridge["schema_violations"] == 0
     assert bridge["frames"] == 3 * n_test and bridge["replayed"] > 0 and bridge["duplicates"] > 0
     assert bridge["ack_p99_ms"] < 1000
+
+
+def test_a_demo_set_too_small_to_train_stops_before_anything_is_written(tmp_path):
+    """Six photos split a third each to validation and test leave two to train on, and the grid
+    template (each point on 3 training photos) failed minutes into the run; the demo now says so
+    before it writes anything, with the fewest photos that do."""
+    with pytest.raises(QuadratsegError, match=r"leaves 2 to train on.*give --images 7 or more"):
+        run_demo(Settings(), tmp_path / "d", images=6, size=256, seed=1)
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_missing_stage_module_is_reported_not_dropped(tmp_path):
