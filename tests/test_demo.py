@@ -232,9 +232,9 @@ def test_make_demo_fails_when_a_stage_lacked_its_package(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("world", ["simple", "varied"])
 def test_the_default_demo_set_scores_and_calibrates_on_at_least_12_photos_each(world):
-    """Five test photos made the demo's interval coverage one photo's luck (a single photo's missed
-    colony moved YOLO's coverage by 0.06): each world's default set holds out 12 or more photos for
-    the interval calibration (val) and 12 or more for the scores (test)."""
+    """Five test photos made the demo's interval coverage five reefs' luck, and five validation
+    photos gave its terms 38 predicted pairs: each world's default set holds out 12 or more photos
+    for the interval calibration (val) and 12 or more for the scores (test)."""
     from collections import Counter
 
     from pipeline.demo import demo_synth_config
