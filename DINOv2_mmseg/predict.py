@@ -122,10 +122,10 @@ def predict(
     )
     coco = CocoInstances(coral_classes)
     taxonomy = load_taxonomy()
-    from quadratseg.model_card import read_model_card
+    from quadratseg.model_card import card_level
 
     # the model's level, the same on every photo: its card's (model_card.json beside the checkpoint)
-    level, note = taxonomy.model_level(coral_classes, str(read_model_card(checkpoint).get("level") or ""))
+    level, note = taxonomy.model_level(coral_classes, card_level(checkpoint))
     if note:
         logger.warning("%s", note)
     cover_table, colony_table = [], []

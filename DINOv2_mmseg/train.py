@@ -264,7 +264,8 @@ def write_layout_card(cfg: Any, work_dir: str | Path) -> Path | None:
         return None
     summary = json.loads(layout.read_text(encoding="utf-8"))
     card = {"task": "mmseg", "level": summary.get("level", ""), "classes": summary.get("classes", [])}
-    return write_model_card(Path(work_dir) / "checkpoint.pth", card)
+    # a card is its folder's (model_card_path): every checkpoint of the work dir shares this one
+    return write_model_card(Path(work_dir) / "any_checkpoint.pth", card)
 
 
 def train(

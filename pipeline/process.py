@@ -270,7 +270,7 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
     from grid_pose_detection.tasks import get_task
     from quadratseg.cli import device, weights_path
     from quadratseg.keypoints import load_template
-    from quadratseg.model_card import read_model_card
+    from quadratseg.model_card import card_level, read_model_card
 
     on = device(settings=settings)
     semantic = None
@@ -328,12 +328,7 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
         semantic=semantic,
         # the card (model_card.json beside the weights) of the model whose classes the cover reports
         # names their level: the colony model's alone, else the class map's
-        level=str(
-            read_model_card(
-                weights_path(config.yolo if config.segment == "yolo" else config.mmseg_weights)
-            ).get("level")
-            or ""
-        ),
+        level=card_level(weights_path(config.yolo if config.segment == "yolo" else config.mmseg_weights)),
         ensemble=config.ensemble if config.segment == "both" else "",
         ensemble_weight=config.ensemble_weight,
         nms_iou=config.nms_iou,

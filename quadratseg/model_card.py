@@ -65,3 +65,10 @@ def write_model_card(weights: str | Path, updates: Mapping[str, Any]) -> Path:
     card = read_model_card(weights)
     card.update(updates)
     return atomic_write_json(model_card_path(weights), card)
+
+
+def card_level(weights: str | Path) -> str:
+    """The taxonomy level the card of ``weights`` declares for the model's classes ("" when it
+    declares none): what ``pipeline.process`` and ``DINOv2_mmseg.predict`` report the cover at
+    (``quadratseg.taxonomy.Taxonomy.model_level``)."""
+    return str(read_model_card(weights).get("level") or "")
