@@ -112,8 +112,9 @@ def process(
         boundary_px: how far (px) a colony's outline may be off, for the cover intervals; 0 keeps the
             confidence term only. Fit the interval terms on annotated photos
             (quadratseg.cover.fit_cover_calibration; the demo fits them on its validation photos).
-        miss_pp: cover (percentage points) the model may miss entirely on a photo, added to every
-            upper bound (quadratseg.cover.calibrate_miss_pp); 0 leaves it out.
+        miss_pp: cover (percentage points) of a class the model may miss entirely on a photo: the
+            upper bound of every class it did not see (quadratseg.cover.calibrate_miss_pp fits it
+            on held-out photos); 0 leaves it out.
         overlays: write overlay images.
         segment: yolo (colonies, instance interval), mmseg (class map of DINOv2_mmseg, block
             interval) or both (the two combined by --ensemble).

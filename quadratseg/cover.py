@@ -39,16 +39,24 @@ The interval model (one for every segmenter; only the *units* differ):
   ``q`` split-conformally on ``|T - centre| / sd`` (:func:`conformal_count`).
 - A class not predicted on the photo (``percent`` = 0): ``T`` is the cover the model missed
   entirely, ``>= 0``. The interval is one-sided, ``[0, u_c]`` with centre 0 (``miss_pp`` = ``u_c``,
-  the class's miss term): ``u_c`` is the split-conformal 95 % bound of the true covers of held-out
-  pairs where the model saw none of the class (:func:`calibrate_miss_pp`).
+  the class's miss term), read as "if the model missed any of the class, at most ``u_c``": ``u_c``
+  is the split-conformal 95 % bound of the true covers of the held-out pairs where the model saw
+  none of the class *though it was there* (:func:`calibrate_miss_pp`). The pairs where the class
+  was absent too are inside any such interval and are left out of the fit: with most genera absent
+  from most photos, a bound over every unseen pair is held by the absent ones and covers a missed
+  colony far less than 95 % of the time (0.45 in ``tests/test_cover_calibration.py``).
 - Per class where the data allow, pooled otherwise: ``m_c`` and ``u_c`` are fitted per class when
-  the class has at least ``MIN_CLASS_PAIRS`` = 19 held-out pairs of that kind (the fewest for which
-  a split-conformal 95 % bound does not need every pair to be inside), and pooled over the classes
-  otherwise; ``fit`` says which ("per-class" or "pooled").
+  the class has at least ``MIN_CLASS_PAIRS`` = 19 held-out pairs of that kind (predicted; missed)
+  (the fewest for which a split-conformal 95 % bound does not need every pair to be inside), and
+  pooled over the classes otherwise; ``fit`` says which ("per-class" or "pooled").
 - Assumptions: the held-out photos are exchangeable with the new ones (same model, same kind of
-  reef and imaging); the coverage is marginal over photo x class pairs of each kind (predicted /
-  not predicted) and, with per-class terms, per class. The class terms are fitted on the same
-  pairs as ``q``; with few pairs this makes the intervals a little too narrow.
+  reef and imaging); the coverage is marginal over the predicted pairs, and over the missed pairs
+  (present, not predicted), and, with per-class terms, per class; so it holds over the pairs
+  present in the truth or the prediction, the ones a scientist reads. Over the predicted pairs it
+  is marginal: a class predicted where it is absent (a genus confusion) is covered less often than
+  one predicted where it is, which is covered more. The class terms are fitted on the same pairs as
+  ``q``; with few pairs this makes the intervals a little too narrow. Pairs of one photo share its
+  light and reef, so a dozen photos' pairs are fewer independent draws than they look.
 - Without a fit (:meth:`CoverCalibration.uncalibrated`, method without ``+calibrated``): ``m_c`` =
   0, ``k`` = 1 (``s_u`` taken as a probability; 0 for vote shares, which are not probabilities),
   ``q`` = 1.96, ``b`` and a pooled ``u`` as given (``--boundary-px``, ``--miss-pp``); such an
@@ -130,7 +138,7 @@ class CoverCalibration:
     miss_by_class_pp: dict[str, float] = field(default_factory=dict)  # u_c
     miss_pooled_pp: float = 0.0
     fitted: bool = False
-    pairs: dict[str, int] = field(default_factory=dict)  # held-out pairs: predicted, not predicted
+    pairs: dict[str, int] = field(default_factory=dict)  # held-out pairs: predicted, not predicted, missed
 
     @classmethod
     def uncalibrated(
@@ -214,6 +222,25 @@ def class_estimate(
         round(min(centre + half, 100.0), 4), int(units), round(sd, 4), method, int(perimeter_px), 0.0,
         round(centre, 4), round(confidence_sd, 4), round(half, 4), fit,
     )  # fmt: skip
+
+
+def reapplied(estimate: CoverEstimate, calibration: CoverCalibration) -> CoverEstimate:
+    """The same class on the same photo under other interval terms: the interval re-derived from
+    the fields no term changes (pixels, observed pixels, units, ``confidence_sd``, ``perimeter_px``
+    and the method's unit kind), as :func:`class_estimate` makes it. Scores a fit on other held-out
+    photos without running the models again (``confidence_sd`` is stored to 4 decimals, so the
+    confidence term may move in its last digit)."""
+    confidence_var_px2 = (estimate.confidence_sd * estimate.observed_pixels / 100.0) ** 2
+    return class_estimate(
+        estimate.label,
+        estimate.pixels,
+        estimate.observed_pixels,
+        estimate.colonies,
+        confidence_var_px2,
+        estimate.perimeter_px,
+        estimate.method.split("+")[0],
+        calibration,
+    )
 
 
 def visible_areas(
@@ -357,14 +384,23 @@ def conformal_bound(scores: Sequence[float], target: float = 0.95) -> float:
 
 
 def calibrate_miss_pp(truths_pp: Sequence[float], target: float = 0.95) -> float:
-    """The miss term ``u_c``: the split-conformal bound of the true covers of held-out photo x class
-    pairs where the model predicted none of the class (the upper end of their one-sided interval).
+    """The miss term ``u_c``: the split-conformal bound of the true covers of the held-out photo x
+    class pairs where the model predicted none of the class *and the class was there* (the upper end
+    of their one-sided interval). ``truths_pp`` are the true covers of every held-out pair the model
+    did not predict; the absent ones (0) are left out, because they are inside any ``[0, u]`` and
+    would let the bound hold 95 % of pairs most of which have nothing to miss (0 when the model
+    missed nothing).
 
     Examples:
         >>> calibrate_miss_pp([0.0] * 38 + [0.4, 2.0])
-        0.4
+        2.0
+        >>> calibrate_miss_pp([0.0] * 38 + [float(v) for v in range(1, 21)])
+        20.0
+        >>> calibrate_miss_pp([0.0] * 38 + [float(v) for v in range(1, 41)])
+        39.0
     """
-    return conformal_bound(np.maximum(np.asarray(truths_pp, dtype=np.float64), 0.0), target)
+    truths = np.asarray(truths_pp, dtype=np.float64)
+    return conformal_bound(truths[truths > 0], target)
 
 
 def fit_cover_calibration(
@@ -394,10 +430,11 @@ def fit_cover_calibration(
     seen = np.array([e.pixels > 0 for e in estimates], dtype=bool)
     labels = np.asarray([e.label for e in estimates], dtype=object)
     percent = np.asarray([e.percent for e in estimates], dtype=np.float64)
+    missed = ~seen & (truths > 0)
     miss_by_class = {
-        name: calibrate_miss_pp(truths[~seen & (labels == name)], target)
-        for name in dict.fromkeys(labels[~seen])
-        if int((~seen & (labels == name)).sum()) >= min_class_pairs
+        name: calibrate_miss_pp(truths[missed & (labels == name)], target)
+        for name in dict.fromkeys(labels[missed])
+        if int((missed & (labels == name)).sum()) >= min_class_pairs
     }
     residual = truths - percent
     bias_by_class = {
@@ -425,7 +462,11 @@ def fit_cover_calibration(
         miss_by_class_pp=miss_by_class,
         miss_pooled_pp=calibrate_miss_pp(truths[~seen], target),
         fitted=True,
-        pairs={"predicted": int(seen.sum()), "not_predicted": int((~seen).sum())},
+        pairs={
+            "predicted": int(seen.sum()),
+            "not_predicted": int((~seen).sum()),
+            "missed": int(missed.sum()),
+        },
     )
 
 

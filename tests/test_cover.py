@@ -148,9 +148,29 @@ def test_the_miss_term_bounds_the_classes_not_seen_and_is_fitted_on_their_true_c
         instance_cover(["Porites"], [1.0], [100], 1000, miss_pp=-1)
     # finite-sample level: with n held-out pairs, ceil((n + 1) * 0.95) must be inside
     assert [conformal_count(n) for n in (1, 18, 19, 39)] == [1, 18, 19, 38]
-    # 40 held-out pairs where the class was not predicted: 32 truly absent, 8 missed colonies
-    truths = np.r_[np.zeros(32), np.linspace(0.2, 3.0, 8)]
+    # 60 held-out pairs where the class was not predicted: 20 truly absent, 40 missed colonies; the
+    # bound holds 95 % of the missed ones (the absent ones are inside any [0, u])
+    truths = np.r_[np.zeros(20), np.linspace(0.1, 4.0, 40)]
     miss = calibrate_miss_pp(truths)
-    assert miss == pytest.approx(2.6) and (truths <= miss).sum() == 39 == conformal_count(40)
+    assert miss == pytest.approx(3.9) and (truths[20:] <= miss).sum() == 39 == conformal_count(40)
     assert calibrate_miss_pp(np.zeros(30)) == 0.0  # never missed: nothing added
-    assert calibrate_miss_pp(truths[-10:]) == pytest.approx(3.0)  # fewer than 19 pairs: all inside
+    assert calibrate_miss_pp(truths[-10:]) == pytest.approx(4.0)  # fewer than 19 pairs: all inside
+
+
+def test_an_estimate_reapplied_under_other_terms_equals_one_made_with_them():
+    from quadratseg.cover import CoverCalibration, reapplied
+
+    first = CoverCalibration(boundary_px=1.0, quantile=2.0, floor_pp=0.2, fitted=True, pairs={"predicted": 5})
+    other = CoverCalibration(
+        confidence_scale=0.5, boundary_px=3.0, quantile=2.5, bias_pooled_pp=1.0, miss_pooled_pp=4.0,
+        fitted=True, pairs={"predicted": 5, "not_predicted": 5},
+    )  # fmt: skip
+    args = (["Porites", "Porites", "Acropora"], [0.9, 0.4, 0.7], [4000, 900, 2500], 50_000, ["Fungia"])
+    perimeters = [260, 110, 190]
+    before = instance_cover(*args, perimeters_px=perimeters, calibration=first)
+    after = instance_cover(*args, perimeters_px=perimeters, calibration=other)
+    again = [reapplied(e, other) for e in before]
+    assert [(e.low, e.high, e.centre, e.miss_pp, e.method) for e in again] == [
+        (e.low, e.high, e.centre, e.miss_pp, e.method) for e in after
+    ]
+    assert [e.high for e in before] != [e.high for e in after]  # the terms do move the intervals

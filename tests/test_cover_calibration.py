@@ -72,15 +72,15 @@ def test_fitted_intervals_hold_95_percent_of_fresh_true_covers():
     estimates, truths = estimates_of(fresh_photos, calibration)
     assert len(estimates) == 5000
     coverage = interval_coverage(truths, [e.low for e in estimates], [e.high for e in estimates])
-    assert 0.93 <= coverage <= 0.97, coverage
+    assert 0.93 <= coverage <= 0.98, coverage  # the absent unseen pairs are inside any [0, u]
     predicted = [(t, e) for t, e in zip(truths, estimates, strict=True) if e.pixels > 0]
-    unseen = [(t, e) for t, e in zip(truths, estimates, strict=True) if e.pixels == 0]
-    assert len(predicted) > 3000 and len(unseen) > 500
-    for pairs in (predicted, unseen):  # both parts of the model hold on their own
+    missed = [(t, e) for t, e in zip(truths, estimates, strict=True) if e.pixels == 0 and t > 0]
+    assert len(predicted) > 3000 and len(missed) > 100
+    for pairs, most in ((predicted, 0.97), (missed, 0.99)):  # both parts hold on their own
         share = interval_coverage(
             [t for t, _ in pairs], [e.low for _, e in pairs], [e.high for _, e in pairs]
         )
-        assert 0.93 <= share <= 0.97, share
+        assert 0.93 <= share <= most, share  # about 140 missed pairs: a wider band
     # the centre is the model's: on the fresh photos its mean error per class is near 0, while the
     # masks' own cover (drawn wide, colonies missed) is off by class: measured 0.14, -0.11, 0.13 pp
     centre_error, mask_error = [], []
@@ -122,9 +122,9 @@ def test_the_centre_moves_by_the_class_bias_and_the_interval_is_centred_on_it():
         (e,) = instance_cover([label] * 3, [0.8] * 3, [500, 700, 900], 100_000, perimeters_px=[90, 100, 110])
         rows.append(e)
         truths.append(e.percent + (2.0 if label == "Acropora" else 0.0) + rng.normal(0, 0.3))
-    for i in range(40):
+    for i in range(60):  # 40 Fungia colonies missed, up to 1.2 pp; 20 photos without Fungia
         rows.extend(instance_cover([], [], [], 100_000, ["Fungia"]))
-        truths.append(0.0 if i % 10 else 1.2)
+        truths.append(0.0 if i % 3 == 0 else 0.03 * (i - i // 3))
     calibration = fit_cover_calibration(rows, truths)
     assert calibration.bias_pp["Acropora"] == pytest.approx(2.0, abs=0.1)
     assert calibration.bias_pp["Porites"] == pytest.approx(0.0, abs=0.1)
@@ -143,7 +143,7 @@ def test_the_centre_moves_by_the_class_bias_and_the_interval_is_centred_on_it():
     assert acro.fit == pori.fit == "per-class"
     # a class not seen on the photo: the one-sided interval [0, its held-out 95 % bound]
     assert (fungia.percent, fungia.centre, fungia.low) == (0.0, 0.0, 0.0)
-    assert fungia.high == pytest.approx(1.2) and fungia.fit == "per-class" and fungia.miss_pp == 1.2
+    assert fungia.high == pytest.approx(1.17) and fungia.fit == "per-class" and fungia.miss_pp == 1.17
     # a class with fewer held-out pairs than MIN_CLASS_PAIRS takes the pooled value, and says so
     assert MIN_CLASS_PAIRS == 19
     assert pavona.fit == "pooled" and pavona.high == pytest.approx(calibration.miss_pooled_pp)
@@ -329,7 +329,7 @@ def test_fitting_without_held_out_pairs_is_refused():
 def test_a_kind_of_pair_absent_from_the_fit_is_reported_uncalibrated():
     unseen_only = instance_cover([], [], [], 1000, ["Porites"]) * 20
     calibration = fit_cover_calibration(unseen_only, [0.0] * 19 + [0.5])
-    assert calibration.pairs == {"predicted": 0, "not_predicted": 20}
+    assert calibration.pairs == {"predicted": 0, "not_predicted": 20, "missed": 1}
     acropora, porites = instance_cover(["Porites"], [0.5], [100], 1000, ["Acropora"], calibration=calibration)
     assert (porites.fit, porites.sd) == ("uncalibrated", 5.0) and porites.centre == porites.percent
     assert (acropora.fit, acropora.high) == ("pooled", 0.5)
@@ -448,3 +448,54 @@ def test_a_class_maps_outline_is_its_regions_not_the_grid_masks_edges():
     observed[:, 30:33] = False  # a string's mask across the region
     (crossed,) = semantic_cover(probs, ["background", "Porites"], observed, background=0)
     assert whole.perimeter_px == 124 and crossed.perimeter_px == whole.perimeter_px, (whole, crossed)
+
+
+def sparse_photo(rng, classes=20):
+    """One photo of a reef where each of ``classes`` genera is present on a fifth of the photos, and
+    the model misses a present genus entirely a third of the time: (labels, scores, areas, outlines,
+    true cover per class)."""
+    labels, scores, areas, perimeters, truth = [], [], [], [], {}
+    for i in range(classes):
+        name = f"Genus{i:02d}"
+        present = rng.random() < 0.2
+        truth[name] = float(rng.lognormal(np.log(3.0), 0.8)) if present else 0.0
+        if present and rng.random() > 1 / 3:
+            area = int(truth[name] * OBSERVED_PX / 100 * rng.normal(1.0, 0.05))
+            labels.append(name)
+            scores.append(0.8)
+            areas.append(max(area, 10))
+            perimeters.append(int(2 * np.sqrt(np.pi * area)))
+    return labels, scores, areas, perimeters, truth
+
+
+def test_a_genus_the_model_missed_is_inside_its_one_sided_interval_95_percent_of_the_time():
+    # most genera are absent from most photos: a bound over every pair the model did not predict is
+    # held by the absent ones (true cover 0) and says little of a genus that is there and was missed;
+    # the scientist reads "0 to u" as "if any was missed, at most u"
+    rng = np.random.default_rng(11)
+    names = [f"Genus{i:02d}" for i in range(20)]
+
+    def pairs(photos, calibration=None):
+        estimates, truths = [], []
+        for labels, scores, areas, perimeters, truth in photos:
+            for e in instance_cover(
+                labels, scores, areas, OBSERVED_PX, names, perimeters_px=perimeters, calibration=calibration
+            ):
+                estimates.append(e)
+                truths.append(truth[e.label])
+        return estimates, truths
+
+    fit_estimates, fit_truths = pairs([sparse_photo(rng) for _ in range(300)])
+    calibration = fit_cover_calibration(fit_estimates, fit_truths)
+    estimates, truths = pairs([sparse_photo(rng) for _ in range(1000)], calibration)
+    missed = [(t, e) for t, e in zip(truths, estimates, strict=True) if e.pixels == 0 and t > 0]
+    assert len(missed) > 1000
+    share = interval_coverage([t for t, _ in missed], [e.low for _, e in missed], [e.high for _, e in missed])
+    assert 0.93 <= share <= 0.97, share
+    present = [(t, e) for t, e in zip(truths, estimates, strict=True) if e.pixels > 0 or t > 0]
+    share = interval_coverage(
+        [t for t, _ in present], [e.low for _, e in present], [e.high for _, e in present]
+    )
+    assert share >= 0.94, share
+    missed_fit = sum(1 for t, e in zip(fit_truths, fit_estimates, strict=True) if e.pixels == 0 and t > 0)
+    assert calibration.pairs["missed"] == missed_fit

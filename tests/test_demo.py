@@ -243,3 +243,43 @@ def test_the_default_demo_set_scores_and_calibrates_on_at_least_12_photos_each(w
     config = demo_synth_config(world, images=0, seed=0, size=768)
     counts = Counter(assign_subsets(config.images, config.seed, config.holdout_share))
     assert counts["val"] >= 12 and counts["test"] >= 12 and counts["train"] >= 12
+
+
+def test_interval_coverage_by_kind_names_the_missed_and_the_false_classes():
+    from pipeline.demo_process import pair_coverage_by_kind
+    from quadratseg.cover import instance_cover
+
+    rows = instance_cover(
+        ["Porites", "Pocillopora"], [1.0, 1.0], [100, 50], 1000, ["Acropora", "Fungia"], miss_pp=1.0
+    )
+    # Porites 10 % predicted, 10 % true (inside); Pocillopora 5 % predicted, absent (outside [5, 5]);
+    # Acropora missed, 3 % true (outside [0, 1]); Fungia absent from both (not counted)
+    values = {"Porites": 10.0, "Pocillopora": 0.0, "Acropora": 3.0, "Fungia": 0.0}
+    kinds = pair_coverage_by_kind(rows, [values[r.label] for r in rows])
+    assert kinds == {
+        "predicted_present": {"inside": 1, "pairs": 1},
+        "predicted_absent": {"inside": 0, "pairs": 1},
+        "missed": {"inside": 0, "pairs": 1},
+    }
+
+
+def test_the_resplit_coverage_refits_on_each_half_of_the_held_out_photos():
+    from pipeline.demo_process import resplit_coverage
+    from quadratseg.cover import instance_cover
+
+    rng = np.random.default_rng(5)
+    photos = []
+    for _ in range(16):  # Porites 3 colonies, its true cover 2 pp above the masks' (drawn narrow)
+        areas = rng.integers(500, 1500, 3)
+        (row,) = instance_cover(["Porites"] * 3, [0.9] * 3, list(areas), 100_000, perimeters_px=[120] * 3)
+        photos.append(([row], [row.percent + 2.0 + rng.normal(0, 0.3)]))
+    result = resplit_coverage(photos, splits=50, seed=0)
+    assert result["photos"] == 16 and result["splits"] == 50
+    # each half's fit learns the 2 pp under-drawing: fitted on the other half, the intervals hold
+    # (8 pairs per fit: the conformal bound is their largest score, 8 of 9 new pairs inside)
+    assert result["present_mean"] >= 0.85 and result["present_p10"] <= result["present_mean"]
+    assert result["present_p90"] >= result["present_mean"]
+    # scored with uncalibrated terms instead (no fit), the same pairs would all be outside
+    assert all(r.high < v for (rs, vs) in photos for r, v in zip(rs, vs, strict=True))
+    with pytest.raises(ValueError, match="at least 4 photos"):
+        resplit_coverage(photos[:3])
