@@ -94,6 +94,11 @@ def test_demo_writes_summary_and_report(tmp_path):
     assert chain["cover_mae_pp"] is None and chain["warp_mean_px_error"] is None
     assert all(chain["interval_coverage"][name] is None for name in segmenters)
     assert all(chain["interval_coverage_counts"][name]["pairs"] == 0 for name in segmenters)
+    assert all(chain["interval_coverage_resplit"][name] is None for name in segmenters)
+    assert all(
+        [c["pairs"] for c in chain["interval_coverage_by_kind"][name].values()] == [0, 0, 0]
+        for name in segmenters
+    )
     assert all(chain["main_family_cover_mae_pp"][name] is None for name in segmenters)
     assert not any(chain["class_terms"][name]["fitted"] for name in segmenters)
     assert inpaint["fine_tune"].startswith("skipped: no LaMa weights")
