@@ -70,8 +70,10 @@ COLUMNS = {
     "lease_until": "{REAL}",
     "again": "INTEGER NOT NULL DEFAULT 0",
     "token": "TEXT NOT NULL DEFAULT ''",
+    "not_before": "{REAL}",  # a job waiting out an outage (queued) does not start before then
 }
-ADDED_LATER = ("owner", "lease_until", "again", "token")  # columns a jobs.db of an older bridge lacks
+# columns a jobs.db of an older bridge lacks
+ADDED_LATER = ("owner", "lease_until", "again", "token", "not_before")
 
 
 def _schema(real: str, id_column: str, job_id: str) -> list[str]:
@@ -211,6 +213,13 @@ class JobStore:
                 if not new and job["state"] == "failed":  # work still to do: a retry queues it again
                     q(
                         "UPDATE jobs SET state = 'queued', finished = NULL, token = ? WHERE id = ?",
+                        (token, job["id"]),
+                    )
+                    new = changed = True
+                elif not new and job["state"] == "queued" and job["not_before"] is not None:
+                    # waiting out an outage: the same event sent again (the outage is over) runs it now
+                    q(
+                        "UPDATE jobs SET not_before = NULL, token = ? WHERE id = ? AND state = 'queued'",
                         (token, job["id"]),
                     )
                     new = changed = True
@@ -380,9 +389,14 @@ class JobStore:
         )
 
     def unfinished_states(self) -> dict[int, str]:
-        """Job id -> state of the jobs queued or running (their ids and states alone)."""
+        """Job id -> state of the jobs queued or running (their ids and states alone); a queued job
+        waiting out an outage (:meth:`retry_later`) is ``waiting`` until it is due."""
         rows = self._do(
-            lambda q: q("SELECT id, state FROM jobs WHERE state IN ('queued', 'running')").fetchall(),
+            lambda q: q(
+                "SELECT id, CASE WHEN state = 'queued' AND not_before IS NOT NULL"
+                f" AND not_before > {self.NOW} THEN 'waiting' ELSE state END AS state"
+                " FROM jobs WHERE state IN ('queued', 'running')"
+            ).fetchall(),
             write=False,
         )
         return {int(row["id"]): row["state"] for row in rows}
@@ -409,15 +423,17 @@ class JobStore:
     def start(self, job_id: int, owner: str = "") -> bool:
         """Mark a queued job running under ``owner`` (one more attempt) with a lease of ``lease_s``;
         False when it is not queued (running elsewhere or ended: a duplicate delivery of the queue
-        message does nothing). Safe to retry with the same owner."""
+        message does nothing) or not due yet (waiting out an outage, :meth:`retry_later`). Safe to
+        retry with the same owner."""
         owner = owner or uuid.uuid4().hex
         now = time.time()
 
         def work(q: Callable[..., Any]) -> bool:
             started = q(
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1, started = COALESCE(started, ?),"
-                f" heartbeat = {self.NOW}, lease_until = {self.NOW} + ?, owner = ?, error = ''"
-                " WHERE id = ? AND state = 'queued'",
+                f" heartbeat = {self.NOW}, lease_until = {self.NOW} + ?, owner = ?, error = '',"
+                " not_before = NULL"
+                f" WHERE id = ? AND state = 'queued' AND (not_before IS NULL OR not_before <= {self.NOW})",
                 (now, self.lease_s, owner, job_id),
             ).rowcount
             mine = "SELECT 1 FROM jobs WHERE id = ? AND state = 'running' AND owner = ?"
@@ -485,6 +501,25 @@ class JobStore:
             f" lease_until = NULL WHERE id = ?{mine}"
         )
         return bool(self._do(lambda q: q(sql, args if owner is None else (*args, owner)).rowcount))
+
+    def retry_later(
+        self, job_id: int, owner: str, result: dict[str, Any], error: str, delay_s: float
+    ) -> bool:
+        """Put a running job of ``owner`` that met an outage back in ``queued``, not due for
+        ``delay_s`` seconds (the database's clock), with its result so far and the error that stopped
+        it; False when the job is no longer that worker's (taken over: its new owner decides)."""
+        return bool(
+            self._do(
+                lambda q: (
+                    q(
+                        "UPDATE jobs SET state = 'queued', owner = '', lease_until = NULL, result = ?,"
+                        f" error = ?, not_before = {self.NOW} + ?"
+                        " WHERE id = ? AND owner = ? AND state = 'running'",
+                        (json.dumps(result), error, float(delay_s), job_id, owner),
+                    ).rowcount
+                )
+            )
+        )
 
     def requeue(self, job_id: int) -> None:
         """Put an unfinished job back in ``queued`` (before it is enqueued again)."""

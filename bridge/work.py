@@ -503,13 +503,17 @@ def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str,
 
 
 WORK = {"detect": detect, "warp": derive_task, "remove_grid": derive_task}
+# errors that say a server is away, not that the job is wrong: the job is retried on its own
+OUTAGES = (CvatConnectionError, FunctionError)
 
 
 def run_job(job_id: int, services: Services, enqueue: Callable[[int], None] | None = None) -> str:
     """Run one stored job to its end and record it; the final state ("" when there was nothing to do).
 
     The job runs under a lease renewed by a :class:`bridge.store.Heartbeat` (another worker takes it
-    over only once the lease expires: this worker died). A derived task found not due is released,
+    over only once the lease expires: this worker died). A job stopped by an outage (:data:`OUTAGES`)
+    goes back to the queue, not due before its back-off, while it has retries left
+    (``BRIDGE_JOB_RETRIES``; final state "waiting"). A derived task found not due is released,
     unless a delivery marked it ``again`` meanwhile: then it is queued once more (``enqueue``), so a
     completion event that came during the decision is never lost."""
     store = services.store
@@ -524,6 +528,8 @@ def run_job(job_id: int, services: Services, enqueue: Callable[[int], None] | No
         except LeaseLostError as exc:  # another worker has the job now: leave it to that one
             logger.error("%s; this worker stops it", exc)
             return "lost"
+        except OUTAGES as exc:  # CVAT or a function unreachable after their own retries
+            return _after_outage(job_id, owner, exc, services, start)
         except Exception as exc:  # recorded, not raised: the queue must go on with the next job
             logger.exception("bridge job %d (%s) failed", job_id, job["key"])
             so_far = (store.get(job_id) or {}).get("result") or {}  # keep what it changed (shape ids)
@@ -547,6 +553,43 @@ def run_job(job_id: int, services: Services, enqueue: Callable[[int], None] | No
         return "lost"
     logger.info("bridge job %d (%s): %s %s", job_id, job["key"], state, result)
     return state
+
+
+def retry_delay_s(attempt: int, first_s: float) -> float:
+    """Seconds before the automatic retry that follows ``attempt`` (1 for the first run): the first
+    delay doubled at each attempt.
+
+    Examples:
+        >>> [retry_delay_s(n, 30.0) for n in (1, 2, 3, 4, 5)]
+        [30.0, 60.0, 120.0, 240.0, 480.0]
+    """
+    return first_s * 2.0 ** max(attempt - 1, 0)
+
+
+def _after_outage(job_id: int, owner: str, exc: Exception, services: Services, start: float) -> str:
+    """A job stopped by an outage: queued again, not due before its back-off, while it has retries
+    left (``BRIDGE_JOB_RETRIES``); failed after the last. What it already changed in CVAT (its shape
+    ids, its pending create) stays on the record, so the next run resumes without a second copy."""
+    store, settings = services.store, services.settings
+    record = store.get(job_id) or {}
+    so_far = record.get("result") or {}
+    attempts = int(record.get("attempts") or 1)
+    error = f"{type(exc).__name__}: {exc}"
+    if attempts <= settings.bridge_job_retries:
+        delay = retry_delay_s(attempts, settings.bridge_job_retry_s)
+        if not store.retry_later(job_id, owner, so_far, error, delay):
+            return "lost"
+        logger.warning(
+            "bridge job %d (%s) stopped by an outage (%s); run again in %.0f s (retry %d of %d)",
+            job_id, record.get("key"), error, delay, attempts, settings.bridge_job_retries,
+        )  # fmt: skip
+        return "waiting"
+    logger.error(
+        "bridge job %d (%s) failed after %d attempts: %s", job_id, record.get("key"), attempts, error
+    )
+    error = f"{error} (after {attempts} attempts; send the event again once the outage is over)"
+    store.finish(job_id, "failed", so_far, error=error, timings=_took(start), owner=owner)
+    return "failed"
 
 
 def _took(start: float) -> dict[str, float]:

@@ -133,6 +133,17 @@ class Settings:
         "takes the job over once it lapses.",
         15.0,
     )
+    bridge_job_retries: int = _env(
+        "BRIDGE_JOB_RETRIES",
+        "Times a job stopped by an outage (CVAT or a function unreachable after their own retries) is "
+        "run again on its own, after BRIDGE_JOB_RETRY_S, doubling each time; 0: it fails at once.",
+        5,
+    )
+    bridge_job_retry_s: float = _env(
+        "BRIDGE_JOB_RETRY_S",
+        "Seconds before the first automatic retry of a job stopped by an outage (then 2x, 4x, ...).",
+        30.0,
+    )
     bridge_upload_batch: int = _env(
         "BRIDGE_UPLOAD_BATCH",
         "Frames per annotation upload to CVAT.",

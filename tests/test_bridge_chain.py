@@ -316,7 +316,8 @@ def test_cvat_down_during_the_upload_leaves_no_half_written_annotations(cvat_ser
         task = cvat.create_task(project, "t", "val", tiny_photos(tmp_path / "photos", 6))
         (job,) = cvat.task_jobs(task["id"])
     bridge = BridgeProcess(
-        bridge_env(cvat_server, tmp_path, {"fn": function.url}), log_path=tmp_path / "b.log"
+        bridge_env(cvat_server, tmp_path, {"fn": function.url}, BRIDGE_JOB_RETRIES="0"),
+        log_path=tmp_path / "b.log",
     ).start()
     try:
         # CVAT answers 503 to every annotation upload for a while: retries, then a recorded failure
@@ -335,6 +336,45 @@ def test_cvat_down_during_the_upload_leaves_no_half_written_annotations(cvat_ser
         stored = cvat_server.state.tasks[task["id"]].shapes
         assert len(stored) == 4 and {s["source"] for s in stored} == {"auto"}
     finally:
+        bridge.stop()
+
+
+def test_a_detection_stopped_by_an_outage_runs_again_on_its_own_once_cvat_is_back(cvat_server, tmp_path):
+    """CVAT refuses the annotation uploads for a while: the job waits out its back-off in the queue
+    (its error on the record) and runs again by itself, with no delivery from CVAT, which does not
+    resend an answered one; the frames land once. After its last retry a job fails, saying so."""
+    genus = coral_labels(level="main_family")[0].name
+    polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
+    function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
+    project, job = coral_job(cvat_server, tmp_path, 3)
+    env = bridge_env(
+        cvat_server, tmp_path, {"fn": function.url},
+        BRIDGE_JOB_RETRIES="2", BRIDGE_JOB_RETRY_S="1.5", BRIDGE_LEASE_S="1",
+    )  # fmt: skip
+    bridge = BridgeProcess(env, log_path=tmp_path / "b.log").start()
+    try:
+        cvat_server.fail_next = [("PATCH", r"/api/jobs/\d+/annotations", 503)] * 1000
+        answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(job))
+        job_id = answer.json()["job_id"]
+        waiting = wait_for(
+            lambda: j if (j := bridge.job(job_id))["state"] == "queued" and j["error"] else None,
+            60, "the job back in the queue after the outage",
+        )  # fmt: skip
+        assert "uploading" in waiting["error"] and waiting["attempts"] == 1 and waiting["not_before"]
+        cvat_server.fail_next = []  # CVAT is back
+        done = bridge.wait_job(job_id, timeout_s=60)
+        assert done["state"] == "done" and done["attempts"] == 2
+        stored = cvat_server.state.tasks[job["task_id"]].shapes
+        assert sorted(s["frame"] for s in stored) == [0, 1, 2]  # one copy per frame
+        # an outage that outlasts the retries: failed after 3 attempts, the error says what to do
+        cvat_server.fail_next = [("PATCH", r"/api/jobs/\d+/annotations", 503)] * 10_000
+        other = {**job, "updated_date": "2026-12-02T00:00:00.000000Z"}
+        answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(other))
+        failed = bridge.wait_job(answer.json()["job_id"], timeout_s=90)
+        assert failed["state"] == "failed" and failed["attempts"] == 3
+        assert "after 3 attempts" in failed["error"] and "uploading" in failed["error"]
+    finally:
+        cvat_server.fail_next = []
         bridge.stop()
 
 
@@ -746,7 +786,9 @@ def test_a_job_failed_after_an_unclear_create_resumes_without_a_second_copy(cvat
     polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
     function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
     project, job = coral_job(cvat_server, tmp_path, 2)
-    env = bridge_env(cvat_server, tmp_path, {"fn": function.url}, BRIDGE_CREATE_SETTLE_S="1")
+    env = bridge_env(
+        cvat_server, tmp_path, {"fn": function.url}, BRIDGE_CREATE_SETTLE_S="1", BRIDGE_JOB_RETRIES="0"
+    )
     bridge = BridgeProcess(env).start()
 
     def cvat_unreadable_after_the_create():

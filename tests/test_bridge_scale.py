@@ -559,3 +559,30 @@ def test_several_serving_processes_need_the_shared_queue_and_store(args, environ
     )
     assert done.returncode == 2, done.stderr
     assert "needs --noconsumer, BRIDGE_REDIS_URL and BRIDGE_DATABASE_URL" in done.stderr
+
+
+def test_a_job_that_met_an_outage_waits_then_runs_again_and_a_delivery_cuts_the_wait(store):
+    """An outage (CVAT or a function unreachable after their own retries) puts the job back in the
+    queue, not due before its back-off: a queue message that comes early does not start it, the
+    reaper leaves it alone until then, and the same event delivered again makes it due at once."""
+    job, _ = store.claim("detect:f:9:t", "detect", {"job_id": 9})
+    assert store.start(job["id"], "w1")
+    store.note(job["id"], {"shape_ids": [5]})
+    assert store.retry_later(job["id"], "w1", {"shape_ids": [5]}, "CvatConnectionError: down", 0.6)
+    waiting = store.get(job["id"])
+    assert (waiting["state"], waiting["error"], waiting["result"]) == (
+        "queued",
+        "CvatConnectionError: down",
+        {"shape_ids": [5]},
+    )
+    assert waiting["not_before"] is not None and waiting["owner"] == ""
+    assert store.unfinished_states() == {job["id"]: "waiting"}  # the reaper queues nothing yet
+    assert not store.start(job["id"], "w2")  # an early message
+    assert not store.retry_later(job["id"], "w1", {}, "late", 1.0)  # no longer w1's
+    time.sleep(0.7)
+    assert store.unfinished_states() == {job["id"]: "queued"}
+    assert store.start(job["id"], "w2") and store.get(job["id"])["attempts"] == 2
+    assert store.retry_later(job["id"], "w2", {"shape_ids": [5]}, "CvatConnectionError: down", 60.0)
+    again, new = store.claim("detect:f:9:t", "detect", {"job_id": 9})  # the annotator sends it again
+    assert new and again["id"] == job["id"] and again["not_before"] is None
+    assert store.start(job["id"], "w3")
