@@ -51,6 +51,11 @@ class FunctionError(QuadratsegError):
     """A function call that failed for good (after retries, or at once for a non-retryable answer)."""
 
 
+class FunctionUnavailableError(FunctionError):
+    """A function that stayed away through every retry: not answering, timing out, or answering 408,
+    429 or 5xx (an outage of the function, or a frame its handler breaks on)."""
+
+
 def function_urls(pairs: str) -> dict[str, str]:
     """``name=url`` pairs separated by commas -> {name: url}."""
     out = {}
@@ -228,4 +233,4 @@ class FunctionClient:
                 raise FunctionError(
                     f"{name} answered something that is not JSON: {response.text[:200]!r}"
                 ) from None
-        raise FunctionError(f"{name} failed after {self.retries + 1} attempts: {last}")
+        raise FunctionUnavailableError(f"{name} failed after {self.retries + 1} attempts: {last}")

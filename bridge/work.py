@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from bridge.convert import project_labels, to_cvat_shapes
-from bridge.functions import FunctionClient, FunctionError, encode_frame
+from bridge.functions import FunctionClient, FunctionError, FunctionUnavailableError, encode_frame
 from bridge.store import Heartbeat, JobStore, LeaseLostError, check_lease
 from quadratseg.cvat_client import CvatConnectionError, human_frames_of, shape_keys
 from quadratseg.errors import QuadratsegError
@@ -199,6 +199,7 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
         )
         labels = project_labels(raw_labels)
         failed: dict[str, str] = {}
+        away: set[int] = set()  # frames the function never answered (FunctionUnavailableError)
         unknown: set[str] = set()
         start = time.perf_counter()
         todo = [n for n in numbers if n not in uploaded]
@@ -236,6 +237,8 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
                         raise  # CVAT is down: the whole job fails and can be retried, no frame is lost
                     except (FunctionError, QuadratsegError, ValueError) as exc:
                         failed[str(number)] = str(exc)
+                        if isinstance(exc, FunctionUnavailableError):
+                            away.add(number)
                         logger.warning("job %d frame %d: %s", cvat_job, number, exc)
                     else:
                         shapes.extend(cached["shapes"])
@@ -283,6 +286,8 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
             "unknown_labels": sorted(unknown),
             "shapes": len(landed_ids),
         }
+        if todo and away == set(todo):  # the function is away, not every frame bad: an outage
+            raise FunctionUnavailableError(f"{function} answered no frame: {next(iter(failed.values()))}")
         if numbers and len(failed) == len(numbers):
             return "failed", {
                 **result,
@@ -503,8 +508,9 @@ def derive_task(job: dict[str, Any], services: Services) -> tuple[str, dict[str,
 
 
 WORK = {"detect": detect, "warp": derive_task, "remove_grid": derive_task}
-# errors that say a server is away, not that the job is wrong: the job is retried on its own
-OUTAGES = (CvatConnectionError, FunctionError)
+# errors that say a server is away, not that the job is wrong: the job is retried on its own (a
+# function that answers an error is not away: that frame, or the derived task, fails)
+OUTAGES = (CvatConnectionError, FunctionUnavailableError)
 
 
 def run_job(job_id: int, services: Services, enqueue: Callable[[int], None] | None = None) -> str:

@@ -199,6 +199,7 @@ class SlowEmptyFunction:
 
     def __init__(self, delay_s=0.0, garbage_every=0, answer=b"[]", on_call=None):
         self.calls, self.delay_s = 0, delay_s
+        self.status = 200  # another status: every call is answered with it (a function away)
         double = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -212,7 +213,9 @@ class SlowEmptyFunction:
                     on_call(double.calls)  # what happens in CVAT while the frame is answered
                 time.sleep(double.delay_s)
                 body = b"<garbage" if garbage_every and double.calls % garbage_every == 0 else answer
-                self.send_response(200)
+                if double.status != 200:
+                    body = b"unavailable"
+                self.send_response(double.status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -373,6 +376,20 @@ def test_a_detection_stopped_by_an_outage_runs_again_on_its_own_once_cvat_is_bac
         failed = bridge.wait_job(answer.json()["job_id"], timeout_s=90)
         assert failed["state"] == "failed" and failed["attempts"] == 3
         assert "after 3 attempts" in failed["error"] and "uploading" in failed["error"]
+        # the function away (503 to every call, through its own retries): the job waits, not the frames
+        cvat_server.fail_next = []
+        function.status = 503
+        third = {**job, "updated_date": "2026-12-03T00:00:00.000000Z"}
+        answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(third))
+        job_id = answer.json()["job_id"]
+        waiting = wait_for(
+            lambda: j if (j := bridge.job(job_id))["state"] == "queued" and j["error"] else None,
+            60, "the job back in the queue while the function is away",
+        )  # fmt: skip
+        assert "FunctionUnavailableError" in waiting["error"] and "answered no frame" in waiting["error"]
+        function.status = 200
+        done = bridge.wait_job(job_id, timeout_s=60)
+        assert done["state"] == "done" and done["attempts"] == 2 and done["result"]["failed_frames"] == {}
     finally:
         cvat_server.fail_next = []
         bridge.stop()
