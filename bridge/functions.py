@@ -52,8 +52,13 @@ class FunctionError(QuadratsegError):
 
 
 class FunctionUnavailableError(FunctionError):
-    """A function that stayed away through every retry: not answering, timing out, or answering 408,
-    429 or 5xx (an outage of the function, or a frame its handler breaks on)."""
+    """A function that stayed away through every retry: not reachable, not answering in time, or
+    answering 408, 429, 502, 503 or 504 (busy, restarting, behind a proxy that cannot reach it). A
+    500 is the handler failing on that request (Nuclio's answer to an exception): a plain
+    :class:`FunctionError`."""
+
+
+AWAY_STATUSES = frozenset({408, 429, 502, 503, 504})  # the function is away, not failing on the request
 
 
 def function_urls(pairs: str) -> dict[str, str]:
@@ -203,6 +208,7 @@ class FunctionClient:
                 "(BRIDGE_FUNCTION_BODY_LIMIT)"
             )
         url, last = self.url(name), ""  # a name that is not allowed fails here, before any network
+        away = True  # the last failure said the function is away (vs. a 500 from its handler)
         for attempt in range(self.retries + 1):
             if attempt:
                 delay = self.backoff_s * 2 ** (attempt - 1)
@@ -217,13 +223,14 @@ class FunctionClient:
                         timeout=self.timeout_s,
                     )
             except httpx.TimeoutException:
-                last = f"no answer within {self.timeout_s} s"
+                last, away = f"no answer within {self.timeout_s} s", True
                 continue
             except httpx.TransportError as exc:
-                last = f"cannot reach {url} ({exc.__class__.__name__}: {exc})"
+                last, away = f"cannot reach {url} ({exc.__class__.__name__}: {exc})", True
                 continue
             if response.status_code in RETRY_STATUSES:
                 last = f"HTTP {response.status_code} {response.text[:200]!r}"
+                away = response.status_code in AWAY_STATUSES
                 continue
             if response.status_code >= 400:
                 raise FunctionError(f"{name} answered HTTP {response.status_code}: {response.text[:500]}")
@@ -233,4 +240,5 @@ class FunctionClient:
                 raise FunctionError(
                     f"{name} answered something that is not JSON: {response.text[:200]!r}"
                 ) from None
-        raise FunctionUnavailableError(f"{name} failed after {self.retries + 1} attempts: {last}")
+        error = FunctionUnavailableError if away else FunctionError
+        raise error(f"{name} failed after {self.retries + 1} attempts: {last}")

@@ -71,9 +71,10 @@ COLUMNS = {
     "again": "INTEGER NOT NULL DEFAULT 0",
     "token": "TEXT NOT NULL DEFAULT ''",
     "not_before": "{REAL}",  # a job waiting out an outage (queued) does not start before then
+    "outages": "INTEGER NOT NULL DEFAULT 0",  # automatic retries after outages since it was claimed
 }
 # columns a jobs.db of an older bridge lacks
-ADDED_LATER = ("owner", "lease_until", "again", "token", "not_before")
+ADDED_LATER = ("owner", "lease_until", "again", "token", "not_before", "outages")
 
 
 def _schema(real: str, id_column: str, job_id: str) -> list[str]:
@@ -212,7 +213,8 @@ class JobStore:
                 changed = False
                 if not new and job["state"] == "failed":  # work still to do: a retry queues it again
                     q(
-                        "UPDATE jobs SET state = 'queued', finished = NULL, token = ? WHERE id = ?",
+                        "UPDATE jobs SET state = 'queued', finished = NULL, token = ?, outages = 0"
+                        " WHERE id = ?",
                         (token, job["id"]),
                     )
                     new = changed = True
@@ -507,13 +509,15 @@ class JobStore:
     ) -> bool:
         """Put a running job of ``owner`` that met an outage back in ``queued``, not due for
         ``delay_s`` seconds (the database's clock), with its result so far and the error that stopped
-        it; False when the job is no longer that worker's (taken over: its new owner decides)."""
+        it, one more outage counted (``outages``; a claim of the job after it failed starts the count
+        again); False when the job is no longer that worker's (taken over: its new owner decides).
+        An ``again`` mark is spent: the job runs again anyway."""
         return bool(
             self._do(
                 lambda q: (
                     q(
                         "UPDATE jobs SET state = 'queued', owner = '', lease_until = NULL, result = ?,"
-                        f" error = ?, not_before = {self.NOW} + ?"
+                        f" error = ?, not_before = {self.NOW} + ?, outages = outages + 1, again = 0"
                         " WHERE id = ? AND owner = ? AND state = 'running'",
                         (json.dumps(result), error, float(delay_s), job_id, owner),
                     ).rowcount

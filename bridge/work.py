@@ -182,6 +182,12 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
         resolve_pending_creates(cvat, services.store, detections)
         mine = next((j for j in detections if j["id"] == job["id"]), job)
         so_far = mine["result"]
+        later = [j for j in detections if j["id"] > job["id"] and j["key"].startswith(f"detect:{function}:")]
+        if mine.get("outages") and later:
+            # it waited out an outage while the job was sent for detection again: the later detection
+            # replaces this one's shapes, and this one must not replace the later one's
+            reason = f"superseded by bridge job {later[0]['id']}, a later detection of this CVAT job"
+            return "skipped", {"reason": reason}
         # batches an earlier attempt uploaded (its shapes are in CVAT): never computed nor sent again
         uploaded = set(so_far.get("uploaded_frames") or [])
         if so_far.get("fingerprints") and not so_far.get("uploaded_frames"):
@@ -199,7 +205,6 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
         )
         labels = project_labels(raw_labels)
         failed: dict[str, str] = {}
-        away: set[int] = set()  # frames the function never answered (FunctionUnavailableError)
         unknown: set[str] = set()
         start = time.perf_counter()
         todo = [n for n in numbers if n not in uploaded]
@@ -233,12 +238,12 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
                 for number in batch:
                     try:
                         cached = futures.pop(number).result()
-                    except CvatConnectionError:
-                        raise  # CVAT is down: the whole job fails and can be retried, no frame is lost
+                    except (CvatConnectionError, FunctionUnavailableError):
+                        # CVAT or the function is away: the whole job waits and runs again; the
+                        # batches sent and the answers received (cached per frame) are kept
+                        raise
                     except (FunctionError, QuadratsegError, ValueError) as exc:
                         failed[str(number)] = str(exc)
-                        if isinstance(exc, FunctionUnavailableError):
-                            away.add(number)
                         logger.warning("job %d frame %d: %s", cvat_job, number, exc)
                     else:
                         shapes.extend(cached["shapes"])
@@ -286,8 +291,6 @@ def _detect(job: dict[str, Any], services: Services) -> tuple[str, dict[str, Any
             "unknown_labels": sorted(unknown),
             "shapes": len(landed_ids),
         }
-        if todo and away == set(todo):  # the function is away, not every frame bad: an outage
-            raise FunctionUnavailableError(f"{function} answered no frame: {next(iter(failed.values()))}")
         if numbers and len(failed) == len(numbers):
             return "failed", {
                 **result,
@@ -579,21 +582,22 @@ def _after_outage(job_id: int, owner: str, exc: Exception, services: Services, s
     store, settings = services.store, services.settings
     record = store.get(job_id) or {}
     so_far = record.get("result") or {}
-    attempts = int(record.get("attempts") or 1)
+    outages = int(record.get("outages") or 0)  # automatic retries already spent on outages
     error = f"{type(exc).__name__}: {exc}"
-    if attempts <= settings.bridge_job_retries:
-        delay = retry_delay_s(attempts, settings.bridge_job_retry_s)
+    if outages < settings.bridge_job_retries:
+        delay = retry_delay_s(outages + 1, settings.bridge_job_retry_s)
         if not store.retry_later(job_id, owner, so_far, error, delay):
             return "lost"
         logger.warning(
             "bridge job %d (%s) stopped by an outage (%s); run again in %.0f s (retry %d of %d)",
-            job_id, record.get("key"), error, delay, attempts, settings.bridge_job_retries,
+            job_id, record.get("key"), error, delay, outages + 1, settings.bridge_job_retries,
         )  # fmt: skip
         return "waiting"
+    runs = outages + 1
     logger.error(
-        "bridge job %d (%s) failed after %d attempts: %s", job_id, record.get("key"), attempts, error
+        "bridge job %d (%s) stopped by an outage %d times: %s", job_id, record.get("key"), runs, error
     )
-    error = f"{error} (after {attempts} attempts; send the event again once the outage is over)"
+    error = f"{error} (after {runs} attempts; send the event again once the outage is over)"
     store.finish(job_id, "failed", so_far, error=error, timings=_took(start), owner=owner)
     return "failed"
 

@@ -199,7 +199,7 @@ class SlowEmptyFunction:
 
     def __init__(self, delay_s=0.0, garbage_every=0, answer=b"[]", on_call=None):
         self.calls, self.delay_s = 0, delay_s
-        self.status = 200  # another status: every call is answered with it (a function away)
+        self.status = 200  # or a callable of the call's number; not 200: the call is answered with it
         double = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -213,9 +213,10 @@ class SlowEmptyFunction:
                     on_call(double.calls)  # what happens in CVAT while the frame is answered
                 time.sleep(double.delay_s)
                 body = b"<garbage" if garbage_every and double.calls % garbage_every == 0 else answer
-                if double.status != 200:
+                status = double.status(double.calls) if callable(double.status) else double.status
+                if status != 200:
                     body = b"unavailable"
-                self.send_response(double.status)
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -366,7 +367,7 @@ def test_a_detection_stopped_by_an_outage_runs_again_on_its_own_once_cvat_is_bac
         assert "uploading" in waiting["error"] and waiting["attempts"] == 1 and waiting["not_before"]
         cvat_server.fail_next = []  # CVAT is back
         done = bridge.wait_job(job_id, timeout_s=60)
-        assert done["state"] == "done" and done["attempts"] == 2
+        assert done["state"] == "done" and done["attempts"] == 2 and done["outages"] == 1
         stored = cvat_server.state.tasks[job["task_id"]].shapes
         assert sorted(s["frame"] for s in stored) == [0, 1, 2]  # one copy per frame
         # an outage that outlasts the retries: failed after 3 attempts, the error says what to do
@@ -386,10 +387,51 @@ def test_a_detection_stopped_by_an_outage_runs_again_on_its_own_once_cvat_is_bac
             lambda: j if (j := bridge.job(job_id))["state"] == "queued" and j["error"] else None,
             60, "the job back in the queue while the function is away",
         )  # fmt: skip
-        assert "FunctionUnavailableError" in waiting["error"] and "answered no frame" in waiting["error"]
+        assert "FunctionUnavailableError" in waiting["error"] and "HTTP 503" in waiting["error"]
         function.status = 200
         done = bridge.wait_job(job_id, timeout_s=60)
-        assert done["state"] == "done" and done["attempts"] == 2 and done["result"]["failed_frames"] == {}
+        assert done["state"] == "done" and done["outages"] == 1 and done["result"]["failed_frames"] == {}
+        # a 500 is the handler failing on the request (Nuclio's answer to an exception), not the
+        # function away: the frames fail one by one and the job with them, no outage, no wait
+        function.status = 500
+        fourth = {**job, "updated_date": "2026-12-04T00:00:00.000000Z"}
+        answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(fourth))
+        failed = bridge.wait_job(answer.json()["job_id"], timeout_s=60)
+        assert failed["state"] == "failed" and failed["outages"] == 0 and failed["attempts"] == 1
+        assert "every frame failed" in failed["error"] and "HTTP 500" in failed["error"]
+    finally:
+        cvat_server.fail_next = []
+        bridge.stop()
+
+
+def test_a_detection_waiting_out_an_outage_never_replaces_a_later_ones_shapes(cvat_server, tmp_path):
+    """Detection A stops on an outage and waits; meanwhile the job is sent for detection again (B),
+    which runs once CVAT is back and replaces A's shapes. When A's turn comes it is superseded: it
+    does not upload again nor remove B's shapes."""
+    genus = coral_labels(level="main_family")[0].name
+    polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
+    function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
+    project, job = coral_job(cvat_server, tmp_path, 2)
+    env = bridge_env(cvat_server, tmp_path, {"fn": function.url}, BRIDGE_JOB_RETRY_S="4", BRIDGE_LEASE_S="1")
+    bridge = BridgeProcess(env, log_path=tmp_path / "b.log").start()
+    try:
+        cvat_server.fail_next = [("PATCH", r"/api/jobs/\d+/annotations", 503)] * 1000
+        url = detect_url(bridge, "fn", project_id=project)
+        first = signed_post(url, opened_job_payload(job))[0].json()["job_id"]
+        wait_for(
+            lambda: j if (j := bridge.job(first))["state"] == "queued" and j["error"] else None,
+            60,
+            "A waiting",
+        )
+        cvat_server.fail_next = []
+        later = {**job, "updated_date": "2026-12-02T00:00:00.000000Z"}
+        second = signed_post(url, opened_job_payload(later))[0].json()["job_id"]
+        assert second != first and bridge.wait_job(second, timeout_s=60)["state"] == "done"
+        shapes_of_b = sorted(s["id"] for s in cvat_server.state.tasks[job["task_id"]].shapes)
+        a = bridge.wait_job(first, timeout_s=60)
+        assert a["state"] == "skipped" and f"superseded by bridge job {second}" in a["result"]["reason"]
+        assert sorted(s["id"] for s in cvat_server.state.tasks[job["task_id"]].shapes) == shapes_of_b
+        assert len(shapes_of_b) == 2  # one per frame, B's
     finally:
         cvat_server.fail_next = []
         bridge.stop()

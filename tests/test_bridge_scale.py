@@ -582,7 +582,13 @@ def test_a_job_that_met_an_outage_waits_then_runs_again_and_a_delivery_cuts_the_
     time.sleep(0.7)
     assert store.unfinished_states() == {job["id"]: "queued"}
     assert store.start(job["id"], "w2") and store.get(job["id"])["attempts"] == 2
+    assert store.get(job["id"])["outages"] == 1
+    store.claim("detect:f:9:t", "detect", {"job_id": 9}, again_if_busy=True)  # marked again meanwhile
     assert store.retry_later(job["id"], "w2", {"shape_ids": [5]}, "CvatConnectionError: down", 60.0)
+    assert store.get(job["id"])["again"] == 0 and store.get(job["id"])["outages"] == 2  # it runs again anyway
     again, new = store.claim("detect:f:9:t", "detect", {"job_id": 9})  # the annotator sends it again
     assert new and again["id"] == job["id"] and again["not_before"] is None
     assert store.start(job["id"], "w3")
+    # failed for good after its retries, then claimed again by a new delivery: a fresh set of retries
+    store.finish(job["id"], "failed", error="CvatConnectionError: down (after 3 attempts)", owner="w3")
+    assert store.claim("detect:f:9:t", "detect", {"job_id": 9})[0]["outages"] == 0
