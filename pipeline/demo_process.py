@@ -30,6 +30,7 @@ from quadratseg.cover import (
     reapplied,
     wilson_interval,
 )
+from quadratseg.cover_table import write_table
 from quadratseg.formats.coralnet import SUBSTRATE, sample_points, write_coralnet_csv
 from quadratseg.synth.dataset import coral_rings, export_image_path, load_truth
 from quadratseg.warp import transform_points
@@ -82,9 +83,7 @@ def calibrated_run(ctx: Any, name: str, models: ChainModels, root: Path) -> dict
     val_dir, val_truths = split_photos(ctx, CALIBRATION_SPLIT, root)
     val_out = root / f"out_{CALIBRATION_SPLIT}_{name}"
     process_folder(val_dir, val_out, models, fingerprint=f"demo-{name}-val-{time.time()}")
-    calibration, pairs = fit_on_run(val_out, val_truths)
-    if calibration is not None:
-        calibration.to_json(root / f"calibration_{name}.json")
+    calibration, pairs = fit_on_run(val_out, val_truths, root / f"calibration_{name}.json")
     test_dir, truths = split_photos(ctx, EVAL_SPLIT, root)
     out = root / f"out_{EVAL_SPLIT}_{name}"
     start = time.perf_counter()
@@ -110,9 +109,25 @@ def calibrated_run(ctx: Any, name: str, models: ChainModels, root: Path) -> dict
         "coverage_counts": pair_coverage_counts(estimates, values),
         "coverage_every_pair": pair_coverage_counts(estimates, values, every_pair=True),
         "coverage_by_kind": pair_coverage_by_kind(estimates, values),
+        "coverage_by_level": {lv: level_coverage(out, truths, lv) for lv in ("main_family", "agnostic")},
         "coverage_resplit": resplit_coverage(held_out, seed=ctx.seed) if len(held_out) >= 4 else None,
         "median_width": pair_median_width(estimates, values),
         "main_family_mae": level_mae(covered(out, truths), out / "cover.csv", ENSEMBLE_LEVEL),
+    }
+
+
+def level_coverage(out_dir: Path, truths: list[dict[str, Any]], level: str) -> dict[str, Any]:
+    """Interval coverage and median width of a run's ``cover.csv`` rows at ``level`` over the photo x
+    label pairs present in the truth or the prediction (the photos that reached a cover)."""
+    with (out_dir / "cover.csv").open(encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["level"] == level]
+    pairs = [(truth, row) for truth, row in compared(covered(out_dir, truths), rows, level) if row]
+    inside = sum(float(r["low"]) - 1e-6 <= truth <= float(r["high"]) + 1e-6 for truth, r in pairs)
+    widths = [float(r["high"]) - float(r["low"]) for _, r in pairs]
+    return {
+        "inside": int(inside),
+        "pairs": len(pairs),
+        "median_width_pp": round(float(np.median(widths)), 3) if widths else None,
     }
 
 
@@ -217,11 +232,29 @@ def record_pairs(out_dir: Path, truths: list[dict[str, Any]]) -> tuple[list[Cove
     return estimates, values
 
 
-def fit_on_run(out_dir: Path, truths: list[dict[str, Any]]) -> tuple[CoverCalibration | None, int]:
-    """The interval terms fitted on a chain run over held-out photos (None when no photo reached a
-    cover), and the pairs they used."""
-    estimates, values = record_pairs(out_dir, truths)
-    return (fit_cover_calibration(estimates, values) if estimates else None), len(estimates)
+def fit_on_run(
+    out_dir: Path, truths: list[dict[str, Any]], terms_json: Path
+) -> tuple[CoverCalibration | None, int]:
+    """The interval terms fitted on a chain run over held-out photos as ``python -m
+    pipeline.calibrate`` fits them (on the run and a truth table, ``truth_cover_<run>.csv`` beside
+    the run), written to ``terms_json``: (the terms, None when no photo reached a cover; the photo x
+    class pairs at the model's level they used)."""
+    from pipeline.calibration import fit_run, read_calibration, read_truth_csv
+
+    estimates, _ = record_pairs(out_dir, truths)
+    if not estimates:
+        return None, 0
+    truth_csv = out_dir.parent / f"truth_cover_{out_dir.name}.csv"
+    rows = [
+        {"photo": t["name"], "label": label, "percent": round(value, 6)}
+        for t in truths
+        for label, value in true_cover(t).items()
+        if value > 0
+    ]
+    write_table(truth_csv, ["photo", "label", "percent"], rows)
+    terms, _ = fit_run(out_dir, read_truth_csv(truth_csv))
+    terms.to_json(terms_json)
+    return read_calibration(terms_json), len(estimates)
 
 
 def pair_median_width(estimates: list[CoverEstimate], values: list[float]) -> float | None:
@@ -392,6 +425,8 @@ def stage(ctx: Any) -> dict[str, Any]:
         "interval_median_width_pp": {name: run["median_width"] for name, run in runs.items()},
         # present pairs by kind: predicted where present, predicted where absent, missed
         "interval_coverage_by_kind": {name: run["coverage_by_kind"] for name, run in runs.items()},
+        # at the main-family and agnostic levels (their own fitted terms), present pairs
+        "interval_coverage_by_level": {name: run["coverage_by_level"] for name, run in runs.items()},
         # fitted on one random half of the validation and test photos, scored on the other half
         "interval_coverage_resplit": {name: run["coverage_resplit"] for name, run in runs.items()},
         "interval_method": estimates[0].method if estimates else None,
@@ -454,6 +489,14 @@ def stage(ctx: Any) -> dict[str, Any]:
                 f"{kind.replace('_', ' ')} {c['inside']} of {c['pairs']}" for kind, c in kinds.items()
             )
             for k, kinds in metrics["interval_coverage_by_kind"].items()
+        )
+        + ". At coarser levels, with the terms fitted at each level (inside of pairs, median width): "
+        + "; ".join(
+            f"{k} "
+            + ", ".join(
+                f"{lv} {c['inside']} of {c['pairs']} ({c['median_width_pp']} pp)" for lv, c in levels.items()
+            )
+            for k, levels in metrics["interval_coverage_by_level"].items()
         )
         + ". Fitted on a random half of the validation and test photos and scored on the other half, "
         "over many such halvings (mean, 10th-90th percentile; the spread is one split's luck): "

@@ -16,9 +16,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pipeline.calibration import read_calibration
 from pipeline.chain import ChainModels
 from pipeline.claims import DEFAULT_CLAIM_TTL_S
 from pipeline.run import ENGINES, WEIGHT_FILES, EngineOptions, RunConfig, process_folder, run_fingerprint
+from quadratseg.cover import TERMS_TWICE
 from quadratseg.ensemble import ENSEMBLES
 from quadratseg.errors import QuadratsegError
 
@@ -51,6 +53,7 @@ def process(
     include_inpainted: bool = False,
     boundary_px: float = 0.0,
     miss_pp: float = 0.0,
+    calibration: str | None = None,
     overlays: bool = True,
     segment: str = "yolo",
     mmseg_config: str | None = None,
@@ -115,6 +118,9 @@ def process(
         miss_pp: cover (percentage points) of a class the model may miss entirely on a photo: the
             upper bound of every class it did not see (quadratseg.cover.calibrate_miss_pp fits it
             on held-out photos); 0 leaves it out.
+        calibration: the segmenter's fitted interval terms (JSON of python -m pipeline.calibrate, on
+            annotated photos the model did not train on): intervals that hold 95 %, at the model's
+            level and every coarser one; instead of --boundary-px and --miss-pp.
         overlays: write overlay images.
         segment: yolo (colonies, instance interval), mmseg (class map of DINOv2_mmseg, block
             interval) or both (the two combined by --ensemble).
@@ -203,6 +209,8 @@ def check_options(config: RunConfig) -> None:
     """Refuse option combinations that cannot run, saying which option is missing."""
     if config.segment not in ("yolo", "mmseg", "both"):
         raise QuadratsegError(f"--segment must be yolo, mmseg or both, got {config.segment!r}")
+    if config.calibration and (config.boundary_px or config.miss_pp):
+        raise QuadratsegError(f"--calibration: {TERMS_TWICE}")
     if config.segment in ("yolo", "both") and not config.yolo:
         raise QuadratsegError(
             f"--segment {config.segment} needs --yolo WEIGHTS (a YOLO-seg model of coral_seg_yolo)"
@@ -339,6 +347,7 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
         include_inpainted=config.include_inpainted,
         boundary_px=config.boundary_px,
         miss_pp=config.miss_pp,
+        calibration=read_calibration(config.calibration) if config.calibration else None,
     )
 
 

@@ -579,6 +579,7 @@ def process_folder(
                     level,
                     quadrat_cm,
                     size,
+                    calibration=models.calibration,
                 )
             )
         colony_table.extend(
@@ -651,6 +652,7 @@ class RunConfig:
     include_inpainted: bool = False
     boundary_px: float = 0.0
     miss_pp: float = 0.0
+    calibration: str | None = None
     overlays: bool = True
     segment: str = "yolo"
     mmseg_config: str | None = None
@@ -660,7 +662,7 @@ class RunConfig:
     nms_iou: float = 0.5
 
 
-RUN_FILES = ("yolo", "corners", "grid", "grid_template", "mmseg_weights")  # hashed by content
+RUN_FILES = ("yolo", "corners", "grid", "grid_template", "mmseg_weights", "calibration")  # hashed by content
 WEIGHT_FILES = ("yolo", "corners", "grid", "mmseg_weights")  # files that carry a model card
 # options that change only the tables, rebuilt from the photo records on every run: not hashed
 # (--overlays is hashed: overlays are images written per photo)

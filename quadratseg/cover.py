@@ -85,6 +85,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -139,6 +140,9 @@ class CoverCalibration:
     miss_pooled_pp: float = 0.0
     fitted: bool = False
     pairs: dict[str, int] = field(default_factory=dict)  # held-out pairs: predicted, not predicted, missed
+    # the terms fitted at each coarser taxonomy level on the same photos, as dicts of these fields
+    # (quadratseg.cover_table.fit_calibration); a level without them is regrouped (:func:`regroup`)
+    levels: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def uncalibrated(
@@ -175,6 +179,17 @@ class CoverCalibration:
         if label in self.miss_by_class_pp:
             return self.miss_by_class_pp[label], "per-class"
         return self.miss_pooled_pp, "pooled"
+
+    def at_level(self, level: str) -> CoverCalibration | None:
+        """The terms fitted at a coarser taxonomy level (None: none were, the level is regrouped).
+
+        Examples:
+            >>> terms = CoverCalibration(levels={"agnostic": {"miss_pooled_pp": 2.0, "fitted": True}})
+            >>> terms.at_level("agnostic").miss_pooled_pp, terms.at_level("main_family")
+            (2.0, None)
+        """
+        terms = self.levels.get(level)
+        return None if terms is None else CoverCalibration(**terms)
 
     def to_json(self, path: str | Path) -> Path:
         """Write the terms as JSON (atomically); :meth:`from_json` reads them back."""

@@ -38,7 +38,14 @@ from typing import Any
 import numpy as np
 
 from quadratseg.atomic import atomic_write_text
-from quadratseg.cover import CoverEstimate, mean_interval, regroup
+from quadratseg.cover import (
+    CoverCalibration,
+    CoverEstimate,
+    fit_cover_calibration,
+    mean_interval,
+    reapplied,
+    regroup,
+)
 from quadratseg.instances import Instance
 from quadratseg.taxonomy import LEVELS, Taxonomy
 
@@ -109,6 +116,62 @@ def colony_stats(instances: Iterable[Instance]) -> list[dict[str, Any]]:
     ]
 
 
+def level_estimates(
+    estimates: Sequence[CoverEstimate],
+    taxonomy: Taxonomy,
+    source: str,
+    level: str,
+    calibration: CoverCalibration | None = None,
+) -> list[CoverEstimate]:
+    """One photo's estimates (every class at the model's level ``source``) at ``level``: the same at
+    ``source``; at a coarser level the labels that map together regrouped (pixels, units, outlines
+    and the confidence term add up), with the terms ``calibration`` fitted at that level when it
+    has them (:func:`fit_calibration`), else with the members' half-widths and miss terms added
+    (:func:`quadratseg.cover.regroup`: it holds, but the miss terms of every member not seen add
+    up, which widens a group of many genera to most of the quadrat)."""
+    if level == source:
+        return list(estimates)
+    grouped = regroup(estimates, lambda label: taxonomy.map_label(label, level, source=source))
+    terms = calibration.at_level(level) if calibration is not None else None
+    return grouped if terms is None else [reapplied(e, terms) for e in grouped]
+
+
+def fit_calibration(
+    photos: Sequence[tuple[Sequence[CoverEstimate], Mapping[str, float]]],
+    taxonomy: Taxonomy,
+    level: str,
+    target: float = 0.95,
+) -> CoverCalibration:
+    """The interval terms of a segmenter at its level ``level`` and at each coarser one
+    (``levels``), each fitted (:func:`quadratseg.cover.fit_cover_calibration`) on the same held-out
+    photos' pairs at that level.
+
+    Args:
+        photos: per held-out photo, its estimates of every class at ``level`` (from a run with or
+            without terms: only the fields no term changes are read) and its true cover (percent of
+            the quadrat) per label at ``level``; a label left out is absent (0).
+        taxonomy: maps the labels to the coarser levels.
+        level: the model's level.
+        target: the intervals' coverage.
+    """
+    coarser = LEVELS[LEVELS.index(level) + 1 :]
+
+    def pairs_at(at: str) -> tuple[list[CoverEstimate], list[float]]:
+        estimates, truths = [], []
+        for found, truth in photos:
+            true_at: dict[str, float] = defaultdict(float)
+            for label, value in truth.items():
+                true_at[label if at == level else taxonomy.map_label(label, at, source=level)] += float(value)
+            grouped = level_estimates(found, taxonomy, level, at)
+            estimates.extend(grouped)
+            truths.extend(true_at.get(e.label, 0.0) for e in grouped)
+        return estimates, truths
+
+    terms = fit_cover_calibration(*pairs_at(level), target=target)
+    levels = {at: asdict(fit_cover_calibration(*pairs_at(at), target=target)) for at in coarser}
+    return CoverCalibration(**{**asdict(terms), "levels": levels})
+
+
 def cover_rows(
     photo: str,
     place: Mapping[str, str],
@@ -118,9 +181,11 @@ def cover_rows(
     level: str,
     quadrat_cm: float | None = None,
     warped_size: Sequence[int] | None = None,
+    calibration: CoverCalibration | None = None,
 ) -> list[dict[str, Any]]:
     """The ``cover.csv`` rows of one photo at the estimates' level and every coarser one (regrouped
-    from the same estimates).
+    from the same estimates, with the terms ``calibration`` fitted at that level when it has them:
+    :func:`level_estimates`).
 
     Args:
         photo: the photo's key (its path relative to the survey folder).
@@ -138,13 +203,7 @@ def cover_rows(
     source = level
     rows = []
     for level in LEVELS[LEVELS.index(source) :]:
-        at_level = (
-            estimates
-            if level == source
-            else regroup(
-                estimates, lambda label, level=level: taxonomy.map_label(label, level, source=source)
-            )
-        )
+        at_level = level_estimates(estimates, taxonomy, source, level, calibration)
         for e in at_level:
             values = asdict(e)
             rows.append(

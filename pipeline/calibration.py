@@ -1,0 +1,149 @@
+"""Fitting a segmenter's cover-interval terms on a ``pipeline.process`` run over annotated photos
+(``python -m pipeline.calibrate``) and reading them back (``pipeline.process --calibration``).
+
+The truth is a table of the true cover per photo and label (:func:`read_truth_csv`); the terms are
+fitted at the run's taxonomy level and every coarser one (:func:`fit_run`,
+:func:`quadratseg.cover_table.fit_calibration`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from quadratseg.cover import CoverCalibration, CoverEstimate
+from quadratseg.errors import QuadratsegError
+
+logger = logging.getLogger(__name__)
+
+
+def read_truth_csv(path: str | Path) -> dict[str, dict[str, float]]:
+    """``{photo: {label: percent}}`` of a truth table (columns photo, label, percent); a pair listed
+    twice adds up (two rows of one genus), a percent outside 0..100 or not a number is refused with
+    its line."""
+    truth: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    with Path(path).open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"photo", "label", "percent"} - set(reader.fieldnames or [])
+        if missing:
+            raise QuadratsegError(
+                f"{path}: needs the columns photo, label, percent (missing {sorted(missing)})"
+            )
+        for line, row in enumerate(reader, start=2):
+            try:
+                value = float(row["percent"])
+            except ValueError:
+                raise QuadratsegError(f"{path}:{line}: percent {row['percent']!r} is not a number") from None
+            if not 0.0 <= value <= 100.0:
+                raise QuadratsegError(f"{path}:{line}: percent {value} is outside 0..100")
+            truth[row["photo"].strip()][row["label"].strip()] += value
+    return {photo: dict(labels) for photo, labels in truth.items()}
+
+
+def run_records(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The photo records of a ``pipeline.process`` output's current run, by photo key."""
+    from pipeline.run import RUN_FILE
+    from quadratseg.images import output_name
+
+    run_file = run_dir / RUN_FILE
+    if not run_file.is_file():
+        raise QuadratsegError(f"{run_dir} is not a pipeline.process output (no {RUN_FILE})")
+    keys = json.loads(run_file.read_text(encoding="utf-8"))["photos"]
+    return {
+        key: json.loads((run_dir / "photos" / output_name(key, ".json")).read_text(encoding="utf-8"))
+        for key in keys
+    }
+
+
+def truth_at_level(labels: Mapping[str, float], taxonomy: Any, level: str) -> dict[str, float]:
+    """A photo's true cover per label, at the model's ``level``: labels of a finer level are summed
+    into theirs; a label of a coarser level, or of none, is refused with close matches."""
+    from quadratseg.taxonomy import LEVELS
+
+    out: dict[str, float] = defaultdict(float)
+    known = taxonomy.classes(level)
+    for label, value in labels.items():
+        if label in known:
+            out[label] += value
+            continue
+        finer = [lv for lv in LEVELS[: LEVELS.index(level)] if label in taxonomy.classes(lv)]
+        if not finer:
+            taxonomy.map_label(label, level, source=level)  # raises, naming close matches
+        out[taxonomy.map_label(label, level, source=finer[-1])] += value
+    return dict(out)
+
+
+def fit_run(
+    run_dir: str | Path, truth: Mapping[str, Mapping[str, float]]
+) -> tuple[CoverCalibration, dict[str, Any]]:
+    """(terms, summary) fitted on a run's photo records against ``truth`` (``{photo: {label:
+    percent}}``, photos named by key or unique file name); the module docstring says what is refused."""
+    from quadratseg.cover_table import fit_calibration
+    from quadratseg.taxonomy import load_taxonomy
+
+    records = run_records(Path(run_dir))
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for key in records:
+        by_name[Path(key).name].append(key)
+
+    def key_of(photo: str) -> str | None:
+        if photo in records:
+            return photo
+        named = by_name.get(photo, [])
+        return named[0] if len(named) == 1 else None
+
+    unknown = sorted(p for p in truth if key_of(p) is None)
+    if unknown:
+        raise QuadratsegError(
+            f"{len(unknown)} photo(s) of the truth are not in the run {run_dir} (or their file name is "
+            f"not unique there): {unknown[:5]}"
+        )
+    levels = {r["level"] for r in records.values() if r.get("cover")}
+    if len(levels) > 1:
+        raise QuadratsegError(f"the run's photos are at several taxonomy levels: {sorted(levels)}")
+    taxonomy = load_taxonomy()
+    photos, uncovered = [], []
+    for photo, labels in truth.items():
+        record = records[key_of(photo)]  # type: ignore[index]
+        if not record.get("cover"):
+            uncovered.append(photo)
+            continue
+        level = record["level"]
+        photos.append(
+            ([CoverEstimate(**e) for e in record["cover"]], truth_at_level(labels, taxonomy, level))
+        )
+    if uncovered:
+        logger.warning("left out, no cover in the run (no frame found): %s", uncovered)
+    if not photos:
+        raise QuadratsegError("no annotated photo of the run reached a cover: nothing to fit the terms on")
+    (level,) = levels
+    terms = fit_calibration(photos, taxonomy, level)
+    summary = {
+        "photos": len(photos),
+        "left_out_without_cover": uncovered,
+        "level": level,
+        "pairs": {level: terms.pairs, **{lv: t["pairs"] for lv, t in terms.levels.items()}},
+        "quantile": round(terms.quantile, 3),
+        "boundary_px": round(terms.boundary_px, 3),
+        "confidence_scale": round(terms.confidence_scale, 3),
+        "floor_pp": round(terms.floor_pp, 3),
+        "miss_pp": {level: round(terms.miss_pooled_pp, 3)}
+        | {lv: round(t["miss_pooled_pp"], 3) for lv, t in terms.levels.items()},
+    }
+    return terms, summary
+
+
+def read_calibration(path: str | Path) -> CoverCalibration:
+    """The interval terms of ``--calibration`` (:meth:`CoverCalibration.from_json`), or an error
+    that names the file and the command that writes one."""
+    try:
+        return CoverCalibration.from_json(path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise QuadratsegError(
+            f"--calibration {path}: not interval terms ({exc}); python -m pipeline.calibrate writes them"
+        ) from exc
