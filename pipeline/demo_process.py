@@ -269,9 +269,10 @@ def pair_coverage_counts(
 ) -> dict[str, Any]:
     """The coverage of :func:`pair_coverage` as counts, with the Wilson 95 % interval of the share:
     on a few dozen pairs a coverage of 0.85 and one of 0.95 may not differ, and the report says so.
-    ``every_pair``: over every photo x class pair, absent classes included: the population the
-    split-conformal terms hold 95 % for (a class the model did not see gets ``[0, miss]`` whether
-    it is absent or missed); the default leaves out the pairs absent from truth and prediction."""
+    ``every_pair``: over every photo x class pair, absent classes included (a class absent and not
+    seen is inside its ``[0, miss]``, so this is the higher figure); the default leaves out the pairs
+    absent from truth and prediction, the ones the terms are fitted to hold 95 % of (the predicted
+    pairs, and the missed ones: :func:`quadratseg.cover.calibrate_miss_pp`)."""
     kept = [(v, e) for v, e in zip(values, estimates, strict=True) if every_pair or v > 0 or e.pixels > 0]
     share = interval_coverage([v for v, _ in kept], [e.low for _, e in kept], [e.high for _, e in kept])
     inside = round(share * len(kept)) if kept else 0
@@ -420,7 +421,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         # per segmenter, on the test photos, photo x class pairs present in the truth or the prediction
         "interval_coverage": {name: run["coverage"] for name, run in runs.items()},
         "interval_coverage_counts": {name: run["coverage_counts"] for name, run in runs.items()},
-        # the same over every photo x class pair, absent classes included (what the terms are fitted for)
+        # the same over every photo x class pair, absent classes included (each inside its [0, miss])
         "interval_coverage_every_pair": {name: run["coverage_every_pair"] for name, run in runs.items()},
         "interval_median_width_pp": {name: run["median_width"] for name, run in runs.items()},
         # present pairs by kind: predicted where present, predicted where absent, missed
@@ -478,7 +479,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         f"quantile {metrics['quantile']}, pooled miss "
         f"term {metrics['miss_pp']} percentage points); share of the true covers inside the 95 % "
         f"intervals on the test photos: {coverage}; over every photo x class pair, absent classes "
-        "included (the population the terms are fitted to hold 95 % for): "
+        "included (each inside its one-sided interval): "
         + ", ".join(
             f"{k} {c['inside']} of {c['pairs']}" for k, c in metrics["interval_coverage_every_pair"].items()
         )
