@@ -399,13 +399,18 @@ def create_app(
     ) -> JSONResponse:
         """Run detection on a job now, whatever its state (needs BRIDGE_TOKEN): frames holding shapes
         a person made or edited are left as they are; 409 while a detection on the job is queued or
-        running."""
+        running, but for the same function's detection waiting out an outage: that one runs now."""
         allowed_function(model_name)
         busy = await run_in_threadpool(store.active_detection, job_id)
+        waiting = busy is not None and busy["state"] == "queued" and busy.get("not_before") is not None
+        if waiting and busy["params"].get("function") == model_name:
+            # the same detection, waiting out an outage the operator knows is over: due now
+            return await submit(busy["key"], DETECT_KIND, busy["params"])
         if busy is not None:
+            doing = "waits out an outage to detect" if waiting else "is already detecting"
             raise HTTPException(
                 409,
-                f"bridge job {busy['id']} is already detecting on CVAT job {job_id} ({busy['state']}); "
+                f"bridge job {busy['id']} {doing} on CVAT job {job_id} ({busy['state']}); "
                 "ask again once it has ended (GET /jobs/{id})",
             )
         key = f"detect:{model_name}:{job_id}:request-{time.time_ns()}"

@@ -492,3 +492,18 @@ def test_the_annotator_leaves_a_frame_without_a_grid_empty():
     shapes = skeleton_shapes({0: [[1.0, 2.0], [3.0, 4.0]], 1: None, 2: []}, label)
     assert [s["frame"] for s in shapes] == [0]
     assert [e["label_id"] for e in shapes[0]["elements"]] == [71, 72]
+
+
+def test_a_request_for_a_job_whose_detection_waits_out_an_outage_runs_that_detection_now(app):
+    """An operator who knows the outage is over asks for the job's detection: the waiting one (the
+    same function) is due at once, not a 409 for the rest of its back-off."""
+    store = app.queue.store
+    opened = post(app.url + DETECT, job_payload(job_id=7)).json()["job_id"]
+    function = store.get(opened)["params"]["function"]
+    assert store.start(opened, "w") and store.retry_later(opened, "w", {}, "CvatConnectionError: down", 600)
+    url = app.url + "/detect"
+    other = httpx.post(url, params={"job_id": 7, "model_name": "other-fn"}, headers=AUTH, timeout=10)
+    assert other.status_code == 409 and "waits out an outage" in other.json()["detail"]
+    now = httpx.post(url, params={"job_id": 7, "model_name": function}, headers=AUTH, timeout=10)
+    assert now.status_code == 202 and now.json()["job_id"] == opened
+    assert store.get(opened)["not_before"] is None and store.unfinished_states() == {opened: "queued"}
