@@ -691,7 +691,13 @@ class Heartbeat:
         self._thread.start()
         return self
 
+    def stop(self) -> None:
+        """Stop renewing (before the job's own last write hands the job on: a beat after it would
+        find the job no longer this worker's and report a lost lease)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
     def __exit__(self, *exc: Any) -> None:
         _running.beat = None
-        self._stop.set()
-        self._thread.join(5)
+        self.stop()

@@ -531,13 +531,14 @@ def run_job(job_id: int, services: Services, enqueue: Callable[[int], None] | No
     if job is None or not store.start(job_id, owner):
         return ""
     start = time.perf_counter()
-    with Heartbeat(store, job_id, owner):
+    with Heartbeat(store, job_id, owner) as beat:
         try:
             state, result = WORK[job["kind"]](store.get(job_id), services)
         except LeaseLostError as exc:  # another worker has the job now: leave it to that one
             logger.error("%s; this worker stops it", exc)
             return "lost"
         except OUTAGES as exc:  # CVAT or a function unreachable after their own retries
+            beat.stop()
             return _after_outage(job_id, owner, exc, services, start)
         except Exception as exc:  # recorded, not raised: the queue must go on with the next job
             logger.exception("bridge job %d (%s) failed", job_id, job["key"])

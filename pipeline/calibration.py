@@ -83,7 +83,8 @@ def fit_run(
 ) -> tuple[CoverCalibration, dict[str, Any]]:
     """(terms, summary) fitted on a run's photo records against ``truth`` (``{photo: {label:
     percent}}``, photos named by key or unique file name); the module docstring says what is refused."""
-    from quadratseg.cover_table import fit_calibration
+    from quadratseg.cover import MIN_CLASS_PAIRS
+    from quadratseg.cover_table import fit_calibration, level_terms_hold
     from quadratseg.taxonomy import load_taxonomy
 
     records = run_records(Path(run_dir))
@@ -123,11 +124,22 @@ def fit_run(
         raise QuadratsegError("no annotated photo of the run reached a cover: nothing to fit the terms on")
     (level,) = levels
     terms = fit_calibration(photos, taxonomy, level)
+    # levels (and kinds: a group predicted on the photo, or missed) whose own terms rest on too few
+    # pairs to hold 95 %: their rows add up their members' terms (wide, but they hold)
+    summed = {
+        f"{at}/{kind}": f"{t['pairs'].get(kind, 0)} held-out pairs, fewer than {MIN_CLASS_PAIRS}"
+        for at, t in terms.levels.items()
+        for kind in ("predicted", "missed")
+        if not level_terms_hold(CoverCalibration(**t), kind == "predicted")
+    }
+    for at, why in summed.items():
+        logger.warning("%s rows add up their members' terms: %s (annotate more photos)", at, why)
     summary = {
         "photos": len(photos),
         "left_out_without_cover": uncovered,
         "level": level,
         "pairs": {level: terms.pairs, **{lv: t["pairs"] for lv, t in terms.levels.items()}},
+        "levels_summed": summed,
         "quantile": round(terms.quantile, 3),
         "boundary_px": round(terms.boundary_px, 3),
         "confidence_scale": round(terms.confidence_scale, 3),

@@ -39,6 +39,7 @@ import numpy as np
 
 from quadratseg.atomic import atomic_write_text
 from quadratseg.cover import (
+    MIN_CLASS_PAIRS,
     CoverCalibration,
     CoverEstimate,
     fit_cover_calibration,
@@ -126,14 +127,24 @@ def level_estimates(
     """One photo's estimates (every class at the model's level ``source``) at ``level``: the same at
     ``source``; at a coarser level the labels that map together regrouped (pixels, units, outlines
     and the confidence term add up), with the terms ``calibration`` fitted at that level when it
-    has them (:func:`fit_calibration`), else with the members' half-widths and miss terms added
-    (:func:`quadratseg.cover.regroup`: it holds, but the miss terms of every member not seen add
-    up, which widens a group of many genera to most of the quadrat)."""
+    has them (:func:`fit_calibration`) on enough pairs of the estimate's kind (at least
+    :data:`quadratseg.cover.MIN_CLASS_PAIRS` predicted, or missed, pairs: with fewer a
+    split-conformal bound cannot hold 95 %), else with the members' half-widths and miss terms
+    added (:func:`quadratseg.cover.regroup`: it holds, but the miss terms of every member not seen
+    add up, which widens a group of many genera to most of the quadrat)."""
     if level == source:
         return list(estimates)
     grouped = regroup(estimates, lambda label: taxonomy.map_label(label, level, source=source))
     terms = calibration.at_level(level) if calibration is not None else None
-    return grouped if terms is None else [reapplied(e, terms) for e in grouped]
+    if terms is None:
+        return grouped
+    return [reapplied(e, terms) if level_terms_hold(terms, e.pixels > 0) else e for e in grouped]
+
+
+def level_terms_hold(terms: CoverCalibration, predicted: bool) -> bool:
+    """Whether terms fitted at a coarser level rest on enough held-out pairs of a kind (a group
+    predicted on the photo, or one missed) to hold 95 % (:data:`quadratseg.cover.MIN_CLASS_PAIRS`)."""
+    return terms.pairs.get("predicted" if predicted else "missed", 0) >= MIN_CLASS_PAIRS
 
 
 def fit_calibration(

@@ -871,6 +871,47 @@ def test_a_job_failed_after_an_unclear_create_resumes_without_a_second_copy(cvat
         bridge.stop()
 
 
+def test_a_job_waiting_after_an_unclear_create_resumes_by_itself_without_a_second_copy(cvat_server, tmp_path):
+    """The same unclear create with the automatic retries on: no delivery comes again, the job waits
+    out CVAT's outage, runs again by itself, and finds its pending create instead of sending it twice."""
+    genus = coral_labels(level="main_family")[0].name
+    polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
+    function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
+    project, job = coral_job(cvat_server, tmp_path, 2)
+    env = bridge_env(
+        cvat_server, tmp_path, {"fn": function.url},
+        BRIDGE_CREATE_SETTLE_S="1", BRIDGE_JOB_RETRIES="3", BRIDGE_JOB_RETRY_S="2", BRIDGE_LEASE_S="1",
+    )  # fmt: skip
+    bridge = BridgeProcess(env, log_path=tmp_path / "b.log").start()
+
+    def cvat_unreadable_after_the_create():
+        cvat_server.fail_next = [("GET", r"/api/jobs/\d+/annotations", 503)] * 1000
+
+    try:
+        cvat_server.on_request = [("PATCH", r"/api/jobs/\d+/annotations", cvat_unreadable_after_the_create)]
+        cvat_server.fail_after_commit = [("PATCH", r"/api/jobs/\d+/annotations", 504)]
+        answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(job))
+        job_id = answer.json()["job_id"]
+        waiting = wait_for(
+            lambda: j if (j := bridge.job(job_id))["state"] == "queued" and j["error"] else None,
+            60,
+            "waiting",
+        )
+        assert (
+            waiting["result"].get("pending_create")
+            and len(cvat_server.state.tasks[job["task_id"]].shapes) == 2
+        )
+        cvat_server.fail_next = []  # CVAT readable again; nobody sends the event again
+        done = bridge.wait_job(job_id, timeout_s=60)
+        stored = cvat_server.state.tasks[job["task_id"]].shapes
+        assert sorted(s["frame"] for s in stored) == [0, 1]  # the create was found, not sent again
+        assert done["state"] == "done" and sorted(s["id"] for s in stored) == done["result"]["shape_ids"]
+        assert done["outages"] >= 1
+    finally:
+        cvat_server.fail_next = []
+        bridge.stop()
+
+
 def test_add_shapes_claims_only_the_shapes_it_sent(cvat_server, tmp_path):
     """Another detection's auto shape stored at the same moment is not counted as this create's."""
     labels = coral_labels(level="main_family")

@@ -98,3 +98,25 @@ def test_coarser_levels_take_their_own_fitted_terms_and_stay_informative():
     assert CoverCalibration(**json.loads(json.dumps(asdict(calibration)))).at_level("agnostic") == (
         calibration.at_level("agnostic")
     )
+
+
+def test_a_level_whose_terms_rest_on_too_few_photos_adds_up_its_members_terms():
+    """Terms fitted at the agnostic level on 12 photos rest on 12 'coral' pairs: a split-conformal
+    bound on fewer than 19 cannot hold 95 % (it held 0.87-0.91 on re-splits of the demo's photos), so
+    those rows keep the members' terms added up, which hold."""
+    from quadratseg.cover import reapplied, regroup
+    from quadratseg.cover_table import cover_rows, fit_calibration
+    from quadratseg.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    genera = taxonomy.classes("finegrained")
+    calibration = fit_calibration(
+        simulated_survey(np.random.default_rng(3), 12, genera), taxonomy, "finegrained"
+    )
+    assert calibration.at_level("agnostic").pairs["predicted"] == 12
+    (estimates, _truth), *_ = simulated_survey(np.random.default_rng(4), 1, genera)
+    recorded = [reapplied(e, calibration) for e in estimates]
+    rows = cover_rows("p.jpg", {}, recorded, 1.0, taxonomy, "finegrained", calibration=calibration)
+    coral = next(r for r in rows if r["level"] == "agnostic")
+    (summed,) = regroup(recorded, lambda label: taxonomy.map_label(label, "agnostic"))
+    assert (coral["low"], coral["high"]) == (summed.low, summed.high)
