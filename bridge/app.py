@@ -399,11 +399,13 @@ def create_app(
     ) -> JSONResponse:
         """Run detection on a job now, whatever its state (needs BRIDGE_TOKEN): frames holding shapes
         a person made or edited are left as they are; 409 while a detection on the job is queued or
-        running, but for the same function's detection waiting out an outage: that one runs now."""
+        running, but for a detection of the same function and options waiting out an outage: that
+        one runs now."""
         allowed_function(model_name)
         busy = await run_in_threadpool(store.active_detection, job_id)
         waiting = busy is not None and busy["state"] == "queued" and busy.get("not_before") is not None
-        if waiting and busy["params"].get("function") == model_name:
+        asked = {"function": model_name, "conv_mask_to_poly": conv_mask_to_poly, "threshold": threshold}
+        if waiting and all(busy["params"].get(k) == v for k, v in asked.items()):
             # the same detection, waiting out an outage the operator knows is over: due now
             return await submit(busy["key"], DETECT_KIND, busy["params"])
         if busy is not None:

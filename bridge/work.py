@@ -541,6 +541,7 @@ def run_job(job_id: int, services: Services, enqueue: Callable[[int], None] | No
             beat.stop()
             return _after_outage(job_id, owner, exc, services, start)
         except Exception as exc:  # recorded, not raised: the queue must go on with the next job
+            beat.stop()
             logger.exception("bridge job %d (%s) failed", job_id, job["key"])
             so_far = (store.get(job_id) or {}).get("result") or {}  # keep what it changed (shape ids)
             error = f"{type(exc).__name__}: {exc}"

@@ -13,6 +13,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +24,35 @@ logger = logging.getLogger(__name__)
 
 
 def read_truth_csv(path: str | Path) -> dict[str, dict[str, float]]:
-    """``{photo: {label: percent}}`` of a truth table (columns photo, label, percent); a pair listed
-    twice adds up (two rows of one genus), a percent outside 0..100 or not a number is refused with
-    its line."""
+    """``{photo: {label: percent}}`` of a truth table (columns photo, label, percent, any case, a
+    spreadsheet's byte-order mark allowed); a pair listed twice adds up (two rows of one genus); a
+    row with an empty label lists a photo with no coral; a percent outside 0..100, not a number or
+    missing is refused with its line."""
     truth: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    with Path(path).open(encoding="utf-8", newline="") as handle:
+    with Path(path).open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = {"photo", "label", "percent"} - set(reader.fieldnames or [])
+        reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
+        missing = {"photo", "label", "percent"} - set(reader.fieldnames)
         if missing:
             raise QuadratsegError(
                 f"{path}: needs the columns photo, label, percent (missing {sorted(missing)})"
             )
         for line, row in enumerate(reader, start=2):
+            photo, label = (row.get("photo") or "").strip(), (row.get("label") or "").strip()
+            if not photo:
+                raise QuadratsegError(f"{path}:{line}: no photo")
+            labels = truth[photo]  # listed, even with no label (a photo with no coral)
+            if not label:
+                continue
             try:
-                value = float(row["percent"])
+                value = float(row.get("percent") or "")
             except ValueError:
-                raise QuadratsegError(f"{path}:{line}: percent {row['percent']!r} is not a number") from None
+                raise QuadratsegError(
+                    f"{path}:{line}: percent {row.get('percent')!r} is not a number"
+                ) from None
             if not 0.0 <= value <= 100.0:
                 raise QuadratsegError(f"{path}:{line}: percent {value} is outside 0..100")
-            truth[row["photo"].strip()][row["label"].strip()] += value
+            labels[label] += value
     return {photo: dict(labels) for photo, labels in truth.items()}
 
 
@@ -104,26 +115,40 @@ def fit_run(
             f"{len(unknown)} photo(s) of the truth are not in the run {run_dir} (or their file name is "
             f"not unique there): {unknown[:5]}"
         )
+    named: dict[str, list[str]] = defaultdict(list)
+    for photo in truth:
+        named[str(key_of(photo))].append(photo)
+    twice = {key: names for key, names in named.items() if len(names) > 1}
+    if twice:
+        raise QuadratsegError(f"photos listed under two names in the truth (key and file name): {twice}")
     levels = {r["level"] for r in records.values() if r.get("cover")}
     if len(levels) > 1:
         raise QuadratsegError(f"the run's photos are at several taxonomy levels: {sorted(levels)}")
     taxonomy = load_taxonomy()
-    photos, uncovered = [], []
+    photos, uncovered, unmodelled = [], [], set()
     for photo, labels in truth.items():
         record = records[key_of(photo)]  # type: ignore[index]
         if not record.get("cover"):
             uncovered.append(photo)
             continue
         level = record["level"]
-        photos.append(
-            ([CoverEstimate(**e) for e in record["cover"]], truth_at_level(labels, taxonomy, level))
-        )
+        estimates = [CoverEstimate(**e) for e in record["cover"]]
+        true_at = truth_at_level(labels, taxonomy, level)
+        unmodelled.update(set(true_at) - {e.label for e in estimates})
+        photos.append((estimates, true_at))
     if uncovered:
         logger.warning("left out, no cover in the run (no frame found): %s", uncovered)
+    if unmodelled:  # the model cannot report them: only their coarser groups count them
+        logger.warning(
+            "true labels the model has no class for (in their groups only): %s", sorted(unmodelled)
+        )
     if not photos:
         raise QuadratsegError("no annotated photo of the run reached a cover: nothing to fit the terms on")
     (level,) = levels
-    terms = fit_calibration(photos, taxonomy, level)
+    methods = {e.method.split("+")[0] for found, _ in photos for e in found}
+    if len(methods) > 1:
+        raise QuadratsegError(f"the run's estimates are of several kinds: {sorted(methods)}")
+    terms = replace(fit_calibration(photos, taxonomy, level), level=level, method=methods.pop())
     # levels (and kinds: a group predicted on the photo, or missed) whose own terms rest on too few
     # pairs to hold 95 %: their rows add up their members' terms (wide, but they hold)
     summed = {
@@ -137,6 +162,7 @@ def fit_run(
     summary = {
         "photos": len(photos),
         "left_out_without_cover": uncovered,
+        "labels_without_a_class": sorted(unmodelled),
         "level": level,
         "pairs": {level: terms.pairs, **{lv: t["pairs"] for lv, t in terms.levels.items()}},
         "levels_summed": summed,
@@ -154,7 +180,10 @@ def read_calibration(path: str | Path) -> CoverCalibration:
     """The interval terms of ``--calibration`` (:meth:`CoverCalibration.from_json`), or an error
     that names the file and the command that writes one."""
     try:
-        return CoverCalibration.from_json(path)
+        terms = CoverCalibration.from_json(path)
+        for level in terms.levels:
+            terms.at_level(level)  # each level's terms are read now, not after the photos
+        return terms
     except (OSError, ValueError, TypeError) as exc:
         raise QuadratsegError(
             f"--calibration {path}: not interval terms ({exc}); python -m pipeline.calibrate writes them"

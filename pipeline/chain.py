@@ -195,6 +195,19 @@ class Segmentation:
     status: str
 
 
+def cover_method(models: ChainModels) -> str:
+    """The units of the chain's cover estimates (``CoverEstimate.method`` without its suffixes):
+    colonies for YOLO and ``nms``, class-map blocks for MMSeg and ``weighted``, vote-share blocks
+    for ``voting``."""
+    from quadratseg.cover import INSTANCE_METHOD, SEMANTIC_METHOD, VOTE_METHOD
+
+    if models.semantic is None:
+        return INSTANCE_METHOD
+    if models.segment is None:
+        return SEMANTIC_METHOD
+    return {"voting": VOTE_METHOD, "nms": INSTANCE_METHOD}.get(models.ensemble, SEMANTIC_METHOD)
+
+
 def segment_instances(clean: np.ndarray, models: ChainModels, observed: np.ndarray) -> Segmentation:
     """``instances`` (YOLO colonies): units are colonies with their confidences; every class of the
     model gets a row."""

@@ -245,11 +245,10 @@ def fit_on_run(
     if not estimates:
         return None, 0
     truth_csv = out_dir.parent / f"truth_cover_{out_dir.name}.csv"
-    rows = [
+    rows = [  # a photo with no coral is listed by a row with no label
         {"photo": t["name"], "label": label, "percent": round(value, 6)}
         for t in truths
-        for label, value in true_cover(t).items()
-        if value > 0
+        for label, value in ({k: v for k, v in true_cover(t).items() if v > 0} or {"": 0.0}).items()
     ]
     write_table(truth_csv, ["photo", "label", "percent"], rows)
     terms, _ = fit_run(out_dir, read_truth_csv(truth_csv))

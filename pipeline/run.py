@@ -41,7 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.chain import ChainModels, PhotoResult, cover_classes, run_chain
+from pipeline.chain import ChainModels, PhotoResult, cover_classes, cover_method, run_chain
 from pipeline.claims import DEFAULT_CLAIM_TTL_S
 from quadratseg.atomic import atomic_write_bytes, atomic_write_text, sweep_stale_temporaries
 from quadratseg.batch import BatchItem, BatchReport, batch_items
@@ -278,16 +278,38 @@ def photo_job(
         QuadratsegError: a model's classes do not fit the taxonomy.
     """
     taxonomy = taxonomy or load_taxonomy()
+    level = check_model_classes(models, taxonomy)
+    check_calibration(models, level)
     return PhotoJob(
         out=Path(out_dir),
         fingerprint=fingerprint,
         overlays=overlays,
         warp_size=tuple(warp_size) if warp_size is not None else None,
         classes=tuple(cover_classes(models)),
-        level=check_model_classes(models, taxonomy),
+        level=level,
         class_names=tuple(models.semantic.classes) if models.semantic is not None else None,
         colors={name: taxonomy.color(name) for name in taxonomy.classes()},
     )
+
+
+def check_calibration(models: ChainModels, level: str) -> None:
+    """Refuse fitted interval terms made for another chain: another taxonomy level, or other units
+    (colonies against class-map blocks), before any photo is processed (terms without a record of
+    either, fitted before they were recorded, are taken as they are)."""
+    terms = models.calibration
+    if terms is None:
+        return
+    method = cover_method(models)
+    if terms.level and terms.level != level:
+        raise QuadratsegError(
+            f"--calibration: the terms were fitted at the {terms.level} level, this run's model reports "
+            f"at {level}; fit them on a run of this model (python -m pipeline.calibrate)"
+        )
+    if terms.method and terms.method != method:
+        raise QuadratsegError(
+            f"--calibration: the terms were fitted on {terms.method} estimates, this chain makes "
+            f"{method} ones (another --segment or --ensemble); fit them on a run of this chain"
+        )
 
 
 def photo_source(path: Path) -> dict[str, Any]:

@@ -127,7 +127,9 @@ class CoverEstimate:
     centre: float | None = None  # the model's centre (percent + the class term); None: percent
     confidence_sd: float = 0.0  # 100 sqrt(C), the unscaled confidence term
     half_width: float = 0.0  # q * sd before clipping
-    fit: str = "uncalibrated"  # "per-class" or "pooled": how the class term was fitted
+    # "per-class" or "pooled": how the class term was fitted; "summed": a coarser level's row that
+    # adds up its members' terms because its level's own rest on too few pairs (cover_table)
+    fit: str = "uncalibrated"
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ class CoverCalibration:
     miss_pooled_pp: float = 0.0
     fitted: bool = False
     pairs: dict[str, int] = field(default_factory=dict)  # held-out pairs: predicted, not predicted, missed
+    level: str = ""  # the taxonomy level of the pairs it was fitted on ("": not recorded)
+    method: str = ""  # the units of the estimates it was fitted on (instance-confidence, ...)
     # the terms fitted at each coarser taxonomy level on the same photos, as dicts of these fields
     # (quadratseg.cover_table.fit_calibration); a level without them is regrouped (:func:`regroup`)
     levels: dict[str, dict[str, Any]] = field(default_factory=dict)

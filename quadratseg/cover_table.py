@@ -31,7 +31,7 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ from quadratseg.instances import Instance
 from quadratseg.taxonomy import LEVELS, Taxonomy
 
 PLACE_COLUMNS = ["photo", "site", "year", "quadrat"]
+# the ``fit`` of a coarser level's row whose level has terms, but too few pairs of its kind for them
+SUMMED = "summed"
 ESTIMATE_COLUMNS = [f.name for f in fields(CoverEstimate) if f.name != "label"]
 COVER_COLUMNS = [
     *PLACE_COLUMNS,
@@ -138,7 +140,10 @@ def level_estimates(
     terms = calibration.at_level(level) if calibration is not None else None
     if terms is None:
         return grouped
-    return [reapplied(e, terms) if level_terms_hold(terms, e.pixels > 0) else e for e in grouped]
+    return [
+        reapplied(e, terms) if level_terms_hold(terms, e.pixels > 0) else replace(e, fit=SUMMED)
+        for e in grouped
+    ]
 
 
 def level_terms_hold(terms: CoverCalibration, predicted: bool) -> bool:

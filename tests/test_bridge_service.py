@@ -504,6 +504,8 @@ def test_a_request_for_a_job_whose_detection_waits_out_an_outage_runs_that_detec
     url = app.url + "/detect"
     other = httpx.post(url, params={"job_id": 7, "model_name": "other-fn"}, headers=AUTH, timeout=10)
     assert other.status_code == 409 and "waits out an outage" in other.json()["detail"]
+    options = {"job_id": 7, "model_name": function, "threshold": 0.9}  # the same function, another threshold
+    assert httpx.post(url, params=options, headers=AUTH, timeout=10).status_code == 409
     now = httpx.post(url, params={"job_id": 7, "model_name": function}, headers=AUTH, timeout=10)
     assert now.status_code == 202 and now.json()["job_id"] == opened
     assert store.get(opened)["not_before"] is None and store.unfinished_states() == {opened: "queued"}

@@ -52,9 +52,11 @@ def test_terms_fitted_on_a_run_are_read_back_by_the_next_run_at_every_level(raw_
     truth_csv = write_truth(tmp_path / "truth.csv", keys, truths)
     summary = json.loads(calibrate(str(run), str(truth_csv), out=str(tmp_path / "terms.json")))
     assert summary["photos"] == len(truths) and summary["level"] == "finegrained"
+    assert summary["labels_without_a_class"] == []
     assert set(summary["pairs"]) == {"finegrained", "extended", "main_family", "agnostic"}
     assert summary["pairs"]["agnostic"]["predicted"] == len(truths)  # one "coral" pair per photo
     terms = read_calibration(tmp_path / "terms.json")
+    assert (terms.level, terms.method) == ("finegrained", "instance-confidence")  # checked by the next run
     # a third of the colonies missed: the masks' cover is low, and the fitted class term says so
     assert terms.fitted and terms.bias_pooled_pp > 0 and terms.at_level("agnostic").bias_pooled_pp > 0
     # the survey run with the terms: each level's rows carry that level's terms where they rest on
@@ -83,6 +85,8 @@ def test_terms_fitted_on_a_run_are_read_back_by_the_next_run_at_every_level(raw_
                 )
                 held = level_terms_hold(terms.at_level(level), e.pixels > 0)
                 assert float(row["high"]) == pytest.approx((fit if held else add).high, abs=1e-3)
+                assert float(row["low"]) == pytest.approx((fit if held else add).low, abs=1e-3)
+                assert (row["fit"] == "summed") is not held
                 own_terms += held
     assert own_terms > 0  # some rows take their level's own terms
     assert "agnostic/predicted" in summary["levels_summed"]  # one 'coral' pair per photo: too few
@@ -116,7 +120,48 @@ def test_a_truth_the_run_cannot_match_stops_before_anything_is_written(raw_photo
 def test_fitted_terms_and_guessed_terms_together_are_refused_and_a_bad_file_is_named(tmp_path):
     with pytest.raises(QuadratsegError, match="--calibration: either fitted terms"):
         check_options(RunConfig(yolo="y.pt", calibration="terms.json", miss_pp=1.0))
+    (tmp_path / "bad_level.json").write_text('{"fitted": true, "levels": {"agnostic": {"bogus": 1}}}')
+    with pytest.raises(QuadratsegError, match="not interval terms"):  # at once, not after the photos
+        read_calibration(tmp_path / "bad_level.json")
     (tmp_path / "terms.json").write_text('{"not_a_term": 1}')
     with pytest.raises(QuadratsegError, match=r"terms\.json: not interval terms"):
         read_calibration(tmp_path / "terms.json")
     assert read_calibration(CoverCalibration(fitted=True).to_json(tmp_path / "ok.json")).fitted
+
+
+def test_terms_made_for_another_chain_are_refused_before_any_photo(raw_photos, tmp_path):  # noqa: F811
+    folder, truths, _keys, telea = raw_photos
+    for terms, why in (
+        (CoverCalibration(fitted=True, level="main_family"), "fitted at the main_family level"),
+        (CoverCalibration(fitted=True, level="finegrained", method="vote-share-blocks"), "vote-share-blocks"),
+    ):
+        models = ChainModels(
+            TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea, calibration=terms
+        )
+        with pytest.raises(QuadratsegError, match=why):
+            process_folder(folder, tmp_path / "out", models, "fp")
+        assert not (tmp_path / "out" / "photos").exists() or not any((tmp_path / "out" / "photos").iterdir())
+
+
+def test_a_spreadsheets_truth_table_reads_and_a_short_row_is_named(tmp_path):
+    table = tmp_path / "truth.csv"
+    # Excel's UTF-8 CSV: a byte-order mark, capitalised headers; a photo with no coral has no label
+    table.write_bytes(
+        "\ufeffPhoto,Label,Percent\nq1.jpg,Porites,2.5\nq1.jpg,Porites,0.5\nq2.jpg,,\n".encode()
+    )
+    assert read_truth_csv(table) == {"q1.jpg": {"Porites": 3.0}, "q2.jpg": {}}
+    table.write_text("photo,label,percent\nq1.jpg,Porites\n")
+    with pytest.raises(QuadratsegError, match=r"truth.csv:2: percent None is not a number"):
+        read_truth_csv(table)
+
+
+def test_a_photo_listed_under_its_key_and_its_file_name_is_refused(raw_photos, tmp_path):  # noqa: F811
+    folder, truths, keys, telea = raw_photos
+    run = tmp_path / "annotated"
+    models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea)
+    process_folder(folder, run, models, "fp")
+    key = next(k for k in keys if "/" in k)
+    table = tmp_path / "truth.csv"
+    table.write_text(f"photo,label,percent\n{key},Porites,2.0\n{key.rsplit('/', 1)[1]},Porites,1.0\n")
+    with pytest.raises(QuadratsegError, match="under two names"):
+        calibrate(str(run), str(table), out=str(tmp_path / "terms.json"))

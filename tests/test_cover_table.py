@@ -119,4 +119,4 @@ def test_a_level_whose_terms_rest_on_too_few_photos_adds_up_its_members_terms():
     rows = cover_rows("p.jpg", {}, recorded, 1.0, taxonomy, "finegrained", calibration=calibration)
     coral = next(r for r in rows if r["level"] == "agnostic")
     (summed,) = regroup(recorded, lambda label: taxonomy.map_label(label, "agnostic"))
-    assert (coral["low"], coral["high"]) == (summed.low, summed.high)
+    assert (coral["low"], coral["high"]) == (summed.low, summed.high) and coral["fit"] == "summed"
