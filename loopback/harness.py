@@ -238,6 +238,16 @@ class BridgeProcess:
 
         return wait_for(ended, timeout_s, f"bridge job {job_id}", every_s=0.1)
 
+    def wait_back_in_queue(self, job_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Wait until job ``job_id`` is back in the queue with an error on its record (stopped by an
+        outage, waiting out its back-off); the job."""
+
+        def waiting() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job.get("state") == "queued" and job.get("error") else None
+
+        return wait_for(waiting, timeout_s, f"bridge job {job_id} back in the queue", every_s=0.1)
+
     def wait_idle(self, timeout_s: float = 300.0) -> list[dict[str, Any]]:
         """Wait until no job is queued or running; every job."""
 

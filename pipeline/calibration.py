@@ -9,7 +9,6 @@ fitted at the run's taxonomy level and every coarser one (:func:`fit_run`,
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
@@ -56,21 +55,6 @@ def read_truth_csv(path: str | Path) -> dict[str, dict[str, float]]:
     return {photo: dict(labels) for photo, labels in truth.items()}
 
 
-def run_records(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """The photo records of a ``pipeline.process`` output's current run, by photo key."""
-    from pipeline.run import RUN_FILE
-    from quadratseg.images import output_name
-
-    run_file = run_dir / RUN_FILE
-    if not run_file.is_file():
-        raise QuadratsegError(f"{run_dir} is not a pipeline.process output (no {RUN_FILE})")
-    keys = json.loads(run_file.read_text(encoding="utf-8"))["photos"]
-    return {
-        key: json.loads((run_dir / "photos" / output_name(key, ".json")).read_text(encoding="utf-8"))
-        for key in keys
-    }
-
-
 def truth_at_level(labels: Mapping[str, float], taxonomy: Any, level: str) -> dict[str, float]:
     """A photo's true cover per label, at the model's ``level``: labels of a finer level are summed
     into theirs; a label of a coarser level, or of none, is refused with close matches."""
@@ -94,20 +78,17 @@ def fit_run(
 ) -> tuple[CoverCalibration, dict[str, Any]]:
     """(terms, summary) fitted on a run's photo records against ``truth`` (``{photo: {label:
     percent}}``, photos named by key or unique file name); the module docstring says what is refused."""
+    from pipeline.points import load_records, match_photo_names
     from quadratseg.cover import MIN_CLASS_PAIRS
     from quadratseg.cover_table import fit_calibration, level_terms_hold
     from quadratseg.taxonomy import load_taxonomy
 
-    records = run_records(Path(run_dir))
-    by_name: dict[str, list[str]] = defaultdict(list)
-    for key in records:
-        by_name[Path(key).name].append(key)
+    # the records of the run's current photos and fingerprint; photos named as CoralNet names them
+    records, _others = load_records(run_dir)
+    keys, _ambiguous = match_photo_names(truth, records)
 
     def key_of(photo: str) -> str | None:
-        if photo in records:
-            return photo
-        named = by_name.get(photo, [])
-        return named[0] if len(named) == 1 else None
+        return keys.get(photo)
 
     unknown = sorted(p for p in truth if key_of(p) is None)
     if unknown:

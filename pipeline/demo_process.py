@@ -50,11 +50,16 @@ def true_cover(truth: dict[str, Any], level: str = "finegrained") -> dict[str, f
     return percent_cover(pairs, tuple(truth["warped_size"]), load_taxonomy(), level)
 
 
+def level_rows(cover_csv: Path, level: str) -> list[dict[str, str]]:
+    """The rows of a ``cover.csv`` at one taxonomy level."""
+    with cover_csv.open(encoding="utf-8") as handle:
+        return [r for r in csv.DictReader(handle) if r["level"] == level]
+
+
 def level_mae(truths: list[dict[str, Any]], cover_csv: Path, level: str) -> float | None:
     """Mean absolute cover error (percentage points) at ``level`` over photo x class pairs present in
     the truth or the prediction."""
-    with cover_csv.open(encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["level"] == level]
+    rows = level_rows(cover_csv, level)
     errors = [
         abs((float(row["percent"]) if row else 0.0) - truth) for truth, row in compared(truths, rows, level)
     ]
@@ -119,8 +124,7 @@ def calibrated_run(ctx: Any, name: str, models: ChainModels, root: Path) -> dict
 def level_coverage(out_dir: Path, truths: list[dict[str, Any]], level: str) -> dict[str, Any]:
     """Interval coverage and median width of a run's ``cover.csv`` rows at ``level`` over the photo x
     label pairs present in the truth or the prediction (the photos that reached a cover)."""
-    with (out_dir / "cover.csv").open(encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["level"] == level]
+    rows = level_rows(out_dir / "cover.csv", level)
     pairs = [(truth, row) for truth, row in compared(covered(out_dir, truths), rows, level) if row]
     inside = sum(float(r["low"]) - 1e-6 <= truth <= float(r["high"]) + 1e-6 for truth, r in pairs)
     widths = [float(r["high"]) - float(r["low"]) for _, r in pairs]
@@ -361,6 +365,15 @@ def pair_coverage(estimates: list[CoverEstimate], values: list[float]) -> float 
     return round(counts["inside"] / counts["pairs"], 4) if counts["pairs"] else None
 
 
+def per_segmenter(groups: dict[str, dict[str, Any]], describe: Any) -> str:
+    """``"yolo a, b; mmseg a, b"``: each segmenter's figures (name -> counts), each described by
+    ``describe(name, counts)``, for the report's sentences."""
+    return "; ".join(
+        f"{segmenter} " + ", ".join(describe(name, counts) for name, counts in figures.items())
+        for segmenter, figures in groups.items()
+    )
+
+
 def stage(ctx: Any) -> dict[str, Any]:
     """Run each segmenter's chain on the raw validation photos (to fit its interval terms) and on the
     raw test photos (scored against the truth)."""
@@ -385,9 +398,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     }
     yolo = runs["yolo"]
     summary, truths, out = yolo["summary"], yolo["truths"], yolo["out"]
-    with (out / "cover.csv").open(encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["level"] == "finegrained"]
-    pairs = compared(covered(out, truths), rows)
+    pairs = compared(covered(out, truths), level_rows(out / "cover.csv", "finegrained"))
     errors = [abs((float(row["percent"]) if row else 0.0) - truth) for truth, row in pairs]
     estimates, values = record_pairs(out, truths)
     calibration = yolo["calibration"]
@@ -483,20 +494,14 @@ def stage(ctx: Any) -> dict[str, Any]:
             f"{k} {c['inside']} of {c['pairs']}" for k, c in metrics["interval_coverage_every_pair"].items()
         )
         + ". By kind (inside of pairs): "
-        + "; ".join(
-            f"{k} "
-            + ", ".join(
-                f"{kind.replace('_', ' ')} {c['inside']} of {c['pairs']}" for kind, c in kinds.items()
-            )
-            for k, kinds in metrics["interval_coverage_by_kind"].items()
+        + per_segmenter(
+            metrics["interval_coverage_by_kind"],
+            lambda kind, c: f"{kind.replace('_', ' ')} {c['inside']} of {c['pairs']}",
         )
         + ". At coarser levels, with the terms fitted at each level (inside of pairs, median width): "
-        + "; ".join(
-            f"{k} "
-            + ", ".join(
-                f"{lv} {c['inside']} of {c['pairs']} ({c['median_width_pp']} pp)" for lv, c in levels.items()
-            )
-            for k, levels in metrics["interval_coverage_by_level"].items()
+        + per_segmenter(
+            metrics["interval_coverage_by_level"],
+            lambda level, c: f"{level} {c['inside']} of {c['pairs']} ({c['median_width_pp']} pp)",
         )
         + ". Fitted on a random half of the validation and test photos and scored on the other half, "
         "over many such halvings (mean, 10th-90th percentile; the spread is one split's luck): "

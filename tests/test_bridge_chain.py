@@ -360,10 +360,7 @@ def test_a_detection_stopped_by_an_outage_runs_again_on_its_own_once_cvat_is_bac
         cvat_server.fail_next = [("PATCH", r"/api/jobs/\d+/annotations", 503)] * 1000
         answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(job))
         job_id = answer.json()["job_id"]
-        waiting = wait_for(
-            lambda: j if (j := bridge.job(job_id))["state"] == "queued" and j["error"] else None,
-            60, "the job back in the queue after the outage",
-        )  # fmt: skip
+        waiting = bridge.wait_back_in_queue(job_id, 60)
         assert "uploading" in waiting["error"] and waiting["attempts"] == 1 and waiting["not_before"]
         cvat_server.fail_next = []  # CVAT is back
         done = bridge.wait_job(job_id, timeout_s=60)
@@ -383,10 +380,7 @@ def test_a_detection_stopped_by_an_outage_runs_again_on_its_own_once_cvat_is_bac
         third = {**job, "updated_date": "2026-12-03T00:00:00.000000Z"}
         answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(third))
         job_id = answer.json()["job_id"]
-        waiting = wait_for(
-            lambda: j if (j := bridge.job(job_id))["state"] == "queued" and j["error"] else None,
-            60, "the job back in the queue while the function is away",
-        )  # fmt: skip
+        waiting = bridge.wait_back_in_queue(job_id, 60)
         assert "FunctionUnavailableError" in waiting["error"] and "HTTP 503" in waiting["error"]
         function.status = 200
         done = bridge.wait_job(job_id, timeout_s=60)
@@ -418,11 +412,7 @@ def test_a_detection_waiting_out_an_outage_never_replaces_a_later_ones_shapes(cv
         cvat_server.fail_next = [("PATCH", r"/api/jobs/\d+/annotations", 503)] * 1000
         url = detect_url(bridge, "fn", project_id=project)
         first = signed_post(url, opened_job_payload(job))[0].json()["job_id"]
-        wait_for(
-            lambda: j if (j := bridge.job(first))["state"] == "queued" and j["error"] else None,
-            60,
-            "A waiting",
-        )
+        bridge.wait_back_in_queue(first, 60)
         cvat_server.fail_next = []
         later = {**job, "updated_date": "2026-12-02T00:00:00.000000Z"}
         second = signed_post(url, opened_job_payload(later))[0].json()["job_id"]
@@ -892,11 +882,7 @@ def test_a_job_waiting_after_an_unclear_create_resumes_by_itself_without_a_secon
         cvat_server.fail_after_commit = [("PATCH", r"/api/jobs/\d+/annotations", 504)]
         answer, _ = signed_post(detect_url(bridge, "fn", project_id=project), opened_job_payload(job))
         job_id = answer.json()["job_id"]
-        waiting = wait_for(
-            lambda: j if (j := bridge.job(job_id))["state"] == "queued" and j["error"] else None,
-            60,
-            "waiting",
-        )
+        waiting = bridge.wait_back_in_queue(job_id, 60)
         assert (
             waiting["result"].get("pending_create")
             and len(cvat_server.state.tasks[job["task_id"]].shapes) == 2

@@ -52,12 +52,12 @@ def simulate_photo(rng):
     return labels, scores, areas, perimeters, truth
 
 
-def estimates_of(photos, calibration=None):
+def estimates_of(photos, calibration=None, classes=CLASSES):
     """(estimates, truths) of every photo x class, through the real applying function."""
     estimates, truths = [], []
     for labels, scores, areas, perimeters, truth in photos:
         for e in instance_cover(
-            labels, scores, areas, OBSERVED_PX, CLASSES, perimeters_px=perimeters, calibration=calibration
+            labels, scores, areas, OBSERVED_PX, classes, perimeters_px=perimeters, calibration=calibration
         ):
             estimates.append(e)
             truths.append(truth[e.label])
@@ -476,14 +476,7 @@ def test_a_genus_the_model_missed_is_inside_its_one_sided_interval_95_percent_of
     names = [f"Genus{i:02d}" for i in range(20)]
 
     def pairs(photos, calibration=None):
-        estimates, truths = [], []
-        for labels, scores, areas, perimeters, truth in photos:
-            for e in instance_cover(
-                labels, scores, areas, OBSERVED_PX, names, perimeters_px=perimeters, calibration=calibration
-            ):
-                estimates.append(e)
-                truths.append(truth[e.label])
-        return estimates, truths
+        return estimates_of(photos, calibration, classes=names)
 
     fit_estimates, fit_truths = pairs([sparse_photo(rng) for _ in range(300)])
     calibration = fit_cover_calibration(fit_estimates, fit_truths)
