@@ -30,6 +30,7 @@ CLIS = [
     "grid_pose_detection.deploy_as_zip",
     "grid_pose_detection.make_template",
     "pipeline.process",
+    "pipeline.calibrate",
     "pipeline.track",
     "data_engineering.taglab_import",
     "coral_seg_yolo.prepare_data",
@@ -312,3 +313,14 @@ def test_console_entries_of_pyproject_answer_help():
         )
         assert result.returncode == 0, (name, result.stderr[-500:])
         assert "FLAGS" in result.stdout + result.stderr or "COMMANDS" in result.stdout + result.stderr, name
+
+
+def test_calibrate_cli_refuses_a_folder_that_holds_no_run_in_one_line(tmp_path):
+    truth = tmp_path / "truth.csv"
+    truth.write_text("photo,label,percent\nq1.jpg,Porites,2.0\n")
+    result = run(
+        "pipeline.calibrate", str(tmp_path / "not_a_run"), str(truth), "--out", str(tmp_path / "t.json")
+    )
+    assert result.returncode == 2, result.stderr
+    assert "holds no finished pipeline.process run" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "t.json").exists()
