@@ -194,6 +194,10 @@ class ClaimBatcher:
     def _loop(self) -> None:
         import queue as stdqueue
 
+        try:
+            self.store.warm()
+        except Exception as exc:  # down at start: the first claim reconnects (or answers 503)
+            logger.warning("the job store is not reachable yet (%s)", exc)
         while True:
             batch = [self._waiting.get()]
             while len(batch) < self.most:
@@ -210,6 +214,9 @@ class ClaimBatcher:
                     except Exception as exc:
                         future.set_exception(exc)
                 continue
+            queued = [job["id"] for job, new in results if new]
+            if queued:  # one line a batch: a line a delivery costs a burst's answers a tenth of their time
+                logger.info("queued %d bridge job(s) from %d deliveries: %s", len(queued), len(batch), queued)
             for (_, future), result in zip(batch, results, strict=True):
                 future.set_result(result)
 
@@ -304,7 +311,7 @@ def create_app(
         if not new:
             return JSONResponse({"status": "duplicate", "job_id": job["id"], "state": job["state"]}, 200)
         queue.enqueue_soon(job["id"])
-        logger.info("queued bridge job %d: %s", job["id"], key)
+        logger.debug("queued bridge job %d: %s", job["id"], key)
         return JSONResponse({"status": "queued", "job_id": job["id"]}, 202)
 
     def check_project(payload: dict[str, Any], project_id: int | None) -> None:

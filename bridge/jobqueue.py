@@ -32,6 +32,9 @@ from bridge.work import Services, run_job
 logger = logging.getLogger(__name__)
 
 
+DISPATCH_BATCH = 500  # most messages sent in one round trip by the dispatcher thread
+
+
 def make_huey(settings: Any) -> Any:
     """A huey instance for the settings' backend."""
     if settings.bridge_redis_url:
@@ -100,7 +103,21 @@ class BridgeQueue:
 
     def enqueue(self, job_id: int) -> None:
         """Queue a stored job (sends the message now)."""
-        self._task(job_id)
+        self.enqueue_many([job_id])
+
+    def enqueue_many(self, job_ids: list[int]) -> None:
+        """Queue stored jobs, in this order (sends the messages now). On Redis the messages go in one
+        ``LPUSH`` (one round trip whatever their number, as huey's consumer pops them one by one from
+        the other end); on SQLite one huey ``enqueue`` each."""
+        from huey.storage import RedisStorage
+
+        tasks = [self._task.s(job_id) for job_id in job_ids]
+        storage = self.huey.storage
+        if isinstance(storage, RedisStorage) and len(tasks) > 1:
+            storage.conn.lpush(storage.queue_key, *[self.huey.serialize_task(task) for task in tasks])
+            return
+        for task in tasks:
+            self.huey.enqueue(task)
 
     def enqueue_soon(self, job_id: int) -> None:
         """Queue a stored job from the dispatcher thread (the caller does not wait); a message that
@@ -115,11 +132,16 @@ class BridgeQueue:
 
     def _dispatch(self) -> None:
         while True:
-            job_id = self._outbox.get()
+            job_ids = [self._outbox.get()]
+            while len(job_ids) < DISPATCH_BATCH:  # what a burst of deliveries left waiting: one message batch
+                try:
+                    job_ids.append(self._outbox.get_nowait())
+                except stdqueue.Empty:
+                    break
             try:
-                self.enqueue(job_id)
-            except Exception as exc:  # the queue is down: the reaper queues it once it is back
-                logger.warning("bridge job %d not queued yet (%s); the reaper will", job_id, exc)
+                self.enqueue_many(job_ids)
+            except Exception as exc:  # the queue is down: the reaper queues them once it is back
+                logger.warning("bridge jobs %s not queued yet (%s); the reaper will", job_ids, exc)
 
     def pending_job_ids(self) -> set[int]:
         """Job ids whose message waits in the queue."""
@@ -141,8 +163,8 @@ class BridgeQueue:
         queued = {job_id for job_id, state in unfinished.items() if state == "queued"} - again
         if queued:  # the queue's messages are read only when some job waits for one
             again |= queued - self.pending_job_ids()
-        for job_id in sorted(again):
-            self.enqueue(job_id)
+        if again:
+            self.enqueue_many(sorted(again))
         if again:
             logger.info("queued again %d bridge job(s) no worker was doing: %s", len(again), sorted(again))
         return sorted(again)

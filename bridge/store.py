@@ -126,9 +126,12 @@ class JobStore:
         finally:
             db.close()
 
-    def _do(self, work: Callable[[Callable[..., Any]], Any], write: bool = True) -> Any:
+    def _do(
+        self, work: Callable[[Callable[..., Any]], Any], write: bool = True, pipelined: bool = False
+    ) -> Any:
         """Run ``work(q)`` in one transaction; ``q(sql, args)`` executes a statement and returns its
-        cursor (rows as dicts through :meth:`_row`)."""
+        cursor (rows as dicts through :meth:`_row`). ``pipelined``: ``work`` reads only rows, never a
+        ``rowcount``, so a server store may send its statements without waiting for each answer."""
         with self._lock if write else _nothing(), self._connect() as db:
             if write:
                 db.execute("BEGIN IMMEDIATE")
@@ -236,7 +239,7 @@ class JobStore:
                 out.append((self._row(row), new))
             return out
 
-        return self._do(work)
+        return self._do(work, pipelined=True)
 
     def release(self, job_id: int, reason: str) -> None:
         """End a job as ``skipped`` and free its key (work that was not due yet, so a later event may
@@ -412,6 +415,11 @@ class JobStore:
             ],
             write=False,
         )
+
+    def warm(self) -> None:
+        """Open the calling thread's connection and run one read: the first delivery after a start is
+        then not the one that waits for the connection and the first statements' preparation."""
+        self._do(lambda q: q("SELECT id FROM jobs WHERE key = ?", ("",)).fetchall(), write=False)
 
     def counts(self) -> dict[str, int]:
         """Number of jobs per state."""
@@ -589,7 +597,9 @@ class PostgresJobStore(JobStore):
                 self._connections.append(db)
         return db
 
-    def _do(self, work: Callable[[Callable[..., Any]], Any], write: bool = True) -> Any:
+    def _do(
+        self, work: Callable[[Callable[..., Any]], Any], write: bool = True, pipelined: bool = False
+    ) -> Any:
         import psycopg
 
         deadline, delay = time.monotonic() + self.reconnect_s, 0.1
@@ -600,7 +610,9 @@ class PostgresJobStore(JobStore):
                 def q(sql: str, args: Any = (), db: Any = db) -> Any:
                     return db.execute(sql.replace("?", "%s"), tuple(args))
 
-                with db.transaction():
+                # pipelined: the statements of a transaction travel without waiting for each answer,
+                # up to the first whose rows are read (a claim's BEGIN, INSERT and SELECT: one round trip)
+                with db.pipeline() if pipelined else contextlib.nullcontext(), db.transaction():
                     return work(q)
             except psycopg.OperationalError as exc:
                 self._local.db = None

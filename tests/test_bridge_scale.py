@@ -79,7 +79,7 @@ def _statements_counted(store) -> list[str]:
     sent: list[str] = []
     real_do = store._do
 
-    def counting_do(work, write=True):
+    def counting_do(work, write=True, **options):
         def counted(q):
             def q_counted(sql, args=()):
                 sent.append(sql)
@@ -87,7 +87,7 @@ def _statements_counted(store) -> list[str]:
 
             return work(q_counted)
 
-        return real_do(counted, write)
+        return real_do(counted, write, **options)
 
     store._do = counting_do
     return sent
@@ -277,7 +277,7 @@ def _meanwhile(store, prefix: str, action, after: bool = False) -> list:
     started: list = []
     real_do = store._do
 
-    def hooked_do(work, write=True):
+    def hooked_do(work, write=True, **options):
         def hooked(q):
             def q_hooked(sql, args=()):
                 fire = sql.startswith(prefix) and not started
@@ -290,7 +290,7 @@ def _meanwhile(store, prefix: str, action, after: bool = False) -> list:
 
             return work(q_hooked)
 
-        return real_do(hooked, write)
+        return real_do(hooked, write, **options)
 
     store._do = hooked_do
     return started
@@ -592,3 +592,32 @@ def test_a_job_that_met_an_outage_waits_then_runs_again_and_a_delivery_cuts_the_
     # failed for good after its retries, then claimed again by a new delivery: a fresh set of retries
     store.finish(job["id"], "failed", error="CvatConnectionError: down (after 3 attempts)", owner="w3")
     assert store.claim("detect:f:9:t", "detect", {"job_id": 9})[0]["outages"] == 0
+
+
+def test_a_burst_of_deliveries_reaches_redis_in_a_few_round_trips_in_order(redis_server, tmp_path):  # noqa: F811
+    """The dispatcher thread sends what a burst left waiting as one message batch: 200 jobs queued at
+    once cost a few ``LPUSH`` commands by Redis's own count, not 200, and huey's queue holds each job
+    once, oldest first (the order its consumer takes them)."""
+    import redis
+
+    from bridge.jobqueue import BridgeQueue
+    from quadratseg.settings import load_settings
+
+    settings = load_settings(
+        None, environ={"BRIDGE_STATE_DIR": str(tmp_path), "BRIDGE_REDIS_URL": redis_server.url}
+    )
+    queue = BridgeQueue(settings)
+    redis_server.flush()
+    server = redis.Redis.from_url(redis_server.url)
+    server.config_resetstat()
+    for job_id in range(1, 201):
+        queue.enqueue_soon(job_id)
+    deadline = time.monotonic() + 20
+    while len(queue.huey.pending()) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [int(task.args[0]) for task in queue.huey.pending()] == list(range(1, 201))  # oldest first
+    calls = server.info("commandstats")["cmdstat_lpush"]["calls"]
+    assert calls <= 20, f"{calls} LPUSH for 200 jobs"
+    queue.enqueue_many([7, 8])  # a batch sent at once keeps its order too
+    assert [int(task.args[0]) for task in queue.huey.pending()][-2:] == [7, 8]
+    queue.huey.flush()
