@@ -524,7 +524,12 @@ class Cvat:
         before = {s["id"] for s in self.job_shapes(job_id)} if before is None else set(before)
         keys = shape_keys(shapes)
         api = self.client.api_client.jobs_api
-        request = models.PatchedLabeledDataRequest(shapes=[models.LabeledShapeRequest(**s) for s in shapes])
+        # built unchecked: cvat-sdk's type check walks every number of a mask's RLE (0.42 s for a job
+        # of 183 masks, against 0.01 s); the shapes come from to_cvat_shapes, and the CVAT stand-in
+        # checks each request against CVAT's own schema in the tests
+        request = models.PatchedLabeledDataRequest(
+            shapes=[models.LabeledShapeRequest(**s, _check_type=False) for s in shapes], _check_type=False
+        )
         what = f"uploading {len(shapes)} shapes to job {job_id}"
         for attempt in range(self.retries + 1):
             if before_send is not None:
