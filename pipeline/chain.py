@@ -27,10 +27,12 @@ import numpy as np
 
 from quadratseg.cover import (
     TERMS_TWICE,
+    VOTE_METHOD,
     CoverCalibration,
     CoverEstimate,
     boundary_length_px,
     instance_cover,
+    reapplied,
     semantic_cover,
     visible_areas,
 )
@@ -65,6 +67,13 @@ class ChainModels:
                 raise ValueError(TERMS_TWICE)
             return self.calibration
         return CoverCalibration.uncalibrated(self.boundary_px, self.miss_pp, scores_are_probabilities)
+
+    def table_estimates(self, estimates: list[CoverEstimate]) -> list[CoverEstimate]:
+        """A photo record's cover estimates under these models' terms (:func:`quadratseg.cover.reapplied`,
+        the vote shares of the voting ensemble without a confidence term as the chain makes them): the
+        terms are table options, so a run with new terms rebuilds its tables from the photo records
+        without running a model again."""
+        return [reapplied(e, self.cover_calibration(not e.method.startswith(VOTE_METHOD))) for e in estimates]
 
     @property
     def variant(self) -> str:

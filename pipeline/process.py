@@ -178,7 +178,7 @@ def process_with(
     settings = current_settings()
     # weights named relative to QUADRATSEG_MODELS_DIR become the files they are, once, here
     config = replace(config, **{name: weights_path(getattr(config, name), settings) for name in WEIGHT_FILES})
-    if config.calibration:  # the file the fingerprint hashes is the one every Ray actor reads
+    if config.calibration:  # one file, whatever the working folder of the process that reads it
         config = replace(config, calibration=str(Path(config.calibration).resolve()))
     check_options(config)
     engine = engine or EngineOptions()

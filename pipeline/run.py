@@ -590,7 +590,7 @@ def process_folder(
         )
         size = record["warped_size"]
         if record["cover"]:
-            estimates = [CoverEstimate(**e) for e in record["cover"]]
+            estimates = models.table_estimates([CoverEstimate(**e) for e in record["cover"]])
             taxonomy_rows.extend(
                 cover_rows(
                     item.key,
@@ -684,11 +684,13 @@ class RunConfig:
     nms_iou: float = 0.5
 
 
-RUN_FILES = ("yolo", "corners", "grid", "grid_template", "mmseg_weights", "calibration")  # hashed by content
+RUN_FILES = ("yolo", "corners", "grid", "grid_template", "mmseg_weights")  # hashed by content
 WEIGHT_FILES = ("yolo", "corners", "grid", "mmseg_weights")  # files that carry a model card
 # options that change only the tables, rebuilt from the photo records on every run: not hashed
-# (--overlays is hashed: overlays are images written per photo)
-TABLE_OPTIONS = ("quadrat_cm", "metadata")
+# (--overlays is hashed: overlays are images written per photo). The interval terms are among them:
+# the tables re-derive every interval from the records (ChainModels.table_estimates), so new terms
+# fitted by pipeline.calibrate cost a pass over the records, not over the models.
+TABLE_OPTIONS = ("quadrat_cm", "metadata", "calibration", "boundary_px", "miss_pp")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -224,7 +224,9 @@ def class_estimate(
     """The cover and interval of one class on one photo from its units' totals (module docstring):
     observed pixels, number of units, ``sum(a_u^2 s_u (1 - s_u))`` (px^2) and summed outline (px)."""
     share = 100.0 * pixels / observed_px
-    confidence_sd = 100.0 * math.sqrt(max(confidence_var_px2, 0.0)) / observed_px
+    # rounded as stored before it is used: re-deriving the interval from a stored estimate
+    # (:func:`reapplied`) then gives the very same interval
+    confidence_sd = round(100.0 * math.sqrt(max(confidence_var_px2, 0.0)) / observed_px, 4)
     if pixels <= 0:
         upper, fit = calibration.miss(label)
         method += CALIBRATED if fit != "uncalibrated" else ("+miss" if upper > 0 else "")
@@ -251,8 +253,7 @@ def reapplied(estimate: CoverEstimate, calibration: CoverCalibration) -> CoverEs
     """The same class on the same photo under other interval terms: the interval re-derived from
     the fields no term changes (pixels, observed pixels, units, ``confidence_sd``, ``perimeter_px``
     and the method's unit kind), as :func:`class_estimate` makes it. Scores a fit on other held-out
-    photos without running the models again (``confidence_sd`` is stored to 4 decimals, so the
-    confidence term may move in its last digit)."""
+    photos without running the models again; under the terms that made it, the estimate itself."""
     confidence_var_px2 = (estimate.confidence_sd * estimate.observed_pixels / 100.0) ** 2
     return class_estimate(
         estimate.label,

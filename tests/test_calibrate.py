@@ -165,3 +165,52 @@ def test_a_photo_listed_under_its_key_and_its_file_name_is_refused(raw_photos, t
     table.write_text(f"photo,label,percent\n{key},Porites,2.0\n{key.rsplit('/', 1)[1]},Porites,1.0\n")
     with pytest.raises(QuadratsegError, match="under two names"):
         calibrate(str(run), str(table), out=str(tmp_path / "terms.json"))
+
+
+class NoModelRuns(EveryThirdMissed):
+    """A segmenter that must not be called: the photos' records are reused."""
+
+    def predict(self, image):
+        raise AssertionError("a model ran on a photo whose record was current")
+
+
+def test_new_terms_rebuild_the_tables_from_the_records_without_running_a_model(raw_photos, tmp_path):  # noqa: F811
+    """The interval terms are table options: a run folder processed again with new terms (fitted by
+    pipeline.calibrate) rebuilds cover.csv from its photo records, no model called, and the tables
+    are those of a fresh run with the terms, to the byte; the fingerprint leaves the terms out."""
+    from pipeline.run import run_fingerprint
+
+    folder, truths, keys, telea = raw_photos
+    run = tmp_path / "run"
+    process_folder(
+        folder, run, ChainModels(EveryThirdMissed(truths), TrueCorners(truths), TrueGrid(truths), telea), "fp"
+    )
+    before = (run / "cover.csv").read_text()
+    calibrate(
+        str(run), str(write_truth(tmp_path / "truth.csv", keys, truths)), out=str(tmp_path / "terms.json")
+    )
+    terms = read_calibration(tmp_path / "terms.json")
+    summary = process_folder(
+        folder,
+        run,
+        ChainModels(NoModelRuns(truths), TrueCorners(truths), TrueGrid(truths), telea, calibration=terms),
+        "fp",
+    )
+    fresh = tmp_path / "fresh"
+    process_folder(
+        folder,
+        fresh,
+        ChainModels(
+            EveryThirdMissed(truths), TrueCorners(truths), TrueGrid(truths), telea, calibration=terms
+        ),
+        "fp-fresh",
+    )
+    rebuilt = (run / "cover.csv").read_text()
+    assert summary["failed"] == 0 and rebuilt != before  # the class term moved the intervals
+    assert rebuilt == (fresh / "cover.csv").read_text()
+    assert (run / "cover_summary.csv").read_text() == (fresh / "cover_summary.csv").read_text()
+    other = CoverCalibration(fitted=True, bias_pooled_pp=3.0).to_json(tmp_path / "other.json")
+    assert run_fingerprint(RunConfig(calibration=str(tmp_path / "terms.json"))) == run_fingerprint(
+        RunConfig(calibration=str(other))
+    )
+    assert run_fingerprint(RunConfig(miss_pp=2.0, boundary_px=1.0)) == run_fingerprint(RunConfig())
