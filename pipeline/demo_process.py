@@ -449,6 +449,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         "quantile": round(calibration.quantile, 3),
         "floor_pp": round(calibration.floor_pp, 3),
         "miss_pp": round(calibration.miss_pooled_pp, 3),
+        "absent_pp": round(calibration.absent_pooled_pp, 3),
         "class_terms": {
             name: {
                 "fitted": run["calibration"].fitted,

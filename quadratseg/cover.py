@@ -36,7 +36,15 @@ The interval model (one for every segmenter; only the *units* differ):
   ``centre = percent + m_c`` (never below 0) and the interval is ``centre -+ q sd`` clipped to
   0..100, ``q`` (``quantile``) making it hold 95 %. ``k``, ``b`` and ``a`` are fitted by the moments
   of the same formula (non-negative least squares of ``(T - centre)^2`` on ``C``, ``(P / V)^2`` and 1),
-  ``q`` split-conformally on ``|T - centre| / sd`` (:func:`conformal_count`).
+  ``q`` split-conformally on ``|T - centre| / sd`` (:func:`conformal_count`), both on the held-out
+  pairs where the class is there.
+- A class predicted where it is absent (a genus confusion, false colonies): ``T`` = 0. Its
+  interval reaches 0 when ``percent <= a_c`` (``absent_pp``, the class's absence term): ``a_c`` is
+  the split-conformal 95 % bound of the predicted covers of the held-out pairs where the class was
+  predicted and absent, so 95 % of such pairs read "possibly none". Without it the predicted pairs
+  hold 95 % together, and the confusions, a minority of small covers the model is sure of, far
+  less (0.91 in the simulation of ``tests/test_cover_calibration.py``, 3 of 9 of YOLO's on the demo's
+  held-out photos). With fewer than 19 such pairs the bound is the largest of them; with none, 0.
 - A class not predicted on the photo (``percent`` = 0): ``T`` is the cover the model missed
   entirely, ``>= 0``. The interval is one-sided, ``[0, u_c]`` with centre 0 (``miss_pp`` = ``u_c``,
   the class's miss term), read as "if the model missed any of the class, at most ``u_c``": ``u_c``
@@ -49,23 +57,24 @@ The interval model (one for every segmenter; only the *units* differ):
   than 19 missed pairs the bound is the largest of them, which holds ``n / (n + 1)`` of the missed
   ones, not 95 %; with none it is 0 (the model missed no class it was shown), and the ``pairs``
   field (``missed``) says how many it rests on.
-- Per class where the data allow, pooled otherwise: ``m_c`` and ``u_c`` are fitted per class when
-  the class has at least ``MIN_CLASS_PAIRS`` = 19 held-out pairs of that kind (predicted; missed)
+- Per class where the data allow, pooled otherwise: ``m_c``, ``u_c`` and ``a_c`` are fitted per
+  class when the class has at least ``MIN_CLASS_PAIRS`` = 19 held-out pairs of that kind (predicted;
+  missed; predicted and absent)
   (the fewest for which a split-conformal 95 % bound does not need every pair to be inside), and
   pooled over the classes otherwise; ``fit`` says which ("per-class" or "pooled").
 - Assumptions: the held-out photos are exchangeable with the new ones (same model, same kind of
-  reef and imaging); the coverage is marginal over the predicted pairs, and over the missed pairs
-  (present, not predicted), and, with per-class terms, per class; so it holds over the pairs
-  present in the truth or the prediction, the ones a scientist reads. Over the predicted pairs it
-  is marginal: a class predicted where it is absent (a genus confusion) is covered less often than
-  one predicted where it is, which is covered more. The class terms are fitted on the same pairs as
+  reef and imaging); the coverage is marginal over each kind of pair (predicted where present,
+  predicted where absent, missed) and, with per-class terms, per class; so it holds over the pairs
+  present in the truth or the prediction, the ones a scientist reads, a little above 95 % over
+  them together. The class terms are fitted on the same pairs as
   ``q``; with few pairs this makes the intervals a little too narrow. Pairs of one photo share its
   light and reef, so a dozen photos' pairs are fewer independent draws than they look.
 - Without a fit (:meth:`CoverCalibration.uncalibrated`, method without ``+calibrated``): ``m_c`` =
   0, ``k`` = 1 (``s_u`` taken as a probability; 0 for vote shares, which are not probabilities),
   ``q`` = 1.96, ``b`` and a pooled ``u`` as given (``--boundary-px``, ``--miss-pp``); such an
   interval only holds the terms given.
-- Coarser taxonomy levels (:func:`regroup`): centres add; the members' half-widths add, which
+- Coarser taxonomy levels (:func:`regroup`): centres add; the members' half-widths add (a
+  member whose interval reaches 0 by its absence term brings its lower end 0), which
   holds 95 % whatever the correlation between the classes' errors (the standard deviation of a sum
   is at most the sum of the standard deviations): exact when the errors move together (a shared
   outline bias), wider when they cancel (genus confusions within the group).
@@ -144,8 +153,12 @@ class CoverCalibration:
     bias_pooled_pp: float = 0.0
     miss_by_class_pp: dict[str, float] = field(default_factory=dict)  # u_c
     miss_pooled_pp: float = 0.0
+    # a_c: the predicted cover at or below which a class may be absent, its interval reaching 0
+    absent_by_class_pp: dict[str, float] = field(default_factory=dict)
+    absent_pooled_pp: float = 0.0
     fitted: bool = False
-    pairs: dict[str, int] = field(default_factory=dict)  # held-out pairs: predicted, not predicted, missed
+    # held-out pairs: predicted, not predicted, missed (present, not predicted), absent (predicted, not there)
+    pairs: dict[str, int] = field(default_factory=dict)
     level: str = ""  # the taxonomy level of the pairs it was fitted on ("": not recorded)
     method: str = ""  # the units of the estimates it was fitted on (instance-confidence, ...)
     # the terms fitted at each coarser taxonomy level on the same photos, as dicts of these fields
@@ -187,6 +200,15 @@ class CoverCalibration:
         if label in self.miss_by_class_pp:
             return self.miss_by_class_pp[label], "per-class"
         return self.miss_pooled_pp, "pooled"
+
+    def absent(self, label: str) -> tuple[float, str]:
+        """(a_c, how it was fitted) of a class predicted on the photo: at or below ``a_c`` % of
+        predicted cover the class may not be there at all, and its interval reaches 0."""
+        if not self.fitted or self.pairs.get("predicted") == 0:
+            return 0.0, "uncalibrated"
+        if label in self.absent_by_class_pp:
+            return self.absent_by_class_pp[label], "per-class"
+        return self.absent_pooled_pp, "pooled"
 
     def at_level(self, level: str) -> CoverCalibration | None:
         """The terms fitted at a coarser taxonomy level (None: none were, the level is regrouped).
@@ -242,8 +264,10 @@ def class_estimate(
     )
     centre = max(share + bias, 0.0)
     half = calibration.quantile * sd
+    absent_pp, _ = calibration.absent(label)
+    low = 0.0 if share <= absent_pp else max(centre - half, 0.0)  # so little, it may be a confusion
     return CoverEstimate(
-        label, int(pixels), int(observed_px), round(share, 4), round(max(centre - half, 0.0), 4),
+        label, int(pixels), int(observed_px), round(share, 4), round(low, 4),
         round(min(centre + half, 100.0), 4), int(units), round(sd, 4), method, int(perimeter_px), 0.0,
         round(centre, 4), round(confidence_sd, 4), round(half, 4), fit,
     )  # fmt: skip
@@ -460,6 +484,12 @@ def fit_cover_calibration(
         for name in dict.fromkeys(labels[missed])
         if int((missed & (labels == name)).sum()) >= min_class_pairs
     }
+    absent = seen & (truths <= 0)  # predicted where the class is not: a genus confusion, a false colony
+    absent_by_class = {
+        name: conformal_bound(percent[absent & (labels == name)], target)
+        for name in dict.fromkeys(labels[absent])
+        if int((absent & (labels == name)).sum()) >= min_class_pairs
+    }
     residual = truths - percent
     bias_by_class = {
         name: float(residual[seen & (labels == name)].mean())
@@ -468,11 +498,13 @@ def fit_cover_calibration(
     }
     bias_pooled = float(residual[seen].mean()) if seen.any() else 0.0
     bias = np.array([bias_by_class.get(name, bias_pooled) for name in labels[seen]])
-    error = truths[seen] - np.maximum(percent[seen] + bias, 0.0)
-    confidence_var = np.asarray([e.confidence_sd for e in estimates], dtype=np.float64)[seen] ** 2
+    # the spread and q on the pairs where the class is there: the absent ones have the absence term
+    present = (truths > 0)[seen]
+    error = (truths[seen] - np.maximum(percent[seen] + bias, 0.0))[present]
+    confidence_var = (np.asarray([e.confidence_sd for e in estimates], dtype=np.float64)[seen] ** 2)[present]
     outline = np.asarray(
         [100.0 * e.perimeter_px / e.observed_pixels for e in estimates], dtype=np.float64
-    )[seen]  # fmt: skip
+    )[seen][present]  # fmt: skip
     k2, b2, a2 = fit_variance_terms(error**2, confidence_var, outline**2)
     sd = np.sqrt(k2 * confidence_var + b2 * outline**2 + a2)
     scores = np.divide(np.abs(error), sd, out=np.where(np.abs(error) > 1e-9, np.inf, 0.0), where=sd > 0)
@@ -485,11 +517,14 @@ def fit_cover_calibration(
         bias_pooled_pp=bias_pooled,
         miss_by_class_pp=miss_by_class,
         miss_pooled_pp=calibrate_miss_pp(truths[~seen], target),
+        absent_by_class_pp=absent_by_class,
+        absent_pooled_pp=conformal_bound(percent[absent], target),
         fitted=True,
         pairs={
             "predicted": int(seen.sum()),
             "not_predicted": int((~seen).sum()),
             "missed": int(missed.sum()),
+            "absent": int(absent.sum()),
         },
     )
 
@@ -637,6 +672,11 @@ def regroup(
         seen = [m for m in members if m.pixels > 0]
         centre = sum(m.percent if m.centre is None else m.centre for m in seen)
         half = sum(m.half_width or z * m.sd for m in seen)
+        # the members' lower ends add up, a member whose interval reaches 0 by its absence term with 0
+        low = sum(
+            min(m.low, (m.percent if m.centre is None else m.centre) - (m.half_width or z * m.sd))
+            for m in seen
+        )
         miss = sum(m.miss_pp for m in members if m.pixels <= 0)
         suffixes = dict.fromkeys(part for m in members for part in m.method.split("+")[1:])
         fits = {m.fit for m in members}
@@ -646,7 +686,7 @@ def regroup(
                 pixels,
                 observed,
                 round(100 * pixels / observed, 4),
-                round(max(centre - half, 0.0), 4),
+                round(max(low, 0.0), 4),
                 round(min(centre + half + miss, 100.0), 4),
                 sum(m.colonies for m in members),
                 round(sum(m.sd for m in seen), 4),
