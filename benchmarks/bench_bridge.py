@@ -280,6 +280,8 @@ def main() -> None:
     bodies = work / "bodies.json"
     bodies.write_text(json.dumps([base64.b64encode(p.read_bytes()).decode() for p in frames]))
     function_cpus = {int(c) for c in args.function_cpus.split(",") if c.strip()}
+    if function_cpus and not set(os.sched_getaffinity(0)) - function_cpus:
+        raise SystemExit(f"--function-cpus {args.function_cpus} leaves no core to the bridge")
     threads = {"OMP_NUM_THREADS": str(len(function_cpus))} if function_cpus else {}
     if function_cpus:  # everything this script starts from now on runs on the other cores
         os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - function_cpus)

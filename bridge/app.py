@@ -210,9 +210,13 @@ class ClaimBatcher:
             except Exception:
                 for item, future in batch:
                     try:
-                        future.set_result(self.store.claim_many([item])[0])
+                        ((job, new),) = self.store.claim_many([item])
                     except Exception as exc:
                         future.set_exception(exc)
+                        continue
+                    if new:
+                        logger.info("queued bridge job %d: %s", job["id"], item[0])
+                    future.set_result((job, new))
                 continue
             queued = [job["id"] for job, new in results if new]
             if queued:  # one line a batch: a line a delivery costs a burst's answers a tenth of their time

@@ -133,9 +133,12 @@ def fit_run(
     # levels (and kinds: a group predicted on the photo, or missed) whose own terms rest on too few
     # pairs to hold 95 %: their rows add up their members' terms (wide, but they hold)
     summed = {
-        f"{at}/{kind}": f"{t['pairs'].get(kind, 0)} held-out pairs, fewer than {MIN_CLASS_PAIRS}"
+        f"{at}/{kind}": f"{count} held-out pairs {what}, fewer than {MIN_CLASS_PAIRS}"
         for at, t in terms.levels.items()
-        for kind in ("predicted", "missed")
+        for kind, what, count in (
+            ("predicted", "predicted where the group was", CoverCalibration(**t).present_pairs() or 0),
+            ("missed", "missed", t["pairs"].get("missed", 0)),
+        )
         if not level_terms_hold(CoverCalibration(**t), kind == "predicted")
     }
     for at, why in summed.items():
@@ -153,6 +156,8 @@ def fit_run(
         "floor_pp": round(terms.floor_pp, 3),
         "miss_pp": {level: round(terms.miss_pooled_pp, 3)}
         | {lv: round(t["miss_pooled_pp"], 3) for lv, t in terms.levels.items()},
+        "absent_pp": {level: round(terms.absent_pooled_pp, 3)}
+        | {lv: round(t.get("absent_pooled_pp", 0.0), 3) for lv, t in terms.levels.items()},
     }
     return terms, summary
 

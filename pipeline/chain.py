@@ -20,7 +20,9 @@ no grid skips removal; a photo whose frame is not found stops there (cover needs
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,6 +76,20 @@ class ChainModels:
         terms are table options, so a run with new terms rebuilds its tables from the photo records
         without running a model again."""
         return [reapplied(e, self.cover_calibration(not e.method.startswith(VOTE_METHOD))) for e in estimates]
+
+    def interval_terms(self) -> dict[str, Any]:
+        """What made the tables' intervals, for the run's ``run.json`` and summary (the terms are table
+        options, in no fingerprint): the fitted terms' level, units and the SHA-256 of their JSON, or
+        the uncalibrated terms given."""
+        if self.calibration is None:
+            return {"fitted": False, "boundary_px": self.boundary_px, "miss_pp": self.miss_pp}
+        text = json.dumps(asdict(self.calibration), sort_keys=True)
+        return {
+            "fitted": self.calibration.fitted,
+            "level": self.calibration.level,
+            "method": self.calibration.method,
+            "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        }
 
     @property
     def variant(self) -> str:

@@ -608,7 +608,8 @@ def process_folder(
             colony_rows(item.key, places[item.key], record["colony_stats"], taxonomy, level, quadrat_cm, size)
         )
     current = [r["photo"] for r in status_rows if not r["error"]]
-    _write_json(out / RUN_FILE, {"fingerprint": fingerprint, "photos": current})
+    terms = models.interval_terms()  # the tables' intervals: the terms are no part of the fingerprint
+    _write_json(out / RUN_FILE, {"fingerprint": fingerprint, "photos": current, "interval_terms": terms})
     write_table(out / "status.csv", ["photo", *STAGES, "colonies", "error"], status_rows)
     write_table(out / "cover.csv", COVER_COLUMNS, taxonomy_rows)
     write_table(out / "colonies.csv", COLONY_COLUMNS, colony_table)
@@ -634,6 +635,7 @@ def process_folder(
         "with_cover": sum(1 for r in status_rows if r.get("cover") == "ok"),
         "photos_without_site_or_year": len(unplaced),
         "variant": models.variant,
+        "interval_terms": terms,
         "engine": options.engine,
         "out_dir": str(out),
     }

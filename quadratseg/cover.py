@@ -66,9 +66,11 @@ The interval model (one for every segmenter; only the *units* differ):
   reef and imaging); the coverage is marginal over each kind of pair (predicted where present,
   predicted where absent, missed) and, with per-class terms, per class; so it holds over the pairs
   present in the truth or the prediction, the ones a scientist reads, a little above 95 % over
-  them together. The class terms are fitted on the same pairs as
-  ``q``; with few pairs this makes the intervals a little too narrow. Pairs of one photo share its
-  light and reef, so a dozen photos' pairs are fewer independent draws than they look.
+  them together. The class terms are fitted on held-out pairs that ``q`` is fitted on too (``m_c``
+  on every predicted pair, the confusions included, as the mean error of a predicted cover; ``q`` on
+  those where the class is there); with few pairs this makes the intervals a little too narrow.
+  Pairs of one photo share its light and reef, so a dozen photos' pairs are fewer independent
+  draws than they look.
 - Without a fit (:meth:`CoverCalibration.uncalibrated`, method without ``+calibrated``): ``m_c`` =
   0, ``k`` = 1 (``s_u`` taken as a probability; 0 for vote shares, which are not probabilities),
   ``q`` = 1.96, ``b`` and a pooled ``u`` as given (``--boundary-px``, ``--miss-pp``); such an
@@ -184,10 +186,20 @@ class CoverCalibration:
             miss_pooled_pp=miss_pp,
         )
 
+    def present_pairs(self) -> int | None:
+        """Held-out pairs predicted where the class was there: what ``k``, ``b``, ``a`` and ``q`` rest
+        on (terms of an earlier version, which fitted them on every predicted pair, count those; None:
+        terms that record no count, written by hand)."""
+        for key in ("present", "predicted"):
+            if key in self.pairs:
+                return int(self.pairs[key])
+        return None
+
     def bias(self, label: str) -> tuple[float, str]:
         """(m_c, how it was fitted) of a class predicted on the photo ("uncalibrated" when the fit
-        had no such pair: then ``k``, ``b`` and ``q`` are the uncalibrated ones too)."""
-        if not self.fitted or self.pairs.get("predicted") == 0:
+        had no pair predicted where its class was: then ``k``, ``b`` and ``q`` are the uncalibrated
+        ones too)."""
+        if not self.fitted or self.present_pairs() == 0:
             return 0.0, "uncalibrated"
         if label in self.bias_pp:
             return self.bias_pp[label], "per-class"
@@ -525,6 +537,7 @@ def fit_cover_calibration(
             "not_predicted": int((~seen).sum()),
             "missed": int(missed.sum()),
             "absent": int(absent.sum()),
+            "present": int((seen & (truths > 0)).sum()),
         },
     )
 
@@ -672,7 +685,8 @@ def regroup(
         seen = [m for m in members if m.pixels > 0]
         centre = sum(m.percent if m.centre is None else m.centre for m in seen)
         half = sum(m.half_width or z * m.sd for m in seen)
-        # the members' lower ends add up, a member whose interval reaches 0 by its absence term with 0
+        # the members' unclipped lower ends (centre - half-width) add up; a member whose interval
+        # reaches 0 by its absence term brings 0
         low = sum(
             min(m.low, (m.percent if m.centre is None else m.centre) - (m.half_width or z * m.sd))
             for m in seen

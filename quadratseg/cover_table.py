@@ -147,9 +147,13 @@ def level_estimates(
 
 
 def level_terms_hold(terms: CoverCalibration, predicted: bool) -> bool:
-    """Whether terms fitted at a coarser level rest on enough held-out pairs of a kind (a group
-    predicted on the photo, or one missed) to hold 95 % (:data:`quadratseg.cover.MIN_CLASS_PAIRS`)."""
-    return terms.pairs.get("predicted" if predicted else "missed", 0) >= MIN_CLASS_PAIRS
+    """Whether terms fitted at a coarser level rest on enough held-out pairs of a kind to hold 95 %
+    (:data:`quadratseg.cover.MIN_CLASS_PAIRS`): for a group predicted on the photo, the pairs
+    predicted where the group was there (its spread and ``q`` rest on them); for one not predicted,
+    the missed pairs."""
+    if predicted:
+        return (terms.present_pairs() or 0) >= MIN_CLASS_PAIRS
+    return terms.pairs.get("missed", 0) >= MIN_CLASS_PAIRS
 
 
 def fit_calibration(

@@ -209,6 +209,22 @@ def test_new_terms_rebuild_the_tables_from_the_records_without_running_a_model(r
     assert summary["failed"] == 0 and rebuilt != before  # the class term moved the intervals
     assert rebuilt == (fresh / "cover.csv").read_text()
     assert (run / "cover_summary.csv").read_text() == (fresh / "cover_summary.csv").read_text()
+    # the fresh run's tables at the model's level are its records' own estimates (made with the terms)
+    rows = {
+        (r["photo"], r["label"]): r
+        for r in csv.DictReader((fresh / "cover.csv").open())
+        if r["level"] == "finegrained"
+    }
+    for path in (fresh / "photos").rglob("*.json"):
+        record = json.loads(path.read_text())
+        for e in record["cover"]:
+            row = rows[(record["photo"], e["label"])]
+            assert (float(row["low"]), float(row["high"])) == (e["low"], e["high"])
+    # which terms made the tables is in run.json, as the fingerprint no longer says it
+    made = [json.loads((folder_ / "run.json").read_text())["interval_terms"] for folder_ in (run, fresh)]
+    assert (
+        made[0] == made[1] == summary["interval_terms"] and made[0]["fitted"] and len(made[0]["sha256"]) == 64
+    )
     other = CoverCalibration(fitted=True, bias_pooled_pp=3.0).to_json(tmp_path / "other.json")
     assert run_fingerprint(RunConfig(calibration=str(tmp_path / "terms.json"))) == run_fingerprint(
         RunConfig(calibration=str(other))

@@ -163,7 +163,7 @@ def test_an_estimate_reapplied_under_other_terms_equals_one_made_with_them():
     first = CoverCalibration(boundary_px=1.0, quantile=2.0, floor_pp=0.2, fitted=True, pairs={"predicted": 5})
     other = CoverCalibration(
         confidence_scale=0.5, boundary_px=3.0, quantile=2.5, bias_pooled_pp=1.0, miss_pooled_pp=4.0,
-        fitted=True, pairs={"predicted": 5, "not_predicted": 5},
+        absent_pooled_pp=6.0, fitted=True, pairs={"predicted": 5, "not_predicted": 5},
     )  # fmt: skip
     args = (["Porites", "Porites", "Acropora"], [0.9, 0.4, 0.7], [4000, 900, 2500], 50_000, ["Fungia"])
     perimeters = [260, 110, 190]
@@ -173,4 +173,23 @@ def test_an_estimate_reapplied_under_other_terms_equals_one_made_with_them():
     assert [(e.low, e.high, e.centre, e.miss_pp, e.method) for e in again] == [
         (e.low, e.high, e.centre, e.miss_pp, e.method) for e in after
     ]
+    assert again == after  # every field, to the last digit
+    assert [reapplied(e, first) for e in before] == before  # under its own terms, the estimate itself
     assert [e.high for e in before] != [e.high for e in after]  # the terms do move the intervals
+    acropora = next(e for e in after if e.label == "Acropora")  # 5 % predicted, at most 6 %: maybe absent
+    assert acropora.percent == 5.0 and acropora.low == 0.0 < acropora.centre - acropora.half_width
+
+
+def test_a_group_adds_its_members_lower_ends_one_reaching_0_by_its_absence_term():
+    from quadratseg.cover import CoverCalibration, regroup
+
+    terms = CoverCalibration(
+        quantile=1.0, floor_pp=0.5, absent_pooled_pp=3.0, fitted=True, pairs={"predicted": 5}
+    )
+    porites, montipora = instance_cover(
+        ["Porites", "Montipora"], [0.99, 0.99], [5000, 1000], 50_000, calibration=terms
+    )  # 10 % and 2 %: the Montipora may be a confusion
+    assert montipora.low == 0.0 and porites.low == pytest.approx(10.0 - porites.half_width)
+    (group,) = regroup([porites, montipora], lambda label: "Scleractinia")
+    assert group.low == pytest.approx(porites.low, abs=1e-4)  # not 12 % minus both half-widths
+    assert group.high == pytest.approx(porites.high + montipora.high, abs=1e-3)

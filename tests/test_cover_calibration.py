@@ -329,7 +329,7 @@ def test_fitting_without_held_out_pairs_is_refused():
 def test_a_kind_of_pair_absent_from_the_fit_is_reported_uncalibrated():
     unseen_only = instance_cover([], [], [], 1000, ["Porites"]) * 20
     calibration = fit_cover_calibration(unseen_only, [0.0] * 19 + [0.5])
-    assert calibration.pairs == {"predicted": 0, "not_predicted": 20, "missed": 1, "absent": 0}
+    assert calibration.pairs == {"predicted": 0, "not_predicted": 20, "missed": 1, "absent": 0, "present": 0}
     acropora, porites = instance_cover(["Porites"], [0.5], [100], 1000, ["Acropora"], calibration=calibration)
     assert (porites.fit, porites.sd) == ("uncalibrated", 5.0) and porites.centre == porites.percent
     assert (acropora.fit, acropora.high) == ("pooled", 0.5)

@@ -120,3 +120,24 @@ def test_a_level_whose_terms_rest_on_too_few_photos_adds_up_its_members_terms():
     coral = next(r for r in rows if r["level"] == "agnostic")
     (summed,) = regroup(recorded, lambda label: taxonomy.map_label(label, "agnostic"))
     assert (coral["low"], coral["high"]) == (summed.low, summed.high) and coral["fit"] == "summed"
+
+
+def test_a_levels_own_terms_need_19_pairs_predicted_where_the_group_was():
+    """The spread and ``q`` rest on the pairs predicted where the class was: 30 predicted pairs of
+    which 28 are confusions give a ``q`` of 2 pairs, and the level keeps its members' terms."""
+    from quadratseg.cover import CoverCalibration
+    from quadratseg.cover_table import level_terms_hold
+
+    mostly_absent = CoverCalibration(
+        fitted=True, pairs={"predicted": 30, "absent": 28, "present": 2, "missed": 25}
+    )
+    assert not level_terms_hold(mostly_absent, predicted=True) and level_terms_hold(
+        mostly_absent, predicted=False
+    )
+    assert mostly_absent.bias("Porites")[1] == "pooled"
+    assert (
+        CoverCalibration(fitted=True, pairs={"predicted": 3, "present": 0}).bias("Porites")[1]
+        == "uncalibrated"
+    )
+    # terms of an earlier version, fitted on every predicted pair, count those
+    assert level_terms_hold(CoverCalibration(fitted=True, pairs={"predicted": 19}), predicted=True)
