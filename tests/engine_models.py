@@ -26,10 +26,14 @@ def untrained_seg_weights(path: Path, names: list[str], seed: int = 0, confident
     return path
 
 
+def _log_span(log: str, kind: str, start: float, end: float) -> None:
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"{kind} {start:.6f} {end:.6f}\n")
+
+
 class SlowColonies:
-    """A colony model that answers no colony after ``seconds``, writing when each call started to
-    ``log`` (a line per call, epoch seconds): shows whether an engine reads and writes photos while
-    its model works."""
+    """A colony model that answers no colony after ``seconds``, writing when each call started and
+    ended to ``log`` (a line ``call START END`` per call, epoch seconds)."""
 
     def __init__(self, log: str, seconds: float, names: list[str]):
         self.log, self.seconds = log, seconds
@@ -38,14 +42,31 @@ class SlowColonies:
     def predict(self, image) -> list:
         import time
 
-        with open(self.log, "a", encoding="utf-8") as handle:
-            handle.write(f"{time.time():.6f}\n")
+        start = time.time()
         time.sleep(self.seconds)
+        _log_span(self.log, "call", start, time.time())
         return []
 
 
 def slow_chain_models(log: str, seconds: float, names: list[str]):
-    """The chain's models (single-stage) with :class:`SlowColonies` as the colony model."""
+    """The chain's models (single-stage) with :class:`SlowColonies` as the colony model, built in a
+    process whose photo writes (``pipeline.engine_local.write_photo``) take ``seconds`` more, each
+    logged as ``write START END``: shows, from the process that runs them (a Ray actor), whether an
+    engine writes photos while its model works."""
+    import time
+
+    import pipeline.engine_local
     from pipeline.chain import ChainModels
 
+    real_write = getattr(pipeline.engine_local.write_photo, "__wrapped__", pipeline.engine_local.write_photo)
+
+    def slow_write(*args, **kwargs):
+        start = time.time()
+        time.sleep(seconds)
+        written = real_write(*args, **kwargs)
+        _log_span(log, "write", start, time.time())
+        return written
+
+    slow_write.__wrapped__ = real_write
+    pipeline.engine_local.write_photo = slow_write
     return ChainModels(segment=SlowColonies(log, seconds, names))
