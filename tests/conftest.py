@@ -249,12 +249,13 @@ def cvat_server(shared_data):
 
 @pytest.fixture
 def cvat_settings(cvat_server, tmp_path):
-    """Settings pointing at the test server, with quick retries."""
+    """Settings pointing at the test server, with quick retries; a time-out a loaded machine never
+    reaches (a test of time-outs sets its own)."""
     return Settings(
         cvat_host=cvat_server.url,
         cvat_username="admin",
         cvat_password="admin-password",
-        cvat_timeout_s=2.0,
+        cvat_timeout_s=30.0,
         cvat_retries=1,
         media_dir=tmp_path / "media",
     )

@@ -276,7 +276,7 @@ def test_a_500_frame_job_is_acknowledged_at_once_and_survives_a_restart(cvat_ser
     bridge = BridgeProcess(env, workers=1, log_path=tmp_path / "bridge.log").start()
     url = detect_url(bridge, "fn", project_id=project)
     answer, seconds = signed_post(url, opened_job_payload(job))
-    assert answer.status_code == 202 and seconds < 1.0
+    assert answer.status_code == 202 and seconds < 5.0  # within CVAT's 10 s, not after the 500 frames
     job_id = answer.json()["job_id"]
     wait_for(lambda: bridge.job(job_id)["progress"] >= 100, 120, "100 frames")
     bridge.stop(kill=True)  # a crash in the middle of the job
@@ -351,9 +351,10 @@ def test_a_detection_stopped_by_an_outage_runs_again_on_its_own_once_cvat_is_bac
     polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
     function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
     project, job = coral_job(cvat_server, tmp_path, 3)
+    # a back-off long enough to see the job wait and end the outage before its retry
     env = bridge_env(
         cvat_server, tmp_path, {"fn": function.url},
-        BRIDGE_JOB_RETRIES="2", BRIDGE_JOB_RETRY_S="1.5", BRIDGE_LEASE_S="1",
+        BRIDGE_JOB_RETRIES="2", BRIDGE_JOB_RETRY_S="4", BRIDGE_LEASE_S="5",
     )  # fmt: skip
     bridge = BridgeProcess(env, log_path=tmp_path / "b.log").start()
     try:
@@ -406,7 +407,7 @@ def test_a_detection_waiting_out_an_outage_never_replaces_a_later_ones_shapes(cv
     polygon = [{"label": genus, "type": "polygon", "points": [1, 1, 9, 1, 9, 9], "confidence": "80"}]
     function = SlowEmptyFunction(answer=json.dumps(polygon).encode())
     project, job = coral_job(cvat_server, tmp_path, 2)
-    env = bridge_env(cvat_server, tmp_path, {"fn": function.url}, BRIDGE_JOB_RETRY_S="4", BRIDGE_LEASE_S="1")
+    env = bridge_env(cvat_server, tmp_path, {"fn": function.url}, BRIDGE_JOB_RETRY_S="4", BRIDGE_LEASE_S="5")
     bridge = BridgeProcess(env, log_path=tmp_path / "b.log").start()
     try:
         cvat_server.fail_next = [("PATCH", r"/api/jobs/\d+/annotations", 503)] * 1000
@@ -870,7 +871,7 @@ def test_a_job_waiting_after_an_unclear_create_resumes_by_itself_without_a_secon
     project, job = coral_job(cvat_server, tmp_path, 2)
     env = bridge_env(
         cvat_server, tmp_path, {"fn": function.url},
-        BRIDGE_CREATE_SETTLE_S="1", BRIDGE_JOB_RETRIES="3", BRIDGE_JOB_RETRY_S="2", BRIDGE_LEASE_S="1",
+        BRIDGE_CREATE_SETTLE_S="1", BRIDGE_JOB_RETRIES="3", BRIDGE_JOB_RETRY_S="2", BRIDGE_LEASE_S="5",
     )  # fmt: skip
     bridge = BridgeProcess(env, log_path=tmp_path / "b.log").start()
 

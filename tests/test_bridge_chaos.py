@@ -120,7 +120,7 @@ class Deployment:
                 SECRET,
                 BRIDGE_REDIS_URL=redis.url,
                 BRIDGE_DATABASE_URL=database,
-                BRIDGE_LEASE_S="2",
+                BRIDGE_LEASE_S="6",  # heartbeats every 2 s: a loaded machine never loses a live job
                 BRIDGE_UPLOAD_BATCH="2",
                 BRIDGE_FUNCTION_IN_FLIGHT="2",
                 CVAT_RETRIES="5",

@@ -127,7 +127,7 @@ def test_reading_and_writing_overlap_the_chain(quadrats, tmp_path, monkeypatch):
 
 
 def test_writers_write_several_photos_at_once_and_the_same_bytes(quadrats, tmp_path, monkeypatch):
-    """Writes of 0.2 s per photo and a chain of 0.02 s: with ``writers=3`` three photos are written at
+    """Writes of 0.5 s per photo and a chain of 0.02 s: with ``writers=3`` three photos are written at
     the same time (the writing, not the chain, was the run's pace), and every output file is the one
     writer's, byte for byte."""
     import pipeline.engine_local
@@ -140,7 +140,7 @@ def test_writers_write_several_photos_at_once_and_the_same_bytes(quadrats, tmp_p
         with lock:
             active[0] += 1
             most[0] = max(most[0], active[0])
-        time.sleep(0.2)
+        time.sleep(0.5)
         try:
             return real_write(*args, **kwargs)
         finally:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -53,6 +54,24 @@ def survey(synthetic_set, tmp_path_factory):
         cv2.imwrite(str(target), image)
     weights = untrained_seg_weights(root / "weights" / "seg.pt", load_taxonomy().classes("main_family"))
     return folder, weights
+
+
+@pytest.fixture(scope="module")
+def big_survey(survey, tmp_path_factory):
+    """The survey's photos at 1024 px, each three times (36 photos): a run slow enough, photos
+    still to do, to be caught, killed or cut off midway on any machine."""
+    folder, weights = survey
+    big = tmp_path_factory.mktemp("ray-big") / "survey"
+    for path in sorted(folder.rglob("*.jpg")):
+        image = cv2.resize(cv2.imread(str(path)), (1024, 1024))
+        for copy in range(3):
+            target = big / path.relative_to(folder).parent / f"{path.stem}c{copy}.jpg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target), image if copy == 0 else np.ascontiguousarray(np.rot90(image, copy)))
+    return big, weights
+
+
+BIG = 36  # photos of big_survey
 
 
 def run_process(survey, out: Path, **options) -> dict:
@@ -135,17 +154,10 @@ def _records(out: Path) -> int:
     return len(list((out / "photos").rglob("*.json"))) if (out / "photos").is_dir() else 0
 
 
-def test_a_local_run_killed_midway_is_resumed_on_ray_each_photo_once(ray_session, survey, tmp_path):
+def test_a_local_run_killed_midway_is_resumed_on_ray_each_photo_once(ray_session, big_survey, tmp_path):
     """``python -m pipeline.process`` killed (SIGKILL) after a few photos; the run resumed with
     ``--engine ray`` does the others only, and takes over the dead run's claims at once."""
-    import cv2 as _cv2
-
-    folder, weights = survey
-    big = tmp_path / "big"
-    for path in sorted(folder.rglob("*.jpg")):  # 768 px: the killed run is slow enough to catch
-        target = big / path.relative_to(folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _cv2.imwrite(str(target), _cv2.resize(_cv2.imread(str(path)), (768, 768)))
+    big, weights = big_survey
     out = tmp_path / "out"
     command = [
         sys.executable, "-m", "pipeline.process", str(big), str(out),
@@ -164,7 +176,7 @@ def test_a_local_run_killed_midway_is_resumed_on_ray_each_photo_once(ray_session
     child.send_signal(signal.SIGKILL)
     child.wait()
     before = _records(out)
-    assert 3 <= before < 12, "the local run was not caught midway"
+    assert 3 <= before < BIG, "the local run was not caught midway"
     from pipeline.process import process
 
     summary = json.loads(
@@ -202,11 +214,11 @@ def _chain_worker_pids() -> list[int]:
 
 
 def test_an_actor_killed_mid_run_costs_a_retry_not_a_half_written_or_duplicated_photo(
-    ray_session, survey, tmp_path
+    ray_session, big_survey, tmp_path
 ):
     out = tmp_path / "out"
     result: dict = {}
-    runner = threading.Thread(target=lambda: result.update(run_process(survey, out, engine="ray")))
+    runner = threading.Thread(target=lambda: result.update(run_process(big_survey, out, engine="ray")))
     runner.start()
     deadline = time.monotonic() + 120
     while _records(out) < 2 and runner.is_alive() and time.monotonic() < deadline:
@@ -218,12 +230,12 @@ def test_an_actor_killed_mid_run_costs_a_retry_not_a_half_written_or_duplicated_
     runner.join(timeout=300)
     assert result, "the run did not end"
     # the killed actor's photo is retried; one whose record was already written is skipped by the retry
-    assert result["processed"] + result["resumed_skipped"] == 12 and result["resumed_skipped"] <= 1, result
+    assert result["processed"] + result["resumed_skipped"] == BIG and result["resumed_skipped"] <= 1, result
     assert result["failed"] == 0
     fingerprints = {json.loads(p.read_text())["fingerprint"] for p in (out / "photos").rglob("*.json")}
-    assert len(list((out / "photos").rglob("*.json"))) == 12 and len(fingerprints) == 1
+    assert len(list((out / "photos").rglob("*.json"))) == BIG and len(fingerprints) == 1
     rows = (out / "status.csv").read_text().splitlines()[1:]
-    assert len(rows) == len(set(rows)) == 12
+    assert len(rows) == len(set(rows)) == BIG
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     assert set(_chain_worker_pids()).isdisjoint(killed) or not _chain_worker_pids()
 
@@ -247,11 +259,11 @@ def test_a_photo_that_fails_on_ray_is_recorded_and_not_retried(ray_session, surv
     assert len(failures) == 2 and bad.relative_to(photos).as_posix() in failures[1]
 
 
-def test_a_node_removed_mid_run_costs_a_retry_on_the_other_node(survey, tmp_path):
+def test_a_node_removed_mid_run_costs_a_retry_on_the_other_node(big_survey, tmp_path):
     """A cluster of a head and two 1-CPU nodes on 127.0.0.1 (a Ray of its own, in a child process);
     the node holding the chain actor is removed after two photos: the run ends with every photo done
     once on the other node."""
-    folder, weights = survey
+    folder, weights = big_survey
     out, report_path = tmp_path / "out", tmp_path / "report.json"
     child = subprocess.run(
         [
@@ -272,17 +284,17 @@ def test_a_node_removed_mid_run_costs_a_retry_on_the_other_node(survey, tmp_path
     report = json.loads(report_path.read_text())
     summary = report["summary"]
     assert report["removed_nodes"] == 1
-    assert summary["processed"] + summary["resumed_skipped"] == 12 and summary["failed"] == 0, summary
+    assert summary["processed"] + summary["resumed_skipped"] == BIG and summary["failed"] == 0, summary
     assert summary["resumed_skipped"] <= 1, summary
     rows = (out / "status.csv").read_text().splitlines()[1:]
-    assert len(rows) == len(set(rows)) == 12
+    assert len(rows) == len(set(rows)) == BIG
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
 
 
-def test_a_ray_run_interrupted_midway_is_resumed_locally_each_photo_once(survey, tmp_path):
+def test_a_ray_run_interrupted_midway_is_resumed_locally_each_photo_once(big_survey, tmp_path):
     """``python -m pipeline.process --engine ray`` (a Ray of its own) interrupted with Ctrl-C
     (SIGINT) after a few photos; the local engine then does the others only."""
-    folder, weights = survey
+    folder, weights = big_survey
     out = tmp_path / "out"
     command = [
         sys.executable, "-m", "pipeline.process", str(folder), str(out), "--engine", "ray",
@@ -305,9 +317,9 @@ def test_a_ray_run_interrupted_midway_is_resumed_locally_each_photo_once(survey,
         child.kill()
         child.wait()
     before = _records(out)
-    assert 3 <= before < 12, "the Ray run was not caught midway"
-    summary = run_process(survey, out)
-    assert (summary["processed"], summary["resumed_skipped"], summary["failed"]) == (12 - before, before, 0)
+    assert 3 <= before < BIG, "the Ray run was not caught midway"
+    summary = run_process(big_survey, out)
+    assert (summary["processed"], summary["resumed_skipped"], summary["failed"]) == (BIG - before, before, 0)
     rows = (out / "status.csv").read_text().splitlines()[1:]
-    assert len(rows) == len(set(rows)) == 12
+    assert len(rows) == len(set(rows)) == BIG
     assert not list((out / ".claims").rglob("*.claim"))

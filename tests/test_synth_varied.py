@@ -550,3 +550,52 @@ def test_a_photo_without_a_frame_on_request_only():
         draw_frame_style(Shot(1, 0, 0, 0), no_frame_share=1.5)
     with pytest.raises(ValueError, match="frame"):
         draw_frame_style(Shot(1, 0, 0, 0, frame="bamboo"))
+
+
+def _coral_inside_and_beyond(seed: int) -> tuple[float, float, set[str], set[str]]:
+    """One varied photo's reef, each colony painted flat: the coral share of the interior and of the
+    reef beyond it (the plane outside the interior), and the labels painted in each."""
+    from quadratseg.synth import reef as reef_mod
+
+    painted: dict[str, np.ndarray] = {}
+    labels: dict[str, set[str]] = {"inside": set(), "beyond": set()}
+
+    def flat(plane_, mask, box_xy, c, to_plane):
+        coral = painted.setdefault("coral", np.zeros(plane_.shape[:2], bool))
+        x0, y0 = box_xy
+        coral[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]] |= mask
+        (ox, oy), (iw, ih) = to_plane.offset, to_plane.interior_wh
+        ys, xs = np.nonzero(mask)
+        inner = (xs + x0 >= ox) & (xs + x0 < ox + iw) & (ys + y0 >= oy) & (ys + y0 < oy + ih)
+        if inner.any():
+            labels["inside"].add(c.label)
+        if (~inner).any():
+            labels["beyond"].add(c.label)
+        painted["box"] = np.array([ox, oy, iw, ih])
+
+    original = reef_mod._paint
+    reef_mod._paint = flat
+    try:
+        render_varied(
+            np.random.default_rng(seed), (320, 240), (128, 128), ["Porites", "Acropora", "Pocillopora"] * 2
+        )
+    finally:
+        reef_mod._paint = original
+    coral = painted["coral"]
+    ox, oy, iw, ih = painted["box"]
+    inside = np.zeros(coral.shape, bool)
+    inside[oy : oy + ih, ox : ox + iw] = True
+    return float(coral[inside].mean()), float(coral[~inside].mean()), labels["inside"], labels["beyond"]
+
+
+def test_the_reef_beyond_the_frame_goes_on_like_the_reef_inside():
+    """Real quadrats lie on a reef that goes on past the frame: beyond it, the same genera at about
+    the same cover. A surround of its own (dense, every genus, whatever the interior's cover) tells
+    a frame model where the quadrat is from the reef alone, a cue no real photo gives."""
+    shares = [_coral_inside_and_beyond(seed) for seed in range(16)]
+    inside, beyond = np.array([s[0] for s in shares]), np.array([s[1] for s in shares])
+    assert inside.max() - inside.min() > 0.3, inside  # covers from sparse to dense were drawn
+    assert np.abs(inside - beyond).mean() < 0.1, np.c_[inside, beyond].round(2)
+    assert np.corrcoef(inside, beyond)[0, 1] > 0.8, np.c_[inside, beyond].round(2)
+    for _, _, genera_inside, genera_beyond in shares:
+        assert genera_beyond <= genera_inside | {"Porites", "Acropora", "Pocillopora"}

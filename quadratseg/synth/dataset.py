@@ -43,8 +43,9 @@ from quadratseg.synth.scene import WORLDS, SyntheticQuadrat, render_quadrat
 
 logger = logging.getLogger(__name__)
 
-# 2: the varied world (the simple world renders as in 1); 3: its tube frame and square shots
-GENERATOR_VERSION = "3"
+# 2: the varied world (the simple world renders as in 1); 3: its tube frame and square shots; 4: the
+# reef beyond the frame goes on like the reef inside (its genera, sizes and cover)
+GENERATOR_VERSION = "4"
 SITES = ("SynthNorth", "SynthLagoon", "SynthSouth")
 SUBSETS = ("train", "val", "test")
 PROJECTS = {

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from quadratseg.geometry import PolygonWithHoles, polygons_to_mask
-from quadratseg.synth.appearance import GENUS_LOOKS, colony_outline, fractal_noise, smooth_noise
+from quadratseg.synth.appearance import colony_outline, fractal_noise, smooth_noise
 
 GROWTH_FORMS = ("branching", "massive", "encrusting", "plating", "digitate", "foliose", "solitary")
 
@@ -284,18 +284,27 @@ def place_varied_colonies(
         outline = colony_outline(rng, (float(centre[0]), float(centre[1])), radius, lobes)
         if form == "solitary":
             outline = centre + (outline - centre) * [1.0, rng.uniform(0.55, 0.85)]
-        holes = []
-        if radius > 0.06 * s and form in ("massive", "encrusting", "plating") and rng.random() < 0.3:
-            for _ in range(int(rng.integers(1, 3))):
-                offset = rng.uniform(-0.35, 0.35, 2) * radius
-                hole_r = radius * rng.uniform(0.12, 0.3)
-                holes.append(
-                    colony_outline(
-                        rng, (float(centre[0] + offset[0]), float(centre[1] + offset[1])), hole_r, 0.4, 32
-                    )
-                )
-        colonies.append(Colony(label, outline, holes, seed, form))
+        colonies.append(Colony(label, outline, dead_patches(rng, centre, radius, form, s), seed, form))
     return colonies
+
+
+def dead_patches(
+    rng: np.random.Generator, centre: np.ndarray, radius: float, form: str, s: float
+) -> list[np.ndarray]:
+    """Rings of dead patches (warped pixels) of a colony of ``form`` and ``radius`` at ``centre``, on a
+    quadrat whose shorter side is ``s``: 30 % of the massive, encrusting and plating colonies over
+    6 % of ``s`` hold 1 or 2."""
+    holes = []
+    if radius > 0.06 * s and form in ("massive", "encrusting", "plating") and rng.random() < 0.3:
+        for _ in range(int(rng.integers(1, 3))):
+            offset = rng.uniform(-0.35, 0.35, 2) * radius
+            hole_r = radius * rng.uniform(0.12, 0.3)
+            holes.append(
+                colony_outline(
+                    rng, (float(centre[0] + offset[0]), float(centre[1] + offset[1])), hole_r, 0.4, 32
+                )
+            )
+    return holes
 
 
 def visible_parts(
@@ -411,26 +420,59 @@ def outside_colonies(
     rng: np.random.Generator,
     size_wh: tuple[int, int],
     extent_xyxy: tuple[float, float, float, float],
-    count: int,
+    like: list[Colony],
+    cover: float,
+    most: int = 200,
 ) -> list[Colony]:
-    """Colonies of the reef beyond the frame (warped pixel coordinates; no truth): centres in
-    ``extent_xyxy`` (the plane's extent in warped pixels) outside the interior."""
+    """Colonies of the reef beyond the frame (warped pixel coordinates; no truth), the reef inside
+    going on: centres in ``extent_xyxy`` (the plane's extent in warped pixels) outside the interior,
+    genera and sizes drawn from the interior's colonies ``like`` (each size within a factor of about
+    1.3), dead patches as inside, added until a Boolean model of their discs covers ``cover`` (the
+    interior's coral share) of the reef beyond (at most ``most``). No colony inside: none beyond.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> inside = [Colony("Porites", colony_outline(rng, (50.0, 50.0), 20.0, 0.3))]
+        >>> beyond = outside_colonies(rng, (100, 100), (-100, -100, 200, 200), inside, 0.3)
+        >>> {c.label for c in beyond}, 10 < len(beyond) < 60
+        ({'Porites'}, True)
+    """
     sw, sh = size_wh
     s = min(sw, sh)
-    names = sorted(GENUS_LOOKS)
-    out = []
     x0, y0, x1, y1 = extent_xyxy
-    for _ in range(count):
-        label = names[int(rng.integers(len(names)))]
+    area_beyond = max((x1 - x0) * (y1 - y0) - sw * sh, 0.0)
+    if not like or cover <= 0 or area_beyond <= 0:
+        return []
+    radii = [
+        float(
+            np.sqrt(abs(_ring_area(c.polygon_xy)) / np.pi)
+            / FORM_OUTLINE[c.form or colony_form(c.label, c.seed or 0)][1]
+        )
+        for c in like
+    ]
+    # a Boolean model of discs: the covered share is 1 - exp(-painted area / area beyond)
+    painted_target = -np.log(1.0 - min(cover, 0.95)) * area_beyond
+    out: list[Colony] = []
+    painted = 0.0
+    while painted < painted_target and len(out) < most:
+        k = int(rng.integers(len(like)))
+        label = like[k].label
         seed = int(rng.integers(0, 2**31))
         form = colony_form(label, seed)
-        radius = s * rng.uniform(0.04, 0.16)
+        radius = float(np.clip(radii[k] * FORM_OUTLINE[form][1] * rng.lognormal(0, 0.25), 0.02 * s, 0.45 * s))
         for _try in range(50):
             c = rng.uniform([x0, y0], [x1, y1])
             if not (0 <= c[0] <= sw and 0 <= c[1] <= sh):
                 break
         else:
-            continue
+            break  # no room beyond the interior
         outline = colony_outline(rng, (float(c[0]), float(c[1])), radius, FORM_OUTLINE[form][0])
-        out.append(Colony(label, outline, [], seed, form))
+        out.append(Colony(label, outline, dead_patches(rng, c, radius, form, s), seed, form))
+        painted += abs(_ring_area(outline))
     return out
+
+
+def _ring_area(ring: np.ndarray) -> float:
+    """Signed area of a ring (N, 2) by the shoelace formula."""
+    x, y = np.asarray(ring, float).T
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))

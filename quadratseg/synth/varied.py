@@ -1023,9 +1023,9 @@ def render_varied(
         sw + right / to_plane.scale[0],
         sh + bottom / to_plane.scale[1],
     )
-    n_beyond = int(reef_rng.integers(12, 30) * (plane_hw[0] * plane_hw[1]) / (iw * ih))
-    beyond = outside_colonies(reef_rng, (sw, sh), extent, min(n_beyond, 90))
     parts = visible_parts(colonies, (sw, sh))
+    coral_share = float(polygons_to_mask([p.polygon for p in parts], (sw, sh)).mean()) if parts else 0.0
+    beyond = outside_colonies(reef_rng, (sw, sh), extent, colonies, coral_share)
     paint_reef(plane, to_plane, colonies, parts, beyond)
     if interior is not None:
         interior = np.asarray(interior, np.float32)
@@ -1115,7 +1115,6 @@ def render_varied(
     raw_clean = photograph(clean_plane) if alpha.any() else raw.copy()
     grid_xy = grid_crossings(frame, (sw, sh), rows, cols) if frame.strings == "grid" else None
     corners = transform_points(np.array([[0, 0], [sw, 0], [sw, sh], [0, sh]], float), h_warped_to_raw)
-    cover = float(polygons_to_mask([p.polygon for p in parts], (sw, sh)).mean()) if parts else 0.0
     return VariedRender(
         raw=raw,
         raw_clean=raw_clean,
@@ -1130,7 +1129,7 @@ def render_varied(
         optics=optics,
         exif_orientation=draw_exif_orientation(shot),
         string_width_px=float(width_px),
-        cover=cover,
+        cover=coral_share,
     )
 
 
