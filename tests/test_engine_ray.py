@@ -184,11 +184,11 @@ def test_a_local_run_killed_midway_is_resumed_on_ray_each_photo_once(ray_session
             str(big), str(out), yolo=str(weights), yolo_imgsz=64, warp_size=256, quadrat_cm=50, engine="ray"
         )
     )
-    assert (summary["processed"], summary["resumed_skipped"], summary["failed"]) == (12 - before, before, 0)
+    assert (summary["processed"], summary["resumed_skipped"], summary["failed"]) == (BIG - before, before, 0)
     again = json.loads(
         process(str(big), str(out), yolo=str(weights), yolo_imgsz=64, warp_size=256, quadrat_cm=50)
     )
-    assert (again["processed"], again["resumed_skipped"]) == (0, 12)  # and back on the local engine
+    assert (again["processed"], again["resumed_skipped"]) == (0, BIG)  # and back on the local engine
     assert not list((out / ".claims").rglob("*.claim"))
     # the only temporary files are the killed process's unfinished ones (hidden, never renamed)
     leftovers = [p.name for p in out.rglob("*") if ".tmp-" in p.name]
