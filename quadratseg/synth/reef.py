@@ -426,9 +426,10 @@ def outside_colonies(
 ) -> list[Colony]:
     """Colonies of the reef beyond the frame (warped pixel coordinates; no truth), the reef inside
     going on: centres in ``extent_xyxy`` (the plane's extent in warped pixels) outside the interior,
-    genera and sizes drawn from the interior's colonies ``like`` (each size within a factor of about
-    1.3), dead patches as inside, added until a Boolean model of their discs covers ``cover`` (the
-    interior's coral share) of the reef beyond (at most ``most``). No colony inside: none beyond.
+    genera and sizes drawn from the interior's colonies ``like`` (each size scaled by a log-normal
+    factor of sd 0.25 and by its own growth form), solitary colonies oval and dead patches as inside,
+    added until a Boolean model of their discs covers ``cover`` (the interior's coral share) of the
+    reef beyond (at most ``most`` colonies). No colony inside: none beyond.
 
     Examples:
         >>> rng = np.random.default_rng(0)
@@ -459,7 +460,9 @@ def outside_colonies(
         label = like[k].label
         seed = int(rng.integers(0, 2**31))
         form = colony_form(label, seed)
-        radius = float(np.clip(radii[k] * FORM_OUTLINE[form][1] * rng.lognormal(0, 0.25), 0.02 * s, 0.45 * s))
+        radius = float(
+            np.clip(radii[k] * FORM_OUTLINE[form][1] * rng.lognormal(0, 0.25), 0.025 * s, 0.45 * s)
+        )
         for _try in range(50):
             c = rng.uniform([x0, y0], [x1, y1])
             if not (0 <= c[0] <= sw and 0 <= c[1] <= sh):
@@ -467,6 +470,8 @@ def outside_colonies(
         else:
             break  # no room beyond the interior
         outline = colony_outline(rng, (float(c[0]), float(c[1])), radius, FORM_OUTLINE[form][0])
+        if form == "solitary":
+            outline = c + (outline - c) * [1.0, rng.uniform(0.55, 0.85)]
         out.append(Colony(label, outline, dead_patches(rng, c, radius, form, s), seed, form))
         painted += abs(_ring_area(outline))
     return out

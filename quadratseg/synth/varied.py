@@ -1,4 +1,4 @@
-"""The varied world: frames, strings, camera, light and occluders drawn per photo, over a dense reef.
+"""The varied world: frames, strings, camera, light and occluders drawn per photo, over a reef.
 
 One photo is rendered in two planes:
 
