@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from quadratseg.geometry import PolygonWithHoles, polygons_to_mask
+from quadratseg.geometry import PolygonWithHoles, polygon_area, polygons_to_mask
 from quadratseg.synth.appearance import colony_outline, fractal_noise, smooth_noise
 
 GROWTH_FORMS = ("branching", "massive", "encrusting", "plating", "digitate", "foliose", "solitary")
@@ -446,7 +446,7 @@ def outside_colonies(
         return []
     radii = [
         float(
-            np.sqrt(abs(_ring_area(c.polygon_xy)) / np.pi)
+            np.sqrt(polygon_area(c.polygon_xy) / np.pi)
             / FORM_OUTLINE[c.form or colony_form(c.label, c.seed or 0)][1]
         )
         for c in like
@@ -473,11 +473,5 @@ def outside_colonies(
         if form == "solitary":
             outline = c + (outline - c) * [1.0, rng.uniform(0.55, 0.85)]
         out.append(Colony(label, outline, dead_patches(rng, c, radius, form, s), seed, form))
-        painted += abs(_ring_area(outline))
+        painted += polygon_area(outline)
     return out
-
-
-def _ring_area(ring: np.ndarray) -> float:
-    """Signed area of a ring (N, 2) by the shoelace formula."""
-    x, y = np.asarray(ring, float).T
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
