@@ -135,16 +135,15 @@ def _warp_size(data_yaml: Path) -> int | None:
 def frame_check_statement() -> dict[str, Any]:
     """The thresholds by which a corners prediction is taken to show no frame (the refinement's frame
     check, :func:`grid_pose_detection.predictor.corner_warp`), as a model card states them."""
-    from grid_pose_detection.predictor import MIN_FRAME_SIDES, MIN_WEAKEST_SIDE
-    from quadratseg.keypoint_refine import MIN_EDGE_INLIERS
+    from grid_pose_detection.predictor import MIN_FRAME_SIDES, MIN_SIDE_EVIDENCE, MIN_WEAKEST_SIDE
 
     return {
         "sides_needed": MIN_FRAME_SIDES,
-        "side_evidence": MIN_EDGE_INLIERS,
+        "side_evidence": MIN_SIDE_EVIDENCE,
         "weakest_side": MIN_WEAKEST_SIDE,
         "rule": (
-            f"no frame unless {MIN_FRAME_SIDES} of the 4 sides have at least {MIN_EDGE_INLIERS:.0%} of their "
-            f"pieces on one straight edge (and a bar's coherence along the side) and none has under "
+            f"no frame unless {MIN_FRAME_SIDES} of the 4 sides have at least {MIN_SIDE_EVIDENCE:.0%} of "
+            f"their pieces on one straight edge (and a bar's coherence along the side) and none has under "
             f"{MIN_WEAKEST_SIDE:.0%}"
         ),
         "calibrated_on": "bench_grid.py --frame-check (varied world) and the 7 real CoralSCOP photos",

@@ -29,7 +29,7 @@ import numpy as np
 
 from grid_pose_detection.tasks import PoseTask
 from quadratseg.errors import DegenerateQuadrilateralError, QuadratsegError
-from quadratseg.keypoint_refine import MIN_EDGE_INLIERS, refine_grid_crossings, refine_quadrat_corners
+from quadratseg.keypoint_refine import refine_grid_crossings, refine_quadrat_corners
 from quadratseg.keypoints import (
     CORNER_NAMES,
     GRID_COLS,
@@ -50,7 +50,8 @@ STRING_WIDTH_SHARE = 0.07  # expected string width as a share of the grid spacin
 DEFAULT_CONF = 0.25  # box confidence when neither the caller nor the model's card gives one
 DEFAULT_KPT_CONF = 0.5  # keypoint confidence, likewise
 MIN_FRAME_SIDES = 3  # corners: sides that must lie on a straight edge of the photo for a warp
-MIN_WEAKEST_SIDE = 0.4  # corners: and no side's evidence below this (a wrong quadrat has one off the frame)
+MIN_SIDE_EVIDENCE = 0.4  # corners: a side lies on a straight edge when this share of its pieces do
+MIN_WEAKEST_SIDE = 0.2  # corners: and no side's evidence below this (a wrong quadrat has one off the frame)
 SIDE_NAMES = ("top", "right", "bottom", "left")
 
 
@@ -172,13 +173,14 @@ def corner_warp(prediction: PosePrediction, output_size: tuple[int, int]) -> tup
     reports (refined when refinement ran), or (None, why not).
 
     Refused when a corner is missing or the four are degenerate, and, after refinement, when fewer than
-    ``MIN_FRAME_SIDES`` sides of the quadrat lie on a straight edge of the photo, or one side's evidence
+    ``MIN_FRAME_SIDES`` sides of the quadrat lie on a straight edge of the photo (``MIN_SIDE_EVIDENCE`` of
+    their pieces on one line), or one side's evidence
     (its ``side_straightness``) is below ``MIN_WEAKEST_SIDE`` (the model put the corners where the photo
     shows no frame).
     """
     straight = prediction.side_straightness
     if straight is not None:
-        seen = straight >= MIN_EDGE_INLIERS
+        seen = straight >= MIN_SIDE_EVIDENCE
         weakest = int(np.argmin(straight))
         if int(seen.sum()) < MIN_FRAME_SIDES or straight[weakest] < MIN_WEAKEST_SIDE:
             sides = ", ".join(n for n, ok in zip(SIDE_NAMES, seen, strict=True) if ok) or "none"

@@ -41,6 +41,10 @@ EDGE_SEGMENTS = 12  # a side is cut into this many pieces, each averaged along t
 EDGE_SNR = 4.0  # an edge of a piece's mean profile stands this many noise units above the profile's
 SUPPORT_WEIGHT = 0.25  # choosing a side's edge: a segment more on a line outweighs 1/48 of the radius nearer
 MIN_EDGE_NOISE = 0.5  # gray levels per px: the noise floor of a flat (rendered) profile
+# and this many robust standard deviations of the reef's own mean-profile gradients: real reef texture is
+# correlated over many pixels, so pixel noise alone lets texture edges through (calibrated with
+# bench_grid.py --frame-check: the largest value that confirms the 7 real frames at their hand corners)
+REEF_EDGE_SNR = 2.8
 
 
 @dataclass
@@ -224,6 +228,24 @@ def _parabolic_peak(values: np.ndarray, k: np.ndarray) -> np.ndarray:
     return out
 
 
+def reef_gradient_sd(
+    view: np.ndarray, starts: np.ndarray, length: int, pad: int, radius: int, valid: np.ndarray | None = None
+) -> float:
+    """Robust standard deviation (1.4826 x median absolute value) of the gradients across the side of the
+    pieces' mean profiles over the reef just inside the search band (rows ``pad + radius + 2`` to
+    ``pad + 3 * radius + 4`` of :func:`_side_view`, where no frame edge can lie); 0 where no piece has
+    those rows inside the photo."""
+    lo, hi = pad + radius + 2, min(pad + 3 * radius + 4, view.shape[0])
+    if hi - lo < 3:
+        return 0.0
+    rows = view[lo:hi].astype(np.float64)
+    keep = [a for a in starts if valid is None or bool(valid[lo:hi, a : a + length].all())]
+    if not keep:
+        return 0.0
+    profiles = np.stack([rows[:, a : a + length].mean(axis=1) for a in keep])
+    return 1.4826 * float(np.median(np.abs(profiles[:, 2:] - profiles[:, :-2]) / 2.0))
+
+
 def side_edge_candidates(
     view: np.ndarray,
     pad: int,
@@ -240,7 +262,10 @@ def side_edge_candidates(
     side keeps its full step.
     Candidates are the local maxima of the profile's absolute gradient that stand ``EDGE_SNR`` noise
     units above it (either polarity: a bar may be brighter or darker than the reef, a part of the side
-    either).
+    either) and ``REEF_EDGE_SNR`` robust standard deviations of the reef's own gradients (the smaller of
+    :func:`reef_gradient_sd`, just inside the band, and the band's inner half's): on a real reef the
+    pieces' mean profiles keep texture edges far above the pixel noise, and a line through such edges on
+    half the pieces would otherwise pass for a frame's side.
 
     ``valid`` (the view's shape, bool): pixels inside the photo; a segment reaching outside it has no
     candidate (the photo's own border is a straight edge too).
@@ -271,9 +296,15 @@ def side_edge_candidates(
     # the noise of a piece's mean gradient: the photo's pixel noise along the side, averaged over the piece
     pixel_noise = 1.4826 * float(np.median(np.abs(np.diff(strip, axis=1)))) / np.sqrt(2)
     noise = max(pixel_noise / np.sqrt(2 * length), MIN_EDGE_NOISE)
+    # the reef's own texture: the smaller of its gradients just inside the band and in the band's inner
+    # half (a narrow band holding a blurred frame edge would take the edge itself for texture)
+    reef_sd = reef_gradient_sd(view, starts, length, pad, radius, valid)
+    if inside.any():
+        reef_sd = min(reef_sd, 1.4826 * float(np.median(grad[inside][:, pad + 2 - lo :])))
+    threshold = max(EDGE_SNR * noise, REEF_EDGE_SNR * reef_sd)
     peak = np.zeros_like(grad, dtype=bool)
     peak[:, 1:-1] = (grad[:, 1:-1] > grad[:, :-2]) & (grad[:, 1:-1] >= grad[:, 2:])
-    peak &= (grad >= EDGE_SNR * noise) & inside[:, None]
+    peak &= (grad >= threshold) & inside[:, None]
     candidates = []
     for i in range(len(starts)):
         k = np.flatnonzero(peak[i])
