@@ -13,20 +13,41 @@ colonies matched (:mod:`quadratseg.track.matching`) and followed (:mod:`quadrats
 ``--taglab``: a TagLab project whose images are surveys of one plot, ordered by acquisition date;
 the maps are taken as co-registered, or aligned from the colony outlines with ``--align-outlines``.
 
-Outputs in ``OUT`` (each written atomically): ``links.csv``, ``colonies.csv``, ``demography.csv``,
+Outputs in ``OUT`` (written as a set: a temporary folder replaces ``OUT`` once complete, so a
+failed run leaves the previous outputs; ``OUT`` must be new or hold an earlier run's outputs):
+``links.csv``, ``colonies.csv``, ``demography.csv``,
 ``registrations.csv`` (per pair: turn, residual, inliers, or the reason it was refused),
-``problems.csv`` (what was refused and why: other pairs go on), ``taglab_project.json`` (our
-colonies and links as a TagLab project), ``summary.json`` and ``report.html``.
+``problems.csv`` (what was refused and why: other pairs go on), ``taglab/<site>_<quadrat>.json``
+(our colonies and links as a TagLab project) or, with ``--taglab``, ``taglab_project.json`` (the
+input project with only its correspondences replaced by ours), ``summary.json`` and ``report.html``.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
-from pipeline.tracking import track_process_outputs, track_taglab_project
+from pipeline.tracking import check_quadrat_cm, track_process_outputs, track_taglab_project
 from quadratseg.errors import QuadratsegError
 
 
+def survey_words_as_text(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Tell fire to pass ``func``'s ``*surveys`` as typed: a folder named ``2019`` is a path, not
+    an int (fire parses a variadic argument with its default parse function only); its options keep
+    fire's parsing (numbers, flags), and :func:`quadratseg.cli.keep_text_arguments` keeps the text ones."""
+    from fire import decorators, parser
+
+    options = {
+        name: parser.DefaultParseValue
+        for name, parameter in inspect.signature(func).parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY
+    }
+    decorators.SetParseFn(str)(func)
+    return decorators.SetParseFns(**options)(func)
+
+
+@survey_words_as_text
 def track(
     *surveys: str,
     out: str | None = None,
@@ -47,7 +68,7 @@ def track(
         matcher: graph (overlap graph with assignment; splits, fusions, changed genus calls) or taglab
             (TagLab's rule: same class, overlap >= 60 % of the smaller colony).
         metadata: CSV with photo,site,year,quadrat (else folders and names give them).
-        quadrat_cm: the quadrat's width in cm (areas in cm^2).
+        quadrat_cm: the quadrat's width in cm (areas in cm^2), a positive number.
         align_outlines: with --taglab, align the maps from the colony outlines (else co-registered).
         report: write report.html.
 
@@ -56,6 +77,8 @@ def track(
     """
     if not out:
         raise QuadratsegError("--out is required: the folder for links.csv, colonies.csv and the report")
+    quadrat_cm = check_quadrat_cm(quadrat_cm)
+    surveys = tuple(str(folder) for folder in surveys)
     if taglab:
         if surveys:
             raise QuadratsegError("give either SURVEY folders or --taglab PROJECT.json, not both")

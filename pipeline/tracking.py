@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.run import photo_output
-from quadratseg.atomic import atomic_write_json
-from quadratseg.cover_table import cm_per_px, write_table
+from quadratseg.atomic import atomic_output_dir, atomic_write_json
+from quadratseg.cover_table import write_table
 from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import PolygonWithHoles
 from quadratseg.images import output_name, read_image_rgb
@@ -36,6 +37,21 @@ logger = logging.getLogger(__name__)
 
 
 PROBLEM_COLUMNS = ["site", "quadrat", "source_survey", "target_survey", "problem"]
+# what an output folder holds (write_outputs): a folder holding only these is an earlier run's, replaced
+OUTPUT_NAMES = frozenset(
+    {
+        "links.csv",
+        "colonies.csv",
+        "demography.csv",
+        "registrations.csv",
+        "problems.csv",
+        "summary.json",
+        "report.html",
+        "img",
+        "taglab",
+        "taglab_project.json",
+    }
+)
 REGISTRATION_COLUMNS = [
     "site",
     "quadrat",
@@ -53,6 +69,48 @@ REGISTRATION_COLUMNS = [
     "angle_deg",
     "reason",
 ]
+
+
+def check_quadrat_cm(quadrat_cm: Any) -> float:
+    """The quadrat's width in cm as a positive finite number.
+
+    Raises:
+        QuadratsegError: anything else (0 would give pixel counts labelled cm^2).
+
+    Examples:
+        >>> check_quadrat_cm("50")
+        50.0
+    """
+    try:
+        width = math.nan if isinstance(quadrat_cm, bool) else float(quadrat_cm)
+    except (TypeError, ValueError):
+        width = math.nan
+    if not (math.isfinite(width) and width > 0):
+        raise QuadratsegError(
+            f"--quadrat-cm {quadrat_cm!r} is not a width: give the quadrat's width in cm, a positive "
+            "number such as 100"
+        )
+    return width
+
+
+def check_output_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` if the outputs may go there: a new folder, or one holding only an earlier run's
+    outputs (:data:`OUTPUT_NAMES`), which they replace as a whole.
+
+    Raises:
+        QuadratsegError: it is a file, or a folder holding anything else (nothing is touched).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise QuadratsegError(f"--out {out} is a file; give a folder for the tracking outputs")
+    others = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_NAMES) if out.is_dir() else []
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise QuadratsegError(
+            f"--out {out} holds other files ({shown}): the tracking outputs replace that folder as a "
+            "whole; give a new folder, or one an earlier pipeline.track wrote"
+        )
+    return out
 
 
 @dataclass
@@ -88,6 +146,7 @@ def read_process_output(
     else every record) and the photos left out with the reason (no quadrat found, no instances, a
     record another run with other models or options rewrote since).
     Each survey is named ``<label>/<key>`` (``label``: the folder's name by default)."""
+    width_cm = check_quadrat_cm(quadrat_cm)
     out = Path(out_dir)
     if not (out / "photos").is_dir():
         raise QuadratsegError(
@@ -151,7 +210,7 @@ def read_process_output(
             name,
             str(place["year"]),
             frame,
-            cm_per_px(quadrat_cm, frame) or 1.0,
+            width_cm / frame[0],  # cm per px: the quadrat's width across the warp
             [colony for _, colony in exclusive],
             ids=[index for index, _ in exclusive],
             site=place["site"],
@@ -271,6 +330,16 @@ def with_taxonomy(rows: list[dict[str, Any]], level: str = "") -> list[dict[str,
     ]
 
 
+def shared_areas_m2(tracks: Sequence[QuadratTrack]) -> dict[tuple[str, str, str, str], float]:
+    """Per tracked interval (site, quadrat, start date, end date), the m^2 of reef both its photos
+    show (the demography's recruits are counted there)."""
+    return {
+        (i.source.site, i.source.quadrat, i.source.date, i.target.date): i.shared_area_cm2() / 1e4
+        for t in tracks
+        for i in t.intervals
+    }
+
+
 def write_outputs(
     out_dir: str | Path,
     tracks: Sequence[QuadratTrack],
@@ -282,26 +351,19 @@ def write_outputs(
     images: dict[str, Path] | None = None,
     taglab_export: bool = True,
     level: str = "",
+    extra: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Write every table, ``summary.json``, the report and (``taglab_export``) each quadrat's
     colonies and links as a TagLab project ``taglab/<site>_<quadrat>.json``; returns the summary.
-    ``level``: the labels' taxonomy level (:func:`with_taxonomy`)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ``level``: the labels' taxonomy level (:func:`with_taxonomy`); ``extra(folder)`` writes more
+    outputs into the folder. The outputs appear as a set or not at all: written into a temporary
+    sibling of ``out_dir`` that replaces it once complete (:func:`check_output_folder`)."""
+    out = check_output_folder(out_dir)
     links = [row for t in tracks for row in t.link_rows()]
     colonies = with_taxonomy([row for t in tracks for row in t.colonies], level)
     # the intervals tracked: a refused pair between two runs of a quadrat is no interval
-    tracked = {
-        (i.source.site, i.source.quadrat, i.source.date, i.target.date) for t in tracks for i in t.intervals
-    }
-    demography = demography_rows(colonies, quadrat_area_m2, intervals=tracked)
-    write_table(out / "links.csv", LINK_COLUMNS, links)
-    write_table(
-        out / "colonies.csv", [*COLONY_TRACK_COLUMNS[:8], *LEVELS, *COLONY_TRACK_COLUMNS[8:]], colonies
-    )
-    write_table(out / "demography.csv", DEMOGRAPHY_COLUMNS, demography)
-    write_table(out / "registrations.csv", REGISTRATION_COLUMNS, reg_rows)
-    write_table(out / "problems.csv", PROBLEM_COLUMNS, problems)
+    shared = shared_areas_m2(tracks)
+    demography = demography_rows(colonies, quadrat_area_m2, intervals=set(shared), shared_area_m2=shared)
     events: dict[str, int] = defaultdict(int)
     for row in links:
         events[row["event"]] += 1
@@ -317,22 +379,38 @@ def write_outputs(
         "refused_pairs": len(problems),
         **(summary_extra or {}),
     }
-    atomic_write_json(out / "summary.json", summary)
-    if taglab_export:
-        from quadratseg.formats.taglab import write_taglab_project
+    with atomic_output_dir(out, overwrite=True) as folder:
+        write_table(folder / "links.csv", LINK_COLUMNS, links)
+        write_table(
+            folder / "colonies.csv", [*COLONY_TRACK_COLUMNS[:8], *LEVELS, *COLONY_TRACK_COLUMNS[8:]], colonies
+        )
+        write_table(folder / "demography.csv", DEMOGRAPHY_COLUMNS, demography)
+        write_table(folder / "registrations.csv", REGISTRATION_COLUMNS, reg_rows)
+        write_table(folder / "problems.csv", PROBLEM_COLUMNS, problems)
+        atomic_write_json(folder / "summary.json", summary)
+        if taglab_export:
+            write_taglab_exports(folder / "taglab", tracks)
+        if extra is not None:
+            extra(folder)
+        if report:
+            from pipeline.track_report import write_track_report
 
-        names: set[str] = set()
-        for t in tracks:
-            first = t.surveys[0]
-            name = f"{first.site}_{first.quadrat}".replace("/", "_")
-            name = name if name not in names else f"{name}_from_{first.date}"  # a run after a refused pair
-            names.add(name)
-            write_taglab_project(track_to_taglab(t), out / "taglab" / f"{name}.json")
-    if report:
-        from pipeline.track_report import write_track_report
-
-        write_track_report(out, tracks, images)
+            write_track_report(folder, tracks, images)
     return summary
+
+
+def write_taglab_exports(folder: Path, tracks: Sequence[QuadratTrack]) -> None:
+    """Each quadrat run's colonies and links as a TagLab project ``<site>_<quadrat>.json`` in ``folder``
+    (``_from_<date>`` added for a run after a refused pair)."""
+    from quadratseg.formats.taglab import write_taglab_project
+
+    names: set[str] = set()
+    for t in tracks:
+        first = t.surveys[0]
+        name = f"{first.site}_{first.quadrat}".replace("/", "_")
+        name = name if name not in names else f"{name}_from_{first.date}"  # a run after a refused pair
+        names.add(name)
+        write_taglab_project(track_to_taglab(t), folder / f"{name}.json")
 
 
 def track_process_outputs(
@@ -344,8 +422,16 @@ def track_process_outputs(
     limits: RegistrationLimits | None = None,
     report: bool = True,
 ) -> dict[str, Any]:
-    """Follow the colonies of ``pipeline.process`` outputs (see the module docstring)."""
+    """Follow the colonies of ``pipeline.process`` outputs (see the module docstring).
+
+    Raises:
+        QuadratsegError: a bad ``quadrat_cm``, ``matcher`` or ``out_dir`` (before anything is read
+            or written), surveys of different taxonomy levels, or no quadrat with two surveys that
+            could be followed.
+    """
+    quadrat_cm = check_quadrat_cm(quadrat_cm)
     get_matcher(matcher)
+    check_output_folder(out_dir)
     photo_surveys, problems = [], []
     names = [Path(folder).name for folder in surveys]
     for folder, name in zip(surveys, names, strict=True):
@@ -404,27 +490,20 @@ def track_process_outputs(
     )
 
 
-def track_taglab_project(
-    project_path: str | Path,
-    out_dir: str | Path,
-    matcher: str = "graph",
-    align_outlines: bool = False,
-    report: bool = True,
-) -> dict[str, Any]:
-    """Follow the regions of a TagLab project's surveys (images, ordered by acquisition date); ids in
-    ``links.csv`` are TagLab's region ids. The project with our correspondences is written as
-    ``taglab_project.json``."""
-    from dataclasses import replace
+def taglab_surveys(project: Any, plot: str) -> list[Survey]:
+    """The surveys of a TagLab project (:class:`quadratseg.formats.taglab.TaglabProject`) as
+    :class:`Survey` objects of quadrat ``plot``: regions in the core's frame, ids TagLab's region
+    ids, cm per px from the maps' mm per px. Regions of class ``Empty`` (unclassified) are left out,
+    as TagLab's own correspondences leave them out (no link, no birth, no death)."""
+    from quadratseg.formats.taglab import EMPTY_CLASS, PIXEL_CENTRE_OFFSET
 
-    from quadratseg.formats.taglab import PIXEL_CENTRE_OFFSET, read_taglab_project, write_taglab_project
-
-    get_matcher(matcher)
-    project = read_taglab_project(project_path)
     surveys = []
     for s in project.surveys:
         frame = (int(s.width), int(s.height))
         colonies, ids = [], []
         for region in s.regions:
+            if region.class_name == EMPTY_CLASS:
+                continue
             rings = [
                 np.asarray(ring, float) + PIXEL_CENTRE_OFFSET
                 for ring in (region.contour_xy, *region.inner_contours_xy)
@@ -435,8 +514,32 @@ def track_taglab_project(
             if inst is not None:
                 colonies.append(inst)
                 ids.append(int(region.id))
-        plot = Path(project_path).stem
         surveys.append(Survey(s.name, str(s.date), frame, float(s.px_to_mm) / 10.0, colonies, ids, "", plot))
+    return surveys
+
+
+def track_taglab_project(
+    project_path: str | Path,
+    out_dir: str | Path,
+    matcher: str = "graph",
+    align_outlines: bool = False,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Follow the regions of a TagLab project's surveys (images, ordered by acquisition date); ids in
+    ``links.csv`` are TagLab's region ids. The input project with our correspondences (and nothing
+    else changed) is written as ``taglab_project.json``."""
+    from quadratseg.formats.taglab import (
+        parse_taglab_project,
+        read_taglab_json,
+        with_correspondences,
+        write_taglab_json,
+    )
+
+    get_matcher(matcher)
+    check_output_folder(out_dir)
+    data = read_taglab_json(project_path)
+    project = parse_taglab_project(data, str(project_path))
+    surveys = taglab_surveys(project, Path(project_path).stem)
     if len(surveys) < 2:
         raise QuadratsegError(
             f"{project_path} has {len(surveys)} survey(s); following colonies needs two or more"
@@ -472,11 +575,16 @@ def track_taglab_project(
         )
     first = surveys[0]
     area = {("", first.quadrat): first.frame_size[0] * first.frame_size[1] * (first.cm_per_px / 100) ** 2}
-    extra = {"matcher": matcher, "taglab": str(project_path)}
-    summary = write_outputs(out_dir, tracks, reg_rows, problems, area, extra, report, taglab_export=False)
     links = [link for t in tracks for link in taglab_links(t)]
-    write_taglab_project(replace(project, links=links), Path(out_dir) / "taglab_project.json")
-    return summary
+    exported = with_correspondences(data, project, links)
+
+    def write_project(folder: Path) -> None:
+        write_taglab_json(exported, folder / "taglab_project.json")
+
+    extra = {"matcher": matcher, "taglab": str(project_path)}
+    return write_outputs(
+        out_dir, tracks, reg_rows, problems, area, extra, report, taglab_export=False, extra=write_project
+    )
 
 
 def taglab_links(track: QuadratTrack) -> list[Any]:

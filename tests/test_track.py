@@ -303,8 +303,9 @@ def test_an_interval_whose_alignment_was_refused_is_left_out_of_the_demography()
     and those of 2020 no event, which is not "nobody died and nobody recruited"."""
     rows = [
         _colony("Q1", "2019", "Porites", fate=""),
-        _colony("Q1", "2020", "Porites", event=""),
+        _colony("Q1", "2020", "Porites", event="", fate="grow"),
         _colony("Q1", "2020", "Porites", event="", fate="dead"),
+        _colony("Q1", "2020", "Porites", event=""),  # no fate: the 2021 photo does not show it
         _colony("Q1", "2021", "Porites", event="grow"),
     ]
     tracked = {("S", "Q1", "2020", "2021")}

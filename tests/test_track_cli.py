@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,78 @@ def test_colonies_of_an_extended_model_are_not_reported_as_genera(tmp_path):
     assert colonies and {(c["finegrained"], c["extended"]) for c in colonies} == {("", "Merulinidae")}
     with pytest.raises(Exception, match="different taxonomy levels"):
         track_process_outputs([outs[0], outs[2]], tmp_path / "mixed", report=False)
+
+
+@pytest.mark.parametrize("quadrat_cm", ["0", "-100", "nan"])
+def test_a_quadrat_width_that_is_no_length_stops_before_anything_is_read_or_written(
+    surveys, tmp_path, quadrat_cm
+):
+    """0 would give pixel counts labelled cm^2, a negative width wrote half the outputs then failed:
+    refused up front with one line, the CLI's exit code 2, no output folder."""
+    _, outs, _ = surveys
+    out = tmp_path / "t"
+    result = python_m(
+        "pipeline.track", str(outs[0]), str(outs[1]), "--out", str(out), f"--quadrat-cm={quadrat_cm}"
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "--quadrat-cm" in errors[0] and "Traceback" not in result.stderr, (
+        result.stderr
+    )
+    assert not out.exists()
+
+
+def test_outputs_appear_as_a_set_or_not_at_all(surveys, tmp_path, monkeypatch):
+    """A failure after the tables (here the report) leaves no half-written output folder, and a
+    previous run's outputs as they were."""
+    import pipeline.track_report
+    from pipeline.tracking import track_process_outputs
+
+    _, outs, _ = surveys
+    out = tmp_path / "t"
+    track_process_outputs(outs[:2], out, report=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the report failed")
+
+    monkeypatch.setattr(pipeline.track_report, "write_track_report", broken)
+    for folder in (out, tmp_path / "fresh"):
+        with pytest.raises(RuntimeError, match="the report failed"):
+            track_process_outputs(outs[:2], folder, matcher="taglab")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not (tmp_path / "fresh").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_survey_folders_named_like_years_are_folders(surveys, tmp_path):
+    """``python -m pipeline.track 2019 2020 --out t``: the command line's 2019 is a folder, not an int."""
+    _, outs, _ = surveys
+    for year, out in zip(("2019", "2020"), outs, strict=True):
+        (tmp_path / year).symlink_to(out, target_is_directory=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.track", "2019", "2020", "--out", "t", "--no-report"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    links = read_csv(tmp_path / "t" / "links.csv")
+    assert links and {r["source_survey"].split("/")[0] for r in links} == {"2019"}
+
+
+def test_an_output_folder_holding_other_files_is_refused_untouched(tmp_path):
+    """The outputs replace --out as a whole: a folder holding anything but an earlier run's outputs
+    (here a survey's notes) is refused before anything is read, and left as it was."""
+    from pipeline.tracking import track_process_outputs
+    from quadratseg.errors import QuadratsegError
+
+    out = tmp_path / "work"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(QuadratsegError, match=r"holds other files \(notes.txt\)"):
+        track_process_outputs([tmp_path / "a", tmp_path / "b"], out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]

@@ -165,3 +165,114 @@ def test_taglab_sample_plot_surveyed_twice(tmp_path):
     assert all(float(r["iou"]) == 1.0 for r in same)
     colonies = read_csv(tmp_path / "out" / "colonies.csv")
     assert {r["class"] for r in links} <= set(sample.classes) and colonies[0]["finegrained"] == ""
+
+
+def rectangles(*boxes: tuple[int, int, int, int], size: int = 100) -> np.ndarray:
+    """A bool (size, size) mask of the boxes (y0, y1, x0, x1)."""
+    mask = np.zeros((size, size), bool)
+    for y0, y1, x0, x1 in boxes:
+        mask[y0:y1, x0:x1] = True
+    return mask
+
+
+@pytest.mark.parametrize("matcher", ["graph", "taglab"])
+def test_lineage_ids_stay_unique_when_two_fusions_take_pieces_of_one_colony(tmp_path, matcher):
+    """A large colony A between two small ones B1 and B2 breaks in three: its top strip fuses with
+    B1, its bottom strip with B2, its middle stays alone. Each fusion's largest source is A; the two
+    must not share A's lineage id: every colony of a survey has its own, which names its ancestry."""
+    from pipeline.tracking import track_taglab_project
+
+    a = rectangles((20, 60, 20, 60))
+    b1, b2 = rectangles((20, 30, 10, 20)), rectangles((50, 60, 60, 70))
+    x = rectangles((20, 30, 10, 20), (20, 30, 20, 50))  # B1 + 300 px of A's top strip
+    y = rectangles((50, 60, 60, 70), (50, 60, 30, 60))  # B2 + 300 px of A's bottom strip
+    z = rectangles((30, 50, 20, 60))  # the rest of A's middle
+    surveys = [
+        TaglabSurvey(name, date, 100, 100, 2.0, [region(k + 1, m, "Porites") for k, m in enumerate(masks)])
+        for name, date, masks in (("y2019", "2019-06-01", [a, b1, b2]), ("y2020", "2020-06-01", [x, y, z]))
+    ]
+    write_taglab_project(TaglabProject(surveys, {"Porites": (0, 162, 232)}), tmp_path / "plot.json")
+    track_taglab_project(tmp_path / "plot.json", tmp_path / "out", matcher, report=False)
+    colonies = read_csv(tmp_path / "out" / "colonies.csv")
+    later = {r["colony_id"]: r for r in colonies if r["survey"] == "y2020"}
+    first = {r["colony_id"]: r["lineage"] for r in colonies if r["survey"] == "y2019"}
+    assert len({r["lineage"] for r in later.values()}) == 3, later
+    lineage_a = first["1"]
+    for piece in later.values():  # every piece of A says so in its id, as split pieces do
+        assert piece["lineage"].startswith(f"{lineage_a}."), piece
+    assert later["1"]["parents"] == ";".join(sorted([lineage_a, first["2"]]))
+    assert later["2"]["parents"] == ";".join(sorted([lineage_a, first["3"]]))
+
+
+@pytest.mark.parametrize("matcher", ["graph", "taglab"])
+def test_regions_of_class_empty_are_not_followed(tmp_path, matcher):
+    """TagLab's own correspondences skip class Empty (unclassified regions): no link, no death, no
+    recruit, no colony row and no demography row for them; the other regions' rows are those of the
+    project without them."""
+    from pipeline.tracking import track_taglab_project
+
+    project, _, _ = synthetic_project()
+    (tmp_path / "plain").mkdir()  # the plot is named after the file: plot.json both times
+    write_taglab_project(project, tmp_path / "plain" / "plot.json")
+    track_taglab_project(tmp_path / "plain" / "plot.json", tmp_path / "plain" / "out", matcher, report=False)
+    blank = np.zeros((384, 384), bool)
+    early, late, both = blank.copy(), blank.copy(), blank.copy()
+    early[2:8, 2:8] = True  # only in 2019: would be dead
+    late[376:382, 376:382] = True  # only in 2020: would be a recruit
+    both[2:8, 376:382] = True  # in both: would be a link
+    project.surveys[0].regions += [region(900, early, "Empty"), region(902, both, "Empty")]
+    project.surveys[1].regions += [region(901, late, "Empty"), region(902, both, "Empty")]
+    write_taglab_project(project, tmp_path / "plot.json")
+    track_taglab_project(tmp_path / "plot.json", tmp_path / "out", matcher, report=False)
+    links = read_csv(tmp_path / "out" / "links.csv")
+    assert not [
+        r for r in links if r["class"] == "Empty" or {r["source_id"], r["target_id"]} & {"900", "901", "902"}
+    ]
+    colonies = read_csv(tmp_path / "out" / "colonies.csv")
+    assert "Empty" not in {r["label"] for r in colonies}
+    demography = read_csv(tmp_path / "out" / "demography.csv")
+    assert "Empty" not in {r["genus"] for r in demography}
+    for name, rows in (("links.csv", links), ("colonies.csv", colonies), ("demography.csv", demography)):
+        assert rows == read_csv(tmp_path / "plain" / "out" / name), name
+
+
+@pytest.mark.skipif(
+    not SAMPLE.is_file(), reason="TagLab's sample project is in ../shared/data/taglab (absent)"
+)
+@pytest.mark.slow
+def test_taglab_export_is_the_input_project_with_only_its_correspondences_changed(tmp_path):
+    """With --taglab the project written back is the one read, with our correspondences: its
+    dictionary, image names and grid, metadata, georeference, region instance names, data and
+    points all stay as TagLab wrote them."""
+    import copy
+    import json
+
+    from pipeline.tracking import track_taglab_project
+
+    data = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    data["metadata"] = {"Site": "VOS", "Observer": "someone"}
+    first = data["images"][0]
+    first["metadata"] = {"Depth": "5 m"}
+    first["georef_filename"] = "VOS_georef.tif"
+    first["annotations"]["regions"][3]["instance name"] = "big plate"
+    first["annotations"]["regions"][3]["data"] = {"Growth form": "plate"}
+    first["annotations"]["points"] = [
+        {"X": 10.0, "Y": 20.0, "Class": "Empty", "Id": 0, "Note": "", "Data": {}}
+    ]
+    later = copy.deepcopy(first)
+    later["id"] = later["name"] = "VOS_2014"
+    later["acquisition_date"] = "2014-01-01"
+    gone = later["annotations"]["regions"].pop(0)["id"]
+    data["images"].append(later)
+    (tmp_path / "two.json").write_text(json.dumps(data), encoding="utf-8")
+    track_taglab_project(tmp_path / "two.json", tmp_path / "out", "taglab", report=False)
+    written = json.loads((tmp_path / "out" / "taglab_project.json").read_text(encoding="utf-8"))
+    correspondences = written.pop("correspondences")
+    data.pop("correspondences")
+    assert written == data
+    (table,) = correspondences.values()
+    assert (table["source"], table["target"]) == ("VOS", "VOS_2014")
+    rows = {(row[1], row[2]): row[6] for row in table["correspondences"]}
+    assert rows[(gone, -1)] == "dead" and len(rows) == len(first["annotations"]["regions"])
+    back = read_taglab_project(tmp_path / "out" / "taglab_project.json")  # TagLab's format, read back
+    assert len(back.links) == len(rows)

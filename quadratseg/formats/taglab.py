@@ -27,7 +27,15 @@ Coordinates: ``contour_xy`` are TagLab's map pixels as stored, (x, y) with the *
 centre at (c + 0.5, r + 0.5): add :data:`PIXEL_CENTRE_OFFSET` to go there.
 
 TagLab accepts a file with a region whose class is not among its labels (it paints it red);
-:func:`read_taglab_project` and :func:`write_taglab_project` refuse it, naming the region.
+:func:`read_taglab_project` and :func:`write_taglab_project` refuse it, naming the region. Regions of
+class ``Empty`` are unclassified: TagLab's correspondences (``autoMatch``, ``assignDead``,
+``assignBorn``) leave them out.
+
+:func:`write_taglab_project` builds a project from scratch, with only the parts above. To give a
+project read from a file new correspondences and change nothing else (dictionary, maps' grid,
+metadata, georeference, regions' instance names and data, points, layers), read it with
+:func:`read_taglab_json` and :func:`parse_taglab_project`, and write :func:`with_correspondences`
+with :func:`write_taglab_json`.
 
 Examples:
     >>> encode_contour(np.array([[8.0, 114.4], [7.0, 114.4]]))
@@ -392,14 +400,11 @@ def _check_classes(project: TaglabProject) -> None:
                 )
 
 
-def read_taglab_project(path: str | Path) -> TaglabProject:
-    """Read a TagLab project JSON into surveys (in date order, as TagLab orders them), classes, links.
+def read_taglab_json(path: str | Path) -> dict[str, Any]:
+    """A TagLab project file's JSON object, as it is (:func:`parse_taglab_project` reads it).
 
     Raises:
-        QuadratsegError: the file is missing or not JSON, a key TagLab's loader needs is missing
-            (named with the image and region), a region's class is not among the labels, a contour
-            cannot be decoded, a date is not ``YYYY-MM-DD``, or a correspondence names an unknown
-            image or region.
+        QuadratsegError: the file is missing or not JSON, or an old-style project.
     """
     path = Path(path)
     if not path.is_file():
@@ -412,15 +417,25 @@ def read_taglab_project(path: str | Path) -> TaglabProject:
         raise QuadratsegError(
             f"{path} is an old-style TagLab project ('Map File'); open it in TagLab and save it again"
         )
-    _require(data, ("labels", "images"), str(path), "project")
+    return data
+
+
+def parse_taglab_project(data: Any, where: str) -> TaglabProject:
+    """Surveys (in date order, as TagLab orders them), classes and links of a TagLab project's JSON
+    object (``where``: the file, for messages).
+
+    Raises:
+        QuadratsegError: see :func:`read_taglab_project`.
+    """
+    _require(data, ("labels", "images"), where, "project")
     classes = {
-        str(name): _color(label.get("fill") if isinstance(label, dict) else None, f"{path}, label {name!r}")
+        str(name): _color(label.get("fill") if isinstance(label, dict) else None, f"{where}, label {name!r}")
         for name, label in data["labels"].items()
     }
-    surveys = [_read_survey(im, f"{path}, image {k}") for k, im in enumerate(data["images"])]
+    surveys = [_read_survey(im, f"{where}, image {k}") for k, im in enumerate(data["images"])]
     names = [s.name for s in surveys]
     if len(set(names)) != len(names):
-        raise QuadratsegError(f"{path}: image ids {names} are not unique")
+        raise QuadratsegError(f"{where}: image ids {names} are not unique")
     surveys.sort(key=lambda s: s.date or "1955-11-05")  # TagLab's order (undated maps get its 1955-11-05)
     project = TaglabProject(
         surveys, classes, _read_links(data.get("correspondences"), {s.name: s for s in surveys})
@@ -428,8 +443,20 @@ def read_taglab_project(path: str | Path) -> TaglabProject:
     try:
         _check_classes(project)
     except QuadratsegError as exc:
-        raise QuadratsegError(f"{path}: {exc}") from None
+        raise QuadratsegError(f"{where}: {exc}") from None
     return project
+
+
+def read_taglab_project(path: str | Path) -> TaglabProject:
+    """Read a TagLab project JSON into surveys (in date order, as TagLab orders them), classes, links.
+
+    Raises:
+        QuadratsegError: the file is missing or not JSON, a key TagLab's loader needs is missing
+            (named with the image and region), a region's class is not among the labels, a contour
+            cannot be decoded, a date is not ``YYYY-MM-DD``, or a correspondence names an unknown
+            image or region.
+    """
+    return parse_taglab_project(read_taglab_json(path), str(path))
 
 
 def _region_dict(region: TaglabRegion) -> dict[str, Any]:
@@ -587,3 +614,25 @@ def write_taglab_project(project: TaglabProject, path: str | Path) -> None:
     path = Path(path)
     data = taglab_project_dict(project, filename=path.name)
     atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def with_correspondences(
+    data: dict[str, Any], project: TaglabProject, links: list[TaglabLink]
+) -> dict[str, Any]:
+    """The TagLab project JSON object ``data`` with its ``correspondences`` replaced by ``links``
+    (TagLab's table, areas from the regions of ``project``, the surveys ``data`` was read into by
+    :func:`parse_taglab_project`); every other key (dictionary, images with their grid, metadata,
+    georeference, regions with their instance names and data, points, layers) as it is.
+
+    Raises:
+        QuadratsegError: a link names an unknown survey or region or an event outside TagLab's
+            vocabulary.
+    """
+    from dataclasses import replace
+
+    return {**data, "correspondences": _correspondences(replace(project, links=links))}
+
+
+def write_taglab_json(data: dict[str, Any], path: str | Path) -> None:
+    """Write a TagLab project JSON object (e.g. :func:`with_correspondences`'s) atomically."""
+    atomic_write_text(Path(path), json.dumps(data, indent=1) + "\n")

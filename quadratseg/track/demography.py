@@ -3,12 +3,14 @@
 From the per-colony rows of :func:`quadratseg.track.lineage.track_quadrat` (``colonies.csv``),
 per site, interval (two consecutive survey dates) and genus, over the quadrats surveyed at both:
 
-- ``recruits_per_m2``: colonies born in the interval per m^2 of quadrat surveyed;
+- ``recruits_per_m2``: colonies born in the interval per m^2 of reef surveyed at both dates (the
+  part of the quadrat both photos show, when it is given);
 - ``mortality_rate``: share of the colonies alive at the start that died (whole-colony mortality)
-  over the interval;
+  over the interval, among those whose fate the later photo shows (a colony with an empty ``fate``,
+  one the later photo shows too little of, is left out of both counts);
 - growth distribution: ``growth_median_cm2_per_year`` with the quartiles, over the plain links
   (one colony to one colony, no split or fusion), and ``partial_mortality_share_mean``;
-- size-frequency at the start: counts per size class (:data:`SIZE_CLASSES_CM2`).
+- size-frequency at the start: counts per size class (:data:`SIZE_CLASSES_CM2`) of those colonies.
 
 Each rate has a 95 % interval by bootstrap over quadrats (``BOOTSTRAP`` resamples of the quadrats
 with replacement, percentiles 2.5 and 97.5; the ``interval`` column says so); with one quadrat there
@@ -135,6 +137,7 @@ def demography_rows(
     genus_column: str = "label",
     seed: int = 0,
     intervals: Collection[tuple[str, str, str, str]] | None = None,
+    shared_area_m2: Mapping[tuple[str, str, str, str], float] | None = None,
 ) -> list[dict[str, Any]]:
     """``demography.csv`` rows (:data:`DEMOGRAPHY_COLUMNS`) from ``colonies.csv`` rows.
 
@@ -151,6 +154,8 @@ def demography_rows(
         intervals: the (site, quadrat, start date, end date) pairs that were tracked; consecutive
             surveys of a quadrat outside it (an alignment refused between them: no fates, no
             events) are left out. None: every consecutive pair.
+        shared_area_m2: per (site, quadrat, start date, end date), the m^2 of reef both photos show
+            (recruits are counted there); an interval not in it takes ``quadrat_area_m2``.
     """
     from quadratseg.track.survey import date_to_year
 
@@ -170,11 +175,16 @@ def demography_rows(
             if intervals is not None and (site, quadrat, start, end) not in intervals:
                 continue
             interval = f"{start}-{end}"
-            surveyed[(site, interval)][(site, quadrat)] = (
-                date_to_year(end) - date_to_year(start),
-                float(quadrat_area_m2[(site, quadrat)]),
+            area_m2 = float(
+                (shared_area_m2 or {}).get((site, quadrat, start, end), quadrat_area_m2[(site, quadrat)])
             )
-            at_start = [r for r in rows if (r["site"], r["quadrat"], r["date"]) == (site, quadrat, start)]
+            surveyed[(site, interval)][(site, quadrat)] = (date_to_year(end) - date_to_year(start), area_m2)
+            # the colonies whose fate the later photo shows (an empty fate: one it shows too little of)
+            at_start = [
+                r
+                for r in rows
+                if (r["site"], r["quadrat"], r["date"]) == (site, quadrat, start) and r["fate"] != ""
+            ]
             at_end = [r for r in rows if (r["site"], r["quadrat"], r["date"]) == (site, quadrat, end)]
             genera = {r[genus_column] for r in at_start} | {
                 r[genus_column] for r in at_end if r["event"] == "born"
@@ -183,7 +193,7 @@ def demography_rows(
                 starting = [r for r in at_start if r[genus_column] == genus]
                 numbers = {
                     "years": date_to_year(end) - date_to_year(start),
-                    "area_m2": float(quadrat_area_m2[(site, quadrat)]),
+                    "area_m2": area_m2,
                     "start": len(starting),
                     "deaths": sum(1 for r in starting if str(r["fate"]).startswith("dead")),
                     "recruits": sum(1 for r in at_end if r[genus_column] == genus and r["event"] == "born"),

@@ -1,14 +1,25 @@
 """One quadrat's surveys tracked in order: links per interval, lineage ids, per-colony rows.
 
 Lineage ids (unique within a quadrat): every colony of the first survey, and every colony born
-later, starts a lineage ``L<n>``. A colony linked to one source that has no other target keeps the
-source's lineage; the pieces of a split take the parent's id with a suffix by decreasing area
-(``L3.1``, ``L3.2``: the ancestry stays readable); a fusion takes the lineage of its largest source
-and names every source lineage in ``parents``.
+later, starts a lineage ``L<n>``. A linked colony descends from its largest source (:func:`main_source`):
+it keeps that source's lineage when it is the source's only target; when the source has several
+targets (the pieces of a split, or pieces that fused with neighbours), each colony descending from it
+takes its id with a suffix by decreasing area (``L3.1``, ``L3.2``: the ancestry stays readable). A
+fusion names every source lineage in ``parents``.
 
 Frames: interval k compares survey k (its own warped frame, the *source* frame) with survey k + 1
 moved into it by ``homographies[k]`` (survey k + 1 px -> survey k px); areas are measured in each
 survey's own frame (``Survey.area_cm2``), overlaps in the source frame.
+
+What the two photos both show (:class:`SharedView`): a frame laid a few cm off shows a strip of reef
+the other photo does not. Colonies are matched on the part both photos show: each source colony is
+cut to it, each target colony moved into the source frame keeps its part inside. A source colony the
+target photo shows less than :data:`MIN_SEEN_SHARE` of has no fate (no link, no death: whether it
+lived cannot be told alike for every such colony, so it is left out of the mortality), and the
+target colonies linked only to it have no event; an unlinked target colony the source photo shows
+less than that share of is no recruit (nothing says it was not there before). The events, the
+partial mortality and, for a colony cut by the edge of what both photos show, the growth are
+measured on that shared part, so the unseen part of a colony is neither loss nor growth.
 """
 
 from __future__ import annotations
@@ -22,8 +33,10 @@ import numpy as np
 
 from quadratseg.errors import QuadratsegError
 from quadratseg.instances import Instance
-from quadratseg.track.matching import Link, match_graph, partial_mortality_px
-from quadratseg.track.survey import Survey, warp_instances
+from quadratseg.track.matching import Link, leave_out_unseen, match_graph, partial_mortality_px
+from quadratseg.track.survey import Survey, clip_instances, frame_footprint, warp_instances
+
+MIN_SEEN_SHARE = 0.5  # the least share of a colony the other photo must show for its fate or birth to count
 
 LINK_COLUMNS = [
     "source_survey",
@@ -58,6 +71,29 @@ COLONY_TRACK_COLUMNS = [
 
 
 @dataclass
+class SharedView:
+    """What the two photos of an interval both show, in the source frame.
+
+    Attributes:
+        sources: each source colony's part the target photo also shows (None: none of it).
+        targets: each target colony moved into the source frame, its part inside (None: none of it).
+        source_seen: per source colony, the share of it the target photo shows.
+        target_seen: per target colony, the share of it the source photo shows.
+        area_px: source px both photos show.
+    """
+
+    sources: list[Instance | None]
+    targets: list[Instance | None]
+    source_seen: list[float]
+    target_seen: list[float]
+    area_px: int
+
+    def whole(self, source: int, target: int) -> bool:
+        """Whether each photo shows all of the source colony and of the target colony."""
+        return self.source_seen[source] >= 1.0 and self.target_seen[target] >= 1.0
+
+
+@dataclass
 class Interval:
     """The links of one survey interval (indices into the two surveys' colonies)."""
 
@@ -65,6 +101,13 @@ class Interval:
     target: Survey
     links: list[Link]
     registration: dict[str, Any] = field(default_factory=dict)
+    view: SharedView | None = None
+
+    def shared_area_cm2(self) -> float:
+        """The area of reef both photos show, cm^2 (the whole source frame without a view)."""
+        width, height = self.source.frame_size
+        area_px = self.view.area_px if self.view is not None else width * height
+        return area_px * self.source.cm_per_px**2
 
 
 @dataclass
@@ -119,43 +162,75 @@ def check_order(surveys: Sequence[Survey]) -> None:
         seen[survey.year] = survey.name
 
 
-def match_interval(
-    source: Survey,
-    target: Survey,
-    homography_target_to_source: np.ndarray | None,
-    matcher: Callable[..., list[Link]] = match_graph,
-) -> tuple[list[Link], list[Instance | None]]:
-    """Links of one interval: the target's colonies moved into the source frame (identity when
-    ``homography_target_to_source`` is None and the frames have one size), then matched. Returns
-    the links and the moved target colonies."""
+def seen_shares(colonies: Sequence[Instance], seen: Sequence[Instance | None]) -> list[float]:
+    """The share of each colony that ``seen`` (its part another photo shows) keeps, 0..1."""
+    return [
+        (part.area / max(colony.area, 1) if part is not colony else 1.0) if part is not None else 0.0
+        for colony, part in zip(colonies, seen, strict=True)
+    ]
+
+
+def shared_view(source: Survey, target: Survey, homography_target_to_source: np.ndarray | None) -> SharedView:
+    """What ``source`` and ``target`` both show (:class:`SharedView`), the target moved into the source
+    frame by ``homography_target_to_source`` (None: the frames coincide; they must have one size)."""
     if homography_target_to_source is None:
         if tuple(source.frame_size) != tuple(target.frame_size):
             raise QuadratsegError(
                 f"surveys {source.name} {tuple(source.frame_size)} and {target.name} "
                 f"{tuple(target.frame_size)} differ in size and no alignment was given; align them first"
             )
-        moved: list[Instance | None] = list(target.colonies)
+        homography = np.eye(3)
     else:
-        moved = warp_instances(
-            target.colonies, homography_target_to_source, target.frame_size, source.frame_size
-        )
-    return matcher(list(source.colonies), moved), moved
+        homography = np.asarray(homography_target_to_source, dtype=np.float64)
+    moved = warp_instances(target.colonies, homography, target.frame_size, source.frame_size)
+    in_source = frame_footprint(homography, target.frame_size, source.frame_size)
+    in_target = frame_footprint(np.linalg.inv(homography), source.frame_size, target.frame_size)
+    sources = clip_instances(source.colonies, in_source)
+    width, height = source.frame_size
+    return SharedView(
+        sources,
+        moved,
+        seen_shares(source.colonies, sources),
+        seen_shares(target.colonies, clip_instances(target.colonies, in_target)),
+        int(np.count_nonzero(in_source)) if in_source is not None else width * height,
+    )
 
 
-def _unlinked_event(k: int, moved_targets: Sequence[Sequence[Instance | None]], j: int) -> str:
-    """The event of colony ``j`` of survey ``k`` that no link brought: ``born`` when it lies in the
-    earlier survey's frame once aligned; "" in the first survey, or when the alignment put it outside
-    that frame (nothing says it was not there before)."""
-    if k == 0 or moved_targets[k - 1][j] is None:
-        return ""
-    return "born"
+def match_interval(
+    source: Survey,
+    target: Survey,
+    homography_target_to_source: np.ndarray | None,
+    matcher: Callable[..., list[Link]] = match_graph,
+    min_seen_share: float = MIN_SEEN_SHARE,
+) -> tuple[list[Link], SharedView]:
+    """Links of one interval, matched on what both photos show (:func:`shared_view`; see the module
+    docstring), less the rows of the colonies the other photo shows less than ``min_seen_share`` of
+    (:func:`quadratseg.track.matching.leave_out_unseen`). Returns the links and the view."""
+    view = shared_view(source, target, homography_target_to_source)
+    links = matcher(view.sources, view.targets)
+    unseen_sources = [i for i, share in enumerate(view.source_seen) if share < min_seen_share]
+    unseen_targets = [j for j, share in enumerate(view.target_seen) if share < min_seen_share]
+    return leave_out_unseen(links, unseen_sources, unseen_targets), view
+
+
+def main_source(sources: Sequence[int], colonies: Sequence[Instance]) -> int:
+    """The source a colony descends from among its linked ``sources``: the largest (the first of
+    equals).
+
+    Examples:
+        >>> small, large = (Instance("Porites", 1.0, np.ones((n, n), bool)) for n in (2, 5))
+        >>> main_source([0, 1], [small, large])
+        1
+    """
+    return max(sorted(sources), key=lambda i: colonies[i].area)
 
 
 def assign_lineages(
     surveys: Sequence[Survey], intervals: Sequence[list[Link]]
 ) -> tuple[list[list[str]], list[list[str]]]:
-    """Lineage ids per survey and colony, and each colony's ``parents`` (the lineages it came from
-    by fusion, else empty), from the links of each interval (see the module docstring)."""
+    """Lineage ids per survey and colony (unique within the surveys), and each colony's ``parents``
+    (the lineages it came from by fusion, else empty), from the links of each interval (see the
+    module docstring)."""
     counter = 0
 
     def new() -> str:
@@ -173,25 +248,24 @@ def assign_lineages(
             if link.source is not None and link.target is not None:
                 sources_of.setdefault(link.target, []).append(link.source)
                 targets_of.setdefault(link.source, []).append(link.target)
+        main = {j: main_source(sources, surveys[k].colonies) for j, sources in sources_of.items()}
+        heirs: dict[int, list[int]] = {}
+        for j in sorted(main):
+            heirs.setdefault(main[j], []).append(j)
         ids, parent_ids = [], []
         for j in range(len(target.colonies)):
             sources = sources_of.get(j, [])
             if not sources:
                 ids.append(new())
                 parent_ids.append("")
-            elif len(sources) > 1:
-                largest = max(sources, key=lambda i: surveys[k].colonies[i].area)
-                ids.append(lineages[k][largest])
-                parent_ids.append(";".join(sorted(lineages[k][i] for i in sources)))
-            else:
-                i = sources[0]
-                pieces = targets_of[i]
-                if len(pieces) == 1:
-                    ids.append(lineages[k][i])
-                else:
-                    order = sorted(pieces, key=lambda t: -target.colonies[t].area)
-                    ids.append(f"{lineages[k][i]}.{order.index(j) + 1}")
-                parent_ids.append("")
+                continue
+            i = main[j]
+            if len(targets_of[i]) == 1:
+                ids.append(lineages[k][i])
+            else:  # one of several colonies from i: a suffix by decreasing area among those i is main of
+                order = sorted(heirs[i], key=lambda t: (-target.colonies[t].area, t))
+                ids.append(f"{lineages[k][i]}.{order.index(j) + 1}")
+            parent_ids.append(";".join(sorted(lineages[k][s] for s in sources)) if len(sources) > 1 else "")
         lineages.append(ids)
         parents.append(parent_ids)
     return lineages, parents
@@ -199,6 +273,42 @@ def assign_lineages(
 
 def _radius_cm(area_cm2: float) -> float:
     return math.sqrt(max(area_cm2, 0.0) / math.pi)
+
+
+def fate_columns(
+    went: Sequence[Link], seen: Instance | None, view: SharedView, cm_per_px: float
+) -> dict[str, Any]:
+    """A colony's ``fate`` and partial mortality from its rows ``went`` towards the next survey:
+    the part ``seen`` of its outline both photos show that none of its linked colonies covers any
+    more (a dead colony's loss is whole-colony mortality, not partial). Empty without rows."""
+    if not went:
+        return {}
+    marks = {link.split_fuse for link in went} - {"none"}
+    out: dict[str, Any] = {"fate": went[0].event + (f"+{'/'.join(sorted(marks))}" if marks else "")}
+    targets = [view.targets[link.target] for link in went if link.target is not None]
+    if targets and seen is not None:
+        lost = partial_mortality_px(seen, targets)
+        out["partial_mortality_cm2"] = round(lost * cm_per_px**2, 2)
+        out["partial_mortality_share"] = round(lost / max(seen.area, 1), 4)
+    return out
+
+
+def growth_columns(link: Link, before: Survey, after: Survey, view: SharedView) -> dict[str, Any]:
+    """Growth (cm^2 per year) and radial extension (cm per year, from discs of the same areas) over
+    the plain link ``link`` from survey ``before`` to ``after``: each colony's own area when both
+    photos show all of both, else the areas of the parts both show (source frame)."""
+    source, target = link.source, link.target
+    if source is None or target is None:
+        return {}
+    years = after.year - before.year
+    if view.whole(source, target):
+        previous, area = before.area_cm2(source), after.area_cm2(target)
+    else:  # cut by the edge of what both photos show: the unseen part is neither loss nor growth
+        previous, area = (px * before.cm_per_px**2 for px in (link.area_source_px, link.area_target_px))
+    return {
+        "growth_cm2_per_year": round((area - previous) / years, 2),
+        "radial_extension_cm_per_year": round((_radius_cm(area) - _radius_cm(previous)) / years, 3),
+    }
 
 
 def track_quadrat(
@@ -220,7 +330,8 @@ def track_quadrat(
         brought the colony into this survey, growth and radial extension per year since the previous
         survey (plain links only; a split piece or a fusion has no single former size), partial
         mortality (the share of the previous outline no linked colony covers any more), and fate (the
-        event of its link to the next survey).
+        event of its link to the next survey); what the photos do not both show is left out (module
+        docstring).
     """
     surveys = list(surveys)
     if len(homographies) != max(len(surveys) - 1, 0):
@@ -229,21 +340,18 @@ def track_quadrat(
         )
     check_order(surveys)
     intervals: list[Interval] = []
-    moved_targets: list[list[Instance | None]] = []
     for k in range(len(surveys) - 1):
-        links, moved = match_interval(surveys[k], surveys[k + 1], homographies[k], matcher)
+        links, view = match_interval(surveys[k], surveys[k + 1], homographies[k], matcher)
         reg = dict(registrations[k]) if registrations else {}
-        intervals.append(Interval(surveys[k], surveys[k + 1], links, reg))
-        moved_targets.append(moved)
+        intervals.append(Interval(surveys[k], surveys[k + 1], links, reg, view))
     lineages, parents = assign_lineages(surveys, [iv.links for iv in intervals])
     rows: list[dict[str, Any]] = []
     for k, survey in enumerate(surveys):
-        arriving = intervals[k - 1].links if k > 0 else []
-        leaving = intervals[k].links if k < len(intervals) else []
+        arriving = intervals[k - 1] if k > 0 else None
+        leaving = intervals[k] if k < len(intervals) else None
         for j, colony in enumerate(survey.colonies):
-            area = survey.area_cm2(j)
-            came = [link for link in arriving if link.target == j]
-            went = [link for link in leaving if link.source == j]
+            came = [link for link in arriving.links if link.target == j] if arriving else []
+            went = [link for link in leaving.links if link.source == j] if leaving else []
             row: dict[str, Any] = {
                 "site": survey.site,
                 "quadrat": survey.quadrat,
@@ -253,8 +361,8 @@ def track_quadrat(
                 "parents": parents[k][j],
                 "colony_id": survey.ids[j],
                 "label": colony.label,
-                "area_cm2": round(area, 2),
-                "event": came[0].event if came else _unlinked_event(k, moved_targets, j),
+                "area_cm2": round(survey.area_cm2(j), 2),
+                "event": came[0].event if came else "",  # no row: outside what both photos show
                 "split_fuse": came[0].split_fuse if came else "none",
                 "growth_cm2_per_year": "",
                 "radial_extension_cm_per_year": "",
@@ -262,21 +370,10 @@ def track_quadrat(
                 "partial_mortality_share": "",
                 "fate": "",
             }
-            if went:
-                marks = {link.split_fuse for link in went} - {"none"}
-                row["fate"] = went[0].event + (f"+{'/'.join(sorted(marks))}" if marks else "")
-                targets = [moved_targets[k][link.target] for link in went if link.target is not None]
-                if targets:  # a dead colony's loss is whole-colony mortality, not partial
-                    lost = partial_mortality_px(colony, targets)
-                    row["partial_mortality_cm2"] = round(lost * survey.cm_per_px**2, 2)
-                    row["partial_mortality_share"] = round(lost / max(colony.area, 1), 4)
-            if len(came) == 1 and came[0].split_fuse == "none" and came[0].source is not None:
-                before = surveys[k - 1]
-                years = survey.year - before.year
-                previous = before.area_cm2(came[0].source)
-                row["growth_cm2_per_year"] = round((area - previous) / years, 2)
-                row["radial_extension_cm_per_year"] = round(
-                    (_radius_cm(area) - _radius_cm(previous)) / years, 3
-                )
+            if leaving is not None and leaving.view is not None:
+                row.update(fate_columns(went, leaving.view.sources[j], leaving.view, survey.cm_per_px))
+            plain = len(came) == 1 and came[0].split_fuse == "none" and came[0].source is not None
+            if plain and arriving is not None and arriving.view is not None:
+                row.update(growth_columns(came[0], surveys[k - 1], survey, arriving.view))
             rows.append(row)
     return QuadratTrack(surveys, intervals, rows)

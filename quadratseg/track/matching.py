@@ -24,7 +24,7 @@ Two matchers (:data:`MATCHERS`):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -261,3 +261,26 @@ def partial_mortality_px(source: Instance, linked_targets: Sequence[Instance | N
         if t is not None:
             alive |= t.within(box)
     return int(np.count_nonzero(old & ~alive))
+
+
+def leave_out_unseen(
+    links: Sequence[Link], unseen_sources: Collection[int], unseen_targets: Collection[int]
+) -> list[Link]:
+    """An interval's rows less those whose colonies the other photo does not show enough of: every
+    row of a source in ``unseen_sources`` (its links and its death: its fate cannot be told), and the
+    ``born`` row of a target in ``unseen_targets`` (nothing says it was not there before). A target
+    whose every link came from an unseen source is left without a row (its earlier self is unseen:
+    no recruit either). The rows left keep the matcher's events and split/fuse marks.
+
+    Examples:
+        >>> rows = [Link(0, 0, "Porites", "same"), Link(1, None, "Porites", "dead"),
+        ...         Link(None, 1, "Porites", "born")]
+        >>> [(k.source, k.target) for k in leave_out_unseen(rows, {1}, {1})]
+        [(0, 0)]
+    """
+    sources, targets = set(unseen_sources), set(unseen_targets)
+    return [
+        link
+        for link in links
+        if link.source not in sources and not (link.source is None and link.target in targets)
+    ]

@@ -7,9 +7,9 @@ quarter or half turn comes out of the warp turned. :func:`register_photos` finds
 a RANSAC homography, on contrast-normalised grey images (another year's light), with the grid
 strings and the frame's margin left out (they sit at the same place in every year whatever the reef
 did). The quarter turn (0, 90, 180, 270 degrees, clockwise) is read from the homography and
-undone by it; what is left must look like a re-placed frame (:class:`RegistrationLimits`), else
-the pair is refused with the reason (different quadrats paired by mistake, a photo that shows too
-little of the reef).
+undone by it; what is left must look like a re-placed frame (:class:`RegistrationLimits`, in
+quadrat units: two surveys warped at different sizes are the same quadrat), else the pair is refused
+with the reason (different quadrats paired by mistake, a photo that shows too little of the reef).
 
 :func:`register_masks` aligns two maps from their colony outlines alone (TagLab projects without
 photos): ECC on the blurred union of the colonies, a Euclidean motion.
@@ -35,8 +35,9 @@ class RegistrationLimits:
     Attributes:
         min_inliers: fewest RANSAC inliers.
         min_inlier_share: fewest inliers as a share of the ratio-test matches.
-        max_shift: largest shift of the quadrat's centre, as a share of the side.
-        max_scale: largest scale change (and 1 / it the smallest).
+        max_shift: largest shift of the quadrat's centre, as a share of the fixed frame's side.
+        max_scale: largest scale change (and 1 / it the smallest), the two frames' sizes taken out
+            (the same quadrat warped at 320 px and at 640 px is a scale of 1).
         max_angle_deg: largest rotation beyond the quarter turn.
         max_residual_px: largest median residual, as px of a 1024 px side.
         feature_side_px: photos are resized to this longer side to find features.
@@ -66,7 +67,8 @@ class Registration:
             270); the homography undoes it.
         residual_px: median inlier residual in fixed px.
         inliers, matches: RANSAC inliers and ratio-test matches.
-        shift_px, scale, angle_deg: what is left after the quarter turn (the frame re-placed).
+        shift_px, scale, angle_deg: what is left after the quarter turn (the frame re-placed): the
+            centre's shift in fixed px, the scale against the frames' sizes (:func:`decompose`).
         method: ``features`` or ``intensity``; correlation: the photos' correlation (intensity).
     """
 
@@ -141,27 +143,38 @@ def _features(grey: np.ndarray, mask: np.ndarray) -> tuple[list[cv2.KeyPoint], n
     return sift.detectAndCompute(grey, mask)
 
 
-def decompose(homography: np.ndarray, size: tuple[int, int]) -> tuple[int, float, float, float]:
-    """What a moving -> fixed homography says of the moving photo: (turn_deg, how far it is turned
-    clockwise against the fixed one, 0, 90, 180 or 270, which the homography undoes; the shift of the
-    centre in px, the scale and the angle in degrees left after that turn), for a fixed frame of
-    ``size=(w, h)``.
+def decompose(
+    homography: np.ndarray, size: tuple[int, int], moving_size: tuple[int, int] | None = None
+) -> tuple[int, float, float, float]:
+    """What a moving -> fixed homography says of the moving photo, in quadrat units: (turn_deg, how
+    far it is turned clockwise against the fixed one, 0, 90, 180 or 270, which the homography
+    undoes; the shift in fixed px between where the moving frame's centre lands and the fixed
+    frame's centre; the scale and the angle in degrees left after that turn), for a fixed frame of
+    ``size=(w, h)`` and a moving frame of ``moving_size=(w, h)`` (``size`` when None).
+
+    The scale is measured against the frames' own sizes (each frame's px divided by the square root
+    of its area): the same quadrat warped at 320 px and at 640 px is a scale of 1.
 
     Examples:
         >>> decompose(quarter_turn(270, (10, 10)), (10, 10))[0]  # undoes a photo turned 90 clockwise
         90
+        >>> half = np.diag([0.5, 0.5, 1.0])  # a 640 px warp onto a 320 px one of the same quadrat
+        >>> decompose(half, (320, 320), (640, 640))[1:3]
+        (0.0, 1.0)
     """
+    moving_size = tuple(moving_size or size)
     a = homography[:2, :2] / homography[2, 2]
     angle = float(np.degrees(np.arctan2(a[1, 0], a[0, 0])))  # the homography's clockwise turn
     undo = round(angle / 90.0) % 4 * 90
     turn = (360 - undo) % 360
     rest = angle - undo
     rest = (rest + 180) % 360 - 180
-    scale = float(np.sqrt(abs(np.linalg.det(a))))
     w, h = size
-    centre = np.array([[w / 2, h / 2]])
-    # where the moving frame's centre lands, against the fixed centre (equal sizes, any turn)
-    shift = float(np.linalg.norm(transform_points(centre, homography) - centre))
+    mw, mh = moving_size
+    frames = float(np.sqrt((w * h) / (mw * mh)))  # fixed px per moving px when both frames show the quadrat
+    scale = float(np.sqrt(abs(np.linalg.det(a)))) / frames
+    landed = transform_points(np.array([[mw / 2, mh / 2]]), homography)
+    shift = float(np.linalg.norm(landed - np.array([[w / 2, h / 2]])))
     return turn, shift, scale, float(rest)
 
 
@@ -254,7 +267,7 @@ def register_features(
         )
     keep = inlier_mask.ravel().astype(bool)
     residual = float(np.median(np.linalg.norm(transform_points(src[keep], homography) - dst[keep], axis=1)))
-    turn, shift, scale, angle = decompose(homography, (fw, fh))
+    turn, shift, scale, angle = decompose(homography, (fw, fh), (mw, mh))
     return Registration(
         True, "", homography, turn, residual, inliers, len(good), shift, scale, angle, "features"
     )
@@ -334,7 +347,7 @@ def register_intensity(
     homography = np.linalg.inv(zoom) @ np.linalg.inv(fixed_to_moving_work) @ zoom @ start
     homography /= homography[2, 2]
     residual = tile_residual_px(grey_f, grey_m, homography)
-    turn, shift, scale, angle = decompose(homography, (fw, fh))
+    turn, shift, scale, angle = decompose(homography, (fw, fh), (mw, mh))
     return Registration(
         True, "", homography, turn, residual, 0, 0, shift, scale, angle, "intensity", round(cc, 3)
     )
@@ -368,7 +381,9 @@ def check_plausible(
     result: Registration, fixed_shape_hw: tuple[int, int], limits: RegistrationLimits
 ) -> Registration:
     """Refuse an alignment that is more than a re-placed frame after its quarter turn (shift, scale,
-    turn beyond ``limits``, and for features the residual), with the reasons."""
+    turn beyond ``limits``, and for features the residual), with the reasons. Shift and residual are
+    read against the fixed frame's side, the scale against the frames' sizes: quadrat units, so
+    surveys warped at different sizes compare as the same quadrat."""
     fh, fw = fixed_shape_hw
     side = min(fw, fh)
     problems = []

@@ -134,3 +134,54 @@ def warp_instances(
         )
         out.append(Instance.from_mask(inst.label, inst.score, moved, (wx0, wy0), dict(inst.extra)))
     return out
+
+
+def frame_footprint(
+    homography: np.ndarray, src_size: tuple[int, int], dst_size: tuple[int, int]
+) -> np.ndarray | None:
+    """The pixels of a ``dst_size=(w, h)`` frame that a ``src_size=(w, h)`` frame covers once moved by
+    ``homography`` (src px -> dst px, pixel-corner convention): bool (h, w) of the dst frame, True
+    where the src photo shows the same reef. None when it covers all of it.
+
+    Examples:
+        >>> shift = np.array([[1, 0, 2], [0, 1, 0], [0, 0, 1]], float)  # src laid 2 px to the right
+        >>> frame_footprint(shift, (5, 1), (5, 1)).astype(int).tolist()
+        [[0, 0, 1, 1, 1]]
+        >>> frame_footprint(np.diag([0.5, 0.5, 1]), (10, 10), (5, 5)) is None  # a larger warp of it
+        True
+    """
+    from quadratseg.warp import warp_image
+
+    homography = np.asarray(homography, dtype=np.float64)
+    if tuple(src_size) == tuple(dst_size) and np.allclose(homography / homography[2, 2], np.eye(3)):
+        return None
+    ones = np.ones((int(src_size[1]), int(src_size[0])), np.uint8)
+    covered = warp_image(ones, homography, dst_size, cv2.INTER_NEAREST) > 0
+    return None if covered.all() else covered
+
+
+def clip_instances(instances: Sequence[Instance], keep_hw: np.ndarray | None) -> list[Instance | None]:
+    """Each colony's pixels inside ``keep_hw`` (bool (H, W) of its frame; None keeps every pixel), as
+    a colony of the same label and score; None where none is left (kept in place, so indices still
+    name the same colony). A colony wholly inside comes back as it is.
+
+    Examples:
+        >>> inst = Instance("Porites", 1.0, np.ones((2, 4), bool), (1, 0))
+        >>> keep = np.zeros((3, 6), bool)
+        >>> keep[:, 3:] = True
+        >>> clip_instances([inst], keep)[0].area
+        4
+    """
+    if keep_hw is None:
+        return list(instances)
+    out: list[Instance | None] = []
+    for inst in instances:
+        x0, y0, x1, y1 = inst.xyxy
+        inside = inst.box_mask & keep_hw[y0:y1, x0:x1]
+        if np.array_equal(inside, inst.box_mask):
+            out.append(inst)
+        elif not inside.any():
+            out.append(None)
+        else:
+            out.append(Instance.from_mask(inst.label, inst.score, inside, (x0, y0), dict(inst.extra)))
+    return out
