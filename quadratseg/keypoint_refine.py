@@ -253,7 +253,7 @@ def side_edge_candidates(
     radius: int,
     segments: int = EDGE_SEGMENTS,
     valid: np.ndarray | None = None,
-) -> tuple[np.ndarray, list[np.ndarray], float]:
+) -> tuple[np.ndarray, list[np.ndarray], float, list[np.ndarray]]:
     """Straight-edge candidates across one side of the quadrat, segment by segment.
 
     The middle 76 % of the side (``view``: :func:`_side_view`, the side's expected edge at row ``pad``) is
@@ -262,10 +262,11 @@ def side_edge_candidates(
     side keeps its full step.
     Candidates are the local maxima of the profile's absolute gradient that stand ``EDGE_SNR`` noise
     units above it (either polarity: a bar may be brighter or darker than the reef, a part of the side
-    either) and ``REEF_EDGE_SNR`` robust standard deviations of the reef's own gradients (the smaller of
-    :func:`reef_gradient_sd`, just inside the band, and the band's inner half's): on a real reef the
-    pieces' mean profiles keep texture edges far above the pixel noise, and a line through such edges on
-    half the pieces would otherwise pass for a frame's side.
+    either). A candidate is *strong* where it also stands ``REEF_EDGE_SNR`` robust standard deviations
+    of the reef's own gradients (the smaller of :func:`reef_gradient_sd`, just inside the band, and the
+    band's inner half's): on a real reef the pieces' mean profiles keep texture edges far above the
+    pixel noise, and a line through such edges on half the pieces would pass for a frame's side; the
+    frame check counts strong candidates only, the line's place is chosen from all of them.
 
     ``valid`` (the view's shape, bool): pixels inside the photo; a segment reaching outside it has no
     candidate (the photo's own border is a straight edge too).
@@ -274,7 +275,7 @@ def side_edge_candidates(
         (segment centres along the side (S,) px, per segment an array of candidate rows (pixel-corner,
         across the side, sub-pixel), the side's bar coherence: the median correlation of the segments'
         mean profiles with their median profile, about 1 along a bar (its stripes and edges run along the
-        side), low over reef texture).
+        side), low over reef texture, and per segment which candidates are strong (bool arrays)).
     """
     lo, hi = pad - radius - 1, pad + radius + 2  # one row more each side: a peak at the radius is a peak
     first, last = pad + int(0.12 * size), pad + int(0.88 * size)
@@ -301,15 +302,16 @@ def side_edge_candidates(
     reef_sd = reef_gradient_sd(view, starts, length, pad, radius, valid)
     if inside.any():
         reef_sd = min(reef_sd, 1.4826 * float(np.median(grad[inside][:, pad + 2 - lo :])))
-    threshold = max(EDGE_SNR * noise, REEF_EDGE_SNR * reef_sd)
+    strong_above = max(EDGE_SNR * noise, REEF_EDGE_SNR * reef_sd)
     peak = np.zeros_like(grad, dtype=bool)
     peak[:, 1:-1] = (grad[:, 1:-1] > grad[:, :-2]) & (grad[:, 1:-1] >= grad[:, 2:])
-    peak &= (grad >= threshold) & inside[:, None]
-    candidates = []
+    peak &= (grad >= EDGE_SNR * noise) & inside[:, None]
+    candidates, strong = [], []
     for i in range(len(starts)):
         k = np.flatnonzero(peak[i])
         candidates.append(lo + k + _parabolic_peak(grad[i : i + 1].repeat(len(k), 0), k) + 0.5)
-    return starts + length / 2.0, candidates, coherence
+        strong.append(grad[i, k] >= strong_above)
+    return starts + length / 2.0, candidates, coherence, strong
 
 
 def best_side_line(
@@ -386,24 +388,29 @@ def _intersect(l1: np.ndarray, l2: np.ndarray) -> np.ndarray:
 
 def _side_line(
     view: np.ndarray, valid: np.ndarray, pad: int, size: int, radius: int, chunk: int
-) -> tuple[np.ndarray | None, float]:
-    """The inner frame edge of one side in view px (row = a + b * along as (a, b), or None) and how well
-    the photo confirms it: the smaller of the share of the side's segments on the line
-    (:func:`best_side_line`) and the bar coherence (:func:`side_edge_candidates`). The line is then
-    refitted, sub-pixel, to the strongest gradient within ``STRAIGHT_EDGE_PX + 0.5`` of it every ``chunk``
-    px when at least ``MIN_EDGE_INLIERS`` of those samples lie within ``STRAIGHT_EDGE_PX`` of the refit."""
-    centres, candidates, coherence = side_edge_candidates(view, pad, size, radius, valid=valid)
+) -> tuple[np.ndarray | None, float, float]:
+    """The inner frame edge of one side in view px (row = a + b * along as (a, b), or None), how well it
+    is supported (the smaller of the share of the side's segments on the line, :func:`best_side_line`,
+    and the bar coherence, :func:`side_edge_candidates`), and how well the photo confirms a frame's
+    side there: the same for the best line through the segments' strong candidates only. The line is
+    then refitted, sub-pixel, to the strongest gradient within ``STRAIGHT_EDGE_PX + 0.5`` of it every
+    ``chunk`` px when at least ``MIN_EDGE_INLIERS`` of those samples lie within ``STRAIGHT_EDGE_PX`` of
+    the refit."""
+    centres, candidates, coherence, strong = side_edge_candidates(view, pad, size, radius, valid=valid)
     coarse, share = best_side_line(centres, candidates, float(pad), radius_px=float(radius))
     if coarse is None:
-        return None, 0.0
+        return None, 0.0, 0.0
     share = min(share, max(coherence, 0.0))
+    strong_rows = [rows[keep] for rows, keep in zip(candidates, strong, strict=True)]
+    _, evidence = best_side_line(centres, strong_rows, float(pad), radius_px=float(radius))
+    evidence = min(evidence, max(coherence, 0.0))
     samples = _edge_samples(view, coarse, pad, size, STRAIGHT_EDGE_PX + 0.5, chunk)
     if len(samples) >= 3:
         fine, inliers = _fit_line(samples, STRAIGHT_EDGE_PX)
         if inliers >= MIN_EDGE_INLIERS and np.isfinite(fine).all() and abs(fine[1]) > 1e-6:
             # a x + b y + c = 0 -> y = -(c + a x) / b
-            return np.array([-fine[2] / fine[1], -fine[0] / fine[1]]), share
-    return coarse, share
+            return np.array([-fine[2] / fine[1], -fine[0] / fine[1]]), share, evidence
+    return coarse, share, evidence
 
 
 def refine_quadrat_corners(
@@ -422,7 +429,8 @@ def refine_quadrat_corners(
     ``min_inliers``) or that would move farther than ``radius_px`` keeps its input position.
 
     ``side_straightness`` (top, right, bottom, left) is the share of each side's segments whose mean
-    profile has an edge on the side's straight line (:func:`best_side_line`): about 1 where the frame's
+    profile has a strong edge (:func:`side_edge_candidates`) on the side's straight line
+    (:func:`best_side_line`), at most the bar's coherence: about 1 where the frame's
     straight edge runs along the whole side, over half where coral, tape or a camera mount hide parts of a
     real bar, below half where the corners are far from the frame and the segments' edges fall on texture.
 
@@ -455,10 +463,10 @@ def refine_quadrat_corners(
     n = canvas.shape[0]
     lines, support, straight = [], [], np.zeros(4)
     for k in range(4):
-        line, share = _side_line(
+        line, share, evidence = _side_line(
             _side_view(canvas, k), _side_view(inside, k) > 0, pad, size, radius, chunk_px
         )
-        straight[k] = share
+        straight[k] = evidence
         support.append(share)
         if line is None:
             lines.append(np.full(3, np.nan))
