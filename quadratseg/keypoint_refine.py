@@ -45,6 +45,7 @@ MIN_EDGE_NOISE = 0.5  # gray levels per px: the noise floor of a flat (rendered)
 # correlated over many pixels, so pixel noise alone lets texture edges through (calibrated with
 # bench_grid.py --frame-check: the largest value that confirms the 7 real frames at their hand corners)
 REEF_EDGE_SNR = 2.8
+MIN_TEXTURE_RADIUS = 5  # px: the least band half-width (a quadrat side of 200 px) to measure texture in
 
 
 @dataclass
@@ -299,9 +300,14 @@ def side_edge_candidates(
     noise = max(pixel_noise / np.sqrt(2 * length), MIN_EDGE_NOISE)
     # the reef's own texture: the smaller of its gradients just inside the band and in the band's inner
     # half (a narrow band holding a blurred frame edge would take the edge itself for texture)
-    reef_sd = reef_gradient_sd(view, starts, length, pad, radius, valid)
-    if inside.any():
-        reef_sd = min(reef_sd, 1.4826 * float(np.median(grad[inside][:, pad + 2 - lo :])))
+    # (a band of a few rows holds too few of the reef's: a string or the edge itself would be taken for
+    # its texture, so a small photo's quadrat keeps every edge)
+    reef_sd = 0.0
+    if inside.any() and radius >= MIN_TEXTURE_RADIUS:
+        reef_sd = min(
+            reef_gradient_sd(view, starts, length, pad, radius, valid),
+            1.4826 * float(np.median(grad[inside][:, pad + 2 - lo :])),
+        )
     strong_above = max(EDGE_SNR * noise, REEF_EDGE_SNR * reef_sd)
     peak = np.zeros_like(grad, dtype=bool)
     peak[:, 1:-1] = (grad[:, 1:-1] > grad[:, :-2]) & (grad[:, 1:-1] >= grad[:, 2:])
