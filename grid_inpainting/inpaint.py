@@ -139,31 +139,53 @@ class LamaBackend:
 
 
 def select_backend(
-    backend: str, settings: Settings, lama_model: str | Path | None = None, device: str = "auto"
+    backend: str,
+    settings: Settings,
+    lama_model: str | Path | None = None,
+    device: str = "auto",
+    option: str = "--backend",
+    weights_option: str | None = "--lama-model",
 ) -> Any:
     """The backend to use, by name; ``auto`` is LaMa when weights exist, else OpenCV only if allowed.
 
+    ``option`` and ``weights_option`` name the calling command's options in the messages (the
+    backend, and the LaMa weights file; None when the command takes the weights from the settings
+    alone).
+
     Raises:
-        QuadratsegError: an unknown name, or ``auto`` without LaMa weights while OpenCV is not allowed.
+        QuadratsegError: an unknown name, ``lama`` without LaMa weights, or ``auto`` without LaMa
+            weights while OpenCV is not allowed.
     """
     if backend not in BACKENDS:
-        raise QuadratsegError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise QuadratsegError(f"{option} must be one of {', '.join(BACKENDS)}, got {backend!r}")
     model = Path(lama_model) if lama_model else settings.lama_model
     if backend == "lama" or (backend == "auto" and model is not None):
         if model is None:
-            raise QuadratsegError(
-                "--backend lama needs LaMa weights: set LAMA_MODEL in .env or pass --lama-model"
-            )
+            raise QuadratsegError(missing_lama_message(option, weights_option))
         return LamaBackend(model, device if device != "auto" else settings.device)
     if backend == "auto":
         if not settings.allow_opencv_inpaint:
             raise QuadratsegError(
                 "no LaMa weights (LAMA_MODEL is not set): set LAMA_MODEL to a local big-lama.pt, choose "
-                "--backend opencv-telea explicitly, or set QUADRATSEG_ALLOW_OPENCV_INPAINT=true to fall back"
+                f"{option} opencv-telea explicitly, or set QUADRATSEG_ALLOW_OPENCV_INPAINT=true to fall back"
             )
         logger.warning("no LaMa weights: falling back to OpenCV Telea inpainting (allowed by the settings)")
         return OpenCVBackend("telea")
     return OpenCVBackend(backend.split("-", 1)[1])
+
+
+def missing_lama_message(option: str = "--backend", weights_option: str | None = "--lama-model") -> str:
+    """What to do when ``lama`` is chosen without LaMa weights, in the options of the command.
+
+    Examples:
+        >>> missing_lama_message("--inpaint", None)  # doctest: +ELLIPSIS
+        '--inpaint lama needs LaMa weights: set LAMA_MODEL (in .env or the environment) to ...'
+    """
+    given = f", or pass {weights_option} FILE" if weights_option else ""
+    return (
+        f"{option} lama needs LaMa weights: set LAMA_MODEL (in .env or the environment) to a local "
+        f"big-lama.pt, or put big-lama.pt in QUADRATSEG_MODELS_DIR{given}; or choose {option} opencv-telea"
+    )
 
 
 @dataclass

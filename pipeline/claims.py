@@ -6,7 +6,9 @@ random token). While the run lives, a heartbeat thread touches the claims it hol
 ``ttl_s / 4`` seconds; a claim whose file was not touched for ``ttl_s`` seconds belongs to a dead run
 (a claim naming a process of this machine that is gone, at once) and is taken over (renamed away
 first, so two runs taking over one claim cannot both win). A claim is released (its file removed)
-once the photo's record is written, or when the photo failed.
+once the photo's record is written, or when the photo failed. A claim file that cannot be written
+(a read-only or full output folder, a photo name too long for its file system) raises
+:class:`ClaimError`: a failure of that photo, with the reason.
 
 The claims are the run's, not a worker's: the Ray engine's actors claim under the driver's run token
 and the driver's heartbeat keeps them alive, so an actor that dies mid-photo leaves the claim to the
@@ -15,6 +17,8 @@ retry of the same run, and a driver that dies leaves every claim to expire.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import secrets
@@ -23,10 +27,36 @@ import threading
 import time
 from pathlib import Path
 
+from quadratseg.errors import QuadratsegError
 from quadratseg.images import output_name
 
 CLAIMS_DIR = ".claims"
 DEFAULT_CLAIM_TTL_S = 120.0
+
+
+class ClaimError(QuadratsegError):
+    """A photo's claim file cannot be written (the message says which and why)."""
+
+
+_CLAIM_HINTS = {
+    errno.ENAMETOOLONG: "the photo's name is too long for the output folder's file system: shorten it",
+    errno.ENOSPC: "the output folder's disk is full: free space or choose another folder",
+    errno.EDQUOT: "the output folder's disk quota is exhausted: free space or choose another folder",
+    errno.EACCES: "the output folder cannot be written: choose a folder you can write to",
+    errno.EPERM: "the output folder cannot be written: choose a folder you can write to",
+    errno.EROFS: "the output folder is on a read-only file system: choose another folder",
+}
+
+
+def claim_failure(path: Path, exc: OSError) -> str:
+    """Why the claim file ``path`` could not be written, and what to do.
+
+    Examples:
+        >>> claim_failure(Path("out/a.jpg.claim"), OSError(errno.ENOSPC, "No space left on device"))
+        "cannot write the claim file out/a.jpg.claim (No space left on device): the output folder's ..."
+    """
+    hint = _CLAIM_HINTS.get(exc.errno or 0, "")
+    return f"cannot write the claim file {path} ({exc.strerror or exc}){': ' + hint if hint else ''}"
 
 
 def new_run_token() -> str:
@@ -83,8 +113,20 @@ class PhotoClaims:
 
     def claim(self, key: str) -> bool:
         """Claim photo ``key`` for this run: True when it is ours (new, already ours, or taken over
-        from a run whose heartbeat stopped ``ttl_s`` ago), False while another live run holds it."""
+        from a run whose heartbeat stopped ``ttl_s`` ago), False while another live run holds it.
+
+        Raises:
+            ClaimError: the claim file cannot be written (nothing is left behind).
+        """
         path = claim_path(self.out, key)
+        try:
+            return self._claim(path)
+        except ClaimError:
+            raise
+        except OSError as exc:
+            raise ClaimError(claim_failure(path, exc)) from None
+
+    def _claim(self, path: Path) -> bool:
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
@@ -102,8 +144,13 @@ class PhotoClaims:
                 except FileNotFoundError:
                     pass
                 continue
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps({"run": self.token, "since": time.time()}))
+            try:
+                with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"run": self.token, "since": time.time()}))
+            except OSError as exc:  # a full disk: the empty file would read as a claim being written
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+                raise ClaimError(claim_failure(path, exc)) from None
             return True
         return False
 
@@ -129,10 +176,12 @@ class PhotoClaims:
         return owner != self.token and not self._expired(path)
 
     def release(self, key: str) -> None:
-        """Drop this run's claim on ``key`` (another run's is left alone)."""
+        """Drop this run's claim on ``key`` (another run's is left alone). A claim that cannot be
+        removed (the folder turned read-only) is left to expire: its photo's record decides."""
         path = claim_path(self.out, key)
         if claim_owner(path) == self.token:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
     def heartbeat(self) -> int:
         """Touch every claim file this run holds; returns how many."""
@@ -145,7 +194,7 @@ class PhotoClaims:
                 try:
                     os.utime(path)
                     touched += 1
-                except FileNotFoundError:
+                except OSError:  # released meanwhile, or the folder turned unwritable: the next beat
                     pass
         return touched
 
@@ -154,7 +203,8 @@ class PhotoClaims:
 
         def beat() -> None:
             while not self._stop.wait(self.ttl_s / 4):
-                self.heartbeat()
+                with contextlib.suppress(OSError):  # the claims folder unreadable a moment: next beat
+                    self.heartbeat()
 
         self._stop.clear()
         self._thread = threading.Thread(target=beat, name="photo-claims-heartbeat", daemon=True)

@@ -14,7 +14,9 @@ Memory holds at most ``2 * prefetch + 2 + writers`` photos. The outputs are thos
 after the other (the same functions write them). A photo another live run holds is left for last:
 once the queues are empty the engine waits for it, and takes it over if that run's claim expires
 (its heartbeat stopped). A photo that fails (read, chain or write) is recorded with its reason and
-the run goes on.
+the run goes on; a photo whose claim file cannot be written is one of them. An error of the reader
+or a writer that is no photo's reaches this thread and stops the run: this thread never waits for a
+helper thread that is gone.
 """
 
 from __future__ import annotations
@@ -42,7 +44,13 @@ def failure_reason(exc: BaseException) -> str:
 
 
 class _StoppedError(Exception):
-    """The run stopped (an interrupt on the main thread): the helper threads leave."""
+    """The run stopped (an interrupt on the main thread, or a helper thread's error): the helper
+    threads leave."""
+
+
+class _HelperError(Exception):
+    """A helper thread (reader or writer) died of an error that is no photo's: it is raised on the
+    main thread, which never waits for a thread that is gone."""
 
 
 def _put(target: queue.Queue, value: Any, stop: threading.Event) -> None:
@@ -56,6 +64,50 @@ def _put(target: queue.Queue, value: Any, stop: threading.Event) -> None:
             continue
 
 
+def _get(source: queue.Queue, producer: threading.Thread, errors: list[BaseException]) -> Any:
+    """The next entry of ``source``; raises the helper threads' first error as soon as there is one,
+    or when ``producer`` is gone and ``source`` is empty (it can put nothing more): the main thread
+    never waits for ever on a thread that died."""
+    while True:
+        if errors:
+            raise _HelperError from errors[0]
+        try:
+            return source.get(timeout=0.2)
+        except queue.Empty:
+            if not producer.is_alive() and source.empty():
+                if errors:
+                    raise _HelperError from errors[0]
+                raise _HelperError(f"the {producer.name} thread ended without its end marker") from None
+
+
+def _end_writers(results: queue.Queue, writers: list[threading.Thread]) -> None:
+    """Put one end marker per writer, giving up once no writer is left to take them."""
+    for _ in writers:
+        while any(thread.is_alive() for thread in writers):
+            try:
+                results.put(_END, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+
+
+def _helper(body: Any, errors: list[BaseException], stop: threading.Event) -> Any:
+    """``body`` for a helper thread: an error that escapes it is kept for the main thread (and stops
+    the other helpers) instead of dying with the thread."""
+
+    def run() -> None:
+        try:
+            body()
+        except _StoppedError:
+            return
+        except BaseException as exc:  # handed to the main thread, which raises it
+            logger.debug("%s died", threading.current_thread().name, exc_info=exc)
+            errors.append(exc)
+            stop.set()
+
+    return run
+
+
 def run_pass(
     items: list[BatchItem],
     job: PhotoJob,
@@ -65,9 +117,15 @@ def run_pass(
     prefetch: int,
     writers: int,
 ) -> list[BatchItem]:
-    """One pass over ``items``; returns the items another live run holds (left for later)."""
+    """One pass over ``items``; returns the items another live run holds (left for later).
+
+    A photo that cannot be claimed (its claim file cannot be written), read, chained or written is a
+    failure of that photo. An error of a helper thread that is no photo's is raised here, after the
+    threads stopped and the claims of the photos not written were released.
+    """
     lock = threading.Lock()
     stop = threading.Event()
+    errors: list[BaseException] = []  # what killed a helper thread, for the main thread to raise
     decoded: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     results: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     deferred: list[BatchItem] = []
@@ -82,33 +140,36 @@ def run_pass(
             held.discard(item.key)
         claims.release(item.key)
 
+    def take(item: BatchItem) -> tuple[Any, ...] | None:
+        """Claim and read one photo: its decoded entry, or None (done, deferred or failed)."""
+        if job.done(item.key, item.path):
+            with lock:
+                outcome.skipped += 1
+            return None
+        if not claims.claim(item.key):
+            deferred.append(item)
+            return None
+        with lock:
+            held.add(item.key)
+        if job.done(item.key, item.path):  # finished by another run between the look and the claim
+            claims.release(item.key)
+            with lock:
+                outcome.skipped += 1
+                held.discard(item.key)
+            return None
+        image, read_s, source = read_photo(item)
+        return item, image, read_s, source
+
     def reader() -> None:
-        try:
-            for item in items:
-                if job.done(item.key, item.path):
-                    with lock:
-                        outcome.skipped += 1
-                    continue
-                if not claims.claim(item.key):
-                    deferred.append(item)
-                    continue
-                with lock:
-                    held.add(item.key)
-                if job.done(item.key, item.path):  # finished by another run between the look and the claim
-                    claims.release(item.key)
-                    with lock:
-                        outcome.skipped += 1
-                        held.discard(item.key)
-                    continue
-                try:
-                    image, read_s, source = read_photo(item)
-                except Exception as exc:
-                    fail(item, exc)
-                    continue
-                _put(decoded, (item, image, read_s, source), stop)
-            _put(decoded, _END, stop)
-        except _StoppedError:
-            return
+        for item in items:
+            try:
+                entry = take(item)
+            except Exception as exc:  # this photo's: not claimable, unreadable
+                fail(item, exc)
+                continue
+            if entry is not None:
+                _put(decoded, entry, stop)
+        _put(decoded, _END, stop)
 
     def writer() -> None:
         while True:
@@ -126,15 +187,16 @@ def run_pass(
                 outcome.add_done(item.key, seconds)
                 held.discard(item.key)
 
-    threads = [
-        threading.Thread(target=reader, name="photo-reader", daemon=True),
-        *(threading.Thread(target=writer, name=f"photo-writer-{i}", daemon=True) for i in range(writers)),
+    reading = threading.Thread(target=_helper(reader, errors, stop), name="photo-reader", daemon=True)
+    writing = [
+        threading.Thread(target=_helper(writer, errors, stop), name=f"photo-writer-{i}", daemon=True)
+        for i in range(writers)
     ]
-    for thread in threads:
+    for thread in (reading, *writing):
         thread.start()
     try:
         while True:
-            entry = decoded.get()
+            entry = _get(decoded, reading, errors)
             if entry is _END:
                 break
             item, image, read_s, source = entry
@@ -147,19 +209,22 @@ def run_pass(
             seconds = {"read": read_s, "chain": time.perf_counter() - start}
             _put(results, (item, image.shape, result, seconds, source), stop)
             del image, result
-        for _ in range(writers):
-            _put(results, _END, stop)
-    except BaseException:
-        stop.set()  # an interrupt: the reader leaves; the writers finish what they hold
-        for _ in range(writers):
-            results.put(_END)
-        for thread in threads:
+        _end_writers(results, writing)
+        for thread in writing:
+            thread.join()
+        if errors:
+            raise _HelperError from errors[0]
+    except BaseException as exc:
+        stop.set()  # an interrupt or a helper's error: the reader leaves; the writers finish what they hold
+        _end_writers(results, writing)
+        for thread in (reading, *writing):
             thread.join()
         for key in list(held):  # photos claimed but not written: another run may take them at once
             claims.release(key)
+        if isinstance(exc, _StoppedError | _HelperError) and errors:
+            raise errors[0] from None  # the helper's own error, on the main thread
         raise
-    for thread in threads:
-        thread.join()
+    reading.join()
     return deferred
 
 

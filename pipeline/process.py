@@ -19,7 +19,15 @@ from typing import Any
 from pipeline.calibration import read_calibration
 from pipeline.chain import ChainModels
 from pipeline.claims import DEFAULT_CLAIM_TTL_S
-from pipeline.run import ENGINES, WEIGHT_FILES, EngineOptions, RunConfig, process_folder, run_fingerprint
+from pipeline.run import (
+    ENGINES,
+    WEIGHT_FILES,
+    EngineOptions,
+    RunConfig,
+    check_output_folder,
+    process_folder,
+    run_fingerprint,
+)
 from quadratseg.cover import TERMS_TWICE
 from quadratseg.ensemble import ENSEMBLES
 from quadratseg.errors import QuadratsegError
@@ -172,7 +180,8 @@ def process_with(
 ) -> dict[str, Any]:
     """:func:`process` with its options as one :class:`RunConfig` (and how to run it, ``engine``);
     returns the summary. The Ray engine's actors build the models with :func:`build_models` from the
-    same configuration."""
+    same configuration. The options, the output folder (:func:`pipeline.run.check_output_folder`)
+    and the metadata CSV are checked before any model is loaded."""
     from quadratseg.cli import current_settings, weights_path
 
     settings = current_settings()
@@ -184,6 +193,11 @@ def process_with(
     engine = engine or EngineOptions()
     if engine.engine not in ENGINES:
         raise QuadratsegError(f"--engine must be one of {', '.join(ENGINES)}, got {engine.engine!r}")
+    check_output_folder(out_dir)  # bad input is refused before any model is loaded
+    if config.metadata:
+        from quadratseg.photo_meta import read_photo_metadata
+
+        read_photo_metadata(config.metadata)
     config = replace(config, warp_size=resolve_warp_size(config))
     # a Ray run's driver only checks the models and reads their classes: it builds them on the CPU,
     # whatever device the actors use (a cluster's head node may have no GPU)
@@ -345,7 +359,9 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
         nms_iou=config.nms_iou,
         corners=corners,
         grid=grid,
-        inpaint=select_backend(config.inpaint, settings) if config.grid else None,
+        inpaint=select_backend(config.inpaint, settings, option="--inpaint", weights_option=None)
+        if config.grid
+        else None,
         include_inpainted=config.include_inpainted,
         boundary_px=config.boundary_px,
         miss_pp=config.miss_pp,

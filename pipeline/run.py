@@ -44,7 +44,7 @@ import numpy as np
 from pipeline.chain import ChainModels, PhotoResult, cover_classes, cover_method, run_chain
 from pipeline.claims import DEFAULT_CLAIM_TTL_S
 from quadratseg.atomic import atomic_write_bytes, atomic_write_text, sweep_stale_temporaries
-from quadratseg.batch import BatchItem, BatchReport, batch_items
+from quadratseg.batch import BatchItem, BatchReport, scan_batch
 from quadratseg.cover import CoverEstimate
 from quadratseg.cover_table import (
     COLONY_COLUMNS,
@@ -494,6 +494,89 @@ SUPERSEDED = (
     "redone by another run with other models or options on this output folder since this run's pass; "
     "not in this run's tables (rerun to redo it with this run's)"
 )
+OTHER_PHOTO = (
+    "redone by another run on this output folder from another photo under the same name (another "
+    "input folder, or the photo replaced) since this run's pass; not in this run's tables (rerun to "
+    "redo it with this run's photo)"
+)
+
+
+def record_mismatch(record: dict[str, Any], fingerprint: str, photo: Path) -> str:
+    """Why a photo's record is not this run's result for the file ``photo`` ("" when it is): made
+    with another fingerprint (:data:`SUPERSEDED`), or from another photo file under the same key
+    (:data:`OTHER_PHOTO`: another input folder on a shared output folder, or the photo replaced).
+
+    Examples:
+        >>> record_mismatch({"fingerprint": "other"}, "fp", Path("a.jpg")) == SUPERSEDED
+        True
+        >>> record_mismatch({"fingerprint": "fp", "source": None}, "fp", Path("a.jpg")) == OTHER_PHOTO
+        True
+    """
+    if record.get("fingerprint") != fingerprint:
+        return SUPERSEDED
+    if not same_photo(record.get("source"), photo):
+        return OTHER_PHOTO
+    return ""
+
+
+def check_output_folder(out_dir: str | Path) -> None:
+    """Refuse an output folder that cannot be one, before anything is loaded or written: an existing
+    file, a path through a file, or a folder (the nearest existing one above a new folder) that
+    cannot be written.
+
+    Raises:
+        QuadratsegError: one line naming the folder and what to do.
+    """
+    import os
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise QuadratsegError(
+            f"the output folder {out} is a file: give a folder (a new one, or the output folder of an "
+            "earlier run)"
+        )
+    target = out.absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise QuadratsegError(f"cannot make the output folder {out}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "the output folder" if existing == target else f"where the output folder {out} would go"
+        raise QuadratsegError(f"cannot write in {existing} ({where}): choose a folder you can write to")
+
+
+def prepare_output_folder(out_dir: str | Path) -> Path:
+    """Make the output folder and its claims folder and write a file there (then removed), so an
+    output folder where nothing can be written stops the run before any photo
+    (:func:`check_output_folder` first). Returns the folder.
+
+    Raises:
+        QuadratsegError: one line naming the folder, why and what to do.
+    """
+    import os
+    import secrets
+
+    from pipeline.claims import CLAIMS_DIR
+
+    check_output_folder(out_dir)
+    out = Path(out_dir)
+    try:
+        (out / CLAIMS_DIR).mkdir(parents=True, exist_ok=True)
+        probe = out / CLAIMS_DIR / f".write-check-{os.getpid()}-{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise QuadratsegError(
+            f"cannot write in the output folder {out} ({exc.strerror or exc}): choose a folder you can "
+            "write to"
+        ) from None
+    return out
+
+
+def output_inside(images: str | Path, out_dir: str | Path) -> bool:
+    """Whether the output folder lies inside the photo folder ``images`` (a rerun would read its
+    files as photos but for :func:`quadratseg.images.scan_images`'s ``exclude``)."""
+    source = Path(images).resolve()
+    return source.is_dir() and Path(out_dir).resolve().is_relative_to(source)
 
 
 def process_folder(
@@ -519,6 +602,12 @@ def process_folder(
     named in warnings; the photos without site or year are counted in the summary
     (``photos_without_site_or_year``).
 
+    The photos are the image files under ``images`` (:func:`quadratseg.images.scan_images`) but
+    those under ``out_dir`` when it lies inside (said in the log); image-like files that cannot be
+    read (HEIC, camera raw) are named in a warning and counted in the summary (``unreadable_images``).
+    An output folder that is a file or where nothing can be written stops the run before any photo
+    (:func:`prepare_output_folder`).
+
     ``engine`` (:class:`EngineOptions`): ``local`` (default: this process, reading and writing
     overlapped with the chain, :mod:`pipeline.engine_local`) or ``ray`` (:mod:`pipeline.engine_ray`).
     Either claims each photo in ``out_dir`` before it reads it (:mod:`pipeline.claims`): two runs on
@@ -528,8 +617,7 @@ def process_folder(
     if options.engine not in ENGINES:
         raise QuadratsegError(f"--engine must be one of {', '.join(ENGINES)}, got {options.engine!r}")
     table = read_photo_metadata(metadata) if metadata else None
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_folder(out_dir)
     swept = sweep_stale_temporaries(out, options.claim_ttl_s)
     if swept:
         logger.warning(
@@ -539,7 +627,13 @@ def process_folder(
             options.claim_ttl_s,
             ", ".join(str(p.relative_to(out)) for p in swept[:5]),
         )
-    items = batch_items(images)
+    items, scan = scan_batch(images, exclude=[out])
+    if output_inside(images, out):
+        logger.info(
+            "the output folder %s is inside the photo folder: its files are not read as photos%s",
+            out,
+            f" ({scan.excluded_files} image files there left out)" if scan.excluded_files else "",
+        )
     places, notes = photo_places([item.key for item in items], table)
     for note in notes:  # unused metadata rows, folders and names that disagree
         logger.warning("%s", note)
@@ -572,8 +666,9 @@ def process_folder(
     order = {item.key: index for index, item in enumerate(items)}
     report = BatchReport(total=len(items), failures=sorted(outcome.failures, key=lambda f: order[f[0]]))
     report.write(out)
-    # the tables are rebuilt from every photo record of this run's fingerprint, so a resumed run
-    # reports all photos, and one another run redid with other options meanwhile is not taken for its own
+    # the tables are rebuilt from every photo record of this run's fingerprint and photo file, so a
+    # resumed run reports all photos, and one another run redid meanwhile (with other options, or from
+    # another photo under the same name) is not taken for its own
     taxonomy_rows, colony_table, status_rows = [], [], []
     failed = {key: reason for key, _path, reason in report.failures}
     for item in items:
@@ -582,8 +677,9 @@ def process_folder(
             status_rows.append({"photo": item.key, "error": failed.get(item.key, "not processed")})
             continue
         record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record.get("fingerprint") != fingerprint:  # rewritten since this run's pass
-            status_rows.append({"photo": item.key, "error": SUPERSEDED})
+        mismatch = record_mismatch(record, fingerprint, item.path)  # rewritten since this run's pass
+        if mismatch:
+            status_rows.append({"photo": item.key, "error": mismatch})
             continue
         status_rows.append(
             {"photo": item.key, **record["status"], "colonies": record["colonies"], "error": ""}
@@ -634,6 +730,7 @@ def process_folder(
         "failed": len(failed),
         "with_cover": sum(1 for r in status_rows if r.get("cover") == "ok"),
         "photos_without_site_or_year": len(unplaced),
+        "unreadable_images": len(scan.unreadable),
         "variant": models.variant,
         "interval_terms": terms,
         "engine": options.engine,

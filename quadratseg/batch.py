@@ -18,13 +18,13 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from quadratseg.errors import QuadratsegError
-from quadratseg.images import image_key, list_images
+from quadratseg.images import ImageScan, image_key, scan_images
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,21 @@ class BatchItem:
     key: str
 
 
-def batch_items(source: str | Path) -> list[BatchItem]:
-    """The images of a file or folder (recursive, sorted) with their keys.
+def batch_items(source: str | Path, exclude: Iterable[str | Path] = ()) -> list[BatchItem]:
+    """The images of a file or folder (recursive, sorted) with their keys, none under a folder of
+    ``exclude``.
 
     Raises:
         QuadratsegError: no image there.
     """
-    return [BatchItem(p, image_key(p, source)) for p in list_images(source)]
+    return scan_batch(source, exclude)[0]
+
+
+def scan_batch(source: str | Path, exclude: Iterable[str | Path] = ()) -> tuple[list[BatchItem], ImageScan]:
+    """:func:`batch_items` with what the scan found besides (:class:`quadratseg.images.ImageScan`:
+    the image-like files it cannot read, the files left out under ``exclude``)."""
+    scan = scan_images(source, exclude=exclude)
+    return [BatchItem(p, image_key(p, source)) for p in scan.images], scan
 
 
 class BatchFailedError(QuadratsegError):

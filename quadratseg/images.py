@@ -13,9 +13,10 @@ swapped for orientations 5..8). So every reader in QUADRATSEG works on the uprig
   orientation tag. ``prepare_data`` writes its images with it, so training reads upright
   pictures whatever the library does with EXIF.
 
-Batch inputs: :func:`list_images` (recursive) and :func:`image_key` (the relative path *with*
-its suffix, so ``a.jpg`` and ``a.png`` never share an output: outputs are ``<key><ext>``,
-e.g. ``site/2020/a.jpg`` -> ``overlays/site/2020/a.jpg.jpg``).
+Batch inputs: :func:`list_images` (recursive; :func:`scan_images` also names the image-like files
+it cannot read, e.g. HEIC or camera raw, and leaves out folders such as a run's output folder) and
+:func:`image_key` (the relative path *with* its suffix, so ``a.jpg`` and ``a.png`` never share an
+output: outputs are ``<key><ext>``, e.g. ``site/2020/a.jpg`` -> ``overlays/site/2020/a.jpg.jpg``).
 
 Examples:
     >>> image_key("photos/site/2020/a.jpg", "photos")
@@ -27,7 +28,10 @@ Examples:
 from __future__ import annotations
 
 import io
+import logging
 import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,37 @@ import numpy as np
 
 from quadratseg.errors import QuadratsegError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+logger = logging.getLogger(__name__)
+
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+IMAGE_SUFFIXES = (*JPEG_SUFFIXES, ".png", ".bmp", ".tif", ".tiff", ".webp")
+# image files no reader here decodes (HEIF, camera raw): named in a warning, never dropped silently
+UNREADABLE_IMAGE_SUFFIXES = (
+    ".heic",
+    ".heif",
+    ".avif",
+    ".jxl",
+    ".dng",
+    ".cr2",
+    ".cr3",
+    ".crw",
+    ".nef",
+    ".nrw",
+    ".arw",
+    ".srf",
+    ".sr2",
+    ".orf",
+    ".rw2",
+    ".raf",
+    ".pef",
+    ".srw",
+    ".x3f",
+    ".3fr",
+    ".iiq",
+    ".erf",
+    ".raw",
+)
+CONVERT_HINT = "convert them to JPEG, PNG or TIFF first (raw files with a raw converter)"
 ORIENTATION_TAG = 0x0112
 TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # 90-degree turns: stored width and height are swapped
 
@@ -74,15 +108,75 @@ def _orientation(image: Any) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def _to_rgb(image: Any, what: str) -> np.ndarray:
+def scale_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Integer samples (a 16-bit image, HW or HWC) -> uint8, scaled by the data's bit depth: the
+    smallest of 8..16 bits that holds the image's maximum. 10-, 12- or 14-bit sensor data stored in
+    a 16-bit TIFF or PNG fills the 8 bits as full 16-bit data does (12-bit data, maximum up to 4095,
+    is divided by 16; 16-bit data by 256); data up to 255 is kept as it is. Negative samples become 0
+    and samples above 16 bits 255.
+
+    Examples:
+        >>> scale_to_uint8(np.array([0, 1024, 4095], np.uint16)).tolist()
+        [0, 64, 255]
+        >>> scale_to_uint8(np.array([0, 255], np.uint16)).tolist(), sample_bits(np.array([4095]))
+        ([0, 255], 12)
+    """
+    if array.dtype not in (np.uint8, np.uint16):
+        array = np.clip(array, 0, 0xFFFF).astype(np.uint16)
+    shifted = array >> (sample_bits(array) - 8)
+    return shifted.astype(np.uint8)
+
+
+def sample_bits(array: np.ndarray) -> int:
+    """The data's bit depth: the smallest of 8..16 bits that holds the array's maximum."""
+    return min(16, max(8, int(array.max(initial=0)).bit_length()))
+
+
+def _sixteen_bit(image: Any) -> bool:
+    """Whether a PIL image's file stores more than 8 bits a sample (16-bit grey, or 48/64-bit colour,
+    of which PIL's RGB keeps the high byte)."""
+    if image.mode.startswith("I"):
+        return True
+    for tile in image.tile:
+        args = tile[3]
+        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else ""
+        if ";16" in str(rawmode):
+            return True
+    return False
+
+
+def _decode_sixteen_bit(data: bytes, orientation: int) -> np.ndarray | None:
+    """A 16-bit PNG or TIFF -> uint8 RGB (H, W, 3) upright, scaled by the data's bit depth
+    (:func:`scale_to_uint8`), with OpenCV's decoder; None when OpenCV cannot read it as 16-bit."""
+    import cv2
+
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None or array.dtype != np.uint16:
+        return None
+    if array.ndim == 3 and array.shape[2] in (3, 4):  # BGR(A): the alpha is dropped
+        array = cv2.cvtColor(array[..., :3], cv2.COLOR_BGR2RGB)
+    else:  # grey, or grey and alpha
+        gray = array if array.ndim == 2 else array[..., 0]
+        array = np.repeat(gray[..., None], 3, axis=2)
+    rgb = scale_to_uint8(array)
+    return np.ascontiguousarray(_UPRIGHT[orientation](rgb) if orientation != 1 else rgb)
+
+
+def _to_rgb(image: Any, what: str, source: str | Path | bytes | None = None) -> np.ndarray:
+    """A PIL image -> uint8 RGB (H, W, 3) upright; ``source`` (its file or bytes) is decoded again at
+    full depth when the image has 16 bits a sample (:func:`_decode_sixteen_bit`)."""
     from PIL import ImageOps
 
     try:
+        if source is not None and _sixteen_bit(image):
+            data = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
+            deep = _decode_sixteen_bit(data, _orientation(image))
+            if deep is not None:
+                return deep
         image.load()
         upright = ImageOps.exif_transpose(image) if _orientation(image) != 1 else image
-        if upright.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit: keep the high byte
-            array = np.asarray(upright)
-            gray = (array >> 8).astype(np.uint8) if array.max(initial=0) > 255 else array.astype(np.uint8)
+        if upright.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit: by the data's bit depth
+            gray = scale_to_uint8(np.asarray(upright))
             return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
         return np.ascontiguousarray(np.asarray(upright.convert("RGB"), dtype=np.uint8))
     except ImageReadError:
@@ -94,17 +188,18 @@ def _to_rgb(image: Any, what: str) -> np.ndarray:
 
 
 def read_image_rgb(path: str | Path) -> np.ndarray:
-    """uint8 RGB (H, W, 3) of the upright picture (EXIF orientation applied).
+    """uint8 RGB (H, W, 3) of the upright picture (EXIF orientation applied); a 16-bit image is
+    scaled by its data's bit depth (:func:`scale_to_uint8`).
 
     Raises:
         ImageReadError: the file is missing, not an image or corrupt (the message says which file and why).
     """
     path = Path(path)
-    if path.suffix.lower() in (".jpg", ".jpeg") and path.is_file():
+    if path.suffix.lower() in JPEG_SUFFIXES and path.is_file():
         fast = _decode_jpeg(path.read_bytes())
         if fast is not None:
             return fast
-    return _to_rgb(_open(path, str(path)), str(path))
+    return _to_rgb(_open(path, str(path)), str(path), path)
 
 
 # EXIF orientation -> the numpy operation that turns the stored pixels upright (PIL's exif_transpose:
@@ -145,15 +240,17 @@ def _decode_jpeg(data: bytes) -> np.ndarray | None:
 
 
 def decode_image_rgb(data: bytes, what: str = "data") -> np.ndarray:
-    """Encoded image bytes -> uint8 RGB (H, W, 3), EXIF orientation applied.
+    """Encoded image bytes -> uint8 RGB (H, W, 3), EXIF orientation applied; a 16-bit image is
+    scaled by its data's bit depth (:func:`scale_to_uint8`).
 
     Raises:
         ImageReadError: the bytes are not a readable image (``what`` names them in the message).
     """
-    fast = _decode_jpeg(bytes(data))
+    data = bytes(data)
+    fast = _decode_jpeg(data)
     if fast is not None:
         return fast
-    return _to_rgb(_open(data, what), what)
+    return _to_rgb(_open(data, what), what, data)
 
 
 def decode_image_b64(data: str) -> np.ndarray:
@@ -217,43 +314,104 @@ def write_upright(source: str | Path, target: str | Path, jpeg_quality: int = 95
 
     rgb = read_image_rgb(source)
     suffix = target.suffix.lower()
-    params = {"quality": jpeg_quality} if suffix in (".jpg", ".jpeg") else {}
+    params = {"quality": jpeg_quality} if suffix in JPEG_SUFFIXES else {}
     Image.fromarray(rgb).save(target, **params)
     return target
 
 
-def list_images(source: str | Path, recursive: bool = True) -> list[Path]:
-    """Image files under a folder (sub-folders too; sorted by relative path), or the file itself.
+@dataclass(frozen=True)
+class ImageScan:
+    """What :func:`scan_images` found: the ``images`` it reads (sorted by relative path), the
+    image-like files it cannot read (``unreadable``: HEIC, camera raw) and the files under the
+    ``excluded`` folders it left out (``excluded_files``)."""
 
-    Hidden files and folders (``.name``) are left out.
+    images: list[Path]
+    unreadable: list[Path] = field(default_factory=list)
+    excluded_files: int = 0
+
+
+def _under(folder: Path, folders: list[Path]) -> bool:
+    return any(folder == other or folder.is_relative_to(other) for other in folders)
+
+
+def scan_images(source: str | Path, recursive: bool = True, exclude: Iterable[str | Path] = ()) -> ImageScan:
+    """The image files under a folder (sub-folders too), or the file itself, and the image-like
+    files it cannot read (:data:`UNREADABLE_IMAGE_SUFFIXES`), named in one grouped warning.
+
+    Hidden files and folders (``.name``) are left out, and so is everything under a folder of
+    ``exclude`` (e.g. a run's output folder inside the photo folder; compared as resolved paths).
+
+    Raises:
+        QuadratsegError: nothing readable with an image suffix there (the unreadable ones are named).
+    """
+    path = Path(source)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            return ImageScan([path])
+        if suffix in UNREADABLE_IMAGE_SUFFIXES:
+            raise QuadratsegError(f"{path}: {suffix} images cannot be read here; {CONVERT_HINT}")
+        raise QuadratsegError(f"{path} is not an image file (suffixes: {', '.join(IMAGE_SUFFIXES)})")
+    images: list[Path] = []
+    unreadable: list[Path] = []
+    excluded_files = 0
+    if path.is_dir():
+        left_out = [Path(folder).resolve() for folder in exclude]
+        resolved: dict[Path, bool] = {}  # folder -> under an excluded one
+        candidates = path.rglob("*") if recursive else path.iterdir()
+        for p in candidates:
+            suffix = p.suffix.lower()
+            if suffix not in IMAGE_SUFFIXES and suffix not in UNREADABLE_IMAGE_SUFFIXES:
+                continue
+            if any(part.startswith(".") for part in p.relative_to(path).parts) or not p.is_file():
+                continue
+            if left_out:
+                if p.parent not in resolved:
+                    resolved[p.parent] = _under(p.parent.resolve(), left_out)
+                if resolved[p.parent]:
+                    excluded_files += 1
+                    continue
+            (images if suffix in IMAGE_SUFFIXES else unreadable).append(p)
+        images.sort(key=lambda p: p.relative_to(path).as_posix())
+        unreadable.sort(key=lambda p: p.relative_to(path).as_posix())
+    if unreadable:
+        logger.warning("%s", unreadable_note(unreadable, path))
+    if not images:
+        where = "does not exist" if not path.exists() else "holds no image"
+        found = f"; {unreadable_note(unreadable, path)}" if unreadable else ""
+        raise QuadratsegError(
+            f"{path} {where} (looked{' recursively' if recursive else ''} for "
+            f"{', '.join(IMAGE_SUFFIXES)}){found}"
+        )
+    return ImageScan(images, unreadable, excluded_files)
+
+
+def unreadable_note(paths: list[Path], root: Path, shown: int = 5) -> str:
+    """One line naming image-like files that cannot be read (the first ``shown``, relative to
+    ``root``), their suffixes and what to do.
+
+    Examples:
+        >>> unreadable_note([Path("s/a.heic"), Path("s/b.dng")], Path("s"))
+        'ignoring 2 image files that cannot be read here (.dng, .heic): a.heic, b.dng; convert them ...'
+    """
+    names = [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in paths]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    suffixes = ", ".join(sorted({p.suffix.lower() for p in paths}))
+    return (
+        f"ignoring {len(paths)} image file{'' if len(paths) == 1 else 's'} that cannot be read here "
+        f"({suffixes}): {', '.join(names[:shown])}{more}; {CONVERT_HINT}"
+    )
+
+
+def list_images(source: str | Path, recursive: bool = True, exclude: Iterable[str | Path] = ()) -> list[Path]:
+    """Image files under a folder (sub-folders too; sorted by relative path), or the file itself
+    (:func:`scan_images`: hidden files and the ``exclude`` folders left out, image-like files it
+    cannot read named in a warning).
 
     Raises:
         QuadratsegError: nothing with an image suffix there.
     """
-    path = Path(source)
-    if path.is_file():
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            return [path]
-        raise QuadratsegError(f"{path} is not an image file (suffixes: {', '.join(IMAGE_SUFFIXES)})")
-    paths = []
-    if path.is_dir():
-        candidates = path.rglob("*") if recursive else path.iterdir()
-        paths = sorted(
-            (
-                p
-                for p in candidates
-                if p.suffix.lower() in IMAGE_SUFFIXES
-                and p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            ),
-            key=lambda p: p.relative_to(path).as_posix(),
-        )
-    if not paths:
-        where = "does not exist" if not path.exists() else "holds no image"
-        raise QuadratsegError(
-            f"{path} {where} (looked{' recursively' if recursive else ''} for {', '.join(IMAGE_SUFFIXES)})"
-        )
-    return paths
+    return scan_images(source, recursive, exclude).images
 
 
 def image_key(path: str | Path, source: str | Path) -> str:

@@ -30,6 +30,7 @@ Examples:
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -137,14 +138,23 @@ def read_photo_metadata(path: str | Path) -> dict[str, dict[str, str]]:
     name, with or without the extension), ``site``, ``year``, ``quadrat`` (a missing column is an
     error; empty cells are allowed). Match it to photos with :func:`photo_places`.
 
+    The file is UTF-8 text (with or without a byte-order mark).
+
     Raises:
-        QuadratsegError: the file is missing, lacks a photo column or site, year and quadrat, or
-            lists a key twice.
+        QuadratsegError: the file is missing, not UTF-8, lacks a photo column or site, year and
+            quadrat, or lists a key twice.
     """
     source = Path(path)
     if not source.is_file():
         raise QuadratsegError(f"metadata file {source} does not exist")
-    with source.open(newline="", encoding="utf-8-sig") as handle:
+    try:
+        text = source.read_bytes().decode("utf-8-sig")  # a spreadsheet's byte-order mark is dropped
+    except UnicodeDecodeError as exc:
+        raise QuadratsegError(
+            f"metadata file {source} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}): save it as UTF-8 (a spreadsheet's 'CSV UTF-8')"
+        ) from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = {c.strip().lower(): c for c in reader.fieldnames or []}
         photo_column = columns.get("photo") or columns.get("key")
