@@ -5,15 +5,15 @@ pipeline.process outputs of synthetic photos, a segmenter that answers each phot
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from test_track_cli import TruthSegmenter
 
 from quadratseg.instances import Instance
-from quadratseg.synth.appearance import GENUS_LOOKS, seabed
+from quadratseg.synth.appearance import seabed
 from quadratseg.synth.years import (
     WorldColony,
     YearRates,
@@ -26,20 +26,6 @@ from quadratseg.synth.years import (
 
 SIDE = 320  # warped side in px; the quadrat is 100 cm wide
 SHIFT = 32  # the later frame laid 10 % of the side further right
-
-
-class TruthSegmenter:
-    """A colony model that answers each photo's true colonies (found by the photo's pixels)."""
-
-    def __init__(self):
-        self.answers: dict[str, list[Instance]] = {}
-        self.names = dict(enumerate(sorted(GENUS_LOOKS)))
-
-    def add(self, image: np.ndarray, instances: list[Instance]) -> None:
-        self.answers[hashlib.sha256(image.tobytes()).hexdigest()] = instances
-
-    def predict(self, image: np.ndarray) -> list[Instance]:
-        return self.answers[hashlib.sha256(image.tobytes()).hexdigest()]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
