@@ -94,15 +94,18 @@ def check_quadrat_cm(quadrat_cm: Any) -> float:
 
 
 def check_output_folder(out_dir: str | Path) -> Path:
-    """``out_dir`` if the outputs may go there: a new folder, or one holding only an earlier run's
-    outputs (:data:`OUTPUT_NAMES`), which they replace as a whole.
+    """``out_dir`` if the outputs may go there: a folder ``pipeline.process`` could write to
+    (:func:`pipeline.run.check_output_folder`), new or holding only an earlier run's outputs
+    (:data:`OUTPUT_NAMES`), which they replace as a whole.
 
     Raises:
-        QuadratsegError: it is a file, or a folder holding anything else (nothing is touched).
+        QuadratsegError: it is a file or cannot be written, or a folder holding anything else (nothing
+            is touched).
     """
+    from pipeline.run import check_output_folder as check_writable
+
+    check_writable(out_dir)  # a file, a path through a file, a folder that cannot be written
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise QuadratsegError(f"--out {out} is a file; give a folder for the tracking outputs")
     others = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_NAMES) if out.is_dir() else []
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
