@@ -254,12 +254,13 @@ class PhotoJob:
         """True when the photo's record exists, was made with this run's fingerprint and from the
         file now at ``photo`` (:func:`same_photo`: a photo replaced under its name is redone)."""
         path = self.record_path(key)
-        if not path.is_file():
-            return False
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, OSError):
-            return False  # a damaged record: redo the photo
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            # none, damaged, or a name this file system refuses (the claim then says why): redo
+            return False
+        if not isinstance(record, dict):
+            return False
         return record.get("fingerprint") == self.fingerprint and same_photo(record.get("source"), photo)
 
 

@@ -74,14 +74,19 @@ def _rows(path) -> list[dict[str, str]]:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("records_folder_exists", [False, True])
 def test_a_photo_whose_claim_cannot_be_written_fails_alone_and_the_others_are_done(
-    photos, seg, tmp_path, cli
+    photos, seg, tmp_path, cli, records_folder_exists
 ):
     """A photo name too long for a claim file on this file system (``<name>.claim`` over 255 bytes):
-    before, the reader thread died on it and the run waited for ever."""
+    before, the reader thread died on it and the run waited for ever. Whether the look for its
+    record (``photos/<name>.json``, also too long) comes before or after another photo's record made
+    ``photos/`` depends on the threads; both orders are run here."""
     long_name = photos[0].with_name("Q" * 250 + ".jpg")
     shutil.copy(photos[0], long_name)
     out = tmp_path / "out"
+    if records_folder_exists:
+        (out / "photos").mkdir(parents=True)
     code, err = cli(str(photos[0].parent), str(out), "--yolo", seg, "--warp-size", "256")
     assert code == 3, err
     failures = _rows(out / "failures.csv")
