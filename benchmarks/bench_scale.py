@@ -26,8 +26,9 @@ Figures:
 - ``steady_photos_per_min``: each engine once running, from its first photo record's write time to
   its last one's (Ray's start, which loads the models in the actors, and the tables left out);
   ``ray1_over_local_steady`` compares the two engines there.
-- ``ray-N``: ``--engine ray`` with N actors on a Ray of N CPUs started here (the actors' start,
-  which loads the models, included).
+- ``ray-N``: ``--engine ray`` with N actors in each model's pool on a Ray of ``--ray-cpus`` CPUs
+  started here (default: this machine's, as the local engine's threads have them; the actors'
+  start, which loads the models, included).
 
 Per-stage seconds per photo come from the local run's records (``read``, ``chain``, ``write``);
 the projected photos per GPU-day is 86400 s over the slowest stage of one overlapped worker
@@ -112,6 +113,7 @@ def main() -> None:
     parser.add_argument("--grid")
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--ray-cpus", type=int, default=os.cpu_count(), help="CPUs of the Ray started here")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
     work = isolated_workdir("bench-scale-")
@@ -193,7 +195,7 @@ def main() -> None:
 
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
         for workers in args.workers:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
             options = EngineOptions(
                 engine="ray", ray_workers=workers, models_factory=partial(build_models, config, settings)
             )

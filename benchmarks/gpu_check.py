@@ -710,7 +710,7 @@ def step_chain_ray(ctx: StepContext) -> dict[str, Any]:
     if importlib.util.find_spec("ray") is None:
         raise SkippedPathError("ray is not installed (the optional ray[data] extra)")
     options: dict[str, Any] = {"engine": "ray"}
-    if "ray_gpus_per_model" in params:  # up to four models per actor fit one GPU
+    if "ray_gpus_per_model" in params:  # each model's pool of one actor asks a quarter: all share the GPU
         options["ray_gpus_per_model"] = 0.25 if ctx.cuda else 0.0
     elif "num_gpus" in params:
         options["num_gpus"] = 1 if ctx.cuda else 0

@@ -16,12 +16,17 @@ Variants, by which models are given:
 
 A stage that finds nothing records its reason and the chain goes on where it can: a photo with
 no grid skips removal; a photo whose frame is not found stops there (cover needs the quadrat).
+
+The stages (:data:`CHAIN_STAGES`: corners, grid, removal, segmentation) are functions that advance
+a :class:`PhotoResult`: :func:`run_chain` runs them in turn on one photo; the Ray engine runs each
+in its own pool of workers (:mod:`pipeline.engine_ray`), with the same functions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,6 +109,7 @@ class PhotoResult:
     """What the chain made of one photo (images in the warped frame unless named raw)."""
 
     status: dict[str, str] = field(default_factory=dict)  # stage -> "ok", "skipped: ...", "stopped: ..."
+    raw: np.ndarray | None = None  # (H, W, 3) the photo, until the corners stage has warped it
     warped: np.ndarray | None = None
     clean: np.ndarray | None = None
     homography: np.ndarray | None = None  # raw -> warped
@@ -328,51 +334,62 @@ def cover_classes(models: ChainModels) -> list[str]:
     return list(models.semantic.classes)[1:]
 
 
-def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
-    """Run the chain on one uint8 RGB photo (H, W, 3); see the module docstring."""
-    from grid_inpainting.inpaint import remove_grid
-
-    mode = segmentation_mode(models)
-    result = PhotoResult()
-    warped = image_rgb
-    if models.corners is not None:
-        (corners,) = models.corners.predict([image_rgb])
-        result.corners_xy = corners.keypoints_xy
-        if corners.homography is None:
-            result.status["corners"] = (
-                f"stopped: no quadrat frame ({corners.warp_error or 'no corner found'})"
-            )
-            return result
-        result.status["corners"] = "ok"
-        result.homography = corners.homography
-        warped = models.corners.warp(image_rgb, corners)
-    else:
+def stage_corners(result: PhotoResult, models: ChainModels) -> None:
+    """Corners and warp: ``result.raw`` (H, W, 3 raw px) becomes ``result.warped`` (the quadrat), or
+    the photo stops when no frame is found; without a corner model the photo is the quadrat."""
+    image_rgb, result.raw = result.raw, None
+    if models.corners is None:
         result.status["corners"] = "skipped: single-stage (the photo is the quadrat)"
-    result.warped = warped
-    clean = warped
+        result.warped = image_rgb
+        return
+    (corners,) = models.corners.predict([image_rgb])
+    result.corners_xy = corners.keypoints_xy
+    if corners.homography is None:
+        result.status["corners"] = f"stopped: no quadrat frame ({corners.warp_error or 'no corner found'})"
+        return
+    result.status["corners"] = "ok"
+    result.homography = corners.homography
+    result.warped = models.corners.warp(image_rgb, corners)
+
+
+def stage_grid(result: PhotoResult, models: ChainModels) -> None:
+    """The 117 grid intersections on ``result.warped`` (warped px), when there is a grid model."""
     if models.grid is None:
         result.status["grid"] = "skipped: two-stage (no grid model)"
+        return
+    (grid,) = models.grid.predict([result.warped])
+    if grid.no_grid:
+        result.status["grid"] = f"skipped: {grid.no_grid}"
+        return
+    result.status["grid"] = "ok"
+    result.grid_xy = grid.keypoints_xy
+
+
+def stage_removal(result: PhotoResult, models: ChainModels) -> None:
+    """``result.clean``: the warped quadrat with the grid found painted out (``result.grid_mask``,
+    the pixels invented), else the warped quadrat itself."""
+    from grid_inpainting.inpaint import remove_grid
+
+    result.clean = result.warped
+    if result.grid_xy is None:
+        result.status["removal"] = "skipped: no grid"
+    elif models.inpaint is None:
+        result.status["removal"] = "skipped: no inpainting backend"
     else:
-        (grid,) = models.grid.predict([warped])
-        if grid.no_grid:
-            result.status["grid"] = f"skipped: {grid.no_grid}"
-        else:
-            result.status["grid"] = "ok"
-            result.grid_xy = grid.keypoints_xy
-            if models.inpaint is None:
-                result.status["removal"] = "skipped: no inpainting backend"
-            else:
-                (removal,) = remove_grid([warped], [grid.keypoints_xy], models.inpaint)
-                clean, result.grid_mask = removal.image, removal.mask
-                result.status["removal"] = f"ok ({removal.backend})"
-    result.status.setdefault("removal", "skipped: no grid")
-    result.clean = clean
-    height, width = clean.shape[:2]
+        (removal,) = remove_grid([result.warped], [result.grid_xy], models.inpaint)
+        result.clean, result.grid_mask = removal.image, removal.mask
+        result.status["removal"] = f"ok ({removal.backend})"
+
+
+def stage_segmentation(result: PhotoResult, models: ChainModels) -> None:
+    """Colonies and/or a class map of ``result.clean`` and the cover over the pixels observed (those
+    the grid removal did not invent, unless ``models.include_inpainted``)."""
+    height, width = result.clean.shape[:2]
     observed = np.ones((height, width), dtype=bool)
     if result.grid_mask is not None and not models.include_inpainted:
         observed &= ~result.grid_mask
     result.observed_hw = observed
-    segmentation = SEGMENTATION_MODES[mode](clean, models, observed)
+    segmentation = SEGMENTATION_MODES[segmentation_mode(models)](result.clean, models, observed)
     result.instances, result.class_map, result.cover = (
         segmentation.instances,
         segmentation.class_map,
@@ -380,4 +397,47 @@ def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
     )
     result.status["segmentation"] = segmentation.status
     result.status["cover"] = "ok"
+
+
+@dataclass(frozen=True)
+class ChainStage:
+    """One stage of the chain: its name, the :class:`ChainModels` fields whose models it calls, and
+    the function that advances a :class:`PhotoResult` through it."""
+
+    name: str
+    models: tuple[str, ...]
+    run: Callable[[PhotoResult, ChainModels], None]
+
+
+# in order; an engine runs them one after the other on a photo (pipeline.engine_local) or each in
+# its own pool of workers (pipeline.engine_ray)
+CHAIN_STAGES = (
+    ChainStage("corners", ("corners",), stage_corners),
+    ChainStage("grid", ("grid",), stage_grid),
+    ChainStage("removal", ("inpaint",), stage_removal),
+    ChainStage("segmentation", ("segment", "semantic"), stage_segmentation),
+)
+
+
+def stopped(result: PhotoResult) -> bool:
+    """True when a stage stopped the photo (its later stages do not run)."""
+    return any(status.startswith("stopped") for status in result.status.values())
+
+
+def run_stage(stage: ChainStage, result: PhotoResult, models: ChainModels) -> None:
+    """``stage`` on ``result`` unless an earlier stage stopped the photo."""
+    if not stopped(result):
+        stage.run(result, models)
+
+
+def run_stages(result: PhotoResult, models: ChainModels) -> PhotoResult:
+    """Every stage in turn on a photo started as ``result`` (its ``raw`` photo); returns it."""
+    segmentation_mode(models)  # a chain with no segmentation model is refused before any stage
+    for stage in CHAIN_STAGES:
+        run_stage(stage, result, models)
     return result
+
+
+def run_chain(image_rgb: np.ndarray, models: ChainModels) -> PhotoResult:
+    """Run the chain on one uint8 RGB photo (H, W, 3); see the module docstring."""
+    return run_stages(PhotoResult(raw=image_rgb), models)

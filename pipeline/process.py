@@ -73,6 +73,7 @@ def process(
     ray_address: str | None = None,
     ray_workers: int = 1,
     ray_gpus_per_model: float = 0.0,
+    ray_cpus_per_model: float = 0.5,
     claim_ttl: float = DEFAULT_CLAIM_TTL_S,
     writers: int = 2,
 ) -> str:
@@ -140,13 +141,15 @@ def process(
         ensemble_weight: the colonies' weight in the weighted ensemble (0..1).
         nms_iou: the mask IoU at which the nms ensemble drops the less confident colony.
         engine: local (this process, reading and writing overlapped with the chain) or ray (Ray
-            Data over the photo paths, the models in a pool of actors: needs the ``ray`` extra).
+            Data over the photo paths, each model in a pool of actors: needs the ``ray`` extra).
             The engine options are not part of the run's fingerprint: a run resumes across engines.
         ray_address: the Ray cluster to join (``auto``: the one ``ray start`` made on this machine;
             ``ray://HOST:10001``); default: a Ray instance of this process's own.
-        ray_workers: how many chain actors (each holds every model of the chain).
+        ray_workers: how many actors in each model's pool (the corner, grid, LaMa and segmentation
+            stages each have a pool; an actor holds its stage's models only).
         ray_gpus_per_model: GPUs each actor asks per model it holds (fractions share a GPU: 0.25
-            with two models puts two actors on one GPU); 0 runs on CPUs.
+            lets four small models' actors share one GPU); 0 runs on CPUs.
+        ray_cpus_per_model: CPUs each model actor asks (the CPU tasks: half a CPU each).
         claim_ttl: seconds after which a photo claimed by a run that stopped (its heartbeat is
             touched every claim_ttl / 4 s) is taken over by another run on the same OUT.
         writers: local engine: threads writing photos' outputs at once (a 1920 px photo's outputs take
@@ -165,6 +168,7 @@ def process(
         ray_address=ray_address,
         ray_workers=int(ray_workers),
         ray_gpus_per_model=float(ray_gpus_per_model),
+        ray_cpus_per_model=float(ray_cpus_per_model),
         claim_ttl_s=float(claim_ttl),
         writers=int(writers),
     )
@@ -172,7 +176,15 @@ def process(
 
 
 # options of how a run executes, not of what it computes: left out of RunConfig and the fingerprint
-ENGINE_OPTIONS = ("engine", "ray_address", "ray_workers", "ray_gpus_per_model", "claim_ttl", "writers")
+ENGINE_OPTIONS = (
+    "engine",
+    "ray_address",
+    "ray_workers",
+    "ray_gpus_per_model",
+    "ray_cpus_per_model",
+    "claim_ttl",
+    "writers",
+)
 
 
 def process_with(
@@ -281,9 +293,10 @@ def resolve_warp_size(config: RunConfig) -> int:
     return int(config.warp_size)
 
 
-def build_models(config: RunConfig, settings: Any) -> ChainModels:
+def build_models(config: RunConfig, settings: Any, only: tuple[str, ...] | None = None) -> ChainModels:
     """The chain's predictors for a checked configuration (``warp_size`` resolved), on the device of
-    ``settings``.
+    ``settings``; with ``only`` (names of :class:`ChainModels` fields, as a stage of the Ray engine
+    asks) the other models are left out (None).
 
     Raises:
         QuadratsegError: a model of the wrong kind (a pose model given as --yolo, ...).
@@ -298,13 +311,17 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
     from quadratseg.model_card import card_level, read_model_card
 
     on = device(settings=settings)
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
     semantic = None
-    if config.segment in ("mmseg", "both"):
+    if config.segment in ("mmseg", "both") and wanted("semantic"):
         from DINOv2_mmseg.predictor import SemanticSegmenter
 
         semantic = SemanticSegmenter(config.mmseg_config, weights_path(config.mmseg_weights), on)
     segment = None
-    if config.segment in ("yolo", "both"):
+    if config.segment in ("yolo", "both") and wanted("segment"):
         windows = card_windows(weights_path(config.yolo))  # a model trained on tiles sees tiles
         if config.yolo_imgsz:  # the windows (a tile, else the whole quadrat) at the scale it learned
             side = windows.get("tile") or int(config.warp_size)
@@ -318,7 +335,9 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
             weights_path(config.yolo), imgsz=config.yolo_imgsz, conf=config.conf, device=on, **windows
         )
     corners = grid = None
-    if config.corners:  # thresholds left None come from the model's card (PosePredictor)
+    if config.corners and wanted(
+        "corners"
+    ):  # thresholds left None come from the model's card (PosePredictor)
         corners = PosePredictor(
             weights_path(config.corners),
             get_task("gridcorners"),
@@ -332,7 +351,7 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
             allow_warp_size_mismatch=config.allow_warp_size_mismatch,
             refine=config.corners_refine,
         )
-    if config.grid:
+    if config.grid and wanted("grid"):
         grid = PosePredictor(
             weights_path(config.grid),
             get_task("gridpose"),
@@ -360,7 +379,7 @@ def build_models(config: RunConfig, settings: Any) -> ChainModels:
         corners=corners,
         grid=grid,
         inpaint=select_backend(config.inpaint, settings, option="--inpaint", weights_option=None)
-        if config.grid
+        if config.grid and wanted("inpaint")
         else None,
         include_inpainted=config.include_inpainted,
         boundary_px=config.boundary_px,

@@ -9,6 +9,7 @@ widest, with their overlays.
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,20 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return []
     with path.open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def figure_name(prefix: str, photo: str, stem_chars: int = 40) -> str:
+    """A file name (no suffix) for a photo's picture in ``img/``: ``prefix``, the key's characters
+    (letters and digits kept, others ``_``; the last ``stem_chars``) and the first 8 hex digits of
+    the key's SHA-256, so two keys that read alike (``a b.jpg``, ``a_b.jpg``) never share a file.
+
+    Examples:
+        >>> figure_name("worst_", "site/a.jpg"), figure_name("worst_", "site_a.jpg")
+        ('worst_site_a_jpg_1a61b5ca', 'worst_site_a_jpg_e4d8a807')
+    """
+    readable = "".join(c if c.isascii() and c.isalnum() else "_" for c in photo)[-stem_chars:]
+    digest = hashlib.sha256(photo.encode("utf-8")).hexdigest()[:8]
+    return f"{prefix}{readable}_{digest}"
 
 
 def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
@@ -185,8 +200,10 @@ def write_process_report(out_dir: str | Path, worst: int = 3) -> Path:
     for photo, width in sorted(widths.items(), key=lambda kv: -kv[1])[:worst]:
         overlay = out / "overlays" / output_name(photo, ".jpg")
         if overlay.is_file():
-            name = "worst_" + "".join(c if c.isalnum() else "_" for c in photo)
             report.add_image(
-                section, name, read_image_rgb(overlay), f"{photo}: an interval {width:.1f} points wide"
+                section,
+                figure_name("worst_", photo),
+                read_image_rgb(overlay),
+                f"{photo}: an interval {width:.1f} points wide",
             )
     return report.write()

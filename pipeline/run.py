@@ -41,7 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.chain import ChainModels, PhotoResult, cover_classes, cover_method, run_chain
+from pipeline.chain import ChainModels, PhotoResult, cover_classes, cover_method, run_stages
 from pipeline.claims import DEFAULT_CLAIM_TTL_S
 from quadratseg.atomic import atomic_write_bytes, atomic_write_text, sweep_stale_temporaries
 from quadratseg.batch import BatchItem, BatchReport, scan_batch
@@ -173,19 +173,46 @@ def _nan_to_none(array: np.ndarray | None) -> Any:
 
 
 def single_stage_scaling(
-    image_shape: tuple[int, ...], warp_size: tuple[int, int] | None
+    image_shape: tuple[int, ...],
+    warp_size: tuple[int, int] | None,
+    min_side_px: int = 32,
+    max_aspect_off: float = 1.5,
 ) -> np.ndarray | None:
     """The (3, 3) homography (raw px -> warped px) resizing an already-warped quadrat photo of
     ``image_shape`` (H, W, ...) to ``warp_size=(width, height)``; None when there is no size or the
     photo has it already.
 
+    Raises:
+        QuadratsegError: the photo cannot be a warped quadrat: under ``min_side_px`` on a side, or
+            its aspect ratio (width / height) more than ``max_aspect_off`` times off the warp size's
+            (it would be stretched into a quadrat). The photo fails alone, its reason says what to do.
+
     Examples:
         >>> single_stage_scaling((256, 256, 3), (512, 512)).tolist()
         [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]]
+        >>> single_stage_scaling((256, 600, 3), (256, 256))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        quadratseg.errors.QuadratsegError: the photo is 600 x 256 px, an aspect ratio ...
     """
-    if warp_size is None or tuple(warp_size) == (image_shape[1], image_shape[0]):
+    height, width = image_shape[:2]
+    if min(height, width) < min_side_px:
+        raise QuadratsegError(
+            f"the photo is {width} x {height} px, under {min_side_px} px on a side: too small for a "
+            "quadrat (without --corners each photo must be an already-warped quadrat)"
+        )
+    if warp_size is None or tuple(warp_size) == (width, height):
         return None
-    return np.diag([warp_size[0] / image_shape[1], warp_size[1] / image_shape[0], 1.0])
+    aspect, wanted = width / height, warp_size[0] / warp_size[1]
+    if max(aspect / wanted, wanted / aspect) > max_aspect_off:
+        raise QuadratsegError(
+            f"the photo is {width} x {height} px, an aspect ratio (width / height) of {aspect:.2f}, "
+            f"more than {max_aspect_off:g} times off the warped quadrat's {warp_size[0]} x "
+            f"{warp_size[1]} px ({wanted:.2f}): without --corners each photo must be an already-warped "
+            "quadrat, and this one would be stretched. Crop it to the quadrat, set --aspect to the "
+            "quadrat's width / height, or give --corners for raw photos"
+        )
+    return np.diag([warp_size[0] / width, warp_size[1] / height, 1.0])
 
 
 def photo_record(
@@ -349,17 +376,21 @@ def read_photo(item: BatchItem) -> tuple[np.ndarray, float, dict[str, Any]]:
     return image, time.perf_counter() - start, source
 
 
-def chain_photo(image: np.ndarray, models: ChainModels, warp_size: tuple[int, int] | None) -> PhotoResult:
-    """:func:`pipeline.chain.run_chain` on one raw photo (H, W, 3); without a corner model the photo
-    (an already-warped quadrat) is resized to ``warp_size=(width, height)`` first, the result's
-    homography being that scaling (raw px -> warped px)."""
-    scaling = single_stage_scaling(image.shape, warp_size) if models.corners is None else None
+def start_photo(image: np.ndarray, single_stage: bool, warp_size: tuple[int, int] | None) -> PhotoResult:
+    """A raw photo (H, W, 3) as the chain's stages take it (:func:`pipeline.chain.run_stages`): in
+    a single-stage run (no corner model: the photo is an already-warped quadrat) resized to
+    ``warp_size=(width, height)`` first, the result's homography being that scaling (raw px ->
+    warped px)."""
+    scaling = single_stage_scaling(image.shape, warp_size) if single_stage else None
     if scaling is None:
-        return run_chain(image, models)
+        return PhotoResult(raw=image)
     interpolation = cv2.INTER_AREA if scaling[0, 0] < 1 else cv2.INTER_LINEAR
-    result = run_chain(cv2.resize(image, warp_size, interpolation=interpolation), models)
-    result.homography = scaling
-    return result
+    return PhotoResult(raw=cv2.resize(image, warp_size, interpolation=interpolation), homography=scaling)
+
+
+def chain_photo(image: np.ndarray, models: ChainModels, warp_size: tuple[int, int] | None) -> PhotoResult:
+    """The chain on one raw photo (H, W, 3), started by :func:`start_photo`."""
+    return run_stages(start_photo(image, models.corners is None, warp_size), models)
 
 
 def write_photo(
@@ -468,19 +499,19 @@ class EngineOutcome:
 @dataclass(frozen=True)
 class EngineOptions:
     """How a run is executed; none of it is part of the run's fingerprint (a run resumes across
-    engines). ``models_factory``: a picklable callable returning the run's :class:`ChainModels`,
-    which each Ray actor calls once (the CLI passes one built from the :class:`RunConfig`)."""
+    engines). ``models_factory``: a picklable callable ``(only=FIELDS) -> ChainModels`` building
+    the models of the :class:`ChainModels` fields named (the others may be None), which each Ray
+    actor calls once for its stage's models (the CLI passes :func:`pipeline.process.build_models`
+    bound to the run's :class:`RunConfig`)."""
 
     engine: str = "local"
-    prefetch: int = (
-        2  # photos decoded ahead of the chain, and results queued for writing (each Ray actor too)
-    )
-    writers: int = 2  # threads writing photos' outputs at once (image encoding releases the GIL)
+    prefetch: int = 2  # local engine: photos decoded ahead of the chain, and results queued for writing
+    writers: int = 2  # local engine: threads writing photos' outputs at once (encoding releases the GIL)
     claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
     ray_address: str | None = None
     ray_workers: int = 1
     ray_gpus_per_model: float = 0.0
-    ray_cpus_per_worker: float = 1.0
+    ray_cpus_per_model: float = 0.5
     models_factory: Any = None
 
     def __post_init__(self) -> None:

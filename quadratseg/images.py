@@ -29,8 +29,13 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
-from collections.abc import Iterable
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +77,16 @@ UNREADABLE_IMAGE_SUFFIXES = (
 CONVERT_HINT = "convert them to JPEG, PNG or TIFF first (raw files with a raw converter)"
 ORIENTATION_TAG = 0x0112
 TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # 90-degree turns: stored width and height are swapped
+# libjpeg's warnings after which part of the picture is missing or garbled (libjpeg filled it with grey
+# and went on; OpenCV lets libjpeg write them on stderr, PIL drops them): the photo is refused
+LIBJPEG_DATA_LOSS = (
+    "Corrupt JPEG data: premature end of data segment",  # the end marker came before the last rows
+    "Premature end of JPEG file",
+    "Corrupt JPEG data: bad Huffman code",
+    "Corrupt JPEG data: bad arithmetic code",
+    "Corrupt JPEG data: found marker",  # ... instead of RSTn: a restart interval lost
+)
+_STDERR_LOCK = threading.Lock()  # file descriptor 2 is the process's: one capture at a time
 
 
 class ImageReadError(QuadratsegError):
@@ -192,11 +207,13 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
     scaled by its data's bit depth (:func:`scale_to_uint8`).
 
     Raises:
-        ImageReadError: the file is missing, not an image or corrupt (the message says which file and why).
+        ImageReadError: the file is missing, not an image or corrupt (the message says which file and
+            why), e.g. a JPEG cut short even when it still ends in an end marker ("corrupt or
+            truncated JPEG": libjpeg's own warning, :func:`_decode_jpeg`).
     """
     path = Path(path)
     if path.suffix.lower() in JPEG_SUFFIXES and path.is_file():
-        fast = _decode_jpeg(path.read_bytes())
+        fast = _decode_jpeg(path.read_bytes(), str(path))
         if fast is not None:
             return fast
     return _to_rgb(_open(path, str(path)), str(path), path)
@@ -215,11 +232,48 @@ _UPRIGHT = {
 }
 
 
-def _decode_jpeg(data: bytes) -> np.ndarray | None:
+@contextmanager
+def _libjpeg_data_loss() -> Iterator[list[str]]:
+    """Collect libjpeg's data-loss warnings (:data:`LIBJPEG_DATA_LOSS`) that native code (OpenCV)
+    writes on file descriptor 2 while the block runs, into the list it yields (filled when the
+    block ends); every other line written meanwhile (another thread's) goes on to the real stderr.
+    One block at a time in a process; where descriptor 2 cannot be redirected the list stays empty."""
+    lines: list[str] = []
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        if sys.stderr is not None:
+            sys.stderr.flush()  # Python's buffered text goes out before the switch
+        try:
+            saved = os.dup(2)
+        except OSError:
+            yield lines
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if line.startswith(LIBJPEG_DATA_LOSS):
+                    lines.append(line.rstrip())
+                else:
+                    os.write(2, line.encode())
+
+
+def _decode_jpeg(data: bytes, what: str = "data") -> np.ndarray | None:
     """A complete JPEG -> uint8 RGB upright, with OpenCV's decoder (libjpeg-turbo, about 3 times
     faster than PIL's path here) and the orientation read from the EXIF header; None for anything
     else (not a JPEG, no end marker, a decoder failure), which the PIL path then reads or refuses
-    with its clear errors. Both paths give the same pixels (tests/test_images.py)."""
+    with its clear errors. Both paths give the same pixels (tests/test_images.py).
+
+    A JPEG cut short but still ending in an end marker decodes with its missing rows grey: libjpeg
+    says so in a warning ("premature end of data segment"), read here (:func:`_libjpeg_data_loss`).
+
+    Raises:
+        ImageReadError: "corrupt or truncated JPEG": libjpeg warned that part of the picture is
+            missing (``what`` names the data).
+    """
     import cv2
 
     if not (data[:3] == b"\xff\xd8\xff" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"):
@@ -232,7 +286,13 @@ def _decode_jpeg(data: bytes) -> np.ndarray | None:
         orientation = _orientation(header)
     finally:
         header.close()
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    with _libjpeg_data_loss() as lost:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if lost:
+        raise ImageReadError(
+            f"cannot read image {what}: corrupt or truncated JPEG: libjpeg says '{lost[0]}' (part of "
+            "the picture is missing and would read as grey); copy or export the photo again"
+        )
     if bgr is None:
         return None
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -247,7 +307,7 @@ def decode_image_rgb(data: bytes, what: str = "data") -> np.ndarray:
         ImageReadError: the bytes are not a readable image (``what`` names them in the message).
     """
     data = bytes(data)
-    fast = _decode_jpeg(data)
+    fast = _decode_jpeg(data, what)
     if fast is not None:
         return fast
     return _to_rgb(_open(data, what), what, data)

@@ -48,25 +48,107 @@ class SlowColonies:
         return []
 
 
-def slow_chain_models(log: str, seconds: float, names: list[str]):
-    """The chain's models (single-stage) with :class:`SlowColonies` as the colony model, built in a
-    process whose photo writes (``pipeline.engine_local.write_photo``) take ``seconds`` more, each
-    logged as ``write START END``: shows, from the process that runs them (a Ray actor), whether an
-    engine writes photos while its model works."""
-    import time
-
-    import pipeline.engine_local
+def slow_chain_models(log: str, seconds: float, names: list[str], only: tuple[str, ...] | None = None):
+    """The chain's models (single-stage) with :class:`SlowColonies` as the colony model (a models
+    factory of the Ray engine: ``only`` names the fields its stage needs)."""
     from pipeline.chain import ChainModels
 
-    real_write = getattr(pipeline.engine_local.write_photo, "__wrapped__", pipeline.engine_local.write_photo)
-
-    def slow_write(*args, **kwargs):
-        start = time.time()
-        time.sleep(seconds)
-        written = real_write(*args, **kwargs)
-        _log_span(log, "write", start, time.time())
-        return written
-
-    slow_write.__wrapped__ = real_write
-    pipeline.engine_local.write_photo = slow_write
     return ChainModels(segment=SlowColonies(log, seconds, names))
+
+
+class InsetCorners:
+    """A corner model that finds the quadrat 10 % inside the border of a square photo and warps it
+    to ``size`` px (the corner stage's predict and warp); it finds no frame on a photo wider than
+    tall, and raises on one taller than wide (a stage's own error)."""
+
+    def __init__(self, size: int = 128):
+        self.size = size
+
+    def predict(self, images: list) -> list:
+        from types import SimpleNamespace
+
+        import cv2
+        import numpy as np
+
+        answers = []
+        for image in images:
+            height, width = image.shape[:2]
+            if height > width:
+                raise RuntimeError(f"corner model failed on a {width} x {height} photo")
+            inset = np.array([[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]], dtype=np.float32)
+            corners = inset * np.array([width, height], dtype=np.float32)
+            if width > height:
+                answers.append(SimpleNamespace(keypoints_xy=corners, homography=None, warp_error="no frame"))
+                continue
+            target = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float32) * self.size
+            homography = cv2.getPerspectiveTransform(corners, target)
+            answers.append(SimpleNamespace(keypoints_xy=corners, homography=homography, warp_error=""))
+        return answers
+
+    def warp(self, image, corners):
+        import cv2
+
+        return cv2.warpPerspective(image, corners.homography, (self.size, self.size))
+
+
+def _log_built(log: str, names: tuple[str, ...]) -> None:
+    import os
+
+    with open(log, "a", encoding="utf-8") as handle:
+        for name in names:
+            handle.write(f"{os.getpid()} {name}\n")
+
+
+def staged_chain_models(log: str, names: list[str], only: tuple[str, ...] | None = None):
+    """The chain's models (two-stage: :class:`InsetCorners` and a colony model answering none), of
+    the fields ``only`` names (all by default); writes ``PID FIELD`` to ``log`` for each field
+    built, so a test sees which process built which model."""
+    import os
+
+    from pipeline.chain import ChainModels
+
+    wanted = tuple(f for f in ("corners", "segment") if only is None or f in only)
+    _log_built(log, wanted)
+    return ChainModels(
+        segment=SlowColonies(os.devnull, 0.0, names) if "segment" in wanted else None,
+        corners=InsetCorners() if "corners" in wanted else None,
+    )
+
+
+def inset_chain_models(weights: str, only: tuple[str, ...] | None = None):
+    """A two-stage chain: :class:`InsetCorners` and the real colony predictor of ``weights`` at 64
+    px (:func:`pipeline.process.build_models`, with ``only`` as the Ray engine passes it)."""
+    from dataclasses import replace
+
+    from pipeline.process import build_models
+    from pipeline.run import RunConfig
+    from quadratseg.cli import current_settings
+
+    config = RunConfig(yolo=weights, yolo_imgsz=64, warp_size=128, allow_warp_size_mismatch=True)
+    models = build_models(config, current_settings(), only=only)
+    return replace(models, corners=InsetCorners() if only is None or "corners" in only else None)
+
+
+class DyingColonies(SlowColonies):
+    """A colony model whose process dies (``os._exit``) on a photo of ``width`` px: a photo that
+    crashes its worker every time."""
+
+    def __init__(self, width: int, names: list[str]):
+        import os
+
+        super().__init__(os.devnull, 0.0, names)
+        self.width = width
+
+    def predict(self, image) -> list:
+        import os
+
+        if image.shape[1] == self.width:
+            os._exit(1)
+        return super().predict(image)
+
+
+def dying_chain_models(width: int, names: list[str], only: tuple[str, ...] | None = None):
+    """The chain's models (single-stage) with :class:`DyingColonies`."""
+    from pipeline.chain import ChainModels
+
+    return ChainModels(segment=DyingColonies(width, names))

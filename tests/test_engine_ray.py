@@ -116,11 +116,11 @@ def test_ray_writes_the_local_engines_files_byte_for_byte(ray_session, survey, t
     assert not different
 
 
-def test_an_actor_writes_photos_while_its_model_works(ray_session, survey, tmp_path):
-    """One actor, a model of 0.15 s a call and writes of 0.15 s a photo (both slowed in the actor's
-    process): a photo is written while the model works on the next (the local engine's overlap,
-    inside the actor), so Ray at 1 worker goes at the local engine's pace once started; one photo
-    after the other, no write would overlap a call."""
+def test_photos_are_written_while_the_model_works_on_the_next(ray_session, survey, tmp_path):
+    """One actor, a model of 0.15 s a call: the write tasks write a photo while the model's actor
+    works on the next (streaming), so Ray at 1 worker goes at the model's pace once started; with
+    the stages run one after the other over the whole set, no write would overlap a call. A
+    write's span is read from its record (its ``write`` seconds, ending at the record's time)."""
     from functools import partial
 
     import engine_models
@@ -139,15 +139,46 @@ def test_an_actor_writes_photos_while_its_model_works(ray_session, survey, tmp_p
     here = ChainModels(segment=engine_models.SlowColonies(str(tmp_path / "here.txt"), 0.15, names))
     summary = process_folder(folder, tmp_path / "out", here, "fp", warp_size=(256, 256), engine=options)
     assert summary["processed"] == 12
-    spans: dict[str, list[tuple[float, float]]] = {"call": [], "write": []}
-    for line in log.read_text().splitlines():
-        kind, start, end = line.split()
-        spans[kind].append((float(start), float(end)))
-    calls, writes = spans["call"], spans["write"]
+    calls = [tuple(map(float, line.split()[1:])) for line in log.read_text().splitlines()]
+    writes = []
+    for record in (tmp_path / "out" / "photos").rglob("*.json"):
+        end = record.stat().st_mtime
+        writes.append((end - json.loads(record.read_text())["seconds"]["write"], end))
     assert len(calls) == len(writes) == 12
     overlapping = sum(any(w0 < c1 and c0 < w1 for c0, c1 in calls) for w0, w1 in writes)
-    # a task's last write has no call beside it: 12 photos in tasks of 8 leave 10 possible
+    # the last photo's write has no call beside it
     assert overlapping >= 6, f"{overlapping} of 12 writes overlapped a model call"
+
+
+def test_each_model_stage_is_a_pool_of_its_own_actors_holding_its_models_only(ray_session, survey, tmp_path):
+    """A two-stage chain (a corner model and a colony model): two actor pools, the corner actor
+    built with the corner model alone and the colony actor with the colony model alone (the
+    factory's ``only``), each photo through both."""
+    from functools import partial
+
+    import engine_models
+    from ray import cloudpickle
+
+    from pipeline.run import EngineOptions, process_folder
+    from quadratseg.taxonomy import load_taxonomy
+
+    cloudpickle.register_pickle_by_value(engine_models)
+    log = tmp_path / "built.txt"
+    names = load_taxonomy().classes("main_family")
+    factory = partial(engine_models.staged_chain_models, str(log), names)
+    folder, _ = survey
+    options = EngineOptions(engine="ray", ray_workers=1, models_factory=factory)
+    here = engine_models.staged_chain_models(str(tmp_path / "here.txt"), names)
+    summary = process_folder(folder, tmp_path / "out", here, "fp", warp_size=(128, 128), engine=options)
+    assert (summary["processed"], summary["failed"]) == (12, 0)
+    built = [line.split() for line in log.read_text().splitlines()]
+    pids = {tuple(fields): pid for pid, *fields in built}
+    assert sorted(pids) == [("corners",), ("segment",)], built
+    assert len(set(pids.values())) == 2  # two actors, two processes
+    status = (tmp_path / "out" / "status.csv").read_text()
+    assert status.count(",ok,") >= 12 and "single-stage" not in status
+    record = json.loads(next((tmp_path / "out" / "photos").rglob("*.json")).read_text())
+    assert record["warped_size"] == [128, 128]
 
 
 def _records(out: Path) -> int:
@@ -323,3 +354,140 @@ def test_a_ray_run_interrupted_midway_is_resumed_locally_each_photo_once(big_sur
     rows = (out / "status.csv").read_text().splitlines()[1:]
     assert len(rows) == len(set(rows)) == BIG
     assert not list((out / ".claims").rglob("*.claim"))
+
+
+def _two_stage_photos(survey, folder: Path) -> Path:
+    """Six square photos of the survey, one wider than tall (no frame: it stops at the corners)
+    and one taller than wide (the corner model raises on it): :class:`engine_models.InsetCorners`."""
+    source, _ = survey
+    for index, path in enumerate(sorted(source.rglob("*.jpg"))[:6]):
+        image = cv2.imread(str(path))
+        if index == 1:
+            image = cv2.resize(image, (320, 256))
+        elif index == 2:
+            image = cv2.resize(image, (256, 320))
+        target = folder / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(target), image)
+    return folder
+
+
+def test_a_two_stage_chain_on_ray_writes_the_local_engines_files_with_its_stops_and_failures(
+    ray_session, survey, tmp_path
+):
+    """Corners (a stand-in that stops one photo and fails another) and the real colony model, each
+    in its own pool: the files, statuses and failures are the local engine's, byte for byte."""
+    from functools import partial
+
+    import engine_models
+    from ray import cloudpickle
+
+    from pipeline.run import EngineOptions, process_folder
+    from quadratseg.batch import BatchFailedError
+
+    cloudpickle.register_pickle_by_value(engine_models)
+    photos = _two_stage_photos(survey, tmp_path / "photos")
+    weights = str(survey[1])
+    factory = partial(engine_models.inset_chain_models, weights)
+    summaries = {}
+    for name, engine in (
+        ("local", EngineOptions()),
+        ("ray", EngineOptions(engine="ray", models_factory=factory)),
+    ):
+        with pytest.raises(BatchFailedError) as failed:
+            process_folder(photos, tmp_path / name, factory(), "fp", quadrat_cm=50, engine=engine)
+        summaries[name] = json.loads(failed.value.summary)
+    assert summaries["ray"]["processed"] == summaries["local"]["processed"] == 5
+    assert summaries["ray"]["failed"] == summaries["local"]["failed"] == 1
+    ours, theirs = comparable(tmp_path / "local"), comparable(tmp_path / "ray")
+    assert sorted(ours) == sorted(theirs)
+    status = ours["status.csv"].decode()
+    assert "stopped: no quadrat frame (no frame)" in status and status.count("two-stage") == 4
+    assert "corner model failed on a 256 x 320 photo" in ours["failures.csv"].decode()
+    assert sum(1 for name in ours if name.startswith("warped/")) == 4
+    assert [name for name in ours if ours[name] != theirs[name]] == []
+
+
+def test_a_photo_that_kills_its_worker_every_time_fails_alone(ray_session, survey, tmp_path):
+    """A colony model whose process dies on one photo (a crash, as out of memory would): the
+    actor is restarted and the photo tried again a bounded number of times, then recorded as a
+    failure with the reason; the other photos are done and no claim is left behind."""
+    from functools import partial
+
+    import engine_models
+    from ray import cloudpickle
+
+    from pipeline.chain import ChainModels
+    from pipeline.engine_ray import NO_ANSWER
+    from pipeline.run import EngineOptions, process_folder
+    from quadratseg.batch import BatchFailedError
+    from quadratseg.taxonomy import load_taxonomy
+
+    cloudpickle.register_pickle_by_value(engine_models)
+    source, _ = survey
+    photos = tmp_path / "photos"
+    for index, path in enumerate(sorted(source.rglob("*.jpg"))[:4]):
+        image = cv2.imread(str(path))
+        target = photos / f"Q{index}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(target), cv2.resize(image, (200, 256)) if index == 2 else image)
+    names = load_taxonomy().classes("main_family")
+    factory = partial(engine_models.dying_chain_models, 200, names)
+    here = ChainModels(segment=engine_models.SlowColonies(os.devnull, 0.0, names))
+    options = EngineOptions(engine="ray", models_factory=factory)
+    with pytest.raises(BatchFailedError) as failed:
+        process_folder(photos, tmp_path / "out", here, "fp", engine=options)
+    summary = json.loads(failed.value.summary)
+    assert (summary["processed"], summary["failed"]) == (3, 1)
+    failures = (tmp_path / "out" / "failures.csv").read_text()
+    assert "Q2.jpg" in failures and NO_ANSWER.split(":")[0] in failures
+    assert not list((tmp_path / "out" / ".claims").rglob("*.claim"))
+
+
+def test_a_run_the_cluster_cannot_place_is_refused_with_what_it_needs(ray_session, survey, tmp_path):
+    """Eight colony actors of half a CPU on a Ray of 2 CPUs would wait for ever: refused before
+    any photo, with the CPUs needed and the options to change."""
+    from quadratseg.errors import QuadratsegError
+
+    with pytest.raises(QuadratsegError, match=r"needs 4\.5 CPUs .* has 2 .*--ray-workers"):
+        run_process(survey, tmp_path / "out", engine="ray", ray_workers=8)
+    assert not (tmp_path / "out" / "photos").exists()
+
+
+def test_a_write_task_run_again_neither_rewrites_a_done_photo_nor_writes_one_another_run_took(
+    survey, tmp_path
+):
+    """``write_rows`` run again after its write (its answer lost with its node): the record is
+    left as it is (``skipped``); a photo whose claim another live run took over meanwhile is left
+    to that run (``held``): nothing written, its claim not released."""
+    import pickle
+
+    from pipeline.chain import PhotoResult
+    from pipeline.claims import PhotoClaims, claim_path
+    from pipeline.engine_ray import PhotoInFlight, write_rows
+    from pipeline.run import PhotoJob, photo_source
+
+    folder, _ = survey
+    photo = sorted(folder.rglob("*.jpg"))[0]
+    job = PhotoJob(out=tmp_path / "out", fingerprint="fp")
+    image = cv2.imread(str(photo))
+    result = PhotoResult(status={"corners": "ok", "cover": "ok"}, warped=image, clean=image)
+    flight = PhotoInFlight(image.shape, photo_source(photo), result, {"read": 0.0, "chain": 0.0})
+    batch = {
+        "key": ["a.jpg"], "path": [str(photo)], "outcome": [""], "reason": [""],
+        "state": [pickle.dumps(flight)], "seconds": ["{}"],
+    }  # fmt: skip
+    mine = PhotoClaims(job.out, ttl_s=60)
+    assert mine.claim("a.jpg")
+    first = write_rows(batch, job, mine.token, 60)
+    assert first["outcome"] == ["done"]
+    record = job.record_path("a.jpg")
+    written = record.stat().st_mtime_ns
+    again = write_rows(batch, job, mine.token, 60)
+    assert again["outcome"] == ["skipped"] and record.stat().st_mtime_ns == written
+
+    other = PhotoClaims(job.out, ttl_s=60)  # a live run (this process) holds b.jpg
+    assert other.claim("b.jpg")
+    taken = write_rows({**batch, "key": ["b.jpg"]}, job, mine.token, 60)
+    assert taken["outcome"] == ["held"]
+    assert not job.record_path("b.jpg").exists() and claim_path(job.out, "b.jpg").exists()
