@@ -35,12 +35,18 @@ under an idempotency key (:class:`bridge.store.JobStore`) and queues it (:mod:`b
   200 ``ignored`` with the reason, 400 for a body that is not JSON or a function that is not allowed.
 """
 
+import asyncio
+import contextlib
+import functools
 import hashlib
 import hmac
 import json
 import logging
+import queue as stdqueue
+import threading
 import time
-from collections.abc import Iterable
+import types
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -91,6 +97,91 @@ def signed_path(secret: str, path: str, **params: Any) -> str:
     """
     query = [(k, _query_text(v)) for k, v in params.items() if v is not None]
     return f"{path}?{urlencode([*query, ('qsig', query_signature(secret, path, query))])}"
+
+
+@functools.cache
+def webhook_queries() -> dict[str, Any]:
+    """The webhooks' query parameters as pydantic models, by kind (``detect``, ``warp``, ``grid``):
+    read with pydantic, as FastAPI's ``Query`` reads them (the same values and 422 errors, in the
+    same order), but once per webhook URL (:func:`create_app` keeps the answers) instead of through
+    FastAPI's per-request parameter machinery, which cost each delivery a sixth of its answer's time."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    def project_field() -> Any:
+        return Field(None, description="the project whose webhook this is")
+
+    def qsig_field() -> Any:
+        return Field("", description="the URL's signature (python -m bridge.urls)")
+
+    # model_name is CVAT's parameter name, not pydantic's model_ namespace
+    config = ConfigDict(extra="ignore", frozen=True, protected_namespaces=())
+
+    class DetectQuery(BaseModel):
+        model_config = config
+        model_name: str = Field(description="the function to run, e.g. pth-yolo-gridcorners")
+        conv_mask_to_poly: bool = Field(False, description="store masks as polygons")
+        threshold: float | None = Field(None, ge=0.0, le=1.0, description="the function's threshold")
+        project_id: int | None = project_field()
+        qsig: str = qsig_field()
+
+    class WarpQuery(BaseModel):
+        model_config = config
+        target_proj_id: int = Field(description="project of the warped task")
+        project_id: int | None = project_field()
+        qsig: str = qsig_field()
+
+    class GridQuery(BaseModel):
+        model_config = config
+        target_proj_id: int = Field(description="project of the grid-free task")
+        project_id: int | None = project_field()
+        qsig: str = qsig_field()
+
+    return {"detect": DetectQuery, "warp": WarpQuery, "grid": GridQuery}
+
+
+def read_query(model: Any, query: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """(the values, None when invalid; the errors as FastAPI's 422 lists them) of a URL's query (a
+    Starlette ``QueryParams``, the last value of a repeated name counting, as with ``Query``) read
+    by the pydantic ``model``.
+
+    Examples:
+        >>> from starlette.datastructures import QueryParams
+        >>> detect = webhook_queries()["detect"]
+        >>> read_query(detect, QueryParams("model_name=fn&threshold=0.5"))[0]["threshold"]
+        0.5
+        >>> [(e["loc"], e["type"]) for e in read_query(detect, QueryParams("threshold=2"))[1]]
+        [(('query', 'model_name'), 'missing'), (('query', 'threshold'), 'less_than_equal')]
+    """
+    from pydantic import ValidationError
+
+    try:
+        return types.MappingProxyType(model.model_validate(dict(query)).model_dump()), []
+    except ValidationError as exc:
+        return None, [{**error, "loc": ("query", *error["loc"])} for error in exc.errors(include_url=False)]
+
+
+def query_openapi(model: Any) -> dict[str, Any]:
+    """The OpenAPI ``parameters`` of a route whose query :func:`read_query` reads with ``model``
+    (the route's ``openapi_extra``), from the model's own JSON schema."""
+    properties = model.model_json_schema()["properties"]
+    described = []
+    for name, field in model.model_fields.items():
+        schema = {
+            key: value for key, value in properties[name].items() if key not in ("title", "description")
+        }
+        described.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": field.is_required(),
+                "description": field.description,
+                "schema": schema,
+            }
+        )
+    return {"parameters": described}
+
+
+QUERIES_REMEMBERED = 256  # webhook URLs whose parsed query is kept: a bridge has a handful
 
 
 def detection_due(payload: dict[str, Any]) -> str:
@@ -169,14 +260,19 @@ class ClaimBatcher:
     """Claims of concurrent deliveries committed together: one thread takes every claim waiting and
     records them in one transaction of the job store (one disk flush, one round trip), so 200
     deliveries at once cost a few commits, not 200 in a row. A batch that fails is tried claim by
-    claim, so one bad delivery never sinks the others."""
+    claim, so one bad delivery never sinks the others.
 
-    def __init__(self, store: Any, most: int = 500):
-        import queue as stdqueue
-        import threading
+    The claims of one event loop travel to the thread and back a batch at a time, not one by one: the
+    loop gathers them while its previous batch commits, hands the thread the batch in one message and
+    gets every answer in one callback (a thread hop a delivery cost the loop more than the rest of
+    its answer). ``on_new`` (the queue's :meth:`bridge.jobqueue.BridgeQueue.enqueue_soon`) gets the
+    ids of a transaction's new jobs once it has committed, in one call from the thread."""
 
-        self.store, self.most = store, most
-        self._waiting: Any = stdqueue.Queue()
+    def __init__(self, store: Any, most: int = 500, on_new: Callable[..., None] | None = None):
+        self.store, self.most, self.on_new = store, most, on_new
+        self._batches: stdqueue.SimpleQueue = stdqueue.SimpleQueue()  # (items, loop, future of answers)
+        self._gathering: dict[Any, list] = {}  # event loop -> its claims waiting for the next batch
+        self._flushers: set[asyncio.Task] = set()  # each loop's task sending its batches, while it has any
         self._thread = threading.Thread(target=self._loop, name="bridge-claims", daemon=True)
         self._thread.start()
 
@@ -184,45 +280,96 @@ class ClaimBatcher:
         self, key: str, kind: str, params: dict[str, Any], again_if_busy: bool = False
     ) -> tuple[dict[str, Any], bool]:
         """:meth:`bridge.store.JobStore.claim`, committed with the other claims waiting now."""
-        import asyncio
-        from concurrent.futures import Future
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        waiting = self._gathering.get(loop)
+        if waiting is None:  # no batch of this loop on its way: this claim starts one
+            waiting = self._gathering[loop] = []
+            flusher = loop.create_task(self._flush(loop, waiting))
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+        waiting.append(((key, kind, params, again_if_busy), future))
+        return await future
 
-        future: Future = Future()
-        self._waiting.put(((key, kind, params, again_if_busy), future))
-        return await asyncio.wrap_future(future)
+    async def _flush(self, loop: Any, waiting: list) -> None:
+        """Send ``loop``'s claims to the thread a batch at a time until none waits; each claim's answer
+        (or error) to its delivery."""
+        batch: list = []
+        try:
+            while waiting:
+                batch = waiting[: self.most]
+                del waiting[: self.most]
+                answers = loop.create_future()
+                self._batches.put(([item for item, _ in batch], loop, answers))
+                for (_, future), answer in zip(batch, await answers, strict=True):
+                    if future.done():  # the delivery went away (its connection closed); recorded anyway
+                        continue
+                    if isinstance(answer, BaseException):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+        finally:
+            del self._gathering[loop]
+            for _, future in [*batch, *waiting]:  # left only when this task was cancelled (loop closing)
+                future.cancel()  # a no-op on a future already answered
 
     def _loop(self) -> None:
-        import queue as stdqueue
-
         try:
             self.store.warm()
         except Exception as exc:  # down at start: the first claim reconnects (or answers 503)
             logger.warning("the job store is not reachable yet (%s)", exc)
         while True:
-            batch = [self._waiting.get()]
-            while len(batch) < self.most:
+            batches = [self._batches.get()]
+            size = len(batches[0][0])
+            while size < self.most:  # every loop's batch waiting now: one transaction
                 try:
-                    batch.append(self._waiting.get_nowait())
+                    batches.append(self._batches.get_nowait())
                 except stdqueue.Empty:
                     break
-            try:
-                results = self.store.claim_many([item for item, _ in batch])
-            except Exception:
-                for item, future in batch:
-                    try:
-                        ((job, new),) = self.store.claim_many([item])
-                    except Exception as exc:
-                        future.set_exception(exc)
-                        continue
-                    if new:
-                        logger.info("queued bridge job %d: %s", job["id"], item[0])
-                    future.set_result((job, new))
-                continue
-            queued = [job["id"] for job, new in results if new]
-            if queued:  # one line a batch: a line a delivery costs a burst's answers a tenth of their time
-                logger.info("queued %d bridge job(s) from %d deliveries: %s", len(queued), len(batch), queued)
-            for (_, future), result in zip(batch, results, strict=True):
-                future.set_result(result)
+                size += len(batches[-1][0])
+            answers = self._commit([item for items, _, _ in batches for item in items])
+            self._hand_on([answer[0]["id"] for answer in answers if isinstance(answer, tuple) and answer[1]])
+            for items, loop, future in batches:
+                mine, answers = answers[: len(items)], answers[len(items) :]
+                with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits for these
+                    loop.call_soon_threadsafe(_settle, future, mine)
+
+    def _hand_on(self, job_ids: list[int]) -> None:
+        """The committed new jobs to ``on_new``; a failure is logged and left to the queue's reaper,
+        which queues every stored job whose message is missing."""
+        if not job_ids or self.on_new is None:
+            return
+        try:
+            self.on_new(*job_ids)
+        except Exception as exc:
+            logger.warning("bridge jobs %s not handed to the queue (%s); the reaper will", job_ids, exc)
+
+    def _commit(self, items: list[tuple[str, str, dict[str, Any], bool]]) -> list[Any]:
+        """Each claim's ``(job, new)``, or the exception that kept it from being recorded."""
+        try:
+            results: list[Any] = self.store.claim_many(items)
+        except Exception:
+            results = []
+            for item in items:
+                try:
+                    ((job, new),) = self.store.claim_many([item])
+                except Exception as exc:
+                    results.append(exc)
+                    continue
+                if new:
+                    logger.info("queued bridge job %d: %s", job["id"], item[0])
+                results.append((job, new))
+            return results
+        queued = [job["id"] for job, new in results if new]
+        if queued:  # one line a batch: a line a delivery costs a burst's answers a tenth of their time
+            logger.info("queued %d bridge job(s) from %d deliveries: %s", len(queued), len(items), queued)
+        return results
+
+
+def _settle(future: Any, answers: list[Any]) -> None:
+    """In the loop: a batch's answers to the future its flusher awaits (unless it was cancelled)."""
+    if not future.done():
+        future.set_result(answers)
 
 
 DEFAULT_MAX_BODY = 1024 * 1024  # BRIDGE_MAX_BODY's default: CVAT's payloads are a few kB
@@ -241,8 +388,10 @@ def create_app(
         max_body: largest delivery body read, bytes.
     """
     from fastapi import Depends, FastAPI, HTTPException, Query, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import QueryParams
 
     from bridge.functions import function_name_error
 
@@ -256,7 +405,7 @@ def create_app(
         description="CVAT webhooks that pre-annotate jobs and chain the stages (docs/bridge.md).",
     )
     store, functions = queue.store, queue.services.functions
-    claims = ClaimBatcher(store)
+    claims = ClaimBatcher(store, on_new=queue.enqueue_soon)
 
     async def read_body(request: Request) -> bytes:
         announced = request.headers.get("content-length")
@@ -270,14 +419,29 @@ def create_app(
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def read_payload(request: Request) -> dict[str, Any]:
+    @functools.lru_cache(maxsize=QUERIES_REMEMBERED)
+    def parsed_query(kind: str, path: str, raw: bytes) -> tuple[Any, list, str]:
+        # a webhook's every delivery comes with the same URL: its query is read and its signature
+        # computed once (both depend on the URL alone); each delivery's qsig is still compared
+        query = QueryParams(raw)
+        values, errors = read_query(webhook_queries()[kind], query)
+        expected = query_signature(secret, path, query.multi_items()) if secret else ""
+        return values, errors, expected
+
+    def webhook_query(request: Request, kind: str) -> tuple[Any, str]:
+        """(the route's query values, their expected ``qsig``); 422 naming each bad parameter."""
+        values, errors, expected = parsed_query(kind, request.scope["path"], request.scope["query_string"])
+        if errors:
+            raise RequestValidationError(errors)
+        return values, expected
+
+    async def read_payload(request: Request, query: Any, expected_qsig: str) -> dict[str, Any]:
         body = await read_body(request)
         if secret:
             if not signature_ok(secret, body, request.headers.get("X-Signature-256")):
                 raise HTTPException(401, "missing or wrong X-Signature-256 (check CVAT_WEBHOOK_SECRET)")
-            expected = query_signature(secret, request.url.path, request.query_params.multi_items())
-            given = request.query_params.get("qsig", "")
-            if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
+            given = query["qsig"]
+            if not hmac.compare_digest(expected_qsig.encode(), given.encode("utf-8", "replace")):
                 raise HTTPException(
                     401,
                     "the webhook URL's query is not signed for these parameters (qsig): make the URL with "
@@ -305,8 +469,8 @@ def create_app(
     async def submit(
         key: str, kind: str, params: dict[str, Any], again_if_busy: bool = False
     ) -> JSONResponse:
-        # recorded durably (committed) before the answer; the queue message follows from the dispatcher
-        # thread, and a message that never makes it is sent again by the reaper (the job is stored)
+        # recorded durably (committed) before the answer; the claim thread hands the batch's new jobs to
+        # the dispatcher thread, and a message that never makes it is sent again by the reaper
         try:
             job, new = await claims.claim(key, kind, params, again_if_busy)
         except Exception as exc:  # the job store is down: nothing recorded, CVAT's retry brings it again
@@ -314,8 +478,6 @@ def create_app(
             raise HTTPException(503, f"the job store is unavailable ({type(exc).__name__}); retry") from None
         if not new:
             return JSONResponse({"status": "duplicate", "job_id": job["id"], "state": job["state"]}, 200)
-        queue.enqueue_soon(job["id"])
-        logger.debug("queued bridge job %d: %s", job["id"], key)
         return JSONResponse({"status": "queued", "job_id": job["id"]}, 202)
 
     def check_project(payload: dict[str, Any], project_id: int | None) -> None:
@@ -338,21 +500,20 @@ def create_app(
     for method in ("GET", "POST"):
         app.add_api_route("/health", health, methods=[method], operation_id=f"health_{method.lower()}")
 
-    @app.post("/detect-model-webhook")
-    async def detect_model_webhook(
-        request: Request,
-        model_name: str = Query(..., description="the function to run, e.g. pth-yolo-gridcorners"),
-        conv_mask_to_poly: bool = Query(False, description="store masks as polygons"),
-        threshold: float | None = Query(None, ge=0.0, le=1.0, description="the function's threshold"),
-        project_id: int | None = Query(None, description="the project whose webhook this is"),
-        qsig: str = Query("", description="the URL's signature (python -m bridge.urls)"),
-    ) -> JSONResponse:
+    # the webhooks' queries are read by read_query (pydantic, once per URL), not per request by
+    # FastAPI's Query: the same values and 422s
+    queries = webhook_queries()
+
+    @app.post("/detect-model-webhook", openapi_extra=query_openapi(queries["detect"]))
+    async def detect_model_webhook(request: Request) -> JSONResponse:
         """Pre-annotate a job with a function when an annotator opens it (state -> in progress)."""
-        payload = await read_payload(request)
+        query, expected_qsig = webhook_query(request, "detect")
+        payload = await read_payload(request, query, expected_qsig)
+        model_name = query["model_name"]
         allowed_function(model_name)
         if payload.get("event") == "ping":
             return JSONResponse({"status": "pong"}, 200)
-        check_project(payload, project_id)
+        check_project(payload, query["project_id"])
         reason = detection_due(payload)
         if reason:
             return ignored(reason)
@@ -361,18 +522,18 @@ def create_app(
         params = {
             "job_id": int(job["id"]),
             "function": model_name,
-            "conv_mask_to_poly": conv_mask_to_poly,
-            "threshold": threshold,
+            "conv_mask_to_poly": query["conv_mask_to_poly"],
+            "threshold": query["threshold"],
         }
         return await submit(key, DETECT_KIND, params)
 
-    async def derived(
-        request: Request, kind: str, target_proj_id: int, project_id: int | None
-    ) -> JSONResponse:
-        payload = await read_payload(request)
+    async def derived(request: Request, kind: str, query_kind: str) -> JSONResponse:
+        query, expected_qsig = webhook_query(request, query_kind)
+        payload = await read_payload(request, query, expected_qsig)
         if payload.get("event") == "ping":
             return JSONResponse({"status": "pong"}, 200)
-        check_project(payload, project_id)
+        check_project(payload, query["project_id"])
+        target_proj_id = query["target_proj_id"]
         task_id, reason = completion_due(payload)
         if task_id is None:
             return ignored(reason)
@@ -381,25 +542,15 @@ def create_app(
         params = {"task_id": task_id, "target_project_id": target_proj_id}
         return await submit(key, kind, params, again_if_busy=True)
 
-    @app.post("/crop-quadrat-and-create-new-task-webhook")
-    async def crop_quadrat(
-        request: Request,
-        target_proj_id: int = Query(..., description="project of the warped task"),
-        project_id: int | None = Query(None, description="the project whose webhook this is"),
-        qsig: str = Query("", description="the URL's signature (python -m bridge.urls)"),
-    ) -> JSONResponse:
+    @app.post("/crop-quadrat-and-create-new-task-webhook", openapi_extra=query_openapi(queries["warp"]))
+    async def crop_quadrat(request: Request) -> JSONResponse:
         """A completed corner task -> its photos warped to the quadrat, as a task in ``target_proj_id``."""
-        return await derived(request, WARP_KIND, target_proj_id, project_id)
+        return await derived(request, WARP_KIND, "warp")
 
-    @app.post("/remove-grid-and-create-new-task-webhook")
-    async def remove_grid(
-        request: Request,
-        target_proj_id: int = Query(..., description="project of the grid-free task"),
-        project_id: int | None = Query(None, description="the project whose webhook this is"),
-        qsig: str = Query("", description="the URL's signature (python -m bridge.urls)"),
-    ) -> JSONResponse:
+    @app.post("/remove-grid-and-create-new-task-webhook", openapi_extra=query_openapi(queries["grid"]))
+    async def remove_grid(request: Request) -> JSONResponse:
         """A completed grid task -> its quadrats with the grid removed, as a task in ``target_proj_id``."""
-        return await derived(request, GRID_KIND, target_proj_id, project_id)
+        return await derived(request, GRID_KIND, "grid")
 
     @app.post("/detect", dependencies=[Depends(require_token)], status_code=202)
     async def detect_on_request(

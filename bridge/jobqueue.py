@@ -92,7 +92,7 @@ class BridgeQueue:
             upload_batch=options.get("upload_batch"),
         )
         self._task = self.huey.task(name="bridge.run_job")(self._run)
-        self._outbox: stdqueue.Queue[int] = stdqueue.Queue()
+        self._outbox: stdqueue.Queue[tuple[int, ...]] = stdqueue.Queue()
         self._dispatcher: threading.Thread | None = None
         self._dispatcher_lock = threading.Lock()
         self._stop = threading.Event()
@@ -119,23 +119,24 @@ class BridgeQueue:
         for task in tasks:
             self.huey.enqueue(task)
 
-    def enqueue_soon(self, job_id: int) -> None:
-        """Queue a stored job from the dispatcher thread (the caller does not wait); a message that
-        cannot be sent is left to :meth:`recover` (the job is in the store)."""
+    def enqueue_soon(self, *job_ids: int) -> None:
+        """Queue stored jobs, in this order, from the dispatcher thread (the caller does not wait; one
+        hand-over for them all); a message that cannot be sent is left to :meth:`recover` (the job is in
+        the store)."""
         with self._dispatcher_lock:
             if self._dispatcher is None or not self._dispatcher.is_alive():
                 self._dispatcher = threading.Thread(
                     target=self._dispatch, name="bridge-dispatch", daemon=True
                 )
                 self._dispatcher.start()
-        self._outbox.put(job_id)
+        self._outbox.put(job_ids)
 
     def _dispatch(self) -> None:
         while True:
-            job_ids = [self._outbox.get()]
+            job_ids = list(self._outbox.get())
             while len(job_ids) < DISPATCH_BATCH:  # what a burst of deliveries left waiting: one message batch
                 try:
-                    job_ids.append(self._outbox.get_nowait())
+                    job_ids.extend(self._outbox.get_nowait())
                 except stdqueue.Empty:
                     break
             try:

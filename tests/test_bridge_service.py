@@ -31,7 +31,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 class RunningApp:
     """The bridge app under uvicorn in a thread."""
 
-    def __init__(self, tmp_path, secret=""):
+    def __init__(self, tmp_path, secret="", prepare=None):
+        """``prepare(queue)``: called on the queue before the app is made over it."""
         import uvicorn
 
         from bridge.app import create_app
@@ -39,6 +40,8 @@ class RunningApp:
 
         self.settings = Settings(bridge_state_dir=tmp_path / "bridge", cvat_webhook_secret=secret)
         self.queue = BridgeQueue(self.settings)
+        if prepare is not None:
+            prepare(self.queue)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(self.queue, secret, insecure=not secret, token=TOKEN)
@@ -223,6 +226,108 @@ def test_task_completion_from_the_task_or_its_last_job_is_one_job(app):
     assert job["kind"] == "warp" and job["params"] == {"task_id": 3, "target_project_id": 2}
     assert post(url + "x", task_done).status_code == 422  # a bad query parameter: 4xx, not retried
     assert httpx.post(url, content=b"{not json", timeout=5).status_code == 400
+
+
+def test_webhook_queries_are_read_and_checked_as_fastapi_did_and_documented(app):
+    """The webhooks' query parameters (read by pydantic once per URL, not by FastAPI's per-request
+    machinery): the same values, the same 422s naming the parameter, the same parameters in the
+    OpenAPI schema."""
+    url = app.url + "/detect-model-webhook"
+
+    def problems(query):
+        answer = post(url + query, job_payload())
+        assert answer.status_code == 422, answer.text
+        return [(tuple(e["loc"]), e["type"]) for e in answer.json()["detail"]]
+
+    assert problems("?model_name=fn&threshold=2") == [(("query", "threshold"), "less_than_equal")]
+    assert problems("?model_name=fn&threshold=nan") == [(("query", "threshold"), "less_than_equal")]
+    assert problems("?model_name=fn&threshold=-1") == [(("query", "threshold"), "greater_than_equal")]
+    assert problems("?model_name=fn&threshold=high") == [(("query", "threshold"), "float_parsing")]
+    assert problems("?threshold=0.5&project_id=7.5") == [
+        (("query", "model_name"), "missing"),
+        (("query", "project_id"), "int_parsing"),
+    ]
+    assert problems("?model_name=fn&conv_mask_to_poly=maybe") == [
+        (("query", "conv_mask_to_poly"), "bool_parsing")
+    ]
+    answer = post(url + "?model_name=pth-yolo-gridcorners&conv_mask_to_poly=Yes&threshold=0.3", job_payload())
+    assert answer.status_code == 202, answer.text
+    (job,) = app.queue.store.list()
+    assert job["params"] == {
+        "job_id": 7,
+        "function": "pth-yolo-gridcorners",
+        "conv_mask_to_poly": True,
+        "threshold": 0.3,
+    }
+    paths = httpx.get(app.url + "/openapi.json").json()["paths"]
+
+    def kind(schema):  # an optional parameter's type is one of anyOf's, beside null (FastAPI's schema)
+        return schema.get("type") or next(s["type"] for s in schema["anyOf"] if s["type"] != "null")
+
+    described = {
+        path: {p["name"]: (p["required"], kind(p["schema"])) for p in paths[path]["post"]["parameters"]}
+        for path in ("/detect-model-webhook", "/crop-quadrat-and-create-new-task-webhook")
+    }
+    assert described == {
+        "/detect-model-webhook": {
+            "model_name": (True, "string"),
+            "conv_mask_to_poly": (False, "boolean"),
+            "threshold": (False, "number"),
+            "project_id": (False, "integer"),
+            "qsig": (False, "string"),
+        },
+        "/crop-quadrat-and-create-new-task-webhook": {
+            "target_proj_id": (True, "integer"),
+            "project_id": (False, "integer"),
+            "qsig": (False, "string"),
+        },
+    }
+
+
+def test_a_burst_of_deliveries_reaches_the_queue_a_batch_at_a_time(tmp_path):
+    """Deliveries that come together are recorded together and their new jobs handed to the queue's
+    dispatcher in one call a committed batch (once each, every one recorded before its 202), not one
+    call a delivery from the event loop."""
+    import asyncio
+
+    handed, held = [], threading.Event()
+
+    def prepare(queue):
+        enqueue_soon, claim_many = queue.enqueue_soon, queue.store.claim_many
+
+        def recorded(*job_ids):
+            handed.append(job_ids)
+            enqueue_soon(*job_ids)
+
+        def slow_first(items):  # the first commit takes a while: the burst gathers behind it
+            if not held.is_set():
+                held.set()
+                time.sleep(0.5)
+            return claim_many(items)
+
+        queue.enqueue_soon, queue.store.claim_many = recorded, slow_first
+
+    running = RunningApp(tmp_path, prepare=prepare)
+    try:
+
+        async def burst():
+            async with httpx.AsyncClient(timeout=20) as client:
+                return await asyncio.gather(
+                    *(client.post(running.url + DETECT, json=job_payload(job_id=100 + i)) for i in range(40))
+                )
+
+        answers = asyncio.run(burst())
+        assert [a.status_code for a in answers] == [202] * 40
+        answered = sorted(a.json()["job_id"] for a in answers)
+        assert sorted(j["id"] for j in running.queue.store.list()) == answered
+        assert sorted(i for call in handed for i in call) == answered  # each new job handed on once
+        assert len(handed) <= 4, handed  # a call a batch of claims, not one a delivery
+        deadline = time.monotonic() + 10
+        while sorted(running.queue.pending_job_ids()) != answered and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(running.queue.pending_job_ids()) == answered
+    finally:
+        running.stop()
 
 
 def test_jobs_are_listed_and_shown(app):
