@@ -29,7 +29,15 @@ from typing import Any
 
 from pipeline.chain import ChainModels
 from pipeline.claims import PhotoClaims
-from pipeline.run import EngineOptions, EngineOutcome, PhotoJob, chain_photo, read_photo, write_photo
+from pipeline.run import (
+    EngineOptions,
+    EngineOutcome,
+    PhotoJob,
+    chain_photo,
+    claim_photo,
+    read_photo,
+    write_photo,
+)
 from quadratseg.batch import BatchItem
 from quadratseg.errors import QuadratsegError
 
@@ -142,21 +150,15 @@ def run_pass(
 
     def take(item: BatchItem) -> tuple[Any, ...] | None:
         """Claim and read one photo: its decoded entry, or None (done, deferred or failed)."""
-        if job.done(item.key, item.path):
-            with lock:
-                outcome.skipped += 1
-            return None
-        if not claims.claim(item.key):
+        state = claim_photo(job, claims, item)
+        if state == "held":
             deferred.append(item)
             return None
         with lock:
-            held.add(item.key)
-        if job.done(item.key, item.path):  # finished by another run between the look and the claim
-            claims.release(item.key)
-            with lock:
+            if state == "done":
                 outcome.skipped += 1
-                held.discard(item.key)
-            return None
+                return None
+            held.add(item.key)
         image, read_s, source = read_photo(item)
         return item, image, read_s, source
 

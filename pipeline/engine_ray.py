@@ -47,7 +47,15 @@ from typing import Any
 
 from pipeline.chain import CHAIN_STAGES, ChainModels, ChainStage, PhotoResult, run_stage, segmentation_mode
 from pipeline.claims import PhotoClaims
-from pipeline.run import EngineOptions, EngineOutcome, PhotoJob, read_photo, start_photo, write_photo
+from pipeline.run import (
+    EngineOptions,
+    EngineOutcome,
+    PhotoJob,
+    claim_photo,
+    read_photo,
+    start_photo,
+    write_photo,
+)
 from quadratseg.batch import BatchItem
 from quadratseg.errors import QuadratsegError
 
@@ -126,13 +134,9 @@ def read_rows(
         row = {"key": str(key), "path": str(path), "outcome": "", "reason": "", "state": b"", "seconds": "{}"}
         item = BatchItem(Path(row["path"]), row["key"])
         try:
-            if job.done(item.key, item.path):
-                row["outcome"] = "skipped"
-            elif not claims.claim(item.key):
-                row["outcome"] = "held"
-            elif job.done(item.key, item.path):  # finished by another run between the look and the claim
-                claims.release(item.key)
-                row["outcome"] = "skipped"
+            state = claim_photo(job, claims, item)
+            if state != "claimed":
+                row["outcome"] = "skipped" if state == "done" else "held"
             else:
                 image, read_s, source = read_photo(item)
                 start = time.perf_counter()

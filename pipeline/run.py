@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from pipeline.chain import ChainModels, PhotoResult, cover_classes, cover_method, run_stages
-from pipeline.claims import DEFAULT_CLAIM_TTL_S
+from pipeline.claims import DEFAULT_CLAIM_TTL_S, PhotoClaims
 from quadratseg.atomic import atomic_write_bytes, atomic_write_text, sweep_stale_temporaries
 from quadratseg.batch import BatchItem, BatchReport, scan_batch
 from quadratseg.cover import CoverEstimate
@@ -365,6 +365,24 @@ def same_photo(source: dict[str, Any] | None, path: Path) -> bool:
     if stat.st_size != source.get("bytes"):
         return False
     return stat.st_mtime_ns == source.get("mtime_ns") or file_sha256(path) == source.get("sha256")
+
+
+def claim_photo(job: PhotoJob, claims: PhotoClaims, item: BatchItem) -> str:
+    """Whether this run processes ``item`` now, both engines' rule: ``"done"`` (its record is there
+    with this run's fingerprint: looked at before the claim, and again after it, a photo another
+    run finished meanwhile being let go), ``"held"`` (another live run holds it) or ``"claimed"``.
+
+    Raises:
+        pipeline.claims.ClaimError: the claim file cannot be written.
+    """
+    if job.done(item.key, item.path):
+        return "done"
+    if not claims.claim(item.key):
+        return "held"
+    if job.done(item.key, item.path):  # finished by another run between the look and the claim
+        claims.release(item.key)
+        return "done"
+    return "claimed"
 
 
 def read_photo(item: BatchItem) -> tuple[np.ndarray, float, dict[str, Any]]:
