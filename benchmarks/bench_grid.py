@@ -244,12 +244,10 @@ def frame_check_rates(images: int, seed: int) -> dict:
     thresholds (see the module docstring)."""
     from grid_pose_detection.evaluate_real import default_photos_folder, load_hand_corners
     from grid_pose_detection.predictor import MIN_FRAME_SIDES, MIN_SIDE_EVIDENCE, MIN_WEAKEST_SIDE
+    from grid_pose_detection.predictor import frame_confirmed as confirmed
     from quadratseg.images import read_image_rgb
     from quadratseg.keypoint_refine import refine_quadrat_corners
     from quadratseg.synth.scene import render_quadrat
-
-    def confirmed(straight, sides=MIN_FRAME_SIDES, evidence=MIN_SIDE_EVIDENCE, weakest=MIN_WEAKEST_SIDE):
-        return bool((straight >= evidence).sum() >= sides and straight.min() >= weakest)
 
     def straightness(image, corners):
         return refine_quadrat_corners(image, corners).side_straightness

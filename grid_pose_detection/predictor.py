@@ -168,6 +168,18 @@ def refine_prediction(
     prediction.side_straightness = result.side_straightness
 
 
+def frame_confirmed(
+    straight: np.ndarray,
+    sides: int = MIN_FRAME_SIDES,
+    evidence: float = MIN_SIDE_EVIDENCE,
+    weakest: float = MIN_WEAKEST_SIDE,
+) -> bool:
+    """The frame check on a quadrat's (4,) side evidence (``side_straightness``, TL-TR, TR-BR,
+    BR-BL, BL-TL): ``sides`` sides with at least ``evidence`` and none under ``weakest`` (the
+    defaults are the predictor's; :mod:`benchmarks.bench_grid` sweeps them)."""
+    return bool((straight >= evidence).sum() >= sides and straight.min() >= weakest)
+
+
 def corner_warp(prediction: PosePrediction, output_size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
     """(homography image -> warped of ``output_size=(w, h)``, "") from the corners the prediction
     reports (refined when refinement ran), or (None, why not).
@@ -179,17 +191,16 @@ def corner_warp(prediction: PosePrediction, output_size: tuple[int, int]) -> tup
     shows no frame).
     """
     straight = prediction.side_straightness
-    if straight is not None:
+    if straight is not None and not frame_confirmed(straight):
         seen = straight >= MIN_SIDE_EVIDENCE
         weakest = int(np.argmin(straight))
-        if int(seen.sum()) < MIN_FRAME_SIDES or straight[weakest] < MIN_WEAKEST_SIDE:
-            sides = ", ".join(n for n, ok in zip(SIDE_NAMES, seen, strict=True) if ok) or "none"
-            return None, (
-                f"corners {', '.join(CORNER_NAMES)} not confirmed by the frame: {int(seen.sum())} of 4 sides "
-                f"({sides}) lie on a straight edge of the photo, {MIN_FRAME_SIDES} needed, and every side at "
-                f"least {MIN_WEAKEST_SIDE:.0%} of the way (the {SIDE_NAMES[weakest]} side: "
-                f"{straight[weakest]:.0%}); no warp (--no-refine warps with the model's corners as they are)"
-            )
+        sides = ", ".join(n for n, ok in zip(SIDE_NAMES, seen, strict=True) if ok) or "none"
+        return None, (
+            f"corners {', '.join(CORNER_NAMES)} not confirmed by the frame: {int(seen.sum())} of 4 sides "
+            f"({sides}) lie on a straight edge of the photo, {MIN_FRAME_SIDES} needed, and every side at "
+            f"least {MIN_WEAKEST_SIDE:.0%} of the way (the {SIDE_NAMES[weakest]} side: "
+            f"{straight[weakest]:.0%}); no warp (--no-refine warps with the model's corners as they are)"
+        )
     try:
         return quadrat_homography(prediction.keypoints_xy, output_size), ""
     except DegenerateQuadrilateralError as exc:

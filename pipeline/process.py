@@ -149,7 +149,8 @@ def process(
             stages each have a pool; an actor holds its stage's models only).
         ray_gpus_per_model: GPUs each actor asks per model it holds (fractions share a GPU: 0.25
             lets four small models' actors share one GPU); 0 runs on CPUs.
-        ray_cpus_per_model: CPUs each model actor asks (the CPU tasks: half a CPU each).
+        ray_cpus_per_model: CPUs each model actor reserves (default 0.5; the CPU tasks reserve 0.5
+            each, fixed).
         claim_ttl: seconds after which a photo claimed by a run that stopped (its heartbeat is
             touched every claim_ttl / 4 s) is taken over by another run on the same OUT.
         writers: local engine: threads writing photos' outputs at once (a 1920 px photo's outputs take
@@ -335,9 +336,8 @@ def build_models(config: RunConfig, settings: Any, only: tuple[str, ...] | None 
             weights_path(config.yolo), imgsz=config.yolo_imgsz, conf=config.conf, device=on, **windows
         )
     corners = grid = None
-    if config.corners and wanted(
-        "corners"
-    ):  # thresholds left None come from the model's card (PosePredictor)
+    # thresholds left None come from the model's card (PosePredictor)
+    if config.corners and wanted("corners"):
         corners = PosePredictor(
             weights_path(config.corners),
             get_task("gridcorners"),

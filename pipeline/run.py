@@ -288,7 +288,7 @@ class PhotoJob:
             return False
         if not isinstance(record, dict):
             return False
-        return record.get("fingerprint") == self.fingerprint and same_photo(record.get("source"), photo)
+        return not record_mismatch(record, self.fingerprint, photo)
 
 
 def photo_job(
@@ -537,6 +537,14 @@ class EngineOptions:
             raise QuadratsegError(
                 f"--writers and prefetch must be 1 or more, not {self.writers} and {self.prefetch}"
             )
+        if self.ray_workers < 1:
+            raise QuadratsegError(f"--ray-workers must be 1 or more, not {self.ray_workers}")
+        for option, value in (
+            ("--ray-cpus-per-model", self.ray_cpus_per_model),
+            ("--ray-gpus-per-model", self.ray_gpus_per_model),
+        ):
+            if not value >= 0:  # NaN too
+                raise QuadratsegError(f"{option} must be 0 or more, not {value}")
 
 
 ENGINES = ("local", "ray")

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.run import check_output_folder as check_writable_folder
 from pipeline.run import photo_output
 from quadratseg.atomic import atomic_output_dir, atomic_write_json
-from quadratseg.cover_table import write_table
+from quadratseg.cover_table import cm_per_px, write_table
 from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import PolygonWithHoles
 from quadratseg.images import output_name, read_image_rgb
@@ -93,7 +94,7 @@ def check_quadrat_cm(quadrat_cm: Any) -> float:
     return width
 
 
-def check_output_folder(out_dir: str | Path) -> Path:
+def check_track_output_folder(out_dir: str | Path) -> Path:
     """``out_dir`` if the outputs may go there: a folder ``pipeline.process`` could write to
     (:func:`pipeline.run.check_output_folder`), new or holding only an earlier run's outputs
     (:data:`OUTPUT_NAMES`), which they replace as a whole.
@@ -102,9 +103,8 @@ def check_output_folder(out_dir: str | Path) -> Path:
         QuadratsegError: it is a file or cannot be written, or a folder holding anything else (nothing
             is touched).
     """
-    from pipeline.run import check_output_folder as check_writable
 
-    check_writable(out_dir)  # a file, a path through a file, a folder that cannot be written
+    check_writable_folder(out_dir)  # a file, a path through a file, a folder that cannot be written
     out = Path(out_dir)
     others = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_NAMES) if out.is_dir() else []
     if others:
@@ -213,7 +213,7 @@ def read_process_output(
             name,
             str(place["year"]),
             frame,
-            width_cm / frame[0],  # cm per px: the quadrat's width across the warp
+            cm_per_px(width_cm, frame),  # the quadrat's width across the warp (checked positive)
             [colony for _, colony in exclusive],
             ids=[index for index, _ in exclusive],
             site=place["site"],
@@ -360,8 +360,8 @@ def write_outputs(
     colonies and links as a TagLab project ``taglab/<site>_<quadrat>.json``; returns the summary.
     ``level``: the labels' taxonomy level (:func:`with_taxonomy`); ``extra(folder)`` writes more
     outputs into the folder. The outputs appear as a set or not at all: written into a temporary
-    sibling of ``out_dir`` that replaces it once complete (:func:`check_output_folder`)."""
-    out = check_output_folder(out_dir)
+    sibling of ``out_dir`` that replaces it once complete (:func:`check_track_output_folder`)."""
+    out = check_track_output_folder(out_dir)
     links = [row for t in tracks for row in t.link_rows()]
     colonies = with_taxonomy([row for t in tracks for row in t.colonies], level)
     # the intervals tracked: a refused pair between two runs of a quadrat is no interval
@@ -434,7 +434,7 @@ def track_process_outputs(
     """
     quadrat_cm = check_quadrat_cm(quadrat_cm)
     get_matcher(matcher)
-    check_output_folder(out_dir)
+    check_track_output_folder(out_dir)
     photo_surveys, problems = [], []
     names = [Path(folder).name for folder in surveys]
     for folder, name in zip(surveys, names, strict=True):
@@ -539,7 +539,7 @@ def track_taglab_project(
     )
 
     get_matcher(matcher)
-    check_output_folder(out_dir)
+    check_track_output_folder(out_dir)
     data = read_taglab_json(project_path)
     project = parse_taglab_project(data, str(project_path))
     surveys = taglab_surveys(project, Path(project_path).stem)

@@ -346,3 +346,20 @@ def test_lama_without_weights_names_what_pipeline_process_accepts(
     message = str(error.value)
     assert "--lama-model" not in message and "--backend" not in message, message
     assert "--inpaint lama" in message and "LAMA_MODEL" in message and "--inpaint opencv-telea" in message
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--ray-cpus-per-model", "-1", "--ray-cpus-per-model must be 0 or more"),
+        ("--ray-gpus-per-model", "nan", "--ray-gpus-per-model must be 0 or more"),
+        ("--ray-workers", "0", "--ray-workers must be 1 or more"),
+    ],
+)
+def test_bad_ray_engine_options_are_refused_before_any_model_is_loaded(
+    photos, seg, tmp_path, cli, option, value, message
+):
+    out = tmp_path / "out"
+    code, err = cli(str(photos[0].parent), str(out), "--yolo", seg, "--engine", "ray", option, value)
+    assert code == 2 and message in err, err
+    assert not out.exists()
