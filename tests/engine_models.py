@@ -48,14 +48,6 @@ class SlowColonies:
         return []
 
 
-def slow_chain_models(log: str, seconds: float, names: list[str], only: tuple[str, ...] | None = None):
-    """The chain's models (single-stage) with :class:`SlowColonies` as the colony model (a models
-    factory of the Ray engine: ``only`` names the fields its stage needs)."""
-    from pipeline.chain import ChainModels
-
-    return ChainModels(segment=SlowColonies(log, seconds, names))
-
-
 class InsetCorners:
     """A corner model that finds the quadrat 10 % inside the border of a square photo and warps it
     to ``size`` px (the corner stage's predict and warp); it finds no frame on a photo wider than

@@ -116,40 +116,6 @@ def test_ray_writes_the_local_engines_files_byte_for_byte(ray_session, survey, t
     assert not different
 
 
-def test_photos_are_written_while_the_model_works_on_the_next(ray_session, survey, tmp_path):
-    """One actor, a model of 0.15 s a call: the write tasks write a photo while the model's actor
-    works on the next (streaming), so Ray at 1 worker goes at the model's pace once started; with
-    the stages run one after the other over the whole set, no write would overlap a call. A
-    write's span is read from its record (its ``write`` seconds, ending at the record's time)."""
-    from functools import partial
-
-    import engine_models
-    from ray import cloudpickle
-
-    from pipeline.chain import ChainModels
-    from pipeline.run import EngineOptions, process_folder
-    from quadratseg.taxonomy import load_taxonomy
-
-    cloudpickle.register_pickle_by_value(engine_models)  # the stand-in travels to the actor whole
-    log = tmp_path / "spans.txt"
-    names = load_taxonomy().classes("main_family")
-    factory = partial(engine_models.slow_chain_models, str(log), 0.15, names)
-    folder, _ = survey
-    options = EngineOptions(engine="ray", ray_workers=1, models_factory=factory)
-    here = ChainModels(segment=engine_models.SlowColonies(str(tmp_path / "here.txt"), 0.15, names))
-    summary = process_folder(folder, tmp_path / "out", here, "fp", warp_size=(256, 256), engine=options)
-    assert summary["processed"] == 12
-    calls = [tuple(map(float, line.split()[1:])) for line in log.read_text().splitlines()]
-    writes = []
-    for record in (tmp_path / "out" / "photos").rglob("*.json"):
-        end = record.stat().st_mtime
-        writes.append((end - json.loads(record.read_text())["seconds"]["write"], end))
-    assert len(calls) == len(writes) == 12
-    overlapping = sum(any(w0 < c1 and c0 < w1 for c0, c1 in calls) for w0, w1 in writes)
-    # the last photo's write has no call beside it
-    assert overlapping >= 6, f"{overlapping} of 12 writes overlapped a model call"
-
-
 def test_each_model_stage_is_a_pool_of_its_own_actors_holding_its_models_only(ray_session, survey, tmp_path):
     """A two-stage chain (a corner model and a colony model): two actor pools, the corner actor
     built with the corner model alone and the colony actor with the colony model alone (the
