@@ -28,6 +28,7 @@ from pipeline.run import (
     process_folder,
     run_fingerprint,
 )
+from quadratseg.cli import as_number
 from quadratseg.cover import TERMS_TWICE
 from quadratseg.ensemble import ENSEMBLES
 from quadratseg.errors import QuadratsegError
@@ -167,11 +168,11 @@ def process(
     engine_options = EngineOptions(
         engine=engine,
         ray_address=ray_address,
-        ray_workers=int(ray_workers),
-        ray_gpus_per_model=float(ray_gpus_per_model),
-        ray_cpus_per_model=float(ray_cpus_per_model),
-        claim_ttl_s=float(claim_ttl),
-        writers=int(writers),
+        ray_workers=as_number("--ray-workers", ray_workers, minimum=1, integer=True),
+        ray_gpus_per_model=as_number("--ray-gpus-per-model", ray_gpus_per_model, minimum=0),
+        ray_cpus_per_model=as_number("--ray-cpus-per-model", ray_cpus_per_model, minimum=0),
+        claim_ttl_s=as_number("--claim-ttl", claim_ttl, above=0),
+        writers=as_number("--writers", writers, minimum=1, integer=True),
     )
     return json.dumps(process_with(images, out_dir, config, engine_options), indent=2)
 
@@ -202,6 +203,7 @@ def process_with(
     config = replace(config, **{name: weights_path(getattr(config, name), settings) for name in WEIGHT_FILES})
     if config.calibration:  # one file, whatever the working folder of the process that reads it
         config = replace(config, calibration=str(Path(config.calibration).resolve()))
+    config = check_numbers(config)
     check_options(config)
     engine = engine or EngineOptions()
     if engine.engine not in ENGINES:
@@ -232,6 +234,45 @@ def process_with(
         warp_size=warped_size(config.warp_size, config.aspect),
         engine=engine,
     )
+
+
+# RunConfig's numbers: (field, lower bound kind, lower, upper, whole number); None fields stay None
+RUN_NUMBERS = (
+    ("quadrat_cm", "above", 0, None, False),
+    ("aspect", "above", 0, None, False),
+    ("warp_size", "above", 0, None, True),
+    ("corners_imgsz", "above", 0, None, True),
+    ("grid_imgsz", "above", 0, None, True),
+    ("yolo_imgsz", "above", 0, None, True),
+    ("conf", "minimum", 0, 1, False),
+    ("corners_conf", "minimum", 0, 1, False),
+    ("corners_kpt_conf", "minimum", 0, 1, False),
+    ("grid_conf", "minimum", 0, 1, False),
+    ("grid_kpt_conf", "minimum", 0, 1, False),
+    ("corners_max_cost", "above", 0, None, False),
+    ("grid_max_cost", "above", 0, None, False),
+    ("boundary_px", "minimum", 0, None, False),
+    ("miss_pp", "minimum", 0, 100, False),
+    ("ensemble_weight", "minimum", 0, 1, False),
+    ("nms_iou", "above", 0, 1, False),
+)
+
+
+def check_numbers(config: RunConfig) -> RunConfig:
+    """``config`` with every number option (:data:`RUN_NUMBERS`) checked against its range and
+    read as a number (fire hands text it cannot read as one through as text).
+
+    Raises:
+        QuadratsegError: a value out of its option's range (a quadrat 0 cm wide, a confidence of
+            1.5, a NaN), naming the option as typed on the command line.
+    """
+    numbers = {}
+    for field, kind, low, high, integer in RUN_NUMBERS:
+        value = getattr(config, field)
+        if value is not None:
+            option = "--" + field.replace("_", "-")
+            numbers[field] = as_number(option, value, **{kind: low}, maximum=high, integer=integer)
+    return replace(config, **numbers)
 
 
 def check_options(config: RunConfig) -> None:

@@ -28,7 +28,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.tracking import check_quadrat_cm, track_process_outputs, track_taglab_project
+from pipeline.tracking import track_process_outputs, track_taglab_project
+from quadratseg.cli import as_number
 from quadratseg.errors import QuadratsegError
 
 
@@ -77,7 +78,7 @@ def track(
     """
     if not out:
         raise QuadratsegError("--out is required: the folder for links.csv, colonies.csv and the report")
-    quadrat_cm = check_quadrat_cm(quadrat_cm)
+    quadrat_cm = as_number("--quadrat-cm", quadrat_cm, above=0)
     surveys = tuple(str(folder) for folder in surveys)
     if taglab:
         if surveys:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 from pipeline.run import check_output_folder as check_writable_folder
 from pipeline.run import photo_output
 from quadratseg.atomic import atomic_output_dir, atomic_write_json
+from quadratseg.cli import as_number
 from quadratseg.cover_table import cm_per_px, write_table
 from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import PolygonWithHoles
@@ -70,28 +70,6 @@ REGISTRATION_COLUMNS = [
     "angle_deg",
     "reason",
 ]
-
-
-def check_quadrat_cm(quadrat_cm: Any) -> float:
-    """The quadrat's width in cm as a positive finite number.
-
-    Raises:
-        QuadratsegError: anything else (0 would give pixel counts labelled cm^2).
-
-    Examples:
-        >>> check_quadrat_cm("50")
-        50.0
-    """
-    try:
-        width = math.nan if isinstance(quadrat_cm, bool) else float(quadrat_cm)
-    except (TypeError, ValueError):
-        width = math.nan
-    if not (math.isfinite(width) and width > 0):
-        raise QuadratsegError(
-            f"--quadrat-cm {quadrat_cm!r} is not a width: give the quadrat's width in cm, a positive "
-            "number such as 100"
-        )
-    return width
 
 
 def check_track_output_folder(out_dir: str | Path) -> Path:
@@ -149,7 +127,7 @@ def read_process_output(
     else every record) and the photos left out with the reason (no quadrat found, no instances, a
     record another run with other models or options rewrote since).
     Each survey is named ``<label>/<key>`` (``label``: the folder's name by default)."""
-    width_cm = check_quadrat_cm(quadrat_cm)
+    width_cm = as_number("--quadrat-cm", quadrat_cm, above=0)
     out = Path(out_dir)
     if not (out / "photos").is_dir():
         raise QuadratsegError(
@@ -432,7 +410,7 @@ def track_process_outputs(
             or written), surveys of different taxonomy levels, or no quadrat with two surveys that
             could be followed.
     """
-    quadrat_cm = check_quadrat_cm(quadrat_cm)
+    quadrat_cm = as_number("--quadrat-cm", quadrat_cm, above=0)
     get_matcher(matcher)
     check_track_output_folder(out_dir)
     photo_surveys, problems = [], []

@@ -351,9 +351,9 @@ def test_lama_without_weights_names_what_pipeline_process_accepts(
 @pytest.mark.parametrize(
     "option, value, message",
     [
-        ("--ray-cpus-per-model", "-1", "--ray-cpus-per-model must be 0 or more"),
-        ("--ray-gpus-per-model", "nan", "--ray-gpus-per-model must be 0 or more"),
-        ("--ray-workers", "0", "--ray-workers must be 1 or more"),
+        ("--ray-cpus-per-model", "-1", "--ray-cpus-per-model -1 is not a number of 0 or more"),
+        ("--ray-gpus-per-model", "nan", "--ray-gpus-per-model nan is not a number of 0 or more"),
+        ("--ray-workers", "0", "--ray-workers 0 is not a whole number of 1 or more"),
     ],
 )
 def test_bad_ray_engine_options_are_refused_before_any_model_is_loaded(
@@ -362,4 +362,40 @@ def test_bad_ray_engine_options_are_refused_before_any_model_is_loaded(
     out = tmp_path / "out"
     code, err = cli(str(photos[0].parent), str(out), "--yolo", seg, "--engine", "ray", option, value)
     assert code == 2 and message in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--quadrat-cm", "0"),
+        ("--quadrat-cm", "-50"),
+        ("--quadrat-cm", "nan"),
+        ("--quadrat-cm", "wide"),
+        ("--conf", "1.5"),
+        ("--conf", "-0.1"),
+        ("--aspect", "0"),
+        ("--aspect", "inf"),
+        ("--warp-size", "0"),
+        ("--warp-size", "-640"),
+        ("--boundary-px", "-2"),
+        ("--miss-pp", "nan"),
+        ("--miss-pp", "150"),
+        ("--ensemble-weight", "1.5"),
+        ("--nms-iou", "0"),
+        ("--yolo-imgsz", "-1"),
+        ("--corners-conf", "2"),
+        ("--claim-ttl", "0"),
+    ],
+)
+def test_bad_run_numbers_are_refused_with_their_option_before_any_model_is_loaded(
+    photos, seg, tmp_path, cli, option, value
+):
+    """A number no run can use (a quadrat 0 cm wide gives pixel counts labelled cm^2; a confidence
+    of 1.5 keeps no colony) ends the command with exit 2 and the option's name, and no output
+    folder is made."""
+    out = tmp_path / "out"
+    code, err = cli(str(photos[0].parent), str(out), "--yolo", seg, option, value)
+    assert code == 2, (code, err)
+    assert option in err and value in err, err
     assert not out.exists()
