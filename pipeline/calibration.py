@@ -9,6 +9,7 @@ fitted at the run's taxonomy level and every coarser one (:func:`fit_run`,
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from typing import Any
 
 from quadratseg.cover import CoverCalibration, CoverEstimate
 from quadratseg.errors import QuadratsegError
+from quadratseg.text_files import read_utf8_text
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ def read_truth_csv(path: str | Path) -> dict[str, dict[str, float]]:
     row with an empty label lists a photo with no coral; a percent outside 0..100, not a number or
     missing is refused with its line."""
     truth: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    with Path(path).open(encoding="utf-8-sig", newline="") as handle:
+    with io.StringIO(read_utf8_text(path, "truth table"), newline="") as handle:
         reader = csv.DictReader(handle)
         reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
         missing = {"photo", "label", "percent"} - set(reader.fieldnames)

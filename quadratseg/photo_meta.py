@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from quadratseg.errors import QuadratsegError
+from quadratseg.text_files import read_utf8_text
 
 PLACE_FIELDS = ("site", "year", "quadrat")
 # Photo names: the synthetic/CRIOBE "site_year_quadrat" and CRIOBE's "SITE###DEPTH###YYYYMMDD_..._N".
@@ -145,15 +146,7 @@ def read_photo_metadata(path: str | Path) -> dict[str, dict[str, str]]:
             quadrat, or lists a key twice.
     """
     source = Path(path)
-    if not source.is_file():
-        raise QuadratsegError(f"metadata file {source} does not exist")
-    try:
-        text = source.read_bytes().decode("utf-8-sig")  # a spreadsheet's byte-order mark is dropped
-    except UnicodeDecodeError as exc:
-        raise QuadratsegError(
-            f"metadata file {source} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
-            f"{exc.start}): save it as UTF-8 (a spreadsheet's 'CSV UTF-8')"
-        ) from None
+    text = read_utf8_text(source, "metadata file")
     with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = {c.strip().lower(): c for c in reader.fieldnames or []}

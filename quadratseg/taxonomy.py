@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from quadratseg.errors import QuadratsegError, UnknownLabelError
+from quadratseg.text_files import read_utf8_text
 
 DEFAULT_TABLE = Path(__file__).parent / "data" / "taxonomy.csv"
 LEVELS = ("finegrained", "extended", "main_family", "agnostic")
@@ -199,8 +201,6 @@ def parse_taxonomy_rows(rows: list[dict[str, str]], source: str) -> Taxonomy:
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     """Load a taxonomy CSV (default: the built-in CRIOBE table)."""
     table = Path(path) if path is not None else DEFAULT_TABLE
-    if not table.is_file():
-        raise QuadratsegError(f"taxonomy table {table} does not exist; pass an existing CSV file")
-    with table.open(newline="", encoding="utf-8") as fh:
+    with io.StringIO(read_utf8_text(table, "taxonomy table"), newline="") as fh:
         rows = list(csv.DictReader(fh))
     return parse_taxonomy_rows(rows, str(table))

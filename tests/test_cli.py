@@ -283,7 +283,7 @@ def test_coralnet_cli_has_help_per_command_and_stops_on_bad_input(tmp_path):
         assert result.returncode == 0 and "FLAGS" in result.stdout + result.stderr
     result = run("pipeline.coralnet", "score", str(tmp_path / "none"), "a.csv", "m.csv", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "cannot read the CoralNet export a.csv" in result.stderr
+    assert "CoralNet export a.csv does not exist" in result.stderr
 
 
 def test_process_cli_names_missing_weights_in_one_line(tmp_path):

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from quadratseg.errors import QuadratsegError
+from quadratseg.text_files import read_utf8_text
 
 REQUIRED = ("Name", "Row", "Column", "Label")
 MACHINE_ANNOTATORS = {"robot"}
@@ -78,11 +80,8 @@ class CoralNetPoint:
 def read_coralnet_csv(path: str | Path) -> list[CoralNetPoint]:
     """All points of a CoralNet export; a clear error naming the file, line and column otherwise."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise QuadratsegError(f"cannot read the CoralNet export {path}: {exc}") from None
-    reader = csv.DictReader(text.splitlines())
+    text = read_utf8_text(path, "CoralNet export")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = list(reader.fieldnames or [])
     missing = [c for c in REQUIRED if c not in header]
     if missing:
