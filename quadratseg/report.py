@@ -35,6 +35,7 @@ class Report:
     out_dir: Path
     title: str = "QUADRATSEG demo"
     sections: list[Section] = field(default_factory=list)
+    image_names: set[str] = field(default_factory=set)  # written so far: a repeated name is numbered
 
     def section(self, title: str) -> Section:
         """Start a new section."""
@@ -45,7 +46,14 @@ class Report:
     def add_image(
         self, section: Section, name: str, image_rgb: np.ndarray, caption: str, max_side: int = 900
     ) -> None:
-        """Save an RGB image (H, W, 3) as ``img/<name>.jpg`` (downscaled to ``max_side``) and show it."""
+        """Save an RGB image (H, W, 3) as ``img/<name>.jpg`` (downscaled to ``max_side``) and show it;
+        a name given before becomes ``<name>-2`` (``-3``, ...), so each picture keeps its file."""
+        unique, number = name, 1
+        while unique in self.image_names:
+            number += 1
+            unique = f"{name}-{number}"
+        self.image_names.add(unique)
+        name = unique
         folder = self.out_dir / "img"
         folder.mkdir(parents=True, exist_ok=True)
         h, w = image_rgb.shape[:2]

@@ -301,3 +301,21 @@ def test_the_fast_jpeg_path_and_pils_path_give_the_same_pixels(oriented, n):
     assert np.abs(fast.astype(int) - reference).max() <= 2
     truncated = oriented[n].read_bytes()[:-200]
     assert _decode_jpeg(truncated) is None  # left to PIL, which says it is truncated
+
+
+def test_two_report_images_of_one_name_are_both_kept(tmp_path):
+    """A report whose sections name two pictures alike shows each picture, not the second one twice."""
+    import cv2
+
+    from quadratseg.report import Report
+
+    report = Report(tmp_path)
+    section = report.section("s")
+    red, blue = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 255, 255
+    report.add_image(section, "overlay", red, "first")
+    report.add_image(section, "overlay", blue, "second")
+    paths = [path for path, _ in section.figures]
+    assert len(set(paths)) == 2, paths
+    first, second = (cv2.imread(str(tmp_path / p))[..., ::-1] for p in paths)
+    assert first[..., 0].mean() > 200 and second[..., 2].mean() > 200
