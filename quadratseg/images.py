@@ -382,12 +382,10 @@ def write_upright(source: str | Path, target: str | Path, jpeg_quality: int = 95
 @dataclass(frozen=True)
 class ImageScan:
     """What :func:`scan_images` found: the ``images`` it reads (sorted by relative path), the
-    image-like files it cannot read (``unreadable``: HEIC, camera raw) and the files under the
-    ``excluded`` folders it left out (``excluded_files``)."""
+    image-like files it cannot read (``unreadable``: HEIC, camera raw)."""
 
     images: list[Path]
     unreadable: list[Path] = field(default_factory=list)
-    excluded_files: int = 0
 
 
 def _under(folder: Path, folders: list[Path]) -> bool:
@@ -399,7 +397,8 @@ def scan_images(source: str | Path, recursive: bool = True, exclude: Iterable[st
     files it cannot read (:data:`UNREADABLE_IMAGE_SUFFIXES`), named in one grouped warning.
 
     Hidden files and folders (``.name``) are left out, and so is everything under a folder of
-    ``exclude`` (e.g. a run's output folder inside the photo folder; compared as resolved paths).
+    ``exclude`` (e.g. a run's output folder inside the photo folder; compared as resolved paths):
+    neither is listed, so an output folder of a survey's thousands of files costs nothing.
 
     Raises:
         QuadratsegError: nothing readable with an image suffix there (the unreadable ones are named).
@@ -414,24 +413,25 @@ def scan_images(source: str | Path, recursive: bool = True, exclude: Iterable[st
         raise QuadratsegError(f"{path} is not an image file (suffixes: {', '.join(IMAGE_SUFFIXES)})")
     images: list[Path] = []
     unreadable: list[Path] = []
-    excluded_files = 0
     if path.is_dir():
         left_out = [Path(folder).resolve() for folder in exclude]
-        resolved: dict[Path, bool] = {}  # folder -> under an excluded one
-        candidates = path.rglob("*") if recursive else path.iterdir()
-        for p in candidates:
-            suffix = p.suffix.lower()
-            if suffix not in IMAGE_SUFFIXES and suffix not in UNREADABLE_IMAGE_SUFFIXES:
-                continue
-            if any(part.startswith(".") for part in p.relative_to(path).parts) or not p.is_file():
-                continue
-            if left_out:
-                if p.parent not in resolved:
-                    resolved[p.parent] = _under(p.parent.resolve(), left_out)
-                if resolved[p.parent]:
-                    excluded_files += 1
+        for folder, subfolders, files in os.walk(path):
+            here = Path(folder)
+            # pruned before they are listed: hidden folders, and the excluded ones (a run's outputs)
+            subfolders[:] = sorted(
+                name
+                for name in subfolders
+                if recursive and not name.startswith(".") and not _under((here / name).resolve(), left_out)
+            )
+            for name in files:
+                suffix = Path(name).suffix.lower()
+                if name.startswith(".") or (
+                    suffix not in IMAGE_SUFFIXES and suffix not in UNREADABLE_IMAGE_SUFFIXES
+                ):
                     continue
-            (images if suffix in IMAGE_SUFFIXES else unreadable).append(p)
+                file = here / name
+                if file.is_file():
+                    (images if suffix in IMAGE_SUFFIXES else unreadable).append(file)
         images.sort(key=lambda p: p.relative_to(path).as_posix())
         unreadable.sort(key=lambda p: p.relative_to(path).as_posix())
     if unreadable:
@@ -443,7 +443,7 @@ def scan_images(source: str | Path, recursive: bool = True, exclude: Iterable[st
             f"{path} {where} (looked{' recursively' if recursive else ''} for "
             f"{', '.join(IMAGE_SUFFIXES)}){found}"
         )
-    return ImageScan(images, unreadable, excluded_files)
+    return ImageScan(images, unreadable)
 
 
 def unreadable_note(paths: list[Path], root: Path, shown: int = 5) -> str:

@@ -319,3 +319,27 @@ def test_two_report_images_of_one_name_are_both_kept(tmp_path):
     assert len(set(paths)) == 2, paths
     first, second = (cv2.imread(str(tmp_path / p))[..., ::-1] for p in paths)
     assert first[..., 0].mean() > 200 and second[..., 2].mean() > 200
+
+
+def test_a_photo_scan_never_lists_the_excluded_or_hidden_folders(tmp_path, monkeypatch):
+    """An output folder inside the photo folder (tens of thousands of overlays after a survey's run)
+    and hidden folders (.git, a sync tool's cache) are left out without being listed."""
+    import os
+
+    from quadratseg.images import scan_images
+
+    for folder in ("site/2024", "out/overlays/site/2024", ".cache/thumbs"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "q1.jpg").write_bytes(jpeg_bytes(1))
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def spy(path="."):
+        listed.append(os.path.abspath(os.fspath(path)))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", spy)
+    scan = scan_images(tmp_path, exclude=[tmp_path / "out"])
+    assert [p.relative_to(tmp_path).as_posix() for p in scan.images] == ["site/2024/q1.jpg"]
+    entered = [p for p in listed if p.startswith((str(tmp_path / "out"), str(tmp_path / ".cache")))]
+    assert not entered, entered
