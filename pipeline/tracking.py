@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +105,9 @@ class PhotoSurvey:
 
 
 def instances_from_json(items: Sequence[dict[str, Any]], frame_size: tuple[int, int]) -> list[Instance]:
-    """Colonies of an ``instances/<key>.json`` file (rings read even-odd, warped frame); a colony
-    without pixels is left out."""
+    """Colonies of an ``instances/<key>.json`` file (a colony's parts and holes in one list of
+    rings, read even-odd as :attr:`quadratseg.instances.Instance.rings` writes them; warped
+    frame); a colony without pixels is left out."""
     out = []
     for item in items:
         rings = [np.asarray(r, dtype=np.float64) for r in item.get("rings", [])]
@@ -587,27 +588,64 @@ def taglab_links(track: QuadratTrack) -> list[Any]:
 
 def track_to_taglab(track: QuadratTrack) -> Any:
     """One quadrat's surveys, colonies and links as a TagLab project: regions in TagLab's map pixels
-    (the largest part of each colony with its holes), classes with the taxonomy's colours, mm per
-    px from the surveys' scale, a year-only date as 1 January of that year."""
+    (a TagLab region has one outline: each part of a colony is a region, its largest keeping the
+    colony's id, the others new ids after the survey's last, noted "part k of colony N"), classes
+    with the taxonomy's colours, mm per px from the surveys' scale, a year-only date as 1 January
+    of that year. A link between colonies joins every part of one to every part of the other
+    (:func:`part_links`)."""
     from quadratseg.formats.taglab import PIXEL_CENTRE_OFFSET, TaglabProject, TaglabRegion, TaglabSurvey
 
     taxonomy = load_taxonomy()
     surveys, classes = [], {}
+    parts: dict[str, dict[int, list[int]]] = {}
     for survey in track.surveys:
         regions = []
+        spare = max((int(i) for i in survey.ids), default=-1) + 1
+        parts[survey.name] = {}
         for colony_id, inst in zip(survey.ids, survey.colonies, strict=True):
-            part = inst.polygons[0]
-            regions.append(
-                TaglabRegion(
-                    int(colony_id),
-                    inst.label,
-                    part.exterior - PIXEL_CENTRE_OFFSET,
-                    [hole - PIXEL_CENTRE_OFFSET for hole in part.holes],
+            ids = parts[survey.name].setdefault(int(colony_id), [])
+            for k, part in enumerate(inst.polygons):
+                ids.append(int(colony_id) if k == 0 else spare + len(ids) - 1)
+                note = f"part {k + 1} of colony {colony_id}" if len(inst.polygons) > 1 else ""
+                regions.append(
+                    TaglabRegion(
+                        ids[-1],
+                        inst.label,
+                        part.exterior - PIXEL_CENTRE_OFFSET,
+                        [hole - PIXEL_CENTRE_OFFSET for hole in part.holes],
+                        note,
+                    )
                 )
-            )
+            spare += len(ids) - 1
             colour = taxonomy.color(inst.label).lstrip("#")
             classes[inst.label] = tuple(int(colour[k : k + 2], 16) for k in (0, 2, 4))
         date = survey.date if len(survey.date) == 10 else f"{survey.date[:4]}-01-01"
         width, height = survey.frame_size
         surveys.append(TaglabSurvey(survey.name, date, width, height, survey.cm_per_px * 10, regions))
-    return TaglabProject(surveys, classes, taglab_links(track))
+    return TaglabProject(surveys, classes, part_links(taglab_links(track), parts))
+
+
+def part_links(links: Sequence[Any], parts: dict[str, dict[int, list[int]]]) -> list[Any]:
+    """TagLab correspondences between regions from ``links`` between colonies: each link joins
+    every region (part) of its source colony to every region of its target colony (``parts``:
+    survey -> colony id -> region ids); a dead or born colony's parts are each dead or born. The
+    split / fuse mark follows TagLab's own rule (``Correspondences.assignSplit`` / ``assignFuse``):
+    a source region in several rows is a split, a target region in several rows a fusion (fusion
+    wins), on every row, so the file's marks are those TagLab's own matching would give."""
+    rows = []
+    for link in links:
+        sources = parts[link.source_survey][link.source_id] if link.source_id is not None else [None]
+        targets = parts[link.target_survey][link.target_id] if link.target_id is not None else [None]
+        rows += [replace(link, source_id=s, target_id=t) for s in sources for t in targets]
+    linked = [r for r in rows if r.source_id is not None and r.target_id is not None]
+    from_source = Counter((r.source_survey, r.source_id) for r in linked)
+    into_target = Counter((r.target_survey, r.target_id) for r in linked)
+    marked = []
+    for r in rows:
+        if r.source_id is not None and r.target_id is not None:
+            if into_target[(r.target_survey, r.target_id)] > 1:
+                r = replace(r, split_fuse="fuse")
+            elif from_source[(r.source_survey, r.source_id)] > 1:
+                r = replace(r, split_fuse="split")
+        marked.append(r)
+    return marked

@@ -93,15 +93,22 @@ class Instance:
         """An instance from its parts: rings (N, 2) or :class:`PolygonWithHoles`, pixel frame.
 
         Pixels are those whose centre lies inside (holes cut out, parts unioned), rasterized
-        inside the parts' box only; ``frame_size=(width, height)`` clips to the image. None when
-        no pixel centre is covered.
+        inside the box of every ring; ``frame_size=(width, height)`` clips to the image. None when
+        no pixel centre is covered. A colony's :attr:`rings` (parts and holes in one list) read
+        back even-odd is ``[PolygonWithHoles(rings[0], rings[1:])]``: a second part among the
+        "holes" lies outside the first part and is filled by the even-odd rule.
+
+        Examples:
+            >>> a, b = np.array([[0, 0], [2, 0], [2, 2], [0, 2]]), np.array([[4, 0], [6, 0], [6, 2], [4, 2]])
+            >>> Instance.from_polygons("Porites", 1.0, [PolygonWithHoles(a, [b])]).area
+            8
         """
         parts = [
             p if isinstance(p, PolygonWithHoles) else PolygonWithHoles(as_polygon_xy(p)) for p in polygons
         ]
         if not parts:
             return None
-        xy = np.concatenate([p.exterior for p in parts])
+        xy = np.concatenate([ring for p in parts for ring in (p.exterior, *p.holes)])
         x0, y0 = (max(int(np.floor(v)), 0) for v in xy.min(axis=0))
         x1, y1 = (int(np.ceil(v)) for v in xy.max(axis=0))
         if frame_size is not None:

@@ -313,3 +313,111 @@ def test_an_output_folder_holding_other_files_is_refused_untouched(tmp_path):
     with pytest.raises(QuadratsegError, match=r"holds other files \(notes.txt\)"):
         track_process_outputs([tmp_path / "a", tmp_path / "b"], out)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+TAGLAB_THRESHOLD = 1.05  # Correspondences.threshold in TagLab's source/Correspondences.py
+
+
+def taglab_reloaded_rows(project: dict) -> list[tuple[list, str, float, float]]:
+    """Each correspondence row of a TagLab project file with the action and areas TagLab puts in
+    its place when it opens the file (Correspondences.fillTable -> checkTable -> updateAreas):
+    rows whose two regions are both missing are dropped; Area1/Area2 become each region's stored
+    ``area`` x ``map_px_to_mm_factor``^2 / 100 (cm^2, 0 for a missing side); a grow, shrink or same
+    row gets grow when Area2 > Area1 x 1.05, shrink when Area2 < Area1 / 1.05, else same."""
+    images = {image["id"]: image for image in project["images"]}
+    reloaded = []
+    for table in project["correspondences"].values():
+        source, target = images[table["source"]], images[table["target"]]
+        for row in table["correspondences"]:
+            assert len(row) == 8, row  # Genet, Blob1, Blob2, Area1, Area2, Class, Action, Split\Fuse
+            blobs = []
+            for image, blob in ((source, int(row[1])), (target, int(row[2]))):
+                found = [r for r in image["annotations"]["regions"] if int(r["id"]) == blob]
+                assert len(found) <= 1, (image["id"], blob)
+                factor = float(image["map_px_to_mm_factor"])
+                blobs.append(found[0]["area"] * factor * factor / 100.0 if found else None)
+            if blobs == [None, None]:
+                continue  # checkTable drops it
+            area1, area2 = (a or 0.0 for a in blobs)
+            action = row[6]
+            if action in ("grow", "shrink", "same"):
+                if area2 > area1 * TAGLAB_THRESHOLD:
+                    action = "grow"
+                elif area2 < area1 / TAGLAB_THRESHOLD:
+                    action = "shrink"
+                else:
+                    action = "same"
+            reloaded.append((row, action, area1, area2))
+    return reloaded
+
+
+def test_a_taglab_export_opens_in_taglab_with_the_events_and_areas_we_wrote(surveys, tmp_path):
+    """The oracle is TagLab's own loader: opening our export, TagLab recomputes every link's areas
+    from the regions and every grow / shrink / same from those areas; a project whose colonies have
+    several parts (a partial mortality splits a colony's living tissue) must keep our events."""
+    from pipeline.tracking import track_process_outputs
+
+    _, outs, _ = surveys
+    track_process_outputs(outs, tmp_path / "track", report=False)
+    links = read_csv(tmp_path / "track" / "links.csv")
+    checked = 0
+    for path in sorted((tmp_path / "track" / "taglab").glob("*.json")):
+        project = json.loads(path.read_text(encoding="utf-8"))
+        rows = taglab_reloaded_rows(project)
+        assert len(rows) == sum(
+            1 for r in links if r["source_survey"] in {i["id"] for i in project["images"]}
+        ), path.name
+        for row, action, area1, area2 in rows:
+            assert row[6] == action, (path.name, row, action)
+            assert row[3] == pytest.approx(area1, abs=1e-3) and row[4] == pytest.approx(area2, abs=1e-3), row
+            checked += 1
+    assert checked > 10
+
+
+def test_a_colony_in_several_parts_reaches_taglab_whole(tmp_path):
+    """A colony whose living tissue a partial mortality cut in two is one colony with two parts
+    (two outer rings in its instances file): the tracked areas keep both, and so do the TagLab
+    regions, which have one outline each; the coral area of each survey is the true one, in
+    colonies.csv and in TagLab, and TagLab's reloaded events are ours."""
+    from pipeline.chain import ChainModels
+    from pipeline.run import process_folder
+    from pipeline.tracking import track_process_outputs
+
+    world = simulate_quadrat(CONFIG, 0)
+    segmenter = TruthSegmenter()
+    outs, true_cm2 = [], []
+    for y in range(2):
+        folder = tmp_path / f"photos{2019 + y}"
+        folder.mkdir()
+        image = paint_interior(world.seabed, world.colonies[y], world.masks[y], world.placements[y], 0, 0)
+        image = image.astype(np.uint8)
+        name = photo_name(2019 + y, 0).replace(".jpg", ".png")
+        cv2.imwrite(str(folder / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        masks = [m.copy() for m in world.masks[y]]
+        if y == 1:  # the largest colony's tissue cut by a dead band 6 px wide through its middle
+            big = max(range(len(masks)), key=lambda k: int(masks[k].sum()))
+            xs = np.nonzero(masks[big].any(axis=0))[0]
+            middle = (xs.min() + xs.max()) // 2
+            masks[big][:, middle - 3 : middle + 3] = False
+        instances = [
+            Instance.from_mask(c.label, 0.9, m) for c, m in zip(world.colonies[y], masks, strict=True)
+        ]
+        assert y == 0 or len(instances[big].polygons) >= 2
+        segmenter.add(image, [i for i in instances if i is not None])
+        true_cm2.append(sum(int(m.sum()) for m in masks) * (100.0 / CONFIG.size) ** 2)
+        outs.append(tmp_path / f"out{2019 + y}")
+        process_folder(
+            folder, outs[-1], ChainModels(segment=segmenter), "t", quadrat_cm=100.0, overlays=False
+        )
+    track_process_outputs(outs, tmp_path / "track", report=False)
+    colonies = read_csv(tmp_path / "track" / "colonies.csv")
+    (path,) = (tmp_path / "track" / "taglab").glob("*.json")
+    project = json.loads(path.read_text(encoding="utf-8"))
+    for image, truth in zip(project["images"], true_cm2, strict=True):
+        factor = float(image["map_px_to_mm_factor"])
+        taglab_cm2 = sum(r["area"] for r in image["annotations"]["regions"]) * factor * factor / 100.0
+        ours = sum(float(c["area_cm2"]) for c in colonies if c["survey"] == image["id"])
+        assert ours == pytest.approx(truth, rel=0.01), image["id"]
+        assert taglab_cm2 == pytest.approx(truth, rel=0.03), image["id"]
+    for row, action, _, _ in taglab_reloaded_rows(project):
+        assert row[6] == action, row

@@ -57,10 +57,12 @@ import numpy as np
 
 from quadratseg.atomic import atomic_write_text
 from quadratseg.errors import QuadratsegError
+from quadratseg.track.matching import link_event
 
 PIXEL_CENTRE_OFFSET = 0.5  # TagLab xy + 0.5 = the core's xy (pixel centres at half pixels)
 EMPTY_CLASS = "Empty"  # TagLab's label of unclassified regions, always in its dictionary
 EVENTS = ("same", "grow", "shrink", "born", "dead", "n/s")
+SIZE_EVENTS = ("same", "grow", "shrink")  # the events TagLab recomputes from the areas on load
 SPLIT_FUSE = ("none", "split", "fuse", "n/s")
 CORRESPONDENCE_COLUMNS = ("Genet", "Blob1", "Blob2", "Area1", "Area2", "Class", "Action", "Split\\Fuse")
 # keys Blob.fromDict reads without a default (a missing one stops TagLab's loader with a KeyError)
@@ -527,6 +529,11 @@ def _correspondences(project: TaglabProject) -> dict[str, Any]:
         area1 = region_s.area_px * source.px_to_mm**2 / 100.0 if region_s else 0.0
         area2 = region_t.area_px * target.px_to_mm**2 / 100.0 if region_t else 0.0
         class_name = (region_s or region_t).class_name  # type: ignore[union-attr]
+        event = link.event
+        if region_s and region_t and event in SIZE_EVENTS:
+            # what TagLab shows once it opens the file: Correspondences.updateAreas recomputes a
+            # grow / shrink / same row from the two regions' areas at its 1.05 threshold
+            event = link_event(area1, area2)
         key = f"{source.name}-{target.name}"
         table = tables.setdefault(key, {"source": source.name, "target": target.name, "correspondences": []})
         table["correspondences"].append(
@@ -537,7 +544,7 @@ def _correspondences(project: TaglabProject) -> dict[str, Any]:
                 round(area1, 4),
                 round(area2, 4),
                 class_name,
-                link.event,
+                event,
                 link.split_fuse,
             ]
         )
