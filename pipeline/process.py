@@ -28,10 +28,10 @@ from pipeline.run import (
     process_folder,
     run_fingerprint,
 )
-from quadratseg.cli import as_number
 from quadratseg.cover import TERMS_TWICE
 from quadratseg.ensemble import ENSEMBLES
 from quadratseg.errors import QuadratsegError
+from quadratseg.options import as_number
 
 
 def process(

@@ -29,8 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.tracking import track_process_outputs, track_taglab_project
-from quadratseg.cli import as_number
 from quadratseg.errors import QuadratsegError
+from quadratseg.options import as_number
 
 
 def survey_words_as_text(func: Callable[..., Any]) -> Callable[..., Any]:

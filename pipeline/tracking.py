@@ -20,12 +20,12 @@ import numpy as np
 from pipeline.run import check_output_folder as check_writable_folder
 from pipeline.run import photo_output
 from quadratseg.atomic import atomic_output_dir, atomic_write_json
-from quadratseg.cli import as_number
 from quadratseg.cover_table import cm_per_px, write_table
 from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import PolygonWithHoles
 from quadratseg.images import output_name, read_image_rgb
 from quadratseg.instances import Instance, exclusive_instances
+from quadratseg.options import as_number
 from quadratseg.photo_meta import photo_places, read_photo_metadata
 from quadratseg.taxonomy import LEVELS, load_taxonomy
 from quadratseg.track.demography import DEMOGRAPHY_COLUMNS, demography_rows

@@ -15,7 +15,6 @@ The helpers below are for entry points only (library code takes values as argume
 - :func:`weights_path`: a relative weights path missing from the current folder is looked up
   in ``QUADRATSEG_MODELS_DIR``.
 - :func:`device`: ``auto`` (or nothing) on the command line means ``QUADRATSEG_DEVICE``.
-- :func:`as_number`: an option's number checked against its range, or an error naming the option.
 """
 
 from __future__ import annotations
@@ -116,58 +115,6 @@ def as_names(value: Any) -> list[str]:
         return []
     items = value if isinstance(value, list | tuple) else [value]
     return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
-
-
-def as_number(
-    option: str,
-    value: Any,
-    *,
-    above: float | None = None,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    integer: bool = False,
-) -> float:
-    """``value`` (a number or its text) as a finite float (an int when ``integer``) that is greater
-    than ``above``, at least ``minimum`` and at most ``maximum`` (each bound when given).
-
-    Raises:
-        QuadratsegError: anything else (text, NaN, infinity, a bool, a number out of range), naming
-            ``option``, the value as given and the range.
-
-    Examples:
-        >>> as_number("--quadrat-cm", "50", above=0)
-        50.0
-        >>> as_number("--conf", 1.5, minimum=0, maximum=1)
-        Traceback (most recent call last):
-        ...
-        quadratseg.errors.QuadratsegError: --conf 1.5 is not a number from 0 to 1
-    """
-    bounds = []
-    if above is not None:
-        bounds.append(f"above {above:g}")
-    if minimum is not None and maximum is not None:
-        bounds.append(f"from {minimum:g} to {maximum:g}")
-    elif minimum is not None:
-        bounds.append(f"of {minimum:g} or more")
-    elif maximum is not None:
-        bounds.append(f"of {maximum:g} or less")
-    kind = "a whole number" if integer else "a number"
-    wanted = f"{kind} {' and '.join(bounds)}".strip()
-    try:
-        number = float("nan") if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    fits = (
-        number == number
-        and abs(number) != float("inf")
-        and (above is None or number > above)
-        and (minimum is None or number >= minimum)
-        and (maximum is None or number <= maximum)
-        and (not integer or number.is_integer())
-    )
-    if not fits:
-        raise QuadratsegError(f"{option} {value} is not {wanted}")
-    return int(number) if integer else number
 
 
 def output_path(path: str | Path | None, default: str | Path, settings: Settings | None = None) -> Path:
