@@ -121,9 +121,7 @@ class PhotoClaims:
         path = claim_path(self.out, key)
         try:
             return self._claim(path)
-        except ClaimError:
-            raise
-        except OSError as exc:
+        except OSError as exc:  # a ClaimError of _claim's own is no OSError: it passes as it is
             raise ClaimError(claim_failure(path, exc)) from None
 
     def _claim(self, path: Path) -> bool:
