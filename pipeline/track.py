@@ -24,31 +24,15 @@ input project with only its correspondences replaced by ours), ``summary.json`` 
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from typing import Any
 
 from pipeline.tracking import track_process_outputs, track_taglab_project
+from quadratseg.cli import variadic_words_as_text
 from quadratseg.errors import QuadratsegError
 from quadratseg.options import as_number
 
 
-def survey_words_as_text(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Tell fire to pass ``func``'s ``*surveys`` as typed: a folder named ``2019`` is a path, not
-    an int (fire parses a variadic argument with its default parse function only); its options keep
-    fire's parsing (numbers, flags), and :func:`quadratseg.cli.keep_text_arguments` keeps the text ones."""
-    from fire import decorators, parser
-
-    options = {
-        name: parser.DefaultParseValue
-        for name, parameter in inspect.signature(func).parameters.items()
-        if parameter.kind is parameter.KEYWORD_ONLY
-    }
-    decorators.SetParseFn(str)(func)
-    return decorators.SetParseFns(**options)(func)
-
-
-@survey_words_as_text
+@variadic_words_as_text
 def track(
     *surveys: str,
     out: str | None = None,

@@ -15,6 +15,7 @@ The helpers below are for entry points only (library code takes values as argume
 - :func:`weights_path`: a relative weights path missing from the current folder is looked up
   in ``QUADRATSEG_MODELS_DIR``.
 - :func:`device`: ``auto`` (or nothing) on the command line means ``QUADRATSEG_DEVICE``.
+- :func:`variadic_words_as_text`: a command's ``*args`` (folders named ``2019``) reach it as typed.
 """
 
 from __future__ import annotations
@@ -192,6 +193,23 @@ def keep_text_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
     if names:
         decorators.SetParseFn(str, *names)(func)
     return func
+
+
+def variadic_words_as_text(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Tell fire to pass ``func``'s ``*args`` as typed: a folder named ``2019`` is a path, not an
+    int (fire parses a variadic argument with its default parse function only); its keyword-only
+    options keep fire's parsing (numbers, flags), and :func:`keep_text_arguments` keeps the text ones."""
+    import inspect
+
+    from fire import decorators, parser
+
+    options = {
+        name: parser.DefaultParseValue
+        for name, parameter in inspect.signature(func).parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY
+    }
+    decorators.SetParseFn(str)(func)
+    return decorators.SetParseFns(**options)(func)
 
 
 def negated_flags(
