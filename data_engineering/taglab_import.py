@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import difflib
 import gc
+import io
 import json
 import logging
 from pathlib import Path
@@ -43,6 +44,7 @@ import numpy as np
 from quadratseg.errors import QuadratsegError
 from quadratseg.formats.taglab import PIXEL_CENTRE_OFFSET, TaglabProject, TaglabSurvey, read_taglab_project
 from quadratseg.taxonomy import LEVELS, Taxonomy
+from quadratseg.text_files import read_utf8_text
 
 logger = logging.getLogger(__name__)
 IGNORE = "ignore"
@@ -58,12 +60,12 @@ def read_class_mapping(path: str | Path) -> dict[str, str]:
         QuadratsegError: the file is missing, its header is not ``taglab,label``, or a class is listed twice.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise QuadratsegError(
             f"class mapping {path} does not exist; write a CSV 'taglab,label' with one row per TagLab class "
             f"(label: one of our taxonomy's labels, or {IGNORE})"
         )
-    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
+    rows = list(csv.DictReader(io.StringIO(read_utf8_text(path, "class mapping"), newline="")))
     if not rows or not {"taglab", "label"} <= set(rows[0]):
         raise QuadratsegError(f"{path}: the header must be 'taglab,label'")
     mapping: dict[str, str] = {}

@@ -259,8 +259,9 @@ RUN_NUMBERS = (
 
 
 def check_numbers(config: RunConfig) -> RunConfig:
-    """``config`` with every number option (:data:`RUN_NUMBERS`) checked against its range and
-    read as a number (fire hands text it cannot read as one through as text).
+    """``config`` with every number option (:data:`RUN_NUMBERS`) checked against its range, and
+    one given as text (fire hands a word it cannot read as a number through as text) read as its
+    number.
 
     Raises:
         QuadratsegError: a value out of its option's range (a quadrat 0 cm wide, a confidence of
@@ -271,7 +272,10 @@ def check_numbers(config: RunConfig) -> RunConfig:
         value = getattr(config, field)
         if value is not None:
             option = "--" + field.replace("_", "-")
-            numbers[field] = as_number(option, value, **{kind: low}, maximum=high, integer=integer)
+            number = as_number(option, value, **{kind: low}, maximum=high, integer=integer)
+            # a number stays as given (2 and 2.0 hash apart in the run's fingerprint: an earlier
+            # run's photos are not redone); text becomes its number
+            numbers[field] = value if isinstance(value, int | float) else number
     return replace(config, **numbers)
 
 

@@ -687,7 +687,7 @@ def process_folder(
         )
     items, scan = scan_batch(images, exclude=[out])
     if output_inside(images, out):
-        logger.info("the output folder %s is inside the photo folder: its files are not read as photos", out)
+        logger.info("the output folder %s is inside the photo folder: left out, not read as photos", out)
     places, notes = photo_places([item.key for item in items], table)
     for note in notes:  # unused metadata rows, folders and names that disagree
         logger.warning("%s", note)

@@ -634,8 +634,18 @@ def part_links(links: Sequence[Any], parts: dict[str, dict[int, list[int]]]) -> 
     wins), on every row, so the file's marks are those TagLab's own matching would give."""
     rows = []
     for link in links:
-        sources = parts[link.source_survey][link.source_id] if link.source_id is not None else [None]
-        targets = parts[link.target_survey][link.target_id] if link.target_id is not None else [None]
+        # a colony with no parts listed stays one region of its own id (a region the project
+        # lacks is then refused by the writer, with its name)
+        sources = (
+            [None]
+            if link.source_id is None
+            else parts[link.source_survey].get(link.source_id, [link.source_id])
+        )
+        targets = (
+            [None]
+            if link.target_id is None
+            else parts[link.target_survey].get(link.target_id, [link.target_id])
+        )
         rows += [replace(link, source_id=s, target_id=t) for s in sources for t in targets]
     linked = [r for r in rows if r.source_id is not None and r.target_id is not None]
     from_source = Counter((r.source_survey, r.source_id) for r in linked)

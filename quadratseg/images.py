@@ -397,8 +397,9 @@ def scan_images(source: str | Path, recursive: bool = True, exclude: Iterable[st
     files it cannot read (:data:`UNREADABLE_IMAGE_SUFFIXES`), named in one grouped warning.
 
     Hidden files and folders (``.name``) are left out, and so is everything under a folder of
-    ``exclude`` (e.g. a run's output folder inside the photo folder; compared as resolved paths):
-    neither is listed, so an output folder of a survey's thousands of files costs nothing.
+    ``exclude`` (e.g. a run's output folder inside the photo folder; compared as resolved paths),
+    the folder itself included when it lies under one: neither is listed, so an output folder of a
+    survey's thousands of files costs nothing.
 
     Raises:
         QuadratsegError: nothing readable with an image suffix there (the unreadable ones are named).
@@ -413,15 +414,17 @@ def scan_images(source: str | Path, recursive: bool = True, exclude: Iterable[st
         raise QuadratsegError(f"{path} is not an image file (suffixes: {', '.join(IMAGE_SUFFIXES)})")
     images: list[Path] = []
     unreadable: list[Path] = []
-    if path.is_dir():
-        left_out = [Path(folder).resolve() for folder in exclude]
+    left_out = [Path(folder).resolve() for folder in exclude]
+    if path.is_dir() and not (left_out and _under(path.resolve(), left_out)):
         for folder, subfolders, files in os.walk(path):
             here = Path(folder)
             # pruned before they are listed: hidden folders, and the excluded ones (a run's outputs)
             subfolders[:] = sorted(
                 name
                 for name in subfolders
-                if recursive and not name.startswith(".") and not _under((here / name).resolve(), left_out)
+                if recursive
+                and not name.startswith(".")
+                and not (left_out and _under((here / name).resolve(), left_out))
             )
             for name in files:
                 suffix = Path(name).suffix.lower()

@@ -343,3 +343,16 @@ def test_a_photo_scan_never_lists_the_excluded_or_hidden_folders(tmp_path, monke
     assert [p.relative_to(tmp_path).as_posix() for p in scan.images] == ["site/2024/q1.jpg"]
     entered = [p for p in listed if p.startswith((str(tmp_path / "out"), str(tmp_path / ".cache")))]
     assert not entered, entered
+
+
+def test_a_photo_folder_inside_an_excluded_folder_lists_nothing_of_it(tmp_path):
+    """Photos under the output folder itself (OUT/warped given as the photos, OUT excluded) are all
+    excluded, the top folder's as its sub-folders', as they were before the walk was pruned."""
+    from quadratseg.images import scan_images
+
+    for folder in ("out/warped", "out/warped/site"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "q1.jpg").write_bytes(jpeg_bytes(1))
+    with pytest.raises(QuadratsegError, match="holds no image"):
+        scan_images(tmp_path / "out" / "warped", exclude=[tmp_path / "out"])
+    assert len(scan_images(tmp_path / "out" / "warped").images) == 2

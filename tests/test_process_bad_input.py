@@ -399,3 +399,21 @@ def test_bad_run_numbers_are_refused_with_their_option_before_any_model_is_loade
     assert code == 2, (code, err)
     assert option in err and value in err, err
     assert not out.exists()
+
+
+def test_every_number_a_run_can_use_is_accepted_as_typed():
+    """The range checks refuse nothing a survey gives: a confidence of 0, a 2:1 rectangle or its
+    transpose, any warp size, the whole cover range; a number keeps its type (the run's fingerprint,
+    and so the photos an earlier run did, unchanged), a number fire left as text is read."""
+    from pipeline.process import check_numbers
+    from pipeline.run import RunConfig
+
+    edges = {
+        "conf": 0, "aspect": 0.5, "warp_size": 1280, "quadrat_cm": 50, "miss_pp": 100,
+        "ensemble_weight": 0, "nms_iou": 1, "boundary_px": 0.0, "corners_conf": 1.0, "yolo_imgsz": 640,
+    }  # fmt: skip
+    config = RunConfig(**edges)
+    assert check_numbers(config) == config
+    checked = check_numbers(config)
+    assert {k: type(getattr(checked, k)) for k in edges} == {k: type(v) for k, v in edges.items()}
+    assert check_numbers(RunConfig(warp_size="1920", aspect="2")).warp_size == 1920

@@ -116,12 +116,12 @@ def read_label_mapping(path: str | Path, known_labels: list[str]) -> dict[str, s
     """CoralNet code -> our label (a finegrained label, ``substrate`` or ``ignore``) from a CSV
     ``coralnet,label``; a target that is none of these is refused with close matches."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise QuadratsegError(
             f"label mapping {path} does not exist; write a CSV 'coralnet,label' with one row per CoralNet "
             f"code (label: one of our labels, {SUBSTRATE} or {IGNORE})"
         )
-    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
+    rows = list(csv.DictReader(io.StringIO(read_utf8_text(path, "label mapping"), newline="")))
     if not rows or not {"coralnet", "label"} <= set(rows[0]):
         raise QuadratsegError(f"{path}: the header must be 'coralnet,label'")
     allowed = [*known_labels, SUBSTRATE, IGNORE]
