@@ -120,12 +120,12 @@ def process(
         grid_conf: detection threshold of the grid model (default: its model card's).
         grid_kpt_conf: keypoint confidence threshold of the grid model (default: its card's).
         grid_max_cost: template matching threshold of the grid points (default: its card's).
-        conf: confidence threshold of the colonies.
+        conf: confidence threshold of the colonies (0..1).
         include_inpainted: count the pixels under the grid (invented by inpainting) in the cover.
         boundary_px: how far (px) a colony's outline may be off, for the cover intervals; 0 keeps the
             confidence term only. Fit the interval terms on annotated photos
             (quadratseg.cover.fit_cover_calibration; the demo fits them on its validation photos).
-        miss_pp: cover (percentage points) of a class the model may miss entirely on a photo: the
+        miss_pp: cover (percentage points, 0..100) of a class the model may miss entirely on a photo: the
             upper bound of every class it did not see (quadratseg.cover.calibrate_miss_pp fits it
             on held-out photos); 0 leaves it out.
         calibration: the segmenter's fitted interval terms (JSON of python -m pipeline.calibrate, on
