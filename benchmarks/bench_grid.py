@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_grid.py [--images 200] [--weights best.pt --imgsz 1024]
     .venv/bin/python benchmarks/bench_grid.py --train [--seeds 0 1 2] [--layouts points instance]
-        [--world varied|simple] [--synth-images 60]
+        [--world varied|simple] [--synth-images 60] [--epochs N] [--tasks gridcorners gridpose]
     .venv/bin/python benchmarks/bench_grid.py --frame-check [--synth-images 40]
 
 With ``--train`` it makes a synthetic set (``--world varied``, the default: 60 photos of 768 px, seed 0,
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="train with several seeds (minutes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--layouts", nargs="+", default=["points"])
+    parser.add_argument("--tasks", nargs="+", default=["gridcorners", "gridpose"], help="with --train")
     parser.add_argument("--epochs", type=int, default=0, help="override the demo recipe's epochs")
     parser.add_argument("--world", default="varied", choices=["varied", "simple"])
     parser.add_argument("--synth-images", type=int, default=0, help="default: 60 (varied), 24 (simple)")
@@ -64,7 +65,7 @@ def main() -> None:
         return
     if args.train:
         images = args.synth_images or (60 if args.world == "varied" else 24)
-        train_over_seeds(work, args.seeds, args.layouts, args.epochs, args.world, images)
+        train_over_seeds(work, args.seeds, args.layouts, args.epochs, args.world, images, args.tasks)
         return
 
     from scipy.optimize import linear_sum_assignment
@@ -191,9 +192,11 @@ def _score(predictor, task, synthetic_dir, refine):
     }
 
 
-def train_over_seeds(work, seeds, layouts, epochs, world="varied", images=60):
-    """Train the demo recipe per seed and layout on a ``world`` set of ``images`` photos; print mean and
-    spread of the test figures."""
+def train_over_seeds(
+    work, seeds, layouts, epochs, world="varied", images=60, tasks=("gridcorners", "gridpose")
+):
+    """Train the demo recipe per seed and layout on a ``world`` set of ``images`` photos (the ``tasks``
+    among gridcorners and gridpose); print mean and spread of the test figures."""
     from grid_pose_detection.demo import DEMO_CONF, SHORT_RUN, TRAINING
     from grid_pose_detection.predictor import PosePredictor
     from grid_pose_detection.tasks import get_task
@@ -205,7 +208,7 @@ def train_over_seeds(work, seeds, layouts, epochs, world="varied", images=60):
     )
     print(f"synthetic set: {images} photos of the {world} world, 768 px, seed 0")
     rows = []
-    for task_name in ("gridcorners", "gridpose"):
+    for task_name in tasks:
         task = get_task(task_name)
         for layout in layouts:
             runs = []
