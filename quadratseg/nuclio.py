@@ -57,6 +57,7 @@ BASE_PIP = (
     "opencv-python==4.14.0.94",
     "numpy==2.4.6",
     "pillow==13.0.0",
+    "simplejpeg==1.9.0",
     "scipy==1.17.1",
     "shapely==2.2.0",
     "PyYAML==6.0.3",

@@ -288,7 +288,7 @@ def test_a_corrupt_file_is_a_clear_error_even_after_ultralytics_patched_pil(tmp_
 
 @pytest.mark.parametrize("n", ORIENTATIONS)
 def test_the_fast_jpeg_path_and_pils_path_give_the_same_pixels(oriented, n):
-    """JPEGs are decoded by OpenCV with the orientation applied by us; PIL with exif_transpose is
+    """JPEGs are decoded by simplejpeg with the orientation applied by us; PIL with exif_transpose is
     the reference (both use libjpeg, so the pixels agree to the rounding of the decoders)."""
     from PIL import Image, ImageOps
 
@@ -356,3 +356,21 @@ def test_a_photo_folder_inside_an_excluded_folder_lists_nothing_of_it(tmp_path):
     with pytest.raises(QuadratsegError, match="holds no image"):
         scan_images(tmp_path / "out" / "warped", exclude=[tmp_path / "out"])
     assert len(scan_images(tmp_path / "out" / "warped").images) == 2
+
+
+def test_a_jpeg_warning_that_loses_no_picture_is_read_and_one_that_does_is_refused():
+    """libjpeg warns of extraneous bytes before the end marker (some cameras' padding) and of a
+    premature end of the data (a copy cut short, with an end marker after it): the first photo is
+    read with every pixel, the second is refused with libjpeg's words."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    picture = cv2.GaussianBlur((rng.random((96, 128, 3)) * 255).astype(np.uint8), (5, 5), 1)
+    data = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    padded = data[:-2] + b"\x00\x07\x00" + b"\xff\xd9"
+    expected = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(decode_image_rgb(padded, "padded"), expected)
+    with pytest.raises(
+        ImageReadError, match="corrupt or truncated JPEG: libjpeg says 'Corrupt JPEG data: premature"
+    ):
+        decode_image_rgb(data[: len(data) // 2] + b"\xff\xd9", "cut")
