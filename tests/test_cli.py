@@ -112,7 +112,7 @@ def test_every_benchmark_answers_help():
     """The benchmarks run in no test, so their imports and options would rot unseen: each answers
     --help (argparse's usage and its own docstring)."""
     scripts = sorted(str(p.relative_to(REPO)) for p in (REPO / "benchmarks").glob("bench_*.py"))
-    assert len(scripts) == 10
+    assert len(scripts) == 11
     answers = help_answers(scripts)
     assert {s: code for s, (code, _) in answers.items() if code != 0} == {}
     assert sorted(s for s, (_, text) in answers.items() if not text.startswith("usage: ")) == []
