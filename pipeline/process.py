@@ -168,12 +168,12 @@ def process(
     engine_options = EngineOptions(
         engine=engine,
         ray_address=ray_address,
-        ray_workers=as_number("--ray-workers", ray_workers, minimum=1, integer=True),
-        ray_gpus_per_model=as_number("--ray-gpus-per-model", ray_gpus_per_model, minimum=0),
-        ray_cpus_per_model=as_number("--ray-cpus-per-model", ray_cpus_per_model, minimum=0),
-        claim_ttl_s=as_number("--claim-ttl", claim_ttl, above=0),
-        writers=as_number("--writers", writers, minimum=1, integer=True),
-    )
+        ray_workers=ray_workers,
+        ray_gpus_per_model=ray_gpus_per_model,
+        ray_cpus_per_model=ray_cpus_per_model,
+        claim_ttl_s=claim_ttl,
+        writers=writers,
+    )  # each number checked by EngineOptions
     return json.dumps(process_with(images, out_dir, config, engine_options), indent=2)
 
 

@@ -58,6 +58,7 @@ from quadratseg.cover_table import (
 )
 from quadratseg.errors import QuadratsegError
 from quadratseg.images import output_name, read_image_rgb
+from quadratseg.options import as_number
 from quadratseg.photo_meta import photo_places, read_photo_metadata
 from quadratseg.taxonomy import Taxonomy, load_taxonomy
 
@@ -533,18 +534,18 @@ class EngineOptions:
     models_factory: Any = None
 
     def __post_init__(self) -> None:
-        if self.writers < 1 or self.prefetch < 1:
-            raise QuadratsegError(
-                f"--writers and prefetch must be 1 or more, not {self.writers} and {self.prefetch}"
-            )
-        if self.ray_workers < 1:
-            raise QuadratsegError(f"--ray-workers must be 1 or more, not {self.ray_workers}")
-        for option, value in (
-            ("--ray-cpus-per-model", self.ray_cpus_per_model),
-            ("--ray-gpus-per-model", self.ray_gpus_per_model),
-        ):
-            if not value >= 0:  # NaN too
-                raise QuadratsegError(f"{option} must be 0 or more, not {value}")
+        """Each number checked against its range (:func:`quadratseg.options.as_number`, named by its
+        option) and read as a number when given as text (the command line)."""
+        checks = (
+            ("writers", "--writers", {"minimum": 1, "integer": True}),
+            ("prefetch", "prefetch", {"minimum": 1, "integer": True}),
+            ("claim_ttl_s", "--claim-ttl", {"above": 0}),
+            ("ray_workers", "--ray-workers", {"minimum": 1, "integer": True}),
+            ("ray_gpus_per_model", "--ray-gpus-per-model", {"minimum": 0}),
+            ("ray_cpus_per_model", "--ray-cpus-per-model", {"minimum": 0}),
+        )
+        for field_name, option, bounds in checks:
+            object.__setattr__(self, field_name, as_number(option, getattr(self, field_name), **bounds))
 
 
 ENGINES = ("local", "ray")
