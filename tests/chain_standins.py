@@ -1,10 +1,19 @@
-"""Stand-ins for the chain's models in tests: the photos' truth answered in read order, and
-ultralytics models whose answers are real ``ultralytics.engine.results.Results`` for the real
-predictors (PosePredictor, SegPredictor) to read."""
+"""Stand-ins for the chain's models in tests: the photos' truth answered in read order (corners,
+grid, colonies, as the chain's stages answer them), a colony model answering each photo's truth by its
+pixels, and ultralytics models whose answers are real ``ultralytics.engine.results.Results`` for the
+real predictors (PosePredictor, SegPredictor) to read."""
 
 from __future__ import annotations
 
+import hashlib
+from types import SimpleNamespace
+
 import numpy as np
+
+from quadratseg.instances import Instance
+from quadratseg.synth.appearance import GENUS_LOOKS
+from quadratseg.taxonomy import load_taxonomy
+from quadratseg.warp import quadrat_homography, warp_image
 
 
 class TruthByOrder:
@@ -17,6 +26,77 @@ class TruthByOrder:
         truth = self.truths[self.calls % len(self.truths)]
         self.calls += 1
         return truth
+
+
+class TrueCorners(TruthByOrder):
+    """The corner stage answering each photo's true corners and their warp (``found=False``: no
+    frame found)."""
+
+    def __init__(self, truths, found=True):
+        super().__init__(truths)
+        self.found = found
+
+    def predict(self, images):
+        t = self.next_truth()
+        corners = np.asarray(t["corners_raw_xy"])
+        if not self.found:
+            return [
+                SimpleNamespace(
+                    keypoints_xy=np.full((4, 2), np.nan), homography=None, warp_error="corner(s) TL missing"
+                )
+            ]
+        h = quadrat_homography(corners, tuple(t["warped_size"]))
+        return [
+            SimpleNamespace(keypoints_xy=corners, homography=h, warp_error="", size=tuple(t["warped_size"]))
+        ]
+
+    def warp(self, image, prediction):
+        return warp_image(image, prediction.homography, prediction.size)
+
+
+class TrueGrid(TruthByOrder):
+    """The grid stage answering each photo's true grid intersections (``present=False``: no grid)."""
+
+    def __init__(self, truths, present=True):
+        super().__init__(truths)
+        self.present = present
+
+    def predict(self, images):
+        t = self.next_truth()
+        if not self.present:
+            return [SimpleNamespace(no_grid="no grid: 3 of 117 intersections found", keypoints_xy=None)]
+        return [SimpleNamespace(no_grid="", keypoints_xy=np.asarray(t["grid_warped_xy"]))]
+
+
+class TrueColonies(TruthByOrder):
+    """The colony stage answering each photo's true colonies (score 0.9)."""
+
+    def __init__(self, truths):
+        super().__init__(truths)
+        self.names = dict(enumerate(load_taxonomy().classes()))
+
+    def predict(self, image):
+        t = self.next_truth()
+        return [
+            Instance.from_polygons(
+                c["label"], 0.9, [np.asarray(c["polygon_xy"])], (image.shape[1], image.shape[0])
+            )
+            for c in t["corals"]
+        ]
+
+
+class TruthSegmenter:
+    """A colony model that answers each photo's true colonies (found by the photo's pixels)."""
+
+    def __init__(self):
+        self.answers: dict[str, list[Instance]] = {}
+        self.names = dict(enumerate(sorted(GENUS_LOOKS)))
+
+    def add(self, image: np.ndarray, instances: list[Instance]) -> None:
+        self.answers[hashlib.sha256(image.tobytes()).hexdigest()] = instances
+
+    def predict(self, image: np.ndarray) -> list[Instance]:
+        return self.answers[hashlib.sha256(image.tobytes()).hexdigest()]
 
 
 class FakePoseModel(TruthByOrder):

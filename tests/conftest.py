@@ -1,5 +1,7 @@
 """Shared fixtures: paths to ../shared/data, an isolated offline environment, a tiny synthetic set, and
-tiny models trained once per test session and shared by every module's tests.
+tiny models trained once per test session and shared by every module's tests; and, registered from
+their own modules (``pytest_plugins``), pipeline.process's (process_fixtures.py) and the bridge's
+servers (servers.py).
 
 Tests that train or build (through a fixture below, or in their own body) are marked ``slow``
 automatically by ``pytest_collection_modifyitems``: ``pytest -m "not slow"`` is the fast loop.
@@ -73,6 +75,11 @@ apply_offline_environment(
     Settings(cache_dir=_CACHE, fiftyone_database_dir=_FIFTYONE_DB, fiftyone_database_uri=_FIFTYONE_URI)
 )
 os.environ["FIFTYONE_DATABASE_NAME"] = f"quadratseg_test_{uuid.uuid4().hex[:12]}"
+
+# Fixtures kept in modules of their own, for every test module to ask for by name (never imported
+# from another test module): pipeline.process's photos, stand-in weights and command, and the bridge's
+# real Redis and PostgreSQL servers.
+pytest_plugins = ["process_fixtures", "servers"]
 
 
 # --- slow: what trains or builds, excluded from the fast loop (pytest -m "not slow") ----------------

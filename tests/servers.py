@@ -5,9 +5,8 @@ started once per test session and stopped at its end; both restartable for the c
 A missing binary FAILS the test that needs it, naming the install (``scripts/ensure_servers.sh``, or
 ``apt-get install -y redis-server postgresql``): in CI these tests must run, never skip.
 
-Use the fixtures by importing them into a test module::
-
-    from servers import postgres_server, redis_server  # noqa: F401 (pytest fixtures)
+tests/conftest.py registers this module (``pytest_plugins``): a test asks for ``redis_server`` or
+``postgres_server`` by name.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from servers import postgres_server, redis_server  # noqa: F401 (pytest fixtures)
 
 from bridge.app import signed_path
 from loopback.harness import BridgeProcess, FunctionProcess, WorkerProcess, bridge_environment, wait_for
@@ -213,7 +212,7 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(cvat_server, redis_server, postgres_server, tmp_path):  # noqa: F811
+def deployment(cvat_server, redis_server, postgres_server, tmp_path):
     made = []
 
     def make(**kwargs):
@@ -245,7 +244,7 @@ def test_a_worker_killed_mid_job_is_taken_over_after_its_lease(deployment):
     assert counts["create_requests"] >= len(d.jobs) * (d.frames // 2)
 
 
-def test_redis_restarted_mid_run_loses_nothing(deployment, redis_server):  # noqa: F811
+def test_redis_restarted_mid_run_loses_nothing(deployment, redis_server):
     d = deployment(tasks=4, frames=4)
     d.add_worker()
     d.add_worker()
@@ -257,7 +256,7 @@ def test_redis_restarted_mid_run_loses_nothing(deployment, redis_server):  # noq
     d.check_exactly_once(jobs)
 
 
-def test_postgresql_restarted_mid_run_loses_nothing(deployment, postgres_server):  # noqa: F811
+def test_postgresql_restarted_mid_run_loses_nothing(deployment, postgres_server):
     d = deployment(tasks=4, frames=4)
     d.add_worker()
     d.add_worker()

@@ -14,7 +14,7 @@ import uuid
 
 import numpy as np
 import pytest
-from servers import _or_fail, postgres_server, redis_server  # noqa: F401 (pytest fixtures)
+from servers import _or_fail
 
 from bridge.store import JobStore, PostgresJobStore
 
@@ -594,7 +594,7 @@ def test_a_job_that_met_an_outage_waits_then_runs_again_and_a_delivery_cuts_the_
     assert store.claim("detect:f:9:t", "detect", {"job_id": 9})[0]["outages"] == 0
 
 
-def test_a_burst_of_deliveries_reaches_redis_in_a_few_round_trips_in_order(redis_server, tmp_path):  # noqa: F811
+def test_a_burst_of_deliveries_reaches_redis_in_a_few_round_trips_in_order(redis_server, tmp_path):
     """The dispatcher thread sends what a burst left waiting as one message batch: 200 jobs queued at
     once cost a few ``LPUSH`` commands by Redis's own count, not 200, and huey's queue holds each job
     once, oldest first (the order its consumer takes them)."""

@@ -7,7 +7,7 @@ import csv
 import json
 
 import pytest
-from test_process import TrueColonies, TrueCorners, TrueGrid, raw_photos  # noqa: F401 (fixture)
+from chain_standins import TrueColonies, TrueCorners, TrueGrid
 
 from pipeline.calibrate import calibrate
 from pipeline.calibration import read_calibration, read_truth_csv
@@ -39,7 +39,7 @@ def write_truth(path, keys, truths, level="finegrained"):
     return path
 
 
-def test_terms_fitted_on_a_run_are_read_back_by_the_next_run_at_every_level(raw_photos, tmp_path):  # noqa: F811
+def test_terms_fitted_on_a_run_are_read_back_by_the_next_run_at_every_level(raw_photos, tmp_path):
     folder, truths, keys, telea = raw_photos
 
     def models(calibration=None):
@@ -92,7 +92,7 @@ def test_terms_fitted_on_a_run_are_read_back_by_the_next_run_at_every_level(raw_
     assert "agnostic/predicted" in summary["levels_summed"]  # one 'coral' pair per photo: too few
 
 
-def test_a_truth_the_run_cannot_match_stops_before_anything_is_written(raw_photos, tmp_path):  # noqa: F811
+def test_a_truth_the_run_cannot_match_stops_before_anything_is_written(raw_photos, tmp_path):
     folder, truths, keys, telea = raw_photos
     run = tmp_path / "annotated"
     process_folder(
@@ -129,7 +129,7 @@ def test_fitted_terms_and_guessed_terms_together_are_refused_and_a_bad_file_is_n
     assert read_calibration(CoverCalibration(fitted=True).to_json(tmp_path / "ok.json")).fitted
 
 
-def test_terms_made_for_another_chain_are_refused_before_any_photo(raw_photos, tmp_path):  # noqa: F811
+def test_terms_made_for_another_chain_are_refused_before_any_photo(raw_photos, tmp_path):
     folder, truths, _keys, telea = raw_photos
     for terms, why in (
         (CoverCalibration(fitted=True, level="main_family"), "fitted at the main_family level"),
@@ -155,7 +155,7 @@ def test_a_spreadsheets_truth_table_reads_and_a_short_row_is_named(tmp_path):
         read_truth_csv(table)
 
 
-def test_a_photo_listed_under_its_key_and_its_file_name_is_refused(raw_photos, tmp_path):  # noqa: F811
+def test_a_photo_listed_under_its_key_and_its_file_name_is_refused(raw_photos, tmp_path):
     folder, truths, keys, telea = raw_photos
     run = tmp_path / "annotated"
     models = ChainModels(TrueColonies(truths), TrueCorners(truths), TrueGrid(truths), telea)
@@ -174,7 +174,7 @@ class NoModelRuns(EveryThirdMissed):
         raise AssertionError("a model ran on a photo whose record was current")
 
 
-def test_new_terms_rebuild_the_tables_from_the_records_without_running_a_model(raw_photos, tmp_path):  # noqa: F811
+def test_new_terms_rebuild_the_tables_from_the_records_without_running_a_model(raw_photos, tmp_path):
     """The interval terms are table options: a run folder processed again with new terms (fitted by
     pipeline.calibrate) rebuilds cover.csv from its photo records, no model called, and the tables
     are those of a fresh run with the terms, to the byte; the fingerprint leaves the terms out."""

@@ -1,6 +1,6 @@
 """The corner refinement's frame check on the varied world, through the real PosePredictor.
 
-The ultralytics model is a stand-in answering chosen corners (``test_pose_geometry.PointsModel``); the
+The ultralytics model is a stand-in answering chosen corners (``pose_standins.PointsModel``); the
 matching, the refinement, the frame check and the warp are the project's own code. A frame check earns
 its keep twice: it confirms frames at their corners, and it says "no frame" where the corners are not on
 one (a wrong quadrat, or a photo with no frame at all). The photos are the generator's own, drawn from
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_pose_geometry import PointsModel, predictor_over
+from pose_standins import PointsModel, predictor_over
 
 from quadratseg.synth.scene import render_quadrat
 

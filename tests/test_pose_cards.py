@@ -1,7 +1,7 @@
 """Pose thresholds, template and warp size travel with the model (its card) and are read by every consumer.
 
 The CLIs and the predictor run as they are; the ultralytics model is the stand-in of
-``test_pose_geometry`` (real ``Results`` around a synthetic photo's true corners), whose weights folder
+``pose_standins`` (real ``Results`` around a synthetic photo's true corners), whose weights folder
 holds the card under test.
 """
 
@@ -12,8 +12,8 @@ import json
 import cv2
 import numpy as np
 import pytest
-from test_pose_geometry import RAW_SIZE as RAW
-from test_pose_geometry import PointsModel, photo
+from pose_standins import RAW_SIZE as RAW
+from pose_standins import PointsModel, photo
 
 from grid_pose_detection.predict import predict
 from grid_pose_detection.predictor import DEFAULT_CONF, DEFAULT_KPT_CONF, PosePredictor

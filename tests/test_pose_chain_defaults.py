@@ -18,8 +18,7 @@ import types
 import numpy as np
 import pytest
 from chain_standins import FakeSegModel
-from test_pose_geometry import PointsModel
-from test_process import fake_weights  # noqa: F401
+from pose_standins import PointsModel
 
 from pipeline.demo_process import warp_error_px
 from quadratseg.images import read_image_rgb
@@ -73,7 +72,7 @@ def demo_photos(tmp_path_factory):
     return folder, truths, by_key
 
 
-def run_process(folder, out, corners_model, fake_weights, **options):  # noqa: F811
+def run_process(folder, out, corners_model, fake_weights, **options):
     """pipeline.process on ``folder`` with its defaults (refinement, thresholds) and the demo's warp."""
     from pipeline.process import process
     from quadratseg.model_card import write_model_card
@@ -85,7 +84,7 @@ def run_process(folder, out, corners_model, fake_weights, **options):  # noqa: F
     return json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else None
 
 
-def test_a_model_as_good_as_the_demos_is_warped_from_its_refined_corners(demo_photos, fake_weights, tmp_path):  # noqa: F811
+def test_a_model_as_good_as_the_demos_is_warped_from_its_refined_corners(demo_photos, fake_weights, tmp_path):
     """Every frame found and the chain's warp within 0.5 px of the true quadrat (the model's own
     corners, 1.9 px off, give several px: the refinement is what the bound measures)."""
     folder, truths, by_key = demo_photos
@@ -115,7 +114,7 @@ def _answers_and_truths(model: NoisyCornerModel, by_key: dict[str, np.ndarray]):
         yield answer, nearest
 
 
-def test_a_model_far_from_the_frame_gets_no_frame_in_the_chain(demo_photos, fake_weights, tmp_path):  # noqa: F811
+def test_a_model_far_from_the_frame_gets_no_frame_in_the_chain(demo_photos, fake_weights, tmp_path):
     """Corners a fifth of the side off: the chain reports no frame for each photo (the frame check),
     never a warp that far from the quadrat."""
     folder, truths, by_key = demo_photos

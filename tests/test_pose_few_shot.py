@@ -76,7 +76,7 @@ def test_held_out_names_with_hashes_from_the_command_line(shared_data, monkeypat
     parser reads as the start of a comment and cut to ``AUSTRALES_AUS_RAI1``); two names comma-separated
     hold out both. The model is a stand-in answering the hand corners (K = 0: no training); a name not
     in corners.json is still refused with the names it knows."""
-    from test_pose_geometry import PointsModel
+    from pose_standins import PointsModel
 
     import quadratseg.yolo_train
     from quadratseg.cli import run

@@ -10,59 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pose_standins import RAW_SIZE, WARP, PointsModel, photo, predictor_over
 
-from grid_pose_detection.predictor import MIN_FRAME_SIDES, MIN_SIDE_EVIDENCE, MIN_WEAKEST_SIDE, PosePredictor
-from grid_pose_detection.tasks import get_task
+from grid_pose_detection.predictor import MIN_FRAME_SIDES, MIN_SIDE_EVIDENCE, MIN_WEAKEST_SIDE
 from quadratseg.synth.scene import render_quadrat
 from quadratseg.warp import quadrat_homography, transform_points
-
-RAW_SIZE = (640, 480)
-WARP = (256, 256)
-
-
-class PointsModel:
-    """An ultralytics pose model answering the given points (M, 2) px per call, keypoint confidence
-    ``kpt_conf`` each, box confidence 0.9."""
-
-    task = "pose"
-
-    def __init__(self, answers: list[np.ndarray], kpt_conf: float = 0.8):
-        self.answers, self.kpt_conf = list(answers), kpt_conf
-        self.overrides, self.names, self.calls = {"imgsz": 640}, {0: "corner"}, []
-
-    def predict(self, images_bgr, **kwargs):
-        import torch
-        from ultralytics.engine.results import Results
-
-        self.calls.append(kwargs)
-        out = []
-        for image in images_bgr:
-            points = np.asarray(self.answers.pop(0), dtype=np.float64).reshape(-1, 2)
-            boxes = [[x - 4, y - 4, x + 4, y + 4, 0.9, 0] for x, y in points]
-            keypoints = [[[x, y, self.kpt_conf]] for x, y in points]
-            out.append(
-                Results(
-                    image,
-                    path="photo.jpg",
-                    names=self.names,
-                    boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 6),
-                    keypoints=torch.tensor(keypoints, dtype=torch.float32).reshape(-1, 1, 3),
-                )
-            )
-        return out
-
-
-def predictor_over(model, monkeypatch, **options) -> PosePredictor:
-    """The real PosePredictor of the corner task whose weights build ``model``."""
-    import quadratseg.yolo_train
-
-    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: model)
-    return PosePredictor("stand-in.pt", get_task("gridcorners"), **{"warp_size": WARP, **options})
-
-
-def photo(seed: int):
-    """A synthetic photo-quadrat (640 x 480) with its true inner corners."""
-    return render_quadrat(np.random.default_rng(seed), RAW_SIZE, 256, ["Acropora", "Porites", "Fungia"])
 
 
 def homography_error_px(homography: np.ndarray, true_corners: np.ndarray, size=WARP) -> float:

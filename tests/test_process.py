@@ -12,11 +12,11 @@ import csv
 import json
 import re
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from chain_standins import FakePoseModel, FakeSegModel, TruthByOrder
+from chain_standins import FakePoseModel, FakeSegModel, TrueColonies, TrueCorners, TrueGrid, TruthByOrder
+from process_runs import _status
 
 from pipeline.chain import ChainModels
 from pipeline.points import export_points, score_points
@@ -26,79 +26,8 @@ from quadratseg.cover import label_map
 from quadratseg.errors import QuadratsegError
 from quadratseg.formats.coralnet import SUBSTRATE, read_coralnet_csv, write_coralnet_csv
 from quadratseg.instances import Instance
-from quadratseg.synth.dataset import export_image_path, load_truth
 from quadratseg.taxonomy import load_taxonomy
-from quadratseg.warp import quadrat_homography, transform_points, warp_image
-
-
-class TrueCorners(TruthByOrder):
-    def __init__(self, truths, found=True):
-        super().__init__(truths)
-        self.found = found
-
-    def predict(self, images):
-        t = self.next_truth()
-        corners = np.asarray(t["corners_raw_xy"])
-        if not self.found:
-            return [
-                SimpleNamespace(
-                    keypoints_xy=np.full((4, 2), np.nan), homography=None, warp_error="corner(s) TL missing"
-                )
-            ]
-        h = quadrat_homography(corners, tuple(t["warped_size"]))
-        return [
-            SimpleNamespace(keypoints_xy=corners, homography=h, warp_error="", size=tuple(t["warped_size"]))
-        ]
-
-    def warp(self, image, prediction):
-        return warp_image(image, prediction.homography, prediction.size)
-
-
-class TrueGrid(TruthByOrder):
-    def __init__(self, truths, present=True):
-        super().__init__(truths)
-        self.present = present
-
-    def predict(self, images):
-        t = self.next_truth()
-        if not self.present:
-            return [SimpleNamespace(no_grid="no grid: 3 of 117 intersections found", keypoints_xy=None)]
-        return [SimpleNamespace(no_grid="", keypoints_xy=np.asarray(t["grid_warped_xy"]))]
-
-
-class TrueColonies(TruthByOrder):
-    def __init__(self, truths):
-        super().__init__(truths)
-        self.names = dict(enumerate(load_taxonomy().classes()))
-
-    def predict(self, image):
-        t = self.next_truth()
-        return [
-            Instance.from_polygons(
-                c["label"], 0.9, [np.asarray(c["polygon_xy"])], (image.shape[1], image.shape[0])
-            )
-            for c in t["corals"]
-        ]
-
-
-@pytest.fixture
-def raw_photos(synthetic_set, tmp_path):
-    """The raw photos in site/ sub-folders, one name with spaces and ###, and the truth in read order."""
-    from grid_inpainting.inpaint import OpenCVBackend
-
-    folder = tmp_path / "photos"
-    truths = load_truth(synthetic_set)
-    keyed = []
-    for i, t in enumerate(truths):
-        name = t["name"] if i else "quadrat ### 1.jpg"
-        target = folder / t["name"].split("_")[0] / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(
-            export_image_path(synthetic_set / "cvat_exports" / "corners", t["subset"], t["name"]), target
-        )
-        keyed.append((target.relative_to(folder).as_posix(), t))
-    keyed.sort()
-    return folder, [t for _, t in keyed], [k for k, _ in keyed], OpenCVBackend("telea")
+from quadratseg.warp import transform_points
 
 
 def test_the_chain_gives_the_true_cover_of_the_observed_quadrat(raw_photos, tmp_path):
@@ -440,39 +369,6 @@ def test_an_exif_rotated_photo_is_read_upright_through_the_chain(raw_photos, tmp
     assert covers["upright"] and any(v > 0 for v in covers["upright"].values())
     for label, percent in covers["upright"].items():
         assert covers["turned"][label] == pytest.approx(percent, abs=0.2)
-
-
-@pytest.fixture
-def fake_weights(monkeypatch, tmp_path):
-    """Weights files whose ultralytics model is a stand-in: ``add(name, model)`` writes
-    ``<name>/best.pt`` (distinct bytes) and returns its path; building it returns ``model``."""
-    import quadratseg.yolo_train
-
-    models = {}
-
-    def add(name, model, payload=b""):
-        path = tmp_path / "weights" / name / "best.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"weights of " + name.encode() + payload)
-        models[str(path)] = model
-        return path
-
-    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: models[str(weights)])
-    return add
-
-
-@pytest.fixture
-def one_photo(raw_photos, tmp_path):
-    """One raw photo alone in a folder (``site/name.jpg``), with its truth."""
-    folder, truths, keys, _ = raw_photos
-    target = tmp_path / "one" / keys[1]
-    target.parent.mkdir(parents=True)
-    shutil.copy(folder / keys[1], target)
-    return tmp_path / "one", truths[1], keys[1]
-
-
-def _status(out):
-    return list(csv.DictReader((out / "status.csv").open()))
 
 
 def test_resume_is_keyed_by_the_weights_content_and_every_option(one_photo, fake_weights, tmp_path):

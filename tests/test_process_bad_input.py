@@ -8,7 +8,6 @@ Every test goes through the function the command calls (``pipeline.process.proce
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
@@ -16,59 +15,12 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
-from chain_standins import FakePoseModel, FakeSegModel
-from test_process import fake_weights, raw_photos  # noqa: F401
+from chain_standins import FakePoseModel
+from process_runs import _rows, _run
 
 import quadratseg.cli
 from pipeline.process import process
 from quadratseg.errors import QuadratsegError
-
-
-@pytest.fixture
-def seg(fake_weights):  # noqa: F811
-    """A colony model's weights whose model is a stand-in (finds nothing)."""
-    return str(fake_weights("seg", FakeSegModel()))
-
-
-@pytest.fixture
-def photos(raw_photos, tmp_path):  # noqa: F811
-    """Three raw photos in one folder (``Q0.jpg``..``Q2.jpg``); their paths."""
-    folder, _truths, keys, _ = raw_photos
-    target = tmp_path / "survey"
-    target.mkdir()
-    paths = []
-    for index, key in enumerate(keys[:3]):
-        paths.append(target / f"Q{index}.jpg")
-        shutil.copy(folder / key, paths[-1])
-    return paths
-
-
-@pytest.fixture
-def cli(monkeypatch, caplog):
-    """``cli(*arguments)``: ``python -m pipeline.process`` in this process (the stand-in weights
-    apply); returns the exit code and the error it logged (one line)."""
-
-    def run(*arguments: str) -> tuple[int, str]:
-        monkeypatch.setattr(quadratseg.cli, "_settings", None)  # the command loads its own
-        caplog.clear()
-        try:
-            quadratseg.cli.run(process, name="quadratseg-process", command=list(arguments))
-            code = 0
-        except SystemExit as exit_:
-            code = int(exit_.code)
-        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-        return code, "\n".join(errors)
-
-    return run
-
-
-def _run(images, out, seg, **options) -> dict:
-    return json.loads(process(str(images), str(out), yolo=seg, warp_size=256, **options))
-
-
-def _rows(path) -> list[dict[str, str]]:
-    return list(csv.DictReader(path.open(encoding="utf-8")))
-
 
 # ------------------------------------------------------------------ 1. claims that cannot be written
 
@@ -189,7 +141,7 @@ def test_an_output_folder_inside_the_photo_folder_is_not_read_as_photos(photos, 
 
 
 def test_a_photo_of_the_same_name_from_another_folder_is_not_taken_as_this_runs(
-    raw_photos,  # noqa: F811
+    raw_photos,
     seg,
     tmp_path,
     monkeypatch,
@@ -330,8 +282,8 @@ def test_16_bit_photos_of_12_bit_data_read_as_their_8_bit_originals(photos, seg,
 
 
 def test_lama_without_weights_names_what_pipeline_process_accepts(
-    raw_photos,  # noqa: F811
-    fake_weights,  # noqa: F811
+    raw_photos,
+    fake_weights,
     seg,
     tmp_path,
     monkeypatch,

@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from chain_standins import FakePoseModel, FakeSegModel
-from test_process import TrueColonies, _status, fake_weights, one_photo, raw_photos  # noqa: F401
+from chain_standins import FakePoseModel, FakeSegModel, TrueColonies
+from process_runs import _status
 
 from pipeline.chain import ChainModels
 from pipeline.run import process_folder
 from quadratseg.warp import transform_points
 
 
-def test_the_real_pose_predictor_warps_with_the_corners_it_reports(raw_photos, tmp_path):  # noqa: F811
+def test_the_real_pose_predictor_warps_with_the_corners_it_reports(raw_photos, tmp_path):
     """The corner model is 3 px off; the predictor refines the corners onto the frame, and the
     homography the chain records must be built from those refined corners (before: from the model's)."""
     import quadratseg.yolo_train
@@ -48,7 +48,7 @@ def test_the_real_pose_predictor_warps_with_the_corners_it_reports(raw_photos, t
     assert max(errors) < 0.01, errors
 
 
-def test_pose_thresholds_come_from_the_model_card_unless_given(one_photo, fake_weights, tmp_path):  # noqa: F811
+def test_pose_thresholds_come_from_the_model_card_unless_given(one_photo, fake_weights, tmp_path):
     """The corner model's keypoints have confidence 0.6: a card recommending kpt_conf 0.7 makes the
     frame unfound, the option --corners-kpt-conf 0.5 overrides the card, a card saying 0.5 finds it;
     the card's detection threshold is what ultralytics is asked for."""

@@ -1,6 +1,6 @@
 """pipeline.process after an outside review: three defects, each shown through the command's own
 function (``pipeline.process.process``, or ``quadratseg.cli.run`` where the exit code matters) or
-the public reader, with stand-ins for the models only (the fixtures of test_process_bad_input).
+the public reader, with stand-ins for the models only (the fixtures of process_fixtures.py).
 
 1. the report's pictures of two photos whose keys differ only by punctuation shared one file;
 2. single-stage runs stretched any photo (1 x 1 px, 3 x 2000 px) to the warp size;
@@ -15,8 +15,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from test_process import fake_weights, raw_photos  # noqa: F401
-from test_process_bad_input import _rows, _run, cli, photos, seg  # noqa: F401
+from process_runs import _rows, _run
 
 from quadratseg.images import ImageReadError, decode_image_rgb, read_image_rgb
 
@@ -35,8 +34,8 @@ def _difference(a, b) -> float:
 
 @pytest.mark.parametrize("keys", [("a b.jpg", "a_b.jpg"), ("site/a.jpg", "site_a.jpg")])
 def test_photos_whose_keys_differ_by_punctuation_each_show_their_own_overlay_in_the_report(
-    photos,  # noqa: F811
-    seg,  # noqa: F811
+    photos,
+    seg,
     tmp_path,
     keys,
 ):
@@ -61,10 +60,10 @@ def test_photos_whose_keys_differ_by_punctuation_each_show_their_own_overlay_in_
 
 
 def test_single_stage_photos_far_from_the_quadrats_shape_or_tiny_fail_alone_with_the_reason(
-    photos,  # noqa: F811
-    seg,  # noqa: F811
+    photos,
+    seg,
     tmp_path,
-    cli,  # noqa: F811
+    cli,
 ):
     """Without --corners the photos are warped quadrats, resized to the warp size: a photo under
     32 px on a side, or whose aspect ratio is more than 1.5 times off the warped quadrat's, fails
@@ -99,10 +98,10 @@ def _cut_middle(data: bytes) -> bytes:
 
 
 def test_a_jpeg_cut_short_with_an_end_marker_fails_alone_as_corrupt(
-    photos,  # noqa: F811
-    seg,  # noqa: F811
+    photos,
+    seg,
     tmp_path,
-    cli,  # noqa: F811
+    cli,
 ):
     """Before, libjpeg's "premature end of data segment" went to stderr and the photo's lower
     two thirds, grey, were segmented into a cover."""

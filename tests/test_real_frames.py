@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
-from test_pose_geometry import PointsModel
+from pose_standins import PointsModel
 
 from grid_pose_detection.evaluate_real import corner_error, evaluate_real, load_hand_corners, summarize
 from quadratseg.errors import QuadratsegError

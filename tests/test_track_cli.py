@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from chain_standins import TruthSegmenter
 
 from quadratseg.instances import Instance
-from quadratseg.synth.appearance import GENUS_LOOKS
 from quadratseg.synth.years import YearsConfig, paint_interior, photo_name, simulate_quadrat, true_rows
 from quadratseg.track.evaluate import LinkScore, score_interval
 from quadratseg.track.matching import Link
@@ -29,20 +29,6 @@ def python_m(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300
     )
-
-
-class TruthSegmenter:
-    """A colony model that answers each photo's true colonies (found by the photo's pixels)."""
-
-    def __init__(self):
-        self.answers: dict[str, list[Instance]] = {}
-        self.names = dict(enumerate(sorted(GENUS_LOOKS)))
-
-    def add(self, image: np.ndarray, instances: list[Instance]) -> None:
-        self.answers[hashlib.sha256(image.tobytes()).hexdigest()] = instances
-
-    def predict(self, image: np.ndarray) -> list[Instance]:
-        return self.answers[hashlib.sha256(image.tobytes()).hexdigest()]
 
 
 @pytest.fixture(scope="module")

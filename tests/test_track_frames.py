@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_track_cli import TruthSegmenter
+from chain_standins import TruthSegmenter
 
 from quadratseg.instances import Instance
 from quadratseg.synth.appearance import seabed
