@@ -209,10 +209,11 @@ def process_with(
     if engine.engine not in ENGINES:
         raise QuadratsegError(f"--engine must be one of {', '.join(ENGINES)}, got {engine.engine!r}")
     check_output_folder(out_dir)  # bad input is refused before any model is loaded
-    if config.metadata:
+    table = None
+    if config.metadata:  # read once, here: a bad table stops the run before any model is loaded
         from quadratseg.photo_meta import read_photo_metadata
 
-        read_photo_metadata(config.metadata)
+        table = read_photo_metadata(config.metadata)
     config = replace(config, warp_size=resolve_warp_size(config))
     # a Ray run's driver only checks the models and reads their classes: it builds them on the CPU,
     # whatever device the actors use (a cluster's head node may have no GPU)
@@ -230,7 +231,7 @@ def process_with(
         fingerprint,
         config.quadrat_cm,
         config.overlays,
-        metadata=config.metadata,
+        metadata=table,
         warp_size=warped_size(config.warp_size, config.aspect),
         engine=engine,
     )

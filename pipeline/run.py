@@ -34,6 +34,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -645,7 +646,7 @@ def process_folder(
     fingerprint: str,
     quadrat_cm: float | None = None,
     overlays: bool = True,
-    metadata: str | Path | None = None,
+    metadata: str | Path | Mapping[str, dict[str, str]] | None = None,
     warp_size: tuple[int, int] | None = None,
     engine: EngineOptions | None = None,
 ) -> dict[str, Any]:
@@ -655,7 +656,8 @@ def process_folder(
     ``warp_size=(width, height)`` px when given (the size the models and ``quadrat_cm`` assume), the
     record's homography being that scaling (raw -> warped, for CoralNet points).
 
-    Site, year and quadrat of each photo come from the ``metadata`` CSV, else the key's folders,
+    Site, year and quadrat of each photo come from the ``metadata`` CSV (or its rows as
+    :func:`quadratseg.photo_meta.read_photo_metadata` read them), else the key's folders,
     else its name (:func:`quadratseg.photo_meta.photo_places`); photos left without a site or a
     year, metadata rows that match no photo or several, and folders and names that disagree are
     named in warnings; the photos without site or year are counted in the summary
@@ -675,7 +677,9 @@ def process_folder(
     options = engine or EngineOptions()
     if options.engine not in ENGINES:
         raise QuadratsegError(f"--engine must be one of {', '.join(ENGINES)}, got {options.engine!r}")
-    table = read_photo_metadata(metadata) if metadata else None
+    table = (
+        read_photo_metadata(metadata) if isinstance(metadata, str | Path) and metadata else metadata or None
+    )
     out = prepare_output_folder(out_dir)
     swept = sweep_stale_temporaries(out, options.claim_ttl_s)
     if swept:

@@ -226,6 +226,31 @@ def test_a_metadata_csv_not_in_utf8_is_refused_in_one_line_and_utf8_with_a_bom_i
     assert rows and {(r["site"], r["year"]) for r in rows} == {("Récif", "2019")}
 
 
+def test_the_metadata_csv_is_read_once_the_table_checked_is_the_table_used(
+    photos, seg, tmp_path, monkeypatch
+):
+    """pipeline.process checks the metadata CSV before any model loads; the run then used to read the
+    file again (a table edited meanwhile was used unchecked). One read, and its rows are the ones used."""
+    import pipeline.run
+    import quadratseg.photo_meta
+
+    reads = []
+    read = quadratseg.photo_meta.read_photo_metadata
+
+    def counted(path):
+        reads.append(str(path))
+        return read(path)
+
+    monkeypatch.setattr(quadratseg.photo_meta, "read_photo_metadata", counted)
+    monkeypatch.setattr(pipeline.run, "read_photo_metadata", counted)
+    meta = tmp_path / "meta.csv"
+    meta.write_text("photo,site,year,quadrat\nQ0.jpg,Temae,2019,T1\n", encoding="utf-8")
+    _run(photos[0].parent, tmp_path / "out", seg, metadata=str(meta))
+    assert reads == [str(meta)]
+    rows = [r for r in _rows(tmp_path / "out" / "cover.csv") if r["photo"] == "Q0.jpg"]
+    assert rows and {(r["site"], r["year"]) for r in rows} == {("Temae", "2019")}
+
+
 def test_an_output_folder_that_is_a_file_is_refused_before_any_model_is_loaded(
     photos, seg, tmp_path, monkeypatch, cli
 ):
