@@ -3,9 +3,12 @@
     python -m grid_pose_detection.evaluate_real best.pt [--photos DIR] [--out real_frames.json] [--no-refine]
 
 ``DIR`` holds the photos and a ``corners.json`` of hand corners (the inner corners TL, TR, BR, BL of each
-photo, pixel-corner coordinates; the layout of ``shared/data/real_quadrats/coralscop/corners.json``:
-``{"photos": {name: {"corners": [[x, y] * 4], ...}}}``). Default ``DIR``: ``real_quadrats/coralscop`` of
-the shared data folder (``QUADRATSEG_SHARED_DATA``, else ``../shared/data`` beside the checkout).
+photo, pixel-corner coordinates of the file as stored, before any EXIF orientation; the layout of
+``shared/data/real_quadrats/coralscop/corners.json``: ``{"photos": {name: {"corners": [[x, y] * 4],
+"width": W, "height": H}}}``, ``width`` and ``height`` (the stored file's, optional) checked against the
+file). The photos are read upright and the hand corners turned with them. Default ``DIR``:
+``real_quadrats/coralscop`` of the shared data folder (``QUADRATSEG_SHARED_DATA``, else
+``../shared/data`` beside the checkout).
 
 Per photo: whether a frame was found (a warp was made) and, if not, the predictor's reason; the mean
 distance of the reported corners (refined when refinement is on) from the hand corners in px and as a
@@ -33,12 +36,13 @@ REAL_SUBFOLDER = Path("real_quadrats") / "coralscop"
 CORNERS_FILE = "corners.json"
 
 
-def load_hand_corners(folder: str | Path) -> dict[str, np.ndarray]:
-    """Hand corners (4, 2) px TL, TR, BR, BL per photo name, read from ``folder/corners.json``.
+def load_hand_annotations(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """Per photo name of ``folder/corners.json``: ``corners`` (4, 2) px TL, TR, BR, BL as stored, and
+    ``size`` (width, height) of the stored file as the annotation declares it, or None.
 
     Raises:
-        QuadratsegError: the file is missing, is not JSON of the expected layout, or a photo's corners
-            are not 4 finite (x, y) pairs.
+        QuadratsegError: the file is missing, is not JSON of the expected layout, a photo's corners
+            are not 4 finite (x, y) pairs, or its width and height are not positive whole numbers.
     """
     path = Path(folder) / CORNERS_FILE
     if not path.is_file():
@@ -48,21 +52,65 @@ def load_hand_corners(folder: str | Path) -> dict[str, np.ndarray]:
         )
     try:
         photos = json.loads(path.read_text(encoding="utf-8"))["photos"]
-        out = {str(name): np.asarray(entry["corners"], dtype=np.float64) for name, entry in photos.items()}
+        out = {
+            str(name): {
+                "corners": np.asarray(entry["corners"], dtype=np.float64),
+                "size": (
+                    (int(entry["width"]), int(entry["height"]))
+                    if entry.get("width") is not None or entry.get("height") is not None
+                    else None
+                ),
+            }
+            for name, entry in photos.items()
+        }
     except (ValueError, KeyError, TypeError) as exc:
         raise QuadratsegError(
             f"{path} is not a corners file ({type(exc).__name__}: {exc}); expected "
             '{"photos": {name: {"corners": [[x, y], ...4]}}}'
         ) from exc
-    for name, corners in out.items():
+    for name, entry in out.items():
+        corners = entry["corners"]
         if corners.shape != (4, 2) or not np.isfinite(corners).all():
             raise QuadratsegError(
                 f"{path}: the corners of {name} are not 4 finite (x, y) pairs (shape {corners.shape}); "
                 "fix the file"
             )
+        if entry["size"] is not None and min(entry["size"]) <= 0:
+            raise QuadratsegError(f"{path}: {name} has width and height {entry['size']}; fix the file")
     if not out:
         raise QuadratsegError(f"{path} lists no photo; nothing to evaluate")
     return out
+
+
+def load_hand_corners(folder: str | Path) -> dict[str, np.ndarray]:
+    """Hand corners (4, 2) px TL, TR, BR, BL per photo name as stored in ``folder/corners.json``
+    (:func:`load_hand_annotations`)."""
+    return {name: entry["corners"] for name, entry in load_hand_annotations(folder).items()}
+
+
+def upright_hand_corners(
+    path: str | Path, corners_xy: np.ndarray, size: tuple[int, int] | None
+) -> np.ndarray:
+    """A photo's hand corners (4, 2), given in its stored pixels, in the upright picture the readers
+    show (EXIF orientation applied, :func:`quadratseg.images.upright_points`).
+
+    Raises:
+        QuadratsegError: the annotation's ``size`` (width, height) is not the stored file's (the corners
+            are in another pixel frame: a resized copy, another photo).
+        ImageReadError: the photo is missing or not an image.
+    """
+    from quadratseg.images import TRANSPOSED_ORIENTATIONS, exif_orientation, image_size, upright_points
+
+    orientation = exif_orientation(path)
+    width, height = image_size(path)
+    stored = (height, width) if orientation in TRANSPOSED_ORIENTATIONS else (width, height)
+    if size is not None and tuple(size) != stored:
+        raise QuadratsegError(
+            f"{CORNERS_FILE} annotates {Path(path).name} at {size[0]} x {size[1]} px but the file is "
+            f"{stored[0]} x {stored[1]} px (as stored): its corners are in another pixel frame; annotate "
+            "this file or fix its width and height"
+        )
+    return upright_points(corners_xy, orientation, stored)
 
 
 def quadrat_side(corners_xy: np.ndarray) -> float:
@@ -117,8 +165,9 @@ def evaluate_photos(predictor: Any, folder: str | Path) -> list[dict[str, Any]]:
 
     folder = Path(folder)
     rows = []
-    for name, truth in sorted(load_hand_corners(folder).items()):
+    for name, entry in sorted(load_hand_annotations(folder).items()):
         try:
+            truth = upright_hand_corners(folder / name, entry["corners"], entry["size"])
             image = read_image_rgb(folder / name)
             (prediction,) = predictor.predict([image])
         except (OSError, ValueError, QuadratsegError) as exc:

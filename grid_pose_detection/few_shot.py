@@ -11,7 +11,9 @@ fine-tune ``BASE.pt`` for ``--epochs`` (K = 0: the base model as it is), and the
 predicted with refinement and the frame check on. The held-out photo is never trained on, nor used to
 pick a checkpoint (the K photos are also the val split: the last epoch's weights are used). Per K the
 answer gives the photos whose frame was found, those within 1.5 % of the side and the mean corner error
-(share of the side) over the frames found, and writes ``OUT/few_shot.json``.
+(share of the side) over the frames found, and writes ``OUT/few_shot.json`` after each K (``complete``
+says whether every K is in). The photos are read upright and their hand corners turned with them
+(:func:`photo_corners`); a missing photo or an impossible K stops the command before any work.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from grid_pose_detection.evaluate_real import load_hand_corners, photo_row, summarize
+from grid_pose_detection.evaluate_real import (
+    load_hand_annotations,
+    photo_row,
+    summarize,
+    upright_hand_corners,
+)
 from grid_pose_detection.prepare_data import data_yaml, point_lines
 from grid_pose_detection.tasks import get_task
 from quadratseg.errors import QuadratsegError
@@ -48,9 +55,27 @@ FINE_TUNE = {
 }
 
 
+def photo_corners(folder: Path, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The hand corners (4, 2) of ``names`` (default: every photo of ``folder/corners.json``) in the
+    upright photos (:func:`~grid_pose_detection.evaluate_real.upright_hand_corners`).
+
+    Raises:
+        QuadratsegError: corners.json is missing or malformed, a photo is missing or unreadable, or its
+            annotated size is not the file's (the message names the photo).
+    """
+    annotations = load_hand_annotations(folder)
+    return {
+        name: upright_hand_corners(
+            Path(folder) / name, annotations[name]["corners"], annotations[name]["size"]
+        )
+        for name in (sorted(annotations) if names is None else names)
+    }
+
+
 def write_photo_layout(folder: Path, names: list[str], hand: dict[str, np.ndarray], out: Path) -> Path:
     """A pose layout (one object per corner) of ``names`` from ``folder``, every photo in train and val
-    (the few photos are all there is to fit and to check the fit); returns its data.yaml."""
+    (the few photos are all there is to fit and to check the fit), written upright with ``hand``, their
+    corners in the upright photos (:func:`photo_corners`); returns its data.yaml."""
     from quadratseg.images import read_image_rgb, write_upright
 
     task = get_task("gridcorners")
@@ -127,9 +152,16 @@ def few_shot(
     settings = current_settings()
     base = weights_path(base, settings)
     folder = Path(photos) if photos else default_photos_folder(settings)
-    hand = load_hand_corners(folder)
-    names = sorted(hand)
+    names = sorted(load_hand_annotations(folder))
     ks = [int(k) for k in (ks if isinstance(ks, list | tuple) else str(ks).split(","))]
+    if not ks:
+        raise QuadratsegError("--ks names no number of annotated photos; give e.g. --ks 0,1,3,5")
+    if min(ks) < 0 or max(ks) > len(names) - 1:  # before any work is done
+        k = max(ks) if min(ks) >= 0 else min(ks)
+        raise QuadratsegError(
+            f"K = {k} needs {k} photos besides the held-out one; the folder has {len(names) - 1} "
+            f"({folder / 'corners.json'}): give --ks from 0 to {len(names) - 1}"
+        )
     held = names if held_out is None else as_names(held_out)
     unknown = sorted(set(held) - set(names))
     if unknown or not held:
@@ -137,6 +169,7 @@ def few_shot(
             f"--held-out names photos not in {folder / 'corners.json'}: "
             f"{', '.join(unknown) or '(none given)'}; its photos are {', '.join(names)}"
         )
+    hand = photo_corners(folder)  # every photo read once, before any work: a missing one stops here
     card = read_model_card(base)
     size = int(imgsz or card.get("imgsz") or 640)
     task = get_task("gridcorners")
@@ -174,15 +207,17 @@ def few_shot(
             (prediction,) = predictor.predict([read_image_rgb(folder / name)])
             rows.append(photo_row(name, prediction, hand[name]))
         curve[str(k)] = {**summarize(rows, None), "rows": rows}
-    result = {
-        "base": str(base),
-        "photos_folder": str(folder),
-        "epochs": epochs,
-        "imgsz": size,
-        "seed": seed,
-        "curve": curve,
-    }
-    atomic_write_json(root / "few_shot.json", result)
+        result = {
+            "base": str(base),
+            "photos_folder": str(folder),
+            "epochs": epochs,
+            "imgsz": size,
+            "seed": seed,
+            "ks": ks,
+            "complete": len(curve) == len(ks),  # written after each K: a stopped run keeps those done
+            "curve": curve,
+        }
+        atomic_write_json(root / "few_shot.json", result)
     return json.dumps(result, indent=2)
 
 

@@ -228,6 +228,33 @@ _UPRIGHT = {
 }
 
 
+def upright_points(points_xy: np.ndarray, orientation: int, stored_size: tuple[int, int]) -> np.ndarray:
+    """Points (N, 2) in pixels of a file as stored (x right, y down, origin at the top-left corner of
+    the top-left pixel) -> the same points in the upright picture, after EXIF ``orientation`` 1..8, as
+    :func:`read_image_rgb` shows it. ``stored_size``: (width, height) of the stored pixels.
+
+    Examples:
+        >>> upright_points(np.array([[10.0, 2.0]]), 6, (40, 30)).tolist()  # turned 90 degrees clockwise
+        [[28.0, 10.0]]
+    """
+    p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    x, y = p[:, 0], p[:, 1]
+    w, h = float(stored_size[0]), float(stored_size[1])
+    turned = {
+        1: (x, y),
+        2: (w - x, y),
+        3: (w - x, h - y),
+        4: (x, h - y),
+        5: (y, x),
+        6: (h - y, x),
+        7: (h - y, w - x),
+        8: (y, w - x),
+    }
+    if orientation not in turned:
+        raise ValueError(f"EXIF orientation must be 1..8, got {orientation}")
+    return np.stack(turned[orientation], axis=1)
+
+
 def _decode_jpeg(data: bytes, what: str = "data") -> np.ndarray | None:
     """A complete JPEG -> uint8 RGB upright, with libjpeg-turbo through simplejpeg (the same pixels
     as OpenCV's and PIL's decoders, about twice as fast as OpenCV's here, without the GIL) and the
@@ -306,7 +333,8 @@ def decode_image_b64(data: str) -> np.ndarray:
 
 def exif_orientation(source: str | Path | bytes) -> int:
     """The EXIF orientation (1..8; 1 when there is none) of a file or encoded bytes."""
-    image = _open(source if isinstance(source, bytes | bytearray) else Path(source), str(source)[:80])
+    what = "data" if isinstance(source, bytes | bytearray) else str(source)
+    image = _open(source if isinstance(source, bytes | bytearray) else Path(source), what)
     try:
         return _orientation(image)
     finally:

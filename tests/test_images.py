@@ -374,3 +374,16 @@ def test_a_jpeg_warning_that_loses_no_picture_is_read_and_one_that_does_is_refus
         ImageReadError, match="corrupt or truncated JPEG: libjpeg says 'Corrupt JPEG data: premature"
     ):
         decode_image_rgb(data[: len(data) // 2] + b"\xff\xd9", "cut")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_points_follow_the_pixels_read_upright(orientation):
+    """A marked pixel of a stored (30 x 40) array: its centre mapped by upright_points is the centre of
+    the marked pixel in the array the reader turns upright (the reader's own turn, _UPRIGHT)."""
+    from quadratseg.images import _UPRIGHT, upright_points
+
+    stored = np.zeros((30, 40, 3), np.uint8)
+    stored[7, 11] = 255
+    upright = _UPRIGHT[orientation](stored) if orientation != 1 else stored
+    row, col = np.argwhere(upright[..., 0] == 255)[0]
+    assert upright_points(np.array([[11.5, 7.5]]), orientation, (40, 30)).tolist() == [[col + 0.5, row + 0.5]]

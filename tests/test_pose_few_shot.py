@@ -103,3 +103,59 @@ def test_held_out_names_with_hashes_from_the_command_line(shared_data, monkeypat
     with pytest.raises(SystemExit) as exit_info:
         run(few_shot, command=[*command, "--held-out", "AUSTRALES_AUS_RAI1###nothing.jpg"])
     assert exit_info.value.code == 2
+
+
+def _three_photos(shared_data, tmp_path):
+    source = shared_data / "real_quadrats" / "coralscop"
+    corners = json.loads((source / "corners.json").read_text())
+    names = sorted(corners["photos"])[:3]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(source / name, folder / name)
+    (folder / "corners.json").write_text(json.dumps({"photos": {n: corners["photos"][n] for n in names}}))
+    return folder, names, corners
+
+
+def test_a_curve_that_cannot_be_made_is_refused_before_any_work(shared_data, monkeypatch, tmp_path):
+    """K larger than the photos allow, or a photo of corners.json missing from the folder: refused at
+    once with the reason, no output folder. Before, K = 0 was scored for every photo (and with K = 1, 3,
+    5, 7 every fine-tuning of 1, 3 and 5 run) and then everything was lost on K = 7 or the missing photo."""
+    import quadratseg.yolo_train
+
+    built = []
+    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: built.append(weights))
+    folder, names, _ = _three_photos(shared_data, tmp_path)
+    with pytest.raises(QuadratsegError, match="K = 3 needs 3 photos besides the held-out one"):
+        few_shot("stand-in.pt", str(tmp_path / "out"), photos=str(folder), ks="0,3")
+    (folder / names[2]).unlink()
+    with pytest.raises(QuadratsegError, match="does not exist") as error:
+        few_shot("stand-in.pt", str(tmp_path / "out"), photos=str(folder), ks="0")
+    assert names[2] in str(error.value)
+    assert built == [] and not (tmp_path / "out").exists()
+
+
+def test_the_layout_of_a_photo_stored_turned_holds_its_corners_upright(shared_data, tmp_path):
+    """write_photo_layout writes the photo upright (EXIF applied): its labels must be the hand corners
+    turned with it (corners.json gives the stored pixels). Before, the labels kept the stored frame:
+    7-22 px off the frame on a 1024 px photo stored turned by 90 degrees."""
+    from PIL import Image
+
+    from grid_pose_detection.few_shot import write_photo_layout
+
+    folder, names, corners = _three_photos(shared_data, tmp_path)
+    name = names[0]
+    with Image.open(folder / name) as image:  # stored turned 90 degrees counter-clockwise, EXIF 6
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        image.transpose(Image.Transpose.ROTATE_90).save(folder / name, quality=95, exif=exif.tobytes())
+    upright = np.asarray(corners["photos"][name]["corners"], float)
+    stored = np.c_[upright[:, 1], 1024 - upright[:, 0]]
+    doc = {"photos": {name: {"corners": stored.tolist(), "width": 1024, "height": 1024}}}
+    (folder / "corners.json").write_text(json.dumps(doc))
+    from grid_pose_detection.few_shot import photo_corners
+
+    data = write_photo_layout(folder, [name], photo_corners(folder, [name]), tmp_path / "layout")
+    label = (data.parent / "labels" / "train" / "photo_00.txt").read_text().split("\n")
+    points = np.array([[float(v) for v in line.split()[5:7]] for line in label if line.strip()]) * 1024
+    assert np.abs(points - upright).max() < 0.01, points
