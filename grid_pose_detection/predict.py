@@ -10,7 +10,8 @@ the weights, written by ``grid_pose_detection.train``), else the defaults (box `
 Each image has a key, its path relative to IMAGES_DIR with the suffix kept (``site/a.jpg``).
 Writes ``keypoints_coco.json`` (COCO keypoints, file_name = key, ``v = 0`` for missing points),
 ``labels/<key>.txt`` (YOLO pose), ``overlays/<key>.jpg``, ``report.json`` (per image: points found,
-missing, extra detections, why no warp; or the error), ``failures.csv`` and, for corners,
+missing, extra detections, why no warp, ``no_frame``: why four corners are no quadrat, which then
+go to neither the labels nor the COCO file; or the error), ``failures.csv`` and, for corners,
 ``warped/<key>`` images with ``homographies.json`` (key -> image-to-warped matrix, so points can be
 mapped back with its inverse). OUT_DIR appears only when complete. Images are read upright (EXIF
 orientation applied); an image that fails is recorded, the others go on, and the CLI exits 3
@@ -121,9 +122,12 @@ def predict(
             entry["filled"] = (np.flatnonzero(pred.filled) + 1).tolist()
         if pred.no_grid:
             entry["no_grid"] = pred.no_grid
+        if pred.no_frame:  # refused corners are delivered nowhere (labels, annotations)
+            entry["no_frame"] = pred.no_frame
+        delivered = pred.delivered_xy
         writes = []
-        if pred.visible.any():
-            writes.append(("labels", ".txt", yolo_pose_line(pred.keypoints_xy, pred.frame_size) + "\n"))
+        if np.isfinite(delivered).all(axis=1).any():
+            writes.append(("labels", ".txt", yolo_pose_line(delivered, pred.frame_size) + "\n"))
         radius = max(3, rgb.shape[1] // 300)
         overlay = draw_keypoints(
             rgb, pred.keypoints_xy, (255, 60, 60), radius, edges, numbered=spec.n_points == 4
@@ -145,7 +149,7 @@ def predict(
                 raise OSError(f"cannot write {target}")
         if entry.get("warp") == "ok":
             homographies[item.key] = pred.homography.tolist()
-        coco_items.append((item.key, pred.frame_size, pred.keypoints_xy))
+        coco_items.append((item.key, pred.frame_size, delivered))
         report.append(entry)
 
     with atomic_output_dir(out_dir, overwrite) as tmp:
@@ -159,7 +163,7 @@ def predict(
         (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
         if spec.name == "gridcorners":
             (tmp / "homographies.json").write_text(json.dumps(homographies), encoding="utf-8")
-    complete = sum(1 for r in report if r.get("found") == spec.n_points)
+    complete = sum(1 for r in report if r.get("found") == spec.n_points and not r.get("no_frame"))
     summary = json.dumps(
         {
             "images": batch.done,

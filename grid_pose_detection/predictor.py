@@ -78,6 +78,19 @@ class PosePrediction:
         """(K,) bool: the point was found."""
         return np.isfinite(self.keypoints_xy).all(axis=1)
 
+    @property
+    def no_frame(self) -> str:
+        """Corners: why the four corners found are no quadrat (the frame check, or a degenerate
+        quadrilateral), "" otherwise. Such corners are delivered nowhere (:attr:`delivered_xy`): no
+        label, no annotation, no shape, never a confident wrong quadrat."""
+        return self.warp_error if self.warp_error and self.visible.all() else ""
+
+    @property
+    def delivered_xy(self) -> np.ndarray:
+        """(K, 2) the keypoints as they go out (labels, annotations, shapes): all NaN where
+        :attr:`no_frame` refused them, else :attr:`keypoints_xy`."""
+        return np.full_like(self.keypoints_xy, np.nan) if self.no_frame else self.keypoints_xy
+
 
 def raw_keypoints(result: Any, kpt_conf: float) -> tuple[np.ndarray, np.ndarray]:
     """All keypoints of an ultralytics result whose confidence reaches ``kpt_conf``: (M, 2) px, (M,)."""

@@ -219,3 +219,39 @@ def test_hand_corners_for_a_photo_of_another_size_are_refused_in_its_row(
     (row,) = result["rows"]
     assert not row["found"] and row["mean_error_pct"] is None, row
     assert "1024 x 1024" in row["reason"] and "512 x 512" in row["reason"], row["reason"]
+
+
+def test_predict_writes_no_corners_for_a_quadrat_the_frame_check_refused(
+    real_folder, hand, monkeypatch, tmp_path
+):
+    """grid_pose_detection.predict on a real photo whose model answer is the quadrat shrunk to 60 % (no
+    frame there): the report says why, nothing is warped, and the corners are delivered nowhere, as the
+    Nuclio function answers nothing for them. Before, labels/ and keypoints_coco.json held the four
+    refused corners as visible and the summary counted the photo complete. The hand corners of another
+    photo still go out in full."""
+    import quadratseg.yolo_train
+    from grid_pose_detection.predict import predict
+
+    names = list(hand)[:2]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, name in enumerate(names):
+        shutil.copy(real_folder / name, folder / f"photo{i}.jpg")
+    c = hand[names[0]]
+    shrunk = (c - c.mean(axis=0)) * 0.6 + c.mean(axis=0)
+    monkeypatch.setattr(
+        quadratseg.yolo_train, "build_model", lambda weights: PointsModel([shrunk, hand[names[1]]])
+    )
+    out = tmp_path / "out"
+    summary = json.loads(
+        predict("gridcorners", str(tmp_path / "w" / "best.pt"), str(folder), str(out), warp_size=256)
+    )
+    assert (summary["complete"], summary["warped"]) == (1, 1), summary
+    report = {r["image"]: r for r in json.loads((out / "report.json").read_text())}
+    assert report["photo0.jpg"]["no_frame"].startswith("corners TL, TR, BR, BL not confirmed by the frame")
+    assert not (out / "labels" / "photo0.jpg.txt").exists()
+    assert (out / "labels" / "photo1.jpg.txt").is_file()
+    coco = json.loads((out / "keypoints_coco.json").read_text())
+    files = {image["id"]: image["file_name"] for image in coco["images"]}
+    shown = {files[a["image_id"]]: a["keypoints"][2::3] for a in coco["annotations"]}
+    assert shown.get("photo0.jpg", [0, 0, 0, 0]) == [0, 0, 0, 0] and shown["photo1.jpg"] == [2, 2, 2, 2]

@@ -42,10 +42,10 @@ def handler(context, event):
     except ValueError as exc:
         return json_response(context, {"error": str(exc)}, status_code=400)
     (prediction,) = predictor.predict([image], kpt_conf=threshold)
-    if prediction.warp_error and prediction.visible.all():
+    if prediction.no_frame:
         # four corners the frame check refused: no quadrat, never a confident wrong one (with a corner
         # missing the skeleton still goes, that corner outside, for the annotator to place)
-        context.logger.info(f"no frame answered: {prediction.warp_error}")
+        context.logger.info(f"no frame answered: {prediction.no_frame}")
         return json_response(context, [])
     if not prediction.visible.any():
         return json_response(context, [])
