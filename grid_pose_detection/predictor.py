@@ -362,10 +362,18 @@ class PosePredictor:
     def predict(
         self, images_rgb: list[np.ndarray], kpt_conf: float | None = None, refine: bool | None = None
     ) -> list[PosePrediction]:
-        """Predictions for uint8 RGB images (H, W, 3); ``kpt_conf`` (a served request's
-        ``threshold``) and ``refine`` override the predictor's for this call only."""
+        """Predictions for uint8 RGB images (H, W, 3) (grey and RGBA arrays are read as RGB,
+        :func:`quadratseg.images.as_rgb_uint8`); ``kpt_conf`` (a served request's ``threshold``) and
+        ``refine`` override the predictor's for this call only.
+
+        Raises:
+            ValueError: an array of another shape or sample type.
+        """
+        from quadratseg.images import as_rgb_uint8
+
         kpt_conf = self.kpt_conf if kpt_conf is None else kpt_conf
         refine = self.refine if refine is None else refine
+        images_rgb = [as_rgb_uint8(img, f"image {i}") for i, img in enumerate(images_rgb)]
         bgr = [np.ascontiguousarray(img[..., ::-1]) for img in images_rgb]  # ultralytics takes BGR arrays
         results = self.model.predict(
             bgr, imgsz=self.imgsz, conf=self.conf, device=self.device, verbose=False, max_det=self.max_det

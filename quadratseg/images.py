@@ -228,6 +228,28 @@ _UPRIGHT = {
 }
 
 
+def as_rgb_uint8(array: np.ndarray, what: str = "the image") -> np.ndarray:
+    """An image array as uint8 RGB (H, W, 3): grey (H, W) or (H, W, 1) repeated to three channels,
+    RGBA without its alpha, 16-bit samples scaled by their bit depth (:func:`scale_to_uint8`).
+
+    Raises:
+        ValueError: another shape, or samples that are not integers (the message gives the shape and
+            type of ``what``).
+    """
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{what} has {a.dtype} samples; give uint8 RGB (H, W, 3)")
+        a = scale_to_uint8(a)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        return np.repeat(a[..., None], 3, axis=2)
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        return a[..., :3]
+    raise ValueError(f"{what} has shape {a.shape}; give RGB (H, W, 3), RGBA (H, W, 4) or grey (H, W)")
+
+
 def upright_points(points_xy: np.ndarray, orientation: int, stored_size: tuple[int, int]) -> np.ndarray:
     """Points (N, 2) in pixels of a file as stored (x right, y down, origin at the top-left corner of
     the top-left pixel) -> the same points in the upright picture, after EXIF ``orientation`` 1..8, as

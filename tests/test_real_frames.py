@@ -255,3 +255,32 @@ def test_predict_writes_no_corners_for_a_quadrat_the_frame_check_refused(
     files = {image["id"]: image["file_name"] for image in coco["images"]}
     shown = {files[a["image_id"]]: a["keypoints"][2::3] for a in coco["annotations"]}
     assert shown.get("photo0.jpg", [0, 0, 0, 0]) == [0, 0, 0, 0] and shown["photo1.jpg"] == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("form", ["grey", "grey1", "rgba"])
+def test_the_predictor_reads_a_grey_or_rgba_array_as_the_same_photo(real_folder, hand, monkeypatch, form):
+    """PosePredictor.predict takes uint8 arrays: a grey (H, W) or (H, W, 1) or an RGBA one is the same
+    photo as its RGB (before: the grey photo was mirrored and the RGBA one read as ABGR, and the hand
+    corners got "no frame"); another shape is refused with it."""
+    import quadratseg.yolo_train
+    from grid_pose_detection.predictor import PosePredictor
+    from grid_pose_detection.tasks import get_task
+    from quadratseg.images import read_image_rgb
+
+    name = next(iter(hand))
+    rgb = read_image_rgb(real_folder / name)
+    grey = rgb.mean(axis=2).round().astype(np.uint8)
+    array = {
+        "grey": grey,
+        "grey1": grey[..., None],
+        "rgba": np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]),
+    }
+    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: PointsModel([hand[name]] * 3))
+    predictor = PosePredictor("stand-in.pt", get_task("gridcorners"), warp_size=256)
+    expected = np.dstack([grey] * 3) if form.startswith("grey") else rgb
+    (want,) = predictor.predict([expected])
+    (got,) = predictor.predict([array[form]])
+    assert got.homography is not None, got.warp_error
+    assert np.allclose(got.keypoints_xy, want.keypoints_xy)
+    with pytest.raises(ValueError, match=r"\(1024, 1024, 2\)"):
+        predictor.predict([rgb[..., :2]])
