@@ -134,17 +134,20 @@ def _warp_size(data_yaml: Path) -> int | None:
 
 def frame_check_statement() -> dict[str, Any]:
     """The thresholds by which a corners prediction is taken to show no frame (the refinement's frame
-    check, :func:`grid_pose_detection.predictor.corner_warp`), as a model card states them."""
-    from grid_pose_detection.predictor import MIN_FRAME_SIDES, MIN_SIDE_EVIDENCE, MIN_WEAKEST_SIDE
+    check, :func:`grid_pose_detection.predictor.corner_warp`), as a model card states them; the
+    predictor applies the card's (:func:`grid_pose_detection.predictor.pose_settings`)."""
+    from grid_pose_detection.predictor import DEFAULT_FRAME_CHECK
+
+    check = DEFAULT_FRAME_CHECK
 
     return {
-        "sides_needed": MIN_FRAME_SIDES,
-        "side_evidence": MIN_SIDE_EVIDENCE,
-        "weakest_side": MIN_WEAKEST_SIDE,
+        "sides_needed": check.sides,
+        "side_evidence": check.evidence,
+        "weakest_side": check.weakest,
         "rule": (
-            f"no frame unless {MIN_FRAME_SIDES} of the 4 sides have at least {MIN_SIDE_EVIDENCE:.0%} of "
+            f"no frame unless {check.sides} of the 4 sides have at least {check.evidence:.0%} of "
             f"their pieces on one straight edge (and a bar's coherence along the side) and none has under "
-            f"{MIN_WEAKEST_SIDE:.0%}"
+            f"{check.weakest:.0%}"
         ),
         "calibrated_on": "bench_grid.py --frame-check (varied world) and the 7 real CoralSCOP photos",
     }

@@ -181,6 +181,52 @@ def refine_prediction(
     prediction.side_straightness = result.side_straightness
 
 
+@dataclass(frozen=True)
+class FrameCheck:
+    """The rule by which refined corners show a frame: ``sides`` of the 4 sides with at least
+    ``evidence`` (their ``side_straightness``) and none under ``weakest``. A corner model's card states
+    the rule its figures were measured with (``frame_check``, :func:`pose_settings`)."""
+
+    sides: int = MIN_FRAME_SIDES
+    evidence: float = MIN_SIDE_EVIDENCE
+    weakest: float = MIN_WEAKEST_SIDE
+
+    @classmethod
+    def from_card(cls, stated: Any, where: str) -> FrameCheck:
+        """The rule a card's ``frame_check`` states (``sides_needed``, ``side_evidence``,
+        ``weakest_side``; one left out is the default's).
+
+        Raises:
+            QuadratsegError: a value that is no rule (sides not 1..4, shares not in 0..1); ``where``
+                names the card.
+        """
+        if not isinstance(stated, dict):
+            raise QuadratsegError(f"{where}: frame_check must be an object, got {stated!r}")
+        try:
+            check = cls(
+                int(stated.get("sides_needed", cls.sides)),
+                float(stated.get("side_evidence", cls.evidence)),
+                float(stated.get("weakest_side", cls.weakest)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise QuadratsegError(
+                f"{where}: frame_check holds a value that is not a number ({exc})"
+            ) from None
+        if not (1 <= check.sides <= 4 and 0 <= check.evidence <= 1 and 0 <= check.weakest <= 1):
+            raise QuadratsegError(
+                f"{where}: frame_check {stated} is no rule (sides_needed 1 to 4, side_evidence and "
+                "weakest_side shares from 0 to 1); fix the card"
+            )
+        return check
+
+    def confirmed(self, straight: np.ndarray) -> bool:
+        """The rule on a quadrat's (4,) side evidence (top, right, bottom, left)."""
+        return bool((straight >= self.evidence).sum() >= self.sides and straight.min() >= self.weakest)
+
+
+DEFAULT_FRAME_CHECK = FrameCheck()
+
+
 def frame_confirmed(
     straight: np.ndarray,
     sides: int = MIN_FRAME_SIDES,
@@ -190,28 +236,30 @@ def frame_confirmed(
     """The frame check on a quadrat's (4,) side evidence (``side_straightness``, TL-TR, TR-BR,
     BR-BL, BL-TL): ``sides`` sides with at least ``evidence`` and none under ``weakest`` (the
     defaults are the predictor's; :mod:`benchmarks.bench_grid` sweeps them)."""
-    return bool((straight >= evidence).sum() >= sides and straight.min() >= weakest)
+    return FrameCheck(sides, evidence, weakest).confirmed(straight)
 
 
-def corner_warp(prediction: PosePrediction, output_size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+def corner_warp(
+    prediction: PosePrediction, output_size: tuple[int, int], check: FrameCheck = DEFAULT_FRAME_CHECK
+) -> tuple[np.ndarray | None, str]:
     """(homography image -> warped of ``output_size=(w, h)``, "") from the corners the prediction
     reports (refined when refinement ran), or (None, why not).
 
-    Refused when a corner is missing or the four are degenerate, and, after refinement, when fewer than
-    ``MIN_FRAME_SIDES`` sides of the quadrat lie on a straight edge of the photo (``MIN_SIDE_EVIDENCE`` of
-    their pieces on one line), or one side's evidence
-    (its ``side_straightness``) is below ``MIN_WEAKEST_SIDE`` (the model put the corners where the photo
+    Refused when a corner is missing or the four are degenerate, and, after refinement, when the
+    frame ``check`` fails: fewer than ``check.sides`` sides of the quadrat lie on a straight edge of
+    the photo (``check.evidence`` of their pieces on one line), or one side's evidence (its
+    ``side_straightness``) is below ``check.weakest`` (the model put the corners where the photo
     shows no frame).
     """
     straight = prediction.side_straightness
-    if straight is not None and not frame_confirmed(straight):
-        seen = straight >= MIN_SIDE_EVIDENCE
+    if straight is not None and not check.confirmed(straight):
+        seen = straight >= check.evidence
         weakest = int(np.argmin(straight))
         sides = ", ".join(n for n, ok in zip(SIDE_NAMES, seen, strict=True) if ok) or "none"
         return None, (
             f"corners {', '.join(CORNER_NAMES)} not confirmed by the frame: {int(seen.sum())} of 4 sides "
-            f"({sides}) lie on a straight edge of the photo, {MIN_FRAME_SIDES} needed, and every side at "
-            f"least {MIN_WEAKEST_SIDE:.0%} of the way (the {SIDE_NAMES[weakest]} side: "
+            f"({sides}) lie on a straight edge of the photo, {check.sides} needed, and every side at "
+            f"least {check.weakest:.0%} of the way (the {SIDE_NAMES[weakest]} side: "
             f"{straight[weakest]:.0%}); no warp (--no-refine warps with the model's corners as they are)"
         )
     try:
@@ -231,6 +279,7 @@ class PoseSettings:
     warp_size: tuple[int, int]  # (width, height) of the warped quadrat
     template_xy: np.ndarray  # (K, 2) normalized quadrat coordinates
     sources: dict[str, str]
+    frame_check: FrameCheck = DEFAULT_FRAME_CHECK  # corners: the card's rule, else the default
 
 
 def pose_settings(
@@ -246,7 +295,9 @@ def pose_settings(
 ) -> PoseSettings:
     """Resolve a pose model's settings: every ``None`` is taken from the card beside ``weights``
     (:mod:`quadratseg.model_card`), else the default (``DEFAULT_CONF``, ``DEFAULT_KPT_CONF``, the
-    task's ``max_cost`` and template, ``DEFAULT_WARP_SIZE`` wide at ``aspect`` = width / height).
+    task's ``max_cost`` and template, ``DEFAULT_WARP_SIZE`` wide at ``aspect`` = width / height); the
+    frame check is the card's ``frame_check`` (the rule its figures were measured with), else
+    :data:`DEFAULT_FRAME_CHECK`.
 
     Raises:
         QuadratsegError: the card is of another task; its template file is missing or of the wrong
@@ -304,7 +355,15 @@ def pose_settings(
         template, sources["template"] = load_template(path, task.n_points), "card"
     else:
         template, sources["template"] = validate_template(task.template(), task.n_points), "default"
+    if card.get("frame_check") is not None:
+        check, sources["frame_check"] = (
+            FrameCheck.from_card(card["frame_check"], str(model_card_path(weights))),
+            "card",
+        )
+    else:
+        check, sources["frame_check"] = DEFAULT_FRAME_CHECK, "default"
     return PoseSettings(
+        frame_check=check,
         conf=float(pick("conf", conf, DEFAULT_CONF)),
         kpt_conf=float(pick("kpt_conf", kpt_conf, DEFAULT_KPT_CONF)),
         max_cost=float(pick("max_cost", max_cost, task.max_cost)),
@@ -401,7 +460,9 @@ class PosePredictor:
                     prediction.keypoints_xy = np.full_like(prediction.keypoints_xy, np.nan)
                     prediction.scores = np.zeros_like(prediction.scores)
             if self.task.name == "gridcorners":
-                prediction.homography, prediction.warp_error = corner_warp(prediction, self.warp_size)
+                prediction.homography, prediction.warp_error = corner_warp(
+                    prediction, self.warp_size, self.settings.frame_check
+                )
             out.append(prediction)
         return out
 

@@ -284,3 +284,31 @@ def test_the_predictor_reads_a_grey_or_rgba_array_as_the_same_photo(real_folder,
     assert np.allclose(got.keypoints_xy, want.keypoints_xy)
     with pytest.raises(ValueError, match=r"\(1024, 1024, 2\)"):
         predictor.predict([rgb[..., :2]])
+
+
+def test_the_frame_check_of_the_model_card_is_the_one_applied(real_folder, hand, monkeypatch, tmp_path):
+    """A corner model's card states the frame check its figures were measured with (frame_check:
+    sides_needed, side_evidence, weakest_side). The predictor applied its own constants whatever the card
+    said: a card asking 4 sides at 50 % and none under 40 % still warped a real photo whose top side has
+    a third of its pieces on one edge. Now the card's rule decides and the reason quotes it; a card
+    without one takes the predictor's (the hand corners are confirmed); a rule that is no rule is refused."""
+    import quadratseg.yolo_train
+    from grid_pose_detection.predictor import PosePredictor
+    from grid_pose_detection.tasks import get_task
+    from quadratseg.images import read_image_rgb
+    from quadratseg.model_card import write_model_card
+
+    name = next(iter(hand))
+    photo = read_image_rgb(real_folder / name)
+    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: PointsModel([hand[name]] * 2))
+    weights = tmp_path / "best.pt"
+    (predicted,) = PosePredictor(weights, get_task("gridcorners"), warp_size=256).predict([photo])
+    assert predicted.homography is not None and predicted.side_straightness.min() < 0.4
+    strict = {"sides_needed": 4, "side_evidence": 0.5, "weakest_side": 0.4}
+    write_model_card(weights, {"task": "gridcorners", "frame_check": strict})
+    (refused,) = PosePredictor(weights, get_task("gridcorners"), warp_size=256).predict([photo])
+    assert refused.homography is None and refused.no_frame, refused.warp_error
+    assert "4 needed" in refused.no_frame and "at least 40%" in refused.no_frame, refused.no_frame
+    write_model_card(weights, {"task": "gridcorners", "frame_check": {**strict, "sides_needed": 7}})
+    with pytest.raises(QuadratsegError, match="frame_check"):
+        PosePredictor(weights, get_task("gridcorners"), warp_size=256)
