@@ -459,3 +459,25 @@ def test_tracking_reads_only_the_records_of_the_folders_latest_run(tmp_path):
     surveys, problems = read_process_output(out, 100.0)
     assert [s.survey.name for s in surveys] == [f"2019/{keys[0]}"]
     assert len(problems) == 1 and "other models or options" in problems[0]["problem"], problems
+
+
+def test_the_growth_of_a_colony_whose_genus_call_changed_counts_for_its_genus_at_the_start():
+    """Two Porites discs grow from r = 20 to 24 px; the later survey calls one Acropora and the graph
+    matcher keeps the link. Both growths belong to Porites (a colony's genus is its label at the start of
+    the interval, as the demography says); before, the changed one was in no row (growth_n 1)."""
+    size = 200
+    first = [disk("Porites", 50, 50, 20), disk("Porites", 150, 150, 20)]
+    later = [disk("Acropora", 50, 50, 24), disk("Porites", 150, 150, 24)]
+    track = track_quadrat(
+        [
+            Survey("a", "2019", (size, size), 0.5, first, site="S", quadrat="Q"),
+            Survey("b", "2020", (size, size), 0.5, later, site="S", quadrat="Q"),
+        ],
+        [None],
+    )
+    growth = [float(r["growth_cm2_per_year"]) for r in track.colonies if r["growth_cm2_per_year"] != ""]
+    assert len(growth) == 2
+    table = {r["genus"]: r for r in demography_rows(track.colonies, {("S", "Q"): 1.0})}
+    assert set(table) == {"Porites"}
+    assert table["Porites"]["growth_n"] == 2
+    assert table["Porites"]["growth_median_cm2_per_year"] == pytest.approx(float(np.median(growth)), abs=0.01)

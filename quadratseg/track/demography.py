@@ -147,7 +147,8 @@ def demography_rows(
 
     Args:
         colonies: per-colony rows of every tracked quadrat (site, quadrat, survey, date, label,
-            area_cm2, event, fate, growth_cm2_per_year, partial_mortality_share).
+            area_cm2, event, fate, growth_cm2_per_year, partial_mortality_share; ``lineage`` ties a
+            colony's growth to its genus at the start when the later call names another).
         quadrat_area_m2: each (site, quadrat)'s surveyed area in m^2.
         genus_column: the column that names the genus (``label``, or a taxonomy level's column).
         seed: the bootstrap's seed.
@@ -186,6 +187,12 @@ def demography_rows(
                 if (r["site"], r["quadrat"], r["date"]) == (site, quadrat, start) and r["fate"] != ""
             ]
             at_end = [r for r in rows if (r["site"], r["quadrat"], r["date"]) == (site, quadrat, end)]
+            # a colony's genus is its label at the start: a later call of another genus keeps its growth there
+            genus_at_start = {
+                r["lineage"]: r[genus_column]
+                for r in rows
+                if (r["site"], r["quadrat"], r["date"]) == (site, quadrat, start) and r.get("lineage")
+            }
             genera = {r[genus_column] for r in at_start} | {
                 r[genus_column] for r in at_end if r["event"] == "born"
             }
@@ -202,7 +209,7 @@ def demography_rows(
                         for r in at_end
                         if r["event"] != "born"
                         and (g := _num(r["growth_cm2_per_year"])) is not None
-                        and r[genus_column] == genus
+                        and genus_at_start.get(r.get("lineage"), r[genus_column]) == genus
                     ],
                     "partial": [
                         p
