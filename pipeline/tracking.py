@@ -37,6 +37,8 @@ from quadratseg.track.survey import Survey
 logger = logging.getLogger(__name__)
 
 
+# TagLab maps taken as co-registered must agree on their pixel size within this share
+PIXEL_SIZE_RTOL = 0.005
 PROBLEM_COLUMNS = ["site", "quadrat", "source_survey", "target_survey", "problem"]
 # what an output folder holds (write_outputs): a folder holding only these is an earlier run's, replaced
 OUTPUT_NAMES = frozenset(
@@ -542,6 +544,15 @@ def track_taglab_project(
                     False,
                     f"maps {source.name} {source.frame_size} and {target.name} {target.frame_size} differ "
                     "in size; align them in TagLab, or pass --align-outlines",
+                )
+            if not np.isclose(source.cm_per_px, target.cm_per_px, rtol=PIXEL_SIZE_RTOL, atol=0.0):
+                # the same pixels at another scale are no co-registered maps: events in pixels and
+                # growth in cm^2 would disagree
+                return Registration(
+                    False,
+                    f"maps {source.name} ({10 * source.cm_per_px:g} mm/px) and {target.name} "
+                    f"({10 * target.cm_per_px:g} mm/px) differ in pixel size "
+                    "(map_px_to_mm_factor); align them in TagLab, or pass --align-outlines",
                 )
             return Registration(True, "", np.eye(3), 0, 0.0)
         union = [np.zeros((s.frame_size[1], s.frame_size[0]), bool) for s in (source, target)]

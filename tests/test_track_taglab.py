@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quadratseg.errors import QuadratsegError
 from quadratseg.formats.taglab import (
     PIXEL_CENTRE_OFFSET,
     TaglabProject,
@@ -276,3 +277,18 @@ def test_taglab_export_is_the_input_project_with_only_its_correspondences_change
     assert rows[(gone, -1)] == "dead" and len(rows) == len(first["annotations"]["regions"])
     back = read_taglab_project(tmp_path / "out" / "taglab_project.json")  # TagLab's format, read back
     assert len(back.links) == len(rows)
+
+
+def test_maps_of_another_pixel_size_are_not_taken_as_co_registered(tmp_path):
+    """The second survey's map at 4 mm/px against the first's 2 mm/px, the same pixels: taken as
+    co-registered, every link was `same` in links.csv while colonies.csv gave each colony a growth of
+    three times its area a year and the TagLab export marked every row `grow`. Refused with the reason
+    (like maps of another size), and nothing is written."""
+    from pipeline.tracking import track_taglab_project
+
+    project, _truth, _ids = synthetic_project()
+    later = replace(project.surveys[1], px_to_mm=4.0)
+    write_taglab_project(replace(project, surveys=[project.surveys[0], later]), tmp_path / "plot.json")
+    with pytest.raises(QuadratsegError, match=r"2 mm/px.*4 mm/px.*differ in pixel size"):
+        track_taglab_project(tmp_path / "plot.json", tmp_path / "given", report=False)
+    assert not (tmp_path / "given").exists()
