@@ -6,7 +6,8 @@
 
 ``SURVEY``: ``pipeline.process`` output folders (their photo records, ``instances/`` and warped or
 grid-free photos). Photos are paired by site and quadrat (``--metadata`` CSV, else the keys' folders,
-else the names, as :mod:`quadratseg.photo_meta` reads them) and ordered by year. Each consecutive
+else the names, as :mod:`quadratseg.photo_meta` reads them) and ordered by date (the day a ``date``
+column or the name gives, else the year: :func:`quadratseg.photo_meta.photo_date`). Each consecutive
 pair is aligned from the photos (:func:`quadratseg.track.registration.register_photos`), its
 colonies matched (:mod:`quadratseg.track.matching`) and followed (:mod:`quadratseg.track.lineage`).
 

@@ -26,7 +26,7 @@ from quadratseg.geometry import PolygonWithHoles
 from quadratseg.images import output_name, read_image_rgb
 from quadratseg.instances import Instance, exclusive_instances
 from quadratseg.options import as_number
-from quadratseg.photo_meta import photo_places, read_photo_metadata
+from quadratseg.photo_meta import photo_date, photo_places, read_photo_metadata
 from quadratseg.taxonomy import LEVELS, load_taxonomy
 from quadratseg.track.demography import DEMOGRAPHY_COLUMNS, demography_rows
 from quadratseg.track.lineage import COLONY_TRACK_COLUMNS, LINK_COLUMNS, QuadratTrack, track_quadrat
@@ -192,7 +192,7 @@ def read_process_output(
         grid = out / "grid_masks" / output_name(key, ".png")
         survey = Survey(
             name,
-            str(place["year"]),
+            photo_date(key, place),  # the day its name or metadata gives, else the year
             frame,
             cm_per_px(width_cm, frame),  # the quadrat's width across the warp (checked positive)
             [colony for _, colony in exclusive],

@@ -45,6 +45,11 @@ NAME_PATTERNS = (
     r"^(?P<site>.+?)_(?P<year>(?:19|20)\d{2})_(?P<quadrat>[^_]+)$",
 )
 YEAR_FOLDER = re.compile(r"^(?:19|20)\d{2}$")
+# the survey day in a file name: CRIOBE's ###YYYYMMDD_, else an ISO date YYYY-MM-DD standing alone
+NAME_DATES = (
+    re.compile(r"###(?P<year>(?:19|20)\d{2})(?P<month>\d{2})(?P<day>\d{2})_"),
+    re.compile(r"(?<!\d)(?P<year>(?:19|20)\d{2})-(?P<month>\d{2})-(?P<day>\d{2})(?!\d)"),
+)
 # folder names that say how photos are stored, not where they were taken: never a site
 GENERIC_FOLDERS = frozenset(
     {"images", "image", "imgs", "img", "photos", "photo", "pictures", "raw", "jpg", "jpeg", "data", "dcim"}
@@ -132,12 +137,41 @@ def path_place(key: str) -> tuple[dict[str, str], str]:
     return folders, note
 
 
+def photo_date(key: str, place: Mapping[str, str]) -> str:
+    """The survey date of a placed photo: its metadata's ``date`` (ISO ``YYYY-MM-DD``) when the row
+    has one, else the day its file name carries (:data:`NAME_DATES`) when that day is of the photo's
+    year, else the year.
+
+    Examples:
+        >>> photo_date("MOO###10m###20190315_UTP_QUADRAT_1.jpg", {"year": "2019"})
+        '2019-03-15'
+        >>> photo_date("Tiahura/2019/Q1.jpg", {"year": "2019"})
+        '2019'
+    """
+    import datetime
+
+    stated = str(place.get("date") or "").strip()
+    if stated:
+        return stated
+    year = str(place.get("year") or "")
+    stem = PurePosixPath(normalize_key(key)).stem
+    for pattern in NAME_DATES:
+        match = pattern.search(stem)
+        if match and match["year"] == year:
+            try:
+                return datetime.date(int(year), int(match["month"]), int(match["day"])).isoformat()
+            except ValueError:  # no such day: the digits are something else
+                continue
+    return year
+
+
 def read_photo_metadata(path: str | Path) -> dict[str, dict[str, str]]:
     """A metadata CSV as a table: normalised key (:func:`normalize_key`) -> site, year, quadrat.
 
     Columns: ``photo`` or ``key`` (the photo's path relative to the survey folder, or its file
     name, with or without the extension), ``site``, ``year``, ``quadrat`` (a missing column is an
-    error; empty cells are allowed). Match it to photos with :func:`photo_places`.
+    error; empty cells are allowed), and ``date`` when the table has one (the survey day,
+    ``YYYY-MM-DD``, :func:`photo_date`). Match it to photos with :func:`photo_places`.
 
     The file is UTF-8 text (with or without a byte-order mark).
 
@@ -157,10 +191,11 @@ def read_photo_metadata(path: str | Path) -> dict[str, dict[str, str]]:
                 f"{source} needs the columns photo (or key), site, year and quadrat; it has "
                 f"{', '.join(reader.fieldnames or []) or 'none'}"
             )
+        fields = [*PLACE_FIELDS, *(["date"] if "date" in columns else [])]
         rows = [
             (
                 normalize_key(row[photo_column] or ""),
-                {f: (row[columns[f]] or "").strip() for f in PLACE_FIELDS},
+                {f: (row[columns[f]] or "").strip() for f in fields},
             )
             for row in reader
         ]

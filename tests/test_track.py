@@ -310,7 +310,7 @@ def test_an_interval_whose_alignment_was_refused_is_left_out_of_the_demography()
     ]
     tracked = {("S", "Q1", "2020", "2021")}
     table = demography_rows(rows, {("S", "Q1"): 1.0}, intervals=tracked)
-    assert [r["interval"] for r in table] == ["2020-2021"]
+    assert [r["interval"] for r in table] == ["2020/2021"]
     assert table[0]["deaths"] == 1 and table[0]["colonies_start"] == 2
 
 

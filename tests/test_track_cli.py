@@ -133,7 +133,7 @@ def test_track_cli_follows_the_quadrats_it_can_and_names_the_refused_pairs(surve
     } <= set(colonies[0])
     assert {r["quadrat"] for r in colonies} == {"Q00", "Q03"}
     demography = read_csv(track / "demography.csv")
-    assert demography and all(r["site"] == "SynthReef" and r["interval"] == "2019-2020" for r in demography)
+    assert demography and all(r["site"] == "SynthReef" and r["interval"] == "2019/2020" for r in demography)
     assert any("bootstrap over 2 quadrats" in r["interval_method"] for r in demography)
     summary = json.loads((track / "summary.json").read_text())
     assert summary["refused_pairs"] == 2 and summary["quadrats"] == 2
@@ -407,3 +407,55 @@ def test_a_colony_in_several_parts_reaches_taglab_whole(tmp_path):
         assert taglab_cm2 == pytest.approx(truth, rel=0.03), image["id"]
     for row, action, _, _ in taglab_reloaded_rows(project):
         assert row[6] == action, row
+
+
+def test_growth_per_year_counts_the_days_between_surveys_named_with_their_dates(tmp_path):
+    """CRIOBE names carry the survey day (``SITE###DEPTH###YYYYMMDD_..._N``): surveys of 2019-03-15
+    and 2020-09-20 are 1.52 years apart, and growth and radial extension are per year of that. Before,
+    the date was the year alone and every rate was 52 % too high. The demography's interval is the
+    ISO 8601 interval of the two dates."""
+    from pipeline.chain import ChainModels
+    from pipeline.run import process_folder
+    from pipeline.tracking import track_process_outputs
+    from quadratseg.track.survey import date_to_year
+
+    world = simulate_quadrat(CONFIG, 0)
+    segmenter = TruthSegmenter()
+    outs = []
+    for y, day in enumerate(("20190315", "20200920")):
+        folder = tmp_path / f"photos{y}"
+        folder.mkdir()
+        image = paint_interior(world.seabed, world.colonies[y], world.masks[y], world.placements[y], 0, 0)
+        image = image.astype(np.uint8)
+        cv2.imwrite(
+            str(folder / f"MOO_T1###10m###{day}_UTP_QUADRAT_1.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        )
+        segmenter.add(
+            image,
+            [
+                Instance.from_mask(c.label, 0.9, m)
+                for c, m in zip(world.colonies[y], world.masks[y], strict=True)
+            ],
+        )
+        outs.append(tmp_path / f"out{y}")
+        process_folder(
+            folder, outs[-1], ChainModels(segment=segmenter), "t", quadrat_cm=100.0, overlays=False
+        )
+    track_process_outputs(outs, tmp_path / "track", report=False)
+    colonies = read_csv(tmp_path / "track" / "colonies.csv")
+    assert {r["date"] for r in colonies} == {"2019-03-15", "2020-09-20"}
+    years = date_to_year("2020-09-20") - date_to_year("2019-03-15")
+    assert years == pytest.approx(1.52, abs=0.01)
+    lineage = {}
+    for row in colonies:
+        lineage.setdefault(row["lineage"], {})[row["date"]] = row
+    checked = 0
+    for rows in lineage.values():
+        later = rows.get("2020-09-20")
+        if later and later["growth_cm2_per_year"] and "2019-03-15" in rows:
+            change = float(later["area_cm2"]) - float(rows["2019-03-15"]["area_cm2"])
+            assert float(later["growth_cm2_per_year"]) == pytest.approx(change / years, abs=0.02), later
+            checked += 1
+    assert checked >= 3
+    demography = read_csv(tmp_path / "track" / "demography.csv")
+    assert demography and {r["interval"] for r in demography} == {"2019-03-15/2020-09-20"}

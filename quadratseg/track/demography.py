@@ -175,7 +175,7 @@ def demography_rows(
         for start, end in itertools.pairwise(ordered):
             if intervals is not None and (site, quadrat, start, end) not in intervals:
                 continue
-            interval = f"{start}-{end}"
+            interval = f"{start}/{end}"  # ISO 8601: 2019/2020, 2019-03-15/2020-09-20
             area_m2 = float(
                 (shared_area_m2 or {}).get((site, quadrat, start, end), quadrat_area_m2[(site, quadrat)])
             )
