@@ -481,3 +481,36 @@ def test_the_growth_of_a_colony_whose_genus_call_changed_counts_for_its_genus_at
     assert set(table) == {"Porites"}
     assert table["Porites"]["growth_n"] == 2
     assert table["Porites"]["growth_median_cm2_per_year"] == pytest.approx(float(np.median(growth)), abs=0.01)
+
+
+def test_a_colony_broken_in_three_whose_pieces_fuse_with_neighbours_keeps_every_link():
+    """docs/tracking.md's lineage example: a bar (L1) breaks in three; its left and right pieces fuse
+    with its neighbours L2 and L3 (each fused colony 60 % L1 tissue). Only the two gaps died: 300 cm^2
+    of L1's 3600. The graph matcher dropped the L1 -> fused-piece links (it kept a pair outside the
+    assignment only at 75 % of the smaller colony): L1 lost 1500 cm^2 to partial mortality and L2 and
+    L3 grew by 600 cm^2 each. Now both matchers agree with TagLab's rule."""
+    size = 300
+
+    def box(x0, y0, x1, y1):
+        mask = np.zeros((size, size), bool)
+        mask[y0:y1, x0:x1] = True
+        return Instance.from_mask("Porites", 1.0, mask)
+
+    first = [box(30, 100, 270, 160), box(30, 60, 70, 100), box(230, 60, 270, 100)]
+    later = [box(30, 60, 70, 160), box(80, 100, 220, 160), box(230, 60, 270, 160)]
+    for matcher in (match_graph, match_taglab):
+        track = track_quadrat(
+            [
+                Survey("a", "2019", (size, size), 0.5, first, site="S", quadrat="Q"),
+                Survey("b", "2020", (size, size), 0.5, later, site="S", quadrat="Q"),
+            ],
+            [None],
+            matcher,
+        )
+        rows = {(r["survey"], r["lineage"]): r for r in track.colonies}
+        assert float(rows[("a", "L1")]["partial_mortality_cm2"]) == pytest.approx(300.0), matcher
+        assert rows[("a", "L1")]["fate"] == "shrink+fuse/split"
+        later_rows = [r for r in track.colonies if r["survey"] == "b"]
+        assert sorted(r["lineage"] for r in later_rows) == ["L1.1", "L1.2", "L1.3"]
+        assert sorted(r["parents"] for r in later_rows) == ["", "L1;L2", "L1;L3"]
+        assert all(r["growth_cm2_per_year"] == "" for r in track.colonies if r["survey"] == "b")

@@ -208,7 +208,7 @@ def match_graph(
     targets: Sequence[Instance | None],
     min_overlap: float = 0.5,
     min_iou: float = 0.3,
-    nested: float = 0.75,
+    nested: float = 0.5,
     ratio: float = AREA_RATIO,
 ) -> list[Link]:
     """The overlap-graph matcher (see the module docstring): edges where the IoU is at least
