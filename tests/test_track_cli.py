@@ -109,6 +109,12 @@ def test_track_cli_follows_the_quadrats_it_can_and_names_the_refused_pairs(surve
         "source_survey", "source_id", "target_survey", "target_id", "class", "event", "split_fuse",
         "area_source_cm2", "area_target_cm2", "iou",
     ]  # fmt: skip
+    # what a run writes is what a later run into the same folder may replace (OUTPUT_NAMES)
+    from pipeline.tracking import OUTPUT_NAMES
+
+    assert {p.name for p in track.iterdir()} <= OUTPUT_NAMES
+    again = python_m("pipeline.track", str(outs[0]), str(outs[1]), "--out", str(track))
+    assert again.returncode == 0, again.stderr[-3000:]
     problems = {p["quadrat"]: p["problem"] for p in read_csv(track / "problems.csv")}
     assert set(problems) == {"Q01", "Q02"}
     assert "has no colonies" in problems["Q01"]
