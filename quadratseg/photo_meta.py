@@ -165,6 +165,22 @@ def photo_date(key: str, place: Mapping[str, str]) -> str:
     return year
 
 
+def _is_day_of(text: str, year: str) -> bool:
+    """Whether ``text`` is an ISO day ``YYYY-MM-DD`` of ``year``.
+
+    Examples:
+        >>> [_is_day_of(day, "2019") for day in ("2019-03-15", "2019-02-30", "2020-01-01")]
+        [True, False, False]
+    """
+    import datetime
+
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10 and str(day.year) == str(year)
+
+
 def read_photo_metadata(path: str | Path) -> dict[str, dict[str, str]]:
     """A metadata CSV as a table: normalised key (:func:`normalize_key`) -> site, year, quadrat.
 
@@ -204,6 +220,11 @@ def read_photo_metadata(path: str | Path) -> dict[str, dict[str, str]]:
     for k, (key, place) in enumerate(rows, start=2):
         if not key:
             raise QuadratsegError(f"{source} row {k} has no photo key")
+        if place.get("date") and not _is_day_of(place["date"], place["year"]):
+            raise QuadratsegError(
+                f"{source} row {k}: date {place['date']!r} is not a day (YYYY-MM-DD) of its year "
+                f"{place['year'] or '(empty)'}; fix the cell or leave it empty"
+            )
         if key in table:
             raise QuadratsegError(
                 f"{source} lists {key} twice (rows {line[key]} and {k}): keep one row per photo"

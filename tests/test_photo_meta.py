@@ -109,3 +109,25 @@ def test_folders_and_name_each_taken_whole(key, expected, note):
     places, notes = photo_places([key])
     assert tuple(places[key].values()) == expected
     assert notes == ([note] if note else [])
+
+
+def test_a_metadata_date_must_be_a_day_of_its_row_year(tmp_path):
+    """The optional ``date`` column dates a survey to the day (tracking's rates count the days): a cell
+    that is no ISO day, or a day of another year than the row's, is refused with its row, before any
+    photo is read; an empty cell leaves the date to the name or the year."""
+    from quadratseg.errors import QuadratsegError
+    from quadratseg.photo_meta import photo_date, read_photo_metadata
+
+    path = tmp_path / "meta.csv"
+    path.write_text(
+        "photo,site,year,quadrat,date\nQ1.jpg,Temae,2019,1,2019-03-15\nQ2.jpg,Temae,2019,2,\n",
+        encoding="utf-8",
+    )
+    table = read_photo_metadata(path)
+    assert photo_date("Q1.jpg", table["Q1.jpg"]) == "2019-03-15"
+    assert photo_date("Q2.jpg", table["Q2.jpg"]) == "2019"
+    for cell in ("15/03/2019", "2020-03-15", "2019-02-30"):
+        path.write_text(f"photo,site,year,quadrat,date\nQ1.jpg,Temae,2019,1,{cell}\n", encoding="utf-8")
+        with pytest.raises(QuadratsegError, match=r"row 2.*date") as error:
+            read_photo_metadata(path)
+        assert cell in str(error.value)
