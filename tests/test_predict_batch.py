@@ -141,6 +141,8 @@ def test_pose_predict_policy(images, tmp_path, monkeypatch):
                 SimpleNamespace(
                     frame_size=(w, h),
                     keypoints_xy=kp,
+                    delivered_xy=kp,
+                    no_frame="",
                     visible=np.ones(4, bool),
                     match=SimpleNamespace(n_extra=0),
                     n_raw=1,
