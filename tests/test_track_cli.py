@@ -415,11 +415,21 @@ def test_a_colony_in_several_parts_reaches_taglab_whole(tmp_path):
         assert row[6] == action, row
 
 
-def test_growth_per_year_counts_the_days_between_surveys_named_with_their_dates(tmp_path):
+@pytest.mark.parametrize(
+    ("first", "second", "years"),
+    [
+        (("20190315", "2019-03-15"), ("20200920", "2020-09-20"), 1.52),
+        (("20190315", "2019-03-15"), ("20191001", "2019-10-01"), 0.55),
+    ],
+)
+def test_growth_per_year_counts_the_days_between_surveys_named_with_their_dates(
+    tmp_path, first, second, years
+):
     """CRIOBE names carry the survey day (``SITE###DEPTH###YYYYMMDD_..._N``): surveys of 2019-03-15
     and 2020-09-20 are 1.52 years apart, and growth and radial extension are per year of that. Before,
-    the date was the year alone and every rate was 52 % too high. The demography's interval is the
-    ISO 8601 interval of the two dates."""
+    the date was the year alone and every rate was 52 % too high. Two surveys within one year (before
+    and after a bleaching) are followed too (before: the same date, refused). The demography's interval
+    is the ISO 8601 interval of the two dates."""
     from pipeline.chain import ChainModels
     from pipeline.run import process_folder
     from pipeline.tracking import track_process_outputs
@@ -428,7 +438,7 @@ def test_growth_per_year_counts_the_days_between_surveys_named_with_their_dates(
     world = simulate_quadrat(CONFIG, 0)
     segmenter = TruthSegmenter()
     outs = []
-    for y, day in enumerate(("20190315", "20200920")):
+    for y, day in enumerate((first[0], second[0])):
         folder = tmp_path / f"photos{y}"
         folder.mkdir()
         image = paint_interior(world.seabed, world.colonies[y], world.masks[y], world.placements[y], 0, 0)
@@ -449,19 +459,19 @@ def test_growth_per_year_counts_the_days_between_surveys_named_with_their_dates(
         )
     track_process_outputs(outs, tmp_path / "track", report=False)
     colonies = read_csv(tmp_path / "track" / "colonies.csv")
-    assert {r["date"] for r in colonies} == {"2019-03-15", "2020-09-20"}
-    years = date_to_year("2020-09-20") - date_to_year("2019-03-15")
-    assert years == pytest.approx(1.52, abs=0.01)
+    assert {r["date"] for r in colonies} == {first[1], second[1]}
+    assert date_to_year(second[1]) - date_to_year(first[1]) == pytest.approx(years, abs=0.01)
+    years = date_to_year(second[1]) - date_to_year(first[1])
     lineage = {}
     for row in colonies:
         lineage.setdefault(row["lineage"], {})[row["date"]] = row
     checked = 0
     for rows in lineage.values():
-        later = rows.get("2020-09-20")
-        if later and later["growth_cm2_per_year"] and "2019-03-15" in rows:
-            change = float(later["area_cm2"]) - float(rows["2019-03-15"]["area_cm2"])
+        later = rows.get(second[1])
+        if later and later["growth_cm2_per_year"] and first[1] in rows:
+            change = float(later["area_cm2"]) - float(rows[first[1]]["area_cm2"])
             assert float(later["growth_cm2_per_year"]) == pytest.approx(change / years, abs=0.02), later
             checked += 1
     assert checked >= 3
     demography = read_csv(tmp_path / "track" / "demography.csv")
-    assert demography and {r["interval"] for r in demography} == {"2019-03-15/2020-09-20"}
+    assert demography and {r["interval"] for r in demography} == {f"{first[1]}/{second[1]}"}
