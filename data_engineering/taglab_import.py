@@ -21,7 +21,10 @@ rows and close taxonomy labels. The scale comes from TagLab's ``map_px_to_mm_fac
 What a sample holds: ``gt_polylines`` (and ``gt_polylines_<level>`` for every coarser level),
 each polyline with ``taglab_id`` (the region's TagLab id), ``taglab_class`` and ``area_cm2``
 (TagLab's pixel count x mm^2 per px / 100); ``taglab_survey`` (the image id), ``acquisition_date``,
-``year``, ``px_to_mm`` (mm per map pixel) and ``taglab_project`` (the file name).
+``year``, ``px_to_mm`` (mm per map pixel) and ``taglab_project`` (the file name). With TagLab's
+correspondences between surveys, each polyline also carries ``lineage`` (the colony's lineage id
+across the surveys, as ``pipeline.track`` names it: a split's pieces take a suffix) and ``parents``
+(the lineages a fusion joined), which the push sends to CVAT (:func:`taglab_lineages`).
 
 A survey whose map is missing or of another size than the project says is skipped with its
 reason; the import fails only when no survey is left. The dataset is built under a staging name
@@ -154,6 +157,45 @@ def region_rings_normalized(
     ]
 
 
+def taglab_lineages(project: TaglabProject) -> tuple[dict[tuple[str, int], tuple[str, str]], str]:
+    """Each region's ``(lineage, parents)`` by ``(survey name, region id)`` from the project's
+    correspondences: the surveys in date order, the links of each consecutive pair, lineage ids as
+    ``pipeline.track`` gives them (:func:`quadratseg.track.lineage.assign_lineages`, the regions' pixel
+    areas); and why there are none ("" when there are). Links between surveys that are not consecutive
+    or naming regions the surveys lack are not followed (the note says how many)."""
+    from quadratseg.track.lineage import assign_lineages
+    from quadratseg.track.matching import Link
+
+    if len(project.surveys) < 2 or not project.links:
+        return {}, "the project has no correspondences"
+    if any(not s.date for s in project.surveys):
+        return {}, "a survey has no acquisition date: the surveys cannot be ordered"
+    surveys = sorted(project.surveys, key=lambda s: s.date)
+    index = [{int(r.id): k for k, r in enumerate(s.regions)} for s in surveys]
+    position = {s.name: k for k, s in enumerate(surveys)}
+    intervals: list[list[Link]] = [[] for _ in surveys[1:]]
+    unused = 0
+    for link in project.links:
+        k = position.get(link.source_survey)
+        if k is None or position.get(link.target_survey) != k + 1:
+            unused += 1
+            continue
+        source = None if link.source_id is None else index[k].get(int(link.source_id))
+        target = None if link.target_id is None else index[k + 1].get(int(link.target_id))
+        if (link.source_id is not None and source is None) or (link.target_id is not None and target is None):
+            unused += 1
+            continue
+        intervals[k].append(Link(source, target, "", link.event, link.split_fuse))
+    lineages, parents = assign_lineages([[float(r.area_px) for r in s.regions] for s in surveys], intervals)
+    out = {
+        (s.name, int(r.id)): (lineages[k][j], parents[k][j])
+        for k, s in enumerate(surveys)
+        for j, r in enumerate(s.regions)
+    }
+    note = f"{unused} correspondence(s) not followed (surveys not consecutive by date, or unknown regions)"
+    return out, note if unused else ""
+
+
 def find_survey_image(survey: TaglabSurvey, project_path: Path, images_dir: Path | None) -> Path:
     """The survey's RGB map on disk.
 
@@ -178,12 +220,18 @@ def find_survey_image(survey: TaglabSurvey, project_path: Path, images_dir: Path
 
 
 def survey_sample(
-    survey: TaglabSurvey, image: Path, mapping: dict[str, str], project_name: str, label_copies: int = 1
+    survey: TaglabSurvey,
+    image: Path,
+    mapping: dict[str, str],
+    project_name: str,
+    label_copies: int = 1,
+    lineages: dict[tuple[str, int], tuple[str, str]] | None = None,
 ) -> tuple[Any, dict[str, int]]:
     """One FiftyOne sample of a survey (see the module docstring) and its polylines per label.
 
     ``label_copies``: how many polyline fields the sample will hold (``gt_polylines`` and one per
-    coarser taxonomy level), to check that it fits in one database document.
+    coarser taxonomy level), to check that it fits in one database document. ``lineages``: each
+    region's (lineage, parents) (:func:`taglab_lineages`), given to its polyline.
 
     Raises:
         QuadratsegError: the map's size is not the survey's width x height, or its colonies are too
@@ -215,6 +263,8 @@ def survey_sample(
         poly["taglab_id"] = int(region.id)
         poly["taglab_class"] = region.class_name
         poly["area_cm2"] = round(region.area_px * cm2_per_px, 4)
+        if lineages and (survey.name, int(region.id)) in lineages:
+            poly["lineage"], poly["parents"] = lineages[(survey.name, int(region.id))]
         polylines.append(poly)
         counts[label] = counts.get(label, 0) + 1
     field = fo.Polylines(polylines=polylines)
@@ -271,10 +321,18 @@ def import_taglab_project(
     images = Path(images_dir) if images_dir is not None else None
     copies = len(LEVELS) - LEVELS.index(level)  # gt_polylines and one field per coarser level
     samples, skipped, per_label = [], {}, {}
+    lineages, lineage_note = taglab_lineages(project)
+    if lineage_note and project.links:
+        logger.warning("lineages: %s", lineage_note)
     for survey in project.surveys:
         try:
             sample, counts = survey_sample(
-                survey, find_survey_image(survey, project_path, images), mapping, project_path.name, copies
+                survey,
+                find_survey_image(survey, project_path, images),
+                mapping,
+                project_path.name,
+                copies,
+                lineages,
             )
         except (QuadratsegError, OSError) as exc:
             skipped[survey.name] = str(exc)
@@ -315,6 +373,9 @@ def import_taglab_project(
         "surveys_skipped": skipped,
         "regions_per_label": dict(sorted(per_label.items())),
         "regions_ignored": regions - sum(per_label.values()),
+        "lineages": "from the correspondences" + (f" ({lineage_note})" if lineage_note else "")
+        if lineages
+        else f"none: {lineage_note}",
     }
 
 

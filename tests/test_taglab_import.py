@@ -265,3 +265,63 @@ def test_command_line_names_the_bad_input(tmp_path):
     assert failed.returncode == 2
     assert "image 0 ('2019'): the image lacks 'height', 'map_px_to_mm_factor', 'annotations'" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_taglab_correspondences_give_every_colony_its_lineage(tmp_path, dataset_name):
+    """A plot surveyed three times with TagLab's correspondences: colony 1 grows, colony 2 splits in two
+    (3 and 4 in 2020), colony 5 dies, 6 is born in 2020; in 2021 the two pieces fuse again. Every
+    imported colony carries the lineage the links give (as pipeline.track names them), the pieces of a
+    split a suffix, a fusion its parents; before, the correspondences were read and dropped and no
+    colony had a lineage to push to CVAT."""
+    import cv2
+    import fiftyone as fo
+
+    from quadratseg.formats.taglab import TaglabLink
+
+    def survey(year, regions):
+        return TaglabSurvey(year, f"{year}-06-01", 200, 100, 2.0, regions, f"maps/{year}.png")
+
+    surveys = [
+        survey("2019", [TaglabRegion(1, "P", square(10, 10, 20)), TaglabRegion(2, "P", square(60, 10, 40)),
+                        TaglabRegion(5, "P", square(150, 60, 10))]),
+        survey("2020", [TaglabRegion(1, "P", square(10, 10, 24)), TaglabRegion(3, "P", square(60, 10, 18)),
+                        TaglabRegion(4, "P", square(82, 10, 16)), TaglabRegion(6, "P", square(150, 10, 8))]),
+        survey("2021", [TaglabRegion(1, "P", square(10, 10, 26)), TaglabRegion(7, "P", square(60, 10, 40)),
+                        TaglabRegion(6, "P", square(150, 10, 9))]),
+    ]  # fmt: skip
+    links = [
+        TaglabLink("2019", 1, "2020", 1, "grow"),
+        TaglabLink("2019", 2, "2020", 3, "shrink", "split"),
+        TaglabLink("2019", 2, "2020", 4, "shrink", "split"),
+        TaglabLink("2019", 5, "2020", None, "dead"),
+        TaglabLink("2019", None, "2020", 6, "born"),
+        TaglabLink("2020", 1, "2021", 1, "grow"),
+        TaglabLink("2020", 3, "2021", 7, "grow", "fuse"),
+        TaglabLink("2020", 4, "2021", 7, "grow", "fuse"),
+        TaglabLink("2020", 6, "2021", 6, "grow"),
+    ]
+    path = tmp_path / "plot.json"
+    write_taglab_project(TaglabProject(surveys, {"P": (1, 2, 3)}, links), path)
+    (tmp_path / "maps").mkdir()
+    for year in ("2019", "2020", "2021"):
+        cv2.imwrite(str(tmp_path / "maps" / f"{year}.png"), np.zeros((100, 200, 3), np.uint8))
+    summary = import_taglab_project(
+        path, write_mapping(tmp_path / "m.csv", {"P": "Porites"}), dataset_name, load_taxonomy()
+    )
+    assert summary["surveys_imported"] == ["2019", "2020", "2021"]
+    lineage = {}
+    for sample in fo.load_dataset(dataset_name).sort_by("acquisition_date"):
+        for poly in sample.gt_polylines.polylines:
+            lineage[(sample.taglab_survey, poly.taglab_id)] = (poly.lineage, poly.parents)
+    assert lineage == {
+        ("2019", 1): ("L1", ""),
+        ("2019", 2): ("L2", ""),
+        ("2019", 5): ("L3", ""),
+        ("2020", 1): ("L1", ""),
+        ("2020", 3): ("L2.1", ""),
+        ("2020", 4): ("L2.2", ""),
+        ("2020", 6): ("L4", ""),
+        ("2021", 1): ("L1", ""),
+        ("2021", 7): ("L2.1", "L2.1;L2.2"),
+        ("2021", 6): ("L4", ""),
+    }

@@ -213,24 +213,29 @@ def match_interval(
     return leave_out_unseen(links, unseen_sources, unseen_targets), view
 
 
-def main_source(sources: Sequence[int], colonies: Sequence[Instance]) -> int:
-    """The source a colony descends from among its linked ``sources``: the largest (the first of
-    equals).
+def main_source(sources: Sequence[int], areas: Sequence[float]) -> int:
+    """The source a colony descends from among its linked ``sources``: the largest by ``areas`` (the
+    earlier survey's colony areas; the first of equals).
 
     Examples:
-        >>> small, large = (Instance("Porites", 1.0, np.ones((n, n), bool)) for n in (2, 5))
-        >>> main_source([0, 1], [small, large])
+        >>> main_source([0, 1], [4.0, 25.0])
         1
     """
-    return max(sorted(sources), key=lambda i: colonies[i].area)
+    return max(sorted(sources), key=lambda i: areas[i])
 
 
 def assign_lineages(
-    surveys: Sequence[Survey], intervals: Sequence[list[Link]]
+    surveys: Sequence[Survey | Sequence[float]], intervals: Sequence[list[Link]]
 ) -> tuple[list[list[str]], list[list[str]]]:
     """Lineage ids per survey and colony (unique within the surveys), and each colony's ``parents``
     (the lineages it came from by fusion, else empty), from the links of each interval (see the
-    module docstring)."""
+    module docstring). ``surveys``: in date order, each a :class:`Survey` or its colonies' areas (any
+    unit; a colony descends from its largest source, a split's pieces are numbered by decreasing
+    area)."""
+    areas = [
+        [float(c.area) for c in s.colonies] if isinstance(s, Survey) else [float(a) for a in s]
+        for s in surveys
+    ]
     counter = 0
 
     def new() -> str:
@@ -238,22 +243,22 @@ def assign_lineages(
         counter += 1
         return f"L{counter}"
 
-    lineages = [[new() for _ in surveys[0].colonies]]
-    parents = [["" for _ in surveys[0].colonies]]
+    lineages = [[new() for _ in areas[0]]]
+    parents = [["" for _ in areas[0]]]
     for k, links in enumerate(intervals):
-        target = surveys[k + 1]
+        target = areas[k + 1]
         sources_of: dict[int, list[int]] = {}
         targets_of: dict[int, list[int]] = {}
         for link in links:
             if link.source is not None and link.target is not None:
                 sources_of.setdefault(link.target, []).append(link.source)
                 targets_of.setdefault(link.source, []).append(link.target)
-        main = {j: main_source(sources, surveys[k].colonies) for j, sources in sources_of.items()}
+        main = {j: main_source(sources, areas[k]) for j, sources in sources_of.items()}
         heirs: dict[int, list[int]] = {}
         for j in sorted(main):
             heirs.setdefault(main[j], []).append(j)
         ids, parent_ids = [], []
-        for j in range(len(target.colonies)):
+        for j in range(len(target)):
             sources = sources_of.get(j, [])
             if not sources:
                 ids.append(new())
@@ -263,7 +268,7 @@ def assign_lineages(
             if len(targets_of[i]) == 1:
                 ids.append(lineages[k][i])
             else:  # one of several colonies from i: a suffix by decreasing area among those i is main of
-                order = sorted(heirs[i], key=lambda t: (-target.colonies[t].area, t))
+                order = sorted(heirs[i], key=lambda t: (-target[t], t))
                 ids.append(f"{lineages[k][i]}.{order.index(j) + 1}")
             parent_ids.append(";".join(sorted(lineages[k][s] for s in sources)) if len(sources) > 1 else "")
         lineages.append(ids)
