@@ -56,8 +56,21 @@ SIMPLIFY_PX = 0.05  # contour points closer than this to their neighbours' line 
 MAX_SAMPLE_BYTES = 15_000_000  # MongoDB's documents stop at 16 MiB; FiftyOne keeps a sample in one
 
 
+def class_key(name: str) -> str:
+    """A TagLab class name as the mapping matches it: without surrounding spaces, in Unicode's
+    composed form (an editor may write "é" as "e" and an accent).
+
+    Examples:
+        >>> class_key(" Pore\u0301s ") == "Por\u00e9s"
+        True
+    """
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name.strip())
+
+
 def read_class_mapping(path: str | Path) -> dict[str, str]:
-    """TagLab class -> our label (or ``ignore``) from a CSV ``taglab,label``.
+    """TagLab class (:func:`class_key`) -> our label (or ``ignore``) from a CSV ``taglab,label``.
 
     Raises:
         QuadratsegError: the file is missing, its header is not ``taglab,label``, or a class is listed twice.
@@ -73,7 +86,7 @@ def read_class_mapping(path: str | Path) -> dict[str, str]:
         raise QuadratsegError(f"{path}: the header must be 'taglab,label'")
     mapping: dict[str, str] = {}
     for line, row in enumerate(rows, start=2):
-        name, label = (row["taglab"] or "").strip(), (row["label"] or "").strip()
+        name, label = class_key(row["taglab"] or ""), (row["label"] or "").strip()
         if not name or not label:
             raise QuadratsegError(f"{path}, line {line}: empty TagLab class or label")
         if name in mapping:
@@ -85,8 +98,9 @@ def read_class_mapping(path: str | Path) -> dict[str, str]:
 def check_class_mapping(
     project: TaglabProject, mapping: dict[str, str], taxonomy: Taxonomy, level: str, source: str
 ) -> dict[str, str]:
-    """The mapping of every class a region uses, checked: each has a row, each row's label is in the
-    taxonomy at ``level`` (or is ``ignore``).
+    """The mapping of every class a region uses (its name as the project spells it, matched to a row
+    by :func:`class_key`), checked: each has a row, each row's label is in the taxonomy at ``level``
+    (or is ``ignore``).
 
     Raises:
         QuadratsegError: every unmapped class named with the mapping's close rows and the close
@@ -95,6 +109,7 @@ def check_class_mapping(
     used = sorted({r.class_name for s in project.surveys for r in s.regions})
     known = taxonomy.classes(level)
     problems = []
+    mapping = {**mapping, **{name: mapping[class_key(name)] for name in used if class_key(name) in mapping}}
     for name in used:
         if name not in mapping:
             rows = difflib.get_close_matches(name, list(mapping), n=3, cutoff=0.6)
@@ -219,6 +234,27 @@ def find_survey_image(survey: TaglabSurvey, project_path: Path, images_dir: Path
     )
 
 
+def map_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a survey's map, read from its header: no pixel is decoded, so an
+    orthomosaic above PIL's decompression-bomb guard (179 Mpx) is measured like any other map.
+
+    Raises:
+        OSError: the file is not an image PIL reads.
+    """
+    import warnings
+
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the guard is for decoding; only the header is read here
+    try:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return image.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def survey_sample(
     survey: TaglabSurvey,
     image: Path,
@@ -239,10 +275,8 @@ def survey_sample(
     """
     import bson
     import fiftyone as fo
-    from PIL import Image
 
-    with Image.open(image) as im:
-        size = im.size
+    size = map_size(image)
     if size != (survey.width, survey.height):
         raise QuadratsegError(
             f"survey {survey.name!r}: map {image} is {size[0]}x{size[1]} px but the project says "

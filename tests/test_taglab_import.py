@@ -325,3 +325,56 @@ def test_taglab_correspondences_give_every_colony_its_lineage(tmp_path, dataset_
         ("2021", 7): ("L2.1", "L2.1;L2.2"),
         ("2021", 6): ("L4", ""),
     }
+
+
+def test_a_taglab_class_with_spaces_or_another_unicode_form_finds_its_mapping_row(tmp_path):
+    """TagLab keeps a class name as typed ("Porites " with a trailing space; "Porités" composed), the
+    mapping CSV as the user's editor wrote it (the row stripped; "Porités" decomposed): the same names.
+    Before, the import stopped with "'Porites ' has no mapping (close rows: 'Porites')", naming the very
+    row the user wrote, which nothing in the CSV could change."""
+    import unicodedata
+
+    from data_engineering.taglab_import import check_class_mapping, read_class_mapping
+
+    composed = unicodedata.normalize("NFC", "Porités")
+    survey = TaglabSurvey(
+        "2019",
+        "2019-06-01",
+        100,
+        100,
+        2.0,
+        [TaglabRegion(1, "Porites ", square(10, 10, 20)), TaglabRegion(2, composed, square(50, 50, 20))],
+    )
+    project = TaglabProject([survey], {"Porites ": (1, 2, 3), composed: (4, 5, 6)})
+    path = tmp_path / "m.csv"
+    path.write_text(f'taglab,label\n"Porites ",Porites\n{unicodedata.normalize("NFD", "Porités")},Porites\n')
+    mapping = check_class_mapping(project, read_class_mapping(path), load_taxonomy(), "finegrained", "plot")
+    assert mapping == {"Porites ": "Porites", composed: "Porites"}
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG file's signature, IHDR and IEND only: a reader learns the size from it without pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_an_orthomosaic_larger_than_pil_opens_by_default_is_imported(tmp_path, dataset_name):
+    """A 15000 x 15000 px map (225 Mpx, above PIL's 179 Mpx guard against decompression bombs) is a
+    plot's ordinary orthomosaic: its size is read from its header, never its pixels. Before, PIL's
+    DecompressionBombError escaped the import and stopped every survey of the project."""
+    survey = TaglabSurvey(
+        "2019", "2019-06-01", 15000, 15000, 1.0, [TaglabRegion(1, "P", square(10, 10, 20))], "big.png"
+    )
+    path = tmp_path / "plot.json"
+    write_taglab_project(TaglabProject([survey], {"P": (1, 2, 3)}), path)
+    (tmp_path / "big.png").write_bytes(_png_header(15000, 15000))
+    summary = import_taglab_project(
+        path, write_mapping(tmp_path / "m.csv", {"P": "Porites"}), dataset_name, load_taxonomy()
+    )
+    assert summary["surveys_imported"] == ["2019"], summary
