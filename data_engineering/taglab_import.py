@@ -4,7 +4,8 @@
         --dataset plot_a [--images-dir maps/] [--cvat-project "Plot A colonies" --subset train]
 
 Each TagLab image (a survey) becomes one sample whose file is the survey's RGB map (found in
-``--images-dir`` by file name, else at the path the project names, relative to the project file).
+``--images-dir``, in the folder the project names it in or by file name, else at the path the project
+names, relative to the project file; two surveys never take one file).
 Each region becomes one closed, filled ``Polyline`` in ``gt_polylines``: its outer contour then its
 inner contours (holes) as rings read even-odd, the project's colony model
 (:mod:`quadratseg.fiftyone_io`); the push sends a colony with holes to CVAT as a mask. TagLab's
@@ -219,8 +220,15 @@ def find_survey_image(survey: TaglabSurvey, project_path: Path, images_dir: Path
     """
     if not survey.image_path:
         raise QuadratsegError(f"survey {survey.name!r} names no RGB map in the project")
-    name = Path(survey.image_path.replace("\\", "/")).name
-    candidates = [images_dir / name] if images_dir is not None else []
+    parts = Path(survey.image_path.replace("\\", "/")).parts
+    name = parts[-1]
+    # under --images-dir: in the folder the project names it in (maps of one name, a folder a survey),
+    # else by its name
+    candidates = (
+        ([images_dir / parts[-2] / name] if len(parts) > 1 else []) + [images_dir / name]
+        if images_dir is not None
+        else []
+    )
     given = Path(survey.image_path)
     candidates += (
         [given] if given.is_absolute() else [project_path.parent / given, project_path.parent / name]
@@ -358,16 +366,18 @@ def import_taglab_project(
     lineages, lineage_note = taglab_lineages(project)
     if lineage_note and project.links:
         logger.warning("lineages: %s", lineage_note)
+    taken: dict[Path, str] = {}  # a map file -> the survey it was taken for
     for survey in project.surveys:
         try:
-            sample, counts = survey_sample(
-                survey,
-                find_survey_image(survey, project_path, images),
-                mapping,
-                project_path.name,
-                copies,
-                lineages,
-            )
+            image = find_survey_image(survey, project_path, images)
+            if image.resolve() in taken:
+                raise QuadratsegError(
+                    f"survey {survey.name!r}: its map {survey.image_path!r} resolves to {image}, the map of "
+                    f"survey {taken[image.resolve()]!r}; pass --images-dir with a folder per survey as the "
+                    "project names them"
+                )
+            sample, counts = survey_sample(survey, image, mapping, project_path.name, copies, lineages)
+            taken[image.resolve()] = survey.name
         except (QuadratsegError, OSError) as exc:
             skipped[survey.name] = str(exc)
             logger.warning("skipped %s", exc)

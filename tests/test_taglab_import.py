@@ -378,3 +378,36 @@ def test_an_orthomosaic_larger_than_pil_opens_by_default_is_imported(tmp_path, d
         path, write_mapping(tmp_path / "m.csv", {"P": "Porites"}), dataset_name, load_taxonomy()
     )
     assert summary["surveys_imported"] == ["2019"], summary
+
+
+def test_maps_of_one_file_name_in_survey_folders_are_told_apart(tmp_path, dataset_name):
+    """TagLab saved each survey's map as ortho.png in a folder of its year. With --images-dir holding
+    the year folders, each survey takes its own map; with --images-dir at one year's folder, the other
+    survey is skipped with the reason rather than put on the same picture (before: both surveys took
+    maps/2019/ortho.png without a word)."""
+    import cv2
+
+    regions = [TaglabRegion(1, "P", square(5, 5, 10))]
+    surveys = [
+        TaglabSurvey(year, f"{year}-06-01", 40, 30, 2.0, regions, f"D:\\reef\\{year}\\ortho.png")
+        for year in ("2019", "2020")
+    ]
+    path = tmp_path / "plot.json"
+    write_taglab_project(TaglabProject(surveys, {"P": (1, 2, 3)}), path)
+    for year, grey in (("2019", 40), ("2020", 200)):
+        (tmp_path / "maps" / year).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "maps" / year / "ortho.png"), np.full((30, 40, 3), grey, np.uint8))
+    mapping = write_mapping(tmp_path / "m.csv", {"P": "Porites"})
+    summary = import_taglab_project(
+        path, mapping, dataset_name, load_taxonomy(), images_dir=tmp_path / "maps"
+    )
+    assert summary["surveys_imported"] == ["2019", "2020"], summary
+    import fiftyone as fo
+
+    files = dict(zip(*fo.load_dataset(dataset_name).values(["taglab_survey", "filepath"]), strict=True))
+    assert files == {y: str((tmp_path / "maps" / y / "ortho.png").resolve()) for y in ("2019", "2020")}
+    summary = import_taglab_project(
+        path, mapping, dataset_name, load_taxonomy(), images_dir=tmp_path / "maps" / "2019", overwrite=True
+    )
+    assert summary["surveys_imported"] == ["2019"]
+    assert "the map of survey '2019'" in summary["surveys_skipped"]["2020"]
