@@ -166,10 +166,9 @@ def _decode_sixteen_bit(data: bytes, orientation: int) -> np.ndarray | None:
         return None
     if array.ndim == 3 and array.shape[2] in (3, 4):  # BGR(A): the alpha is dropped
         array = cv2.cvtColor(array[..., :3], cv2.COLOR_BGR2RGB)
-    else:  # grey, or grey and alpha
-        gray = array if array.ndim == 2 else array[..., 0]
-        array = np.repeat(gray[..., None], 3, axis=2)
-    rgb = scale_to_uint8(array)
+    elif array.ndim == 3:  # grey and alpha
+        array = array[..., 0]
+    rgb = as_rgb_uint8(array)
     return np.ascontiguousarray(_UPRIGHT[orientation](rgb) if orientation != 1 else rgb)
 
 
@@ -187,8 +186,7 @@ def _to_rgb(image: Any, what: str, source: str | Path | bytes | None = None) -> 
         image.load()
         upright = ImageOps.exif_transpose(image) if _orientation(image) != 1 else image
         if upright.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit: by the data's bit depth
-            gray = scale_to_uint8(np.asarray(upright))
-            return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+            return np.ascontiguousarray(as_rgb_uint8(np.asarray(upright)))
         return np.ascontiguousarray(np.asarray(upright.convert("RGB"), dtype=np.uint8))
     except ImageReadError:
         raise
