@@ -83,9 +83,18 @@ def load_hand_annotations(folder: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def load_hand_corners(folder: str | Path) -> dict[str, np.ndarray]:
-    """Hand corners (4, 2) px TL, TR, BR, BL per photo name as stored in ``folder/corners.json``
-    (:func:`load_hand_annotations`)."""
-    return {name: entry["corners"] for name, entry in load_hand_annotations(folder).items()}
+    """Hand corners (4, 2) px TL, TR, BR, BL per photo name of ``folder/corners.json``, in the upright
+    photos the readers show (:func:`upright_hand_corners`; only the photos' headers are read).
+
+    Raises:
+        QuadratsegError: corners.json is missing or malformed (:func:`load_hand_annotations`), a photo
+            is missing or unreadable, or its annotated size is not the file's (the message names it).
+    """
+    folder = Path(folder)
+    return {
+        name: upright_hand_corners(folder / name, entry["corners"], entry["size"])
+        for name, entry in load_hand_annotations(folder).items()
+    }
 
 
 def upright_hand_corners(

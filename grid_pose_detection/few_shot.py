@@ -13,7 +13,8 @@ pick a checkpoint (the K photos are also the val split: the last epoch's weights
 answer gives the photos whose frame was found, those within 1.5 % of the side and the mean corner error
 (share of the side) over the frames found, and writes ``OUT/few_shot.json`` after each K (``complete``
 says whether every K is in). The photos are read upright and their hand corners turned with them
-(:func:`photo_corners`); a missing photo or an impossible K stops the command before any work.
+(:func:`~grid_pose_detection.evaluate_real.load_hand_corners`); a missing photo or an impossible K
+stops the command before any work.
 """
 
 from __future__ import annotations
@@ -26,12 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from grid_pose_detection.evaluate_real import (
-    load_hand_annotations,
-    photo_row,
-    summarize,
-    upright_hand_corners,
-)
+from grid_pose_detection.evaluate_real import load_hand_corners, photo_row, summarize
 from grid_pose_detection.prepare_data import data_yaml, point_lines
 from grid_pose_detection.tasks import get_task
 from quadratseg.errors import QuadratsegError
@@ -55,27 +51,11 @@ FINE_TUNE = {
 }
 
 
-def photo_corners(folder: Path, names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """The hand corners (4, 2) of ``names`` (default: every photo of ``folder/corners.json``) in the
-    upright photos (:func:`~grid_pose_detection.evaluate_real.upright_hand_corners`).
-
-    Raises:
-        QuadratsegError: corners.json is missing or malformed, a photo is missing or unreadable, or its
-            annotated size is not the file's (the message names the photo).
-    """
-    annotations = load_hand_annotations(folder)
-    return {
-        name: upright_hand_corners(
-            Path(folder) / name, annotations[name]["corners"], annotations[name]["size"]
-        )
-        for name in (sorted(annotations) if names is None else names)
-    }
-
-
 def write_photo_layout(folder: Path, names: list[str], hand: dict[str, np.ndarray], out: Path) -> Path:
     """A pose layout (one object per corner) of ``names`` from ``folder``, every photo in train and val
     (the few photos are all there is to fit and to check the fit), written upright with ``hand``, their
-    corners in the upright photos (:func:`photo_corners`); returns its data.yaml."""
+    corners in the upright photos (:func:`~grid_pose_detection.evaluate_real.load_hand_corners`); returns
+    its data.yaml."""
     from quadratseg.images import read_image_rgb, write_upright
 
     task = get_task("gridcorners")
@@ -152,7 +132,8 @@ def few_shot(
     settings = current_settings()
     base = weights_path(base, settings)
     folder = Path(photos) if photos else default_photos_folder(settings)
-    names = sorted(load_hand_annotations(folder))
+    hand = load_hand_corners(folder)  # every photo's header read once, before any work: a missing one stops
+    names = sorted(hand)
     ks = [int(k) for k in (ks if isinstance(ks, list | tuple) else str(ks).split(","))]
     if not ks:
         raise QuadratsegError("--ks names no number of annotated photos; give e.g. --ks 0,1,3,5")
@@ -169,7 +150,6 @@ def few_shot(
             f"--held-out names photos not in {folder / 'corners.json'}: "
             f"{', '.join(unknown) or '(none given)'}; its photos are {', '.join(names)}"
         )
-    hand = photo_corners(folder)  # every photo read once, before any work: a missing one stops here
     card = read_model_card(base)
     size = int(imgsz or card.get("imgsz") or 640)
     task = get_task("gridcorners")

@@ -12,6 +12,20 @@ from grid_pose_detection.few_shot import few_shot, training_photos
 from quadratseg.errors import QuadratsegError
 
 
+def _three_photos(shared_data, tmp_path):
+    """The first three CoralSCoP photos and their corners.json in tmp_path/photos: (folder, names,
+    the shared corners.json)."""
+    source = shared_data / "real_quadrats" / "coralscop"
+    corners = json.loads((source / "corners.json").read_text())
+    names = sorted(corners["photos"])[:3]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(source / name, folder / name)
+    (folder / "corners.json").write_text(json.dumps({"photos": {n: corners["photos"][n] for n in names}}))
+    return folder, names, corners
+
+
 def test_the_held_out_photo_is_never_among_the_training_photos():
     names = [f"p{i}.jpg" for i in range(7)]
     for held in names:
@@ -29,14 +43,7 @@ def test_few_shot_fine_tunes_on_other_photos_and_scores_the_held_out_one(
 ):
     """K = 0 scores the base model, K = 1 fine-tunes it (one epoch) on one other photo only; the held-out
     photo's row is in the curve and in neither training layout."""
-    source = shared_data / "real_quadrats" / "coralscop"
-    corners = json.loads((source / "corners.json").read_text())
-    names = sorted(corners["photos"])[:3]
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in names:
-        shutil.copy(source / name, folder / name)
-    (folder / "corners.json").write_text(json.dumps({"photos": {n: corners["photos"][n] for n in names}}))
+    folder, names, _ = _three_photos(shared_data, tmp_path)
     from quadratseg.keypoints import corner_template_xy, save_template
     from quadratseg.model_card import read_model_card, write_model_card
 
@@ -81,15 +88,8 @@ def test_held_out_names_with_hashes_from_the_command_line(shared_data, monkeypat
     import quadratseg.yolo_train
     from quadratseg.cli import run
 
-    source = shared_data / "real_quadrats" / "coralscop"
-    corners = json.loads((source / "corners.json").read_text())
-    names = sorted(corners["photos"])[:3]
+    folder, names, corners = _three_photos(shared_data, tmp_path)
     assert all("###" in n for n in names)
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in names:
-        shutil.copy(source / name, folder / name)
-    (folder / "corners.json").write_text(json.dumps({"photos": {n: corners["photos"][n] for n in names}}))
     answers = [np.asarray(corners["photos"][n]["corners"]) for n in names]
     monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: PointsModel(list(answers)))
     base = tmp_path / "stand-in.pt"
@@ -103,18 +103,6 @@ def test_held_out_names_with_hashes_from_the_command_line(shared_data, monkeypat
     with pytest.raises(SystemExit) as exit_info:
         run(few_shot, command=[*command, "--held-out", "AUSTRALES_AUS_RAI1###nothing.jpg"])
     assert exit_info.value.code == 2
-
-
-def _three_photos(shared_data, tmp_path):
-    source = shared_data / "real_quadrats" / "coralscop"
-    corners = json.loads((source / "corners.json").read_text())
-    names = sorted(corners["photos"])[:3]
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in names:
-        shutil.copy(source / name, folder / name)
-    (folder / "corners.json").write_text(json.dumps({"photos": {n: corners["photos"][n] for n in names}}))
-    return folder, names, corners
 
 
 def test_a_curve_that_cannot_be_made_is_refused_before_any_work(shared_data, monkeypatch, tmp_path):
@@ -153,9 +141,9 @@ def test_the_layout_of_a_photo_stored_turned_holds_its_corners_upright(shared_da
     stored = np.c_[upright[:, 1], 1024 - upright[:, 0]]
     doc = {"photos": {name: {"corners": stored.tolist(), "width": 1024, "height": 1024}}}
     (folder / "corners.json").write_text(json.dumps(doc))
-    from grid_pose_detection.few_shot import photo_corners
+    from grid_pose_detection.evaluate_real import load_hand_corners
 
-    data = write_photo_layout(folder, [name], photo_corners(folder, [name]), tmp_path / "layout")
+    data = write_photo_layout(folder, [name], load_hand_corners(folder), tmp_path / "layout")
     label = (data.parent / "labels" / "train" / "photo_00.txt").read_text().split("\n")
     points = np.array([[float(v) for v in line.split()[5:7]] for line in label if line.strip()]) * 1024
     assert np.abs(points - upright).max() < 0.01, points
