@@ -16,6 +16,25 @@ from quadratseg.taxonomy import load_taxonomy
 from quadratseg.warp import quadrat_homography, warp_image
 
 
+def point_results(image, points_xy, kpt_conf: float, names: dict[int, str]):
+    """ultralytics' own ``Results`` of a pose model finding ``points_xy`` (M, 2) px on ``image``, one
+    object per point (the ``points`` layout): an 8 px box of confidence 0.9 round each, keypoint
+    confidence ``kpt_conf``."""
+    import torch
+    from ultralytics.engine.results import Results
+
+    points = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    boxes = [[x - 4, y - 4, x + 4, y + 4, 0.9, 0] for x, y in points]
+    keypoints = [[[x, y, kpt_conf]] for x, y in points]
+    return Results(
+        image,
+        path="photo.jpg",
+        names=names,
+        boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 6),
+        keypoints=torch.tensor(keypoints, dtype=torch.float32).reshape(-1, 1, 3),
+    )
+
+
 class TruthByOrder:
     """Answers, call after call, the truth of the photos in the order the chain reads them."""
 
@@ -112,25 +131,16 @@ class FakePoseModel(TruthByOrder):
         self.overrides, self.names, self.calls_kwargs = {"imgsz": 256}, {0: "corner"}, []
 
     def predict(self, images_bgr, **kwargs):
-        import torch
-        from ultralytics.engine.results import Results
-
         self.calls_kwargs.append(kwargs)
-        out = []
-        for image in images_bgr:
-            corners = np.asarray(self.next_truth()["corners_raw_xy"]) * self.scale + self.offset
-            boxes = [[x - 4, y - 4, x + 4, y + 4, 0.9, 0] for x, y in corners]
-            keypoints = [[[x, y, self.kpt_conf]] for x, y in corners]
-            out.append(
-                Results(
-                    image,
-                    path="photo.jpg",
-                    names=self.names,
-                    boxes=torch.tensor(boxes, dtype=torch.float32),
-                    keypoints=torch.tensor(keypoints, dtype=torch.float32),
-                )
+        return [
+            point_results(
+                image,
+                np.asarray(self.next_truth()["corners_raw_xy"]) * self.scale + self.offset,
+                self.kpt_conf,
+                self.names,
             )
-        return out
+            for image in images_bgr
+        ]
 
 
 class FakeSegModel:

@@ -5,6 +5,7 @@ photo-quadrats whose true corners are known."""
 from __future__ import annotations
 
 import numpy as np
+from chain_standins import point_results
 
 from grid_pose_detection.predictor import PosePredictor
 from grid_pose_detection.tasks import get_task
@@ -25,25 +26,8 @@ class PointsModel:
         self.overrides, self.names, self.calls = {"imgsz": 640}, {0: "corner"}, []
 
     def predict(self, images_bgr, **kwargs):
-        import torch
-        from ultralytics.engine.results import Results
-
         self.calls.append(kwargs)
-        out = []
-        for image in images_bgr:
-            points = np.asarray(self.answers.pop(0), dtype=np.float64).reshape(-1, 2)
-            boxes = [[x - 4, y - 4, x + 4, y + 4, 0.9, 0] for x, y in points]
-            keypoints = [[[x, y, self.kpt_conf]] for x, y in points]
-            out.append(
-                Results(
-                    image,
-                    path="photo.jpg",
-                    names=self.names,
-                    boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 6),
-                    keypoints=torch.tensor(keypoints, dtype=torch.float32).reshape(-1, 1, 3),
-                )
-            )
-        return out
+        return [point_results(image, self.answers.pop(0), self.kpt_conf, self.names) for image in images_bgr]
 
 
 def predictor_over(model, monkeypatch, **options) -> PosePredictor:
