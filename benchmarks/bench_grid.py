@@ -246,8 +246,7 @@ def frame_check_rates(images: int, seed: int) -> dict:
     """Frames confirmed by the refinement's frame check on the varied world, and the rule swept over its
     thresholds (see the module docstring)."""
     from grid_pose_detection.evaluate_real import default_photos_folder, load_hand_corners
-    from grid_pose_detection.predictor import MIN_FRAME_SIDES, MIN_SIDE_EVIDENCE, MIN_WEAKEST_SIDE
-    from grid_pose_detection.predictor import frame_confirmed as confirmed
+    from grid_pose_detection.predictor import DEFAULT_FRAME_CHECK, FrameCheck
     from quadratseg.images import read_image_rgb
     from quadratseg.keypoint_refine import refine_quadrat_corners
     from quadratseg.synth.scene import render_quadrat
@@ -307,7 +306,8 @@ def frame_check_rates(images: int, seed: int) -> dict:
                 samples.append(("real_wrong", kind, straightness(image, quadrat)))
 
     def rate(kind, style=None, **rule):
-        hits = [confirmed(x, **rule) for k, st, x in samples if k == kind and style in (None, st)]
+        check = FrameCheck(**rule) if rule else DEFAULT_FRAME_CHECK
+        hits = [check.confirmed(x) for k, st, x in samples if k == kind and style in (None, st)]
         return (float(np.mean(hits)) if hits else float("nan")), len(hits)
 
     print(f"frame check on {images} varied-world photos (768 x 576), seed {seed}: the rule in use")
@@ -336,9 +336,8 @@ def frame_check_rates(images: int, seed: int) -> dict:
     )
     print("\nthe rule swept (those that confirm every real frame at its hand corners; fewest false first)")
     print(f"{'sides':>5} {'evidence':>8} {'weakest':>7} {'frames':>7} {'wrong':>6} {'no frame':>8}")
-    current = {"sides": MIN_FRAME_SIDES, "evidence": MIN_SIDE_EVIDENCE, "weakest": MIN_WEAKEST_SIDE}
     for rule, t, w, f, _ in usable[:12]:
-        mark = "   <- in use" if rule == current else ""
+        mark = "   <- in use" if FrameCheck(**rule) == DEFAULT_FRAME_CHECK else ""
         sides, evidence, weakest = rule["sides"], rule["evidence"], rule["weakest"]
         print(f"{sides:5d} {evidence:8.1f} {weakest:7.1f} {t:7.2f} {w:6.2f} {f:8.2f}{mark}")
     return {"samples": len(samples), "rows": rows}

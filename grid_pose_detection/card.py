@@ -138,17 +138,8 @@ def frame_check_statement() -> dict[str, Any]:
     predictor applies the card's (:func:`grid_pose_detection.predictor.pose_settings`)."""
     from grid_pose_detection.predictor import DEFAULT_FRAME_CHECK
 
-    check = DEFAULT_FRAME_CHECK
-
     return {
-        "sides_needed": check.sides,
-        "side_evidence": check.evidence,
-        "weakest_side": check.weakest,
-        "rule": (
-            f"no frame unless {check.sides} of the 4 sides have at least {check.evidence:.0%} of "
-            f"their pieces on one straight edge (and a bar's coherence along the side) and none has under "
-            f"{check.weakest:.0%}"
-        ),
+        **DEFAULT_FRAME_CHECK.statement(),
         "calibrated_on": "bench_grid.py --frame-check (varied world) and the 7 real CoralSCOP photos",
     }
 

@@ -220,23 +220,25 @@ class FrameCheck:
         return check
 
     def confirmed(self, straight: np.ndarray) -> bool:
-        """The rule on a quadrat's (4,) side evidence (top, right, bottom, left)."""
+        """The rule on a quadrat's (4,) side evidence (top, right, bottom, left); the benchmark
+        (:mod:`benchmarks.bench_grid`) sweeps it."""
         return bool((straight >= self.evidence).sum() >= self.sides and straight.min() >= self.weakest)
+
+    def statement(self) -> dict[str, Any]:
+        """The rule as a model card states it (read back by :meth:`from_card`)."""
+        return {
+            "sides_needed": self.sides,
+            "side_evidence": self.evidence,
+            "weakest_side": self.weakest,
+            "rule": (
+                f"no frame unless {self.sides} of the 4 sides have at least {self.evidence:.0%} of their "
+                f"pieces on one straight edge (and a bar's coherence along the side) and none has under "
+                f"{self.weakest:.0%}"
+            ),
+        }
 
 
 DEFAULT_FRAME_CHECK = FrameCheck()
-
-
-def frame_confirmed(
-    straight: np.ndarray,
-    sides: int = MIN_FRAME_SIDES,
-    evidence: float = MIN_SIDE_EVIDENCE,
-    weakest: float = MIN_WEAKEST_SIDE,
-) -> bool:
-    """The frame check on a quadrat's (4,) side evidence (``side_straightness``, TL-TR, TR-BR,
-    BR-BL, BL-TL): ``sides`` sides with at least ``evidence`` and none under ``weakest`` (the
-    defaults are the predictor's; :mod:`benchmarks.bench_grid` sweeps them)."""
-    return FrameCheck(sides, evidence, weakest).confirmed(straight)
 
 
 def corner_warp(
