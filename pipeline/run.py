@@ -677,9 +677,9 @@ def process_folder(
     options = engine or EngineOptions()
     if options.engine not in ENGINES:
         raise QuadratsegError(f"--engine must be one of {', '.join(ENGINES)}, got {options.engine!r}")
-    table = (
-        read_photo_metadata(metadata) if isinstance(metadata, str | Path) and metadata else metadata or None
-    )
+    table = metadata or None  # a CSV to read, or its rows read already (pipeline.process checks them)
+    if isinstance(table, str | Path):
+        table = read_photo_metadata(table)
     out = prepare_output_folder(out_dir)
     swept = sweep_stale_temporaries(out, options.claim_ttl_s)
     if swept:

@@ -41,15 +41,12 @@ from quadratseg.text_files import read_utf8_text
 PLACE_FIELDS = ("site", "year", "quadrat")
 # Photo names: the synthetic/CRIOBE "site_year_quadrat" and CRIOBE's "SITE###DEPTH###YYYYMMDD_..._N".
 NAME_PATTERNS = (
-    r"^(?P<site>[^#]+?)###[^#]*###(?P<year>(?:19|20)\d{2})\d{4}_.*?_(?P<quadrat>\d+)$",
+    r"^(?P<site>[^#]+?)###[^#]*###(?P<year>(?:19|20)\d{2})(?P<month>\d{2})(?P<day>\d{2})_.*?_(?P<quadrat>\d+)$",
     r"^(?P<site>.+?)_(?P<year>(?:19|20)\d{2})_(?P<quadrat>[^_]+)$",
 )
 YEAR_FOLDER = re.compile(r"^(?:19|20)\d{2}$")
-# the survey day in a file name: CRIOBE's ###YYYYMMDD_, else an ISO date YYYY-MM-DD standing alone
-NAME_DATES = (
-    re.compile(r"###(?P<year>(?:19|20)\d{2})(?P<month>\d{2})(?P<day>\d{2})_"),
-    re.compile(r"(?<!\d)(?P<year>(?:19|20)\d{2})-(?P<month>\d{2})-(?P<day>\d{2})(?!\d)"),
-)
+# the survey day in a file name that no name pattern dates: an ISO date YYYY-MM-DD standing alone
+NAME_DATE = r"(?<!\d)(?P<year>(?:19|20)\d{2})-(?P<month>\d{2})-(?P<day>\d{2})(?!\d)"
 # folder names that say how photos are stored, not where they were taken: never a site
 GENERIC_FOLDERS = frozenset(
     {"images", "image", "imgs", "img", "photos", "photo", "pictures", "raw", "jpg", "jpeg", "data", "dcim"}
@@ -139,8 +136,8 @@ def path_place(key: str) -> tuple[dict[str, str], str]:
 
 def photo_date(key: str, place: Mapping[str, str]) -> str:
     """The survey date of a placed photo: its metadata's ``date`` (ISO ``YYYY-MM-DD``) when the row
-    has one, else the day its file name carries (:data:`NAME_DATES`) when that day is of the photo's
-    year, else the year.
+    has one, else the day its file name carries (a name pattern's month and day, CRIOBE's
+    ``###YYYYMMDD_``, else :data:`NAME_DATE`) when that day is of the photo's year, else the year.
 
     Examples:
         >>> photo_date("MOO###10m###20190315_UTP_QUADRAT_1.jpg", {"year": "2019"})
@@ -155,9 +152,9 @@ def photo_date(key: str, place: Mapping[str, str]) -> str:
         return stated
     year = str(place.get("year") or "")
     stem = PurePosixPath(normalize_key(key)).stem
-    for pattern in NAME_DATES:
-        match = pattern.search(stem)
-        if match and match["year"] == year:
+    for pattern in (*NAME_PATTERNS, NAME_DATE):
+        match = re.search(pattern, stem)
+        if match and match.groupdict().get("month") and match["year"] == year:
             try:
                 return datetime.date(int(year), int(match["month"]), int(match["day"])).isoformat()
             except ValueError:  # no such day: the digits are something else
