@@ -178,7 +178,7 @@ def taglab_lineages(project: TaglabProject) -> tuple[dict[tuple[str, int], tuple
     correspondences: the surveys in date order, the links of each consecutive pair, lineage ids as
     ``pipeline.track`` gives them (:func:`quadratseg.track.lineage.assign_lineages`, the regions' pixel
     areas); and why there are none ("" when there are). Links between surveys that are not consecutive
-    or naming regions the surveys lack are not followed (the note says how many)."""
+    are not followed (the note says how many)."""
     from quadratseg.track.lineage import assign_lineages
     from quadratseg.track.matching import Link
 
@@ -196,11 +196,9 @@ def taglab_lineages(project: TaglabProject) -> tuple[dict[tuple[str, int], tuple
         if k is None or position.get(link.target_survey) != k + 1:
             unused += 1
             continue
-        source = None if link.source_id is None else index[k].get(int(link.source_id))
-        target = None if link.target_id is None else index[k + 1].get(int(link.target_id))
-        if (link.source_id is not None and source is None) or (link.target_id is not None and target is None):
-            unused += 1
-            continue
+        # the reader refused links to regions a survey lacks (quadratseg.formats.taglab)
+        source = None if link.source_id is None else index[k][int(link.source_id)]
+        target = None if link.target_id is None else index[k + 1][int(link.target_id)]
         intervals[k].append(Link(source, target, "", link.event, link.split_fuse))
     lineages, parents = assign_lineages([[float(r.area_px) for r in s.regions] for s in surveys], intervals)
     out = {
@@ -208,7 +206,7 @@ def taglab_lineages(project: TaglabProject) -> tuple[dict[tuple[str, int], tuple
         for k, s in enumerate(surveys)
         for j, r in enumerate(s.regions)
     }
-    note = f"{unused} correspondence(s) not followed (surveys not consecutive by date, or unknown regions)"
+    note = f"{unused} correspondence(s) between surveys not consecutive by date not followed"
     return out, note if unused else ""
 
 
