@@ -241,22 +241,26 @@ def find_survey_image(survey: TaglabSurvey, project_path: Path, images_dir: Path
 
 
 def map_size(path: Path) -> tuple[int, int]:
-    """(width, height) of a survey's map, read from its header: no pixel is decoded, so an
-    orthomosaic above PIL's decompression-bomb guard (179 Mpx) is measured like any other map.
+    """(width, height) of a survey's map as the project's readers show it
+    (:func:`quadratseg.images.image_size`, from the header: no pixel is decoded), with PIL's
+    decompression-bomb guard lifted for that read, so an orthomosaic above its 179 Mpx is measured
+    like any other map (the import runs in one thread; the guard is put back at once).
 
     Raises:
-        OSError: the file is not an image PIL reads.
+        ImageReadError: the file is missing or not an image.
     """
     import warnings
 
     from PIL import Image
 
+    from quadratseg.images import image_size
+
     limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # the guard is for decoding; only the header is read here
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with warnings.catch_warnings(), Image.open(path) as image:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return image.size
+            return image_size(path)
     finally:
         Image.MAX_IMAGE_PIXELS = limit
 
