@@ -83,7 +83,8 @@ def test_lineages_keep_ancestry_through_split_and_fusion():
         [disk("Porites", 45, 50, 14), disk("Porites", 85, 50, 14), disk("Fungia", 160, 160, 5)],
     )
     lineages, parents = assign_lineages(
-        [s0, s1, s2], [match_graph(s0.colonies, s1.colonies), match_graph(s1.colonies, s2.colonies)]
+        [[c.area for c in s.colonies] for s in (s0, s1, s2)],
+        [match_graph(s0.colonies, s1.colonies), match_graph(s1.colonies, s2.colonies)],
     )
     assert lineages == [["L1", "L2"], ["L1"], ["L1.1", "L1.2", "L3"]]
     assert parents[1] == ["L1;L2"]

@@ -225,17 +225,12 @@ def main_source(sources: Sequence[int], areas: Sequence[float]) -> int:
 
 
 def assign_lineages(
-    surveys: Sequence[Survey | Sequence[float]], intervals: Sequence[list[Link]]
+    areas: Sequence[Sequence[float]], intervals: Sequence[list[Link]]
 ) -> tuple[list[list[str]], list[list[str]]]:
     """Lineage ids per survey and colony (unique within the surveys), and each colony's ``parents``
     (the lineages it came from by fusion, else empty), from the links of each interval (see the
-    module docstring). ``surveys``: in date order, each a :class:`Survey` or its colonies' areas (any
-    unit; a colony descends from its largest source, a split's pieces are numbered by decreasing
-    area)."""
-    areas = [
-        [float(c.area) for c in s.colonies] if isinstance(s, Survey) else [float(a) for a in s]
-        for s in surveys
-    ]
+    module docstring). ``areas``: per survey in date order, its colonies' areas (any unit: a colony
+    descends from its largest source, a split's pieces are numbered by decreasing area)."""
     counter = 0
 
     def new() -> str:
@@ -349,7 +344,9 @@ def track_quadrat(
         links, view = match_interval(surveys[k], surveys[k + 1], homographies[k], matcher)
         reg = dict(registrations[k]) if registrations else {}
         intervals.append(Interval(surveys[k], surveys[k + 1], links, reg, view))
-    lineages, parents = assign_lineages(surveys, [iv.links for iv in intervals])
+    lineages, parents = assign_lineages(
+        [[c.area for c in s.colonies] for s in surveys], [iv.links for iv in intervals]
+    )
     rows: list[dict[str, Any]] = []
     for k, survey in enumerate(surveys):
         arriving = intervals[k - 1] if k > 0 else None
