@@ -32,6 +32,38 @@ from quadratseg.errors import QuadratsegError
 
 CONFIG = Path(__file__).parent / "configs" / "gridcorners_varied.yaml"
 SPLITS = ("train", "val", "test")
+# The frame model the project ships (5.6 MB): made by this command on the varied world alone (the
+# command, seed and generator version are in its model card's ``made_by``), never trained on a real
+# photo. A programme without corner annotations starts from it (docs/training.md), and so does the
+# demo's corner model in the varied world.
+SHIPPED_WEIGHTS = Path(__file__).parent / "shipped" / "gridcorners_varied" / "best.pt"
+
+
+def shipped_frame_model(weights: str | Path = SHIPPED_WEIGHTS) -> Path:
+    """The shipped frame model's weights file, checked against the sha256 its model card records.
+
+    A checkout without the file, a Git LFS pointer in its place or a truncated copy is refused with
+    the way to make the model again (the card's command), never loaded as something else.
+    """
+    from quadratseg.model_card import model_card_path, read_model_card
+    from quadratseg.weights import file_sha256
+
+    weights = Path(weights)
+    card = read_model_card(weights) if model_card_path(weights).is_file() else {}
+    remake = card.get("made_by", {}).get("command", "python -m grid_pose_detection.frame_model OUT")
+    if not weights.is_file():
+        raise QuadratsegError(f"the shipped frame model {weights} is missing: check out the repository again, or run {remake}")
+    expected = card.get("weights_sha256")
+    if not expected:
+        raise QuadratsegError(f"{model_card_path(weights)} records no weights_sha256 for {weights}")
+    actual = file_sha256(weights)
+    if actual != expected:
+        raise QuadratsegError(
+            f"{weights} is not the shipped frame model (sha256 {actual[:12]}..., its card says "
+            f"{expected[:12]}...; a Git LFS pointer or a truncated copy?): check out the repository again, "
+            f"or run {remake}"
+        )
+    return weights
 
 
 def corner_layout(synth_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:
@@ -123,6 +155,7 @@ def frame_model(
     from quadratseg.cli import current_settings, device
     from quadratseg.model_card import read_model_card, write_model_card
     from quadratseg.synth.dataset import SynthConfig, generate_dataset
+    from quadratseg.weights import file_sha256
     from quadratseg.yolo_train import run_training
 
     settings = current_settings()
@@ -162,6 +195,7 @@ def frame_model(
         "generator": {k: manifest.get(k) for k in ("generator", "version", "config")},
         "config": CONFIG.name,
     }
+    card["weights_sha256"] = file_sha256(result["best"])  # what shipped_frame_model checks
     write_model_card(result["best"], card)
     predictor = PosePredictor(result["best"], get_task("gridcorners"), device=device(settings=settings))
     report: dict[str, Any] = {"weights": str(result["best"]), "seconds": seconds, "card": card}

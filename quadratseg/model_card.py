@@ -15,6 +15,8 @@ optional:
 - ``conf``, ``kpt_conf``, ``max_cost``: recommended detection, keypoint and matching thresholds.
 - ``template``: file name, beside the card, of the keypoint template (a ``.npy``).
 - ``classes``, ``level``: class names in index order and their taxonomy level.
+- ``made_by``: the command, seed and synthetic generator version that made a model shipped with
+  the project; ``weights_sha256``: the sha256 of its weights file, checked before it is used.
 
 Examples:
     >>> import tempfile, pathlib

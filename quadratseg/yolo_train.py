@@ -222,7 +222,7 @@ def train_yolo(
     else:
         if model_ref is None:
             raise QuadratsegError("the experiment sets no model (e.g. model: yolo11n-pose.yaml)")
-        if models_dir is None and not from_scratch:
+        if models_dir is None and not from_scratch and str(model_ref).endswith((".yaml", ".yml")):
             raise QuadratsegError(
                 "train_yolo needs models_dir (QUADRATSEG_MODELS_DIR) to find pretrained weights"
             )

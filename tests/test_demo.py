@@ -123,7 +123,7 @@ def test_a_demo_set_too_small_to_train_stops_before_anything_is_written(tmp_path
     template (each point on 3 training photos) failed minutes into the run; the demo now says so
     before it writes anything, with the fewest photos that do."""
     with pytest.raises(QuadratsegError, match=r"leaves 2 to train on.*give --images 7 or more"):
-        run_demo(Settings(), tmp_path / "d", images=6, size=256, seed=1)
+        run_demo(Settings(), tmp_path / "d", images=6, size=256, seed=1, world="simple")
     assert not (tmp_path / "d").exists()
 
 
@@ -134,6 +134,7 @@ def test_a_missing_stage_module_is_reported_not_dropped(tmp_path):
         images=1,
         size=256,
         stages=["pipeline.demo:core_stage", "not_a_module.demo:stage"],
+        world="simple",
     )
     assert "No module named 'not_a_module'" in summary["not_a_module"]["skipped"]
 
@@ -143,20 +144,20 @@ def test_a_rerun_starts_from_an_empty_folder_and_a_foreign_folder_is_refused(tmp
     would resume, links to photos of another set, trained weights); the FiftyOne database is kept. A
     folder with files of something else is refused and left untouched."""
     out = tmp_path / "d"
-    run_demo(Settings(), out, images=1, size=256, stages=["pipeline.demo:core_stage"])
+    run_demo(Settings(), out, images=1, size=256, stages=["pipeline.demo:core_stage"], world="simple")
     stale = out / "track" / "process" / "2019" / "photos" / "SynthReef_2019_Q00.jpg.json"
     stale.parent.mkdir(parents=True)
     stale.write_text("{}")
     (out / "fiftyone_db").mkdir(exist_ok=True)
     (out / "fiftyone_db" / "keep").write_text("db")
-    run_demo(Settings(), out, images=1, size=256, stages=["pipeline.demo:core_stage"])
+    run_demo(Settings(), out, images=1, size=256, stages=["pipeline.demo:core_stage"], world="simple")
     assert not (out / "track").exists() and (out / "summary.json").is_file()
     assert (out / "fiftyone_db" / "keep").read_text() == "db"
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "field_notes.txt").write_text("2019 survey")
     with pytest.raises(QuadratsegError, match="not a demo's output folder"):
-        run_demo(Settings(), foreign, images=1, size=256, stages=["pipeline.demo:core_stage"])
+        run_demo(Settings(), foreign, images=1, size=256, stages=["pipeline.demo:core_stage"], world="simple")
     assert sorted(p.name for p in foreign.iterdir()) == ["field_notes.txt"]
 
 

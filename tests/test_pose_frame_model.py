@@ -84,3 +84,54 @@ def test_a_photo_without_a_frame_is_a_background_image_for_ultralytics(varied_se
             assert labels.shape == (0, 5) and empty == 1
         else:
             assert labels.shape == (4, 5) and found == 1
+
+
+def test_the_shipped_frame_model_is_the_file_its_card_describes(tmp_path):
+    """The shipped frame model states what made it (command, seed, generator version; the varied world
+    alone), and a copy that is not the file the card hashed (a Git LFS pointer, a truncated download) is
+    refused with the command that makes the model again, never loaded."""
+    import shutil
+
+    from grid_pose_detection.frame_model import SHIPPED_WEIGHTS, shipped_frame_model
+    from quadratseg.model_card import MODEL_CARD_NAME, read_model_card
+
+    assert shipped_frame_model() == SHIPPED_WEIGHTS
+    card = read_model_card(SHIPPED_WEIGHTS)
+    made = card["made_by"]
+    assert made["world"] == "varied" and made["generator"]["version"] and isinstance(made["seed"], int)
+    assert made["command"].startswith("python -m grid_pose_detection.frame_model")
+    assert card["task"] == "gridcorners" and (SHIPPED_WEIGHTS.parent / card["template"]).is_file()
+    copy = tmp_path / "best.pt"
+    shutil.copy(SHIPPED_WEIGHTS.parent / MODEL_CARD_NAME, tmp_path / MODEL_CARD_NAME)
+    copy.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 5596296\n")
+    with pytest.raises(QuadratsegError, match=r"not the shipped frame model.*LFS.*frame_model OUT --images"):
+        shipped_frame_model(copy)
+    copy.write_bytes(SHIPPED_WEIGHTS.read_bytes()[:-1000])
+    with pytest.raises(QuadratsegError, match="not the shipped frame model"):
+        shipped_frame_model(copy)
+    copy.unlink()
+    with pytest.raises(QuadratsegError, match="is missing"):
+        shipped_frame_model(copy)
+
+
+@pytest.mark.slow
+def test_the_shipped_frame_model_still_finds_frames_it_never_saw(shared_data, tmp_path):
+    """The shipped frame model through the predictor every command uses, on varied-world photos of a
+    seed it was not trained on and on the 7 real photos with hand corners (never trained on): it finds
+    the synthetic frames within a few px, and the real frames its card says it found, no farther off."""
+    from grid_pose_detection.evaluate_real import real_frames
+    from grid_pose_detection.frame_model import SHIPPED_WEIGHTS, synthetic_test_figures
+    from grid_pose_detection.predictor import PosePredictor
+    from grid_pose_detection.tasks import get_task
+    from quadratseg.model_card import read_model_card
+    from quadratseg.synth import SynthConfig, generate_dataset
+
+    measured = read_model_card(SHIPPED_WEIGHTS)["measured"]
+    predictor = PosePredictor(SHIPPED_WEIGHTS, get_task("gridcorners"))
+    config = SynthConfig(images=30, seed=1234, size=448, world="varied")
+    synthetic = synthetic_test_figures(predictor, generate_dataset(tmp_path / "set", config, workers=1))
+    assert synthetic["photos"] >= 5
+    assert synthetic["found"] >= synthetic["photos"] / 2 and synthetic["mean_px_error"] < 3
+    real = real_frames(predictor, SHIPPED_WEIGHTS, shared_data / "real_quadrats" / "coralscop")
+    assert real["found"] >= measured["real_frames"]["found"]
+    assert real["mean_error_pct"] <= measured["real_frames"]["mean_error_pct"] + 0.05

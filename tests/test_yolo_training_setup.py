@@ -211,3 +211,20 @@ def test_a_device_list_reaches_ultralytics_ddp_selection(tmp_path, models_dir):
     config = {"model": "yolo11n-seg.yaml", "epochs": 1, "imgsz": 64, "batch": 2, "workers": 0}
     with pytest.raises(QuadratsegError, match=r"device '0,1' is not available"):
         train_yolo(config, data, tmp_path / "runs", "ddp", device=(0, 1), models_dir=root)
+
+
+def test_a_local_checkpoint_is_fine_tuned_without_a_models_folder(tmp_path, models_dir):
+    """A training that starts from a local .pt (a shipped or one's own model) needs no models folder,
+    which only holds the COCO weights an architecture YAML starts from; a YAML still needs one."""
+    from quadratseg.yolo_train import train_yolo
+
+    data = _square_seg_dataset(tmp_path / "squares", images=2)
+    root, _ = models_dir
+    checkpoint = root / "yolo11n-seg.pt"
+    config = {"model": str(checkpoint), "epochs": 1, "imgsz": 64, "batch": 2, "workers": 0, "plots": False}
+    run = train_yolo(config, data, tmp_path / "runs", "tuned", tensorboard=False)
+    assert run["config"]["pretrained"] == str(checkpoint) and run["config"]["from_scratch"] is False
+    assert Path(run["best"]).is_file()
+    config["model"] = "yolo11n-seg.yaml"
+    with pytest.raises(QuadratsegError, match="needs models_dir"):
+        train_yolo(config, data, tmp_path / "runs", "yaml", tensorboard=False)
