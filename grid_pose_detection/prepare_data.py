@@ -90,6 +90,15 @@ def point_lines(
     return lines
 
 
+def _link_or_upright(source: str | Path, target: Path, link: bool) -> None:
+    """``target``: a link to ``source``, or a copy with upright pixels when asked for a copy or when the
+    photo has an EXIF turn (ultralytics then sees it upright, as the labels are)."""
+    if link and exif_orientation(source) == 1:
+        target.symlink_to(Path(source).resolve())
+    else:
+        write_upright(source, target)
+
+
 def write_pose_layout(
     task: PoseTask,
     samples: Any,
@@ -97,19 +106,36 @@ def write_pose_layout(
     overwrite: bool = False,
     link: bool = True,
     layout: str = "points",
+    backgrounds: bool = False,
 ) -> dict[str, Any]:
-    """Write the layout for FiftyOne ``samples`` holding ``task.field``; returns counts per split."""
+    """Write the layout for FiftyOne ``samples`` holding ``task.field``; returns counts per split.
+
+    A sample of a split with no points is skipped (an image nobody annotated yet), or, with
+    ``backgrounds``, written with an empty label file: an ultralytics background image, from which
+    the model learns to find nothing (a frame without a grid). Use it when every image of the
+    dataset is annotated, so that no points means nothing there.
+    """
     check_layout(layout)
     skipped = []
+    background_count = 0
     with atomic_output_dir(out_dir, overwrite) as tmp:
         counts = make_split_dirs(tmp)
         for sample in samples:
             split = sample_split(sample)
             value = sample[task.field] if task.field in sample.field_names else None
-            if split is None or value is None or not value.keypoints:
+            empty = value is None or not value.keypoints
+            if split is None or (empty and not backgrounds):
                 skipped.append(
                     f"{sample.filepath}: {'no split tag' if split is None else 'no ' + task.field}"
                 )
+                continue
+            stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
+            image_target = tmp / "images" / split / f"{stem}{Path(sample.filepath).suffix}"
+            if empty:
+                _link_or_upright(sample.filepath, image_target, link)
+                (tmp / "labels" / split / f"{stem}.txt").write_text("", encoding="utf-8")
+                counts[split] += 1
+                background_count += 1
                 continue
             size = (sample.metadata.width, sample.metadata.height)
             # points CVAT marked outside keep their coordinates (written with v = 0)
@@ -119,12 +145,7 @@ def write_pose_layout(
                     f"{sample.filepath}: {task.field} has {len(points)} points, "
                     f"the {task.name} task needs {task.n_points}"
                 )
-            stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
-            image_target = tmp / "images" / split / f"{stem}{Path(sample.filepath).suffix}"
-            if link and exif_orientation(sample.filepath) == 1:
-                image_target.symlink_to(Path(sample.filepath).resolve())
-            else:  # a copy, with upright pixels if the photo has an EXIF turn (ultralytics sees it upright)
-                write_upright(sample.filepath, image_target)
+            _link_or_upright(sample.filepath, image_target, link)
             lines = point_lines(task, points, visible, size, layout)
             (tmp / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
             counts[split] += 1
@@ -137,6 +158,7 @@ def write_pose_layout(
         logger.warning("skipped %s", line)
     return {
         "images": counts,
+        "backgrounds": background_count,
         "skipped": len(skipped),
         "layout": layout,
         "data_yaml": str(Path(out_dir) / "data.yaml"),
@@ -150,6 +172,7 @@ def prepare_data(
     overwrite: bool = False,
     copy_images: bool = False,
     layout: str = "points",
+    backgrounds: bool = False,
 ) -> str:
     """Export a FiftyOne dataset's corner or grid keypoints to an ultralytics pose dataset.
 
@@ -161,9 +184,13 @@ def prepare_data(
         overwrite: replace out_dir if it exists.
         copy_images: copy images instead of symlinking them.
         layout: points (one object per keypoint, default) or instance (one object holding all).
+        backgrounds: write the images annotated with no points (frames without a grid) as background
+            images instead of skipping them: the model learns to answer "no grid" there. Only when
+            every image of the dataset is annotated (no points means nothing there).
 
     Returns:
-        JSON with the image counts per split and the data.yaml path.
+        JSON with the image counts per split (``backgrounds``: those written as background images)
+        and the data.yaml path.
     """
     from quadratseg.cli import data_path
     from quadratseg.fiftyone_io import load_dataset
@@ -179,6 +206,7 @@ def prepare_data(
             overwrite,
             link=not copy_images,
             layout=layout,
+            backgrounds=backgrounds,
         ),
         indent=2,
     )

@@ -69,7 +69,7 @@ STAGES: list[str] = [
 # on 12 photos (YOLO's mask mAP@0.5 0.75 on the 12 test photos at its last epoch, against 0.87 on 5
 # with 14 training photos and its checkpoint picked on val), the varied one on 36.
 DEMO_SETS = {"simple": (36, 1 / 3), "varied": (60, 0.2)}
-DEFAULT_WORLD = "simple"
+DEFAULT_WORLD = "varied"  # the realistic regime; simple: the fast toy of the unit tests
 # Photos whose true grid crossings lie within this many px of the template count as having straight
 # strings: the strings' offsets from their analytic places are measured on them only.
 STRAIGHT_SAG_PX = 0.5
@@ -434,12 +434,12 @@ def main(
         out_dir: output folder (summary.json, report.html, img/, synthetic/), emptied first but for
             its FiftyOne database (a folder of anything else is refused); default:
             QUADRATSEG_OUTPUTS_DIR/demo.
-        images: synthetic quadrats to generate (0: 36 in the simple world, a third each in train,
-            val and test; 60 in the varied one, 36 / 12 / 12).
+        images: synthetic quadrats to generate (0: 60 in the varied world, 36 / 12 / 12 in train,
+            val and test; 36 in the simple one, a third each).
         size: raw photo width in px.
         seed: random seed of the synthetic set.
-        world: ``simple`` (a pale frame on sand, fast) or ``varied`` (frames, reefs and water drawn
-            per photo, figures in the range of real data; docs/synthetic.md).
+        world: ``varied`` (the default: frames, reefs and water drawn per photo; docs/synthetic.md)
+            or ``simple`` (a pale frame on sand, the fast toy of the unit tests).
 
     Returns:
         The path of report.html.

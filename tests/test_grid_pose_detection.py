@@ -61,6 +61,31 @@ def test_instance_layout_keeps_invisible_points_and_writes_flip_idx(pose_dataset
         write_pose_layout(get_task("gridpose"), ds, tmp_path / "x", layout="one")
 
 
+def test_photos_annotated_with_no_grid_become_background_images_when_asked(pose_datasets, tmp_path):
+    """A frame without a grid (diagonal strings, none) is annotated with no points. Skipped, the grid
+    model never sees one and finds a grid on every such photo (the varied demo's grid model: none of
+    8 gridless test photos answered no grid); with ``backgrounds`` it is an empty label file, which
+    ultralytics' own label checker reads as a background image, counted apart."""
+    import fiftyone as fo
+    from ultralytics.data.utils import verify_image_label
+
+    task = get_task("gridpose")
+    ds = fo.load_dataset(pose_datasets["gridpose"]).clone()
+    sample = ds.match_tags("train").first()
+    sample[task.field] = None  # annotated, nothing there
+    sample.save()
+    plain = write_pose_layout(task, ds, tmp_path / "plain")
+    assert plain["skipped"] == 1 and plain["backgrounds"] == 0
+    with_backgrounds = write_pose_layout(task, ds, tmp_path / "bg", backgrounds=True)
+    assert with_backgrounds["skipped"] == 0 and with_backgrounds["backgrounds"] == 1
+    assert sum(with_backgrounds["images"].values()) == sum(plain["images"].values()) + 1
+    image = next((tmp_path / "bg" / "images" / "train").glob(f"{Path(sample.filepath).stem}_*"))
+    label = tmp_path / "bg" / "labels" / "train" / f"{image.stem}.txt"
+    checked = verify_image_label((str(image), str(label), "", True, 1, 1, 3, False))
+    labels, empty, message = checked[1], checked[7], checked[-1]
+    assert message == "" and labels.shape == (0, 5) and empty == 1
+
+
 def test_points_layout_is_one_object_per_keypoint_read_back_by_ultralytics(pose_datasets, tmp_path):
     """Each keypoint is one object: a box centred on it; ultralytics' own loader reads them back."""
     import fiftyone as fo
