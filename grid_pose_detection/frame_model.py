@@ -52,7 +52,9 @@ def shipped_frame_model(weights: str | Path = SHIPPED_WEIGHTS) -> Path:
     card = read_model_card(weights) if model_card_path(weights).is_file() else {}
     remake = card.get("made_by", {}).get("command", "python -m grid_pose_detection.frame_model OUT")
     if not weights.is_file():
-        raise QuadratsegError(f"the shipped frame model {weights} is missing: check out the repository again, or run {remake}")
+        raise QuadratsegError(
+            f"the shipped frame model {weights} is missing: check out the repository again, or run {remake}"
+        )
     expected = card.get("weights_sha256")
     if not expected:
         raise QuadratsegError(f"{model_card_path(weights)} records no weights_sha256 for {weights}")
