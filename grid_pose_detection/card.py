@@ -75,9 +75,13 @@ def _label_points(image: Path, size: tuple[int, int]) -> np.ndarray:
 
 def image_success(predicted_xy: np.ndarray, truth_xy: np.ndarray) -> bool:
     """Every annotated point (N, 2) has a prediction (K, 2, NaN = missing) within ``SUCCESS_SHARE`` of
-    the annotated extent, and no prediction lies farther than that from every annotated point."""
+    the annotated extent, and no prediction lies farther than that from every annotated point. An
+    image with no annotated point (a background image: a frame without a grid) is completed when
+    nothing is found there."""
     found = predicted_xy[np.isfinite(predicted_xy).all(axis=1)]
-    if len(truth_xy) == 0 or len(found) == 0:
+    if len(truth_xy) == 0:
+        return len(found) == 0
+    if len(found) == 0:
         return False
     tolerance = SUCCESS_SHARE * float((truth_xy.max(axis=0) - truth_xy.min(axis=0)).max())
     gaps = np.linalg.norm(found[:, None, :] - truth_xy[None, :, :], axis=2)

@@ -43,14 +43,19 @@ def shipped_frame_model(weights: str | Path = SHIPPED_WEIGHTS) -> Path:
     """The shipped frame model's weights file, checked against the sha256 its model card records.
 
     A checkout without the file, a Git LFS pointer in its place or a truncated copy is refused with
-    the way to make the model again (the card's command), never loaded as something else.
+    the way to make the model again (the card's command, then its ``best.pt`` and ``model_card.json``
+    copied into the shipped folder: a model made again is another file, which its own card hashes),
+    never loaded as something else.
     """
     from quadratseg.model_card import model_card_path, read_model_card
     from quadratseg.weights import file_sha256
 
     weights = Path(weights)
     card = read_model_card(weights) if model_card_path(weights).is_file() else {}
-    remake = card.get("made_by", {}).get("command", "python -m grid_pose_detection.frame_model OUT")
+    remake = (
+        f"{card.get('made_by', {}).get('command', 'python -m grid_pose_detection.frame_model OUT')} and copy "
+        f"OUT/runs/gridcorners/weights/best.pt and model_card.json into {weights.parent}"
+    )
     if not weights.is_file():
         raise QuadratsegError(
             f"the shipped frame model {weights} is missing: check out the repository again, or run {remake}"

@@ -120,10 +120,18 @@ def write_pose_layout(
     background_count = 0
     with atomic_output_dir(out_dir, overwrite) as tmp:
         counts = make_split_dirs(tmp)
+        labelled = dict.fromkeys(counts, 0)
         for sample in samples:
             split = sample_split(sample)
             value = sample[task.field] if task.field in sample.field_names else None
-            empty = value is None or not value.keypoints
+            size = (sample.metadata.width, sample.metadata.height)
+            # points CVAT marked outside keep their coordinates (written with v = 0)
+            points, visible = (
+                keypoints_to_pixels(value.keypoints[0], size, with_outside=True)
+                if value is not None and value.keypoints
+                else (np.zeros((0, 2)), np.zeros(0, bool))
+            )
+            empty = not np.isfinite(points).all(axis=1).any()  # no point at all, or every one missing
             if split is None or (empty and not backgrounds):
                 skipped.append(
                     f"{sample.filepath}: {'no split tag' if split is None else 'no ' + task.field}"
@@ -137,9 +145,6 @@ def write_pose_layout(
                 counts[split] += 1
                 background_count += 1
                 continue
-            size = (sample.metadata.width, sample.metadata.height)
-            # points CVAT marked outside keep their coordinates (written with v = 0)
-            points, visible = keypoints_to_pixels(value.keypoints[0], size, with_outside=True)
             if len(points) != task.n_points:
                 raise QuadratsegError(
                     f"{sample.filepath}: {task.field} has {len(points)} points, "
@@ -149,7 +154,9 @@ def write_pose_layout(
             lines = point_lines(task, points, visible, size, layout)
             (tmp / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
             counts[split] += 1
-        check_split_counts(counts, task.name)
+            labelled[split] += 1
+        # background images alone teach nothing: ultralytics stops at the start with "No labels found"
+        check_split_counts(labelled, f"{task.name} (images with points)")
         final_root = Path(out_dir)
         (tmp / "data.yaml").write_text(
             yaml.safe_dump(data_yaml(task, final_root, layout), sort_keys=False), encoding="utf-8"

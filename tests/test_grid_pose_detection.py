@@ -86,6 +86,45 @@ def test_photos_annotated_with_no_grid_become_background_images_when_asked(pose_
     assert message == "" and labels.shape == (0, 5) and empty == 1
 
 
+@pytest.mark.parametrize("layout", ["points", "instance"])
+def test_keypoints_all_missing_are_no_points_and_a_split_of_backgrounds_only_is_refused(
+    pose_datasets, tmp_path, layout
+):
+    """A keypoint whose points are all missing is an image with no points (skipped, or a background
+    image when asked), in both layouts (before: a label file of one blank line in ``points``, a crash
+    of the whole layout in ``instance``). A train split holding background images alone would stop
+    ultralytics at its start ("No labels found"): it is refused before anything is written."""
+    import fiftyone as fo
+
+    task = get_task("gridcorners")
+    ds = fo.load_dataset(pose_datasets["gridcorners"]).clone()
+    sample = ds.match_tags("train").first()
+    sample[task.field].keypoints[0].points = [(float("nan"), float("nan"))] * 4
+    sample.save()
+    plain = write_pose_layout(task, ds, tmp_path / "plain", layout=layout)
+    assert plain["skipped"] == 1 and plain["backgrounds"] == 0
+    marked = write_pose_layout(task, ds, tmp_path / "bg", layout=layout, backgrounds=True)
+    assert marked["skipped"] == 0 and marked["backgrounds"] == 1
+    for other in ds.match_tags("train"):
+        other[task.field] = None
+        other.save()
+    with pytest.raises(QuadratsegError, match="train"):
+        write_pose_layout(task, ds, tmp_path / "none", layout=layout, backgrounds=True)
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_background_image_counts_as_completed_when_nothing_is_found():
+    """Choosing a model's box threshold on val: an image with no points (a frame without a grid) is
+    completed when the model finds nothing there, and failed by any point it finds."""
+    from grid_pose_detection.card import image_success
+
+    none = np.zeros((0, 2))
+    assert image_success(np.full((4, 2), np.nan), none)
+    assert not image_success(np.array([[10.0, 10.0]]), none)
+    truth = np.array([[0.0, 0.0], [100.0, 0.0]])
+    assert image_success(truth.copy(), truth) and not image_success(np.full((2, 2), np.nan), truth)
+
+
 def test_points_layout_is_one_object_per_keypoint_read_back_by_ultralytics(pose_datasets, tmp_path):
     """Each keypoint is one object: a box centred on it; ultralytics' own loader reads them back."""
     import fiftyone as fo

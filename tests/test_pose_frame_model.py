@@ -90,10 +90,11 @@ def test_the_shipped_frame_model_is_the_file_its_card_describes(tmp_path):
     """The shipped frame model states what made it (command, seed, generator version; the varied world
     alone), and a copy that is not the file the card hashed (a Git LFS pointer, a truncated download) is
     refused with the command that makes the model again, never loaded."""
+    import hashlib
     import shutil
 
     from grid_pose_detection.frame_model import SHIPPED_WEIGHTS, shipped_frame_model
-    from quadratseg.model_card import MODEL_CARD_NAME, read_model_card
+    from quadratseg.model_card import MODEL_CARD_NAME, read_model_card, write_model_card
 
     assert shipped_frame_model() == SHIPPED_WEIGHTS
     card = read_model_card(SHIPPED_WEIGHTS)
@@ -104,7 +105,9 @@ def test_the_shipped_frame_model_is_the_file_its_card_describes(tmp_path):
     copy = tmp_path / "best.pt"
     shutil.copy(SHIPPED_WEIGHTS.parent / MODEL_CARD_NAME, tmp_path / MODEL_CARD_NAME)
     copy.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 5596296\n")
-    with pytest.raises(QuadratsegError, match=r"not the shipped frame model.*LFS.*frame_model OUT --images"):
+    with pytest.raises(
+        QuadratsegError, match=r"not the shipped frame model.*LFS.*frame_model OUT --images.*copy.*model_card"
+    ):
         shipped_frame_model(copy)
     copy.write_bytes(SHIPPED_WEIGHTS.read_bytes()[:-1000])
     with pytest.raises(QuadratsegError, match="not the shipped frame model"):
@@ -112,6 +115,11 @@ def test_the_shipped_frame_model_is_the_file_its_card_describes(tmp_path):
     copy.unlink()
     with pytest.raises(QuadratsegError, match="is missing"):
         shipped_frame_model(copy)
+    # a model made again and copied in with its own card is the shipped model from then on
+    remade = b"another model's bytes"
+    copy.write_bytes(remade)
+    write_model_card(copy, {"weights_sha256": hashlib.sha256(remade).hexdigest()})
+    assert shipped_frame_model(copy) == copy
 
 
 @pytest.mark.slow

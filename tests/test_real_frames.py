@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,19 +145,25 @@ def test_the_demo_reports_the_shipped_frame_model_and_its_own_on_the_real_photos
     from grid_pose_detection.predictor import PosePredictor
     from grid_pose_detection.tasks import get_task
 
-    answers = list(hand.values())
-    answers[0] = np.zeros((0, 2))  # no corner found on the first photo
-    monkeypatch.setattr(quadratseg.yolo_train, "build_model", lambda weights: PointsModel(answers))
+    demo_answers = list(hand.values())
+    demo_answers[0] = np.zeros((0, 2))  # the demo's model: no corner on the first photo
+    shipped_answers = list(hand.values())
+    shipped_answers[1:] = [np.zeros((0, 2))] * 6  # the shipped model: corners on the first photo only
+
+    def build(weights):
+        return PointsModel(shipped_answers if Path(weights) == SHIPPED_WEIGHTS else demo_answers)
+
+    monkeypatch.setattr(quadratseg.yolo_train, "build_model", build)
     predictor = PosePredictor(tmp_path / "best.pt", get_task("gridcorners"), refine=False)
     summary = real_frames_summary(types.SimpleNamespace(shared_data=shared_data), predictor)
-    first = next(iter(hand))
+    first, *others = hand
     assert {k: summary[k] for k in ("photos", "found", "within_1_5pct", "weights")} == {
         "photos": 7,
-        "found": 6,
-        "within_1_5pct": 6,
+        "found": 1,
+        "within_1_5pct": 1,
         "weights": str(SHIPPED_WEIGHTS),
     }
-    assert summary["mean_error_pct"] < 0.5 and list(summary["reasons"]) == [first]
+    assert summary["mean_error_pct"] < 0.5 and sorted(summary["reasons"]) == sorted(others)
     demo_model = summary["demo_model"]
     assert (demo_model["found"], demo_model["weights"], demo_model["mean_error_pct"]) == (
         6,
