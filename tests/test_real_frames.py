@@ -156,7 +156,7 @@ def test_the_demo_reports_the_shipped_frame_model_and_its_own_on_the_real_photos
     monkeypatch.setattr(quadratseg.yolo_train, "build_model", build)
     predictor = PosePredictor(tmp_path / "best.pt", get_task("gridcorners"), refine=False)
     summary = real_frames_summary(types.SimpleNamespace(shared_data=shared_data), predictor)
-    first, *others = hand
+    _, *others = hand
     assert {k: summary[k] for k in ("photos", "found", "within_1_5pct", "weights")} == {
         "photos": 7,
         "found": 1,
