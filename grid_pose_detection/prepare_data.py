@@ -124,13 +124,11 @@ def write_pose_layout(
         for sample in samples:
             split = sample_split(sample)
             value = sample[task.field] if task.field in sample.field_names else None
-            size = (sample.metadata.width, sample.metadata.height)
-            # points CVAT marked outside keep their coordinates (written with v = 0)
-            points, visible = (
-                keypoints_to_pixels(value.keypoints[0], size, with_outside=True)
-                if value is not None and value.keypoints
-                else (np.zeros((0, 2)), np.zeros(0, bool))
-            )
+            points, visible, size = np.zeros((0, 2)), np.zeros(0, bool), None
+            if value is not None and value.keypoints:
+                size = (sample.metadata.width, sample.metadata.height)
+                # points CVAT marked outside keep their coordinates (written with v = 0)
+                points, visible = keypoints_to_pixels(value.keypoints[0], size, with_outside=True)
             empty = not np.isfinite(points).all(axis=1).any()  # no point at all, or every one missing
             if split is None or (empty and not backgrounds):
                 skipped.append(

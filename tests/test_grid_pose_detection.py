@@ -76,6 +76,9 @@ def test_photos_annotated_with_no_grid_become_background_images_when_asked(pose_
     sample.save()
     plain = write_pose_layout(task, ds, tmp_path / "plain")
     assert plain["skipped"] == 1 and plain["backgrounds"] == 0
+    sample.metadata = None  # never measured: an image with no points needs no size to be skipped
+    sample.save()
+    assert write_pose_layout(task, ds, tmp_path / "unmeasured")["skipped"] == 1
     with_backgrounds = write_pose_layout(task, ds, tmp_path / "bg", backgrounds=True)
     assert with_backgrounds["skipped"] == 0 and with_backgrounds["backgrounds"] == 1
     assert sum(with_backgrounds["images"].values()) == sum(plain["images"].values()) + 1
