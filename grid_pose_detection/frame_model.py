@@ -48,7 +48,7 @@ def shipped_frame_model(weights: str | Path = SHIPPED_WEIGHTS) -> Path:
     never loaded as something else.
     """
     from quadratseg.model_card import model_card_path, read_model_card
-    from quadratseg.weights import file_sha256
+    from quadratseg.weights import MissingWeightsError, WeightsChecksumError, file_sha256
 
     weights = Path(weights)
     card = read_model_card(weights) if model_card_path(weights).is_file() else {}
@@ -57,7 +57,7 @@ def shipped_frame_model(weights: str | Path = SHIPPED_WEIGHTS) -> Path:
         f"OUT/runs/gridcorners/weights/best.pt and model_card.json into {weights.parent}"
     )
     if not weights.is_file():
-        raise QuadratsegError(
+        raise MissingWeightsError(
             f"the shipped frame model {weights} is missing: check out the repository again, or run {remake}"
         )
     expected = card.get("weights_sha256")
@@ -65,7 +65,7 @@ def shipped_frame_model(weights: str | Path = SHIPPED_WEIGHTS) -> Path:
         raise QuadratsegError(f"{model_card_path(weights)} records no weights_sha256 for {weights}")
     actual = file_sha256(weights)
     if actual != expected:
-        raise QuadratsegError(
+        raise WeightsChecksumError(
             f"{weights} is not the shipped frame model (sha256 {actual[:12]}..., its card says "
             f"{expected[:12]}...; a Git LFS pointer or a truncated copy?): check out the repository again, "
             f"or run {remake}"

@@ -65,12 +65,18 @@ def parse_train_args(args: dict[str, Any] | str | None) -> dict[str, Any]:
     return {k: words.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
 
 
+def is_architecture(model: str | Path) -> bool:
+    """Whether ``model`` names an architecture YAML (built, or started from COCO weights) rather than
+    a checkpoint."""
+    return str(model).endswith((".yaml", ".yml"))
+
+
 def build_model(model: str | Path) -> Any:
     """A YOLO model from a YAML architecture or a local checkpoint; never a download."""
     from ultralytics import YOLO
 
     text = str(model)
-    if text.endswith((".yaml", ".yml")):
+    if is_architecture(text):
         return YOLO(text)
     path = Path(text)
     if not path.is_file():
@@ -95,8 +101,7 @@ def starting_model(
     from quadratseg.weights import FROM_SCRATCH_WARNING, locate, yolo_key
 
     text = str(model_ref)
-    is_yaml = text.endswith((".yaml", ".yml"))
-    if not is_yaml:
+    if not is_architecture(text):
         if from_scratch:
             raise QuadratsegError(
                 f"--from-scratch with the checkpoint {text}: give an architecture YAML "
@@ -222,7 +227,7 @@ def train_yolo(
     else:
         if model_ref is None:
             raise QuadratsegError("the experiment sets no model (e.g. model: yolo11n-pose.yaml)")
-        if models_dir is None and not from_scratch and str(model_ref).endswith((".yaml", ".yml")):
+        if models_dir is None and not from_scratch and is_architecture(model_ref):
             raise QuadratsegError(
                 "train_yolo needs models_dir (QUADRATSEG_MODELS_DIR) to find pretrained weights"
             )

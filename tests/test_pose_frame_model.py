@@ -120,6 +120,15 @@ def test_the_shipped_frame_model_is_the_file_its_card_describes(tmp_path):
     copy.write_bytes(remade)
     write_model_card(copy, {"weights_sha256": hashlib.sha256(remade).hexdigest()})
     assert shipped_frame_model(copy) == copy
+    # the core's weights errors, as for any other weights file that is missing or not what it claims
+    from quadratseg.weights import MissingWeightsError, WeightsChecksumError
+
+    copy.write_bytes(b"altered")
+    with pytest.raises(WeightsChecksumError):
+        shipped_frame_model(copy)
+    copy.unlink()
+    with pytest.raises(MissingWeightsError):
+        shipped_frame_model(copy)
 
 
 @pytest.mark.slow
