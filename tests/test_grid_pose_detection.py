@@ -89,6 +89,30 @@ def test_photos_annotated_with_no_grid_become_background_images_when_asked(pose_
     assert message == "" and labels.shape == (0, 5) and empty == 1
 
 
+def test_the_prepare_data_cli_writes_background_images_with_its_flag(pose_datasets, tmp_path):
+    """``python -m grid_pose_detection.prepare_data gridpose DATASET OUT --backgrounds`` (the CLI's
+    function): the photo annotated with no grid is in the layout and counted; without the flag, not."""
+    import json
+    import uuid
+
+    import fiftyone as fo
+
+    from grid_pose_detection.prepare_data import prepare_data
+
+    task = get_task("gridpose")
+    ds = fo.load_dataset(pose_datasets["gridpose"]).clone(f"bg-cli-{uuid.uuid4().hex[:6]}")
+    try:
+        sample = ds.match_tags("train").first()
+        sample[task.field] = None
+        sample.save()
+        marked = json.loads(prepare_data("gridpose", ds.name, str(tmp_path / "bg"), backgrounds=True))
+        plain = json.loads(prepare_data("gridpose", ds.name, str(tmp_path / "plain")))
+        assert (marked["backgrounds"], plain["backgrounds"], plain["skipped"]) == (1, 0, 1)
+        assert marked["images"]["train"] == plain["images"]["train"] + 1
+    finally:
+        ds.delete()
+
+
 @pytest.mark.parametrize("layout", ["points", "instance"])
 def test_keypoints_all_missing_are_no_points_and_a_split_of_backgrounds_only_is_refused(
     pose_datasets, tmp_path, layout
