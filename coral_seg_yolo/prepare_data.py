@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,39 @@ def layout_stem(sample: Any) -> str:
     return f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
 
 
+@dataclass
+class SegImage:
+    """One photo of a YOLO-seg layout: its split, file, layout stem, size (w, h; None: read from the
+    file) and colonies as (label, rings px: outline, parts and holes under the even-odd rule)."""
+
+    split: str
+    filepath: str
+    stem: str
+    size_wh: tuple[int, int] | None
+    colonies: list[tuple[str, list[np.ndarray]]]
+
+
+def fiftyone_seg_images(samples: Any, field: str) -> Iterator[SegImage]:
+    """The :class:`SegImage` of each FiftyOne sample in a train/val/test split (polylines of ``field``,
+    normalized rings scaled to the image)."""
+    for sample in samples:
+        split = sample_split(sample)
+        if split is None:
+            continue
+        size = None
+        if sample.metadata is not None and sample.metadata.width:
+            size = (int(sample.metadata.width), int(sample.metadata.height))
+        else:
+            size = read_image_rgb(sample.filepath).shape[1::-1]  # upright
+        w, h = size
+        colonies = []
+        for poly in sample[field].polylines if sample[field] is not None else []:
+            rings = [np.asarray(r, dtype=np.float64) * [w, h] for r in poly.points if len(r) >= 3]
+            if rings:
+                colonies.append((poly.label, rings))
+        yield SegImage(split, sample.filepath, layout_stem(sample), (w, h), colonies)
+
+
 def write_seg_layout(
     samples: Any,
     out_dir: Path,
@@ -113,39 +148,54 @@ def write_seg_layout(
     """Write the YOLO-seg layout of FiftyOne ``samples`` (field ``gt_polylines`` or its ``level`` copy)."""
     if level not in LEVELS:
         raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
-    if tile and not 0 <= overlap < 0.9:
-        raise QuadratsegError(f"--overlap must be in [0, 0.9), got {overlap}")
     field = POLYLINES_FIELD if level == "finegrained" else level_field(level)
     if field not in samples.get_field_schema():
         raise QuadratsegError(f"the dataset has no field {field!r}; pull it with data_engineering first")
+    return write_seg_images(
+        fiftyone_seg_images(samples, field), out_dir, level, tile, overlap, min_area, overwrite, image_format
+    )
+
+
+def write_seg_images(
+    images: Iterable[SegImage],
+    out_dir: Path,
+    level: str = "finegrained",
+    tile: int = 0,
+    overlap: float = 0.2,
+    min_area: float = 16.0,
+    overwrite: bool = False,
+    image_format: str = ".jpg",
+) -> dict[str, Any]:
+    """Write the YOLO-seg layout (``images/``, ``labels/``, ``data.yaml``) of :class:`SegImage` records.
+
+    A colony's label must be a class of ``level``; with ``tile``, each image is cut into tiles and each
+    colony clipped to the tiles it touches. Written whole or not at all (a temporary folder renamed).
+    """
+    if level not in LEVELS:
+        raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
+    if tile and not 0 <= overlap < 0.9:
+        raise QuadratsegError(f"--overlap must be in [0, 0.9), got {overlap}")
     names = load_taxonomy().classes(level)
     index = {name: i for i, name in enumerate(names)}
     instances: Counter = Counter()
     widths: list[int] = []  # of the training quadrats (before tiling): the warp size the model learns
     with atomic_output_dir(out_dir, overwrite) as tmp:
         counts = make_split_dirs(tmp)
-        for sample in samples:
-            split = sample_split(sample)
-            if split is None:
-                continue
+        for record in images:
+            for label, _ in record.colonies:
+                if label not in index:
+                    raise QuadratsegError(
+                        f"{record.filepath}: label {label!r} is not a {level} class {names}"
+                    )
             image = None
-            if tile or sample.metadata is None or not sample.metadata.width:
-                image = cv2.cvtColor(read_image_rgb(sample.filepath), cv2.COLOR_RGB2BGR)  # upright
+            if tile or record.size_wh is None:
+                image = cv2.cvtColor(read_image_rgb(record.filepath), cv2.COLOR_RGB2BGR)  # upright
                 h, w = image.shape[:2]
             else:
-                w, h = sample.metadata.width, sample.metadata.height
-            colonies = []  # one per polyline: class id and its rings in px (parts and holes)
-            for poly in sample[field].polylines if sample[field] is not None else []:
-                if poly.label not in index:
-                    raise QuadratsegError(
-                        f"{sample.filepath}: label {poly.label!r} is not a {level} class {names}"
-                    )
-                rings = [np.asarray(r, dtype=np.float64) * [w, h] for r in poly.points if len(r) >= 3]
-                if rings:
-                    colonies.append((index[poly.label], rings))
+                w, h = record.size_wh
+            split, stem = record.split, record.stem
             if split == "train":
                 widths.append(w)
-            stem = layout_stem(sample)
             boxes = (
                 [
                     (x, y, min(x + tile, w), min(y + tile, h))
@@ -157,16 +207,16 @@ def write_seg_layout(
             )
             for k, (x0, y0, x1, y1) in enumerate(boxes):
                 lines = []
-                for class_id, rings in colonies:
+                for label, rings in record.colonies:
                     inside = clip_colony_to_box(rings, (x0, y0, x1, y1), min_area) if tile else rings
                     if inside:
                         segment = colony_segment([r - [x0, y0] for r in inside])
-                        lines.append(yolo_seg_line(class_id, segment, (x1 - x0, y1 - y0)))
-                        instances[names[class_id]] += 1
+                        lines.append(yolo_seg_line(index[label], segment, (x1 - x0, y1 - y0)))
+                        instances[label] += 1
                 name = f"{stem}_t{k:03d}" if tile else stem
                 if image is None:  # whole image: the file as it is (upright pixels if it has an EXIF turn)
                     write_upright(
-                        sample.filepath, tmp / "images" / split / f"{name}{Path(sample.filepath).suffix}"
+                        record.filepath, tmp / "images" / split / f"{name}{Path(record.filepath).suffix}"
                     )
                 else:
                     cv2.imwrite(str(tmp / "images" / split / f"{name}{image_format}"), image[y0:y1, x0:x1])

@@ -47,30 +47,14 @@ def shipped_frame_model(weights: str | Path = SHIPPED_WEIGHTS) -> Path:
     copied into the shipped folder: a model made again is another file, which its own card hashes),
     never loaded as something else.
     """
-    from quadratseg.model_card import model_card_path, read_model_card
-    from quadratseg.weights import MissingWeightsError, WeightsChecksumError, file_sha256
+    from quadratseg.weights import shipped_weights
 
-    weights = Path(weights)
-    card = read_model_card(weights) if model_card_path(weights).is_file() else {}
-    remake = (
-        f"{card.get('made_by', {}).get('command', 'python -m grid_pose_detection.frame_model OUT')} and copy "
-        f"OUT/runs/gridcorners/weights/best.pt and model_card.json into {weights.parent}"
+    return shipped_weights(
+        weights,
+        "the shipped frame model",
+        "python -m grid_pose_detection.frame_model OUT",
+        "runs/gridcorners/weights/best.pt",
     )
-    if not weights.is_file():
-        raise MissingWeightsError(
-            f"the shipped frame model {weights} is missing: check out the repository again, or run {remake}"
-        )
-    expected = card.get("weights_sha256")
-    if not expected:
-        raise QuadratsegError(f"{model_card_path(weights)} records no weights_sha256 for {weights}")
-    actual = file_sha256(weights)
-    if actual != expected:
-        raise WeightsChecksumError(
-            f"{weights} is not the shipped frame model (sha256 {actual[:12]}..., its card says "
-            f"{expected[:12]}...; a Git LFS pointer or a truncated copy?): check out the repository again, "
-            f"or run {remake}"
-        )
-    return weights
 
 
 def corner_layout(synth_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:

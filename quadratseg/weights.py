@@ -261,3 +261,41 @@ def inventory(models_dir: str | Path) -> list[dict[str, str | bool]]:
             }
         )
     return rows
+
+
+def shipped_weights(weights: str | Path, what: str, default_command: str, run_best: str) -> Path:
+    """A weights file the project ships, checked against the sha256 its model card records.
+
+    A checkout without the file, a Git LFS pointer in its place or a truncated copy is refused with
+    the way to make the model again (the card's ``made_by`` command, default ``default_command``,
+    then ``OUT/<run_best>`` and its ``model_card.json`` copied into the shipped folder: a model made
+    again is another file, which its own card hashes), never loaded as something else.
+
+    Args:
+        weights: the shipped ``best.pt``.
+        what: what it is, for messages ("the shipped frame model").
+        default_command: the command that makes it, when the card names none.
+        run_best: where that command leaves the weights under its OUT folder.
+    """
+    from quadratseg.model_card import model_card_path, read_model_card
+
+    weights = Path(weights)
+    card = read_model_card(weights) if model_card_path(weights).is_file() else {}
+    remake = (
+        f"{card.get('made_by', {}).get('command', default_command)} and copy "
+        f"OUT/{run_best} and model_card.json into {weights.parent}"
+    )
+    if not weights.is_file():
+        raise MissingWeightsError(
+            f"{what} {weights} is missing: check out the repository again, or run {remake}"
+        )
+    expected = card.get("weights_sha256")
+    if not expected:
+        raise QuadratsegError(f"{model_card_path(weights)} records no weights_sha256 for {weights}")
+    actual = file_sha256(weights)
+    if actual != expected:
+        raise WeightsChecksumError(
+            f"{weights} is not {what} (sha256 {actual[:12]}..., its card says {expected[:12]}...; a Git LFS "
+            f"pointer or a truncated copy?): check out the repository again, or run {remake}"
+        )
+    return weights

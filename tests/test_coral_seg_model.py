@@ -1,0 +1,114 @@
+"""The segmentation model a programme starts from (coral_seg_yolo.seg_model): the varied world's true
+colonies in the YOLO-seg layout, read back by ultralytics' own label checker and rasterizer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from coral_seg_yolo.prepare_data import SegImage, write_seg_images
+from coral_seg_yolo.seg_model import truth_seg_images
+from quadratseg.errors import QuadratsegError
+
+
+@pytest.fixture(scope="module")
+def varied_set(tmp_path_factory):
+    from quadratseg.synth import SynthConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("varied_seg") / "set"
+    return generate_dataset(out, SynthConfig(images=5, seed=5, size=256, world="varied"), workers=1)
+
+
+def test_the_true_colonies_are_read_back_by_ultralytics_with_their_holes(varied_set, tmp_path):
+    """Each visible part of a colony is one instance of its genus's class; ultralytics' checker reads
+    every label file, and the masks its rasterizer fills from the joined outlines cover the true colonies'
+    pixels (holes left open), not their outlines' interiors."""
+    from ultralytics.data.utils import polygon2mask, verify_image_label
+
+    from quadratseg.geometry import PolygonWithHoles, polygons_to_mask
+    from quadratseg.synth.dataset import coral_rings, load_truth
+    from quadratseg.taxonomy import load_taxonomy
+
+    layout = write_seg_images(truth_seg_images(varied_set), tmp_path / "layout")
+    data = yaml.safe_load((tmp_path / "layout" / "data.yaml").read_text())
+    names = load_taxonomy().classes("finegrained")
+    assert list(data["names"].values()) == names and data["quadratseg"]["level"] == "finegrained"
+    truths = load_truth(varied_set)
+    assert sum(layout["images"].values()) == len(truths)
+    holes_seen = 0
+    for t in truths:
+        stem = t["name"].rsplit(".", 1)[0]
+        image = next((tmp_path / "layout" / "images" / t["subset"]).glob(f"{stem}.*"))
+        label = tmp_path / "layout" / "labels" / t["subset"] / f"{stem}.txt"
+        checked = verify_image_label((str(image), str(label), "", False, len(names), 0, 0, False))
+        labels, segments, message = checked[1], checked[3], checked[-1]
+        assert message == "" and len(labels) == len(t["corals"]) == len(segments)
+        assert labels[:, 0].astype(int).tolist() == [names.index(c["label"]) for c in t["corals"]]
+        w, h = t["warped_size"]
+        for coral, segment in zip(t["corals"], segments, strict=True):
+            rings = coral_rings(coral)
+            holes_seen += len(rings) - 1
+            truth_mask = polygons_to_mask([PolygonWithHoles(rings[0], rings[1:])], (w, h))
+            filled = polygon2mask((h, w), [segment * [w, h]]).astype(bool)
+            # two rasterizers differ by up to a pixel along each ring, never by a hole filled in
+            perimeter = sum(
+                float(np.linalg.norm(np.diff(r, axis=0, append=r[:1]), axis=1).sum()) for r in rings
+            )
+            assert (truth_mask ^ filled).sum() <= 1.5 * perimeter + 4, (t["name"], coral["label"])
+    assert holes_seen > 0  # the varied world's dead patches: the check above saw holes kept open
+
+
+def test_a_coarser_level_maps_every_genus_through_the_taxonomy(varied_set, tmp_path):
+    from quadratseg.synth.dataset import load_truth
+    from quadratseg.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    records = list(truth_seg_images(varied_set, "main_family"))
+    truths = load_truth(varied_set)
+    assert [label for r in records for label, _ in r.colonies] == [
+        taxonomy.map_label(c["label"], "main_family") for t in truths for c in t["corals"]
+    ]
+    layout = write_seg_images(iter(records), tmp_path / "layout", "main_family")
+    assert set(layout["instances"]) <= set(taxonomy.classes("main_family"))
+
+
+def test_a_label_that_is_not_a_class_of_the_level_stops_and_writes_nothing(varied_set, tmp_path):
+    """A stand-in record whose genus the taxonomy does not know: refused with the file and the classes,
+    and no half-written layout left behind."""
+    records = list(truth_seg_images(varied_set))
+    _, rings = records[1].colonies[0]
+    records[1] = SegImage(
+        records[1].split, records[1].filepath, records[1].stem, records[1].size_wh, [("Corallus", rings)]
+    )
+    with pytest.raises(QuadratsegError, match=r"'Corallus' is not a finegrained class"):
+        write_seg_images(iter(records), tmp_path / "layout")
+    assert not (tmp_path / "layout").exists()
+
+
+@pytest.mark.slow
+def test_the_command_makes_a_model_whose_card_the_shipped_check_accepts(tmp_path):
+    """The one command, tiny: renders, writes the layout, trains, scores the test split with ultralytics'
+    validator and leaves a model card that records what made it and the sha256 the shipped check needs;
+    the weights altered afterwards are refused."""
+    from coral_seg_yolo.seg_model import seg_model, shipped_seg_model
+    from quadratseg.model_card import read_model_card
+    from quadratseg.weights import WeightsChecksumError
+
+    report = json.loads(seg_model(str(tmp_path / "out"), images=12, size=256, seed=3, epochs=1, imgsz=128))
+    weights = report["weights"]
+    card = read_model_card(weights)
+    assert card["task"] == "coralseg" and card["imgsz"] == 128 and card["warp_size"] == 256
+    assert card["made_by"]["command"].startswith("python -m coral_seg_yolo.seg_model OUT --images 12")
+    assert (
+        card["measured"]["split"] == "test"
+        and card["measured"]["images"] == report["layout"]["images"]["test"]
+    )
+    assert 0.0 <= report["test"]["mask_map50"] <= 1.0
+    assert shipped_seg_model(weights) == weights or str(shipped_seg_model(weights)) == weights
+    with open(weights, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(WeightsChecksumError, match="not the shipped segmentation model"):
+        shipped_seg_model(weights)
