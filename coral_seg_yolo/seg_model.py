@@ -37,14 +37,14 @@ SHIPPED_WEIGHTS = Path(__file__).parent / "shipped" / "coralseg_varied" / "best.
 RUN_NAME = "coralseg"
 
 
-def shipped_seg_model(weights: str | Path = SHIPPED_WEIGHTS) -> Path:
-    """The shipped segmentation model's weights, checked against the sha256 its model card records
-    (:func:`quadratseg.weights.shipped_weights`: a missing file, a Git LFS pointer or a truncated copy is
-    refused with the command that makes it again)."""
+def shipped_seg_model(weights: str | Path | None = None) -> Path:
+    """The shipped segmentation model's weights (default :data:`SHIPPED_WEIGHTS`), checked against the
+    sha256 its model card records (:func:`quadratseg.weights.shipped_weights`: a missing file, a Git LFS
+    pointer or a truncated copy is refused with the command that makes it again)."""
     from quadratseg.weights import shipped_weights
 
     return shipped_weights(
-        weights,
+        SHIPPED_WEIGHTS if weights is None else weights,
         "the shipped segmentation model",
         "python -m coral_seg_yolo.seg_model OUT",
         f"runs/{RUN_NAME}/weights/best.pt",

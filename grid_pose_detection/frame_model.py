@@ -39,8 +39,9 @@ SPLITS = ("train", "val", "test")
 SHIPPED_WEIGHTS = Path(__file__).parent / "shipped" / "gridcorners_varied" / "best.pt"
 
 
-def shipped_frame_model(weights: str | Path = SHIPPED_WEIGHTS) -> Path:
-    """The shipped frame model's weights file, checked against the sha256 its model card records.
+def shipped_frame_model(weights: str | Path | None = None) -> Path:
+    """The shipped frame model's weights file (default :data:`SHIPPED_WEIGHTS`), checked against the
+    sha256 its model card records.
 
     A checkout without the file, a Git LFS pointer in its place or a truncated copy is refused with
     the way to make the model again (the card's command, then its ``best.pt`` and ``model_card.json``
@@ -50,7 +51,7 @@ def shipped_frame_model(weights: str | Path = SHIPPED_WEIGHTS) -> Path:
     from quadratseg.weights import shipped_weights
 
     return shipped_weights(
-        weights,
+        SHIPPED_WEIGHTS if weights is None else weights,
         "the shipped frame model",
         "python -m grid_pose_detection.frame_model OUT",
         "runs/gridcorners/weights/best.pt",

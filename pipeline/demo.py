@@ -339,6 +339,29 @@ def check_training_photos(config: SynthConfig, stages: list[str]) -> None:
     )
 
 
+# The models the varied world's stages start from, shipped in the repository: stage -> "module:checker"
+SHIPPED_MODELS = {
+    "grid_pose_detection.demo:stage": "grid_pose_detection.frame_model:shipped_frame_model",
+}
+
+
+def check_shipped_models(world: str, stages: list[str]) -> None:
+    """In the varied world, check the shipped models its stages start from before anything is
+    written: a missing or altered file stops the demo at once (with the command that makes it
+    again), not after the stages before it have trained. A stage whose module is not installed is
+    left to skip as it does."""
+    if world != "varied":
+        return
+    for stage in stages:
+        if stage not in SHIPPED_MODELS:
+            continue
+        try:
+            check = _resolve(SHIPPED_MODELS[stage])
+        except ImportError:
+            continue
+        check()
+
+
 def run_demo(
     settings: Settings,
     out_dir: str | Path = "outputs/demo",
@@ -372,6 +395,7 @@ def run_demo(
     check_training_photos(
         config, stages or STAGES
     )  # a wrong world or size stops here, before any folder is emptied
+    check_shipped_models(world, stages or STAGES)
     fresh_demo_folder(out)
     if (
         settings.fiftyone_database_dir is None

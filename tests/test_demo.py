@@ -289,3 +289,20 @@ def test_the_resplit_coverage_refits_on_each_half_of_the_held_out_photos():
     assert all(r.high < v for (rs, vs) in photos for r, v in zip(rs, vs, strict=True))
     with pytest.raises(ValueError, match="at least 4 photos"):
         resplit_coverage(photos[:3])
+
+
+@pytest.mark.parametrize("module", ["grid_pose_detection.frame_model"])
+def test_a_missing_shipped_model_stops_the_varied_demo_before_anything_is_written(
+    tmp_path, monkeypatch, module
+):
+    """The varied world's corner and segmentation models start from models shipped in the repository; a
+    checkout without one stops the demo at once with the command that makes it again, not minutes into
+    the run after the stages before it trained."""
+    import importlib
+
+    from quadratseg.weights import MissingWeightsError
+
+    monkeypatch.setattr(importlib.import_module(module), "SHIPPED_WEIGHTS", tmp_path / "gone" / "best.pt")
+    with pytest.raises(MissingWeightsError, match=rf"is missing.*python -m {module} OUT"):
+        run_demo(Settings(), tmp_path / "d", images=60, size=256, seed=1, world="varied")
+    assert not (tmp_path / "d").exists()
