@@ -104,8 +104,10 @@ def layout_stem(sample: Any) -> str:
 
 @dataclass
 class SegImage:
-    """One photo of a YOLO-seg layout: its split, file, layout stem, size (w, h; None: read from the
-    file) and colonies as (label, rings px: outline, parts and holes under the even-odd rule)."""
+    """One photo of a YOLO-seg layout: its split, file, layout stem, size (w, h px of the upright
+    image; None: decoded from the file) and colonies as (label, rings normalized to the image, x / w and
+    y / h: outline, parts and holes under the even-odd rule; a colony without a ring of 3 points is
+    still checked for its label, and writes nothing)."""
 
     split: str
     filepath: str
@@ -115,8 +117,8 @@ class SegImage:
 
 
 def fiftyone_seg_images(samples: Any, field: str) -> Iterator[SegImage]:
-    """The :class:`SegImage` of each FiftyOne sample in a train/val/test split (polylines of ``field``,
-    normalized rings scaled to the image)."""
+    """The :class:`SegImage` of each FiftyOne sample in a train/val/test split (polylines of ``field``;
+    the size from the sample's metadata, None without it)."""
     for sample in samples:
         split = sample_split(sample)
         if split is None:
@@ -124,15 +126,11 @@ def fiftyone_seg_images(samples: Any, field: str) -> Iterator[SegImage]:
         size = None
         if sample.metadata is not None and sample.metadata.width:
             size = (int(sample.metadata.width), int(sample.metadata.height))
-        else:
-            size = read_image_rgb(sample.filepath).shape[1::-1]  # upright
-        w, h = size
-        colonies = []
-        for poly in sample[field].polylines if sample[field] is not None else []:
-            rings = [np.asarray(r, dtype=np.float64) * [w, h] for r in poly.points if len(r) >= 3]
-            if rings:
-                colonies.append((poly.label, rings))
-        yield SegImage(split, sample.filepath, layout_stem(sample), (w, h), colonies)
+        colonies = [
+            (poly.label, [np.asarray(r, dtype=np.float64) for r in poly.points if len(r) >= 3])
+            for poly in (sample[field].polylines if sample[field] is not None else [])
+        ]
+        yield SegImage(split, sample.filepath, layout_stem(sample), size, colonies)
 
 
 def write_seg_layout(
@@ -193,6 +191,7 @@ def write_seg_images(
                 h, w = image.shape[:2]
             else:
                 w, h = record.size_wh
+            colonies = [(label, [r * [w, h] for r in rings]) for label, rings in record.colonies if rings]
             split, stem = record.split, record.stem
             if split == "train":
                 widths.append(w)
@@ -207,7 +206,7 @@ def write_seg_images(
             )
             for k, (x0, y0, x1, y1) in enumerate(boxes):
                 lines = []
-                for label, rings in record.colonies:
+                for label, rings in colonies:
                     inside = clip_colony_to_box(rings, (x0, y0, x1, y1), min_area) if tile else rings
                     if inside:
                         segment = colony_segment([r - [x0, y0] for r in inside])

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from coral_seg_yolo.prepare_data import SegImage, write_seg_images
 from quadratseg.atomic import atomic_write_json
 
@@ -62,7 +64,11 @@ def truth_seg_images(synth_dir: str | Path, level: str = "finegrained") -> Itera
     root = Path(synth_dir)
     for t in load_truth(root):
         path = export_image_path(root / "cvat_exports" / "segmentation", t["subset"], t["name"])
-        colonies = [(taxonomy.map_label(c["label"], level), coral_rings(c)) for c in t["corals"]]
+        size = np.asarray(t["warped_size"], dtype=np.float64)
+        colonies = [
+            (taxonomy.map_label(c["label"], level), [ring / size for ring in coral_rings(c)])
+            for c in t["corals"]
+        ]
         yield SegImage(t["subset"], str(path), Path(t["name"]).stem, tuple(t["warped_size"]), colonies)
 
 
@@ -112,6 +118,8 @@ def seg_model(
     seconds["render"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
     layout = write_seg_images(truth_seg_images(synth_dir, level), root / "layout", level, overwrite=overwrite)
+    seconds["layout"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
     overrides = {"epochs": epochs, "imgsz": imgsz, "seed": seed}
     result = run_training(
         CONFIG,

@@ -291,7 +291,11 @@ def shipped_weights(weights: str | Path, what: str, default_command: str, run_be
         )
     expected = card.get("weights_sha256")
     if not expected:
-        raise QuadratsegError(f"{model_card_path(weights)} records no weights_sha256 for {weights}")
+        raise MissingWeightsError(
+            f"{what} {weights} has no model card recording its sha256 ({model_card_path(weights)}"
+            f"{' has none' if card else ' is missing'}): copy the model_card.json made with it beside it, "
+            f"or run {remake}"
+        )
     actual = file_sha256(weights)
     if actual != expected:
         raise WeightsChecksumError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -38,7 +39,7 @@ def test_the_true_colonies_are_read_back_by_ultralytics_with_their_holes(varied_
     assert list(data["names"].values()) == names and data["quadratseg"]["level"] == "finegrained"
     truths = load_truth(varied_set)
     assert sum(layout["images"].values()) == len(truths)
-    holes_seen = 0
+    holes_seen = holes_open = 0
     for t in truths:
         stem = t["name"].rsplit(".", 1)[0]
         image = next((tmp_path / "layout" / "images" / t["subset"]).glob(f"{stem}.*"))
@@ -58,21 +59,37 @@ def test_the_true_colonies_are_read_back_by_ultralytics_with_their_holes(varied_
                 float(np.linalg.norm(np.diff(r, axis=0, append=r[:1]), axis=1).sum()) for r in rings
             )
             assert (truth_mask ^ filled).sum() <= 1.5 * perimeter + 4, (t["name"], coral["label"])
-    assert holes_seen > 0  # the varied world's dead patches: the check above saw holes kept open
+            for hole in rings[1:]:
+                inner = cv2.erode(
+                    polygons_to_mask([hole], (w, h)).astype(np.uint8), np.ones((3, 3), np.uint8)
+                )
+                if inner.sum() >= 4:
+                    holes_open += 1
+                    assert filled[inner > 0].mean() < 0.1, (t["name"], coral["label"], "a hole filled in")
+    assert holes_seen > 0 and holes_open > 0  # the varied world's dead patches, seen and kept open
 
 
-def test_a_coarser_level_maps_every_genus_through_the_taxonomy(varied_set, tmp_path):
+def test_a_coarser_level_writes_each_genus_under_its_family_index(varied_set, tmp_path):
+    """At ``main_family`` every instance's class index in the label files is its family's place among
+    the level's classes (data.yaml's names), read back by ultralytics' checker."""
+    from ultralytics.data.utils import verify_image_label
+
     from quadratseg.synth.dataset import load_truth
     from quadratseg.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
-    records = list(truth_seg_images(varied_set, "main_family"))
-    truths = load_truth(varied_set)
-    assert [label for r in records for label, _ in r.colonies] == [
-        taxonomy.map_label(c["label"], "main_family") for t in truths for c in t["corals"]
-    ]
-    layout = write_seg_images(iter(records), tmp_path / "layout", "main_family")
-    assert set(layout["instances"]) <= set(taxonomy.classes("main_family"))
+    write_seg_images(truth_seg_images(varied_set, "main_family"), tmp_path / "layout", "main_family")
+    data = yaml.safe_load((tmp_path / "layout" / "data.yaml").read_text())
+    names = list(data["names"].values())
+    assert names == taxonomy.classes("main_family") and len(names) < len(taxonomy.classes("finegrained"))
+    for t in load_truth(varied_set):
+        stem = t["name"].rsplit(".", 1)[0]
+        image = next((tmp_path / "layout" / "images" / t["subset"]).glob(f"{stem}.*"))
+        label = tmp_path / "layout" / "labels" / t["subset"] / f"{stem}.txt"
+        labels = verify_image_label((str(image), str(label), "", False, len(names), 0, 0, False))[1]
+        assert labels[:, 0].astype(int).tolist() == [
+            names.index(taxonomy.map_label(c["label"], "main_family")) for c in t["corals"]
+        ]
 
 
 def test_a_label_that_is_not_a_class_of_the_level_stops_and_writes_nothing(varied_set, tmp_path):
@@ -107,8 +124,20 @@ def test_the_command_makes_a_model_whose_card_the_shipped_check_accepts(tmp_path
         and card["measured"]["images"] == report["layout"]["images"]["test"]
     )
     assert 0.0 <= report["test"]["mask_map50"] <= 1.0
-    assert shipped_seg_model(weights) == weights or str(shipped_seg_model(weights)) == weights
+    assert str(shipped_seg_model(weights)) == weights
     with open(weights, "ab") as f:
         f.write(b"\0")
     with pytest.raises(WeightsChecksumError, match="not the shipped segmentation model"):
+        shipped_seg_model(weights)
+
+
+def test_shipped_weights_without_their_card_are_refused_with_the_way_to_remake_them(tmp_path):
+    from coral_seg_yolo.seg_model import shipped_seg_model
+    from quadratseg.weights import MissingWeightsError
+
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"weights without a card")
+    with pytest.raises(
+        MissingWeightsError, match=r"no model card.*is missing.*python -m coral_seg_yolo.seg_model OUT"
+    ):
         shipped_seg_model(weights)
