@@ -342,6 +342,7 @@ def check_training_photos(config: SynthConfig, stages: list[str]) -> None:
 # The models the varied world's stages start from, shipped in the repository: stage -> "module:checker"
 SHIPPED_MODELS = {
     "grid_pose_detection.demo:stage": "grid_pose_detection.frame_model:shipped_frame_model",
+    "coral_seg_yolo.demo:stage": "coral_seg_yolo.seg_model:shipped_seg_model",
 }
 
 

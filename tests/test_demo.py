@@ -291,7 +291,7 @@ def test_the_resplit_coverage_refits_on_each_half_of_the_held_out_photos():
         resplit_coverage(photos[:3])
 
 
-@pytest.mark.parametrize("module", ["grid_pose_detection.frame_model"])
+@pytest.mark.parametrize("module", ["grid_pose_detection.frame_model", "coral_seg_yolo.seg_model"])
 def test_a_missing_shipped_model_stops_the_varied_demo_before_anything_is_written(
     tmp_path, monkeypatch, module
 ):
