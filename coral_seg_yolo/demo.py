@@ -36,9 +36,10 @@ IMGSZ = 320
 # training photos at a fifth of the learning rate.
 VARIED_TRAINING = {"epochs": 30, "lr0": 0.002}
 EVAL_SPLIT = "test"  # the figures come from the test split
-# Short CPU training from scratch: SGD at lr 0.01, no early stopping, no plots during training, no
-# checkpoint picked on val (best.pt is the last epoch's): the chain fits its cover intervals on the
-# val photos, which must be held out from every choice (pipeline.demo_process).
+# Short CPU training (from scratch in the simple world): SGD at lr 0.01 (0.002 to fine-tune), no early
+# stopping, no plots during training, no checkpoint picked on val (best.pt is the last epoch's): the
+# chain fits its cover intervals on the val photos, which must be held out from every choice
+# (pipeline.demo_process).
 SHORT_RUN = {
     "optimizer": "SGD",
     "lr0": 0.01,

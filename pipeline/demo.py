@@ -339,28 +339,31 @@ def check_training_photos(config: SynthConfig, stages: list[str]) -> None:
     )
 
 
-# The models the varied world's stages start from, shipped in the repository: stage -> "module:checker"
-SHIPPED_MODELS = {
-    "grid_pose_detection.demo:stage": "grid_pose_detection.frame_model:shipped_frame_model",
-    "coral_seg_yolo.demo:stage": "coral_seg_yolo.seg_model:shipped_seg_model",
+# Stages whose training starts from a model shipped in the repository (in the varied world): stage ->
+# its "module:demo_training" and the arguments after the world. Called ahead, they check the shipped
+# file and its card as the stage will.
+SHIPPED_STARTS = {
+    "grid_pose_detection.demo:stage": ("grid_pose_detection.demo:demo_training", ("gridcorners",)),
+    "coral_seg_yolo.demo:stage": ("coral_seg_yolo.demo:demo_training", ()),
 }
 
 
 def check_shipped_models(world: str, stages: list[str]) -> None:
-    """In the varied world, check the shipped models its stages start from before anything is
-    written: a missing or altered file stops the demo at once (with the command that makes it
-    again), not after the stages before it have trained. A stage whose module is not installed is
-    left to skip as it does."""
-    if world != "varied":
-        return
+    """Check the shipped models the stages will start from before anything is written (each stage's
+    own ``demo_training``: the file's sha256, and for YOLO its card's classes and size): a missing,
+    altered or unfit file stops the demo at once with the command that makes it again, not after the
+    stages before it have trained. The simple world starts from none; a stage whose module or
+    libraries are not installed is left to skip as it does."""
     for stage in stages:
-        if stage not in SHIPPED_MODELS:
+        if stage not in SHIPPED_STARTS:
             continue
+        function, args = SHIPPED_STARTS[stage]
         try:
-            check = _resolve(SHIPPED_MODELS[stage])
+            _resolve(stage)
+            training = _resolve(function)
         except ImportError:
             continue
-        check()
+        training(world, *args)
 
 
 def run_demo(

@@ -306,3 +306,32 @@ def test_a_missing_shipped_model_stops_the_varied_demo_before_anything_is_writte
     with pytest.raises(MissingWeightsError, match=rf"is missing.*python -m {module} OUT"):
         run_demo(Settings(), tmp_path / "d", images=60, size=256, seed=1, world="varied")
     assert not (tmp_path / "d").exists()
+
+
+def test_the_shipped_checks_leave_the_simple_world_and_other_stages_alone(tmp_path, monkeypatch):
+    """Without the shipped files, the simple world (which starts from none) and a stage list without the
+    stages that use them still pass the check; the varied world with those stages does not."""
+    import coral_seg_yolo.seg_model
+    import grid_pose_detection.frame_model
+    from pipeline.demo import STAGES, check_shipped_models
+    from quadratseg.weights import MissingWeightsError
+
+    monkeypatch.setattr(grid_pose_detection.frame_model, "SHIPPED_WEIGHTS", tmp_path / "a" / "best.pt")
+    monkeypatch.setattr(coral_seg_yolo.seg_model, "SHIPPED_WEIGHTS", tmp_path / "b" / "best.pt")
+    check_shipped_models("simple", STAGES)
+    check_shipped_models("varied", ["pipeline.demo:core_stage", "DINOv2_mmseg.demo:stage"])
+    with pytest.raises(MissingWeightsError):
+        check_shipped_models("varied", ["coral_seg_yolo.demo:stage"])
+
+
+def test_a_stage_that_will_be_skipped_is_not_held_to_its_shipped_model(tmp_path, monkeypatch):
+    """A stage whose module (or its libraries) cannot be imported is skipped by the demo with its
+    reason; its shipped model is not checked ahead (the checker itself would import fine)."""
+    import coral_seg_yolo.seg_model
+    import pipeline.demo as demo
+
+    monkeypatch.setattr(coral_seg_yolo.seg_model, "SHIPPED_WEIGHTS", tmp_path / "b" / "best.pt")
+    monkeypatch.setitem(
+        demo.SHIPPED_STARTS, "not_a_module.demo:stage", ("coral_seg_yolo.demo:demo_training", ())
+    )
+    demo.check_shipped_models("varied", ["not_a_module.demo:stage"])
