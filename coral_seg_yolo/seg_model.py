@@ -104,9 +104,9 @@ def seg_model(
     from coral_seg_yolo.evaluate import ultralytics_validation
     from coral_seg_yolo.train import layout_card
     from quadratseg.cli import current_settings, device
-    from quadratseg.model_card import read_model_card, write_model_card
+    from quadratseg.model_card import write_model_card
     from quadratseg.synth.dataset import SynthConfig, generate_dataset
-    from quadratseg.weights import file_sha256
+    from quadratseg.weights import cli_command, stamp_made_by
     from quadratseg.yolo_train import run_training
 
     settings = current_settings()
@@ -135,22 +135,22 @@ def seg_model(
     seconds["train"] = round(time.perf_counter() - start, 1)
     trained_imgsz = int(result["config"].get("imgsz"))
     write_model_card(result["best"], layout_card(layout["data_yaml"], trained_imgsz))
-    manifest = json.loads((Path(synth_dir) / "manifest.json").read_text(encoding="utf-8"))
-    card = read_model_card(result["best"])
-    card["made_by"] = {
-        "command": (
-            f"python -m coral_seg_yolo.seg_model OUT --images {images} --size {size} --seed {seed}"
-            + (f" --epochs {epochs}" if epochs else "")
-            + (f" --imgsz {imgsz}" if imgsz else "")
-            + (f" --holdout {holdout}" if holdout != 0.1 else "")
-            + (f" --level {level}" if level != "finegrained" else "")
-        ),
+    flags = {
+        "images": images,
+        "size": size,
         "seed": seed,
-        "world": "varied",
-        "generator": {k: manifest.get(k) for k in ("generator", "version", "config")},
-        "config": CONFIG.name,
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "holdout": holdout if holdout != 0.1 else None,
+        "level": level if level != "finegrained" else None,
     }
-    card["weights_sha256"] = file_sha256(result["best"])  # what shipped_seg_model checks
+    card = stamp_made_by(
+        result["best"],
+        cli_command("python -m coral_seg_yolo.seg_model OUT", flags),
+        seed,
+        synth_dir,
+        CONFIG.name,
+    )  # the sha256 shipped_seg_model checks
     start = time.perf_counter()
     metrics = ultralytics_validation(
         str(result["best"]),

@@ -145,9 +145,8 @@ def frame_model(
     from grid_pose_detection.evaluate_real import default_photos_folder, real_frames
     from grid_pose_detection.predictor import PosePredictor
     from quadratseg.cli import current_settings, device
-    from quadratseg.model_card import read_model_card, write_model_card
     from quadratseg.synth.dataset import SynthConfig, generate_dataset
-    from quadratseg.weights import file_sha256
+    from quadratseg.weights import cli_command, stamp_made_by
     from quadratseg.yolo_train import run_training
 
     settings = current_settings()
@@ -174,21 +173,14 @@ def frame_model(
     seconds["train"] = round(time.perf_counter() - start, 1)
     trained_imgsz = int(result["config"].get("imgsz"))
     write_pose_card(result["best"], "gridcorners", layout["data_yaml"], None, True, imgsz=trained_imgsz)
-    manifest = json.loads((Path(synth_dir) / "manifest.json").read_text(encoding="utf-8"))
-    card = read_model_card(result["best"])
-    card["made_by"] = {
-        "command": (
-            f"python -m grid_pose_detection.frame_model OUT --images {images} --size {size} --seed {seed}"
-            + (f" --epochs {epochs}" if epochs else "")
-            + (f" --imgsz {imgsz}" if imgsz else "")
-        ),
-        "seed": seed,
-        "world": "varied",
-        "generator": {k: manifest.get(k) for k in ("generator", "version", "config")},
-        "config": CONFIG.name,
-    }
-    card["weights_sha256"] = file_sha256(result["best"])  # what shipped_frame_model checks
-    write_model_card(result["best"], card)
+    flags = {"images": images, "size": size, "seed": seed, "epochs": epochs, "imgsz": imgsz}
+    card = stamp_made_by(
+        result["best"],
+        cli_command("python -m grid_pose_detection.frame_model OUT", flags),
+        seed,
+        synth_dir,
+        CONFIG.name,
+    )  # the sha256 shipped_frame_model checks
     predictor = PosePredictor(result["best"], get_task("gridcorners"), device=device(settings=settings))
     report: dict[str, Any] = {"weights": str(result["best"]), "seconds": seconds, "card": card}
     report["synthetic_test"] = synthetic_test_figures(predictor, synth_dir)

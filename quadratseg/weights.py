@@ -30,6 +30,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from quadratseg.errors import QuadratsegError
 
@@ -303,3 +304,37 @@ def shipped_weights(weights: str | Path, what: str, default_command: str, run_be
             f"pointer or a truncated copy?): check out the repository again, or run {remake}"
         )
     return weights
+
+
+def cli_command(prefix: str, flags: dict[str, Any]) -> str:
+    """The command line ``prefix --flag value ...`` of the flags that are set (None: left out, the
+    command's default), as a model card's ``made_by`` records it.
+
+    Examples:
+        >>> cli_command("python -m m OUT", {"images": 500, "epochs": None, "level": "main_family"})
+        'python -m m OUT --images 500 --level main_family'
+    """
+    return " ".join([prefix, *(f"--{k} {v}" for k, v in flags.items() if v is not None)])
+
+
+def stamp_made_by(weights: str | Path, command: str, seed: int, synth_dir: str | Path, recipe: str) -> dict:
+    """Record in the model card of ``weights`` what made them (``made_by``: the command, seed, world and
+    generator version and configuration of the synthetic set in ``synth_dir``, read from its manifest,
+    and the recipe's file name) and the file's sha256 that :func:`shipped_weights` checks; returns the
+    card as written."""
+    import json
+
+    from quadratseg.model_card import read_model_card, write_model_card
+
+    manifest = json.loads((Path(synth_dir) / "manifest.json").read_text(encoding="utf-8"))
+    card = read_model_card(weights)
+    card["made_by"] = {
+        "command": command,
+        "seed": seed,
+        "world": (manifest.get("config") or {}).get("world"),
+        "generator": {k: manifest.get(k) for k in ("generator", "version", "config")},
+        "config": recipe,
+    }
+    card["weights_sha256"] = file_sha256(weights)
+    write_model_card(weights, card)
+    return card

@@ -152,3 +152,26 @@ def test_the_shipped_frame_model_still_finds_frames_it_never_saw(shared_data, tm
     real = real_frames(predictor, SHIPPED_WEIGHTS, shared_data / "real_quadrats" / "coralscop")
     assert real["found"] >= measured["real_frames"]["found"]
     assert real["mean_error_pct"] <= measured["real_frames"]["mean_error_pct"] + 0.05
+
+
+@pytest.mark.slow
+def test_the_command_leaves_a_card_the_shipped_check_accepts(tmp_path):
+    """The one command, tiny: its model card records the command as typed (flags left at their default
+    omitted), the seed, the varied world and its generator version, and the sha256 the shipped check
+    needs; the weights altered afterwards are refused."""
+    from grid_pose_detection.frame_model import frame_model, shipped_frame_model
+    from quadratseg.model_card import read_model_card
+    from quadratseg.weights import WeightsChecksumError
+
+    report = json.loads(frame_model(str(tmp_path / "out"), images=10, size=256, seed=2, epochs=1, imgsz=128))
+    card = read_model_card(report["weights"])
+    assert card["made_by"]["command"] == (
+        "python -m grid_pose_detection.frame_model OUT --images 10 --size 256 --seed 2 --epochs 1 --imgsz 128"
+    )
+    assert card["made_by"]["world"] == "varied" and card["made_by"]["seed"] == 2
+    assert card["made_by"]["generator"]["config"]["images"] == 10
+    assert str(shipped_frame_model(report["weights"])) == report["weights"]
+    with open(report["weights"], "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(WeightsChecksumError):
+        shipped_frame_model(report["weights"])
