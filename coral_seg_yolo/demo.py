@@ -66,11 +66,12 @@ def demo_training(world: str) -> dict[str, Any]:
     wanted = {"level": LEVEL, "classes": load_taxonomy().classes(LEVEL), "imgsz": IMGSZ}
     # ultralytics keeps only the layers whose shapes match the data's classes: a model of other
     # classes would be fine-tuned from a random head without a word
-    wrong = {key: card.get(key) for key, value in wanted.items() if card.get(key) != value}
+    wrong = [key for key, value in wanted.items() if card.get(key) != value]
     if wrong:
+        says = {key: card.get(key) for key in wrong}
+        trains = {key: wanted[key] for key in wrong}
         raise QuadratsegError(
-            f"{shipped} is not a start for this demo: its card says {wrong}, the demo trains "
-            f"{ {key: wanted[key] for key in wrong} }"
+            f"{shipped} is not a start for this demo: its card says {says}, the demo trains {trains}"
         )
     return {**VARIED_TRAINING, "model": str(shipped)}
 

@@ -30,6 +30,8 @@ import numpy as np
 
 from coral_seg_yolo.prepare_data import SegImage, write_seg_images
 from quadratseg.atomic import atomic_write_json
+from quadratseg.errors import QuadratsegError
+from quadratseg.taxonomy import LEVELS
 
 CONFIG = Path(__file__).parent / "configs" / "coralseg_varied.yaml"
 # The segmentation model the project ships (YOLO11n-seg, 16 genera): made by this command on the varied
@@ -109,6 +111,8 @@ def seg_model(
     from quadratseg.weights import cli_command, stamp_made_by
     from quadratseg.yolo_train import run_training
 
+    if level not in LEVELS:  # before minutes of rendering
+        raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
     settings = current_settings()
     root = Path(out)
     seconds: dict[str, float] = {}

@@ -209,3 +209,11 @@ def test_the_shipped_seg_model_still_segments_a_world_it_never_saw(tmp_path):
     )
     assert layout["images"]["test"] >= 8
     assert metrics["mask_map50"] >= 0.5 * card["measured"]["mask_map50"], metrics["mask_map50"]
+
+
+def test_an_unknown_level_stops_the_command_before_anything_is_rendered(tmp_path):
+    from coral_seg_yolo.seg_model import seg_model
+
+    with pytest.raises(QuadratsegError, match=r"unknown taxonomy level 'genus'.*main_family"):
+        seg_model(str(tmp_path / "out"), images=500, level="genus")
+    assert not (tmp_path / "out").exists()
