@@ -1,7 +1,8 @@
 """Demo stage: train the tiny DINOv2 + SegFormer config on the synthetic clean images for a few CPU
-minutes, score it on the test split (mIoU, IoU per class; the last epoch's checkpoint: val is read
-only at the end, and picks nothing), and show
-semantic and colony overlays.
+minutes (from scratch in the simple world; in the varied world, fine-tuned from the shipped start
+model that :mod:`DINOv2_mmseg.seg_model` made on the varied world alone), score it on the test split
+(mIoU, IoU per class; the last epoch's checkpoint: val is read only at the end, and picks nothing),
+and show semantic and colony overlays.
 
 Uses the ``demo_segmentation`` FiftyOne dataset built by the data_engineering stage. No SAM or
 CoralSCoP weights exist offline, so the colonies shown are the semantic seeds (refinement
@@ -23,6 +24,9 @@ EPOCHS = 300  # about 70 s on 2 CPU cores
 # The varied world's demo set has 36 training photos (12 in the simple one): 200 epochs are 1,800
 # iterations of 4 photos, twice the simple world's (100 epochs gave mIoU 14.7 % on its 12 test photos).
 EPOCHS_BY_WORLD = {"simple": EPOCHS, "varied": 200}
+# In the varied world the stage fine-tunes the shipped semantic model (DINOv2_mmseg.seg_model, made on
+# the varied world alone) instead of training from scratch: fewer epochs at a lower learning rate.
+VARIED_TRAINING = {"epochs": 100, "lr": 0.001}
 EVAL_SPLIT = "test"  # the last epoch's checkpoint (val only at the end): the figures come from test
 CONFIG = Path(__file__).parent / "configs" / "dinov2_tiny_segformer_cpu.py"
 # The demo's images are 768 px: train at half size with 192 px crops. Pipeline steps and schedulers are
@@ -89,6 +93,40 @@ def demo_config(config: str | Path, data_root: str | Path, epochs: int) -> Any:
     return cfg
 
 
+def demo_training(world: str) -> dict[str, Any]:
+    """The demo's training in ``world``: ``epochs``, and in the varied world ``load_from`` (the shipped
+    model, checked against its card's sha256) and ``lr``.
+
+    Raises:
+        MissingWeightsError: the shipped model is missing or not the file its card hashes.
+        QuadratsegError: its card names other classes, another config or crop size than the demo trains
+            (mmengine would load the shapes that fit and leave the rest random, with a warning only).
+    """
+    if world != "varied":
+        return {"epochs": EPOCHS_BY_WORLD.get(world, EPOCHS)}
+    from DINOv2_mmseg.prepare_data import class_table
+    from DINOv2_mmseg.seg_model import shipped_mmseg_model
+    from quadratseg.errors import QuadratsegError
+    from quadratseg.model_card import read_model_card
+
+    shipped = shipped_mmseg_model()
+    card = read_model_card(shipped)
+    wanted = {
+        "level": LEVEL,
+        "classes": class_table(LEVEL)[0],
+        "config": CONFIG.name,
+        "crop_size": list(DEMO_OPTIONS["crop_size"]),
+    }
+    wrong = [key for key, value in wanted.items() if card.get(key) != value]
+    if wrong:
+        says = {key: card.get(key) for key in wrong}
+        trains = {key: wanted[key] for key in wrong}
+        raise QuadratsegError(
+            f"{shipped} is not a start for this demo: its card says {says}, the demo trains {trains}"
+        )
+    return {**VARIED_TRAINING, "load_from": str(shipped), "card": card}
+
+
 def stage(ctx: Any) -> dict[str, Any]:
     """Prepare, train, evaluate on the test split and illustrate the DINOv2 + SegFormer model."""
     import fiftyone as fo
@@ -108,14 +146,34 @@ def stage(ctx: Any) -> dict[str, Any]:
     root = ctx.out_dir / "mmseg"
     data_root = root / "data"
     write_mmseg_layout(fo.load_dataset(DATASET), data_root, level=LEVEL, overwrite=True)
-    epochs = max(1, round(EPOCHS_BY_WORLD[getattr(ctx, "world", "simple")] * ctx.training_scale))
+    training = demo_training(getattr(ctx, "world", "simple"))
+    epochs = max(1, round(training["epochs"] * ctx.training_scale))
     cfg = demo_config(CONFIG, data_root, epochs)
+    start_model = training.get("load_from")
+    if start_model:
+        cfg.load_from = start_model
+        cfg.optim_wrapper.optimizer.lr = training["lr"]
     train_start = time.perf_counter()
-    # the tiny arch has no pretrained weights: from scratch, said explicitly (and logged as such)
+    # the tiny arch has no pretrained DINOv2 weights: from the shipped start or from scratch, said
+    # explicitly (and logged as such)
     run = run_training(
-        cfg, root / "work", seed=ctx.seed, from_scratch=True, models_dir=ctx.settings.models_dir
+        cfg,
+        root / "work",
+        seed=ctx.seed,
+        from_scratch=not start_model,
+        models_dir=ctx.settings.models_dir,
     )
     train_seconds = time.perf_counter() - train_start
+    if start_model:
+        measured = training["card"].get("measured", {})
+        began = (
+            f"fine-tuned from the shipped start model ({Path(start_model).name}, made by "
+            f"`{training['card'].get('made_by', {}).get('command')}` on the varied world alone; mIoU "
+            f"{measured.get('miou')} % on its own {measured.get('images')} test photos) at learning rate "
+            f"{training['lr']}"
+        )
+    else:
+        began = "trained from scratch"
     pipeline = CoralPipeline(cfg, run["best_checkpoint"], ctx.settings.sam_checkpoint, device="cpu")
     eval_pairs = split_pairs(data_root, EVAL_SPLIT)
     metrics = evaluate_segmenter(pipeline.segmenter, eval_pairs, root / "eval")
@@ -136,7 +194,7 @@ def stage(ctx: Any) -> dict[str, Any]:
 
     section = ctx.report.section("Coral segmentation (DINOv2_mmseg)")
     section.paragraphs.append(
-        f"A tiny DINOv2-shaped ViT/14 (48-dim, 4 blocks) with a SegFormer head, trained from scratch on CPU "
+        f"A tiny DINOv2-shaped ViT/14 (48-dim, 4 blocks) with a SegFormer head, {began} on CPU "
         f"for {epochs} epochs ({train_seconds:.0f} s) on the grid-free synthetic images, {LEVEL} level, "
         f"with the same code and registry entries as the ViT-B/14 config. On the {len(eval_pairs)} "
         f"images of the {EVAL_SPLIT} split: mIoU "
@@ -184,6 +242,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         "images": len(eval_pairs),
         "cover_comparisons": len(cover_errors),
         "epochs": epochs,
+        "start_model": start_model,
         "train_seconds": round(train_seconds, 1),
         "refinement": pipeline.refinement,
         "test_colonies": colonies,

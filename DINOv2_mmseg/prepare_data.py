@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +67,46 @@ def class_index_mask(
     return mask
 
 
-def write_mmseg_layout(
-    samples: Any, out_dir: Path, level: str = "finegrained", overwrite: bool = False
+@dataclass
+class ClassMapImage:
+    """One photo of an MMSeg layout: its split, file, layout stem, upright size (width, height px) and
+    colonies as (label, rings px of the upright image: outline, then holes), in drawing order (a later
+    colony lies on top)."""
+
+    split: str
+    filepath: str
+    stem: str
+    size_wh: tuple[int, int]
+    colonies: list[tuple[str, list[np.ndarray]]]
+
+
+def fiftyone_class_map_images(samples: Any, field: str) -> Iterator[ClassMapImage]:
+    """The :class:`ClassMapImage` of each FiftyOne sample in a train/val/test split (polylines of
+    ``field``, normalized points scaled to the upright image read from its file's header)."""
+    for sample in samples:
+        split = sample_split(sample)
+        if split is None:
+            continue
+        w, h = image_size(sample.filepath)  # upright (EXIF orientation applied)
+        colonies = [
+            (poly.label, [np.asarray(r, dtype=np.float64) * [w, h] for r in poly.points])
+            for poly in (sample[field].polylines if sample[field] is not None else [])
+        ]
+        yield ClassMapImage(
+            split, sample.filepath, f"{Path(sample.filepath).stem}_{sample.id[-6:]}", (w, h), colonies
+        )
+
+
+def write_class_maps(
+    images: Iterable[ClassMapImage], out_dir: Path, level: str = "finegrained", overwrite: bool = False
 ) -> dict[str, Any]:
-    """Write the MMSeg layout of FiftyOne ``samples`` (field ``gt_polylines`` or its ``level`` copy)."""
+    """Write the MMSeg layout (see the module docstring) of ``images`` at ``level`` of the taxonomy.
+
+    Raises:
+        QuadratsegError: a colony's label is not a class of ``level`` (nothing is written), a split is
+            empty, or the images have several formats.
+    """
     classes, palette = class_table(level)
-    field = POLYLINES_FIELD if level == "finegrained" else level_field(level)
-    if field not in samples.get_field_schema():
-        raise QuadratsegError(f"the dataset has no field {field!r}; pull it with data_engineering first")
     index = {name: i for i, name in enumerate(classes)}
     pixels: Counter = Counter()
     suffixes: set[str] = set()
@@ -81,28 +115,22 @@ def write_mmseg_layout(
         for split in SPLITS:
             (tmp / split / "data").mkdir(parents=True)
             (tmp / split / "labels").mkdir(parents=True)
-        for sample in samples:
-            split = sample_split(sample)
-            if split is None:
-                continue
-            w, h = image_size(sample.filepath)  # upright (EXIF orientation applied)
+        for image in images:
             rings = []
-            for poly in sample[field].polylines if sample[field] is not None else []:
-                if poly.label not in index or poly.label == BACKGROUND:
+            for label, colony_rings in image.colonies:
+                if label not in index or label == BACKGROUND:
                     raise QuadratsegError(
-                        f"{sample.filepath}: label {poly.label!r} is not a {level} class {classes[1:]}"
+                        f"{image.filepath}: label {label!r} is not a {level} class {classes[1:]}"
                     )
-                rings.append(
-                    (index[poly.label], [np.asarray(r, dtype=np.float64) * [w, h] for r in poly.points])
-                )
-            mask = class_index_mask(rings, (w, h))
+                rings.append((index[label], colony_rings))
+            mask = class_index_mask(rings, image.size_wh)
             pixels.update({classes[k]: int(v) for k, v in enumerate(np.bincount(mask.ravel())) if v})
-            suffix = Path(sample.filepath).suffix.lower().replace(".jpeg", ".jpg")
+            suffix = Path(image.filepath).suffix.lower().replace(".jpeg", ".jpg")
             suffixes.add(suffix)
-            stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
-            write_upright(sample.filepath, tmp / split / "data" / f"{stem}{suffix}")  # no EXIF turn left
-            if not cv2.imwrite(str(tmp / split / "labels" / f"{stem}.png"), mask):
-                raise QuadratsegError(f"cannot write {tmp / split / 'labels' / stem}.png")
+            split = image.split
+            write_upright(image.filepath, tmp / split / "data" / f"{image.stem}{suffix}")  # no EXIF turn left
+            if not cv2.imwrite(str(tmp / split / "labels" / f"{image.stem}.png"), mask):
+                raise QuadratsegError(f"cannot write {tmp / split / 'labels' / image.stem}.png")
             counts[split] += 1
         check_split_counts(counts, "semantic segmentation")
         if len(suffixes) > 1:
@@ -122,6 +150,17 @@ def write_mmseg_layout(
         }
         (tmp / "dataset.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return {**summary, "data_root": str(out_dir)}
+
+
+def write_mmseg_layout(
+    samples: Any, out_dir: Path, level: str = "finegrained", overwrite: bool = False
+) -> dict[str, Any]:
+    """Write the MMSeg layout of FiftyOne ``samples`` (field ``gt_polylines`` or its ``level`` copy)."""
+    class_table(level)  # an unknown level before the schema
+    field = POLYLINES_FIELD if level == "finegrained" else level_field(level)
+    if field not in samples.get_field_schema():
+        raise QuadratsegError(f"the dataset has no field {field!r}; pull it with data_engineering first")
+    return write_class_maps(fiftyone_class_map_images(samples, field), out_dir, level, overwrite)
 
 
 def prepare_data(

@@ -58,20 +58,13 @@ def shipped_seg_model(weights: str | Path | None = None) -> Path:
 def truth_seg_images(synth_dir: str | Path, level: str = "finegrained") -> Iterator[SegImage]:
     """The :class:`SegImage` of every photo of a generated set: its warped grid-free quadrat (the
     segmentation export) and its true corals (each visible part one instance: outline then holes), with
-    the genus mapped to ``level`` of the taxonomy."""
-    from quadratseg.synth.dataset import coral_rings, export_image_path, load_truth
-    from quadratseg.taxonomy import load_taxonomy
+    the genus mapped to ``level`` of the taxonomy (:func:`quadratseg.synth.dataset.segmentation_truth`)."""
+    from quadratseg.synth.dataset import segmentation_truth
 
-    taxonomy = load_taxonomy()
-    root = Path(synth_dir)
-    for t in load_truth(root):
-        path = export_image_path(root / "cvat_exports" / "segmentation", t["subset"], t["name"])
-        size = np.asarray(t["warped_size"], dtype=np.float64)
-        colonies = [
-            (taxonomy.map_label(c["label"], level), [ring / size for ring in coral_rings(c)])
-            for c in t["corals"]
-        ]
-        yield SegImage(t["subset"], str(path), Path(t["name"]).stem, tuple(t["warped_size"]), colonies)
+    for subset, path, size_wh, corals in segmentation_truth(synth_dir, level):
+        size = np.asarray(size_wh, dtype=np.float64)
+        colonies = [(label, [ring / size for ring in rings]) for label, rings in corals]
+        yield SegImage(subset, str(path), path.stem, size_wh, colonies)
 
 
 def seg_model(

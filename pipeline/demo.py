@@ -345,6 +345,7 @@ def check_training_photos(config: SynthConfig, stages: list[str]) -> None:
 SHIPPED_STARTS = {
     "grid_pose_detection.demo:stage": ("grid_pose_detection.demo:demo_training", ("gridcorners",)),
     "coral_seg_yolo.demo:stage": ("coral_seg_yolo.demo:demo_training", ()),
+    "DINOv2_mmseg.demo:stage": ("DINOv2_mmseg.demo:demo_training", ()),
 }
 
 

@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,6 +365,29 @@ def generate_dataset(
         time.perf_counter() - start,
     )
     return out
+
+
+def segmentation_truth(
+    out_dir: str | Path, level: str = "finegrained"
+) -> Iterator[tuple[str, Path, tuple[int, int], list[tuple[str, list[np.ndarray]]]]]:
+    """Per photo of a generated set: (subset, its warped grid-free quadrat in the segmentation export,
+    that image's size (width, height) px, its true corals as (genus mapped to ``level`` of the
+    taxonomy, rings in px of that image: the outline, then the holes), in painting order: a later coral
+    lies on top).
+
+    Raises:
+        QuadratsegError: ``level`` is not a taxonomy level, or the set has no truth.json.
+    """
+    from quadratseg.taxonomy import LEVELS, load_taxonomy
+
+    if level not in LEVELS:
+        raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
+    taxonomy = load_taxonomy()
+    root = Path(out_dir)
+    for t in load_truth(root):
+        path = export_image_path(root / "cvat_exports" / "segmentation", t["subset"], t["name"])
+        corals = [(taxonomy.map_label(c["label"], level), coral_rings(c)) for c in t["corals"]]
+        yield t["subset"], path, (int(t["warped_size"][0]), int(t["warped_size"][1])), corals
 
 
 def load_truth(out_dir: str | Path) -> list[dict[str, Any]]:
