@@ -1,6 +1,7 @@
 """CLI: the coral segmentation model a programme starts from, made on the varied world in one command.
 
     python -m coral_seg_yolo.seg_model OUT [--images 500] [--size 768] [--seed 0] [--epochs 90]
+        [--start best.pt]
 
 1. renders ``--images`` photo-quadrats of the varied synthetic world (:mod:`quadratseg.synth`,
    ``--world varied``) into ``OUT/synth`` (``--holdout`` of them for val and as many for test);
@@ -8,7 +9,8 @@
    instance, holes joined as ultralytics joins them) in the YOLO-seg layout at the ``--level`` of the
    taxonomy into ``OUT/layout`` (:func:`coral_seg_yolo.prepare_data.write_seg_images`), straight from
    the generator's truth;
-3. trains YOLO11n-seg from scratch with ``configs/coralseg_varied.yaml`` (the flags override it) into
+3. trains YOLO11n-seg from scratch (or on from ``--start``, a model it made before) with
+   ``configs/coralseg_varied.yaml`` (the flags override it) into
    ``OUT/runs/coralseg``, whose ``best.pt`` gets its model card (:func:`coral_seg_yolo.train.layout_card`)
    and the command, seed and generator version that made it, and the sha256 :func:`shipped_seg_model`
    checks;
@@ -67,6 +69,40 @@ def truth_seg_images(synth_dir: str | Path, level: str = "finegrained") -> Itera
         yield SegImage(subset, str(path), path.stem, size_wh, colonies)
 
 
+def start_model_card(start: str | Path, level: str) -> dict[str, Any]:
+    """What a run that goes on from ``start`` records of it (file name, sha256, what made it and what it
+    scored), once the start is checked to be a segmentation model of ``level``'s classes.
+
+    Raises:
+        QuadratsegError: ``start`` is not a file, has no model card, or its card names other classes
+            (ultralytics would keep only the layers whose shapes fit and train a random head).
+    """
+    from quadratseg.model_card import model_card_path, read_model_card
+    from quadratseg.taxonomy import load_taxonomy
+    from quadratseg.weights import file_sha256
+
+    path = Path(start)
+    if not path.is_file():
+        raise QuadratsegError(f"--start {path} is not a file: give the best.pt of an earlier run")
+    card = read_model_card(path)
+    if not card:
+        raise QuadratsegError(
+            f"--start {path} has no model card ({model_card_path(path)}): give a model this command made"
+        )
+    classes = load_taxonomy().classes(level)
+    if card.get("classes") != classes:
+        raise QuadratsegError(
+            f"--start {path} segments {card.get('classes')}, not the {len(classes)} classes of {level}: "
+            "ultralytics would keep its body and train a random head; start from a model of this level"
+        )
+    return {
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "made_by": card.get("made_by"),
+        "measured": card.get("measured"),
+    }
+
+
 def seg_model(
     out: str,
     images: int = 500,
@@ -78,6 +114,7 @@ def seg_model(
     level: str = "finegrained",
     workers: int = 0,
     overwrite: bool = False,
+    start: str | None = None,
 ) -> str:
     """Render the varied world, train the segmentation model on it and score it on its test split.
 
@@ -92,6 +129,9 @@ def seg_model(
         level: taxonomy level of the classes.
         workers: rendering processes (0: one per CPU core).
         overwrite: replace the synthetic set and layout of an earlier run in ``out``.
+        start: a model this command made before (same level, its card beside it) to go on training
+            from, on this run's photos, instead of from scratch: the card records it (its sha256 and
+            what made it) under ``made_by.start``.
 
     Returns:
         JSON: the weights, how long each step took, and the test split's figures.
@@ -106,6 +146,7 @@ def seg_model(
 
     if level not in LEVELS:  # before minutes of rendering
         raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
+    start_card = start_model_card(start, level) if start is not None else None
     settings = current_settings()
     root = Path(out)
     seconds: dict[str, float] = {}
@@ -118,6 +159,8 @@ def seg_model(
     seconds["layout"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
     overrides = {"epochs": epochs, "imgsz": imgsz, "seed": seed}
+    if start is not None:
+        overrides["model"] = str(start)
     result = run_training(
         CONFIG,
         layout["data_yaml"],
@@ -125,7 +168,7 @@ def seg_model(
         RUN_NAME,
         overrides=overrides,
         settings=settings,
-        from_scratch=True,
+        from_scratch=start is None,
         tensorboard=False,
         device=device(settings=settings),
     )
@@ -140,6 +183,7 @@ def seg_model(
         "imgsz": imgsz,
         "holdout": holdout if holdout != 0.1 else None,
         "level": level if level != "finegrained" else None,
+        "start": start,
     }
     card = stamp_made_by(
         result["best"],
@@ -148,6 +192,9 @@ def seg_model(
         synth_dir,
         CONFIG.name,
     )  # the sha256 shipped_seg_model checks
+    if start_card is not None:
+        card["made_by"]["start"] = start_card
+        write_model_card(result["best"], card)
     start = time.perf_counter()
     metrics = ultralytics_validation(
         str(result["best"]),

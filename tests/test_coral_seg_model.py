@@ -217,3 +217,42 @@ def test_an_unknown_level_stops_the_command_before_anything_is_rendered(tmp_path
     with pytest.raises(QuadratsegError, match=r"unknown taxonomy level 'genus'.*main_family"):
         seg_model(str(tmp_path / "out"), images=500, level="genus")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda p: p / "none.pt", "is not a file"),
+        (lambda p: p.joinpath("card-less.pt").write_bytes(b"w") and p / "card-less.pt", "has no model card"),
+    ],
+)
+def test_a_start_that_is_not_a_model_of_this_command_stops_before_anything_is_rendered(tmp_path, make, says):
+    from coral_seg_yolo.seg_model import seg_model
+
+    with pytest.raises(QuadratsegError, match=f"--start .*{says}"):
+        seg_model(str(tmp_path / "out"), images=4, size=128, start=str(make(tmp_path)))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_start_of_other_classes_stops_before_anything_is_rendered(tmp_path):
+    """ultralytics would keep a families model's body and train a random head for the 16 genera without
+    a word; the command refuses it, naming both class lists, and renders nothing."""
+    import shutil
+
+    from coral_seg_yolo.seg_model import SHIPPED_WEIGHTS, seg_model
+    from quadratseg.model_card import model_card_path, read_model_card, write_model_card
+    from quadratseg.taxonomy import load_taxonomy
+
+    start = tmp_path / "start" / "best.pt"
+    start.parent.mkdir()
+    shutil.copyfile(SHIPPED_WEIGHTS, start)
+    shutil.copyfile(model_card_path(SHIPPED_WEIGHTS), model_card_path(start))
+    seg_model_args = {"images": 4, "size": 128, "start": str(start)}
+    with pytest.raises(QuadratsegError, match="not the 7 classes of main_family"):
+        seg_model(str(tmp_path / "out"), level="main_family", **seg_model_args)
+    assert not (tmp_path / "out").exists()
+    card = read_model_card(start)
+    write_model_card(start, {**card, "classes": load_taxonomy().classes("finegrained")[:3]})
+    with pytest.raises(QuadratsegError, match="not the 16 classes of finegrained"):
+        seg_model(str(tmp_path / "out"), **seg_model_args)
+    assert not (tmp_path / "out").exists()
