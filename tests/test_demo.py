@@ -291,13 +291,15 @@ def test_the_resplit_coverage_refits_on_each_half_of_the_held_out_photos():
         resplit_coverage(photos[:3])
 
 
-@pytest.mark.parametrize("module", ["grid_pose_detection.frame_model", "coral_seg_yolo.seg_model"])
+@pytest.mark.parametrize(
+    "module", ["grid_pose_detection.frame_model", "coral_seg_yolo.seg_model", "DINOv2_mmseg.seg_model"]
+)
 def test_a_missing_shipped_model_stops_the_varied_demo_before_anything_is_written(
     tmp_path, monkeypatch, module
 ):
-    """The varied world's corner and segmentation models start from models shipped in the repository; a
-    checkout without one stops the demo at once with the command that makes it again, not minutes into
-    the run after the stages before it trained."""
+    """The varied world's corner, segmentation and semantic models start from models shipped in the
+    repository; a checkout without one stops the demo at once with the command that makes it again, not
+    minutes into the run after the stages before it trained."""
     import importlib
 
     from quadratseg.weights import MissingWeightsError
@@ -312,16 +314,19 @@ def test_the_shipped_checks_leave_the_simple_world_and_other_stages_alone(tmp_pa
     """Without the shipped files, the simple world (which starts from none) and a stage list without the
     stages that use them still pass the check; the varied world with those stages does not."""
     import coral_seg_yolo.seg_model
+    import DINOv2_mmseg.seg_model
     import grid_pose_detection.frame_model
     from pipeline.demo import STAGES, check_shipped_models
     from quadratseg.weights import MissingWeightsError
 
     monkeypatch.setattr(grid_pose_detection.frame_model, "SHIPPED_WEIGHTS", tmp_path / "a" / "best.pt")
     monkeypatch.setattr(coral_seg_yolo.seg_model, "SHIPPED_WEIGHTS", tmp_path / "b" / "best.pt")
+    monkeypatch.setattr(DINOv2_mmseg.seg_model, "SHIPPED_WEIGHTS", tmp_path / "c" / "model.pth")
     check_shipped_models("simple", STAGES)
-    check_shipped_models("varied", ["pipeline.demo:core_stage", "DINOv2_mmseg.demo:stage"])
-    with pytest.raises(MissingWeightsError):
-        check_shipped_models("varied", ["coral_seg_yolo.demo:stage"])
+    check_shipped_models("varied", ["pipeline.demo:core_stage", "grid_inpainting.demo:stage"])
+    for stage in ("coral_seg_yolo.demo:stage", "DINOv2_mmseg.demo:stage"):
+        with pytest.raises(MissingWeightsError):
+            check_shipped_models("varied", [stage])
 
 
 def test_a_stage_that_will_be_skipped_is_not_held_to_its_shipped_model(tmp_path, monkeypatch):

@@ -168,10 +168,10 @@ def test_a_missing_or_altered_shipped_model_is_refused_with_the_command_that_rem
     from DINOv2_mmseg.demo import demo_training
     from quadratseg.weights import MissingWeightsError, WeightsChecksumError
 
+    weights = _shipped_copy(tmp_path)
     monkeypatch.setattr(seg_model_module, "SHIPPED_WEIGHTS", tmp_path / "gone" / "model.pth")
     with pytest.raises(MissingWeightsError, match=r"is missing.*python -m DINOv2_mmseg.seg_model OUT"):
         demo_training("varied")
-    weights = _shipped_copy(tmp_path)
     with weights.open("r+b") as f:
         f.truncate(1000)
     monkeypatch.setattr(seg_model_module, "SHIPPED_WEIGHTS", weights)
