@@ -150,14 +150,14 @@ def seg_model(
     settings = current_settings()
     root = Path(out)
     seconds: dict[str, float] = {}
-    start = time.perf_counter()
+    clock = time.perf_counter()
     config = SynthConfig(images=images, seed=seed, size=size, world="varied", holdout_share=holdout)
     synth_dir = generate_dataset(root / "synth", config, overwrite=overwrite, workers=workers)
-    seconds["render"] = round(time.perf_counter() - start, 1)
-    start = time.perf_counter()
+    seconds["render"] = round(time.perf_counter() - clock, 1)
+    clock = time.perf_counter()
     layout = write_seg_images(truth_seg_images(synth_dir, level), root / "layout", level, overwrite=overwrite)
-    seconds["layout"] = round(time.perf_counter() - start, 1)
-    start = time.perf_counter()
+    seconds["layout"] = round(time.perf_counter() - clock, 1)
+    clock = time.perf_counter()
     overrides = {"epochs": epochs, "imgsz": imgsz, "seed": seed}
     if start is not None:
         overrides["model"] = str(start)
@@ -172,7 +172,7 @@ def seg_model(
         tensorboard=False,
         device=device(settings=settings),
     )
-    seconds["train"] = round(time.perf_counter() - start, 1)
+    seconds["train"] = round(time.perf_counter() - clock, 1)
     trained_imgsz = int(result["config"].get("imgsz"))
     write_model_card(result["best"], layout_card(layout["data_yaml"], trained_imgsz))
     flags = {
@@ -195,7 +195,7 @@ def seg_model(
     if start_card is not None:
         card["made_by"]["start"] = start_card
         write_model_card(result["best"], card)
-    start = time.perf_counter()
+    clock = time.perf_counter()
     metrics = ultralytics_validation(
         str(result["best"]),
         layout["data_yaml"],
@@ -204,7 +204,7 @@ def seg_model(
         root / "eval",
         device=device(settings=settings),
     )
-    seconds["test"] = round(time.perf_counter() - start, 1)
+    seconds["test"] = round(time.perf_counter() - clock, 1)
     card["measured"] = {
         "split": "test",
         "images": layout["images"]["test"],

@@ -109,14 +109,26 @@ def test_a_label_that_is_not_a_class_of_the_level_stops_and_writes_nothing(varie
 def test_the_command_makes_a_model_whose_card_the_shipped_check_accepts(tmp_path):
     """The one command, tiny: renders, writes the layout, trains, scores the test split with ultralytics'
     validator and leaves a model card that records what made it and the sha256 the shipped check needs;
-    the weights altered afterwards are refused."""
+    the weights altered afterwards are refused. A second run goes on from the first (``--start``) on
+    photos of another seed, and its card records that start's sha256 and what made it."""
+    import torch
+
     from coral_seg_yolo.seg_model import seg_model, shipped_seg_model
     from quadratseg.model_card import read_model_card
-    from quadratseg.weights import WeightsChecksumError
+    from quadratseg.weights import WeightsChecksumError, file_sha256
 
     report = json.loads(seg_model(str(tmp_path / "out"), images=12, size=256, seed=3, epochs=1, imgsz=128))
     weights = report["weights"]
     card = read_model_card(weights)
+    on = json.loads(
+        seg_model(str(tmp_path / "on"), images=12, size=256, seed=4, epochs=1, imgsz=128, start=weights)
+    )
+    on_card = read_model_card(on["weights"])
+    assert on_card["made_by"]["command"].endswith(f"--start {weights}")
+    assert on_card["made_by"]["start"]["sha256"] == file_sha256(weights)
+    assert on_card["made_by"]["start"]["made_by"] == card["made_by"]
+    # it trained on from the start's weights: the run's own record names the start as its model
+    assert torch.load(on["weights"], weights_only=False)["train_args"]["model"] == weights
     assert card["task"] == "coralseg" and card["imgsz"] == 128 and card["warp_size"] == 256
     assert card["made_by"]["command"].startswith("python -m coral_seg_yolo.seg_model OUT --images 12")
     assert (
