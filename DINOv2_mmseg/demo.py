@@ -102,26 +102,13 @@ def demo_training(world: str) -> dict[str, Any]:
     """
     if world != "varied":
         return {"epochs": EPOCHS}
-    from DINOv2_mmseg.prepare_data import class_table
-    from DINOv2_mmseg.seg_model import shipped_mmseg_model
-    from quadratseg.errors import QuadratsegError
-    from quadratseg.model_card import read_model_card
+    from DINOv2_mmseg.seg_model import shipped_mmseg_model, start_fields
+    from quadratseg.model_card import require_card_fields
 
     shipped = shipped_mmseg_model()
-    card = read_model_card(shipped)
-    wanted = {
-        "level": LEVEL,
-        "classes": class_table(LEVEL)[0],
-        "config": CONFIG.name,
-        "crop_size": list(DEMO_OPTIONS["crop_size"]),
-    }
-    wrong = [key for key, value in wanted.items() if card.get(key) != value]
-    if wrong:
-        says = {key: card.get(key) for key in wrong}
-        trains = {key: wanted[key] for key in wrong}
-        raise QuadratsegError(
-            f"{shipped} is not a start for this demo: its card says {says}, the demo trains {trains}"
-        )
+    card = require_card_fields(
+        shipped, start_fields(DEMO_OPTIONS["crop_size"], LEVEL), "a start for this demo", "the demo trains"
+    )
     return {**VARIED_TRAINING, "load_from": str(shipped), "card": card}
 
 

@@ -4,8 +4,8 @@
 
 1. renders ``--images`` photo-quadrats of the varied synthetic world (:mod:`quadratseg.synth`,
    ``--world varied``) into ``OUT/synth`` (``--holdout`` of them for val and as many for test);
-2. writes their warped grid-free quadrats and true class maps at the ``--level`` of the taxonomy
-   (the demo's: ``main_family``) in the MMSeg layout into ``OUT/layout``
+2. writes their warped grid-free quadrats and true class maps at the config's taxonomy level
+   (:data:`LEVEL`, the demo's: 7 main families and background) in the MMSeg layout into ``OUT/layout``
    (:func:`DINOv2_mmseg.prepare_data.write_class_maps`), straight from the generator's truth;
 3. trains the tiny DINOv2 + SegFormer config at the demo's sizes (:func:`DINOv2_mmseg.demo.demo_config`)
    from scratch into ``OUT/work``, and writes its last checkpoint as a plain one (weights and classes
@@ -35,6 +35,7 @@ CONFIG = Path(__file__).parent / "configs" / "dinov2_tiny_segformer_cpu.py"
 # ``made_by``). The demo's DINOv2_mmseg stage starts from it in the varied world (DINOv2_mmseg.demo).
 SHIPPED_WEIGHTS = Path(__file__).parent / "shipped" / "mmseg_varied" / "model.pth"
 MODEL_PATH = Path("model") / "model.pth"  # under OUT
+LEVEL = "main_family"  # the classes of CONFIG's head (its _base_ family config)
 
 
 def shipped_mmseg_model(weights: str | Path | None = None) -> Path:
@@ -61,15 +62,14 @@ def truth_class_map_images(synth_dir: str | Path, level: str) -> Iterator[ClassM
         yield ClassMapImage(subset, str(path), path.stem, size_wh, corals)
 
 
-def model_card_fields(cfg: Any, level: str) -> dict[str, Any]:
-    """What a start model must share with the training that fine-tunes it: the taxonomy level and
-    classes (background first), the config's file name and its crop size."""
+def start_fields(crop_size: tuple[int, int] | list[int], level: str = LEVEL) -> dict[str, Any]:
+    """What a start model's card states and a training that fine-tunes it must share: the taxonomy
+    level and classes (background first), the config's file name and the crop size."""
     return {
-        "task": "mmseg",
         "level": level,
         "classes": class_table(level)[0],
-        "config": Path(str(cfg.filename)).name,
-        "crop_size": [int(v) for v in cfg.crop_size],
+        "config": CONFIG.name,
+        "crop_size": [int(v) for v in crop_size],
     }
 
 
@@ -80,7 +80,6 @@ def seg_model(
     seed: int = 0,
     epochs: int = 40,
     holdout: float = 0.1,
-    level: str = "main_family",
     workers: int = 0,
     overwrite: bool = False,
 ) -> str:
@@ -93,7 +92,6 @@ def seg_model(
         seed: seed of the synthetic set and of the training.
         epochs: training epochs (validation and a checkpoint every tenth of them).
         holdout: share of the photos held out for val, and again for test.
-        level: taxonomy level of the classes.
         workers: rendering processes (0: one per CPU core).
         overwrite: replace the synthetic set and layout of an earlier run in ``out``.
 
@@ -105,14 +103,14 @@ def seg_model(
     from DINOv2_mmseg.predictor import SemanticSegmenter, export_plain_checkpoint
     from DINOv2_mmseg.runner import set_threads
     from DINOv2_mmseg.train import run_training
-    from quadratseg.cli import current_settings
-    from quadratseg.model_card import write_model_card
+    from quadratseg.cli import current_settings, device
+    from quadratseg.errors import QuadratsegError
+    from quadratseg.model_card import model_card_path, write_model_card
     from quadratseg.synth.dataset import SynthConfig, generate_dataset
     from quadratseg.weights import cli_command, stamp_made_by
 
-    class_table(level)  # an unknown level stops here, before minutes of rendering
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if epochs < 1:  # before minutes of rendering
+        raise QuadratsegError(f"--epochs must be at least 1, got {epochs}")
     settings = current_settings()
     set_threads(settings.num_threads)
     root = Path(out)
@@ -123,7 +121,7 @@ def seg_model(
     seconds["render"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
     layout = write_class_maps(
-        truth_class_map_images(synth_dir, level), root / "layout", level, overwrite=overwrite
+        truth_class_map_images(synth_dir, LEVEL), root / "layout", LEVEL, overwrite=overwrite
     )
     seconds["layout"] = round(time.perf_counter() - start, 1)
     cfg = demo_config(CONFIG, root / "layout", epochs)
@@ -131,27 +129,28 @@ def seg_model(
     cfg.train_cfg.val_interval = every
     cfg.default_hooks.checkpoint.interval = every
     start = time.perf_counter()
+    on = device(settings=settings)
     run = run_training(
-        cfg, root / "work", seed=seed, device="cpu", from_scratch=True, models_dir=settings.models_dir
+        cfg, root / "work", seed=seed, device=on, from_scratch=True, models_dir=settings.models_dir
     )
     seconds["train"] = round(time.perf_counter() - start, 1)
     last = root / "work" / f"epoch_{epochs}.pth"
     (root / MODEL_PATH).parent.mkdir(parents=True, exist_ok=True)
     model = export_plain_checkpoint(last, root / MODEL_PATH)
-    write_model_card(model, model_card_fields(cfg, level))
+    model_card_path(model).unlink(missing_ok=True)  # an earlier run's figures never stay beside it
+    write_model_card(model, {"task": "mmseg", **start_fields(cfg.crop_size)})
     flags = {
         "images": images,
         "size": size,
         "seed": seed,
         "epochs": epochs,
         "holdout": holdout if holdout != 0.1 else None,
-        "level": level if level != "main_family" else None,
     }
     card = stamp_made_by(
         model, cli_command("python -m DINOv2_mmseg.seg_model OUT", flags), seed, synth_dir, CONFIG.name
     )
     start = time.perf_counter()
-    segmenter = SemanticSegmenter(cfg, model, device="cpu")
+    segmenter = SemanticSegmenter(cfg, model, device=on)
     pairs = split_pairs(root / "layout", "test")
     metrics = evaluate_segmenter(segmenter, pairs, root / "eval")
     seconds["test"] = round(time.perf_counter() - start, 1)

@@ -15,7 +15,6 @@ import numpy as np
 from coral_seg_yolo.evaluate import ultralytics_validation
 from coral_seg_yolo.predictor import SegPredictor
 from coral_seg_yolo.prepare_data import layout_stem, write_seg_layout
-from quadratseg.errors import QuadratsegError
 from quadratseg.images import read_image_rgb
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import draw_polygons
@@ -59,20 +58,13 @@ def demo_training(world: str) -> dict[str, Any]:
     if world != "varied":
         return {"epochs": EPOCHS}
     from coral_seg_yolo.seg_model import shipped_seg_model
-    from quadratseg.model_card import read_model_card
+    from quadratseg.model_card import require_card_fields
 
     shipped = shipped_seg_model()
-    card = read_model_card(shipped)
     wanted = {"level": LEVEL, "classes": load_taxonomy().classes(LEVEL), "imgsz": IMGSZ}
     # ultralytics keeps only the layers whose shapes match the data's classes: a model of other
     # classes would be fine-tuned from a random head without a word
-    wrong = [key for key, value in wanted.items() if card.get(key) != value]
-    if wrong:
-        says = {key: card.get(key) for key in wrong}
-        trains = {key: wanted[key] for key in wrong}
-        raise QuadratsegError(
-            f"{shipped} is not a start for this demo: its card says {says}, the demo trains {trains}"
-        )
+    require_card_fields(shipped, wanted, "a start for this demo", "the demo trains")
     return {**VARIED_TRAINING, "model": str(shipped)}
 
 

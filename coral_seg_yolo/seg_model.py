@@ -74,8 +74,9 @@ def start_model_card(start: str | Path, level: str) -> dict[str, Any]:
     scored), once the start is checked to be a segmentation model of ``level``'s classes.
 
     Raises:
-        QuadratsegError: ``start`` is not a file, has no model card, or its card names other classes
-            (ultralytics would keep only the layers whose shapes fit and train a random head).
+        QuadratsegError: ``start`` is not a file, has no model card, its card records another file's
+            sha256, or it names other classes (ultralytics would keep only the layers whose shapes fit
+            and train a random head).
     """
     from quadratseg.model_card import model_card_path, read_model_card
     from quadratseg.taxonomy import load_taxonomy
@@ -89,6 +90,13 @@ def start_model_card(start: str | Path, level: str) -> dict[str, Any]:
         raise QuadratsegError(
             f"--start {path} has no model card ({model_card_path(path)}): give a model this command made"
         )
+    sha256 = file_sha256(path)
+    recorded = str(card.get("weights_sha256"))
+    if recorded != sha256:
+        raise QuadratsegError(
+            f"--start {path}: its card describes another file (sha256 {recorded[:12]}..., the file's "
+            f"{sha256[:12]}...): a model replaced or cut short beside an older card"
+        )
     classes = load_taxonomy().classes(level)
     if card.get("classes") != classes:
         raise QuadratsegError(
@@ -97,7 +105,7 @@ def start_model_card(start: str | Path, level: str) -> dict[str, Any]:
         )
     return {
         "file": path.name,
-        "sha256": file_sha256(path),
+        "sha256": sha256,
         "made_by": card.get("made_by"),
         "measured": card.get("measured"),
     }

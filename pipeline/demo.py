@@ -351,7 +351,7 @@ SHIPPED_STARTS = {
 
 def check_shipped_models(world: str, stages: list[str]) -> None:
     """Check the shipped models the stages will start from before anything is written (each stage's
-    own ``demo_training``: the file's sha256, and for YOLO its card's classes and size): a missing,
+    own ``demo_training``: the file's sha256, and for YOLO and MMSeg its card's classes and sizes): a missing,
     altered or unfit file stops the demo at once with the command that makes it again, not after the
     stages before it have trained. The simple world starts from none; a stage whose module or
     libraries are not installed is left to skip as it does."""

@@ -74,3 +74,32 @@ def card_level(weights: str | Path) -> str:
     declares none): what ``pipeline.process`` and ``DINOv2_mmseg.predict`` report the cover at
     (``quadratseg.taxonomy.Taxonomy.model_level``)."""
     return str(read_model_card(weights).get("level") or "")
+
+
+def require_card_fields(
+    weights: str | Path, wanted: Mapping[str, Any], use: str, needs: str
+) -> dict[str, Any]:
+    """The card of ``weights``, once every field of ``wanted`` is what it states (a start model's
+    classes, level and sizes before a training loads it: the libraries load the tensors whose shapes
+    fit and leave the rest random with a warning at most).
+
+    Raises:
+        QuadratsegError: ``"{weights} is not {use}: its card says {...}, {needs} {...}"`` naming each
+            field that differs.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> weights = pathlib.Path(tempfile.mkdtemp()) / "best.pt"
+        >>> _ = write_model_card(weights, {"level": "main_family"})
+        >>> require_card_fields(weights, {"level": "finegrained"}, "a start here", "this trains")
+        Traceback (most recent call last):
+        ...
+        quadratseg.errors.QuadratsegError: ... its card says {'level': 'main_family'}, this trains ...
+    """
+    card = read_model_card(weights)
+    wrong = [key for key, value in wanted.items() if card.get(key) != value]
+    if wrong:
+        says = {key: card.get(key) for key in wrong}
+        trains = {key: wanted[key] for key in wrong}
+        raise QuadratsegError(f"{weights} is not {use}: its card says {says}, {needs} {trains}")
+    return card

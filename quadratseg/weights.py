@@ -282,8 +282,7 @@ def shipped_weights(weights: str | Path, what: str, default_command: str, run_be
 
     weights = Path(weights)
     card = read_model_card(weights) if model_card_path(weights).is_file() else {}
-    remake = (
-        f"{card.get('made_by', {}).get('command', default_command)} and copy "
+    remake = f"{remake_commands(card.get('made_by') or {}, default_command, run_best)} and copy " + (
         f"OUT/{run_best} and model_card.json into {weights.parent}"
     )
     if not weights.is_file():
@@ -304,6 +303,24 @@ def shipped_weights(weights: str | Path, what: str, default_command: str, run_be
             f"pointer or a truncated copy?): check out the repository again, or run {remake}"
         )
     return weights
+
+
+def remake_commands(made_by: dict[str, Any], default_command: str, run_best: str) -> str:
+    """How to make a shipped model again from its card's ``made_by``: its command, after the commands
+    that made its ``--start`` (``made_by.start.made_by``, recursively), each next run started from the
+    one before's ``OUT/<run_best>``.
+
+    Examples:
+        >>> first = {"command": "m OUT --seed 7"}
+        >>> remake_commands({"command": "m OUT --start x.pt", "start": {"made_by": first}}, "m OUT", "b.pt")
+        'm OUT --seed 7, then m OUT --start x.pt with --start OUT/b.pt of the run before'
+    """
+    command = made_by.get("command", default_command)
+    start = (made_by.get("start") or {}).get("made_by")
+    if not start:
+        return command
+    before = remake_commands(start, default_command, run_best)
+    return f"{before}, then {command} with --start OUT/{run_best} of the run before"
 
 
 def cli_command(prefix: str, flags: dict[str, Any]) -> str:

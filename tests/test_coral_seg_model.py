@@ -127,7 +127,7 @@ def test_the_command_makes_a_model_whose_card_the_shipped_check_accepts(tmp_path
     assert on_card["made_by"]["command"].endswith(f"--start {weights}")
     assert on_card["made_by"]["start"]["sha256"] == file_sha256(weights)
     assert on_card["made_by"]["start"]["made_by"] == card["made_by"]
-    # it trained on from the start's weights: the run's own record names the start as its model
+    # the run was given the start as its model (ultralytics' own record of its arguments)
     assert torch.load(on["weights"], weights_only=False)["train_args"]["model"] == weights
     assert card["task"] == "coralseg" and card["imgsz"] == 128 and card["warp_size"] == 256
     assert card["made_by"]["command"].startswith("python -m coral_seg_yolo.seg_model OUT --images 12")
@@ -268,3 +268,28 @@ def test_a_start_of_other_classes_stops_before_anything_is_rendered(tmp_path):
     with pytest.raises(QuadratsegError, match="not the 16 classes of finegrained"):
         seg_model(str(tmp_path / "out"), **seg_model_args)
     assert not (tmp_path / "out").exists()
+    write_model_card(start, card)
+    with start.open("ab") as f:  # the file changed beside its card
+        f.write(b"\0")
+    with pytest.raises(QuadratsegError, match="its card describes another file"):
+        seg_model(str(tmp_path / "out"), **seg_model_args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_shipped_model_made_in_two_runs_is_remade_with_both_commands(tmp_path):
+    """The shipped model went on from an earlier one (``--start``): the way to make it again names the
+    first run's command, then the second's started from the first's weights."""
+    import shutil
+
+    from coral_seg_yolo.seg_model import SHIPPED_WEIGHTS, shipped_seg_model
+    from quadratseg.model_card import model_card_path, read_model_card
+    from quadratseg.weights import MissingWeightsError
+
+    made = read_model_card(SHIPPED_WEIGHTS)["made_by"]
+    first = made["start"]["made_by"]["command"]
+    shutil.copyfile(model_card_path(SHIPPED_WEIGHTS), tmp_path / "model_card.json")
+    with pytest.raises(MissingWeightsError) as error:
+        shipped_seg_model(tmp_path / "best.pt")
+    assert f"{first}, then {made['command']} with --start OUT/runs/coralseg/weights/best.pt" in str(
+        error.value
+    )
