@@ -29,6 +29,9 @@ CLIS = [
     "grid_pose_detection.predict",
     "grid_pose_detection.deploy_as_zip",
     "grid_pose_detection.make_template",
+    "grid_pose_detection.frame_model",
+    "grid_pose_detection.few_shot",
+    "grid_pose_detection.evaluate_real",
     "pipeline.process",
     "pipeline.calibrate",
     "pipeline.track",
@@ -39,12 +42,14 @@ CLIS = [
     "coral_seg_yolo.predict",
     "coral_seg_yolo.deploy_as_zip",
     "coral_seg_yolo.export",
+    "coral_seg_yolo.seg_model",
     "DINOv2_mmseg.prepare_data",
     "DINOv2_mmseg.train",
     "DINOv2_mmseg.testloop",
     "DINOv2_mmseg.evaluate",
     "DINOv2_mmseg.predict",
     "DINOv2_mmseg.deploy_as_zip",
+    "DINOv2_mmseg.seg_model",
     "bridge",
     "bridge.worker",
 ]
@@ -275,6 +280,19 @@ def test_mmseg_train_cli_names_a_missing_dataset_root(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "does not exist; run `python -m DINOv2_mmseg.prepare_data` first" in result.stderr
     assert not (tmp_path / "work").exists()
+
+
+def test_the_start_model_commands_stop_on_bad_input_in_one_line_before_rendering(tmp_path):
+    """The two commands that make the shipped start models refuse, as a process, a run that cannot
+    train (no epoch; a start that is not a model they made) with exit 2, no traceback, nothing written."""
+    result = run("DINOv2_mmseg.seg_model", str(tmp_path / "mm"), "--epochs", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "--epochs must be at least 1, got 0" in result.stderr
+    (tmp_path / "fake.pt").write_bytes(b"not a model")
+    result = run("coral_seg_yolo.seg_model", str(tmp_path / "yolo"), "--start", "fake.pt", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "--start fake.pt has no model card" in result.stderr
+    assert not (tmp_path / "mm").exists() and not (tmp_path / "yolo").exists()
 
 
 def test_coralnet_cli_has_help_per_command_and_stops_on_bad_input(tmp_path):
