@@ -18,6 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from DINOv2_mmseg.seg_model import CONFIG, CPU_OPTIONS, cpu_config
+
 DATASET = "demo_segmentation"
 LEVEL = "main_family"  # as the YOLO stage: 7 families + background train in minutes; 16 genera do not
 EPOCHS = 300  # about 70 s on 2 CPU cores
@@ -26,37 +28,6 @@ EPOCHS = 300  # about 70 s on 2 CPU cores
 # epochs (1,800 iterations of 4 photos) gave mIoU 15.9-17.1 % on its 12 test photos over seeds 0-2.
 VARIED_TRAINING = {"epochs": 100, "lr": 0.001}
 EVAL_SPLIT = "test"  # the last epoch's checkpoint (val only at the end): the figures come from test
-CONFIG = Path(__file__).parent / "configs" / "dinov2_tiny_segformer_cpu.py"
-# The demo's images are 768 px: train at half size with 192 px crops. Pipeline steps and schedulers are
-# set by their type (set_by_type), wherever they sit in the config's lists.
-DEMO_OPTIONS = {
-    "model.data_preprocessor.size": (192, 192),
-    "model.test_cfg.crop_size": (192, 192),
-    "model.test_cfg.stride": (128, 128),
-    "crop_size": (192, 192),
-    "default_hooks.logger.interval": 20,
-}
-DEMO_STEPS = {
-    "RandomResize": {"scale": (384, 384)},
-    "RandomCrop": {"crop_size": (192, 192)},
-    "Resize": {"scale": (384, 384)},
-}
-
-
-def set_by_type(steps: list[Any], values: dict[str, dict[str, Any]]) -> int:
-    """Update each step (a dict with ``type``) of an mmengine list with ``values[type]``; return how many.
-
-    Examples:
-        >>> steps = [{"type": "LoadImageFromFile"}, {"type": "Resize", "scale": (1, 1)}]
-        >>> set_by_type(steps, {"Resize": {"scale": (384, 384)}}), steps[1]["scale"]
-        (1, (384, 384))
-    """
-    changed = 0
-    for step in steps:
-        if step.get("type") in values:
-            step.update(values[step["type"]])
-            changed += 1
-    return changed
 
 
 def cover_abs_errors(predicted: dict[str, float], true: dict[str, float]) -> dict[str, float]:
@@ -72,23 +43,6 @@ def cover_abs_errors(predicted: dict[str, float], true: dict[str, float]) -> dic
         for name, cover in true.items()
         if cover > 0 or predicted.get(name, 0.0) > 0
     } | {name: round(value, 3) for name, value in predicted.items() if name not in true and value > 0}
-
-
-def demo_config(config: str | Path, data_root: str | Path, epochs: int) -> Any:
-    """The tiny config at the demo's sizes (DEMO_OPTIONS, DEMO_STEPS) for ``epochs``, on ``data_root``."""
-    from DINOv2_mmseg.runner import load_config
-
-    options = {
-        **DEMO_OPTIONS,
-        "train_cfg.max_epochs": epochs,
-        "train_cfg.val_interval": epochs,
-        "default_hooks.checkpoint.interval": epochs,
-    }
-    cfg = load_config(config, options, str(data_root))
-    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        set_by_type(cfg[loader].dataset.pipeline, DEMO_STEPS)
-    set_by_type(cfg.param_scheduler, {"PolyLR": {"end": epochs}})
-    return cfg
 
 
 def demo_training(world: str) -> dict[str, Any]:
@@ -107,7 +61,7 @@ def demo_training(world: str) -> dict[str, Any]:
 
     shipped = shipped_mmseg_model()
     card = require_card_fields(
-        shipped, start_fields(DEMO_OPTIONS["crop_size"], LEVEL), "a start for this demo", "the demo trains"
+        shipped, start_fields(CPU_OPTIONS["crop_size"], LEVEL), "a start for this demo", "the demo trains"
     )
     return {**VARIED_TRAINING, "load_from": str(shipped), "card": card}
 
@@ -133,7 +87,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     write_mmseg_layout(fo.load_dataset(DATASET), data_root, level=LEVEL, overwrite=True)
     training = demo_training(getattr(ctx, "world", "simple"))
     epochs = max(1, round(training["epochs"] * ctx.training_scale))
-    cfg = demo_config(CONFIG, data_root, epochs)
+    cfg = cpu_config(CONFIG, data_root, epochs)
     start_model = training.get("load_from")
     if start_model:
         cfg.load_from = start_model

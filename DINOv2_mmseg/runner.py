@@ -24,6 +24,22 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 
 
+def set_by_type(steps: list[Any], values: dict[str, dict[str, Any]]) -> int:
+    """Update each step (a dict with ``type``) of an mmengine list with ``values[type]``; return how many.
+
+    Examples:
+        >>> steps = [{"type": "LoadImageFromFile"}, {"type": "Resize", "scale": (1, 1)}]
+        >>> set_by_type(steps, {"Resize": {"scale": (384, 384)}}), steps[1]["scale"]
+        (1, (384, 384))
+    """
+    changed = 0
+    for step in steps:
+        if step.get("type") in values:
+            step.update(values[step["type"]])
+            changed += 1
+    return changed
+
+
 def parse_cfg_options(cfg_options: Any) -> dict[str, Any]:
     """``--cfg-options`` as a dict: a dict (fire parses JSON), a JSON string, or ``key=value`` items."""
     if cfg_options is None or cfg_options == {}:

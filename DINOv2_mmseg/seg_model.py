@@ -7,7 +7,7 @@
 2. writes their warped grid-free quadrats and true class maps at the config's taxonomy level
    (:data:`LEVEL`, the demo's: 7 main families and background) in the MMSeg layout into ``OUT/layout``
    (:func:`DINOv2_mmseg.prepare_data.write_class_maps`), straight from the generator's truth;
-3. trains the tiny DINOv2 + SegFormer config at the demo's sizes (:func:`DINOv2_mmseg.demo.demo_config`)
+3. trains the tiny DINOv2 + SegFormer config at the demo's sizes (:func:`cpu_config`)
    from scratch into ``OUT/work``, and writes its last checkpoint as a plain one (weights and classes
    only) to ``OUT/model/model.pth`` with its model card: level, classes, config and crop size, the
    command, seed and generator version that made it, and the sha256 :func:`shipped_mmseg_model` checks;
@@ -36,6 +36,39 @@ CONFIG = Path(__file__).parent / "configs" / "dinov2_tiny_segformer_cpu.py"
 SHIPPED_WEIGHTS = Path(__file__).parent / "shipped" / "mmseg_varied" / "model.pth"
 MODEL_PATH = Path("model") / "model.pth"  # under OUT
 LEVEL = "main_family"  # the classes of CONFIG's head (its _base_ family config)
+# The sizes the start model and the demo train at, on 768 px quadrats: half size with 192 px crops.
+# Pipeline steps and schedulers are set by their type (runner.set_by_type), wherever they sit in the
+# config's lists.
+CPU_OPTIONS = {
+    "model.data_preprocessor.size": (192, 192),
+    "model.test_cfg.crop_size": (192, 192),
+    "model.test_cfg.stride": (128, 128),
+    "crop_size": (192, 192),
+    "default_hooks.logger.interval": 20,
+}
+CPU_STEPS = {
+    "RandomResize": {"scale": (384, 384)},
+    "RandomCrop": {"crop_size": (192, 192)},
+    "Resize": {"scale": (384, 384)},
+}
+
+
+def cpu_config(config: str | Path, data_root: str | Path, epochs: int) -> Any:
+    """``config`` (the tiny one) at the CPU sizes (:data:`CPU_OPTIONS`, :data:`CPU_STEPS`) for
+    ``epochs`` (validation and a checkpoint at the end), on ``data_root``."""
+    from DINOv2_mmseg.runner import load_config, set_by_type
+
+    options = {
+        **CPU_OPTIONS,
+        "train_cfg.max_epochs": epochs,
+        "train_cfg.val_interval": epochs,
+        "default_hooks.checkpoint.interval": epochs,
+    }
+    cfg = load_config(config, options, str(data_root))
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        set_by_type(cfg[loader].dataset.pipeline, CPU_STEPS)
+    set_by_type(cfg.param_scheduler, {"PolyLR": {"end": epochs}})
+    return cfg
 
 
 def shipped_mmseg_model(weights: str | Path | None = None) -> Path:
@@ -98,7 +131,6 @@ def seg_model(
     Returns:
         JSON: the model, how long each step took, and the test split's figures.
     """
-    from DINOv2_mmseg.demo import demo_config
     from DINOv2_mmseg.evaluate import evaluate_segmenter, split_pairs
     from DINOv2_mmseg.predictor import SemanticSegmenter, export_plain_checkpoint
     from DINOv2_mmseg.runner import set_threads
@@ -124,7 +156,7 @@ def seg_model(
         truth_class_map_images(synth_dir, LEVEL), root / "layout", LEVEL, overwrite=overwrite
     )
     seconds["layout"] = round(time.perf_counter() - start, 1)
-    cfg = demo_config(CONFIG, root / "layout", epochs)
+    cfg = cpu_config(CONFIG, root / "layout", epochs)
     every = max(1, epochs // 10)
     cfg.train_cfg.val_interval = every
     cfg.default_hooks.checkpoint.interval = every

@@ -125,9 +125,9 @@ def test_demo_sizes_are_set_on_the_pipeline_steps_by_their_type(tmp_path):
     train pipeline gains a step in front still gets them on the right steps."""
     from mmengine.config import Config
 
-    from DINOv2_mmseg import demo
+    from DINOv2_mmseg import seg_model
 
-    cfg = demo.demo_config(demo.CONFIG, tmp_path / "data", epochs=3)
+    cfg = seg_model.cpu_config(seg_model.CONFIG, tmp_path / "data", epochs=3)
     train = {step["type"]: step for step in cfg.train_dataloader.dataset.pipeline}
     assert train["RandomResize"]["scale"] == (384, 384) and train["RandomCrop"]["crop_size"] == (192, 192)
     for loader in ("val_dataloader", "test_dataloader"):
@@ -135,12 +135,13 @@ def test_demo_sizes_are_set_on_the_pipeline_steps_by_their_type(tmp_path):
         assert resize["scale"] == (384, 384)
     assert cfg.model.test_cfg.crop_size == (192, 192) and cfg.train_cfg.max_epochs == 3
     shifted = tmp_path / "shifted.py"
-    base = Config.fromfile(str(demo.CONFIG))
+    base = Config.fromfile(str(seg_model.CONFIG))
     pipeline = [{"type": "LoadImageFromFile"}, *base.train_dataloader.dataset.pipeline]
     shifted.write_text(
-        f"_base_ = [{str(demo.CONFIG)!r}]\ntrain_dataloader = dict(dataset=dict(pipeline={pipeline!r}))\n"
+        f"_base_ = [{str(seg_model.CONFIG)!r}]\n"
+        f"train_dataloader = dict(dataset=dict(pipeline={pipeline!r}))\n"
     )
-    moved = demo.demo_config(shifted, tmp_path / "data", epochs=3)
+    moved = seg_model.cpu_config(shifted, tmp_path / "data", epochs=3)
     steps = moved.train_dataloader.dataset.pipeline
     assert [s.get("scale") for s in steps if s["type"] == "RandomResize"] == [(384, 384)]
     assert "scale" not in steps[2]  # LoadAnnotations, where the index 2 of the old options pointed

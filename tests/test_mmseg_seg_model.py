@@ -187,9 +187,8 @@ def test_the_command_makes_a_start_that_a_fine_tune_really_starts_from(tmp_path)
     training without it does not."""
     import torch
 
-    from DINOv2_mmseg.demo import CONFIG, demo_config
     from DINOv2_mmseg.predictor import read_segmentor_checkpoint
-    from DINOv2_mmseg.seg_model import seg_model, shipped_mmseg_model
+    from DINOv2_mmseg.seg_model import CONFIG, cpu_config, seg_model, shipped_mmseg_model
     from DINOv2_mmseg.train import run_training
     from quadratseg.model_card import read_model_card
 
@@ -208,7 +207,7 @@ def test_the_command_makes_a_start_that_a_fine_tune_really_starts_from(tmp_path)
     parameters = [k for k in start if not k.endswith(buffers)]
     assert len(parameters) > 20
     for loaded in (True, False):
-        cfg = demo_config(CONFIG, tmp_path / "out" / "layout", 1)
+        cfg = cpu_config(CONFIG, tmp_path / "out" / "layout", 1)
         cfg.optim_wrapper.optimizer.lr = 0.0
         if loaded:
             cfg.load_from = weights
@@ -226,10 +225,9 @@ def test_the_shipped_model_still_segments_a_world_it_never_saw(tmp_path):
     """The shipped model on photos of a seed it was not trained on: at least half the mIoU its card
     states on its own test photos (a model broken by a library change, or a generator that drifted away
     from what it learned, falls far below)."""
-    from DINOv2_mmseg.demo import CONFIG, demo_config
     from DINOv2_mmseg.evaluate import evaluate_segmenter, split_pairs
     from DINOv2_mmseg.predictor import SemanticSegmenter
-    from DINOv2_mmseg.seg_model import shipped_mmseg_model
+    from DINOv2_mmseg.seg_model import CONFIG, cpu_config, shipped_mmseg_model
     from quadratseg.model_card import read_model_card
     from quadratseg.synth import SynthConfig, generate_dataset
 
@@ -239,6 +237,6 @@ def test_the_shipped_model_still_segments_a_world_it_never_saw(tmp_path):
         tmp_path / "synth", SynthConfig(images=30, seed=1234, size=768, world="varied", holdout_share=0.3)
     )
     write_class_maps(truth_class_map_images(synth, LEVEL), tmp_path / "layout", LEVEL)
-    segmenter = SemanticSegmenter(demo_config(CONFIG, tmp_path / "layout", 1), weights, device="cpu")
+    segmenter = SemanticSegmenter(cpu_config(CONFIG, tmp_path / "layout", 1), weights, device="cpu")
     metrics = evaluate_segmenter(segmenter, split_pairs(tmp_path / "layout", "test"))
     assert metrics["mIoU"] >= 0.5 * stated, (metrics["mIoU"], stated)
