@@ -33,7 +33,6 @@ import numpy as np
 from coral_seg_yolo.prepare_data import SegImage, write_seg_images
 from quadratseg.atomic import atomic_write_json
 from quadratseg.errors import QuadratsegError
-from quadratseg.taxonomy import LEVELS
 
 CONFIG = Path(__file__).parent / "configs" / "coralseg_varied.yaml"
 # The segmentation model the project ships (YOLO11n-seg, 16 genera): made by this command on the varied
@@ -149,11 +148,11 @@ def seg_model(
     from quadratseg.cli import current_settings, device
     from quadratseg.model_card import write_model_card
     from quadratseg.synth.dataset import SynthConfig, generate_dataset
+    from quadratseg.taxonomy import load_taxonomy
     from quadratseg.weights import cli_command, stamp_made_by
     from quadratseg.yolo_train import run_training
 
-    if level not in LEVELS:  # before minutes of rendering
-        raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
+    load_taxonomy().classes(level)  # an unknown level stops here, before minutes of rendering
     start_card = start_model_card(start, level) if start is not None else None
     settings = current_settings()
     root = Path(out)

@@ -375,13 +375,12 @@ def segmentation_truth(
     taxonomy, rings in px of that image: the outline, then the holes), in painting order: a later coral
     lies on top).
 
-    Raises:
-        QuadratsegError: ``level`` is not a taxonomy level, or the set has no truth.json.
+    Raises (when iterated):
+        QuadratsegError: ``level`` is not a taxonomy level (the taxonomy's own check), or the set has
+            no truth.json.
     """
-    from quadratseg.taxonomy import LEVELS, load_taxonomy
+    from quadratseg.taxonomy import load_taxonomy
 
-    if level not in LEVELS:
-        raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
     taxonomy = load_taxonomy()
     root = Path(out_dir)
     for t in load_truth(root):
