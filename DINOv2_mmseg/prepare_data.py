@@ -30,7 +30,7 @@ from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
 from quadratseg.geometry import PolygonWithHoles, polygons_to_mask
 from quadratseg.images import image_size, write_upright
-from quadratseg.taxonomy import LEVELS, load_taxonomy
+from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import hex_to_rgb
 from quadratseg.yolo_layout import SPLITS, check_split_counts, sample_split
 
@@ -41,10 +41,8 @@ BACKGROUND = "background"
 
 def class_table(level: str) -> tuple[list[str], list[tuple[int, int, int]]]:
     """Classes (``background`` first, then the taxonomy's classes at ``level``) and their RGB colours."""
-    if level not in LEVELS:
-        raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
     taxonomy = load_taxonomy()
-    names = taxonomy.classes(level)
+    names = taxonomy.classes(level)  # an unknown level: a clear error, with the closest level
     return [BACKGROUND, *names], [(0, 0, 0), *(hex_to_rgb(taxonomy.color(n)) for n in names)]
 
 

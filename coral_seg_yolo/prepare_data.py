@@ -32,7 +32,7 @@ from quadratseg.atomic import atomic_output_dir
 from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
 from quadratseg.images import read_image_rgb, write_upright
-from quadratseg.taxonomy import LEVELS, load_taxonomy
+from quadratseg.taxonomy import load_taxonomy
 from quadratseg.yolo_layout import check_split_counts, make_split_dirs, sample_split
 
 logger = logging.getLogger(__name__)
@@ -144,8 +144,7 @@ def write_seg_layout(
     image_format: str = ".jpg",
 ) -> dict[str, Any]:
     """Write the YOLO-seg layout of FiftyOne ``samples`` (field ``gt_polylines`` or its ``level`` copy)."""
-    if level not in LEVELS:
-        raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
+    load_taxonomy().classes(level)  # an unknown level before the schema
     field = POLYLINES_FIELD if level == "finegrained" else level_field(level)
     if field not in samples.get_field_schema():
         raise QuadratsegError(f"the dataset has no field {field!r}; pull it with data_engineering first")
@@ -169,11 +168,9 @@ def write_seg_images(
     A colony's label must be a class of ``level``; with ``tile``, each image is cut into tiles and each
     colony clipped to the tiles it touches. Written whole or not at all (a temporary folder renamed).
     """
-    if level not in LEVELS:
-        raise QuadratsegError(f"unknown taxonomy level {level!r}; levels: {', '.join(LEVELS)}")
+    names = load_taxonomy().classes(level)  # an unknown level: a clear error, with the closest level
     if tile and not 0 <= overlap < 0.9:
         raise QuadratsegError(f"--overlap must be in [0, 0.9), got {overlap}")
-    names = load_taxonomy().classes(level)
     index = {name: i for i, name in enumerate(names)}
     instances: Counter = Counter()
     widths: list[int] = []  # of the training quadrats (before tiling): the warp size the model learns

@@ -11,11 +11,14 @@ which Ray's own shutdown messages may share).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 from functools import partial
 from pathlib import Path
+
+from ray._common.utils import reset_ray_address
 
 
 def chain_worker_node(nodes) -> object | None:
@@ -47,37 +50,59 @@ def main(photos: str, out: str, weights: str, report: str) -> None:
     from quadratseg.cli import current_settings
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
-    ray.init(address=cluster.address, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    config = RunConfig(yolo=weights, yolo_imgsz=64, warp_size=256)
-    config = RunConfig(**{**config.__dict__, "warp_size": resolve_warp_size(config)})
-    settings = current_settings()
-    models = build_models(config, settings)
-    options = EngineOptions(engine="ray", models_factory=partial(build_models, config, settings))
-    result: dict = {}
+    try:
+        nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
+        ray.init(address=cluster.address, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        config = RunConfig(yolo=weights, yolo_imgsz=64, warp_size=256)
+        config = RunConfig(**{**config.__dict__, "warp_size": resolve_warp_size(config)})
+        settings = current_settings()
+        models = build_models(config, settings)
+        options = EngineOptions(engine="ray", models_factory=partial(build_models, config, settings))
+        result: dict = {}
 
-    def run() -> None:
-        result.update(
-            process_folder(photos, out, models, run_fingerprint(config), warp_size=(256, 256), engine=options)
+        def run() -> None:
+            result.update(
+                process_folder(
+                    photos, out, models, run_fingerprint(config), warp_size=(256, 256), engine=options
+                )
+            )
+
+        runner = threading.Thread(target=run, daemon=True)
+        started = time.monotonic()
+        runner.start()
+        removed = 0
+        while runner.is_alive() and time.monotonic() < started + 240:
+            done = len(list((Path(out) / "photos").rglob("*.json"))) if (Path(out) / "photos").is_dir() else 0
+            node = chain_worker_node(nodes) if done >= 2 else None
+            if node is not None:
+                cluster.remove_node(node)
+                removed += 1
+                break
+            time.sleep(0.05)
+        runner.join(timeout=max(0.0, started + 480 - time.monotonic()))
+        finished = not runner.is_alive()
+        Path(report).write_text(
+            json.dumps(
+                {
+                    "summary": result,
+                    "removed_nodes": removed,
+                    "finished": finished,
+                    "seconds": time.monotonic() - started,
+                }
+            )
         )
-
-    runner = threading.Thread(target=run)
-    runner.start()
-    removed = 0
-    deadline = time.monotonic() + 180
-    while runner.is_alive() and time.monotonic() < deadline:
-        done = len(list((Path(out) / "photos").rglob("*.json"))) if (Path(out) / "photos").is_dir() else 0
-        node = chain_worker_node(nodes) if done >= 2 else None
-        if node is not None:
-            cluster.remove_node(node)
-            removed += 1
-            break
-        time.sleep(0.05)
-    runner.join(timeout=300)
-    Path(report).write_text(json.dumps({"summary": result, "removed_nodes": removed}))
-    ray.shutdown()
-    cluster.shutdown()
+        if finished:
+            ray.shutdown()
+    finally:
+        # The cluster goes whatever happened above: its processes, and the record of its address
+        # that Ray's default ray.init() would otherwise join later.
+        for node in reversed(cluster.list_all_nodes()):  # the worker nodes, then the head
+            node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+        reset_ray_address()
+    if not finished:
+        sys.stderr.write("the run was still going 480 s after it started\n")
+        os._exit(1)  # the runner thread still waits on a cluster that is gone
 
 
 if __name__ == "__main__":

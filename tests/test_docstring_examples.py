@@ -16,6 +16,8 @@ PACKAGES = (
     "grid_pose_detection",
     "grid_inpainting",
     "data_engineering",
+    "pipeline",
+    "bridge",
 )
 
 # Modules whose examples all write files, so they are shown with ``# doctest: +SKIP`` only.

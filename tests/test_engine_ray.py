@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,10 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def ray_session():
-    """Ray on this machine, 2 CPUs, no dashboard; shut down after the module."""
+    """Ray on this machine, 2 CPUs, no dashboard, of this session's own (never a cluster another
+    run recorded in /tmp/ray); shut down after the module."""
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
@@ -147,6 +153,27 @@ def test_each_model_stage_is_a_pool_of_its_own_actors_holding_its_models_only(ra
     assert record["warped_size"] == [128, 128]
 
 
+@pytest.fixture
+def own_ray_tmp():
+    """A child process's Ray temp folder (``RAY_TMPDIR``) of its own, short enough for Ray's
+    sockets: no record another run left in /tmp/ray reaches it, and none it leaves reaches others."""
+    folder = Path(tempfile.mkdtemp(prefix="qsray", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def child_env(ray_tmp: Path) -> dict[str, str]:
+    """The environment of a child process running a Ray of its own in ``ray_tmp``."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+        "RAY_TMPDIR": str(ray_tmp),
+    }
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
 def _records(out: Path) -> int:
     return len(list((out / "photos").rglob("*.json"))) if (out / "photos").is_dir() else 0
 
@@ -256,7 +283,7 @@ def test_a_photo_that_fails_on_ray_is_recorded_and_not_retried(ray_session, surv
     assert len(failures) == 2 and bad.relative_to(photos).as_posix() in failures[1]
 
 
-def test_a_node_removed_mid_run_costs_a_retry_on_the_other_node(big_survey, tmp_path):
+def test_a_node_removed_mid_run_costs_a_retry_on_the_other_node(big_survey, tmp_path, own_ray_tmp):
     """A cluster of a head and two 1-CPU nodes on 127.0.0.1 (a Ray of its own, in a child process);
     the node holding the chain actor is removed after two photos: the run ends with every photo done
     once on the other node."""
@@ -272,7 +299,7 @@ def test_a_node_removed_mid_run_costs_a_retry_on_the_other_node(big_survey, tmp_
             str(report_path),
         ],
         cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"},
+        env=child_env(own_ray_tmp),
         capture_output=True,
         text=True,
         timeout=600,
@@ -288,7 +315,7 @@ def test_a_node_removed_mid_run_costs_a_retry_on_the_other_node(big_survey, tmp_
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
 
 
-def test_a_ray_run_interrupted_midway_is_resumed_locally_each_photo_once(big_survey, tmp_path):
+def test_a_ray_run_interrupted_midway_is_resumed_locally_each_photo_once(big_survey, tmp_path, own_ray_tmp):
     """``python -m pipeline.process --engine ray`` (a Ray of its own) interrupted with Ctrl-C
     (SIGINT) after a few photos; the local engine then does the others only."""
     folder, weights = big_survey
@@ -300,7 +327,7 @@ def test_a_ray_run_interrupted_midway_is_resumed_locally_each_photo_once(big_sur
     child = subprocess.Popen(
         command,
         cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"},
+        env=child_env(own_ray_tmp),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -320,6 +347,34 @@ def test_a_ray_run_interrupted_midway_is_resumed_locally_each_photo_once(big_sur
     rows = (out / "status.csv").read_text().splitlines()[1:]
     assert len(rows) == len(set(rows)) == BIG
     assert not list((out / ".claims").rglob("*.claim"))
+
+
+def test_a_run_without_an_address_starts_its_own_ray_whatever_the_machine_recorded(
+    survey, tmp_path, own_ray_tmp
+):
+    """``python -m pipeline.process --engine ray`` without ``--ray-address`` on a machine whose
+    /tmp/ray still names a cluster that is gone (``ray start`` killed, a crashed run): the run
+    starts a Ray of its own and does every photo, where Ray's default joins the record and hangs."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (own_ray_tmp / "ray").mkdir()
+    (own_ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
+    folder, weights = survey
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "pipeline.process", str(folder), str(out), "--engine", "ray",
+        "--yolo", str(weights), "--yolo-imgsz", "64", "--warp-size", "256", "--quadrat-cm", "50",
+    ]  # fmt: skip
+    try:
+        child = subprocess.run(
+            command, cwd=REPO, env=child_env(own_ray_tmp), capture_output=True, text=True, timeout=300
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"the run was still waiting after 300 s: {str(error.stderr)[-1500:]}")
+    assert child.returncode == 0, child.stderr[-3000:]
+    summary = json.loads(child.stdout[child.stdout.index("{") :])
+    assert (summary["engine"], summary["processed"], summary["failed"], _records(out)) == ("ray", 12, 0, 12)
 
 
 def _two_stage_photos(survey, folder: Path) -> Path:
