@@ -195,7 +195,7 @@ def main() -> None:
 
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
         for workers in args.workers:
-            ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
             options = EngineOptions(
                 engine="ray", ray_workers=workers, models_factory=partial(build_models, config, settings)
             )

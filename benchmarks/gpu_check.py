@@ -724,6 +724,7 @@ def step_chain_ray(ctx: StepContext) -> dict[str, Any]:
 
     # one Ray instance for both runs (pipeline.process joins the one this process started)
     ray.init(
+        address="local",  # a Ray of this run's own, never a cluster another run recorded in /tmp/ray
         num_cpus=2 if ctx.tiny else None,  # pools of one actor on a few CPUs: the tests' advice
         num_gpus=1 if ctx.cuda else 0,
         include_dashboard=False,
