@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 from _common import isolated_workdir
@@ -132,63 +131,17 @@ def main() -> None:
         )
 
 
-def _layout_from_truth(task, synthetic_dir, out, layout):
-    """The pose layout of the synthetic set, written from its truth with the module's label writer
-    (photos with an EXIF turn written upright; photos without the task's points left out; points outside
-    the photo at visibility 0)."""
-    import yaml
+def _score(predictor, task_name, synthetic_dir, refine):
+    """Test-split figures of a predictor against the generator's truth, on the photos with the task's
+    points (``grid_pose_detection.frame_model.keypoint_test_figures``)."""
+    from grid_pose_detection.frame_model import keypoint_test_figures
 
-    from grid_pose_detection.prepare_data import data_yaml, point_lines
-    from quadratseg.images import exif_orientation, read_image_rgb, write_upright
-    from quadratseg.synth.dataset import export_image_path, load_truth
-
-    folder, key = ("corners", "corners_raw_xy") if task.name == "gridcorners" else ("grid", "grid_warped_xy")
-    for split in ("train", "val", "test"):
-        (out / "images" / split).mkdir(parents=True)
-        (out / "labels" / split).mkdir(parents=True)
-    for t in load_truth(synthetic_dir):
-        if t.get(key) is None:  # a varied-world frame without a grid
-            continue
-        source = export_image_path(synthetic_dir / "cvat_exports" / folder, t["subset"], t["name"])
-        target = out / "images" / t["subset"] / t["name"]
-        if exif_orientation(source) == 1:
-            target.symlink_to(source.resolve())
-        else:
-            write_upright(source, target)
-        height, width = read_image_rgb(source).shape[:2]
-        points = np.asarray(t[key], dtype=np.float64)
-        inside = (points >= 0).all(axis=1) & (points[:, 0] <= width) & (points[:, 1] <= height)
-        lines = point_lines(task, points, inside, (width, height), layout)
-        (out / "labels" / t["subset"] / f"{Path(t['name']).stem}.txt").write_text("\n".join(lines) + "\n")
-    (out / "data.yaml").write_text(yaml.safe_dump(data_yaml(task, out, layout), sort_keys=False))
-    return out / "data.yaml"
-
-
-def _score(predictor, task, synthetic_dir, refine):
-    """Test-split figures of a predictor against the generator's truth."""
-    from grid_pose_detection.evaluate import pck, quadrat_side_px, slot_assignment
-    from quadratseg.images import read_image_rgb
-    from quadratseg.synth.dataset import export_image_path, load_truth
-
-    folder, key = ("corners", "corners_raw_xy") if task.name == "gridcorners" else ("grid", "grid_warped_xy")
-    errors, success, hits, total, images = [], 0, 0, 0, 0
-    for t in load_truth(synthetic_dir):
-        if t["subset"] != "test" or t.get(key) is None:
-            continue
-        image = read_image_rgb(export_image_path(synthetic_dir / "cvat_exports" / folder, "test", t["name"]))
-        (pred,) = predictor.predict([image], refine=refine)
-        truth = np.asarray(t[key], dtype=np.float64)
-        visible = np.ones(len(truth), bool)
-        found, right = slot_assignment(pred.keypoints_xy, truth, visible)
-        success += int(right.all())
-        h, n = pck(pred.keypoints_xy, truth, visible, quadrat_side_px(truth, visible, task.template()))
-        hits, total, images = hits + h, total + n, images + 1
-        errors.extend(np.linalg.norm(pred.keypoints_xy - truth, axis=1)[found].tolist())
+    figures = keypoint_test_figures(predictor, synthetic_dir, task_name, refine)
     return {
-        "mean_px": float(np.mean(errors)) if errors else float("nan"),
-        "matching": success / images,
-        "pck_1pct": hits / total,
-        "found": len(errors) / total,
+        "mean_px": figures["mean_px_error"] if figures["mean_px_error"] is not None else float("nan"),
+        "matching": figures["matching"],
+        "pck_1pct": figures["pck_1pct"],
+        "found": figures["found_share"],
     }
 
 
@@ -198,6 +151,7 @@ def train_over_seeds(
     """Train the demo recipe per seed and layout on a ``world`` set of ``images`` photos (the ``tasks``
     among gridcorners and gridpose); print mean and spread of the test figures."""
     from grid_pose_detection.demo import DEMO_CONF, SHORT_RUN, TRAINING
+    from grid_pose_detection.frame_model import truth_layout
     from grid_pose_detection.predictor import PosePredictor
     from grid_pose_detection.tasks import get_task
     from quadratseg.synth import SynthConfig, generate_dataset
@@ -214,7 +168,10 @@ def train_over_seeds(
             runs = []
             for seed in seeds:
                 root = work / f"{task_name}-{layout}-{seed}"
-                data = _layout_from_truth(task, synthetic_dir, root / "layout", layout)
+                # the generator's truth, photos without the task's points left out
+                data = truth_layout(
+                    synthetic_dir, root / "layout", task_name, layout=layout, backgrounds=False
+                )["data_yaml"]
                 recipe = {**SHORT_RUN, **TRAINING[task_name], "seed": seed}
                 if epochs:
                     recipe["epochs"] = epochs
@@ -225,8 +182,8 @@ def train_over_seeds(
                 predictor = PosePredictor(
                     run["best"], task, conf=DEMO_CONF, kpt_conf=0.2, imgsz=TRAINING[task_name]["imgsz"]
                 )
-                scores = _score(predictor, task, synthetic_dir, True)
-                plain = _score(predictor, task, synthetic_dir, False)
+                scores = _score(predictor, task_name, synthetic_dir, True)
+                plain = _score(predictor, task_name, synthetic_dir, False)
                 scores.update({f"{k}_model_alone": v for k, v in plain.items()})
                 scores["train_s"] = seconds
                 runs.append(scores)

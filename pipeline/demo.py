@@ -343,7 +343,7 @@ def check_training_photos(config: SynthConfig, stages: list[str]) -> None:
 # its "module:demo_training" and the arguments after the world. Called ahead, they check the shipped
 # file and its card as the stage will.
 SHIPPED_STARTS = {
-    "grid_pose_detection.demo:stage": ("grid_pose_detection.demo:demo_training", ("gridcorners",)),
+    "grid_pose_detection.demo:stage": ("grid_pose_detection.demo:demo_starts", ()),
     "coral_seg_yolo.demo:stage": ("coral_seg_yolo.demo:demo_training", ()),
     "DINOv2_mmseg.demo:stage": ("DINOv2_mmseg.demo:demo_training", ()),
 }

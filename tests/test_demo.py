@@ -292,20 +292,30 @@ def test_the_resplit_coverage_refits_on_each_half_of_the_held_out_photos():
 
 
 @pytest.mark.parametrize(
-    "module", ["grid_pose_detection.frame_model", "coral_seg_yolo.seg_model", "DINOv2_mmseg.seg_model"]
+    ("module", "attribute", "command"),
+    [
+        ("grid_pose_detection.frame_model", "SHIPPED_WEIGHTS", "grid_pose_detection.frame_model OUT"),
+        (
+            "grid_pose_detection.frame_model",
+            "SHIPPED_GRID_WEIGHTS",
+            "grid_pose_detection.frame_model OUT --task gridpose",
+        ),
+        ("coral_seg_yolo.seg_model", "SHIPPED_WEIGHTS", "coral_seg_yolo.seg_model OUT"),
+        ("DINOv2_mmseg.seg_model", "SHIPPED_WEIGHTS", "DINOv2_mmseg.seg_model OUT"),
+    ],
 )
 def test_a_missing_shipped_model_stops_the_varied_demo_before_anything_is_written(
-    tmp_path, monkeypatch, module
+    tmp_path, monkeypatch, module, attribute, command
 ):
-    """The varied world's corner, segmentation and semantic models start from models shipped in the
-    repository; a checkout without one stops the demo at once with the command that makes it again, not
-    minutes into the run after the stages before it trained."""
+    """The varied world's corner, grid, segmentation and semantic models start from models shipped in
+    the repository; a checkout without one stops the demo at once with the command that makes it
+    again, not minutes into the run after the stages before it trained."""
     import importlib
 
     from quadratseg.weights import MissingWeightsError
 
-    monkeypatch.setattr(importlib.import_module(module), "SHIPPED_WEIGHTS", tmp_path / "gone" / "best.pt")
-    with pytest.raises(MissingWeightsError, match=rf"is missing.*python -m {module} OUT"):
+    monkeypatch.setattr(importlib.import_module(module), attribute, tmp_path / "gone" / "best.pt")
+    with pytest.raises(MissingWeightsError, match=rf"is missing.*python -m {command}"):
         run_demo(Settings(), tmp_path / "d", images=60, size=256, seed=1, world="varied")
     assert not (tmp_path / "d").exists()
 
@@ -320,11 +330,12 @@ def test_the_shipped_checks_leave_the_simple_world_and_other_stages_alone(tmp_pa
     from quadratseg.weights import MissingWeightsError
 
     monkeypatch.setattr(grid_pose_detection.frame_model, "SHIPPED_WEIGHTS", tmp_path / "a" / "best.pt")
+    monkeypatch.setattr(grid_pose_detection.frame_model, "SHIPPED_GRID_WEIGHTS", tmp_path / "d" / "best.pt")
     monkeypatch.setattr(coral_seg_yolo.seg_model, "SHIPPED_WEIGHTS", tmp_path / "b" / "best.pt")
     monkeypatch.setattr(DINOv2_mmseg.seg_model, "SHIPPED_WEIGHTS", tmp_path / "c" / "model.pth")
     check_shipped_models("simple", STAGES)
     check_shipped_models("varied", ["pipeline.demo:core_stage", "grid_inpainting.demo:stage"])
-    for stage in ("coral_seg_yolo.demo:stage", "DINOv2_mmseg.demo:stage"):
+    for stage in ("grid_pose_detection.demo:stage", "coral_seg_yolo.demo:stage", "DINOv2_mmseg.demo:stage"):
         with pytest.raises(MissingWeightsError):
             check_shipped_models("varied", [stage])
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from grid_pose_detection.frame_model import corner_layout
+from grid_pose_detection.frame_model import truth_layout
 from quadratseg.errors import QuadratsegError
 
 
@@ -27,7 +27,7 @@ def test_the_corners_of_the_varied_world_are_read_back_by_ultralytics(varied_set
     from quadratseg.images import read_image_rgb
     from quadratseg.synth.dataset import load_truth
 
-    layout = corner_layout(varied_set, tmp_path / "layout")
+    layout = truth_layout(varied_set, tmp_path / "layout")
     data = yaml.safe_load((tmp_path / "layout" / "data.yaml").read_text())
     assert data["kpt_shape"] == [1, 3] and data["flip_idx"] == [0] and data["task"] == "gridcorners"
     truths = load_truth(varied_set)
@@ -56,7 +56,7 @@ def test_a_set_without_a_split_is_refused_and_nothing_is_written(varied_set, tmp
         (broken / name).symlink_to((varied_set / name).resolve())
     (broken / "truth.json").write_text(json.dumps({"images": [t for t in truths if t["subset"] != "val"]}))
     with pytest.raises(QuadratsegError, match="no photo in the val split"):
-        corner_layout(broken, tmp_path / "out")
+        truth_layout(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -73,7 +73,7 @@ def test_a_photo_without_a_frame_is_a_background_image_for_ultralytics(varied_se
     folder.mkdir()
     (folder / "cvat_exports").symlink_to((varied_set / "cvat_exports").resolve())
     (folder / "truth.json").write_text(json.dumps({"images": truths}))
-    corner_layout(folder, tmp_path / "layout")
+    truth_layout(folder, tmp_path / "layout")
     for k, t in enumerate(truths[:2]):
         image = tmp_path / "layout" / "images" / t["subset"] / t["name"]
         label = tmp_path / "layout" / "labels" / t["subset"] / f"{image.stem}.txt"
@@ -175,3 +175,147 @@ def test_the_command_leaves_a_card_the_shipped_check_accepts(tmp_path):
         f.write(b"\0")
     with pytest.raises(WeightsChecksumError):
         shipped_frame_model(report["weights"])
+
+
+@pytest.fixture(scope="module")
+def gridded_set(tmp_path_factory):
+    """Varied-world photos among which some frames have the 9 x 13 grid and some have none."""
+    from quadratseg.synth import SynthConfig, generate_dataset
+    from quadratseg.synth.dataset import load_truth
+
+    out = tmp_path_factory.mktemp("gridded") / "set"
+    folder = generate_dataset(out, SynthConfig(images=12, seed=3, size=256, world="varied"), workers=1)
+    kinds = {t["grid_warped_xy"] is not None for t in load_truth(folder)}
+    assert kinds == {True, False}, "the set must hold quadrats with and without a grid"
+    return folder
+
+
+def test_the_grid_of_the_varied_world_is_read_back_by_ultralytics(gridded_set, tmp_path):
+    """``--task gridpose``: the warped quadrats with their 117 true intersections, one object each,
+    as ultralytics' label checker reads them; a quadrat without a grid is a background image."""
+    from ultralytics.data.utils import verify_image_label
+
+    from quadratseg.images import read_image_rgb
+    from quadratseg.synth.dataset import load_truth
+
+    truth_layout(gridded_set, tmp_path / "layout", "gridpose")
+    data = yaml.safe_load((tmp_path / "layout" / "data.yaml").read_text())
+    assert data["kpt_shape"] == [1, 3] and data["task"] == "gridpose"
+    for t in load_truth(gridded_set):
+        image = tmp_path / "layout" / "images" / t["subset"] / t["name"]
+        label = tmp_path / "layout" / "labels" / t["subset"] / f"{image.stem}.txt"
+        checked = verify_image_label((str(image), str(label), "", True, 1, 1, 3, False))
+        labels, keypoints, message = checked[1], checked[4], checked[-1]
+        h, w = read_image_rgb(image).shape[:2]
+        assert message == "" and (w, h) == tuple(t["warped_size"]), message
+        if t["grid_warped_xy"] is None:
+            assert labels.shape == (0, 5) and checked[7] == 1  # ultralytics' "empty": a background
+            continue
+        grid = np.asarray(t["grid_warped_xy"])
+        assert labels.shape == (117, 5) and keypoints.shape == (117, 1, 3)
+        assert np.allclose(keypoints[:, 0, :2] * [w, h], grid, atol=0.01)
+
+
+def test_the_grid_template_is_fitted_on_the_training_grids_and_a_set_too_small_stops_first(
+    gridded_set, tmp_path
+):
+    """The template the grid model's card carries is the mean of the training quadrats' true grids
+    (normalized), not the evenly spaced one; a set with fewer than 3 gridded training quadrats stops
+    the command after rendering, before any layout or training."""
+    from grid_pose_detection.frame_model import frame_model, truth_grid_template
+    from quadratseg.keypoints import fit_template
+    from quadratseg.synth.dataset import load_truth
+
+    grids = [
+        np.asarray(t["grid_warped_xy"]) / t["warped_size"]
+        for t in load_truth(gridded_set)
+        if t["subset"] == "train" and t["grid_warped_xy"] is not None
+    ]
+    template = truth_grid_template(gridded_set, min_samples=1)
+    # make_template's robust mean of exactly the training grids: near their plain mean
+    assert np.array_equal(template, fit_template(np.stack(grids), 1)[0])
+    assert template.shape == (117, 2) and np.allclose(template, np.mean(grids, axis=0), atol=2e-3)
+    with pytest.raises(QuadratsegError, match="hold a grid, fewer than 50; render more --images"):
+        truth_grid_template(gridded_set, min_samples=50)
+    with pytest.raises(QuadratsegError, match="train quadrats hold a grid, fewer than 3"):
+        frame_model(str(tmp_path / "out"), images=3, size=256, seed=5, task="gridpose", workers=1)
+    assert not (tmp_path / "out" / "layout").exists() and not (tmp_path / "out" / "runs").exists()
+    with pytest.raises(QuadratsegError, match="--task must be one of gridcorners, gridpose"):
+        frame_model(str(tmp_path / "other"), task="grid")
+    assert not (tmp_path / "other").exists()
+
+
+def test_the_shipped_grid_model_is_the_file_its_card_describes(tmp_path):
+    """The shipped grid model states what made it (the varied world alone, ``--task gridpose``), is a
+    grid model at the demo's size with its fitted template beside it, and an altered copy is refused
+    with the command that makes it again."""
+    import shutil
+
+    from grid_pose_detection.frame_model import SHIPPED_GRID_WEIGHTS, shipped_grid_model
+    from quadratseg.model_card import MODEL_CARD_NAME, read_model_card
+
+    assert shipped_grid_model() == SHIPPED_GRID_WEIGHTS
+    card = read_model_card(SHIPPED_GRID_WEIGHTS)
+    assert card["task"] == "gridpose" and card["made_by"]["world"] == "varied"
+    assert "--task gridpose" in card["made_by"]["command"]
+    template = np.load(SHIPPED_GRID_WEIGHTS.parent / card["template"])
+    assert template.shape == (117, 2)
+    copy = tmp_path / "best.pt"
+    shutil.copy(SHIPPED_GRID_WEIGHTS.parent / MODEL_CARD_NAME, tmp_path / MODEL_CARD_NAME)
+    copy.write_bytes(SHIPPED_GRID_WEIGHTS.read_bytes()[:-1000])
+    with pytest.raises(
+        QuadratsegError, match=r"not the shipped grid model.*frame_model OUT .*--task gridpose"
+    ):
+        shipped_grid_model(copy)
+
+
+def test_the_demo_grid_model_starts_from_the_shipped_one_and_refuses_an_unfit_start(tmp_path, monkeypatch):
+    """ultralytics would fine-tune a corner model, or a grid model of another size, as the grid model
+    without a word; the demo stops on it, naming what the card says."""
+    import hashlib
+
+    import grid_pose_detection.frame_model as frame_model
+    from grid_pose_detection.demo import demo_training
+    from quadratseg.model_card import write_model_card
+
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"a pose model")
+    card = {
+        "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "task": "gridcorners",
+        "imgsz": 256,
+    }
+    write_model_card(weights, card)
+    monkeypatch.setattr(frame_model, "SHIPPED_GRID_WEIGHTS", weights)
+    with pytest.raises(
+        QuadratsegError, match=r"not a start for this demo's grid model.*'task': 'gridcorners'"
+    ):
+        demo_training("varied", "gridpose")
+    write_model_card(weights, {**card, "task": "gridpose", "imgsz": 320})
+    with pytest.raises(QuadratsegError, match=r"'imgsz': 320.*'imgsz': 256"):
+        demo_training("varied", "gridpose")
+    write_model_card(weights, {**card, "task": "gridpose"})
+    assert demo_training("varied", "gridpose")["model"] == str(weights)
+    assert "model" not in demo_training("simple", "gridpose")
+
+
+@pytest.mark.slow
+def test_the_grid_command_leaves_a_grid_card_with_its_template(tmp_path):
+    """``--task gridpose``, tiny: a grid model whose card names the task, the warped size it was
+    trained on and the template fitted on the training grids, and a report of the synthetic test
+    quadrats with and without a grid."""
+    from grid_pose_detection.frame_model import frame_model, shipped_grid_model, truth_grid_template
+    from quadratseg.model_card import read_model_card
+
+    out = tmp_path / "out"
+    report = json.loads(
+        frame_model(str(out), images=30, size=256, seed=2, epochs=1, imgsz=128, task="gridpose", workers=1)
+    )
+    card = read_model_card(report["weights"])
+    assert card["task"] == "gridpose" and card["warp_size"] == 256 and card["imgsz"] == 128
+    assert card["made_by"]["command"].endswith("--epochs 1 --imgsz 128 --task gridpose")
+    template = np.load(f"{report['weights'].rsplit('/', 1)[0]}/{card['template']}")
+    assert np.allclose(template, truth_grid_template(out / "synth"))
+    test = report["synthetic_test"]
+    assert test["with_points"] + test["without_points"] == 6 and test["with_points"] >= 1
+    assert str(shipped_grid_model(report["weights"])) == report["weights"]
