@@ -319,3 +319,23 @@ def test_the_grid_command_leaves_a_grid_card_with_its_template(tmp_path):
     test = report["synthetic_test"]
     assert test["with_points"] + test["without_points"] == 6 and test["with_points"] >= 1
     assert str(shipped_grid_model(report["weights"])) == report["weights"]
+
+
+@pytest.mark.slow
+def test_the_shipped_grid_model_still_finds_grids_it_never_saw(tmp_path):
+    """The shipped grid model through the predictor every command uses, on warped varied-world
+    quadrats of a seed it was not trained on: the grid's target (<= 3 px) and nearly every grid in
+    its slots, nothing found on the quadrats without a grid."""
+    from grid_pose_detection.frame_model import SHIPPED_GRID_WEIGHTS, keypoint_test_figures
+    from grid_pose_detection.predictor import PosePredictor
+    from grid_pose_detection.tasks import get_task
+    from quadratseg.synth import SynthConfig, generate_dataset
+
+    predictor = PosePredictor(SHIPPED_GRID_WEIGHTS, get_task("gridpose"))
+    config = SynthConfig(images=60, seed=4321, size=768, world="varied")
+    figures = keypoint_test_figures(predictor, generate_dataset(tmp_path / "set", config, workers=1))
+    assert figures["with_points"] >= 3 and figures["without_points"] >= 3, figures
+    assert figures["mean_px_error"] <= 3 and figures["matching"] >= 0.66 and figures["pck_1pct"] >= 0.9, (
+        figures
+    )
+    assert figures["nothing_found_on"] >= figures["without_points"] - 1, figures
