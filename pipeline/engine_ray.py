@@ -38,11 +38,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import time
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -285,32 +283,13 @@ def chain_dataset(
     return dataset
 
 
-def ray_init_address(ray_address: str | None, environ: Mapping[str, str]) -> str:
-    """The ``address`` a run gives :func:`ray.init` when this process has no Ray yet.
-
-    ``--ray-address`` when given, else Ray's own ``RAY_ADDRESS`` variable (a job submitted to a
-    cluster has it), else ``"local"``: a Ray of the run's own. Never Ray's default of joining the
-    last cluster ``ray start`` recorded on this machine (``/tmp/ray/ray_current_cluster``), which
-    quietly puts the run on whatever that cluster is now, and hangs for minutes on a record a
-    crashed or killed cluster left behind.
-
-    >>> ray_init_address(None, {})
-    'local'
-    >>> ray_init_address(None, {"RAY_ADDRESS": "ray://head:10001"})
-    'ray://head:10001'
-    >>> ray_init_address("auto", {"RAY_ADDRESS": "ray://head:10001"})
-    'auto'
-    """
-    return ray_address or environ.get("RAY_ADDRESS") or "local"
-
-
 def run_ray(
     items: list[BatchItem], job: PhotoJob, models: ChainModels, options: EngineOptions
 ) -> EngineOutcome:
     """Process ``items`` into ``job.out`` on Ray (see the module docstring). Joins the Ray
-    instance this process already started, else the cluster :func:`ray_init_address` names
-    (``--ray-address auto``, ``ray://HOST:10001``, Ray's ``RAY_ADDRESS``), else starts one of its
-    own for the run and stops it at the end.
+    instance this process already started, else the cluster ``options.ray_address`` names
+    (``auto``: Ray's ``RAY_ADDRESS``, else the cluster ``ray start`` made on this machine;
+    ``ray://HOST:10001``), else starts one of its own for the run and stops it at the end.
 
     Raises:
         QuadratsegError: Ray is not installed, there is no models factory, or the cluster cannot
@@ -331,7 +310,10 @@ def run_ray(
     started = not ray.is_initialized()
     if started:
         ray.init(
-            address=ray_init_address(options.ray_address, os.environ),
+            # without an address, a Ray of the run's own ("local"): never Ray's default of joining the
+            # last cluster `ray start` recorded in /tmp/ray, which waits for minutes on a record a
+            # crashed or killed cluster left behind
+            address=options.ray_address or "local",
             include_dashboard=False,
             log_to_driver=False,
         )

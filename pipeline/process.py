@@ -144,9 +144,9 @@ def process(
         engine: local (this process, reading and writing overlapped with the chain) or ray (Ray
             Data over the photo paths, each model in a pool of actors: needs the ``ray`` extra).
             The engine options are not part of the run's fingerprint: a run resumes across engines.
-        ray_address: the Ray cluster to join (``auto``: the one ``ray start`` made on this machine;
-            ``ray://HOST:10001``); default: Ray's ``RAY_ADDRESS`` when set, else a Ray instance of
-            this process's own (never the last cluster ``ray start`` recorded on this machine).
+        ray_address: the Ray cluster to join (``auto``: Ray's ``RAY_ADDRESS``, else the one ``ray
+            start`` made on this machine; ``ray://HOST:10001``); default: a Ray instance of this
+            process's own (never the last cluster ``ray start`` recorded on this machine).
         ray_workers: how many actors in each model's pool (the corner, grid, LaMa and segmentation
             stages each have a pool; an actor holds its stage's models only).
         ray_gpus_per_model: GPUs each actor asks per model it holds (fractions share a GPU: 0.25
