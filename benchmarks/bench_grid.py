@@ -7,7 +7,8 @@
 
 With ``--train`` it makes a synthetic set (``--world varied``, the default: 60 photos of 768 px, seed 0,
 12 of them in the test split; ``--world simple --synth-images 24``: the earlier demo's set), trains the
-corner and the grid model with the demo's recipe (``grid_pose_detection.demo``) once per seed and layout,
+corner and the grid model from scratch with the demo's simple-world recipe (``grid_pose_detection.demo``
+``TRAINING``; the varied demo fine-tunes the shipped models instead) once per seed and layout,
 and prints per task the mean and spread over seeds of the test-split errors, matching success and PCK@1 %,
 with and without sub-pixel refinement, and the training time: one lucky run does not decide a recipe.
 Targets: corners <= 5 px, grid <= 3 px. Photos of the varied world without a grid (diagonal strings, no
@@ -137,11 +138,15 @@ def _score(predictor, task_name, synthetic_dir, refine):
     from grid_pose_detection.frame_model import keypoint_test_figures
 
     figures = keypoint_test_figures(predictor, synthetic_dir, task_name, refine)
+
+    def number(key: str) -> float:  # None (no test photo with the task's points): NaN
+        return float("nan") if figures[key] is None else figures[key]
+
     return {
-        "mean_px": figures["mean_px_error"] if figures["mean_px_error"] is not None else float("nan"),
-        "matching": figures["matching"],
-        "pck_1pct": figures["pck_1pct"],
-        "found": figures["found_share"],
+        "mean_px": number("mean_px_error"),
+        "matching": number("matching"),
+        "pck_1pct": number("pck_1pct"),
+        "found": number("found_share"),
     }
 
 

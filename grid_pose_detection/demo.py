@@ -42,10 +42,11 @@ TRAINING = {
     "gridcorners": {"epochs": 60, "imgsz": 320},
     "gridpose": {"epochs": 60, "imgsz": 256},
 }
-# The varied world's demo set has 36 training photos (12 in the simple one; the grid model trains on
-# the ~14 with a grid). Its corner model is the path the project gives a new programme: the shipped
-# frame model (grid_pose_detection.frame_model, other varied-world photos) fine-tuned on the demo's
-# training photos at the shipped model's size, at a fifth of the learning rate. From scratch, 20
+# The varied world's demo set has 36 training photos (12 in the simple one), about 15 with a grid (the
+# grid model trains on all 36, those without a grid as background images). Its corner model is the
+# path the project gives a new programme: the shipped frame model (grid_pose_detection.frame_model,
+# other varied-world photos) fine-tuned on the demo's training photos at the shipped model's size, at
+# a fifth of the learning rate. From scratch, 20
 # epochs (55 s) found no frame on any test photo, so the chain reached no cover.
 VARIED_TRAINING = {
     "gridcorners": {"epochs": 10, "imgsz": 384, "lr0": 0.002},

@@ -1,7 +1,10 @@
 """CLI: the frame (corner) model, or the grid model, of a programme without annotations, in one command.
 
     python -m grid_pose_detection.frame_model OUT [--images 120] [--size 512] [--seed 0] [--epochs 30]
-    python -m grid_pose_detection.frame_model OUT --task gridpose [--images 600] [--size 768]
+    python -m grid_pose_detection.frame_model OUT --task gridpose --images 800 --size 768 \
+        --epochs 60 --imgsz 256
+
+(the second: the shipped grid model's command; every flag has one default for both tasks.)
 
 1. renders ``--images`` photo-quadrats of the varied synthetic world (:mod:`quadratseg.synth`,
    ``--world varied``) into ``OUT/synth`` (60 / 20 / 20 % train / val / test);
@@ -48,7 +51,6 @@ SHIPPED_WEIGHTS = Path(__file__).parent / "shipped" / "gridcorners_varied" / "be
 SHIPPED_GRID_WEIGHTS = Path(__file__).parent / "shipped" / "gridpose_varied" / "best.pt"
 TASKS = ("gridcorners", "gridpose")
 CONFIGS = {"gridcorners": CONFIG, "gridpose": Path(__file__).parent / "configs" / "gridpose_varied.yaml"}
-SHIPPED = {"gridcorners": SHIPPED_WEIGHTS, "gridpose": SHIPPED_GRID_WEIGHTS}
 EXPORTS = {"gridcorners": "corners", "gridpose": "grid"}  # the generator's export each task reads
 
 
@@ -160,8 +162,9 @@ def truth_layout(
             counts[t["subset"]] += 1
         empty = [s for s, n in counts.items() if n == 0]
         if empty:
+            which = "no photo" if backgrounds else f"no photo with {task.name} points"
             raise QuadratsegError(
-                f"{synth_dir}: no photo in the {', '.join(empty)} split; render more --images"
+                f"{synth_dir}: {which} in the {', '.join(empty)} split; render more --images"
             )
         (tmp / "data.yaml").write_text(
             yaml.safe_dump(data_yaml(task, Path(out_dir), layout), sort_keys=False), encoding="utf-8"
@@ -230,8 +233,9 @@ def frame_model(
     from grid_pose_detection.predictor import PosePredictor
     from quadratseg.cli import current_settings, device
     from quadratseg.keypoints import save_template
+    from quadratseg.model_card import write_model_card
     from quadratseg.synth.dataset import SynthConfig, generate_dataset
-    from quadratseg.weights import cli_command, stamp_made_by
+    from quadratseg.weights import cli_command, file_sha256, stamp_made_by
     from quadratseg.yolo_train import run_training
 
     check_task(task)
@@ -263,7 +267,11 @@ def frame_model(
     template_path = None
     if template is not None:
         template_path = str(save_template(template, root / "layout" / "kp_template.npy"))
-    write_pose_card(result["best"], task, layout["data_yaml"], template_path, True, imgsz=trained_imgsz)
+    written = write_pose_card(
+        result["best"], task, layout["data_yaml"], template_path, True, imgsz=trained_imgsz
+    )
+    template_file = Path(result["best"]).parent / written["template"]  # checked with the weights when shipped
+    write_model_card(result["best"], {"companion_sha256": {template_file.name: file_sha256(template_file)}})
     flags = {"images": images, "size": size, "seed": seed, "epochs": epochs, "imgsz": imgsz}
     if task != "gridcorners":
         flags["task"] = task
@@ -324,8 +332,9 @@ def keypoint_test_figures(
 ) -> dict[str, Any]:
     """A pose model's figures on the generated set's test photos against the generator's truth (the
     measures of :mod:`grid_pose_detection.evaluate`). On the photos with the task's points: the share
-    whose every point is found in its own slot (``matching``), the points within 1 % of the side
-    (``pck_1pct``), the mean error of those found (px) and the share found; on those without (no
+    whose every point inside the photo is found in its own slot (``matching``), the points within 1 %
+    of the side (``pck_1pct``), the mean error of those found (px) and the share found (of the points
+    inside the photos); on those without (no
     frame, no grid): how many it found nothing on, or said "no grid" of.
 
     Args:
@@ -337,24 +346,25 @@ def keypoint_test_figures(
     from quadratseg.synth.dataset import export_image_path, load_truth
 
     task = get_task(check_task(task_name))
-    with_points = matched = without = said_none = pck_hits = pck_total = 0
+    with_points = matched = without = said_none = pck_hits = pck_total = shown = 0
     errors: list[float] = []
     for t in load_truth(synth_dir):
         if t["subset"] != "test":
             continue
         folder = Path(synth_dir) / "cvat_exports" / EXPORTS[task.name]
-        (prediction,) = predictor.predict(
-            [read_image_rgb(export_image_path(folder, "test", t["name"]))], refine=refine
-        )
+        image = read_image_rgb(export_image_path(folder, "test", t["name"]))
+        (prediction,) = predictor.predict([image], refine=refine)
         truth = truth_points(t, task.name)
         if truth is None:
             without += 1
             said_none += int(bool(prediction.no_grid) or not prediction.visible.any())
             continue
         with_points += 1
-        visible = np.ones(len(truth), dtype=bool)
+        height, width = image.shape[:2]  # a corner outside the photo: not visible, as truth_layout writes it
+        visible = (truth >= 0).all(axis=1) & (truth[:, 0] <= width) & (truth[:, 1] <= height)
         found, right = slot_assignment(prediction.keypoints_xy, truth, visible)
-        matched += int(right.all())
+        matched += int(right.sum() == visible.sum())
+        shown += int(visible.sum())
         side = quadrat_side_px(truth, visible, task.template())
         if side is not None:
             hits, total = pck(prediction.keypoints_xy, truth, visible, side)
@@ -365,7 +375,7 @@ def keypoint_test_figures(
         "matching": round(matched / with_points, 4) if with_points else None,
         "pck_1pct": round(pck_hits / pck_total, 4) if pck_total else None,
         "mean_px_error": round(float(np.mean(errors)), 3) if errors else None,
-        "found_share": round(len(errors) / (with_points * task.n_points), 4) if with_points else None,
+        "found_share": round(len(errors) / shown, 4) if shown else None,
         "without_points": without,
         "nothing_found_on": said_none,
     }

@@ -339,8 +339,9 @@ def check_training_photos(config: SynthConfig, stages: list[str]) -> None:
     )
 
 
-# Stages whose training starts from a model shipped in the repository (in the varied world): stage ->
-# its "module:demo_training" and the arguments after the world. Called ahead, they check the shipped
+# Stages whose training starts from models shipped in the repository (in the varied world): stage ->
+# the "module:function" that gives its training (demo_training, or demo_starts for both pose models)
+# and the arguments after the world. Called ahead, they check the shipped
 # file and its card as the stage will.
 SHIPPED_STARTS = {
     "grid_pose_detection.demo:stage": ("grid_pose_detection.demo:demo_starts", ()),

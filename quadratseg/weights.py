@@ -269,8 +269,10 @@ def shipped_weights(weights: str | Path, what: str, default_command: str, run_be
 
     A checkout without the file, a Git LFS pointer in its place or a truncated copy is refused with
     the way to make the model again (the card's ``made_by`` command, default ``default_command``,
-    then ``OUT/<run_best>`` and its ``model_card.json`` copied into the shipped folder: a model made
-    again is another file, which its own card hashes), never loaded as something else.
+    then ``OUT/<run_best>``, the files its card's ``companion_sha256`` names (a fitted keypoint
+    template) and its ``model_card.json`` copied into the shipped folder: a model made again is
+    another file, which its own card hashes), never loaded as something else. The companions are
+    checked as the weights are.
 
     Args:
         weights: the shipped ``best.pt``.
@@ -282,8 +284,10 @@ def shipped_weights(weights: str | Path, what: str, default_command: str, run_be
 
     weights = Path(weights)
     card = read_model_card(weights) if model_card_path(weights).is_file() else {}
+    companions = dict(card.get("companion_sha256") or {})
+    beside = "".join(f", {Path(run_best).parent.as_posix()}/{name}" for name in companions)
     remake = f"{remake_commands(card.get('made_by') or {}, default_command, run_best)} and copy " + (
-        f"OUT/{run_best} and model_card.json into {weights.parent}"
+        f"OUT/{run_best}{beside} and model_card.json into {weights.parent}"
     )
     if not weights.is_file():
         raise MissingWeightsError(
@@ -302,6 +306,17 @@ def shipped_weights(weights: str | Path, what: str, default_command: str, run_be
             f"{weights} is not {what} (sha256 {actual[:12]}..., its card says {expected[:12]}...; a Git LFS "
             f"pointer or a truncated copy?): check out the repository again, or run {remake}"
         )
+    for name, recorded in companions.items():
+        companion = weights.parent / name
+        if not companion.is_file():
+            raise MissingWeightsError(
+                f"{what}'s {name} ({companion}) is missing: check out the repository again, or run {remake}"
+            )
+        if file_sha256(companion) != recorded:
+            raise WeightsChecksumError(
+                f"{companion} is not the {name} {what} was made with (its card records sha256 "
+                f"{recorded[:12]}...): check out the repository again, or run {remake}"
+            )
     return weights
 
 

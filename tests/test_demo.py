@@ -338,6 +338,11 @@ def test_the_shipped_checks_leave_the_simple_world_and_other_stages_alone(tmp_pa
     for stage in ("grid_pose_detection.demo:stage", "coral_seg_yolo.demo:stage", "DINOv2_mmseg.demo:stage"):
         with pytest.raises(MissingWeightsError):
             check_shipped_models("varied", [stage])
+    # the frame model there, the grid model missing: the grid model's own check stops it
+    monkeypatch.undo()
+    monkeypatch.setattr(grid_pose_detection.frame_model, "SHIPPED_GRID_WEIGHTS", tmp_path / "d" / "best.pt")
+    with pytest.raises(MissingWeightsError, match="the shipped grid model"):
+        check_shipped_models("varied", ["grid_pose_detection.demo:stage"])
 
 
 def test_a_stage_that_will_be_skipped_is_not_held_to_its_shipped_model(tmp_path, monkeypatch):
