@@ -285,7 +285,7 @@ def shipped_weights(weights: str | Path, what: str, default_command: str, run_be
     weights = Path(weights)
     card = read_model_card(weights) if model_card_path(weights).is_file() else {}
     companions = dict(card.get("companion_sha256") or {})
-    beside = "".join(f", {Path(run_best).parent.as_posix()}/{name}" for name in companions)
+    beside = "".join(f", OUT/{Path(run_best).parent.as_posix()}/{name}" for name in companions)
     remake = f"{remake_commands(card.get('made_by') or {}, default_command, run_best)} and copy " + (
         f"OUT/{run_best}{beside} and model_card.json into {weights.parent}"
     )
