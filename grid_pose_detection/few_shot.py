@@ -57,6 +57,7 @@ def write_photo_layout(folder: Path, names: list[str], hand: dict[str, np.ndarra
     corners in the upright photos (:func:`~grid_pose_detection.evaluate_real.load_hand_corners`); returns
     its data.yaml."""
     from quadratseg.images import read_image_rgb, write_upright
+    from quadratseg.keypoints import inside_image
 
     task = get_task("gridcorners")
     for split in ("train", "val", "test"):
@@ -66,7 +67,7 @@ def write_photo_layout(folder: Path, names: list[str], hand: dict[str, np.ndarra
         image = read_image_rgb(folder / name)
         height, width = image.shape[:2]
         corners = hand[name]
-        inside = (corners >= 0).all(axis=1) & (corners[:, 0] <= width) & (corners[:, 1] <= height)
+        inside = inside_image(corners, (width, height))
         lines = "\n".join(point_lines(task, corners, inside, (width, height), "points")) + "\n"
         stem = f"photo_{i:02d}"  # the names may hold characters ultralytics' paths do not like (###)
         for split in ("train", "val"):

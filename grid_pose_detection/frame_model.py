@@ -125,6 +125,7 @@ def truth_layout(
         ``{"images": {split: n}, "data_yaml": path}``.
     """
     from quadratseg.images import exif_orientation, read_image_rgb, write_upright
+    from quadratseg.keypoints import inside_image
     from quadratseg.synth.dataset import export_image_path, load_truth
 
     task = get_task(check_task(task_name))
@@ -154,8 +155,9 @@ def truth_layout(
             if points is None:  # no frame, or no grid: a background image, nothing to find
                 lines = []
             else:
-                inside = (points >= 0).all(axis=1) & (points[:, 0] <= width) & (points[:, 1] <= height)
-                lines = point_lines(task, points, inside, (width, height), layout)
+                lines = point_lines(
+                    task, points, inside_image(points, (width, height)), (width, height), layout
+                )
             (tmp / "labels" / t["subset"] / f"{Path(t['name']).stem}.txt").write_text(
                 "".join(f"{line}\n" for line in lines), encoding="utf-8"
             )
@@ -334,15 +336,15 @@ def keypoint_test_figures(
     measures of :mod:`grid_pose_detection.evaluate`). On the photos with the task's points: the share
     whose every point inside the photo is found in its own slot (``matching``), the points within 1 %
     of the side (``pck_1pct``), the mean error of those found (px) and the share found (of the points
-    inside the photos); on those without (no
-    frame, no grid): how many it found nothing on, or said "no grid" of.
+    inside the photos); on those without (no frame, no grid): how many it found nothing on, or said
+    "no grid" of.
 
     Args:
         refine: the sub-pixel refinement (None: the predictor's setting).
     """
     from grid_pose_detection.evaluate import pck, slot_assignment
     from quadratseg.images import read_image_rgb
-    from quadratseg.keypoints import quadrat_side_px
+    from quadratseg.keypoints import inside_image, quadrat_side_px
     from quadratseg.synth.dataset import export_image_path, load_truth
 
     task = get_task(check_task(task_name))
@@ -360,8 +362,8 @@ def keypoint_test_figures(
             said_none += int(bool(prediction.no_grid) or not prediction.visible.any())
             continue
         with_points += 1
-        height, width = image.shape[:2]  # a corner outside the photo: not visible, as truth_layout writes it
-        visible = (truth >= 0).all(axis=1) & (truth[:, 0] <= width) & (truth[:, 1] <= height)
+        # a corner outside the photo: not visible, as truth_layout writes it
+        visible = inside_image(truth, (image.shape[1], image.shape[0]))
         found, right = slot_assignment(prediction.keypoints_xy, truth, visible)
         matched += int(right.sum() == visible.sum())
         shown += int(visible.sum())

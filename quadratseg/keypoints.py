@@ -88,6 +88,18 @@ def quadrat_side_px(points_xy: np.ndarray, visible: np.ndarray, template_xy: np.
     return float(np.linalg.norm(np.roll(square, -1, axis=0) - square, axis=1).mean())
 
 
+def inside_image(points_xy: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """(N,) bool: the points (N, 2), pixels with the origin at the top-left of the top-left pixel,
+    that lie in an image of ``size_wh`` (its edges included); NaN points are outside.
+
+    >>> inside_image(np.array([[0.0, 0.0], [640.0, 480.0], [-0.5, 10.0], [10.0, 481.0]]), (640, 480)).tolist()
+    [True, True, False, False]
+    """
+    points = np.asarray(points_xy, dtype=np.float64)
+    width, height = size_wh
+    return (points >= 0).all(axis=1) & (points[:, 0] <= width) & (points[:, 1] <= height)
+
+
 def point_spacing_px(points_xy: np.ndarray) -> float:
     """Median distance from each present point of (N, 2) to its nearest other one (NaN with < 2).
 

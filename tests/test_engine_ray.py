@@ -174,6 +174,14 @@ def child_env(ray_tmp: Path) -> dict[str, str]:
     return env
 
 
+def ray_process_command(folder: Path, out: Path, weights: Path) -> list[str]:
+    """``python -m pipeline.process FOLDER OUT --engine ray`` with the survey's tiny YOLO, no address."""
+    return [
+        sys.executable, "-m", "pipeline.process", str(folder), str(out), "--engine", "ray",
+        "--yolo", str(weights), "--yolo-imgsz", "64", "--warp-size", "256", "--quadrat-cm", "50",
+    ]  # fmt: skip
+
+
 def _records(out: Path) -> int:
     return len(list((out / "photos").rglob("*.json"))) if (out / "photos").is_dir() else 0
 
@@ -320,10 +328,7 @@ def test_a_ray_run_interrupted_midway_is_resumed_locally_each_photo_once(big_sur
     (SIGINT) after a few photos; the local engine then does the others only."""
     folder, weights = big_survey
     out = tmp_path / "out"
-    command = [
-        sys.executable, "-m", "pipeline.process", str(folder), str(out), "--engine", "ray",
-        "--yolo", str(weights), "--yolo-imgsz", "64", "--warp-size", "256", "--quadrat-cm", "50",
-    ]  # fmt: skip
+    command = ray_process_command(folder, out, weights)
     child = subprocess.Popen(
         command,
         cwd=REPO,
@@ -362,10 +367,7 @@ def test_a_run_without_an_address_starts_its_own_ray_whatever_the_machine_record
     (own_ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
     folder, weights = survey
     out = tmp_path / "out"
-    command = [
-        sys.executable, "-m", "pipeline.process", str(folder), str(out), "--engine", "ray",
-        "--yolo", str(weights), "--yolo-imgsz", "64", "--warp-size", "256", "--quadrat-cm", "50",
-    ]  # fmt: skip
+    command = ray_process_command(folder, out, weights)
     try:
         child = subprocess.run(
             command, cwd=REPO, env=child_env(own_ray_tmp), capture_output=True, text=True, timeout=300
