@@ -40,6 +40,27 @@ def set_by_type(steps: list[Any], values: dict[str, dict[str, Any]]) -> int:
     return changed
 
 
+def name_run(cfg: Any) -> str:
+    """Give ``cfg`` an ``experiment_name`` of its own (its config file's stem and a random suffix,
+    unless it has one) and return it.
+
+    mmengine names a run's logger ``<config stem>_<timestamp to the second>`` and reuses a logger of
+    that name: two runs started in one process within the same second (a test without and with
+    test-time augmentation) wrote the second's log into the first's file and left its own empty.
+
+    >>> from mmengine.config import Config
+    >>> first, second = name_run(Config({})), name_run(Config({}))
+    >>> first.startswith("run_") and first != second
+    True
+    """
+    import uuid
+
+    if not cfg.get("experiment_name"):
+        stem = Path(cfg.filename).stem if cfg.filename else "run"
+        cfg.experiment_name = f"{stem}_{uuid.uuid4().hex[:8]}"
+    return cfg.experiment_name
+
+
 def parse_cfg_options(cfg_options: Any) -> dict[str, Any]:
     """``--cfg-options`` as a dict: a dict (fire parses JSON), a JSON string, or ``key=value`` items."""
     if cfg_options is None or cfg_options == {}:

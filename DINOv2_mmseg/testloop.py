@@ -69,7 +69,7 @@ def run_test(
     from mmengine.runner import Runner
 
     from DINOv2_mmseg.compat import project_checkpoint_loader
-    from DINOv2_mmseg.runner import check_config
+    from DINOv2_mmseg.runner import check_config, name_run
 
     if not Path(checkpoint).is_file():
         raise QuadratsegError(f"checkpoint {checkpoint} does not exist")
@@ -88,6 +88,7 @@ def run_test(
         hook.draw = True
         hook.interval = 1
         cfg.visualizer.save_dir = str(Path(show_dir).resolve())
+    name_run(cfg)  # a logger of its own, whatever ran in this process the same second
     runner = Runner.from_cfg(cfg)
     with project_checkpoint_loader(trust_checkpoint):
         return {k: float(v) for k, v in runner.test().items()}

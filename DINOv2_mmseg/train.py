@@ -185,7 +185,7 @@ def run_training(
     from mmengine.runner import Runner, find_latest_checkpoint
 
     from DINOv2_mmseg.compat import project_checkpoint_loader
-    from DINOv2_mmseg.runner import check_config, set_launcher
+    from DINOv2_mmseg.runner import check_config, name_run, set_launcher
 
     checked = check_config(cfg)
     cfg.work_dir = str(work_dir)
@@ -228,6 +228,7 @@ def run_training(
         logger.info("backbone weights: %s (%s)", weights.path, weights.source)
     if seed is not None:
         cfg.randomness = {"seed": int(seed), "deterministic": False}
+    name_run(cfg)  # a logger of its own, whatever ran in this process the same second
     runner = Runner.from_cfg(cfg)
     with project_checkpoint_loader(trust_checkpoint):
         runner.train()
