@@ -5,14 +5,15 @@
         [--world varied|simple] [--synth-images 60] [--epochs N] [--tasks gridcorners gridpose]
     .venv/bin/python benchmarks/bench_grid.py --frame-check [--synth-images 40]
 
-With ``--train`` it makes a synthetic set (``--world varied``, the default: 60 photos of 768 px, seed 0,
-12 of them in the test split; ``--world simple --synth-images 24``: the earlier demo's set), trains the
-corner and the grid model from scratch with the demo's simple-world recipe (``grid_pose_detection.demo``
-``TRAINING``; the varied demo fine-tunes the shipped models instead) once per seed and layout,
-and prints per task the mean and spread over seeds of the test-split errors, matching success and PCK@1 %,
-with and without sub-pixel refinement, and the training time: one lucky run does not decide a recipe.
-Targets: corners <= 5 px, grid <= 3 px. Photos of the varied world without a grid (diagonal strings, no
-strings) are left out of the grid task; corners outside the photo are written with visibility 0.
+With ``--train`` it makes, per seed, a synthetic set of that seed (``--world varied``, the default: 60
+photos of 768 px, 12 of them in the test split, as the demo's; ``--world simple --synth-images 24``: the
+earlier demo's set) and trains the corner and the grid model on it with the demo's recipe of that world
+(``grid_pose_detection.demo.demo_training``: the varied world's fine-tunes the shipped models, the simple
+world's trains from scratch), then prints per task the mean and spread over seeds of the test-split
+errors, matching success and PCK@1 %, with and without sub-pixel refinement, and the training time: one
+lucky run does not decide a recipe. Targets: corners <= 5 px, grid <= 3 px. The varied world's grid model
+trains on its quadrats without a grid as background images (as the demo's) and is scored on those with
+one; corners outside the photo are written with visibility 0.
 
 With ``--frame-check`` it calibrates the corner refinement's frame check
 (``grid_pose_detection.predictor.corner_warp``) on the varied world: the share of frames confirmed at the
@@ -153,39 +154,61 @@ def _score(predictor, task_name, synthetic_dir, refine):
 def train_over_seeds(
     work, seeds, layouts, epochs, world="varied", images=60, tasks=("gridcorners", "gridpose")
 ):
-    """Train the demo recipe per seed and layout on a ``world`` set of ``images`` photos (the ``tasks``
-    among gridcorners and gridpose); print mean and spread of the test figures."""
-    from grid_pose_detection.demo import DEMO_CONF, SHORT_RUN, TRAINING
-    from grid_pose_detection.frame_model import truth_layout
+    """Train the demo's recipe of ``world`` per seed and layout (the ``tasks`` among gridcorners and
+    gridpose) and print mean and spread of the test figures. Each seed renders its own ``world`` set of
+    ``images`` photos (seed = the set's and the training's): the spread is the world's and the training's.
+
+    The simple world's recipe trains from scratch (``grid_pose_detection.demo.TRAINING``); the varied
+    world's fine-tunes the shipped models as the demo does (``demo_training``: its epochs, size and
+    learning rate, the same checked starts), with the grid template fitted on the set's training grids."""
+    from grid_pose_detection.demo import DEMO_CONF, DEMO_KPT_CONF, SHORT_RUN, demo_training
+    from grid_pose_detection.frame_model import truth_grid_template, truth_layout
     from grid_pose_detection.predictor import PosePredictor
     from grid_pose_detection.tasks import get_task
     from quadratseg.synth import SynthConfig, generate_dataset
     from quadratseg.yolo_train import load_experiment, train_yolo
 
-    synthetic_dir = generate_dataset(
-        work / "synthetic", SynthConfig(images=images, size=768, seed=0, world=world)
-    )
-    print(f"synthetic set: {images} photos of the {world} world, 768 px, seed 0")
     rows = []
+    sets = {}
+    for seed in seeds:
+        sets[seed] = generate_dataset(
+            work / f"synthetic-{seed}", SynthConfig(images=images, size=768, seed=seed, world=world)
+        )
+    print(f"synthetic sets: {images} photos of the {world} world, 768 px, seeds {seeds}")
     for task_name in tasks:
         task = get_task(task_name)
+        training = demo_training(world, task_name)
+        start_from = training.get("model")
+        print(f"{task_name}: {'fine-tuned from ' + start_from if start_from else 'from scratch'}, {training}")
         for layout in layouts:
             runs = []
             for seed in seeds:
+                synthetic_dir = sets[seed]
                 root = work / f"{task_name}-{layout}-{seed}"
-                # the generator's truth, photos without the task's points left out
+                # the generator's truth; the grid model trains on the quadrats without a grid as
+                # background images in the varied world, as the demo's does
                 data = truth_layout(
-                    synthetic_dir, root / "layout", task_name, layout=layout, backgrounds=False
+                    synthetic_dir, root / "layout", task_name, layout=layout, backgrounds=world == "varied"
                 )["data_yaml"]
-                recipe = {**SHORT_RUN, **TRAINING[task_name], "seed": seed}
+                recipe = {**SHORT_RUN, **training, "seed": seed}
                 if epochs:
                     recipe["epochs"] = epochs
                 start = time.perf_counter()
                 config = load_experiment(task.config, recipe)
-                run = train_yolo(config, data, root / "runs", task_name, from_scratch=True)
+                run = train_yolo(config, data, root / "runs", task_name, from_scratch=start_from is None)
                 seconds = time.perf_counter() - start
+                template = (
+                    truth_grid_template(synthetic_dir)
+                    if task_name == "gridpose" and world == "varied"
+                    else None
+                )
                 predictor = PosePredictor(
-                    run["best"], task, conf=DEMO_CONF, kpt_conf=0.2, imgsz=TRAINING[task_name]["imgsz"]
+                    run["best"],
+                    task,
+                    template,
+                    conf=DEMO_CONF,
+                    kpt_conf=DEMO_KPT_CONF,
+                    imgsz=training["imgsz"],
                 )
                 scores = _score(predictor, task_name, synthetic_dir, True)
                 plain = _score(predictor, task_name, synthetic_dir, False)
@@ -194,11 +217,12 @@ def train_over_seeds(
                 runs.append(scores)
                 print(
                     f"{task_name} {layout} seed {seed}: "
-                    + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+                    + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()),
+                    flush=True,
                 )
             for key in runs[0]:
                 values = np.array([r[key] for r in runs])
-                rows.append((task_name, layout, key, float(values.mean()), float(values.std())))
+                rows.append((task_name, layout, key, float(np.nanmean(values)), float(np.nanstd(values))))
     print(f"\n{'task':12} {'layout':9} {'figure':22} {'mean':>9} {'spread (sd)':>12}   over seeds {seeds}")
     for task_name, layout, key, mean, sd in rows:
         print(f"{task_name:12} {layout:9} {key:22} {mean:9.3f} {sd:12.3f}")

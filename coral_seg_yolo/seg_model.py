@@ -69,45 +69,26 @@ def truth_seg_images(synth_dir: str | Path, level: str = "finegrained") -> Itera
 
 
 def start_model_card(start: str | Path, level: str) -> dict[str, Any]:
-    """What a run that goes on from ``start`` records of it (file name, sha256, what made it and what it
-    scored), once the start is checked to be a segmentation model of ``level``'s classes.
+    """What a run that goes on from ``start`` records of it (:func:`quadratseg.weights.start_model_card`),
+    once the start is checked to be a segmentation model of ``level``'s classes.
 
     Raises:
         QuadratsegError: ``start`` is not a file, has no model card, its card records another file's
             sha256, or it names other classes (ultralytics would keep only the layers whose shapes fit
             and train a random head).
     """
-    from quadratseg.model_card import model_card_path, read_model_card
     from quadratseg.taxonomy import load_taxonomy
-    from quadratseg.weights import file_sha256
+    from quadratseg.weights import start_model_card as checked_start
 
-    path = Path(start)
-    if not path.is_file():
-        raise QuadratsegError(f"--start {path} is not a file: give the best.pt of an earlier run")
-    card = read_model_card(path)
-    if not card:
-        raise QuadratsegError(
-            f"--start {path} has no model card ({model_card_path(path)}): give a model this command made"
-        )
-    sha256 = file_sha256(path)
-    recorded = str(card.get("weights_sha256"))
-    if recorded != sha256:
-        raise QuadratsegError(
-            f"--start {path}: its card describes another file (sha256 {recorded[:12]}..., the file's "
-            f"{sha256[:12]}...): a model replaced or cut short beside an older card"
-        )
+    recorded = checked_start(start)
+    card = recorded.pop("card")
     classes = load_taxonomy().classes(level)
     if card.get("classes") != classes:
         raise QuadratsegError(
-            f"--start {path} segments {card.get('classes')}, not the {len(classes)} classes of {level}: "
+            f"--start {start} segments {card.get('classes')}, not the {len(classes)} classes of {level}: "
             "ultralytics would keep its body and train a random head; start from a model of this level"
         )
-    return {
-        "file": path.name,
-        "sha256": sha256,
-        "made_by": card.get("made_by"),
-        "measured": card.get("measured"),
-    }
+    return recorded
 
 
 def seg_model(

@@ -21,12 +21,12 @@ from grid_pose_detection.evaluate import evaluate_samples
 from grid_pose_detection.evaluate_real import REAL_SUBFOLDER, real_frames
 from grid_pose_detection.frame_model import shipped_frame_model, shipped_grid_model
 from grid_pose_detection.make_template import template_from_samples
-from grid_pose_detection.predictor import PosePredictor
+from grid_pose_detection.predictor import DEFAULT_CONF, DEFAULT_KPT_CONF, PosePredictor
 from grid_pose_detection.prepare_data import write_pose_layout
 from grid_pose_detection.tasks import get_task
 from quadratseg.images import read_image_rgb
 from quadratseg.keypoints import grid_neighbour_pairs, save_template
-from quadratseg.model_card import require_card_fields, write_model_card
+from quadratseg.model_card import read_model_card, require_card_fields, write_model_card
 from quadratseg.visualize import draw_keypoints
 from quadratseg.yolo_train import load_experiment, train_yolo
 
@@ -100,6 +100,34 @@ def demo_starts(world: str) -> dict[str, dict[str, Any]]:
     return {task_name: demo_training(world, task_name) for task_name in DATASETS}
 
 
+def demo_thresholds(start_from: str | Path | None) -> dict[str, Any]:
+    """The box and keypoint thresholds (``conf``, ``kpt_conf``, ``thresholds``: how they were chosen) the
+    card of a demo pose model states, which every predictor given it uses.
+
+    A model trained from scratch: the demo's own low ones (:data:`DEMO_CONF`, :data:`DEMO_KPT_CONF`).
+    A model fine-tuned from a shipped one: its start's, chosen on the start's own val split (the
+    demo's val photos are held out from every choice). Measured on 40 varied-world photos (seed 21)
+    with the seed-0 demo's corner model, fine-tuned from the shipped frame model: with the demo's own
+    (0.01, 0.2) 21 frames were found within 10 px and 9 wrong ones passed; with its start's (0.1, and
+    keypoints at the default 0.5) 28 and 6.
+    """
+    if start_from is None:
+        return {
+            "conf": DEMO_CONF,
+            "kpt_conf": DEMO_KPT_CONF,
+            "thresholds": {"how": "the demo's own: a briefly trained model is unsure of its boxes"},
+        }
+    card = read_model_card(start_from)
+    return {
+        "conf": DEFAULT_CONF if card.get("conf") is None else card["conf"],
+        "kpt_conf": DEFAULT_KPT_CONF if card.get("kpt_conf") is None else card["kpt_conf"],
+        "thresholds": {
+            "how": f"its start's ({start_from}), chosen on the start's own val split",
+            "start": card.get("thresholds"),
+        },
+    }
+
+
 def fitted_template(samples: Any, task: Any) -> Any:
     """The grid template fitted from the training split's annotations (``make_template``)."""
     template, _ = template_from_samples(samples.match_tags("train"), task.field)
@@ -130,23 +158,17 @@ def _train_and_evaluate(ctx: Any, task_name: str) -> tuple[dict[str, Any], PoseP
     )
     seconds = time.perf_counter() - start
     imgsz = training["imgsz"]
-    # low thresholds: a briefly trained model is unsure of its boxes (box confidence ~0.1) while its
-    # points are already good (keypoint confidence ~0.98, 0.1-0.2 px after refinement); at 0.05 one
-    # of 5 test photos lost a corner. Extra detections are dropped by the template matching.
+    # thresholds (demo_thresholds): from scratch, low ones: a briefly trained model is unsure of its
+    # boxes (box confidence ~0.1) while its points are already good (keypoint confidence ~0.98, 0.1-0.2
+    # px after refinement); at 0.05 one of 5 test photos lost a corner, and extra detections are dropped
+    # by the template matching. Fine-tuned from a shipped model: the shipped model's.
     # the template fitted from the annotated training grids, as make_template does for deployment
     template = task.template() if task_name == "gridcorners" else fitted_template(samples, task)
     template_path = save_template(template, Path(run["best"]).parents[1] / "kp_template.npy")  # for zips
     # the model's card carries these thresholds and the template, so the CLIs and zips given the
     # demo's weights predict as the demo does
     write_pose_card(run["best"], task_name, root / "data.yaml", str(template_path), False, imgsz)
-    write_model_card(
-        run["best"],
-        {
-            "conf": DEMO_CONF,
-            "kpt_conf": DEMO_KPT_CONF,
-            "thresholds": {"how": "the demo's own: a briefly trained model is unsure of its boxes"},
-        },
-    )
+    write_model_card(run["best"], demo_thresholds(start_from))
     # the grid model's warp size is its card's (the warped photos it was trained on)
     warp = (WARP_SIZE, WARP_SIZE) if task_name == "gridcorners" else None
     predictor = PosePredictor(run["best"], task, imgsz=imgsz, warp_size=warp)

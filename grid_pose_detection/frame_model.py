@@ -209,6 +209,7 @@ def frame_model(
     workers: int = 0,
     overwrite: bool = False,
     task: str = "gridcorners",
+    start: str | None = None,
 ) -> str:
     """Render the varied world, train the frame (or grid) model on it and measure it.
 
@@ -225,6 +226,9 @@ def frame_model(
         overwrite: replace the synthetic set and layout of an earlier run in ``out``.
         task: gridcorners (the frame's 4 corners on the raw photos) or gridpose (the 117 grid
             intersections on the warped quadrats; no real photo is measured).
+        start: a model of the same task this command made before (its card beside it) to go on
+            training from, on this run's photos, instead of from scratch: the card records it (its
+            sha256, what made it and what it scored) under ``made_by.start``.
 
     Returns:
         JSON: the weights, how long each step took, the synthetic test split's and (corners) the real
@@ -241,18 +245,21 @@ def frame_model(
     from quadratseg.yolo_train import run_training
 
     check_task(task)
+    start_card = frame_start_card(start, task) if start is not None else None
     settings = current_settings()
     root = Path(out)
     seconds: dict[str, float] = {}
-    start = time.perf_counter()
+    clock = time.perf_counter()
     config = SynthConfig(images=images, seed=seed, size=size, world="varied")
     synth_dir = generate_dataset(root / "synth", config, overwrite=overwrite, workers=workers)
-    seconds["render"] = round(time.perf_counter() - start, 1)
+    seconds["render"] = round(time.perf_counter() - clock, 1)
     # before training: a set too small to fit the grid template stops here
     template = truth_grid_template(synth_dir) if task == "gridpose" else None
-    start = time.perf_counter()
+    clock = time.perf_counter()
     layout = truth_layout(synth_dir, root / "layout", task, overwrite=overwrite)
     overrides = {"epochs": epochs, "imgsz": imgsz, "seed": seed}
+    if start is not None:
+        overrides["model"] = str(start)
     result = run_training(
         CONFIGS[task],
         layout["data_yaml"],
@@ -260,11 +267,11 @@ def frame_model(
         task,
         overrides=overrides,
         settings=settings,
-        from_scratch=True,
+        from_scratch=start is None,
         tensorboard=False,
         device=device(settings=settings),
     )
-    seconds["train"] = round(time.perf_counter() - start, 1)
+    seconds["train"] = round(time.perf_counter() - clock, 1)
     trained_imgsz = int(result["config"].get("imgsz"))
     template_path = None
     if template is not None:
@@ -277,6 +284,7 @@ def frame_model(
     flags = {"images": images, "size": size, "seed": seed, "epochs": epochs, "imgsz": imgsz}
     if task != "gridcorners":
         flags["task"] = task
+    flags["start"] = start
     card = stamp_made_by(
         result["best"],
         cli_command("python -m grid_pose_detection.frame_model OUT", flags),
@@ -284,6 +292,9 @@ def frame_model(
         synth_dir,
         CONFIGS[task].name,
     )  # the sha256 shipped_frame_model / shipped_grid_model check
+    if start_card is not None:
+        card["made_by"]["start"] = start_card
+        write_model_card(result["best"], card)
     predictor = PosePredictor(result["best"], get_task(task), device=device(settings=settings))
     report: dict[str, Any] = {"weights": str(result["best"]), "task": task, "seconds": seconds, "card": card}
     if task == "gridpose":
@@ -299,6 +310,27 @@ def frame_model(
         report["note"] = f"no real photos measured: {folder / 'corners.json'} does not exist"
     atomic_write_json(root / "report.json", report)
     return json.dumps(report, indent=2, default=str)
+
+
+def frame_start_card(start: str | Path, task_name: str) -> dict[str, Any]:
+    """What a run that goes on from ``start`` records of it (:func:`quadratseg.weights.start_model_card`),
+    once its card says it is a model of the task (ultralytics would load a corner model as a grid
+    model, or the reverse, keeping the body and training a new head without a word).
+
+    Raises:
+        QuadratsegError: ``start`` is not a file, has no card, its card describes another file, or it
+            is a model of another task.
+    """
+    from quadratseg.weights import start_model_card
+
+    recorded = start_model_card(start)
+    card = recorded.pop("card")
+    if card.get("task") != task_name:
+        raise QuadratsegError(
+            f"--start {start} is a {card.get('task') or 'card-less task'} model, not a {task_name} "
+            f"model: start the {task_name} model from one this command made with --task {task_name}"
+        )
+    return recorded
 
 
 def synthetic_test_figures(predictor: Any, synth_dir: str | Path) -> dict[str, Any]:

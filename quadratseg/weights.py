@@ -320,6 +320,41 @@ def shipped_weights(weights: str | Path, what: str, default_command: str, run_be
     return weights
 
 
+def start_model_card(start: str | Path) -> dict[str, Any]:
+    """What a training run that goes on from ``start`` (``--start``, a model a project command made)
+    records of it: ``{"file", "sha256", "made_by", "measured"}``, and, under ``"card"``, its whole model
+    card for the caller's own checks (task, classes: what the run needs of it).
+
+    Raises:
+        QuadratsegError: ``start`` is not a file, has no model card, or its card records another file's
+            sha256 (a model replaced or cut short beside an older card).
+    """
+    from quadratseg.model_card import model_card_path, read_model_card
+
+    path = Path(start)
+    if not path.is_file():
+        raise QuadratsegError(f"--start {path} is not a file: give the best.pt of an earlier run")
+    card = read_model_card(path)
+    if not card:
+        raise QuadratsegError(
+            f"--start {path} has no model card ({model_card_path(path)}): give a model this command made"
+        )
+    sha256 = file_sha256(path)
+    recorded = str(card.get("weights_sha256"))
+    if recorded != sha256:
+        raise QuadratsegError(
+            f"--start {path}: its card describes another file (sha256 {recorded[:12]}..., the file's "
+            f"{sha256[:12]}...): a model replaced or cut short beside an older card"
+        )
+    return {
+        "file": path.name,
+        "sha256": sha256,
+        "made_by": card.get("made_by"),
+        "measured": card.get("measured"),
+        "card": card,
+    }
+
+
 def remake_commands(made_by: dict[str, Any], default_command: str, run_best: str) -> str:
     """How to make a shipped model again from its card's ``made_by``: its command, after the commands
     that made its ``--start`` (``made_by.start.made_by``, recursively), each next run started from the
