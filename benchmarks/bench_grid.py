@@ -160,8 +160,9 @@ def train_over_seeds(
 
     The simple world's recipe trains from scratch (``grid_pose_detection.demo.TRAINING``); the varied
     world's fine-tunes the shipped models as the demo does (``demo_training``: its epochs, size and
-    learning rate, the same checked starts), with the grid template fitted on the set's training grids."""
-    from grid_pose_detection.demo import DEMO_CONF, DEMO_KPT_CONF, SHORT_RUN, demo_training
+    learning rate, the same checked starts, the thresholds of their cards: ``demo_thresholds``), with the
+    grid template fitted on the set's training grids."""
+    from grid_pose_detection.demo import SHORT_RUN, demo_thresholds, demo_training
     from grid_pose_detection.frame_model import truth_grid_template, truth_layout
     from grid_pose_detection.predictor import PosePredictor
     from grid_pose_detection.tasks import get_task
@@ -179,6 +180,7 @@ def train_over_seeds(
         task = get_task(task_name)
         training = demo_training(world, task_name)
         start_from = training.get("model")
+        thresholds = demo_thresholds(start_from)  # as the demo's card states them
         print(f"{task_name}: {'fine-tuned from ' + start_from if start_from else 'from scratch'}, {training}")
         for layout in layouts:
             runs = []
@@ -206,8 +208,8 @@ def train_over_seeds(
                     run["best"],
                     task,
                     template,
-                    conf=DEMO_CONF,
-                    kpt_conf=DEMO_KPT_CONF,
+                    conf=thresholds["conf"],
+                    kpt_conf=thresholds["kpt_conf"],
                     imgsz=training["imgsz"],
                 )
                 scores = _score(predictor, task_name, synthetic_dir, True)
