@@ -431,9 +431,10 @@ def test_yolo_export_keeps_the_holes_of_the_truth(varied_set):
 # ------------------------------------------------------------------ the tube frame, photo shape, no frame
 
 
-def _side_profiles(raw, corners, size=400, margin=60):
-    """Median RGB (4 sides, distance bins, 3) outward from the inner edge, per 2 px of a ``size`` px
-    interior (the quadrat warped square with ``margin`` px of frame around it)."""
+def _side_profiles(raw, corners, size=400, margin=60, inward=False):
+    """Median RGB (4 sides, distance bins, 3) outward from the inner edge (``inward``: into the
+    quadrat), per 2 px of a ``size`` px interior (the quadrat warped square with ``margin`` px of
+    frame around it)."""
     from quadratseg.warp import quadrat_homography
 
     h = quadrat_homography(np.asarray(corners, float), (size, size))
@@ -444,11 +445,12 @@ def _side_profiles(raw, corners, size=400, margin=60):
     for side in "TRBL":
         rows = []
         for k in range(0, 24, 2):
+            d = -1 - k if inward else k  # row k outward is row -1 - k inward
             px = {
-                "T": big[margin - 1 - k, span],
-                "B": big[margin + size + k, span],
-                "L": big[span, margin - 1 - k],
-                "R": big[span, margin + size + k],
+                "T": big[margin - 1 - d, span],
+                "B": big[margin + size + d, span],
+                "L": big[span, margin - 1 - d],
+                "R": big[span, margin + size + d],
             }[side]
             rows.append(np.median(px, axis=0))
         out.append(rows)
@@ -457,13 +459,15 @@ def _side_profiles(raw, corners, size=400, margin=60):
 
 def _frame_look(raw, corners):
     """What the real tube frames show (see test below): the strip's darkness against the tube's
-    brightness, the tube's brightness over the reef inside, blue tape on the top bar."""
+    brightness and against the reef just inside, blue tape on the top bar."""
     prof = _side_profiles(raw, corners)
     grey = prof.mean(axis=2)  # (4, 12)
     strip, tube = grey[:, :4].mean(axis=1), grey[:, 5:9].max(axis=1)
+    reef = _side_profiles(raw, corners, inward=True).mean(axis=2)[:, 2:8].mean(axis=1)  # 4..16 px in
     hsv = cv2.cvtColor(np.clip(prof, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV)
     return {
         "tube_over_strip": float(np.median(tube - strip)),
+        "strip_over_reef": float(np.median(strip - reef)),
         "blue_top": float((hsv[0, 6:, 0] > 100).mean() * (hsv[0, 6:, 1] > 120).mean()),
     }
 
@@ -482,9 +486,12 @@ def real_tube_looks(shared_data):
 def test_the_tube_frame_looks_like_the_real_coralscop_frames(real_tube_looks):
     """Across the bars of the 7 real photos (hand corners): a graduated strip on the inner side,
     darker than the bright silver tube beyond it (tube - strip, median over sides: 61..94 grey
-    levels, median 68), and blue tape on the top bar. The varied world's tube frame shows both
-    (photographed through the water, camera and light of 6 shots; measured: gap median 64, blue on
-    5 of 6 top bars); its older thin metal bar, a stand-in, is brighter inside than out (gap -42..-21)."""
+    levels, median 68), and blue tape on the top bar; the strip about as dark as the reef inside it
+    (3.4..12.3 grey levels apart): the inner edge is a change of texture, not of brightness. The
+    varied world's tube frame shows all three (photographed through the water, camera and light of 6
+    shots; measured: gap median 64, blue on 5 of 6 top bars, strip to reef 4.5..21, median 17; before
+    generator version 5, 4..56, median 46); its older thin metal bar, a stand-in, is brighter inside
+    than out (gap -42..-21)."""
     real_gap = [look["tube_over_strip"] for look in real_tube_looks]
     assert min(real_gap) > 30 and all(look["blue_top"] > 0 for look in real_tube_looks), real_tube_looks
     looks = {}
@@ -498,6 +505,11 @@ def test_the_tube_frame_looks_like_the_real_coralscop_frames(real_tube_looks):
             looks[frame].append(_frame_look(q.raw, q.corners_raw_xy))
     gap = [look["tube_over_strip"] for look in looks["tube"]]
     assert np.median(gap) > 0.7 * np.median(real_gap), (gap, real_gap)
+    # the strip is about as dark as the reef inside it: the frame's inner edge is a change of texture
+    real_step = [abs(look["strip_over_reef"]) for look in real_tube_looks]
+    step = [abs(look["strip_over_reef"]) for look in looks["tube"]]
+    assert max(real_step) < 25, real_tube_looks
+    assert np.median(step) < 25 and np.mean(np.array(step) < 25) >= 0.5, (step, real_step)
     assert np.mean([look["blue_top"] > 0 for look in looks["tube"]]) >= 0.5, looks["tube"]
     assert np.median([look["tube_over_strip"] for look in looks["metal"]]) < 0.5 * np.median(real_gap)
 

@@ -447,7 +447,12 @@ def _cylinder(t: np.ndarray, centre: float) -> np.ndarray:
 
 
 def tube_bar_patch(
-    rng: np.random.Generator, frame: FrameStyle, length: int, s: float, top: bool
+    rng: np.random.Generator,
+    frame: FrameStyle,
+    length: int,
+    s: float,
+    top: bool,
+    reef_rgb: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """One side of a tube frame drawn straight: (rgb (H, L, 3), alpha (H, L), inward, overrun).
 
@@ -457,6 +462,13 @@ def tube_bar_patch(
     them silver tape sleeves (an orange band and a white cable tie in most) bulging a few pixels over
     the interior and well beyond the tube; on the ``top`` side blue tape blocks near both ends and the
     camera mount (a black housing and its screen) in the middle, reaching a little into the interior.
+
+    ``reef_rgb`` (3,): the median colour of the reef along the side's inner edge. The strip is then
+    drawn about as bright as that reef (its material's hue, the reef's grey level times U(0.85, 1.1)),
+    as on the real rig, where the strip is within 12 grey levels of the reef inside it on all 7
+    photos (docs/synthetic.md): the frame's inner edge is a change of texture there, not of brightness;
+    the sleeves' dull silver tape a little brighter than that reef (1.4 to 1.8 times its grey level,
+    plus 25).
     """
     st, tube = _tube_widths(frame, s)
     b = st + tube
@@ -471,7 +483,10 @@ def tube_bar_patch(
     grain = 0.92 + 0.16 * smooth_noise(rng, (inward + out, n), max(2, n // 12))
     # strip: a ruler, its ticks from the inner edge
     strip_rgb = np.array(STRIP_COLOURS[int(rng.choice(len(STRIP_COLOURS), p=STRIP_WEIGHTS))], np.float32)
-    strip_rgb = strip_rgb * rng.uniform(0.85, 1.1)
+    brightness = rng.uniform(0.85, 1.1)
+    if reef_rgb is not None:  # the material's hue at the reef's grey level
+        strip_rgb = strip_rgb * (float(np.mean(reef_rgb)) / float(strip_rgb.mean()))
+    strip_rgb = strip_rgb * brightness
     rows = slice(inward, inward + st)
     rgb[rows] = strip_rgb
     alpha[rows] = True
@@ -504,6 +519,10 @@ def tube_bar_patch(
         if c1 <= c0:
             continue
         tape = np.array((200.0, 205.0, 210.0), np.float32) * rng.uniform(0.85, 1.1)
+        if reef_rgb is not None:  # dull silver: a little brighter than the reef around it
+            tape *= (
+                min(235.0, float(np.mean(reef_rgb)) * 1.6 * float(tape.mean()) / 205.0 + 25.0) / tape.mean()
+            )
         crinkle = 0.85 + 0.3 * smooth_noise(rng, (r1 - r0, c1 - c0), max(2, (c1 - c0) // 14))
         across = 0.85 + 0.2 * np.sin(np.pi * (np.arange(r1 - r0) + 0.5) / (r1 - r0))[:, None]
         rgb[r0:r1, c0:c1] = tape * (crinkle * across)[..., None]
@@ -579,9 +598,21 @@ def draw_tube_frame(plane: np.ndarray, to_plane: PlaneMap, frame: FrameStyle) ->
             m = layer.astype(bool)
             plane[m] = (228.0, 226.0, 218.0)
             mask |= m
+    # the reef along each side's inner edge (a band of 1..4 % of the side inside), before any bar
+    band, edge = max(2, round(0.03 * s)), max(1, round(0.01 * s))
+    x0, y0, x1, y1 = int(ox), int(oy), int(ox + sw), int(oy + sh)
+    reef_rgb = {
+        side: np.median(region.reshape(-1, 3), axis=0)
+        for side, region in (
+            ("top", plane[y0 + edge : y0 + edge + band, x0:x1]),
+            ("bottom", plane[y1 - edge - band : y1 - edge, x0:x1]),
+            ("left", plane[y0:y1, x0 + edge : x0 + edge + band]),
+            ("right", plane[y0:y1, x1 - edge - band : x1 - edge]),
+        )
+    }
     for side in ("top", "right", "bottom", "left"):
         length = sw if side in ("top", "bottom") else sh
-        rgb, alpha, inward, overrun = tube_bar_patch(rng, frame, length, s, side == "top")
+        rgb, alpha, inward, overrun = tube_bar_patch(rng, frame, length, s, side == "top", reef_rgb[side])
         height = alpha.shape[0]
         if side == "top":  # rows outward = up
             _paste(plane, mask, rgb[::-1], alpha[::-1], ox - overrun, oy - height + inward)
