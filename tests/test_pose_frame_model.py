@@ -105,6 +105,7 @@ def test_the_shipped_frame_model_is_the_file_its_card_describes(tmp_path):
     assert card["task"] == "gridcorners" and (SHIPPED_WEIGHTS.parent / card["template"]).is_file()
     copy = tmp_path / "best.pt"
     shutil.copy(SHIPPED_WEIGHTS.parent / MODEL_CARD_NAME, tmp_path / MODEL_CARD_NAME)
+    shutil.copy(SHIPPED_WEIGHTS.parent / card["template"], tmp_path / card["template"])  # checked with it
     copy.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 5596296\n")
     with pytest.raises(
         QuadratsegError, match=r"not the shipped frame model.*LFS.*frame_model OUT --images.*copy.*model_card"
