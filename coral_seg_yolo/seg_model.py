@@ -80,8 +80,7 @@ def start_model_card(start: str | Path, level: str) -> dict[str, Any]:
     from quadratseg.taxonomy import load_taxonomy
     from quadratseg.weights import start_model_card as checked_start
 
-    recorded = checked_start(start)
-    card = recorded.pop("card")
+    recorded, card = checked_start(start)
     classes = load_taxonomy().classes(level)
     if card.get("classes") != classes:
         raise QuadratsegError(

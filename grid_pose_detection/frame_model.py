@@ -1,6 +1,7 @@
 """CLI: the frame (corner) model, or the grid model, of a programme without annotations, in one command.
 
     python -m grid_pose_detection.frame_model OUT [--images 120] [--size 512] [--seed 0] [--epochs 30]
+        [--start EARLIER/runs/gridcorners/weights/best.pt]
     python -m grid_pose_detection.frame_model OUT --task gridpose --images 800 --size 768 \
         --epochs 60 --imgsz 256
 
@@ -323,8 +324,7 @@ def frame_start_card(start: str | Path, task_name: str) -> dict[str, Any]:
     """
     from quadratseg.weights import start_model_card
 
-    recorded = start_model_card(start)
-    card = recorded.pop("card")
+    recorded, card = start_model_card(start)
     if card.get("task") != task_name:
         raise QuadratsegError(
             f"--start {start} is a {card.get('task') or 'card-less task'} model, not a {task_name} "

@@ -320,10 +320,10 @@ def shipped_weights(weights: str | Path, what: str, default_command: str, run_be
     return weights
 
 
-def start_model_card(start: str | Path) -> dict[str, Any]:
+def start_model_card(start: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """What a training run that goes on from ``start`` (``--start``, a model a project command made)
-    records of it: ``{"file", "sha256", "made_by", "measured"}``, and, under ``"card"``, its whole model
-    card for the caller's own checks (task, classes: what the run needs of it).
+    records of it (``{"file", "sha256", "made_by", "measured"}``), and its whole model card for the
+    caller's own checks (task, classes: what the run needs of it).
 
     Raises:
         QuadratsegError: ``start`` is not a file, has no model card, or its card records another file's
@@ -346,13 +346,13 @@ def start_model_card(start: str | Path) -> dict[str, Any]:
             f"--start {path}: its card describes another file (sha256 {recorded[:12]}..., the file's "
             f"{sha256[:12]}...): a model replaced or cut short beside an older card"
         )
-    return {
+    record = {
         "file": path.name,
         "sha256": sha256,
         "made_by": card.get("made_by"),
         "measured": card.get("measured"),
-        "card": card,
     }
+    return record, card
 
 
 def remake_commands(made_by: dict[str, Any], default_command: str, run_best: str) -> str:

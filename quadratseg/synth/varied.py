@@ -518,11 +518,11 @@ def tube_bar_patch(
         c0, c1 = max(c0, 0), min(c1, n)
         if c1 <= c0:
             continue
-        tape = np.array((200.0, 205.0, 210.0), np.float32) * rng.uniform(0.85, 1.1)
+        silver = np.array((200.0, 205.0, 210.0), np.float32)  # grey level 205
+        shine = rng.uniform(0.85, 1.1)
+        tape = silver * shine
         if reef_rgb is not None:  # dull silver: a little brighter than the reef around it
-            tape *= (
-                min(235.0, float(np.mean(reef_rgb)) * 1.6 * float(tape.mean()) / 205.0 + 25.0) / tape.mean()
-            )
+            tape = silver * (min(235.0, float(np.mean(reef_rgb)) * 1.6 * shine + 25.0) / 205.0)
         crinkle = 0.85 + 0.3 * smooth_noise(rng, (r1 - r0, c1 - c0), max(2, (c1 - c0) // 14))
         across = 0.85 + 0.2 * np.sin(np.pi * (np.arange(r1 - r0) + 0.5) / (r1 - r0))[:, None]
         rgb[r0:r1, c0:c1] = tape * (crinkle * across)[..., None]
