@@ -17,9 +17,16 @@ from quadratseg.geometry import PolygonWithHoles, cvat_rle_to_mask, polygons_to_
 from quadratseg.images import read_image_rgb
 from quadratseg.synth import SynthConfig, generate_dataset, load_truth
 from quadratseg.synth.dataset import GENERATOR_VERSION, coral_rings, export_image_path, write_raw_photo
-from quadratseg.synth.reef import Colony
+from quadratseg.synth.reef import Colony, PlaneMap
 from quadratseg.synth.scene import render_quadrat
-from quadratseg.synth.varied import FRAMES, Shot, draw_frame_style, render_varied
+from quadratseg.synth.varied import (
+    FRAMES,
+    Shot,
+    draw_frame_style,
+    draw_tube_frame,
+    render_varied,
+    tube_legs,
+)
 from quadratseg.warp import transform_points, warp_image
 
 # sha256 of the simple world's images and truth (3 quadrats, seed 0, 256 px, 4..6 colonies) as
@@ -512,6 +519,42 @@ def test_the_tube_frame_looks_like_the_real_coralscop_frames(real_tube_looks):
     assert np.median(step) < 25 and np.mean(np.array(step) < 25) >= 0.5, (step, real_step)
     assert np.mean([look["blue_top"] > 0 for look in looks["tube"]]) >= 0.5, looks["tube"]
     assert np.median([look["tube_over_strip"] for look in looks["metal"]]) < 0.5 * np.median(real_gap)
+
+
+def test_the_tube_frames_legs_plug_into_its_corners_as_on_the_real_rig():
+    """On the 7 real CoralSCoP photos each leg plugs into the joint at the quadrat's inner corner:
+    its axis through the hand corner, its cut end 0..10 px outward of it along the axis, 27..45 px
+    across on a 735 px side (3.7..6 %), at 37..60 degrees from the bars; the TL joint under a black
+    connector sleeve (measured on photo 5 at 3x, docs/synthetic.md). The varied world's legs are
+    drawn so, and painted over the bars where they are drawn; before generator version 6 they
+    started beyond the bars' outer corner, under them (about 2 bar widths out on the diagonal),
+    leaving the joint open."""
+    side, offset = 400, 100
+    to_plane = PlaneMap((1.0, 1.0), (offset, offset), (side, side))
+    corners = np.array(
+        [[offset, offset], [offset + side, offset], [offset + side] * 2, [offset, offset + side]]
+    )
+    outward = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]])
+    black_tl = []
+    for seed in range(40):
+        frame = draw_frame_style(Shot(seed, 0, 0, 0, frame="tube"))
+        legs = tube_legs(frame, to_plane)
+        plane = np.full((side + 2 * offset, side + 2 * offset, 3), 90.0, np.float32)
+        mask = draw_tube_frame(plane, to_plane, frame)
+        for leg, corner, d in zip(legs, corners, outward, strict=True):
+            tip, end = np.array(leg.tip_xy), np.array(leg.end_xy)
+            axis = (end - tip) / np.linalg.norm(end - tip)
+            along = float((tip - corner) @ axis)  # the cut end's distance outward of the corner
+            off_axis = abs(float((corner - tip) @ np.array([-axis[1], axis[0]])))
+            assert np.all(np.sign(axis) == d), (seed, axis, d)
+            assert 30 <= np.degrees(np.arctan2(abs(axis[1]), abs(axis[0]))) <= 62
+            assert 0.033 * side <= leg.thick <= 0.05 * side
+            assert -0.1 * leg.thick <= along <= 0.4 * leg.thick and off_axis <= 0.15 * leg.thick
+            for t in (0.3, 1.0, 2.0):  # painted where drawn, over the bars' corner
+                x, y = np.rint(tip + axis * leg.thick * t).astype(int)
+                assert mask[y, x], (seed, t)
+        black_tl.append(legs[0].black is not None)
+    assert 0.5 <= np.mean(black_tl) <= 0.9
 
 
 def test_tube_shots_are_square_and_filled_like_the_real_photos():

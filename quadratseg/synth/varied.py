@@ -554,13 +554,162 @@ def tube_bar_patch(
     return np.clip(rgb * grain[..., None], 0, 255), alpha, inward, overrun
 
 
+@dataclass(frozen=True)
+class TubeLeg:
+    """One leg of a tube frame in plane px: a rod from ``tip_xy`` (at the frame's corner joint)
+    to ``end_xy`` (outward), ``thick`` px across; ``label`` px of printed white label from the tip
+    (0: none); ``black``: (inward, outward) px along the axis from the inner corner of a black
+    connector sleeve over the joint, or None; ``cap``: a white end cap; ``shade``: the leg's
+    brightness as a share of the frame's silver (the legs are duller than the bars)."""
+
+    tip_xy: tuple[float, float]
+    end_xy: tuple[float, float]
+    thick: float
+    label: float
+    black: tuple[float, float] | None
+    cap: bool
+    shade: float = 0.65
+
+
+def draw_tube_leg(
+    rng: np.random.Generator, corner_xy: tuple[float, float], outward: tuple[int, int], s: float, first: bool
+) -> TubeLeg:
+    """A tube frame's leg at the inner corner ``corner_xy`` (plane px), pointing ``outward`` (dx, dy
+    in {-1, 1}), for an interior whose shorter side is ``s`` px; ``first``: the TL corner.
+
+    As on the real CoralSCoP rig (the 7 photos of ``real_quadrats/coralscop``, measured at their
+    hand corners; docs/synthetic.md): each leg plugs into the joint at the quadrat's inner corner,
+    its axis through that corner and its tip 0..10 px (0..0.4 of its width) outward of it, so the
+    corner point itself lies at or under the leg's end; 27..45 px across on a 735 px side (3.7..6
+    %), at 37..60 degrees from the bars; a printed white label over its first 1..1.5 widths; on
+    the TL corner a black connector sleeve, 1.5 leg widths across, from 0.8 widths inside the
+    corner to 2 outside, ending in a white cap. Version 5 started the legs beyond the bars' outer
+    corner, under them, leaving the joint open.
+    """
+    dx, dy = outward
+    thick = s * rng.uniform(0.033, 0.05)
+    ang = np.deg2rad(rng.uniform(30.0, 62.0))
+    axis = np.array([dx * np.cos(ang), dy * np.sin(ang)])
+    normal = np.array([-axis[1], axis[0]])
+    through = np.asarray(corner_xy, float) + normal * thick * rng.uniform(-0.15, 0.15)
+    tip = through + axis * thick * rng.uniform(-0.1, 0.4)
+    end = tip + axis * s * rng.uniform(0.5, 1.0)
+    black = None
+    if rng.random() < (0.7 if first else 0.15):
+        black = (thick * rng.uniform(0.4, 1.0), thick * rng.uniform(1.5, 2.6))
+    label = thick * rng.uniform(1.0, 1.8) if black is None and rng.random() < 0.8 else 0.0
+    return TubeLeg(
+        (float(tip[0]), float(tip[1])),
+        (float(end[0]), float(end[1])),
+        float(thick),
+        float(label),
+        black,
+        bool(black is not None or rng.random() < 0.4),
+        float(rng.uniform(0.5, 0.8)),
+    )
+
+
+def _pt(xy: np.ndarray) -> tuple[int, int]:
+    """A plane point as OpenCV's integer pixel (x, y)."""
+    return int(np.rint(xy[0])), int(np.rint(xy[1]))
+
+
+def _paint_rod(
+    plane: np.ndarray,
+    mask: np.ndarray,
+    a_xy: np.ndarray,
+    b_xy: np.ndarray,
+    thick: float,
+    rgb: np.ndarray,
+    ridge: float = 0.4,
+) -> np.ndarray:
+    """Paint a lit rod (a ``thick`` px wide band from ``a_xy`` to ``b_xy``, plane px, its ends cut
+    square) into ``plane`` with a cylinder's shading across it; mark it in ``mask``; its pixels
+    (H, W) bool."""
+    a_xy, b_xy = np.asarray(a_xy, float), np.asarray(b_xy, float)
+    axis = (b_xy - a_xy) / max(float(np.linalg.norm(b_xy - a_xy)), 1e-6)
+    half = np.array([-axis[1], axis[0]]) * thick / 2
+    quad = np.array([a_xy + half, b_xy + half, b_xy - half, a_xy - half])
+    layer = np.zeros(mask.shape, np.uint8)
+    cv2.fillPoly(layer, [np.round(quad * 16).astype(np.int32)], 1, cv2.LINE_AA, shift=4)
+    m = layer.astype(bool)
+    yy, xx = np.nonzero(m)
+    across = ((xx + 0.5 - a_xy[0]) * -axis[1] + (yy + 0.5 - a_xy[1]) * axis[0]) / max(thick, 1.0) + 0.5
+    plane[yy, xx] = np.asarray(rgb, np.float32) * _cylinder(across, ridge)[:, None]
+    mask |= m
+    return m
+
+
+def paint_tube_leg(
+    plane: np.ndarray, mask: np.ndarray, leg: TubeLeg, corner_xy: tuple[float, float], rgb: np.ndarray, rng
+) -> None:
+    """Paint ``leg`` (its rod, printed label, black connector and white cap) over ``plane``."""
+    tip, end = np.asarray(leg.tip_xy), np.asarray(leg.end_xy)
+    axis = (end - tip) / np.linalg.norm(end - tip)
+    _paint_rod(plane, mask, tip, end, leg.thick, rgb)
+    if leg.label > 0:  # white label, black print along it
+        a, b = tip, tip + axis * leg.label
+        _paint_rod(plane, mask, a, b, leg.thick, np.array((238.0, 238.0, 232.0)) * rng.uniform(0.8, 1.0))
+        ink = max(1, round(leg.thick * rng.uniform(0.08, 0.14)))
+        for t0 in np.arange(0.1, 0.9, 0.05):  # lines of small print across the label
+            p0, p1 = a + axis * leg.label * t0, a + axis * leg.label * (t0 + 0.025)
+            off = np.array([-axis[1], axis[0]]) * leg.thick * rng.uniform(-0.3, 0.3)
+            cv2.line(
+                plane,
+                _pt(p0 + off),
+                _pt(p1 + off),
+                (40.0, 40.0, 45.0),
+                ink,
+                cv2.LINE_AA,
+            )
+    cap_at = tip + axis * leg.thick * rng.uniform(3.0, 5.0)
+    if leg.black is not None:
+        inward, outward = leg.black
+        corner = np.asarray(corner_xy, float)
+        _paint_rod(
+            plane,
+            mask,
+            corner - axis * inward,
+            corner + axis * outward,
+            leg.thick * 1.5,
+            np.array((40.0, 40.0, 46.0)),
+        )
+        cap_at = corner + axis * (outward + leg.thick * 0.6)
+    if leg.cap:
+        layer = np.zeros(mask.shape, np.uint8)
+        r = max(2, round(leg.thick * 0.6))
+        cv2.circle(layer, _pt(cap_at), r, 1, -1, cv2.LINE_AA)
+        m = layer.astype(bool)
+        plane[m] = (228.0, 226.0, 218.0)
+        mask |= m
+
+
+def _inner_corners(to_plane: PlaneMap) -> list[tuple[float, float]]:
+    """The interior's corners TL, TR, BR, BL in plane px."""
+    (ox, oy), (sw, sh) = to_plane.offset, to_plane.interior_wh
+    return [(ox, oy), (ox + sw, oy), (ox + sw, oy + sh), (ox, oy + sh)]
+
+
+def tube_legs(frame: FrameStyle, to_plane: PlaneMap) -> list[TubeLeg]:
+    """The four legs (TL, TR, BR, BL) of a tube frame in plane px, drawn from the frame's seed
+    (:func:`draw_tube_leg`); :func:`draw_tube_frame` paints them."""
+    rng = np.random.default_rng([frame.seed, 4])
+    s = float(min(to_plane.interior_wh))
+    outward = ((-1, -1), (1, -1), (1, 1), (-1, 1))
+    return [
+        draw_tube_leg(rng, corner, d, s, first=k == 0)
+        for k, (corner, d) in enumerate(zip(_inner_corners(to_plane), outward, strict=True))
+    ]
+
+
 def draw_tube_frame(plane: np.ndarray, to_plane: PlaneMap, frame: FrameStyle) -> np.ndarray:
     """Draw a CoralSCoP-style metal tube frame into ``plane`` in place; its pixels' mask (H, W) bool.
 
     Each side is :func:`tube_bar_patch` turned into place (its inner edge on the quadrat's edge; the
-    strip's inner edge is the corner truth, as in the real photos' ``corners.json``); under them a
-    thick leg from each outer corner, running out diagonally (a white end cap on some); over them a
-    black connector on some corners, hiding the inner corner itself on a few (as on the real TL).
+    strip's inner edge is the corner truth, as in the real photos' ``corners.json``); over them, at
+    each corner, a leg plugged into the corner joint (:func:`draw_tube_leg`: its end at the inner
+    corner, running out diagonally, a printed label or a black connector over the joint), hiding
+    the inner corner itself on most corners (as on the real rig).
     """
     rng = np.random.default_rng([frame.seed, 2])
     sw, sh = to_plane.interior_wh
@@ -568,36 +717,6 @@ def draw_tube_frame(plane: np.ndarray, to_plane: PlaneMap, frame: FrameStyle) ->
     ox, oy = to_plane.offset
     ph, pw = plane.shape[:2]
     mask = np.zeros((ph, pw), bool)
-    b = sum(_tube_widths(frame, s))
-    corners_out = (
-        (ox - b, oy - b, -1, -1),
-        (ox + sw + b, oy - b, 1, -1),
-        (ox + sw + b, oy + sh + b, 1, 1),
-        (ox - b, oy + sh + b, -1, 1),
-    )
-    leg_rgb = np.array(frame.rgb, np.float32) * 0.8
-    for cx, cy, dx, dy in corners_out:  # legs, under the bars
-        thick = max(3, round(s * rng.uniform(0.025, 0.045)))
-        length = s * rng.uniform(0.5, 1.0)
-        ang = np.deg2rad(45 + rng.uniform(-12, 12))
-        start = np.array([cx + dx * b * 0.5, cy + dy * b * 0.5])
-        end = start + length * np.array([dx * np.cos(ang), dy * np.sin(ang)])
-        layer = np.zeros((ph, pw), np.uint8)
-        cv2.line(layer, tuple(int(v) for v in start), tuple(int(v) for v in end), 1, thick, cv2.LINE_AA)
-        m = layer.astype(bool)
-        # across-leg shading from the distance to the leg's axis
-        yy, xx = np.nonzero(m)
-        axis = (end - start) / np.linalg.norm(end - start)
-        across = ((xx - start[0]) * -axis[1] + (yy - start[1]) * axis[0]) / thick + 0.5
-        plane[yy, xx] = leg_rgb * _cylinder(across, 0.4)[:, None]
-        mask |= m
-        if rng.random() < 0.5:  # a white end cap
-            cap = start + rng.uniform(0.1, 0.2) * s * (end - start) / np.linalg.norm(end - start)
-            layer[:] = 0
-            cv2.circle(layer, tuple(int(v) for v in cap), max(2, round(thick * 0.7)), 1, -1, cv2.LINE_AA)
-            m = layer.astype(bool)
-            plane[m] = (228.0, 226.0, 218.0)
-            mask |= m
     # the reef along each side's inner edge (a band of 1..4 % of the side inside), before any bar
     band, edge = max(2, round(0.03 * s)), max(1, round(0.01 * s))
     x0, y0, x1, y1 = int(ox), int(oy), int(ox + sw), int(oy + sh)
@@ -624,20 +743,9 @@ def draw_tube_frame(plane: np.ndarray, to_plane: PlaneMap, frame: FrameStyle) ->
             )
         else:
             _paste(plane, mask, rgb.transpose(1, 0, 2), alpha.T, ox + sw - inward, oy - overrun)
-    for k, (cx, cy, dx, dy) in enumerate(corners_out):  # black connectors over the corners
-        if rng.random() < (0.7 if k == 0 else 0.35):
-            size = s * rng.uniform(0.05, 0.08)
-            reach = rng.uniform(0.3, 1.0) if rng.random() < 0.4 else rng.uniform(-0.8, -0.3)
-            centre = (
-                cx - dx * reach * b * 1.5 + dx * size * 0.3,
-                cy - dy * reach * b * 1.5 + dy * size * 0.3,
-            )
-            layer = np.zeros((ph, pw), np.uint8)
-            box = ((float(centre[0]), float(centre[1])), (size, size * 1.5), 45.0 * dx * dy)
-            cv2.fillPoly(layer, [cv2.boxPoints(box).astype(np.int32)], 1, cv2.LINE_AA)
-            m = layer.astype(bool)
-            plane[m] = np.array((26.0, 26.0, 30.0)) * (0.8 + 0.4 * rng.random((int(m.sum()), 1)))
-            mask |= m
+    paint_rng = np.random.default_rng([frame.seed, 5])
+    for leg, corner in zip(tube_legs(frame, to_plane), _inner_corners(to_plane), strict=True):
+        paint_tube_leg(plane, mask, leg, corner, np.array(frame.rgb, np.float32) * leg.shade, paint_rng)
     return mask
 
 
