@@ -521,41 +521,6 @@ def test_the_tube_frame_looks_like_the_real_coralscop_frames(real_tube_looks):
     assert np.median([look["tube_over_strip"] for look in looks["metal"]]) < 0.5 * np.median(real_gap)
 
 
-def _inner_edge_to_tube_px(raw, corners):
-    """Per side (T, R, B, L): px from the inner edge out to the brightest 2 px row beyond it (the silver
-    tube's middle, past the graduated strip) on the quadrat warped to 400 px."""
-    grey = _side_profiles(raw, corners).mean(axis=2)  # (4, 12): 2 px bins outward
-    return [2 * int(np.argmax(g)) + 1 for g in grey]
-
-
-def test_the_tube_frames_strip_is_as_wide_as_the_real_ones(shared_data):
-    """From the inner edge to the middle of the silver tube the 7 real frames measure 13 to 19 px on a
-    400 px side (3.2 to 4.8 %; the strip alone 20 to 31 px on the 735 px photo side, the top and left
-    narrower than the bottom and right); the varied world's tube frames span that and each side has
-    its own width (version 7). Version 6's (a strip of 1.8..3 % of the side, the same on every side)
-    reached 11 to 17 px, 15 at the 90th percentile: the model could place the inner edge by an offset
-    from the bright tube, an offset no real side has."""
-    from grid_pose_detection.evaluate_real import load_hand_corners
-
-    folder = shared_data / "real_quadrats" / "coralscop"
-    real = [
-        d
-        for name, corners in sorted(load_hand_corners(folder).items())
-        for d in _inner_edge_to_tube_px(read_image_rgb(folder / name), corners)
-    ]
-    assert min(real) >= 12 and max(real) <= 20, real
-    synthetic = []
-    for seed in range(12):
-        shot = Shot(seed, seed, seed, 10**6 + seed, frame="tube", strings="none", exif_orientation=1)
-        q = render_quadrat(
-            np.random.default_rng(seed), (512, 512), 384, ["Porites"], world="varied", shot=shot
-        )
-        synthetic += _inner_edge_to_tube_px(q.raw, q.corners_raw_xy)
-    low, high = np.percentile(synthetic, [10, 90])
-    assert low <= min(real) and high >= max(real), (synthetic, real)
-    assert np.std(synthetic) >= 0.8 * np.std(real), (synthetic, real)
-
-
 def test_the_tube_frames_legs_plug_into_its_corners_as_on_the_real_rig():
     """On the 7 real CoralSCoP photos each leg plugs into the joint at the quadrat's inner corner:
     its axis through the hand corner, its cut end 0..10 px outward of it along the axis, 27..45 px

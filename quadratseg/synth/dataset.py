@@ -47,9 +47,8 @@ logger = logging.getLogger(__name__)
 # 2: the varied world (the simple world renders as in 1); 3: its tube frame and square shots; 4: the
 # reef beyond the frame goes on like the reef inside (its genera, sizes and cover); 5: the tube frame's
 # graduated strip as dark as the reef inside it and its sleeves a dull silver (the real rig's look);
-# 6: the tube frame's legs plugged into the corner joints, over the bars (as on the real rig); 7: its
-# graduated strip wider and of its own width on each side, numbered every centimetre on most
-GENERATOR_VERSION = "7"
+# 6: the tube frame's legs plugged into the corner joints, over the bars (as on the real rig)
+GENERATOR_VERSION = "6"
 SITES = ("SynthNorth", "SynthLagoon", "SynthSouth")
 SUBSETS = ("train", "val", "test")
 PROJECTS = {

@@ -155,7 +155,7 @@ def draw_frame_style(shot: Shot, no_frame_share: float = 0.0) -> FrameStyle:
         string_names = ["white", "yellow", "black"]
     elif style == "tube":  # silver tube outside, graduated strip inside: about 1.5 % + 2.5 % of the side
         rgb = tuple(rng.uniform(215, 240) + rng.uniform(-6, 6, 3))
-        strip = rng.uniform(0.022, 0.036)  # each side's own: times U(0.8, 1.35) (tube_bar_patch)
+        strip = rng.uniform(0.018, 0.03)
         bar = strip + rng.uniform(0.012, 0.02)
         string_names = ["white", "yellow", "black"]
     else:
@@ -458,9 +458,7 @@ def tube_bar_patch(
 
     Rows run outward from ``inward`` rows inside the interior (row ``inward`` is the first row beyond
     the inner edge); columns along the side, ``overrun`` columns before the interior's corner. From the
-    inner edge out: the graduated strip (1 cm ticks, longer every 5 and 10, on 70 % of the sides a
-    printed number at every centimetre; its width the frame's times U(0.8, 1.35), as the real rig's
-    sides show theirs 2.7 to 4.2 % of the side wide, version 7), the silver tube; over
+    inner edge out: the graduated strip (1 cm ticks, longer every 5 and 10), the silver tube; over
     them silver tape sleeves (an orange band and a white cable tie in most) bulging a few pixels over
     the interior and well beyond the tube; on the ``top`` side blue tape blocks near both ends and the
     camera mount (a black housing and its screen) in the middle, reaching a little into the interior.
@@ -473,7 +471,6 @@ def tube_bar_patch(
     plus 25).
     """
     st, tube = _tube_widths(frame, s)
-    st = max(2, round(st * rng.uniform(0.8, 1.35)))  # the strip as wide as this side shows it
     b = st + tube
     bulge = max(1, round(s * rng.uniform(0.001, 0.004)))
     cam_in = round(s * rng.uniform(0.008, 0.016))
@@ -504,13 +501,6 @@ def tube_bar_patch(
             rgb[
                 inward + round(0.45 * st) : inward + round(0.85 * st),
                 c + 2 * tick_w : c + 2 * tick_w + max(2, round(1.5 * cm)),
-            ] = tick_rgb
-    if rng.random() < 0.7:  # a printed tape measure: a number at every centimetre, mid-strip
-        for k in range(100):
-            c = overrun + round((k + 0.25) * cm)
-            rgb[
-                inward + round(0.35 * st) : inward + max(round(0.35 * st) + 1, round(0.7 * st)),
-                c : c + max(1, round(0.45 * cm)),
             ] = tick_rgb
     # tube
     t = (np.arange(tube) + 0.5) / tube
