@@ -523,12 +523,12 @@ def test_the_tube_frame_looks_like_the_real_coralscop_frames(real_tube_looks):
 
 def test_the_tube_frames_legs_plug_into_its_corners_as_on_the_real_rig():
     """On the 7 real CoralSCoP photos each leg plugs into the joint at the quadrat's inner corner:
-    its axis through the hand corner, its cut end 0..10 px outward of it along the axis, 27..45 px
-    across on a 735 px side (3.7..6 %), at 37..60 degrees from the bars; the TL joint under a black
-    connector sleeve (measured on photo 5 at 3x, docs/synthetic.md). The varied world's legs are
-    drawn so, and painted over the bars where they are drawn; before generator version 6 they
-    started beyond the bars' outer corner, under them (about 2 bar widths out on the diagonal),
-    leaving the joint open."""
+    its axis through the hand corner, its cut end 0..10 px outward of it along the axis, 27..30 px
+    across on a 735 px side (3.7..4.1 %; the black connector about 45), at 37..60 degrees from the
+    bars; the TL joint under a black connector sleeve (measured on photo 5 at 3x, docs/synthetic.md).
+    The varied world's legs are drawn so, and painted over the bars where they are drawn; before
+    generator version 6 they started beyond the bars' outer corner, under them (about 2 bar widths
+    out on the diagonal), leaving the joint open."""
     side, offset = 400, 100
     to_plane = PlaneMap((1.0, 1.0), (offset, offset), (side, side))
     corners = np.array(

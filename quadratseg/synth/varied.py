@@ -580,11 +580,11 @@ def draw_tube_leg(
     As on the real CoralSCoP rig (the 7 photos of ``real_quadrats/coralscop``, measured at their
     hand corners; docs/synthetic.md): each leg plugs into the joint at the quadrat's inner corner,
     its axis through that corner and its tip 0..10 px (0..0.4 of its width) outward of it, so the
-    corner point itself lies at or under the leg's end; 27..45 px across on a 735 px side (3.7..6
-    %), at 37..60 degrees from the bars; a printed white label over its first 1..1.5 widths; on
-    the TL corner a black connector sleeve, 1.5 leg widths across, from 0.8 widths inside the
-    corner to 2 outside, ending in a white cap. Version 5 started the legs beyond the bars' outer
-    corner, under them, leaving the joint open.
+    corner point itself lies at or under the leg's end; 27..30 px across on a 735 px side
+    (3.7..4.1 %; drawn 3.3..5 %), at 37..60 degrees from the bars; a printed white label over its
+    first 1..1.5 widths; on the TL corner a black connector sleeve, 1.5 leg widths across, from 0.8
+    widths inside the corner to 2 outside, ending in a white cap. Version 5 started the legs beyond
+    the bars' outer corner, under them, leaving the joint open.
     """
     dx, dy = outward
     thick = s * rng.uniform(0.033, 0.05)
