@@ -16,6 +16,7 @@ from quadratseg.formats.cvat_xml import read_cvat_xml
 from quadratseg.geometry import PolygonWithHoles, cvat_rle_to_mask, polygons_to_mask
 from quadratseg.images import read_image_rgb
 from quadratseg.synth import SynthConfig, generate_dataset, load_truth
+from quadratseg.synth import varied as varied_module
 from quadratseg.synth.dataset import GENERATOR_VERSION, coral_rings, export_image_path, write_raw_photo
 from quadratseg.synth.reef import Colony, PlaneMap
 from quadratseg.synth.scene import render_quadrat
@@ -521,7 +522,7 @@ def test_the_tube_frame_looks_like_the_real_coralscop_frames(real_tube_looks):
     assert np.median([look["tube_over_strip"] for look in looks["metal"]]) < 0.5 * np.median(real_gap)
 
 
-def test_the_tube_frames_legs_plug_into_its_corners_as_on_the_real_rig():
+def test_the_tube_frames_legs_plug_into_its_corners_as_on_the_real_rig(monkeypatch):
     """On the 7 real CoralSCoP photos each leg plugs into the joint at the quadrat's inner corner:
     its axis through the hand corner, its cut end 0..10 px outward of it along the axis, 27..30 px
     across on a 735 px side (3.7..4.1 %; the black connector about 45), at 37..60 degrees from the
@@ -554,6 +555,16 @@ def test_the_tube_frames_legs_plug_into_its_corners_as_on_the_real_rig():
                 x, y = np.rint(tip + axis * leg.thick * t).astype(int)
                 assert mask[y, x], (seed, t)
         black_tl.append(legs[0].black is not None)
+        # over the bars: the same frame drawn without its legs differs at the leg's end, inside the
+        # bars' corner square (the bars' pixels there are hidden by the leg, not the other way round)
+        with monkeypatch.context() as m:
+            m.setattr(varied_module, "paint_tube_leg", lambda *_: None)
+            bare = np.full_like(plane, 90.0)
+            draw_tube_frame(bare, to_plane, frame)
+        for leg in legs:
+            tip, end = np.array(leg.tip_xy), np.array(leg.end_xy)
+            x, y = np.rint(tip + (end - tip) / np.linalg.norm(end - tip) * leg.thick * 0.3).astype(int)
+            assert np.abs(plane[y, x] - bare[y, x]).max() > 1, (seed, leg)
     assert 0.5 <= np.mean(black_tl) <= 0.9
 
 

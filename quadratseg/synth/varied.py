@@ -568,7 +568,7 @@ class TubeLeg:
     label: float
     black: tuple[float, float] | None
     cap: bool
-    shade: float = 0.65
+    shade: float
 
 
 def draw_tube_leg(
@@ -641,9 +641,16 @@ def _paint_rod(
 
 
 def paint_tube_leg(
-    plane: np.ndarray, mask: np.ndarray, leg: TubeLeg, corner_xy: tuple[float, float], rgb: np.ndarray, rng
+    plane: np.ndarray,
+    mask: np.ndarray,
+    leg: TubeLeg,
+    corner_xy: tuple[float, float],
+    rgb: np.ndarray,
+    rng: np.random.Generator,
 ) -> None:
-    """Paint ``leg`` (its rod, printed label, black connector and white cap) over ``plane``."""
+    """Paint ``leg`` (its rod, printed label, black connector and white cap) over ``plane`` in place, in
+    ``rgb`` (the leg's silver), marking it in ``mask``; ``corner_xy``: the inner corner the black
+    connector is placed from; ``rng``: the print's and the label's draws."""
     tip, end = np.asarray(leg.tip_xy), np.asarray(leg.end_xy)
     axis = (end - tip) / np.linalg.norm(end - tip)
     _paint_rod(plane, mask, tip, end, leg.thick, rgb)
