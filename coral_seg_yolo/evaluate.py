@@ -79,6 +79,59 @@ def ultralytics_validation(
     }
 
 
+def colony_threshold(
+    weights: str, data: str, split: str, imgsz: int | None, out_dir: Path, device: str = "auto"
+) -> dict[str, Any]:
+    """The colony confidence threshold to recommend for a model: where ultralytics' validator, run on
+    ``split`` with every genus as one class (``single_cls``: a colony outlined right under a wrong
+    genus still counts as found), finds the mask F1 highest (its own operating point: the smoothed
+    F1-confidence curve's maximum, where it reports precision and recall).
+
+    Colonies, not genus calls, are what tracking links and what the cover's units are; a model
+    that has learnt outlines before genera (the demo's, fine-tuned for minutes) finds many
+    more of them below ultralytics' default 0.25.
+
+    Returns:
+        ``conf`` (0..1), and at it the class-agnostic mask ``precision``, ``recall`` and
+        ``f1``; ``mask_map50`` (class-agnostic), ``split``. ``conf`` is None (and ``f1`` 0) when no
+        colony of the split is outlined right at any confidence: there is no threshold to recommend.
+    """
+    from ultralytics.utils.metrics import smooth
+
+    from quadratseg.yolo_train import build_model
+
+    model = build_model(weights)
+    args = {
+        "data": data,
+        "split": split,
+        "single_cls": True,
+        "plots": False,
+        "verbose": False,
+        "project": str(out_dir.resolve()),
+        "name": f"threshold_{split}",
+        "exist_ok": True,
+    }
+    if imgsz:
+        args["imgsz"] = imgsz
+    if device != "auto":
+        args["device"] = device
+    seg = model.val(**args).seg
+    if not len(seg.f1_curve):
+        raise QuadratsegError(f"no colony in the {split} split of {data}: no threshold can be chosen")
+    f1 = smooth(seg.f1_curve.mean(0), 0.1)
+    best = int(f1.argmax())
+    if f1[best] <= 0:  # no colony outlined right at any confidence: no operating point to recommend
+        return {"conf": None, "f1": 0.0, "mask_map50": round(float(seg.map50), 4), "split": split}
+    return {
+        "conf": round(float(seg.px[best]), 3),
+        "precision": round(float(seg.p_curve.mean(0)[best]), 4),
+        "recall": round(float(seg.r_curve.mean(0)[best]), 4),
+        "f1": round(float(seg.f1_curve.mean(0)[best]), 4),
+        "mask_map50": round(float(seg.map50), 4),
+        "split": split,
+    }
+
+
 def model_level(names: list[str] | dict[int, str], taxonomy: Taxonomy | None = None) -> str:
     """The taxonomy level whose class list is the model's class names (the finest when several are).
 

@@ -76,7 +76,7 @@ def predict(
     method: str = "direct",
     tile: int | None = None,
     overlap: float = 0.2,
-    conf: float = 0.25,
+    conf: float | None = None,
     imgsz: int | None = None,
     allow_scale_mismatch: bool = False,
     overwrite: bool = False,
@@ -92,7 +92,8 @@ def predict(
         tile: window size in px for tiling/overlapping (default: the side of the images the model
             was trained on, from its model card, so windows are fed at the training scale).
         overlap: overlap between windows (overlapping).
-        conf: confidence threshold.
+        conf: colony confidence threshold (default: the model card's, measured on the val split
+            when the model was trained; 0.25 for a model whose card has none).
         imgsz: inference size (default: the training size).
         allow_scale_mismatch: accept a --tile and --imgsz that feed the model at another scale than
             its training one.

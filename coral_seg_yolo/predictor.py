@@ -29,6 +29,10 @@ METHODS = ("direct", "tiling", "overlapping")
 
 Window = tuple[int, int, int, int]  # x0, y0, x1, y1 in the image frame, max exclusive
 
+# a colony's confidence threshold for a model whose card recommends none (ultralytics' own default);
+# a model trained here carries its own (:func:`coral_seg_yolo.evaluate.colony_threshold`)
+DEFAULT_CONF = 0.25
+
 
 def prediction_windows(width: int, height: int, tile: int, overlap: float) -> list[Window]:
     """The windows (x0, y0, x1, y1) that ``tiling`` (overlap 0) and ``overlapping`` predict on."""
@@ -186,14 +190,40 @@ def card_windows(weights: str | Path) -> dict[str, Any]:
     return {"method": "overlapping", "tile": tile} if tile else {"method": "direct"}
 
 
+def colony_conf(weights: str | Path, conf: float | None = None) -> tuple[float, str]:
+    """(threshold, where it came from) of a model's colonies: ``conf`` when given (``"given"``), else
+    its card's ``conf`` (``"model card"``), else :data:`DEFAULT_CONF` (``"default"``).
+
+    Raises:
+        QuadratsegError: the card's ``conf`` is not a number in [0, 1].
+    """
+    from quadratseg.model_card import model_card_path, read_model_card
+
+    if conf is not None:
+        return float(conf), "given"
+    card = read_model_card(weights).get("conf")
+    if card is None:
+        return DEFAULT_CONF, "default"
+    if isinstance(card, bool) or not isinstance(card, int | float) or not 0.0 <= card <= 1.0:
+        raise QuadratsegError(
+            f"{model_card_path(weights)}: conf must be a number in [0, 1], got {card!r}; fix or remove it"
+        )
+    return float(card), "model card"
+
+
 class SegPredictor:
-    """A trained YOLO-seg model (.pt or .onnx) with its class names."""
+    """A trained YOLO-seg model (.pt or .onnx) with its class names.
+
+    ``conf`` left None is the colony threshold its model card recommends (``conf``: the confidence
+    at which ultralytics' validator found the colonies' mask F1 highest on the validation photos,
+    written when the model was trained), else :data:`DEFAULT_CONF`; ``conf_source`` says which.
+    """
 
     def __init__(
         self,
         weights: str | Path,
         imgsz: int | None = None,
-        conf: float = 0.25,
+        conf: float | None = None,
         device: str = "auto",
         method: str = "direct",
         tile: int = 640,
@@ -209,7 +239,7 @@ class SegPredictor:
             )
         overrides = getattr(self.model, "overrides", {}) or {}
         self.imgsz = imgsz or int(overrides.get("imgsz", 640) or 640)
-        self.conf = conf
+        self.conf, self.conf_source = colony_conf(weights, conf)
         self.device = None if device == "auto" else device
         if method not in METHODS:
             raise QuadratsegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")

@@ -4,18 +4,21 @@ python -m coral_seg_yolo.train --data outputs/coralseg/data.yaml --epochs 5 --im
 
 Beside the weights it writes the model card (``model_card.json``, :mod:`quadratseg.model_card`):
 imgsz, the warp size of the training quadrats, tile, classes and level, which pipeline.process
-and coral_seg_yolo.predict read to feed the model quadrats at the scale it learned.
+and coral_seg_yolo.predict read to feed the model quadrats at the scale it learned, and the colony
+threshold (``conf``) measured on the val split, which they use when none is given.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from coral_seg_yolo.predictor import DEFAULT_CONF
 from coral_seg_yolo.prepare_data import QUADRATSEG_KEY
 from quadratseg.errors import QuadratsegError
 from quadratseg.model_card import read_model_card, write_model_card
@@ -23,6 +26,7 @@ from quadratseg.taxonomy import LEVELS, load_taxonomy
 from quadratseg.yolo_train import run_training
 
 CONFIG = Path(__file__).parent / "configs" / "coralseg.yaml"
+logger = logging.getLogger(__name__)
 
 
 def train(
@@ -96,10 +100,37 @@ def train(
         mlflow=mlflow,
         device=device,
     )
-    result["model_card"] = str(write_model_card(result["best"], layout_card(data, result["config"]["imgsz"])))
+    run_dir = Path(result["best"]).parent.parent
+    card = trained_card(data, result["best"], int(result["config"]["imgsz"]), run_dir, device)
+    result["model_card"] = str(write_model_card(result["best"], card))
     if result.get("last") and Path(result["last"]).parent != Path(result["best"]).parent:
         write_model_card(result["last"], read_model_card(result["best"]))
     return json.dumps(result, indent=2, default=str)
+
+
+def trained_card(
+    data_yaml: str | Path, weights: str | Path, imgsz: int, out_dir: str | Path, device: Any = None
+) -> dict[str, Any]:
+    """The model card of a YOLO-seg model just trained at ``imgsz`` on a prepared layout:
+    :func:`layout_card`, and ``conf``, the colony threshold measured on the layout's ``val`` split
+    (:func:`coral_seg_yolo.evaluate.colony_threshold`, its figures in ``conf_measured``), which
+    :class:`coral_seg_yolo.predictor.SegPredictor` uses when no threshold is given; none when the
+    model outlines no colony of the split at any confidence (a warning says so)."""
+    from coral_seg_yolo.evaluate import colony_threshold
+
+    on = "auto" if device is None else str(device)
+    threshold = colony_threshold(str(weights), str(data_yaml), "val", imgsz, Path(out_dir), on)
+    card = {**layout_card(data_yaml, imgsz), "conf_measured": threshold}
+    if threshold["conf"] is None:
+        logger.warning(
+            "%s outlines no colony of the val split at any confidence: its card recommends no threshold "
+            "(predictors use %s)",
+            weights,
+            DEFAULT_CONF,
+        )
+    else:
+        card["conf"] = threshold["conf"]
+    return card
 
 
 def median_image_width(folder: str | Path) -> int | None:

@@ -58,7 +58,7 @@ def process(
     grid_conf: float | None = None,
     grid_kpt_conf: float | None = None,
     grid_max_cost: float | None = None,
-    conf: float = 0.25,
+    conf: float | None = None,
     include_inpainted: bool = False,
     boundary_px: float = 0.0,
     miss_pp: float = 0.0,
@@ -120,7 +120,8 @@ def process(
         grid_conf: detection threshold of the grid model (default: its model card's).
         grid_kpt_conf: keypoint confidence threshold of the grid model (default: its card's).
         grid_max_cost: template matching threshold of the grid points (default: its card's).
-        conf: confidence threshold of the colonies (0..1).
+        conf: confidence threshold of the colonies (0..1; default: the YOLO model card's, measured on
+            its val split when it was trained; 0.25 for a model whose card has none).
         include_inpainted: count the pixels under the grid (invented by inpainting) in the cover.
         boundary_px: how far (px) a colony's outline may be off, for the cover intervals; 0 keeps the
             confidence term only. Fit the interval terms on annotated photos

@@ -764,7 +764,11 @@ def process_folder(
         )
     current = [r["photo"] for r in status_rows if not r["error"]]
     terms = models.interval_terms()  # the tables' intervals: the terms are no part of the fingerprint
-    _write_json(out / RUN_FILE, {"fingerprint": fingerprint, "photos": current, "interval_terms": terms})
+    run_record = {"fingerprint": fingerprint, "photos": current, "interval_terms": terms}
+    source = getattr(models.segment, "conf_source", None)  # a SegPredictor's: given, card or default
+    if source is not None:
+        run_record["colony_conf"] = {"conf": models.segment.conf, "source": source}
+    _write_json(out / RUN_FILE, run_record)
     write_table(out / "status.csv", ["photo", *STAGES, "colonies", "error"], status_rows)
     write_table(out / "cover.csv", COVER_COLUMNS, taxonomy_rows)
     write_table(out / "colonies.csv", COLONY_COLUMNS, colony_table)
@@ -828,7 +832,7 @@ class RunConfig:
     grid_conf: float | None = None
     grid_kpt_conf: float | None = None
     grid_max_cost: float | None = None
-    conf: float = 0.25
+    conf: float | None = None  # None: the YOLO model card's
     include_inpainted: bool = False
     boundary_px: float = 0.0
     miss_pp: float = 0.0

@@ -150,12 +150,14 @@ class FakeSegModel:
 
     def __init__(self):
         self.overrides, self.names, self.shapes = {"imgsz": 256}, {0: "Porites", 1: "Acropora"}, []
+        self.confs = []  # the conf each predict call was given
 
     def predict(self, images_bgr, **kwargs):
         import torch
         from ultralytics.engine.results import Results
 
         self.shapes.extend(image.shape for image in images_bgr)
+        self.confs.append(kwargs.get("conf"))
         return [
             Results(image, path="photo.jpg", names=self.names, boxes=torch.zeros((0, 6)))
             for image in images_bgr

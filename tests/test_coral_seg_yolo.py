@@ -100,15 +100,20 @@ def test_one_epoch_of_training_from_the_layout(tiny_seg_model):
     weights, _, result = tiny_seg_model
     assert weights.is_file() and result["config"]["model"] == "yolo11n-seg.yaml"
     assert (Path(result["run_dir"]) / "quadratseg_config.json").is_file()
-    # the card: trained at 64 px on the synthetic set's 256 px warped quadrats (whole, not tiled)
-    assert read_model_card(weights) == {
+    # the card: trained at 64 px on the synthetic set's 256 px warped quadrats (whole, not tiled),
+    # with the colony threshold measured on the val split (none: one epoch outlines no colony there)
+    card = read_model_card(weights)
+    measured = card.pop("conf_measured")
+    assert card == {
         "task": "coralseg",
         "imgsz": 64,
         "warp_size": 256,
         "tile": 0,
         "classes": load_taxonomy().classes("main_family"),
         "level": "main_family",
+        **({} if measured["conf"] is None else {"conf": measured["conf"]}),
     }
+    assert measured["split"] == "val"
 
 
 def rect(label: str, score: float, x0: int, y0: int, x1: int, y1: int):
@@ -275,6 +280,28 @@ def test_nuclio_zip_and_handler(tiny_seg_model, synthetic_set, tmp_path, shared_
         assert shape["type"] == "mask" and shape["confidence"].isnumeric() and shape["label"] == inst.label
         assert np.array_equal(cvat_mask(shape, frame), inst.full_mask(frame))
         assert len(shape["points"]) >= 6
+
+
+def test_the_predictor_keeps_the_colonies_above_its_cards_threshold(tiny_seg_model, tmp_path):
+    """A predictor built without a threshold keeps the colonies above the one its model's card
+    recommends: a card at 1.0 keeps nothing of a model whose every box is sure, a card at 0.5 keeps
+    what 0.5 given keeps, and a threshold given wins over the card."""
+    from tiny_models import confident_copy
+
+    from coral_seg_yolo.predictor import SegPredictor
+    from quadratseg.model_card import read_model_card, write_model_card
+
+    weights, _, _ = tiny_seg_model
+    sure = confident_copy(weights, tmp_path / "best.pt")
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    write_model_card(sure, {**read_model_card(weights), "conf": 1.0})
+    strict = SegPredictor(sure, imgsz=64)
+    assert (strict.conf, strict.conf_source) == (1.0, "model card")
+    assert strict.predict(image) == []
+    given = SegPredictor(sure, imgsz=64, conf=0.5).predict(image)
+    assert len(given) > 0
+    write_model_card(sure, {"conf": 0.5})
+    assert [i.score for i in SegPredictor(sure, imgsz=64).predict(image)] == [i.score for i in given]
 
 
 def test_onnx_export_predicts_like_the_pytorch_model(tiny_seg_model, tmp_path):

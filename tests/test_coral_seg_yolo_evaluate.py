@@ -60,6 +60,37 @@ def test_model_level_comes_from_its_class_names():
         model_level(taxonomy.classes("main_family")[:3])
 
 
+def test_the_cards_colony_threshold_is_ultralytics_own_operating_point(family_model, tmp_path):
+    """The threshold a trained model's card recommends is where ultralytics' validator, with every
+    genus as one class, reports its precision and recall (its smoothed F1 maximum) on the val split:
+    the card's precision and recall are the validator's own there."""
+    from coral_seg_yolo.predictor import SegPredictor
+    from quadratseg.model_card import read_model_card
+    from quadratseg.yolo_train import build_model
+
+    weights, data = family_model
+    card = read_model_card(weights)
+    measured = card["conf_measured"]
+    theirs = build_model(weights).val(
+        data=str(data),
+        split="val",
+        imgsz=IMGSZ,
+        single_cls=True,
+        plots=False,
+        verbose=False,
+        project=str(tmp_path / "v"),
+        name="v",
+    )
+    assert theirs.seg.mp > 0 and theirs.seg.mr > 0, "a model that outlines no colony tests nothing here"
+    assert (measured["precision"], measured["recall"]) == (
+        round(float(theirs.seg.mp), 4),
+        round(float(theirs.seg.mr), 4),
+    )
+    assert measured["mask_map50"] == round(float(theirs.seg.map50), 4)
+    assert 0 < card["conf"] == measured["conf"] < 1
+    assert SegPredictor(weights, IMGSZ).conf == card["conf"]
+
+
 def test_a_family_model_is_scored_against_the_family_truth(family_model, clone, tmp_path):
     from coral_seg_yolo.evaluate import evaluate
 

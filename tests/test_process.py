@@ -878,6 +878,35 @@ def test_a_model_trained_on_tiles_is_fed_tiles_of_the_warped_quadrat(one_photo, 
     assert seg_model.shapes[9:] == [(320, 320, 3)]
 
 
+def test_the_colonies_threshold_comes_from_the_model_card_unless_given(one_photo, fake_weights, tmp_path):
+    """The colony threshold a trained model's card recommends (measured on its val split) is the one
+    the chain predicts with, and run.json says which it was and where it came from; a threshold
+    given on the command line wins; a card with none falls to 0.25, and says so."""
+    import json
+
+    from pipeline.process import process
+    from quadratseg.model_card import write_model_card
+
+    folder, truth, _ = one_photo
+    corners = fake_weights("corners", FakePoseModel([truth]))
+    seg_model = FakeSegModel()
+    seg = fake_weights("seg", seg_model)
+    runs = {}
+    for name, card, given in (("card", 0.07, None), ("given", 0.07, 0.5), ("none", None, None)):
+        write_model_card(seg, {"conf": card})
+        out = tmp_path / name
+        process(str(folder), str(out), yolo=str(seg), corners=str(corners), overlays=False, conf=given)
+        runs[name] = (seg_model.confs[-1], json.loads((out / "run.json").read_text())["colony_conf"])
+    assert runs == {
+        "card": (0.07, {"conf": 0.07, "source": "model card"}),
+        "given": (0.5, {"conf": 0.5, "source": "given"}),
+        "none": (0.25, {"conf": 0.25, "source": "default"}),
+    }
+    write_model_card(seg, {"conf": 1.5})
+    with pytest.raises(QuadratsegError, match="conf must be a number in"):
+        process(str(folder), str(tmp_path / "bad"), yolo=str(seg), corners=str(corners), overlays=False)
+
+
 class HalfFamily(HalfPorites):
     """HalfPorites at the main_family level: Poritidae on the left half of every quadrat."""
 
