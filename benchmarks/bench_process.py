@@ -56,7 +56,7 @@ def main() -> None:
     )
     side = args.size
     models = ChainModels(
-        segment=SegPredictor(weights["coralseg"], imgsz=320, conf=0.25),
+        segment=SegPredictor(weights["coralseg"], imgsz=320),  # its card's threshold, as the chain
         corners=PosePredictor(
             weights["gridcorners"],
             get_task("gridcorners"),

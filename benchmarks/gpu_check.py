@@ -483,7 +483,7 @@ def step_seg_predict(ctx: StepContext) -> dict[str, Any]:
     from coral_seg_yolo.predictor import SegPredictor
 
     imgsz = ctx.shapes["predict_imgsz"]
-    predictor = SegPredictor(seg_weights(ctx), imgsz=imgsz, conf=0.25, device=ctx.device)
+    predictor = SegPredictor(seg_weights(ctx), imgsz=imgsz, device=ctx.device)  # its card's threshold
     images = [rgb_quadrat(p) for p in quadrat_images(ctx.work)[:3]]
     found = []
     per_image = timed_per_image(ctx, lambda image: found.append(len(predictor.predict(image))), images)

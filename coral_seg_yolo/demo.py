@@ -15,9 +15,8 @@ import numpy as np
 from coral_seg_yolo.evaluate import ultralytics_validation
 from coral_seg_yolo.predictor import DEFAULT_CONF, SegPredictor
 from coral_seg_yolo.prepare_data import layout_stem, write_seg_layout
-from coral_seg_yolo.train import trained_card
+from coral_seg_yolo.train import write_trained_card
 from quadratseg.images import read_image_rgb
-from quadratseg.model_card import write_model_card
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import draw_polygons
 from quadratseg.yolo_train import load_experiment, train_yolo
@@ -125,8 +124,9 @@ def stage(ctx: Any) -> dict[str, Any]:
     train_seconds = time.perf_counter() - train_start
     # the colony threshold measured on the val split travels in the model's card, so the chain below
     # (and its interval terms, fitted on the val photos) uses the one the predictor will use on test
-    card = trained_card(root / "data" / "data.yaml", run["best"], IMGSZ, root / "eval", ctx.settings.device)
-    write_model_card(run["best"], card)
+    card = write_trained_card(
+        root / "data" / "data.yaml", run["best"], IMGSZ, root / "eval", ctx.settings.device
+    )
     threshold = card["conf_measured"]
     metrics = ultralytics_validation(
         run["best"], str(root / "data" / "data.yaml"), EVAL_SPLIT, IMGSZ, root / "eval"

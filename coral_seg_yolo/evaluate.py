@@ -20,6 +20,8 @@ precision-recall curve, which a 0.25 threshold would cut short.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,29 @@ def ultralytics_validation(
     }
 
 
+@contextmanager
+def label_caches_kept(data_yaml: str | Path) -> Iterator[None]:
+    """Leave the label caches of a YOLO layout (``*.cache`` under its ``path``) as they were: a
+    validation with other scan settings (``single_cls``) rewrites them, and the next ordinary one
+    would rewrite them back; a cache that did not exist is removed."""
+    import yaml
+
+    from quadratseg.atomic import atomic_write_bytes
+
+    spec = yaml.safe_load(Path(data_yaml).read_text(encoding="utf-8")) or {}
+    root = Path(data_yaml).parent / str(spec.get("path") or ".")
+    before = {path: path.read_bytes() for path in root.rglob("*.cache")}
+    try:
+        yield
+    finally:
+        for path in root.rglob("*.cache"):
+            if path not in before:
+                path.unlink(missing_ok=True)
+        for path, data in before.items():
+            if not path.is_file() or path.read_bytes() != data:
+                atomic_write_bytes(path, data)
+
+
 def colony_threshold(
     weights: str, data: str, split: str, imgsz: int | None, out_dir: Path, device: str = "auto"
 ) -> dict[str, Any]:
@@ -115,7 +140,8 @@ def colony_threshold(
         args["imgsz"] = imgsz
     if device != "auto":
         args["device"] = device
-    seg = model.val(**args).seg
+    with label_caches_kept(data):
+        seg = model.val(**args).seg
     if not len(seg.f1_curve):
         raise QuadratsegError(f"no colony in the {split} split of {data}: no threshold can be chosen")
     f1 = smooth(seg.f1_curve.mean(0), 0.1)
@@ -123,7 +149,8 @@ def colony_threshold(
     if f1[best] <= 0:  # no colony outlined right at any confidence: no operating point to recommend
         return {"conf": None, "f1": 0.0, "mask_map50": round(float(seg.map50), 4), "split": split}
     return {
-        "conf": round(float(seg.px[best]), 3),
+        # the validator saw nothing below its own threshold: no lower one is recommended
+        "conf": max(round(float(seg.px[best]), 3), EVAL_CONF),
         "precision": round(float(seg.p_curve.mean(0)[best]), 4),
         "recall": round(float(seg.r_curve.mean(0)[best]), 4),
         "f1": round(float(seg.f1_curve.mean(0)[best]), 4),

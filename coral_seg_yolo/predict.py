@@ -100,7 +100,7 @@ def predict(
         overwrite: replace out_dir if it exists.
 
     Returns:
-        JSON summary (images done, failed, instances).
+        JSON summary (images done, failed, instances, and the threshold used and where it came from).
 
     Raises:
         BatchFailedError: some images could not be read or segmented (recorded in failures.csv;
@@ -140,6 +140,8 @@ def predict(
             "method": method,
             "tile": tile,
             "imgsz": predictor.imgsz,
+            "conf": predictor.conf,
+            "conf_source": predictor.conf_source,  # given, model card or default
             "out_dir": out_dir,
         }
     )

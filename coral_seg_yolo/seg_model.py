@@ -11,9 +11,9 @@
    the generator's truth;
 3. trains YOLO11n-seg from scratch (or on from ``--start``, a model it made before) with
    ``configs/coralseg_varied.yaml`` (the flags override it) into
-   ``OUT/runs/coralseg``, whose ``best.pt`` gets its model card (:func:`coral_seg_yolo.train.trained_card`)
-   and the command, seed and generator version that made it, and the sha256 :func:`shipped_seg_model`
-   checks;
+   ``OUT/runs/coralseg``, whose ``best.pt`` gets its model card
+   (:func:`coral_seg_yolo.train.write_trained_card`: sizes, classes, colony threshold) and the
+   command, seed and generator version that made it, and the sha256 :func:`shipped_seg_model` checks;
 4. scores it with ultralytics' validator on the test split and writes ``OUT/report.json``.
 
 No real photo is used. The model it makes is a start that a programme fine-tunes on its own
@@ -124,7 +124,7 @@ def seg_model(
         JSON: the weights, how long each step took, and the test split's figures.
     """
     from coral_seg_yolo.evaluate import ultralytics_validation
-    from coral_seg_yolo.train import trained_card
+    from coral_seg_yolo.train import write_trained_card
     from quadratseg.cli import current_settings, device
     from quadratseg.model_card import write_model_card
     from quadratseg.synth.dataset import SynthConfig, generate_dataset
@@ -162,8 +162,7 @@ def seg_model(
     seconds["train"] = round(time.perf_counter() - clock, 1)
     trained_imgsz = int(result["config"].get("imgsz"))
     on = device(settings=settings)
-    card = trained_card(layout["data_yaml"], result["best"], trained_imgsz, root / "eval", on)
-    write_model_card(result["best"], card)
+    write_trained_card(layout["data_yaml"], result["best"], trained_imgsz, root / "eval", on)
     flags = {
         "images": images,
         "size": size,

@@ -21,7 +21,7 @@ import yaml
 from coral_seg_yolo.predictor import DEFAULT_CONF
 from coral_seg_yolo.prepare_data import QUADRATSEG_KEY
 from quadratseg.errors import QuadratsegError
-from quadratseg.model_card import read_model_card, write_model_card
+from quadratseg.model_card import model_card_path, read_model_card, write_model_card
 from quadratseg.taxonomy import LEVELS, load_taxonomy
 from quadratseg.yolo_train import run_training
 
@@ -101,26 +101,29 @@ def train(
         device=device,
     )
     run_dir = Path(result["best"]).parent.parent
-    card = trained_card(data, result["best"], int(result["config"]["imgsz"]), run_dir, device)
-    result["model_card"] = str(write_model_card(result["best"], card))
+    write_trained_card(data, result["best"], int(result["config"]["imgsz"]), run_dir, device)
+    result["model_card"] = str(model_card_path(result["best"]))
     if result.get("last") and Path(result["last"]).parent != Path(result["best"]).parent:
         write_model_card(result["last"], read_model_card(result["best"]))
     return json.dumps(result, indent=2, default=str)
 
 
-def trained_card(
+def write_trained_card(
     data_yaml: str | Path, weights: str | Path, imgsz: int, out_dir: str | Path, device: Any = None
 ) -> dict[str, Any]:
-    """The model card of a YOLO-seg model just trained at ``imgsz`` on a prepared layout:
-    :func:`layout_card`, and ``conf``, the colony threshold measured on the layout's ``val`` split
-    (:func:`coral_seg_yolo.evaluate.colony_threshold`, its figures in ``conf_measured``), which
-    :class:`coral_seg_yolo.predictor.SegPredictor` uses when no threshold is given; none when the
-    model outlines no colony of the split at any confidence (a warning says so)."""
+    """Write and return the model card of a YOLO-seg model just trained at ``imgsz`` on a prepared
+    layout: :func:`layout_card` first (kept if what follows fails), then ``conf``, the colony
+    threshold measured on the layout's ``val`` split (:func:`coral_seg_yolo.evaluate.colony_threshold`,
+    its figures in ``conf_measured``), which :class:`coral_seg_yolo.predictor.SegPredictor` uses when
+    no threshold is given. ``conf`` is None (a warning says so) when the model outlines no colony of
+    the split at any confidence: predictors then use :data:`coral_seg_yolo.predictor.DEFAULT_CONF`.
+    The card is the folder's (``model_card.json``): it describes ``best.pt``, which it was measured on.
+    """
     from coral_seg_yolo.evaluate import colony_threshold
 
+    write_model_card(weights, layout_card(data_yaml, imgsz))
     on = "auto" if device is None else str(device)
     threshold = colony_threshold(str(weights), str(data_yaml), "val", imgsz, Path(out_dir), on)
-    card = {**layout_card(data_yaml, imgsz), "conf_measured": threshold}
     if threshold["conf"] is None:
         logger.warning(
             "%s outlines no colony of the val split at any confidence: its card recommends no threshold "
@@ -128,9 +131,8 @@ def trained_card(
             weights,
             DEFAULT_CONF,
         )
-    else:
-        card["conf"] = threshold["conf"]
-    return card
+    write_model_card(weights, {"conf": threshold["conf"], "conf_measured": threshold})
+    return read_model_card(weights)
 
 
 def median_image_width(folder: str | Path) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
@@ -131,7 +132,12 @@ def fit_run(
     methods = {e.method.split("+")[0] for found, _ in photos for e in found}
     if len(methods) > 1:
         raise QuadratsegError(f"the run's estimates are of several kinds: {sorted(methods)}")
-    terms = replace(fit_calibration(photos, taxonomy, level), level=level, method=methods.pop())
+    run_file = Path(run_dir) / "run.json"
+    run_record = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else {}
+    colony_conf = (run_record.get("colony_conf") or {}).get("conf")
+    terms = replace(
+        fit_calibration(photos, taxonomy, level), level=level, method=methods.pop(), colony_conf=colony_conf
+    )
     # levels (and kinds: a group predicted on the photo, or missed) whose own terms rest on too few
     # pairs to hold 95 %: their rows add up their members' terms (wide, but they hold)
     summed = {

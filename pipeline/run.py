@@ -323,9 +323,10 @@ def photo_job(
 
 
 def check_calibration(models: ChainModels, level: str) -> None:
-    """Refuse fitted interval terms made for another chain: another taxonomy level, or other units
-    (colonies against class-map blocks), before any photo is processed (terms without a record of
-    either, fitted before they were recorded, are taken as they are)."""
+    """Refuse fitted interval terms made for another chain: another taxonomy level, other units
+    (colonies against class-map blocks), or colonies kept above another confidence threshold, before
+    any photo is processed (terms without a record of them, fitted before they were recorded, are
+    taken as they are)."""
     terms = models.calibration
     if terms is None:
         return
@@ -339,6 +340,13 @@ def check_calibration(models: ChainModels, level: str) -> None:
         raise QuadratsegError(
             f"--calibration: the terms were fitted on {terms.method} estimates, this chain makes "
             f"{method} ones (another --segment or --ensemble); fit them on a run of this chain"
+        )
+    conf = getattr(models.segment, "conf", None)
+    if terms.colony_conf is not None and conf is not None and abs(conf - terms.colony_conf) > 1e-9:
+        raise QuadratsegError(
+            f"--calibration: the terms were fitted on colonies kept above confidence {terms.colony_conf}, "
+            f"this run keeps those above {conf} (another --conf or model card); run with --conf "
+            f"{terms.colony_conf} or fit them on a run at {conf}"
         )
 
 

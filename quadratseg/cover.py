@@ -163,6 +163,9 @@ class CoverCalibration:
     pairs: dict[str, int] = field(default_factory=dict)
     level: str = ""  # the taxonomy level of the pairs it was fitted on ("": not recorded)
     method: str = ""  # the units of the estimates it was fitted on (instance-confidence, ...)
+    # the colony confidence threshold of the run it was fitted on (None: not recorded, or no colony model):
+    # the colonies' units, and so the terms, depend on it
+    colony_conf: float | None = None
     # the terms fitted at each coarser taxonomy level on the same photos, as dicts of these fields
     # (quadratseg.cover_table.fit_calibration); a level without them is regrouped (:func:`regroup`)
     levels: dict[str, dict[str, Any]] = field(default_factory=dict)

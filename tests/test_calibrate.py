@@ -143,6 +143,38 @@ def test_terms_made_for_another_chain_are_refused_before_any_photo(raw_photos, t
         assert not (tmp_path / "out" / "photos").exists() or not any((tmp_path / "out" / "photos").iterdir())
 
 
+class ThresholdedColonies(TrueColonies):
+    """The true colonies from a predictor that states its colony threshold, as SegPredictor does."""
+
+    conf, conf_source = 0.13, "model card"
+
+
+def test_terms_record_the_colony_threshold_and_a_run_at_another_is_refused(raw_photos, tmp_path):
+    """The colonies a model keeps depend on its threshold, and the interval terms on the colonies:
+    terms fitted on a run remember its threshold (run.json), and a run keeping colonies above another
+    one is refused before any photo; the same threshold goes through."""
+    folder, truths, keys, telea = raw_photos
+
+    def models(calibration=None, conf=0.13):
+        segment = ThresholdedColonies(truths)
+        segment.conf = conf
+        return ChainModels(segment, TrueCorners(truths), TrueGrid(truths), telea, calibration=calibration)
+
+    run = tmp_path / "annotated"
+    process_folder(folder, run, models(), "fp")
+    assert json.loads((run / "run.json").read_text())["colony_conf"] == {"conf": 0.13, "source": "model card"}
+    truth_csv = write_truth(tmp_path / "truth.csv", keys, truths)
+    calibrate(str(run), str(truth_csv), out=str(tmp_path / "terms.json"))
+    terms = read_calibration(tmp_path / "terms.json")
+    assert terms.colony_conf == 0.13
+    why = r"kept above confidence 0\.13, this run keeps those above 0\.25"
+    with pytest.raises(QuadratsegError, match=why):
+        process_folder(folder, tmp_path / "other", models(terms, conf=0.25), "fp")
+    assert not (tmp_path / "other" / "photos").exists() or not any((tmp_path / "other" / "photos").iterdir())
+    process_folder(folder, tmp_path / "same", models(terms), "fp2")
+    assert (tmp_path / "same" / "cover.csv").is_file()
+
+
 def test_a_spreadsheets_truth_table_reads_and_a_short_row_is_named(tmp_path):
     table = tmp_path / "truth.csv"
     # Excel's UTF-8 CSV: a byte-order mark, capitalised headers; a photo with no coral has no label

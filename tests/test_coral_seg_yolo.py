@@ -101,7 +101,7 @@ def test_one_epoch_of_training_from_the_layout(tiny_seg_model):
     assert weights.is_file() and result["config"]["model"] == "yolo11n-seg.yaml"
     assert (Path(result["run_dir"]) / "quadratseg_config.json").is_file()
     # the card: trained at 64 px on the synthetic set's 256 px warped quadrats (whole, not tiled),
-    # with the colony threshold measured on the val split (none: one epoch outlines no colony there)
+    # with the colony threshold measured on the val split (None when one epoch outlines no colony)
     card = read_model_card(weights)
     measured = card.pop("conf_measured")
     assert card == {
@@ -111,7 +111,7 @@ def test_one_epoch_of_training_from_the_layout(tiny_seg_model):
         "tile": 0,
         "classes": load_taxonomy().classes("main_family"),
         "level": "main_family",
-        **({} if measured["conf"] is None else {"conf": measured["conf"]}),
+        "conf": measured["conf"],  # None: predictors keep colonies above 0.25
     }
     assert measured["split"] == "val"
 
@@ -224,6 +224,7 @@ def test_predict_methods_and_outputs(tiny_seg_model, synthetic_set, tmp_path):
         doc = json.loads((out / "predictions_coco.json").read_text())
         assert summary["images"] == len(doc["images"]) == len(list((out / "overlays").iterdir()))
         assert {c["name"] for c in doc["categories"]} == set(load_taxonomy().classes("main_family"))
+        assert (summary["conf"], summary["conf_source"]) == (0.001, "given")
     with pytest.raises(QuadratsegError, match="--method"):
         SegPredictor(weights).predict(np.zeros((64, 64, 3), np.uint8), method="magic")
 
