@@ -81,27 +81,42 @@ def ultralytics_validation(
     }
 
 
+def split_label_cache(data_yaml: str | Path, split: str) -> Path | None:
+    """The label cache ultralytics keeps for ``split`` of a YOLO layout (beside the labels of the
+    split's first image, as it finds them), None when the split is not one folder of images."""
+    from ultralytics.data.utils import IMG_FORMATS, check_det_dataset, img2label_paths
+
+    folder = check_det_dataset(str(data_yaml), autodownload=False).get(split)
+    if not isinstance(folder, str) or not Path(folder).is_dir():
+        return None
+    images = sorted(str(p) for p in Path(folder).rglob("*") if p.suffix[1:].lower() in IMG_FORMATS)
+    return Path(img2label_paths(images[:1])[0]).parent.with_suffix(".cache") if images else None
+
+
 @contextmanager
-def label_caches_kept(data_yaml: str | Path) -> Iterator[None]:
-    """Leave the label caches of a YOLO layout (``*.cache`` under its ``path``) as they were: a
-    validation with other scan settings (``single_cls``) rewrites them, and the next ordinary one
-    would rewrite them back; a cache that did not exist is removed."""
-    import yaml
+def label_cache_kept(data_yaml: str | Path, split: str) -> Iterator[None]:
+    """Leave the label cache of ``split`` (:func:`split_label_cache`) as it was: a validation with
+    other scan settings (``single_cls``) rewrites it, and the next ordinary one would rewrite it back
+    (one that did not exist is removed again)."""
+    import shutil
+    import tempfile
 
-    from quadratseg.atomic import atomic_write_bytes
-
-    spec = yaml.safe_load(Path(data_yaml).read_text(encoding="utf-8")) or {}
-    root = Path(data_yaml).parent / str(spec.get("path") or ".")
-    before = {path: path.read_bytes() for path in root.rglob("*.cache")}
-    try:
+    cache = split_label_cache(data_yaml, split)
+    if cache is None:
         yield
-    finally:
-        for path in root.rglob("*.cache"):
-            if path not in before:
-                path.unlink(missing_ok=True)
-        for path, data in before.items():
-            if not path.is_file() or path.read_bytes() != data:
-                atomic_write_bytes(path, data)
+        return
+    with tempfile.TemporaryDirectory() as keep:
+        kept = Path(keep) / cache.name
+        existed = cache.is_file()
+        if existed:
+            shutil.copy2(cache, kept)
+        try:
+            yield
+        finally:
+            if existed:
+                shutil.copy2(kept, cache)
+            else:
+                cache.unlink(missing_ok=True)
 
 
 def colony_threshold(
@@ -140,7 +155,7 @@ def colony_threshold(
         args["imgsz"] = imgsz
     if device != "auto":
         args["device"] = device
-    with label_caches_kept(data):
+    with label_cache_kept(data, split):
         seg = model.val(**args).seg
     if not len(seg.f1_curve):
         raise QuadratsegError(f"no colony in the {split} split of {data}: no threshold can be chosen")

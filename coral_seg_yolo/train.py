@@ -121,7 +121,8 @@ def write_trained_card(
     """
     from coral_seg_yolo.evaluate import colony_threshold
 
-    write_model_card(weights, layout_card(data_yaml, imgsz))
+    # no threshold of an earlier run in this folder survives a measurement that fails
+    write_model_card(weights, {**layout_card(data_yaml, imgsz), "conf": None, "conf_measured": None})
     on = "auto" if device is None else str(device)
     threshold = colony_threshold(str(weights), str(data_yaml), "val", imgsz, Path(out_dir), on)
     if threshold["conf"] is None:

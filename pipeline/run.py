@@ -342,6 +342,12 @@ def check_calibration(models: ChainModels, level: str) -> None:
             f"{method} ones (another --segment or --ensemble); fit them on a run of this chain"
         )
     conf = getattr(models.segment, "conf", None)
+    if terms.fitted and terms.colony_conf is None and conf is not None:
+        logger.warning(
+            "--calibration: the terms record no colony threshold (fitted before one was recorded); "
+            "this run keeps the colonies above %s: use terms fitted at it",
+            conf,
+        )
     if terms.colony_conf is not None and conf is not None and abs(conf - terms.colony_conf) > 1e-9:
         raise QuadratsegError(
             f"--calibration: the terms were fitted on colonies kept above confidence {terms.colony_conf}, "

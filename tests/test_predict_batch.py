@@ -103,6 +103,7 @@ def test_yolo_predict_policy(images, tmp_path, monkeypatch, umask_022):
     class FakeSegPredictor:
         def __init__(self, *args, **kwargs):
             self.names, self.imgsz = {0: "Acropora"}, 640
+            self.conf, self.conf_source = 0.25, "default"
 
         def predict(self, rgb, *args, **kwargs):
             shapes[rgb.shape] = close_to_upright(rgb) if rgb.shape == (HEIGHT, WIDTH, 3) else None
@@ -283,6 +284,8 @@ def test_all_good_images_return_normally(images, tmp_path, monkeypatch):
             {
                 "names": {0: "Acropora"},
                 "imgsz": 640,
+                "conf": 0.25,
+                "conf_source": "default",
                 "__init__": lambda *a, **k: None,
                 "predict": lambda *a: [],
             },
