@@ -39,23 +39,10 @@ def ultralytics_validation(
 ) -> dict[str, Any]:
     """Run ultralytics' validator (on ``device``, ``auto``: its own choice); metrics per class and
     the paths of its plots."""
-    from quadratseg.yolo_train import build_model
+    from quadratseg.yolo_train import run_validator
 
-    model = build_model(weights)
-    args = {
-        "data": data,
-        "split": split,
-        "plots": True,
-        "verbose": False,
-        "project": str(out_dir.resolve()),
-        "name": f"val_{split}",
-        "exist_ok": True,
-    }
-    if imgsz:
-        args["imgsz"] = imgsz
-    if device != "auto":
-        args["device"] = device
-    metrics = model.val(**args)
+    folder = {"project": str(out_dir.resolve()), "name": f"val_{split}", "exist_ok": True}
+    model, metrics = run_validator(weights, data, split, imgsz, device, plots=True, **folder)
     seg, box = metrics.seg, metrics.box
     f1 = 2 * seg.mp * seg.mr / (seg.mp + seg.mr) if (seg.mp + seg.mr) > 0 else 0.0
     names = model.names
@@ -138,25 +125,12 @@ def colony_threshold(
     """
     from ultralytics.utils.metrics import smooth
 
-    from quadratseg.yolo_train import build_model
+    from quadratseg.yolo_train import run_validator
 
-    model = build_model(weights)
-    args = {
-        "data": data,
-        "split": split,
-        "single_cls": True,
-        "plots": False,
-        "verbose": False,
-        "project": str(out_dir.resolve()),
-        "name": f"threshold_{split}",
-        "exist_ok": True,
-    }
-    if imgsz:
-        args["imgsz"] = imgsz
-    if device != "auto":
-        args["device"] = device
+    folder = {"project": str(out_dir.resolve()), "name": f"threshold_{split}", "exist_ok": True}
     with label_cache_kept(data, split):
-        seg = model.val(**args).seg
+        _, metrics = run_validator(weights, data, split, imgsz, device, single_cls=True, **folder)
+    seg = metrics.seg
     if not len(seg.f1_curve):
         raise QuadratsegError(f"no colony in the {split} split of {data}: no threshold can be chosen")
     f1 = smooth(seg.f1_curve.mean(0), 0.1)

@@ -164,15 +164,9 @@ def ultralytics_metrics(
     weights: str, data: str, split: str, imgsz: int | None = None, device: str = "auto"
 ) -> dict[str, float]:
     """Pose mAP from ultralytics' own validator on the prepared split (``device`` auto: its choice)."""
-    from quadratseg.yolo_train import build_model
+    from quadratseg.yolo_train import run_validator
 
-    model = build_model(weights)
-    args = {"data": data, "split": split, "plots": False, "verbose": False}
-    if imgsz:
-        args["imgsz"] = imgsz
-    if device != "auto":
-        args["device"] = device
-    metrics = model.val(**args)
+    _, metrics = run_validator(weights, data, split, imgsz, device)
     return {
         "pose_map50": round(float(metrics.pose.map50), 4),
         "pose_map50_95": round(float(metrics.pose.map), 4),

@@ -88,6 +88,27 @@ def build_model(model: str | Path) -> Any:
     return YOLO(str(path))
 
 
+def run_validator(
+    weights: str | Path,
+    data: str | Path,
+    split: str,
+    imgsz: int | None = None,
+    device: str = "auto",
+    **options: Any,
+) -> tuple[Any, Any]:
+    """(model, metrics) of ultralytics' own validator on a prepared layout's ``split``: at the
+    model's trained size unless ``imgsz``, on its own choice of device unless ``device``, quietly and
+    without plots unless ``options`` (any other validator argument: ``plots``, ``project``,
+    ``single_cls``, ...) say otherwise."""
+    model = build_model(weights)
+    args: dict[str, Any] = {"data": str(data), "split": split, "plots": False, "verbose": False, **options}
+    if imgsz:
+        args["imgsz"] = imgsz
+    if device != "auto":
+        args["device"] = device
+    return model, model.val(**args)
+
+
 def starting_model(
     model_ref: str | Path, from_scratch: bool, models_dir: str | Path
 ) -> tuple[Any, dict[str, Any]]:
