@@ -79,12 +79,19 @@ def stage(ctx: Any) -> dict[str, Any]:
     from quadratseg.cover import cover_from_class_map
     from quadratseg.images import read_image_rgb
     from quadratseg.visualize import draw_polygons
+    from quadratseg.yolo_layout import replace_layout_photos
 
     start = time.perf_counter()
     set_threads(ctx.settings.num_threads)
     root = ctx.out_dir / "mmseg"
     data_root = root / "data"
-    write_mmseg_layout(fo.load_dataset(DATASET), data_root, level=LEVEL, overwrite=True)
+    layout = write_mmseg_layout(fo.load_dataset(DATASET), data_root, level=LEVEL, overwrite=True)
+    # the train and val photos with a grid as the chain's grid removal leaves them (coral_seg_yolo.demo)
+    chain_cleaned = replace_layout_photos(
+        fo.load_dataset(DATASET),
+        ctx.shared.get("grid_removed_training", {}),
+        lambda split, stem: data_root / split / "data" / f"{stem}{layout['img_suffix']}",
+    )
     training = demo_training(getattr(ctx, "world", "simple"))
     epochs = max(1, round(training["epochs"] * ctx.training_scale))
     cfg = cpu_config(CONFIG, data_root, epochs)
@@ -134,7 +141,13 @@ def stage(ctx: Any) -> dict[str, Any]:
     section = ctx.report.section("Coral segmentation (DINOv2_mmseg)")
     section.paragraphs.append(
         f"A tiny DINOv2-shaped ViT/14 (48-dim, 4 blocks) with a SegFormer head, {began} on CPU "
-        f"for {epochs} epochs ({train_seconds:.0f} s) on the grid-free synthetic images, {LEVEL} level, "
+        f"for {epochs} epochs ({train_seconds:.0f} s) on the synthetic train and val photos"
+        + (
+            f" ({chain_cleaned} of them, those with a grid, as the grid-removal stage leaves them)"
+            if chain_cleaned
+            else ", grid-free"
+        )
+        + f", {LEVEL} level, "
         f"with the same code and registry entries as the ViT-B/14 config. On the {len(eval_pairs)} "
         f"images of the {EVAL_SPLIT} split: mIoU "
         f"{metrics['mIoU']} % over the classes present (background included; MMSeg's IoUMetric), "
@@ -183,6 +196,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         "epochs": epochs,
         "start_model": start_model,
         "train_seconds": round(train_seconds, 1),
+        "trained_on_grid_removed": chain_cleaned,
         "refinement": pipeline.refinement,
         "test_colonies": colonies,
         "seconds": round(time.perf_counter() - start, 2),

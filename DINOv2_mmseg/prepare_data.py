@@ -32,7 +32,7 @@ from quadratseg.geometry import PolygonWithHoles, polygons_to_mask
 from quadratseg.images import image_size, write_upright
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import hex_to_rgb
-from quadratseg.yolo_layout import SPLITS, check_split_counts, sample_split
+from quadratseg.yolo_layout import SPLITS, check_split_counts, layout_stem, sample_split
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +90,7 @@ def fiftyone_class_map_images(samples: Any, field: str) -> Iterator[ClassMapImag
             (poly.label, [np.asarray(r, dtype=np.float64) * [w, h] for r in poly.points])
             for poly in (sample[field].polylines if sample[field] is not None else [])
         ]
-        yield ClassMapImage(
-            split, sample.filepath, f"{Path(sample.filepath).stem}_{sample.id[-6:]}", (w, h), colonies
-        )
+        yield ClassMapImage(split, sample.filepath, layout_stem(sample), (w, h), colonies)
 
 
 def write_class_maps(

@@ -19,6 +19,7 @@ from coral_seg_yolo.train import write_trained_card
 from quadratseg.images import read_image_rgb
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import draw_polygons
+from quadratseg.yolo_layout import replace_layout_photos
 from quadratseg.yolo_train import load_experiment, train_yolo
 
 DATASET = "demo_segmentation"
@@ -98,6 +99,17 @@ def _chain_split(samples: Any, data_dir: Path, removed: dict[str, np.ndarray]) -
     return count
 
 
+def as_the_chain_sees_them(samples: Any, data_dir: Path, cleaned: dict[str, np.ndarray]) -> int:
+    """Replace the layout's train and val photos that ``cleaned`` holds (photo name -> (H, W, 3)
+    uint8 RGB, the warped photo with its grid removed by the grid-removal stage) by those images,
+    labels unchanged (:func:`quadratseg.yolo_layout.replace_layout_photos`): the model then learns
+    and picks its colony threshold on photos as the chain gives them to it. Returns how many were
+    replaced."""
+    return replace_layout_photos(
+        samples, cleaned, lambda split, stem: data_dir / "images" / split / f"{stem}.jpg"
+    )
+
+
 def stage(ctx: Any) -> dict[str, Any]:
     """Train, evaluate on the test split, and illustrate the coral segmentation model."""
     import fiftyone as fo
@@ -108,6 +120,9 @@ def stage(ctx: Any) -> dict[str, Any]:
     samples = fo.load_dataset(DATASET)
     root = ctx.out_dir / "coralseg"
     write_seg_layout(samples, root / "data", level=LEVEL, overwrite=True)
+    chain_cleaned = as_the_chain_sees_them(
+        samples, root / "data", ctx.shared.get("grid_removed_training", {})
+    )
     training = demo_training(getattr(ctx, "world", "simple"))
     start_from = training.get("model")
     epochs = max(1, round(training["epochs"] * ctx.training_scale))
@@ -146,7 +161,14 @@ def stage(ctx: Any) -> dict[str, Any]:
     section.paragraphs.append(
         f"YOLO11n-seg {how}"
         f" on CPU for {epochs} epochs at {IMGSZ} px ({train_seconds:.0f} s) "
-        f"on the grid-free synthetic images, {LEVEL} classes. On the {eval_images} images of the "
+        + (
+            f"on the synthetic train and val photos, {chain_cleaned} of them (those with a grid) as the "
+            "grid-removal stage leaves them (the strings inpainted from the grid annotations, as a "
+            "programme's segmentation project holds them), the others without strings, "
+            if chain_cleaned
+            else "on the grid-free synthetic images, "
+        )
+        + f"{LEVEL} classes. On the {eval_images} images of the "
         f"{EVAL_SPLIT} split: mask mAP@0.5 {metrics['mask_map50']}, "
         f"mAP@0.5:0.95 {metrics['mask_map50_95']}, box mAP@0.5 {metrics['box_map50']}, precision "
         f"{metrics['precision']}, recall {metrics['recall']} (ultralytics' validator)."
@@ -214,6 +236,8 @@ def stage(ctx: Any) -> dict[str, Any]:
         "started_from": start_from,
         "imgsz": IMGSZ,
         "train_seconds": round(train_seconds, 1),
+        # train and val photos the model learnt from as the grid-removal stage cleaned them
+        "trained_on_grid_removed": chain_cleaned,
         "colony_threshold": threshold,
         "seconds": round(time.perf_counter() - start, 2),
     }

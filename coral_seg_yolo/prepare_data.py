@@ -33,7 +33,7 @@ from quadratseg.errors import QuadratsegError
 from quadratseg.fiftyone_io import POLYLINES_FIELD, level_field
 from quadratseg.images import read_image_rgb, write_upright
 from quadratseg.taxonomy import load_taxonomy
-from quadratseg.yolo_layout import check_split_counts, make_split_dirs, sample_split
+from quadratseg.yolo_layout import check_split_counts, layout_stem, make_split_dirs, sample_split
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +94,6 @@ def yolo_seg_line(class_id: int, ring_xy: np.ndarray, frame_size: tuple[int, int
     w, h = frame_size
     pts = np.clip(ring_xy / [w, h], 0.0, 1.0)
     return f"{class_id} " + " ".join(f"{v:.6f}" for v in pts.ravel())
-
-
-def layout_stem(sample: Any) -> str:
-    """File stem of a sample's image and label in the layout: its file's stem and id (names repeat
-    across CVAT tasks)."""
-    return f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
 
 
 @dataclass

@@ -25,6 +25,9 @@ from quadratseg.errors import QuadratsegError
 from quadratseg.synth.dataset import export_image_path, load_truth, truth_grid
 
 EVAL_SPLIT = "test"
+# the backend the demo's chain removes grids with (pipeline.demo_process, pipeline.track_demo): the
+# segmentation models learn from photos cleaned by it, as a programme's segmentation project holds them
+CHAIN_BACKEND = "opencv-telea"
 REAL_FOLDERS = ("real_quadrats", "coralnet")
 REAL_MAX_SIDE = 768
 
@@ -97,13 +100,32 @@ def short_fine_tune(ctx: Any, section: Any) -> dict[str, Any] | str:
     return json.loads(json.dumps(result))
 
 
+def cleaned_for_training(
+    pairs: list[tuple[str, Any, Any, Any]], truths: list[dict[str, Any]], backend: Any
+) -> dict[str, Any]:
+    """Photo name -> (H, W, 3) uint8 RGB: the train and val photos whose frame has a grid, cleaned
+    by ``backend`` from their annotated grid keypoints (``pairs``: :func:`load_pairs`), as the
+    grid-removal stage fills a programme's segmentation project. The synthetic export holds each
+    quadrat rendered without its strings, which no photo of a gridded frame ever is: a model
+    trained on those alone meets the inpainting's smooth bands for the first time in the chain."""
+    subset = {t["name"]: t["subset"] for t in truths}
+    kept = [pair for pair in pairs if subset.get(pair[0]) in ("train", "val")]
+    cleaned = remove_grid([p[1] for p in kept], [p[3] for p in kept], backend)
+    return {pair[0]: result.image for pair, result in zip(kept, cleaned, strict=True)}
+
+
 def stage(ctx: Any) -> dict[str, Any]:
     """Score grid removal per backend on the synthetic warped images."""
     start = time.perf_counter()
-    test = [t for t in load_truth(ctx.synthetic_dir) if t["subset"] == EVAL_SPLIT]
+    truths = load_truth(ctx.synthetic_dir)
+    test = [t for t in truths if t["subset"] == EVAL_SPLIT]
     names = {t["name"] for t in test if truth_grid(t) is not None}  # the test photos whose frame has a grid
     gridless = sorted(t["name"] for t in test if truth_grid(t) is None)
-    annotated = [pair for pair in load_pairs(ctx.synthetic_dir) if pair[0] in names]
+    every_pair = load_pairs(ctx.synthetic_dir)
+    annotated = [pair for pair in every_pair if pair[0] in names]
+    ctx.shared["grid_removed_training"] = cleaned_for_training(
+        every_pair, truths, select_backend(CHAIN_BACKEND, ctx.settings)
+    )
     predicted = ctx.shared.get("grid_keypoints")
     said_no_grid = ctx.shared.get("no_grid", {})
     no_grid = {n: r for n, r in said_no_grid.items() if n in names}  # grids the grid model missed

@@ -29,7 +29,7 @@ from quadratseg.fiftyone_io import keypoints_to_pixels
 from quadratseg.formats.keypoints_io import yolo_pose_line
 from quadratseg.images import exif_orientation, write_upright
 from quadratseg.keypoints import quadrat_side_px
-from quadratseg.yolo_layout import check_split_counts, make_split_dirs, sample_split
+from quadratseg.yolo_layout import check_split_counts, layout_stem, make_split_dirs, sample_split
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def write_pose_layout(
                     f"{sample.filepath}: {'no split tag' if split is None else 'no ' + task.field}"
                 )
                 continue
-            stem = f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
+            stem = layout_stem(sample)
             image_target = tmp / "images" / split / f"{stem}{Path(sample.filepath).suffix}"
             if empty:
                 _link_or_upright(sample.filepath, image_target, link)

@@ -399,6 +399,41 @@ def write_upright(source: str | Path, target: str | Path, jpeg_quality: int = 95
     return target
 
 
+def replace_images(targets: dict[str, Path], images: dict[str, np.ndarray], jpeg_quality: int = 95) -> int:
+    """Overwrite the image file ``targets[name]`` with ``images[name]`` ((H, W, 3) uint8 RGB, the
+    size of the upright picture it replaces) for every name both hold, in the file's own format
+    (JPEG at ``jpeg_quality``), each written whole before it takes the old file's place. A training
+    layout's photos are swapped this way for the same photos as an earlier stage leaves them.
+    Returns how many were replaced.
+
+    Raises:
+        QuadratsegError: a target that is not a readable image of the replacing image's size
+            (nothing is replaced then).
+    """
+    from PIL import Image
+
+    from quadratseg.atomic import atomic_write_bytes
+
+    names = [name for name in targets if name in images]
+    for name in names:
+        path, image = Path(targets[name]), images[name]
+        size = image_size(path) if path.is_file() else None
+        if image.ndim != 3 or image.shape[2] != 3 or size != (image.shape[1], image.shape[0]):
+            raise QuadratsegError(
+                f"{path}: no image of {name}'s size {image.shape[1::-1]} to replace (found {size}); "
+                "nothing was replaced"
+            )
+    for name in names:
+        path = Path(targets[name])
+        params = {"quality": jpeg_quality} if path.suffix.lower() in JPEG_SUFFIXES else {}
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(images[name])).save(
+            buffer, format=Image.registered_extensions()[path.suffix.lower()], **params
+        )
+        atomic_write_bytes(path, buffer.getvalue())
+    return len(names)
+
+
 @dataclass(frozen=True)
 class ImageScan:
     """What :func:`scan_images` found: the ``images`` it reads (sorted by relative path), the

@@ -5,6 +5,7 @@ Splits come from FiftyOne sample tags (the CVAT task subsets).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,32 @@ def make_split_dirs(root: Path) -> dict[str, int]:
 def sample_split(sample: Any) -> str | None:
     """The split of a FiftyOne sample (its first train/val/test tag), or None."""
     return next((t for t in SPLITS if t in sample.tags), None)
+
+
+def layout_stem(sample: Any) -> str:
+    """File stem of a FiftyOne sample's image and label in a training layout (YOLO or MMSeg): its
+    file's stem and the end of its id (names repeat across CVAT tasks)."""
+    return f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
+
+
+def replace_layout_photos(
+    samples: Any,
+    images: dict[str, Any],
+    path_of: Callable[[str, str], Path],
+    splits: tuple[str, ...] = ("train", "val"),
+) -> int:
+    """Replace the layout's photos of FiftyOne ``samples`` in ``splits`` that ``images`` holds (CVAT
+    image name -> (H, W, 3) uint8 RGB) by those images (:func:`quadratseg.images.replace_images`);
+    ``path_of(split, stem)`` is a photo's file in the layout (stem: :func:`layout_stem`). Labels
+    are left as they are. Returns how many were replaced."""
+    from quadratseg.images import replace_images
+
+    targets = {
+        sample.cvat_image_name: path_of(split, layout_stem(sample))
+        for split in splits
+        for sample in samples.match_tags(split)
+    }
+    return replace_images(targets, images)
 
 
 def check_split_counts(counts: dict[str, int], what: str) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from coral_seg_yolo.prepare_data import clip_colony_to_box, colony_segment, write_seg_layout
+from coral_seg_yolo.prepare_data import clip_colony_to_box, colony_segment, layout_stem, write_seg_layout
 from coral_seg_yolo.tiles import tile_origins
 from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import polygon_area
@@ -355,3 +355,48 @@ def test_tiled_prediction_takes_its_windows_from_the_model_card(tiny_seg_model, 
         )
     )
     assert (summary["tile"], summary["imgsz"]) == (128, 64)
+
+
+def test_the_demos_model_learns_from_photos_as_the_grid_removal_stage_leaves_them(
+    synthetic_set, coral_dataset, tmp_path
+):
+    """The demo's train and val photos with a grid are replaced by the chain's grid removal of them
+    (from their grid annotations): ultralytics' own dataset then reads those pixels, with the labels
+    the layout wrote; test photos stay as exported."""
+    from ultralytics.data.dataset import YOLODataset
+    from ultralytics.data.utils import check_det_dataset
+
+    from coral_seg_yolo.demo import as_the_chain_sees_them
+    from grid_inpainting.demo import CHAIN_BACKEND, cleaned_for_training
+    from grid_inpainting.evaluate import load_pairs
+    from grid_inpainting.inpaint import select_backend
+    from quadratseg.settings import Settings
+    from quadratseg.synth.dataset import load_truth
+
+    truths = load_truth(synthetic_set)
+    pairs = load_pairs(synthetic_set)
+    cleaned = cleaned_for_training(pairs, truths, select_backend(CHAIN_BACKEND, Settings()))
+    assert set(cleaned) == {t["name"] for t in truths if t["subset"] in ("train", "val")} != set()
+    gridded = {name: image for name, image, _, _ in pairs}
+    root = tmp_path / "seg"
+    write_seg_layout(coral_dataset, root)
+    labels_before = {p.name: p.read_text() for p in root.rglob("labels/*/*.txt")}
+    test_images = {p.name: p.read_bytes() for p in (root / "images" / "test").iterdir()}
+    assert test_images
+    assert as_the_chain_sees_them(coral_dataset, root, cleaned) == len(cleaned)
+    assert {p.name: p.read_text() for p in root.rglob("labels/*/*.txt")} == labels_before
+    assert {p.name: p.read_bytes() for p in (root / "images" / "test").iterdir()} == test_images
+    data = check_det_dataset(str(root / "data.yaml"))
+    names = {layout_stem(s): s.cvat_image_name for s in coral_dataset}
+    for split in ("train", "val"):
+        dataset = YOLODataset(img_path=data[split], data=data, task="segment", imgsz=256, augment=False)
+        for k, path in enumerate(dataset.im_files):
+            name = names[Path(path).stem]
+            image, _, _ = dataset.load_image(k)  # BGR, as ultralytics reads the file
+            seen = image[..., ::-1].astype(float)
+            assert np.abs(seen - cleaned[name]).mean() < 3  # the cleaned photo (JPEG-stored)
+            assert np.abs(seen - gridded[name]).mean() > 3 * np.abs(seen - cleaned[name]).mean()
+            assert len(dataset.labels[k]["segments"]) > 0
+    wrong = {next(iter(cleaned)): np.zeros((8, 8, 3), np.uint8)}
+    with pytest.raises(QuadratsegError, match="to replace"):
+        as_the_chain_sees_them(coral_dataset, root, wrong)

@@ -387,3 +387,28 @@ def test_upright_points_follow_the_pixels_read_upright(orientation):
     upright = _UPRIGHT[orientation](stored) if orientation != 1 else stored
     row, col = np.argwhere(upright[..., 0] == 255)[0]
     assert upright_points(np.array([[11.5, 7.5]]), orientation, (40, 30)).tolist() == [[col + 0.5, row + 0.5]]
+
+
+def test_replace_images_swaps_whole_files_in_their_format_or_none_at_all(tmp_path):
+    """Each target is rewritten in its own format with the new pixels; a target of another size
+    stops the call before any file changes."""
+    from PIL import Image
+
+    from quadratseg.images import replace_images
+
+    old = np.full((6, 8, 3), 10, np.uint8)
+    Image.fromarray(old).save(tmp_path / "a.png")
+    Image.fromarray(old).save(tmp_path / "b.jpg", quality=95)
+    new = np.full((6, 8, 3), 200, np.uint8)
+    targets = {"a": tmp_path / "a.png", "b": tmp_path / "b.jpg", "c": tmp_path / "missing.jpg"}
+    assert replace_images(targets, {"a": new, "b": new}) == 2
+    assert (read_image_rgb(tmp_path / "a.png") == new).all()  # PNG: exact
+    assert np.abs(read_image_rgb(tmp_path / "b.jpg").astype(int) - 200).max() <= 2  # JPEG
+    assert Image.open(tmp_path / "b.jpg").format == "JPEG"
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(QuadratsegError, match="nothing was replaced"):
+        replace_images(targets, {"a": old, "b": np.zeros((8, 6, 3), np.uint8)})  # b turned
+    with pytest.raises(QuadratsegError, match=r"missing\.jpg"):
+        replace_images(targets, {"a": old, "c": old})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg"]  # no temporary left
