@@ -5,6 +5,7 @@ Uses the ``demo_segmentation`` FiftyOne dataset built by the data_engineering st
 
 from __future__ import annotations
 
+import glob
 import time
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,12 @@ import numpy as np
 
 from coral_seg_yolo.evaluate import ultralytics_validation
 from coral_seg_yolo.predictor import DEFAULT_CONF, SegPredictor
-from coral_seg_yolo.prepare_data import layout_stem, write_seg_layout
+from coral_seg_yolo.prepare_data import write_seg_layout
 from coral_seg_yolo.train import write_trained_card
 from quadratseg.images import read_image_rgb
 from quadratseg.taxonomy import load_taxonomy
 from quadratseg.visualize import draw_polygons
-from quadratseg.yolo_layout import replace_layout_photos
+from quadratseg.yolo_layout import layout_stem, replace_layout_photos
 from quadratseg.yolo_train import load_experiment, train_yolo
 
 DATASET = "demo_segmentation"
@@ -105,9 +106,12 @@ def as_the_chain_sees_them(samples: Any, data_dir: Path, cleaned: dict[str, np.n
     labels unchanged (:func:`quadratseg.yolo_layout.replace_layout_photos`): the model then learns
     and picks its colony threshold on photos as the chain gives them to it. Returns how many were
     replaced."""
-    return replace_layout_photos(
-        samples, cleaned, lambda split, stem: data_dir / "images" / split / f"{stem}.jpg"
-    )
+
+    def layout_photo(split: str, stem: str) -> Path:  # the layout keeps each photo's own suffix
+        found = sorted((data_dir / "images" / split).glob(f"{glob.escape(stem)}.*"))
+        return found[0] if found else data_dir / "images" / split / f"{stem}.jpg"
+
+    return replace_layout_photos(samples, cleaned, layout_photo)
 
 
 def stage(ctx: Any) -> dict[str, Any]:

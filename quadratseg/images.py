@@ -407,30 +407,39 @@ def replace_images(targets: dict[str, Path], images: dict[str, np.ndarray], jpeg
     Returns how many were replaced.
 
     Raises:
-        QuadratsegError: a target that is not a readable image of the replacing image's size
-            (nothing is replaced then).
+        QuadratsegError: an image that is not (H, W, 3) uint8, or a target that is not a readable
+            image of its size in a format PIL writes (nothing is replaced then).
     """
     from PIL import Image
 
     from quadratseg.atomic import atomic_write_bytes
 
+    formats = Image.registered_extensions()
     names = [name for name in targets if name in images]
     for name in names:
-        path, image = Path(targets[name]), images[name]
+        path, image = Path(targets[name]), np.asarray(images[name])
         size = image_size(path) if path.is_file() else None
-        if image.ndim != 3 or image.shape[2] != 3 or size != (image.shape[1], image.shape[0]):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise QuadratsegError(
+                f"the image for {path} is {image.dtype} {image.shape}, not (H, W, 3) uint8 RGB; "
+                "nothing was replaced"
+            )
+        if size != (image.shape[1], image.shape[0]) or path.suffix.lower() not in formats:
             raise QuadratsegError(
                 f"{path}: no image of {name}'s size {image.shape[1::-1]} to replace (found {size}); "
                 "nothing was replaced"
             )
+    encoded = {}  # every file encoded before the first is replaced
     for name in names:
         path = Path(targets[name])
         params = {"quality": jpeg_quality} if path.suffix.lower() in JPEG_SUFFIXES else {}
         buffer = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(images[name])).save(
-            buffer, format=Image.registered_extensions()[path.suffix.lower()], **params
+            buffer, format=formats[path.suffix.lower()], **params
         )
-        atomic_write_bytes(path, buffer.getvalue())
+        encoded[path] = buffer.getvalue()
+    for path, data in encoded.items():
+        atomic_write_bytes(path, data)
     return len(names)
 
 

@@ -42,14 +42,25 @@ def replace_layout_photos(
     """Replace the layout's photos of FiftyOne ``samples`` in ``splits`` that ``images`` holds (CVAT
     image name -> (H, W, 3) uint8 RGB) by those images (:func:`quadratseg.images.replace_images`);
     ``path_of(split, stem)`` is a photo's file in the layout (stem: :func:`layout_stem`). Labels
-    are left as they are. Returns how many were replaced."""
+    are left as they are. Returns how many were replaced.
+
+    Raises:
+        QuadratsegError: two samples to replace share a name, or an image does not fit its file
+            (:func:`quadratseg.images.replace_images`); nothing is replaced then.
+    """
     from quadratseg.images import replace_images
 
-    targets = {
-        sample.cvat_image_name: path_of(split, layout_stem(sample))
-        for split in splits
-        for sample in samples.match_tags(split)
-    }
+    targets: dict[str, Path] = {}
+    for sample in samples:
+        split = sample_split(sample)  # the split the layout put it in (its first train/val/test tag)
+        if split not in splits or sample.cvat_image_name not in images:
+            continue
+        if sample.cvat_image_name in targets:
+            raise QuadratsegError(
+                f"two samples are named {sample.cvat_image_name!r}: the images to replace are keyed by "
+                "name, so say which one by renaming the other"
+            )
+        targets[sample.cvat_image_name] = path_of(split, layout_stem(sample))
     return replace_images(targets, images)
 
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import yaml
 
-from coral_seg_yolo.prepare_data import clip_colony_to_box, colony_segment, layout_stem, write_seg_layout
+from coral_seg_yolo.prepare_data import clip_colony_to_box, colony_segment, write_seg_layout
 from coral_seg_yolo.tiles import tile_origins
 from quadratseg.errors import QuadratsegError
 from quadratseg.geometry import polygon_area
 from quadratseg.taxonomy import load_taxonomy
+from quadratseg.yolo_layout import layout_stem
 
 
 def read_labels(root: Path) -> list[list[float]]:

@@ -145,7 +145,7 @@ def test_every_stage_runs_in_the_varied_world(tmp_path):
     assert seg["images"] == 2 and seg["instances"] > 0 and mmseg["images"] == 2
     # the model learnt from its train and val photos with a grid as the chain's grid removal leaves them
     with_grid = [t for t in truths if t["subset"] in ("train", "val") and t["grid_warped_xy"] is not None]
-    assert seg["trained_on_grid_removed"] == len(with_grid) > 0
+    assert seg["trained_on_grid_removed"] == mmseg["trained_on_grid_removed"] == len(with_grid) > 0
     chain = summary["process"]
     assert chain["photos"] == 2 and chain["failed"] == 0
     track = summary["track"]

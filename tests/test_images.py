@@ -410,5 +410,42 @@ def test_replace_images_swaps_whole_files_in_their_format_or_none_at_all(tmp_pat
         replace_images(targets, {"a": old, "b": np.zeros((8, 6, 3), np.uint8)})  # b turned
     with pytest.raises(QuadratsegError, match=r"missing\.jpg"):
         replace_images(targets, {"a": old, "c": old})
+    with pytest.raises(QuadratsegError, match="uint8"):  # a float image after a good one
+        replace_images(targets, {"a": old, "b": new.astype(np.float64)})
+    (tmp_path / "d.unknown").write_bytes((tmp_path / "a.png").read_bytes())
+    before["d.unknown"] = (tmp_path / "d.unknown").read_bytes()
+    with pytest.raises(QuadratsegError, match="nothing was replaced"):  # no format PIL writes
+        replace_images({**targets, "d": tmp_path / "d.unknown"}, {"a": old, "d": old})
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg", "d.unknown"]  # no temporary
+
+
+def test_layout_photos_are_replaced_in_the_split_the_layout_gave_them_and_names_must_be_unique(tmp_path):
+    """A sample goes where ``sample_split`` (its first split tag) put it; two samples to replace
+    under one name stop the call before anything is written."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from quadratseg.yolo_layout import layout_stem, replace_layout_photos
+
+    def sample(name: str, tags: list[str], sid: str):
+        return SimpleNamespace(cvat_image_name=name, tags=tags, filepath=f"/media/{name}", id=sid)
+
+    samples = [sample("a.jpg", ["val", "train"], "000001"), sample("b.jpg", ["test"], "000002")]
+    for s in samples:
+        for split in ("train", "val", "test"):
+            (tmp_path / split).mkdir(exist_ok=True)
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / split / f"{layout_stem(s)}.png")
+    white = np.full((4, 4, 3), 255, np.uint8)
+    count = replace_layout_photos(
+        samples, {"a.jpg": white, "b.jpg": white}, lambda split, stem: tmp_path / split / f"{stem}.png"
+    )
+    assert count == 1
+    replaced = {
+        p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png") if read_image_rgb(p).all()
+    }
+    assert replaced == {"train/a_000001.png"}  # where sample_split puts it; b is a test photo
+    twice = [*samples, sample("a.jpg", ["train"], "000003")]
+    with pytest.raises(QuadratsegError, match="two samples are named"):
+        replace_layout_photos(twice, {"a.jpg": white}, lambda split, stem: tmp_path / split / f"{stem}.png")
