@@ -20,14 +20,11 @@ import time
 from typing import Any
 
 from grid_inpainting.evaluate import evaluate_backends, load_pairs
-from grid_inpainting.inpaint import remove_grid, select_backend
+from grid_inpainting.inpaint import DEMO_CHAIN_BACKEND, remove_grid, select_backend
 from quadratseg.errors import QuadratsegError
 from quadratseg.synth.dataset import export_image_path, load_truth, truth_grid
 
 EVAL_SPLIT = "test"
-# the backend the demo's chain removes grids with (pipeline.demo_process, pipeline.track_demo): the
-# segmentation models learn from photos cleaned by it, as a programme's segmentation project holds them
-CHAIN_BACKEND = "opencv-telea"
 REAL_FOLDERS = ("real_quadrats", "coralnet")
 REAL_MAX_SIDE = 768
 
@@ -124,7 +121,7 @@ def stage(ctx: Any) -> dict[str, Any]:
     every_pair = load_pairs(ctx.synthetic_dir)
     annotated = [pair for pair in every_pair if pair[0] in names]
     ctx.shared["grid_removed_training"] = cleaned_for_training(
-        every_pair, truths, select_backend(CHAIN_BACKEND, ctx.settings)
+        every_pair, truths, select_backend(DEMO_CHAIN_BACKEND, ctx.settings)
     )
     predicted = ctx.shared.get("grid_keypoints")
     said_no_grid = ctx.shared.get("no_grid", {})

@@ -28,6 +28,9 @@ from quadratseg.settings import Settings
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "lama", "opencv-telea", "opencv-ns")
+# the demo's chain removes grids with it (no LaMa weights are shipped) and its segmentation models
+# learn from photos it cleaned (grid_inpainting.demo.cleaned_for_training)
+DEMO_CHAIN_BACKEND = "opencv-telea"
 
 
 class InpaintBackend(Protocol):

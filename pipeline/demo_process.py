@@ -385,8 +385,7 @@ def per_segmenter(groups: dict[str, dict[str, Any]], describe: Any) -> str:
 def stage(ctx: Any) -> dict[str, Any]:
     """Run each segmenter's chain on the raw validation photos (to fit its interval terms) and on the
     raw test photos (scored against the truth)."""
-    from grid_inpainting.demo import CHAIN_BACKEND
-    from grid_inpainting.inpaint import select_backend
+    from grid_inpainting.inpaint import DEMO_CHAIN_BACKEND, select_backend
     from quadratseg.taxonomy import load_taxonomy
 
     start = time.perf_counter()
@@ -399,7 +398,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         segment=segment,
         corners=pose["gridcorners"],
         grid=pose["gridpose"],
-        inpaint=select_backend(CHAIN_BACKEND, ctx.settings),
+        inpaint=select_backend(DEMO_CHAIN_BACKEND, ctx.settings),
     )
     runs = {
         name: calibrated_run(ctx, name, variant, root)

@@ -164,8 +164,7 @@ def true_mask_outputs(years_dir: Path, outs: Sequence[Path], root: Path) -> list
 def stage(ctx: Any) -> dict[str, Any]:
     """Two synthetic years of a few quadrats through the chain with the demo's trained models, then
     ``pipeline.track``; figures against the true lineages."""
-    from grid_inpainting.demo import CHAIN_BACKEND
-    from grid_inpainting.inpaint import select_backend
+    from grid_inpainting.inpaint import DEMO_CHAIN_BACKEND, select_backend
     from pipeline.chain import ChainModels
     from pipeline.run import process_folder
     from pipeline.tracking import track_process_outputs
@@ -190,7 +189,7 @@ def stage(ctx: Any) -> dict[str, Any]:
         segment=segment,
         corners=pose["gridcorners"],
         grid=pose["gridpose"],
-        inpaint=select_backend(CHAIN_BACKEND, ctx.settings),
+        inpaint=select_backend(DEMO_CHAIN_BACKEND, ctx.settings),
     )
     outs = []
     for y in range(YEARS):

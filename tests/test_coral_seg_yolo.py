@@ -368,15 +368,15 @@ def test_the_demos_model_learns_from_photos_as_the_grid_removal_stage_leaves_the
     from ultralytics.data.utils import check_det_dataset
 
     from coral_seg_yolo.demo import as_the_chain_sees_them
-    from grid_inpainting.demo import CHAIN_BACKEND, cleaned_for_training
+    from grid_inpainting.demo import cleaned_for_training
     from grid_inpainting.evaluate import load_pairs
-    from grid_inpainting.inpaint import select_backend
+    from grid_inpainting.inpaint import DEMO_CHAIN_BACKEND, select_backend
     from quadratseg.settings import Settings
     from quadratseg.synth.dataset import load_truth
 
     truths = load_truth(synthetic_set)
     pairs = load_pairs(synthetic_set)
-    cleaned = cleaned_for_training(pairs, truths, select_backend(CHAIN_BACKEND, Settings()))
+    cleaned = cleaned_for_training(pairs, truths, select_backend(DEMO_CHAIN_BACKEND, Settings()))
     assert set(cleaned) == {t["name"] for t in truths if t["subset"] in ("train", "val")} != set()
     gridded = {name: image for name, image, _, _ in pairs}
     root = tmp_path / "seg"
