@@ -66,6 +66,16 @@ def demo_training(world: str) -> dict[str, Any]:
     return {**VARIED_TRAINING, "load_from": str(shipped), "card": card}
 
 
+def as_the_chain_sees_them(samples: Any, data_root: Path, cleaned: dict[str, np.ndarray]) -> int:
+    """Replace the MMSeg layout's train and val photos that ``cleaned`` holds (photo name -> the
+    warped photo with its grid removed by the grid-removal stage) by those images, class maps
+    unchanged (:func:`quadratseg.yolo_layout.replace_layout_photos`; coral_seg_yolo.demo does the
+    same for YOLO). Returns how many were replaced."""
+    from quadratseg.yolo_layout import replace_layout_photos
+
+    return replace_layout_photos(samples, cleaned, lambda split: data_root / split / "data")
+
+
 def stage(ctx: Any) -> dict[str, Any]:
     """Prepare, train, evaluate on the test split and illustrate the DINOv2 + SegFormer model."""
     import fiftyone as fo
@@ -79,19 +89,14 @@ def stage(ctx: Any) -> dict[str, Any]:
     from quadratseg.cover import cover_from_class_map
     from quadratseg.images import read_image_rgb
     from quadratseg.visualize import draw_polygons
-    from quadratseg.yolo_layout import replace_layout_photos
 
     start = time.perf_counter()
     set_threads(ctx.settings.num_threads)
     root = ctx.out_dir / "mmseg"
     data_root = root / "data"
-    layout = write_mmseg_layout(fo.load_dataset(DATASET), data_root, level=LEVEL, overwrite=True)
-    # the train and val photos with a grid as the chain's grid removal leaves them (coral_seg_yolo.demo)
-    chain_cleaned = replace_layout_photos(
-        fo.load_dataset(DATASET),
-        ctx.shared.get("grid_removed_training", {}),
-        lambda split, stem: data_root / split / "data" / f"{stem}{layout['img_suffix']}",
-    )
+    samples = fo.load_dataset(DATASET)
+    write_mmseg_layout(samples, data_root, level=LEVEL, overwrite=True)
+    chain_cleaned = as_the_chain_sees_them(samples, data_root, ctx.shared.get("grid_removed_training", {}))
     training = demo_training(getattr(ctx, "world", "simple"))
     epochs = max(1, round(training["epochs"] * ctx.training_scale))
     cfg = cpu_config(CONFIG, data_root, epochs)

@@ -5,7 +5,6 @@ Uses the ``demo_segmentation`` FiftyOne dataset built by the data_engineering st
 
 from __future__ import annotations
 
-import glob
 import time
 from pathlib import Path
 from typing import Any
@@ -106,12 +105,7 @@ def as_the_chain_sees_them(samples: Any, data_dir: Path, cleaned: dict[str, np.n
     labels unchanged (:func:`quadratseg.yolo_layout.replace_layout_photos`): the model then learns
     and picks its colony threshold on photos as the chain gives them to it. Returns how many were
     replaced."""
-
-    def layout_photo(split: str, stem: str) -> Path:  # the layout keeps each photo's own suffix
-        found = sorted((data_dir / "images" / split).glob(f"{glob.escape(stem)}.*"))
-        return found[0] if found else data_dir / "images" / split / f"{stem}.jpg"
-
-    return replace_layout_photos(samples, cleaned, layout_photo)
+    return replace_layout_photos(samples, cleaned, lambda split: data_dir / "images" / split)
 
 
 def stage(ctx: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Splits come from FiftyOne sample tags (the CVAT task subsets).
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,16 +34,28 @@ def layout_stem(sample: Any) -> str:
     return f"{Path(sample.filepath).stem}_{sample.id[-6:]}"
 
 
+def layout_photo(folder: Path, stem: str) -> Path:
+    """The photo of ``stem`` in a layout's image ``folder`` (the layouts keep each photo's own
+    suffix), or ``folder/stem`` when there is none."""
+    from quadratseg.images import IMAGE_SUFFIXES
+
+    found = sorted(
+        p for p in Path(folder).glob(f"{glob.escape(stem)}.*") if p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    return found[0] if found else Path(folder) / stem
+
+
 def replace_layout_photos(
     samples: Any,
     images: dict[str, Any],
-    path_of: Callable[[str, str], Path],
+    folder_of: Callable[[str], Path],
     splits: tuple[str, ...] = ("train", "val"),
 ) -> int:
     """Replace the layout's photos of FiftyOne ``samples`` in ``splits`` that ``images`` holds (CVAT
     image name -> (H, W, 3) uint8 RGB) by those images (:func:`quadratseg.images.replace_images`);
-    ``path_of(split, stem)`` is a photo's file in the layout (stem: :func:`layout_stem`). Labels
-    are left as they are. Returns how many were replaced.
+    ``folder_of(split)`` is the layout's image folder of a split, where a sample's photo is its
+    :func:`layout_stem` with the suffix the layout gave it. Labels are left as they are. Returns
+    how many were replaced.
 
     Raises:
         QuadratsegError: two samples to replace share a name, or an image does not fit its file
@@ -60,7 +73,7 @@ def replace_layout_photos(
                 f"two samples are named {sample.cvat_image_name!r}: the images to replace are keyed by "
                 "name, so say which one by renaming the other"
             )
-        targets[sample.cvat_image_name] = path_of(split, layout_stem(sample))
+        targets[sample.cvat_image_name] = layout_photo(folder_of(split), layout_stem(sample))
     return replace_images(targets, images)
 
 

@@ -401,3 +401,33 @@ def test_the_demos_model_learns_from_photos_as_the_grid_removal_stage_leaves_the
     wrong = {next(iter(cleaned)): np.zeros((8, 8, 3), np.uint8)}
     with pytest.raises(QuadratsegError, match="to replace"):
         as_the_chain_sees_them(coral_dataset, root, wrong)
+
+    # the MMSeg layout alike, read by MMSeg's registered dataset and its LoadImageFromFile
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+
+    import DINOv2_mmseg.plugins  # noqa: F401  (registers CoralSegDataset)
+    from DINOv2_mmseg.demo import as_the_chain_sees_them as mmseg_as_the_chain_sees_them
+    from DINOv2_mmseg.prepare_data import write_mmseg_layout
+
+    mm_root = tmp_path / "mmseg"
+    write_mmseg_layout(coral_dataset, mm_root)
+    maps_before = {p.name: p.read_bytes() for p in mm_root.rglob("labels/*.png")}
+    assert mmseg_as_the_chain_sees_them(coral_dataset, mm_root, cleaned) == len(cleaned)
+    assert {p.name: p.read_bytes() for p in mm_root.rglob("labels/*.png")} == maps_before
+    init_default_scope("mmseg")
+    for split in ("train", "val"):
+        dataset = DATASETS.build(
+            {
+                "type": "CoralSegDataset",
+                "data_root": str(mm_root),
+                "data_prefix": {"img_path": f"{split}/data", "seg_map_path": f"{split}/labels"},
+                "pipeline": [{"type": "LoadImageFromFile"}],
+            }
+        )
+        assert len(dataset) > 0
+        for item in (dataset[i] for i in range(len(dataset))):
+            name = names[Path(item["img_path"]).stem]
+            seen = item["img"][..., ::-1].astype(float)  # BGR, as MMSeg reads the file
+            assert np.abs(seen - cleaned[name]).mean() < 3
+            assert np.abs(seen - gridded[name]).mean() > 3 * np.abs(seen - cleaned[name]).mean()

@@ -438,9 +438,7 @@ def test_layout_photos_are_replaced_in_the_split_the_layout_gave_them_and_names_
             (tmp_path / split).mkdir(exist_ok=True)
             Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / split / f"{layout_stem(s)}.png")
     white = np.full((4, 4, 3), 255, np.uint8)
-    count = replace_layout_photos(
-        samples, {"a.jpg": white, "b.jpg": white}, lambda split, stem: tmp_path / split / f"{stem}.png"
-    )
+    count = replace_layout_photos(samples, {"a.jpg": white, "b.jpg": white}, lambda split: tmp_path / split)
     assert count == 1
     replaced = {
         p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png") if read_image_rgb(p).all()
@@ -448,4 +446,4 @@ def test_layout_photos_are_replaced_in_the_split_the_layout_gave_them_and_names_
     assert replaced == {"train/a_000001.png"}  # where sample_split puts it; b is a test photo
     twice = [*samples, sample("a.jpg", ["train"], "000003")]
     with pytest.raises(QuadratsegError, match="two samples are named"):
-        replace_layout_photos(twice, {"a.jpg": white}, lambda split, stem: tmp_path / split / f"{stem}.png")
+        replace_layout_photos(twice, {"a.jpg": white}, lambda split: tmp_path / split)
