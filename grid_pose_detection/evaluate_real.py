@@ -1,6 +1,7 @@
 """CLI: a corner model on real photo-quadrats with hand-annotated corners (frame found, corner error).
 
     python -m grid_pose_detection.evaluate_real best.pt [--photos DIR] [--out real_frames.json] [--no-refine]
+        [--ablate 0-2.8:dark,5.5-15:silver,0-2.8:dark+5.5-15:silver]
 
 ``DIR`` holds the photos and a ``corners.json`` of hand corners (the inner corners TL, TR, BR, BL of each
 photo, pixel-corner coordinates of the file as stored, before any EXIF orientation; the layout of
@@ -18,7 +19,15 @@ that cannot be read or matched is a row with its reason; it does not stop the ot
 
 The summary (``summary``, and :func:`real_frames` for the demo's ``summary.json``) gives ``photos``,
 ``found``, ``within_1_5pct`` (photos found and within 1.5 %), ``mean_error_pct`` (over the photos
-found; None when none was) and ``weights``.
+found; None when none was) and ``weights``; ``mean_side_offsets_pct`` says where the sides lie (top,
+right, bottom, left: the signed distance of each predicted side's middle from the hand side, outward
+positive, % of the side, :func:`side_offsets`; each row has its own).
+
+``--ablate`` asks what of a frame misleads a model: the photos are predicted again with bands around
+their hand quadrat painted flat or blurred (``NEAR-FAR:FILL``, % of the side outside the quadrat, e.g.
+``0-2.8:dark`` paints a tube frame's graduated strip dark, ``5.5-15:silver`` all beyond its tube
+silver; :func:`parse_ablations`), each ablation's figures under ``ablations``. The hand corners place
+the bands: a diagnosis of a model, never a measure of it.
 """
 
 from __future__ import annotations
@@ -32,6 +41,10 @@ import numpy as np
 from quadratseg.errors import QuadratsegError
 
 WITHIN_SHARE = 0.015  # a corner set "within": mean corner error at most 1.5 % of the quadrat side
+# what an ablation paints a band with (--ablate): flat colours of the two looks a frame's parts take
+# (a dark strip or tape, a silver tube or tape) and a blur that keeps colour and takes texture and edges
+ABLATION_FILLS = {"dark": (60, 70, 70), "silver": (200, 205, 210), "blur": None}
+BLUR_SHARE = 0.01  # the blur's sigma as a share of the quadrat side
 REAL_SUBFOLDER = Path("real_quadrats") / "coralscop"
 CORNERS_FILE = "corners.json"
 
@@ -144,6 +157,29 @@ def corner_error(predicted_xy: np.ndarray, truth_xy: np.ndarray) -> tuple[float,
     return mean, mean / quadrat_side(t)
 
 
+def side_offsets(predicted_xy: np.ndarray, truth_xy: np.ndarray) -> np.ndarray:
+    """Signed distances (4,) of the predicted sides' middles from the true sides (top, right, bottom,
+    left), outward positive, as shares of the true quadrat's side; NaN when a corner is missing.
+
+    Examples:
+        >>> truth = np.array([[0, 0], [100, 0], [100, 100], [0, 100]], dtype=float)
+        >>> side_offsets(truth + [[-1, -2], [1, -2], [1, 3], [-1, 3]], truth).round(3).tolist()
+        [0.02, 0.01, 0.03, 0.01]
+    """
+    p, t = np.asarray(predicted_xy, dtype=np.float64), np.asarray(truth_xy, dtype=np.float64)
+    if p.shape != (4, 2) or not np.isfinite(p).all():
+        return np.full(4, np.nan)
+    centre, side = t.mean(axis=0), quadrat_side(t)
+    out = np.empty(4)
+    for i in range(4):
+        a, b = t[i], t[(i + 1) % 4]
+        normal = np.array([b[1] - a[1], a[0] - b[0]]) / np.linalg.norm(b - a)
+        if np.dot(normal, (a + b) / 2 - centre) < 0:
+            normal = -normal
+        out[i] = np.dot((p[i] + p[(i + 1) % 4]) / 2 - (a + b) / 2, normal) / side
+    return out
+
+
 def photo_row(name: str, prediction: Any, truth_xy: np.ndarray) -> dict[str, Any]:
     """One photo's row from a corners :class:`~grid_pose_detection.predictor.PosePrediction`."""
     found = prediction.homography is not None
@@ -157,6 +193,7 @@ def photo_row(name: str, prediction: Any, truth_xy: np.ndarray) -> dict[str, Any
         "mean_error_px": None if not np.isfinite(mean_px) else round(mean_px, 2),
         "mean_error_pct": None if not np.isfinite(share) else round(100 * share, 3),
         "within_1_5pct": bool(found and np.isfinite(share) and share <= WITHIN_SHARE),
+        "side_offsets_pct": _pct_or_none(side_offsets(corners, truth_xy)),
         "refined": None if prediction.refined is None else prediction.refined.tolist(),
         "side_straightness": (
             None
@@ -166,10 +203,18 @@ def photo_row(name: str, prediction: Any, truth_xy: np.ndarray) -> dict[str, Any
     }
 
 
-def evaluate_photos(predictor: Any, folder: str | Path) -> list[dict[str, Any]]:
+def _pct_or_none(shares: np.ndarray) -> list[float] | None:
+    return None if not np.isfinite(shares).all() else np.round(100 * shares, 2).tolist()
+
+
+def evaluate_photos(
+    predictor: Any, folder: str | Path, ablation: list[tuple[float, float, str]] | None = None
+) -> list[dict[str, Any]]:
     """Rows (see :func:`photo_row`) of every photo of ``folder/corners.json``, predicted one by one with
     ``predictor`` (a corners :class:`~grid_pose_detection.predictor.PosePredictor`); a photo that cannot
-    be read or predicted is a row with ``found`` False and its reason."""
+    be read or predicted is a row with ``found`` False and its reason. ``ablation`` (see
+    :func:`parse_ablations`): the bands around each photo's hand quadrat painted before the model sees
+    it (:func:`ablate_photo`)."""
     from quadratseg.images import read_image_rgb
 
     folder = Path(folder)
@@ -178,6 +223,8 @@ def evaluate_photos(predictor: Any, folder: str | Path) -> list[dict[str, Any]]:
         try:
             truth = upright_hand_corners(folder / name, entry["corners"], entry["size"])
             image = read_image_rgb(folder / name)
+            if ablation:
+                image = ablate_photo(image, truth, ablation)
             (prediction,) = predictor.predict([image])
         except (OSError, ValueError, QuadratsegError) as exc:
             rows.append(
@@ -189,6 +236,7 @@ def evaluate_photos(predictor: Any, folder: str | Path) -> list[dict[str, Any]]:
                     "mean_error_px": None,
                     "mean_error_pct": None,
                     "within_1_5pct": False,
+                    "side_offsets_pct": None,
                     "refined": None,
                     "side_straightness": None,
                 }
@@ -196,6 +244,73 @@ def evaluate_photos(predictor: Any, folder: str | Path) -> list[dict[str, Any]]:
             continue
         rows.append(photo_row(name, prediction, truth))
     return rows
+
+
+def parse_ablations(spec: Any) -> list[tuple[str, list[tuple[float, float, str]]]]:
+    """The ablations of ``--ablate``: ``(name, [(near, far, fill), ...])`` each, bands in shares of the side.
+
+    ``spec``: ablations separated by commas (a string, or the tuple the command line makes of one),
+    each one or more ``NEAR-FAR:FILL`` bands joined by ``+``; ``NEAR`` and ``FAR`` in % of the quadrat
+    side outside its hand corners (:func:`quadratseg.warp.band_outside_quadrat`), ``FILL`` one of
+    :data:`ABLATION_FILLS`.
+
+    Raises:
+        QuadratsegError: a band that does not read so (the message shows the form).
+
+    Examples:
+        >>> parse_ablations("0-2.8:dark,0-2.8:dark+5.5-15:silver")[1]
+        ('0-2.8:dark+5.5-15:silver', [(0.0, 0.028, 'dark'), (0.055, 0.15, 'silver')])
+    """
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+    out = []
+    for name in names:
+        bands = []
+        for band in name.split("+"):
+            try:
+                span, fill = band.split(":")
+                near, far = (round(float(v) / 100.0, 6) for v in span.split("-"))
+            except ValueError:
+                raise QuadratsegError(
+                    f"--ablate: cannot read {band!r}; write NEAR-FAR:FILL with NEAR and FAR in % of the side "
+                    f"outside the quadrat and FILL one of {', '.join(ABLATION_FILLS)} (e.g. 0-2.8:dark), "
+                    "bands of one ablation joined by +, ablations by commas"
+                ) from None
+            if fill not in ABLATION_FILLS or not 0.0 <= near < far:
+                raise QuadratsegError(
+                    f"--ablate: {band!r} needs 0 <= NEAR < FAR and FILL one of {', '.join(ABLATION_FILLS)}"
+                )
+            bands.append((near, far, fill))
+        out.append((name, bands))
+    return out
+
+
+def ablate_photo(
+    image_rgb: np.ndarray, corners_xy: np.ndarray, bands: list[tuple[float, float, str]]
+) -> np.ndarray:
+    """A copy of a photo (H, W, 3) uint8 with each band around its quadrat (``corners_xy`` (4, 2) px, TL TR
+    BR BL) painted: flat with an :data:`ABLATION_FILLS` colour, or blurred (sigma ``BLUR_SHARE`` of the
+    side) for ``blur``; bands in order, a later one over an earlier one."""
+    import cv2
+
+    from quadratseg.warp import band_outside_quadrat
+
+    out = np.array(image_rgb, copy=True)
+    for near, far, fill in bands:
+        mask = band_outside_quadrat(out.shape[:2], corners_xy, near, far)
+        if ABLATION_FILLS[fill] is None:
+            sigma = max(1.0, BLUR_SHARE * quadrat_side(corners_xy))
+            out[mask] = cv2.GaussianBlur(out, (0, 0), sigma)[mask]
+        else:
+            out[mask] = ABLATION_FILLS[fill]
+    return out
+
+
+def mean_side_offsets(rows: list[dict[str, Any]]) -> list[float] | None:
+    """Mean signed side offsets (% of the side: top, right, bottom, left, outward positive) over the rows
+    whose frame was found; None when none was."""
+    found = [r["side_offsets_pct"] for r in rows if r["found"] and r.get("side_offsets_pct") is not None]
+    return np.round(np.mean(found, axis=0), 2).tolist() if found else None
 
 
 def summarize(rows: list[dict[str, Any]], weights: str | None) -> dict[str, Any]:
@@ -234,6 +349,7 @@ def evaluate_real(
     conf: float | None = None,
     kpt_conf: float | None = None,
     imgsz: int | None = None,
+    ablate: Any = None,
 ) -> str:
     """Evaluate a corner model on real photos with hand corners (see the module docstring).
 
@@ -246,6 +362,10 @@ def evaluate_real(
         conf: box confidence threshold (default: the card's, else 0.25).
         kpt_conf: keypoint confidence threshold (default: the card's, else 0.5).
         imgsz: inference size (default: the training size).
+        ablate: what of a frame misleads the model: the photos again with bands around their hand
+            quadrat painted (:func:`parse_ablations`, e.g. ``0-2.8:dark,5.5-15:silver``), each ablation's
+            figures under ``ablations``. The hand corners place the bands, so this diagnoses a model;
+            it is no measure of one.
 
     Returns:
         The summary and per-photo rows as JSON.
@@ -270,7 +390,21 @@ def evaluate_real(
         device=device(),
         refine=refine,
     )
+    ablations = parse_ablations(ablate) if ablate is not None else []
     result = real_frames(predictor, weights, folder)
+    result["mean_side_offsets_pct"] = mean_side_offsets(result["rows"])
+    if ablations:
+        result["ablations"] = []
+        for name, bands in ablations:
+            rows = evaluate_photos(predictor, folder, bands)
+            result["ablations"].append(
+                {
+                    "ablation": name,
+                    **summarize(rows, None),
+                    "mean_side_offsets_pct": mean_side_offsets(rows),
+                    "rows": rows,
+                }
+            )
     result["refine"] = bool(refine)
     result["within_share"] = WITHIN_SHARE
     result["photos_folder"] = str(folder)

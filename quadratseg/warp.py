@@ -141,3 +141,43 @@ def warp_quadrat(
     """
     homography = quadrat_homography(corners_xy, output_size)
     return warp_image(image, homography, output_size), homography
+
+
+def band_outside_quadrat(
+    shape_hw: tuple[int, int], corners_xy: np.ndarray, near: float, far: float
+) -> np.ndarray:
+    """Pixels (H, W) bool of an image whose centres lie outside the quadrat by more than ``near`` and
+    at most ``far`` of its side: the frame's bars and what lies beyond them, as bands around it.
+
+    The distance is measured in the quadrat's own plane, the quadrat its unit square (the warp of
+    :func:`quadrat_homography`), so a bar of the frame is a band of one width however the camera looked
+    at it: the largest of a pixel's distances beyond the four sides (a square-cornered band), beyond
+    the left and right sides as a share of the quadrat's width, beyond the top and bottom of its
+    height. Pixels on the far side of the camera's horizon of that plane are never in a band.
+
+    Args:
+        shape_hw: (height, width) of the image.
+        corners_xy: (4, 2) TL, TR, BR, BL in image pixels (pixel-corner coordinates).
+        near, far: the band's inner and outer distance from the quadrat, shares of its side,
+            ``0 <= near < far``.
+
+    Raises:
+        ValueError: ``near`` or ``far`` out of order or negative.
+
+    Examples:
+        >>> square = np.array([[10, 10], [30, 10], [30, 30], [10, 30]], float)
+        >>> band = band_outside_quadrat((40, 40), square, 0.0, 0.25)  # 5 px beyond each side
+        >>> int(band.sum()), bool(band[20, 32]), bool(band[20, 36]), bool(band[20, 20])
+        (500, True, False, False)
+    """
+    if not 0.0 <= near < far:
+        raise ValueError(f"a band needs 0 <= near < far (shares of the side), got near={near}, far={far}")
+    homography = quadrat_homography(np.asarray(corners_xy, dtype=np.float64).reshape(4, 2), (1, 1))
+    h, w = shape_hw
+    yy, xx = np.mgrid[0:h, 0:w]
+    pts = np.stack([xx + 0.5, yy + 0.5, np.ones_like(xx, dtype=np.float64)], axis=-1) @ homography.T
+    ahead = pts[..., 2] > 0  # same side of the horizon as the quadrat
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u, v = pts[..., 0] / pts[..., 2], pts[..., 1] / pts[..., 2]
+    beyond = np.maximum.reduce([-u, u - 1.0, -v, v - 1.0])
+    return ahead & (beyond > near) & (beyond <= far)

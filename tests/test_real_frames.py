@@ -329,3 +329,80 @@ def test_the_frame_check_of_the_model_card_is_the_one_applied(real_folder, hand,
     write_model_card(weights, {"task": "gridcorners", "frame_check": {**strict, "sides_needed": 7}})
     with pytest.raises(QuadratsegError, match="frame_check"):
         PosePredictor(weights, get_task("gridcorners"), warp_size=256)
+
+
+class SeeingPointsModel(PointsModel):
+    """PointsModel that keeps the photos it was shown (RGB)."""
+
+    def __init__(self, answers, kpt_conf=0.8):
+        super().__init__(answers, kpt_conf)
+        self.seen = []
+
+    def predict(self, images_bgr, **kwargs):
+        self.seen.extend(np.ascontiguousarray(img[..., ::-1]) for img in images_bgr)
+        return super().predict(images_bgr, **kwargs)
+
+
+def test_an_ablation_shows_the_model_each_photo_with_its_bands_painted(
+    real_folder, hand, monkeypatch, tmp_path
+):
+    """``--ablate``: after the plain run, the model sees every photo again with the band around its hand
+    quadrat painted (flat colour inside the band, every other pixel as read) and the figures of each run
+    are its own: a model that answers the hand corners on the plain photos and corners 2 % of the side
+    outward on the painted ones is 0 % off, then 2 % off with each side 2 % out."""
+    from grid_pose_detection.evaluate_real import ABLATION_FILLS
+    from quadratseg.images import read_image_rgb
+    from quadratseg.warp import band_outside_quadrat
+
+    names = list(hand)
+    outward = [c.mean(0) + (c - c.mean(0)) * 1.04 for c in hand.values()]  # each side 2 % of the side out
+    model = SeeingPointsModel(list(hand.values()) + outward)
+    result = run_real(model, monkeypatch, real_folder, tmp_path, refine=False, ablate="0-2.8:dark")
+    assert (result["within_1_5pct"], result["mean_error_pct"]) == (7, 0.0)
+    assert result["mean_side_offsets_pct"] == [0.0, 0.0, 0.0, 0.0]
+    (ablation,) = result["ablations"]
+    assert ablation["ablation"] == "0-2.8:dark" and ablation["found"] == 7 and ablation["within_1_5pct"] == 0
+    assert ablation["mean_side_offsets_pct"] == pytest.approx([2.0] * 4, abs=0.05)
+    assert all(r["side_offsets_pct"] == pytest.approx([2.0] * 4, abs=0.05) for r in ablation["rows"])
+    assert len(model.seen) == 14
+    for name, plain, painted in zip(names, model.seen[:7], model.seen[7:], strict=True):
+        photo = read_image_rgb(real_folder / name)
+        band = band_outside_quadrat(photo.shape[:2], hand[name], 0.0, 0.028)
+        assert np.array_equal(plain, photo)
+        assert 0.02 < band.mean() < 0.2
+        assert (painted[band] == ABLATION_FILLS["dark"]).all()
+        assert np.array_equal(painted[~band], photo[~band])
+
+
+def test_an_ablation_that_does_not_read_is_refused_before_any_photo_is_predicted(
+    real_folder, hand, monkeypatch, tmp_path
+):
+    for spec, says in (
+        ("0-2.8", "NEAR-FAR:FILL"),
+        ("3-1:dark", "NEAR < FAR"),
+        ("0-2:paint", "dark, silver, blur"),
+    ):
+        model = PointsModel(list(hand.values()))
+        with pytest.raises(QuadratsegError, match=says):
+            run_real(model, monkeypatch, real_folder, tmp_path, ablate=spec)
+        assert model.calls == []
+
+
+@pytest.mark.slow
+def test_the_shipped_frame_model_is_led_outward_by_the_real_rigs_strip_and_what_lies_beyond_its_tube(
+    real_folder, tmp_path
+):
+    """The diagnosis docs/training.md records, through the command: the shipped frame model's sides lie
+    outward of the real tube frame's inner edges (top, bottom and left by over 2.5 % of the side); with
+    the graduated strip (0-2.8 % of the side outside the hand quadrat) painted dark and everything beyond
+    the tube (5.5-15 %) silver, its corners come within half the distance and some within 1.5 %."""
+    from grid_pose_detection.frame_model import shipped_frame_model
+
+    result = json.loads(
+        evaluate_real(str(shipped_frame_model()), photos=str(real_folder), ablate="0-2.8:dark+5.5-15:silver")
+    )
+    top, _, bottom, left = result["mean_side_offsets_pct"]
+    assert min(top, bottom, left) > 2.5 and result["within_1_5pct"] == 0
+    (ablation,) = result["ablations"]
+    assert ablation["mean_error_pct"] < 0.5 * result["mean_error_pct"]
+    assert ablation["within_1_5pct"] >= 3

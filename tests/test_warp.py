@@ -4,6 +4,7 @@ import pytest
 from quadratseg.errors import DegenerateQuadrilateralError
 from quadratseg.warp import (
     DEFAULT_WARP_SIZE,
+    band_outside_quadrat,
     check_quadrilateral,
     quadrat_homography,
     transform_points,
@@ -100,3 +101,21 @@ def test_the_homography_puts_analytic_points_on_their_place():
 def test_degenerate_corners_are_refused(corners, message):
     with pytest.raises(DegenerateQuadrilateralError, match=message):
         check_quadrilateral(np.array(corners, dtype=float))
+
+
+def test_a_band_around_the_quadrat_is_measured_in_its_own_plane():
+    """A frame's bar is one width in the quadrat's plane however the camera tilts: points of the plane a
+    known share of the side beyond a side are in the band that holds that share, not in the next one;
+    the quadrat itself and the far side of the horizon never are."""
+    side = 400.0  # the plane: a 400 x 400 quadrat at the origin, seen through the photo's homography
+    to_photo = np.linalg.inv(quadrat_homography(CORNERS, (side, side)))
+    shape = (520, 680)
+    for near, far in ((0.0, 0.03), (0.03, 0.06), (0.06, 0.15)):
+        band = band_outside_quadrat(shape, CORNERS, near, far)
+        for share, inside in ((near + 0.25 * (far - near), True), (far + 0.01, False), (-0.05, False)):
+            plane = np.array([[side * 0.5, -share * side], [side * (1 + share), side * 0.4]])
+            x, y = transform_points(plane, to_photo).T
+            assert band[int(y[0]), int(x[0])] == inside
+            assert band[int(y[1]), int(x[1])] == inside
+    with pytest.raises(ValueError, match="near < far"):
+        band_outside_quadrat(shape, CORNERS, 0.05, 0.02)
