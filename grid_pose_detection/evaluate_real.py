@@ -261,8 +261,10 @@ def parse_ablations(spec: Any) -> list[tuple[str, list[tuple[float, float, str]]
         >>> parse_ablations("0-2.8:dark,0-2.8:dark+5.5-15:silver")[1]
         ('0-2.8:dark+5.5-15:silver', [(0.0, 0.028, 'dark'), (0.055, 0.15, 'silver')])
     """
-    items = [spec] if isinstance(spec, str) else list(spec)
+    items = list(spec) if isinstance(spec, list | tuple) else [spec]
     names = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+    if not names:
+        raise QuadratsegError("--ablate: no ablation given; write NEAR-FAR:FILL (e.g. 0-2.8:dark)")
     out = []
     for name in names:
         bands = []
@@ -349,7 +351,7 @@ def evaluate_real(
     conf: float | None = None,
     kpt_conf: float | None = None,
     imgsz: int | None = None,
-    ablate: Any = None,
+    ablate: str | None = None,
 ) -> str:
     """Evaluate a corner model on real photos with hand corners (see the module docstring).
 
@@ -375,6 +377,7 @@ def evaluate_real(
     from quadratseg.atomic import atomic_write_json
     from quadratseg.cli import current_settings, device, weights_path
 
+    ablations = parse_ablations(ablate) if ablate is not None else []  # refused before the model loads
     weights = weights_path(weights)
     folder = Path(photos) if photos else default_photos_folder(current_settings())
     if not folder.is_dir():
@@ -390,7 +393,6 @@ def evaluate_real(
         device=device(),
         refine=refine,
     )
-    ablations = parse_ablations(ablate) if ablate is not None else []
     result = real_frames(predictor, weights, folder)
     result["mean_side_offsets_pct"] = mean_side_offsets(result["rows"])
     if ablations:

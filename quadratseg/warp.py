@@ -172,12 +172,18 @@ def band_outside_quadrat(
     """
     if not 0.0 <= near < far:
         raise ValueError(f"a band needs 0 <= near < far (shares of the side), got near={near}, far={far}")
-    homography = quadrat_homography(np.asarray(corners_xy, dtype=np.float64).reshape(4, 2), (1, 1))
+    c = np.asarray(corners_xy, dtype=np.float64).reshape(4, 2)
+    homography = quadrat_homography(c, (1, 1))
+    if (homography @ np.r_[c.mean(axis=0), 1.0])[2] < 0:  # the quadrat's side of the horizon: w > 0
+        homography = -homography
     h, w = shape_hw
-    yy, xx = np.mgrid[0:h, 0:w]
-    pts = np.stack([xx + 0.5, yy + 0.5, np.ones_like(xx, dtype=np.float64)], axis=-1) @ homography.T
-    ahead = pts[..., 2] > 0  # same side of the horizon as the quadrat
+    x = (np.arange(w, dtype=np.float32) + 0.5)[None, :]
+    y = (np.arange(h, dtype=np.float32) + 0.5)[:, None]
+    m = homography.astype(np.float32)
+    den = m[2, 0] * x + m[2, 1] * y + m[2, 2]
+    ahead = den > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        u, v = pts[..., 0] / pts[..., 2], pts[..., 1] / pts[..., 2]
-    beyond = np.maximum.reduce([-u, u - 1.0, -v, v - 1.0])
+        u = (m[0, 0] * x + m[0, 1] * y + m[0, 2]) / den
+        v = (m[1, 0] * x + m[1, 1] * y + m[1, 2]) / den
+    beyond = np.maximum(np.maximum(-u, u - 1.0), np.maximum(-v, v - 1.0))
     return ahead & (beyond > near) & (beyond <= far)

@@ -119,3 +119,16 @@ def test_a_band_around_the_quadrat_is_measured_in_its_own_plane():
             assert band[int(y[1]), int(x[1])] == inside
     with pytest.raises(ValueError, match="near < far"):
         band_outside_quadrat(shape, CORNERS, 0.05, 0.02)
+
+
+def test_a_band_keeps_to_the_quadrats_side_of_the_horizon():
+    """A steep view whose horizon runs between the photo's first pixel and the quadrat: the band is the
+    one around the quadrat, and no pixel beyond the horizon (where the plane's mapping turns over) is in
+    it, however wide the band."""
+    steep = np.array([[40.0, 50.0], [60.0, 50.0], [100.0, 100.0], [0.0, 100.0]])  # horizon at y = 37.5
+    band = band_outside_quadrat((120, 100), steep, 0.0, 0.25)
+    assert not band[75, 52]  # the quadrat itself
+    assert band[105, 50] and band[75, 10]  # below the bottom bar, left of the left one
+    assert band.sum() > 1000
+    wide = band_outside_quadrat((120, 100), steep, 0.0, 50.0)
+    assert not wide[:37].any() and wide[38:].any()
