@@ -158,8 +158,8 @@ def band_outside_quadrat(
     Args:
         shape_hw: (height, width) of the image.
         corners_xy: (4, 2) TL, TR, BR, BL in image pixels (pixel-corner coordinates).
-        near, far: the band's inner and outer distance from the quadrat, shares of its side,
-            ``0 <= near < far``.
+        near: the band's inner distance from the quadrat, a share of its side, ``0 <= near < far``.
+        far: the band's outer distance from the quadrat, a share of its side.
 
     Raises:
         ValueError: ``near`` or ``far`` out of order or negative.
