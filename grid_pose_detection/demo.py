@@ -185,8 +185,9 @@ def real_frames_summary(ctx: Any, corner_model: PosePredictor) -> dict[str, Any]
     """The frame model the project recommends to a new user (the shipped one,
     :data:`grid_pose_detection.frame_model.SHIPPED_WEIGHTS`) on the real photos with hand corners
     (``shared_data/real_quadrats/coralscop``): ``{"photos", "found", "within_1_5pct", "mean_error_pct",
-    "weights", "reasons"}`` (``reasons``: why each photo without a frame has none), with the same figures
-    of the demo's own corner model under ``demo_model``; None when the shared data is absent."""
+    "weights", "mean_side_offsets_pct", "reasons"}`` (``reasons``: why each photo without a frame has
+    none), with the same figures of the demo's own corner model under ``demo_model``; None when the
+    shared data is absent."""
     root = getattr(ctx, "shared_data", None)
     folder = None if root is None else Path(root) / REAL_SUBFOLDER
     if folder is None or not (folder / "corners.json").is_file():
@@ -286,13 +287,21 @@ def stage(ctx: Any) -> dict[str, Any]:
     ctx.shared["no_grid"] = no_grid
     real = real_frames_summary(ctx, corner_model)
     if real is not None:
+        offsets = real.get("mean_side_offsets_pct")
+        sides = (
+            "; its sides' middles lie "
+            + ", ".join(f"{v:+.1f}" for v in offsets)
+            + " % of the side outward of the hand sides (top, right, bottom, left)"
+            if offsets
+            else ""
+        )
         section.paragraphs.append(
             f"On {real['photos']} real photo-quadrats with hand corners (metal tube frames, never trained "
             "on), the frame model the project ships (trained on the varied world alone): a frame found on "
             f"{real['found']}, within 1.5 % of the side on {real['within_1_5pct']} (mean corner error "
-            f"{real['mean_error_pct']} % of the side over the frames found); the demo's corner model: "
-            f"{real['demo_model']['found']} and {real['demo_model']['within_1_5pct']}. Target for a frame "
-            "model trained on the varied world: 6 of 7."
+            f"{real['mean_error_pct']} % of the side over the frames found{sides}); the demo's corner "
+            f"model: {real['demo_model']['found']} and {real['demo_model']['within_1_5pct']}. Target for a "
+            "frame model trained on the varied world: 6 of 7."
         )
     if gridless:
         section.paragraphs.append(

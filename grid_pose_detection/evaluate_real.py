@@ -338,9 +338,14 @@ def default_photos_folder(settings: Any = None) -> Path:
 
 def real_frames(predictor: Any, weights: str | Path | None, folder: str | Path) -> dict[str, Any]:
     """The summary of a corners predictor on the real photos of ``folder`` (for ``summary.json``'s
-    ``grid_pose_detection.real_frames``), with the per-photo rows under ``rows``."""
+    ``grid_pose_detection.real_frames``: :func:`summarize`'s figures and where the sides lie,
+    ``mean_side_offsets_pct``), with the per-photo rows under ``rows``."""
     rows = evaluate_photos(predictor, folder)
-    return {**summarize(rows, None if weights is None else str(weights)), "rows": rows}
+    return {
+        **summarize(rows, None if weights is None else str(weights)),
+        "mean_side_offsets_pct": mean_side_offsets(rows),
+        "rows": rows,
+    }
 
 
 def evaluate_real(
@@ -394,7 +399,6 @@ def evaluate_real(
         refine=refine,
     )
     result = real_frames(predictor, weights, folder)
-    result["mean_side_offsets_pct"] = mean_side_offsets(result["rows"])
     if ablations:
         result["ablations"] = []
         for name, bands in ablations:

@@ -164,7 +164,10 @@ def test_the_demo_reports_the_shipped_frame_model_and_its_own_on_the_real_photos
         "weights": str(SHIPPED_WEIGHTS),
     }
     assert summary["mean_error_pct"] < 0.5 and sorted(summary["reasons"]) == sorted(others)
+    # where the sides lie, over the frames found: the shipped model's one (refined) on the hand sides
+    assert summary["mean_side_offsets_pct"] == pytest.approx([0.0] * 4, abs=0.5)
     demo_model = summary["demo_model"]
+    assert demo_model["mean_side_offsets_pct"] == [0.0, 0.0, 0.0, 0.0]
     assert (demo_model["found"], demo_model["weights"], demo_model["mean_error_pct"]) == (
         6,
         str(tmp_path / "best.pt"),
