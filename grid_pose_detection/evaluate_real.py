@@ -336,11 +336,17 @@ def default_photos_folder(settings: Any = None) -> Path:
     return Path(root) / REAL_SUBFOLDER
 
 
-def real_frames(predictor: Any, weights: str | Path | None, folder: str | Path) -> dict[str, Any]:
+def real_frames(
+    predictor: Any,
+    weights: str | Path | None,
+    folder: str | Path,
+    ablation: list[tuple[float, float, str]] | None = None,
+) -> dict[str, Any]:
     """The summary of a corners predictor on the real photos of ``folder`` (for ``summary.json``'s
     ``grid_pose_detection.real_frames``: :func:`summarize`'s figures and where the sides lie,
-    ``mean_side_offsets_pct``), with the per-photo rows under ``rows``."""
-    rows = evaluate_photos(predictor, folder)
+    ``mean_side_offsets_pct``), with the per-photo rows under ``rows``; with ``ablation``, on the photos
+    with those bands painted (:func:`evaluate_photos`)."""
+    rows = evaluate_photos(predictor, folder, ablation)
     return {
         **summarize(rows, None if weights is None else str(weights)),
         "mean_side_offsets_pct": mean_side_offsets(rows),
@@ -400,17 +406,9 @@ def evaluate_real(
     )
     result = real_frames(predictor, weights, folder)
     if ablations:
-        result["ablations"] = []
-        for name, bands in ablations:
-            rows = evaluate_photos(predictor, folder, bands)
-            result["ablations"].append(
-                {
-                    "ablation": name,
-                    **summarize(rows, None),
-                    "mean_side_offsets_pct": mean_side_offsets(rows),
-                    "rows": rows,
-                }
-            )
+        result["ablations"] = [
+            {"ablation": name, **real_frames(predictor, None, folder, bands)} for name, bands in ablations
+        ]
     result["refine"] = bool(refine)
     result["within_share"] = WITHIN_SHARE
     result["photos_folder"] = str(folder)
